@@ -1,0 +1,309 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "fhir/json.h"
+
+#include <algorithm>
+#include <charconv>
+
+#include <rapidjson/error/en.h>
+#include <rapidjson/memorystream.h>
+#include <rapidjson/prettywriter.h>
+#include <rapidjson/reader.h>
+#include <rapidjson/writer.h>
+
+namespace fhir {
+
+Json Json::boolean(bool b) {
+  Json j;
+  j.kind_ = Kind::boolean;
+  j.bool_ = b;
+  return j;
+}
+
+Json Json::integer(std::int64_t n) {
+  Json j;
+  j.kind_ = Kind::number;
+  j.text_ = std::to_string(n);
+  return j;
+}
+
+namespace {
+
+// RFC 8259 section 6: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
+bool is_json_number(std::string_view s) {
+  std::size_t i = 0;
+  auto digit = [&](std::size_t k) { return k < s.size() && s[k] >= '0' && s[k] <= '9'; };
+  if (i < s.size() && s[i] == '-') ++i;
+  if (!digit(i)) return false;
+  if (s[i] == '0') {
+    ++i;
+  } else {
+    while (digit(i)) ++i;
+  }
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    if (!digit(i)) return false;
+    while (digit(i)) ++i;
+  }
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
+    if (!digit(i)) return false;
+    while (digit(i)) ++i;
+  }
+  return i == s.size();
+}
+
+}  // namespace
+
+std::optional<Json> Json::decimal(std::string_view text) {
+  if (!is_json_number(text)) return std::nullopt;
+  Json j;
+  j.kind_ = Kind::number;
+  j.text_ = std::string(text);
+  return j;
+}
+
+Json Json::string(std::string s) {
+  Json j;
+  j.kind_ = Kind::string;
+  j.text_ = std::move(s);
+  return j;
+}
+
+Json Json::array() {
+  Json j;
+  j.kind_ = Kind::array;
+  return j;
+}
+
+Json Json::object() {
+  Json j;
+  j.kind_ = Kind::object;
+  return j;
+}
+
+std::optional<std::int64_t> Json::as_int64() const {
+  if (kind_ != Kind::number) return std::nullopt;
+  std::int64_t v = 0;
+  const char* first = text_.data();
+  const char* last = first + text_.size();
+  auto [p, ec] = std::from_chars(first, last, v);
+  if (ec != std::errc() || p != last) return std::nullopt;
+  return v;
+}
+
+const Json* Json::find(std::string_view key) const {
+  for (const Member& m : members_)
+    if (m.first == key) return &m.second;
+  return nullptr;
+}
+
+Json* Json::find(std::string_view key) {
+  for (Member& m : members_)
+    if (m.first == key) return &m.second;
+  return nullptr;
+}
+
+std::string_view Json::string_at(std::string_view key) const {
+  const Json* v = find(key);
+  return v && v->is_string() ? std::string_view(v->text_) : std::string_view();
+}
+
+void Json::set(std::string key, Json v) {
+  if (kind_ != Kind::object) {
+    *this = object();
+  }
+  if (Json* existing = find(key)) {
+    *existing = std::move(v);
+    return;
+  }
+  members_.emplace_back(std::move(key), std::move(v));
+}
+
+bool Json::erase(std::string_view key) {
+  auto it = std::find_if(members_.begin(), members_.end(),
+                         [&](const Member& m) { return m.first == key; });
+  if (it == members_.end()) return false;
+  members_.erase(it);
+  return true;
+}
+
+bool operator==(const Json& a, const Json& b) {
+  return a.kind_ == b.kind_ && a.bool_ == b.bool_ && a.text_ == b.text_ && a.items_ == b.items_ &&
+         a.members_ == b.members_;
+}
+
+// SAX handler that builds the tree with an explicit stack, so depth costs heap, not C stack.
+class JsonBuilder {
+ public:
+  explicit JsonBuilder(const JsonLimits& limits) : limits_(limits) {}
+
+  bool Null() { return add(Json()); }
+  bool Bool(bool b) { return add(Json::boolean(b)); }
+  // With kParseNumbersAsStringsFlag every number arrives through RawNumber; these are
+  // required by the handler concept only.
+  bool Int(int i) { return add(Json::integer(i)); }
+  bool Uint(unsigned u) { return add(Json::integer(u)); }
+  bool Int64(std::int64_t i) { return add(Json::integer(i)); }
+  bool Uint64(std::uint64_t u) { return RawNumber(std::to_string(u).c_str(), 0, false); }
+  bool Double(double) { return fail("unexpected binary number"); }
+  bool RawNumber(const char* str, rapidjson::SizeType len, bool) {
+    Json j;
+    j.kind_ = Json::Kind::number;
+    j.text_.assign(str, len);
+    return add(std::move(j));
+  }
+  bool String(const char* str, rapidjson::SizeType len, bool) {
+    return add(Json::string(std::string(str, len)));
+  }
+  bool StartObject() { return open(Json::object()); }
+  bool Key(const char* str, rapidjson::SizeType len, bool) {
+    keys_.emplace_back(str, len);
+    return true;
+  }
+  bool EndObject(rapidjson::SizeType) {
+    if (!unique_keys(stack_.back())) return false;
+    return close();
+  }
+  bool StartArray() { return open(Json::array()); }
+  bool EndArray(rapidjson::SizeType) { return close(); }
+
+  Json take_root() { return std::move(root_); }
+  const std::string& error() const { return error_; }
+
+ private:
+  bool fail(std::string why) {
+    error_ = std::move(why);
+    return false;
+  }
+
+  bool open(Json container) {
+    if (stack_.size() >= limits_.max_depth)
+      return fail("JSON nesting deeper than " + std::to_string(limits_.max_depth) + " levels");
+    stack_.push_back(std::move(container));
+    return true;
+  }
+
+  bool close() {
+    Json done = std::move(stack_.back());
+    stack_.pop_back();
+    return add(std::move(done));
+  }
+
+  bool add(Json v) {
+    if (stack_.empty()) {
+      root_ = std::move(v);
+      return true;
+    }
+    Json& top = stack_.back();
+    if (top.size() >= limits_.max_members)
+      return fail("JSON object or array with more than " + std::to_string(limits_.max_members) +
+                  " members");
+    if (top.is_array()) {
+      top.items_.push_back(std::move(v));
+    } else {
+      top.members_.emplace_back(std::move(keys_.back()), std::move(v));
+      keys_.pop_back();
+    }
+    return true;
+  }
+
+  // FHIR R4 json.html: "no duplicate keys". Sorting a view is O(n log n) even for hostile
+  // objects with very many members.
+  bool unique_keys(const Json& obj) {
+    const auto& m = obj.members_;
+    if (m.size() < 2) return true;
+    std::vector<std::string_view> keys;
+    keys.reserve(m.size());
+    for (const auto& kv : m) keys.emplace_back(kv.first);
+    std::sort(keys.begin(), keys.end());
+    auto dup = std::adjacent_find(keys.begin(), keys.end());
+    if (dup == keys.end()) return true;
+    return fail("duplicate JSON key \"" + std::string(dup->substr(0, 64)) + "\"");
+  }
+
+  const JsonLimits& limits_;
+  std::vector<Json> stack_;
+  std::vector<std::string> keys_;
+  Json root_;
+  std::string error_;
+};
+
+Result<Json> parse_json(std::string_view text, const JsonLimits& limits) {
+  if (text.size() > limits.max_bytes)
+    return Issue::make(ErrorCode::payload_too_large,
+                       "JSON body of " + std::to_string(text.size()) + " bytes exceeds the limit of " +
+                           std::to_string(limits.max_bytes) + " bytes");
+  JsonBuilder builder(limits);
+  rapidjson::MemoryStream ms(text.data(), text.size());
+  rapidjson::Reader reader;
+  constexpr unsigned kFlags = rapidjson::kParseValidateEncodingFlag | rapidjson::kParseIterativeFlag |
+                              rapidjson::kParseNumbersAsStringsFlag;
+  rapidjson::ParseResult ok = reader.Parse<kFlags>(ms, builder);
+  if (!ok) {
+    std::string why = builder.error().empty() ? rapidjson::GetParseError_En(ok.Code()) : builder.error();
+    if (!why.empty() && why.back() == '.') why.pop_back();
+    return Issue::make(ErrorCode::invalid_json,
+                       "Body is not valid JSON: " + why + " at byte offset " + std::to_string(ok.Offset()));
+  }
+  return builder.take_root();
+}
+
+namespace {
+
+// rapidjson output stream appending to a std::string without an intermediate buffer copy.
+struct StringSink {
+  using Ch = char;
+  std::string& out;
+  void Put(char c) { out.push_back(c); }
+  void Flush() {}
+};
+
+template <class Writer>
+void write(const Json& v, Writer& w) {
+  switch (v.kind()) {
+    case Json::Kind::null: w.Null(); break;
+    case Json::Kind::boolean: w.Bool(v.as_bool()); break;
+    case Json::Kind::number:
+      w.RawValue(v.text().data(), v.text().size(), rapidjson::kNumberType);
+      break;
+    case Json::Kind::string:
+      w.String(v.text().data(), static_cast<rapidjson::SizeType>(v.text().size()));
+      break;
+    case Json::Kind::array:
+      w.StartArray();
+      for (const Json& item : v.items()) write(item, w);
+      w.EndArray();
+      break;
+    case Json::Kind::object:
+      w.StartObject();
+      for (const auto& [key, value] : v.members()) {
+        w.Key(key.data(), static_cast<rapidjson::SizeType>(key.size()));
+        write(value, w);
+      }
+      w.EndObject();
+      break;
+  }
+}
+
+}  // namespace
+
+void append_json(const Json& value, std::string& out, bool pretty) {
+  StringSink sink{out};
+  if (pretty) {
+    rapidjson::PrettyWriter<StringSink> w(sink);
+    w.SetIndent(' ', 2);
+    write(value, w);
+  } else {
+    rapidjson::Writer<StringSink> w(sink);
+    write(value, w);
+  }
+}
+
+std::string to_json(const Json& value, bool pretty) {
+  std::string out;
+  append_json(value, out, pretty);
+  return out;
+}
+
+}  // namespace fhir

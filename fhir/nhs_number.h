@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: Apache-2.0
+// NHS number: 10 digits, the last a Modulus 11 check digit (NHS Data Dictionary, "NHS NUMBER").
+// Used by search-parameter validation, identity resolution and the HL7 v2 adapter.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "fhir/result.h"
+
+namespace fhir {
+
+inline constexpr std::string_view kNhsNumberSystem = "https://fhir.nhs.uk/Id/nhs-number";
+
+// Check digit for the first nine digits; nullopt when the remainder makes it 10 (no valid
+// NHS number has those nine digits). Precondition: `first_nine` is 9 ASCII digits.
+std::optional<char> nhs_check_digit(std::string_view first_nine);
+
+// Validates the 10-digit form (no spaces). Failures name the rule that failed
+// (ErrorCode::invalid_nhs_number), never echoing the number itself.
+Status validate_nhs_number(std::string_view value);
+inline bool is_valid_nhs_number(std::string_view value) { return validate_nhs_number(value).ok(); }
+
+// "9434765919" -> "943 476 5919" for display. Precondition: 10 characters.
+std::string format_nhs_number(std::string_view value);
+
+}  // namespace fhir

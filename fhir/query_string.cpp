@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "fhir/query_string.h"
+
+namespace fhir {
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace
+
+bool is_valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const std::size_t n = s.size();
+  while (i < n) {
+    unsigned char c = p[i];
+    if (c < 0x80) { ++i; continue; }
+    std::size_t len = 0;
+    unsigned cp = 0;
+    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
+    else return false;
+    if (i + len > n) return false;
+    for (std::size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return false;
+    if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += len;
+  }
+  return true;
+}
+
+Result<std::string> percent_decode(std::string_view s, bool plus_is_space) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (c == '%') {
+      if (i + 2 >= s.size() || hex_value(s[i + 1]) < 0 || hex_value(s[i + 2]) < 0)
+        return Issue::make(ErrorCode::bad_request,
+                           "Malformed percent-encoding in the query (expected %XX with hex digits)");
+      char decoded = static_cast<char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
+      if (decoded == '\0')
+        return Issue::make(ErrorCode::bad_request, "The query contains an encoded NUL byte");
+      out.push_back(decoded);
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      out.push_back(' ');
+    } else {
+      out.push_back(c);
+    }
+  }
+  if (!is_valid_utf8(out))
+    return Issue::make(ErrorCode::bad_request, "The query is not valid UTF-8 after percent-decoding");
+  return out;
+}
+
+Result<QueryParams> parse_query_string(std::string_view query, const QueryLimits& limits) {
+  if (query.size() > limits.max_bytes)
+    return Issue::make(ErrorCode::bad_request, "Query string longer than " +
+                                                   std::to_string(limits.max_bytes) + " bytes");
+  QueryParams out;
+  while (!query.empty()) {
+    std::size_t amp = query.find('&');
+    std::string_view piece = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (piece.empty()) continue;
+    if (out.size() >= limits.max_params)
+      return Issue::make(ErrorCode::bad_request,
+                         "More than " + std::to_string(limits.max_params) + " query parameters");
+    std::size_t eq = piece.find('=');
+    auto name = percent_decode(piece.substr(0, eq));
+    if (!name) return std::move(name).issue();
+    auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : piece.substr(eq + 1));
+    if (!value) return std::move(value).issue();
+    if (name->empty()) return Issue::make(ErrorCode::bad_request, "A query parameter has an empty name");
+    out.emplace_back(std::move(*name), std::move(*value));
+  }
+  return out;
+}
+
+std::string percent_encode(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                      c == '-' || c == '.' || c == '_' || c == '~';
+    if (unreserved) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
+}  // namespace fhir

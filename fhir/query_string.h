@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: Apache-2.0
+// Decoding of URL query strings and application/x-www-form-urlencoded bodies into ordered
+// name/value pairs (FHIR search input, both GET [type]?.. and POST [type]/_search).
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "fhir/result.h"
+
+namespace fhir {
+
+using QueryParams = std::vector<std::pair<std::string, std::string>>;
+
+struct QueryLimits {
+  std::size_t max_bytes = 8192;
+  std::size_t max_params = 64;
+};
+
+// Percent-decodes `s` ("+" becomes a space when `plus_is_space`). Fails on a truncated or
+// non-hex escape, on a decoded NUL, and on decoded text that is not UTF-8.
+Result<std::string> percent_decode(std::string_view s, bool plus_is_space = true);
+
+// Splits on '&', then the first '='; decodes names and values. Empty pieces are skipped.
+Result<QueryParams> parse_query_string(std::string_view query, const QueryLimits& limits = {});
+
+// Percent-encodes for use in a query component (RFC 3986 unreserved characters pass).
+std::string percent_encode(std::string_view s);
+
+// True when `s` is well-formed UTF-8 (no overlongs, no surrogates).
+bool is_valid_utf8(std::string_view s);
+
+}  // namespace fhir

@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: Apache-2.0
+// Gateway configuration: one TOML file (docs/configuration.md documents every key and
+// default). Loaded once at start-up; a bad file throws ConfigError naming file, key and
+// reason, and main exits with code 2.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace gw::config {
+
+class ConfigError : public std::runtime_error {
+ public:
+  ConfigError(std::string file, std::string key, std::string reason);
+  const std::string& file() const { return file_; }
+  const std::string& key() const { return key_; }
+  const std::string& reason() const { return reason_; }
+
+ private:
+  std::string file_, key_, reason_;
+};
+
+enum class ClientCertificates { none, optional, required };
+
+struct HttpsConfig {
+  bool enabled = true;
+  std::string address = "127.0.0.1";
+  std::uint16_t port = 8443;
+  std::string certificate = "certs/server.pem";
+  std::string private_key = "certs/server-key.pem";
+  std::string client_ca;  // PEM bundle trusted for client certificates (mutual TLS)
+  ClientCertificates client_certificates = ClientCertificates::none;
+};
+
+struct PlainHttpConfig {
+  bool enabled = false;  // never on a non-loopback address
+  std::string address = "127.0.0.1";
+  std::uint16_t port = 8080;
+};
+
+struct Limits {
+  std::size_t max_header_bytes = 16 * 1024;
+  std::size_t max_body_bytes = 10 * 1024 * 1024;
+  std::size_t max_connections = 1024;
+  std::size_t max_requests_per_connection = 10000;
+  std::chrono::milliseconds read_timeout{30000};   // TLS handshake, or a request once begun
+  std::chrono::milliseconds idle_timeout{60000};   // keep-alive wait for the next request
+  std::chrono::milliseconds write_timeout{30000};
+  std::chrono::milliseconds shutdown_grace{10000}; // in-flight requests finish within this
+};
+
+struct Config {
+  std::string source_file;  // empty when built from defaults
+  std::string public_base_url = "https://localhost:8443";
+  unsigned threads = 2;
+  HttpsConfig https;
+  PlainHttpConfig http;
+  Limits limits;
+  std::string data_dir = "data";
+  std::string log_level = "info";
+  bool access_log = true;
+  bool metrics_allow_remote = false;
+};
+
+// Reads and validates `path`. Relative paths inside the file are resolved against the
+// directory holding it. Throws ConfigError.
+Config load_config(const std::string& path);
+
+// Checks cross-field rules (TLS files present when HTTPS is on, plain HTTP only on loopback,
+// base URL shape). Throws ConfigError. load_config calls it; tests call it on built configs.
+void validate(const Config& config);
+
+// True for 127.0.0.0/8, ::1 and "localhost".
+bool is_loopback_address(const std::string& address);
+
+}  // namespace gw::config

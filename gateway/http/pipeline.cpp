@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "gateway/http/pipeline.h"
+
+#include <exception>
+
+#include <boost/asio/ip/address.hpp>
+
+#include "fhir/content_negotiation.h"
+#include "gateway/observe/log.h"
+
+namespace gw::http {
+
+bool is_loopback(std::string_view addr) {
+  boost::system::error_code ec;
+  auto a = boost::asio::ip::make_address(std::string(addr), ec);
+  if (ec) return false;
+  if (a.is_v6() && a.to_v6().is_v4_mapped())
+    return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, a.to_v6()).is_loopback();
+  return a.is_loopback();
+}
+
+boost::asio::awaitable<Response> Pipeline::handle(Request& req) const {
+  // 1. Route. Only the path is looked at; query and body stay raw until step 2 has passed.
+  Router::Match m = router_.match(req.method, req.path);
+  if (!m.route) {
+    req.route_template = m.allow.empty() ? "unmatched" : "method_not_allowed";
+    Response r = error_response(*m.error);
+    if (!m.allow.empty()) r.set_header("Allow", m.allow);
+    co_return r;
+  }
+  const Route& route = *m.route;
+  req.route_template = route.pattern;
+  req.path_params = std::move(m.params);
+
+  // 2. Authenticate and authorise. Issue #5 adds bearer-token checks here; until it lands the
+  //    route table holds only routes that disclose no patient data (metadata, health, $validate).
+  if (route.options.loopback_only && !is_loopback(req.remote_address))
+    co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden,
+                                               "This endpoint is only served to loopback clients"));
+
+  // 3. Decode the query.
+  auto query = fhir::parse_query_string(req.raw_query, limits_.query);
+  if (!query) co_return error_response(query.issue());
+  req.query = std::move(*query);
+
+  // 4. Negotiate the response format (R4 http.html: _format overrides Accept).
+  if (route.options.fhir) {
+    auto fmt = fhir::negotiate_format(req.header("accept"), req.query_value("_format"), req.query_value("_pretty"));
+    if (!fmt) co_return error_response(fmt.issue());
+    req.format = *fmt;
+  }
+
+  // 5. Parse a JSON body for routes that take one.
+  if (route.options.json_body) {
+    std::string_view ct = req.header("content-type");
+    if (!fhir::is_json_media_type(ct))
+      co_return error_response(
+          fhir::Issue::make(fhir::ErrorCode::unsupported_media_type,
+                            ct.empty() ? "Content-Type is missing; send application/fhir+json"
+                                       : "Content-Type " + std::string(ct.substr(0, 64)) +
+                                             " is not accepted; send application/fhir+json"),
+          req.format.pretty);
+    auto body = fhir::parse_json(req.body, limits_.json);
+    if (!body) co_return error_response(body.issue(), req.format.pretty);
+    req.json_body = std::move(*body);
+  }
+
+  // 6. Handle. Exceptions here are broken invariants: answer 500, log, never leak details.
+  std::exception_ptr failure;
+  try {
+    co_return co_await route.handler(req);
+  } catch (const std::exception& e) {
+    observe::log(observe::Level::error, "handler failed",
+                 {{"request_id", req.request_id}, {"route", route.pattern}, {"error", e.what()}});
+    failure = std::current_exception();
+  } catch (...) {
+    observe::log(observe::Level::error, "handler failed", {{"request_id", req.request_id}, {"route", route.pattern}});
+    failure = std::current_exception();
+  }
+  co_return error_response(fhir::Issue::make(fhir::ErrorCode::internal_error,
+                                             "The server could not complete the request; quote X-Request-ID " +
+                                                 req.request_id + " to the service desk"));
+}
+
+}  // namespace gw::http

@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: Apache-2.0
+// The request path as named steps in one place (STYLE.md "Structure"):
+//   match route -> authenticate/authorise -> decode query -> negotiate format -> parse body
+//   -> handle -> (audit)
+// Sessions in gateway/net call handle() once per parsed HTTP request.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+
+#include "fhir/json.h"
+#include "fhir/query_string.h"
+#include "gateway/http/router.h"
+
+namespace gw::http {
+
+struct PipelineLimits {
+  fhir::QueryLimits query;
+  fhir::JsonLimits json;
+};
+
+class Pipeline {
+ public:
+  Pipeline(const Router& router, PipelineLimits limits) : router_(router), limits_(limits) {}
+
+  // Produces the response for `req`; never throws (a last-resort catch answers 500 with an
+  // OperationOutcome). Sets req.route_template for metrics. Runs on the session's strand.
+  boost::asio::awaitable<Response> handle(Request& req) const;
+
+ private:
+  const Router& router_;
+  PipelineLimits limits_;
+};
+
+// True when `addr` (as text) is a loopback address.
+bool is_loopback(std::string_view addr);
+
+}  // namespace gw::http

@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: Apache-2.0
+// The request as handlers see it, detached from Beast. The query and body are kept raw: the
+// pipeline decodes them only after authentication (issue: "no request body or query is parsed
+// before authentication succeeds").
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "fhir/content_negotiation.h"
+#include "fhir/json.h"
+#include "fhir/query_string.h"
+
+namespace gw::http {
+
+struct Request {
+  std::string method;                 // "GET", "POST", ...
+  std::string target;                 // as received, e.g. "/Patient?identifier=..."
+  std::string path;                   // percent-decoded path, without the query
+  std::string raw_query;              // undecoded text after '?'
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
+  std::string body;
+
+  std::string request_id;             // X-Request-ID (mirrored or generated)
+  std::string correlation_id;         // X-Correlation-ID when sent
+  std::string remote_address;
+  std::string client_certificate_subject;  // RFC 2253 subject of a verified client cert
+  bool tls = false;
+  std::chrono::steady_clock::time_point received{};
+  std::string route_template;         // matched route pattern, for metrics and logs
+
+  // Filled by the pipeline, in this order, each only when the route needs it.
+  std::vector<std::string> path_params;         // captures of {name} segments
+  std::optional<fhir::QueryParams> query;       // decoded query (after authentication)
+  fhir::ResponseFormat format;                  // negotiated response format
+  std::optional<fhir::Json> json_body;          // parsed body for routes that take JSON
+
+  // First value of header `name` (lower-case), or empty.
+  std::string_view header(std::string_view name) const {
+    for (const auto& [k, v] : headers)
+      if (k == name) return v;
+    return {};
+  }
+  std::size_t header_count(std::string_view name) const {
+    std::size_t n = 0;
+    for (const auto& [k, v] : headers) n += (k == name);
+    return n;
+  }
+  // Value of the first query parameter `name`; requires `query` to have been decoded.
+  std::optional<std::string_view> query_value(std::string_view name) const {
+    if (!query) return std::nullopt;
+    for (const auto& [k, v] : *query)
+      if (k == name) return std::string_view(v);
+    return std::nullopt;
+  }
+};
+
+}  // namespace gw::http

@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "gateway/http/router.h"
+
+#include <algorithm>
+#include <map>
+
+#include "fhir/resource_types.h"
+
+namespace gw::http {
+namespace {
+
+std::vector<std::string> split_path(std::string_view path) {
+  std::vector<std::string> out;
+  std::size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '/') { ++i; continue; }
+    std::size_t j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    out.emplace_back(path.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+bool is_capture(const std::string& seg) { return seg.size() > 2 && seg.front() == '{' && seg.back() == '}'; }
+
+bool segments_match(const Route& r, const std::vector<std::string>& segs, std::vector<std::string>& params) {
+  if (r.segments.size() != segs.size()) return false;
+  params.clear();
+  for (std::size_t i = 0; i < segs.size(); ++i) {
+    if (is_capture(r.segments[i])) params.push_back(segs[i]);
+    else if (r.segments[i] != segs[i]) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void Router::add(std::string method, std::string pattern, Handler handler, RouteOptions options) {
+  Route r;
+  r.segments = split_path(pattern);
+  r.method = std::move(method);
+  r.pattern = std::move(pattern);
+  r.handler = std::move(handler);
+  r.options = std::move(options);
+  routes_.push_back(std::move(r));
+}
+
+Router::Match Router::match(std::string_view method, std::string_view path) const {
+  Match m;
+  const std::vector<std::string> segs = split_path(path);
+  std::vector<std::string> params;
+  std::vector<std::string> allowed;
+  for (const Route& r : routes_) {
+    if (!segments_match(r, segs, params)) continue;
+    if (r.method == method) {
+      m.route = &r;
+      m.params = params;
+      return m;
+    }
+    if (std::find(allowed.begin(), allowed.end(), r.method) == allowed.end()) allowed.push_back(r.method);
+  }
+  if (!allowed.empty()) {
+    for (const std::string& a : allowed) {
+      if (!m.allow.empty()) m.allow += ", ";
+      m.allow += a;
+    }
+    m.error = fhir::Issue::make(fhir::ErrorCode::method_not_allowed,
+                                std::string(method) + " is not supported on this URL; allowed: " + m.allow);
+    return m;
+  }
+  if (!segs.empty() && !segs[0].empty() && segs[0][0] >= 'A' && segs[0][0] <= 'Z') {
+    const std::string type = segs[0].substr(0, 64);
+    m.error = fhir::is_r4_resource_type(type)
+                  ? fhir::Issue::make(fhir::ErrorCode::unknown_resource_type,
+                                      "Resource type " + type + " is not served by this gateway; GET /metadata "
+                                      "lists the supported types")
+                  : fhir::Issue::make(fhir::ErrorCode::unknown_resource_type,
+                                      type + " is not a FHIR R4 resource type");
+    return m;
+  }
+  m.error = fhir::Issue::make(fhir::ErrorCode::not_found, "No such endpoint; GET /metadata lists what this server offers");
+  return m;
+}
+
+std::vector<fhir::ResourceCapability> Router::resource_capabilities() const {
+  std::map<std::string, fhir::ResourceCapability> by_type;
+  for (const Route& r : routes_) {
+    const RouteOptions& o = r.options;
+    if (o.resource_type.empty()) continue;
+    fhir::ResourceCapability& rc = by_type[o.resource_type];
+    rc.type = o.resource_type;
+    if (!o.profile.empty()) rc.profile = o.profile;
+    if (!o.interaction.empty() &&
+        std::find(rc.interactions.begin(), rc.interactions.end(), o.interaction) == rc.interactions.end())
+      rc.interactions.push_back(o.interaction);
+    if (!o.operation.empty()) rc.operations.push_back({o.operation, o.operation_definition});
+  }
+  std::vector<fhir::ResourceCapability> out;
+  for (auto& [type, rc] : by_type) out.push_back(std::move(rc));
+  return out;
+}
+
+std::vector<fhir::OperationCapability> Router::system_operations() const {
+  std::vector<fhir::OperationCapability> out;
+  for (const Route& r : routes_)
+    if (r.options.resource_type.empty() && !r.options.operation.empty())
+      out.push_back({r.options.operation, r.options.operation_definition});
+  return out;
+}
+
+}  // namespace gw::http

@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: Apache-2.0
+// fhir-gateway: wiring only. Reads the configuration, opens the databases, builds the route
+// table and runs the server until SIGINT/SIGTERM. Exit codes: 0 clean stop, 1 runtime
+// failure, 2 bad configuration or usage.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "fhir/search_params.h"
+#include "gateway/config/config.h"
+#include "gateway/http/pipeline.h"
+#include "gateway/http/router.h"
+#include "gateway/http/system_routes.h"
+#include "gateway/net/server.h"
+#include "gateway/observe/health.h"
+#include "gateway/observe/log.h"
+#include "gateway/observe/metrics.h"
+#include "gateway/store/databases.h"
+#include "gateway/version.h"
+
+namespace {
+
+void print_help() {
+  std::printf(
+      "Usage: fhir-gateway [--config FILE] [--check-config] [--help] [--version]\n"
+      "\n"
+      "Single patient record interoperability gateway: serves a FHIR R4 API over HTTPS.\n"
+      "\n"
+      "  --config FILE    TOML configuration (see docs/configuration.md). Without it the\n"
+      "                   built-in defaults are used: HTTPS on 127.0.0.1:8443 with\n"
+      "                   certs/server.pem and certs/server-key.pem, data in ./data\n"
+      "  --check-config   validate the configuration and exit (0 valid, 2 invalid)\n"
+      "  --version        print the version and exit\n"
+      "  --help           print this help and exit\n"
+      "\n"
+      "Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad configuration or usage.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace gw;
+  std::string config_path;
+  bool check_only = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      print_help();
+      return 0;
+    } else if (a == "--version") {
+      std::printf("fhir-gateway %s\n", kVersion);
+      return 0;
+    } else if (a == "--config" && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (a.rfind("--config=", 0) == 0) {
+      config_path = a.substr(9);
+    } else if (a == "--check-config") {
+      check_only = true;
+    } else {
+      std::fprintf(stderr, "fhir-gateway: unknown argument '%s' (see --help)\n", a.c_str());
+      return 2;
+    }
+  }
+
+  config::Config cfg;
+  try {
+    if (config_path.empty()) config::validate(cfg);
+    else cfg = config::load_config(config_path);
+  } catch (const config::ConfigError& e) {
+    std::fprintf(stderr, "fhir-gateway: configuration error: %s\n", e.what());
+    return 2;
+  }
+  if (check_only) {
+    std::printf("configuration OK\n");
+    return 0;
+  }
+  observe::Level level = observe::Level::info;
+  observe::parse_level(cfg.log_level, level);
+  observe::set_level(level);
+
+  observe::Health health;
+  observe::Metrics metrics;
+  auto dbs = store::Databases::open(cfg.data_dir);
+  if (!dbs) {
+    observe::log(observe::Level::error, "cannot open databases", {{"error", dbs.issue().diagnostics}});
+    return 1;
+  }
+  health.databases_ready = true;
+
+  fhir::SearchParamRegistry search_params;
+  http::Router router;
+  http::SystemRouteDeps deps{health, metrics, search_params,
+                             fhir::ServerDescription{"fhir-gateway", kVersion, cfg.public_base_url,
+                                                     "Single patient record interoperability gateway",
+                                                     kReleaseDate, false},
+                             cfg.metrics_allow_remote};
+  http::add_system_routes(router, deps);
+  http::add_metadata_route(router, deps);  // last: generated from the final route table
+
+  http::PipelineLimits limits;
+  limits.json.max_bytes = cfg.limits.max_body_bytes;
+  http::Pipeline pipeline(router, limits);
+  try {
+    net::Server server(cfg, pipeline, metrics, health);
+    server.start();
+    observe::log(observe::Level::info, "fhir-gateway ready",
+                 {{"version", kVersion}, {"base_url", cfg.public_base_url}, {"threads", cfg.threads}});
+    server.run();
+  } catch (const config::ConfigError& e) {
+    std::fprintf(stderr, "fhir-gateway: configuration error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    observe::log(observe::Level::error, "fatal", {{"error", e.what()}});
+    return 1;
+  }
+  observe::log(observe::Level::info, "stopped");
+  return 0;
+}

@@ -1,0 +1,532 @@
+// SPDX-License-Identifier: Apache-2.0
+// Shape follows Beast's advanced_server_flex_awaitable example: listener -> detect TLS ->
+// TLS or plain session, explicit limits, one place that classifies failures.
+#include "gateway/net/server.h"
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <atomic>
+#include <ctime>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/detect_ssl.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+#include "fhir/query_string.h"
+#include "gateway/net/tls_context.h"
+#include "gateway/observe/log.h"
+
+namespace gw::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using asio::awaitable;
+using asio::ip::tcp;
+using boost::system::error_code;
+using Strand = asio::strand<asio::io_context::executor_type>;
+
+namespace {
+
+auto nothrow(error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec); }
+
+std::string new_request_id() {
+  // UUID version 4 (RFC 4122 section 4.4).
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::uint64_t hi = rng(), lo = rng();
+  hi = (hi & 0xFFFFFFFFFFFF0FFFULL) | 0x0000000000004000ULL;
+  lo = (lo & 0x3FFFFFFFFFFFFFFFULL) | 0x8000000000000000ULL;
+  char buf[37];
+  std::snprintf(buf, sizeof buf, "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(hi >> 32),
+                static_cast<unsigned>((hi >> 16) & 0xFFFF), static_cast<unsigned>(hi & 0xFFFF),
+                static_cast<unsigned>(lo >> 48), static_cast<unsigned long long>(lo & 0xFFFFFFFFFFFFULL));
+  return buf;
+}
+
+// Client-supplied ids are mirrored only when short and made of safe characters, so they can
+// go into logs and headers without escaping surprises.
+bool acceptable_id(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id)
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+          c == '.' || c == ':'))
+      return false;
+  return true;
+}
+
+const std::string& http_date() {
+  thread_local std::time_t cached_second = 0;
+  thread_local std::string cached;
+  std::time_t now = std::time(nullptr);
+  if (now != cached_second) {
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    char buf[64];
+    std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    cached = buf;
+    cached_second = now;
+  }
+  return cached;
+}
+
+std::string peer_subject(SSL* ssl) {
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (!cert || SSL_get_verify_result(ssl) != X509_V_OK) return {};
+  BIO* bio = BIO_new(BIO_s_mem());
+  X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
+  char* data = nullptr;
+  long n = BIO_get_mem_data(bio, &data);
+  std::string out(data, static_cast<std::size_t>(n));
+  BIO_free(bio);
+  return out;
+}
+
+struct ConnectionInfo {
+  std::string remote_address;
+  std::string client_subject;
+  bool tls = false;
+};
+
+// What the session loop tells its caller about a protocol failure.
+struct ProtocolFailure {
+  fhir::Issue issue;
+  const char* kind;
+};
+
+ProtocolFailure classify(const error_code& ec, bool timed_out) {
+  using fhir::ErrorCode;
+  if (timed_out)
+    return {fhir::Issue::make(ErrorCode::request_timeout,
+                              "The request was not received completely in time (is Content-Length larger than "
+                              "the body?)"),
+            "request_timeout"};
+  if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow)
+    return {fhir::Issue::make(ErrorCode::headers_too_large, "Request headers exceed the server's limit"),
+            "headers_too_large"};
+  if (ec == bhttp::error::body_limit)
+    return {fhir::Issue::make(ErrorCode::payload_too_large, "Request body exceeds the server's limit"),
+            "body_too_large"};
+  return {fhir::Issue::make(ErrorCode::bad_request, "Malformed HTTP request: " + ec.message()), "malformed_http"};
+}
+
+}  // namespace
+
+// Per-connection handle the server uses to close idle connections when draining. Touched
+// only on the connection's strand.
+struct SessionControl {
+  explicit SessionControl(Strand s) : strand(std::move(s)) {}
+  Strand strand;
+  beast::tcp_stream* stream = nullptr;
+  bool idle = false;
+};
+
+struct Server::Impl {
+  Impl(const config::Config& c, const http::Pipeline& p, observe::Metrics& m, observe::Health& h)
+      : cfg(c), pipeline(p), metrics(m), health(h), ioc(static_cast<int>(c.threads)), signals(ioc),
+        drain_timer(ioc) {}
+
+  const config::Config& cfg;
+  const http::Pipeline& pipeline;
+  observe::Metrics& metrics;
+  observe::Health& health;
+  asio::io_context ioc;
+  std::shared_ptr<asio::ssl::context> tls;
+  std::optional<tcp::acceptor> https_acceptor;
+  std::optional<tcp::acceptor> http_acceptor;
+  asio::signal_set signals;
+  asio::steady_timer drain_timer;
+  std::atomic<bool> stopping{false};
+  std::chrono::steady_clock::time_point drain_deadline;
+
+  std::mutex sessions_mu;
+  std::unordered_map<std::uint64_t, std::shared_ptr<SessionControl>> sessions;
+  std::uint64_t next_session = 0;
+
+  tcp::acceptor bind(const std::string& address, std::uint16_t port) {
+    error_code ec;
+    auto addr = asio::ip::make_address(address == "localhost" ? "127.0.0.1" : address, ec);
+    if (ec) throw std::runtime_error("invalid listen address " + address);
+    tcp::endpoint ep(addr, port);
+    tcp::acceptor acc(ioc);
+    acc.open(ep.protocol(), ec);
+    if (!ec) acc.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acc.bind(ep, ec);
+    if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) throw std::runtime_error("cannot listen on " + address + ":" + std::to_string(port) + ": " + ec.message());
+    return acc;
+  }
+
+  awaitable<void> accept_loop(tcp::acceptor& acceptor, bool tls_port) {
+    for (;;) {
+      Strand strand = asio::make_strand(ioc);
+      tcp::socket socket(strand);
+      error_code ec;
+      co_await acceptor.async_accept(socket, nothrow(ec));
+      if (stopping) co_return;
+      if (ec) {
+        if (ec == asio::error::operation_aborted) co_return;
+        observe::log(observe::Level::warn, "accept failed", {{"error", ec.message()}});
+        // Out of descriptors and similar: back off rather than spin.
+        asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(100));
+        co_await pause.async_wait(nothrow(ec));
+        continue;
+      }
+      if (static_cast<std::size_t>(metrics.open_connections()) >= cfg.limits.max_connections) {
+        metrics.connection_rejected();
+        socket.close(ec);
+        continue;
+      }
+      auto control = std::make_shared<SessionControl>(strand);
+      std::uint64_t id;
+      {
+        std::lock_guard lock(sessions_mu);
+        id = next_session++;
+        sessions.emplace(id, control);
+      }
+      metrics.connection_opened();
+      asio::co_spawn(strand, session(std::move(socket), tls_port, control),
+                     [this, id](std::exception_ptr e) {
+                       if (e) {
+                         try {
+                           std::rethrow_exception(e);
+                         } catch (const std::exception& ex) {
+                           observe::log(observe::Level::error, "session failed", {{"error", ex.what()}});
+                         } catch (...) {
+                         }
+                       }
+                       metrics.connection_closed();
+                       std::lock_guard lock(sessions_mu);
+                       sessions.erase(id);
+                     });
+    }
+  }
+
+  awaitable<void> session(tcp::socket socket, bool tls_port, std::shared_ptr<SessionControl> control) {
+    ConnectionInfo info;
+    error_code ec;
+    auto remote = socket.remote_endpoint(ec);
+    if (!ec) info.remote_address = remote.address().to_string();
+    beast::tcp_stream stream(std::move(socket));
+    control->stream = &stream;
+    beast::flat_buffer buffer(cfg.limits.max_header_bytes + 8192);
+
+    if (!tls_port) {
+      co_await serve(stream, stream, buffer, info, *control, false);
+      co_await close_plain(stream);
+      control->stream = nullptr;
+      co_return;
+    }
+    stream.expires_after(cfg.limits.read_timeout);
+    bool is_tls = co_await beast::async_detect_ssl(stream, buffer, nothrow(ec));
+    if (ec) {
+      control->stream = nullptr;
+      co_return;
+    }
+    if (!is_tls) {
+      metrics.protocol_error("plain_http_on_tls_port");
+      co_await serve(stream, stream, buffer, info, *control, true);
+      co_await close_plain(stream);
+      control->stream = nullptr;
+      co_return;
+    }
+    // The TLS stream takes over the TCP stream; the control handle follows it.
+    beast::ssl_stream<beast::tcp_stream> tls_stream(std::move(stream), *tls);
+    beast::tcp_stream& lowest = tls_stream.next_layer();
+    control->stream = &lowest;
+    lowest.expires_after(cfg.limits.read_timeout);
+    std::size_t used = co_await tls_stream.async_handshake(asio::ssl::stream_base::server, buffer.data(), nothrow(ec));
+    if (ec) {
+      metrics.protocol_error("tls_handshake");
+      observe::log(observe::Level::debug, "TLS handshake failed", {{"error", ec.message()}});
+      control->stream = nullptr;
+      co_return;
+    }
+    buffer.consume(used);
+    info.tls = true;
+    info.client_subject = peer_subject(tls_stream.native_handle());
+    co_await serve(tls_stream, lowest, buffer, info, *control, false);
+    lowest.expires_after(std::chrono::seconds(1));
+    co_await tls_stream.async_shutdown(nothrow(ec));
+    lowest.close();
+    control->stream = nullptr;
+  }
+
+  // Half-closes and drains briefly so the peer reads our last response before the socket
+  // closes (closing with unread input would send RST and could destroy that response).
+  awaitable<void> close_plain(beast::tcp_stream& stream) {
+    error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream.expires_after(std::chrono::milliseconds(500));
+    char sink[4096];
+    for (int i = 0; i < 16 && !ec; ++i) co_await stream.async_read_some(asio::buffer(sink), nothrow(ec));
+    stream.close();
+  }
+
+  template <class Stream>
+  awaitable<void> serve(Stream& stream, beast::tcp_stream& lowest, beast::flat_buffer& buffer,
+                        const ConnectionInfo& info, SessionControl& control, bool tls_required) {
+    std::size_t served = 0;
+    for (;;) {
+      error_code ec;
+      // Wait for the first byte of the next request under the idle timeout. A drain closes
+      // connections waiting here; the flag is checked on the strand, so none is missed.
+      if (buffer.size() == 0) {
+        if (stopping) co_return;
+        control.idle = true;
+        lowest.expires_after(cfg.limits.idle_timeout);
+        std::size_t n = co_await stream.async_read_some(buffer.prepare(4096), nothrow(ec));
+        control.idle = false;
+        if (ec) co_return;
+        buffer.commit(n);
+      }
+
+      // Read the whole request under the read timeout. Our own timer cancels the read instead
+      // of closing the socket, so a 408 can still be sent.
+      bhttp::request_parser<bhttp::string_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(cfg.limits.max_header_bytes));
+      parser.body_limit(cfg.limits.max_body_bytes);
+      lowest.expires_never();
+      // The timer's handler may be queued on the strand after the read completes, so it checks
+      // shared state instead of touching this frame.
+      struct ReadDeadline {
+        bool done = false;
+        bool timed_out = false;
+      };
+      auto state = std::make_shared<ReadDeadline>();
+      asio::steady_timer deadline(co_await asio::this_coro::executor, cfg.limits.read_timeout);
+      deadline.async_wait([state, &lowest](error_code wait_ec) {
+        if (wait_ec || state->done) return;
+        state->timed_out = true;
+        error_code ignored;
+        lowest.socket().cancel(ignored);
+      });
+      co_await bhttp::async_read(stream, buffer, parser, nothrow(ec));
+      state->done = true;
+      deadline.cancel();
+      const bool timed_out = state->timed_out;
+      const auto received = std::chrono::steady_clock::now();
+
+      if (ec || tls_required) {
+        if (!timed_out && !tls_required &&
+            (ec == bhttp::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
+             ec == asio::ssl::error::stream_truncated || ec == asio::error::operation_aborted))
+          co_return;  // the peer went away (or a drain closed it); nobody to answer
+        ProtocolFailure f =
+            tls_required ? ProtocolFailure{fhir::Issue::make(fhir::ErrorCode::tls_required,
+                                                             "This port speaks HTTPS only; use https:// with the "
+                                                             "same host and port"),
+                                           "plain_http_on_tls_port"}
+                         : classify(ec, timed_out);
+        if (!tls_required) metrics.protocol_error(f.kind);
+        http::Response r = http::error_response(f.issue);
+        r.close = true;
+        http::Request req;
+        req.request_id = new_request_id();
+        req.remote_address = info.remote_address;
+        req.method = "-";
+        req.route_template = "protocol_error";
+        co_await send(stream, lowest, req, r, false, 11, received);
+        co_return;
+      }
+
+      bhttp::request<bhttp::string_body> msg = parser.release();
+      http::Request req;
+      req.received = received;
+      req.remote_address = info.remote_address;
+      req.client_certificate_subject = info.client_subject;
+      req.tls = info.tls;
+      req.method = std::string(msg.method_string());
+      req.target = std::string(msg.target());
+      for (const auto& field : msg) {
+        std::string name(field.name_string());
+        for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        req.headers.emplace_back(std::move(name), std::string(field.value()));
+      }
+      req.body = std::move(msg.body());
+      std::string_view rid = req.header("x-request-id");
+      req.request_id = acceptable_id(rid) ? std::string(rid) : new_request_id();
+      std::string_view cid = req.header("x-correlation-id");
+      if (acceptable_id(cid)) req.correlation_id = std::string(cid);
+
+      http::Response resp;
+      std::string_view target = req.target;
+      if (target.empty() || target.front() != '/') {
+        resp = http::error_response(fhir::Issue::make(fhir::ErrorCode::bad_request,
+                                                      "Request target must be a path starting with '/'"));
+        req.route_template = "protocol_error";
+      } else {
+        std::size_t q = target.find('?');
+        auto path = fhir::percent_decode(target.substr(0, q), false);
+        if (!path) {
+          resp = http::error_response(path.issue());
+          req.route_template = "protocol_error";
+        } else {
+          req.path = std::move(*path);
+          if (q != std::string_view::npos) req.raw_query = std::string(target.substr(q + 1));
+          resp = co_await pipeline.handle(req);
+        }
+      }
+      ++served;
+      const bool keep_alive = msg.keep_alive() && !resp.close && !stopping &&
+                              served < cfg.limits.max_requests_per_connection;
+      if (!co_await send(stream, lowest, req, resp, keep_alive, msg.version(), received)) co_return;
+      if (!keep_alive) co_return;
+    }
+  }
+
+  template <class Stream>
+  awaitable<bool> send(Stream& stream, beast::tcp_stream& lowest, const http::Request& req, http::Response& r,
+                       bool keep_alive, unsigned version, std::chrono::steady_clock::time_point received) {
+    bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(r.status), version};
+    res.set(bhttp::field::server, "fhir-gateway");
+    res.set(bhttp::field::date, http_date());
+    if (!r.content_type.empty()) res.set(bhttp::field::content_type, r.content_type);
+    res.set(bhttp::field::cache_control, "no-store");
+    res.set("X-Content-Type-Options", "nosniff");
+    res.set("X-Request-ID", req.request_id);
+    if (!req.correlation_id.empty()) res.set("X-Correlation-ID", req.correlation_id);
+    for (auto& [k, v] : r.headers) res.insert(k, v);
+    res.body() = std::move(r.body);
+    res.keep_alive(keep_alive);
+    res.prepare_payload();
+
+    error_code ec;
+    lowest.expires_after(cfg.limits.write_timeout);
+    co_await bhttp::async_write(stream, res, nothrow(ec));
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - received).count();
+    metrics.observe_request(req.route_template, req.method, r.status, seconds);
+    if (cfg.access_log)
+      observe::log(observe::Level::info, "request",
+                   {{"request_id", req.request_id},
+                    {"correlation_id", req.correlation_id},
+                    {"method", req.method},
+                    {"route", req.route_template},
+                    {"status", r.status},
+                    {"duration_ms", seconds * 1000.0},
+                    {"remote", req.remote_address}});
+    co_return !ec;
+  }
+
+  void begin_drain() {
+    if (stopping.exchange(true)) return;
+    health.draining = true;
+    observe::log(observe::Level::info, "shutting down: draining connections",
+                 {{"open_connections", metrics.open_connections()}});
+    error_code ec;
+    if (https_acceptor) https_acceptor->close(ec);
+    if (http_acceptor) http_acceptor->close(ec);
+    {
+      std::lock_guard lock(sessions_mu);
+      for (auto& [id, control] : sessions)
+        asio::post(control->strand, [control] {
+          if (control->idle && control->stream) control->stream->cancel();
+        });
+    }
+    drain_deadline = std::chrono::steady_clock::now() + cfg.limits.shutdown_grace;
+    wait_for_drain();
+  }
+
+  void wait_for_drain() {
+    std::size_t open;
+    {
+      std::lock_guard lock(sessions_mu);
+      open = sessions.size();
+    }
+    if (open == 0 || std::chrono::steady_clock::now() >= drain_deadline) {
+      if (open) observe::log(observe::Level::warn, "shutdown grace expired; closing connections", {{"open", open}});
+      signals.cancel();
+      ioc.stop();
+      return;
+    }
+    drain_timer.expires_after(std::chrono::milliseconds(20));
+    drain_timer.async_wait([this](error_code ec) {
+      if (!ec) wait_for_drain();
+    });
+  }
+};
+
+Server::Server(const config::Config& cfg, const http::Pipeline& pipeline, observe::Metrics& metrics,
+               observe::Health& health)
+    : impl_(std::make_unique<Impl>(cfg, pipeline, metrics, health)) {}
+
+Server::~Server() = default;
+
+void Server::start() {
+  Impl& i = *impl_;
+  if (i.cfg.https.enabled) {
+    i.tls = make_server_tls_context(i.cfg);
+    i.https_acceptor.emplace(i.bind(i.cfg.https.address, i.cfg.https.port));
+    asio::co_spawn(i.ioc, i.accept_loop(*i.https_acceptor, true), asio::detached);
+    observe::log(observe::Level::info, "listening",
+                 {{"scheme", "https"}, {"address", i.cfg.https.address}, {"port", https_port()}});
+  }
+  if (i.cfg.http.enabled) {
+    // config::validate already refused non-loopback plain HTTP; check again at the socket.
+    if (!config::is_loopback_address(i.cfg.http.address))
+      throw std::runtime_error("plain HTTP refused on non-loopback address " + i.cfg.http.address);
+    i.http_acceptor.emplace(i.bind(i.cfg.http.address, i.cfg.http.port));
+    asio::co_spawn(i.ioc, i.accept_loop(*i.http_acceptor, false), asio::detached);
+    observe::log(observe::Level::info, "listening",
+                 {{"scheme", "http"}, {"address", i.cfg.http.address}, {"port", http_port()}});
+  }
+  i.health.listening = true;
+}
+
+void Server::run(bool handle_signals) {
+  Impl& i = *impl_;
+  if (handle_signals) {
+    i.signals.add(SIGINT);
+    i.signals.add(SIGTERM);
+    i.signals.async_wait([this](error_code ec, int) {
+      if (ec) return;
+      impl_->begin_drain();
+      // A second signal stops at once.
+      impl_->signals.async_wait([this](error_code ec2, int) {
+        if (!ec2) impl_->ioc.stop();
+      });
+    });
+  }
+  std::vector<std::thread> extra;
+  for (unsigned t = 1; t < i.cfg.threads; ++t) extra.emplace_back([&i] { i.ioc.run(); });
+  i.ioc.run();
+  for (auto& t : extra) t.join();
+}
+
+void Server::shutdown() {
+  asio::post(impl_->ioc, [this] { impl_->begin_drain(); });
+}
+
+std::uint16_t Server::https_port() const {
+  error_code ec;
+  return impl_->https_acceptor ? impl_->https_acceptor->local_endpoint(ec).port() : 0;
+}
+
+std::uint16_t Server::http_port() const {
+  error_code ec;
+  return impl_->http_acceptor ? impl_->http_acceptor->local_endpoint(ec).port() : 0;
+}
+
+asio::io_context& Server::io_context() { return impl_->ioc; }
+
+}  // namespace gw::net

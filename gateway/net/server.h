@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: Apache-2.0
+// The HTTPS (and optional loopback plain-HTTP) server: listeners, TLS detection, one session
+// coroutine per connection on its own strand, explicit limits and timeouts, graceful drain.
+// Requests go to http::Pipeline; this layer owns only bytes, framing and connection policy.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "gateway/config/config.h"
+#include "gateway/http/pipeline.h"
+#include "gateway/observe/health.h"
+#include "gateway/observe/metrics.h"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace gw::net {
+
+class Server {
+ public:
+  // All references must outlive the server.
+  Server(const config::Config& cfg, const http::Pipeline& pipeline, observe::Metrics& metrics,
+         observe::Health& health);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Loads TLS, binds the listeners (port 0 picks a free port) and starts accepting. Throws
+  // config::ConfigError for TLS files, std::runtime_error naming the address on bind failure.
+  void start();
+
+  // Runs the event loop on cfg.threads threads (including the caller's) until the server has
+  // stopped. With `handle_signals`, SIGINT/SIGTERM begin a graceful shutdown (a second signal
+  // stops at once).
+  void run(bool handle_signals = true);
+
+  // Graceful shutdown, safe from any thread, idempotent: stop accepting, mark not-ready,
+  // close idle connections, let in-flight requests finish within shutdown_grace, then stop.
+  void shutdown();
+
+  std::uint16_t https_port() const;
+  std::uint16_t http_port() const;
+  boost::asio::io_context& io_context();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gw::net

@@ -1,0 +1,18 @@
+// SPDX-License-Identifier: Apache-2.0
+// Liveness/readiness state behind /healthz and /readyz. Set by start-up (databases opened,
+// migrations applied, listeners bound) and by shutdown (draining); read by any thread.
+#pragma once
+
+#include <atomic>
+
+namespace gw::observe {
+
+struct Health {
+  std::atomic<bool> databases_ready{false};
+  std::atomic<bool> listening{false};
+  std::atomic<bool> draining{false};
+
+  bool ready() const { return databases_ready.load() && listening.load() && !draining.load(); }
+};
+
+}  // namespace gw::observe

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: Apache-2.0
+// Prometheus metrics for GET /metrics (text exposition format 0.0.4). Labels are route
+// templates, methods and statuses, never patient ids or raw paths.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <tuple>
+
+namespace gw::observe {
+
+class Metrics {
+ public:
+  // Upper bounds in seconds of the latency histogram buckets.
+  static constexpr std::array<double, 12> kBuckets{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                   0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
+
+  // Counts one finished request. Thread-safe.
+  void observe_request(std::string_view route, std::string_view method, int status, double seconds);
+
+  void connection_opened() { open_connections_.fetch_add(1, std::memory_order_relaxed); connections_total_.fetch_add(1, std::memory_order_relaxed); }
+  void connection_closed() { open_connections_.fetch_sub(1, std::memory_order_relaxed); }
+  void connection_rejected() { connections_rejected_.fetch_add(1, std::memory_order_relaxed); }
+  // A protocol violation by a client, by kind (e.g. "malformed_http", "tls_handshake").
+  void protocol_error(std::string_view kind);
+
+  std::int64_t open_connections() const { return open_connections_.load(std::memory_order_relaxed); }
+
+  // Renders every metric in the Prometheus text format.
+  std::string render() const;
+
+ private:
+  struct Histogram {
+    std::array<std::uint64_t, kBuckets.size()> buckets{};
+    std::uint64_t count = 0;
+    double sum = 0;
+  };
+  mutable std::mutex mu_;
+  std::map<std::tuple<std::string, std::string, int>, std::uint64_t> requests_;
+  std::map<std::pair<std::string, std::string>, Histogram> latency_;
+  std::map<std::string, std::uint64_t> protocol_errors_;
+  std::atomic<std::int64_t> open_connections_{0};
+  std::atomic<std::uint64_t> connections_total_{0};
+  std::atomic<std::uint64_t> connections_rejected_{0};
+};
+
+}  // namespace gw::observe

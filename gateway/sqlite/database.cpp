@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "gateway/sqlite/database.h"
+
+#include <sqlite3.h>
+
+namespace gw::sqlite {
+namespace {
+
+// Storage failures are reported without SQL text or paths in the user-facing part
+// (STYLE.md "Errors"); operators get the SQLite message in the log via the caller.
+fhir::Issue storage_issue(sqlite3* db, std::string_view what) {
+  std::string msg = std::string(what) + ": " + (db ? sqlite3_errmsg(db) : "out of memory");
+  return fhir::Issue::make(fhir::ErrorCode::internal_error, std::move(msg));
+}
+
+}  // namespace
+
+fhir::Result<Database> Database::open(const std::string& path, Mode mode) {
+  sqlite3* db = nullptr;
+  int flags = SQLITE_OPEN_NOMUTEX | (mode == Mode::read_only ? SQLITE_OPEN_READONLY
+                                                             : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  if (rc != SQLITE_OK) {
+    fhir::Issue issue = fhir::Issue::make(fhir::ErrorCode::not_ready,
+                                          "cannot open database " + path + ": " +
+                                              (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
+    sqlite3_close(db);
+    return issue;
+  }
+  Database d(db, path);
+  sqlite3_busy_timeout(db, 5000);
+  sqlite3_extended_result_codes(db, 1);
+  // WAL lets readers proceed during the writer's commit; FULL makes each commit durable
+  // before we acknowledge anything built on it (DESIGN.md "Storage").
+  const char* pragmas = mode == Mode::read_only
+                            ? "PRAGMA foreign_keys=ON; PRAGMA query_only=ON;"
+                            : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;";
+  if (fhir::Status s = d.exec(pragmas); !s) return std::move(s).issue();
+  return d;
+}
+
+Database::Database(Database&& o) noexcept : db_(o.db_), path_(std::move(o.path_)) { o.db_ = nullptr; }
+
+Database& Database::operator=(Database&& o) noexcept {
+  if (this != &o) {
+    sqlite3_close_v2(db_);
+    db_ = o.db_;
+    path_ = std::move(o.path_);
+    o.db_ = nullptr;
+  }
+  return *this;
+}
+
+Database::~Database() { sqlite3_close_v2(db_); }
+
+fhir::Status Database::exec(std::string_view sql) {
+  std::string text(sql);
+  char* err = nullptr;
+  if (sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    return fhir::Issue::make(fhir::ErrorCode::internal_error, "database error: " + msg);
+  }
+  return fhir::Ok{};
+}
+
+fhir::Result<Statement> Database::prepare(std::string_view sql) {
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt,
+                         nullptr) != SQLITE_OK)
+    return storage_issue(db_, "prepare failed");
+  return Statement(stmt, db_);
+}
+
+fhir::Result<int> Database::user_version() {
+  auto st = prepare("PRAGMA user_version");
+  if (!st) return std::move(st).issue();
+  auto row = st->step();
+  if (!row) return std::move(row).issue();
+  return static_cast<int>(st->column_int64(0));
+}
+
+std::int64_t Database::last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
+int Database::changes() const { return sqlite3_changes(db_); }
+
+Statement::Statement(Statement&& o) noexcept : stmt_(o.stmt_), db_(o.db_) { o.stmt_ = nullptr; }
+
+Statement& Statement::operator=(Statement&& o) noexcept {
+  if (this != &o) {
+    sqlite3_finalize(stmt_);
+    stmt_ = o.stmt_;
+    db_ = o.db_;
+    o.stmt_ = nullptr;
+  }
+  return *this;
+}
+
+Statement::~Statement() { sqlite3_finalize(stmt_); }
+
+Statement& Statement::bind(int index, std::int64_t value) {
+  sqlite3_bind_int64(stmt_, index, value);
+  return *this;
+}
+
+Statement& Statement::bind(int index, std::string_view text) {
+  sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+  return *this;
+}
+
+Statement& Statement::bind_null(int index) {
+  sqlite3_bind_null(stmt_, index);
+  return *this;
+}
+
+fhir::Result<bool> Statement::step() {
+  int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return storage_issue(db_, "statement failed");
+}
+
+fhir::Status Statement::run() {
+  while (true) {
+    auto r = step();
+    if (!r) return std::move(r).issue();
+    if (!*r) break;
+  }
+  reset();
+  return fhir::Ok{};
+}
+
+void Statement::reset() {
+  sqlite3_reset(stmt_);
+  sqlite3_clear_bindings(stmt_);
+}
+
+std::int64_t Statement::column_int64(int col) const { return sqlite3_column_int64(stmt_, col); }
+
+std::string Statement::column_text(int col) const {
+  const unsigned char* p = sqlite3_column_text(stmt_, col);
+  int n = sqlite3_column_bytes(stmt_, col);
+  return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n)) : std::string();
+}
+
+bool Statement::column_is_null(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+
+Transaction::Transaction(Database& db) : db_(db), begun_(db.exec("BEGIN IMMEDIATE")) {}
+
+Transaction::~Transaction() {
+  if (begun_ && !done_) (void)db_.exec("ROLLBACK");
+}
+
+fhir::Status Transaction::commit() {
+  if (!begun_) return begun_;
+  fhir::Status s = db_.exec("COMMIT");
+  if (s) done_ = true;
+  return s;
+}
+
+}  // namespace gw::sqlite

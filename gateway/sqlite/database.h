@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: Apache-2.0
+// A thin RAII layer over the SQLite C API shared by the locator, store and audit databases.
+// Errors on open/prepare/step are returned as fhir::Result values; a Database is used by one
+// thread at a time (the caller's pool or writer owns it). Never call from a network thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "fhir/result.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace gw::sqlite {
+
+class Statement;
+
+class Database {
+ public:
+  enum class Mode { read_write_create, read_only };
+
+  // Opens `path`, sets WAL, synchronous=FULL, foreign_keys=ON and a busy timeout. Failures
+  // say which file could not be opened and why (not_ready).
+  static fhir::Result<Database> open(const std::string& path, Mode mode = Mode::read_write_create);
+
+  Database(Database&& other) noexcept;
+  Database& operator=(Database&& other) noexcept;
+  Database(const Database&) = delete;
+  Database& operator=(const Database&) = delete;
+  ~Database();
+
+  // Runs one or more statements without results.
+  fhir::Status exec(std::string_view sql);
+  fhir::Result<Statement> prepare(std::string_view sql);
+
+  // PRAGMA user_version: the number of the last migration applied.
+  fhir::Result<int> user_version();
+  const std::string& path() const { return path_; }
+  sqlite3* handle() { return db_; }
+  std::int64_t last_insert_rowid() const;
+  int changes() const;
+
+ private:
+  Database(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  sqlite3* db_ = nullptr;
+  std::string path_;
+};
+
+class Statement {
+ public:
+  Statement(Statement&& other) noexcept;
+  Statement& operator=(Statement&& other) noexcept;
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+  ~Statement();
+
+  // Parameters are 1-based, as in SQLite.
+  Statement& bind(int index, std::int64_t value);
+  Statement& bind(int index, std::string_view text);
+  Statement& bind_null(int index);
+
+  // Advances: true with a row, false when done; an Issue on error.
+  fhir::Result<bool> step();
+  // Steps to completion, expecting no rows.
+  fhir::Status run();
+  void reset();
+
+  std::int64_t column_int64(int col) const;
+  std::string column_text(int col) const;
+  bool column_is_null(int col) const;
+
+ private:
+  friend class Database;
+  Statement(sqlite3_stmt* stmt, sqlite3* db) : stmt_(stmt), db_(db) {}
+  sqlite3_stmt* stmt_ = nullptr;
+  sqlite3* db_ = nullptr;
+};
+
+// BEGIN IMMEDIATE on construction; ROLLBACK in the destructor unless commit() succeeded.
+class Transaction {
+ public:
+  explicit Transaction(Database& db);
+  ~Transaction();
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  const fhir::Status& begun() const { return begun_; }
+  fhir::Status commit();
+
+ private:
+  Database& db_;
+  fhir::Status begun_;
+  bool done_ = false;
+};
+
+}  // namespace gw::sqlite
