@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <doctest/doctest.h>
+
+#include "fhir/bundle.h"
+#include "fhir/capability_statement.h"
+#include "fhir/content_negotiation.h"
+
+using namespace fhir;
+
+namespace {
+Json patient(const char* id) {
+  Json p = Json::object();
+  p.set("resourceType", Json::string("Patient"));
+  p.set("id", Json::string(id));
+  return p;
+}
+
+const Json* link_named(const Json& bundle, std::string_view rel) {
+  for (const Json& l : bundle.find("link")->items())
+    if (l.string_at("relation") == rel) return &l;
+  return nullptr;
+}
+}  // namespace
+
+TEST_CASE("Bundle: searchset page has total, absolute fullUrls, modes and paging links") {
+  SearchRequest req;
+  req.resource_type = "Patient";
+  req.count = 2;
+  req.offset = 2;
+  SearchsetPage page;
+  page.matches = {patient("a"), patient("b")};
+  page.includes = {patient("gp")};
+  page.total = 7;
+  page.has_more = true;
+  Json b = make_searchset("https://gw.example.nhs.uk/fhir", req, page, 0);
+  CHECK(b.string_at("type") == "searchset");
+  CHECK(b.find("total")->text() == "7");
+  const auto& entries = b.find("entry")->items();
+  REQUIRE(entries.size() == 3);
+  CHECK(entries[0].string_at("fullUrl") == "https://gw.example.nhs.uk/fhir/Patient/a");
+  CHECK(entries[0].find("search")->string_at("mode") == "match");
+  CHECK(entries[2].find("search")->string_at("mode") == "include");
+  REQUIRE(link_named(b, "self"));
+  CHECK(link_named(b, "self")->string_at("url") == "https://gw.example.nhs.uk/fhir/Patient?_count=2&_offset=2");
+  CHECK(link_named(b, "next")->string_at("url") == "https://gw.example.nhs.uk/fhir/Patient?_count=2&_offset=4");
+  CHECK(link_named(b, "previous")->string_at("url") == "https://gw.example.nhs.uk/fhir/Patient?_count=2&_offset=0");
+}
+
+TEST_CASE("Bundle: last page has no next link and an empty page has no entry array") {
+  SearchRequest req;
+  req.resource_type = "Patient";
+  Json b = make_searchset("https://x", req, SearchsetPage{{}, {}, 0, false}, 0);
+  CHECK(link_named(b, "next") == nullptr);
+  CHECK(link_named(b, "previous") == nullptr);
+  CHECK(b.find("entry") == nullptr);
+  CHECK(b.find("total")->text() == "0");
+}
+
+TEST_CASE("CapabilityStatement: generated from declared resources and registered search parameters") {
+  SearchParamRegistry reg;
+  reg.add("Patient", {"identifier", SearchParamType::token, "http://hl7.org/fhir/SearchParameter/Patient-identifier",
+                      "system|value"});
+  ServerDescription server{"fhir-gateway", "0.1.0", "https://x", "test", "2026-11-23", true};
+  ResourceCapability patient_cap{"Patient", "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient",
+                                 {"read", "search-type"}, {{"summary", "http://hl7.org/fhir/uv/ips/OperationDefinition/summary"}}};
+  Json cs = capability_statement(server, {patient_cap}, {}, reg);
+  CHECK(cs.string_at("fhirVersion") == "4.0.1");
+  CHECK(cs.string_at("kind") == "instance");
+  const Json& rest = cs.find("rest")->items().at(0);
+  CHECK(rest.string_at("mode") == "server");
+  CHECK(rest.find("security")->find("service")->items().at(0).find("coding")->items().at(0).string_at("code") ==
+        "SMART-on-FHIR");
+  const Json& res = rest.find("resource")->items().at(0);
+  CHECK(res.string_at("type") == "Patient");
+  CHECK(res.find("interaction")->items().size() == 2);
+  CHECK(res.find("searchParam")->items().at(0).string_at("type") == "token");
+  CHECK(res.find("operation")->items().at(0).string_at("name") == "summary");
+}
+
+TEST_CASE("Content negotiation: JSON family and wildcards accepted, XML and Turtle refused with 406") {
+  for (const char* ok : {"", "application/fhir+json", "application/json", "application/json+fhir", "*/*",
+                         "application/fhir+json, */*; q=0.1", "text/html,application/xhtml+xml,*/*;q=0.8",
+                         "application/*"}) {
+    CAPTURE(ok);
+    CHECK(negotiate_format(ok, std::nullopt, std::nullopt).ok());
+  }
+  for (const char* bad : {"application/fhir+xml", "application/xml, text/xml", "text/turtle",
+                          "application/fhir+json;q=0, application/fhir+xml"}) {
+    CAPTURE(bad);
+    auto r = negotiate_format(bad, std::nullopt, std::nullopt);
+    REQUIRE_FALSE(r.ok());
+    CHECK(http_status_for(r.issue().code) == 406);
+  }
+}
+
+TEST_CASE("Content negotiation: _format overrides Accept; _pretty is honoured") {
+  CHECK(negotiate_format("application/fhir+xml", std::string_view("json"), std::nullopt).ok());
+  CHECK_FALSE(negotiate_format("application/fhir+json", std::string_view("xml"), std::nullopt).ok());
+  CHECK_FALSE(negotiate_format("", std::string_view("text/turtle"), std::nullopt).ok());
+  auto p = negotiate_format("", std::nullopt, std::string_view("true"));
+  REQUIRE(p.ok());
+  CHECK(p->pretty);
+  CHECK_FALSE(negotiate_format("", std::nullopt, std::string_view("yes")).ok());
+  CHECK(is_json_media_type("application/fhir+json; charset=utf-8"));
+  CHECK(is_json_media_type("Application/JSON"));
+  CHECK_FALSE(is_json_media_type("application/fhir+xml"));
+  CHECK_FALSE(is_json_media_type(""));
+}

@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <doctest/doctest.h>
+
+#include "gateway/http/router.h"
+#include "gateway/observe/log.h"
+#include "gateway/observe/metrics.h"
+
+using namespace gw::http;
+
+namespace {
+boost::asio::awaitable<Response> ok(Request&) { co_return text_response(200, "text/plain", "ok"); }
+}  // namespace
+
+TEST_CASE("Router: matches literal and captured segments, reports 405 with Allow, and 404s helpfully") {
+  Router r;
+  RouteOptions read;
+  read.resource_type = "Patient";
+  read.interaction = "read";
+  r.add("GET", "/Patient/{id}", ok, read);
+  r.add("POST", "/Patient/{id}/$validate", ok);
+  auto m = r.match("GET", "/Patient/abc");
+  REQUIRE(m.route);
+  CHECK(m.params == std::vector<std::string>{"abc"});
+  auto wrong = r.match("DELETE", "/Patient/abc");
+  CHECK_FALSE(wrong.route);
+  CHECK(wrong.allow == "GET");
+  CHECK(fhir::http_status_for(wrong.error->code) == 405);
+  auto unserved = r.match("GET", "/Observation/1");
+  CHECK(unserved.error->diagnostics.find("not served by this gateway") != std::string::npos);
+  auto bogus = r.match("GET", "/Bogus/1");
+  CHECK(bogus.error->diagnostics.find("not a FHIR R4 resource type") != std::string::npos);
+  CHECK(r.match("GET", "/nothing").error->code == fhir::ErrorCode::not_found);
+  auto caps = r.resource_capabilities();
+  REQUIRE(caps.size() == 1);
+  CHECK(caps[0].interactions == std::vector<std::string>{"read"});
+}
+
+TEST_CASE("Log: lines are single JSON objects with escaping and no empty fields") {
+  std::string line = gw::observe::format_line(gw::observe::Level::info, "request",
+                                              {{"request_id", "r-1"}, {"correlation_id", ""}, {"status", 200},
+                                               {"note", "quote\" and\nnewline"}},
+                                              0);
+  CHECK(line ==
+        "{\"ts\":\"1970-01-01T00:00:00.000Z\",\"level\":\"info\",\"msg\":\"request\",\"request_id\":\"r-1\","
+        "\"status\":200,\"note\":\"quote\\\" and\\nnewline\"}\n");
+}
+
+TEST_CASE("Metrics: counters and histograms by route template in Prometheus text format") {
+  gw::observe::Metrics m;
+  m.observe_request("/Patient/{id}", "GET", 200, 0.003);
+  m.observe_request("/Patient/{id}", "GET", 200, 0.2);
+  m.observe_request("/Patient/{id}", "GET", 404, 0.001);
+  m.connection_opened();
+  m.protocol_error("malformed_http");
+  std::string text = m.render();
+  CHECK(text.find("gateway_http_requests_total{route=\"/Patient/{id}\",method=\"GET\",status=\"200\"} 2") != std::string::npos);
+  CHECK(text.find("gateway_http_requests_total{route=\"/Patient/{id}\",method=\"GET\",status=\"404\"} 1") != std::string::npos);
+  CHECK(text.find("gateway_http_request_duration_seconds_bucket{route=\"/Patient/{id}\",method=\"GET\",le=\"0.005\"} 2") != std::string::npos);
+  CHECK(text.find("gateway_http_request_duration_seconds_count{route=\"/Patient/{id}\",method=\"GET\"} 3") != std::string::npos);
+  CHECK(text.find("gateway_http_open_connections 1") != std::string::npos);
+  CHECK(text.find("gateway_protocol_errors_total{kind=\"malformed_http\"} 1") != std::string::npos);
+}

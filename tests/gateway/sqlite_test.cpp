@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <doctest/doctest.h>
+
+#include "gateway/sqlite/database.h"
+#include "gateway/sqlite/migrations.h"
+#include "gateway/store/databases.h"
+#include <fstream>
+
+#include "support/paths.h"
+
+using namespace gw::sqlite;
+
+namespace {
+std::vector<Migration> three() {
+  return {{1, "a", "CREATE TABLE a(x INTEGER) STRICT;"},
+          {2, "b", "CREATE TABLE b(y TEXT) STRICT; INSERT INTO b VALUES ('seed');"},
+          {3, "c", "ALTER TABLE a ADD COLUMN z TEXT;"}};
+}
+}  // namespace
+
+TEST_CASE("SQLite: opens in WAL mode with synchronous FULL and foreign keys on") {
+  auto db = Database::open((gw::test::temp_dir("sqlite") / "t.db").string());
+  REQUIRE(db.ok());
+  auto mode = db->prepare("PRAGMA journal_mode");
+  REQUIRE(mode.ok());
+  REQUIRE(*mode->step());
+  CHECK(mode->column_text(0) == "wal");
+  auto sync = db->prepare("PRAGMA synchronous");
+  REQUIRE(*sync->step());
+  CHECK(sync->column_int64(0) == 2);  // FULL
+  auto fk = db->prepare("PRAGMA foreign_keys");
+  REQUIRE(*fk->step());
+  CHECK(fk->column_int64(0) == 1);
+}
+
+TEST_CASE("Migrations: upgrading from every earlier version reaches the same schema") {
+  const auto all = three();
+  for (std::size_t start = 0; start <= all.size(); ++start) {
+    CAPTURE(start);
+    auto db = Database::open((gw::test::temp_dir("mig") / "m.db").string());
+    REQUIRE(db.ok());
+    std::vector<Migration> first(all.begin(), all.begin() + static_cast<long>(start));
+    REQUIRE(migrate(*db, first).ok());
+    auto v = migrate(*db, all);
+    REQUIRE(v.ok());
+    CHECK(*v == 3);
+    CHECK(*db->user_version() == 3);
+    auto cols = db->prepare("SELECT count(*) FROM pragma_table_info('a')");
+    REQUIRE(*cols->step());
+    CHECK(cols->column_int64(0) == 2);
+    auto seed = db->prepare("SELECT count(*) FROM b");
+    REQUIRE(*seed->step());
+    CHECK(seed->column_int64(0) == 1);  // the data migration ran exactly once
+  }
+}
+
+TEST_CASE("Migrations: a failing migration leaves the file at the last whole version") {
+  auto db = Database::open((gw::test::temp_dir("mig") / "f.db").string());
+  REQUIRE(db.ok());
+  std::vector<Migration> bad{{1, "a", "CREATE TABLE a(x INTEGER);"},
+                             {2, "broken", "CREATE TABLE b(y); INSERT INTO nowhere VALUES (1);"}};
+  auto r = migrate(*db, bad);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.issue().diagnostics.find("migration 2 (broken) failed") != std::string::npos);
+  CHECK(*db->user_version() == 1);
+  auto b = db->prepare("SELECT count(*) FROM sqlite_master WHERE name = 'b'");
+  REQUIRE(*b->step());
+  CHECK(b->column_int64(0) == 0);  // the half of migration 2 that ran was rolled back
+}
+
+TEST_CASE("Migrations: a database newer than the code is refused") {
+  auto db = Database::open((gw::test::temp_dir("mig") / "n.db").string());
+  REQUIRE(db.ok());
+  REQUIRE(migrate(*db, three()).ok());
+  auto r = migrate(*db, {{1, "a", "SELECT 1;"}});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.issue().diagnostics.find("newer than this gateway") != std::string::npos);
+}
+
+TEST_CASE("Transaction: rolls back unless committed") {
+  auto db = Database::open((gw::test::temp_dir("tx") / "t.db").string());
+  REQUIRE(db.ok());
+  REQUIRE(db->exec("CREATE TABLE t(x)").ok());
+  {
+    Transaction tx(*db);
+    REQUIRE(db->exec("INSERT INTO t VALUES (1)").ok());
+  }
+  {
+    Transaction tx(*db);
+    REQUIRE(db->exec("INSERT INTO t VALUES (2)").ok());
+    REQUIRE(tx.commit().ok());
+  }
+  auto st = db->prepare("SELECT group_concat(x) FROM t");
+  REQUIRE(*st->step());
+  CHECK(st->column_text(0) == "2");
+}
+
+TEST_CASE("Databases: creates locator, store and audit files at their latest schema") {
+  auto dir = gw::test::temp_dir("dbs");
+  auto dbs = gw::store::Databases::open((dir / "data").string());
+  REQUIRE(dbs.ok());
+  CHECK(*dbs->locator().user_version() == gw::store::locator_migrations().back().version);
+  CHECK(*dbs->store().user_version() == gw::store::store_migrations().back().version);
+  CHECK(*dbs->audit().user_version() == gw::store::audit_migrations().back().version);
+  CHECK(std::filesystem::exists(dir / "data" / "audit.db"));
+  auto again = gw::store::Databases::open((dir / "data").string());  // reopening is a no-op
+  CHECK(again.ok());
+}
+
+TEST_CASE("Databases: an unusable data directory is reported, not thrown") {
+  auto dir = gw::test::temp_dir("dbs");
+  std::ofstream(dir / "file") << "x";
+  auto dbs = gw::store::Databases::open((dir / "file" / "data").string());
+  REQUIRE_FALSE(dbs.ok());
+  CHECK(dbs.issue().diagnostics.find("cannot create data directory") != std::string::npos);
+}

@@ -1,0 +1,328 @@
+// SPDX-License-Identifier: Apache-2.0
+// The real server over real TLS on an ephemeral loopback port.
+#include <doctest/doctest.h>
+
+#include <openssl/ssl.h>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "fhir/bundle.h"
+#include "fhir/json.h"
+#include "support/certs.h"
+#include "support/test_server.h"
+
+using namespace gw;
+using gw::test::HttpResponse;
+using gw::test::TestServer;
+
+namespace {
+
+fhir::Json json_of(const HttpResponse& r) {
+  auto j = fhir::parse_json(r.body);
+  REQUIRE_MESSAGE(j.ok(), "body is not JSON: " << r.body);
+  return std::move(*j);
+}
+
+// Asserts an OperationOutcome with the given issue code and diagnostics fragment.
+void check_outcome(const HttpResponse& r, int status, std::string_view code, std::string_view fragment) {
+  CHECK(r.status == status);
+  CHECK(r.header("content-type") == "application/fhir+json; charset=utf-8");
+  fhir::Json oo = json_of(r);
+  CHECK(oo.string_at("resourceType") == "OperationOutcome");
+  const fhir::Json& issue = oo.find("issue")->items().at(0);
+  CHECK(issue.string_at("code") == code);
+  CHECK_MESSAGE(issue.string_at("diagnostics").find(fragment) != std::string::npos, issue.string_at("diagnostics"));
+}
+
+std::string post(const std::string& target, const std::string& body, const std::string& type = "application/fhir+json") {
+  return "POST " + target + " HTTP/1.1\r\nHost: localhost\r\nContent-Type: " + type +
+         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+}
+
+// Test-only routes: a search route exercising the real parser, a slow route for draining and
+// a route echoing the verified client certificate subject.
+void test_routes(http::Router& router, fhir::SearchParamRegistry& params) {
+  params.add("Patient", {"birthdate", fhir::SearchParamType::date, "", ""});
+  params.add("Patient", {"identifier", fhir::SearchParamType::token, "", ""});
+  http::RouteOptions search;
+  search.resource_type = "Patient";
+  search.interaction = "search-type";
+  router.add("GET", "/Patient", [&params](http::Request& req) -> boost::asio::awaitable<http::Response> {
+    auto parsed = fhir::parse_search("Patient", *req.query, params, fhir::handling_from_prefer(req.header("prefer")));
+    if (!parsed) co_return http::error_response(parsed.issue());
+    fhir::SearchsetPage page;
+    page.total = 0;
+    co_return http::fhir_response(200, fhir::make_searchset("https://localhost:8443", *parsed, std::move(page), 0));
+  }, search);
+  http::RouteOptions plain;
+  plain.fhir = false;
+  router.add("GET", "/test/slow", [](http::Request&) -> boost::asio::awaitable<http::Response> {
+    boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, std::chrono::milliseconds(400));
+    co_await t.async_wait(boost::asio::use_awaitable);
+    co_return http::text_response(200, "text/plain", "slow done");
+  }, plain);
+  router.add("GET", "/test/whoami", [](http::Request& req) -> boost::asio::awaitable<http::Response> {
+    co_return http::text_response(200, "text/plain", req.client_certificate_subject);
+  }, plain);
+}
+
+}  // namespace
+
+TEST_CASE("Server: GET /metadata over TLS returns a generated CapabilityStatement") {
+  TestServer s({}, test_routes);
+  HttpResponse r = test::get(s.port(), "/metadata", s.client());
+  REQUIRE(r.status == 200);
+  CHECK(r.header("content-type") == "application/fhir+json; charset=utf-8");
+  fhir::Json cs = json_of(r);
+  CHECK(cs.string_at("resourceType") == "CapabilityStatement");
+  CHECK(cs.string_at("fhirVersion") == "4.0.1");
+  const fhir::Json& res = cs.find("rest")->items().at(0).find("resource")->items().at(0);
+  CHECK(res.string_at("type") == "Patient");  // the test route, declared through the route table
+  CHECK(res.find("searchParam")->items().size() == 2);
+}
+
+TEST_CASE("Server: X-Request-ID is mirrored, or generated as a UUID when absent") {
+  TestServer s;
+  HttpResponse mirrored = test::get(s.port(), "/healthz", s.client(), "X-Request-ID: 1b4e28ba-2fa1-11d2-883f-0016d3cca427\r\nX-Correlation-ID: corr-7\r\n");
+  CHECK(mirrored.header("x-request-id") == "1b4e28ba-2fa1-11d2-883f-0016d3cca427");
+  CHECK(mirrored.header("x-correlation-id") == "corr-7");
+  HttpResponse generated = test::get(s.port(), "/healthz", s.client());
+  std::string id = generated.header("x-request-id");
+  REQUIRE(id.size() == 36);
+  CHECK(id[14] == '4');  // version 4
+  HttpResponse unsafe = test::get(s.port(), "/healthz", s.client(), "X-Request-ID: <script>\r\n");
+  CHECK(unsafe.header("x-request-id") != "<script>");
+}
+
+TEST_CASE("Server: malformed HTTP gets 400 with an OperationOutcome and the connection closes") {
+  TestServer s;
+  auto ex = test::exchange(s.port(), "GET / HTTP/1.1\r\nHost: localhost\r\nBad Header Line\r\n\r\n", 1, s.client());
+  REQUIRE(ex.responses.size() == 1);
+  check_outcome(ex.responses[0], 400, "invalid", "Malformed HTTP request");
+  CHECK(ex.peer_closed);
+  auto garbage = test::exchange(s.port(), std::string("\x01\x02 nonsense \r\n\r\n", 16), 1, s.client());
+  REQUIRE(garbage.responses.size() == 1);
+  CHECK(garbage.responses[0].status == 400);
+  CHECK(s.metrics.render().find("gateway_protocol_errors_total{kind=\"malformed_http\"} 2") != std::string::npos);
+}
+
+TEST_CASE("Server: oversized headers get 431") {
+  TestServer s([](config::Config& c) { c.limits.max_header_bytes = 2048; });
+  std::string big = "X-Padding: " + std::string(4000, 'a') + "\r\n";
+  auto ex = test::exchange(s.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + big + "\r\n", 1, s.client());
+  REQUIRE(ex.responses.size() == 1);
+  check_outcome(ex.responses[0], 431, "too-costly", "headers exceed");
+}
+
+TEST_CASE("Server: an oversized body gets 413 before the body is read") {
+  TestServer s([](config::Config& c) { c.limits.max_body_bytes = 1000; });
+  std::string head = "POST /$validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/fhir+json\r\n"
+                     "Content-Length: 50000000\r\n\r\n";
+  auto ex = test::exchange(s.port(), head, 1, s.client());
+  REQUIRE(ex.responses.size() == 1);
+  check_outcome(ex.responses[0], 413, "too-costly", "body exceeds");
+}
+
+TEST_CASE("Server: a Content-Length far larger than the body gets 408 after the read timeout") {
+  TestServer s([](config::Config& c) { c.limits.read_timeout = std::chrono::milliseconds(300); });
+  std::string req = "POST /$validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/fhir+json\r\n"
+                    "Content-Length: 5000\r\n\r\n{\"resourceType\":";
+  auto ex = test::exchange(s.port(), req, 1, s.client());
+  REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+  check_outcome(ex.responses[0], 408, "timeout", "not received completely");
+  CHECK(ex.peer_closed);
+}
+
+TEST_CASE("Server: bad JSON, JSON nested 10,000 deep and a wrong Content-Type are refused") {
+  TestServer s;
+  auto bad = test::exchange(s.port(), post("/Patient/$validate", "{\"resourceType\": \"Patient\",}"), 1, s.client());
+  REQUIRE(bad.responses.size() == 1);
+  check_outcome(bad.responses[0], 400, "structure", "not valid JSON");
+
+  std::string deep = std::string(10000, '[') + std::string(10000, ']');
+  auto nested = test::exchange(s.port(), post("/$validate", deep), 1, s.client());
+  REQUIRE(nested.responses.size() == 1);
+  check_outcome(nested.responses[0], 400, "structure", "nesting deeper than");
+
+  auto xml = test::exchange(s.port(), post("/$validate", "<Patient/>", "application/fhir+xml"), 1, s.client());
+  REQUIRE(xml.responses.size() == 1);
+  check_outcome(xml.responses[0], 415, "not-supported", "application/fhir+xml");
+}
+
+TEST_CASE("Server: $validate reports structural problems and passes a good resource") {
+  TestServer s;
+  auto good = test::exchange(s.port(), post("/Patient/$validate", R"({"resourceType":"Patient","id":"a"})"), 1, s.client());
+  REQUIRE(good.responses.size() == 1);
+  CHECK(good.responses[0].status == 200);
+  CHECK(json_of(good.responses[0]).find("issue")->items().at(0).string_at("severity") == "information");
+  auto bad = test::exchange(s.port(), post("/Patient/$validate", R"({"resourceType":"Patient","gender":""})"), 1, s.client());
+  REQUIRE(bad.responses.size() == 1);
+  fhir::Json oo = json_of(bad.responses[0]);
+  CHECK(oo.find("issue")->items().at(0).string_at("severity") == "error");
+  CHECK(oo.find("issue")->items().at(0).find("expression")->items().at(0).text() == "Patient.gender");
+}
+
+TEST_CASE("Server: unknown resource types and paths get 404 OperationOutcomes; wrong methods 405") {
+  TestServer s;
+  check_outcome(test::get(s.port(), "/Foo/1", s.client()), 404, "not-supported", "not a FHIR R4 resource type");
+  check_outcome(test::get(s.port(), "/Observation/1", s.client()), 404, "not-supported", "not served by this gateway");
+  check_outcome(test::get(s.port(), "/no/such/thing", s.client()), 404, "not-found", "No such endpoint");
+  auto ex = test::exchange(s.port(), post("/metadata", "{}"), 1, s.client());
+  REQUIRE(ex.responses.size() == 1);
+  check_outcome(ex.responses[0], 405, "not-supported", "allowed: GET");
+  CHECK(ex.responses[0].header("allow") == "GET");
+}
+
+TEST_CASE("Server: bad search parameters get 400 naming the parameter; strict handling rejects unknowns") {
+  TestServer s({}, test_routes);
+  check_outcome(test::get(s.port(), "/Patient?birthdate=2010-13-01", s.client()), 400, "invalid", "birthdate");
+  check_outcome(test::get(s.port(), "/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number%7C9434765918", s.client()),
+                400, "value", "check digit");
+  check_outcome(test::get(s.port(), "/Patient?family=%zz", s.client()), 400, "invalid", "percent-encoding");
+  HttpResponse lenient = test::get(s.port(), "/Patient?shoe-size=9", s.client());
+  CHECK(lenient.status == 200);
+  check_outcome(test::get(s.port(), "/Patient?shoe-size=9", s.client(), "Prefer: handling=strict\r\n"), 400,
+                "invalid", "Unknown search parameter 'shoe-size'");
+}
+
+TEST_CASE("Server: XML is refused with 406; _format and _pretty are honoured") {
+  TestServer s;
+  check_outcome(test::get(s.port(), "/metadata", s.client(), "Accept: application/fhir+xml\r\n"), 406, "not-supported",
+                "FHIR JSON only");
+  check_outcome(test::get(s.port(), "/metadata?_format=xml", s.client()), 406, "not-supported", "_format=xml");
+  HttpResponse pretty = test::get(s.port(), "/metadata?_format=json&_pretty=true", s.client(), "Accept: application/fhir+xml\r\n");
+  CHECK(pretty.status == 200);
+  CHECK(pretty.body.find("\n  \"resourceType\"") != std::string::npos);
+}
+
+TEST_CASE("Server: a plain-HTTP client on the TLS port gets a 400 OperationOutcome telling it to use HTTPS") {
+  TestServer s;
+  auto opts = s.client();
+  opts.tls = false;
+  auto ex = test::exchange(s.port(), "GET /metadata HTTP/1.1\r\nHost: localhost\r\n\r\n", 1, opts);
+  REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+  check_outcome(ex.responses[0], 400, "security", "HTTPS only");
+  CHECK(ex.peer_closed);
+}
+
+TEST_CASE("Server: keep-alive and pipelined requests are answered in order on one connection") {
+  TestServer s([](config::Config& c) { c.limits.max_requests_per_connection = 3; });
+  std::string one = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: r1\r\n\r\n";
+  std::string two = "GET /metadata HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: r2\r\n\r\n";
+  std::string three = "GET /readyz HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: r3\r\n\r\n";
+  auto ex = test::exchange(s.port(), one + two + three, 3, s.client());
+  REQUIRE_MESSAGE(ex.responses.size() == 3, ex.error);
+  CHECK(ex.responses[0].header("x-request-id") == "r1");
+  CHECK(ex.responses[1].header("x-request-id") == "r2");
+  CHECK(ex.responses[2].header("x-request-id") == "r3");
+  CHECK(ex.responses[1].body.find("CapabilityStatement") != std::string::npos);
+  // The third request reaches max_requests_per_connection: the server says close and closes.
+  CHECK(ex.responses[2].header("connection") == "close");
+  CHECK(ex.peer_closed);
+  auto keep = test::exchange(s.port(), one, 1, s.client());
+  CHECK_FALSE(keep.peer_closed);
+}
+
+TEST_CASE("Server: connections beyond max_connections are refused and counted") {
+  TestServer s([](config::Config& c) { c.limits.max_connections = 1; });
+  auto opts = s.client();
+  opts.pause_after_send = std::chrono::milliseconds(0);
+  // Hold one connection open with an unfinished request while a second connects.
+  std::thread holder([&] {
+    auto o = opts;
+    o.timeout = std::chrono::milliseconds(1500);
+    test::exchange(s.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\n", 1, o);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto refused = test::exchange(s.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", 1, opts);
+  holder.join();
+  CHECK(refused.responses.empty());
+  CHECK(s.metrics.render().find("gateway_http_connections_rejected_total 1") != std::string::npos);
+}
+
+TEST_CASE("Server: /metrics counts requests by route template and status; /readyz and /healthz answer") {
+  TestServer s;
+  test::get(s.port(), "/healthz", s.client());
+  test::get(s.port(), "/Foo/1", s.client());
+  CHECK(test::get(s.port(), "/readyz", s.client()).status == 200);
+  HttpResponse m = test::get(s.port(), "/metrics", s.client());
+  REQUIRE(m.status == 200);
+  CHECK(m.header("content-type") == "text/plain; version=0.0.4; charset=utf-8");
+  CHECK(m.body.find("gateway_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1") != std::string::npos);
+  CHECK(m.body.find("gateway_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1") != std::string::npos);
+  CHECK(m.body.find("gateway_http_open_connections 1") != std::string::npos);
+  CHECK(m.body.find("/Foo/1") == std::string::npos);  // raw paths never become labels
+}
+
+TEST_CASE("Server: /readyz is 503 until the databases are ready") {
+  TestServer s;
+  s.health.databases_ready = false;
+  HttpResponse r = test::get(s.port(), "/readyz", s.client());
+  CHECK(r.status == 503);
+  CHECK(r.body.find("databases not ready") != std::string::npos);
+}
+
+TEST_CASE("Server: TLS below 1.2 and non-AEAD or non-ECDHE ciphers are refused") {
+  TestServer s;
+  auto old = s.client();
+  old.max_tls_version = TLS1_1_VERSION;
+  CHECK(test::exchange(s.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", 1, old).error.find("handshake") == 0);
+  auto cbc = s.client();
+  cbc.tls12_ciphers = "ECDHE-ECDSA-AES128-SHA256";
+  CHECK(test::exchange(s.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", 1, cbc).error.find("handshake") == 0);
+  auto gcm = s.client();
+  gcm.tls12_ciphers = "ECDHE-ECDSA-AES256-GCM-SHA384";
+  auto ok = test::exchange(s.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", 1, gcm);
+  REQUIRE_MESSAGE(ok.responses.size() == 1, ok.error);
+  CHECK(ok.responses[0].status == 200);
+}
+
+TEST_CASE("Server: mutual TLS requires a client certificate from the configured CA and exposes its subject") {
+  TestServer s(
+      [](config::Config& c) {
+        c.https.client_ca = test::dev_certs().ca;
+        c.https.client_certificates = config::ClientCertificates::required;
+      },
+      test_routes);
+  auto anonymous = test::exchange(s.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", 1, s.client());
+  CHECK(anonymous.responses.empty());
+  auto opts = s.client();
+  opts.cert_file = test::dev_certs().client_cert;
+  opts.key_file = test::dev_certs().client_key;
+  HttpResponse who = test::get(s.port(), "/test/whoami", opts);
+  CHECK(who.status == 200);
+  CHECK(who.body == "CN=dev-client,O=Development Trust");
+}
+
+TEST_CASE("Server: shutdown drains an in-flight request, turns not-ready, and stops") {
+  TestServer s({}, test_routes);
+  test::Exchange slow;
+  std::thread client([&] {
+    slow = test::exchange(s.port(), "GET /test/slow HTTP/1.1\r\nHost: localhost\r\n\r\n", 1, s.client());
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  s.shutdown();
+  client.join();
+  REQUIRE_MESSAGE(slow.responses.size() == 1, slow.error);
+  CHECK(slow.responses[0].status == 200);
+  CHECK(slow.responses[0].body == "slow done");
+  CHECK(slow.responses[0].header("connection") == "close");
+  CHECK(s.health.draining);
+  CHECK_FALSE(s.health.ready());
+  CHECK(s.wait_stopped(std::chrono::seconds(5)));
+  auto after = test::exchange(s.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", 1, s.client());
+  CHECK(after.responses.empty());
+}
+
+TEST_CASE("Server: plain HTTP listener on loopback serves the same routes") {
+  TestServer s([](config::Config& c) {
+    c.http.enabled = true;
+    c.http.port = 0;
+  });
+  auto opts = s.client();
+  opts.tls = false;
+  HttpResponse r = test::get(s.plain_port(), "/healthz", opts);
+  CHECK(r.status == 200);
+}

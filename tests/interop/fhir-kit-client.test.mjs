@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: Apache-2.0
+// The gateway as seen by fhir-kit-client (a third-party FHIR client on fetch/undici):
+// CapabilityStatement, reads of things the gateway does not serve, $validate, headers.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, test } from 'node:test';
+
+import { Client } from 'fhir-kit-client';
+
+import { startGateway } from './gateway.mjs';
+import { assertAllSchemaValid, assertOperationOutcome, assertSchemaValid } from './fhir-schema.mjs';
+
+let gw;
+let client;
+
+before(async () => {
+  gw = await startGateway();
+  client = gw.fhirClient();
+});
+
+after(async () => {
+  await gw?.stop();
+});
+
+/** Runs fn, which must reject with fhir-kit-client's HTTP error; returns that error. */
+async function httpError(fn, status) {
+  let caught;
+  try {
+    await fn();
+  } catch (err) {
+    caught = err;
+  }
+  assert.ok(caught, `expected HTTP ${status}, but the call succeeded`);
+  assert.ok(caught.response, `expected an HTTP error, got ${caught.stack ?? caught}`);
+  assert.equal(caught.response.status, status, JSON.stringify(caught.response.data));
+  return caught;
+}
+
+test('TLS is verified: without the dev CA the client refuses the gateway', { skip: process.env.NODE_EXTRA_CA_CERTS ? 'NODE_EXTRA_CA_CERTS is set' : false }, async () => {
+  const untrusting = new Client({ baseUrl: gw.baseUrl });
+  await assert.rejects(untrusting.capabilityStatement(), (err) => {
+    const code = err.cause?.code ?? err.code ?? '';
+    assert.match(String(code), /CERT|VERIFY|SIGNATURE/, `unexpected error ${err.stack} cause ${err.cause?.stack}`);
+    return true;
+  });
+});
+
+test('capabilityStatement(): FHIR 4.0.1, kind instance, JSON, schema-valid', async () => {
+  const cs = await client.capabilityStatement();
+  assert.equal(cs.resourceType, 'CapabilityStatement');
+  assert.equal(cs.fhirVersion, '4.0.1');
+  assert.equal(cs.kind, 'instance');
+  assert.equal(cs.status, 'active');
+  assert.ok(Array.isArray(cs.format) && cs.format.some((f) => f === 'json' || f === 'application/fhir+json'),
+    `format ${JSON.stringify(cs.format)} lacks JSON`);
+  assert.ok(!cs.format.some((f) => /xml/.test(f)), `format ${JSON.stringify(cs.format)} claims XML, which is refused with 406`);
+  assert.ok(cs.implementation?.url, 'kind=instance needs implementation (cpb-2)');
+  assert.ok(Array.isArray(cs.rest) && cs.rest.some((r) => r.mode === 'server'), 'no rest[mode=server]');
+  const { response } = Client.httpFor(cs);
+  assert.equal(response.status, 200);
+  assert.match(response.headers.get('content-type'), /^application\/fhir\+json(;|$)/);
+  assertSchemaValid(cs, 'CapabilityStatement');
+});
+
+test('CapabilityStatement advertises $validate, which the gateway serves', async () => {
+  const cs = await client.capabilityStatement();
+  const ops = cs.rest.flatMap((r) => [...(r.operation ?? []), ...(r.resource ?? []).flatMap((res) => res.operation ?? [])]);
+  assert.ok(ops.some((o) => o.name === 'validate'), `operations: ${JSON.stringify(ops)}`);
+});
+
+test('read of a Patient id rejects with 404 and a schema-valid OperationOutcome', async () => {
+  const err = await httpError(() => client.read({ resourceType: 'Patient', id: 'does-not-exist' }), 404);
+  assertOperationOutcome(err.response.data, 'GET /Patient/does-not-exist');
+  assert.ok(err.response.data.issue.some((i) => i.severity === 'error' || i.severity === 'fatal'));
+});
+
+test('read of an unknown resource type rejects with 404 and a schema-valid OperationOutcome', async () => {
+  // client.read() refuses non-FHIR type names itself, so go through request().
+  assert.throws(() => client.read({ resourceType: 'Foo', id: '1' }), /Invalid resourceType/);
+  const err = await httpError(() => client.request('Foo/1'), 404);
+  assertOperationOutcome(err.response.data, 'GET /Foo/1');
+});
+
+test('vread of an unknown id also answers 404 with an OperationOutcome', async () => {
+  const err = await httpError(() => client.vread({ resourceType: 'Patient', id: 'nope', version: '1' }), 404);
+  assertOperationOutcome(err.response.data, 'GET /Patient/nope/_history/1');
+});
+
+test('operation $validate (type level) with a valid Patient: 200 OperationOutcome without errors', async () => {
+  const oo = await client.operation({
+    name: 'validate',
+    resourceType: 'Patient',
+    input: { resourceType: 'Patient', id: 'example', active: true, name: [{ family: 'Chalmers', given: ['Peter'] }], birthDate: '1974-12-25' },
+  });
+  assertOperationOutcome(oo, 'POST /Patient/$validate');
+  assert.ok(!oo.issue.some((i) => i.severity === 'error' || i.severity === 'fatal'), JSON.stringify(oo));
+});
+
+test('operation $validate (system level) reports an empty string as an error issue', async () => {
+  const oo = await client.operation({ name: '$validate', input: { resourceType: 'Patient', name: [{ family: '' }] } });
+  assertOperationOutcome(oo, 'POST /$validate');
+  assert.ok(oo.issue.some((i) => i.severity === 'error'), JSON.stringify(oo));
+});
+
+test('X-Request-ID sent by the client is mirrored back', async () => {
+  const id = randomUUID();
+  const cs = await client.capabilityStatement({ headers: { 'X-Request-ID': id } });
+  assert.equal(Client.httpFor(cs).response.headers.get('x-request-id'), id);
+
+  const err = await httpError(() => client.read({ resourceType: 'Patient', id: 'x', options: { headers: { 'x-request-id': id } } }), 404);
+  assert.equal(err.config.headers.get('x-request-id'), id, 'mirrored on errors too');
+});
+
+test('every FHIR resource returned in this suite validates against fhir.schema.json', () => {
+  assertAllSchemaValid(gw.resources);
+});
