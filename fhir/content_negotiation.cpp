@@ -53,6 +53,9 @@ Result<ResponseFormat> negotiate_format(std::string_view accept,
   }
   if (format_param) {
     std::string f = lower(trim(format_param->substr(0, format_param->find(';'))));
+    // An unencoded '+' arrives as a space after form decoding ("application/fhir json").
+    for (char& c : f)
+      if (c == ' ') c = '+';
     if (f == "json" || is_json_type(f)) return out;
     return not_acceptable("_format=" + std::string(format_param->substr(0, 40)) + " was requested");
   }

@@ -279,7 +279,9 @@ Result<SearchRequest> parse_search(std::string_view resource_type, const QueryPa
   SearchRequest req;
   req.resource_type = std::string(resource_type);
   req.count = limits.default_count;
-  for (const auto& [full_name, value] : query) {
+  for (const auto& pair : query) {
+    const std::string& full_name = pair.first;
+    const std::string& value = pair.second;  // named, not a structured binding: clang 14 lambdas
     std::size_t colon = full_name.find(':');
     std::string name = full_name.substr(0, colon);
     std::string modifier = colon == std::string::npos ? std::string() : full_name.substr(colon + 1);

@@ -24,7 +24,7 @@ namespace {
 
 class Reader {
  public:
-  Reader(std::string file, const toml::table& root) : file_(std::move(file)), root_(root) {}
+  explicit Reader(std::string file) : file_(std::move(file)) {}
 
   [[noreturn]] void fail(const std::string& key, const std::string& why) const { throw ConfigError(file_, key, why); }
 
@@ -82,7 +82,6 @@ class Reader {
 
  private:
   std::string file_;
-  const toml::table& root_;
 };
 
 std::string resolve(const std::filesystem::path& dir, const std::string& p) {
@@ -102,7 +101,7 @@ Config load_config(const std::string& path) {
     throw ConfigError(path, "", "line " + std::to_string(where.line) + ", column " + std::to_string(where.column) +
                                     ": " + std::string(e.description()));
   }
-  Reader r(path, root);
+  Reader r(path);
   Config c;
   c.source_file = path;
   r.only_keys(root, "", {"server", "storage", "log", "metrics"});

@@ -60,22 +60,22 @@ boost::asio::awaitable<Response> Pipeline::handle(Request& req) const {
                                        : "Content-Type " + std::string(ct.substr(0, 64)) +
                                              " is not accepted; send application/fhir+json"),
           req.format.pretty);
-    auto body = fhir::parse_json(req.body, limits_.json);
+    std::string_view text = req.body;
+    // Some Windows tools prefix a UTF-8 byte order mark; it carries no meaning in JSON.
+    if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
+    auto body = fhir::parse_json(text, limits_.json);
     if (!body) co_return error_response(body.issue(), req.format.pretty);
     req.json_body = std::move(*body);
   }
 
   // 6. Handle. Exceptions here are broken invariants: answer 500, log, never leak details.
-  std::exception_ptr failure;
   try {
     co_return co_await route.handler(req);
   } catch (const std::exception& e) {
     observe::log(observe::Level::error, "handler failed",
                  {{"request_id", req.request_id}, {"route", route.pattern}, {"error", e.what()}});
-    failure = std::current_exception();
   } catch (...) {
     observe::log(observe::Level::error, "handler failed", {{"request_id", req.request_id}, {"route", route.pattern}});
-    failure = std::current_exception();
   }
   co_return error_response(fhir::Issue::make(fhir::ErrorCode::internal_error,
                                              "The server could not complete the request; quote X-Request-ID " +

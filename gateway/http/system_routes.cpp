@@ -3,6 +3,7 @@
 
 #include <memory>
 
+#include "fhir/resource_types.h"
 #include "fhir/structure_check.h"
 
 namespace gw::http {
@@ -79,6 +80,10 @@ void add_system_routes(Router& router, const SystemRouteDeps& deps) {
   validate_type.operation.clear();  // declared once, at system level
   router.add("POST", "/{type}/$validate", [](Request& req) -> awaitable<Response> {
     const std::string& type = req.path_params.at(0);
+    if (!fhir::is_r4_resource_type(type))
+      co_return error_response(fhir::Issue::make(fhir::ErrorCode::unknown_resource_type,
+                                                 type.substr(0, 64) + " is not a FHIR R4 resource type"),
+                               req.format.pretty);
     co_return co_await validate(req, type);
   }, validate_type);
 }

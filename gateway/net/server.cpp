@@ -192,6 +192,9 @@ struct Server::Impl {
         co_await pause.async_wait(nothrow(ec));
         continue;
       }
+      // Without TCP_NODELAY, Nagle + delayed ACK adds ~40 ms to the first response on each
+      // new TLS connection (the handshake's small writes wait for an ACK).
+      socket.set_option(tcp::no_delay(true), ec);
       if (static_cast<std::size_t>(metrics.open_connections()) >= cfg.limits.max_connections) {
         metrics.connection_rejected();
         socket.close(ec);
@@ -357,6 +360,9 @@ struct Server::Impl {
       req.client_certificate_subject = info.client_subject;
       req.tls = info.tls;
       req.method = std::string(msg.method_string());
+      // HEAD is GET without the body (RFC 9110 section 9.3.2): route it as GET, strip in send().
+      const bool head = msg.method() == bhttp::verb::head;
+      if (head) req.method = "GET";
       req.target = std::string(msg.target());
       for (const auto& field : msg) {
         std::string name(field.name_string());
@@ -390,6 +396,7 @@ struct Server::Impl {
       ++served;
       const bool keep_alive = msg.keep_alive() && !resp.close && !stopping &&
                               served < cfg.limits.max_requests_per_connection;
+      if (head) req.method = "HEAD";
       if (!co_await send(stream, lowest, req, resp, keep_alive, msg.version(), received)) co_return;
       if (!keep_alive) co_return;
     }
@@ -410,6 +417,7 @@ struct Server::Impl {
     res.body() = std::move(r.body);
     res.keep_alive(keep_alive);
     res.prepare_payload();
+    if (req.method == "HEAD") res.body().clear();  // Content-Length stays that of the GET body
 
     error_code ec;
     lowest.expires_after(cfg.limits.write_timeout);
@@ -438,10 +446,12 @@ struct Server::Impl {
     if (http_acceptor) http_acceptor->close(ec);
     {
       std::lock_guard lock(sessions_mu);
-      for (auto& [id, control] : sessions)
+      for (auto& entry : sessions) {
+        std::shared_ptr<SessionControl> control = entry.second;
         asio::post(control->strand, [control] {
           if (control->idle && control->stream) control->stream->cancel();
         });
+      }
     }
     drain_deadline = std::chrono::steady_clock::now() + cfg.limits.shutdown_grace;
     wait_for_drain();
@@ -472,8 +482,22 @@ Server::Server(const config::Config& cfg, const http::Pipeline& pipeline, observ
 
 Server::~Server() = default;
 
-void Server::start() {
+void Server::start(bool handle_signals) {
   Impl& i = *impl_;
+  // Signal handling is in place before anything announces readiness, so a SIGTERM sent the
+  // moment "listening" is logged still drains instead of killing the process.
+  if (handle_signals) {
+    i.signals.add(SIGINT);
+    i.signals.add(SIGTERM);
+    i.signals.async_wait([this](error_code ec, int) {
+      if (ec) return;
+      impl_->begin_drain();
+      // A second signal stops at once.
+      impl_->signals.async_wait([this](error_code ec2, int) {
+        if (!ec2) impl_->ioc.stop();
+      });
+    });
+  }
   if (i.cfg.https.enabled) {
     i.tls = make_server_tls_context(i.cfg);
     i.https_acceptor.emplace(i.bind(i.cfg.https.address, i.cfg.https.port));
@@ -493,20 +517,8 @@ void Server::start() {
   i.health.listening = true;
 }
 
-void Server::run(bool handle_signals) {
+void Server::run() {
   Impl& i = *impl_;
-  if (handle_signals) {
-    i.signals.add(SIGINT);
-    i.signals.add(SIGTERM);
-    i.signals.async_wait([this](error_code ec, int) {
-      if (ec) return;
-      impl_->begin_drain();
-      // A second signal stops at once.
-      impl_->signals.async_wait([this](error_code ec2, int) {
-        if (!ec2) impl_->ioc.stop();
-      });
-    });
-  }
   std::vector<std::thread> extra;
   for (unsigned t = 1; t < i.cfg.threads; ++t) extra.emplace_back([&i] { i.ioc.run(); });
   i.ioc.run();

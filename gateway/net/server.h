@@ -27,14 +27,15 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Loads TLS, binds the listeners (port 0 picks a free port) and starts accepting. Throws
+  // Loads TLS, binds the listeners (port 0 picks a free port) and starts accepting. With
+  // `handle_signals`, SIGINT/SIGTERM begin a graceful shutdown (a second signal stops at
+  // once); the handlers are installed before the "listening" log line. Throws
   // config::ConfigError for TLS files, std::runtime_error naming the address on bind failure.
-  void start();
+  void start(bool handle_signals = true);
 
   // Runs the event loop on cfg.threads threads (including the caller's) until the server has
-  // stopped. With `handle_signals`, SIGINT/SIGTERM begin a graceful shutdown (a second signal
-  // stops at once).
-  void run(bool handle_signals = true);
+  // stopped.
+  void run();
 
   // Graceful shutdown, safe from any thread, idempotent: stop accepting, mark not-ready,
   // close idle connections, let in-flight requests finish within shutdown_grace, then stop.

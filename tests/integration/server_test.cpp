@@ -326,3 +326,37 @@ TEST_CASE("Server: plain HTTP listener on loopback serves the same routes") {
   HttpResponse r = test::get(s.plain_port(), "/healthz", opts);
   CHECK(r.status == 200);
 }
+
+TEST_CASE("Server: HEAD is answered like GET without a body, and the connection stays usable") {
+  TestServer s;
+  std::string head = "HEAD /metadata HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: h1\r\n\r\n";
+  std::string get = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: g1\r\nConnection: close\r\n\r\n";
+  auto opts = s.client();
+  opts.first_is_head = true;
+  auto ex = test::exchange(s.port(), head + get, 2, opts);
+  // Had the HEAD response carried a body, the second response would not parse.
+  REQUIRE_MESSAGE(ex.responses.size() == 2, ex.error);
+  CHECK(ex.responses[0].status == 200);
+  CHECK(std::stoul(ex.responses[0].header("content-length")) > 100);
+  CHECK(ex.responses[1].header("x-request-id") == "g1");
+  CHECK(ex.responses[1].body == R"({"status":"pass"})");
+}
+
+TEST_CASE("Server: a UTF-8 byte order mark before a JSON body is tolerated") {
+  TestServer s;
+  auto ex = test::exchange(s.port(), post("/Patient/$validate", "\xEF\xBB\xBF{\"resourceType\":\"Patient\"}"), 1, s.client());
+  REQUIRE(ex.responses.size() == 1);
+  CHECK(ex.responses[0].status == 200);
+}
+
+TEST_CASE("Server: $validate on a type that is not FHIR says so") {
+  TestServer s;
+  auto ex = test::exchange(s.port(), post("/Foo/$validate", "{\"resourceType\":\"Foo\"}"), 1, s.client());
+  REQUIRE(ex.responses.size() == 1);
+  check_outcome(ex.responses[0], 404, "not-supported", "Foo is not a FHIR R4 resource type");
+}
+
+TEST_CASE("Server: _format=application/fhir+json with an unencoded '+' is accepted") {
+  TestServer s;
+  CHECK(test::get(s.port(), "/metadata?_format=application/fhir+json", s.client()).status == 200);
+}

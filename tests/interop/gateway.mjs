@@ -30,7 +30,7 @@ export const CA_FILE = path.join(CERTS_DIR, 'ca.pem');
 const LISTEN_TIMEOUT_MS = 10_000;
 const STOP_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 10_000;
-// The binary may vanish for a moment while another engineer relinks it.
+// The binary may be missing for a moment while it is being rebuilt.
 const BINARY_WAIT_MS = Number(process.env.GATEWAY_BIN_WAIT_MS ?? 120_000);
 
 /** Path of the gateway binary: $GATEWAY_BIN, else build/gateway/fhir-gateway in the repo. */
@@ -41,6 +41,17 @@ export function gatewayBinary() {
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const TIMED_OUT = Symbol('timed out');
+/** Resolves to the promise's value, or TIMED_OUT after ms; the timer never outlives it. */
+async function waitFor(promise, ms) {
+  let timer;
+  try {
+    return await Promise.race([promise, new Promise((resolve) => { timer = setTimeout(resolve, ms, TIMED_OUT); })]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 function isExecutable(file) {
   try {
@@ -117,10 +128,12 @@ function wrapGlobalFetch() {
     const response = await realFetch(input, init);
     const url = typeof input === 'string' ? input : (input instanceof URL ? input.href : input.url);
     const method = (init?.method ?? (typeof input === 'object' && 'method' in input ? input.method : 'GET')).toUpperCase();
-    const gw = fetchRecorders.get(new URL(url).origin);
+    let parsed;
+    try { parsed = new URL(url); } catch { return response; }
+    const gw = fetchRecorders.get(parsed.origin);
     if (gw) {
       const text = await response.clone().text();
-      gw.record(`${method} ${new URL(url).pathname} (fetch)`, response.status,
+      gw.record(`${method} ${parsed.pathname} (fetch)`, response.status,
         response.headers.get('content-type'), text);
     }
     return response;
@@ -209,13 +222,9 @@ class Gateway {
   async stop() {
     if (!this.exit) {
       try { this.child.kill('SIGTERM'); } catch { /* already gone */ }
-      const timedOut = await Promise.race([
-        this.exited.then(() => false),
-        sleep(STOP_TIMEOUT_MS).then(() => true),
-      ]);
-      if (timedOut) {
+      if (await waitFor(this.exited, STOP_TIMEOUT_MS) === TIMED_OUT) {
         try { this.child.kill('SIGKILL'); } catch { /* already gone */ }
-        await Promise.race([this.exited, sleep(2_000)]);
+        await waitFor(this.exited, 2_000);
         this.exit = { ...(this.exit ?? {}), timedOut: true };
       }
     }
@@ -230,41 +239,22 @@ class Gateway {
   }
 }
 
-function spawnOnce(bin, configFile) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(bin, ['--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-    child.once('spawn', () => resolve(child));
-    child.once('error', reject);
-  });
-}
+// With setpriv (util-linux) the kernel sends the gateway SIGTERM if this test process
+// dies without running its hooks (killed, or its output pipe closed under it), so no
+// gateway outlives its suite. setpriv execs the gateway: the pid stays the same.
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find(isExecutable) ?? null;
 
 /**
- * Starts the gateway on 127.0.0.1 with an ephemeral port and a fresh data dir.
- * options.extraConfig: TOML appended to the minimal config (later suites).
- * Resolves once the "listening" log line names the port (10 s at most).
+ * Spawns the gateway once and waits for its "listening" line. Rejects with
+ * err.retryable set when the binary could not be executed (missing or busy mid-relink).
  */
-export async function startGateway({ extraConfig = '' } = {}) {
-  ensureDevCerts();
-  const bin = gatewayBinary();
-  const tmpDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'fhir-gw-interop-'));
-  const dataDir = path.join(tmpDir, 'data');
-  const configFile = path.join(tmpDir, 'gateway.toml');
-  await fsp.writeFile(configFile, configToml(dataDir, extraConfig));
-
-  // The binary can be missing or busy (ETXTBSY) for a moment during a relink.
-  const deadline = Date.now() + BINARY_WAIT_MS;
-  let child;
-  for (;;) {
-    await waitForBinary(bin);
-    try {
-      child = await spawnOnce(bin, configFile);
-      break;
-    } catch (err) {
-      if (!['ENOENT', 'ETXTBSY', 'EACCES'].includes(err.code) || Date.now() >= deadline) throw err;
-      await sleep(500);
-    }
-  }
-  running.add(child);
+function launch(bin, configFile, onListening) {
+  const args = ['--config', configFile];
+  const child = SETPRIV
+    ? spawn(SETPRIV, ['--pdeathsig', 'TERM', '--', bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const stderrLines = [];
+  const logs = [];
   const exited = new Promise((resolve) => {
     child.once('exit', (code, signal) => {
       running.delete(child);
@@ -272,9 +262,7 @@ export async function startGateway({ extraConfig = '' } = {}) {
     });
   });
 
-  const stderrLines = [];
-  const logs = [];
-  const port = await new Promise((resolve, reject) => {
+  return new Promise((resolve, reject) => {
     let buffered = '';
     let settled = false;
     const finish = (fn, value) => { if (!settled) { settled = true; clearTimeout(timer); fn(value); } };
@@ -282,6 +270,11 @@ export async function startGateway({ extraConfig = '' } = {}) {
       child.kill('SIGKILL');
       finish(reject, new Error(`gateway did not log "listening" within ${LISTEN_TIMEOUT_MS} ms; stderr:\n${stderrLines.join('\n')}`));
     }, LISTEN_TIMEOUT_MS);
+    child.once('spawn', () => running.add(child));
+    child.once('error', (err) => {
+      err.retryable = ['ENOENT', 'ETXTBSY', 'EACCES'].includes(err.code);
+      finish(reject, err);
+    });
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (chunk) => {
       buffered += chunk;
@@ -294,19 +287,57 @@ export async function startGateway({ extraConfig = '' } = {}) {
         try { rec = JSON.parse(line); } catch { continue; }
         logs.push(rec);
         if (rec.msg === 'listening' && rec.scheme === 'https' && Number.isInteger(rec.port) && rec.port > 0) {
-          finish(resolve, rec.port);
+          if (onListening && !settled) onListening(child);
+          finish(resolve, { child, exited, port: rec.port, stderrLines, logs });
         }
       }
     });
     child.stdout.on('data', (chunk) => { stderrLines.push(`[stdout] ${String(chunk).trimEnd()}`); });
     child.once('exit', (code, signal) => {
-      finish(reject, new Error(`gateway exited early (code ${code}, signal ${signal}); stderr:\n${stderrLines.join('\n')}`));
+      // Let the last stderr bytes arrive before reporting.
+      setImmediate(() => {
+        const err = new Error(`gateway exited early (code ${code}, signal ${signal}); stderr:\n${stderrLines.join('\n')}`);
+        // 126/127: setpriv could not execute the binary (e.g. "Text file busy").
+        err.retryable = (code === 126 || code === 127) && logs.length === 0;
+        finish(reject, err);
+      });
     });
-  }).catch(async (err) => {
-    running.delete(child);
+  });
+}
+
+/**
+ * Starts the gateway on 127.0.0.1 with an ephemeral port and a fresh data dir.
+ * options.extraConfig: TOML appended to the minimal config (later suites).
+ * options.onListening(child): called synchronously as soon as the line is read.
+ * Resolves once the "listening" log line names the port (10 s at most).
+ */
+export async function startGateway({ extraConfig = '', onListening } = {}) {
+  ensureDevCerts();
+  const bin = gatewayBinary();
+  const tmpDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'fhir-gw-interop-'));
+  const dataDir = path.join(tmpDir, 'data');
+  const configFile = path.join(tmpDir, 'gateway.toml');
+  await fsp.writeFile(configFile, configToml(dataDir, extraConfig));
+
+  // The binary can be missing or busy (ETXTBSY) for a moment during a relink.
+  const deadline = Date.now() + BINARY_WAIT_MS;
+  let launched;
+  try {
+    for (;;) {
+      await waitForBinary(bin);
+      try {
+        launched = await launch(bin, configFile, onListening);
+        break;
+      } catch (err) {
+        if (!err.retryable || Date.now() >= deadline) throw err;
+        await sleep(500);
+      }
+    }
+  } catch (err) {
     if (!process.env.INTEROP_KEEP_TMP) await fsp.rm(tmpDir, { recursive: true, force: true });
     throw err;
-  });
+  }
+  const { child, exited, port, stderrLines, logs } = launched;
 
   const gw = new Gateway({ child, exited, port, dataDir, tmpDir, bin });
   gw.stderrLines = stderrLines; // same arrays: keep filling after start

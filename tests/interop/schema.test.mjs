@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { resourceTypes, validateResource } from './fhir-schema.mjs';
+import { patchedFhirVersionEnums, resourceTypes, validateResource } from './fhir-schema.mjs';
 
 test('fhir.schema.json is the R4 schema and knows the resource types', () => {
   const types = resourceTypes();
@@ -38,4 +38,15 @@ test('rejects invalid resources with readable errors', () => {
     assert.equal(valid, false, `accepted ${JSON.stringify(resource)}`);
     assert.match(errors.join('\n'), pattern, JSON.stringify(resource));
   }
+});
+
+test('FHIR version enums accept 4.0.1 (patched into the 4.0.0 schema file) and still reject others', () => {
+  // If a newer package ships the 4.0.1 schema, the count drops to 0 and this still passes.
+  assert.ok(patchedFhirVersionEnums() <= 4, `patched ${patchedFhirVersionEnums()} enums`);
+  const cs = (fhirVersion) => ({
+    resourceType: 'CapabilityStatement', status: 'active', date: '2024-01-01', kind: 'instance',
+    implementation: { description: 'x' }, fhirVersion, format: ['json'],
+  });
+  for (const ok of ['4.0.1', '4.0.0']) assert.ok(validateResource(cs(ok)).valid, ok);
+  for (const bad of ['4.0.2', '4.0', 'R4', '5.0.0']) assert.equal(validateResource(cs(bad)).valid, false, bad);
 });

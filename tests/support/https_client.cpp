@@ -46,6 +46,7 @@ asio::awaitable<void> talk(Stream& stream, tcp::socket& raw, const std::string& 
   for (std::size_t i = 0; i < expect; ++i) {
     bhttp::response_parser<bhttp::string_body> parser;
     parser.body_limit(64 * 1024 * 1024);
+    if (i == 0 && opts.first_is_head) parser.skip(true);
     co_await bhttp::async_read(stream, buf, parser, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       out.error = "read: " + ec.message();
@@ -71,6 +72,22 @@ asio::awaitable<void> talk(Stream& stream, tcp::socket& raw, const std::string& 
   co_await stream.async_read_some(asio::buffer(&c, 1), asio::redirect_error(asio::use_awaitable, ec));
   quiet.cancel();
   out.peer_closed = static_cast<bool>(ec) && ec != asio::error::operation_aborted;
+}
+
+// Handshake (when TLS) then the exchange; a named coroutine so its lifetime is plain.
+asio::awaitable<void> run_exchange(asio::ssl::stream<tcp::socket&>* tls, tcp::socket& socket, const std::string& bytes,
+                                   std::size_t expect, const ClientOptions& opts, Exchange& out) {
+  if (tls) {
+    error_code hec;
+    co_await tls->async_handshake(asio::ssl::stream_base::client, asio::redirect_error(asio::use_awaitable, hec));
+    if (hec) {
+      out.error = "handshake: " + hec.message();
+      co_return;
+    }
+    co_await talk(*tls, socket, bytes, expect, opts, out);
+  } else {
+    co_await talk(socket, socket, bytes, expect, opts, out);
+  }
 }
 
 }  // namespace
@@ -108,22 +125,7 @@ Exchange exchange(std::uint16_t port, const std::string& bytes, std::size_t expe
     tls.emplace(socket, *ctx);
     SSL_set_tlsext_host_name(tls->native_handle(), "localhost");
   }
-  asio::co_spawn(
-      ioc,
-      [&]() -> asio::awaitable<void> {
-        if (tls) {
-          error_code hec;
-          co_await tls->async_handshake(asio::ssl::stream_base::client, asio::redirect_error(asio::use_awaitable, hec));
-          if (hec) {
-            out.error = "handshake: " + hec.message();
-            co_return;
-          }
-          co_await talk(*tls, socket, bytes, expect, opts, out);
-        } else {
-          co_await talk(socket, socket, bytes, expect, opts, out);
-        }
-      },
-      asio::detached);
+  asio::co_spawn(ioc, run_exchange(tls ? &*tls : nullptr, socket, bytes, expect, opts, out), asio::detached);
   ioc.run_for(opts.timeout + opts.pause_after_send);
   if (!ioc.stopped()) {
     // Timed out waiting: the server neither answered nor closed.

@@ -21,6 +21,7 @@ struct ClientOptions {
   std::string tls12_ciphers;
   std::chrono::milliseconds timeout{5000};
   std::chrono::milliseconds pause_after_send{0};  // hold the connection open before reading
+  bool first_is_head = false;  // the first request is HEAD: its response has no body
 };
 
 struct HttpResponse {

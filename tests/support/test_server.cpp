@@ -31,9 +31,9 @@ TestServer::TestServer(Tweak tweak, Routes routes) {
   limits.json.max_bytes = cfg.limits.max_body_bytes;
   pipeline_ = std::make_unique<http::Pipeline>(router_, limits);
   server_ = std::make_unique<net::Server>(cfg, *pipeline_, metrics, health);
-  server_->start();
+  server_->start(false);
   thread_ = std::thread([this] {
-    server_->run(false);
+    server_->run();
     stopped_ = true;
   });
 }
