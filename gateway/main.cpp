@@ -2,6 +2,7 @@
 // fhir-gateway: wiring only. Reads the configuration, opens the databases, builds the route
 // table and runs the server until SIGINT/SIGTERM. Exit codes: 0 clean stop, 1 runtime
 // failure, 2 bad configuration or usage.
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -41,6 +42,9 @@ void print_help() {
 
 int main(int argc, char** argv) {
   using namespace gw;
+  // A closed stderr (e.g. the log pipe's reader gone) must not kill the process mid-drain;
+  // sockets already use MSG_NOSIGNAL, this covers plain writes.
+  std::signal(SIGPIPE, SIG_IGN);
   std::string config_path;
   bool check_only = false;
   for (int i = 1; i < argc; ++i) {
