@@ -165,7 +165,10 @@ TEST_CASE("Search: Prefer handling is read from an RFC 7240 list") {
 
 TEST_CASE("Search: too many OR values is refused") {
   std::string many = "family=";
-  for (int i = 0; i < 40; ++i) many += (i ? "," : "") + std::to_string(i);
+  for (int i = 0; i < 40; ++i) {
+    if (i) many += ',';
+    many += std::to_string(i);
+  }
   auto r = parse(many);
   REQUIRE_FALSE(r.ok());
   CHECK(r.issue().diagnostics.find("more than 32") != std::string::npos);
