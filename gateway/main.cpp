@@ -2,6 +2,8 @@
 // fhir-gateway: wiring only. Reads the configuration, opens the databases, builds the route
 // table and runs the server until SIGINT/SIGTERM. Exit codes: 0 clean stop, 1 runtime
 // failure, 2 bad configuration or usage.
+#include <pthread.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -111,6 +113,14 @@ int main(int argc, char** argv) {
     observe::log(observe::Level::info, "fhir-gateway ready",
                  {{"version", kVersion}, {"base_url", cfg.public_base_url}, {"threads", cfg.threads}});
     server.run();
+    // Shutting down: the event loop threads are gone. Block further SIGINT/SIGTERM so one
+    // arriving while the server (and its signal handlers) is torn down cannot kill the
+    // process by default action; we are exiting cleanly anyway.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   } catch (const config::ConfigError& e) {
     std::fprintf(stderr, "fhir-gateway: configuration error: %s\n", e.what());
     return 2;

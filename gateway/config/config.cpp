@@ -182,6 +182,9 @@ void validate(const Config& c) {
   if (c.http.enabled && !is_loopback_address(c.http.address))
     fail("server.http.address", "plain HTTP is only allowed on a loopback address (127.0.0.1 or ::1); use "
                                 "[server.https] for anything else");
+  if (c.https.enabled && !GW_WITH_TLS)
+    fail("server.https.enabled", "this gateway was built without TLS (tls=OFF); set enabled = false and use "
+                                 "[server.http] on loopback, or rebuild with tls=ON");
   if (c.https.enabled) {
     boost::system::error_code ec;
     if (c.https.address != "localhost") {

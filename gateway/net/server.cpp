@@ -3,8 +3,10 @@
 // TLS or plain session, explicit limits, one place that classifies failures.
 #include "gateway/net/server.h"
 
+#if GW_WITH_TLS
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#endif
 
 #include <atomic>
 #include <ctime>
@@ -20,7 +22,9 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/signal_set.hpp>
+#if GW_WITH_TLS
 #include <boost/asio/ssl/stream.hpp>
+#endif
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -31,10 +35,12 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#if GW_WITH_TLS
 #include <boost/beast/ssl/ssl_stream.hpp>
 
-#include "fhir/query_string.h"
 #include "gateway/net/tls_context.h"
+#endif
+#include "fhir/query_string.h"
 #include "gateway/observe/log.h"
 
 namespace gw::net {
@@ -90,6 +96,7 @@ const std::string& http_date() {
   return cached;
 }
 
+#if GW_WITH_TLS
 std::string peer_subject(SSL* ssl) {
   X509* cert = SSL_get0_peer_certificate(ssl);
   if (!cert || SSL_get_verify_result(ssl) != X509_V_OK) return {};
@@ -101,6 +108,7 @@ std::string peer_subject(SSL* ssl) {
   BIO_free(bio);
   return out;
 }
+#endif
 
 struct ConnectionInfo {
   std::string remote_address;
@@ -113,6 +121,14 @@ struct ProtocolFailure {
   fhir::Issue issue;
   const char* kind;
 };
+
+bool peer_went_away(const error_code& ec) {
+#if GW_WITH_TLS
+  if (ec == asio::ssl::error::stream_truncated) return true;
+#endif
+  return ec == bhttp::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
+         ec == asio::error::operation_aborted;
+}
 
 ProtocolFailure classify(const error_code& ec, bool timed_out) {
   using fhir::ErrorCode;
@@ -151,7 +167,9 @@ struct Server::Impl {
   observe::Metrics& metrics;
   observe::Health& health;
   asio::io_context ioc;
+#if GW_WITH_TLS
   std::shared_ptr<asio::ssl::context> tls;
+#endif
   std::optional<tcp::acceptor> https_acceptor;
   std::optional<tcp::acceptor> http_acceptor;
   asio::signal_set signals;
@@ -234,12 +252,17 @@ struct Server::Impl {
     control->stream = &stream;
     beast::flat_buffer buffer(cfg.limits.max_header_bytes + 8192);
 
+#if GW_WITH_TLS
     if (!tls_port) {
+#else
+    {
+#endif
       co_await serve(stream, stream, buffer, info, *control, false);
       co_await close_plain(stream);
       control->stream = nullptr;
       co_return;
     }
+#if GW_WITH_TLS
     stream.expires_after(cfg.limits.read_timeout);
     bool is_tls = co_await beast::async_detect_ssl(stream, buffer, nothrow(ec));
     if (ec) {
@@ -273,6 +296,7 @@ struct Server::Impl {
     co_await tls_stream.async_shutdown(nothrow(ec));
     lowest.close();
     control->stream = nullptr;
+#endif
   }
 
   // Half-closes and drains briefly so the peer reads our last response before the socket
@@ -331,9 +355,7 @@ struct Server::Impl {
       const auto received = std::chrono::steady_clock::now();
 
       if (ec || tls_required) {
-        if (!timed_out && !tls_required &&
-            (ec == bhttp::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
-             ec == asio::ssl::error::stream_truncated || ec == asio::error::operation_aborted))
+        if (!timed_out && !tls_required && peer_went_away(ec))
           co_return;  // the peer went away (or a drain closed it); nobody to answer
         ProtocolFailure f =
             tls_required ? ProtocolFailure{fhir::Issue::make(fhir::ErrorCode::tls_required,
@@ -499,7 +521,11 @@ void Server::start(bool handle_signals) {
     });
   }
   if (i.cfg.https.enabled) {
+#if GW_WITH_TLS
     i.tls = make_server_tls_context(i.cfg);
+#else
+    throw config::ConfigError(i.cfg.source_file, "server.https.enabled", "this gateway was built without TLS (tls=OFF)");
+#endif
     i.https_acceptor.emplace(i.bind(i.cfg.https.address, i.cfg.https.port));
     asio::co_spawn(i.ioc, i.accept_loop(*i.https_acceptor, true), asio::detached);
     observe::log(observe::Level::info, "listening",
