@@ -63,11 +63,22 @@ std::string new_request_id() {
   std::uint64_t hi = rng(), lo = rng();
   hi = (hi & 0xFFFFFFFFFFFF0FFFULL) | 0x0000000000004000ULL;
   lo = (lo & 0x3FFFFFFFFFFFFFFFULL) | 0x8000000000000000ULL;
-  char buf[37];
-  std::snprintf(buf, sizeof buf, "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(hi >> 32),
-                static_cast<unsigned>((hi >> 16) & 0xFFFF), static_cast<unsigned>(hi & 0xFFFF),
-                static_cast<unsigned>(lo >> 48), static_cast<unsigned long long>(lo & 0xFFFFFFFFFFFFULL));
-  return buf;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id(36, '-');
+  int pos = 0;
+  auto put = [&](std::uint64_t v, int nibbles) {
+    for (int k = nibbles - 1; k >= 0; --k) id[static_cast<std::size_t>(pos++)] = kHex[(v >> (k * 4)) & 0xF];
+  };
+  put(hi >> 32, 8);
+  ++pos;
+  put(hi >> 16, 4);
+  ++pos;
+  put(hi, 4);
+  ++pos;
+  put(lo >> 48, 4);
+  ++pos;
+  put(lo, 12);
+  return id;
 }
 
 // Client-supplied ids are mirrored only when short and made of safe characters, so they can
@@ -121,6 +132,22 @@ struct ProtocolFailure {
   fhir::Issue issue;
   const char* kind;
 };
+
+// Feeds already-buffered bytes to the parser. True when a whole request was parsed; false
+// with `ec` clear when more bytes are needed; false with `ec` set on a malformed request.
+bool parse_buffered(bhttp::request_parser<bhttp::string_body>& parser, beast::flat_buffer& buffer, error_code& ec) {
+  while (buffer.size() > 0 && !parser.is_done()) {
+    std::size_t used = parser.put(buffer.data(), ec);
+    buffer.consume(used);
+    if (ec == bhttp::error::need_more) {
+      ec = {};
+      return false;
+    }
+    if (ec) return false;
+    if (used == 0) return false;
+  }
+  return parser.is_done();
+}
 
 bool peer_went_away(const error_code& ec) {
 #if GW_WITH_TLS
@@ -328,30 +355,35 @@ struct Server::Impl {
         buffer.commit(n);
       }
 
-      // Read the whole request under the read timeout. Our own timer cancels the read instead
-      // of closing the socket, so a 408 can still be sent.
       bhttp::request_parser<bhttp::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(cfg.limits.max_header_bytes));
       parser.body_limit(cfg.limits.max_body_bytes);
-      lowest.expires_never();
-      // The timer's handler may be queued on the strand after the read completes, so it checks
-      // shared state instead of touching this frame.
-      struct ReadDeadline {
-        bool done = false;
-        bool timed_out = false;
-      };
-      auto state = std::make_shared<ReadDeadline>();
-      asio::steady_timer deadline(co_await asio::this_coro::executor, cfg.limits.read_timeout);
-      deadline.async_wait([state, &lowest](error_code wait_ec) {
-        if (wait_ec || state->done) return;
-        state->timed_out = true;
-        error_code ignored;
-        lowest.socket().cancel(ignored);
-      });
-      co_await bhttp::async_read(stream, buffer, parser, nothrow(ec));
-      state->done = true;
-      deadline.cancel();
-      const bool timed_out = state->timed_out;
+      parser.eager(true);
+      // Fast path: a keep-alive request usually arrives whole in one read; parse it straight
+      // from the buffer, with no deadline timer and no composed read operation.
+      bool timed_out = false;
+      if (!parse_buffered(parser, buffer, ec) && !ec) {
+        // Read the rest under the read timeout. Our own timer cancels the read instead of
+        // closing the socket, so a 408 can still be sent. Its handler may be queued on the
+        // strand after the read completes, so it checks shared state, not this frame.
+        lowest.expires_never();
+        struct ReadDeadline {
+          bool done = false;
+          bool timed_out = false;
+        };
+        auto state = std::make_shared<ReadDeadline>();
+        asio::steady_timer deadline(co_await asio::this_coro::executor, cfg.limits.read_timeout);
+        deadline.async_wait([state, &lowest](error_code wait_ec) {
+          if (wait_ec || state->done) return;
+          state->timed_out = true;
+          error_code ignored;
+          lowest.socket().cancel(ignored);
+        });
+        co_await bhttp::async_read(stream, buffer, parser, nothrow(ec));
+        state->done = true;
+        deadline.cancel();
+        timed_out = state->timed_out;
+      }
       const auto received = std::chrono::steady_clock::now();
 
       if (ec || tls_required) {

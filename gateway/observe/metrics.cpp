@@ -7,8 +7,13 @@ namespace gw::observe {
 
 void Metrics::observe_request(std::string_view route, std::string_view method, int status, double seconds) {
   std::lock_guard lock(mu_);
-  ++requests_[{std::string(route), std::string(method), status}];
-  Histogram& h = latency_[{std::string(route), std::string(method)}];
+  // Heterogeneous lookups: strings are allocated only the first time a series appears.
+  auto r = requests_.find(std::make_tuple(route, method, status));
+  if (r == requests_.end()) r = requests_.emplace(std::make_tuple(std::string(route), std::string(method), status), 0).first;
+  ++r->second;
+  auto l = latency_.find(std::make_tuple(route, method));
+  if (l == latency_.end()) l = latency_.emplace(std::make_tuple(std::string(route), std::string(method)), Histogram{}).first;
+  Histogram& h = l->second;
   for (std::size_t i = 0; i < kBuckets.size(); ++i)
     if (seconds <= kBuckets[i]) ++h.buckets[i];
   ++h.count;
@@ -40,7 +45,7 @@ std::string Metrics::render() const {
   out += "# HELP gateway_http_request_duration_seconds Time from request parsed to response written.\n";
   out += "# TYPE gateway_http_request_duration_seconds histogram\n";
   for (const auto& [key, h] : latency_) {
-    const std::string labels = "route=\"" + key.first + "\",method=\"" + key.second + "\"";
+    const std::string labels = "route=\"" + std::get<0>(key) + "\",method=\"" + std::get<1>(key) + "\"";
     for (std::size_t i = 0; i < kBuckets.size(); ++i) {
       std::snprintf(num, sizeof num, "%g", kBuckets[i]);
       line("gateway_http_request_duration_seconds_bucket{" + labels + ",le=\"" + num + "\"}",

@@ -41,9 +41,9 @@ class Metrics {
     double sum = 0;
   };
   mutable std::mutex mu_;
-  std::map<std::tuple<std::string, std::string, int>, std::uint64_t> requests_;
-  std::map<std::pair<std::string, std::string>, Histogram> latency_;
-  std::map<std::string, std::uint64_t> protocol_errors_;
+  std::map<std::tuple<std::string, std::string, int>, std::uint64_t, std::less<>> requests_;
+  std::map<std::tuple<std::string, std::string>, Histogram, std::less<>> latency_;
+  std::map<std::string, std::uint64_t, std::less<>> protocol_errors_;
   std::atomic<std::int64_t> open_connections_{0};
   std::atomic<std::uint64_t> connections_total_{0};
   std::atomic<std::uint64_t> connections_rejected_{0};
