@@ -8,6 +8,7 @@
 #include <openssl/x509.h>
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <ctime>
 #include <mutex>
@@ -132,6 +133,56 @@ struct ProtocolFailure {
   fhir::Issue issue;
   const char* kind;
 };
+
+// One periodic timer per connection enforces the idle, read and write timeouts. Moving a
+// deadline is a plain store, so a keep-alive request costs no timer operations (Beast's
+// per-operation expiry arms and cancels a timer for every read and write). Strand-only.
+struct Watchdog {
+  enum class Action { close, cancel };  // cancel: abort the read but keep the socket for a 408
+  using Clock = std::chrono::steady_clock;
+
+  Watchdog(const asio::any_io_executor& ex, beast::tcp_stream* s) : timer(ex), stream(s) {}
+
+  void arm(std::chrono::milliseconds after, Action a) {
+    deadline = Clock::now() + after;
+    action = a;
+    fired = false;
+  }
+  void disarm() { deadline = Clock::time_point::max(); }
+  void stop() {
+    stopped = true;
+    stream = nullptr;
+    timer.cancel();
+  }
+
+  asio::steady_timer timer;
+  beast::tcp_stream* stream;
+  Clock::time_point deadline = Clock::time_point::max();
+  Action action = Action::close;
+  bool fired = false;
+  bool stopped = false;
+};
+
+void run_watchdog(std::shared_ptr<Watchdog> w, std::chrono::milliseconds every) {
+  w->timer.expires_after(every);
+  w->timer.async_wait([w, every](error_code ec) {
+    if (ec || w->stopped) return;
+    if (w->stream && Watchdog::Clock::now() >= w->deadline) {
+      w->fired = true;
+      w->disarm();
+      error_code ignored;
+      if (w->action == Watchdog::Action::cancel) w->stream->socket().cancel(ignored);
+      else w->stream->socket().close(ignored);
+    }
+    run_watchdog(std::move(w), every);
+  });
+}
+
+// Checked often enough that the shortest timeout is honoured to within a quarter of itself.
+std::chrono::milliseconds watchdog_tick(const config::Limits& l) {
+  auto shortest = std::min({l.idle_timeout, l.read_timeout, l.write_timeout});
+  return std::clamp(shortest / 4, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+}
 
 // Feeds already-buffered bytes to the parser. True when a whole request was parsed; false
 // with `ec` clear when more bytes are needed; false with `ec` set on a malformed request.
@@ -341,6 +392,13 @@ struct Server::Impl {
   awaitable<void> serve(Stream& stream, beast::tcp_stream& lowest, beast::flat_buffer& buffer,
                         const ConnectionInfo& info, SessionControl& control, bool tls_required) {
     std::size_t served = 0;
+    lowest.expires_never();  // timeouts from here on are the watchdog's
+    auto watchdog = std::make_shared<Watchdog>(lowest.get_executor(), &lowest);
+    run_watchdog(watchdog, watchdog_tick(cfg.limits));
+    struct StopOnExit {
+      std::shared_ptr<Watchdog> w;
+      ~StopOnExit() { w->stop(); }
+    } stop_watchdog{watchdog};
     for (;;) {
       error_code ec;
       // Wait for the first byte of the next request under the idle timeout. A drain closes
@@ -348,8 +406,9 @@ struct Server::Impl {
       if (buffer.size() == 0) {
         if (stopping) co_return;
         control.idle = true;
-        lowest.expires_after(cfg.limits.idle_timeout);
+        watchdog->arm(cfg.limits.idle_timeout, Watchdog::Action::close);
         std::size_t n = co_await stream.async_read_some(buffer.prepare(4096), nothrow(ec));
+        watchdog->disarm();
         control.idle = false;
         if (ec) co_return;
         buffer.commit(n);
@@ -363,26 +422,12 @@ struct Server::Impl {
       // from the buffer, with no deadline timer and no composed read operation.
       bool timed_out = false;
       if (!parse_buffered(parser, buffer, ec) && !ec) {
-        // Read the rest under the read timeout. Our own timer cancels the read instead of
-        // closing the socket, so a 408 can still be sent. Its handler may be queued on the
-        // strand after the read completes, so it checks shared state, not this frame.
-        lowest.expires_never();
-        struct ReadDeadline {
-          bool done = false;
-          bool timed_out = false;
-        };
-        auto state = std::make_shared<ReadDeadline>();
-        asio::steady_timer deadline(co_await asio::this_coro::executor, cfg.limits.read_timeout);
-        deadline.async_wait([state, &lowest](error_code wait_ec) {
-          if (wait_ec || state->done) return;
-          state->timed_out = true;
-          error_code ignored;
-          lowest.socket().cancel(ignored);
-        });
+        // Read the rest under the read timeout. The watchdog cancels the read instead of
+        // closing the socket, so a 408 can still be sent.
+        watchdog->arm(cfg.limits.read_timeout, Watchdog::Action::cancel);
         co_await bhttp::async_read(stream, buffer, parser, nothrow(ec));
-        state->done = true;
-        deadline.cancel();
-        timed_out = state->timed_out;
+        timed_out = watchdog->fired;
+        watchdog->disarm();
       }
       const auto received = std::chrono::steady_clock::now();
 
@@ -403,7 +448,7 @@ struct Server::Impl {
         req.remote_address = info.remote_address;
         req.method = "-";
         req.route_template = "protocol_error";
-        co_await send(stream, lowest, req, r, false, 11, received);
+        co_await send(stream, *watchdog, req, r, false, 11, received);
         co_return;
       }
 
@@ -451,13 +496,13 @@ struct Server::Impl {
       const bool keep_alive = msg.keep_alive() && !resp.close && !stopping &&
                               served < cfg.limits.max_requests_per_connection;
       if (head) req.method = "HEAD";
-      if (!co_await send(stream, lowest, req, resp, keep_alive, msg.version(), received)) co_return;
+      if (!co_await send(stream, *watchdog, req, resp, keep_alive, msg.version(), received)) co_return;
       if (!keep_alive) co_return;
     }
   }
 
   template <class Stream>
-  awaitable<bool> send(Stream& stream, beast::tcp_stream& lowest, const http::Request& req, http::Response& r,
+  awaitable<bool> send(Stream& stream, Watchdog& watchdog, const http::Request& req, http::Response& r,
                        bool keep_alive, unsigned version, std::chrono::steady_clock::time_point received) {
     bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(r.status), version};
     res.set(bhttp::field::server, "fhir-gateway");
@@ -474,8 +519,9 @@ struct Server::Impl {
     if (req.method == "HEAD") res.body().clear();  // Content-Length stays that of the GET body
 
     error_code ec;
-    lowest.expires_after(cfg.limits.write_timeout);
+    watchdog.arm(cfg.limits.write_timeout, Watchdog::Action::close);
     co_await bhttp::async_write(stream, res, nothrow(ec));
+    watchdog.disarm();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - received).count();
     metrics.observe_request(req.route_template, req.method, r.status, seconds);
     if (cfg.access_log)

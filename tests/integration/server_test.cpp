@@ -360,3 +360,23 @@ TEST_CASE("Server: _format=application/fhir+json with an unencoded '+' is accept
   TestServer s;
   CHECK(test::get(s.port(), "/metadata?_format=application/fhir+json", s.client()).status == 200);
 }
+
+TEST_CASE("Server: an idle keep-alive connection is closed after idle_timeout") {
+  TestServer s([](config::Config& c) { c.limits.idle_timeout = std::chrono::milliseconds(300); });
+  auto opts = s.client();
+  opts.close_wait = std::chrono::milliseconds(3000);
+  auto ex = test::exchange(s.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", 1, opts);
+  REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+  CHECK(ex.responses[0].header("connection") != "close");  // kept alive ...
+  CHECK(ex.peer_closed);                                   // ... until the idle timeout closed it
+}
+
+TEST_CASE("Server: a busy connection is not closed by the idle timeout between requests") {
+  TestServer s([](config::Config& c) { c.limits.idle_timeout = std::chrono::milliseconds(400); });
+  std::string one = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  std::string many;
+  for (int i = 0; i < 20; ++i) many += one;
+  auto ex = test::exchange(s.port(), many, 20, s.client());
+  CHECK(ex.responses.size() == 20);
+  CHECK_FALSE(ex.peer_closed);
+}

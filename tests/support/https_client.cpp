@@ -64,7 +64,7 @@ asio::awaitable<void> talk(Stream& stream, tcp::socket& raw, const std::string& 
     out.responses.push_back(std::move(r));
   }
   // Did the server close? Wait briefly for EOF; a kept-alive connection stays silent.
-  asio::steady_timer quiet(co_await asio::this_coro::executor, std::chrono::milliseconds(300));
+  asio::steady_timer quiet(co_await asio::this_coro::executor, opts.close_wait);
   quiet.async_wait([&raw](error_code wec) {
     if (!wec) raw.cancel();
   });
@@ -126,7 +126,7 @@ Exchange exchange(std::uint16_t port, const std::string& bytes, std::size_t expe
     SSL_set_tlsext_host_name(tls->native_handle(), "localhost");
   }
   asio::co_spawn(ioc, run_exchange(tls ? &*tls : nullptr, socket, bytes, expect, opts, out), asio::detached);
-  ioc.run_for(opts.timeout + opts.pause_after_send);
+  ioc.run_for(opts.timeout + opts.pause_after_send + opts.close_wait);
   if (!ioc.stopped()) {
     // Timed out waiting: the server neither answered nor closed.
     if (out.error.empty() && out.responses.size() < expect) out.error = "timeout";

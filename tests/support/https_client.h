@@ -22,6 +22,7 @@ struct ClientOptions {
   std::chrono::milliseconds timeout{5000};
   std::chrono::milliseconds pause_after_send{0};  // hold the connection open before reading
   bool first_is_head = false;  // the first request is HEAD: its response has no body
+  std::chrono::milliseconds close_wait{300};  // how long to wait for the server to close
 };
 
 struct HttpResponse {
