@@ -14,6 +14,26 @@
 
 namespace gw::observe {
 
+// Orders series keys (tuples of strings and ints) and lets them be looked up by tuples of
+// string_views, so counting a request allocates nothing once its series exists. Compares
+// element views explicitly: clang 14 cannot compare mixed tuple types.
+struct SeriesLess {
+  using is_transparent = void;
+  template <class... A, class... B>
+  bool operator()(const std::tuple<A...>& a, const std::tuple<B...>& b) const {
+    return as_views(a) < as_views(b);
+  }
+
+ private:
+  static std::string_view view(const std::string& s) { return s; }
+  static std::string_view view(std::string_view s) { return s; }
+  static int view(int i) { return i; }
+  template <class... T>
+  static auto as_views(const std::tuple<T...>& t) {
+    return std::apply([](const auto&... e) { return std::make_tuple(view(e)...); }, t);
+  }
+};
+
 class Metrics {
  public:
   // Upper bounds in seconds of the latency histogram buckets.
@@ -41,8 +61,8 @@ class Metrics {
     double sum = 0;
   };
   mutable std::mutex mu_;
-  std::map<std::tuple<std::string, std::string, int>, std::uint64_t, std::less<>> requests_;
-  std::map<std::tuple<std::string, std::string>, Histogram, std::less<>> latency_;
+  std::map<std::tuple<std::string, std::string, int>, std::uint64_t, SeriesLess> requests_;
+  std::map<std::tuple<std::string, std::string>, Histogram, SeriesLess> latency_;
   std::map<std::string, std::uint64_t, std::less<>> protocol_errors_;
   std::atomic<std::int64_t> open_connections_{0};
   std::atomic<std::uint64_t> connections_total_{0};
