@@ -40,6 +40,7 @@ constexpr std::array kTable{
     Row{ErrorCode::too_many_requests, {"throttled", 429, "", "Too many requests"}},
     Row{ErrorCode::not_ready, {"transient", 503, "SERVICE_UNAVAILABLE", "Service unavailable"}},
     Row{ErrorCode::timeout, {"timeout", 504, "", "Timed out"}},
+    Row{ErrorCode::informational, {"informational", 200, "", "All OK"}},
     Row{ErrorCode::internal_error, {"exception", 500, "SERVER_ERROR", "Internal server error"}},
 };
 

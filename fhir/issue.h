@@ -42,6 +42,7 @@ enum class ErrorCode {
   too_many_requests,        // rate or connection limit
   not_ready,                // service starting or draining
   timeout,                  // a source or store did not answer in time
+  informational,            // not an error: an outcome that reports success (e.g. $validate)
   internal_error,           // broken invariant; last-resort catch
 };
 

@@ -17,7 +17,11 @@ bool is_loopback_address(const std::string& address) {
   if (address == "localhost") return true;
   boost::system::error_code ec;
   auto a = boost::asio::ip::make_address(address, ec);
-  return !ec && a.is_loopback();
+  if (ec) return false;
+  // A v4-mapped IPv6 peer (::ffff:127.0.0.1) is loopback too.
+  if (a.is_v6() && a.to_v6().is_v4_mapped())
+    return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, a.to_v6()).is_loopback();
+  return a.is_loopback();
 }
 
 namespace {

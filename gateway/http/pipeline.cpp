@@ -3,21 +3,11 @@
 
 #include <exception>
 
-#include <boost/asio/ip/address.hpp>
-
 #include "fhir/content_negotiation.h"
+#include "gateway/config/config.h"
 #include "gateway/observe/log.h"
 
 namespace gw::http {
-
-bool is_loopback(std::string_view addr) {
-  boost::system::error_code ec;
-  auto a = boost::asio::ip::make_address(std::string(addr), ec);
-  if (ec) return false;
-  if (a.is_v6() && a.to_v6().is_v4_mapped())
-    return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, a.to_v6()).is_loopback();
-  return a.is_loopback();
-}
 
 boost::asio::awaitable<Response> Pipeline::handle(Request& req) const {
   // 1. Route. Only the path is looked at; query and body stay raw until step 2 has passed.
@@ -34,7 +24,7 @@ boost::asio::awaitable<Response> Pipeline::handle(Request& req) const {
 
   // 2. Authenticate and authorise. Issue #5 adds bearer-token checks here; until it lands the
   //    route table holds only routes that disclose no patient data (metadata, health, $validate).
-  if (route.options.loopback_only && !is_loopback(req.remote_address))
+  if (route.options.loopback_only && !config::is_loopback_address(req.remote_address))
     co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden,
                                                "This endpoint is only served to loopback clients"));
 

@@ -31,7 +31,4 @@ class Pipeline {
   PipelineLimits limits_;
 };
 
-// True when `addr` (as text) is a loopback address.
-bool is_loopback(std::string_view addr);
-
 }  // namespace gw::http

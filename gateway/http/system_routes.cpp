@@ -32,16 +32,11 @@ awaitable<Response> validate(Request& req, std::string expected_type) {
   std::vector<fhir::Issue> issues = fhir::check_structure(*resource, expected_type);
   if (issues.empty()) {
     fhir::Issue ok = fhir::Issue::make(
-        fhir::ErrorCode::invalid_resource,
+        fhir::ErrorCode::informational,
         "Structure is valid FHIR R4 JSON (resource type, id, no empty or null values). Profiles and "
         "terminology were not checked.");
     ok.severity = fhir::Severity::information;
-    fhir::Json oo = fhir::operation_outcome(ok);
-    // An information issue has no Spine error coding; code "informational" per IssueType.
-    fhir::Json& entry = oo.find("issue")->items().front();
-    entry.set("code", fhir::Json::string("informational"));
-    entry.erase("details");
-    co_return fhir_response(200, oo, req.format.pretty);
+    co_return fhir_response(200, fhir::operation_outcome(ok), req.format.pretty);
   }
   // R4 $validate: the operation succeeded and reports what is wrong with the content.
   co_return fhir_response(200, fhir::operation_outcome(issues), req.format.pretty);
