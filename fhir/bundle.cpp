@@ -56,10 +56,11 @@ Json make_searchset(const std::string& base_url, const SearchRequest& request, S
   if (page.has_more && request.count > 0) links.push_back(link("next", at(request.offset + request.count)));
   b.set("link", std::move(links));
 
-  if (!page.matches.empty() || !page.includes.empty()) {
+  if (!page.matches.empty() || !page.includes.empty() || !page.outcomes.empty()) {
     Json entries = Json::array();
     for (Json& r : page.matches) entries.push_back(entry(base_url, std::move(r), "match"));
     for (Json& r : page.includes) entries.push_back(entry(base_url, std::move(r), "include"));
+    for (Json& r : page.outcomes) entries.push_back(entry(base_url, std::move(r), "outcome"));
     b.set("entry", std::move(entries));
   }
   return b;

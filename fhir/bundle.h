@@ -19,6 +19,8 @@ struct SearchsetPage {
   std::vector<Json> includes;  // _include/_revinclude results (search.mode = include)
   std::optional<std::int64_t> total;  // matches only, across all pages; nullopt = not known
   bool has_more = false;       // another page follows this one
+  std::vector<Json> outcomes;  // OperationOutcomes about the search (search.mode = outcome),
+                               // e.g. entries withheld under the sensitivity policy
 };
 
 // `base_url` has no trailing slash. `now_ms` stamps meta.lastUpdated.

@@ -10,16 +10,10 @@
 #include <exception>
 #include <string>
 
-#include "fhir/search_params.h"
+#include "gateway/app.h"
 #include "gateway/config/config.h"
-#include "gateway/http/pipeline.h"
-#include "gateway/http/router.h"
-#include "gateway/http/system_routes.h"
 #include "gateway/net/server.h"
-#include "gateway/observe/health.h"
 #include "gateway/observe/log.h"
-#include "gateway/observe/metrics.h"
-#include "gateway/store/databases.h"
 #include "gateway/version.h"
 
 namespace {
@@ -85,33 +79,13 @@ int main(int argc, char** argv) {
   observe::parse_level(cfg.log_level, level);
   observe::set_level(level);
 
-  observe::Health health;
-  observe::Metrics metrics;
-  auto dbs = store::Databases::open(cfg.data_dir);
-  if (!dbs) {
-    observe::log(observe::Level::error, "cannot open databases", {{"error", dbs.issue().diagnostics}});
-    return 1;
-  }
-  health.databases_ready = true;
-
-  fhir::SearchParamRegistry search_params;
-  http::Router router;
-  http::SystemRouteDeps deps{health, metrics, search_params,
-                             fhir::ServerDescription{"fhir-gateway", kVersion, cfg.public_base_url,
-                                                     "Single patient record interoperability gateway",
-                                                     kReleaseDate, false},
-                             cfg.metrics_allow_remote};
-  http::add_system_routes(router, deps);
-  http::add_metadata_route(router, deps);  // last: generated from the final route table
-
-  http::PipelineLimits limits;
-  limits.json.max_bytes = cfg.limits.max_body_bytes;
-  http::Pipeline pipeline(router, limits);
   try {
-    net::Server server(cfg, pipeline, metrics, health);
+    App app(cfg, AppInfo{kVersion, kReleaseDate, {}});
+    net::Server& server = app.server();
     server.start();
     observe::log(observe::Level::info, "fhir-gateway ready",
-                 {{"version", kVersion}, {"base_url", cfg.public_base_url}, {"threads", cfg.threads}});
+                 {{"version", kVersion}, {"base_url", cfg.public_base_url}, {"threads", cfg.threads},
+                  {"auth", cfg.auth.enabled ? "jwt" : "disabled"}});
     server.run();
     // Shutting down: the event loop threads are gone. Block further SIGINT/SIGTERM so one
     // arriving while the server (and its signal handlers) is torn down cannot kill the

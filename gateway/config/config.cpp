@@ -13,6 +13,14 @@ ConfigError::ConfigError(std::string file, std::string key, std::string reason)
     : std::runtime_error(file + ": " + (key.empty() ? std::string() : key + ": ") + reason),
       file_(std::move(file)), key_(std::move(key)), reason_(std::move(reason)) {}
 
+Config::Config() {
+  auth.jwt.issuer = "https://localhost:8443/dev-idp";
+  auth.jwt.audiences = {"https://localhost:8443"};
+  auth.authorization_endpoint = auth.jwt.issuer + "/authorize";
+  auth.token_endpoint = auth.jwt.issuer + "/token";
+  auth.policy = auth::default_policy();
+}
+
 bool is_loopback_address(const std::string& address) {
   if (address == "localhost") return true;
   boost::system::error_code ec;
@@ -75,6 +83,38 @@ class Reader {
     }
   }
 
+  void get(const toml::table& t, const std::string& prefix, const char* name, std::vector<std::string>& out) const {
+    if (const toml::node* n = t.get(name)) {
+      const toml::array* a = n->as_array();
+      if (!a) fail(prefix + name, "must be an array of strings, e.g. [\"a\", \"b\"]");
+      out.clear();
+      for (const toml::node& e : *a) {
+        if (!e.is_string()) fail(prefix + name, "must be an array of strings");
+        out.push_back(e.as_string()->get());
+      }
+    }
+  }
+
+  void get_number(const toml::table& t, const std::string& prefix, const char* name, double& out, double min,
+                  double max) const {
+    if (const toml::node* n = t.get(name)) {
+      double v = 0;
+      if (n->is_integer()) v = static_cast<double>(n->as_integer()->get());
+      else if (n->is_floating_point()) v = n->as_floating_point()->get();
+      else fail(prefix + name, "must be a number");
+      if (!(v >= min && v <= max))
+        fail(prefix + name, "must be between " + std::to_string(min) + " and " + std::to_string(max));
+      out = v;
+    }
+  }
+
+  void get_seconds(const toml::table& t, const std::string& prefix, const char* name, std::chrono::seconds& out,
+                   std::int64_t min, std::int64_t max) const {
+    std::int64_t v = out.count();
+    get_int(t, prefix, name, v, min, max);
+    out = std::chrono::seconds(v);
+  }
+
   void get_ms(const toml::table& t, const std::string& prefix, const char* name, std::chrono::milliseconds& out,
               std::int64_t min, std::int64_t max) const {
     std::int64_t v = out.count();
@@ -94,6 +134,125 @@ std::string resolve(const std::filesystem::path& dir, const std::string& p) {
   return path.is_absolute() ? p : (dir / path).lexically_normal().string();
 }
 
+std::uint8_t parse_permissions(const Reader& r, const std::string& key, const std::string& text) {
+  static constexpr std::string_view kOrder = "cruds";
+  std::uint8_t mask = 0;
+  std::size_t pos = 0;
+  for (char ch : text) {
+    std::size_t at = kOrder.find(ch, pos);
+    if (at == std::string_view::npos)
+      r.fail(key, "must be SMART permission letters in the order c, r, u, d, s (got \"" + text + "\")");
+    mask |= static_cast<std::uint8_t>(1u << at);
+    pos = at + 1;
+  }
+  return mask;
+}
+
+void read_role(const Reader& r, const toml::table& t, const std::string& p, auth::RolePolicy& role) {
+  r.only_keys(t, p, {"claim_values", "resource_types", "permissions", "clinical", "audit_access",
+                     "requires_relationship", "emergency_purpose", "break_glass", "sensitive_categories"});
+  r.get(t, p, "claim_values", role.claim_values);
+  r.get(t, p, "resource_types", role.resource_types);
+  if (const toml::node* n = t.get("permissions")) {
+    if (!n->is_string()) r.fail(p + "permissions", "must be a string such as \"rs\"");
+    role.permissions = parse_permissions(r, p + "permissions", n->as_string()->get());
+  }
+  r.get(t, p, "clinical", role.clinical);
+  r.get(t, p, "audit_access", role.audit_access);
+  r.get(t, p, "requires_relationship", role.requires_relationship);
+  r.get(t, p, "emergency_purpose", role.emergency_purpose);
+  r.get(t, p, "break_glass", role.break_glass);
+  r.get(t, p, "sensitive_categories", role.sensitive_categories);
+}
+
+void read_rate(const Reader& r, const toml::table& parent, const std::string& prefix, const char* name,
+               RateLimitConfig& out) {
+  if (const toml::table* t = r.table(parent, prefix, name)) {
+    const std::string p = prefix + name + ".";
+    r.only_keys(*t, p, {"per_second", "burst"});
+    r.get_number(*t, p, "per_second", out.per_second, 0.01, 1e6);
+    r.get_number(*t, p, "burst", out.burst, 1, 1e7);
+  }
+}
+
+void read_auth(const Reader& r, const toml::table& a, AuthConfig& auth) {
+  const std::string p = "auth.";
+  r.only_keys(a, p, {"enabled", "jwks_file", "jwks_refresh_s", "issuer", "audiences", "leeway_s", "max_lifetime_s",
+                     "required_typ", "max_token_bytes", "role_claim", "organisation_claim", "purpose_claim",
+                     "break_glass_claim", "token_cache_entries", "authorization_endpoint", "token_endpoint", "jwks_uri", "development_role", "development_organisation",
+                     "rate_limit", "roles", "sensitive_categories", "emergency_purposes", "break_glass_reasons",
+                     "break_glass_ttl_s", "break_glass_min_text", "encounter_window_days"});
+  r.get(a, p, "enabled", auth.enabled);
+  r.get(a, p, "jwks_file", auth.jwks_file);
+  r.get_seconds(a, p, "jwks_refresh_s", auth.jwks_refresh, 0, 86400);
+  r.get(a, p, "issuer", auth.jwt.issuer);
+  r.get(a, p, "audiences", auth.jwt.audiences);
+  r.get_seconds(a, p, "leeway_s", auth.jwt.leeway, 0, 300);
+  r.get_seconds(a, p, "max_lifetime_s", auth.jwt.max_lifetime, 60, 7 * 86400);
+  r.get(a, p, "required_typ", auth.jwt.required_typ);
+  r.get_int(a, p, "max_token_bytes", auth.jwt.max_token_bytes, 512, 65536);
+  r.get(a, p, "role_claim", auth.jwt.role_claim);
+  r.get(a, p, "organisation_claim", auth.jwt.organisation_claim);
+  r.get(a, p, "purpose_claim", auth.jwt.purpose_claim);
+  r.get(a, p, "break_glass_claim", auth.jwt.break_glass_claim);
+  r.get_int(a, p, "token_cache_entries", auth.jwt.cache_entries, 0, 10000000);
+  auth.authorization_endpoint = auth.jwt.issuer + "/authorize";  // defaults follow the issuer
+  auth.token_endpoint = auth.jwt.issuer + "/token";
+  r.get(a, p, "authorization_endpoint", auth.authorization_endpoint);
+  r.get(a, p, "token_endpoint", auth.token_endpoint);
+  r.get(a, p, "jwks_uri", auth.jwks_uri);
+  r.get(a, p, "development_role", auth.development_role);
+  r.get(a, p, "development_organisation", auth.development_organisation);
+  if (const toml::table* rl = r.table(a, p, "rate_limit")) {
+    r.only_keys(*rl, p + "rate_limit.", {"per_client", "per_user"});
+    read_rate(r, *rl, p + "rate_limit.", "per_client", auth.per_client);
+    read_rate(r, *rl, p + "rate_limit.", "per_user", auth.per_user);
+  }
+  // [auth.roles.NAME]: replaces the default role of that name field by field, or adds a role.
+  if (const toml::table* roles = r.table(a, p, "roles")) {
+    for (const auto& [k, v] : *roles) {
+      std::string name(k.str());
+      const std::string rp = p + "roles." + name + ".";
+      if (!v.is_table()) r.fail(p + "roles." + name, "must be a table, e.g. [auth.roles." + name + "]");
+      auth::RolePolicy* role = nullptr;
+      for (auto& existing : auth.policy.roles)
+        if (existing.name == name) role = &existing;
+      if (!role) {
+        auth.policy.roles.push_back(auth::RolePolicy{});
+        role = &auth.policy.roles.back();
+        role->name = name;
+      }
+      read_role(r, *v.as_table(), rp, *role);
+    }
+  }
+  // [auth.sensitive_categories] NAME = ["system|code", ...]: replaces or adds a category.
+  if (const toml::table* cats = r.table(a, p, "sensitive_categories")) {
+    for (const auto& [k, v] : *cats) {
+      std::string name(k.str());
+      std::vector<std::string> codes;
+      r.get(*cats, p + "sensitive_categories.", name.c_str(), codes);
+      auth::SensitiveCategory cat{name, {}};
+      for (const auto& c : codes) {
+        auto bar = c.find('|');
+        if (bar == std::string::npos || bar == 0 || bar + 1 == c.size())
+          r.fail(p + "sensitive_categories." + name, "each code must be \"system|code\" (got \"" + c + "\")");
+        cat.codes.emplace_back(c.substr(0, bar), c.substr(bar + 1));
+      }
+      bool replaced = false;
+      for (auto& existing : auth.policy.sensitive_categories)
+        if (existing.name == name) existing = cat, replaced = true;
+      if (!replaced) auth.policy.sensitive_categories.push_back(std::move(cat));
+    }
+  }
+  r.get(a, p, "emergency_purposes", auth.policy.emergency_purposes);
+  r.get(a, p, "break_glass_reasons", auth.policy.break_glass_reasons);
+  r.get_seconds(a, p, "break_glass_ttl_s", auth.policy.break_glass_ttl, 60, 7 * 86400);
+  r.get_int(a, p, "break_glass_min_text", auth.policy.break_glass_min_text, 0, 1000);
+  std::int64_t days = auth.policy.encounter_window.count() / 86400;
+  r.get_int(a, p, "encounter_window_days", days, 0, 3650);
+  auth.policy.encounter_window = std::chrono::seconds(days * 86400);
+}
+
 }  // namespace
 
 Config load_config(const std::string& path) {
@@ -108,7 +267,7 @@ Config load_config(const std::string& path) {
   Reader r(path);
   Config c;
   c.source_file = path;
-  r.only_keys(root, "", {"server", "storage", "log", "metrics"});
+  r.only_keys(root, "", {"server", "storage", "log", "metrics", "auth", "source_systems"});
 
   if (const toml::table* s = r.table(root, "", "server")) {
     r.only_keys(*s, "server.", {"public_base_url", "threads", "https", "http", "limits"});
@@ -165,7 +324,27 @@ Config load_config(const std::string& path) {
     r.get(*s, "metrics.", "allow_remote", c.metrics_allow_remote);
   }
 
+  if (const toml::table* a = r.table(root, "", "auth")) read_auth(r, *a, c.auth);
+  if (const toml::node* n = root.get("source_systems")) {
+    const toml::array* arr = n->as_array();
+    if (!arr) r.fail("source_systems", "must be an array of tables: [[source_systems]]");
+    for (std::size_t i = 0; i < arr->size(); ++i) {
+      const std::string p = "source_systems[" + std::to_string(i) + "].";
+      const toml::table* t = (*arr)[i].as_table();
+      if (!t) r.fail("source_systems", "must be an array of tables: [[source_systems]]");
+      r.only_keys(*t, p, {"ods_code", "name", "adapter", "endpoint", "client_certificate_subject"});
+      SourceSystemConfig s;
+      r.get(*t, p, "ods_code", s.ods_code);
+      r.get(*t, p, "name", s.name);
+      r.get(*t, p, "adapter", s.adapter);
+      r.get(*t, p, "endpoint", s.endpoint);
+      r.get(*t, p, "client_certificate_subject", s.client_certificate_subject);
+      c.source_systems.push_back(std::move(s));
+    }
+  }
+
   const auto dir = std::filesystem::path(path).parent_path();
+  c.auth.jwks_file = resolve(dir, c.auth.jwks_file);
   c.https.certificate = resolve(dir, c.https.certificate);
   c.https.private_key = resolve(dir, c.https.private_key);
   c.https.client_ca = resolve(dir, c.https.client_ca);
@@ -207,6 +386,30 @@ void validate(const Config& c) {
   }
   if (c.limits.read_timeout.count() <= 0 || c.limits.idle_timeout.count() <= 0)
     fail("server.limits", "timeouts must be positive");
+  if (c.auth.enabled) {
+    if (c.auth.jwt.issuer.empty()) fail("auth.issuer", "is required when auth is enabled");
+    if (c.auth.jwt.audiences.empty()) fail("auth.audiences", "needs at least one audience (usually the public base URL)");
+    if (c.auth.jwks_file.empty()) fail("auth.jwks_file", "is required when auth is enabled");
+    if (!std::filesystem::exists(c.auth.jwks_file))
+      fail("auth.jwks_file", "file not found: " + c.auth.jwks_file +
+                                 " (point it at your identity provider's JWKS; for development run tools/demo, "
+                                 "which writes certs/jwks.json)");
+  } else {
+    // Secure by default (issue #5 item 9): without token validation only loopback listeners.
+    if (c.https.enabled && !is_loopback_address(c.https.address))
+      fail("auth.enabled", "token validation may only be disabled when every listener is on a loopback address; "
+                           "server.https.address is " + c.https.address);
+  }
+  {
+    std::set<std::string> ods;
+    for (std::size_t i = 0; i < c.source_systems.size(); ++i) {
+      const auto& s = c.source_systems[i];
+      const std::string key = "source_systems[" + std::to_string(i) + "]";
+      if (s.ods_code.empty()) fail(key + ".ods_code", "is required");
+      if (!ods.insert(s.ods_code).second) fail(key + ".ods_code", "duplicate ODS code " + s.ods_code);
+      if (s.name.empty()) fail(key + ".name", "is required");
+    }
+  }
   if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" && c.log_level != "error")
     fail("log.level", "must be debug, info, warn or error (got \"" + c.log_level + "\")");
 }

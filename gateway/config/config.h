@@ -8,6 +8,10 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "gateway/auth/jwt.h"
+#include "gateway/auth/policy.h"
 
 namespace gw::config {
 
@@ -51,6 +55,40 @@ struct Limits {
   std::chrono::milliseconds shutdown_grace{10000}; // in-flight requests finish within this
 };
 
+// A source system the gateway knows (issue #3 "source systems"; adapters arrive with #4). A
+// client certificate whose subject equals `client_certificate_subject` authenticates as this
+// source (issue #5 item 7): a system principal acting for `ods_code`.
+struct SourceSystemConfig {
+  std::string ods_code;
+  std::string name;
+  std::string adapter = "fhir";
+  std::string endpoint;
+  std::string client_certificate_subject;  // RFC 2253, as OpenSSL prints it, e.g. "CN=epr,O=Trust"
+};
+
+struct RateLimitConfig {
+  double per_second = 50;  // sustained requests per second per key
+  double burst = 200;      // bucket size
+};
+
+struct AuthConfig {
+  // false = development only: every request acts as `development_principal`; refused unless
+  // every listener is on a loopback address.
+  bool enabled = true;
+  std::string jwks_file = "certs/jwks.json";
+  std::chrono::seconds jwks_refresh{300};  // re-read the file this often when it changed (0 = never)
+  auth::JwtConfig jwt;
+  auth::PolicyConfig policy;
+  RateLimitConfig per_client;
+  RateLimitConfig per_user;
+  // Published in /.well-known/smart-configuration: the identity provider's endpoints.
+  std::string authorization_endpoint;  // default: issuer + "/authorize"
+  std::string token_endpoint;          // default: issuer + "/token"
+  std::string jwks_uri;                // optional
+  std::string development_role = "clinician";
+  std::string development_organisation;
+};
+
 struct Config {
   std::string source_file;  // empty when built from defaults
   std::string public_base_url = "https://localhost:8443";
@@ -62,6 +100,9 @@ struct Config {
   std::string log_level = "info";
   bool access_log = true;
   bool metrics_allow_remote = false;
+  AuthConfig auth;
+  std::vector<SourceSystemConfig> source_systems;
+  Config();
 };
 
 // Reads and validates `path`. Relative paths inside the file are resolved against the

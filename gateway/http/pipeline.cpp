@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/http/pipeline.h"
 
+#include <ctime>
 #include <exception>
+#include <variant>
 
 #include "fhir/content_negotiation.h"
 #include "gateway/config/config.h"
@@ -22,8 +24,35 @@ boost::asio::awaitable<Response> Pipeline::handle(Request& req) const {
   req.route_template = route.pattern;
   req.path_params = std::move(m.params);
 
-  // 2. Authenticate and authorise. Issue #5 adds bearer-token checks here; until it lands the
-  //    route table holds only routes that disclose no patient data (metadata, health, $validate).
+  // 2. Authenticate and authorise, before the query or body is looked at (issue #5).
+  if (route.options.access != Access::open) {
+    if (!authenticator_ || !policy_)
+      co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden, "access control is not configured"));
+    auto who = authenticator_->authenticate(req, std::time(nullptr));
+    if (auto* failure = std::get_if<auth::AuthFailure>(&who)) {
+      Response r = error_response(failure->issue);
+      if (failure->issue.code == fhir::ErrorCode::unauthenticated) {
+        std::erase_if(r.headers, [](const auto& h) { return h.first == "WWW-Authenticate"; });
+        r.set_header("WWW-Authenticate", failure->www_authenticate);
+      } else if (failure->retry_after.count() > 0) {
+        std::erase_if(r.headers, [](const auto& h) { return h.first == "Retry-After"; });
+        r.set_header("Retry-After", std::to_string(failure->retry_after.count()));
+      }
+      co_return r;
+    }
+    req.principal = std::get<std::shared_ptr<const auth::Principal>>(std::move(who));
+    if (route.options.access == Access::resource) {
+      auth::Decision d = policy_->authorise_type(*req.principal, route.options.auth_resource_type,
+                                                 route.options.auth_interaction);
+      if (!d.allowed)
+        co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden, "access denied: " + d.reason));
+    } else if (route.options.access == Access::audit) {
+      const auth::RolePolicy* role = policy_->role(*req.principal);
+      if (!role || !role->audit_access)
+        co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden,
+                                                   "access denied: this endpoint is for information governance roles"));
+    }
+  }
   if (route.options.loopback_only && !config::is_loopback_address(req.remote_address))
     co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden,
                                                "This endpoint is only served to loopback clients"));

@@ -9,6 +9,8 @@
 
 #include "fhir/json.h"
 #include "fhir/query_string.h"
+#include "gateway/auth/authenticator.h"
+#include "gateway/auth/policy.h"
 #include "gateway/http/router.h"
 
 namespace gw::http {
@@ -20,7 +22,11 @@ struct PipelineLimits {
 
 class Pipeline {
  public:
-  Pipeline(const Router& router, PipelineLimits limits) : router_(router), limits_(limits) {}
+  // `authenticator` and `policy` may be null only in tests whose router holds open routes
+  // alone; a non-open route without them is refused (fail closed).
+  Pipeline(const Router& router, PipelineLimits limits, auth::Authenticator* authenticator = nullptr,
+           const auth::Policy* policy = nullptr)
+      : router_(router), limits_(limits), authenticator_(authenticator), policy_(policy) {}
 
   // Produces the response for `req`; never throws (a last-resort catch answers 500 with an
   // OperationOutcome). Sets req.route_template for metrics. Runs on the session's strand.
@@ -29,6 +35,8 @@ class Pipeline {
  private:
   const Router& router_;
   PipelineLimits limits_;
+  auth::Authenticator* authenticator_;
+  const auth::Policy* policy_;
 };
 
 }  // namespace gw::http

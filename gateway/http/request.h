@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,6 +15,7 @@
 #include "fhir/content_negotiation.h"
 #include "fhir/json.h"
 #include "fhir/query_string.h"
+#include "gateway/auth/policy.h"
 
 namespace gw::http {
 
@@ -32,6 +34,9 @@ struct Request {
   bool tls = false;
   std::chrono::steady_clock::time_point received{};
   std::string route_template;         // matched route pattern, for metrics and logs
+
+  // Who is asking: set by the pipeline's authentication step for every non-open route.
+  std::shared_ptr<const auth::Principal> principal;
 
   // Filled by the pipeline, in this order, each only when the route needs it.
   std::vector<std::string> path_params;         // captures of {name} segments

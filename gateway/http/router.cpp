@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <map>
+#include <stdexcept>
 
 #include "fhir/resource_types.h"
 
@@ -43,6 +44,12 @@ void Router::add(std::string method, std::string pattern, Handler handler, Route
   r.pattern = std::move(pattern);
   r.handler = std::move(handler);
   r.options = std::move(options);
+  if (r.options.access == Access::resource && r.options.auth_resource_type.empty())
+    r.options.auth_resource_type = r.options.resource_type;
+  // A route that discloses resources must name what it discloses: a broken invariant, so
+  // start-up fails loudly rather than serving an unchecked route.
+  if (r.options.access == Access::resource && r.options.auth_resource_type.empty())
+    throw std::logic_error("route " + r.method + " " + r.pattern + " needs auth_resource_type or access != resource");
   routes_.push_back(std::move(r));
 }
 

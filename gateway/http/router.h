@@ -14,6 +14,7 @@
 
 #include "fhir/capability_statement.h"
 #include "fhir/issue.h"
+#include "gateway/auth/policy.h"
 #include "gateway/http/request.h"
 #include "gateway/http/response.h"
 
@@ -21,7 +22,15 @@ namespace gw::http {
 
 using Handler = std::function<boost::asio::awaitable<Response>(Request&)>;
 
+// Who may call a route (issue #5). Every route needs an authenticated caller unless it says
+// `open`; `resource` routes are also checked against the role and scopes for their resource
+// type and interaction before the handler runs (patient-level checks are the handler's).
+enum class Access { open, authenticated, resource, audit };
+
 struct RouteOptions {
+  Access access = Access::resource;
+  std::string auth_resource_type;  // type checked for `resource` access; defaults to resource_type
+  auth::Interaction auth_interaction = auth::Interaction::read;
   bool fhir = true;        // response negotiated as FHIR JSON; _format/_pretty honoured
   bool json_body = false;  // body must be FHIR JSON; parsed by the pipeline after authentication
   bool loopback_only = false;  // e.g. /metrics unless metrics.allow_remote

@@ -49,6 +49,7 @@ void add_system_routes(Router& router, const SystemRouteDeps& deps) {
   observe::Metrics* metrics = &deps.metrics;
 
   RouteOptions ops;
+  ops.access = Access::open;  // probes and scrapers carry no token; /metrics stays loopback-only
   ops.fhir = false;
   router.add("GET", "/healthz", [](Request&) -> awaitable<Response> {
     co_return text_response(200, "application/json", R"({"status":"pass"})");
@@ -67,6 +68,7 @@ void add_system_routes(Router& router, const SystemRouteDeps& deps) {
   }, metrics_opts);
 
   RouteOptions validate_sys;
+  validate_sys.access = Access::authenticated;  // no patient data, but bodies are parsed only after authentication
   validate_sys.json_body = true;
   validate_sys.operation = "validate";
   validate_sys.operation_definition = "http://hl7.org/fhir/OperationDefinition/Resource-validate";
@@ -86,6 +88,7 @@ void add_system_routes(Router& router, const SystemRouteDeps& deps) {
 void add_metadata_route(Router& router, const SystemRouteDeps& deps) {
   // Generated from the final route table, once; both renderings cached for throughput.
   RouteOptions opts;
+  opts.access = Access::open;  // the CapabilityStatement is public (FHIR http.html#capabilities)
   opts.resource_type.clear();
   auto compact = std::make_shared<std::string>();
   auto pretty = std::make_shared<std::string>();

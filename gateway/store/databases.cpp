@@ -3,6 +3,8 @@
 
 #include <filesystem>
 
+#include "gateway/locator/schema.h"
+
 namespace gw::store {
 namespace {
 
@@ -25,10 +27,8 @@ fhir::Result<sqlite::Database> open_one(const std::filesystem::path& path, const
 
 }  // namespace
 
-const std::vector<sqlite::Migration>& locator_migrations() {
-  static const std::vector<sqlite::Migration> m{{1, "gateway_info", info_for("locator")}};
-  return m;
-}
+// Owned by the locator (gateway/locator/schema.cpp); its migration 1 is info_for("locator").
+const std::vector<sqlite::Migration>& locator_migrations() { return locator::migrations(); }
 
 const std::vector<sqlite::Migration>& store_migrations() {
   static const std::vector<sqlite::Migration> m{{1, "gateway_info", info_for("store")}};

@@ -49,7 +49,7 @@ TEST_CASE("Bundle: searchset page has total, absolute fullUrls, modes and paging
 TEST_CASE("Bundle: last page has no next link and an empty page has no entry array") {
   SearchRequest req;
   req.resource_type = "Patient";
-  Json b = make_searchset("https://x", req, SearchsetPage{{}, {}, 0, false}, 0);
+  Json b = make_searchset("https://x", req, SearchsetPage{{}, {}, 0, false, {}}, 0);
   CHECK(link_named(b, "next") == nullptr);
   CHECK(link_named(b, "previous") == nullptr);
   CHECK(b.find("entry") == nullptr);
@@ -105,4 +105,24 @@ TEST_CASE("Content negotiation: _format overrides Accept; _pretty is honoured") 
   CHECK(is_json_media_type("Application/JSON"));
   CHECK_FALSE(is_json_media_type("application/fhir+xml"));
   CHECK_FALSE(is_json_media_type(""));
+}
+
+TEST_CASE("Bundle: outcome entries (e.g. withheld records) come last with search.mode outcome") {
+  SearchRequest req;
+  req.resource_type = "DocumentReference";
+  SearchsetPage page;
+  page.total = 1;
+  Json doc = Json::object();
+  doc.set("resourceType", Json::string("DocumentReference"));
+  doc.set("id", Json::string("d1"));
+  page.matches.push_back(doc);
+  page.outcomes.push_back(fhir::operation_outcome(fhir::Issue::make(fhir::ErrorCode::forbidden, "1 withheld")));
+  Json b = make_searchset("https://x", req, std::move(page), 0);
+  const auto& entries = b.find("entry")->items();
+  REQUIRE(entries.size() == 2);
+  CHECK(entries[0].find("search")->string_at("mode") == "match");
+  CHECK(entries[1].find("search")->string_at("mode") == "outcome");
+  CHECK(entries[1].find("resource")->string_at("resourceType") == "OperationOutcome");
+  CHECK(entries[1].find("fullUrl") == nullptr);  // an outcome has no id
+  CHECK(b.find("total")->text() == "1");          // outcomes are not counted
 }

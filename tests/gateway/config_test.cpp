@@ -16,6 +16,10 @@ std::string write_config(const std::string& body) {
   auto dir = gw::test::temp_dir("config");
   auto path = (dir / "gateway.toml").string();
   std::ofstream(path) << body;
+  // The default [auth] jwks_file (certs/jwks.json beside the file) must exist; validation
+  // only checks that it does, the Authenticator parses it.
+  std::filesystem::create_directories(dir / "certs");
+  std::ofstream(dir / "certs" / "jwks.json") << "{\"keys\":[]}";
   return path;
 }
 
@@ -98,4 +102,89 @@ TEST_CASE("Config: loopback detection") {
   CHECK(gw::config::is_loopback_address("localhost"));
   CHECK_FALSE(gw::config::is_loopback_address("10.0.0.1"));
   CHECK_FALSE(gw::config::is_loopback_address("0.0.0.0"));
+}
+
+TEST_CASE("Config: [auth] settings, role overrides and sensitive categories") {
+  auto c = load_config(write_config(tls_lines() + R"(
+[auth]
+issuer = "https://idp.example.nhs.uk/realms/icb"
+audiences = ["https://gw.example.nhs.uk/fhir", "fhir-gateway"]
+leeway_s = 10
+required_typ = "at+jwt"
+role_claim = "nhs_role"
+emergency_purposes = ["EMERGENCY"]
+break_glass_ttl_s = 600
+encounter_window_days = 30
+[auth.rate_limit.per_user]
+per_second = 5
+burst = 20
+[auth.roles.clinician]
+claim_values = ["R8000"]
+permissions = "rs"
+[auth.roles.pharmacist]
+claim_values = ["R8010"]
+resource_types = ["Patient", "MedicationStatement"]
+permissions = "rs"
+clinical = true
+[auth.sensitive_categories]
+hiv = ["http://snomed.info/sct|86406008"]
+)"));
+  CHECK(c.auth.jwt.issuer == "https://idp.example.nhs.uk/realms/icb");
+  CHECK(c.auth.jwt.audiences.size() == 2);
+  CHECK(c.auth.jwt.leeway.count() == 10);
+  CHECK(c.auth.jwt.required_typ == "at+jwt");
+  CHECK(c.auth.jwt.role_claim == "nhs_role");
+  CHECK(c.auth.token_endpoint == "https://idp.example.nhs.uk/realms/icb/token");  // follows the issuer
+  CHECK(c.auth.per_user.per_second == 5);
+  CHECK(c.auth.policy.break_glass_ttl.count() == 600);
+  CHECK(c.auth.policy.encounter_window.count() == 30 * 86400);
+  const gw::auth::RolePolicy* clinician = nullptr;
+  const gw::auth::RolePolicy* pharmacist = nullptr;
+  for (const auto& r : c.auth.policy.roles) {
+    if (r.name == "clinician") clinician = &r;
+    if (r.name == "pharmacist") pharmacist = &r;
+  }
+  REQUIRE(clinician);
+  REQUIRE(pharmacist);
+  CHECK(clinician->claim_values == std::vector<std::string>{"R8000"});
+  CHECK(clinician->clinical);  // fields not set keep the default role's values
+  CHECK(pharmacist->permissions == (gw::auth::kRead | gw::auth::kSearch));
+  bool hiv = false;
+  for (const auto& cat : c.auth.policy.sensitive_categories) hiv = hiv || (cat.name == "hiv" && cat.codes.size() == 1);
+  CHECK(hiv);
+  CHECK(gw::auth::Policy::make(c.auth.policy).ok());
+}
+
+TEST_CASE("Config: bad [auth] settings are errors naming the key") {
+  CHECK(expect_error(tls_lines() + "[auth]\nissuer = 5\n").key() == "auth.issuer");
+  CHECK(expect_error(tls_lines() + "[auth]\naudiences = \"one\"\n").key() == "auth.audiences");
+  CHECK(expect_error(tls_lines() + "[auth]\nleeway_s = 3600\n").key() == "auth.leeway_s");
+  CHECK(expect_error(tls_lines() + "[auth]\njwks_file = \"missing.json\"\n").key() == "auth.jwks_file");
+  CHECK(expect_error(tls_lines() + "[auth]\nunknown = 1\n").key() == "auth.unknown");
+  CHECK(expect_error(tls_lines() + "[auth.roles.clinician]\npermissions = \"sr\"\n").key() ==
+        "auth.roles.clinician.permissions");
+  CHECK(expect_error(tls_lines() + "[auth.sensitive_categories]\nx = [\"nocode\"]\n").key() ==
+        "auth.sensitive_categories.x");
+  CHECK(expect_error(tls_lines() + "[auth.rate_limit.per_client]\nper_second = 0\n").key() ==
+        "auth.rate_limit.per_client.per_second");
+  // Secure by default: token validation off is only for loopback listeners.
+  auto open = expect_error(tls_lines() + "address = \"0.0.0.0\"\n[auth]\nenabled = false\n");
+  CHECK(open.key() == "auth.enabled");
+  CHECK_NOTHROW(load_config(write_config(tls_lines() + "[auth]\nenabled = false\n")));
+}
+
+TEST_CASE("Config: [[source_systems]] with client certificate subjects") {
+  auto c = load_config(write_config(tls_lines() + R"(
+[[source_systems]]
+ods_code = "RX1"
+name = "Example Hospital EPR"
+adapter = "hl7v2"
+client_certificate_subject = "CN=epr,O=Example Trust"
+)"));
+  REQUIRE(c.source_systems.size() == 1);
+  CHECK(c.source_systems[0].client_certificate_subject == "CN=epr,O=Example Trust");
+  auto dup = expect_error(tls_lines() + "[[source_systems]]\nods_code = \"RX1\"\nname = \"a\"\n"
+                                        "[[source_systems]]\nods_code = \"RX1\"\nname = \"b\"\n");
+  CHECK(dup.key() == "source_systems[1].ods_code");
+  CHECK(expect_error(tls_lines() + "[[source_systems]]\nname = \"x\"\n").key() == "source_systems[0].ods_code");
 }

@@ -17,7 +17,9 @@ TEST_CASE("Router: matches literal and captured segments, reports 405 with Allow
   read.resource_type = "Patient";
   read.interaction = "read";
   r.add("GET", "/Patient/{id}", ok, read);
-  r.add("POST", "/Patient/{id}/$validate", ok);
+  RouteOptions authenticated;
+  authenticated.access = Access::authenticated;
+  r.add("POST", "/Patient/{id}/$validate", ok, authenticated);
   auto m = r.match("GET", "/Patient/abc");
   REQUIRE(m.route);
   CHECK(m.params == std::vector<std::string>{"abc"});
@@ -33,6 +35,16 @@ TEST_CASE("Router: matches literal and captured segments, reports 405 with Allow
   auto caps = r.resource_capabilities();
   REQUIRE(caps.size() == 1);
   CHECK(caps[0].interactions == std::vector<std::string>{"read"});
+  // The route the pipeline checks for `resource` access defaults to the declared type.
+  CHECK(m.route->options.auth_resource_type == "Patient");
+}
+
+TEST_CASE("Router: a resource route that names no resource type is refused at start-up") {
+  Router r;
+  CHECK_THROWS_AS(r.add("GET", "/Something", ok), std::logic_error);  // default access is `resource`
+  RouteOptions open;
+  open.access = Access::open;
+  CHECK_NOTHROW(r.add("GET", "/Something", ok, open));
 }
 
 TEST_CASE("Log: lines are single JSON objects with escaping and no empty fields") {

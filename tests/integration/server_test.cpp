@@ -37,26 +37,29 @@ void check_outcome(const HttpResponse& r, int status, std::string_view code, std
 }
 
 std::string post(const std::string& target, const std::string& body, const std::string& type = "application/fhir+json") {
-  return "POST " + target + " HTTP/1.1\r\nHost: localhost\r\nContent-Type: " + type +
+  return "POST " + target + " HTTP/1.1\r\nHost: localhost\r\n" + test::test_tokens().header() + "Content-Type: " + type +
          "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
 }
 
 // Test-only routes: a search route exercising the real parser, a slow route for draining and
 // a route echoing the verified client certificate subject.
 void test_routes(http::Router& router, fhir::SearchParamRegistry& params) {
-  params.add("Patient", {"birthdate", fhir::SearchParamType::date, "", ""});
-  params.add("Patient", {"identifier", fhir::SearchParamType::token, "", ""});
+  params.add("Basic", {"created", fhir::SearchParamType::date, "", ""});
+  params.add("Basic", {"identifier", fhir::SearchParamType::token, "", ""});
+  params.add("Basic", {"author", fhir::SearchParamType::string, "", ""});
   http::RouteOptions search;
-  search.resource_type = "Patient";
+  search.access = http::Access::open;  // exercises the search parser only; no data
+  search.resource_type = "Basic";
   search.interaction = "search-type";
-  router.add("GET", "/Patient", [&params](http::Request& req) -> boost::asio::awaitable<http::Response> {
-    auto parsed = fhir::parse_search("Patient", *req.query, params, fhir::handling_from_prefer(req.header("prefer")));
+  router.add("GET", "/Basic", [&params](http::Request& req) -> boost::asio::awaitable<http::Response> {
+    auto parsed = fhir::parse_search("Basic", *req.query, params, fhir::handling_from_prefer(req.header("prefer")));
     if (!parsed) co_return http::error_response(parsed.issue());
     fhir::SearchsetPage page;
     page.total = 0;
     co_return http::fhir_response(200, fhir::make_searchset("https://localhost:8443", *parsed, std::move(page), 0));
   }, search);
   http::RouteOptions plain;
+  plain.access = http::Access::open;
   plain.fhir = false;
   router.add("GET", "/test/slow", [](http::Request&) -> boost::asio::awaitable<http::Response> {
     boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, std::chrono::milliseconds(400));
@@ -78,9 +81,11 @@ TEST_CASE("Server: GET /metadata over TLS returns a generated CapabilityStatemen
   fhir::Json cs = json_of(r);
   CHECK(cs.string_at("resourceType") == "CapabilityStatement");
   CHECK(cs.string_at("fhirVersion") == "4.0.1");
-  const fhir::Json& res = cs.find("rest")->items().at(0).find("resource")->items().at(0);
-  CHECK(res.string_at("type") == "Patient");  // the test route, declared through the route table
-  CHECK(res.find("searchParam")->items().size() == 2);
+  const fhir::Json* basic = nullptr;
+  for (const auto& res : cs.find("rest")->items().at(0).find("resource")->items())
+    if (res.string_at("type") == "Basic") basic = &res;
+  REQUIRE(basic);  // the test route, declared through the route table
+  CHECK(basic->find("searchParam")->items().size() == 3);
 }
 
 TEST_CASE("Server: X-Request-ID is mirrored, or generated as a UUID when absent") {
@@ -105,7 +110,7 @@ TEST_CASE("Server: malformed HTTP gets 400 with an OperationOutcome and the conn
   auto garbage = test::exchange(s.port(), std::string("\x01\x02 nonsense \r\n\r\n", 16), 1, s.client());
   REQUIRE(garbage.responses.size() == 1);
   CHECK(garbage.responses[0].status == 400);
-  CHECK(s.metrics.render().find("gateway_protocol_errors_total{kind=\"malformed_http\"} 2") != std::string::npos);
+  CHECK(s.metrics().render().find("gateway_protocol_errors_total{kind=\"malformed_http\"} 2") != std::string::npos);
 }
 
 TEST_CASE("Server: oversized headers get 431") {
@@ -177,14 +182,17 @@ TEST_CASE("Server: unknown resource types and paths get 404 OperationOutcomes; w
 
 TEST_CASE("Server: bad search parameters get 400 naming the parameter; strict handling rejects unknowns") {
   TestServer s({}, test_routes);
-  check_outcome(test::get(s.port(), "/Patient?birthdate=2010-13-01", s.client()), 400, "invalid", "birthdate");
-  check_outcome(test::get(s.port(), "/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number%7C9434765918", s.client()),
+  const std::string auth = test::test_tokens().header();
+  check_outcome(test::get(s.port(), "/Patient?birthdate=2010-13-01", s.client(), auth), 400, "invalid", "birthdate");
+  check_outcome(test::get(s.port(), "/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number%7C9434765918", s.client(), auth),
                 400, "value", "check digit");
-  check_outcome(test::get(s.port(), "/Patient?family=%zz", s.client()), 400, "invalid", "percent-encoding");
-  HttpResponse lenient = test::get(s.port(), "/Patient?shoe-size=9", s.client());
+  check_outcome(test::get(s.port(), "/Patient?family=%zz", s.client(), auth), 400, "invalid", "percent-encoding");
+  HttpResponse lenient = test::get(s.port(), "/Patient?family=Smith&shoe-size=9", s.client(), auth);
   CHECK(lenient.status == 200);
-  check_outcome(test::get(s.port(), "/Patient?shoe-size=9", s.client(), "Prefer: handling=strict\r\n"), 400,
-                "invalid", "Unknown search parameter 'shoe-size'");
+  check_outcome(test::get(s.port(), "/Patient?family=Smith&shoe-size=9", s.client(), auth + "Prefer: handling=strict\r\n"),
+                400, "invalid", "Unknown search parameter 'shoe-size'");
+  // The test-only Basic route: the same parser, no access control involved.
+  check_outcome(test::get(s.port(), "/Basic?created=2010-13-01", s.client()), 400, "invalid", "created");
 }
 
 TEST_CASE("Server: XML is refused with 406; _format and _pretty are honoured") {
@@ -239,7 +247,7 @@ TEST_CASE("Server: connections beyond max_connections are refused and counted") 
   auto refused = test::exchange(s.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", 1, opts);
   holder.join();
   CHECK(refused.responses.empty());
-  CHECK(s.metrics.render().find("gateway_http_connections_rejected_total 1") != std::string::npos);
+  CHECK(s.metrics().render().find("gateway_http_connections_rejected_total 1") != std::string::npos);
 }
 
 TEST_CASE("Server: /metrics counts requests by route template and status; /readyz and /healthz answer") {
@@ -258,7 +266,7 @@ TEST_CASE("Server: /metrics counts requests by route template and status; /ready
 
 TEST_CASE("Server: /readyz is 503 until the databases are ready") {
   TestServer s;
-  s.health.databases_ready = false;
+  s.health().databases_ready = false;
   HttpResponse r = test::get(s.port(), "/readyz", s.client());
   CHECK(r.status == 503);
   CHECK(r.body.find("databases not ready") != std::string::npos);
@@ -309,8 +317,8 @@ TEST_CASE("Server: shutdown drains an in-flight request, turns not-ready, and st
   CHECK(slow.responses[0].status == 200);
   CHECK(slow.responses[0].body == "slow done");
   CHECK(slow.responses[0].header("connection") == "close");
-  CHECK(s.health.draining);
-  CHECK_FALSE(s.health.ready());
+  CHECK(s.health().draining);
+  CHECK_FALSE(s.health().ready());
   CHECK(s.wait_stopped(std::chrono::seconds(5)));
   auto after = test::exchange(s.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", 1, s.client());
   CHECK(after.responses.empty());

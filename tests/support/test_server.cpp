@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "support/test_server.h"
 
-#include "gateway/http/system_routes.h"
 #include "gateway/observe/log.h"
 #include "support/certs.h"
 #include "support/paths.h"
@@ -17,29 +16,20 @@ TestServer::TestServer(Tweak tweak, Routes routes) {
   cfg.data_dir = temp_dir("server").string();
   cfg.access_log = false;
   cfg.limits.read_timeout = std::chrono::milliseconds(2000);
+  cfg.auth.jwks_file = test_tokens().jwks_path;
+  cfg.auth.jwks_refresh = std::chrono::seconds(0);
   if (tweak) tweak(cfg);
   config::validate(cfg);
-  health.databases_ready = true;
-  http::SystemRouteDeps deps{health, metrics, params_,
-                             fhir::ServerDescription{"fhir-gateway", "test", cfg.public_base_url, "test", "2026-11-23",
-                                                     false},
-                             cfg.metrics_allow_remote};
-  http::add_system_routes(router_, deps);
-  if (routes) routes(router_, params_);
-  http::add_metadata_route(router_, deps);
-  http::PipelineLimits limits;
-  limits.json.max_bytes = cfg.limits.max_body_bytes;
-  pipeline_ = std::make_unique<http::Pipeline>(router_, limits);
-  server_ = std::make_unique<net::Server>(cfg, *pipeline_, metrics, health);
-  server_->start(false);
+  app_ = std::make_unique<App>(cfg, AppInfo{"test", "2026-11-23", std::move(routes)});
+  app_->server().start(false);
   thread_ = std::thread([this] {
-    server_->run();
+    app_->server().run();
     stopped_ = true;
   });
 }
 
 TestServer::~TestServer() {
-  server_->shutdown();
+  app_->server().shutdown();
   if (thread_.joinable()) thread_.join();
 }
 

@@ -1,20 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
-// Runs the real gateway server (TLS, pipeline, system routes) in-process on an ephemeral
-// loopback port, with optional extra routes, for integration tests.
+// Runs the real gateway (gw::App: TLS, pipeline, access control, record locator, routes)
+// in-process on an ephemeral loopback port, with optional extra routes, for integration tests.
+// Tokens from support/tokens.h are trusted.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <thread>
 
 #include "fhir/search_params.h"
+#include "gateway/app.h"
 #include "gateway/config/config.h"
-#include "gateway/http/pipeline.h"
 #include "gateway/http/router.h"
-#include "gateway/net/server.h"
-#include "gateway/observe/health.h"
-#include "gateway/observe/metrics.h"
 #include "support/https_client.h"
+#include "support/tokens.h"
 
 namespace gw::test {
 
@@ -26,22 +26,22 @@ class TestServer {
   explicit TestServer(Tweak tweak = {}, Routes routes = {});
   ~TestServer();
 
-  std::uint16_t port() const { return server_->https_port(); }
-  std::uint16_t plain_port() const { return server_->http_port(); }
+  std::uint16_t port() const { return app_->server().https_port(); }
+  std::uint16_t plain_port() const { return app_->server().http_port(); }
   ClientOptions client() const;
-  void shutdown() { server_->shutdown(); }
+  void shutdown() { app_->server().shutdown(); }
   // Waits (bounded) for the server thread to finish after shutdown(); true when it did.
   bool wait_stopped(std::chrono::milliseconds limit);
 
+  App& app() { return *app_; }
+  locator::Locator& locator() { return app_->locator(); }
+  observe::Metrics& metrics() { return app_->metrics(); }
+  observe::Health& health() { return app_->health(); }
+
   config::Config cfg;
-  observe::Health health;
-  observe::Metrics metrics;
 
  private:
-  fhir::SearchParamRegistry params_;
-  http::Router router_;
-  std::unique_ptr<http::Pipeline> pipeline_;
-  std::unique_ptr<net::Server> server_;
+  std::unique_ptr<App> app_;
   std::thread thread_;
   std::atomic<bool> stopped_{false};
 };

@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: Apache-2.0
+// The whole gateway assembled from a Config: databases, record locator, access control, the
+// route table and the server. main() and the integration tests build exactly this, so tests
+// exercise the production wiring.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "fhir/search_params.h"
+#include "gateway/auth/authenticator.h"
+#include "gateway/auth/policy.h"
+#include "gateway/config/config.h"
+#include "gateway/http/pipeline.h"
+#include "gateway/http/router.h"
+#include "gateway/locator/async_locator.h"
+#include "gateway/net/server.h"
+#include "gateway/observe/health.h"
+#include "gateway/observe/metrics.h"
+#include "gateway/store/databases.h"
+
+namespace gw {
+
+struct AppInfo {
+  std::string version;
+  std::string release_date;
+  // Extra routes registered before /metadata (integration tests; embedding).
+  std::function<void(http::Router&, fhir::SearchParamRegistry&)> extra_routes;
+};
+
+class App {
+ public:
+  // Opens and migrates the databases, opens the locator, registers configured source systems,
+  // loads the JWKS and the access policy and builds the routes. Throws config::ConfigError
+  // for configuration problems (exit 2) and std::runtime_error for anything else (exit 1).
+  App(config::Config cfg, AppInfo info);
+  ~App();
+  App(const App&) = delete;
+  App& operator=(const App&) = delete;
+
+  net::Server& server() { return *server_; }
+  locator::Locator& locator() { return *locator_; }
+  auth::Authenticator& authenticator() { return *authenticator_; }
+  const auth::Policy& policy() const { return *policy_; }
+  const config::Config& config() const { return cfg_; }
+  observe::Health& health() { return health_; }
+  observe::Metrics& metrics() { return metrics_; }
+
+ private:
+  void refresh_loop();
+
+  config::Config cfg_;
+  observe::Health health_;
+  observe::Metrics metrics_;
+  std::unique_ptr<store::Databases> databases_;
+  std::unique_ptr<locator::Locator> locator_;
+  std::unique_ptr<locator::AsyncLocator> async_locator_;
+  std::unique_ptr<auth::Policy> policy_;
+  std::unique_ptr<auth::Authenticator> authenticator_;
+  auth::BreakGlassRegistry break_glass_;
+  fhir::SearchParamRegistry search_params_;
+  http::Router router_;
+  std::unique_ptr<http::Pipeline> pipeline_;
+  std::unique_ptr<net::Server> server_;
+
+  std::mutex refresh_mu_;
+  std::condition_variable refresh_cv_;
+  bool stopping_ = false;
+  std::thread refresher_;
+};
+
+}  // namespace gw

@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: Apache-2.0
+// Step 2 of the request pipeline: who is asking (issue #5). Runs before any query or body is
+// decoded. A request authenticates with exactly one bearer token in one Authorization header,
+// or, for source systems, with a verified client certificate whose subject is mapped in
+// [[source_systems]]. The result is a Principal the policy and the audit trail use.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <filesystem>
+#include <unordered_map>
+#include <variant>
+
+#include "fhir/result.h"
+#include "gateway/auth/jwt.h"
+#include "gateway/auth/policy.h"
+#include "gateway/config/config.h"
+
+namespace gw::http {
+struct Request;
+}
+
+namespace gw::auth {
+
+// Why a request was refused, shaped for the HTTP answer: 401 with WWW-Authenticate, or 429
+// with Retry-After.
+struct AuthFailure {
+  fhir::Issue issue;
+  std::string www_authenticate;  // for 401
+  std::chrono::seconds retry_after{0};  // for 429
+};
+
+class Authenticator {
+ public:
+  // Loads the JWKS file (when auth is enabled). Throws config::ConfigError on a bad file.
+  Authenticator(const config::AuthConfig& config, const std::vector<config::SourceSystemConfig>& sources);
+
+  // Thread-safe. `now` is epoch seconds.
+  std::variant<std::shared_ptr<const Principal>, AuthFailure> authenticate(const http::Request& req,
+                                                                           std::int64_t now);
+
+  // Re-reads the JWKS file when its modification time changed; keeps the old keys on error
+  // (logged). Called on a timer by main.
+  void refresh_keys();
+
+  bool enabled() const { return config_.enabled; }
+  const JwtValidator* validator() const { return validator_.get(); }
+
+ private:
+  AuthFailure unauthenticated(std::string why, bool invalid_token) const;
+  std::shared_ptr<const Principal> principal_for(const std::shared_ptr<const VerifiedToken>& token,
+                                                 fhir::Result<ScopeSet> scopes) const;
+
+  config::AuthConfig config_;
+  std::unordered_map<std::string, std::string> certificate_sources_;  // subject -> ODS code
+  std::unique_ptr<JwtValidator> validator_;
+  std::shared_ptr<const Principal> development_principal_;
+  RateLimiter per_client_;
+  RateLimiter per_user_;
+  std::filesystem::file_time_type jwks_mtime_{};
+  std::mutex refresh_mu_;
+  // Principals built from verified tokens, keyed by token id, so scopes are parsed once per
+  // token. Bounded; cleared when full.
+  std::mutex principals_mu_;
+  std::unordered_map<std::string, std::shared_ptr<const Principal>> principals_;
+};
+
+}  // namespace gw::auth

@@ -1,0 +1,818 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "gateway/http/locator_routes.h"
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <memory>
+
+#include "fhir/bundle.h"
+#include "fhir/content_negotiation.h"
+#include "fhir/date_range.h"
+#include "fhir/nhs_number.h"
+#include "fhir/query_string.h"
+#include "gateway/locator/fhir_mapping.h"
+#include "gateway/observe/log.h"
+
+namespace gw::http {
+
+using boost::asio::awaitable;
+using fhir::ErrorCode;
+using fhir::Issue;
+using fhir::Json;
+
+namespace {
+
+constexpr std::string_view kUkCorePatient = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient";
+constexpr std::string_view kUkCoreDocRef = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-DocumentReference";
+constexpr std::string_view kVerificationExt =
+    "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus";
+constexpr std::string_view kVerificationSystem =
+    "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland";
+constexpr std::string_view kOdsSystem = "https://fhir.nhs.uk/Id/ods-organization-code";
+constexpr std::string_view kActCode = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+
+std::int64_t now_seconds() { return static_cast<std::int64_t>(std::time(nullptr)); }
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+Json str(std::string_view s) { return Json::string(std::string(s)); }
+
+Json coding(std::string_view system, std::string_view code, std::string_view display = {}) {
+  Json c = Json::object();
+  c.set("system", str(system));
+  c.set("code", str(code));
+  if (!display.empty()) c.set("display", str(display));
+  return c;
+}
+
+Json codeable(Json coding_) {
+  Json cc = Json::object();
+  Json arr = Json::array();
+  arr.push_back(std::move(coding_));
+  cc.set("coding", std::move(arr));
+  return cc;
+}
+
+std::string_view verification_display(std::string_view code) {
+  static constexpr std::pair<std::string_view, std::string_view> kNames[] = {
+      {"01", "Number present and verified"},
+      {"02", "Number present but not traced"},
+      {"03", "Trace required"},
+      {"04", "Trace attempted - No match or multiple match found"},
+      {"05", "Trace needs to be resolved - (NHS number or patient detail conflict)"},
+      {"06", "Trace in progress"},
+      {"07", "Number not present and trace not required"},
+      {"08", "Trace postponed (baby under six weeks old)"},
+  };
+  for (const auto& [c, d] : kNames)
+    if (c == code) return d;
+  return {};
+}
+
+// FHIR ids: [A-Za-z0-9\-\.]{1,64}.
+bool valid_id(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
+  });
+}
+
+Json meta(std::int64_t version, const std::string& last_updated, std::string_view profile, bool break_glass) {
+  Json m = Json::object();
+  m.set("versionId", Json::string(std::to_string(version)));
+  if (!last_updated.empty()) m.set("lastUpdated", Json::string(last_updated));
+  Json profiles = Json::array();
+  profiles.push_back(str(profile));
+  m.set("profile", std::move(profiles));
+  if (break_glass) {
+    Json sec = Json::array();
+    sec.push_back(coding(kActCode, "BTG", "break the glass"));
+    m.set("security", std::move(sec));
+  }
+  return m;
+}
+
+Json patient_json(const locator::PatientRecord& p, bool break_glass) {
+  Json r = Json::object();
+  r.set("resourceType", str("Patient"));
+  r.set("id", Json::string(p.id));
+  r.set("meta", meta(p.version, p.last_updated, kUkCorePatient, break_glass));
+  const auto& d = p.demographics;
+  Json ids = Json::array();
+  // An NHS number that fails its check digit is kept in the index as received but is never
+  // shown as an NHS number: a clinician must not act on it.
+  if (!d.nhs_number.empty() && p.nhs_number_trusted) {
+    Json id = Json::object();
+    if (!d.nhs_number_verification.empty()) {
+      Json ext = Json::object();
+      ext.set("url", str(kVerificationExt));
+      ext.set("valueCodeableConcept",
+              codeable(coding(kVerificationSystem, d.nhs_number_verification, verification_display(d.nhs_number_verification))));
+      Json exts = Json::array();
+      exts.push_back(std::move(ext));
+      id.set("extension", std::move(exts));
+    }
+    id.set("system", str(locator::kNhsNumberSystem));
+    id.set("value", Json::string(d.nhs_number));
+    ids.push_back(std::move(id));
+  }
+  for (const auto& l : p.identifiers) {
+    Json id = Json::object();
+    id.set("system", Json::string(l.system));
+    id.set("value", Json::string(l.value));
+    if (!l.source.empty()) {
+      Json assigner = Json::object();
+      Json ai = Json::object();
+      ai.set("system", str(kOdsSystem));
+      ai.set("value", Json::string(l.source));
+      assigner.set("identifier", std::move(ai));
+      id.set("assigner", std::move(assigner));
+    }
+    ids.push_back(std::move(id));
+  }
+  if (ids.size() > 0) r.set("identifier", std::move(ids));
+  r.set("active", Json::boolean(!p.merged_into));
+  if (!d.family.empty() || !d.given.empty()) {
+    Json name = Json::object();
+    name.set("use", str("official"));
+    if (!d.family.empty()) name.set("family", Json::string(d.family));
+    if (!d.given.empty()) {
+      Json given = Json::array();
+      for (const auto& g : d.given) given.push_back(Json::string(g));
+      name.set("given", std::move(given));
+    }
+    Json names = Json::array();
+    names.push_back(std::move(name));
+    r.set("name", std::move(names));
+  }
+  if (!d.gender.empty()) r.set("gender", Json::string(d.gender));
+  if (!d.birth_date.empty()) r.set("birthDate", Json::string(d.birth_date));
+  if (!d.deceased.empty()) r.set("deceasedDateTime", Json::string(d.deceased));
+  if (!d.postcode.empty()) {
+    Json addr = Json::object();
+    addr.set("use", str("home"));
+    addr.set("postalCode", Json::string(d.postcode));
+    Json addrs = Json::array();
+    addrs.push_back(std::move(addr));
+    r.set("address", std::move(addrs));
+  }
+  if (!d.gp_practice_ods.empty()) {
+    Json gp = Json::object();
+    gp.set("type", str("Organization"));
+    Json gi = Json::object();
+    gi.set("system", str(kOdsSystem));
+    gi.set("value", Json::string(d.gp_practice_ods));
+    gp.set("identifier", std::move(gi));
+    Json gps = Json::array();
+    gps.push_back(std::move(gp));
+    r.set("generalPractitioner", std::move(gps));
+  }
+  Json links = Json::array();
+  auto add_link = [&links](const std::string& other, std::string_view type) {
+    Json l = Json::object();
+    Json ref = Json::object();
+    ref.set("reference", Json::string("Patient/" + other));
+    l.set("other", std::move(ref));
+    l.set("type", str(type));
+    links.push_back(std::move(l));
+  };
+  if (p.merged_into) add_link(*p.merged_into, "replaced-by");
+  for (const auto& from : p.merged_from) add_link(from, "replaces");
+  if (links.size() > 0) r.set("link", std::move(links));
+  return r;
+}
+
+Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool break_glass) {
+  Json r = Json::object();
+  r.set("resourceType", str("DocumentReference"));
+  r.set("id", Json::string(p.id));
+  r.set("meta", meta(p.version, p.last_updated, kUkCoreDocRef, break_glass));
+  Json master = Json::object();
+  master.set("system", str("https://fhir.nhs.uk/Id/nrl-pointer-id"));  // NRL-style pointer id
+  master.set("value", Json::string(p.source_ods + "-" + p.id));
+  r.set("masterIdentifier", std::move(master));
+  r.set("status", str("current"));
+  if (!p.type_code.empty()) r.set("type", codeable(coding(p.type_system, p.type_code, p.type_display)));
+  if (!p.category_code.empty()) {
+    Json cats = Json::array();
+    cats.push_back(codeable(coding("http://snomed.info/sct", p.category_code, p.category_display)));
+    r.set("category", std::move(cats));
+  }
+  Json subject = Json::object();
+  subject.set("reference", Json::string("Patient/" + p.patient_id));
+  if (!nhs_number.empty()) {
+    Json si = Json::object();
+    si.set("system", str(locator::kNhsNumberSystem));
+    si.set("value", Json::string(nhs_number));
+    subject.set("identifier", std::move(si));
+  }
+  r.set("subject", std::move(subject));
+  if (!p.last_updated.empty()) r.set("date", Json::string(p.last_updated));
+  Json custodian = Json::object();
+  Json ci = Json::object();
+  ci.set("system", str(kOdsSystem));
+  ci.set("value", Json::string(p.source_ods));
+  custodian.set("identifier", std::move(ci));
+  r.set("custodian", std::move(custodian));
+  Json attachment = Json::object();
+  attachment.set("contentType", Json::string(p.content_type));
+  attachment.set("url", Json::string(p.url));
+  Json content = Json::object();
+  content.set("attachment", std::move(attachment));
+  Json contents = Json::array();
+  contents.push_back(std::move(content));
+  r.set("content", std::move(contents));
+  if (!p.resource_types.empty()) {
+    // Which FHIR resource types the record holds: an extension-free hint in context.related
+    // would misuse it, so it travels as a context.facilityType-free note in the description.
+    std::string types;
+    for (const auto& t : p.resource_types) types.append(types.empty() ? "" : ",").append(t);
+    r.set("description", Json::string("FHIR resource types held: " + types));
+  }
+  return r;
+}
+
+Response with_version_headers(Response r, std::int64_t version) {
+  r.set_header("ETag", "W/\"" + std::to_string(version) + "\"");
+  return r;
+}
+
+Issue unknown_patient() {
+  return Issue::make(ErrorCode::not_found, "No patient with that identity is known to this gateway, or you have no "
+                                           "legitimate relationship with them");
+}
+
+// The token search for a single identifier value: validates NHS numbers (400 on a bad one).
+fhir::Result<locator::Identifier> identifier_from_token(const fhir::TokenValue& t, std::string_view param) {
+  if (t.system_match != fhir::TokenValue::SystemMatch::exact || t.system.empty() || t.code.empty())
+    return Issue::make(ErrorCode::invalid_search_parameter,
+                       std::string(param) + " needs system|value, e.g. https://fhir.nhs.uk/Id/nhs-number|9000000009",
+                       std::string(param));
+  if (t.system == locator::kNhsNumberSystem) {
+    auto ok = fhir::validate_nhs_number(t.code);
+    if (!ok) {
+      Issue i = ok.issue();
+      i.expression = std::string(param);
+      return i;
+    }
+  }
+  return locator::Identifier{t.system, t.code, {}};
+}
+
+class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
+ public:
+  LocatorApi(const fhir::SearchParamRegistry& registry, LocatorRouteDeps deps)
+      : registry_(registry), deps_(std::move(deps)) {}
+
+  // ---- access -------------------------------------------------------------------------------
+
+  // A break-glass request (X-Break-Glass-Reason + X-Break-Glass-Justification) is judged on
+  // the caller alone, before the patient is looked up, so refusals reveal nothing about the
+  // patient. Returns true when a grant was made for `patient_id`.
+  fhir::Result<bool> maybe_break_glass(const Request& req, const std::string& patient_id) {
+    std::string_view reason = req.header("x-break-glass-reason");
+    if (reason.empty()) return false;
+    auto g = deps_.break_glass.grant(deps_.policy, *req.principal, patient_id, std::string(reason.substr(0, 64)),
+                                     std::string(req.header("x-break-glass-justification").substr(0, 1000)),
+                                     now_seconds());
+    if (!g) return g.issue();
+    observe::log(observe::Level::warn, "break-glass access granted",
+                 {{"request_id", req.request_id}, {"reason", g->reason_code}, {"client_id", req.principal->client_id}});
+    return true;
+  }
+
+  auth::Decision decide(const Request& req, const locator::PatientRecord& rec) {
+    auth::PatientFacts facts;
+    facts.registered_practice = rec.demographics.gp_practice_ods;
+    facts.objection = rec.objection;
+    auto grant = deps_.break_glass.active(req.principal->subject, rec.id, now_seconds());
+    return deps_.policy.authorise_patient(*req.principal, facts, rec.id, grant ? &*grant : nullptr, now_seconds());
+  }
+
+  // ---- Patient ------------------------------------------------------------------------------
+
+  awaitable<Response> read_patient(Request& req) {
+    const std::string id = req.path_params.at(0);
+    if (!valid_id(id)) co_return error_response(unknown_patient(), req.format.pretty);
+    auto bg = maybe_break_glass(req, id);
+    if (!bg) co_return error_response(bg.issue(), req.format.pretty);
+    auto op1 = [id](locator::Locator& l) { return l.read_patient(id); };
+    auto rec = co_await deps_.locator.call(op1);
+    if (!rec) co_return error_response(rec.issue(), req.format.pretty);
+    if (!*rec) co_return error_response(unknown_patient(), req.format.pretty);
+    locator::PatientRecord record = std::move(**rec);
+    // A retired record is judged by its survivor's facts (the same person, current data).
+    locator::PatientRecord judged = record;
+    if (record.merged_into) {
+      std::string survivor = *record.merged_into;
+      auto op2 = [survivor](locator::Locator& l) { return l.read_patient(survivor); };
+      auto s = co_await deps_.locator.call(op2);
+      if (!s) co_return error_response(s.issue(), req.format.pretty);
+      if (*s) judged = std::move(**s);
+      judged.id = record.id;  // break-glass grants name the id that was asked for
+    }
+    auth::Decision d = decide(req, judged);
+    if (!d.allowed) co_return error_response(d.hide_existence ? unknown_patient()
+                                                              : Issue::make(ErrorCode::forbidden, "access denied: " + d.reason),
+                                             req.format.pretty);
+    const std::string etag = "W/\"" + std::to_string(record.version) + "\"";
+    if (req.header("if-none-match") == etag && !d.break_glass) {
+      Response r;
+      r.status = 304;
+      r.set_header("ETag", etag);
+      co_return r;
+    }
+    Response r = with_version_headers(fhir_response(200, patient_json(record, d.break_glass), req.format.pretty),
+                                      record.version);
+    if (d.break_glass) r.set_header("X-Emergency-Access", "break-glass");
+    co_return r;
+  }
+
+  // Builds the locator query from a parsed search; 400 for what this index cannot answer.
+  fhir::Result<locator::PatientQuery> patient_query(const fhir::SearchRequest& s) {
+    locator::PatientQuery q;
+    bool any = false;
+    for (const auto& p : s.params) {
+      if (!p.modifier.empty())
+        return Issue::make(ErrorCode::invalid_search_parameter,
+                           "modifier :" + p.modifier + " is not supported on " + p.name, p.name);
+      if (p.name != "birthdate" && p.values.size() != 1)
+        return Issue::make(ErrorCode::invalid_search_parameter, p.name + " takes exactly one value here", p.name);
+      any = true;
+      if (p.name == "identifier") {
+        if (q.identifier)
+          return Issue::make(ErrorCode::invalid_search_parameter, "identifier may be given once", p.name);
+        auto id = identifier_from_token(std::get<fhir::TokenValue>(p.values[0]), p.name);
+        if (!id) return id.issue();
+        q.identifier = std::move(*id);
+      } else if (p.name == "family" || p.name == "given" || p.name == "name" || p.name == "address-postalcode") {
+        std::string text = std::get<fhir::StringValue>(p.values[0]).text;
+        if (text.size() > 100) return Issue::make(ErrorCode::invalid_value, p.name + " is too long", p.name);
+        std::string& slot = p.name == "family" ? q.family : p.name == "given" ? q.given
+                            : p.name == "name"  ? q.name   : q.postcode;
+        if (!slot.empty()) return Issue::make(ErrorCode::invalid_search_parameter, p.name + " may be given once", p.name);
+        slot = std::move(text);
+      } else if (p.name == "gender") {
+        const auto& t = std::get<fhir::TokenValue>(p.values[0]);
+        if (t.code != "male" && t.code != "female" && t.code != "other" && t.code != "unknown")
+          return Issue::make(ErrorCode::invalid_value, "gender must be male, female, other or unknown", p.name);
+        q.gender = t.code;
+      } else if (p.name == "birthdate") {
+        if (p.values.size() != 1)
+          return Issue::make(ErrorCode::invalid_search_parameter,
+                             "birthdate takes one value per parameter; repeat the parameter for a range", p.name);
+        const auto& dv = std::get<fhir::DateValue>(p.values[0]);
+        q.birthdate.emplace_back(dv.prefix, dv.range);
+      } else {
+        return Issue::make(ErrorCode::invalid_search_parameter, p.name + " is not supported on Patient here", p.name);
+      }
+    }
+    if (!s.include.empty() || !s.revinclude.empty() || !s.sort.empty())
+      return Issue::make(ErrorCode::invalid_search_parameter, "_include, _revinclude and _sort are not supported on Patient");
+    if (!any)
+      return Issue::make(ErrorCode::missing_value,
+                         "give at least one of identifier, family, given, name, birthdate, gender, address-postalcode");
+    return q;
+  }
+
+  awaitable<Response> search_patients(Request& req, const fhir::QueryParams& params) {
+    auto parsed = fhir::parse_search("Patient", params, registry_, fhir::handling_from_prefer(req.header("prefer")));
+    if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
+    auto q = patient_query(*parsed);
+    if (!q) co_return error_response(q.issue(), req.format.pretty);
+    // Fetch every match up to the cap, filter by relationship, then page: totals and paging
+    // describe only what this caller may see (issue #5 "totals and paging stay honest").
+    q->count = deps_.max_search_matches + 1;
+    q->offset = 0;
+    locator::PatientQuery query = std::move(*q);
+    auto op3 = [query](locator::Locator& l) { return l.search_patients(query); };
+    auto page = co_await deps_.locator.call(op3);
+    if (!page) co_return error_response(page.issue(), req.format.pretty);
+    if (page->total > static_cast<std::int64_t>(deps_.max_search_matches))
+      co_return error_response(Issue::make(ErrorCode::invalid_value,
+                                           "more than " + std::to_string(deps_.max_search_matches) +
+                                               " patients match; add criteria (e.g. birthdate or identifier)"),
+                               req.format.pretty);
+    std::vector<const locator::PatientRecord*> visible;
+    std::vector<bool> break_glass;
+    for (const auto& rec : page->items) {
+      auth::Decision d = decide(req, rec);
+      if (d.allowed) {
+        visible.push_back(&rec);
+        break_glass.push_back(d.break_glass);
+      }
+    }
+    fhir::SearchsetPage out;
+    out.total = static_cast<std::int64_t>(visible.size());
+    const std::size_t from = std::min<std::size_t>(parsed->offset, visible.size());
+    const std::size_t to = std::min<std::size_t>(from + parsed->count, visible.size());
+    for (std::size_t i = from; i < to; ++i) out.matches.push_back(patient_json(*visible[i], break_glass[i]));
+    out.has_more = to < visible.size();
+    co_return fhir_response(200, fhir::make_searchset(deps_.base_url, *parsed, std::move(out), now_ms()),
+                            req.format.pretty);
+  }
+
+  awaitable<Response> search_patients_get(Request& req) { co_return co_await search_patients(req, *req.query); }
+
+  // POST /Patient/_search: parameters in an application/x-www-form-urlencoded body (so NHS
+  // numbers stay out of URLs and logs), merged with any in the URL.
+  awaitable<Response> search_patients_post(Request& req) {
+    std::string_view ct = req.header("content-type");
+    std::string_view media = ct.substr(0, ct.find(';'));
+    while (!media.empty() && media.back() == ' ') media.remove_suffix(1);
+    if (media != "application/x-www-form-urlencoded")
+      co_return error_response(Issue::make(ErrorCode::unsupported_media_type,
+                                           "send the search parameters as application/x-www-form-urlencoded"),
+                               req.format.pretty);
+    auto body = fhir::parse_query_string(req.body, {});
+    if (!body) co_return error_response(body.issue(), req.format.pretty);
+    fhir::QueryParams all = *req.query;
+    for (auto& kv : *body) all.push_back(std::move(kv));
+    co_return co_await search_patients(req, all);
+  }
+
+  // GET /Patient/$ihe-pix?sourceIdentifier=system|value[&targetSystem=...]
+  awaitable<Response> pix(Request& req) {
+    std::optional<std::string_view> source;
+    std::vector<std::string> targets;
+    for (const auto& [k, v] : *req.query) {
+      if (k == "sourceIdentifier") {
+        if (source)
+          co_return error_response(Issue::make(ErrorCode::invalid_search_parameter, "sourceIdentifier may be given once",
+                                               "sourceIdentifier"), req.format.pretty);
+        source = v;
+      } else if (k == "targetSystem") {
+        targets.push_back(v);
+      } else if (k != "_format" && k != "_pretty") {
+        co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
+                                             "unknown parameter " + k.substr(0, 64) + " for $ihe-pix", k.substr(0, 64)),
+                                 req.format.pretty);
+      }
+    }
+    if (!source || source->find('|') == std::string_view::npos || source->front() == '|' || source->back() == '|')
+      co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
+                                           "sourceIdentifier is required as system|value", "sourceIdentifier"),
+                               req.format.pretty);
+    fhir::TokenValue t;
+    t.system_match = fhir::TokenValue::SystemMatch::exact;
+    t.system = std::string(source->substr(0, source->find('|')));
+    t.code = std::string(source->substr(source->find('|') + 1));
+    auto ident = identifier_from_token(t, "sourceIdentifier");
+    if (!ident) co_return error_response(ident.issue(), req.format.pretty);
+    locator::Identifier idf = std::move(*ident);
+    auto op4 = [idf](locator::Locator& l) { return l.lookup_identifier(idf.system, idf.value); };
+    auto found = co_await deps_.locator.call(op4);
+    if (!found) co_return error_response(found.issue(), req.format.pretty);
+    Issue not_found = Issue::make(ErrorCode::not_found, "sourceIdentifier Patient Identifier not found", "sourceIdentifier");
+    if (!*found) co_return error_response(not_found, req.format.pretty);
+    std::string pid = **found;
+    auto bg = maybe_break_glass(req, pid);
+    if (!bg) co_return error_response(bg.issue(), req.format.pretty);
+    auto op5 = [pid](locator::Locator& l) { return l.read_patient(pid); };
+    auto rec = co_await deps_.locator.call(op5);
+    if (!rec) co_return error_response(rec.issue(), req.format.pretty);
+    if (!*rec) co_return error_response(not_found, req.format.pretty);
+    auth::Decision d = decide(req, **rec);
+    if (!d.allowed) co_return error_response(d.hide_existence ? not_found
+                                                              : Issue::make(ErrorCode::forbidden, "access denied: " + d.reason),
+                                             req.format.pretty);
+    const auto& p = **rec;
+    auto wanted = [&targets](std::string_view system) {
+      return targets.empty() || std::find(targets.begin(), targets.end(), system) != targets.end();
+    };
+    Json params = Json::array();
+    auto add_identifier = [&params](std::string_view system, std::string_view value) {
+      Json prm = Json::object();
+      prm.set("name", str("targetIdentifier"));
+      Json id = Json::object();
+      id.set("system", str(system));
+      id.set("value", str(value));
+      prm.set("valueIdentifier", std::move(id));
+      params.push_back(std::move(prm));
+    };
+    if (p.nhs_number_trusted && !p.demographics.nhs_number.empty() && wanted(locator::kNhsNumberSystem))
+      add_identifier(locator::kNhsNumberSystem, p.demographics.nhs_number);
+    for (const auto& l : p.identifiers)
+      if (wanted(l.system)) add_identifier(l.system, l.value);
+    Json target = Json::object();
+    target.set("name", str("targetId"));
+    Json ref = Json::object();
+    ref.set("reference", Json::string("Patient/" + p.id));
+    target.set("valueReference", std::move(ref));
+    params.push_back(std::move(target));
+    Json out = Json::object();
+    out.set("resourceType", str("Parameters"));
+    out.set("parameter", std::move(params));
+    Response r = fhir_response(200, out, req.format.pretty);
+    if (d.break_glass) r.set_header("X-Emergency-Access", "break-glass");
+    co_return r;
+  }
+
+  // ---- DocumentReference (pointers) ---------------------------------------------------------
+
+  // Which categories of `p` this caller may not see (empty = visible).
+  bool withheld(const Request& req, const locator::Pointer& p) {
+    for (const auto& cat : deps_.policy.categories_of(p.type_system, p.type_code))
+      if (!deps_.policy.may_see(*req.principal, cat)) return true;
+    for (const auto& cat : deps_.policy.categories_of("http://snomed.info/sct", p.category_code))
+      if (!deps_.policy.may_see(*req.principal, cat)) return true;
+    return false;
+  }
+
+  awaitable<Response> search_pointers(Request& req) {
+    auto parsed = fhir::parse_search("DocumentReference", *req.query, registry_,
+                                     fhir::handling_from_prefer(req.header("prefer")));
+    if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
+    std::optional<locator::Identifier> by_identifier;
+    std::string patient_id;
+    std::optional<fhir::TokenValue> type;
+    for (const auto& p : parsed->params) {
+      if (p.values.size() != 1)
+        co_return error_response(Issue::make(ErrorCode::invalid_search_parameter, p.name + " takes one value here", p.name),
+                                 req.format.pretty);
+      if ((p.name == "subject" || p.name == "patient") && p.modifier == "identifier") {
+        auto id = identifier_from_token(std::get<fhir::TokenValue>(p.values[0]), p.name + ":identifier");
+        if (!id) co_return error_response(id.issue(), req.format.pretty);
+        by_identifier = std::move(*id);
+      } else if ((p.name == "subject" || p.name == "patient") && (p.modifier.empty() || p.modifier == "Patient")) {
+        const auto& ref = std::get<fhir::ReferenceValue>(p.values[0]);
+        if (!ref.type.empty() && ref.type != "Patient")
+          co_return error_response(Issue::make(ErrorCode::invalid_search_parameter, p.name + " must reference a Patient",
+                                               p.name), req.format.pretty);
+        patient_id = ref.id;
+      } else if (p.name == "type" && p.modifier.empty()) {
+        type = std::get<fhir::TokenValue>(p.values[0]);
+      } else {
+        co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
+                                             p.name + (p.modifier.empty() ? "" : ":" + p.modifier) +
+                                                 " is not supported on DocumentReference here",
+                                             p.name), req.format.pretty);
+      }
+    }
+    if (!parsed->include.empty() || !parsed->revinclude.empty() || !parsed->sort.empty())
+      co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
+                                           "_include, _revinclude and _sort are not supported on DocumentReference"),
+                               req.format.pretty);
+    if (by_identifier.has_value() == !patient_id.empty())
+      co_return error_response(Issue::make(ErrorCode::missing_value,
+                                           "give exactly one of subject:identifier=https://fhir.nhs.uk/Id/nhs-number|..., "
+                                           "subject=Patient/{id} or patient={id}"),
+                               req.format.pretty);
+    // An empty Bundle for an unknown or hidden patient: the same answer either way.
+    auto empty = [&]() {
+      fhir::SearchsetPage none;
+      none.total = 0;
+      return fhir_response(200, fhir::make_searchset(deps_.base_url, *parsed, std::move(none), now_ms()), req.format.pretty);
+    };
+    if (by_identifier) {
+      locator::Identifier idf = *by_identifier;
+      auto op6 = [idf](locator::Locator& l) { return l.lookup_identifier(idf.system, idf.value); };
+      auto found = co_await deps_.locator.call(op6);
+      if (!found) co_return error_response(found.issue(), req.format.pretty);
+      if (!*found) {
+        auto bg = maybe_break_glass(req, "");
+        if (!bg) co_return error_response(bg.issue(), req.format.pretty);
+        co_return empty();
+      }
+      patient_id = **found;
+    }
+    if (!valid_id(patient_id)) co_return empty();
+    auto bg = maybe_break_glass(req, patient_id);
+    if (!bg) co_return error_response(bg.issue(), req.format.pretty);
+    std::string pid = patient_id;
+    auto op7 = [pid](locator::Locator& l) { return l.read_patient(pid); };
+    auto rec = co_await deps_.locator.call(op7);
+    if (!rec) co_return error_response(rec.issue(), req.format.pretty);
+    if (!*rec) co_return empty();
+    if ((*rec)->merged_into) {
+      // Pointers live on the survivor.
+      pid = *(*rec)->merged_into;
+      auto op8 = [pid](locator::Locator& l) { return l.read_patient(pid); };
+      auto s = co_await deps_.locator.call(op8);
+      if (!s) co_return error_response(s.issue(), req.format.pretty);
+      if (!*s) co_return empty();
+      std::string asked = (*rec)->id;
+      rec = std::move(s);
+    }
+    const locator::PatientRecord& patient = **rec;
+    auth::Decision d = decide(req, patient);
+    if (!d.allowed) {
+      if (d.hide_existence) co_return empty();
+      co_return error_response(Issue::make(ErrorCode::forbidden, "access denied: " + d.reason), req.format.pretty);
+    }
+    auto op9 = [pid](locator::Locator& l) { return l.pointers_for(pid); };
+    auto pointers = co_await deps_.locator.call(op9);
+    if (!pointers) co_return error_response(pointers.issue(), req.format.pretty);
+    std::vector<Json> visible;
+    std::size_t held_back = 0;
+    const std::string nhs = patient.nhs_number_trusted ? patient.demographics.nhs_number : std::string();
+    for (const auto& p : *pointers) {
+      if (type) {
+        if (type->system_match == fhir::TokenValue::SystemMatch::exact && type->system != p.type_system) continue;
+        if (!type->code.empty() && type->code != p.type_code) continue;
+      }
+      if (withheld(req, p)) {
+        ++held_back;
+        continue;
+      }
+      visible.push_back(pointer_json(p, nhs, d.break_glass));
+    }
+    fhir::SearchsetPage out;
+    out.total = static_cast<std::int64_t>(visible.size());
+    const std::size_t from = std::min<std::size_t>(parsed->offset, visible.size());
+    const std::size_t to = std::min<std::size_t>(from + parsed->count, visible.size());
+    for (std::size_t i = from; i < to; ++i) out.matches.push_back(std::move(visible[i]));
+    out.has_more = to < visible.size();
+    if (held_back > 0) {
+      Issue w = Issue::make(ErrorCode::forbidden,
+                            std::to_string(held_back) + " record pointer(s) for this patient are withheld under the "
+                                                        "sensitivity policy for your role; they are not counted in total");
+      w.severity = fhir::Severity::warning;
+      out.outcomes.push_back(fhir::operation_outcome(w));
+    }
+    Response r = fhir_response(200, fhir::make_searchset(deps_.base_url, *parsed, std::move(out), now_ms()),
+                               req.format.pretty);
+    if (d.break_glass) r.set_header("X-Emergency-Access", "break-glass");
+    co_return r;
+  }
+
+  awaitable<Response> read_pointer(Request& req) {
+    const std::string id = req.path_params.at(0);
+    Issue unknown = Issue::make(ErrorCode::not_found, "No such DocumentReference, or you may not see it");
+    if (!valid_id(id)) co_return error_response(unknown, req.format.pretty);
+    auto op10 = [id](locator::Locator& l) { return l.read_pointer(id); };
+    auto ptr = co_await deps_.locator.call(op10);
+    if (!ptr) co_return error_response(ptr.issue(), req.format.pretty);
+    if (!*ptr) co_return error_response(unknown, req.format.pretty);
+    locator::Pointer p = std::move(**ptr);
+    auto bg = maybe_break_glass(req, p.patient_id);
+    if (!bg) co_return error_response(bg.issue(), req.format.pretty);
+    std::string pid = p.patient_id;
+    auto op11 = [pid](locator::Locator& l) { return l.read_patient(pid); };
+    auto rec = co_await deps_.locator.call(op11);
+    if (!rec) co_return error_response(rec.issue(), req.format.pretty);
+    if (!*rec) co_return error_response(unknown, req.format.pretty);
+    auth::Decision d = decide(req, **rec);
+    if (!d.allowed) co_return error_response(d.hide_existence ? unknown
+                                                              : Issue::make(ErrorCode::forbidden, "access denied: " + d.reason),
+                                             req.format.pretty);
+    if (withheld(req, p))
+      co_return error_response(Issue::make(ErrorCode::forbidden,
+                                           "this record pointer is withheld under the sensitivity policy for your role"),
+                               req.format.pretty);
+    const std::string nhs = (*rec)->nhs_number_trusted ? (*rec)->demographics.nhs_number : std::string();
+    Response r = with_version_headers(fhir_response(200, pointer_json(p, nhs, d.break_glass), req.format.pretty), p.version);
+    if (d.break_glass) r.set_header("X-Emergency-Access", "break-glass");
+    co_return r;
+  }
+
+  // Create (POST) or update (PUT) by the owning source system.
+  awaitable<Response> write_pointer(Request& req, bool create) {
+    const auth::Principal& who = *req.principal;
+    if (who.kind != auth::Principal::Kind::system || who.organisation.empty())
+      co_return error_response(Issue::make(ErrorCode::forbidden,
+                                           "only a source system (system token or client certificate with an ODS "
+                                           "code) may maintain record pointers"),
+                               req.format.pretty);
+    const Json& body = *req.json_body;
+    if (body.string_at("resourceType") != "DocumentReference")
+      co_return error_response(Issue::make(ErrorCode::invalid_resource, "the body must be a DocumentReference",
+                                           "resourceType"), req.format.pretty);
+    auto mapped = locator::pointer_from_document_reference(body);
+    if (!mapped) co_return error_response(mapped.issue(), req.format.pretty);
+    locator::Pointer p = std::move(*mapped);
+    if (p.source_ods != who.organisation)
+      co_return error_response(Issue::make(ErrorCode::forbidden, "custodian " + p.source_ods.substr(0, 16) +
+                                                                     " is not your organisation; a source may only "
+                                                                     "maintain its own pointers",
+                                           "DocumentReference.custodian"), req.format.pretty);
+    if (create) {
+      p.id.clear();
+    } else {
+      const std::string id = req.path_params.at(0);
+      if (!valid_id(id))
+        co_return error_response(Issue::make(ErrorCode::not_found, "No such DocumentReference"), req.format.pretty);
+      std::string_view body_id = body.string_at("id");
+      if (body_id != id)
+        co_return error_response(Issue::make(ErrorCode::invalid_resource, "the body's id must equal the id in the URL",
+                                             "DocumentReference.id"), req.format.pretty);
+      p.id = id;
+    }
+    if (p.patient_id.empty()) {
+      // Subject by NHS number (NRL style): it must be known to the locator.
+      const Json* subject = body.find("subject");
+      const Json* ident = subject ? subject->find("identifier") : nullptr;
+      if (!ident || ident->string_at("system") != locator::kNhsNumberSystem)
+        co_return error_response(Issue::make(ErrorCode::invalid_resource,
+                                             "subject needs reference Patient/{id} or an NHS number identifier",
+                                             "DocumentReference.subject"), req.format.pretty);
+      std::string nhs(ident->string_at("value"));
+      auto ok = fhir::validate_nhs_number(nhs);
+      if (!ok) {
+        Issue i = ok.issue();
+        i.expression = "DocumentReference.subject.identifier.value";
+        co_return error_response(i, req.format.pretty);
+      }
+      auto op12 = [nhs](locator::Locator& l) {
+        return l.lookup_identifier(locator::kNhsNumberSystem, nhs);
+      };
+      auto found = co_await deps_.locator.call(op12);
+      if (!found) co_return error_response(found.issue(), req.format.pretty);
+      if (!*found)
+        co_return error_response(Issue::make(ErrorCode::not_found, "no patient with that NHS number is indexed",
+                                             "DocumentReference.subject"), req.format.pretty);
+      p.patient_id = **found;
+    }
+    std::string acting = who.organisation;
+    auto op13 = [acting, p](locator::Locator& l) { return l.put_pointer(acting, p); };
+    auto saved = co_await deps_.locator.call(op13);
+    if (!saved) co_return error_response(saved.issue(), req.format.pretty);
+    Response r = with_version_headers(fhir_response(create ? 201 : 200, pointer_json(*saved, {}, false), req.format.pretty),
+                                      saved->version);
+    if (create) r.set_header("Location", deps_.base_url + "/DocumentReference/" + saved->id);
+    co_return r;
+  }
+
+  awaitable<Response> delete_pointer(Request& req) {
+    const auth::Principal& who = *req.principal;
+    if (who.kind != auth::Principal::Kind::system || who.organisation.empty())
+      co_return error_response(Issue::make(ErrorCode::forbidden, "only a source system may maintain record pointers"),
+                               req.format.pretty);
+    const std::string id = req.path_params.at(0);
+    if (!valid_id(id)) co_return error_response(Issue::make(ErrorCode::not_found, "No such DocumentReference"), req.format.pretty);
+    std::string acting = who.organisation;
+    auto op14 = [acting, id](locator::Locator& l) { return l.delete_pointer(acting, id); };
+    auto done = co_await deps_.locator.call(op14);
+    if (!done) co_return error_response(done.issue(), req.format.pretty);
+    Response r;
+    r.status = 204;
+    co_return r;
+  }
+
+ private:
+  const fhir::SearchParamRegistry& registry_;
+  LocatorRouteDeps deps_;
+};
+
+}  // namespace
+
+void register_locator_search_params(fhir::SearchParamRegistry& registry) {
+  using T = fhir::SearchParamType;
+  const std::string sp = "http://hl7.org/fhir/SearchParameter/";
+  registry.add("Patient", {"identifier", T::token, sp + "Patient-identifier", "system|value; NHS numbers are checked"});
+  registry.add("Patient", {"family", T::string, sp + "individual-family", "starts with, case and accent insensitive"});
+  registry.add("Patient", {"given", T::string, sp + "individual-given", "starts with, case and accent insensitive"});
+  registry.add("Patient", {"name", T::string, sp + "Patient-name", "family or given, starts with"});
+  registry.add("Patient", {"birthdate", T::date, sp + "individual-birthdate", "prefixes eq ne gt lt ge le sa eb ap"});
+  registry.add("Patient", {"gender", T::token, sp + "individual-gender", "male | female | other | unknown"});
+  registry.add("Patient", {"address-postalcode", T::string, sp + "individual-address-postalcode",
+                           "exact, ignoring case and spaces"});
+  registry.add("DocumentReference", {"subject", T::reference, sp + "DocumentReference-subject",
+                                     "Patient/{id}, or :identifier=https://fhir.nhs.uk/Id/nhs-number|..."});
+  registry.add("DocumentReference", {"patient", T::reference, sp + "clinical-patient", "Patient id"});
+  registry.add("DocumentReference", {"type", T::token, sp + "clinical-type", "record type, system|code"});
+}
+
+void add_locator_routes(Router& router, const fhir::SearchParamRegistry& registry, LocatorRouteDeps deps) {
+  auto api = std::make_shared<LocatorApi>(registry, std::move(deps));
+  using auth::Interaction;
+  auto opts = [](std::string type, std::string interaction, Interaction check) {
+    RouteOptions o;
+    o.access = Access::resource;
+    o.resource_type = std::move(type);
+    o.interaction = std::move(interaction);
+    o.auth_interaction = check;
+    if (o.resource_type == "Patient") o.profile = std::string(kUkCorePatient);
+    if (o.resource_type == "DocumentReference") o.profile = std::string(kUkCoreDocRef);
+    return o;
+  };
+  // Specific paths before /Patient/{id}.
+  RouteOptions pix = opts("Patient", "", Interaction::search);
+  pix.operation = "ihe-pix";
+  pix.operation_definition = "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix";
+  router.add("GET", "/Patient/$ihe-pix", [api](Request& r) { return api->pix(r); }, pix);
+  RouteOptions post_search = opts("Patient", "", Interaction::search);
+  router.add("POST", "/Patient/_search", [api](Request& r) { return api->search_patients_post(r); }, post_search);
+  router.add("GET", "/Patient/{id}", [api](Request& r) { return api->read_patient(r); },
+             opts("Patient", "read", Interaction::read));
+  router.add("GET", "/Patient", [api](Request& r) { return api->search_patients_get(r); },
+             opts("Patient", "search-type", Interaction::search));
+
+  router.add("GET", "/DocumentReference", [api](Request& r) { return api->search_pointers(r); },
+             opts("DocumentReference", "search-type", Interaction::search));
+  router.add("GET", "/DocumentReference/{id}", [api](Request& r) { return api->read_pointer(r); },
+             opts("DocumentReference", "read", Interaction::read));
+  RouteOptions create = opts("DocumentReference", "create", Interaction::create);
+  create.json_body = true;
+  router.add("POST", "/DocumentReference", [api](Request& r) { return api->write_pointer(r, true); }, create);
+  RouteOptions update = opts("DocumentReference", "update", Interaction::update);
+  update.json_body = true;
+  router.add("PUT", "/DocumentReference/{id}", [api](Request& r) { return api->write_pointer(r, false); }, update);
+  router.add("DELETE", "/DocumentReference/{id}", [api](Request& r) { return api->delete_pointer(r); },
+             opts("DocumentReference", "delete", Interaction::remove));
+}
+
+}  // namespace gw::http

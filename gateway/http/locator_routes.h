@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: Apache-2.0
+// The record locator's FHIR API (issue #3 item 4), every route behind authentication and the
+// access policy (issue #5):
+//   GET  /Patient/{id}                  read (ETag, Last-Modified, If-None-Match); a retired id
+//                                       reads with Patient.link replaced-by
+//   GET  /Patient, POST /Patient/_search  PDQ-style search (identifier, family, given, name,
+//                                       birthdate, gender, address-postalcode, _count, _offset)
+//   GET  /Patient/$ihe-pix              IHE PIXm cross-reference query (ITI-83)
+//   GET  /DocumentReference             NRL-shaped pointers (subject:identifier, subject, patient)
+//   GET  /DocumentReference/{id}
+//   POST /DocumentReference, PUT/DELETE /DocumentReference/{id}   pointer maintenance by the
+//                                       owning source system only
+// Patient-level decisions (relationship, objection, break-glass, sensitivity) are made here
+// because they need the locator's facts; a hidden patient is answered exactly as an unknown one.
+#pragma once
+
+#include <string>
+
+#include "fhir/search_params.h"
+#include "gateway/auth/policy.h"
+#include "gateway/http/router.h"
+#include "gateway/locator/async_locator.h"
+#include "gateway/observe/metrics.h"
+
+namespace gw::http {
+
+struct LocatorRouteDeps {
+  locator::AsyncLocator& locator;
+  const auth::Policy& policy;
+  auth::BreakGlassRegistry& break_glass;
+  std::string base_url;
+  std::size_t max_search_matches = 1000;  // before relationship filtering; more -> refine search
+};
+
+// Declares the Patient and DocumentReference search parameters this API understands.
+void register_locator_search_params(fhir::SearchParamRegistry& registry);
+
+void add_locator_routes(Router& router, const fhir::SearchParamRegistry& registry, LocatorRouteDeps deps);
+
+}  // namespace gw::http

@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: Apache-2.0
+// FHIR R4 JSON -> locator values, for the bulk import tool, the FHIR routes and the benchmark:
+// a UK Core Patient becomes an IdentityClaim, an NRL-shaped DocumentReference a Pointer.
+// (The reverse mapping, locator values -> FHIR, lives with the routes.) Pure functions.
+#pragma once
+
+#include <optional>
+#include <string_view>
+
+#include "fhir/json.h"
+#include "fhir/result.h"
+#include "gateway/locator/locator.h"
+
+namespace gw::locator {
+
+inline constexpr std::string_view kNhsNumberVerificationExtension =
+    "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus";
+inline constexpr std::string_view kOdsOrganisationSystem = "https://fhir.nhs.uk/Id/ods-organization-code";
+// Our extension on DocumentReference naming the FHIR resource types the record holds, one
+// valueCode per type (repeat the extension for several).
+inline constexpr std::string_view kResourceTypesExtension =
+    "https://fhir.example.nhs.uk/StructureDefinition/Extension-RecordLocator-ResourceTypes";
+
+// Patient -> IdentityClaim asserted by `source_ods` (which also becomes each identifier's
+// source). Reads:
+//   identifier[]        NHS number system -> demographics.nhs_number (kept as received, even
+//                       when invalid) with its UK Core verification status code from the
+//                       identifier's extension; every other identifier with both system and
+//                       value -> a local identifier (ones lacking either cannot be indexed and
+//                       are skipped);
+//   name[]              the official name, else usual, else the first -> family, given;
+//   birthDate, gender, deceasedDateTime (deceasedBoolean carries no date and is not kept);
+//   address[]           postalCode of the first home address having one, else of any;
+//   generalPractitioner the first reference with an ODS organisation code identifier.
+// Patient.id is ignored: the gateway assigns its own ids. Fails with invalid_resource /
+// invalid_value / missing_value whose expression names the field, e.g.
+// "Patient.identifier[2].value", and never echoes the value itself.
+fhir::Result<IdentityClaim> identity_from_patient(const fhir::Json& patient, std::string_view source_ods);
+
+// DocumentReference -> Pointer. Reads id (kept: a re-import updates the same pointer),
+// status (must be "current"), type.coding[0], category[0].coding[0], custodian.identifier
+// (ODS organisation code, required: the pointer's owner), subject.reference "Patient/<id>"
+// -> patient_id (a subject given by identifier is for the caller to resolve: see
+// subject_identifier), content[0].attachment.url (required) and contentType, and the
+// resource types from kResourceTypesExtension, else the type code when it is itself a FHIR
+// resource type name (as synthpop's record categories are).
+fhir::Result<Pointer> pointer_from_document_reference(const fhir::Json& docref);
+
+// DocumentReference.subject.identifier as a locator Identifier (source left empty), when it
+// has both system and value.
+std::optional<Identifier> subject_identifier(const fhir::Json& docref);
+
+}  // namespace gw::locator

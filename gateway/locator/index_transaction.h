@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: Apache-2.0
+// Inside gw_locator only: the primitive reads and writes a backend offers within one write
+// transaction (IndexTransaction), and the write rules built on them once for every backend
+// (identity resolution, pointer ownership, A40 merges, import records; in locator.cpp). A
+// backend runs each rule inside its own atomic unit (SQLite: a SAVEPOINT; the fake: an undo
+// log), so a rule that fails part-way leaves nothing behind.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gateway/locator/locator.h"
+
+namespace gw::locator {
+
+// Input limits (every input has one). Longer values are refused with invalid_value.
+inline constexpr std::size_t kMaxCodeBytes = 64;          // ODS codes, gender, verification code
+inline constexpr std::size_t kMaxTextBytes = 256;         // names, identifier values, displays
+inline constexpr std::size_t kMaxUriBytes = 1024;         // identifier and coding systems
+inline constexpr std::size_t kMaxUrlBytes = 4096;         // pointer retrieval URL
+inline constexpr std::size_t kMaxGivenNames = 10;
+inline constexpr std::size_t kMaxIdentifiers = 50;        // per claim
+inline constexpr std::size_t kMaxPointersPerRecord = 100; // per import record
+inline constexpr std::size_t kMaxResourceTypes = 50;      // per pointer
+inline constexpr std::size_t kMaxImportRecords = 1'000'000;  // per import() call
+inline constexpr std::size_t kMaxPageSize = 1000;         // search and conflict pages
+inline constexpr std::size_t kMaxIdBytes = 64;            // FHIR id: [A-Za-z0-9-.]{1,64}
+inline constexpr int kMaxMergeDepth = 64;                 // retired -> survivor hops followed
+
+// The primitives. Patient ids are the opaque gateway ids. Reads see the transaction's own
+// writes. Every call may fail with a storage Issue; the rule then fails as a whole.
+class IndexTransaction {
+ public:
+  virtual ~IndexTransaction() = default;
+
+  // The patient row: identifiers and merged_from are left empty.
+  virtual fhir::Result<std::optional<PatientRecord>> patient(const std::string& id) = 0;
+  // The active (not retired) patient holding `nhs_number` as a trusted NHS number.
+  virtual fhir::Result<std::optional<std::string>> active_patient_with_nhs_number(std::string_view nhs_number) = 0;
+  // The patient a local identifier is linked to (retired or not).
+  virtual fhir::Result<std::optional<std::string>> identifier_owner(std::string_view system, std::string_view value) = 0;
+  // Active patients whose normalised fields equal `d`'s for every field `rule` enables, at
+  // most `limit` of them. Precondition: `d` has every enabled field.
+  virtual fhir::Result<std::vector<std::string>> demographic_matches(const Demographics& d, const DemographicRule& rule,
+                                                                     std::size_t limit) = 0;
+
+  virtual fhir::Status insert_patient(const PatientRecord& p) = 0;
+  // Rewrites every column of the row `p.id` (demographics, trust, merged_into, objection,
+  // version, last_updated).
+  virtual fhir::Status update_patient(const PatientRecord& p) = 0;
+  // Every retired record whose merged_into is `from` now points at `to` (version bumped).
+  virtual fhir::Status repoint_retired(const std::string& from, const std::string& to, const std::string& now) = 0;
+  virtual fhir::Status insert_identifier(const std::string& patient_id, const Identifier& id) = 0;
+  virtual fhir::Status move_identifiers(const std::string& from, const std::string& to) = 0;
+  virtual fhir::Status insert_conflict(const Conflict& c) = 0;  // c.id is assigned by the backend
+  virtual fhir::Status insert_merge(const std::string& retired, const std::string& survivor,
+                                    const std::string& source_ods, const std::string& now) = 0;
+
+  virtual fhir::Result<std::optional<Pointer>> pointer(const std::string& id) = 0;
+  virtual fhir::Status insert_pointer(const Pointer& p) = 0;
+  virtual fhir::Status update_pointer(const Pointer& p) = 0;
+  virtual fhir::Status delete_pointer(const std::string& id) = 0;
+  // Moves every pointer of `from` to `to`, bumping version and last_updated.
+  virtual fhir::Status move_pointers(const std::string& from, const std::string& to, const std::string& now) = 0;
+
+  virtual fhir::Status upsert_source_system(const SourceSystem& s, const std::string& now) = 0;
+};
+
+// ---- the write rules (locator.cpp); `now` is the FHIR instant stamped on changed rows ----
+
+// Locator::resolve: validates the claim, then NHS number -> local identifier -> demographic
+// rule -> create, as documented in locator.h.
+fhir::Result<Resolution> apply_resolve(IndexTransaction& tx, const IdentityClaim& claim, const DemographicRule& rule,
+                                       const std::string& now);
+// Locator::put_pointer.
+fhir::Result<Pointer> apply_put_pointer(IndexTransaction& tx, const std::string& acting_source_ods, Pointer p,
+                                        const std::string& now);
+fhir::Status apply_delete_pointer(IndexTransaction& tx, const std::string& acting_source_ods,
+                                  const std::string& pointer_id);
+fhir::Status apply_merge(IndexTransaction& tx, const std::string& retired_id, const std::string& survivor_id,
+                         const std::string& source_ods, const std::string& now);
+fhir::Status apply_set_objection(IndexTransaction& tx, const std::string& patient_id, bool objection,
+                                 const std::string& now);
+fhir::Status apply_upsert_source_system(IndexTransaction& tx, const SourceSystem& s, const std::string& now);
+// One import record: resolve, then put each pointer as its own custodian (the claim's source
+// when the pointer names none). Pointer failures carry expression "pointers[k]...".
+fhir::Result<Resolution> apply_import_record(IndexTransaction& tx, const ImportRecord& record,
+                                             const DemographicRule& rule, const std::string& now);
+
+// ---- helpers shared by the backends ----
+
+// Adds one record's outcome to the summary counters of `result`.
+void count_import(ImportResult& result, const fhir::Result<Resolution>& record);
+
+// Follows merged_into from `id` to the active record, at most kMaxMergeDepth hops; a longer
+// chain or a cycle is a broken invariant (internal_error).
+fhir::Result<std::optional<PatientRecord>> final_record(IndexTransaction& tx, const std::string& id);
+// A rule is applicable when enabled, with at least one field on, and `d` has every field on.
+bool demographic_rule_applies(const DemographicRule& rule, const Demographics& d);
+// The normalised first given name ("" when none).
+std::string first_given_normalised(const Demographics& d);
+// A new opaque id: a version 7 UUID (48-bit millisecond time, then 74 random bits), so ids
+// created together sit together in B-tree indexes. Carries no patient data.
+std::string new_opaque_id();
+// The current time as a FHIR instant.
+std::string now_instant();
+// Epoch seconds, for the `ap` date prefix.
+std::int64_t now_epoch_seconds();
+// Clamps a requested page size to kMaxPageSize.
+inline std::size_t clamp_page(std::size_t count) { return count > kMaxPageSize ? kMaxPageSize : count; }
+// The birthDate comparison of FHIR search (fhir::date_matches) for a stored birth_date; a
+// record without a parseable birth date matches no birthdate parameter.
+bool birth_date_matches(const std::string& birth_date, fhir::Prefix prefix, const fhir::DateRange& param,
+                        std::int64_t now);
+// The upper bound of a starts-with range: every string with prefix `p` sorts >= p and < this.
+std::string prefix_upper_bound(const std::string& p);
+// Resource types are stored as one space-separated string.
+std::string join_resource_types(const std::vector<std::string>& types);
+std::vector<std::string> split_resource_types(std::string_view joined);
+
+}  // namespace gw::locator

@@ -1,0 +1,664 @@
+// SPDX-License-Identifier: Apache-2.0
+// What every Locator backend shares: name/postcode normalisation, claim and pointer
+// validation, and the write rules (identity resolution, pointer ownership, A40 merge) run over
+// a backend's IndexTransaction primitives, so SQLite, the fake and a future PostgreSQL
+// backend decide identically.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <set>
+
+#include "fhir/date_range.h"
+#include "fhir/nhs_number.h"
+#include "fhir/resource_types.h"
+#include "gateway/locator/index_transaction.h"
+#include "gateway/locator/locator.h"
+
+namespace gw::locator {
+namespace {
+
+using fhir::ErrorCode;
+using fhir::Issue;
+
+// ---- normalisation ----------------------------------------------------------------------
+
+// Latin-1 Supplement and Latin Extended-A letters folded to their ASCII base (the accented
+// letters found in names on English registers); other code points pass through unchanged.
+struct Fold {
+  char32_t first, last;
+  const char* to;
+};
+constexpr Fold kFolds[] = {
+    {0xC0, 0xC5, "a"},   {0xC6, 0xC6, "ae"},  {0xC7, 0xC7, "c"},   {0xC8, 0xCB, "e"},   {0xCC, 0xCF, "i"},
+    {0xD0, 0xD0, "d"},   {0xD1, 0xD1, "n"},   {0xD2, 0xD6, "o"},   {0xD8, 0xD8, "o"},   {0xD9, 0xDC, "u"},
+    {0xDD, 0xDD, "y"},   {0xDE, 0xDE, "th"},  {0xDF, 0xDF, "ss"},  {0xE0, 0xE5, "a"},   {0xE6, 0xE6, "ae"},
+    {0xE7, 0xE7, "c"},   {0xE8, 0xEB, "e"},   {0xEC, 0xEF, "i"},   {0xF0, 0xF0, "d"},   {0xF1, 0xF1, "n"},
+    {0xF2, 0xF6, "o"},   {0xF8, 0xF8, "o"},   {0xF9, 0xFC, "u"},   {0xFD, 0xFD, "y"},   {0xFE, 0xFE, "th"},
+    {0xFF, 0xFF, "y"},   {0x100, 0x105, "a"}, {0x106, 0x10D, "c"}, {0x10E, 0x111, "d"}, {0x112, 0x11B, "e"},
+    {0x11C, 0x123, "g"}, {0x124, 0x127, "h"}, {0x128, 0x131, "i"}, {0x132, 0x133, "ij"}, {0x134, 0x135, "j"},
+    {0x136, 0x138, "k"}, {0x139, 0x142, "l"}, {0x143, 0x14B, "n"}, {0x14C, 0x151, "o"}, {0x152, 0x153, "oe"},
+    {0x154, 0x159, "r"}, {0x15A, 0x161, "s"}, {0x162, 0x167, "t"}, {0x168, 0x173, "u"}, {0x174, 0x175, "w"},
+    {0x176, 0x178, "y"}, {0x179, 0x17E, "z"}, {0x17F, 0x17F, "s"}, {0x1E9E, 0x1E9E, "ss"}, {0x2018, 0x2019, "'"},
+    {0x00A0, 0x00A0, " "}, {0x2010, 0x2011, "-"}, {0x2013, 0x2014, "-"}, {0x2007, 0x2007, " "},
+};
+
+const char* fold(char32_t cp) {
+  for (const Fold& f : kFolds)
+    if (cp >= f.first && cp <= f.last) return f.to;
+  return nullptr;
+}
+
+// Decodes one UTF-8 sequence at s[i]; returns its length, 0 when malformed.
+std::size_t decode_utf8(std::string_view s, std::size_t i, char32_t& cp) {
+  const auto b0 = static_cast<unsigned char>(s[i]);
+  std::size_t n = b0 < 0x80 ? 1 : (b0 >> 5) == 0x6 ? 2 : (b0 >> 4) == 0xE ? 3 : (b0 >> 3) == 0x1E ? 4 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  cp = n == 1 ? b0 : n == 2 ? (b0 & 0x1F) : n == 3 ? (b0 & 0x0F) : (b0 & 0x07);
+  for (std::size_t k = 1; k < n; ++k) {
+    const auto b = static_cast<unsigned char>(s[i + k]);
+    if ((b >> 6) != 0x2) return 0;
+    cp = (cp << 6) | (b & 0x3F);
+  }
+  return n;
+}
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+// ---- validation -------------------------------------------------------------------------
+
+fhir::Status too_long(const std::string& expr, std::size_t limit) {
+  return Issue::make(ErrorCode::invalid_value, expr + " is longer than " + std::to_string(limit) + " bytes", expr);
+}
+
+fhir::Status check_len(std::string_view v, std::size_t limit, const std::string& expr) {
+  if (v.size() > limit) return too_long(expr, limit);
+  return fhir::Ok{};
+}
+
+fhir::Status check_required(std::string_view v, std::size_t limit, const std::string& expr) {
+  if (v.empty()) return Issue::make(ErrorCode::missing_value, expr + " is required", expr);
+  return check_len(v, limit, expr);
+}
+
+bool is_fhir_id(std::string_view id) {
+  if (id.empty() || id.size() > kMaxIdBytes) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
+  });
+}
+
+// Birth dates are dates (YYYY, YYYY-MM, YYYY-MM-DD), never dateTimes.
+bool is_fhir_date(std::string_view v) {
+  return (v.size() == 4 || v.size() == 7 || v.size() == 10) && fhir::parse_fhir_date(v).ok();
+}
+
+bool is_gender(std::string_view g) { return g == "male" || g == "female" || g == "other" || g == "unknown"; }
+
+fhir::Status validate_claim(const IdentityClaim& c) {
+  const Demographics& d = c.demographics;
+  if (auto s = check_len(c.source_ods, kMaxCodeBytes, "source_ods"); !s) return s;
+  if (auto s = check_len(d.nhs_number, kMaxCodeBytes, "demographics.nhs_number"); !s) return s;
+  if (auto s = check_len(d.nhs_number_verification, kMaxCodeBytes, "demographics.nhs_number_verification"); !s) return s;
+  if (auto s = check_len(d.family, kMaxTextBytes, "demographics.family"); !s) return s;
+  if (d.given.size() > kMaxGivenNames)
+    return Issue::make(ErrorCode::invalid_value, "more than " + std::to_string(kMaxGivenNames) + " given names",
+                       "demographics.given");
+  for (std::size_t i = 0; i < d.given.size(); ++i)
+    if (auto s = check_len(d.given[i], kMaxTextBytes, "demographics.given[" + std::to_string(i) + "]"); !s) return s;
+  if (!d.birth_date.empty() && !is_fhir_date(d.birth_date))
+    return Issue::make(ErrorCode::invalid_value, "birth date must be a date: YYYY, YYYY-MM or YYYY-MM-DD",
+                       "demographics.birth_date");
+  if (!d.gender.empty() && !is_gender(d.gender))
+    return Issue::make(ErrorCode::invalid_value, "gender must be one of male, female, other, unknown",
+                       "demographics.gender");
+  if (auto s = check_len(d.postcode, kMaxCodeBytes, "demographics.postcode"); !s) return s;
+  if (auto s = check_len(d.gp_practice_ods, kMaxCodeBytes, "demographics.gp_practice_ods"); !s) return s;
+  if (!d.deceased.empty() && (d.deceased.size() > kMaxCodeBytes || !fhir::parse_fhir_date(d.deceased).ok()))
+    return Issue::make(ErrorCode::invalid_value, "date of death must be a FHIR date or dateTime",
+                       "demographics.deceased");
+  if (c.identifiers.size() > kMaxIdentifiers)
+    return Issue::make(ErrorCode::invalid_value, "more than " + std::to_string(kMaxIdentifiers) + " identifiers",
+                       "identifiers");
+  for (std::size_t i = 0; i < c.identifiers.size(); ++i) {
+    const Identifier& id = c.identifiers[i];
+    const std::string at = "identifiers[" + std::to_string(i) + "]";
+    if (auto s = check_required(id.system, kMaxUriBytes, at + ".system"); !s) return s;
+    if (auto s = check_required(id.value, kMaxTextBytes, at + ".value"); !s) return s;
+    if (auto s = check_len(id.source, kMaxCodeBytes, at + ".source"); !s) return s;
+    if (id.system == kNhsNumberSystem)
+      return Issue::make(ErrorCode::invalid_value,
+                         "an NHS number is not a local identifier: send it as demographics.nhs_number", at + ".system");
+  }
+  return fhir::Ok{};
+}
+
+fhir::Status validate_pointer(const Pointer& p) {
+  if (!p.id.empty() && !is_fhir_id(p.id))
+    return Issue::make(ErrorCode::invalid_value, "pointer id must be 1-64 characters of A-Z, a-z, 0-9, '-' and '.'",
+                       "id");
+  if (auto s = check_required(p.patient_id, kMaxIdBytes, "patient_id"); !s) return s;
+  if (auto s = check_required(p.type_system, kMaxUriBytes, "type_system"); !s) return s;
+  if (auto s = check_required(p.type_code, kMaxTextBytes, "type_code"); !s) return s;
+  if (auto s = check_len(p.type_display, kMaxTextBytes, "type_display"); !s) return s;
+  if (auto s = check_len(p.category_code, kMaxTextBytes, "category_code"); !s) return s;
+  if (auto s = check_len(p.category_display, kMaxTextBytes, "category_display"); !s) return s;
+  if (auto s = check_required(p.url, kMaxUrlBytes, "url"); !s) return s;
+  if (auto s = check_required(p.content_type, kMaxTextBytes, "content_type"); !s) return s;
+  if (p.resource_types.size() > kMaxResourceTypes)
+    return Issue::make(ErrorCode::invalid_value, "more than " + std::to_string(kMaxResourceTypes) + " resource types",
+                       "resource_types");
+  for (std::size_t i = 0; i < p.resource_types.size(); ++i)
+    if (!fhir::is_r4_resource_type(p.resource_types[i]))
+      return Issue::make(ErrorCode::invalid_value, "not a FHIR R4 resource type",
+                         "resource_types[" + std::to_string(i) + "]");
+  return fhir::Ok{};
+}
+
+// ---- rules ------------------------------------------------------------------------------
+
+fhir::Issue patient_not_found(const std::string& expr) {
+  return Issue::make(ErrorCode::not_found, "no patient with this id in the record locator", expr);
+}
+
+// Adds what the record lacks from `d` (the locator.h contract: missing demographics only). A
+// trusted NHS number also replaces an untrusted one. Returns true when anything changed.
+// Precondition (callers): a trusted d.nhs_number is held by no other active record.
+bool fill_missing(PatientRecord& p, const Demographics& d, bool d_trusted) {
+  Demographics& mine = p.demographics;
+  bool changed = false;
+  if (!d.nhs_number.empty() && (mine.nhs_number.empty() || (d_trusted && !p.nhs_number_trusted))) {
+    mine.nhs_number = d.nhs_number;
+    mine.nhs_number_verification = d.nhs_number_verification;
+    p.nhs_number_trusted = d_trusted;
+    changed = true;
+  } else if (mine.nhs_number == d.nhs_number && mine.nhs_number_verification.empty() &&
+             !d.nhs_number_verification.empty()) {
+    mine.nhs_number_verification = d.nhs_number_verification;
+    changed = true;
+  }
+  const auto fill = [&](std::string& field, const std::string& from) {
+    if (field.empty() && !from.empty()) {
+      field = from;
+      changed = true;
+    }
+  };
+  fill(mine.family, d.family);
+  if (mine.given.empty() && !d.given.empty()) {
+    mine.given = d.given;
+    changed = true;
+  }
+  fill(mine.birth_date, d.birth_date);
+  fill(mine.gender, d.gender);
+  fill(mine.postcode, d.postcode);
+  fill(mine.gp_practice_ods, d.gp_practice_ods);
+  fill(mine.deceased, d.deceased);
+  return changed;
+}
+
+struct PendingConflict {
+  std::string patient_id;  // the record the evidence pointed at
+  std::string kind;
+  std::string why;         // completed with the claim's own record id once known
+  std::string tail;        // appended after that id
+};
+
+}  // namespace
+
+std::string normalise_name(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  bool pending_space = false;
+  const auto put = [&](std::string_view piece) {
+    for (char c : piece) {
+      if (is_space(c)) {
+        pending_space = !out.empty();
+        continue;
+      }
+      if (pending_space) out.push_back(' ');
+      pending_space = false;
+      out.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c);
+    }
+  };
+  for (std::size_t i = 0; i < s.size();) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    if (b < 0x80) {
+      put(s.substr(i, 1));
+      ++i;
+      continue;
+    }
+    char32_t cp = 0;
+    const std::size_t n = decode_utf8(s, i, cp);
+    if (n == 0) {  // malformed byte: kept, so distinct inputs stay distinct
+      if (pending_space) out.push_back(' ');
+      pending_space = false;
+      out.push_back(s[i]);
+      ++i;
+      continue;
+    }
+    if (cp >= 0x300 && cp <= 0x36F) {  // combining diacritical marks (decomposed accents): dropped
+      i += n;
+      continue;
+    }
+    if (const char* to = fold(cp)) {
+      put(to);
+    } else {
+      if (pending_space) out.push_back(' ');
+      pending_space = false;
+      out.append(s.substr(i, n));
+    }
+    i += n;
+  }
+  return out;
+}
+
+std::string normalise_postcode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    if (is_space(c)) continue;
+    out.push_back(c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c);
+  }
+  return out;
+}
+
+std::string_view outcome_name(MatchOutcome m) {
+  switch (m) {
+    case MatchOutcome::created: return "created";
+    case MatchOutcome::matched_nhs_number: return "matched-nhs-number";
+    case MatchOutcome::matched_identifier: return "matched-identifier";
+    case MatchOutcome::matched_demographics: return "matched-demographics";
+  }
+  return "unknown";
+}
+
+// ---- helpers ----------------------------------------------------------------------------
+
+std::string first_given_normalised(const Demographics& d) {
+  return d.given.empty() ? std::string() : normalise_name(d.given.front());
+}
+
+bool demographic_rule_applies(const DemographicRule& r, const Demographics& d) {
+  if (!r.enabled || !(r.family || r.given || r.birth_date || r.gender || r.postcode)) return false;
+  if (r.family && normalise_name(d.family).empty()) return false;
+  if (r.given && first_given_normalised(d).empty()) return false;
+  if (r.birth_date && d.birth_date.empty()) return false;
+  if (r.gender && d.gender.empty()) return false;
+  if (r.postcode && normalise_postcode(d.postcode).empty()) return false;
+  return true;
+}
+
+std::string new_opaque_id() {
+  thread_local std::mt19937_64 rng{[] {
+    std::random_device rd;
+    return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  }()};
+  const auto ms = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  const std::uint64_t r1 = rng(), r2 = rng();
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%08x-%04x-7%03x-%04x-%012llx", static_cast<unsigned>(ms >> 16),
+                static_cast<unsigned>(ms & 0xffff), static_cast<unsigned>(r1 & 0xfff),
+                static_cast<unsigned>(0x8000 | ((r1 >> 12) & 0x3fff)),
+                static_cast<unsigned long long>(r2 & 0xffffffffffffULL));
+  return buf;
+}
+
+std::string now_instant() {
+  return fhir::format_instant(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+}
+
+std::int64_t now_epoch_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+bool birth_date_matches(const std::string& birth_date, fhir::Prefix prefix, const fhir::DateRange& param,
+                        std::int64_t now) {
+  if (birth_date.empty()) return false;
+  auto target = fhir::parse_fhir_date(birth_date);
+  return target.ok() && fhir::date_matches(prefix, param, *target, now);
+}
+
+std::string prefix_upper_bound(const std::string& p) {
+  // 0xFF never occurs in UTF-8, so it sorts after every continuation of the prefix.
+  std::string upper = p;
+  upper.push_back('\xff');
+  return upper;
+}
+
+std::string join_resource_types(const std::vector<std::string>& types) {
+  std::string out;
+  for (const auto& t : types) {
+    if (!out.empty()) out.push_back(' ');
+    out += t;
+  }
+  return out;
+}
+
+std::vector<std::string> split_resource_types(std::string_view joined) {
+  std::vector<std::string> out;
+  std::size_t i = 0;
+  while (i < joined.size()) {
+    std::size_t j = joined.find(' ', i);
+    if (j == std::string_view::npos) j = joined.size();
+    if (j > i) out.emplace_back(joined.substr(i, j - i));
+    i = j + 1;
+  }
+  return out;
+}
+
+void count_import(ImportResult& result, const fhir::Result<Resolution>& record) {
+  if (!record) {
+    ++result.rejected;
+    return;
+  }
+  if (record->outcome == MatchOutcome::created)
+    ++result.created;
+  else
+    ++result.matched;
+  result.conflicts += record->conflicts.size();
+}
+
+fhir::Result<std::optional<PatientRecord>> final_record(IndexTransaction& tx, const std::string& id) {
+  auto rec = tx.patient(id);
+  if (!rec) return rec;
+  for (int hops = 0; *rec && (*rec)->merged_into; ++hops) {
+    if (hops >= kMaxMergeDepth)
+      return Issue::make(ErrorCode::internal_error, "merge chain too long or cyclic for patient " + id);
+    const std::string next = *(*rec)->merged_into;
+    rec = tx.patient(next);
+    if (!rec) return rec;
+    if (!*rec) return Issue::make(ErrorCode::internal_error, "merge target missing for patient " + id);
+  }
+  return rec;
+}
+
+// ---- the write rules --------------------------------------------------------------------
+
+fhir::Result<Resolution> apply_resolve(IndexTransaction& tx, const IdentityClaim& claim, const DemographicRule& rule,
+                                       const std::string& now) {
+  if (auto s = validate_claim(claim); !s) return std::move(s).issue();
+  const Demographics& d = claim.demographics;
+  const bool trusted = !d.nhs_number.empty() && fhir::is_valid_nhs_number(d.nhs_number);
+
+  // The claim's identifiers, each once, with their sender filled in.
+  std::vector<Identifier> ids;
+  for (const Identifier& id : claim.identifiers) {
+    const bool seen = std::any_of(ids.begin(), ids.end(),
+                                  [&](const Identifier& x) { return x.system == id.system && x.value == id.value; });
+    if (seen) continue;
+    ids.push_back(id);
+    if (ids.back().source.empty()) ids.back().source = claim.source_ods;
+  }
+  // Who each identifier already belongs to (the active record after merges).
+  std::vector<std::optional<PatientRecord>> owners(ids.size());
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto owner = tx.identifier_owner(ids[i].system, ids[i].value);
+    if (!owner) return std::move(owner).issue();
+    if (!*owner) continue;
+    auto rec = final_record(tx, **owner);
+    if (!rec) return std::move(rec).issue();
+    owners[i] = std::move(*rec);
+  }
+
+  Resolution res;
+  std::optional<PatientRecord> match;
+  std::vector<PendingConflict> pending;
+  const auto nhs_differs = [&](const PatientRecord& p) {
+    return trusted && p.nhs_number_trusted && p.demographics.nhs_number != d.nhs_number;
+  };
+
+  // 1. A trusted NHS number wins.
+  if (trusted) {
+    auto id = tx.active_patient_with_nhs_number(d.nhs_number);
+    if (!id) return std::move(id).issue();
+    if (*id) {
+      auto rec = tx.patient(**id);
+      if (!rec) return std::move(rec).issue();
+      if (!*rec) return Issue::make(ErrorCode::internal_error, "NHS number index points at a missing patient");
+      match = std::move(*rec);
+      res.outcome = MatchOutcome::matched_nhs_number;
+    }
+  }
+  // 2. Else the first identifier (in claim order) the index already knows. When its record
+  //    holds a different trusted NHS number the two are different people as far as we can
+  //    tell: nothing is linked, the claim gets its own record and the conflict is recorded.
+  bool contradicted = false;
+  if (!match) {
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (!owners[i]) continue;
+      if (nhs_differs(*owners[i])) {
+        contradicted = true;
+        pending.push_back({owners[i]->id, "nhs-number-mismatch",
+                           "a local identifier (system " + ids[i].system + ") sent by " + claim.source_ods +
+                               " belongs to patient " + owners[i]->id +
+                               ", which holds a different valid NHS number; the claim was kept apart as patient ",
+                           ""});
+      } else {
+        match = *owners[i];
+        res.outcome = MatchOutcome::matched_identifier;
+      }
+      break;
+    }
+  }
+  // 3. Else the demographic rule, when it applies and matches exactly one active record.
+  if (!match && !contradicted && demographic_rule_applies(rule, d)) {
+    auto candidates = tx.demographic_matches(d, rule, 2);
+    if (!candidates) return std::move(candidates).issue();
+    if (candidates->size() == 1) {
+      auto rec = tx.patient(candidates->front());
+      if (!rec) return std::move(rec).issue();
+      if (!*rec) return Issue::make(ErrorCode::internal_error, "demographic match points at a missing patient");
+      if (nhs_differs(**rec)) {
+        pending.push_back({(*rec)->id, "nhs-number-mismatch",
+                           "demographics sent by " + claim.source_ods + " match patient " + (*rec)->id +
+                               ", which holds a different valid NHS number; the claim was kept apart as patient ",
+                           ""});
+      } else {
+        match = std::move(*rec);
+        res.outcome = MatchOutcome::matched_demographics;
+      }
+    }
+  }
+
+  PatientRecord target;
+  // A matched record changes (new version) when it gains demographics or identifiers: both
+  // are part of the Patient resource.
+  const bool gains_identifier = std::any_of(owners.begin(), owners.end(), [](const auto& o) { return !o; });
+  if (match) {
+    target = std::move(*match);
+    if (fill_missing(target, d, trusted) || gains_identifier) {
+      ++target.version;
+      target.last_updated = now;
+      if (auto s = tx.update_patient(target); !s) return std::move(s).issue();
+    }
+  } else {
+    // 4. Create.
+    target.id = new_opaque_id();
+    target.demographics = d;
+    target.nhs_number_trusted = trusted;
+    target.version = 1;
+    target.last_updated = now;
+    if (auto s = tx.insert_patient(target); !s) return std::move(s).issue();
+    res.outcome = MatchOutcome::created;
+  }
+  res.patient_id = target.id;
+
+  // Identifiers: new ones are linked; one held by another record stays there (never moved
+  // by ingest: only a merge moves identifiers) and the disagreement is recorded.
+  std::set<std::string> reported;
+  for (const auto& c : pending) reported.insert(c.patient_id);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (!owners[i]) {
+      if (auto s = tx.insert_identifier(target.id, ids[i]); !s) return std::move(s).issue();
+      continue;
+    }
+    if (owners[i]->id == target.id || reported.count(owners[i]->id)) continue;
+    reported.insert(owners[i]->id);
+    const bool nhs = nhs_differs(*owners[i]);
+    pending.push_back({owners[i]->id, nhs ? "nhs-number-mismatch" : "identifier-mismatch",
+                       "a local identifier (system " + ids[i].system + ") sent by " + claim.source_ods +
+                           " belongs to patient " + owners[i]->id +
+                           (nhs ? ", which holds a different valid NHS number," : ",") + " but the claim resolved (" +
+                           std::string(outcome_name(res.outcome)) + ") to patient ",
+                       "; the identifier was left where it was"});
+  }
+  for (PendingConflict& c : pending) {
+    Conflict row;
+    row.patient_id = c.patient_id;
+    row.source_ods = claim.source_ods;
+    row.kind = c.kind;
+    row.detail = c.why + target.id + c.tail;
+    row.recorded_at = now;
+    if (auto s = tx.insert_conflict(row); !s) return std::move(s).issue();
+    res.conflicts.push_back(c.kind + ": " + row.detail);
+  }
+  return res;
+}
+
+namespace {
+
+// `patient_is_active`: the caller has just resolved p.patient_id to an active record (import),
+// so it is not read again.
+fhir::Result<Pointer> put_pointer_checked(IndexTransaction& tx, const std::string& acting, Pointer p,
+                                          const std::string& now, bool patient_is_active) {
+  if (acting.empty())
+    return Issue::make(ErrorCode::forbidden, "the acting source system has no ODS code", "source_ods");
+  if (p.source_ods.empty()) p.source_ods = acting;
+  if (p.source_ods != acting)
+    return Issue::make(ErrorCode::forbidden, "a source system may only write pointers it is custodian of",
+                       "source_ods");
+  if (auto s = validate_pointer(p); !s) return std::move(s).issue();
+  if (!patient_is_active) {
+    auto patient = final_record(tx, p.patient_id);
+    if (!patient) return std::move(patient).issue();
+    if (!*patient) return patient_not_found("patient_id");
+    p.patient_id = (*patient)->id;  // a pointer on a retired record goes to the survivor
+  }
+  p.last_updated = now;
+  if (!p.id.empty()) {
+    auto existing = tx.pointer(p.id);
+    if (!existing) return std::move(existing).issue();
+    if (*existing) {
+      if ((*existing)->source_ods != acting)
+        return Issue::make(ErrorCode::forbidden, "this pointer belongs to another source system", "id");
+      p.version = (*existing)->version + 1;
+      if (auto s = tx.update_pointer(p); !s) return std::move(s).issue();
+      return p;
+    }
+  } else {
+    p.id = new_opaque_id();
+  }
+  p.version = 1;
+  if (auto s = tx.insert_pointer(p); !s) return std::move(s).issue();
+  return p;
+}
+
+}  // namespace
+
+fhir::Result<Pointer> apply_put_pointer(IndexTransaction& tx, const std::string& acting, Pointer p,
+                                        const std::string& now) {
+  return put_pointer_checked(tx, acting, std::move(p), now, false);
+}
+
+fhir::Status apply_delete_pointer(IndexTransaction& tx, const std::string& acting, const std::string& pointer_id) {
+  if (acting.empty())
+    return Issue::make(ErrorCode::forbidden, "the acting source system has no ODS code", "source_ods");
+  auto existing = tx.pointer(pointer_id);
+  if (!existing) return std::move(existing).issue();
+  if (!*existing) return Issue::make(ErrorCode::not_found, "no pointer with this id", "id");
+  if ((*existing)->source_ods != acting)
+    return Issue::make(ErrorCode::forbidden, "this pointer belongs to another source system", "id");
+  return tx.delete_pointer(pointer_id);
+}
+
+fhir::Status apply_merge(IndexTransaction& tx, const std::string& retired_id, const std::string& survivor_id,
+                         const std::string& source_ods, const std::string& now) {
+  if (retired_id == survivor_id)
+    return Issue::make(ErrorCode::invalid_value, "a record cannot be merged into itself", "survivor");
+  auto retired = tx.patient(retired_id);
+  if (!retired) return std::move(retired).issue();
+  if (!*retired) return patient_not_found("retired");
+  auto survivor = final_record(tx, survivor_id);
+  if (!survivor) return std::move(survivor).issue();
+  if (!*survivor) return patient_not_found("survivor");
+  PatientRecord& r = **retired;
+  PatientRecord& s = **survivor;
+  if (r.merged_into) {
+    auto where = final_record(tx, r.id);
+    if (!where) return std::move(where).issue();
+    if (*where && (*where)->id == s.id) return fhir::Ok{};  // the same A40 again
+    return Issue::make(ErrorCode::conflict, "the retired record was already merged into another record", "retired");
+  }
+  if (s.id == r.id)
+    return Issue::make(ErrorCode::conflict, "the survivor was merged into the retired record: a merge cycle",
+                       "survivor");
+  if (r.nhs_number_trusted && s.nhs_number_trusted && r.demographics.nhs_number != s.demographics.nhs_number)
+    return Issue::make(ErrorCode::conflict, "the two records hold different valid NHS numbers and are never merged",
+                       "survivor");
+
+  r.merged_into = s.id;
+  ++r.version;
+  r.last_updated = now;
+  if (auto st = tx.update_patient(r); !st) return st;  // first, so the survivor may take its NHS number
+  if (auto st = tx.repoint_retired(r.id, s.id, now); !st) return st;
+  fill_missing(s, r.demographics, r.nhs_number_trusted);
+  s.objection = s.objection || r.objection;  // a recorded dissent survives the merge
+  ++s.version;
+  s.last_updated = now;
+  if (auto st = tx.update_patient(s); !st) return st;
+  if (auto st = tx.move_identifiers(r.id, s.id); !st) return st;
+  if (auto st = tx.move_pointers(r.id, s.id, now); !st) return st;
+  return tx.insert_merge(r.id, s.id, source_ods, now);
+}
+
+fhir::Status apply_set_objection(IndexTransaction& tx, const std::string& patient_id, bool objection,
+                                 const std::string& now) {
+  auto rec = final_record(tx, patient_id);
+  if (!rec) return std::move(rec).issue();
+  if (!*rec) return patient_not_found("patient_id");
+  if ((*rec)->objection == objection) return fhir::Ok{};
+  (*rec)->objection = objection;
+  ++(*rec)->version;
+  (*rec)->last_updated = now;
+  return tx.update_patient(**rec);
+}
+
+fhir::Status apply_upsert_source_system(IndexTransaction& tx, const SourceSystem& s, const std::string& now) {
+  if (auto st = check_required(s.ods_code, kMaxCodeBytes, "ods_code"); !st) return st;
+  if (auto st = check_len(s.name, kMaxTextBytes, "name"); !st) return st;
+  if (auto st = check_len(s.adapter, kMaxUrlBytes, "adapter"); !st) return st;
+  if (auto st = check_len(s.endpoint, kMaxUrlBytes, "endpoint"); !st) return st;
+  return tx.upsert_source_system(s, now);
+}
+
+fhir::Result<Resolution> apply_import_record(IndexTransaction& tx, const ImportRecord& record,
+                                             const DemographicRule& rule, const std::string& now) {
+  if (record.pointers.size() > kMaxPointersPerRecord)
+    return Issue::make(ErrorCode::invalid_value,
+                       "more than " + std::to_string(kMaxPointersPerRecord) + " pointers in one record", "pointers");
+  auto res = apply_resolve(tx, record.identity, rule, now);
+  if (!res) {
+    Issue issue = std::move(res).issue();
+    issue.expression = issue.expression.empty() ? "identity" : "identity." + issue.expression;
+    return issue;
+  }
+  for (std::size_t k = 0; k < record.pointers.size(); ++k) {
+    Pointer p = record.pointers[k];
+    p.patient_id = res->patient_id;
+    const std::string source = p.source_ods.empty() ? record.identity.source_ods : p.source_ods;
+    auto put = put_pointer_checked(tx, source, std::move(p), now, true);
+    if (!put) {
+      Issue issue = std::move(put).issue();
+      const std::string at = "pointers[" + std::to_string(k) + "]";
+      issue.expression = issue.expression.empty() ? at : at + "." + issue.expression;
+      return issue;
+    }
+  }
+  return res;
+}
+
+}  // namespace gw::locator

@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: Apache-2.0
+// The record locator index (issue #3): who each patient is (NHS number and every local
+// identifier) and which source systems hold records about them. This interface is the whole
+// contract the rest of the gateway sees; it is narrow so that a PostgreSQL backend can sit
+// behind it later. One conformance suite (tests/gateway/locator/conformance_test.cpp) runs
+// against every implementation: SqliteLocator and FakeLocator.
+//
+// Calls block. They must never run on a network thread: the HTTP layer reaches them through
+// AsyncLocator (async_locator.h), which runs them on the locator's own thread pool and resumes
+// the caller's coroutine on its strand. Writes complete only after their transaction has
+// committed (for SqliteLocator: after the group commit that carried them).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fhir/date_range.h"
+#include "fhir/result.h"
+
+namespace gw::locator {
+
+inline constexpr std::string_view kNhsNumberSystem = "https://fhir.nhs.uk/Id/nhs-number";
+
+// A local identifier: the assigning authority's namespace URI (or OID urn) and value, as sent
+// by source system `source` (ODS code). NHS numbers are not stored here.
+struct Identifier {
+  std::string system;
+  std::string value;
+  std::string source;  // ODS code of the source system that sent it; empty when unknown
+};
+
+struct Demographics {
+  std::string nhs_number;               // as received (kept even when invalid)
+  std::string nhs_number_verification;  // UK Core NHSNumberVerificationStatus code, e.g. "01"
+  std::string family;
+  std::vector<std::string> given;
+  std::string birth_date;               // YYYY-MM-DD (or YYYY, YYYY-MM as received)
+  std::string gender;                   // male | female | other | unknown
+  std::string postcode;                 // as received; matched normalised (upper case, no spaces)
+  std::string gp_practice_ods;          // registered GP practice ODS code
+  std::string deceased;                 // date or dateTime, empty when alive/unknown
+};
+
+struct PatientRecord {
+  std::string id;                       // opaque gateway id (no NHS number inside)
+  Demographics demographics;
+  bool nhs_number_trusted = false;      // valid Modulus 11 check digit: used for matching
+  std::vector<Identifier> identifiers;
+  std::optional<std::string> merged_into;  // set on a retired record: the survivor's id
+  std::vector<std::string> merged_from;    // ids retired into this one
+  bool objection = false;               // recorded dissent to sharing (issue #5)
+  std::int64_t version = 1;             // bumps on every change (FHIR meta.versionId)
+  std::string last_updated;             // FHIR instant
+};
+
+struct SourceSystem {
+  std::string ods_code;  // primary key
+  std::string name;
+  std::string adapter;   // "hl7v2", "gpconnect", "socialcare", "plugin:<path>", "fhir"
+  std::string endpoint;
+};
+
+// An NRL-shaped pointer: where a record about the patient lives.
+struct Pointer {
+  std::string id;                         // opaque, assigned on create
+  std::string patient_id;
+  std::string source_ods;                 // custodian; only this source may change it
+  std::string type_system = "http://snomed.info/sct";
+  std::string type_code;                  // record type, e.g. SNOMED 736253002 (mental health care plan)
+  std::string type_display;
+  std::string category_code;              // e.g. SNOMED 734163000 (care plan)
+  std::string category_display;
+  std::vector<std::string> resource_types;  // FHIR types the record holds, e.g. Encounter
+  std::string url;                        // content.attachment.url: how to retrieve it
+  std::string content_type = "application/fhir+json";
+  std::string last_updated;               // FHIR instant, set by the locator on write
+  std::int64_t version = 1;
+};
+
+// What an ingest or import says about a person.
+struct IdentityClaim {
+  std::string source_ods;                 // who is asserting it
+  Demographics demographics;
+  std::vector<Identifier> identifiers;    // local identifiers (source filled from source_ods if empty)
+};
+
+enum class MatchOutcome { created, matched_nhs_number, matched_identifier, matched_demographics };
+std::string_view outcome_name(MatchOutcome m);
+
+struct Resolution {
+  std::string patient_id;
+  MatchOutcome outcome = MatchOutcome::created;
+  // Conflicts recorded by this call, each "<kind>: <detail>" (see Conflict): two different
+  // valid NHS numbers for what the identifiers or demographics say is one person (never
+  // merged), or a known local identifier held by another record than the one the claim
+  // resolved to (never moved by ingest).
+  std::vector<std::string> conflicts;
+};
+
+struct Conflict {
+  std::int64_t id = 0;
+  std::string patient_id;        // the record the identifiers pointed at
+  std::string source_ods;
+  std::string kind;              // "nhs-number-mismatch" or "identifier-mismatch"
+  std::string detail;            // no PHI beyond the ids involved
+  std::string recorded_at;       // FHIR instant
+};
+
+// The deterministic demographic rule used when neither an NHS number nor a local identifier
+// matches. Fields are compared normalised (case, spaces, accents folded). A rule that matches
+// more than one patient matches none (ambiguity creates a new record, never a guess).
+struct DemographicRule {
+  bool enabled = true;
+  bool family = true;
+  bool given = true;       // first given name
+  bool birth_date = true;
+  bool gender = true;
+  bool postcode = true;
+};
+
+struct PatientQuery {
+  std::optional<Identifier> identifier;   // system|value (system may be empty: any system)
+  std::string family;                     // FHIR string search: case/accent-insensitive starts-with
+  std::string given;
+  std::string name;                       // family or any given
+  std::vector<std::pair<fhir::Prefix, fhir::DateRange>> birthdate;  // all must hold (AND)
+  std::string gender;
+  std::string postcode;                   // normalised exact match
+  bool include_retired = false;
+  std::size_t count = 20;
+  std::size_t offset = 0;
+};
+
+template <class T>
+struct Page {
+  std::vector<T> items;
+  std::int64_t total = 0;  // matches before paging
+};
+
+struct Stats {
+  std::int64_t patients = 0, retired = 0, identifiers = 0, pointers = 0, source_systems = 0,
+               conflicts = 0, nhs_numbers_untrusted = 0;
+  std::int64_t database_bytes = 0;  // 0 for implementations without a file
+};
+
+// One record in a bulk import (tools/locator-import, the demo loader, the benchmark).
+struct ImportRecord {
+  IdentityClaim identity;
+  std::vector<Pointer> pointers;  // patient_id ignored; source_ods may differ from the claim's
+};
+struct ImportResult {
+  // One entry per record, in order: its Resolution, or the Issue that rejected it. A rejected
+  // record wrote nothing (its identity, identifiers and pointers stand or fall together) and
+  // the other records are imported; the Issue's expression locates the fault inside the
+  // record, e.g. "identity.demographics.gender" or "pointers[2].url". A storage failure
+  // (e.g. the commit failed) rejects every record of that transaction and all later ones.
+  std::vector<fhir::Result<Resolution>> records;
+  std::size_t created = 0, matched = 0, rejected = 0, conflicts = 0;  // summary of `records`
+};
+
+class Locator {
+ public:
+  virtual ~Locator() = default;
+
+  // Reads. A retired (merged) id still reads: merged_into says where it went.
+  virtual fhir::Result<std::optional<PatientRecord>> read_patient(const std::string& id) = 0;
+  // NHS number system -> trusted NHS numbers only (a number failing the check is simply not
+  // found); any other system -> local identifiers; an empty system is invalid_value.
+  // Follows merges to the survivor.
+  virtual fhir::Result<std::optional<std::string>> lookup_identifier(std::string_view system, std::string_view value) = 0;
+  // Ordered by normalised family, first given name, id; count is capped at 1000.
+  virtual fhir::Result<Page<PatientRecord>> search_patients(const PatientQuery& q) = 0;
+  // The pointers of the record `patient_id` resolves to (merges followed), ordered by
+  // custodian then id; not_found for an unknown id.
+  virtual fhir::Result<std::vector<Pointer>> pointers_for(const std::string& patient_id) = 0;
+  virtual fhir::Result<std::optional<Pointer>> read_pointer(const std::string& pointer_id) = 0;
+  virtual fhir::Result<std::optional<SourceSystem>> source_system(const std::string& ods_code) = 0;
+  virtual fhir::Result<std::vector<Conflict>> conflicts(std::size_t limit, std::size_t offset) = 0;
+  virtual fhir::Result<Stats> stats() = 0;
+
+  // Writes: each one transaction, completed after commit.
+  virtual fhir::Status upsert_source_system(const SourceSystem& s) = 0;
+  // Find or create the patient for `claim` (issue #3 item 3): a trusted NHS number match
+  // wins; else an exact local identifier match (the first of the claim's identifiers, in
+  // order, that the index knows); else the demographic rule; else create.
+  // New local identifiers and missing demographics are added to the matched record (a trusted
+  // NHS number also replaces an untrusted one). Never merges two trusted NHS numbers: when the
+  // identifier or the single demographic match points at a record with a different trusted
+  // NHS number, nothing is linked to that record, the claim gets a record of its own (created)
+  // and an "nhs-number-mismatch" conflict is recorded. An identifier already held by another
+  // record than the one resolved stays where it is ("identifier-mismatch" conflict).
+  // invalid_value / missing_value name the offending field of the claim.
+  virtual fhir::Result<Resolution> resolve(const IdentityClaim& claim) = 0;
+  // Pointers: create (id empty: an id is assigned) or update; an id the index does not know
+  // creates the pointer under that id, so a re-import updates rather than duplicates. Only
+  // `acting_source_ods` may change its own pointers (forbidden otherwise, also when
+  // p.source_ods names another custodian); the patient must exist (not_found); a pointer on
+  // a retired patient is moved to the survivor.
+  virtual fhir::Result<Pointer> put_pointer(const std::string& acting_source_ods, Pointer p) = 0;
+  virtual fhir::Status delete_pointer(const std::string& acting_source_ods, const std::string& pointer_id) = 0;
+  // A40-style merge: `retired` resolves to `survivor` from now on; identifiers and pointers
+  // move to the survivor, which also takes a trusted NHS number and demographics it lacks and
+  // keeps an objection either record had. Records merged earlier into `retired` now point at
+  // the survivor too. Refused (conflict) when the two hold different trusted NHS numbers or
+  // when it would make a cycle; repeating a merge already done succeeds.
+  virtual fhir::Status merge(const std::string& retired_id, const std::string& survivor_id, const std::string& source_ods) = 0;
+  virtual fhir::Status set_objection(const std::string& patient_id, bool objection) = 0;
+  // Bulk import: many records per transaction; each record stands alone (a bad record is
+  // reported in its slot of ImportResult::records and never half-written). Fails as a whole
+  // only for more than 1,000,000 records in one call.
+  virtual fhir::Result<ImportResult> import(const std::vector<ImportRecord>& records) = 0;
+};
+
+// Normalisation shared by implementations (and by the demographic rule).
+std::string normalise_name(std::string_view s);      // case- and accent-folded, spaces collapsed
+std::string normalise_postcode(std::string_view s);  // upper case, no spaces
+
+}  // namespace gw::locator

@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: Apache-2.0
+// locator.db's schema, one numbered migration at a time (gateway/sqlite/migrations.h applies
+// them). Released migrations are never edited: a change is a new migration at the end.
+#include "gateway/locator/schema.h"
+
+namespace gw::locator {
+namespace {
+
+// 1: as first released by gateway/store/databases.cpp (every file says who made it).
+const char* const kGatewayInfo =
+    "CREATE TABLE gateway_info (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;"
+    "INSERT INTO gateway_info(key, value) VALUES ('created_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));"
+    "INSERT INTO gateway_info(key, value) VALUES ('role', 'locator');";
+
+// 2: the index (issue #3). Patients are keyed by an integer pk inside the file and by the
+// opaque id outside it. *_norm columns hold normalise_name / normalise_postcode output and
+// carry the search and demographic-rule indexes; birth_begin/end are the birth date as a
+// half-open UTC range in epoch seconds, so FHIR date prefixes become range comparisons.
+// At most one active record holds a given trusted NHS number (partial unique index).
+const char* const kIndex = R"sql(
+CREATE TABLE source_systems (
+  ods_code   TEXT PRIMARY KEY,
+  name       TEXT NOT NULL,
+  adapter    TEXT NOT NULL,
+  endpoint   TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE patients (
+  pk                 INTEGER PRIMARY KEY,
+  id                 TEXT NOT NULL UNIQUE,
+  nhs_number         TEXT NOT NULL,
+  nhs_number_trusted INTEGER NOT NULL CHECK (nhs_number_trusted IN (0, 1)),
+  nhs_verification   TEXT NOT NULL,
+  family             TEXT NOT NULL,
+  family_norm        TEXT NOT NULL,
+  given_norm         TEXT NOT NULL,
+  birth_date         TEXT NOT NULL,
+  birth_begin        INTEGER,
+  birth_end          INTEGER,
+  gender             TEXT NOT NULL,
+  postcode           TEXT NOT NULL,
+  postcode_norm      TEXT NOT NULL,
+  gp_practice_ods    TEXT NOT NULL,
+  deceased           TEXT NOT NULL,
+  objection          INTEGER NOT NULL DEFAULT 0 CHECK (objection IN (0, 1)),
+  merged_into        INTEGER REFERENCES patients(pk),
+  version            INTEGER NOT NULL,
+  last_updated       TEXT NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX patients_trusted_nhs_number ON patients(nhs_number)
+  WHERE nhs_number_trusted = 1 AND merged_into IS NULL;
+CREATE INDEX patients_family ON patients(family_norm, birth_date);
+CREATE INDEX patients_birth ON patients(birth_begin);
+CREATE INDEX patients_postcode ON patients(postcode_norm);
+CREATE INDEX patients_merged_into ON patients(merged_into) WHERE merged_into IS NOT NULL;
+
+CREATE TABLE given_names (
+  patient    INTEGER NOT NULL REFERENCES patients(pk),
+  position   INTEGER NOT NULL,
+  value      TEXT NOT NULL,
+  value_norm TEXT NOT NULL,
+  PRIMARY KEY (patient, position)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX given_names_norm ON given_names(value_norm);
+
+-- Keyed (value, system): the same uniqueness as (system, value), and it also serves
+-- identifier searches that give a value without a system.
+CREATE TABLE identifiers (
+  value      TEXT NOT NULL,
+  system     TEXT NOT NULL,
+  patient    INTEGER NOT NULL REFERENCES patients(pk),
+  source_ods TEXT NOT NULL,
+  PRIMARY KEY (value, system)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX identifiers_patient ON identifiers(patient);
+
+CREATE TABLE pointers (
+  pk               INTEGER PRIMARY KEY,
+  id               TEXT NOT NULL UNIQUE,
+  patient          INTEGER NOT NULL REFERENCES patients(pk),
+  source_ods       TEXT NOT NULL,
+  type_system      TEXT NOT NULL,
+  type_code        TEXT NOT NULL,
+  type_display     TEXT NOT NULL,
+  category_code    TEXT NOT NULL,
+  category_display TEXT NOT NULL,
+  resource_types   TEXT NOT NULL,
+  url              TEXT NOT NULL,
+  content_type     TEXT NOT NULL,
+  version          INTEGER NOT NULL,
+  last_updated     TEXT NOT NULL
+) STRICT;
+CREATE INDEX pointers_patient ON pointers(patient);
+
+CREATE TABLE merges (
+  pk         INTEGER PRIMARY KEY,
+  retired    INTEGER NOT NULL REFERENCES patients(pk),
+  survivor   INTEGER NOT NULL REFERENCES patients(pk),
+  source_ods TEXT NOT NULL,
+  merged_at  TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE conflicts (
+  id          INTEGER PRIMARY KEY,
+  patient_id  TEXT NOT NULL,
+  source_ods  TEXT NOT NULL,
+  kind        TEXT NOT NULL,
+  detail      TEXT NOT NULL,
+  recorded_at TEXT NOT NULL
+) STRICT;
+)sql";
+
+// 3: care relationships for the legitimate-relationship check of issue #5: who is in the
+// patient's care team (until when) and which organisations saw them (when). Written and read
+// by issue #5's code; nothing in the locator interface touches them yet.
+const char* const kCareRelationships = R"sql(
+CREATE TABLE care_team (
+  patient INTEGER NOT NULL REFERENCES patients(pk),
+  member  TEXT NOT NULL,
+  until   TEXT,
+  PRIMARY KEY (patient, member)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE encounters (
+  pk               INTEGER PRIMARY KEY,
+  patient          INTEGER NOT NULL REFERENCES patients(pk),
+  organisation_ods TEXT NOT NULL,
+  at               TEXT NOT NULL
+) STRICT;
+CREATE INDEX encounters_patient ON encounters(patient, organisation_ods);
+)sql";
+
+}  // namespace
+
+const std::vector<sqlite::Migration>& migrations() {
+  static const std::vector<sqlite::Migration> m{
+      {1, "gateway_info", kGatewayInfo},
+      {2, "record locator index", kIndex},
+      {3, "care relationships", kCareRelationships},
+  };
+  return m;
+}
+
+}  // namespace gw::locator

@@ -1,0 +1,372 @@
+// SPDX-License-Identifier: Apache-2.0
+// SqliteLocator (see sqlite_locator.h): a pool of SqliteReaders for reads, and one writer
+// thread that owns the read-write connection. A write is a Job queued for that thread; the
+// thread frames a batch of jobs in BEGIN IMMEDIATE ... COMMIT with each job in SAVEPOINT job,
+// and completes the jobs' callers only after COMMIT returned (durable at synchronous=FULL).
+#include "gateway/locator/sqlite_locator.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "gateway/locator/index_transaction.h"
+#include "gateway/locator/schema.h"
+#include "gateway/locator/sqlite_reader.h"
+#include "gateway/locator/sqlite_transaction.h"
+#include "gateway/observe/log.h"
+#include "gateway/sqlite/migrations.h"
+
+namespace gw::locator {
+namespace {
+
+using fhir::ErrorCode;
+using fhir::Issue;
+using Level = SqliteTransaction::Level;
+
+// One queued write. The caller and the writer thread both hold it (shared_ptr), so completing
+// it can never race with the caller returning.
+struct Job {
+  std::function<fhir::Status(SqliteTransaction&)> body;  // runs inside SAVEPOINT job
+  bool exclusive = false;                                  // an import chunk: its own transaction
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+  fhir::Status status = fhir::Ok{};
+};
+
+void complete(Job& job, fhir::Status status) {
+  std::lock_guard lock(job.m);
+  job.status = std::move(status);
+  job.done = true;
+  job.cv.notify_all();
+}
+
+fhir::Issue transaction_lost() {
+  return Issue::make(ErrorCode::internal_error,
+                     "record locator storage error: the database ended the transaction (disk full or I/O error)");
+}
+
+}  // namespace
+
+struct SqliteLocator::State {
+  SqliteLocatorOptions options;
+  std::string path;
+  sqlite::Database writer_db;
+  std::unique_ptr<SqliteTransaction> tx;
+
+  std::vector<std::unique_ptr<SqliteReader>> readers;
+  std::vector<SqliteReader*> idle;
+  std::mutex pool_m;
+  std::condition_variable pool_cv;
+
+  std::mutex queue_m;
+  std::condition_variable queue_cv;
+  std::deque<std::shared_ptr<Job>> queue;
+  bool stopping = false;
+  std::thread writer;
+
+  std::atomic<std::uint64_t> commits{0}, failed_commits{0}, writes{0};
+
+  State(SqliteLocatorOptions o, std::string p, sqlite::Database db)
+      : options(std::move(o)), path(std::move(p)), writer_db(std::move(db)) {}
+
+  // ---- read pool ----
+
+  class Lease {
+   public:
+    explicit Lease(State& s) : s_(s) {
+      std::unique_lock lock(s_.pool_m);
+      s_.pool_cv.wait(lock, [&] { return !s_.idle.empty(); });
+      r_ = s_.idle.back();
+      s_.idle.pop_back();
+    }
+    ~Lease() {
+      {
+        std::lock_guard lock(s_.pool_m);
+        s_.idle.push_back(r_);
+      }
+      s_.pool_cv.notify_one();
+    }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    SqliteReader* operator->() { return r_; }
+
+   private:
+    State& s_;
+    SqliteReader* r_ = nullptr;
+  };
+
+  // ---- writer ----
+
+  // Queues `job` and waits for its completion; too_many_requests when the queue is full.
+  fhir::Status submit(const std::shared_ptr<Job>& job) {
+    {
+      std::lock_guard lock(queue_m);
+      if (stopping) return Issue::make(ErrorCode::not_ready, "the record locator is shutting down");
+      if (queue.size() >= options.max_queue)
+        return Issue::make(ErrorCode::too_many_requests, "the record locator's write queue is full; retry shortly");
+      queue.push_back(job);
+    }
+    queue_cv.notify_one();
+    std::unique_lock lock(job->m);
+    job->cv.wait(lock, [&] { return job->done; });
+    return job->status;
+  }
+
+  // Runs `rule` as one write and returns its result once committed.
+  template <class T, class F>
+  fhir::Result<T> write(F&& rule) {
+    std::optional<fhir::Result<T>> out;
+    auto job = std::make_shared<Job>();
+    job->body = [&](SqliteTransaction& t) -> fhir::Status {
+      out.emplace(rule(t));
+      if (!*out) return out->issue();
+      return fhir::Ok{};
+    };
+    if (fhir::Status s = submit(job); !s) return std::move(s).issue();
+    return std::move(*out);
+  }
+
+  void writer_loop() {
+    std::vector<std::shared_ptr<Job>> batch;
+    for (;;) {
+      {
+        std::unique_lock lock(queue_m);
+        queue_cv.wait(lock, [&] { return stopping || !queue.empty(); });
+        if (queue.empty()) return;  // stopping, and every queued write is done
+      }
+      if (options.on_batch_start) options.on_batch_start();
+      {
+        std::lock_guard lock(queue_m);
+        const std::size_t max_batch = std::max<std::size_t>(1, options.max_batch);
+        do {
+          batch.push_back(std::move(queue.front()));
+          queue.pop_front();
+        } while (!batch.front()->exclusive && batch.size() < max_batch && !queue.empty() && !queue.front()->exclusive);
+      }
+      run_batch(batch);
+      batch.clear();
+    }
+  }
+
+  void run_batch(std::vector<std::shared_ptr<Job>>& batch) {
+    std::vector<fhir::Status> results;
+    results.reserve(batch.size());
+    fhir::Status txn = tx->begin();
+    if (txn) {
+      for (const auto& job : batch) {
+        fhir::Status r = tx->savepoint(Level::job);
+        if (r) {
+          r = job->body(*tx);
+          if (tx->transaction_lost()) {
+            txn = transaction_lost();
+            break;
+          }
+          // A write that failed leaves nothing behind; the batch's other writes go on.
+          if (fhir::Status end = r ? tx->release(Level::job) : tx->rollback_to(Level::job); !end) {
+            txn = std::move(end);  // the transaction is in an unknown state: fail the batch
+            break;
+          }
+        }
+        results.push_back(std::move(r));
+      }
+      if (txn) txn = tx->commit();
+      if (!txn) tx->rollback();
+    }
+    if (txn) {
+      ++commits;
+    } else {
+      ++failed_commits;
+      observe::log(observe::Level::error, "record locator batch failed",
+                   {{"writes", static_cast<std::uint64_t>(batch.size())}, {"error", txn.issue().diagnostics}});
+    }
+    writes += batch.size();  // counted before any caller can look
+    for (std::size_t i = 0; i < batch.size(); ++i) complete(*batch[i], txn ? std::move(results[i]) : txn);
+  }
+};
+
+SqliteLocator::SqliteLocator(std::unique_ptr<State> state) : s_(std::move(state)) {
+  s_->writer = std::thread([s = s_.get()] { s->writer_loop(); });
+}
+
+SqliteLocator::~SqliteLocator() {
+  {
+    std::lock_guard lock(s_->queue_m);
+    s_->stopping = true;
+  }
+  s_->queue_cv.notify_all();
+  if (s_->writer.joinable()) s_->writer.join();
+}
+
+fhir::Result<std::unique_ptr<SqliteLocator>> SqliteLocator::open(const std::string& path, SqliteLocatorOptions options) {
+  auto db = sqlite::Database::open(path);
+  if (!db) return std::move(db).issue();
+  if (auto v = sqlite::migrate(*db, migrations()); !v) return std::move(v).issue();
+  // Sizes are integers formatted here: no outside data reaches this SQL.
+  const std::string pragmas = "PRAGMA cache_size=" + std::to_string(-options.write_cache_mib * 1024) +
+                              "; PRAGMA mmap_size=" + std::to_string(options.mmap_mib * 1024 * 1024) +
+                              "; PRAGMA temp_store=MEMORY;";
+  if (auto s = db->exec(pragmas); !s) return std::move(s).issue();
+  auto state = std::make_unique<State>(std::move(options), path, std::move(*db));
+  auto tx = SqliteTransaction::prepare(state->writer_db);
+  if (!tx) return std::move(tx).issue();
+  state->tx = std::move(*tx);
+  const std::size_t n = std::max<std::size_t>(1, state->options.read_connections);
+  for (std::size_t i = 0; i < n; ++i) {
+    auto r = SqliteReader::open(path, state->options.read_cache_mib, state->options.mmap_mib);
+    if (!r) return std::move(r).issue();
+    state->idle.push_back(r->get());
+    state->readers.push_back(std::move(*r));
+  }
+  return std::unique_ptr<SqliteLocator>(new SqliteLocator(std::move(state)));
+}
+
+fhir::Result<std::unique_ptr<Locator>> open_sqlite_locator(const std::string& path, SqliteLocatorOptions options) {
+  auto l = SqliteLocator::open(path, std::move(options));
+  if (!l) return std::move(l).issue();
+  return std::unique_ptr<Locator>(std::move(*l));
+}
+
+WriterCounters SqliteLocator::writer_counters() const {
+  WriterCounters c;
+  c.commits = s_->commits.load();
+  c.failed_commits = s_->failed_commits.load();
+  c.writes = s_->writes.load();
+  std::lock_guard lock(s_->queue_m);
+  c.queued = s_->queue.size();
+  return c;
+}
+
+// ---- reads ------------------------------------------------------------------------------
+
+fhir::Result<std::optional<PatientRecord>> SqliteLocator::read_patient(const std::string& id) {
+  State::Lease r(*s_);
+  return r->read_patient(id);
+}
+
+fhir::Result<std::optional<std::string>> SqliteLocator::lookup_identifier(std::string_view system,
+                                                                          std::string_view value) {
+  if (system.empty()) return Issue::make(ErrorCode::invalid_value, "an identifier lookup needs a system", "identifier");
+  State::Lease r(*s_);
+  return r->lookup_identifier(system, value);
+}
+
+fhir::Result<Page<PatientRecord>> SqliteLocator::search_patients(const PatientQuery& q) {
+  State::Lease r(*s_);
+  return r->search_patients(q);
+}
+
+fhir::Result<std::vector<Pointer>> SqliteLocator::pointers_for(const std::string& patient_id) {
+  State::Lease r(*s_);
+  return r->pointers_for(patient_id);
+}
+
+fhir::Result<std::optional<Pointer>> SqliteLocator::read_pointer(const std::string& pointer_id) {
+  State::Lease r(*s_);
+  return r->read_pointer(pointer_id);
+}
+
+fhir::Result<std::optional<SourceSystem>> SqliteLocator::source_system(const std::string& ods_code) {
+  State::Lease r(*s_);
+  return r->source_system(ods_code);
+}
+
+fhir::Result<std::vector<Conflict>> SqliteLocator::conflicts(std::size_t limit, std::size_t offset) {
+  State::Lease r(*s_);
+  return r->conflicts(limit, offset);
+}
+
+fhir::Result<Stats> SqliteLocator::stats() {
+  fhir::Result<Stats> st = [&] {
+    State::Lease r(*s_);
+    return r->stats();
+  }();
+  if (!st) return st;
+  std::error_code ec;
+  for (const char* suffix : {"", "-wal"}) {
+    const auto size = std::filesystem::file_size(s_->path + suffix, ec);
+    if (!ec) st->database_bytes += static_cast<std::int64_t>(size);
+  }
+  return st;
+}
+
+// ---- writes -----------------------------------------------------------------------------
+
+fhir::Status SqliteLocator::upsert_source_system(const SourceSystem& s) {
+  return s_->write<fhir::Ok>([&](SqliteTransaction& tx) { return apply_upsert_source_system(tx, s, now_instant()); });
+}
+
+fhir::Result<Resolution> SqliteLocator::resolve(const IdentityClaim& claim) {
+  return s_->write<Resolution>(
+      [&](SqliteTransaction& tx) { return apply_resolve(tx, claim, s_->options.rule, now_instant()); });
+}
+
+fhir::Result<Pointer> SqliteLocator::put_pointer(const std::string& acting, Pointer p) {
+  return s_->write<Pointer>(
+      [&](SqliteTransaction& tx) { return apply_put_pointer(tx, acting, std::move(p), now_instant()); });
+}
+
+fhir::Status SqliteLocator::delete_pointer(const std::string& acting, const std::string& pointer_id) {
+  return s_->write<fhir::Ok>([&](SqliteTransaction& tx) { return apply_delete_pointer(tx, acting, pointer_id); });
+}
+
+fhir::Status SqliteLocator::merge(const std::string& retired, const std::string& survivor, const std::string& source) {
+  return s_->write<fhir::Ok>(
+      [&](SqliteTransaction& tx) { return apply_merge(tx, retired, survivor, source, now_instant()); });
+}
+
+fhir::Status SqliteLocator::set_objection(const std::string& patient_id, bool objection) {
+  return s_->write<fhir::Ok>(
+      [&](SqliteTransaction& tx) { return apply_set_objection(tx, patient_id, objection, now_instant()); });
+}
+
+fhir::Result<ImportResult> SqliteLocator::import(const std::vector<ImportRecord>& records) {
+  if (records.size() > kMaxImportRecords)
+    return Issue::make(ErrorCode::invalid_value,
+                       "more than " + std::to_string(kMaxImportRecords) + " records in one import call", "records");
+  ImportResult out;
+  out.records.reserve(records.size());
+  const std::size_t step = std::max<std::size_t>(1, s_->options.import_batch);
+  std::vector<fhir::Result<Resolution>> chunk;
+  for (std::size_t start = 0; start < records.size(); start += step) {
+    const std::size_t end = std::min(records.size(), start + step);
+    auto job = std::make_shared<Job>();
+    job->exclusive = true;
+    // Each record in SAVEPOINT record: a rejected record leaves nothing, the others stay.
+    job->body = [&, start, end](SqliteTransaction& tx) -> fhir::Status {
+      chunk.clear();
+      chunk.reserve(end - start);
+      const std::string now = now_instant();
+      for (std::size_t i = start; i < end; ++i) {
+        if (fhir::Status s = tx.savepoint(Level::record); !s) return s;
+        auto r = apply_import_record(tx, records[i], s_->options.rule, now);
+        if (tx.transaction_lost()) return transaction_lost();
+        if (fhir::Status s = r ? tx.release(Level::record) : tx.rollback_to(Level::record); !s) return s;
+        chunk.push_back(std::move(r));
+      }
+      return fhir::Ok{};
+    };
+    if (fhir::Status st = s_->submit(job); !st) {
+      // This transaction is gone: its records and all later ones are reported as not imported.
+      const Issue& why = st.issue();
+      for (std::size_t i = start; i < records.size(); ++i) {
+        out.records.push_back(i < end ? why
+                                      : Issue::make(why.code, "not imported: an earlier transaction of this import "
+                                                              "failed (" + why.diagnostics + ")"));
+        count_import(out, out.records.back());
+      }
+      break;
+    }
+    for (auto& r : chunk) {
+      count_import(out, r);
+      out.records.push_back(std::move(r));
+    }
+  }
+  return out;
+}
+
+}  // namespace gw::locator

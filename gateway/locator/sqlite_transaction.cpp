@@ -1,0 +1,440 @@
+// SPDX-License-Identifier: Apache-2.0
+// SqliteTransaction (see sqlite_transaction.h): one prepared statement per primitive, data
+// always bound as parameters. Patients are addressed by their opaque id at the interface and
+// by the integer pk inside the file; pk_cache_ saves the lookup for records touched twice in
+// one transaction (an import record writes its patient, then identifiers and pointers).
+#include "gateway/locator/sqlite_transaction.h"
+
+#include <sqlite3.h>
+
+#include "fhir/date_range.h"
+
+namespace gw::locator {
+
+enum class SqliteTransaction::S : std::size_t {
+  begin, commit, rollback,
+  savepoint_job, release_job, rollback_job,
+  savepoint_record, release_record, rollback_record,
+  patient_by_id, given_of, pk_of, active_nhs, identifier_owner,
+  insert_patient, update_patient, delete_given, insert_given, repoint_retired,
+  insert_identifier, move_identifiers, insert_conflict, insert_merge,
+  pointer_by_id, insert_pointer, update_pointer, delete_pointer, move_pointers,
+  upsert_source,
+  count
+};
+
+namespace {
+
+using fhir::ErrorCode;
+using fhir::Issue;
+
+// Patient columns ?2..?19 in the order bind_and_run_patient binds them; ?1 is the id.
+#define GW_PATIENT_VALUES                                                                                 \
+  "?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, (SELECT pk FROM patients WHERE id = ?17), " \
+  "?18, ?19"
+
+const std::string_view kSql[] = {
+    "BEGIN IMMEDIATE",
+    "COMMIT",
+    "ROLLBACK",
+    "SAVEPOINT job",
+    "RELEASE job",
+    "ROLLBACK TO job",
+    "SAVEPOINT record",
+    "RELEASE record",
+    "ROLLBACK TO record",
+    // patient_by_id: kPatientColumns + " WHERE p.id = ?1" (built in prepare)
+    "",
+    "SELECT value FROM given_names WHERE patient = ?1 ORDER BY position",
+    "SELECT pk FROM patients WHERE id = ?1",
+    "SELECT id FROM patients WHERE nhs_number = ?1 AND nhs_number_trusted = 1 AND merged_into IS NULL",
+    "SELECT p.id FROM identifiers i JOIN patients p ON p.pk = i.patient WHERE i.value = ?1 AND i.system = ?2",
+    "INSERT INTO patients(id, nhs_number, nhs_number_trusted, nhs_verification, family, family_norm, given_norm, "
+    "birth_date, birth_begin, birth_end, gender, postcode, postcode_norm, gp_practice_ods, deceased, objection, "
+    "merged_into, version, last_updated) VALUES (?1, " GW_PATIENT_VALUES ")",
+    "UPDATE patients SET (nhs_number, nhs_number_trusted, nhs_verification, family, family_norm, given_norm, "
+    "birth_date, birth_begin, birth_end, gender, postcode, postcode_norm, gp_practice_ods, deceased, objection, "
+    "merged_into, version, last_updated) = (" GW_PATIENT_VALUES ") WHERE id = ?1",
+    "DELETE FROM given_names WHERE patient = ?1",
+    "INSERT INTO given_names(patient, position, value, value_norm) VALUES (?1, ?2, ?3, ?4)",
+    "UPDATE patients SET merged_into = (SELECT pk FROM patients WHERE id = ?1), version = version + 1, "
+    "last_updated = ?3 WHERE merged_into = (SELECT pk FROM patients WHERE id = ?2)",
+    "INSERT INTO identifiers(value, system, patient, source_ods) VALUES (?1, ?2, ?3, ?4)",
+    "UPDATE identifiers SET patient = ?1 WHERE patient = ?2",
+    "INSERT INTO conflicts(patient_id, source_ods, kind, detail, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    "INSERT INTO merges(retired, survivor, source_ods, merged_at) VALUES ((SELECT pk FROM patients WHERE id = ?1), "
+    "(SELECT pk FROM patients WHERE id = ?2), ?3, ?4)",
+    // pointer_by_id: kPointerColumns + " WHERE ptr.id = ?1" (built in prepare)
+    "",
+    "INSERT INTO pointers(id, patient, source_ods, type_system, type_code, type_display, category_code, "
+    "category_display, resource_types, url, content_type, version, last_updated) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    "UPDATE pointers SET (patient, source_ods, type_system, type_code, type_display, category_code, "
+    "category_display, resource_types, url, content_type, version, last_updated) "
+    "= (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) WHERE id = ?1",
+    "DELETE FROM pointers WHERE id = ?1",
+    "UPDATE pointers SET patient = ?1, version = version + 1, last_updated = ?3 WHERE patient = ?2",
+    "INSERT INTO source_systems(ods_code, name, adapter, endpoint, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) "
+    "ON CONFLICT(ods_code) DO UPDATE SET name = excluded.name, adapter = excluded.adapter, "
+    "endpoint = excluded.endpoint, updated_at = excluded.updated_at",
+};
+#undef GW_PATIENT_VALUES
+
+fhir::Issue storage(const fhir::Issue& cause) {
+  return Issue::make(ErrorCode::internal_error, "record locator storage error: " + cause.diagnostics);
+}
+
+}  // namespace
+
+fhir::Status prepare_all(sqlite::Database& db, const std::string_view* sql, std::size_t n,
+                         std::vector<sqlite::Statement>& out) {
+  out.clear();
+  out.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    auto st = db.prepare(sql[i]);
+    if (!st) return std::move(st).issue();
+    out.push_back(std::move(*st));
+  }
+  return fhir::Ok{};
+}
+
+PatientRecord patient_from_row(const sqlite::Statement& st) {
+  PatientRecord p;
+  p.id = st.column_text(1);
+  Demographics& d = p.demographics;
+  d.nhs_number = st.column_text(2);
+  p.nhs_number_trusted = st.column_int64(3) != 0;
+  d.nhs_number_verification = st.column_text(4);
+  d.family = st.column_text(5);
+  d.birth_date = st.column_text(6);
+  d.gender = st.column_text(7);
+  d.postcode = st.column_text(8);
+  d.gp_practice_ods = st.column_text(9);
+  d.deceased = st.column_text(10);
+  p.objection = st.column_int64(11) != 0;
+  if (!st.column_is_null(12)) p.merged_into = st.column_text(12);
+  p.version = st.column_int64(13);
+  p.last_updated = st.column_text(14);
+  return p;
+}
+
+Pointer pointer_from_row(const sqlite::Statement& st) {
+  Pointer p;
+  p.id = st.column_text(0);
+  p.patient_id = st.column_text(1);
+  p.source_ods = st.column_text(2);
+  p.type_system = st.column_text(3);
+  p.type_code = st.column_text(4);
+  p.type_display = st.column_text(5);
+  p.category_code = st.column_text(6);
+  p.category_display = st.column_text(7);
+  p.resource_types = split_resource_types(st.column_text(8));
+  p.url = st.column_text(9);
+  p.content_type = st.column_text(10);
+  p.last_updated = st.column_text(11);
+  p.version = st.column_int64(12);
+  return p;
+}
+
+fhir::Result<std::unique_ptr<SqliteTransaction>> SqliteTransaction::prepare(sqlite::Database& db) {
+  constexpr std::size_t n = static_cast<std::size_t>(S::count);
+  if (std::size(kSql) != n) return Issue::make(ErrorCode::internal_error, "statement table out of step");
+  std::string patient_by_id = std::string("SELECT ") + std::string(kPatientColumns) + " WHERE p.id = ?1";
+  std::string pointer_by_id = std::string("SELECT ") + std::string(kPointerColumns) + " WHERE ptr.id = ?1";
+  std::array<std::string_view, n> sql{};
+  for (std::size_t i = 0; i < n; ++i) sql[i] = kSql[i];
+  sql[static_cast<std::size_t>(S::patient_by_id)] = patient_by_id;
+  sql[static_cast<std::size_t>(S::pointer_by_id)] = pointer_by_id;
+  std::unique_ptr<SqliteTransaction> tx(new SqliteTransaction(db));
+  if (auto s = prepare_all(db, sql.data(), n, tx->statements_); !s) return std::move(s).issue();
+  return tx;
+}
+
+sqlite::Statement& SqliteTransaction::st(S which) { return statements_[static_cast<std::size_t>(which)]; }
+
+// ---- framing ----------------------------------------------------------------------------
+
+fhir::Status SqliteTransaction::run_framing(S which) {
+  StatementUse q(st(which));
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
+fhir::Status SqliteTransaction::begin() {
+  pk_cache_.clear();
+  return run_framing(S::begin);
+}
+
+fhir::Status SqliteTransaction::commit() { return run_framing(S::commit); }
+
+void SqliteTransaction::rollback() {
+  pk_cache_.clear();
+  if (!transaction_lost()) (void)run_framing(S::rollback);
+}
+
+fhir::Status SqliteTransaction::savepoint(Level l) {
+  return run_framing(l == Level::job ? S::savepoint_job : S::savepoint_record);
+}
+
+fhir::Status SqliteTransaction::release(Level l) {
+  return run_framing(l == Level::job ? S::release_job : S::release_record);
+}
+
+fhir::Status SqliteTransaction::rollback_to(Level l) {
+  pk_cache_.clear();
+  if (auto s = run_framing(l == Level::job ? S::rollback_job : S::rollback_record); !s) return s;
+  return release(l);
+}
+
+bool SqliteTransaction::transaction_lost() const { return sqlite3_get_autocommit(db_.handle()) != 0; }
+
+// ---- primitives -------------------------------------------------------------------------
+
+fhir::Result<std::int64_t> SqliteTransaction::pk_of(const std::string& id) {
+  if (auto it = pk_cache_.find(id); it != pk_cache_.end()) return it->second;
+  StatementUse q(st(S::pk_of));
+  q->bind(1, id);
+  auto row = q->step();
+  if (!row) return storage(row.issue());
+  if (!*row) return Issue::make(ErrorCode::internal_error, "record locator: patient row vanished");
+  const std::int64_t pk = q->column_int64(0);
+  if (pk_cache_.size() > 4096) pk_cache_.clear();
+  pk_cache_.emplace(id, pk);
+  return pk;
+}
+
+fhir::Result<std::optional<PatientRecord>> SqliteTransaction::patient(const std::string& id) {
+  std::int64_t pk = 0;
+  std::optional<PatientRecord> out;
+  {
+    StatementUse q(st(S::patient_by_id));
+    q->bind(1, id);
+    auto row = q->step();
+    if (!row) return storage(row.issue());
+    if (!*row) return out;
+    pk = q->column_int64(0);
+    out = patient_from_row(*q);
+  }
+  StatementUse g(st(S::given_of));
+  g->bind(1, pk);
+  for (;;) {
+    auto row = g->step();
+    if (!row) return storage(row.issue());
+    if (!*row) break;
+    out->demographics.given.push_back(g->column_text(0));
+  }
+  pk_cache_.emplace(id, pk);
+  return out;
+}
+
+fhir::Result<std::optional<std::string>> SqliteTransaction::active_patient_with_nhs_number(std::string_view nhs) {
+  StatementUse q(st(S::active_nhs));
+  q->bind(1, nhs);
+  auto row = q->step();
+  if (!row) return storage(row.issue());
+  if (!*row) return std::optional<std::string>();
+  return std::optional<std::string>(q->column_text(0));
+}
+
+fhir::Result<std::optional<std::string>> SqliteTransaction::identifier_owner(std::string_view system,
+                                                                             std::string_view value) {
+  StatementUse q(st(S::identifier_owner));
+  q->bind(1, value).bind(2, system);
+  auto row = q->step();
+  if (!row) return storage(row.issue());
+  if (!*row) return std::optional<std::string>();
+  return std::optional<std::string>(q->column_text(0));
+}
+
+fhir::Result<std::vector<std::string>> SqliteTransaction::demographic_matches(const Demographics& d,
+                                                                              const DemographicRule& rule,
+                                                                              std::size_t limit) {
+  const unsigned key = (rule.family ? 1u : 0u) | (rule.given ? 2u : 0u) | (rule.birth_date ? 4u : 0u) |
+                       (rule.gender ? 8u : 0u) | (rule.postcode ? 16u : 0u);
+  if (!demographic_[key]) {
+    // The shape depends only on which fields the rule compares; values are bound.
+    std::string sql = "SELECT id FROM patients WHERE merged_into IS NULL";
+    if (rule.family) sql += " AND family_norm = ?1";
+    if (rule.given) sql += " AND given_norm = ?2";
+    if (rule.birth_date) sql += " AND birth_date = ?3";
+    if (rule.gender) sql += " AND gender = ?4";
+    if (rule.postcode) sql += " AND postcode_norm = ?5";
+    sql += " ORDER BY pk LIMIT ?6";
+    auto prepared = db_.prepare(sql);
+    if (!prepared) return storage(prepared.issue());
+    demographic_[key].emplace(std::move(*prepared));
+  }
+  StatementUse q(*demographic_[key]);
+  if (rule.family) q->bind(1, normalise_name(d.family));
+  if (rule.given) q->bind(2, first_given_normalised(d));
+  if (rule.birth_date) q->bind(3, d.birth_date);
+  if (rule.gender) q->bind(4, d.gender);
+  if (rule.postcode) q->bind(5, normalise_postcode(d.postcode));
+  q->bind(6, static_cast<std::int64_t>(limit));
+  std::vector<std::string> out;
+  for (;;) {
+    auto row = q->step();
+    if (!row) return storage(row.issue());
+    if (!*row) break;
+    out.push_back(q->column_text(0));
+  }
+  return out;
+}
+
+fhir::Status SqliteTransaction::bind_and_run_patient(sqlite::Statement& s, const PatientRecord& p) {
+  const Demographics& d = p.demographics;
+  StatementUse q(s);
+  q->bind(1, p.id).bind(2, d.nhs_number).bind(3, std::int64_t{p.nhs_number_trusted ? 1 : 0});
+  q->bind(4, d.nhs_number_verification).bind(5, d.family).bind(6, normalise_name(d.family));
+  q->bind(7, first_given_normalised(d)).bind(8, d.birth_date);
+  q->bind_null(9).bind_null(10);  // no birth date: no range, matches no birthdate search
+  if (!d.birth_date.empty()) {
+    if (auto range = fhir::parse_fhir_date(d.birth_date); range) q->bind(9, range->begin).bind(10, range->end);
+  }
+  q->bind(11, d.gender).bind(12, d.postcode).bind(13, normalise_postcode(d.postcode));
+  q->bind(14, d.gp_practice_ods).bind(15, d.deceased).bind(16, std::int64_t{p.objection ? 1 : 0});
+  if (p.merged_into)
+    q->bind(17, *p.merged_into);
+  else
+    q->bind_null(17);
+  q->bind(18, p.version).bind(19, p.last_updated);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
+fhir::Status SqliteTransaction::write_given_names(std::int64_t pk, const Demographics& d) {
+  for (std::size_t i = 0; i < d.given.size(); ++i) {
+    StatementUse q(st(S::insert_given));
+    q->bind(1, pk).bind(2, static_cast<std::int64_t>(i)).bind(3, d.given[i]).bind(4, normalise_name(d.given[i]));
+    if (auto r = q->run(); !r) return storage(r.issue());
+  }
+  return fhir::Ok{};
+}
+
+fhir::Status SqliteTransaction::insert_patient(const PatientRecord& p) {
+  if (auto s = bind_and_run_patient(st(S::insert_patient), p); !s) return s;
+  const std::int64_t pk = db_.last_insert_rowid();
+  pk_cache_[p.id] = pk;
+  return write_given_names(pk, p.demographics);
+}
+
+fhir::Status SqliteTransaction::update_patient(const PatientRecord& p) {
+  auto pk = pk_of(p.id);
+  if (!pk) return std::move(pk).issue();
+  if (auto s = bind_and_run_patient(st(S::update_patient), p); !s) return s;
+  {
+    StatementUse q(st(S::delete_given));
+    q->bind(1, *pk);
+    if (auto r = q->run(); !r) return storage(r.issue());
+  }
+  return write_given_names(*pk, p.demographics);
+}
+
+fhir::Status SqliteTransaction::repoint_retired(const std::string& from, const std::string& to,
+                                                const std::string& now) {
+  StatementUse q(st(S::repoint_retired));
+  q->bind(1, to).bind(2, from).bind(3, now);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
+fhir::Status SqliteTransaction::insert_identifier(const std::string& patient_id, const Identifier& id) {
+  auto pk = pk_of(patient_id);
+  if (!pk) return std::move(pk).issue();
+  StatementUse q(st(S::insert_identifier));
+  q->bind(1, id.value).bind(2, id.system).bind(3, *pk).bind(4, id.source);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
+fhir::Status SqliteTransaction::move_identifiers(const std::string& from, const std::string& to) {
+  auto from_pk = pk_of(from);
+  if (!from_pk) return std::move(from_pk).issue();
+  auto to_pk = pk_of(to);
+  if (!to_pk) return std::move(to_pk).issue();
+  StatementUse q(st(S::move_identifiers));
+  q->bind(1, *to_pk).bind(2, *from_pk);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
+fhir::Status SqliteTransaction::insert_conflict(const Conflict& c) {
+  StatementUse q(st(S::insert_conflict));
+  q->bind(1, c.patient_id).bind(2, c.source_ods).bind(3, c.kind).bind(4, c.detail).bind(5, c.recorded_at);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
+fhir::Status SqliteTransaction::insert_merge(const std::string& retired, const std::string& survivor,
+                                             const std::string& source_ods, const std::string& now) {
+  StatementUse q(st(S::insert_merge));
+  q->bind(1, retired).bind(2, survivor).bind(3, source_ods).bind(4, now);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
+fhir::Result<std::optional<Pointer>> SqliteTransaction::pointer(const std::string& id) {
+  StatementUse q(st(S::pointer_by_id));
+  q->bind(1, id);
+  auto row = q->step();
+  if (!row) return storage(row.issue());
+  if (!*row) return std::optional<Pointer>();
+  return std::optional<Pointer>(pointer_from_row(*q));
+}
+
+namespace {
+
+void bind_pointer(sqlite::Statement& q, const Pointer& p, std::int64_t patient_pk) {
+  q.bind(1, p.id).bind(2, patient_pk).bind(3, p.source_ods).bind(4, p.type_system).bind(5, p.type_code);
+  q.bind(6, p.type_display).bind(7, p.category_code).bind(8, p.category_display);
+  q.bind(9, join_resource_types(p.resource_types)).bind(10, p.url).bind(11, p.content_type);
+  q.bind(12, p.version).bind(13, p.last_updated);
+}
+
+}  // namespace
+
+fhir::Status SqliteTransaction::insert_pointer(const Pointer& p) {
+  auto pk = pk_of(p.patient_id);
+  if (!pk) return std::move(pk).issue();
+  StatementUse q(st(S::insert_pointer));
+  bind_pointer(*q, p, *pk);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
+fhir::Status SqliteTransaction::update_pointer(const Pointer& p) {
+  auto pk = pk_of(p.patient_id);
+  if (!pk) return std::move(pk).issue();
+  StatementUse q(st(S::update_pointer));
+  bind_pointer(*q, p, *pk);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
+fhir::Status SqliteTransaction::delete_pointer(const std::string& id) {
+  StatementUse q(st(S::delete_pointer));
+  q->bind(1, id);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
+fhir::Status SqliteTransaction::move_pointers(const std::string& from, const std::string& to,
+                                              const std::string& now) {
+  auto from_pk = pk_of(from);
+  if (!from_pk) return std::move(from_pk).issue();
+  auto to_pk = pk_of(to);
+  if (!to_pk) return std::move(to_pk).issue();
+  StatementUse q(st(S::move_pointers));
+  q->bind(1, *to_pk).bind(2, *from_pk).bind(3, now);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
+fhir::Status SqliteTransaction::upsert_source_system(const SourceSystem& s, const std::string& now) {
+  StatementUse q(st(S::upsert_source));
+  q->bind(1, s.ods_code).bind(2, s.name).bind(3, s.adapter).bind(4, s.endpoint).bind(5, now);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
+}  // namespace gw::locator

@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: Apache-2.0
+// SqliteTransaction: the IndexTransaction primitives over SqliteLocator's one writer
+// connection, each a prepared statement, plus the BEGIN/SAVEPOINT/COMMIT statements the
+// writer thread frames them with. Also the row codecs the read connections share. Used only
+// on the writer thread (reads: SqliteReader, on the read pool).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "gateway/locator/index_transaction.h"
+#include "gateway/sqlite/database.h"
+
+namespace gw::locator {
+
+// SELECT list and FROM clause for a PatientRecord row (patients p, survivor m); decode with
+// patient_from_row. Column 0 is the internal pk.
+inline constexpr std::string_view kPatientColumns =
+    "p.pk, p.id, p.nhs_number, p.nhs_number_trusted, p.nhs_verification, p.family, p.birth_date, p.gender, "
+    "p.postcode, p.gp_practice_ods, p.deceased, p.objection, m.id, p.version, p.last_updated "
+    "FROM patients p LEFT JOIN patients m ON m.pk = p.merged_into";
+PatientRecord patient_from_row(const sqlite::Statement& st);
+
+// SELECT list and FROM clause for a Pointer row (pointers ptr, its patient p).
+inline constexpr std::string_view kPointerColumns =
+    "ptr.id, p.id, ptr.source_ods, ptr.type_system, ptr.type_code, ptr.type_display, ptr.category_code, "
+    "ptr.category_display, ptr.resource_types, ptr.url, ptr.content_type, ptr.last_updated, ptr.version "
+    "FROM pointers ptr JOIN patients p ON p.pk = ptr.patient";
+Pointer pointer_from_row(const sqlite::Statement& st);
+
+// Prepares `sql[i]` for every i into `out` (same order).
+fhir::Status prepare_all(sqlite::Database& db, const std::string_view* sql, std::size_t n,
+                         std::vector<sqlite::Statement>& out);
+
+// Resets (and unbinds) a statement when the scope ends, whatever path leaves it.
+class StatementUse {
+ public:
+  explicit StatementUse(sqlite::Statement& st) : st_(st) {}
+  ~StatementUse() { st_.reset(); }
+  StatementUse(const StatementUse&) = delete;
+  StatementUse& operator=(const StatementUse&) = delete;
+  sqlite::Statement* operator->() { return &st_; }
+  sqlite::Statement& operator*() { return st_; }
+
+ private:
+  sqlite::Statement& st_;
+};
+
+class SqliteTransaction final : public IndexTransaction {
+ public:
+  // Prepares every statement on `db` (the writer connection, already migrated).
+  static fhir::Result<std::unique_ptr<SqliteTransaction>> prepare(sqlite::Database& db);
+
+  // Framing. begin() is BEGIN IMMEDIATE. Savepoint level `job` wraps one queued write,
+  // level `record` one import record inside an import job.
+  enum class Level { job, record };
+  fhir::Status begin();
+  fhir::Status commit();
+  void rollback();
+  fhir::Status savepoint(Level l);
+  fhir::Status release(Level l);
+  fhir::Status rollback_to(Level l);  // and release it
+  // True when SQLite ended the transaction by itself (e.g. disk full, I/O error): every write
+  // since begin() is gone.
+  bool transaction_lost() const;
+
+  fhir::Result<std::optional<PatientRecord>> patient(const std::string& id) override;
+  fhir::Result<std::optional<std::string>> active_patient_with_nhs_number(std::string_view nhs) override;
+  fhir::Result<std::optional<std::string>> identifier_owner(std::string_view system, std::string_view value) override;
+  fhir::Result<std::vector<std::string>> demographic_matches(const Demographics& d, const DemographicRule& rule,
+                                                             std::size_t limit) override;
+  fhir::Status insert_patient(const PatientRecord& p) override;
+  fhir::Status update_patient(const PatientRecord& p) override;
+  fhir::Status repoint_retired(const std::string& from, const std::string& to, const std::string& now) override;
+  fhir::Status insert_identifier(const std::string& patient_id, const Identifier& id) override;
+  fhir::Status move_identifiers(const std::string& from, const std::string& to) override;
+  fhir::Status insert_conflict(const Conflict& c) override;
+  fhir::Status insert_merge(const std::string& retired, const std::string& survivor, const std::string& source_ods,
+                            const std::string& now) override;
+  fhir::Result<std::optional<Pointer>> pointer(const std::string& id) override;
+  fhir::Status insert_pointer(const Pointer& p) override;
+  fhir::Status update_pointer(const Pointer& p) override;
+  fhir::Status delete_pointer(const std::string& id) override;
+  fhir::Status move_pointers(const std::string& from, const std::string& to, const std::string& now) override;
+  fhir::Status upsert_source_system(const SourceSystem& s, const std::string& now) override;
+
+ private:
+  enum class S : std::size_t;
+  explicit SqliteTransaction(sqlite::Database& db) : db_(db) {}
+  sqlite::Statement& st(S which);
+  fhir::Status run_framing(S which);
+  fhir::Result<std::int64_t> pk_of(const std::string& id);
+  fhir::Status write_given_names(std::int64_t pk, const Demographics& d);
+  fhir::Status bind_and_run_patient(sqlite::Statement& st, const PatientRecord& p);
+
+  sqlite::Database& db_;
+  // id -> pk of patients seen in this transaction; cleared on any rollback.
+  std::unordered_map<std::string, std::int64_t> pk_cache_;
+
+  std::vector<sqlite::Statement> statements_;  // indexed by S
+  // Demographic-rule queries, one per combination of enabled fields, prepared on first use.
+  std::array<std::optional<sqlite::Statement>, 32> demographic_;
+};
+
+}  // namespace gw::locator

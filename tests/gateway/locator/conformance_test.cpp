@@ -1,0 +1,643 @@
+// SPDX-License-Identifier: Apache-2.0
+// The Locator conformance suite: every case runs against SqliteLocator and FakeLocator (and
+// must pass unchanged for any future backend, e.g. PostgreSQL).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <set>
+
+#include "locator_test_support.h"
+
+using namespace gw::locator;
+using namespace gw::locator::test;
+
+TYPE_TO_STRING(SqliteBackend);
+TYPE_TO_STRING(FakeBackend);
+#define LOCATOR_BACKENDS SqliteBackend, FakeBackend
+
+namespace {
+
+std::string resolve_ok(Locator& l, const IdentityClaim& c, MatchOutcome expected) {
+  auto r = l.resolve(c);
+  REQUIRE(r.ok());
+  CHECK(outcome_name(r->outcome) == outcome_name(expected));
+  return r->patient_id;
+}
+
+PatientRecord read_ok(Locator& l, const std::string& id) {
+  auto r = l.read_patient(id);
+  REQUIRE(r.ok());
+  REQUIRE(r->has_value());
+  return **r;
+}
+
+std::optional<std::string> lookup(Locator& l, std::string_view system, std::string_view value) {
+  auto r = l.lookup_identifier(system, value);
+  REQUIRE(r.ok());
+  return *r;
+}
+
+bool has_identifier(const PatientRecord& p, std::string_view system, std::string_view value) {
+  return std::any_of(p.identifiers.begin(), p.identifiers.end(),
+                     [&](const Identifier& i) { return i.system == system && i.value == value; });
+}
+
+// "ge1980-06-01" -> (ge, the range of 1980-06-01), as the search layer hands it over.
+std::pair<fhir::Prefix, fhir::DateRange> date_param(std::string_view text) {
+  static const std::pair<std::string_view, fhir::Prefix> kPrefixes[] = {
+      {"eq", fhir::Prefix::eq}, {"ne", fhir::Prefix::ne}, {"gt", fhir::Prefix::gt},
+      {"lt", fhir::Prefix::lt}, {"ge", fhir::Prefix::ge}, {"le", fhir::Prefix::le},
+      {"sa", fhir::Prefix::sa}, {"eb", fhir::Prefix::eb}, {"ap", fhir::Prefix::ap}};
+  fhir::Prefix prefix = fhir::Prefix::eq;
+  for (const auto& [name, p] : kPrefixes) {
+    if (text.substr(0, 2) == name) {
+      prefix = p;
+      text.remove_prefix(2);
+      break;
+    }
+  }
+  auto range = fhir::parse_fhir_date(text);
+  REQUIRE(range.ok());
+  return {prefix, *range};
+}
+
+std::vector<std::string> ids_of(const Page<PatientRecord>& page) {
+  std::vector<std::string> out;
+  for (const auto& p : page.items) out.push_back(p.id);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("Locator: a new claim creates a record; a trusted NHS number then matches it", B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const std::string id = resolve_ok(*l, claim("RX1", nhs(0), {{kMrnA, "RX10000001", ""}},
+                                              person("Smith", "John", "1980-05-01", "male", "LS1 4AB")),
+                                    MatchOutcome::created);
+  CHECK(id.find(nhs(0)) == std::string::npos);  // opaque: no NHS number inside
+
+  // Another source, another local identifier, the same NHS number: the same person.
+  const std::string again =
+      resolve_ok(*l, claim("RY2", nhs(0), {{kMrnB, "B-77", ""}}), MatchOutcome::matched_nhs_number);
+  CHECK(again == id);
+  const PatientRecord p = read_ok(*l, id);
+  CHECK(p.nhs_number_trusted);
+  CHECK(p.demographics.nhs_number == nhs(0));
+  CHECK(p.demographics.family == "Smith");
+  CHECK(p.demographics.given == std::vector<std::string>{"John"});
+  CHECK(p.version == 2);  // gained an identifier
+  REQUIRE(p.identifiers.size() == 2);
+  CHECK(has_identifier(p, kMrnA, "RX10000001"));
+  CHECK(has_identifier(p, kMrnB, "B-77"));
+  CHECK(p.identifiers[0].source == "RX1");  // filled from the claim's source
+  CHECK(p.identifiers[1].source == "RY2");
+  CHECK_FALSE(p.last_updated.empty());
+
+  CHECK(lookup(*l, kNhsNumberSystem, nhs(0)) == id);
+  CHECK(lookup(*l, kMrnA, "RX10000001") == id);
+  CHECK(lookup(*l, kMrnB, "B-77") == id);
+  CHECK_FALSE(lookup(*l, kMrnB, "RX10000001"));  // value under another system
+  CHECK_FALSE(lookup(*l, kNhsNumberSystem, nhs(1)));
+  CHECK_FALSE(l->lookup_identifier("", "B-77").ok());
+  auto missing = l->read_patient("no-such-id");
+  REQUIRE(missing.ok());
+  CHECK_FALSE(missing->has_value());
+}
+
+TEST_CASE_TEMPLATE("Locator: a local identifier matches when there is no NHS number match", B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const std::string id = resolve_ok(*l, claim("RX1", "", {{kMrnA, "M1", ""}}), MatchOutcome::created);
+  // The same MRN with demographics: matched, and the missing demographics are added.
+  CHECK(resolve_ok(*l, claim("RX1", "", {{kMrnA, "M1", ""}}, person("Patel", "Asha", "1975-03-15", "female", "M1 1AA")),
+                   MatchOutcome::matched_identifier) == id);
+  // Later the NHS number arrives with the MRN: attached to the same record.
+  CHECK(resolve_ok(*l, claim("RX1", nhs(1), {{kMrnA, "M1", ""}}, person("Other", "Name", "2001-01-01", "male", "")),
+                   MatchOutcome::matched_identifier) == id);
+  const PatientRecord p = read_ok(*l, id);
+  CHECK(p.demographics.family == "Patel");  // present fields are not overwritten
+  CHECK(p.demographics.birth_date == "1975-03-15");
+  CHECK(p.demographics.nhs_number == nhs(1));
+  CHECK(p.nhs_number_trusted);
+  CHECK(lookup(*l, kNhsNumberSystem, nhs(1)) == id);
+  CHECK(resolve_ok(*l, claim("RZ3", nhs(1), {}), MatchOutcome::matched_nhs_number) == id);
+}
+
+TEST_CASE_TEMPLATE("Locator: the demographic rule matches one record, folding case, accents and spaces", B,
+                   LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const std::string id =
+      resolve_ok(*l, claim("RX1", "", {}, person("Brontë", "Zoë", "1990-02-03", "female", "BD22 8DR")),
+                 MatchOutcome::created);
+  CHECK(resolve_ok(*l, claim("RY2", "", {{kMrnB, "Z1", ""}}, person(" BRONTE ", "zoe", "1990-02-03", "female", "bd228dr")),
+                   MatchOutcome::matched_demographics) == id);
+  CHECK(lookup(*l, kMrnB, "Z1") == id);
+  // One differing field (birth date) is no match.
+  CHECK(resolve_ok(*l, claim("RY2", "", {}, person("Bronte", "Zoe", "1990-02-04", "female", "BD22 8DR")),
+                   MatchOutcome::created) != id);
+  // A claim lacking a field the rule compares never matches on the rest.
+  CHECK(resolve_ok(*l, claim("RY2", "", {}, person("Bronte", "Zoe", "1990-02-03", "female", "")),
+                   MatchOutcome::created) != id);
+}
+
+TEST_CASE_TEMPLATE("Locator: an ambiguous or disabled demographic rule creates a new record", B, LOCATOR_BACKENDS) {
+  const Demographics d = person("Jones", "Mary", "1960-07-07", "female", "CF10 1AA");
+  SUBCASE("two records fit: no guess") {
+    auto l = B::make();
+    const std::string a = resolve_ok(*l, claim("RX1", nhs(2), {}, d), MatchOutcome::created);
+    // Same demographics, another trusted NHS number: kept apart (and the conflict recorded).
+    auto second = l->resolve(claim("RX1", nhs(3), {}, d));
+    REQUIRE(second.ok());
+    CHECK(second->outcome == MatchOutcome::created);
+    CHECK(second->patient_id != a);
+    CHECK(second->conflicts.size() == 1);
+    const std::string c = resolve_ok(*l, claim("RY2", "", {}, d), MatchOutcome::created);
+    CHECK(c != a);
+    CHECK(c != second->patient_id);
+    CHECK(l->stats()->patients == 3);
+  }
+  SUBCASE("rule disabled") {
+    DemographicRule off;
+    off.enabled = false;
+    auto l = B::make(off);
+    const std::string a = resolve_ok(*l, claim("RX1", "", {}, d), MatchOutcome::created);
+    CHECK(resolve_ok(*l, claim("RX1", "", {}, d), MatchOutcome::created) != a);
+  }
+  SUBCASE("rule on fewer fields") {
+    DemographicRule family_and_birth;
+    family_and_birth.given = family_and_birth.gender = family_and_birth.postcode = false;
+    auto l = B::make(family_and_birth);
+    const std::string a = resolve_ok(*l, claim("RX1", "", {}, d), MatchOutcome::created);
+    CHECK(resolve_ok(*l, claim("RX1", "", {}, person("JONES", "", "1960-07-07", "", "")),
+                     MatchOutcome::matched_demographics) == a);
+  }
+}
+
+TEST_CASE_TEMPLATE("Locator: an invalid NHS number is kept as received but never used for matching", B,
+                   LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const std::string a = resolve_ok(*l, claim("RX1", bad_nhs(4), {}), MatchOutcome::created);
+  const PatientRecord p = read_ok(*l, a);
+  CHECK(p.demographics.nhs_number == bad_nhs(4));
+  CHECK_FALSE(p.nhs_number_trusted);
+  const std::string b = resolve_ok(*l, claim("RX1", bad_nhs(4), {}), MatchOutcome::created);
+  CHECK(b != a);
+  CHECK_FALSE(lookup(*l, kNhsNumberSystem, bad_nhs(4)));
+  const std::string c = resolve_ok(*l, claim("RX1", "12345", {}), MatchOutcome::created);  // wrong length
+  CHECK(read_ok(*l, c).demographics.nhs_number == "12345");
+  CHECK(l->stats()->nhs_numbers_untrusted == 3);
+
+  // The valid number later replaces the untrusted one on the record an identifier finds.
+  const std::string d = resolve_ok(*l, claim("RX1", bad_nhs(5), {{kMrnA, "T1", ""}}), MatchOutcome::created);
+  CHECK(resolve_ok(*l, claim("RX1", nhs(5), {{kMrnA, "T1", ""}}), MatchOutcome::matched_identifier) == d);
+  CHECK(read_ok(*l, d).nhs_number_trusted);
+  CHECK(lookup(*l, kNhsNumberSystem, nhs(5)) == d);
+}
+
+TEST_CASE_TEMPLATE("Locator: two different valid NHS numbers are never merged; the conflict is recorded", B,
+                   LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const std::string a = resolve_ok(*l, claim("RX1", nhs(6), {{kMrnA, "C1", ""}}), MatchOutcome::created);
+  // The MRN says it is A, the NHS number says it is someone else.
+  auto r = l->resolve(claim("RY2", nhs(7), {{kMrnA, "C1", ""}}));
+  REQUIRE(r.ok());
+  CHECK(r->outcome == MatchOutcome::created);
+  CHECK(r->patient_id != a);
+  REQUIRE(r->conflicts.size() == 1);
+  CHECK(r->conflicts[0].rfind("nhs-number-mismatch: ", 0) == 0);
+  CHECK(r->conflicts[0].find(nhs(6)) == std::string::npos);  // no NHS numbers in the detail
+  CHECK(r->conflicts[0].find(nhs(7)) == std::string::npos);
+  CHECK(lookup(*l, kMrnA, "C1") == a);  // the identifier stays where it was
+  CHECK(lookup(*l, kNhsNumberSystem, nhs(7)) == r->patient_id);
+  CHECK(read_ok(*l, a).demographics.nhs_number == nhs(6));
+
+  auto conflicts = l->conflicts(10, 0);
+  REQUIRE(conflicts.ok());
+  REQUIRE(conflicts->size() == 1);
+  const Conflict& c = conflicts->front();
+  CHECK(c.id > 0);
+  CHECK(c.patient_id == a);
+  CHECK(c.source_ods == "RY2");
+  CHECK(c.kind == "nhs-number-mismatch");
+  CHECK(c.detail.find(r->patient_id) != std::string::npos);
+  CHECK_FALSE(c.recorded_at.empty());
+  CHECK(l->stats()->conflicts == 1);
+  CHECK(l->conflicts(10, 1)->empty());
+
+  // And the two can never be merged.
+  auto m = l->merge(a, r->patient_id, "RX1");
+  REQUIRE_FALSE(m.ok());
+  CHECK(m.issue().code == fhir::ErrorCode::conflict);
+}
+
+TEST_CASE_TEMPLATE("Locator: a known identifier held by another record is not moved by ingest", B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const std::string a = resolve_ok(*l, claim("RX1", "", {{kMrnA, "H1", ""}}), MatchOutcome::created);
+  const std::string b = resolve_ok(*l, claim("RY2", nhs(8), {}), MatchOutcome::created);
+  auto r = l->resolve(claim("RX1", nhs(8), {{kMrnA, "H1", ""}, {kMrnA, "H2", ""}}));
+  REQUIRE(r.ok());
+  CHECK(r->outcome == MatchOutcome::matched_nhs_number);
+  CHECK(r->patient_id == b);
+  REQUIRE(r->conflicts.size() == 1);
+  CHECK(r->conflicts[0].rfind("identifier-mismatch: ", 0) == 0);
+  CHECK(lookup(*l, kMrnA, "H1") == a);
+  CHECK(lookup(*l, kMrnA, "H2") == b);  // the new one is linked
+  CHECK(l->conflicts(10, 0)->front().kind == "identifier-mismatch");
+}
+
+TEST_CASE_TEMPLATE("Locator: invalid claims are refused naming the field", B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const auto refused = [&](IdentityClaim c, std::string_view expression) {
+    auto r = l->resolve(c);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.issue().expression == expression);
+  };
+  refused(claim("RX1", "", {}, person("A", "B", "1980-13-01", "", "")), "demographics.birth_date");
+  refused(claim("RX1", "", {}, person("A", "B", "1980-01-01T10:00:00Z", "", "")), "demographics.birth_date");
+  refused(claim("RX1", "", {}, person("A", "B", "", "m", "")), "demographics.gender");
+  refused(claim("RX1", "", {{"", "x", ""}}), "identifiers[0].system");
+  refused(claim("RX1", "", {{kMrnA, "ok", ""}, {kMrnA, "", ""}}), "identifiers[1].value");
+  refused(claim("RX1", "", {{std::string(kNhsNumberSystem), nhs(0), ""}}), "identifiers[0].system");
+  refused(claim("RX1", "", {}, person(std::string(300, 'x'), "", "", "", "")), "demographics.family");
+  CHECK(l->stats()->patients == 0);
+}
+
+TEST_CASE_TEMPLATE("Locator: patient search by each parameter, with a stable order, total and paging", B,
+                   LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const std::string p1 = resolve_ok(*l, claim("RX1", nhs(10), {{kMrnA, "111", ""}},
+                                              person("Smith", "John", "1980-05-01", "male", "LS1 4AB")),
+                                    MatchOutcome::created);
+  const std::string p2 = resolve_ok(*l, claim("RX1", "", {}, person("Smithson", "Jane", "1980-12-31", "female", "ls14ab")),
+                                    MatchOutcome::created);
+  const std::string p3 = resolve_ok(*l, claim("RX1", "", {}, person("Ó Briain", "Zoë", "1975-03-15", "female", "M1 1AA")),
+                                    MatchOutcome::created);
+  const std::string p4 = resolve_ok(*l, claim("RX1", "", {}, person("SMITH", "Adam", "1990-01-01", "male", "LS1 4AB")),
+                                    MatchOutcome::created);
+  Demographics d5 = person("Jones", "Mary", "1969", "female", "CF10 1AA");
+  d5.given.push_back("Johanna");
+  const std::string p5 = resolve_ok(*l, claim("RX1", "", {{kMrnB, "555", ""}}, d5), MatchOutcome::created);
+  const std::string p6 = resolve_ok(*l, claim("RX1", "", {}, person("Smith", "Zed", "", "unknown", "")),
+                                    MatchOutcome::created);
+
+  const auto search = [&](PatientQuery q) {
+    auto r = l->search_patients(q);
+    REQUIRE(r.ok());
+    return *r;
+  };
+  const auto by_birthdate = [&](std::string_view text) {
+    PatientQuery q;
+    q.birthdate.push_back(date_param(text));
+    return ids_of(search(q));
+  };
+
+  PatientQuery q;
+  q.family = "smi";
+  auto page = search(q);
+  CHECK(page.total == 4);
+  CHECK(ids_of(page) == std::vector<std::string>{p4, p1, p6, p2});  // family, first given, id
+  REQUIRE(page.items.size() == 4);
+  CHECK(page.items[1].identifiers.size() == 1);  // records come complete
+  q.family = "SMÍTHS";  // accent- and case-insensitive
+  CHECK(ids_of(search(q)) == std::vector<std::string>{p2});
+  q.family = "o briain";
+  CHECK(ids_of(search(q)) == std::vector<std::string>{p3});
+
+  q = {};
+  q.given = "joh";  // any given name
+  CHECK(ids_of(search(q)) == std::vector<std::string>{p5, p1});
+  q = {};
+  q.name = "jo";  // family or given
+  CHECK(ids_of(search(q)) == std::vector<std::string>{p5, p1});
+  q = {};
+  q.gender = "female";
+  CHECK(ids_of(search(q)) == std::vector<std::string>{p5, p3, p2});
+  q = {};
+  q.postcode = "ls1 4ab";
+  CHECK(ids_of(search(q)) == std::vector<std::string>{p4, p1, p2});
+  q.family = "smith";
+  q.gender = "male";  // parameters AND together
+  CHECK(ids_of(search(q)) == std::vector<std::string>{p4, p1});
+
+  q = {};
+  q.identifier = Identifier{std::string(kNhsNumberSystem), nhs(10), ""};
+  CHECK(ids_of(search(q)) == std::vector<std::string>{p1});
+  q.identifier = Identifier{kMrnB, "555", ""};
+  CHECK(ids_of(search(q)) == std::vector<std::string>{p5});
+  q.identifier = Identifier{kMrnA, "555", ""};
+  CHECK(search(q).total == 0);
+  q.identifier = Identifier{"", "111", ""};  // any system
+  CHECK(ids_of(search(q)) == std::vector<std::string>{p1});
+  q.identifier = Identifier{"", nhs(10), ""};
+  CHECK(ids_of(search(q)) == std::vector<std::string>{p1});
+
+  CHECK(by_birthdate("1980") == std::vector<std::string>{p1, p2});
+  CHECK(by_birthdate("eq1980-05") == std::vector<std::string>{p1});
+  CHECK(by_birthdate("ge1980-06-01") == std::vector<std::string>{p4, p2});
+  CHECK(by_birthdate("lt1980") == std::vector<std::string>{p5, p3});
+  CHECK(by_birthdate("le1975-03-15") == std::vector<std::string>{p5, p3});
+  CHECK(by_birthdate("gt1989") == std::vector<std::string>{p4});
+  CHECK(by_birthdate("sa1980") == std::vector<std::string>{p4});
+  CHECK(by_birthdate("eb1975-03-15") == std::vector<std::string>{p5});
+  CHECK(by_birthdate("ne1980") == std::vector<std::string>{p5, p3, p4});  // p6 has no birth date
+  CHECK(by_birthdate("eq1969-06-01") == std::vector<std::string>{});      // "1969" is not within one day
+  CHECK(by_birthdate("ge1969-06-01") == std::vector<std::string>{p5, p3, p4, p1, p2});
+  const auto ap = by_birthdate("ap1980-05-01");
+  CHECK(std::count(ap.begin(), ap.end(), p1) == 1);
+  CHECK(std::count(ap.begin(), ap.end(), p4) == 0);
+  {
+    PatientQuery range;  // repeated parameters AND: a range
+    range.birthdate.push_back(date_param("ge1980-01-01"));
+    range.birthdate.push_back(date_param("le1980-06"));
+    CHECK(ids_of(search(range)) == std::vector<std::string>{p1});
+  }
+
+  // Paging: total counts every match; pages follow the same order.
+  q = {};
+  q.family = "smi";
+  q.count = 2;
+  page = search(q);
+  CHECK(page.total == 4);
+  CHECK(ids_of(page) == std::vector<std::string>{p4, p1});
+  q.offset = 2;
+  CHECK(ids_of(search(q)) == std::vector<std::string>{p6, p2});
+  q.offset = 4;
+  page = search(q);
+  CHECK(page.items.empty());
+  CHECK(page.total == 4);
+  q.offset = 0;
+  q.count = 0;  // total only
+  page = search(q);
+  CHECK(page.items.empty());
+  CHECK(page.total == 4);
+
+  // Retired records only on request.
+  REQUIRE(l->merge(p2, p1, "RX1").ok());
+  q = {};
+  q.family = "smi";
+  CHECK(search(q).total == 3);
+  q.include_retired = true;
+  CHECK(search(q).total == 4);
+}
+
+TEST_CASE_TEMPLATE("Locator: pointers are created, updated and deleted only by their custodian", B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const std::string pid = resolve_ok(*l, claim("RX1", nhs(20), {}), MatchOutcome::created);
+  auto created = l->put_pointer("RX1", pointer(pid));
+  REQUIRE(created.ok());
+  CHECK_FALSE(created->id.empty());
+  CHECK(created->version == 1);
+  CHECK(created->source_ods == "RX1");
+  CHECK_FALSE(created->last_updated.empty());
+
+  auto read = l->read_pointer(created->id);
+  REQUIRE(read.ok());
+  REQUIRE(read->has_value());
+  CHECK((*read)->url == created->url);
+  CHECK((*read)->resource_types == std::vector<std::string>{"Encounter"});
+  CHECK((*read)->type_system == "http://snomed.info/sct");
+  CHECK((*read)->content_type == "application/fhir+json");
+
+  Pointer update = **read;
+  update.url = "https://rx1.example.nhs.uk/fhir/Encounter?patient=2";
+  update.resource_types = {"Encounter", "Observation"};
+  auto updated = l->put_pointer("RX1", update);
+  REQUIRE(updated.ok());
+  CHECK(updated->id == created->id);
+  CHECK(updated->version == 2);
+  CHECK((*l->read_pointer(created->id))->resource_types == std::vector<std::string>{"Encounter", "Observation"});
+
+  SUBCASE("another source may not change or delete it") {
+    auto other = l->put_pointer("RY2", update);
+    REQUIRE_FALSE(other.ok());
+    CHECK(other.issue().code == fhir::ErrorCode::forbidden);
+    Pointer claims_other = pointer(pid);
+    claims_other.source_ods = "RY2";  // writing as custodian RY2 while acting as RX1
+    auto spoof = l->put_pointer("RX1", claims_other);
+    REQUIRE_FALSE(spoof.ok());
+    CHECK(spoof.issue().code == fhir::ErrorCode::forbidden);
+    auto del = l->delete_pointer("RY2", created->id);
+    REQUIRE_FALSE(del.ok());
+    CHECK(del.issue().code == fhir::ErrorCode::forbidden);
+    CHECK((*l->read_pointer(created->id))->version == 2);
+  }
+  SUBCASE("the custodian deletes it") {
+    REQUIRE(l->delete_pointer("RX1", created->id).ok());
+    CHECK_FALSE(l->read_pointer(created->id)->has_value());
+    CHECK(l->pointers_for(pid)->empty());
+    auto again = l->delete_pointer("RX1", created->id);
+    REQUIRE_FALSE(again.ok());
+    CHECK(again.issue().code == fhir::ErrorCode::not_found);
+  }
+  SUBCASE("an unknown patient is not_found, bad pointers are refused") {
+    auto orphan = l->put_pointer("RX1", pointer("no-such-patient"));
+    REQUIRE_FALSE(orphan.ok());
+    CHECK(orphan.issue().code == fhir::ErrorCode::not_found);
+    Pointer bad = pointer(pid);
+    bad.resource_types = {"NotAType"};
+    auto r = l->put_pointer("RX1", bad);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.issue().expression == "resource_types[0]");
+    bad = pointer(pid);
+    bad.url.clear();
+    CHECK(l->put_pointer("RX1", bad).issue().code == fhir::ErrorCode::missing_value);
+    CHECK(l->put_pointer("", pointer(pid)).issue().code == fhir::ErrorCode::forbidden);
+    CHECK(l->pointers_for("no-such-patient").issue().code == fhir::ErrorCode::not_found);
+    CHECK(l->stats()->pointers == 1);
+  }
+  SUBCASE("a client-chosen id creates, then updates") {
+    Pointer p = pointer(pid, "Condition");
+    p.id = "RX1-chosen.1";
+    auto first = l->put_pointer("RX1", p);
+    REQUIRE(first.ok());
+    CHECK(first->id == "RX1-chosen.1");
+    CHECK(first->version == 1);
+    CHECK(l->put_pointer("RX1", p)->version == 2);
+    p.id = "bad id!";
+    CHECK(l->put_pointer("RX1", p).issue().expression == "id");
+    auto list = l->pointers_for(pid);
+    REQUIRE(list.ok());
+    CHECK(list->size() == 2);
+  }
+}
+
+TEST_CASE_TEMPLATE("Locator: an A40 merge retires a record into its survivor", B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const std::string r = resolve_ok(*l, claim("RX1", nhs(30), {{kMrnA, "R1", ""}}), MatchOutcome::created);
+  const std::string s = resolve_ok(*l, claim("RY2", "", {{kMrnB, "S1", ""}}, person("Khan", "Ali", "", "", "")),
+                                   MatchOutcome::created);
+  auto rp = l->put_pointer("RX1", pointer(r));
+  auto sp = l->put_pointer("RY2", pointer(s, "Observation"));
+  REQUIRE(rp.ok());
+  REQUIRE(sp.ok());
+  REQUIRE(l->set_objection(r, true).ok());
+
+  REQUIRE(l->merge(r, s, "RX1").ok());
+  const PatientRecord retired = read_ok(*l, r);
+  REQUIRE(retired.merged_into);
+  CHECK(*retired.merged_into == s);
+  CHECK(retired.identifiers.empty());
+  const PatientRecord survivor = read_ok(*l, s);
+  CHECK_FALSE(survivor.merged_into);
+  CHECK(survivor.merged_from == std::vector<std::string>{r});
+  CHECK(has_identifier(survivor, kMrnA, "R1"));
+  CHECK(has_identifier(survivor, kMrnB, "S1"));
+  CHECK(survivor.demographics.nhs_number == nhs(30));  // the survivor takes the trusted number
+  CHECK(survivor.demographics.family == "Khan");
+  CHECK(survivor.objection);  // dissent survives the merge
+
+  CHECK(lookup(*l, kMrnA, "R1") == s);
+  CHECK(lookup(*l, kNhsNumberSystem, nhs(30)) == s);
+  auto pointers = l->pointers_for(s);
+  REQUIRE(pointers.ok());
+  CHECK(pointers->size() == 2);
+  CHECK((*l->read_pointer(rp->id))->patient_id == s);
+  CHECK(l->pointers_for(r)->size() == 2);  // a retired id follows the merge
+  CHECK(resolve_ok(*l, claim("RX1", nhs(30), {}), MatchOutcome::matched_nhs_number) == s);
+  auto moved = l->put_pointer("RX1", pointer(r, "Procedure"));  // a pointer on a retired id
+  REQUIRE(moved.ok());
+  CHECK(moved->patient_id == s);
+
+  Stats st = *l->stats();
+  CHECK(st.patients == 1);
+  CHECK(st.retired == 1);
+
+  CHECK(l->merge(r, s, "RX1").ok());  // the same A40 again
+  CHECK(l->merge(s, s, "RX1").issue().code == fhir::ErrorCode::invalid_value);
+  CHECK(l->merge(s, r, "RX1").issue().code == fhir::ErrorCode::conflict);  // would be a cycle
+  CHECK(l->merge("nobody", s, "RX1").issue().code == fhir::ErrorCode::not_found);
+  CHECK(l->merge(s, "nobody", "RX1").issue().code == fhir::ErrorCode::not_found);
+}
+
+TEST_CASE_TEMPLATE("Locator: merge chains resolve to the last survivor", B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const std::string a = resolve_ok(*l, claim("RX1", "", {{kMrnA, "A", ""}}), MatchOutcome::created);
+  const std::string b = resolve_ok(*l, claim("RX1", "", {{kMrnA, "B", ""}}), MatchOutcome::created);
+  const std::string c = resolve_ok(*l, claim("RX1", "", {{kMrnA, "C", ""}}), MatchOutcome::created);
+  REQUIRE(l->merge(a, b, "RX1").ok());
+  REQUIRE(l->merge(b, c, "RX1").ok());
+  CHECK(lookup(*l, kMrnA, "A") == c);
+  CHECK(lookup(*l, kMrnA, "B") == c);
+  CHECK(*read_ok(*l, a).merged_into == c);  // records retired into b now point at c
+  std::vector<std::string> from = read_ok(*l, c).merged_from;
+  std::sort(from.begin(), from.end());
+  std::vector<std::string> expected{a, b};
+  std::sort(expected.begin(), expected.end());
+  CHECK(from == expected);
+  CHECK(l->merge(c, a, "RX1").issue().code == fhir::ErrorCode::conflict);  // cycle refused
+  CHECK(l->merge(a, c, "RX1").ok());
+  CHECK(l->merge(a, b, "RX1").ok());  // b now means c
+  const std::string d = resolve_ok(*l, claim("RX1", "", {{kMrnA, "D", ""}}), MatchOutcome::created);
+  CHECK(l->merge(a, d, "RX1").issue().code == fhir::ErrorCode::conflict);  // already merged elsewhere
+  CHECK(l->stats()->retired == 2);
+}
+
+TEST_CASE_TEMPLATE("Locator: the objection flag is recorded and versioned", B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const std::string id = resolve_ok(*l, claim("RX1", nhs(40), {}), MatchOutcome::created);
+  CHECK_FALSE(read_ok(*l, id).objection);
+  REQUIRE(l->set_objection(id, true).ok());
+  PatientRecord p = read_ok(*l, id);
+  CHECK(p.objection);
+  CHECK(p.version == 2);
+  REQUIRE(l->set_objection(id, true).ok());  // unchanged: no new version
+  CHECK(read_ok(*l, id).version == 2);
+  REQUIRE(l->set_objection(id, false).ok());
+  CHECK_FALSE(read_ok(*l, id).objection);
+  CHECK(l->set_objection("nobody", true).issue().code == fhir::ErrorCode::not_found);
+}
+
+TEST_CASE_TEMPLATE("Locator: source systems and statistics", B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  REQUIRE(l->upsert_source_system({"RX1", "Synthetic Trust", "hl7v2", "mllp://127.0.0.1:2575"}).ok());
+  REQUIRE(l->upsert_source_system({"RX1", "Synthetic Trust (renamed)", "fhir", "https://rx1.example"}).ok());
+  REQUIRE(l->upsert_source_system({"A12345", "Practice", "gpconnect", ""}).ok());
+  CHECK(l->upsert_source_system({"", "x", "", ""}).issue().code == fhir::ErrorCode::missing_value);
+  auto s = l->source_system("RX1");
+  REQUIRE(s.ok());
+  REQUIRE(s->has_value());
+  CHECK((*s)->name == "Synthetic Trust (renamed)");
+  CHECK((*s)->adapter == "fhir");
+  CHECK_FALSE(l->source_system("ZZZ")->has_value());
+
+  const std::string a = resolve_ok(*l, claim("RX1", nhs(50), {{kMrnA, "1", ""}, {kMrnB, "2", ""}}), MatchOutcome::created);
+  const std::string b = resolve_ok(*l, claim("RX1", bad_nhs(51), {}), MatchOutcome::created);
+  REQUIRE(l->put_pointer("RX1", pointer(a)).ok());
+  REQUIRE(l->merge(b, a, "RX1").ok());
+  const Stats st = *l->stats();
+  CHECK(st.patients == 1);
+  CHECK(st.retired == 1);
+  CHECK(st.identifiers == 2);
+  CHECK(st.pointers == 1);
+  CHECK(st.source_systems == 2);
+  CHECK(st.conflicts == 0);
+  CHECK(st.nhs_numbers_untrusted == 0);
+}
+
+TEST_CASE_TEMPLATE("Locator: import keeps good records and reports a bad one without writing any of it", B,
+                   LOCATOR_BACKENDS) {
+  auto l = B::make();
+  std::vector<ImportRecord> records(4);
+  records[0].identity = claim("RX1", nhs(60), {{kMrnA, "I0", ""}}, person("Ada", "Lovelace", "1815-12-10", "female", ""));
+  records[0].pointers = {pointer(""), pointer("", "Condition")};
+  records[0].pointers[0].id = "RX1-import-0";
+  records[0].pointers[1].id = "RX1-import-0b";
+  records[1].identity = claim("RX1", nhs(61), {{kMrnA, "I1", ""}});
+  records[1].pointers = {pointer(""), pointer("")};
+  records[1].pointers[0].id = "RX1-import-1";
+  records[1].pointers[1].url.clear();  // the second pointer is bad: the whole record goes
+  records[2].identity = claim("RX1", "", {{kMrnA, "I2", ""}}, person("X", "Y", "", "robot", ""));
+  records[3].identity = claim("RX1", nhs(63), {{kMrnA, "I3", ""}});
+  records[3].pointers = {pointer("")};
+  records[3].pointers[0].source_ods = "RZ9";  // another custodian, named in the record
+
+  auto result = l->import(records);
+  REQUIRE(result.ok());
+  REQUIRE(result->records.size() == 4);
+  CHECK(result->created == 2);
+  CHECK(result->matched == 0);
+  CHECK(result->rejected == 2);
+  REQUIRE(result->records[0].ok());
+  REQUIRE_FALSE(result->records[1].ok());
+  CHECK(result->records[1].issue().expression == "pointers[1].url");
+  REQUIRE_FALSE(result->records[2].ok());
+  CHECK(result->records[2].issue().expression == "identity.demographics.gender");
+  REQUIRE(result->records[3].ok());
+
+  // Nothing of the rejected records was written.
+  CHECK_FALSE(lookup(*l, kMrnA, "I1"));
+  CHECK_FALSE(lookup(*l, kNhsNumberSystem, nhs(61)));
+  CHECK_FALSE(l->read_pointer("RX1-import-1")->has_value());
+  CHECK_FALSE(lookup(*l, kMrnA, "I2"));
+  const Stats st = *l->stats();
+  CHECK(st.patients == 2);
+  CHECK(st.pointers == 3);
+  CHECK(st.identifiers == 2);
+
+  const std::string first = result->records[0]->patient_id;
+  CHECK(lookup(*l, kMrnA, "I0") == first);
+  CHECK((*l->read_pointer("RX1-import-0"))->patient_id == first);
+  auto theirs = l->pointers_for(result->records[3]->patient_id);
+  REQUIRE(theirs.ok());
+  REQUIRE(theirs->size() == 1);
+  CHECK(theirs->front().source_ods == "RZ9");
+
+  // Importing again matches and updates in place: no duplicates.
+  auto again = l->import({records[0]});
+  REQUIRE(again.ok());
+  REQUIRE(again->records[0].ok());
+  CHECK(again->matched == 1);
+  CHECK(again->records[0]->patient_id == first);
+  CHECK((*l->read_pointer("RX1-import-0"))->version == 2);
+  CHECK(l->stats()->pointers == 3);
+
+  // A pointer id owned by another custodian rejects the record.
+  ImportRecord hijack;
+  hijack.identity = claim("RY2", nhs(64), {});
+  hijack.pointers = {pointer("")};
+  hijack.pointers[0].id = "RX1-import-0";
+  auto h = l->import({hijack});
+  REQUIRE(h.ok());
+  REQUIRE_FALSE(h->records[0].ok());
+  CHECK(h->records[0].issue().code == fhir::ErrorCode::forbidden);
+  CHECK_FALSE(lookup(*l, kNhsNumberSystem, nhs(64)));
+}

@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: Apache-2.0
+// locator.db migrations: a file at every earlier version upgrades to the latest schema with
+// its rows intact, and a file newer than the code is refused untouched.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "gateway/locator/schema.h"
+#include "gateway/sqlite/database.h"
+#include "gateway/sqlite/migrations.h"
+#include "locator_test_support.h"
+
+using namespace gw::locator;
+using gw::sqlite::Database;
+using gw::sqlite::Migration;
+
+namespace {
+
+int latest() { return migrations().back().version; }
+
+// Every schema object's definition, in name order.
+std::vector<std::string> schema_of(const std::string& path) {
+  auto db = Database::open(path, Database::Mode::read_only);
+  REQUIRE(db.ok());
+  auto st = db->prepare("SELECT type || ' ' || name || ': ' || coalesce(sql, '') FROM sqlite_master ORDER BY name");
+  REQUIRE(st.ok());
+  std::vector<std::string> out;
+  while (*st->step()) out.push_back(st->column_text(0));
+  return out;
+}
+
+int version_of(const std::string& path) {
+  auto db = Database::open(path, Database::Mode::read_only);
+  REQUIRE(db.ok());
+  return *db->user_version();
+}
+
+std::string text_of(const std::string& path, const std::string& sql) {
+  auto db = Database::open(path, Database::Mode::read_only);
+  REQUIRE(db.ok());
+  auto st = db->prepare(sql);
+  REQUIRE(st.ok());
+  REQUIRE(*st->step());
+  return st->column_text(0);
+}
+
+// Rows a version-2 file could hold, written with that version's SQL.
+const char* const kVersion2Rows = R"sql(
+INSERT INTO source_systems VALUES ('RX1', 'Synthetic Trust', 'hl7v2', 'mllp://127.0.0.1:2575', '2026-01-01T00:00:00.000Z');
+INSERT INTO patients(pk, id, nhs_number, nhs_number_trusted, nhs_verification, family, family_norm, given_norm,
+  birth_date, birth_begin, birth_end, gender, postcode, postcode_norm, gp_practice_ods, deceased, objection,
+  merged_into, version, last_updated)
+VALUES (1, 'p-old', '9000000009', 1, '01', 'Smith', 'smith', 'jane', '1980-05-01', 325987200, 326073600, 'female',
+  'LS1 4AB', 'LS14AB', 'B86001', '', 0, NULL, 3, '2026-01-01T00:00:00.000Z'),
+       (2, 'p-retired', '', 0, '', 'Smith', 'smith', 'jane', '', NULL, NULL, '', '', '', '', '', 0, 1, 2,
+  '2026-01-01T00:00:00.000Z');
+INSERT INTO given_names VALUES (1, 0, 'Jane', 'jane'), (1, 1, 'Ann', 'ann');
+INSERT INTO identifiers VALUES ('M-1', 'https://trust.example.nhs.uk/Id/mrn', 1, 'RX1');
+INSERT INTO pointers(id, patient, source_ods, type_system, type_code, type_display, category_code, category_display,
+  resource_types, url, content_type, version, last_updated)
+VALUES ('ptr-1', 1, 'RX1', 'http://snomed.info/sct', '736253002', 'Mental health care plan', '', '', 'CarePlan',
+  'https://rx1.example.nhs.uk/fhir/CarePlan?patient=M-1', 'application/fhir+json', 1, '2026-01-01T00:00:00.000Z');
+INSERT INTO merges VALUES (1, 2, 1, 'RX1', '2026-01-01T00:00:00.000Z');
+INSERT INTO conflicts VALUES (1, 'p-old', 'RY2', 'nhs-number-mismatch', 'detail', '2026-01-01T00:00:00.000Z');
+)sql";
+
+}  // namespace
+
+TEST_CASE("Locator migrations: numbered 1..N, starting with the file's gateway_info") {
+  const auto& all = migrations();
+  REQUIRE(all.size() >= 3);
+  for (std::size_t i = 0; i < all.size(); ++i) CHECK(all[i].version == static_cast<int>(i) + 1);
+  CHECK(all[0].name == "gateway_info");
+}
+
+TEST_CASE("Locator migrations: every earlier version upgrades to the latest schema with its data") {
+  const std::string fresh = (gw::test::temp_dir("locator-fresh") / "locator.db").string();
+  { REQUIRE(SqliteLocator::open(fresh).ok()); }
+  const std::vector<std::string> expected_schema = schema_of(fresh);
+  REQUIRE(expected_schema.size() > 10);
+
+  for (int start = 0; start < latest(); ++start) {
+    CAPTURE(start);
+    const std::string path = (gw::test::temp_dir("locator-upgrade") / "locator.db").string();
+    {
+      auto db = Database::open(path);
+      REQUIRE(db.ok());
+      const std::vector<Migration> first(migrations().begin(), migrations().begin() + start);
+      REQUIRE(gw::sqlite::migrate(*db, first).ok());
+      CHECK(*db->user_version() == start);
+      if (start >= 2) REQUIRE(db->exec(kVersion2Rows).ok());
+    }
+    auto opened = SqliteLocator::open(path);
+    REQUIRE(opened.ok());
+    Locator& l = **opened;
+    CHECK(version_of(path) == latest());
+    CHECK(schema_of(path) == expected_schema);
+    CHECK(text_of(path, "SELECT value FROM gateway_info WHERE key = 'role'") == "locator");
+
+    if (start >= 2) {
+      auto p = l.read_patient("p-old");
+      REQUIRE(p.ok());
+      REQUIRE(p->has_value());
+      const PatientRecord& rec = **p;
+      CHECK(rec.demographics.nhs_number == "9000000009");
+      CHECK(rec.nhs_number_trusted);
+      CHECK(rec.demographics.given == std::vector<std::string>{"Jane", "Ann"});
+      CHECK(rec.demographics.gp_practice_ods == "B86001");
+      CHECK(rec.version == 3);
+      CHECK(rec.merged_from == std::vector<std::string>{"p-retired"});
+      CHECK(*l.lookup_identifier("https://trust.example.nhs.uk/Id/mrn", "M-1") == "p-old");
+      CHECK(*l.lookup_identifier(kNhsNumberSystem, "9000000009") == "p-old");
+      CHECK(*(*l.read_patient("p-retired"))->merged_into == "p-old");
+      auto ptrs = l.pointers_for("p-retired");
+      REQUIRE(ptrs.ok());
+      REQUIRE(ptrs->size() == 1);
+      CHECK(ptrs->front().resource_types == std::vector<std::string>{"CarePlan"});
+      CHECK((*l.source_system("RX1"))->adapter == "hl7v2");
+      CHECK(l.conflicts(10, 0)->size() == 1);
+      // Search works on the migrated rows (normalised columns, birth range).
+      PatientQuery q;
+      q.family = "SMI";
+      q.birthdate.push_back({fhir::Prefix::eq, *fhir::parse_fhir_date("1980")});
+      auto found = l.search_patients(q);
+      REQUIRE(found.ok());
+      CHECK(found->total == 1);
+      // And new writes go on from the old rows.
+      auto r = l.resolve(test::claim("RX1", "9000000009", {{"https://trust.example.nhs.uk/Id/mrn", "M-2", ""}}));
+      REQUIRE(r.ok());
+      CHECK(r->patient_id == "p-old");
+      CHECK(r->outcome == MatchOutcome::matched_nhs_number);
+    } else {
+      CHECK(l.stats()->patients == 0);
+    }
+  }
+}
+
+TEST_CASE("Locator migrations: a file newer than this code is refused and left untouched") {
+  const std::string path = (gw::test::temp_dir("locator-newer") / "locator.db").string();
+  {
+    auto db = Database::open(path);
+    REQUIRE(db.ok());
+    REQUIRE(gw::sqlite::migrate(*db, migrations()).ok());
+    REQUIRE(db->exec("PRAGMA user_version = " + std::to_string(latest() + 1)).ok());
+  }
+  auto opened = SqliteLocator::open(path);
+  REQUIRE_FALSE(opened.ok());
+  CHECK(opened.issue().code == fhir::ErrorCode::not_ready);
+  CHECK(opened.issue().diagnostics.find("newer") != std::string::npos);
+  CHECK(version_of(path) == latest() + 1);
+}

@@ -1,0 +1,432 @@
+// SPDX-License-Identifier: Apache-2.0
+// gw-locator: offline administration of the record locator index (locator.db).
+//   gw-locator import --data DIR [--source ODS] FILE|DIR...   bulk import of FHIR Bundles / NDJSON
+//   gw-locator stats --data DIR                                index statistics
+//   gw-locator conflicts --data DIR [--limit N]                recorded identity conflicts
+// Import reads Patients (and DocumentReference pointers) from transaction/collection Bundles
+// (e.g. Synthea, synthpop --format bundle) or NDJSON, resolves each identity exactly as ingest
+// does, and reports what was created, matched and rejected, entry by entry. Exit codes: 0 done
+// (rejections are reported, not fatal), 1 runtime failure, 2 usage.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "fhir/json.h"
+#include "gateway/locator/fhir_mapping.h"
+#include "gateway/locator/sqlite_locator.h"
+
+namespace fs = std::filesystem;
+using gw::locator::ImportRecord;
+
+namespace {
+
+constexpr std::uintmax_t kMaxFileBytes = 512ull * 1024 * 1024;
+constexpr std::size_t kMaxFiles = 1'000'000;
+constexpr std::size_t kShownRejections = 50;
+
+struct Rejection {
+  std::string where;  // file#entry (resource id)
+  std::string why;
+};
+
+struct Tally {
+  std::size_t files = 0, patients = 0, created = 0, matched_nhs = 0, matched_identifier = 0, matched_demographics = 0,
+              rejected = 0, pointers = 0, conflicts = 0, unlinked_pointers = 0;
+  std::map<std::string, std::size_t> skipped;  // resource types not indexed
+  std::vector<Rejection> rejections;
+};
+
+// Pending records of the current batch with where each came from.
+struct Batch {
+  std::vector<ImportRecord> records;
+  std::vector<std::string> where;
+};
+
+std::string read_file(const fs::path& p, std::string& error) {
+  std::error_code ec;
+  auto size = fs::file_size(p, ec);
+  if (ec) {
+    error = "cannot read: " + ec.message();
+    return {};
+  }
+  if (size > kMaxFileBytes) {
+    error = "file is larger than 512 MiB; split it";
+    return {};
+  }
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (!in && !in.eof()) error = "cannot read";
+  return ss.str();
+}
+
+// Keys under which a DocumentReference's subject may name a patient of the same file.
+std::vector<std::string> subject_keys(const fhir::Json& doc) {
+  std::vector<std::string> keys;
+  if (const fhir::Json* subject = doc.find("subject")) {
+    if (std::string_view ref = subject->string_at("reference"); !ref.empty()) keys.emplace_back(ref);
+    if (const fhir::Json* id = subject->find("identifier"))
+      keys.push_back("id:" + std::string(id->string_at("system")) + "|" + std::string(id->string_at("value")));
+  }
+  return keys;
+}
+
+std::vector<std::string> patient_keys(const fhir::Json& patient, std::string_view full_url) {
+  std::vector<std::string> keys;
+  if (!full_url.empty()) keys.emplace_back(full_url);
+  if (std::string_view id = patient.string_at("id"); !id.empty()) keys.push_back("Patient/" + std::string(id));
+  if (const fhir::Json* ids = patient.find("identifier"); ids && ids->is_array())
+    for (const auto& i : ids->items())
+      keys.push_back("id:" + std::string(i.string_at("system")) + "|" + std::string(i.string_at("value")));
+  return keys;
+}
+
+class Importer {
+ public:
+  Importer(gw::locator::Locator& loc, std::string source, std::size_t batch_size, bool quiet)
+      : loc_(loc), source_(std::move(source)), batch_size_(batch_size), quiet_(quiet),
+        start_(std::chrono::steady_clock::now()) {}
+
+  // One file's resources: (resource, fullUrl, position label).
+  struct Item {
+    fhir::Json resource;
+    std::string full_url;
+    std::string where;
+  };
+
+  bool add_file(const fs::path& file) {
+    ++tally_.files;
+    std::string error;
+    std::string text = read_file(file, error);
+    if (!error.empty()) {
+      reject(file.string(), error);
+      return true;
+    }
+    std::vector<Item> items;
+    const bool ndjson = file.extension() == ".ndjson";
+    fhir::JsonLimits limits;
+    limits.max_bytes = kMaxFileBytes;
+    if (ndjson) {
+      std::size_t line_no = 0, pos = 0;
+      while (pos < text.size()) {
+        std::size_t nl = text.find('\n', pos);
+        if (nl == std::string::npos) nl = text.size();
+        std::string_view line(text.data() + pos, nl - pos);
+        ++line_no;
+        pos = nl + 1;
+        if (line.empty() || line == "\r") continue;
+        auto j = fhir::parse_json(line, limits);
+        const std::string where = file.string() + ":" + std::to_string(line_no);
+        if (!j) {
+          reject(where, j.issue().diagnostics);
+          continue;
+        }
+        if (!j->is_object()) {
+          reject(where, "a line must hold one FHIR resource (a JSON object)");
+          continue;
+        }
+        if (j->string_at("resourceType") == "Bundle") {
+          collect_bundle(*j, where, items);
+        } else {
+          items.push_back({std::move(*j), {}, where});
+        }
+      }
+    } else {
+      auto j = fhir::parse_json(text, limits);
+      if (!j) {
+        reject(file.string(), j.issue().diagnostics);
+        return true;
+      }
+      if (j->string_at("resourceType") == "Bundle") collect_bundle(*j, file.string(), items);
+      else if (j->is_object()) items.push_back({std::move(*j), {}, file.string()});
+      else reject(file.string(), "not a FHIR resource or Bundle");
+    }
+    return add_items(std::move(items));
+  }
+
+  bool finish() { return flush(); }
+  const Tally& tally() const { return tally_; }
+
+ private:
+  void reject(std::string where, std::string why) {
+    ++tally_.rejected;
+    if (!quiet_ && tally_.rejections.size() < kShownRejections)
+      std::fprintf(stderr, "rejected %s: %s\n", where.c_str(), why.c_str());
+    tally_.rejections.push_back({std::move(where), std::move(why)});
+  }
+
+  void collect_bundle(fhir::Json& bundle, const std::string& where, std::vector<Item>& items) {
+    fhir::Json* entries = bundle.find("entry");
+    if (!entries) return;
+    if (!entries->is_array()) {
+      reject(where, "Bundle.entry must be an array");
+      return;
+    }
+    std::size_t n = 0;
+    for (auto& e : entries->items()) {
+      const std::string at = where + "#entry[" + std::to_string(n++) + "]";
+      fhir::Json* res = e.is_object() ? e.find("resource") : nullptr;
+      if (!res || !res->is_object()) {
+        reject(at, "entry has no resource");
+        continue;
+      }
+      items.push_back({std::move(*res), std::string(e.string_at("fullUrl")), at});
+    }
+  }
+
+  bool add_items(std::vector<Item> items) {
+    // Patients first, then attach pointers by subject (reference, fullUrl or identifier).
+    std::map<std::string, std::size_t> by_key;  // key -> index into batch_.records
+    for (auto& it : items) {
+      std::string_view type = it.resource.string_at("resourceType");
+      if (type != "Patient") continue;
+      ++tally_.patients;
+      auto claim = gw::locator::identity_from_patient(it.resource, source_);
+      std::string label = it.where + " (Patient/" + std::string(it.resource.string_at("id")).substr(0, 64) + ")";
+      if (!claim) {
+        const auto& i = claim.issue();
+        reject(label, i.diagnostics + (i.expression.empty() ? "" : " [" + i.expression + "]"));
+        continue;
+      }
+      for (auto& k : patient_keys(it.resource, it.full_url)) by_key[k] = batch_.records.size();
+      batch_.records.push_back(ImportRecord{std::move(*claim), {}});
+      batch_.where.push_back(std::move(label));
+    }
+    for (auto& it : items) {
+      std::string type(it.resource.string_at("resourceType"));
+      if (type == "Patient") continue;
+      if (type != "DocumentReference") {
+        ++tally_.skipped[type.empty() ? "(no resourceType)" : type.substr(0, 64)];
+        continue;
+      }
+      auto ptr = gw::locator::pointer_from_document_reference(it.resource);
+      if (!ptr) {
+        reject(it.where + " (DocumentReference)", ptr.issue().diagnostics);
+        continue;
+      }
+      std::size_t target = SIZE_MAX;
+      for (const auto& k : subject_keys(it.resource)) {
+        auto f = by_key.find(k);
+        if (f != by_key.end()) target = f->second;
+      }
+      if (target == SIZE_MAX) {
+        ++tally_.unlinked_pointers;
+        reject(it.where + " (DocumentReference)", "its subject is not a Patient in the same file");
+        continue;
+      }
+      batch_.records[target].pointers.push_back(std::move(*ptr));
+    }
+    return batch_.records.size() >= batch_size_ ? flush() : true;
+  }
+
+  bool flush() {
+    if (batch_.records.empty()) return true;
+    auto result = loc_.import(batch_.records);
+    if (!result) {
+      std::fprintf(stderr, "gw-locator: import failed: %s\n", result.issue().diagnostics.c_str());
+      return false;
+    }
+    for (std::size_t i = 0; i < result->records.size(); ++i) {
+      const auto& r = result->records[i];
+      if (!r) {
+        const auto& issue = r.issue();
+        reject(batch_.where[i], issue.diagnostics + (issue.expression.empty() ? "" : " [" + issue.expression + "]"));
+        continue;
+      }
+      tally_.pointers += batch_.records[i].pointers.size();
+      tally_.conflicts += r->conflicts.size();
+      switch (r->outcome) {
+        case gw::locator::MatchOutcome::created: ++tally_.created; break;
+        case gw::locator::MatchOutcome::matched_nhs_number: ++tally_.matched_nhs; break;
+        case gw::locator::MatchOutcome::matched_identifier: ++tally_.matched_identifier; break;
+        case gw::locator::MatchOutcome::matched_demographics: ++tally_.matched_demographics; break;
+      }
+    }
+    done_ += batch_.records.size();
+    batch_ = {};
+    if (!quiet_) {
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+      std::fprintf(stderr, "progress: %zu patients indexed from %zu files (%.0f/s)\n", done_, tally_.files,
+                   secs > 0 ? done_ / secs : 0.0);
+    }
+    return true;
+  }
+
+  gw::locator::Locator& loc_;
+  std::string source_;
+  std::size_t batch_size_;
+  bool quiet_;
+  std::chrono::steady_clock::time_point start_;
+  Batch batch_;
+  Tally tally_;
+  std::size_t done_ = 0;
+};
+
+fhir::Result<std::vector<fs::path>> list_inputs(const std::vector<std::string>& inputs) {
+  std::vector<fs::path> files;
+  for (const auto& in : inputs) {
+    std::error_code ec;
+    if (fs::is_directory(in, ec)) {
+      std::vector<fs::path> found;
+      for (auto it = fs::recursive_directory_iterator(in, ec); !ec && it != fs::recursive_directory_iterator();
+           it.increment(ec)) {
+        if (!it->is_regular_file()) continue;
+        auto ext = it->path().extension();
+        if (ext == ".json" || ext == ".ndjson") found.push_back(it->path());
+        if (found.size() > kMaxFiles) return fhir::Issue::make(fhir::ErrorCode::invalid_value, "more than 1,000,000 files under " + in);
+      }
+      if (ec) return fhir::Issue::make(fhir::ErrorCode::invalid_value, "cannot list " + in + ": " + ec.message());
+      std::sort(found.begin(), found.end());
+      files.insert(files.end(), found.begin(), found.end());
+    } else if (fs::is_regular_file(in, ec)) {
+      files.emplace_back(in);
+    } else {
+      return fhir::Issue::make(fhir::ErrorCode::invalid_value, in + ": no such file or directory");
+    }
+  }
+  return files;
+}
+
+std::unique_ptr<gw::locator::Locator> open_locator(const std::string& data_dir) {
+  std::error_code ec;
+  fs::create_directories(data_dir, ec);
+  auto loc = gw::locator::open_sqlite_locator((fs::path(data_dir) / "locator.db").string());
+  if (!loc) {
+    std::fprintf(stderr, "gw-locator: %s\n", loc.issue().diagnostics.c_str());
+    return nullptr;
+  }
+  return std::move(*loc);
+}
+
+int run_import(const std::string& data_dir, const std::string& source, const std::string& source_name,
+               const std::vector<std::string>& inputs, std::size_t batch, const std::string& report, bool quiet) {
+  auto files = list_inputs(inputs);
+  if (!files) {
+    std::fprintf(stderr, "gw-locator: %s\n", files.issue().diagnostics.c_str());
+    return 2;
+  }
+  auto loc = open_locator(data_dir);
+  if (!loc) return 1;
+  auto reg = loc->upsert_source_system({source, source_name.empty() ? source : source_name, "import", ""});
+  if (!reg) {
+    std::fprintf(stderr, "gw-locator: %s\n", reg.issue().diagnostics.c_str());
+    return 1;
+  }
+  Importer imp(*loc, source, batch, quiet);
+  const auto start = std::chrono::steady_clock::now();
+  for (const auto& f : *files)
+    if (!imp.add_file(f)) return 1;
+  if (!imp.finish()) return 1;
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const Tally& t = imp.tally();
+  std::printf("files read:            %zu\n", t.files);
+  std::printf("patients seen:         %zu\n", t.patients);
+  std::printf("  created:             %zu\n", t.created);
+  std::printf("  matched NHS number:  %zu\n", t.matched_nhs);
+  std::printf("  matched identifier:  %zu\n", t.matched_identifier);
+  std::printf("  matched demographics:%zu\n", t.matched_demographics);
+  std::printf("pointers indexed:      %zu\n", t.pointers);
+  std::printf("conflicts recorded:    %zu\n", t.conflicts);
+  std::printf("rejected entries:      %zu%s\n", t.rejected,
+              t.rejected > kShownRejections && report.empty() ? " (first 50 shown; --report FILE for all)" : "");
+  if (!t.skipped.empty()) {
+    std::printf("not indexed (resource types the locator does not hold):\n");
+    for (const auto& [type, n] : t.skipped) std::printf("  %-28s %zu\n", type.c_str(), n);
+  }
+  std::printf("time:                  %.1f s\n", secs);
+  if (!report.empty()) {
+    std::ofstream out(report);
+    for (const auto& r : t.rejections) {
+      fhir::Json line = fhir::Json::object();
+      line.set("where", fhir::Json::string(r.where));
+      line.set("reason", fhir::Json::string(r.why));
+      out << fhir::to_json(line) << "\n";
+    }
+    if (!out) {
+      std::fprintf(stderr, "gw-locator: cannot write %s\n", report.c_str());
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int run_stats(const std::string& data_dir) {
+  auto loc = open_locator(data_dir);
+  if (!loc) return 1;
+  auto s = loc->stats();
+  if (!s) {
+    std::fprintf(stderr, "gw-locator: %s\n", s.issue().diagnostics.c_str());
+    return 1;
+  }
+  std::printf("patients:               %lld\n", static_cast<long long>(s->patients));
+  std::printf("  retired (merged):     %lld\n", static_cast<long long>(s->retired));
+  std::printf("  untrusted NHS number: %lld\n", static_cast<long long>(s->nhs_numbers_untrusted));
+  std::printf("local identifiers:      %lld\n", static_cast<long long>(s->identifiers));
+  std::printf("pointers:               %lld\n", static_cast<long long>(s->pointers));
+  std::printf("source systems:         %lld\n", static_cast<long long>(s->source_systems));
+  std::printf("identity conflicts:     %lld\n", static_cast<long long>(s->conflicts));
+  std::printf("database size:          %.1f MB\n", static_cast<double>(s->database_bytes) / 1e6);
+  return 0;
+}
+
+int run_conflicts(const std::string& data_dir, std::size_t limit) {
+  auto loc = open_locator(data_dir);
+  if (!loc) return 1;
+  auto c = loc->conflicts(limit, 0);
+  if (!c) {
+    std::fprintf(stderr, "gw-locator: %s\n", c.issue().diagnostics.c_str());
+    return 1;
+  }
+  for (const auto& x : *c)
+    std::printf("%s  %-22s source %-8s patient %s  %s\n", x.recorded_at.c_str(), x.kind.c_str(), x.source_ods.c_str(),
+                x.patient_id.c_str(), x.detail.c_str());
+  std::printf("%zu conflict(s) shown\n", c->size());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"gw-locator: administer the record locator index (locator.db) of fhir-gateway"};
+  app.require_subcommand(1);
+  std::string data_dir = "data";
+  std::string source = "IMPORT", source_name, report;
+  std::vector<std::string> inputs;
+  std::size_t batch = 5000, limit = 100;
+  bool quiet = false;
+
+  auto* imp = app.add_subcommand("import", "bulk import Patients and DocumentReference pointers from FHIR Bundles "
+                                           "(.json) or NDJSON (.ndjson), files or folders");
+  imp->add_option("--data", data_dir, "gateway data directory holding locator.db")->capture_default_str();
+  imp->add_option("--source", source, "ODS code of the source system the records come from")->capture_default_str();
+  imp->add_option("--source-name", source_name, "display name for the source system");
+  imp->add_option("--batch", batch, "patients per transaction (1..100000)")->check(CLI::Range(1, 100000))->capture_default_str();
+  imp->add_option("--report", report, "write every rejected entry as NDJSON to this file");
+  imp->add_flag("--quiet", quiet, "no progress or per-entry messages on stderr");
+  imp->add_option("inputs", inputs, "files or folders to import")->required();
+
+  auto* st = app.add_subcommand("stats", "print index statistics");
+  st->add_option("--data", data_dir, "gateway data directory holding locator.db")->capture_default_str();
+
+  auto* cf = app.add_subcommand("conflicts", "list recorded identity conflicts (newest first)");
+  cf->add_option("--data", data_dir, "gateway data directory holding locator.db")->capture_default_str();
+  cf->add_option("--limit", limit, "at most this many (1..10000)")->check(CLI::Range(1, 10000))->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (*imp) return run_import(data_dir, source, source_name, inputs, batch, report, quiet);
+  if (*st) return run_stats(data_dir);
+  return run_conflicts(data_dir, limit);
+}
