@@ -56,6 +56,24 @@ Json capability_statement(const ServerDescription& server, const std::vector<Res
     Json services = Json::array();
     services.push_back(std::move(service));
     Json security = Json::object();
+    if (!server.authorize_url.empty() || !server.token_url.empty()) {
+      Json inner = Json::array();
+      auto uri = [&inner](const char* name, const std::string& value) {
+        if (value.empty()) return;
+        Json e = Json::object();
+        e.set("url", str(name));
+        e.set("valueUri", Json::string(value));
+        inner.push_back(std::move(e));
+      };
+      uri("authorize", server.authorize_url);
+      uri("token", server.token_url);
+      Json ext = Json::object();
+      ext.set("url", str("http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"));
+      ext.set("extension", std::move(inner));
+      Json exts = Json::array();
+      exts.push_back(std::move(ext));
+      security.set("extension", std::move(exts));
+    }
     security.set("service", std::move(services));
     security.set("description", str("Bearer tokens per SMART App Launch v2; see /.well-known/smart-configuration"));
     rest.set("security", std::move(security));

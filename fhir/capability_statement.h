@@ -30,6 +30,10 @@ struct ServerDescription {
   std::string description;
   std::string release_date;  // R4 dateTime, e.g. "2026-11-23"
   bool smart_on_fhir = false;
+  // SMART oauth-uris extension (http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris)
+  // so clients that read only the CapabilityStatement find the identity provider too.
+  std::string authorize_url;
+  std::string token_url;
 };
 
 Json capability_statement(const ServerDescription& server, const std::vector<ResourceCapability>& resources,

@@ -38,11 +38,10 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
     observe::log(observe::Level::warn, "token validation is DISABLED (development mode, loopback only)",
                  {{"role", cfg_.auth.development_role}});
 
-  http::SystemRouteDeps deps{health_, metrics_, search_params_,
-                             fhir::ServerDescription{"fhir-gateway", info.version, cfg_.public_base_url,
-                                                     "Single patient record interoperability gateway",
-                                                     info.release_date, false},
-                             cfg_.metrics_allow_remote};
+  fhir::ServerDescription server{"fhir-gateway", info.version, cfg_.public_base_url,
+                                 "Single patient record interoperability gateway", info.release_date,
+                                 cfg_.auth.enabled, cfg_.auth.authorization_endpoint, cfg_.auth.token_endpoint};
+  http::SystemRouteDeps deps{health_, metrics_, search_params_, server, cfg_.metrics_allow_remote};
   http::add_system_routes(router_, deps);
   http::add_smart_configuration_route(router_, cfg_);
   http::register_locator_search_params(search_params_);

@@ -192,7 +192,7 @@ Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool
   r.set("meta", meta(p.version, p.last_updated, kUkCoreDocRef, break_glass));
   Json master = Json::object();
   master.set("system", str("https://fhir.nhs.uk/Id/nrl-pointer-id"));  // NRL-style pointer id
-  master.set("value", Json::string(p.source_ods + "-" + p.id));
+  master.set("value", Json::string(p.id));
   r.set("masterIdentifier", std::move(master));
   r.set("status", str("current"));
   if (!p.type_code.empty()) r.set("type", codeable(coding(p.type_system, p.type_code, p.type_display)));

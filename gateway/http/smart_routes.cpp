@@ -27,9 +27,13 @@ void add_smart_configuration_route(Router& router, const config::Config& cfg) {
                                        "user/*.rs", "system/*.cruds", "user/Patient.rs", "user/DocumentReference.rs"}));
   doc.set("response_types_supported", strings({"code"}));
   doc.set("code_challenge_methods_supported", strings({"S256"}));
-  doc.set("capabilities", strings({"launch-standalone", "client-public", "client-confidential-asymmetric",
-                                   "context-standalone-patient", "sso-openid-connect", "permission-v1",
-                                   "permission-v2", "permission-patient", "permission-user"}));
+  Json caps = strings({"launch-standalone", "client-public", "client-confidential-asymmetric",
+                       "context-standalone-patient", "permission-v1", "permission-v2", "permission-patient",
+                       "permission-user"});
+  // SMART 2.0: sso-openid-connect requires issuer and jwks_uri, so it is claimed only when
+  // the identity provider's jwks_uri is configured.
+  if (!a.jwks_uri.empty()) caps.push_back(Json::string("sso-openid-connect"));
+  doc.set("capabilities", std::move(caps));
   auto body = std::make_shared<std::string>(fhir::to_json(doc, true));
   RouteOptions o;
   o.access = Access::open;

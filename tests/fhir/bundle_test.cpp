@@ -60,7 +60,8 @@ TEST_CASE("CapabilityStatement: generated from declared resources and registered
   SearchParamRegistry reg;
   reg.add("Patient", {"identifier", SearchParamType::token, "http://hl7.org/fhir/SearchParameter/Patient-identifier",
                       "system|value"});
-  ServerDescription server{"fhir-gateway", "0.1.0", "https://x", "test", "2026-11-23", true};
+  ServerDescription server{"fhir-gateway", "0.1.0", "https://x", "test", "2026-11-23", true,
+                           "https://idp.example/authorize", "https://idp.example/token"};
   ResourceCapability patient_cap{"Patient", "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient",
                                  {"read", "search-type"}, {{"summary", "http://hl7.org/fhir/uv/ips/OperationDefinition/summary"}}};
   Json cs = capability_statement(server, {patient_cap}, {}, reg);
@@ -70,6 +71,11 @@ TEST_CASE("CapabilityStatement: generated from declared resources and registered
   CHECK(rest.string_at("mode") == "server");
   CHECK(rest.find("security")->find("service")->items().at(0).find("coding")->items().at(0).string_at("code") ==
         "SMART-on-FHIR");
+  // The SMART oauth-uris extension names the identity provider's endpoints.
+  const Json& oauth = rest.find("security")->find("extension")->items().at(0);
+  CHECK(oauth.string_at("url") == "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris");
+  CHECK(oauth.find("extension")->items().at(0).string_at("url") == "authorize");
+  CHECK(oauth.find("extension")->items().at(1).string_at("valueUri") == "https://idp.example/token");
   const Json& res = rest.find("resource")->items().at(0);
   CHECK(res.string_at("type") == "Patient");
   CHECK(res.find("interaction")->items().size() == 2);

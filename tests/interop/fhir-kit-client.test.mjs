@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The gateway as seen by fhir-kit-client (a third-party FHIR client on fetch/undici):
 // CapabilityStatement, reads of things the gateway does not serve, $validate, headers.
+// `client` carries a clinician's bearer token (bearerToken); `anonymous` carries none.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -13,10 +14,12 @@ import { assertAllSchemaValid, assertOperationOutcome, assertSchemaValid } from 
 
 let gw;
 let client;
+let anonymous;
 
 before(async () => {
   gw = await startGateway();
-  client = gw.fhirClient();
+  client = gw.fhirClient({ token: await gw.token({ role: 'clinician', org: 'A81001' }) });
+  anonymous = gw.fhirClient();
 });
 
 after(async () => {
@@ -58,8 +61,8 @@ test('TLS is verified: without the dev CA the client refuses the gateway', { ski
   });
 });
 
-test('capabilityStatement(): FHIR 4.0.1, kind instance, JSON, schema-valid', async () => {
-  const cs = await client.capabilityStatement();
+test('capabilityStatement(): FHIR 4.0.1, kind instance, JSON, schema-valid (no token needed)', async () => {
+  const cs = await anonymous.capabilityStatement();
   assert.equal(cs.resourceType, 'CapabilityStatement');
   assert.equal(cs.fhirVersion, '4.0.1');
   assert.equal(cs.kind, 'instance');
@@ -81,10 +84,24 @@ test('CapabilityStatement advertises $validate, which the gateway serves', async
   assert.ok(ops.some((o) => o.name === 'validate'), `operations: ${JSON.stringify(ops)}`);
 });
 
-test('read of a Patient id rejects with 404 and a schema-valid OperationOutcome', async () => {
+test('bearerToken is sent as Authorization: Bearer on every request', async () => {
+  const cs = await client.capabilityStatement();
+  assert.match(Client.httpFor(cs).request.headers.get('authorization') ?? '', /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/);
+  const plain = await anonymous.capabilityStatement();
+  assert.equal(Client.httpFor(plain).request.headers.get('authorization'), null);
+});
+
+test('read of an unknown Patient id with a token rejects with 404 and a schema-valid OperationOutcome', async () => {
   const err = await httpError(() => client.read({ resourceType: 'Patient', id: 'does-not-exist' }), 404);
   assertOperationOutcome(err.response.data, 'GET /Patient/does-not-exist');
   assert.ok(err.response.data.issue.some((i) => i.severity === 'error' || i.severity === 'fatal'));
+});
+
+test('read of a Patient without a token rejects with 401 and a schema-valid OperationOutcome', async () => {
+  const err = await httpError(() => anonymous.read({ resourceType: 'Patient', id: 'does-not-exist' }), 401);
+  assertOperationOutcome(err.response.data, 'GET /Patient/does-not-exist without token');
+  assert.equal(err.response.data.issue[0].code, 'login', JSON.stringify(err.response.data));
+  assert.match(err.config.headers.get('www-authenticate') ?? '', /^Bearer realm="fhir-gateway"/);
 });
 
 test('read of an unknown resource type rejects with 404 and a schema-valid OperationOutcome', async () => {
@@ -113,6 +130,12 @@ test('operation $validate (system level) reports an empty string as an error iss
   const oo = await client.operation({ name: '$validate', input: { resourceType: 'Patient', name: [{ family: '' }] } });
   assertOperationOutcome(oo, 'POST /$validate');
   assert.ok(oo.issue.some((i) => i.severity === 'error'), JSON.stringify(oo));
+});
+
+test('operation $validate without a token rejects with 401 (the body is not looked at)', async () => {
+  const err = await httpError(() => anonymous.operation({ name: 'validate', resourceType: 'Patient', input: { resourceType: 'Patient' } }), 401);
+  assertOperationOutcome(err.response.data, 'POST /Patient/$validate without token');
+  assert.ok(!err.response.data.issue.some((i) => i.severity === 'information'), 'the resource was validated anyway');
 });
 
 test('X-Request-ID sent by the client is mirrored back', async () => {

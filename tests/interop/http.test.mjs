@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // HTTP-level behaviour a client relies on: operational endpoints, errors as
 // OperationOutcome, X-Request-ID, response framing, and a clean SIGTERM shutdown.
+// Clinical routes need a bearer token; `token` is a clinician's.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import tls from 'node:tls';
@@ -10,9 +11,11 @@ import { startGateway } from './gateway.mjs';
 import { assertAllSchemaValid, assertOperationOutcome } from './fhir-schema.mjs';
 
 let gw;
+let token;
 
 before(async () => {
   gw = await startGateway();
+  token = await gw.token({ role: 'clinician', org: 'A81001' });
 });
 
 after(async () => {
@@ -63,7 +66,8 @@ describe('operational endpoints', () => {
 });
 
 describe('errors are OperationOutcomes', () => {
-  for (const path of ['/Foo/1', '/Patient/1', '/', '/metadata/extra', '/Patient/1/_history/1']) {
+  // Paths no route serves are 404 before authentication: nothing is disclosed.
+  for (const path of ['/Foo/1', '/', '/metadata/extra', '/Patient/1/_history/1']) {
     test(`GET ${path} -> 404`, async () => {
       const res = await gw.request('GET', path, { headers: { accept: 'application/fhir+json' } });
       assert.equal(res.status, 404, res.text);
@@ -71,6 +75,21 @@ describe('errors are OperationOutcomes', () => {
       assertOperationOutcome(res.json, `GET ${path}`);
     });
   }
+
+  test('GET /Patient/1 with a token -> 404 (unknown patient)', async () => {
+    const res = await gw.request('GET', '/Patient/1', { token, headers: { accept: 'application/fhir+json' } });
+    assert.equal(res.status, 404, res.text);
+    assert.match(res.headers['content-type'] ?? '', /^application\/fhir\+json/);
+    assertOperationOutcome(res.json, 'GET /Patient/1 with token');
+  });
+
+  test('GET /Patient/1 without a token -> 401, WWW-Authenticate: Bearer', async () => {
+    const res = await gw.request('GET', '/Patient/1', { headers: { accept: 'application/fhir+json' } });
+    assert.equal(res.status, 401, res.text);
+    assert.match(res.headers['www-authenticate'] ?? '', /^Bearer realm="fhir-gateway"$/);
+    assert.match(res.headers['content-type'] ?? '', /^application\/fhir\+json/);
+    assertOperationOutcome(res.json, 'GET /Patient/1 without token');
+  });
 
   test('a method the route does not allow -> 405 with Allow and an OperationOutcome', async () => {
     const res = await gw.request('POST', '/metadata', { headers: { 'content-type': 'application/fhir+json' }, body: '{}' });
@@ -85,9 +104,11 @@ describe('X-Request-ID', () => {
     for (const [method, path, opts, status] of [
       ['GET', '/metadata', {}, 200],
       ['GET', '/healthz', {}, 200],
-      ['GET', '/Patient/1', {}, 404],
-      ['POST', '/$validate', { headers: { 'content-type': 'application/fhir+json' }, body: '{' }, 400],
-      ['POST', '/$validate', { headers: { 'content-type': 'text/plain' }, body: '{}' }, 415],
+      ['GET', '/Patient/1', { token }, 404],
+      ['GET', '/Patient/1', {}, 401],
+      ['GET', '/Patient/1', { token: 'not-a-token' }, 401],
+      ['POST', '/$validate', { token, headers: { 'content-type': 'application/fhir+json' }, body: '{' }, 400],
+      ['POST', '/$validate', { token, headers: { 'content-type': 'text/plain' }, body: '{}' }, 415],
       ['GET', '/metadata?_format=xml', {}, 406],
     ]) {
       const id = randomUUID();

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // POST /$validate and POST /{Type}/$validate with exact bodies and headers (node:https).
+// $validate reads no patient data but needs a valid bearer token of any role; without one
+// the body is not even parsed.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
@@ -7,9 +9,12 @@ import { startGateway } from './gateway.mjs';
 import { assertAllSchemaValid, assertOperationOutcome } from './fhir-schema.mjs';
 
 let gw;
+let token;
 
 before(async () => {
   gw = await startGateway();
+  // No patient data is involved: a role with no clinical access at all is enough.
+  token = await gw.token({ role: 'ig-officer', org: 'A81001', scope: 'openid' });
 });
 
 after(async () => {
@@ -32,13 +37,42 @@ const validPatient = {
 };
 
 /** POSTs body to path and checks the answer is a schema-valid OperationOutcome. */
-async function validate(path, body, { headers = FHIR_JSON, status = 200 } = {}) {
-  const res = await gw.request('POST', path, { headers, body });
+/** auth: the bearer token (default: the suite's), or null for none. */
+async function validate(path, body, { headers = FHIR_JSON, status = 200, auth = token } = {}) {
+  const res = await gw.request('POST', path, { headers, body, token: auth ?? undefined });
   assert.equal(res.status, status, `POST ${path}: ${res.text}`);
   assert.match(res.headers['content-type'] ?? '', /^application\/fhir\+json(\s*;|$)/);
   assertOperationOutcome(res.json, `POST ${path} -> ${res.status}`);
   return res.json;
 }
+
+describe('authentication', () => {
+  test('no token -> 401 with WWW-Authenticate, even for a malformed body', async () => {
+    for (const body of [validPatient, '{"resourceType": "Patient", "active": tru']) {
+      const oo = await validate('/$validate', body, { auth: null, status: 401 });
+      assert.equal(oo.issue[0].code, 'login', JSON.stringify(oo));
+    }
+    const res = await gw.request('POST', '/Patient/$validate', { headers: FHIR_JSON, body: validPatient });
+    assert.equal(res.status, 401);
+    assert.equal(res.headers['www-authenticate'], 'Bearer realm="fhir-gateway"');
+  });
+
+  test('a token that does not verify -> 401 invalid_token', async () => {
+    const [header, payload] = token.split('.');
+    for (const bad of ['garbage', `${header}.${payload}.AAAA`, `${header}.${payload}`]) {
+      const res = await gw.request('POST', '/$validate', { headers: FHIR_JSON, body: validPatient, token: bad });
+      assert.equal(res.status, 401, `${bad}: ${res.text}`);
+      assert.match(res.headers['www-authenticate'] ?? '', /^Bearer realm="fhir-gateway", error="invalid_token"$/);
+      assertOperationOutcome(res.json, `POST /$validate with token ${bad.slice(0, 20)}`);
+    }
+  });
+
+  test('any role will do: a clinician token validates too', async () => {
+    const clinician = await gw.token({ role: 'clinician', org: 'A81001' });
+    const oo = await validate('/Patient/$validate', validPatient, { auth: clinician });
+    assert.ok(!oo.issue.some(isError), JSON.stringify(oo));
+  });
+});
 
 describe('valid resources', () => {
   for (const path of ['/$validate', '/Patient/$validate']) {
@@ -124,7 +158,7 @@ describe('wrong Content-Type -> 415 OperationOutcome', () => {
   }
 
   test('no Content-Type at all', async () => {
-    const res = await gw.request('POST', '/Patient/$validate', { body: JSON.stringify(validPatient) });
+    const res = await gw.request('POST', '/Patient/$validate', { token, body: JSON.stringify(validPatient) });
     assert.ok([400, 415].includes(res.status), `status ${res.status}: ${res.text}`);
     assertOperationOutcome(res.json, 'POST without Content-Type');
   });
