@@ -21,6 +21,7 @@
 #include <CLI/CLI.hpp>
 
 #include "fhir/json.h"
+#include "fhir/resource_types.h"
 #include "gateway/locator/fhir_mapping.h"
 #include "gateway/locator/sqlite_locator.h"
 
@@ -92,9 +93,12 @@ std::vector<std::string> patient_keys(const fhir::Json& patient, std::string_vie
 
 class Importer {
  public:
-  Importer(gw::locator::Locator& loc, std::string source, std::size_t batch_size, bool quiet)
+  // `pointer_base`: when set, a file (Bundle) holding exactly one Patient and other clinical
+  // resources also gets one pointer saying the source holds those resource types, retrievable
+  // at <pointer_base>/Patient/<source id>/$everything (e.g. a Synthea export).
+  Importer(gw::locator::Locator& loc, std::string source, std::size_t batch_size, bool quiet, std::string pointer_base)
       : loc_(loc), source_(std::move(source)), batch_size_(batch_size), quiet_(quiet),
-        start_(std::chrono::steady_clock::now()) {}
+        pointer_base_(std::move(pointer_base)), start_(std::chrono::steady_clock::now()) {}
 
   // One file's resources: (resource, fullUrl, position label).
   struct Item {
@@ -186,6 +190,9 @@ class Importer {
   bool add_items(std::vector<Item> items) {
     // Patients first, then attach pointers by subject (reference, fullUrl or identifier).
     std::map<std::string, std::size_t> by_key;  // key -> index into batch_.records
+    std::size_t patients_here = 0;
+    std::string only_patient_id;
+    std::set<std::string> held_types;
     for (auto& it : items) {
       std::string_view type = it.resource.string_at("resourceType");
       if (type != "Patient") continue;
@@ -203,18 +210,30 @@ class Importer {
     }
     for (auto& it : items) {
       std::string type(it.resource.string_at("resourceType"));
-      if (type == "Patient") continue;
-      if (type != "DocumentReference") {
-        ++tally_.skipped[type.empty() ? "(no resourceType)" : type.substr(0, 64)];
+      if (type == "Patient") {
+        ++patients_here;
+        only_patient_id = std::string(it.resource.string_at("id")).substr(0, 64);
         continue;
       }
+      if (type != "DocumentReference") {
+        ++tally_.skipped[type.empty() ? "(no resourceType)" : type.substr(0, 64)];
+        if (fhir::is_r4_resource_type(type) && type != "Organization" && type != "Practitioner" &&
+            type != "PractitionerRole" && type != "Location" && type != "Claim" && type != "ExplanationOfBenefit")
+          held_types.insert(type);
+        continue;
+      }
+      // Inside a Bundle the subject is often the Patient's fullUrl (urn:uuid:...): the link is
+      // made below by key, so the mapping sees only what a pointer keeps.
+      std::vector<std::string> keys = subject_keys(it.resource);
+      if (fhir::Json* subject = it.resource.find("subject"))
+        if (subject->string_at("reference").substr(0, 4) == "urn:") subject->erase("reference");
       auto ptr = gw::locator::pointer_from_document_reference(it.resource);
       if (!ptr) {
         reject(it.where + " (DocumentReference)", ptr.issue().diagnostics);
         continue;
       }
       std::size_t target = SIZE_MAX;
-      for (const auto& k : subject_keys(it.resource)) {
+      for (const auto& k : keys) {
         auto f = by_key.find(k);
         if (f != by_key.end()) target = f->second;
       }
@@ -224,6 +243,17 @@ class Importer {
         continue;
       }
       batch_.records[target].pointers.push_back(std::move(*ptr));
+    }
+    if (!pointer_base_.empty() && patients_here == 1 && !held_types.empty() && !only_patient_id.empty() &&
+        !batch_.records.empty() && batch_.where.back().find("(Patient/" + only_patient_id + ")") != std::string::npos) {
+      gw::locator::Pointer p;
+      p.id = source_ + "-" + only_patient_id;  // stable: a re-import updates it
+      p.source_ods = source_;
+      p.type_code = "824321000000109";
+      p.type_display = "Summary record";
+      p.resource_types.assign(held_types.begin(), held_types.end());
+      p.url = pointer_base_ + "/Patient/" + only_patient_id + "/$everything";
+      batch_.records.back().pointers.push_back(std::move(p));
     }
     return batch_.records.size() >= batch_size_ ? flush() : true;
   }
@@ -265,6 +295,7 @@ class Importer {
   std::string source_;
   std::size_t batch_size_;
   bool quiet_;
+  std::string pointer_base_;
   std::chrono::steady_clock::time_point start_;
   Batch batch_;
   Tally tally_;
@@ -308,7 +339,8 @@ std::unique_ptr<gw::locator::Locator> open_locator(const std::string& data_dir) 
 }
 
 int run_import(const std::string& data_dir, const std::string& source, const std::string& source_name,
-               const std::vector<std::string>& inputs, std::size_t batch, const std::string& report, bool quiet) {
+               const std::vector<std::string>& inputs, std::size_t batch, const std::string& report, bool quiet,
+               const std::string& pointer_base) {
   auto files = list_inputs(inputs);
   if (!files) {
     std::fprintf(stderr, "gw-locator: %s\n", files.issue().diagnostics.c_str());
@@ -321,7 +353,7 @@ int run_import(const std::string& data_dir, const std::string& source, const std
     std::fprintf(stderr, "gw-locator: %s\n", reg.issue().diagnostics.c_str());
     return 1;
   }
-  Importer imp(*loc, source, batch, quiet);
+  Importer imp(*loc, source, batch, quiet, pointer_base);
   const auto start = std::chrono::steady_clock::now();
   for (const auto& f : *files)
     if (!imp.add_file(f)) return 1;
@@ -399,7 +431,7 @@ int main(int argc, char** argv) {
   CLI::App app{"gw-locator: administer the record locator index (locator.db) of fhir-gateway"};
   app.require_subcommand(1);
   std::string data_dir = "data";
-  std::string source = "IMPORT", source_name, report;
+  std::string source = "IMPORT", source_name, report, pointer_base;
   std::vector<std::string> inputs;
   std::size_t batch = 5000, limit = 100;
   bool quiet = false;
@@ -411,6 +443,9 @@ int main(int argc, char** argv) {
   imp->add_option("--source-name", source_name, "display name for the source system");
   imp->add_option("--batch", batch, "patients per transaction (1..100000)")->check(CLI::Range(1, 100000))->capture_default_str();
   imp->add_option("--report", report, "write every rejected entry as NDJSON to this file");
+  imp->add_option("--pointer-base", pointer_base,
+                  "FHIR base URL of the source: a Bundle with one Patient and clinical resources also gets a "
+                  "pointer to <base>/Patient/<id>/$everything listing the resource types held");
   imp->add_flag("--quiet", quiet, "no progress or per-entry messages on stderr");
   imp->add_option("inputs", inputs, "files or folders to import")->required();
 
@@ -426,7 +461,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
-  if (*imp) return run_import(data_dir, source, source_name, inputs, batch, report, quiet);
+  if (*imp) return run_import(data_dir, source, source_name, inputs, batch, report, quiet, pointer_base);
   if (*st) return run_stats(data_dir);
   return run_conflicts(data_dir, limit);
 }

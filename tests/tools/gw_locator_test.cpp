@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: Apache-2.0
+// gw-locator, run as a user would: bulk import with a per-entry rejection report, nothing
+// half-written, statistics, the Synthea sample set (when ../shared/data is present), usage errors.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "support/paths.h"
+
+namespace {
+
+struct Run {
+  int status = -1;
+  std::string out;
+};
+
+// Runs gw-locator with `args` (shell-quoted by the caller), stdout and stderr together.
+Run gw_locator(const std::string& args) {
+  Run r;
+  std::string cmd = std::string(GW_LOCATOR_BIN) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::array<char, 4096> buf{};
+  std::size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+std::string patient(const std::string& id, const std::string& nhs, const std::string& gender) {
+  return R"({"resourceType":"Patient","id":")" + id + R"(","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":")" +
+         nhs + R"("},{"system":"https://trust.example/mrn","value":"M-)" + id + R"("}],"name":[{"family":"Okafor","given":["Ada"]}],"gender":")" +
+         gender + R"(","birthDate":"1970-01-01"})";
+}
+
+std::string line_of(const std::string& text, const std::string& label) {
+  auto at = text.find(label);
+  if (at == std::string::npos) return {};
+  return text.substr(at, text.find('\n', at) - at);
+}
+
+}  // namespace
+
+TEST_CASE("gw-locator: import reports created, rejected entries one by one, and writes nothing half") {
+  auto dir = gw::test::temp_dir("gwloc");
+  const std::string data = (dir / "data").string();
+  std::ofstream(dir / "good.json") << R"({"resourceType":"Bundle","type":"collection","entry":[)"
+                                   << R"({"fullUrl":"urn:uuid:p1","resource":)" << patient("p1", "9990000018", "female") << "},"
+                                   << R"({"fullUrl":"urn:uuid:p2","resource":)" << patient("p2", "9990000026", "male") << "},"
+                                   << R"({"resource":{"resourceType":"DocumentReference","status":"current",)"
+                                   << R"("type":{"coding":[{"system":"http://snomed.info/sct","code":"887701000000100"}]},)"
+                                   << R"("subject":{"reference":"urn:uuid:p1"},)"
+                                   << R"("custodian":{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"RX1"}},)"
+                                   << R"("content":[{"attachment":{"contentType":"application/fhir+json","url":"https://rx1.example/fhir/x"}}]}}]})";
+  std::ofstream(dir / "bad.json") << R"({"resourceType":"Bundle","type":"collection","entry":[)"
+                                  << R"({"resource":)" << patient("p3", "9990000034", "sometimes") << "},"
+                                  << R"({"fullUrl":"urn:uuid:nothing"},)"
+                                  << R"({"resource":)" << patient("p4", "9990000042", "female") << "}]}";
+  std::ofstream(dir / "broken.json") << R"({"resourceType":"Bundle","entry":[)";
+  const std::string report = (dir / "rejected.ndjson").string();
+  Run r = gw_locator("import --data " + data + " --source RX1 --report " + report + " " + (dir / "good.json").string() +
+                     " " + (dir / "bad.json").string() + " " + (dir / "broken.json").string());
+  CHECK_MESSAGE(r.status == 0, r.out);
+  CHECK(line_of(r.out, "patients seen:").find(" 4") != std::string::npos);
+  CHECK(line_of(r.out, "  created:").find(" 3") != std::string::npos);
+  CHECK(line_of(r.out, "pointers indexed:").find(" 1") != std::string::npos);
+  CHECK(line_of(r.out, "rejected entries:").find(" 3") != std::string::npos);
+  // Each rejection names its file, entry and reason.
+  std::string rep = gw::test::read_file(report);
+  CHECK(rep.find("bad.json#entry[0] (Patient/p3)") != std::string::npos);
+  CHECK(rep.find("gender") != std::string::npos);
+  CHECK(rep.find("bad.json#entry[1]") != std::string::npos);
+  CHECK(rep.find("entry has no resource") != std::string::npos);
+  CHECK(rep.find("broken.json") != std::string::npos);
+  // Nothing of the rejected Patient was written; the good ones are there.
+  Run st = gw_locator("stats --data " + data);
+  CHECK(st.status == 0);
+  CHECK(line_of(st.out, "patients:").find(" 3") != std::string::npos);
+  CHECK(line_of(st.out, "local identifiers:").find(" 3") != std::string::npos);
+  CHECK(line_of(st.out, "pointers:").find(" 1") != std::string::npos);
+  // Re-importing the same file matches instead of duplicating.
+  Run again = gw_locator("import --quiet --data " + data + " --source RX1 " + (dir / "good.json").string());
+  CHECK(line_of(again.out, "matched NHS number:").find(" 2") != std::string::npos);
+  CHECK(line_of(gw_locator("stats --data " + data).out, "patients:").find(" 3") != std::string::npos);
+}
+
+TEST_CASE("gw-locator: the Synthea sample set imports with one pointer per patient") {
+  auto shared = gw::test::shared_data_dir();
+  if (!shared) return;  // skipped with a message by shared_data_dir()
+  auto dir = gw::test::temp_dir("gwloc-synthea");
+  Run r = gw_locator("import --quiet --data " + (dir / "data").string() + " --source RSYN --pointer-base https://synthea.example/fhir " +
+                     (*shared / "synthea-r4-smart-on-fhir").string());
+  REQUIRE_MESSAGE(r.status == 0, r.out);
+  const std::string created = line_of(r.out, "  created:");
+  const std::string pointers = line_of(r.out, "pointers indexed:");
+  CHECK(line_of(r.out, "rejected entries:").find(" 0") != std::string::npos);
+  // Every Synthea patient file holds one Patient plus clinical resources: one pointer each.
+  const int n_created = std::stoi(created.substr(created.find(':') + 1));
+  CHECK(n_created == std::stoi(pointers.substr(pointers.find(':') + 1)));
+  CHECK(n_created >= 20);
+}
+
+TEST_CASE("gw-locator: --help, usage errors and missing inputs") {
+  Run help = gw_locator("--help");
+  CHECK(help.status == 0);
+  CHECK(help.out.find("import") != std::string::npos);
+  CHECK(gw_locator("import --help").out.find("--pointer-base") != std::string::npos);
+  CHECK(gw_locator("").status == 2);
+  CHECK(gw_locator("frobnicate").status == 2);
+  Run missing = gw_locator("import --data /tmp/gwloc-none /no/such/file.json");
+  CHECK(missing.status == 2);
+  CHECK(missing.out.find("no such file") != std::string::npos);
+}
