@@ -12,6 +12,7 @@
 
 #include "fhir/json.h"
 #include "fhir/nhs_number.h"
+#include "support/certs.h"
 #include "support/test_server.h"
 
 using namespace gw;
@@ -471,4 +472,45 @@ TEST_CASE("Locator API: authorisation matrix has zero disclosures beyond the pol
   CHECK(allowed_expected > 0);  // the matrix exercises real access, not only refusals
   CHECK(disclosures_beyond == 0);
   CHECK(denied_wrongly == 0);
+}
+
+TEST_CASE("Locator API: a source system authenticated by client certificate maintains its pointers") {
+  TestServer s([](config::Config& c) {
+    c.https.client_ca = test::dev_certs().ca;
+    c.https.client_certificates = config::ClientCertificates::optional;
+    config::SourceSystemConfig epr;
+    epr.ods_code = "RX1";
+    epr.name = "Development Trust EPR";
+    epr.client_certificate_subject = "CN=dev-client,O=Development Trust";
+    c.source_systems.push_back(epr);
+  });
+  Seeded a = add_patient(s.locator(), 90, "Certain", "A81001");
+  auto with_cert = s.client();
+  with_cert.cert_file = test::dev_certs().client_cert;
+  with_cert.key_file = test::dev_certs().client_key;
+  const std::string body =
+      R"({"resourceType":"DocumentReference","status":"current","type":{"coding":[{"system":"http://snomed.info/sct","code":"887701000000100"}]},)"
+      R"("subject":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":")" + a.nhs_number + R"("}},)"
+      R"("custodian":{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"RX1"}},)"
+      R"("content":[{"attachment":{"contentType":"application/fhir+json","url":"https://rx1.example.nhs.uk/fhir/Bundle/9"}}]})";
+  const std::string post = send(s, "POST", "/DocumentReference", "", body, "application/fhir+json");
+  auto ex = test::exchange(s.port(), post, 1, with_cert);
+  REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+  CHECK_MESSAGE(ex.responses[0].status == 201, ex.responses[0].body);
+  // The registered source is in the index with its name.
+  auto src = s.locator().source_system("RX1");
+  REQUIRE(src.ok());
+  REQUIRE(src->has_value());
+  CHECK((*src)->name == "Development Trust EPR");
+  // Without the certificate (and no token) the same request is unauthenticated.
+  auto anonymous = test::exchange(s.port(), post, 1, s.client());
+  REQUIRE(anonymous.responses.size() == 1);
+  CHECK(anonymous.responses[0].status == 401);
+  // The certificate acts for RX1 only: a pointer in another custodian's name is refused.
+  auto other_custodian = test::exchange(s.port(), send(s, "POST", "/DocumentReference", "", [&] {
+    std::string b = body;
+    return b.replace(b.find("\"RX1\""), 5, "\"RX2\"");
+  }(), "application/fhir+json"), 1, with_cert);
+  REQUIRE(other_custodian.responses.size() == 1);
+  CHECK(other_custodian.responses[0].status == 403);
 }
