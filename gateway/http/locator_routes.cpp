@@ -279,6 +279,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
                                      std::string(req.header("x-break-glass-justification").substr(0, 1000)),
                                      now_seconds());
     if (!g) return g.issue();
+    if (patient_id.empty()) return false;  // judged only, for an unknown patient
     observe::log(observe::Level::warn, "break-glass access granted",
                  {{"request_id", req.request_id}, {"reason", g->reason_code}, {"client_id", req.principal->client_id}});
     return true;
@@ -292,32 +293,51 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     return deps_.policy.authorise_patient(*req.principal, facts, rec.id, grant ? &*grant : nullptr, now_seconds());
   }
 
+  // The patient `patient_id` as this caller may see it: a break-glass request judged, the
+  // record read, and the decision made on the current data (a retired id is judged by its
+  // survivor). Unknown and hidden patients both come back as `hidden`, so the two answers are
+  // identical. Parameters are references: see AsyncLocator::call on g++ 12 and temporaries.
+  struct PatientAccess {
+    locator::PatientRecord asked;   // the record for patient_id (possibly retired)
+    locator::PatientRecord judged;  // the record the decision was made on (the survivor)
+    auth::Decision decision;
+  };
+  awaitable<fhir::Result<PatientAccess>> patient_access(Request& req, const std::string& patient_id,
+                                                        const Issue& hidden) {
+    if (!valid_id(patient_id)) co_return hidden;
+    auto bg = maybe_break_glass(req, patient_id);
+    if (!bg) co_return bg.issue();
+    auto read = [patient_id](locator::Locator& l) { return l.read_patient(patient_id); };
+    auto rec = co_await deps_.locator.call(read);
+    if (!rec) co_return rec.issue();
+    if (!*rec) co_return hidden;
+    PatientAccess a{std::move(**rec), {}, {}};
+    a.judged = a.asked;
+    if (a.asked.merged_into) {
+      const std::string survivor = *a.asked.merged_into;
+      auto read_survivor = [survivor](locator::Locator& l) { return l.read_patient(survivor); };
+      auto s = co_await deps_.locator.call(read_survivor);
+      if (!s) co_return s.issue();
+      if (*s) {
+        a.judged = std::move(**s);
+        a.judged.id = a.asked.id;  // break-glass grants name the id that was asked for
+      }
+    }
+    a.decision = decide(req, a.judged);
+    if (!a.decision.allowed)
+      co_return a.decision.hide_existence ? hidden : Issue::make(ErrorCode::forbidden, "access denied: " + a.decision.reason);
+    co_return a;
+  }
+
   // ---- Patient ------------------------------------------------------------------------------
 
   awaitable<Response> read_patient(Request& req) {
-    const std::string id = req.path_params.at(0);
-    if (!valid_id(id)) co_return error_response(unknown_patient(), req.format.pretty);
-    auto bg = maybe_break_glass(req, id);
-    if (!bg) co_return error_response(bg.issue(), req.format.pretty);
-    auto op1 = [id](locator::Locator& l) { return l.read_patient(id); };
-    auto rec = co_await deps_.locator.call(op1);
-    if (!rec) co_return error_response(rec.issue(), req.format.pretty);
-    if (!*rec) co_return error_response(unknown_patient(), req.format.pretty);
-    locator::PatientRecord record = std::move(**rec);
-    // A retired record is judged by its survivor's facts (the same person, current data).
-    locator::PatientRecord judged = record;
-    if (record.merged_into) {
-      std::string survivor = *record.merged_into;
-      auto op2 = [survivor](locator::Locator& l) { return l.read_patient(survivor); };
-      auto s = co_await deps_.locator.call(op2);
-      if (!s) co_return error_response(s.issue(), req.format.pretty);
-      if (*s) judged = std::move(**s);
-      judged.id = record.id;  // break-glass grants name the id that was asked for
-    }
-    auth::Decision d = decide(req, judged);
-    if (!d.allowed) co_return error_response(d.hide_existence ? unknown_patient()
-                                                              : Issue::make(ErrorCode::forbidden, "access denied: " + d.reason),
-                                             req.format.pretty);
+    const std::string& id = req.path_params.at(0);
+    const Issue hidden = unknown_patient();
+    auto access = co_await patient_access(req, id, hidden);
+    if (!access) co_return error_response(access.issue(), req.format.pretty);
+    const locator::PatientRecord& record = access->asked;
+    const auth::Decision& d = access->decision;
     const std::string etag = "W/\"" + std::to_string(record.version) + "\"";
     if (req.header("if-none-match") == etag && !d.break_glass) {
       Response r;
@@ -388,8 +408,8 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     q->count = deps_.max_search_matches + 1;
     q->offset = 0;
     locator::PatientQuery query = std::move(*q);
-    auto op3 = [query](locator::Locator& l) { return l.search_patients(query); };
-    auto page = co_await deps_.locator.call(op3);
+    auto search = [query](locator::Locator& l) { return l.search_patients(query); };
+    auto page = co_await deps_.locator.call(search);
     if (!page) co_return error_response(page.issue(), req.format.pretty);
     if (page->total > static_cast<std::int64_t>(deps_.max_search_matches))
       co_return error_response(Issue::make(ErrorCode::invalid_value,
@@ -463,23 +483,21 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     auto ident = identifier_from_token(t, "sourceIdentifier");
     if (!ident) co_return error_response(ident.issue(), req.format.pretty);
     locator::Identifier idf = std::move(*ident);
-    auto op4 = [idf](locator::Locator& l) { return l.lookup_identifier(idf.system, idf.value); };
-    auto found = co_await deps_.locator.call(op4);
+    auto lookup = [idf](locator::Locator& l) { return l.lookup_identifier(idf.system, idf.value); };
+    auto found = co_await deps_.locator.call(lookup);
     if (!found) co_return error_response(found.issue(), req.format.pretty);
     Issue not_found = Issue::make(ErrorCode::not_found, "sourceIdentifier Patient Identifier not found", "sourceIdentifier");
-    if (!*found) co_return error_response(not_found, req.format.pretty);
-    std::string pid = **found;
-    auto bg = maybe_break_glass(req, pid);
-    if (!bg) co_return error_response(bg.issue(), req.format.pretty);
-    auto op5 = [pid](locator::Locator& l) { return l.read_patient(pid); };
-    auto rec = co_await deps_.locator.call(op5);
-    if (!rec) co_return error_response(rec.issue(), req.format.pretty);
-    if (!*rec) co_return error_response(not_found, req.format.pretty);
-    auth::Decision d = decide(req, **rec);
-    if (!d.allowed) co_return error_response(d.hide_existence ? not_found
-                                                              : Issue::make(ErrorCode::forbidden, "access denied: " + d.reason),
-                                             req.format.pretty);
-    const auto& p = **rec;
+    if (!*found) {
+      // A break-glass request is judged the same way for unknown patients: no oracle.
+      auto bg = maybe_break_glass(req, "");
+      if (!bg) co_return error_response(bg.issue(), req.format.pretty);
+      co_return error_response(not_found, req.format.pretty);
+    }
+    const std::string pid = **found;
+    auto access = co_await patient_access(req, pid, not_found);
+    if (!access) co_return error_response(access.issue(), req.format.pretty);
+    const auth::Decision& d = access->decision;
+    const auto& p = access->judged;
     auto wanted = [&targets](std::string_view system) {
       return targets.empty() || std::find(targets.begin(), targets.end(), system) != targets.end();
     };
@@ -569,8 +587,8 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     };
     if (by_identifier) {
       locator::Identifier idf = *by_identifier;
-      auto op6 = [idf](locator::Locator& l) { return l.lookup_identifier(idf.system, idf.value); };
-      auto found = co_await deps_.locator.call(op6);
+      auto lookup = [idf](locator::Locator& l) { return l.lookup_identifier(idf.system, idf.value); };
+      auto found = co_await deps_.locator.call(lookup);
       if (!found) co_return error_response(found.issue(), req.format.pretty);
       if (!*found) {
         auto bg = maybe_break_glass(req, "");
@@ -579,32 +597,18 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       }
       patient_id = **found;
     }
-    if (!valid_id(patient_id)) co_return empty();
-    auto bg = maybe_break_glass(req, patient_id);
-    if (!bg) co_return error_response(bg.issue(), req.format.pretty);
-    std::string pid = patient_id;
-    auto op7 = [pid](locator::Locator& l) { return l.read_patient(pid); };
-    auto rec = co_await deps_.locator.call(op7);
-    if (!rec) co_return error_response(rec.issue(), req.format.pretty);
-    if (!*rec) co_return empty();
-    if ((*rec)->merged_into) {
-      // Pointers live on the survivor.
-      pid = *(*rec)->merged_into;
-      auto op8 = [pid](locator::Locator& l) { return l.read_patient(pid); };
-      auto s = co_await deps_.locator.call(op8);
-      if (!s) co_return error_response(s.issue(), req.format.pretty);
-      if (!*s) co_return empty();
-      std::string asked = (*rec)->id;
-      rec = std::move(s);
+    const Issue hidden = Issue::make(ErrorCode::not_found, "no such patient");
+    auto access = co_await patient_access(req, patient_id, hidden);
+    if (!access) {
+      // Unknown and hidden patients: the same empty Bundle.
+      if (access.issue().code == ErrorCode::not_found) co_return empty();
+      co_return error_response(access.issue(), req.format.pretty);
     }
-    const locator::PatientRecord& patient = **rec;
-    auth::Decision d = decide(req, patient);
-    if (!d.allowed) {
-      if (d.hide_existence) co_return empty();
-      co_return error_response(Issue::make(ErrorCode::forbidden, "access denied: " + d.reason), req.format.pretty);
-    }
-    auto op9 = [pid](locator::Locator& l) { return l.pointers_for(pid); };
-    auto pointers = co_await deps_.locator.call(op9);
+    const locator::PatientRecord& patient = access->judged;
+    const auth::Decision& d = access->decision;
+    const std::string pid = patient_id;  // pointers_for follows merges to the survivor
+    auto list_pointers = [pid](locator::Locator& l) { return l.pointers_for(pid); };
+    auto pointers = co_await deps_.locator.call(list_pointers);
     if (!pointers) co_return error_response(pointers.issue(), req.format.pretty);
     std::vector<Json> visible;
     std::size_t held_back = 0;
@@ -643,27 +647,20 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     const std::string id = req.path_params.at(0);
     Issue unknown = Issue::make(ErrorCode::not_found, "No such DocumentReference, or you may not see it");
     if (!valid_id(id)) co_return error_response(unknown, req.format.pretty);
-    auto op10 = [id](locator::Locator& l) { return l.read_pointer(id); };
-    auto ptr = co_await deps_.locator.call(op10);
+    auto read = [id](locator::Locator& l) { return l.read_pointer(id); };
+    auto ptr = co_await deps_.locator.call(read);
     if (!ptr) co_return error_response(ptr.issue(), req.format.pretty);
     if (!*ptr) co_return error_response(unknown, req.format.pretty);
     locator::Pointer p = std::move(**ptr);
-    auto bg = maybe_break_glass(req, p.patient_id);
-    if (!bg) co_return error_response(bg.issue(), req.format.pretty);
-    std::string pid = p.patient_id;
-    auto op11 = [pid](locator::Locator& l) { return l.read_patient(pid); };
-    auto rec = co_await deps_.locator.call(op11);
-    if (!rec) co_return error_response(rec.issue(), req.format.pretty);
-    if (!*rec) co_return error_response(unknown, req.format.pretty);
-    auth::Decision d = decide(req, **rec);
-    if (!d.allowed) co_return error_response(d.hide_existence ? unknown
-                                                              : Issue::make(ErrorCode::forbidden, "access denied: " + d.reason),
-                                             req.format.pretty);
+    auto access = co_await patient_access(req, p.patient_id, unknown);
+    if (!access) co_return error_response(access.issue(), req.format.pretty);
+    const auth::Decision& d = access->decision;
     if (withheld(req, p))
       co_return error_response(Issue::make(ErrorCode::forbidden,
                                            "this record pointer is withheld under the sensitivity policy for your role"),
                                req.format.pretty);
-    const std::string nhs = (*rec)->nhs_number_trusted ? (*rec)->demographics.nhs_number : std::string();
+    const locator::PatientRecord& patient = access->judged;
+    const std::string nhs = patient.nhs_number_trusted ? patient.demographics.nhs_number : std::string();
     Response r = with_version_headers(fhir_response(200, pointer_json(p, nhs, d.break_glass), req.format.pretty), p.version);
     if (d.break_glass) r.set_header("X-Emergency-Access", "break-glass");
     co_return r;
@@ -716,10 +713,10 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
         i.expression = "DocumentReference.subject.identifier.value";
         co_return error_response(i, req.format.pretty);
       }
-      auto op12 = [nhs](locator::Locator& l) {
+      auto lookup = [nhs](locator::Locator& l) {
         return l.lookup_identifier(locator::kNhsNumberSystem, nhs);
       };
-      auto found = co_await deps_.locator.call(op12);
+      auto found = co_await deps_.locator.call(lookup);
       if (!found) co_return error_response(found.issue(), req.format.pretty);
       if (!*found)
         co_return error_response(Issue::make(ErrorCode::not_found, "no patient with that NHS number is indexed",
@@ -727,8 +724,8 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       p.patient_id = **found;
     }
     std::string acting = who.organisation;
-    auto op13 = [acting, p](locator::Locator& l) { return l.put_pointer(acting, p); };
-    auto saved = co_await deps_.locator.call(op13);
+    auto save = [acting, p](locator::Locator& l) { return l.put_pointer(acting, p); };
+    auto saved = co_await deps_.locator.call(save);
     if (!saved) co_return error_response(saved.issue(), req.format.pretty);
     Response r = with_version_headers(fhir_response(create ? 201 : 200, pointer_json(*saved, {}, false), req.format.pretty),
                                       saved->version);
@@ -744,8 +741,8 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     const std::string id = req.path_params.at(0);
     if (!valid_id(id)) co_return error_response(Issue::make(ErrorCode::not_found, "No such DocumentReference"), req.format.pretty);
     std::string acting = who.organisation;
-    auto op14 = [acting, id](locator::Locator& l) { return l.delete_pointer(acting, id); };
-    auto done = co_await deps_.locator.call(op14);
+    auto remove = [acting, id](locator::Locator& l) { return l.delete_pointer(acting, id); };
+    auto done = co_await deps_.locator.call(remove);
     if (!done) co_return error_response(done.issue(), req.format.pretty);
     Response r;
     r.status = 204;

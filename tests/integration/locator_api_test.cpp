@@ -365,6 +365,10 @@ TEST_CASE("Locator API: objection hides the record except under break-glass; bre
   TokenClaims social = clinician_at("LA01", "sw-1");
   social.role = "social-care-practitioner";
   CHECK(test::get(s.port(), path, s.client(), bearer(social) + bg).status == 403);
+  // ... and the refusal is the same for a patient that does not exist (no existence oracle).
+  CHECK(test::get(s.port(), "/Patient/no-such-patient", s.client(), bearer(social) + bg).status == 403);
+  CHECK(test::get(s.port(), "/Patient/$ihe-pix?sourceIdentifier=https://fhir.nhs.uk/Id/nhs-number%7C" + nhs(79),
+                  s.client(), bearer(social) + bg).status == 403);
 
   // Objection: hidden from the registered practice too, unless break-glass.
   REQUIRE(s.locator().set_objection(a.id, true).ok());
