@@ -162,6 +162,12 @@ class FakeTransaction final : public IndexTransaction {
     return fhir::Ok{};
   }
 
+  fhir::Result<bool> insert_pointer_if_new(const Pointer& p) override {
+    if (s_.pointers.count(p.id)) return false;
+    if (auto s = insert_pointer(p); !s) return std::move(s).issue();
+    return true;
+  }
+
   fhir::Status update_pointer(const Pointer& p) override {
     auto it = s_.pointers.find(p.id);
     if (it == s_.pointers.end()) return missing("pointer");

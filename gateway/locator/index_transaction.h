@@ -62,6 +62,8 @@ class IndexTransaction {
 
   virtual fhir::Result<std::optional<Pointer>> pointer(const std::string& id) = 0;
   virtual fhir::Status insert_pointer(const Pointer& p) = 0;
+  // Inserts `p` unless a pointer with p.id exists (then changes nothing); true when inserted.
+  virtual fhir::Result<bool> insert_pointer_if_new(const Pointer& p) = 0;
   virtual fhir::Status update_pointer(const Pointer& p) = 0;
   virtual fhir::Status delete_pointer(const std::string& id) = 0;
   // Moves every pointer of `from` to `to`, bumping version and last_updated.
@@ -90,6 +92,10 @@ fhir::Status apply_upsert_source_system(IndexTransaction& tx, const SourceSystem
 // when the pointer names none). Pointer failures carry expression "pointers[k]...".
 fhir::Result<Resolution> apply_import_record(IndexTransaction& tx, const ImportRecord& record,
                                              const DemographicRule& rule, const std::string& now);
+// Every check apply_import_record makes without reading the index, with the same Issue. A
+// record that passes can then be refused only for what the index holds (a pointer id owned
+// by another custodian) or a storage failure.
+fhir::Status check_import_record(const ImportRecord& record);
 
 // ---- helpers shared by the backends ----
 

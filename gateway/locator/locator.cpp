@@ -539,21 +539,23 @@ fhir::Result<Pointer> put_pointer_checked(IndexTransaction& tx, const std::strin
     p.patient_id = (*patient)->id;  // a pointer on a retired record goes to the survivor
   }
   p.last_updated = now;
-  if (!p.id.empty()) {
-    auto existing = tx.pointer(p.id);
-    if (!existing) return std::move(existing).issue();
-    if (*existing) {
-      if ((*existing)->source_ods != acting)
-        return Issue::make(ErrorCode::forbidden, "this pointer belongs to another source system", "id");
-      p.version = (*existing)->version + 1;
-      if (auto s = tx.update_pointer(p); !s) return std::move(s).issue();
-      return p;
-    }
-  } else {
-    p.id = new_opaque_id();
-  }
   p.version = 1;
-  if (auto s = tx.insert_pointer(p); !s) return std::move(s).issue();
+  if (p.id.empty()) {
+    p.id = new_opaque_id();
+    if (auto s = tx.insert_pointer(p); !s) return std::move(s).issue();
+    return p;
+  }
+  // A client-chosen id: usually new (an import), so try the insert before looking.
+  auto inserted = tx.insert_pointer_if_new(p);
+  if (!inserted) return std::move(inserted).issue();
+  if (*inserted) return p;
+  auto existing = tx.pointer(p.id);
+  if (!existing) return std::move(existing).issue();
+  if (!*existing) return Issue::make(ErrorCode::internal_error, "pointer vanished during its update");
+  if ((*existing)->source_ods != acting)
+    return Issue::make(ErrorCode::forbidden, "this pointer belongs to another source system", "id");
+  p.version = (*existing)->version + 1;
+  if (auto s = tx.update_pointer(p); !s) return std::move(s).issue();
   return p;
 }
 
@@ -635,28 +637,53 @@ fhir::Status apply_upsert_source_system(IndexTransaction& tx, const SourceSystem
   return tx.upsert_source_system(s, now);
 }
 
+namespace {
+
+Issue within_identity(Issue issue) {
+  issue.expression = issue.expression.empty() ? "identity" : "identity." + issue.expression;
+  return issue;
+}
+
+Issue within_pointer(Issue issue, std::size_t k) {
+  const std::string at = "pointers[" + std::to_string(k) + "]";
+  issue.expression = issue.expression.empty() ? at : at + "." + issue.expression;
+  return issue;
+}
+
+// The checks put_pointer_checked makes before reading the index, for pointer k of `record`.
+fhir::Status check_import_pointer(const ImportRecord& record, std::size_t k) {
+  Pointer p = record.pointers[k];
+  const std::string acting = p.source_ods.empty() ? record.identity.source_ods : p.source_ods;
+  if (acting.empty()) return Issue::make(ErrorCode::forbidden, "the acting source system has no ODS code", "source_ods");
+  p.patient_id = "resolved";  // filled by the import once the identity is resolved
+  return validate_pointer(p);
+}
+
+}  // namespace
+
+fhir::Status check_import_record(const ImportRecord& record) {
+  if (record.pointers.size() > kMaxPointersPerRecord)
+    return Issue::make(ErrorCode::invalid_value,
+                       "more than " + std::to_string(kMaxPointersPerRecord) + " pointers in one record", "pointers");
+  if (auto s = validate_claim(record.identity); !s) return within_identity(std::move(s).issue());
+  for (std::size_t k = 0; k < record.pointers.size(); ++k)
+    if (auto s = check_import_pointer(record, k); !s) return within_pointer(std::move(s).issue(), k);
+  return fhir::Ok{};
+}
+
 fhir::Result<Resolution> apply_import_record(IndexTransaction& tx, const ImportRecord& record,
                                              const DemographicRule& rule, const std::string& now) {
   if (record.pointers.size() > kMaxPointersPerRecord)
     return Issue::make(ErrorCode::invalid_value,
                        "more than " + std::to_string(kMaxPointersPerRecord) + " pointers in one record", "pointers");
   auto res = apply_resolve(tx, record.identity, rule, now);
-  if (!res) {
-    Issue issue = std::move(res).issue();
-    issue.expression = issue.expression.empty() ? "identity" : "identity." + issue.expression;
-    return issue;
-  }
+  if (!res) return within_identity(std::move(res).issue());
   for (std::size_t k = 0; k < record.pointers.size(); ++k) {
     Pointer p = record.pointers[k];
     p.patient_id = res->patient_id;
     const std::string source = p.source_ods.empty() ? record.identity.source_ods : p.source_ods;
     auto put = put_pointer_checked(tx, source, std::move(p), now, true);
-    if (!put) {
-      Issue issue = std::move(put).issue();
-      const std::string at = "pointers[" + std::to_string(k) + "]";
-      issue.expression = issue.expression.empty() ? at : at + "." + issue.expression;
-      return issue;
-    }
+    if (!put) return within_pointer(std::move(put).issue(), k);
   }
   return res;
 }

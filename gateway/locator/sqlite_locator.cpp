@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // SqliteLocator (see sqlite_locator.h): a pool of SqliteReaders for reads, and one writer
 // thread that owns the read-write connection. A write is a Job queued for that thread; the
-// thread frames a batch of jobs in BEGIN IMMEDIATE ... COMMIT with each job in SAVEPOINT job,
-// and completes the jobs' callers only after COMMIT returned (durable at synchronous=FULL).
+// thread frames a batch of jobs in BEGIN IMMEDIATE ... COMMIT with each job in SAVEPOINT job
+// (an import chunk runs alone in its transaction), and completes the jobs' callers only after
+// COMMIT returned (durable at synchronous=FULL).
 #include "gateway/locator/sqlite_locator.h"
 
 #include <algorithm>
@@ -30,8 +31,11 @@ using Level = SqliteTransaction::Level;
 // One queued write. The caller and the writer thread both hold it (shared_ptr), so completing
 // it can never race with the caller returning.
 struct Job {
-  std::function<fhir::Status(SqliteTransaction&)> body;  // runs inside SAVEPOINT job
-  bool exclusive = false;                                  // an import chunk: its own transaction
+  // Runs inside SAVEPOINT job; an exclusive job (an import chunk) runs alone in the
+  // transaction, without it, and rolls the whole transaction back by failing.
+  std::function<fhir::Status(SqliteTransaction&)> body;
+  bool exclusive = false;
+  bool planned_rollback = false;  // set by an exclusive body that abandons its attempt on purpose
   std::mutex m;
   std::condition_variable cv;
   bool done = false;
@@ -159,6 +163,19 @@ struct SqliteLocator::State {
     fhir::Status txn = tx->begin();
     if (txn) {
       for (const auto& job : batch) {
+        if (job->exclusive) {
+          // An import chunk is alone in its transaction, which it rolls back as a whole by
+          // failing. No savepoint around it: SQLite would keep every page the chunk touches in
+          // its sub-journal, and every nested RELEASE walks that journal (the import slowed to
+          // ~150 records/s).
+          fhir::Status r = job->body(*tx);
+          if (!r || tx->transaction_lost()) {
+            txn = r ? fhir::Status(transaction_lost()) : std::move(r);
+            break;
+          }
+          results.push_back(std::move(r));
+          continue;
+        }
         fhir::Status r = tx->savepoint(Level::job);
         if (r) {
           r = job->body(*tx);
@@ -179,7 +196,7 @@ struct SqliteLocator::State {
     }
     if (txn) {
       ++commits;
-    } else {
+    } else if (!(batch.size() == 1 && batch.front()->planned_rollback)) {
       ++failed_commits;
       observe::log(observe::Level::error, "record locator batch failed",
                    {{"writes", static_cast<std::uint64_t>(batch.size())}, {"error", txn.issue().diagnostics}});
@@ -334,23 +351,45 @@ fhir::Result<ImportResult> SqliteLocator::import(const std::vector<ImportRecord>
   std::vector<fhir::Result<Resolution>> chunk;
   for (std::size_t start = 0; start < records.size(); start += step) {
     const std::size_t end = std::min(records.size(), start + step);
-    auto job = std::make_shared<Job>();
-    job->exclusive = true;
-    // Each record in SAVEPOINT record: a rejected record leaves nothing, the others stay.
-    job->body = [&, start, end](SqliteTransaction& tx) -> fhir::Status {
-      chunk.clear();
-      chunk.reserve(end - start);
-      const std::string now = now_instant();
-      for (std::size_t i = start; i < end; ++i) {
-        if (fhir::Status s = tx.savepoint(Level::record); !s) return s;
-        auto r = apply_import_record(tx, records[i], s_->options.rule, now);
-        if (tx.transaction_lost()) return transaction_lost();
-        if (fhir::Status s = r ? tx.release(Level::record) : tx.rollback_to(Level::record); !s) return s;
-        chunk.push_back(std::move(r));
-      }
-      return fhir::Ok{};
-    };
-    if (fhir::Status st = s_->submit(job); !st) {
+    // First attempt: records that pass check_import_record are applied without savepoints
+    // (each costs a copy of every page it touches). Should one still be refused, the attempt
+    // is rolled back whole and the chunk runs again carefully, each record in SAVEPOINT
+    // record, so a rejected record never leaves anything behind.
+    fhir::Status st = fhir::Ok{};
+    for (const bool careful : {false, true}) {
+      auto job = std::make_shared<Job>();
+      job->exclusive = true;
+      job->body = [&, start, end, careful, self = job.get()](SqliteTransaction& tx) -> fhir::Status {
+        chunk.clear();
+        chunk.reserve(end - start);
+        const std::string now = now_instant();
+        for (std::size_t i = start; i < end; ++i) {
+          if (!careful) {
+            if (fhir::Status c = check_import_record(records[i]); !c) {
+              chunk.push_back(std::move(c).issue());
+              continue;
+            }
+            auto r = apply_import_record(tx, records[i], s_->options.rule, now);
+            if (tx.transaction_lost()) return transaction_lost();
+            if (!r) {
+              self->planned_rollback = true;
+              return std::move(r).issue();
+            }
+            chunk.push_back(std::move(r));
+            continue;
+          }
+          if (fhir::Status s = tx.savepoint(Level::record); !s) return s;
+          auto r = apply_import_record(tx, records[i], s_->options.rule, now);
+          if (tx.transaction_lost()) return transaction_lost();
+          if (fhir::Status s = r ? tx.release(Level::record) : tx.rollback_to(Level::record); !s) return s;
+          chunk.push_back(std::move(r));
+        }
+        return fhir::Ok{};
+      };
+      st = s_->submit(job);  // the job's outcome, or why it could not be queued
+      if (st || !job->planned_rollback) break;
+    }
+    if (!st) {
       // This transaction is gone: its records and all later ones are reported as not imported.
       const Issue& why = st.issue();
       for (std::size_t i = start; i < records.size(); ++i) {

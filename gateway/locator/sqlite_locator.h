@@ -22,8 +22,10 @@ struct SqliteLocatorOptions {
   std::size_t import_batch = 5000;      // records per transaction in import()
   DemographicRule rule;
   std::int64_t write_cache_mib = 64;    // writer's page cache; raise it for bulk imports
-  std::int64_t read_cache_mib = 16;     // page cache of each read connection
-  std::int64_t mmap_mib = 1024;         // memory-mapped reads per read connection (0: off)
+  std::int64_t read_cache_mib = 64;     // page cache of each read connection
+  // Memory-mapped reads per connection (0: off). Off by default: every connection maps the
+  // file separately and takes a page fault on each first touch, which showed in the lookup p99.
+  std::int64_t mmap_mib = 0;
   // Diagnostics hook: runs on the writer thread before it drains the queue for a batch (the
   // tests use it to hold a batch open deterministically). Must not call the locator.
   std::function<void()> on_batch_start;

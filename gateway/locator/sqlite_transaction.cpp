@@ -18,7 +18,7 @@ enum class SqliteTransaction::S : std::size_t {
   patient_by_id, given_of, pk_of, active_nhs, identifier_owner,
   insert_patient, update_patient, delete_given, insert_given, repoint_retired,
   insert_identifier, move_identifiers, insert_conflict, insert_merge,
-  pointer_by_id, insert_pointer, update_pointer, delete_pointer, move_pointers,
+  pointer_by_id, insert_pointer, insert_pointer_if_new, update_pointer, delete_pointer, move_pointers,
   upsert_source,
   count
 };
@@ -69,6 +69,10 @@ const std::string_view kSql[] = {
     "INSERT INTO pointers(id, patient, source_ods, type_system, type_code, type_display, category_code, "
     "category_display, resource_types, url, content_type, version, last_updated) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    // The only uniqueness on pointers is the id: DO NOTHING means "that id exists".
+    "INSERT INTO pointers(id, patient, source_ods, type_system, type_code, type_display, category_code, "
+    "category_display, resource_types, url, content_type, version, last_updated) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT DO NOTHING",
     "UPDATE pointers SET (patient, source_ods, type_system, type_code, type_display, category_code, "
     "category_display, resource_types, url, content_type, version, last_updated) "
     "= (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) WHERE id = ?1",
@@ -400,6 +404,15 @@ fhir::Status SqliteTransaction::insert_pointer(const Pointer& p) {
   bind_pointer(*q, p, *pk);
   if (auto r = q->run(); !r) return storage(r.issue());
   return fhir::Ok{};
+}
+
+fhir::Result<bool> SqliteTransaction::insert_pointer_if_new(const Pointer& p) {
+  auto pk = pk_of(p.patient_id);
+  if (!pk) return std::move(pk).issue();
+  StatementUse q(st(S::insert_pointer_if_new));
+  bind_pointer(*q, p, *pk);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return db_.changes() == 1;
 }
 
 fhir::Status SqliteTransaction::update_pointer(const Pointer& p) {

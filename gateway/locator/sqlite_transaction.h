@@ -84,6 +84,7 @@ class SqliteTransaction final : public IndexTransaction {
                             const std::string& now) override;
   fhir::Result<std::optional<Pointer>> pointer(const std::string& id) override;
   fhir::Status insert_pointer(const Pointer& p) override;
+  fhir::Result<bool> insert_pointer_if_new(const Pointer& p) override;
   fhir::Status update_pointer(const Pointer& p) override;
   fhir::Status delete_pointer(const std::string& id) override;
   fhir::Status move_pointers(const std::string& from, const std::string& to, const std::string& now) override;

@@ -640,4 +640,26 @@ TEST_CASE_TEMPLATE("Locator: import keeps good records and reports a bad one wit
   REQUIRE_FALSE(h->records[0].ok());
   CHECK(h->records[0].issue().code == fhir::ErrorCode::forbidden);
   CHECK_FALSE(lookup(*l, kNhsNumberSystem, nhs(64)));
+
+  // The same refusal between good records of one call: they go in, it leaves nothing.
+  std::vector<ImportRecord> mixed(3);
+  mixed[0].identity = claim("RY2", nhs(65), {{kMrnB, "X0", ""}});
+  mixed[0].pointers = {pointer("")};
+  mixed[0].pointers[0].id = "RY2-mixed-0";
+  mixed[1] = hijack;
+  mixed[1].identity.identifiers = {{kMrnB, "X1", ""}};
+  mixed[2].identity = claim("RY2", nhs(66), {});
+  auto m = l->import(mixed);
+  REQUIRE(m.ok());
+  CHECK(m->created == 2);
+  CHECK(m->rejected == 1);
+  REQUIRE_FALSE(m->records[1].ok());
+  CHECK(m->records[1].issue().code == fhir::ErrorCode::forbidden);
+  CHECK(m->records[1].issue().expression == "pointers[0].id");
+  CHECK_FALSE(lookup(*l, kMrnB, "X1"));
+  CHECK_FALSE(lookup(*l, kNhsNumberSystem, nhs(64)));
+  CHECK(lookup(*l, kMrnB, "X0") == m->records[0]->patient_id);
+  CHECK(l->read_pointer("RY2-mixed-0")->has_value());
+  CHECK(lookup(*l, kNhsNumberSystem, nhs(66)) == m->records[2]->patient_id);
+  CHECK((*l->read_pointer("RX1-import-0"))->source_ods == "RX1");
 }

@@ -121,6 +121,7 @@ TEST_CASE("Locator migrations: every earlier version upgrades to the latest sche
       // Search works on the migrated rows (normalised columns, birth range).
       PatientQuery q;
       q.family = "SMI";
+      q.given = "an";
       q.birthdate.push_back({fhir::Prefix::eq, *fhir::parse_fhir_date("1980")});
       auto found = l.search_patients(q);
       REQUIRE(found.ok());
