@@ -79,8 +79,17 @@ int main(int argc, char** argv) {
   observe::parse_level(cfg.log_level, level);
   observe::set_level(level);
 
+  // SIGINT/SIGTERM belong to the event loop (Server::start installs the drain handlers). The
+  // helper threads App starts (locator pool and writer, JWKS refresh) inherit a blocked mask,
+  // so a signal can never land on one of them after the handlers are gone at shutdown.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
   try {
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     App app(cfg, AppInfo{kVersion, kReleaseDate, {}});
+    pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);  // main and the event-loop threads
     net::Server& server = app.server();
     server.start();
     observe::log(observe::Level::info, "fhir-gateway ready",
@@ -90,10 +99,6 @@ int main(int argc, char** argv) {
     // Shutting down: the event loop threads are gone. Block further SIGINT/SIGTERM so one
     // arriving while the server (and its signal handlers) is torn down cannot kill the
     // process by default action; we are exiting cleanly anyway.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   } catch (const config::ConfigError& e) {
     std::fprintf(stderr, "fhir-gateway: configuration error: %s\n", e.what());

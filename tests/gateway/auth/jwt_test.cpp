@@ -369,7 +369,7 @@ TEST_CASE("JwtValidator: concurrent validation of shared tokens") {
   std::vector<std::string> tokens;
   for (int i = 0; i < 8; ++i) {
     fhir::Json claims = gw::test::valid_claims(keys, kNow);
-    claims.set("jti", fhir::Json::string("t" + std::to_string(i)));
+    claims.set("jti", fhir::Json::string(std::string("t").append(std::to_string(i))));  // not "t" + string&&: g++ 12 -Wrestrict
     tokens.push_back(gw::test::mint_token(keys, claims, i % 2 ? JwsAlgorithm::rs256 : JwsAlgorithm::es256));
   }
   std::atomic<int> failures{0};
@@ -433,7 +433,7 @@ TEST_CASE("KeySet: refuses bad JWKS documents with a message naming the key") {
   std::string weak_n(128, '\xC3');  // 1024-bit odd modulus
   std::string even_n(256, '\xC2');  // 2048-bit even modulus
   fhir::Json many = fhir::Json::array();
-  for (int i = 0; i < 101; ++i) many.push_back(with(ec, "kid", s("k" + std::to_string(i))));
+  for (int i = 0; i < 101; ++i) many.push_back(with(ec, "kid", s(std::string("k").append(std::to_string(i)))));
   fhir::Json many_doc = fhir::Json::object();
   many_doc.set("keys", std::move(many));
 
