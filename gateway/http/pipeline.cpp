@@ -31,13 +31,10 @@ boost::asio::awaitable<Response> Pipeline::handle(Request& req) const {
     auto who = authenticator_->authenticate(req, std::time(nullptr));
     if (auto* failure = std::get_if<auth::AuthFailure>(&who)) {
       Response r = error_response(failure->issue);
-      if (failure->issue.code == fhir::ErrorCode::unauthenticated) {
-        std::erase_if(r.headers, [](const auto& h) { return h.first == "WWW-Authenticate"; });
-        r.set_header("WWW-Authenticate", failure->www_authenticate);
-      } else if (failure->retry_after.count() > 0) {
-        std::erase_if(r.headers, [](const auto& h) { return h.first == "Retry-After"; });
-        r.set_header("Retry-After", std::to_string(failure->retry_after.count()));
-      }
+      if (failure->issue.code == fhir::ErrorCode::unauthenticated)
+        r.replace_header("WWW-Authenticate", failure->www_authenticate);
+      else if (failure->retry_after.count() > 0)
+        r.replace_header("Retry-After", std::to_string(failure->retry_after.count()));
       co_return r;
     }
     req.principal = std::get<std::shared_ptr<const auth::Principal>>(std::move(who));

@@ -20,6 +20,11 @@ struct Response {
   bool close = false;  // close the connection after this response
 
   void set_header(std::string name, std::string value) { headers.emplace_back(std::move(name), std::move(value)); }
+  // Replaces every header called `name` (exact case, as set here) with one value.
+  void replace_header(const std::string& name, std::string value) {
+    std::erase_if(headers, [&name](const auto& h) { return h.first == name; });
+    set_header(name, std::move(value));
+  }
 };
 
 // application/fhir+json response.

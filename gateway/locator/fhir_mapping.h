@@ -9,13 +9,13 @@
 
 #include "fhir/json.h"
 #include "fhir/result.h"
+#include "fhir/uk_core.h"
 #include "gateway/locator/locator.h"
 
 namespace gw::locator {
 
-inline constexpr std::string_view kNhsNumberVerificationExtension =
-    "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus";
-inline constexpr std::string_view kOdsOrganisationSystem = "https://fhir.nhs.uk/Id/ods-organization-code";
+using fhir::uk::kNhsNumberVerificationExtension;
+using fhir::uk::kOdsOrganisationSystem;
 // Our extension on DocumentReference naming the FHIR resource types the record holds, one
 // valueCode per type (repeat the extension for several).
 inline constexpr std::string_view kResourceTypesExtension =

@@ -18,11 +18,12 @@
 #include <vector>
 
 #include "fhir/date_range.h"
+#include "fhir/nhs_number.h"
 #include "fhir/result.h"
 
 namespace gw::locator {
 
-inline constexpr std::string_view kNhsNumberSystem = "https://fhir.nhs.uk/Id/nhs-number";
+using fhir::kNhsNumberSystem;  // fhir/nhs_number.h
 
 // A local identifier: the assigning authority's namespace URI (or OID urn) and value, as sent
 // by source system `source` (ODS code). NHS numbers are not stored here.

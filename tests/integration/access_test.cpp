@@ -10,25 +10,16 @@
 #include "fhir/json.h"
 #include "tests/gateway/auth/jwt_attacks.h"
 #include "support/paths.h"
+#include "support/responses.h"
 #include "support/test_server.h"
 
 using namespace gw;
 using gw::test::HttpResponse;
+using gw::test::issue_code;
+using gw::test::json_of;
 using gw::test::TestServer;
 
 namespace {
-
-fhir::Json json_of(const HttpResponse& r) {
-  auto j = fhir::parse_json(r.body);
-  REQUIRE_MESSAGE(j.ok(), "body is not JSON: " << r.body);
-  return std::move(*j);
-}
-
-std::string issue_code(const HttpResponse& r) {
-  fhir::Json oo = json_of(r);
-  if (oo.string_at("resourceType") != "OperationOutcome") return "(not an OperationOutcome)";
-  return std::string(oo.find("issue")->items().at(0).string_at("code"));
-}
 
 // A gateway trusting the attack suite's keys (issuer, audiences, typ and claim names).
 TestServer attack_server() {

@@ -11,19 +11,16 @@
 #include "fhir/bundle.h"
 #include "fhir/json.h"
 #include "support/certs.h"
+#include "support/responses.h"
 #include "support/test_server.h"
 
 using namespace gw;
 using gw::test::HttpResponse;
+using gw::test::issue_code;
+using gw::test::json_of;
 using gw::test::TestServer;
 
 namespace {
-
-fhir::Json json_of(const HttpResponse& r) {
-  auto j = fhir::parse_json(r.body);
-  REQUIRE_MESSAGE(j.ok(), "body is not JSON: " << r.body);
-  return std::move(*j);
-}
 
 // Asserts an OperationOutcome with the given issue code and diagnostics fragment.
 void check_outcome(const HttpResponse& r, int status, std::string_view code, std::string_view fragment) {

@@ -9,7 +9,9 @@
 #include <span>
 #include <utility>
 
+#include "fhir/datatypes.h"
 #include "fhir/nhs_number.h"
+#include "fhir/uk_core.h"
 #include "tools/synthpop/tables.h"
 
 namespace synthpop {
@@ -17,12 +19,11 @@ namespace {
 
 using fhir::Json;
 
-constexpr std::string_view kUkCorePatient = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient";
-constexpr std::string_view kVerificationExt =
-    "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus";
-constexpr std::string_view kVerificationSystem =
-    "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland";
-constexpr std::string_view kOdsSystem = "https://fhir.nhs.uk/Id/ods-organization-code";
+using fhir::coding;
+using fhir::uk::kNhsNumberVerificationExtension;
+using fhir::uk::kNhsNumberVerificationSystem;
+using fhir::uk::kOdsOrganisationSystem;
+using fhir::uk::kPatientProfile;
 constexpr std::string_view kCategorySystem =
     "https://fhir.example.nhs.uk/CodeSystem/synthpop-record-category";
 constexpr std::uint64_t kNhsPrefixBase = 999'000'000;
@@ -100,22 +101,9 @@ std::string to_lower(std::string_view s) {
   return out;
 }
 
-Json str(std::string_view s) { return Json::string(std::string(s)); }
+Json str(std::string_view s) { return fhir::text(s); }
 
-Json ods_identifier(std::string_view code) {
-  Json id = Json::object();
-  id.set("system", str(kOdsSystem));
-  id.set("value", str(code));
-  return id;
-}
-
-Json coding(std::string_view system, std::string_view code, std::string_view display) {
-  Json c = Json::object();
-  c.set("system", str(system));
-  c.set("code", str(code));
-  c.set("display", str(display));
-  return c;
-}
+Json ods_identifier(std::string_view code) { return fhir::identifier(kOdsOrganisationSystem, code); }
 
 template <class T>
 const T& pick(Rng& rng, std::span<const T> items) {
@@ -361,7 +349,7 @@ PatientRecord PopulationGenerator::next() {
   {
     Json meta = Json::object();
     Json profiles = Json::array();
-    profiles.push_back(str(kUkCorePatient));
+    profiles.push_back(str(kPatientProfile));
     meta.set("profile", std::move(profiles));
     patient.set("meta", std::move(meta));
   }
@@ -369,11 +357,11 @@ PatientRecord PopulationGenerator::next() {
   if (has_nhs) {
     Json cc = Json::object();
     Json codings = Json::array();
-    codings.push_back(verified ? coding(kVerificationSystem, "01", "Number present and verified")
-                               : coding(kVerificationSystem, "02", "Number present but not traced"));
+    codings.push_back(verified ? coding(kNhsNumberVerificationSystem, "01", "Number present and verified")
+                               : coding(kNhsNumberVerificationSystem, "02", "Number present but not traced"));
     cc.set("coding", std::move(codings));
     Json ext = Json::object();
-    ext.set("url", str(kVerificationExt));
+    ext.set("url", str(kNhsNumberVerificationExtension));
     ext.set("valueCodeableConcept", std::move(cc));
     Json exts = Json::array();
     exts.push_back(std::move(ext));
