@@ -8,9 +8,11 @@
 
 #include "fhir/bundle.h"
 #include "fhir/content_negotiation.h"
+#include "fhir/datatypes.h"
 #include "fhir/date_range.h"
 #include "fhir/nhs_number.h"
 #include "fhir/query_string.h"
+#include "fhir/uk_core.h"
 #include "gateway/locator/fhir_mapping.h"
 #include "gateway/observe/log.h"
 
@@ -23,14 +25,13 @@ using fhir::Json;
 
 namespace {
 
-constexpr std::string_view kUkCorePatient = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient";
-constexpr std::string_view kUkCoreDocRef = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-DocumentReference";
-constexpr std::string_view kVerificationExt =
-    "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus";
-constexpr std::string_view kVerificationSystem =
-    "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland";
-constexpr std::string_view kOdsSystem = "https://fhir.nhs.uk/Id/ods-organization-code";
-constexpr std::string_view kActCode = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+using fhir::coding;
+using fhir::uk::kActCodeSystem;
+using fhir::uk::kDocumentReferenceProfile;
+using fhir::uk::kNhsNumberVerificationExtension;
+using fhir::uk::kNhsNumberVerificationSystem;
+using fhir::uk::kOdsOrganisationSystem;
+using fhir::uk::kPatientProfile;
 
 std::int64_t now_seconds() { return static_cast<std::int64_t>(std::time(nullptr)); }
 std::int64_t now_ms() {
@@ -38,23 +39,8 @@ std::int64_t now_ms() {
       .count();
 }
 
-Json str(std::string_view s) { return Json::string(std::string(s)); }
-
-Json coding(std::string_view system, std::string_view code, std::string_view display = {}) {
-  Json c = Json::object();
-  c.set("system", str(system));
-  c.set("code", str(code));
-  if (!display.empty()) c.set("display", str(display));
-  return c;
-}
-
-Json codeable(Json coding_) {
-  Json cc = Json::object();
-  Json arr = Json::array();
-  arr.push_back(std::move(coding_));
-  cc.set("coding", std::move(arr));
-  return cc;
-}
+Json str(std::string_view s) { return fhir::text(s); }
+Json codeable(Json c) { return fhir::codeable_concept(std::move(c)); }
 
 std::string_view verification_display(std::string_view code) {
   static constexpr std::pair<std::string_view, std::string_view> kNames[] = {
@@ -89,7 +75,7 @@ Json meta(std::int64_t version, const std::string& last_updated, std::string_vie
   m.set("profile", std::move(profiles));
   if (break_glass) {
     Json sec = Json::array();
-    sec.push_back(coding(kActCode, "BTG", "break the glass"));
+    sec.push_back(coding(kActCodeSystem, "BTG", "break the glass"));
     m.set("security", std::move(sec));
   }
   return m;
@@ -99,7 +85,7 @@ Json patient_json(const locator::PatientRecord& p, bool break_glass) {
   Json r = Json::object();
   r.set("resourceType", str("Patient"));
   r.set("id", Json::string(p.id));
-  r.set("meta", meta(p.version, p.last_updated, kUkCorePatient, break_glass));
+  r.set("meta", meta(p.version, p.last_updated, kPatientProfile, break_glass));
   const auto& d = p.demographics;
   Json ids = Json::array();
   // An NHS number that fails its check digit is kept in the index as received but is never
@@ -108,9 +94,9 @@ Json patient_json(const locator::PatientRecord& p, bool break_glass) {
     Json id = Json::object();
     if (!d.nhs_number_verification.empty()) {
       Json ext = Json::object();
-      ext.set("url", str(kVerificationExt));
+      ext.set("url", str(kNhsNumberVerificationExtension));
       ext.set("valueCodeableConcept",
-              codeable(coding(kVerificationSystem, d.nhs_number_verification, verification_display(d.nhs_number_verification))));
+              codeable(coding(kNhsNumberVerificationSystem, d.nhs_number_verification, verification_display(d.nhs_number_verification))));
       Json exts = Json::array();
       exts.push_back(std::move(ext));
       id.set("extension", std::move(exts));
@@ -125,10 +111,7 @@ Json patient_json(const locator::PatientRecord& p, bool break_glass) {
     id.set("value", Json::string(l.value));
     if (!l.source.empty()) {
       Json assigner = Json::object();
-      Json ai = Json::object();
-      ai.set("system", str(kOdsSystem));
-      ai.set("value", Json::string(l.source));
-      assigner.set("identifier", std::move(ai));
+      assigner.set("identifier", fhir::identifier(kOdsOrganisationSystem, l.source));
       id.set("assigner", std::move(assigner));
     }
     ids.push_back(std::move(id));
@@ -162,10 +145,7 @@ Json patient_json(const locator::PatientRecord& p, bool break_glass) {
   if (!d.gp_practice_ods.empty()) {
     Json gp = Json::object();
     gp.set("type", str("Organization"));
-    Json gi = Json::object();
-    gi.set("system", str(kOdsSystem));
-    gi.set("value", Json::string(d.gp_practice_ods));
-    gp.set("identifier", std::move(gi));
+    gp.set("identifier", fhir::identifier(kOdsOrganisationSystem, d.gp_practice_ods));
     Json gps = Json::array();
     gps.push_back(std::move(gp));
     r.set("generalPractitioner", std::move(gps));
@@ -189,7 +169,7 @@ Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool
   Json r = Json::object();
   r.set("resourceType", str("DocumentReference"));
   r.set("id", Json::string(p.id));
-  r.set("meta", meta(p.version, p.last_updated, kUkCoreDocRef, break_glass));
+  r.set("meta", meta(p.version, p.last_updated, kDocumentReferenceProfile, break_glass));
   Json master = Json::object();
   master.set("system", str("https://fhir.nhs.uk/Id/nrl-pointer-id"));  // NRL-style pointer id
   master.set("value", Json::string(p.id));
@@ -198,24 +178,18 @@ Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool
   if (!p.type_code.empty()) r.set("type", codeable(coding(p.type_system, p.type_code, p.type_display)));
   if (!p.category_code.empty()) {
     Json cats = Json::array();
-    cats.push_back(codeable(coding("http://snomed.info/sct", p.category_code, p.category_display)));
+    cats.push_back(codeable(coding(fhir::uk::kSnomedSystem, p.category_code, p.category_display)));
     r.set("category", std::move(cats));
   }
   Json subject = Json::object();
   subject.set("reference", Json::string("Patient/" + p.patient_id));
   if (!nhs_number.empty()) {
-    Json si = Json::object();
-    si.set("system", str(locator::kNhsNumberSystem));
-    si.set("value", Json::string(nhs_number));
-    subject.set("identifier", std::move(si));
+    subject.set("identifier", fhir::identifier(locator::kNhsNumberSystem, nhs_number));
   }
   r.set("subject", std::move(subject));
   if (!p.last_updated.empty()) r.set("date", Json::string(p.last_updated));
   Json custodian = Json::object();
-  Json ci = Json::object();
-  ci.set("system", str(kOdsSystem));
-  ci.set("value", Json::string(p.source_ods));
-  custodian.set("identifier", std::move(ci));
+  custodian.set("identifier", fhir::identifier(kOdsOrganisationSystem, p.source_ods));
   r.set("custodian", std::move(custodian));
   Json attachment = Json::object();
   attachment.set("contentType", Json::string(p.content_type));
@@ -226,11 +200,16 @@ Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool
   contents.push_back(std::move(content));
   r.set("content", std::move(contents));
   if (!p.resource_types.empty()) {
-    // Which FHIR resource types the record holds: an extension-free hint in context.related
-    // would misuse it, so it travels as a context.facilityType-free note in the description.
-    std::string types;
-    for (const auto& t : p.resource_types) types.append(types.empty() ? "" : ",").append(t);
-    r.set("description", Json::string("FHIR resource types held: " + types));
+    // Which FHIR resource types the record holds: the same extension pointer maintenance
+    // reads (locator::kResourceTypesExtension), so a pointer round-trips.
+    Json exts = Json::array();
+    for (const auto& t : p.resource_types) {
+      Json e = Json::object();
+      e.set("url", str(locator::kResourceTypesExtension));
+      e.set("valueCode", Json::string(t));
+      exts.push_back(std::move(e));
+    }
+    r.set("extension", std::move(exts));
   }
   return r;
 }
@@ -535,7 +514,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
   bool withheld(const Request& req, const locator::Pointer& p) {
     for (const auto& cat : deps_.policy.categories_of(p.type_system, p.type_code))
       if (!deps_.policy.may_see(*req.principal, cat)) return true;
-    for (const auto& cat : deps_.policy.categories_of("http://snomed.info/sct", p.category_code))
+    for (const auto& cat : deps_.policy.categories_of(fhir::uk::kSnomedSystem, p.category_code))
       if (!deps_.policy.may_see(*req.principal, cat)) return true;
     return false;
   }
@@ -782,8 +761,8 @@ void add_locator_routes(Router& router, const fhir::SearchParamRegistry& registr
     o.resource_type = std::move(type);
     o.interaction = std::move(interaction);
     o.auth_interaction = check;
-    if (o.resource_type == "Patient") o.profile = std::string(kUkCorePatient);
-    if (o.resource_type == "DocumentReference") o.profile = std::string(kUkCoreDocRef);
+    if (o.resource_type == "Patient") o.profile = std::string(kPatientProfile);
+    if (o.resource_type == "DocumentReference") o.profile = std::string(kDocumentReferenceProfile);
     return o;
   };
   // Specific paths before /Patient/{id}.

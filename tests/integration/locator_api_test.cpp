@@ -12,23 +12,21 @@
 
 #include "fhir/json.h"
 #include "fhir/nhs_number.h"
+#include "gateway/locator/fhir_mapping.h"
 #include "support/certs.h"
+#include "support/responses.h"
 #include "support/test_server.h"
 
 using namespace gw;
 using gw::test::HttpResponse;
+using gw::test::issue_code;
+using gw::test::json_of;
 using gw::test::TestServer;
 using gw::test::TokenClaims;
 
 namespace {
 
 constexpr const char* kMrn = "https://trust.example.nhs.uk/Id/mrn";
-
-fhir::Json json_of(const HttpResponse& r) {
-  auto j = fhir::parse_json(r.body);
-  REQUIRE_MESSAGE(j.ok(), "body is not JSON: " << r.body);
-  return std::move(*j);
-}
 
 std::string nhs(int n) {
   std::string nine = "999" + std::string(6 - std::to_string(n).size(), '0') + std::to_string(n);
@@ -280,6 +278,10 @@ TEST_CASE("Locator API: pointers in NRL shape; sensitive ones withheld and repor
       CHECK(doc.find("custodian")->find("identifier")->string_at("value") == "RX1");
       CHECK(doc.find("content")->items().at(0).find("attachment")->string_at("url").find("https://RX1") == 0);
       CHECK(doc.find("type")->find("coding")->items().at(0).string_at("code") == "887701000000100");
+      // The resource types held travel in the same extension pointer maintenance reads.
+      const fhir::Json& held = doc.find("extension")->items().at(0);
+      CHECK(held.string_at("url") == locator::kResourceTypesExtension);
+      CHECK(held.string_at("valueCode") == "Encounter");
     }
     if (mode == "outcome") {
       ++outcomes;
