@@ -26,6 +26,7 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
     auto ok = locator_->upsert_source_system(locator::SourceSystem{s.ods_code, s.name, s.adapter, s.endpoint});
     if (!ok) throw std::runtime_error("cannot register source system " + s.ods_code + ": " + ok.issue().diagnostics);
   }
+  open_audit();
   health_.databases_ready = true;
 
   auto policy = auth::Policy::make(cfg_.auth.policy);
@@ -47,15 +48,72 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
   http::register_locator_search_params(search_params_);
   http::add_locator_routes(router_, search_params_,
                            http::LocatorRouteDeps{*async_locator_, *policy_, break_glass_, cfg_.public_base_url});
+  if (audit_log_) {
+    async_audit_ = std::make_unique<http::AsyncAudit>(*audit_log_, 2);
+    http::add_audit_routes(router_, http::AuditRouteDeps{*async_audit_, cfg_.public_base_url, cfg_.public_base_url,
+                                                         static_cast<std::size_t>(cfg_.audit.max_page),
+                                                         static_cast<std::size_t>(cfg_.audit.export_max)});
+  }
   if (info.extra_routes) info.extra_routes(router_, search_params_);
   http::add_metadata_route(router_, deps);  // last: generated from the final route table
 
   http::PipelineLimits limits;
   limits.json.max_bytes = cfg_.limits.max_body_bytes;
-  pipeline_ = std::make_unique<http::Pipeline>(router_, limits, authenticator_.get(), policy_.get());
+  pipeline_ = std::make_unique<http::Pipeline>(router_, limits, authenticator_.get(), policy_.get(), audit_log_.get());
   server_ = std::make_unique<net::Server>(cfg_, *pipeline_, metrics_, health_);
 
   if (cfg_.auth.enabled && cfg_.auth.jwks_refresh.count() > 0) refresher_ = std::thread([this] { refresh_loop(); });
+  if (audit_log_ && cfg_.audit.retention_days > 0) maintenance_ = std::thread([this] { maintenance_loop(); });
+}
+
+void App::open_audit() {
+  if (!cfg_.audit.enabled) {
+    observe::log(observe::Level::warn, "audit is DISABLED (development mode, loopback only)", {});
+    return;
+  }
+  auto signer = audit::CheckpointSigner::from_pem_file(cfg_.audit.signing_key, cfg_.audit.key_name);
+  if (!signer)
+    throw config::ConfigError(cfg_.source_file.empty() ? "(defaults)" : cfg_.source_file, "audit.signing_key",
+                              signer.issue().diagnostics);
+  audit::LogOptions o;
+  o.path = (std::filesystem::path(cfg_.data_dir) / "audit.db").string();
+  o.checkpoint_file = cfg_.audit.checkpoint_file.empty()
+                          ? (std::filesystem::path(cfg_.data_dir) / "audit-checkpoints.log").string()
+                          : cfg_.audit.checkpoint_file;
+  o.syslog_checkpoints = cfg_.audit.syslog_checkpoints;
+  o.origin = "fhir-gateway/audit " + cfg_.public_base_url;
+  o.checkpoint_interval = cfg_.audit.checkpoint_interval;
+  o.max_batch = static_cast<std::size_t>(cfg_.audit.max_batch);
+  o.max_queue = static_cast<std::size_t>(cfg_.audit.max_queue);
+  o.rules = cfg_.audit.alerts;
+  auto log = audit::Log::open(o, std::make_shared<const audit::CheckpointSigner>(std::move(*signer)));
+  if (!log) throw std::runtime_error("cannot open the audit log: " + log.issue().diagnostics);
+  audit_log_ = std::move(*log);
+  audit::Record start;
+  start.time_ms = audit::now_ms();
+  start.kind = "system";
+  start.action = "start";
+  start.agent_kind = "system";
+  start.user = "fhir-gateway";
+  start.status = 200;
+  start.detail.note = "gateway started";
+  if (auto seq = audit_log_->append_sync(std::move(start)); !seq)
+    throw std::runtime_error("cannot write to the audit log: " + seq.issue().diagnostics);
+}
+
+void App::maintenance_loop() {
+  std::unique_lock lock(refresh_mu_);
+  while (!stopping_) {
+    lock.unlock();
+    const std::int64_t cutoff = audit::now_ms() - cfg_.audit.retention_days * 86400 * 1000;
+    auto pruned = audit_log_->prune_before(cutoff, "retention");
+    if (!pruned)
+      observe::log(observe::Level::error, "audit retention failed", {{"error", pruned.issue().diagnostics}});
+    else if (*pruned > 0)
+      observe::log(observe::Level::info, "audit retention pruned records", {{"records", std::to_string(*pruned)}});
+    lock.lock();
+    refresh_cv_.wait_for(lock, std::chrono::hours(1), [this] { return stopping_; });
+  }
 }
 
 App::~App() {
@@ -65,9 +123,23 @@ App::~App() {
   }
   refresh_cv_.notify_all();
   if (refresher_.joinable()) refresher_.join();
+  if (maintenance_.joinable()) maintenance_.join();
   server_.reset();          // no more requests
   async_locator_.reset();   // finish queued locator calls
   locator_.reset();
+  async_audit_.reset();
+  if (audit_log_) {
+    audit::Record stop;
+    stop.time_ms = audit::now_ms();
+    stop.kind = "system";
+    stop.action = "stop";
+    stop.agent_kind = "system";
+    stop.user = "fhir-gateway";
+    stop.status = 200;
+    stop.detail.note = "gateway stopped";
+    (void)audit_log_->append_sync(std::move(stop));
+    audit_log_->stop();  // final checkpoint
+  }
 }
 
 void App::refresh_loop() {

@@ -11,9 +11,11 @@
 #include <thread>
 
 #include "fhir/search_params.h"
+#include "gateway/audit/log.h"
 #include "gateway/auth/authenticator.h"
 #include "gateway/auth/policy.h"
 #include "gateway/config/config.h"
+#include "gateway/http/audit_routes.h"
 #include "gateway/http/pipeline.h"
 #include "gateway/http/router.h"
 #include "gateway/locator/async_locator.h"
@@ -48,9 +50,13 @@ class App {
   const config::Config& config() const { return cfg_; }
   observe::Health& health() { return health_; }
   observe::Metrics& metrics() { return metrics_; }
+  // Null when [audit] enabled = false (loopback development only).
+  audit::Log* audit_log() { return audit_log_.get(); }
 
  private:
   void refresh_loop();
+  void open_audit();
+  void maintenance_loop();
 
   config::Config cfg_;
   observe::Health health_;
@@ -58,6 +64,8 @@ class App {
   std::unique_ptr<store::Databases> databases_;
   std::unique_ptr<locator::Locator> locator_;
   std::unique_ptr<locator::AsyncLocator> async_locator_;
+  std::unique_ptr<audit::Log> audit_log_;
+  std::unique_ptr<http::AsyncAudit> async_audit_;
   std::unique_ptr<auth::Policy> policy_;
   std::unique_ptr<auth::Authenticator> authenticator_;
   auth::BreakGlassRegistry break_glass_;
@@ -70,6 +78,7 @@ class App {
   std::condition_variable refresh_cv_;
   bool stopping_ = false;
   std::thread refresher_;
+  std::thread maintenance_;  // audit retention
 };
 
 }  // namespace gw

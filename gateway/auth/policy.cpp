@@ -384,37 +384,44 @@ Decision Policy::authorise_patient(const Principal& p, const PatientFacts& facts
                         now < active_grant->expires_at &&
                         contains(config_.break_glass_reasons, active_grant->reason_code);
 
-  bool relationship = !user;  // system principals need none
+  // The first basis found, strongest first: a standing relationship before an emergency one.
+  std::string basis = user ? "" : "system";  // system principals need no relationship
   if (user) {
     const auto& org = p.organisation;
     const std::int64_t window = config_.encounter_window.count();
-    if (!org.empty() && facts.registered_practice == org) relationship = true;
-    if ((!p.subject.empty() && contains(facts.care_team, p.subject)) || (!org.empty() && contains(facts.care_team, org))) {
-      relationship = true;
+    if (!org.empty() && facts.registered_practice == org) basis = "registered-practice";
+    if (basis.empty() && ((!p.subject.empty() && contains(facts.care_team, p.subject)) ||
+                          (!org.empty() && contains(facts.care_team, org)))) {
+      basis = "care-team";
     }
     for (const auto& [where, when] : facts.encounters) {
-      if (!org.empty() && where == org && when >= now - window && when <= now + kEncounterFutureSlack) {
-        relationship = true;
+      if (basis.empty() && !org.empty() && where == org && when >= now - window && when <= now + kEncounterFutureSlack) {
+        basis = "encounter";
       }
     }
-    if (r->emergency_purpose && !p.purpose_of_use.empty() && contains(config_.emergency_purposes, p.purpose_of_use)) {
-      relationship = true;
+    if (basis.empty() && r->emergency_purpose && !p.purpose_of_use.empty() &&
+        contains(config_.emergency_purposes, p.purpose_of_use)) {
+      basis = "emergency-purpose";
     }
   }
 
-  if (!relationship) {
+  if (basis.empty()) {
     if (!grant_ok) return deny("no legitimate relationship", true);
     Decision d = allow(config_, *r, "break-glass grant (no legitimate relationship)");
     d.break_glass = true;
+    d.basis = "break-glass";
     return d;
   }
   if (facts.objection) {
     if (!grant_ok) return deny("patient objection recorded", true);
     Decision d = allow(config_, *r, "break-glass grant (patient objection recorded)");
     d.break_glass = true;
+    d.basis = "break-glass";
     return d;
   }
-  return allow(config_, *r, user ? "legitimate relationship" : "system principal");
+  Decision d = allow(config_, *r, user ? "legitimate relationship" : "system principal");
+  d.basis = std::move(basis);
+  return d;
 }
 
 std::vector<std::string> Policy::categories_of(std::string_view system, std::string_view code) const {

@@ -96,6 +96,10 @@ struct Decision {
   // When !allowed: forbidden (role/scope), or hidden (answer exactly as for an unknown patient).
   bool hide_existence = false;
   std::string reason;        // for the audit record and logs (no PHI)
+  // When allowed at patient level: what made access legitimate (registered-practice,
+  // care-team, encounter, emergency-purpose, break-glass, system). The audit's "access
+  // without a prior relationship" alert reads it.
+  std::string basis;
   std::vector<std::string> allowed_sensitive;  // categories this principal may see
 };
 

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/config/config.h"
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <set>
 
@@ -253,6 +255,64 @@ void read_auth(const Reader& r, const toml::table& a, AuthConfig& auth) {
   auth.policy.encounter_window = std::chrono::seconds(days * 86400);
 }
 
+// "HH:MM" -> minute of day, or -1.
+int parse_hhmm(const std::string& t) {
+  if (t.size() != 5 || t[2] != ':' || !std::isdigit(static_cast<unsigned char>(t[0])) ||
+      !std::isdigit(static_cast<unsigned char>(t[1])) || !std::isdigit(static_cast<unsigned char>(t[3])) ||
+      !std::isdigit(static_cast<unsigned char>(t[4])))
+    return -1;
+  int h = (t[0] - '0') * 10 + (t[1] - '0');
+  int m = (t[3] - '0') * 10 + (t[4] - '0');
+  if (h > 24 || m > 59 || (h == 24 && m != 0)) return -1;
+  return h * 60 + m;
+}
+
+void read_audit(const Reader& r, const toml::table& a, AuditConfig& audit) {
+  const std::string p = "audit.";
+  r.only_keys(a, p, {"enabled", "signing_key", "key_name", "checkpoint_file", "checkpoint_interval_s",
+                     "syslog_checkpoints", "retention_days", "max_batch", "max_queue", "max_page", "export_max",
+                     "alerts"});
+  r.get(a, p, "enabled", audit.enabled);
+  r.get(a, p, "signing_key", audit.signing_key);
+  r.get(a, p, "key_name", audit.key_name);
+  r.get(a, p, "checkpoint_file", audit.checkpoint_file);
+  r.get_seconds(a, p, "checkpoint_interval_s", audit.checkpoint_interval, 1, 86400);
+  r.get(a, p, "syslog_checkpoints", audit.syslog_checkpoints);
+  r.get_int(a, p, "retention_days", audit.retention_days, 0, 36500);
+  r.get_int(a, p, "max_batch", audit.max_batch, 1, 100000);
+  r.get_int(a, p, "max_queue", audit.max_queue, 1, 10000000);
+  r.get_int(a, p, "max_page", audit.max_page, 1, 10000);
+  r.get_int(a, p, "export_max", audit.export_max, 1, 1000000);
+  if (const toml::table* t = r.table(a, p, "alerts")) {
+    const std::string q = p + "alerts.";
+    auto& rules = audit.alerts;
+    r.only_keys(*t, q, {"break_glass", "without_relationship", "max_patients_per_hour", "flagged_patients",
+                        "out_of_hours", "working_hours", "weekends_out_of_hours"});
+    r.get(*t, q, "break_glass", rules.break_glass);
+    r.get(*t, q, "without_relationship", rules.without_relationship);
+    std::int64_t per_hour = static_cast<std::int64_t>(rules.max_patients_per_hour);
+    r.get_int(*t, q, "max_patients_per_hour", per_hour, 0, 1000000);
+    rules.max_patients_per_hour = static_cast<std::size_t>(per_hour);
+    r.get(*t, q, "flagged_patients", rules.flagged_patients);
+    r.get(*t, q, "out_of_hours", rules.out_of_hours);
+    r.get(*t, q, "weekends_out_of_hours", rules.weekends_out_of_hours);
+    std::string hours;
+    r.get(*t, q, "working_hours", hours);
+    if (!hours.empty()) {
+      const auto dash = hours.find('-');
+      const int from = dash == std::string::npos ? -1 : parse_hhmm(hours.substr(0, dash));
+      const int to = dash == std::string::npos ? -1 : parse_hhmm(hours.substr(dash + 1));
+      if (from < 0 || to < 0 || from >= to)
+        r.fail(q + "working_hours", "must be \"HH:MM-HH:MM\" (UK local time, start before end), e.g. \"07:00-19:00\"");
+      rules.working_start_minute = from;
+      rules.working_end_minute = to;
+    }
+    for (const auto& n : rules.flagged_patients)
+      if (n.size() != 10 || !std::all_of(n.begin(), n.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+        r.fail(q + "flagged_patients", "holds \"" + n.substr(0, 16) + "\", which is not a 10-digit NHS number");
+  }
+}
+
 }  // namespace
 
 Config load_config(const std::string& path) {
@@ -267,7 +327,7 @@ Config load_config(const std::string& path) {
   Reader r(path);
   Config c;
   c.source_file = path;
-  r.only_keys(root, "", {"server", "storage", "log", "metrics", "auth", "source_systems"});
+  r.only_keys(root, "", {"server", "storage", "log", "metrics", "auth", "audit", "source_systems"});
 
   if (const toml::table* s = r.table(root, "", "server")) {
     r.only_keys(*s, "server.", {"public_base_url", "threads", "https", "http", "limits"});
@@ -325,6 +385,7 @@ Config load_config(const std::string& path) {
   }
 
   if (const toml::table* a = r.table(root, "", "auth")) read_auth(r, *a, c.auth);
+  if (const toml::table* a = r.table(root, "", "audit")) read_audit(r, *a, c.audit);
   if (const toml::node* n = root.get("source_systems")) {
     const toml::array* arr = n->as_array();
     if (!arr) r.fail("source_systems", "must be an array of tables: [[source_systems]]");
@@ -349,6 +410,8 @@ Config load_config(const std::string& path) {
   c.https.private_key = resolve(dir, c.https.private_key);
   c.https.client_ca = resolve(dir, c.https.client_ca);
   c.data_dir = resolve(dir, c.data_dir);
+  c.audit.signing_key = resolve(dir, c.audit.signing_key);
+  c.audit.checkpoint_file = resolve(dir, c.audit.checkpoint_file);
   validate(c);
   return c;
 }
@@ -399,6 +462,16 @@ void validate(const Config& c) {
     if (c.https.enabled && !is_loopback_address(c.https.address))
       fail("auth.enabled", "token validation may only be disabled when every listener is on a loopback address; "
                            "server.https.address is " + c.https.address);
+  }
+  if (c.audit.enabled) {
+    if (c.audit.signing_key.empty()) fail("audit.signing_key", "is required when audit is enabled");
+    if (!std::filesystem::exists(c.audit.signing_key))
+      fail("audit.signing_key", "file not found: " + c.audit.signing_key +
+                                    " (an Ed25519 or P-256 private key in PEM; certs/make-dev-certs writes "
+                                    "certs/audit-key.pem for development)");
+  } else if (c.https.enabled && !is_loopback_address(c.https.address)) {
+    fail("audit.enabled", "audit may only be disabled when every listener is on a loopback address; "
+                          "server.https.address is " + c.https.address);
   }
   {
     std::set<std::string> ods;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "gateway/audit/log.h"
 #include "gateway/auth/jwt.h"
 #include "gateway/auth/policy.h"
 
@@ -89,6 +90,25 @@ struct AuthConfig {
   std::string development_organisation;
 };
 
+// [audit] (issue #6). The log lives in <data_dir>/audit.db; checkpoints are signed with
+// `signing_key` and appended to `checkpoint_file` (outside the database) as well.
+struct AuditConfig {
+  // false = development only (e.g. an audit on/off benchmark): nothing is audited; refused
+  // unless every listener is on a loopback address.
+  bool enabled = true;
+  std::string signing_key = "certs/audit-key.pem";  // Ed25519 or EC P-256 private key (PEM)
+  std::string key_name = "fhir-gateway-audit";
+  std::string checkpoint_file;                      // default <data_dir>/audit-checkpoints.log
+  std::chrono::seconds checkpoint_interval{60};
+  bool syslog_checkpoints = false;
+  std::int64_t retention_days = 0;                  // 0 = keep for ever; else pruned daily
+  std::int64_t max_batch = 1024;                    // records per group commit
+  std::int64_t max_queue = 65536;                   // queued records before 503
+  std::int64_t max_page = 200;                      // _count cap for GET /AuditEvent
+  std::int64_t export_max = 10000;                  // records per NDJSON export call
+  audit::AlertRules alerts;
+};
+
 struct Config {
   std::string source_file;  // empty when built from defaults
   std::string public_base_url = "https://localhost:8443";
@@ -101,6 +121,7 @@ struct Config {
   bool access_log = true;
   bool metrics_allow_remote = false;
   AuthConfig auth;
+  AuditConfig audit;
   std::vector<SourceSystemConfig> source_systems;
   Config();
 };

@@ -251,9 +251,12 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
   // A break-glass request (X-Break-Glass-Reason + X-Break-Glass-Justification) is judged on
   // the caller alone, before the patient is looked up, so refusals reveal nothing about the
   // patient. Returns true when a grant was made for `patient_id`.
-  fhir::Result<bool> maybe_break_glass(const Request& req, const std::string& patient_id) {
+  fhir::Result<bool> maybe_break_glass(Request& req, const std::string& patient_id) {
     std::string_view reason = req.header("x-break-glass-reason");
     if (reason.empty()) return false;
+    // Asked for, granted or not: the audit record says so (and the IG alert rule sees it).
+    req.audit.break_glass_reason = std::string(reason.substr(0, 64));
+    req.audit.break_glass_justification = std::string(req.header("x-break-glass-justification").substr(0, 1000));
     auto g = deps_.break_glass.grant(deps_.policy, *req.principal, patient_id, std::string(reason.substr(0, 64)),
                                      std::string(req.header("x-break-glass-justification").substr(0, 1000)),
                                      now_seconds());
@@ -303,9 +306,25 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       }
     }
     a.decision = decide(req, a.judged);
+    // The audit names the patient asked about even when access is refused: IG officers see
+    // attempts as well as disclosures.
+    note_patient(req, a.judged);
+    if (a.decision.allowed) note_basis(req, a.decision);
     if (!a.decision.allowed)
       co_return a.decision.hide_existence ? hidden : Issue::make(ErrorCode::forbidden, "access denied: " + a.decision.reason);
     co_return a;
+  }
+
+  static void note_patient(Request& req, const locator::PatientRecord& rec) {
+    const std::string& nhs = rec.demographics.nhs_number;
+    auto& list = req.audit.patients;
+    if (!nhs.empty() && std::find(list.begin(), list.end(), nhs) == list.end()) list.push_back(nhs);
+  }
+  // Keeps the weakest basis seen (break-glass, then emergency purpose, then any standing one),
+  // so a search that needed break-glass for one patient is audited as break-glass.
+  static void note_basis(Request& req, const auth::Decision& d) {
+    auto rank = [](std::string_view b) { return b == "break-glass" ? 3 : b == "emergency-purpose" ? 2 : b.empty() ? 0 : 1; };
+    if (rank(d.basis) > rank(req.audit.basis)) req.audit.basis = d.basis;
   }
 
   // ---- Patient ------------------------------------------------------------------------------
@@ -324,6 +343,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       r.set_header("ETag", etag);
       co_return r;
     }
+    req.audit.returned.push_back("Patient/" + record.id);
     Response r = with_version_headers(fhir_response(200, patient_json(record, d.break_glass), req.format.pretty),
                                       record.version);
     if (d.break_glass) r.set_header("X-Emergency-Access", "break-glass");
@@ -400,6 +420,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     for (const auto& rec : page->items) {
       auth::Decision d = decide(req, rec);
       if (d.allowed) {
+        note_basis(req, d);
         visible.push_back(&rec);
         break_glass.push_back(d.break_glass);
       }
@@ -408,7 +429,11 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     out.total = static_cast<std::int64_t>(visible.size());
     const std::size_t from = std::min<std::size_t>(parsed->offset, visible.size());
     const std::size_t to = std::min<std::size_t>(from + parsed->count, visible.size());
-    for (std::size_t i = from; i < to; ++i) out.matches.push_back(patient_json(*visible[i], break_glass[i]));
+    for (std::size_t i = from; i < to; ++i) {
+      out.matches.push_back(patient_json(*visible[i], break_glass[i]));
+      note_patient(req, *visible[i]);
+      req.audit.returned.push_back("Patient/" + visible[i]->id);
+    }
     out.has_more = to < visible.size();
     co_return fhir_response(200, fhir::make_searchset(deps_.base_url, *parsed, std::move(out), now_ms()),
                             req.format.pretty);
@@ -500,6 +525,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     ref.set("reference", Json::string("Patient/" + p.id));
     target.set("valueReference", std::move(ref));
     params.push_back(std::move(target));
+    req.audit.returned.push_back("Patient/" + p.id);
     Json out = Json::object();
     out.set("resourceType", str("Parameters"));
     out.set("parameter", std::move(params));
@@ -599,6 +625,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       }
       if (withheld(req, p)) {
         ++held_back;
+        req.audit.withheld.push_back("DocumentReference/" + p.id);
         continue;
       }
       visible.push_back(pointer_json(p, nhs, d.break_glass));
@@ -607,7 +634,10 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     out.total = static_cast<std::int64_t>(visible.size());
     const std::size_t from = std::min<std::size_t>(parsed->offset, visible.size());
     const std::size_t to = std::min<std::size_t>(from + parsed->count, visible.size());
-    for (std::size_t i = from; i < to; ++i) out.matches.push_back(std::move(visible[i]));
+    for (std::size_t i = from; i < to; ++i) {
+      req.audit.returned.push_back("DocumentReference/" + std::string(visible[i].string_at("id")));
+      out.matches.push_back(std::move(visible[i]));
+    }
     out.has_more = to < visible.size();
     if (held_back > 0) {
       Issue w = Issue::make(ErrorCode::forbidden,
@@ -634,10 +664,13 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     auto access = co_await patient_access(req, p.patient_id, unknown);
     if (!access) co_return error_response(access.issue(), req.format.pretty);
     const auth::Decision& d = access->decision;
-    if (withheld(req, p))
+    if (withheld(req, p)) {
+      req.audit.withheld.push_back("DocumentReference/" + p.id);
       co_return error_response(Issue::make(ErrorCode::forbidden,
                                            "this record pointer is withheld under the sensitivity policy for your role"),
                                req.format.pretty);
+    }
+    req.audit.returned.push_back("DocumentReference/" + p.id);
     const locator::PatientRecord& patient = access->judged;
     const std::string nhs = patient.nhs_number_trusted ? patient.demographics.nhs_number : std::string();
     Response r = with_version_headers(fhir_response(200, pointer_json(p, nhs, d.break_glass), req.format.pretty), p.version);
@@ -692,6 +725,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
         i.expression = "DocumentReference.subject.identifier.value";
         co_return error_response(i, req.format.pretty);
       }
+      req.audit.patients.push_back(nhs);
       auto lookup = [nhs](locator::Locator& l) {
         return l.lookup_identifier(locator::kNhsNumberSystem, nhs);
       };
@@ -706,6 +740,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     auto save = [acting, p](locator::Locator& l) { return l.put_pointer(acting, p); };
     auto saved = co_await deps_.locator.call(save);
     if (!saved) co_return error_response(saved.issue(), req.format.pretty);
+    req.audit.returned.push_back("DocumentReference/" + saved->id);
     Response r = with_version_headers(fhir_response(create ? 201 : 200, pointer_json(*saved, {}, false), req.format.pretty),
                                       saved->version);
     if (create) r.set_header("Location", deps_.base_url + "/DocumentReference/" + saved->id);
@@ -723,6 +758,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     auto remove = [acting, id](locator::Locator& l) { return l.delete_pointer(acting, id); };
     auto done = co_await deps_.locator.call(remove);
     if (!done) co_return error_response(done.issue(), req.format.pretty);
+    req.audit.returned.push_back("DocumentReference/" + id);
     Response r;
     r.status = 204;
     co_return r;

@@ -2,8 +2,16 @@
 #include "gateway/http/pipeline.h"
 
 #include <ctime>
+#include <memory>
 #include <exception>
 #include <variant>
+
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/execution/outstanding_work.hpp>
+#include <boost/asio/prefer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "fhir/content_negotiation.h"
 #include "gateway/config/config.h"
@@ -11,7 +19,105 @@
 
 namespace gw::http {
 
+namespace {
+
+// Completes with the sequence number once the audit writer has committed `rec`, resuming on
+// the awaiting coroutine's executor. Not a coroutine itself and takes a reference (GCC PR
+// 100611: temporaries in a co_await full-expression).
+struct AuditInitiation {
+  audit::Log* log;
+  audit::Record* rec;
+  template <class Handler>
+  void operator()(Handler handler) {
+    auto ex = boost::asio::prefer(boost::asio::get_associated_executor(handler),
+                                  boost::asio::execution::outstanding_work.tracked);
+    auto h = std::make_shared<Handler>(std::move(handler));
+    log->append(std::move(*rec), [h, ex](fhir::Result<std::uint64_t> result) {
+      boost::asio::dispatch(ex, [h, result = std::move(result)]() mutable { std::move(*h)(std::move(result)); });
+    });
+  }
+};
+
+boost::asio::awaitable<fhir::Result<std::uint64_t>> append_audit(audit::Log& log, audit::Record& rec) {
+  return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(fhir::Result<std::uint64_t>)>(
+      AuditInitiation{&log, &rec}, boost::asio::use_awaitable);
+}
+
+std::string action_of(const Route* route, std::string_view method) {
+  if (route) {
+    const RouteOptions& o = route->options;
+    if (!o.operation.empty()) return "operation";
+    if (!o.interaction.empty()) return o.interaction;
+  }
+  if (method == "POST") return "create";
+  if (method == "PUT") return "update";
+  if (method == "DELETE") return "delete";
+  return "read";
+}
+
+// The diagnostics of an OperationOutcome response, for the audit record of a failure.
+std::string outcome_text(const Response& r) {
+  if (r.status < 400 || r.body.size() > 16 * 1024) return {};
+  auto json = fhir::parse_json(r.body);
+  if (!json || !json->is_object()) return {};
+  const fhir::Json* issues = json->find("issue");
+  if (!issues || !issues->is_array() || issues->items().empty() || !issues->items()[0].is_object()) return {};
+  return std::string(issues->items()[0].string_at("diagnostics").substr(0, 500));
+}
+
+audit::Record record_of(Request& req, const Response& r, const Route* route) {
+  audit::Record rec;
+  rec.time_ms = audit::now_ms();
+  rec.kind = "rest";
+  rec.action = action_of(route, req.method);
+  rec.method = req.method;
+  rec.target = req.target.substr(0, 4096);
+  rec.route = req.route_template;
+  rec.status = r.status;
+  rec.outcome_text = outcome_text(r);
+  if (const auto& p = req.principal) {
+    rec.agent_kind = p->kind == auth::Principal::Kind::system ? "system" : "user";
+    rec.user = p->subject;
+    rec.role = p->role_claim;
+    rec.organisation = p->organisation;
+    rec.client_id = p->client_id;
+    rec.token_id = p->token_id;
+    rec.purpose = p->purpose_of_use;
+  } else {
+    rec.agent_kind = "anonymous";
+  }
+  rec.address = req.remote_address;
+  rec.client_certificate = req.client_certificate_subject;
+  rec.request_id = req.request_id;
+  rec.correlation_id = req.correlation_id;
+  rec.detail = std::move(req.audit);
+  if (route && !route->options.operation.empty() && rec.detail.operation.empty())
+    rec.detail.operation = "$" + route->options.operation;
+  return rec;
+}
+
+}  // namespace
+
 boost::asio::awaitable<Response> Pipeline::handle(Request& req) const {
+  const Route* route = nullptr;
+  Response r = co_await respond(req, route);
+  // Open routes (probes, /metadata, discovery) carry no identity and no patient data.
+  if (!audit_ || (route && route->options.access == Access::open)) co_return r;
+  audit::Record rec = record_of(req, r, route);
+  auto seq = co_await append_audit(*audit_, rec);
+  if (!seq) {
+    // Fail closed: nothing built on an unaudited access leaves the gateway.
+    observe::log(observe::Level::error, "audit record not committed; response withheld",
+                 {{"request_id", req.request_id}, {"status", std::to_string(r.status)}});
+    Response refused = error_response(fhir::Issue::make(
+        fhir::ErrorCode::not_ready, "The audit trail could not be written, so no data was sent. Try again shortly; "
+                                    "quote X-Request-ID " + req.request_id + " if this persists"));
+    co_return refused;
+  }
+  co_return r;
+}
+
+boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& matched) const {
   // 1. Route. Only the path is looked at; query and body stay raw until step 2 has passed.
   Router::Match m = router_.match(req.method, req.path);
   if (!m.route) {
@@ -21,6 +127,7 @@ boost::asio::awaitable<Response> Pipeline::handle(Request& req) const {
     co_return r;
   }
   const Route& route = *m.route;
+  matched = m.route;
   req.route_template = route.pattern;
   req.path_params = std::move(m.params);
 

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // The request path as named steps in one place (STYLE.md "Structure"):
 //   match route -> authenticate/authorise -> decode query -> negotiate format -> parse body
-//   -> handle -> (audit)
+//   -> handle -> audit
+// The audit step runs for every request except those to open routes (probes, /metadata,
+// discovery): its record is committed before the response leaves, and when it cannot be
+// committed the response is replaced by a 503 that carries no patient data (issue #6).
 // Sessions in gateway/net call handle() once per parsed HTTP request.
 #pragma once
 
@@ -9,6 +12,7 @@
 
 #include "fhir/json.h"
 #include "fhir/query_string.h"
+#include "gateway/audit/log.h"
 #include "gateway/auth/authenticator.h"
 #include "gateway/auth/policy.h"
 #include "gateway/http/router.h"
@@ -24,19 +28,23 @@ class Pipeline {
  public:
   // `authenticator` and `policy` may be null only in tests whose router holds open routes
   // alone; a non-open route without them is refused (fail closed).
+  // `audit_log` null: nothing is audited (tests of the HTTP layer alone).
   Pipeline(const Router& router, PipelineLimits limits, auth::Authenticator* authenticator = nullptr,
-           const auth::Policy* policy = nullptr)
-      : router_(router), limits_(limits), authenticator_(authenticator), policy_(policy) {}
+           const auth::Policy* policy = nullptr, audit::Log* audit_log = nullptr)
+      : router_(router), limits_(limits), authenticator_(authenticator), policy_(policy), audit_(audit_log) {}
 
   // Produces the response for `req`; never throws (a last-resort catch answers 500 with an
   // OperationOutcome). Sets req.route_template for metrics. Runs on the session's strand.
   boost::asio::awaitable<Response> handle(Request& req) const;
 
  private:
+  boost::asio::awaitable<Response> respond(Request& req, const Route*& matched) const;
+
   const Router& router_;
   PipelineLimits limits_;
   auth::Authenticator* authenticator_;
   const auth::Policy* policy_;
+  audit::Log* audit_;
 };
 
 }  // namespace gw::http

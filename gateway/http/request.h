@@ -15,6 +15,7 @@
 #include "fhir/content_negotiation.h"
 #include "fhir/json.h"
 #include "fhir/query_string.h"
+#include "gateway/audit/record.h"
 #include "gateway/auth/policy.h"
 
 namespace gw::http {
@@ -43,6 +44,10 @@ struct Request {
   std::optional<fhir::QueryParams> query;       // decoded query (after authentication)
   fhir::ResponseFormat format;                  // negotiated response format
   std::optional<fhir::Json> json_body;          // parsed body for routes that take JSON
+
+  // What the handler tells the audit record: patients, entries returned and withheld, the
+  // basis of access, break-glass (issue #6). The pipeline fills in who, when and the outcome.
+  audit::Detail audit;
 
   // First value of header `name` (lower-case), or empty.
   std::string_view header(std::string_view name) const {

@@ -61,6 +61,7 @@ class Statement {
   Statement& bind(int index, std::int64_t value);
   Statement& bind(int index, std::string_view text);
   Statement& bind_null(int index);
+  Statement& bind_blob(int index, const void* data, std::size_t size);
 
   // Advances: true with a row, false when done; an Issue on error.
   fhir::Result<bool> step();
@@ -70,6 +71,7 @@ class Statement {
 
   std::int64_t column_int64(int col) const;
   std::string column_text(int col) const;
+  std::string column_blob(int col) const;  // bytes of a BLOB (or TEXT) column
   bool column_is_null(int col) const;
 
  private:

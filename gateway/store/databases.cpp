@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "gateway/audit/schema.h"
 #include "gateway/locator/schema.h"
 
 namespace gw::store {
@@ -35,10 +36,8 @@ const std::vector<sqlite::Migration>& store_migrations() {
   return m;
 }
 
-const std::vector<sqlite::Migration>& audit_migrations() {
-  static const std::vector<sqlite::Migration> m{{1, "gateway_info", info_for("audit")}};
-  return m;
-}
+// Owned by the audit log (gateway/audit/schema.cpp); its migration 1 is info_for("audit").
+const std::vector<sqlite::Migration>& audit_migrations() { return audit::migrations(); }
 
 fhir::Result<Databases> Databases::open(const std::string& data_dir) {
   std::error_code ec;

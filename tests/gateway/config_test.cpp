@@ -20,6 +20,8 @@ std::string write_config(const std::string& body) {
   // only checks that it does, the Authenticator parses it.
   std::filesystem::create_directories(dir / "certs");
   std::ofstream(dir / "certs" / "jwks.json") << "{\"keys\":[]}";
+  // Likewise the default [audit] signing_key (certs/audit-key.pem); App parses it.
+  std::ofstream(dir / "certs" / "audit-key.pem") << "placeholder";
   return path;
 }
 
@@ -187,4 +189,42 @@ client_certificate_subject = "CN=epr,O=Example Trust"
                                         "[[source_systems]]\nods_code = \"RX1\"\nname = \"b\"\n");
   CHECK(dup.key() == "source_systems[1].ods_code");
   CHECK(expect_error(tls_lines() + "[[source_systems]]\nname = \"x\"\n").key() == "source_systems[0].ods_code");
+}
+
+TEST_CASE("Config: [audit] settings load, and bad ones are errors naming the key") {
+  auto c = load_config(write_config(tls_lines() + R"(
+[audit]
+checkpoint_interval_s = 30
+retention_days = 2555
+key_name = "trust-audit"
+checkpoint_file = "var/checkpoints.log"
+[audit.alerts]
+max_patients_per_hour = 20
+working_hours = "08:00-18:30"
+flagged_patients = ["9000000009"]
+weekends_out_of_hours = false
+)"));
+  CHECK(c.audit.enabled);
+  CHECK(c.audit.checkpoint_interval == std::chrono::seconds(30));
+  CHECK(c.audit.retention_days == 2555);
+  CHECK(c.audit.key_name == "trust-audit");
+  CHECK(c.audit.checkpoint_file.find("var/checkpoints.log") != std::string::npos);
+  CHECK(std::filesystem::path(c.audit.checkpoint_file).is_absolute());
+  CHECK(c.audit.alerts.max_patients_per_hour == 20);
+  CHECK(c.audit.alerts.working_start_minute == 8 * 60);
+  CHECK(c.audit.alerts.working_end_minute == 18 * 60 + 30);
+  CHECK(c.audit.alerts.flagged_patients == std::vector<std::string>{"9000000009"});
+  CHECK_FALSE(c.audit.alerts.weekends_out_of_hours);
+
+  CHECK(expect_error(tls_lines() + "[audit]\nsigning_key = \"missing.pem\"\n").key() == "audit.signing_key");
+  CHECK(expect_error(tls_lines() + "[audit]\ncheckpoint_interval_s = 0\n").key() == "audit.checkpoint_interval_s");
+  CHECK(expect_error(tls_lines() + "[audit]\nunknown = 1\n").key() == "audit.unknown");
+  CHECK(expect_error(tls_lines() + "[audit.alerts]\nworking_hours = \"19:00-07:00\"\n").key() ==
+        "audit.alerts.working_hours");
+  CHECK(expect_error(tls_lines() + "[audit.alerts]\nworking_hours = \"7-19\"\n").key() == "audit.alerts.working_hours");
+  CHECK(expect_error(tls_lines() + "[audit.alerts]\nflagged_patients = [\"123\"]\n").key() ==
+        "audit.alerts.flagged_patients");
+  // Audit may be switched off only on loopback listeners.
+  CHECK(expect_error(tls_lines() + "address = \"0.0.0.0\"\n[audit]\nenabled = false\n").key() == "audit.enabled");
+  CHECK_NOTHROW(load_config(write_config(tls_lines() + "[audit]\nenabled = false\n")));
 }

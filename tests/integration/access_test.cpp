@@ -9,6 +9,7 @@
 
 #include "fhir/json.h"
 #include "tests/gateway/auth/jwt_attacks.h"
+#include "support/certs.h"
 #include "support/paths.h"
 #include "support/responses.h"
 #include "support/test_server.h"
@@ -199,6 +200,7 @@ TEST_CASE("Access: secure by default: no token validation on a non-loopback addr
   c.https.address = "0.0.0.0";
   c.auth.enabled = false;
   c.https.certificate = c.https.private_key = test::test_tokens().jwks_path;  // any existing file
+  c.audit.signing_key = test::dev_certs().audit_key;
   CHECK_THROWS_AS(config::validate(c), config::ConfigError);
   c.https.address = "127.0.0.1";
   CHECK_NOTHROW(config::validate(c));

@@ -15,6 +15,7 @@
 #include "gateway/locator/fhir_mapping.h"
 #include "support/certs.h"
 #include "support/responses.h"
+#include "support/seed.h"
 #include "support/test_server.h"
 
 using namespace gw;
@@ -26,58 +27,11 @@ using gw::test::TokenClaims;
 
 namespace {
 
-constexpr const char* kMrn = "https://trust.example.nhs.uk/Id/mrn";
-
-std::string nhs(int n) {
-  std::string nine = "999" + std::string(6 - std::to_string(n).size(), '0') + std::to_string(n);
-  for (int bump = 0; bump < 20; ++bump) {
-    auto c = fhir::nhs_check_digit(nine);
-    if (c) return nine + *c;
-    nine = "999" + std::string(6 - std::to_string(n + bump + 1).size(), '0') + std::to_string(n + bump + 1);
-  }
-  FAIL("no NHS number");
-  return {};
-}
-
-struct Seeded {
-  std::string id;
-  std::string nhs_number;
-  std::string mrn;
-};
-
-Seeded add_patient(locator::Locator& l, int n, const std::string& family, const std::string& gp,
-                   const std::string& source = "RX1") {
-  locator::IdentityClaim c;
-  c.source_ods = source;
-  c.demographics.nhs_number = nhs(n);
-  c.demographics.nhs_number_verification = "01";
-  c.demographics.family = family;
-  c.demographics.given = {"Alex"};
-  c.demographics.birth_date = "1980-05-17";
-  c.demographics.gender = "female";
-  c.demographics.postcode = "LS1 4AP";
-  c.demographics.gp_practice_ods = gp;
-  c.identifiers.push_back({kMrn, "MRN" + std::to_string(n), source});
-  auto r = l.resolve(c);
-  REQUIRE_MESSAGE(r.ok(), r.issue().diagnostics);
-  return Seeded{r->patient_id, c.demographics.nhs_number, "MRN" + std::to_string(n)};
-}
-
-std::string add_pointer(locator::Locator& l, const std::string& patient, const std::string& source,
-                        const std::string& code, const std::string& display) {
-  locator::Pointer p;
-  p.patient_id = patient;
-  p.source_ods = source;
-  p.type_code = code;
-  p.type_display = display;
-  p.category_code = "734163000";
-  p.category_display = "Care plan";
-  p.resource_types = {"Encounter"};
-  p.url = "https://" + source + ".example.nhs.uk/fhir/DocumentReference/" + code;
-  auto r = l.put_pointer(source, p);
-  REQUIRE_MESSAGE(r.ok(), r.issue().diagnostics);
-  return r->id;
-}
+using gw::test::add_patient;
+using gw::test::add_pointer;
+using gw::test::kMrn;
+using gw::test::nhs;
+using gw::test::Seeded;
 
 std::string send(TestServer& s, const std::string& method, const std::string& target, const std::string& headers,
                  const std::string& body, const std::string& type) {

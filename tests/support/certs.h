@@ -9,6 +9,7 @@ namespace gw::test {
 
 struct DevCerts {
   std::string dir, ca, server_cert, server_key, client_cert, client_key;
+  std::string audit_key, audit_pub_key;  // Ed25519 audit checkpoint key and its public half
 };
 
 const DevCerts& dev_certs();

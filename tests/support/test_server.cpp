@@ -18,6 +18,7 @@ TestServer::TestServer(Tweak tweak, Routes routes) {
   cfg.limits.read_timeout = std::chrono::milliseconds(2000);
   cfg.auth.jwks_file = test_tokens().jwks_path;
   cfg.auth.jwks_refresh = std::chrono::seconds(0);
+  cfg.audit.signing_key = certs.audit_key;
   if (tweak) tweak(cfg);
   config::validate(cfg);
   app_ = std::make_unique<App>(cfg, AppInfo{"test", "2026-11-23", std::move(routes)});

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: Apache-2.0
+// Signed checkpoints of the audit log's Merkle tree (tree size, root hash, time), in the
+// signed-note text form used by transparency logs (C2SP tlog-checkpoint): a body of lines
+//   <origin>\n<tree size>\n<base64 root>\n<time: RFC 3339 UTC, millisecond precision>\n
+// then a blank line and one signature line
+//   "\u2014 <key name> <base64(4-byte key id || signature)>\n".
+// Keys are Ed25519 (preferred) or ECDSA P-256 (signature over SHA-256, DER), read from PEM.
+// The key id is the first 4 bytes of SHA-256(key name || "\n" || DER SubjectPublicKeyInfo).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fhir/result.h"
+#include "gateway/audit/merkle.h"
+
+namespace gw::audit {
+
+struct Checkpoint {
+  std::string origin;        // log identity, e.g. "fhir-gateway/audit/<host>"
+  std::uint64_t size = 0;    // tree size (number of leaves)
+  merkle::Hash root{};       // root hash at that size
+  std::int64_t time_ms = 0;  // Unix time in milliseconds (UTC)
+  std::string key_name;      // signer's key name
+  std::vector<std::uint8_t> signature;  // 4-byte key id followed by the raw signature bytes
+};
+
+// The signed body (the four lines, each ending in '\n').
+std::string checkpoint_body(const Checkpoint& c);
+// Full signed-note text: body, blank line, signature line.
+std::string serialise(const Checkpoint& c);
+// Parses one signed note; rejects anything malformed (limits: 4 KiB, one signature line).
+fhir::Result<Checkpoint> parse_checkpoint(std::string_view text);
+// Parses a file holding many notes one after another (as the checkpoint file appends them),
+// separated by blank lines. Limit: `max_notes`.
+fhir::Result<std::vector<Checkpoint>> parse_checkpoints(std::string_view text,
+                                                         std::size_t max_notes = 10'000'000);
+
+class CheckpointSigner {
+ public:
+  // Loads a PEM private key (Ed25519 or EC P-256). Errors name the file and the reason.
+  static fhir::Result<CheckpointSigner> from_pem_file(const std::string& path, std::string key_name);
+  static fhir::Result<CheckpointSigner> from_pem(std::string_view pem, std::string key_name);
+  ~CheckpointSigner();
+  CheckpointSigner(CheckpointSigner&&) noexcept;
+  CheckpointSigner& operator=(CheckpointSigner&&) noexcept;
+
+  // Fills key_name and signature. Thread-safe.
+  Checkpoint sign(std::string origin, std::uint64_t size, const merkle::Hash& root,
+                  std::int64_t time_ms) const;
+  std::string public_key_pem() const;
+  const std::string& key_name() const { return key_name_; }
+
+ private:
+  struct Impl;
+  explicit CheckpointSigner(std::unique_ptr<Impl> impl, std::string key_name);
+  std::unique_ptr<Impl> impl_;
+  std::string key_name_;
+};
+
+class CheckpointVerifier {
+ public:
+  // PEM public key (SubjectPublicKeyInfo) or a private key PEM (its public half is used).
+  static fhir::Result<CheckpointVerifier> from_pem_file(const std::string& path, std::string key_name);
+  static fhir::Result<CheckpointVerifier> from_pem(std::string_view pem, std::string key_name);
+  ~CheckpointVerifier();
+  CheckpointVerifier(CheckpointVerifier&&) noexcept;
+  CheckpointVerifier& operator=(CheckpointVerifier&&) noexcept;
+
+  // True when the signature is by this key over this checkpoint's body and the key name and
+  // id match.
+  bool verify(const Checkpoint& c) const;
+
+ private:
+  struct Impl;
+  explicit CheckpointVerifier(std::unique_ptr<Impl> impl, std::string key_name);
+  std::unique_ptr<Impl> impl_;
+  std::string key_name_;
+};
+
+}  // namespace gw::audit

@@ -1,0 +1,819 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "gateway/audit/log.h"
+
+#include <fcntl.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <variant>
+
+#include "gateway/audit/schema.h"
+#include "gateway/observe/log.h"
+#include "gateway/sqlite/database.h"
+
+namespace gw::audit {
+
+using fhir::ErrorCode;
+using fhir::Issue;
+using merkle::Hash;
+
+namespace {
+
+constexpr std::int64_t kHourMs = 3600 * 1000;
+
+Issue not_ready(std::string text) { return Issue::make(ErrorCode::not_ready, std::move(text)); }
+
+std::string subtype_column(const Record& r) {
+  std::string out = " ";
+  for (const auto& s : subtypes(r)) out.append(s).append(" ");
+  return out;
+}
+
+Hash hash_from_blob(const std::string& b) {
+  Hash h{};
+  if (b.size() == h.size()) std::memcpy(h.data(), b.data(), h.size());
+  return h;
+}
+
+// Reads perfect-subtree hashes from audit_node for one connection; a missing node is a
+// broken invariant reported through `error`.
+struct NodeReader {
+  sqlite::Database& db;
+  std::optional<sqlite::Statement> stmt;
+  std::string error;
+
+  Hash operator()(unsigned level, std::uint64_t index) {
+    if (!stmt) {
+      auto s = db.prepare("SELECT hash FROM audit_node WHERE level = ?1 AND idx = ?2");
+      if (!s) {
+        error = s.issue().diagnostics;
+        return {};
+      }
+      stmt.emplace(std::move(*s));
+    }
+    stmt->reset();
+    stmt->bind(1, static_cast<std::int64_t>(level)).bind(2, static_cast<std::int64_t>(index));
+    auto row = stmt->step();
+    if (!row || !*row) {
+      if (error.empty())
+        error = "audit.db is missing tree node level " + std::to_string(level) + " index " + std::to_string(index);
+      return {};
+    }
+    return hash_from_blob(stmt->column_blob(0));
+  }
+};
+
+bool last_sunday_passed(int year, int month, int mday, int hour, int wday_of_mday) {
+  // True when (mday, hour UTC) is at or after 01:00 UTC on the last Sunday of `month`.
+  (void)year;
+  (void)month;
+  // Days in March and October are 31; the last Sunday is in 25..31.
+  int last_sunday = mday + ((7 - wday_of_mday) % 7);
+  while (last_sunday + 7 <= 31) last_sunday += 7;
+  while (last_sunday > 31) last_sunday -= 7;
+  if (mday != last_sunday) return mday > last_sunday;
+  return hour >= 1;
+}
+
+}  // namespace
+
+LocalTime london_time(std::int64_t time_ms) {
+  std::time_t secs = static_cast<std::time_t>(time_ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  bool bst = false;
+  const int month = tm.tm_mon + 1;
+  if (month > 3 && month < 10) bst = true;
+  else if (month == 3) bst = last_sunday_passed(tm.tm_year, month, tm.tm_mday, tm.tm_hour, tm.tm_wday);
+  else if (month == 10) bst = !last_sunday_passed(tm.tm_year, month, tm.tm_mday, tm.tm_hour, tm.tm_wday);
+  if (bst) {
+    secs += 3600;
+    gmtime_r(&secs, &tm);
+  }
+  return LocalTime{tm.tm_hour * 60 + tm.tm_min, tm.tm_wday};
+}
+
+struct Log::Impl {
+  struct Append {
+    Record record;
+    Done done;
+  };
+  using Task = std::function<void()>;  // runs on the writer thread, between batches
+  using Item = std::variant<Append, Task>;
+
+  LogOptions opt;
+  std::shared_ptr<const CheckpointSigner> signer;
+  sqlite::Database db;  // the writer's connection; writer thread only (and open())
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Item> queue;
+  bool stopping = false;
+  bool stopped = false;
+  std::thread writer;
+  std::atomic<bool> fail_writes{false};
+
+  // Writer-thread state.
+  std::optional<sqlite::Statement> ins_record, ins_patient, ins_node, ins_alert;
+  fhir::Result<sqlite::Statement*> cached(std::optional<sqlite::Statement>& slot, std::string_view sql) {
+    if (!slot) {
+      auto s = db.prepare(sql);
+      if (!s) return std::move(s).issue();
+      slot.emplace(std::move(*s));
+    }
+    slot->reset();
+    return &*slot;
+  }
+  merkle::CompactRange range;
+  Hash last_leaf{};
+  std::uint64_t checkpointed_size = 0;
+  std::chrono::steady_clock::time_point next_checkpoint;
+  struct UserWindow {
+    std::deque<std::pair<std::int64_t, std::string>> firsts;  // first access per patient in the hour
+    std::unordered_map<std::string, std::int64_t> seen;
+    std::int64_t alerted_until = 0;
+  };
+  std::unordered_map<std::string, UserWindow> windows;
+
+  std::mutex flagged_mu;
+  std::unordered_set<std::string> flagged;
+
+  mutable std::mutex stats_mu;
+  Stats stats;
+
+  mutable std::mutex readers_mu;
+  mutable std::vector<sqlite::Database> readers;
+
+  Impl(LogOptions o, std::shared_ptr<const CheckpointSigner> s, sqlite::Database d)
+      : opt(std::move(o)), signer(std::move(s)), db(std::move(d)) {}
+
+  // --- reads --------------------------------------------------------------------------
+  struct Lease {
+    const Impl* impl;
+    std::optional<sqlite::Database> db;
+    ~Lease() {
+      if (db) {
+        std::lock_guard lock(impl->readers_mu);
+        if (impl->readers.size() < 4) impl->readers.push_back(std::move(*db));
+      }
+    }
+  };
+  fhir::Result<std::unique_ptr<Lease>> reader() const {
+    auto lease = std::make_unique<Lease>();
+    lease->impl = this;
+    {
+      std::lock_guard lock(readers_mu);
+      if (!readers.empty()) {
+        lease->db.emplace(std::move(readers.back()));
+        readers.pop_back();
+        return lease;
+      }
+    }
+    auto d = sqlite::Database::open(opt.path, sqlite::Database::Mode::read_only);
+    if (!d) return std::move(d).issue();
+    lease->db.emplace(std::move(*d));
+    return lease;
+  }
+
+  // --- writer -------------------------------------------------------------------------
+  void run() {
+    std::unique_lock lock(mu);
+    for (;;) {
+      if (queue.empty() && !stopping) {
+        if (signer) cv.wait_until(lock, next_checkpoint);
+        else cv.wait(lock);
+      }
+      std::vector<Append> batch;
+      std::vector<Task> tasks;
+      while (!queue.empty() && batch.size() < opt.max_batch) {
+        Item item = std::move(queue.front());
+        queue.pop_front();
+        if (auto* a = std::get_if<Append>(&item)) {
+          batch.push_back(std::move(*a));
+        } else {
+          tasks.push_back(std::move(std::get<Task>(item)));
+          break;  // keep order: a task sees every record queued before it
+        }
+      }
+      const bool done = queue.empty() && stopping;
+      lock.unlock();
+      if (!batch.empty()) commit_batch(batch);
+      for (auto& t : tasks) t();
+      if (signer && (std::chrono::steady_clock::now() >= next_checkpoint || done)) {
+        if (range.size() != checkpointed_size) (void)write_checkpoint();
+        next_checkpoint = std::chrono::steady_clock::now() + opt.checkpoint_interval;
+      }
+      lock.lock();
+      if (done && queue.empty()) break;
+    }
+    stopped = true;
+  }
+
+  fhir::Status insert_record(Record& r, std::vector<Alert>& raised) {
+    r.seq = range.size();
+    r.prev = r.seq == 0 ? std::string() : merkle::to_hex(last_leaf);
+    const std::string bytes = encode(r);
+    const Hash leaf = merkle::leaf_hash(bytes);
+    auto ins = cached(ins_record,
+        "INSERT INTO audit_record(seq, record, time_ms, agent, outcome, subtypes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+    if (!ins) return std::move(ins).issue();
+    (*ins)->bind(1, static_cast<std::int64_t>(r.seq))
+        .bind_blob(2, bytes.data(), bytes.size())
+        .bind(3, r.time_ms)
+        .bind(4, r.user)
+        .bind(5, static_cast<std::int64_t>(outcome_code(r.status)))
+        .bind(6, subtype_column(r));
+    if (auto s = (*ins)->run(); !s) return s;
+    for (const auto& nhs : r.detail.patients) {
+      auto pat = cached(ins_patient, "INSERT OR IGNORE INTO audit_patient(nhs_number, seq) VALUES (?1, ?2)");
+      if (!pat) return std::move(pat).issue();
+      (*pat)->bind(1, nhs).bind(2, static_cast<std::int64_t>(r.seq));
+      if (auto s = (*pat)->run(); !s) return s;
+    }
+    auto node_stmt = cached(ins_node, "INSERT INTO audit_node(level, idx, hash) VALUES (?1, ?2, ?3)");
+    if (!node_stmt) return std::move(node_stmt).issue();
+    sqlite::Statement* node = *node_stmt;
+    fhir::Status status = fhir::Ok{};
+    range.append(leaf, [&](const merkle::CompactRange::Node& n) {
+      if (!status) return;
+      node->reset();
+      node->bind(1, static_cast<std::int64_t>(n.level))
+          .bind(2, static_cast<std::int64_t>(n.index))
+          .bind_blob(3, n.hash.data(), n.hash.size());
+      status = node->run();
+    });
+    if (!status) return status;
+    last_leaf = leaf;
+    evaluate_rules(r, raised);
+    return fhir::Ok{};
+  }
+
+  void evaluate_rules(const Record& r, std::vector<Alert>& raised) {
+    const AlertRules& rules = opt.rules;
+    auto raise = [&](std::string rule, std::string detail) {
+      Alert a;
+      a.seq = r.seq;
+      a.rule = std::move(rule);
+      a.detail = std::move(detail);
+      a.raised_ms = r.time_ms;
+      a.status = "open";
+      raised.push_back(std::move(a));
+    };
+    const bool used_break_glass = r.detail.basis == "break-glass" || !r.detail.break_glass_reason.empty();
+    if (rules.break_glass && used_break_glass)
+      raise("break-glass", (r.status < 400 ? "break-glass access, reason " : "break-glass refused, reason ") +
+                               (r.detail.break_glass_reason.empty() ? std::string("(grant)") : r.detail.break_glass_reason));
+    // Clinical access only: an IG officer's own audit queries name patients too, but are not
+    // what these rules watch for.
+    const bool ig_route = r.route.rfind("/AuditEvent", 0) == 0 || r.route.rfind("/audit/", 0) == 0;
+    const bool patient_access =
+        r.kind == "rest" && r.status < 400 && !r.detail.patients.empty() && r.agent_kind == "user" && !ig_route;
+    if (!patient_access) return;
+    if (rules.without_relationship && (r.detail.basis == "emergency-purpose" || r.detail.basis == "break-glass"))
+      raise("no-relationship", "access without a prior relationship (" + r.detail.basis + ")");
+    {
+      std::lock_guard lock(flagged_mu);
+      for (const auto& nhs : r.detail.patients)
+        if (flagged.count(nhs)) raise("flagged-record", "access to a flagged record (NHS number " + nhs + ")");
+    }
+    if (rules.out_of_hours) {
+      LocalTime t = london_time(r.time_ms);
+      const bool weekend = t.weekday == 0 || t.weekday == 6;
+      if ((rules.weekends_out_of_hours && weekend) || t.minute_of_day < rules.working_start_minute ||
+          t.minute_of_day >= rules.working_end_minute)
+        raise("out-of-hours", "access outside configured working hours (Europe/London)");
+    }
+    if (rules.max_patients_per_hour > 0 && !r.user.empty()) {
+      UserWindow& w = windows[r.user];
+      while (!w.firsts.empty() && w.firsts.front().first <= r.time_ms - kHourMs) {
+        w.seen.erase(w.firsts.front().second);
+        w.firsts.pop_front();
+      }
+      for (const auto& nhs : r.detail.patients) {
+        if (w.seen.count(nhs) || w.firsts.size() > 4 * rules.max_patients_per_hour + 16) continue;
+        w.seen.emplace(nhs, r.time_ms);
+        w.firsts.emplace_back(r.time_ms, nhs);
+      }
+      if (w.firsts.size() > rules.max_patients_per_hour && r.time_ms >= w.alerted_until) {
+        raise("volume", "user opened " + std::to_string(w.firsts.size()) + " records within an hour (threshold " +
+                            std::to_string(rules.max_patients_per_hour) + ")");
+        w.alerted_until = r.time_ms + kHourMs;
+      }
+    }
+  }
+
+  void commit_batch(std::vector<Append>& batch) {
+    const merkle::CompactRange saved_range = range;
+    const Hash saved_leaf = last_leaf;
+    const auto saved_windows_size = windows.size();
+    (void)saved_windows_size;
+    std::vector<Alert> raised;
+    fhir::Status status = fhir::Ok{};
+    {
+      sqlite::Transaction tx(db);
+      status = tx.begun();
+      for (auto& a : batch) {
+        if (!status) break;
+        status = insert_record(a.record, raised);
+      }
+      if (status) {
+        for (const auto& al : raised) {
+          auto ins = cached(ins_alert, "INSERT INTO audit_alert(seq, rule, detail, raised_ms, status) VALUES (?1, ?2, ?3, ?4, 'open')");
+          if (!ins) {
+            status = std::move(ins).issue();
+            break;
+          }
+          (*ins)->bind(1, static_cast<std::int64_t>(al.seq)).bind(2, al.rule).bind(3, al.detail).bind(4, al.raised_ms);
+          status = (*ins)->run();
+        }
+      }
+      if (status && fail_writes.load()) status = not_ready("audit store write failure (injected)");
+      if (status) status = tx.commit();
+    }
+    {
+      std::lock_guard lock(stats_mu);
+      ++stats.batches;
+      if (!status) ++stats.failed_batches;
+      stats.largest_batch = std::max<std::uint64_t>(stats.largest_batch, batch.size());
+      if (status) stats.size = range.size();
+    }
+    if (!status) {
+      range = saved_range;
+      last_leaf = saved_leaf;
+      observe::log(observe::Level::error, "audit commit failed",
+                   {{"records", std::to_string(batch.size())}, {"error", status.issue().diagnostics}});
+      for (auto& a : batch)
+        a.done(not_ready("the audit log could not be written; nothing was sent. Try again later"));
+      return;
+    }
+    for (auto& a : batch) a.done(a.record.seq);
+  }
+
+  fhir::Result<Checkpoint> write_checkpoint() {
+    if (!signer) return not_ready("no audit checkpoint key is configured");
+    Checkpoint c = signer->sign(opt.origin, range.size(), range.root(), now_ms());
+    const std::string note = serialise(c);
+    auto ins = db.prepare("INSERT OR REPLACE INTO audit_checkpoint(size, time_ms, root, note) VALUES (?1, ?2, ?3, ?4)");
+    if (!ins) return std::move(ins).issue();
+    ins->bind(1, static_cast<std::int64_t>(c.size)).bind(2, c.time_ms).bind_blob(3, c.root.data(), c.root.size()).bind(4, note);
+    if (auto s = ins->run(); !s) return std::move(s).issue();
+    if (!opt.checkpoint_file.empty()) {
+      int fd = ::open(opt.checkpoint_file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+      bool ok = fd >= 0;
+      if (ok) {
+        std::string text = note + "\n";
+        ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+        ::close(fd);
+      }
+      if (!ok)
+        observe::log(observe::Level::error, "audit checkpoint file not written",
+                     {{"file", opt.checkpoint_file}, {"error", std::strerror(errno)}});
+    }
+    if (opt.syslog_checkpoints) {
+      syslog(LOG_AUTHPRIV | LOG_NOTICE, "fhir-gateway audit checkpoint origin=%s size=%llu root=%s time=%s",
+             c.origin.c_str(), static_cast<unsigned long long>(c.size), merkle::to_base64(c.root).c_str(),
+             format_time_ms(c.time_ms).c_str());
+    }
+    checkpointed_size = c.size;
+    {
+      std::lock_guard lock(stats_mu);
+      stats.last_checkpoint = c;
+    }
+    observe::log(observe::Level::info, "audit checkpoint",
+                 {{"size", std::to_string(c.size)}, {"root", merkle::to_base64(c.root)}});
+    return c;
+  }
+
+  // Queues a task and waits for its result (for callers off the writer thread).
+  template <class R>
+  R run_task(std::function<R()> fn) {
+    std::mutex m;
+    std::condition_variable done_cv;
+    std::optional<R> result;
+    {
+      std::lock_guard lock(mu);
+      if (stopping) return not_ready("the audit log is stopping");
+      queue.emplace_back(Task([&] {
+        R r = fn();
+        std::lock_guard l(m);
+        result.emplace(std::move(r));
+        done_cv.notify_one();
+      }));
+    }
+    cv.notify_one();
+    std::unique_lock l(m);
+    done_cv.wait(l, [&] { return result.has_value(); });
+    return std::move(*result);
+  }
+};
+
+Log::Log(LogOptions options) : options_(std::move(options)) {}
+
+Log::~Log() { stop(); }
+
+fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr<const CheckpointSigner> signer) {
+  auto db = sqlite::Database::open(options.path);
+  if (!db) return std::move(db).issue();
+  if (auto v = sqlite::migrate(*db, migrations()); !v) return std::move(v).issue();
+
+  std::unique_ptr<Log> log(new Log(options));
+  log->impl_ = std::make_unique<Impl>(options, std::move(signer), std::move(*db));
+  Impl& impl = *log->impl_;
+
+  // Rebuild the frontier from the stored tree.
+  auto count = impl.db.prepare("SELECT coalesce(max(seq) + 1, 0) FROM audit_record");
+  if (!count) return std::move(count).issue();
+  if (auto row = count->step(); !row) return std::move(row).issue();
+  const auto size = static_cast<std::uint64_t>(count->column_int64(0));
+  NodeReader nodes{impl.db, {}, {}};
+  merkle::NodeSource source = [&nodes](unsigned l, std::uint64_t i) { return nodes(l, i); };
+  impl.range = merkle::CompactRange::for_size(size, source);
+  if (size > 0) impl.last_leaf = nodes(0, size - 1);
+  if (!nodes.error.empty()) return not_ready("audit.db tree is damaged: " + nodes.error + "; run audit-verify");
+
+  // The stored tree must still match the newest checkpoint it signed.
+  auto last = impl.db.prepare("SELECT size, root FROM audit_checkpoint ORDER BY size DESC, time_ms DESC LIMIT 1");
+  if (!last) return std::move(last).issue();
+  auto row = last->step();
+  if (!row) return std::move(row).issue();
+  if (*row) {
+    const auto cp_size = static_cast<std::uint64_t>(last->column_int64(0));
+    const Hash cp_root = hash_from_blob(last->column_blob(1));
+    if (cp_size > size)
+      return not_ready("audit.db holds " + std::to_string(size) + " records but its checkpoint covers " +
+                       std::to_string(cp_size) + ": the log was truncated; run audit-verify");
+    const Hash root = cp_size == 0 ? merkle::empty_root() : merkle::range_hash(0, cp_size, source);
+    if (!nodes.error.empty() || root != cp_root)
+      return not_ready("audit.db no longer matches its checkpoint at size " + std::to_string(cp_size) +
+                       "; run audit-verify");
+    impl.checkpointed_size = cp_size;
+  }
+  // A checkpoint file ahead of the database means an older copy was restored.
+  if (!options.checkpoint_file.empty()) {
+    if (FILE* f = std::fopen(options.checkpoint_file.c_str(), "rb")) {
+      std::string text;
+      char buf[65536];
+      std::size_t n;
+      while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+      std::fclose(f);
+      auto notes = parse_checkpoints(text);
+      if (!notes) return not_ready("checkpoint file " + options.checkpoint_file + " is unreadable: " + notes.issue().diagnostics);
+      for (const auto& c : *notes) {
+        if (c.size > size)
+          return not_ready("checkpoint file " + options.checkpoint_file + " covers " + std::to_string(c.size) +
+                           " records but audit.db holds " + std::to_string(size) +
+                           ": audit.db was rolled back or truncated; run audit-verify");
+        const Hash root = c.size == 0 ? merkle::empty_root() : merkle::range_hash(0, c.size, source);
+        if (root != c.root)
+          return not_ready("audit.db does not match the checkpoint file at size " + std::to_string(c.size) +
+                           "; run audit-verify");
+      }
+    }
+  }
+
+  auto flagged = impl.db.prepare("SELECT nhs_number FROM audit_flagged_patient");
+  if (!flagged) return std::move(flagged).issue();
+  for (;;) {
+    auto r = flagged->step();
+    if (!r) return std::move(r).issue();
+    if (!*r) break;
+    impl.flagged.insert(flagged->column_text(0));
+  }
+  for (const auto& n : options.rules.flagged_patients) impl.flagged.insert(n);
+  impl.stats.size = size;
+  impl.next_checkpoint = std::chrono::steady_clock::now() + options.checkpoint_interval;
+  impl.writer = std::thread([&impl] { impl.run(); });
+  return log;
+}
+
+void Log::append(Record r, Done done) {
+  {
+    std::lock_guard lock(impl_->mu);
+    if (impl_->stopping) {
+      done(not_ready("the audit log is stopping"));
+      return;
+    }
+    if (impl_->queue.size() >= options_.max_queue) {
+      done(not_ready("the audit log is overloaded; try again later"));
+      return;
+    }
+    impl_->queue.emplace_back(Impl::Append{std::move(r), std::move(done)});
+  }
+  impl_->cv.notify_one();
+}
+
+fhir::Result<std::uint64_t> Log::append_sync(Record r) {
+  std::mutex m;
+  std::condition_variable cv;
+  std::optional<fhir::Result<std::uint64_t>> result;
+  append(std::move(r), [&](fhir::Result<std::uint64_t> res) {
+    std::lock_guard l(m);
+    result.emplace(std::move(res));
+    cv.notify_one();
+  });
+  std::unique_lock l(m);
+  cv.wait(l, [&] { return result.has_value(); });
+  return std::move(*result);
+}
+
+fhir::Result<Checkpoint> Log::checkpoint_now() {
+  Impl& impl = *impl_;
+  return impl.run_task<fhir::Result<Checkpoint>>([&impl] { return impl.write_checkpoint(); });
+}
+
+void Log::stop() {
+  if (!impl_) return;
+  {
+    std::lock_guard lock(impl_->mu);
+    if (impl_->stopping && !impl_->writer.joinable()) return;
+    impl_->stopping = true;
+  }
+  impl_->cv.notify_one();
+  if (impl_->writer.joinable()) impl_->writer.join();
+}
+
+void Log::inject_write_failure(bool on) { impl_->fail_writes = on; }
+
+fhir::Result<Page> Log::search(const Query& q) const {
+  auto lease = impl_->reader();
+  if (!lease) return std::move(lease).issue();
+  sqlite::Database& db = *(*lease)->db;
+  std::string where = " WHERE record IS NOT NULL";
+  std::vector<std::variant<std::int64_t, std::string>> args;
+  auto arg = [&](auto v) {
+    args.emplace_back(std::move(v));
+    return "?" + std::to_string(args.size());
+  };
+  if (!q.patient.empty())
+    where += " AND seq IN (SELECT seq FROM audit_patient WHERE nhs_number = " + arg(q.patient) + ")";
+  if (!q.agent.empty()) where += " AND agent = " + arg(q.agent);
+  if (q.from_ms) where += " AND time_ms >= " + arg(*q.from_ms);
+  if (q.to_ms) where += " AND time_ms < " + arg(*q.to_ms);
+  if (q.outcome) where += " AND outcome = " + arg(static_cast<std::int64_t>(*q.outcome));
+  if (!q.subtype.empty()) where += " AND instr(subtypes, " + arg(" " + q.subtype + " ") + ") > 0";
+  auto bind_all = [&args](sqlite::Statement& s) {
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      if (auto* n = std::get_if<std::int64_t>(&args[i])) s.bind(static_cast<int>(i + 1), *n);
+      else s.bind(static_cast<int>(i + 1), std::get<std::string>(args[i]));
+    }
+  };
+  Page page;
+  auto count = db.prepare("SELECT count(*) FROM audit_record" + where);
+  if (!count) return std::move(count).issue();
+  bind_all(*count);
+  if (auto r = count->step(); !r) return std::move(r).issue();
+  page.total = static_cast<std::uint64_t>(count->column_int64(0));
+
+  std::string page_where = where;
+  if (q.after_seq)
+    page_where += (q.newest_first ? " AND seq < " : " AND seq > ") + arg(static_cast<std::int64_t>(*q.after_seq));
+  const std::string sql = "SELECT record FROM audit_record" + page_where + " ORDER BY seq " +
+                          (q.newest_first ? "DESC" : "ASC") + " LIMIT " + std::to_string(q.count);
+  auto sel = db.prepare(sql);
+  if (!sel) return std::move(sel).issue();
+  bind_all(*sel);
+  for (;;) {
+    auto r = sel->step();
+    if (!r) return std::move(r).issue();
+    if (!*r) break;
+    auto rec = decode(sel->column_blob(0));
+    if (!rec) return Issue::make(ErrorCode::internal_error, "audit.db holds a damaged record; run audit-verify");
+    page.records.push_back(std::move(*rec));
+  }
+  return page;
+}
+
+fhir::Result<std::optional<Record>> Log::get(std::uint64_t seq) const {
+  auto lease = impl_->reader();
+  if (!lease) return std::move(lease).issue();
+  auto sel = (*lease)->db->prepare("SELECT record FROM audit_record WHERE seq = ?1 AND record IS NOT NULL");
+  if (!sel) return std::move(sel).issue();
+  sel->bind(1, static_cast<std::int64_t>(seq));
+  auto r = sel->step();
+  if (!r) return std::move(r).issue();
+  if (!*r) return std::optional<Record>();
+  auto rec = decode(sel->column_blob(0));
+  if (!rec) return Issue::make(ErrorCode::internal_error, "audit.db holds a damaged record; run audit-verify");
+  return std::optional<Record>(std::move(*rec));
+}
+
+namespace {
+
+fhir::Result<std::uint64_t> stored_size(sqlite::Database& db) {
+  auto s = db.prepare("SELECT coalesce(max(seq) + 1, 0) FROM audit_record");
+  if (!s) return std::move(s).issue();
+  if (auto r = s->step(); !r) return std::move(r).issue();
+  return static_cast<std::uint64_t>(s->column_int64(0));
+}
+
+}  // namespace
+
+fhir::Result<InclusionProof> Log::inclusion_proof(std::uint64_t index, std::uint64_t size) const {
+  auto lease = impl_->reader();
+  if (!lease) return std::move(lease).issue();
+  sqlite::Database& db = *(*lease)->db;
+  auto have = stored_size(db);
+  if (!have) return std::move(have).issue();
+  if (size == 0 || size > *have || index >= size)
+    return Issue::make(ErrorCode::invalid_value, "need 0 <= index < size <= " + std::to_string(*have));
+  NodeReader nodes{db, {}, {}};
+  merkle::NodeSource source = [&nodes](unsigned l, std::uint64_t i) { return nodes(l, i); };
+  InclusionProof p;
+  p.index = index;
+  p.size = size;
+  p.leaf = nodes(0, index);
+  p.path = merkle::inclusion_proof(index, size, source);
+  p.root = merkle::range_hash(0, size, source);
+  if (!nodes.error.empty()) return Issue::make(ErrorCode::internal_error, "audit.db tree is damaged; run audit-verify");
+  auto sel = db.prepare("SELECT record FROM audit_record WHERE seq = ?1");
+  if (!sel) return std::move(sel).issue();
+  sel->bind(1, static_cast<std::int64_t>(index));
+  if (auto r = sel->step(); r && *r && !sel->column_is_null(0)) p.record = sel->column_blob(0);
+  return p;
+}
+
+fhir::Result<std::vector<Hash>> Log::consistency_proof(std::uint64_t size1, std::uint64_t size2) const {
+  auto lease = impl_->reader();
+  if (!lease) return std::move(lease).issue();
+  sqlite::Database& db = *(*lease)->db;
+  auto have = stored_size(db);
+  if (!have) return std::move(have).issue();
+  if (size1 == 0 || size1 > size2 || size2 > *have)
+    return Issue::make(ErrorCode::invalid_value, "need 0 < from <= to <= " + std::to_string(*have));
+  NodeReader nodes{db, {}, {}};
+  merkle::NodeSource source = [&nodes](unsigned l, std::uint64_t i) { return nodes(l, i); };
+  auto proof = merkle::consistency_proof(size1, size2, source);
+  if (!nodes.error.empty()) return Issue::make(ErrorCode::internal_error, "audit.db tree is damaged; run audit-verify");
+  return proof;
+}
+
+fhir::Result<Hash> Log::root_at(std::uint64_t size) const {
+  auto lease = impl_->reader();
+  if (!lease) return std::move(lease).issue();
+  sqlite::Database& db = *(*lease)->db;
+  auto have = stored_size(db);
+  if (!have) return std::move(have).issue();
+  if (size > *have) return Issue::make(ErrorCode::invalid_value, "the log holds " + std::to_string(*have) + " records");
+  if (size == 0) return merkle::empty_root();
+  NodeReader nodes{db, {}, {}};
+  merkle::NodeSource source = [&nodes](unsigned l, std::uint64_t i) { return nodes(l, i); };
+  Hash root = merkle::range_hash(0, size, source);
+  if (!nodes.error.empty()) return Issue::make(ErrorCode::internal_error, "audit.db tree is damaged; run audit-verify");
+  return root;
+}
+
+fhir::Result<std::vector<Checkpoint>> Log::checkpoints(std::size_t max) const {
+  auto lease = impl_->reader();
+  if (!lease) return std::move(lease).issue();
+  auto sel = (*lease)->db->prepare("SELECT note FROM audit_checkpoint ORDER BY size DESC, time_ms DESC LIMIT ?1");
+  if (!sel) return std::move(sel).issue();
+  sel->bind(1, static_cast<std::int64_t>(max));
+  std::vector<Checkpoint> out;
+  for (;;) {
+    auto r = sel->step();
+    if (!r) return std::move(r).issue();
+    if (!*r) break;
+    auto c = parse_checkpoint(sel->column_text(0));
+    if (!c) return Issue::make(ErrorCode::internal_error, "audit.db holds a damaged checkpoint; run audit-verify");
+    out.push_back(std::move(*c));
+  }
+  return out;
+}
+
+fhir::Result<std::vector<Alert>> Log::alerts(const std::string& status, std::size_t max) const {
+  auto lease = impl_->reader();
+  if (!lease) return std::move(lease).issue();
+  std::string sql =
+      "SELECT id, seq, rule, detail, raised_ms, status, reviewer, review_outcome, review_note, reviewed_ms FROM "
+      "audit_alert";
+  if (!status.empty()) sql += " WHERE status = ?2";
+  sql += " ORDER BY id DESC LIMIT ?1";
+  auto sel = (*lease)->db->prepare(sql);
+  if (!sel) return std::move(sel).issue();
+  sel->bind(1, static_cast<std::int64_t>(max));
+  if (!status.empty()) sel->bind(2, status);
+  std::vector<Alert> out;
+  for (;;) {
+    auto r = sel->step();
+    if (!r) return std::move(r).issue();
+    if (!*r) break;
+    Alert a;
+    a.id = sel->column_int64(0);
+    a.seq = static_cast<std::uint64_t>(sel->column_int64(1));
+    a.rule = sel->column_text(2);
+    a.detail = sel->column_text(3);
+    a.raised_ms = sel->column_int64(4);
+    a.status = sel->column_text(5);
+    a.reviewer = sel->column_text(6);
+    a.review_outcome = sel->column_text(7);
+    a.review_note = sel->column_text(8);
+    a.reviewed_ms = sel->column_int64(9);
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+fhir::Status Log::review_alert(std::int64_t id, const std::string& reviewer, const std::string& outcome,
+                               const std::string& note) {
+  Impl& impl = *impl_;
+  return impl.run_task<fhir::Status>([&]() -> fhir::Status {
+    auto sel = impl.db.prepare("SELECT status FROM audit_alert WHERE id = ?1");
+    if (!sel) return std::move(sel).issue();
+    sel->bind(1, id);
+    auto r = sel->step();
+    if (!r) return std::move(r).issue();
+    if (!*r) return Issue::make(ErrorCode::not_found, "no alert " + std::to_string(id));
+    if (sel->column_text(0) != "open")
+      return Issue::make(ErrorCode::conflict, "alert " + std::to_string(id) + " has already been reviewed");
+    sel->reset();
+    auto up = impl.db.prepare(
+        "UPDATE audit_alert SET status = 'reviewed', reviewer = ?2, review_outcome = ?3, review_note = ?4, "
+        "reviewed_ms = ?5 WHERE id = ?1 AND status = 'open'");
+    if (!up) return std::move(up).issue();
+    up->bind(1, id).bind(2, reviewer).bind(3, outcome).bind(4, note).bind(5, now_ms());
+    return up->run();
+  });
+}
+
+fhir::Status Log::flag_patient(const std::string& nhs_number, const std::string& reason, const std::string& by) {
+  Impl& impl = *impl_;
+  return impl.run_task<fhir::Status>([&]() -> fhir::Status {
+    auto up = impl.db.prepare(
+        "INSERT INTO audit_flagged_patient(nhs_number, reason, flagged_by, flagged_ms) VALUES (?1, ?2, ?3, ?4) "
+        "ON CONFLICT(nhs_number) DO UPDATE SET reason = excluded.reason, flagged_by = excluded.flagged_by, "
+        "flagged_ms = excluded.flagged_ms");
+    if (!up) return std::move(up).issue();
+    up->bind(1, nhs_number).bind(2, reason).bind(3, by).bind(4, now_ms());
+    if (auto s = up->run(); !s) return s;
+    std::lock_guard lock(impl.flagged_mu);
+    impl.flagged.insert(nhs_number);
+    return fhir::Ok{};
+  });
+}
+
+fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std::string& by) {
+  Impl& impl = *impl_;
+  // Prune a prefix only: records up to (not including) the first one at or after the cutoff.
+  auto pruned = impl.run_task<fhir::Result<std::pair<std::uint64_t, std::uint64_t>>>(
+      [&]() -> fhir::Result<std::pair<std::uint64_t, std::uint64_t>> {
+        auto first_kept = impl.db.prepare(
+            "SELECT coalesce((SELECT min(seq) FROM audit_record WHERE time_ms >= ?1), "
+            "(SELECT coalesce(max(seq) + 1, 0) FROM audit_record))");
+        if (!first_kept) return std::move(first_kept).issue();
+        first_kept->bind(1, cutoff_ms);
+        if (auto r = first_kept->step(); !r) return std::move(r).issue();
+        const std::int64_t end = first_kept->column_int64(0);
+        auto first = impl.db.prepare("SELECT coalesce(min(seq), 0) FROM audit_record WHERE record IS NOT NULL");
+        if (!first) return std::move(first).issue();
+        if (auto r = first->step(); !r) return std::move(r).issue();
+        const std::int64_t begin = first->column_int64(0);
+        if (end <= begin) return std::pair<std::uint64_t, std::uint64_t>{0, 0};
+        sqlite::Transaction tx(impl.db);
+        if (!tx.begun()) return tx.begun().issue();
+        auto up = impl.db.prepare(
+            "UPDATE audit_record SET record = NULL, agent = '', subtypes = ' ' WHERE seq >= ?1 AND seq < ?2");
+        if (!up) return std::move(up).issue();
+        up->bind(1, begin).bind(2, end);
+        if (auto s = up->run(); !s) return std::move(s).issue();
+        auto del = impl.db.prepare("DELETE FROM audit_patient WHERE seq >= ?1 AND seq < ?2");
+        if (!del) return std::move(del).issue();
+        del->bind(1, begin).bind(2, end);
+        if (auto s = del->run(); !s) return std::move(s).issue();
+        if (auto s = tx.commit(); !s) return std::move(s).issue();
+        return std::pair<std::uint64_t, std::uint64_t>{static_cast<std::uint64_t>(begin), static_cast<std::uint64_t>(end)};
+      });
+  if (!pruned) return std::move(pruned).issue();
+  const auto [begin, end] = *pruned;
+  Record r;
+  r.time_ms = now_ms();
+  r.kind = "system";
+  r.action = "retention-prune";
+  r.agent_kind = "system";
+  r.user = by;
+  r.status = 200;
+  r.detail.note = "retention removed the content of records " + std::to_string(begin) + " to " +
+                  std::to_string(end == 0 ? 0 : end - 1) + " (" + std::to_string(end - begin) +
+                  " records) older than " + format_time_ms(cutoff_ms) + "; their leaf hashes remain in the tree";
+  auto seq = append_sync(std::move(r));
+  if (!seq) return std::move(seq).issue();
+  if (impl.signer) {
+    if (auto c = checkpoint_now(); !c) return std::move(c).issue();
+  }
+  return end - begin;
+}
+
+Stats Log::stats() const {
+  std::lock_guard lock(impl_->stats_mu);
+  return impl_->stats;
+}
+
+}  // namespace gw::audit

@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: Apache-2.0
+// The audit log in audit.db (issue #6): an append-only Merkle tree whose leaves are audit
+// records, written by one group-commit writer, with signed checkpoints kept both in the
+// database and in a file outside it.
+//
+// Writes: append() queues a record; the writer thread takes everything queued (up to
+// max_batch), assigns sequence numbers, links each record to its predecessor's leaf hash,
+// stores the record, its leaf hash and every perfect subtree it completes, raises alerts, and
+// commits once with synchronous=FULL. Only then is each caller completed: a response that
+// depends on its audit record is never sent before the record is durable. A failed commit
+// completes every caller in the batch with not_ready (the HTTP layer answers 503).
+//
+// Reads (search, proofs, alerts) use their own read-only connection per call; they are
+// blocking and belong on a worker thread, never on a network thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fhir/result.h"
+#include "gateway/audit/checkpoint.h"
+#include "gateway/audit/merkle.h"
+#include "gateway/audit/record.h"
+
+namespace gw::audit {
+
+// Rules that put an access on the IG review queue.
+struct AlertRules {
+  bool break_glass = true;              // any break-glass use
+  bool without_relationship = true;     // access allowed by an emergency purpose or break-glass
+  std::size_t max_patients_per_hour = 50;  // distinct patients one user opens in an hour (0 = off)
+  std::vector<std::string> flagged_patients;  // NHS numbers of VIP or staff records (seeded from config)
+  bool out_of_hours = true;
+  int working_start_minute = 7 * 60;    // UK local time (Europe/London), inclusive
+  int working_end_minute = 19 * 60;     // exclusive
+  bool weekends_out_of_hours = true;
+};
+
+struct LogOptions {
+  std::string path;                     // audit.db
+  std::string checkpoint_file;          // signed notes appended here too ("" = none)
+  bool syslog_checkpoints = false;      // also send each checkpoint to syslog(3), LOG_AUTHPRIV
+  std::string origin = "fhir-gateway/audit";
+  std::chrono::milliseconds checkpoint_interval{std::chrono::seconds(60)};
+  std::size_t max_batch = 1024;
+  std::size_t max_queue = 65536;        // beyond this append() fails at once (not_ready)
+  AlertRules rules;
+};
+
+struct Alert {
+  std::int64_t id = 0;
+  std::uint64_t seq = 0;            // the audit record that raised it
+  std::string rule;                 // break-glass, no-relationship, volume, flagged-record, out-of-hours
+  std::string detail;
+  std::int64_t raised_ms = 0;
+  std::string status;               // open, reviewed
+  std::string reviewer;
+  std::string review_outcome;       // e.g. appropriate, inappropriate, referred
+  std::string review_note;
+  std::int64_t reviewed_ms = 0;
+};
+
+struct Query {
+  std::string patient;              // NHS number
+  std::string agent;                // user id
+  std::optional<std::int64_t> from_ms;  // inclusive
+  std::optional<std::int64_t> to_ms;    // exclusive
+  std::optional<int> outcome;       // 0, 4, 8
+  std::string subtype;              // action, operation or "break-glass"
+  std::optional<std::uint64_t> after_seq;  // keyset paging: records with seq > after_seq
+  std::size_t count = 50;           // page size (callers cap it)
+  bool newest_first = true;
+};
+
+struct Page {
+  std::vector<Record> records;
+  std::uint64_t total = 0;          // matches in all pages
+};
+
+struct InclusionProof {
+  std::uint64_t index = 0;
+  std::uint64_t size = 0;
+  merkle::Hash leaf{};
+  std::string record;               // canonical bytes (empty when pruned)
+  std::vector<merkle::Hash> path;
+  merkle::Hash root{};
+};
+
+struct Stats {
+  std::uint64_t size = 0;
+  std::uint64_t batches = 0;
+  std::uint64_t failed_batches = 0;
+  std::uint64_t largest_batch = 0;
+  std::optional<Checkpoint> last_checkpoint;
+};
+
+class Log {
+ public:
+  using Done = std::function<void(fhir::Result<std::uint64_t>)>;
+
+  // Opens (creating and migrating) the database, rebuilds the tree frontier, checks the stored
+  // tree against the last checkpoint (a mismatch refuses to start: not_ready naming both
+  // sizes) and starts the writer. `signer` may be null: then no checkpoints are written.
+  static fhir::Result<std::unique_ptr<Log>> open(LogOptions options, std::shared_ptr<const CheckpointSigner> signer);
+  ~Log();  // stop()
+  Log(const Log&) = delete;
+  Log& operator=(const Log&) = delete;
+
+  // Queues `r` (its seq and prev are assigned here). `done` runs on the writer thread after
+  // the commit, with the sequence number, or with not_ready when the record could not be
+  // made durable. Never blocks on I/O.
+  void append(Record r, Done done);
+  fhir::Result<std::uint64_t> append_sync(Record r);
+  // Signs and stores a checkpoint of the current tree now (also done on the interval and at
+  // stop()). Fails when there is no signer.
+  fhir::Result<Checkpoint> checkpoint_now();
+  // Completes queued appends, writes a final checkpoint, stops the writer. Idempotent.
+  void stop();
+  // Test hook: while set, every commit fails (the fail-closed path).
+  void inject_write_failure(bool on);
+
+  // Reads.
+  fhir::Result<Page> search(const Query& q) const;
+  fhir::Result<std::optional<Record>> get(std::uint64_t seq) const;
+  fhir::Result<InclusionProof> inclusion_proof(std::uint64_t index, std::uint64_t size) const;
+  fhir::Result<std::vector<merkle::Hash>> consistency_proof(std::uint64_t size1, std::uint64_t size2) const;
+  fhir::Result<merkle::Hash> root_at(std::uint64_t size) const;
+  fhir::Result<std::vector<Checkpoint>> checkpoints(std::size_t max) const;
+  fhir::Result<std::vector<Alert>> alerts(const std::string& status, std::size_t max) const;
+  // Marks an alert reviewed; not_found for an unknown id, conflict when already reviewed.
+  fhir::Status review_alert(std::int64_t id, const std::string& reviewer, const std::string& outcome,
+                            const std::string& note);
+  fhir::Status flag_patient(const std::string& nhs_number, const std::string& reason, const std::string& by);
+
+  // Retention: removes the content of records older than `cutoff_ms` (their leaf hashes and
+  // the tree stay, so every proof still verifies), appends a retention-prune record saying
+  // which range went, and checkpoints. Returns how many records were pruned.
+  fhir::Result<std::uint64_t> prune_before(std::int64_t cutoff_ms, const std::string& by);
+
+  Stats stats() const;
+  const LogOptions& options() const { return options_; }
+
+ private:
+  struct Impl;
+  explicit Log(LogOptions options);
+  LogOptions options_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Europe/London wall-clock minute of day and weekday (0 = Sunday) for a UTC time: GMT, or
+// BST from 01:00 UTC on the last Sunday of March to 01:00 UTC on the last Sunday of October.
+struct LocalTime {
+  int minute_of_day;
+  int weekday;
+};
+LocalTime london_time(std::int64_t time_ms);
+
+}  // namespace gw::audit

@@ -1,0 +1,394 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "gateway/audit/record.h"
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <initializer_list>
+
+#include "fhir/datatypes.h"
+
+namespace gw::audit {
+
+namespace {
+
+constexpr std::size_t kMaxRecordBytes = 256 * 1024;
+constexpr std::size_t kMaxListItems = 4096;
+
+fhir::Json string_list(const std::vector<std::string>& items) {
+  fhir::Json a = fhir::Json::array();
+  for (const auto& s : items) a.push_back(fhir::Json::string(s));
+  return a;
+}
+
+// Member order is the encoding: never reorder, only append new members at the end of a new
+// record version.
+constexpr const char* kMembers[] = {
+    "v",       "seq",        "prev",     "time",      "kind",    "action",   "method",   "target",
+    "route",   "status",     "outcome",  "agentKind", "user",    "role",     "org",      "client",
+    "tokenId", "purpose",    "address",  "clientCert", "requestId", "correlationId", "source",
+    "patients", "returned",   "withheld", "basis",     "breakGlass", "breakGlassText", "failedSources",
+    "operation", "note"};
+constexpr std::int64_t kVersion = 1;
+
+fhir::Issue bad(std::string what) {
+  return fhir::Issue::make(fhir::ErrorCode::invalid_value, "audit record is not canonical: " + what);
+}
+
+}  // namespace
+
+int outcome_code(int status) {
+  if (status >= 500) return 8;
+  if (status >= 400) return 4;
+  return 0;
+}
+
+std::vector<std::string> subtypes(const Record& r) {
+  std::vector<std::string> out{r.action};
+  if (!r.detail.operation.empty()) out.push_back(r.detail.operation);
+  if (r.detail.basis == "break-glass" || !r.detail.break_glass_reason.empty()) out.push_back("break-glass");
+  return out;
+}
+
+std::string format_time_ms(std::int64_t time_ms) {
+  std::time_t secs = static_cast<std::time_t>(time_ms / 1000);
+  int ms = static_cast<int>(time_ms % 1000);
+  if (ms < 0) {
+    ms += 1000;
+    --secs;
+  }
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+  return buf;
+}
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string encode(const Record& r) {
+  fhir::Json o = fhir::Json::object();
+  o.set("v", fhir::Json::integer(kVersion));
+  o.set("seq", fhir::Json::integer(static_cast<std::int64_t>(r.seq)));
+  o.set("prev", fhir::Json::string(r.prev));
+  o.set("time", fhir::Json::integer(r.time_ms));
+  o.set("kind", fhir::Json::string(r.kind));
+  o.set("action", fhir::Json::string(r.action));
+  o.set("method", fhir::Json::string(r.method));
+  o.set("target", fhir::Json::string(r.target));
+  o.set("route", fhir::Json::string(r.route));
+  o.set("status", fhir::Json::integer(r.status));
+  o.set("outcome", fhir::Json::string(r.outcome_text));
+  o.set("agentKind", fhir::Json::string(r.agent_kind));
+  o.set("user", fhir::Json::string(r.user));
+  o.set("role", fhir::Json::string(r.role));
+  o.set("org", fhir::Json::string(r.organisation));
+  o.set("client", fhir::Json::string(r.client_id));
+  o.set("tokenId", fhir::Json::string(r.token_id));
+  o.set("purpose", fhir::Json::string(r.purpose));
+  o.set("address", fhir::Json::string(r.address));
+  o.set("clientCert", fhir::Json::string(r.client_certificate));
+  o.set("requestId", fhir::Json::string(r.request_id));
+  o.set("correlationId", fhir::Json::string(r.correlation_id));
+  o.set("source", fhir::Json::string(r.source));
+  o.set("patients", string_list(r.detail.patients));
+  o.set("returned", string_list(r.detail.returned));
+  o.set("withheld", string_list(r.detail.withheld));
+  o.set("basis", fhir::Json::string(r.detail.basis));
+  o.set("breakGlass", fhir::Json::string(r.detail.break_glass_reason));
+  o.set("breakGlassText", fhir::Json::string(r.detail.break_glass_justification));
+  o.set("failedSources", string_list(r.detail.failed_sources));
+  o.set("operation", fhir::Json::string(r.detail.operation));
+  o.set("note", fhir::Json::string(r.detail.note));
+  return fhir::to_json(o);
+}
+
+fhir::Result<Record> decode(std::string_view bytes) {
+  if (bytes.size() > kMaxRecordBytes) return bad("longer than 256 KiB");
+  fhir::JsonLimits limits;
+  limits.max_depth = 4;
+  auto parsed = fhir::parse_json(bytes, limits);
+  if (!parsed) return bad(parsed.issue().diagnostics);
+  const fhir::Json& o = *parsed;
+  if (!o.is_object()) return bad("not an object");
+  const auto& members = o.members();
+  constexpr std::size_t n = sizeof kMembers / sizeof kMembers[0];
+  if (members.size() != n) return bad("expected " + std::to_string(n) + " members");
+  for (std::size_t i = 0; i < n; ++i)
+    if (members[i].first != kMembers[i]) return bad("member " + std::to_string(i) + " is not \"" + kMembers[i] + "\"");
+
+  Record r;
+  std::string error;
+  auto str = [&](std::string_view key, std::string& out) {
+    const fhir::Json* v = o.find(key);
+    if (!v->is_string()) error = std::string(key) + " is not a string";
+    else out = v->text();
+  };
+  auto integer = [&](std::string_view key, std::int64_t& out) {
+    const fhir::Json* v = o.find(key);
+    auto i = v->is_number() ? v->as_int64() : std::nullopt;
+    if (!i) error = std::string(key) + " is not an integer";
+    else out = *i;
+  };
+  auto list = [&](std::string_view key, std::vector<std::string>& out) {
+    const fhir::Json* v = o.find(key);
+    if (!v->is_array() || v->items().size() > kMaxListItems) {
+      error = std::string(key) + " is not a list";
+      return;
+    }
+    for (const auto& item : v->items()) {
+      if (!item.is_string()) {
+        error = std::string(key) + " holds a non-string";
+        return;
+      }
+      out.push_back(item.text());
+    }
+  };
+  std::int64_t version = 0, seq = 0, status = 0;
+  integer("v", version);
+  integer("seq", seq);
+  str("prev", r.prev);
+  integer("time", r.time_ms);
+  str("kind", r.kind);
+  str("action", r.action);
+  str("method", r.method);
+  str("target", r.target);
+  str("route", r.route);
+  integer("status", status);
+  str("outcome", r.outcome_text);
+  str("agentKind", r.agent_kind);
+  str("user", r.user);
+  str("role", r.role);
+  str("org", r.organisation);
+  str("client", r.client_id);
+  str("tokenId", r.token_id);
+  str("purpose", r.purpose);
+  str("address", r.address);
+  str("clientCert", r.client_certificate);
+  str("requestId", r.request_id);
+  str("correlationId", r.correlation_id);
+  str("source", r.source);
+  list("patients", r.detail.patients);
+  list("returned", r.detail.returned);
+  list("withheld", r.detail.withheld);
+  str("basis", r.detail.basis);
+  str("breakGlass", r.detail.break_glass_reason);
+  str("breakGlassText", r.detail.break_glass_justification);
+  list("failedSources", r.detail.failed_sources);
+  str("operation", r.detail.operation);
+  str("note", r.detail.note);
+  if (!error.empty()) return bad(error);
+  if (version != kVersion) return bad("unknown record version " + std::to_string(version));
+  if (seq < 0) return bad("negative sequence number");
+  if (status < 0 || status > 999) return bad("status out of range");
+  r.seq = static_cast<std::uint64_t>(seq);
+  r.status = static_cast<int>(status);
+  if (encode(r) != bytes) return bad("re-encoding differs from the stored bytes");
+  return r;
+}
+
+namespace {
+
+constexpr std::string_view kDcm = "http://dicom.nema.org/resources/ontology/DCM";
+constexpr std::string_view kEntityType = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
+constexpr std::string_view kObjectRole = "http://terminology.hl7.org/CodeSystem/object-role";
+constexpr std::string_view kActReason = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
+constexpr std::string_view kBalp = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.";
+
+std::string action_code(const Record& r) {
+  if (r.action == "create" || r.action == "ingest-applied") return "C";
+  if (r.action == "update") return "U";
+  if (r.action == "delete" || r.action == "retention-prune") return "D";
+  if (r.action == "read" || r.action == "vread" || r.action == "search-type" || r.action == "search") return "R";
+  return "E";
+}
+
+std::string balp_profile(const Record& r) {
+  std::string base;
+  if (r.action == "read" || r.action == "vread") base = "Read";
+  else if (r.action == "search-type" || r.action == "search") base = "Query";
+  else if (r.action == "create") base = "Create";
+  else if (r.action == "update") base = "Update";
+  else if (r.action == "delete") base = "Delete";
+  else return {};
+  if (!r.detail.patients.empty() && r.status < 400) base = "Patient" + base;
+  return std::string(kBalp) + base;
+}
+
+fhir::Json agent(std::string_view type_system, std::string_view type_code, std::string_view display,
+                 bool requestor) {
+  fhir::Json a = fhir::Json::object();
+  a.set("type", fhir::codeable_concept(fhir::coding(type_system, type_code, display)));
+  a.set("requestor", fhir::Json::boolean(requestor));
+  return a;
+}
+
+fhir::Json identifier_ref(std::string_view system, std::string_view value, std::string_view display = {}) {
+  fhir::Json ref = fhir::Json::object();
+  ref.set("identifier", fhir::identifier(system, value));
+  if (!display.empty()) ref.set("display", fhir::Json::string(std::string(display)));
+  return ref;
+}
+
+fhir::Json entity(fhir::Json what, std::string_view type_code, std::string_view type_display,
+                  std::string_view role_code, std::string_view role_display) {
+  fhir::Json e = fhir::Json::object();
+  e.set("what", std::move(what));
+  e.set("type", fhir::coding(kEntityType, type_code, type_display));
+  e.set("role", fhir::coding(kObjectRole, role_code, role_display));
+  return e;
+}
+
+fhir::Json reference(std::string ref) {
+  fhir::Json o = fhir::Json::object();
+  o.set("reference", fhir::Json::string(std::move(ref)));
+  return o;
+}
+
+}  // namespace
+
+fhir::Json to_audit_event(const Record& r, std::string_view observer) {
+  fhir::Json ev = fhir::Json::object();
+  ev.set("resourceType", fhir::Json::string("AuditEvent"));
+  ev.set("id", fhir::Json::string(std::to_string(r.seq)));
+  fhir::Json meta = fhir::Json::object();
+  if (auto profile = balp_profile(r); !profile.empty()) {
+    fhir::Json profiles = fhir::Json::array();
+    profiles.push_back(fhir::Json::string(profile));
+    meta.set("profile", std::move(profiles));
+  }
+  if (!r.detail.break_glass_reason.empty() || r.detail.basis == "break-glass") {
+    fhir::Json sec = fhir::Json::array();
+    sec.push_back(fhir::coding(kActReason, "BTG", "break the glass"));
+    meta.set("security", std::move(sec));
+  }
+  if (meta.size() > 0) ev.set("meta", std::move(meta));
+
+  if (r.kind == "rest") {
+    ev.set("type", fhir::coding("http://terminology.hl7.org/CodeSystem/audit-event-type", "rest", "RESTful Operation"));
+  } else if (r.kind == "ingest") {
+    ev.set("type", fhir::coding(kDcm, "110107", "Import"));
+  } else {
+    ev.set("type", fhir::coding(kDcm, "110100", "Application Activity"));
+  }
+  fhir::Json sub = fhir::Json::array();
+  for (const auto& s : subtypes(r)) {
+    if (s == "break-glass") sub.push_back(fhir::coding("https://fhir-gateway.nhs.example/CodeSystem/audit-subtype", s, "Break-glass access"));
+    else if (r.kind == "rest" && s.front() != '$')
+      sub.push_back(fhir::coding("http://hl7.org/fhir/restful-interaction", s, s));
+    else
+      sub.push_back(fhir::coding("https://fhir-gateway.nhs.example/CodeSystem/audit-subtype", s, s));
+  }
+  ev.set("subtype", std::move(sub));
+  ev.set("action", fhir::Json::string(action_code(r)));
+  ev.set("recorded", fhir::Json::string(format_time_ms(r.time_ms)));
+  ev.set("outcome", fhir::Json::string(std::to_string(outcome_code(r.status))));
+  std::string outcome_desc = std::to_string(r.status);
+  if (!r.outcome_text.empty()) outcome_desc += " " + r.outcome_text;
+  ev.set("outcomeDesc", fhir::Json::string(outcome_desc));
+  if (!r.purpose.empty() || !r.detail.break_glass_reason.empty()) {
+    fhir::Json pou = fhir::Json::array();
+    if (!r.purpose.empty()) pou.push_back(fhir::codeable_concept(fhir::coding(kActReason, r.purpose, r.purpose)));
+    if (!r.detail.break_glass_reason.empty()) pou.push_back(fhir::codeable_concept(fhir::coding(kActReason, "BTG", "break the glass")));
+    ev.set("purposeOfEvent", std::move(pou));
+  }
+
+  fhir::Json agents = fhir::Json::array();
+  if (!r.user.empty() || r.agent_kind == "anonymous") {
+    fhir::Json user = agent("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP", "information recipient", true);
+    if (!r.user.empty()) {
+      fhir::Json who = identifier_ref(r.agent_kind == "system" ? "https://fhir.nhs.uk/Id/ods-organization-code"
+                                                               : "https://fhir.nhs.uk/Id/sds-user-id",
+                                      r.user, r.role);
+      user.set("who", std::move(who));
+    }
+    if (!r.token_id.empty()) {
+      fhir::Json policy = fhir::Json::array();
+      policy.push_back(fhir::Json::string(r.token_id));
+      user.set("policy", std::move(policy));
+    }
+    if (!r.role.empty()) {
+      fhir::Json roles = fhir::Json::array();
+      roles.push_back(fhir::codeable_concept(fhir::coding("https://fhir-gateway.nhs.example/CodeSystem/role", r.role, r.role)));
+      user.set("role", std::move(roles));
+    }
+    if (!r.purpose.empty()) {
+      fhir::Json pou = fhir::Json::array();
+      pou.push_back(fhir::codeable_concept(fhir::coding(kActReason, r.purpose, r.purpose)));
+      user.set("purposeOfUse", std::move(pou));
+    }
+    agents.push_back(std::move(user));
+  }
+  fhir::Json client = agent(kDcm, "110153", "Source Role ID", false);
+  if (!r.client_id.empty()) client.set("who", identifier_ref("urn:ietf:params:oauth:client-id", r.client_id));
+  if (!r.client_certificate.empty()) client.set("name", fhir::Json::string(r.client_certificate));
+  if (!r.address.empty()) {
+    fhir::Json net = fhir::Json::object();
+    net.set("address", fhir::Json::string(r.address));
+    net.set("type", fhir::Json::string("2"));
+    client.set("network", std::move(net));
+  }
+  agents.push_back(std::move(client));
+  fhir::Json server = agent(kDcm, "110152", "Destination Role ID", false);
+  server.set("who", identifier_ref("urn:ietf:rfc:3986", observer));
+  agents.push_back(std::move(server));
+  ev.set("agent", std::move(agents));
+
+  fhir::Json source = fhir::Json::object();
+  fhir::Json obs = fhir::Json::object();
+  obs.set("display", fhir::Json::string(std::string(observer)));
+  source.set("observer", std::move(obs));
+  fhir::Json stypes = fhir::Json::array();
+  stypes.push_back(fhir::coding("http://terminology.hl7.org/CodeSystem/security-source-type", "4", "Application Server"));
+  source.set("type", std::move(stypes));
+  ev.set("source", std::move(source));
+
+  fhir::Json entities = fhir::Json::array();
+  for (const auto& nhs : r.detail.patients)
+    entities.push_back(entity(identifier_ref("https://fhir.nhs.uk/Id/nhs-number", nhs), "1", "Person", "1", "Patient"));
+  for (const auto& ref : r.detail.returned)
+    entities.push_back(entity(reference(ref), "2", "System Object", "4", "Domain Resource"));
+  for (const auto& ref : r.detail.withheld) {
+    fhir::Json e = entity(reference(ref), "2", "System Object", "4", "Domain Resource");
+    e.set("description", fhir::Json::string("withheld from the response"));
+    entities.push_back(std::move(e));
+  }
+  if (!r.target.empty()) {
+    fhir::Json q = entity(fhir::Json::object(), "2", "System Object", "24", "Query");
+    q.erase("what");
+    q.set("description", fhir::Json::string(r.method + " " + r.target));
+    entities.push_back(std::move(q));
+  }
+  if (!r.source.empty())
+    entities.push_back(entity(identifier_ref("https://fhir.nhs.uk/Id/ods-organization-code", r.source), "2",
+                              "System Object", "3", "Report"));
+  if (!entities.items().empty()) ev.set("entity", std::move(entities));
+
+  // Gateway-specific facts that have no AuditEvent element, as one extension.
+  fhir::Json ext = fhir::Json::array();
+  auto add = [&ext](std::string_view url, std::string value) {
+    if (value.empty()) return;
+    fhir::Json e = fhir::Json::object();
+    e.set("url", fhir::Json::string(std::string(url)));
+    e.set("valueString", fhir::Json::string(std::move(value)));
+    ext.push_back(std::move(e));
+  };
+  const std::string base = "https://fhir-gateway.nhs.example/StructureDefinition/audit-";
+  add(base + "organisation", r.organisation);
+  add(base + "request-id", r.request_id);
+  add(base + "correlation-id", r.correlation_id);
+  add(base + "basis", r.detail.basis);
+  add(base + "break-glass-reason", r.detail.break_glass_reason);
+  add(base + "break-glass-justification", r.detail.break_glass_justification);
+  for (const auto& s : r.detail.failed_sources) add(base + "failed-source", s);
+  add(base + "note", r.detail.note);
+  add(base + "previous-leaf-hash", r.prev);
+  if (!ext.items().empty()) ev.set("extension", std::move(ext));
+  return ev;
+}
+
+}  // namespace gw::audit

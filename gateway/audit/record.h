@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: Apache-2.0
+// One audit record: who did what to whose record, why, from where, and how it ended (issue
+// #6). Records are the leaves of the audit log's Merkle tree, so each has exactly one
+// canonical byte encoding (compact JSON, fixed member order, every member present), and the
+// record carries its own sequence number and the leaf hash of its predecessor: a record moved,
+// removed or inserted is caught at its own index, not just somewhere under a checkpoint.
+//
+// The record is the only place patient identifiers go (operational logs never hold them). It
+// is served to IG officers as a FHIR AuditEvent shaped after IHE BALP (to_audit_event).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fhir/json.h"
+#include "fhir/result.h"
+
+namespace gw::audit {
+
+// What a handler tells the audit about the request it served (the pipeline adds the rest).
+struct Detail {
+  std::vector<std::string> patients;    // NHS numbers the request concerned or disclosed
+  std::vector<std::string> returned;    // "Patient/9000000009", "DocumentReference/…"
+  std::vector<std::string> withheld;    // entries withheld by consent or sensitivity
+  std::string basis;                    // why access was legitimate: registered-practice, care-team,
+                                        // encounter, emergency-purpose, break-glass, system, role
+  std::string break_glass_reason;       // reason code when break-glass was used or asked for
+  std::string break_glass_justification;
+  std::vector<std::string> failed_sources;  // sources that did not answer
+  std::string operation;                // e.g. "$ihe-pix", "$access-report" ("" for plain REST)
+  std::string note;                     // free text for IG review (e.g. alert review outcome)
+  bool audited = true;                  // false only for routes that opt out (health probes)
+};
+
+struct Record {
+  std::uint64_t seq = 0;      // leaf index (assigned by the log)
+  std::string prev;           // hex leaf hash of record seq-1 ("" for seq 0; assigned by the log)
+  std::int64_t time_ms = 0;   // UTC, milliseconds since the Unix epoch
+  std::string kind;           // "rest" (an HTTP request), "ingest" (a message), "system"
+  std::string action;         // read, vread, search-type, create, update, delete, operation,
+                              // ingest-received/applied/rejected, retention-prune, start, stop
+  std::string method;         // HTTP method ("" for non-REST)
+  std::string target;         // request path and query as received (may name the patient)
+  std::string route;          // matched route template ("unmatched" when none)
+  int status = 0;             // HTTP status, or 200/400/500-like for ingests
+  std::string outcome_text;   // error diagnostics for failures
+
+  // Who.
+  std::string agent_kind;     // "user", "system", "anonymous"
+  std::string user;           // token subject, or certificate-mapped system
+  std::string role;
+  std::string organisation;   // ODS code
+  std::string client_id;
+  std::string token_id;       // jti only; never token material
+  // Why.
+  std::string purpose;        // purpose of use
+  // From where.
+  std::string address;
+  std::string client_certificate;
+  std::string request_id;
+  std::string correlation_id;
+  std::string source;         // source system for ingests
+
+  Detail detail;
+};
+
+// FHIR AuditEvent.outcome code for an HTTP status: 0 success, 4 minor failure (4xx),
+// 8 serious failure (5xx).
+int outcome_code(int status);
+// BALP-style subtype of a record for the `subtype` search: the action, "break-glass" when
+// break-glass was used, and the operation name when there is one.
+std::vector<std::string> subtypes(const Record& r);
+
+// The canonical encoding: compact JSON, members in a fixed order, all present.
+std::string encode(const Record& r);
+// Parses an encoding; fails on anything not produced by encode() (unknown or missing members,
+// wrong types, non-canonical text: re-encoding must give back the same bytes).
+fhir::Result<Record> decode(std::string_view bytes);
+
+// The FHIR R4 AuditEvent (IHE BALP shape) for a stored record; id = the sequence number.
+fhir::Json to_audit_event(const Record& r, std::string_view observer);
+
+std::string format_time_ms(std::int64_t time_ms);  // RFC 3339 UTC with milliseconds
+std::int64_t now_ms();
+
+}  // namespace gw::audit

@@ -1,0 +1,546 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "gateway/http/audit_routes.h"
+
+#include <algorithm>
+#include <charconv>
+#include <memory>
+
+#include "fhir/date_range.h"
+#include "fhir/nhs_number.h"
+#include "gateway/audit/merkle.h"
+
+namespace gw::http {
+namespace {
+
+using boost::asio::awaitable;
+using fhir::ErrorCode;
+using fhir::Issue;
+using fhir::Json;
+
+Json str(std::string s) { return Json::string(std::move(s)); }
+
+std::optional<std::uint64_t> parse_u64(std::string_view v) {
+  std::uint64_t n = 0;
+  if (v.empty() || v.size() > 19) return std::nullopt;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc() || p != v.data() + v.size()) return std::nullopt;
+  return n;
+}
+
+// "9000000009" or "https://fhir.nhs.uk/Id/nhs-number|9000000009".
+fhir::Result<std::string> nhs_number_param(std::string_view v, const char* name) {
+  constexpr std::string_view prefix = "https://fhir.nhs.uk/Id/nhs-number|";
+  if (v.substr(0, prefix.size()) == prefix) v.remove_prefix(prefix.size());
+  auto ok = fhir::validate_nhs_number(v);
+  if (!ok) {
+    Issue i = ok.issue();
+    i.expression = name;
+    return i;
+  }
+  return std::string(v);
+}
+
+Issue bad_param(std::string text, std::string name) {
+  return Issue::make(ErrorCode::invalid_search_parameter, std::move(text), std::move(name));
+}
+
+// date=ge2026-11-01&date=lt2026-12-01 -> [from, to) in milliseconds.
+fhir::Status apply_date(std::string_view v, audit::Query& q) {
+  fhir::Prefix prefix = fhir::Prefix::eq;
+  static constexpr std::pair<std::string_view, fhir::Prefix> kPrefixes[] = {
+      {"eq", fhir::Prefix::eq}, {"ge", fhir::Prefix::ge}, {"gt", fhir::Prefix::gt},
+      {"le", fhir::Prefix::le}, {"lt", fhir::Prefix::lt}};
+  if (v.size() > 2 && std::isalpha(static_cast<unsigned char>(v[0]))) {
+    bool known = false;
+    for (const auto& [name, p] : kPrefixes)
+      if (v.substr(0, 2) == name) {
+        prefix = p;
+        known = true;
+      }
+    if (!known) return bad_param("date supports the prefixes eq, ge, gt, le and lt", "date");
+    v.remove_prefix(2);
+  }
+  auto range = fhir::parse_fhir_date(v);
+  if (!range) return bad_param("date: " + range.issue().diagnostics, "date");
+  const std::int64_t begin = range->begin * 1000, end = range->end * 1000;
+  auto lower = [&q](std::int64_t ms) { q.from_ms = q.from_ms ? std::max(*q.from_ms, ms) : ms; };
+  auto upper = [&q](std::int64_t ms) { q.to_ms = q.to_ms ? std::min(*q.to_ms, ms) : ms; };
+  switch (prefix) {
+    case fhir::Prefix::eq: lower(begin); upper(end); break;
+    case fhir::Prefix::ge: lower(begin); break;
+    case fhir::Prefix::gt: lower(end); break;
+    case fhir::Prefix::le: upper(end); break;
+    case fhir::Prefix::lt: upper(begin); break;
+    default: break;
+  }
+  return fhir::Ok{};
+}
+
+std::string html_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+// Plain-language "what" for a patient's access report.
+std::string what_text(const audit::Record& r) {
+  const std::string& route = r.route;
+  if (r.kind == "ingest") return "sent information about you to the shared record";
+  if (route.rfind("/AuditEvent", 0) == 0 || route.rfind("/audit", 0) == 0)
+    return "reviewed who has accessed your record (information governance)";
+  if (route == "/Patient/{id}") return "looked at your details (name, date of birth, address, GP practice)";
+  if (route == "/Patient" || route == "/Patient/_search") return "searched for you and saw your details";
+  if (route == "/Patient/$ihe-pix") return "looked up the numbers other care systems use for you";
+  if (route == "/DocumentReference") return "looked at the list of care services that hold records about you";
+  if (route == "/DocumentReference/{id}") {
+    if (r.method == "GET") return "looked at one entry in the list of services holding records about you";
+    if (r.method == "DELETE") return "removed an entry from the list of services holding records about you";
+    return "updated the list of care services holding records about you";
+  }
+  if (r.method == "POST") return "added to the list of care services holding records about you";
+  return "accessed your record (" + r.action + ")";
+}
+
+std::string why_text(const audit::Record& r) {
+  const std::string& b = r.detail.basis;
+  if (!r.detail.break_glass_reason.empty() || b == "break-glass") {
+    std::string t = "emergency access (\"break-glass\"), reason: " + r.detail.break_glass_reason;
+    if (!r.detail.break_glass_justification.empty()) t += "; they wrote: \"" + r.detail.break_glass_justification + "\"";
+    return t;
+  }
+  if (b == "registered-practice") return "you are registered with their GP practice";
+  if (b == "care-team") return "they are part of your care team";
+  if (b == "encounter") return "you were recently seen by their organisation";
+  if (b == "emergency-purpose") return "emergency care (for example an ambulance crew attending you)";
+  if (b == "system") return "a connected care system keeping its records up to date";
+  if (r.route.rfind("/AuditEvent", 0) == 0) return "information governance review";
+  return r.status < 400 ? "" : "no access was given";
+}
+
+Json report_entry(const audit::Record& r) {
+  Json e = Json::object();
+  e.set("when", str(audit::format_time_ms(r.time_ms)));
+  e.set("who", str(r.user.empty() ? std::string("unknown caller") : r.user));
+  e.set("role", str(r.role));
+  e.set("organisation", str(r.organisation));
+  e.set("what", str(what_text(r)));
+  e.set("why", str(why_text(r)));
+  e.set("outcome", str(r.status < 400 ? "access given" : "access refused (" + std::to_string(r.status) + ")"));
+  e.set("auditRecord", str(std::to_string(r.seq)));
+  return e;
+}
+
+std::string report_html(const std::string& nhs, const std::vector<audit::Record>& records, std::uint64_t total,
+                        const std::string& generated, const std::string& checkpoint_line) {
+  std::string h;
+  h += "<!DOCTYPE html>\n<html lang=\"en-GB\"><head><meta charset=\"utf-8\"><title>Who has accessed this record</title>\n";
+  h += "<style>body{font-family:Arial,sans-serif;margin:2em;color:#212b32}table{border-collapse:collapse;width:100%}"
+       "th,td{border:1px solid #aeb7bd;padding:6px;text-align:left;vertical-align:top;font-size:14px}"
+       "th{background:#f0f4f5}.refused{color:#d5281b}@media print{body{margin:0}}</style></head><body>\n";
+  h += "<h1>Who has accessed the shared care record</h1>\n";
+  std::string spaced = nhs.size() == 10 ? nhs.substr(0, 3) + " " + nhs.substr(3, 3) + " " + nhs.substr(6) : nhs;
+  h += "<p>NHS number <strong>" + html_escape(spaced) + "</strong>. Report produced " + html_escape(generated) +
+       ". It lists " + std::to_string(records.size()) + " of " + std::to_string(total) +
+       " recorded accesses, newest first.</p>\n";
+  h += "<table><thead><tr><th>When (UTC)</th><th>Who</th><th>Organisation (ODS)</th><th>What they did</th>"
+       "<th>Why</th><th>Outcome</th></tr></thead><tbody>\n";
+  for (const auto& r : records) {
+    Json e = report_entry(r);
+    const bool refused = r.status >= 400;
+    h += refused ? "<tr class=\"refused\">" : "<tr>";
+    h += "<td>" + html_escape(e.string_at("when")) + "</td>";
+    std::string who = std::string(e.string_at("who"));
+    if (!r.role.empty()) who += " (" + r.role + ")";
+    h += "<td>" + html_escape(who) + "</td>";
+    h += "<td>" + html_escape(e.string_at("organisation")) + "</td>";
+    h += "<td>" + html_escape(e.string_at("what")) + "</td>";
+    h += "<td>" + html_escape(e.string_at("why")) + "</td>";
+    h += "<td>" + html_escape(e.string_at("outcome")) + "</td></tr>\n";
+  }
+  h += "</tbody></table>\n<p>This report is drawn from a tamper-evident audit log. " + html_escape(checkpoint_line) +
+       "</p>\n</body></html>\n";
+  return h;
+}
+
+std::string b64_list_json(const std::vector<audit::merkle::Hash>& hashes, Json& out) {
+  Json a = Json::array();
+  for (const auto& h : hashes) a.push_back(str(audit::merkle::to_base64(h)));
+  out = std::move(a);
+  return {};
+}
+
+class AuditApi {
+ public:
+  explicit AuditApi(AuditRouteDeps deps) : deps_(std::move(deps)) {}
+
+  // GET /AuditEvent
+  awaitable<Response> search(Request& req) {
+    audit::Query q;
+    q.count = std::min<std::size_t>(50, deps_.max_page);
+    for (const auto& [k, v] : *req.query) {
+      if (k == "patient" || k == "patient.identifier" || k == "entity.identifier") {
+        auto nhs = nhs_number_param(v, "patient");
+        if (!nhs) co_return error_response(nhs.issue(), req.format.pretty);
+        q.patient = *nhs;
+        req.audit.patients.push_back(*nhs);
+      } else if (k == "agent" || k == "agent.identifier") {
+        if (v.empty() || v.size() > 256) co_return error_response(bad_param("agent needs a user id", "agent"), req.format.pretty);
+        q.agent = v.substr(v.find('|') == std::string::npos ? 0 : v.find('|') + 1);
+      } else if (k == "date") {
+        if (auto s = apply_date(v, q); !s) co_return error_response(s.issue(), req.format.pretty);
+      } else if (k == "outcome") {
+        if (v != "0" && v != "4" && v != "8" && v != "12")
+          co_return error_response(bad_param("outcome is 0 (success), 4, 8 or 12", "outcome"), req.format.pretty);
+        q.outcome = std::stoi(v);
+      } else if (k == "subtype") {
+        if (v.empty() || v.size() > 64) co_return error_response(bad_param("subtype needs a code", "subtype"), req.format.pretty);
+        q.subtype = v.substr(v.find('|') == std::string::npos ? 0 : v.find('|') + 1);
+      } else if (k == "_count") {
+        auto n = parse_u64(v);
+        if (!n || *n == 0)
+          co_return error_response(bad_param("_count must be a positive integer", "_count"), req.format.pretty);
+        q.count = std::min<std::size_t>(*n, deps_.max_page);
+      } else if (k == "_cursor") {
+        auto n = parse_u64(v);
+        if (!n) co_return error_response(bad_param("_cursor must come from a next link", "_cursor"), req.format.pretty);
+        q.after_seq = *n;
+      } else if (k == "_format" || k == "_pretty") {
+      } else {
+        co_return error_response(bad_param("unknown AuditEvent search parameter " + k.substr(0, 64) +
+                                               "; use patient, agent, date, outcome, subtype, _count",
+                                           k.substr(0, 64)),
+                                 req.format.pretty);
+      }
+    }
+    auto run = [q](audit::Log& log) { return log.search(q); };
+    auto page = co_await deps_.audit.call(run);
+    if (!page) co_return error_response(page.issue(), req.format.pretty);
+    Json bundle = Json::object();
+    bundle.set("resourceType", str("Bundle"));
+    bundle.set("type", str("searchset"));
+    bundle.set("total", Json::integer(static_cast<std::int64_t>(page->total)));
+    Json links = Json::array();
+    auto link = [&links](std::string rel, std::string url) {
+      Json l = Json::object();
+      l.set("relation", str(std::move(rel)));
+      l.set("url", str(std::move(url)));
+      links.push_back(std::move(l));
+    };
+    link("self", deps_.base_url + req.target);
+    if (page->records.size() == q.count && !page->records.empty()) {
+      // Same query, cursor after the last record of this page.
+      std::string next = deps_.base_url + "/AuditEvent?";
+      for (const auto& [k, v] : *req.query)
+        if (k != "_cursor") next += fhir::percent_encode(k) + "=" + fhir::percent_encode(v) + "&";
+      next += "_cursor=" + std::to_string(page->records.back().seq);
+      link("next", std::move(next));
+    }
+    bundle.set("link", std::move(links));
+    Json entries = Json::array();
+    for (const auto& r : page->records) {
+      Json e = Json::object();
+      e.set("fullUrl", str(deps_.base_url + "/AuditEvent/" + std::to_string(r.seq)));
+      e.set("resource", audit::to_audit_event(r, deps_.observer));
+      Json s = Json::object();
+      s.set("mode", str("match"));
+      e.set("search", std::move(s));
+      entries.push_back(std::move(e));
+    }
+    bundle.set("entry", std::move(entries));
+    co_return fhir_response(200, bundle, req.format.pretty);
+  }
+
+  // GET /AuditEvent/{id}
+  awaitable<Response> read(Request& req) {
+    auto seq = parse_u64(req.path_params.at(0));
+    Issue unknown = Issue::make(ErrorCode::not_found, "no AuditEvent with that id");
+    if (!seq) co_return error_response(unknown, req.format.pretty);
+    const std::uint64_t n = *seq;
+    auto get = [n](audit::Log& log) { return log.get(n); };
+    auto rec = co_await deps_.audit.call(get);
+    if (!rec) co_return error_response(rec.issue(), req.format.pretty);
+    if (!*rec) co_return error_response(unknown, req.format.pretty);
+    co_return fhir_response(200, audit::to_audit_event(**rec, deps_.observer), req.format.pretty);
+  }
+
+  // GET /AuditEvent/$access-report?patient=NHS[&_format=html]
+  awaitable<Response> access_report(Request& req) {
+    std::optional<std::string> nhs;
+    bool html = req.header("accept").find("text/html") != std::string_view::npos;
+    audit::Query q;
+    q.count = 1000;
+    for (const auto& [k, v] : *req.query) {
+      if (k == "patient") {
+        auto n = nhs_number_param(v, "patient");
+        if (!n) co_return error_response(n.issue());
+        nhs = *n;
+      } else if (k == "_format") {
+        html = v == "html" || v == "text/html";
+        if (!html && v != "json" && v != "application/json")
+          co_return error_response(bad_param("_format is json or html", "_format"));
+      } else if (k == "date") {
+        if (auto s = apply_date(v, q); !s) co_return error_response(s.issue());
+      } else {
+        co_return error_response(bad_param("unknown parameter " + k.substr(0, 64) + "; use patient, date, _format",
+                                           k.substr(0, 64)));
+      }
+    }
+    if (!nhs) co_return error_response(bad_param("patient (an NHS number) is required", "patient"));
+    req.audit.patients.push_back(*nhs);
+    q.patient = *nhs;
+    auto run = [q](audit::Log& log) { return log.search(q); };
+    auto page = co_await deps_.audit.call(run);
+    if (!page) co_return error_response(page.issue());
+    auto cps = [](audit::Log& log) { return log.checkpoints(1); };
+    auto latest = co_await deps_.audit.call(cps);
+    std::string cp_line = "No signed checkpoint has been written yet.";
+    if (latest && !latest->empty())
+      cp_line = "Latest signed checkpoint: " + std::to_string(latest->front().size) + " records, root " +
+                audit::merkle::to_base64(latest->front().root) + ", " + audit::format_time_ms(latest->front().time_ms) + ".";
+    const std::string generated = audit::format_time_ms(audit::now_ms());
+    if (html)
+      co_return text_response(200, "text/html; charset=utf-8",
+                              report_html(*nhs, page->records, page->total, generated, cp_line));
+    Json out = Json::object();
+    out.set("nhsNumber", str(*nhs));
+    out.set("generated", str(generated));
+    out.set("total", Json::integer(static_cast<std::int64_t>(page->total)));
+    out.set("shown", Json::integer(static_cast<std::int64_t>(page->records.size())));
+    Json entries = Json::array();
+    for (const auto& r : page->records) entries.push_back(report_entry(r));
+    out.set("accesses", std::move(entries));
+    out.set("integrity", str(cp_line));
+    co_return text_response(200, "application/json", fhir::to_json(out, req.query_value("_pretty") == "true"));
+  }
+
+  // GET /AuditEvent/$export?start=...&end=...[&_cursor=]
+  awaitable<Response> export_ndjson(Request& req) {
+    audit::Query q;
+    q.newest_first = false;
+    q.count = deps_.export_max;
+    for (const auto& [k, v] : *req.query) {
+      if (k == "start" || k == "end") {
+        auto range = fhir::parse_fhir_date(v);
+        if (!range) co_return error_response(bad_param(k + ": " + range.issue().diagnostics, k));
+        if (k == "start") q.from_ms = range->begin * 1000;
+        else q.to_ms = range->end * 1000;
+      } else if (k == "_cursor") {
+        auto n = parse_u64(v);
+        if (!n) co_return error_response(bad_param("_cursor must come from a next link", "_cursor"));
+        q.after_seq = *n;
+      } else {
+        co_return error_response(bad_param("unknown parameter " + k.substr(0, 64) + "; use start, end", k.substr(0, 64)));
+      }
+    }
+    if (!q.from_ms || !q.to_ms)
+      co_return error_response(bad_param("start and end are required (e.g. start=2026-11-01&end=2026-11-30)", "start"));
+    auto run = [q](audit::Log& log) { return log.search(q); };
+    auto page = co_await deps_.audit.call(run);
+    if (!page) co_return error_response(page.issue());
+    std::string body;
+    for (const auto& r : page->records) {
+      fhir::append_json(audit::to_audit_event(r, deps_.observer), body);
+      body += '\n';
+    }
+    Response resp = text_response(200, "application/fhir+ndjson", std::move(body));
+    if (page->records.size() == q.count && !page->records.empty()) {
+      std::string next = deps_.base_url + "/AuditEvent/$export?";
+      for (const auto& [k, v] : *req.query)
+        if (k != "_cursor") next += fhir::percent_encode(k) + "=" + fhir::percent_encode(v) + "&";
+      next += "_cursor=" + std::to_string(page->records.back().seq);
+      resp.set_header("Link", "<" + next + ">; rel=\"next\"");
+    }
+    resp.set_header("X-Total-Count", std::to_string(page->total));
+    co_return resp;
+  }
+
+  awaitable<Response> checkpoint(Request& req) {
+    (void)req;
+    auto cps = [](audit::Log& log) { return log.checkpoints(1); };
+    auto latest = co_await deps_.audit.call(cps);
+    if (!latest) co_return error_response(latest.issue());
+    if (latest->empty())
+      co_return error_response(Issue::make(ErrorCode::not_found, "no checkpoint has been signed yet"));
+    co_return text_response(200, "text/plain; charset=utf-8", audit::serialise(latest->front()));
+  }
+
+  awaitable<Response> inclusion(Request& req) {
+    auto index = req.query_value("index");
+    auto size = req.query_value("size");
+    auto i = index ? parse_u64(*index) : std::nullopt;
+    auto n = size ? parse_u64(*size) : std::nullopt;
+    if (!i || !n) co_return error_response(bad_param("index and size (tree size) are required integers", "index"));
+    const std::uint64_t idx = *i, sz = *n;
+    auto run = [idx, sz](audit::Log& log) { return log.inclusion_proof(idx, sz); };
+    auto p = co_await deps_.audit.call(run);
+    if (!p) co_return error_response(p.issue());
+    Json out = Json::object();
+    out.set("leafIndex", Json::integer(static_cast<std::int64_t>(p->index)));
+    out.set("treeSize", Json::integer(static_cast<std::int64_t>(p->size)));
+    out.set("leafHash", str(audit::merkle::to_base64(p->leaf)));
+    out.set("rootHash", str(audit::merkle::to_base64(p->root)));
+    Json path;
+    b64_list_json(p->path, path);
+    out.set("proof", std::move(path));
+    out.set("record", str(p->record));
+    co_return text_response(200, "application/json", fhir::to_json(out));
+  }
+
+  awaitable<Response> consistency(Request& req) {
+    auto from = req.query_value("from");
+    auto to = req.query_value("to");
+    auto a = from ? parse_u64(*from) : std::nullopt;
+    auto b = to ? parse_u64(*to) : std::nullopt;
+    if (!a || !b) co_return error_response(bad_param("from and to (tree sizes) are required integers", "from"));
+    const std::uint64_t s1 = *a, s2 = *b;
+    auto run = [s1, s2](audit::Log& log) { return log.consistency_proof(s1, s2); };
+    auto p = co_await deps_.audit.call(run);
+    if (!p) co_return error_response(p.issue());
+    auto roots = [s1, s2](audit::Log& log) -> fhir::Result<std::pair<audit::merkle::Hash, audit::merkle::Hash>> {
+      auto r1 = log.root_at(s1);
+      if (!r1) return std::move(r1).issue();
+      auto r2 = log.root_at(s2);
+      if (!r2) return std::move(r2).issue();
+      return std::make_pair(*r1, *r2);
+    };
+    auto rs = co_await deps_.audit.call(roots);
+    if (!rs) co_return error_response(rs.issue());
+    Json out = Json::object();
+    out.set("size1", Json::integer(static_cast<std::int64_t>(s1)));
+    out.set("size2", Json::integer(static_cast<std::int64_t>(s2)));
+    out.set("root1", str(audit::merkle::to_base64(rs->first)));
+    out.set("root2", str(audit::merkle::to_base64(rs->second)));
+    Json path;
+    b64_list_json(*p, path);
+    out.set("proof", std::move(path));
+    co_return text_response(200, "application/json", fhir::to_json(out));
+  }
+
+  awaitable<Response> alerts(Request& req) {
+    std::string status = "open";
+    if (auto s = req.query_value("status")) {
+      if (*s != "open" && *s != "reviewed" && *s != "all")
+        co_return error_response(bad_param("status is open, reviewed or all", "status"));
+      status = *s == "all" ? "" : std::string(*s);
+    }
+    auto run = [status](audit::Log& log) { return log.alerts(status, 1000); };
+    auto list = co_await deps_.audit.call(run);
+    if (!list) co_return error_response(list.issue());
+    Json items = Json::array();
+    for (const auto& a : *list) {
+      Json o = Json::object();
+      o.set("id", Json::integer(a.id));
+      o.set("rule", str(a.rule));
+      o.set("detail", str(a.detail));
+      o.set("auditEvent", str(deps_.base_url + "/AuditEvent/" + std::to_string(a.seq)));
+      o.set("raised", str(audit::format_time_ms(a.raised_ms)));
+      o.set("status", str(a.status));
+      if (a.status == "reviewed") {
+        o.set("reviewer", str(a.reviewer));
+        o.set("outcome", str(a.review_outcome));
+        o.set("note", str(a.review_note));
+        o.set("reviewed", str(audit::format_time_ms(a.reviewed_ms)));
+      }
+      items.push_back(std::move(o));
+    }
+    Json out = Json::object();
+    out.set("alerts", std::move(items));
+    co_return text_response(200, "application/json", fhir::to_json(out));
+  }
+
+  awaitable<Response> review(Request& req) {
+    auto id = parse_u64(req.path_params.at(0));
+    if (!id) co_return error_response(Issue::make(ErrorCode::not_found, "no such alert"));
+    const Json& body = *req.json_body;
+    std::string outcome(body.is_object() ? body.string_at("outcome") : std::string_view());
+    std::string note(body.is_object() ? body.string_at("note") : std::string_view());
+    static constexpr std::string_view kOutcomes[] = {"appropriate", "inappropriate", "referred", "no-further-action"};
+    if (std::find(std::begin(kOutcomes), std::end(kOutcomes), outcome) == std::end(kOutcomes))
+      co_return error_response(Issue::make(ErrorCode::invalid_value,
+                                           "outcome must be appropriate, inappropriate, referred or no-further-action",
+                                           "outcome"));
+    if (note.size() > 2000)
+      co_return error_response(Issue::make(ErrorCode::invalid_value, "note is limited to 2000 characters", "note"));
+    if (outcome != "appropriate" && note.empty())
+      co_return error_response(Issue::make(ErrorCode::missing_value, "a note is required unless the access was appropriate",
+                                           "note"));
+    const std::int64_t alert = static_cast<std::int64_t>(*id);
+    const std::string reviewer = req.principal->subject;
+    req.audit.note = "alert " + std::to_string(alert) + " reviewed: " + outcome + (note.empty() ? "" : " - " + note);
+    auto run = [alert, reviewer, outcome, note](audit::Log& log) { return log.review_alert(alert, reviewer, outcome, note); };
+    auto done = co_await deps_.audit.call(run);
+    if (!done) co_return error_response(done.issue());
+    Json out = Json::object();
+    out.set("id", Json::integer(alert));
+    out.set("status", str("reviewed"));
+    out.set("outcome", str(outcome));
+    co_return text_response(200, "application/json", fhir::to_json(out));
+  }
+
+  awaitable<Response> flag(Request& req) {
+    auto nhs = nhs_number_param(req.path_params.at(0), "nhsNumber");
+    if (!nhs) co_return error_response(nhs.issue());
+    const Json& body = *req.json_body;
+    std::string reason(body.is_object() ? body.string_at("reason") : std::string_view());
+    if (reason.empty() || reason.size() > 500)
+      co_return error_response(Issue::make(ErrorCode::invalid_value, "reason (1-500 characters, e.g. \"staff member\") is required",
+                                           "reason"));
+    req.audit.patients.push_back(*nhs);
+    req.audit.note = "record flagged for access alerts: " + reason;
+    const std::string n = *nhs, by = req.principal->subject;
+    auto run = [n, reason, by](audit::Log& log) { return log.flag_patient(n, reason, by); };
+    auto done = co_await deps_.audit.call(run);
+    if (!done) co_return error_response(done.issue());
+    Json out = Json::object();
+    out.set("nhsNumber", str(n));
+    out.set("flagged", Json::boolean(true));
+    out.set("reason", str(reason));
+    co_return text_response(200, "application/json", fhir::to_json(out));
+  }
+
+ private:
+  AuditRouteDeps deps_;
+};
+
+}  // namespace
+
+void add_audit_routes(Router& router, AuditRouteDeps deps) {
+  auto api = std::make_shared<AuditApi>(std::move(deps));
+  auto opts = [](std::string interaction, std::string operation, bool fhir_json) {
+    RouteOptions o;
+    o.access = Access::audit;
+    o.fhir = fhir_json;
+    o.resource_type = fhir_json ? "AuditEvent" : "";
+    o.interaction = std::move(interaction);
+    o.operation = std::move(operation);
+    return o;
+  };
+  RouteOptions report = opts("", "access-report", false);
+  report.resource_type = "AuditEvent";
+  RouteOptions exp = opts("", "export", false);
+  exp.resource_type = "AuditEvent";
+  router.add("GET", "/AuditEvent/$access-report", [api](Request& r) { return api->access_report(r); }, report);
+  router.add("GET", "/AuditEvent/$export", [api](Request& r) { return api->export_ndjson(r); }, exp);
+  router.add("GET", "/AuditEvent", [api](Request& r) { return api->search(r); }, opts("search-type", "", true));
+  router.add("GET", "/AuditEvent/{id}", [api](Request& r) { return api->read(r); }, opts("read", "", true));
+  router.add("GET", "/audit/checkpoint", [api](Request& r) { return api->checkpoint(r); }, opts("", "", false));
+  router.add("GET", "/audit/proof/inclusion", [api](Request& r) { return api->inclusion(r); }, opts("", "", false));
+  router.add("GET", "/audit/proof/consistency", [api](Request& r) { return api->consistency(r); }, opts("", "", false));
+  router.add("GET", "/audit/alerts", [api](Request& r) { return api->alerts(r); }, opts("", "", false));
+  RouteOptions with_body = opts("", "", false);
+  with_body.json_body = true;
+  router.add("POST", "/audit/alerts/{id}/review", [api](Request& r) { return api->review(r); }, with_body);
+  router.add("PUT", "/audit/flagged-patients/{nhs}", [api](Request& r) { return api->flag(r); }, with_body);
+}
+
+}  // namespace gw::http

@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: Apache-2.0
+// The bridge between network coroutines and a blocking backend (DESIGN.md "Storage": no
+// blocking SQLite call on a network thread). call() runs a function on the pool's own threads
+// and resumes the awaiting coroutine on its executor (the connection's strand), keeping that
+// executor's work count up meanwhile so a draining server waits for it. Used for the record
+// locator and the audit log's reads.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/execution/outstanding_work.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/prefer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "fhir/result.h"
+
+namespace gw::sqlite {
+
+template <class Backend>
+class BlockingPool {
+ public:
+  // `threads`: blocking calls in flight at once (reads wait on the read pool, writes on the
+  // group commit), so a few more than the read connections.
+  BlockingPool(Backend& backend, std::size_t threads) : backend_(backend), pool_(threads) {}
+  ~BlockingPool() { pool_.join(); }
+  BlockingPool(const BlockingPool&) = delete;
+  BlockingPool& operator=(const BlockingPool&) = delete;
+
+  Backend& backend() { return backend_; }
+
+  //   auto op = [id](Locator& l) { return l.read_patient(id); };
+  //   auto result = co_await pool.call(op);
+  // Pass a named function object, never a temporary: g++ 12 destroys non-trivial temporaries
+  // of a co_await full-expression twice (GCC PR 100611), so call() takes a reference and
+  // copies it into the initiation, and is not a coroutine itself.
+  template <class F>
+  auto call(const F& fn) -> boost::asio::awaitable<decltype(fn(std::declval<Backend&>()))> {
+    using R = decltype(fn(std::declval<Backend&>()));
+    return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(R)>(
+        Initiation<F>{this, fn}, boost::asio::use_awaitable);
+  }
+
+ private:
+  template <class F>
+  struct Initiation {
+    BlockingPool* self;
+    F fn;
+    template <class Handler>
+    void operator()(Handler handler) {
+      using R = decltype(fn(std::declval<Backend&>()));
+      auto ex = boost::asio::prefer(boost::asio::get_associated_executor(handler),
+                                    boost::asio::execution::outstanding_work.tracked);
+      boost::asio::post(self->pool_, [self = self, fn = std::move(fn), handler = std::move(handler), ex]() mutable {
+        std::optional<R> r;
+        try {
+          r.emplace(fn(self->backend_));
+        } catch (...) {
+          // A broken invariant in a backend: reported as an internal error, never thrown
+          // across threads.
+          r.emplace(fhir::Issue::make(fhir::ErrorCode::internal_error, "a storage call failed"));
+        }
+        boost::asio::dispatch(ex, [handler = std::move(handler), r = std::move(r)]() mutable {
+          std::move(handler)(std::move(*r));
+        });
+      });
+    }
+  };
+
+  Backend& backend_;
+  boost::asio::thread_pool pool_;
+};
+
+}  // namespace gw::sqlite
