@@ -4,6 +4,8 @@
 // append-only log.
 #include "gateway/audit/merkle.h"
 
+#include <cstring>
+
 #include <algorithm>
 #include <bit>
 #include <memory>
@@ -425,6 +427,34 @@ bool verify_subtree_consistency(std::uint64_t start, std::uint64_t end, std::uin
     }
   }
   return sub == subtree_root && tree == root;
+}
+
+namespace {
+std::optional<Hash> raw_hash(std::string_view bytes) {
+  if (bytes.size() != Hash{}.size()) return std::nullopt;
+  Hash h{};
+  std::memcpy(h.data(), bytes.data(), h.size());
+  return h;
+}
+}  // namespace
+
+bool verify_consistency(std::uint64_t size1, std::uint64_t size2, std::string_view root1,
+                        std::string_view root2, std::span<const Hash> proof) {
+  const auto h1 = raw_hash(root1);
+  const auto h2 = raw_hash(root2);
+  if (h1 && h2) return verify_consistency(size1, size2, *h1, *h2, proof);
+  return size1 != 0 && size1 == size2 && proof.empty() && root1 == root2;
+}
+
+bool verify_subtree_consistency(std::uint64_t start, std::uint64_t end, std::uint64_t size,
+                                std::string_view subtree_root, std::string_view root,
+                                std::span<const Hash> proof) {
+  const auto sub = raw_hash(subtree_root);
+  const auto whole = raw_hash(root);
+  if (sub && whole) return verify_subtree_consistency(start, end, size, *sub, *whole, proof);
+  if (start > end || end > size || !proof.empty()) return false;
+  if (start == end) return sub && *sub == empty_root();  // the tree's root is never looked at
+  return start == 0 && end == size && subtree_root == root;
 }
 
 // ---------------------------------------------------------------------------------------------

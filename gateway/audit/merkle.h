@@ -65,6 +65,16 @@ bool verify_subtree_consistency(std::uint64_t start, std::uint64_t end, std::uin
                                 const Hash& subtree_root, const Hash& root,
                                 std::span<const Hash> proof);
 
+// The same two checks with roots as received from outside (any byte string). RFC 9162
+// compares roots as values, so where the algorithm never hashes a root (equal tree sizes, an
+// empty subtree, a subtree that is the whole tree) a root of any length is compared byte for
+// byte; everywhere else a root that is not 32 bytes fails.
+bool verify_consistency(std::uint64_t size1, std::uint64_t size2, std::string_view root1,
+                        std::string_view root2, std::span<const Hash> proof);
+bool verify_subtree_consistency(std::uint64_t start, std::uint64_t end, std::uint64_t size,
+                                std::string_view subtree_root, std::string_view root,
+                                std::span<const Hash> proof);
+
 // Append-only frontier ("compact range"): the roots of the perfect subtrees covering
 // [0, size), largest first. Appending reports every perfect subtree it completes so the caller
 // can store it.
