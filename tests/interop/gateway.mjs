@@ -130,7 +130,7 @@ let certsReady = false;
 export function ensureDevCerts() {
   if (certsReady) return;
   execFileSync(path.join(CERTS_DIR, 'make-dev-certs'), [], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 60_000 });
-  for (const f of ['ca.pem', 'server.pem', 'server-key.pem', 'token-key.pem']) {
+  for (const f of ['ca.pem', 'server.pem', 'server-key.pem', 'token-key.pem', 'audit-key.pem']) {
     if (!fs.existsSync(path.join(CERTS_DIR, f))) throw new Error(`make-dev-certs did not produce certs/${f}`);
   }
   certsReady = true;
@@ -169,6 +169,8 @@ function configToml({ port, dataDir, jwksFile, authConfig, extraConfig }) {
     `issuer = ${tomlString(issuer)}`,
     `audiences = [${tomlString(audience)}]`,
     authConfig ?? '',
+    '[audit]',
+    `signing_key = ${tomlString(path.join(CERTS_DIR, 'audit-key.pem'))}`,
     extraConfig ?? '',
     '',
   ].join('\n');
