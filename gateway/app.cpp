@@ -86,6 +86,9 @@ void App::open_audit() {
   o.max_batch = static_cast<std::size_t>(cfg_.audit.max_batch);
   o.max_queue = static_cast<std::size_t>(cfg_.audit.max_queue);
   o.rules = cfg_.audit.alerts;
+  o.on_commit = [this] {
+    if (audit::Forwarder* f = forwarder_to_wake_.load()) f->notify();
+  };
   auto log = audit::Log::open(o, std::make_shared<const audit::CheckpointSigner>(std::move(*signer)));
   if (!log) throw std::runtime_error("cannot open the audit log: " + log.issue().diagnostics);
   audit_log_ = std::move(*log);
@@ -99,6 +102,16 @@ void App::open_audit() {
   start.detail.note = "gateway started";
   if (auto seq = audit_log_->append_sync(std::move(start)); !seq)
     throw std::runtime_error("cannot write to the audit log: " + seq.issue().diagnostics);
+  if (cfg_.audit.forward_enabled) {
+    audit::ForwarderOptions f = cfg_.audit.forward;
+    f.database = o.path;
+    auto fw = audit::Forwarder::start(std::move(f));
+    if (!fw)
+      throw config::ConfigError(cfg_.source_file.empty() ? "(defaults)" : cfg_.source_file,
+                                "audit.forward." + fw.issue().expression, fw.issue().diagnostics);
+    audit_forwarder_ = std::move(*fw);
+    forwarder_to_wake_ = audit_forwarder_.get();
+  }
 }
 
 void App::maintenance_loop() {
@@ -138,6 +151,8 @@ App::~App() {
     stop.status = 200;
     stop.detail.note = "gateway stopped";
     (void)audit_log_->append_sync(std::move(stop));
+    forwarder_to_wake_ = nullptr;
+    if (audit_forwarder_) audit_forwarder_->stop();  // ships what is committed, bounded
     audit_log_->stop();  // final checkpoint
   }
 }

@@ -4,6 +4,7 @@
 // exercise the production wiring.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -11,6 +12,7 @@
 #include <thread>
 
 #include "fhir/search_params.h"
+#include "gateway/audit/forwarder.h"
 #include "gateway/audit/log.h"
 #include "gateway/auth/authenticator.h"
 #include "gateway/auth/policy.h"
@@ -65,6 +67,8 @@ class App {
   std::unique_ptr<locator::Locator> locator_;
   std::unique_ptr<locator::AsyncLocator> async_locator_;
   std::unique_ptr<audit::Log> audit_log_;
+  std::unique_ptr<audit::Forwarder> audit_forwarder_;
+  std::atomic<audit::Forwarder*> forwarder_to_wake_{nullptr};
   std::unique_ptr<http::AsyncAudit> async_audit_;
   std::unique_ptr<auth::Policy> policy_;
   std::unique_ptr<auth::Authenticator> authenticator_;

@@ -312,10 +312,10 @@ struct Log::Impl {
   }
 
   void commit_batch(std::vector<Append>& batch) {
+    // A failed commit restores the tree; the volume rule's per-user windows keep the attempts
+    // (those requests were refused with 503, but the user did try to open the records).
     const merkle::CompactRange saved_range = range;
     const Hash saved_leaf = last_leaf;
-    const auto saved_windows_size = windows.size();
-    (void)saved_windows_size;
     std::vector<Alert> raised;
     fhir::Status status = fhir::Ok{};
     {
@@ -356,6 +356,7 @@ struct Log::Impl {
       return;
     }
     for (auto& a : batch) a.done(a.record.seq);
+    if (opt.on_commit) opt.on_commit();
   }
 
   fhir::Result<Checkpoint> write_checkpoint() {
@@ -793,6 +794,7 @@ fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std:
       });
   if (!pruned) return std::move(pruned).issue();
   const auto [begin, end] = *pruned;
+  if (end == begin) return std::uint64_t{0};  // nothing older than the cutoff: no record, no note
   Record r;
   r.time_ms = now_ms();
   r.kind = "system";
@@ -801,7 +803,7 @@ fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std:
   r.user = by;
   r.status = 200;
   r.detail.note = "retention removed the content of records " + std::to_string(begin) + " to " +
-                  std::to_string(end == 0 ? 0 : end - 1) + " (" + std::to_string(end - begin) +
+                  std::to_string(end - 1) + " (" + std::to_string(end - begin) +
                   " records) older than " + format_time_ms(cutoff_ms) + "; their leaf hashes remain in the tree";
   auto seq = append_sync(std::move(r));
   if (!seq) return std::move(seq).issue();

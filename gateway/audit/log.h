@@ -50,6 +50,9 @@ struct LogOptions {
   std::size_t max_batch = 1024;
   std::size_t max_queue = 65536;        // beyond this append() fails at once (not_ready)
   AlertRules rules;
+  // Called on the writer thread after each successful commit (e.g. to wake the forwarder);
+  // must not block.
+  std::function<void()> on_commit;
 };
 
 struct Alert {

@@ -6,6 +6,8 @@
 #include <ctime>
 #include <initializer_list>
 
+#include <rapidjson/writer.h>
+
 #include "fhir/datatypes.h"
 
 namespace gw::audit {
@@ -14,12 +16,6 @@ namespace {
 
 constexpr std::size_t kMaxRecordBytes = 256 * 1024;
 constexpr std::size_t kMaxListItems = 4096;
-
-fhir::Json string_list(const std::vector<std::string>& items) {
-  fhir::Json a = fhir::Json::array();
-  for (const auto& s : items) a.push_back(fhir::Json::string(s));
-  return a;
-}
 
 // Member order is the encoding: never reorder, only append new members at the end of a new
 // record version.
@@ -70,41 +66,73 @@ std::int64_t now_ms() {
       .count();
 }
 
+namespace {
+
+// rapidjson output straight into a std::string: the same escaping as fhir::to_json, without
+// building a DOM (the writer thread encodes every record).
+struct Sink {
+  using Ch = char;
+  std::string& out;
+  void Put(char c) { out.push_back(c); }
+  void Flush() {}
+};
+
+}  // namespace
+
 std::string encode(const Record& r) {
-  fhir::Json o = fhir::Json::object();
-  o.set("v", fhir::Json::integer(kVersion));
-  o.set("seq", fhir::Json::integer(static_cast<std::int64_t>(r.seq)));
-  o.set("prev", fhir::Json::string(r.prev));
-  o.set("time", fhir::Json::integer(r.time_ms));
-  o.set("kind", fhir::Json::string(r.kind));
-  o.set("action", fhir::Json::string(r.action));
-  o.set("method", fhir::Json::string(r.method));
-  o.set("target", fhir::Json::string(r.target));
-  o.set("route", fhir::Json::string(r.route));
-  o.set("status", fhir::Json::integer(r.status));
-  o.set("outcome", fhir::Json::string(r.outcome_text));
-  o.set("agentKind", fhir::Json::string(r.agent_kind));
-  o.set("user", fhir::Json::string(r.user));
-  o.set("role", fhir::Json::string(r.role));
-  o.set("org", fhir::Json::string(r.organisation));
-  o.set("client", fhir::Json::string(r.client_id));
-  o.set("tokenId", fhir::Json::string(r.token_id));
-  o.set("purpose", fhir::Json::string(r.purpose));
-  o.set("address", fhir::Json::string(r.address));
-  o.set("clientCert", fhir::Json::string(r.client_certificate));
-  o.set("requestId", fhir::Json::string(r.request_id));
-  o.set("correlationId", fhir::Json::string(r.correlation_id));
-  o.set("source", fhir::Json::string(r.source));
-  o.set("patients", string_list(r.detail.patients));
-  o.set("returned", string_list(r.detail.returned));
-  o.set("withheld", string_list(r.detail.withheld));
-  o.set("basis", fhir::Json::string(r.detail.basis));
-  o.set("breakGlass", fhir::Json::string(r.detail.break_glass_reason));
-  o.set("breakGlassText", fhir::Json::string(r.detail.break_glass_justification));
-  o.set("failedSources", string_list(r.detail.failed_sources));
-  o.set("operation", fhir::Json::string(r.detail.operation));
-  o.set("note", fhir::Json::string(r.detail.note));
-  return fhir::to_json(o);
+  std::string out;
+  out.reserve(640);
+  Sink sink{out};
+  rapidjson::Writer<Sink> w(sink);
+  auto str = [&w](const char* key, const std::string& v) {
+    w.Key(key);
+    w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+  };
+  auto num = [&w](const char* key, std::int64_t v) {
+    w.Key(key);
+    w.Int64(v);
+  };
+  auto list = [&w](const char* key, const std::vector<std::string>& v) {
+    w.Key(key);
+    w.StartArray();
+    for (const auto& s : v) w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+    w.EndArray();
+  };
+  w.StartObject();
+  num("v", kVersion);
+  num("seq", static_cast<std::int64_t>(r.seq));
+  str("prev", r.prev);
+  num("time", r.time_ms);
+  str("kind", r.kind);
+  str("action", r.action);
+  str("method", r.method);
+  str("target", r.target);
+  str("route", r.route);
+  num("status", r.status);
+  str("outcome", r.outcome_text);
+  str("agentKind", r.agent_kind);
+  str("user", r.user);
+  str("role", r.role);
+  str("org", r.organisation);
+  str("client", r.client_id);
+  str("tokenId", r.token_id);
+  str("purpose", r.purpose);
+  str("address", r.address);
+  str("clientCert", r.client_certificate);
+  str("requestId", r.request_id);
+  str("correlationId", r.correlation_id);
+  str("source", r.source);
+  list("patients", r.detail.patients);
+  list("returned", r.detail.returned);
+  list("withheld", r.detail.withheld);
+  str("basis", r.detail.basis);
+  str("breakGlass", r.detail.break_glass_reason);
+  str("breakGlassText", r.detail.break_glass_justification);
+  list("failedSources", r.detail.failed_sources);
+  str("operation", r.detail.operation);
+  str("note", r.detail.note);
+  w.EndObject();
+  return out;
 }
 
 fhir::Result<Record> decode(std::string_view bytes) {

@@ -271,7 +271,7 @@ void read_audit(const Reader& r, const toml::table& a, AuditConfig& audit) {
   const std::string p = "audit.";
   r.only_keys(a, p, {"enabled", "signing_key", "key_name", "checkpoint_file", "checkpoint_interval_s",
                      "syslog_checkpoints", "retention_days", "max_batch", "max_queue", "max_page", "export_max",
-                     "alerts"});
+                     "alerts", "forward"});
   r.get(a, p, "enabled", audit.enabled);
   r.get(a, p, "signing_key", audit.signing_key);
   r.get(a, p, "key_name", audit.key_name);
@@ -283,6 +283,42 @@ void read_audit(const Reader& r, const toml::table& a, AuditConfig& audit) {
   r.get_int(a, p, "max_queue", audit.max_queue, 1, 10000000);
   r.get_int(a, p, "max_page", audit.max_page, 1, 10000);
   r.get_int(a, p, "export_max", audit.export_max, 1, 1000000);
+  if (const toml::table* t = r.table(a, p, "forward")) {
+    const std::string q = p + "forward.";
+    auto& f = audit.forward;
+    r.only_keys(*t, q, {"enabled", "host", "port", "ca_file", "client_certificate", "client_key", "name", "app_name",
+                        "hostname", "facility", "sd_id", "batch_size", "max_message_bytes", "poll_interval_ms",
+                        "resend_window_s", "backoff_min_ms", "backoff_max_s", "io_timeout_s", "drain_timeout_s",
+                        "from_start"});
+    r.get(*t, q, "enabled", audit.forward_enabled);
+    r.get(*t, q, "host", f.host);
+    std::int64_t port = f.port;
+    r.get_int(*t, q, "port", port, 1, 65535);
+    f.port = static_cast<std::uint16_t>(port);
+    r.get(*t, q, "ca_file", f.ca_file);
+    r.get(*t, q, "client_certificate", f.client_certificate);
+    r.get(*t, q, "client_key", f.client_key);
+    r.get(*t, q, "name", f.name);
+    r.get(*t, q, "app_name", f.app_name);
+    r.get(*t, q, "hostname", f.hostname);
+    r.get_int(*t, q, "facility", f.facility, 0, 23);
+    r.get(*t, q, "sd_id", f.sd_id);
+    r.get_int(*t, q, "batch_size", f.batch_size, 1, 100000);
+    r.get_int(*t, q, "max_message_bytes", f.max_message_bytes, 2048, 1 << 20);
+    r.get_ms(*t, q, "poll_interval_ms", f.poll_interval, 10, 60000);
+    std::chrono::seconds secs{};
+    auto get_s = [&](const char* key, std::chrono::milliseconds& out, std::int64_t min, std::int64_t max) {
+      secs = std::chrono::duration_cast<std::chrono::seconds>(out);
+      r.get_seconds(*t, q, key, secs, min, max);
+      out = secs;
+    };
+    get_s("resend_window_s", f.resend_window, 0, 3600);
+    r.get_ms(*t, q, "backoff_min_ms", f.backoff_min, 10, 60000);
+    get_s("backoff_max_s", f.backoff_max, 1, 3600);
+    get_s("io_timeout_s", f.io_timeout, 1, 600);
+    get_s("drain_timeout_s", f.drain_timeout, 0, 600);
+    r.get(*t, q, "from_start", f.from_start);
+  }
   if (const toml::table* t = r.table(a, p, "alerts")) {
     const std::string q = p + "alerts.";
     auto& rules = audit.alerts;
@@ -412,6 +448,9 @@ Config load_config(const std::string& path) {
   c.data_dir = resolve(dir, c.data_dir);
   c.audit.signing_key = resolve(dir, c.audit.signing_key);
   c.audit.checkpoint_file = resolve(dir, c.audit.checkpoint_file);
+  c.audit.forward.ca_file = resolve(dir, c.audit.forward.ca_file);
+  c.audit.forward.client_certificate = resolve(dir, c.audit.forward.client_certificate);
+  c.audit.forward.client_key = resolve(dir, c.audit.forward.client_key);
   validate(c);
   return c;
 }
@@ -469,6 +508,12 @@ void validate(const Config& c) {
       fail("audit.signing_key", "file not found: " + c.audit.signing_key +
                                     " (an Ed25519 or P-256 private key in PEM; certs/make-dev-certs writes "
                                     "certs/audit-key.pem for development)");
+    if (c.audit.forward_enabled) {
+      if (c.audit.forward.host.empty()) fail("audit.forward.host", "is required when forwarding is enabled");
+      if (c.audit.forward.ca_file.empty() || !std::filesystem::exists(c.audit.forward.ca_file))
+        fail("audit.forward.ca_file", "must name the CA bundle the SIEM's certificate chains to (file not found: " +
+                                          c.audit.forward.ca_file + ")");
+    }
   } else if (c.https.enabled && !is_loopback_address(c.https.address)) {
     fail("audit.enabled", "audit may only be disabled when every listener is on a loopback address; "
                           "server.https.address is " + c.https.address);

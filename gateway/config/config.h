@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "gateway/audit/forwarder.h"
 #include "gateway/audit/log.h"
 #include "gateway/auth/jwt.h"
 #include "gateway/auth/policy.h"
@@ -107,6 +108,9 @@ struct AuditConfig {
   std::int64_t max_page = 200;                      // _count cap for GET /AuditEvent
   std::int64_t export_max = 10000;                  // records per NDJSON export call
   audit::AlertRules alerts;
+  // [audit.forward]: RFC 5424 over TLS (RFC 5425) to a SIEM, at least once.
+  bool forward_enabled = false;
+  audit::ForwarderOptions forward;  // `database` is filled in by the App
 };
 
 struct Config {

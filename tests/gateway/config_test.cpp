@@ -224,6 +224,19 @@ weekends_out_of_hours = false
   CHECK(expect_error(tls_lines() + "[audit.alerts]\nworking_hours = \"7-19\"\n").key() == "audit.alerts.working_hours");
   CHECK(expect_error(tls_lines() + "[audit.alerts]\nflagged_patients = [\"123\"]\n").key() ==
         "audit.alerts.flagged_patients");
+  // Forwarding to a SIEM.
+  const auto& certs = gw::test::dev_certs();
+  auto fwd = load_config(write_config(tls_lines() + "[audit.forward]\nenabled = true\nhost = \"siem.example.nhs.uk\"\n"
+                                      "ca_file = \"" + certs.ca + "\"\nresend_window_s = 10\nfacility = 13\n"));
+  CHECK(fwd.audit.forward_enabled);
+  CHECK(fwd.audit.forward.host == "siem.example.nhs.uk");
+  CHECK(fwd.audit.forward.port == 6514);
+  CHECK(fwd.audit.forward.resend_window == std::chrono::seconds(10));
+  CHECK(fwd.audit.forward.facility == 13);
+  CHECK(expect_error(tls_lines() + "[audit.forward]\nenabled = true\nca_file = \"" + certs.ca + "\"\n").key() ==
+        "audit.forward.host");
+  CHECK(expect_error(tls_lines() + "[audit.forward]\nenabled = true\nhost = \"x\"\n").key() == "audit.forward.ca_file");
+  CHECK(expect_error(tls_lines() + "[audit.forward]\nfacility = 30\n").key() == "audit.forward.facility");
   // Audit may be switched off only on loopback listeners.
   CHECK(expect_error(tls_lines() + "address = \"0.0.0.0\"\n[audit]\nenabled = false\n").key() == "audit.enabled");
   CHECK_NOTHROW(load_config(write_config(tls_lines() + "[audit]\nenabled = false\n")));

@@ -9,6 +9,7 @@
 
 #include "fhir/json.h"
 #include "tests/gateway/auth/jwt_attacks.h"
+#include "support/audit_check.h"
 #include "support/certs.h"
 #include "support/paths.h"
 #include "support/responses.h"
@@ -48,6 +49,7 @@ TEST_CASE("Access: every JWT attack is refused over HTTPS with 401, invalid_toke
   auto attacks = test::make_jwt_attacks(keys, now);
   REQUIRE(attacks.size() >= 30);
   std::size_t refused = 0, replayed = 0;
+  std::vector<HttpResponse> responses{ok};
   for (const auto& a : attacks) {
     CAPTURE(a.name);
     // RFC 6750 2.1 allows several spaces after "Bearer" (1*SP), so a token with a leading
@@ -57,6 +59,7 @@ TEST_CASE("Access: every JWT attack is refused over HTTPS with 401, invalid_toke
     // The oversize token (above the 8 KiB token cap) still fits the 16 KiB header limit, so
     // it is the token check that refuses it.
     HttpResponse r = test::get(s.port(), "/Patient?family=Nobody", s.client(), bearer(a.token));
+    responses.push_back(r);
     CHECK(r.status == 401);
     CHECK(r.header("www-authenticate").find("error=\"invalid_token\"") != std::string::npos);
     CHECK(issue_code(r) == "login");
@@ -65,6 +68,8 @@ TEST_CASE("Access: every JWT attack is refused over HTTPS with 401, invalid_toke
   }
   CHECK(replayed >= 30);
   CHECK(refused == replayed);
+  // Each refused attack, and the control, has exactly one audit record (anonymous, 401).
+  CHECK(test::check_one_audit_record_each(s, responses) == replayed + 1);
 }
 
 TEST_CASE("Access: header-level attacks: two Authorization headers, token in the query, other schemes") {

@@ -13,6 +13,7 @@
 #include "fhir/json.h"
 #include "fhir/nhs_number.h"
 #include "gateway/locator/fhir_mapping.h"
+#include "support/audit_check.h"
 #include "support/certs.h"
 #include "support/responses.h"
 #include "support/seed.h"
@@ -379,6 +380,7 @@ TEST_CASE("Locator API: authorisation matrix has zero disclosures beyond the pol
   };
 
   int allowed_expected = 0, disclosures_beyond = 0, denied_wrongly = 0, cases = 0;
+  std::vector<HttpResponse> responses;
   for (const auto& role : policy.config().roles) {
     TokenClaims c = clinician_at("A81001", "matrix-" + role.name);
     c.role = role.claim_values.front();
@@ -405,6 +407,7 @@ TEST_CASE("Locator API: authorisation matrix has zero disclosures beyond the pol
         allowed_expected += may_disclose;
 
         HttpResponse r = test::get(s.port(), in.target(st), s.client(), bearer(c));
+        responses.push_back(r);
         // Disclosure: a Patient or Parameters about them, or a Bundle with matching entries.
         bool disclosed = false;
         if (r.status == 200) {
@@ -432,6 +435,8 @@ TEST_CASE("Locator API: authorisation matrix has zero disclosures beyond the pol
   CHECK(allowed_expected > 0);  // the matrix exercises real access, not only refusals
   CHECK(disclosures_beyond == 0);
   CHECK(denied_wrongly == 0);
+  // Every one of those requests, allowed or refused, has exactly one audit record.
+  CHECK(test::check_one_audit_record_each(s, responses) == static_cast<std::size_t>(cases));
 }
 
 TEST_CASE("Locator API: a source system authenticated by client certificate maintains its pointers") {

@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: Apache-2.0
+// The offline audit verifier (issue #6 part 3): re-derives everything audit.db claims from the
+// record bytes alone and reports the first record that is not what was written. It backs
+// tools/audit_verify (IG officers) and the mutation tests.
+//
+// Two stages. check_row() looks at one audit_record row on its own (decode, leaf hash, the
+// copied search columns); it is pure, so verify_database() runs it on several threads.
+// LogVerifier then takes the rows in order: gaps, sequence numbers, the hash chain (each
+// record names its predecessor's leaf hash), the stored tree, and every checkpoint.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "fhir/result.h"
+#include "gateway/audit/checkpoint.h"
+#include "gateway/audit/merkle.h"
+
+namespace gw::audit {
+
+struct VerifyOptions {
+  // Checkpoints from outside audit.db (the checkpoint file(s), parsed with parse_checkpoints).
+  // verify_database() adds the ones in audit.db's audit_checkpoint table.
+  std::vector<Checkpoint> checkpoints;
+  // The checkpoint key. Null: signatures are not checked (reported as a warning); roots still are.
+  const CheckpointVerifier* key = nullptr;
+  // Records after the last verified checkpoint are an error (normally a warning).
+  bool strict = false;
+  // Stop reading once the first bad index is certain (see LogVerifier::settled). Faster on a
+  // damaged log; later problems are then not listed. Off for audits, on in the mutation tests.
+  bool stop_at_first_bad = false;
+  // Called on the calling thread after each batch of rows: (rows done, rows in audit.db).
+  std::function<void(std::uint64_t done, std::uint64_t total)> progress;
+  unsigned threads = 2;            // threads decoding and hashing records (verify_database)
+  std::size_t max_problems = 100;  // problems listed; the rest are only counted
+};
+
+// One finding. `index` is the leaf index (sequence number) it is pinned to, or empty when it
+// concerns no single record (a bad signature, a damaged tree node above intact records).
+// kind: changed, missing, inserted, reordered, forged, truncated, rolled-back, column-mismatch,
+// unexplained-prune, damaged-tree, bad-signature, bad-checkpoint, uncovered-tail,
+// signatures-unchecked.
+struct Problem {
+  std::optional<std::uint64_t> index;
+  std::string kind;
+  std::string text;  // plain language for an IG officer; never names a patient
+};
+
+struct VerifyReport {
+  bool ok = false;                  // no problems (warnings allowed)
+  std::uint64_t records = 0;        // rows in audit_record
+  std::uint64_t pruned = 0;         // rows whose content retention removed
+  std::uint64_t tree_size = 0;      // leaves the database holds (records, or leaf hashes without one)
+  std::uint64_t covered = 0;        // size of the largest checkpoint that verified (0: none)
+  std::optional<Checkpoint> covering;  // that checkpoint
+  std::uint64_t checkpoints = 0;    // distinct checkpoints examined
+  std::uint64_t checkpoints_verified = 0;
+  bool signatures_checked = false;
+  std::optional<std::uint64_t> first_bad_index;  // lowest index among the problems
+  std::vector<Problem> problems;    // errors, lowest index first, at most max_problems
+  std::uint64_t unlisted_problems = 0;
+  std::vector<Problem> warnings;    // uncovered-tail (unless strict), signatures-unchecked
+};
+
+// One audit_record row and what the database keeps beside it.
+struct StoredRow {
+  std::int64_t seq = 0;
+  std::optional<std::string> record;  // canonical bytes; empty optional = content pruned
+  std::int64_t time_ms = 0;           // copied columns the IG searches use
+  std::string agent;
+  std::int64_t outcome = 0;
+  std::string subtypes;
+  std::vector<std::string> patients;  // audit_patient rows naming this seq
+  // verify_database() streams audit_patient separately and sets this digest of the rows'
+  // NHS numbers instead of `patients` (see patient_digest); then `patients` is ignored.
+  std::optional<std::uint64_t> patients_digest;
+};
+
+// What check_row() found out about one row on its own.
+struct RowCheck {
+  bool pruned = false;
+  merkle::Hash leaf{};              // H(0x00 || record) of the stored bytes (not when pruned)
+  bool decoded = false;
+  std::string error;                // why the bytes are not a canonical record
+  std::uint64_t seq = 0;            // the record's own sequence number (when decoded)
+  std::optional<merkle::Hash> prev; // the predecessor leaf hash it names (empty: none or not hex)
+  bool prev_empty = false;          // the record names no predecessor (only record 0 may)
+  std::string column_mismatch;      // which copied columns disagree with the record ("" = none)
+  // For a retention-prune record: the range [first, last] its note says was removed.
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> prunes;
+};
+
+RowCheck check_row(const StoredRow& row);
+
+// A keyed 64-bit digest of a set of NHS numbers (order and duplicates do not matter). The key
+// is random per process, so nobody can craft a different set with the same digest.
+std::uint64_t patient_digest(const std::vector<std::string>& nhs_numbers);
+// The digest of one NHS number; a set's digest is the XOR of its distinct members' digests.
+std::uint64_t patient_digest(std::string_view nhs_number);
+
+// Stored perfect-subtree hash at (level, index), or empty when audit_node has none. Asked
+// for levels >= 1 in ascending index order per level.
+using StoredNodes = std::function<std::optional<merkle::Hash>(unsigned level, std::uint64_t index)>;
+
+// The sequential stage. Feed every leaf index the database knows, ascending: an index with a
+// row, with only a stored leaf hash (a deleted record), or both. Skipped indexes have neither.
+// Memory: a few hashes plus the findings, whatever the log's size. One thread at a time. A copy
+// carries on independently from the same point (the mutation tests copy the state after an
+// intact prefix instead of replaying it for every mutation).
+class LogVerifier {
+ public:
+  // `database_checkpoints` come from audit_checkpoint; options.checkpoints from outside. The
+  // signatures are checked here (on options.threads threads). `nodes` may be empty.
+  LogVerifier(const VerifyOptions& options, std::vector<Checkpoint> database_checkpoints, StoredNodes nodes);
+
+  // Adds leaf `index`. `row` and `check` are both set or both null; `stored_leaf` is the
+  // audit_node level-0 hash, if any.
+  void add(std::uint64_t index, const StoredRow* row, const RowCheck* check,
+           const std::optional<merkle::Hash>& stored_leaf);
+  // A finding made outside the row stream (unreadable checkpoint table rows, stray index rows).
+  void add_problem(std::optional<std::uint64_t> index, std::string kind, std::string text);
+  // With options.stop_at_first_bad: the lowest bad index can no longer change. That holds
+  // once a record-locating problem at f is known and index f + 1 has been added: later rows
+  // can only point at f + 1 or beyond, and a checkpoint mismatch above f is explained by f.
+  bool settled() const;
+  // Checks what needs the whole sequence (checkpoints beyond the data, pruned ranges, the
+  // tail) and returns the report. Call once, after the last add().
+  VerifyReport finish();
+
+ private:
+  struct Cp {
+    Checkpoint c;
+    bool in_database = false;
+    bool in_file = false;
+    bool signature_ok = false;
+    enum class Root { unchecked, match, mismatch, unavailable } root = Root::unchecked;
+  };
+  void note(std::optional<std::uint64_t> index, std::string kind, std::string text, bool locates);
+  void evaluate_checkpoints_at_size();
+
+  VerifyOptions options_;
+  StoredNodes nodes_;
+  std::vector<Cp> cps_;               // sorted by size
+  std::size_t next_cp_ = 0;
+  std::uint64_t checkpoints_total_ = 0;
+  std::vector<Problem> problems_;
+  std::uint64_t unlisted_ = 0;
+  std::vector<Problem> warnings_;
+  std::vector<std::uint64_t> locating_;  // indexes of problems that alter the leaves
+  std::optional<std::uint64_t> min_index_;
+  bool min_locates_ = false;
+
+  merkle::CompactRange tree_;
+  bool tree_broken_ = false;
+  std::optional<std::uint64_t> last_leaf_mismatch_;
+  std::uint64_t next_ = 0;            // next index expected
+  std::optional<merkle::Hash> prev_leaf_, prev_prev_leaf_;
+  bool prev_self_ok_ = true;
+  std::int64_t prev_shift_ = 0;       // record seq - position of the previous row
+  std::optional<std::uint64_t> prev_row_seq_;  // the previous row's record seq, when misplaced
+  std::uint64_t records_ = 0;
+  std::uint64_t pruned_ = 0;
+  bool seen_content_ = false;
+  std::optional<std::uint64_t> last_row_;     // last index with a row
+  std::optional<std::uint64_t> trailing_missing_;  // first of the rowless indexes at the end
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> pruned_runs_;   // [first, last]
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> prune_claims_;  // from retention records
+};
+
+// The whole database read into memory (small logs: tests, tools). Rows in seq order.
+struct StoredLog {
+  std::vector<StoredRow> rows;
+  std::map<std::pair<unsigned, std::uint64_t>, merkle::Hash> nodes;  // audit_node (level, idx)
+  std::vector<std::string> checkpoint_notes;                         // audit_checkpoint.note
+};
+fhir::Result<StoredLog> read_stored_log(const std::string& audit_db_path);
+VerifyReport verify_log(const StoredLog& log, const VerifyOptions& options);
+
+// Verifies audit.db (opened read-only, in one read transaction, rows streamed) against its own
+// checkpoints and options.checkpoints. Fails only when the file cannot be read as an audit
+// database (not_ready / invalid_value); every finding about its content is in the report.
+fhir::Result<VerifyReport> verify_database(const std::string& audit_db_path, const VerifyOptions& options);
+
+}  // namespace gw::audit

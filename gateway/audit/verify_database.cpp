@@ -1,0 +1,467 @@
+// SPDX-License-Identifier: Apache-2.0
+// Reading audit.db for the verifier (see verify.h): the whole log into memory for small logs
+// and tests, and the streaming verify_database() that feeds LogVerifier batch by batch while
+// other threads decode and hash the next rows.
+#include <algorithm>
+#include <cstring>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+#include "gateway/audit/verify.h"
+#include "gateway/sqlite/database.h"
+
+namespace gw::audit {
+
+using merkle::Hash;
+
+namespace {
+
+constexpr std::size_t kChunkRows = 4096;  // rows per batch handed to the hashing threads
+constexpr unsigned kMaxThreads = 64;
+constexpr std::size_t kMaxStrayPatientRows = 16;  // patient rows without a record, listed; the rest counted
+
+std::string num(std::uint64_t n) { return std::to_string(n); }
+
+std::optional<Hash> hash_from_blob(const std::string& b) {
+  Hash h{};
+  if (b.size() != h.size()) return std::nullopt;
+  std::memcpy(h.data(), b.data(), h.size());
+  return h;
+}
+
+}  // namespace
+
+namespace {
+
+using sqlite::Database;
+using sqlite::Statement;
+
+fhir::Issue unreadable(const std::string& what) {
+  return fhir::Issue::make(fhir::ErrorCode::not_ready, "audit.db could not be read: " + what);
+}
+
+constexpr const char* kRowSql = "SELECT seq, record, time_ms, agent, outcome, subtypes FROM audit_record ORDER BY seq";
+
+StoredRow row_from(const Statement& s) {
+  StoredRow r;
+  r.seq = s.column_int64(0);
+  if (!s.column_is_null(1)) r.record = s.column_blob(1);
+  r.time_ms = s.column_int64(2);
+  r.agent = s.column_text(3);
+  r.outcome = s.column_int64(4);
+  r.subtypes = s.column_text(5);
+  return r;
+}
+
+fhir::Result<Database> open_audit_db(const std::string& path) {
+  auto db = Database::open(path, Database::Mode::read_only);
+  if (!db) return std::move(db).issue();
+  auto probe = db->prepare("SELECT seq, record FROM audit_record LIMIT 0");
+  if (!probe) return fhir::Issue::make(fhir::ErrorCode::invalid_value, path + " is not an audit database (no audit_record table)");
+  return std::move(*db);
+}
+
+// audit_checkpoint rows, each checked against its own note.
+struct TableCheckpoints {
+  std::vector<Checkpoint> checkpoints;
+  std::vector<std::string> problems;
+};
+
+fhir::Result<TableCheckpoints> read_checkpoint_table(Database& db) {
+  TableCheckpoints out;
+  auto s = db.prepare("SELECT size, time_ms, root, note FROM audit_checkpoint ORDER BY size, time_ms");
+  if (!s) return std::move(s).issue();
+  for (;;) {
+    auto row = s->step();
+    if (!row) return std::move(row).issue();
+    if (!*row) break;
+    const std::int64_t size = s->column_int64(0);
+    auto c = parse_checkpoint(s->column_text(3));
+    if (!c) {
+      out.problems.push_back("audit.db holds a damaged checkpoint (size " + std::to_string(size) +
+                             "): " + c.issue().diagnostics);
+      continue;
+    }
+    const auto root = hash_from_blob(s->column_blob(2));
+    if (static_cast<std::int64_t>(c->size) != size || c->time_ms != s->column_int64(1) || !root || *root != c->root)
+      out.problems.push_back("audit.db's checkpoint table row for size " + std::to_string(size) +
+                             " disagrees with its own signed note");
+    out.checkpoints.push_back(std::move(*c));
+  }
+  return out;
+}
+
+}  // namespace
+
+fhir::Result<StoredLog> read_stored_log(const std::string& audit_db_path) {
+  auto db = open_audit_db(audit_db_path);
+  if (!db) return std::move(db).issue();
+  if (auto s = db->exec("BEGIN"); !s) return std::move(s).issue();
+  StoredLog log;
+  auto rows = db->prepare(kRowSql);
+  if (!rows) return std::move(rows).issue();
+  for (;;) {
+    auto r = rows->step();
+    if (!r) return std::move(r).issue();
+    if (!*r) break;
+    log.rows.push_back(row_from(*rows));
+  }
+  auto pats = db->prepare("SELECT seq, nhs_number FROM audit_patient ORDER BY seq, nhs_number");
+  if (!pats) return std::move(pats).issue();
+  std::size_t at = 0;
+  for (;;) {
+    auto r = pats->step();
+    if (!r) return std::move(r).issue();
+    if (!*r) break;
+    const std::int64_t seq = pats->column_int64(0);
+    while (at < log.rows.size() && log.rows[at].seq < seq) ++at;
+    if (at < log.rows.size() && log.rows[at].seq == seq) log.rows[at].patients.push_back(pats->column_text(1));
+  }
+  auto nodes = db->prepare("SELECT level, idx, hash FROM audit_node");
+  if (!nodes) return std::move(nodes).issue();
+  for (;;) {
+    auto r = nodes->step();
+    if (!r) return std::move(r).issue();
+    if (!*r) break;
+    auto h = hash_from_blob(nodes->column_blob(2));
+    log.nodes[{static_cast<unsigned>(nodes->column_int64(0)), static_cast<std::uint64_t>(nodes->column_int64(1))}] =
+        h.value_or(Hash{});
+  }
+  auto notes = db->prepare("SELECT note FROM audit_checkpoint ORDER BY size, time_ms");
+  if (!notes) return std::move(notes).issue();
+  for (;;) {
+    auto r = notes->step();
+    if (!r) return std::move(r).issue();
+    if (!*r) break;
+    log.checkpoint_notes.push_back(notes->column_text(0));
+  }
+  (void)db->exec("ROLLBACK");
+  return log;
+}
+
+VerifyReport verify_log(const StoredLog& log, const VerifyOptions& options) {
+  std::vector<Checkpoint> table;
+  std::vector<std::string> bad_notes;
+  for (const auto& text : log.checkpoint_notes) {
+    auto c = parse_checkpoint(text);
+    if (c) table.push_back(std::move(*c));
+    else bad_notes.push_back("audit.db holds a damaged checkpoint: " + c.issue().diagnostics);
+  }
+  const auto* nodes = &log.nodes;
+  LogVerifier v(options, std::move(table), [nodes](unsigned level, std::uint64_t index) -> std::optional<Hash> {
+    auto it = nodes->find({level, index});
+    if (it == nodes->end()) return std::nullopt;
+    return it->second;
+  });
+  for (auto& text : bad_notes) v.add_problem(std::nullopt, "bad-checkpoint", std::move(text));
+
+  std::vector<RowCheck> checks;
+  checks.reserve(log.rows.size());
+  for (const auto& row : log.rows) checks.push_back(check_row(row));
+
+  auto leaf_it = log.nodes.lower_bound({0, 0});
+  std::size_t i = 0;
+  for (; i < log.rows.size() && log.rows[i].seq < 0; ++i)
+    v.add_problem(0, "inserted", "audit.db holds a row with a negative sequence number");
+  while (!v.settled()) {
+    const bool have_row = i < log.rows.size();
+    const bool have_leaf = leaf_it != log.nodes.end() && leaf_it->first.first == 0;
+    if (!have_row && !have_leaf) break;
+    const std::uint64_t row_index = have_row ? static_cast<std::uint64_t>(log.rows[i].seq) : UINT64_MAX;
+    const std::uint64_t leaf_index = have_leaf ? leaf_it->first.second : UINT64_MAX;
+    const std::uint64_t index = std::min(row_index, leaf_index);
+    std::optional<Hash> leaf;
+    if (leaf_index == index) leaf = (leaf_it++)->second;
+    if (row_index == index) {
+      v.add(index, &log.rows[i], &checks[i], leaf);
+      ++i;
+    } else {
+      v.add(index, nullptr, nullptr, leaf);
+    }
+  }
+  return v.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming over audit.db.
+
+namespace {
+
+// Forward cursors over audit_node, one per level, for the ascending lookups LogVerifier makes.
+struct NodeCursors {
+  Database* db;
+  struct Level {
+    std::optional<Statement> stmt;
+    bool done = false;
+    bool has = false;
+    std::uint64_t idx = 0;
+    Hash hash{};
+  };
+  std::vector<Level> levels;
+  std::string error;
+
+  std::optional<Hash> lookup(unsigned level, std::uint64_t index) {
+    if (level >= 64) return std::nullopt;
+    if (levels.size() <= level) levels.resize(level + 1);
+    Level& l = levels[level];
+    if (!l.stmt && !l.done) {
+      auto s = db->prepare("SELECT idx, hash FROM audit_node WHERE level = ?1 AND idx >= 0 ORDER BY idx");
+      if (!s) {
+        error = s.issue().diagnostics;
+        l.done = true;
+        return std::nullopt;
+      }
+      l.stmt.emplace(std::move(*s));
+      l.stmt->bind(1, static_cast<std::int64_t>(level));
+    }
+    while (!l.done && (!l.has || l.idx < index)) {
+      auto r = l.stmt->step();
+      if (!r) {
+        error = r.issue().diagnostics;
+        l.done = true;
+        break;
+      }
+      if (!*r) {
+        l.done = true;
+        l.has = false;
+        break;
+      }
+      l.has = true;
+      l.idx = static_cast<std::uint64_t>(l.stmt->column_int64(0));
+      l.hash = hash_from_blob(l.stmt->column_blob(1)).value_or(Hash{});
+    }
+    if (l.has && l.idx == index) return l.hash;
+    return std::nullopt;
+  }
+};
+
+// Merges audit_record and the level-0 nodes into batches of leaf indexes.
+class SlotReader {
+ public:
+  struct Slot {
+    std::uint64_t index;
+    std::int64_t row;  // into Batch::rows, or -1
+    std::optional<Hash> leaf;
+  };
+  struct Batch {
+    std::vector<StoredRow> rows;
+    std::vector<RowCheck> checks;
+    std::vector<Slot> slots;
+  };
+
+  SlotReader(Statement rows, Statement leaves, std::vector<std::uint64_t>* digests,
+             std::unordered_map<std::uint64_t, std::uint64_t>* far_digests)
+      : rows_(std::move(rows)), leaves_(std::move(leaves)), digests_(digests), far_digests_(far_digests) {}
+
+  std::uint64_t negative_rows = 0;
+
+  fhir::Status fill(Batch& b) {
+    b.rows.clear();
+    b.slots.clear();
+    while (b.slots.size() < kChunkRows) {
+      if (auto s = peek_row(); !s) return s;
+      if (auto s = peek_leaf(); !s) return s;
+      if (!row_ && !leaf_) break;
+      const std::uint64_t ri = row_ ? static_cast<std::uint64_t>(row_->seq) : UINT64_MAX;
+      const std::uint64_t li = leaf_ ? leaf_->first : UINT64_MAX;
+      Slot slot{std::min(ri, li), -1, std::nullopt};
+      if (li == slot.index) {
+        slot.leaf = leaf_->second;
+        leaf_.reset();
+      }
+      if (ri == slot.index) {
+        const std::uint64_t seq = slot.index;
+        if (seq < digests_->size()) {
+          row_->patients_digest = std::exchange((*digests_)[seq], 0);
+        } else if (auto it = far_digests_->find(seq); it != far_digests_->end()) {
+          row_->patients_digest = std::exchange(it->second, 0);
+        } else {
+          row_->patients_digest = 0;
+        }
+        slot.row = static_cast<std::int64_t>(b.rows.size());
+        b.rows.push_back(std::move(*row_));
+        row_.reset();
+      }
+      b.slots.push_back(std::move(slot));
+    }
+    return fhir::Ok{};
+  }
+
+ private:
+  fhir::Status peek_row() {
+    while (!row_ && !rows_done_) {
+      auto r = rows_.step();
+      if (!r) return std::move(r).issue();
+      if (!*r) {
+        rows_done_ = true;
+        break;
+      }
+      StoredRow row = row_from(rows_);
+      if (row.seq < 0) {
+        ++negative_rows;
+        continue;
+      }
+      row_ = std::move(row);
+    }
+    return fhir::Ok{};
+  }
+  fhir::Status peek_leaf() {
+    while (!leaf_ && !leaves_done_) {
+      auto r = leaves_.step();
+      if (!r) return std::move(r).issue();
+      if (!*r) {
+        leaves_done_ = true;
+        break;
+      }
+      const std::int64_t idx = leaves_.column_int64(0);
+      if (idx < 0) continue;
+      leaf_.emplace(static_cast<std::uint64_t>(idx), hash_from_blob(leaves_.column_blob(1)).value_or(Hash{}));
+    }
+    return fhir::Ok{};
+  }
+
+  Statement rows_, leaves_;
+  std::vector<std::uint64_t>* digests_;
+  std::unordered_map<std::uint64_t, std::uint64_t>* far_digests_;
+  std::optional<StoredRow> row_;
+  std::optional<std::pair<std::uint64_t, Hash>> leaf_;
+  bool rows_done_ = false, leaves_done_ = false;
+};
+
+// Runs check_row over a batch's rows on `threads` threads; join() (or the destructor) waits.
+class Checkers {
+ public:
+  explicit Checkers(unsigned threads) : threads_(threads) {}
+  ~Checkers() { join(); }
+  Checkers(const Checkers&) = delete;
+  Checkers& operator=(const Checkers&) = delete;
+
+  void start(SlotReader::Batch& b) {
+    b.checks.assign(b.rows.size(), RowCheck{});
+    for (unsigned t = 0; t < threads_; ++t)
+      pool_.emplace_back([&b, t, n = threads_] {
+        for (std::size_t i = t; i < b.rows.size(); i += n) b.checks[i] = check_row(b.rows[i]);
+      });
+  }
+  void join() {
+    for (auto& th : pool_) th.join();
+    pool_.clear();
+  }
+
+ private:
+  unsigned threads_;
+  std::vector<std::thread> pool_;
+};
+
+fhir::Result<std::int64_t> scalar(Database& db, const char* sql) {
+  auto s = db.prepare(sql);
+  if (!s) return std::move(s).issue();
+  auto r = s->step();
+  if (!r) return std::move(r).issue();
+  return s->column_int64(0);
+}
+
+}  // namespace
+
+fhir::Result<VerifyReport> verify_database(const std::string& audit_db_path, const VerifyOptions& options) {
+  auto opened = open_audit_db(audit_db_path);
+  if (!opened) return std::move(opened).issue();
+  Database& db = *opened;
+  // One read transaction: every statement below sees the same snapshot, even while the gateway
+  // keeps appending.
+  if (auto s = db.exec("BEGIN"); !s) return unreadable(s.issue().diagnostics);
+
+  auto row_count = scalar(db, "SELECT count(*) FROM audit_record");
+  if (!row_count) return unreadable(row_count.issue().diagnostics);
+  auto table = read_checkpoint_table(db);
+  if (!table) return unreadable(table.issue().diagnostics);
+
+  // audit_patient in its own order, folded into one digest per record (bounded memory). The
+  // reader takes each record's digest out; what is left names records audit.db does not hold.
+  const std::uint64_t rows_total = static_cast<std::uint64_t>(std::max<std::int64_t>(*row_count, 0));
+  std::vector<std::uint64_t> digests(rows_total + 1024, 0);
+  std::unordered_map<std::uint64_t, std::uint64_t> far_digests;  // seq beyond the rows' range
+  std::uint64_t negative_patient_rows = 0;
+  {
+    auto pats = db.prepare("SELECT seq, nhs_number FROM audit_patient");
+    if (!pats) return unreadable(pats.issue().diagnostics);
+    for (;;) {
+      auto r = pats->step();
+      if (!r) return unreadable(r.issue().diagnostics);
+      if (!*r) break;
+      const std::int64_t seq = pats->column_int64(0);
+      if (seq < 0) {
+        ++negative_patient_rows;
+        continue;
+      }
+      const auto useq = static_cast<std::uint64_t>(seq);
+      const std::uint64_t d = patient_digest(std::string_view(pats->column_text(1)));
+      if (useq < digests.size()) digests[useq] ^= d;
+      else far_digests[useq] ^= d;
+    }
+  }
+
+  NodeCursors cursors{&db, {}, {}};
+  LogVerifier verifier(options, std::move(table->checkpoints),
+                       [&cursors](unsigned level, std::uint64_t index) { return cursors.lookup(level, index); });
+  for (auto& text : table->problems) verifier.add_problem(std::nullopt, "bad-checkpoint", std::move(text));
+
+  auto rows = db.prepare(kRowSql);
+  if (!rows) return unreadable(rows.issue().diagnostics);
+  auto leaves = db.prepare("SELECT idx, hash FROM audit_node WHERE level = 0 ORDER BY idx");
+  if (!leaves) return unreadable(leaves.issue().diagnostics);
+  SlotReader reader(std::move(*rows), std::move(*leaves), &digests, &far_digests);
+
+  // Pipeline: the worker threads check batch k while this thread reads batch k+1 and then
+  // feeds batch k-1 to the verifier, so reading and the sequential checks overlap the hashing.
+  const unsigned threads = std::clamp(options.threads, 1u, kMaxThreads);
+  SlotReader::Batch current, next;
+  Checkers checkers(threads);
+  if (auto s = reader.fill(current); !s) return unreadable(s.issue().diagnostics);
+  checkers.start(current);
+  std::uint64_t done = 0;
+  while (!current.slots.empty()) {
+    fhir::Status read = reader.fill(next);
+    checkers.join();
+    if (!read) return unreadable(read.issue().diagnostics);
+    if (!next.slots.empty()) checkers.start(next);
+    for (const auto& slot : current.slots) {
+      if (slot.row >= 0) {
+        const auto r = static_cast<std::size_t>(slot.row);
+        verifier.add(slot.index, &current.rows[r], &current.checks[r], slot.leaf);
+      } else {
+        verifier.add(slot.index, nullptr, nullptr, slot.leaf);
+      }
+    }
+    done += current.rows.size();
+    if (!cursors.error.empty()) return unreadable(cursors.error);
+    if (options.progress) options.progress(done, rows_total);
+    if (verifier.settled()) break;
+    checkers.join();
+    std::swap(current, next);
+  }
+  checkers.join();
+  if (reader.negative_rows > 0)
+    verifier.add_problem(0, "inserted",
+                         "audit.db holds " + num(reader.negative_rows) + " row(s) with a negative sequence number");
+  if (!verifier.settled()) {
+    std::vector<std::uint64_t> stray;
+    for (std::uint64_t i = 0; i < digests.size(); ++i)
+      if (digests[i] != 0) stray.push_back(i);
+    for (const auto& [seq, d] : far_digests)
+      if (d != 0) stray.push_back(seq);
+    std::sort(stray.begin(), stray.end());
+    for (std::size_t i = 0; i < stray.size() && i < kMaxStrayPatientRows; ++i)
+      verifier.add_problem(stray[i], "column-mismatch",
+                           "the patient index names record " + num(stray[i]) + ", which audit.db does not hold");
+    const std::uint64_t more = negative_patient_rows + (stray.size() > kMaxStrayPatientRows ? stray.size() - kMaxStrayPatientRows : 0);
+    if (more > 0)
+      verifier.add_problem(std::nullopt, "column-mismatch",
+                           num(more) + " more patient index rows name records audit.db does not hold");
+  }
+  (void)db.exec("ROLLBACK");
+  return verifier.finish();
+}
+
+}  // namespace gw::audit

@@ -1,0 +1,768 @@
+// SPDX-License-Identifier: Apache-2.0
+// The audit forwarder (gateway/audit/forwarder.h) against an in-test RFC 5425 receiver on
+// 127.0.0.1: strict octet-counting framing, RFC 5424 syntax, byte-identical records, at least
+// once across receiver resets and restarts, certificate checks, the persisted cursor, and
+// truncation of oversized records.
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "gateway/audit/forwarder.h"
+#include "gateway/audit/log.h"
+#include "gateway/audit/merkle.h"
+#include "gateway/sqlite/database.h"
+#include "support/certs.h"
+#include "support/paths.h"
+
+using namespace gw;
+using namespace gw::audit;
+using namespace std::chrono_literals;
+
+namespace {
+
+// --- RFC 5424 / RFC 5425 parsing, strict ----------------------------------------------
+
+// One octet-counted frame off the front of `buf`: 1 = `out` holds a message, 0 = need more
+// bytes, -1 = malformed (RFC 5425 4.3.1: MSG-LEN = NONZERO-DIGIT *DIGIT, then one SP).
+int next_frame(std::string& buf, std::string& out) {
+  if (buf.empty()) return 0;
+  std::size_t i = 0;
+  while (i < buf.size() && buf[i] >= '0' && buf[i] <= '9') ++i;
+  if (i == 0 || buf[0] == '0' || i > 7) return -1;
+  if (i == buf.size()) return 0;
+  if (buf[i] != ' ') return -1;
+  const std::size_t len = std::stoul(buf.substr(0, i));
+  if (len > 1024 * 1024) return -1;
+  if (buf.size() < i + 1 + len) return 0;
+  out = buf.substr(i + 1, len);
+  buf.erase(0, i + 1 + len);
+  return 1;
+}
+
+struct Syslog {
+  int pri = -1;
+  std::string timestamp, hostname, app_name, procid, msgid, sd_id;
+  std::multimap<std::string, std::string> params;  // unescaped
+  std::string msg;
+  std::string error;  // empty when the message is valid RFC 5424
+  std::string param(const std::string& name) const {
+    auto it = params.find(name);
+    return it == params.end() ? std::string() : it->second;
+  }
+};
+
+bool printable(std::string_view s, std::size_t max) {
+  if (s.empty() || s.size() > max) return false;
+  for (char c : s)
+    if (static_cast<unsigned char>(c) < 33 || static_cast<unsigned char>(c) > 126) return false;
+  return true;
+}
+
+// RFC 5424 section 6, with exactly one SD-ELEMENT (what the forwarder sends).
+Syslog parse_5424(const std::string& m) {
+  Syslog s;
+  std::size_t p = 0;
+  auto fail = [&](std::string why) {
+    s.error = std::move(why);
+    return s;
+  };
+  auto token = [&](std::string& out) {
+    auto sp = m.find(' ', p);
+    if (sp == std::string::npos) return false;
+    out = m.substr(p, sp - p);
+    p = sp + 1;
+    return true;
+  };
+  if (m.empty() || m[0] != '<') return fail("no PRI");
+  auto gt = m.find('>');
+  if (gt == std::string::npos || gt < 2 || gt > 4) return fail("bad PRI");
+  for (std::size_t i = 1; i < gt; ++i)
+    if (m[i] < '0' || m[i] > '9') return fail("bad PRI digit");
+  if (gt > 2 && m[1] == '0') return fail("PRI with a leading zero");
+  s.pri = std::stoi(m.substr(1, gt - 1));
+  if (s.pri > 191) return fail("PRI out of range");
+  if (m.compare(gt + 1, 2, "1 ") != 0) return fail("VERSION is not 1");
+  p = gt + 3;
+  if (!token(s.timestamp) || !token(s.hostname) || !token(s.app_name) || !token(s.procid) || !token(s.msgid))
+    return fail("header too short");
+  static const std::regex ts(R"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2}))");
+  if (s.timestamp != "-" && !std::regex_match(s.timestamp, ts)) return fail("bad TIMESTAMP");
+  if (!printable(s.hostname, 255) || !printable(s.app_name, 48) || !printable(s.procid, 128) || !printable(s.msgid, 32))
+    return fail("bad header field");
+  if (p >= m.size() || m[p] != '[') return fail("no SD-ELEMENT");
+  ++p;
+  auto sd_name = [&](std::string& out) {
+    std::size_t start = p;
+    while (p < m.size() && m[p] != ' ' && m[p] != '=' && m[p] != ']' && m[p] != '"') {
+      if (static_cast<unsigned char>(m[p]) < 33 || static_cast<unsigned char>(m[p]) > 126) return false;
+      ++p;
+    }
+    out = m.substr(start, p - start);
+    return !out.empty() && out.size() <= 32;
+  };
+  if (!sd_name(s.sd_id)) return fail("bad SD-ID");
+  for (;;) {
+    if (p >= m.size()) return fail("unterminated SD-ELEMENT");
+    if (m[p] == ']') {
+      ++p;
+      break;
+    }
+    if (m[p] != ' ') return fail("expected SP in SD-ELEMENT");
+    ++p;
+    std::string name, value;
+    if (!sd_name(name)) return fail("bad PARAM-NAME");
+    if (m.compare(p, 2, "=\"") != 0) return fail("expected =\"");
+    p += 2;
+    for (;;) {
+      if (p >= m.size()) return fail("unterminated PARAM-VALUE");
+      char c = m[p++];
+      if (c == '"') break;
+      if (c == ']') return fail("unescaped ] in PARAM-VALUE");
+      if (c == '\\' && p < m.size() && (m[p] == '"' || m[p] == '\\' || m[p] == ']')) c = m[p++];
+      value.push_back(c);
+    }
+    s.params.emplace(name, value);
+  }
+  if (p < m.size()) {
+    if (m[p] == '[') return fail("more than one SD-ELEMENT");
+    if (m[p] != ' ') return fail("expected SP before MSG");
+    s.msg = m.substr(p + 1);
+  }
+  return s;
+}
+
+// --- the receiver -------------------------------------------------------------------------
+
+struct ReceiverOptions {
+  std::string cert = test::dev_certs().server_cert;
+  std::string key = test::dev_certs().server_key;
+  std::string client_ca;                  // require a client certificate from this CA
+  std::uint16_t port = 0;                 // 0 = ephemeral
+  std::size_t reset_first_session_after = 0;  // TCP reset after this many messages (first session only)
+  bool plain_garbage = false;             // not TLS: answer with junk and close
+};
+
+// An RFC 5425 receiver on 127.0.0.1, one session at a time, on its own thread. Every received
+// message is kept; any framing error ends the session and is counted.
+class Receiver {
+ public:
+  explicit Receiver(ReceiverOptions o) : opt_(std::move(o)) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    REQUIRE(listen_fd_ >= 0);
+    int on = 1;
+    ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(opt_.port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(listen_fd_, 16) == 0);
+    socklen_t len = sizeof a;
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    if (!opt_.plain_garbage) {
+      ctx_ = SSL_CTX_new(TLS_server_method());
+      REQUIRE(ctx_ != nullptr);
+      SSL_CTX_set_min_proto_version(ctx_, TLS1_2_VERSION);
+      REQUIRE(SSL_CTX_use_certificate_chain_file(ctx_, opt_.cert.c_str()) == 1);
+      REQUIRE(SSL_CTX_use_PrivateKey_file(ctx_, opt_.key.c_str(), SSL_FILETYPE_PEM) == 1);
+      if (!opt_.client_ca.empty()) {
+        REQUIRE(SSL_CTX_load_verify_locations(ctx_, opt_.client_ca.c_str(), nullptr) == 1);
+        SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+        static const unsigned char kContext[] = "forwarder-test";
+        SSL_CTX_set_session_id_context(ctx_, kContext, sizeof kContext - 1);
+      }
+    }
+    thread_ = std::thread([this] { run(); });
+  }
+  ~Receiver() {
+    stop();
+    if (ctx_) SSL_CTX_free(ctx_);
+  }
+  Receiver(const Receiver&) = delete;
+  Receiver& operator=(const Receiver&) = delete;
+
+  // Goes down like a crashed process: the open session is reset, the port closed.
+  void stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    if (listen_fd_ >= 0) ::close(listen_fd_);
+    listen_fd_ = -1;
+  }
+
+  std::uint16_t port() const { return port_; }
+  std::vector<std::string> messages() const {
+    std::lock_guard lock(mu_);
+    return messages_;
+  }
+  std::vector<std::uint64_t> seqs() const {
+    std::lock_guard lock(mu_);
+    return seqs_;
+  }
+  std::set<std::uint64_t> distinct() const {
+    auto v = seqs();
+    return {v.begin(), v.end()};
+  }
+  std::size_t count() const {
+    std::lock_guard lock(mu_);
+    return seqs_.size();
+  }
+  int sessions() const { return sessions_; }
+  int handshake_failures() const { return handshake_failures_; }
+  int framing_errors() const { return framing_errors_; }
+  int syntax_errors() const { return syntax_errors_; }
+  int clean_closes() const { return clean_closes_; }
+
+ private:
+  static void reset_close(int fd) {
+    linger l{1, 0};  // RST: what a crash or an abortive close looks like to the sender
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    ::close(fd);
+  }
+  bool wait(int fd, short events) {
+    pollfd p{fd, events, 0};
+    return ::poll(&p, 1, 50) > 0;
+  }
+
+  void run() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    while (!stop_) {
+      if (!wait(listen_fd_, POLLIN)) continue;
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd >= 0) serve(fd);
+    }
+  }
+
+  void serve(int fd) {
+    const int session = ++sessions_;
+    if (opt_.plain_garbage) {
+      static const char junk[] = "HTTP/1.1 400 Bad Request\r\n\r\n";
+      [[maybe_unused]] auto n = ::write(fd, junk, sizeof junk - 1);
+      reset_close(fd);
+      return;
+    }
+    SSL* ssl = SSL_new(ctx_);
+    SSL_set_fd(ssl, fd);
+    auto finish = [&](bool reset) {
+      SSL_free(ssl);
+      if (reset) reset_close(fd);
+      else ::close(fd);
+    };
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    for (;;) {
+      ERR_clear_error();
+      const int r = SSL_accept(ssl);
+      if (r == 1) break;
+      const int err = SSL_get_error(ssl, r);
+      if ((err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) && !stop_ &&
+          std::chrono::steady_clock::now() < deadline) {
+        wait(fd, err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT);
+        continue;
+      }
+      ++handshake_failures_;
+      finish(true);
+      return;
+    }
+    std::string buf;
+    std::size_t in_session = 0;
+    char tmp[16384];
+    for (;;) {
+      ERR_clear_error();
+      const int r = SSL_read(ssl, tmp, sizeof tmp);
+      if (r > 0) {
+        buf.append(tmp, static_cast<std::size_t>(r));
+        std::string msg;
+        int got;
+        while ((got = next_frame(buf, msg)) == 1) {
+          Syslog parsed = parse_5424(msg);
+          if (!parsed.error.empty()) ++syntax_errors_;
+          {
+            std::lock_guard lock(mu_);
+            messages_.push_back(msg);
+            seqs_.push_back(std::strtoull(parsed.param("seq").c_str(), nullptr, 10));
+          }
+          if (session == 1 && opt_.reset_first_session_after != 0 && ++in_session == opt_.reset_first_session_after) {
+            finish(true);  // whatever else TCP already accepted is dropped unread
+            return;
+          }
+        }
+        if (got < 0) {
+          ++framing_errors_;
+          finish(true);
+          return;
+        }
+        continue;
+      }
+      const int err = SSL_get_error(ssl, r);
+      if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+        if (stop_) {
+          finish(true);
+          return;
+        }
+        wait(fd, err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT);
+        continue;
+      }
+      if (err == SSL_ERROR_ZERO_RETURN) {
+        // The sender's close_notify: a frame cut short before it is a framing error; answer
+        // with ours (RFC 5425 4.4).
+        if (!buf.empty()) ++framing_errors_;
+        for (int i = 0; i < 100 && SSL_shutdown(ssl) < 0; ++i) wait(fd, POLLOUT);
+        ++clean_closes_;
+        finish(false);
+        return;
+      }
+      finish(true);
+      return;
+    }
+  }
+
+  ReceiverOptions opt_;
+  int listen_fd_ = -1;
+  std::uint16_t port_ = 0;
+  SSL_CTX* ctx_ = nullptr;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  mutable std::mutex mu_;
+  std::vector<std::string> messages_;
+  std::vector<std::uint64_t> seqs_;
+  std::atomic<int> sessions_{0}, handshake_failures_{0}, framing_errors_{0}, syntax_errors_{0}, clean_closes_{0};
+};
+
+// --- helpers --------------------------------------------------------------------------------
+
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = 30s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return pred();
+}
+
+Record access(int i) {
+  Record r;
+  r.time_ms = 1'790'000'000'000 + i * 1000;
+  r.kind = "rest";
+  r.action = "read";
+  r.method = "GET";
+  r.target = "/Patient/9000000009";
+  r.route = "/Patient/{id}";
+  r.status = i % 9 == 8 ? 404 : 200;
+  r.agent_kind = "user";
+  r.user = "dr-" + std::to_string(i % 5);
+  r.role = "clinician";
+  r.organisation = "A81001";
+  r.detail.patients = {"9000000009"};
+  r.detail.basis = "registered-practice";
+  return r;
+}
+
+struct AuditDb {
+  std::string path;
+  std::unique_ptr<Log> log;
+  explicit AuditDb(const char* name) : path((test::temp_dir(name) / "audit.db").string()) {
+    LogOptions o;
+    o.path = path;
+    o.rules.out_of_hours = false;
+    auto l = Log::open(o, nullptr);
+    REQUIRE_MESSAGE(l.ok(), (l.ok() ? "" : l.issue().diagnostics));
+    log = std::move(*l);
+  }
+  void append(int from, int to) {
+    for (int i = from; i < to; ++i) {
+      Record r = access(i);
+      auto seq = log->append_sync(std::move(r));
+      REQUIRE(seq.ok());
+      REQUIRE(*seq == static_cast<std::uint64_t>(i));
+    }
+  }
+  std::string stored(std::uint64_t seq) const {
+    auto db = sqlite::Database::open(path, sqlite::Database::Mode::read_only);
+    REQUIRE(db.ok());
+    auto st = db->prepare("SELECT record FROM audit_record WHERE seq = ?1");
+    REQUIRE(st.ok());
+    st->bind(1, static_cast<std::int64_t>(seq));
+    auto row = st->step();
+    REQUIRE((row.ok() && *row));
+    return st->column_blob(0);
+  }
+  std::optional<std::uint64_t> cursor(const std::string& name) const {
+    auto db = sqlite::Database::open(path, sqlite::Database::Mode::read_only);
+    REQUIRE(db.ok());
+    auto st = db->prepare("SELECT seq FROM audit_forward_cursor WHERE name = ?1");
+    REQUIRE(st.ok());
+    st->bind(1, name);
+    auto row = st->step();
+    REQUIRE(row.ok());
+    if (!*row) return std::nullopt;
+    return static_cast<std::uint64_t>(st->column_int64(0));
+  }
+};
+
+ForwarderOptions options_for(const AuditDb& db, std::uint16_t port) {
+  ForwarderOptions o;
+  o.database = db.path;
+  o.host = "127.0.0.1";
+  o.port = port;
+  o.ca_file = test::dev_certs().ca;
+  o.hostname = "gw-test-host";
+  o.poll_interval = 50ms;
+  o.resend_window = 300ms;
+  o.backoff_min = 20ms;
+  o.backoff_max = 300ms;
+  o.io_timeout = 3s;
+  o.drain_timeout = 5s;
+  return o;
+}
+
+std::unique_ptr<Forwarder> start(ForwarderOptions o) {
+  auto f = Forwarder::start(std::move(o));
+  REQUIRE_MESSAGE(f.ok(), (f.ok() ? "" : f.issue().diagnostics));
+  return std::move(*f);
+}
+
+std::set<std::uint64_t> range_set(std::uint64_t n) {
+  std::set<std::uint64_t> s;
+  for (std::uint64_t i = 0; i < n; ++i) s.insert(i);
+  return s;
+}
+
+std::uint16_t free_port() {
+  Receiver probe(ReceiverOptions{});
+  const auto p = probe.port();
+  probe.stop();
+  return p;
+}
+
+// A certificate made with the openssl CLI (as certs/make-dev-certs does), in `dir`.
+void openssl(const std::string& args) {
+  const std::string cmd = "openssl " + args + " >/dev/null 2>&1";
+  REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, cmd);
+}
+
+}  // namespace
+
+TEST_CASE("Forwarder: 500 records arrive in order over mutual TLS, each MSG byte-identical to the stored record") {
+  AuditDb db("fwd-order");
+  ReceiverOptions ro;
+  ro.client_ca = test::dev_certs().ca;
+  Receiver rx(ro);
+  ForwarderOptions o = options_for(db, rx.port());
+  o.host = "localhost";  // DNS-name verification this time
+  o.client_certificate = test::dev_certs().client_cert;
+  o.client_key = test::dev_certs().client_key;
+  o.batch_size = 64;
+  auto f = start(o);
+  for (int chunk = 0; chunk < 10; ++chunk) {
+    db.append(chunk * 50, chunk * 50 + 50);
+    f->notify();
+  }
+  // stop() drains: what was committed before it is sent, and the clean close (the receiver's
+  // close_notify comes after it has read everything) confirms it.
+  f->stop();
+
+  const auto seqs = rx.seqs();
+  REQUIRE(seqs.size() == 500);
+  for (std::uint64_t i = 0; i < 500; ++i) CHECK(seqs[i] == i);
+  const auto msgs = rx.messages();
+  int bad = 0;
+  for (std::uint64_t i = 0; i < 500; ++i) {
+    const Syslog s = parse_5424(msgs[i]);
+    const std::string stored = db.stored(i);
+    const bool ok = s.error.empty() && s.msgid == "audit" && s.app_name == "fhir-gateway" &&
+                    s.hostname == "gw-test-host" && s.sd_id == "fhirgw@32473" && s.param("seq") == std::to_string(i) &&
+                    s.param("leaf") == merkle::to_hex(merkle::leaf_hash(stored)) &&
+                    s.msg == std::string("\xEF\xBB\xBF") + stored && s.params.count("truncated") == 0;
+    if (!ok) ++bad;
+  }
+  CHECK(bad == 0);
+  // Facility authpriv (10); severity 6 for a success, 4 for the 404s.
+  CHECK(parse_5424(msgs[0]).pri == 10 * 8 + 6);
+  CHECK(parse_5424(msgs[8]).pri == 10 * 8 + 4);
+  CHECK(parse_5424(msgs[0]).timestamp == format_time_ms(access(0).time_ms));
+  CHECK(parse_5424(msgs[3]).param("user") == "dr-3");
+  CHECK(parse_5424(msgs[3]).param("patient") == "9000000009");
+  CHECK(rx.framing_errors() == 0);
+  CHECK(rx.syntax_errors() == 0);
+  CHECK(rx.clean_closes() == 1);  // stop() closed with close_notify both ways
+  const ForwarderStats st = f->stats();
+  CHECK(st.sent == 500);
+  CHECK(st.resent == 0);
+  CHECK(st.connects == 1);
+  CHECK(st.cursor == 500);
+  CHECK(db.cursor("siem") == std::optional<std::uint64_t>(500));
+}
+
+TEST_CASE("Forwarder: a receiver reset and a receiver restart lose nothing; duplicates carry their seq") {
+  AuditDb db("fwd-restart");
+  const std::uint16_t port = free_port();
+  ReceiverOptions ro;
+  ro.port = port;
+  ro.reset_first_session_after = 60;  // reads 60, then resets with the rest accepted by TCP but unread
+  auto rx1 = std::make_unique<Receiver>(ro);
+  db.append(0, 150);
+  ForwarderOptions o = options_for(db, port);
+  o.resend_window = 1s;
+  auto f = start(o);
+  REQUIRE(eventually([&] { return rx1->distinct().size() >= 150; }));
+  CHECK(rx1->sessions() >= 2);
+  // (stats are published after the write the receiver has already seen). How many are resent
+  // depends on how far the cursor got before the reset (resend_window is 1 s and the machine
+  // may be slow); that some are, and that nothing is lost (below), does not.
+  CHECK(eventually([&] { return f->stats().disconnects >= 1 && f->stats().resent >= 1; }));
+
+  // The receiver goes down; records keep coming; the forwarder keeps trying.
+  rx1->stop();
+  const auto received_by_rx1 = rx1->seqs();
+  const auto failures_before = f->stats().connect_failures;
+  db.append(150, 250);
+  f->notify();
+  REQUIRE(eventually([&] { return f->stats().connect_failures >= failures_before + 2; }));
+  CHECK(f->stats().cursor <= 250);
+
+  // Back on the same port: everything after the cursor is sent again.
+  ReceiverOptions ro2;
+  ro2.port = port;
+  Receiver rx2(ro2);
+  REQUIRE(eventually([&] {
+    auto got = rx2.distinct();
+    got.insert(received_by_rx1.begin(), received_by_rx1.end());
+    return got.size() >= 250;
+  }));
+  db.append(250, 260);
+  f->notify();
+  REQUIRE(eventually([&] { return rx2.distinct().count(259) == 1; }));
+  // Still connected: the cursor moves once the session has stayed healthy for resend_window.
+  REQUIRE(eventually([&] { return f->stats().cursor == 260; }));
+  CHECK(f->stats().connected);
+  REQUIRE(eventually([&] { return db.cursor("siem") == std::optional<std::uint64_t>(260); }));
+  f->stop();
+
+  std::set<std::uint64_t> all(received_by_rx1.begin(), received_by_rx1.end());
+  const auto second = rx2.seqs();
+  all.insert(second.begin(), second.end());
+  CHECK(all == range_set(260));
+  const std::size_t duplicates = received_by_rx1.size() + second.size() - all.size();
+  MESSAGE("duplicates delivered: " << duplicates);
+  CHECK(duplicates > 0);  // the reset session's 60 at least
+  // rx2 got one contiguous run, from the cursor it resumed at up to 259.
+  REQUIRE(!second.empty());
+  for (std::size_t i = 1; i < second.size(); ++i) CHECK(second[i] == second[i - 1] + 1);
+  CHECK(second.back() == 259);
+  CHECK(rx1->framing_errors() + rx2.framing_errors() == 0);
+  CHECK(f->stats().cursor == 260);
+  CHECK(db.cursor("siem") == std::optional<std::uint64_t>(260));
+}
+
+TEST_CASE("Forwarder: a receiver whose certificate the CA did not sign, or that names another host, gets nothing") {
+  AuditDb db("fwd-certs");
+  const auto dir = test::temp_dir("fwd-rogue").string();
+  const auto& dev = test::dev_certs();
+  SUBCASE("self-signed") {
+    openssl("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " + dir + "/key.pem -out " +
+            dir + "/cert.pem -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1");
+  }
+  SUBCASE("signed by the right CA for another host") {
+    openssl("ecparam -name prime256v1 -genkey -noout -out " + dir + "/key.pem");
+    openssl("req -new -key " + dir + "/key.pem -subj /CN=siem.example -out " + dir + "/req.csr");
+    std::ofstream(dir + "/ext.cnf") << "subjectAltName=DNS:siem.example\nextendedKeyUsage=serverAuth\n";
+    openssl("x509 -req -in " + dir + "/req.csr -CA " + dev.ca + " -CAkey " + dev.dir + "/ca-key.pem -set_serial 4242" +
+            " -days 2 -sha256 -extfile " + dir + "/ext.cnf -out " + dir + "/cert.pem");
+  }
+  const std::uint16_t port = free_port();
+  ReceiverOptions bad;
+  bad.port = port;
+  bad.cert = dir + "/cert.pem";
+  bad.key = dir + "/key.pem";
+  auto rogue = std::make_unique<Receiver>(bad);
+  auto f = start(options_for(db, port));
+  db.append(0, 20);
+  f->notify();
+  REQUIRE(eventually([&] { return f->stats().connect_failures >= 3; }));
+  CHECK(rogue->count() == 0);
+  CHECK(rogue->handshake_failures() >= 1);
+  CHECK(f->stats().connects == 0);
+  CHECK(f->stats().sent == 0);
+  CHECK(f->stats().cursor == 0);
+  CHECK(f->stats().last_error.find("certificate") != std::string::npos);
+  rogue->stop();
+
+  ReceiverOptions good;
+  good.port = port;
+  Receiver rx(good);
+  REQUIRE(eventually([&] { return rx.distinct() == range_set(20); }));
+  f->stop();
+  CHECK(f->stats().connects >= 1);
+  CHECK(db.cursor("siem") == std::optional<std::uint64_t>(20));
+}
+
+TEST_CASE("Forwarder: the cursor survives a restart; a new forwarder resumes after it") {
+  AuditDb db("fwd-cursor");
+  Receiver rx(ReceiverOptions{});
+  db.append(0, 100);
+  {
+    auto f = start(options_for(db, rx.port()));
+    REQUIRE(eventually([&] { return rx.count() >= 100; }));
+    f->stop();
+    CHECK(f->stats().cursor == 100);
+  }
+  CHECK(db.cursor("siem") == std::optional<std::uint64_t>(100));
+  db.append(100, 150);
+
+  auto again = start(options_for(db, rx.port()));
+  CHECK(again->stats().cursor == 100);
+  REQUIRE(eventually([&] { return rx.count() >= 150; }));
+  again->stop();
+  const auto seqs = rx.seqs();
+  CHECK(seqs.size() == 150);  // nothing sent twice
+  CHECK(std::set<std::uint64_t>(seqs.begin(), seqs.end()) == range_set(150));
+  CHECK(again->stats().sent == 50);
+  CHECK(again->stats().resent == 0);
+  CHECK(db.cursor("siem") == std::optional<std::uint64_t>(150));
+
+  SUBCASE("a new name starts from the beginning, or from the end with from_start = false") {
+    Receiver rx2(ReceiverOptions{});
+    ForwarderOptions o = options_for(db, rx2.port());
+    o.name = "second-siem";
+    o.from_start = false;
+    auto fresh = start(o);
+    CHECK(db.cursor("second-siem") == std::optional<std::uint64_t>(150));
+    db.append(150, 155);
+    fresh->notify();
+    REQUIRE(eventually([&] { return rx2.count() >= 5; }));
+    fresh->stop();
+    CHECK(rx2.distinct() == std::set<std::uint64_t>{150, 151, 152, 153, 154});
+    CHECK(db.cursor("siem") == std::optional<std::uint64_t>(150));  // each receiver has its own row
+  }
+}
+
+TEST_CASE("Forwarder: oversized records are cut on a character boundary and marked; framing stays strict") {
+  SUBCASE("an oversized record is truncated and says so; the next record is whole") {
+    AuditDb db("fwd-big");
+    Receiver rx(ReceiverOptions{});
+    Record big = access(0);
+    big.detail.note.clear();
+    for (int i = 0; i < 3000; ++i) big.detail.note.append("\xC3\xA9");  // "é": 2 bytes each
+    big.user = "dr \"quoted\" \\ back]slash";
+    REQUIRE(db.log->append_sync(big).ok());
+    REQUIRE(db.log->append_sync(access(1)).ok());
+    ForwarderOptions o = options_for(db, rx.port());
+    o.max_message_bytes = 2048;
+    auto f = start(o);
+    REQUIRE(eventually([&] { return rx.count() >= 2; }));
+    f->stop();
+    const auto msgs = rx.messages();
+    REQUIRE(msgs.size() == 2);
+    const std::string stored = db.stored(0);
+    REQUIRE(stored.size() > 6000);
+    CHECK(msgs[0].size() <= 2048);
+    const Syslog s = parse_5424(msgs[0]);
+    CHECK(s.error == "");
+    CHECK(s.param("truncated") == std::to_string(stored.size()));
+    CHECK(s.param("leaf") == merkle::to_hex(merkle::leaf_hash(stored)));
+    CHECK(s.param("user") == big.user);  // escaped on the wire, the same after unescaping
+    REQUIRE(s.msg.rfind("\xEF\xBB\xBF", 0) == 0);
+    const std::string part = s.msg.substr(3);
+    CHECK(part.size() > 1000);
+    CHECK(stored.compare(0, part.size(), part) == 0);
+    CHECK((static_cast<unsigned char>(part.back()) & 0xC0) != 0xC0);  // no dangling lead byte
+    CHECK((static_cast<unsigned char>(stored[part.size()]) & 0xC0) != 0x80);  // cut before a character
+    const Syslog whole = parse_5424(msgs[1]);
+    CHECK(whole.params.count("truncated") == 0);
+    CHECK(whole.msg == "\xEF\xBB\xBF" + db.stored(1));
+    CHECK(f->stats().truncated == 1);
+  }
+
+  SUBCASE("formatting: octet counting and RFC 5424 escaping") {
+    CHECK(frame_syslog("<86>1 - - - - - -") == "17 <86>1 - - - - - -");
+    CHECK(escape_sd_value(R"(a"b\c]d)") == R"(a\"b\\c\]d)");
+    ForwarderOptions o;
+    o.hostname = "host with space";
+    const std::string rec = encode(access(2));
+    const SyslogMessage m = format_syslog(o, o.hostname, "42", 2, rec);
+    const Syslog s = parse_5424(m.text);
+    CHECK(s.error == "");
+    CHECK(s.hostname == "host_with_space");
+    CHECK(s.procid == "42");
+    CHECK(!m.truncated);
+    // Something that is not a canonical record still goes out, identified by seq and leaf.
+    const SyslogMessage junk = format_syslog(o, "h", "1", 7, "not a record");
+    const Syslog j = parse_5424(junk.text);
+    CHECK(j.error == "");
+    CHECK(j.param("seq") == "7");
+    CHECK(j.timestamp == "-");
+    CHECK(j.msg == "\xEF\xBB\xBFnot a record");
+  }
+
+  SUBCASE("the test receiver's framing check is strict") {
+    std::string out;
+    for (const char* bad : {"03 abc", "abc", "3abc", "-1 x", "12345678 x", " 3 abc"}) {
+      std::string b = bad;
+      CHECK_MESSAGE(next_frame(b, out) == -1, bad);
+    }
+    std::string partial = "5 ab";
+    CHECK(next_frame(partial, out) == 0);
+    std::string two = "3 abc1 d";
+    CHECK(next_frame(two, out) == 1);
+    CHECK(out == "abc");
+    CHECK(next_frame(two, out) == 1);
+    CHECK(out == "d");
+  }
+
+  SUBCASE("an endpoint that does not speak TLS is a connect failure; nothing counts as delivered") {
+    AuditDb db("fwd-plain");
+    const std::uint16_t port = free_port();
+    ReceiverOptions junk;
+    junk.port = port;
+    junk.plain_garbage = true;
+    auto plain = std::make_unique<Receiver>(junk);
+    auto f = start(options_for(db, port));
+    db.append(0, 5);
+    f->notify();
+    REQUIRE(eventually([&] { return f->stats().connect_failures >= 2; }));
+    CHECK(f->stats().sent == 0);
+    CHECK(f->stats().cursor == 0);
+    plain->stop();
+    ReceiverOptions good;
+    good.port = port;
+    Receiver rx(good);
+    REQUIRE(eventually([&] { return rx.distinct() == range_set(5); }));
+    f->stop();
+    CHECK(rx.framing_errors() == 0);
+  }
+}
+
+TEST_CASE("Forwarder: options are checked at start") {
+  AuditDb db("fwd-options");
+  ForwarderOptions o = options_for(db, 6514);
+  SUBCASE("missing CA") { o.ca_file = db.path + ".missing"; }
+  SUBCASE("key without certificate") { o.client_key = test::dev_certs().client_key; }
+  SUBCASE("message limit below RFC 5425's 2048") { o.max_message_bytes = 1000; }
+  SUBCASE("database that the Log never created") { o.database = db.path + "-nothing-here.db"; }
+  auto f = Forwarder::start(o);
+  CHECK(!f.ok());
+  CHECK(!std::filesystem::exists(db.path + "-nothing-here.db"));
+}

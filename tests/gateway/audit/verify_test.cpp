@@ -1,0 +1,910 @@
+// SPDX-License-Identifier: Apache-2.0
+// Mutation tests of the audit verifier (issue #6 part 7): a real 200-record log written by
+// gw::audit::Log and checkpointed with a key made here, then every single-byte flip, deleted,
+// swapped, inserted and forged records, edited search columns, a truncated tail, an older copy
+// of the database, bad checkpoint signatures, and the audit-verify tool as an IG officer runs it.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <array>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include "fhir/json.h"
+#include "gateway/audit/log.h"
+#include "gateway/audit/verify.h"
+#include "gateway/sqlite/database.h"
+#include "support/paths.h"
+
+namespace fs = std::filesystem;
+using gw::audit::Checkpoint;
+using gw::audit::CheckpointSigner;
+using gw::audit::CheckpointVerifier;
+using gw::audit::Record;
+using gw::audit::VerifyOptions;
+using gw::audit::VerifyReport;
+using gw::audit::merkle::Hash;
+
+namespace {
+
+constexpr int kRecords = 200;
+constexpr std::int64_t kBaseTimeMs = 1767607200000;  // 2026-01-05T10:00:00Z, a Monday
+
+std::string ed25519_pem() {
+  EVP_PKEY* key = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
+  REQUIRE(key != nullptr);
+  BIO* bio = BIO_new(BIO_s_mem());
+  REQUIRE(PEM_write_bio_PrivateKey(bio, key, nullptr, nullptr, 0, nullptr, nullptr) == 1);
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio, &data);
+  std::string pem(data, static_cast<std::size_t>(n));
+  BIO_free(bio);
+  EVP_PKEY_free(key);
+  return pem;
+}
+
+struct Key {
+  std::shared_ptr<const CheckpointSigner> signer;
+  std::shared_ptr<const CheckpointVerifier> verifier;
+  std::string public_pem;
+};
+
+Key make_key(const std::string& name = "test-audit-key") {
+  const std::string pem = ed25519_pem();
+  auto signer = CheckpointSigner::from_pem(pem, name);
+  REQUIRE(signer);
+  Key k;
+  k.public_pem = signer->public_key_pem();
+  auto verifier = CheckpointVerifier::from_pem(k.public_pem, name);
+  REQUIRE(verifier);
+  k.signer = std::make_shared<const CheckpointSigner>(std::move(*signer));
+  k.verifier = std::make_shared<const CheckpointVerifier>(std::move(*verifier));
+  return k;
+}
+
+const char* const kNhs[] = {"9000000009", "9000000017", "9000000025", "9000000033", "9000000041", "9000000068"};
+const char* const kUsers[] = {"555123456789", "555987654321", "555000111222", "RX809-system"};
+const char* const kRoles[] = {"R8000", "R8003", "R0260", ""};
+
+// Varied records: users and systems, one to three patients, searches, break-glass, ingests,
+// refusals and failures.
+Record sample(int i) {
+  Record r;
+  r.time_ms = kBaseTimeMs + static_cast<std::int64_t>(i) * 60'000;
+  const bool ingest = i % 11 == 5;
+  r.kind = ingest ? "ingest" : "rest";
+  r.agent_kind = ingest ? "system" : "user";
+  r.user = ingest ? kUsers[3] : kUsers[i % 3];
+  r.role = ingest ? "" : kRoles[i % 3];
+  r.organisation = i % 2 ? "RX809" : "A81001";
+  r.client_id = "ambulance-app";
+  r.token_id = "jti-" + std::to_string(1000 + i);
+  r.purpose = "TREAT";
+  r.address = "10.1.2." + std::to_string(i % 250);
+  r.client_certificate = "CN=device-" + std::to_string(i % 7) + ",O=Trust";
+  r.request_id = "req-" + std::to_string(i);
+  r.correlation_id = "corr-" + std::to_string(i * 7);
+  if (ingest) {
+    r.action = i % 2 ? "ingest-applied" : "ingest-rejected";
+    r.status = i % 2 ? 200 : 400;
+    r.source = "RX809";
+    r.route = "mllp";
+    r.detail.patients = {kNhs[i % 6]};
+  } else if (i % 4 == 0) {
+    r.action = "search-type";
+    r.method = "GET";
+    r.target = "/Observation?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|" + std::string(kNhs[i % 6]);
+    r.route = "/Observation";
+    r.status = 200;
+    r.detail.patients = {kNhs[i % 6]};
+    r.detail.returned = {"Observation/obs-" + std::to_string(i), "Observation/obs-" + std::to_string(i + 1)};
+  } else {
+    r.action = "read";
+    r.method = "GET";
+    r.target = "/Patient/" + std::to_string(i);
+    r.route = "/Patient/{id}";
+    r.status = i % 9 == 0 ? 403 : (i % 23 == 0 ? 500 : 200);
+    r.detail.patients = {kNhs[i % 6]};
+    if (i % 5 == 0) r.detail.patients.push_back(kNhs[(i + 1) % 6]);
+    r.detail.returned = {"Patient/" + std::to_string(i)};
+  }
+  r.detail.basis = "registered-practice";
+  if (i % 17 == 3 && !ingest) {
+    r.detail.basis = "break-glass";
+    r.detail.break_glass_reason = "EMERG";
+    r.detail.break_glass_justification = "unconscious patient in A&E, no relationship on record";
+  }
+  if (r.status >= 400) r.outcome_text = r.status == 403 ? "no legitimate relationship" : "source timed out";
+  if (r.status == 500) r.detail.failed_sources = {"gp-connect"};
+  if (i % 13 == 0) r.detail.withheld = {"DocumentReference/sensitive-" + std::to_string(i)};
+  return r;
+}
+
+struct Built {
+  fs::path dir;
+  std::string db;
+  std::string checkpoints;  // the checkpoint file
+  Key key;
+};
+
+std::unique_ptr<gw::audit::Log> open_log(const Built& b) {
+  gw::audit::LogOptions o;
+  o.path = b.db;
+  o.checkpoint_file = b.checkpoints;
+  o.checkpoint_interval = std::chrono::hours(1);
+  auto log = gw::audit::Log::open(o, b.key.signer);
+  REQUIRE(log);
+  return std::move(*log);
+}
+
+// Appends records [from, to) in batches, then checkpoints.
+void append_and_checkpoint(gw::audit::Log& log, int from, int to) {
+  std::atomic<int> failed{0};
+  for (int i = from; i < to; ++i)
+    log.append(sample(i), [&failed](fhir::Result<std::uint64_t> r) {
+      if (!r) ++failed;
+    });
+  auto c = log.checkpoint_now();
+  REQUIRE(c);
+  REQUIRE(failed.load() == 0);
+  REQUIRE(c->size == static_cast<std::uint64_t>(to));
+}
+
+// A log of `records` records with checkpoints at 100 and at the end.
+Built build(const std::string& name, int records = kRecords) {
+  Built b;
+  b.dir = gw::test::temp_dir(name);
+  b.db = (b.dir / "audit.db").string();
+  b.checkpoints = (b.dir / "audit-checkpoints.log").string();
+  b.key = make_key();
+  auto log = open_log(b);
+  append_and_checkpoint(*log, 0, std::min(records, 100));
+  if (records > 100) append_and_checkpoint(*log, 100, records);
+  log->stop();
+  return b;
+}
+
+// A private copy of the built database to tamper with.
+std::string copy_db(const Built& b, const std::string& name) {
+  const fs::path to = b.dir / (name + ".db");
+  fs::copy_file(b.db, to, fs::copy_options::overwrite_existing);
+  if (fs::exists(b.db + "-wal")) fs::copy_file(b.db + "-wal", to.string() + "-wal", fs::copy_options::overwrite_existing);
+  return to.string();
+}
+
+std::vector<Checkpoint> file_checkpoints(const std::string& path) {
+  auto notes = gw::audit::parse_checkpoints(gw::test::read_file(path));
+  REQUIRE(notes);
+  return std::move(*notes);
+}
+
+VerifyOptions options_for(const Built& b, bool with_file = true) {
+  VerifyOptions o;
+  o.key = b.key.verifier.get();
+  if (with_file) o.checkpoints = file_checkpoints(b.checkpoints);
+  return o;
+}
+
+VerifyReport verify(const std::string& db, const VerifyOptions& o) {
+  auto r = gw::audit::verify_database(db, o);
+  REQUIRE(r);
+  return std::move(*r);
+}
+
+bool has_problem(const VerifyReport& r, const std::string& kind, std::optional<std::uint64_t> index) {
+  for (const auto& p : r.problems)
+    if (p.kind == kind && p.index == index) return true;
+  return false;
+}
+
+std::string describe(const VerifyReport& r) {
+  std::string s = r.ok ? "ok" : "not ok";
+  for (const auto& p : r.problems)
+    s += "\n  " + (p.index ? std::to_string(*p.index) : std::string("-")) + " " + p.kind + ": " + p.text;
+  for (const auto& w : r.warnings) s += "\n  warning " + w.kind + ": " + w.text;
+  return s;
+}
+
+// The attacker's connection: no foreign-key checks getting in the way of renumbering.
+gw::sqlite::Database open_rw(const std::string& path) {
+  auto db = gw::sqlite::Database::open(path);
+  REQUIRE(db);
+  REQUIRE(db->exec("PRAGMA foreign_keys=OFF"));
+  return std::move(*db);
+}
+
+void exec(gw::sqlite::Database& db, const std::string& sql) {
+  auto s = db.exec(sql);
+  INFO(sql);
+  REQUIRE(s);
+}
+
+std::string record_bytes(gw::sqlite::Database& db, std::uint64_t seq) {
+  auto s = db.prepare("SELECT record FROM audit_record WHERE seq = ?1");
+  REQUIRE(s);
+  s->bind(1, static_cast<std::int64_t>(seq));
+  auto row = s->step();
+  REQUIRE(row);
+  REQUIRE(*row);
+  return s->column_blob(0);
+}
+
+void set_record(gw::sqlite::Database& db, std::uint64_t seq, const std::string& bytes) {
+  auto s = db.prepare("UPDATE audit_record SET record = ?2 WHERE seq = ?1");
+  REQUIRE(s);
+  s->bind(1, static_cast<std::int64_t>(seq)).bind_blob(2, bytes.data(), bytes.size());
+  REQUIRE(s->run());
+}
+
+std::optional<Hash> node(gw::sqlite::Database& db, unsigned level, std::uint64_t idx) {
+  auto s = db.prepare("SELECT hash FROM audit_node WHERE level = ?1 AND idx = ?2");
+  REQUIRE(s);
+  s->bind(1, static_cast<std::int64_t>(level)).bind(2, static_cast<std::int64_t>(idx));
+  auto row = s->step();
+  REQUIRE(row);
+  if (!*row) return std::nullopt;
+  Hash h{};
+  const std::string b = s->column_blob(0);
+  REQUIRE(b.size() == h.size());
+  std::copy(b.begin(), b.end(), h.begin());
+  return h;
+}
+
+void set_node(gw::sqlite::Database& db, unsigned level, std::uint64_t idx, const Hash& h) {
+  auto s = db.prepare("INSERT OR REPLACE INTO audit_node(level, idx, hash) VALUES (?1, ?2, ?3)");
+  REQUIRE(s);
+  s->bind(1, static_cast<std::int64_t>(level)).bind(2, static_cast<std::int64_t>(idx)).bind_blob(3, h.data(), h.size());
+  REQUIRE(s->run());
+}
+
+// What a careful attacker does after replacing record `seq`: store its new leaf hash and
+// recompute every stored node above it.
+void rewrite_tree_above(gw::sqlite::Database& db, std::uint64_t seq, const std::string& bytes) {
+  set_node(db, 0, seq, gw::audit::merkle::leaf_hash(bytes));
+  for (unsigned level = 1; level < 64; ++level) {
+    const std::uint64_t idx = seq >> level;
+    if (!node(db, level, idx)) break;
+    auto left = node(db, level - 1, 2 * idx);
+    auto right = node(db, level - 1, 2 * idx + 1);
+    REQUIRE(left);
+    REQUIRE(right);
+    set_node(db, level, idx, gw::audit::merkle::node_hash(*left, *right));
+  }
+}
+
+struct Run {
+  int status = -1;
+  std::string out;
+};
+
+Run audit_verify(const std::string& args) {
+  Run r;
+  const std::string cmd = std::string(AUDIT_VERIFY_BIN) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::array<char, 4096> buf{};
+  std::size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+const Built& shared_log() {
+  static const Built b = build("verify-shared");
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("audit verify: a clean 200-record log with signed checkpoints verifies") {
+  const Built& b = shared_log();
+  VerifyReport r = verify(b.db, options_for(b));
+  INFO(describe(r));
+  CHECK(r.ok);
+  CHECK(r.records == kRecords);
+  CHECK(r.tree_size == kRecords);
+  CHECK(r.covered == kRecords);
+  REQUIRE(r.covering);
+  CHECK(r.covering->size == kRecords);
+  CHECK(r.checkpoints == 2);  // the same two notes in audit.db and in the file
+  CHECK(r.checkpoints_verified == 2);
+  CHECK(r.signatures_checked);
+  CHECK_FALSE(r.first_bad_index);
+  CHECK(r.problems.empty());
+  CHECK(r.warnings.empty());
+
+  // The in-memory path agrees.
+  auto log = gw::audit::read_stored_log(b.db);
+  REQUIRE(log);
+  CHECK(log->rows.size() == kRecords);
+  VerifyReport m = gw::audit::verify_log(*log, options_for(b));
+  CHECK(m.ok);
+  CHECK(m.covered == kRecords);
+
+  // Without a key the roots are still checked, and the missing signature check is said.
+  VerifyOptions unsigned_opts = options_for(b);
+  unsigned_opts.key = nullptr;
+  VerifyReport u = verify(b.db, unsigned_opts);
+  CHECK(u.ok);
+  CHECK_FALSE(u.signatures_checked);
+  REQUIRE(u.warnings.size() == 1);
+  CHECK(u.warnings[0].kind == "signatures-unchecked");
+}
+
+TEST_CASE("audit verify: every single-byte flip of every record is caught at that record") {
+  const Built& b = shared_log();
+  auto log = gw::audit::read_stored_log(b.db);
+  REQUIRE(log);
+  REQUIRE(log->rows.size() == kRecords);
+  VerifyOptions o = options_for(b);
+  o.stop_at_first_bad = true;
+
+  std::vector<Checkpoint> table;
+  for (const auto& n : log->checkpoint_notes) {
+    auto c = gw::audit::parse_checkpoint(n);
+    REQUIRE(c);
+    table.push_back(*c);
+  }
+  const auto* nodes = &log->nodes;
+  gw::audit::StoredNodes source = [nodes](unsigned level, std::uint64_t index) -> std::optional<Hash> {
+    auto it = nodes->find({level, index});
+    if (it == nodes->end()) return std::nullopt;
+    return it->second;
+  };
+  std::vector<gw::audit::RowCheck> checks;
+  for (const auto& row : log->rows) checks.push_back(gw::audit::check_row(row));
+  auto leaf = [&](std::size_t j) { return std::optional<Hash>(log->nodes.at({0u, j})); };
+
+  // check_row() looks at one row alone, so the verifier state after the intact rows 0..j-1 is
+  // the same for every mutation of row j: build it once per j.
+  std::vector<gw::audit::LogVerifier> before;
+  gw::audit::LogVerifier v(o, table, source);
+  for (std::size_t j = 0; j < log->rows.size(); ++j) {
+    before.push_back(v);
+    v.add(j, &log->rows[j], &checks[j], leaf(j));
+  }
+  CHECK(v.finish().ok);
+
+  std::uint64_t flips = 0, caught = 0, bytes_total = 0, compared = 0, agreed = 0;
+  std::string first_miss;
+  auto try_flip = [&](std::size_t j, std::size_t pos, std::uint8_t mask) {
+    gw::audit::StoredRow row = log->rows[j];
+    (*row.record)[pos] = static_cast<char>(static_cast<std::uint8_t>((*row.record)[pos]) ^ mask);
+    const gw::audit::RowCheck check = gw::audit::check_row(row);
+    if (pos % 16 == 0) {  // check_row's fast reader agrees with decode() on what is a record
+      auto decoded = gw::audit::decode(*row.record);
+      ++compared;
+      if (decoded.ok() == check.decoded && (!decoded || decoded->seq == check.seq)) ++agreed;
+    }
+    gw::audit::LogVerifier w = before[j];
+    w.add(j, &row, &check, leaf(j));
+    if (!w.settled() && j + 1 < log->rows.size()) w.add(j + 1, &log->rows[j + 1], &checks[j + 1], leaf(j + 1));
+    const VerifyReport r = w.finish();
+    ++flips;
+    if (!r.ok && r.first_bad_index == j) ++caught;
+    else if (first_miss.empty())
+      first_miss = "record " + std::to_string(j) + " byte " + std::to_string(pos) + ": " + describe(r);
+  };
+  for (std::size_t j = 0; j < log->rows.size(); ++j) {
+    const std::size_t size = log->rows[j].record->size();
+    bytes_total += size;
+    for (std::size_t pos = 0; pos < size; ++pos) try_flip(j, pos, 0x01);
+    for (std::size_t pos = j % 7; pos < size; pos += 7) try_flip(j, pos, 0x80);
+  }
+  INFO(first_miss);
+  CHECK(bytes_total > 300 * kRecords);  // realistic records, hundreds of bytes each
+  CHECK(flips > bytes_total);
+  CHECK(caught == flips);
+  CHECK(compared > 0);
+  CHECK(agreed == compared);
+
+  // The same without any shortcut, for a sample of flips: full verification of the whole log.
+  o.stop_at_first_bad = false;
+  std::uint64_t sampled = 0, sampled_caught = 0;
+  for (std::size_t j = 0; j < log->rows.size(); j += 3) {
+    gw::audit::StoredLog copy = *log;
+    std::string& bytes = *copy.rows[j].record;
+    const std::size_t pos = (j * 37) % bytes.size();
+    bytes[pos] = static_cast<char>(bytes[pos] ^ (j % 2 ? 0x01 : 0x80));
+    const VerifyReport r = gw::audit::verify_log(copy, o);
+    ++sampled;
+    if (!r.ok && r.first_bad_index == j && has_problem(r, "changed", j)) ++sampled_caught;
+    else if (first_miss.empty()) first_miss = "full run, record " + std::to_string(j) + ": " + describe(r);
+  }
+  INFO(first_miss);
+  CHECK(sampled_caught == sampled);
+}
+
+TEST_CASE("audit verify: check_row reads exactly the records decode() accepts") {
+  std::vector<std::string> inputs;
+  Record plain = sample(4);
+  plain.seq = 4;
+  plain.prev = std::string(64, 'a');
+  inputs.push_back(gw::audit::encode(plain));
+  for (const std::string text : {"caf\xc3\xa9 \xe2\x80\x94 note", "say \"hi\"", "back\\slash", "tab\there",
+                                 "line\nbreak", "del\x7f", "ctl\x01", "/slash/"}) {
+    Record r = plain;
+    r.detail.note = text;
+    r.target = text;
+    inputs.push_back(gw::audit::encode(r));
+  }
+  for (std::int64_t t : {std::int64_t{0}, std::int64_t{-1}, INT64_MAX, INT64_MIN}) {
+    Record r = plain;
+    r.time_ms = t;
+    inputs.push_back(gw::audit::encode(r));
+  }
+  Record empty;
+  inputs.push_back(gw::audit::encode(empty));
+  const std::string base = inputs.front();
+  auto with = [&base](const std::string& from, const std::string& to) {
+    std::string s = base;
+    const auto at = s.find(from);
+    REQUIRE(at != std::string::npos);
+    s.replace(at, from.size(), to);
+    return s;
+  };
+  // Not canonical: decode() rejects all of these, and so must check_row.
+  inputs.push_back(with("\"seq\":4", "\"seq\":04"));
+  inputs.push_back(with("\"seq\":4", "\"seq\":-0"));
+  inputs.push_back(with("\"seq\":4", "\"seq\":-4"));
+  inputs.push_back(with("\"seq\":4", "\"seq\":4.0"));
+  inputs.push_back(with("\"seq\":4", "\"seq\": 4"));
+  inputs.push_back(with("\"v\":1", "\"v\":2"));
+  inputs.push_back(with("\"status\":200", "\"status\":1000"));
+  inputs.push_back(with("\"status\":200", "\"status\":\"200\""));
+  inputs.push_back(with("\"kind\":\"rest\"", "\"kind\":\"r\\u0065st\""));
+  inputs.push_back(with("\"time\":", "\"time\":99999999999999999999"));
+  inputs.push_back(with("\"patients\":[", "\"patients\":[1,"));
+  inputs.push_back(base + " ");
+  inputs.push_back(base.substr(0, base.size() - 1));
+  for (const auto& bytes : inputs) {
+    CAPTURE(bytes);
+    gw::audit::StoredRow row;
+    row.record = bytes;
+    const gw::audit::RowCheck check = gw::audit::check_row(row);
+    auto decoded = gw::audit::decode(bytes);
+    REQUIRE(decoded.ok() == check.decoded);
+    if (!decoded) continue;
+    CHECK(decoded->seq == check.seq);
+    CHECK(gw::audit::encode(*decoded) == bytes);
+  }
+}
+
+TEST_CASE("audit verify: byte flips written into audit.db with SQL are caught at their record") {
+  const Built& b = shared_log();
+  for (std::uint64_t seq : {0u, 1u, 57u, 128u, 199u}) {
+    CAPTURE(seq);
+    const std::string db_path = copy_db(b, "flip-" + std::to_string(seq));
+    {
+      auto db = open_rw(db_path);
+      std::string bytes = record_bytes(db, seq);
+      const std::size_t pos = (seq * 13 + 5) % bytes.size();
+      bytes[pos] = static_cast<char>(bytes[pos] ^ 0x01);
+      set_record(db, seq, bytes);
+    }
+    VerifyReport r = verify(db_path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_index == seq);
+    CHECK(has_problem(r, "changed", seq));
+  }
+}
+
+TEST_CASE("audit verify: deleted, swapped and inserted records are caught where they happened") {
+  const Built& b = shared_log();
+
+  SUBCASE("a deleted record (its row removed, the tree left alone)") {
+    const std::string path = copy_db(b, "deleted");
+    {
+      auto db = open_rw(path);
+      exec(db, "DELETE FROM audit_patient WHERE seq = 57; DELETE FROM audit_record WHERE seq = 57;");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_index == 57u);
+    CHECK(has_problem(r, "missing", 57u));
+    CHECK(r.records == kRecords - 1);
+  }
+  SUBCASE("a deleted record with the later records renumbered to close the gap") {
+    const std::string path = copy_db(b, "deleted-renumbered");
+    {
+      auto db = open_rw(path);
+      exec(db,
+           "DELETE FROM audit_patient WHERE seq = 57; DELETE FROM audit_record WHERE seq = 57;"
+           "UPDATE audit_patient SET seq = -(seq - 1) WHERE seq > 57; UPDATE audit_patient SET seq = -seq WHERE seq < 0;"
+           "UPDATE audit_record SET seq = -(seq - 1) WHERE seq > 57; UPDATE audit_record SET seq = -seq WHERE seq < 0;");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK(r.first_bad_index == 57u);
+    CHECK(has_problem(r, "missing", 57u));
+  }
+  SUBCASE("two records swapped") {
+    const std::string path = copy_db(b, "swapped");
+    {
+      auto db = open_rw(path);
+      exec(db,
+           "UPDATE audit_patient SET seq = -1 WHERE seq = 57; UPDATE audit_patient SET seq = 57 WHERE seq = 58;"
+           "UPDATE audit_patient SET seq = 58 WHERE seq = -1;"
+           "UPDATE audit_record SET seq = -1 WHERE seq = 57; UPDATE audit_record SET seq = 57 WHERE seq = 58;"
+           "UPDATE audit_record SET seq = 58 WHERE seq = -1;");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK(r.first_bad_index == 57u);
+    CHECK(has_problem(r, "reordered", 57u));
+    CHECK(has_problem(r, "reordered", 58u));
+  }
+  SUBCASE("an inserted record, the later ones moved up, the tree's leaf hashes moved with them") {
+    const std::string path = copy_db(b, "inserted");
+    {
+      auto db = open_rw(path);
+      exec(db,
+           "UPDATE audit_patient SET seq = -(seq + 1) WHERE seq >= 57; UPDATE audit_patient SET seq = -seq WHERE seq < 0;"
+           "UPDATE audit_record SET seq = -(seq + 1) WHERE seq >= 57; UPDATE audit_record SET seq = -seq WHERE seq < 0;"
+           "UPDATE audit_node SET idx = -(idx + 1) WHERE level = 0 AND idx >= 57;"
+           "UPDATE audit_node SET idx = -idx WHERE level = 0 AND idx < 0;");
+      // A well-formed record that claims to be number 57 and links to record 56.
+      Record fake = sample(57);
+      fake.user = "555000999888";
+      fake.seq = 57;
+      fake.prev = gw::audit::merkle::to_hex(*node(db, 0, 56));
+      const std::string bytes = gw::audit::encode(fake);
+      auto s = db.prepare(
+          "INSERT INTO audit_record(seq, record, time_ms, agent, outcome, subtypes) VALUES (57, ?1, ?2, ?3, 0, ' read ')");
+      REQUIRE(s);
+      s->bind_blob(1, bytes.data(), bytes.size()).bind(2, fake.time_ms).bind(3, fake.user);
+      REQUIRE(s->run());
+      exec(db, "INSERT INTO audit_patient(nhs_number, seq) VALUES ('" + fake.detail.patients[0] + "', 57)");
+      set_node(db, 0, 57, gw::audit::merkle::leaf_hash(bytes));
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK(r.first_bad_index == 57u);
+    CHECK(has_problem(r, "inserted", 57u));
+  }
+}
+
+TEST_CASE("audit verify: a forged record with its hashes recomputed is caught") {
+  const Built& b = shared_log();
+
+  SUBCASE("inside the log: the next record's link gives it away") {
+    const std::string path = copy_db(b, "forged");
+    {
+      auto db = open_rw(path);
+      auto rec = gw::audit::decode(record_bytes(db, 57));
+      REQUIRE(rec);
+      rec->user = "555000999888";  // pin the access on someone else
+      const std::string bytes = gw::audit::encode(*rec);
+      set_record(db, 57, bytes);
+      exec(db, "UPDATE audit_record SET agent = '555000999888' WHERE seq = 57");
+      rewrite_tree_above(db, 57, bytes);
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_index == 57u);
+    CHECK(has_problem(r, "forged", 57u));
+  }
+  SUBCASE("the last record: only the checkpoint gives it away, bounded by the checkpoint below") {
+    const std::string path = copy_db(b, "forged-last");
+    {
+      auto db = open_rw(path);
+      auto rec = gw::audit::decode(record_bytes(db, 199));
+      REQUIRE(rec);
+      rec->target += "&_count=1";
+      const std::string bytes = gw::audit::encode(*rec);
+      set_record(db, 199, bytes);
+      rewrite_tree_above(db, 199, bytes);
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_index == 100u);  // the checkpoint at 100 still verifies
+    CHECK(has_problem(r, "forged", 100u));
+    CHECK(r.covered == 100);
+  }
+}
+
+TEST_CASE("audit verify: edits to the search columns that would hide an access are caught") {
+  const Built& b = shared_log();
+  SUBCASE("agent column") {
+    const std::string path = copy_db(b, "agent");
+    {
+      auto db = open_rw(path);
+      exec(db, "UPDATE audit_record SET agent = 'someone-else' WHERE seq = 42");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_index == 42u);
+    CHECK(has_problem(r, "column-mismatch", 42u));
+  }
+  SUBCASE("a patient index row removed") {
+    const std::string path = copy_db(b, "patient");
+    {
+      auto db = open_rw(path);
+      exec(db, "DELETE FROM audit_patient WHERE seq = 60");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK(r.first_bad_index == 60u);
+    CHECK(has_problem(r, "column-mismatch", 60u));
+  }
+  SUBCASE("time, outcome and subtype columns") {
+    const std::string path = copy_db(b, "columns");
+    {
+      auto db = open_rw(path);
+      exec(db,
+           "UPDATE audit_record SET subtypes = ' search-type ' WHERE seq = 88;"
+           "UPDATE audit_record SET outcome = 0 WHERE seq = 90; UPDATE audit_record SET time_ms = 0 WHERE seq = 150;");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK(r.first_bad_index == 88u);  // record 88 was a break-glass access: hidden from that search
+    CHECK(has_problem(r, "column-mismatch", 88u));
+    CHECK(has_problem(r, "column-mismatch", 90u));
+    CHECK(has_problem(r, "column-mismatch", 150u));
+  }
+  SUBCASE("a patient index row pointing at a record that does not name the patient") {
+    const std::string path = copy_db(b, "patient-extra");
+    {
+      auto db = open_rw(path);
+      exec(db, "INSERT INTO audit_patient(nhs_number, seq) VALUES ('9000000076', 33)");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    CHECK(r.first_bad_index == 33u);
+  }
+}
+
+TEST_CASE("audit verify: a truncated tail and an older copy of audit.db are caught") {
+  const Built& b = shared_log();
+
+  SUBCASE("the last 5 records and their tree nodes deleted") {
+    const std::string path = copy_db(b, "truncated");
+    {
+      auto db = open_rw(path);
+      exec(db,
+           "DELETE FROM audit_patient WHERE seq >= 195; DELETE FROM audit_record WHERE seq >= 195;"
+           "DELETE FROM audit_node WHERE ((idx + 1) << level) > 195;");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_index == 195u);
+    CHECK(has_problem(r, "truncated", 195u));
+  }
+  SUBCASE("the records deleted but their leaf hashes left behind") {
+    const std::string path = copy_db(b, "truncated-rows");
+    {
+      auto db = open_rw(path);
+      exec(db, "DELETE FROM audit_patient WHERE seq >= 190; DELETE FROM audit_record WHERE seq >= 190;");
+    }
+    VerifyReport r = verify(path, options_for(b, false));
+    INFO(describe(r));
+    CHECK(r.first_bad_index == 190u);
+    CHECK(has_problem(r, "truncated", 190u));
+  }
+  SUBCASE("the tail and audit.db's own checkpoints deleted: the checkpoint file shows it") {
+    const std::string path = copy_db(b, "truncated-cp");
+    {
+      auto db = open_rw(path);
+      exec(db,
+           "DELETE FROM audit_patient WHERE seq >= 150; DELETE FROM audit_record WHERE seq >= 150;"
+           "DELETE FROM audit_node WHERE ((idx + 1) << level) > 150; DELETE FROM audit_checkpoint WHERE size > 150;");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK(r.first_bad_index == 150u);
+    CHECK(has_problem(r, "rolled-back", 150u));
+
+    // Without the file nothing in audit.db contradicts it: the unsigned tail is all that shows,
+    // and --strict makes that a failure.
+    VerifyReport alone = verify(path, options_for(b, false));
+    CHECK(alone.ok);
+    CHECK(alone.covered == 100);
+    REQUIRE(alone.warnings.size() == 1);
+    CHECK(alone.warnings[0].kind == "uncovered-tail");
+    VerifyOptions strict = options_for(b, false);
+    strict.strict = true;
+    VerifyReport s = verify(path, strict);
+    CHECK_FALSE(s.ok);
+    CHECK(s.first_bad_index == 100u);
+  }
+  SUBCASE("an older copy of audit.db put back") {
+    Built fresh;
+    fresh.dir = gw::test::temp_dir("verify-rollback");
+    fresh.db = (fresh.dir / "audit.db").string();
+    fresh.checkpoints = (fresh.dir / "audit-checkpoints.log").string();
+    fresh.key = make_key();
+    {
+      auto log = open_log(fresh);
+      append_and_checkpoint(*log, 0, 100);
+    }
+    const std::string old_copy = copy_db(fresh, "old-copy");
+    {
+      auto log = open_log(fresh);
+      append_and_checkpoint(*log, 100, 200);
+    }
+    CHECK(verify(fresh.db, options_for(fresh)).ok);
+    VerifyReport r = verify(old_copy, options_for(fresh));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_index == 100u);
+    CHECK(has_problem(r, "rolled-back", 100u));
+    CHECK(r.covered == 100);  // what it does hold is intact
+  }
+}
+
+TEST_CASE("audit verify: bad checkpoint signatures and checkpoints from another key are reported") {
+  const Built& b = shared_log();
+  std::vector<Checkpoint> file = file_checkpoints(b.checkpoints);
+  REQUIRE(file.size() == 2);
+
+  SUBCASE("a signature altered in the checkpoint file") {
+    VerifyOptions o = options_for(b);
+    o.checkpoints.back().signature.back() ^= 0x01;
+    VerifyReport r = verify(b.db, o);
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(has_problem(r, "bad-signature", std::nullopt));
+    CHECK_FALSE(r.first_bad_index);  // the records themselves are fine
+    CHECK(r.covered == kRecords);    // audit.db's own copy of the checkpoint still verifies
+  }
+  SUBCASE("a checkpoint signed by another key over the right root") {
+    const Key other = make_key();
+    VerifyOptions o = options_for(b);
+    o.checkpoints.push_back(other.signer->sign(file.back().origin, file.back().size, file.back().root,
+                                               file.back().time_ms + 1));
+    VerifyReport r = verify(b.db, o);
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(has_problem(r, "bad-signature", std::nullopt));
+  }
+  SUBCASE("the wrong key given: nothing verifies") {
+    const Key other = make_key();
+    VerifyOptions o = options_for(b);
+    o.key = other.verifier.get();
+    VerifyReport r = verify(b.db, o);
+    CHECK_FALSE(r.ok);
+    CHECK(r.covered == 0);
+    CHECK(r.checkpoints_verified == 0);
+  }
+  SUBCASE("a second, different checkpoint for a size audit.db matches (a fork)") {
+    VerifyOptions o = options_for(b);
+    Hash wrong = file.back().root;
+    wrong[5] ^= 0x10;
+    o.checkpoints.push_back(b.key.signer->sign(file.back().origin, file.back().size, wrong, file.back().time_ms + 9));
+    VerifyReport r = verify(b.db, o);
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(has_problem(r, "bad-checkpoint", std::nullopt));
+    CHECK_FALSE(r.first_bad_index);
+    CHECK(r.covered == kRecords);
+  }
+  SUBCASE("a checkpoint with a root this log never had, properly signed") {
+    VerifyOptions o = options_for(b);
+    Hash wrong = file.front().root;
+    wrong[0] ^= 0xff;
+    o.checkpoints.push_back(b.key.signer->sign(file.front().origin, 150, wrong, file.front().time_ms + 5));
+    VerifyReport r = verify(b.db, o);
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_index == 100u);
+    CHECK(has_problem(r, "forged", 100u));
+  }
+}
+
+TEST_CASE("audit verify: retention pruning verifies; content removed any other way does not") {
+  Built b = build("verify-prune", 120);
+  {
+    auto log = open_log(b);
+    auto pruned = log->prune_before(kBaseTimeMs + 30 * 60'000, "retention-job");
+    REQUIRE(pruned);
+    CHECK(*pruned == 30);
+  }
+  VerifyReport r = verify(b.db, options_for(b));
+  INFO(describe(r));
+  CHECK(r.ok);
+  CHECK(r.pruned == 30);
+  CHECK(r.records == 121);  // plus the retention-prune record itself
+
+  SUBCASE("a record's content removed in the middle") {
+    const std::string path = copy_db(b, "hole");
+    {
+      auto db = open_rw(path);
+      exec(db, "UPDATE audit_record SET record = NULL WHERE seq = 80; DELETE FROM audit_patient WHERE seq = 80;");
+    }
+    VerifyReport h = verify(path, options_for(b));
+    INFO(describe(h));
+    CHECK(h.first_bad_index == 80u);
+    CHECK(has_problem(h, "changed", 80u));
+  }
+  SUBCASE("more of the oldest records emptied than retention said") {
+    const std::string path = copy_db(b, "overprune");
+    {
+      auto db = open_rw(path);
+      exec(db, "UPDATE audit_record SET record = NULL WHERE seq < 40; DELETE FROM audit_patient WHERE seq < 40;");
+    }
+    VerifyReport h = verify(path, options_for(b));
+    INFO(describe(h));
+    CHECK(h.first_bad_index == 30u);
+    CHECK(has_problem(h, "unexplained-prune", 30u));
+  }
+}
+
+TEST_CASE("audit verify: a damaged tree node is reported without blaming the records") {
+  const Built& b = shared_log();
+  const std::string path = copy_db(b, "node");
+  {
+    auto db = open_rw(path);
+    exec(db, "UPDATE audit_node SET hash = zeroblob(32) WHERE level = 3 AND idx = 2");
+  }
+  VerifyReport r = verify(path, options_for(b));
+  INFO(describe(r));
+  CHECK_FALSE(r.ok);
+  CHECK(has_problem(r, "damaged-tree", std::nullopt));
+  CHECK_FALSE(r.first_bad_index);
+  CHECK(r.covered == kRecords);
+}
+
+TEST_CASE("audit-verify tool: exit 0 when verified, 1 with the first bad record, 2 on usage errors") {
+  const Built& b = shared_log();
+  const std::string key = (b.dir / "audit-key.pub.pem").string();
+  std::ofstream(key) << b.key.public_pem;
+  const std::string common = " --checkpoints " + b.checkpoints + " --key " + key + " --key-name test-audit-key";
+
+  const std::string before = gw::test::read_file(b.db);
+  Run ok = audit_verify("--db " + b.db + common);
+  INFO(ok.out);
+  CHECK(ok.status == 0);
+  CHECK(gw::test::read_file(b.db) == before);  // read-only: audit.db is not written
+  CHECK(ok.out.find("OK: 200 records, covered by the checkpoint at size 200") != std::string::npos);
+
+  const std::string tampered = copy_db(b, "tool-flip");
+  {
+    auto db = open_rw(tampered);
+    std::string bytes = record_bytes(db, 123);
+    bytes[40] = static_cast<char>(bytes[40] ^ 0x01);
+    set_record(db, 123, bytes);
+  }
+  Run bad = audit_verify("--db " + tampered + common);
+  INFO(bad.out);
+  CHECK(bad.status == 1);
+  CHECK(bad.out.find("TAMPERED: first bad record 123") != std::string::npos);
+
+  Run json = audit_verify("--json --db " + tampered + common);
+  CHECK(json.status == 1);
+  auto parsed = fhir::parse_json(json.out);
+  REQUIRE(parsed);
+  REQUIRE(parsed->find("firstBadIndex"));
+  CHECK(parsed->find("firstBadIndex")->as_int64() == 123);
+  CHECK_FALSE(parsed->find("ok")->as_bool());
+
+  // Without --key-name the name comes from the checkpoints; a wrong name verifies nothing.
+  CHECK(audit_verify("--db " + b.db + " --checkpoints " + b.checkpoints + " --key " + key).status == 0);
+  Run wrong_name =
+      audit_verify("--db " + b.db + " --checkpoints " + b.checkpoints + " --key " + key + " --key-name another-key");
+  CHECK(wrong_name.status == 1);
+  CHECK(wrong_name.out.find("bad-signature") != std::string::npos);
+
+  Run help = audit_verify("--help");
+  CHECK(help.status == 0);
+  CHECK(help.out.find("Exit codes") != std::string::npos);
+  CHECK(audit_verify("").status == 2);
+  CHECK(audit_verify("--db " + (b.dir / "no-such.db").string()).status == 2);
+  CHECK(audit_verify("--db " + b.db + " --checkpoints " + (b.dir / "none.log").string()).status == 2);
+  CHECK(audit_verify("--db " + b.db + " --key " + b.checkpoints).status == 2);
+}

@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: Apache-2.0
+// Issue #6 item 7: kill -9 under load. The real fhir-gateway binary serves Patient reads from
+// several client threads; it is killed with SIGKILL mid-load, restarted on the same data
+// directory (which also checks the stored tree against the checkpoint file), and stopped
+// cleanly. Every response that came back 2xx must have its audit record, and audit-verify
+// must accept the log.
+#include <doctest/doctest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <mutex>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "gateway/audit/log.h"
+#include "gateway/locator/sqlite_locator.h"
+#include "support/certs.h"
+#include "support/https_client.h"
+#include "support/paths.h"
+#include "support/seed.h"
+#include "support/tokens.h"
+
+using namespace gw;
+
+namespace {
+
+struct Gateway {
+  pid_t pid = -1;
+  std::uint16_t port = 0;
+  std::string log_file;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Starts the gateway with `config`; waits (bounded) for its "listening" line.
+Gateway start_gateway(const std::string& config, const std::string& log_file) {
+  Gateway g;
+  g.log_file = log_file;
+  g.pid = ::fork();
+  REQUIRE(g.pid >= 0);
+  if (g.pid == 0) {
+    FILE* f = std::freopen(log_file.c_str(), "w", stderr);
+    (void)f;
+    ::execl(GATEWAY_BIN, GATEWAY_BIN, "--config", config.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  const std::regex listening("\"msg\":\"listening\",\"scheme\":\"https\"[^}]*\"port\":\"?([0-9]+)");
+  for (int i = 0; i < 300 && g.port == 0; ++i) {
+    std::smatch m;
+    const std::string text = slurp(log_file);
+    if (std::regex_search(text, m, listening)) g.port = static_cast<std::uint16_t>(std::stoi(m[1]));
+    int status = 0;
+    if (::waitpid(g.pid, &status, WNOHANG) == g.pid) FAIL("the gateway exited during start-up:\n" << text);
+    if (g.port == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE_MESSAGE(g.port != 0, "no listening line in " << log_file << ":\n" << slurp(log_file));
+  return g;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  for (int i = 0; i < 300; ++i) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) return status;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, &status, 0);
+  FAIL("the gateway did not exit within 30 s");
+  return status;
+}
+
+}  // namespace
+
+TEST_CASE("Audit crash: kill -9 under load loses no audit record of a 2xx response; the log verifies") {
+  const auto dir = test::temp_dir("audit-crash");
+  const auto data = dir / "data";
+  std::filesystem::create_directories(data);
+  std::vector<test::Seeded> patients;
+  {
+    auto loc = locator::open_sqlite_locator((data / "locator.db").string(), {});
+    REQUIRE(loc.ok());
+    for (int i = 0; i < 20; ++i) patients.push_back(test::add_patient(**loc, 100 + i, "Crash", "A81001"));
+  }
+  const auto& certs = test::dev_certs();
+  const std::string config = (dir / "gateway.toml").string();
+  std::ofstream(config) << "[server]\npublic_base_url = \"https://localhost:8443\"\nthreads = 2\n"
+                        << "[server.https]\naddress = \"127.0.0.1\"\nport = 0\ncertificate = \"" << certs.server_cert
+                        << "\"\nprivate_key = \"" << certs.server_key << "\"\n"
+                        << "[storage]\ndata_dir = \"" << data.string() << "\"\n"
+                        << "[auth]\njwks_file = \"" << test::test_tokens().jwks_path << "\"\n"
+                        << "[audit]\nsigning_key = \"" << certs.audit_key << "\"\ncheckpoint_interval_s = 1\n"
+                        << "[log]\naccess_log = false\n";
+
+  Gateway g = start_gateway(config, (dir / "run1.log").string());
+  test::TokenClaims gp;
+  gp.org = "A81001";
+  const std::string auth = test::test_tokens().header(gp);
+  test::ClientOptions opts;
+  opts.ca_file = certs.ca;
+  opts.timeout = std::chrono::milliseconds(3000);
+  opts.close_wait = std::chrono::milliseconds(0);
+
+  std::mutex mu;
+  std::vector<std::string> ok_ids;  // X-Request-ID of every 2xx response
+  std::atomic<int> failures{0};
+  std::atomic<bool> killed{false};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&, t] {
+      for (int i = 0; i < 3000 && failures.load() < 50; ++i) {
+        const auto& p = patients[static_cast<std::size_t>((t * 7 + i) % patients.size())];
+        const std::string id = "crash-" + std::to_string(t) + "-" + std::to_string(i);
+        auto ex = test::exchange(g.port,
+                                 "GET /Patient/" + p.id + " HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: " + id +
+                                     "\r\n" + auth + "Connection: close\r\n\r\n",
+                                 1, opts);
+        if (ex.responses.empty()) {
+          ++failures;
+          if (killed) break;
+          continue;
+        }
+        if (ex.responses[0].status / 100 == 2) {
+          std::lock_guard lock(mu);
+          ok_ids.push_back(id);
+        }
+      }
+    });
+  }
+  // Kill once a good number of responses have been acknowledged, while requests are in flight.
+  for (int i = 0; i < 600; ++i) {
+    {
+      std::lock_guard lock(mu);
+      if (ok_ids.size() >= 300) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  REQUIRE(::kill(g.pid, SIGKILL) == 0);
+  killed = true;
+  int status = wait_exit(g.pid);
+  CHECK(WIFSIGNALED(status));
+  for (auto& c : clients) c.join();
+  const std::size_t acknowledged = ok_ids.size();
+  MESSAGE("2xx responses before the kill: " << acknowledged);
+  REQUIRE(acknowledged >= 300);
+
+  // Restart: the log reopens (tree checked against its checkpoints), then a clean stop.
+  Gateway g2 = start_gateway(config, (dir / "run2.log").string());
+  auto again = test::exchange(g2.port, "GET /Patient/" + patients[0].id + " HTTP/1.1\r\nHost: localhost\r\n" + auth +
+                                           "Connection: close\r\n\r\n", 1, opts);
+  REQUIRE(again.responses.size() == 1);
+  CHECK(again.responses[0].status == 200);
+  REQUIRE(::kill(g2.pid, SIGTERM) == 0);
+  status = wait_exit(g2.pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+
+  // Every acknowledged read has exactly one audit record.
+  {
+    audit::LogOptions lo;
+    lo.path = (data / "audit.db").string();
+    lo.checkpoint_file = (data / "audit-checkpoints.log").string();
+    auto log = audit::Log::open(lo, nullptr);
+    REQUIRE_MESSAGE(log.ok(), log.issue().diagnostics);
+    audit::Query q;
+    q.count = 1000000;
+    q.newest_first = false;
+    auto page = (*log)->search(q);
+    REQUIRE(page.ok());
+    std::multiset<std::string> audited;
+    for (const auto& r : page->records) audited.insert(r.request_id);
+    std::size_t missing = 0, duplicated = 0;
+    for (const auto& id : ok_ids) {
+      missing += audited.count(id) == 0;
+      duplicated += audited.count(id) > 1;
+    }
+    CHECK(missing == 0);
+    CHECK(duplicated == 0);
+    (*log)->stop();
+  }
+
+  // And the offline verifier accepts the log against the checkpoint file.
+  const std::string cmd = std::string(AUDIT_VERIFY_BIN) + " --db " + (data / "audit.db").string() + " --checkpoints " +
+                          (data / "audit-checkpoints.log").string() + " --key " + certs.audit_pub_key + " > " +
+                          (dir / "verify.out").string() + " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  CHECK_MESSAGE(WIFEXITED(rc), slurp((dir / "verify.out").string()));
+  CHECK_MESSAGE(WEXITSTATUS(rc) == 0, slurp((dir / "verify.out").string()));
+}
