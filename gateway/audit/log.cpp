@@ -16,6 +16,8 @@
 #include <unordered_set>
 #include <variant>
 
+#include <sqlite3.h>
+
 #include "gateway/audit/schema.h"
 #include "gateway/observe/log.h"
 #include "gateway/sqlite/database.h"
@@ -120,6 +122,12 @@ struct Log::Impl {
   bool stopping = false;
   bool stopped = false;
   std::thread writer;
+  // WAL checkpoints run here, on their own connection, so copying the WAL into audit.db and
+  // syncing it never stalls a group commit (the writer's connection has autocheckpoint off).
+  std::thread checkpointer;
+  int wal_pages = 0;  // WAL size after the writer's last commit (sqlite3_wal_hook)
+  std::condition_variable checkpointer_cv;
+  bool checkpointer_stop = false;
   std::atomic<bool> fail_writes{false};
 
   // Writer-thread state.
@@ -257,9 +265,37 @@ struct Log::Impl {
     return fhir::Ok{};
   }
 
+  // One alert per rule, user and patient per hour: a paramedic reading the same record ten
+  // times at the door is one review item, not ten. Marks made by a batch count only once it
+  // commits (pending_marks), so a failed commit never suppresses a later alert.
+  std::unordered_map<std::string, std::int64_t> alert_marks;  // key -> time of the last alert
+  std::unordered_map<std::string, std::int64_t> pending_marks;
+  bool recently_alerted(const std::string& key, std::int64_t now) {
+    for (const auto* m : {&pending_marks, &alert_marks}) {
+      auto it = m->find(key);
+      if (it != m->end() && it->second > now - kHourMs) return true;
+    }
+    pending_marks[key] = now;
+    return false;
+  }
+  void commit_marks() {
+    if (alert_marks.size() > 200000) {  // bounded: forget marks older than the hour
+      const std::int64_t cutoff = now_ms() - kHourMs;
+      std::erase_if(alert_marks, [cutoff](const auto& kv) { return kv.second <= cutoff; });
+    }
+    for (auto& [k, v] : pending_marks) alert_marks[k] = v;
+    pending_marks.clear();
+  }
+
   void evaluate_rules(const Record& r, std::vector<Alert>& raised) {
     const AlertRules& rules = opt.rules;
+    std::string patients_key;
+    for (const auto& p : r.detail.patients) patients_key.append(p).push_back(',');
     auto raise = [&](std::string rule, std::string detail) {
+      // Refused break-glass attempts are always raised; everything else once an hour.
+      std::string key = rule;
+      key.append(1, '\x1f').append(r.user).append(1, '\x1f').append(patients_key);
+      if (r.status < 400 && recently_alerted(key, r.time_ms)) return;
       Alert a;
       a.seq = r.seq;
       a.rule = std::move(rule);
@@ -349,14 +385,21 @@ struct Log::Impl {
     if (!status) {
       range = saved_range;
       last_leaf = saved_leaf;
+      pending_marks.clear();
       observe::log(observe::Level::error, "audit commit failed",
                    {{"records", std::to_string(batch.size())}, {"error", status.issue().diagnostics}});
       for (auto& a : batch)
         a.done(not_ready("the audit log could not be written; nothing was sent. Try again later"));
       return;
     }
+    commit_marks();
     for (auto& a : batch) a.done(a.record.seq);
     if (opt.on_commit) opt.on_commit();
+    // Under continuous load the background PASSIVE checkpoint never sees the WAL fully copied
+    // at the moment the next transaction starts, so the WAL would grow without bound. Past
+    // 512 MiB the writer finishes the copy itself (most frames are already copied, so this is
+    // short); the next transaction then starts the WAL again from the beginning.
+    if (wal_pages > 131072) (void)db.exec("PRAGMA wal_checkpoint(PASSIVE);");
   }
 
   fhir::Result<Checkpoint> write_checkpoint() {
@@ -492,7 +535,29 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
   for (const auto& n : options.rules.flagged_patients) impl.flagged.insert(n);
   impl.stats.size = size;
   impl.next_checkpoint = std::chrono::steady_clock::now() + options.checkpoint_interval;
+  // Writer connection: a bigger page cache for the indexes, and no checkpoints in the commit path.
+  if (auto s = impl.db.exec("PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=0;"); !s) return std::move(s).issue();
+  sqlite3_wal_hook(
+      impl.db.handle(),
+      [](void* arg, sqlite3*, const char*, int pages) {
+        *static_cast<int*>(arg) = pages;
+        return SQLITE_OK;
+      },
+      &impl.wal_pages);
+  auto wal = sqlite::Database::open(options.path);
+  if (!wal) return std::move(wal).issue();
   impl.writer = std::thread([&impl] { impl.run(); });
+  impl.checkpointer = std::thread([&impl, conn = std::make_shared<sqlite::Database>(std::move(*wal))] {
+    std::unique_lock lock(impl.mu);
+    while (!impl.checkpointer_stop) {
+      impl.checkpointer_cv.wait_for(lock, std::chrono::milliseconds(500), [&impl] { return impl.checkpointer_stop; });
+      lock.unlock();
+      // PASSIVE: copies what no reader still needs, never waits for or blocks the writer.
+      if (auto s = conn->exec("PRAGMA wal_checkpoint(PASSIVE);"); !s)
+        observe::log(observe::Level::warn, "audit WAL checkpoint failed", {{"error", s.issue().diagnostics}});
+      lock.lock();
+    }
+  });
   return log;
 }
 
@@ -540,6 +605,15 @@ void Log::stop() {
   }
   impl_->cv.notify_one();
   if (impl_->writer.joinable()) impl_->writer.join();
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->checkpointer_stop = true;
+  }
+  impl_->checkpointer_cv.notify_all();
+  if (impl_->checkpointer.joinable()) impl_->checkpointer.join();
+  // Everything is committed: fold the WAL into audit.db so the file alone is complete (a copy
+  // of audit.db taken after a clean stop needs no -wal file).
+  (void)impl_->db.exec("PRAGMA wal_checkpoint(TRUNCATE);");
 }
 
 void Log::inject_write_failure(bool on) { impl_->fail_writes = on; }
@@ -552,7 +626,9 @@ fhir::Result<Page> Log::search(const Query& q) const {
   std::vector<std::variant<std::int64_t, std::string>> args;
   auto arg = [&](auto v) {
     args.emplace_back(std::move(v));
-    return "?" + std::to_string(args.size());
+    std::string placeholder = "?";
+    placeholder.append(std::to_string(args.size()));
+    return placeholder;
   };
   if (!q.patient.empty())
     where += " AND seq IN (SELECT seq FROM audit_patient WHERE nhs_number = " + arg(q.patient) + ")";
