@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "gateway/http/locator_routes.h"
+#include "gateway/http/relationship_routes.h"
 #include "gateway/http/smart_routes.h"
 #include "gateway/http/system_routes.h"
 #include "gateway/locator/sqlite_locator.h"
@@ -48,6 +49,8 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
   http::register_locator_search_params(search_params_);
   http::add_locator_routes(router_, search_params_,
                            http::LocatorRouteDeps{*async_locator_, *policy_, break_glass_, cfg_.public_base_url});
+  http::add_relationship_routes(router_,
+                                http::LocatorRouteDeps{*async_locator_, *policy_, break_glass_, cfg_.public_base_url});
   if (audit_log_) {
     async_audit_ = std::make_unique<http::AsyncAudit>(*audit_log_, 2);
     http::add_audit_routes(router_, http::AuditRouteDeps{*async_audit_, cfg_.public_base_url, cfg_.public_base_url,

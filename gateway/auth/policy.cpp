@@ -285,7 +285,7 @@ PolicyConfig default_policy() {
   system.claim_values = {"system"};
   system.resource_types = {"Patient", "Encounter", "Observation", "DiagnosticReport", "DocumentReference",
                            "Condition", "AllergyIntolerance", "MedicationStatement", "MedicationRequest",
-                           "Immunization", "Procedure", "CarePlan", "Composition", "Flag"};
+                           "Immunization", "Procedure", "CarePlan", "CareTeam", "Composition", "Flag"};
   system.permissions = kAllPermissions;
   system.clinical = true;
   system.requires_relationship = false;

@@ -271,6 +271,10 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     auth::PatientFacts facts;
     facts.registered_practice = rec.demographics.gp_practice_ods;
     facts.objection = rec.objection;
+    const std::int64_t now = now_seconds();
+    for (const auto& m : rec.care_team)  // ended memberships are kept for the record, not counted
+      if (locator::care_team_member_current(m, now)) facts.care_team.push_back(m.member);
+    for (const auto& e : rec.encounters) facts.encounters.emplace_back(e.organisation_ods, e.at);
     auto grant = deps_.break_glass.active(req.principal->subject, rec.id, now_seconds());
     return deps_.policy.authorise_patient(*req.principal, facts, rec.id, grant ? &*grant : nullptr, now_seconds());
   }

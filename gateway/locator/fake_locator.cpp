@@ -6,6 +6,7 @@
 #include "gateway/locator/fake_locator.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -33,6 +34,8 @@ struct State {
   std::map<std::string, Pointer> pointers;
   std::map<std::string, SourceSystem> sources;
   std::vector<Conflict> conflicts;
+  std::map<std::string, std::vector<CareTeamMember>> care_teams;  // by patient id, ordered by member
+  std::map<std::string, std::vector<Encounter>> encounters;       // by patient id, newest first
   std::size_t merges = 0;
   std::int64_t next_conflict_id = 1;
 };
@@ -87,8 +90,7 @@ class FakeTransaction final : public IndexTransaction {
   fhir::Status insert_patient(const PatientRecord& p) override {
     if (s_.patients.count(p.id)) return duplicate("patient");
     PatientRecord row = p;
-    row.identifiers.clear();
-    row.merged_from.clear();
+    strip(row);
     s_.patients.emplace(p.id, std::move(row));
     undo_.push_back([this, id = p.id] { s_.patients.erase(id); });
     return fhir::Ok{};
@@ -99,8 +101,7 @@ class FakeTransaction final : public IndexTransaction {
     if (it == s_.patients.end()) return missing("patient");
     undo_.push_back([this, old = it->second] { s_.patients[old.id] = old; });
     it->second = p;
-    it->second.identifiers.clear();
-    it->second.merged_from.clear();
+    strip(it->second);
     return fhir::Ok{};
   }
 
@@ -206,7 +207,89 @@ class FakeTransaction final : public IndexTransaction {
     return fhir::Ok{};
   }
 
+  fhir::Result<std::vector<CareTeamMember>> care_team(const std::string& patient_id) override {
+    auto it = s_.care_teams.find(patient_id);
+    if (it == s_.care_teams.end()) return std::vector<CareTeamMember>();
+    return it->second;
+  }
+
+  fhir::Status upsert_care_team_member(const std::string& patient_id, const CareTeamMember& m) override {
+    std::vector<CareTeamMember>& team = team_of(patient_id);
+    auto at = std::lower_bound(team.begin(), team.end(), m.member,
+                               [](const CareTeamMember& x, const std::string& member) { return x.member < member; });
+    if (at != team.end() && at->member == m.member)
+      *at = m;
+    else
+      team.insert(at, m);
+    return fhir::Ok{};
+  }
+
+  fhir::Result<bool> delete_care_team_member(const std::string& patient_id, const std::string& member) override {
+    std::vector<CareTeamMember>& team = team_of(patient_id);
+    const auto before = team.size();
+    team.erase(std::remove_if(team.begin(), team.end(), [&](const CareTeamMember& x) { return x.member == member; }),
+               team.end());
+    return team.size() != before;
+  }
+
+  fhir::Result<std::vector<Encounter>> encounters(const std::string& patient_id) override {
+    auto it = s_.encounters.find(patient_id);
+    if (it == s_.encounters.end()) return std::vector<Encounter>();
+    return it->second;
+  }
+
+  fhir::Result<bool> insert_encounter_if_new(const std::string& patient_id, const Encounter& e) override {
+    std::vector<Encounter>& list = encounters_of(patient_id);
+    const auto same = [&](const Encounter& x) { return x.organisation_ods == e.organisation_ods && x.at == e.at; };
+    if (std::any_of(list.begin(), list.end(), same)) return false;
+    list.insert(std::upper_bound(list.begin(), list.end(), e, newer), e);
+    return true;
+  }
+
+  fhir::Status trim_encounters(const std::string& patient_id, const std::string& organisation_ods,
+                               std::size_t per_organisation, std::size_t per_patient) override {
+    std::vector<Encounter>& list = encounters_of(patient_id);
+    std::vector<Encounter> kept;
+    std::size_t seen = 0;  // encounters at organisation_ods so far, newest first
+    for (const Encounter& x : list) {
+      if (x.organisation_ods == organisation_ods && ++seen > per_organisation) continue;
+      if (kept.size() < per_patient) kept.push_back(x);
+    }
+    list = std::move(kept);
+    return fhir::Ok{};
+  }
+
+  fhir::Status delete_encounters(const std::string& patient_id) override {
+    encounters_of(patient_id).clear();
+    return fhir::Ok{};
+  }
+
  private:
+  // The order of IndexTransaction::encounters: newest first, then by organisation.
+  static bool newer(const Encounter& a, const Encounter& b) {
+    return a.at != b.at ? a.at > b.at : a.organisation_ods < b.organisation_ods;
+  }
+
+  // The patient's care team / encounters, saved to the undo log before the first change.
+  std::vector<CareTeamMember>& team_of(const std::string& patient_id) {
+    std::vector<CareTeamMember>& team = s_.care_teams[patient_id];
+    undo_.push_back([this, patient_id, old = team] { s_.care_teams[patient_id] = old; });
+    return team;
+  }
+  std::vector<Encounter>& encounters_of(const std::string& patient_id) {
+    std::vector<Encounter>& list = s_.encounters[patient_id];
+    undo_.push_back([this, patient_id, old = list] { s_.encounters[patient_id] = old; });
+    return list;
+  }
+
+  // Rows keep only the patient's own columns, as a database row would.
+  static void strip(PatientRecord& row) {
+    row.identifiers.clear();
+    row.merged_from.clear();
+    row.care_team.clear();
+    row.encounters.clear();
+  }
+
   static fhir::Status duplicate(const char* what) {
     return Issue::make(ErrorCode::internal_error, std::string("duplicate ") + what);
   }
@@ -365,6 +448,22 @@ class FakeLocator final : public Locator {
   fhir::Status set_objection(const std::string& patient_id, bool objection) override {
     return write([&](FakeTransaction& tx) { return apply_set_objection(tx, patient_id, objection, now_instant()); });
   }
+  fhir::Status add_care_team_member(const std::string& acting, const std::string& patient_id,
+                                    const std::string& member, std::optional<std::string> until) override {
+    return write([&](FakeTransaction& tx) {
+      return apply_add_care_team_member(tx, acting, patient_id, member, until, now_instant());
+    });
+  }
+  fhir::Status remove_care_team_member(const std::string& acting, const std::string& patient_id,
+                                       const std::string& member) override {
+    return write([&](FakeTransaction& tx) { return apply_remove_care_team_member(tx, acting, patient_id, member); });
+  }
+  fhir::Status record_encounter(const std::string& acting, const std::string& patient_id,
+                                const std::string& organisation_ods, std::int64_t at_epoch_seconds) override {
+    return write([&](FakeTransaction& tx) {
+      return apply_record_encounter(tx, acting, patient_id, organisation_ods, at_epoch_seconds);
+    });
+  }
 
   fhir::Result<ImportResult> import(const std::vector<ImportRecord>& records) override {
     if (records.size() > kMaxImportRecords)
@@ -410,6 +509,11 @@ class FakeLocator final : public Locator {
       if (ident.patient_id == row.id) rec.identifiers.push_back({key.first, key.second, ident.source});
     for (const auto& [id, p] : s_.patients)
       if (p.merged_into == row.id) rec.merged_from.push_back(id);
+    if (auto team = s_.care_teams.find(row.id); team != s_.care_teams.end()) rec.care_team = team->second;
+    if (auto list = s_.encounters.find(row.id); list != s_.encounters.end()) {
+      const std::size_t n = std::min(list->second.size(), kMaxEncountersPerPatient);
+      rec.encounters.assign(list->second.begin(), list->second.begin() + static_cast<std::ptrdiff_t>(n));
+    }
     return rec;
   }
 

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Inside gw_locator only: the primitive reads and writes a backend offers within one write
 // transaction (IndexTransaction), and the write rules built on them once for every backend
-// (identity resolution, pointer ownership, A40 merges, import records; in locator.cpp). A
-// backend runs each rule inside its own atomic unit (SQLite: a SAVEPOINT; the fake: an undo
-// log), so a rule that fails part-way leaves nothing behind.
+// (identity resolution, pointer ownership, A40 merges, care relationships, import records; in
+// locator.cpp). A backend runs each rule inside its own atomic unit (SQLite: a SAVEPOINT; the
+// fake: an undo log), so a rule that fails part-way leaves nothing behind.
 #pragma once
 
 #include <cstddef>
@@ -37,7 +37,7 @@ class IndexTransaction {
  public:
   virtual ~IndexTransaction() = default;
 
-  // The patient row: identifiers and merged_from are left empty.
+  // The patient row: identifiers, merged_from, care_team and encounters are left empty.
   virtual fhir::Result<std::optional<PatientRecord>> patient(const std::string& id) = 0;
   // The active (not retired) patient holding `nhs_number` as a trusted NHS number.
   virtual fhir::Result<std::optional<std::string>> active_patient_with_nhs_number(std::string_view nhs_number) = 0;
@@ -70,6 +70,23 @@ class IndexTransaction {
   virtual fhir::Status move_pointers(const std::string& from, const std::string& to, const std::string& now) = 0;
 
   virtual fhir::Status upsert_source_system(const SourceSystem& s, const std::string& now) = 0;
+
+  // Care team rows of a patient, ordered by member.
+  virtual fhir::Result<std::vector<CareTeamMember>> care_team(const std::string& patient_id) = 0;
+  // Inserts the row (patient, m.member), or replaces its until and source_ods.
+  virtual fhir::Status upsert_care_team_member(const std::string& patient_id, const CareTeamMember& m) = 0;
+  // True when a row was deleted.
+  virtual fhir::Result<bool> delete_care_team_member(const std::string& patient_id, const std::string& member) = 0;
+  // Every encounter row of a patient, newest first (at descending, then organisation ascending).
+  virtual fhir::Result<std::vector<Encounter>> encounters(const std::string& patient_id) = 0;
+  // Inserts `e` unless the patient has an encounter at (e.organisation_ods, e.at); true when
+  // inserted.
+  virtual fhir::Result<bool> insert_encounter_if_new(const std::string& patient_id, const Encounter& e) = 0;
+  // Deletes the patient's encounters at `organisation_ods` beyond the newest `per_organisation`,
+  // then the patient's encounters beyond the newest `per_patient` (the order of encounters()).
+  virtual fhir::Status trim_encounters(const std::string& patient_id, const std::string& organisation_ods,
+                                       std::size_t per_organisation, std::size_t per_patient) = 0;
+  virtual fhir::Status delete_encounters(const std::string& patient_id) = 0;
 };
 
 // ---- the write rules (locator.cpp); `now` is the FHIR instant stamped on changed rows ----
@@ -88,6 +105,19 @@ fhir::Status apply_merge(IndexTransaction& tx, const std::string& retired_id, co
 fhir::Status apply_set_objection(IndexTransaction& tx, const std::string& patient_id, bool objection,
                                  const std::string& now);
 fhir::Status apply_upsert_source_system(IndexTransaction& tx, const SourceSystem& s, const std::string& now);
+// Locator::add_care_team_member, remove_care_team_member and record_encounter. `now` also
+// decides which members have ended (add_care_team_member).
+fhir::Status apply_add_care_team_member(IndexTransaction& tx, const std::string& acting_source_ods,
+                                        const std::string& patient_id, const std::string& member,
+                                        const std::optional<std::string>& until, const std::string& now);
+fhir::Status apply_remove_care_team_member(IndexTransaction& tx, const std::string& acting_source_ods,
+                                           const std::string& patient_id, const std::string& member);
+fhir::Status apply_record_encounter(IndexTransaction& tx, const std::string& acting_source_ods,
+                                    const std::string& patient_id, const std::string& organisation_ods,
+                                    std::int64_t at_epoch_seconds);
+// Part of apply_merge: the care team and encounters of `from` go to `to` (a member of both
+// keeps the later until; the encounter bounds then apply to `to`). In care_relationships.cpp.
+fhir::Status move_care_relationships(IndexTransaction& tx, const std::string& from, const std::string& to);
 // One import record: resolve, then put each pointer as its own custodian (the claim's source
 // when the pointer names none). Pointer failures carry expression "pointers[k]...".
 fhir::Result<Resolution> apply_import_record(IndexTransaction& tx, const ImportRecord& record,

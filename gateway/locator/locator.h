@@ -11,6 +11,7 @@
 // committed (for SqliteLocator: after the group commit that carried them).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -45,6 +46,37 @@ struct Demographics {
   std::string deceased;                 // date or dateTime, empty when alive/unknown
 };
 
+// A member of the patient's care team (issue #5 "legitimate relationship"): a user subject
+// (e.g. an SDS user id) or an organisation's ODS code, as recorded by a source system.
+struct CareTeamMember {
+  std::string member;      // 1-128 printable ASCII characters
+  std::string until;       // FHIR date or dateTime the membership ends; empty: open-ended
+  std::string source_ods;  // the source system that last recorded it
+};
+
+// A contact at an organisation (issue #5 "legitimate relationship"), e.g. an admission.
+struct Encounter {
+  std::string organisation_ods;
+  std::int64_t at = 0;     // epoch seconds, UTC
+  std::string source_ods;  // the source system that recorded it
+};
+
+// Per patient, the locator keeps the newest kMaxEncountersPerOrganisation encounters of each
+// organisation and the newest kMaxEncountersPerPatient in all (newest: latest `at`, ties by
+// organisation ODS code ascending); older ones are deleted when a newer one is recorded, so a
+// chatty feed cannot grow the index without limit. The same (organisation, at) twice is one
+// encounter. A care team holds at most kMaxCareTeamMembers members.
+inline constexpr std::size_t kMaxEncountersPerOrganisation = 10;
+inline constexpr std::size_t kMaxEncountersPerPatient = 100;
+inline constexpr std::size_t kMaxCareTeamMembers = 100;
+inline constexpr std::size_t kMaxCareTeamMemberBytes = 128;
+
+// True when `m` is still a member at `now_epoch_seconds`: no `until`, or `until` (a FHIR date
+// range at its precision: "2026-03" lasts to the end of March, "2026-03-31T17:00:00Z" to the
+// end of that second) has not ended yet. An `until` that does not
+// parse counts as ended. The access policy should only count current members.
+bool care_team_member_current(const CareTeamMember& m, std::int64_t now_epoch_seconds);
+
 struct PatientRecord {
   std::string id;                       // opaque gateway id (no NHS number inside)
   Demographics demographics;
@@ -53,6 +85,11 @@ struct PatientRecord {
   std::optional<std::string> merged_into;  // set on a retired record: the survivor's id
   std::vector<std::string> merged_from;    // ids retired into this one
   bool objection = false;               // recorded dissent to sharing (issue #5)
+  // Care relationships (issue #5), filled by read_patient and search_patients; not part of the
+  // Patient resource, so changing them does not bump `version`. A merge moves them to the
+  // survivor, so a retired record has none.
+  std::vector<CareTeamMember> care_team;  // ordered by member, expired members included
+  std::vector<Encounter> encounters;      // newest first, at most kMaxEncountersPerPatient
   std::int64_t version = 1;             // bumps on every change (FHIR meta.versionId)
   std::string last_updated;             // FHIR instant
 };
@@ -202,13 +239,38 @@ class Locator {
   // a retired patient is moved to the survivor.
   virtual fhir::Result<Pointer> put_pointer(const std::string& acting_source_ods, Pointer p) = 0;
   virtual fhir::Status delete_pointer(const std::string& acting_source_ods, const std::string& pointer_id) = 0;
-  // A40-style merge: `retired` resolves to `survivor` from now on; identifiers and pointers
-  // move to the survivor, which also takes a trusted NHS number and demographics it lacks and
-  // keeps an objection either record had. Records merged earlier into `retired` now point at
-  // the survivor too. Refused (conflict) when the two hold different trusted NHS numbers or
-  // when it would make a cycle; repeating a merge already done succeeds.
+  // A40-style merge: `retired` resolves to `survivor` from now on; identifiers, pointers, care
+  // team members and encounters move to the survivor (a member of both teams keeps the later
+  // `until`, open-ended beating any date; the encounter bounds then apply to the survivor),
+  // which also takes a trusted NHS number and demographics it lacks and keeps an objection
+  // either record had. Records merged earlier into `retired` now point at the survivor too.
+  // Refused (conflict) when the two hold different trusted NHS numbers or when it would make a
+  // cycle; repeating a merge already done succeeds.
   virtual fhir::Status merge(const std::string& retired_id, const std::string& survivor_id, const std::string& source_ods) = 0;
   virtual fhir::Status set_objection(const std::string& patient_id, bool objection) = 0;
+
+  // Care relationships (issue #5 item 4). Each is written by source system
+  // `acting_source_ods` (forbidden when empty), recorded as the row's source_ods. A retired
+  // `patient_id` applies to its survivor; an unknown one is not_found. Bad input is
+  // invalid_value (or missing_value) naming the parameter, and nothing is written.
+  //
+  // Adds `member` (1-128 printable ASCII characters, no leading or trailing space) to the
+  // patient's care team until `until` (a FHIR date or dateTime; nullopt or empty: open-ended),
+  // or replaces the `until` and source of a member already there. A new member beyond
+  // kMaxCareTeamMembers current (not yet ended) members is refused (conflict); members whose
+  // `until` has passed are dropped when a member is added.
+  virtual fhir::Status add_care_team_member(const std::string& acting_source_ods, const std::string& patient_id,
+                                            const std::string& member, std::optional<std::string> until) = 0;
+  // Removes `member` from the patient's care team; not_found when it is not a member. Any
+  // source may remove a member, whoever recorded it.
+  virtual fhir::Status remove_care_team_member(const std::string& acting_source_ods, const std::string& patient_id,
+                                               const std::string& member) = 0;
+  // Records an encounter of the patient at `organisation_ods` (an ODS code: 1-64 ASCII letters
+  // and digits) at `at_epoch_seconds` (1970-01-01 to 9999-12-31). Recording the same
+  // (organisation, time) again changes nothing. The bounds above then apply: an encounter
+  // older than those kept is accepted but not kept.
+  virtual fhir::Status record_encounter(const std::string& acting_source_ods, const std::string& patient_id,
+                                        const std::string& organisation_ods, std::int64_t at_epoch_seconds) = 0;
   // Bulk import: many records per transaction; each record stands alone (a bad record is
   // reported in its slot of ImportResult::records and never half-written). Fails as a whole
   // only for more than 1,000,000 records in one call.

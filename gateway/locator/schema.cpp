@@ -112,8 +112,8 @@ CREATE TABLE conflicts (
 )sql";
 
 // 3: care relationships for the legitimate-relationship check of issue #5: who is in the
-// patient's care team (until when) and which organisations saw them (when). Written and read
-// by issue #5's code; nothing in the locator interface touches them yet.
+// patient's care team (until when) and which organisations saw them (when). Superseded in
+// part by migration 4.
 const char* const kCareRelationships = R"sql(
 CREATE TABLE care_team (
   patient INTEGER NOT NULL REFERENCES patients(pk),
@@ -131,6 +131,34 @@ CREATE TABLE encounters (
 CREATE INDEX encounters_patient ON encounters(patient, organisation_ods);
 )sql";
 
+// 4: care relationships as the locator writes them (Locator::add_care_team_member,
+// record_encounter): each row names the source system that recorded it; an encounter's time
+// is epoch seconds (INTEGER: version 3 had TEXT, which orders "999" after "1000"), one row per
+// (patient, organisation, time), with an index for reading a patient's newest first. Rows of
+// version 3 are kept when their time is digits or a date SQLite reads; nothing wrote them yet.
+const char* const kCareRelationshipSources = R"sql(
+ALTER TABLE care_team ADD COLUMN source_ods TEXT NOT NULL DEFAULT '';
+
+CREATE TABLE encounters_v4 (
+  pk               INTEGER PRIMARY KEY,
+  patient          INTEGER NOT NULL REFERENCES patients(pk),
+  organisation_ods TEXT NOT NULL,
+  at               INTEGER NOT NULL,
+  source_ods       TEXT NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX encounters_patient_organisation ON encounters_v4(patient, organisation_ods, at);
+CREATE INDEX encounters_recent ON encounters_v4(patient, at DESC, organisation_ods);
+INSERT OR IGNORE INTO encounters_v4(patient, organisation_ods, at, source_ods)
+  SELECT patient, organisation_ods, seconds, '' FROM (
+    SELECT patient, organisation_ods,
+           CASE WHEN at GLOB '[0-9]*' AND at NOT GLOB '*[^0-9]*' THEN CAST(at AS INTEGER)
+                ELSE CAST(strftime('%s', at) AS INTEGER) END AS seconds
+    FROM encounters)
+  WHERE seconds IS NOT NULL;
+DROP TABLE encounters;
+ALTER TABLE encounters_v4 RENAME TO encounters;
+)sql";
+
 }  // namespace
 
 const std::vector<sqlite::Migration>& migrations() {
@@ -138,6 +166,7 @@ const std::vector<sqlite::Migration>& migrations() {
       {1, "gateway_info", kGatewayInfo},
       {2, "record locator index", kIndex},
       {3, "care relationships", kCareRelationships},
+      {4, "care relationship sources", kCareRelationshipSources},
   };
   return m;
 }

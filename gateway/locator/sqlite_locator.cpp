@@ -341,6 +341,26 @@ fhir::Status SqliteLocator::set_objection(const std::string& patient_id, bool ob
       [&](SqliteTransaction& tx) { return apply_set_objection(tx, patient_id, objection, now_instant()); });
 }
 
+fhir::Status SqliteLocator::add_care_team_member(const std::string& acting, const std::string& patient_id,
+                                                const std::string& member, std::optional<std::string> until) {
+  return s_->write<fhir::Ok>([&](SqliteTransaction& tx) {
+    return apply_add_care_team_member(tx, acting, patient_id, member, until, now_instant());
+  });
+}
+
+fhir::Status SqliteLocator::remove_care_team_member(const std::string& acting, const std::string& patient_id,
+                                                   const std::string& member) {
+  return s_->write<fhir::Ok>(
+      [&](SqliteTransaction& tx) { return apply_remove_care_team_member(tx, acting, patient_id, member); });
+}
+
+fhir::Status SqliteLocator::record_encounter(const std::string& acting, const std::string& patient_id,
+                                            const std::string& organisation_ods, std::int64_t at_epoch_seconds) {
+  return s_->write<fhir::Ok>([&](SqliteTransaction& tx) {
+    return apply_record_encounter(tx, acting, patient_id, organisation_ods, at_epoch_seconds);
+  });
+}
+
 fhir::Result<ImportResult> SqliteLocator::import(const std::vector<ImportRecord>& records) {
   if (records.size() > kMaxImportRecords)
     return Issue::make(ErrorCode::invalid_value,

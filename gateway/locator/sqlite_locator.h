@@ -66,6 +66,12 @@ class SqliteLocator final : public Locator {
   fhir::Status delete_pointer(const std::string& acting_source_ods, const std::string& pointer_id) override;
   fhir::Status merge(const std::string& retired_id, const std::string& survivor_id, const std::string& source_ods) override;
   fhir::Status set_objection(const std::string& patient_id, bool objection) override;
+  fhir::Status add_care_team_member(const std::string& acting_source_ods, const std::string& patient_id,
+                                    const std::string& member, std::optional<std::string> until) override;
+  fhir::Status remove_care_team_member(const std::string& acting_source_ods, const std::string& patient_id,
+                                       const std::string& member) override;
+  fhir::Status record_encounter(const std::string& acting_source_ods, const std::string& patient_id,
+                                const std::string& organisation_ods, std::int64_t at_epoch_seconds) override;
   fhir::Result<ImportResult> import(const std::vector<ImportRecord>& records) override;
 
   WriterCounters writer_counters() const;

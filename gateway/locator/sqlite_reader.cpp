@@ -15,7 +15,7 @@ namespace gw::locator {
 
 enum class SqliteReader::R : std::size_t {
   begin, commit, patient_by_id, given_of, identifiers_of, merged_from, lookup_local, lookup_nhs, pk_and_survivor,
-  pointers_of, pointer_by_id, source, conflicts, stats,
+  pointers_of, pointer_by_id, source, conflicts, stats, care_team_of, encounters_of,
   count
 };
 
@@ -155,6 +155,11 @@ fhir::Result<std::unique_ptr<SqliteReader>> SqliteReader::open(const std::string
   const std::string pointers_of =
       "SELECT " + std::string(kPointerColumns) + " WHERE ptr.patient = ?1 ORDER BY ptr.source_ods, ptr.id";
   const std::string pointer_by_id = "SELECT " + std::string(kPointerColumns) + " WHERE ptr.id = ?1";
+  // Bounded twice: the writer already keeps at most kMaxEncountersPerPatient rows per patient.
+  std::string encounters_of =
+      "SELECT organisation_ods, at, source_ods FROM encounters WHERE patient = ?1 ORDER BY at DESC, organisation_ods "
+      "LIMIT ";
+  encounters_of += std::to_string(kMaxEncountersPerPatient);
   const std::string_view sql[] = {
       "BEGIN",
       "COMMIT",
@@ -174,6 +179,8 @@ fhir::Result<std::unique_ptr<SqliteReader>> SqliteReader::open(const std::string
       "(SELECT count(*) FROM patients WHERE merged_into IS NOT NULL), (SELECT count(*) FROM identifiers), "
       "(SELECT count(*) FROM pointers), (SELECT count(*) FROM source_systems), (SELECT count(*) FROM conflicts), "
       "(SELECT count(*) FROM patients WHERE merged_into IS NULL AND nhs_number != '' AND nhs_number_trusted = 0)",
+      "SELECT member, coalesce(until, ''), source_ods FROM care_team WHERE patient = ?1 ORDER BY member",
+      encounters_of,
   };
   static_assert(std::size(sql) == static_cast<std::size_t>(R::count));
   if (auto s = prepare_all(r->db_, sql, std::size(sql), r->statements_); !s) return std::move(s).issue();
@@ -223,13 +230,33 @@ fhir::Status SqliteReader::fill_record(std::int64_t pk, PatientRecord& rec) {
       rec.identifiers.push_back({q->column_text(0), q->column_text(1), q->column_text(2)});
     }
   }
-  StatementUse q(st(R::merged_from));
+  {
+    StatementUse q(st(R::merged_from));
+    q->bind(1, pk);
+    for (;;) {
+      auto row = q->step();
+      if (!row) return storage(row.issue());
+      if (!*row) break;
+      rec.merged_from.push_back(q->column_text(0));
+    }
+  }
+  {
+    StatementUse q(st(R::care_team_of));
+    q->bind(1, pk);
+    for (;;) {
+      auto row = q->step();
+      if (!row) return storage(row.issue());
+      if (!*row) break;
+      rec.care_team.push_back({q->column_text(0), q->column_text(1), q->column_text(2)});
+    }
+  }
+  StatementUse q(st(R::encounters_of));
   q->bind(1, pk);
   for (;;) {
     auto row = q->step();
     if (!row) return storage(row.issue());
     if (!*row) break;
-    rec.merged_from.push_back(q->column_text(0));
+    rec.encounters.push_back({q->column_text(0), q->column_int64(1), q->column_text(2)});
   }
   return fhir::Ok{};
 }

@@ -20,6 +20,8 @@ enum class SqliteTransaction::S : std::size_t {
   insert_identifier, move_identifiers, insert_conflict, insert_merge,
   pointer_by_id, insert_pointer, insert_pointer_if_new, update_pointer, delete_pointer, move_pointers,
   upsert_source,
+  care_team_of, upsert_care_team, delete_care_team_member,
+  encounters_of, insert_encounter_if_new, trim_encounters_organisation, trim_encounters_patient, delete_encounters,
   count
 };
 
@@ -81,6 +83,18 @@ const std::string_view kSql[] = {
     "INSERT INTO source_systems(ods_code, name, adapter, endpoint, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) "
     "ON CONFLICT(ods_code) DO UPDATE SET name = excluded.name, adapter = excluded.adapter, "
     "endpoint = excluded.endpoint, updated_at = excluded.updated_at",
+    "SELECT member, coalesce(until, ''), source_ods FROM care_team WHERE patient = ?1 ORDER BY member",
+    "INSERT INTO care_team(patient, member, until, source_ods) VALUES (?1, ?2, ?3, ?4) "
+    "ON CONFLICT(patient, member) DO UPDATE SET until = excluded.until, source_ods = excluded.source_ods",
+    "DELETE FROM care_team WHERE patient = ?1 AND member = ?2",
+    "SELECT organisation_ods, at, source_ods FROM encounters WHERE patient = ?1 ORDER BY at DESC, organisation_ods",
+    // The only uniqueness on encounters is (patient, organisation_ods, at).
+    "INSERT INTO encounters(patient, organisation_ods, at, source_ods) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+    "DELETE FROM encounters WHERE patient = ?1 AND organisation_ods = ?2 AND pk NOT IN "
+    "(SELECT pk FROM encounters WHERE patient = ?1 AND organisation_ods = ?2 ORDER BY at DESC LIMIT ?3)",
+    "DELETE FROM encounters WHERE patient = ?1 AND pk NOT IN "
+    "(SELECT pk FROM encounters WHERE patient = ?1 ORDER BY at DESC, organisation_ods LIMIT ?2)",
+    "DELETE FROM encounters WHERE patient = ?1",
 };
 #undef GW_PATIENT_VALUES
 
@@ -446,6 +460,94 @@ fhir::Status SqliteTransaction::move_pointers(const std::string& from, const std
 fhir::Status SqliteTransaction::upsert_source_system(const SourceSystem& s, const std::string& now) {
   StatementUse q(st(S::upsert_source));
   q->bind(1, s.ods_code).bind(2, s.name).bind(3, s.adapter).bind(4, s.endpoint).bind(5, now);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
+// ---- care relationships ----------------------------------------------------------------
+
+fhir::Result<std::vector<CareTeamMember>> SqliteTransaction::care_team(const std::string& patient_id) {
+  auto pk = pk_of(patient_id);
+  if (!pk) return std::move(pk).issue();
+  StatementUse q(st(S::care_team_of));
+  q->bind(1, *pk);
+  std::vector<CareTeamMember> out;
+  for (;;) {
+    auto row = q->step();
+    if (!row) return storage(row.issue());
+    if (!*row) break;
+    out.push_back({q->column_text(0), q->column_text(1), q->column_text(2)});
+  }
+  return out;
+}
+
+fhir::Status SqliteTransaction::upsert_care_team_member(const std::string& patient_id, const CareTeamMember& m) {
+  auto pk = pk_of(patient_id);
+  if (!pk) return std::move(pk).issue();
+  StatementUse q(st(S::upsert_care_team));
+  q->bind(1, *pk).bind(2, m.member).bind(4, m.source_ods);
+  if (m.until.empty())
+    q->bind_null(3);
+  else
+    q->bind(3, m.until);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
+fhir::Result<bool> SqliteTransaction::delete_care_team_member(const std::string& patient_id,
+                                                              const std::string& member) {
+  auto pk = pk_of(patient_id);
+  if (!pk) return std::move(pk).issue();
+  StatementUse q(st(S::delete_care_team_member));
+  q->bind(1, *pk).bind(2, member);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return db_.changes() == 1;
+}
+
+fhir::Result<std::vector<Encounter>> SqliteTransaction::encounters(const std::string& patient_id) {
+  auto pk = pk_of(patient_id);
+  if (!pk) return std::move(pk).issue();
+  StatementUse q(st(S::encounters_of));
+  q->bind(1, *pk);
+  std::vector<Encounter> out;
+  for (;;) {
+    auto row = q->step();
+    if (!row) return storage(row.issue());
+    if (!*row) break;
+    out.push_back({q->column_text(0), q->column_int64(1), q->column_text(2)});
+  }
+  return out;
+}
+
+fhir::Result<bool> SqliteTransaction::insert_encounter_if_new(const std::string& patient_id, const Encounter& e) {
+  auto pk = pk_of(patient_id);
+  if (!pk) return std::move(pk).issue();
+  StatementUse q(st(S::insert_encounter_if_new));
+  q->bind(1, *pk).bind(2, e.organisation_ods).bind(3, e.at).bind(4, e.source_ods);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return db_.changes() == 1;
+}
+
+fhir::Status SqliteTransaction::trim_encounters(const std::string& patient_id, const std::string& organisation_ods,
+                                                std::size_t per_organisation, std::size_t per_patient) {
+  auto pk = pk_of(patient_id);
+  if (!pk) return std::move(pk).issue();
+  {
+    StatementUse q(st(S::trim_encounters_organisation));
+    q->bind(1, *pk).bind(2, organisation_ods).bind(3, static_cast<std::int64_t>(per_organisation));
+    if (auto r = q->run(); !r) return storage(r.issue());
+  }
+  StatementUse q(st(S::trim_encounters_patient));
+  q->bind(1, *pk).bind(2, static_cast<std::int64_t>(per_patient));
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
+fhir::Status SqliteTransaction::delete_encounters(const std::string& patient_id) {
+  auto pk = pk_of(patient_id);
+  if (!pk) return std::move(pk).issue();
+  StatementUse q(st(S::delete_encounters));
+  q->bind(1, *pk);
   if (auto r = q->run(); !r) return storage(r.issue());
   return fhir::Ok{};
 }

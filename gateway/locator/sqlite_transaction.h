@@ -89,6 +89,14 @@ class SqliteTransaction final : public IndexTransaction {
   fhir::Status delete_pointer(const std::string& id) override;
   fhir::Status move_pointers(const std::string& from, const std::string& to, const std::string& now) override;
   fhir::Status upsert_source_system(const SourceSystem& s, const std::string& now) override;
+  fhir::Result<std::vector<CareTeamMember>> care_team(const std::string& patient_id) override;
+  fhir::Status upsert_care_team_member(const std::string& patient_id, const CareTeamMember& m) override;
+  fhir::Result<bool> delete_care_team_member(const std::string& patient_id, const std::string& member) override;
+  fhir::Result<std::vector<Encounter>> encounters(const std::string& patient_id) override;
+  fhir::Result<bool> insert_encounter_if_new(const std::string& patient_id, const Encounter& e) override;
+  fhir::Status trim_encounters(const std::string& patient_id, const std::string& organisation_ods,
+                               std::size_t per_organisation, std::size_t per_patient) override;
+  fhir::Status delete_encounters(const std::string& patient_id) override;
 
  private:
   enum class S : std::size_t;

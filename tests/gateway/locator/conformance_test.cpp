@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The Locator conformance suite: every case runs against SqliteLocator and FakeLocator (and
-// must pass unchanged for any future backend, e.g. PostgreSQL).
+// must pass unchanged for any future backend, e.g. PostgreSQL). Care relationships have their
+// part of the suite in care_relationships_test.cpp.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -10,10 +11,6 @@
 
 using namespace gw::locator;
 using namespace gw::locator::test;
-
-TYPE_TO_STRING(SqliteBackend);
-TYPE_TO_STRING(FakeBackend);
-#define LOCATOR_BACKENDS SqliteBackend, FakeBackend
 
 namespace {
 

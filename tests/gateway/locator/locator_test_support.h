@@ -85,3 +85,8 @@ struct FakeBackend {
 };
 
 }  // namespace gw::locator::test
+
+// The conformance suite's backends (TEST_CASE_TEMPLATE(..., B, LOCATOR_BACKENDS)).
+TYPE_TO_STRING(gw::locator::test::SqliteBackend);
+TYPE_TO_STRING(gw::locator::test::FakeBackend);
+#define LOCATOR_BACKENDS gw::locator::test::SqliteBackend, gw::locator::test::FakeBackend

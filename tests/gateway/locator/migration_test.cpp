@@ -65,6 +65,14 @@ INSERT INTO merges VALUES (1, 2, 1, 'RX1', '2026-01-01T00:00:00.000Z');
 INSERT INTO conflicts VALUES (1, 'p-old', 'RY2', 'nhs-number-mismatch', 'detail', '2026-01-01T00:00:00.000Z');
 )sql";
 
+// Care relationship rows a version-3 file could hold (nothing wrote them then): encounter
+// times as TEXT, one of them unreadable.
+const char* const kVersion3Rows = R"sql(
+INSERT INTO care_team VALUES (1, 'user-1', '2999-01-01'), (1, 'RX1', NULL);
+INSERT INTO encounters(patient, organisation_ods, at) VALUES (1, 'RX1', '1700000000'),
+  (1, 'RY2', '2026-01-01T10:00:00Z'), (1, 'RZ3', 'yesterday'), (1, 'RX1', '1700000000');
+)sql";
+
 }  // namespace
 
 TEST_CASE("Locator migrations: numbered 1..N, starting with the file's gateway_info") {
@@ -90,6 +98,7 @@ TEST_CASE("Locator migrations: every earlier version upgrades to the latest sche
       REQUIRE(gw::sqlite::migrate(*db, first).ok());
       CHECK(*db->user_version() == start);
       if (start >= 2) REQUIRE(db->exec(kVersion2Rows).ok());
+      if (start >= 3) REQUIRE(db->exec(kVersion3Rows).ok());
     }
     auto opened = SqliteLocator::open(path);
     REQUIRE(opened.ok());
@@ -109,6 +118,21 @@ TEST_CASE("Locator migrations: every earlier version upgrades to the latest sche
       CHECK(rec.demographics.gp_practice_ods == "B86001");
       CHECK(rec.version == 3);
       CHECK(rec.merged_from == std::vector<std::string>{"p-retired"});
+      if (start >= 3) {
+        REQUIRE(rec.care_team.size() == 2);
+        CHECK(rec.care_team[0].member == "RX1");
+        CHECK(rec.care_team[0].until.empty());
+        CHECK(rec.care_team[1].until == "2999-01-01");
+        CHECK(rec.care_team[1].source_ods.empty());
+        REQUIRE(rec.encounters.size() == 2);  // the duplicate is one, the unreadable time is dropped
+        CHECK(rec.encounters[0].organisation_ods == "RY2");
+        CHECK(rec.encounters[0].at == fhir::parse_fhir_date("2026-01-01T10:00:00Z")->begin);
+        CHECK(rec.encounters[1].organisation_ods == "RX1");
+        CHECK(rec.encounters[1].at == 1700000000);
+      } else {
+        CHECK(rec.care_team.empty());
+        CHECK(rec.encounters.empty());
+      }
       CHECK(*l.lookup_identifier("https://trust.example.nhs.uk/Id/mrn", "M-1") == "p-old");
       CHECK(*l.lookup_identifier(kNhsNumberSystem, "9000000009") == "p-old");
       CHECK(*(*l.read_patient("p-retired"))->merged_into == "p-old");

@@ -226,3 +226,39 @@ TEST_CASE("SqliteLocator: committed data survives closing and reopening the file
   CHECK(st.patients == 2);
   CHECK(st.retired == 1);
 }
+
+TEST_CASE("SqliteLocator: care team members and encounters survive closing and reopening the file") {
+  const std::string path = fresh_path("locator-reopen-care");
+  std::string a, b;
+  {
+    auto l = open_at(path);
+    a = l->resolve(claim("RX1", nhs(3), {}))->patient_id;
+    b = l->resolve(claim("RY2", "", {{kMrnB, "CR1", ""}}))->patient_id;
+    REQUIRE(l->add_care_team_member("RX1", a, "user-1", std::string("2999-12-31T17:00:00Z")).ok());
+    REQUIRE(l->add_care_team_member("RY2", b, "RY2", std::nullopt).ok());
+    REQUIRE(l->record_encounter("RX1", a, "RX1", 1700000000).ok());
+    REQUIRE(l->record_encounter("RY2", b, "RY2", 1700000500).ok());
+    REQUIRE(l->merge(b, a, "RX1").ok());
+  }
+  auto l = open_at(path);
+  const PatientRecord p = **l->read_patient(a);
+  REQUIRE(p.care_team.size() == 2);
+  CHECK(p.care_team[0].member == "RY2");
+  CHECK(p.care_team[0].until.empty());
+  CHECK(p.care_team[0].source_ods == "RY2");
+  CHECK(p.care_team[1].member == "user-1");
+  CHECK(p.care_team[1].until == "2999-12-31T17:00:00Z");
+  CHECK(p.care_team[1].source_ods == "RX1");
+  REQUIRE(p.encounters.size() == 2);
+  CHECK(p.encounters[0].organisation_ods == "RY2");
+  CHECK(p.encounters[0].at == 1700000500);
+  CHECK(p.encounters[0].source_ods == "RY2");
+  CHECK(p.encounters[1].organisation_ods == "RX1");
+  CHECK(p.encounters[1].at == 1700000000);
+  const PatientRecord retired = **l->read_patient(b);
+  CHECK(retired.care_team.empty());
+  CHECK(retired.encounters.empty());
+  // And writing goes on after the reopen.
+  REQUIRE(l->remove_care_team_member("RX1", b, "user-1").ok());
+  CHECK((*l->read_patient(a))->care_team.size() == 1);
+}
