@@ -314,8 +314,9 @@ struct Log::Impl {
     const bool patient_access =
         r.kind == "rest" && r.status < 400 && !r.detail.patients.empty() && r.agent_kind == "user" && !ig_route;
     if (!patient_access) return;
-    if (rules.without_relationship && (r.detail.basis == "emergency-purpose" || r.detail.basis == "break-glass"))
-      raise("no-relationship", "access without a prior relationship (" + r.detail.basis + ")");
+    // Break-glass has its own rule (and may also be used for a related patient who objected).
+    if (rules.without_relationship && r.detail.basis == "emergency-purpose")
+      raise("no-relationship", "access without a prior relationship (emergency purpose of use)");
     {
       std::lock_guard lock(flagged_mu);
       for (const auto& nhs : r.detail.patients)

@@ -32,7 +32,8 @@ namespace gw::audit {
 // Rules that put an access on the IG review queue.
 struct AlertRules {
   bool break_glass = true;              // any break-glass use
-  bool without_relationship = true;     // access allowed by an emergency purpose or break-glass
+  bool without_relationship = true;     // access allowed only by an emergency purpose of use
+                                        // (break-glass has its own rule)
   std::size_t max_patients_per_hour = 50;  // distinct patients one user opens in an hour (0 = off)
   std::vector<std::string> flagged_patients;  // NHS numbers of VIP or staff records (seeded from config)
   bool out_of_hours = true;
