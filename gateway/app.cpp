@@ -12,6 +12,22 @@
 #include "gateway/observe/log.h"
 
 namespace gw {
+namespace {
+
+// The gateway's own start and stop, in the audit log like any access.
+audit::Record lifecycle_record(const char* action, const char* note) {
+  audit::Record r;
+  r.time_ms = audit::now_ms();
+  r.kind = "system";
+  r.action = action;
+  r.agent_kind = "system";
+  r.user = "fhir-gateway";
+  r.status = 200;
+  r.detail.note = note;
+  return r;
+}
+
+}  // namespace
 
 App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
   auto dbs = store::Databases::open(cfg_.data_dir);
@@ -95,15 +111,7 @@ void App::open_audit() {
   auto log = audit::Log::open(o, std::make_shared<const audit::CheckpointSigner>(std::move(*signer)));
   if (!log) throw std::runtime_error("cannot open the audit log: " + log.issue().diagnostics);
   audit_log_ = std::move(*log);
-  audit::Record start;
-  start.time_ms = audit::now_ms();
-  start.kind = "system";
-  start.action = "start";
-  start.agent_kind = "system";
-  start.user = "fhir-gateway";
-  start.status = 200;
-  start.detail.note = "gateway started";
-  if (auto seq = audit_log_->append_sync(std::move(start)); !seq)
+  if (auto seq = audit_log_->append_sync(lifecycle_record("start", "gateway started")); !seq)
     throw std::runtime_error("cannot write to the audit log: " + seq.issue().diagnostics);
   if (cfg_.audit.forward_enabled) {
     audit::ForwarderOptions f = cfg_.audit.forward;
@@ -145,15 +153,7 @@ App::~App() {
   locator_.reset();
   async_audit_.reset();
   if (audit_log_) {
-    audit::Record stop;
-    stop.time_ms = audit::now_ms();
-    stop.kind = "system";
-    stop.action = "stop";
-    stop.agent_kind = "system";
-    stop.user = "fhir-gateway";
-    stop.status = 200;
-    stop.detail.note = "gateway stopped";
-    (void)audit_log_->append_sync(std::move(stop));
+    (void)audit_log_->append_sync(lifecycle_record("stop", "gateway stopped"));
     forwarder_to_wake_ = nullptr;
     if (audit_forwarder_) audit_forwarder_->stop();  // ships what is committed, bounded
     audit_log_->stop();  // final checkpoint

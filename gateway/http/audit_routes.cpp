@@ -172,11 +172,19 @@ std::string report_html(const std::string& nhs, const std::vector<audit::Record>
   return h;
 }
 
-std::string b64_list_json(const std::vector<audit::merkle::Hash>& hashes, Json& out) {
+Json b64_list(const std::vector<audit::merkle::Hash>& hashes) {
   Json a = Json::array();
   for (const auto& h : hashes) a.push_back(str(audit::merkle::to_base64(h)));
-  out = std::move(a);
-  return {};
+  return a;
+}
+
+// The same query with the cursor moved past `last_seq` (keyset paging).
+std::string next_url(const std::string& base, const fhir::QueryParams& query, std::uint64_t last_seq) {
+  std::string next = base + "?";
+  for (const auto& [k, v] : query)
+    if (k != "_cursor") next.append(fhir::percent_encode(k)).append("=").append(fhir::percent_encode(v)).append("&");
+  next.append("_cursor=").append(std::to_string(last_seq));
+  return next;
 }
 
 class AuditApi {
@@ -238,12 +246,7 @@ class AuditApi {
     };
     link("self", deps_.base_url + req.target);
     if (page->records.size() == q.count && !page->records.empty()) {
-      // Same query, cursor after the last record of this page.
-      std::string next = deps_.base_url + "/AuditEvent?";
-      for (const auto& [k, v] : *req.query)
-        if (k != "_cursor") next += fhir::percent_encode(k) + "=" + fhir::percent_encode(v) + "&";
-      next += "_cursor=" + std::to_string(page->records.back().seq);
-      link("next", std::move(next));
+      link("next", next_url(deps_.base_url + "/AuditEvent", *req.query, page->records.back().seq));
     }
     bundle.set("link", std::move(links));
     Json entries = Json::array();
@@ -354,11 +357,10 @@ class AuditApi {
     }
     Response resp = text_response(200, "application/fhir+ndjson", std::move(body));
     if (page->records.size() == q.count && !page->records.empty()) {
-      std::string next = deps_.base_url + "/AuditEvent/$export?";
-      for (const auto& [k, v] : *req.query)
-        if (k != "_cursor") next += fhir::percent_encode(k) + "=" + fhir::percent_encode(v) + "&";
-      next += "_cursor=" + std::to_string(page->records.back().seq);
-      resp.set_header("Link", "<" + next + ">; rel=\"next\"");
+      std::string link = "<";
+      link.append(next_url(deps_.base_url + "/AuditEvent/$export", *req.query, page->records.back().seq))
+          .append(">; rel=\"next\"");
+      resp.set_header("Link", std::move(link));
     }
     resp.set_header("X-Total-Count", std::to_string(page->total));
     co_return resp;
@@ -389,9 +391,7 @@ class AuditApi {
     out.set("treeSize", Json::integer(static_cast<std::int64_t>(p->size)));
     out.set("leafHash", str(audit::merkle::to_base64(p->leaf)));
     out.set("rootHash", str(audit::merkle::to_base64(p->root)));
-    Json path;
-    b64_list_json(p->path, path);
-    out.set("proof", std::move(path));
+    out.set("proof", b64_list(p->path));
     out.set("record", str(p->record));
     co_return text_response(200, "application/json", fhir::to_json(out));
   }
@@ -420,9 +420,7 @@ class AuditApi {
     out.set("size2", Json::integer(static_cast<std::int64_t>(s2)));
     out.set("root1", str(audit::merkle::to_base64(rs->first)));
     out.set("root2", str(audit::merkle::to_base64(rs->second)));
-    Json path;
-    b64_list_json(*p, path);
-    out.set("proof", std::move(path));
+    out.set("proof", b64_list(*p));
     co_return text_response(200, "application/json", fhir::to_json(out));
   }
 
