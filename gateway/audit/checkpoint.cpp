@@ -3,6 +3,7 @@
 // form (C2SP signed-note / tlog-checkpoint), a strict parser, and Ed25519 / ECDSA P-256
 // signing and verification over OpenSSL 3 EVP.
 #include "gateway/audit/checkpoint.h"
+#include "gateway/crypto/openssl.h"
 
 #include <algorithm>
 #include <array>
@@ -44,31 +45,19 @@ constexpr std::string_view kSignaturePrefix = "\xE2\x80\x94 ";
 // ---------------------------------------------------------------------------------------------
 // OpenSSL ownership.
 
-struct PkeyFree {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); }
-};
-struct BioFree {
-  void operator()(BIO* p) const { BIO_free(p); }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
-using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
-using BioPtr = std::unique_ptr<BIO, BioFree>;
-
-// OpenSSL leaves failures on a thread-local queue; nothing here reads it, so never leak it to
-// unrelated callers.
-struct ErrorQueueGuard {
-  ~ErrorQueueGuard() { ERR_clear_error(); }
-};
+using crypto::BioPtr;
+using crypto::BnPtr;
+using crypto::bytes;
+using crypto::EcdsaSigPtr;
+using crypto::ErrorQueueGuard;
+using crypto::MdCtxPtr;
+using crypto::no_passphrase;
+using crypto::ParamBldPtr;
+using crypto::ParamPtr;
+using crypto::PkeyCtxPtr;
+using crypto::PkeyPtr;
 
 fhir::Issue invalid(std::string why) { return fhir::Issue::make(fhir::ErrorCode::invalid_value, std::move(why)); }
-
-const unsigned char* bytes(std::string_view s) { return reinterpret_cast<const unsigned char*>(s.data()); }
-
-// Keys are read unattended at start-up: never prompt for a passphrase.
-int no_passphrase(char*, int, int, void*) { return -1; }
 
 // ---------------------------------------------------------------------------------------------
 // Base64 of variable length (RFC 4648 section 4, with padding), strict on decode.

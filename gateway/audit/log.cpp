@@ -279,10 +279,13 @@ struct Log::Impl {
     return false;
   }
   void commit_marks() {
-    if (alert_marks.size() > 200000) {  // bounded: forget marks older than the hour
-      const std::int64_t cutoff = now_ms() - kHourMs;
+    const std::int64_t cutoff = now_ms() - kHourMs;
+    if (alert_marks.size() > 200000)  // bounded: forget marks older than the hour
       std::erase_if(alert_marks, [cutoff](const auto& kv) { return kv.second <= cutoff; });
-    }
+    if (windows.size() > 100000)  // and users with nothing opened in the last hour
+      std::erase_if(windows, [cutoff](const auto& kv) {
+        return kv.second.firsts.empty() || kv.second.firsts.back().first <= cutoff;
+      });
     for (auto& [k, v] : pending_marks) alert_marks[k] = v;
     pending_marks.clear();
   }

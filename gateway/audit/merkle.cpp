@@ -3,6 +3,7 @@
 // perfect subtrees, proof generation and verification, and the compact range of an
 // append-only log.
 #include "gateway/audit/merkle.h"
+#include "gateway/crypto/openssl.h"
 
 #include <cstring>
 
@@ -13,6 +14,7 @@
 
 #include <openssl/evp.h>
 
+
 namespace gw::audit::merkle {
 
 namespace {
@@ -20,10 +22,6 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // SHA-256. The digest is fetched once; each thread reuses one context, so hashing a million
 // nodes costs no allocation per hash.
-
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); }
-};
 
 const EVP_MD* sha256() {
   // Never freed: it must outlive every thread-local context, and OpenSSL reclaims it at exit.
@@ -33,7 +31,7 @@ const EVP_MD* sha256() {
 }
 
 EVP_MD_CTX* thread_ctx() {
-  thread_local std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+  thread_local crypto::MdCtxPtr ctx(EVP_MD_CTX_new());
   if (!ctx) throw std::bad_alloc();
   return ctx.get();
 }

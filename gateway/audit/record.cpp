@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <ctime>
 #include <initializer_list>
+#include <type_traits>
 
 #include <rapidjson/writer.h>
 
@@ -17,18 +18,49 @@ namespace {
 constexpr std::size_t kMaxRecordBytes = 256 * 1024;
 constexpr std::size_t kMaxListItems = 4096;
 
-// Member order is the encoding: never reorder, only append new members at the end of a new
-// record version.
-constexpr const char* kMembers[] = {
-    "v",       "seq",        "prev",     "time",      "kind",    "action",   "method",   "target",
-    "route",   "status",     "outcome",  "agentKind", "user",    "role",     "org",      "client",
-    "tokenId", "purpose",    "address",  "clientCert", "requestId", "correlationId", "source",
-    "patients", "returned",   "withheld", "basis",     "breakGlass", "breakGlassText", "failedSources",
-    "operation", "note"};
 constexpr std::int64_t kVersion = 1;
 
 fhir::Issue bad(std::string what) {
   return fhir::Issue::make(fhir::ErrorCode::invalid_value, "audit record is not canonical: " + what);
+}
+
+// The canonical members, in their order: encode() and decode() both walk this, so the two
+// cannot disagree. Member order is the encoding: never reorder, only append new members in a
+// new record version. `R` is Record or const Record; `version` is "v".
+template <class R, class Visitor>
+void visit_members(R& r, std::int64_t& version, Visitor& v) {
+  v.integer("v", version);
+  v.integer("seq", r.seq);
+  v.text("prev", r.prev);
+  v.integer("time", r.time_ms);
+  v.text("kind", r.kind);
+  v.text("action", r.action);
+  v.text("method", r.method);
+  v.text("target", r.target);
+  v.text("route", r.route);
+  v.integer("status", r.status);
+  v.text("outcome", r.outcome_text);
+  v.text("agentKind", r.agent_kind);
+  v.text("user", r.user);
+  v.text("role", r.role);
+  v.text("org", r.organisation);
+  v.text("client", r.client_id);
+  v.text("tokenId", r.token_id);
+  v.text("purpose", r.purpose);
+  v.text("address", r.address);
+  v.text("clientCert", r.client_certificate);
+  v.text("requestId", r.request_id);
+  v.text("correlationId", r.correlation_id);
+  v.text("source", r.source);
+  v.list("patients", r.detail.patients);
+  v.list("returned", r.detail.returned);
+  v.list("withheld", r.detail.withheld);
+  v.text("basis", r.detail.basis);
+  v.text("breakGlass", r.detail.break_glass_reason);
+  v.text("breakGlassText", r.detail.break_glass_justification);
+  v.list("failedSources", r.detail.failed_sources);
+  v.text("operation", r.detail.operation);
+  v.text("note", r.detail.note);
 }
 
 }  // namespace
@@ -77,6 +109,79 @@ struct Sink {
   void Flush() {}
 };
 
+// encode(): each member straight into the rapidjson writer.
+struct MemberWriter {
+  rapidjson::Writer<Sink>& w;
+  void text(const char* key, const std::string& v) {
+    w.Key(key);
+    w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+  }
+  template <class Int>
+  void integer(const char* key, const Int& v) {
+    w.Key(key);
+    w.Int64(static_cast<std::int64_t>(v));
+  }
+  void list(const char* key, const std::vector<std::string>& v) {
+    w.Key(key);
+    w.StartArray();
+    for (const auto& s : v) w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+    w.EndArray();
+  }
+};
+
+// Walks the members in canonical order, each at its own position with its own type.
+struct MemberReader {
+  const std::vector<fhir::Json::Member>& members;
+  std::size_t next = 0;
+  std::string error;
+  const fhir::Json* at(const char* key) {
+    if (!error.empty()) return nullptr;
+    if (next >= members.size() || members[next].first != key) {
+      error = "member " + std::to_string(next) + " is not \"" + key + "\"";
+      return nullptr;
+    }
+    return &members[next++].second;
+  }
+  void text(const char* key, std::string& out) {
+    const fhir::Json* v = at(key);
+    if (!v) return;
+    if (!v->is_string()) error = std::string(key) + " is not a string";
+    else out = v->text();
+  }
+  template <class Int>
+  void integer(const char* key, Int& out) {
+    const fhir::Json* v = at(key);
+    if (!v) return;
+    auto i = v->is_number() ? v->as_int64() : std::nullopt;
+    if (!i) {
+      error = std::string(key) + " is not an integer";
+    } else if constexpr (std::is_same_v<Int, std::uint64_t>) {  // seq
+      if (*i < 0) error = "negative sequence number";
+      else out = static_cast<Int>(*i);
+    } else if constexpr (std::is_same_v<Int, int>) {  // status
+      if (*i < 0 || *i > 999) error = "status out of range";
+      else out = static_cast<Int>(*i);
+    } else {
+      out = *i;
+    }
+  }
+  void list(const char* key, std::vector<std::string>& out) {
+    const fhir::Json* v = at(key);
+    if (!v) return;
+    if (!v->is_array() || v->items().size() > kMaxListItems) {
+      error = std::string(key) + " is not a list";
+      return;
+    }
+    for (const auto& item : v->items()) {
+      if (!item.is_string()) {
+        error = std::string(key) + " holds a non-string";
+        return;
+      }
+      out.push_back(item.text());
+    }
+  }
+};
+
 }  // namespace
 
 std::string encode(const Record& r) {
@@ -84,53 +189,10 @@ std::string encode(const Record& r) {
   out.reserve(640);
   Sink sink{out};
   rapidjson::Writer<Sink> w(sink);
-  auto str = [&w](const char* key, const std::string& v) {
-    w.Key(key);
-    w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
-  };
-  auto num = [&w](const char* key, std::int64_t v) {
-    w.Key(key);
-    w.Int64(v);
-  };
-  auto list = [&w](const char* key, const std::vector<std::string>& v) {
-    w.Key(key);
-    w.StartArray();
-    for (const auto& s : v) w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
-    w.EndArray();
-  };
+  MemberWriter writer{w};
+  std::int64_t version = kVersion;
   w.StartObject();
-  num("v", kVersion);
-  num("seq", static_cast<std::int64_t>(r.seq));
-  str("prev", r.prev);
-  num("time", r.time_ms);
-  str("kind", r.kind);
-  str("action", r.action);
-  str("method", r.method);
-  str("target", r.target);
-  str("route", r.route);
-  num("status", r.status);
-  str("outcome", r.outcome_text);
-  str("agentKind", r.agent_kind);
-  str("user", r.user);
-  str("role", r.role);
-  str("org", r.organisation);
-  str("client", r.client_id);
-  str("tokenId", r.token_id);
-  str("purpose", r.purpose);
-  str("address", r.address);
-  str("clientCert", r.client_certificate);
-  str("requestId", r.request_id);
-  str("correlationId", r.correlation_id);
-  str("source", r.source);
-  list("patients", r.detail.patients);
-  list("returned", r.detail.returned);
-  list("withheld", r.detail.withheld);
-  str("basis", r.detail.basis);
-  str("breakGlass", r.detail.break_glass_reason);
-  str("breakGlassText", r.detail.break_glass_justification);
-  list("failedSources", r.detail.failed_sources);
-  str("operation", r.detail.operation);
-  str("note", r.detail.note);
+  visit_members(r, version, writer);
   w.EndObject();
   return out;
 }
@@ -143,78 +205,13 @@ fhir::Result<Record> decode(std::string_view bytes) {
   if (!parsed) return bad(parsed.issue().diagnostics);
   const fhir::Json& o = *parsed;
   if (!o.is_object()) return bad("not an object");
-  const auto& members = o.members();
-  constexpr std::size_t n = sizeof kMembers / sizeof kMembers[0];
-  if (members.size() != n) return bad("expected " + std::to_string(n) + " members");
-  for (std::size_t i = 0; i < n; ++i)
-    if (members[i].first != kMembers[i]) return bad("member " + std::to_string(i) + " is not \"" + kMembers[i] + "\"");
-
+  MemberReader reader{o.members(), 0, {}};
   Record r;
-  std::string error;
-  auto str = [&](std::string_view key, std::string& out) {
-    const fhir::Json* v = o.find(key);
-    if (!v->is_string()) error = std::string(key) + " is not a string";
-    else out = v->text();
-  };
-  auto integer = [&](std::string_view key, std::int64_t& out) {
-    const fhir::Json* v = o.find(key);
-    auto i = v->is_number() ? v->as_int64() : std::nullopt;
-    if (!i) error = std::string(key) + " is not an integer";
-    else out = *i;
-  };
-  auto list = [&](std::string_view key, std::vector<std::string>& out) {
-    const fhir::Json* v = o.find(key);
-    if (!v->is_array() || v->items().size() > kMaxListItems) {
-      error = std::string(key) + " is not a list";
-      return;
-    }
-    for (const auto& item : v->items()) {
-      if (!item.is_string()) {
-        error = std::string(key) + " holds a non-string";
-        return;
-      }
-      out.push_back(item.text());
-    }
-  };
-  std::int64_t version = 0, seq = 0, status = 0;
-  integer("v", version);
-  integer("seq", seq);
-  str("prev", r.prev);
-  integer("time", r.time_ms);
-  str("kind", r.kind);
-  str("action", r.action);
-  str("method", r.method);
-  str("target", r.target);
-  str("route", r.route);
-  integer("status", status);
-  str("outcome", r.outcome_text);
-  str("agentKind", r.agent_kind);
-  str("user", r.user);
-  str("role", r.role);
-  str("org", r.organisation);
-  str("client", r.client_id);
-  str("tokenId", r.token_id);
-  str("purpose", r.purpose);
-  str("address", r.address);
-  str("clientCert", r.client_certificate);
-  str("requestId", r.request_id);
-  str("correlationId", r.correlation_id);
-  str("source", r.source);
-  list("patients", r.detail.patients);
-  list("returned", r.detail.returned);
-  list("withheld", r.detail.withheld);
-  str("basis", r.detail.basis);
-  str("breakGlass", r.detail.break_glass_reason);
-  str("breakGlassText", r.detail.break_glass_justification);
-  list("failedSources", r.detail.failed_sources);
-  str("operation", r.detail.operation);
-  str("note", r.detail.note);
-  if (!error.empty()) return bad(error);
+  std::int64_t version = 0;
+  visit_members(r, version, reader);
+  if (!reader.error.empty()) return bad(reader.error);
+  if (reader.next != o.members().size()) return bad("unexpected member after \"note\"");
   if (version != kVersion) return bad("unknown record version " + std::to_string(version));
-  if (seq < 0) return bad("negative sequence number");
-  if (status < 0 || status > 999) return bad("status out of range");
-  r.seq = static_cast<std::uint64_t>(seq);
-  r.status = static_cast<int>(status);
   if (encode(r) != bytes) return bad("re-encoding differs from the stored bytes");
   return r;
 }

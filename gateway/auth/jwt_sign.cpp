@@ -16,6 +16,7 @@
 #include <openssl/x509.h>
 
 #include "fhir/json.h"
+#include "gateway/crypto/openssl.h"
 
 namespace gw::auth {
 
@@ -23,37 +24,19 @@ namespace {
 
 constexpr std::size_t kMaxPemBytes = 64 * 1024;
 
-struct PkeyFree {
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); }
-};
-struct BioFree {
-  void operator()(BIO* p) const { BIO_free(p); }
-};
-struct BnFree {
-  void operator()(BIGNUM* p) const { BN_free(p); }
-};
-struct EcdsaSigFree {
-  void operator()(ECDSA_SIG* p) const { ECDSA_SIG_free(p); }
-};
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
-using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
-using BioPtr = std::unique_ptr<BIO, BioFree>;
-using BnPtr = std::unique_ptr<BIGNUM, BnFree>;
-using EcdsaSigPtr = std::unique_ptr<ECDSA_SIG, EcdsaSigFree>;
-
-struct ErrorQueueGuard {
-  ~ErrorQueueGuard() { ERR_clear_error(); }
-};
+using crypto::BioPtr;
+using crypto::BnPtr;
+using crypto::bytes;
+using crypto::EcdsaSigPtr;
+using crypto::ErrorQueueGuard;
+using crypto::MdCtxPtr;
+using crypto::no_passphrase;
+using crypto::ParamBldPtr;
+using crypto::ParamPtr;
+using crypto::PkeyCtxPtr;
+using crypto::PkeyPtr;
 
 fhir::Issue key_error(std::string why) { return fhir::Issue::make(fhir::ErrorCode::invalid_value, std::move(why)); }
-
-const unsigned char* bytes(std::string_view s) { return reinterpret_cast<const unsigned char*>(s.data()); }
-
-// Refuses to prompt for a passphrase: mint-token runs unattended in scripts.
-int no_passphrase(char*, int, int, void*) { return -1; }
 
 std::string bn_bytes(const BIGNUM* bn, int width) {
   int n = width > 0 ? width : BN_num_bytes(bn);

@@ -55,16 +55,6 @@ std::string action_of(const Route* route, std::string_view method) {
   return "read";
 }
 
-// The diagnostics of an OperationOutcome response, for the audit record of a failure.
-std::string outcome_text(const Response& r) {
-  if (r.status < 400 || r.body.size() > 16 * 1024) return {};
-  auto json = fhir::parse_json(r.body);
-  if (!json || !json->is_object()) return {};
-  const fhir::Json* issues = json->find("issue");
-  if (!issues || !issues->is_array() || issues->items().empty() || !issues->items()[0].is_object()) return {};
-  return std::string(issues->items()[0].string_at("diagnostics").substr(0, 500));
-}
-
 audit::Record record_of(Request& req, const Response& r, const Route* route) {
   audit::Record rec;
   rec.time_ms = audit::now_ms();
@@ -74,7 +64,7 @@ audit::Record record_of(Request& req, const Response& r, const Route* route) {
   rec.target = req.target.substr(0, 4096);
   rec.route = req.route_template;
   rec.status = r.status;
-  rec.outcome_text = outcome_text(r);
+  if (r.status >= 400) rec.outcome_text = r.diagnostics.substr(0, 500);
   if (const auto& p = req.principal) {
     rec.agent_kind = p->kind == auth::Principal::Kind::system ? "system" : "user";
     rec.user = p->subject;

@@ -20,6 +20,7 @@ Response fhir_response(int status, std::string serialized_body) {
 Response error_response(const std::vector<fhir::Issue>& issues, bool pretty) {
   const fhir::ErrorCode code = issues.front().code;
   Response r = fhir_response(fhir::http_status_for(code), fhir::operation_outcome(issues), pretty);
+  r.diagnostics = issues.front().diagnostics;
   if (code == fhir::ErrorCode::unauthenticated)
     r.set_header("WWW-Authenticate", "Bearer realm=\"fhir-gateway\", error=\"invalid_token\"");
   if (code == fhir::ErrorCode::too_many_requests || code == fhir::ErrorCode::not_ready)

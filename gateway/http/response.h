@@ -18,6 +18,7 @@ struct Response {
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
   bool close = false;  // close the connection after this response
+  std::string diagnostics;  // error responses: the first issue's text, for the audit record
 
   void set_header(std::string name, std::string value) { headers.emplace_back(std::move(name), std::move(value)); }
   // Replaces every header called `name` (exact case, as set here) with one value.
