@@ -1,15 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
-// The adapter contract (DESIGN.md "Contracts"): how a source system's data enters the gateway.
-// Push adapters hand IngestBatches to an IngestSink and acknowledge on the wire only when the
-// sink reports the batch committed. Pull (fetch under a deadline) and the plug-in C ABI are
-// added with the adapters issue; this header fixes the shapes they plug into.
+// The adapter contract (DESIGN.md "Contracts"): how a source system's data enters the gateway
+// (push: IngestBatches handed to an IngestSink, acknowledged on the wire only when the sink
+// reports the batch committed) and how the gateway asks a source for a patient's records
+// (pull: fetch under a deadline). Built-in adapters are registered by name in
+// AdapterRegistry; vendor plug-ins load through the C ABI in adapters/plugin/.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
 
 #include "fhir/json.h"
 #include "fhir/result.h"
@@ -20,8 +25,21 @@ namespace gw::adapters {
 struct SourceSystem {
   std::string name;      // unique, e.g. "royal-infirmary-pas"
   std::string ods_code;  // the organisation's ODS code
-  std::string adapter;   // registered adapter name, e.g. "hl7v2"
-  std::string endpoint;  // adapter-specific: listen address, base URL, plug-in path
+  std::string adapter;   // registered adapter name ("hl7v2", ...) or "plugin"
+  std::string plugin;    // path of the shared library when adapter == "plugin"
+  std::string endpoint;  // adapter-specific: listen address, base URL
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds fetch_timeout{10000};  // default deadline of one fetch
+  // Credentials by reference, never inline secrets: e.g. "client_certificate",
+  // "client_key", "bearer_token_file". Adapter-specific settings live here too (string
+  // values, as written in the configuration).
+  std::vector<std::pair<std::string, std::string>> settings;
+  // The value of `settings` key `key`, or `fallback`.
+  std::string setting(std::string_view key, std::string_view fallback = {}) const {
+    for (const auto& [k, v] : settings)
+      if (k == key) return v;
+    return std::string(fallback);
+  }
 };
 
 // One inbound unit (an HL7 message, a social care record ...) normalised to FHIR R4.
@@ -30,23 +48,109 @@ struct IngestBatch {
   fhir::Json identity;               // Patient-shaped identity: identifiers + demographics
   std::vector<fhir::Json> resources; // R4 resources derived from the unit
   std::string raw;                   // the unit as received, kept in store.db
+
+  // Optional, for sources that have them.
+  std::string kind;                  // e.g. "ADT^A01": shown in the message store and audit
+  // The sender's own key for the unit (HL7: MSH-3|MSH-4|MSH-10). A unit with the same key and
+  // the same raw bytes as one already applied is a resend: it is not applied again.
+  std::string dedupe_key;
+  // What the adapter will answer on success (an HL7 AA); stored with the unit so that a
+  // resend gets the same answer.
+  std::string reply;
+  // A merge (HL7 A40): identifiers of a record to retire into `identity`'s record, each a
+  // FHIR Identifier {system, value}.
+  std::vector<fhir::Json> retired_identifiers;
+  // Contacts to record for the access policy: (organisation ODS code, FHIR dateTime).
+  std::vector<std::pair<std::string, std::string>> encounters;
 };
 
-// Where adapters deliver batches. `done` runs exactly once: with Ok after the batch is
-// committed, or with the Issue that stopped it (nothing of the batch is then stored).
+// A failed unit the adapter could not turn into a batch (unparseable, unsupported, bad
+// content): kept in store.db with its status so it can be listed and replayed.
+struct IngestFailure {
+  std::string source;
+  std::string raw;
+  std::string kind;
+  std::string dedupe_key;
+  bool rejected = false;             // true: refused as unreadable/unsupported (HL7 AR);
+                                     // false: readable but not applicable (HL7 AE)
+  fhir::Issue issue;                 // why
+};
+
+struct IngestReceipt {
+  std::int64_t message_id = 0;       // the unit's row in store.db
+  bool duplicate = false;            // a resend of an applied unit: nothing applied again
+  std::string prior_reply;           // for a duplicate: the reply stored with the original
+  std::string patient_id;            // the gateway id the unit was filed under
+};
+
+// Where adapters deliver batches. `done` runs exactly once, on any thread: with the receipt
+// after the batch is committed, or with the Issue that stopped it (nothing of the batch is
+// then stored; the failure itself is recorded as by record_failure). Issues: the batch's
+// content (invalid_value, missing_value, not_found for a merge of an unknown record,
+// conflict), or the gateway's (not_ready, too_many_requests, internal_error: retry later).
 class IngestSink {
  public:
   virtual ~IngestSink() = default;
-  virtual void submit(IngestBatch batch, std::function<void(fhir::Status)> done) = 0;
+  virtual void submit(IngestBatch batch, std::function<void(fhir::Result<IngestReceipt>)> done) = 0;
+  // Records a unit that failed before it became a batch; `done` after commit.
+  virtual void record_failure(IngestFailure failure, std::function<void(fhir::Status)> done) = 0;
+};
+
+// Who the gateway is asking about, in every form a source may know the patient by.
+struct PatientKey {
+  std::string patient_id;  // the gateway's id
+  std::string nhs_number;  // trusted NHS number, when known
+  // The source's own identifiers for the patient: (system, value).
+  std::vector<std::pair<std::string, std::string>> local_identifiers;
+};
+
+// What to fetch: FHIR resource types (empty: everything the source offers).
+struct FetchScope {
+  std::vector<std::string> resource_types;
+};
+
+struct FetchResult {
+  std::string source;                 // SourceSystem::name
+  std::vector<fhir::Json> resources;  // FHIR R4 resources
+};
+
+// Completion of one fetch: the resources, or an Issue whose diagnostics name the source
+// (timeout when the deadline passed, not_ready when the source is down or refused).
+using FetchHandler = std::function<void(fhir::Result<FetchResult>)>;
+
+// Operational log lines from adapters (the gateway routes them to its JSON log). Never pass
+// patient data: fields carry counts, names of sources, protocol events.
+enum class LogLevel { debug, info, warn, error };
+using AdapterLog = std::function<void(LogLevel level, std::string_view message,
+                                      const std::vector<std::pair<std::string, std::string>>& fields)>;
+
+// What the gateway gives an adapter when it starts.
+struct AdapterContext {
+  boost::asio::any_io_executor executor;  // for the adapter's sockets and timers
+  IngestSink* sink = nullptr;             // where push adapters deliver batches
+  AdapterLog log;                         // may be empty: then nothing is logged
+  // The gateway's TLS server context (its certificate, and client CA for mutual TLS), for
+  // adapters whose listeners speak TLS; null when the gateway has none. Opaque here so that
+  // the contract does not pull in OpenSSL headers: a boost::asio::ssl::context*.
+  void* tls_server_context = nullptr;
 };
 
 class Adapter {
  public:
   virtual ~Adapter() = default;
   virtual std::string_view kind() const = 0;
-  // Starts listeners for push adapters; pull-only adapters do nothing.
-  virtual fhir::Status start(IngestSink& sink) = 0;
+  // Starts listeners for push adapters; pull-only adapters keep the executor for fetches.
+  // Called once, on the start-up thread, before any fetch.
+  virtual fhir::Status start(AdapterContext& context) = 0;
+  // Stops accepting new work; in-flight batches and fetches still complete.
   virtual void stop() = 0;
+  // Pull: asks the source for the patient's records. `done` runs exactly once, on the
+  // adapter's executor, by `deadline` at the latest. A push-only adapter answers at once
+  // with not_supported.
+  virtual void fetch(const PatientKey& patient, const FetchScope& scope,
+                     std::chrono::steady_clock::time_point deadline, FetchHandler done) = 0;
+  // Work a graceful shutdown waits for after stop() (e.g. connections still answering).
+  virtual std::size_t in_flight() const { return 0; }
 };
 
 using AdapterFactory = std::function<fhir::Result<std::unique_ptr<Adapter>>(const SourceSystem&)>;

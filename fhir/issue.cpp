@@ -29,6 +29,7 @@ constexpr std::array kTable{
     Row{ErrorCode::method_not_allowed, {"not-supported", 405, "", "Method not allowed"}},
     Row{ErrorCode::not_acceptable, {"not-supported", 406, "", "Format not acceptable"}},
     Row{ErrorCode::unsupported_media_type, {"not-supported", 415, "", "Unsupported media type"}},
+    Row{ErrorCode::not_supported, {"not-supported", 422, "", "Not supported"}},
     Row{ErrorCode::payload_too_large, {"too-costly", 413, "", "Request body too large"}},
     Row{ErrorCode::headers_too_large, {"too-costly", 431, "", "Request headers too large"}},
     Row{ErrorCode::request_timeout, {"timeout", 408, "", "Request timed out"}},

@@ -31,6 +31,7 @@ enum class ErrorCode {
   method_not_allowed,       // route exists, method does not
   not_acceptable,           // only formats we do not produce were asked for (e.g. XML)
   unsupported_media_type,   // request body in a format we do not accept
+  not_supported,            // content of a kind the gateway does not process (e.g. an HL7 message type)
   payload_too_large,        // body over the configured limit
   headers_too_large,        // request headers over the configured limit
   request_timeout,          // client did not send a complete request in time

@@ -4,12 +4,18 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "adapters/hl7v2/hl7v2_adapter.h"
+#include "adapters/plugin/plugin_adapter.h"
+#include "gateway/http/clinical_routes.h"
 #include "gateway/http/locator_routes.h"
 #include "gateway/http/relationship_routes.h"
 #include "gateway/http/smart_routes.h"
 #include "gateway/http/system_routes.h"
 #include "gateway/locator/sqlite_locator.h"
 #include "gateway/observe/log.h"
+#if GW_WITH_TLS
+#include "gateway/net/tls_context.h"
+#endif
 
 namespace gw {
 namespace {
@@ -44,6 +50,18 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
     if (!ok) throw std::runtime_error("cannot register source system " + s.ods_code + ": " + ok.issue().diagnostics);
   }
   open_audit();
+  auto st = store::Store::open((std::filesystem::path(cfg_.data_dir) / "store.db").string());
+  if (!st) throw std::runtime_error("cannot open the message store: " + st.issue().diagnostics);
+  store_ = std::move(*st);
+  async_store_ = std::make_unique<store::AsyncStore>(*store_, 6);
+  {
+    std::map<std::string, std::string> sources;
+    for (const auto& s : cfg_.source_systems) sources[s.name] = s.ods_code;
+    ingest::IngestOptions io;
+    io.public_base_url = cfg_.public_base_url;
+    io.threads = static_cast<std::size_t>(cfg_.store.ingest_threads);
+    ingest_ = std::make_unique<ingest::IngestService>(*locator_, *store_, audit_log_.get(), std::move(sources), io);
+  }
   health_.databases_ready = true;
 
   auto policy = auth::Policy::make(cfg_.auth.policy);
@@ -67,6 +85,11 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
                            http::LocatorRouteDeps{*async_locator_, *policy_, break_glass_, cfg_.public_base_url});
   http::add_relationship_routes(router_,
                                 http::LocatorRouteDeps{*async_locator_, *policy_, break_glass_, cfg_.public_base_url});
+  http::register_clinical_search_params(search_params_);
+  http::add_clinical_routes(
+      router_, search_params_,
+      http::ClinicalRouteDeps{http::LocatorRouteDeps{*async_locator_, *policy_, break_glass_, cfg_.public_base_url},
+                              *async_store_});
   if (audit_log_) {
     async_audit_ = std::make_unique<http::AsyncAudit>(*audit_log_, 2);
     http::add_audit_routes(router_, http::AuditRouteDeps{*async_audit_, cfg_.public_base_url, cfg_.public_base_url,
@@ -80,9 +103,11 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
   limits.json.max_bytes = cfg_.limits.max_body_bytes;
   pipeline_ = std::make_unique<http::Pipeline>(router_, limits, authenticator_.get(), policy_.get(), audit_log_.get());
   server_ = std::make_unique<net::Server>(cfg_, *pipeline_, metrics_, health_);
+  start_adapters();
 
   if (cfg_.auth.enabled && cfg_.auth.jwks_refresh.count() > 0) refresher_ = std::thread([this] { refresh_loop(); });
-  if (audit_log_ && cfg_.audit.retention_days > 0) maintenance_ = std::thread([this] { maintenance_loop(); });
+  if ((audit_log_ && cfg_.audit.retention_days > 0) || cfg_.store.message_retention_days > 0)
+    maintenance_ = std::thread([this] { maintenance_loop(); });
 }
 
 void App::open_audit() {
@@ -129,12 +154,22 @@ void App::maintenance_loop() {
   std::unique_lock lock(refresh_mu_);
   while (!stopping_) {
     lock.unlock();
-    const std::int64_t cutoff = audit::now_ms() - cfg_.audit.retention_days * 86400 * 1000;
-    auto pruned = audit_log_->prune_before(cutoff, "retention");
-    if (!pruned)
-      observe::log(observe::Level::error, "audit retention failed", {{"error", pruned.issue().diagnostics}});
-    else if (*pruned > 0)
-      observe::log(observe::Level::info, "audit retention pruned records", {{"records", std::to_string(*pruned)}});
+    if (audit_log_ && cfg_.audit.retention_days > 0) {
+      const std::int64_t cutoff = audit::now_ms() - cfg_.audit.retention_days * 86400 * 1000;
+      auto pruned = audit_log_->prune_before(cutoff, "retention");
+      if (!pruned)
+        observe::log(observe::Level::error, "audit retention failed", {{"error", pruned.issue().diagnostics}});
+      else if (*pruned > 0)
+        observe::log(observe::Level::info, "audit retention pruned records", {{"records", std::to_string(*pruned)}});
+    }
+    if (cfg_.store.message_retention_days > 0) {
+      const std::int64_t cutoff = audit::now_ms() - cfg_.store.message_retention_days * 86400 * 1000;
+      auto pruned = store_->prune_messages_before(cutoff);
+      if (!pruned)
+        observe::log(observe::Level::error, "message retention failed", {{"error", pruned.issue().diagnostics}});
+      else if (*pruned > 0)
+        observe::log(observe::Level::info, "message retention deleted messages", {{"messages", std::to_string(*pruned)}});
+    }
     lock.lock();
     refresh_cv_.wait_for(lock, std::chrono::hours(1), [this] { return stopping_; });
   }
@@ -148,7 +183,12 @@ App::~App() {
   refresh_cv_.notify_all();
   if (refresher_.joinable()) refresher_.join();
   if (maintenance_.joinable()) maintenance_.join();
+  stop_adapters();          // no new messages; those in flight finish (their ACKs may still go out)
+  if (ingest_) ingest_->stop();  // every accepted message committed and completed
+  adapters_.clear();
   server_.reset();          // no more requests
+  async_store_.reset();
+  if (store_) store_->stop();
   async_locator_.reset();   // finish queued locator calls
   locator_.reset();
   async_audit_.reset();
@@ -158,6 +198,69 @@ App::~App() {
     if (audit_forwarder_) audit_forwarder_->stop();  // ships what is committed, bounded
     audit_log_->stop();  // final checkpoint
   }
+}
+
+adapters::Adapter* App::adapter(const std::string& name) {
+  for (auto& [n, a] : adapters_)
+    if (n == name) return a.get();
+  return nullptr;
+}
+
+// Builds and starts an adapter for every source whose adapter is not "fhir" (those push over
+// the FHIR API). Listeners run on the server's event loop and join its graceful drain.
+void App::start_adapters() {
+  hl7v2::register_hl7v2(adapter_registry_);
+  const std::string file = cfg_.source_file.empty() ? std::string("(defaults)") : cfg_.source_file;
+  for (std::size_t i = 0; i < cfg_.source_systems.size(); ++i) {
+    const auto& sc = cfg_.source_systems[i];
+    if (sc.adapter == "fhir") continue;
+    const std::string key = "source_systems[" + std::to_string(i) + "]";
+    adapters::SourceSystem src;
+    src.name = sc.name;
+    src.ods_code = sc.ods_code;
+    src.adapter = sc.adapter;
+    src.plugin = sc.plugin;
+    src.endpoint = sc.endpoint;
+    src.connect_timeout = sc.connect_timeout;
+    src.fetch_timeout = sc.fetch_timeout;
+    src.settings = sc.settings;
+    auto made = sc.adapter == "plugin" ? adapters::load_plugin(src) : adapter_registry_.create(src);
+    if (!made) throw config::ConfigError(file, key + "." + (made.issue().expression.empty() ? "adapter" : made.issue().expression),
+                                         made.issue().diagnostics);
+    adapters::AdapterContext ctx;
+    ctx.executor = server_->io_context().get_executor();
+    ctx.sink = ingest_.get();
+    ctx.log = [](adapters::LogLevel level, std::string_view msg, const std::vector<std::pair<std::string, std::string>>& f) {
+      const observe::Level l = level == adapters::LogLevel::debug ? observe::Level::debug
+                               : level == adapters::LogLevel::info ? observe::Level::info
+                               : level == adapters::LogLevel::warn ? observe::Level::warn
+                                                                   : observe::Level::error;
+      // Up to four fields: adapters log short events.
+      const auto at = [&f](std::size_t k) { return k < f.size() ? observe::Field(f[k].first, f[k].second) : observe::Field("", ""); };
+      switch (std::min<std::size_t>(f.size(), 4)) {
+        case 0: observe::log(l, msg); break;
+        case 1: observe::log(l, msg, {at(0)}); break;
+        case 2: observe::log(l, msg, {at(0), at(1)}); break;
+        case 3: observe::log(l, msg, {at(0), at(1), at(2)}); break;
+        default: observe::log(l, msg, {at(0), at(1), at(2), at(3)}); break;
+      }
+    };
+#if GW_WITH_TLS
+    if (cfg_.https.enabled) {
+      if (!adapter_tls_) adapter_tls_ = net::make_server_tls_context(cfg_);
+      ctx.tls_server_context = adapter_tls_.get();
+    }
+#endif
+    if (auto st = (*made)->start(ctx); !st)
+      throw std::runtime_error("cannot start source '" + sc.name + "': " + st.issue().diagnostics);
+    adapters::Adapter* a = made->get();
+    server_->add_drain_participant([a] { a->stop(); }, [a] { return a->in_flight(); });
+    adapters_.emplace_back(sc.name, std::move(*made));
+  }
+}
+
+void App::stop_adapters() {
+  for (auto& [n, a] : adapters_) a->stop();
 }
 
 void App::refresh_loop() {

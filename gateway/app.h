@@ -24,7 +24,10 @@
 #include "gateway/net/server.h"
 #include "gateway/observe/health.h"
 #include "gateway/observe/metrics.h"
+#include "adapters/adapter.h"
+#include "gateway/ingest/ingest_service.h"
 #include "gateway/store/databases.h"
+#include "gateway/store/store.h"
 
 namespace gw {
 
@@ -54,11 +57,17 @@ class App {
   observe::Metrics& metrics() { return metrics_; }
   // Null when [audit] enabled = false (loopback development only).
   audit::Log* audit_log() { return audit_log_.get(); }
+  store::Store& store() { return *store_; }
+  ingest::IngestService& ingest() { return *ingest_; }
+  // The running adapter of source `name`, or null.
+  adapters::Adapter* adapter(const std::string& name);
 
  private:
   void refresh_loop();
   void open_audit();
   void maintenance_loop();
+  void start_adapters();
+  void stop_adapters();
 
   config::Config cfg_;
   observe::Health health_;
@@ -70,6 +79,12 @@ class App {
   std::unique_ptr<audit::Forwarder> audit_forwarder_;
   std::atomic<audit::Forwarder*> forwarder_to_wake_{nullptr};
   std::unique_ptr<http::AsyncAudit> async_audit_;
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<store::AsyncStore> async_store_;
+  std::unique_ptr<ingest::IngestService> ingest_;
+  adapters::AdapterRegistry adapter_registry_;
+  std::vector<std::pair<std::string, std::unique_ptr<adapters::Adapter>>> adapters_;
+  std::shared_ptr<void> adapter_tls_;  // boost::asio::ssl::context for TLS listeners
   std::unique_ptr<auth::Policy> policy_;
   std::unique_ptr<auth::Authenticator> authenticator_;
   auth::BreakGlassRegistry break_glass_;

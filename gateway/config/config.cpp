@@ -363,7 +363,7 @@ Config load_config(const std::string& path) {
   Reader r(path);
   Config c;
   c.source_file = path;
-  r.only_keys(root, "", {"server", "storage", "log", "metrics", "auth", "audit", "source_systems"});
+  r.only_keys(root, "", {"server", "storage", "store", "log", "metrics", "auth", "audit", "source_systems"});
 
   if (const toml::table* s = r.table(root, "", "server")) {
     r.only_keys(*s, "server.", {"public_base_url", "threads", "https", "http", "limits"});
@@ -420,6 +420,11 @@ Config load_config(const std::string& path) {
     r.get(*s, "metrics.", "allow_remote", c.metrics_allow_remote);
   }
 
+  if (const toml::table* st = r.table(root, "", "store")) {
+    r.only_keys(*st, "store.", {"message_retention_days", "ingest_threads"});
+    r.get_int(*st, "store.", "message_retention_days", c.store.message_retention_days, 0, 36500);
+    r.get_int(*st, "store.", "ingest_threads", c.store.ingest_threads, 1, 1024);
+  }
   if (const toml::table* a = r.table(root, "", "auth")) read_auth(r, *a, c.auth);
   if (const toml::table* a = r.table(root, "", "audit")) read_audit(r, *a, c.audit);
   if (const toml::node* n = root.get("source_systems")) {
@@ -429,13 +434,30 @@ Config load_config(const std::string& path) {
       const std::string p = "source_systems[" + std::to_string(i) + "].";
       const toml::table* t = (*arr)[i].as_table();
       if (!t) r.fail("source_systems", "must be an array of tables: [[source_systems]]");
-      r.only_keys(*t, p, {"ods_code", "name", "adapter", "endpoint", "client_certificate_subject"});
+      r.only_keys(*t, p, {"ods_code", "name", "adapter", "endpoint", "client_certificate_subject", "plugin",
+                          "connect_timeout_ms", "fetch_timeout_ms", "settings"});
       SourceSystemConfig s;
       r.get(*t, p, "ods_code", s.ods_code);
       r.get(*t, p, "name", s.name);
       r.get(*t, p, "adapter", s.adapter);
       r.get(*t, p, "endpoint", s.endpoint);
       r.get(*t, p, "client_certificate_subject", s.client_certificate_subject);
+      r.get(*t, p, "plugin", s.plugin);
+      std::int64_t connect_ms = s.connect_timeout.count(), fetch_ms = s.fetch_timeout.count();
+      r.get_int(*t, p, "connect_timeout_ms", connect_ms, 1, 600000);
+      r.get_int(*t, p, "fetch_timeout_ms", fetch_ms, 1, 600000);
+      s.connect_timeout = std::chrono::milliseconds(connect_ms);
+      s.fetch_timeout = std::chrono::milliseconds(fetch_ms);
+      if (const toml::table* st = r.table(*t, p, "settings")) {
+        for (const auto& [k, v] : *st) {
+          std::string value;
+          if (v.is_string()) value = v.as_string()->get();
+          else if (v.is_integer()) value = std::to_string(v.as_integer()->get());
+          else if (v.is_boolean()) value = v.as_boolean()->get() ? "true" : "false";
+          else r.fail(p + "settings." + std::string(k.str()), "must be a string, integer or boolean");
+          s.settings.emplace_back(std::string(k.str()), std::move(value));
+        }
+      }
       c.source_systems.push_back(std::move(s));
     }
   }
@@ -519,13 +541,24 @@ void validate(const Config& c) {
                           "server.https.address is " + c.https.address);
   }
   {
-    std::set<std::string> ods;
+    std::set<std::string> ods, names;
     for (std::size_t i = 0; i < c.source_systems.size(); ++i) {
       const auto& s = c.source_systems[i];
       const std::string key = "source_systems[" + std::to_string(i) + "]";
       if (s.ods_code.empty()) fail(key + ".ods_code", "is required");
       if (!ods.insert(s.ods_code).second) fail(key + ".ods_code", "duplicate ODS code " + s.ods_code);
       if (s.name.empty()) fail(key + ".name", "is required");
+      if (!names.insert(s.name).second) fail(key + ".name", "duplicate source name " + s.name);
+      if (s.adapter == "plugin" && s.plugin.empty()) fail(key + ".plugin", "is required when adapter = \"plugin\"");
+      if (s.adapter == "hl7v2") {
+        const auto colon = s.endpoint.rfind(':');
+        if (colon == std::string::npos) fail(key + ".endpoint", "must be host:port for the MLLP listener");
+        const std::string host = s.endpoint.substr(0, colon);
+        const bool tls = std::find(s.settings.begin(), s.settings.end(),
+                                   std::pair<std::string, std::string>("tls", "true")) != s.settings.end();
+        if (!tls && !is_loopback_address(host))
+          fail(key + ".settings.tls", "plain MLLP is only allowed on a loopback address; set tls = true for " + host);
+      }
     }
   }
   if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" && c.log_level != "error")

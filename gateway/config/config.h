@@ -63,9 +63,21 @@ struct Limits {
 struct SourceSystemConfig {
   std::string ods_code;
   std::string name;
-  std::string adapter = "fhir";
-  std::string endpoint;
+  std::string adapter = "fhir";  // "fhir" (pushes over the FHIR API), "hl7v2", "plugin"
+  std::string endpoint;          // hl7v2: MLLP listen address "host:port"
   std::string client_certificate_subject;  // RFC 2253, as OpenSSL prints it, e.g. "CN=epr,O=Trust"
+  std::string plugin;            // adapter = "plugin": path of the vendor's shared library
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds fetch_timeout{10000};
+  // [source_systems.settings]: adapter-specific settings and credential file paths, as
+  // strings (numbers and booleans are converted), e.g. tls = true, max_connections = 64.
+  std::vector<std::pair<std::string, std::string>> settings;
+};
+
+// [store] (issue #4): the inbound message store in <data_dir>/store.db.
+struct StoreConfig {
+  std::int64_t message_retention_days = 0;  // 0 = keep raw messages for ever; else pruned daily
+  std::int64_t ingest_threads = 32;         // messages in flight at once across all sources
 };
 
 struct RateLimitConfig {
@@ -126,6 +138,7 @@ struct Config {
   bool metrics_allow_remote = false;
   AuthConfig auth;
   AuditConfig audit;
+  StoreConfig store;
   std::vector<SourceSystemConfig> source_systems;
   Config();
 };

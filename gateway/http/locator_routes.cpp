@@ -13,6 +13,7 @@
 #include "fhir/nhs_number.h"
 #include "fhir/query_string.h"
 #include "fhir/uk_core.h"
+#include "gateway/http/patient_gate.h"
 #include "gateway/locator/fhir_mapping.h"
 #include "gateway/observe/log.h"
 
@@ -33,7 +34,6 @@ using fhir::uk::kNhsNumberVerificationSystem;
 using fhir::uk::kOdsOrganisationSystem;
 using fhir::uk::kPatientProfile;
 
-std::int64_t now_seconds() { return static_cast<std::int64_t>(std::time(nullptr)); }
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -244,92 +244,21 @@ fhir::Result<locator::Identifier> identifier_from_token(const fhir::TokenValue& 
 class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
  public:
   LocatorApi(const fhir::SearchParamRegistry& registry, LocatorRouteDeps deps)
-      : registry_(registry), deps_(std::move(deps)) {}
+      : registry_(registry), deps_(std::move(deps)), gate_(deps_) {}
 
-  // ---- access -------------------------------------------------------------------------------
+  // ---- access (patient_gate.h) -------------------------------------------------------------
 
-  // A break-glass request (X-Break-Glass-Reason + X-Break-Glass-Justification) is judged on
-  // the caller alone, before the patient is looked up, so refusals reveal nothing about the
-  // patient. Returns true when a grant was made for `patient_id`.
+  using PatientAccess = PatientGate::PatientAccess;
   fhir::Result<bool> maybe_break_glass(Request& req, const std::string& patient_id) {
-    std::string_view reason = req.header("x-break-glass-reason");
-    if (reason.empty()) return false;
-    // Asked for, granted or not: the audit record says so (and the IG alert rule sees it).
-    req.audit.break_glass_reason = std::string(reason.substr(0, 64));
-    req.audit.break_glass_justification = std::string(req.header("x-break-glass-justification").substr(0, 1000));
-    auto g = deps_.break_glass.grant(deps_.policy, *req.principal, patient_id, std::string(reason.substr(0, 64)),
-                                     std::string(req.header("x-break-glass-justification").substr(0, 1000)),
-                                     now_seconds());
-    if (!g) return g.issue();
-    if (patient_id.empty()) return false;  // judged only, for an unknown patient
-    observe::log(observe::Level::warn, "break-glass access granted",
-                 {{"request_id", req.request_id}, {"reason", g->reason_code}, {"client_id", req.principal->client_id}});
-    return true;
+    return gate_.maybe_break_glass(req, patient_id);
   }
-
-  auth::Decision decide(const Request& req, const locator::PatientRecord& rec) {
-    auth::PatientFacts facts;
-    facts.registered_practice = rec.demographics.gp_practice_ods;
-    facts.objection = rec.objection;
-    const std::int64_t now = now_seconds();
-    for (const auto& m : rec.care_team)  // ended memberships are kept for the record, not counted
-      if (locator::care_team_member_current(m, now)) facts.care_team.push_back(m.member);
-    for (const auto& e : rec.encounters) facts.encounters.emplace_back(e.organisation_ods, e.at);
-    auto grant = deps_.break_glass.active(req.principal->subject, rec.id, now_seconds());
-    return deps_.policy.authorise_patient(*req.principal, facts, rec.id, grant ? &*grant : nullptr, now_seconds());
-  }
-
-  // The patient `patient_id` as this caller may see it: a break-glass request judged, the
-  // record read, and the decision made on the current data (a retired id is judged by its
-  // survivor). Unknown and hidden patients both come back as `hidden`, so the two answers are
-  // identical. Parameters are references: see AsyncLocator::call on g++ 12 and temporaries.
-  struct PatientAccess {
-    locator::PatientRecord asked;   // the record for patient_id (possibly retired)
-    locator::PatientRecord judged;  // the record the decision was made on (the survivor)
-    auth::Decision decision;
-  };
+  auth::Decision decide(const Request& req, const locator::PatientRecord& rec) { return gate_.decide(req, rec); }
   awaitable<fhir::Result<PatientAccess>> patient_access(Request& req, const std::string& patient_id,
                                                         const Issue& hidden) {
-    if (!valid_id(patient_id)) co_return hidden;
-    auto bg = maybe_break_glass(req, patient_id);
-    if (!bg) co_return bg.issue();
-    auto read = [patient_id](locator::Locator& l) { return l.read_patient(patient_id); };
-    auto rec = co_await deps_.locator.call(read);
-    if (!rec) co_return rec.issue();
-    if (!*rec) co_return hidden;
-    PatientAccess a{std::move(**rec), {}, {}};
-    a.judged = a.asked;
-    if (a.asked.merged_into) {
-      const std::string survivor = *a.asked.merged_into;
-      auto read_survivor = [survivor](locator::Locator& l) { return l.read_patient(survivor); };
-      auto s = co_await deps_.locator.call(read_survivor);
-      if (!s) co_return s.issue();
-      if (*s) {
-        a.judged = std::move(**s);
-        a.judged.id = a.asked.id;  // break-glass grants name the id that was asked for
-      }
-    }
-    a.decision = decide(req, a.judged);
-    // The audit names the patient asked about even when access is refused: IG officers see
-    // attempts as well as disclosures.
-    note_patient(req, a.judged);
-    if (a.decision.allowed) note_basis(req, a.decision);
-    if (!a.decision.allowed)
-      co_return a.decision.hide_existence ? hidden : Issue::make(ErrorCode::forbidden, "access denied: " + a.decision.reason);
-    co_return a;
+    return gate_.patient_access(req, patient_id, hidden);
   }
-
-  static void note_patient(Request& req, const locator::PatientRecord& rec) {
-    const std::string& nhs = rec.demographics.nhs_number;
-    auto& list = req.audit.patients;
-    if (!nhs.empty() && std::find(list.begin(), list.end(), nhs) == list.end()) list.push_back(nhs);
-  }
-  // Keeps the weakest basis seen (break-glass, then emergency purpose, then any standing one),
-  // so a search that needed break-glass for one patient is audited as break-glass.
-  static void note_basis(Request& req, const auth::Decision& d) {
-    auto rank = [](std::string_view b) { return b == "break-glass" ? 3 : b == "emergency-purpose" ? 2 : b.empty() ? 0 : 1; };
-    if (rank(d.basis) > rank(req.audit.basis)) req.audit.basis = d.basis;
-  }
+  static void note_patient(Request& req, const locator::PatientRecord& rec) { PatientGate::note_patient(req, rec); }
+  static void note_basis(Request& req, const auth::Decision& d) { PatientGate::note_basis(req, d); }
 
   // ---- Patient ------------------------------------------------------------------------------
 
@@ -771,6 +700,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
  private:
   const fhir::SearchParamRegistry& registry_;
   LocatorRouteDeps deps_;
+  PatientGate gate_;
 };
 
 }  // namespace

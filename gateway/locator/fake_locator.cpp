@@ -465,6 +465,10 @@ class FakeLocator final : public Locator {
     });
   }
 
+  fhir::Result<IngestOutcome> ingest(const IngestUpdate& u) override {
+    return write([&](FakeTransaction& tx) { return apply_ingest(tx, u, rule_, now_instant()); });
+  }
+
   fhir::Result<ImportResult> import(const std::vector<ImportRecord>& records) override {
     if (records.size() > kMaxImportRecords)
       return Issue::make(ErrorCode::invalid_value,

@@ -118,6 +118,9 @@ fhir::Status apply_record_encounter(IndexTransaction& tx, const std::string& act
 // Part of apply_merge: the care team and encounters of `from` go to `to` (a member of both
 // keeps the later until; the encounter bounds then apply to `to`). In care_relationships.cpp.
 fhir::Status move_care_relationships(IndexTransaction& tx, const std::string& from, const std::string& to);
+// Locator::ingest.
+fhir::Result<IngestOutcome> apply_ingest(IndexTransaction& tx, const IngestUpdate& u, const DemographicRule& rule,
+                                         const std::string& now);
 // One import record: resolve, then put each pointer as its own custodian (the claim's source
 // when the pointer names none). Pointer failures carry expression "pointers[k]...".
 fhir::Result<Resolution> apply_import_record(IndexTransaction& tx, const ImportRecord& record,

@@ -4,6 +4,7 @@
 // a backend's IndexTransaction primitives, so SQLite, the fake and a future PostgreSQL
 // backend decide identically.
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -687,6 +688,93 @@ fhir::Result<Resolution> apply_import_record(IndexTransaction& tx, const ImportR
     if (!put) return within_pointer(std::move(put).issue(), k);
   }
   return res;
+}
+
+namespace {
+
+// The active record a retired identifier of an A40 names: a trusted NHS number, else a local
+// identifier (whose owner may itself be retired already: followed to its survivor).
+fhir::Result<std::optional<std::string>> retired_record(IndexTransaction& tx, const Identifier& id) {
+  if (id.system == kNhsNumberSystem) {
+    if (!fhir::is_valid_nhs_number(id.value)) return std::optional<std::string>();
+    return tx.active_patient_with_nhs_number(id.value);
+  }
+  auto owner = tx.identifier_owner(id.system, id.value);
+  if (!owner) return std::move(owner).issue();
+  if (!*owner) return std::optional<std::string>();
+  auto rec = final_record(tx, **owner);
+  if (!rec) return std::move(rec).issue();
+  if (!*rec) return std::optional<std::string>();
+  return std::optional<std::string>((*rec)->id);
+}
+
+}  // namespace
+
+fhir::Result<IngestOutcome> apply_ingest(IndexTransaction& tx, const IngestUpdate& u, const DemographicRule& rule,
+                                         const std::string& now) {
+  if (u.retired.size() > kMaxIdentifiers)
+    return Issue::make(ErrorCode::invalid_value,
+                       "more than " + std::to_string(kMaxIdentifiers) + " retired identifiers", "retired");
+  if (u.encounters.size() > kMaxEncountersPerPatient)
+    return Issue::make(ErrorCode::invalid_value,
+                       "more than " + std::to_string(kMaxEncountersPerPatient) + " encounters in one update",
+                       "encounters");
+  // The retired record is looked up before the survivor is resolved: resolving may add the
+  // survivor's identifiers, and the retired identifiers must name the record as it was.
+  std::optional<std::string> retired;
+  for (const Identifier& id : u.retired) {
+    if (auto s = check_len(id.system, kMaxUriBytes, "retired.system"); !s) return std::move(s).issue();
+    if (auto s = check_len(id.value, kMaxTextBytes, "retired.value"); !s) return std::move(s).issue();
+    auto found = retired_record(tx, id);
+    if (!found) return std::move(found).issue();
+    if (*found) {
+      retired = std::move(*found);
+      break;
+    }
+  }
+  if (!u.retired.empty() && !retired)
+    return Issue::make(ErrorCode::not_found, "no patient in the record locator holds the prior identifiers to merge",
+                       "retired");
+
+  IngestOutcome out;
+  auto res = apply_resolve(tx, u.identity, rule, now);
+  if (!res) return within_identity(std::move(res).issue());
+  out.resolution = std::move(*res);
+  const std::string& patient = out.resolution.patient_id;
+  if (retired) {
+    out.retired_patient_id = *retired;
+    if (*retired != patient)  // equal: the merge was done already (the identifiers moved)
+      if (auto s = apply_merge(tx, *retired, patient, u.identity.source_ods, now); !s) return std::move(s).issue();
+  }
+  for (const Encounter& e : u.encounters)
+    if (auto s = apply_record_encounter(tx, u.identity.source_ods, patient, e.organisation_ods, e.at); !s)
+      return std::move(s).issue();
+  if (u.pointer) {
+    Pointer p = *u.pointer;
+    p.patient_id = patient;
+    for (std::size_t at = p.url.find("{patient}"); at != std::string::npos; at = p.url.find("{patient}"))
+      p.url.replace(at, 9, patient);
+    // One pointer per source and patient, whatever each unit held: a stable id, and the
+    // resource types of every unit so far.
+    if (p.id.empty() && patient.size() + 1 + u.identity.source_ods.size() <= kMaxIdBytes) {
+      p.id = patient + "-";
+      for (char c : u.identity.source_ods) p.id += std::isalnum(static_cast<unsigned char>(c)) ? c : '-';
+    }
+    if (!p.id.empty()) {
+      auto existing = tx.pointer(p.id);
+      if (!existing) return std::move(existing).issue();
+      if (*existing && (*existing)->source_ods == u.identity.source_ods)
+        for (const std::string& t : (*existing)->resource_types)
+          if (std::find(p.resource_types.begin(), p.resource_types.end(), t) == p.resource_types.end())
+            p.resource_types.push_back(t);
+      std::sort(p.resource_types.begin(), p.resource_types.end());
+      if (p.resource_types.size() > kMaxResourceTypes) p.resource_types.resize(kMaxResourceTypes);
+    }
+    auto put = put_pointer_checked(tx, u.identity.source_ods, std::move(p), now, false);
+    if (!put) return std::move(put).issue();
+    out.pointer = std::move(*put);
+  }
+  return out;
 }
 
 }  // namespace gw::locator

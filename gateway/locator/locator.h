@@ -199,6 +199,27 @@ struct ImportResult {
   std::size_t created = 0, matched = 0, rejected = 0, conflicts = 0;  // summary of `records`
 };
 
+// What one ingested unit (an HL7 message, a social care record) changes in the index
+// (issue #4): who it is about, a merge it asks for, contacts it records, and the pointer
+// saying its source now holds records about the patient. Applied as one transaction.
+struct IngestUpdate {
+  IdentityClaim identity;               // the survivor for a merge
+  // A40: identifiers of a record to retire into identity's record (NHS numbers carry
+  // kNhsNumberSystem). Empty: no merge.
+  std::vector<Identifier> retired;
+  std::vector<Encounter> encounters;    // source_ods is ignored: identity.source_ods records them
+  // Put as identity.source_ods, with patient_id filled in and "{patient}" in the url replaced
+  // by it. Without an id, the pointer's id is "<patient id>-<source ODS>": one pointer per
+  // source and patient, whose resource types accumulate over the units.
+  std::optional<Pointer> pointer;
+};
+
+struct IngestOutcome {
+  Resolution resolution;                // the patient the unit is about (the survivor)
+  std::string retired_patient_id;       // set when a merge retired (or had retired) a record
+  std::optional<Pointer> pointer;       // as stored
+};
+
 class Locator {
  public:
   virtual ~Locator() = default;
@@ -271,6 +292,13 @@ class Locator {
   // older than those kept is accepted but not kept.
   virtual fhir::Status record_encounter(const std::string& acting_source_ods, const std::string& patient_id,
                                         const std::string& organisation_ods, std::int64_t at_epoch_seconds) = 0;
+  // Applies `u` in one transaction (nothing of it stays when any step fails): resolve
+  // (as resolve()); for a merge, find the record the retired identifiers name (not_found,
+  // expression "retired", when none does; a merge already done succeeds) and merge it into
+  // the resolved one (as merge()); record each encounter (as record_encounter()); put the
+  // pointer (as put_pointer()). Completed after commit. Repeating the same update is
+  // harmless: it resolves to the same record and changes nothing more.
+  virtual fhir::Result<IngestOutcome> ingest(const IngestUpdate& u) = 0;
   // Bulk import: many records per transaction; each record stands alone (a bad record is
   // reported in its slot of ImportResult::records and never half-written). Fails as a whole
   // only for more than 1,000,000 records in one call.

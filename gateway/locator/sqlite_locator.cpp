@@ -354,6 +354,11 @@ fhir::Status SqliteLocator::remove_care_team_member(const std::string& acting, c
       [&](SqliteTransaction& tx) { return apply_remove_care_team_member(tx, acting, patient_id, member); });
 }
 
+fhir::Result<IngestOutcome> SqliteLocator::ingest(const IngestUpdate& u) {
+  return s_->write<IngestOutcome>(
+      [&](SqliteTransaction& tx) { return apply_ingest(tx, u, s_->options.rule, now_instant()); });
+}
+
 fhir::Status SqliteLocator::record_encounter(const std::string& acting, const std::string& patient_id,
                                             const std::string& organisation_ods, std::int64_t at_epoch_seconds) {
   return s_->write<fhir::Ok>([&](SqliteTransaction& tx) {

@@ -72,6 +72,7 @@ class SqliteLocator final : public Locator {
                                        const std::string& member) override;
   fhir::Status record_encounter(const std::string& acting_source_ods, const std::string& patient_id,
                                 const std::string& organisation_ods, std::int64_t at_epoch_seconds) override;
+  fhir::Result<IngestOutcome> ingest(const IngestUpdate& u) override;
   fhir::Result<ImportResult> import(const std::vector<ImportRecord>& records) override;
 
   WriterCounters writer_counters() const;

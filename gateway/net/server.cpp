@@ -22,6 +22,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <vector>
+
 #include <boost/asio/signal_set.hpp>
 #if GW_WITH_TLS
 #include <boost/asio/ssl/stream.hpp>
@@ -254,6 +256,11 @@ struct Server::Impl {
   asio::steady_timer drain_timer;
   std::atomic<bool> stopping{false};
   std::chrono::steady_clock::time_point drain_deadline;
+  struct DrainParticipant {
+    std::function<void()> begin;
+    std::function<std::size_t()> in_flight;
+  };
+  std::vector<DrainParticipant> participants;
 
   std::mutex sessions_mu;
   std::unordered_map<std::uint64_t, std::shared_ptr<SessionControl>> sessions;
@@ -553,6 +560,7 @@ struct Server::Impl {
         });
       }
     }
+    for (auto& p : participants) p.begin();
     drain_deadline = std::chrono::steady_clock::now() + cfg.limits.shutdown_grace;
     wait_for_drain();
   }
@@ -563,6 +571,7 @@ struct Server::Impl {
       std::lock_guard lock(sessions_mu);
       open = sessions.size();
     }
+    for (auto& p : participants) open += p.in_flight();
     if (open == 0 || std::chrono::steady_clock::now() >= drain_deadline) {
       if (open) observe::log(observe::Level::warn, "shutdown grace expired; closing connections", {{"open", open}});
       signals.cancel();
@@ -581,6 +590,10 @@ Server::Server(const config::Config& cfg, const http::Pipeline& pipeline, observ
     : impl_(std::make_unique<Impl>(cfg, pipeline, metrics, health)) {}
 
 Server::~Server() = default;
+
+void Server::add_drain_participant(std::function<void()> begin, std::function<std::size_t()> in_flight) {
+  impl_->participants.push_back(Impl::DrainParticipant{std::move(begin), std::move(in_flight)});
+}
 
 void Server::start(bool handle_signals) {
   Impl& i = *impl_;

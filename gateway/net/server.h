@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstddef>
+#include <functional>
 #include <memory>
 
 #include "gateway/config/config.h"
@@ -40,6 +42,11 @@ class Server {
   // Graceful shutdown, safe from any thread, idempotent: stop accepting, mark not-ready,
   // close idle connections, let in-flight requests finish within shutdown_grace, then stop.
   void shutdown();
+
+  // Other listeners on this server's event loop (MLLP) join the drain: `begin` runs when the
+  // drain starts (stop accepting, close idle connections); the server stops only when
+  // `in_flight()` is 0 too (or the grace expires). Call before start().
+  void add_drain_participant(std::function<void()> begin, std::function<std::size_t()> in_flight);
 
   std::uint16_t https_port() const;
   std::uint16_t http_port() const;

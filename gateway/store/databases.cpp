@@ -5,18 +5,10 @@
 
 #include "gateway/audit/schema.h"
 #include "gateway/locator/schema.h"
+#include "gateway/store/schema.h"
 
 namespace gw::store {
 namespace {
-
-// Every file records who created it and with which schema line, for support and restores.
-const char* const kGatewayInfo =
-    "CREATE TABLE gateway_info (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;"
-    "INSERT INTO gateway_info(key, value) VALUES ('created_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));";
-
-std::string info_for(const char* role) {
-  return std::string(kGatewayInfo) + "INSERT INTO gateway_info(key, value) VALUES ('role', '" + role + "');";
-}
 
 fhir::Result<sqlite::Database> open_one(const std::filesystem::path& path, const std::vector<sqlite::Migration>& m) {
   auto db = sqlite::Database::open(path.string());
@@ -28,15 +20,13 @@ fhir::Result<sqlite::Database> open_one(const std::filesystem::path& path, const
 
 }  // namespace
 
-// Owned by the locator (gateway/locator/schema.cpp); its migration 1 is info_for("locator").
+// Owned by the locator (gateway/locator/schema.cpp); its migration 1 is the gateway_info table.
 const std::vector<sqlite::Migration>& locator_migrations() { return locator::migrations(); }
 
-const std::vector<sqlite::Migration>& store_migrations() {
-  static const std::vector<sqlite::Migration> m{{1, "gateway_info", info_for("store")}};
-  return m;
-}
+// Owned by the message and resource store (gateway/store/schema.cpp).
+const std::vector<sqlite::Migration>& store_migrations() { return schema_migrations(); }
 
-// Owned by the audit log (gateway/audit/schema.cpp); its migration 1 is info_for("audit").
+// Owned by the audit log (gateway/audit/schema.cpp); its migration 1 is the gateway_info table.
 const std::vector<sqlite::Migration>& audit_migrations() { return audit::migrations(); }
 
 fhir::Result<Databases> Databases::open(const std::string& data_dir) {

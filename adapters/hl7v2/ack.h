@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: Apache-2.0
+// HL7 v2 acknowledgements (HL7 v2.5 ch. 2.9 and 2.14.1 MSA, 2.14.5 ERR): the one place that
+// builds ACK and NACK messages. Works from the inbound MSH read leniently, so even a message
+// the parser refused gets an AR that echoes its control id when one can be found.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fhir/issue.h"
+
+namespace gw::hl7v2 {
+
+// The inbound MSH, split leniently on its own field separator (no escapes decoded: control
+// ids and application names are plain). fields[1] is MSH-1, fields[2] MSH-2, ...
+struct MshSummary {
+  bool found = false;                 // the input starts with "MSH" and a field separator
+  char field_separator = '|';
+  std::string encoding_characters = "^~\\&";
+  std::vector<std::string> fields;    // index = HL7 field number; [0] is "MSH"
+  std::string field(std::size_t n) const { return n < fields.size() ? fields[n] : std::string(); }
+  // Component `c` (1-based) of field `n`.
+  std::string component(std::size_t n, std::size_t c) const;
+};
+
+// Reads the first segment of `raw` (after an optional UTF-8 BOM, up to CR or LF).
+MshSummary read_msh(std::string_view raw);
+
+enum class AckCode { AA, AE, AR, CA, CE, CR };
+std::string_view ack_code_name(AckCode c);
+
+enum class Outcome { applied, error, rejected };
+
+// Why a message was not applied, for the ERR segment.
+struct AckError {
+  std::string location;  // HL7 location as the mapper names it: "PID-3", "OBX[2]-5", "MRG-1", ""
+  int code = 207;        // HL7 table 0357: 100-207
+  std::string text;      // user-facing text (no patient data)
+};
+// Table 0357 code for an Issue (e.g. not_supported -> 200, missing_value -> 101).
+AckError ack_error_for(const fhir::Issue& issue);
+
+// Acknowledgement mode (HL7 v2.5 ch. 2.9.2/2.9.3): original when MSH-15 and MSH-16 are both
+// empty, else enhanced. Conditions are table 0155 values AL, NE, ER, SU ("" counts as NE in
+// enhanced mode; unknown values as AL).
+struct AckMode {
+  bool enhanced = false;
+  std::string accept;       // MSH-15
+  std::string application;  // MSH-16
+};
+AckMode ack_mode(const MshSummary& msh);
+
+struct AckClock {
+  std::string timestamp;    // MSH-7 of the ACK, e.g. "20261123141502+0000"
+  std::string control_id;   // MSH-10 of the ACK
+};
+// The current UTC time and a new control id (unique within the process, 20 characters).
+AckClock next_ack_clock();
+
+// One acknowledgement message (segments ending in CR). MSH-3..6 are the inbound MSH-5, 6, 3,
+// 4; MSH-9 is "ACK^<trigger>^ACK" from v2.4 ("ACK^<trigger>" before); MSH-11 and MSH-12 are
+// echoed; MSA-2 echoes MSH-10. `error` adds an ERR segment (v2.5+: ERR-2 location, ERR-3
+// code, ERR-4 severity, ERR-8 message; earlier versions: ERR-1 as ELD).
+std::string build_ack(const MshSummary& inbound, AckCode code, const std::optional<AckError>& error,
+                      const AckClock& clock);
+
+// The acknowledgements to send for `outcome`, in order, under the inbound message's mode:
+// original mode: one AA/AE/AR; enhanced mode: the accept acknowledgement (CA/CE/CR) when
+// MSH-15 asks for it, then the application acknowledgement (AA/AE/AR) when MSH-16 asks for
+// it. Empty when the sender asked for none (both NE, or the condition does not hold).
+std::vector<std::string> acknowledgements(const MshSummary& inbound, Outcome outcome,
+                                          const std::optional<AckError>& error);
+
+}  // namespace gw::hl7v2

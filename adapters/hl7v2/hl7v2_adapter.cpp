@@ -1,0 +1,509 @@
+// SPDX-License-Identifier: Apache-2.0
+// Hl7v2Adapter (see hl7v2_adapter.h). One coroutine per connection, on its own strand:
+// read -> frame -> for each frame in order: parse -> map -> sink -> acknowledge.
+#include "adapters/hl7v2/hl7v2_adapter.h"
+
+#include <mutex>
+#include <set>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#if GW_WITH_TLS
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#endif
+
+#include "adapters/hl7v2/ack.h"
+#include "adapters/hl7v2/mapping.h"
+
+namespace gw::hl7v2 {
+namespace {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::ip::tcp;
+using adapters::IngestReceipt;
+using adapters::LogLevel;
+using fhir::ErrorCode;
+using fhir::Issue;
+using ReceiptResult = fhir::Result<IngestReceipt>;
+
+using Fields = std::vector<std::pair<std::string, std::string>>;
+
+// Completion of IngestSink::submit as an awaitable: the sink completes on any thread; the
+// coroutine resumes on its own executor.
+struct SubmitInitiation {
+  adapters::IngestSink* sink;
+  template <class Handler>
+  void operator()(Handler handler, adapters::IngestBatch batch) {
+    auto ex = asio::get_associated_executor(handler);
+    auto h = std::make_shared<Handler>(std::move(handler));
+    sink->submit(std::move(batch), [h, ex](ReceiptResult r) {
+      asio::post(ex, [h, r = std::move(r)]() mutable { std::move(*h)(std::move(r)); });
+    });
+  }
+};
+awaitable<ReceiptResult> submit_async(adapters::IngestSink& sink, adapters::IngestBatch& batch) {
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(ReceiptResult)>(SubmitInitiation{&sink},
+                                                                                    asio::use_awaitable, std::move(batch));
+}
+
+struct RecordInitiation {
+  adapters::IngestSink* sink;
+  template <class Handler>
+  void operator()(Handler handler, adapters::IngestFailure failure) {
+    auto ex = asio::get_associated_executor(handler);
+    auto h = std::make_shared<Handler>(std::move(handler));
+    sink->record_failure(std::move(failure), [h, ex](fhir::Status st) {
+      asio::post(ex, [h, st = std::move(st)]() mutable { std::move(*h)(std::move(st)); });
+    });
+  }
+};
+awaitable<fhir::Status> record_async(adapters::IngestSink& sink, adapters::IngestFailure& failure) {
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(fhir::Status)>(
+      RecordInitiation{&sink}, asio::use_awaitable, std::move(failure));
+}
+
+bool transient(const Issue& i) {
+  return i.code == ErrorCode::internal_error || i.code == ErrorCode::not_ready ||
+         i.code == ErrorCode::too_many_requests || i.code == ErrorCode::timeout;
+}
+
+// HL7 v2.x: the parser and mapping handle 2.3-2.8; older 2.x messages are read the same way
+// (their segments are a subset), as Mirth does. Anything else is refused.
+bool version_accepted(const std::string& v) { return v.size() >= 3 && v[0] == '2' && v[1] == '.'; }
+
+std::string join_replies(const std::vector<std::string>& replies) {
+  std::string out;
+  for (const auto& r : replies) {
+    if (!out.empty()) out += '\n';  // ACK segments end in CR only, so LF separates them
+    out += r;
+  }
+  return out;
+}
+
+std::vector<std::string> split_replies(const std::string& joined) {
+  std::vector<std::string> out;
+  std::size_t begin = 0;
+  while (begin < joined.size()) {
+    std::size_t end = joined.find('\n', begin);
+    if (end == std::string::npos) end = joined.size();
+    out.push_back(joined.substr(begin, end - begin));
+    begin = end + 1;
+  }
+  return out;
+}
+
+std::string dedupe_key(const MshSummary& msh) {
+  return msh.field(3) + "|" + msh.field(4) + "|" + msh.field(10);
+}
+
+}  // namespace
+
+struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
+  adapters::SourceSystem source;
+  ListenerOptions options;
+  adapters::IngestSink* sink = nullptr;
+  adapters::AdapterLog log;
+  void* tls = nullptr;
+  asio::any_io_executor executor;
+  std::unique_ptr<tcp::acceptor> acceptor;
+  std::atomic<std::uint16_t> bound_port{0};
+  std::atomic<bool> stopping{false};
+
+  // Open connections, so stop() can close the idle ones.
+  struct Conn {
+    std::function<void()> close_if_idle;
+  };
+  std::mutex conns_m;
+  std::set<std::shared_ptr<Conn>> conns;
+
+  std::atomic<std::uint64_t> connections{0}, open_connections{0}, refused{0}, frames{0}, applied{0}, duplicates{0},
+      errors{0}, rejected{0}, retry_later{0}, violations{0}, acks_sent{0}, ack_write_failures{0};
+
+  void say(LogLevel level, std::string_view msg, Fields fields = {}) {
+    if (!log) return;
+    fields.insert(fields.begin(), {"source", source.name});
+    log(level, msg, fields);
+  }
+
+  void violation(std::string_view what, Fields fields = {}) {
+    ++violations;
+    fields.insert(fields.begin(), {"event", std::string(what)});
+    say(LogLevel::warn, "mllp protocol violation", std::move(fields));
+  }
+
+  // Stores a message that never became a batch, then the acknowledgements for it.
+  awaitable<std::vector<std::string>> refuse(const std::string& frame, const MshSummary& msh, Issue issue,
+                                             bool rejected_kind) {
+    adapters::IngestFailure f;
+    f.source = source.name;
+    f.raw = frame;
+    f.kind = msh.component(9, 1);
+    if (const std::string trigger = msh.component(9, 2); !trigger.empty()) f.kind.append("^").append(trigger);
+    f.dedupe_key = msh.found ? dedupe_key(msh) : std::string();
+    f.rejected = rejected_kind;
+    f.issue = issue;
+    fhir::Status stored = co_await record_async(*sink, f);
+    if (!stored) {
+      // Not even the failure could be stored: ask the sender to resend later.
+      ++retry_later;
+      co_return acknowledgements(msh, Outcome::rejected, ack_error_for(stored.issue()));
+    }
+    if (rejected_kind) ++rejected;
+    else ++errors;
+    co_return acknowledgements(msh, rejected_kind ? Outcome::rejected : Outcome::error, ack_error_for(issue));
+  }
+
+  // One frame -> the acknowledgements to send (possibly none), after everything behind them
+  // is committed.
+  awaitable<std::vector<std::string>> process(std::string frame) {
+    ++frames;
+    ParseOptions popts;
+    popts.max_message_bytes = options.max_message_bytes;
+    auto parsed = Message::parse(frame, popts);
+    if (!parsed) {
+      const MshSummary raw_msh = read_msh(frame);
+      co_return co_await refuse(frame, raw_msh, std::move(parsed).issue(), true);
+    }
+    const Message& message = *parsed;
+    const MshSummary msh = read_msh(message.text());
+    const std::string version = message.version();
+    if (!version_accepted(version))
+      co_return co_await refuse(frame, msh,
+                                Issue::make(ErrorCode::not_supported,
+                                            "HL7 version '" + version + "' is not accepted (2.x expected)", "MSH-12"),
+                                true);
+    const std::string processing = msh.component(11, 1);
+    if (!processing.empty() && processing != "P" && processing != "T" && processing != "D")
+      co_return co_await refuse(
+          frame, msh, Issue::make(ErrorCode::not_supported, "processing id must be P, T or D", "MSH-11"), true);
+
+    MappingContext ctx;
+    ctx.source_name = source.name;
+    ctx.source_ods = source.ods_code;
+    ctx.identifier_system_base = options.identifier_system_base;
+    auto mapped = map_message(message, ctx);
+    if (!mapped) {
+      Issue issue = std::move(mapped).issue();
+      const bool unsupported = issue.code == ErrorCode::not_supported;
+      co_return co_await refuse(frame, msh, std::move(issue), unsupported);
+    }
+
+    adapters::IngestBatch batch;
+    batch.source = source.name;
+    batch.identity = std::move(mapped->patient);
+    batch.resources = std::move(mapped->resources);
+    batch.raw = frame;
+    batch.kind = mapped->message_type;
+    batch.dedupe_key = dedupe_key(msh);
+    const std::vector<std::string> success = acknowledgements(msh, Outcome::applied, std::nullopt);
+    batch.reply = join_replies(success);
+    if (mapped->merge) batch.retired_identifiers = std::move(mapped->merge->retired_identifiers);
+    if (mapped->encounter) batch.encounters.emplace_back(mapped->encounter->organisation_ods, mapped->encounter->at);
+
+    ReceiptResult r = co_await submit_async(*sink, batch);
+    if (r) {
+      if (r->duplicate) {
+        ++duplicates;
+        co_return split_replies(r->prior_reply);
+      }
+      ++applied;
+      co_return success;
+    }
+    const Issue& issue = r.issue();
+    if (transient(issue)) {
+      // HL7 v2.5 ch. 2.9.2: AR also covers "the receiving system is down": resend later.
+      ++retry_later;
+      say(LogLevel::warn, "message not applied: gateway unavailable, sender asked to resend",
+          {{"kind", batch.kind}, {"reason", issue.diagnostics}});
+      co_return acknowledgements(msh, Outcome::rejected, ack_error_for(issue));
+    }
+    ++errors;  // stored with status error by the sink
+    co_return acknowledgements(msh, Outcome::error, ack_error_for(issue));
+  }
+
+  template <class Stream>
+  awaitable<void> serve(Stream& stream, tcp::socket::lowest_layer_type& socket, std::shared_ptr<Conn> conn) {
+    auto ex = co_await asio::this_coro::executor;
+    asio::steady_timer watchdog(ex);
+    bool busy = false;
+    conn->close_if_idle = [&socket, &busy, ex]() {
+      asio::post(ex, [&socket, &busy] {
+        if (!busy) {
+          boost::system::error_code ignored;
+          socket.close(ignored);
+        }
+      });
+    };
+    auto arm = [&](std::chrono::seconds after, const char* what) {
+      watchdog.expires_after(after);
+      watchdog.async_wait([this, &socket, what](boost::system::error_code ec) {
+        if (ec) return;  // cancelled: the operation finished in time
+        violation(what);
+        boost::system::error_code ignored;
+        socket.close(ignored);
+      });
+    };
+
+    FramerLimits limits;
+    limits.max_message_bytes = options.max_message_bytes;
+    MllpFramer framer(limits);
+    std::vector<char> buf(64 * 1024);
+    for (;;) {
+      if (stopping && !framer.in_frame()) break;
+      arm(framer.in_frame() ? options.frame_timeout : options.idle_timeout,
+          framer.in_frame() ? "frame timeout" : "idle timeout");
+      boost::system::error_code ec;
+      const std::size_t n =
+          co_await stream.async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
+      watchdog.cancel();
+      if (ec) {
+        if (framer.in_frame())
+          violation("connection closed inside a frame", {{"pending_bytes", std::to_string(framer.pending_bytes())}});
+        break;
+      }
+      FramerOutput out;
+      framer.feed(std::string_view(buf.data(), n), out);
+      for (FrameEvent e : out.events) {
+        Fields f;
+        if (e == FrameEvent::stray_bytes_skipped) f.emplace_back("bytes", std::to_string(out.skipped));
+        violation(event_name(e), std::move(f));
+      }
+      busy = true;
+      bool write_failed = false;
+      for (std::string& frame : out.frames) {
+        std::vector<std::string> replies = co_await process(std::move(frame));
+        for (const std::string& ack : replies) {
+          const std::string wire = MllpFramer::frame(ack);
+          arm(options.write_timeout, "acknowledgement write timeout");
+          co_await asio::async_write(stream, asio::buffer(wire), asio::redirect_error(asio::use_awaitable, ec));
+          watchdog.cancel();
+          if (ec) {
+            // The message is committed; the sender resends and gets this ACK again.
+            ++ack_write_failures;
+            say(LogLevel::warn, "acknowledgement not delivered: connection lost", {{"error", ec.message()}});
+            write_failed = true;
+            break;
+          }
+          ++acks_sent;
+        }
+        if (write_failed) break;
+      }
+      busy = false;
+      if (write_failed || out.fatal) break;
+    }
+    boost::system::error_code ignored;
+    socket.close(ignored);
+    co_return;
+  }
+
+  awaitable<void> connection(tcp::socket socket) {
+    auto conn = std::make_shared<Conn>();
+    {
+      std::lock_guard lock(conns_m);
+      conns.insert(conn);
+    }
+    ++open_connections;
+#if GW_WITH_TLS
+    if (options.tls && tls) {
+      asio::ssl::stream<tcp::socket> stream(std::move(socket), *static_cast<asio::ssl::context*>(tls));
+      asio::steady_timer hs(co_await asio::this_coro::executor);
+      hs.expires_after(options.frame_timeout);
+      auto& lowest = stream.lowest_layer();
+      hs.async_wait([&lowest](boost::system::error_code ec) {
+        if (!ec) {
+          boost::system::error_code ignored;
+          lowest.close(ignored);
+        }
+      });
+      boost::system::error_code ec;
+      co_await stream.async_handshake(asio::ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
+      hs.cancel();
+      if (ec) violation("tls handshake failed", {{"error", ec.message()}});
+      else co_await serve(stream, stream.lowest_layer(), conn);
+    } else {
+      co_await serve(socket, socket.lowest_layer(), conn);
+    }
+#else
+    co_await serve(socket, socket.lowest_layer(), conn);
+#endif
+    --open_connections;
+    std::lock_guard lock(conns_m);
+    conns.erase(conn);
+  }
+
+  awaitable<void> accept_loop() {
+    for (;;) {
+      boost::system::error_code ec;
+      tcp::socket socket(asio::make_strand(executor));
+      co_await acceptor->async_accept(socket, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        if (stopping || !acceptor->is_open()) co_return;
+        say(LogLevel::warn, "mllp accept failed", {{"error", ec.message()}});
+        continue;
+      }
+      if (open_connections >= options.max_connections) {
+        ++refused;
+        violation("connection limit reached", {{"max_connections", std::to_string(options.max_connections)}});
+        socket.close(ec);
+        continue;
+      }
+      ++connections;
+      auto ex = socket.get_executor();
+      asio::co_spawn(ex, connection(std::move(socket)), asio::detached);
+    }
+  }
+};
+
+fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& source) {
+  ListenerOptions o;
+  const std::string& ep = source.endpoint;
+  if (!ep.empty()) {
+    const auto colon = ep.rfind(':');
+    if (colon == std::string::npos || colon == 0)
+      return Issue::make(ErrorCode::invalid_value, "source '" + source.name + "': endpoint must be host:port", "endpoint");
+    o.address = ep.substr(0, colon);
+    if (o.address.size() > 2 && o.address.front() == '[' && o.address.back() == ']')
+      o.address = o.address.substr(1, o.address.size() - 2);
+    const std::string port = ep.substr(colon + 1);
+    char* end = nullptr;
+    const long p = std::strtol(port.c_str(), &end, 10);
+    if (port.empty() || *end || p < 0 || p > 65535)
+      return Issue::make(ErrorCode::invalid_value, "source '" + source.name + "': endpoint port must be 0-65535",
+                         "endpoint");
+    o.port = static_cast<std::uint16_t>(p);
+  }
+  auto number = [&](std::string_view key, std::int64_t lo, std::int64_t hi, std::int64_t& out) -> fhir::Status {
+    const std::string v = source.setting(key);
+    if (v.empty()) return fhir::Ok{};
+    char* end = nullptr;
+    const long long n = std::strtoll(v.c_str(), &end, 10);
+    if (*end || n < lo || n > hi)
+      return Issue::make(ErrorCode::invalid_value,
+                         "source '" + source.name + "': " + std::string(key) + " must be a whole number from " +
+                             std::to_string(lo) + " to " + std::to_string(hi),
+                         std::string(key));
+    out = n;
+    return fhir::Ok{};
+  };
+  std::int64_t conns = static_cast<std::int64_t>(o.max_connections), bytes = static_cast<std::int64_t>(o.max_message_bytes),
+               idle = o.idle_timeout.count(), frame = o.frame_timeout.count();
+  if (auto s = number("max_connections", 1, 10000, conns); !s) return std::move(s).issue();
+  if (auto s = number("max_message_bytes", 1024, 64 * 1024 * 1024, bytes); !s) return std::move(s).issue();
+  if (auto s = number("idle_timeout_s", 1, 86400, idle); !s) return std::move(s).issue();
+  if (auto s = number("frame_timeout_s", 1, 3600, frame); !s) return std::move(s).issue();
+  o.max_connections = static_cast<std::size_t>(conns);
+  o.max_message_bytes = static_cast<std::size_t>(bytes);
+  o.idle_timeout = std::chrono::seconds(idle);
+  o.frame_timeout = std::chrono::seconds(frame);
+  const std::string tls = source.setting("tls", "false");
+  if (tls != "true" && tls != "false")
+    return Issue::make(ErrorCode::invalid_value, "source '" + source.name + "': tls must be true or false", "tls");
+  o.tls = tls == "true";
+  const std::string base = source.setting("identifier_system_base");
+  if (!base.empty()) o.identifier_system_base = base;
+  return o;
+}
+
+Hl7v2Adapter::Hl7v2Adapter(adapters::SourceSystem source, ListenerOptions options) : s_(std::make_shared<State>()) {
+  s_->source = std::move(source);
+  s_->options = std::move(options);
+}
+
+Hl7v2Adapter::~Hl7v2Adapter() { stop(); }
+
+fhir::Status Hl7v2Adapter::start(adapters::AdapterContext& context) {
+  if (!context.sink) return Issue::make(ErrorCode::internal_error, "the hl7v2 adapter needs an ingest sink");
+  s_->sink = context.sink;
+  s_->log = context.log;
+  s_->tls = context.tls_server_context;
+  s_->executor = context.executor;
+#if !GW_WITH_TLS
+  if (s_->options.tls)
+    return Issue::make(ErrorCode::invalid_value, "source '" + s_->source.name + "': this build has no TLS", "tls");
+#endif
+  if (s_->options.tls && !s_->tls)
+    return Issue::make(ErrorCode::invalid_value,
+                       "source '" + s_->source.name + "': tls = true needs the gateway's HTTPS certificate configured",
+                       "tls");
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(s_->options.address, ec);
+  if (ec)
+    return Issue::make(ErrorCode::invalid_value,
+                       "source '" + s_->source.name + "': '" + s_->options.address + "' is not an IP address", "endpoint");
+  auto acceptor = std::make_unique<tcp::acceptor>(asio::make_strand(s_->executor));
+  const tcp::endpoint endpoint(address, s_->options.port);
+  acceptor->open(endpoint.protocol(), ec);
+  if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor->bind(endpoint, ec);
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    return Issue::make(ErrorCode::not_ready, "source '" + s_->source.name + "': cannot listen for MLLP on " +
+                                                 s_->options.address + ":" + std::to_string(s_->options.port) + ": " +
+                                                 ec.message());
+  s_->bound_port = acceptor->local_endpoint().port();
+  s_->acceptor = std::move(acceptor);
+  s_->say(LogLevel::info, "mllp listener started",
+          {{"address", s_->options.address}, {"port", std::to_string(s_->bound_port.load())},
+           {"tls", s_->options.tls ? "true" : "false"}});
+  asio::co_spawn(s_->acceptor->get_executor(), [s = s_]() { return s->accept_loop(); }, asio::detached);
+  return fhir::Ok{};
+}
+
+void Hl7v2Adapter::stop() {
+  if (!s_ || s_->stopping.exchange(true)) return;
+  if (s_->acceptor) {
+    auto s = s_;
+    asio::post(s_->acceptor->get_executor(), [s] {
+      boost::system::error_code ignored;
+      s->acceptor->close(ignored);
+    });
+  }
+  std::lock_guard lock(s_->conns_m);
+  for (const auto& c : s_->conns)
+    if (c->close_if_idle) c->close_if_idle();
+}
+
+void Hl7v2Adapter::fetch(const adapters::PatientKey&, const adapters::FetchScope&, std::chrono::steady_clock::time_point,
+                         adapters::FetchHandler done) {
+  done(Issue::make(ErrorCode::not_supported, "source '" + s_->source.name + "' pushes HL7 v2 and cannot be queried"));
+}
+
+std::uint16_t Hl7v2Adapter::port() const { return s_->bound_port; }
+
+std::size_t Hl7v2Adapter::in_flight() const { return static_cast<std::size_t>(s_->open_connections.load()); }
+
+Hl7v2Adapter::Stats Hl7v2Adapter::stats() const {
+  Stats st;
+  st.connections = s_->connections;
+  st.open_connections = s_->open_connections;
+  st.refused_connections = s_->refused;
+  st.frames = s_->frames;
+  st.applied = s_->applied;
+  st.duplicates = s_->duplicates;
+  st.errors = s_->errors;
+  st.rejected = s_->rejected;
+  st.retry_later = s_->retry_later;
+  st.protocol_violations = s_->violations;
+  st.acks_sent = s_->acks_sent;
+  st.ack_write_failures = s_->ack_write_failures;
+  return st;
+}
+
+void register_hl7v2(adapters::AdapterRegistry& registry) {
+  registry.add("hl7v2", [](const adapters::SourceSystem& source) -> fhir::Result<std::unique_ptr<adapters::Adapter>> {
+    auto options = listener_options(source);
+    if (!options) return std::move(options).issue();
+    return std::unique_ptr<adapters::Adapter>(std::make_unique<Hl7v2Adapter>(source, std::move(*options)));
+  });
+}
+
+}  // namespace gw::hl7v2

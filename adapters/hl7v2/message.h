@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: Apache-2.0
+// HL7 v2 messages (v2.3-2.8): the parser and encoder every HL7 path uses (MLLP listener,
+// mapping to FHIR, ACK building, hl7send, benchmarks, fuzzing). Parsing is one linear pass
+// that indexes the message text; values are unescaped only when asked for.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fhir/result.h"
+
+namespace gw::hl7v2 {
+
+// The delimiters a message declares in MSH-1 and MSH-2 (HL7 v2.5 ch. 2.5.4). `truncation` is
+// the fifth encoding character introduced in v2.7 ('#'), or '\0' when MSH-2 has four.
+struct Delimiters {
+  char field = '|';
+  char component = '^';
+  char repetition = '~';
+  char escape = '\\';
+  char subcomponent = '&';
+  char truncation = '\0';
+  // MSH-2 as it should be encoded: four or five characters.
+  std::string encoding_characters() const;
+};
+
+struct ParseOptions {
+  std::size_t max_message_bytes = 4 * 1024 * 1024;  // larger input is refused (payload_too_large)
+  std::size_t max_segments = 20000;
+  std::size_t max_fields_per_segment = 1000;
+};
+
+class Message;
+
+// A view of one segment of a Message; valid while the Message lives and is not moved.
+// Field numbers follow HL7: for MSH, field 1 is the field separator itself and field 2 the
+// encoding characters; for other segments field 1 is the first field after the segment id.
+// Repetitions, components and sub-components are numbered from 1.
+class SegmentRef {
+ public:
+  std::string_view id() const;
+  // The highest field number present (0 when the segment has only its id).
+  std::size_t field_count() const;
+  // Repetitions of `field` (0 when the field is absent or empty).
+  std::size_t repetition_count(std::size_t field) const;
+  // Escaped text as sent. component 0 = the whole repetition; sub 0 = the whole component.
+  // Empty when absent.
+  std::string_view raw(std::size_t field, std::size_t repetition = 1, std::size_t component = 0,
+                       std::size_t sub = 0) const;
+  // Unescaped value (escape sequences decoded as get() in unescape()). Empty when absent.
+  // Note the argument order: component and sub-component first, repetition last, because
+  // most lookups want the first repetition. HL7's explicit null `""` is returned as the two
+  // characters `""`; use is_null() to tell it apart.
+  std::string get(std::size_t field, std::size_t component = 1, std::size_t sub = 1,
+                  std::size_t repetition = 1) const;
+  bool is_null(std::size_t field, std::size_t component = 1, std::size_t sub = 1, std::size_t repetition = 1) const;
+
+ private:
+  friend class Message;
+  SegmentRef(const Message* m, std::size_t index) : m_(m), index_(index) {}
+  const Message* m_;
+  std::size_t index_;
+};
+
+class Message {
+ public:
+  // Parses one message. The input may start with a UTF-8 byte order mark; segments may end
+  // in CR, LF or CRLF (normalised to CR); a trailing terminator is optional; empty lines are
+  // skipped. MSH-18 selects the character set: UTF-8 (e.g. "UNICODE UTF-8") is validated;
+  // ISO 8859-1 ("8859/1") is converted to UTF-8; other sets are refused (not_supported).
+  // Without MSH-18, valid UTF-8 is kept and anything else is read as ISO 8859-1.
+  // Failures: payload_too_large (over a limit), invalid_value (no MSH first, bad MSH-1/MSH-2
+  // encoding characters, a segment id that is not 3 upper-case letters or digits, invalid
+  // UTF-8 when UTF-8 is declared), with the Issue's expression naming where ("MSH-2",
+  // "segment 4"). Linear in the input size.
+  static fhir::Result<Message> parse(std::string_view bytes, const ParseOptions& options = {});
+
+  const Delimiters& delimiters() const { return delimiters_; }
+  std::size_t segment_count() const { return segments_.size(); }
+  SegmentRef segment(std::size_t index) const { return SegmentRef(this, index); }
+  // The `occurrence`-th (0-based) segment with this id, if any.
+  std::optional<SegmentRef> find(std::string_view id, std::size_t occurrence = 0) const;
+  SegmentRef msh() const { return segment(0); }
+
+  // Shortcuts into MSH.
+  std::string message_type() const;     // "ADT^A01" (MSH-9.1 ^ MSH-9.2), or MSH-9.1 alone
+  std::string control_id() const;       // MSH-10
+  std::string version() const;          // MSH-12.1
+  std::string charset() const;          // MSH-18 (first repetition) as sent, "" when absent
+
+  // The message as text: UTF-8, every segment ending in CR, delimiters as declared. Stable:
+  // parse(encode()).encode() == encode().
+  std::string encode() const;
+  // The normalised text the message indexes (what encode() returns).
+  const std::string& text() const { return text_; }
+
+ private:
+  friend class SegmentRef;
+  struct Span {
+    std::uint32_t begin = 0, end = 0;
+  };
+  struct SegmentIndex {
+    Span whole;                           // the segment without its terminator
+    std::uint32_t first_field = 0;        // index into fields_
+    std::uint32_t field_count = 0;        // fields after the id (MSH: counts MSH-1 too)
+  };
+  Delimiters delimiters_;
+  std::string text_;
+  std::vector<SegmentIndex> segments_;
+  std::vector<Span> fields_;  // each field's escaped text, repetitions included
+};
+
+// Splits text that holds several messages (a file, a batch) into one view per message, in
+// order: a message starts at each line beginning with "MSH" (the first may follow a UTF-8 byte
+// order mark) and runs to the next such line or to a batch envelope line (FHS, BHS, BTS, FTS),
+// which is left out, as is anything before the first MSH. Lines may end in CR, LF or CRLF. The
+// views point into `text`; each is then given to Message::parse. Linear in the input size.
+std::vector<std::string_view> split_messages(std::string_view text);
+
+// Decodes HL7 escape sequences (v2.5 ch. 2.7): \F\ \S\ \T\ \R\ \E\ and \P\ (the truncation
+// character), \Xhh..\ (hex bytes, taken as UTF-8, or ISO 8859-1 when not valid UTF-8),
+// \.br\ (a line break, "\n"); other formatting sequences (\H\ \N\ \.sp\ \.in\ ...) are
+// dropped, and an unterminated sequence is kept literally.
+std::string unescape(std::string_view escaped, const Delimiters& d);
+// Encodes `value` so it survives as one sub-component: delimiter characters become escape
+// sequences, line breaks become \.br\ (CR and LF alike).
+std::string escape(std::string_view value, const Delimiters& d);
+
+}  // namespace gw::hl7v2

@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "gateway/http/clinical_routes.h"
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+
+#include "fhir/bundle.h"
+#include "fhir/nhs_number.h"
+#include "gateway/http/patient_gate.h"
+
+namespace gw::http {
+
+using boost::asio::awaitable;
+using fhir::ErrorCode;
+using fhir::Issue;
+using fhir::Json;
+
+namespace {
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+constexpr const char* kSearchTypes[] = {"Encounter", "Observation", "DiagnosticReport"};
+constexpr const char* kReadTypes[] = {"Encounter", "Observation", "DiagnosticReport", "Location", "Practitioner"};
+
+Issue bad_param(const std::string& name, const std::string& why) {
+  return Issue::make(ErrorCode::invalid_search_parameter, name + ": " + why, name);
+}
+
+class ClinicalApi {
+ public:
+  ClinicalApi(const fhir::SearchParamRegistry& registry, ClinicalRouteDeps deps)
+      : registry_(registry), deps_(std::move(deps)), gate_(deps_.locator) {}
+
+  awaitable<Response> search(Request& req, std::string type) {
+    auto parsed = fhir::parse_search(type, *req.query, registry_, fhir::handling_from_prefer(req.header("prefer")));
+    if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
+    std::string patient_id;
+    std::optional<locator::Identifier> by_identifier;
+    store::ResourceQuery q;
+    q.type = type;
+    for (const auto& p : parsed->params) {
+      if ((p.name == "patient" || p.name == "subject") && p.modifier == "identifier") {
+        const auto& t = std::get<fhir::TokenValue>(p.values.at(0));
+        if (p.values.size() != 1 || t.system != locator::kNhsNumberSystem)
+          co_return error_response(bad_param(p.name, "give one https://fhir.nhs.uk/Id/nhs-number|<number>"),
+                                   req.format.pretty);
+        if (auto ok = fhir::validate_nhs_number(t.code); !ok) {
+          Issue i = ok.issue();
+          i.expression = p.name;
+          co_return error_response(i, req.format.pretty);
+        }
+        by_identifier = locator::Identifier{t.system, t.code, {}};
+      } else if (p.name == "patient" || p.name == "subject") {
+        if (p.values.size() != 1 || !(p.modifier.empty() || p.modifier == "Patient"))
+          co_return error_response(bad_param(p.name, "takes one Patient reference"), req.format.pretty);
+        const auto& ref = std::get<fhir::ReferenceValue>(p.values[0]);
+        if (!ref.type.empty() && ref.type != "Patient")
+          co_return error_response(bad_param(p.name, "must reference a Patient"), req.format.pretty);
+        patient_id = ref.id;
+      } else if (p.name == "code" && p.modifier.empty()) {
+        for (const auto& v : p.values) {
+          const auto& t = std::get<fhir::TokenValue>(v);
+          if (t.code.empty()) co_return error_response(bad_param("code", "needs a code"), req.format.pretty);
+          q.codes.emplace_back(t.system_match == fhir::TokenValue::SystemMatch::exact ? t.system : "", t.code);
+        }
+      } else if (p.name == "date" && p.modifier.empty()) {
+        if (p.values.size() != 1)
+          co_return error_response(bad_param("date", "repeat the parameter to AND dates; commas are not supported"),
+                                   req.format.pretty);
+        const auto& d = std::get<fhir::DateValue>(p.values[0]);
+        q.dates.emplace_back(d.prefix, d.range);
+      } else {
+        co_return error_response(bad_param(p.name, "is not supported on " + type + " here"), req.format.pretty);
+      }
+    }
+    if (!parsed->include.empty() || !parsed->revinclude.empty() || !parsed->sort.empty())
+      co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
+                                           "_include, _revinclude and _sort are not supported on " + type),
+                               req.format.pretty);
+    if (by_identifier.has_value() == !patient_id.empty())
+      co_return error_response(Issue::make(ErrorCode::missing_value,
+                                           "give exactly one patient: patient={id}, subject=Patient/{id} or "
+                                           "patient:identifier=https://fhir.nhs.uk/Id/nhs-number|..."),
+                               req.format.pretty);
+    auto empty = [&]() {
+      fhir::SearchsetPage none;
+      none.total = 0;
+      return fhir_response(200, fhir::make_searchset(deps_.locator.base_url, *parsed, std::move(none), now_ms()),
+                           req.format.pretty);
+    };
+    if (by_identifier) {
+      locator::Identifier idf = *by_identifier;
+      auto lookup = [idf](locator::Locator& l) { return l.lookup_identifier(idf.system, idf.value); };
+      auto found = co_await deps_.locator.locator.call(lookup);
+      if (!found) co_return error_response(found.issue(), req.format.pretty);
+      if (!*found) {
+        auto bg = gate_.maybe_break_glass(req, "");  // judged the same way: no oracle
+        if (!bg) co_return error_response(bg.issue(), req.format.pretty);
+        co_return empty();
+      }
+      patient_id = **found;
+    }
+    const Issue hidden = Issue::make(ErrorCode::not_found, "no such patient");
+    auto access = co_await gate_.patient_access(req, patient_id, hidden);
+    if (!access) {
+      if (access.issue().code == ErrorCode::not_found) co_return empty();
+      co_return error_response(access.issue(), req.format.pretty);
+    }
+    // The patient and every record merged into them: resources stay filed under the id they
+    // arrived for.
+    q.patient_ids.push_back(access->judged.id);
+    if (access->asked.id != access->judged.id) q.patient_ids.push_back(access->asked.id);
+    std::string survivor = access->asked.merged_into.value_or(access->asked.id);
+    q.patient_ids.push_back(survivor);
+    std::vector<std::string> from = access->judged.merged_from;
+    if (survivor != access->judged.id) {
+      auto read = [survivor](locator::Locator& l) { return l.read_patient(survivor); };
+      auto s = co_await deps_.locator.locator.call(read);
+      if (s && *s) from = (*s)->merged_from;
+    }
+    for (auto& m : from) q.patient_ids.push_back(std::move(m));
+    std::sort(q.patient_ids.begin(), q.patient_ids.end());
+    q.patient_ids.erase(std::unique(q.patient_ids.begin(), q.patient_ids.end()), q.patient_ids.end());
+    q.count = static_cast<std::size_t>(parsed->count);
+    q.offset = static_cast<std::size_t>(parsed->offset);
+    auto run = [q](store::Store& s) { return s.search(q); };
+    auto page = co_await deps_.store.call(run);
+    if (!page) co_return error_response(page.issue(), req.format.pretty);
+    fhir::SearchsetPage out;
+    out.total = page->total;
+    for (const auto& r : page->items) {
+      auto json = fhir::parse_json(r.json);
+      if (!json) continue;  // written by us; unreadable only if the file was damaged
+      req.audit.returned.push_back(r.type + "/" + r.id);
+      out.matches.push_back(std::move(*json));
+    }
+    out.has_more = static_cast<std::int64_t>(q.offset + page->items.size()) < page->total;
+    if (page->truncated) {
+      Issue w = Issue::make(ErrorCode::too_many_requests,
+                            "more records match than one search examines; narrow it with code or date");
+      w.severity = fhir::Severity::warning;
+      out.outcomes.push_back(fhir::operation_outcome(w));
+    }
+    Response resp = fhir_response(200, fhir::make_searchset(deps_.locator.base_url, *parsed, std::move(out), now_ms()),
+                                  req.format.pretty);
+    if (access->decision.break_glass) resp.set_header("X-Emergency-Access", "break-glass");
+    co_return resp;
+  }
+
+  awaitable<Response> read(Request& req, std::string type) {
+    const std::string id = req.path_params.at(0);
+    const Issue unknown = Issue::make(ErrorCode::not_found, type + "/" + id.substr(0, 64) + " is not known here");
+    auto get = [type, id](store::Store& s) { return s.read(type, id); };
+    auto found = co_await deps_.store.call(get);
+    if (!found) co_return error_response(found.issue(), req.format.pretty);
+    if (!*found) co_return error_response(unknown, req.format.pretty);
+    auto json = fhir::parse_json((*found)->json);
+    if (!json) co_return error_response(Issue::make(ErrorCode::internal_error, "a stored record could not be read"),
+                                        req.format.pretty);
+    bool break_glass = false;
+    if (const Json* subject = json->find("subject")) {
+      std::string_view ref = subject->string_at("reference");
+      if (ref.substr(0, 8) != "Patient/") co_return error_response(unknown, req.format.pretty);
+      const std::string pid(ref.substr(8));
+      auto access = co_await gate_.patient_access(req, pid, unknown);
+      if (!access) co_return error_response(access.issue(), req.format.pretty);
+      break_glass = access->decision.break_glass;
+    }
+    req.audit.returned.push_back(type + "/" + id);
+    Response r = fhir_response(200, *json, req.format.pretty);
+    r.set_header("ETag", "W/\"" + std::to_string((*found)->version) + "\"");
+    if (break_glass) r.set_header("X-Emergency-Access", "break-glass");
+    co_return r;
+  }
+
+ private:
+  const fhir::SearchParamRegistry& registry_;
+  ClinicalRouteDeps deps_;
+  PatientGate gate_;
+};
+
+}  // namespace
+
+void register_clinical_search_params(fhir::SearchParamRegistry& registry) {
+  using T = fhir::SearchParamType;
+  const std::string sp = "http://hl7.org/fhir/SearchParameter/";
+  for (const char* type : kSearchTypes) {
+    const std::string t = type;
+    registry.add(t, {"patient", T::reference, sp + "clinical-patient", "the patient (gateway id), or :identifier with an NHS number"});
+    registry.add(t, {"subject", T::reference, sp + t + "-subject", "Patient/{id}"});
+    registry.add(t, {"date", T::date, sp + "clinical-date", t == "Encounter" ? "period" : "effective date"});
+    if (t != "Encounter") registry.add(t, {"code", T::token, sp + "clinical-code", "system|code (any of several)"});
+  }
+}
+
+void add_clinical_routes(Router& router, const fhir::SearchParamRegistry& registry, ClinicalRouteDeps deps) {
+  auto api = std::make_shared<ClinicalApi>(registry, std::move(deps));
+  auto opts = [](std::string type, std::string interaction, auth::Interaction check) {
+    RouteOptions o;
+    o.access = Access::resource;
+    o.resource_type = std::move(type);
+    o.interaction = std::move(interaction);
+    o.auth_interaction = check;
+    return o;
+  };
+  for (const char* type : kSearchTypes) {
+    const std::string t = type;
+    router.add("GET", "/" + t, [api, t](Request& r) { return api->search(r, t); },
+               opts(t, "search-type", auth::Interaction::search));
+  }
+  for (const char* type : kReadTypes) {
+    const std::string t = type;
+    router.add("GET", "/" + t + "/{id}", [api, t](Request& r) { return api->read(r, t); },
+               opts(t, "read", auth::Interaction::read));
+  }
+}
+
+}  // namespace gw::http

@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "gateway/http/patient_gate.h"
+
+#include <algorithm>
+#include <ctime>
+
+#include "gateway/observe/log.h"
+
+namespace gw::http {
+
+using boost::asio::awaitable;
+using fhir::ErrorCode;
+using fhir::Issue;
+
+namespace {
+
+std::int64_t now_seconds() { return static_cast<std::int64_t>(std::time(nullptr)); }
+
+// FHIR id syntax: anything else cannot name a patient.
+bool valid_id(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
+  });
+}
+
+}  // namespace
+
+fhir::Result<bool> PatientGate::maybe_break_glass(Request& req, const std::string& patient_id) {
+  std::string_view reason = req.header("x-break-glass-reason");
+  if (reason.empty()) return false;
+  // Asked for, granted or not: the audit record says so (and the IG alert rule sees it).
+  req.audit.break_glass_reason = std::string(reason.substr(0, 64));
+  req.audit.break_glass_justification = std::string(req.header("x-break-glass-justification").substr(0, 1000));
+  auto g = deps_.break_glass.grant(deps_.policy, *req.principal, patient_id, std::string(reason.substr(0, 64)),
+                                   std::string(req.header("x-break-glass-justification").substr(0, 1000)),
+                                   now_seconds());
+  if (!g) return g.issue();
+  if (patient_id.empty()) return false;  // judged only, for an unknown patient
+  observe::log(observe::Level::warn, "break-glass access granted",
+               {{"request_id", req.request_id}, {"reason", g->reason_code}, {"client_id", req.principal->client_id}});
+  return true;
+}
+
+auth::Decision PatientGate::decide(const Request& req, const locator::PatientRecord& rec) {
+  auth::PatientFacts facts;
+  facts.registered_practice = rec.demographics.gp_practice_ods;
+  facts.objection = rec.objection;
+  const std::int64_t now = now_seconds();
+  for (const auto& m : rec.care_team)  // ended memberships are kept for the record, not counted
+    if (locator::care_team_member_current(m, now)) facts.care_team.push_back(m.member);
+  for (const auto& e : rec.encounters) facts.encounters.emplace_back(e.organisation_ods, e.at);
+  auto grant = deps_.break_glass.active(req.principal->subject, rec.id, now_seconds());
+  return deps_.policy.authorise_patient(*req.principal, facts, rec.id, grant ? &*grant : nullptr, now_seconds());
+}
+
+// The patient `patient_id` as this caller may see it: a break-glass request judged, the
+// record read, and the decision made on the current data (a retired id is judged by its
+// survivor). Unknown and hidden patients both come back as `hidden`, so the two answers are
+// identical. Parameters are references: see AsyncLocator::call on g++ 12 and temporaries.
+awaitable<fhir::Result<PatientGate::PatientAccess>> PatientGate::patient_access(Request& req, const std::string& patient_id,
+                                                                         const Issue& hidden) {
+  if (!valid_id(patient_id)) co_return hidden;
+  auto bg = maybe_break_glass(req, patient_id);
+  if (!bg) co_return bg.issue();
+  auto read = [patient_id](locator::Locator& l) { return l.read_patient(patient_id); };
+  auto rec = co_await deps_.locator.call(read);
+  if (!rec) co_return rec.issue();
+  if (!*rec) co_return hidden;
+  PatientAccess a{std::move(**rec), {}, {}};
+  a.judged = a.asked;
+  if (a.asked.merged_into) {
+    const std::string survivor = *a.asked.merged_into;
+    auto read_survivor = [survivor](locator::Locator& l) { return l.read_patient(survivor); };
+    auto s = co_await deps_.locator.call(read_survivor);
+    if (!s) co_return s.issue();
+    if (*s) {
+      a.judged = std::move(**s);
+      a.judged.id = a.asked.id;  // break-glass grants name the id that was asked for
+    }
+  }
+  a.decision = decide(req, a.judged);
+  // The audit names the patient asked about even when access is refused: IG officers see
+  // attempts as well as disclosures.
+  note_patient(req, a.judged);
+  if (a.decision.allowed) note_basis(req, a.decision);
+  if (!a.decision.allowed)
+    co_return a.decision.hide_existence ? hidden : Issue::make(ErrorCode::forbidden, "access denied: " + a.decision.reason);
+  co_return a;
+}
+
+void PatientGate::note_patient(Request& req, const locator::PatientRecord& rec) {
+  const std::string& nhs = rec.demographics.nhs_number;
+  auto& list = req.audit.patients;
+  if (!nhs.empty() && std::find(list.begin(), list.end(), nhs) == list.end()) list.push_back(nhs);
+}
+// Keeps the weakest basis seen (break-glass, then emergency purpose, then any standing one),
+// so a search that needed break-glass for one patient is audited as break-glass.
+void PatientGate::note_basis(Request& req, const auth::Decision& d) {
+  auto rank = [](std::string_view b) { return b == "break-glass" ? 3 : b == "emergency-purpose" ? 2 : b.empty() ? 0 : 1; };
+  if (rank(d.basis) > rank(req.audit.basis)) req.audit.basis = d.basis;
+}
+
+
+}  // namespace gw::http

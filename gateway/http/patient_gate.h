@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: Apache-2.0
+// The patient-level access decision every route that discloses one patient's data makes
+// (issue #5): a break-glass request judged on the caller alone, the patient's record read
+// from the locator, and the policy applied to the current facts (registered practice, care
+// team, encounters, objection). Unknown and hidden patients come back as the same `hidden`
+// Issue, so the answer never reveals that a hidden patient exists. Used by the locator's
+// routes and by the clinical routes over store.db.
+#pragma once
+
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "gateway/auth/policy.h"
+#include "gateway/http/locator_routes.h"
+#include "gateway/http/request.h"
+#include "gateway/locator/async_locator.h"
+
+namespace gw::http {
+
+class PatientGate {
+ public:
+  explicit PatientGate(const LocatorRouteDeps& deps) : deps_(deps) {}
+
+  // A break-glass request (X-Break-Glass-Reason + X-Break-Glass-Justification) is judged on
+  // the caller alone, before the patient is looked up, so refusals reveal nothing about the
+  // patient. Returns true when a grant was made for `patient_id`.
+  fhir::Result<bool> maybe_break_glass(Request& req, const std::string& patient_id);
+
+  auth::Decision decide(const Request& req, const locator::PatientRecord& rec);
+
+  // The patient `patient_id` as this caller may see it (a retired id is judged by its
+  // survivor). Parameters are references: see AsyncLocator::call on g++ 12 and temporaries.
+  struct PatientAccess {
+    locator::PatientRecord asked;   // the record for patient_id (possibly retired)
+    locator::PatientRecord judged;  // the record the decision was made on (the survivor)
+    auth::Decision decision;
+  };
+  boost::asio::awaitable<fhir::Result<PatientAccess>> patient_access(Request& req, const std::string& patient_id,
+                                                                     const fhir::Issue& hidden);
+
+  // Adds the patient's NHS number to the request's audit record.
+  static void note_patient(Request& req, const locator::PatientRecord& rec);
+  // Keeps the weakest basis seen (break-glass, then emergency purpose, then any standing one).
+  static void note_basis(Request& req, const auth::Decision& d);
+
+ private:
+  const LocatorRouteDeps& deps_;
+};
+
+}  // namespace gw::http

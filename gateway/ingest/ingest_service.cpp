@@ -1,0 +1,287 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "gateway/ingest/ingest_service.h"
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+
+#include <boost/asio/post.hpp>
+
+#include "fhir/date_range.h"
+#include "fhir/nhs_number.h"
+#include "fhir/resource_types.h"
+#include "gateway/locator/fhir_mapping.h"
+#include "gateway/observe/log.h"
+
+namespace gw::ingest {
+namespace {
+
+using adapters::IngestBatch;
+using adapters::IngestReceipt;
+using fhir::ErrorCode;
+using fhir::Issue;
+using fhir::Json;
+using Level = observe::Level;
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Failures of the gateway itself (not of the unit's content): the sender should resend later.
+bool transient(const Issue& i) {
+  return i.code == ErrorCode::internal_error || i.code == ErrorCode::not_ready ||
+         i.code == ErrorCode::too_many_requests || i.code == ErrorCode::timeout;
+}
+
+// Resources that describe the patient's care, rather than people and places, point at the
+// patient through `subject`.
+bool has_subject(std::string_view type) {
+  return type != "Patient" && type != "Location" && type != "Practitioner" && type != "PractitionerRole" &&
+         type != "Organization";
+}
+
+audit::Record ingest_record(const std::string& source, const std::string& ods, const std::string& kind,
+                            const std::string& key, const std::string& action, int status) {
+  audit::Record r;
+  r.time_ms = now_ms();
+  r.kind = "ingest";
+  r.action = action;
+  r.target = kind.empty() ? key : kind + " " + key;
+  r.route = "ingest";
+  r.status = status;
+  r.agent_kind = "system";
+  r.user = source;
+  r.organisation = ods;
+  r.source = source;
+  r.detail.operation = "ingest";
+  return r;
+}
+
+std::string trusted_nhs_number(const Json& patient) {
+  if (const Json* ids = patient.find("identifier"); ids && ids->is_array())
+    for (const Json& id : ids->items())
+      if (id.string_at("system") == locator::kNhsNumberSystem && fhir::is_valid_nhs_number(id.string_at("value")))
+        return std::string(id.string_at("value"));
+  return {};
+}
+
+}  // namespace
+
+IngestService::IngestService(locator::Locator& locator, store::Store& store, audit::Log* audit,
+                             std::map<std::string, std::string> sources, IngestOptions options)
+    : locator_(locator),
+      store_(store),
+      audit_(audit),
+      sources_(std::move(sources)),
+      options_(std::move(options)),
+      pool_(std::max<std::size_t>(1, options_.threads)) {}
+
+IngestService::~IngestService() { stop(); }
+
+template <class Done>
+auto IngestService::tracked(Done done) {
+  {
+    std::lock_guard lock(flight_m_);
+    ++in_flight_;
+  }
+  return [this, done = std::move(done)](auto result) {
+    done(std::move(result));
+    finished();
+  };
+}
+
+void IngestService::finished() {
+  std::lock_guard lock(flight_m_);
+  if (--in_flight_ == 0) flight_cv_.notify_all();
+}
+
+void IngestService::stop() {
+  // Every unit accepted runs to its completion: the store and audit writers still call back.
+  std::unique_lock lock(flight_m_);
+  flight_cv_.wait(lock, [this] { return in_flight_ == 0; });
+  lock.unlock();
+  pool_.join();
+}
+
+IngestService::Counters IngestService::counters() const {
+  return Counters{applied_.load(), duplicates_.load(), reused_keys_.load(), errors_.load(), rejected_.load(),
+                  failures_.load()};
+}
+
+void IngestService::audit_then(audit::Record rec, std::function<void(fhir::Status)> next) {
+  if (!audit_) return next(fhir::Ok{});
+  audit_->append(std::move(rec), [next = std::move(next)](fhir::Result<std::uint64_t> r) {
+    if (!r)
+      return next(Issue::make(ErrorCode::not_ready,
+                              "the audit log could not be written; the unit was not acknowledged: resend it"));
+    next(fhir::Ok{});
+  });
+}
+
+void IngestService::submit(IngestBatch batch, std::function<void(fhir::Result<IngestReceipt>)> done) {
+  std::function<void(fhir::Result<IngestReceipt>)> d = tracked(std::move(done));
+  boost::asio::post(pool_, [this, b = std::move(batch), d = std::move(d)]() mutable { run(std::move(b), std::move(d)); });
+}
+
+void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<IngestReceipt>)> done) {
+  const auto src = sources_.find(batch.source);
+  if (src == sources_.end())
+    return done(Issue::make(ErrorCode::internal_error, "unknown source system '" + batch.source + "'"));
+  const std::string ods = src->second;
+  auto shared_done = std::make_shared<std::function<void(fhir::Result<IngestReceipt>)>>(std::move(done));
+  const std::string nhs_number = trusted_nhs_number(batch.identity);
+
+  // A unit that cannot be applied: stored as an error first, audited, then reported.
+  auto fail = [this, ods, nhs_number, shared_done](const IngestBatch& b, Issue issue) {
+    if (transient(issue)) {
+      ++failures_;
+      return (*shared_done)(std::move(issue));
+    }
+    ++errors_;
+    store::MessageWrite m;
+    m.source = b.source;
+    m.kind = b.kind;
+    m.dedupe_key = b.dedupe_key;
+    m.raw = b.raw;
+    m.status = store::MessageStatus::error;
+    m.error = issue.diagnostics;
+    m.error_location = issue.expression;
+    audit::Record rec = ingest_record(b.source, ods, b.kind, b.dedupe_key, "ingest-error", 422);
+    rec.outcome_text = issue.diagnostics;
+    if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
+    store_.record(std::move(m), [this, rec = std::move(rec), issue, shared_done](fhir::Result<std::int64_t> id) mutable {
+      if (!id) return (*shared_done)(std::move(id).issue());
+      rec.detail.note = "message " + std::to_string(*id);
+      audit_then(std::move(rec), [issue, shared_done](fhir::Status a) {
+        if (!a) return (*shared_done)(std::move(a).issue());
+        (*shared_done)(issue);
+      });
+    });
+  };
+
+  // 1. A resend of a unit already applied: the same answer, nothing applied again.
+  const std::string hash = store::sha256(batch.raw);
+  if (!batch.dedupe_key.empty()) {
+    auto dup = store_.find_applied(batch.source, batch.dedupe_key, hash);
+    if (!dup) return fail(batch, std::move(dup).issue());
+    if (*dup) {
+      ++duplicates_;
+      IngestReceipt receipt{(*dup)->id, true, (*dup)->reply, (*dup)->patient_id};
+      audit::Record rec = ingest_record(batch.source, ods, batch.kind, batch.dedupe_key, "ingest-duplicate", 200);
+      rec.detail.note = "resend of message " + std::to_string((*dup)->id);
+      if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
+      return audit_then(std::move(rec), [receipt, shared_done](fhir::Status a) {
+        if (!a) return (*shared_done)(std::move(a).issue());
+        (*shared_done)(receipt);
+      });
+    }
+    auto reused = store_.key_reused(batch.source, batch.dedupe_key);
+    if (reused && *reused) {
+      // Real feeds reuse control ids: a new message, applied, but the sender is at fault.
+      ++reused_keys_;
+      observe::log(Level::warn, "sender reused a message control id for different content",
+                   {{"source", batch.source}, {"kind", batch.kind}});
+    }
+  }
+
+  // 2. The record locator: identity, merge, encounters, pointer (one transaction).
+  auto claim = locator::identity_from_patient(batch.identity, ods);
+  if (!claim) {
+    Issue i = std::move(claim).issue();
+    i.expression = i.expression.empty() ? "identity" : i.expression;
+    return fail(batch, std::move(i));
+  }
+  locator::IngestUpdate update;
+  update.identity = std::move(*claim);
+  for (const Json& id : batch.retired_identifiers) {
+    locator::Identifier lid{std::string(id.string_at("system")), std::string(id.string_at("value")), ods};
+    if (lid.system.empty() || lid.value.empty()) continue;
+    update.retired.push_back(std::move(lid));
+  }
+  if (!batch.retired_identifiers.empty() && update.retired.empty())
+    return fail(batch, Issue::make(ErrorCode::missing_value, "the merge names no prior identifier", "MRG-1"));
+  for (const auto& [org, at] : batch.encounters) {
+    auto when = fhir::parse_fhir_date(at);
+    if (!when) return fail(batch, Issue::make(ErrorCode::invalid_value, "the encounter time is not a valid date", "PV1-44"));
+    update.encounters.push_back(locator::Encounter{org, when->begin, ods});
+  }
+  std::set<std::string> types{"Patient"};
+  for (const Json& r : batch.resources) {
+    const std::string t(r.string_at("resourceType"));
+    if (fhir::is_r4_resource_type(t)) types.insert(t);
+  }
+  locator::Pointer pointer;
+  pointer.type_code = "371531000";
+  pointer.type_display = "Report of clinical encounter";
+  pointer.category_code = "419891008";
+  pointer.category_display = "Record artifact";
+  pointer.resource_types.assign(types.begin(), types.end());
+  const std::string first = types.count("Encounter") ? "Encounter" : types.count("DiagnosticReport") ? "DiagnosticReport" : "";
+  pointer.url = first.empty() ? options_.public_base_url + "/Patient/{patient}"
+                              : options_.public_base_url + "/" + first + "?patient={patient}";
+  update.pointer = std::move(pointer);
+
+  auto outcome = locator_.ingest(update);
+  if (!outcome) return fail(batch, std::move(outcome).issue());
+  const std::string patient_id = outcome->resolution.patient_id;
+
+  // 3. store.db: the message and its resources (one transaction).
+  for (Json& r : batch.resources)
+    if (has_subject(r.string_at("resourceType"))) {
+      Json ref = Json::object();
+      ref.set("reference", Json::string("Patient/" + patient_id));
+      r.set("subject", std::move(ref));
+    }
+  store::MessageWrite m;
+  m.source = batch.source;
+  m.kind = batch.kind;
+  m.dedupe_key = batch.dedupe_key;
+  m.raw = std::move(batch.raw);
+  m.reply = std::move(batch.reply);
+  m.patient_id = patient_id;
+  audit::Record rec = ingest_record(batch.source, ods, batch.kind, batch.dedupe_key, "ingest-applied", 200);
+  if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
+  if (!outcome->retired_patient_id.empty()) rec.detail.note = "merged " + outcome->retired_patient_id + " into " + patient_id;
+  store_.apply(std::move(m), std::move(batch.resources),
+               [this, rec = std::move(rec), patient_id, shared_done](fhir::Result<store::ApplyResult> r) mutable {
+                 if (!r) {
+                   ++failures_;
+                   return (*shared_done)(std::move(r).issue());
+                 }
+                 ++applied_;
+                 rec.detail.returned = r->stored;
+                 IngestReceipt receipt{r->message_id, false, {}, patient_id};
+                 // 4. The audit record; the adapter acknowledges after it is committed.
+                 audit_then(std::move(rec), [receipt, shared_done](fhir::Status a) {
+                   if (!a) return (*shared_done)(std::move(a).issue());
+                   (*shared_done)(receipt);
+                 });
+               });
+}
+
+void IngestService::record_failure(adapters::IngestFailure f, std::function<void(fhir::Status)> done_untracked) {
+  std::function<void(fhir::Status)> done = tracked(std::move(done_untracked));
+  const auto src = sources_.find(f.source);
+  const std::string ods = src == sources_.end() ? std::string() : src->second;
+  if (f.rejected) ++rejected_;
+  else ++errors_;
+  store::MessageWrite m;
+  m.source = f.source;
+  m.kind = f.kind;
+  m.dedupe_key = f.dedupe_key;
+  m.raw = std::move(f.raw);
+  m.status = f.rejected ? store::MessageStatus::rejected : store::MessageStatus::error;
+  m.error = f.issue.diagnostics;
+  m.error_location = f.issue.expression;
+  audit::Record rec = ingest_record(f.source, ods, f.kind, f.dedupe_key, f.rejected ? "ingest-rejected" : "ingest-error",
+                                    f.rejected ? 400 : 422);
+  rec.outcome_text = f.issue.diagnostics;
+  store_.record(std::move(m), [this, rec = std::move(rec), done = std::move(done)](fhir::Result<std::int64_t> id) mutable {
+    if (!id) return done(std::move(id).issue());
+    rec.detail.note = "message " + std::to_string(*id);
+    audit_then(std::move(rec), std::move(done));
+  });
+}
+
+}  // namespace gw::ingest

@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: Apache-2.0
+// The ingest path (DESIGN.md "Ingest"): the gateway's IngestSink. For each batch an adapter
+// hands over: spot a resend (same key and bytes as a unit already applied: answer as before,
+// apply nothing); resolve identity, apply a merge, record encounters and put the source's
+// pointer in the record locator (one locator transaction); store the message and its
+// resources in store.db (one store transaction); audit it; and only then complete the batch,
+// so the adapter acknowledges nothing that is not committed. A unit that cannot be applied
+// is stored with status error (or rejected) before its failure is reported.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <boost/asio/thread_pool.hpp>
+
+#include "adapters/adapter.h"
+#include "gateway/audit/log.h"
+#include "gateway/locator/locator.h"
+#include "gateway/store/store.h"
+
+namespace gw::ingest {
+
+struct IngestOptions {
+  std::string public_base_url = "https://localhost:8443";  // pointers name where records are read
+  std::size_t threads = 32;  // batches in flight at once (each waits on group commits)
+};
+
+class IngestService final : public adapters::IngestSink {
+ public:
+  // `sources` maps each configured source name to its ODS code. `audit` may be null only
+  // when auditing is switched off (development on loopback).
+  IngestService(locator::Locator& locator, store::Store& store, audit::Log* audit,
+                std::map<std::string, std::string> sources, IngestOptions options);
+  ~IngestService() override;
+
+  void submit(adapters::IngestBatch batch, std::function<void(fhir::Result<adapters::IngestReceipt>)> done) override;
+  void record_failure(adapters::IngestFailure failure, std::function<void(fhir::Status)> done) override;
+
+  // Waits for batches in flight. Called at shutdown after the adapters stopped.
+  void stop();
+
+  struct Counters {
+    std::uint64_t applied = 0, duplicates = 0, reused_keys = 0, errors = 0, rejected = 0, failures = 0;
+  };
+  Counters counters() const;
+
+ private:
+  void run(adapters::IngestBatch batch, std::function<void(fhir::Result<adapters::IngestReceipt>)> done);
+  // Counts a unit in flight until its completion has run (stop() waits for none left).
+  template <class Done>
+  auto tracked(Done done);
+  void finished();
+  void audit_then(audit::Record rec, std::function<void(fhir::Status)> next);
+
+  locator::Locator& locator_;
+  store::Store& store_;
+  audit::Log* audit_;
+  std::map<std::string, std::string> sources_;
+  IngestOptions options_;
+  boost::asio::thread_pool pool_;
+  std::mutex flight_m_;
+  std::condition_variable flight_cv_;
+  std::size_t in_flight_ = 0;
+  std::atomic<std::uint64_t> applied_{0}, duplicates_{0}, reused_keys_{0}, errors_{0}, rejected_{0}, failures_{0};
+};
+
+}  // namespace gw::ingest

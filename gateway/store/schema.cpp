@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "gateway/store/schema.h"
+
+namespace gw::store {
+namespace {
+
+const char* const kGatewayInfo =
+    "CREATE TABLE gateway_info (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;"
+    "INSERT INTO gateway_info(key, value) VALUES ('created_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));"
+    "INSERT INTO gateway_info(key, value) VALUES ('role', 'store');";
+
+// Every inbound unit, kept raw with its status (issue #4 item 6). dedupe_key + content_sha256
+// find resends; `reply` is the answer sent, given again to a resend. Rows of an errored unit
+// become 'replayed' once the same unit is applied.
+const char* const kMessagesAndResources = R"sql(
+CREATE TABLE message (
+  id INTEGER PRIMARY KEY,
+  source TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  dedupe_key TEXT NOT NULL,
+  content_sha256 BLOB NOT NULL,
+  received_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('applied', 'error', 'rejected', 'replayed')),
+  error TEXT NOT NULL DEFAULT '',
+  error_location TEXT NOT NULL DEFAULT '',
+  reply BLOB NOT NULL DEFAULT X'',
+  patient_id TEXT NOT NULL DEFAULT '',
+  raw BLOB NOT NULL
+) STRICT;
+CREATE INDEX message_key ON message(source, dedupe_key);
+CREATE INDEX message_status ON message(status, id);
+CREATE INDEX message_received ON message(received_ms);
+
+CREATE TABLE resource (
+  type TEXT NOT NULL,
+  id TEXT NOT NULL,
+  patient_id TEXT NOT NULL,
+  source TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  last_updated_ms INTEGER NOT NULL,
+  date_begin INTEGER,
+  date_end INTEGER,
+  message_id INTEGER NOT NULL,
+  json BLOB NOT NULL,
+  PRIMARY KEY (type, id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX resource_patient ON resource(patient_id, type, date_begin);
+
+CREATE TABLE resource_code (
+  type TEXT NOT NULL,
+  id TEXT NOT NULL,
+  system TEXT NOT NULL,
+  code TEXT NOT NULL,
+  PRIMARY KEY (type, id, system, code)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX resource_code_lookup ON resource_code(code, system, type);
+)sql";
+
+}  // namespace
+
+const std::vector<sqlite::Migration>& schema_migrations() {
+  static const std::vector<sqlite::Migration> m{
+      {1, "gateway_info", kGatewayInfo},
+      {2, "messages and resources", kMessagesAndResources},
+  };
+  return m;
+}
+
+}  // namespace gw::store

@@ -1,0 +1,456 @@
+// SPDX-License-Identifier: Apache-2.0
+// Store (see store.h): a GroupWriter owns the read-write connection of store.db; reads lease
+// one of a few read-only connections.
+#include "gateway/store/store.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+
+#include "gateway/sqlite/database.h"
+#include "gateway/sqlite/group_writer.h"
+#include "gateway/sqlite/migrations.h"
+#include "gateway/store/schema.h"
+
+namespace gw::store {
+namespace {
+
+using fhir::ErrorCode;
+using fhir::Issue;
+using fhir::Json;
+
+constexpr std::size_t kMaxListLimit = 1000;
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The clinical date a date search compares (R4 search parameters Encounter.date =
+// period, Observation.date and DiagnosticReport.date = effective[x]).
+std::optional<fhir::DateRange> clinical_date(const Json& r) {
+  auto range_of = [](std::string_view text) -> std::optional<fhir::DateRange> {
+    if (text.empty()) return std::nullopt;
+    auto d = fhir::parse_fhir_date(text);
+    if (!d) return std::nullopt;
+    return *d;
+  };
+  const Json* period = r.find("period");
+  if (!period) period = r.find("effectivePeriod");
+  if (period && period->is_object()) {
+    auto start = range_of(period->string_at("start"));
+    auto end = range_of(period->string_at("end"));
+    if (start && end) return fhir::DateRange{start->begin, std::max(start->end, end->end)};
+    if (start) return fhir::DateRange{start->begin, INT64_MAX / 2};  // still going
+    if (end) return end;
+  }
+  for (const char* key : {"effectiveDateTime", "effectiveInstant", "issued"})
+    if (auto d = range_of(r.string_at(key))) return d;
+  return std::nullopt;
+}
+
+// The codings a `code` search matches: code.coding[] (Observation, DiagnosticReport) or
+// type[].coding[] (Encounter).
+std::vector<std::pair<std::string, std::string>> codes_of(const Json& r) {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto add_concept = [&](const Json* cc) {
+    if (!cc || !cc->is_object()) return;
+    if (const Json* codings = cc->find("coding"); codings && codings->is_array())
+      for (const Json& c : codings->items())
+        if (c.is_object() && !c.string_at("code").empty())
+          out.emplace_back(std::string(c.string_at("system")), std::string(c.string_at("code")));
+  };
+  add_concept(r.find("code"));
+  if (const Json* types = r.find("type"); types && types->is_array())
+    for (const Json& t : types->items()) add_concept(&t);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+std::string status_text(MessageStatus s) { return std::string(status_name(s)); }
+
+StoredMessage message_row(sqlite::Statement& st, bool with_raw) {
+  StoredMessage m;
+  m.id = st.column_int64(0);
+  m.source = st.column_text(1);
+  m.kind = st.column_text(2);
+  m.dedupe_key = st.column_text(3);
+  m.content_sha256 = st.column_blob(4);
+  m.received_ms = st.column_int64(5);
+  m.updated_ms = st.column_int64(6);
+  m.status = parse_status(st.column_text(7)).value_or(MessageStatus::error);
+  m.error = st.column_text(8);
+  m.error_location = st.column_text(9);
+  m.reply = st.column_blob(10);
+  m.patient_id = st.column_text(11);
+  if (with_raw) m.raw = st.column_blob(12);
+  return m;
+}
+
+constexpr const char* kMessageColumns =
+    "id, source, kind, dedupe_key, content_sha256, received_ms, updated_ms, status, error, error_location, reply, "
+    "patient_id, raw";
+
+}  // namespace
+
+std::string_view status_name(MessageStatus s) {
+  switch (s) {
+    case MessageStatus::applied: return "applied";
+    case MessageStatus::error: return "error";
+    case MessageStatus::rejected: return "rejected";
+    case MessageStatus::replayed: return "replayed";
+  }
+  return "error";
+}
+
+std::optional<MessageStatus> parse_status(std::string_view s) {
+  for (MessageStatus m : {MessageStatus::applied, MessageStatus::error, MessageStatus::rejected, MessageStatus::replayed})
+    if (status_name(m) == s) return m;
+  return std::nullopt;
+}
+
+std::string sha256(std::string_view bytes) {
+  unsigned char out[32];
+  unsigned int len = 0;
+  EVP_Digest(bytes.data(), bytes.size(), out, &len, EVP_sha256(), nullptr);
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+struct Store::State {
+  StoreOptions options;
+  std::unique_ptr<sqlite::GroupWriter> writer;
+  std::vector<sqlite::Database> readers;
+  std::vector<sqlite::Database*> idle;
+  std::mutex pool_m;
+  std::condition_variable pool_cv;
+
+  class Lease {
+   public:
+    explicit Lease(State& s) : s_(s) {
+      std::unique_lock lock(s_.pool_m);
+      s_.pool_cv.wait(lock, [&] { return !s_.idle.empty(); });
+      db_ = s_.idle.back();
+      s_.idle.pop_back();
+    }
+    ~Lease() {
+      {
+        std::lock_guard lock(s_.pool_m);
+        s_.idle.push_back(db_);
+      }
+      s_.pool_cv.notify_one();
+    }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    sqlite::Database& db() { return *db_; }
+
+   private:
+    State& s_;
+    sqlite::Database* db_ = nullptr;
+  };
+};
+
+Store::Store(std::unique_ptr<State> s) : s_(std::move(s)) {}
+Store::~Store() { stop(); }
+
+fhir::Result<std::unique_ptr<Store>> Store::open(const std::string& path, StoreOptions options) {
+  auto db = sqlite::Database::open(path);
+  if (!db) return std::move(db).issue();
+  if (auto v = sqlite::migrate(*db, schema_migrations()); !v) return std::move(v).issue();
+  // Retention must really delete: freed pages are overwritten, not left readable.
+  if (auto s = db->exec("PRAGMA secure_delete = ON"); !s) return std::move(s).issue();
+  auto state = std::make_unique<State>();
+  state->options = options;
+  for (std::size_t i = 0; i < std::max<std::size_t>(1, options.readers); ++i) {
+    auto r = sqlite::Database::open(path, sqlite::Database::Mode::read_only);
+    if (!r) return std::move(r).issue();
+    state->readers.push_back(std::move(*r));
+  }
+  for (auto& r : state->readers) state->idle.push_back(&r);
+  state->writer = std::make_unique<sqlite::GroupWriter>(
+      std::move(*db), sqlite::GroupWriterOptions{"store", options.max_batch, options.max_queue});
+  return std::unique_ptr<Store>(new Store(std::move(state)));
+}
+
+void Store::stop() {
+  if (s_ && s_->writer) s_->writer->stop();
+}
+
+void Store::inject_commit_failure(bool on) { s_->writer->inject_commit_failure(on); }
+
+namespace {
+
+fhir::Result<std::int64_t> insert_message(sqlite::Database& db, const MessageWrite& m, const std::string& hash,
+                                          std::int64_t now) {
+  auto st = db.prepare(
+      "INSERT INTO message(source, kind, dedupe_key, content_sha256, received_ms, updated_ms, status, error, "
+      "error_location, reply, patient_id, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)");
+  if (!st) return std::move(st).issue();
+  st->bind(1, m.source).bind(2, m.kind).bind(3, m.dedupe_key).bind_blob(4, hash.data(), hash.size());
+  st->bind(5, m.received_ms ? m.received_ms : now).bind(6, now).bind(7, status_text(m.status));
+  st->bind(8, m.error).bind(9, m.error_location).bind_blob(10, m.reply.data(), m.reply.size());
+  st->bind(11, m.patient_id).bind_blob(12, m.raw.data(), m.raw.size());
+  if (auto s = st->run(); !s) return std::move(s).issue();
+  return db.last_insert_rowid();
+}
+
+// Upserts one resource of message `message_id`; fills meta.versionId and meta.lastUpdated.
+fhir::Status put_resource(sqlite::Database& db, Json r, const std::string& patient_id, const std::string& source,
+                          std::int64_t message_id, std::int64_t now, std::vector<std::string>& stored) {
+  const std::string type(r.string_at("resourceType"));
+  const std::string id(r.string_at("id"));
+  if (type.empty() || id.empty())
+    return Issue::make(ErrorCode::invalid_resource, "a delivered resource has no resourceType or id");
+  auto existing = db.prepare("SELECT source, version FROM resource WHERE type = ? AND id = ?");
+  if (!existing) return std::move(existing).issue();
+  existing->bind(1, type).bind(2, id);
+  auto row = existing->step();
+  if (!row) return std::move(row).issue();
+  std::int64_t version = 1;
+  if (*row) {
+    if (existing->column_text(0) != source)
+      return Issue::make(ErrorCode::conflict, type + "/" + id + " belongs to another source system", type);
+    version = existing->column_int64(1) + 1;
+  }
+  Json meta = Json::object();
+  if (const Json* old = r.find("meta"); old && old->is_object()) meta = *old;
+  meta.set("versionId", Json::string(std::to_string(version)));
+  meta.set("lastUpdated", Json::string(fhir::format_instant(now)));
+  r.set("meta", std::move(meta));
+  const auto date = clinical_date(r);
+  const std::string json = fhir::to_json(r);
+  auto put = db.prepare(
+      "INSERT INTO resource(type, id, patient_id, source, version, last_updated_ms, date_begin, date_end, message_id, "
+      "json) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(type, id) DO UPDATE SET patient_id = excluded.patient_id, "
+      "version = excluded.version, last_updated_ms = excluded.last_updated_ms, date_begin = excluded.date_begin, "
+      "date_end = excluded.date_end, message_id = excluded.message_id, json = excluded.json");
+  if (!put) return std::move(put).issue();
+  put->bind(1, type).bind(2, id).bind(3, patient_id).bind(4, source).bind(5, version).bind(6, now);
+  if (date) put->bind(7, date->begin).bind(8, date->end);
+  else put->bind_null(7).bind_null(8);
+  put->bind(9, message_id).bind_blob(10, json.data(), json.size());
+  if (auto s = put->run(); !s) return s;
+  auto clear = db.prepare("DELETE FROM resource_code WHERE type = ? AND id = ?");
+  if (!clear) return std::move(clear).issue();
+  clear->bind(1, type).bind(2, id);
+  if (auto s = clear->run(); !s) return s;
+  for (const auto& [system, code] : codes_of(r)) {
+    auto c = db.prepare("INSERT OR IGNORE INTO resource_code(type, id, system, code) VALUES (?,?,?,?)");
+    if (!c) return std::move(c).issue();
+    c->bind(1, type).bind(2, id).bind(3, system).bind(4, code);
+    if (auto s = c->run(); !s) return s;
+  }
+  stored.push_back(type + "/" + id);
+  return fhir::Ok{};
+}
+
+}  // namespace
+
+void Store::apply(MessageWrite message, std::vector<fhir::Json> resources,
+                  std::function<void(fhir::Result<ApplyResult>)> done) {
+  auto result = std::make_shared<ApplyResult>();
+  auto body = [result, m = std::move(message), rs = std::move(resources)](sqlite::Database& db) -> fhir::Status {
+    const std::int64_t now = now_ms();
+    const std::string hash = sha256(m.raw);
+    MessageWrite row = m;
+    row.status = MessageStatus::applied;
+    auto id = insert_message(db, row, hash, now);
+    if (!id) return std::move(id).issue();
+    result->message_id = *id;
+    for (const Json& r : rs)
+      if (auto s = put_resource(db, r, m.patient_id, m.source, *id, now, result->stored); !s) return s;
+    if (!m.dedupe_key.empty()) {
+      auto replayed = db.prepare(
+          "UPDATE message SET status = 'replayed', updated_ms = ? WHERE source = ? AND dedupe_key = ? AND "
+          "content_sha256 = ? AND status IN ('error', 'rejected')");
+      if (!replayed) return std::move(replayed).issue();
+      replayed->bind(1, now).bind(2, m.source).bind(3, m.dedupe_key).bind_blob(4, hash.data(), hash.size());
+      if (auto s = replayed->run(); !s) return s;
+    }
+    return fhir::Ok{};
+  };
+  s_->writer->submit(std::move(body), [result, done = std::move(done)](fhir::Status st) {
+    if (!st) return done(std::move(st).issue());
+    done(std::move(*result));
+  });
+}
+
+void Store::record(MessageWrite message, std::function<void(fhir::Result<std::int64_t>)> done) {
+  if (message.status == MessageStatus::applied || message.status == MessageStatus::replayed)
+    return done(Issue::make(ErrorCode::internal_error, "record() stores failed messages only"));
+  auto id = std::make_shared<std::int64_t>(0);
+  auto body = [id, m = std::move(message)](sqlite::Database& db) -> fhir::Status {
+    auto row = insert_message(db, m, sha256(m.raw), now_ms());
+    if (!row) return std::move(row).issue();
+    *id = *row;
+    return fhir::Ok{};
+  };
+  s_->writer->submit(std::move(body), [id, done = std::move(done)](fhir::Status st) {
+    if (!st) return done(std::move(st).issue());
+    done(*id);
+  });
+}
+
+fhir::Result<std::optional<StoredMessage>> Store::find_applied(const std::string& source, const std::string& key,
+                                                               const std::string& hash) {
+  State::Lease lease(*s_);
+  auto st = lease.db().prepare(std::string("SELECT ") + kMessageColumns +
+                               " FROM message WHERE source = ? AND dedupe_key = ? AND content_sha256 = ? AND "
+                               "status = 'applied' ORDER BY id LIMIT 1");
+  if (!st) return std::move(st).issue();
+  st->bind(1, source).bind(2, key).bind_blob(3, hash.data(), hash.size());
+  auto row = st->step();
+  if (!row) return std::move(row).issue();
+  if (!*row) return std::optional<StoredMessage>();
+  return std::optional<StoredMessage>(message_row(*st, false));
+}
+
+fhir::Result<bool> Store::key_reused(const std::string& source, const std::string& key) {
+  State::Lease lease(*s_);
+  auto st = lease.db().prepare(
+      "SELECT 1 FROM message WHERE source = ? AND dedupe_key = ? AND status = 'applied' LIMIT 1");
+  if (!st) return std::move(st).issue();
+  st->bind(1, source).bind(2, key);
+  return st->step();
+}
+
+fhir::Result<std::optional<StoredMessage>> Store::message(std::int64_t id) {
+  State::Lease lease(*s_);
+  auto st = lease.db().prepare(std::string("SELECT ") + kMessageColumns + " FROM message WHERE id = ?");
+  if (!st) return std::move(st).issue();
+  st->bind(1, id);
+  auto row = st->step();
+  if (!row) return std::move(row).issue();
+  if (!*row) return std::optional<StoredMessage>();
+  return std::optional<StoredMessage>(message_row(*st, true));
+}
+
+fhir::Result<std::vector<StoredMessage>> Store::list_messages(const MessageQuery& q) {
+  State::Lease lease(*s_);
+  std::string sql = std::string("SELECT ") + kMessageColumns + " FROM message WHERE id > ?";
+  if (q.status) sql += " AND status = ?";
+  if (!q.source.empty()) sql += " AND source = ?";
+  sql += " ORDER BY id LIMIT ?";
+  auto st = lease.db().prepare(sql);
+  if (!st) return std::move(st).issue();
+  int i = 1;
+  st->bind(i++, q.after_id);
+  if (q.status) st->bind(i++, status_text(*q.status));
+  if (!q.source.empty()) st->bind(i++, q.source);
+  st->bind(i, static_cast<std::int64_t>(std::min(q.limit, kMaxListLimit)));
+  std::vector<StoredMessage> out;
+  for (;;) {
+    auto row = st->step();
+    if (!row) return std::move(row).issue();
+    if (!*row) break;
+    out.push_back(message_row(*st, false));
+  }
+  return out;
+}
+
+fhir::Result<Store::MessageCounts> Store::message_counts() {
+  State::Lease lease(*s_);
+  auto st = lease.db().prepare("SELECT status, count(*) FROM message GROUP BY status");
+  if (!st) return std::move(st).issue();
+  MessageCounts c;
+  for (;;) {
+    auto row = st->step();
+    if (!row) return std::move(row).issue();
+    if (!*row) break;
+    const auto s = parse_status(st->column_text(0));
+    const std::int64_t n = st->column_int64(1);
+    if (s == MessageStatus::applied) c.applied = n;
+    else if (s == MessageStatus::error) c.error = n;
+    else if (s == MessageStatus::rejected) c.rejected = n;
+    else if (s == MessageStatus::replayed) c.replayed = n;
+  }
+  return c;
+}
+
+fhir::Result<std::optional<StoredResource>> Store::read(const std::string& type, const std::string& id) {
+  State::Lease lease(*s_);
+  auto st = lease.db().prepare(
+      "SELECT type, id, patient_id, source, version, last_updated_ms, json FROM resource WHERE type = ? AND id = ?");
+  if (!st) return std::move(st).issue();
+  st->bind(1, type).bind(2, id);
+  auto row = st->step();
+  if (!row) return std::move(row).issue();
+  if (!*row) return std::optional<StoredResource>();
+  return std::optional<StoredResource>(StoredResource{st->column_text(0), st->column_text(1), st->column_text(2),
+                                                      st->column_text(3), st->column_int64(4), st->column_int64(5),
+                                                      st->column_blob(6)});
+}
+
+fhir::Result<ResourcePage> Store::search(const ResourceQuery& q) {
+  ResourcePage page;
+  if (q.patient_ids.empty()) return page;
+  State::Lease lease(*s_);
+  std::string sql =
+      "SELECT r.type, r.id, r.patient_id, r.source, r.version, r.last_updated_ms, r.json, r.date_begin, r.date_end "
+      "FROM resource r WHERE r.type = ? AND r.patient_id IN (";
+  for (std::size_t i = 0; i < q.patient_ids.size(); ++i) sql += i ? ",?" : "?";
+  sql += ")";
+  if (!q.codes.empty()) {
+    sql += " AND EXISTS (SELECT 1 FROM resource_code c WHERE c.type = r.type AND c.id = r.id AND (";
+    for (std::size_t i = 0; i < q.codes.size(); ++i) {
+      if (i) sql += " OR ";
+      sql += q.codes[i].first.empty() ? "(c.code = ?)" : "(c.code = ? AND c.system = ?)";
+    }
+    sql += "))";
+  }
+  sql += " ORDER BY r.date_begin DESC NULLS LAST, r.id LIMIT ?";
+  auto st = lease.db().prepare(sql);
+  if (!st) return std::move(st).issue();
+  int i = 1;
+  st->bind(i++, q.type);
+  for (const auto& p : q.patient_ids) st->bind(i++, p);
+  for (const auto& [system, code] : q.codes) {
+    st->bind(i++, code);
+    if (!system.empty()) st->bind(i++, system);
+  }
+  st->bind(i, static_cast<std::int64_t>(s_->options.max_scan + 1));
+  const std::int64_t now_s = now_ms() / 1000;
+  std::size_t scanned = 0;
+  for (;;) {
+    auto row = st->step();
+    if (!row) return std::move(row).issue();
+    if (!*row) break;
+    if (++scanned > s_->options.max_scan) {
+      page.truncated = true;
+      break;
+    }
+    if (!q.dates.empty()) {
+      if (st->column_is_null(7)) continue;  // no clinical date: matches no date parameter
+      const fhir::DateRange target{st->column_int64(7), st->column_int64(8)};
+      bool all = true;
+      for (const auto& [prefix, range] : q.dates) all = all && fhir::date_matches(prefix, range, target, now_s);
+      if (!all) continue;
+    }
+    ++page.total;
+    if (page.total <= static_cast<std::int64_t>(q.offset) ||
+        page.items.size() >= q.count)
+      continue;
+    page.items.push_back(StoredResource{st->column_text(0), st->column_text(1), st->column_text(2), st->column_text(3),
+                                        st->column_int64(4), st->column_int64(5), st->column_blob(6)});
+  }
+  return page;
+}
+
+fhir::Result<std::int64_t> Store::prune_messages_before(std::int64_t cutoff_ms) {
+  auto n = std::make_shared<std::int64_t>(0);
+  fhir::Status s = s_->writer->run([n, cutoff_ms](sqlite::Database& db) -> fhir::Status {
+    auto st = db.prepare("DELETE FROM message WHERE received_ms < ?");
+    if (!st) return std::move(st).issue();
+    st->bind(1, cutoff_ms);
+    if (auto r = st->run(); !r) return r;
+    *n = db.changes();
+    return fhir::Ok{};
+  });
+  if (!s) return std::move(s).issue();
+  return *n;
+}
+
+}  // namespace gw::store

@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: Apache-2.0
+// store.db (DESIGN.md "Storage"): every inbound message from push sources, kept raw with its
+// status and the reply sent, and the FHIR R4 resources those messages delivered. Writes go
+// through one group-commit writer; reads use a pool of read-only connections. Every call
+// blocks: never call from a network thread (the HTTP layer uses AsyncStore, the ingest
+// service its own pool).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "fhir/date_range.h"
+#include "fhir/json.h"
+#include "fhir/result.h"
+#include "gateway/sqlite/blocking_pool.h"
+
+namespace gw::store {
+
+struct StoreOptions {
+  std::size_t readers = 4;
+  std::size_t max_batch = 512;       // jobs per group commit
+  std::size_t max_queue = 65536;
+  std::size_t max_scan = 10000;      // resources examined per search
+};
+
+enum class MessageStatus { applied, error, rejected, replayed };
+std::string_view status_name(MessageStatus s);
+std::optional<MessageStatus> parse_status(std::string_view s);
+
+struct StoredMessage {
+  std::int64_t id = 0;
+  std::string source;
+  std::string kind;             // e.g. "ADT^A01"
+  std::string dedupe_key;
+  std::string content_sha256;   // 32 bytes
+  std::int64_t received_ms = 0;
+  std::int64_t updated_ms = 0;
+  MessageStatus status = MessageStatus::applied;
+  std::string error;            // diagnostics of an error or rejection
+  std::string error_location;   // e.g. "PID-3"
+  std::string reply;            // the answer sent (an HL7 ACK)
+  std::string patient_id;
+  std::string raw;              // filled by message(), not by list_messages()
+};
+
+// A message to store: its row (status applied, error or rejected).
+struct MessageWrite {
+  std::string source, kind, dedupe_key, raw, reply, patient_id;
+  MessageStatus status = MessageStatus::applied;
+  std::string error, error_location;
+  std::int64_t received_ms = 0;
+};
+
+struct StoredResource {
+  std::string type, id, patient_id, source;
+  std::int64_t version = 0;
+  std::int64_t last_updated_ms = 0;
+  std::string json;             // the resource with meta.versionId and meta.lastUpdated
+};
+
+struct ResourceQuery {
+  std::vector<std::string> patient_ids;  // the patient and every record merged into it
+  std::string type;                      // Encounter, Observation, DiagnosticReport, ...
+  // code=system|code alternatives (ORed); system empty: any system.
+  std::vector<std::pair<std::string, std::string>> codes;
+  // date comparisons, all must hold (ANDed).
+  std::vector<std::pair<fhir::Prefix, fhir::DateRange>> dates;
+  std::size_t count = 50;
+  std::size_t offset = 0;
+};
+
+struct ResourcePage {
+  std::vector<StoredResource> items;  // newest clinical date first, then type/id
+  std::int64_t total = 0;
+  bool truncated = false;             // more than max_scan candidates: total is a lower bound
+};
+
+struct MessageQuery {
+  std::optional<MessageStatus> status;
+  std::string source;
+  std::int64_t after_id = 0;          // keyset paging: ids greater than this
+  std::size_t limit = 100;            // capped at 1000
+};
+
+struct ApplyResult {
+  std::int64_t message_id = 0;
+  std::vector<std::string> stored;    // "Encounter/abc" of each resource written
+};
+
+class Store {
+ public:
+  static fhir::Result<std::unique_ptr<Store>> open(const std::string& path, StoreOptions options = {});
+  ~Store();
+
+  // The applied message from `source` with this key and content, if any: a resend.
+  fhir::Result<std::optional<StoredMessage>> find_applied(const std::string& source, const std::string& dedupe_key,
+                                                          const std::string& content_sha256);
+  // True when `source` already applied a message with this key but other content (a reused
+  // control id: a sender fault, counted and logged by the caller).
+  fhir::Result<bool> key_reused(const std::string& source, const std::string& dedupe_key);
+
+  // Stores the message (status applied) and upserts `resources` (each with resourceType, id
+  // and subject already set) under `patient_id`, in one transaction; earlier errored rows of
+  // the same source, key and content become 'replayed'. A resource id held by another source
+  // is refused (conflict) and nothing is written. `done` runs after commit, on the writer
+  // thread.
+  void apply(MessageWrite message, std::vector<fhir::Json> resources,
+             std::function<void(fhir::Result<ApplyResult>)> done);
+  // Stores a failed message (status error or rejected).
+  void record(MessageWrite message, std::function<void(fhir::Result<std::int64_t>)> done);
+
+  fhir::Result<std::optional<StoredMessage>> message(std::int64_t id);
+  fhir::Result<std::vector<StoredMessage>> list_messages(const MessageQuery& q);
+  struct MessageCounts {
+    std::int64_t applied = 0, error = 0, rejected = 0, replayed = 0;
+  };
+  fhir::Result<MessageCounts> message_counts();
+
+  fhir::Result<std::optional<StoredResource>> read(const std::string& type, const std::string& id);
+  fhir::Result<ResourcePage> search(const ResourceQuery& q);
+
+  // Retention (issue #4 item 6): deletes messages received before `cutoff_ms` (their raw
+  // bytes are overwritten on disk: secure_delete) and returns how many went. Resources stay:
+  // they are the record, not the transport.
+  fhir::Result<std::int64_t> prune_messages_before(std::int64_t cutoff_ms);
+
+  // Test hook: commits fail while on.
+  void inject_commit_failure(bool on);
+  void stop();
+
+ private:
+  struct State;
+  explicit Store(std::unique_ptr<State> s);
+  std::unique_ptr<State> s_;
+};
+
+using AsyncStore = sqlite::BlockingPool<Store>;
+
+// SHA-256 of `bytes` (32 raw bytes).
+std::string sha256(std::string_view bytes);
+
+}  // namespace gw::store
