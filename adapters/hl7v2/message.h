@@ -17,6 +17,8 @@ namespace gw::hl7v2 {
 
 // The delimiters a message declares in MSH-1 and MSH-2 (HL7 v2.5 ch. 2.5.4). `truncation` is
 // the fifth encoding character introduced in v2.7 ('#'), or '\0' when MSH-2 has four.
+// `subcomponent` is '\0' when MSH-2 has only three characters (tolerated, see parse()): values
+// then have no sub-components.
 struct Delimiters {
   char field = '|';
   char component = '^';
@@ -24,7 +26,7 @@ struct Delimiters {
   char escape = '\\';
   char subcomponent = '&';
   char truncation = '\0';
-  // MSH-2 as it should be encoded: four or five characters.
+  // MSH-2 as it should be encoded: four or five characters (three when `subcomponent` is '\0').
   std::string encoding_characters() const;
 };
 
@@ -37,9 +39,11 @@ struct ParseOptions {
 class Message;
 
 // A view of one segment of a Message; valid while the Message lives and is not moved.
-// Field numbers follow HL7: for MSH, field 1 is the field separator itself and field 2 the
-// encoding characters; for other segments field 1 is the first field after the segment id.
-// Repetitions, components and sub-components are numbered from 1.
+// Field numbers follow HL7: for MSH (and the batch headers FHS and BHS), field 1 is the field
+// separator itself and field 2 the encoding characters, both taken literally (one repetition,
+// no components, no escapes); for other segments field 1 is the first field after the segment
+// id. Repetitions, components and sub-components are numbered from 1. Access scans the field's
+// text, so it costs the length of the field.
 class SegmentRef {
  public:
   std::string_view id() const;
@@ -72,11 +76,18 @@ class Message {
   // in CR, LF or CRLF (normalised to CR); a trailing terminator is optional; empty lines are
   // skipped. MSH-18 selects the character set: UTF-8 (e.g. "UNICODE UTF-8") is validated;
   // ISO 8859-1 ("8859/1") is converted to UTF-8; other sets are refused (not_supported).
-  // Without MSH-18, valid UTF-8 is kept and anything else is read as ISO 8859-1.
-  // Failures: payload_too_large (over a limit), invalid_value (no MSH first, bad MSH-1/MSH-2
-  // encoding characters, a segment id that is not 3 upper-case letters or digits, invalid
-  // UTF-8 when UTF-8 is declared), with the Issue's expression naming where ("MSH-2",
-  // "segment 4"). Linear in the input size.
+  // Without MSH-18, or with "ASCII", valid UTF-8 is kept and anything else is read as
+  // ISO 8859-1. When bytes are converted and MSH-18 is present, its first repetition is
+  // rewritten to "UNICODE UTF-8" in text(), so that the text declares what it holds.
+  // MSH-2 holds 4 encoding characters, or 5 (v2.7 truncation); tolerated for real senders:
+  // 3 (no sub-component separator) and "^~\\&" (a doubled backslash, read as "^~\&"; text()
+  // keeps MSH-2 as sent). Delimiters must be distinct, printable, non-alphanumeric ASCII.
+  // Failures: payload_too_large (over max_message_bytes, max_segments or
+  // max_fields_per_segment), invalid_value (no MSH first, bad MSH-1/MSH-2 encoding
+  // characters, a segment id that is not 3 upper-case letters or digits followed by the field
+  // separator, an empty MSH-9.1, invalid UTF-8 when UTF-8 is declared), not_supported (MSH-18),
+  // with the Issue's expression naming where ("MSH-2", "MSH-18", "segment 4", "message").
+  // Linear in the input size.
   static fhir::Result<Message> parse(std::string_view bytes, const ParseOptions& options = {});
 
   const Delimiters& delimiters() const { return delimiters_; }
@@ -90,7 +101,9 @@ class Message {
   std::string message_type() const;     // "ADT^A01" (MSH-9.1 ^ MSH-9.2), or MSH-9.1 alone
   std::string control_id() const;       // MSH-10
   std::string version() const;          // MSH-12.1
-  std::string charset() const;          // MSH-18 (first repetition) as sent, "" when absent
+  // MSH-18 (first repetition) as in text(): as sent, or "UNICODE UTF-8" when parse() converted
+  // the bytes; "" when absent.
+  std::string charset() const;
 
   // The message as text: UTF-8, every segment ending in CR, delimiters as declared. Stable:
   // parse(encode()).encode() == encode().
@@ -123,11 +136,13 @@ std::vector<std::string_view> split_messages(std::string_view text);
 
 // Decodes HL7 escape sequences (v2.5 ch. 2.7): \F\ \S\ \T\ \R\ \E\ and \P\ (the truncation
 // character), \Xhh..\ (hex bytes, taken as UTF-8, or ISO 8859-1 when not valid UTF-8),
-// \.br\ (a line break, "\n"); other formatting sequences (\H\ \N\ \.sp\ \.in\ ...) are
-// dropped, and an unterminated sequence is kept literally.
+// \.br\ (a line break, "\n"); other formatting and character-set sequences (\H\ \N\ \.sp\
+// \.in\ \.ti\ \.sk\ \.fi\ \.nf\ \.ce\ \Cxxyy\ \Mxxyyzz\) are dropped; an unterminated
+// sequence is kept literally, and so is the escape character of a sequence it does not know
+// (e.g. \Zxx\, or \P\ when no truncation character is declared).
 std::string unescape(std::string_view escaped, const Delimiters& d);
 // Encodes `value` so it survives as one sub-component: delimiter characters become escape
-// sequences, line breaks become \.br\ (CR and LF alike).
+// sequences, line breaks become \.br\ (CR, LF and CRLF alike, one each).
 std::string escape(std::string_view value, const Delimiters& d);
 
 }  // namespace gw::hl7v2

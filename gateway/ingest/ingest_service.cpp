@@ -121,7 +121,45 @@ void IngestService::audit_then(audit::Record rec, std::function<void(fhir::Statu
 
 void IngestService::submit(IngestBatch batch, std::function<void(fhir::Result<IngestReceipt>)> done) {
   std::function<void(fhir::Result<IngestReceipt>)> d = tracked(std::move(done));
-  boost::asio::post(pool_, [this, b = std::move(batch), d = std::move(d)]() mutable { run(std::move(b), std::move(d)); });
+  if (batch.dedupe_key.empty()) {
+    boost::asio::post(pool_, [this, b = std::move(batch), d = std::move(d)]() mutable { run(std::move(b), std::move(d)); });
+    return;
+  }
+  // One unit per key at a time: the next waiting one starts when this one has completed.
+  std::string key = batch.source;
+  key.append("\n").append(batch.dedupe_key);
+  auto release = [this, key]() {
+    std::function<void()> next;
+    {
+      std::lock_guard lock(keys_m_);
+      auto it = busy_keys_.find(key);
+      if (it == busy_keys_.end()) return;
+      if (it->second.empty()) {
+        busy_keys_.erase(it);
+        return;
+      }
+      next = std::move(it->second.front());
+      it->second.erase(it->second.begin());
+    }
+    next();
+  };
+  auto start = [this, b = std::move(batch), d = std::move(d), release]() mutable {
+    boost::asio::post(pool_, [this, b = std::move(b), d = std::move(d), release]() mutable {
+      run(std::move(b), [d = std::move(d), release](fhir::Result<IngestReceipt> r) {
+        d(std::move(r));
+        release();
+      });
+    });
+  };
+  {
+    std::lock_guard lock(keys_m_);
+    auto [it, first] = busy_keys_.try_emplace(key);
+    if (!first) {
+      it->second.push_back(std::move(start));
+      return;
+    }
+  }
+  start();
 }
 
 void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<IngestReceipt>)> done) {

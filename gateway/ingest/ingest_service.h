@@ -12,7 +12,9 @@
 #include <condition_variable>
 #include <mutex>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <vector>
 #include <memory>
 #include <string>
 
@@ -66,6 +68,10 @@ class IngestService final : public adapters::IngestSink {
   std::mutex flight_m_;
   std::condition_variable flight_cv_;
   std::size_t in_flight_ = 0;
+  // Units with the same source and key run one after another (a resend racing its original
+  // must find it applied): key -> runs waiting for the one in progress.
+  std::mutex keys_m_;
+  std::map<std::string, std::vector<std::function<void()>>> busy_keys_;
   std::atomic<std::uint64_t> applied_{0}, duplicates_{0}, reused_keys_{0}, errors_{0}, rejected_{0}, failures_{0};
 };
 

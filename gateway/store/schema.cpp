@@ -29,6 +29,9 @@ CREATE TABLE message (
   raw BLOB NOT NULL
 ) STRICT;
 CREATE INDEX message_key ON message(source, dedupe_key);
+-- A unit is applied at most once, whatever races reach the writer.
+CREATE UNIQUE INDEX message_applied_once ON message(source, dedupe_key, content_sha256)
+  WHERE status = 'applied' AND dedupe_key <> '';
 CREATE INDEX message_status ON message(status, id);
 CREATE INDEX message_received ON message(received_ms);
 

@@ -1,0 +1,496 @@
+// SPDX-License-Identifier: Apache-2.0
+// ORU^R01 -> DiagnosticReport + Observation (see results_mapping.h). Segment and field use
+// follow HL7 v2.5 ch. 7 (OBR, OBX, NTE; tables 0085, 0123, 0078, 0074) and the FHIR R4
+// Observation and DiagnosticReport pages; the v2-to-FHIR choices are documented per function.
+#include "adapters/hl7v2/results_mapping.h"
+
+#include <algorithm>
+#include <array>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "fhir/datatypes.h"
+
+namespace gw::hl7v2::detail {
+namespace {
+
+using fhir::ErrorCode;
+using fhir::Issue;
+using fhir::Json;
+
+constexpr std::size_t kMaxReports = 500;
+constexpr std::size_t kMaxObservations = 5000;
+constexpr std::string_view kInterpretationSystem = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
+constexpr std::string_view kObservationCategorySystem = "http://terminology.hl7.org/CodeSystem/observation-category";
+constexpr std::string_view kServiceSectionSystem = "http://terminology.hl7.org/CodeSystem/v2-0074";
+
+// One OBX, or a run of text OBX lines read as one observation.
+struct Result {
+  SegmentRef obx;
+  std::size_t occurrence;            // OBX[n] counted over the whole message
+  std::vector<SegmentRef> lines;     // further OBX of the same text observation
+  std::vector<SegmentRef> notes;     // NTE after it
+};
+
+struct Report {
+  SegmentRef obr;
+  std::size_t occurrence;
+  std::optional<SegmentRef> orc;
+  std::vector<Result> results;
+};
+
+bool is_text_type(std::string_view t) { return t == "TX" || t == "FT" || t == "ST"; }
+
+// Consecutive text OBX with the same OBX-3 and OBX-4 are lines of one observation: HL7 v2.5
+// 7.4.2.4 lets a sender split a TX/FT report into several OBX with the same identifier and
+// sub-id. They become one valueString, lines joined with "\n".
+bool continues(const Result& last, const SegmentRef& obx) {
+  return is_text_type(value(last.obx, 2)) && is_text_type(value(obx, 2)) &&
+         last.obx.raw(3) == obx.raw(3) && last.obx.raw(4) == obx.raw(4);
+}
+
+std::string_view report_status(const Run& run, std::string_view obr25, const std::string& location) {  // table 0123
+  if (obr25 == "O" || obr25 == "I" || obr25 == "S") return "registered";
+  if (obr25 == "A") return "partial";
+  if (obr25 == "P" || obr25 == "R") return "preliminary";
+  if (obr25 == "C") return "corrected";
+  if (obr25 == "F") return "final";
+  if (obr25 == "X") return "cancelled";
+  if (!obr25.empty()) run.warn(location, "result status is not in HL7 table 0123; the status is unknown");
+  return "unknown";
+}
+
+std::string_view observation_status(const Run& run, std::string_view obx11, const std::string& location) {  // 0085
+  if (obx11 == "F" || obx11 == "U") return "final";
+  if (obx11 == "C") return "corrected";
+  if (obx11 == "P" || obx11 == "R" || obx11 == "S") return "preliminary";
+  if (obx11 == "I" || obx11 == "O") return "registered";
+  if (obx11 == "D" || obx11 == "W") return "entered-in-error";
+  if (obx11 == "X" || obx11 == "N") return "cancelled";
+  if (!obx11.empty()) run.warn(location, "result status is not in HL7 table 0085; the status is unknown");
+  return "unknown";
+}
+
+// HL7 table 0078 codes that are also codes of v3-ObservationInterpretation (which FHIR R4
+// binds Observation.interpretation to); others are kept as text.
+Json interpretation(std::string_view code) {
+  static constexpr std::pair<std::string_view, std::string_view> kCodes[] = {
+      {"<", ""},         {">", ""},          {"A", "Abnormal"},      {"AA", "Critical abnormal"},
+      {"B", ""},         {"D", ""},          {"DET", "Detected"},    {"H", "High"},
+      {"HH", "Critical high"}, {"HU", ""},   {"I", "Intermediate"},  {"IND", "Indeterminate"},
+      {"L", "Low"},      {"LL", "Critical low"}, {"LU", ""},         {"MS", ""},
+      {"N", "Normal"},   {"ND", "Not detected"}, {"NEG", "Negative"}, {"NR", ""},
+      {"POS", "Positive"}, {"R", "Resistant"}, {"S", "Susceptible"}, {"U", ""},
+      {"VS", ""},        {"W", ""}};
+  for (const auto& [c, display] : kCodes)
+    if (c == code) return fhir::codeable_concept(fhir::coding(kInterpretationSystem, c, display));
+  Json cc = Json::object();
+  cc.set("text", Json::string(std::string(code)));
+  return cc;
+}
+
+Json service_section(std::string_view obr24) {  // HL7 table 0074; laboratory by default
+  static constexpr std::array<std::string_view, 43> kCodes = {
+      "AU",  "BG",  "BLB", "CG",  "CH",  "CP",  "CT",  "CTH", "CUS", "EC",  "EN",  "GE",  "HM",  "ICU", "IMG",
+      "IMM", "LAB", "MB",  "MCB", "MYC", "NMR", "NMS", "NRS", "OSL", "OT",  "OTH", "OUS", "PF",  "PHR", "PHY",
+      "PT",  "RAD", "RC",  "RT",  "RUS", "RX",  "SP",  "SR",  "TX",  "URN", "VR",  "VUS", "XRC"};
+  std::string_view code = "LAB";
+  for (std::string_view c : kCodes)
+    if (c == obr24) code = c;
+  return fhir::codeable_concept(fhir::coding(kServiceSectionSystem, code));
+}
+
+// Observation.category: imaging for the imaging sections of table 0074, else laboratory.
+Json observation_category(std::string_view obr24) {
+  static constexpr std::array<std::string_view, 11> kImaging = {"CT",  "CUS", "IMG", "NMR", "NMS", "OUS",
+                                                                "RAD", "RUS", "RX",  "VUS", "XRC"};
+  const bool imaging = std::find(kImaging.begin(), kImaging.end(), obr24) != kImaging.end();
+  return fhir::codeable_concept(imaging ? fhir::coding(kObservationCategorySystem, "imaging", "Imaging")
+                                        : fhir::coding(kObservationCategorySystem, "laboratory", "Laboratory"));
+}
+
+// EI (OBR-2/OBR-3, else ORC-2/ORC-3) -> Identifier with a FILL/PLAC type.
+struct OrderNumber {
+  std::string system, value;
+};
+
+OrderNumber order_number(const Run& run, const SegmentRef& obr, const std::optional<SegmentRef>& orc,
+                         std::size_t field, std::string_view kind) {
+  std::optional<SegmentRef> from = obr;
+  if (value(obr, field, 1).empty()) from = orc;
+  if (!from) return {};
+  OrderNumber n;
+  n.value = value(*from, field, 1);
+  if (n.value.empty()) return {};
+  std::string authority = value(*from, field, 2);
+  if (authority.empty()) authority = value(*from, field, 3);
+  n.system = local_system(run, authority, kind);
+  return n;
+}
+
+Json order_identifier(const OrderNumber& n, std::string_view type) {
+  Json id = Json::object();
+  id.set("type", identifier_type(type));
+  id.set("system", Json::string(n.system));
+  id.set("value", Json::string(n.value));
+  return id;
+}
+
+// "3.5-5.0", "4.3 to 6.2", "<5", "<=5", ">10", ">=10"; nullopt for other text.
+struct Range {
+  std::optional<std::string> low, high;
+};
+
+std::optional<Range> parse_range(std::string_view t) {
+  while (!t.empty() && t.front() == ' ') t.remove_prefix(1);
+  while (!t.empty() && t.back() == ' ') t.remove_suffix(1);
+  if (t.empty()) return std::nullopt;
+  Range r;
+  for (std::string_view op : {"<=", ">=", "<", ">"}) {
+    if (t.substr(0, op.size()) != op) continue;
+    auto n = hl7_number(t.substr(op.size()));
+    if (!n) return std::nullopt;
+    (op[0] == '<' ? r.high : r.low) = *n;
+    return r;
+  }
+  std::size_t split = t.find(" to ");
+  std::size_t skip = 4;
+  if (split == std::string_view::npos) {
+    split = t.find('-', 1);
+    skip = 1;
+  }
+  if (split == std::string_view::npos) return std::nullopt;
+  auto low = hl7_number(t.substr(0, split)), high = hl7_number(t.substr(split + skip));
+  if (!low || !high) return std::nullopt;
+  r.low = *low;
+  r.high = *high;
+  return r;
+}
+
+// FHIR time (hh:mm:ss) from HL7 TM HH[MM[SS[.S]]][+/-ZZZZ]; the offset cannot be kept.
+std::optional<std::string> fhir_time(std::string_view tm) {
+  std::size_t n = 0;
+  while (n < tm.size() && tm[n] >= '0' && tm[n] <= '9') ++n;
+  if (n != 2 && n != 4 && n != 6) return std::nullopt;
+  std::string s;
+  for (std::size_t i = 0; i < 6; i += 2) {
+    if (!s.empty()) s += ':';
+    s += i < n ? tm.substr(i, 2) : std::string_view("00");
+  }
+  std::size_t i = n;
+  if (n == 6 && i < tm.size() && tm[i] == '.') {
+    std::size_t j = i + 1;
+    while (j < tm.size() && tm[j] >= '0' && tm[j] <= '9') ++j;
+    if (j == i + 1) return std::nullopt;
+    s += tm.substr(i, j - i);
+    i = j;
+  }
+  if (i < tm.size() && (tm[i] == '+' || tm[i] == '-') && tm.size() == i + 5) i = tm.size();
+  if (i != tm.size()) return std::nullopt;
+  if (std::stoi(s.substr(0, 2)) > 23 || std::stoi(s.substr(3, 2)) > 59 || std::stoi(s.substr(6, 2)) > 59)
+    return std::nullopt;
+  return s;
+}
+
+struct Value {
+  std::string key;
+  Json json;
+};
+
+std::optional<Value> string_value(std::string text) {
+  if (text.empty()) return std::nullopt;
+  return Value{"valueString", Json::string(std::move(text))};
+}
+
+// OBX-5 by OBX-2. Returns nullopt for "no value"; `skip` is set for value types we do not map
+// (the observation is then left out, with a warning).
+fhir::Result<std::optional<Value>> observation_value(const Run& run, const Result& r, const Units& u, bool& skip) {
+  const SegmentRef& obx = r.obx;
+  const std::string type = value(obx, 2);
+  const std::string location = where("OBX", r.occurrence, 5);
+  const std::size_t reps = obx.repetition_count(5);
+  if (reps == 0 && r.lines.empty()) return std::optional<Value>();
+  if (is_text_type(type)) {
+    std::string text;
+    bool first = true;
+    auto append = [&](const SegmentRef& s) {
+      const std::size_t n = std::max<std::size_t>(s.repetition_count(5), 1);
+      for (std::size_t i = 1; i <= n && text.size() <= kMaxTextBytes; ++i) {
+        if (!first) text += '\n';
+        first = false;
+        text += text_value(run, s, 5, i);
+      }
+    };
+    append(obx);
+    for (const SegmentRef& line : r.lines) append(line);
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+    std::size_t lead = 0;
+    while (lead < text.size() && text[lead] == '\n') ++lead;
+    text.erase(0, lead);
+    if (text.size() > kMaxTextBytes)
+      return Issue::make(ErrorCode::invalid_value, location + " is longer than 1 MiB", location);
+    return string_value(std::move(text));
+  }
+  if (reps > 1) run.warn(location, "repeated values; only the first is mapped");
+  if (type == "NM") {
+    const std::string text = value(obx, 5, 1, 1, 1);
+    if (text.empty()) return std::optional<Value>();
+    if (auto n = hl7_number(text)) return std::optional<Value>(Value{"valueQuantity", quantity(*n, u)});
+    // UK laboratory systems send "<7" and ">7" in NM: a quantity with a comparator.
+    for (std::string_view cmp : {"<=", ">=", "<", ">"}) {
+      if (text.compare(0, cmp.size(), cmp) != 0) continue;
+      if (auto n = hl7_number(std::string_view(text).substr(cmp.size())))
+        return std::optional<Value>(Value{"valueQuantity", quantity(*n, u, cmp)});
+      break;
+    }
+    run.warn(location, "not a number; kept as text");
+    return string_value(text);
+  }
+  if (type == "CE" || type == "CWE" || type == "CNE" || type == "CF") {
+    Json cc = codeable_concept(obx, 5, 1);
+    if (cc.is_null()) return std::optional<Value>();
+    return std::optional<Value>(Value{"valueCodeableConcept", std::move(cc)});
+  }
+  if (type == "SN") {
+    // HL7 v2.5 2.A.71: comparator ^ num1 ^ separator/suffix ^ num2.
+    const std::string cmp = value(obx, 5, 1), n1 = value(obx, 5, 2), sep = value(obx, 5, 3), n2 = value(obx, 5, 4);
+    const auto a = hl7_number(n1), b = hl7_number(n2);
+    const bool quantity_cmp = cmp.empty() || cmp == "=" || cmp == "<" || cmp == ">" || cmp == "<=" || cmp == ">=";
+    if (a && sep.empty() && n2.empty() && quantity_cmp)
+      return std::optional<Value>(Value{"valueQuantity", quantity(*a, u, cmp == "=" ? std::string() : cmp)});
+    if (a && b && cmp.empty() && sep == "-") {
+      Json range = Json::object();
+      range.set("low", quantity(*a, u));
+      range.set("high", quantity(*b, u));
+      return std::optional<Value>(Value{"valueRange", std::move(range)});
+    }
+    if (a && b && cmp.empty() && (sep == ":" || sep == "/")) {
+      Json ratio = Json::object();
+      ratio.set("numerator", quantity(*a, {}));
+      ratio.set("denominator", quantity(*b, {}));
+      return std::optional<Value>(Value{"valueRatio", std::move(ratio)});
+    }
+    std::string text = cmp + n1 + sep + n2;
+    if (text.empty()) return std::optional<Value>();
+    if (!(a && sep == "+" && n2.empty() && cmp.empty()))  // "2^+" is the ordinal "2+"
+      run.warn(location, "structured numeric not understood; kept as text");
+    return string_value(std::move(text));
+  }
+  if (type == "DT" || type == "TS" || type == "DTM") {
+    auto t = type == "DT" ? fhir_date(value(obx, 5, 1), location) : fhir_datetime(value(obx, 5, 1), location);
+    if (!t) return std::move(t).issue();
+    if (t->empty()) return std::optional<Value>();
+    return std::optional<Value>(Value{"valueDateTime", Json::string(std::move(*t))});
+  }
+  if (type == "TM") {
+    const std::string tm = value(obx, 5, 1);
+    if (tm.empty()) return std::optional<Value>();
+    auto t = fhir_time(tm);
+    if (!t) return Issue::make(ErrorCode::invalid_value, location + " is not a valid HL7 time (HH[MM[SS]])", location);
+    return std::optional<Value>(Value{"valueTime", Json::string(std::move(*t))});
+  }
+  if (type.empty()) {
+    run.warn(where("OBX", r.occurrence, 2), "no value type; the value is kept as text");
+    return string_value(text_value(run, obx, 5, 1));
+  }
+  std::string shown = type.substr(0, 8);
+  for (char& c : shown)
+    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
+  run.warn(where("OBX", r.occurrence, 2), "value type " + shown + " is not mapped; the observation is left out");
+  skip = true;
+  return std::optional<Value>();
+}
+
+// Builds the Observation of one result; nullopt when its value type is not mapped.
+fhir::Result<std::optional<Json>> observation(const Run& run, const Result& r, const Json& report_code,
+                                              const Json& category, const std::string& report_effective,
+                                              const std::string& id) {
+  const SegmentRef& obx = r.obx;
+  const Units u = units(obx, 6);
+  bool skip = false;
+  auto v = observation_value(run, r, u, skip);
+  if (!v) return std::move(v).issue();
+  if (skip) return std::optional<Json>();
+
+  Json o = Json::object();
+  o.set("resourceType", Json::string("Observation"));
+  o.set("id", Json::string(id));
+  o.set("status", Json::string(std::string(observation_status(run, value(obx, 11), where("OBX", r.occurrence, 11)))));
+  o.set("category", array_of(category));
+  Json code = codeable_concept(obx, 3);
+  if (code.is_null()) {
+    run.warn(where("OBX", r.occurrence, 3), "no observation identifier; the order's code (OBR-4) is used");
+    code = report_code;
+  }
+  o.set("code", std::move(code));
+  auto effective = datetime_field(obx, 14, where("OBX", r.occurrence, 14));
+  if (!effective) return std::move(effective).issue();
+  set_string(o, "effectiveDateTime", effective->empty() ? report_effective : *effective);
+  if (*v) o.set((*v)->key, std::move((*v)->json));
+
+  Json interpretations = Json::array();
+  const std::size_t flags = repetitions(run, obx, where("OBX", r.occurrence, 8), 8, 5);
+  for (std::size_t i = 1; i <= flags; ++i) {
+    const std::string flag = value(obx, 8, 1, 1, i);
+    if (!flag.empty()) interpretations.push_back(interpretation(flag));
+  }
+  set_json(o, "interpretation", std::move(interpretations));
+
+  std::string note;
+  for (const SegmentRef& nte : r.notes) {
+    const std::size_t n = nte.repetition_count(3);
+    for (std::size_t i = 1; i <= n && note.size() <= kMaxTextBytes; ++i) {
+      if (!note.empty()) note += '\n';
+      note += text_value(run, nte, 3, i);
+    }
+  }
+  if (note.size() > kMaxTextBytes) note.resize(kMaxTextBytes);
+  if (!note.empty()) {
+    Json annotation = Json::object();
+    annotation.set("text", Json::string(std::move(note)));
+    o.set("note", array_of(std::move(annotation)));
+  }
+
+  const std::string range_text = value(obx, 7);
+  if (!range_text.empty()) {
+    Json range = Json::object();
+    if (auto parsed = parse_range(range_text)) {
+      if (parsed->low) range.set("low", quantity(*parsed->low, u));
+      if (parsed->high) range.set("high", quantity(*parsed->high, u));
+    } else {
+      range.set("text", Json::string(range_text));
+    }
+    o.set("referenceRange", array_of(std::move(range)));
+  }
+  return std::optional<Json>(std::move(o));
+}
+
+fhir::Status map_report(const Run& run, const Report& rep) {
+  const SegmentRef& obr = rep.obr;
+  const std::string obr_at = where("OBR", rep.occurrence, 0);
+  Json code = codeable_concept(obr, 4);
+  if (code.is_null())
+    return Issue::make(ErrorCode::missing_value, obr_at + "-4 (universal service identifier) is required",
+                       where("OBR", rep.occurrence, 4));
+  auto effective = datetime_field(obr, 7, where("OBR", rep.occurrence, 7));
+  if (!effective) return std::move(effective).issue();
+  auto issued = fhir_instant(value(obr, 22, 1), where("OBR", rep.occurrence, 22));
+  if (!issued) return std::move(issued).issue();
+
+  const OrderNumber filler = order_number(run, obr, rep.orc, 3, "filler-order");
+  const OrderNumber placer = order_number(run, obr, rep.orc, 2, "placer-order");
+  // The report's key: the filler order number (the lab's id for the report), else the
+  // placer's, else this message and OBR; observation ids extend it with OBX-3 and OBX-4.
+  std::string key;
+  if (!filler.value.empty()) key = "filler|" + filler.system + "|" + filler.value;
+  else if (!placer.value.empty()) key = "placer|" + placer.system + "|" + placer.value;
+  else {
+    run.warn(obr_at + "-3", "no filler or placer order number; the report id comes from the message control id");
+    key = "message|" + run.message.control_id() + "|" + std::to_string(rep.occurrence);
+  }
+
+  const Json category = observation_category(value(obr, 24));
+  Json result_refs = Json::array();
+  std::vector<std::string> used_ids;
+  for (const Result& r : rep.results) {
+    const SegmentRef& obx = r.obx;
+    std::string id = resource_id(run, "obs", {key, obx.raw(3, 1, 1), obx.raw(3, 1, 3), value(obx, 4)});
+    if (std::find(used_ids.begin(), used_ids.end(), id) != used_ids.end())  // same code and sub-id twice in one OBR
+      id = resource_id(run, "obs", {key, obx.raw(3, 1, 1), obx.raw(3, 1, 3), value(obx, 4), value(obx, 1),
+                                    std::to_string(r.occurrence)});
+    auto o = observation(run, r, code, category, *effective, id);
+    if (!o) return std::move(o).issue();
+    if (!*o) continue;
+    used_ids.push_back(id);
+    result_refs.push_back(reference("Observation", id));
+    put_resource(run, std::move(**o));
+  }
+
+  Json dr = Json::object();
+  dr.set("resourceType", Json::string("DiagnosticReport"));
+  dr.set("id", Json::string(resource_id(run, "dr", {key})));
+  Json ids = Json::array();
+  if (!filler.value.empty()) ids.push_back(order_identifier(filler, "FILL"));
+  if (!placer.value.empty()) ids.push_back(order_identifier(placer, "PLAC"));
+  set_json(dr, "identifier", std::move(ids));
+  dr.set("status", Json::string(std::string(report_status(run, value(obr, 25), obr_at + "-25"))));
+  dr.set("category", array_of(service_section(value(obr, 24))));
+  dr.set("code", std::move(code));
+  set_string(dr, "effectiveDateTime", *effective);
+  if (*issued) dr.set("issued", Json::string(**issued));
+  else if (!value(obr, 22, 1).empty()) run.warn(obr_at + "-22", "a date without a time; issued is not mapped");
+  set_json(dr, "result", std::move(result_refs));
+  put_resource(run, std::move(dr));
+  return fhir::Ok{};
+}
+
+}  // namespace
+
+fhir::Status map_results(const Run& run, std::size_t pid_index) {
+  const Message& m = run.message;
+  std::vector<Report> reports;
+  std::optional<SegmentRef> orc;
+  std::size_t obr_seen = 0, obx_seen = 0, observations = 0;
+  bool in_specimen = false;
+  bool previous_obx = false;  // the segment before was an OBX (text lines must be consecutive)
+  bool after_result = false;  // an NTE here annotates the last result
+  for (std::size_t i = 0; i < m.segment_count(); ++i) {
+    const SegmentRef s = m.segment(i);
+    const std::string_view id = s.id();
+    if (id == "OBR") ++obr_seen;
+    if (id == "OBX") ++obx_seen;
+    if (i <= pid_index) continue;
+    if (id == "PID") {
+      // Some feeds repeat the patient's PID before each order; another patient's results
+      // must not be attributed to the first.
+      if (s.raw(3) == m.segment(pid_index).raw(3)) continue;
+      run.warn("PID[2]", "results for a second patient are not mapped; send one patient per message");
+      break;
+    }
+    if (id == "NTE") {
+      if (after_result) reports.back().results.back().notes.push_back(s);
+      previous_obx = false;
+      continue;
+    }
+    after_result = false;
+    if (id == "ORC") {
+      orc = s;
+    } else if (id == "OBR") {
+      if (reports.size() == kMaxReports)
+        return Issue::make(ErrorCode::invalid_value,
+                           "more than " + std::to_string(kMaxReports) + " OBR segments; split the message", "OBR");
+      reports.push_back(Report{s, obr_seen, orc, {}});
+      orc.reset();
+      in_specimen = false;
+    } else if (id == "SPM") {
+      in_specimen = true;
+    } else if (id == "OBX") {
+      if (reports.empty()) {
+        run.warn(where("OBX", obx_seen, 0), "not under an OBR; not mapped");
+      } else if (in_specimen) {
+        run.warn(where("OBX", obx_seen, 0), "describes the specimen (after SPM); not mapped");
+      } else {
+        auto& results = reports.back().results;
+        if (previous_obx && !results.empty() && continues(results.back(), s)) {
+          results.back().lines.push_back(s);
+        } else {
+          if (++observations > kMaxObservations)
+            return Issue::make(ErrorCode::invalid_value,
+                               "more than " + std::to_string(kMaxObservations) + " observations; split the message",
+                               "OBX");
+          results.push_back(Result{s, obx_seen, {}, {}});
+        }
+        after_result = true;
+      }
+    }
+    previous_obx = id == "OBX";
+  }
+  if (reports.empty()) return Issue::make(ErrorCode::missing_value, "an ORU^R01 needs an OBR segment", "OBR");
+  for (const Report& rep : reports)
+    if (auto s = map_report(run, rep); !s) return s;
+  return fhir::Ok{};
+}
+
+}  // namespace gw::hl7v2::detail

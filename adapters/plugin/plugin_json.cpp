@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: Apache-2.0
+// Building and reading the JSON of the plug-in C ABI. Everything read here comes from a
+// vendor's library: it is parsed under limits and checked member by member, and any text
+// quoted from it into diagnostics is made printable and cut short.
+#include "adapters/plugin/plugin_json.h"
+
+#include <algorithm>
+#include <initializer_list>
+#include <utility>
+
+#include "adapters/plugin/gw_adapter_abi.h"
+
+namespace gw::adapters {
+
+using fhir::ErrorCode;
+using fhir::Issue;
+
+namespace {
+
+constexpr std::size_t kMaxQuotedBytes = 300;  // diagnostics quoted from a plug-in's outcome
+
+fhir::Json object_with_strings(std::initializer_list<std::pair<const char*, const std::string*>> members) {
+  fhir::Json o = fhir::Json::object();
+  for (const auto& [key, value] : members) o.set(key, fhir::Json::string(*value));
+  return o;
+}
+
+// The first issue's diagnostics (or details.text) of an OperationOutcome, cut short.
+std::string outcome_text(const fhir::Json& outcome) {
+  const fhir::Json* issues = outcome.find("issue");
+  if (issues == nullptr || !issues->is_array() || issues->items().empty()) return {};
+  const fhir::Json& first = issues->items().front();
+  std::string_view text = first.string_at("diagnostics");
+  if (text.empty())
+    if (const fhir::Json* details = first.find("details")) text = details->string_at("text");
+  return printable_text(text, kMaxQuotedBytes);
+}
+
+Issue answer_error(const std::string& source, std::string_view why) {
+  std::string diagnostics = "source '" + source + "' could not answer: ";
+  diagnostics.append(why);
+  return Issue::make(ErrorCode::not_ready, std::move(diagnostics), "source");
+}
+
+bool is_resource(const fhir::Json& v) { return v.is_object() && !v.string_at("resourceType").empty(); }
+
+}  // namespace
+
+std::string printable_text(std::string_view text, std::size_t max_bytes) {
+  std::string out;
+  out.reserve(std::min(text.size(), max_bytes));
+  for (char c : text) {
+    if (out.size() == max_bytes) break;
+    auto u = static_cast<unsigned char>(c);
+    out.push_back(u >= 0x20 && u < 0x7f ? c : '?');
+  }
+  return out;
+}
+
+std::string plugin_config_json(const SourceSystem& source) {
+  fhir::Json o = object_with_strings({{"name", &source.name}, {"ods_code", &source.ods_code}, {"endpoint", &source.endpoint}});
+  o.set("connect_timeout_ms", fhir::Json::integer(source.connect_timeout.count()));
+  o.set("fetch_timeout_ms", fhir::Json::integer(source.fetch_timeout.count()));
+  fhir::Json settings = fhir::Json::object();
+  for (const auto& [key, value] : source.settings) settings.set(key, fhir::Json::string(value));
+  o.set("settings", std::move(settings));
+  return fhir::to_json(o);
+}
+
+std::string plugin_fetch_request_json(const PatientKey& patient, const FetchScope& scope) {
+  fhir::Json p = object_with_strings({{"id", &patient.patient_id}});
+  if (!patient.nhs_number.empty()) p.set("nhs_number", fhir::Json::string(patient.nhs_number));
+  fhir::Json ids = fhir::Json::array();
+  for (const auto& [system, value] : patient.local_identifiers)
+    ids.push_back(object_with_strings({{"system", &system}, {"value", &value}}));
+  p.set("identifiers", std::move(ids));
+  fhir::Json types = fhir::Json::array();
+  for (const auto& type : scope.resource_types) types.push_back(fhir::Json::string(type));
+  fhir::Json s = fhir::Json::object();
+  s.set("resource_types", std::move(types));
+  fhir::Json o = fhir::Json::object();
+  o.set("patient", std::move(p));
+  o.set("scope", std::move(s));
+  return fhir::to_json(o);
+}
+
+fhir::Result<IngestBatch> parse_plugin_batch(std::string_view json, const std::string& source,
+                                             const PluginLimits& limits) {
+  if (json.size() > limits.max_batch_bytes)
+    return Issue::make(ErrorCode::payload_too_large,
+                       "batch of " + std::to_string(json.size()) + " bytes is over the limit of " +
+                           std::to_string(limits.max_batch_bytes) + " bytes",
+                       "batch");
+  auto parsed = fhir::parse_json(json, limits.json);
+  if (!parsed) {
+    std::string why = "batch is not valid JSON: ";
+    why.append(parsed.issue().diagnostics);
+    return Issue::make(parsed.issue().code, std::move(why), "batch");
+  }
+  fhir::Json doc = std::move(parsed).value();
+  if (!doc.is_object()) return Issue::make(ErrorCode::invalid_value, "batch is not a JSON object", "batch");
+
+  IngestBatch batch;
+  batch.source = source;
+  if (const fhir::Json* named = doc.find("source")) {
+    if (!named->is_string() || named->text() != source)
+      return Issue::make(ErrorCode::invalid_value,
+                         "batch names another source than the one this plug-in serves ('" + source + "')",
+                         "batch.source");
+  }
+  fhir::Json* identity = doc.find("identity");
+  if (identity == nullptr || !identity->is_object() || identity->string_at("resourceType") != "Patient")
+    return Issue::make(ErrorCode::invalid_resource, "batch.identity must be a Patient resource", "batch.identity");
+  batch.identity = std::move(*identity);
+
+  fhir::Json* resources = doc.find("resources");
+  if (resources == nullptr || !resources->is_array())
+    return Issue::make(ErrorCode::invalid_resource, "batch.resources must be an array of FHIR resources",
+                       "batch.resources");
+  batch.resources.reserve(resources->items().size());
+  for (std::size_t i = 0; i < resources->items().size(); ++i) {
+    fhir::Json& resource = resources->items()[i];
+    if (!is_resource(resource))
+      return Issue::make(ErrorCode::invalid_resource,
+                         "batch.resources[" + std::to_string(i) + "] is not a FHIR resource (no resourceType)",
+                         "batch.resources");
+    batch.resources.push_back(std::move(resource));
+  }
+
+  for (auto [key, out] : {std::pair{"raw", &batch.raw}, std::pair{"kind", &batch.kind},
+                          std::pair{"dedupe_key", &batch.dedupe_key}}) {
+    if (const fhir::Json* value = doc.find(key)) {
+      if (!value->is_string())
+        return Issue::make(ErrorCode::invalid_value, "batch." + std::string(key) + " must be a string",
+                           "batch." + std::string(key));
+      *out = value->text();
+    }
+  }
+
+  // A merge: identifiers {system, value} of records to retire into the identity's record.
+  if (fhir::Json* retired = doc.find("retired_identifiers")) {
+    if (!retired->is_array())
+      return Issue::make(ErrorCode::invalid_value, "batch.retired_identifiers must be an array of Identifiers",
+                         "batch.retired_identifiers");
+    for (fhir::Json& identifier : retired->items()) {
+      if (!identifier.is_object() || identifier.string_at("system").empty() || identifier.string_at("value").empty())
+        return Issue::make(ErrorCode::invalid_value, "batch.retired_identifiers holds an entry without system and value",
+                           "batch.retired_identifiers");
+      batch.retired_identifiers.push_back(std::move(identifier));
+    }
+  }
+
+  // Contacts for the access policy: {"organisation": ODS code, "date": FHIR dateTime}.
+  if (const fhir::Json* encounters = doc.find("encounters")) {
+    if (!encounters->is_array())
+      return Issue::make(ErrorCode::invalid_value, "batch.encounters must be an array", "batch.encounters");
+    for (const fhir::Json& encounter : encounters->items()) {
+      std::string_view organisation = encounter.is_object() ? encounter.string_at("organisation") : std::string_view();
+      std::string_view date = encounter.is_object() ? encounter.string_at("date") : std::string_view();
+      if (organisation.empty() || date.empty())
+        return Issue::make(ErrorCode::invalid_value, "batch.encounters holds an entry without organisation and date",
+                           "batch.encounters");
+      batch.encounters.emplace_back(std::string(organisation), std::string(date));
+    }
+  }
+  return batch;
+}
+
+fhir::Result<FetchResult> parse_plugin_answer(int status, std::string_view json, const std::string& source,
+                                              const PluginLimits& limits) {
+  if (json.size() > limits.max_response_bytes)
+    return answer_error(source, "the answer of " + std::to_string(json.size()) + " bytes is over the limit of " +
+                                    std::to_string(limits.max_response_bytes) + " bytes");
+  if (status != GW_OK) {
+    std::string why = "plug-in status " + std::to_string(status);
+    if (!json.empty()) {
+      auto outcome = fhir::parse_json(json, limits.json);
+      if (outcome && outcome->is_object() && outcome->string_at("resourceType") == "OperationOutcome") {
+        std::string text = outcome_text(*outcome);
+        if (!text.empty()) why.append(": ").append(text);
+      }
+    }
+    return answer_error(source, why);
+  }
+  if (json.empty()) return answer_error(source, "the plug-in reported success with an empty answer");
+  auto parsed = fhir::parse_json(json, limits.json);
+  if (!parsed) return answer_error(source, "the answer is not valid JSON: " + parsed.issue().diagnostics);
+  fhir::Json doc = std::move(parsed).value();
+  std::string_view type = doc.is_object() ? doc.string_at("resourceType") : std::string_view();
+  if (type == "OperationOutcome") {
+    std::string text = outcome_text(doc);
+    return answer_error(source, text.empty() ? std::string("an OperationOutcome without diagnostics") : text);
+  }
+  if (type != "Bundle") return answer_error(source, "the answer is not a FHIR Bundle");
+  std::string_view bundle_type = doc.string_at("type");
+  if (bundle_type != "collection" && bundle_type != "searchset")
+    return answer_error(source, "the answer is a Bundle of type '" + printable_text(bundle_type, 40) +
+                                    "', not 'collection'");
+
+  FetchResult result;
+  result.source = source;
+  fhir::Json* entries = doc.find("entry");
+  if (entries == nullptr) return result;
+  if (!entries->is_array()) return answer_error(source, "Bundle.entry is not an array");
+  result.resources.reserve(entries->items().size());
+  for (std::size_t i = 0; i < entries->items().size(); ++i) {
+    fhir::Json* resource = entries->items()[i].is_object() ? entries->items()[i].find("resource") : nullptr;
+    if (resource == nullptr || !is_resource(*resource))
+      return answer_error(source, "Bundle.entry[" + std::to_string(i) + "] holds no FHIR resource");
+    result.resources.push_back(std::move(*resource));
+  }
+  return result;
+}
+
+}  // namespace gw::adapters

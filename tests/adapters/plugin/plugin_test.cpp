@@ -1,0 +1,537 @@
+// SPDX-License-Identifier: Apache-2.0
+// The plug-in loader against the real example plug-in (adapters/examples/example_adapter.c,
+// built as shared libraries): loading and refusals, fetch success, failure and deadline,
+// ingest through the host table, and the JSON shapes that cross the C ABI.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+
+#include "adapters/plugin/plugin_adapter.h"
+#include "support/paths.h"
+
+namespace {
+
+using namespace gw::adapters;
+using namespace std::chrono_literals;
+using fhir::ErrorCode;
+
+constexpr const char* kSourceName = "example-source";
+constexpr const char* kNhsNumber = "9434765919";
+constexpr const char* kFailNhsNumber = "9999999999";  // the example's documented failure trigger
+
+SourceSystem example_source(std::vector<std::pair<std::string, std::string>> settings = {},
+                            std::string plugin = GW_EXAMPLE_PLUGIN) {
+  SourceSystem s;
+  s.name = kSourceName;
+  s.ods_code = "RXX01";
+  s.adapter = "plugin";
+  s.plugin = std::move(plugin);
+  s.endpoint = "example://nowhere";
+  s.settings = std::move(settings);
+  return s;
+}
+
+// Collects the log lines of every plug-in (and of the loader) while alive.
+class LogCapture {
+ public:
+  LogCapture() {
+    set_plugin_log_sink([this](const PluginLogLine& line) {
+      std::lock_guard lock(mutex_);
+      lines_.push_back(std::string(line.origin) + "|" + std::string(line.source) + "|" + std::string(line.message));
+    });
+  }
+  ~LogCapture() { set_plugin_log_sink({}); }
+  LogCapture(const LogCapture&) = delete;
+  LogCapture& operator=(const LogCapture&) = delete;
+
+  bool contains(const std::string& text) const {
+    std::lock_guard lock(mutex_);
+    for (const auto& line : lines_)
+      if (line.find(text) != std::string::npos) return true;
+    return false;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::string> lines_;
+};
+
+// Records batches and keeps their completions for the test to run, as the writer would after
+// its commit. Called on the executor (the test thread).
+class FakeSink : public IngestSink {
+ public:
+  void submit(IngestBatch batch, std::function<void(fhir::Result<IngestReceipt>)> done) override {
+    batches.push_back(std::move(batch));
+    pending.push_back(std::move(done));
+  }
+  void record_failure(IngestFailure failure, std::function<void(fhir::Status)> done) override {
+    ++failures;
+    done(fhir::Ok{});
+  }
+  std::vector<IngestBatch> batches;
+  std::vector<std::function<void(fhir::Result<IngestReceipt>)>> pending;
+  int failures = 0;
+};
+
+struct Loop {
+  boost::asio::io_context io;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard{io.get_executor()};
+
+  // Runs the loop until `done()` holds, for at most ~10 s. Returns done().
+  bool run_until(const std::function<bool()>& done) {
+    for (int i = 0; i < 1000 && !done(); ++i) io.run_for(10ms);
+    return done();
+  }
+};
+
+AdapterContext make_context(Loop& loop, IngestSink* sink) {
+  AdapterContext context;
+  context.executor = loop.io.get_executor();
+  context.sink = sink;
+  return context;
+}
+
+std::unique_ptr<Adapter> load(const SourceSystem& source) {
+  auto loaded = load_plugin(source);
+  if (!loaded) FAIL_CHECK(loaded.issue().diagnostics);
+  REQUIRE(loaded.ok());
+  return std::move(loaded).value();
+}
+
+PatientKey patient(const std::string& nhs_number) {
+  PatientKey key;
+  key.patient_id = "p-1";
+  key.nhs_number = nhs_number;
+  key.local_identifiers.emplace_back("https://example.nhs.uk/mrn", "MRN-42");
+  return key;
+}
+
+// One fetch, run to completion; counts how often the handler ran.
+struct FetchOutcome {
+  int calls = 0;
+  std::optional<fhir::Result<FetchResult>> result;
+};
+
+void start_fetch(Adapter& adapter, const PatientKey& key, std::chrono::steady_clock::duration budget,
+                 FetchOutcome& out) {
+  adapter.fetch(key, FetchScope{{"Observation"}}, std::chrono::steady_clock::now() + budget,
+                [&out](fhir::Result<FetchResult> r) {
+                  ++out.calls;
+                  out.result.emplace(std::move(r));
+                });
+}
+
+std::string load_failure(const SourceSystem& source) {
+  auto loaded = load_plugin(source);
+  REQUIRE_FALSE(loaded.ok());
+  CHECK(loaded.issue().code == ErrorCode::invalid_value);
+  CHECK(loaded.issue().diagnostics.find(kSourceName) != std::string::npos);
+  return loaded.issue().diagnostics;
+}
+
+}  // namespace
+
+TEST_CASE("PluginAdapter: the example plug-in answers a fetch with a Bundle of resources") {
+  LogCapture log;
+  Loop loop;
+  auto adapter = load(example_source());
+  CHECK(adapter->kind() == "plugin");
+  AdapterContext context = make_context(loop, nullptr);
+  REQUIRE(adapter->start(context).ok());
+
+  FetchOutcome out;
+  start_fetch(*adapter, patient(kNhsNumber), 30s, out);
+  REQUIRE(loop.run_until([&] { return out.calls > 0; }));
+  CHECK(out.calls == 1);
+  REQUIRE(out.result->ok());
+  const FetchResult& result = out.result->value();
+  CHECK(result.source == kSourceName);
+  REQUIRE(result.resources.size() == 1);
+  CHECK(result.resources[0].string_at("resourceType") == "Observation");
+  // The request JSON reached the plug-in: it echoes the NHS number in the subject.
+  const fhir::Json* subject = result.resources[0].find("subject");
+  REQUIRE(subject != nullptr);
+  CHECK(subject->find("identifier")->string_at("value") == kNhsNumber);
+  CHECK(log.contains("plugin|example-source|example: created"));
+  adapter->stop();
+}
+
+TEST_CASE("PluginAdapter: one library serves two sources with separate instances") {
+  LogCapture log;
+  Loop loop;
+  auto first = load(example_source());
+  SourceSystem other = example_source();
+  other.name = "other-source";
+  auto second = load(other);
+  AdapterContext context = make_context(loop, nullptr);
+  REQUIRE(first->start(context).ok());
+  REQUIRE(second->start(context).ok());
+  FetchOutcome a, b;
+  start_fetch(*first, patient(kNhsNumber), 30s, a);
+  start_fetch(*second, patient(kNhsNumber), 30s, b);
+  REQUIRE(loop.run_until([&] { return a.calls > 0 && b.calls > 0; }));
+  REQUIRE(a.result->ok());
+  REQUIRE(b.result->ok());
+  CHECK(a.result->value().source == kSourceName);
+  CHECK(b.result->value().source == "other-source");
+}
+
+TEST_CASE("PluginAdapter: after start, log lines go to the gateway's AdapterContext::log") {
+  LogCapture before_start;
+  Loop loop;
+  FakeSink sink;
+  std::mutex mutex;
+  std::vector<std::string> lines;
+  auto adapter = load(example_source({{"ingest_on_start", "true"}}));
+  CHECK(before_start.contains("plugin|example-source|example: created"));
+  AdapterContext context = make_context(loop, &sink);
+  context.log = [&](LogLevel level, std::string_view message, const std::vector<std::pair<std::string, std::string>>& fields) {
+    std::string line(message);
+    for (const auto& [key, value] : fields) line.append(" ").append(key).append("=").append(value);
+    std::lock_guard lock(mutex);
+    lines.push_back(line);
+  };
+  REQUIRE(adapter->start(context).ok());
+  REQUIRE(loop.run_until([&] { return !sink.pending.empty(); }));
+  sink.pending[0](IngestReceipt{});
+  auto seen = [&] {
+    std::lock_guard lock(mutex);
+    return std::find(lines.begin(), lines.end(), "example: batch stored source=example-source origin=plugin") !=
+           lines.end();
+  };
+  CHECK(loop.run_until(seen));
+  CHECK_FALSE(before_start.contains("example: batch stored"));
+}
+
+TEST_CASE("PluginAdapter: a failed fetch becomes an Issue naming the source") {
+  LogCapture log;
+  Loop loop;
+  auto adapter = load(example_source());
+  AdapterContext context = make_context(loop, nullptr);
+  REQUIRE(adapter->start(context).ok());
+
+  FetchOutcome out;
+  start_fetch(*adapter, patient(kFailNhsNumber), 30s, out);
+  REQUIRE(loop.run_until([&] { return out.calls > 0; }));
+  REQUIRE_FALSE(out.result->ok());
+  const fhir::Issue& issue = out.result->issue();
+  CHECK(issue.code == ErrorCode::not_ready);
+  CHECK(issue.diagnostics.find("source 'example-source'") != std::string::npos);
+  // The OperationOutcome's diagnostics and the plug-in's status travel with it.
+  CHECK(issue.diagnostics.find("unavailable (failure trigger)") != std::string::npos);
+  CHECK(issue.diagnostics.find("status 6") != std::string::npos);
+}
+
+TEST_CASE("PluginAdapter: the deadline wins over a slow plug-in and its late answer is ignored") {
+  LogCapture log;
+  Loop loop;
+  auto adapter = load(example_source({{"delay_ms", "1500"}}));
+  AdapterContext context = make_context(loop, nullptr);
+  REQUIRE(adapter->start(context).ok());
+
+  FetchOutcome out;
+  start_fetch(*adapter, patient(kNhsNumber), 20ms, out);
+  REQUIRE(loop.run_until([&] { return out.calls > 0; }));
+  REQUIRE_FALSE(out.result->ok());
+  CHECK(out.result->issue().code == ErrorCode::timeout);
+  CHECK(out.result->issue().diagnostics.find("source 'example-source'") != std::string::npos);
+
+  // Keep the loop running until the plug-in's answer arrives: it is logged and dropped.
+  CHECK(loop.run_until([&] { return log.contains("host|example-source|an answer that arrived after the fetch deadline"); }));
+  loop.io.run_for(20ms);
+  CHECK(out.calls == 1);
+  CHECK(out.result->issue().code == ErrorCode::timeout);
+}
+
+TEST_CASE("PluginAdapter: fetch outside start..stop and past the deadline fails at once") {
+  LogCapture log;
+  Loop loop;
+  auto adapter = load(example_source());
+  FetchOutcome before;
+  start_fetch(*adapter, patient(kNhsNumber), 30s, before);  // not started: no executor yet
+  CHECK(before.calls == 1);
+  REQUIRE_FALSE(before.result->ok());
+  CHECK(before.result->issue().code == ErrorCode::not_ready);
+
+  AdapterContext context = make_context(loop, nullptr);
+  REQUIRE(adapter->start(context).ok());
+  FetchOutcome late;
+  start_fetch(*adapter, patient(kNhsNumber), -1s, late);
+  REQUIRE(loop.run_until([&] { return late.calls > 0; }));
+  CHECK(late.result->issue().code == ErrorCode::timeout);
+
+  adapter->stop();
+  FetchOutcome after;
+  start_fetch(*adapter, patient(kNhsNumber), 30s, after);
+  REQUIRE(loop.run_until([&] { return after.calls > 0; }));
+  CHECK(after.calls == 1);
+  CHECK(after.result->issue().code == ErrorCode::not_ready);
+  CHECK(after.result->issue().diagnostics.find("example-source") != std::string::npos);
+}
+
+TEST_CASE("PluginAdapter: destroying the adapter answers a fetch still in flight exactly once") {
+  LogCapture log;
+  Loop loop;
+  auto adapter = load(example_source({{"delay_ms", "600000"}}));
+  AdapterContext context = make_context(loop, nullptr);
+  REQUIRE(adapter->start(context).ok());
+  FetchOutcome out;
+  start_fetch(*adapter, patient(kNhsNumber), 60s, out);
+  loop.io.run_for(10ms);
+  CHECK(out.calls == 0);
+  adapter->stop();
+  adapter.reset();  // the example answers pending fetches from destroy; the library unloads
+  REQUIRE(loop.run_until([&] { return out.calls > 0; }));
+  loop.io.run_for(20ms);
+  CHECK(out.calls == 1);
+  REQUIRE_FALSE(out.result->ok());
+  CHECK(out.result->issue().code == ErrorCode::not_ready);
+  CHECK(out.result->issue().diagnostics.find("shutting down") != std::string::npos);
+}
+
+TEST_CASE("PluginAdapter: a fetch the plug-in refuses at once fails at once") {
+  LogCapture log;
+  Loop loop;
+  auto adapter = load(example_source({{"delay_ms", "600000"}}));
+  AdapterContext context = make_context(loop, nullptr);
+  REQUIRE(adapter->start(context).ok());
+  // The example holds at most 64 fetches in flight and refuses the 65th (GW_ERR_UNAVAILABLE).
+  std::vector<FetchOutcome> held(64);
+  for (auto& out : held) start_fetch(*adapter, patient(kNhsNumber), 60s, out);
+  FetchOutcome refused;
+  start_fetch(*adapter, patient(kNhsNumber), 60s, refused);
+  REQUIRE(loop.run_until([&] { return refused.calls > 0; }));
+  CHECK(refused.result->issue().code == ErrorCode::not_ready);
+  CHECK(refused.result->issue().diagnostics.find("refused the fetch (plug-in status 6)") != std::string::npos);
+  CHECK(held[0].calls == 0);
+
+  adapter.reset();  // the 64 held fetches are answered by the plug-in's destroy
+  REQUIRE(loop.run_until([&] {
+    return std::all_of(held.begin(), held.end(), [](const FetchOutcome& o) { return o.calls > 0; });
+  }));
+  loop.io.run_for(20ms);
+  CHECK(std::all_of(held.begin(), held.end(), [](const FetchOutcome& o) { return o.calls == 1 && !o.result->ok(); }));
+  CHECK(refused.calls == 1);
+}
+
+TEST_CASE("PluginAdapter: a batch pushed on start reaches the sink and the plug-in hears after the commit") {
+  LogCapture log;
+  Loop loop;
+  FakeSink sink;
+  auto adapter = load(example_source({{"ingest_on_start", "true"}}));
+  AdapterContext context = make_context(loop, &sink);
+  REQUIRE(adapter->start(context).ok());
+  REQUIRE(loop.run_until([&] { return !sink.batches.empty(); }));
+
+  REQUIRE(sink.batches.size() == 1);
+  const IngestBatch& batch = sink.batches[0];
+  CHECK(batch.source == kSourceName);
+  CHECK(batch.identity.string_at("resourceType") == "Patient");
+  REQUIRE(batch.resources.size() == 1);
+  CHECK(batch.resources[0].string_at("resourceType") == "Observation");
+  CHECK(batch.raw == "EXAMPLE|1|9000000009|72.5 kg");
+
+  SUBCASE("commit: the plug-in is told only once the sink completes") {
+    loop.io.run_for(20ms);
+    CHECK_FALSE(log.contains("example: batch stored"));
+    sink.pending[0](IngestReceipt{7, false, {}, "p-7"});
+    CHECK(loop.run_until([&] { return log.contains("plugin|example-source|example: batch stored"); }));
+  }
+  SUBCASE("failure: the sink's error text reaches the plug-in") {
+    sink.pending[0](fhir::Issue::make(ErrorCode::conflict, "store refused the batch"));
+    CHECK(loop.run_until([&] { return log.contains("example: batch failed (status 5): store refused the batch"); }));
+    CHECK_FALSE(log.contains("example: batch stored"));
+  }
+  SUBCASE("dropped: a completion the sink never runs still answers the plug-in") {
+    sink.pending.clear();
+    CHECK(loop.run_until([&] { return log.contains("example: batch failed (status 3)"); }));
+  }
+}
+
+TEST_CASE("PluginAdapter: a malformed batch is refused at once and nothing is submitted") {
+  LogCapture log;
+  Loop loop;
+  FakeSink sink;
+  auto adapter = load(example_source({{"ingest_on_start", "malformed"}}));
+  AdapterContext context = make_context(loop, &sink);
+  REQUIRE(adapter->start(context).ok());
+  REQUIRE(loop.run_until([&] { return log.contains("example: batch refused at once (status 1)"); }));
+  CHECK(log.contains("host|example-source|batch refused: batch is not valid JSON"));
+  loop.io.run_for(20ms);
+  CHECK(sink.batches.empty());
+  CHECK(sink.failures == 0);
+}
+
+TEST_CASE("PluginAdapter: a batch for a source without a sink is refused as unsupported") {
+  LogCapture log;
+  Loop loop;
+  auto adapter = load(example_source({{"ingest_on_start", "true"}}));
+  AdapterContext context = make_context(loop, nullptr);
+  REQUIRE(adapter->start(context).ok());
+  CHECK(loop.run_until([&] { return log.contains("example: batch refused at once (status 4)"); }));
+}
+
+TEST_CASE("load_plugin: an ABI version mismatch is refused naming both versions") {
+  std::string why = load_failure(example_source({}, GW_EXAMPLE_PLUGIN_BADABI));
+  CHECK(why.find("ABI version 999") != std::string::npos);
+  CHECK(why.find("this gateway speaks version 1") != std::string::npos);
+  CHECK(why.find(GW_EXAMPLE_PLUGIN_BADABI) != std::string::npos);
+}
+
+TEST_CASE("load_plugin: refusals name the library and say what is wrong") {
+  SUBCASE("missing file") {
+    std::string why = load_failure(example_source({}, "/nonexistent/dir/libvendor.so"));
+    CHECK(why.find("'/nonexistent/dir/libvendor.so' does not exist") != std::string::npos);
+  }
+  SUBCASE("not a shared library") {
+    auto path = gw::test::temp_dir("plugin_test") / "not-a-library.so";
+    std::ofstream(path) << "this is text, not ELF\n";
+    std::string why = load_failure(example_source({}, path.string()));
+    CHECK(why.find("could not be loaded as a shared library") != std::string::npos);
+    CHECK(why.find(path.string()) != std::string::npos);
+  }
+  SUBCASE("no entry point") {
+    std::string why = load_failure(example_source({}, GW_EXAMPLE_PLUGIN_NOENTRY));
+    CHECK(why.find("does not export gw_adapter_entry") != std::string::npos);
+  }
+  SUBCASE("bare file name") {
+    std::string why = load_failure(example_source({}, "libvendor.so"));
+    CHECK(why.find("must be a path") != std::string::npos);
+  }
+  SUBCASE("no path at all") {
+    std::string why = load_failure(example_source({}, ""));
+    CHECK(why.find("plugin = ") != std::string::npos);
+  }
+  SUBCASE("create fails with the plug-in's reason") {
+    std::string why = load_failure(example_source({{"delay_ms", "soon"}}));
+    CHECK(why.find("plug-in 'example' refused the configuration") != std::string::npos);
+    CHECK(why.find("delay_ms must be a whole number") != std::string::npos);
+  }
+}
+
+TEST_CASE("plugin JSON: the configuration and fetch request carry what the ABI documents") {
+  SourceSystem source = example_source({{"delay_ms", "25"}, {"ingest_on_start", "true"}});
+  auto config = fhir::parse_json(plugin_config_json(source));
+  REQUIRE(config.ok());
+  CHECK(config->string_at("name") == kSourceName);
+  CHECK(config->string_at("ods_code") == "RXX01");
+  CHECK(config->string_at("endpoint") == "example://nowhere");
+  CHECK(config->find("fetch_timeout_ms")->as_int64() == 10000);
+  CHECK(config->find("settings")->string_at("delay_ms") == "25");
+
+  auto request = fhir::parse_json(plugin_fetch_request_json(patient(kNhsNumber), FetchScope{{"Observation"}}));
+  REQUIRE(request.ok());
+  const fhir::Json* p = request->find("patient");
+  REQUIRE(p != nullptr);
+  CHECK(p->string_at("id") == "p-1");
+  CHECK(p->string_at("nhs_number") == kNhsNumber);
+  REQUIRE(p->find("identifiers")->size() == 1);
+  CHECK(p->find("identifiers")->items()[0].string_at("value") == "MRN-42");
+  CHECK(request->find("scope")->find("resource_types")->items()[0].text() == "Observation");
+
+  auto anonymous = fhir::parse_json(plugin_fetch_request_json(patient(""), FetchScope{}));
+  REQUIRE(anonymous.ok());
+  CHECK(anonymous->find("patient")->find("nhs_number") == nullptr);
+  CHECK(anonymous->find("scope")->find("resource_types")->size() == 0);
+}
+
+TEST_CASE("parse_plugin_batch: shapes that are refused") {
+  const std::string source = kSourceName;
+  auto ok = parse_plugin_batch(R"({"identity":{"resourceType":"Patient"},"resources":[]})", source);
+  REQUIRE(ok.ok());
+  CHECK(ok->source == source);
+  CHECK(ok->resources.empty());
+  CHECK(ok->raw.empty());
+
+  struct Case {
+    const char* json;
+    ErrorCode code;
+    const char* text;
+  };
+  const Case cases[] = {
+      {R"([1,2])", ErrorCode::invalid_value, "not a JSON object"},
+      {R"({"resources":[]})", ErrorCode::invalid_resource, "identity must be a Patient"},
+      {R"({"identity":{"resourceType":"Practitioner"},"resources":[]})", ErrorCode::invalid_resource,
+       "identity must be a Patient"},
+      {R"({"identity":{"resourceType":"Patient"}})", ErrorCode::invalid_resource, "resources must be an array"},
+      {R"({"identity":{"resourceType":"Patient"},"resources":[{"id":"x"}]})", ErrorCode::invalid_resource,
+       "resources[0] is not a FHIR resource"},
+      {R"({"source":"someone-else","identity":{"resourceType":"Patient"},"resources":[]})",
+       ErrorCode::invalid_value, "names another source"},
+      {R"({"identity":{"resourceType":"Patient"},"resources":[],"raw":7})", ErrorCode::invalid_value,
+       "raw must be a string"},
+      {R"({"identity":{"resourceType":"Patient"},"resources":[],"kind":["A01"]})", ErrorCode::invalid_value,
+       "kind must be a string"},
+      {R"({"identity":{"resourceType":"Patient"},"resources":[],"retired_identifiers":[{"system":"s"}]})",
+       ErrorCode::invalid_value, "without system and value"},
+      {R"({"identity":{"resourceType":"Patient"},"resources":[],"encounters":[{"date":"2024"}]})",
+       ErrorCode::invalid_value, "without organisation and date"},
+      {R"({"identity":{"resourceType":"Patient"},"identity":{"resourceType":"Patient"},"resources":[]})",
+       ErrorCode::invalid_json, "not valid JSON"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.json);
+    auto r = parse_plugin_batch(c.json, source);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.issue().code == c.code);
+    CHECK(r.issue().diagnostics.find(c.text) != std::string::npos);
+  }
+
+  auto full = parse_plugin_batch(
+      R"({"source":"example-source","identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Encounter"}],)"
+      R"("raw":"R","kind":"ADT^A40","dedupe_key":"PAS|RXX01|1","retired_identifiers":[{"system":"s","value":"v"}],)"
+      R"("encounters":[{"organisation":"RXX01","date":"2024-01-15"}],"future_member":true})",
+      source);
+  REQUIRE(full.ok());
+  CHECK(full->raw == "R");
+  CHECK(full->kind == "ADT^A40");
+  CHECK(full->dedupe_key == "PAS|RXX01|1");
+  REQUIRE(full->retired_identifiers.size() == 1);
+  CHECK(full->retired_identifiers[0].string_at("value") == "v");
+  REQUIRE(full->encounters.size() == 1);
+  CHECK(full->encounters[0] == std::pair<std::string, std::string>{"RXX01", "2024-01-15"});
+
+  PluginLimits small;
+  small.max_batch_bytes = 16;
+  auto big = parse_plugin_batch(R"({"identity":{"resourceType":"Patient"},"resources":[]})", source, small);
+  REQUIRE_FALSE(big.ok());
+  CHECK(big.issue().code == ErrorCode::payload_too_large);
+}
+
+TEST_CASE("parse_plugin_answer: malformed answers name the source") {
+  const std::string source = kSourceName;
+  auto empty_bundle = parse_plugin_answer(0, R"({"resourceType":"Bundle","type":"collection"})", source);
+  REQUIRE(empty_bundle.ok());
+  CHECK(empty_bundle->resources.empty());
+
+  const char* bad[] = {
+      "",
+      "{not json",
+      R"({"resourceType":"Patient"})",
+      R"({"resourceType":"Bundle","type":"transaction","entry":[]})",
+      R"({"resourceType":"Bundle","type":"collection","entry":{}})",
+      R"({"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"urn:x"}]})",
+      R"({"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"exception","diagnostics":"down"}]})",
+  };
+  for (const char* json : bad) {
+    CAPTURE(json);
+    auto r = parse_plugin_answer(0, json, source);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.issue().code == ErrorCode::not_ready);
+    CHECK(r.issue().diagnostics.find("source 'example-source'") != std::string::npos);
+  }
+
+  auto silent_failure = parse_plugin_answer(6, "", source);
+  REQUIRE_FALSE(silent_failure.ok());
+  CHECK(silent_failure.issue().diagnostics.find("plug-in status 6") != std::string::npos);
+}

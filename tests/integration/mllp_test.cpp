@@ -1,0 +1,331 @@
+// SPDX-License-Identifier: Apache-2.0
+// Issue #4 over real sockets: the HL7 v2 MLLP listener of a running gateway (gw::App), its
+// acknowledgements, the resulting FHIR resources, duplicates, and every bad-input path of
+// item 8, with the listener serving other connections throughout.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "adapters/hl7v2/hl7v2_adapter.h"
+#include "gateway/store/store.h"
+#include "support/https_client.h"
+#include "support/mllp_client.h"
+#include "support/test_server.h"
+#include "support/tokens.h"
+
+using namespace gw;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr const char* kSource = "cuh-pas";
+
+std::unique_ptr<test::TestServer> mllp_server(std::vector<std::pair<std::string, std::string>> settings = {},
+                                              bool tls = false) {
+  return std::make_unique<test::TestServer>([&](config::Config& c) {
+    config::SourceSystemConfig s;
+    s.ods_code = "RGT01";
+    s.name = kSource;
+    s.adapter = "hl7v2";
+    s.endpoint = "127.0.0.1:0";
+    s.settings = settings;
+    if (tls) s.settings.emplace_back("tls", "true");
+    c.source_systems.push_back(s);
+  });
+}
+
+hl7v2::Hl7v2Adapter& listener(test::TestServer& s) {
+  auto* a = dynamic_cast<hl7v2::Hl7v2Adapter*>(s.app().adapter(kSource));
+  REQUIRE(a != nullptr);
+  return *a;
+}
+
+std::string msh(const std::string& type, const std::string& control, const std::string& extra = "") {
+  return "MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||" + type + "|" + control + "|P|2.4" + extra + "\r";
+}
+
+std::string a01(const std::string& control, const std::string& nhs, const std::string& mrn,
+                const std::string& visit = "V1", const std::string& msh_extra = "") {
+  return msh("ADT^A01^ADT_A01", control, msh_extra) + "EVN|A01|20261123101500\r" + "PID|1||" + nhs +
+         "^^^NHS^NH~" + mrn + "^^^RGT01^MR||SMITH^JOHN||19700101|M|||1 HIGH ST^^CAMBRIDGE^^CB2 0QQ\r" +
+         "PV1|1|I|WARD1^BED2^^RGT01|||||||||||||||" + visit + "\r";
+}
+
+std::string oru(const std::string& control, const std::string& nhs, const std::string& mrn) {
+  return msh("ORU^R01^ORU_R01", control) + "PID|1||" + nhs + "^^^NHS^NH~" + mrn + "^^^RGT01^MR||SMITH^JOHN||19700101|M\r" +
+         "OBR|1|PL1|FL-" + control + "|24331-1^Lipid panel^LN|||20261123110000|||||||||||||||20261123111000|||F\r" +
+         "OBX|1|NM|2093-3^Cholesterol^LN||5.2|mmol/L|3.0-5.0|H|||F|||20261123110000\r";
+}
+
+std::string ack_code(const std::string& ack) { return test::hl7_field(ack, "MSA", 1); }
+
+test::TokenClaims trust_clinician() {
+  test::TokenClaims c;
+  c.sub = "dr-a";
+  c.org = "RGT01";
+  return c;
+}
+
+// A search as a clinician of the patient's trust (a legitimate relationship via the
+// admission's encounter at RGT01).
+test::HttpResponse clinical_search(test::TestServer& s, const std::string& path) {
+  return test::get(s.port(), path, s.client(), test::test_tokens().header(trust_clinician()));
+}
+
+std::int64_t stored(test::TestServer& s, store::MessageStatus status) {
+  store::MessageQuery q;
+  q.status = status;
+  q.limit = 1000;
+  auto list = s.app().store().list_messages(q);
+  REQUIRE(list.ok());
+  return static_cast<std::int64_t>(list->size());
+}
+
+}  // namespace
+
+TEST_CASE("MLLP: ADT A01 is acknowledged AA after commit and its Encounter is served over FHIR") {
+  auto s = mllp_server();
+  const auto acks = test::mllp_round_trip(listener(*s).port(), a01("C001", "9990000018", "MRN1"));
+  REQUIRE(acks.size() == 1);
+  CHECK(ack_code(acks[0]) == "AA");
+  CHECK(test::hl7_field(acks[0], "MSA", 2) == "C001");         // MSA-2 echoes MSH-10
+  CHECK(test::hl7_field(acks[0], "MSH", 3) == "GW");           // MSH-3..6 swapped
+  CHECK(test::hl7_field(acks[0], "MSH", 5) == "PAS");
+  CHECK(test::hl7_field(acks[0], "MSH", 6) == "RGT01");
+  CHECK(test::hl7_field(acks[0], "MSH", 9) == "ACK^A01^ACK");  // v2.4+
+  CHECK(test::hl7_field(acks[0], "MSH", 12) == "2.4");         // echoed
+  // Committed before the ACK: visible at once.
+  auto r = clinical_search(*s, "/Encounter?patient:identifier=https://fhir.nhs.uk/Id/nhs-number|9990000018");
+  CHECK(r.status == 200);
+  CHECK(r.body.find("\"total\":1") != std::string::npos);
+  CHECK(r.body.find("\"resourceType\":\"Encounter\"") != std::string::npos);
+  CHECK(stored(*s, store::MessageStatus::applied) == 1);
+  // The ingest is audited with the patient's NHS number.
+  audit::Query q;
+  q.subtype = "ingest-applied";
+  auto page = s->app().audit_log()->search(q);
+  REQUIRE(page.ok());
+  REQUIRE(page->records.size() == 1);
+  CHECK(page->records[0].detail.patients == std::vector<std::string>{"9990000018"});
+  CHECK(page->records[0].source == kSource);
+}
+
+TEST_CASE("MLLP: ORU^R01 results are served by Observation and DiagnosticReport searches") {
+  auto s = mllp_server();
+  const auto acks = test::mllp_round_trip(listener(*s).port(), oru("R001", "9990000026", "MRN2"));
+  REQUIRE(acks.size() == 1);
+  CHECK(ack_code(acks[0]) == "AA");
+  const std::string h = test::test_tokens().header(trust_clinician());
+  // The ORU carried no visit, so record an encounter to give the clinician a relationship.
+  auto pid = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000026");
+  REQUIRE(pid.ok());
+  REQUIRE(pid->has_value());
+  REQUIRE(s->locator().record_encounter("RGT01", **pid, "RGT01", 1790000000).ok());
+  auto obs = test::get(s->port(),
+                       "/Observation?patient=" + **pid + "&code=http://loinc.org|2093-3&date=ge2026-11-01", s->client(), h);
+  CHECK(obs.status == 200);
+  CHECK(obs.body.find("\"total\":1") != std::string::npos);
+  CHECK(obs.body.find("\"valueQuantity\"") != std::string::npos);
+  auto none = test::get(s->port(), "/Observation?patient=" + **pid + "&code=http://loinc.org|718-7", s->client(), h);
+  CHECK(none.body.find("\"total\":0") != std::string::npos);
+  auto dr = test::get(s->port(), "/DiagnosticReport?patient=" + **pid, s->client(), h);
+  CHECK(dr.body.find("\"total\":1") != std::string::npos);
+  // A clinician with no relationship sees nothing (an empty Bundle, as for an unknown patient).
+  test::TokenClaims other;
+  other.sub = "dr-b";
+  other.org = "RXX99";
+  auto hidden = test::get(s->port(), "/Observation?patient=" + **pid, s->client(), test::test_tokens().header(other));
+  CHECK(hidden.status == 200);
+  CHECK(hidden.body.find("\"total\":0") != std::string::npos);
+  // No patient named: 400.
+  auto bare = test::get(s->port(), "/Observation", s->client(), h);
+  CHECK(bare.status == 400);
+}
+
+TEST_CASE("MLLP: a resend gets the original ACK and is not applied twice; a reused control id is a new message") {
+  auto s = mllp_server();
+  const std::uint16_t port = listener(*s).port();
+  const std::string msg = a01("DUP1", "9990000034", "MRN3");
+  const auto first = test::mllp_round_trip(port, msg);
+  const auto again = test::mllp_round_trip(port, msg);
+  REQUIRE(first.size() == 1);
+  REQUIRE(again.size() == 1);
+  CHECK(again[0] == first[0]);  // byte for byte, including the ACK's own control id
+  CHECK(stored(*s, store::MessageStatus::applied) == 1);
+  CHECK(s->app().ingest().counters().duplicates == 1);
+  // Same MSH-3/4/10, different content: applied, and counted as a sender fault.
+  const auto reused = test::mllp_round_trip(port, a01("DUP1", "9990000034", "MRN3", "V2"));
+  REQUIRE(reused.size() == 1);
+  CHECK(ack_code(reused[0]) == "AA");
+  CHECK(stored(*s, store::MessageStatus::applied) == 2);
+  CHECK(s->app().ingest().counters().reused_keys == 1);
+}
+
+TEST_CASE("MLLP: A40 merges; an A40 for an unknown patient is AE with an ERR segment and stored as an error") {
+  auto s = mllp_server();
+  const std::uint16_t port = listener(*s).port();
+  REQUIRE(ack_code(test::mllp_round_trip(port, a01("M1", "9990000042", "MRN-A"))[0]) == "AA");
+  // A second record for the same person, known only by a local identifier.
+  const std::string local_only = msh("ADT^A04^ADT_A01", "M2") + "PID|1||MRN-B^^^RGT01^MR||SMITH^JOHN||19700101|M\r";
+  REQUIRE(ack_code(test::mllp_round_trip(port, local_only)[0]) == "AA");
+  const std::string merge = msh("ADT^A40^ADT_A39", "M3") + "EVN|A40|20261123120000\r" +
+                            "PID|1||9990000042^^^NHS^NH~MRN-A^^^RGT01^MR||SMITH^JOHN||19700101|M\r" +
+                            "MRG|MRN-B^^^RGT01^MR\r";
+  REQUIRE(ack_code(test::mllp_round_trip(port, merge)[0]) == "AA");
+  auto survivor = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000042");
+  REQUIRE(survivor.ok());
+  REQUIRE(survivor->has_value());
+  auto rec = s->locator().read_patient(**survivor);
+  REQUIRE(rec.ok());
+  CHECK((*rec)->merged_from.size() == 1);
+
+  const std::string unknown = msh("ADT^A40^ADT_A39", "M4") + "EVN|A40|20261123120000\r" +
+                              "PID|1||9990000042^^^NHS^NH||SMITH^JOHN||19700101|M\r" + "MRG|NOBODY-9^^^RGT01^MR\r";
+  const auto ae = test::mllp_round_trip(port, unknown);
+  REQUIRE(ae.size() == 1);
+  CHECK(ack_code(ae[0]) == "AE");
+  CHECK(test::hl7_field(ae[0], "MSA", 2) == "M4");
+  CHECK(ae[0].find("\rERR|") != std::string::npos);
+  CHECK(stored(*s, store::MessageStatus::error) == 1);
+}
+
+TEST_CASE("MLLP: unreadable, unsupported and wrongly encoded messages are AR, stored as rejected") {
+  auto s = mllp_server();
+  const std::uint16_t port = listener(*s).port();
+  const auto garbage = test::mllp_round_trip(port, "this is not HL7 at all");
+  REQUIRE(garbage.size() == 1);
+  CHECK(ack_code(garbage[0]) == "AR");
+  CHECK(garbage[0].find("\rERR|") != std::string::npos);
+
+  const auto siu = test::mllp_round_trip(port, msh("SIU^S12^SIU_S12", "U1") + "SCH|1\r");
+  REQUIRE(siu.size() == 1);
+  CHECK(ack_code(siu[0]) == "AR");
+  CHECK(test::hl7_field(siu[0], "MSA", 2) == "U1");
+  CHECK(siu[0].find("^200&") != std::string::npos);  // ERR-1 (v2.4 ELD), table 0357: unsupported message type
+
+  // Duplicate encoding characters in MSH-2.
+  const auto bad_enc = test::mllp_round_trip(port, "MSH|^^\\&|PAS|RGT01|GW|GW|20261123||ADT^A01|E1|P|2.4\rPID|1||X^^^RGT01^MR\r");
+  REQUIRE(bad_enc.size() == 1);
+  CHECK(ack_code(bad_enc[0]) == "AR");
+  CHECK(stored(*s, store::MessageStatus::rejected) == 3);
+  CHECK(stored(*s, store::MessageStatus::applied) == 0);
+}
+
+TEST_CASE("MLLP: an invalid NHS number is never trusted for matching") {
+  auto s = mllp_server();
+  const auto acks = test::mllp_round_trip(listener(*s).port(), a01("N1", "9990000019", "MRN-N"));
+  REQUIRE(acks.size() == 1);
+  CHECK(ack_code(acks[0]) == "AA");  // the local identifier still files the message
+  auto by_nhs = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000019");
+  REQUIRE(by_nhs.ok());
+  CHECK_FALSE(by_nhs->has_value());
+}
+
+TEST_CASE("MLLP: protocol violations close only the offending connection; others keep being served") {
+  auto s = mllp_server({{"max_message_bytes", "2048"}, {"frame_timeout_s", "1"}});
+  const std::uint16_t port = listener(*s).port();
+
+  // A frame over the size cap: the connection is closed, nothing is stored.
+  test::MllpConnection big(port);
+  REQUIRE(big.ok());
+  big.send(a01("BIG", "9990000050", "MRN-BIG") + "NTE|1||" + std::string(4000, 'x') + "\r");
+  CHECK(big.closed_by_peer(5s));
+
+  // Binary garbage with no start block: skipped, then the connection is closed.
+  test::MllpConnection noise(port);
+  REQUIRE(noise.ok());
+  std::string junk;
+  for (int i = 0; i < 6000; ++i) junk += static_cast<char>((i * 37 + 11) % 251 == 0x0B ? 0x20 : (i * 37 + 11) % 251);
+  noise.send_raw(junk);
+  CHECK(noise.closed_by_peer(5s));
+
+  // A truncated frame with the socket held open: the frame timeout closes it.
+  test::MllpConnection stuck(port);
+  REQUIRE(stuck.ok());
+  const std::string half = a01("HALF", "9990000050", "MRN-H");
+  stuck.send_raw("\x0b" + half.substr(0, half.size() / 2));
+  // Meanwhile another sender is served normally.
+  const auto ok = test::mllp_round_trip(port, a01("OK1", "9990000069", "MRN-OK"));
+  REQUIRE(ok.size() == 1);
+  CHECK(ack_code(ok[0]) == "AA");
+  CHECK(stuck.closed_by_peer(5s));
+
+  // A disconnect before the ACK is read: the message is committed all the same, and the
+  // sender's resend gets the original acknowledgement.
+  const std::string gone = a01("GONE", "9990000050", "MRN-G");
+  {
+    test::MllpConnection c(port);
+    REQUIRE(c.ok());
+    c.send(gone);
+  }  // closed at once
+  std::vector<std::string> resend;
+  for (int i = 0; i < 50 && resend.empty(); ++i) {
+    resend = test::mllp_round_trip(port, gone);
+    if (resend.empty()) std::this_thread::sleep_for(100ms);
+  }
+  REQUIRE(resend.size() == 1);
+  CHECK(ack_code(resend[0]) == "AA");
+  store::MessageQuery q;
+  q.status = store::MessageStatus::applied;
+  auto list = s->app().store().list_messages(q);
+  REQUIRE(list.ok());
+  CHECK(std::count_if(list->begin(), list->end(), [](const store::StoredMessage& m) {
+          return m.dedupe_key == "PAS|RGT01|GONE";
+        }) == 1);
+  CHECK(std::none_of(list->begin(), list->end(), [](const store::StoredMessage& m) { return m.kind.empty(); }));
+  CHECK(listener(*s).stats().protocol_violations >= 3);
+}
+
+TEST_CASE("MLLP: enhanced acknowledgement mode follows MSH-15 and MSH-16") {
+  auto s = mllp_server();
+  const std::uint16_t port = listener(*s).port();
+  // MSH-15 = AL, MSH-16 = NE: the commit acknowledgement only.
+  auto acks = test::mllp_round_trip(port, a01("E1", "9990000018", "MRN-E", "V1", "|||AL|NE"), 2, 2s);
+  REQUIRE(acks.size() == 1);
+  CHECK(ack_code(acks[0]) == "CA");
+  // AL/AL: CA, then the application acknowledgement AA.
+  acks = test::mllp_round_trip(port, a01("E2", "9990000018", "MRN-E", "V2", "|||AL|AL"), 2);
+  REQUIRE(acks.size() == 2);
+  CHECK(ack_code(acks[0]) == "CA");
+  CHECK(ack_code(acks[1]) == "AA");
+  // NE/NE: nothing is sent, but the message is applied.
+  acks = test::mllp_round_trip(port, a01("E3", "9990000018", "MRN-E", "V3", "|||NE|NE"), 1, 1500ms);
+  CHECK(acks.empty());
+  // ER/ER on success: nothing; on failure: CR then AR.
+  acks = test::mllp_round_trip(port, msh("SIU^S12^SIU_S12", "E4", "|||ER|ER") + "SCH|1\r", 2);
+  REQUIRE(acks.size() == 2);
+  CHECK(ack_code(acks[0]) == "CR");
+  CHECK(ack_code(acks[1]) == "AR");
+  CHECK(stored(*s, store::MessageStatus::applied) == 3);
+}
+
+TEST_CASE("MLLP: when the store cannot commit, the sender is told to resend (AR) and nothing is stored") {
+  auto s = mllp_server();
+  const std::uint16_t port = listener(*s).port();
+  s->app().store().inject_commit_failure(true);
+  const auto acks = test::mllp_round_trip(port, a01("F1", "9990000026", "MRN-F"));
+  REQUIRE(acks.size() == 1);
+  CHECK(ack_code(acks[0]) == "AR");
+  CHECK(acks[0].find("^207&") != std::string::npos);  // ERR-1 (v2.4 ELD): application internal error
+  s->app().store().inject_commit_failure(false);
+  CHECK(stored(*s, store::MessageStatus::applied) == 0);
+  // The resend after recovery is applied.
+  const auto later = test::mllp_round_trip(port, a01("F1", "9990000026", "MRN-F"));
+  REQUIRE(later.size() == 1);
+  CHECK(ack_code(later[0]) == "AA");
+  CHECK(stored(*s, store::MessageStatus::applied) == 1);
+}
+
+TEST_CASE("MLLP over TLS: the listener uses the gateway's certificate") {
+  auto s = mllp_server({}, true);
+  test::MllpConnection c(listener(*s).port(), s->client().ca_file);
+  REQUIRE(c.ok());
+  REQUIRE(c.send(a01("T1", "9990000034", "MRN-T")));
+  const auto acks = c.read_frames(1, 10s);
+  REQUIRE(acks.size() == 1);
+  CHECK(ack_code(acks[0]) == "AA");
+  // Plain TCP to the TLS listener gets no acknowledgement.
+  const auto plain = test::mllp_round_trip(listener(*s).port(), a01("T2", "9990000034", "MRN-T"), 1, 2s);
+  CHECK(plain.empty());
+}
