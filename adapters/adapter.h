@@ -21,7 +21,7 @@
 
 namespace gw::adapters {
 
-// A configured source system ([[sources]] in the configuration).
+// A configured source system ([[source_systems]] in the configuration).
 struct SourceSystem {
   std::string name;      // unique, e.g. "royal-infirmary-pas"
   std::string ods_code;  // the organisation's ODS code

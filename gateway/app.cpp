@@ -104,6 +104,7 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
   pipeline_ = std::make_unique<http::Pipeline>(router_, limits, authenticator_.get(), policy_.get(), audit_log_.get());
   server_ = std::make_unique<net::Server>(cfg_, *pipeline_, metrics_, health_);
   start_adapters();
+  add_ingest_metrics();
 
   if (cfg_.auth.enabled && cfg_.auth.jwks_refresh.count() > 0) refresher_ = std::thread([this] { refresh_loop(); });
   if ((audit_log_ && cfg_.audit.retention_days > 0) || cfg_.store.message_retention_days > 0)
@@ -257,6 +258,65 @@ void App::start_adapters() {
     server_->add_drain_participant([a] { a->stop(); }, [a] { return a->in_flight(); });
     adapters_.emplace_back(sc.name, std::move(*made));
   }
+}
+
+// MLLP listener and ingest counters on /metrics (labels name sources, never patients).
+void App::add_ingest_metrics() {
+  metrics_.add_collector([this](std::string& out) {
+    auto family = [&out](const char* name, const char* type, const char* help) {
+      out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+      out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+    };
+    auto sample = [&out](const char* name, const std::string& labels, std::uint64_t v) {
+      out.append(name).append(labels).append(" ").append(std::to_string(v)).append("\n");
+    };
+    struct Counter {
+      const char* name;
+      const char* type;
+      const char* help;
+      std::uint64_t hl7v2::Hl7v2Adapter::Stats::*field;
+    };
+    static const Counter kCounters[] = {
+        {"gateway_mllp_connections_total", "counter", "MLLP connections accepted.", &hl7v2::Hl7v2Adapter::Stats::connections},
+        {"gateway_mllp_open_connections", "gauge", "MLLP connections open.", &hl7v2::Hl7v2Adapter::Stats::open_connections},
+        {"gateway_mllp_refused_connections_total", "counter", "MLLP connections refused at the connection cap.",
+         &hl7v2::Hl7v2Adapter::Stats::refused_connections},
+        {"gateway_mllp_frames_total", "counter", "MLLP frames received.", &hl7v2::Hl7v2Adapter::Stats::frames},
+        {"gateway_mllp_applied_total", "counter", "HL7 messages applied (AA/CA).", &hl7v2::Hl7v2Adapter::Stats::applied},
+        {"gateway_mllp_duplicates_total", "counter", "Resends answered with the original ACK.",
+         &hl7v2::Hl7v2Adapter::Stats::duplicates},
+        {"gateway_mllp_errors_total", "counter", "HL7 messages not applicable (AE), stored as errors.",
+         &hl7v2::Hl7v2Adapter::Stats::errors},
+        {"gateway_mllp_rejected_total", "counter", "HL7 messages refused (AR), stored as rejected.",
+         &hl7v2::Hl7v2Adapter::Stats::rejected},
+        {"gateway_mllp_retry_later_total", "counter", "Messages answered AR because the gateway could not commit.",
+         &hl7v2::Hl7v2Adapter::Stats::retry_later},
+        {"gateway_mllp_protocol_violations_total", "counter", "MLLP framing and timeout violations.",
+         &hl7v2::Hl7v2Adapter::Stats::protocol_violations},
+        {"gateway_mllp_acks_sent_total", "counter", "Acknowledgements written.", &hl7v2::Hl7v2Adapter::Stats::acks_sent},
+        {"gateway_mllp_ack_write_failures_total", "counter", "Acknowledgements lost to a closed connection.",
+         &hl7v2::Hl7v2Adapter::Stats::ack_write_failures},
+    };
+    std::vector<std::pair<std::string, hl7v2::Hl7v2Adapter::Stats>> stats;
+    for (const auto& [name, a] : adapters_)
+      if (auto* h = dynamic_cast<hl7v2::Hl7v2Adapter*>(a.get())) stats.emplace_back(name, h->stats());
+    if (!stats.empty())
+      for (const Counter& c : kCounters) {
+        family(c.name, c.type, c.help);
+        for (const auto& [name, st] : stats) sample(c.name, "{source=\"" + name + "\"}", st.*(c.field));
+      }
+    if (ingest_) {
+      const auto ic = ingest_->counters();
+      family("gateway_ingest_units_total", "counter", "Units from push sources, by outcome.");
+      sample("gateway_ingest_units_total", "{outcome=\"applied\"}", ic.applied);
+      sample("gateway_ingest_units_total", "{outcome=\"duplicate\"}", ic.duplicates);
+      sample("gateway_ingest_units_total", "{outcome=\"error\"}", ic.errors);
+      sample("gateway_ingest_units_total", "{outcome=\"rejected\"}", ic.rejected);
+      sample("gateway_ingest_units_total", "{outcome=\"failed\"}", ic.failures);
+      family("gateway_ingest_reused_keys_total", "counter", "Units whose sender reused a control id for new content.");
+      sample("gateway_ingest_reused_keys_total", "", ic.reused_keys);
+    }
+  });
 }
 
 void App::stop_adapters() {

@@ -68,6 +68,7 @@ class App {
   void maintenance_loop();
   void start_adapters();
   void stop_adapters();
+  void add_ingest_metrics();
 
   config::Config cfg_;
   observe::Health health_;

@@ -18,7 +18,7 @@
 
 namespace gw::hl7v2 {
 
-// From the source's settings in the configuration ([[sources]] with adapter = "hl7v2").
+// From the source's settings in the configuration ([[source_systems]] with adapter = "hl7v2").
 struct ListenerOptions {
   std::string address = "127.0.0.1";   // endpoint "host:port"
   std::uint16_t port = 2575;

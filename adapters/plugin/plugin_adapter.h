@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The plug-in loader: opens a vendor's shared library (the C ABI in gw_adapter_abi.h),
 // checks its ABI version and wraps it as an Adapter, so a plug-in is configured and driven
-// exactly like a built-in adapter ([[sources]] with adapter = "plugin").
+// exactly like a built-in adapter ([[source_systems]] with adapter = "plugin").
 #pragma once
 
 #include <functional>

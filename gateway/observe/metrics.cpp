@@ -68,6 +68,7 @@ std::string Metrics::render() const {
   out += "# TYPE gateway_protocol_errors_total counter\n";
   for (const auto& [kind, n] : protocol_errors_)
     line("gateway_protocol_errors_total{kind=\"" + kind + "\"}", static_cast<double>(n));
+  for (const auto& collect : collectors_) collect(out);
   return out;
 }
 

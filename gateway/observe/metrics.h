@@ -4,6 +4,8 @@
 #pragma once
 
 #include <array>
+#include <functional>
+#include <vector>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -51,6 +53,11 @@ class Metrics {
 
   std::int64_t open_connections() const { return open_connections_.load(std::memory_order_relaxed); }
 
+  // Adds metrics kept elsewhere (e.g. MLLP listener and ingest counters): `collect` appends
+  // complete Prometheus text (HELP, TYPE and samples) when /metrics is rendered. Call at
+  // start-up, before the server runs.
+  void add_collector(std::function<void(std::string& out)> collect) { collectors_.push_back(std::move(collect)); }
+
   // Renders every metric in the Prometheus text format.
   std::string render() const;
 
@@ -67,6 +74,7 @@ class Metrics {
   std::atomic<std::int64_t> open_connections_{0};
   std::atomic<std::uint64_t> connections_total_{0};
   std::atomic<std::uint64_t> connections_rejected_{0};
+  std::vector<std::function<void(std::string&)>> collectors_;
 };
 
 }  // namespace gw::observe
