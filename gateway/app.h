@@ -27,7 +27,7 @@
 #include "adapters/adapter.h"
 #include "gateway/ingest/ingest_service.h"
 #include "gateway/store/databases.h"
-#include "gateway/store/store.h"
+#include "gateway/store/async_store.h"
 
 namespace gw {
 

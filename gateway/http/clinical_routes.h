@@ -12,7 +12,7 @@
 #include "fhir/search_params.h"
 #include "gateway/http/locator_routes.h"
 #include "gateway/http/router.h"
-#include "gateway/store/store.h"
+#include "gateway/store/async_store.h"
 
 namespace gw::http {
 

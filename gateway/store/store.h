@@ -3,7 +3,7 @@
 // status and the reply sent, and the FHIR R4 resources those messages delivered. Writes go
 // through one group-commit writer; reads use a pool of read-only connections. Every call
 // blocks: never call from a network thread (the HTTP layer uses AsyncStore, the ingest
-// service its own pool).
+// service its own pool; async_store.h).
 #pragma once
 
 #include <cstddef>
@@ -18,7 +18,6 @@
 #include "fhir/date_range.h"
 #include "fhir/json.h"
 #include "fhir/result.h"
-#include "gateway/sqlite/blocking_pool.h"
 
 namespace gw::store {
 
@@ -139,8 +138,6 @@ class Store {
   explicit Store(std::unique_ptr<State> s);
   std::unique_ptr<State> s_;
 };
-
-using AsyncStore = sqlite::BlockingPool<Store>;
 
 // SHA-256 of `bytes` (32 raw bytes).
 std::string sha256(std::string_view bytes);
