@@ -392,7 +392,10 @@ fhir::Result<Message> Message::parse(std::string_view bytes, const ParseOptions&
       converted.reserve(src.size() * 2);
       if (msh18_begin != std::string_view::npos) {
         append_latin1_as_utf8(converted, src.substr(0, msh18_begin));
-        converted.append(kUtf8Name);
+        // A '-' delimiter would split the name: MSH-18 is then left empty, which reads as
+        // "valid UTF-8 kept" too.
+        const std::string enc = delimiters->encoding_characters() + fs;
+        if (enc.find('-') == std::string::npos) converted.append(kUtf8Name);
         append_latin1_as_utf8(converted, src.substr(msh18_end));
       } else {
         append_latin1_as_utf8(converted, src);

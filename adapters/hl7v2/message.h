@@ -136,7 +136,7 @@ std::vector<std::string_view> split_messages(std::string_view text);
 
 // Decodes HL7 escape sequences (v2.5 ch. 2.7): \F\ \S\ \T\ \R\ \E\ and \P\ (the truncation
 // character), \Xhh..\ (hex bytes, taken as UTF-8, or ISO 8859-1 when not valid UTF-8),
-// \.br\ (a line break, "\n"); other formatting and character-set sequences (\H\ \N\ \.sp\
+// \.br\ (a line break, "\n"); other formatting and character-set sequences (\H\ \N\ \.sp\ and
 // \.in\ \.ti\ \.sk\ \.fi\ \.nf\ \.ce\ \Cxxyy\ \Mxxyyzz\) are dropped; an unterminated
 // sequence is kept literally, and so is the escape character of a sequence it does not know
 // (e.g. \Zxx\, or \P\ when no truncation character is declared).

@@ -8,6 +8,8 @@
 #include <thread>
 
 #include "adapters/hl7v2/hl7v2_adapter.h"
+#include "fhir/structure_check.h"
+#include "gateway/audit/record.h"
 #include "gateway/store/store.h"
 #include "support/https_client.h"
 #include "support/mllp_client.h"
@@ -109,6 +111,11 @@ TEST_CASE("MLLP: ADT A01 is acknowledged AA after commit and its Encounter is se
   REQUIRE(page->records.size() == 1);
   CHECK(page->records[0].detail.patients == std::vector<std::string>{"9990000018"});
   CHECK(page->records[0].source == kSource);
+  CHECK(page->records[0].kind == "ingest");
+  // Served to IG officers as a structurally valid AuditEvent (DICOM "Import").
+  const fhir::Json ev = audit::to_audit_event(page->records[0], "https://localhost");
+  CHECK(fhir::check_structure(ev, "AuditEvent").empty());
+  CHECK(fhir::to_json(ev).find("\"110107\"") != std::string::npos);
 }
 
 TEST_CASE("MLLP: ORU^R01 results are served by Observation and DiagnosticReport searches") {

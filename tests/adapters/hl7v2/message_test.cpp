@@ -350,6 +350,14 @@ TEST_CASE("Message: MSH-18 selects the character set") {
     CHECK(m.msh().raw(18, 2) == "ISO IR87");
     check_stable(m);
   }
+  SUBCASE("ISO 8859-1 with '-' as a delimiter: MSH-18 is emptied rather than split") {
+    Message m = parse_ok("MSH|-~\\&|A|B|C|D|1||ADT-A01|1|P|2.4||||||8859/1~X\rPID|1||X||M\xDCLLER-REN\xC9\r");
+    CHECK(m.charset().empty());
+    CHECK(m.msh().raw(18, 2) == "X");
+    CHECK(m.message_type() == "ADT^A01");
+    CHECK(m.segment(1).get(5, 2) == "REN\xC3\x89");
+    check_stable(m);
+  }
   SUBCASE("ISO 8859-1 declared and all ASCII: nothing changes") {
     Message m = parse_ok(head + "8859/1\rPID|1||X\r");
     CHECK(m.charset() == "8859/1");
@@ -435,9 +443,10 @@ TEST_CASE("Message: a 4 MiB message and a 20000-segment message parse (linear by
 }
 
 TEST_CASE("Message: encode is stable across awkward inputs") {
+  int refused = 0;
   for (const std::string& text : std::vector<std::string>{
            "\xEF\xBB\xBF" + kMsh + "\r\n\r\nPID|1||A\\F\\B^^^X&Y\r\n",
-           "MSH|^~\\&|A|B|C|D|1||ORU^R01|1|P|2.3|||||||8859/1\nOBX|1|TX|||r\xE9sum\xE9\\.br\\\n",
+           "MSH|^~\\&|A|B|C|D|1||ORU^R01|1|P|2.3||||||8859/1\nOBX|1|TX|||r\xE9sum\xE9\\.br\\\n",
            kMsh + "\rNTE|1||\\XE9\\ trailing\\",
            kMsh + "\rZZZ\rZZ9|\r|||\r",
            kMsh + std::string("\rNTE|1||nul\0byte", 16),
@@ -447,10 +456,17 @@ TEST_CASE("Message: encode is stable across awkward inputs") {
     if (!r) {
       // "|||" is not a segment: the only refusal expected in this list.
       CHECK(r.issue().expression == "segment 4");
+      ++refused;
       continue;
     }
     check_stable(*r);
+    if (r->version() == "2.3") {
+      CHECK(r->encode().find("|8859/1") == std::string::npos);
+      CHECK(r->charset() == "UNICODE UTF-8");
+      CHECK(r->segment(1).get(5) == "r\xC3\xA9sum\xC3\xA9\n");
+    }
   }
+  CHECK(refused == 1);
 }
 
 TEST_CASE("split_messages: files with several messages and batch envelopes") {
