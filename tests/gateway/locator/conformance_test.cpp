@@ -660,3 +660,71 @@ TEST_CASE_TEMPLATE("Locator: import keeps good records and reports a bad one wit
   CHECK(lookup(*l, kNhsNumberSystem, nhs(66)) == m->records[2]->patient_id);
   CHECK((*l->read_pointer("RX1-import-0"))->source_ods == "RX1");
 }
+
+TEST_CASE_TEMPLATE("Locator: ingest resolves, records the encounter and keeps one pointer per source", B,
+                   LOCATOR_BACKENDS) {
+  auto l = B::make();
+  IngestUpdate u;
+  u.identity = claim("RX1", nhs(40), {{kMrnA, "I-1", ""}}, person("Patel", "Asha", "1990-02-03", "female", "LS1 4AB"));
+  u.encounters.push_back(Encounter{"RX1", 1790000000, ""});
+  Pointer p = pointer("");
+  p.patient_id.clear();
+  p.id.clear();
+  p.url = "https://gw.example/Encounter?patient={patient}";
+  p.resource_types = {"Encounter"};
+  u.pointer = p;
+  auto first = l->ingest(u);
+  REQUIRE(first.ok());
+  const std::string id = first->resolution.patient_id;
+  CHECK(outcome_name(first->resolution.outcome) == outcome_name(MatchOutcome::created));
+  REQUIRE(first->pointer);
+  CHECK(first->pointer->url == "https://gw.example/Encounter?patient=" + id);  // {patient} filled in
+  CHECK(first->pointer->id == id + "-RX1");
+  const PatientRecord rec = read_ok(*l, id);
+  REQUIRE(rec.encounters.size() == 1);
+  CHECK(rec.encounters[0].organisation_ods == "RX1");
+  CHECK(rec.encounters[0].source_ods == "RX1");
+
+  // The next unit from the same source: the same record, the same pointer, types accumulate.
+  u.pointer->resource_types = {"Observation"};
+  auto second = l->ingest(u);
+  REQUIRE(second.ok());
+  CHECK(second->resolution.patient_id == id);
+  REQUIRE(second->pointer);
+  CHECK(second->pointer->id == first->pointer->id);
+  CHECK(second->pointer->resource_types == std::vector<std::string>{"Encounter", "Observation"});
+  CHECK(l->pointers_for(id)->size() == 1);
+  CHECK(read_ok(*l, id).encounters.size() == 1);  // the same encounter again changes nothing
+}
+
+TEST_CASE_TEMPLATE("Locator: an ingested A40 merges the record its prior identifiers name", B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const std::string old_rec = resolve_ok(*l, claim("RX1", "", {{kMrnA, "OLD-1", ""}}), MatchOutcome::created);
+  IngestUpdate u;
+  u.identity = claim("RX1", nhs(41), {{kMrnA, "NEW-1", ""}});
+  u.retired = {Identifier{kMrnA, "OLD-1", "RX1"}};
+  auto merged = l->ingest(u);
+  REQUIRE(merged.ok());
+  const std::string survivor = merged->resolution.patient_id;
+  CHECK(survivor != old_rec);
+  CHECK(merged->retired_patient_id == old_rec);
+  CHECK(*read_ok(*l, old_rec).merged_into == survivor);
+  CHECK(lookup(*l, kMrnA, "OLD-1") == survivor);
+
+  // The same A40 again: harmless, still merged.
+  auto again = l->ingest(u);
+  REQUIRE(again.ok());
+  CHECK(again->resolution.patient_id == survivor);
+  CHECK(read_ok(*l, survivor).merged_from == std::vector<std::string>{old_rec});
+
+  // Prior identifiers nobody holds: not_found, and nothing of the update is written.
+  IngestUpdate unknown;
+  unknown.identity = claim("RX1", nhs(42), {{kMrnA, "NEW-2", ""}});
+  unknown.retired = {Identifier{kMrnA, "NOBODY", "RX1"}};
+  auto refused = l->ingest(unknown);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.issue().code == fhir::ErrorCode::not_found);
+  CHECK(refused.issue().expression == "retired");
+  CHECK_FALSE(lookup(*l, kNhsNumberSystem, nhs(42)));
+  CHECK_FALSE(lookup(*l, kMrnA, "NEW-2"));
+}

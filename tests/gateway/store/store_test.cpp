@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: Apache-2.0
+// Store (store.db): messages with their status, resources with versions, per-patient search,
+// resend detection, replay marking and retention.
+#include <doctest/doctest.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+
+#include "fhir/json.h"
+#include "gateway/store/store.h"
+#include "support/paths.h"
+
+using namespace gw;
+
+namespace {
+
+// Runs an asynchronous Store write and waits for it.
+template <class T, class F>
+fhir::Result<T> wait_for(F start) {
+  std::mutex m;
+  std::condition_variable cv;
+  std::optional<fhir::Result<T>> out;
+  start([&](fhir::Result<T> r) {
+    std::lock_guard lock(m);
+    out.emplace(std::move(r));
+    cv.notify_all();
+  });
+  std::unique_lock lock(m);
+  cv.wait(lock, [&] { return out.has_value(); });
+  return std::move(*out);
+}
+
+fhir::Json observation(const std::string& id, const std::string& code, const std::string& when) {
+  auto j = fhir::parse_json(R"({"resourceType":"Observation","id":")" + id +
+                            R"(","status":"final","code":{"coding":[{"system":"http://loinc.org","code":")" + code +
+                            R"("}]},"subject":{"reference":"Patient/p1"},"effectiveDateTime":")" + when + R"("})");
+  REQUIRE(j.ok());
+  return *j;
+}
+
+store::MessageWrite message(const std::string& key, const std::string& raw, const std::string& source = "pas") {
+  store::MessageWrite m;
+  m.source = source;
+  m.kind = "ORU^R01";
+  m.dedupe_key = key;
+  m.raw = raw;
+  m.reply = "MSA|AA|" + key;
+  m.patient_id = "p1";
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("Store: applied messages, resource versions, search by code and date, resends and replays") {
+  const auto dir = test::temp_dir("store");
+  auto s = store::Store::open((dir / "store.db").string());
+  REQUIRE(s.ok());
+  store::Store& st = **s;
+
+  // An errored message first; the same message applied later marks it replayed.
+  store::MessageWrite failed = message("K1", "raw-1");
+  failed.status = store::MessageStatus::error;
+  failed.error = "A40 for an unknown patient";
+  failed.error_location = "MRG-1";
+  auto failed_id = wait_for<std::int64_t>([&](auto done) { st.record(failed, done); });
+  REQUIRE(failed_id.ok());
+
+  auto applied = wait_for<store::ApplyResult>([&](auto done) {
+    st.apply(message("K1", "raw-1"), {observation("o1", "2093-3", "2026-11-01T10:00:00Z")}, done);
+  });
+  REQUIRE(applied.ok());
+  CHECK(applied->stored == std::vector<std::string>{"Observation/o1"});
+  auto old = st.message(*failed_id);
+  REQUIRE(old.ok());
+  CHECK((*old)->status == store::MessageStatus::replayed);
+  CHECK((*old)->raw == "raw-1");
+
+  auto dup = st.find_applied("pas", "K1", store::sha256("raw-1"));
+  REQUIRE(dup.ok());
+  REQUIRE(dup->has_value());
+  CHECK((*dup)->reply == "MSA|AA|K1");
+  CHECK_FALSE(st.find_applied("pas", "K1", store::sha256("raw-2"))->has_value());
+  CHECK(*st.key_reused("pas", "K1"));
+  CHECK_FALSE(*st.key_reused("pas", "K2"));
+
+  // The same resource again: version 2; another source may not overwrite it.
+  REQUIRE(wait_for<store::ApplyResult>([&](auto done) {
+            st.apply(message("K2", "raw-2"), {observation("o1", "2093-3", "2026-11-02T10:00:00Z"),
+                                              observation("o2", "718-7", "2025-01-01")}, done);
+          }).ok());
+  auto o1 = st.read("Observation", "o1");
+  REQUIRE(o1.ok());
+  CHECK((*o1)->version == 2);
+  CHECK((*o1)->json.find("\"versionId\":\"2\"") != std::string::npos);
+  auto hijack = wait_for<store::ApplyResult>([&](auto done) {
+    st.apply(message("K9", "raw-9", "other"), {observation("o1", "2093-3", "2026-11-03")}, done);
+  });
+  REQUIRE_FALSE(hijack.ok());
+  CHECK(hijack.issue().code == fhir::ErrorCode::conflict);
+  CHECK((*st.read("Observation", "o1"))->version == 2);  // nothing of that message was written
+  CHECK(st.list_messages({std::nullopt, "other", 0, 100})->empty());
+
+  store::ResourceQuery q;
+  q.patient_ids = {"p1"};
+  q.type = "Observation";
+  auto all = st.search(q);
+  REQUIRE(all.ok());
+  CHECK(all->total == 2);
+  CHECK(all->items[0].id == "o1");  // newest clinical date first
+  q.codes = {{"http://loinc.org", "718-7"}};
+  CHECK(st.search(q)->total == 1);
+  q.codes.clear();
+  q.dates = {{fhir::Prefix::ge, *fhir::parse_fhir_date("2026-01-01")}};
+  auto recent = st.search(q);
+  CHECK(recent->total == 1);
+  CHECK(recent->items[0].id == "o1");
+  q.patient_ids = {"someone-else"};
+  CHECK(st.search(q)->total == 0);
+
+  auto counts = st.message_counts();
+  REQUIRE(counts.ok());
+  CHECK(counts->applied == 2);
+  CHECK(counts->replayed == 1);
+}
+
+TEST_CASE("Store: retention deletes old messages and keeps the resources") {
+  const auto dir = test::temp_dir("store-retention");
+  auto s = store::Store::open((dir / "store.db").string());
+  REQUIRE(s.ok());
+  store::MessageWrite m = message("OLD", "very old raw message");
+  m.received_ms = 1000;  // 1970
+  REQUIRE(wait_for<store::ApplyResult>([&](auto done) {
+            (*s)->apply(m, {observation("keep", "2093-3", "2020-01-01")}, done);
+          }).ok());
+  REQUIRE(wait_for<store::ApplyResult>([&](auto done) { (*s)->apply(message("NEW", "new raw"), {}, done); }).ok());
+  auto pruned = (*s)->prune_messages_before(1'000'000);
+  REQUIRE(pruned.ok());
+  CHECK(*pruned == 1);
+  CHECK((*s)->list_messages({std::nullopt, "", 0, 100})->size() == 1);
+  CHECK((*s)->read("Observation", "keep")->has_value());
+}
+
+TEST_CASE("Store: a failed commit reports the failure and writes nothing") {
+  const auto dir = test::temp_dir("store-fail");
+  auto s = store::Store::open((dir / "store.db").string());
+  REQUIRE(s.ok());
+  (*s)->inject_commit_failure(true);
+  auto r = wait_for<store::ApplyResult>([&](auto done) {
+    (*s)->apply(message("F", "raw-f"), {observation("f1", "2093-3", "2026-01-01")}, done);
+  });
+  CHECK_FALSE(r.ok());
+  (*s)->inject_commit_failure(false);
+  CHECK((*s)->list_messages({std::nullopt, "", 0, 100})->empty());
+  CHECK_FALSE((*s)->read("Observation", "f1")->has_value());
+}
