@@ -336,3 +336,42 @@ TEST_CASE("MLLP over TLS: the listener uses the gateway's certificate") {
   const auto plain = test::mllp_round_trip(listener(*s).port(), a01("T2", "9990000034", "MRN-T"), 1, 2s);
   CHECK(plain.empty());
 }
+
+#ifdef GW_EXAMPLE_PLUGIN
+TEST_CASE("Plug-in source: a vendor library configured as a source ingests through the same path") {
+  test::TestServer s([](config::Config& c) {
+    config::SourceSystemConfig src;
+    src.ods_code = "RXP01";
+    src.name = "vendor-example";
+    src.adapter = "plugin";
+    src.plugin = GW_EXAMPLE_PLUGIN;
+    src.settings = {{"ingest_on_start", "true"}};
+    c.source_systems.push_back(src);
+  });
+  // The plug-in pushes one batch (a Patient identity and an Observation) when it starts; it
+  // is committed to the locator and store.db like an HL7 message.
+  std::optional<std::string> pid;
+  for (int i = 0; i < 100 && !pid; ++i) {
+    auto found = s.locator().lookup_identifier(locator::kNhsNumberSystem, "9000000009");
+    REQUIRE(found.ok());
+    if (*found) pid = **found;
+    else std::this_thread::sleep_for(50ms);
+  }
+  REQUIRE(pid.has_value());
+  std::optional<store::StoredResource> obs;
+  for (int i = 0; i < 100 && !obs; ++i) {
+    auto r = s.app().store().read("Observation", "example-ingest-1");
+    REQUIRE(r.ok());
+    if (*r) obs = **r;
+    else std::this_thread::sleep_for(50ms);
+  }
+  REQUIRE(obs.has_value());
+  CHECK(obs->patient_id == *pid);
+  CHECK(obs->source == "vendor-example");
+  CHECK(obs->json.find("\"reference\":\"Patient/" + *pid + "\"") != std::string::npos);  // subject set by the gateway
+  auto pointers = s.locator().pointers_for(*pid);
+  REQUIRE(pointers.ok());
+  REQUIRE(pointers->size() == 1);
+  CHECK((*pointers)[0].source_ods == "RXP01");
+}
+#endif
