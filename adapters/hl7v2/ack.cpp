@@ -141,9 +141,16 @@ AckError ack_error_for(const fhir::Issue& issue) {
 }
 
 AckMode ack_mode(const MshSummary& msh) {
+  // Real feeds pad fields with spaces (Mirth's sample set has "MSH-15 = ' '"): a blank
+  // field is an empty one, and the codes are compared without padding.
+  auto trimmed = [](std::string v) {
+    const auto b = v.find_first_not_of(" \t");
+    if (b == std::string::npos) return std::string();
+    return v.substr(b, v.find_last_not_of(" \t") - b + 1);
+  };
   AckMode m;
-  m.accept = msh.component(15, 1);
-  m.application = msh.component(16, 1);
+  m.accept = trimmed(msh.component(15, 1));
+  m.application = trimmed(msh.component(16, 1));
   m.enhanced = !m.accept.empty() || !m.application.empty();
   return m;
 }

@@ -218,7 +218,10 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       ++applied;
       co_return success;
     }
-    const Issue& issue = r.issue();
+    Issue issue = r.issue();
+    // The sink names parts of the batch; the sender needs HL7 locations for ERR-2.
+    if (issue.expression == "retired") issue.expression = "MRG-1";
+    else if (issue.expression.rfind("identity", 0) == 0) issue.expression = "PID-3";
     if (transient(issue)) {
       // HL7 v2.5 ch. 2.9.2: AR also covers "the receiving system is down": resend later.
       ++retry_later;

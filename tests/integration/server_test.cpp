@@ -169,7 +169,7 @@ TEST_CASE("Server: $validate reports structural problems and passes a good resou
 TEST_CASE("Server: unknown resource types and paths get 404 OperationOutcomes; wrong methods 405") {
   TestServer s;
   check_outcome(test::get(s.port(), "/Foo/1", s.client()), 404, "not-supported", "not a FHIR R4 resource type");
-  check_outcome(test::get(s.port(), "/Observation/1", s.client()), 404, "not-supported", "not served by this gateway");
+  check_outcome(test::get(s.port(), "/ImmunizationRecommendation/1", s.client()), 404, "not-supported", "not served by this gateway");
   check_outcome(test::get(s.port(), "/no/such/thing", s.client()), 404, "not-found", "No such endpoint");
   auto ex = test::exchange(s.port(), post("/metadata", "{}"), 1, s.client());
   REQUIRE(ex.responses.size() == 1);

@@ -177,7 +177,7 @@ function configToml({ port, dataDir, jwksFile, authConfig, extraConfig }) {
 }
 
 /** A port that is free on 127.0.0.1 right now (the kernel picks it; we release it at once). */
-function freeLoopbackPort() {
+export function freeLoopbackPort() {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.unref();
