@@ -37,38 +37,36 @@ using ReceiptResult = fhir::Result<IngestReceipt>;
 
 using Fields = std::vector<std::pair<std::string, std::string>>;
 
-// Completion of IngestSink::submit as an awaitable: the sink completes on any thread; the
-// coroutine resumes on its own executor.
-struct SubmitInitiation {
-  adapters::IngestSink* sink;
+// IngestSink calls as awaitables: the sink completes on any thread; the coroutine resumes on
+// its own executor. `Call` starts the sink call with the (copyable) completion it is given.
+template <class Result, class Arg, class Call>
+struct SinkInitiation {
+  Call call;
   template <class Handler>
-  void operator()(Handler handler, adapters::IngestBatch batch) {
+  void operator()(Handler handler, Arg arg) {
     auto ex = asio::get_associated_executor(handler);
     auto h = std::make_shared<Handler>(std::move(handler));
-    sink->submit(std::move(batch), [h, ex](ReceiptResult r) {
+    call(std::move(arg), [h, ex](Result r) {
       asio::post(ex, [h, r = std::move(r)]() mutable { std::move(*h)(std::move(r)); });
     });
   }
 };
-awaitable<ReceiptResult> submit_async(adapters::IngestSink& sink, adapters::IngestBatch& batch) {
-  return asio::async_initiate<const asio::use_awaitable_t<>&, void(ReceiptResult)>(SubmitInitiation{&sink},
-                                                                                    asio::use_awaitable, std::move(batch));
+template <class Result, class Arg, class Call>
+awaitable<Result> sink_async(Call call, Arg& arg) {
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(Result)>(SinkInitiation<Result, Arg, Call>{call},
+                                                                          asio::use_awaitable, std::move(arg));
 }
-
-struct RecordInitiation {
-  adapters::IngestSink* sink;
-  template <class Handler>
-  void operator()(Handler handler, adapters::IngestFailure failure) {
-    auto ex = asio::get_associated_executor(handler);
-    auto h = std::make_shared<Handler>(std::move(handler));
-    sink->record_failure(std::move(failure), [h, ex](fhir::Status st) {
-      asio::post(ex, [h, st = std::move(st)]() mutable { std::move(*h)(std::move(st)); });
-    });
-  }
-};
+awaitable<ReceiptResult> submit_async(adapters::IngestSink& sink, adapters::IngestBatch& batch) {
+  auto call = [&sink](adapters::IngestBatch b, std::function<void(ReceiptResult)> done) {
+    sink.submit(std::move(b), std::move(done));
+  };
+  return sink_async<ReceiptResult>(call, batch);
+}
 awaitable<fhir::Status> record_async(adapters::IngestSink& sink, adapters::IngestFailure& failure) {
-  return asio::async_initiate<const asio::use_awaitable_t<>&, void(fhir::Status)>(
-      RecordInitiation{&sink}, asio::use_awaitable, std::move(failure));
+  auto call = [&sink](adapters::IngestFailure f, std::function<void(fhir::Status)> done) {
+    sink.record_failure(std::move(f), std::move(done));
+  };
+  return sink_async<fhir::Status>(call, failure);
 }
 
 bool transient(const Issue& i) {

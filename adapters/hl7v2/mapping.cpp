@@ -46,21 +46,6 @@ std::string supported_list() {
 
 // ---- identifiers (CX) ------------------------------------------------------------------
 
-std::string_view verification_display(std::string_view code) {
-  static constexpr std::pair<std::string_view, std::string_view> kNames[] = {
-      {"01", "Number present and verified"},
-      {"02", "Number present but not traced"},
-      {"03", "Trace required"},
-      {"04", "Trace attempted - No match or multiple match found"},
-      {"05", "Trace needs to be resolved - (NHS number or patient detail conflict)"},
-      {"06", "Trace in progress"},
-      {"07", "Number not present and trace not required"},
-      {"08", "Trace postponed (baby under six weeks old)"},
-  };
-  for (const auto& [c, d] : kNames)
-    if (c == code) return d;
-  return {};
-}
 
 // Reads CX repetitions of one field into FHIR Identifiers. An NHS number (CX.5 "NH", or
 // assigning authority CX.4 or facility CX.6 "NHS") is trusted only with a valid Modulus 11
@@ -189,13 +174,13 @@ fhir::Status map_patient(const Run& run, const SegmentRef& pid) {
     return Issue::make(ErrorCode::missing_value, "PID-3 (patient identifier list) carries no identifier", "PID-3");
   // UK Core: the verification status extension sits inside the NHS number identifier.
   const std::string status = detail::value(pid, 32, 1, 1, 1);
-  if (!reader.nhs_number().empty() && !verification_display(status).empty()) {
+  if (!reader.nhs_number().empty() && !fhir::uk::nhs_number_verification_display(status).empty()) {
     for (Json& id : ids.items()) {
       if (id.string_at("system") != fhir::kNhsNumberSystem) continue;
       Json ext = Json::object();
       ext.set("url", Json::string(std::string(fhir::uk::kNhsNumberVerificationExtension)));
       ext.set("valueCodeableConcept", fhir::codeable_concept(fhir::coding(fhir::uk::kNhsNumberVerificationSystem,
-                                                                          status, verification_display(status))));
+                                                                          status, fhir::uk::nhs_number_verification_display(status))));
       Json with = Json::object();
       with.set("extension", detail::array_of(std::move(ext)));
       for (const auto& [k, v] : id.members()) with.set(k, v);

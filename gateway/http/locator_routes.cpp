@@ -42,21 +42,6 @@ std::int64_t now_ms() {
 Json str(std::string_view s) { return fhir::text(s); }
 Json codeable(Json c) { return fhir::codeable_concept(std::move(c)); }
 
-std::string_view verification_display(std::string_view code) {
-  static constexpr std::pair<std::string_view, std::string_view> kNames[] = {
-      {"01", "Number present and verified"},
-      {"02", "Number present but not traced"},
-      {"03", "Trace required"},
-      {"04", "Trace attempted - No match or multiple match found"},
-      {"05", "Trace needs to be resolved - (NHS number or patient detail conflict)"},
-      {"06", "Trace in progress"},
-      {"07", "Number not present and trace not required"},
-      {"08", "Trace postponed (baby under six weeks old)"},
-  };
-  for (const auto& [c, d] : kNames)
-    if (c == code) return d;
-  return {};
-}
 
 // FHIR ids: [A-Za-z0-9\-\.]{1,64}.
 bool valid_id(std::string_view id) {
@@ -96,7 +81,7 @@ Json patient_json(const locator::PatientRecord& p, bool break_glass) {
       Json ext = Json::object();
       ext.set("url", str(kNhsNumberVerificationExtension));
       ext.set("valueCodeableConcept",
-              codeable(coding(kNhsNumberVerificationSystem, d.nhs_number_verification, verification_display(d.nhs_number_verification))));
+              codeable(coding(kNhsNumberVerificationSystem, d.nhs_number_verification, fhir::uk::nhs_number_verification_display(d.nhs_number_verification))));
       Json exts = Json::array();
       exts.push_back(std::move(ext));
       id.set("extension", std::move(exts));
