@@ -62,6 +62,10 @@ struct IngestBatch {
   std::vector<fhir::Json> retired_identifiers;
   // Contacts to record for the access policy: (organisation ODS code, FHIR dateTime).
   std::vector<std::pair<std::string, std::string>> encounters;
+  // Where the identity and the merge came from in the unit (HL7: "PID-3", "MRG-1"), so that
+  // failures stored and reported name the sender's own location.
+  std::string identity_location;
+  std::string merge_location;
 };
 
 // A failed unit the adapter could not turn into a batch (unparseable, unsupported, bad

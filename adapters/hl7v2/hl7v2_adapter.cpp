@@ -202,6 +202,8 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     batch.raw = frame;
     batch.kind = mapped->message_type;
     batch.dedupe_key = dedupe_key(msh);
+    batch.identity_location = "PID-3";
+    batch.merge_location = "MRG-1";
     const std::vector<std::string> success = acknowledgements(msh, Outcome::applied, std::nullopt);
     batch.reply = join_replies(success);
     if (mapped->merge) batch.retired_identifiers = std::move(mapped->merge->retired_identifiers);
@@ -216,10 +218,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       ++applied;
       co_return success;
     }
-    Issue issue = r.issue();
-    // The sink names parts of the batch; the sender needs HL7 locations for ERR-2.
-    if (issue.expression == "retired") issue.expression = "MRG-1";
-    else if (issue.expression.rfind("identity", 0) == 0) issue.expression = "PID-3";
+    const Issue& issue = r.issue();
     if (transient(issue)) {
       // HL7 v2.5 ch. 2.9.2: AR also covers "the receiving system is down": resend later.
       ++retry_later;

@@ -172,6 +172,11 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
 
   // A unit that cannot be applied: stored as an error first, audited, then reported.
   auto fail = [this, ods, nhs_number, shared_done](const IngestBatch& b, Issue issue) {
+    // The locator names parts of the update; the sender knows them by its own locations.
+    if (issue.expression == "retired" && !b.merge_location.empty()) issue.expression = b.merge_location;
+    else if ((issue.expression.rfind("identity", 0) == 0 || issue.expression.rfind("Patient", 0) == 0) &&
+             !b.identity_location.empty())
+      issue.expression = b.identity_location;
     if (transient(issue)) {
       ++failures_;
       return (*shared_done)(std::move(issue));

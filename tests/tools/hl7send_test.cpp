@@ -5,7 +5,6 @@
 // for another message, silence, a dropped connection). Also the splitting and ACK reading of
 // the shared MLLP client library.
 #include <doctest/doctest.h>
-
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -101,9 +100,8 @@ std::string v3(const std::string& control) {
 
 // A merge naming a prior record nobody holds: an application error (AE).
 std::string a40_unknown(const std::string& control, const std::string& nhs_number) {
-  return msh("ADT^A40^ADT_A39", control) + "EVN|A40|20261123101500\r" + "PID|1||" + nhs_number +
-         "^^^NHS^NH~MRN-S-" + control + "^^^RGT01^MR||OKAFOR^ADA||19700101|F\r" + "MRG|MRN-GONE-" + control +
-         "^^^RGT01^MR\r";
+  return msh("ADT^A40^ADT_A39", control) + "EVN|A40|20261123101500\r" + "PID|1||" + nhs_number + "^^^NHS^NH~MRN-S-" +
+         control + "^^^RGT01^MR||OKAFOR^ADA||19700101|F\r" + "MRG|MRN-GONE-" + control + "^^^RGT01^MR\r";
 }
 
 std::unique_ptr<test::TestServer> mllp_server(bool tls = false) {
@@ -176,8 +174,10 @@ std::string with_lf(std::string m) {
 std::string with_crlf(const std::string& m) {
   std::string out;
   for (char c : m) {
-    if (c == '\r') out += "\r\n";
-    else out += c;
+    if (c == '\r')
+      out += "\r\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -265,9 +265,11 @@ std::string ack_for(const std::string& frame, const std::string& control_id) {
 }  // namespace
 
 TEST_CASE("hl7send client: a file splits into normalised messages; envelopes, blank lines and the BOM go") {
-  const std::string text = "\xEF\xBB\xBF" "FHS|^~\\&|PAS\r\nBHS|^~\\&|PAS\r\n" + with_crlf(msh("ADT^A01", "M1")) +
-                           "PID|1\r\n\r\n" + with_lf(msh("ADT^A08", "M2")) + "PID|2\n   \nBTS|2\rFTS|1\r" +
-                           msh("ADT^A03", "M3") + "PID|3";
+  const std::string text =
+      "\xEF\xBB\xBF"
+      "FHS|^~\\&|PAS\r\nBHS|^~\\&|PAS\r\n" +
+      with_crlf(msh("ADT^A01", "M1")) + "PID|1\r\n\r\n" + with_lf(msh("ADT^A08", "M2")) + "PID|2\n   \nBTS|2\rFTS|1\r" +
+      msh("ADT^A03", "M3") + "PID|3";
   const std::vector<std::string> m = hl7send::split_file(text);
   REQUIRE(m.size() == 3);
   CHECK(m[0] == msh("ADT^A01", "M1") + "PID|1\r");
@@ -280,8 +282,8 @@ TEST_CASE("hl7send client: a file splits into normalised messages; envelopes, bl
 TEST_CASE("hl7send client: ACKs are read for code, MSA-2, text and the error location in both ERR forms") {
   // v2.5+: ERR-2 location, ERR-3 code, ERR-8 user message.
   hl7v2::MshSummary in = hl7v2::read_msh("MSH|^~\\&|PAS|RGT01|GW|GW|20261123||ORU^R01|C-9|P|2.5\r");
-  const std::string v25 = hl7v2::build_ack(in, hl7v2::AckCode::AE, hl7v2::AckError{"OBX[2]-5", 102, "value is not a number"},
-                                           hl7v2::next_ack_clock());
+  const std::string v25 = hl7v2::build_ack(
+      in, hl7v2::AckCode::AE, hl7v2::AckError{"OBX[2]-5", 102, "value is not a number"}, hl7v2::next_ack_clock());
   hl7send::Ack a = hl7send::parse_ack(v25);
   CHECK(a.code == "AE");
   CHECK(a.control_id == "C-9");
@@ -313,11 +315,12 @@ TEST_CASE("hl7send: a folder of multi-message files is sent in name order and ev
   const std::uint16_t port = mllp_port(*s);
   const fs::path dir = test::temp_dir("hl7send-folder");
   // a.hl7: a BOM, a batch envelope and LF line ends; b.txt: CRLF and blank lines; sub/c.hl7.
-  write(dir / "in" / "a.hl7", "\xEF\xBB\xBF" "FHS|^~\\&|PAS|RGT01\nBHS|^~\\&|PAS|RGT01\n" +
-                                  with_lf(a01("F-1", nhs(101), "MRN-F1")) +
-                                  with_lf(a01("F-2", nhs(102), "MRN-F2")) + "BTS|2\nFTS|1\n");
-  write(dir / "in" / "b.txt", with_crlf(a01("F-3", nhs(103), "MRN-F3")) + "\r\n\r\n" +
-                                  with_crlf(a01("F-4", nhs(104), "MRN-F4")));
+  write(dir / "in" / "a.hl7",
+        "\xEF\xBB\xBF"
+        "FHS|^~\\&|PAS|RGT01\nBHS|^~\\&|PAS|RGT01\n" +
+            with_lf(a01("F-1", nhs(101), "MRN-F1")) + with_lf(a01("F-2", nhs(102), "MRN-F2")) + "BTS|2\nFTS|1\n");
+  write(dir / "in" / "b.txt",
+        with_crlf(a01("F-3", nhs(103), "MRN-F3")) + "\r\n\r\n" + with_crlf(a01("F-4", nhs(104), "MRN-F4")));
   write(dir / "in" / "sub" / "c.hl7", a01("F-5", nhs(105), "MRN-F5"));
 
   Run r = run_hl7send("--port " + std::to_string(port) + " " + (dir / "in").string());
@@ -327,7 +330,9 @@ TEST_CASE("hl7send: a folder of multi-message files is sent in name order and ev
   // One line per message, in file-name order, each with its control id and AA.
   const char* expected[] = {"a.hl7#1  F-1  AA", "a.hl7#2  F-2  AA", "b.txt#1  F-3  AA", "b.txt#2  F-4  AA",
                             "c.hl7#1  F-5  AA"};
-  for (int i = 0; i < 5; ++i) CHECK_MESSAGE(out[static_cast<std::size_t>(i)].find(expected[i]) != std::string::npos, out[static_cast<std::size_t>(i)]);
+  for (int i = 0; i < 5; ++i)
+    CHECK_MESSAGE(out[static_cast<std::size_t>(i)].find(expected[i]) != std::string::npos,
+                  out[static_cast<std::size_t>(i)]);
   CHECK(line_of(r.out, "sent:").find(" 5 messages") != std::string::npos);
   CHECK(line_of(r.out, "AA/CA:").find(" 5") != std::string::npos);
   CHECK(line_of(r.out, "AE/CE:").find(" 0") != std::string::npos);
@@ -366,8 +371,8 @@ TEST_CASE("hl7send: a message the gateway rejects is reported with AR and its ER
   CHECK_MESSAGE(r.status == 1, (r.out + r.err));
   const std::string rejected = line_of(r.out, "mixed.hl7#2");
   CHECK_MESSAGE(rejected.find("R-2  AR") != std::string::npos, rejected);
-  CHECK(rejected.find("MSH-12") != std::string::npos);  // where, from the ERR segment
-  CHECK(rejected.find("[203]") != std::string::npos);   // table 0357: unsupported version id
+  CHECK(rejected.find("MSH-12") != std::string::npos);                        // where, from the ERR segment
+  CHECK(rejected.find("[203]") != std::string::npos);                         // table 0357: unsupported version id
   CHECK(line_of(r.out, "mixed.hl7#3").find("R-3  AA") != std::string::npos);  // the run went on
   CHECK(line_of(r.out, "AA/CA:").find(" 2") != std::string::npos);
   CHECK(line_of(r.out, "AR/CR:").find(" 1") != std::string::npos);
@@ -399,6 +404,7 @@ TEST_CASE("hl7send: --json gives one parseable line per message with the ACK, it
   CHECK(j[1].string_at("ack_code") == "AE");
   CHECK(j[1].string_at("text").find("prior identifiers") != std::string::npos);
   CHECK(j[1].string_at("error_code") == "204");  // not found
+  CHECK(j[1].string_at("error_location") == "MRG-1");
   CHECK(j[2].string_at("ack_code") == "AR");
   CHECK(j[2].string_at("error_location") == "MSH-12");
   // The summary went to stderr.
@@ -410,10 +416,8 @@ TEST_CASE("hl7send: enhanced mode reads the accept and the application ACK; NE/N
   auto s = mllp_server();
   const std::uint16_t port = mllp_port(*s);
   const fs::path dir = test::temp_dir("hl7send-enhanced");
-  write(dir / "e.hl7", a01("E-1", nhs(401), "MRN-E1", "|||AL|AL") +
-                           a01("E-2", nhs(402), "MRN-E2", "|||NE|NE") +
-                           a01("E-3", nhs(403), "MRN-E3", "|||AL|NE") +
-                           a01("E-4", nhs(404), "MRN-E4"));
+  write(dir / "e.hl7", a01("E-1", nhs(401), "MRN-E1", "|||AL|AL") + a01("E-2", nhs(402), "MRN-E2", "|||NE|NE") +
+                           a01("E-3", nhs(403), "MRN-E3", "|||AL|NE") + a01("E-4", nhs(404), "MRN-E4"));
   Run r = run_hl7send("--json --port " + std::to_string(port) + " " + (dir / "e.hl7").string());
   CHECK_MESSAGE(r.status == 0, (r.out + r.err));
   const std::vector<fhir::Json> j = json_lines(r.out);
@@ -460,15 +464,15 @@ TEST_CASE("hl7send: a dropped connection or silence is retried with the same byt
       std::lock_guard lock(m);
       received.push_back(frame);
     }
-    if (connection == 0) return std::nullopt;  // drop the first connection unanswered
+    if (connection == 0) return std::nullopt;   // drop the first connection unanswered
     if (connection == 1) return std::string();  // then say nothing at all
     return ack_for(frame, hl7v2::read_msh(frame).field(10));
   });
   const fs::path dir = test::temp_dir("hl7send-retry");
   const std::string message = a01("T-1", nhs(601), "MRN-T1");
   write(dir / "t.hl7", message);
-  Run r = run_hl7send("--json --retries 3 --timeout-ms 300 --port " + std::to_string(fake.port()) + " " +
-                  (dir / "t.hl7").string());
+  Run r = run_hl7send("--json --retries 3 --timeout-ms 1000 --port " + std::to_string(fake.port()) + " " +
+                      (dir / "t.hl7").string());
   CHECK_MESSAGE(r.status == 0, (r.out + r.err));
   const std::vector<fhir::Json> j = json_lines(r.out);
   REQUIRE(j.size() == 1);
@@ -491,18 +495,17 @@ TEST_CASE("hl7send: TLS with the gateway's CA, and parallel connections") {
   const std::uint16_t port = mllp_port(*s);
   const fs::path dir = test::temp_dir("hl7send-tls");
   std::string many;
-  for (int i = 1; i <= 9; ++i)
-    many += a01("P-" + std::to_string(i), nhs(700 + i), "MRN-P" + std::to_string(i));
+  for (int i = 1; i <= 9; ++i) many += a01("P-" + std::to_string(i), nhs(700 + i), "MRN-P" + std::to_string(i));
   write(dir / "many.hl7", many);
   Run r = run_hl7send("--tls --ca " + test::dev_certs().ca + " --connections 3 --port " + std::to_string(port) + " " +
-                  (dir / "many.hl7").string());
+                      (dir / "many.hl7").string());
   CHECK_MESSAGE(r.status == 0, (r.out + r.err));
   CHECK(line_of(r.out, "AA/CA:").find(" 9") != std::string::npos);
   CHECK(stored(*s, store::MessageStatus::applied).size() == 9);
 
   // A certificate the client cannot verify: nothing is sent, every message fails.
   r = run_hl7send("--tls --ca " + test::dev_certs().ca + " --server-name not-the-gateway.example --port " +
-              std::to_string(port) + " " + (dir / "many.hl7").string());
+                  std::to_string(port) + " " + (dir / "many.hl7").string());
   CHECK(r.status == 1);
   CHECK(line_of(r.out, "many.hl7#1").find("connect_failed") != std::string::npos);
   CHECK(line_of(r.out, "no ACK:").find(" 9") != std::string::npos);
@@ -516,13 +519,14 @@ TEST_CASE("hl7send: usage errors exit 2 and --help exits 0") {
   Run help = run_hl7send("--help");
   CHECK(help.status == 0);
   CHECK(help.out.find("--retries") != std::string::npos);
-  CHECK(run_hl7send("").status == 2);                                          // no inputs
-  CHECK(run_hl7send("/nonexistent/hl7send/input").status == 2);                // missing input
-  CHECK(run_hl7send("--port 0 " + one).status == 2);                           // port out of range
-  CHECK(run_hl7send("--ca " + one + " " + one).status == 2);                   // --ca without --tls
-  CHECK(run_hl7send("--tls --cert " + one + " " + one).status == 2);           // --cert without --key
+  CHECK(run_hl7send("").status == 2);                                 // no inputs
+  CHECK(run_hl7send("/nonexistent/hl7send/input").status == 2);       // missing input
+  CHECK(run_hl7send("--port 0 " + one).status == 2);                  // port out of range
+  CHECK(run_hl7send("--ca " + one + " " + one).status == 2);          // --ca without --tls
+  CHECK(run_hl7send("--tls --cert " + one + " " + one).status == 2);  // --cert without --key
   CHECK(run_hl7send("--connections 0 " + one).status == 2);
   Run r = run_hl7send((dir / "empty.txt").string());
   CHECK(r.status == 2);
   CHECK(r.err.find("no HL7 v2 messages") != std::string::npos);
+  CHECK(r.err.find("empty.txt: no HL7 v2 message") != std::string::npos);  // which file was skipped
 }

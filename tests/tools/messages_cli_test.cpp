@@ -4,7 +4,6 @@
 // listed and shown, an errored merge replayed after the fix and its row marked 'replayed',
 // statistics, one source per replay, and usage errors.
 #include <doctest/doctest.h>
-
 #include <sys/wait.h>
 
 #include <array>
@@ -142,6 +141,15 @@ std::string line_of(const std::string& text, const std::string& label) {
   return text.substr(at, text.find('\n', at) - at);
 }
 
+// The whole line holding `needle`.
+std::string line_with(const std::string& text, const std::string& needle) {
+  const auto at = text.find(needle);
+  if (at == std::string::npos) return {};
+  const auto begin = text.rfind('\n', at);
+  const auto from = begin == std::string::npos ? 0 : begin + 1;
+  return text.substr(from, text.find('\n', at) - from);
+}
+
 std::int64_t id_of(const fhir::Json& row) {
   const fhir::Json* id = row.find("id");
   REQUIRE(id != nullptr);
@@ -167,12 +175,13 @@ TEST_CASE("gw-messages: an errored merge is listed, shown, replayed after the fi
   // list: the failed ones by default, with status and error.
   Run list = gw_messages("list " + data);
   CHECK_MESSAGE(list.status == 0, (list.out + list.err));
-  const std::string merge_line = line_of(list.out, "ADT^A40");
+  const std::string merge_line = line_with(list.out, "ADT^A40");
   CHECK_MESSAGE(merge_line.find(kPas) != std::string::npos, list.out);
   CHECK(merge_line.find("error") != std::string::npos);
   CHECK(merge_line.find("prior identifiers") != std::string::npos);
-  CHECK(line_of(list.out, "ADT^A01").find("rejected") != std::string::npos);
-  CHECK(line_of(list.out, "ADT^A01").find("MSH-12") != std::string::npos);
+  CHECK(line_with(list.out, "ADT^A01").find("rejected") != std::string::npos);
+  CHECK(line_with(list.out, "ADT^A01").find("MSH-12") != std::string::npos);
+  CHECK(line_with(list.out, "ADT^A01").find(kPas) != std::string::npos);
   CHECK(list.out.find("2 message(s)") != std::string::npos);
 
   Run errors = gw_messages("list --status error --json " + data);
@@ -185,6 +194,9 @@ TEST_CASE("gw-messages: an errored merge is listed, shown, replayed after the fi
   CHECK(rows[0].string_at("control_id") == "MERGE-1");
   CHECK(rows[0].string_at("source") == kPas);
   CHECK(rows[0].string_at("error").find("prior identifiers") != std::string::npos);
+  // The ACK names MRG-1 (hl7send_test); the row keeps the ingest service's own name for the
+  // part at fault (today "retired"), recorded before the adapter translates it.
+  CHECK(rows[0].string_at("error_location") == "MRG-1");  // the sender's location, as in the ACK
   CHECK(rows[0].string_at("received").size() == 24);  // 2026-11-23T10:15:00.123Z
 
   // show: the fields and the message, one segment per line; --raw: the exact bytes.
@@ -284,9 +296,10 @@ TEST_CASE("gw-messages: list pages by id and filters by source; replay takes one
   CHECK(mixed.err.find("2 sources") != std::string::npos);
   CHECK(mixed.err.find("--source") != std::string::npos);
   // --id of another source's message with --source: refused too.
-  Run wrong = gw_messages("replay " + data + " --source " + std::string(kPas) + " --id " +
-                          std::to_string(id_of(json_lines(gw_messages("list --json --source " + std::string(kLab) + " " + data).out)[0])) +
-                          " --port " + std::to_string(pas));
+  Run wrong = gw_messages(
+      "replay " + data + " --source " + std::string(kPas) + " --id " +
+      std::to_string(id_of(json_lines(gw_messages("list --json --source " + std::string(kLab) + " " + data).out)[0])) +
+      " --port " + std::to_string(pas));
   CHECK(wrong.status == 2);
   // A dry run lists; one source replays.
   Run dry = gw_messages("replay " + data + " --dry-run --status rejected --source " + std::string(kLab) + " --port " +
