@@ -28,7 +28,9 @@ CREATE TABLE message (
   patient_id TEXT NOT NULL DEFAULT '',
   raw BLOB NOT NULL
 ) STRICT;
-CREATE INDEX message_key ON message(source, dedupe_key);
+-- Resend and reused-key checks: (source, key, status) so the planner never falls back to
+-- message_status and scans every applied message.
+CREATE INDEX message_key ON message(source, dedupe_key, status);
 -- A unit is applied at most once, whatever races reach the writer.
 CREATE UNIQUE INDEX message_applied_once ON message(source, dedupe_key, content_sha256)
   WHERE status = 'applied' AND dedupe_key <> '';

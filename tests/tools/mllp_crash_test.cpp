@@ -225,7 +225,8 @@ std::optional<Ack> read_ack(const std::string& payload) {
     if (segment.rfind("MSA|", 0) == 0) {
       std::vector<std::string> f;
       std::size_t b = 0;
-      for (std::size_t e; (e = segment.find('|', b)) != std::string::npos; b = e + 1) f.push_back(segment.substr(b, e - b));
+      for (std::size_t e; (e = segment.find('|', b)) != std::string::npos; b = e + 1)
+        f.push_back(segment.substr(b, e - b));
       f.push_back(segment.substr(b));
       if (f.size() < 3) return std::nullopt;
       return Ack{f[1], f[2]};
@@ -302,9 +303,10 @@ struct SendLog {
   explicit SendLog(std::size_t n) : acked(n) {}
 };
 
-// One MLLP sender: takes the next message, sends it, waits for its ACK; on a timeout, a lost
-// connection or AR it reconnects (with backoff while the gateway is down) and resends the
-// same bytes. Every loop is bounded (attempts per message, a deadline for the run).
+// One MLLP sender: takes the next message, sends it, waits for its ACK; after a timeout or a
+// lost connection it reconnects (with backoff while the gateway is down) and resends the same
+// bytes; after an AR it waits a little and resends. Every loop is bounded (attempts per
+// message, a deadline for the run).
 void sender(const std::vector<Outbound>& messages, const std::atomic<std::uint16_t>& port, SendLog& out,
             Clock::time_point deadline) {
   MllpConnection conn;

@@ -71,7 +71,8 @@ int main(int argc, char** argv) {
   std::size_t bytes = 4096;
   std::string sync = "both";
   bool append = false;
-  app.add_option("--dir", dir, "folder to measure (the file is created there and removed)")->check(CLI::ExistingDirectory);
+  app.add_option("--dir", dir, "folder to measure (the file is created there and removed)")
+      ->check(CLI::ExistingDirectory);
   app.add_option("--rounds", rounds, "writes per sync call")->check(CLI::Range(1, 1000000));
   app.add_option("--bytes", bytes, "bytes per write")->check(CLI::Range(1, 16 * 1024 * 1024));
   app.add_option("--sync", sync, "fdatasync | fsync | both")->check(CLI::IsMember({"fdatasync", "fsync", "both"}));

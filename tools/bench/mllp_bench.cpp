@@ -473,7 +473,8 @@ int main(int argc, char** argv) {
       o.label.c_str(), o.senders, o.messages, answered, seconds, rate, p50, p99, max,
       static_cast<unsigned long long>(totals.aa.load()), static_cast<unsigned long long>(totals.ae.load()),
       static_cast<unsigned long long>(totals.ar.load()), static_cast<unsigned long long>(totals.timeouts.load()),
-      static_cast<unsigned long long>(totals.disconnects.load()), static_cast<unsigned long long>(totals.resends.load()),
+      static_cast<unsigned long long>(totals.disconnects.load()),
+      static_cast<unsigned long long>(totals.resends.load()),
       static_cast<unsigned long long>(totals.lost.load()), static_cast<unsigned long long>(totals.mismatched.load()));
   const bool complete = answered == o.messages && totals.mismatched == 0 && totals.unreadable == 0;
   return complete ? 0 : kExitFailed;
