@@ -117,8 +117,13 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
   std::atomic<bool> stopping{false};
 
   // Open connections, so stop() can close the idle ones.
+  // A connection as stop() sees it. Touched only on the connection's strand (`executor`):
+  // `socket` is set while the connection is being served and cleared before its coroutine
+  // frame goes, so a close posted by stop() never reaches a socket that is gone.
   struct Conn {
-    std::function<void()> close_if_idle;
+    asio::any_io_executor executor;
+    tcp::socket::lowest_layer_type* socket = nullptr;
+    bool busy = false;  // a message is being processed: let it finish and answer
   };
   std::mutex conns_m;
   std::set<std::shared_ptr<Conn>> conns;
@@ -234,15 +239,8 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
   awaitable<void> serve(Stream& stream, tcp::socket::lowest_layer_type& socket, std::shared_ptr<Conn> conn) {
     auto ex = co_await asio::this_coro::executor;
     asio::steady_timer watchdog(ex);
-    bool busy = false;
-    conn->close_if_idle = [&socket, &busy, ex]() {
-      asio::post(ex, [&socket, &busy] {
-        if (!busy) {
-          boost::system::error_code ignored;
-          socket.close(ignored);
-        }
-      });
-    };
+    conn->socket = &socket;
+    bool& busy = conn->busy;
     auto arm = [&](std::chrono::seconds after, const char* what) {
       watchdog.expires_after(after);
       watchdog.async_wait([this, &socket, what](boost::system::error_code ec) {
@@ -300,6 +298,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       busy = false;
       if (write_failed || out.fatal) break;
     }
+    conn->socket = nullptr;
     boost::system::error_code ignored;
     socket.close(ignored);
     co_return;
@@ -307,6 +306,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
 
   awaitable<void> connection(tcp::socket socket) {
     auto conn = std::make_shared<Conn>();
+    conn->executor = co_await asio::this_coro::executor;  // before stop() can see it
     {
       std::lock_guard lock(conns_m);
       conns.insert(conn);
@@ -358,7 +358,10 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       }
       ++connections;
       auto ex = socket.get_executor();
-      asio::co_spawn(ex, connection(std::move(socket)), asio::detached);
+      // The connection keeps the listener's state alive for as long as it runs.
+      asio::co_spawn(
+          ex, [self = shared_from_this(), sock = std::move(socket)]() mutable { return self->connection(std::move(sock)); },
+          asio::detached);
     }
   }
 };
@@ -468,8 +471,14 @@ void Hl7v2Adapter::stop() {
     });
   }
   std::lock_guard lock(s_->conns_m);
-  for (const auto& c : s_->conns)
-    if (c->close_if_idle) c->close_if_idle();
+  for (const auto& c : s_->conns) {
+    asio::post(c->executor, [c] {
+      if (c->socket && !c->busy) {
+        boost::system::error_code ignored;
+        c->socket->close(ignored);
+      }
+    });
+  }
 }
 
 void Hl7v2Adapter::fetch(const adapters::PatientKey&, const adapters::FetchScope&, std::chrono::steady_clock::time_point,
