@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include <fstream>
 
 #include "gateway/config/config.h"
@@ -180,7 +182,7 @@ TEST_CASE("Config: [[source_systems]] with client certificate subjects") {
 [[source_systems]]
 ods_code = "RX1"
 name = "Example Hospital EPR"
-adapter = "hl7v2"
+adapter = "fhir"
 client_certificate_subject = "CN=epr,O=Example Trust"
 )"));
   REQUIRE(c.source_systems.size() == 1);
@@ -189,6 +191,50 @@ client_certificate_subject = "CN=epr,O=Example Trust"
                                         "[[source_systems]]\nods_code = \"RX1\"\nname = \"b\"\n");
   CHECK(dup.key() == "source_systems[1].ods_code");
   CHECK(expect_error(tls_lines() + "[[source_systems]]\nname = \"x\"\n").key() == "source_systems[0].ods_code");
+}
+
+TEST_CASE("Config: adapter sources (hl7v2 listeners, plug-ins, settings) and [store]") {
+  auto c = load_config(write_config(tls_lines() + R"(
+[store]
+message_retention_days = 90
+ingest_threads = 8
+
+[[source_systems]]
+ods_code = "RGT"
+name = "cuh-pas"
+adapter = "hl7v2"
+endpoint = "127.0.0.1:2575"
+fetch_timeout_ms = 2500
+[source_systems.settings]
+max_connections = 16
+tls = false
+identifier_system_base = "https://trust.example/id"
+)"));
+  CHECK(c.store.message_retention_days == 90);
+  CHECK(c.store.ingest_threads == 8);
+  REQUIRE(c.source_systems.size() == 1);
+  const auto& s = c.source_systems[0];
+  CHECK(s.fetch_timeout == std::chrono::milliseconds(2500));
+  const std::vector<std::pair<std::string, std::string>> settings{
+      {"max_connections", "16"}, {"tls", "false"}, {"identifier_system_base", "https://trust.example/id"}};
+  auto got = s.settings;
+  auto want = settings;
+  std::sort(got.begin(), got.end());
+  std::sort(want.begin(), want.end());
+  CHECK(got == want);  // numbers and booleans become strings
+
+  const std::string hl7 = "[[source_systems]]\nods_code = \"RGT\"\nname = \"pas\"\nadapter = \"hl7v2\"\n";
+  CHECK(expect_error(tls_lines() + hl7).key() == "source_systems[0].endpoint");
+  // Plain MLLP only on loopback; TLS anywhere.
+  CHECK(expect_error(tls_lines() + hl7 + "endpoint = \"0.0.0.0:2575\"\n").key() == "source_systems[0].settings.tls");
+  CHECK_NOTHROW(load_config(write_config(tls_lines() + hl7 + "endpoint = \"0.0.0.0:2575\"\n[source_systems.settings]\ntls = true\n")));
+  CHECK(expect_error(tls_lines() + "[[source_systems]]\nods_code = \"V1\"\nname = \"v\"\nadapter = \"plugin\"\n").key() ==
+        "source_systems[0].plugin");
+  CHECK(expect_error(tls_lines() + hl7 + "endpoint = \"127.0.0.1:1\"\n[source_systems.settings]\nx = [1]\n").key() ==
+        "source_systems[0].settings.x");
+  CHECK(expect_error(tls_lines() + "[[source_systems]]\nods_code = \"A\"\nname = \"same\"\n"
+                                   "[[source_systems]]\nods_code = \"B\"\nname = \"same\"\n").key() == "source_systems[1].name");
+  CHECK(expect_error(tls_lines() + "[store]\ningest_threads = 0\n").key() == "store.ingest_threads");
 }
 
 TEST_CASE("Config: [audit] settings load, and bad ones are errors naming the key") {
