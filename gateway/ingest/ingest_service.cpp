@@ -206,21 +206,20 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
   // 1. A resend of a unit already applied: the same answer, nothing applied again.
   const std::string hash = store::sha256(batch.raw);
   if (!batch.dedupe_key.empty()) {
-    auto dup = store_.find_applied(batch.source, batch.dedupe_key, hash);
-    if (!dup) return fail(batch, std::move(dup).issue());
-    if (*dup) {
+    auto check = store_.resend_check(batch.source, batch.dedupe_key, hash);
+    if (!check) return fail(batch, std::move(check).issue());
+    if (const auto& dup = check->applied) {
       ++duplicates_;
-      IngestReceipt receipt{(*dup)->id, true, (*dup)->reply, (*dup)->patient_id};
+      IngestReceipt receipt{dup->id, true, dup->reply, dup->patient_id};
       audit::Record rec = ingest_record(batch.source, ods, batch.kind, batch.dedupe_key, "ingest-duplicate", 200);
-      rec.detail.note = "resend of message " + std::to_string((*dup)->id);
+      rec.detail.note = "resend of message " + std::to_string(dup->id);
       if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
       return audit_then(std::move(rec), [receipt, shared_done](fhir::Status a) {
         if (!a) return (*shared_done)(std::move(a).issue());
         (*shared_done)(receipt);
       });
     }
-    auto reused = store_.key_reused(batch.source, batch.dedupe_key);
-    if (reused && *reused) {
+    if (check->key_seen) {
       // Real feeds reuse control ids: a new message, applied, but the sender is at fault.
       ++reused_keys_;
       observe::log(Level::warn, "sender reused a message control id for different content",
@@ -283,6 +282,7 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
   m.raw = std::move(batch.raw);
   m.reply = std::move(batch.reply);
   m.patient_id = patient_id;
+  m.content_sha256 = hash;
   audit::Record rec = ingest_record(batch.source, ods, batch.kind, batch.dedupe_key, "ingest-applied", 200);
   if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
   if (!outcome->retired_patient_id.empty()) rec.detail.note = "merged " + outcome->retired_patient_id + " into " + patient_id;

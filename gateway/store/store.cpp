@@ -254,7 +254,7 @@ void Store::apply(MessageWrite message, std::vector<fhir::Json> resources,
   auto result = std::make_shared<ApplyResult>();
   auto body = [result, m = std::move(message), rs = std::move(resources)](sqlite::Database& db) -> fhir::Status {
     const std::int64_t now = now_ms();
-    const std::string hash = sha256(m.raw);
+    const std::string hash = m.content_sha256.empty() ? sha256(m.raw) : m.content_sha256;
     MessageWrite row = m;
     row.status = MessageStatus::applied;
     auto id = insert_message(db, row, hash, now);
@@ -283,7 +283,7 @@ void Store::record(MessageWrite message, std::function<void(fhir::Result<std::in
     return done(Issue::make(ErrorCode::internal_error, "record() stores failed messages only"));
   auto id = std::make_shared<std::int64_t>(0);
   auto body = [id, m = std::move(message)](sqlite::Database& db) -> fhir::Status {
-    auto row = insert_message(db, m, sha256(m.raw), now_ms());
+    auto row = insert_message(db, m, m.content_sha256.empty() ? sha256(m.raw) : m.content_sha256, now_ms());
     if (!row) return std::move(row).issue();
     *id = *row;
     return fhir::Ok{};
@@ -294,27 +294,41 @@ void Store::record(MessageWrite message, std::function<void(fhir::Result<std::in
   });
 }
 
-fhir::Result<std::optional<StoredMessage>> Store::find_applied(const std::string& source, const std::string& key,
-                                                               const std::string& hash) {
+fhir::Result<Store::ResendCheck> Store::resend_check(const std::string& source, const std::string& key,
+                                                     const std::string& hash) {
+  // One read on the ingest path: the applied messages with this key (few: a key is reused
+  // only by faulty senders, and the unique index allows one row per content), compared here.
   State::Lease lease(*s_);
   auto st = lease.db().prepare(std::string("SELECT ") + kMessageColumns +
-                               " FROM message WHERE source = ? AND dedupe_key = ? AND content_sha256 = ? AND "
-                               "status = 'applied' ORDER BY id LIMIT 1");
+                               " FROM message WHERE source = ? AND dedupe_key = ? AND status = 'applied' "
+                               "ORDER BY id LIMIT 1000");
   if (!st) return std::move(st).issue();
-  st->bind(1, source).bind(2, key).bind_blob(3, hash.data(), hash.size());
-  auto row = st->step();
-  if (!row) return std::move(row).issue();
-  if (!*row) return std::optional<StoredMessage>();
-  return std::optional<StoredMessage>(message_row(*st, false));
+  st->bind(1, source).bind(2, key);
+  ResendCheck out;
+  for (;;) {
+    auto row = st->step();
+    if (!row) return std::move(row).issue();
+    if (!*row) break;
+    out.key_seen = true;
+    if (st->column_blob(4) == hash) {
+      out.applied = message_row(*st, false);
+      break;
+    }
+  }
+  return out;
+}
+
+fhir::Result<std::optional<StoredMessage>> Store::find_applied(const std::string& source, const std::string& key,
+                                                               const std::string& hash) {
+  auto r = resend_check(source, key, hash);
+  if (!r) return std::move(r).issue();
+  return std::move(r->applied);
 }
 
 fhir::Result<bool> Store::key_reused(const std::string& source, const std::string& key) {
-  State::Lease lease(*s_);
-  auto st = lease.db().prepare(
-      "SELECT 1 FROM message WHERE source = ? AND dedupe_key = ? AND status = 'applied' LIMIT 1");
-  if (!st) return std::move(st).issue();
-  st->bind(1, source).bind(2, key);
-  return st->step();
+  auto r = resend_check(source, key, {});
+  if (!r) return std::move(r).issue();
+  return r->key_seen;
 }
 
 fhir::Result<std::optional<StoredMessage>> Store::message(std::int64_t id) {

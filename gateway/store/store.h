@@ -54,6 +54,7 @@ struct MessageWrite {
   MessageStatus status = MessageStatus::applied;
   std::string error, error_location;
   std::int64_t received_ms = 0;
+  std::string content_sha256;  // sha256(raw) when the caller has it already; else computed
 };
 
 struct StoredResource {
@@ -100,9 +101,16 @@ class Store {
   // The applied message from `source` with this key and content, if any: a resend.
   fhir::Result<std::optional<StoredMessage>> find_applied(const std::string& source, const std::string& dedupe_key,
                                                           const std::string& content_sha256);
-  // True when `source` already applied a message with this key but other content (a reused
-  // control id: a sender fault, counted and logged by the caller).
+  // True when `source` already applied a message with this key (checked after find_applied
+  // found no same-content one: a reused control id, a sender fault the caller counts and logs).
   fhir::Result<bool> key_reused(const std::string& source, const std::string& dedupe_key);
+  // Both answers in one read, for the ingest path.
+  struct ResendCheck {
+    std::optional<StoredMessage> applied;  // the applied message with this key and content
+    bool key_seen = false;                 // some applied message has this key
+  };
+  fhir::Result<ResendCheck> resend_check(const std::string& source, const std::string& dedupe_key,
+                                         const std::string& content_sha256);
 
   // Stores the message (status applied) and upserts `resources` (each with resourceType, id
   // and subject already set) under `patient_id`, in one transaction; earlier errored rows of
