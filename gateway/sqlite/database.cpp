@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/sqlite/database.h"
 
+#include <unordered_map>
+
 #include <sqlite3.h>
 
 namespace gw::sqlite {
@@ -31,27 +33,54 @@ fhir::Result<Database> Database::open(const std::string& path, Mode mode) {
   sqlite3_busy_timeout(db, 5000);
   sqlite3_extended_result_codes(db, 1);
   // WAL lets readers proceed during the writer's commit; FULL makes each commit durable
-  // before we acknowledge anything built on it (DESIGN.md "Storage").
-  const char* pragmas = mode == Mode::read_only
-                            ? "PRAGMA foreign_keys=ON; PRAGMA query_only=ON;"
-                            : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;";
+  // before we acknowledge anything built on it (DESIGN.md "Storage"). Temporary b-trees and
+  // statement journals stay in memory: on disk they cost a create, unlink and writes of a
+  // scratch file in /var/tmp for many single statements.
+  const char* pragmas =
+      mode == Mode::read_only
+          ? "PRAGMA foreign_keys=ON; PRAGMA query_only=ON; PRAGMA temp_store=MEMORY;"
+          : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;";
   if (fhir::Status s = d.exec(pragmas); !s) return std::move(s).issue();
   return d;
 }
 
-Database::Database(Database&& o) noexcept : db_(o.db_), path_(std::move(o.path_)) { o.db_ = nullptr; }
+// Prepared statements by SQL text. Entries are never erased while the connection is open, so
+// the `in_use` flag a borrowed Statement points at stays valid (unordered_map nodes do not move).
+struct Database::Cache {
+  struct Entry {
+    sqlite3_stmt* stmt = nullptr;
+    bool in_use = false;
+  };
+  std::unordered_map<std::string, Entry> entries;
+};
+
+Database::Database(sqlite3* db, std::string path)
+    : db_(db), path_(std::move(path)), cache_(std::make_unique<Cache>()) {}
+
+Database::Database(Database&& o) noexcept : db_(o.db_), path_(std::move(o.path_)), cache_(std::move(o.cache_)) {
+  o.db_ = nullptr;
+}
 
 Database& Database::operator=(Database&& o) noexcept {
   if (this != &o) {
-    sqlite3_close_v2(db_);
+    close();
     db_ = o.db_;
     path_ = std::move(o.path_);
+    cache_ = std::move(o.cache_);
     o.db_ = nullptr;
   }
   return *this;
 }
 
-Database::~Database() { sqlite3_close_v2(db_); }
+Database::~Database() { close(); }
+
+void Database::close() {
+  if (cache_)
+    for (auto& [sql, e] : cache_->entries) sqlite3_finalize(e.stmt);
+  cache_.reset();
+  sqlite3_close_v2(db_);
+  db_ = nullptr;
+}
 
 fhir::Status Database::exec(std::string_view sql) {
   std::string text(sql);
@@ -72,6 +101,30 @@ fhir::Result<Statement> Database::prepare(std::string_view sql) {
   return Statement(stmt, db_);
 }
 
+fhir::Result<Statement> Database::cached(std::string_view sql) {
+  if (!cache_) return prepare(sql);
+  auto [it, added] = cache_->entries.try_emplace(std::string(sql));
+  Cache::Entry& e = it->second;
+  if (added) {
+    if (sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &e.stmt,
+                           nullptr) != SQLITE_OK) {
+      fhir::Issue issue = storage_issue(db_, "prepare failed");
+      cache_->entries.erase(it);
+      return issue;
+    }
+  } else if (e.in_use) {
+    return prepare(sql);  // nested use of the same text: a private statement
+  }
+  e.in_use = true;
+  return Statement(e.stmt, db_, &e.in_use);
+}
+
+fhir::Status Database::run_cached(std::string_view sql) {
+  auto st = cached(sql);
+  if (!st) return std::move(st).issue();
+  return st->run();
+}
+
 fhir::Result<int> Database::user_version() {
   auto st = prepare("PRAGMA user_version");
   if (!st) return std::move(st).issue();
@@ -83,19 +136,37 @@ fhir::Result<int> Database::user_version() {
 std::int64_t Database::last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
 int Database::changes() const { return sqlite3_changes(db_); }
 
-Statement::Statement(Statement&& o) noexcept : stmt_(o.stmt_), db_(o.db_) { o.stmt_ = nullptr; }
+Statement::Statement(Statement&& o) noexcept : stmt_(o.stmt_), db_(o.db_), in_use_(o.in_use_) {
+  o.stmt_ = nullptr;
+  o.in_use_ = nullptr;
+}
 
 Statement& Statement::operator=(Statement&& o) noexcept {
   if (this != &o) {
-    sqlite3_finalize(stmt_);
+    release();
     stmt_ = o.stmt_;
     db_ = o.db_;
+    in_use_ = o.in_use_;
     o.stmt_ = nullptr;
+    o.in_use_ = nullptr;
   }
   return *this;
 }
 
-Statement::~Statement() { sqlite3_finalize(stmt_); }
+Statement::~Statement() { release(); }
+
+void Statement::release() {
+  if (!in_use_) {
+    sqlite3_finalize(stmt_);
+  } else if (stmt_) {
+    // Ends a half-read SELECT too, so the connection does not keep its read snapshot.
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+    *in_use_ = false;
+  }
+  stmt_ = nullptr;
+  in_use_ = nullptr;
+}
 
 Statement& Statement::bind(int index, std::int64_t value) {
   sqlite3_bind_int64(stmt_, index, value);
@@ -155,15 +226,15 @@ std::string Statement::column_blob(int col) const {
 
 bool Statement::column_is_null(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
 
-Transaction::Transaction(Database& db) : db_(db), begun_(db.exec("BEGIN IMMEDIATE")) {}
+Transaction::Transaction(Database& db) : db_(db), begun_(db.run_cached("BEGIN IMMEDIATE")) {}
 
 Transaction::~Transaction() {
-  if (begun_ && !done_) (void)db_.exec("ROLLBACK");
+  if (begun_ && !done_) (void)db_.run_cached("ROLLBACK");
 }
 
 fhir::Status Transaction::commit() {
   if (!begun_) return begun_;
-  fhir::Status s = db_.exec("COMMIT");
+  fhir::Status s = db_.run_cached("COMMIT");
   if (s) done_ = true;
   return s;
 }

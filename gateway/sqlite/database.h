@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -35,6 +36,15 @@ class Database {
   // Runs one or more statements without results.
   fhir::Status exec(std::string_view sql);
   fhir::Result<Statement> prepare(std::string_view sql);
+  // The same, from this connection's cache of prepared statements: the first call with a
+  // given text prepares it, later calls reuse it (parsing and planning cost more than many
+  // statements take to run). When the handle is destroyed the statement is reset and its
+  // bindings cleared, not finalized. A text whose cached statement is still in use (a nested
+  // use of the same statement) gets a fresh one. Use for statements run again and again.
+  fhir::Result<Statement> cached(std::string_view sql);
+  // Runs one statement without results through cached(): for BEGIN, SAVEPOINT, COMMIT and
+  // the like on hot paths.
+  fhir::Status run_cached(std::string_view sql);
 
   // PRAGMA user_version: the number of the last migration applied.
   fhir::Result<int> user_version();
@@ -44,9 +54,12 @@ class Database {
   int changes() const;
 
  private:
-  Database(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  struct Cache;
+  Database(sqlite3* db, std::string path);
+  void close();
   sqlite3* db_ = nullptr;
   std::string path_;
+  std::unique_ptr<Cache> cache_;
 };
 
 class Statement {
@@ -73,12 +86,15 @@ class Statement {
   std::string column_text(int col) const;
   std::string column_blob(int col) const;  // bytes of a BLOB (or TEXT) column
   bool column_is_null(int col) const;
+  sqlite3_stmt* handle() const { return stmt_; }
 
  private:
   friend class Database;
-  Statement(sqlite3_stmt* stmt, sqlite3* db) : stmt_(stmt), db_(db) {}
+  Statement(sqlite3_stmt* stmt, sqlite3* db, bool* in_use = nullptr) : stmt_(stmt), db_(db), in_use_(in_use) {}
+  void release();  // finalize an owned statement; reset and hand back a cached one
   sqlite3_stmt* stmt_ = nullptr;
   sqlite3* db_ = nullptr;
+  bool* in_use_ = nullptr;  // set for a statement borrowed from Database::cached()
 };
 
 // BEGIN IMMEDIATE on construction; ROLLBACK in the destructor unless commit() succeeded.

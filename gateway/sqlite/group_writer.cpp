@@ -61,7 +61,7 @@ struct GroupWriter::State {
 
   // One transaction for the whole batch; each job in SAVEPOINT job.
   void run_batch(std::vector<Job>& batch) {
-    if (auto s = db.exec("BEGIN IMMEDIATE"); !s) {
+    if (auto s = db.run_cached("BEGIN IMMEDIATE"); !s) {
       for (Job& j : batch) j.status = storage_error("start a transaction");
       ++failed_commits;
       return;
@@ -72,23 +72,23 @@ struct GroupWriter::State {
         j.status = storage_error("write");
         continue;
       }
-      if (auto s = db.exec("SAVEPOINT job"); !s) {
+      if (auto s = db.run_cached("SAVEPOINT job"); !s) {
         j.status = storage_error("write");
         lost = true;
         continue;
       }
       j.status = j.body(db);
-      if (!j.status && !db.exec("ROLLBACK TO job")) lost = true;
-      if (!db.exec("RELEASE job")) lost = true;
+      if (!j.status && !db.run_cached("ROLLBACK TO job")) lost = true;
+      if (!db.run_cached("RELEASE job")) lost = true;
     }
     fhir::Status committed = fhir::Ok{};
     if (lost || fail_commits.load()) {
       committed = storage_error("commit");
-    } else if (auto c = db.exec("COMMIT"); !c) {
+    } else if (auto c = db.run_cached("COMMIT"); !c) {
       committed = storage_error("commit");
     }
     if (!committed) {
-      (void)db.exec("ROLLBACK");
+      (void)db.run_cached("ROLLBACK");
       ++failed_commits;
       for (Job& j : batch)
         if (j.status) j.status = committed;

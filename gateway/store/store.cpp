@@ -185,7 +185,7 @@ namespace {
 
 fhir::Result<std::int64_t> insert_message(sqlite::Database& db, const MessageWrite& m, const std::string& hash,
                                           std::int64_t now) {
-  auto st = db.prepare(
+  auto st = db.cached(
       "INSERT INTO message(source, kind, dedupe_key, content_sha256, received_ms, updated_ms, status, error, "
       "error_location, reply, patient_id, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)");
   if (!st) return std::move(st).issue();
@@ -204,25 +204,39 @@ fhir::Status put_resource(sqlite::Database& db, Json r, const std::string& patie
   const std::string id(r.string_at("id"));
   if (type.empty() || id.empty())
     return Issue::make(ErrorCode::invalid_resource, "a delivered resource has no resourceType or id");
-  auto existing = db.prepare("SELECT source, version FROM resource WHERE type = ? AND id = ?");
+  auto existing = db.cached(
+      "SELECT source, version, last_updated_ms, patient_id, json FROM resource WHERE type = ? AND id = ?");
   if (!existing) return std::move(existing).issue();
   existing->bind(1, type).bind(2, id);
   auto row = existing->step();
   if (!row) return std::move(row).issue();
   std::int64_t version = 1;
+  Json meta = Json::object();
+  if (const Json* old = r.find("meta"); old && old->is_object()) meta = *old;
   if (*row) {
     if (existing->column_text(0) != source)
       return Issue::make(ErrorCode::conflict, type + "/" + id + " belongs to another source system", type);
-    version = existing->column_int64(1) + 1;
+    // The same content again (a ward or clinician named by every message): no new version,
+    // as a FHIR server treats an update that changes nothing.
+    version = existing->column_int64(1);
+    Json same = r;
+    Json same_meta = meta;
+    same_meta.set("versionId", Json::string(std::to_string(version)));
+    same_meta.set("lastUpdated", Json::string(fhir::format_instant(existing->column_int64(2))));
+    same.set("meta", std::move(same_meta));
+    if (existing->column_text(3) == patient_id && existing->column_blob(4) == fhir::to_json(same)) {
+      stored.push_back(type + "/" + id);
+      return fhir::Ok{};
+    }
+    ++version;
   }
-  Json meta = Json::object();
-  if (const Json* old = r.find("meta"); old && old->is_object()) meta = *old;
+  existing->reset();
   meta.set("versionId", Json::string(std::to_string(version)));
   meta.set("lastUpdated", Json::string(fhir::format_instant(now)));
   r.set("meta", std::move(meta));
   const auto date = clinical_date(r);
   const std::string json = fhir::to_json(r);
-  auto put = db.prepare(
+  auto put = db.cached(
       "INSERT INTO resource(type, id, patient_id, source, version, last_updated_ms, date_begin, date_end, message_id, "
       "json) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(type, id) DO UPDATE SET patient_id = excluded.patient_id, "
       "version = excluded.version, last_updated_ms = excluded.last_updated_ms, date_begin = excluded.date_begin, "
@@ -233,12 +247,12 @@ fhir::Status put_resource(sqlite::Database& db, Json r, const std::string& patie
   else put->bind_null(7).bind_null(8);
   put->bind(9, message_id).bind_blob(10, json.data(), json.size());
   if (auto s = put->run(); !s) return s;
-  auto clear = db.prepare("DELETE FROM resource_code WHERE type = ? AND id = ?");
+  auto clear = db.cached("DELETE FROM resource_code WHERE type = ? AND id = ?");
   if (!clear) return std::move(clear).issue();
   clear->bind(1, type).bind(2, id);
   if (auto s = clear->run(); !s) return s;
   for (const auto& [system, code] : codes_of(r)) {
-    auto c = db.prepare("INSERT OR IGNORE INTO resource_code(type, id, system, code) VALUES (?,?,?,?)");
+    auto c = db.cached("INSERT OR IGNORE INTO resource_code(type, id, system, code) VALUES (?,?,?,?)");
     if (!c) return std::move(c).issue();
     c->bind(1, type).bind(2, id).bind(3, system).bind(4, code);
     if (auto s = c->run(); !s) return s;
@@ -263,7 +277,7 @@ void Store::apply(MessageWrite message, std::vector<fhir::Json> resources,
     for (const Json& r : rs)
       if (auto s = put_resource(db, r, m.patient_id, m.source, *id, now, result->stored); !s) return s;
     if (!m.dedupe_key.empty()) {
-      auto replayed = db.prepare(
+      auto replayed = db.cached(
           "UPDATE message SET status = 'replayed', updated_ms = ? WHERE source = ? AND dedupe_key = ? AND "
           "content_sha256 = ? AND status IN ('error', 'rejected')");
       if (!replayed) return std::move(replayed).issue();
@@ -299,9 +313,9 @@ fhir::Result<Store::ResendCheck> Store::resend_check(const std::string& source, 
   // One read on the ingest path: the applied messages with this key (few: a key is reused
   // only by faulty senders, and the unique index allows one row per content), compared here.
   State::Lease lease(*s_);
-  auto st = lease.db().prepare(std::string("SELECT ") + kMessageColumns +
-                               " FROM message WHERE source = ? AND dedupe_key = ? AND status = 'applied' "
-                               "ORDER BY id LIMIT 1000");
+  auto st = lease.db().cached(std::string("SELECT ") + kMessageColumns +
+                              " FROM message WHERE source = ? AND dedupe_key = ? AND status = 'applied' "
+                              "ORDER BY id LIMIT 1000");
   if (!st) return std::move(st).issue();
   st->bind(1, source).bind(2, key);
   ResendCheck out;

@@ -2,6 +2,8 @@
 #include <doctest/doctest.h>
 
 #include "gateway/sqlite/database.h"
+
+#include <sqlite3.h>
 #include "gateway/sqlite/migrations.h"
 #include "gateway/store/databases.h"
 #include <fstream>
@@ -75,6 +77,60 @@ TEST_CASE("Migrations: a database newer than the code is refused") {
   auto r = migrate(*db, {{1, "a", "SELECT 1;"}});
   REQUIRE_FALSE(r.ok());
   CHECK(r.issue().diagnostics.find("newer than this gateway") != std::string::npos);
+}
+
+TEST_CASE("SQLite: cached statements are reused, reset on release, and never shared by nested uses") {
+  const std::string path = (gw::test::temp_dir("sqlite-cache") / "c.db").string();
+  auto db = Database::open(path);
+  REQUIRE(db.ok());
+  REQUIRE(db->exec("CREATE TABLE t(x INTEGER); INSERT INTO t VALUES (1), (2), (3);").ok());
+  const char* sql = "SELECT x FROM t WHERE x >= ? ORDER BY x";
+  sqlite3_stmt* first = nullptr;
+  {
+    auto a = db->cached(sql);
+    REQUIRE(a.ok());
+    a->bind(1, std::int64_t{2});
+    REQUIRE(*a->step());
+    CHECK(a->column_int64(0) == 2);
+    first = a->handle();
+    // A nested use of the same text while `a` is mid-read: a statement of its own, so `a`'s
+    // position is not lost.
+    auto b = db->cached(sql);
+    REQUIRE(b.ok());
+    CHECK(b->handle() != first);
+    b->bind(1, std::int64_t{1});
+    REQUIRE(*b->step());
+    CHECK(b->column_int64(0) == 1);
+    REQUIRE(*a->step());
+    CHECK(a->column_int64(0) == 3);
+  }
+  {
+    // The same statement again, with its bindings cleared (NULL: no row matches).
+    auto c = db->cached(sql);
+    REQUIRE(c.ok());
+    CHECK(c->handle() == first);
+    CHECK_FALSE(*c->step());
+  }
+  // Released mid-read, the statement no longer holds a read snapshot: another connection's
+  // checkpoint can reset the WAL.
+  {
+    auto d = db->cached(sql);
+    d->bind(1, std::int64_t{1});
+    REQUIRE(*d->step());
+  }
+  auto w = Database::open(path);
+  REQUIRE(w.ok());
+  REQUIRE(w->exec("INSERT INTO t VALUES (4)").ok());
+  auto busy = w->prepare("PRAGMA wal_checkpoint(TRUNCATE)");
+  REQUIRE(*busy->step());
+  CHECK(busy->column_int64(0) == 0);  // not blocked by a reader
+  auto bad = db->cached("SELECT nope FROM nowhere");
+  CHECK_FALSE(bad.ok());
+  CHECK(db->run_cached("INSERT INTO t VALUES (5)").ok());
+  CHECK(db->run_cached("INSERT INTO t VALUES (6)").ok());
+  auto n = db->prepare("SELECT count(*) FROM t");
+  REQUIRE(*n->step());
+  CHECK(n->column_int64(0) == 6);
 }
 
 TEST_CASE("Transaction: rolls back unless committed") {

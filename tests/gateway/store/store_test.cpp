@@ -8,6 +8,8 @@
 #include <mutex>
 
 #include "fhir/json.h"
+#include "gateway/sqlite/migrations.h"
+#include "gateway/store/schema.h"
 #include "gateway/store/store.h"
 #include "support/paths.h"
 
@@ -153,4 +155,81 @@ TEST_CASE("Store: a failed commit reports the failure and writes nothing") {
   (*s)->inject_commit_failure(false);
   CHECK((*s)->list_messages({std::nullopt, "", 0, 100})->empty());
   CHECK_FALSE((*s)->read("Observation", "f1")->has_value());
+}
+
+TEST_CASE("Store: the same resource content again is not a new version") {
+  const auto dir = test::temp_dir("store-same");
+  auto s = store::Store::open((dir / "store.db").string());
+  REQUIRE(s.ok());
+  store::Store& st = **s;
+  for (const char* key : {"S1", "S2"})
+    REQUIRE(wait_for<store::ApplyResult>([&](auto done) {
+              st.apply(message(key, std::string("raw-") + key), {observation("same", "2093-3", "2026-11-01")}, done);
+            }).ok());
+  auto same = st.read("Observation", "same");
+  REQUIRE(same.ok());
+  REQUIRE(same->has_value());
+  CHECK((*same)->version == 1);
+  CHECK((*same)->json.find("\"versionId\":\"1\"") != std::string::npos);
+  // A changed value is a new version; so is the same content filed under another patient.
+  REQUIRE(wait_for<store::ApplyResult>([&](auto done) {
+            st.apply(message("S3", "raw-S3"), {observation("same", "2093-3", "2026-11-02")}, done);
+          }).ok());
+  CHECK((*st.read("Observation", "same"))->version == 2);
+  store::MessageWrite moved = message("S4", "raw-S4");
+  moved.patient_id = "p2";
+  REQUIRE(wait_for<store::ApplyResult>([&](auto done) {
+            st.apply(moved, {observation("same", "2093-3", "2026-11-02")}, done);
+          }).ok());
+  CHECK((*st.read("Observation", "same"))->version == 3);
+  CHECK((*st.read("Observation", "same"))->patient_id == "p2");
+}
+
+TEST_CASE("Store: a version-2 store.db is upgraded with its resources and messages") {
+  const auto dir = test::temp_dir("store-upgrade");
+  const std::string path = (dir / "store.db").string();
+  {
+    auto db = sqlite::Database::open(path);
+    REQUIRE(db.ok());
+    const auto& all = store::schema_migrations();
+    REQUIRE(all.size() >= 3);
+    std::vector<sqlite::Migration> v2(all.begin(), all.begin() + 2);
+    REQUIRE(sqlite::migrate(*db, v2).ok());
+    REQUIRE(db->exec("INSERT INTO message(source, kind, dedupe_key, content_sha256, received_ms, updated_ms, status, "
+                     "raw) VALUES ('pas', 'ORU^R01', 'OLD1', X'00', 1, 1, 'applied', CAST('old raw' AS BLOB))")
+                .ok());
+    REQUIRE(db->exec("INSERT INTO resource(type, id, patient_id, source, version, last_updated_ms, date_begin, "
+                     "date_end, message_id, json) VALUES ('Observation', 'kept', 'p1', 'pas', 4, 1000, 0, 1, 1, "
+                     "CAST('{\"resourceType\":\"Observation\",\"id\":\"kept\"}' AS BLOB))")
+                .ok());
+    REQUIRE(db->exec("INSERT INTO resource_code VALUES ('Observation', 'kept', 'http://loinc.org', '2093-3')").ok());
+  }
+  auto s = store::Store::open(path);
+  REQUIRE(s.ok());
+  auto kept = (*s)->read("Observation", "kept");
+  REQUIRE(kept.ok());
+  REQUIRE(kept->has_value());
+  CHECK((*kept)->version == 4);
+  CHECK((*kept)->patient_id == "p1");
+  store::ResourceQuery q;
+  q.patient_ids = {"p1"};
+  q.type = "Observation";
+  q.codes = {{"http://loinc.org", "2093-3"}};
+  CHECK((*s)->search(q)->total == 1);
+  CHECK((*s)->list_messages({std::nullopt, "", 0, 100})->size() == 1);
+  // The upgraded table takes new versions of old rows, and (type, id) stays unique.
+  REQUIRE(wait_for<store::ApplyResult>([&](auto done) {
+            (*s)->apply(message("NEW", "new raw"), {observation("kept", "2093-3", "2026-11-02")}, done);
+          }).ok());
+  CHECK((*(*s)->read("Observation", "kept"))->version == 5);
+  (*s)->stop();
+  auto db = sqlite::Database::open(path, sqlite::Database::Mode::read_only);
+  REQUIRE(db.ok());
+  CHECK(*db->user_version() == static_cast<int>(store::schema_migrations().size()));
+  auto rows = db->prepare("SELECT count(*) FROM resource WHERE type = 'Observation' AND id = 'kept'");
+  REQUIRE(*rows->step());
+  CHECK(rows->column_int64(0) == 1);
+  auto rowid = db->prepare("SELECT count(*) FROM pragma_table_info('resource') WHERE name = 'rid'");
+  REQUIRE(*rowid->step());
+  CHECK(rowid->column_int64(0) == 1);
 }
