@@ -31,11 +31,13 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/detect_ssl.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/status.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #if GW_WITH_TLS
@@ -93,6 +95,29 @@ bool acceptable_id(std::string_view id) {
           c == '.' || c == ':'))
       return false;
   return true;
+}
+
+// "HTTP/1.1 200 OK\r\n".
+void append_status_line(std::string& out, unsigned version, int status) {
+  out.append(version >= 11 ? "HTTP/1.1 " : "HTTP/1.0 ");
+  out.append(std::to_string(status));
+  out.push_back(' ');
+  const auto reason = bhttp::obsolete_reason(static_cast<bhttp::status>(status));
+  out.append(reason.data(), reason.size());
+  out.append("\r\n");
+}
+
+// "Name: value\r\n". Values come from the gateway's own code, but a CR or LF in one would
+// split the header block, so they become spaces.
+void append_field(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name);
+  out.append(": ");
+  if (value.find_first_of("\r\n") == std::string_view::npos) {
+    out.append(value);
+  } else {
+    for (char c : value) out.push_back(c == '\r' || c == '\n' ? ' ' : c);
+  }
+  out.append("\r\n");
 }
 
 const std::string& http_date() {
@@ -511,23 +536,32 @@ struct Server::Impl {
   template <class Stream>
   awaitable<bool> send(Stream& stream, Watchdog& watchdog, const http::Request& req, http::Response& r,
                        bool keep_alive, unsigned version, std::chrono::steady_clock::time_point received) {
-    bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(r.status), version};
-    res.set(bhttp::field::server, "fhir-gateway");
-    res.set(bhttp::field::date, http_date());
-    if (!r.content_type.empty()) res.set(bhttp::field::content_type, r.content_type);
-    res.set(bhttp::field::cache_control, "no-store");
-    res.set("X-Content-Type-Options", "nosniff");
-    res.set("X-Request-ID", req.request_id);
-    if (!req.correlation_id.empty()) res.set("X-Correlation-ID", req.correlation_id);
-    for (auto& [k, v] : r.headers) res.insert(k, v);
-    res.body() = std::move(r.body);
-    res.keep_alive(keep_alive);
-    res.prepare_payload();
-    if (req.method == "HEAD") res.body().clear();  // Content-Length stays that of the GET body
+    // The response is written as one buffer, serialised here: Beast's message serializer walks
+    // a sequence of small buffers (one per header field) that costs more than the TLS record
+    // on small answers such as /metadata, and a single buffer becomes a single TLS record.
+    const bool head = req.method == "HEAD";
+    std::string out;
+    out.reserve(320 + (head ? 0 : r.body.size()));
+    append_status_line(out, version, r.status);
+    out.append("Server: fhir-gateway\r\nDate: ");
+    out.append(http_date());
+    out.append("\r\n");
+    if (!r.content_type.empty()) append_field(out, "Content-Type", r.content_type);
+    out.append("Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n");
+    append_field(out, "X-Request-ID", req.request_id);
+    if (!req.correlation_id.empty()) append_field(out, "X-Correlation-ID", req.correlation_id);
+    for (const auto& [k, v] : r.headers) append_field(out, k, v);
+    if (!keep_alive && version >= 11) append_field(out, "Connection", "close");
+    else if (keep_alive && version < 11) append_field(out, "Connection", "keep-alive");
+    // No Content-Length on 1xx, 204 and 304 (RFC 9110 section 8.6); HEAD keeps the GET body's.
+    if (!(r.status < 200 || r.status == 204 || r.status == 304))
+      append_field(out, "Content-Length", std::to_string(r.body.size()));
+    out.append("\r\n");
+    if (!head && !(r.status < 200 || r.status == 204 || r.status == 304)) out.append(r.body);
 
     error_code ec;
     watchdog.arm(cfg.limits.write_timeout, Watchdog::Action::close);
-    co_await bhttp::async_write(stream, res, nothrow(ec));
+    co_await asio::async_write(stream, asio::buffer(out), nothrow(ec));
     watchdog.disarm();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - received).count();
     metrics.observe_request(req.route_template, req.method, r.status, seconds);
