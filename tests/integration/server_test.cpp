@@ -347,6 +347,34 @@ TEST_CASE("Server: HEAD is answered like GET without a body, and the connection 
   CHECK(ex.responses[1].body == R"({"status":"pass"})");
 }
 
+TEST_CASE("Server: the response head is well formed: status line, Connection by HTTP version, Content-Length") {
+  TestServer s;
+  // HTTP/1.1 asking to close: "Connection: close" and the body's exact length.
+  auto closing = test::exchange(
+      s.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: c1\r\nConnection: close\r\n\r\n", 1,
+      s.client());
+  REQUIRE_MESSAGE(closing.responses.size() == 1, closing.error);
+  const auto& c = closing.responses[0];
+  CHECK(c.status == 200);
+  CHECK(c.header("connection") == "close");
+  CHECK(c.header("content-length") == std::to_string(c.body.size()));
+  CHECK(c.header("x-request-id") == "c1");
+  CHECK(c.header("server") == "fhir-gateway");
+  CHECK(c.header("cache-control") == "no-store");
+  CHECK(c.header("x-content-type-options") == "nosniff");
+  CHECK_FALSE(c.header("date").empty());
+  // HTTP/1.0 asking to keep the connection: "Connection: keep-alive", and the second request
+  // on the same connection is answered.
+  std::string one = "GET /healthz HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n";
+  std::string two = "GET /metadata HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  auto kept = test::exchange(s.port(), one + two, 2, s.client());
+  REQUIRE_MESSAGE(kept.responses.size() == 2, kept.error);
+  CHECK(kept.responses[0].header("connection") == "keep-alive");
+  CHECK(kept.responses[1].status == 200);
+  CHECK(kept.responses[1].header("content-length") == std::to_string(kept.responses[1].body.size()));
+  CHECK(kept.responses[1].body.find("CapabilityStatement") != std::string::npos);
+}
+
 TEST_CASE("Server: a UTF-8 byte order mark before a JSON body is tolerated") {
   TestServer s;
   auto ex = test::exchange(s.port(), post("/Patient/$validate", "\xEF\xBB\xBF{\"resourceType\":\"Patient\"}"), 1, s.client());
