@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <ctime>
 #include <mutex>
 #include <optional>
@@ -112,7 +113,7 @@ void append_status_line(std::string& out, unsigned version, int status) {
 void append_field(std::string& out, std::string_view name, std::string_view value) {
   out.append(name);
   out.append(": ");
-  if (value.find_first_of("\r\n") == std::string_view::npos) {
+  if (!std::memchr(value.data(), '\r', value.size()) && !std::memchr(value.data(), '\n', value.size())) {
     out.append(value);
   } else {
     for (char c : value) out.push_back(c == '\r' || c == '\n' ? ' ' : c);
