@@ -288,16 +288,80 @@ void write(const Json& v, Writer& w) {
 
 }  // namespace
 
-void append_json(const Json& value, std::string& out, bool pretty) {
-  StringSink sink{out};
-  if (pretty) {
-    rapidjson::PrettyWriter<StringSink> w(sink);
-    w.SetIndent(' ', 2);
-    write(value, w);
-  } else {
-    rapidjson::Writer<StringSink> w(sink);
-    write(value, w);
+namespace {
+
+// A JSON string with the escapes RapidJSON's Writer uses (\" \\ \b \f \n \r \t, other
+// control characters as \u00XX), appended in runs between escapes rather than a byte at a time.
+void append_string(std::string_view s, std::string& out) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  out.push_back('"');
+  std::size_t run = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s.data() + run, i - run);
+    run = i + 1;
+    switch (c) {
+      case '"': out.append("\\\""); break;
+      case '\\': out.append("\\\\"); break;
+      case '\b': out.append("\\b"); break;
+      case '\f': out.append("\\f"); break;
+      case '\n': out.append("\\n"); break;
+      case '\r': out.append("\\r"); break;
+      case '\t': out.append("\\t"); break;
+      default: {
+        const char u[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xF]};
+        out.append(u, sizeof u);
+      }
+    }
   }
+  out.append(s.data() + run, s.size() - run);
+  out.push_back('"');
+}
+
+// Compact output, byte for byte what RapidJSON's Writer gives for the same tree, written
+// straight into `out` (the Writer goes through a stream one byte at a time).
+void append_compact(const Json& v, std::string& out) {
+  switch (v.kind()) {
+    case Json::Kind::null: out.append("null"); break;
+    case Json::Kind::boolean: out.append(v.as_bool() ? "true" : "false"); break;
+    case Json::Kind::number: out.append(v.text()); break;
+    case Json::Kind::string: append_string(v.text(), out); break;
+    case Json::Kind::array: {
+      out.push_back('[');
+      bool first = true;
+      for (const Json& item : v.items()) {
+        if (!first) out.push_back(',');
+        first = false;
+        append_compact(item, out);
+      }
+      out.push_back(']');
+      break;
+    }
+    case Json::Kind::object: {
+      out.push_back('{');
+      bool first = true;
+      for (const auto& [key, value] : v.members()) {
+        if (!first) out.push_back(',');
+        first = false;
+        append_string(key, out);
+        out.push_back(':');
+        append_compact(value, out);
+      }
+      out.push_back('}');
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+void append_json(const Json& value, std::string& out, bool pretty) {
+  if (!pretty) return append_compact(value, out);
+  StringSink sink{out};
+  rapidjson::PrettyWriter<StringSink> w(sink);
+  w.SetIndent(' ', 2);
+  write(value, w);
 }
 
 std::string to_json(const Json& value, bool pretty) {

@@ -1,7 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <doctest/doctest.h>
 
+#include <cstdio>
 #include <string>
+#include <vector>
+
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include "fhir/json.h"
 #include "support/paths.h"
@@ -110,4 +116,43 @@ TEST_CASE("Json: every official R4 spec example round-trips byte-for-byte in val
     ++files;
   }
   CHECK(files == 362);
+}
+
+TEST_CASE("JSON: compact output is byte for byte RapidJSON's Writer, escapes included") {
+  // Every control character, quotes, backslashes, slashes, multi-byte UTF-8, nesting, empty
+  // containers and literals. (Numbers are kept verbatim, which RapidJSON's DOM does not do;
+  // they are checked below.)
+  std::string all_controls;
+  for (int c = 1; c < 0x20; ++c) {
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "\\u%04x", c);
+    all_controls += hex;
+  }
+  const std::vector<std::string> inputs = {
+      R"({"a":"plain","b":"q\"uote","c":"back\\slash","d":"sl\/ash","e":"caf\u00e9 \u2603 \ud83d\ude00"})",
+      "{\"controls\":\"" + all_controls + "\",\"nul\":\"x\\u0000y\",\"del\":\"\x7f\"}",
+      R"({"resourceType":"Bundle","entry":[{},[],{"s":["x"]},null,true,false],"x":{}})",
+      R"([])",
+      R"("just a string")",
+      R"({"k\"ey\n":"v","":""})",
+  };
+  for (const std::string& text : inputs) {
+    CAPTURE(text);
+    rapidjson::Document d;
+    d.Parse(text.data(), text.size());
+    REQUIRE_FALSE(d.HasParseError());
+    rapidjson::StringBuffer buf;
+    rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+    d.Accept(w);
+    auto ours = parse_json(text);
+    REQUIRE(ours.ok());
+    const std::string mine = fhir::to_json(*ours);
+    CHECK(mine == std::string(buf.GetString(), buf.GetSize()));
+    auto again = parse_json(mine);
+    REQUIRE(again.ok());
+    CHECK(*again == *ours);
+  }
+  auto numbers = parse_json(R"({"n":[1,-2.50,3e5,0.0001,12345678901234567890]})");
+  REQUIRE(numbers.ok());
+  CHECK(fhir::to_json(*numbers) == R"({"n":[1,-2.50,3e5,0.0001,12345678901234567890]})");
 }
