@@ -152,6 +152,23 @@ TEST_CASE("JSON: compact output is byte for byte RapidJSON's Writer, escapes inc
     REQUIRE(again.ok());
     CHECK(*again == *ours);
   }
+  // Escapes at every position of long runs (the writer skips eight plain bytes at a time),
+  // next to multi-byte UTF-8.
+  for (const std::string special : {R"(\")", R"(\\)", R"(\n)", R"(\u0001)", R"(\u001f)", R"(\u00e9)"}) {
+    for (std::size_t at = 0; at < 20; ++at) {
+      const std::string text = "[\"" + std::string(at, 'a') + special + std::string(19 - at, 'b') + "\"]";
+      CAPTURE(text);
+      rapidjson::Document d;
+      d.Parse(text.data(), text.size());
+      REQUIRE_FALSE(d.HasParseError());
+      rapidjson::StringBuffer buf;
+      rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+      d.Accept(w);
+      auto ours = parse_json(text);
+      REQUIRE(ours.ok());
+      CHECK(fhir::to_json(*ours) == std::string(buf.GetString(), buf.GetSize()));
+    }
+  }
   auto numbers = parse_json(R"({"n":[1,-2.50,3e5,0.0001,12345678901234567890]})");
   REQUIRE(numbers.ok());
   CHECK(fhir::to_json(*numbers) == R"({"n":[1,-2.50,3e5,0.0001,12345678901234567890]})");
