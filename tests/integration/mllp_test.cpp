@@ -150,6 +150,30 @@ TEST_CASE("MLLP: ORU^R01 results are served by Observation and DiagnosticReport 
   CHECK(bare.status == 400);
 }
 
+TEST_CASE("Clinical search: a bad patient parameter is a 400 OperationOutcome naming the parameter") {
+  auto s = mllp_server();
+  struct Case {
+    std::string query, fragment;
+  };
+  const std::vector<Case> cases = {
+      // Wrong check digit, too short, not digits.
+      {"/Encounter?patient:identifier=https://fhir.nhs.uk/Id/nhs-number|9990000019", "check digit"},
+      {"/Encounter?patient:identifier=https://fhir.nhs.uk/Id/nhs-number|999000001", "10 digits"},
+      {"/Observation?subject:identifier=https://fhir.nhs.uk/Id/nhs-number|99900000AB", "digits only"},
+      // Another identifier system, and two patients at once.
+      {"/Encounter?patient:identifier=urn:oid:2.16.840.1.113883.2.1.4.1|9990000018", "nhs-number"},
+      {"/DiagnosticReport?patient=abc&patient:identifier=https://fhir.nhs.uk/Id/nhs-number|9990000018",
+       "exactly one patient"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.query);
+    auto r = clinical_search(*s, c.query);
+    CHECK(r.status == 400);
+    CHECK(r.body.find("\"resourceType\":\"OperationOutcome\"") != std::string::npos);
+    CHECK(r.body.find(c.fragment) != std::string::npos);
+  }
+}
+
 TEST_CASE("MLLP: a resend gets the original ACK and is not applied twice; a reused control id is a new message") {
   auto s = mllp_server();
   const std::uint16_t port = listener(*s).port();
