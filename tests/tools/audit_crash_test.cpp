@@ -23,6 +23,7 @@
 #include "support/certs.h"
 #include "support/https_client.h"
 #include "support/paths.h"
+#include "support/process.h"
 #include "support/seed.h"
 #include "support/tokens.h"
 
@@ -43,40 +44,12 @@ std::string slurp(const std::string& path) {
 
 // Starts the gateway with `config`; waits (bounded) for its "listening" line.
 Gateway start_gateway(const std::string& config, const std::string& log_file) {
-  Gateway g;
-  g.log_file = log_file;
-  g.pid = ::fork();
-  REQUIRE(g.pid >= 0);
-  if (g.pid == 0) {
-    FILE* f = std::freopen(log_file.c_str(), "w", stderr);
-    (void)f;
-    ::execl(GATEWAY_BIN, GATEWAY_BIN, "--config", config.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  const std::regex listening("\"msg\":\"listening\",\"scheme\":\"https\"[^}]*\"port\":\"?([0-9]+)");
-  for (int i = 0; i < 300 && g.port == 0; ++i) {
-    std::smatch m;
-    const std::string text = slurp(log_file);
-    if (std::regex_search(text, m, listening)) g.port = static_cast<std::uint16_t>(std::stoi(m[1]));
-    int status = 0;
-    if (::waitpid(g.pid, &status, WNOHANG) == g.pid) FAIL("the gateway exited during start-up:\n" << text);
-    if (g.port == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  REQUIRE_MESSAGE(g.port != 0, "no listening line in " << log_file << ":\n" << slurp(log_file));
-  return g;
+  const auto child = test::start_child_gateway(GATEWAY_BIN, config, log_file,
+                                               "\"msg\":\"listening\",\"scheme\":\"https\"[^}]*\"port\":\"?([0-9]+)");
+  return Gateway{child.pid, child.port, log_file};
 }
 
-int wait_exit(pid_t pid) {
-  int status = 0;
-  for (int i = 0; i < 300; ++i) {
-    if (::waitpid(pid, &status, WNOHANG) == pid) return status;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, &status, 0);
-  FAIL("the gateway did not exit within 30 s");
-  return status;
-}
+int wait_exit(pid_t pid) { return test::wait_child_exit(pid); }
 
 }  // namespace
 

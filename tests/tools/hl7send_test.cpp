@@ -29,6 +29,7 @@
 #include "fhir/nhs_number.h"
 #include "support/certs.h"
 #include "support/paths.h"
+#include "support/process.h"
 #include "support/test_server.h"
 #include "tools/hl7send/mllp_client.h"
 
@@ -39,47 +40,10 @@ namespace {
 
 constexpr const char* kSource = "rgt-pas";
 
-struct Run {
-  int status = -1;
-  std::string out, err;
-};
-
 // Runs hl7send with `args` (shell-quoted by the caller); stdout and stderr apart.
-Run run_hl7send(const std::string& args) {
-  static int n = 0;
-  const fs::path err = test::temp_dir("hl7send-err") / ("stderr-" + std::to_string(++n));
-  Run r;
-  const std::string cmd = std::string(HL7SEND_BIN) + " " + args + " 2>" + err.string();
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::array<char, 4096> buf{};
-  std::size_t got;
-  while ((got = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), got);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  r.err = test::read_file(err);
-  return r;
-}
+test::ToolRun run_hl7send(const std::string& args) { return test::run_tool(HL7SEND_BIN, args); }
 
-// A valid NHS number in the 999 test range, one per `serial` (0..99999): nine digits
-// 999<serial><j> with the first j whose Modulus 11 check digit exists (weights 10..2; a
-// remainder giving 10 has no valid number; 11 -> 0), then that check digit.
-std::string nhs(int serial) {
-  for (int j = 0; j < 10; ++j) {
-    char nine[32];
-    std::snprintf(nine, sizeof nine, "999%05d%d", serial, j);
-    int sum = 0;
-    for (int i = 0; i < 9; ++i) sum += (nine[i] - '0') * (10 - i);
-    int check = 11 - sum % 11;
-    if (check == 11) check = 0;
-    if (check == 10) continue;
-    std::string out = std::string(nine) + static_cast<char>('0' + check);
-    REQUIRE(fhir::is_valid_nhs_number(out));
-    return out;
-  }
-  FAIL("no valid NHS number for serial " << serial);
-  return {};
-}
+std::string nhs(int serial) { return test::test_nhs_number(serial); }
 
 std::string msh(const std::string& type, const std::string& control, const std::string& extra = "") {
   return "MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||" + type + "|" + control + "|P|2.4" + extra + "\r";
@@ -323,7 +287,7 @@ TEST_CASE("hl7send: a folder of multi-message files is sent in name order and ev
         with_crlf(a01("F-3", nhs(103), "MRN-F3")) + "\r\n\r\n" + with_crlf(a01("F-4", nhs(104), "MRN-F4")));
   write(dir / "in" / "sub" / "c.hl7", a01("F-5", nhs(105), "MRN-F5"));
 
-  Run r = run_hl7send("--port " + std::to_string(port) + " " + (dir / "in").string());
+  test::ToolRun r = run_hl7send("--port " + std::to_string(port) + " " + (dir / "in").string());
   CHECK_MESSAGE(r.status == 0, (r.out + r.err));
   const std::vector<std::string> out = lines(r.out);
   REQUIRE(out.size() >= 5);
@@ -367,7 +331,7 @@ TEST_CASE("hl7send: a message the gateway rejects is reported with AR and its ER
   const std::uint16_t port = mllp_port(*s);
   const fs::path dir = test::temp_dir("hl7send-reject");
   write(dir / "mixed.hl7", a01("R-1", nhs(201), "MRN-R1") + v3("R-2") + a01("R-3", nhs(203), "MRN-R3"));
-  Run r = run_hl7send("--port " + std::to_string(port) + " " + (dir / "mixed.hl7").string());
+  test::ToolRun r = run_hl7send("--port " + std::to_string(port) + " " + (dir / "mixed.hl7").string());
   CHECK_MESSAGE(r.status == 1, (r.out + r.err));
   const std::string rejected = line_of(r.out, "mixed.hl7#2");
   CHECK_MESSAGE(rejected.find("R-2  AR") != std::string::npos, rejected);
@@ -384,7 +348,7 @@ TEST_CASE("hl7send: --json gives one parseable line per message with the ACK, it
   const std::uint16_t port = mllp_port(*s);
   const fs::path dir = test::temp_dir("hl7send-json");
   write(dir / "three.hl7", a01("J-1", nhs(301), "MRN-J1") + a40_unknown("J-2", nhs(302)) + v3("J-3"));
-  Run r = run_hl7send("--json --port " + std::to_string(port) + " " + (dir / "three.hl7").string());
+  test::ToolRun r = run_hl7send("--json --port " + std::to_string(port) + " " + (dir / "three.hl7").string());
   CHECK_MESSAGE(r.status == 1, (r.out + r.err));
   const std::vector<fhir::Json> j = json_lines(r.out);  // stdout holds nothing but JSON
   REQUIRE(j.size() == 3);
@@ -418,7 +382,7 @@ TEST_CASE("hl7send: enhanced mode reads the accept and the application ACK; NE/N
   const fs::path dir = test::temp_dir("hl7send-enhanced");
   write(dir / "e.hl7", a01("E-1", nhs(401), "MRN-E1", "|||AL|AL") + a01("E-2", nhs(402), "MRN-E2", "|||NE|NE") +
                            a01("E-3", nhs(403), "MRN-E3", "|||AL|NE") + a01("E-4", nhs(404), "MRN-E4"));
-  Run r = run_hl7send("--json --port " + std::to_string(port) + " " + (dir / "e.hl7").string());
+  test::ToolRun r = run_hl7send("--json --port " + std::to_string(port) + " " + (dir / "e.hl7").string());
   CHECK_MESSAGE(r.status == 0, (r.out + r.err));
   const std::vector<fhir::Json> j = json_lines(r.out);
   REQUIRE(j.size() == 4);
@@ -445,7 +409,7 @@ TEST_CASE("hl7send: an ACK echoing another control id is a mismatch, and the nex
   });
   const fs::path dir = test::temp_dir("hl7send-mismatch");
   write(dir / "m.hl7", a01("M-1", nhs(501), "MRN-M1") + a01("M-2", nhs(502), "MRN-M2"));
-  Run r = run_hl7send("--port " + std::to_string(fake.port()) + " " + (dir / "m.hl7").string());
+  test::ToolRun r = run_hl7send("--port " + std::to_string(fake.port()) + " " + (dir / "m.hl7").string());
   CHECK_MESSAGE(r.status == 1, (r.out + r.err));
   const std::string first = line_of(r.out, "m.hl7#1");
   CHECK_MESSAGE(first.find("MISMATCH") != std::string::npos, first);
@@ -471,7 +435,7 @@ TEST_CASE("hl7send: a dropped connection or silence is retried with the same byt
   const fs::path dir = test::temp_dir("hl7send-retry");
   const std::string message = a01("T-1", nhs(601), "MRN-T1");
   write(dir / "t.hl7", message);
-  Run r = run_hl7send("--json --retries 3 --timeout-ms 1000 --port " + std::to_string(fake.port()) + " " +
+  test::ToolRun r = run_hl7send("--json --retries 3 --timeout-ms 1000 --port " + std::to_string(fake.port()) + " " +
                       (dir / "t.hl7").string());
   CHECK_MESSAGE(r.status == 0, (r.out + r.err));
   const std::vector<fhir::Json> j = json_lines(r.out);
@@ -497,7 +461,7 @@ TEST_CASE("hl7send: TLS with the gateway's CA, and parallel connections") {
   std::string many;
   for (int i = 1; i <= 9; ++i) many += a01("P-" + std::to_string(i), nhs(700 + i), "MRN-P" + std::to_string(i));
   write(dir / "many.hl7", many);
-  Run r = run_hl7send("--tls --ca " + test::dev_certs().ca + " --connections 3 --port " + std::to_string(port) + " " +
+  test::ToolRun r = run_hl7send("--tls --ca " + test::dev_certs().ca + " --connections 3 --port " + std::to_string(port) + " " +
                       (dir / "many.hl7").string());
   CHECK_MESSAGE(r.status == 0, (r.out + r.err));
   CHECK(line_of(r.out, "AA/CA:").find(" 9") != std::string::npos);
@@ -516,7 +480,7 @@ TEST_CASE("hl7send: usage errors exit 2 and --help exits 0") {
   write(dir / "one.hl7", a01("U-1", nhs(800), "MRN-U1"));
   write(dir / "empty.txt", "not hl7\n");
   const std::string one = (dir / "one.hl7").string();
-  Run help = run_hl7send("--help");
+  test::ToolRun help = run_hl7send("--help");
   CHECK(help.status == 0);
   CHECK(help.out.find("--retries") != std::string::npos);
   CHECK(run_hl7send("").status == 2);                                 // no inputs
@@ -525,7 +489,7 @@ TEST_CASE("hl7send: usage errors exit 2 and --help exits 0") {
   CHECK(run_hl7send("--ca " + one + " " + one).status == 2);          // --ca without --tls
   CHECK(run_hl7send("--tls --cert " + one + " " + one).status == 2);  // --cert without --key
   CHECK(run_hl7send("--connections 0 " + one).status == 2);
-  Run r = run_hl7send((dir / "empty.txt").string());
+  test::ToolRun r = run_hl7send((dir / "empty.txt").string());
   CHECK(r.status == 2);
   CHECK(r.err.find("no HL7 v2 messages") != std::string::npos);
   CHECK(r.err.find("empty.txt: no HL7 v2 message") != std::string::npos);  // which file was skipped

@@ -15,6 +15,7 @@
 #include "fhir/json.h"
 #include "fhir/nhs_number.h"
 #include "support/paths.h"
+#include "support/process.h"
 #include "support/test_server.h"
 #include "tools/hl7send/mllp_client.h"
 
@@ -26,46 +27,10 @@ namespace {
 constexpr const char* kPas = "rgt-pas";
 constexpr const char* kLab = "rgt-lab";
 
-struct Run {
-  int status = -1;
-  std::string out, err;
-};
-
 // Runs gw-messages with `args` (shell-quoted by the caller); stdout and stderr apart.
-Run gw_messages(const std::string& args) {
-  static int n = 0;
-  const fs::path err = test::temp_dir("gw-messages-err") / ("stderr-" + std::to_string(++n));
-  Run r;
-  const std::string cmd = std::string(GW_MESSAGES_BIN) + " " + args + " 2>" + err.string();
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::array<char, 4096> buf{};
-  std::size_t got;
-  while ((got = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), got);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  r.err = test::read_file(err);
-  return r;
-}
+test::ToolRun gw_messages(const std::string& args) { return test::run_tool(GW_MESSAGES_BIN, args); }
 
-// A valid NHS number in the 999 test range, one per `serial`: 999<serial><j> with the first j
-// whose Modulus 11 check digit exists (weights 10..2; 11 -> 0; 10: no valid number).
-std::string nhs(int serial) {
-  for (int j = 0; j < 10; ++j) {
-    char nine[32];
-    std::snprintf(nine, sizeof nine, "999%05d%d", serial, j);
-    int sum = 0;
-    for (int i = 0; i < 9; ++i) sum += (nine[i] - '0') * (10 - i);
-    int check = 11 - sum % 11;
-    if (check == 11) check = 0;
-    if (check == 10) continue;
-    std::string out = std::string(nine) + static_cast<char>('0' + check);
-    REQUIRE(fhir::is_valid_nhs_number(out));
-    return out;
-  }
-  FAIL("no valid NHS number for serial " << serial);
-  return {};
-}
+std::string nhs(int serial) { return test::test_nhs_number(serial); }
 
 std::string msh(const std::string& type, const std::string& control, const std::string& version = "2.4") {
   return "MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||" + type + "|" + control + "|P|" + version + "\r";
@@ -173,7 +138,7 @@ TEST_CASE("gw-messages: an errored merge is listed, shown, replayed after the fi
   CHECK(r.code() == "AR");
 
   // list: the failed ones by default, with status and error.
-  Run list = gw_messages("list " + data);
+  test::ToolRun list = gw_messages("list " + data);
   CHECK_MESSAGE(list.status == 0, (list.out + list.err));
   const std::string merge_line = line_with(list.out, "ADT^A40");
   CHECK_MESSAGE(merge_line.find(kPas) != std::string::npos, list.out);
@@ -184,7 +149,7 @@ TEST_CASE("gw-messages: an errored merge is listed, shown, replayed after the fi
   CHECK(line_with(list.out, "ADT^A01").find(kPas) != std::string::npos);
   CHECK(list.out.find("2 message(s)") != std::string::npos);
 
-  Run errors = gw_messages("list --status error --json " + data);
+  test::ToolRun errors = gw_messages("list --status error --json " + data);
   REQUIRE(errors.status == 0);
   std::vector<fhir::Json> rows = json_lines(errors.out);
   REQUIRE(rows.size() == 1);
@@ -200,14 +165,14 @@ TEST_CASE("gw-messages: an errored merge is listed, shown, replayed after the fi
   CHECK(rows[0].string_at("received").size() == 24);  // 2026-11-23T10:15:00.123Z
 
   // show: the fields and the message, one segment per line; --raw: the exact bytes.
-  Run show = gw_messages("show " + data + " " + std::to_string(errored_id));
+  test::ToolRun show = gw_messages("show " + data + " " + std::to_string(errored_id));
   CHECK_MESSAGE(show.status == 0, show.err);
   CHECK(line_of(show.out, "status:").find("error") != std::string::npos);
   CHECK(line_of(show.out, "control id:").find("MERGE-1") != std::string::npos);
   CHECK(line_of(show.out, "error:").find("prior identifiers") != std::string::npos);
   CHECK(show.out.find("\nMRG|MRN-OLD^^^RGT01^MR\n") != std::string::npos);
   CHECK(show.out.find('\r') == std::string::npos);
-  Run raw = gw_messages("show --raw " + data + " " + std::to_string(errored_id));
+  test::ToolRun raw = gw_messages("show --raw " + data + " " + std::to_string(errored_id));
   CHECK(raw.status == 0);
   CHECK(raw.out == merge);
 
@@ -216,20 +181,20 @@ TEST_CASE("gw-messages: an errored merge is listed, shown, replayed after the fi
   CHECK(r.code() == "AA");
 
   // Replay the errored messages: applied now.
-  Run replay = gw_messages("replay " + data + " --status error --port " + std::to_string(port));
+  test::ToolRun replay = gw_messages("replay " + data + " --status error --port " + std::to_string(port));
   CHECK_MESSAGE(replay.status == 0, (replay.out + replay.err));
   CHECK(line_of(replay.out, "id " + std::to_string(errored_id)).find("MERGE-1  AA") != std::string::npos);
   CHECK(line_of(replay.out, "replayed:").find(" 1") != std::string::npos);
   CHECK(line_of(replay.out, "AA/CA:").find(" 1") != std::string::npos);
 
   // The original row is now 'replayed'; no error is left; the merge is applied.
-  Run replayed = gw_messages("list --status replayed --json " + data);
+  test::ToolRun replayed = gw_messages("list --status replayed --json " + data);
   rows = json_lines(replayed.out);
   REQUIRE(rows.size() == 1);
   CHECK(id_of(rows[0]) == errored_id);
   CHECK(rows[0].string_at("status") == "replayed");
   CHECK(gw_messages("list --status error " + data).out.find("0 message(s)") != std::string::npos);
-  Run applied = gw_messages("list --status applied --json " + data);
+  test::ToolRun applied = gw_messages("list --status applied --json " + data);
   rows = json_lines(applied.out);
   REQUIRE(rows.size() == 2);
   CHECK(rows[0].string_at("control_id") == "FIX-1");
@@ -237,18 +202,18 @@ TEST_CASE("gw-messages: an errored merge is listed, shown, replayed after the fi
   CHECK(id_of(rows[1]) > errored_id);
 
   // Nothing errored is left to replay.
-  Run again = gw_messages("replay " + data + " --status error --port " + std::to_string(port));
+  test::ToolRun again = gw_messages("replay " + data + " --status error --port " + std::to_string(port));
   CHECK(again.status == 0);
   CHECK(again.out.find("no messages to replay") != std::string::npos);
 
   // A rejected message replayed unchanged is rejected again: reported, exit 1.
-  Run rej = gw_messages("replay " + data + " --status rejected --port " + std::to_string(port));
+  test::ToolRun rej = gw_messages("replay " + data + " --status rejected --port " + std::to_string(port));
   CHECK(rej.status == 1);
   CHECK(line_of(rej.out, "REJ-1").find("AR") != std::string::npos);
   CHECK(line_of(rej.out, "AR/CR:").find(" 1") != std::string::npos);
 
   // stats: A40 replayed; A01 and A40 applied; the rejected message twice.
-  Run st = gw_messages("stats " + data);
+  test::ToolRun st = gw_messages("stats " + data);
   CHECK_MESSAGE(st.status == 0, st.err);
   CHECK(line_of(st.out, "messages:").find(" 5") != std::string::npos);
   CHECK(line_of(st.out, "applied:").find(" 2") != std::string::npos);
@@ -256,7 +221,7 @@ TEST_CASE("gw-messages: an errored merge is listed, shown, replayed after the fi
   CHECK(line_of(st.out, "replayed:").find(" 1") != std::string::npos);
   CHECK(line_of(st.out, "error:").find(" 0") != std::string::npos);
   CHECK(line_of(st.out, "oldest received:").find("Z") != std::string::npos);
-  Run stj = gw_messages("stats --json " + data);
+  test::ToolRun stj = gw_messages("stats --json " + data);
   rows = json_lines(stj.out);
   REQUIRE(rows.size() == 1);
   const fhir::Json* by_source = rows[0].find("by_source");
@@ -275,14 +240,14 @@ TEST_CASE("gw-messages: list pages by id and filters by source; replay takes one
   CHECK(send(lab, v3("L-1")).code() == "AR");
   CHECK(send(pas, v3("P-2")).code() == "AR");
 
-  Run page = gw_messages("list --limit 2 --json " + data);
+  test::ToolRun page = gw_messages("list --limit 2 --json " + data);
   std::vector<fhir::Json> rows = json_lines(page.out);
   REQUIRE(rows.size() == 2);
   CHECK(rows[0].string_at("control_id") == "P-1");
   CHECK(rows[1].string_at("control_id") == "L-1");
-  Run text = gw_messages("list --limit 2 " + data);
+  test::ToolRun text = gw_messages("list --limit 2 " + data);
   CHECK(text.out.find("more may follow: --after-id " + std::to_string(id_of(rows[1]))) != std::string::npos);
-  Run next = gw_messages("list --json --after-id " + std::to_string(id_of(rows[1])) + " " + data);
+  test::ToolRun next = gw_messages("list --json --after-id " + std::to_string(id_of(rows[1])) + " " + data);
   rows = json_lines(next.out);
   REQUIRE(rows.size() == 1);
   CHECK(rows[0].string_at("control_id") == "P-2");
@@ -291,22 +256,22 @@ TEST_CASE("gw-messages: list pages by id and filters by source; replay takes one
   CHECK(rows[0].string_at("control_id") == "L-1");
 
   // Two sources selected: refused before anything is sent (each has its own port).
-  Run mixed = gw_messages("replay " + data + " --status failed --port " + std::to_string(pas));
+  test::ToolRun mixed = gw_messages("replay " + data + " --status failed --port " + std::to_string(pas));
   CHECK(mixed.status == 2);
   CHECK(mixed.err.find("2 sources") != std::string::npos);
   CHECK(mixed.err.find("--source") != std::string::npos);
   // --id of another source's message with --source: refused too.
-  Run wrong = gw_messages(
+  test::ToolRun wrong = gw_messages(
       "replay " + data + " --source " + std::string(kPas) + " --id " +
       std::to_string(id_of(json_lines(gw_messages("list --json --source " + std::string(kLab) + " " + data).out)[0])) +
       " --port " + std::to_string(pas));
   CHECK(wrong.status == 2);
   // A dry run lists; one source replays.
-  Run dry = gw_messages("replay " + data + " --dry-run --status rejected --source " + std::string(kLab) + " --port " +
+  test::ToolRun dry = gw_messages("replay " + data + " --dry-run --status rejected --source " + std::string(kLab) + " --port " +
                         std::to_string(lab));
   CHECK(dry.status == 0);
   CHECK(line_of(dry.out, "L-1").find("would be sent") != std::string::npos);
-  Run one = gw_messages("replay " + data + " --json --status rejected --source " + std::string(kLab) + " --port " +
+  test::ToolRun one = gw_messages("replay " + data + " --json --status rejected --source " + std::string(kLab) + " --port " +
                         std::to_string(lab));
   CHECK(one.status == 1);  // rejected again
   rows = json_lines(one.out);
@@ -319,7 +284,7 @@ TEST_CASE("gw-messages: list pages by id and filters by source; replay takes one
 
 TEST_CASE("gw-messages: a missing store, an unknown id and bad arguments are clear errors") {
   const fs::path empty = test::temp_dir("gw-messages-empty");
-  Run missing = gw_messages("list --data " + empty.string());
+  test::ToolRun missing = gw_messages("list --data " + empty.string());
   CHECK(missing.status == 2);
   CHECK(missing.err.find("no message store at " + (empty / "store.db").string() +
                          " (is --data the gateway's data directory?)") != std::string::npos);
@@ -327,23 +292,23 @@ TEST_CASE("gw-messages: a missing store, an unknown id and bad arguments are cle
 
   auto s = mllp_server();
   const std::string data = "--data " + s->cfg.data_dir;
-  Run unknown = gw_messages("show " + data + " 999999");
+  test::ToolRun unknown = gw_messages("show " + data + " 999999");
   CHECK(unknown.status == 1);
   CHECK(unknown.err.find("no message with id 999999") != std::string::npos);
-  Run no_selection = gw_messages("replay " + data + " --port 2575");
+  test::ToolRun no_selection = gw_messages("replay " + data + " --port 2575");
   CHECK(no_selection.status == 2);
   CHECK(no_selection.err.find("--id N or --status") != std::string::npos);
   CHECK(gw_messages("replay " + data + " --id 1 --status error --port 2575").status == 2);
   CHECK(gw_messages("list --status sideways " + data).status == 2);
   CHECK(gw_messages("").status == 2);
-  Run help = gw_messages("--help");
+  test::ToolRun help = gw_messages("--help");
   CHECK(help.status == 0);
   CHECK(help.out.find("replay") != std::string::npos);
-  Run replay_help = gw_messages("replay --help");
+  test::ToolRun replay_help = gw_messages("replay --help");
   CHECK(replay_help.status == 0);
   CHECK(replay_help.out.find("--tls") != std::string::npos);
   // An empty store: stats says so.
-  Run st = gw_messages("stats " + data);
+  test::ToolRun st = gw_messages("stats " + data);
   CHECK(st.status == 0);
   CHECK(line_of(st.out, "messages:").find(" 0") != std::string::npos);
 }

@@ -34,6 +34,7 @@
 #include "gateway/sqlite/database.h"
 #include "support/certs.h"
 #include "support/paths.h"
+#include "support/process.h"
 
 using namespace gw;
 using Clock = std::chrono::steady_clock;
@@ -244,39 +245,12 @@ struct Gateway {
 };
 
 Gateway start_gateway(const std::string& config, const std::string& log_file) {
-  Gateway g;
-  g.pid = ::fork();
-  REQUIRE(g.pid >= 0);
-  if (g.pid == 0) {
-    FILE* f = std::freopen(log_file.c_str(), "w", stderr);
-    (void)f;
-    ::execl(GATEWAY_BIN, GATEWAY_BIN, "--config", config.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  const std::regex started("\"msg\":\"mllp listener started\"[^}]*\"port\":\"?([0-9]+)");
-  for (int i = 0; i < 600 && g.mllp_port == 0; ++i) {
-    std::smatch m;
-    const std::string text = slurp(log_file);
-    if (std::regex_search(text, m, started)) g.mllp_port = static_cast<std::uint16_t>(std::stoi(m[1]));
-    int status = 0;
-    if (::waitpid(g.pid, &status, WNOHANG) == g.pid) FAIL("the gateway exited during start-up:\n" << text);
-    if (g.mllp_port == 0) std::this_thread::sleep_for(milliseconds(50));
-  }
-  REQUIRE_MESSAGE(g.mllp_port != 0, "no 'mllp listener started' line in " << log_file << ":\n" << slurp(log_file));
-  return g;
+  const auto child = test::start_child_gateway(GATEWAY_BIN, config, log_file,
+                                               "\"msg\":\"mllp listener started\"[^}]*\"port\":\"?([0-9]+)");
+  return Gateway{child.pid, child.port};
 }
 
-int wait_exit(pid_t pid) {
-  int status = 0;
-  for (int i = 0; i < 600; ++i) {
-    if (::waitpid(pid, &status, WNOHANG) == pid) return status;
-    std::this_thread::sleep_for(milliseconds(50));
-  }
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, &status, 0);
-  FAIL("the gateway did not exit within 30 s");
-  return status;
-}
+int wait_exit(pid_t pid) { return test::wait_child_exit(pid); }
 
 std::string integrity(const std::filesystem::path& db_path) {
   auto db = sqlite::Database::open(db_path.string(), sqlite::Database::Mode::read_only);
