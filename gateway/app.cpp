@@ -105,6 +105,7 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
   server_ = std::make_unique<net::Server>(cfg_, *pipeline_, metrics_, health_);
   start_adapters();
   add_ingest_metrics();
+  add_database_metrics();
 
   if (cfg_.auth.enabled && cfg_.auth.jwks_refresh.count() > 0) refresher_ = std::thread([this] { refresh_loop(); });
   if ((audit_log_ && cfg_.audit.retention_days > 0) || cfg_.store.message_retention_days > 0)
@@ -258,6 +259,49 @@ void App::start_adapters() {
     server_->add_drain_participant([a] { a->stop(); }, [a] { return a->in_flight(); });
     adapters_.emplace_back(sc.name, std::move(*made));
   }
+}
+
+// The three databases' writers on /metrics: how many commits, how many writes they carried
+// (writes / commits is the group-commit batch size) and what waits now. An operator whose
+// acknowledgements or reads slow down sees here whether the disk's syncs are the cause.
+void App::add_database_metrics() {
+  const std::uint64_t audit_at_start = audit_log_ ? audit_log_->stats().size : 0;
+  metrics_.add_collector([this, audit_at_start](std::string& out) {
+    struct Row {
+      const char* db;
+      std::uint64_t commits, writes, failed, queued;
+    };
+    std::vector<Row> rows;
+    if (auto* l = dynamic_cast<locator::SqliteLocator*>(locator_.get())) {
+      const auto c = l->writer_counters();
+      rows.push_back({"locator", c.commits, c.writes, c.failed_commits, c.queued});
+    }
+    if (store_) {
+      const auto c = store_->writer_counters();
+      rows.push_back({"store", c.commits, c.jobs, c.failed_commits, c.queued});
+    }
+    if (audit_log_) {
+      const auto st = audit_log_->stats();
+      rows.push_back({"audit", st.batches, st.size - std::min(st.size, audit_at_start), st.failed_batches, 0});
+    }
+    if (rows.empty()) return;
+    const auto family = [&out, &rows](const char* name, const char* type, const char* help,
+                                      std::uint64_t Row::*field) {
+      out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+      out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+      for (const Row& r : rows)
+        out.append(name).append("{db=\"").append(r.db).append("\"} ").append(std::to_string(r.*field)).append("\n");
+    };
+    family("gateway_db_commits_total", "counter", "Write transactions committed, by database.", &Row::commits);
+    family("gateway_db_writes_total", "counter",
+           "Writes committed since start-up (audit: records appended), by database; divided by commits, the group "
+           "size.",
+           &Row::writes);
+    family("gateway_db_failed_commits_total", "counter", "Write transactions that could not commit, by database.",
+           &Row::failed);
+    family("gateway_db_write_queue", "gauge", "Writes waiting for the writer now (audit: not counted).",
+           &Row::queued);
+  });
 }
 
 // MLLP listener and ingest counters on /metrics (labels name sources, never patients).

@@ -69,6 +69,7 @@ class App {
   void start_adapters();
   void stop_adapters();
   void add_ingest_metrics();
+  void add_database_metrics();
 
   config::Config cfg_;
   observe::Health health_;

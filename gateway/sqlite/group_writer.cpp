@@ -153,7 +153,10 @@ void GroupWriter::stop() {
 void GroupWriter::inject_commit_failure(bool on) { s_->fail_commits = on; }
 
 GroupWriter::Counters GroupWriter::counters() const {
-  return Counters{s_->commits.load(), s_->jobs.load(), s_->failed_commits.load()};
+  Counters c{s_->commits.load(), s_->jobs.load(), s_->failed_commits.load(), 0};
+  std::lock_guard lock(s_->m);
+  c.queued = s_->queue.size();
+  return c;
 }
 
 }  // namespace gw::sqlite

@@ -50,6 +50,7 @@ class GroupWriter {
 
   struct Counters {
     std::uint64_t commits = 0, jobs = 0, failed_commits = 0;
+    std::uint64_t queued = 0;  // jobs waiting now
   };
   Counters counters() const;
 

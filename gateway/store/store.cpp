@@ -181,6 +181,8 @@ void Store::stop() {
 
 void Store::inject_commit_failure(bool on) { s_->writer->inject_commit_failure(on); }
 
+sqlite::GroupWriter::Counters Store::writer_counters() const { return s_->writer->counters(); }
+
 namespace {
 
 fhir::Result<std::int64_t> insert_message(sqlite::Database& db, const MessageWrite& m, const std::string& hash,

@@ -18,6 +18,7 @@
 #include "fhir/date_range.h"
 #include "fhir/json.h"
 #include "fhir/result.h"
+#include "gateway/sqlite/group_writer.h"
 
 namespace gw::store {
 
@@ -139,6 +140,8 @@ class Store {
 
   // Test hook: commits fail while on.
   void inject_commit_failure(bool on);
+  // The writer's commits, writes and queue, for /metrics.
+  sqlite::GroupWriter::Counters writer_counters() const;
   void stop();
 
  private:

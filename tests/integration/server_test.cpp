@@ -261,6 +261,31 @@ TEST_CASE("Server: /metrics counts requests by route template and status; /ready
   CHECK(m.body.find("/Foo/1") == std::string::npos);  // raw paths never become labels
 }
 
+TEST_CASE("Server: /metrics shows each database writer's commits, writes and queue") {
+  TestServer s;
+  // Reads of a patient that does not exist: each answered (404) and audited.
+  const std::string auth = test::test_tokens().header(test::TokenClaims{});
+  for (int i = 0; i < 3; ++i) REQUIRE(test::get(s.port(), "/Patient/no-such-patient", s.client(), auth).status == 404);
+  const std::string m = s.metrics().render();
+  // One family per measure, one sample per database.
+  for (const char* family : {"gateway_db_commits_total", "gateway_db_writes_total", "gateway_db_failed_commits_total",
+                             "gateway_db_write_queue"}) {
+    CAPTURE(family);
+    CHECK(m.find(std::string("# TYPE ") + family + " ") != std::string::npos);
+    for (const char* db : {"locator", "store", "audit"})
+      CHECK(m.find(std::string(family) + "{db=\"" + db + "\"} ") != std::string::npos);
+  }
+  // Every read above was audited: at least three records, in at least one commit.
+  const auto value = [&m](const std::string& sample) -> long long {
+    const auto at = m.find(sample + " ");
+    if (at == std::string::npos) return -1;
+    return std::stoll(m.substr(at + sample.size() + 1));
+  };
+  CHECK(value("gateway_db_writes_total{db=\"audit\"}") >= 3);
+  CHECK(value("gateway_db_commits_total{db=\"audit\"}") >= 1);
+  CHECK(value("gateway_db_failed_commits_total{db=\"store\"}") == 0);
+}
+
 TEST_CASE("Server: /readyz is 503 until the databases are ready") {
   TestServer s;
   s.health().databases_ready = false;
