@@ -120,6 +120,9 @@ void Json::set(std::string key, Json v) {
     *existing = std::move(v);
     return;
   }
+  // Objects built member by member (resources, bundles) mostly hold a handful of members:
+  // start with room for eight rather than growing through 1, 2 and 4.
+  if (members_.empty()) members_.reserve(8);
   members_.emplace_back(std::move(key), std::move(v));
 }
 
