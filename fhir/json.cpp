@@ -307,77 +307,133 @@ bool needs_escape8(const char* p) {
   return (below_space | zero_byte(w ^ (ones * '"')) | zero_byte(w ^ (ones * '\\'))) != 0;
 }
 
-// A JSON string with the escapes RapidJSON's Writer uses (\" \\ \b \f \n \r \t, other
-// control characters as \u00XX), appended in runs between escapes rather than a byte at a time.
-void append_string(std::string_view s, std::string& out) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  out.push_back('"');
-  std::size_t run = 0;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    // Eight bytes at a time while none of them needs an escape (most text).
-    while (i + 8 <= s.size() && !needs_escape8(s.data() + i)) i += 8;
-    if (i >= s.size()) break;
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(s.data() + run, i - run);
-    run = i + 1;
-    switch (c) {
-      case '"': out.append("\\\""); break;
-      case '\\': out.append("\\\\"); break;
-      case '\b': out.append("\\b"); break;
-      case '\f': out.append("\\f"); break;
-      case '\n': out.append("\\n"); break;
-      case '\r': out.append("\\r"); break;
-      case '\t': out.append("\\t"); break;
-      default: {
-        const char u[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xF]};
-        out.append(u, sizeof u);
-      }
-    }
-  }
-  out.append(s.data() + run, s.size() - run);
-  out.push_back('"');
-}
+// Appends into a std::string through a raw cursor: the string is grown ahead (amortised
+// doubling) and cut to the written size at the end, so each byte or run is a plain store or
+// memcpy rather than a push_back or append call that checks the capacity.
+class CompactWriter {
+ public:
+  explicit CompactWriter(std::string& out) : out_(out), p_(out.data()), size_(out.size()), cap_(out.size()) {}
+  ~CompactWriter() { out_.resize(size_); }
+  CompactWriter(const CompactWriter&) = delete;
+  CompactWriter& operator=(const CompactWriter&) = delete;
 
-// Compact output, byte for byte what RapidJSON's Writer gives for the same tree, written
-// straight into `out` (the Writer goes through a stream one byte at a time).
-void append_compact(const Json& v, std::string& out) {
-  switch (v.kind()) {
-    case Json::Kind::null: out.append("null"); break;
-    case Json::Kind::boolean: out.append(v.as_bool() ? "true" : "false"); break;
-    case Json::Kind::number: out.append(v.text()); break;
-    case Json::Kind::string: append_string(v.text(), out); break;
-    case Json::Kind::array: {
-      out.push_back('[');
-      bool first = true;
-      for (const Json& item : v.items()) {
-        if (!first) out.push_back(',');
-        first = false;
-        append_compact(item, out);
+  void value(const Json& v) {
+    switch (v.kind()) {
+      case Json::Kind::null: raw("null", 4); break;
+      case Json::Kind::boolean: v.as_bool() ? raw("true", 4) : raw("false", 5); break;
+      case Json::Kind::number: raw(v.text().data(), v.text().size()); break;
+      case Json::Kind::string: string(v.text()); break;
+      case Json::Kind::array: {
+        byte('[');
+        bool first = true;
+        for (const Json& item : v.items()) {
+          if (!first) byte(',');
+          first = false;
+          value(item);
+        }
+        byte(']');
+        break;
       }
-      out.push_back(']');
-      break;
-    }
-    case Json::Kind::object: {
-      out.push_back('{');
-      bool first = true;
-      for (const auto& [key, value] : v.members()) {
-        if (!first) out.push_back(',');
-        first = false;
-        append_string(key, out);
-        out.push_back(':');
-        append_compact(value, out);
+      case Json::Kind::object: {
+        byte('{');
+        bool first = true;
+        for (const auto& [key, member] : v.members()) {
+          if (!first) byte(',');
+          first = false;
+          string(key);
+          byte(':');
+          value(member);
+        }
+        byte('}');
+        break;
       }
-      out.push_back('}');
-      break;
     }
   }
-}
+
+ private:
+  // The escapes RapidJSON's Writer uses (\" \\ \b \f \n \r \t, other control characters as
+  // \u00XX). Most strings need none: that is checked eight bytes at a time and they are
+  // copied whole; the others go byte by byte.
+  void string(std::string_view s) {
+    const char* d = s.data();
+    const std::size_t n = s.size();
+    reserve(n + 2);
+    p_[size_++] = '"';
+    if (!needs_escape(d, n)) {
+      std::memcpy(p_ + size_, d, n);
+      size_ += n;
+      p_[size_++] = '"';
+      return;
+    }
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    std::size_t run = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto c = static_cast<unsigned char>(d[i]);
+      if (c >= 0x20 && c != '"' && c != '\\') continue;
+      raw(d + run, i - run);
+      run = i + 1;
+      switch (c) {
+        case '"': raw("\\\"", 2); break;
+        case '\\': raw("\\\\", 2); break;
+        case '\b': raw("\\b", 2); break;
+        case '\f': raw("\\f", 2); break;
+        case '\n': raw("\\n", 2); break;
+        case '\r': raw("\\r", 2); break;
+        case '\t': raw("\\t", 2); break;
+        default: {
+          const char u[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xF]};
+          raw(u, sizeof u);
+        }
+      }
+    }
+    raw(d + run, n - run);
+    byte('"');
+  }
+
+  // Whether any byte of d[0, n) needs an escape, in words of eight: the last word overlaps
+  // the one before it, and a string shorter than eight is padded with a plain byte.
+  static bool needs_escape(const char* d, std::size_t n) {
+    if (n < 8) {
+      char pad[8] = {'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a'};
+      std::memcpy(pad, d, n);
+      return needs_escape8(pad);
+    }
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      if (needs_escape8(d + i)) return true;
+    return i < n && needs_escape8(d + n - 8);
+  }
+
+  [[gnu::always_inline]] void reserve(std::size_t n) {
+    if (n > cap_ - size_) grow(n);
+  }
+  [[gnu::noinline]] void grow(std::size_t n) {
+    out_.resize(std::max<std::size_t>(size_ + n, std::max<std::size_t>(256, cap_ * 2)));
+    p_ = out_.data();
+    cap_ = out_.size();
+  }
+  [[gnu::always_inline]] void byte(char c) {
+    if (size_ == cap_) grow(1);
+    p_[size_++] = c;
+  }
+  [[gnu::always_inline]] void raw(const char* p, std::size_t n) {
+    reserve(n);
+    std::memcpy(p_ + size_, p, n);
+    size_ += n;
+  }
+
+  std::string& out_;
+  char* p_;
+  std::size_t size_, cap_;
+};
 
 }  // namespace
 
 void append_json(const Json& value, std::string& out, bool pretty) {
-  if (!pretty) return append_compact(value, out);
+  if (!pretty) {
+    CompactWriter(out).value(value);
+    return;
+  }
   StringSink sink{out};
   rapidjson::PrettyWriter<StringSink> w(sink);
   w.SetIndent(' ', 2);
