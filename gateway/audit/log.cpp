@@ -32,6 +32,17 @@ namespace {
 
 constexpr std::int64_t kHourMs = 3600 * 1000;
 
+// WAL size control. SQLite starts the WAL again from its beginning only when a write begins
+// with every frame already copied into audit.db; under continuous load the background
+// checkpointer never sees that (the writer has always committed more by the time it is done),
+// so the WAL would keep growing. Once it holds kWalRestartPages the checkpointer asks the
+// writer to copy the few frames committed since its pass itself (short: the bulk is copied),
+// so the next transaction restarts the WAL. kWalMaxPages is the backstop should the
+// checkpointer fall behind; kWalSizeLimit truncates a WAL that a burst made larger than that.
+constexpr int kWalRestartPages = 8192;    // 32 MiB of 4 KiB pages
+constexpr int kWalMaxPages = 65536;       // 256 MiB
+constexpr std::int64_t kWalSizeLimit = 64 * 1024 * 1024;
+
 Issue not_ready(std::string text) { return Issue::make(ErrorCode::not_ready, std::move(text)); }
 
 std::string subtype_column(const Record& r) {
@@ -46,7 +57,7 @@ Hash hash_from_blob(const std::string& b) {
   return h;
 }
 
-// Reads perfect-subtree hashes from audit_node for one connection; a missing node is a
+// Reads perfect-subtree hashes from audit_tree for one connection; a missing node is a
 // broken invariant reported through `error`.
 struct NodeReader {
   sqlite::Database& db;
@@ -55,7 +66,7 @@ struct NodeReader {
 
   Hash operator()(unsigned level, std::uint64_t index) {
     if (!stmt) {
-      auto s = db.prepare("SELECT hash FROM audit_node WHERE level = ?1 AND idx = ?2");
+      auto s = db.prepare("SELECT hash FROM audit_tree WHERE pos = ?1");
       if (!s) {
         error = s.issue().diagnostics;
         return {};
@@ -63,7 +74,7 @@ struct NodeReader {
       stmt.emplace(std::move(*s));
     }
     stmt->reset();
-    stmt->bind(1, static_cast<std::int64_t>(level)).bind(2, static_cast<std::int64_t>(index));
+    stmt->bind(1, tree_pos(level, static_cast<std::int64_t>(index)));
     auto row = stmt->step();
     if (!row || !*row) {
       if (error.empty())
@@ -125,7 +136,8 @@ struct Log::Impl {
   // WAL checkpoints run here, on their own connection, so copying the WAL into audit.db and
   // syncing it never stalls a group commit (the writer's connection has autocheckpoint off).
   std::thread checkpointer;
-  int wal_pages = 0;  // WAL size after the writer's last commit (sqlite3_wal_hook)
+  std::atomic<int> wal_pages{0};  // WAL size after the writer's last commit (sqlite3_wal_hook)
+  std::atomic<bool> restart_wal{false};  // set by the checkpointer: see kWalRestartPages
   std::condition_variable checkpointer_cv;
   bool checkpointer_stop = false;
   std::atomic<bool> fail_writes{false};
@@ -201,6 +213,8 @@ struct Log::Impl {
         else cv.wait(lock);
       }
       std::vector<Append> batch;
+      // Records are large (a Record is about 1 KiB of strings): no regrowth while filling.
+      batch.reserve(std::min(queue.size(), opt.max_batch));
       std::vector<Task> tasks;
       while (!queue.empty() && batch.size() < opt.max_batch) {
         Item item = std::move(queue.front());
@@ -247,16 +261,14 @@ struct Log::Impl {
       (*pat)->bind(1, nhs).bind(2, static_cast<std::int64_t>(r.seq));
       if (auto s = (*pat)->run(); !s) return s;
     }
-    auto node_stmt = cached(ins_node, "INSERT INTO audit_node(level, idx, hash) VALUES (?1, ?2, ?3)");
+    auto node_stmt = cached(ins_node, "INSERT INTO audit_tree(pos, hash) VALUES (?1, ?2)");
     if (!node_stmt) return std::move(node_stmt).issue();
     sqlite::Statement* node = *node_stmt;
     fhir::Status status = fhir::Ok{};
     range.append(leaf, [&](const merkle::CompactRange::Node& n) {
       if (!status) return;
       node->reset();
-      node->bind(1, static_cast<std::int64_t>(n.level))
-          .bind(2, static_cast<std::int64_t>(n.index))
-          .bind_blob(3, n.hash.data(), n.hash.size());
+      node->bind(1, tree_pos(n.level, static_cast<std::int64_t>(n.index))).bind_blob(2, n.hash.data(), n.hash.size());
       status = node->run();
     });
     if (!status) return status;
@@ -294,15 +306,16 @@ struct Log::Impl {
     const AlertRules& rules = opt.rules;
     std::string patients_key;
     for (const auto& p : r.detail.patients) patients_key.append(p).push_back(',');
-    auto raise = [&](std::string rule, std::string detail) {
+    // Views, not strings: most calls are suppressed as recently alerted, and those build nothing.
+    auto raise = [&](std::string_view rule, std::string_view detail) {
       // Refused break-glass attempts are always raised; everything else once an hour.
-      std::string key = rule;
+      std::string key(rule);
       key.append(1, '\x1f').append(r.user).append(1, '\x1f').append(patients_key);
       if (r.status < 400 && recently_alerted(key, r.time_ms)) return;
       Alert a;
       a.seq = r.seq;
-      a.rule = std::move(rule);
-      a.detail = std::move(detail);
+      a.rule = std::string(rule);
+      a.detail = std::string(detail);
       a.raised_ms = r.time_ms;
       a.status = "open";
       raised.push_back(std::move(a));
@@ -399,11 +412,12 @@ struct Log::Impl {
     commit_marks();
     for (auto& a : batch) a.done(a.record.seq);
     if (opt.on_commit) opt.on_commit();
-    // Under continuous load the background PASSIVE checkpoint never sees the WAL fully copied
-    // at the moment the next transaction starts, so the WAL would grow without bound. Past
-    // 512 MiB the writer finishes the copy itself (most frames are already copied, so this is
-    // short); the next transaction then starts the WAL again from the beginning.
-    if (wal_pages > 131072) (void)db.exec("PRAGMA wal_checkpoint(PASSIVE);");
+    // See kWalRestartPages: finish the checkpointer's copy here, so that the next transaction
+    // starts the WAL again from its beginning. A small WAL is rewritten in place (cheaper
+    // syncs than appending to a growing file) and keeps audit.db plus its WAL near the size of
+    // the data itself.
+    if (restart_wal.exchange(false) || wal_pages.load(std::memory_order_relaxed) > kWalMaxPages)
+      (void)db.exec("PRAGMA wal_checkpoint(PASSIVE);");
   }
 
   fhir::Result<Checkpoint> write_checkpoint() {
@@ -540,11 +554,14 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
   impl.stats.size = size;
   impl.next_checkpoint = std::chrono::steady_clock::now() + options.checkpoint_interval;
   // Writer connection: a bigger page cache for the indexes, and no checkpoints in the commit path.
-  if (auto s = impl.db.exec("PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=0;"); !s) return std::move(s).issue();
+  if (auto s = impl.db.exec("PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=" +
+                            std::to_string(kWalSizeLimit) + ";");
+      !s)
+    return std::move(s).issue();
   sqlite3_wal_hook(
       impl.db.handle(),
       [](void* arg, sqlite3*, const char*, int pages) {
-        *static_cast<int*>(arg) = pages;
+        static_cast<std::atomic<int>*>(arg)->store(pages, std::memory_order_relaxed);
         return SQLITE_OK;
       },
       &impl.wal_pages);
@@ -559,6 +576,8 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
       // PASSIVE: copies what no reader still needs, never waits for or blocks the writer.
       if (auto s = conn->exec("PRAGMA wal_checkpoint(PASSIVE);"); !s)
         observe::log(observe::Level::warn, "audit WAL checkpoint failed", {{"error", s.issue().diagnostics}});
+      else if (impl.wal_pages.load(std::memory_order_relaxed) > kWalRestartPages)
+        impl.restart_wal.store(true);
       lock.lock();
     }
   });

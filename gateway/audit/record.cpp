@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/audit/record.h"
 
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <initializer_list>
 #include <type_traits>
-
-#include <rapidjson/writer.h>
 
 #include "fhir/datatypes.h"
 
@@ -100,32 +99,74 @@ std::int64_t now_ms() {
 
 namespace {
 
-// rapidjson output straight into a std::string: the same escaping as fhir::to_json, without
-// building a DOM (the writer thread encodes every record).
-struct Sink {
-  using Ch = char;
-  std::string& out;
-  void Put(char c) { out.push_back(c); }
-  void Flush() {}
-};
+// encode(): compact JSON written straight into a std::string, byte for byte what
+// rapidjson::Writer (fhir::to_json, and every record stored so far) writes, only without a
+// per-character stream: runs of plain bytes are appended at once. Escapes are those of
+// rapidjson's writer: '"' and '\\', control characters as \b \t \n \f \r or \u00XX (upper-case
+// hex); every other byte, UTF-8 included, is copied unchanged. The writer thread encodes every
+// record and decode() re-encodes every record it reads, so this is on the hot paths of the log
+// and of the verifier. tests/gateway/audit/log_test.cpp compares it with rapidjson::Writer.
+constexpr char kEscape[256] = {
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r', 'u', 'u',  // 00
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u',  // 10
+    0,   0,   '"', 0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,    // 20
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,    // 30
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,    // 40
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   '\\', 0,  0,   0,    // 50
+};  // 60..FF: 0
 
-// encode(): each member straight into the rapidjson writer.
+void append_quoted(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  out.push_back('"');
+  std::size_t plain = 0;  // start of the run of bytes not yet appended
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const char e = kEscape[c];
+    if (e == 0) continue;
+    out.append(s.data() + plain, i - plain);
+    out.push_back('\\');
+    out.push_back(e);
+    if (e == 'u') {
+      out.append("00", 2);
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xF]);
+    }
+    plain = i + 1;
+  }
+  out.append(s.data() + plain, s.size() - plain);
+  out.push_back('"');
+}
+
 struct MemberWriter {
-  rapidjson::Writer<Sink>& w;
-  void text(const char* key, const std::string& v) {
-    w.Key(key);
-    w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+  std::string& out;
+  bool first = true;
+  // Member names are the fixed ASCII literals of visit_members: nothing to escape.
+  void key(const char* k) {
+    out.push_back(first ? '{' : ',');
+    first = false;
+    out.push_back('"');
+    out.append(k);
+    out.append("\":", 2);
+  }
+  void text(const char* k, const std::string& v) {
+    key(k);
+    append_quoted(out, v);
   }
   template <class Int>
-  void integer(const char* key, const Int& v) {
-    w.Key(key);
-    w.Int64(static_cast<std::int64_t>(v));
+  void integer(const char* k, const Int& v) {
+    key(k);
+    char buf[24];
+    const auto end = std::to_chars(buf, buf + sizeof buf, static_cast<std::int64_t>(v)).ptr;
+    out.append(buf, static_cast<std::size_t>(end - buf));
   }
-  void list(const char* key, const std::vector<std::string>& v) {
-    w.Key(key);
-    w.StartArray();
-    for (const auto& s : v) w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
-    w.EndArray();
+  void list(const char* k, const std::vector<std::string>& v) {
+    key(k);
+    out.push_back('[');
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      if (i > 0) out.push_back(',');
+      append_quoted(out, v[i]);
+    }
+    out.push_back(']');
   }
 };
 
@@ -186,14 +227,11 @@ struct MemberReader {
 
 std::string encode(const Record& r) {
   std::string out;
-  out.reserve(640);
-  Sink sink{out};
-  rapidjson::Writer<Sink> w(sink);
-  MemberWriter writer{w};
+  out.reserve(1024);  // a Patient read's record is about 750 bytes
+  MemberWriter writer{out};
   std::int64_t version = kVersion;
-  w.StartObject();
   visit_members(r, version, writer);
-  w.EndObject();
+  out.push_back('}');
   return out;
 }
 

@@ -81,10 +81,44 @@ CREATE TABLE audit_forward_cursor (
 ) STRICT;
 )sql";
 
+// 3: the tree nodes in the order they are completed (issue #6, write cost). audit_node was
+//  keyed (level, idx), so each commit of a dozen records touched the growing end of every
+//  level's key range, a dozen b-tree pages, each a 4 KiB WAL frame. audit_tree is keyed by
+//  tree_pos() (schema.h): a commit appends its nodes at one place. audit_node stays as a view
+//  with the same columns, writable through its triggers, for sqlite3 users and tools; the
+//  gateway and the verifier read audit_tree by key. Rows no tree of under 2^56 leaves can hold
+//  are not carried over (they cannot be a node of this log; the verifier rebuilds the tree
+//  from the leaf hashes and checks it against the checkpoints either way).
+const char* const kTreeOrder = R"sql(
+CREATE TABLE audit_tree (
+  pos  INTEGER PRIMARY KEY,
+  hash BLOB NOT NULL
+) STRICT;
+INSERT INTO audit_tree(pos, hash)
+  SELECT ((idx + 1) << level) * 64 + level, hash FROM audit_node
+  WHERE level BETWEEN 0 AND 56 AND abs(idx + 1) < (1 << (56 - level));
+DROP TABLE audit_node;
+CREATE VIEW audit_node(level, idx, hash) AS
+  SELECT pos & 63, ((pos >> 6) >> (pos & 63)) - 1, hash FROM audit_tree;
+CREATE TRIGGER audit_node_insert INSTEAD OF INSERT ON audit_node BEGIN
+  SELECT RAISE(ABORT, 'audit_node level must be 0..63') WHERE NEW.level NOT BETWEEN 0 AND 63;
+  INSERT INTO audit_tree(pos, hash) VALUES (((NEW.idx + 1) << NEW.level) * 64 + NEW.level, NEW.hash);
+END;
+CREATE TRIGGER audit_node_update INSTEAD OF UPDATE ON audit_node BEGIN
+  SELECT RAISE(ABORT, 'audit_node level must be 0..63') WHERE NEW.level NOT BETWEEN 0 AND 63;
+  UPDATE audit_tree SET pos = ((NEW.idx + 1) << NEW.level) * 64 + NEW.level, hash = NEW.hash
+  WHERE pos = ((OLD.idx + 1) << OLD.level) * 64 + OLD.level;
+END;
+CREATE TRIGGER audit_node_delete INSTEAD OF DELETE ON audit_node BEGIN
+  DELETE FROM audit_tree WHERE pos = ((OLD.idx + 1) << OLD.level) * 64 + OLD.level;
+END;
+)sql";
+
 }  // namespace
 
 const std::vector<sqlite::Migration>& migrations() {
-  static const std::vector<sqlite::Migration> m{{1, "gateway_info", kGatewayInfo}, {2, "audit_log", kLog}};
+  static const std::vector<sqlite::Migration> m{
+      {1, "gateway_info", kGatewayInfo}, {2, "audit_log", kLog}, {3, "audit_tree_order", kTreeOrder}};
   return m;
 }
 

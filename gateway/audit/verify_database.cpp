@@ -8,6 +8,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "gateway/audit/schema.h"
 #include "gateway/audit/verify.h"
 #include "gateway/sqlite/database.h"
 
@@ -188,51 +189,78 @@ VerifyReport verify_log(const StoredLog& log, const VerifyOptions& options) {
 
 namespace {
 
-// Forward cursors over audit_node, one per level, for the ascending lookups LogVerifier makes.
+// Stored nodes above the leaves (audit_tree, levels >= 1) for LogVerifier's lookups. It asks for
+// them as its tree completes them, which is audit_tree's key order (tree_pos), so one forward
+// scan answers them; a lookup behind the scan (none are expected) is answered by key. A file
+// from before migration 3 (audit-verify opens files read-only, so never migrates them) has the
+// table audit_node keyed (level, idx): the same scan then sorts it by tree_pos first.
 struct NodeCursors {
+  NodeCursors(Database* d, bool l) : db(d), legacy(l) {}
   Database* db;
-  struct Level {
-    std::optional<Statement> stmt;
-    bool done = false;
-    bool has = false;
-    std::uint64_t idx = 0;
-    Hash hash{};
-  };
-  std::vector<Level> levels;
+  bool legacy;  // audit_node is a table, not a view over audit_tree
+  std::optional<Statement> scan, point;
+  bool done = false;
+  bool has = false;
+  std::int64_t pos = 0;  // the scan's current row
+  Hash hash{};
   std::string error;
 
   std::optional<Hash> lookup(unsigned level, std::uint64_t index) {
-    if (level >= 64) return std::nullopt;
-    if (levels.size() <= level) levels.resize(level + 1);
-    Level& l = levels[level];
-    if (!l.stmt && !l.done) {
-      auto s = db->prepare("SELECT idx, hash FROM audit_node WHERE level = ?1 AND idx >= 0 ORDER BY idx");
+    // No tree of under 2^56 leaves has such a node, and tree_pos() would overflow.
+    if (level > 56 || index >= (std::uint64_t{1} << (56 - level))) return std::nullopt;
+    const std::int64_t target = tree_pos(level, static_cast<std::int64_t>(index));
+    if (!scan && !done) {
+      auto s = db->prepare(legacy ? "SELECT ((idx + 1) << level) * 64 + level AS pos, hash FROM audit_node "
+                                    "WHERE level BETWEEN 1 AND 56 AND abs(idx + 1) < (1 << (56 - level)) ORDER BY pos"
+                                  : "SELECT pos, hash FROM audit_tree WHERE (pos & 63) <> 0 ORDER BY pos");
       if (!s) {
         error = s.issue().diagnostics;
-        l.done = true;
+        done = true;
         return std::nullopt;
       }
-      l.stmt.emplace(std::move(*s));
-      l.stmt->bind(1, static_cast<std::int64_t>(level));
+      scan.emplace(std::move(*s));
     }
-    while (!l.done && (!l.has || l.idx < index)) {
-      auto r = l.stmt->step();
+    if (done || (has && target < pos)) return by_key(level, index);
+    while (!done && (!has || pos < target)) {
+      auto r = scan->step();
       if (!r) {
         error = r.issue().diagnostics;
-        l.done = true;
-        break;
+        done = true;
+        return std::nullopt;
       }
       if (!*r) {
-        l.done = true;
-        l.has = false;
-        break;
+        done = true;
+        has = false;
+        return std::nullopt;  // the scan is past every row, so past `target` too
       }
-      l.has = true;
-      l.idx = static_cast<std::uint64_t>(l.stmt->column_int64(0));
-      l.hash = hash_from_blob(l.stmt->column_blob(1)).value_or(Hash{});
+      has = true;
+      pos = scan->column_int64(0);
+      hash = hash_from_blob(scan->column_blob(1)).value_or(Hash{});
     }
-    if (l.has && l.idx == index) return l.hash;
+    if (has && pos == target) return hash;
     return std::nullopt;
+  }
+
+  std::optional<Hash> by_key(unsigned level, std::uint64_t index) {
+    if (!point) {
+      auto s = db->prepare(legacy ? "SELECT hash FROM audit_node WHERE level = ?2 AND idx = ?3"
+                                  : "SELECT hash FROM audit_tree WHERE pos = ?1");
+      if (!s) {
+        if (error.empty()) error = s.issue().diagnostics;
+        return std::nullopt;
+      }
+      point.emplace(std::move(*s));
+    }
+    point->reset();
+    if (legacy) point->bind(2, static_cast<std::int64_t>(level)).bind(3, static_cast<std::int64_t>(index));
+    else point->bind(1, tree_pos(level, static_cast<std::int64_t>(index)));
+    auto r = point->step();
+    if (!r) {
+      if (error.empty()) error = r.issue().diagnostics;
+      return std::nullopt;
+    }
+    if (!*r) return std::nullopt;
+    return hash_from_blob(point->column_blob(0)).value_or(Hash{});
   }
 };
 
@@ -250,9 +278,11 @@ class SlotReader {
     std::vector<Slot> slots;
   };
 
-  SlotReader(Statement rows, Statement leaves, std::vector<std::uint64_t>* digests,
+  // `leaves` yields (pos, hash) from audit_tree, or (idx, hash) from a legacy audit_node.
+  SlotReader(Statement rows, Statement leaves, bool legacy, std::vector<std::uint64_t>* digests,
              std::unordered_map<std::uint64_t, std::uint64_t>* far_digests)
-      : rows_(std::move(rows)), leaves_(std::move(leaves)), digests_(digests), far_digests_(far_digests) {}
+      : rows_(std::move(rows)), leaves_(std::move(leaves)), legacy_(legacy), digests_(digests),
+        far_digests_(far_digests) {}
 
   std::uint64_t negative_rows = 0;
 
@@ -314,7 +344,8 @@ class SlotReader {
         leaves_done_ = true;
         break;
       }
-      const std::int64_t idx = leaves_.column_int64(0);
+      // Level 0 of audit_tree: pos = (idx + 1) * 64.
+      const std::int64_t idx = legacy_ ? leaves_.column_int64(0) : (leaves_.column_int64(0) >> 6) - 1;
       if (idx < 0) continue;
       leaf_.emplace(static_cast<std::uint64_t>(idx), hash_from_blob(leaves_.column_blob(1)).value_or(Hash{}));
     }
@@ -322,6 +353,7 @@ class SlotReader {
   }
 
   Statement rows_, leaves_;
+  bool legacy_;
   std::vector<std::uint64_t>* digests_;
   std::unordered_map<std::uint64_t, std::uint64_t>* far_digests_;
   std::optional<StoredRow> row_;
@@ -402,16 +434,21 @@ fhir::Result<VerifyReport> verify_database(const std::string& audit_db_path, con
     }
   }
 
-  NodeCursors cursors{&db, {}, {}};
+  // Migration 3 replaced the table audit_node with audit_tree (and a view of the old name).
+  auto tree_table = scalar(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'audit_tree'");
+  if (!tree_table) return unreadable(tree_table.issue().diagnostics);
+  const bool legacy = *tree_table == 0;
+  NodeCursors cursors(&db, legacy);
   LogVerifier verifier(options, std::move(table->checkpoints),
                        [&cursors](unsigned level, std::uint64_t index) { return cursors.lookup(level, index); });
   for (auto& text : table->problems) verifier.add_problem(std::nullopt, "bad-checkpoint", std::move(text));
 
   auto rows = db.prepare(kRowSql);
   if (!rows) return unreadable(rows.issue().diagnostics);
-  auto leaves = db.prepare("SELECT idx, hash FROM audit_node WHERE level = 0 ORDER BY idx");
+  auto leaves = db.prepare(legacy ? "SELECT idx, hash FROM audit_node WHERE level = 0 ORDER BY idx"
+                                  : "SELECT pos, hash FROM audit_tree WHERE (pos & 63) = 0 ORDER BY pos");
   if (!leaves) return unreadable(leaves.issue().diagnostics);
-  SlotReader reader(std::move(*rows), std::move(*leaves), &digests, &far_digests);
+  SlotReader reader(std::move(*rows), std::move(*leaves), legacy, &digests, &far_digests);
 
   // Pipeline: the worker threads check batch k while this thread reads batch k+1 and then
   // feeds batch k-1 to the verifier, so reading and the sequential checks overlap the hashing.

@@ -1,16 +1,25 @@
 // SPDX-License-Identifier: Apache-2.0
 // audit_bench (issue #6 part 8): writes N (default 1,000,000) realistic audit records, about
-// 500 bytes each, into a fresh audit.db through gw::audit::Log (group commit), checkpoints it
+// 600 bytes each, into a fresh audit.db through gw::audit::Log (group commit), checkpoints it
 // with a key made for the run, then times the offline verifier (verify_database) over it.
 // Figures go to stdout; the files live in a temp dir (or --dir) removed unless --keep.
+//
+// --shape read writes what http_bench --scenario audit makes the gateway write instead: one
+// paramedic (EMERGENCY purpose) reading Patient records, ids in random order from --patients
+// patients, with at most --in-flight appends outstanding (64 connections waiting for their
+// record give group commits of a dozen or so records, not the default's full batches).
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <string>
+#include <sys/resource.h>
 #include <unistd.h>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <openssl/bio.h>
@@ -31,6 +40,15 @@ constexpr int kExitUsage = 2;
 constexpr std::size_t kMaxInFlight = 32768;  // below LogOptions::max_queue
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// User + system CPU seconds of the whole process (every thread: the log's writer and
+// checkpointer, and this one building records).
+double cpu_seconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
 
 std::uintmax_t file_bytes(const fs::path& p) {
   std::error_code ec;
@@ -104,6 +122,35 @@ gw::audit::Record record(std::uint64_t i, std::int64_t base_ms) {
   return r;
 }
 
+// A Patient read as the gateway's pipeline records it for http_bench --scenario audit.
+gw::audit::Record read_record(std::uint64_t i, std::uint64_t patient, std::int64_t base_ms) {
+  gw::audit::Record r;
+  r.time_ms = base_ms + static_cast<std::int64_t>(i / 8);
+  char id[48];
+  std::snprintf(id, sizeof id, "%08llx-9246-78a2-b97f-c307e97fae9c", static_cast<unsigned long long>(patient));
+  r.kind = "rest";
+  r.action = "read";
+  r.method = "GET";
+  r.target = std::string("/Patient/") + id;
+  r.route = "/Patient/{id}";
+  r.status = 200;
+  r.agent_kind = "user";
+  r.user = "bench-paramedic";
+  r.role = "paramedic";
+  r.organisation = "AMB01";
+  r.client_id = "http-bench";
+  r.token_id = "6a0d36364b884ef0a28660b933216fae";
+  r.purpose = "EMERGENCY";
+  r.address = "127.0.0.1";
+  char rid[48];
+  std::snprintf(rid, sizeof rid, "4e1aef24-dcdb-433a-ae8b-%012llx", static_cast<unsigned long long>(i));
+  r.request_id = rid;
+  r.detail.patients = {std::to_string(9990000000ULL + patient)};
+  r.detail.returned = {std::string("Patient/") + id};
+  r.detail.basis = "emergency-purpose";
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -111,14 +158,25 @@ int main(int argc, char** argv) {
   unsigned threads = 2;
   std::string dir_option;
   bool keep = false;
+  std::string shape = "mixed";
+  std::size_t in_flight_max = kMaxInFlight;
+  std::uint64_t patients = 10000;
   CLI::App app{"audit_bench: append N audit records through the audit log, checkpoint, then time audit-verify's core"};
   app.add_option("--records", records, "records to write")->capture_default_str();
   app.add_option("--threads", threads, "verifier threads")->capture_default_str();
   app.add_option("--dir", dir_option, "directory for audit.db (default: a fresh temp dir)");
   app.add_flag("--keep", keep, "keep the files afterwards");
+  app.add_option("--shape", shape, "records: mixed (reads, searches, ingests, break-glass) or read (one paramedic's "
+                                   "Patient reads, as http_bench --scenario audit)")
+      ->check(CLI::IsMember({"mixed", "read"}))
+      ->capture_default_str();
+  app.add_option("--in-flight", in_flight_max, "appends outstanding at most (1..32768)")->capture_default_str();
+  app.add_option("--patients", patients, "--shape read: distinct patients, read in random order")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  if (records == 0 || threads == 0 || threads > 64) {
-    std::fprintf(stderr, "audit_bench: --records must be > 0 and --threads 1..64\n");
+  if (records == 0 || threads == 0 || threads > 64 || in_flight_max == 0 || in_flight_max > kMaxInFlight ||
+      patients == 0) {
+    std::fprintf(stderr, "audit_bench: --records and --patients must be > 0, --threads 1..64, --in-flight 1..32768\n");
     return kExitUsage;
   }
   gw::observe::set_level(gw::observe::Level::warn);
@@ -146,6 +204,10 @@ int main(int argc, char** argv) {
   std::uint64_t record_bytes = 0;
   gw::audit::Stats stats;
   double append_s = 0;
+  double append_cpu_s = 0;
+  std::uintmax_t live_bytes = 0;
+  double slowest_commit_s = 0;
+  std::uint64_t slow_commits = 0;  // appends that waited over 100 ms for their commit
   {
     gw::audit::LogOptions o;
     o.path = db.string();
@@ -162,19 +224,28 @@ int main(int argc, char** argv) {
     std::size_t in_flight = 0;
     std::uint64_t failed = 0;
     const std::int64_t base = gw::audit::now_ms() - static_cast<std::int64_t>(records) * 250;
+    std::mt19937_64 rng(42);
+    std::vector<std::uint64_t> order(patients);
+    for (std::uint64_t p = 0; p < patients; ++p) order[p] = p;
     const auto t0 = Clock::now();
+    const double cpu0 = cpu_seconds();
     for (std::uint64_t i = 0; i < records; ++i) {
-      gw::audit::Record r = record(i, base);
+      if (shape == "read" && i % patients == 0) std::shuffle(order.begin(), order.end(), rng);
+      gw::audit::Record r = shape == "read" ? read_record(i, order[i % patients], base) : record(i, base);
       if (i < 1000) record_bytes += gw::audit::encode(r).size();
       {
         std::unique_lock lock(mu);
-        cv.wait(lock, [&] { return in_flight < kMaxInFlight; });
+        cv.wait(lock, [&] { return in_flight < in_flight_max; });
         ++in_flight;
       }
-      (*log)->append(std::move(r), [&](fhir::Result<std::uint64_t> res) {
+      (*log)->append(std::move(r), [&, queued = Clock::now()](fhir::Result<std::uint64_t> res) {
+        // Time from append() to the commit: what an HTTP response waits for its record.
+        const double wait = seconds_since(queued);
         std::lock_guard lock(mu);
         --in_flight;
         if (!res) ++failed;
+        slowest_commit_s = std::max(slowest_commit_s, wait);
+        if (wait > 0.1) ++slow_commits;
         cv.notify_one();
       });
     }
@@ -183,6 +254,10 @@ int main(int argc, char** argv) {
       cv.wait(lock, [&] { return in_flight == 0; });
     }
     append_s = seconds_since(t0);
+    append_cpu_s = cpu_seconds() - cpu0;
+    // What the log occupies while the gateway runs: audit.db and its WAL (stop() folds the WAL
+    // in and truncates it, so the size after the run alone would hide it).
+    live_bytes = file_bytes(db) + file_bytes(db.string() + "-wal");
     auto c = (*log)->checkpoint_now();
     stats = (*log)->stats();
     (*log)->stop();
@@ -197,13 +272,20 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(records),
               static_cast<double>(record_bytes) / static_cast<double>(std::min<std::uint64_t>(records, 1000)), append_s,
               static_cast<double>(records) / append_s);
+  std::printf("append CPU: %.2f s user+system, all threads = %.1f us per record\n", append_cpu_s,
+              append_cpu_s * 1e6 / static_cast<double>(records));
+  std::printf("wait for the commit: slowest %.1f ms, %llu appends over 100 ms\n", slowest_commit_s * 1e3,
+              static_cast<unsigned long long>(slow_commits));
   std::printf("group commit: %llu batches, %.1f records per batch on average, largest %llu, failed %llu\n",
               static_cast<unsigned long long>(stats.batches),
               static_cast<double>(stats.size) / static_cast<double>(std::max<std::uint64_t>(stats.batches, 1)),
               static_cast<unsigned long long>(stats.largest_batch),
               static_cast<unsigned long long>(stats.failed_batches));
-  std::printf("audit.db: %.1f MiB (%.0f bytes per record)\n", static_cast<double>(size) / (1024.0 * 1024.0),
-              static_cast<double>(size) / static_cast<double>(records));
+  std::printf("audit.db: %.1f MiB (%.0f bytes per record); with its WAL at the end of the appends: %.1f MiB (%.0f "
+              "bytes per record)\n",
+              static_cast<double>(size) / (1024.0 * 1024.0), static_cast<double>(size) / static_cast<double>(records),
+              static_cast<double>(live_bytes) / (1024.0 * 1024.0),
+              static_cast<double>(live_bytes) / static_cast<double>(records));
 
   // --- verify ---------------------------------------------------------------------------
   auto key = gw::audit::CheckpointVerifier::from_pem(public_pem, "bench-audit-key");

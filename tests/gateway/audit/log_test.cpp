@@ -6,11 +6,15 @@
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <rapidjson/writer.h>
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "gateway/audit/log.h"
+#include "gateway/audit/verify.h"
+#include "gateway/sqlite/database.h"
 #include "support/paths.h"
 
 using namespace gw;
@@ -61,7 +65,105 @@ LogOptions options(const std::filesystem::path& dir) {
   return o;
 }
 
+// The encoding as it was first released (rapidjson::Writer into a string): every record stored
+// before encode() got its own writer was made this way, so both must agree byte for byte.
+struct StringSink {
+  using Ch = char;
+  std::string& out;
+  void Put(char c) { out.push_back(c); }
+  void Flush() {}
+};
+std::string rapidjson_encoding(const Record& r) {
+  std::string out;
+  StringSink sink{out};
+  rapidjson::Writer<StringSink> w(sink);
+  auto text = [&w](const char* key, const std::string& v) {
+    w.Key(key);
+    w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+  };
+  auto integer = [&w](const char* key, std::int64_t v) {
+    w.Key(key);
+    w.Int64(v);
+  };
+  auto list = [&w](const char* key, const std::vector<std::string>& v) {
+    w.Key(key);
+    w.StartArray();
+    for (const auto& s : v) w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+    w.EndArray();
+  };
+  w.StartObject();
+  integer("v", 1);
+  integer("seq", static_cast<std::int64_t>(r.seq));
+  text("prev", r.prev);
+  integer("time", r.time_ms);
+  text("kind", r.kind);
+  text("action", r.action);
+  text("method", r.method);
+  text("target", r.target);
+  text("route", r.route);
+  integer("status", r.status);
+  text("outcome", r.outcome_text);
+  text("agentKind", r.agent_kind);
+  text("user", r.user);
+  text("role", r.role);
+  text("org", r.organisation);
+  text("client", r.client_id);
+  text("tokenId", r.token_id);
+  text("purpose", r.purpose);
+  text("address", r.address);
+  text("clientCert", r.client_certificate);
+  text("requestId", r.request_id);
+  text("correlationId", r.correlation_id);
+  text("source", r.source);
+  list("patients", r.detail.patients);
+  list("returned", r.detail.returned);
+  list("withheld", r.detail.withheld);
+  text("basis", r.detail.basis);
+  text("breakGlass", r.detail.break_glass_reason);
+  text("breakGlassText", r.detail.break_glass_justification);
+  list("failedSources", r.detail.failed_sources);
+  text("operation", r.detail.operation);
+  text("note", r.detail.note);
+  w.EndObject();
+  return out;
+}
+
 }  // namespace
+
+TEST_CASE("Audit record: encode() writes exactly what rapidjson::Writer wrote, for every byte") {
+  Record r = access(7);
+  r.seq = 123456789012345;
+  r.prev = std::string(64, 'f');
+  r.time_ms = -1;
+  r.status = 0;
+  r.detail.withheld = {"", "DocumentReference/x"};
+  r.detail.failed_sources = {"a", "b", "c"};
+  CHECK(encode(r) == rapidjson_encoding(r));
+  // Every byte value, alone and inside plain text, in a text member and in a list.
+  for (int c = 0; c < 256; ++c) {
+    const std::string one(1, static_cast<char>(c));
+    r.target = one;
+    r.outcome_text = "ab" + one + "cd" + one;
+    r.detail.patients = {one, "x" + one};
+    INFO("byte " << c);
+    REQUIRE(encode(r) == rapidjson_encoding(r));
+    if (c < 0x80) {  // a lone byte from 0x80 up is not UTF-8, which decode() refuses
+      auto back = decode(encode(r));
+      REQUIRE(back.ok());
+      CHECK(back->target == one);
+    }
+  }
+  // Random strings over all bytes (invalid UTF-8 included: rapidjson copies it unchanged).
+  std::mt19937 rng(6);
+  for (int n = 0; n < 2000; ++n) {
+    std::string s(rng() % 40, '\0');
+    for (auto& ch : s) ch = static_cast<char>(rng() % 256);
+    r.detail.note = s;
+    r.user = s.substr(0, s.size() / 2);
+    r.time_ms = static_cast<std::int64_t>(rng()) * (n % 2 ? -1 : 1) * 1000003;
+    REQUIRE(encode(r) == rapidjson_encoding(r));
+  }
+}
 
 TEST_CASE("Audit record: canonical encoding round-trips and anything else is refused") {
   Record r = access(1);
@@ -139,6 +241,93 @@ TEST_CASE("Audit log: records are chained leaves; restart continues the chain an
   CHECK(page->total == 25);
   CHECK(page->records.size() == 5);
   CHECK(page->records.front().seq == 24);  // newest first
+}
+
+TEST_CASE("Audit log: a file from before migration 3 verifies as it is, then upgrades with its tree intact") {
+  auto dir = test::temp_dir("audit-log-v2");
+  auto signer = ed25519_signer();
+  const std::string db_path = (dir / "audit.db").string();
+  constexpr int kBefore = 300;  // a tree nine levels high
+  {
+    auto log = Log::open(options(dir), signer);
+    REQUIRE(log.ok());
+    for (int i = 0; i < kBefore; ++i)
+      REQUIRE((*log)->append_sync(access(i, "dr-a", std::to_string(9000000000 + i % 7))).ok());
+    REQUIRE((*log)->checkpoint_now().ok());
+  }
+  auto exec = [](gw::sqlite::Database& db, const char* sql) { REQUIRE(db.exec(sql).ok()); };
+  std::int64_t nodes_before = 0;
+  {
+    // Back to migration 2's layout: the table audit_node keyed (level, idx).
+    auto db = gw::sqlite::Database::open(db_path);
+    REQUIRE(db.ok());
+    exec(*db,
+         "BEGIN;"
+         "CREATE TABLE audit_node_v2 (level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,"
+         " PRIMARY KEY (level, idx)) STRICT, WITHOUT ROWID;"
+         "INSERT INTO audit_node_v2 SELECT level, idx, hash FROM audit_node;"
+         "DROP VIEW audit_node; DROP TABLE audit_tree; ALTER TABLE audit_node_v2 RENAME TO audit_node;"
+         "PRAGMA user_version = 2; COMMIT;");
+    auto n = db->prepare("SELECT count(*) FROM audit_node");
+    REQUIRE(n.ok());
+    REQUIRE(n->step().ok());
+    nodes_before = n->column_int64(0);
+    CHECK(nodes_before == 2 * kBefore - 4);  // 300 leaves, 296 perfect subtrees above them (300 = 256+32+8+4)
+  }
+  auto key = CheckpointVerifier::from_pem(signer->public_key_pem(), "test-audit");
+  REQUIRE(key.ok());
+  auto verify_here = [&](const std::string& path) {
+    VerifyOptions vo;
+    vo.key = &*key;
+    return verify_database(path, vo);
+  };
+  SUBCASE("the verifier reads the old layout as it is") {
+    auto rep = verify_here(db_path);
+    REQUIRE(rep.ok());
+    CHECK(rep->ok);
+    CHECK(rep->records == kBefore);
+    CHECK(rep->covered == kBefore);
+    // and still finds a damaged node in it
+    auto db = gw::sqlite::Database::open(db_path);
+    REQUIRE(db.ok());
+    exec(*db, "UPDATE audit_node SET hash = zeroblob(32) WHERE level = 3 AND idx = 2");
+    auto bad = verify_here(db_path);
+    REQUIRE(bad.ok());
+    CHECK_FALSE(bad->ok);
+    bool damaged = false;
+    for (const auto& p : bad->problems) damaged = damaged || p.kind == "damaged-tree";
+    CHECK(damaged);
+  }
+  SUBCASE("opening it migrates the nodes into audit_tree; the log carries on and verifies") {
+    {
+      auto log = Log::open(options(dir), signer);  // also checks the tree against the checkpoint
+      REQUIRE(log.ok());
+      for (int i = kBefore; i < kBefore + 20; ++i) REQUIRE((*log)->append_sync(access(i)).ok());
+      auto proof = (*log)->inclusion_proof(5, kBefore + 20);
+      REQUIRE(proof.ok());
+      CHECK(merkle::verify_inclusion(5, kBefore + 20, merkle::leaf_hash(proof->record), proof->path, proof->root));
+      REQUIRE((*log)->checkpoint_now().ok());
+    }
+    auto db = gw::sqlite::Database::open(db_path, gw::sqlite::Database::Mode::read_only);
+    REQUIRE(db.ok());
+    auto version = db->user_version();
+    REQUIRE(version.ok());
+    CHECK(*version >= 3);
+    auto n = db->prepare("SELECT count(*) FROM audit_tree");
+    REQUIRE(n.ok());
+    REQUIRE(n->step().ok());
+    CHECK(n->column_int64(0) == 2 * (kBefore + 20) - 2);  // 320 = 256+64: two bits set, so 2n - 2
+    // The view gives the old columns back.
+    auto v = db->prepare("SELECT hash FROM audit_node WHERE level = 8 AND idx = 0");
+    REQUIRE(v.ok());
+    auto row = v->step();
+    REQUIRE((row.ok() && *row));
+    auto rep = verify_here(db_path);
+    REQUIRE(rep.ok());
+    CHECK(rep->ok);
+    CHECK(rep->records == kBefore + 20);
+    CHECK(rep->covered == kBefore + 20);
+  }
 }
 
 TEST_CASE("Audit log: refuses to start on a rolled-back or altered database") {
