@@ -307,6 +307,49 @@ bool needs_escape8(const char* p) {
   return (below_space | zero_byte(w ^ (ones * '"')) | zero_byte(w ^ (ones * '\\'))) != 0;
 }
 
+// Whether any byte of d[0, n) needs an escape, in words of eight: the last word overlaps
+// the one before it, and a string shorter than eight is padded with a plain byte.
+bool needs_escape(const char* d, std::size_t n) {
+  if (n < 8) {
+    char pad[8] = {'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a'};
+    std::memcpy(pad, d, n);
+    return needs_escape8(pad);
+  }
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    if (needs_escape8(d + i)) return true;
+  return i < n && needs_escape8(d + n - 8);
+}
+
+// The contents of a JSON string for `s`, with the escapes RapidJSON's Writer uses (\" \\ \b
+// \f \n \r \t, other control characters as \u00XX, upper-case hex; every other byte, UTF-8
+// included, unchanged), given to `raw` in runs.
+template <class Raw>
+void append_escaped(std::string_view s, Raw&& raw) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::size_t run = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    raw(s.data() + run, i - run);
+    run = i + 1;
+    switch (c) {
+      case '"': raw("\\\"", 2); break;
+      case '\\': raw("\\\\", 2); break;
+      case '\b': raw("\\b", 2); break;
+      case '\f': raw("\\f", 2); break;
+      case '\n': raw("\\n", 2); break;
+      case '\r': raw("\\r", 2); break;
+      case '\t': raw("\\t", 2); break;
+      default: {
+        const char u[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xF]};
+        raw(u, sizeof u);
+      }
+    }
+  }
+  raw(s.data() + run, s.size() - run);
+}
+
 // Appends into a std::string through a raw cursor: the string is grown ahead (amortised
 // doubling) and cut to the written size at the end, so each byte or run is a plain store or
 // memcpy rather than a push_back or append call that checks the capacity.
@@ -351,57 +394,16 @@ class CompactWriter {
   }
 
  private:
-  // The escapes RapidJSON's Writer uses (\" \\ \b \f \n \r \t, other control characters as
-  // \u00XX). Most strings need none: that is checked eight bytes at a time and they are
-  // copied whole; the others go byte by byte.
   void string(std::string_view s) {
-    const char* d = s.data();
-    const std::size_t n = s.size();
-    reserve(n + 2);
+    reserve(s.size() + 2);
     p_[size_++] = '"';
-    if (!needs_escape(d, n)) {
-      std::memcpy(p_ + size_, d, n);
-      size_ += n;
-      p_[size_++] = '"';
-      return;
+    if (!needs_escape(s.data(), s.size())) {
+      std::memcpy(p_ + size_, s.data(), s.size());
+      size_ += s.size();
+    } else {
+      append_escaped(s, [this](const char* p, std::size_t n) { raw(p, n); });
     }
-    static constexpr char kHex[] = "0123456789ABCDEF";
-    std::size_t run = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      const auto c = static_cast<unsigned char>(d[i]);
-      if (c >= 0x20 && c != '"' && c != '\\') continue;
-      raw(d + run, i - run);
-      run = i + 1;
-      switch (c) {
-        case '"': raw("\\\"", 2); break;
-        case '\\': raw("\\\\", 2); break;
-        case '\b': raw("\\b", 2); break;
-        case '\f': raw("\\f", 2); break;
-        case '\n': raw("\\n", 2); break;
-        case '\r': raw("\\r", 2); break;
-        case '\t': raw("\\t", 2); break;
-        default: {
-          const char u[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xF]};
-          raw(u, sizeof u);
-        }
-      }
-    }
-    raw(d + run, n - run);
     byte('"');
-  }
-
-  // Whether any byte of d[0, n) needs an escape, in words of eight: the last word overlaps
-  // the one before it, and a string shorter than eight is padded with a plain byte.
-  static bool needs_escape(const char* d, std::size_t n) {
-    if (n < 8) {
-      char pad[8] = {'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a'};
-      std::memcpy(pad, d, n);
-      return needs_escape8(pad);
-    }
-    std::size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-      if (needs_escape8(d + i)) return true;
-    return i < n && needs_escape8(d + n - 8);
   }
 
   [[gnu::always_inline]] void reserve(std::size_t n) {
@@ -428,6 +430,14 @@ class CompactWriter {
 };
 
 }  // namespace
+
+void append_json_string(std::string& out, std::string_view s) {
+  out.reserve(out.size() + s.size() + 2);
+  out.push_back('"');
+  if (!needs_escape(s.data(), s.size())) out.append(s);
+  else append_escaped(s, [&out](const char* p, std::size_t n) { out.append(p, n); });
+  out.push_back('"');
+}
 
 void append_json(const Json& value, std::string& out, bool pretty) {
   if (!pretty) {

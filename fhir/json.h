@@ -88,5 +88,8 @@ Result<Json> parse_json(std::string_view text, const JsonLimits& limits = {});
 // Serialises `value`. Compact by default; `pretty` indents two spaces (for _pretty=true).
 std::string to_json(const Json& value, bool pretty = false);
 void append_json(const Json& value, std::string& out, bool pretty = false);
+// Appends `s` as a JSON string (quotes included) with exactly the escapes of to_json (those
+// of RapidJSON's Writer): for encoders that write JSON text without a Json tree.
+void append_json_string(std::string& out, std::string_view s);
 
 }  // namespace fhir

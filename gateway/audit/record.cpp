@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "fhir/datatypes.h"
+#include "fhir/json.h"
 
 namespace gw::audit {
 
@@ -100,42 +101,13 @@ std::int64_t now_ms() {
 namespace {
 
 // encode(): compact JSON written straight into a std::string, byte for byte what
-// rapidjson::Writer (fhir::to_json, and every record stored so far) writes, only without a
-// per-character stream: runs of plain bytes are appended at once. Escapes are those of
-// rapidjson's writer: '"' and '\\', control characters as \b \t \n \f \r or \u00XX (upper-case
-// hex); every other byte, UTF-8 included, is copied unchanged. The writer thread encodes every
-// record and decode() re-encodes every record it reads, so this is on the hot paths of the log
-// and of the verifier. tests/gateway/audit/log_test.cpp compares it with rapidjson::Writer.
-constexpr char kEscape[256] = {
-    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r', 'u', 'u',  // 00
-    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u',  // 10
-    0,   0,   '"', 0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,    // 20
-    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,    // 30
-    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,    // 40
-    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   '\\', 0,  0,   0,    // 50
-};  // 60..FF: 0
-
-void append_quoted(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  out.push_back('"');
-  std::size_t plain = 0;  // start of the run of bytes not yet appended
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const char e = kEscape[c];
-    if (e == 0) continue;
-    out.append(s.data() + plain, i - plain);
-    out.push_back('\\');
-    out.push_back(e);
-    if (e == 'u') {
-      out.append("00", 2);
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 0xF]);
-    }
-    plain = i + 1;
-  }
-  out.append(s.data() + plain, s.size() - plain);
-  out.push_back('"');
-}
+// rapidjson::Writer (fhir::to_json, and every record stored so far) writes: the record's bytes
+// are hashed into the tree, so the encoding must never change. Strings go through
+// fhir::append_json_string (the escapes of rapidjson's writer); tests/gateway/audit/log_test.cpp
+// compares the result with rapidjson::Writer. The writer thread encodes every record and
+// decode() re-encodes every record it reads, so this is on the hot paths of the log and of the
+// verifier.
+void append_quoted(std::string& out, std::string_view s) { fhir::append_json_string(out, s); }
 
 struct MemberWriter {
   std::string& out;
