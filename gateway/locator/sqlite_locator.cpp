@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -106,8 +107,8 @@ struct SqliteLocator::State {
 
   // ---- writer ----
 
-  // Queues `job` and waits for its completion; too_many_requests when the queue is full.
-  fhir::Status submit(const std::shared_ptr<Job>& job) {
+  // Queues `job` without waiting; too_many_requests when the queue is full.
+  fhir::Status enqueue(const std::shared_ptr<Job>& job) {
     {
       std::lock_guard lock(queue_m);
       if (stopping) return Issue::make(ErrorCode::not_ready, "the record locator is shutting down");
@@ -116,9 +117,20 @@ struct SqliteLocator::State {
       queue.push_back(job);
     }
     queue_cv.notify_one();
-    std::unique_lock lock(job->m);
-    job->cv.wait(lock, [&] { return job->done; });
-    return job->status;
+    return fhir::Ok{};
+  }
+
+  // Waits for the completion of a queued job.
+  static fhir::Status wait(Job& job) {
+    std::unique_lock lock(job.m);
+    job.cv.wait(lock, [&] { return job.done; });
+    return job.status;
+  }
+
+  // Queues `job` and waits for its completion.
+  fhir::Status submit(const std::shared_ptr<Job>& job) {
+    if (fhir::Status s = enqueue(job); !s) return s;
+    return wait(*job);
   }
 
   // Runs `rule` as one write and returns its result once committed.
@@ -232,6 +244,17 @@ fhir::Result<std::unique_ptr<SqliteLocator>> SqliteLocator::open(const std::stri
   auto tx = SqliteTransaction::prepare(state->writer_db);
   if (!tx) return std::move(tx).issue();
   state->tx = std::move(*tx);
+  // An import that never finished (the process stopped) may have left secondary indexes
+  // deferred: rebuilt here, before any caller sees the locator. Without them every answer is
+  // still right, only slower, so a failure is logged rather than refusing to open.
+  fhir::Status rebuilt = state->tx->begin();
+  if (rebuilt) rebuilt = state->tx->rebuild_deferred_indexes();
+  if (rebuilt) rebuilt = state->tx->commit();
+  if (!rebuilt) {
+    state->tx->rollback();
+    observe::log(observe::Level::error, "record locator: could not rebuild deferred indexes",
+                 {{"error", rebuilt.issue().diagnostics}});
+  }
   const std::size_t n = std::max<std::size_t>(1, state->options.read_connections);
   for (std::size_t i = 0; i < n; ++i) {
     auto r = SqliteReader::open(path, state->options.read_cache_mib, state->options.mmap_mib);
@@ -373,25 +396,53 @@ fhir::Result<ImportResult> SqliteLocator::import(const std::vector<ImportRecord>
   ImportResult out;
   out.records.reserve(records.size());
   const std::size_t step = std::max<std::size_t>(1, s_->options.import_batch);
+  // Bulk mode: the first transaction drops the deferrable indexes (when the index is small
+  // enough), the last job rebuilds them; see SqliteTransaction::defer_indexes.
+  const bool bulk = s_->options.bulk_import_min > 0 && records.size() >= s_->options.bulk_import_min;
+  std::size_t identifiers = 0;
+  if (bulk)
+    for (const ImportRecord& r : records) identifiers += r.identity.identifiers.size();
+  bool bulk_begun = false, deferred = false;
+  // check_import_record runs on this thread, for the next transaction's records while the
+  // writer applies the current one, so the writer thread spends its time in SQLite.
+  const auto check = [&](std::size_t from, std::size_t to) {
+    std::vector<fhir::Status> c;
+    c.reserve(to - from);
+    for (std::size_t i = from; i < to; ++i) c.push_back(check_import_record(records[i]));
+    return c;
+  };
+  std::vector<fhir::Status> checks, next_checks;
   std::vector<fhir::Result<Resolution>> chunk;
   for (std::size_t start = 0; start < records.size(); start += step) {
     const std::size_t end = std::min(records.size(), start + step);
+    checks = next_checks.size() == end - start ? std::move(next_checks) : check(start, end);
+    next_checks.clear();
     // First attempt: records that pass check_import_record are applied without savepoints
     // (each costs a copy of every page it touches). Should one still be refused, the attempt
     // is rolled back whole and the chunk runs again carefully, each record in SAVEPOINT
     // record, so a rejected record never leaves anything behind.
     fhir::Status st = fhir::Ok{};
+    bool deferred_here = false, filtered_here = false;  // by the attempt that committed
     for (const bool careful : {false, true}) {
       auto job = std::make_shared<Job>();
       job->exclusive = true;
       job->body = [&, start, end, careful, self = job.get()](SqliteTransaction& tx) -> fhir::Status {
         chunk.clear();
         chunk.reserve(end - start);
+        deferred_here = filtered_here = false;
+        if (bulk && start == 0) {
+          auto d = tx.defer_indexes(static_cast<std::int64_t>(records.size()));
+          if (!d) return std::move(d).issue();
+          deferred_here = *d;
+          auto f = tx.start_absent_key_filters(records.size(), identifiers);
+          if (!f) return std::move(f).issue();
+          filtered_here = *f;
+        }
         const std::string now = now_instant();
         for (std::size_t i = start; i < end; ++i) {
           if (!careful) {
-            if (fhir::Status c = check_import_record(records[i]); !c) {
-              chunk.push_back(std::move(c).issue());
+            if (const fhir::Status& c = checks[i - start]; !c) {
+              chunk.push_back(c.issue());
               continue;
             }
             auto r = apply_import_record(tx, records[i], s_->options.rule, now);
@@ -411,9 +462,14 @@ fhir::Result<ImportResult> SqliteLocator::import(const std::vector<ImportRecord>
         }
         return fhir::Ok{};
       };
-      st = s_->submit(job);  // the job's outcome, or why it could not be queued
+      st = s_->enqueue(job);
+      if (st && !careful && end < records.size() && next_checks.empty())
+        next_checks = check(end, std::min(records.size(), end + step));
+      if (st) st = State::wait(*job);  // the job's outcome, or why it could not be queued
       if (st || !job->planned_rollback) break;
     }
+    if (deferred_here || filtered_here) bulk_begun = true;  // filters may be on even after a rollback
+    if (st && deferred_here) deferred = true;
     if (!st) {
       // This transaction is gone: its records and all later ones are reported as not imported.
       const Issue& why = st.issue();
@@ -428,6 +484,26 @@ fhir::Result<ImportResult> SqliteLocator::import(const std::vector<ImportRecord>
     for (auto& r : chunk) {
       count_import(out, r);
       out.records.push_back(std::move(r));
+    }
+  }
+  if (bulk_begun) {
+    // One transaction builds each deferred index from a sort of the table. Should it fail, the
+    // records stay imported and the next open rebuilds the indexes (their notes are still there).
+    auto job = std::make_shared<Job>();
+    job->exclusive = true;
+    job->body = [deferred](SqliteTransaction& tx) -> fhir::Status {
+      tx.stop_absent_key_filters();
+      return deferred ? tx.rebuild_deferred_indexes() : fhir::Status(fhir::Ok{});
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+    if (fhir::Status st = s_->submit(job); !st) {
+      observe::log(observe::Level::error, "record locator: could not rebuild deferred indexes after an import",
+                   {{"error", st.issue().diagnostics}});
+    } else if (deferred) {
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+      observe::log(observe::Level::info, "record locator: bulk import rebuilt its deferred indexes",
+                   {{"records", static_cast<std::uint64_t>(records.size())},
+                    {"rebuild_ms", static_cast<std::int64_t>(ms.count())}});
     }
   }
   return out;

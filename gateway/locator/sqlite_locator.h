@@ -3,7 +3,10 @@
 //   - reads on a pool of read-only connections, each with its prepared statements;
 //   - writes through one writer thread that drains its queue into one transaction (group
 //     commit), with each write in its own SAVEPOINT so one failing write does not undo the
-//     others, and completes every caller only after the COMMIT returned.
+//     others, and completes every caller only after the COMMIT returned;
+//   - a big import() into an empty or small index defers the secondary indexes no import
+//     read uses and rebuilds them once at its end (bulk_import_min; crash-safe, see
+//     SqliteTransaction::defer_indexes). synchronous stays FULL throughout.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +23,10 @@ struct SqliteLocatorOptions {
   std::size_t max_batch = 256;          // writes per group commit
   std::size_t max_queue = 10000;        // queued writes before callers get too_many_requests
   std::size_t import_batch = 5000;      // records per transaction in import()
+  // An import() call of at least this many records into an index holding at most as many
+  // patients drops the secondary indexes no import read uses and rebuilds them, sorted, at its
+  // end (SqliteTransaction::defer_indexes). 0: never.
+  std::size_t bulk_import_min = 10000;
   DemographicRule rule;
   std::int64_t write_cache_mib = 64;    // writer's page cache; raise it for bulk imports
   std::int64_t read_cache_mib = 64;     // page cache of each read connection

@@ -7,6 +7,10 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <functional>
+#include <initializer_list>
+
 #include "fhir/date_range.h"
 
 namespace gw::locator {
@@ -180,7 +184,18 @@ fhir::Status SqliteTransaction::run_framing(S which) {
 
 fhir::Status SqliteTransaction::begin() {
   pk_cache_.clear();
-  return run_framing(S::begin);
+  if (auto s = run_framing(S::begin); !s) return s;
+  if (filters_on_) {
+    // data_version moves only when another connection committed: its writes are not in the
+    // filters, so they stop answering.
+    bool same = false;
+    if (auto q = db_.prepare("PRAGMA data_version"); q) {
+      auto row = q->step();
+      same = row && *row && q->column_int64(0) == data_version_;
+    }
+    if (!same) stop_absent_key_filters();
+  }
+  return fhir::Ok{};
 }
 
 fhir::Status SqliteTransaction::commit() { return run_framing(S::commit); }
@@ -205,6 +220,180 @@ fhir::Status SqliteTransaction::rollback_to(Level l) {
 }
 
 bool SqliteTransaction::transaction_lost() const { return sqlite3_get_autocommit(db_.handle()) != 0; }
+
+// ---- bulk import ------------------------------------------------------------------------
+
+namespace {
+
+// Indexes an import never reads (its matching reads use identifiers, patients.id, the trusted
+// NHS number and patients_family; pointer ids have their UNIQUE index) and whose keys arrive in
+// random order. identifiers_patient and pointers_patient stay: their keys arrive in pk order,
+// so keeping them costs little, and rebuilding them would read the whole pointers table.
+constexpr std::string_view kDeferrableIndexes[] = {"patients_birth", "patients_postcode", "given_names_norm"};
+constexpr std::string_view kDeferredPrefix = "deferred_index:";
+
+}  // namespace
+
+fhir::Result<bool> SqliteTransaction::defer_indexes(std::int64_t incoming) {
+  {
+    // max(pk) is one B-tree descent and bounds the patient count (rows are never deleted).
+    auto q = db_.prepare("SELECT coalesce(max(pk), 0) FROM patients");
+    if (!q) return storage(q.issue());
+    auto row = q->step();
+    if (!row) return storage(row.issue());
+    if (*row && q->column_int64(0) > incoming) return false;
+  }
+  bool dropped = false;
+  for (std::string_view name : kDeferrableIndexes) {
+    std::string sql;
+    {
+      auto q = db_.prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1 AND sql IS NOT NULL");
+      if (!q) return storage(q.issue());
+      q->bind(1, name);
+      auto row = q->step();
+      if (!row) return storage(row.issue());
+      if (!*row) continue;  // already deferred (another import) or never there
+      sql = q->column_text(0);
+    }
+    auto note = db_.prepare("INSERT OR REPLACE INTO gateway_info(key, value) VALUES (?1, ?2)");
+    if (!note) return storage(note.issue());
+    note->bind(1, std::string(kDeferredPrefix) + std::string(name)).bind(2, sql);
+    if (auto r = note->run(); !r) return storage(r.issue());
+    // The name is one of kDeferrableIndexes, not data.
+    if (auto r = db_.exec("DROP INDEX " + std::string(name)); !r) return storage(r.issue());
+    dropped = true;
+  }
+  return dropped;
+}
+
+// ---- absent-key filters ----------------------------------------------------------------
+
+namespace {
+
+std::uint64_t mix(std::uint64_t h) {
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
+  return h;
+}
+
+// Order-sensitive hash of several fields; a collision only costs a B-tree search.
+std::uint64_t key_hash(std::initializer_list<std::string_view> fields) {
+  std::uint64_t h = 0x6a09e667f3bcc909ULL;
+  for (std::string_view f : fields) h = mix(h ^ std::hash<std::string_view>{}(f)) + f.size();
+  return mix(h);
+}
+
+std::uint64_t identifier_key(std::string_view system, std::string_view value) { return key_hash({system, value}); }
+
+// The fields demographic_matches compares when its rule enables all of them, as stored.
+std::uint64_t demographic_key(const Demographics& d) {
+  const std::string family = normalise_name(d.family), given = first_given_normalised(d),
+                    postcode = normalise_postcode(d.postcode);
+  return key_hash({family, given, d.birth_date, d.gender, postcode});
+}
+
+}  // namespace
+
+void SqliteTransaction::KeyFilter::reset(std::size_t capacity) {
+  capacity_ = std::max<std::size_t>(capacity, 1024);
+  added_ = 0;
+  // 16 bits per key, four of them set per key: well under 1% false "may hold".
+  blocks_.assign(capacity_ * 16 / 512 + 1, std::array<std::uint64_t, 8>{});
+}
+
+void SqliteTransaction::KeyFilter::add(std::uint64_t h) {
+  if (blocks_.empty()) return;
+  ++added_;
+  auto& block = blocks_[h % blocks_.size()];
+  const std::uint64_t bits = mix(h);
+  for (int i = 0; i < 4; ++i) {
+    const unsigned bit = static_cast<unsigned>(bits >> (i * 9)) & 511u;
+    block[bit >> 6] |= std::uint64_t{1} << (bit & 63u);
+  }
+}
+
+bool SqliteTransaction::KeyFilter::may_hold(std::uint64_t h) const {
+  const auto& block = blocks_[h % blocks_.size()];
+  const std::uint64_t bits = mix(h);
+  for (int i = 0; i < 4; ++i) {
+    const unsigned bit = static_cast<unsigned>(bits >> (i * 9)) & 511u;
+    if ((block[bit >> 6] & (std::uint64_t{1} << (bit & 63u))) == 0) return false;
+  }
+  return true;
+}
+
+fhir::Result<bool> SqliteTransaction::start_absent_key_filters(std::size_t patients, std::size_t identifiers) {
+  auto q = db_.prepare(
+      "SELECT NOT EXISTS (SELECT 1 FROM patients) AND NOT EXISTS (SELECT 1 FROM identifiers), "
+      "(SELECT data_version FROM pragma_data_version)");
+  if (!q) return storage(q.issue());
+  auto row = q->step();
+  if (!row) return storage(row.issue());
+  if (!*row || q->column_int64(0) == 0) return false;
+  data_version_ = q->column_int64(1);
+  // Room for what other writes add while the import runs; past it the filters stop answering.
+  identifiers_seen_.reset(identifiers + identifiers / 4);
+  nhs_numbers_seen_.reset(patients + patients / 4);
+  demographics_seen_.reset(patients + patients / 4);
+  filters_on_ = true;
+  return true;
+}
+
+void SqliteTransaction::stop_absent_key_filters() {
+  filters_on_ = false;
+  identifiers_seen_.clear();
+  nhs_numbers_seen_.clear();
+  demographics_seen_.clear();
+}
+
+void SqliteTransaction::note_patient_keys(const PatientRecord& p) {
+  if (!filters_on_) return;
+  nhs_numbers_seen_.add(key_hash({p.demographics.nhs_number}));
+  demographics_seen_.add(demographic_key(p.demographics));
+}
+
+fhir::Status SqliteTransaction::rebuild_deferred_indexes() {
+  for (std::string_view name : kDeferrableIndexes) {
+    // Only notes for the indexes this code defers are read (any other key is not ours), and
+    // only the statement SQLite itself reported for that index is run again.
+    const std::string key = std::string(kDeferredPrefix) + std::string(name);
+    std::string sql;
+    bool exists = false;
+    {
+      auto q = db_.prepare(
+          "SELECT value, EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?2) "
+          "FROM gateway_info WHERE key = ?1");
+      if (!q) return storage(q.issue());
+      q->bind(1, key).bind(2, name);
+      auto row = q->step();
+      if (!row) return storage(row.issue());
+      if (!*row) continue;
+      sql = q->column_text(0);
+      exists = q->column_int64(1) != 0;
+    }
+    if (sql.rfind("CREATE INDEX " + std::string(name) + " ON ", 0) != 0)
+      return Issue::make(ErrorCode::internal_error, "record locator: unexpected deferred index note " + key);
+    if (!exists) {
+      // The sort of an index build may use a helper thread (the import's caller waits idle):
+      // about 15% off the rebuild at 300,000 patients. The connection's setting is put back.
+      std::int64_t threads = 0;
+      if (auto q = db_.prepare("PRAGMA threads"); q)
+        if (auto row = q->step(); row && *row) threads = q->column_int64(0);
+      (void)db_.exec("PRAGMA threads=" + std::to_string(std::max<std::int64_t>(threads, 2)));
+      auto r = db_.exec(sql);
+      (void)db_.exec("PRAGMA threads=" + std::to_string(threads));
+      if (!r) return storage(r.issue());
+    }
+    auto done = db_.prepare("DELETE FROM gateway_info WHERE key = ?1");
+    if (!done) return storage(done.issue());
+    done->bind(1, key);
+    if (auto r = done->run(); !r) return storage(r.issue());
+  }
+  return fhir::Ok{};
+}
 
 // ---- primitives -------------------------------------------------------------------------
 
@@ -241,11 +430,14 @@ fhir::Result<std::optional<PatientRecord>> SqliteTransaction::patient(const std:
     if (!*row) break;
     out->demographics.given.push_back(g->column_text(0));
   }
+  if (pk_cache_.size() > 4096) pk_cache_.clear();
   pk_cache_.emplace(id, pk);
   return out;
 }
 
 fhir::Result<std::optional<std::string>> SqliteTransaction::active_patient_with_nhs_number(std::string_view nhs) {
+  if (filters_on_ && nhs_numbers_seen_.active() && !nhs_numbers_seen_.may_hold(key_hash({nhs})))
+    return std::optional<std::string>();
   StatementUse q(st(S::active_nhs));
   q->bind(1, nhs);
   auto row = q->step();
@@ -256,6 +448,8 @@ fhir::Result<std::optional<std::string>> SqliteTransaction::active_patient_with_
 
 fhir::Result<std::optional<std::string>> SqliteTransaction::identifier_owner(std::string_view system,
                                                                              std::string_view value) {
+  if (filters_on_ && identifiers_seen_.active() && !identifiers_seen_.may_hold(identifier_key(system, value)))
+    return std::optional<std::string>();
   StatementUse q(st(S::identifier_owner));
   q->bind(1, value).bind(2, system);
   auto row = q->step();
@@ -269,6 +463,9 @@ fhir::Result<std::vector<std::string>> SqliteTransaction::demographic_matches(co
                                                                               std::size_t limit) {
   const unsigned key = (rule.family ? 1u : 0u) | (rule.given ? 2u : 0u) | (rule.birth_date ? 4u : 0u) |
                        (rule.gender ? 8u : 0u) | (rule.postcode ? 16u : 0u);
+  // The filter holds all five fields of each row, so it answers only for a rule comparing all five.
+  if (key == 31u && filters_on_ && demographics_seen_.active() && !demographics_seen_.may_hold(demographic_key(d)))
+    return std::vector<std::string>();
   if (!demographic_[key]) {
     // The shape depends only on which fields the rule compares; values are bound.
     std::string sql = "SELECT id FROM patients WHERE merged_into IS NULL";
@@ -330,8 +527,12 @@ fhir::Status SqliteTransaction::write_given_names(std::int64_t pk, const Demogra
 }
 
 fhir::Status SqliteTransaction::insert_patient(const PatientRecord& p) {
+  note_patient_keys(p);  // before the write: a key is noted whenever it may be in the file
   if (auto s = bind_and_run_patient(st(S::insert_patient), p); !s) return s;
   const std::int64_t pk = db_.last_insert_rowid();
+  // Bounded like pk_of's: an import transaction inserts up to import_batch patients, and a map
+  // that grows with them rehashes over and over for ids that are used only right after.
+  if (pk_cache_.size() > 4096) pk_cache_.clear();
   pk_cache_[p.id] = pk;
   return write_given_names(pk, p.demographics);
 }
@@ -339,6 +540,7 @@ fhir::Status SqliteTransaction::insert_patient(const PatientRecord& p) {
 fhir::Status SqliteTransaction::update_patient(const PatientRecord& p) {
   auto pk = pk_of(p.id);
   if (!pk) return std::move(pk).issue();
+  note_patient_keys(p);
   if (auto s = bind_and_run_patient(st(S::update_patient), p); !s) return s;
   {
     StatementUse q(st(S::delete_given));
@@ -359,6 +561,7 @@ fhir::Status SqliteTransaction::repoint_retired(const std::string& from, const s
 fhir::Status SqliteTransaction::insert_identifier(const std::string& patient_id, const Identifier& id) {
   auto pk = pk_of(patient_id);
   if (!pk) return std::move(pk).issue();
+  if (filters_on_) identifiers_seen_.add(identifier_key(id.system, id.value));
   StatementUse q(st(S::insert_identifier));
   q->bind(1, id.value).bind(2, id.system).bind(3, *pk).bind(4, id.source);
   if (auto r = q->run(); !r) return storage(r.issue());

@@ -69,6 +69,27 @@ class SqliteTransaction final : public IndexTransaction {
   // since begin() is gone.
   bool transaction_lost() const;
 
+  // Bulk import (SqliteLocator::import of many records into an empty or small index): the
+  // secondary indexes that no import read uses (kDeferrableIndexes) cost a random B-tree insert
+  // per row, and are cheaper built once, sorted, at the end. Inside the caller's transaction,
+  // defer_indexes drops them when the index holds at most `incoming` patients, after noting
+  // each one's CREATE statement in gateway_info (key "deferred_index:<name>"); it returns
+  // whether it dropped any. rebuild_deferred_indexes recreates every index so noted and
+  // deletes the note, again inside the caller's transaction: run at the end of the import and
+  // when the file is opened, so an import that never finished (a crash) leaves a file whose
+  // queries are only slower, and whose indexes come back at the next open.
+  fhir::Result<bool> defer_indexes(std::int64_t incoming);
+  fhir::Status rebuild_deferred_indexes();
+  // Also for a bulk import: when the file holds no patient and no identifier, starts filters
+  // of every identifier, NHS number and demographic key this connection writes from now on
+  // (sized for `patients` patients and `identifiers` identifiers), so a lookup of a key never
+  // written (the common case while a new population loads) skips its B-tree search. The
+  // filters only ever answer "certainly absent" or "look it up"; a rollback leaves them
+  // holding extra keys (still sound), and a commit by any other connection, or more keys than
+  // they were sized for, turns them off. Returns whether they started.
+  fhir::Result<bool> start_absent_key_filters(std::size_t patients, std::size_t identifiers);
+  void stop_absent_key_filters();
+
   fhir::Result<std::optional<PatientRecord>> patient(const std::string& id) override;
   fhir::Result<std::optional<std::string>> active_patient_with_nhs_number(std::string_view nhs) override;
   fhir::Result<std::optional<std::string>> identifier_owner(std::string_view system, std::string_view value) override;
@@ -107,7 +128,25 @@ class SqliteTransaction final : public IndexTransaction {
   fhir::Status write_given_names(std::int64_t pk, const Demographics& d);
   fhir::Status bind_and_run_patient(sqlite::Statement& st, const PatientRecord& p);
 
+  // A blocked Bloom filter of 64-bit key hashes: may_hold is false only for a key never added.
+  class KeyFilter {
+   public:
+    void reset(std::size_t capacity);
+    void clear() { blocks_.clear(); }
+    bool active() const { return !blocks_.empty() && added_ <= capacity_; }
+    void add(std::uint64_t h);
+    bool may_hold(std::uint64_t h) const;
+
+   private:
+    std::vector<std::array<std::uint64_t, 8>> blocks_;  // 512 bits each
+    std::size_t capacity_ = 0, added_ = 0;
+  };
+  void note_patient_keys(const PatientRecord& p);
+
   sqlite::Database& db_;
+  bool filters_on_ = false;
+  std::int64_t data_version_ = 0;  // PRAGMA data_version when the filters started
+  KeyFilter identifiers_seen_, nhs_numbers_seen_, demographics_seen_;
   // id -> pk of patients seen in this transaction; cleared on any rollback.
   std::unordered_map<std::string, std::int64_t> pk_cache_;
 
