@@ -130,6 +130,8 @@ void App::open_audit() {
   o.origin = "fhir-gateway/audit " + cfg_.public_base_url;
   o.checkpoint_interval = cfg_.audit.checkpoint_interval;
   o.max_batch = static_cast<std::size_t>(cfg_.audit.max_batch);
+  o.commit_delay = std::chrono::microseconds(cfg_.audit.commit_delay_us);
+  o.commit_siblings = static_cast<std::size_t>(cfg_.audit.commit_siblings);
   o.max_queue = static_cast<std::size_t>(cfg_.audit.max_queue);
   o.rules = cfg_.audit.alerts;
   o.on_commit = [this] {

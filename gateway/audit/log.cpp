@@ -207,10 +207,19 @@ struct Log::Impl {
   // --- writer -------------------------------------------------------------------------
   void run() {
     std::unique_lock lock(mu);
+    std::size_t last_batch = 0;
     for (;;) {
       if (queue.empty() && !stopping) {
         if (signer) cv.wait_until(lock, next_checkpoint);
         else cv.wait(lock);
+      }
+      // Under load, let more records join this commit (see LogOptions::commit_delay). A plain
+      // sleep: appends meanwhile do not wake the writer.
+      if (opt.commit_delay.count() > 0 && last_batch >= opt.commit_siblings && !stopping &&
+          queue.size() < opt.max_batch) {
+        lock.unlock();
+        std::this_thread::sleep_for(opt.commit_delay);
+        lock.lock();
       }
       std::vector<Append> batch;
       // Records are large (a Record is about 1 KiB of strings): no regrowth while filling.
@@ -227,6 +236,7 @@ struct Log::Impl {
         }
       }
       const bool done = queue.empty() && stopping;
+      last_batch = batch.size();
       lock.unlock();
       if (!batch.empty()) commit_batch(batch);
       for (auto& t : tasks) t();

@@ -49,6 +49,11 @@ struct LogOptions {
   std::string origin = "fhir-gateway/audit";
   std::chrono::milliseconds checkpoint_interval{std::chrono::seconds(60)};
   std::size_t max_batch = 1024;
+  // Group commit under load (as PostgreSQL's commit_delay and commit_siblings): when the last
+  // commit carried at least commit_siblings records, the writer waits commit_delay before
+  // taking the next batch, so that more records share its sync. 0: never waits.
+  std::chrono::microseconds commit_delay{0};
+  std::size_t commit_siblings = 8;
   std::size_t max_queue = 65536;        // beyond this append() fails at once (not_ready)
   AlertRules rules;
   // Called on the writer thread after each successful commit (e.g. to wake the forwarder);

@@ -270,7 +270,7 @@ int parse_hhmm(const std::string& t) {
 void read_audit(const Reader& r, const toml::table& a, AuditConfig& audit) {
   const std::string p = "audit.";
   r.only_keys(a, p, {"enabled", "signing_key", "key_name", "checkpoint_file", "checkpoint_interval_s",
-                     "syslog_checkpoints", "retention_days", "max_batch", "max_queue", "max_page", "export_max",
+                     "syslog_checkpoints", "retention_days", "max_batch", "commit_delay_us", "commit_siblings", "max_queue", "max_page", "export_max",
                      "alerts", "forward"});
   r.get(a, p, "enabled", audit.enabled);
   r.get(a, p, "signing_key", audit.signing_key);
@@ -280,6 +280,8 @@ void read_audit(const Reader& r, const toml::table& a, AuditConfig& audit) {
   r.get(a, p, "syslog_checkpoints", audit.syslog_checkpoints);
   r.get_int(a, p, "retention_days", audit.retention_days, 0, 36500);
   r.get_int(a, p, "max_batch", audit.max_batch, 1, 100000);
+  r.get_int(a, p, "commit_delay_us", audit.commit_delay_us, 0, 100000);
+  r.get_int(a, p, "commit_siblings", audit.commit_siblings, 1, 100000);
   r.get_int(a, p, "max_queue", audit.max_queue, 1, 10000000);
   r.get_int(a, p, "max_page", audit.max_page, 1, 10000);
   r.get_int(a, p, "export_max", audit.export_max, 1, 1000000);

@@ -116,6 +116,8 @@ struct AuditConfig {
   bool syslog_checkpoints = false;
   std::int64_t retention_days = 0;                  // 0 = keep for ever; else pruned daily
   std::int64_t max_batch = 1024;                    // records per group commit
+  std::int64_t commit_delay_us = 0;                 // under load, wait this long before a commit
+  std::int64_t commit_siblings = 8;                 // "under load": the last commit carried this many
   std::int64_t max_queue = 65536;                   // queued records before 503
   std::int64_t max_page = 200;                      // _count cap for GET /AuditEvent
   std::int64_t export_max = 10000;                  // records per NDJSON export call

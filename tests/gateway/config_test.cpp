@@ -244,6 +244,8 @@ checkpoint_interval_s = 30
 retention_days = 2555
 key_name = "trust-audit"
 checkpoint_file = "var/checkpoints.log"
+commit_delay_us = 500
+commit_siblings = 16
 [audit.alerts]
 max_patients_per_hour = 20
 working_hours = "08:00-18:30"
@@ -254,6 +256,8 @@ weekends_out_of_hours = false
   CHECK(c.audit.checkpoint_interval == std::chrono::seconds(30));
   CHECK(c.audit.retention_days == 2555);
   CHECK(c.audit.key_name == "trust-audit");
+  CHECK(c.audit.commit_delay_us == 500);
+  CHECK(c.audit.commit_siblings == 16);
   CHECK(c.audit.checkpoint_file.find("var/checkpoints.log") != std::string::npos);
   CHECK(std::filesystem::path(c.audit.checkpoint_file).is_absolute());
   CHECK(c.audit.alerts.max_patients_per_hour == 20);
@@ -265,6 +269,8 @@ weekends_out_of_hours = false
   CHECK(expect_error(tls_lines() + "[audit]\nsigning_key = \"missing.pem\"\n").key() == "audit.signing_key");
   CHECK(expect_error(tls_lines() + "[audit]\ncheckpoint_interval_s = 0\n").key() == "audit.checkpoint_interval_s");
   CHECK(expect_error(tls_lines() + "[audit]\nunknown = 1\n").key() == "audit.unknown");
+  CHECK(expect_error(tls_lines() + "[audit]\ncommit_delay_us = -1\n").key() == "audit.commit_delay_us");
+  CHECK(expect_error(tls_lines() + "[audit]\ncommit_siblings = 0\n").key() == "audit.commit_siblings");
   CHECK(expect_error(tls_lines() + "[audit.alerts]\nworking_hours = \"19:00-07:00\"\n").key() ==
         "audit.alerts.working_hours");
   CHECK(expect_error(tls_lines() + "[audit.alerts]\nworking_hours = \"7-19\"\n").key() == "audit.alerts.working_hours");

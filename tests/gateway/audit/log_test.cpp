@@ -4,6 +4,10 @@
 // retention that keeps the tree verifiable, the canonical encoding, and UK local time.
 #include <doctest/doctest.h>
 
+#include <thread>
+
+#include <atomic>
+
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <rapidjson/writer.h>
@@ -328,6 +332,44 @@ TEST_CASE("Audit log: a file from before migration 3 verifies as it is, then upg
     CHECK(rep->records == kBefore + 20);
     CHECK(rep->covered == kBefore + 20);
   }
+}
+
+TEST_CASE("Audit log: with a commit delay every record is still committed, in order, and the log verifies") {
+  auto dir = test::temp_dir("audit-delay");
+  LogOptions o = options(dir);
+  o.commit_delay = std::chrono::microseconds(2000);
+  o.commit_siblings = 1;  // wait before every commit after the first
+  auto signer = ed25519_signer();
+  auto log = Log::open(o, signer);
+  REQUIRE(log.ok());
+  constexpr int kThreads = 4, kEach = 25;
+  std::vector<std::thread> threads;
+  std::atomic<int> failed{0};
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i)
+        if (!(*log)->append_sync(access(t * kEach + i)).ok()) ++failed;
+    });
+  for (auto& th : threads) th.join();
+  CHECK(failed == 0);
+  CHECK((*log)->stats().size == kThreads * kEach);
+  // The chain links every record to the one committed before it, whatever the grouping.
+  for (std::uint64_t seq = 1; seq < kThreads * kEach; ++seq) {
+    auto prev = (*log)->get(seq - 1);
+    auto cur = (*log)->get(seq);
+    REQUIRE((prev.ok() && cur.ok() && *prev && *cur));
+    CHECK((*cur)->prev == merkle::to_hex(merkle::leaf_hash(encode(**prev))));
+  }
+  REQUIRE((*log)->checkpoint_now().ok());
+  (*log)->stop();
+  auto key = CheckpointVerifier::from_pem(signer->public_key_pem(), "test-audit");
+  REQUIRE(key.ok());
+  VerifyOptions vo;
+  vo.key = &*key;
+  auto report = verify_database(o.path, vo);
+  REQUIRE(report.ok());
+  CHECK(report->ok);
+  CHECK(report->records == kThreads * kEach);
 }
 
 TEST_CASE("Audit log: refuses to start on a rolled-back or altered database") {
