@@ -41,6 +41,8 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
   databases_ = std::make_unique<store::Databases>(std::move(*dbs));
 
   locator::SqliteLocatorOptions lo;
+  lo.read_cache_mib = cfg_.locator_read_cache_mib;
+  lo.mmap_mib = cfg_.locator_mmap_mib;
   auto loc = locator::open_sqlite_locator((std::filesystem::path(cfg_.data_dir) / "locator.db").string(), lo);
   if (!loc) throw std::runtime_error("cannot open the record locator: " + loc.issue().diagnostics);
   locator_ = std::move(*loc);

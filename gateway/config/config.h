@@ -135,6 +135,8 @@ struct Config {
   PlainHttpConfig http;
   Limits limits;
   std::string data_dir = "data";
+  std::int64_t locator_read_cache_mib = 64;  // page cache of each locator read connection
+  std::int64_t locator_mmap_mib = 0;         // memory-mapped locator reads per connection (0: off)
   std::string log_level = "info";
   bool access_log = true;
   bool metrics_allow_remote = false;

@@ -235,6 +235,13 @@ identifier_system_base = "https://trust.example/id"
   CHECK(expect_error(tls_lines() + "[[source_systems]]\nods_code = \"A\"\nname = \"same\"\n"
                                    "[[source_systems]]\nods_code = \"B\"\nname = \"same\"\n").key() == "source_systems[1].name");
   CHECK(expect_error(tls_lines() + "[store]\ningest_threads = 0\n").key() == "store.ingest_threads");
+  // The locator's read connections.
+  auto st = load_config(write_config(tls_lines() + "[storage]\nlocator_read_cache_mib = 256\nlocator_mmap_mib = 1024\n"));
+  CHECK(st.locator_read_cache_mib == 256);
+  CHECK(st.locator_mmap_mib == 1024);
+  CHECK(expect_error(tls_lines() + "[storage]\nlocator_mmap_mib = -1\n").key() == "storage.locator_mmap_mib");
+  CHECK(expect_error(tls_lines() + "[storage]\nlocator_read_cache_mib = 0\n").key() ==
+        "storage.locator_read_cache_mib");
 }
 
 TEST_CASE("Config: [audit] settings load, and bad ones are errors naming the key") {
