@@ -192,12 +192,16 @@ App::~App() {
   stop_adapters();          // no new messages; those in flight finish (their ACKs may still go out)
   if (ingest_) ingest_->stop();  // every accepted message committed and completed
   adapters_.clear();
-  server_.reset();          // no more requests
-  async_store_.reset();
-  if (store_) store_->stop();
+  // Requests cut short by the shutdown may still have store, locator or audit work queued,
+  // whose completions resume on the server's io_context: let all of it complete (into the
+  // stopped io_context, which destroys those handlers) before the io_context is destroyed.
+  async_store_.reset();     // finish queued store calls
   async_locator_.reset();   // finish queued locator calls
-  locator_.reset();
+  if (audit_log_) audit_log_->flush();
   async_audit_.reset();
+  server_.reset();          // no more requests
+  if (store_) store_->stop();
+  locator_.reset();
   if (audit_log_) {
     (void)audit_log_->append_sync(lifecycle_record("stop", "gateway stopped"));
     forwarder_to_wake_ = nullptr;

@@ -629,6 +629,13 @@ fhir::Result<Checkpoint> Log::checkpoint_now() {
   return impl.run_task<fhir::Result<Checkpoint>>([&impl] { return impl.write_checkpoint(); });
 }
 
+void Log::flush() {
+  if (!impl_) return;
+  // A task runs on the writer thread after the batch before it committed and completed its
+  // callers; when the log is already stopping, stop() completes everything itself.
+  (void)impl_->run_task<fhir::Status>([] { return fhir::Status(fhir::Ok{}); });
+}
+
 void Log::stop() {
   if (!impl_) return;
   {

@@ -128,6 +128,10 @@ class Log {
   // Signs and stores a checkpoint of the current tree now (also done on the interval and at
   // stop()). Fails when there is no signer.
   fhir::Result<Checkpoint> checkpoint_now();
+  // Returns once every append queued before the call has been committed (or failed) and its
+  // completion handler has run. The owner of the executors those handlers resume on (the
+  // HTTP server's io_context) must outlive them: the gateway flushes before destroying it.
+  void flush();
   // Completes queued appends, writes a final checkpoint, stops the writer. Idempotent.
   void stop();
   // Test hook: while set, every commit fails (the fail-closed path).
