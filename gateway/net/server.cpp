@@ -20,6 +20,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -265,14 +266,22 @@ struct SessionControl {
 
 struct Server::Impl {
   Impl(const config::Config& c, const http::Pipeline& p, observe::Metrics& m, observe::Health& h)
-      : cfg(c), pipeline(p), metrics(m), health(h), ioc(static_cast<int>(c.threads)), signals(ioc),
-        drain_timer(ioc) {}
+      : cfg(c), pipeline(p), metrics(m), health(h), ioc(1), signals(ioc), drain_timer(ioc) {
+    for (unsigned t = 1; t < std::max(1u, c.threads); ++t) workers.push_back(std::make_unique<asio::io_context>(1));
+  }
 
   const config::Config& cfg;
   const http::Pipeline& pipeline;
   observe::Metrics& metrics;
   observe::Health& health;
+  // One io_context per thread, each run by its own thread (as nginx runs one worker per
+  // core): a connection lives on one thread from accept to close, with no scheduler shared
+  // between threads. `ioc` (the first) also holds the acceptors, signals, the drain timer and
+  // the adapters' listeners; connections are dealt round-robin to all of them.
   asio::io_context ioc;
+  std::vector<std::unique_ptr<asio::io_context>> workers;  // the other threads' contexts
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep_running;
+  std::size_t next_worker = 0;  // only the accept loops (on ioc) use it
 #if GW_WITH_TLS
   std::shared_ptr<asio::ssl::context> tls;
 #endif
@@ -287,6 +296,17 @@ struct Server::Impl {
     std::function<std::size_t()> in_flight;
   };
   std::vector<DrainParticipant> participants;
+
+  // The context of the next connection (called on ioc only).
+  asio::io_context& next_context() {
+    const std::size_t k = next_worker++ % (workers.size() + 1);
+    return k == 0 ? ioc : *workers[k - 1];
+  }
+
+  void stop_all() {
+    ioc.stop();
+    for (auto& w : workers) w->stop();
+  }
 
   std::mutex sessions_mu;
   std::unordered_map<std::uint64_t, std::shared_ptr<SessionControl>> sessions;
@@ -308,7 +328,7 @@ struct Server::Impl {
 
   awaitable<void> accept_loop(tcp::acceptor& acceptor, bool tls_port) {
     for (;;) {
-      Strand strand = asio::make_strand(ioc);
+      Strand strand = asio::make_strand(next_context());
       tcp::socket socket(strand);
       error_code ec;
       co_await acceptor.async_accept(socket, nothrow(ec));
@@ -610,7 +630,7 @@ struct Server::Impl {
     if (open == 0 || std::chrono::steady_clock::now() >= drain_deadline) {
       if (open) observe::log(observe::Level::warn, "shutdown grace expired; closing connections", {{"open", open}});
       signals.cancel();
-      ioc.stop();
+      stop_all();
       return;
     }
     drain_timer.expires_after(std::chrono::milliseconds(20));
@@ -642,7 +662,7 @@ void Server::start(bool handle_signals) {
       impl_->begin_drain();
       // A second signal stops at once.
       impl_->signals.async_wait([this](error_code ec2, int) {
-        if (!ec2) impl_->ioc.stop();
+        if (!ec2) impl_->stop_all();
       });
     });
   }
@@ -672,9 +692,13 @@ void Server::start(bool handle_signals) {
 void Server::run() {
   Impl& i = *impl_;
   std::vector<std::thread> extra;
-  for (unsigned t = 1; t < i.cfg.threads; ++t) extra.emplace_back([&i] { i.ioc.run(); });
+  // The other contexts may have no connection for a while: keep their threads waiting.
+  for (auto& w : i.workers) i.keep_running.push_back(asio::make_work_guard(*w));
+  for (auto& w : i.workers) extra.emplace_back([ctx = w.get()] { ctx->run(); });
   i.ioc.run();
+  i.stop_all();
   for (auto& t : extra) t.join();
+  i.keep_running.clear();
 }
 
 void Server::shutdown() {
