@@ -485,6 +485,7 @@ fhir::Result<ImportResult> SqliteLocator::import(const std::vector<ImportRecord>
       count_import(out, r);
       out.records.push_back(std::move(r));
     }
+    if (s_->options.on_import_progress) s_->options.on_import_progress(end, records.size());
   }
   if (bulk_begun) {
     // One transaction builds each deferred index from a sort of the table. Should it fail, the

@@ -33,6 +33,9 @@ struct SqliteLocatorOptions {
   // Memory-mapped reads per connection (0: off). Off by default: every connection maps the
   // file separately and takes a page fault on each first touch, which showed in the lookup p99.
   std::int64_t mmap_mib = 0;
+  // Progress of a long import(): called on import()'s own thread after each committed
+  // transaction, with the records done so far and the call's total (tools print it).
+  std::function<void(std::size_t done, std::size_t total)> on_import_progress;
   // Diagnostics hook: runs on the writer thread before it drains the queue for a batch (the
   // tests use it to hold a batch open deterministically). Must not call the locator.
   std::function<void()> on_batch_start;

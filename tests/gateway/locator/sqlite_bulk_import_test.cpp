@@ -85,6 +85,9 @@ TEST_CASE("SqliteLocator bulk import: same answers as a record-by-record import,
   bulk_o.on_batch_start = [&] {
     if (++batches == 2) seen_during = index_count(bulk_path, "patients_birth");
   };
+  // Progress is reported after each committed transaction, on the importing thread.
+  std::vector<std::pair<std::size_t, std::size_t>> progress;
+  bulk_o.on_import_progress = [&](std::size_t done, std::size_t total) { progress.emplace_back(done, total); };
   auto bulk = open_at(bulk_path, bulk_o);
   auto plain = open_at(plain_path, plain_o);
   const auto records = population();
@@ -93,6 +96,11 @@ TEST_CASE("SqliteLocator bulk import: same answers as a record-by-record import,
   REQUIRE(a.ok());
   REQUIRE(b.ok());
   CHECK(seen_during == 0);
+  REQUIRE(progress.size() == (records.size() + 1) / 2);
+  for (std::size_t k = 0; k < progress.size(); ++k) {
+    CHECK(progress[k].first == std::min(records.size(), 2 * (k + 1)));
+    CHECK(progress[k].second == records.size());
+  }
   for (const char* name : kDeferrable) CHECK(index_count(bulk_path, name) == 1);
   CHECK(deferred_notes(bulk_path) == 0);
 
