@@ -266,8 +266,13 @@ struct SessionControl {
 
 struct Server::Impl {
   Impl(const config::Config& c, const http::Pipeline& p, observe::Metrics& m, observe::Health& h)
-      : cfg(c), pipeline(p), metrics(m), health(h), ioc(1), signals(ioc), drain_timer(ioc) {
-    for (unsigned t = 1; t < std::max(1u, c.threads); ++t) workers.push_back(std::make_unique<asio::io_context>(1));
+      : cfg(c), pipeline(p), metrics(m), health(h), workers(make_workers(c.threads)), ioc(1), signals(ioc),
+        drain_timer(ioc) {}
+
+  static std::vector<std::unique_ptr<asio::io_context>> make_workers(unsigned threads) {
+    std::vector<std::unique_ptr<asio::io_context>> w;
+    for (unsigned t = 1; t < std::max(1u, threads); ++t) w.push_back(std::make_unique<asio::io_context>(1));
+    return w;
   }
 
   const config::Config& cfg;
@@ -278,8 +283,10 @@ struct Server::Impl {
   // core): a connection lives on one thread from accept to close, with no scheduler shared
   // between threads. `ioc` (the first) also holds the acceptors, signals, the drain timer and
   // the adapters' listeners; connections are dealt round-robin to all of them.
-  asio::io_context ioc;
+  // `workers` is declared before `ioc` so that it is destroyed after it: the accept loops'
+  // frames, destroyed with `ioc`, hold a strand on the next connection's context.
   std::vector<std::unique_ptr<asio::io_context>> workers;  // the other threads' contexts
+  asio::io_context ioc;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep_running;
   std::size_t next_worker = 0;  // only the accept loops (on ioc) use it
 #if GW_WITH_TLS
