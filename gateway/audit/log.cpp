@@ -143,16 +143,6 @@ struct Log::Impl {
   std::atomic<bool> fail_writes{false};
 
   // Writer-thread state.
-  std::optional<sqlite::Statement> ins_record, ins_patient, ins_node, ins_alert;
-  fhir::Result<sqlite::Statement*> cached(std::optional<sqlite::Statement>& slot, std::string_view sql) {
-    if (!slot) {
-      auto s = db.prepare(sql);
-      if (!s) return std::move(s).issue();
-      slot.emplace(std::move(*s));
-    }
-    slot->reset();
-    return &*slot;
-  }
   merkle::CompactRange range;
   Hash last_leaf{};
   std::uint64_t checkpointed_size = 0;
@@ -255,25 +245,25 @@ struct Log::Impl {
     r.prev = r.seq == 0 ? std::string() : merkle::to_hex(last_leaf);
     const std::string bytes = encode(r);
     const Hash leaf = merkle::leaf_hash(bytes);
-    auto ins = cached(ins_record,
+    auto ins = db.cached(
         "INSERT INTO audit_record(seq, record, time_ms, agent, outcome, subtypes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
     if (!ins) return std::move(ins).issue();
-    (*ins)->bind(1, static_cast<std::int64_t>(r.seq))
+    ins->bind(1, static_cast<std::int64_t>(r.seq))
         .bind_blob(2, bytes.data(), bytes.size())
         .bind(3, r.time_ms)
         .bind(4, r.user)
         .bind(5, static_cast<std::int64_t>(outcome_code(r.status)))
         .bind(6, subtype_column(r));
-    if (auto s = (*ins)->run(); !s) return s;
+    if (auto s = ins->run(); !s) return s;
     for (const auto& nhs : r.detail.patients) {
-      auto pat = cached(ins_patient, "INSERT OR IGNORE INTO audit_patient(nhs_number, seq) VALUES (?1, ?2)");
+      auto pat = db.cached("INSERT OR IGNORE INTO audit_patient(nhs_number, seq) VALUES (?1, ?2)");
       if (!pat) return std::move(pat).issue();
-      (*pat)->bind(1, nhs).bind(2, static_cast<std::int64_t>(r.seq));
-      if (auto s = (*pat)->run(); !s) return s;
+      pat->bind(1, nhs).bind(2, static_cast<std::int64_t>(r.seq));
+      if (auto s = pat->run(); !s) return s;
     }
-    auto node_stmt = cached(ins_node, "INSERT INTO audit_tree(pos, hash) VALUES (?1, ?2)");
+    auto node_stmt = db.cached("INSERT INTO audit_tree(pos, hash) VALUES (?1, ?2)");
     if (!node_stmt) return std::move(node_stmt).issue();
-    sqlite::Statement* node = *node_stmt;
+    sqlite::Statement* node = &*node_stmt;
     fhir::Status status = fhir::Ok{};
     range.append(leaf, [&](const merkle::CompactRange::Node& n) {
       if (!status) return;
@@ -390,13 +380,13 @@ struct Log::Impl {
       }
       if (status) {
         for (const auto& al : raised) {
-          auto ins = cached(ins_alert, "INSERT INTO audit_alert(seq, rule, detail, raised_ms, status) VALUES (?1, ?2, ?3, ?4, 'open')");
+          auto ins = db.cached("INSERT INTO audit_alert(seq, rule, detail, raised_ms, status) VALUES (?1, ?2, ?3, ?4, 'open')");
           if (!ins) {
             status = std::move(ins).issue();
             break;
           }
-          (*ins)->bind(1, static_cast<std::int64_t>(al.seq)).bind(2, al.rule).bind(3, al.detail).bind(4, al.raised_ms);
-          status = (*ins)->run();
+          ins->bind(1, static_cast<std::int64_t>(al.seq)).bind(2, al.rule).bind(3, al.detail).bind(4, al.raised_ms);
+          status = ins->run();
         }
       }
       if (status && fail_writes.load()) status = not_ready("audit store write failure (injected)");
