@@ -189,7 +189,7 @@ fhir::Status SqliteTransaction::begin() {
     // data_version moves only when another connection committed: its writes are not in the
     // filters, so they stop answering.
     bool same = false;
-    if (auto q = db_.prepare("PRAGMA data_version"); q) {
+    if (auto q = db_.cached("PRAGMA data_version"); q) {
       auto row = q->step();
       same = row && *row && q->column_int64(0) == data_version_;
     }

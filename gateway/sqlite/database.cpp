@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/sqlite/database.h"
 
+#include <functional>
 #include <mutex>
 #include <unordered_map>
 
@@ -57,7 +58,12 @@ struct Database::Cache {
     sqlite3_stmt* stmt = nullptr;
     bool in_use = false;
   };
-  std::unordered_map<std::string, Entry> entries;
+  // Looked up by string_view: a hit allocates nothing.
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, Entry, Hash, std::equal_to<>> entries;
 };
 
 Database::Database(sqlite3* db, std::string path)
@@ -109,7 +115,9 @@ fhir::Result<Statement> Database::prepare(std::string_view sql) {
 
 fhir::Result<Statement> Database::cached(std::string_view sql) {
   if (!cache_) return prepare(sql);
-  auto [it, added] = cache_->entries.try_emplace(std::string(sql));
+  auto it = cache_->entries.find(sql);
+  const bool added = it == cache_->entries.end();
+  if (added) it = cache_->entries.try_emplace(std::string(sql)).first;
   Cache::Entry& e = it->second;
   if (added) {
     if (sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &e.stmt,
