@@ -15,6 +15,7 @@
 #include "gateway/observe/log.h"
 #if GW_WITH_TLS
 #include "gateway/net/tls_context.h"
+#include "gateway/observe/thread_name.h"
 #endif
 
 namespace gw {
@@ -109,9 +110,15 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
   add_ingest_metrics();
   add_database_metrics();
 
-  if (cfg_.auth.enabled && cfg_.auth.jwks_refresh.count() > 0) refresher_ = std::thread([this] { refresh_loop(); });
+  if (cfg_.auth.enabled && cfg_.auth.jwks_refresh.count() > 0) refresher_ = std::thread([this] {
+      observe::name_this_thread("gw-jwks");
+      refresh_loop();
+    });
   if ((audit_log_ && cfg_.audit.retention_days > 0) || cfg_.store.message_retention_days > 0)
-    maintenance_ = std::thread([this] { maintenance_loop(); });
+    maintenance_ = std::thread([this] {
+      observe::name_this_thread("gw-maintenance");
+      maintenance_loop();
+    });
 }
 
 void App::open_audit() {

@@ -38,6 +38,7 @@
 #include "gateway/audit/record.h"
 #include "gateway/observe/log.h"
 #include "gateway/sqlite/database.h"
+#include "gateway/observe/thread_name.h"
 
 namespace gw::audit {
 
@@ -813,7 +814,10 @@ fhir::Result<std::unique_ptr<Forwarder>> Forwarder::start(ForwarderOptions o) {
 
   if (::pipe2(impl.wake, O_NONBLOCK | O_CLOEXEC) != 0)
     return Issue::make(ErrorCode::internal_error, "cannot create the forwarder's wake-up pipe");
-  impl.thread = std::thread([&impl] { impl.run(); });
+  impl.thread = std::thread([&impl] {
+    observe::name_this_thread("gw-audit-fwd");
+    impl.run();
+  });
   return f;
 }
 

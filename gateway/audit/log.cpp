@@ -21,6 +21,7 @@
 #include "gateway/audit/schema.h"
 #include "gateway/observe/log.h"
 #include "gateway/sqlite/database.h"
+#include "gateway/observe/thread_name.h"
 
 namespace gw::audit {
 
@@ -143,6 +144,8 @@ struct Log::Impl {
   std::atomic<bool> fail_writes{false};
 
   // Writer-thread state.
+  std::uint64_t recent_patient_rows = 0;   // rows in audit_patient_recent (committed)
+  std::uint64_t pending_patient_rows = 0;  // added by the batch being written
   merkle::CompactRange range;
   Hash last_leaf{};
   std::uint64_t checkpointed_size = 0;
@@ -255,11 +258,18 @@ struct Log::Impl {
         .bind(5, static_cast<std::int64_t>(outcome_code(r.status)))
         .bind(6, subtype_column(r));
     if (auto s = ins->run(); !s) return s;
-    for (const auto& nhs : r.detail.patients) {
-      auto pat = db.cached("INSERT OR IGNORE INTO audit_patient(nhs_number, seq) VALUES (?1, ?2)");
+    // Appended (audit.db migration 4); merge_patient_rows() sorts them into the index later.
+    // One row per patient named, however often the record names them.
+    for (std::size_t i = 0; i < r.detail.patients.size(); ++i) {
+      const std::string& nhs = r.detail.patients[i];
+      if (std::find(r.detail.patients.begin(), r.detail.patients.begin() + static_cast<std::ptrdiff_t>(i), nhs) !=
+          r.detail.patients.begin() + static_cast<std::ptrdiff_t>(i))
+        continue;
+      auto pat = db.cached("INSERT INTO audit_patient_recent(nhs_number, seq) VALUES (?1, ?2)");
       if (!pat) return std::move(pat).issue();
       pat->bind(1, nhs).bind(2, static_cast<std::int64_t>(r.seq));
       if (auto s = pat->run(); !s) return s;
+      ++pending_patient_rows;
     }
     auto node_stmt = db.cached("INSERT INTO audit_tree(pos, hash) VALUES (?1, ?2)");
     if (!node_stmt) return std::move(node_stmt).issue();
@@ -369,6 +379,7 @@ struct Log::Impl {
     // (those requests were refused with 503, but the user did try to open the records).
     const merkle::CompactRange saved_range = range;
     const Hash saved_leaf = last_leaf;
+    pending_patient_rows = 0;
     std::vector<Alert> raised;
     fhir::Status status = fhir::Ok{};
     {
@@ -410,14 +421,73 @@ struct Log::Impl {
       return;
     }
     commit_marks();
+    recent_patient_rows += pending_patient_rows;
     for (auto& a : batch) a.done(a.record.seq);
     if (opt.on_commit) opt.on_commit();
+    if (opt.patient_merge_rows > 0 && recent_patient_rows >= opt.patient_merge_rows) merge_patient_rows();
     // See kWalRestartPages: finish the checkpointer's copy here, so that the next transaction
     // starts the WAL again from its beginning. A small WAL is rewritten in place (cheaper
     // syncs than appending to a growing file) and keeps audit.db plus its WAL near the size of
     // the data itself.
     if (restart_wal.exchange(false) || wal_pages.load(std::memory_order_relaxed) > kWalMaxPages)
       (void)db.exec("PRAGMA wal_checkpoint(PASSIVE);");
+  }
+
+  // Moves the oldest rows of audit_patient_recent into audit_patient_index, sorted by key, in
+  // one transaction of its own (at most patient_merge_rows of them): each index page is then
+  // written once per merge instead of once per commit that touched it. Runs after a commit,
+  // when the records of that commit have been answered. A failure leaves both tables as they
+  // were (the rows stay in audit_patient_recent, still found by every search) and is retried
+  // after the next commit.
+  void merge_patient_rows() {
+    const auto t0 = std::chrono::steady_clock::now();
+    fhir::Status status = fhir::Ok{};
+    std::int64_t moved = 0;
+    {
+      sqlite::Transaction tx(db);
+      status = tx.begun();
+      std::int64_t last_rowid = 0;
+      if (status) {
+        auto bound = db.cached(
+            "SELECT max(rowid), count(*) FROM (SELECT rowid FROM audit_patient_recent ORDER BY rowid LIMIT ?1)");
+        if (!bound) status = std::move(bound).issue();
+        else {
+          bound->bind(1, static_cast<std::int64_t>(opt.patient_merge_rows));
+          if (auto r = bound->step(); !r) status = std::move(r).issue();
+          else {
+            last_rowid = bound->column_int64(0);
+            moved = bound->column_int64(1);
+          }
+        }
+      }
+      if (status && moved > 0) {
+        auto ins = db.cached(
+            "INSERT OR IGNORE INTO audit_patient_index(nhs_number, seq) SELECT nhs_number, seq FROM "
+            "audit_patient_recent WHERE rowid <= ?1 ORDER BY nhs_number, seq");
+        if (!ins) status = std::move(ins).issue();
+        else status = ins->bind(1, last_rowid).run();
+      }
+      if (status && moved > 0) {
+        auto del = db.cached("DELETE FROM audit_patient_recent WHERE rowid <= ?1");
+        if (!del) status = std::move(del).issue();
+        else status = del->bind(1, last_rowid).run();
+      }
+      if (status) status = tx.commit();
+    }
+    if (!status) {
+      observe::log(observe::Level::error, "audit patient index merge failed; retried after the next commit",
+                   {{"error", status.issue().diagnostics}});
+      return;
+    }
+    // Fewer rows than asked for: the table is empty now (retention may have deleted some).
+    recent_patient_rows = static_cast<std::uint64_t>(moved) < opt.patient_merge_rows
+                              ? 0
+                              : recent_patient_rows - std::min<std::uint64_t>(recent_patient_rows, moved);
+    std::lock_guard lock(stats_mu);
+    ++stats.patient_merges;
+    stats.patient_rows_merged += static_cast<std::uint64_t>(moved);
+    stats.patient_merge_us +=
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
   }
 
   fhir::Result<Checkpoint> write_checkpoint() {
@@ -552,9 +622,13 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
   }
   for (const auto& n : options.rules.flagged_patients) impl.flagged.insert(n);
   impl.stats.size = size;
+  auto recent = impl.db.prepare("SELECT count(*) FROM audit_patient_recent");
+  if (!recent) return std::move(recent).issue();
+  if (auto r = recent->step(); !r) return std::move(r).issue();
+  impl.recent_patient_rows = static_cast<std::uint64_t>(recent->column_int64(0));
   impl.next_checkpoint = std::chrono::steady_clock::now() + options.checkpoint_interval;
   // Writer connection: a bigger page cache for the indexes, and no checkpoints in the commit path.
-  if (auto s = impl.db.exec("PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=" +
+  if (auto s = impl.db.exec("PRAGMA cache_size=-4096; PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=" +
                             std::to_string(kWalSizeLimit) + ";");
       !s)
     return std::move(s).issue();
@@ -567,8 +641,12 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
       &impl.wal_pages);
   auto wal = sqlite::Database::open(options.path);
   if (!wal) return std::move(wal).issue();
-  impl.writer = std::thread([&impl] { impl.run(); });
+  impl.writer = std::thread([&impl] {
+    observe::name_this_thread("gw-audit-wr");
+    impl.run();
+  });
   impl.checkpointer = std::thread([&impl, conn = std::make_shared<sqlite::Database>(std::move(*wal))] {
+    observe::name_this_thread("gw-audit-wal");
     std::unique_lock lock(impl.mu);
     while (!impl.checkpointer_stop) {
       impl.checkpointer_cv.wait_for(lock, std::chrono::milliseconds(500), [&impl] { return impl.checkpointer_stop; });
@@ -660,8 +738,13 @@ fhir::Result<Page> Log::search(const Query& q) const {
     placeholder.append(std::to_string(args.size()));
     return placeholder;
   };
-  if (!q.patient.empty())
-    where += " AND seq IN (SELECT seq FROM audit_patient WHERE nhs_number = " + arg(q.patient) + ")";
+  if (!q.patient.empty()) {
+    // Both halves of the patient index (audit.db migration 4): the sorted one by key, the
+    // recent rows (at most LogOptions::patient_merge_rows and one commit's more) by scan.
+    const std::string nhs = arg(q.patient);
+    where += " AND seq IN (SELECT seq FROM audit_patient_index WHERE nhs_number = " + nhs +
+             " UNION ALL SELECT seq FROM audit_patient_recent WHERE nhs_number = " + nhs + ")";
+  }
   if (!q.agent.empty()) where += " AND agent = " + arg(q.agent);
   if (q.from_ms) where += " AND time_ms >= " + arg(*q.from_ms);
   if (q.to_ms) where += " AND time_ms < " + arg(*q.to_ms);
@@ -891,10 +974,12 @@ fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std:
         if (!up) return std::move(up).issue();
         up->bind(1, begin).bind(2, end);
         if (auto s = up->run(); !s) return std::move(s).issue();
-        auto del = impl.db.prepare("DELETE FROM audit_patient WHERE seq >= ?1 AND seq < ?2");
-        if (!del) return std::move(del).issue();
-        del->bind(1, begin).bind(2, end);
-        if (auto s = del->run(); !s) return std::move(s).issue();
+        for (const char* table : {"audit_patient_index", "audit_patient_recent"}) {
+          auto del = impl.db.prepare(std::string("DELETE FROM ") + table + " WHERE seq >= ?1 AND seq < ?2");
+          if (!del) return std::move(del).issue();
+          del->bind(1, begin).bind(2, end);
+          if (auto s = del->run(); !s) return std::move(s).issue();
+        }
         if (auto s = tx.commit(); !s) return std::move(s).issue();
         return std::pair<std::uint64_t, std::uint64_t>{static_cast<std::uint64_t>(begin), static_cast<std::uint64_t>(end)};
       });

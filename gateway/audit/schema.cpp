@@ -114,11 +114,44 @@ CREATE TRIGGER audit_node_delete INSTEAD OF DELETE ON audit_node BEGIN
 END;
 )sql";
 
+// 4: new patient index rows appended, and merged into the index in sorted batches (issue #6,
+//  write cost). Each record's row went straight into the (nhs_number, seq) b-tree: a random
+//  leaf page per record, a 4 KiB WAL frame per record in every commit. The writer now appends
+//  to audit_patient_recent (rowid order) in the record's own transaction, and moves the oldest
+//  rows into audit_patient_index, sorted, once enough have gathered (LogOptions). A row is in
+//  exactly one of the two tables. audit_patient stays as a view of both, writable through its
+//  triggers, for sqlite3 users, tools and the verifier.
+const char* const kPatientRecent = R"sql(
+ALTER TABLE audit_patient RENAME TO audit_patient_index;
+CREATE TABLE audit_patient_recent (
+  nhs_number TEXT NOT NULL,
+  seq        INTEGER NOT NULL
+) STRICT;
+CREATE VIEW audit_patient(nhs_number, seq) AS
+  SELECT nhs_number, seq FROM audit_patient_index
+  UNION ALL
+  SELECT nhs_number, seq FROM audit_patient_recent;
+CREATE TRIGGER audit_patient_insert INSTEAD OF INSERT ON audit_patient BEGIN
+  INSERT INTO audit_patient_recent(nhs_number, seq) VALUES (NEW.nhs_number, NEW.seq);
+END;
+CREATE TRIGGER audit_patient_update INSTEAD OF UPDATE ON audit_patient BEGIN
+  UPDATE audit_patient_index SET nhs_number = NEW.nhs_number, seq = NEW.seq
+  WHERE nhs_number = OLD.nhs_number AND seq = OLD.seq;
+  UPDATE audit_patient_recent SET nhs_number = NEW.nhs_number, seq = NEW.seq
+  WHERE nhs_number = OLD.nhs_number AND seq = OLD.seq;
+END;
+CREATE TRIGGER audit_patient_delete INSTEAD OF DELETE ON audit_patient BEGIN
+  DELETE FROM audit_patient_index WHERE nhs_number = OLD.nhs_number AND seq = OLD.seq;
+  DELETE FROM audit_patient_recent WHERE nhs_number = OLD.nhs_number AND seq = OLD.seq;
+END;
+)sql";
+
 }  // namespace
 
 const std::vector<sqlite::Migration>& migrations() {
   static const std::vector<sqlite::Migration> m{
-      {1, "gateway_info", kGatewayInfo}, {2, "audit_log", kLog}, {3, "audit_tree_order", kTreeOrder}};
+      {1, "gateway_info", kGatewayInfo}, {2, "audit_log", kLog}, {3, "audit_tree_order", kTreeOrder},
+      {4, "audit_patient_recent", kPatientRecent}};
   return m;
 }
 

@@ -21,6 +21,7 @@
 #include "gateway/locator/sqlite_transaction.h"
 #include "gateway/observe/log.h"
 #include "gateway/sqlite/migrations.h"
+#include "gateway/observe/thread_name.h"
 
 namespace gw::locator {
 namespace {
@@ -219,7 +220,10 @@ struct SqliteLocator::State {
 };
 
 SqliteLocator::SqliteLocator(std::unique_ptr<State> state) : s_(std::move(state)) {
-  s_->writer = std::thread([s = s_.get()] { s->writer_loop(); });
+  s_->writer = std::thread([s = s_.get()] {
+    observe::name_this_thread("gw-locator-wr");
+    s->writer_loop();
+  });
 }
 
 SqliteLocator::~SqliteLocator() {

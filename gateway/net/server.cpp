@@ -49,6 +49,7 @@
 #endif
 #include "fhir/query_string.h"
 #include "gateway/observe/log.h"
+#include "gateway/observe/thread_name.h"
 
 namespace gw::net {
 
@@ -701,7 +702,11 @@ void Server::run() {
   std::vector<std::thread> extra;
   // The other contexts may have no connection for a while: keep their threads waiting.
   for (auto& w : i.workers) i.keep_running.push_back(asio::make_work_guard(*w));
-  for (auto& w : i.workers) extra.emplace_back([ctx = w.get()] { ctx->run(); });
+  for (auto& w : i.workers)
+    extra.emplace_back([ctx = w.get()] {
+      observe::name_this_thread("gw-http");
+      ctx->run();
+    });
   i.ioc.run();
   i.stop_all();
   for (auto& t : extra) t.join();

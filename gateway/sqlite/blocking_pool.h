@@ -20,6 +20,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "fhir/result.h"
+#include "gateway/observe/thread_name.h"
 
 namespace gw::sqlite {
 
@@ -58,6 +59,11 @@ class BlockingPool {
       auto ex = boost::asio::prefer(boost::asio::get_associated_executor(handler),
                                     boost::asio::execution::outstanding_work.tracked);
       boost::asio::post(self->pool_, [self = self, fn = std::move(fn), handler = std::move(handler), ex]() mutable {
+        thread_local bool named = false;
+        if (!named) {
+          observe::name_this_thread("gw-storage");
+          named = true;
+        }
         std::optional<R> r;
         try {
           r.emplace(fn(self->backend_));

@@ -8,6 +8,8 @@
 #include <thread>
 #include <vector>
 
+#include "gateway/observe/thread_name.h"
+
 namespace gw::sqlite {
 namespace {
 
@@ -100,7 +102,10 @@ struct GroupWriter::State {
 
 GroupWriter::GroupWriter(Database db, GroupWriterOptions options)
     : s_(std::make_unique<State>(std::move(db), std::move(options))) {
-  s_->thread = std::thread([s = s_.get()] { s->loop(); });
+  s_->thread = std::thread([s = s_.get()] {
+    observe::name_this_thread(("gw-" + s->options.name + "-wr").c_str());
+    s->loop();
+  });
 }
 
 GroupWriter::~GroupWriter() { stop(); }

@@ -13,9 +13,11 @@
 #include <condition_variable>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <string>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -48,6 +50,34 @@ double cpu_seconds() {
   ::getrusage(RUSAGE_SELF, &u);
   return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
          static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// User and system CPU seconds of this process's threads named `name` (the audit log names its
+// writer "gw-audit-wr" and its WAL checkpointer "gw-audit-wal"), from /proc/self/task.
+struct ThreadCpu {
+  double user = 0;
+  double system = 0;
+};
+ThreadCpu thread_cpu(const std::string& name) {
+  ThreadCpu t;
+  const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  std::error_code ec;
+  for (const auto& task : fs::directory_iterator("/proc/self/task", ec)) {
+    std::ifstream comm(task.path() / "comm");
+    std::string c;
+    if (!std::getline(comm, c) || c != name) continue;
+    std::ifstream stat(task.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    // Fields after the ")" closing the command: state is field 3, utime 14, stime 15.
+    std::istringstream rest(line.substr(line.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+      if (i == 14) t.user += std::stod(field) / tick;
+      if (i == 15) t.system += std::stod(field) / tick;
+    }
+  }
+  return t;
 }
 
 std::uintmax_t file_bytes(const fs::path& p) {
@@ -173,6 +203,12 @@ int main(int argc, char** argv) {
   app.add_option("--in-flight", in_flight_max, "appends outstanding at most (1..32768)")->capture_default_str();
   app.add_option("--patients", patients, "--shape read: distinct patients, read in random order")
       ->capture_default_str();
+  std::size_t merge_rows = gw::audit::LogOptions{}.patient_merge_rows;
+  app.add_option("--patient-merge-rows", merge_rows,
+                 "patient index rows merged into the sorted index at a time (LogOptions::patient_merge_rows; "
+                 "0 never merges)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 20));
   CLI11_PARSE(app, argc, argv);
   if (records == 0 || threads == 0 || threads > 64 || in_flight_max == 0 || in_flight_max > kMaxInFlight ||
       patients == 0) {
@@ -205,6 +241,8 @@ int main(int argc, char** argv) {
   gw::audit::Stats stats;
   double append_s = 0;
   double append_cpu_s = 0;
+  ThreadCpu writer_cpu;
+  ThreadCpu checkpointer_cpu;
   std::uintmax_t live_bytes = 0;
   double slowest_commit_s = 0;
   std::uint64_t slow_commits = 0;  // appends that waited over 100 ms for their commit
@@ -213,6 +251,7 @@ int main(int argc, char** argv) {
     o.path = db.string();
     o.checkpoint_file = checkpoints.string();
     o.checkpoint_interval = std::chrono::seconds(60);
+    o.patient_merge_rows = merge_rows;
     auto log = gw::audit::Log::open(o, shared_signer);
     if (!log) {
       std::fprintf(stderr, "audit_bench: %s\n", log.issue().diagnostics.c_str());
@@ -229,6 +268,8 @@ int main(int argc, char** argv) {
     for (std::uint64_t p = 0; p < patients; ++p) order[p] = p;
     const auto t0 = Clock::now();
     const double cpu0 = cpu_seconds();
+    const ThreadCpu writer0 = thread_cpu("gw-audit-wr");
+    const ThreadCpu checkpointer0 = thread_cpu("gw-audit-wal");
     for (std::uint64_t i = 0; i < records; ++i) {
       if (shape == "read" && i % patients == 0) std::shuffle(order.begin(), order.end(), rng);
       gw::audit::Record r = shape == "read" ? read_record(i, order[i % patients], base) : record(i, base);
@@ -255,6 +296,10 @@ int main(int argc, char** argv) {
     }
     append_s = seconds_since(t0);
     append_cpu_s = cpu_seconds() - cpu0;
+    const ThreadCpu writer1 = thread_cpu("gw-audit-wr");
+    const ThreadCpu checkpointer1 = thread_cpu("gw-audit-wal");
+    writer_cpu = {writer1.user - writer0.user, writer1.system - writer0.system};
+    checkpointer_cpu = {checkpointer1.user - checkpointer0.user, checkpointer1.system - checkpointer0.system};
     // What the log occupies while the gateway runs: audit.db and its WAL (stop() folds the WAL
     // in and truncates it, so the size after the run alone would hide it).
     live_bytes = file_bytes(db) + file_bytes(db.string() + "-wal");
@@ -274,6 +319,11 @@ int main(int argc, char** argv) {
               static_cast<double>(records) / append_s);
   std::printf("append CPU: %.2f s user+system, all threads = %.1f us per record\n", append_cpu_s,
               append_cpu_s * 1e6 / static_cast<double>(records));
+  const double per_record = 1e6 / static_cast<double>(records);
+  std::printf("  of which the log's writer thread: %.1f us user + %.1f us system per record; its WAL checkpointer: "
+              "%.1f us + %.1f us\n",
+              writer_cpu.user * per_record, writer_cpu.system * per_record, checkpointer_cpu.user * per_record,
+              checkpointer_cpu.system * per_record);
   std::printf("wait for the commit: slowest %.1f ms, %llu appends over 100 ms\n", slowest_commit_s * 1e3,
               static_cast<unsigned long long>(slow_commits));
   std::printf("group commit: %llu batches, %.1f records per batch on average, largest %llu, failed %llu\n",
@@ -281,6 +331,11 @@ int main(int argc, char** argv) {
               static_cast<double>(stats.size) / static_cast<double>(std::max<std::uint64_t>(stats.batches, 1)),
               static_cast<unsigned long long>(stats.largest_batch),
               static_cast<unsigned long long>(stats.failed_batches));
+  std::printf("patient index: %llu merges of %.0f rows on average, %.1f ms each on average (the writer's, between "
+              "commits)\n",
+              static_cast<unsigned long long>(stats.patient_merges),
+              static_cast<double>(stats.patient_rows_merged) / static_cast<double>(std::max<std::uint64_t>(stats.patient_merges, 1)),
+              static_cast<double>(stats.patient_merge_us) / 1e3 / static_cast<double>(std::max<std::uint64_t>(stats.patient_merges, 1)));
   std::printf("audit.db: %.1f MiB (%.0f bytes per record); with its WAL at the end of the appends: %.1f MiB (%.0f "
               "bytes per record)\n",
               static_cast<double>(size) / (1024.0 * 1024.0), static_cast<double>(size) / static_cast<double>(records),

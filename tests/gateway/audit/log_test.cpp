@@ -61,6 +61,26 @@ Record access(int i, std::string user = "dr-a", std::string nhs = "9000000009") 
   return r;
 }
 
+// Back to the patient index of migrations 2 and 3: one table audit_patient keyed
+// (nhs_number, seq), holding every row.
+void downgrade_patient_index(gw::sqlite::Database& db) {
+  REQUIRE(db.exec("BEGIN;"
+                  "CREATE TABLE audit_patient_v3 (nhs_number TEXT NOT NULL, seq INTEGER NOT NULL"
+                  " REFERENCES audit_record(seq), PRIMARY KEY (nhs_number, seq)) STRICT, WITHOUT ROWID;"
+                  "INSERT INTO audit_patient_v3 SELECT nhs_number, seq FROM audit_patient;"
+                  "DROP VIEW audit_patient; DROP TABLE audit_patient_recent; DROP TABLE audit_patient_index;"
+                  "ALTER TABLE audit_patient_v3 RENAME TO audit_patient; COMMIT;")
+              .ok());
+}
+
+std::int64_t count_rows(gw::sqlite::Database& db, const std::string& sql) {
+  auto st = db.prepare(sql);
+  REQUIRE(st.ok());
+  auto row = st->step();
+  REQUIRE((row.ok() && *row));
+  return st->column_int64(0);
+}
+
 LogOptions options(const std::filesystem::path& dir) {
   LogOptions o;
   o.path = (dir / "audit.db").string();
@@ -272,6 +292,7 @@ TEST_CASE("Audit log: a file from before migration 3 verifies as it is, then upg
          "INSERT INTO audit_node_v2 SELECT level, idx, hash FROM audit_node;"
          "DROP VIEW audit_node; DROP TABLE audit_tree; ALTER TABLE audit_node_v2 RENAME TO audit_node;"
          "PRAGMA user_version = 2; COMMIT;");
+    downgrade_patient_index(*db);
     auto n = db->prepare("SELECT count(*) FROM audit_node");
     REQUIRE(n.ok());
     REQUIRE(n->step().ok());
@@ -370,6 +391,130 @@ TEST_CASE("Audit log: with a commit delay every record is still committed, in or
   REQUIRE(report.ok());
   CHECK(report->ok);
   CHECK(report->records == kThreads * kEach);
+}
+
+TEST_CASE("Audit log: the patient index takes rows in append order and merges them sorted; searches see both") {
+  auto dir = test::temp_dir("audit-patient-merge");
+  LogOptions o = options(dir);
+  o.patient_merge_rows = 16;
+  auto signer = ed25519_signer();
+  const std::vector<std::string> patients{"9000000009", "9434765919", "9000000017", "9000000025", "9000000033"};
+  constexpr int kRecords = 103;
+  auto expect_counts = [&](Log& log, int records) {
+    for (std::size_t p = 0; p < patients.size(); ++p) {
+      Query q;
+      q.patient = patients[p];
+      q.count = 200;
+      auto page = log.search(q);
+      REQUIRE(page.ok());
+      int expected = 0;
+      for (int i = 0; i < records; ++i) expected += (static_cast<std::size_t>(i) % patients.size() == p) ? 1 : 0;
+      CHECK(page->total == static_cast<std::uint64_t>(expected));
+      CHECK(page->records.size() == static_cast<std::size_t>(expected));
+      for (const auto& r : page->records) CHECK(r.detail.patients.front() == patients[p]);
+    }
+  };
+  {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());
+    for (int i = 0; i < kRecords; ++i) {
+      Record r = access(i, "dr-a", patients[static_cast<std::size_t>(i) % patients.size()]);
+      // A record naming its patient twice still has one index row for them.
+      if (i % 10 == 0) r.detail.patients.push_back(r.detail.patients.front());
+      REQUIRE((*log)->append_sync(std::move(r)).ok());
+      if (i == 7) expect_counts(**log, 8);  // all in the recent rows, before any merge
+    }
+    const Stats st = (*log)->stats();
+    CHECK(st.patient_merges == kRecords / 16);  // one merge each time 16 rows have gathered
+    CHECK(st.patient_rows_merged == 16 * (kRecords / 16));
+    expect_counts(**log, kRecords);
+    REQUIRE((*log)->checkpoint_now().ok());
+  }
+  {
+    auto db = gw::sqlite::Database::open(o.path, gw::sqlite::Database::Mode::read_only);
+    REQUIRE(db.ok());
+    CHECK(count_rows(*db, "SELECT count(*) FROM audit_patient_index") == 16 * (kRecords / 16));
+    CHECK(count_rows(*db, "SELECT count(*) FROM audit_patient_recent") == kRecords % 16);
+    CHECK(count_rows(*db, "SELECT count(*) FROM audit_patient") == kRecords);
+  }
+  // Reopened, the log counts the rows still waiting and merges on from there.
+  {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());
+    for (int i = kRecords; i < kRecords + 16; ++i)
+      REQUIRE((*log)->append_sync(access(i, "dr-a", patients[static_cast<std::size_t>(i) % patients.size()])).ok());
+    CHECK((*log)->stats().patient_merges == 1);
+    expect_counts(**log, kRecords + 16);
+    REQUIRE((*log)->checkpoint_now().ok());
+  }
+  auto key = CheckpointVerifier::from_pem(signer->public_key_pem(), "test-audit");
+  REQUIRE(key.ok());
+  VerifyOptions vo;
+  vo.key = &*key;
+  auto report = verify_database(o.path, vo);
+  REQUIRE(report.ok());
+  CHECK(report->ok);
+  CHECK(report->records == kRecords + 16);
+  // A row removed from either half is missed by the verifier.
+  for (const char* table : {"audit_patient_index", "audit_patient_recent"}) {
+    CAPTURE(table);
+    auto copy = dir / (std::string(table) + ".db");
+    std::filesystem::copy_file(o.path, copy);
+    {
+      auto db = gw::sqlite::Database::open(copy.string());
+      REQUIRE(db.ok());
+      const std::int64_t seq = count_rows(*db, std::string("SELECT max(seq) FROM ") + table);
+      REQUIRE(db->exec(std::string("DELETE FROM ") + table + " WHERE seq = " + std::to_string(seq)).ok());
+    }
+    auto bad = verify_database(copy.string(), vo);
+    REQUIRE(bad.ok());
+    CHECK_FALSE(bad->ok);
+  }
+}
+
+TEST_CASE("Audit log: a file from before migration 4 keeps its patient index through the upgrade") {
+  auto dir = test::temp_dir("audit-log-v3");
+  LogOptions o = options(dir);
+  auto signer = ed25519_signer();
+  {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());
+    for (int i = 0; i < 40; ++i) REQUIRE((*log)->append_sync(access(i, "dr-a", i % 2 ? "9000000009" : "9434765919")).ok());
+    REQUIRE((*log)->checkpoint_now().ok());
+  }
+  {
+    auto db = gw::sqlite::Database::open(o.path);
+    REQUIRE(db.ok());
+    downgrade_patient_index(*db);
+    REQUIRE(db->exec("PRAGMA user_version = 3").ok());
+    CHECK(count_rows(*db, "SELECT count(*) FROM audit_patient") == 40);
+  }
+  auto log = Log::open(o, signer);
+  REQUIRE(log.ok());
+  {
+    auto db = gw::sqlite::Database::open(o.path, gw::sqlite::Database::Mode::read_only);
+    REQUIRE(db.ok());
+    auto version = db->user_version();
+    REQUIRE(version.ok());
+    CHECK(*version == 4);
+    CHECK(count_rows(*db, "SELECT count(*) FROM audit_patient_index") == 40);
+    CHECK(count_rows(*db, "SELECT count(*) FROM audit_patient_recent") == 0);
+  }
+  REQUIRE((*log)->append_sync(access(40, "dr-a", "9434765919")).ok());
+  Query q;
+  q.patient = "9434765919";
+  auto page = (*log)->search(q);
+  REQUIRE(page.ok());
+  CHECK(page->total == 21);  // 20 from before the upgrade (in the index), one after (recent)
+  REQUIRE((*log)->checkpoint_now().ok());
+  (*log)->stop();
+  auto key = CheckpointVerifier::from_pem(signer->public_key_pem(), "test-audit");
+  REQUIRE(key.ok());
+  VerifyOptions vo;
+  vo.key = &*key;
+  auto report = verify_database(o.path, vo);
+  REQUIRE(report.ok());
+  CHECK(report->ok);
 }
 
 TEST_CASE("Audit log: refuses to start on a rolled-back or altered database") {
