@@ -462,8 +462,8 @@ struct Log::Impl {
       }
       if (status && moved > 0) {
         auto ins = db.cached(
-            "INSERT OR IGNORE INTO audit_patient_index(nhs_number, seq) SELECT nhs_number, seq FROM "
-            "audit_patient_recent WHERE rowid <= ?1 ORDER BY nhs_number, seq");
+            "INSERT OR IGNORE INTO audit_patient_index(epoch, nhs_number, seq) SELECT seq >> 16, nhs_number, seq "
+            "FROM audit_patient_recent WHERE rowid <= ?1 ORDER BY 1, 2, 3");
         if (!ins) status = std::move(ins).issue();
         else status = ins->bind(1, last_rowid).run();
       }
@@ -739,11 +739,14 @@ fhir::Result<Page> Log::search(const Query& q) const {
     return placeholder;
   };
   if (!q.patient.empty()) {
-    // Both halves of the patient index (audit.db migration 4): the sorted one by key, the
-    // recent rows (at most LogOptions::patient_merge_rows and one commit's more) by scan.
+    // Both halves of the patient index (audit.db migration 4): the sorted one by key, one
+    // probe per epoch; the recent rows (at most LogOptions::patient_merge_rows and one
+    // commit's more) by scan.
     const std::string nhs = arg(q.patient);
-    where += " AND seq IN (SELECT seq FROM audit_patient_index WHERE nhs_number = " + nhs +
-             " UNION ALL SELECT seq FROM audit_patient_recent WHERE nhs_number = " + nhs + ")";
+    where += " AND seq IN (SELECT seq FROM audit_patient_index WHERE epoch IN (WITH RECURSIVE e(x) AS "
+             "(SELECT 0 UNION ALL SELECT x + 1 FROM e WHERE x < (SELECT coalesce(max(seq), 0) >> 16 FROM "
+             "audit_record)) SELECT x FROM e) AND nhs_number = " +
+             nhs + " UNION ALL SELECT seq FROM audit_patient_recent WHERE nhs_number = " + nhs + ")";
   }
   if (!q.agent.empty()) where += " AND agent = " + arg(q.agent);
   if (q.from_ms) where += " AND time_ms >= " + arg(*q.from_ms);
@@ -974,8 +977,10 @@ fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std:
         if (!up) return std::move(up).issue();
         up->bind(1, begin).bind(2, end);
         if (auto s = up->run(); !s) return std::move(s).issue();
-        for (const char* table : {"audit_patient_index", "audit_patient_recent"}) {
-          auto del = impl.db.prepare(std::string("DELETE FROM ") + table + " WHERE seq >= ?1 AND seq < ?2");
+        for (const char* sql : {"DELETE FROM audit_patient_index WHERE epoch BETWEEN ?1 >> 16 AND ?2 >> 16 "
+                                "AND seq >= ?1 AND seq < ?2",
+                                "DELETE FROM audit_patient_recent WHERE seq >= ?1 AND seq < ?2"}) {
+          auto del = impl.db.prepare(sql);
           if (!del) return std::move(del).issue();
           del->bind(1, begin).bind(2, end);
           if (auto s = del->run(); !s) return std::move(s).issue();

@@ -114,15 +114,28 @@ CREATE TRIGGER audit_node_delete INSTEAD OF DELETE ON audit_node BEGIN
 END;
 )sql";
 
-// 4: new patient index rows appended, and merged into the index in sorted batches (issue #6,
-//  write cost). Each record's row went straight into the (nhs_number, seq) b-tree: a random
-//  leaf page per record, a 4 KiB WAL frame per record in every commit. The writer now appends
-//  to audit_patient_recent (rowid order) in the record's own transaction, and moves the oldest
-//  rows into audit_patient_index, sorted, once enough have gathered (LogOptions). A row is in
-//  exactly one of the two tables. audit_patient stays as a view of both, writable through its
+// 4: the patient index rebuilt for its write cost (issue #6). Each record's row went straight
+//  into one (nhs_number, seq) b-tree: a random leaf page per record, a 4 KiB WAL frame per
+//  record in every commit, and as many random pages per batch as patients in it.
+//  - audit_patient_recent takes new rows in append order (rowid), in the record's own
+//    transaction; the writer moves the oldest into audit_patient_index, sorted, in batches
+//    of their own (LogOptions::patient_merge_rows). A row is in exactly one of the two.
+//  - audit_patient_index is keyed (epoch, nhs_number, seq), epoch = seq >> 16: a batch lands
+//    in the current epoch's key range, a few hundred leaf pages at most, however many
+//    patients the log has seen. A search by patient probes each epoch (one per 65,536
+//    records).
+//  audit_patient stays as a view of both halves with its old columns, writable through its
 //  triggers, for sqlite3 users, tools and the verifier.
-const char* const kPatientRecent = R"sql(
-ALTER TABLE audit_patient RENAME TO audit_patient_index;
+const char* const kPatientIndex = R"sql(
+CREATE TABLE audit_patient_index (
+  epoch      INTEGER NOT NULL,
+  nhs_number TEXT NOT NULL,
+  seq        INTEGER NOT NULL,
+  PRIMARY KEY (epoch, nhs_number, seq)
+) STRICT, WITHOUT ROWID;
+INSERT INTO audit_patient_index(epoch, nhs_number, seq)
+  SELECT seq >> 16, nhs_number, seq FROM audit_patient ORDER BY seq >> 16, nhs_number, seq;
+DROP TABLE audit_patient;
 CREATE TABLE audit_patient_recent (
   nhs_number TEXT NOT NULL,
   seq        INTEGER NOT NULL
@@ -135,13 +148,13 @@ CREATE TRIGGER audit_patient_insert INSTEAD OF INSERT ON audit_patient BEGIN
   INSERT INTO audit_patient_recent(nhs_number, seq) VALUES (NEW.nhs_number, NEW.seq);
 END;
 CREATE TRIGGER audit_patient_update INSTEAD OF UPDATE ON audit_patient BEGIN
-  UPDATE audit_patient_index SET nhs_number = NEW.nhs_number, seq = NEW.seq
-  WHERE nhs_number = OLD.nhs_number AND seq = OLD.seq;
+  UPDATE audit_patient_index SET epoch = NEW.seq >> 16, nhs_number = NEW.nhs_number, seq = NEW.seq
+  WHERE epoch = OLD.seq >> 16 AND nhs_number = OLD.nhs_number AND seq = OLD.seq;
   UPDATE audit_patient_recent SET nhs_number = NEW.nhs_number, seq = NEW.seq
   WHERE nhs_number = OLD.nhs_number AND seq = OLD.seq;
 END;
 CREATE TRIGGER audit_patient_delete INSTEAD OF DELETE ON audit_patient BEGIN
-  DELETE FROM audit_patient_index WHERE nhs_number = OLD.nhs_number AND seq = OLD.seq;
+  DELETE FROM audit_patient_index WHERE epoch = OLD.seq >> 16 AND nhs_number = OLD.nhs_number AND seq = OLD.seq;
   DELETE FROM audit_patient_recent WHERE nhs_number = OLD.nhs_number AND seq = OLD.seq;
 END;
 )sql";
@@ -151,7 +164,7 @@ END;
 const std::vector<sqlite::Migration>& migrations() {
   static const std::vector<sqlite::Migration> m{
       {1, "gateway_info", kGatewayInfo}, {2, "audit_log", kLog}, {3, "audit_tree_order", kTreeOrder},
-      {4, "audit_patient_recent", kPatientRecent}};
+      {4, "audit_patient_index", kPatientIndex}};
   return m;
 }
 

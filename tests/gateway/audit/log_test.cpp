@@ -4,6 +4,8 @@
 // retention that keeps the tree verifiable, the canonical encoding, and UK local time.
 #include <doctest/doctest.h>
 
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include <atomic>
@@ -469,6 +471,66 @@ TEST_CASE("Audit log: the patient index takes rows in append order and merges th
     auto bad = verify_database(copy.string(), vo);
     REQUIRE(bad.ok());
     CHECK_FALSE(bad->ok);
+  }
+}
+
+TEST_CASE("Audit log: a search by patient finds records in every epoch of the patient index") {
+  // The index is keyed (epoch, nhs_number, seq) with epoch = seq >> 16: 70,000 records span
+  // epochs 0 and 1, and a patient read at both ends of each must be found in both.
+  auto dir = test::temp_dir("audit-patient-epochs");
+  LogOptions o = options(dir);
+  o.rules = {};
+  o.rules.out_of_hours = false;
+  o.rules.without_relationship = false;
+  o.rules.max_patients_per_hour = 0;
+  auto log = Log::open(o, nullptr);
+  REQUIRE(log.ok());
+  constexpr std::uint64_t kRecords = 70'000;
+  const std::vector<std::uint64_t> special{0, 10, 65'535, 65'536, 69'999};
+  std::mutex mu;
+  std::condition_variable cv;
+  std::uint64_t done = 0, failed = 0, in_flight = 0;
+  for (std::uint64_t i = 0; i < kRecords; ++i) {
+    const bool is_special = std::find(special.begin(), special.end(), i) != special.end();
+    Record r = access(static_cast<int>(i % 1000), "dr-a", is_special ? "9434765919" : (i % 2 ? "9000000009" : "9000000017"));
+    {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return in_flight < 256; });
+      ++in_flight;
+    }
+    (*log)->append(std::move(r), [&](fhir::Result<std::uint64_t> res) {
+      std::lock_guard lock(mu);
+      --in_flight;
+      ++done;
+      if (!res) ++failed;
+      cv.notify_all();
+    });
+  }
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return done == kRecords; });
+  }
+  REQUIRE(failed == 0);
+  CHECK((*log)->stats().patient_merges > 0);
+  Query q;
+  q.patient = "9434765919";
+  q.count = 10;
+  q.newest_first = false;
+  auto page = (*log)->search(q);
+  REQUIRE(page.ok());
+  CHECK(page->total == special.size());
+  REQUIRE(page->records.size() == special.size());
+  for (std::size_t i = 0; i < special.size(); ++i) CHECK(page->records[i].seq == special[i]);
+  q.patient = "9000000009";
+  q.count = 1;
+  page = (*log)->search(q);
+  REQUIRE(page.ok());
+  CHECK(page->total == kRecords / 2 - 2);  // the odd seqs but 65,535 and 69,999
+  {
+    auto db = gw::sqlite::Database::open(o.path, gw::sqlite::Database::Mode::read_only);
+    REQUIRE(db.ok());
+    CHECK(count_rows(*db, "SELECT count(DISTINCT epoch) FROM audit_patient_index") == 2);
+    CHECK(count_rows(*db, "SELECT count(*) FROM audit_patient WHERE nhs_number = '9434765919'") == 5);
   }
 }
 
