@@ -145,6 +145,7 @@ struct Log::Impl {
 
   // Writer-thread state.
   std::uint64_t recent_patient_rows = 0;   // rows in audit_patient_recent (committed)
+  std::uint64_t indexed_below = 0;         // records below this are in the agent and time indexes
   std::uint64_t pending_patient_rows = 0;  // added by the batch being written
   merkle::CompactRange range;
   Hash last_leaf{};
@@ -424,7 +425,7 @@ struct Log::Impl {
     recent_patient_rows += pending_patient_rows;
     for (auto& a : batch) a.done(a.record.seq);
     if (opt.on_commit) opt.on_commit();
-    if (opt.patient_merge_rows > 0 && recent_patient_rows >= opt.patient_merge_rows) merge_patient_rows();
+    if (merge_due()) merge_indexes();
     // See kWalRestartPages: finish the checkpointer's copy here, so that the next transaction
     // starts the WAL again from its beginning. A small WAL is rewritten in place (cheaper
     // syncs than appending to a growing file) and keeps audit.db plus its WAL near the size of
@@ -433,16 +434,36 @@ struct Log::Impl {
       (void)db.exec("PRAGMA wal_checkpoint(PASSIVE);");
   }
 
-  // Moves the oldest rows of audit_patient_recent into audit_patient_index, sorted by key, in
-  // one transaction of its own (at most patient_merge_rows of them): each index page is then
-  // written once per merge instead of once per commit that touched it. Runs after a commit,
-  // when the records of that commit have been answered. A failure leaves both tables as they
-  // were (the rows stay in audit_patient_recent, still found by every search) and is retried
-  // after the next commit.
-  void merge_patient_rows() {
+  // The indexes the writer keeps off the commit path (audit.db migrations 4 and 5), brought up
+  // to date in one transaction of their own, sorted by key, at most index_merge_rows at a time:
+  //  - the oldest rows of audit_patient_recent move into audit_patient_index;
+  //  - the records from audit_index_state's indexed_below on go into audit_agent_index and
+  //    audit_time_index.
+  // Each index page is then written once per merge instead of once per commit that touched
+  // it. Runs after a commit, when that commit's records have been answered. A failure leaves
+  // every table as it was (searches still find the rows where they are) and is retried after
+  // the next commit.
+  bool merge_due() const {
+    const std::uint64_t n = opt.index_merge_rows;
+    return n > 0 && (recent_patient_rows >= n || range.size() - std::min(range.size(), indexed_below) >= n);
+  }
+
+  void merge_indexes() {
     const auto t0 = std::chrono::steady_clock::now();
+    const auto n = static_cast<std::int64_t>(opt.index_merge_rows);
+    const std::uint64_t records_to = std::min(range.size(), indexed_below + opt.index_merge_rows);
     fhir::Status status = fhir::Ok{};
     std::int64_t moved = 0;
+    auto run = [&](const char* sql, auto&& bind) {
+      if (!status) return;
+      auto st = db.cached(sql);
+      if (!st) {
+        status = std::move(st).issue();
+        return;
+      }
+      bind(*st);
+      status = st->run();
+    };
     {
       sqlite::Transaction tx(db);
       status = tx.begun();
@@ -452,7 +473,7 @@ struct Log::Impl {
             "SELECT max(rowid), count(*) FROM (SELECT rowid FROM audit_patient_recent ORDER BY rowid LIMIT ?1)");
         if (!bound) status = std::move(bound).issue();
         else {
-          bound->bind(1, static_cast<std::int64_t>(opt.patient_merge_rows));
+          bound->bind(1, n);
           if (auto r = bound->step(); !r) status = std::move(r).issue();
           else {
             last_rowid = bound->column_int64(0);
@@ -460,33 +481,42 @@ struct Log::Impl {
           }
         }
       }
-      if (status && moved > 0) {
-        auto ins = db.cached(
-            "INSERT OR IGNORE INTO audit_patient_index(epoch, nhs_number, seq) SELECT seq >> 16, nhs_number, seq "
-            "FROM audit_patient_recent WHERE rowid <= ?1 ORDER BY 1, 2, 3");
-        if (!ins) status = std::move(ins).issue();
-        else status = ins->bind(1, last_rowid).run();
+      if (moved > 0) {
+        run("INSERT OR IGNORE INTO audit_patient_index(epoch, nhs_number, seq) SELECT seq >> 16, nhs_number, seq "
+            "FROM audit_patient_recent WHERE rowid <= ?1 ORDER BY 1, 2, 3",
+            [&](sqlite::Statement& st) { st.bind(1, last_rowid); });
+        run("DELETE FROM audit_patient_recent WHERE rowid <= ?1",
+            [&](sqlite::Statement& st) { st.bind(1, last_rowid); });
       }
-      if (status && moved > 0) {
-        auto del = db.cached("DELETE FROM audit_patient_recent WHERE rowid <= ?1");
-        if (!del) status = std::move(del).issue();
-        else status = del->bind(1, last_rowid).run();
+      if (records_to > indexed_below) {
+        auto bind_range = [&](sqlite::Statement& st) {
+          st.bind(1, static_cast<std::int64_t>(indexed_below)).bind(2, static_cast<std::int64_t>(records_to));
+        };
+        run("INSERT OR IGNORE INTO audit_agent_index(epoch, agent, seq) SELECT seq >> 16, agent, seq FROM "
+            "audit_record WHERE seq >= ?1 AND seq < ?2 AND agent <> '' ORDER BY 1, 2, 3",
+            bind_range);
+        run("INSERT OR IGNORE INTO audit_time_index(time_ms, seq) SELECT time_ms, seq FROM audit_record "
+            "WHERE seq >= ?1 AND seq < ?2 ORDER BY 1, 2",
+            bind_range);
+        run("UPDATE audit_index_state SET value = ?1 WHERE key = 'indexed_below'",
+            [&](sqlite::Statement& st) { st.bind(1, static_cast<std::int64_t>(records_to)); });
       }
       if (status) status = tx.commit();
     }
     if (!status) {
-      observe::log(observe::Level::error, "audit patient index merge failed; retried after the next commit",
+      observe::log(observe::Level::error, "audit index merge failed; retried after the next commit",
                    {{"error", status.issue().diagnostics}});
       return;
     }
     // Fewer rows than asked for: the table is empty now (retention may have deleted some).
-    recent_patient_rows = static_cast<std::uint64_t>(moved) < opt.patient_merge_rows
-                              ? 0
-                              : recent_patient_rows - std::min<std::uint64_t>(recent_patient_rows, moved);
+    recent_patient_rows = moved < n ? 0 : recent_patient_rows - std::min<std::uint64_t>(recent_patient_rows, moved);
+    const std::uint64_t records = records_to - std::min(records_to, indexed_below);
+    indexed_below = std::max(indexed_below, records_to);
     std::lock_guard lock(stats_mu);
-    ++stats.patient_merges;
+    ++stats.index_merges;
     stats.patient_rows_merged += static_cast<std::uint64_t>(moved);
-    stats.patient_merge_us +=
+    stats.records_indexed += records;
+    stats.index_merge_us +=
         static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
   }
 
@@ -626,6 +656,11 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
   if (!recent) return std::move(recent).issue();
   if (auto r = recent->step(); !r) return std::move(r).issue();
   impl.recent_patient_rows = static_cast<std::uint64_t>(recent->column_int64(0));
+  auto indexed = impl.db.prepare("SELECT value FROM audit_index_state WHERE key = 'indexed_below'");
+  if (!indexed) return std::move(indexed).issue();
+  if (auto r = indexed->step(); !r) return std::move(r).issue();
+  else if (!*r) return not_ready("audit.db has no indexed_below row in audit_index_state; run audit-verify");
+  impl.indexed_below = static_cast<std::uint64_t>(indexed->column_int64(0));
   impl.next_checkpoint = std::chrono::steady_clock::now() + options.checkpoint_interval;
   // Writer connection: a bigger page cache for the indexes, and no checkpoints in the commit path.
   if (auto s = impl.db.exec("PRAGMA cache_size=-4096; PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=" +
@@ -740,7 +775,7 @@ fhir::Result<Page> Log::search(const Query& q) const {
   };
   if (!q.patient.empty()) {
     // Both halves of the patient index (audit.db migration 4): the sorted one by key, one
-    // probe per epoch; the recent rows (at most LogOptions::patient_merge_rows and one
+    // probe per epoch; the recent rows (at most LogOptions::index_merge_rows and one
     // commit's more) by scan.
     const std::string nhs = arg(q.patient);
     where += " AND seq IN (SELECT seq FROM audit_patient_index WHERE epoch IN (WITH RECURSIVE e(x) AS "
@@ -748,9 +783,24 @@ fhir::Result<Page> Log::search(const Query& q) const {
              "audit_record)) SELECT x FROM e) AND nhs_number = " +
              nhs + " UNION ALL SELECT seq FROM audit_patient_recent WHERE nhs_number = " + nhs + ")";
   }
-  if (!q.agent.empty()) where += " AND agent = " + arg(q.agent);
-  if (q.from_ms) where += " AND time_ms >= " + arg(*q.from_ms);
-  if (q.to_ms) where += " AND time_ms < " + arg(*q.to_ms);
+  // The agent and time indexes (audit.db migration 5) hold the records below indexed_below;
+  // the newer ones are read from audit_record by rowid range.
+  const std::string unindexed = "seq >= (SELECT value FROM audit_index_state WHERE key = 'indexed_below')";
+  if (!q.agent.empty()) {
+    const std::string agent = arg(q.agent);
+    where += " AND agent = " + agent +
+             " AND seq IN (SELECT seq FROM audit_agent_index WHERE epoch IN (WITH RECURSIVE e(x) AS "
+             "(SELECT 0 UNION ALL SELECT x + 1 FROM e WHERE x < (SELECT coalesce(max(seq), 0) >> 16 FROM "
+             "audit_record)) SELECT x FROM e) AND agent = " +
+             agent + " UNION ALL SELECT seq FROM audit_record WHERE " + unindexed + " AND agent = " + agent + ")";
+  }
+  if (q.from_ms || q.to_ms) {
+    std::string range;
+    if (q.from_ms) range += "time_ms >= " + arg(*q.from_ms);
+    if (q.to_ms) range += std::string(range.empty() ? "" : " AND ") + "time_ms < " + arg(*q.to_ms);
+    where += " AND " + range + " AND seq IN (SELECT seq FROM audit_time_index WHERE " + range +
+             " UNION ALL SELECT seq FROM audit_record WHERE " + unindexed + " AND " + range + ")";
+  }
   if (q.outcome) where += " AND outcome = " + arg(static_cast<std::int64_t>(*q.outcome));
   if (!q.subtype.empty()) where += " AND instr(subtypes, " + arg(" " + q.subtype + " ") + ") > 0";
   auto bind_all = [&args](sqlite::Statement& s) {
@@ -959,7 +1009,9 @@ fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std:
   auto pruned = impl.run_task<fhir::Result<std::pair<std::uint64_t, std::uint64_t>>>(
       [&]() -> fhir::Result<std::pair<std::uint64_t, std::uint64_t>> {
         auto first_kept = impl.db.prepare(
-            "SELECT coalesce((SELECT min(seq) FROM audit_record WHERE time_ms >= ?1), "
+            "SELECT coalesce((SELECT min(seq) FROM (SELECT min(seq) AS seq FROM audit_time_index WHERE time_ms >= ?1 "
+            "UNION ALL SELECT min(seq) FROM audit_record WHERE seq >= (SELECT value FROM audit_index_state WHERE key = "
+            "'indexed_below') AND time_ms >= ?1)), "
             "(SELECT coalesce(max(seq) + 1, 0) FROM audit_record))");
         if (!first_kept) return std::move(first_kept).issue();
         first_kept->bind(1, cutoff_ms);
@@ -978,6 +1030,8 @@ fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std:
         up->bind(1, begin).bind(2, end);
         if (auto s = up->run(); !s) return std::move(s).issue();
         for (const char* sql : {"DELETE FROM audit_patient_index WHERE epoch BETWEEN ?1 >> 16 AND ?2 >> 16 "
+                                "AND seq >= ?1 AND seq < ?2",
+                                "DELETE FROM audit_agent_index WHERE epoch BETWEEN ?1 >> 16 AND ?2 >> 16 "
                                 "AND seq >= ?1 AND seq < ?2",
                                 "DELETE FROM audit_patient_recent WHERE seq >= ?1 AND seq < ?2"}) {
           auto del = impl.db.prepare(sql);

@@ -56,9 +56,10 @@ struct LogOptions {
   std::size_t commit_siblings = 8;
   std::size_t max_queue = 65536;        // beyond this append() fails at once (not_ready)
   // The patient index (who looked at this person) takes new rows in append order, and the
-  // writer merges them into the sorted index, this many at a time in a transaction of their
-  // own, once this many have gathered. 0: never merges (tests).
-  std::size_t patient_merge_rows = 2048;
+  // agent and time indexes start behind the newest records; the writer brings them up to
+  // date in sorted batches of this many rows, each in a transaction of its own, once this many
+  // have gathered (audit.db migrations 4 and 5). 0: never merges (tests).
+  std::size_t index_merge_rows = 2048;
   AlertRules rules;
   // Called on the writer thread after each successful commit (e.g. to wake the forwarder);
   // must not block.
@@ -109,9 +110,10 @@ struct Stats {
   std::uint64_t batches = 0;
   std::uint64_t failed_batches = 0;
   std::uint64_t largest_batch = 0;
-  std::uint64_t patient_merges = 0;       // merges of the patient index (LogOptions::patient_merge_rows)
-  std::uint64_t patient_rows_merged = 0;
-  std::uint64_t patient_merge_us = 0;     // time spent in them, in total
+  std::uint64_t index_merges = 0;         // index merges (LogOptions::index_merge_rows)
+  std::uint64_t patient_rows_merged = 0;  // patient index rows they moved
+  std::uint64_t records_indexed = 0;      // records they added to the agent and time indexes
+  std::uint64_t index_merge_us = 0;       // time spent in them, in total
   std::optional<Checkpoint> last_checkpoint;
 };
 

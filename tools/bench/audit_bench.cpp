@@ -203,9 +203,9 @@ int main(int argc, char** argv) {
   app.add_option("--in-flight", in_flight_max, "appends outstanding at most (1..32768)")->capture_default_str();
   app.add_option("--patients", patients, "--shape read: distinct patients, read in random order")
       ->capture_default_str();
-  std::size_t merge_rows = gw::audit::LogOptions{}.patient_merge_rows;
+  std::size_t merge_rows = gw::audit::LogOptions{}.index_merge_rows;
   app.add_option("--patient-merge-rows", merge_rows,
-                 "patient index rows merged into the sorted index at a time (LogOptions::patient_merge_rows; "
+                 "rows merged into the audit indexes at a time (LogOptions::index_merge_rows; "
                  "0 never merges)")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 20));
@@ -251,7 +251,7 @@ int main(int argc, char** argv) {
     o.path = db.string();
     o.checkpoint_file = checkpoints.string();
     o.checkpoint_interval = std::chrono::seconds(60);
-    o.patient_merge_rows = merge_rows;
+    o.index_merge_rows = merge_rows;
     auto log = gw::audit::Log::open(o, shared_signer);
     if (!log) {
       std::fprintf(stderr, "audit_bench: %s\n", log.issue().diagnostics.c_str());
@@ -331,11 +331,11 @@ int main(int argc, char** argv) {
               static_cast<double>(stats.size) / static_cast<double>(std::max<std::uint64_t>(stats.batches, 1)),
               static_cast<unsigned long long>(stats.largest_batch),
               static_cast<unsigned long long>(stats.failed_batches));
-  std::printf("patient index: %llu merges of %.0f rows on average, %.1f ms each on average (the writer's, between "
+  std::printf("index merges: %llu, %.0f patient rows each on average, %.1f ms each on average (the writer's, between "
               "commits)\n",
-              static_cast<unsigned long long>(stats.patient_merges),
-              static_cast<double>(stats.patient_rows_merged) / static_cast<double>(std::max<std::uint64_t>(stats.patient_merges, 1)),
-              static_cast<double>(stats.patient_merge_us) / 1e3 / static_cast<double>(std::max<std::uint64_t>(stats.patient_merges, 1)));
+              static_cast<unsigned long long>(stats.index_merges),
+              static_cast<double>(stats.patient_rows_merged) / static_cast<double>(std::max<std::uint64_t>(stats.index_merges, 1)),
+              static_cast<double>(stats.index_merge_us) / 1e3 / static_cast<double>(std::max<std::uint64_t>(stats.index_merges, 1)));
   std::printf("audit.db: %.1f MiB (%.0f bytes per record); with its WAL at the end of the appends: %.1f MiB (%.0f "
               "bytes per record)\n",
               static_cast<double>(size) / (1024.0 * 1024.0), static_cast<double>(size) / static_cast<double>(records),

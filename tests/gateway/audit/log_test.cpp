@@ -63,10 +63,13 @@ Record access(int i, std::string user = "dr-a", std::string nhs = "9000000009") 
   return r;
 }
 
-// Back to the patient index of migrations 2 and 3: one table audit_patient keyed
-// (nhs_number, seq), holding every row.
-void downgrade_patient_index(gw::sqlite::Database& db) {
+// Back to the indexes of migrations 2 and 3: one table audit_patient keyed (nhs_number, seq),
+// holding every row, and audit_record's agent and time indexes.
+void downgrade_indexes(gw::sqlite::Database& db) {
   REQUIRE(db.exec("BEGIN;"
+                  "DROP TABLE audit_agent_index; DROP TABLE audit_time_index; DROP TABLE audit_index_state;"
+                  "CREATE INDEX audit_record_agent ON audit_record(agent, seq) WHERE agent <> '';"
+                  "CREATE INDEX audit_record_time ON audit_record(time_ms);"
                   "CREATE TABLE audit_patient_v3 (nhs_number TEXT NOT NULL, seq INTEGER NOT NULL"
                   " REFERENCES audit_record(seq), PRIMARY KEY (nhs_number, seq)) STRICT, WITHOUT ROWID;"
                   "INSERT INTO audit_patient_v3 SELECT nhs_number, seq FROM audit_patient;"
@@ -294,7 +297,7 @@ TEST_CASE("Audit log: a file from before migration 3 verifies as it is, then upg
          "INSERT INTO audit_node_v2 SELECT level, idx, hash FROM audit_node;"
          "DROP VIEW audit_node; DROP TABLE audit_tree; ALTER TABLE audit_node_v2 RENAME TO audit_node;"
          "PRAGMA user_version = 2; COMMIT;");
-    downgrade_patient_index(*db);
+    downgrade_indexes(*db);
     auto n = db->prepare("SELECT count(*) FROM audit_node");
     REQUIRE(n.ok());
     REQUIRE(n->step().ok());
@@ -398,7 +401,7 @@ TEST_CASE("Audit log: with a commit delay every record is still committed, in or
 TEST_CASE("Audit log: the patient index takes rows in append order and merges them sorted; searches see both") {
   auto dir = test::temp_dir("audit-patient-merge");
   LogOptions o = options(dir);
-  o.patient_merge_rows = 16;
+  o.index_merge_rows = 16;
   auto signer = ed25519_signer();
   const std::vector<std::string> patients{"9000000009", "9434765919", "9000000017", "9000000025", "9000000033"};
   constexpr int kRecords = 103;
@@ -427,9 +430,27 @@ TEST_CASE("Audit log: the patient index takes rows in append order and merges th
       if (i == 7) expect_counts(**log, 8);  // all in the recent rows, before any merge
     }
     const Stats st = (*log)->stats();
-    CHECK(st.patient_merges == kRecords / 16);  // one merge each time 16 rows have gathered
+    CHECK(st.index_merges == kRecords / 16);  // one merge each time 16 rows have gathered
     CHECK(st.patient_rows_merged == 16 * (kRecords / 16));
+    CHECK(st.records_indexed == 16 * (kRecords / 16));
     expect_counts(**log, kRecords);
+    // The agent and time indexes hold the first 96 records; searches read the rest from
+    // audit_record. Both sides of that line are found.
+    Query q;
+    q.agent = "dr-a";
+    q.count = 200;
+    auto page = (*log)->search(q);
+    REQUIRE(page.ok());
+    CHECK(page->total == kRecords);
+    q.from_ms = 1'790'000'000'000 + 90 * 1000;
+    q.to_ms = 1'790'000'000'000 + 100 * 1000;
+    page = (*log)->search(q);
+    REQUIRE(page.ok());
+    CHECK(page->total == 10);  // 90..95 indexed, 96..99 not yet
+    q.agent = "dr-b";
+    page = (*log)->search(q);
+    REQUIRE(page.ok());
+    CHECK(page->total == 0);
     REQUIRE((*log)->checkpoint_now().ok());
   }
   {
@@ -445,7 +466,7 @@ TEST_CASE("Audit log: the patient index takes rows in append order and merges th
     REQUIRE(log.ok());
     for (int i = kRecords; i < kRecords + 16; ++i)
       REQUIRE((*log)->append_sync(access(i, "dr-a", patients[static_cast<std::size_t>(i) % patients.size()])).ok());
-    CHECK((*log)->stats().patient_merges == 1);
+    CHECK((*log)->stats().index_merges == 1);
     expect_counts(**log, kRecords + 16);
     REQUIRE((*log)->checkpoint_now().ok());
   }
@@ -511,7 +532,7 @@ TEST_CASE("Audit log: a search by patient finds records in every epoch of the pa
     cv.wait(lock, [&] { return done == kRecords; });
   }
   REQUIRE(failed == 0);
-  CHECK((*log)->stats().patient_merges > 0);
+  CHECK((*log)->stats().index_merges > 0);
   Query q;
   q.patient = "9434765919";
   q.count = 10;
@@ -526,6 +547,17 @@ TEST_CASE("Audit log: a search by patient finds records in every epoch of the pa
   page = (*log)->search(q);
   REQUIRE(page.ok());
   CHECK(page->total == kRecords / 2 - 2);  // the odd seqs but 65,535 and 69,999
+  // By agent and by time, across the epochs and the not yet indexed tail.
+  q = {};
+  q.agent = "dr-a";
+  q.count = 1;
+  page = (*log)->search(q);
+  REQUIRE(page.ok());
+  CHECK(page->total == kRecords);
+  q.from_ms = 1'790'000'000'000 + 998 * 1000;  // access(i % 1000): two of every thousand records
+  page = (*log)->search(q);
+  REQUIRE(page.ok());
+  CHECK(page->total == 2 * kRecords / 1000);
   {
     auto db = gw::sqlite::Database::open(o.path, gw::sqlite::Database::Mode::read_only);
     REQUIRE(db.ok());
@@ -534,7 +566,7 @@ TEST_CASE("Audit log: a search by patient finds records in every epoch of the pa
   }
 }
 
-TEST_CASE("Audit log: a file from before migration 4 keeps its patient index through the upgrade") {
+TEST_CASE("Audit log: a file from before migrations 4 and 5 keeps its indexes through the upgrade") {
   auto dir = test::temp_dir("audit-log-v3");
   LogOptions o = options(dir);
   auto signer = ed25519_signer();
@@ -547,7 +579,7 @@ TEST_CASE("Audit log: a file from before migration 4 keeps its patient index thr
   {
     auto db = gw::sqlite::Database::open(o.path);
     REQUIRE(db.ok());
-    downgrade_patient_index(*db);
+    downgrade_indexes(*db);
     REQUIRE(db->exec("PRAGMA user_version = 3").ok());
     CHECK(count_rows(*db, "SELECT count(*) FROM audit_patient") == 40);
   }
@@ -558,16 +590,35 @@ TEST_CASE("Audit log: a file from before migration 4 keeps its patient index thr
     REQUIRE(db.ok());
     auto version = db->user_version();
     REQUIRE(version.ok());
-    CHECK(*version == 4);
+    CHECK(*version == 5);
     CHECK(count_rows(*db, "SELECT count(*) FROM audit_patient_index") == 40);
     CHECK(count_rows(*db, "SELECT count(*) FROM audit_patient_recent") == 0);
+    CHECK(count_rows(*db, "SELECT count(*) FROM audit_agent_index WHERE agent = 'dr-a'") == 40);
+    CHECK(count_rows(*db, "SELECT count(*) FROM audit_time_index") == 40);
+    CHECK(count_rows(*db, "SELECT value FROM audit_index_state WHERE key = 'indexed_below'") == 40);
   }
   REQUIRE((*log)->append_sync(access(40, "dr-a", "9434765919")).ok());
+  REQUIRE((*log)->append_sync(access(41, "dr-b", "9434765919")).ok());
   Query q;
   q.patient = "9434765919";
   auto page = (*log)->search(q);
   REQUIRE(page.ok());
-  CHECK(page->total == 21);  // 20 from before the upgrade (in the index), one after (recent)
+  CHECK(page->total == 22);  // 20 from before the upgrade (in the index), two after (recent)
+  q = {};
+  q.agent = "dr-a";
+  page = (*log)->search(q);
+  REQUIRE(page.ok());
+  CHECK(page->total == 41);  // 40 indexed, one not yet
+  q.from_ms = 1'790'000'000'000 + 35 * 1000;
+  page = (*log)->search(q);
+  REQUIRE(page.ok());
+  CHECK(page->total == 6);  // records 35..40 of dr-a
+  q = {};
+  q.from_ms = 1'790'000'000'000 + 39 * 1000;
+  q.to_ms = 1'790'000'000'000 + 41 * 1000;
+  page = (*log)->search(q);
+  REQUIRE(page.ok());
+  CHECK(page->total == 2);  // 39 (indexed) and 40 (not yet)
   REQUIRE((*log)->checkpoint_now().ok());
   (*log)->stop();
   auto key = CheckpointVerifier::from_pem(signer->public_key_pem(), "test-audit");
