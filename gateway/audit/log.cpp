@@ -43,6 +43,7 @@ constexpr std::int64_t kHourMs = 3600 * 1000;
 constexpr int kWalRestartPages = 8192;    // 32 MiB of 4 KiB pages
 constexpr int kWalMaxPages = 65536;       // 256 MiB
 constexpr std::int64_t kWalSizeLimit = 64 * 1024 * 1024;
+constexpr long long kSlowWriterStepMs = 200;  // warn_if_slow()
 
 Issue not_ready(std::string text) { return Issue::make(ErrorCode::not_ready, std::move(text)); }
 
@@ -232,7 +233,11 @@ struct Log::Impl {
       const bool done = queue.empty() && stopping;
       last_batch = batch.size();
       lock.unlock();
-      if (!batch.empty()) commit_batch(batch);
+      if (!batch.empty()) {
+        const auto b0 = std::chrono::steady_clock::now();
+        commit_batch(batch);
+        warn_if_slow("commit of " + std::to_string(batch.size()) + " records", b0);
+      }
       for (auto& t : tasks) t();
       if (signer && (std::chrono::steady_clock::now() >= next_checkpoint || done)) {
         if (range.size() != checkpointed_size) (void)write_checkpoint();
@@ -425,13 +430,30 @@ struct Log::Impl {
     recent_patient_rows += pending_patient_rows;
     for (auto& a : batch) a.done(a.record.seq);
     if (opt.on_commit) opt.on_commit();
-    if (merge_due()) merge_indexes();
+    if (merge_due()) {
+      const auto m0 = std::chrono::steady_clock::now();
+      merge_indexes();
+      warn_if_slow("index merge", m0);
+    }
     // See kWalRestartPages: finish the checkpointer's copy here, so that the next transaction
     // starts the WAL again from its beginning. A small WAL is rewritten in place (cheaper
     // syncs than appending to a growing file) and keeps audit.db plus its WAL near the size of
     // the data itself.
-    if (restart_wal.exchange(false) || wal_pages.load(std::memory_order_relaxed) > kWalMaxPages)
+    const int wal_now = wal_pages.load(std::memory_order_relaxed);
+    if (restart_wal.exchange(false) || wal_now > kWalMaxPages) {
+      const auto c0 = std::chrono::steady_clock::now();
       (void)db.exec("PRAGMA wal_checkpoint(PASSIVE);");
+      warn_if_slow("WAL checkpoint (" + std::to_string(wal_now) + " WAL pages)", c0);
+    }
+  }
+
+  // Every request carrying patient data waits for the writer: a step of it that holds them
+  // up is logged (no PHI: what the writer was doing and for how long).
+  static void warn_if_slow(const std::string& step, std::chrono::steady_clock::time_point t0) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+    if (ms >= kSlowWriterStepMs)
+      observe::log(observe::Level::warn, "audit writer step was slow; audited responses waited for it",
+                   {{"step", step}, {"ms", std::to_string(ms)}});
   }
 
   // The indexes the writer keeps off the commit path (audit.db migrations 4 and 5), brought up
