@@ -86,6 +86,15 @@ std::int64_t count_rows(gw::sqlite::Database& db, const std::string& sql) {
   return st->column_int64(0);
 }
 
+// audit-verify's core over the file at `path`, with the public key of `signer`.
+fhir::Result<VerifyReport> verify_with(const std::shared_ptr<const CheckpointSigner>& signer, const std::string& path) {
+  auto key = CheckpointVerifier::from_pem(signer->public_key_pem(), "test-audit");
+  REQUIRE(key.ok());
+  VerifyOptions vo;
+  vo.key = &*key;
+  return verify_database(path, vo);
+}
+
 LogOptions options(const std::filesystem::path& dir) {
   LogOptions o;
   o.path = (dir / "audit.db").string();
@@ -388,11 +397,7 @@ TEST_CASE("Audit log: with a commit delay every record is still committed, in or
   }
   REQUIRE((*log)->checkpoint_now().ok());
   (*log)->stop();
-  auto key = CheckpointVerifier::from_pem(signer->public_key_pem(), "test-audit");
-  REQUIRE(key.ok());
-  VerifyOptions vo;
-  vo.key = &*key;
-  auto report = verify_database(o.path, vo);
+  auto report = verify_with(signer, o.path);
   REQUIRE(report.ok());
   CHECK(report->ok);
   CHECK(report->records == kThreads * kEach);
@@ -470,11 +475,7 @@ TEST_CASE("Audit log: the patient index takes rows in append order and merges th
     expect_counts(**log, kRecords + 16);
     REQUIRE((*log)->checkpoint_now().ok());
   }
-  auto key = CheckpointVerifier::from_pem(signer->public_key_pem(), "test-audit");
-  REQUIRE(key.ok());
-  VerifyOptions vo;
-  vo.key = &*key;
-  auto report = verify_database(o.path, vo);
+  auto report = verify_with(signer, o.path);
   REQUIRE(report.ok());
   CHECK(report->ok);
   CHECK(report->records == kRecords + 16);
@@ -489,7 +490,7 @@ TEST_CASE("Audit log: the patient index takes rows in append order and merges th
       const std::int64_t seq = count_rows(*db, std::string("SELECT max(seq) FROM ") + table);
       REQUIRE(db->exec(std::string("DELETE FROM ") + table + " WHERE seq = " + std::to_string(seq)).ok());
     }
-    auto bad = verify_database(copy.string(), vo);
+    auto bad = verify_with(signer, copy.string());
     REQUIRE(bad.ok());
     CHECK_FALSE(bad->ok);
   }
@@ -621,11 +622,7 @@ TEST_CASE("Audit log: a file from before migrations 4 and 5 keeps its indexes th
   CHECK(page->total == 2);  // 39 (indexed) and 40 (not yet)
   REQUIRE((*log)->checkpoint_now().ok());
   (*log)->stop();
-  auto key = CheckpointVerifier::from_pem(signer->public_key_pem(), "test-audit");
-  REQUIRE(key.ok());
-  VerifyOptions vo;
-  vo.key = &*key;
-  auto report = verify_database(o.path, vo);
+  auto report = verify_with(signer, o.path);
   REQUIRE(report.ok());
   CHECK(report->ok);
 }
