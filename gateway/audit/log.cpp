@@ -264,7 +264,7 @@ struct Log::Impl {
         .bind(5, static_cast<std::int64_t>(outcome_code(r.status)))
         .bind(6, subtype_column(r));
     if (auto s = ins->run(); !s) return s;
-    // Appended (audit.db migration 4); merge_patient_rows() sorts them into the index later.
+    // Appended (audit.db migration 4); merge_indexes() sorts them into the index later.
     // One row per patient named, however often the record names them.
     for (std::size_t i = 0; i < r.detail.patients.size(); ++i) {
       const std::string& nhs = r.detail.patients[i];
@@ -684,7 +684,9 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
   else if (!*r) return not_ready("audit.db has no indexed_below row in audit_index_state; run audit-verify");
   impl.indexed_below = static_cast<std::uint64_t>(indexed->column_int64(0));
   impl.next_checkpoint = std::chrono::steady_clock::now() + options.checkpoint_interval;
-  // Writer connection: a bigger page cache for the indexes, and no checkpoints in the commit path.
+  // Writer connection: a small page cache (the indexes are merged in sorted batches, so the
+  // commits touch the right-hand edges of the b-trees only, and SQLite walks the whole cache at
+  // every commit), and no checkpoints in the commit path.
   if (auto s = impl.db.exec("PRAGMA cache_size=-4096; PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=" +
                             std::to_string(kWalSizeLimit) + ";");
       !s)
@@ -795,15 +797,17 @@ fhir::Result<Page> Log::search(const Query& q) const {
     placeholder.append(std::to_string(args.size()));
     return placeholder;
   };
+  // The patient and agent indexes are keyed by epoch (seq >> 16) first: a search probes each.
+  const std::string every_epoch =
+      "epoch IN (WITH RECURSIVE e(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM e WHERE x < (SELECT "
+      "coalesce(max(seq), 0) >> 16 FROM audit_record)) SELECT x FROM e)";
   if (!q.patient.empty()) {
     // Both halves of the patient index (audit.db migration 4): the sorted one by key, one
     // probe per epoch; the recent rows (at most LogOptions::index_merge_rows and one
     // commit's more) by scan.
     const std::string nhs = arg(q.patient);
-    where += " AND seq IN (SELECT seq FROM audit_patient_index WHERE epoch IN (WITH RECURSIVE e(x) AS "
-             "(SELECT 0 UNION ALL SELECT x + 1 FROM e WHERE x < (SELECT coalesce(max(seq), 0) >> 16 FROM "
-             "audit_record)) SELECT x FROM e) AND nhs_number = " +
-             nhs + " UNION ALL SELECT seq FROM audit_patient_recent WHERE nhs_number = " + nhs + ")";
+    where += " AND seq IN (SELECT seq FROM audit_patient_index WHERE " + every_epoch + " AND nhs_number = " + nhs +
+             " UNION ALL SELECT seq FROM audit_patient_recent WHERE nhs_number = " + nhs + ")";
   }
   // The agent and time indexes (audit.db migration 5) hold the records below indexed_below;
   // the newer ones are read from audit_record by rowid range.
@@ -811,10 +815,8 @@ fhir::Result<Page> Log::search(const Query& q) const {
   if (!q.agent.empty()) {
     const std::string agent = arg(q.agent);
     where += " AND agent = " + agent +
-             " AND seq IN (SELECT seq FROM audit_agent_index WHERE epoch IN (WITH RECURSIVE e(x) AS "
-             "(SELECT 0 UNION ALL SELECT x + 1 FROM e WHERE x < (SELECT coalesce(max(seq), 0) >> 16 FROM "
-             "audit_record)) SELECT x FROM e) AND agent = " +
-             agent + " UNION ALL SELECT seq FROM audit_record WHERE " + unindexed + " AND agent = " + agent + ")";
+             " AND seq IN (SELECT seq FROM audit_agent_index WHERE " + every_epoch + " AND agent = " + agent +
+             " UNION ALL SELECT seq FROM audit_record WHERE " + unindexed + " AND agent = " + agent + ")";
   }
   if (q.from_ms || q.to_ms) {
     std::string range;
