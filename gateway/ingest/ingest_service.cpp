@@ -12,6 +12,7 @@
 #include "fhir/resource_types.h"
 #include "gateway/locator/fhir_mapping.h"
 #include "gateway/observe/log.h"
+#include "gateway/observe/thread_name.h"
 
 namespace gw::ingest {
 namespace {
@@ -163,6 +164,11 @@ void IngestService::submit(IngestBatch batch, std::function<void(fhir::Result<In
 }
 
 void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<IngestReceipt>)> done) {
+  thread_local bool named = false;  // the pool's threads, named on their first batch
+  if (!named) {
+    observe::name_this_thread("gw-ingest");
+    named = true;
+  }
   const auto src = sources_.find(batch.source);
   if (src == sources_.end())
     return done(Issue::make(ErrorCode::internal_error, "unknown source system '" + batch.source + "'"));
