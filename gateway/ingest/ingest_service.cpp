@@ -76,7 +76,9 @@ IngestService::IngestService(locator::Locator& locator, store::Store& store, aud
       audit_(audit),
       sources_(std::move(sources)),
       options_(std::move(options)),
-      pool_(std::max<std::size_t>(1, options_.threads)) {}
+      pool_(std::max<std::size_t>(1, options_.threads)) {
+  observe::name_pool_threads(pool_, std::max<std::size_t>(1, options_.threads), "gw-ingest");
+}
 
 IngestService::~IngestService() { stop(); }
 
@@ -164,11 +166,6 @@ void IngestService::submit(IngestBatch batch, std::function<void(fhir::Result<In
 }
 
 void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<IngestReceipt>)> done) {
-  thread_local bool named = false;  // the pool's threads, named on their first batch
-  if (!named) {
-    observe::name_this_thread("gw-ingest");
-    named = true;
-  }
   const auto src = sources_.find(batch.source);
   if (src == sources_.end())
     return done(Issue::make(ErrorCode::internal_error, "unknown source system '" + batch.source + "'"));

@@ -29,7 +29,9 @@ class BlockingPool {
  public:
   // `threads`: blocking calls in flight at once (reads wait on the read pool, writes on the
   // group commit), so a few more than the read connections.
-  BlockingPool(Backend& backend, std::size_t threads) : backend_(backend), pool_(threads) {}
+  BlockingPool(Backend& backend, std::size_t threads) : backend_(backend), pool_(threads) {
+    observe::name_pool_threads(pool_, threads, "gw-storage");
+  }
   ~BlockingPool() { pool_.join(); }
   BlockingPool(const BlockingPool&) = delete;
   BlockingPool& operator=(const BlockingPool&) = delete;
@@ -59,11 +61,6 @@ class BlockingPool {
       auto ex = boost::asio::prefer(boost::asio::get_associated_executor(handler),
                                     boost::asio::execution::outstanding_work.tracked);
       boost::asio::post(self->pool_, [self = self, fn = std::move(fn), handler = std::move(handler), ex]() mutable {
-        thread_local bool named = false;
-        if (!named) {
-          observe::name_this_thread("gw-storage");
-          named = true;
-        }
         std::optional<R> r;
         try {
           r.emplace(fn(self->backend_));
