@@ -13,9 +13,9 @@
 #include "gateway/http/system_routes.h"
 #include "gateway/locator/sqlite_locator.h"
 #include "gateway/observe/log.h"
+#include "gateway/observe/thread_name.h"
 #if GW_WITH_TLS
 #include "gateway/net/tls_context.h"
-#include "gateway/observe/thread_name.h"
 #endif
 
 namespace gw {

@@ -37,8 +37,8 @@
 #include "gateway/audit/merkle.h"
 #include "gateway/audit/record.h"
 #include "gateway/observe/log.h"
-#include "gateway/sqlite/database.h"
 #include "gateway/observe/thread_name.h"
+#include "gateway/sqlite/database.h"
 
 namespace gw::audit {
 

@@ -236,7 +236,7 @@ struct Log::Impl {
       if (!batch.empty()) {
         const auto b0 = std::chrono::steady_clock::now();
         commit_batch(batch);
-        warn_if_slow("commit of " + std::to_string(batch.size()) + " records", b0);
+        warn_if_slow(b0, [n = batch.size()] { return "commit of " + std::to_string(n) + " records"; });
       }
       for (auto& t : tasks) t();
       if (signer && (std::chrono::steady_clock::now() >= next_checkpoint || done)) {
@@ -433,7 +433,7 @@ struct Log::Impl {
     if (merge_due()) {
       const auto m0 = std::chrono::steady_clock::now();
       merge_indexes();
-      warn_if_slow("index merge", m0);
+      warn_if_slow(m0, [] { return "index merge"; });
     }
     // See kWalRestartPages: finish the checkpointer's copy here, so that the next transaction
     // starts the WAL again from its beginning. A small WAL is rewritten in place (cheaper
@@ -443,17 +443,19 @@ struct Log::Impl {
     if (restart_wal.exchange(false) || wal_now > kWalMaxPages) {
       const auto c0 = std::chrono::steady_clock::now();
       (void)db.exec("PRAGMA wal_checkpoint(PASSIVE);");
-      warn_if_slow("WAL checkpoint (" + std::to_string(wal_now) + " WAL pages)", c0);
+      warn_if_slow(c0, [wal_now] { return "WAL checkpoint (" + std::to_string(wal_now) + " WAL pages)"; });
     }
   }
 
   // Every request carrying patient data waits for the writer: a step of it that holds them
-  // up is logged (no PHI: what the writer was doing and for how long).
-  static void warn_if_slow(const std::string& step, std::chrono::steady_clock::time_point t0) {
+  // up is logged (no PHI: what the writer was doing and for how long). `describe` names the
+  // step, and is called only then.
+  template <class Describe>
+  static void warn_if_slow(std::chrono::steady_clock::time_point t0, Describe&& describe) {
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
     if (ms >= kSlowWriterStepMs)
       observe::log(observe::Level::warn, "audit writer step was slow; audited responses waited for it",
-                   {{"step", step}, {"ms", std::to_string(ms)}});
+                   {{"step", std::string(describe())}, {"ms", std::to_string(ms)}});
   }
 
   // The indexes the writer keeps off the commit path (audit.db migrations 4 and 5), brought up
@@ -798,7 +800,7 @@ fhir::Result<Page> Log::search(const Query& q) const {
     return placeholder;
   };
   // The patient and agent indexes are keyed by epoch (seq >> 16) first: a search probes each.
-  const std::string every_epoch =
+  static const std::string every_epoch =
       "epoch IN (WITH RECURSIVE e(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM e WHERE x < (SELECT "
       "coalesce(max(seq), 0) >> 16 FROM audit_record)) SELECT x FROM e)";
   if (!q.patient.empty()) {

@@ -76,8 +76,8 @@ IngestService::IngestService(locator::Locator& locator, store::Store& store, aud
       audit_(audit),
       sources_(std::move(sources)),
       options_(std::move(options)),
-      pool_(std::max<std::size_t>(1, options_.threads)) {
-  observe::name_pool_threads(pool_, std::max<std::size_t>(1, options_.threads), "gw-ingest");
+      pool_(pool_threads()) {
+  observe::name_pool_threads(pool_, pool_threads(), "gw-ingest");
 }
 
 IngestService::~IngestService() { stop(); }

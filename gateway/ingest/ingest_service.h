@@ -58,6 +58,7 @@ class IngestService final : public adapters::IngestSink {
   auto tracked(Done done);
   void finished();
   void audit_then(audit::Record rec, std::function<void(fhir::Status)> next);
+  std::size_t pool_threads() const { return std::max<std::size_t>(1, options_.threads); }
 
   locator::Locator& locator_;
   store::Store& store_;

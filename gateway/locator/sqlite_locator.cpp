@@ -20,8 +20,8 @@
 #include "gateway/locator/sqlite_reader.h"
 #include "gateway/locator/sqlite_transaction.h"
 #include "gateway/observe/log.h"
-#include "gateway/sqlite/migrations.h"
 #include "gateway/observe/thread_name.h"
+#include "gateway/sqlite/migrations.h"
 
 namespace gw::locator {
 namespace {

@@ -397,6 +397,13 @@ fhir::Status SqliteTransaction::rebuild_deferred_indexes() {
 
 // ---- primitives -------------------------------------------------------------------------
 
+// Bounded: an import transaction inserts up to import_batch patients, and a map that grew with
+// them would rehash over and over for ids that are used only right after they are written.
+void SqliteTransaction::remember_pk(const std::string& id, std::int64_t pk) {
+  if (pk_cache_.size() > 4096) pk_cache_.clear();
+  pk_cache_[id] = pk;
+}
+
 fhir::Result<std::int64_t> SqliteTransaction::pk_of(const std::string& id) {
   if (auto it = pk_cache_.find(id); it != pk_cache_.end()) return it->second;
   StatementUse q(st(S::pk_of));
@@ -405,8 +412,7 @@ fhir::Result<std::int64_t> SqliteTransaction::pk_of(const std::string& id) {
   if (!row) return storage(row.issue());
   if (!*row) return Issue::make(ErrorCode::internal_error, "record locator: patient row vanished");
   const std::int64_t pk = q->column_int64(0);
-  if (pk_cache_.size() > 4096) pk_cache_.clear();
-  pk_cache_.emplace(id, pk);
+  remember_pk(id, pk);
   return pk;
 }
 
@@ -430,8 +436,7 @@ fhir::Result<std::optional<PatientRecord>> SqliteTransaction::patient(const std:
     if (!*row) break;
     out->demographics.given.push_back(g->column_text(0));
   }
-  if (pk_cache_.size() > 4096) pk_cache_.clear();
-  pk_cache_.emplace(id, pk);
+  remember_pk(id, pk);
   return out;
 }
 
@@ -530,10 +535,7 @@ fhir::Status SqliteTransaction::insert_patient(const PatientRecord& p) {
   note_patient_keys(p);  // before the write: a key is noted whenever it may be in the file
   if (auto s = bind_and_run_patient(st(S::insert_patient), p); !s) return s;
   const std::int64_t pk = db_.last_insert_rowid();
-  // Bounded like pk_of's: an import transaction inserts up to import_batch patients, and a map
-  // that grows with them rehashes over and over for ids that are used only right after.
-  if (pk_cache_.size() > 4096) pk_cache_.clear();
-  pk_cache_[p.id] = pk;
+  remember_pk(p.id, pk);
   return write_given_names(pk, p.demographics);
 }
 

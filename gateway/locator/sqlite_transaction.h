@@ -142,6 +142,7 @@ class SqliteTransaction final : public IndexTransaction {
     std::size_t capacity_ = 0, added_ = 0;
   };
   void note_patient_keys(const PatientRecord& p);
+  void remember_pk(const std::string& id, std::int64_t pk);
 
   sqlite::Database& db_;
   bool filters_on_ = false;
