@@ -296,8 +296,9 @@ struct Log::Impl {
   // One alert per rule, user and patient per hour: a paramedic reading the same record ten
   // times at the door is one review item, not ten. Marks made by a batch count only once it
   // commits (pending_marks), so a failed commit never suppresses a later alert. Keyed by a
-  // 64-bit FNV-1a hash of (user, patients, rule): nothing to allocate per record, and a
-  // collision (about one in 10^7 at the 200,000 marks kept) could only merge two alerts' hours.
+  // 64-bit FNV-1a hash of (user, patients, rule): nothing to allocate per record. A collision
+  // (any two of the at most 200,000 marks kept: about one chance in 10^9) could only suppress
+  // one alert for the rest of the other's hour.
   std::unordered_map<std::uint64_t, std::int64_t> alert_marks;  // key -> time of the last alert
   std::unordered_map<std::uint64_t, std::int64_t> pending_marks;
   static std::uint64_t fnv1a(std::uint64_t h, std::string_view s) {
