@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/app.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <stdexcept>
+#include <thread>
 
 #include "adapters/hl7v2/hl7v2_adapter.h"
 #include "adapters/plugin/plugin_adapter.h"
@@ -42,12 +44,18 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
   databases_ = std::make_unique<store::Databases>(std::move(*dbs));
 
   locator::SqliteLocatorOptions lo;
+  // Reads keep a CPU busy from start to end: one connection, and one pool thread, per CPU
+  // (see sqlite/blocking_pool.h for what more threads cost). Writes wait on the group commit,
+  // on threads of their own.
+  lo.read_connections = cfg_.locator_read_connections > 0
+                            ? static_cast<std::size_t>(cfg_.locator_read_connections)
+                            : std::clamp<std::size_t>(std::thread::hardware_concurrency(), 2, 16);
   lo.read_cache_mib = cfg_.locator_read_cache_mib;
   lo.mmap_mib = cfg_.locator_mmap_mib;
   auto loc = locator::open_sqlite_locator((std::filesystem::path(cfg_.data_dir) / "locator.db").string(), lo);
   if (!loc) throw std::runtime_error("cannot open the record locator: " + loc.issue().diagnostics);
   locator_ = std::move(*loc);
-  async_locator_ = std::make_unique<locator::AsyncLocator>(*locator_, lo.read_connections + 4);
+  async_locator_ = std::make_unique<locator::AsyncLocator>(*locator_, lo.read_connections, 4);
   for (const auto& s : cfg_.source_systems) {
     auto ok = locator_->upsert_source_system(locator::SourceSystem{s.ods_code, s.name, s.adapter, s.endpoint});
     if (!ok) throw std::runtime_error("cannot register source system " + s.ods_code + ": " + ok.issue().diagnostics);

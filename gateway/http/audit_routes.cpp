@@ -476,7 +476,7 @@ class AuditApi {
     const std::string reviewer = req.principal->subject;
     req.audit.note = "alert " + std::to_string(alert) + " reviewed: " + outcome + (note.empty() ? "" : " - " + note);
     auto run = [alert, reviewer, outcome, note](audit::Log& log) { return log.review_alert(alert, reviewer, outcome, note); };
-    auto done = co_await deps_.audit.call(run);
+    auto done = co_await deps_.audit.call_write(run);
     if (!done) co_return error_response(done.issue());
     Json out = Json::object();
     out.set("id", Json::integer(alert));
@@ -497,7 +497,7 @@ class AuditApi {
     req.audit.note = "record flagged for access alerts: " + reason;
     const std::string n = *nhs, by = req.principal->subject;
     auto run = [n, reason, by](audit::Log& log) { return log.flag_patient(n, reason, by); };
-    auto done = co_await deps_.audit.call(run);
+    auto done = co_await deps_.audit.call_write(run);
     if (!done) co_return error_response(done.issue());
     Json out = Json::object();
     out.set("nhsNumber", str(n));

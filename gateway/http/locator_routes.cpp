@@ -656,7 +656,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     }
     std::string acting = who.organisation;
     auto save = [acting, p](locator::Locator& l) { return l.put_pointer(acting, p); };
-    auto saved = co_await deps_.locator.call(save);
+    auto saved = co_await deps_.locator.call_write(save);
     if (!saved) co_return error_response(saved.issue(), req.format.pretty);
     req.audit.returned.push_back("DocumentReference/" + saved->id);
     Response r = with_version_headers(fhir_response(create ? 201 : 200, pointer_json(*saved, {}, false), req.format.pretty),
@@ -674,7 +674,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     if (!valid_id(id)) co_return error_response(Issue::make(ErrorCode::not_found, "No such DocumentReference"), req.format.pretty);
     std::string acting = who.organisation;
     auto remove = [acting, id](locator::Locator& l) { return l.delete_pointer(acting, id); };
-    auto done = co_await deps_.locator.call(remove);
+    auto done = co_await deps_.locator.call_write(remove);
     if (!done) co_return error_response(done.issue(), req.format.pretty);
     req.audit.returned.push_back("DocumentReference/" + id);
     Response r;

@@ -124,7 +124,7 @@ class RelationshipApi {
     const std::int64_t when = *at;
     req.audit.note = "encounter at " + org + " recorded";
     auto op = [acting, patient, org, when](locator::Locator& l) { return l.record_encounter(acting, patient, org, when); };
-    auto done = co_await deps_.locator.call(op);
+    auto done = co_await deps_.locator.call_write(op);
     if (!done) co_return error_response(done.issue(), req.format.pretty);
     co_return recorded("encounter at " + org + " recorded for legitimate-relationship checks", req);
   }
@@ -157,14 +157,14 @@ class RelationshipApi {
     req.audit.note = std::string(remove ? "care team member removed: " : "care team member recorded: ") + member;
     if (remove) {
       auto op = [acting, patient, member](locator::Locator& l) { return l.remove_care_team_member(acting, patient, member); };
-      auto done = co_await deps_.locator.call(op);
+      auto done = co_await deps_.locator.call_write(op);
       if (!done) co_return error_response(done.issue(), req.format.pretty);
       co_return recorded("care team member removed", req);
     }
     auto op = [acting, patient, member, until](locator::Locator& l) {
       return l.add_care_team_member(acting, patient, member, until);
     };
-    auto done = co_await deps_.locator.call(op);
+    auto done = co_await deps_.locator.call_write(op);
     if (!done) co_return error_response(done.issue(), req.format.pretty);
     co_return recorded("care team member recorded for legitimate-relationship checks", req);
   }

@@ -316,7 +316,10 @@ fhir::Result<Page<PatientRecord>> SqliteReader::search_patients(const PatientQue
   Snapshot snap(*this);
   if (!snap.begun()) return storage(snap.begun().issue());
   Page<PatientRecord> page;
-  {
+  // The total from a count only when the page cannot tell it: a page shorter than asked for,
+  // with at least one row or at the start, ends the matches, so offset + rows is the total in
+  // this snapshot (an identifier search, the common case, returns zero or one row).
+  const auto count_all = [&]() -> fhir::Status {
     auto count = cached("SELECT count(*) FROM patients p WHERE " + w.sql);
     if (!count) return std::move(count).issue();
     StatementUse c(**count);
@@ -324,9 +327,13 @@ fhir::Result<Page<PatientRecord>> SqliteReader::search_patients(const PatientQue
     auto row = c->step();
     if (!row) return storage(row.issue());
     page.total = *row ? c->column_int64(0) : 0;
-  }
+    return fhir::Ok{};
+  };
   const std::size_t limit = clamp_page(q.count);
-  if (limit == 0 || q.offset >= static_cast<std::size_t>(page.total)) return page;
+  if (limit == 0) {
+    if (auto s = count_all(); !s) return std::move(s).issue();
+    return page;
+  }
   std::vector<std::int64_t> pks;
   {
     auto list = cached("SELECT " + std::string(kPatientColumns) + " WHERE " + w.sql +
@@ -344,6 +351,10 @@ fhir::Result<Page<PatientRecord>> SqliteReader::search_patients(const PatientQue
       page.items.push_back(patient_from_row(*s));
     }
   }
+  if (page.items.size() < limit && (!page.items.empty() || q.offset == 0))
+    page.total = static_cast<std::int64_t>(q.offset + page.items.size());
+  else if (auto s = count_all(); !s)
+    return std::move(s).issue();
   for (std::size_t i = 0; i < pks.size(); ++i)
     if (auto s = fill_record(pks[i], page.items[i]); !s) return std::move(s).issue();
   return page;

@@ -3,7 +3,18 @@
 
 #include "gateway/sqlite/database.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
+
+#include <chrono>
+#include <future>
+#include <string>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "gateway/sqlite/blocking_pool.h"
 #include "gateway/sqlite/migrations.h"
 #include "gateway/store/databases.h"
 #include <fstream>
@@ -169,4 +180,43 @@ TEST_CASE("Databases: an unusable data directory is reported, not thrown") {
   auto dbs = gw::store::Databases::open((dir / "file" / "data").string());
   REQUIRE_FALSE(dbs.ok());
   CHECK(dbs.issue().diagnostics.find("cannot create data directory") != std::string::npos);
+}
+
+namespace {
+// A backend whose write blocks until a read has finished: on one shared set of threads the
+// read would queue behind it.
+struct GateBackend {
+  std::promise<void> read_finished;
+  std::shared_future<void> read_done = read_finished.get_future().share();
+};
+
+std::string this_thread_name() {
+  char name[32] = {};
+  pthread_getname_np(pthread_self(), name, sizeof name);
+  return name;
+}
+}  // namespace
+
+TEST_CASE("BlockingPool: a write waiting on its commit does not hold up reads") {
+  GateBackend backend;
+  gw::sqlite::BlockingPool<GateBackend> pool(backend, 1, 1);
+  boost::asio::io_context io;
+  std::string write_result, read_result;
+  auto write = [](GateBackend& b) -> fhir::Result<std::string> {
+    // Bounded: a read that never runs ends the wait (and fails the test) after 30 s.
+    if (b.read_done.wait_for(std::chrono::seconds(30)) != std::future_status::ready) return std::string("read never ran");
+    return this_thread_name();
+  };
+  auto read = [](GateBackend& b) -> fhir::Result<std::string> {
+    std::string name = this_thread_name();
+    b.read_finished.set_value();
+    return name;
+  };
+  boost::asio::co_spawn(io, [&]() -> boost::asio::awaitable<void> { write_result = *co_await pool.call_write(write); },
+                        boost::asio::detached);
+  boost::asio::co_spawn(io, [&]() -> boost::asio::awaitable<void> { read_result = *co_await pool.call(read); },
+                        boost::asio::detached);
+  io.run();
+  CHECK(read_result == "gw-storage");
+  CHECK(write_result == "gw-storage-wr");
 }

@@ -356,7 +356,20 @@ TEST_CASE_TEMPLATE("Locator: patient search by each parameter, with a stable ord
   CHECK(page.total == 4);
   CHECK(ids_of(page) == std::vector<std::string>{p4, p1});
   q.offset = 2;
-  CHECK(ids_of(search(q)) == std::vector<std::string>{p6, p2});
+  page = search(q);
+  CHECK(ids_of(page) == std::vector<std::string>{p6, p2});
+  CHECK(page.total == 4);  // a full last page: the total is counted
+  q.count = 3;
+  q.offset = 3;
+  page = search(q);
+  CHECK(ids_of(page) == std::vector<std::string>{p2});
+  CHECK(page.total == 4);  // a short last page ends the matches
+  q.count = 5;
+  q.offset = 0;
+  page = search(q);
+  CHECK(page.items.size() == 4);
+  CHECK(page.total == 4);  // one short page holds them all
+  q.count = 2;
   q.offset = 4;
   page = search(q);
   CHECK(page.items.empty());
