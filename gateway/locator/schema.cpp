@@ -159,6 +159,17 @@ DROP TABLE encounters;
 ALTER TABLE encounters_v4 RENAME TO encounters;
 )sql";
 
+// 5: a patient's identifiers read from the index alone. identifiers_patient held (patient) and,
+// as every index of a WITHOUT ROWID table, the key (value, system): reading a patient's
+// identifiers then looked each one up again in the table for source_ods, one more descent of
+// the largest b-tree per identifier, and sorted them. Keyed (patient, system, value,
+// source_ods), the read is one descent, already in order (Patient search: 27 -> 19 us of
+// read-thread CPU per search on 100,000 patients).
+const char* const kIdentifiersCovering = R"sql(
+DROP INDEX identifiers_patient;
+CREATE INDEX identifiers_patient ON identifiers(patient, system, value, source_ods);
+)sql";
+
 }  // namespace
 
 const std::vector<sqlite::Migration>& migrations() {
@@ -167,6 +178,7 @@ const std::vector<sqlite::Migration>& migrations() {
       {2, "record locator index", kIndex},
       {3, "care relationships", kCareRelationships},
       {4, "care relationship sources", kCareRelationshipSources},
+      {5, "patient identifiers covered by their index", kIdentifiersCovering},
   };
   return m;
 }

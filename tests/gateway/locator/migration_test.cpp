@@ -73,6 +73,14 @@ INSERT INTO encounters(patient, organisation_ods, at) VALUES (1, 'RX1', '1700000
   (1, 'RY2', '2026-01-01T10:00:00Z'), (1, 'RZ3', 'yesterday'), (1, 'RX1', '1700000000');
 )sql";
 
+// The same relationships as version 4 writes them (source_ods empty, as version 4 leaves the
+// rows of version 3): epoch seconds, no duplicate, nothing unreadable.
+const char* const kVersion4Rows = R"sql(
+INSERT INTO care_team VALUES (1, 'user-1', '2999-01-01', ''), (1, 'RX1', NULL, '');
+INSERT INTO encounters(patient, organisation_ods, at, source_ods) VALUES (1, 'RX1', 1700000000, ''),
+  (1, 'RY2', 1767261600, '');
+)sql";
+
 }  // namespace
 
 TEST_CASE("Locator migrations: numbered 1..N, starting with the file's gateway_info") {
@@ -98,7 +106,8 @@ TEST_CASE("Locator migrations: every earlier version upgrades to the latest sche
       REQUIRE(gw::sqlite::migrate(*db, first).ok());
       CHECK(*db->user_version() == start);
       if (start >= 2) REQUIRE(db->exec(kVersion2Rows).ok());
-      if (start >= 3) REQUIRE(db->exec(kVersion3Rows).ok());
+      if (start == 3) REQUIRE(db->exec(kVersion3Rows).ok());
+      if (start >= 4) REQUIRE(db->exec(kVersion4Rows).ok());
     }
     auto opened = SqliteLocator::open(path);
     REQUIRE(opened.ok());
@@ -133,6 +142,9 @@ TEST_CASE("Locator migrations: every earlier version upgrades to the latest sche
         CHECK(rec.care_team.empty());
         CHECK(rec.encounters.empty());
       }
+      REQUIRE(rec.identifiers.size() == 1);  // read through identifiers_patient (migration 5)
+      CHECK(rec.identifiers[0].value == "M-1");
+      CHECK(rec.identifiers[0].source == "RX1");
       CHECK(*l.lookup_identifier("https://trust.example.nhs.uk/Id/mrn", "M-1") == "p-old");
       CHECK(*l.lookup_identifier(kNhsNumberSystem, "9000000009") == "p-old");
       CHECK(*(*l.read_patient("p-retired"))->merged_into == "p-old");
@@ -174,4 +186,21 @@ TEST_CASE("Locator migrations: a file newer than this code is refused and left u
   CHECK(opened.issue().code == fhir::ErrorCode::not_ready);
   CHECK(opened.issue().diagnostics.find("newer") != std::string::npos);
   CHECK(version_of(path) == latest() + 1);
+}
+
+TEST_CASE("Locator schema: a patient's identifiers are read from their index alone, in order") {
+  // The reader's query (SqliteReader, identifiers_of): one descent of identifiers_patient, no
+  // lookup in the table and no sort (migration 5).
+  const std::string path = (gw::test::temp_dir("locator-plan") / "locator.db").string();
+  { REQUIRE(SqliteLocator::open(path).ok()); }
+  auto db = Database::open(path, Database::Mode::read_only);
+  REQUIRE(db.ok());
+  auto st = db->prepare(
+      "EXPLAIN QUERY PLAN SELECT system, value, source_ods FROM identifiers WHERE patient = ?1 ORDER BY system, value");
+  REQUIRE(st.ok());
+  std::string plan;
+  while (*st->step()) plan += st->column_text(3) + "\n";
+  CAPTURE(plan);
+  CHECK(plan.find("COVERING INDEX identifiers_patient") != std::string::npos);
+  CHECK(plan.find("TEMP B-TREE") == std::string::npos);
 }
