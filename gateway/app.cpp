@@ -43,13 +43,14 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
   if (!dbs) throw std::runtime_error("cannot open databases: " + dbs.issue().diagnostics);
   databases_ = std::make_unique<store::Databases>(std::move(*dbs));
 
-  locator::SqliteLocatorOptions lo;
   // Reads keep a CPU busy from start to end: one connection, and one pool thread, per CPU
-  // (see sqlite/blocking_pool.h for what more threads cost). Writes wait on the group commit,
-  // on threads of their own.
-  lo.read_connections = cfg_.locator_read_connections > 0
-                            ? static_cast<std::size_t>(cfg_.locator_read_connections)
-                            : std::clamp<std::size_t>(std::thread::hardware_concurrency(), 2, 16);
+  // (see sqlite/blocking_pool.h for what more threads cost), in locator.db and in store.db.
+  // Locator writes from the API wait on the group commit, on threads of their own.
+  const std::size_t readers = cfg_.read_connections > 0
+                                  ? static_cast<std::size_t>(cfg_.read_connections)
+                                  : std::clamp<std::size_t>(std::thread::hardware_concurrency(), 2, 16);
+  locator::SqliteLocatorOptions lo;
+  lo.read_connections = readers;
   lo.read_cache_mib = cfg_.locator_read_cache_mib;
   lo.mmap_mib = cfg_.locator_mmap_mib;
   auto loc = locator::open_sqlite_locator((std::filesystem::path(cfg_.data_dir) / "locator.db").string(), lo);
@@ -61,10 +62,12 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
     if (!ok) throw std::runtime_error("cannot register source system " + s.ods_code + ": " + ok.issue().diagnostics);
   }
   open_audit();
-  auto st = store::Store::open((std::filesystem::path(cfg_.data_dir) / "store.db").string());
+  store::StoreOptions so;
+  so.readers = readers;
+  auto st = store::Store::open((std::filesystem::path(cfg_.data_dir) / "store.db").string(), so);
   if (!st) throw std::runtime_error("cannot open the message store: " + st.issue().diagnostics);
   store_ = std::move(*st);
-  async_store_ = std::make_unique<store::AsyncStore>(*store_, 6);
+  async_store_ = std::make_unique<store::AsyncStore>(*store_, readers);  // reads only: ingest writes the store
   {
     std::map<std::string, std::string> sources;
     for (const auto& s : cfg_.source_systems) sources[s.name] = s.ods_code;

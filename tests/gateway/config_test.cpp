@@ -236,15 +236,15 @@ identifier_system_base = "https://trust.example/id"
                                    "[[source_systems]]\nods_code = \"B\"\nname = \"same\"\n").key() == "source_systems[1].name");
   CHECK(expect_error(tls_lines() + "[store]\ningest_threads = 0\n").key() == "store.ingest_threads");
   // The locator's read connections.
-  CHECK(load_config(write_config(tls_lines())).locator_read_connections == 0);  // one per CPU
+  CHECK(load_config(write_config(tls_lines())).read_connections == 0);  // one per CPU
   auto st = load_config(write_config(
-      tls_lines() + "[storage]\nlocator_read_connections = 3\nlocator_read_cache_mib = 256\nlocator_mmap_mib = 1024\n"));
-  CHECK(st.locator_read_connections == 3);
+      tls_lines() + "[storage]\nread_connections = 3\nlocator_read_cache_mib = 256\nlocator_mmap_mib = 1024\n"));
+  CHECK(st.read_connections == 3);
   CHECK(st.locator_read_cache_mib == 256);
   CHECK(st.locator_mmap_mib == 1024);
   CHECK(expect_error(tls_lines() + "[storage]\nlocator_mmap_mib = -1\n").key() == "storage.locator_mmap_mib");
-  CHECK(expect_error(tls_lines() + "[storage]\nlocator_read_connections = 65\n").key() ==
-        "storage.locator_read_connections");
+  CHECK(expect_error(tls_lines() + "[storage]\nread_connections = 65\n").key() ==
+        "storage.read_connections");
   CHECK(expect_error(tls_lines() + "[storage]\nlocator_read_cache_mib = 0\n").key() ==
         "storage.locator_read_cache_mib");
 }
