@@ -51,9 +51,12 @@ fhir::Result<Database> Database::open(const std::string& path, Mode mode) {
   return d;
 }
 
-// Prepared statements by SQL text. Entries are never erased while the connection is open, so
-// the `in_use` flag a borrowed Statement points at stays valid (unordered_map nodes do not move).
+// Prepared statements by SQL text. An entry in use is never erased, so the `in_use` flag a
+// borrowed Statement points at stays valid (unordered_map nodes do not move). Bounded: texts
+// built from a request (a search's shape) could otherwise grow it without end; when full, the
+// entries not in use are finalized and the cache refills with what is asked for next.
 struct Database::Cache {
+  static constexpr std::size_t kMaxEntries = 256;
   struct Entry {
     sqlite3_stmt* stmt = nullptr;
     bool in_use = false;
@@ -117,6 +120,12 @@ fhir::Result<Statement> Database::cached(std::string_view sql) {
   if (!cache_) return prepare(sql);
   auto it = cache_->entries.find(sql);
   const bool added = it == cache_->entries.end();
+  if (added && cache_->entries.size() >= Cache::kMaxEntries)
+    std::erase_if(cache_->entries, [](auto& kv) {
+      if (kv.second.in_use) return false;
+      sqlite3_finalize(kv.second.stmt);
+      return true;
+    });
   if (added) it = cache_->entries.try_emplace(std::string(sql)).first;
   Cache::Entry& e = it->second;
   if (added) {
@@ -132,6 +141,8 @@ fhir::Result<Statement> Database::cached(std::string_view sql) {
   e.in_use = true;
   return Statement(e.stmt, db_, &e.in_use);
 }
+
+std::size_t Database::cached_count() const { return cache_ ? cache_->entries.size() : 0; }
 
 fhir::Status Database::run_cached(std::string_view sql) {
   auto st = cached(sql);

@@ -40,8 +40,10 @@ class Database {
   // given text prepares it, later calls reuse it (parsing and planning cost more than many
   // statements take to run). When the handle is destroyed the statement is reset and its
   // bindings cleared, not finalized. A text whose cached statement is still in use (a nested
-  // use of the same statement) gets a fresh one. Use for statements run again and again.
+  // use of the same statement) gets a fresh one. Use for statements run again and again;
+  // the cache keeps at most 256 texts (see Cache), so texts built per request are safe too.
   fhir::Result<Statement> cached(std::string_view sql);
+  std::size_t cached_count() const;  // statements in the cache now
   // Runs one statement without results through cached(): for BEGIN, SAVEPOINT, COMMIT and
   // the like on hot paths.
   fhir::Status run_cached(std::string_view sql);

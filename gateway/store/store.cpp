@@ -364,7 +364,7 @@ fhir::Result<std::vector<StoredMessage>> Store::list_messages(const MessageQuery
   if (q.status) sql += " AND status = ?";
   if (!q.source.empty()) sql += " AND source = ?";
   sql += " ORDER BY id LIMIT ?";
-  auto st = lease.db().prepare(sql);
+  auto st = lease.db().cached(sql);
   if (!st) return std::move(st).issue();
   int i = 1;
   st->bind(i++, q.after_id);
@@ -402,7 +402,7 @@ fhir::Result<Store::MessageCounts> Store::message_counts() {
 
 fhir::Result<std::optional<StoredResource>> Store::read(const std::string& type, const std::string& id) {
   State::Lease lease(*s_);
-  auto st = lease.db().prepare(
+  auto st = lease.db().cached(
       "SELECT type, id, patient_id, source, version, last_updated_ms, json FROM resource WHERE type = ? AND id = ?");
   if (!st) return std::move(st).issue();
   st->bind(1, type).bind(2, id);
@@ -432,7 +432,7 @@ fhir::Result<ResourcePage> Store::search(const ResourceQuery& q) {
     sql += "))";
   }
   sql += " ORDER BY r.date_begin DESC NULLS LAST, r.id LIMIT ?";
-  auto st = lease.db().prepare(sql);
+  auto st = lease.db().cached(sql);  // a few shapes (patients merged, codes given): parsed once
   if (!st) return std::move(st).issue();
   int i = 1;
   st->bind(i++, q.type);

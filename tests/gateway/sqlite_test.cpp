@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <chrono>
 #include <future>
 #include <string>
@@ -88,6 +89,35 @@ TEST_CASE("Migrations: a database newer than the code is refused") {
   auto r = migrate(*db, {{1, "a", "SELECT 1;"}});
   REQUIRE_FALSE(r.ok());
   CHECK(r.issue().diagnostics.find("newer than this gateway") != std::string::npos);
+}
+
+TEST_CASE("SQLite: the statement cache is bounded, and a statement in use survives its eviction") {
+  auto db = Database::open((gw::test::temp_dir("sqlite-cache-bound") / "b.db").string());
+  REQUIRE(db.ok());
+  REQUIRE(db->exec("CREATE TABLE t(x INTEGER); INSERT INTO t VALUES (1), (2), (3);").ok());
+  // Held across the evictions below, mid-read.
+  auto held = db->cached("SELECT x FROM t ORDER BY x");
+  REQUIRE(held.ok());
+  REQUIRE(*held->step());
+  CHECK(held->column_int64(0) == 1);
+  // Texts built per request (a search's shape): 1,000 different ones.
+  std::size_t most = 0;
+  for (int i = 0; i < 1000; ++i) {
+    auto st = db->cached("SELECT x FROM t WHERE x > " + std::to_string(i));
+    REQUIRE(st.ok());
+    CHECK(*st->step() == (i < 3));  // rows only while some x is above i
+    most = std::max(most, db->cached_count());
+  }
+  CHECK(most <= 256);
+  CHECK(db->cached_count() >= 1);
+  // The held statement kept its place.
+  REQUIRE(*held->step());
+  CHECK(held->column_int64(0) == 2);
+  // And a text evicted earlier is prepared again and answers.
+  auto again = db->cached("SELECT x FROM t WHERE x > 0");
+  REQUIRE(again.ok());
+  REQUIRE(*again->step());
+  CHECK(again->column_int64(0) == 1);
 }
 
 TEST_CASE("SQLite: cached statements are reused, reset on release, and never shared by nested uses") {
