@@ -92,20 +92,12 @@ class ClinicalApi {
       return fhir_response(200, fhir::make_searchset(deps_.locator.base_url, *parsed, std::move(none), now_ms()),
                            req.format.pretty);
     };
-    if (by_identifier) {
-      locator::Identifier idf = *by_identifier;
-      auto lookup = [idf](locator::Locator& l) { return l.lookup_identifier(idf.system, idf.value); };
-      auto found = co_await deps_.locator.locator.call(lookup);
-      if (!found) co_return error_response(found.issue(), req.format.pretty);
-      if (!*found) {
-        auto bg = gate_.maybe_break_glass(req, "");  // judged the same way: no oracle
-        if (!bg) co_return error_response(bg.issue(), req.format.pretty);
-        co_return empty();
-      }
-      patient_id = **found;
-    }
     const Issue hidden = Issue::make(ErrorCode::not_found, "no such patient");
-    auto access = co_await gate_.patient_access(req, patient_id, hidden);
+    fhir::Result<PatientGate::PatientAccess> access = hidden;
+    if (by_identifier)
+      access = co_await gate_.patient_access_by_identifier(req, *by_identifier, hidden);
+    else
+      access = co_await gate_.patient_access(req, patient_id, hidden);
     if (!access) {
       if (access.issue().code == ErrorCode::not_found) co_return empty();
       co_return error_response(access.issue(), req.format.pretty);

@@ -242,6 +242,10 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
                                                         const Issue& hidden) {
     return gate_.patient_access(req, patient_id, hidden);
   }
+  awaitable<fhir::Result<PatientAccess>> patient_access_by_identifier(Request& req, const locator::Identifier& id,
+                                                                      const Issue& hidden) {
+    return gate_.patient_access_by_identifier(req, id, hidden);
+  }
   static void note_patient(Request& req, const locator::PatientRecord& rec) { PatientGate::note_patient(req, rec); }
   static void note_basis(Request& req, const auth::Decision& d) { PatientGate::note_basis(req, d); }
 
@@ -404,19 +408,10 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     t.code = std::string(source->substr(source->find('|') + 1));
     auto ident = identifier_from_token(t, "sourceIdentifier");
     if (!ident) co_return error_response(ident.issue(), req.format.pretty);
-    locator::Identifier idf = std::move(*ident);
-    auto lookup = [idf](locator::Locator& l) { return l.lookup_identifier(idf.system, idf.value); };
-    auto found = co_await deps_.locator.call(lookup);
-    if (!found) co_return error_response(found.issue(), req.format.pretty);
-    Issue not_found = Issue::make(ErrorCode::not_found, "sourceIdentifier Patient Identifier not found", "sourceIdentifier");
-    if (!*found) {
-      // A break-glass request is judged the same way for unknown patients: no oracle.
-      auto bg = maybe_break_glass(req, "");
-      if (!bg) co_return error_response(bg.issue(), req.format.pretty);
-      co_return error_response(not_found, req.format.pretty);
-    }
-    const std::string pid = **found;
-    auto access = co_await patient_access(req, pid, not_found);
+    const locator::Identifier idf = std::move(*ident);
+    const Issue not_found =
+        Issue::make(ErrorCode::not_found, "sourceIdentifier Patient Identifier not found", "sourceIdentifier");
+    auto access = co_await patient_access_by_identifier(req, idf, not_found);
     if (!access) co_return error_response(access.issue(), req.format.pretty);
     const auth::Decision& d = access->decision;
     const auto& p = access->judged;
@@ -508,20 +503,12 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       none.total = 0;
       return fhir_response(200, fhir::make_searchset(deps_.base_url, *parsed, std::move(none), now_ms()), req.format.pretty);
     };
-    if (by_identifier) {
-      locator::Identifier idf = *by_identifier;
-      auto lookup = [idf](locator::Locator& l) { return l.lookup_identifier(idf.system, idf.value); };
-      auto found = co_await deps_.locator.call(lookup);
-      if (!found) co_return error_response(found.issue(), req.format.pretty);
-      if (!*found) {
-        auto bg = maybe_break_glass(req, "");
-        if (!bg) co_return error_response(bg.issue(), req.format.pretty);
-        co_return empty();
-      }
-      patient_id = **found;
-    }
     const Issue hidden = Issue::make(ErrorCode::not_found, "no such patient");
-    auto access = co_await patient_access(req, patient_id, hidden);
+    fhir::Result<PatientGate::PatientAccess> access = hidden;
+    if (by_identifier)
+      access = co_await patient_access_by_identifier(req, *by_identifier, hidden);
+    else
+      access = co_await patient_access(req, patient_id, hidden);
     if (!access) {
       // Unknown and hidden patients: the same empty Bundle.
       if (access.issue().code == ErrorCode::not_found) co_return empty();
@@ -529,7 +516,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     }
     const locator::PatientRecord& patient = access->judged;
     const auth::Decision& d = access->decision;
-    const std::string pid = patient_id;  // pointers_for follows merges to the survivor
+    const std::string pid = access->asked.id;  // pointers_for follows merges to the survivor
     auto list_pointers = [pid](locator::Locator& l) { return l.pointers_for(pid); };
     auto pointers = co_await deps_.locator.call(list_pointers);
     if (!pointers) co_return error_response(pointers.issue(), req.format.pretty);

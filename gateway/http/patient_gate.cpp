@@ -67,7 +67,33 @@ awaitable<fhir::Result<PatientGate::PatientAccess>> PatientGate::patient_access(
   auto rec = co_await deps_.locator.call(read);
   if (!rec) co_return rec.issue();
   if (!*rec) co_return hidden;
-  PatientAccess a{std::move(**rec), {}, {}};
+  locator::PatientRecord asked = std::move(**rec);
+  co_return co_await judge(req, asked, hidden);
+}
+
+// One locator call for both steps: a thread hand-off fewer than a lookup and then
+// patient_access. The break-glass request is judged for the patient found, or for nobody.
+awaitable<fhir::Result<PatientGate::PatientAccess>> PatientGate::patient_access_by_identifier(
+    Request& req, const locator::Identifier& identifier, const Issue& hidden) {
+  const locator::Identifier idf = identifier;
+  auto find = [idf](locator::Locator& l) -> fhir::Result<std::optional<locator::PatientRecord>> {
+    auto found = l.lookup_identifier(idf.system, idf.value);
+    if (!found) return std::move(found).issue();
+    if (!*found) return std::optional<locator::PatientRecord>();
+    return l.read_patient(**found);
+  };
+  auto rec = co_await deps_.locator.call(find);
+  if (!rec) co_return rec.issue();
+  auto bg = maybe_break_glass(req, *rec ? (*rec)->id : std::string());
+  if (!bg) co_return bg.issue();
+  if (!*rec) co_return hidden;
+  locator::PatientRecord asked = std::move(**rec);
+  co_return co_await judge(req, asked, hidden);
+}
+
+awaitable<fhir::Result<PatientGate::PatientAccess>> PatientGate::judge(Request& req, locator::PatientRecord& asked,
+                                                                       const Issue& hidden) {
+  PatientAccess a{std::move(asked), {}, {}};
   a.judged = a.asked;
   if (a.asked.merged_into) {
     const std::string survivor = *a.asked.merged_into;

@@ -38,6 +38,11 @@ class PatientGate {
   };
   boost::asio::awaitable<fhir::Result<PatientAccess>> patient_access(Request& req, const std::string& patient_id,
                                                                      const fhir::Issue& hidden);
+  // The same for the patient an identifier names, looked up and read in one locator call. An
+  // unknown identifier gives `hidden` too, after a break-glass request was judged for nobody,
+  // so the answers cannot tell unknown from hidden either.
+  boost::asio::awaitable<fhir::Result<PatientAccess>> patient_access_by_identifier(
+      Request& req, const locator::Identifier& identifier, const fhir::Issue& hidden);
 
   // Adds the patient's NHS number to the request's audit record.
   static void note_patient(Request& req, const locator::PatientRecord& rec);
@@ -45,6 +50,9 @@ class PatientGate {
   static void note_basis(Request& req, const auth::Decision& d);
 
  private:
+  // The decision on a record read: a retired one judged by its survivor; `asked` is moved from.
+  boost::asio::awaitable<fhir::Result<PatientAccess>> judge(Request& req, locator::PatientRecord& asked,
+                                                            const fhir::Issue& hidden);
   const LocatorRouteDeps& deps_;
 };
 
