@@ -24,8 +24,6 @@ namespace {
 using fhir::ErrorCode;
 using fhir::Issue;
 
-constexpr std::size_t kMaxCachedShapes = 128;
-
 fhir::Issue storage(const fhir::Issue& cause) {
   return Issue::make(ErrorCode::internal_error, "record locator storage error: " + cause.diagnostics);
 }
@@ -303,14 +301,6 @@ fhir::Result<std::optional<std::string>> SqliteReader::lookup_identifier(std::st
   return follow_merges(std::move(survivor));
 }
 
-fhir::Result<sqlite::Statement*> SqliteReader::cached(const std::string& sql) {
-  if (auto it = search_cache_.find(sql); it != search_cache_.end()) return &it->second;
-  if (search_cache_.size() >= kMaxCachedShapes) search_cache_.clear();
-  auto st = db_.prepare(sql);
-  if (!st) return storage(st.issue());
-  return &search_cache_.emplace(sql, std::move(*st)).first->second;
-}
-
 fhir::Result<Page<PatientRecord>> SqliteReader::search_patients(const PatientQuery& q) {
   const Where w = where_for(q);
   Snapshot snap(*this);
@@ -320,9 +310,9 @@ fhir::Result<Page<PatientRecord>> SqliteReader::search_patients(const PatientQue
   // with at least one row or at the start, ends the matches, so offset + rows is the total in
   // this snapshot (an identifier search, the common case, returns zero or one row).
   const auto count_all = [&]() -> fhir::Status {
-    auto count = cached("SELECT count(*) FROM patients p WHERE " + w.sql);
-    if (!count) return std::move(count).issue();
-    StatementUse c(**count);
+    // Search shapes come from the statement cache (sqlite::Database::cached, bounded).
+    auto c = db_.cached("SELECT count(*) FROM patients p WHERE " + w.sql);
+    if (!c) return storage(c.issue());
     bind_params(*c, w.params);
     auto row = c->step();
     if (!row) return storage(row.issue());
@@ -336,10 +326,9 @@ fhir::Result<Page<PatientRecord>> SqliteReader::search_patients(const PatientQue
   }
   std::vector<std::int64_t> pks;
   {
-    auto list = cached("SELECT " + std::string(kPatientColumns) + " WHERE " + w.sql +
-                       " ORDER BY p.family_norm, p.given_norm, p.id LIMIT ? OFFSET ?");
-    if (!list) return std::move(list).issue();
-    StatementUse s(**list);
+    auto s = db_.cached("SELECT " + std::string(kPatientColumns) + " WHERE " + w.sql +
+                        " ORDER BY p.family_norm, p.given_norm, p.id LIMIT ? OFFSET ?");
+    if (!s) return storage(s.issue());
     bind_params(*s, w.params);
     const int n = static_cast<int>(w.params.size());
     s->bind(n + 1, static_cast<std::int64_t>(limit)).bind(n + 2, static_cast<std::int64_t>(q.offset));

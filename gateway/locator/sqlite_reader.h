@@ -9,7 +9,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -44,11 +43,9 @@ class SqliteReader {
   fhir::Result<std::optional<std::pair<std::int64_t, std::string>>> final_patient(std::string id);
   fhir::Result<std::optional<std::string>> follow_merges(std::string id);
   fhir::Status fill_record(std::int64_t pk, PatientRecord& rec);
-  fhir::Result<sqlite::Statement*> cached(const std::string& sql);
 
   sqlite::Database db_;
   std::vector<sqlite::Statement> statements_;  // indexed by R
-  std::unordered_map<std::string, sqlite::Statement> search_cache_;  // by SQL shape
 };
 
 }  // namespace gw::locator
