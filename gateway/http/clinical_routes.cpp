@@ -93,11 +93,7 @@ class ClinicalApi {
                            req.format.pretty);
     };
     const Issue hidden = Issue::make(ErrorCode::not_found, "no such patient");
-    fhir::Result<PatientGate::PatientAccess> access = hidden;
-    if (by_identifier)
-      access = co_await gate_.patient_access_by_identifier(req, *by_identifier, hidden);
-    else
-      access = co_await gate_.patient_access(req, patient_id, hidden);
+    auto access = co_await gate_.patient_access_to(req, by_identifier, patient_id, hidden);
     if (!access) {
       if (access.issue().code == ErrorCode::not_found) co_return empty();
       co_return error_response(access.issue(), req.format.pretty);

@@ -242,10 +242,6 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
                                                         const Issue& hidden) {
     return gate_.patient_access(req, patient_id, hidden);
   }
-  awaitable<fhir::Result<PatientAccess>> patient_access_by_identifier(Request& req, const locator::Identifier& id,
-                                                                      const Issue& hidden) {
-    return gate_.patient_access_by_identifier(req, id, hidden);
-  }
   static void note_patient(Request& req, const locator::PatientRecord& rec) { PatientGate::note_patient(req, rec); }
   static void note_basis(Request& req, const auth::Decision& d) { PatientGate::note_basis(req, d); }
 
@@ -411,7 +407,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     const locator::Identifier idf = std::move(*ident);
     const Issue not_found =
         Issue::make(ErrorCode::not_found, "sourceIdentifier Patient Identifier not found", "sourceIdentifier");
-    auto access = co_await patient_access_by_identifier(req, idf, not_found);
+    auto access = co_await gate_.patient_access_by_identifier(req, idf, not_found);
     if (!access) co_return error_response(access.issue(), req.format.pretty);
     const auth::Decision& d = access->decision;
     const auto& p = access->judged;
@@ -504,11 +500,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       return fhir_response(200, fhir::make_searchset(deps_.base_url, *parsed, std::move(none), now_ms()), req.format.pretty);
     };
     const Issue hidden = Issue::make(ErrorCode::not_found, "no such patient");
-    fhir::Result<PatientGate::PatientAccess> access = hidden;
-    if (by_identifier)
-      access = co_await patient_access_by_identifier(req, *by_identifier, hidden);
-    else
-      access = co_await patient_access(req, patient_id, hidden);
+    auto access = co_await gate_.patient_access_to(req, by_identifier, patient_id, hidden);
     if (!access) {
       // Unknown and hidden patients: the same empty Bundle.
       if (access.issue().code == ErrorCode::not_found) co_return empty();

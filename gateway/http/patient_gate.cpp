@@ -91,6 +91,13 @@ awaitable<fhir::Result<PatientGate::PatientAccess>> PatientGate::patient_access_
   co_return co_await judge(req, asked, hidden);
 }
 
+awaitable<fhir::Result<PatientGate::PatientAccess>> PatientGate::patient_access_to(
+    Request& req, const std::optional<locator::Identifier>& by_identifier, const std::string& patient_id,
+    const Issue& hidden) {
+  if (by_identifier) co_return co_await patient_access_by_identifier(req, *by_identifier, hidden);
+  co_return co_await patient_access(req, patient_id, hidden);
+}
+
 awaitable<fhir::Result<PatientGate::PatientAccess>> PatientGate::judge(Request& req, locator::PatientRecord& asked,
                                                                        const Issue& hidden) {
   PatientAccess a{std::move(asked), {}, {}};

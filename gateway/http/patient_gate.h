@@ -7,6 +7,7 @@
 // routes and by the clinical routes over store.db.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
@@ -43,6 +44,11 @@ class PatientGate {
   // so the answers cannot tell unknown from hidden either.
   boost::asio::awaitable<fhir::Result<PatientAccess>> patient_access_by_identifier(
       Request& req, const locator::Identifier& identifier, const fhir::Issue& hidden);
+  // For routes that name their patient either way (patient={id} or patient:identifier=...):
+  // by the identifier when there is one, else by the id.
+  boost::asio::awaitable<fhir::Result<PatientAccess>> patient_access_to(
+      Request& req, const std::optional<locator::Identifier>& by_identifier, const std::string& patient_id,
+      const fhir::Issue& hidden);
 
   // Adds the patient's NHS number to the request's audit record.
   static void note_patient(Request& req, const locator::PatientRecord& rec);
