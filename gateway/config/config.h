@@ -135,7 +135,7 @@ struct Config {
   PlainHttpConfig http;
   Limits limits;
   std::string data_dir = "data";
-  std::int64_t read_connections = 0;  // read connections (and threads) of locator.db and of store.db (0: the CPUs, 2-16)
+  std::int64_t read_connections = 0;  // read connections (and threads) of locator.db and of store.db, 1-64 (0: one per CPU, 2-16)
   std::int64_t locator_read_cache_mib = 64;  // page cache of each locator read connection
   std::int64_t locator_mmap_mib = 0;         // memory-mapped locator reads per connection (0: off)
   std::string log_level = "info";
