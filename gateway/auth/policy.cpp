@@ -90,6 +90,12 @@ std::optional<Decision> role_denies(const RolePolicy* role, const Principal& p, 
   if (p.kind == Principal::Kind::user && !role->requires_relationship) {
     return deny(role_text("user tokens may not hold the system-only role", *role));
   }
+  // And the mirror: system/ scopes make a backend-service principal, which needs no
+  // relationship, so they may come only with a role that needs none. A user role with
+  // system/ scopes would otherwise read every record.
+  if (p.kind == Principal::Kind::system && role->requires_relationship) {
+    return deny(role_text("system/ scopes may not be used with a user role", *role));
+  }
   if (type == kAuditEvent) {
     if (!role->audit_access) return deny(role_text("no audit access", *role));
     if (i != Interaction::read && i != Interaction::search) {
@@ -375,6 +381,7 @@ Decision Policy::authorise_patient(const Principal& p, const PatientFacts& facts
   if (!r->clinical) return deny(role_text("patient data not permitted", *r));
   const bool user = p.kind == Principal::Kind::user;
   if (user && !r->requires_relationship) return deny(role_text("user tokens may not hold the system-only role", *r));
+  if (!user && r->requires_relationship) return deny(role_text("system/ scopes may not be used with a user role", *r));
 
   // The grant is re-checked here on every request it covers, whatever the caller looked up:
   // same user, same patient, not expired, a reason still configured, a role still allowed it.

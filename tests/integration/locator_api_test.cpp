@@ -381,14 +381,21 @@ TEST_CASE("Locator API: authorisation matrix has zero disclosures beyond the pol
 
   int allowed_expected = 0, disclosures_beyond = 0, denied_wrongly = 0, cases = 0;
   std::vector<HttpResponse> responses;
-  for (const auto& role : policy.config().roles) {
-    TokenClaims c = clinician_at("A81001", "matrix-" + role.name);
+  // Every role with user/ scopes and with system/ scopes: system/ scopes make a backend-service
+  // principal, which only a role without the relationship rule may be (and the reverse).
+  for (const auto& role : policy.config().roles)
+  for (const bool system_scopes : {false, true}) {
+    // Its own user and client for each pass, so that the rate limits never answer for the policy.
+    TokenClaims c = clinician_at("A81001", "matrix-" + role.name + (system_scopes ? "-system" : "-user"));
+    c.client_id = c.sub;
     c.role = role.claim_values.front();
-    c.scope = role.name == "system" ? "system/*.cruds" : "user/*.cruds";
+    c.scope = system_scopes ? "system/*.cruds" : "user/*.cruds";
+    const bool context_ok = role.requires_relationship != system_scopes;
     for (const auto& st : states) {
       for (const auto& in : interactions) {
         ++cases;
         CAPTURE(role.name);
+        CAPTURE(c.scope);
         CAPTURE(st.name);
         CAPTURE(in.name);
         // The oracle, from the role table alone.
@@ -400,7 +407,7 @@ TEST_CASE("Locator API: authorisation matrix has zero disclosures beyond the pol
         const bool relationship = st.related || !role.requires_relationship;
         const bool include_param = in.name == "_include" || in.name == "_revinclude";  // refused outright
         const bool may_see_sexual = has(role.sensitive_categories, "sexual-health");
-        bool may_disclose = st.exists && type_ok && relationship && !st.objection && !include_param;
+        bool may_disclose = st.exists && context_ok && type_ok && relationship && !st.objection && !include_param;
         if (in.name == "pointer-search" && st.name == "sensitive") may_disclose = may_disclose && may_see_sexual;
         if (in.name == "pointer-search" && (st.name == "objection" || st.name == "no-relationship" || st.name == "unknown"))
           may_disclose = false;  // those patients have no pointers to show anyway
@@ -431,7 +438,7 @@ TEST_CASE("Locator API: authorisation matrix has zero disclosures beyond the pol
       }
     }
   }
-  CHECK(cases == static_cast<int>(policy.config().roles.size() * states.size() * interactions.size()));
+  CHECK(cases == static_cast<int>(2 * policy.config().roles.size() * states.size() * interactions.size()));
   CHECK(allowed_expected > 0);  // the matrix exercises real access, not only refusals
   CHECK(disclosures_beyond == 0);
   CHECK(denied_wrongly == 0);

@@ -170,6 +170,24 @@ TEST_CASE("Policy: a user token holding the system-only role gets nothing") {
   CHECK_FALSE(bg.ok());
 }
 
+TEST_CASE("Policy: system/ scopes with a user role get nothing (no relationship bypass)") {
+  auto policy = make_default();
+  for (const char* claim : {"clinician", "paramedic", "social-care-practitioner"}) {
+    CAPTURE(claim);
+    auto p = user(claim, "system/*.rs");
+    p.kind = Principal::Kind::system;  // as the authenticator makes a token whose scopes are all system/
+    auto d = policy.authorise_type(p, "Patient", Interaction::read);
+    CHECK_FALSE(d.allowed);
+    CHECK(contains(d.reason, "system/ scopes may not be used with a user role"));
+    CHECK_FALSE(policy.authorise_search(p, "Patient", {{"gender", "female"}}).allowed);
+    // Even where a user of that role would have a relationship, the system principal gets no basis.
+    CHECK_FALSE(policy.authorise_patient(p, registered_at("RX1"), "p-1", nullptr, kNow).allowed);
+  }
+  // The system role itself, with system/ scopes, is unaffected.
+  CHECK(policy.authorise_type(system_client(), "Patient", Interaction::read).allowed);
+  CHECK(policy.authorise_patient(system_client(), PatientFacts{}, "p-1", nullptr, kNow).allowed);
+}
+
 TEST_CASE("Policy: AuditEvent is the IG view, read-only, for roles with audit access") {
   auto policy = make_default();
   auto ig = user("R0001", "user/AuditEvent.rs");
