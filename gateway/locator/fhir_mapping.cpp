@@ -89,7 +89,9 @@ fhir::Status read_verification(const Json& identifier, const std::string& expr, 
   return fhir::Ok{};
 }
 
-fhir::Status read_identifiers(const Json& patient, std::string_view source_ods, IdentityClaim& claim) {
+// Identifiers without both a system and a value cannot be indexed; `unusable` counts them.
+fhir::Status read_identifiers(const Json& patient, std::string_view source_ods, IdentityClaim& claim,
+                              std::size_t& unusable) {
   auto ids = read_array(patient, "identifier", "Patient.identifier");
   if (!ids) return std::move(ids).issue();
   if (*ids == nullptr) return fhir::Ok{};
@@ -104,7 +106,10 @@ fhir::Status read_identifiers(const Json& patient, std::string_view source_ods, 
     std::string system, value;
     if (auto s = read_string(id, "system", dot(e, "system"), kMaxUriBytes, system); !s) return s;
     if (auto s = read_string(id, "value", dot(e, "value"), kMaxTextBytes, value); !s) return s;
-    if (system.empty() || value.empty()) continue;  // not indexable
+    if (system.empty() || value.empty()) {  // not indexable
+      ++unusable;
+      continue;
+    }
     if (system == kNhsNumberSystem) {
       if (have_nhs && value != claim.demographics.nhs_number)
         return Issue::make(ErrorCode::invalid_resource, "a Patient carries at most one NHS number", e);
@@ -244,7 +249,8 @@ fhir::Result<IdentityClaim> identity_from_patient(const Json& patient, std::stri
   IdentityClaim claim;
   claim.source_ods = std::string(source_ods);
   Demographics& d = claim.demographics;
-  if (auto s = read_identifiers(patient, source_ods, claim); !s) return std::move(s).issue();
+  std::size_t unusable = 0;
+  if (auto s = read_identifiers(patient, source_ods, claim, unusable); !s) return std::move(s).issue();
   if (auto s = read_name(patient, d); !s) return std::move(s).issue();
   if (auto s = read_string(patient, "birthDate", "Patient.birthDate", kMaxCodeBytes, d.birth_date); !s)
     return std::move(s).issue();
@@ -263,6 +269,15 @@ fhir::Result<IdentityClaim> identity_from_patient(const Json& patient, std::stri
                        "Patient.deceasedDateTime");
   if (auto s = read_postcode(patient, d); !s) return std::move(s).issue();
   if (auto s = read_gp(patient, d); !s) return std::move(s).issue();
+  // With nothing to match on, every later claim for the same person would make yet another
+  // record (an NHS number that fails its check is still kept: it is matched as received by
+  // nothing, but it is the source's assertion).
+  if (d.nhs_number.empty() && claim.identifiers.empty()) {
+    std::string why = "the Patient has no identifier the index can match on: give an NHS number (system ";
+    why.append(kNhsNumberSystem).append(") or a local identifier with both system and value");
+    if (unusable > 0) why.append("; ").append(std::to_string(unusable)).append(" identifier(s) without a system or value");
+    return Issue::make(ErrorCode::missing_value, std::move(why), "Patient.identifier");
+  }
   return claim;
 }
 

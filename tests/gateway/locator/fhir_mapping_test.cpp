@@ -134,7 +134,8 @@ TEST_CASE("FHIR mapping: Patient elements are read as UK Core says") {
   CHECK(d.gp_practice_ods == "B86001");
 
   auto usual = identity_from_patient(
-      parse(R"({"resourceType":"Patient","name":[{"family":"First"},{"use":"usual","family":"Usual"}],
+      parse(R"({"resourceType":"Patient","identifier":[{"system":"https://rx1.example.nhs.uk/mrn","value":"U1"}],
+                "name":[{"family":"First"},{"use":"usual","family":"Usual"}],
                 "address":[{"postalCode":"M1 1AA"}],"deceasedDateTime":"2020-01-02T03:04:05Z"})"),
       "RX1");
   REQUIRE(usual.ok());
@@ -162,6 +163,27 @@ TEST_CASE("FHIR mapping: malformed Patients are refused naming the element") {
         "Patient.address[0].postalCode");
   CHECK(patient_issue(R"({"resourceType":"Patient","deceasedDateTime":"yesterday"})").expression ==
         "Patient.deceasedDateTime");
+}
+
+TEST_CASE("FHIR mapping: a Patient with nothing to match on is refused, not indexed as a new record each time") {
+  const fhir::Issue none = patient_issue(R"({"resourceType":"Patient","name":[{"family":"Smith"}],"gender":"male"})");
+  CHECK(none.expression == "Patient.identifier");
+  CHECK(none.code == fhir::ErrorCode::missing_value);
+  CHECK(none.diagnostics.find("no identifier the index can match on") != std::string::npos);
+  CHECK(patient_issue(R"({"resourceType":"Patient"})").expression == "Patient.identifier");
+  // Identifiers without a system, or without a value, are counted in the refusal.
+  const fhir::Issue unusable = patient_issue(
+      R"({"resourceType":"Patient","identifier":[{"value":"abc"},{"system":"","value":"abc"},{"system":"urn:x"}]})");
+  CHECK(unusable.expression == "Patient.identifier");
+  CHECK(unusable.diagnostics.find("3 identifier(s) without a system or value") != std::string::npos);
+  // One usable identifier is enough; an NHS number that fails its check digit is kept as received.
+  CHECK(identity_from_patient(parse(R"({"resourceType":"Patient","identifier":[{"value":"abc"},
+      {"system":"https://rx1.example.nhs.uk/mrn","value":"M1"}]})"), "RX1").ok());
+  auto bad_check = identity_from_patient(
+      parse(R"({"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765918"}]})"),
+      "RX1");
+  REQUIRE(bad_check.ok());
+  CHECK(bad_check->demographics.nhs_number == "9434765918");
 }
 
 TEST_CASE("FHIR mapping: DocumentReference becomes a Pointer") {
