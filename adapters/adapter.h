@@ -68,6 +68,16 @@ struct IngestBatch {
   std::string merge_location;
 };
 
+// Resources one batch may carry.
+inline constexpr std::size_t kMaxBatchResources = 10000;
+
+// Checks what every adapter's resources must be before any part of a batch is applied: a
+// JSON object of an R4 resource type other than Patient (the patient is the identity), with
+// a valid FHIR id, which is the source's own (resource ids are one namespace per type across
+// sources: an id another source holds is refused when the batch is applied). At most
+// kMaxBatchResources. The issue names the resource (batch.resources[i]).
+fhir::Status check_batch_resources(const std::vector<fhir::Json>& resources);
+
 // A failed unit the adapter could not turn into a batch (unparseable, unsupported, bad
 // content): kept in store.db with its status so it can be listed and replayed.
 struct IngestFailure {

@@ -131,8 +131,15 @@ typedef struct gw_host_v1 {
    *   {"source":   "royal-infirmary-pas",  optional; when present it must equal the
    *                                         configured source name
    *    "identity": {"resourceType":"Patient", ...}   who the unit is about: identifiers
-   *                                         (NHS number, your local ids) + demographics
-   *    "resources":[{"resourceType":"Observation", ...}, ...]   FHIR R4 resources
+   *                                         (NHS number, your local ids, at least one of
+   *                                         them) + demographics
+   *    "resources":[{"resourceType":"Observation", ...}, ...]   FHIR R4 resources, not
+   *                                         Patient (that is the identity), each with your
+   *                                         own stable FHIR id (a later unit with the same
+   *                                         type and id updates it); ids are one namespace
+   *                                         per type across sources: one another source
+   *                                         holds fails the unit (`done` with
+   *                                         GW_ERR_FAILED and the reason)
    *    "raw":      "MSH|^~\\&|...",          optional; the unit as received, kept verbatim
    *    "kind":     "ADT^A01",               optional; shown in the message store and audit
    *    "dedupe_key": "PAS|RXX01|000123",    optional; your key for the unit: a resend with

@@ -126,6 +126,7 @@ fhir::Result<IngestBatch> parse_plugin_batch(std::string_view json, const std::s
                          "batch.resources");
     batch.resources.push_back(std::move(resource));
   }
+  if (auto checked = check_batch_resources(batch.resources); !checked) return std::move(checked).issue();
 
   for (auto [key, out] : {std::pair{"raw", &batch.raw}, std::pair{"kind", &batch.kind},
                           std::pair{"dedupe_key", &batch.dedupe_key}}) {

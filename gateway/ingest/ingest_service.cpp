@@ -177,7 +177,8 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
   auto fail = [this, ods, nhs_number, shared_done](const IngestBatch& b, Issue issue) {
     // The locator names parts of the update; the sender knows them by its own locations.
     if (issue.expression == "retired" && !b.merge_location.empty()) issue.expression = b.merge_location;
-    else if ((issue.expression.rfind("identity", 0) == 0 || issue.expression.rfind("Patient", 0) == 0) &&
+    else if ((issue.expression.rfind("identity", 0) == 0 || issue.expression.rfind("Patient", 0) == 0 ||
+              issue.expression == "survivor") &&
              !b.identity_location.empty())
       issue.expression = b.identity_location;
     if (transient(issue)) {
@@ -230,7 +231,18 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
     }
   }
 
-  // 2. The record locator: identity, merge, encounters, pointer (one transaction).
+  // 2. Nothing is committed for a unit that store.db would refuse afterwards: its resources'
+  // shape, and ids another source holds, are checked first (store.db's apply checks the
+  // ownership again in its own transaction; see 4 for a unit that loses that race).
+  if (auto checked = adapters::check_batch_resources(batch.resources); !checked)
+    return fail(batch, std::move(checked).issue());
+  auto foreign = store_.held_by_another(batch.source, batch.resources);
+  if (!foreign) return fail(batch, std::move(foreign).issue());
+  if (*foreign)
+    return fail(batch, Issue::make(ErrorCode::conflict, **foreign + " belongs to another source system",
+                                   foreign->value().substr(0, foreign->value().find('/'))));
+
+  // 3. The record locator: identity, merge, encounters, pointer (one transaction).
   auto claim = locator::identity_from_patient(batch.identity, ods);
   if (!claim) {
     Issue i = std::move(claim).issue();
@@ -271,7 +283,17 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
   if (!outcome) return fail(batch, std::move(outcome).issue());
   const std::string patient_id = outcome->resolution.patient_id;
 
-  // 3. store.db: the message and its resources (one transaction).
+  // 4. store.db: the message and its resources (one transaction). The locator's part is
+  // committed already and is idempotent (a resend or a replay applies it again unchanged), so
+  // a unit store.db refuses now (another source took one of its ids since step 2) is stored as
+  // an error like any other unit that cannot be applied, to be listed and replayed.
+  auto kept = std::make_shared<IngestBatch>();
+  kept->source = batch.source;
+  kept->kind = batch.kind;
+  kept->dedupe_key = batch.dedupe_key;
+  kept->raw = batch.raw;
+  kept->identity_location = batch.identity_location;
+  kept->merge_location = batch.merge_location;
   for (Json& r : batch.resources)
     if (has_subject(r.string_at("resourceType"))) {
       Json ref = Json::object();
@@ -290,15 +312,12 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
   if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
   if (!outcome->retired_patient_id.empty()) rec.detail.note = "merged " + outcome->retired_patient_id + " into " + patient_id;
   store_.apply(std::move(m), std::move(batch.resources),
-               [this, rec = std::move(rec), patient_id, shared_done](fhir::Result<store::ApplyResult> r) mutable {
-                 if (!r) {
-                   ++failures_;
-                   return (*shared_done)(std::move(r).issue());
-                 }
+               [this, rec = std::move(rec), patient_id, shared_done, fail, kept](fhir::Result<store::ApplyResult> r) mutable {
+                 if (!r) return fail(*kept, std::move(r).issue());
                  ++applied_;
                  rec.detail.returned = r->stored;
                  IngestReceipt receipt{r->message_id, false, {}, patient_id};
-                 // 4. The audit record; the adapter acknowledges after it is committed.
+                 // 5. The audit record; the adapter acknowledges after it is committed.
                  audit_then(std::move(rec), [receipt, shared_done](fhir::Status a) {
                    if (!a) return (*shared_done)(std::move(a).issue());
                    (*shared_done)(receipt);

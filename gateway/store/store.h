@@ -113,6 +113,12 @@ class Store {
   fhir::Result<ResendCheck> resend_check(const std::string& source, const std::string& dedupe_key,
                                          const std::string& content_sha256);
 
+  // The first of `resources` ("Type/id") that another source than `source` already holds in
+  // store.db, if any: apply() would refuse the unit for it. Read before the ingest path
+  // commits anything else for the unit (apply() still checks, in its own transaction).
+  fhir::Result<std::optional<std::string>> held_by_another(const std::string& source,
+                                                           const std::vector<fhir::Json>& resources);
+
   // Stores the message (status applied) and upserts `resources` (each with resourceType, id
   // and subject already set) under `patient_id`, in one transaction; earlier errored rows of
   // the same source, key and content become 'replayed'. A resource id held by another source

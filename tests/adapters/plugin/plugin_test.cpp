@@ -478,6 +478,15 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
        ErrorCode::invalid_value, "without organisation and date"},
       {R"({"identity":{"resourceType":"Patient"},"identity":{"resourceType":"Patient"},"resources":[]})",
        ErrorCode::invalid_json, "not valid JSON"},
+      // The adapter contract's resource checks (check_batch_resources), refused at once.
+      {R"({"identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Banana","id":"b"}]})",
+       ErrorCode::invalid_resource, "'Banana' is not a FHIR R4 resource type"},
+      {R"({"identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Patient","id":"p"}]})",
+       ErrorCode::invalid_resource, "the patient goes in the batch's identity"},
+      {R"({"identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Observation"}]})",
+       ErrorCode::missing_value, "resources[0] (Observation) has no id"},
+      {R"({"identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Observation","id":"../x y"}]})",
+       ErrorCode::invalid_value, "resources[0].id is not a FHIR id"},
   };
   for (const Case& c : cases) {
     CAPTURE(c.json);
@@ -488,7 +497,7 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
   }
 
   auto full = parse_plugin_batch(
-      R"({"source":"example-source","identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Encounter"}],)"
+      R"({"source":"example-source","identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Encounter","id":"e1"}],)"
       R"("raw":"R","kind":"ADT^A40","dedupe_key":"PAS|RXX01|1","retired_identifiers":[{"system":"s","value":"v"}],)"
       R"("encounters":[{"organisation":"RXX01","date":"2024-01-15"}],"future_member":true})",
       source);

@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: Apache-2.0
+// check_batch_resources (adapter.h): what every adapter's resources must be before the
+// gateway applies any part of a batch.
+#include <string>
+
+#include "adapters/adapter.h"
+#include "fhir/resource_types.h"
+#include "fhir/structure_check.h"
+
+namespace gw::adapters {
+
+fhir::Status check_batch_resources(const std::vector<fhir::Json>& resources) {
+  using fhir::ErrorCode;
+  using fhir::Issue;
+  if (resources.size() > kMaxBatchResources)
+    return Issue::make(ErrorCode::invalid_value,
+                       "the batch carries " + std::to_string(resources.size()) + " resources, over the limit of " +
+                           std::to_string(kMaxBatchResources),
+                       "batch.resources");
+  for (std::size_t i = 0; i < resources.size(); ++i) {
+    const fhir::Json& r = resources[i];
+    const std::string where = "batch.resources[" + std::to_string(i) + "]";
+    if (!r.is_object()) return Issue::make(ErrorCode::invalid_resource, where + " is not a JSON object", where);
+    const std::string type(r.string_at("resourceType"));
+    if (!fhir::is_r4_resource_type(type))
+      return Issue::make(ErrorCode::invalid_resource,
+                         where + ".resourceType '" + type.substr(0, 64) + "' is not a FHIR R4 resource type",
+                         where + ".resourceType");
+    // The patient travels as the batch's identity, resolved in the record locator; a second
+    // copy among the resources would be a Patient the locator never sees.
+    if (type == "Patient")
+      return Issue::make(ErrorCode::invalid_resource,
+                         where + " is a Patient: the patient goes in the batch's identity, not among its resources",
+                         where);
+    const fhir::Json* id = r.find("id");
+    if (id == nullptr || !id->is_string() || id->text().empty())
+      return Issue::make(ErrorCode::missing_value,
+                         where + " (" + type + ") has no id: each resource needs the source's own stable id, so that "
+                                               "a later message updates it instead of adding a copy",
+                         where + ".id");
+    if (!fhir::is_valid_id(id->text()))
+      return Issue::make(ErrorCode::invalid_value,
+                         where + ".id is not a FHIR id (1 to 64 of A-Z a-z 0-9 - .)", where + ".id");
+  }
+  return fhir::Ok{};
+}
+
+}  // namespace gw::adapters

@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: Apache-2.0
+// The ingest path behind every push adapter (gateway/ingest): a batch store.db would refuse is
+// refused before anything is committed for it, and stored as an error to list and replay.
+// Batches are submitted to a running gateway's IngestSink, as an adapter hands them over.
+#include <doctest/doctest.h>
+
+#include <future>
+
+#include "gateway/ingest/ingest_service.h"
+#include "gateway/store/store.h"
+#include "support/test_server.h"
+
+using namespace gw;
+
+namespace {
+
+constexpr const char* kNhs = "9000000009";  // valid check digit
+
+std::unique_ptr<test::TestServer> two_sources() {
+  return std::make_unique<test::TestServer>([](config::Config& c) {
+    for (const auto& [name, ods] : {std::pair{"epr-a", "RXA01"}, std::pair{"epr-b", "RXB01"}}) {
+      config::SourceSystemConfig s;
+      s.name = name;
+      s.ods_code = ods;
+      s.adapter = "hl7v2";
+      s.endpoint = "127.0.0.1:0";
+      c.source_systems.push_back(s);
+    }
+  });
+}
+
+fhir::Json parse(std::string_view text) {
+  auto j = fhir::parse_json(text);
+  REQUIRE(j.ok());
+  return std::move(*j);
+}
+
+adapters::IngestBatch batch(const std::string& source, const std::string& key, std::vector<fhir::Json> resources) {
+  adapters::IngestBatch b;
+  b.source = source;
+  b.kind = "TEST";
+  b.dedupe_key = key;
+  b.raw = "unit " + key + " from " + source;
+  b.identity = parse(std::string(R"({"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":")") +
+                     kNhs + R"("}],"name":[{"family":"Tester","given":["Ann"]}]})");
+  b.resources = std::move(resources);
+  return b;
+}
+
+fhir::Json observation(const std::string& id) {
+  return parse(R"({"resourceType":"Observation","id":")" + id +
+               R"(","status":"final","code":{"text":"Heart rate"},"valueQuantity":{"value":72}})");
+}
+
+fhir::Result<adapters::IngestReceipt> submit(test::TestServer& s, adapters::IngestBatch b) {
+  std::promise<fhir::Result<adapters::IngestReceipt>> p;
+  auto f = p.get_future();
+  s.app().ingest().submit(std::move(b), [&p](fhir::Result<adapters::IngestReceipt> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+std::vector<store::StoredMessage> errors(test::TestServer& s) {
+  store::MessageQuery q;
+  q.status = store::MessageStatus::error;
+  auto list = s.app().store().list_messages(q);
+  REQUIRE(list.ok());
+  return *list;
+}
+
+std::size_t pointers_from(test::TestServer& s, const std::string& patient_id, const std::string& ods) {
+  auto pointers = s.locator().pointers_for(patient_id);
+  REQUIRE(pointers.ok());
+  std::size_t n = 0;
+  for (const auto& p : *pointers) n += p.source_ods == ods;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("Ingest: a resource id another source holds is refused before the locator changes, and kept as an error") {
+  auto s = two_sources();
+  auto first = submit(*s, batch("epr-a", "a-1", {observation("obs-1")}));
+  REQUIRE(first.ok());
+  const std::string patient = first->patient_id;
+  CHECK(pointers_from(*s, patient, "RXA01") == 1);
+
+  auto second = submit(*s, batch("epr-b", "b-1", {observation("obs-1")}));
+  REQUIRE_FALSE(second.ok());
+  CHECK(second.issue().code == fhir::ErrorCode::conflict);
+  CHECK(second.issue().diagnostics.find("Observation/obs-1 belongs to another source system") != std::string::npos);
+  // Nothing of the refused unit reached the locator: epr-b is not advertised as holding
+  // records about the patient.
+  CHECK(pointers_from(*s, patient, "RXB01") == 0);
+  // The unit is kept as an error, with its raw bytes, to be listed and replayed.
+  const auto errs = errors(*s);
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0].source == "epr-b");
+  CHECK(errs[0].dedupe_key == "b-1");
+  CHECK(errs[0].error.find("belongs to another source system") != std::string::npos);
+  auto raw = s->app().store().message(errs[0].id);
+  REQUIRE(raw.ok());
+  REQUIRE(raw->has_value());
+  CHECK((*raw)->raw == "unit b-1 from epr-b");
+  // The resource stays epr-a's.
+  auto obs = s->app().store().read("Observation", "obs-1");
+  REQUIRE(obs.ok());
+  REQUIRE(obs->has_value());
+  CHECK((*obs)->source == "epr-a");
+}
+
+TEST_CASE("Ingest: malformed resources are refused naming the resource, before anything is committed") {
+  auto s = two_sources();
+  struct Case {
+    const char* name;
+    std::string resource;
+    std::string expression;
+  };
+  const std::vector<Case> cases = {
+      {"unknown type", R"({"resourceType":"Banana","id":"b1"})", "batch.resources[1].resourceType"},
+      {"a Patient", R"({"resourceType":"Patient","id":"p1"})", "batch.resources[1]"},
+      {"no id", R"({"resourceType":"Observation","status":"final","code":{"text":"x"}})", "batch.resources[1].id"},
+      {"invalid id", R"({"resourceType":"Observation","id":"../x y","status":"final","code":{"text":"x"}})",
+       "batch.resources[1].id"},
+      {"not an object", R"([1,2])", "batch.resources[1]"},
+  };
+  int n = 0;
+  for (const auto& c : cases) {
+    CAPTURE(c.name);
+    auto r = submit(*s, batch("epr-a", "bad-" + std::to_string(++n), {observation("ok-" + std::to_string(n)), parse(c.resource)}));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.issue().expression == c.expression);
+  }
+  // None of them created the patient or stored the valid Observation next to the bad one.
+  auto found = s->locator().lookup_identifier(locator::kNhsNumberSystem, kNhs);
+  REQUIRE(found.ok());
+  CHECK_FALSE(found->has_value());
+  auto ok1 = s->app().store().read("Observation", "ok-1");
+  REQUIRE(ok1.ok());
+  CHECK_FALSE(ok1->has_value());
+  CHECK(errors(*s).size() == cases.size());
+}
+
+TEST_CASE("Ingest: an identity with nothing to match on is refused, not filed as a new empty patient") {
+  auto s = two_sources();
+  auto b = batch("epr-a", "no-id", {observation("obs-9")});
+  b.identity = parse(R"({"resourceType":"Patient","name":[{"family":"Nobody"}]})");
+  b.identity_location = "PID-3";
+  auto r = submit(*s, std::move(b));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.issue().code == fhir::ErrorCode::missing_value);
+  CHECK(r.issue().expression == "PID-3");  // the sender's own location for the identity
+  const auto errs = errors(*s);
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0].error_location == "PID-3");
+}
