@@ -490,7 +490,10 @@ class FakeLocator final : public Locator {
     std::lock_guard lock(mu_);
     FakeTransaction tx(s_);
     auto result = rule(tx);
-    if (!result) tx.rollback();
+    if (!result) {
+      tx.rollback();
+      for (const Conflict& c : tx.keep_on_failure) (void)tx.insert_conflict(c);
+    }
     return result;
   }
 

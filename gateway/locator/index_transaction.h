@@ -37,6 +37,12 @@ class IndexTransaction {
  public:
   virtual ~IndexTransaction() = default;
 
+  // Conflicts a write found that must be on record even though the write fails (a merge
+  // refused because both records hold different valid NHS numbers): the write's rollback
+  // would take them with it, so a backend inserts these after rolling the write back. Each
+  // backend clears the list before running a write.
+  std::vector<Conflict> keep_on_failure;
+
   // The patient row: identifiers, merged_from, care_team and encounters are left empty.
   virtual fhir::Result<std::optional<PatientRecord>> patient(const std::string& id) = 0;
   // The active (not retired) patient holding `nhs_number` as a trusted NHS number.

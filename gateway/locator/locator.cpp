@@ -599,9 +599,20 @@ fhir::Status apply_merge(IndexTransaction& tx, const std::string& retired_id, co
   if (s.id == r.id)
     return Issue::make(ErrorCode::conflict, "the survivor was merged into the retired record: a merge cycle",
                        "survivor");
-  if (r.nhs_number_trusted && s.nhs_number_trusted && r.demographics.nhs_number != s.demographics.nhs_number)
+  if (r.nhs_number_trusted && s.nhs_number_trusted && r.demographics.nhs_number != s.demographics.nhs_number) {
+    // Refused, and on record: two valid NHS numbers said to be one person is for a data
+    // quality team to resolve at the sources.
+    Conflict c;
+    c.patient_id = s.id;
+    c.source_ods = source_ods;
+    c.kind = "nhs-number-mismatch";
+    c.detail = "a merge of patient " + r.id + " into patient " + s.id + " sent by " + source_ods +
+               " was refused: the two records hold different valid NHS numbers";
+    c.recorded_at = now;
+    tx.keep_on_failure.push_back(std::move(c));
     return Issue::make(ErrorCode::conflict, "the two records hold different valid NHS numbers and are never merged",
                        "survivor");
+  }
 
   r.merged_into = s.id;
   ++r.version;

@@ -191,15 +191,26 @@ struct SqliteLocator::State {
         }
         fhir::Status r = tx->savepoint(Level::job);
         if (r) {
+          tx->keep_on_failure.clear();
           r = job->body(*tx);
           if (tx->transaction_lost()) {
             txn = transaction_lost();
             break;
           }
-          // A write that failed leaves nothing behind; the batch's other writes go on.
+          // A write that failed leaves nothing behind but the conflicts it must keep; the
+          // batch's other writes go on.
           if (fhir::Status end = r ? tx->release(Level::job) : tx->rollback_to(Level::job); !end) {
             txn = std::move(end);  // the transaction is in an unknown state: fail the batch
             break;
+          }
+          if (!r) {
+            for (const Conflict& c : tx->keep_on_failure) {
+              if (fhir::Status kept = tx->insert_conflict(c); !kept) {
+                txn = std::move(kept);
+                break;
+              }
+            }
+            if (!txn) break;
           }
         }
         results.push_back(std::move(r));

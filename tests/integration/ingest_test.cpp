@@ -153,3 +153,33 @@ TEST_CASE("Ingest: an identity with nothing to match on is refused, not filed as
   REQUIRE(errs.size() == 1);
   CHECK(errs[0].error_location == "PID-3");
 }
+
+TEST_CASE("Ingest: a merge of two records with different valid NHS numbers is refused, and the conflict is on record") {
+  auto s = two_sources();
+  auto survivor = submit(*s, batch("epr-a", "m-1", {observation("m-obs-1")}));
+  REQUIRE(survivor.ok());
+  auto other = batch("epr-a", "m-2", {});
+  other.identity = parse(R"({"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]})");
+  auto retired = submit(*s, std::move(other));
+  REQUIRE(retired.ok());
+  REQUIRE(retired->patient_id != survivor->patient_id);
+
+  auto merge = batch("epr-a", "m-3", {});
+  merge.kind = "ADT^A40";
+  merge.retired_identifiers.push_back(parse(R"({"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"})"));
+  merge.identity_location = "PID-3";
+  merge.merge_location = "MRG-1";
+  auto r = submit(*s, std::move(merge));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.issue().code == fhir::ErrorCode::conflict);
+  CHECK(r.issue().expression == "PID-3");  // the sender's location, not the locator's word "survivor"
+  auto conflicts = s->locator().conflicts(10, 0);
+  REQUIRE(conflicts.ok());
+  REQUIRE(conflicts->size() == 1);
+  CHECK((*conflicts)[0].kind == "nhs-number-mismatch");
+  CHECK((*conflicts)[0].patient_id == survivor->patient_id);
+  CHECK((*conflicts)[0].detail.find(retired->patient_id) != std::string::npos);
+  const auto errs = errors(*s);
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0].error_location == "PID-3");
+}

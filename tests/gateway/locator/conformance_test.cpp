@@ -220,10 +220,25 @@ TEST_CASE_TEMPLATE("Locator: two different valid NHS numbers are never merged; t
   CHECK(l->stats()->conflicts == 1);
   CHECK(l->conflicts(10, 1)->empty());
 
-  // And the two can never be merged.
+  // And the two can never be merged. The refusal is on record too (the refused write rolled
+  // back, its conflict did not), and nothing of the merge was applied.
   auto m = l->merge(a, r->patient_id, "RX1");
   REQUIRE_FALSE(m.ok());
   CHECK(m.issue().code == fhir::ErrorCode::conflict);
+  auto after = l->conflicts(10, 0);
+  REQUIRE(after.ok());
+  REQUIRE(after->size() == 2);
+  const auto refused = std::find_if(after->begin(), after->end(),
+                                    [](const Conflict& x) { return x.detail.find("merge") != std::string::npos; });
+  REQUIRE(refused != after->end());
+  CHECK(refused->kind == "nhs-number-mismatch");
+  CHECK(refused->patient_id == r->patient_id);  // the survivor named by the merge
+  CHECK(refused->source_ods == "RX1");
+  CHECK(refused->detail.find(a) != std::string::npos);
+  CHECK(refused->detail.find(nhs(6)) == std::string::npos);  // no NHS numbers in the detail
+  CHECK(refused->detail.find(nhs(7)) == std::string::npos);
+  CHECK_FALSE(read_ok(*l, a).merged_into.has_value());
+  CHECK(l->stats()->conflicts == 2);
 }
 
 TEST_CASE_TEMPLATE("Locator: a known identifier held by another record is not moved by ingest", B, LOCATOR_BACKENDS) {
