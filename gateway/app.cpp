@@ -53,6 +53,7 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
   lo.read_connections = readers;
   lo.read_cache_mib = cfg_.locator_read_cache_mib;
   lo.mmap_mib = cfg_.locator_mmap_mib;
+  lo.rule = cfg_.demographic_rule;
   auto loc = locator::open_sqlite_locator((std::filesystem::path(cfg_.data_dir) / "locator.db").string(), lo);
   if (!loc) throw std::runtime_error("cannot open the record locator: " + loc.issue().diagnostics);
   locator_ = std::move(*loc);

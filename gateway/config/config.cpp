@@ -409,11 +409,19 @@ Config load_config(const std::string& path) {
     }
   }
   if (const toml::table* s = r.table(root, "", "storage")) {
-    r.only_keys(*s, "storage.", {"data_dir", "read_connections", "locator_read_cache_mib", "locator_mmap_mib"});
+    r.only_keys(*s, "storage.",
+                {"data_dir", "read_connections", "locator_read_cache_mib", "locator_mmap_mib", "demographic_rule"});
     r.get(*s, "storage.", "data_dir", c.data_dir);
     r.get_int(*s, "storage.", "read_connections", c.read_connections, 0, 64);
     r.get_int(*s, "storage.", "locator_read_cache_mib", c.locator_read_cache_mib, 1, 65536);
     r.get_int(*s, "storage.", "locator_mmap_mib", c.locator_mmap_mib, 0, 65536);
+    if (s->contains("demographic_rule")) {
+      std::vector<std::string> fields;
+      r.get(*s, "storage.", "demographic_rule", fields);
+      auto rule = locator::demographic_rule_from(fields);
+      if (rule) c.demographic_rule = *rule;
+      else r.fail("storage.demographic_rule", rule.issue().diagnostics);
+    }
   }
   if (const toml::table* s = r.table(root, "", "log")) {
     r.only_keys(*s, "log.", {"level", "access_log"});

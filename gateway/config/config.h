@@ -14,6 +14,7 @@
 #include "gateway/audit/log.h"
 #include "gateway/auth/jwt.h"
 #include "gateway/auth/policy.h"
+#include "gateway/locator/locator.h"
 
 namespace gw::config {
 
@@ -138,6 +139,9 @@ struct Config {
   std::int64_t read_connections = 0;  // read connections (and threads) of locator.db and of store.db, 1-64 (0: one per CPU, 2-16)
   std::int64_t locator_read_cache_mib = 64;  // page cache of each locator read connection
   std::int64_t locator_mmap_mib = 0;         // memory-mapped locator reads per connection (0: off)
+  // Identity resolution's last resort (after NHS number and local identifier): the fields a
+  // new claim must equal on exactly one record (storage.demographic_rule).
+  locator::DemographicRule demographic_rule;
   std::string log_level = "info";
   bool access_log = true;
   bool metrics_allow_remote = false;

@@ -263,6 +263,47 @@ std::string normalise_postcode(std::string_view s) {
   return out;
 }
 
+namespace {
+constexpr std::pair<std::string_view, bool DemographicRule::*> kRuleFields[] = {
+    {"family", &DemographicRule::family},
+    {"given", &DemographicRule::given},
+    {"birthdate", &DemographicRule::birth_date},
+    {"gender", &DemographicRule::gender},
+    {"postcode", &DemographicRule::postcode},
+};
+}  // namespace
+
+fhir::Result<DemographicRule> demographic_rule_from(const std::vector<std::string>& fields) {
+  DemographicRule rule;
+  if (fields.empty()) {
+    rule.enabled = false;
+    return rule;
+  }
+  for (const auto& [name, member] : kRuleFields) rule.*member = false;
+  for (const std::string& f : fields) {
+    const auto* it = std::find_if(std::begin(kRuleFields), std::end(kRuleFields),
+                                  [&](const auto& entry) { return entry.first == f; });
+    if (it == std::end(kRuleFields))
+      return Issue::make(ErrorCode::invalid_value,
+                         "unknown field '" + f.substr(0, 64) + "' (use family, given, birthdate, gender, postcode)");
+    if (rule.*(it->second)) return Issue::make(ErrorCode::invalid_value, "field '" + f + "' is listed twice");
+    rule.*(it->second) = true;
+  }
+  if (!rule.family || !rule.birth_date)
+    return Issue::make(ErrorCode::invalid_value,
+                       "the rule must compare at least family and birthdate (fewer fields would link different "
+                       "people); an empty list switches it off");
+  return rule;
+}
+
+std::vector<std::string> demographic_rule_fields(const DemographicRule& rule) {
+  std::vector<std::string> out;
+  if (!rule.enabled) return out;
+  for (const auto& [name, member] : kRuleFields)
+    if (rule.*member) out.emplace_back(name);
+  return out;
+}
+
 std::string_view outcome_name(MatchOutcome m) {
   switch (m) {
     case MatchOutcome::created: return "created";

@@ -159,6 +159,13 @@ struct DemographicRule {
   bool postcode = true;
 };
 
+// The rule from the names of the fields it compares: "family", "given", "birthdate",
+// "gender", "postcode" (configuration and tools). An empty list switches the rule off. A rule
+// must compare at least family and birthdate: fewer fields would link different people. An
+// unknown or repeated name is refused, naming it.
+fhir::Result<DemographicRule> demographic_rule_from(const std::vector<std::string>& fields);
+std::vector<std::string> demographic_rule_fields(const DemographicRule& rule);  // the names, in that order
+
 struct PatientQuery {
   std::optional<Identifier> identifier;   // system|value (system may be empty: any system)
   std::string family;                     // FHIR string search: case/accent-insensitive starts-with

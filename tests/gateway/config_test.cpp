@@ -249,6 +249,24 @@ identifier_system_base = "https://trust.example/id"
         "storage.locator_read_cache_mib");
 }
 
+TEST_CASE("Config: storage.demographic_rule chooses the fields, or switches the rule off") {
+  const auto fields = [](const gw::config::Config& c) { return gw::locator::demographic_rule_fields(c.demographic_rule); };
+  CHECK(fields(load_config(write_config(tls_lines()))) ==
+        std::vector<std::string>{"family", "given", "birthdate", "gender", "postcode"});  // the default
+  auto narrow = load_config(write_config(tls_lines() + "[storage]\ndemographic_rule = [\"birthdate\", \"family\", \"gender\"]\n"));
+  CHECK(narrow.demographic_rule.enabled);
+  CHECK(fields(narrow) == std::vector<std::string>{"family", "birthdate", "gender"});
+  CHECK_FALSE(load_config(write_config(tls_lines() + "[storage]\ndemographic_rule = []\n")).demographic_rule.enabled);
+  for (const char* bad : {"[\"family\", \"nhs\"]", "[\"family\", \"postcode\"]", "[\"family\", \"birthdate\", \"family\"]",
+                          "\"family,birthdate\""}) {
+    CAPTURE(bad);
+    const ConfigError e = expect_error(tls_lines() + "[storage]\ndemographic_rule = " + bad + "\n");
+    CHECK(e.key() == "storage.demographic_rule");
+  }
+  CHECK(std::string(expect_error(tls_lines() + "[storage]\ndemographic_rule = [\"family\"]\n").what())
+            .find("at least family and birthdate") != std::string::npos);
+}
+
 TEST_CASE("Config: [audit] settings load, and bad ones are errors naming the key") {
   auto c = load_config(write_config(tls_lines() + R"(
 [audit]

@@ -16,8 +16,9 @@ namespace {
 
 constexpr const char* kNhs = "9000000009";  // valid check digit
 
-std::unique_ptr<test::TestServer> two_sources() {
-  return std::make_unique<test::TestServer>([](config::Config& c) {
+std::unique_ptr<test::TestServer> two_sources(std::function<void(config::Config&)> more = {}) {
+  return std::make_unique<test::TestServer>([&](config::Config& c) {
+    if (more) more(c);
     for (const auto& [name, ods] : {std::pair{"epr-a", "RXA01"}, std::pair{"epr-b", "RXB01"}}) {
       config::SourceSystemConfig s;
       s.name = name;
@@ -182,4 +183,36 @@ TEST_CASE("Ingest: a merge of two records with different valid NHS numbers is re
   const auto errs = errors(*s);
   REQUIRE(errs.size() == 1);
   CHECK(errs[0].error_location == "PID-3");
+}
+
+TEST_CASE("Ingest: the configured demographic rule decides whether a claim without known identifiers matches") {
+  // Two sources send the same person (same demographics) under their own local identifiers
+  // and no NHS number.
+  const auto claim = [](const std::string& source, const std::string& mrn) {
+    auto b = batch(source, "d-" + source, {});
+    b.identity = parse(R"({"resourceType":"Patient","identifier":[{"system":"https://)" + source + R"(.example.nhs.uk/mrn","value":")" +
+                       mrn + R"("}],"name":[{"family":"Rule","given":["Ada"]}],"gender":"female","birthDate":"1950-02-03",)"
+                       R"("address":[{"postalCode":"LS1 4AB"}]})");
+    return b;
+  };
+  SUBCASE("the default rule matches them") {
+    auto s = two_sources();
+    auto a = submit(*s, claim("epr-a", "A1"));
+    auto b = submit(*s, claim("epr-b", "B1"));
+    REQUIRE(a.ok());
+    REQUIRE(b.ok());
+    CHECK(a->patient_id == b->patient_id);
+  }
+  SUBCASE("storage.demographic_rule = [] keeps them apart") {
+    auto s = two_sources([](config::Config& c) {
+      auto off = locator::demographic_rule_from({});
+      REQUIRE(off.ok());
+      c.demographic_rule = *off;
+    });
+    auto a = submit(*s, claim("epr-a", "A1"));
+    auto b = submit(*s, claim("epr-b", "B1"));
+    REQUIRE(a.ok());
+    REQUIRE(b.ok());
+    CHECK(a->patient_id != b->patient_id);
+  }
 }

@@ -327,10 +327,13 @@ fhir::Result<std::vector<fs::path>> list_inputs(const std::vector<std::string>& 
   return files;
 }
 
-std::unique_ptr<gw::locator::Locator> open_locator(const std::string& data_dir) {
+std::unique_ptr<gw::locator::Locator> open_locator(const std::string& data_dir,
+                                                   const gw::locator::DemographicRule& rule = {}) {
   std::error_code ec;
   fs::create_directories(data_dir, ec);
-  auto loc = gw::locator::open_sqlite_locator((fs::path(data_dir) / "locator.db").string());
+  gw::locator::SqliteLocatorOptions options;
+  options.rule = rule;
+  auto loc = gw::locator::open_sqlite_locator((fs::path(data_dir) / "locator.db").string(), options);
   if (!loc) {
     std::fprintf(stderr, "gw-locator: %s\n", loc.issue().diagnostics.c_str());
     return nullptr;
@@ -340,13 +343,13 @@ std::unique_ptr<gw::locator::Locator> open_locator(const std::string& data_dir) 
 
 int run_import(const std::string& data_dir, const std::string& source, const std::string& source_name,
                const std::vector<std::string>& inputs, std::size_t batch, const std::string& report, bool quiet,
-               const std::string& pointer_base) {
+               const std::string& pointer_base, const gw::locator::DemographicRule& rule) {
   auto files = list_inputs(inputs);
   if (!files) {
     std::fprintf(stderr, "gw-locator: %s\n", files.issue().diagnostics.c_str());
     return 2;
   }
-  auto loc = open_locator(data_dir);
+  auto loc = open_locator(data_dir, rule);
   if (!loc) return 1;
   auto reg = loc->upsert_source_system({source, source_name.empty() ? source : source_name, "import", ""});
   if (!reg) {
@@ -446,6 +449,12 @@ int main(int argc, char** argv) {
   imp->add_option("--pointer-base", pointer_base,
                   "FHIR base URL of the source: a Bundle with one Patient and clinical resources also gets a "
                   "pointer to <base>/Patient/<id>/$everything listing the resource types held");
+  std::string rule_text = "family,given,birthdate,gender,postcode";
+  imp->add_option("--demographic-rule", rule_text,
+                  "fields a claim without a known NHS number or local identifier must equal on exactly one record "
+                  "to match it, comma-separated, at least family and birthdate; \"off\": never match on demographics "
+                  "(use the gateway's storage.demographic_rule)")
+      ->capture_default_str();
   imp->add_flag("--quiet", quiet, "no progress or per-entry messages on stderr");
   imp->add_option("inputs", inputs, "files or folders to import")->required();
 
@@ -461,7 +470,24 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
-  if (*imp) return run_import(data_dir, source, source_name, inputs, batch, report, quiet, pointer_base);
+  if (*imp) {
+    std::vector<std::string> fields;
+    if (rule_text != "off") {
+      std::size_t start = 0;
+      for (;;) {
+        const std::size_t comma = rule_text.find(',', start);
+        fields.push_back(rule_text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+    }
+    auto rule = gw::locator::demographic_rule_from(fields);
+    if (!rule) {
+      std::fprintf(stderr, "gw-locator: --demographic-rule: %s\nRun with --help for usage.\n", rule.issue().diagnostics.c_str());
+      return 2;
+    }
+    return run_import(data_dir, source, source_name, inputs, batch, report, quiet, pointer_base, *rule);
+  }
   if (*st) return run_stats(data_dir);
   return run_conflicts(data_dir, limit);
 }
