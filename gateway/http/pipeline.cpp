@@ -61,10 +61,11 @@ audit::Record record_of(Request& req, const Response& r, const Route* route) {
   rec.kind = "rest";
   rec.action = action_of(route, req.method);
   rec.method = req.method;
-  rec.target = req.target.substr(0, 4096);
+  // Tokens sent in the query (refused with 401) must not outlive the request in the log.
+  rec.target = audit::redact_target(req.target).substr(0, 4096);
   rec.route = req.route_template;
   rec.status = r.status;
-  if (r.status >= 400) rec.outcome_text = r.diagnostics.substr(0, 500);
+  if (r.status >= 400) rec.outcome_text = audit::redact_tokens(r.diagnostics).substr(0, 500);
   if (const auto& p = req.principal) {
     rec.agent_kind = p->kind == auth::Principal::Kind::system ? "system" : "user";
     rec.user = p->subject;

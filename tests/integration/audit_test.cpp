@@ -170,6 +170,36 @@ TEST_CASE("Audit: every request, allowed or denied, leaves exactly one matching 
   CHECK(ev.string_at("outcome") == "0");
 }
 
+TEST_CASE("Audit: a token sent in the query string is refused and never reaches the audit record") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 6, "Querytoken", "A81001");
+  const std::string token = test::test_tokens().mint(clinician("A81001"));
+  const std::string signature = token.substr(token.rfind('.') + 1);
+  std::vector<HttpResponse> sent;
+  sent.push_back(get(s, "/Patient?access_token=" + token + "&family=Querytoken"));
+  sent.push_back(get(s, "/Patient?family=Querytoken&token=" + token));
+  sent.push_back(get(s, "/Patient?family=Querytoken&token=" + token, bearer(clinician("A81001"))));
+  sent.push_back(get(s, "/Patient/" + token, bearer(clinician("A81001"))));
+  CHECK(sent[0].status == 401);
+  auto records = all_records(s);
+  for (const auto& r : sent) {
+    CAPTURE(r.status);
+    const audit::Record* rec = nullptr;
+    for (const auto& x : records)
+      if (x.request_id == r.header("x-request-id")) rec = &x;
+    REQUIRE(rec != nullptr);
+    CHECK(rec->target.find("[redacted]") != std::string::npos);
+    const std::string stored = audit::encode(*rec);
+    CHECK(stored.find(signature) == std::string::npos);
+    CHECK(audit::to_audit_event(*rec, "test").find("entity") != nullptr);
+    CHECK(fhir::to_json(audit::to_audit_event(*rec, "test")).find(signature) == std::string::npos);
+  }
+  // What the query asked for is still recorded.
+  for (const auto& x : records)
+    if (x.request_id == sent[0].header("x-request-id"))
+      CHECK(x.target == "/Patient?access_token=[redacted]&family=Querytoken");
+}
+
 TEST_CASE("Audit: fail closed: when the audit cannot be committed, no data leaves (503)") {
   TestServer s;
   auto a = test::add_patient(s.locator(), 3, "Closedfail", "A81001");

@@ -230,6 +230,29 @@ TEST_CASE("Audit record: canonical encoding round-trips and anything else is ref
   CHECK_FALSE(decode("[]").ok());
 }
 
+TEST_CASE("Audit record: redact_target keeps the query but not the credentials in it") {
+  const std::string jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJkci1zbWl0aCJ9.c2lnbmF0dXJlLWJ5dGVz";
+  CHECK(redact_target("/Patient?access_token=" + jwt + "&family=x") == "/Patient?access_token=[redacted]&family=x");
+  CHECK(redact_target("/Patient?family=x&token=opaque-123") == "/Patient?family=x&token=[redacted]");
+  CHECK(redact_target("/Patient?ACCESS%5FTOKEN=abc&id_token=d&refresh_token=e&client_secret=f") ==
+        "/Patient?ACCESS%5FTOKEN=[redacted]&id_token=[redacted]&refresh_token=[redacted]&client_secret=[redacted]");
+  // A JWT under any name, percent-encoded or not, and in the path.
+  CHECK(redact_target("/Patient?identifier=x%7C" + jwt) == "/Patient?identifier=[redacted]");
+  CHECK(redact_target("/Patient?q=%65yJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln") == "/Patient?q=[redacted]");
+  CHECK(redact_target("/Patient/" + jwt + "/_history") == "/Patient/[redacted]/_history");
+  CHECK(redact_target("/Patient?" + jwt) == "/Patient?[redacted]");
+  // `code` is a credential only in an OAuth authorization response; otherwise a search term.
+  CHECK(redact_target("/Observation?code=http://loinc.org|8867-4&patient=p1") ==
+        "/Observation?code=http://loinc.org|8867-4&patient=p1");
+  CHECK(redact_target("/callback?code=SplxlOBeZQQYbYS6WxSbIA&state=xyz") == "/callback?code=[redacted]&state=xyz");
+  // Nothing else changes; no false positives on ordinary values.
+  for (std::string t : {"/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9000000009", "/metadata", "/",
+                        "/Patient?family=eyJones&given=a.b.c", "/AuditEvent?agent=dr-smith&_count=5", ""})
+    CHECK(redact_target(t) == t);
+  CHECK(redact_tokens("bad value '" + jwt + "' in x") == "bad value '[redacted]' in x");
+  CHECK(redact_tokens("nothing here") == "nothing here");
+}
+
 TEST_CASE("Audit log: records are chained leaves; restart continues the chain and the tree") {
   auto dir = test::temp_dir("audit-log");
   auto signer = ed25519_signer();
