@@ -429,6 +429,7 @@ struct Log::Impl {
                    {{"records", std::to_string(batch.size())}, {"error", status.issue().diagnostics}});
       for (auto& a : batch)
         a.done(not_ready("the audit log could not be written; nothing was sent. Try again later"));
+      if (opt.on_commit_failed) opt.on_commit_failed();
       return;
     }
     commit_marks();

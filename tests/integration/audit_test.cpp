@@ -3,6 +3,8 @@
 // fail closed, the IG view (search, access report, export, alerts, proofs) and the alert rules.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <map>
 #include <set>
 
@@ -225,6 +227,40 @@ TEST_CASE("Audit: fail closed: when the audit cannot be committed, no data leave
   CHECK(ok.status == 200);
   CHECK(ok.body.find("Closedfail") != std::string::npos);
   CHECK(s.app().audit_log()->stats().size == before + 1);
+}
+
+TEST_CASE("Audit: /readyz fails while the audit log's last commit failed, and passes after the next") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 7, "Readiness", "A81001");
+  TokenClaims gp = clinician("A81001");
+  CHECK(get(s, "/readyz").status == 200);
+  s.app().audit_log()->inject_write_failure(true);
+  CHECK(get(s, "/Patient/" + a.id, bearer(gp)).status == 503);
+  HttpResponse r = get(s, "/readyz");
+  CHECK(r.status == 503);
+  CHECK(r.body.find("audit log not writable") != std::string::npos);
+  CHECK(get(s, "/healthz").status == 200);  // alive: a restart is not what fixes a full disk
+  s.app().audit_log()->inject_write_failure(false);
+  CHECK(get(s, "/Patient/" + a.id, bearer(gp)).status == 200);
+  CHECK(get(s, "/readyz").status == 200);
+}
+
+TEST_CASE("Audit: a second gateway on the same data directory is refused before it opens any database") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 8, "Onlyone", "A81001");
+  const auto before = s.app().audit_log()->stats().size;
+  std::string what;
+  try {
+    App second(s.cfg, AppInfo{"test", "2026-11-23", {}});
+    FAIL("a second App opened the same data directory");
+  } catch (const DataDirInUse& e) {
+    what = e.what();
+  }
+  CHECK(what.find(s.cfg.data_dir) != std::string::npos);
+  CHECK(what.find("pid " + std::to_string(::getpid())) != std::string::npos);
+  CHECK(s.app().audit_log()->stats().size == before);  // no "start" record from the refused one
+  CHECK(get(s, "/Patient/" + a.id, bearer(clinician("A81001"))).status == 200);
+  CHECK(get(s, "/readyz").status == 200);
 }
 
 TEST_CASE("Audit: the IG view: search, paging, access report, export, alerts, proofs") {
