@@ -202,6 +202,51 @@ TEST_CASE("Audit: a token sent in the query string is refused and never reaches 
       CHECK(x.target == "/Patient?access_token=[redacted]&family=Querytoken");
 }
 
+TEST_CASE("Audit: POST [type]/_search is audited as a query and POST operations as operations") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 9, "Postsearch", "A81001");
+  const std::string gp = bearer(clinician("A81001"));
+  auto post = [&](const std::string& target, const std::string& content_type, const std::string& body) {
+    auto ex = test::exchange(s.port(),
+                             "POST " + target + " HTTP/1.1\r\nHost: localhost\r\n" + gp + "Content-Type: " +
+                                 content_type + "\r\nContent-Length: " + std::to_string(body.size()) +
+                                 "\r\nConnection: close\r\n\r\n" + body,
+                             1, s.client());
+    REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+    return ex.responses.front();
+  };
+  HttpResponse search =
+      post("/Patient/_search", "application/x-www-form-urlencoded",
+           "identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C" + a.nhs_number);
+  REQUIRE(search.status == 200);
+  HttpResponse validate = post("/Patient/$validate", "application/fhir+json", R"({"resourceType":"Patient"})");
+  HttpResponse validate_sys = post("/$validate", "application/fhir+json", R"({"resourceType":"Patient"})");
+  auto records = all_records(s);
+  auto rec = [&](const HttpResponse& r) -> const audit::Record& {
+    for (const auto& x : records)
+      if (x.request_id == r.header("x-request-id")) return x;
+    FAIL("no audit record");
+    return records.front();
+  };
+  const audit::Record& q = rec(search);
+  CHECK(q.action == "search-type");
+  fhir::Json ev = audit::to_audit_event(q, "test");
+  CHECK(ev.find("meta")->find("profile")->items()[0].text() ==
+        "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.PatientQuery");
+  CHECK(ev.string_at("action") == "R");
+  CHECK(ev.find("subtype")->items()[0].string_at("code") == "search-type");
+  // The same as the GET search.
+  HttpResponse get_search = get(s, "/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|" + a.nhs_number, gp);
+  records = all_records(s);
+  CHECK(rec(get_search).action == q.action);
+  for (const HttpResponse* r : {&validate, &validate_sys}) {
+    CAPTURE(r->status);
+    CHECK(rec(*r).action == "operation");
+    CHECK(rec(*r).detail.operation == "$validate");
+    CHECK(audit::to_audit_event(rec(*r), "test").string_at("action") == "E");
+  }
+}
+
 TEST_CASE("Audit: fail closed: when the audit cannot be committed, no data leaves (503)") {
   TestServer s;
   auto a = test::add_patient(s.locator(), 3, "Closedfail", "A81001");
