@@ -514,28 +514,38 @@ class AuditApi {
 
 void add_audit_routes(Router& router, AuditRouteDeps deps) {
   auto api = std::make_shared<AuditApi>(std::move(deps));
-  auto opts = [](std::string interaction, std::string operation, bool fhir_json) {
+  using auth::Interaction;
+  // `check`: the AuditEvent permission the token's scopes must grant (the pipeline also wants
+  // the role's audit access; POST and PUT here need both read and search).
+  auto opts = [](std::string interaction, std::string operation, bool fhir_json, Interaction check) {
     RouteOptions o;
     o.access = Access::audit;
+    o.auth_interaction = check;
     o.fhir = fhir_json;
     o.resource_type = fhir_json ? "AuditEvent" : "";
     o.interaction = std::move(interaction);
     o.operation = std::move(operation);
     return o;
   };
-  RouteOptions report = opts("", "access-report", false);
+  RouteOptions report = opts("", "access-report", false, Interaction::search);
   report.resource_type = "AuditEvent";
-  RouteOptions exp = opts("", "export", false);
+  RouteOptions exp = opts("", "export", false, Interaction::search);
   exp.resource_type = "AuditEvent";
   router.add("GET", "/AuditEvent/$access-report", [api](Request& r) { return api->access_report(r); }, report);
   router.add("GET", "/AuditEvent/$export", [api](Request& r) { return api->export_ndjson(r); }, exp);
-  router.add("GET", "/AuditEvent", [api](Request& r) { return api->search(r); }, opts("search-type", "", true));
-  router.add("GET", "/AuditEvent/{id}", [api](Request& r) { return api->read(r); }, opts("read", "", true));
-  router.add("GET", "/audit/checkpoint", [api](Request& r) { return api->checkpoint(r); }, opts("", "", false));
-  router.add("GET", "/audit/proof/inclusion", [api](Request& r) { return api->inclusion(r); }, opts("", "", false));
-  router.add("GET", "/audit/proof/consistency", [api](Request& r) { return api->consistency(r); }, opts("", "", false));
-  router.add("GET", "/audit/alerts", [api](Request& r) { return api->alerts(r); }, opts("", "", false));
-  RouteOptions with_body = opts("", "", false);
+  router.add("GET", "/AuditEvent", [api](Request& r) { return api->search(r); },
+             opts("search-type", "", true, Interaction::search));
+  router.add("GET", "/AuditEvent/{id}", [api](Request& r) { return api->read(r); },
+             opts("read", "", true, Interaction::read));
+  router.add("GET", "/audit/checkpoint", [api](Request& r) { return api->checkpoint(r); },
+             opts("", "", false, Interaction::read));
+  router.add("GET", "/audit/proof/inclusion", [api](Request& r) { return api->inclusion(r); },
+             opts("", "", false, Interaction::read));
+  router.add("GET", "/audit/proof/consistency", [api](Request& r) { return api->consistency(r); },
+             opts("", "", false, Interaction::read));
+  router.add("GET", "/audit/alerts", [api](Request& r) { return api->alerts(r); },
+             opts("", "", false, Interaction::search));
+  RouteOptions with_body = opts("", "", false, Interaction::search);
   with_body.json_body = true;
   router.add("POST", "/audit/alerts/{id}/review", [api](Request& r) { return api->review(r); }, with_body);
   router.add("PUT", "/audit/flagged-patients/{nhs}", [api](Request& r) { return api->flag(r); }, with_body);

@@ -168,6 +168,15 @@ boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& m
       if (!role || !role->audit_access)
         co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden,
                                                    "access denied: this endpoint is for information governance roles"));
+      // Scopes narrow the role here as everywhere (docs/access-policy.md): the token must grant
+      // AuditEvent the route's permission; the IG actions (POST, PUT) need read and search.
+      // Certificate principals carry no scopes: their role alone decides.
+      for (auth::Interaction i : {route.options.auth_interaction, auth::Interaction::read}) {
+        auth::Decision d = policy_->authorise_type(*req.principal, "AuditEvent", i);
+        if (!d.allowed)
+          co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden, "access denied: " + d.reason));
+        if (req.method == "GET") break;
+      }
     }
   }
   if (route.options.loopback_only && !config::is_loopback_address(req.remote_address))

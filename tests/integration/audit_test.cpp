@@ -482,6 +482,51 @@ TEST_CASE("Audit: the IG view: search, paging, access report, export, alerts, pr
   }
 }
 
+TEST_CASE("Audit: IG endpoints need AuditEvent scopes as well as the IG role") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 15, "Scoped", "A81001");
+  REQUIRE(get(s, "/Patient/" + a.id, bearer(clinician("A81001"))).status == 200);
+  REQUIRE(s.app().audit_log()->checkpoint_now().ok());
+  auto ig_with = [](const std::string& scope) {
+    TokenClaims c = ig_officer();
+    c.scope = scope;
+    return bearer(c);
+  };
+  struct Call {
+    std::string method, target, body;
+    bool read_only;  // needs AuditEvent read only (not search)
+  };
+  const std::vector<Call> calls = {
+      {"GET", "/AuditEvent?patient=" + a.nhs_number, "", false},
+      {"GET", "/AuditEvent/$access-report?patient=" + a.nhs_number, "", false},
+      {"GET", "/AuditEvent/$export?start=2020-01-01&end=2999-12-31", "", false},
+      {"GET", "/audit/alerts", "", false},
+      {"PUT", "/audit/flagged-patients/" + a.nhs_number, R"({"reason":"staff member"})", false},
+      {"GET", "/AuditEvent/0", "", true},
+      {"GET", "/audit/checkpoint", "", true},
+  };
+  for (const auto& c : calls) {
+    CAPTURE(c.target);
+    for (const char* scope : {"openid", "user/Patient.rs", "user/AuditEvent.c", "openid fhirUser"}) {
+      CAPTURE(scope);
+      HttpResponse r = send(s, c.method, c.target, ig_with(scope), c.body);
+      CHECK(r.status == 403);
+      CHECK(r.body.find("scopes do not grant") != std::string::npos);
+    }
+    CHECK(send(s, c.method, c.target, ig_with("user/AuditEvent.r"), c.body).status == (c.read_only ? 200 : 403));
+    const bool search_alone = !c.read_only && c.method == "GET";
+    CHECK(send(s, c.method, c.target, ig_with("user/AuditEvent.s"), c.body).status == (search_alone ? 200 : 403));
+    for (const char* scope : {"user/AuditEvent.rs", "user/*.rs", "openid user/AuditEvent.read", "user/*.cruds"}) {
+      CAPTURE(scope);
+      CHECK(send(s, c.method, c.target, ig_with(scope), c.body).status == 200);
+    }
+  }
+  // Scopes never widen the role: a clinician with AuditEvent scopes still gets nothing.
+  TokenClaims gp = clinician("A81001");
+  gp.scope = "user/AuditEvent.rs";
+  CHECK(get(s, "/AuditEvent", bearer(gp)).status == 403);
+}
+
 TEST_CASE("Audit: alert rules: no prior relationship, volume, flagged record, out of hours") {
   const audit::LocalTime now = audit::london_time(audit::now_ms());
   TestServer s([&](config::Config& c) {
