@@ -99,7 +99,8 @@ std::string what_text(const audit::Record& r) {
   if (route.rfind("/AuditEvent", 0) == 0 || route.rfind("/audit", 0) == 0)
     return "reviewed who has accessed your record (information governance)";
   if (route == "/Patient/{id}") return "looked at your details (name, date of birth, address, GP practice)";
-  if (route == "/Patient" || route == "/Patient/_search") return "searched for you and saw your details";
+  if (route == "/Patient" || route == "/Patient/_search")
+    return r.detail.returned.empty() ? "searched for you" : "searched for you and saw your details";
   if (route == "/Patient/$ihe-pix") return "looked up the numbers other care systems use for you";
   if (route == "/DocumentReference") return "looked at the list of care services that hold records about you";
   if (route == "/DocumentReference/{id}") {
@@ -127,6 +128,22 @@ std::string why_text(const audit::Record& r) {
   return r.status < 400 ? "" : "no access was given";
 }
 
+// Plain-language outcome. A refusal can also be an empty answer (a search without a
+// relationship is 200 with nothing in it), so what was shown decides, not the status alone.
+std::string outcome_text(const audit::Record& r) {
+  if (r.status >= 400) return "access refused (" + std::to_string(r.status) + ")";
+  std::string withheld;
+  if (const std::size_t n = r.detail.withheld.size(); n > 0)
+    withheld = std::to_string(n) + (n == 1 ? " entry" : " entries") + " withheld";
+  // Handlers that disclose patient data list what they returned; IG queries and writes do not.
+  const bool ig = r.route.rfind("/AuditEvent", 0) == 0 || r.route.rfind("/audit/", 0) == 0;
+  if (r.kind == "rest" && r.method == "GET" && !ig && r.detail.returned.empty()) {
+    std::string t = r.action == "search-type" ? "searched, nothing shown" : "nothing shown";
+    return withheld.empty() ? t : t + " (" + withheld + ")";
+  }
+  return withheld.empty() ? "access given" : "access given; " + withheld;
+}
+
 Json report_entry(const audit::Record& r) {
   Json e = Json::object();
   e.set("when", str(audit::format_time_ms(r.time_ms)));
@@ -135,7 +152,7 @@ Json report_entry(const audit::Record& r) {
   e.set("organisation", str(r.organisation));
   e.set("what", str(what_text(r)));
   e.set("why", str(why_text(r)));
-  e.set("outcome", str(r.status < 400 ? "access given" : "access refused (" + std::to_string(r.status) + ")"));
+  e.set("outcome", str(outcome_text(r)));
   e.set("auditRecord", str(std::to_string(r.seq)));
   return e;
 }

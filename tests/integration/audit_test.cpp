@@ -482,6 +482,28 @@ TEST_CASE("Audit: the IG view: search, paging, access report, export, alerts, pr
   }
 }
 
+TEST_CASE("Audit: the access report says what was shown, not just the HTTP status") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 16, "Reportshown", "A81001");
+  test::add_pointer(s.locator(), a.id, "RX1", "736253002", "Mental health crisis plan");
+  REQUIRE(get(s, "/DocumentReference?patient=" + a.id, bearer(clinician("A81001"))).status == 200);
+  HttpResponse empty = get(s, "/DocumentReference?patient=" + a.id, bearer(clinician("Y99999", "dr-other")));
+  REQUIRE(empty.status == 200);
+  REQUIRE(json_of(empty).find("entry") == nullptr);
+  REQUIRE(get(s, "/Patient/" + a.id, bearer(clinician("Y99999", "dr-other"))).status == 404);
+
+  fhir::Json rep = json_of(get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number, bearer(ig_officer())));
+  std::map<std::string, std::vector<std::string>> outcomes;  // by user
+  for (const auto& e : rep.find("accesses")->items())
+    outcomes[std::string(e.string_at("who"))].push_back(std::string(e.string_at("outcome")));
+  CHECK(outcomes["dr-smith"] == std::vector<std::string>{"access given"});
+  // Newest first: the refused read, then the search that showed nothing.
+  CHECK(outcomes["dr-other"] == std::vector<std::string>{"access refused (404)", "searched, nothing shown"});
+  HttpResponse html =
+      get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number + "&_format=html", bearer(ig_officer()));
+  CHECK(html.body.find("searched, nothing shown") != std::string::npos);
+}
+
 TEST_CASE("Audit: IG endpoints need AuditEvent scopes as well as the IG role") {
   TestServer s;
   auto a = test::add_patient(s.locator(), 15, "Scoped", "A81001");
