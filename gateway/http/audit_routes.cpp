@@ -76,6 +76,14 @@ fhir::Status apply_date(std::string_view v, audit::Query& q) {
   return fhir::Ok{};
 }
 
+// Free text without leading and trailing white space: "   " is no note at all.
+std::string trimmed(std::string_view s) {
+  constexpr std::string_view kSpace = " \t\r\n\f\v";
+  const std::size_t b = s.find_first_not_of(kSpace);
+  if (b == std::string_view::npos) return {};
+  return std::string(s.substr(b, s.find_last_not_of(kSpace) - b + 1));
+}
+
 std::string html_escape(std::string_view s) {
   std::string out;
   out.reserve(s.size());
@@ -247,9 +255,15 @@ class AuditApi {
                                  req.format.pretty);
       }
     }
-    auto run = [q](audit::Log& log) { return log.search(q); };
+    // One record more than the page: a next link only when there is a next page (a full last
+    // page would otherwise link to an empty one).
+    audit::Query probe = q;
+    ++probe.count;
+    auto run = [probe](audit::Log& log) { return log.search(probe); };
     auto page = co_await deps_.audit.call(run);
     if (!page) co_return error_response(page.issue(), req.format.pretty);
+    const bool more = page->records.size() > q.count;
+    if (more) page->records.pop_back();
     Json bundle = Json::object();
     bundle.set("resourceType", str("Bundle"));
     bundle.set("type", str("searchset"));
@@ -262,9 +276,7 @@ class AuditApi {
       links.push_back(std::move(l));
     };
     link("self", deps_.base_url + req.target);
-    if (page->records.size() == q.count && !page->records.empty()) {
-      link("next", next_url(deps_.base_url + "/AuditEvent", *req.query, page->records.back().seq));
-    }
+    if (more) link("next", next_url(deps_.base_url + "/AuditEvent", *req.query, page->records.back().seq));
     bundle.set("link", std::move(links));
     Json entries = Json::array();
     for (const auto& r : page->records) {
@@ -478,7 +490,7 @@ class AuditApi {
     if (!id) co_return error_response(Issue::make(ErrorCode::not_found, "no such alert"));
     const Json& body = *req.json_body;
     std::string outcome(body.is_object() ? body.string_at("outcome") : std::string_view());
-    std::string note(body.is_object() ? body.string_at("note") : std::string_view());
+    std::string note = trimmed(body.is_object() ? body.string_at("note") : std::string_view());
     static constexpr std::string_view kOutcomes[] = {"appropriate", "inappropriate", "referred", "no-further-action"};
     if (std::find(std::begin(kOutcomes), std::end(kOutcomes), outcome) == std::end(kOutcomes))
       co_return error_response(Issue::make(ErrorCode::invalid_value,
@@ -491,10 +503,16 @@ class AuditApi {
                                            "note"));
     const std::int64_t alert = static_cast<std::int64_t>(*id);
     const std::string reviewer = req.principal->subject;
-    req.audit.note = "alert " + std::to_string(alert) + " reviewed: " + outcome + (note.empty() ? "" : " - " + note);
+    const std::string review = outcome + (note.empty() ? "" : " - " + note);
     auto run = [alert, reviewer, outcome, note](audit::Log& log) { return log.review_alert(alert, reviewer, outcome, note); };
     auto done = co_await deps_.audit.call_write(run);
-    if (!done) co_return error_response(done.issue());
+    if (!done) {
+      // Unknown, or reviewed before (409): this attempt changed nothing, and the record says so.
+      req.audit.note = "alert " + std::to_string(alert) + " not reviewed (" + done.issue().diagnostics.substr(0, 200) +
+                       "); attempted: " + review;
+      co_return error_response(done.issue());
+    }
+    req.audit.note = "alert " + std::to_string(alert) + " reviewed: " + review;
     Json out = Json::object();
     out.set("id", Json::integer(alert));
     out.set("status", str("reviewed"));
@@ -506,7 +524,7 @@ class AuditApi {
     auto nhs = nhs_number_param(req.path_params.at(0), "nhsNumber");
     if (!nhs) co_return error_response(nhs.issue());
     const Json& body = *req.json_body;
-    std::string reason(body.is_object() ? body.string_at("reason") : std::string_view());
+    std::string reason = trimmed(body.is_object() ? body.string_at("reason") : std::string_view());
     if (reason.empty() || reason.size() > 500)
       co_return error_response(Issue::make(ErrorCode::invalid_value, "reason (1-500 characters, e.g. \"staff member\") is required",
                                            "reason"));

@@ -504,6 +504,58 @@ TEST_CASE("Audit: the access report says what was shown, not just the HTTP statu
   CHECK(html.body.find("searched, nothing shown") != std::string::npos);
 }
 
+TEST_CASE("Audit: a full last page has no next link; alert review notes are real and refusals say so") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 17, "Paged", "A81001");
+  auto b = test::add_patient(s.locator(), 18, "Glassed", "B99999");
+  for (int i = 0; i < 10; ++i) REQUIRE(get(s, "/Patient/" + a.id, bearer(clinician("A81001", "medic-1"))).status == 200);
+  const std::string ig = bearer(ig_officer());
+  std::string next = "/AuditEvent?agent=medic-1&_count=5";
+  std::vector<std::size_t> pages;
+  for (int page = 0; page < 5 && !next.empty(); ++page) {
+    fhir::Json bnd = json_of(get(s, next, ig));
+    const fhir::Json* entries = bnd.find("entry");
+    pages.push_back(entries ? entries->items().size() : 0);
+    next.clear();
+    for (const auto& l : bnd.find("link")->items())
+      if (l.string_at("relation") == "next") next = std::string(l.string_at("url")).substr(s.cfg.public_base_url.size());
+  }
+  CHECK(pages == std::vector<std::size_t>{5, 5});
+  // A page that is short anyway: no next link either.
+  fhir::Json all = json_of(get(s, "/AuditEvent?agent=medic-1&_count=50", ig));
+  CHECK(all.find("entry")->items().size() == 10);
+  for (const auto& l : all.find("link")->items()) CHECK(l.string_at("relation") != "next");
+
+  REQUIRE(get(s, "/Patient/" + b.id, bearer(clinician("Y99999", "dr-other")) + kBreakGlass).status == 200);
+  std::int64_t bg = 0;
+  const fhir::Json alerts = json_of(get(s, "/audit/alerts", ig));
+  for (const auto& al : alerts.find("alerts")->items())
+    if (al.string_at("rule") == "break-glass") bg = *al.find("id")->as_int64();
+  REQUIRE(bg > 0);
+  const std::string path = "/audit/alerts/" + std::to_string(bg) + "/review";
+  HttpResponse blank = send(s, "POST", path, ig, R"({"outcome":"inappropriate","note":"   \t "})");
+  CHECK(blank.status == 400);
+  CHECK(blank.body.find("a note is required") != std::string::npos);
+  CHECK(send(s, "PUT", "/audit/flagged-patients/" + a.nhs_number, ig, R"({"reason":"  "})").status == 400);
+  HttpResponse ok = send(s, "POST", path, ig, R"({"outcome":"inappropriate","note":"  no care relationship  "})");
+  CHECK(ok.status == 200);
+  HttpResponse again = send(s, "POST", path, ig, R"({"outcome":"inappropriate","note":"again"})");
+  CHECK(again.status == 409);
+  auto records = all_records(s);
+  for (const auto& r : records) {
+    if (r.request_id == ok.header("x-request-id"))
+      CHECK(r.detail.note == "alert " + std::to_string(bg) + " reviewed: inappropriate - no care relationship");
+    if (r.request_id == again.header("x-request-id")) {
+      CHECK(r.detail.note.find("reviewed:") == std::string::npos);
+      CHECK(r.detail.note.find("not reviewed") != std::string::npos);
+      CHECK(r.detail.note.find("already been reviewed") != std::string::npos);
+    }
+  }
+  fhir::Json reviewed = json_of(get(s, "/audit/alerts?status=reviewed", ig));
+  REQUIRE(reviewed.find("alerts")->items().size() == 1);
+  CHECK(reviewed.find("alerts")->items()[0].string_at("outcome") == "inappropriate");
+}
+
 TEST_CASE("Audit: IG endpoints need AuditEvent scopes as well as the IG role") {
   TestServer s;
   auto a = test::add_patient(s.locator(), 15, "Scoped", "A81001");
