@@ -718,6 +718,42 @@ TEST_CASE("Audit log: retention removes old content but keeps the tree and says 
   CHECK(*again == 0);
 }
 
+TEST_CASE("Audit log: a prune and its retention record commit together or not at all") {
+  auto dir = test::temp_dir("audit-retention-atomic");
+  auto signer = ed25519_signer();
+  auto log = Log::open(options(dir), signer);
+  REQUIRE(log.ok());
+  for (int i = 0; i < 12; ++i) REQUIRE((*log)->append_sync(access(i)).ok());
+  REQUIRE((*log)->checkpoint_now().ok());
+  // The commit fails where a crash could strike: after the prune, with its record.
+  (*log)->inject_write_failure(true);
+  auto failed = (*log)->prune_before(1'790'000'000'000 + 5 * 1000, "retention");
+  CHECK_FALSE(failed.ok());
+  (*log)->inject_write_failure(false);
+  auto kept = (*log)->get(2);
+  REQUIRE(kept.ok());
+  CHECK(kept->has_value());  // nothing was pruned without its record
+  (*log)->stop();
+  log->reset();
+  auto report = verify_database(options(dir).path, VerifyOptions{});
+  REQUIRE(report.ok());
+  CHECK(report->ok);
+  CHECK(report->pruned == 0);
+
+  // And when it commits, both are there.
+  auto again = Log::open(options(dir), signer);
+  REQUIRE(again.ok());
+  auto pruned = (*again)->prune_before(1'790'000'000'000 + 5 * 1000, "retention");
+  REQUIRE(pruned.ok());
+  CHECK(*pruned == 5);
+  (*again)->stop();
+  again->reset();
+  auto after = verify_database(options(dir).path, VerifyOptions{});
+  REQUIRE(after.ok());
+  CHECK(after->ok);
+  CHECK(after->pruned == 5);
+}
+
 TEST_CASE("Audit log: a failed commit completes every caller with not_ready and leaves nothing") {
   auto dir = test::temp_dir("audit-fail");
   auto log = Log::open(options(dir), nullptr);
