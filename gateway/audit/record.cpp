@@ -341,6 +341,7 @@ constexpr std::string_view kDcm = "http://dicom.nema.org/resources/ontology/DCM"
 constexpr std::string_view kEntityType = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
 constexpr std::string_view kObjectRole = "http://terminology.hl7.org/CodeSystem/object-role";
 constexpr std::string_view kActReason = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
+constexpr std::string_view kOdsOrganisation = "https://fhir.nhs.uk/Id/ods-organization-code";
 constexpr std::string_view kBalp = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.";
 
 std::string action_code(const Record& r) {
@@ -443,12 +444,17 @@ fhir::Json to_audit_event(const Record& r, std::string_view observer) {
 
   fhir::Json agents = fhir::Json::array();
   if (!r.user.empty() || r.agent_kind == "anonymous") {
-    fhir::Json user = agent("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP", "information recipient", true);
-    if (!r.user.empty()) {
-      fhir::Json who = identifier_ref(r.agent_kind == "system" ? "https://fhir.nhs.uk/Id/ods-organization-code"
-                                                               : "https://fhir.nhs.uk/Id/sds-user-id",
-                                      r.user, r.role);
-      user.set("who", std::move(who));
+    fhir::Json user;
+    if (r.agent_kind == "system") {
+      // A source system or the gateway itself (ingest, retention, start and stop): software, not
+      // a recipient of information. Its name (the configured source name, or "retention") is
+      // not an ODS code; the organisation's ODS code, when known, goes under the ODS system.
+      user = agent(kDcm, "110150", "Application", true);
+      if (!r.organisation.empty()) user.set("who", identifier_ref(kOdsOrganisation, r.organisation, r.user));
+      user.set("name", fhir::Json::string(r.user));
+    } else {
+      user = agent("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP", "information recipient", true);
+      if (!r.user.empty()) user.set("who", identifier_ref("https://fhir.nhs.uk/Id/sds-user-id", r.user, r.role));
     }
     if (!r.token_id.empty()) {
       fhir::Json policy = fhir::Json::array();
@@ -507,9 +513,12 @@ fhir::Json to_audit_event(const Record& r, std::string_view observer) {
     q.set("description", fhir::Json::string(r.method + " " + r.target));
     entities.push_back(std::move(q));
   }
-  if (!r.source.empty())
-    entities.push_back(entity(identifier_ref("https://fhir.nhs.uk/Id/ods-organization-code", r.source), "2",
-                              "System Object", "3", "Report"));
+  if (!r.source.empty()) {
+    fhir::Json what = fhir::Json::object();
+    if (!r.organisation.empty()) what = identifier_ref(kOdsOrganisation, r.organisation, r.source);
+    else what.set("display", fhir::Json::string(r.source));
+    entities.push_back(entity(std::move(what), "2", "System Object", "3", "Report"));
+  }
   if (!entities.items().empty()) ev.set("entity", std::move(entities));
 
   // Gateway-specific facts that have no AuditEvent element, as one extension.

@@ -253,6 +253,49 @@ TEST_CASE("Audit record: redact_target keeps the query but not the credentials i
   CHECK(redact_tokens("nothing here") == "nothing here");
 }
 
+TEST_CASE("Audit record: a source system's agent carries its ODS code under the ODS system, its name apart") {
+  const std::string ods = "https://fhir.nhs.uk/Id/ods-organization-code";
+  Record ingest;
+  ingest.kind = "ingest";
+  ingest.action = "ingest-applied";
+  ingest.status = 200;
+  ingest.agent_kind = "system";
+  ingest.user = "demo-epr";
+  ingest.organisation = "RGT";
+  ingest.source = "demo-epr";
+  fhir::Json ev = to_audit_event(ingest, "test");
+  const fhir::Json& a = ev.find("agent")->items().at(0);
+  CHECK(a.find("type")->find("coding")->items()[0].string_at("code") == "110150");
+  CHECK(a.string_at("name") == "demo-epr");
+  CHECK(a.find("who")->find("identifier")->string_at("system") == ods);
+  CHECK(a.find("who")->find("identifier")->string_at("value") == "RGT");
+  CHECK(a.find("who")->string_at("display") == "demo-epr");
+  // Nothing anywhere puts the source name under the ODS system.
+  const std::string text = fhir::to_json(ev);
+  CHECK(text.find(R"("system":")" + ods + R"(","value":"demo-epr")") == std::string::npos);
+  CHECK(text.find(R"("system":")" + ods + R"(","value":"RGT")") != std::string::npos);
+
+  Record retention;
+  retention.kind = "system";
+  retention.action = "retention-prune";
+  retention.status = 200;
+  retention.agent_kind = "system";
+  retention.user = "retention";
+  fhir::Json rev = to_audit_event(retention, "test");
+  const fhir::Json& ra = rev.find("agent")->items().at(0);
+  CHECK(ra.find("type")->find("coding")->items()[0].string_at("code") == "110150");
+  CHECK(ra.string_at("name") == "retention");
+  CHECK(ra.find("who") == nullptr);
+  CHECK(fhir::to_json(rev).find(ods) == std::string::npos);
+
+  // People are still information recipients named by their SDS user id.
+  Record user = access(1);
+  fhir::Json uev = to_audit_event(user, "test");
+  const fhir::Json& ua = uev.find("agent")->items().at(0);
+  CHECK(ua.find("type")->find("coding")->items()[0].string_at("code") == "IRCP");
+  CHECK(ua.find("who")->find("identifier")->string_at("system") == "https://fhir.nhs.uk/Id/sds-user-id");
+}
+
 TEST_CASE("Audit log: records are chained leaves; restart continues the chain and the tree") {
   auto dir = test::temp_dir("audit-log");
   auto signer = ed25519_signer();
