@@ -1,7 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/app.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <stdexcept>
 #include <thread>
@@ -38,7 +44,39 @@ audit::Record lifecycle_record(const char* action, const char* note) {
 
 }  // namespace
 
-App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
+DataDirLock::DataDirLock(const std::string& data_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir, ec);
+  if (ec) throw std::runtime_error("cannot create data directory " + data_dir + ": " + ec.message());
+  const std::string path = (std::filesystem::path(data_dir) / "gateway.lock").string();
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (fd_ < 0) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+  // flock, not fcntl: its locks belong to the open file, so a second App in the same process
+  // (the integration tests) is refused too.
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char buf[32] = {};
+    const ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
+    ::close(fd_);
+    fd_ = -1;
+    if (err != EWOULDBLOCK) throw std::runtime_error("cannot lock " + path + ": " + std::strerror(err));
+    std::string pid = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+    pid.erase(std::find_if(pid.begin(), pid.end(), [](char c) { return c < '0' || c > '9'; }), pid.end());
+    throw DataDirInUse("data directory " + data_dir + " is in use by another fhir-gateway" +
+                       (pid.empty() ? std::string() : " (pid " + pid + ")") +
+                       "; stop it first, or give this gateway its own data_dir");
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
+    observe::log(observe::Level::warn, "could not write the pid into the data directory lock file",
+                 {{"error", std::strerror(errno)}});
+}
+
+DataDirLock::~DataDirLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the lock; the file stays (removing it would race a starter)
+}
+
+App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock_(cfg_.data_dir) {
   auto dbs = store::Databases::open(cfg_.data_dir);
   if (!dbs) throw std::runtime_error("cannot open databases: " + dbs.issue().diagnostics);
   databases_ = std::make_unique<store::Databases>(std::move(*dbs));
@@ -156,8 +194,11 @@ void App::open_audit() {
   o.max_queue = static_cast<std::size_t>(cfg_.audit.max_queue);
   o.rules = cfg_.audit.alerts;
   o.on_commit = [this] {
+    health_.audit_failing = false;
     if (audit::Forwarder* f = forwarder_to_wake_.load()) f->notify();
   };
+  // Every audited request is refused (503) while commits fail: not ready for patient traffic.
+  o.on_commit_failed = [this] { health_.audit_failing = true; };
   auto log = audit::Log::open(o, std::make_shared<const audit::CheckpointSigner>(std::move(*signer)));
   if (!log) throw std::runtime_error("cannot open the audit log: " + log.issue().diagnostics);
   audit_log_ = std::move(*log);

@@ -9,6 +9,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "fhir/search_params.h"
@@ -38,11 +40,34 @@ struct AppInfo {
   std::function<void(http::Router&, fhir::SearchParamRegistry&)> extra_routes;
 };
 
+// A second gateway on the same data directory: start-up stops with exit code 2.
+struct DataDirInUse : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// An exclusive flock(2) on <data_dir>/gateway.lock, holding the owner's pid, for as long as
+// the object lives. Two gateways on one data directory would both append to audit.db with
+// their own idea of the next sequence number: every later record of one of them fails. Taken
+// before any database is opened; released by the kernel when the process dies, so a crash
+// never leaves a stale lock. Throws DataDirInUse (naming the holder's pid when known), or
+// std::runtime_error when the directory or lock file cannot be created or locked.
+class DataDirLock {
+ public:
+  explicit DataDirLock(const std::string& data_dir);
+  ~DataDirLock();
+  DataDirLock(const DataDirLock&) = delete;
+  DataDirLock& operator=(const DataDirLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 class App {
  public:
   // Opens and migrates the databases, opens the locator, registers configured source systems,
   // loads the JWKS and the access policy and builds the routes. Throws config::ConfigError
-  // for configuration problems (exit 2) and std::runtime_error for anything else (exit 1).
+  // for configuration problems and DataDirInUse when another gateway holds the data directory
+  // (both exit 2), and std::runtime_error for anything else (exit 1).
   App(config::Config cfg, AppInfo info);
   ~App();
   App(const App&) = delete;
@@ -72,6 +97,7 @@ class App {
   void add_database_metrics();
 
   config::Config cfg_;
+  DataDirLock data_dir_lock_;  // before every database; released last
   observe::Health health_;
   observe::Metrics metrics_;
   std::unique_ptr<store::Databases> databases_;

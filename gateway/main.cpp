@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // fhir-gateway: wiring only. Reads the configuration, opens the databases, builds the route
 // table and runs the server until SIGINT/SIGTERM. Exit codes: 0 clean stop, 1 runtime
-// failure, 2 bad configuration or usage.
+// failure, 2 bad configuration or usage, or a data directory another gateway holds.
 #include <pthread.h>
 
 #include <csignal>
@@ -31,7 +31,8 @@ void print_help() {
       "  --version        print the version and exit\n"
       "  --help           print this help and exit\n"
       "\n"
-      "Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad configuration or usage.\n");
+      "Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad configuration or usage, or the\n"
+      "data directory is in use by another fhir-gateway (data_dir/gateway.lock).\n");
 }
 
 }  // namespace
@@ -102,6 +103,9 @@ int main(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   } catch (const config::ConfigError& e) {
     std::fprintf(stderr, "fhir-gateway: configuration error: %s\n", e.what());
+    return 2;
+  } catch (const DataDirInUse& e) {
+    std::fprintf(stderr, "fhir-gateway: %s\n", e.what());
     return 2;
   } catch (const std::exception& e) {
     observe::log(observe::Level::error, "fatal", {{"error", e.what()}});

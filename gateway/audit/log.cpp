@@ -385,7 +385,9 @@ struct Log::Impl {
     }
   }
 
-  void commit_batch(std::vector<Append>& batch) {
+  // `before`, when given, runs first in the same transaction (a retention prune, so that it
+  // and its record commit together).
+  void commit_batch(std::vector<Append>& batch, const std::function<fhir::Status()>& before = {}) {
     // A failed commit restores the tree; the volume rule's per-user windows keep the attempts
     // (those requests were refused with 503, but the user did try to open the records).
     const merkle::CompactRange saved_range = range;
@@ -396,6 +398,7 @@ struct Log::Impl {
     {
       sqlite::Transaction tx(db);
       status = tx.begun();
+      if (status && before) status = before();
       for (auto& a : batch) {
         if (!status) break;
         status = insert_record(a.record, raised);
@@ -429,6 +432,7 @@ struct Log::Impl {
                    {{"records", std::to_string(batch.size())}, {"error", status.issue().diagnostics}});
       for (auto& a : batch)
         a.done(not_ready("the audit log could not be written; nothing was sent. Try again later"));
+      if (opt.on_commit_failed) opt.on_commit_failed();
       return;
     }
     commit_marks();
@@ -1037,6 +1041,9 @@ fhir::Status Log::flag_patient(const std::string& nhs_number, const std::string&
 fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std::string& by) {
   Impl& impl = *impl_;
   // Prune a prefix only: records up to (not including) the first one at or after the cutoff.
+  // The prune and the retention-prune record that explains it are one transaction: a crash
+  // between two commits would leave content gone with no record saying why, which audit-verify
+  // rightly reports as tampering.
   auto pruned = impl.run_task<fhir::Result<std::pair<std::uint64_t, std::uint64_t>>>(
       [&]() -> fhir::Result<std::pair<std::uint64_t, std::uint64_t>> {
         auto first_kept = impl.db.prepare(
@@ -1053,41 +1060,47 @@ fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std:
         if (auto r = first->step(); !r) return std::move(r).issue();
         const std::int64_t begin = first->column_int64(0);
         if (end <= begin) return std::pair<std::uint64_t, std::uint64_t>{0, 0};
-        sqlite::Transaction tx(impl.db);
-        if (!tx.begun()) return tx.begun().issue();
-        auto up = impl.db.prepare(
-            "UPDATE audit_record SET record = NULL, agent = '', subtypes = ' ' WHERE seq >= ?1 AND seq < ?2");
-        if (!up) return std::move(up).issue();
-        up->bind(1, begin).bind(2, end);
-        if (auto s = up->run(); !s) return std::move(s).issue();
-        for (const char* sql : {"DELETE FROM audit_patient_index WHERE epoch BETWEEN ?1 >> 16 AND ?2 >> 16 "
-                                "AND seq >= ?1 AND seq < ?2",
-                                "DELETE FROM audit_agent_index WHERE epoch BETWEEN ?1 >> 16 AND ?2 >> 16 "
-                                "AND seq >= ?1 AND seq < ?2",
-                                "DELETE FROM audit_patient_recent WHERE seq >= ?1 AND seq < ?2"}) {
-          auto del = impl.db.prepare(sql);
-          if (!del) return std::move(del).issue();
-          del->bind(1, begin).bind(2, end);
-          if (auto s = del->run(); !s) return std::move(s).issue();
-        }
-        if (auto s = tx.commit(); !s) return std::move(s).issue();
+        auto prune = [&impl, begin, end]() -> fhir::Status {
+          auto up = impl.db.prepare(
+              "UPDATE audit_record SET record = NULL, agent = '', subtypes = ' ' WHERE seq >= ?1 AND seq < ?2");
+          if (!up) return std::move(up).issue();
+          up->bind(1, begin).bind(2, end);
+          if (auto s = up->run(); !s) return s;
+          for (const char* sql : {"DELETE FROM audit_patient_index WHERE epoch BETWEEN ?1 >> 16 AND ?2 >> 16 "
+                                  "AND seq >= ?1 AND seq < ?2",
+                                  "DELETE FROM audit_agent_index WHERE epoch BETWEEN ?1 >> 16 AND ?2 >> 16 "
+                                  "AND seq >= ?1 AND seq < ?2",
+                                  "DELETE FROM audit_patient_recent WHERE seq >= ?1 AND seq < ?2"}) {
+            auto del = impl.db.prepare(sql);
+            if (!del) return std::move(del).issue();
+            del->bind(1, begin).bind(2, end);
+            if (auto s = del->run(); !s) return s;
+          }
+          return fhir::Ok{};
+        };
+        Record r;
+        r.time_ms = now_ms();
+        r.kind = "system";
+        r.action = "retention-prune";
+        r.agent_kind = "system";
+        r.user = by;
+        r.status = 200;
+        r.detail.note = "retention removed the content of records " + std::to_string(begin) + " to " +
+                        std::to_string(end - 1) + " (" + std::to_string(end - begin) + " records) older than " +
+                        format_time_ms(cutoff_ms) + "; their leaf hashes remain in the tree";
+        std::optional<fhir::Result<std::uint64_t>> appended;
+        std::vector<Impl::Append> batch;
+        batch.push_back(Impl::Append{std::move(r), [&appended](fhir::Result<std::uint64_t> seq) {
+                                       appended.emplace(std::move(seq));
+                                     }});
+        impl.commit_batch(batch, prune);
+        if (!appended || !*appended)
+          return appended ? std::move(*appended).issue() : not_ready("the retention record was not written");
         return std::pair<std::uint64_t, std::uint64_t>{static_cast<std::uint64_t>(begin), static_cast<std::uint64_t>(end)};
       });
   if (!pruned) return std::move(pruned).issue();
   const auto [begin, end] = *pruned;
   if (end == begin) return std::uint64_t{0};  // nothing older than the cutoff: no record, no note
-  Record r;
-  r.time_ms = now_ms();
-  r.kind = "system";
-  r.action = "retention-prune";
-  r.agent_kind = "system";
-  r.user = by;
-  r.status = 200;
-  r.detail.note = "retention removed the content of records " + std::to_string(begin) + " to " +
-                  std::to_string(end - 1) + " (" + std::to_string(end - begin) +
-                  " records) older than " + format_time_ms(cutoff_ms) + "; their leaf hashes remain in the tree";
-  auto seq = append_sync(std::move(r));
-  if (!seq) return std::move(seq).issue();
   if (impl.signer) {
     if (auto c = checkpoint_now(); !c) return std::move(c).issue();
   }

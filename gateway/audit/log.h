@@ -64,6 +64,9 @@ struct LogOptions {
   // Called on the writer thread after each successful commit (e.g. to wake the forwarder);
   // must not block.
   std::function<void()> on_commit;
+  // Called on the writer thread after each failed commit (the gateway is then not ready until
+  // a commit succeeds again); must not block.
+  std::function<void()> on_commit_failed;
 };
 
 struct Alert {

@@ -1,15 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/audit/record.h"
 
+#include <cctype>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <initializer_list>
+#include <tuple>
 #include <type_traits>
 
 #include "fhir/datatypes.h"
 #include "fhir/json.h"
+#include "fhir/query_string.h"
 
 namespace gw::audit {
 
@@ -75,6 +78,112 @@ std::vector<std::string> subtypes(const Record& r) {
   std::vector<std::string> out{r.action};
   if (!r.detail.operation.empty()) out.push_back(r.detail.operation);
   if (r.detail.basis == "break-glass" || !r.detail.break_glass_reason.empty()) out.push_back("break-glass");
+  return out;
+}
+
+namespace {
+
+constexpr std::string_view kRedacted = "[redacted]";
+
+bool is_base64url(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+}
+
+// Finds the next JWS or JWE in compact serialisation (RFC 7515 / 7516 section 7.1) in `s` from
+// `from`: base64url segments joined by at least two dots, the first a JSON header, which
+// base64url-encodes to "eyJ". Returns [begin, end) or {npos, npos}.
+std::pair<std::size_t, std::size_t> find_jwt(std::string_view s, std::size_t from) {
+  constexpr std::size_t kMinLength = 16;
+  for (std::size_t at = s.find("eyJ", from); at != std::string_view::npos; at = s.find("eyJ", at + 1)) {
+    if (at > 0 && is_base64url(s[at - 1])) continue;  // inside a longer word
+    std::size_t end = at;
+    int dots = 0;
+    while (end < s.size() && (is_base64url(s[end]) || s[end] == '.')) dots += s[end++] == '.';
+    if (dots >= 2 && end - at >= kMinLength) return {at, end};
+  }
+  return {std::string_view::npos, std::string_view::npos};
+}
+
+// A JWT in the raw text or, hidden by percent-encoding, in its decoded form.
+bool holds_jwt(std::string_view raw) {
+  if (find_jwt(raw, 0).first != std::string_view::npos) return true;
+  if (raw.find('%') == std::string_view::npos) return false;
+  auto decoded = fhir::percent_decode(raw);
+  return decoded.ok() && find_jwt(*decoded, 0).first != std::string_view::npos;
+}
+
+std::string lower_decoded(std::string_view raw) {
+  auto decoded = fhir::percent_decode(raw);
+  std::string out = decoded.ok() ? std::move(*decoded) : std::string(raw);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Parameter names whose values are credentials (RFC 6749 sections 2.3.1, 4.1.2, 5.1; RFC 7521;
+// OpenID Connect Core 3.1.2.5). `code` is also a FHIR search parameter (Observation?code=)
+// whose value the audit must keep, so it counts only in an authorization response, beside
+// `state`.
+bool is_credential_name(std::string_view name, bool oauth_response) {
+  for (std::string_view n : {"access_token", "token", "id_token", "refresh_token", "client_secret", "client_assertion"})
+    if (name == n) return true;
+  return oauth_response && name == "code";
+}
+
+}  // namespace
+
+std::string redact_target(std::string_view target) {
+  const std::size_t q = target.find('?');
+  std::string_view path = target.substr(0, q);
+  std::string out;
+  out.reserve(target.size());
+  for (std::size_t pos = 0; pos <= path.size();) {
+    std::size_t slash = path.find('/', pos);
+    std::string_view seg = path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
+    out.append(holds_jwt(seg) ? kRedacted : seg);
+    if (slash == std::string_view::npos) break;
+    out.push_back('/');
+    pos = slash + 1;
+  }
+  if (q == std::string_view::npos) return out;
+
+  std::string_view query = target.substr(q + 1);
+  auto parts = [&query](auto&& each) {
+    for (std::size_t pos = 0; pos <= query.size();) {
+      std::size_t amp = query.find('&', pos);
+      each(query.substr(pos, amp == std::string_view::npos ? std::string_view::npos : amp - pos));
+      if (amp == std::string_view::npos) break;
+      pos = amp + 1;
+    }
+  };
+  bool oauth_response = false;
+  parts([&](std::string_view part) { oauth_response |= lower_decoded(part.substr(0, part.find('='))) == "state"; });
+  out.push_back('?');
+  bool first = true;
+  parts([&](std::string_view part) {
+    if (!first) out.push_back('&');
+    first = false;
+    const std::size_t eq = part.find('=');
+    if (eq == std::string_view::npos) {
+      out.append(holds_jwt(part) ? kRedacted : part);
+      return;
+    }
+    const std::string_view value = part.substr(eq + 1);
+    out.append(part.substr(0, eq + 1));
+    const bool secret = is_credential_name(lower_decoded(part.substr(0, eq)), oauth_response) && !value.empty();
+    out.append(secret || holds_jwt(value) ? kRedacted : value);
+  });
+  return out;
+}
+
+std::string redact_tokens(std::string_view text) {
+  std::string out;
+  std::size_t done = 0;
+  for (auto [at, end] = find_jwt(text, 0); at != std::string_view::npos; std::tie(at, end) = find_jwt(text, end)) {
+    out.append(text.substr(done, at - done));
+    out.append(kRedacted);
+    done = end;
+  }
+  out.append(text.substr(done));
   return out;
 }
 
@@ -232,6 +341,7 @@ constexpr std::string_view kDcm = "http://dicom.nema.org/resources/ontology/DCM"
 constexpr std::string_view kEntityType = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
 constexpr std::string_view kObjectRole = "http://terminology.hl7.org/CodeSystem/object-role";
 constexpr std::string_view kActReason = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
+constexpr std::string_view kOdsOrganisation = "https://fhir.nhs.uk/Id/ods-organization-code";
 constexpr std::string_view kBalp = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.";
 
 std::string action_code(const Record& r) {
@@ -334,12 +444,17 @@ fhir::Json to_audit_event(const Record& r, std::string_view observer) {
 
   fhir::Json agents = fhir::Json::array();
   if (!r.user.empty() || r.agent_kind == "anonymous") {
-    fhir::Json user = agent("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP", "information recipient", true);
-    if (!r.user.empty()) {
-      fhir::Json who = identifier_ref(r.agent_kind == "system" ? "https://fhir.nhs.uk/Id/ods-organization-code"
-                                                               : "https://fhir.nhs.uk/Id/sds-user-id",
-                                      r.user, r.role);
-      user.set("who", std::move(who));
+    fhir::Json user;
+    if (r.agent_kind == "system") {
+      // A source system or the gateway itself (ingest, retention, start and stop): software, not
+      // a recipient of information. Its name (the configured source name, or "retention") is
+      // not an ODS code; the organisation's ODS code, when known, goes under the ODS system.
+      user = agent(kDcm, "110150", "Application", true);
+      if (!r.organisation.empty()) user.set("who", identifier_ref(kOdsOrganisation, r.organisation, r.user));
+      user.set("name", fhir::Json::string(r.user));
+    } else {
+      user = agent("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP", "information recipient", true);
+      if (!r.user.empty()) user.set("who", identifier_ref("https://fhir.nhs.uk/Id/sds-user-id", r.user, r.role));
     }
     if (!r.token_id.empty()) {
       fhir::Json policy = fhir::Json::array();
@@ -398,9 +513,12 @@ fhir::Json to_audit_event(const Record& r, std::string_view observer) {
     q.set("description", fhir::Json::string(r.method + " " + r.target));
     entities.push_back(std::move(q));
   }
-  if (!r.source.empty())
-    entities.push_back(entity(identifier_ref("https://fhir.nhs.uk/Id/ods-organization-code", r.source), "2",
-                              "System Object", "3", "Report"));
+  if (!r.source.empty()) {
+    fhir::Json what = fhir::Json::object();
+    if (!r.organisation.empty()) what = identifier_ref(kOdsOrganisation, r.organisation, r.source);
+    else what.set("display", fhir::Json::string(r.source));
+    entities.push_back(entity(std::move(what), "2", "System Object", "3", "Report"));
+  }
   if (!entities.items().empty()) ev.set("entity", std::move(entities));
 
   // Gateway-specific facts that have no AuditEvent element, as one extension.

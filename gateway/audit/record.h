@@ -82,6 +82,15 @@ fhir::Result<Record> decode(std::string_view bytes);
 // The FHIR R4 AuditEvent (IHE BALP shape) for a stored record; id = the sequence number.
 fhir::Json to_audit_event(const Record& r, std::string_view observer);
 
+// The request target as the audit keeps it: the values of credential-bearing query parameters
+// (access_token, token, id_token, refresh_token, client_secret, client_assertion, and `code`
+// beside `state`, the OAuth 2.0 authorization response) and any path segment or query value
+// holding a JWT become "[redacted]". The record holds a token id, never token material, and
+// it is append-only and exported, so nothing written can be taken back.
+std::string redact_target(std::string_view target);
+// Free text (error diagnostics) with every JWT-shaped run replaced by "[redacted]".
+std::string redact_tokens(std::string_view text);
+
 std::string format_time_ms(std::int64_t time_ms);  // RFC 3339 UTC with milliseconds
 std::int64_t now_ms();
 

@@ -55,11 +55,45 @@ StoredRow row_from(const Statement& s) {
   return r;
 }
 
+// SQLite's own words from a wrapper diagnostic ("prepare failed: database disk image is
+// malformed" -> "database disk image is malformed").
+std::string sqlite_says(const std::string& diagnostics) {
+  const std::size_t colon = diagnostics.find(": ");
+  return colon == std::string::npos ? diagnostics : diagnostics.substr(colon + 2);
+}
+
+fhir::Issue damaged(const std::string& path, const std::string& sqlite_error) {
+  return fhir::Issue::make(fhir::ErrorCode::invalid_value,
+                           path + " is damaged and cannot be verified; SQLite says: " + sqlite_error +
+                               ". Verify an intact copy (a backup, or the file copied with the gateway stopped, "
+                               "together with its -wal file)");
+}
+
 fhir::Result<Database> open_audit_db(const std::string& path) {
   auto db = Database::open(path, Database::Mode::read_only);
   if (!db) return std::move(db).issue();
   auto probe = db->prepare("SELECT seq, record FROM audit_record LIMIT 0");
-  if (!probe) return fhir::Issue::make(fhir::ErrorCode::invalid_value, path + " is not an audit database (no audit_record table)");
+  if (!probe) {
+    const std::string why = sqlite_says(probe.issue().diagnostics);
+    if (why.rfind("no such table", 0) == 0)
+      return fhir::Issue::make(fhir::ErrorCode::invalid_value, path + " is not an audit database (no audit_record table)");
+    return damaged(path, why);
+  }
+  // A cut or damaged file can still answer queries (pages past its end read as zeros), and its
+  // records would then be misreported as tampering at some index. SQLite's check of the file's
+  // structure (every page, not the index contents) comes first.
+  auto check = db->prepare("PRAGMA quick_check(1)");
+  if (!check) return damaged(path, sqlite_says(check.issue().diagnostics));
+  auto row = check->step();
+  if (!row) return damaged(path, sqlite_says(row.issue().diagnostics));
+  if (*row && check->column_text(0) != "ok") {
+    // "*** in database main ***\nOn tree page 67 cell 1: ..." on one line, without the banner.
+    std::string found = check->column_text(0).substr(0, 300);
+    if (const std::size_t nl = found.find('\n'); found.rfind("***", 0) == 0 && nl != std::string::npos)
+      found.erase(0, nl + 1);
+    std::replace(found.begin(), found.end(), '\n', ' ');
+    return damaged(path, "database disk image is malformed (" + found + ")");
+  }
   return std::move(*db);
 }
 

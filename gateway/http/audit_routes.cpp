@@ -76,6 +76,14 @@ fhir::Status apply_date(std::string_view v, audit::Query& q) {
   return fhir::Ok{};
 }
 
+// Free text without leading and trailing white space: "   " is no note at all.
+std::string trimmed(std::string_view s) {
+  constexpr std::string_view kSpace = " \t\r\n\f\v";
+  const std::size_t b = s.find_first_not_of(kSpace);
+  if (b == std::string_view::npos) return {};
+  return std::string(s.substr(b, s.find_last_not_of(kSpace) - b + 1));
+}
+
 std::string html_escape(std::string_view s) {
   std::string out;
   out.reserve(s.size());
@@ -99,7 +107,8 @@ std::string what_text(const audit::Record& r) {
   if (route.rfind("/AuditEvent", 0) == 0 || route.rfind("/audit", 0) == 0)
     return "reviewed who has accessed your record (information governance)";
   if (route == "/Patient/{id}") return "looked at your details (name, date of birth, address, GP practice)";
-  if (route == "/Patient" || route == "/Patient/_search") return "searched for you and saw your details";
+  if (route == "/Patient" || route == "/Patient/_search")
+    return r.detail.returned.empty() ? "searched for you" : "searched for you and saw your details";
   if (route == "/Patient/$ihe-pix") return "looked up the numbers other care systems use for you";
   if (route == "/DocumentReference") return "looked at the list of care services that hold records about you";
   if (route == "/DocumentReference/{id}") {
@@ -127,6 +136,22 @@ std::string why_text(const audit::Record& r) {
   return r.status < 400 ? "" : "no access was given";
 }
 
+// Plain-language outcome. A refusal can also be an empty answer (a search without a
+// relationship is 200 with nothing in it), so what was shown decides, not the status alone.
+std::string outcome_text(const audit::Record& r) {
+  if (r.status >= 400) return "access refused (" + std::to_string(r.status) + ")";
+  std::string withheld;
+  if (const std::size_t n = r.detail.withheld.size(); n > 0)
+    withheld = std::to_string(n) + (n == 1 ? " entry" : " entries") + " withheld";
+  // Handlers that disclose patient data list what they returned; IG queries and writes do not.
+  const bool ig = r.route.rfind("/AuditEvent", 0) == 0 || r.route.rfind("/audit/", 0) == 0;
+  if (r.kind == "rest" && r.method == "GET" && !ig && r.detail.returned.empty()) {
+    std::string t = r.action == "search-type" ? "searched, nothing shown" : "nothing shown";
+    return withheld.empty() ? t : t + " (" + withheld + ")";
+  }
+  return withheld.empty() ? "access given" : "access given; " + withheld;
+}
+
 Json report_entry(const audit::Record& r) {
   Json e = Json::object();
   e.set("when", str(audit::format_time_ms(r.time_ms)));
@@ -135,7 +160,7 @@ Json report_entry(const audit::Record& r) {
   e.set("organisation", str(r.organisation));
   e.set("what", str(what_text(r)));
   e.set("why", str(why_text(r)));
-  e.set("outcome", str(r.status < 400 ? "access given" : "access refused (" + std::to_string(r.status) + ")"));
+  e.set("outcome", str(outcome_text(r)));
   e.set("auditRecord", str(std::to_string(r.seq)));
   return e;
 }
@@ -230,9 +255,15 @@ class AuditApi {
                                  req.format.pretty);
       }
     }
-    auto run = [q](audit::Log& log) { return log.search(q); };
+    // One record more than the page: a next link only when there is a next page (a full last
+    // page would otherwise link to an empty one).
+    audit::Query probe = q;
+    ++probe.count;
+    auto run = [probe](audit::Log& log) { return log.search(probe); };
     auto page = co_await deps_.audit.call(run);
     if (!page) co_return error_response(page.issue(), req.format.pretty);
+    const bool more = page->records.size() > q.count;
+    if (more) page->records.pop_back();
     Json bundle = Json::object();
     bundle.set("resourceType", str("Bundle"));
     bundle.set("type", str("searchset"));
@@ -245,9 +276,7 @@ class AuditApi {
       links.push_back(std::move(l));
     };
     link("self", deps_.base_url + req.target);
-    if (page->records.size() == q.count && !page->records.empty()) {
-      link("next", next_url(deps_.base_url + "/AuditEvent", *req.query, page->records.back().seq));
-    }
+    if (more) link("next", next_url(deps_.base_url + "/AuditEvent", *req.query, page->records.back().seq));
     bundle.set("link", std::move(links));
     Json entries = Json::array();
     for (const auto& r : page->records) {
@@ -461,7 +490,7 @@ class AuditApi {
     if (!id) co_return error_response(Issue::make(ErrorCode::not_found, "no such alert"));
     const Json& body = *req.json_body;
     std::string outcome(body.is_object() ? body.string_at("outcome") : std::string_view());
-    std::string note(body.is_object() ? body.string_at("note") : std::string_view());
+    std::string note = trimmed(body.is_object() ? body.string_at("note") : std::string_view());
     static constexpr std::string_view kOutcomes[] = {"appropriate", "inappropriate", "referred", "no-further-action"};
     if (std::find(std::begin(kOutcomes), std::end(kOutcomes), outcome) == std::end(kOutcomes))
       co_return error_response(Issue::make(ErrorCode::invalid_value,
@@ -474,10 +503,16 @@ class AuditApi {
                                            "note"));
     const std::int64_t alert = static_cast<std::int64_t>(*id);
     const std::string reviewer = req.principal->subject;
-    req.audit.note = "alert " + std::to_string(alert) + " reviewed: " + outcome + (note.empty() ? "" : " - " + note);
+    const std::string review = outcome + (note.empty() ? "" : " - " + note);
     auto run = [alert, reviewer, outcome, note](audit::Log& log) { return log.review_alert(alert, reviewer, outcome, note); };
     auto done = co_await deps_.audit.call_write(run);
-    if (!done) co_return error_response(done.issue());
+    if (!done) {
+      // Unknown, or reviewed before (409): this attempt changed nothing, and the record says so.
+      req.audit.note = "alert " + std::to_string(alert) + " not reviewed (" + done.issue().diagnostics.substr(0, 200) +
+                       "); attempted: " + review;
+      co_return error_response(done.issue());
+    }
+    req.audit.note = "alert " + std::to_string(alert) + " reviewed: " + review;
     Json out = Json::object();
     out.set("id", Json::integer(alert));
     out.set("status", str("reviewed"));
@@ -489,7 +524,7 @@ class AuditApi {
     auto nhs = nhs_number_param(req.path_params.at(0), "nhsNumber");
     if (!nhs) co_return error_response(nhs.issue());
     const Json& body = *req.json_body;
-    std::string reason(body.is_object() ? body.string_at("reason") : std::string_view());
+    std::string reason = trimmed(body.is_object() ? body.string_at("reason") : std::string_view());
     if (reason.empty() || reason.size() > 500)
       co_return error_response(Issue::make(ErrorCode::invalid_value, "reason (1-500 characters, e.g. \"staff member\") is required",
                                            "reason"));
@@ -514,28 +549,38 @@ class AuditApi {
 
 void add_audit_routes(Router& router, AuditRouteDeps deps) {
   auto api = std::make_shared<AuditApi>(std::move(deps));
-  auto opts = [](std::string interaction, std::string operation, bool fhir_json) {
+  using auth::Interaction;
+  // `check`: the AuditEvent permission the token's scopes must grant (the pipeline also wants
+  // the role's audit access; POST and PUT here need both read and search).
+  auto opts = [](std::string interaction, std::string operation, bool fhir_json, Interaction check) {
     RouteOptions o;
     o.access = Access::audit;
+    o.auth_interaction = check;
     o.fhir = fhir_json;
     o.resource_type = fhir_json ? "AuditEvent" : "";
     o.interaction = std::move(interaction);
     o.operation = std::move(operation);
     return o;
   };
-  RouteOptions report = opts("", "access-report", false);
+  RouteOptions report = opts("", "access-report", false, Interaction::search);
   report.resource_type = "AuditEvent";
-  RouteOptions exp = opts("", "export", false);
+  RouteOptions exp = opts("", "export", false, Interaction::search);
   exp.resource_type = "AuditEvent";
   router.add("GET", "/AuditEvent/$access-report", [api](Request& r) { return api->access_report(r); }, report);
   router.add("GET", "/AuditEvent/$export", [api](Request& r) { return api->export_ndjson(r); }, exp);
-  router.add("GET", "/AuditEvent", [api](Request& r) { return api->search(r); }, opts("search-type", "", true));
-  router.add("GET", "/AuditEvent/{id}", [api](Request& r) { return api->read(r); }, opts("read", "", true));
-  router.add("GET", "/audit/checkpoint", [api](Request& r) { return api->checkpoint(r); }, opts("", "", false));
-  router.add("GET", "/audit/proof/inclusion", [api](Request& r) { return api->inclusion(r); }, opts("", "", false));
-  router.add("GET", "/audit/proof/consistency", [api](Request& r) { return api->consistency(r); }, opts("", "", false));
-  router.add("GET", "/audit/alerts", [api](Request& r) { return api->alerts(r); }, opts("", "", false));
-  RouteOptions with_body = opts("", "", false);
+  router.add("GET", "/AuditEvent", [api](Request& r) { return api->search(r); },
+             opts("search-type", "", true, Interaction::search));
+  router.add("GET", "/AuditEvent/{id}", [api](Request& r) { return api->read(r); },
+             opts("read", "", true, Interaction::read));
+  router.add("GET", "/audit/checkpoint", [api](Request& r) { return api->checkpoint(r); },
+             opts("", "", false, Interaction::read));
+  router.add("GET", "/audit/proof/inclusion", [api](Request& r) { return api->inclusion(r); },
+             opts("", "", false, Interaction::read));
+  router.add("GET", "/audit/proof/consistency", [api](Request& r) { return api->consistency(r); },
+             opts("", "", false, Interaction::read));
+  router.add("GET", "/audit/alerts", [api](Request& r) { return api->alerts(r); },
+             opts("", "", false, Interaction::search));
+  RouteOptions with_body = opts("", "", false, Interaction::search);
   with_body.json_body = true;
   router.add("POST", "/audit/alerts/{id}/review", [api](Request& r) { return api->review(r); }, with_body);
   router.add("PUT", "/audit/flagged-patients/{nhs}", [api](Request& r) { return api->flag(r); }, with_body);

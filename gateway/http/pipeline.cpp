@@ -43,11 +43,33 @@ boost::asio::awaitable<fhir::Result<std::uint64_t>> append_audit(audit::Log& log
       AuditInitiation{&log, &rec}, boost::asio::use_awaitable);
 }
 
+// The operation a route serves, without '$': declared, or named by the last segment of the
+// pattern (routes declared once in the CapabilityStatement, such as /{type}/$validate, leave
+// RouteOptions::operation empty).
+std::string_view operation_of(const Route& route) {
+  if (!route.options.operation.empty()) return route.options.operation;
+  std::string_view last = route.pattern;
+  last.remove_prefix(last.rfind('/') + 1);
+  return !last.empty() && last.front() == '$' ? last.substr(1) : std::string_view();
+}
+
+// The FHIR interaction for the audit record. Routes that are not declared on their own (POST
+// [type]/_search is declared as the GET search-type) are named by the interaction the policy
+// checks; the HTTP method is the last resort, for non-FHIR endpoints.
 std::string action_of(const Route* route, std::string_view method) {
   if (route) {
     const RouteOptions& o = route->options;
-    if (!o.operation.empty()) return "operation";
+    if (!operation_of(*route).empty()) return "operation";
     if (!o.interaction.empty()) return o.interaction;
+    if (o.access == Access::resource) {
+      switch (o.auth_interaction) {
+        case auth::Interaction::read: return "read";
+        case auth::Interaction::search: return "search-type";
+        case auth::Interaction::create: return "create";
+        case auth::Interaction::update: return "update";
+        case auth::Interaction::remove: return "delete";
+      }
+    }
   }
   if (method == "POST") return "create";
   if (method == "PUT") return "update";
@@ -61,10 +83,11 @@ audit::Record record_of(Request& req, const Response& r, const Route* route) {
   rec.kind = "rest";
   rec.action = action_of(route, req.method);
   rec.method = req.method;
-  rec.target = req.target.substr(0, 4096);
+  // Tokens sent in the query (refused with 401) must not outlive the request in the log.
+  rec.target = audit::redact_target(req.target).substr(0, 4096);
   rec.route = req.route_template;
   rec.status = r.status;
-  if (r.status >= 400) rec.outcome_text = r.diagnostics.substr(0, 500);
+  if (r.status >= 400) rec.outcome_text = audit::redact_tokens(r.diagnostics).substr(0, 500);
   if (const auto& p = req.principal) {
     rec.agent_kind = p->kind == auth::Principal::Kind::system ? "system" : "user";
     rec.user = p->subject;
@@ -81,8 +104,8 @@ audit::Record record_of(Request& req, const Response& r, const Route* route) {
   rec.request_id = req.request_id;
   rec.correlation_id = req.correlation_id;
   rec.detail = std::move(req.audit);
-  if (route && !route->options.operation.empty() && rec.detail.operation.empty())
-    rec.detail.operation = "$" + route->options.operation;
+  if (route && rec.detail.operation.empty())
+    if (std::string_view op = operation_of(*route); !op.empty()) rec.detail.operation = "$" + std::string(op);
   return rec;
 }
 
@@ -145,6 +168,15 @@ boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& m
       if (!role || !role->audit_access)
         co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden,
                                                    "access denied: this endpoint is for information governance roles"));
+      // Scopes narrow the role here as everywhere (docs/access-policy.md): the token must grant
+      // AuditEvent the route's permission; the IG actions (POST, PUT) need read and search.
+      // Certificate principals carry no scopes: their role alone decides.
+      for (auth::Interaction i : {route.options.auth_interaction, auth::Interaction::read}) {
+        auth::Decision d = policy_->authorise_type(*req.principal, "AuditEvent", i);
+        if (!d.allowed)
+          co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden, "access denied: " + d.reason));
+        if (req.method == "GET") break;
+      }
     }
   }
   if (route.options.loopback_only && !config::is_loopback_address(req.remote_address))

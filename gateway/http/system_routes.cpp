@@ -56,7 +56,10 @@ void add_system_routes(Router& router, const SystemRouteDeps& deps) {
   }, ops);
   router.add("GET", "/readyz", [health](Request&) -> awaitable<Response> {
     if (health->ready()) co_return text_response(200, "application/json", R"({"status":"pass"})");
-    std::string why = health->draining ? "draining" : !health->databases_ready ? "databases not ready" : "not listening";
+    std::string why = health->draining                 ? "draining"
+                      : !health->databases_ready       ? "databases not ready"
+                      : health->audit_failing          ? "audit log not writable"
+                                                       : "not listening";
     Response r = text_response(503, "application/json", R"({"status":"fail","reason":")" + why + "\"}");
     r.set_header("Retry-After", "5");
     co_return r;

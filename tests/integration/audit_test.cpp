@@ -3,6 +3,8 @@
 // fail closed, the IG view (search, access report, export, alerts, proofs) and the alert rules.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <map>
 #include <set>
 
@@ -170,6 +172,81 @@ TEST_CASE("Audit: every request, allowed or denied, leaves exactly one matching 
   CHECK(ev.string_at("outcome") == "0");
 }
 
+TEST_CASE("Audit: a token sent in the query string is refused and never reaches the audit record") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 6, "Querytoken", "A81001");
+  const std::string token = test::test_tokens().mint(clinician("A81001"));
+  const std::string signature = token.substr(token.rfind('.') + 1);
+  std::vector<HttpResponse> sent;
+  sent.push_back(get(s, "/Patient?access_token=" + token + "&family=Querytoken"));
+  sent.push_back(get(s, "/Patient?family=Querytoken&token=" + token));
+  sent.push_back(get(s, "/Patient?family=Querytoken&token=" + token, bearer(clinician("A81001"))));
+  sent.push_back(get(s, "/Patient/" + token, bearer(clinician("A81001"))));
+  CHECK(sent[0].status == 401);
+  auto records = all_records(s);
+  for (const auto& r : sent) {
+    CAPTURE(r.status);
+    const audit::Record* rec = nullptr;
+    for (const auto& x : records)
+      if (x.request_id == r.header("x-request-id")) rec = &x;
+    REQUIRE(rec != nullptr);
+    CHECK(rec->target.find("[redacted]") != std::string::npos);
+    const std::string stored = audit::encode(*rec);
+    CHECK(stored.find(signature) == std::string::npos);
+    CHECK(audit::to_audit_event(*rec, "test").find("entity") != nullptr);
+    CHECK(fhir::to_json(audit::to_audit_event(*rec, "test")).find(signature) == std::string::npos);
+  }
+  // What the query asked for is still recorded.
+  for (const auto& x : records)
+    if (x.request_id == sent[0].header("x-request-id"))
+      CHECK(x.target == "/Patient?access_token=[redacted]&family=Querytoken");
+}
+
+TEST_CASE("Audit: POST [type]/_search is audited as a query and POST operations as operations") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 9, "Postsearch", "A81001");
+  const std::string gp = bearer(clinician("A81001"));
+  auto post = [&](const std::string& target, const std::string& content_type, const std::string& body) {
+    auto ex = test::exchange(s.port(),
+                             "POST " + target + " HTTP/1.1\r\nHost: localhost\r\n" + gp + "Content-Type: " +
+                                 content_type + "\r\nContent-Length: " + std::to_string(body.size()) +
+                                 "\r\nConnection: close\r\n\r\n" + body,
+                             1, s.client());
+    REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+    return ex.responses.front();
+  };
+  HttpResponse search =
+      post("/Patient/_search", "application/x-www-form-urlencoded",
+           "identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C" + a.nhs_number);
+  REQUIRE(search.status == 200);
+  HttpResponse validate = post("/Patient/$validate", "application/fhir+json", R"({"resourceType":"Patient"})");
+  HttpResponse validate_sys = post("/$validate", "application/fhir+json", R"({"resourceType":"Patient"})");
+  auto records = all_records(s);
+  auto rec = [&](const HttpResponse& r) -> const audit::Record& {
+    for (const auto& x : records)
+      if (x.request_id == r.header("x-request-id")) return x;
+    FAIL("no audit record");
+    return records.front();
+  };
+  const audit::Record& q = rec(search);
+  CHECK(q.action == "search-type");
+  fhir::Json ev = audit::to_audit_event(q, "test");
+  CHECK(ev.find("meta")->find("profile")->items()[0].text() ==
+        "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.PatientQuery");
+  CHECK(ev.string_at("action") == "R");
+  CHECK(ev.find("subtype")->items()[0].string_at("code") == "search-type");
+  // The same as the GET search.
+  HttpResponse get_search = get(s, "/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|" + a.nhs_number, gp);
+  records = all_records(s);
+  CHECK(rec(get_search).action == q.action);
+  for (const HttpResponse* r : {&validate, &validate_sys}) {
+    CAPTURE(r->status);
+    CHECK(rec(*r).action == "operation");
+    CHECK(rec(*r).detail.operation == "$validate");
+    CHECK(audit::to_audit_event(rec(*r), "test").string_at("action") == "E");
+  }
+}
+
 TEST_CASE("Audit: fail closed: when the audit cannot be committed, no data leaves (503)") {
   TestServer s;
   auto a = test::add_patient(s.locator(), 3, "Closedfail", "A81001");
@@ -195,6 +272,40 @@ TEST_CASE("Audit: fail closed: when the audit cannot be committed, no data leave
   CHECK(ok.status == 200);
   CHECK(ok.body.find("Closedfail") != std::string::npos);
   CHECK(s.app().audit_log()->stats().size == before + 1);
+}
+
+TEST_CASE("Audit: /readyz fails while the audit log's last commit failed, and passes after the next") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 7, "Readiness", "A81001");
+  TokenClaims gp = clinician("A81001");
+  CHECK(get(s, "/readyz").status == 200);
+  s.app().audit_log()->inject_write_failure(true);
+  CHECK(get(s, "/Patient/" + a.id, bearer(gp)).status == 503);
+  HttpResponse r = get(s, "/readyz");
+  CHECK(r.status == 503);
+  CHECK(r.body.find("audit log not writable") != std::string::npos);
+  CHECK(get(s, "/healthz").status == 200);  // alive: a restart is not what fixes a full disk
+  s.app().audit_log()->inject_write_failure(false);
+  CHECK(get(s, "/Patient/" + a.id, bearer(gp)).status == 200);
+  CHECK(get(s, "/readyz").status == 200);
+}
+
+TEST_CASE("Audit: a second gateway on the same data directory is refused before it opens any database") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 8, "Onlyone", "A81001");
+  const auto before = s.app().audit_log()->stats().size;
+  std::string what;
+  try {
+    App second(s.cfg, AppInfo{"test", "2026-11-23", {}});
+    FAIL("a second App opened the same data directory");
+  } catch (const DataDirInUse& e) {
+    what = e.what();
+  }
+  CHECK(what.find(s.cfg.data_dir) != std::string::npos);
+  CHECK(what.find("pid " + std::to_string(::getpid())) != std::string::npos);
+  CHECK(s.app().audit_log()->stats().size == before);  // no "start" record from the refused one
+  CHECK(get(s, "/Patient/" + a.id, bearer(clinician("A81001"))).status == 200);
+  CHECK(get(s, "/readyz").status == 200);
 }
 
 TEST_CASE("Audit: the IG view: search, paging, access report, export, alerts, proofs") {
@@ -369,6 +480,125 @@ TEST_CASE("Audit: the IG view: search, paging, access report, export, alerts, pr
     CHECK(get(s, "/audit/proof/consistency?from=0&to=2", ig).status == 400);
     CHECK(get(s, "/audit/proof/inclusion?index=1", ig).status == 400);
   }
+}
+
+TEST_CASE("Audit: the access report says what was shown, not just the HTTP status") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 16, "Reportshown", "A81001");
+  test::add_pointer(s.locator(), a.id, "RX1", "736253002", "Mental health crisis plan");
+  REQUIRE(get(s, "/DocumentReference?patient=" + a.id, bearer(clinician("A81001"))).status == 200);
+  HttpResponse empty = get(s, "/DocumentReference?patient=" + a.id, bearer(clinician("Y99999", "dr-other")));
+  REQUIRE(empty.status == 200);
+  REQUIRE(json_of(empty).find("entry") == nullptr);
+  REQUIRE(get(s, "/Patient/" + a.id, bearer(clinician("Y99999", "dr-other"))).status == 404);
+
+  fhir::Json rep = json_of(get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number, bearer(ig_officer())));
+  std::map<std::string, std::vector<std::string>> outcomes;  // by user
+  for (const auto& e : rep.find("accesses")->items())
+    outcomes[std::string(e.string_at("who"))].push_back(std::string(e.string_at("outcome")));
+  CHECK(outcomes["dr-smith"] == std::vector<std::string>{"access given"});
+  // Newest first: the refused read, then the search that showed nothing.
+  CHECK(outcomes["dr-other"] == std::vector<std::string>{"access refused (404)", "searched, nothing shown"});
+  HttpResponse html =
+      get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number + "&_format=html", bearer(ig_officer()));
+  CHECK(html.body.find("searched, nothing shown") != std::string::npos);
+}
+
+TEST_CASE("Audit: a full last page has no next link; alert review notes are real and refusals say so") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 17, "Paged", "A81001");
+  auto b = test::add_patient(s.locator(), 18, "Glassed", "B99999");
+  for (int i = 0; i < 10; ++i) REQUIRE(get(s, "/Patient/" + a.id, bearer(clinician("A81001", "medic-1"))).status == 200);
+  const std::string ig = bearer(ig_officer());
+  std::string next = "/AuditEvent?agent=medic-1&_count=5";
+  std::vector<std::size_t> pages;
+  for (int page = 0; page < 5 && !next.empty(); ++page) {
+    fhir::Json bnd = json_of(get(s, next, ig));
+    const fhir::Json* entries = bnd.find("entry");
+    pages.push_back(entries ? entries->items().size() : 0);
+    next.clear();
+    for (const auto& l : bnd.find("link")->items())
+      if (l.string_at("relation") == "next") next = std::string(l.string_at("url")).substr(s.cfg.public_base_url.size());
+  }
+  CHECK(pages == std::vector<std::size_t>{5, 5});
+  // A page that is short anyway: no next link either.
+  fhir::Json all = json_of(get(s, "/AuditEvent?agent=medic-1&_count=50", ig));
+  CHECK(all.find("entry")->items().size() == 10);
+  for (const auto& l : all.find("link")->items()) CHECK(l.string_at("relation") != "next");
+
+  REQUIRE(get(s, "/Patient/" + b.id, bearer(clinician("Y99999", "dr-other")) + kBreakGlass).status == 200);
+  std::int64_t bg = 0;
+  const fhir::Json alerts = json_of(get(s, "/audit/alerts", ig));
+  for (const auto& al : alerts.find("alerts")->items())
+    if (al.string_at("rule") == "break-glass") bg = *al.find("id")->as_int64();
+  REQUIRE(bg > 0);
+  const std::string path = "/audit/alerts/" + std::to_string(bg) + "/review";
+  HttpResponse blank = send(s, "POST", path, ig, R"({"outcome":"inappropriate","note":"   \t "})");
+  CHECK(blank.status == 400);
+  CHECK(blank.body.find("a note is required") != std::string::npos);
+  CHECK(send(s, "PUT", "/audit/flagged-patients/" + a.nhs_number, ig, R"({"reason":"  "})").status == 400);
+  HttpResponse ok = send(s, "POST", path, ig, R"({"outcome":"inappropriate","note":"  no care relationship  "})");
+  CHECK(ok.status == 200);
+  HttpResponse again = send(s, "POST", path, ig, R"({"outcome":"inappropriate","note":"again"})");
+  CHECK(again.status == 409);
+  auto records = all_records(s);
+  for (const auto& r : records) {
+    if (r.request_id == ok.header("x-request-id"))
+      CHECK(r.detail.note == "alert " + std::to_string(bg) + " reviewed: inappropriate - no care relationship");
+    if (r.request_id == again.header("x-request-id")) {
+      CHECK(r.detail.note.find("reviewed:") == std::string::npos);
+      CHECK(r.detail.note.find("not reviewed") != std::string::npos);
+      CHECK(r.detail.note.find("already been reviewed") != std::string::npos);
+    }
+  }
+  fhir::Json reviewed = json_of(get(s, "/audit/alerts?status=reviewed", ig));
+  REQUIRE(reviewed.find("alerts")->items().size() == 1);
+  CHECK(reviewed.find("alerts")->items()[0].string_at("outcome") == "inappropriate");
+}
+
+TEST_CASE("Audit: IG endpoints need AuditEvent scopes as well as the IG role") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 15, "Scoped", "A81001");
+  REQUIRE(get(s, "/Patient/" + a.id, bearer(clinician("A81001"))).status == 200);
+  REQUIRE(s.app().audit_log()->checkpoint_now().ok());
+  auto ig_with = [](const std::string& scope) {
+    TokenClaims c = ig_officer();
+    c.scope = scope;
+    return bearer(c);
+  };
+  struct Call {
+    std::string method, target, body;
+    bool read_only;  // needs AuditEvent read only (not search)
+  };
+  const std::vector<Call> calls = {
+      {"GET", "/AuditEvent?patient=" + a.nhs_number, "", false},
+      {"GET", "/AuditEvent/$access-report?patient=" + a.nhs_number, "", false},
+      {"GET", "/AuditEvent/$export?start=2020-01-01&end=2999-12-31", "", false},
+      {"GET", "/audit/alerts", "", false},
+      {"PUT", "/audit/flagged-patients/" + a.nhs_number, R"({"reason":"staff member"})", false},
+      {"GET", "/AuditEvent/0", "", true},
+      {"GET", "/audit/checkpoint", "", true},
+  };
+  for (const auto& c : calls) {
+    CAPTURE(c.target);
+    for (const char* scope : {"openid", "user/Patient.rs", "user/AuditEvent.c", "openid fhirUser"}) {
+      CAPTURE(scope);
+      HttpResponse r = send(s, c.method, c.target, ig_with(scope), c.body);
+      CHECK(r.status == 403);
+      CHECK(r.body.find("scopes do not grant") != std::string::npos);
+    }
+    CHECK(send(s, c.method, c.target, ig_with("user/AuditEvent.r"), c.body).status == (c.read_only ? 200 : 403));
+    const bool search_alone = !c.read_only && c.method == "GET";
+    CHECK(send(s, c.method, c.target, ig_with("user/AuditEvent.s"), c.body).status == (search_alone ? 200 : 403));
+    for (const char* scope : {"user/AuditEvent.rs", "user/*.rs", "openid user/AuditEvent.read", "user/*.cruds"}) {
+      CAPTURE(scope);
+      CHECK(send(s, c.method, c.target, ig_with(scope), c.body).status == 200);
+    }
+  }
+  // Scopes never widen the role: a clinician with AuditEvent scopes still gets nothing.
+  TokenClaims gp = clinician("A81001");
+  gp.scope = "user/AuditEvent.rs";
+  CHECK(get(s, "/AuditEvent", bearer(gp)).status == 403);
 }
 
 TEST_CASE("Audit: alert rules: no prior relationship, volume, flagged record, out of hours") {

@@ -168,3 +168,67 @@ TEST_CASE("Audit crash: kill -9 under load loses no audit record of a 2xx respon
   CHECK_MESSAGE(WIFEXITED(rc), slurp((dir / "verify.out").string()));
   CHECK_MESSAGE(WEXITSTATUS(rc) == 0, slurp((dir / "verify.out").string()));
 }
+
+TEST_CASE("Audit: a second gateway on the same data directory exits 2 and leaves the running one intact") {
+  const auto dir = test::temp_dir("audit-second-instance");
+  const auto data = dir / "data";
+  std::filesystem::create_directories(data);
+  test::Seeded p;
+  {
+    auto loc = locator::open_sqlite_locator((data / "locator.db").string(), {});
+    REQUIRE(loc.ok());
+    p = test::add_patient(**loc, 300, "Twice", "A81001");
+  }
+  const auto& certs = test::dev_certs();
+  const std::string config = (dir / "gateway.toml").string();
+  std::ofstream(config) << "[server]\npublic_base_url = \"https://localhost:8443\"\nthreads = 1\n"
+                        << "[server.https]\naddress = \"127.0.0.1\"\nport = 0\ncertificate = \"" << certs.server_cert
+                        << "\"\nprivate_key = \"" << certs.server_key << "\"\n"
+                        << "[storage]\ndata_dir = \"" << data.string() << "\"\n"
+                        << "[auth]\njwks_file = \"" << test::test_tokens().jwks_path << "\"\n"
+                        << "[audit]\nsigning_key = \"" << certs.audit_key << "\"\ncheckpoint_interval_s = 1\n"
+                        << "[log]\naccess_log = false\n";
+  Gateway g = start_gateway(config, (dir / "first.log").string());
+  test::TokenClaims gp;
+  gp.org = "A81001";
+  const std::string auth = test::test_tokens().header(gp);
+  test::ClientOptions opts;
+  opts.ca_file = certs.ca;
+  auto read = [&] {
+    auto ex = test::exchange(g.port, "GET /Patient/" + p.id + " HTTP/1.1\r\nHost: localhost\r\n" + auth +
+                                         "Connection: close\r\n\r\n", 1, opts);
+    REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+    return ex.responses[0].status;
+  };
+  REQUIRE(read() == 200);
+
+  // Bounded: a gateway that did start (port 0 is always free) would otherwise run on.
+  test::ToolRun second = test::run_tool("timeout", "20 " + std::string(GATEWAY_BIN) + " --config " + config);
+  CHECK(second.status == 2);
+  CHECK(second.err.find(data.string()) != std::string::npos);
+  CHECK(second.err.find("pid " + std::to_string(g.pid)) != std::string::npos);
+  // The refused gateway wrote nothing: the first one's audited requests still commit.
+  for (int i = 0; i < 3; ++i) CHECK(read() == 200);
+
+  REQUIRE(::kill(g.pid, SIGTERM) == 0);
+  const int status = wait_exit(g.pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  audit::LogOptions lo;
+  lo.path = (data / "audit.db").string();
+  auto log = audit::Log::open(lo, nullptr);
+  REQUIRE_MESSAGE(log.ok(), log.issue().diagnostics);
+  audit::Query q;
+  q.count = 1000;
+  q.newest_first = false;
+  auto page = (*log)->search(q);
+  REQUIRE(page.ok());
+  int starts = 0, reads = 0;
+  for (const auto& r : page->records) {
+    starts += r.action == "start";
+    reads += r.action == "read" && r.status == 200;
+  }
+  CHECK(starts == 1);
+  CHECK(reads == 4);
+  (*log)->stop();
+}

@@ -2,7 +2,8 @@
 // audit-verify: offline check that audit.db is complete and unaltered (issue #6), for IG
 // officers. Reads the database read-only together with the checkpoint file(s) kept outside
 // it, and reports the first record that is not what the gateway wrote.
-// Exit codes: 0 verified, 1 tampering or inconsistency found, 2 usage or I/O error.
+// Exit codes: 0 verified, 1 tampering or inconsistency found, 2 usage or I/O error (including
+// an audit.db SQLite reports as damaged).
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
@@ -150,7 +151,7 @@ int main(int argc, char** argv) {
       "an edited search index. audit.db is opened read-only; nothing is written.\n"
       "\n"
       "Exit codes: 0 verified; 1 tampering or an inconsistency was found (details on stdout);\n"
-      "2 usage error, or a file could not be read.\n"
+      "2 usage error, or a file could not be read (audit.db damaged: SQLite's own error is shown).\n"
       "\n"
       "Example: audit-verify --db data/audit.db --checkpoints data/audit-checkpoints.log \\\n"
       "           --key certs/audit-key.pub.pem"};

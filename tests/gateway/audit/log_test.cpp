@@ -230,6 +230,72 @@ TEST_CASE("Audit record: canonical encoding round-trips and anything else is ref
   CHECK_FALSE(decode("[]").ok());
 }
 
+TEST_CASE("Audit record: redact_target keeps the query but not the credentials in it") {
+  const std::string jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJkci1zbWl0aCJ9.c2lnbmF0dXJlLWJ5dGVz";
+  CHECK(redact_target("/Patient?access_token=" + jwt + "&family=x") == "/Patient?access_token=[redacted]&family=x");
+  CHECK(redact_target("/Patient?family=x&token=opaque-123") == "/Patient?family=x&token=[redacted]");
+  CHECK(redact_target("/Patient?ACCESS%5FTOKEN=abc&id_token=d&refresh_token=e&client_secret=f") ==
+        "/Patient?ACCESS%5FTOKEN=[redacted]&id_token=[redacted]&refresh_token=[redacted]&client_secret=[redacted]");
+  // A JWT under any name, percent-encoded or not, and in the path.
+  CHECK(redact_target("/Patient?identifier=x%7C" + jwt) == "/Patient?identifier=[redacted]");
+  CHECK(redact_target("/Patient?q=%65yJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln") == "/Patient?q=[redacted]");
+  CHECK(redact_target("/Patient/" + jwt + "/_history") == "/Patient/[redacted]/_history");
+  CHECK(redact_target("/Patient?" + jwt) == "/Patient?[redacted]");
+  // `code` is a credential only in an OAuth authorization response; otherwise a search term.
+  CHECK(redact_target("/Observation?code=http://loinc.org|8867-4&patient=p1") ==
+        "/Observation?code=http://loinc.org|8867-4&patient=p1");
+  CHECK(redact_target("/callback?code=SplxlOBeZQQYbYS6WxSbIA&state=xyz") == "/callback?code=[redacted]&state=xyz");
+  // Nothing else changes; no false positives on ordinary values.
+  for (std::string t : {"/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9000000009", "/metadata", "/",
+                        "/Patient?family=eyJones&given=a.b.c", "/AuditEvent?agent=dr-smith&_count=5", ""})
+    CHECK(redact_target(t) == t);
+  CHECK(redact_tokens("bad value '" + jwt + "' in x") == "bad value '[redacted]' in x");
+  CHECK(redact_tokens("nothing here") == "nothing here");
+}
+
+TEST_CASE("Audit record: a source system's agent carries its ODS code under the ODS system, its name apart") {
+  const std::string ods = "https://fhir.nhs.uk/Id/ods-organization-code";
+  Record ingest;
+  ingest.kind = "ingest";
+  ingest.action = "ingest-applied";
+  ingest.status = 200;
+  ingest.agent_kind = "system";
+  ingest.user = "demo-epr";
+  ingest.organisation = "RGT";
+  ingest.source = "demo-epr";
+  fhir::Json ev = to_audit_event(ingest, "test");
+  const fhir::Json& a = ev.find("agent")->items().at(0);
+  CHECK(a.find("type")->find("coding")->items()[0].string_at("code") == "110150");
+  CHECK(a.string_at("name") == "demo-epr");
+  CHECK(a.find("who")->find("identifier")->string_at("system") == ods);
+  CHECK(a.find("who")->find("identifier")->string_at("value") == "RGT");
+  CHECK(a.find("who")->string_at("display") == "demo-epr");
+  // Nothing anywhere puts the source name under the ODS system.
+  const std::string text = fhir::to_json(ev);
+  CHECK(text.find(R"("system":")" + ods + R"(","value":"demo-epr")") == std::string::npos);
+  CHECK(text.find(R"("system":")" + ods + R"(","value":"RGT")") != std::string::npos);
+
+  Record retention;
+  retention.kind = "system";
+  retention.action = "retention-prune";
+  retention.status = 200;
+  retention.agent_kind = "system";
+  retention.user = "retention";
+  fhir::Json rev = to_audit_event(retention, "test");
+  const fhir::Json& ra = rev.find("agent")->items().at(0);
+  CHECK(ra.find("type")->find("coding")->items()[0].string_at("code") == "110150");
+  CHECK(ra.string_at("name") == "retention");
+  CHECK(ra.find("who") == nullptr);
+  CHECK(fhir::to_json(rev).find(ods) == std::string::npos);
+
+  // People are still information recipients named by their SDS user id.
+  Record user = access(1);
+  fhir::Json uev = to_audit_event(user, "test");
+  const fhir::Json& ua = uev.find("agent")->items().at(0);
+  CHECK(ua.find("type")->find("coding")->items()[0].string_at("code") == "IRCP");
+  CHECK(ua.find("who")->find("identifier")->string_at("system") == "https://fhir.nhs.uk/Id/sds-user-id");
+}
+
 TEST_CASE("Audit log: records are chained leaves; restart continues the chain and the tree") {
   auto dir = test::temp_dir("audit-log");
   auto signer = ed25519_signer();
@@ -693,6 +759,42 @@ TEST_CASE("Audit log: retention removes old content but keeps the tree and says 
   auto again = (*log)->prune_before(1'790'000'000'000 + 5 * 1000, "retention");
   REQUIRE(again.ok());
   CHECK(*again == 0);
+}
+
+TEST_CASE("Audit log: a prune and its retention record commit together or not at all") {
+  auto dir = test::temp_dir("audit-retention-atomic");
+  auto signer = ed25519_signer();
+  auto log = Log::open(options(dir), signer);
+  REQUIRE(log.ok());
+  for (int i = 0; i < 12; ++i) REQUIRE((*log)->append_sync(access(i)).ok());
+  REQUIRE((*log)->checkpoint_now().ok());
+  // The commit fails where a crash could strike: after the prune, with its record.
+  (*log)->inject_write_failure(true);
+  auto failed = (*log)->prune_before(1'790'000'000'000 + 5 * 1000, "retention");
+  CHECK_FALSE(failed.ok());
+  (*log)->inject_write_failure(false);
+  auto kept = (*log)->get(2);
+  REQUIRE(kept.ok());
+  CHECK(kept->has_value());  // nothing was pruned without its record
+  (*log)->stop();
+  log->reset();
+  auto report = verify_database(options(dir).path, VerifyOptions{});
+  REQUIRE(report.ok());
+  CHECK(report->ok);
+  CHECK(report->pruned == 0);
+
+  // And when it commits, both are there.
+  auto again = Log::open(options(dir), signer);
+  REQUIRE(again.ok());
+  auto pruned = (*again)->prune_before(1'790'000'000'000 + 5 * 1000, "retention");
+  REQUIRE(pruned.ok());
+  CHECK(*pruned == 5);
+  (*again)->stop();
+  again->reset();
+  auto after = verify_database(options(dir).path, VerifyOptions{});
+  REQUIRE(after.ok());
+  CHECK(after->ok);
+  CHECK(after->pruned == 5);
 }
 
 TEST_CASE("Audit log: a failed commit completes every caller with not_ready and leaves nothing") {

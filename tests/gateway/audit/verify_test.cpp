@@ -908,3 +908,25 @@ TEST_CASE("audit-verify tool: exit 0 when verified, 1 with the first bad record,
   CHECK(audit_verify("--db " + b.db + " --checkpoints " + (b.dir / "none.log").string()).status == 2);
   CHECK(audit_verify("--db " + b.db + " --key " + b.checkpoints).status == 2);
 }
+
+TEST_CASE("audit verify: a cut copy of audit.db is reported as damaged, with SQLite's own error") {
+  const Built& b = shared_log();
+  const std::string key = (b.dir / "audit-key.pub.pem").string();
+  std::ofstream(key) << b.key.public_pem;
+  for (int percent : {99, 95, 50}) {
+    CAPTURE(percent);
+    const std::string path = copy_db(b, "cut-" + std::to_string(percent));
+    fs::remove(path + "-wal");
+    fs::resize_file(path, fs::file_size(path) * static_cast<std::uintmax_t>(percent) / 100);
+    auto r = gw::audit::verify_database(path, options_for(b));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.issue().diagnostics.find("database disk image is malformed") != std::string::npos);
+    CHECK(r.issue().diagnostics.find("damaged") != std::string::npos);
+    CHECK(r.issue().diagnostics.find("not an audit database") == std::string::npos);
+    Run tool = audit_verify("--db " + path + " --checkpoints " + b.checkpoints + " --key " + key);
+    INFO(tool.out);  // stdout and stderr
+    CHECK(tool.status == 2);
+    CHECK(tool.out.find("database disk image is malformed") != std::string::npos);
+    CHECK(tool.out.find("first bad record") == std::string::npos);
+  }
+}
