@@ -241,8 +241,8 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     asio::steady_timer watchdog(ex);
     conn->socket = &socket;
     bool& busy = conn->busy;
-    auto arm = [&](std::chrono::seconds after, const char* what) {
-      watchdog.expires_after(after);
+    auto arm_at = [&](std::chrono::steady_clock::time_point at, const char* what) {
+      watchdog.expires_at(at);
       watchdog.async_wait([this, &socket, what](boost::system::error_code ec) {
         if (ec) return;  // cancelled: the operation finished in time
         violation(what);
@@ -250,15 +250,24 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
         socket.close(ignored);
       });
     };
+    auto arm = [&](std::chrono::seconds after, const char* what) {
+      arm_at(std::chrono::steady_clock::now() + after, what);
+    };
 
     FramerLimits limits;
     limits.max_message_bytes = options.max_message_bytes;
     MllpFramer framer(limits);
     std::vector<char> buf(64 * 1024);
+    // The idle timeout runs per read; the frame timeout runs from the read that brought a
+    // frame's start block until its end block, however the sender spaces the bytes in
+    // between: re-arming it per read would let a sender trickling a byte at a time hold a
+    // connection (and one of max_connections) for ever. A <VT> inside a frame restarts the
+    // frame but not its deadline, for the same reason.
+    std::chrono::steady_clock::time_point frame_deadline{};
     for (;;) {
       if (stopping && !framer.in_frame()) break;
-      arm(framer.in_frame() ? options.frame_timeout : options.idle_timeout,
-          framer.in_frame() ? "frame timeout" : "idle timeout");
+      if (framer.in_frame()) arm_at(frame_deadline, "frame timeout");
+      else arm(options.idle_timeout, "idle timeout");
       boost::system::error_code ec;
       const std::size_t n =
           co_await stream.async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
@@ -269,7 +278,12 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
         break;
       }
       FramerOutput out;
+      const bool continued_frame = framer.in_frame();
       framer.feed(std::string_view(buf.data(), n), out);
+      // A frame begun in this read (alone, or after frames it completed). Its deadline is set
+      // once those frames are answered below: the time the gateway spends on them is not the
+      // sender's.
+      const bool frame_begun = framer.in_frame() && (!continued_frame || !out.frames.empty());
       for (FrameEvent e : out.events) {
         Fields f;
         if (e == FrameEvent::stray_bytes_skipped) f.emplace_back("bytes", std::to_string(out.skipped));
@@ -297,6 +311,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       }
       busy = false;
       if (write_failed || out.fatal) break;
+      if (frame_begun) frame_deadline = std::chrono::steady_clock::now() + options.frame_timeout;
     }
     conn->socket = nullptr;
     boost::system::error_code ignored;
