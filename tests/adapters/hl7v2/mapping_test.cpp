@@ -335,6 +335,12 @@ TEST_CASE("hl7v2 mapping: unsupported message types are refused with the support
   CHECK(r.issue().diagnostics.find("ORM^O01") != std::string::npos);
   CHECK(r.issue().diagnostics.find("ADT^A01") != std::string::npos);
   CHECK(r.issue().diagnostics.find("ORU^R01") != std::string::npos);
+  // A type the adapter takes with a trigger it does not: the event is what is unsupported.
+  const auto a60 = map_text(kMsh + "ADT^A60^ADT_A60|C2|P|2.4\rPID|1||123^^^RGT^MR\r");
+  REQUIRE_FALSE(a60.ok());
+  CHECK(a60.issue().code == fhir::ErrorCode::not_supported);
+  CHECK(a60.issue().expression == "MSH-9.2");
+  CHECK(map_text(kMsh + "ZZZ^A01|C3|P|2.4\rPID|1||123^^^RGT^MR\r").issue().expression == "MSH-9");
   CHECK_FALSE(gw::hl7v2::is_supported("ADT^A17"));
   CHECK_FALSE(gw::hl7v2::is_supported("ADT"));
   CHECK(gw::hl7v2::is_supported("ADT^A28"));
