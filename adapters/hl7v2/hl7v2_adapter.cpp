@@ -398,6 +398,15 @@ fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& sou
       return Issue::make(ErrorCode::invalid_value, "source '" + source.name + "': endpoint port must be 0-65535",
                          "endpoint");
     o.port = static_cast<std::uint16_t>(p);
+    // The listener binds an address, not a name: a name ("localhost") would only fail at
+    // start, after the configuration was reported valid.
+    boost::system::error_code ec;
+    asio::ip::make_address(o.address, ec);
+    if (ec)
+      return Issue::make(ErrorCode::invalid_value,
+                         "source '" + source.name + "': endpoint host '" + o.address +
+                             "' is not an IP address (use 127.0.0.1 or ::1 for loopback, 0.0.0.0 for every interface)",
+                         "endpoint");
   }
   auto number = [&](std::string_view key, std::int64_t lo, std::int64_t hi, std::int64_t& out) -> fhir::Status {
     const std::string v = source.setting(key);
@@ -408,7 +417,7 @@ fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& sou
       return Issue::make(ErrorCode::invalid_value,
                          "source '" + source.name + "': " + std::string(key) + " must be a whole number from " +
                              std::to_string(lo) + " to " + std::to_string(hi),
-                         std::string(key));
+                         "settings." + std::string(key));
     out = n;
     return fhir::Ok{};
   };
@@ -424,7 +433,8 @@ fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& sou
   o.frame_timeout = std::chrono::seconds(frame);
   const std::string tls = source.setting("tls", "false");
   if (tls != "true" && tls != "false")
-    return Issue::make(ErrorCode::invalid_value, "source '" + source.name + "': tls must be true or false", "tls");
+    return Issue::make(ErrorCode::invalid_value, "source '" + source.name + "': tls must be true or false",
+                       "settings.tls");
   o.tls = tls == "true";
   const std::string base = source.setting("identifier_system_base");
   if (!base.empty()) o.identifier_system_base = base;
@@ -446,12 +456,13 @@ fhir::Status Hl7v2Adapter::start(adapters::AdapterContext& context) {
   s_->executor = context.executor;
 #if !GW_WITH_TLS
   if (s_->options.tls)
-    return Issue::make(ErrorCode::invalid_value, "source '" + s_->source.name + "': this build has no TLS", "tls");
+    return Issue::make(ErrorCode::invalid_value, "source '" + s_->source.name + "': this build has no TLS",
+                       "settings.tls");
 #endif
   if (s_->options.tls && !s_->tls)
     return Issue::make(ErrorCode::invalid_value,
                        "source '" + s_->source.name + "': tls = true needs the gateway's HTTPS certificate configured",
-                       "tls");
+                       "settings.tls");
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(s_->options.address, ec);
   if (ec)

@@ -31,7 +31,10 @@ struct ListenerOptions {
   std::string identifier_system_base = "https://fhir.nhs.uk/Id/local";
 };
 
-// Reads ListenerOptions from `source` (endpoint and settings); invalid_value names the setting.
+// Reads ListenerOptions from `source` (endpoint and settings). invalid_value, its expression
+// the key under the source ("endpoint", "settings.max_message_bytes"), for a setting out of
+// range or an endpoint that is not "<IP address>:<port>" (a host name is refused here rather
+// than at start). Checks everything start() checks except binding and the TLS context.
 fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& source);
 
 class Hl7v2Adapter final : public adapters::Adapter {

@@ -501,7 +501,7 @@ class PluginAdapter final : public Adapter {
 Issue load_error(const SourceSystem& source, std::string text) {
   std::string diagnostics = "source '" + source.name + "': ";
   diagnostics.append(text);
-  return Issue::make(ErrorCode::invalid_value, std::move(diagnostics), "sources.plugin");
+  return Issue::make(ErrorCode::invalid_value, std::move(diagnostics), "plugin");  // the key under the source
 }
 
 bool printable_name(const char* name) {
