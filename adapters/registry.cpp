@@ -22,7 +22,7 @@ fhir::Result<std::unique_ptr<Adapter>> AdapterRegistry::create(const SourceSyste
   return fhir::Issue::make(fhir::ErrorCode::invalid_value,
                            "source '" + source.name + "' names adapter '" + source.adapter +
                                "', which is not built in (known: " + (known.empty() ? "none" : known) + ")",
-                           "sources.adapter");
+                           "adapter");
 }
 
 std::vector<std::string> AdapterRegistry::names() const {

@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "adapters/hl7v2/ack.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cctype>
 #include <cstdlib>
 #include <ctime>
+
+#include "adapters/hl7v2/message.h"
 
 namespace gw::hl7v2 {
 namespace {
@@ -17,31 +20,46 @@ bool version_at_least(const std::string& version, int major, int minor) {
   return a > major || (a == major && b >= minor);
 }
 
-// Characters that would break the ACK's structure are replaced: error texts are ours, but
-// echoed fields come from the sender.
-std::string clean(std::string_view text, const MshSummary& msh) {
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    if (c == msh.field_separator || c == '\r' || c == '\n' ||
-        msh.encoding_characters.find(c) != std::string::npos)
-      out += ' ';
-    else
-      out += c;
+// The delimiters an acknowledgement is written with: the inbound message's own, whenever
+// they are usable, so that echoed fields (MSA-2 above all) go back exactly as they were sent,
+// escapes included; else (no MSH, or MSH-1/MSH-2 the parser refused) the standard |^~\&.
+struct AckDelimiters {
+  Delimiters ack;
+  bool inbound = false;  // `ack` is the inbound message's set
+};
+AckDelimiters ack_delimiters(const MshSummary& in) {
+  AckDelimiters d;
+  if (!in.found) return d;
+  if (auto declared = read_delimiters(in.field_separator, in.encoding_characters)) {
+    d.ack = *declared;
+    d.inbound = true;
   }
-  return out;
+  return d;
 }
 
-// "OBX[2]-5" -> segment OBX, sequence 2, field 5.
+// A field of the inbound MSH as the ACK carries it. With the inbound delimiters the raw text
+// is already valid (read_msh split it on its field separator; it holds no segment
+// terminator) and is echoed unchanged. Otherwise the inbound delimiters could not be read, so
+// the text is taken literally and escaped.
+std::string echo(std::string_view raw, const AckDelimiters& d) {
+  return d.inbound ? std::string(raw) : escape(raw, d.ack);
+}
+
+// Text the ACK carries as one value (a component or sub-component): escaped, never blanked,
+// so the receiver reads back what was meant (e.g. an error naming the delimiter '^').
+std::string value(std::string_view text, const AckDelimiters& d) { return escape(text, d.ack); }
+
+// "OBX[2]-5" -> segment OBX, sequence 2, field 5; "MSH-9.2" -> MSH, 1, field 9, component 2.
 struct Location {
   std::string segment;
   int sequence = 1;
   int field = 0;
+  int component = 0;
 };
 Location parse_location(std::string_view s) {
   Location l;
-  // Only HL7 locations ("PID-3", "OBX[2]-5"): a segment id is three upper-case letters or
-  // digits, followed by nothing, '[' or '-'.
+  // Only HL7 locations ("PID-3", "OBX[2]-5", "MSH-9.2"): a segment id is three upper-case
+  // letters or digits, followed by nothing, '[' or '-'.
   if (s.size() < 3 || (s.size() > 3 && s[3] != '[' && s[3] != '-')) return l;
   for (std::size_t k = 0; k < 3; ++k)
     if (!std::isupper(static_cast<unsigned char>(s[k])) && !std::isdigit(static_cast<unsigned char>(s[k]))) return l;
@@ -54,8 +72,20 @@ Location parse_location(std::string_view s) {
     if (i == std::string_view::npos) return l;
     ++i;
   }
-  if (i < s.size() && s[i] == '-') l.field = std::atoi(std::string(s.substr(i + 1)).c_str());
+  if (i < s.size() && s[i] == '-') {
+    l.field = std::atoi(std::string(s.substr(i + 1)).c_str());
+    if (const std::size_t dot = s.find('.', i); l.field > 0 && dot != std::string_view::npos)
+      l.component = std::max(0, std::atoi(std::string(s.substr(dot + 1)).c_str()));
+  }
   return l;
+}
+
+// A location that names a whole segment ("PID", "OBR"), not a field in it.
+bool names_segment(std::string_view location) {
+  if (location.size() != 3) return false;
+  return std::all_of(location.begin(), location.end(), [](char c) {
+    return std::isupper(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c));
+  });
 }
 
 bool condition_holds(const std::string& condition, Outcome outcome) {
@@ -127,15 +157,28 @@ AckError ack_error_for(const fhir::Issue& issue) {
   AckError e;
   e.location = issue.expression;
   e.text = issue.diagnostics;
+  const std::string& at = issue.expression;
+  // HL7 table 0357 (v2.5 ch. 2.15.5 ERR-3).
   switch (issue.code) {
-    case ErrorCode::not_supported: e.code = issue.expression == "MSH-12" ? 203 : 200; break;
-    case ErrorCode::missing_value: e.code = 101; break;
+    case ErrorCode::not_supported:
+      if (at == "MSH-9.2") e.code = 201;        // unsupported event code (a trigger of a type we take)
+      else if (at == "MSH-11") e.code = 202;    // unsupported processing id
+      else if (at == "MSH-12") e.code = 203;    // unsupported version id
+      else if (at.rfind("MSH-9", 0) == 0) e.code = 200;  // unsupported message type
+      else e.code = 207;  // e.g. an MSH-18 character set: no code of its own, so the catch-all
+      break;
+    case ErrorCode::missing_value:
+      // A required segment absent is a segment sequence error; a required field, 101.
+      e.code = names_segment(at) ? 100 : 101;
+      break;
     case ErrorCode::invalid_value:
     case ErrorCode::invalid_nhs_number:
-    case ErrorCode::invalid_resource: e.code = 102; break;
-    case ErrorCode::not_found: e.code = 204; break;
-    case ErrorCode::payload_too_large: e.code = 100; break;
-    default: e.code = 207; break;
+    case ErrorCode::invalid_resource:
+      // "segment N": the message's structure (no MSH first, a malformed segment id).
+      e.code = at.rfind("segment", 0) == 0 ? 100 : 102;  // data type error
+      break;
+    case ErrorCode::not_found: e.code = 204; break;  // unknown key identifier (e.g. an A40's patient)
+    default: e.code = 207; break;                    // application internal error (also: too large)
   }
   return e;
 }
@@ -171,33 +214,32 @@ AckClock next_ack_clock() {
 }
 
 std::string build_ack(const MshSummary& in, AckCode code, const std::optional<AckError>& error, const AckClock& clock) {
-  const char fs = in.found ? in.field_separator : '|';
-  const std::string enc = in.found && in.encoding_characters.size() >= 4 ? in.encoding_characters : "^~\\&";
-  MshSummary ctx;
-  ctx.field_separator = fs;
-  ctx.encoding_characters = enc;
-  const char comp = enc[0];
-  const char sub = enc.size() > 3 ? enc[3] : '&';
+  const AckDelimiters d = ack_delimiters(in);
+  const char fs = d.ack.field;
+  const char comp = d.ack.component;
+  const char sub = d.ack.subcomponent;  // '\0' when the inbound MSH-2 has three characters
   const std::string version = in.component(12, 1);
   const std::string trigger = in.component(9, 2);
 
   std::string f;  // field separator as a string
   f += fs;
-  std::string msh = "MSH" + f + enc;
+  std::string msh = "MSH" + f + d.ack.encoding_characters();
   auto add = [&](std::string_view v) {
     msh += fs;
     msh += v;
   };
-  add(in.field(5));  // MSH-3 <- receiving application
-  add(in.field(6));  // MSH-4 <- receiving facility
-  add(in.field(3));  // MSH-5 <- sending application
-  add(in.field(4));  // MSH-6 <- sending facility
+  add(echo(in.field(5), d));  // MSH-3 <- receiving application
+  add(echo(in.field(6), d));  // MSH-4 <- receiving facility
+  add(echo(in.field(3), d));  // MSH-5 <- sending application
+  add(echo(in.field(4), d));  // MSH-6 <- sending facility
   add(clock.timestamp);
   add("");           // MSH-8 security
   std::string type = "ACK";
   if (!trigger.empty()) {
     type += comp;
-    type += clean(trigger, ctx);
+    // One component: whatever the sender put in it is escaped (a repetition separator in it
+    // would otherwise start a second MSH-9).
+    type += value(d.inbound ? unescape(trigger, d.ack) : trigger, d);
     if (version_at_least(version, 2, 4)) {
       type += comp;
       type += "ACK";
@@ -205,29 +247,34 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
   }
   add(type);
   add(clock.control_id);
-  add(in.field(11).empty() ? "P" : in.field(11));
-  add(version.empty() ? "2.5" : in.field(12));
+  add(in.field(11).empty() ? "P" : echo(in.field(11), d));
+  add(version.empty() ? "2.5" : echo(in.field(12), d));
   std::string out = msh + "\r";
 
-  out += "MSA" + f + std::string(ack_code_name(code)) + f + clean(in.field(10), ctx);
-  if (error && !error->text.empty()) out += f + clean(error->text.substr(0, 80), ctx);
+  // MSA-2 echoes MSH-10 as sent (HL7 v2.5 ch. 2.14.1.2): senders compare it byte for byte.
+  out += "MSA" + f + std::string(ack_code_name(code)) + f + echo(in.field(10), d);
+  if (error && !error->text.empty()) out += f + value(error->text.substr(0, 80), d);
   out += "\r";
 
   if (error) {
     const Location loc = parse_location(error->location);
     const std::string code_text = std::to_string(error->code);
     if (version_at_least(version, 2, 5)) {
+      // ERR-2 (ERL): segment ^ sequence ^ field ^ repetition ^ component.
       std::string erl;
       if (!loc.segment.empty()) {
         erl = loc.segment + comp + std::to_string(loc.sequence);
         if (loc.field > 0) erl += comp + std::to_string(loc.field);
+        if (loc.field > 0 && loc.component > 0) erl += comp + std::string("1") + comp + std::to_string(loc.component);
       }
-      out += "ERR" + f + f + erl + f + code_text + comp + clean(error->text.substr(0, 80), ctx) + comp + "HL70357" + f +
-             "E" + f + f + f + f + clean(error->text, ctx) + "\r";
+      out += "ERR" + f + f + erl + f + code_text + comp + value(error->text.substr(0, 80), d) + comp + "HL70357" + f +
+             "E" + f + f + f + f + value(error->text, d) + "\r";
     } else {
+      // ERR-1 (ELD): segment ^ sequence ^ field ^ code & text & table; without a sub-component
+      // separator (a three-character MSH-2) the code goes alone (MSA-3 still has the text).
       std::string eld = loc.segment + comp + (loc.segment.empty() ? "" : std::to_string(loc.sequence)) + comp +
-                        (loc.field > 0 ? std::to_string(loc.field) : "") + comp + code_text + sub +
-                        clean(error->text.substr(0, 80), ctx) + sub + "HL70357";
+                        (loc.field > 0 ? std::to_string(loc.field) : "") + comp + code_text;
+      if (sub != '\0') eld += sub + value(error->text.substr(0, 80), d) + sub + "HL70357";
       out += "ERR" + f + eld + "\r";
     }
   }

@@ -14,8 +14,8 @@
 
 namespace gw::hl7v2 {
 
-// The inbound MSH, split leniently on its own field separator (no escapes decoded: control
-// ids and application names are plain). fields[1] is MSH-1, fields[2] MSH-2, ...
+// The inbound MSH, split leniently on its own field separator. Fields stay as sent (escapes
+// not decoded), which is how an ACK echoes them. fields[1] is MSH-1, fields[2] MSH-2, ...
 struct MshSummary {
   bool found = false;                 // the input starts with "MSH" and a field separator
   char field_separator = '|';
@@ -40,7 +40,10 @@ struct AckError {
   int code = 207;        // HL7 table 0357: 100-207
   std::string text;      // user-facing text (no patient data)
 };
-// Table 0357 code for an Issue (e.g. not_supported -> 200, missing_value -> 101).
+// Table 0357 code for an Issue: not_supported at MSH-9 -> 200 (message type), MSH-9.2 -> 201
+// (event), MSH-11 -> 202 (processing id), MSH-12 -> 203 (version); missing_value -> 100 for a
+// segment ("PID"), 101 for a field; invalid values -> 102 (100 for the structure, "segment N");
+// not_found -> 204; anything else -> 207.
 AckError ack_error_for(const fhir::Issue& issue);
 
 // Acknowledgement mode (HL7 v2.5 ch. 2.9.2/2.9.3): original when MSH-15 and MSH-16 are both
@@ -60,10 +63,12 @@ struct AckClock {
 // The current UTC time and a new control id (unique within the process, 20 characters).
 AckClock next_ack_clock();
 
-// One acknowledgement message (segments ending in CR). MSH-3..6 are the inbound MSH-5, 6, 3,
-// 4; MSH-9 is "ACK^<trigger>^ACK" from v2.4 ("ACK^<trigger>" before); MSH-11 and MSH-12 are
-// echoed; MSA-2 echoes MSH-10. `error` adds an ERR segment (v2.5+: ERR-2 location, ERR-3
-// code, ERR-4 severity, ERR-8 message; earlier versions: ERR-1 as ELD).
+// One acknowledgement message (segments ending in CR), written with the inbound message's
+// delimiters when they are usable (else |^~\&). MSH-3..6 are the inbound MSH-5, 6, 3, 4;
+// MSH-9 is "ACK^<trigger>^ACK" from v2.4 ("ACK^<trigger>" before); MSH-11 and MSH-12 are
+// echoed; MSA-2 echoes MSH-10 byte for byte (escapes included). `error` adds an ERR segment
+// (v2.5+: ERR-2 location, ERR-3 code, ERR-4 severity, ERR-8 message; earlier versions: ERR-1
+// as ELD); its texts are escaped, so delimiters they name read back as themselves.
 std::string build_ack(const MshSummary& inbound, AckCode code, const std::optional<AckError>& error,
                       const AckClock& clock);
 

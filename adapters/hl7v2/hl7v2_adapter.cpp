@@ -241,8 +241,8 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     asio::steady_timer watchdog(ex);
     conn->socket = &socket;
     bool& busy = conn->busy;
-    auto arm = [&](std::chrono::seconds after, const char* what) {
-      watchdog.expires_after(after);
+    auto arm_at = [&](std::chrono::steady_clock::time_point at, const char* what) {
+      watchdog.expires_at(at);
       watchdog.async_wait([this, &socket, what](boost::system::error_code ec) {
         if (ec) return;  // cancelled: the operation finished in time
         violation(what);
@@ -250,15 +250,24 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
         socket.close(ignored);
       });
     };
+    auto arm = [&](std::chrono::seconds after, const char* what) {
+      arm_at(std::chrono::steady_clock::now() + after, what);
+    };
 
     FramerLimits limits;
     limits.max_message_bytes = options.max_message_bytes;
     MllpFramer framer(limits);
     std::vector<char> buf(64 * 1024);
+    // The idle timeout runs per read; the frame timeout runs from the read that brought a
+    // frame's start block until its end block, however the sender spaces the bytes in
+    // between: re-arming it per read would let a sender trickling a byte at a time hold a
+    // connection (and one of max_connections) for ever. A <VT> inside a frame restarts the
+    // frame but not its deadline, for the same reason.
+    std::chrono::steady_clock::time_point frame_deadline{};
     for (;;) {
       if (stopping && !framer.in_frame()) break;
-      arm(framer.in_frame() ? options.frame_timeout : options.idle_timeout,
-          framer.in_frame() ? "frame timeout" : "idle timeout");
+      if (framer.in_frame()) arm_at(frame_deadline, "frame timeout");
+      else arm(options.idle_timeout, "idle timeout");
       boost::system::error_code ec;
       const std::size_t n =
           co_await stream.async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
@@ -269,7 +278,12 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
         break;
       }
       FramerOutput out;
+      const bool continued_frame = framer.in_frame();
       framer.feed(std::string_view(buf.data(), n), out);
+      // A frame begun in this read (alone, or after frames it completed). Its deadline is set
+      // once those frames are answered below: the time the gateway spends on them is not the
+      // sender's.
+      const bool frame_begun = framer.in_frame() && (!continued_frame || !out.frames.empty());
       for (FrameEvent e : out.events) {
         Fields f;
         if (e == FrameEvent::stray_bytes_skipped) f.emplace_back("bytes", std::to_string(out.skipped));
@@ -297,6 +311,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       }
       busy = false;
       if (write_failed || out.fatal) break;
+      if (frame_begun) frame_deadline = std::chrono::steady_clock::now() + options.frame_timeout;
     }
     conn->socket = nullptr;
     boost::system::error_code ignored;
@@ -383,6 +398,15 @@ fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& sou
       return Issue::make(ErrorCode::invalid_value, "source '" + source.name + "': endpoint port must be 0-65535",
                          "endpoint");
     o.port = static_cast<std::uint16_t>(p);
+    // The listener binds an address, not a name: a name ("localhost") would only fail at
+    // start, after the configuration was reported valid.
+    boost::system::error_code ec;
+    asio::ip::make_address(o.address, ec);
+    if (ec)
+      return Issue::make(ErrorCode::invalid_value,
+                         "source '" + source.name + "': endpoint host '" + o.address +
+                             "' is not an IP address (use 127.0.0.1 or ::1 for loopback, 0.0.0.0 for every interface)",
+                         "endpoint");
   }
   auto number = [&](std::string_view key, std::int64_t lo, std::int64_t hi, std::int64_t& out) -> fhir::Status {
     const std::string v = source.setting(key);
@@ -393,7 +417,7 @@ fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& sou
       return Issue::make(ErrorCode::invalid_value,
                          "source '" + source.name + "': " + std::string(key) + " must be a whole number from " +
                              std::to_string(lo) + " to " + std::to_string(hi),
-                         std::string(key));
+                         "settings." + std::string(key));
     out = n;
     return fhir::Ok{};
   };
@@ -409,7 +433,8 @@ fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& sou
   o.frame_timeout = std::chrono::seconds(frame);
   const std::string tls = source.setting("tls", "false");
   if (tls != "true" && tls != "false")
-    return Issue::make(ErrorCode::invalid_value, "source '" + source.name + "': tls must be true or false", "tls");
+    return Issue::make(ErrorCode::invalid_value, "source '" + source.name + "': tls must be true or false",
+                       "settings.tls");
   o.tls = tls == "true";
   const std::string base = source.setting("identifier_system_base");
   if (!base.empty()) o.identifier_system_base = base;
@@ -431,12 +456,13 @@ fhir::Status Hl7v2Adapter::start(adapters::AdapterContext& context) {
   s_->executor = context.executor;
 #if !GW_WITH_TLS
   if (s_->options.tls)
-    return Issue::make(ErrorCode::invalid_value, "source '" + s_->source.name + "': this build has no TLS", "tls");
+    return Issue::make(ErrorCode::invalid_value, "source '" + s_->source.name + "': this build has no TLS",
+                       "settings.tls");
 #endif
   if (s_->options.tls && !s_->tls)
     return Issue::make(ErrorCode::invalid_value,
                        "source '" + s_->source.name + "': tls = true needs the gateway's HTTPS certificate configured",
-                       "tls");
+                       "settings.tls");
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(s_->options.address, ec);
   if (ec)

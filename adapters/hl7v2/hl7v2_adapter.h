@@ -26,12 +26,15 @@ struct ListenerOptions {
   std::size_t max_connections = 64;    // setting max_connections
   std::size_t max_message_bytes = 4 * 1024 * 1024;  // setting max_message_bytes
   std::chrono::seconds idle_timeout{600};   // no frame started (setting idle_timeout_s)
-  std::chrono::seconds frame_timeout{30};   // a frame begun must end within (frame_timeout_s)
+  std::chrono::seconds frame_timeout{30};   // a frame begun must end within, from its start block, not per read (frame_timeout_s)
   std::chrono::seconds write_timeout{30};
   std::string identifier_system_base = "https://fhir.nhs.uk/Id/local";
 };
 
-// Reads ListenerOptions from `source` (endpoint and settings); invalid_value names the setting.
+// Reads ListenerOptions from `source` (endpoint and settings). invalid_value, its expression
+// the key under the source ("endpoint", "settings.max_message_bytes"), for a setting out of
+// range or an endpoint that is not "<IP address>:<port>" (a host name is refused here rather
+// than at start). Checks everything start() checks except binding and the TLS context.
 fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& source);
 
 class Hl7v2Adapter final : public adapters::Adapter {

@@ -565,10 +565,16 @@ fhir::Result<MappedMessage> map_message(const Message& message, const MappingCon
     std::string shown = type.substr(0, 32);
     for (char& c : shown)
       if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
+    // A type we take with a trigger we do not is an unsupported event (MSH-9.2, table 0357
+    // code 201), not an unsupported message type.
+    const std::string_view code = std::string_view(type).substr(0, type.find('^'));
+    const bool known_type = type.find('^') != std::string::npos &&
+                            std::any_of(kSupported.begin(), kSupported.end(),
+                                        [&](std::string_view t) { return t.substr(0, t.find('^')) == code; });
     return Issue::make(ErrorCode::not_supported,
                        (shown.empty() ? std::string("a message without a type (MSH-9)") : shown) +
                            " is not mapped; this adapter maps " + supported_list(),
-                       "MSH-9");
+                       known_type ? "MSH-9.2" : "MSH-9");
   }
   MappedMessage out;
   out.message_type = type;

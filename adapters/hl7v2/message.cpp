@@ -302,6 +302,14 @@ constexpr std::string_view kUtf8Name = "UNICODE UTF-8";
 
 }  // namespace
 
+fhir::Result<Delimiters> read_delimiters(char field_separator, std::string_view encoding_characters) {
+  if (!usable_delimiter(field_separator))
+    return invalid("MSH-1 (the field separator) must be a printable, non-alphanumeric ASCII character; found " +
+                       describe(field_separator),
+                   "MSH-1");
+  return decode_encoding_characters(field_separator, encoding_characters);
+}
+
 std::string Delimiters::encoding_characters() const {
   std::string out{component, repetition, escape};
   if (subcomponent != '\0') out.push_back(subcomponent);

@@ -127,6 +127,11 @@ class Message {
   std::vector<Span> fields_;  // each field's escaped text, repetitions included
 };
 
+// The delimiters MSH-1 `field_separator` and MSH-2 `encoding_characters` declare, read and
+// checked as parse() reads them (same tolerances); invalid_value naming "MSH-1" or "MSH-2"
+// when they cannot be used. For callers that work from a raw MSH (acknowledgements).
+fhir::Result<Delimiters> read_delimiters(char field_separator, std::string_view encoding_characters);
+
 // Splits text that holds several messages (a file, a batch) into one view per message, in
 // order: a message starts at each line beginning with "MSH" (the first may follow a UTF-8 byte
 // order mark) and runs to the next such line or to a batch envelope line (FHS, BHS, BTS, FTS),

@@ -22,6 +22,8 @@ using fhir::Json;
 
 constexpr std::size_t kMaxReports = 500;
 constexpr std::size_t kMaxObservations = 5000;
+// DiagnosticReport.code.text of an OBR that names no service (OBR-4 empty).
+constexpr std::string_view kUnspecifiedGroup = "Unspecified result group";
 constexpr std::string_view kInterpretationSystem = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
 constexpr std::string_view kObservationCategorySystem = "http://terminology.hl7.org/CodeSystem/observation-category";
 constexpr std::string_view kServiceSectionSystem = "http://terminology.hl7.org/CodeSystem/v2-0074";
@@ -371,9 +373,16 @@ fhir::Status map_report(const Run& run, const Report& rep) {
   const SegmentRef& obr = rep.obr;
   const std::string obr_at = where("OBR", rep.occurrence, 0);
   Json code = codeable_concept(obr, 4);
-  if (code.is_null())
-    return Issue::make(ErrorCode::missing_value, obr_at + "-4 (universal service identifier) is required",
-                       where("OBR", rep.occurrence, 4));
+  if (code.is_null()) {
+    // Real feeds send result groups without OBR-4 (Epic flowsheet vitals: one OBR per set of
+    // readings) and Mirth takes them. DiagnosticReport.code is 1..1 but a CodeableConcept
+    // with text alone is valid FHIR R4, so the group is kept under a plain placeholder.
+    run.warn(where("OBR", rep.occurrence, 4),
+             "no universal service identifier; the report's code is the text \"" + std::string(kUnspecifiedGroup) +
+                 "\"");
+    code = Json::object();
+    code.set("text", Json::string(std::string(kUnspecifiedGroup)));
+  }
   auto effective = datetime_field(obr, 7, where("OBR", rep.occurrence, 7));
   if (!effective) return std::move(effective).issue();
   auto issued = fhir_instant(value(obr, 22, 1), where("OBR", rep.occurrence, 22));

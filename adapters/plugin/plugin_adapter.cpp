@@ -25,6 +25,7 @@
 #include <boost/asio/strand.hpp>
 
 #include "adapters/plugin/gw_adapter_abi.h"
+#include "fhir/date_range.h"
 
 namespace gw::adapters {
 
@@ -50,15 +51,19 @@ std::string_view level_name(LogLevel level) {
   return "info";
 }
 
+// The gateway's log line format (gateway/observe/log.h, which adapters may not depend on):
+// {"ts":"<RFC 3339 UTC>","level","msg",<fields>}, the fields being those AdapterContext::log
+// gets after start(), so a plug-in's line reads the same before start (create()) as after.
 void write_stderr_line(const PluginLogLine& line) {
-  auto now = std::chrono::system_clock::now().time_since_epoch();
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
   fhir::Json o = fhir::Json::object();
-  o.set("ts", fhir::Json::integer(std::chrono::duration_cast<std::chrono::milliseconds>(now).count()));
+  o.set("ts", fhir::Json::string(
+                  fhir::format_instant(std::chrono::duration_cast<std::chrono::milliseconds>(now).count())));
   o.set("level", fhir::Json::string(std::string(level_name(line.level))));
-  o.set("msg", fhir::Json::string("plugin"));
-  o.set("source", fhir::Json::string(std::string(line.source)));
+  o.set("msg", fhir::Json::string(std::string(line.message)));
+  // Empty fields are left out, as the gateway's logger does.
+  if (!line.source.empty()) o.set("source", fhir::Json::string(std::string(line.source)));
   o.set("origin", fhir::Json::string(std::string(line.origin)));
-  o.set("text", fhir::Json::string(std::string(line.message)));
   std::string text = fhir::to_json(o);
   text.push_back('\n');
   // One write(2) per line so that lines from different threads never interleave.
@@ -496,7 +501,7 @@ class PluginAdapter final : public Adapter {
 Issue load_error(const SourceSystem& source, std::string text) {
   std::string diagnostics = "source '" + source.name + "': ";
   diagnostics.append(text);
-  return Issue::make(ErrorCode::invalid_value, std::move(diagnostics), "sources.plugin");
+  return Issue::make(ErrorCode::invalid_value, std::move(diagnostics), "plugin");  // the key under the source
 }
 
 bool printable_name(const char* name) {

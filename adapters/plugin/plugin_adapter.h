@@ -49,7 +49,8 @@ struct PluginLogLine {
 using PluginLogSink = std::function<void(const PluginLogLine&)>;
 
 // Sets the process-wide plug-in log sink; an empty function restores the default, one JSON
-// object per line on stderr ({"ts","level","msg":"plugin","source","origin","text"}). The
+// object per line on stderr in the gateway's log format ({"ts":"2026-11-23T10:15:00.123Z",
+// "level","msg":<the line>,"source","origin"}, as AdapterContext::log writes them). The
 // sink is called from any thread, possibly concurrently, and must not call back into a
 // plug-in. Thread-safe. The loader never puts patient data in a line; a plug-in is told not
 // to (gw_adapter_abi.h).

@@ -9,6 +9,9 @@
 #include <boost/asio/ip/address.hpp>
 #include <toml++/toml.h>
 
+#include "adapters/hl7v2/hl7v2_adapter.h"
+#include "adapters/plugin/plugin_adapter.h"
+
 namespace gw::config {
 
 ConfigError::ConfigError(std::string file, std::string key, std::string reason)
@@ -490,6 +493,41 @@ Config load_config(const std::string& path) {
   return c;
 }
 
+namespace {
+
+// What start-up (App::start_adapters) checks of a source beyond the file's shape, so that
+// --check-config finds it too: the adapter's own reading of its endpoint and settings, and
+// for a plug-in, loading it: the file, its ABI version and whether create() takes the
+// configuration (create() must not start work, so the instance is destroyed again at once).
+// Binding the listen address is left to start. The Issue's expression is the key under the
+// source ("endpoint", "settings.max_message_bytes", "plugin").
+fhir::Status check_adapter(const Config& c, const SourceSystemConfig& s) {
+  adapters::SourceSystem src;
+  src.name = s.name;
+  src.ods_code = s.ods_code;
+  src.adapter = s.adapter;
+  src.plugin = s.plugin;
+  src.endpoint = s.endpoint;
+  src.connect_timeout = s.connect_timeout;
+  src.fetch_timeout = s.fetch_timeout;
+  src.settings = s.settings;
+  if (s.adapter == "hl7v2") {
+    auto options = hl7v2::listener_options(src);
+    if (!options) return std::move(options).issue();
+    if (options->tls && !c.https.enabled)
+      return fhir::Issue::make(fhir::ErrorCode::invalid_value,
+                               "source '" + s.name + "': tls = true serves the gateway's HTTPS certificate; enable "
+                               "[server.https] or set tls = false on a loopback address",
+                               "settings.tls");
+  } else if (s.adapter == "plugin") {
+    auto loaded = adapters::load_plugin(src);
+    if (!loaded) return std::move(loaded).issue();
+  }
+  return fhir::Ok{};
+}
+
+}  // namespace
+
 void validate(const Config& c) {
   const std::string& f = c.source_file.empty() ? std::string("(defaults)") : c.source_file;
   auto fail = [&](const std::string& key, const std::string& why) { throw ConfigError(f, key, why); };
@@ -571,6 +609,12 @@ void validate(const Config& c) {
                                    std::pair<std::string, std::string>("tls", "true")) != s.settings.end();
         if (!tls && !is_loopback_address(host))
           fail(key + ".settings.tls", "plain MLLP is only allowed on a loopback address; set tls = true for " + host);
+      }
+      if (s.adapter != "fhir" && s.adapter != "hl7v2" && s.adapter != "plugin")
+        fail(key + ".adapter", "must be fhir, hl7v2 or plugin (got \"" + s.adapter + "\")");
+      if (auto st = check_adapter(c, s); !st) {
+        const fhir::Issue& i = st.issue();
+        fail(key + "." + (i.expression.empty() ? std::string("adapter") : i.expression), i.diagnostics);
       }
     }
   }

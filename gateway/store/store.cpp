@@ -299,7 +299,34 @@ void Store::record(MessageWrite message, std::function<void(fhir::Result<std::in
     return done(Issue::make(ErrorCode::internal_error, "record() stores failed messages only"));
   auto id = std::make_shared<std::int64_t>(0);
   auto body = [id, m = std::move(message)](sqlite::Database& db) -> fhir::Status {
-    auto row = insert_message(db, m, m.content_sha256.empty() ? sha256(m.raw) : m.content_sha256, now_ms());
+    const std::string hash = m.content_sha256.empty() ? sha256(m.raw) : m.content_sha256;
+    const std::int64_t now = now_ms();
+    // The same unit failing again (a sender's resend, a gw-messages replay before the fix)
+    // updates its failed row: one row per message, with the latest outcome, so a list of
+    // errors does not grow with every attempt. received_ms keeps the first arrival; the
+    // audit log holds every attempt.
+    auto prior = db.cached(
+        "SELECT id FROM message WHERE source = ? AND dedupe_key = ? AND content_sha256 = ? AND "
+        "status IN ('error', 'rejected') ORDER BY id DESC LIMIT 1");
+    if (!prior) return std::move(prior).issue();
+    prior->bind(1, m.source).bind(2, m.dedupe_key).bind_blob(3, hash.data(), hash.size());
+    auto found = prior->step();
+    if (!found) return std::move(found).issue();
+    if (*found) {
+      const std::int64_t prior_id = prior->column_int64(0);
+      prior->reset();
+      auto update = db.cached(
+          "UPDATE message SET kind = ?, status = ?, error = ?, error_location = ?, reply = ?, updated_ms = ? "
+          "WHERE id = ?");
+      if (!update) return std::move(update).issue();
+      update->bind(1, m.kind).bind(2, status_text(m.status)).bind(3, m.error).bind(4, m.error_location);
+      update->bind_blob(5, m.reply.data(), m.reply.size()).bind(6, now).bind(7, prior_id);
+      if (auto st = update->run(); !st) return st;
+      *id = prior_id;
+      return fhir::Ok{};
+    }
+    prior->reset();
+    auto row = insert_message(db, m, hash, now);
     if (!row) return std::move(row).issue();
     *id = *row;
     return fhir::Ok{};

@@ -126,7 +126,9 @@ class Store {
   // thread.
   void apply(MessageWrite message, std::vector<fhir::Json> resources,
              std::function<void(fhir::Result<ApplyResult>)> done);
-  // Stores a failed message (status error or rejected).
+  // Stores a failed message (status error or rejected). When the same unit (source, key and
+  // content) already has a failed row, that row takes the new outcome (status, error, reply,
+  // updated_ms) instead of a second row being added; `done` gets the row's id either way.
   void record(MessageWrite message, std::function<void(fhir::Result<std::int64_t>)> done);
 
   fhir::Result<std::optional<StoredMessage>> message(std::int64_t id);

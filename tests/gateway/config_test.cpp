@@ -2,8 +2,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
-
 #include <fstream>
+#include <tuple>
 
 #include "gateway/config/config.h"
 #include "support/certs.h"
@@ -191,6 +191,60 @@ client_certificate_subject = "CN=epr,O=Example Trust"
                                         "[[source_systems]]\nods_code = \"RX1\"\nname = \"b\"\n");
   CHECK(dup.key() == "source_systems[1].ods_code");
   CHECK(expect_error(tls_lines() + "[[source_systems]]\nname = \"x\"\n").key() == "source_systems[0].ods_code");
+}
+
+TEST_CASE("Config: source systems are checked as start-up checks them, naming the key at fault") {
+  // What --check-config runs (load_config): every failure here used to pass the check and
+  // then stop the gateway at start (a bad endpoint even as a runtime failure, exit 1).
+  const std::string hl7 = "[[source_systems]]\nods_code = \"RGT\"\nname = \"pas\"\nadapter = \"hl7v2\"\n";
+  auto error = [](const std::string& body) {
+    ConfigError e = expect_error(body);
+    return std::pair<std::string, std::string>(e.key(), e.reason());
+  };
+  auto [key, why] = error(tls_lines() + hl7 + "endpoint = \"localhost:19211\"\n");
+  CHECK(key == "source_systems[0].endpoint");
+  CHECK(why.find("'localhost' is not an IP address") != std::string::npos);
+  std::tie(key, why) = error(tls_lines() + hl7 + "endpoint = \"127.0.0.1:2575\"\n[source_systems.settings]\n"
+                                                 "max_message_bytes = 10\n");
+  CHECK(key == "source_systems[0].settings.max_message_bytes");
+  CHECK(why.find("from 1024 to") != std::string::npos);
+  std::tie(key, why) = error(tls_lines() + hl7 + "endpoint = \"127.0.0.1:2575\"\n[source_systems.settings]\n"
+                                                 "frame_timeout_s = 0\n");
+  CHECK(key == "source_systems[0].settings.frame_timeout_s");
+  std::tie(key, why) = error(tls_lines() + hl7 + "endpoint = \"127.0.0.1:2575\"\n[source_systems.settings]\n"
+                                                 "tls = \"yes\"\n");
+  CHECK(key == "source_systems[0].settings.tls");
+  // MLLP over TLS serves the HTTPS certificate: refused when HTTPS is off.
+  std::tie(key, why) = error("[server.https]\nenabled = false\n[server.http]\nenabled = true\n" + hl7 +
+                             "endpoint = \"127.0.0.1:2575\"\n[source_systems.settings]\ntls = true\n");
+  CHECK(key == "source_systems[0].settings.tls");
+  CHECK(why.find("[server.https]") != std::string::npos);
+  std::tie(key, why) = error(tls_lines() + "[[source_systems]]\nods_code = \"V1\"\nname = \"v\"\nadapter = \"hl8\"\n");
+  CHECK(key == "source_systems[0].adapter");
+
+  const std::string plugin = "[[source_systems]]\nods_code = \"V1\"\nname = \"vendor\"\nadapter = \"plugin\"\n";
+  std::tie(key, why) = error(tls_lines() + plugin + "plugin = \"/nonexistent/dir/libvendor.so\"\n");
+  CHECK(key == "source_systems[0].plugin");
+  CHECK(why.find("does not exist") != std::string::npos);
+  std::tie(key, why) = error(tls_lines() + plugin + "plugin = \"libvendor.so\"\n");
+  CHECK(key == "source_systems[0].plugin");
+  CHECK(why.find("must be a path") != std::string::npos);
+  const auto text = gw::test::temp_dir("config-plugin") / "not-elf.so";
+  std::ofstream(text) << "this is text, not ELF\n";
+  std::tie(key, why) = error(tls_lines() + plugin + "plugin = \"" + text.string() + "\"\n");
+  CHECK(key == "source_systems[0].plugin");
+  CHECK(why.find("could not be loaded as a shared library") != std::string::npos);
+  std::tie(key, why) = error(tls_lines() + plugin + "plugin = \"" + GW_EXAMPLE_PLUGIN_BADABI + "\"\n");
+  CHECK(key == "source_systems[0].plugin");
+  CHECK(why.find("ABI version 999") != std::string::npos);
+  // The plug-in's own refusal of its settings, from create().
+  std::tie(key, why) = error(tls_lines() + plugin + "plugin = \"" + GW_EXAMPLE_PLUGIN +
+                             "\"\n[source_systems.settings]\ndelay_ms = \"soon\"\n");
+  CHECK(key == "source_systems[0].plugin");
+  CHECK(why.find("refused the configuration") != std::string::npos);
+  // A good plug-in and a good listener pass.
+  CHECK_NOTHROW(load_config(write_config(tls_lines() + plugin + "plugin = \"" + GW_EXAMPLE_PLUGIN + "\"\n")));
+  CHECK_NOTHROW(load_config(write_config(tls_lines() + hl7 + "endpoint = \"127.0.0.1:2575\"\n")));
 }
 
 TEST_CASE("Config: adapter sources (hl7v2 listeners, plug-ins, settings) and [store]") {

@@ -308,6 +308,44 @@ TEST_CASE("MLLP: protocol violations close only the offending connection; others
   CHECK(listener(*s).stats().protocol_violations >= 3);
 }
 
+TEST_CASE("MLLP: the frame timeout runs from the start block, not from each read") {
+  auto s = mllp_server({{"frame_timeout_s", "1"}});
+  const std::uint16_t port = listener(*s).port();
+  const std::uint64_t violations = listener(*s).stats().protocol_violations;
+
+  // A frame begun, then one byte every 300 ms: each read used to re-arm the timeout, so the
+  // connection stayed open for as long as the sender kept trickling.
+  test::MllpConnection slow(port);
+  REQUIRE(slow.ok());
+  const auto begun = std::chrono::steady_clock::now();
+  REQUIRE(slow.send_raw("\x0bMSH|^~\\&|A"));
+  bool closed = false;
+  for (int i = 0; i < 12 && !closed; ++i) {
+    if (slow.closed_by_peer(300ms) || !slow.send_raw("X")) closed = true;
+  }
+  CHECK(closed);
+  CHECK(std::chrono::steady_clock::now() - begun < 2500ms);
+  CHECK(listener(*s).stats().protocol_violations > violations);
+
+  // A frame sent in pieces that ends within the timeout is served, and so is the next one
+  // on the same connection (its deadline starts with its own start block).
+  const std::string first = a01("SLOW1", "9990000018", "MRN-S1");
+  const std::string second = a01("SLOW2", "9990000018", "MRN-S1", "V2");
+  test::MllpConnection pieces(port);
+  REQUIRE(pieces.ok());
+  REQUIRE(pieces.send_raw("\x0b" + first.substr(0, 20)));
+  std::this_thread::sleep_for(400ms);
+  REQUIRE(pieces.send_raw(first.substr(20) + "\x1c\r\x0b" + second.substr(0, 20)));
+  auto acks = pieces.read_frames(1, 5s);
+  REQUIRE(acks.size() == 1);
+  CHECK(ack_code(acks[0]) == "AA");
+  std::this_thread::sleep_for(400ms);
+  REQUIRE(pieces.send_raw(second.substr(20) + "\x1c\r"));
+  acks = pieces.read_frames(1, 5s);
+  REQUIRE(acks.size() == 1);
+  CHECK(ack_code(acks[0]) == "AA");
+}
+
 TEST_CASE("MLLP: enhanced acknowledgement mode follows MSH-15 and MSH-16") {
   auto s = mllp_server();
   const std::uint16_t port = listener(*s).port();

@@ -343,6 +343,28 @@ TEST_CASE("hl7send: a message the gateway rejects is reported with AR and its ER
   CHECK(stored(*s, store::MessageStatus::rejected).size() == 1);
 }
 
+TEST_CASE("hl7send: a control id with escape sequences is echoed by the gateway and matches") {
+  // MSH-10 "ID\F\X2" (an escaped field separator): the ACK used to carry "ID F X2".
+  auto s = mllp_server();
+  const std::uint16_t port = mllp_port(*s);
+  const fs::path dir = test::temp_dir("hl7send-escaped-id");
+  write(dir / "escaped.hl7", a01("ID\\F\\X2", nhs(211), "MRN-E1") + a01("ID^7", nhs(212), "MRN-E2"));
+  test::ToolRun r = run_hl7send("--port " + std::to_string(port) + " " + (dir / "escaped.hl7").string());
+  CHECK_MESSAGE(r.status == 0, (r.out + r.err));
+  CHECK(line_of(r.out, "escaped.hl7#1").find("ID\\F\\X2  AA") != std::string::npos);
+  CHECK(line_of(r.out, "escaped.hl7#2").find("ID^7  AA") != std::string::npos);
+  CHECK(line_of(r.out, "mismatched:").find(" 0") != std::string::npos);
+  // The MSA-2 sent is MSH-10 byte for byte.
+  hl7send::ClientOptions o;
+  o.port = port;
+  hl7send::MllpClient client(o);
+  const hl7send::SendResult again = client.send(a01("ID\\F\\X2", nhs(211), "MRN-E1"));
+  REQUIRE(again.status == hl7send::SendStatus::acknowledged);
+  REQUIRE(again.acks.size() == 1);
+  CHECK(again.acks[0].control_id == "ID\\F\\X2");
+  CHECK(again.acks[0].raw.find("\rMSA|AA|ID\\F\\X2\r") != std::string::npos);
+}
+
 TEST_CASE("hl7send: --json gives one parseable line per message with the ACK, its text and location") {
   auto s = mllp_server();
   const std::uint16_t port = mllp_port(*s);

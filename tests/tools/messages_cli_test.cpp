@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdio>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "adapters/hl7v2/hl7v2_adapter.h"
@@ -211,13 +212,20 @@ TEST_CASE("gw-messages: an errored merge is listed, shown, replayed after the fi
   CHECK(rej.status == 1);
   CHECK(line_of(rej.out, "REJ-1").find("AR") != std::string::npos);
   CHECK(line_of(rej.out, "AR/CR:").find(" 1") != std::string::npos);
+  // Each replay that fails again updates the message's one failed row: none piles up.
+  rej = gw_messages("replay " + data + " --status rejected --port " + std::to_string(port));
+  CHECK(rej.status == 1);
+  rows = json_lines(gw_messages("list --status rejected --json " + data).out);
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].string_at("control_id") == "REJ-1");
+  CHECK(rows[0].string_at("error_location") == "MSH-12");
 
-  // stats: A40 replayed; A01 and A40 applied; the rejected message twice.
+  // stats: A40 replayed; A01 and A40 applied; the rejected message once, however often replayed.
   test::ToolRun st = gw_messages("stats " + data);
   CHECK_MESSAGE(st.status == 0, st.err);
-  CHECK(line_of(st.out, "messages:").find(" 5") != std::string::npos);
+  CHECK(line_of(st.out, "messages:").find(" 4") != std::string::npos);
   CHECK(line_of(st.out, "applied:").find(" 2") != std::string::npos);
-  CHECK(line_of(st.out, "rejected:").find(" 2") != std::string::npos);
+  CHECK(line_of(st.out, "rejected:").find(" 1") != std::string::npos);
   CHECK(line_of(st.out, "replayed:").find(" 1") != std::string::npos);
   CHECK(line_of(st.out, "error:").find(" 0") != std::string::npos);
   CHECK(line_of(st.out, "oldest received:").find("Z") != std::string::npos);
@@ -230,6 +238,29 @@ TEST_CASE("gw-messages: an errored merge is listed, shown, replayed after the fi
   REQUIRE(pas != nullptr);
   CHECK(pas->find("applied")->as_int64() == 2);
   CHECK(pas->find("replayed")->as_int64() == 1);
+}
+
+TEST_CASE("gw-messages: a replayed message that asks for no ACK (MSH-15/16 NE/NE) is reported as such, exit 0") {
+  auto s = mllp_server();
+  const std::uint16_t port = mllp_port(*s, kPas);
+  const std::string data = "--data " + s->cfg.data_dir;
+  // A merge nobody can apply yet, sent asking for no acknowledgement: stored as an error.
+  std::string merge = a40("MERGE-NE", nhs(2), "MRN-NONE");
+  merge.replace(merge.find("|P|2.4\r"), 7, "|P|2.4|||NE|NE\r");
+  const hl7send::SendResult r = send(port, merge);
+  CHECK(r.status == hl7send::SendStatus::not_requested);
+  std::vector<fhir::Json> rows;
+  for (int i = 0; i < 50 && rows.empty(); ++i) {  // no ACK to wait for: poll until it is stored
+    rows = json_lines(gw_messages("list --status error --json " + data).out);
+    if (rows.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(rows.size() == 1);
+
+  test::ToolRun replay = gw_messages("replay " + data + " --status error --port " + std::to_string(port));
+  CHECK_MESSAGE(replay.status == 0, (replay.out + replay.err));
+  CHECK(line_of(replay.out, "MERGE-NE").find("no ACK asked for") != std::string::npos);
+  CHECK(line_of(replay.out, "no ACK:").find(" 0") != std::string::npos);
+  CHECK(line_of(replay.out, "no ACK asked for:").find(" 1") != std::string::npos);
 }
 
 TEST_CASE("gw-messages: list pages by id and filters by source; replay takes one source at a time") {

@@ -123,7 +123,7 @@ Ack parse_ack(std::string_view raw) {
     if (id == "MSA" && !seen_msa) {
       seen_msa = true;
       a.code = text(part(f, 1));
-      a.control_id = text(part(f, 2));
+      a.control_id = std::string(part(f, 2));  // as sent, escapes included: compared with MSH-10 as sent
       msa_text = text(part(f, 3));
     } else if (id == "ERR" && !seen_err) {
       seen_err = true;

@@ -36,7 +36,7 @@ struct ClientOptions {
 struct Ack {
   std::string raw;             // the ACK message as received (segments end in CR)
   std::string code;            // MSA-1: AA, AE, AR, CA, CE or CR ("" when there is no MSA)
-  std::string control_id;      // MSA-2: the MSH-10 it answers
+  std::string control_id;      // MSA-2 as received (escapes not decoded): the MSH-10 it answers
   std::string text;            // the ERR's full message (ERR-8), else MSA-3, else ERR-3.2 / ELD-4.2
   std::string error_location;  // "PID-3", "MRG-1", "OBX[2]-5" from ERR-2 (v2.5+) or ERR-1 (ELD)
   std::string error_code;      // HL7 table 0357 code from ERR-3.1 or ELD-4.1, e.g. "204"

@@ -7,7 +7,8 @@
 //   gw-messages stats  --data DIR [--json]
 // store.db is opened read-only (safe while the gateway runs). Replay sends each stored message,
 // byte for byte, over MLLP: once applied, the gateway marks the errored rows 'replayed'.
-// Exit codes: 0 done (replay: every message got AA/CA), 1 failure, 2 usage.
+// Exit codes: 0 done (replay: every message got AA/CA, or asked for no ACK in MSH-15/16),
+// 1 failure, 2 usage.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <csignal>
@@ -210,7 +211,7 @@ int run_replay(MessageReader& reader, const ReplayArgs& a) {
 
   gw::hl7send::MllpClient client(a.client.client_options());
   std::map<std::string, std::int64_t> sent_once;  // source|key|sha -> first id sent
-  std::size_t ok = 0, errors = 0, rejected = 0, no_ack = 0, mismatched = 0, skipped = 0, sent = 0;
+  std::size_t ok = 0, errors = 0, rejected = 0, no_ack = 0, mismatched = 0, not_requested = 0, skipped = 0, sent = 0;
   for (const MessageRow& listed : rows) {
     const std::string identity = listed.source + "\n" + listed.dedupe_key + "\n" + listed.content_sha256;
     if (auto first = sent_once.find(identity); first != sent_once.end()) {
@@ -239,13 +240,18 @@ int run_replay(MessageReader& reader, const ReplayArgs& a) {
     const gw::hl7send::Ack* ack = nullptr;
     for (const auto& x : r.acks)
       if (x.code == code) ack = &x;
-    const bool good = r.accepted();
-    if (good)
+    // MSH-15/16 asking for no acknowledgement (NE/NE, or ER with none sent) is no failure:
+    // counted apart and taken as applied, as hl7send does.
+    const bool asked_none = r.status == gw::hl7send::SendStatus::not_requested;
+    const bool good = r.accepted() || asked_none;
+    if (asked_none)
+      ++not_requested;
+    else if (good)
       ++ok;
     else if (r.status == gw::hl7send::SendStatus::mismatch)
       ++mismatched;
     else if (r.status != gw::hl7send::SendStatus::acknowledged)
-      ++no_ack;  // also when MSH-15/16 ask for none
+      ++no_ack;
     else if (code.size() == 2 && code[1] == 'R')
       ++rejected;
     else
@@ -271,6 +277,8 @@ int run_replay(MessageReader& reader, const ReplayArgs& a) {
           if (!ack->error_location.empty()) line += "  " + ack->error_location;
           if (!ack->text.empty()) line += "  " + ack->text;
         }
+      } else if (asked_none) {
+        line += "sent (no ACK asked for by MSH-15/16)";
       } else {
         line += std::string(gw::hl7send::status_name(r.status)) + "  " + r.error;
       }
@@ -284,8 +292,9 @@ int run_replay(MessageReader& reader, const ReplayArgs& a) {
                "replayed:   %zu\nAA/CA:      %zu\nAE/CE:      %zu\nAR/CR:      %zu\nno ACK:     %zu\n"
                "mismatched: %zu\n",
                sent, ok, errors, rejected, no_ack, mismatched);
+  if (not_requested) std::fprintf(out, "no ACK asked for: %zu\n", not_requested);
   if (skipped) std::fprintf(out, "duplicates: %zu (the same message selected twice: sent once)\n", skipped);
-  return ok == sent ? 0 : 1;
+  return ok + not_requested == sent ? 0 : 1;
 }
 
 // ---- stats ----------------------------------------------------------------------------------
@@ -372,7 +381,8 @@ int main(int argc, char** argv) {
   auto* replay = app.add_subcommand(
       "replay",
       "send stored messages again, byte for byte, to the running gateway over MLLP and report each ACK; "
-      "applied messages turn their errored rows 'replayed'");
+      "applied messages turn their errored rows 'replayed'; one failing again keeps its one failed row, "
+      "updated. Exit 0 when every message got AA/CA (or asked for no ACK in MSH-15/16)");
   ReplayArgs ra;
   replay->add_option("--data", data_dir, "the gateway's data directory (holding store.db)")->capture_default_str();
   CLI::Option* ids = replay->add_option("--id", ra.ids, "message id(s) to replay")->check(CLI::PositiveNumber);

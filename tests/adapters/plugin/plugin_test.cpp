@@ -3,6 +3,8 @@
 // built as shared libraries): loading and refusals, fetch success, failure and deadline,
 // ingest through the host table, and the JSON shapes that cross the C ABI.
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -17,6 +19,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 
 #include "adapters/plugin/plugin_adapter.h"
+#include "fhir/json.h"
 #include "support/paths.h"
 
 namespace {
@@ -211,6 +214,40 @@ TEST_CASE("PluginAdapter: after start, log lines go to the gateway's AdapterCont
   };
   CHECK(loop.run_until(seen));
   CHECK_FALSE(before_start.contains("example: batch stored"));
+}
+
+TEST_CASE("PluginAdapter: without a sink, lines written during create() use the gateway's log format") {
+  // stderr goes to a file while the plug-in is loaded (its create() logs one line).
+  const auto path = gw::test::temp_dir("plugin_log") / "stderr.txt";
+  const int file = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  REQUIRE(file >= 0);
+  const int saved = ::dup(STDERR_FILENO);
+  REQUIRE(saved >= 0);
+  ::dup2(file, STDERR_FILENO);
+  ::close(file);
+  auto loaded = load_plugin(example_source());
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  REQUIRE(loaded.ok());
+
+  std::ifstream in(path);
+  std::string text, line;
+  while (std::getline(in, line))
+    if (line.find("example: created") != std::string::npos) text = line;
+  REQUIRE_MESSAGE(!text.empty(), "no line from create() on stderr");
+  auto json = fhir::parse_json(text);
+  REQUIRE_MESSAGE(json.ok(), text);
+  // {"ts":"2026-11-23T10:15:00.123Z","level":"info","msg":<the line>,"source","origin"}
+  const std::string ts(json->string_at("ts"));
+  CHECK_MESSAGE(ts.size() == 24, text);
+  CHECK(ts[4] == '-');
+  CHECK(ts[10] == 'T');
+  CHECK(ts.back() == 'Z');
+  CHECK(json->string_at("level") == "info");
+  CHECK(json->string_at("msg").find("example: created") == 0);
+  CHECK(json->string_at("source") == kSourceName);
+  CHECK(json->string_at("origin") == "plugin");
+  CHECK(json->find("text") == nullptr);
 }
 
 TEST_CASE("PluginAdapter: a failed fetch becomes an Issue naming the source") {

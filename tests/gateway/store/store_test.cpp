@@ -126,6 +126,66 @@ TEST_CASE("Store: applied messages, resource versions, search by code and date, 
   CHECK(counts->replayed == 1);
 }
 
+TEST_CASE("Store: the same message failing again updates its failed row instead of adding one") {
+  const auto dir = test::temp_dir("store-refail");
+  auto s = store::Store::open((dir / "store.db").string());
+  REQUIRE(s.ok());
+  store::Store& st = **s;
+
+  store::MessageWrite failed = message("K1", "raw-1");
+  failed.status = store::MessageStatus::error;
+  failed.error = "A40 for an unknown patient";
+  failed.error_location = "MRG-1";
+  failed.reply.clear();
+  auto first = wait_for<std::int64_t>([&](auto done) { st.record(failed, done); });
+  REQUIRE(first.ok());
+  const auto before = st.message(*first);
+  REQUIRE(before.ok());
+
+  // A replay (or the sender's resend) that fails again, with another outcome this time.
+  failed.status = store::MessageStatus::rejected;
+  failed.error = "ADT^A60 is not mapped";
+  failed.error_location = "MSH-9.2";
+  for (int i = 0; i < 2; ++i) {
+    auto again = wait_for<std::int64_t>([&](auto done) { st.record(failed, done); });
+    REQUIRE(again.ok());
+    CHECK(*again == *first);
+  }
+  auto counts = st.message_counts();
+  REQUIRE(counts.ok());
+  CHECK(counts->error == 0);
+  CHECK(counts->rejected == 1);
+  const auto row = st.message(*first);
+  REQUIRE(row.ok());
+  REQUIRE(row->has_value());
+  CHECK((*row)->status == store::MessageStatus::rejected);
+  CHECK((*row)->error == "ADT^A60 is not mapped");
+  CHECK((*row)->error_location == "MSH-9.2");
+  CHECK((*row)->received_ms == (*before)->received_ms);  // the first arrival is kept
+
+  // Other content under the same key, or another source, is another message: its own row.
+  auto other = wait_for<std::int64_t>([&](auto done) {
+    store::MessageWrite m = failed;
+    m.raw = "raw-1 changed";
+    st.record(m, done);
+  });
+  REQUIRE(other.ok());
+  CHECK(*other != *first);
+  auto elsewhere = wait_for<std::int64_t>([&](auto done) {
+    store::MessageWrite m = failed;
+    m.source = "other";
+    st.record(m, done);
+  });
+  REQUIRE(elsewhere.ok());
+  CHECK(*elsewhere != *first);
+  CHECK(st.message_counts()->rejected == 3);
+
+  // Once applied, the one failed row becomes replayed.
+  REQUIRE(wait_for<store::ApplyResult>([&](auto done) { st.apply(message("K1", "raw-1"), {}, done); }).ok());
+  CHECK((*st.message(*first))->status == store::MessageStatus::replayed);
+  CHECK(st.message_counts()->replayed == 1);
+}
+
 TEST_CASE("Store: retention deletes old messages and keeps the resources") {
   const auto dir = test::temp_dir("store-retention");
   auto s = store::Store::open((dir / "store.db").string());
