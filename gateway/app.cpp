@@ -426,7 +426,8 @@ void App::add_ingest_metrics() {
       sample("gateway_ingest_units_total", "{outcome=\"rejected\"}", ic.rejected);
       sample("gateway_ingest_units_total", "{outcome=\"failed\"}", ic.failures);
       family("gateway_ingest_reused_keys_total", "counter", "Units whose sender reused a control id for new content.");
-      sample("gateway_ingest_reused_keys_total", "", ic.reused_keys);
+      for (const auto& [source, n] : ic.reused_keys_by_source)
+        sample("gateway_ingest_reused_keys_total", "{source=\"" + source + "\"}", n);
     }
   });
 }

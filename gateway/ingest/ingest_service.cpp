@@ -108,8 +108,12 @@ void IngestService::stop() {
 }
 
 IngestService::Counters IngestService::counters() const {
-  return Counters{applied_.load(), duplicates_.load(), reused_keys_.load(), errors_.load(), rejected_.load(),
-                  failures_.load()};
+  Counters c{applied_.load(), duplicates_.load(), reused_keys_.load(), errors_.load(), rejected_.load(),
+             failures_.load(), {}};
+  for (const auto& [name, ods] : sources_) c.reused_keys_by_source[name] = 0;
+  std::lock_guard lock(reused_m_);
+  for (const auto& [name, n] : reused_by_source_) c.reused_keys_by_source[name] = n;
+  return c;
 }
 
 void IngestService::audit_then(audit::Record rec, std::function<void(fhir::Status)> next) {
@@ -226,8 +230,14 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
     if (check->key_seen) {
       // Real feeds reuse control ids: a new message, applied, but the sender is at fault.
       ++reused_keys_;
+      {
+        std::lock_guard lock(reused_m_);
+        ++reused_by_source_[batch.source];
+      }
+      // The key is the sender's own message id (HL7: MSH-3|MSH-4|MSH-10), not patient data:
+      // logged so the sender's team can find both messages.
       observe::log(Level::warn, "sender reused a message control id for different content",
-                   {{"source", batch.source}, {"kind", batch.kind}});
+                   {{"source", batch.source}, {"kind", batch.kind}, {"key", batch.dedupe_key}});
     }
   }
 

@@ -48,6 +48,7 @@ class IngestService final : public adapters::IngestSink {
 
   struct Counters {
     std::uint64_t applied = 0, duplicates = 0, reused_keys = 0, errors = 0, rejected = 0, failures = 0;
+    std::map<std::string, std::uint64_t> reused_keys_by_source;  // every configured source, 0 or more
   };
   Counters counters() const;
 
@@ -74,6 +75,9 @@ class IngestService final : public adapters::IngestSink {
   std::mutex keys_m_;
   std::map<std::string, std::vector<std::function<void()>>> busy_keys_;
   std::atomic<std::uint64_t> applied_{0}, duplicates_{0}, reused_keys_{0}, errors_{0}, rejected_{0}, failures_{0};
+  // Reused control ids by source: a sender fault the source's owner must fix (rare: a mutex).
+  mutable std::mutex reused_m_;
+  std::map<std::string, std::uint64_t> reused_by_source_;
 };
 
 }  // namespace gw::ingest

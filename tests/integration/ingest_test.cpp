@@ -8,6 +8,7 @@
 
 #include "gateway/ingest/ingest_service.h"
 #include "gateway/store/store.h"
+#include "support/https_client.h"
 #include "support/test_server.h"
 
 using namespace gw;
@@ -215,4 +216,22 @@ TEST_CASE("Ingest: the configured demographic rule decides whether a claim witho
     REQUIRE(b.ok());
     CHECK(a->patient_id != b->patient_id);
   }
+}
+
+TEST_CASE("Ingest: a reused control id is applied as a new unit and counted against its source on /metrics") {
+  auto s = two_sources();
+  REQUIRE(submit(*s, batch("epr-a", "K1", {observation("r-1")})).ok());
+  auto again = batch("epr-a", "K1", {observation("r-2")});
+  again.raw = "different content under the same key";
+  auto r = submit(*s, std::move(again));
+  REQUIRE(r.ok());
+  CHECK_FALSE(r->duplicate);
+  const auto counters = s->app().ingest().counters();
+  CHECK(counters.reused_keys == 1);
+  CHECK(counters.reused_keys_by_source.at("epr-a") == 1);
+  CHECK(counters.reused_keys_by_source.at("epr-b") == 0);
+  test::HttpResponse m = test::get(s->port(), "/metrics", s->client());
+  REQUIRE(m.status == 200);
+  CHECK(m.body.find("gateway_ingest_reused_keys_total{source=\"epr-a\"} 1") != std::string::npos);
+  CHECK(m.body.find("gateway_ingest_reused_keys_total{source=\"epr-b\"} 0") != std::string::npos);
 }
