@@ -5,6 +5,7 @@
 #include <chrono>
 #include <ctime>
 #include <memory>
+#include <set>
 
 #include "fhir/bundle.h"
 #include "fhir/content_negotiation.h"
@@ -199,9 +200,93 @@ Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool
   return r;
 }
 
+// Locator::search_patients returns at most this many rows per call.
+constexpr std::size_t kLocatorPageCap = 1000;
+
+// _summary and _elements (R4 search.html "Summary" and "Elements"), on Patient search and read.
+struct Subset {
+  fhir::SummaryMode summary = fhir::SummaryMode::none;
+  std::vector<std::string> elements;
+  bool applies() const {
+    return !elements.empty() || summary == fhir::SummaryMode::true_ || summary == fhir::SummaryMode::text;
+  }
+};
+
+fhir::Result<Subset> subset_of(const fhir::SearchRequest& s) {
+  const bool summarised = s.summary != fhir::SummaryMode::none && s.summary != fhir::SummaryMode::false_;
+  if (summarised && !s.elements.empty())
+    return Issue::make(ErrorCode::invalid_search_parameter, "give either _summary or _elements, not both", "_elements");
+  return Subset{s.summary, s.elements};
+}
+
+// The Patient elements FHIR R4 marks isSummary (deceased[x] under the one name we emit).
+constexpr std::string_view kPatientSummaryElements[] = {
+    "identifier", "active", "name", "telecom", "gender", "birthDate", "deceasedDateTime", "address",
+    "managingOrganization", "link"};
+
+// `r` cut down to what `s` asks for. resourceType, id and meta always stay (they are mandatory
+// for a resource we serve); a cut-down resource carries the SUBSETTED tag so that nobody takes
+// it for the whole record. _summary=data keeps everything (we send no narrative).
+Json subsetted(const Json& r, const Subset& s) {
+  if (!s.applies()) return r;
+  auto keep = [&s](std::string_view name) {
+    if (name == "resourceType" || name == "id" || name == "meta") return true;
+    if (s.summary == fhir::SummaryMode::text) return name == "text";
+    if (s.summary == fhir::SummaryMode::true_)
+      return std::find(std::begin(kPatientSummaryElements), std::end(kPatientSummaryElements), name) !=
+             std::end(kPatientSummaryElements);
+    // A choice element is asked for by its base name (deceased for deceasedDateTime).
+    return std::any_of(s.elements.begin(), s.elements.end(), [name](const std::string& e) {
+      return name == e || (e == "deceased" && name.rfind("deceased", 0) == 0);
+    });
+  };
+  Json out = Json::object();
+  for (const auto& [name, value] : r.members())
+    if (keep(name)) out.set(name, value);
+  if (Json* m = out.find("meta")) {
+    Json tags = Json::array();
+    tags.push_back(coding("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "SUBSETTED", "subsetted"));
+    m->set("tag", std::move(tags));
+  }
+  return out;
+}
+
 Response with_version_headers(Response r, std::int64_t version) {
   r.set_header("ETag", "W/\"" + std::to_string(version) + "\"");
   return r;
+}
+
+Response not_modified(std::int64_t version) {
+  Response r;
+  r.status = 304;
+  return with_version_headers(std::move(r), version);
+}
+
+// Whether an entity-tag list (If-None-Match, If-Match) names `version`, by the weak comparison
+// RFC 9110 13.1.2 asks of If-None-Match: W/"3", "3" and * all name version 3. A tag may hold
+// commas, so the list is read tag by tag rather than split.
+bool etag_list_names(std::string_view list, std::int64_t version) {
+  const std::string want = std::to_string(version);
+  std::size_t i = 0;
+  while (i < list.size()) {
+    const char c = list[i];
+    if (c == ' ' || c == '\t' || c == ',') {
+      ++i;
+      continue;
+    }
+    if (c == '*') return true;
+    if (list.compare(i, 2, "W/") == 0) i += 2;
+    if (i >= list.size() || list[i] != '"') return false;  // not an entity tag: names nothing
+    const std::size_t close = list.find('"', i + 1);
+    if (close == std::string_view::npos) return false;
+    if (list.substr(i + 1, close - i - 1) == want) return true;
+    i = close + 1;
+  }
+  return false;
+}
+
+bool if_none_match_hits(std::string_view header, std::int64_t version) {
+  return !header.empty() && etag_list_names(header, version);
 }
 
 Issue unknown_patient() {
@@ -234,9 +319,6 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
   // ---- access (patient_gate.h) -------------------------------------------------------------
 
   using PatientAccess = PatientGate::PatientAccess;
-  fhir::Result<bool> maybe_break_glass(Request& req, const std::string& patient_id) {
-    return gate_.maybe_break_glass(req, patient_id);
-  }
   auth::Decision decide(const Request& req, const locator::PatientRecord& rec) { return gate_.decide(req, rec); }
   awaitable<fhir::Result<PatientAccess>> patient_access(Request& req, const std::string& patient_id,
                                                         const Issue& hidden) {
@@ -249,21 +331,28 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
 
   awaitable<Response> read_patient(Request& req) {
     const std::string& id = req.path_params.at(0);
+    // _summary and _elements apply to a read as to a search (R4 search.html "Summary").
+    fhir::QueryParams result_params;
+    for (const auto& kv : *req.query)
+      if (kv.first == "_summary" || kv.first == "_elements") result_params.push_back(kv);
+    auto parsed = fhir::parse_search("Patient", result_params, registry_, fhir::Handling::strict);
+    if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
+    if (parsed->summary == fhir::SummaryMode::count)
+      co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
+                                           "_summary=count applies to searches, not to a read", "_summary"),
+                               req.format.pretty);
+    auto subset = subset_of(*parsed);
+    if (!subset) co_return error_response(subset.issue(), req.format.pretty);
     const Issue hidden = unknown_patient();
     auto access = co_await patient_access(req, id, hidden);
     if (!access) co_return error_response(access.issue(), req.format.pretty);
     const locator::PatientRecord& record = access->asked;
     const auth::Decision& d = access->decision;
-    const std::string etag = "W/\"" + std::to_string(record.version) + "\"";
-    if (req.header("if-none-match") == etag && !d.break_glass) {
-      Response r;
-      r.status = 304;
-      r.set_header("ETag", etag);
-      co_return r;
-    }
+    if (!d.break_glass && if_none_match_hits(req.header("if-none-match"), record.version))
+      co_return not_modified(record.version);
     req.audit.returned.push_back("Patient/" + record.id);
-    Response r = with_version_headers(fhir_response(200, patient_json(record, d.break_glass), req.format.pretty),
-                                      record.version);
+    Response r = with_version_headers(
+        fhir_response(200, subsetted(patient_json(record, d.break_glass), *subset), req.format.pretty), record.version);
     if (d.break_glass) r.set_header("X-Emergency-Access", "break-glass");
     co_return r;
   }
@@ -315,46 +404,105 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     return q;
   }
 
+  // The patients a search matches that this caller may see, found by a bounded scan: the
+  // relationship filter runs before the cap, so totals, paging and the cap describe only what
+  // this caller may see (issue #5 "totals and paging stay honest"). At most
+  // max_search_examined index entries are examined (more: 400, the search is too broad, whoever
+  // asks), and more than max_search_matches visible ones is a 400 as well. An identifier search
+  // names every patient it matched in the audit, visible or not (IG officers see attempts as
+  // well as disclosures), and honours break-glass when it names one patient, as the read does.
+  struct Visible {
+    std::vector<locator::PatientRecord> records;
+    std::vector<bool> break_glass;
+  };
+  awaitable<fhir::Result<Visible>> visible_matches(Request& req, locator::PatientQuery query) {
+    const bool by_identifier = query.identifier.has_value();
+    const bool break_glass_asked = !req.header("x-break-glass-reason").empty();
+    if (break_glass_asked && !by_identifier) {
+      // Judged for nobody first, so a refusal reads as it does on every other route.
+      auto bg = gate_.maybe_break_glass(req, nullptr);
+      if (!bg) co_return bg.issue();
+      co_return Issue::make(ErrorCode::invalid_search_parameter,
+                            "break-glass opens one patient's record: search by identifier=system|value, or read "
+                            "Patient/{id}",
+                            "identifier");
+    }
+    const std::size_t batch = std::min<std::size_t>(kLocatorPageCap, deps_.max_search_examined);
+    Visible out;
+    std::set<std::string> seen;  // pages are separate snapshots: a concurrent write may repeat a row
+    std::int64_t total = 0;
+    for (std::size_t offset = 0, round = 0; round == 0 || static_cast<std::int64_t>(offset) < total; ++round) {
+      query.count = batch;
+      query.offset = offset;
+      auto search = [query](locator::Locator& l) { return l.search_patients(query); };
+      auto page = co_await deps_.locator.call(search);
+      if (!page) co_return page.issue();
+      if (round == 0) {
+        total = page->total;
+        if (total > static_cast<std::int64_t>(deps_.max_search_examined))
+          co_return Issue::make(ErrorCode::invalid_value,
+                                "this search is too broad: it would examine more than " +
+                                    std::to_string(deps_.max_search_examined) +
+                                    " index entries; add criteria (e.g. birthdate, family or identifier)");
+        if (by_identifier && break_glass_asked) {
+          // Judged before any decision below, so a grant counts for this very search.
+          for (const auto& rec : page->items) note_patient(req, rec);
+          auto bg = gate_.maybe_break_glass(req, page->items.size() == 1 ? &page->items.front() : nullptr);
+          if (!bg) co_return bg.issue();
+          if (page->items.size() > 1)
+            co_return Issue::make(ErrorCode::invalid_search_parameter,
+                                  "break-glass opens one patient's record, and this identifier names more than "
+                                  "one; read Patient/{id} instead",
+                                  "identifier");
+        }
+      }
+      if (page->items.empty()) break;  // the index shrank under the scan
+      offset += page->items.size();
+      for (auto& rec : page->items) {
+        if (!seen.insert(rec.id).second) continue;
+        if (by_identifier) note_patient(req, rec);
+        auth::Decision d = decide(req, rec);
+        if (!d.allowed) continue;
+        if (out.records.size() == deps_.max_search_matches)
+          co_return Issue::make(ErrorCode::invalid_value,
+                                "more than " + std::to_string(deps_.max_search_matches) +
+                                    " patients you may see match; add criteria (e.g. birthdate or identifier)");
+        note_basis(req, d);
+        out.records.push_back(std::move(rec));
+        out.break_glass.push_back(d.break_glass);
+      }
+    }
+    co_return out;
+  }
+
   awaitable<Response> search_patients(Request& req, const fhir::QueryParams& params) {
     auto parsed = fhir::parse_search("Patient", params, registry_, fhir::handling_from_prefer(req.header("prefer")));
     if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
     auto q = patient_query(*parsed);
     if (!q) co_return error_response(q.issue(), req.format.pretty);
-    // Fetch every match up to the cap, filter by relationship, then page: totals and paging
-    // describe only what this caller may see (issue #5 "totals and paging stay honest").
-    q->count = deps_.max_search_matches + 1;
-    q->offset = 0;
-    locator::PatientQuery query = std::move(*q);
-    auto search = [query](locator::Locator& l) { return l.search_patients(query); };
-    auto page = co_await deps_.locator.call(search);
-    if (!page) co_return error_response(page.issue(), req.format.pretty);
-    if (page->total > static_cast<std::int64_t>(deps_.max_search_matches))
-      co_return error_response(Issue::make(ErrorCode::invalid_value,
-                                           "more than " + std::to_string(deps_.max_search_matches) +
-                                               " patients match; add criteria (e.g. birthdate or identifier)"),
-                               req.format.pretty);
-    std::vector<const locator::PatientRecord*> visible;
-    std::vector<bool> break_glass;
-    for (const auto& rec : page->items) {
-      auth::Decision d = decide(req, rec);
-      if (d.allowed) {
-        note_basis(req, d);
-        visible.push_back(&rec);
-        break_glass.push_back(d.break_glass);
-      }
-    }
+    auto subset = subset_of(*parsed);
+    if (!subset) co_return error_response(subset.issue(), req.format.pretty);
+    auto found = co_await visible_matches(req, std::move(*q));
+    if (!found) co_return error_response(found.issue(), req.format.pretty);
+    const Visible& visible = *found;
     fhir::SearchsetPage out;
-    out.total = static_cast<std::int64_t>(visible.size());
-    const std::size_t from = std::min<std::size_t>(parsed->offset, visible.size());
-    const std::size_t to = std::min<std::size_t>(from + parsed->count, visible.size());
+    out.total = static_cast<std::int64_t>(visible.records.size());
+    bool break_glass = false;
+    // _summary=count: the total alone; nothing about any patient leaves.
+    const std::size_t shown = parsed->summary == fhir::SummaryMode::count ? 0 : visible.records.size();
+    const std::size_t from = std::min<std::size_t>(parsed->offset, shown);
+    const std::size_t to = std::min<std::size_t>(from + parsed->count, shown);
     for (std::size_t i = from; i < to; ++i) {
-      out.matches.push_back(patient_json(*visible[i], break_glass[i]));
-      note_patient(req, *visible[i]);
-      req.audit.returned.push_back("Patient/" + visible[i]->id);
+      out.matches.push_back(subsetted(patient_json(visible.records[i], visible.break_glass[i]), *subset));
+      note_patient(req, visible.records[i]);
+      req.audit.returned.push_back("Patient/" + visible.records[i].id);
+      break_glass = break_glass || visible.break_glass[i];
     }
-    out.has_more = to < visible.size();
-    co_return fhir_response(200, fhir::make_searchset(deps_.base_url, *parsed, std::move(out), now_ms()),
-                            req.format.pretty);
+    out.has_more = to < shown;
+    Response r = fhir_response(200, fhir::make_searchset(deps_.base_url, *parsed, std::move(out), now_ms()),
+                               req.format.pretty);
+    if (break_glass) r.set_header("X-Emergency-Access", "break-glass");
+    co_return r;
   }
 
   awaitable<Response> search_patients_get(Request& req) { co_return co_await search_patients(req, *req.query); }

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <set>
@@ -485,4 +486,82 @@ TEST_CASE("Locator API: a source system authenticated by client certificate main
   }(), "application/fhir+json"), 1, with_cert);
   REQUIRE(other_custodian.responses.size() == 1);
   CHECK(other_custodian.responses[0].status == 403);
+}
+
+TEST_CASE("Locator API: the match cap counts only the patients this caller may see") {
+  TestServer s;
+  // 1,005 patients registered elsewhere, and two with this GP.
+  std::vector<locator::ImportRecord> crowd;
+  for (int n = 100000; crowd.size() < 1005 && n < 200000; ++n) {
+    const std::string nine = "999" + std::to_string(n);
+    auto check = fhir::nhs_check_digit(nine);
+    if (!check) continue;
+    locator::ImportRecord rec;
+    rec.identity.source_ods = "RX1";
+    rec.identity.demographics.nhs_number = nine + *check;
+    rec.identity.demographics.family = "Crowd";
+    const std::size_t i = crowd.size();  // distinct dates: no two look like the same person
+    char date[11];
+    std::snprintf(date, sizeof date, "%04zu-%02zu-%02zu", 1930 + i % 60, 1 + i / 60 % 12, 1 + i / 720 % 28);
+    rec.identity.demographics.birth_date = date;
+    rec.identity.demographics.gp_practice_ods = "B81002";
+    crowd.push_back(std::move(rec));
+  }
+  REQUIRE(crowd.size() == 1005);
+  REQUIRE(s.locator().import(crowd).ok());
+  add_patient(s.locator(), 1, "Mine", "A81001");
+  add_patient(s.locator(), 2, "Mine", "A81001");
+  // Before: 400 "more than 1000 patients match", which also told this GP the population size.
+  HttpResponse mine = test::get(s.port(), "/Patient?birthdate=ge1900", s.client(), bearer(clinician_at("A81001")));
+  REQUIRE_MESSAGE(mine.status == 200, mine.body);
+  CHECK(json_of(mine).find("total")->as_int64() == 2);
+  // The practice that sees all 1,005 is asked to refine, in words about what it may see.
+  HttpResponse theirs = test::get(s.port(), "/Patient?birthdate=ge1900", s.client(), bearer(clinician_at("B81002")));
+  CHECK(theirs.status == 400);
+  CHECK(json_of(theirs).find("issue")->items().at(0).string_at("diagnostics").find("you may see") !=
+        std::string_view::npos);
+}
+
+TEST_CASE("Locator API: _summary=count and _elements on Patient search and read") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 110, "Butler", "A81001");
+  add_patient(s.locator(), 111, "Butler", "A81001");
+  const std::string h = bearer(clinician_at("A81001"));
+  HttpResponse count = test::get(s.port(), "/Patient?family=Butler&_summary=count", s.client(), h);
+  REQUIRE_MESSAGE(count.status == 200, count.body);
+  fhir::Json b = json_of(count);
+  CHECK(b.find("total")->as_int64() == 2);
+  CHECK(b.find("entry") == nullptr);
+  CHECK(count.body.find(a.nhs_number) == std::string::npos);
+
+  auto only = [](const fhir::Json& r, std::set<std::string> expected) {
+    std::set<std::string> got;
+    for (const auto& [name, value] : r.members()) got.insert(name);
+    CHECK(got == expected);
+    bool subsetted = false;
+    const fhir::Json* tags = r.find("meta")->find("tag");
+    REQUIRE(tags != nullptr);
+    for (const auto& t : tags->items())
+      subsetted = subsetted || (t.string_at("code") == "SUBSETTED" &&
+                                t.string_at("system") == "http://terminology.hl7.org/CodeSystem/v3-ObservationValue");
+    CHECK(subsetted);
+  };
+  HttpResponse elements = test::get(s.port(), "/Patient?family=Butler&_elements=gender", s.client(), h);
+  REQUIRE_MESSAGE(elements.status == 200, elements.body);
+  fhir::Json eb = json_of(elements);
+  REQUIRE(eb.find("entry")->items().size() == 2);
+  for (const auto& e : eb.find("entry")->items()) only(*e.find("resource"), {"resourceType", "id", "meta", "gender"});
+
+  HttpResponse read = test::get(s.port(), "/Patient/" + a.id + "?_elements=name,birthDate", s.client(), h);
+  REQUIRE_MESSAGE(read.status == 200, read.body);
+  only(json_of(read), {"resourceType", "id", "meta", "name", "birthDate"});
+  HttpResponse summary = test::get(s.port(), "/Patient/" + a.id + "?_summary=true", s.client(), h);
+  REQUIRE(summary.status == 200);
+  fhir::Json sp = json_of(summary);
+  CHECK(sp.find("generalPractitioner") == nullptr);  // not a summary element in R4
+  CHECK(sp.find("identifier") != nullptr);
+  // Without them, the whole resource and no tag.
+  CHECK(json_of(test::get(s.port(), "/Patient/" + a.id, s.client(), h)).find("meta")->find("tag") == nullptr);
+  CHECK(test::get(s.port(), "/Patient/" + a.id + "?_summary=count", s.client(), h).status == 400);
+  CHECK(test::get(s.port(), "/Patient?family=Butler&_summary=true&_elements=gender", s.client(), h).status == 400);
 }
