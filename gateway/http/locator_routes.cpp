@@ -609,6 +609,17 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     std::optional<locator::Identifier> by_identifier;
     std::string patient_id;
     std::optional<fhir::TokenValue> type;
+    // The patient is named once: subject=A&patient=B would otherwise answer for whichever came
+    // last (and the same patient twice gains nothing).
+    const std::size_t patient_params = std::count_if(parsed->params.begin(), parsed->params.end(), [](const auto& p) {
+      return p.name == "subject" || p.name == "patient";
+    });
+    if (patient_params > 1)
+      co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
+                                           "name the patient once: give exactly one of subject:identifier=..., "
+                                           "subject=Patient/{id} or patient={id}",
+                                           "patient"),
+                               req.format.pretty);
     for (const auto& p : parsed->params) {
       if (p.values.size() != 1)
         co_return error_response(Issue::make(ErrorCode::invalid_search_parameter, p.name + " takes one value here", p.name),
@@ -715,6 +726,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
                                            "this record pointer is withheld under the sensitivity policy for your role"),
                                req.format.pretty);
     }
+    if (!d.break_glass && if_none_match_hits(req.header("if-none-match"), p.version)) co_return not_modified(p.version);
     req.audit.returned.push_back("DocumentReference/" + p.id);
     const locator::PatientRecord& patient = access->judged;
     const std::string nhs = patient.nhs_number_trusted ? patient.demographics.nhs_number : std::string();
@@ -755,14 +767,17 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
                                              "DocumentReference.id"), req.format.pretty);
       p.id = id;
     }
-    if (p.patient_id.empty()) {
-      // Subject by NHS number (NRL style): it must be known to the locator.
-      const Json* subject = body.find("subject");
-      const Json* ident = subject ? subject->find("identifier") : nullptr;
-      if (!ident || ident->string_at("system") != locator::kNhsNumberSystem)
-        co_return error_response(Issue::make(ErrorCode::invalid_resource,
-                                             "subject needs reference Patient/{id} or an NHS number identifier",
-                                             "DocumentReference.subject"), req.format.pretty);
+    // Subject by NHS number (NRL style), by reference, or both; both must then name the same
+    // patient: a pointer silently filed under the other one would send clinicians to the
+    // wrong person's record.
+    const Json* subject = body.find("subject");
+    const Json* ident = subject && subject->is_object() ? subject->find("identifier") : nullptr;
+    const bool by_nhs = ident && ident->is_object() && ident->string_at("system") == locator::kNhsNumberSystem;
+    if (p.patient_id.empty() && !by_nhs)
+      co_return error_response(Issue::make(ErrorCode::invalid_resource,
+                                           "subject needs reference Patient/{id} or an NHS number identifier",
+                                           "DocumentReference.subject"), req.format.pretty);
+    if (by_nhs) {
       std::string nhs(ident->string_at("value"));
       auto ok = fhir::validate_nhs_number(nhs);
       if (!ok) {
@@ -771,24 +786,65 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
         co_return error_response(i, req.format.pretty);
       }
       req.audit.patients.push_back(nhs);
-      auto lookup = [nhs](locator::Locator& l) {
-        return l.lookup_identifier(locator::kNhsNumberSystem, nhs);
+      const std::string referenced = p.patient_id;
+      // The NHS number's patient, and whether the reference names it (or a record merged into it).
+      auto lookup = [nhs, referenced](locator::Locator& l) -> fhir::Result<std::pair<std::optional<std::string>, bool>> {
+        auto found = l.lookup_identifier(locator::kNhsNumberSystem, nhs);
+        if (!found) return std::move(found).issue();
+        if (referenced.empty() || !*found || **found == referenced) return std::make_pair(*found, true);
+        auto rec = l.read_patient(referenced);
+        if (!rec) return std::move(rec).issue();
+        return std::make_pair(*found, *rec && (*rec)->merged_into == **found);
       };
       auto found = co_await deps_.locator.call(lookup);
       if (!found) co_return error_response(found.issue(), req.format.pretty);
-      if (!*found)
+      if (!referenced.empty() && (!found->first || !found->second))
+        co_return error_response(Issue::make(ErrorCode::invalid_resource,
+                                             "subject.reference and subject.identifier name different patients; "
+                                             "send one of them, or both for the same patient",
+                                             "DocumentReference.subject"), req.format.pretty);
+      if (!found->first)
         co_return error_response(Issue::make(ErrorCode::not_found, "no patient with that NHS number is indexed",
                                              "DocumentReference.subject"), req.format.pretty);
-      p.patient_id = **found;
+      if (referenced.empty()) p.patient_id = *found->first;
     }
+    // If-Match (FHIR http.html "Managing Resource Contention"): the update applies only to the
+    // version named, checked against the version read just before the write.
+    std::optional<std::string> if_match;
+    if (std::string_view h = req.header("if-match"); !h.empty()) if_match = std::string(h.substr(0, 256));
+    if (create && if_match)
+      co_return error_response(Issue::make(ErrorCode::invalid_value, "If-Match applies to an update (PUT), not a create",
+                                           "If-Match"), req.format.pretty);
     std::string acting = who.organisation;
-    auto save = [acting, p](locator::Locator& l) { return l.put_pointer(acting, p); };
+    struct Saved {
+      locator::Pointer pointer;
+      bool created = false;
+    };
+    auto save = [acting, p, if_match](locator::Locator& l) -> fhir::Result<Saved> {
+      bool existed = false;
+      if (!p.id.empty()) {
+        auto current = l.read_pointer(p.id);
+        if (!current) return std::move(current).issue();
+        existed = current->has_value();
+        if (if_match && (!existed || !etag_list_names(*if_match, (*current)->version)))
+          return Issue::make(ErrorCode::precondition_failed,
+                             existed ? "If-Match names another version than the current W/\"" +
+                                           std::to_string((*current)->version) + "\"; read it again and retry"
+                                     : "If-Match names a version, but there is no such DocumentReference",
+                             "If-Match");
+      }
+      auto saved = l.put_pointer(acting, p);
+      if (!saved) return std::move(saved).issue();
+      return Saved{std::move(*saved), !existed};
+    };
     auto saved = co_await deps_.locator.call_write(save);
     if (!saved) co_return error_response(saved.issue(), req.format.pretty);
-    req.audit.returned.push_back("DocumentReference/" + saved->id);
-    Response r = with_version_headers(fhir_response(create ? 201 : 200, pointer_json(*saved, {}, false), req.format.pretty),
-                                      saved->version);
-    if (create) r.set_header("Location", deps_.base_url + "/DocumentReference/" + saved->id);
+    const locator::Pointer& stored = saved->pointer;
+    req.audit.returned.push_back("DocumentReference/" + stored.id);
+    // A PUT to an id the index does not know creates the pointer under it (updateCreate): 201.
+    Response r = with_version_headers(
+        fhir_response(saved->created ? 201 : 200, pointer_json(stored, {}, false), req.format.pretty), stored.version);
+    if (saved->created) r.set_header("Location", deps_.base_url + "/DocumentReference/" + stored.id);
     co_return r;
   }
 
@@ -868,6 +924,7 @@ void add_locator_routes(Router& router, const fhir::SearchParamRegistry& registr
   router.add("POST", "/DocumentReference", [api](Request& r) { return api->write_pointer(r, true); }, create);
   RouteOptions update = opts("DocumentReference", "update", Interaction::update);
   update.json_body = true;
+  update.update_create = true;  // Locator::put_pointer creates under an id it does not know
   router.add("PUT", "/DocumentReference/{id}", [api](Request& r) { return api->write_pointer(r, false); }, update);
   router.add("DELETE", "/DocumentReference/{id}", [api](Request& r) { return api->delete_pointer(r); },
              opts("DocumentReference", "delete", Interaction::remove));
