@@ -21,6 +21,7 @@ struct ResourceCapability {
   std::string profile;                    // canonical, e.g. UK Core profile; may be empty
   std::vector<std::string> interactions;  // read, vread, search-type, create, update, delete ...
   std::vector<OperationCapability> operations;
+  bool update_create = false;             // an update to an unknown id creates the resource
 };
 
 struct ServerDescription {

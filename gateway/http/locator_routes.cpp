@@ -5,6 +5,7 @@
 #include <chrono>
 #include <ctime>
 #include <memory>
+#include <set>
 
 #include "fhir/bundle.h"
 #include "fhir/content_negotiation.h"
@@ -13,6 +14,7 @@
 #include "fhir/nhs_number.h"
 #include "fhir/query_string.h"
 #include "fhir/uk_core.h"
+#include "gateway/http/locator_resources.h"
 #include "gateway/http/patient_gate.h"
 #include "gateway/locator/fhir_mapping.h"
 #include "gateway/observe/log.h"
@@ -26,12 +28,7 @@ using fhir::Json;
 
 namespace {
 
-using fhir::coding;
-using fhir::uk::kActCodeSystem;
 using fhir::uk::kDocumentReferenceProfile;
-using fhir::uk::kNhsNumberVerificationExtension;
-using fhir::uk::kNhsNumberVerificationSystem;
-using fhir::uk::kOdsOrganisationSystem;
 using fhir::uk::kPatientProfile;
 
 std::int64_t now_ms() {
@@ -40,7 +37,6 @@ std::int64_t now_ms() {
 }
 
 Json str(std::string_view s) { return fhir::text(s); }
-Json codeable(Json c) { return fhir::codeable_concept(std::move(c)); }
 
 
 // FHIR ids: [A-Za-z0-9\-\.]{1,64}.
@@ -51,157 +47,45 @@ bool valid_id(std::string_view id) {
   });
 }
 
-Json meta(std::int64_t version, const std::string& last_updated, std::string_view profile, bool break_glass) {
-  Json m = Json::object();
-  m.set("versionId", Json::string(std::to_string(version)));
-  if (!last_updated.empty()) m.set("lastUpdated", Json::string(last_updated));
-  Json profiles = Json::array();
-  profiles.push_back(str(profile));
-  m.set("profile", std::move(profiles));
-  if (break_glass) {
-    Json sec = Json::array();
-    sec.push_back(coding(kActCodeSystem, "BTG", "break the glass"));
-    m.set("security", std::move(sec));
-  }
-  return m;
-}
-
-Json patient_json(const locator::PatientRecord& p, bool break_glass) {
-  Json r = Json::object();
-  r.set("resourceType", str("Patient"));
-  r.set("id", Json::string(p.id));
-  r.set("meta", meta(p.version, p.last_updated, kPatientProfile, break_glass));
-  const auto& d = p.demographics;
-  Json ids = Json::array();
-  // An NHS number that fails its check digit is kept in the index as received but is never
-  // shown as an NHS number: a clinician must not act on it.
-  if (!d.nhs_number.empty() && p.nhs_number_trusted) {
-    Json id = Json::object();
-    if (!d.nhs_number_verification.empty()) {
-      Json ext = Json::object();
-      ext.set("url", str(kNhsNumberVerificationExtension));
-      ext.set("valueCodeableConcept",
-              codeable(coding(kNhsNumberVerificationSystem, d.nhs_number_verification, fhir::uk::nhs_number_verification_display(d.nhs_number_verification))));
-      Json exts = Json::array();
-      exts.push_back(std::move(ext));
-      id.set("extension", std::move(exts));
-    }
-    id.set("system", str(locator::kNhsNumberSystem));
-    id.set("value", Json::string(d.nhs_number));
-    ids.push_back(std::move(id));
-  }
-  for (const auto& l : p.identifiers) {
-    Json id = Json::object();
-    id.set("system", Json::string(l.system));
-    id.set("value", Json::string(l.value));
-    if (!l.source.empty()) {
-      Json assigner = Json::object();
-      assigner.set("identifier", fhir::identifier(kOdsOrganisationSystem, l.source));
-      id.set("assigner", std::move(assigner));
-    }
-    ids.push_back(std::move(id));
-  }
-  if (ids.size() > 0) r.set("identifier", std::move(ids));
-  r.set("active", Json::boolean(!p.merged_into));
-  if (!d.family.empty() || !d.given.empty()) {
-    Json name = Json::object();
-    name.set("use", str("official"));
-    if (!d.family.empty()) name.set("family", Json::string(d.family));
-    if (!d.given.empty()) {
-      Json given = Json::array();
-      for (const auto& g : d.given) given.push_back(Json::string(g));
-      name.set("given", std::move(given));
-    }
-    Json names = Json::array();
-    names.push_back(std::move(name));
-    r.set("name", std::move(names));
-  }
-  if (!d.gender.empty()) r.set("gender", Json::string(d.gender));
-  if (!d.birth_date.empty()) r.set("birthDate", Json::string(d.birth_date));
-  if (!d.deceased.empty()) r.set("deceasedDateTime", Json::string(d.deceased));
-  if (!d.postcode.empty()) {
-    Json addr = Json::object();
-    addr.set("use", str("home"));
-    addr.set("postalCode", Json::string(d.postcode));
-    Json addrs = Json::array();
-    addrs.push_back(std::move(addr));
-    r.set("address", std::move(addrs));
-  }
-  if (!d.gp_practice_ods.empty()) {
-    Json gp = Json::object();
-    gp.set("type", str("Organization"));
-    gp.set("identifier", fhir::identifier(kOdsOrganisationSystem, d.gp_practice_ods));
-    Json gps = Json::array();
-    gps.push_back(std::move(gp));
-    r.set("generalPractitioner", std::move(gps));
-  }
-  Json links = Json::array();
-  auto add_link = [&links](const std::string& other, std::string_view type) {
-    Json l = Json::object();
-    Json ref = Json::object();
-    ref.set("reference", Json::string("Patient/" + other));
-    l.set("other", std::move(ref));
-    l.set("type", str(type));
-    links.push_back(std::move(l));
-  };
-  if (p.merged_into) add_link(*p.merged_into, "replaced-by");
-  for (const auto& from : p.merged_from) add_link(from, "replaces");
-  if (links.size() > 0) r.set("link", std::move(links));
-  return r;
-}
-
-Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool break_glass) {
-  Json r = Json::object();
-  r.set("resourceType", str("DocumentReference"));
-  r.set("id", Json::string(p.id));
-  r.set("meta", meta(p.version, p.last_updated, kDocumentReferenceProfile, break_glass));
-  Json master = Json::object();
-  master.set("system", str("https://fhir.nhs.uk/Id/nrl-pointer-id"));  // NRL-style pointer id
-  master.set("value", Json::string(p.id));
-  r.set("masterIdentifier", std::move(master));
-  r.set("status", str("current"));
-  if (!p.type_code.empty()) r.set("type", codeable(coding(p.type_system, p.type_code, p.type_display)));
-  if (!p.category_code.empty()) {
-    Json cats = Json::array();
-    cats.push_back(codeable(coding(fhir::uk::kSnomedSystem, p.category_code, p.category_display)));
-    r.set("category", std::move(cats));
-  }
-  Json subject = Json::object();
-  subject.set("reference", Json::string("Patient/" + p.patient_id));
-  if (!nhs_number.empty()) {
-    subject.set("identifier", fhir::identifier(locator::kNhsNumberSystem, nhs_number));
-  }
-  r.set("subject", std::move(subject));
-  if (!p.last_updated.empty()) r.set("date", Json::string(p.last_updated));
-  Json custodian = Json::object();
-  custodian.set("identifier", fhir::identifier(kOdsOrganisationSystem, p.source_ods));
-  r.set("custodian", std::move(custodian));
-  Json attachment = Json::object();
-  attachment.set("contentType", Json::string(p.content_type));
-  attachment.set("url", Json::string(p.url));
-  Json content = Json::object();
-  content.set("attachment", std::move(attachment));
-  Json contents = Json::array();
-  contents.push_back(std::move(content));
-  r.set("content", std::move(contents));
-  if (!p.resource_types.empty()) {
-    // Which FHIR resource types the record holds: the same extension pointer maintenance
-    // reads (locator::kResourceTypesExtension), so a pointer round-trips.
-    Json exts = Json::array();
-    for (const auto& t : p.resource_types) {
-      Json e = Json::object();
-      e.set("url", str(locator::kResourceTypesExtension));
-      e.set("valueCode", Json::string(t));
-      exts.push_back(std::move(e));
-    }
-    r.set("extension", std::move(exts));
-  }
-  return r;
-}
+// Locator::search_patients returns at most this many rows per call.
+constexpr std::size_t kLocatorPageCap = 1000;
 
 Response with_version_headers(Response r, std::int64_t version) {
   r.set_header("ETag", "W/\"" + std::to_string(version) + "\"");
   return r;
+}
+
+Response not_modified(std::int64_t version) {
+  Response r;
+  r.status = 304;
+  return with_version_headers(std::move(r), version);
+}
+
+// Whether an entity-tag list (If-None-Match, If-Match) names `version`, by the weak comparison
+// RFC 9110 13.1.2 asks of If-None-Match: W/"3", "3" and * all name version 3. A tag may hold
+// commas, so the list is read tag by tag rather than split.
+bool etag_list_names(std::string_view list, std::int64_t version) {
+  const std::string want = std::to_string(version);
+  std::size_t i = 0;
+  while (i < list.size()) {
+    const char c = list[i];
+    if (c == ' ' || c == '\t' || c == ',') {
+      ++i;
+      continue;
+    }
+    if (c == '*') return true;
+    if (list.compare(i, 2, "W/") == 0) i += 2;
+    if (i >= list.size() || list[i] != '"') return false;  // not an entity tag: names nothing
+    const std::size_t close = list.find('"', i + 1);
+    if (close == std::string_view::npos) return false;
+    if (list.substr(i + 1, close - i - 1) == want) return true;
+    i = close + 1;
+  }
+  return false;
+}
+
+bool if_none_match_hits(std::string_view header, std::int64_t version) {
+  return !header.empty() && etag_list_names(header, version);
 }
 
 Issue unknown_patient() {
@@ -234,9 +118,6 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
   // ---- access (patient_gate.h) -------------------------------------------------------------
 
   using PatientAccess = PatientGate::PatientAccess;
-  fhir::Result<bool> maybe_break_glass(Request& req, const std::string& patient_id) {
-    return gate_.maybe_break_glass(req, patient_id);
-  }
   auth::Decision decide(const Request& req, const locator::PatientRecord& rec) { return gate_.decide(req, rec); }
   awaitable<fhir::Result<PatientAccess>> patient_access(Request& req, const std::string& patient_id,
                                                         const Issue& hidden) {
@@ -249,21 +130,28 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
 
   awaitable<Response> read_patient(Request& req) {
     const std::string& id = req.path_params.at(0);
+    // _summary and _elements apply to a read as to a search (R4 search.html "Summary").
+    fhir::QueryParams result_params;
+    for (const auto& kv : *req.query)
+      if (kv.first == "_summary" || kv.first == "_elements") result_params.push_back(kv);
+    auto parsed = fhir::parse_search("Patient", result_params, registry_, fhir::Handling::strict);
+    if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
+    if (parsed->summary == fhir::SummaryMode::count)
+      co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
+                                           "_summary=count applies to searches, not to a read", "_summary"),
+                               req.format.pretty);
+    auto subset = subset_of(*parsed);
+    if (!subset) co_return error_response(subset.issue(), req.format.pretty);
     const Issue hidden = unknown_patient();
     auto access = co_await patient_access(req, id, hidden);
     if (!access) co_return error_response(access.issue(), req.format.pretty);
     const locator::PatientRecord& record = access->asked;
     const auth::Decision& d = access->decision;
-    const std::string etag = "W/\"" + std::to_string(record.version) + "\"";
-    if (req.header("if-none-match") == etag && !d.break_glass) {
-      Response r;
-      r.status = 304;
-      r.set_header("ETag", etag);
-      co_return r;
-    }
+    if (!d.break_glass && if_none_match_hits(req.header("if-none-match"), record.version))
+      co_return not_modified(record.version);
     req.audit.returned.push_back("Patient/" + record.id);
-    Response r = with_version_headers(fhir_response(200, patient_json(record, d.break_glass), req.format.pretty),
-                                      record.version);
+    Response r = with_version_headers(
+        fhir_response(200, subsetted(patient_json(record, d.break_glass), *subset), req.format.pretty), record.version);
     if (d.break_glass) r.set_header("X-Emergency-Access", "break-glass");
     co_return r;
   }
@@ -315,46 +203,105 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     return q;
   }
 
+  // The patients a search matches that this caller may see, found by a bounded scan: the
+  // relationship filter runs before the cap, so totals, paging and the cap describe only what
+  // this caller may see (issue #5 "totals and paging stay honest"). At most
+  // max_search_examined index entries are examined (more: 400, the search is too broad, whoever
+  // asks), and more than max_search_matches visible ones is a 400 as well. An identifier search
+  // names every patient it matched in the audit, visible or not (IG officers see attempts as
+  // well as disclosures), and honours break-glass when it names one patient, as the read does.
+  struct Visible {
+    std::vector<locator::PatientRecord> records;
+    std::vector<bool> break_glass;
+  };
+  awaitable<fhir::Result<Visible>> visible_matches(Request& req, locator::PatientQuery query) {
+    const bool by_identifier = query.identifier.has_value();
+    const bool break_glass_asked = !req.header("x-break-glass-reason").empty();
+    if (break_glass_asked && !by_identifier) {
+      // Judged for nobody first, so a refusal reads as it does on every other route.
+      auto bg = gate_.maybe_break_glass(req, nullptr);
+      if (!bg) co_return bg.issue();
+      co_return Issue::make(ErrorCode::invalid_search_parameter,
+                            "break-glass opens one patient's record: search by identifier=system|value, or read "
+                            "Patient/{id}",
+                            "identifier");
+    }
+    const std::size_t batch = std::min<std::size_t>(kLocatorPageCap, deps_.max_search_examined);
+    Visible out;
+    std::set<std::string> seen;  // pages are separate snapshots: a concurrent write may repeat a row
+    std::int64_t total = 0;
+    for (std::size_t offset = 0, round = 0; round == 0 || static_cast<std::int64_t>(offset) < total; ++round) {
+      query.count = batch;
+      query.offset = offset;
+      auto search = [query](locator::Locator& l) { return l.search_patients(query); };
+      auto page = co_await deps_.locator.call(search);
+      if (!page) co_return page.issue();
+      if (round == 0) {
+        total = page->total;
+        if (total > static_cast<std::int64_t>(deps_.max_search_examined))
+          co_return Issue::make(ErrorCode::invalid_value,
+                                "this search is too broad: it would examine more than " +
+                                    std::to_string(deps_.max_search_examined) +
+                                    " index entries; add criteria (e.g. birthdate, family or identifier)");
+        if (by_identifier && break_glass_asked) {
+          // Judged before any decision below, so a grant counts for this very search.
+          for (const auto& rec : page->items) note_patient(req, rec);
+          auto bg = gate_.maybe_break_glass(req, page->items.size() == 1 ? &page->items.front() : nullptr);
+          if (!bg) co_return bg.issue();
+          if (page->items.size() > 1)
+            co_return Issue::make(ErrorCode::invalid_search_parameter,
+                                  "break-glass opens one patient's record, and this identifier names more than "
+                                  "one; read Patient/{id} instead",
+                                  "identifier");
+        }
+      }
+      if (page->items.empty()) break;  // the index shrank under the scan
+      offset += page->items.size();
+      for (auto& rec : page->items) {
+        if (!seen.insert(rec.id).second) continue;
+        if (by_identifier) note_patient(req, rec);
+        auth::Decision d = decide(req, rec);
+        if (!d.allowed) continue;
+        if (out.records.size() == deps_.max_search_matches)
+          co_return Issue::make(ErrorCode::invalid_value,
+                                "more than " + std::to_string(deps_.max_search_matches) +
+                                    " patients you may see match; add criteria (e.g. birthdate or identifier)");
+        note_basis(req, d);
+        out.records.push_back(std::move(rec));
+        out.break_glass.push_back(d.break_glass);
+      }
+    }
+    co_return out;
+  }
+
   awaitable<Response> search_patients(Request& req, const fhir::QueryParams& params) {
     auto parsed = fhir::parse_search("Patient", params, registry_, fhir::handling_from_prefer(req.header("prefer")));
     if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
     auto q = patient_query(*parsed);
     if (!q) co_return error_response(q.issue(), req.format.pretty);
-    // Fetch every match up to the cap, filter by relationship, then page: totals and paging
-    // describe only what this caller may see (issue #5 "totals and paging stay honest").
-    q->count = deps_.max_search_matches + 1;
-    q->offset = 0;
-    locator::PatientQuery query = std::move(*q);
-    auto search = [query](locator::Locator& l) { return l.search_patients(query); };
-    auto page = co_await deps_.locator.call(search);
-    if (!page) co_return error_response(page.issue(), req.format.pretty);
-    if (page->total > static_cast<std::int64_t>(deps_.max_search_matches))
-      co_return error_response(Issue::make(ErrorCode::invalid_value,
-                                           "more than " + std::to_string(deps_.max_search_matches) +
-                                               " patients match; add criteria (e.g. birthdate or identifier)"),
-                               req.format.pretty);
-    std::vector<const locator::PatientRecord*> visible;
-    std::vector<bool> break_glass;
-    for (const auto& rec : page->items) {
-      auth::Decision d = decide(req, rec);
-      if (d.allowed) {
-        note_basis(req, d);
-        visible.push_back(&rec);
-        break_glass.push_back(d.break_glass);
-      }
-    }
+    auto subset = subset_of(*parsed);
+    if (!subset) co_return error_response(subset.issue(), req.format.pretty);
+    auto found = co_await visible_matches(req, std::move(*q));
+    if (!found) co_return error_response(found.issue(), req.format.pretty);
+    const Visible& visible = *found;
     fhir::SearchsetPage out;
-    out.total = static_cast<std::int64_t>(visible.size());
-    const std::size_t from = std::min<std::size_t>(parsed->offset, visible.size());
-    const std::size_t to = std::min<std::size_t>(from + parsed->count, visible.size());
+    out.total = static_cast<std::int64_t>(visible.records.size());
+    bool break_glass = false;
+    // _summary=count: the total alone; nothing about any patient leaves.
+    const std::size_t shown = parsed->summary == fhir::SummaryMode::count ? 0 : visible.records.size();
+    const std::size_t from = std::min<std::size_t>(parsed->offset, shown);
+    const std::size_t to = std::min<std::size_t>(from + parsed->count, shown);
     for (std::size_t i = from; i < to; ++i) {
-      out.matches.push_back(patient_json(*visible[i], break_glass[i]));
-      note_patient(req, *visible[i]);
-      req.audit.returned.push_back("Patient/" + visible[i]->id);
+      out.matches.push_back(subsetted(patient_json(visible.records[i], visible.break_glass[i]), *subset));
+      note_patient(req, visible.records[i]);
+      req.audit.returned.push_back("Patient/" + visible.records[i].id);
+      break_glass = break_glass || visible.break_glass[i];
     }
-    out.has_more = to < visible.size();
-    co_return fhir_response(200, fhir::make_searchset(deps_.base_url, *parsed, std::move(out), now_ms()),
-                            req.format.pretty);
+    out.has_more = to < shown;
+    Response r = fhir_response(200, fhir::make_searchset(deps_.base_url, *parsed, std::move(out), now_ms()),
+                               req.format.pretty);
+    if (break_glass) r.set_header("X-Emergency-Access", "break-glass");
+    co_return r;
   }
 
   awaitable<Response> search_patients_get(Request& req) { co_return co_await search_patients(req, *req.query); }
@@ -461,6 +408,17 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     std::optional<locator::Identifier> by_identifier;
     std::string patient_id;
     std::optional<fhir::TokenValue> type;
+    // The patient is named once: subject=A&patient=B would otherwise answer for whichever came
+    // last (and the same patient twice gains nothing).
+    const std::size_t patient_params = std::count_if(parsed->params.begin(), parsed->params.end(), [](const auto& p) {
+      return p.name == "subject" || p.name == "patient";
+    });
+    if (patient_params > 1)
+      co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
+                                           "name the patient once: give exactly one of subject:identifier=..., "
+                                           "subject=Patient/{id} or patient={id}",
+                                           "patient"),
+                               req.format.pretty);
     for (const auto& p : parsed->params) {
       if (p.values.size() != 1)
         co_return error_response(Issue::make(ErrorCode::invalid_search_parameter, p.name + " takes one value here", p.name),
@@ -567,6 +525,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
                                            "this record pointer is withheld under the sensitivity policy for your role"),
                                req.format.pretty);
     }
+    if (!d.break_glass && if_none_match_hits(req.header("if-none-match"), p.version)) co_return not_modified(p.version);
     req.audit.returned.push_back("DocumentReference/" + p.id);
     const locator::PatientRecord& patient = access->judged;
     const std::string nhs = patient.nhs_number_trusted ? patient.demographics.nhs_number : std::string();
@@ -607,14 +566,17 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
                                              "DocumentReference.id"), req.format.pretty);
       p.id = id;
     }
-    if (p.patient_id.empty()) {
-      // Subject by NHS number (NRL style): it must be known to the locator.
-      const Json* subject = body.find("subject");
-      const Json* ident = subject ? subject->find("identifier") : nullptr;
-      if (!ident || ident->string_at("system") != locator::kNhsNumberSystem)
-        co_return error_response(Issue::make(ErrorCode::invalid_resource,
-                                             "subject needs reference Patient/{id} or an NHS number identifier",
-                                             "DocumentReference.subject"), req.format.pretty);
+    // Subject by NHS number (NRL style), by reference, or both; both must then name the same
+    // patient: a pointer silently filed under the other one would send clinicians to the
+    // wrong person's record.
+    const Json* subject = body.find("subject");
+    const Json* ident = subject && subject->is_object() ? subject->find("identifier") : nullptr;
+    const bool by_nhs = ident && ident->is_object() && ident->string_at("system") == locator::kNhsNumberSystem;
+    if (p.patient_id.empty() && !by_nhs)
+      co_return error_response(Issue::make(ErrorCode::invalid_resource,
+                                           "subject needs reference Patient/{id} or an NHS number identifier",
+                                           "DocumentReference.subject"), req.format.pretty);
+    if (by_nhs) {
       std::string nhs(ident->string_at("value"));
       auto ok = fhir::validate_nhs_number(nhs);
       if (!ok) {
@@ -623,24 +585,65 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
         co_return error_response(i, req.format.pretty);
       }
       req.audit.patients.push_back(nhs);
-      auto lookup = [nhs](locator::Locator& l) {
-        return l.lookup_identifier(locator::kNhsNumberSystem, nhs);
+      const std::string referenced = p.patient_id;
+      // The NHS number's patient, and whether the reference names it (or a record merged into it).
+      auto lookup = [nhs, referenced](locator::Locator& l) -> fhir::Result<std::pair<std::optional<std::string>, bool>> {
+        auto found = l.lookup_identifier(locator::kNhsNumberSystem, nhs);
+        if (!found) return std::move(found).issue();
+        if (referenced.empty() || !*found || **found == referenced) return std::make_pair(*found, true);
+        auto rec = l.read_patient(referenced);
+        if (!rec) return std::move(rec).issue();
+        return std::make_pair(*found, *rec && (*rec)->merged_into == **found);
       };
       auto found = co_await deps_.locator.call(lookup);
       if (!found) co_return error_response(found.issue(), req.format.pretty);
-      if (!*found)
+      if (!referenced.empty() && (!found->first || !found->second))
+        co_return error_response(Issue::make(ErrorCode::invalid_resource,
+                                             "subject.reference and subject.identifier name different patients; "
+                                             "send one of them, or both for the same patient",
+                                             "DocumentReference.subject"), req.format.pretty);
+      if (!found->first)
         co_return error_response(Issue::make(ErrorCode::not_found, "no patient with that NHS number is indexed",
                                              "DocumentReference.subject"), req.format.pretty);
-      p.patient_id = **found;
+      if (referenced.empty()) p.patient_id = *found->first;
     }
+    // If-Match (FHIR http.html "Managing Resource Contention"): the update applies only to the
+    // version named, checked against the version read just before the write.
+    std::optional<std::string> if_match;
+    if (std::string_view h = req.header("if-match"); !h.empty()) if_match = std::string(h.substr(0, 256));
+    if (create && if_match)
+      co_return error_response(Issue::make(ErrorCode::invalid_value, "If-Match applies to an update (PUT), not a create",
+                                           "If-Match"), req.format.pretty);
     std::string acting = who.organisation;
-    auto save = [acting, p](locator::Locator& l) { return l.put_pointer(acting, p); };
+    struct Saved {
+      locator::Pointer pointer;
+      bool created = false;
+    };
+    auto save = [acting, p, if_match](locator::Locator& l) -> fhir::Result<Saved> {
+      bool existed = false;
+      if (!p.id.empty()) {
+        auto current = l.read_pointer(p.id);
+        if (!current) return std::move(current).issue();
+        existed = current->has_value();
+        if (if_match && (!existed || !etag_list_names(*if_match, (*current)->version)))
+          return Issue::make(ErrorCode::precondition_failed,
+                             existed ? "If-Match names another version than the current W/\"" +
+                                           std::to_string((*current)->version) + "\"; read it again and retry"
+                                     : "If-Match names a version, but there is no such DocumentReference",
+                             "If-Match");
+      }
+      auto saved = l.put_pointer(acting, p);
+      if (!saved) return std::move(saved).issue();
+      return Saved{std::move(*saved), !existed};
+    };
     auto saved = co_await deps_.locator.call_write(save);
     if (!saved) co_return error_response(saved.issue(), req.format.pretty);
-    req.audit.returned.push_back("DocumentReference/" + saved->id);
-    Response r = with_version_headers(fhir_response(create ? 201 : 200, pointer_json(*saved, {}, false), req.format.pretty),
-                                      saved->version);
-    if (create) r.set_header("Location", deps_.base_url + "/DocumentReference/" + saved->id);
+    const locator::Pointer& stored = saved->pointer;
+    req.audit.returned.push_back("DocumentReference/" + stored.id);
+    // A PUT to an id the index does not know creates the pointer under it (updateCreate): 201.
+    Response r = with_version_headers(
+        fhir_response(saved->created ? 201 : 200, pointer_json(stored, {}, false), req.format.pretty), stored.version);
+    if (saved->created) r.set_header("Location", deps_.base_url + "/DocumentReference/" + stored.id);
     co_return r;
   }
 
@@ -720,6 +723,7 @@ void add_locator_routes(Router& router, const fhir::SearchParamRegistry& registr
   router.add("POST", "/DocumentReference", [api](Request& r) { return api->write_pointer(r, true); }, create);
   RouteOptions update = opts("DocumentReference", "update", Interaction::update);
   update.json_body = true;
+  update.update_create = true;  // Locator::put_pointer creates under an id it does not know
   router.add("PUT", "/DocumentReference/{id}", [api](Request& r) { return api->write_pointer(r, false); }, update);
   router.add("DELETE", "/DocumentReference/{id}", [api](Request& r) { return api->delete_pointer(r); },
              opts("DocumentReference", "delete", Interaction::remove));

@@ -1,15 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 // The record locator's FHIR API (issue #3 item 4), every route behind authentication and the
 // access policy (issue #5):
-//   GET  /Patient/{id}                  read (ETag, Last-Modified, If-None-Match); a retired id
-//                                       reads with Patient.link replaced-by
+//   GET  /Patient/{id}                  read (ETag, Last-Modified, If-None-Match by weak
+//                                       comparison, _summary, _elements); a retired id reads
+//                                       with Patient.link replaced-by
 //   GET  /Patient, POST /Patient/_search  PDQ-style search (identifier, family, given, name,
-//                                       birthdate, gender, address-postalcode, _count, _offset)
+//                                       birthdate, gender, address-postalcode, _count, _offset,
+//                                       _summary=count, _elements)
 //   GET  /Patient/$ihe-pix              IHE PIXm cross-reference query (ITI-83)
 //   GET  /DocumentReference             NRL-shaped pointers (subject:identifier, subject, patient)
 //   GET  /DocumentReference/{id}
 //   POST /DocumentReference, PUT/DELETE /DocumentReference/{id}   pointer maintenance by the
-//                                       owning source system only
+//                                       owning source system only; https URLs only; a PUT to
+//                                       an unknown id creates it (201); If-Match on PUT
 // Patient-level decisions (relationship, objection, break-glass, sensitivity) are made here
 // because they need the locator's facts; a hidden patient is answered exactly as an unknown one.
 #pragma once
@@ -29,7 +32,10 @@ struct LocatorRouteDeps {
   const auth::Policy& policy;
   auth::BreakGlassRegistry& break_glass;
   std::string base_url;
-  std::size_t max_search_matches = 1000;  // before relationship filtering; more -> refine search
+  // Patient search: at most this many patients the caller may see (more: refine the search),
+  // found among at most max_search_examined index entries (more: the search is too broad).
+  std::size_t max_search_matches = 1000;
+  std::size_t max_search_examined = 20000;
 };
 
 // Declares the Patient and DocumentReference search parameters this API understands.

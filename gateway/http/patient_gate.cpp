@@ -26,17 +26,25 @@ bool valid_id(std::string_view id) {
 
 }  // namespace
 
-fhir::Result<bool> PatientGate::maybe_break_glass(Request& req, const std::string& patient_id) {
+fhir::Result<bool> PatientGate::maybe_break_glass(Request& req, const locator::PatientRecord* patient) {
   std::string_view reason = req.header("x-break-glass-reason");
   if (reason.empty()) return false;
   // Asked for, granted or not: the audit record says so (and the IG alert rule sees it).
   req.audit.break_glass_reason = std::string(reason.substr(0, 64));
   req.audit.break_glass_justification = std::string(req.header("x-break-glass-justification").substr(0, 1000));
-  auto g = deps_.break_glass.grant(deps_.policy, *req.principal, patient_id, std::string(reason.substr(0, 64)),
+  // No patient: the request is judged as if for one (an id that can never be a FHIR id, so the
+  // grant made opens nothing), so an unknown patient's refusal reads exactly like a known one's.
+  static const std::string kNobody = "(no such patient)";
+  auto g = deps_.break_glass.grant(deps_.policy, *req.principal, patient ? patient->id : kNobody,
+                                   std::string(reason.substr(0, 64)),
                                    std::string(req.header("x-break-glass-justification").substr(0, 1000)),
                                    now_seconds());
-  if (!g) return g.issue();
-  if (patient_id.empty()) return false;  // judged only, for an unknown patient
+  if (!g) {
+    // IG officers see refused attempts too, with the patient they were about.
+    if (patient) note_patient(req, *patient);
+    return g.issue();
+  }
+  if (!patient) return false;
   observe::log(observe::Level::warn, "break-glass access granted",
                {{"request_id", req.request_id}, {"reason", g->reason_code}, {"client_id", req.principal->client_id}});
   return true;
@@ -60,12 +68,18 @@ auth::Decision PatientGate::decide(const Request& req, const locator::PatientRec
 // identical. Parameters are references: see AsyncLocator::call on g++ 12 and temporaries.
 awaitable<fhir::Result<PatientGate::PatientAccess>> PatientGate::patient_access(Request& req, const std::string& patient_id,
                                                                          const Issue& hidden) {
-  if (!valid_id(patient_id)) co_return hidden;
-  auto bg = maybe_break_glass(req, patient_id);
-  if (!bg) co_return bg.issue();
+  if (!valid_id(patient_id)) {
+    auto bg = maybe_break_glass(req, nullptr);
+    if (!bg) co_return bg.issue();
+    co_return hidden;
+  }
   auto read = [patient_id](locator::Locator& l) { return l.read_patient(patient_id); };
   auto rec = co_await deps_.locator.call(read);
   if (!rec) co_return rec.issue();
+  // Read first so that a refused break-glass request names its patient in the audit; the
+  // answer itself depends on the caller alone.
+  auto bg = maybe_break_glass(req, *rec ? &**rec : nullptr);
+  if (!bg) co_return bg.issue();
   if (!*rec) co_return hidden;
   locator::PatientRecord asked = std::move(**rec);
   co_return co_await judge(req, asked, hidden);
@@ -84,7 +98,7 @@ awaitable<fhir::Result<PatientGate::PatientAccess>> PatientGate::patient_access_
   };
   auto rec = co_await deps_.locator.call(find);
   if (!rec) co_return rec.issue();
-  auto bg = maybe_break_glass(req, *rec ? (*rec)->id : std::string());
+  auto bg = maybe_break_glass(req, *rec ? &**rec : nullptr);
   if (!bg) co_return bg.issue();
   if (!*rec) co_return hidden;
   locator::PatientRecord asked = std::move(**rec);

@@ -24,9 +24,11 @@ class PatientGate {
   explicit PatientGate(const LocatorRouteDeps& deps) : deps_(deps) {}
 
   // A break-glass request (X-Break-Glass-Reason + X-Break-Glass-Justification) is judged on
-  // the caller alone, before the patient is looked up, so refusals reveal nothing about the
-  // patient. Returns true when a grant was made for `patient_id`.
-  fhir::Result<bool> maybe_break_glass(Request& req, const std::string& patient_id);
+  // the caller alone, so a refusal is the same whether or not `patient` (null: unknown) exists.
+  // Asked for, granted or refused, the audit record carries the reason, the justification and
+  // the patient. Returns true when a grant was made for `patient`; false without headers or
+  // when there is no patient (the request is still judged, for nobody).
+  fhir::Result<bool> maybe_break_glass(Request& req, const locator::PatientRecord* patient);
 
   auth::Decision decide(const Request& req, const locator::PatientRecord& rec);
 

@@ -102,6 +102,7 @@ std::vector<fhir::ResourceCapability> Router::resource_capabilities() const {
         std::find(rc.interactions.begin(), rc.interactions.end(), o.interaction) == rc.interactions.end())
       rc.interactions.push_back(o.interaction);
     if (!o.operation.empty()) rc.operations.push_back({o.operation, o.operation_definition});
+    rc.update_create = rc.update_create || o.update_create;
   }
   std::vector<fhir::ResourceCapability> out;
   for (auto& [type, rc] : by_type) out.push_back(std::move(rc));

@@ -40,6 +40,7 @@ struct RouteOptions {
   std::string operation;      // operation name without '$'
   std::string operation_definition;
   std::string profile;        // canonical profile for the resource type
+  bool update_create = false; // an update to an unknown id creates it (updateCreate)
 };
 
 struct Route {

@@ -281,6 +281,27 @@ fhir::Result<IdentityClaim> identity_from_patient(const Json& patient, std::stri
   return claim;
 }
 
+namespace {
+
+// Where a pointer may send a client: https only (RFC 9110 4.2.2), to a host, with no user
+// information and no spaces or control characters. Anything else (javascript:, data:, file:,
+// plain http) would have clients follow a URL that no TLS certificate vouches for.
+bool is_https_url(std::string_view url) {
+  constexpr std::string_view kScheme = "https://";
+  if (url.size() <= kScheme.size()) return false;
+  for (std::size_t i = 0; i < kScheme.size(); ++i) {
+    const char c = url[i];
+    if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != kScheme[i]) return false;
+  }
+  for (const char c : url)
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return false;
+  const std::string_view rest = url.substr(kScheme.size());
+  const std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
+  return !authority.empty() && authority.find('@') == std::string_view::npos && authority.front() != ':';
+}
+
+}  // namespace
+
 fhir::Result<Pointer> pointer_from_document_reference(const Json& doc) {
   if (auto s = expect_type(doc, "DocumentReference"); !s) return std::move(s).issue();
   Pointer p;
@@ -355,6 +376,11 @@ fhir::Result<Pointer> pointer_from_document_reference(const Json& doc) {
     return std::move(s).issue();
   if (p.url.empty())
     return Issue::make(ErrorCode::missing_value, "the pointer needs content[0].attachment.url: where the record is",
+                       "DocumentReference.content[0].attachment.url");
+  if (!is_https_url(p.url))
+    return Issue::make(ErrorCode::invalid_value,
+                       "content[0].attachment.url must be an https:// URL naming a host (clients fetch the record "
+                       "from it with their credentials)",
                        "DocumentReference.content[0].attachment.url");
   std::string content_type;
   if (auto s = read_string(*attachment, "contentType", "DocumentReference.content[0].attachment.contentType",

@@ -41,7 +41,8 @@ fhir::Result<IdentityClaim> identity_from_patient(const fhir::Json& patient, std
 // status (must be "current"), type.coding[0], category[0].coding[0], custodian.identifier
 // (ODS organisation code, required: the pointer's owner), subject.reference "Patient/<id>"
 // -> patient_id (a subject given by identifier is for the caller to resolve: see
-// subject_identifier), content[0].attachment.url (required) and contentType, and the
+// subject_identifier), content[0].attachment.url (required; an https:// URL naming a host,
+// anything else is invalid_value) and contentType, and the
 // resource types from kResourceTypesExtension, else the type code when it is itself a FHIR
 // resource type name (as synthpop's record categories are).
 fhir::Result<Pointer> pointer_from_document_reference(const fhir::Json& docref);

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <set>
@@ -485,4 +486,195 @@ TEST_CASE("Locator API: a source system authenticated by client certificate main
   }(), "application/fhir+json"), 1, with_cert);
   REQUIRE(other_custodian.responses.size() == 1);
   CHECK(other_custodian.responses[0].status == 403);
+}
+
+TEST_CASE("Locator API: the match cap counts only the patients this caller may see") {
+  TestServer s;
+  // 1,005 patients registered elsewhere, and two with this GP.
+  std::vector<locator::ImportRecord> crowd;
+  for (int n = 100000; crowd.size() < 1005 && n < 200000; ++n) {
+    const std::string nine = "999" + std::to_string(n);
+    auto check = fhir::nhs_check_digit(nine);
+    if (!check) continue;
+    locator::ImportRecord rec;
+    rec.identity.source_ods = "RX1";
+    rec.identity.demographics.nhs_number = nine + *check;
+    rec.identity.demographics.family = "Crowd";
+    const std::size_t i = crowd.size();  // distinct dates: no two look like the same person
+    char date[11];
+    std::snprintf(date, sizeof date, "%04zu-%02zu-%02zu", 1930 + i % 60, 1 + i / 60 % 12, 1 + i / 720 % 28);
+    rec.identity.demographics.birth_date = date;
+    rec.identity.demographics.gp_practice_ods = "B81002";
+    crowd.push_back(std::move(rec));
+  }
+  REQUIRE(crowd.size() == 1005);
+  REQUIRE(s.locator().import(crowd).ok());
+  add_patient(s.locator(), 1, "Mine", "A81001");
+  add_patient(s.locator(), 2, "Mine", "A81001");
+  // Before: 400 "more than 1000 patients match", which also told this GP the population size.
+  HttpResponse mine = test::get(s.port(), "/Patient?birthdate=ge1900", s.client(), bearer(clinician_at("A81001")));
+  REQUIRE_MESSAGE(mine.status == 200, mine.body);
+  CHECK(json_of(mine).find("total")->as_int64() == 2);
+  // The practice that sees all 1,005 is asked to refine, in words about what it may see.
+  HttpResponse theirs = test::get(s.port(), "/Patient?birthdate=ge1900", s.client(), bearer(clinician_at("B81002")));
+  CHECK(theirs.status == 400);
+  CHECK(json_of(theirs).find("issue")->items().at(0).string_at("diagnostics").find("you may see") !=
+        std::string_view::npos);
+}
+
+TEST_CASE("Locator API: _summary=count and _elements on Patient search and read") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 110, "Butler", "A81001");
+  add_patient(s.locator(), 111, "Butler", "A81001");
+  const std::string h = bearer(clinician_at("A81001"));
+  HttpResponse count = test::get(s.port(), "/Patient?family=Butler&_summary=count", s.client(), h);
+  REQUIRE_MESSAGE(count.status == 200, count.body);
+  fhir::Json b = json_of(count);
+  CHECK(b.find("total")->as_int64() == 2);
+  CHECK(b.find("entry") == nullptr);
+  CHECK(count.body.find(a.nhs_number) == std::string::npos);
+
+  auto only = [](const fhir::Json& r, std::set<std::string> expected) {
+    std::set<std::string> got;
+    for (const auto& [name, value] : r.members()) got.insert(name);
+    CHECK(got == expected);
+    bool subsetted = false;
+    const fhir::Json* tags = r.find("meta")->find("tag");
+    REQUIRE(tags != nullptr);
+    for (const auto& t : tags->items())
+      subsetted = subsetted || (t.string_at("code") == "SUBSETTED" &&
+                                t.string_at("system") == "http://terminology.hl7.org/CodeSystem/v3-ObservationValue");
+    CHECK(subsetted);
+  };
+  HttpResponse elements = test::get(s.port(), "/Patient?family=Butler&_elements=gender", s.client(), h);
+  REQUIRE_MESSAGE(elements.status == 200, elements.body);
+  fhir::Json eb = json_of(elements);
+  REQUIRE(eb.find("entry")->items().size() == 2);
+  for (const auto& e : eb.find("entry")->items()) only(*e.find("resource"), {"resourceType", "id", "meta", "gender"});
+
+  HttpResponse read = test::get(s.port(), "/Patient/" + a.id + "?_elements=name,birthDate", s.client(), h);
+  REQUIRE_MESSAGE(read.status == 200, read.body);
+  only(json_of(read), {"resourceType", "id", "meta", "name", "birthDate"});
+  HttpResponse summary = test::get(s.port(), "/Patient/" + a.id + "?_summary=true", s.client(), h);
+  REQUIRE(summary.status == 200);
+  fhir::Json sp = json_of(summary);
+  CHECK(sp.find("generalPractitioner") == nullptr);  // not a summary element in R4
+  CHECK(sp.find("identifier") != nullptr);
+  // Without them, the whole resource and no tag.
+  CHECK(json_of(test::get(s.port(), "/Patient/" + a.id, s.client(), h)).find("meta")->find("tag") == nullptr);
+  CHECK(test::get(s.port(), "/Patient/" + a.id + "?_summary=count", s.client(), h).status == 400);
+  CHECK(test::get(s.port(), "/Patient?family=Butler&_summary=true&_elements=gender", s.client(), h).status == 400);
+}
+
+TEST_CASE("Locator API: pointer writes refuse a contradictory subject and non-https URLs") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 120, "Subject", "A81001");
+  Seeded b = add_patient(s.locator(), 121, "Other", "A81001");
+  TokenClaims rx1;
+  rx1.sub = "epr-rx1";
+  rx1.role = "system";
+  rx1.org = "RX1";
+  rx1.scope = "system/DocumentReference.cruds";
+  auto doc = [](const std::string& subject, const std::string& url) {
+    return R"({"resourceType":"DocumentReference","status":"current","type":{"coding":[{"system":"http://snomed.info/sct","code":"887701000000100"}]},)"
+           R"("subject":)" + subject + R"(,"custodian":{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"RX1"}},)"
+           R"("content":[{"attachment":{"contentType":"application/fhir+json","url":")" + url + R"("}}]})";
+  };
+  auto both = [](const std::string& id, const std::string& nhs_number) {
+    return R"({"reference":"Patient/)" + id + R"(","identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":")" +
+           nhs_number + R"("}})";
+  };
+  auto post = [&](const std::string& body) {
+    return one(s, send(s, "POST", "/DocumentReference", bearer(rx1), body, "application/fhir+json"));
+  };
+  const std::string good_url = "https://rx1.example.nhs.uk/fhir/Bundle/1";
+  HttpResponse contradictory = post(doc(both(a.id, b.nhs_number), good_url));
+  REQUIRE(contradictory.status == 400);
+  CHECK(json_of(contradictory).find("issue")->items().at(0).find("expression")->items().at(0).text() ==
+        "DocumentReference.subject");
+  auto for_a = s.locator().pointers_for(a.id);
+  REQUIRE(for_a.ok());
+  CHECK(for_a->empty());  // nothing was attached to A
+  CHECK_MESSAGE(post(doc(both(a.id, a.nhs_number), good_url)).status == 201, "the same patient both ways is fine");
+  CHECK(post(doc(both(a.id, nhs(129)), good_url)).status == 400);  // an NHS number nobody has
+
+  const std::string by_nhs = R"({"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":")" + a.nhs_number + R"("}})";
+  for (const std::string url : {"javascript:alert(1)", "http://rx1.example.nhs.uk/fhir/Bundle/1", "data:text/html,hi",
+                                "https://", "https://user@rx1.example.nhs.uk/x", "https://rx1.example.nhs.uk/a b",
+                                "file:///etc/passwd"}) {
+    CAPTURE(url);
+    HttpResponse r = post(doc(by_nhs, url));
+    REQUIRE(r.status == 400);
+    CHECK(json_of(r).find("issue")->items().at(0).find("expression")->items().at(0).text() ==
+          "DocumentReference.content[0].attachment.url");
+  }
+  CHECK(post(doc(by_nhs, "HTTPS://rx1.example.nhs.uk:8443/fhir/Bundle/2?x=1")).status == 201);
+}
+
+TEST_CASE("Locator API: a pointer search names its patient once") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 130, "Once", "A81001");
+  Seeded b = add_patient(s.locator(), 131, "Twice", "A81001");
+  add_pointer(s.locator(), b.id, "RX1", "887701000000100", "Emergency health care plan");
+  const std::string h = bearer(clinician_at("A81001"));
+  HttpResponse r = test::get(s.port(), "/DocumentReference?subject=Patient/" + a.id + "&patient=" + b.id, s.client(), h);
+  CHECK(r.status == 400);
+  CHECK(r.body.find("Emergency health care plan") == std::string::npos);
+  CHECK(test::get(s.port(), "/DocumentReference?patient=" + a.id + "&subject:identifier=https://fhir.nhs.uk/Id/nhs-number%7C" +
+                                b.nhs_number, s.client(), h).status == 400);
+  CHECK(test::get(s.port(), "/DocumentReference?patient=" + b.id, s.client(), h).status == 200);
+}
+
+TEST_CASE("Locator API: pointer versioning: PUT creates with 201, If-Match, weak If-None-Match") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 140, "Version", "A81001");
+  TokenClaims rx1;
+  rx1.sub = "epr-rx1";
+  rx1.role = "system";
+  rx1.org = "RX1";
+  rx1.scope = "system/DocumentReference.cruds";
+  const std::string body =
+      R"({"resourceType":"DocumentReference","id":"RX1-new-1","status":"current","type":{"coding":[{"system":"http://snomed.info/sct","code":"887701000000100"}]},)"
+      R"("subject":{"reference":"Patient/)" + a.id + R"("},)"
+      R"("custodian":{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"RX1"}},)"
+      R"("content":[{"attachment":{"contentType":"application/fhir+json","url":"https://rx1.example.nhs.uk/fhir/Bundle/1"}}]})";
+  auto put = [&](const std::string& headers) {
+    return one(s, send(s, "PUT", "/DocumentReference/RX1-new-1", bearer(rx1) + headers, body, "application/fhir+json"));
+  };
+  // If-Match on an id nobody has created: nothing to match.
+  CHECK(put("If-Match: W/\"1\"\r\n").status == 412);
+  HttpResponse created = put("");
+  REQUIRE_MESSAGE(created.status == 201, created.body);
+  CHECK(created.header("etag") == "W/\"1\"");
+  CHECK(created.header("location").find("/DocumentReference/RX1-new-1") != std::string::npos);
+  HttpResponse stale = put("If-Match: W/\"7\"\r\n");
+  CHECK(stale.status == 412);
+  CHECK(put("").status == 200);  // version 2
+  CHECK(put("If-Match: W/\"1\"\r\n").status == 412);
+  HttpResponse matched = put("If-Match: W/\"2\"\r\n");
+  CHECK(matched.status == 200);
+  CHECK(matched.header("etag") == "W/\"3\"");
+
+  // The CapabilityStatement says that an update may create.
+  fhir::Json cs = json_of(test::get(s.port(), "/metadata", s.client()));
+  bool update_create = false;
+  for (const auto& r : cs.find("rest")->items().at(0).find("resource")->items())
+    if (r.string_at("type") == "DocumentReference") update_create = r.find("updateCreate") && r.find("updateCreate")->as_bool();
+  CHECK(update_create);
+
+  // Conditional reads compare weakly, and * or a list that names the version counts.
+  const std::string gp = bearer(clinician_at("A81001"));
+  for (const std::string inm : {"\"3\"", "W/\"3\"", "*", "W/\"1\", \"3\"", "\"9\",W/\"3\""}) {
+    CAPTURE(inm);
+    CHECK(test::get(s.port(), "/DocumentReference/RX1-new-1", s.client(), gp + "If-None-Match: " + inm + "\r\n").status == 304);
+  }
+  CHECK(test::get(s.port(), "/DocumentReference/RX1-new-1", s.client(), gp + "If-None-Match: W/\"2\"\r\n").status == 200);
+  const std::string patient = "/Patient/" + a.id;
+  const std::string weak = test::get(s.port(), patient, s.client(), gp).header("etag");  // W/"n"
+  REQUIRE(weak.rfind("W/", 0) == 0);
+  const std::string strong = weak.substr(2);
+  CHECK(test::get(s.port(), patient, s.client(), gp + "If-None-Match: " + strong + "\r\n").status == 304);
+  CHECK(test::get(s.port(), patient, s.client(), gp + "If-None-Match: *\r\n").status == 304);
+  CHECK(test::get(s.port(), patient, s.client(), gp + "If-None-Match: W/\"999\", " + weak + "\r\n").status == 304);
+  CHECK(test::get(s.port(), patient, s.client(), gp + "If-None-Match: W/\"999\"\r\n").status == 200);
 }

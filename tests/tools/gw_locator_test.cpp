@@ -7,6 +7,8 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -116,4 +118,51 @@ TEST_CASE("gw-locator: --help, usage errors and missing inputs") {
   Run missing = gw_locator("import --data /tmp/gwloc-none /no/such/file.json");
   CHECK(missing.status == 2);
   CHECK(missing.out.find("no such file") != std::string::npos);
+}
+
+TEST_CASE("gw-locator: stats and conflicts refuse a --data without an index instead of making one") {
+  auto dir = gw::test::temp_dir("gwloc-typo");
+  const auto typo = dir / "typo" / "path";
+  for (const std::string command : {"stats", "conflicts"}) {
+    CAPTURE(command);
+    Run r = gw_locator(command + " --data " + typo.string());
+    CHECK(r.status != 0);
+    CHECK(r.out.find("no locator index") != std::string::npos);
+    CHECK(r.out.find("patients:") == std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(typo / "locator.db"));
+  }
+}
+
+TEST_CASE("gw-locator: a pointer whose Patient is in another file is filed under the indexed patient") {
+  auto dir = gw::test::temp_dir("gwloc-split");
+  const std::string data = (dir / "data").string();
+  auto pointer = [](const std::string& nhs) {
+    return R"({"resourceType":"DocumentReference","status":"current",)"
+           R"("type":{"coding":[{"system":"http://snomed.info/sct","code":"887701000000100"}]},)"
+           R"("subject":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":")" + nhs + R"("}},)"
+           R"("custodian":{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"RX1"}},)"
+           R"("content":[{"attachment":{"contentType":"application/fhir+json","url":"https://rx1.example/fhir/)" + nhs +
+           R"("}}]})";
+  };
+  std::ofstream(dir / "a.json") << R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":)"
+                                << patient("p1", "9990000018", "female") << "}]}";
+  std::ofstream(dir / "b.json") << R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":)"
+                                << pointer("9990000018") << R"(},{"resource":)" << pointer("9990000026") << "}]}";
+  Run r = gw_locator("import --data " + data + " --source RX1 " + (dir / "a.json").string() + " " +
+                     (dir / "b.json").string());
+  CHECK_MESSAGE(r.status == 0, r.out);
+  CHECK(line_of(r.out, "pointers indexed:").find(" 1") != std::string::npos);
+  CHECK(line_of(r.out, "rejected entries:").find(" 1") != std::string::npos);  // 9990000026 is nobody's
+  CHECK(r.out.find("nor an indexed patient") != std::string::npos);
+
+  // synthpop's Bundles never split a patient from its pointers, and import them whole.
+  auto bundles = dir / "bundles";
+  const std::string synth = std::string(SYNTHPOP_BIN) + " --quiet --count 4 --format bundle --bundle-size 4 --out " +
+                            bundles.string();
+  REQUIRE(std::system(synth.c_str()) == 0);
+  Run all = gw_locator("import --data " + (dir / "data2").string() + " --source RX1 " + bundles.string());
+  CHECK_MESSAGE(all.status == 0, all.out);
+  CHECK(line_of(all.out, "  created:").find(" 4") != std::string::npos);
+  CHECK(line_of(all.out, "pointers indexed:").find(" 20") != std::string::npos);
+  CHECK(line_of(all.out, "rejected entries:").find(" 0") != std::string::npos);
 }

@@ -211,6 +211,43 @@ TEST_CASE("synthpop: bundle mode makes transaction Bundles of at most --bundle-s
   CHECK(*first->find("entry")->items()[0].find("resource") == *patient);
 }
 
+TEST_CASE("synthpop: a patient and its pointers never straddle two Bundles") {
+  // 4 patients of 1 + 5 entries: with --bundle-size 4 each group is larger than a Bundle and
+  // gets one of its own; with 13, two groups fit in one.
+  for (const std::size_t size : {std::size_t{4}, std::size_t{13}}) {
+    CAPTURE(size);
+    synthpop::Options o;
+    o.count = 4;
+    o.format = synthpop::Format::bundle;
+    o.bundle_size = size;
+    std::size_t bundles = 0, patients = 0;
+    const std::string out = generate(o);
+    for (const auto line : lines_of(out)) {
+      auto bundle = fhir::parse_json(line);
+      REQUIRE(bundle.ok());
+      ++bundles;
+      // Every pointer's subject is a Patient of the same Bundle (by NHS number or MRN).
+      std::set<std::string> here;
+      for (const auto& e : bundle->find("entry")->items()) {
+        const auto& r = *e.find("resource");
+        if (r.string_at("resourceType") != "Patient") continue;
+        ++patients;
+        for (const auto& id : r.find("identifier")->items())
+          here.insert(std::string(id.string_at("system")) + "|" + std::string(id.string_at("value")));
+      }
+      for (const auto& e : bundle->find("entry")->items()) {
+        const auto& r = *e.find("resource");
+        if (r.string_at("resourceType") != "DocumentReference") continue;
+        const auto* id = r.find("subject")->find("identifier");
+        REQUIRE(id != nullptr);
+        CHECK(here.count(std::string(id->string_at("system")) + "|" + std::string(id->string_at("value"))) == 1);
+      }
+    }
+    CHECK(patients == 4);
+    CHECK(bundles == (size == 4 ? 4 : 2));
+  }
+}
+
 TEST_CASE("synthpop: bad options are rejected") {
   const auto bad = [](auto mutate) {
     synthpop::Options o;

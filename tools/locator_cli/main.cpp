@@ -5,8 +5,10 @@
 //   gw-locator conflicts --data DIR [--limit N]                recorded identity conflicts
 // Import reads Patients (and DocumentReference pointers) from transaction/collection Bundles
 // (e.g. Synthea, synthpop --format bundle) or NDJSON, resolves each identity exactly as ingest
-// does, and reports what was created, matched and rejected, entry by entry. Exit codes: 0 done
-// (rejections are reported, not fatal), 1 runtime failure, 2 usage.
+// does, and reports what was created, matched and rejected, entry by entry. A pointer whose
+// Patient is not in the same file is filed under the indexed patient its subject.identifier
+// (e.g. an NHS number) names. stats and conflicts refuse a --data without a locator.db. Exit
+// codes: 0 done (rejections are reported, not fatal), 1 runtime failure or no index, 2 usage.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -188,8 +190,10 @@ class Importer {
   }
 
   bool add_items(std::vector<Item> items) {
-    // Patients first, then attach pointers by subject (reference, fullUrl or identifier).
+    // Patients first, then attach pointers by subject (reference, fullUrl or identifier); a
+    // pointer whose patient is not in the file is looked up in the index by that identifier.
     std::map<std::string, std::size_t> by_key;  // key -> index into batch_.records
+    std::vector<Elsewhere> elsewhere;
     std::size_t patients_here = 0;
     std::string only_patient_id;
     std::set<std::string> held_types;
@@ -237,12 +241,17 @@ class Importer {
         auto f = by_key.find(k);
         if (f != by_key.end()) target = f->second;
       }
-      if (target == SIZE_MAX) {
+      if (target != SIZE_MAX) {
+        batch_.records[target].pointers.push_back(std::move(*ptr));
+      } else if (auto id = gw::locator::subject_identifier(it.resource)) {
+        // A pointer for a patient indexed earlier (another file, an earlier import): found by
+        // its subject's identifier once the patients before it are committed.
+        elsewhere.push_back({std::move(*ptr), std::move(*id), it.where});
+      } else {
         ++tally_.unlinked_pointers;
-        reject(it.where + " (DocumentReference)", "its subject is not a Patient in the same file");
-        continue;
+        reject(it.where + " (DocumentReference)",
+               "its subject is not a Patient in the same file and carries no identifier to find one by");
       }
-      batch_.records[target].pointers.push_back(std::move(*ptr));
     }
     if (!pointer_base_.empty() && patients_here == 1 && !held_types.empty() && !only_patient_id.empty() &&
         !batch_.records.empty() && batch_.where.back().find("(Patient/" + only_patient_id + ")") != std::string::npos) {
@@ -255,7 +264,43 @@ class Importer {
       p.url = pointer_base_ + "/Patient/" + only_patient_id + "/$everything";
       batch_.records.back().pointers.push_back(std::move(p));
     }
+    if (!elsewhere.empty()) return flush() && put_elsewhere(elsewhere);
     return batch_.records.size() >= batch_size_ ? flush() : true;
+  }
+
+  // A pointer whose subject is not in its own file, with the identifier that names it.
+  struct Elsewhere {
+    gw::locator::Pointer pointer;
+    gw::locator::Identifier subject;
+    std::string where;
+  };
+
+  // Each pointer under the indexed patient its subject identifier names (after flush(), so
+  // patients of earlier files count), as its custodian would put it.
+  bool put_elsewhere(std::vector<Elsewhere>& pending) {
+    for (auto& e : pending) {
+      const std::string where = e.where + " (DocumentReference)";
+      auto found = loc_.lookup_identifier(e.subject.system, e.subject.value);
+      if (!found) {
+        std::fprintf(stderr, "gw-locator: import failed: %s\n", found.issue().diagnostics.c_str());
+        return false;
+      }
+      if (!*found) {
+        ++tally_.unlinked_pointers;
+        reject(where, "its subject is neither a Patient in the same file nor an indexed patient with that identifier");
+        continue;
+      }
+      e.pointer.patient_id = **found;
+      const std::string acting = e.pointer.source_ods;
+      auto put = loc_.put_pointer(acting, std::move(e.pointer));
+      if (!put) {
+        const auto& issue = put.issue();
+        reject(where, issue.diagnostics + (issue.expression.empty() ? "" : " [" + issue.expression + "]"));
+        continue;
+      }
+      ++tally_.pointers;
+    }
+    return true;
   }
 
   bool flush() {
@@ -327,13 +372,21 @@ fhir::Result<std::vector<fs::path>> list_inputs(const std::vector<std::string>& 
   return files;
 }
 
-std::unique_ptr<gw::locator::Locator> open_locator(const std::string& data_dir,
+// `create`: import makes the index when there is none; the read-only commands refuse, so that a
+// mistyped --data is an error rather than the statistics of a new, empty index.
+std::unique_ptr<gw::locator::Locator> open_locator(const std::string& data_dir, bool create,
                                                    const gw::locator::DemographicRule& rule = {}) {
+  const fs::path file = fs::path(data_dir) / "locator.db";
   std::error_code ec;
-  fs::create_directories(data_dir, ec);
+  if (!create && !fs::is_regular_file(file, ec)) {
+    std::fprintf(stderr, "gw-locator: no locator index at %s; --data names the gateway's data directory\n",
+                 file.string().c_str());
+    return nullptr;
+  }
+  if (create) fs::create_directories(data_dir, ec);
   gw::locator::SqliteLocatorOptions options;
   options.rule = rule;
-  auto loc = gw::locator::open_sqlite_locator((fs::path(data_dir) / "locator.db").string(), options);
+  auto loc = gw::locator::open_sqlite_locator(file.string(), options);
   if (!loc) {
     std::fprintf(stderr, "gw-locator: %s\n", loc.issue().diagnostics.c_str());
     return nullptr;
@@ -349,7 +402,7 @@ int run_import(const std::string& data_dir, const std::string& source, const std
     std::fprintf(stderr, "gw-locator: %s\n", files.issue().diagnostics.c_str());
     return 2;
   }
-  auto loc = open_locator(data_dir, rule);
+  auto loc = open_locator(data_dir, true, rule);
   if (!loc) return 1;
   auto reg = loc->upsert_source_system({source, source_name.empty() ? source : source_name, "import", ""});
   if (!reg) {
@@ -395,7 +448,7 @@ int run_import(const std::string& data_dir, const std::string& source, const std
 }
 
 int run_stats(const std::string& data_dir) {
-  auto loc = open_locator(data_dir);
+  auto loc = open_locator(data_dir, false);
   if (!loc) return 1;
   auto s = loc->stats();
   if (!s) {
@@ -414,7 +467,7 @@ int run_stats(const std::string& data_dir) {
 }
 
 int run_conflicts(const std::string& data_dir, std::size_t limit) {
-  auto loc = open_locator(data_dir);
+  auto loc = open_locator(data_dir, false);
   if (!loc) return 1;
   auto c = loc->conflicts(limit, 0);
   if (!c) {

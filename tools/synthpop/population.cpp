@@ -574,18 +574,20 @@ fhir::Result<RunStats> generate(const Options& options, const ChunkSink& sink, c
       PatientRecord rec = gen.next();
       ++stats.patients;
       stats.pointers += rec.pointers.size();
-      // Keep a patient with its pointers in one Bundle when they fit.
+      // A patient and its pointers always share a Bundle: the pointers' subject is the
+      // Patient's fullUrl, which means nothing in another file. A group that does not fit
+      // starts a new Bundle, and one larger than bundle_size has a Bundle of its own.
       const std::size_t group = 1 + rec.pointers.size();
-      if (bundle_entries.size() + group > options.bundle_size && !flush_bundle()) return sink_failed();
-      const auto add = [&](const std::string& uuid, Json resource, std::string_view type) -> bool {
+      if (bundle_entries.size() > 0 && bundle_entries.size() + group > options.bundle_size && !flush_bundle())
+        return sink_failed();
+      const auto add = [&](const std::string& uuid, Json resource, std::string_view type) {
         const std::string id(resource.string_at("id"));
         bundle_entries.push_back(bundle_entry(uuid, std::move(resource), type, id));
-        return bundle_entries.size() < options.bundle_size || flush_bundle();
       };
-      if (!add(rec.patient_uuid, std::move(rec.patient), "Patient")) return sink_failed();
-      for (std::size_t k = 0; k < rec.pointers.size(); ++k) {
-        if (!add(rec.pointer_uuids[k], std::move(rec.pointers[k]), "DocumentReference")) return sink_failed();
-      }
+      add(rec.patient_uuid, std::move(rec.patient), "Patient");
+      for (std::size_t k = 0; k < rec.pointers.size(); ++k)
+        add(rec.pointer_uuids[k], std::move(rec.pointers[k]), "DocumentReference");
+      if (bundle_entries.size() >= options.bundle_size && !flush_bundle()) return sink_failed();
       if (progress && progress_every > 0 && stats.patients % progress_every == 0) progress(stats.patients);
     }
     if (!flush_bundle()) return sink_failed();

@@ -215,6 +215,19 @@ TEST_CASE("FHIR mapping: DocumentReference becomes a Pointer") {
         "DocumentReference.custodian.identifier");
   CHECK(with(R"("url":"https://rx1.example.nhs.uk/plan/1")", R"("title":"x")").expression ==
         "DocumentReference.content[0].attachment.url");
+  // Only https URLs to a host: clients follow them with their credentials.
+  for (const std::string_view url : {"javascript:alert(1)", "http://rx1.example.nhs.uk/plan/1", "data:text/html,x",
+                                     "https://", "https://:443/x", "https://me@rx1.example.nhs.uk/plan/1",
+                                     "https://rx1.example.nhs.uk/plan 1", "ftp://rx1.example.nhs.uk/plan/1"}) {
+    CAPTURE(url);
+    const fhir::Issue i = with("https://rx1.example.nhs.uk/plan/1", url);
+    CHECK(i.code == fhir::ErrorCode::invalid_value);
+    CHECK(i.expression == "DocumentReference.content[0].attachment.url");
+  }
+  CHECK(pointer_from_document_reference(parse([] {
+          std::string s(kDocRef);
+          return s.replace(s.find("https://rx1"), 11, "HTTPS://rx1");
+        }())).ok());
   CHECK(with(R"("valueCode":"Goal")", R"("valueCode":"Goals")").expression == "DocumentReference.extension[1].valueCode");
   CHECK(with(R"("reference":"Patient/abc")", R"("reference":"Group/abc")").expression ==
         "DocumentReference.subject.reference");

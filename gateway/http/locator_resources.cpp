@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "gateway/http/locator_resources.h"
+
+#include <algorithm>
+#include <iterator>
+
+#include "fhir/datatypes.h"
+#include "fhir/uk_core.h"
+#include "gateway/locator/fhir_mapping.h"
+
+namespace gw::http {
+
+using fhir::coding;
+using fhir::Issue;
+using fhir::ErrorCode;
+using fhir::Json;
+using fhir::uk::kActCodeSystem;
+using fhir::uk::kDocumentReferenceProfile;
+using fhir::uk::kNhsNumberVerificationExtension;
+using fhir::uk::kNhsNumberVerificationSystem;
+using fhir::uk::kOdsOrganisationSystem;
+using fhir::uk::kPatientProfile;
+
+namespace {
+
+Json str(std::string_view s) { return fhir::text(s); }
+Json codeable(Json c) { return fhir::codeable_concept(std::move(c)); }
+
+Json meta(std::int64_t version, const std::string& last_updated, std::string_view profile, bool break_glass) {
+  Json m = Json::object();
+  m.set("versionId", Json::string(std::to_string(version)));
+  if (!last_updated.empty()) m.set("lastUpdated", Json::string(last_updated));
+  Json profiles = Json::array();
+  profiles.push_back(str(profile));
+  m.set("profile", std::move(profiles));
+  if (break_glass) {
+    Json sec = Json::array();
+    sec.push_back(coding(kActCodeSystem, "BTG", "break the glass"));
+    m.set("security", std::move(sec));
+  }
+  return m;
+}
+
+}  // namespace
+
+Json patient_json(const locator::PatientRecord& p, bool break_glass) {
+  Json r = Json::object();
+  r.set("resourceType", str("Patient"));
+  r.set("id", Json::string(p.id));
+  r.set("meta", meta(p.version, p.last_updated, kPatientProfile, break_glass));
+  const auto& d = p.demographics;
+  Json ids = Json::array();
+  // An NHS number that fails its check digit is kept in the index as received but is never
+  // shown as an NHS number: a clinician must not act on it.
+  if (!d.nhs_number.empty() && p.nhs_number_trusted) {
+    Json id = Json::object();
+    if (!d.nhs_number_verification.empty()) {
+      Json ext = Json::object();
+      ext.set("url", str(kNhsNumberVerificationExtension));
+      ext.set("valueCodeableConcept",
+              codeable(coding(kNhsNumberVerificationSystem, d.nhs_number_verification, fhir::uk::nhs_number_verification_display(d.nhs_number_verification))));
+      Json exts = Json::array();
+      exts.push_back(std::move(ext));
+      id.set("extension", std::move(exts));
+    }
+    id.set("system", str(locator::kNhsNumberSystem));
+    id.set("value", Json::string(d.nhs_number));
+    ids.push_back(std::move(id));
+  }
+  for (const auto& l : p.identifiers) {
+    Json id = Json::object();
+    id.set("system", Json::string(l.system));
+    id.set("value", Json::string(l.value));
+    if (!l.source.empty()) {
+      Json assigner = Json::object();
+      assigner.set("identifier", fhir::identifier(kOdsOrganisationSystem, l.source));
+      id.set("assigner", std::move(assigner));
+    }
+    ids.push_back(std::move(id));
+  }
+  if (ids.size() > 0) r.set("identifier", std::move(ids));
+  r.set("active", Json::boolean(!p.merged_into));
+  if (!d.family.empty() || !d.given.empty()) {
+    Json name = Json::object();
+    name.set("use", str("official"));
+    if (!d.family.empty()) name.set("family", Json::string(d.family));
+    if (!d.given.empty()) {
+      Json given = Json::array();
+      for (const auto& g : d.given) given.push_back(Json::string(g));
+      name.set("given", std::move(given));
+    }
+    Json names = Json::array();
+    names.push_back(std::move(name));
+    r.set("name", std::move(names));
+  }
+  if (!d.gender.empty()) r.set("gender", Json::string(d.gender));
+  if (!d.birth_date.empty()) r.set("birthDate", Json::string(d.birth_date));
+  if (!d.deceased.empty()) r.set("deceasedDateTime", Json::string(d.deceased));
+  if (!d.postcode.empty()) {
+    Json addr = Json::object();
+    addr.set("use", str("home"));
+    addr.set("postalCode", Json::string(d.postcode));
+    Json addrs = Json::array();
+    addrs.push_back(std::move(addr));
+    r.set("address", std::move(addrs));
+  }
+  if (!d.gp_practice_ods.empty()) {
+    Json gp = Json::object();
+    gp.set("type", str("Organization"));
+    gp.set("identifier", fhir::identifier(kOdsOrganisationSystem, d.gp_practice_ods));
+    Json gps = Json::array();
+    gps.push_back(std::move(gp));
+    r.set("generalPractitioner", std::move(gps));
+  }
+  Json links = Json::array();
+  auto add_link = [&links](const std::string& other, std::string_view type) {
+    Json l = Json::object();
+    Json ref = Json::object();
+    ref.set("reference", Json::string("Patient/" + other));
+    l.set("other", std::move(ref));
+    l.set("type", str(type));
+    links.push_back(std::move(l));
+  };
+  if (p.merged_into) add_link(*p.merged_into, "replaced-by");
+  for (const auto& from : p.merged_from) add_link(from, "replaces");
+  if (links.size() > 0) r.set("link", std::move(links));
+  return r;
+}
+
+Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool break_glass) {
+  Json r = Json::object();
+  r.set("resourceType", str("DocumentReference"));
+  r.set("id", Json::string(p.id));
+  r.set("meta", meta(p.version, p.last_updated, kDocumentReferenceProfile, break_glass));
+  Json master = Json::object();
+  master.set("system", str("https://fhir.nhs.uk/Id/nrl-pointer-id"));  // NRL-style pointer id
+  master.set("value", Json::string(p.id));
+  r.set("masterIdentifier", std::move(master));
+  r.set("status", str("current"));
+  if (!p.type_code.empty()) r.set("type", codeable(coding(p.type_system, p.type_code, p.type_display)));
+  if (!p.category_code.empty()) {
+    Json cats = Json::array();
+    cats.push_back(codeable(coding(fhir::uk::kSnomedSystem, p.category_code, p.category_display)));
+    r.set("category", std::move(cats));
+  }
+  Json subject = Json::object();
+  subject.set("reference", Json::string("Patient/" + p.patient_id));
+  if (!nhs_number.empty()) {
+    subject.set("identifier", fhir::identifier(locator::kNhsNumberSystem, nhs_number));
+  }
+  r.set("subject", std::move(subject));
+  if (!p.last_updated.empty()) r.set("date", Json::string(p.last_updated));
+  Json custodian = Json::object();
+  custodian.set("identifier", fhir::identifier(kOdsOrganisationSystem, p.source_ods));
+  r.set("custodian", std::move(custodian));
+  Json attachment = Json::object();
+  attachment.set("contentType", Json::string(p.content_type));
+  attachment.set("url", Json::string(p.url));
+  Json content = Json::object();
+  content.set("attachment", std::move(attachment));
+  Json contents = Json::array();
+  contents.push_back(std::move(content));
+  r.set("content", std::move(contents));
+  if (!p.resource_types.empty()) {
+    // Which FHIR resource types the record holds: the same extension pointer maintenance
+    // reads (locator::kResourceTypesExtension), so a pointer round-trips.
+    Json exts = Json::array();
+    for (const auto& t : p.resource_types) {
+      Json e = Json::object();
+      e.set("url", str(locator::kResourceTypesExtension));
+      e.set("valueCode", Json::string(t));
+      exts.push_back(std::move(e));
+    }
+    r.set("extension", std::move(exts));
+  }
+  return r;
+}
+
+fhir::Result<Subset> subset_of(const fhir::SearchRequest& s) {
+  const bool summarised = s.summary != fhir::SummaryMode::none && s.summary != fhir::SummaryMode::false_;
+  if (summarised && !s.elements.empty())
+    return Issue::make(ErrorCode::invalid_search_parameter, "give either _summary or _elements, not both", "_elements");
+  return Subset{s.summary, s.elements};
+}
+
+namespace {
+
+// The Patient elements FHIR R4 marks isSummary (deceased[x] under the one name we emit).
+constexpr std::string_view kPatientSummaryElements[] = {
+    "identifier", "active", "name", "telecom", "gender", "birthDate", "deceasedDateTime", "address",
+    "managingOrganization", "link"};
+
+}  // namespace
+
+// `r` cut down to what `s` asks for. resourceType, id and meta always stay (they are mandatory
+// for a resource we serve); a cut-down resource carries the SUBSETTED tag so that nobody takes
+// it for the whole record. _summary=data keeps everything (we send no narrative).
+Json subsetted(const Json& r, const Subset& s) {
+  if (!s.applies()) return r;
+  auto keep = [&s](std::string_view name) {
+    if (name == "resourceType" || name == "id" || name == "meta") return true;
+    if (s.summary == fhir::SummaryMode::text) return name == "text";
+    if (s.summary == fhir::SummaryMode::true_)
+      return std::find(std::begin(kPatientSummaryElements), std::end(kPatientSummaryElements), name) !=
+             std::end(kPatientSummaryElements);
+    // A choice element is asked for by its base name (deceased for deceasedDateTime).
+    return std::any_of(s.elements.begin(), s.elements.end(), [name](const std::string& e) {
+      return name == e || (e == "deceased" && name.rfind("deceased", 0) == 0);
+    });
+  };
+  Json out = Json::object();
+  for (const auto& [name, value] : r.members())
+    if (keep(name)) out.set(name, value);
+  if (Json* m = out.find("meta")) {
+    Json tags = Json::array();
+    tags.push_back(coding("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "SUBSETTED", "subsetted"));
+    m->set("tag", std::move(tags));
+  }
+  return out;
+}
+
+}  // namespace gw::http

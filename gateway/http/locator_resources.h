@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: Apache-2.0
+// Record locator values as the FHIR resources its routes serve (locator_routes.cpp): a UK Core
+// Patient, an NRL-shaped DocumentReference, and a Patient cut down by _summary or _elements.
+// The reverse mapping, FHIR -> locator values, is gateway/locator/fhir_mapping.h.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "fhir/json.h"
+#include "fhir/result.h"
+#include "fhir/search_params.h"
+#include "gateway/locator/locator.h"
+
+namespace gw::http {
+
+// The Patient for `p`: NHS number only when trusted, local identifiers with their assigning
+// organisation, Patient.link for merges; meta.security BTG when shown under break-glass.
+fhir::Json patient_json(const locator::PatientRecord& p, bool break_glass);
+// The DocumentReference for pointer `p`; `nhs_number` (may be empty) goes in subject.identifier.
+fhir::Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool break_glass);
+
+// _summary and _elements (R4 search.html "Summary" and "Elements"), on Patient search and read.
+struct Subset {
+  fhir::SummaryMode summary = fhir::SummaryMode::none;
+  std::vector<std::string> elements;
+  bool applies() const {
+    return !elements.empty() || summary == fhir::SummaryMode::true_ || summary == fhir::SummaryMode::text;
+  }
+};
+
+// The result parameters of `s` as a Subset; invalid_search_parameter when both are given.
+fhir::Result<Subset> subset_of(const fhir::SearchRequest& s);
+// `r` (a Patient) cut down to what `s` asks for: resourceType, id and meta always stay, and a
+// cut-down resource is tagged SUBSETTED. Unchanged when `s` asks for nothing.
+fhir::Json subsetted(const fhir::Json& r, const Subset& s);
+
+}  // namespace gw::http

@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: Apache-2.0
+// What the audit record of a locator request says about its patient (issue #6 over the
+// issue #3 API): identifier searches name the patient they matched, visible or not, and every
+// break-glass request, granted or refused, names its patient and raises an alert; the answers
+// themselves stay those for an unknown patient.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+
+#include "fhir/json.h"
+#include "support/responses.h"
+#include "support/seed.h"
+#include "support/test_server.h"
+
+using namespace gw;
+using gw::test::HttpResponse;
+using gw::test::json_of;
+using gw::test::TestServer;
+using gw::test::TokenClaims;
+
+namespace {
+
+const std::string kNhsSystem = "https://fhir.nhs.uk/Id/nhs-number%7C";
+const std::string kBreakGlass =
+    "X-Break-Glass-Reason: emergency-care\r\nX-Break-Glass-Justification: unconscious patient in ED, no history\r\n";
+const std::string kShortJustification = "X-Break-Glass-Reason: emergency-care\r\nX-Break-Glass-Justification: ED\r\n";
+
+HttpResponse send(TestServer& s, const std::string& method, const std::string& target, const std::string& headers,
+                  const std::string& body = {}, const std::string& type = "application/fhir+json") {
+  std::string raw = method + " " + target + " HTTP/1.1\r\nHost: localhost\r\n" + headers;
+  if (method == "POST" || method == "PUT")
+    raw += "Content-Type: " + type + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+  raw += "Connection: close\r\n\r\n" + body;
+  auto ex = test::exchange(s.port(), raw, 1, s.client());
+  REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+  return ex.responses.front();
+}
+
+HttpResponse get(TestServer& s, const std::string& target, const std::string& headers) {
+  return send(s, "GET", target, headers);
+}
+
+std::string bearer(const TokenClaims& c) { return test::test_tokens().header(c); }
+
+TokenClaims clinician_at(const std::string& org, const std::string& sub) {
+  TokenClaims c;
+  c.sub = sub;
+  c.org = org;
+  return c;
+}
+
+// The one audit record of response `r`.
+audit::Record record_of(TestServer& s, const HttpResponse& r) {
+  const std::string id = r.header("x-request-id");
+  REQUIRE(!id.empty());
+  audit::Query q;
+  q.count = 100000;
+  auto page = s.app().audit_log()->search(q);
+  REQUIRE_MESSAGE(page.ok(), page.issue().diagnostics);
+  std::vector<audit::Record> mine;
+  for (auto& rec : page->records)
+    if (rec.request_id == id) mine.push_back(std::move(rec));
+  REQUIRE(mine.size() == 1);
+  return mine.front();
+}
+
+bool names(const audit::Record& r, const std::string& nhs_number) {
+  return std::find(r.detail.patients.begin(), r.detail.patients.end(), nhs_number) != r.detail.patients.end();
+}
+
+bool alert_raised_for(TestServer& s, const audit::Record& r) {
+  auto alerts = s.app().audit_log()->alerts("open", 100000);
+  REQUIRE_MESSAGE(alerts.ok(), alerts.issue().diagnostics);
+  return std::any_of(alerts->begin(), alerts->end(),
+                     [&](const audit::Alert& a) { return a.seq == r.seq && a.rule == "break-glass"; });
+}
+
+// The first issue's diagnostics ("" when the answer is not an OperationOutcome).
+std::string diagnostics(const HttpResponse& r) {
+  const fhir::Json body = json_of(r);
+  const fhir::Json* issues = body.find("issue");
+  if (issues == nullptr || issues->items().empty()) return {};
+  return std::string(issues->items().front().string_at("diagnostics"));
+}
+
+}  // namespace
+
+TEST_CASE("Locator audit: an identifier search names the patient it matched, visible or not, and answers as for nobody") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 301, "Hidden", "A81001");
+  const std::string other = bearer(clinician_at("Y99999", "dr-other"));
+
+  HttpResponse hidden = get(s, "/Patient?identifier=" + kNhsSystem + a.nhs_number, other);
+  HttpResponse unknown = get(s, "/Patient?identifier=" + kNhsSystem + test::nhs(399), other);
+  REQUIRE(hidden.status == 200);
+  REQUIRE(unknown.status == 200);
+  CHECK(json_of(hidden).find("total")->as_int64() == 0);
+  CHECK(json_of(hidden).find("entry") == nullptr);
+  CHECK(json_of(unknown).find("total")->as_int64() == 0);
+  CHECK(hidden.body.find("Hidden") == std::string::npos);
+  audit::Record rec = record_of(s, hidden);
+  CHECK(names(rec, a.nhs_number));
+  CHECK(rec.detail.returned.empty());
+  CHECK(record_of(s, unknown).detail.patients.empty());
+
+  // POST _search: the same, with the NHS number out of the URL.
+  HttpResponse post = send(s, "POST", "/Patient/_search", other, "identifier=" + kNhsSystem + a.nhs_number,
+                           "application/x-www-form-urlencoded");
+  REQUIRE(post.status == 200);
+  CHECK(json_of(post).find("total")->as_int64() == 0);
+  CHECK(names(record_of(s, post), a.nhs_number));
+
+  // The "who accessed my record" view finds the attempt.
+  TokenClaims ig;
+  ig.sub = "ig-jones";
+  ig.role = "ig-officer";
+  ig.org = "X26";
+  ig.scope = "user/AuditEvent.rs";
+  HttpResponse report = get(s, "/AuditEvent?patient=" + a.nhs_number, bearer(ig));
+  REQUIRE(report.status == 200);
+  CHECK(report.body.find(hidden.header("x-request-id")) != std::string::npos);
+}
+
+TEST_CASE("Locator audit: break-glass on an identifier search is honoured, audited with its patient and alerted") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 302, "Glass", "A81001");
+  const std::string search = "/Patient?identifier=" + kNhsSystem + a.nhs_number;
+
+  HttpResponse granted = get(s, search, bearer(clinician_at("Y99999", "dr-er")) + kBreakGlass);
+  REQUIRE_MESSAGE(granted.status == 200, granted.body);
+  CHECK(json_of(granted).find("total")->as_int64() == 1);
+  CHECK(granted.header("x-emergency-access") == "break-glass");
+  CHECK(granted.body.find("\"BTG\"") != std::string::npos);
+  audit::Record rec = record_of(s, granted);
+  CHECK(rec.detail.break_glass_reason == "emergency-care");
+  CHECK(rec.detail.basis == "break-glass");
+  CHECK(names(rec, a.nhs_number));
+  CHECK(alert_raised_for(s, rec));
+
+  SUBCASE("a too-short justification: refused, named, alerted; the same answer as for an unknown patient") {
+    HttpResponse refused = get(s, search, bearer(clinician_at("Y99999", "dr-2")) + kShortJustification);
+    HttpResponse nobody = get(s, "/Patient?identifier=" + kNhsSystem + test::nhs(398),
+                              bearer(clinician_at("Y99999", "dr-2")) + kShortJustification);
+    CHECK(refused.status == 400);
+    CHECK(nobody.status == 400);
+    CHECK(diagnostics(refused) == diagnostics(nobody));
+    audit::Record r = record_of(s, refused);
+    CHECK(r.detail.break_glass_reason == "emergency-care");
+    CHECK(names(r, a.nhs_number));
+    CHECK(alert_raised_for(s, r));
+  }
+  SUBCASE("a role that may not break glass: refused, named, alerted") {
+    TokenClaims social = clinician_at("LA01", "sw-1");
+    social.role = "social-care-practitioner";
+    HttpResponse refused = get(s, search, bearer(social) + kBreakGlass);
+    CHECK(refused.status == 403);
+    audit::Record r = record_of(s, refused);
+    CHECK(r.detail.break_glass_reason == "emergency-care");
+    CHECK(names(r, a.nhs_number));
+    CHECK(alert_raised_for(s, r));
+  }
+  SUBCASE("a demographic search cannot break glass, and says so") {
+    HttpResponse r = get(s, "/Patient?family=Glass", bearer(clinician_at("Y99999", "dr-3")) + kBreakGlass);
+    CHECK(r.status == 400);
+    CHECK(diagnostics(r).find("identifier") != std::string::npos);
+    audit::Record rec3 = record_of(s, r);
+    CHECK(rec3.detail.break_glass_reason == "emergency-care");
+    CHECK(alert_raised_for(s, rec3));
+  }
+}
+
+TEST_CASE("Locator audit: a refused break-glass request names its patient on reads and pointer searches too") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 303, "Refused", "A81001");
+  const std::string shortj = bearer(clinician_at("Y99999", "dr-4")) + kShortJustification;
+  const std::vector<std::string> targets = {
+      "/Patient/" + a.id,
+      "/DocumentReference?patient=" + a.id,
+      "/DocumentReference?subject:identifier=" + kNhsSystem + a.nhs_number,
+      "/Patient/$ihe-pix?sourceIdentifier=" + kNhsSystem + a.nhs_number,
+  };
+  for (const auto& target : targets) {
+    CAPTURE(target);
+    HttpResponse r = get(s, target, shortj);
+    CHECK(r.status == 400);
+    audit::Record rec = record_of(s, r);
+    CHECK(rec.detail.break_glass_reason == "emergency-care");
+    CHECK(names(rec, a.nhs_number));
+  }
+  // An unknown patient is refused with the same words.
+  CHECK(diagnostics(get(s, "/Patient/" + a.id, shortj)) == diagnostics(get(s, "/Patient/no-such-patient", shortj)));
+  CHECK(diagnostics(get(s, "/DocumentReference?subject:identifier=" + kNhsSystem + a.nhs_number, shortj)) ==
+        diagnostics(get(s, "/DocumentReference?subject:identifier=" + kNhsSystem + test::nhs(397), shortj)));
+}
