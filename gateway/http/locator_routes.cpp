@@ -352,6 +352,30 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     auto ident = identifier_from_token(t, "sourceIdentifier");
     if (!ident) co_return error_response(ident.issue(), req.format.pretty);
     const locator::Identifier idf = std::move(*ident);
+    // ITI-83 tells three failures apart: an assigning authority the index has never seen
+    // (400), a target system it has never seen (403), and an unknown patient (404). Systems
+    // are domain names, not patient data: naming them discloses nobody.
+    const std::vector<std::string> asked_systems = targets;
+    auto unknown_system = [source_system = idf.system, asked_systems](locator::Locator& l) -> fhir::Result<int> {
+      auto known = l.knows_identifier_system(source_system);
+      if (!known) return std::move(known).issue();
+      if (!*known) return -1;
+      for (std::size_t i = 0; i < asked_systems.size(); ++i) {
+        auto k = l.knows_identifier_system(asked_systems[i]);
+        if (!k) return std::move(k).issue();
+        if (!*k) return static_cast<int>(i);
+      }
+      return static_cast<int>(asked_systems.size());
+    };
+    auto unknown = co_await deps_.locator.call(unknown_system);
+    if (!unknown) co_return error_response(unknown.issue(), req.format.pretty);
+    if (*unknown < 0)
+      co_return error_response(Issue::make(ErrorCode::invalid_value, "sourceIdentifier Assigning Authority not found",
+                                           "sourceIdentifier"),
+                               req.format.pretty);
+    if (*unknown < static_cast<int>(targets.size()))
+      co_return error_response(Issue::make(ErrorCode::forbidden, "targetSystem not found", "targetSystem"),
+                               req.format.pretty);
     const Issue not_found =
         Issue::make(ErrorCode::not_found, "sourceIdentifier Patient Identifier not found", "sourceIdentifier");
     auto access = co_await gate_.patient_access_by_identifier(req, idf, not_found);

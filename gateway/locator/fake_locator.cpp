@@ -412,6 +412,14 @@ class FakeLocator final : public Locator {
     return out;
   }
 
+  fhir::Result<bool> knows_identifier_system(std::string_view system) override {
+    if (system == kNhsNumberSystem) return true;
+    std::lock_guard lock(mu_);
+    for (const auto& [key, row] : s_.identifiers)
+      if (key.first == system) return true;
+    return false;
+  }
+
   fhir::Result<Stats> stats() override {
     std::lock_guard lock(mu_);
     Stats st;

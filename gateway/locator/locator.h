@@ -245,6 +245,8 @@ class Locator {
   virtual fhir::Result<std::optional<Pointer>> read_pointer(const std::string& pointer_id) = 0;
   virtual fhir::Result<std::optional<SourceSystem>> source_system(const std::string& ods_code) = 0;
   virtual fhir::Result<std::vector<Conflict>> conflicts(std::size_t limit, std::size_t offset) = 0;
+  // True when the index holds an identifier of `system` (the NHS number system always).
+  virtual fhir::Result<bool> knows_identifier_system(std::string_view system) = 0;
   virtual fhir::Result<Stats> stats() = 0;
 
   // Writes: each one transaction, completed after commit.

@@ -170,6 +170,17 @@ DROP INDEX identifiers_patient;
 CREATE INDEX identifiers_patient ON identifiers(patient, system, value, source_ods);
 )sql";
 
+// 6: the identifier systems the index holds, for IHE PIXm (ITI-83), which answers an unknown
+// assigning authority (400) and an unknown target system (403) apart from an unknown patient
+// (404). `identifiers` is keyed (value, system): asking it for a system would read every row.
+// The writer adds a system the first time it inserts an identifier of it.
+const char* const kIdentifierSystems = R"sql(
+CREATE TABLE identifier_systems (
+  system TEXT PRIMARY KEY
+) STRICT, WITHOUT ROWID;
+INSERT OR IGNORE INTO identifier_systems(system) SELECT DISTINCT system FROM identifiers;
+)sql";
+
 }  // namespace
 
 const std::vector<sqlite::Migration>& migrations() {
@@ -179,6 +190,7 @@ const std::vector<sqlite::Migration>& migrations() {
       {3, "care relationships", kCareRelationships},
       {4, "care relationship sources", kCareRelationshipSources},
       {5, "patient identifiers covered by their index", kIdentifiersCovering},
+      {6, "identifier systems", kIdentifierSystems},
   };
   return m;
 }

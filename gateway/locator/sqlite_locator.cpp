@@ -330,6 +330,11 @@ fhir::Result<std::optional<SourceSystem>> SqliteLocator::source_system(const std
   return r->source_system(ods_code);
 }
 
+fhir::Result<bool> SqliteLocator::knows_identifier_system(std::string_view system) {
+  State::Lease r(*s_);
+  return r->knows_identifier_system(system);
+}
+
 fhir::Result<std::vector<Conflict>> SqliteLocator::conflicts(std::size_t limit, std::size_t offset) {
   State::Lease r(*s_);
   return r->conflicts(limit, offset);

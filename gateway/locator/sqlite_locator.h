@@ -68,6 +68,7 @@ class SqliteLocator final : public Locator {
   fhir::Result<std::optional<Pointer>> read_pointer(const std::string& pointer_id) override;
   fhir::Result<std::optional<SourceSystem>> source_system(const std::string& ods_code) override;
   fhir::Result<std::vector<Conflict>> conflicts(std::size_t limit, std::size_t offset) override;
+  fhir::Result<bool> knows_identifier_system(std::string_view system) override;
   fhir::Result<Stats> stats() override;
 
   fhir::Status upsert_source_system(const SourceSystem& s) override;

@@ -15,7 +15,7 @@ namespace gw::locator {
 
 enum class SqliteReader::R : std::size_t {
   begin, commit, patient_by_id, given_of, identifiers_of, merged_from, lookup_local, lookup_nhs, pk_and_survivor,
-  pointers_of, pointer_by_id, source, conflicts, stats, care_team_of, encounters_of,
+  pointers_of, pointer_by_id, source, conflicts, stats, care_team_of, encounters_of, identifier_system,
   count
 };
 
@@ -179,6 +179,7 @@ fhir::Result<std::unique_ptr<SqliteReader>> SqliteReader::open(const std::string
       "(SELECT count(*) FROM patients WHERE merged_into IS NULL AND nhs_number != '' AND nhs_number_trusted = 0)",
       "SELECT member, coalesce(until, ''), source_ods FROM care_team WHERE patient = ?1 ORDER BY member",
       encounters_of,
+      "SELECT 1 FROM identifier_systems WHERE system = ?1",
   };
   static_assert(std::size(sql) == static_cast<std::size_t>(R::count));
   if (auto s = prepare_all(r->db_, sql, std::size(sql), r->statements_); !s) return std::move(s).issue();
@@ -384,6 +385,15 @@ fhir::Result<std::optional<SourceSystem>> SqliteReader::source_system(const std:
   if (!*row) return std::optional<SourceSystem>();
   return std::optional<SourceSystem>(
       SourceSystem{q->column_text(0), q->column_text(1), q->column_text(2), q->column_text(3)});
+}
+
+fhir::Result<bool> SqliteReader::knows_identifier_system(std::string_view system) {
+  if (system == kNhsNumberSystem) return true;
+  StatementUse q(st(R::identifier_system));
+  q->bind(1, system);
+  auto row = q->step();
+  if (!row) return storage(row.issue());
+  return *row;
 }
 
 fhir::Result<std::vector<Conflict>> SqliteReader::conflicts(std::size_t limit, std::size_t offset) {

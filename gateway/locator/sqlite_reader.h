@@ -31,6 +31,7 @@ class SqliteReader {
   fhir::Result<std::optional<Pointer>> read_pointer(const std::string& pointer_id);
   fhir::Result<std::optional<SourceSystem>> source_system(const std::string& ods_code);
   fhir::Result<std::vector<Conflict>> conflicts(std::size_t limit, std::size_t offset);
+  fhir::Result<bool> knows_identifier_system(std::string_view system);
   // Row counts; database_bytes is left 0 (the caller knows the files).
   fhir::Result<Stats> stats();
 

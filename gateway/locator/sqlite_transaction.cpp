@@ -21,7 +21,7 @@ enum class SqliteTransaction::S : std::size_t {
   savepoint_record, release_record, rollback_record,
   patient_by_id, given_of, pk_of, active_nhs, identifier_owner,
   insert_patient, update_patient, delete_given, insert_given, repoint_retired,
-  insert_identifier, move_identifiers, insert_conflict, insert_merge,
+  insert_identifier, insert_identifier_system, move_identifiers, insert_conflict, insert_merge,
   pointer_by_id, insert_pointer, insert_pointer_if_new, update_pointer, delete_pointer, move_pointers,
   upsert_source,
   care_team_of, upsert_care_team, delete_care_team_member,
@@ -66,6 +66,7 @@ const std::string_view kSql[] = {
     "UPDATE patients SET merged_into = (SELECT pk FROM patients WHERE id = ?1), version = version + 1, "
     "last_updated = ?3 WHERE merged_into = (SELECT pk FROM patients WHERE id = ?2)",
     "INSERT INTO identifiers(value, system, patient, source_ods) VALUES (?1, ?2, ?3, ?4)",
+    "INSERT OR IGNORE INTO identifier_systems(system) VALUES (?1)",
     "UPDATE identifiers SET patient = ?1 WHERE patient = ?2",
     "INSERT INTO conflicts(patient_id, source_ods, kind, detail, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     "INSERT INTO merges(retired, survivor, source_ods, merged_at) VALUES ((SELECT pk FROM patients WHERE id = ?1), "
@@ -202,6 +203,7 @@ fhir::Status SqliteTransaction::commit() { return run_framing(S::commit); }
 
 void SqliteTransaction::rollback() {
   pk_cache_.clear();
+  systems_written_.clear();
   if (!transaction_lost()) (void)run_framing(S::rollback);
 }
 
@@ -215,6 +217,7 @@ fhir::Status SqliteTransaction::release(Level l) {
 
 fhir::Status SqliteTransaction::rollback_to(Level l) {
   pk_cache_.clear();
+  systems_written_.clear();
   if (auto s = run_framing(l == Level::job ? S::rollback_job : S::rollback_record); !s) return s;
   return release(l);
 }
@@ -567,6 +570,13 @@ fhir::Status SqliteTransaction::insert_identifier(const std::string& patient_id,
   StatementUse q(st(S::insert_identifier));
   q->bind(1, id.value).bind(2, id.system).bind(3, *pk).bind(4, id.source);
   if (auto r = q->run(); !r) return storage(r.issue());
+  // A handful of systems in all: written once each (systems_written_ forgets on a rollback).
+  if (systems_written_.count(id.system) == 0) {
+    StatementUse sys(st(S::insert_identifier_system));
+    sys->bind(1, id.system);
+    if (auto r = sys->run(); !r) return storage(r.issue());
+    systems_written_.insert(id.system);
+  }
   return fhir::Ok{};
 }
 

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "gateway/locator/index_transaction.h"
@@ -150,6 +151,8 @@ class SqliteTransaction final : public IndexTransaction {
   KeyFilter identifiers_seen_, nhs_numbers_seen_, demographics_seen_;
   // id -> pk of patients seen in this transaction; cleared on any rollback.
   std::unordered_map<std::string, std::int64_t> pk_cache_;
+  // Identifier systems this connection has put in identifier_systems (emptied on a rollback).
+  std::unordered_set<std::string> systems_written_;
 
   std::vector<sqlite::Statement> statements_;  // indexed by S
   // Demographic-rule queries, one per combination of enabled fields, prepared on first use.

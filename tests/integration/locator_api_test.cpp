@@ -211,6 +211,23 @@ TEST_CASE("Locator API: IHE PIXm cross-reference") {
   CHECK(none.status == 404);
   CHECK(test::get(s.port(), "/Patient/$ihe-pix", s.client(), h).status == 400);
   CHECK(test::get(s.port(), "/Patient/$ihe-pix?sourceIdentifier=https://fhir.nhs.uk/Id/nhs-number%7C123", s.client(), h).status == 400);
+  // ITI-83's other two failures: an assigning authority the index has never seen (400), and a
+  // target system it has never seen (403), each with the profile's wording.
+  const auto diagnostics = [](const HttpResponse& x) {
+    return std::string(json_of(x).find("issue")->items().at(0).string_at("diagnostics"));
+  };
+  HttpResponse domain = test::get(s.port(), "/Patient/$ihe-pix?sourceIdentifier=urn:oid:9.9%7Cnope", s.client(), h);
+  CHECK(domain.status == 400);
+  CHECK(diagnostics(domain) == "sourceIdentifier Assigning Authority not found");
+  HttpResponse target = test::get(s.port(), "/Patient/$ihe-pix?sourceIdentifier=https://fhir.nhs.uk/Id/nhs-number%7C" +
+                                                a.nhs_number + "&targetSystem=urn:oid:1.2.3", s.client(), h);
+  CHECK(target.status == 403);
+  CHECK(diagnostics(target) == "targetSystem not found");
+  CHECK(target.body.find(a.mrn) == std::string::npos);
+  // A known domain with an unknown value is still 404; the NHS number domain is always known.
+  CHECK(diagnostics(none) == "sourceIdentifier Patient Identifier not found");
+  CHECK(test::get(s.port(), "/Patient/$ihe-pix?sourceIdentifier=https://fhir.nhs.uk/Id/nhs-number%7C" + nhs(98), s.client(), h)
+            .status == 404);
 }
 
 TEST_CASE("Locator API: pointers in NRL shape; sensitive ones withheld and reported, totals honest") {

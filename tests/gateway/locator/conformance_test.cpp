@@ -256,6 +256,21 @@ TEST_CASE_TEMPLATE("Locator: a known identifier held by another record is not mo
   CHECK(l->conflicts(10, 0)->front().kind == "identifier-mismatch");
 }
 
+TEST_CASE_TEMPLATE("Locator: the identifier systems the index holds are known; others are not", B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  CHECK(*l->knows_identifier_system(kNhsNumberSystem));  // always, even in an empty index
+  CHECK_FALSE(*l->knows_identifier_system(kMrnA));
+  resolve_ok(*l, claim("RX1", nhs(9), {{kMrnA, "S1", ""}}), MatchOutcome::created);
+  CHECK(*l->knows_identifier_system(kMrnA));
+  CHECK_FALSE(*l->knows_identifier_system("urn:oid:1.2.3"));
+  CHECK_FALSE(*l->knows_identifier_system(""));
+  // A second identifier of the same system, and a refused claim, change nothing.
+  resolve_ok(*l, claim("RX1", nhs(10), {{kMrnA, "S2", ""}}), MatchOutcome::created);
+  CHECK_FALSE(l->resolve(claim("RX1", "", {{"urn:oid:7.7", "x", ""}, {"urn:oid:7.7", "", ""}})).ok());
+  CHECK_FALSE(*l->knows_identifier_system("urn:oid:7.7"));
+  CHECK(*l->knows_identifier_system(kMrnA));
+}
+
 TEST_CASE_TEMPLATE("Locator: invalid claims are refused naming the field", B, LOCATOR_BACKENDS) {
   auto l = B::make();
   const auto refused = [&](IdentityClaim c, std::string_view expression) {

@@ -147,6 +147,9 @@ TEST_CASE("Locator migrations: every earlier version upgrades to the latest sche
       CHECK(rec.identifiers[0].source == "RX1");
       CHECK(*l.lookup_identifier("https://trust.example.nhs.uk/Id/mrn", "M-1") == "p-old");
       CHECK(*l.lookup_identifier(kNhsNumberSystem, "9000000009") == "p-old");
+      // Migration 6 lists the systems of the identifiers already held.
+      CHECK(*l.knows_identifier_system("https://trust.example.nhs.uk/Id/mrn"));
+      CHECK_FALSE(*l.knows_identifier_system("https://other.example.nhs.uk/Id/mrn"));
       CHECK(*(*l.read_patient("p-retired"))->merged_into == "p-old");
       auto ptrs = l.pointers_for("p-retired");
       REQUIRE(ptrs.ok());
