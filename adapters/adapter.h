@@ -66,6 +66,8 @@ struct IngestBatch {
   // failures stored and reported name the sender's own location.
   std::string identity_location;
   std::string merge_location;
+  // Where the unit came from (e.g. "10.1.2.3:50123"), for its audit record.
+  std::string peer;
 };
 
 // Resources one batch may carry.
@@ -88,6 +90,10 @@ struct IngestFailure {
   bool rejected = false;             // true: refused as unreadable/unsupported (HL7 AR);
                                      // false: readable but not applicable (HL7 AE)
   fhir::Issue issue;                 // why
+  std::string peer;                  // where it came from, as IngestBatch::peer
+  // A valid NHS number the unit names, when it could be read: the audit record of the
+  // failure names the patient, so that "who sent what about this person" stays complete.
+  std::string nhs_number;
 };
 
 struct IngestReceipt {

@@ -145,9 +145,12 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
 
   // Stores a message that never became a batch, then the acknowledgements for it.
   awaitable<std::vector<std::string>> refuse(const std::string& frame, const MshSummary& msh, Issue issue,
-                                             bool rejected_kind) {
+                                             bool rejected_kind, const std::string& peer,
+                                             const Message* parsed = nullptr) {
     adapters::IngestFailure f;
     f.source = source.name;
+    f.peer = peer;
+    if (parsed) f.nhs_number = nhs_number_of(*parsed, mapping_context());
     f.raw = frame;
     f.kind = msh.component(9, 1);
     if (const std::string trigger = msh.component(9, 2); !trigger.empty()) f.kind.append("^").append(trigger);
@@ -167,14 +170,23 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
 
   // One frame -> the acknowledgements to send (possibly none), after everything behind them
   // is committed.
-  awaitable<std::vector<std::string>> process(std::string frame) {
+  MappingContext mapping_context() const {
+    MappingContext ctx;
+    ctx.source_name = source.name;
+    ctx.source_ods = source.ods_code;
+    ctx.identifier_system_base = options.identifier_system_base;
+    return ctx;
+  }
+
+  // `peer`: the sender's address, for the audit record.
+  awaitable<std::vector<std::string>> process(std::string frame, const std::string& peer) {
     ++frames;
     ParseOptions popts;
     popts.max_message_bytes = options.max_message_bytes;
     auto parsed = Message::parse(frame, popts);
     if (!parsed) {
       const MshSummary raw_msh = read_msh(frame);
-      co_return co_await refuse(frame, raw_msh, std::move(parsed).issue(), true);
+      co_return co_await refuse(frame, raw_msh, std::move(parsed).issue(), true, peer);
     }
     const Message& message = *parsed;
     const MshSummary msh = read_msh(message.text());
@@ -183,21 +195,18 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       co_return co_await refuse(frame, msh,
                                 Issue::make(ErrorCode::not_supported,
                                             "HL7 version '" + version + "' is not accepted (2.x expected)", "MSH-12"),
-                                true);
+                                true, peer, &message);
     const std::string processing = msh.component(11, 1);
     if (!processing.empty() && processing != "P" && processing != "T" && processing != "D")
       co_return co_await refuse(
-          frame, msh, Issue::make(ErrorCode::not_supported, "processing id must be P, T or D", "MSH-11"), true);
+          frame, msh, Issue::make(ErrorCode::not_supported, "processing id must be P, T or D", "MSH-11"), true, peer,
+          &message);
 
-    MappingContext ctx;
-    ctx.source_name = source.name;
-    ctx.source_ods = source.ods_code;
-    ctx.identifier_system_base = options.identifier_system_base;
-    auto mapped = map_message(message, ctx);
+    auto mapped = map_message(message, mapping_context());
     if (!mapped) {
       Issue issue = std::move(mapped).issue();
       const bool unsupported = issue.code == ErrorCode::not_supported;
-      co_return co_await refuse(frame, msh, std::move(issue), unsupported);
+      co_return co_await refuse(frame, msh, std::move(issue), unsupported, peer, &message);
     }
 
     adapters::IngestBatch batch;
@@ -209,6 +218,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     batch.dedupe_key = dedupe_key(msh);
     batch.identity_location = "PID-3";
     batch.merge_location = "MRG-1";
+    batch.peer = peer;
     const std::vector<std::string> success = acknowledgements(msh, Outcome::applied, std::nullopt);
     batch.reply = join_replies(success);
     if (mapped->merge) batch.retired_identifiers = std::move(mapped->merge->retired_identifiers);
@@ -254,6 +264,13 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       arm_at(std::chrono::steady_clock::now() + after, what);
     };
 
+    // The sender's address, for the audit records of what it sends.
+    std::string peer;
+    {
+      boost::system::error_code ec;
+      const auto remote = socket.remote_endpoint(ec);
+      if (!ec) peer = remote.address().to_string() + ":" + std::to_string(remote.port());
+    }
     FramerLimits limits;
     limits.max_message_bytes = options.max_message_bytes;
     MllpFramer framer(limits);
@@ -292,7 +309,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       busy = true;
       bool write_failed = false;
       for (std::string& frame : out.frames) {
-        std::vector<std::string> replies = co_await process(std::move(frame));
+        std::vector<std::string> replies = co_await process(std::move(frame), peer);
         for (const std::string& ack : replies) {
           const std::string wire = MllpFramer::frame(ack);
           arm(options.write_timeout, "acknowledgement write timeout");

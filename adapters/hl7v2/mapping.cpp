@@ -559,6 +559,18 @@ bool is_supported(std::string_view message_type) {
   return std::find(kSupported.begin(), kSupported.end(), message_type) != kSupported.end();
 }
 
+std::string nhs_number_of(const Message& message, const MappingContext& context) {
+  MappedMessage scratch;
+  const Run run{message, context, scratch};
+  for (std::size_t i = 0; i < message.segment_count(); ++i) {
+    if (message.segment(i).id() != "PID") continue;
+    IdentifierReader ids(run);
+    ids.read(message.segment(i), "PID", 0, 3);
+    return ids.nhs_number();
+  }
+  return {};
+}
+
 fhir::Result<MappedMessage> map_message(const Message& message, const MappingContext& context) {
   const std::string type = message.message_type();
   if (!is_supported(type)) {

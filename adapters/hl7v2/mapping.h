@@ -65,6 +65,9 @@ struct MappedMessage {
 //   segment, no identifier in PID-3, an unparseable date (ACK: AE). The Issue's expression
 //   gives the HL7 location ("PID-3", "OBX[2]-5") for the ERR segment.
 fhir::Result<MappedMessage> map_message(const Message& message, const MappingContext& context);
+// The valid NHS number the first PID's PID-3 carries (read as map_message reads it), or "":
+// a message that cannot be mapped is still audited against the patient it names.
+std::string nhs_number_of(const Message& message, const MappingContext& context);
 
 // True for the message types map_message accepts ("ADT^A01" ... "ORU^R01").
 bool is_supported(std::string_view message_type);

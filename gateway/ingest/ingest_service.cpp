@@ -43,8 +43,9 @@ bool has_subject(std::string_view type) {
 }
 
 audit::Record ingest_record(const std::string& source, const std::string& ods, const std::string& kind,
-                            const std::string& key, const std::string& action, int status) {
+                            const std::string& key, const std::string& action, int status, const std::string& peer) {
   audit::Record r;
+  r.address = peer;
   r.time_ms = now_ms();
   r.kind = "ingest";
   r.action = action;
@@ -198,7 +199,7 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
     m.status = store::MessageStatus::error;
     m.error = issue.diagnostics;
     m.error_location = issue.expression;
-    audit::Record rec = ingest_record(b.source, ods, b.kind, b.dedupe_key, "ingest-error", 422);
+    audit::Record rec = ingest_record(b.source, ods, b.kind, b.dedupe_key, "ingest-error", 422, b.peer);
     rec.outcome_text = issue.diagnostics;
     if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
     store_.record(std::move(m), [this, rec = std::move(rec), issue, shared_done](fhir::Result<std::int64_t> id) mutable {
@@ -219,7 +220,7 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
     if (const auto& dup = check->applied) {
       ++duplicates_;
       IngestReceipt receipt{dup->id, true, dup->reply, dup->patient_id};
-      audit::Record rec = ingest_record(batch.source, ods, batch.kind, batch.dedupe_key, "ingest-duplicate", 200);
+      audit::Record rec = ingest_record(batch.source, ods, batch.kind, batch.dedupe_key, "ingest-duplicate", 200, batch.peer);
       rec.detail.note = "resend of message " + std::to_string(dup->id);
       if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
       return audit_then(std::move(rec), [receipt, shared_done](fhir::Status a) {
@@ -304,6 +305,7 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
   kept->raw = batch.raw;
   kept->identity_location = batch.identity_location;
   kept->merge_location = batch.merge_location;
+  kept->peer = batch.peer;
   for (Json& r : batch.resources)
     if (has_subject(r.string_at("resourceType"))) {
       Json ref = Json::object();
@@ -318,7 +320,7 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
   m.reply = std::move(batch.reply);
   m.patient_id = patient_id;
   m.content_sha256 = hash;
-  audit::Record rec = ingest_record(batch.source, ods, batch.kind, batch.dedupe_key, "ingest-applied", 200);
+  audit::Record rec = ingest_record(batch.source, ods, batch.kind, batch.dedupe_key, "ingest-applied", 200, batch.peer);
   if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
   if (!outcome->retired_patient_id.empty()) rec.detail.note = "merged " + outcome->retired_patient_id + " into " + patient_id;
   store_.apply(std::move(m), std::move(batch.resources),
@@ -350,8 +352,9 @@ void IngestService::record_failure(adapters::IngestFailure f, std::function<void
   m.error = f.issue.diagnostics;
   m.error_location = f.issue.expression;
   audit::Record rec = ingest_record(f.source, ods, f.kind, f.dedupe_key, f.rejected ? "ingest-rejected" : "ingest-error",
-                                    f.rejected ? 400 : 422);
+                                    f.rejected ? 400 : 422, f.peer);
   rec.outcome_text = f.issue.diagnostics;
+  if (fhir::is_valid_nhs_number(f.nhs_number)) rec.detail.patients.push_back(f.nhs_number);
   store_.record(std::move(m), [this, rec = std::move(rec), done = std::move(done)](fhir::Result<std::int64_t> id) mutable {
     if (!id) return done(std::move(id).issue());
     rec.detail.note = "message " + std::to_string(*id);

@@ -9,6 +9,7 @@
 
 #include "adapters/hl7v2/hl7v2_adapter.h"
 #include "fhir/structure_check.h"
+#include "gateway/audit/log.h"
 #include "gateway/audit/record.h"
 #include "gateway/store/store.h"
 #include "support/https_client.h"
@@ -437,3 +438,33 @@ TEST_CASE("Plug-in source: a vendor library configured as a source ingests throu
   CHECK((*pointers)[0].source_ods == "RXP01");
 }
 #endif
+
+TEST_CASE("MLLP: ingest audit records say where a message came from, and a refused one names its patient") {
+  auto s = mllp_server();
+  const std::uint16_t port = listener(*s).port();
+  const auto applied = test::mllp_round_trip(port, a01("W1", "9990000018", "MRN-W1"));
+  REQUIRE(applied.size() == 1);
+  REQUIRE(ack_code(applied[0]) == "AA");
+  // A readable message of an event this adapter does not map: refused (AR), but it named a
+  // patient, and IG officers asking who sent what about that person must see it.
+  const auto refused = test::mllp_round_trip(
+      port, msh("ADT^A60^ADT_A60", "W2") + "EVN|A60|20261123101500\rPID|1||9990000026^^^NHS^NH~MRN-W2^^^RGT01^MR||SMITH^ANN\r");
+  REQUIRE(refused.size() == 1);
+  REQUIRE(ack_code(refused[0]) == "AR");
+  REQUIRE(s->app().audit_log() != nullptr);
+  const auto records_about = [&](const std::string& nhs) {
+    audit::Query q;
+    q.patient = nhs;
+    auto page = s->app().audit_log()->search(q);
+    REQUIRE(page.ok());
+    return page->records;
+  };
+  const auto applied_records = records_about("9990000018");
+  REQUIRE(applied_records.size() == 1);
+  CHECK(applied_records[0].action == "ingest-applied");
+  CHECK(applied_records[0].address.rfind("127.0.0.1:", 0) == 0);
+  const auto refused_records = records_about("9990000026");
+  REQUIRE(refused_records.size() == 1);
+  CHECK(refused_records[0].action == "ingest-rejected");
+  CHECK(refused_records[0].address.rfind("127.0.0.1:", 0) == 0);
+}
