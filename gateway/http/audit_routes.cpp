@@ -145,7 +145,9 @@ std::string outcome_text(const audit::Record& r) {
     withheld = std::to_string(n) + (n == 1 ? " entry" : " entries") + " withheld";
   // Handlers that disclose patient data list what they returned; IG queries and writes do not.
   const bool ig = r.route.rfind("/AuditEvent", 0) == 0 || r.route.rfind("/audit/", 0) == 0;
-  if (r.kind == "rest" && r.method == "GET" && !ig && r.detail.returned.empty()) {
+  // Reads and searches (a POST _search is a search too), not writes.
+  const bool lookup = r.method == "GET" || r.action == "search-type" || r.action == "read";
+  if (r.kind == "rest" && lookup && !ig && r.detail.returned.empty()) {
     std::string t = r.action == "search-type" ? "searched, nothing shown" : "nothing shown";
     return withheld.empty() ? t : t + " (" + withheld + ")";
   }

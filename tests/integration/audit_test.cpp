@@ -491,14 +491,24 @@ TEST_CASE("Audit: the access report says what was shown, not just the HTTP statu
   REQUIRE(empty.status == 200);
   REQUIRE(json_of(empty).find("entry") == nullptr);
   REQUIRE(get(s, "/Patient/" + a.id, bearer(clinician("Y99999", "dr-other"))).status == 404);
+  // A POST _search for the NHS number that showed nothing (no relationship): a search too.
+  const std::string form = "identifier=https://fhir.nhs.uk/Id/nhs-number%7C" + a.nhs_number;
+  const std::string raw = "POST /Patient/_search HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer " +
+                          test::test_tokens().mint(clinician("Y99999", "dr-other")) +
+                          "\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: " +
+                          std::to_string(form.size()) + "\r\nConnection: close\r\n\r\n" + form;
+  auto posted = test::exchange(s.port(), raw, 1, s.client());
+  REQUIRE(posted.responses.size() == 1);
+  REQUIRE(posted.responses[0].status == 200);
 
   fhir::Json rep = json_of(get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number, bearer(ig_officer())));
   std::map<std::string, std::vector<std::string>> outcomes;  // by user
   for (const auto& e : rep.find("accesses")->items())
     outcomes[std::string(e.string_at("who"))].push_back(std::string(e.string_at("outcome")));
   CHECK(outcomes["dr-smith"] == std::vector<std::string>{"access given"});
-  // Newest first: the refused read, then the search that showed nothing.
-  CHECK(outcomes["dr-other"] == std::vector<std::string>{"access refused (404)", "searched, nothing shown"});
+  // Newest first: the POST search and the refused read, then the search that showed nothing.
+  CHECK(outcomes["dr-other"] ==
+        std::vector<std::string>{"searched, nothing shown", "access refused (404)", "searched, nothing shown"});
   HttpResponse html =
       get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number + "&_format=html", bearer(ig_officer()));
   CHECK(html.body.find("searched, nothing shown") != std::string::npos);
