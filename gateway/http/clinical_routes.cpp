@@ -7,6 +7,7 @@
 
 #include "fhir/bundle.h"
 #include "fhir/nhs_number.h"
+#include "gateway/http/locator_resources.h"
 #include "gateway/http/patient_gate.h"
 
 namespace gw::http {
@@ -81,6 +82,20 @@ class ClinicalApi {
       co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
                                            "_include, _revinclude and _sort are not supported on " + type),
                                req.format.pretty);
+    // _summary=count and _elements are served; _summary=true and text need each type's summary
+    // elements, which these stored resources are not cut down by: refused under strict
+    // handling, and under lenient left out (the self link then shows they were not applied).
+    if (parsed->summary == fhir::SummaryMode::true_ || parsed->summary == fhir::SummaryMode::text) {
+      if (fhir::handling_from_prefer(req.header("prefer")) == fhir::Handling::strict)
+        co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
+                                             "_summary=true and _summary=text are not supported on " + type +
+                                                 " here; use _elements, or _summary=count",
+                                             "_summary"),
+                                 req.format.pretty);
+      parsed->summary = fhir::SummaryMode::none;
+    }
+    auto subset = subset_of(*parsed);
+    if (!subset) co_return error_response(subset.issue(), req.format.pretty);
     if (by_identifier.has_value() == !patient_id.empty())
       co_return error_response(Issue::make(ErrorCode::missing_value,
                                            "give exactly one patient: patient={id}, subject=Patient/{id} or "
@@ -120,13 +135,15 @@ class ClinicalApi {
     if (!page) co_return error_response(page.issue(), req.format.pretty);
     fhir::SearchsetPage out;
     out.total = page->total;
+    const bool count_only = parsed->summary == fhir::SummaryMode::count;
     for (const auto& r : page->items) {
+      if (count_only) break;  // the total alone: nothing is disclosed, nothing is listed
       auto json = fhir::parse_json(r.json);
       if (!json) continue;  // written by us; unreadable only if the file was damaged
       req.audit.returned.push_back(r.type + "/" + r.id);
-      out.matches.push_back(std::move(*json));
+      out.matches.push_back(subsetted(*json, *subset));
     }
-    out.has_more = static_cast<std::int64_t>(q.offset + page->items.size()) < page->total;
+    out.has_more = !count_only && static_cast<std::int64_t>(q.offset + page->items.size()) < page->total;
     if (page->truncated) {
       Issue w = Issue::make(ErrorCode::too_many_requests,
                             "more records match than one search examines; narrow it with code or date");

@@ -192,7 +192,8 @@ constexpr std::string_view kPatientSummaryElements[] = {
 
 }  // namespace
 
-// `r` cut down to what `s` asks for. resourceType, id and meta always stay (they are mandatory
+// `r` cut down to what `s` asks for (any resource type for _elements; _summary=true knows the
+// Patient's summary elements only). resourceType, id and meta always stay (they are mandatory
 // for a resource we serve); a cut-down resource carries the SUBSETTED tag so that nobody takes
 // it for the whole record. _summary=data keeps everything (we send no narrative).
 Json subsetted(const Json& r, const Subset& s) {
@@ -203,9 +204,11 @@ Json subsetted(const Json& r, const Subset& s) {
     if (s.summary == fhir::SummaryMode::true_)
       return std::find(std::begin(kPatientSummaryElements), std::end(kPatientSummaryElements), name) !=
              std::end(kPatientSummaryElements);
-    // A choice element is asked for by its base name (deceased for deceasedDateTime).
+    // A choice element is asked for by its base name: deceased for deceasedDateTime, value
+    // for valueQuantity (the type follows the base name with a capital letter).
     return std::any_of(s.elements.begin(), s.elements.end(), [name](const std::string& e) {
-      return name == e || (e == "deceased" && name.rfind("deceased", 0) == 0);
+      return name == e || (name.size() > e.size() && name.rfind(e, 0) == 0 && name[e.size()] >= 'A' &&
+                           name[e.size()] <= 'Z');
     });
   };
   Json out = Json::object();

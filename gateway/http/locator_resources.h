@@ -31,7 +31,8 @@ struct Subset {
 
 // The result parameters of `s` as a Subset; invalid_search_parameter when both are given.
 fhir::Result<Subset> subset_of(const fhir::SearchRequest& s);
-// `r` (a Patient) cut down to what `s` asks for: resourceType, id and meta always stay, and a
+// `r` cut down to what `s` asks for (_elements on any type; _summary=true and text as for a
+// Patient, the only type served with them): resourceType, id and meta always stay, and a
 // cut-down resource is tagged SUBSETTED. Unchanged when `s` asks for nothing.
 fhir::Json subsetted(const fhir::Json& r, const Subset& s);
 

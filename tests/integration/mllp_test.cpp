@@ -13,6 +13,7 @@
 #include "gateway/audit/record.h"
 #include "gateway/store/store.h"
 #include "support/https_client.h"
+#include "support/responses.h"
 #include "support/mllp_client.h"
 #include "support/test_server.h"
 #include "support/tokens.h"
@@ -149,6 +150,28 @@ TEST_CASE("MLLP: ORU^R01 results are served by Observation and DiagnosticReport 
   // No patient named: 400.
   auto bare = test::get(s->port(), "/Observation", s->client(), h);
   CHECK(bare.status == 400);
+
+  // _summary=count: the total alone. _elements: the listed elements, tagged SUBSETTED (a
+  // choice element by its base name). _summary=true is not served: 400 under strict handling,
+  // left out (and out of the self link) under lenient.
+  const std::string base = "/Observation?patient=" + **pid;
+  fhir::Json counted = test::json_of(test::get(s->port(), base + "&_summary=count", s->client(), h));
+  CHECK(counted.find("total")->as_int64() == 1);
+  CHECK(counted.find("entry") == nullptr);
+  fhir::Json cut = test::json_of(test::get(s->port(), base + "&_elements=code,value", s->client(), h));
+  REQUIRE(cut.find("entry") != nullptr);
+  const fhir::Json& o = *cut.find("entry")->items().at(0).find("resource");
+  CHECK(o.find("code") != nullptr);
+  CHECK(o.find("valueQuantity") != nullptr);
+  CHECK(o.find("referenceRange") == nullptr);
+  CHECK(o.find("subject") == nullptr);
+  CHECK(o.find("meta")->find("tag")->items().at(0).string_at("code") == "SUBSETTED");
+  const std::string strict = "Prefer: handling=strict\r\n";
+  CHECK(test::get(s->port(), base + "&_summary=true", s->client(), h + strict).status == 400);
+  auto lenient = test::get(s->port(), base + "&_summary=true", s->client(), h);
+  REQUIRE(lenient.status == 200);
+  CHECK(lenient.body.find("\"referenceRange\"") != std::string::npos);  // the whole resource
+  CHECK(lenient.body.find("_summary") == std::string::npos);          // and the self link says so
 }
 
 TEST_CASE("Clinical search: a bad patient parameter is a 400 OperationOutcome naming the parameter") {
