@@ -285,15 +285,7 @@ void App::start_adapters() {
     const auto& sc = cfg_.source_systems[i];
     if (sc.adapter == "fhir") continue;
     const std::string key = "source_systems[" + std::to_string(i) + "]";
-    adapters::SourceSystem src;
-    src.name = sc.name;
-    src.ods_code = sc.ods_code;
-    src.adapter = sc.adapter;
-    src.plugin = sc.plugin;
-    src.endpoint = sc.endpoint;
-    src.connect_timeout = sc.connect_timeout;
-    src.fetch_timeout = sc.fetch_timeout;
-    src.settings = sc.settings;
+    const adapters::SourceSystem src = config::adapter_source(sc);
     auto made = sc.adapter == "plugin" ? adapters::load_plugin(src) : adapter_registry_.create(src);
     if (!made) throw config::ConfigError(file, key + "." + (made.issue().expression.empty() ? "adapter" : made.issue().expression),
                                          made.issue().diagnostics);

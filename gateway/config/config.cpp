@@ -26,6 +26,19 @@ Config::Config() {
   auth.policy = auth::default_policy();
 }
 
+adapters::SourceSystem adapter_source(const SourceSystemConfig& s) {
+  adapters::SourceSystem src;
+  src.name = s.name;
+  src.ods_code = s.ods_code;
+  src.adapter = s.adapter;
+  src.plugin = s.plugin;
+  src.endpoint = s.endpoint;
+  src.connect_timeout = s.connect_timeout;
+  src.fetch_timeout = s.fetch_timeout;
+  src.settings = s.settings;
+  return src;
+}
+
 bool is_loopback_address(const std::string& address) {
   if (address == "localhost") return true;
   boost::system::error_code ec;
@@ -502,15 +515,7 @@ namespace {
 // Binding the listen address is left to start. The Issue's expression is the key under the
 // source ("endpoint", "settings.max_message_bytes", "plugin").
 fhir::Status check_adapter(const Config& c, const SourceSystemConfig& s) {
-  adapters::SourceSystem src;
-  src.name = s.name;
-  src.ods_code = s.ods_code;
-  src.adapter = s.adapter;
-  src.plugin = s.plugin;
-  src.endpoint = s.endpoint;
-  src.connect_timeout = s.connect_timeout;
-  src.fetch_timeout = s.fetch_timeout;
-  src.settings = s.settings;
+  const adapters::SourceSystem src = adapter_source(s);
   if (s.adapter == "hl7v2") {
     auto options = hl7v2::listener_options(src);
     if (!options) return std::move(options).issue();

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "adapters/adapter.h"
 #include "gateway/audit/forwarder.h"
 #include "gateway/audit/log.h"
 #include "gateway/auth/jwt.h"
@@ -162,5 +163,9 @@ void validate(const Config& config);
 
 // True for 127.0.0.0/8, ::1 and "localhost".
 bool is_loopback_address(const std::string& address);
+
+// The adapter contract's view of a configured source (what start-up and --check-config hand to
+// an adapter or a plug-in).
+adapters::SourceSystem adapter_source(const SourceSystemConfig& s);
 
 }  // namespace gw::config

@@ -43,6 +43,21 @@ std::string slurp(const std::string& path) {
 }
 
 // Starts the gateway with `config`; waits (bounded) for its "listening" line.
+// A gateway configuration in `dir` over the data directory `data`: HTTPS on a free loopback port,
+// the test tokens' JWKS, audit checkpoints every second, no access log.
+std::string write_config(const std::filesystem::path& dir, const std::filesystem::path& data, int threads) {
+  const auto& certs = test::dev_certs();
+  const std::string config = (dir / "gateway.toml").string();
+  std::ofstream(config) << "[server]\npublic_base_url = \"https://localhost:8443\"\nthreads = " << threads << "\n"
+                        << "[server.https]\naddress = \"127.0.0.1\"\nport = 0\ncertificate = \"" << certs.server_cert
+                        << "\"\nprivate_key = \"" << certs.server_key << "\"\n"
+                        << "[storage]\ndata_dir = \"" << data.string() << "\"\n"
+                        << "[auth]\njwks_file = \"" << test::test_tokens().jwks_path << "\"\n"
+                        << "[audit]\nsigning_key = \"" << certs.audit_key << "\"\ncheckpoint_interval_s = 1\n"
+                        << "[log]\naccess_log = false\n";
+  return config;
+}
+
 Gateway start_gateway(const std::string& config, const std::string& log_file) {
   const auto child = test::start_child_gateway(GATEWAY_BIN, config, log_file,
                                                "\"msg\":\"listening\",\"scheme\":\"https\"[^}]*\"port\":\"?([0-9]+)");
@@ -64,14 +79,7 @@ TEST_CASE("Audit crash: kill -9 under load loses no audit record of a 2xx respon
     for (int i = 0; i < 20; ++i) patients.push_back(test::add_patient(**loc, 100 + i, "Crash", "A81001"));
   }
   const auto& certs = test::dev_certs();
-  const std::string config = (dir / "gateway.toml").string();
-  std::ofstream(config) << "[server]\npublic_base_url = \"https://localhost:8443\"\nthreads = 2\n"
-                        << "[server.https]\naddress = \"127.0.0.1\"\nport = 0\ncertificate = \"" << certs.server_cert
-                        << "\"\nprivate_key = \"" << certs.server_key << "\"\n"
-                        << "[storage]\ndata_dir = \"" << data.string() << "\"\n"
-                        << "[auth]\njwks_file = \"" << test::test_tokens().jwks_path << "\"\n"
-                        << "[audit]\nsigning_key = \"" << certs.audit_key << "\"\ncheckpoint_interval_s = 1\n"
-                        << "[log]\naccess_log = false\n";
+  const std::string config = write_config(dir, data, 2);
 
   Gateway g = start_gateway(config, (dir / "run1.log").string());
   test::TokenClaims gp;
@@ -180,14 +188,7 @@ TEST_CASE("Audit: a second gateway on the same data directory exits 2 and leaves
     p = test::add_patient(**loc, 300, "Twice", "A81001");
   }
   const auto& certs = test::dev_certs();
-  const std::string config = (dir / "gateway.toml").string();
-  std::ofstream(config) << "[server]\npublic_base_url = \"https://localhost:8443\"\nthreads = 1\n"
-                        << "[server.https]\naddress = \"127.0.0.1\"\nport = 0\ncertificate = \"" << certs.server_cert
-                        << "\"\nprivate_key = \"" << certs.server_key << "\"\n"
-                        << "[storage]\ndata_dir = \"" << data.string() << "\"\n"
-                        << "[auth]\njwks_file = \"" << test::test_tokens().jwks_path << "\"\n"
-                        << "[audit]\nsigning_key = \"" << certs.audit_key << "\"\ncheckpoint_interval_s = 1\n"
-                        << "[log]\naccess_log = false\n";
+  const std::string config = write_config(dir, data, 1);
   Gateway g = start_gateway(config, (dir / "first.log").string());
   test::TokenClaims gp;
   gp.org = "A81001";
