@@ -27,9 +27,11 @@ bool query_carries_token(std::string_view raw_query) {
   while (pos <= raw_query.size()) {
     std::size_t amp = raw_query.find('&', pos);
     std::string_view part = raw_query.substr(pos, amp == std::string_view::npos ? std::string_view::npos : amp - pos);
-    if (iequals_prefix(part, "access_token=") || (iequals_prefix(part, "access_token") && part.size() == 12) ||
-        iequals_prefix(part, "access%5ftoken"))
-      return true;
+    // RFC 6750 2.3's access_token, and the bare token= some clients send instead (no FHIR
+    // search parameter has that name): either way the credential would sit in URLs and logs.
+    for (std::string_view name : {"access_token", "access%5ftoken", "token"}) {
+      if (iequals_prefix(part, name) && (part.size() == name.size() || part[name.size()] == '=')) return true;
+    }
     if (amp == std::string_view::npos) break;
     pos = amp + 1;
   }

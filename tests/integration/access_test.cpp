@@ -84,6 +84,12 @@ TEST_CASE("Access: header-level attacks: two Authorization headers, token in the
   CHECK(json_of(query).find("issue")->items().at(0).string_at("diagnostics").find("query string") != std::string::npos);
   HttpResponse query_and_header = test::get(s.port(), "/Patient?access_token=" + token, s.client(), bearer(token));
   CHECK(query_and_header.status == 401);
+  // token= too, with or without a header, in any case; a parameter that only starts with the
+  // word is not a token.
+  CHECK(test::get(s.port(), "/Patient?token=" + token + "&family=X", s.client(), bearer(token)).status == 401);
+  CHECK(test::get(s.port(), "/Patient?family=X&TOKEN=" + token, s.client()).status == 401);
+  CHECK(test::get(s.port(), "/Patient?family=X&access%5Ftoken=" + token, s.client(), bearer(token)).status == 401);
+  CHECK(test::get(s.port(), "/Patient?family=X&tokenish=1", s.client(), bearer(token)).status != 401);
 
   HttpResponse basic = test::get(s.port(), "/Patient?family=X", s.client(), "Authorization: Basic dXNlcjpwYXNz\r\n");
   CHECK(basic.status == 401);
