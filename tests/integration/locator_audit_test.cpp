@@ -192,3 +192,32 @@ TEST_CASE("Locator audit: a refused break-glass request names its patient on rea
   CHECK(diagnostics(get(s, "/DocumentReference?subject:identifier=" + kNhsSystem + a.nhs_number, shortj)) ==
         diagnostics(get(s, "/DocumentReference?subject:identifier=" + kNhsSystem + test::nhs(397), shortj)));
 }
+
+namespace {
+
+std::string access_report(TestServer& s, const std::string& nhs_number) {
+  TokenClaims ig;
+  ig.sub = "ig-jones";
+  ig.role = "ig-officer";
+  ig.org = "X26";
+  ig.scope = "user/AuditEvent.rs";
+  HttpResponse r = get(s, "/AuditEvent/$access-report?patient=" + nhs_number, bearer(ig));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  return r.body;
+}
+
+}  // namespace
+
+TEST_CASE("Locator audit: POST /DocumentReference/_search names its patient and reads as a search in the report") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 306, "Nrl", "A81001");
+  test::add_pointer(s.locator(), a.id, "RX1", "887701000000100", "Emergency health care plan");
+  HttpResponse r = send(s, "POST", "/DocumentReference/_search", bearer(clinician_at("A81001", "dr-nrl")),
+                        "subject:identifier=" + kNhsSystem + a.nhs_number, "application/x-www-form-urlencoded");
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  CHECK(json_of(r).find("total")->as_int64() == 1);
+  CHECK(names(record_of(s, r), a.nhs_number));
+  const std::string report = access_report(s, a.nhs_number);
+  CHECK(report.find("looked at the list of care services that hold records about you") != std::string::npos);
+  CHECK(report.find("added to the list") == std::string::npos);
+}
