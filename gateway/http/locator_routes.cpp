@@ -18,6 +18,7 @@
 #include "gateway/http/locator_resources.h"
 #include "gateway/http/patient_gate.h"
 #include "gateway/locator/fhir_mapping.h"
+#include "gateway/locator/index_transaction.h"
 #include "gateway/observe/log.h"
 
 namespace gw::http {
@@ -87,6 +88,38 @@ bool etag_list_names(std::string_view list, std::int64_t version) {
 
 bool if_none_match_hits(std::string_view header, std::int64_t version) {
   return !header.empty() && etag_list_names(header, version);
+}
+
+// 412 for an If-Match that names no current version: `current` is the version held, if any.
+Issue precondition_failed(std::optional<std::int64_t> current) {
+  return Issue::make(ErrorCode::precondition_failed,
+                     current ? "If-Match names another version than the current W/\"" + std::to_string(*current) +
+                                   "\"; read it again and retry"
+                             : "If-Match names a version, but there is no such DocumentReference",
+                     "If-Match");
+}
+
+// A pointer write's outcome, with the patients whose list of record holders it changed or
+// tried to change: each is named in the audit record, so the write shows in that patient's
+// "who accessed my record" report whether it succeeded or was refused.
+template <class T>
+struct Touching {
+  fhir::Result<T> result;
+  std::vector<locator::PatientRecord> patients;
+};
+
+// Adds to `out` the active record `patient_id` resolves to (a retired record's survivor, where
+// put_pointer files a pointer); an id the index does not hold adds nothing. Called before the
+// write, so a failed read stops the write rather than leave it unnamed in the audit.
+fhir::Status name_patient(locator::Locator& l, const std::string& patient_id, std::vector<locator::PatientRecord>& out) {
+  auto rec = l.read_patient(patient_id);
+  for (int hops = 0; rec && *rec && (*rec)->merged_into && hops < locator::kMaxMergeDepth; ++hops) {
+    const std::string survivor = *(*rec)->merged_into;
+    rec = l.read_patient(survivor);
+  }
+  if (!rec) return std::move(rec).issue();
+  if (*rec) out.push_back(std::move(**rec));
+  return fhir::Ok{};
 }
 
 // The parameters of a POST _search (R4 http.html#search): an application/x-www-form-urlencoded
@@ -660,24 +693,31 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       locator::Pointer pointer;
       bool created = false;
     };
-    auto save = [acting, p, if_match](locator::Locator& l) -> fhir::Result<Saved> {
-      bool existed = false;
-      if (!p.id.empty()) {
-        auto current = l.read_pointer(p.id);
-        if (!current) return std::move(current).issue();
-        existed = current->has_value();
-        if (if_match && (!existed || !etag_list_names(*if_match, (*current)->version)))
-          return Issue::make(ErrorCode::precondition_failed,
-                             existed ? "If-Match names another version than the current W/\"" +
-                                           std::to_string((*current)->version) + "\"; read it again and retry"
-                                     : "If-Match names a version, but there is no such DocumentReference",
-                             "If-Match");
-      }
-      auto saved = l.put_pointer(acting, p);
-      if (!saved) return std::move(saved).issue();
-      return Saved{std::move(*saved), !existed};
+    // The patients named are the one the pointer listed before (an update may move it to
+    // another patient, or be refused) and the one it lists now.
+    auto save = [acting, p, if_match](locator::Locator& l) -> Touching<Saved> {
+      std::vector<locator::PatientRecord> named;
+      fhir::Result<Saved> result = [&]() -> fhir::Result<Saved> {
+        bool existed = false;
+        if (!p.id.empty()) {
+          auto current = l.read_pointer(p.id);
+          if (!current) return std::move(current).issue();
+          existed = current->has_value();
+          if (existed)
+            if (auto s = name_patient(l, (*current)->patient_id, named); !s) return s.issue();
+          if (if_match && (!existed || !etag_list_names(*if_match, (*current)->version)))
+            return precondition_failed(existed ? std::optional((*current)->version) : std::nullopt);
+        }
+        if (auto s = name_patient(l, p.patient_id, named); !s) return s.issue();
+        auto saved = l.put_pointer(acting, p);
+        if (!saved) return std::move(saved).issue();
+        return Saved{std::move(*saved), !existed};
+      }();
+      return {std::move(result), std::move(named)};
     };
-    auto saved = co_await deps_.locator.call_write(save);
+    auto written = co_await deps_.locator.call_write(save);
+    for (const auto& patient : written.patients) note_patient(req, patient);
+    const fhir::Result<Saved>& saved = written.result;
     if (!saved) co_return error_response(saved.issue(), req.format.pretty);
     const locator::Pointer& stored = saved->pointer;
     req.audit.returned.push_back("DocumentReference/" + stored.id);
@@ -695,10 +735,27 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
                                req.format.pretty);
     const std::string id = req.path_params.at(0);
     if (!fhir::is_valid_id(id)) co_return error_response(malformed_pointer_id(), req.format.pretty);
+    // If-Match as on PUT: the delete applies only to the version named.
+    std::optional<std::string> if_match;
+    if (std::string_view h = req.header("if-match"); !h.empty()) if_match = std::string(h.substr(0, 256));
     std::string acting = who.organisation;
-    auto remove = [acting, id](locator::Locator& l) { return l.delete_pointer(acting, id); };
-    auto done = co_await deps_.locator.call_write(remove);
-    if (!done) co_return error_response(done.issue(), req.format.pretty);
+    // The pointer's patient is named whether the delete succeeds or is refused.
+    auto remove = [acting, id, if_match](locator::Locator& l) -> Touching<fhir::Ok> {
+      std::vector<locator::PatientRecord> named;
+      fhir::Status result = [&]() -> fhir::Status {
+        auto current = l.read_pointer(id);
+        if (!current) return std::move(current).issue();
+        if (*current)
+          if (auto s = name_patient(l, (*current)->patient_id, named); !s) return s.issue();
+        if (if_match && (!*current || !etag_list_names(*if_match, (*current)->version)))
+          return precondition_failed(*current ? std::optional((*current)->version) : std::nullopt);
+        return l.delete_pointer(acting, id);
+      }();
+      return {std::move(result), std::move(named)};
+    };
+    auto removed = co_await deps_.locator.call_write(remove);
+    for (const auto& patient : removed.patients) note_patient(req, patient);
+    if (!removed.result) co_return error_response(removed.result.issue(), req.format.pretty);
     req.audit.returned.push_back("DocumentReference/" + id);
     Response r;
     r.status = 204;

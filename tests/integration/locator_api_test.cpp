@@ -724,6 +724,40 @@ std::string rx1_pointer(const std::string& id, const std::string& patient_id) {
 
 }  // namespace
 
+TEST_CASE("Locator API: DELETE of a pointer honours If-Match as PUT does") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 150, "Delete", "A81001");
+  const std::string rx1 = bearer(rx1_system());
+  auto del = [&](const std::string& id, const std::string& headers) {
+    return one(s, send(s, "DELETE", "/DocumentReference/" + id, rx1 + headers, "", "application/fhir+json"));
+  };
+  auto held = [&](const std::string& id) {
+    auto p = s.locator().read_pointer(id);
+    REQUIRE(p.ok());
+    return p->has_value();
+  };
+  HttpResponse created = one(s, send(s, "PUT", "/DocumentReference/RX1-del-1", rx1, rx1_pointer("RX1-del-1", a.id),
+                                     "application/fhir+json"));
+  REQUIRE_MESSAGE(created.status == 201, created.body);
+  REQUIRE(created.header("etag") == "W/\"1\"");
+
+  HttpResponse stale = del("RX1-del-1", "If-Match: W/\"99\"\r\n");
+  CHECK(stale.status == 412);
+  CHECK(diagnostics_of(stale) == "If-Match names another version than the current W/\"1\"; read it again and retry");
+  CHECK(held("RX1-del-1"));  // nothing deleted
+  CHECK(del("RX1-del-1", "If-Match: \"1\"\r\n").status == 204);  // weak comparison, as on PUT
+  CHECK_FALSE(held("RX1-del-1"));
+  // If-Match on a pointer that is not there: nothing to match (412), as PUT answers.
+  CHECK(del("RX1-del-1", "If-Match: W/\"1\"\r\n").status == 412);
+  CHECK(del("RX1-del-1", "").status == 404);
+
+  // Without If-Match the delete is unconditional, as before.
+  REQUIRE(one(s, send(s, "PUT", "/DocumentReference/RX1-del-2", rx1, rx1_pointer("RX1-del-2", a.id),
+                      "application/fhir+json")).status == 201);
+  CHECK(del("RX1-del-2", "").status == 204);
+  CHECK_FALSE(held("RX1-del-2"));
+}
+
 TEST_CASE("Locator API: a pointer id that is not a FHIR id is 400 on read, update and delete alike") {
   TestServer s;
   Seeded a = add_patient(s.locator(), 151, "Badid", "A81001");
