@@ -110,7 +110,8 @@ std::string what_text(const audit::Record& r) {
   if (route == "/Patient" || route == "/Patient/_search")
     return r.detail.returned.empty() ? "searched for you" : "searched for you and saw your details";
   if (route == "/Patient/$ihe-pix") return "looked up the numbers other care systems use for you";
-  if (route == "/DocumentReference") return "looked at the list of care services that hold records about you";
+  if ((route == "/DocumentReference" && r.method == "GET") || route == "/DocumentReference/_search")
+    return "looked at the list of care services that hold records about you";
   if (route == "/DocumentReference/{id}") {
     if (r.method == "GET") return "looked at one entry in the list of services holding records about you";
     if (r.method == "DELETE") return "removed an entry from the list of services holding records about you";

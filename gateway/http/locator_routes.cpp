@@ -13,10 +13,12 @@
 #include "fhir/date_range.h"
 #include "fhir/nhs_number.h"
 #include "fhir/query_string.h"
+#include "fhir/structure_check.h"
 #include "fhir/uk_core.h"
 #include "gateway/http/locator_resources.h"
 #include "gateway/http/patient_gate.h"
 #include "gateway/locator/fhir_mapping.h"
+#include "gateway/locator/index_transaction.h"
 #include "gateway/observe/log.h"
 
 namespace gw::http {
@@ -39,12 +41,12 @@ std::int64_t now_ms() {
 Json str(std::string_view s) { return fhir::text(s); }
 
 
-// FHIR ids: [A-Za-z0-9\-\.]{1,64}.
-bool valid_id(std::string_view id) {
-  if (id.empty() || id.size() > 64) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
-  });
+// A pointer id in the URL that is not a FHIR id can name no pointer: 400 on read, update and
+// delete alike, whatever its length (R4 datatypes.html#id). Nothing is looked up, so the
+// answer says nothing about what the index holds.
+Issue malformed_pointer_id() {
+  return Issue::make(ErrorCode::invalid_value,
+                     "a DocumentReference id is 1 to 64 characters, each a letter, digit, '-' or '.'", "id");
 }
 
 // Locator::search_patients returns at most this many rows per call.
@@ -86,6 +88,54 @@ bool etag_list_names(std::string_view list, std::int64_t version) {
 
 bool if_none_match_hits(std::string_view header, std::int64_t version) {
   return !header.empty() && etag_list_names(header, version);
+}
+
+// 412 for an If-Match that names no current version: `current` is the version held, if any.
+Issue precondition_failed(std::optional<std::int64_t> current) {
+  return Issue::make(ErrorCode::precondition_failed,
+                     current ? "If-Match names another version than the current W/\"" + std::to_string(*current) +
+                                   "\"; read it again and retry"
+                             : "If-Match names a version, but there is no such DocumentReference",
+                     "If-Match");
+}
+
+// A pointer write's outcome, with the patients whose list of record holders it changed or
+// tried to change: each is named in the audit record, so the write shows in that patient's
+// "who accessed my record" report whether it succeeded or was refused.
+template <class T>
+struct Touching {
+  fhir::Result<T> result;
+  std::vector<locator::PatientRecord> patients;
+};
+
+// Adds to `out` the active record `patient_id` resolves to (a retired record's survivor, where
+// put_pointer files a pointer); an id the index does not hold adds nothing. Called before the
+// write, so a failed read stops the write rather than leave it unnamed in the audit.
+fhir::Status name_patient(locator::Locator& l, const std::string& patient_id, std::vector<locator::PatientRecord>& out) {
+  auto rec = l.read_patient(patient_id);
+  for (int hops = 0; rec && *rec && (*rec)->merged_into && hops < locator::kMaxMergeDepth; ++hops) {
+    const std::string survivor = *(*rec)->merged_into;
+    rec = l.read_patient(survivor);
+  }
+  if (!rec) return std::move(rec).issue();
+  if (*rec) out.push_back(std::move(**rec));
+  return fhir::Ok{};
+}
+
+// The parameters of a POST _search (R4 http.html#search): an application/x-www-form-urlencoded
+// body, so NHS numbers stay out of URLs and logs, merged with any in the URL.
+fhir::Result<fhir::QueryParams> form_search_params(const Request& req) {
+  std::string_view ct = req.header("content-type");
+  std::string_view media = ct.substr(0, ct.find(';'));
+  while (!media.empty() && media.back() == ' ') media.remove_suffix(1);
+  if (media != "application/x-www-form-urlencoded")
+    return Issue::make(ErrorCode::unsupported_media_type,
+                       "send the search parameters as application/x-www-form-urlencoded");
+  auto body = fhir::parse_query_string(req.body, {});
+  if (!body) return std::move(body).issue();
+  fhir::QueryParams all = *req.query;
+  for (auto& kv : *body) all.push_back(std::move(kv));
+  return all;
 }
 
 Issue unknown_patient() {
@@ -306,21 +356,11 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
 
   awaitable<Response> search_patients_get(Request& req) { co_return co_await search_patients(req, *req.query); }
 
-  // POST /Patient/_search: parameters in an application/x-www-form-urlencoded body (so NHS
-  // numbers stay out of URLs and logs), merged with any in the URL.
+  // POST /Patient/_search: parameters in the form body (form_search_params).
   awaitable<Response> search_patients_post(Request& req) {
-    std::string_view ct = req.header("content-type");
-    std::string_view media = ct.substr(0, ct.find(';'));
-    while (!media.empty() && media.back() == ' ') media.remove_suffix(1);
-    if (media != "application/x-www-form-urlencoded")
-      co_return error_response(Issue::make(ErrorCode::unsupported_media_type,
-                                           "send the search parameters as application/x-www-form-urlencoded"),
-                               req.format.pretty);
-    auto body = fhir::parse_query_string(req.body, {});
-    if (!body) co_return error_response(body.issue(), req.format.pretty);
-    fhir::QueryParams all = *req.query;
-    for (auto& kv : *body) all.push_back(std::move(kv));
-    co_return co_await search_patients(req, all);
+    auto all = form_search_params(req);
+    if (!all) co_return error_response(all.issue(), req.format.pretty);
+    co_return co_await search_patients(req, *all);
   }
 
   // GET /Patient/$ihe-pix?sourceIdentifier=system|value[&targetSystem=...]
@@ -425,8 +465,17 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     return false;
   }
 
-  awaitable<Response> search_pointers(Request& req) {
-    auto parsed = fhir::parse_search("DocumentReference", *req.query, registry_,
+  awaitable<Response> search_pointers_get(Request& req) { co_return co_await search_pointers(req, *req.query); }
+
+  // POST /DocumentReference/_search, as NRL clients send it: parameters in the form body.
+  awaitable<Response> search_pointers_post(Request& req) {
+    auto all = form_search_params(req);
+    if (!all) co_return error_response(all.issue(), req.format.pretty);
+    co_return co_await search_pointers(req, *all);
+  }
+
+  awaitable<Response> search_pointers(Request& req, const fhir::QueryParams& params) {
+    auto parsed = fhir::parse_search("DocumentReference", params, registry_,
                                      fhir::handling_from_prefer(req.header("prefer")));
     if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
     std::optional<locator::Identifier> by_identifier;
@@ -534,7 +583,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
   awaitable<Response> read_pointer(Request& req) {
     const std::string id = req.path_params.at(0);
     Issue unknown = Issue::make(ErrorCode::not_found, "No such DocumentReference, or you may not see it");
-    if (!valid_id(id)) co_return error_response(unknown, req.format.pretty);
+    if (!fhir::is_valid_id(id)) co_return error_response(malformed_pointer_id(), req.format.pretty);
     auto read = [id](locator::Locator& l) { return l.read_pointer(id); };
     auto ptr = co_await deps_.locator.call(read);
     if (!ptr) co_return error_response(ptr.issue(), req.format.pretty);
@@ -566,6 +615,9 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
                                            "only a source system (system token or client certificate with an ODS "
                                            "code) may maintain record pointers"),
                                req.format.pretty);
+    // The URL's id first, so a malformed one reads the same whatever the body holds.
+    if (!create && !fhir::is_valid_id(req.path_params.at(0)))
+      co_return error_response(malformed_pointer_id(), req.format.pretty);
     const Json& body = *req.json_body;
     if (body.string_at("resourceType") != "DocumentReference")
       co_return error_response(Issue::make(ErrorCode::invalid_resource, "the body must be a DocumentReference",
@@ -581,9 +633,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     if (create) {
       p.id.clear();
     } else {
-      const std::string id = req.path_params.at(0);
-      if (!valid_id(id))
-        co_return error_response(Issue::make(ErrorCode::not_found, "No such DocumentReference"), req.format.pretty);
+      const std::string& id = req.path_params.at(0);
       std::string_view body_id = body.string_at("id");
       if (body_id != id)
         co_return error_response(Issue::make(ErrorCode::invalid_resource, "the body's id must equal the id in the URL",
@@ -643,24 +693,31 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       locator::Pointer pointer;
       bool created = false;
     };
-    auto save = [acting, p, if_match](locator::Locator& l) -> fhir::Result<Saved> {
-      bool existed = false;
-      if (!p.id.empty()) {
-        auto current = l.read_pointer(p.id);
-        if (!current) return std::move(current).issue();
-        existed = current->has_value();
-        if (if_match && (!existed || !etag_list_names(*if_match, (*current)->version)))
-          return Issue::make(ErrorCode::precondition_failed,
-                             existed ? "If-Match names another version than the current W/\"" +
-                                           std::to_string((*current)->version) + "\"; read it again and retry"
-                                     : "If-Match names a version, but there is no such DocumentReference",
-                             "If-Match");
-      }
-      auto saved = l.put_pointer(acting, p);
-      if (!saved) return std::move(saved).issue();
-      return Saved{std::move(*saved), !existed};
+    // The patients named are the one the pointer listed before (an update may move it to
+    // another patient, or be refused) and the one it lists now.
+    auto save = [acting, p, if_match](locator::Locator& l) -> Touching<Saved> {
+      std::vector<locator::PatientRecord> named;
+      fhir::Result<Saved> result = [&]() -> fhir::Result<Saved> {
+        bool existed = false;
+        if (!p.id.empty()) {
+          auto current = l.read_pointer(p.id);
+          if (!current) return std::move(current).issue();
+          existed = current->has_value();
+          if (existed)
+            if (auto s = name_patient(l, (*current)->patient_id, named); !s) return s.issue();
+          if (if_match && (!existed || !etag_list_names(*if_match, (*current)->version)))
+            return precondition_failed(existed ? std::optional((*current)->version) : std::nullopt);
+        }
+        if (auto s = name_patient(l, p.patient_id, named); !s) return s.issue();
+        auto saved = l.put_pointer(acting, p);
+        if (!saved) return std::move(saved).issue();
+        return Saved{std::move(*saved), !existed};
+      }();
+      return {std::move(result), std::move(named)};
     };
-    auto saved = co_await deps_.locator.call_write(save);
+    auto written = co_await deps_.locator.call_write(save);
+    for (const auto& patient : written.patients) note_patient(req, patient);
+    const fhir::Result<Saved>& saved = written.result;
     if (!saved) co_return error_response(saved.issue(), req.format.pretty);
     const locator::Pointer& stored = saved->pointer;
     req.audit.returned.push_back("DocumentReference/" + stored.id);
@@ -677,11 +734,28 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       co_return error_response(Issue::make(ErrorCode::forbidden, "only a source system may maintain record pointers"),
                                req.format.pretty);
     const std::string id = req.path_params.at(0);
-    if (!valid_id(id)) co_return error_response(Issue::make(ErrorCode::not_found, "No such DocumentReference"), req.format.pretty);
+    if (!fhir::is_valid_id(id)) co_return error_response(malformed_pointer_id(), req.format.pretty);
+    // If-Match as on PUT: the delete applies only to the version named.
+    std::optional<std::string> if_match;
+    if (std::string_view h = req.header("if-match"); !h.empty()) if_match = std::string(h.substr(0, 256));
     std::string acting = who.organisation;
-    auto remove = [acting, id](locator::Locator& l) { return l.delete_pointer(acting, id); };
-    auto done = co_await deps_.locator.call_write(remove);
-    if (!done) co_return error_response(done.issue(), req.format.pretty);
+    // The pointer's patient is named whether the delete succeeds or is refused.
+    auto remove = [acting, id, if_match](locator::Locator& l) -> Touching<fhir::Ok> {
+      std::vector<locator::PatientRecord> named;
+      fhir::Status result = [&]() -> fhir::Status {
+        auto current = l.read_pointer(id);
+        if (!current) return std::move(current).issue();
+        if (*current)
+          if (auto s = name_patient(l, (*current)->patient_id, named); !s) return s.issue();
+        if (if_match && (!*current || !etag_list_names(*if_match, (*current)->version)))
+          return precondition_failed(*current ? std::optional((*current)->version) : std::nullopt);
+        return l.delete_pointer(acting, id);
+      }();
+      return {std::move(result), std::move(named)};
+    };
+    auto removed = co_await deps_.locator.call_write(remove);
+    for (const auto& patient : removed.patients) note_patient(req, patient);
+    if (!removed.result) co_return error_response(removed.result.issue(), req.format.pretty);
     req.audit.returned.push_back("DocumentReference/" + id);
     Response r;
     r.status = 204;
@@ -738,8 +812,10 @@ void add_locator_routes(Router& router, const fhir::SearchParamRegistry& registr
   router.add("GET", "/Patient", [api](Request& r) { return api->search_patients_get(r); },
              opts("Patient", "search-type", Interaction::search));
 
-  router.add("GET", "/DocumentReference", [api](Request& r) { return api->search_pointers(r); },
+  router.add("GET", "/DocumentReference", [api](Request& r) { return api->search_pointers_get(r); },
              opts("DocumentReference", "search-type", Interaction::search));
+  router.add("POST", "/DocumentReference/_search", [api](Request& r) { return api->search_pointers_post(r); },
+             opts("DocumentReference", "", Interaction::search));
   router.add("GET", "/DocumentReference/{id}", [api](Request& r) { return api->read_pointer(r); },
              opts("DocumentReference", "read", Interaction::read));
   RouteOptions create = opts("DocumentReference", "create", Interaction::create);

@@ -695,3 +695,115 @@ TEST_CASE("Locator API: pointer versioning: PUT creates with 201, If-Match, weak
   CHECK(test::get(s.port(), patient, s.client(), gp + "If-None-Match: W/\"999\", " + weak + "\r\n").status == 304);
   CHECK(test::get(s.port(), patient, s.client(), gp + "If-None-Match: W/\"999\"\r\n").status == 200);
 }
+
+namespace {
+
+TokenClaims rx1_system() {
+  TokenClaims rx1;
+  rx1.sub = "epr-rx1";
+  rx1.role = "system";
+  rx1.org = "RX1";
+  rx1.scope = "system/DocumentReference.cruds";
+  return rx1;
+}
+
+// The first issue's diagnostics ("" when the answer is not an OperationOutcome).
+std::string diagnostics_of(const HttpResponse& r) {
+  const fhir::Json body = json_of(r);
+  const fhir::Json* issues = body.find("issue");
+  if (issues == nullptr || issues->items().empty()) return {};
+  return std::string(issues->items().front().string_at("diagnostics"));
+}
+
+std::string rx1_pointer(const std::string& id, const std::string& patient_id) {
+  return R"({"resourceType":"DocumentReference","id":")" + id + R"(","status":"current","type":{"coding":[{"system":"http://snomed.info/sct","code":"887701000000100"}]},)"
+         R"("subject":{"reference":"Patient/)" + patient_id + R"("},)"
+         R"("custodian":{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"RX1"}},)"
+         R"("content":[{"attachment":{"contentType":"application/fhir+json","url":"https://rx1.example.nhs.uk/fhir/Bundle/1"}}]})";
+}
+
+}  // namespace
+
+TEST_CASE("Locator API: DELETE of a pointer honours If-Match as PUT does") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 150, "Delete", "A81001");
+  const std::string rx1 = bearer(rx1_system());
+  auto del = [&](const std::string& id, const std::string& headers) {
+    return one(s, send(s, "DELETE", "/DocumentReference/" + id, rx1 + headers, "", "application/fhir+json"));
+  };
+  auto held = [&](const std::string& id) {
+    auto p = s.locator().read_pointer(id);
+    REQUIRE(p.ok());
+    return p->has_value();
+  };
+  HttpResponse created = one(s, send(s, "PUT", "/DocumentReference/RX1-del-1", rx1, rx1_pointer("RX1-del-1", a.id),
+                                     "application/fhir+json"));
+  REQUIRE_MESSAGE(created.status == 201, created.body);
+  REQUIRE(created.header("etag") == "W/\"1\"");
+
+  HttpResponse stale = del("RX1-del-1", "If-Match: W/\"99\"\r\n");
+  CHECK(stale.status == 412);
+  CHECK(diagnostics_of(stale) == "If-Match names another version than the current W/\"1\"; read it again and retry");
+  CHECK(held("RX1-del-1"));  // nothing deleted
+  CHECK(del("RX1-del-1", "If-Match: \"1\"\r\n").status == 204);  // weak comparison, as on PUT
+  CHECK_FALSE(held("RX1-del-1"));
+  // If-Match on a pointer that is not there: nothing to match (412), as PUT answers.
+  CHECK(del("RX1-del-1", "If-Match: W/\"1\"\r\n").status == 412);
+  CHECK(del("RX1-del-1", "").status == 404);
+
+  // Without If-Match the delete is unconditional, as before.
+  REQUIRE(one(s, send(s, "PUT", "/DocumentReference/RX1-del-2", rx1, rx1_pointer("RX1-del-2", a.id),
+                      "application/fhir+json")).status == 201);
+  CHECK(del("RX1-del-2", "").status == 204);
+  CHECK_FALSE(held("RX1-del-2"));
+}
+
+TEST_CASE("Locator API: a pointer id that is not a FHIR id is 400 on read, update and delete alike") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 151, "Badid", "A81001");
+  const std::string rx1 = bearer(rx1_system());
+  const std::string gp = bearer(clinician_at("A81001"));
+  for (const std::string& id : std::vector<std::string>{"a_b", std::string(65, 'a'), "a%20b", "%C3%A9t%C3%A9"}) {
+    CAPTURE(id);
+    HttpResponse read = test::get(s.port(), "/DocumentReference/" + id, s.client(), gp);
+    HttpResponse put = one(s, send(s, "PUT", "/DocumentReference/" + id, rx1, rx1_pointer(id, a.id), "application/fhir+json"));
+    HttpResponse del = one(s, send(s, "DELETE", "/DocumentReference/" + id, rx1, "", "application/fhir+json"));
+    for (const HttpResponse* r : {&read, &put, &del}) {
+      CHECK(r->status == 400);
+      CHECK(diagnostics_of(*r) == "a DocumentReference id is 1 to 64 characters, each a letter, digit, '-' or '.'");
+    }
+  }
+  // A 64-character id is a FHIR id: an unknown one is 404, and PUT creates under it.
+  const std::string longest(64, 'a');
+  CHECK(test::get(s.port(), "/DocumentReference/" + longest, s.client(), gp).status == 404);
+  CHECK(one(s, send(s, "PUT", "/DocumentReference/" + longest, rx1, rx1_pointer(longest, a.id), "application/fhir+json"))
+            .status == 201);
+}
+
+TEST_CASE("Locator API: POST /DocumentReference/_search answers as the GET search, NHS number in the body") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 152, "Nrlpost", "A81001");
+  add_pointer(s.locator(), a.id, "RX1", "887701000000100", "Emergency health care plan");
+  const std::string gp = bearer(clinician_at("A81001"));
+  const std::string form = "subject:identifier=https://fhir.nhs.uk/Id/nhs-number%7C" + a.nhs_number;
+  HttpResponse got = test::get(s.port(), "/DocumentReference?" + form, s.client(), gp);
+  HttpResponse posted = one(s, send(s, "POST", "/DocumentReference/_search", gp, form, "application/x-www-form-urlencoded"));
+  REQUIRE_MESSAGE(posted.status == 200, posted.body);
+  REQUIRE(got.status == 200);
+  const fhir::Json g = json_of(got);
+  const fhir::Json p = json_of(posted);
+  CHECK(p.string_at("type") == "searchset");
+  CHECK(p.find("total")->as_int64() == 1);
+  CHECK(g.find("total")->as_int64() == 1);
+  CHECK(p.find("entry")->items().at(0).find("resource")->string_at("id") ==
+        g.find("entry")->items().at(0).find("resource")->string_at("id"));
+  CHECK(posted.body.find("Emergency health care plan") != std::string::npos);
+  // The same parameter checks as the GET search.
+  HttpResponse bad = one(s, send(s, "POST", "/DocumentReference/_search", gp, "subject:identifier=" + a.nhs_number,
+                                 "application/x-www-form-urlencoded"));
+  CHECK(bad.status == 400);
+  // A body that is not a form is refused with what to send.
+  HttpResponse json = one(s, send(s, "POST", "/DocumentReference/_search", gp, "{}", "application/fhir+json"));
+  CHECK(json.status == 415);
+  CHECK(diagnostics_of(json) == "send the search parameters as application/x-www-form-urlencoded");
+}

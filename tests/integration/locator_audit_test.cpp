@@ -192,3 +192,100 @@ TEST_CASE("Locator audit: a refused break-glass request names its patient on rea
   CHECK(diagnostics(get(s, "/DocumentReference?subject:identifier=" + kNhsSystem + a.nhs_number, shortj)) ==
         diagnostics(get(s, "/DocumentReference?subject:identifier=" + kNhsSystem + test::nhs(397), shortj)));
 }
+
+namespace {
+
+TokenClaims source_system(const std::string& ods) {
+  TokenClaims c;
+  c.sub = "epr-" + ods;
+  c.role = "system";
+  c.org = ods;
+  c.scope = "system/DocumentReference.cruds";
+  return c;
+}
+
+// A pointer held by RX1, its subject given as `subject` (a FHIR Reference) and `id` (may be empty).
+std::string pointer_body(const std::string& subject, const std::string& id = {}) {
+  return R"({"resourceType":"DocumentReference",)" + (id.empty() ? std::string() : R"("id":")" + id + R"(",)") +
+         R"("status":"current","type":{"coding":[{"system":"http://snomed.info/sct","code":"887701000000100"}]},)"
+         R"("subject":)" + subject + R"(,"custodian":{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"RX1"}},)"
+         R"("content":[{"attachment":{"contentType":"application/fhir+json","url":"https://rx1.example.nhs.uk/fhir/Bundle/1"}}]})";
+}
+
+std::string by_reference(const test::Seeded& p) { return R"({"reference":"Patient/)" + p.id + R"("})"; }
+
+std::string access_report(TestServer& s, const std::string& nhs_number) {
+  TokenClaims ig;
+  ig.sub = "ig-jones";
+  ig.role = "ig-officer";
+  ig.org = "X26";
+  ig.scope = "user/AuditEvent.rs";
+  HttpResponse r = get(s, "/AuditEvent/$access-report?patient=" + nhs_number, bearer(ig));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  return r.body;
+}
+
+}  // namespace
+
+TEST_CASE("Locator audit: every pointer create, update and delete names its patient, done or refused") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 304, "Pointer", "A81001");
+  auto b = test::add_patient(s.locator(), 305, "Moved", "A81001");
+  const std::string rx1 = bearer(source_system("RX1"));
+
+  // A create whose subject is a reference only: the NHS number comes from the index.
+  HttpResponse created = send(s, "POST", "/DocumentReference", rx1, pointer_body(by_reference(a)));
+  REQUIRE_MESSAGE(created.status == 201, created.body);
+  audit::Record rec = record_of(s, created);
+  CHECK(rec.detail.patients == std::vector<std::string>{a.nhs_number});
+  const std::string id(json_of(created).string_at("id"));
+
+  // An update that moves the pointer to another patient names both.
+  HttpResponse moved = send(s, "PUT", "/DocumentReference/" + id, rx1, pointer_body(by_reference(b), id));
+  REQUIRE_MESSAGE(moved.status == 200, moved.body);
+  rec = record_of(s, moved);
+  CHECK(names(rec, a.nhs_number));
+  CHECK(names(rec, b.nhs_number));
+  CHECK(rec.detail.patients.size() == 2);
+  // PUT that creates under a new id.
+  HttpResponse put_created = send(s, "PUT", "/DocumentReference/RX1-audit-1", rx1, pointer_body(by_reference(a), "RX1-audit-1"));
+  REQUIRE_MESSAGE(put_created.status == 201, put_created.body);
+  CHECK(record_of(s, put_created).detail.patients == std::vector<std::string>{a.nhs_number});
+
+  // Refused deletes name the patient too: another source's attempt, and a stale If-Match.
+  HttpResponse other = send(s, "DELETE", "/DocumentReference/" + id, bearer(source_system("RX2")));
+  CHECK(other.status == 403);
+  CHECK(record_of(s, other).detail.patients == std::vector<std::string>{b.nhs_number});
+  HttpResponse stale = send(s, "DELETE", "/DocumentReference/" + id, rx1 + "If-Match: W/\"99\"\r\n");
+  CHECK(stale.status == 412);
+  CHECK(record_of(s, stale).detail.patients == std::vector<std::string>{b.nhs_number});
+
+  HttpResponse deleted = send(s, "DELETE", "/DocumentReference/" + id, rx1);
+  REQUIRE(deleted.status == 204);
+  CHECK(record_of(s, deleted).detail.patients == std::vector<std::string>{b.nhs_number});
+  // Nothing to delete any more: no patient to name.
+  HttpResponse again = send(s, "DELETE", "/DocumentReference/" + id, rx1);
+  CHECK(again.status == 404);
+  CHECK(record_of(s, again).detail.patients.empty());
+
+  // The patients' "who accessed my record" reports show the writes.
+  const std::string report_b = access_report(s, b.nhs_number);
+  CHECK(report_b.find("removed an entry from the list of services holding records about you") != std::string::npos);
+  CHECK(report_b.find("updated the list of care services holding records about you") != std::string::npos);
+  CHECK(access_report(s, a.nhs_number).find("added to the list of care services holding records about you") !=
+        std::string::npos);
+}
+
+TEST_CASE("Locator audit: POST /DocumentReference/_search names its patient and reads as a search in the report") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 306, "Nrl", "A81001");
+  test::add_pointer(s.locator(), a.id, "RX1", "887701000000100", "Emergency health care plan");
+  HttpResponse r = send(s, "POST", "/DocumentReference/_search", bearer(clinician_at("A81001", "dr-nrl")),
+                        "subject:identifier=" + kNhsSystem + a.nhs_number, "application/x-www-form-urlencoded");
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  CHECK(json_of(r).find("total")->as_int64() == 1);
+  CHECK(names(record_of(s, r), a.nhs_number));
+  const std::string report = access_report(s, a.nhs_number);
+  CHECK(report.find("looked at the list of care services that hold records about you") != std::string::npos);
+  CHECK(report.find("added to the list") == std::string::npos);
+}
