@@ -2,6 +2,7 @@
 #include "gateway/http/locator_routes.h"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <ctime>
 #include <memory>
@@ -126,15 +127,25 @@ fhir::Status name_patient(locator::Locator& l, const std::string& patient_id, st
 // body, so NHS numbers stay out of URLs and logs, merged with any in the URL.
 fhir::Result<fhir::QueryParams> form_search_params(const Request& req) {
   std::string_view ct = req.header("content-type");
-  std::string_view media = ct.substr(0, ct.find(';'));
-  while (!media.empty() && media.back() == ' ') media.remove_suffix(1);
+  std::string media(ct.substr(0, ct.find(';')));
+  while (!media.empty() && media.back() == ' ') media.pop_back();
+  for (char& c : media) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));  // RFC 9110 8.3.1
   if (media != "application/x-www-form-urlencoded")
     return Issue::make(ErrorCode::unsupported_media_type,
                        "send the search parameters as application/x-www-form-urlencoded");
   auto body = fhir::parse_query_string(req.body, {});
   if (!body) return std::move(body).issue();
   fhir::QueryParams all = *req.query;
-  for (auto& kv : *body) all.push_back(std::move(kv));
+  for (auto& kv : *body) {
+    // As in the query string (auth/authenticator.cpp): a token travels only in the
+    // Authorization header, never in a body a proxy or a log may keep.
+    std::string name = kv.first;
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (name == "access_token" || name == "token")
+      return Issue::make(ErrorCode::unauthenticated,
+                         "access tokens are not accepted in the body; send Authorization: Bearer");
+    all.push_back(std::move(kv));
+  }
   return all;
 }
 

@@ -166,6 +166,21 @@ TEST_CASE("Locator API: POST /Patient/_search keeps the NHS number out of the UR
   HttpResponse wrong_type = one(s, send(s, "POST", "/Patient/_search", bearer(clinician_at("A81001")), "{}",
                                         "application/fhir+json"));
   CHECK(wrong_type.status == 415);
+  // Media types are case-insensitive.
+  HttpResponse upper = one(s, send(s, "POST", "/Patient/_search", bearer(clinician_at("A81001")),
+                                   "identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C" + a.nhs_number,
+                                   "Application/X-WWW-Form-Urlencoded; charset=utf-8"));
+  CHECK(upper.status == 200);
+  // A token in the body is refused as in the query string, even with the header sent.
+  const std::string token = test::test_tokens().mint(clinician_at("A81001"));
+  for (const std::string field : {"access_token=", "ACCESS_TOKEN=", "token="}) {
+    CAPTURE(field);
+    HttpResponse in_body = one(s, send(s, "POST", "/Patient/_search", bearer(clinician_at("A81001")),
+                                       "family=Evans&" + field + token, "application/x-www-form-urlencoded"));
+    CHECK(in_body.status == 401);
+    CHECK(in_body.body.find("not accepted in the body") != std::string::npos);
+    CHECK(in_body.body.find(a.nhs_number) == std::string::npos);
+  }
 }
 
 TEST_CASE("Locator API: a merged (retired) id reads with Patient.link to its survivor") {
