@@ -430,15 +430,17 @@ struct Log::Impl {
       pending_marks.clear();
       observe::log(observe::Level::error, "audit commit failed",
                    {{"records", std::to_string(batch.size())}, {"error", status.issue().diagnostics}});
+      // The hook first: anyone told of this failure must find the gateway's state saying so.
+      if (opt.on_commit_failed) opt.on_commit_failed();
       for (auto& a : batch)
         a.done(not_ready("the audit log could not be written; nothing was sent. Try again later"));
-      if (opt.on_commit_failed) opt.on_commit_failed();
       return;
     }
     commit_marks();
     recent_patient_rows += pending_patient_rows;
-    for (auto& a : batch) a.done(a.record.seq);
+    // Likewise: a caller answered after this commit sees readiness restored.
     if (opt.on_commit) opt.on_commit();
+    for (auto& a : batch) a.done(a.record.seq);
     if (merge_due()) {
       const auto m0 = std::chrono::steady_clock::now();
       merge_indexes();

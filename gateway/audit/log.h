@@ -61,11 +61,11 @@ struct LogOptions {
   // have gathered (audit.db migrations 4 and 5). 0: never merges (tests).
   std::size_t index_merge_rows = 2048;
   AlertRules rules;
-  // Called on the writer thread after each successful commit (e.g. to wake the forwarder);
-  // must not block.
+  // Called on the writer thread after each successful commit, before its callers are
+  // completed (e.g. to wake the forwarder, to mark the gateway ready); must not block.
   std::function<void()> on_commit;
-  // Called on the writer thread after each failed commit (the gateway is then not ready until
-  // a commit succeeds again); must not block.
+  // Called on the writer thread after each failed commit, before its callers are completed
+  // (the gateway is then not ready until a commit succeeds again); must not block.
   std::function<void()> on_commit_failed;
 };
 
