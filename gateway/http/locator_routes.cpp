@@ -530,6 +530,19 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
                                            "_include, _revinclude and _sort are not supported on DocumentReference"),
                                req.format.pretty);
+    // As on the clinical searches: _summary=count and _elements are served, _summary=true and
+    // text are not (refused under strict handling, left out of the self link under lenient).
+    if (parsed->summary == fhir::SummaryMode::true_ || parsed->summary == fhir::SummaryMode::text) {
+      if (fhir::handling_from_prefer(req.header("prefer")) == fhir::Handling::strict)
+        co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
+                                             "_summary=true and _summary=text are not supported on DocumentReference "
+                                             "here; use _elements, or _summary=count",
+                                             "_summary"),
+                                 req.format.pretty);
+      parsed->summary = fhir::SummaryMode::none;
+    }
+    auto subset = subset_of(*parsed);
+    if (!subset) co_return error_response(subset.issue(), req.format.pretty);
     if (by_identifier.has_value() == !patient_id.empty())
       co_return error_response(Issue::make(ErrorCode::missing_value,
                                            "give exactly one of subject:identifier=https://fhir.nhs.uk/Id/nhs-number|..., "
@@ -571,13 +584,14 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     }
     fhir::SearchsetPage out;
     out.total = static_cast<std::int64_t>(visible.size());
+    const bool count_only = parsed->summary == fhir::SummaryMode::count;  // the total alone
     const std::size_t from = std::min<std::size_t>(parsed->offset, visible.size());
-    const std::size_t to = std::min<std::size_t>(from + parsed->count, visible.size());
+    const std::size_t to = count_only ? from : std::min<std::size_t>(from + parsed->count, visible.size());
     for (std::size_t i = from; i < to; ++i) {
       req.audit.returned.push_back("DocumentReference/" + std::string(visible[i].string_at("id")));
-      out.matches.push_back(std::move(visible[i]));
+      out.matches.push_back(subsetted(visible[i], *subset));
     }
-    out.has_more = to < visible.size();
+    out.has_more = !count_only && to < visible.size();
     if (held_back > 0) {
       Issue w = Issue::make(ErrorCode::forbidden,
                             std::to_string(held_back) + " record pointer(s) for this patient are withheld under the "

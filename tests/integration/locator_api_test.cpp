@@ -284,6 +284,28 @@ TEST_CASE("Locator API: pointers in NRL shape; sensitive ones withheld and repor
                                                   a.nhs_number, s.client(), bearer(clinician_at("B99999")));
   CHECK(json_of(stranger).find("total")->as_int64() == 0);
   CHECK(test::get(s.port(), "/DocumentReference", s.client(), bearer(clinician_at("A81001"))).status == 400);
+
+  // _summary=count: the total alone; _elements: the listed elements, tagged SUBSETTED;
+  // _summary=true: refused under strict handling, left out under lenient.
+  const std::string q = "/DocumentReference?patient=" + a.id;
+  const std::string h = bearer(clinician_at("A81001"));
+  fhir::Json counted = json_of(test::get(s.port(), q + "&_summary=count", s.client(), h));
+  CHECK(counted.find("total")->as_int64() == 1);
+  // No match entries; the withheld-pointer outcome still says one is held back.
+  int counted_matches = 0;
+  if (const fhir::Json* entries = counted.find("entry"))
+    for (const auto& e : entries->items()) counted_matches += e.find("search")->string_at("mode") == "match";
+  CHECK(counted_matches == 0);
+  fhir::Json cut = json_of(test::get(s.port(), q + "&_elements=type", s.client(), h));
+  const fhir::Json& first = *cut.find("entry")->items().at(0).find("resource");
+  CHECK(first.find("type") != nullptr);
+  CHECK(first.find("content") == nullptr);
+  CHECK(first.find("meta")->find("tag")->items().at(0).string_at("code") == "SUBSETTED");
+  CHECK(test::get(s.port(), q + "&_summary=true", s.client(), h + "Prefer: handling=strict\r\n").status == 400);
+  HttpResponse lenient = test::get(s.port(), q + "&_summary=true", s.client(), h);
+  REQUIRE(lenient.status == 200);
+  CHECK(lenient.body.find("\"content\"") != std::string::npos);
+  CHECK(lenient.body.find("_summary") == std::string::npos);
 }
 
 TEST_CASE("Locator API: a source maintains only its own pointers") {
