@@ -277,6 +277,9 @@ TEST_CASE("synthpop: bad options are rejected") {
   CHECK(run_tool("--no-such-option") == 2);
   CHECK(run_tool("--help") == 0);
   CHECK(run_tool("--count 3 --quiet") == 0);
+  // An --out that cannot be written is a write failure (1), not a usage error.
+  CHECK(run_tool("--count 3 --quiet --out /nonexistent-dir/x.ndjson") == 1);
+  CHECK(run_tool("--count 3 --quiet --format bundle --out /proc/no-bundles-here") == 1);
 }
 
 TEST_CASE("synthpop: edge options still give valid resources") {

@@ -90,13 +90,13 @@ int main(int argc, char** argv) {
     std::filesystem::create_directories(out_path, ec);
     if (ec || !std::filesystem::is_directory(out_path, ec)) {
       std::fprintf(stderr, "synthpop: --out %s is not a usable directory for bundles\n", out_path.c_str());
-      return kExitUsage;
+      return kExitIo;  // a write failure, as the README says (the options themselves were fine)
     }
   } else {
     out.reset(out_path.empty() ? stdout : std::fopen(out_path.c_str(), "wb"));
     if (!out) {
       std::fprintf(stderr, "synthpop: cannot open --out %s for writing\n", out_path.c_str());
-      return kExitUsage;
+      return kExitIo;
     }
     std::setvbuf(out.get(), out_buffer.data(), _IOFBF, out_buffer.size());
   }
