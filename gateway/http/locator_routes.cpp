@@ -105,6 +105,10 @@ Issue precondition_failed(std::optional<std::int64_t> current) {
 // "who accessed my record" report whether it succeeded or was refused.
 template <class T>
 struct Touching {
+  // Implicit from a Result (and so from an Issue): BlockingPool reports a call that threw as
+  // an Issue, and builds its answer from one (clang 14 has no parenthesised aggregate init).
+  Touching(fhir::Result<T> r, std::vector<locator::PatientRecord> p = {})
+      : result(std::move(r)), patients(std::move(p)) {}
   fhir::Result<T> result;
   std::vector<locator::PatientRecord> patients;
 };
