@@ -228,7 +228,7 @@ TEST_CASE("Audit: POST [type]/_search is audited as a query and POST operations 
     FAIL("no audit record");
     return records.front();
   };
-  const audit::Record& q = rec(search);
+  const audit::Record q = rec(search);  // a copy: `records` is read again below
   CHECK(q.action == "search-type");
   fhir::Json ev = audit::to_audit_event(q, "test");
   CHECK(ev.find("meta")->find("profile")->items()[0].text() ==
