@@ -63,9 +63,18 @@ Result<std::string> percent_decode(std::string_view s, bool plus_is_space) {
   return out;
 }
 
+namespace {
+// "Query string" -> "query string", for the middle of a sentence.
+std::string lowered(std::string_view what) {
+  std::string out(what);
+  if (!out.empty() && out[0] >= 'A' && out[0] <= 'Z') out[0] = static_cast<char>(out[0] - 'A' + 'a');
+  return out;
+}
+}  // namespace
+
 Result<QueryParams> parse_query_string(std::string_view query, const QueryLimits& limits) {
   if (query.size() > limits.max_bytes)
-    return Issue::make(ErrorCode::bad_request, "Query string longer than " +
+    return Issue::make(ErrorCode::bad_request, std::string(limits.what) + " longer than " +
                                                    std::to_string(limits.max_bytes) + " bytes");
   QueryParams out;
   while (!query.empty()) {
@@ -75,7 +84,7 @@ Result<QueryParams> parse_query_string(std::string_view query, const QueryLimits
     if (piece.empty()) continue;
     if (out.size() >= limits.max_params)
       return Issue::make(ErrorCode::bad_request,
-                         "More than " + std::to_string(limits.max_params) + " query parameters");
+                         "More than " + std::to_string(limits.max_params) + " parameters in the " + lowered(limits.what));
     std::size_t eq = piece.find('=');
     auto name = percent_decode(piece.substr(0, eq));
     if (!name) return std::move(name).issue();

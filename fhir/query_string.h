@@ -17,6 +17,7 @@ using QueryParams = std::vector<std::pair<std::string, std::string>>;
 struct QueryLimits {
   std::size_t max_bytes = 8192;
   std::size_t max_params = 64;
+  std::string_view what = "Query string";  // how errors name the text: "Form body" for POST _search
 };
 
 // Percent-decodes `s` ("+" becomes a space when `plus_is_space`). Fails on a truncated or

@@ -137,7 +137,9 @@ fhir::Result<fhir::QueryParams> form_search_params(const Request& req) {
   if (media != "application/x-www-form-urlencoded")
     return Issue::make(ErrorCode::unsupported_media_type,
                        "send the search parameters as application/x-www-form-urlencoded");
-  auto body = fhir::parse_query_string(req.body, {});
+  fhir::QueryLimits limits;
+  limits.what = "Form body";
+  auto body = fhir::parse_query_string(req.body, limits);
   if (!body) return std::move(body).issue();
   fhir::QueryParams all = *req.query;
   for (auto& kv : *body) {

@@ -78,6 +78,15 @@ Router::Match Router::match(std::string_view method, std::string_view path) cons
   }
   if (!segs.empty() && !segs[0].empty() && segs[0][0] >= 'A' && segs[0][0] <= 'Z') {
     const std::string type = segs[0].substr(0, 64);
+    // A type this gateway serves, at a URL it does not (e.g. /Patient/{id}/_history/1).
+    const bool served = std::any_of(routes_.begin(), routes_.end(), [&type](const Route& r) {
+      return r.pattern.rfind("/" + type, 0) == 0 && (r.pattern.size() == type.size() + 1 || r.pattern[type.size() + 1] == '/');
+    });
+    if (served) {
+      m.error = fhir::Issue::make(fhir::ErrorCode::not_found,
+                                  "No such endpoint under /" + type + "; GET /metadata lists the interactions served");
+      return m;
+    }
     m.error = fhir::is_r4_resource_type(type)
                   ? fhir::Issue::make(fhir::ErrorCode::unknown_resource_type,
                                       "Resource type " + type + " is not served by this gateway; GET /metadata "

@@ -29,6 +29,11 @@ TEST_CASE("Router: matches literal and captured segments, reports 405 with Allow
   CHECK(fhir::http_status_for(wrong.error->code) == 405);
   auto unserved = r.match("GET", "/Observation/1");
   CHECK(unserved.error->diagnostics.find("not served by this gateway") != std::string::npos);
+  // A served type at a URL that is not served: said as such, not "not served".
+  auto history = r.match("GET", "/Patient/abc/_history/3");
+  REQUIRE(history.error);
+  CHECK(history.error->code == fhir::ErrorCode::not_found);
+  CHECK(history.error->diagnostics.find("No such endpoint under /Patient") != std::string::npos);
   auto bogus = r.match("GET", "/Bogus/1");
   CHECK(bogus.error->diagnostics.find("not a FHIR R4 resource type") != std::string::npos);
   CHECK(r.match("GET", "/nothing").error->code == fhir::ErrorCode::not_found);

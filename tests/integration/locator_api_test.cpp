@@ -181,6 +181,11 @@ TEST_CASE("Locator API: POST /Patient/_search keeps the NHS number out of the UR
     CHECK(in_body.body.find("not accepted in the body") != std::string::npos);
     CHECK(in_body.body.find(a.nhs_number) == std::string::npos);
   }
+  // The form body's limits name the form body, not a query string.
+  HttpResponse big = one(s, send(s, "POST", "/Patient/_search", bearer(clinician_at("A81001")),
+                                 "family=" + std::string(9000, 'x'), "application/x-www-form-urlencoded"));
+  CHECK(big.status == 400);
+  CHECK(big.body.find("Form body longer than 8192 bytes") != std::string::npos);
 }
 
 TEST_CASE("Locator API: a merged (retired) id reads with Patient.link to its survivor") {
