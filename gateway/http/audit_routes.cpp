@@ -62,7 +62,20 @@ fhir::Status apply_date(std::string_view v, audit::Query& q) {
   }
   auto range = fhir::parse_fhir_date(v);
   if (!range) return bad_param("date: " + range.issue().diagnostics, "date");
-  const std::int64_t begin = range->begin * 1000, end = range->end * 1000;
+  std::int64_t begin = range->begin * 1000, end = range->end * 1000;
+  // Records keep milliseconds; parse_fhir_date's ranges are whole seconds. A dateTime given
+  // with a fraction is the range of that precision: .9 is 100 ms wide, .941 (or finer) 1 ms.
+  if (const std::size_t t = v.find('T'); t != std::string_view::npos && v.size() > t + 9 && v[t + 9] == '.') {
+    std::int64_t frac = 0, width = 1000;
+    for (std::size_t i = t + 10; i < v.size() && v[i] >= '0' && v[i] <= '9' && width > 1; ++i) {
+      width /= 10;
+      frac += (v[i] - '0') * width;
+    }
+    if (width < 1000) {
+      begin += frac;
+      end = begin + width;
+    }
+  }
   auto lower = [&q](std::int64_t ms) { q.from_ms = q.from_ms ? std::max(*q.from_ms, ms) : ms; };
   auto upper = [&q](std::int64_t ms) { q.to_ms = q.to_ms ? std::min(*q.to_ms, ms) : ms; };
   switch (prefix) {

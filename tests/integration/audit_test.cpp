@@ -308,6 +308,33 @@ TEST_CASE("Audit: a second gateway on the same data directory is refused before 
   CHECK(get(s, "/readyz").status == 200);
 }
 
+TEST_CASE("Audit: the date filter keeps the records' milliseconds") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 6, "Millis", "A81001");
+  TokenClaims gp = clinician("A81001");
+  for (int i = 0; i < 5; ++i) REQUIRE(get(s, "/Patient/" + a.id, bearer(gp)).status == 200);
+  audit::Query q;
+  q.agent = gp.sub;  // the reads only: the IG queries below are audited too
+  auto page = s.app().audit_log()->search(q);
+  REQUIRE(page.ok());
+  REQUIRE(page->records.size() == 5);
+  const std::int64_t t = page->records[2].time_ms;
+  std::int64_t same_ms = 0, same_tenth = 0, later = 0;
+  for (const auto& r : page->records) {
+    same_ms += r.time_ms == t;
+    same_tenth += r.time_ms / 100 == t / 100;
+    later += r.time_ms > t;
+  }
+  const std::string at = audit::format_time_ms(t);  // e.g. 2026-12-07T00:41:53.383Z
+  REQUIRE(at.size() == 24);
+  const std::string ig = bearer(ig_officer());
+  const std::string base = "/AuditEvent?agent=" + gp.sub + "&date=";
+  CHECK(json_of(get(s, base + "eq" + at, ig)).find("total")->as_int64() == same_ms);
+  CHECK(json_of(get(s, base + "eq" + at.substr(0, 21) + "Z", ig)).find("total")->as_int64() == same_tenth);
+  CHECK(json_of(get(s, base + "gt" + at, ig)).find("total")->as_int64() == later);
+  CHECK(json_of(get(s, base + "ge" + at, ig)).find("total")->as_int64() == later + same_ms);
+}
+
 TEST_CASE("Audit: the IG view: search, paging, access report, export, alerts, proofs") {
   TestServer s;
   auto a = test::add_patient(s.locator(), 4, "Reported", "A81001");
