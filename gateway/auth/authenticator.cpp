@@ -27,11 +27,7 @@ bool query_carries_token(std::string_view raw_query) {
   while (pos <= raw_query.size()) {
     std::size_t amp = raw_query.find('&', pos);
     std::string_view part = raw_query.substr(pos, amp == std::string_view::npos ? std::string_view::npos : amp - pos);
-    // RFC 6750 2.3's access_token, and the bare token= some clients send instead (no FHIR
-    // search parameter has that name): either way the credential would sit in URLs and logs.
-    for (std::string_view name : {"access_token", "access%5ftoken", "token"}) {
-      if (iequals_prefix(part, name) && (part.size() == name.size() || part[name.size()] == '=')) return true;
-    }
+    if (is_token_parameter(part.substr(0, part.find('=')))) return true;
     if (amp == std::string_view::npos) break;
     pos = amp + 1;
   }
@@ -45,6 +41,14 @@ std::shared_ptr<const KeySet> load_keys(const std::string& path) {
 }
 
 }  // namespace
+
+bool is_token_parameter(std::string_view name) {
+  // RFC 6750 2.3's access_token (also with its '_' percent-encoded), and the bare token some
+  // clients send instead (no FHIR search parameter has that name).
+  for (std::string_view t : {"access_token", "access%5ftoken", "token"})
+    if (name.size() == t.size() && iequals_prefix(name, t)) return true;
+  return false;
+}
 
 Authenticator::Authenticator(const config::AuthConfig& config, const std::vector<config::SourceSystemConfig>& sources)
     : config_(config),

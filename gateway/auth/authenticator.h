@@ -26,6 +26,11 @@ struct Request;
 
 namespace gw::auth {
 
+// True for a request parameter name (raw or decoded, any case) that would carry a bearer token:
+// refused in the query string and in a form body alike, so that no credential sits in a URL, a
+// proxy's log or the audit trail. Tokens travel only in the Authorization header.
+bool is_token_parameter(std::string_view name);
+
 // Why a request was refused, shaped for the HTTP answer: 401 with WWW-Authenticate, or 429
 // with Retry-After.
 struct AuthFailure {

@@ -82,19 +82,8 @@ class ClinicalApi {
       co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
                                            "_include, _revinclude and _sort are not supported on " + type),
                                req.format.pretty);
-    // _summary=count and _elements are served; _summary=true and text need each type's summary
-    // elements, which these stored resources are not cut down by: refused under strict
-    // handling, and under lenient left out (the self link then shows they were not applied).
-    if (parsed->summary == fhir::SummaryMode::true_ || parsed->summary == fhir::SummaryMode::text) {
-      if (fhir::handling_from_prefer(req.header("prefer")) == fhir::Handling::strict)
-        co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
-                                             "_summary=true and _summary=text are not supported on " + type +
-                                                 " here; use _elements, or _summary=count",
-                                             "_summary"),
-                                 req.format.pretty);
-      parsed->summary = fhir::SummaryMode::none;
-    }
-    auto subset = subset_of(*parsed);
+    // _summary=count and _elements are served; _summary=true and text are not (search_subset).
+    auto subset = search_subset(*parsed, fhir::handling_from_prefer(req.header("prefer")), type);
     if (!subset) co_return error_response(subset.issue(), req.format.pretty);
     if (by_identifier.has_value() == !patient_id.empty())
       co_return error_response(Issue::make(ErrorCode::missing_value,

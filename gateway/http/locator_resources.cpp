@@ -183,6 +183,18 @@ fhir::Result<Subset> subset_of(const fhir::SearchRequest& s) {
   return Subset{s.summary, s.elements};
 }
 
+fhir::Result<Subset> search_subset(fhir::SearchRequest& s, fhir::Handling handling, std::string_view type) {
+  if (s.summary == fhir::SummaryMode::true_ || s.summary == fhir::SummaryMode::text) {
+    if (handling == fhir::Handling::strict)
+      return Issue::make(ErrorCode::invalid_search_parameter,
+                         "_summary=true and _summary=text are not supported on " + std::string(type) +
+                             " here; use _elements, or _summary=count",
+                         "_summary");
+    s.summary = fhir::SummaryMode::none;
+  }
+  return subset_of(s);
+}
+
 namespace {
 
 // The Patient elements FHIR R4 marks isSummary (deceased[x] under the one name we emit).

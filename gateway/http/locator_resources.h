@@ -31,6 +31,10 @@ struct Subset {
 
 // The result parameters of `s` as a Subset; invalid_search_parameter when both are given.
 fhir::Result<Subset> subset_of(const fhir::SearchRequest& s);
+// subset_of for a search of `type` whose resources are served without a summary form (every
+// search but Patient's): _summary=true and text are refused under strict handling, and under
+// lenient taken out of `s`, so that the self link shows they were not applied.
+fhir::Result<Subset> search_subset(fhir::SearchRequest& s, fhir::Handling handling, std::string_view type);
 // `r` cut down to what `s` asks for (_elements on any type; _summary=true and text as for a
 // Patient, the only type served with them): resourceType, id and meta always stay, and a
 // cut-down resource is tagged SUBSETTED. Unchanged when `s` asks for nothing.

@@ -16,6 +16,7 @@
 #include "fhir/query_string.h"
 #include "fhir/structure_check.h"
 #include "fhir/uk_core.h"
+#include "gateway/auth/authenticator.h"
 #include "gateway/http/locator_resources.h"
 #include "gateway/http/patient_gate.h"
 #include "gateway/locator/fhir_mapping.h"
@@ -143,11 +144,7 @@ fhir::Result<fhir::QueryParams> form_search_params(const Request& req) {
   if (!body) return std::move(body).issue();
   fhir::QueryParams all = *req.query;
   for (auto& kv : *body) {
-    // As in the query string (auth/authenticator.cpp): a token travels only in the
-    // Authorization header, never in a body a proxy or a log may keep.
-    std::string name = kv.first;
-    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (name == "access_token" || name == "token")
+    if (auth::is_token_parameter(kv.first))
       return Issue::make(ErrorCode::unauthenticated,
                          "access tokens are not accepted in the body; send Authorization: Bearer");
     all.push_back(std::move(kv));
@@ -537,17 +534,8 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
                                            "_include, _revinclude and _sort are not supported on DocumentReference"),
                                req.format.pretty);
     // As on the clinical searches: _summary=count and _elements are served, _summary=true and
-    // text are not (refused under strict handling, left out of the self link under lenient).
-    if (parsed->summary == fhir::SummaryMode::true_ || parsed->summary == fhir::SummaryMode::text) {
-      if (fhir::handling_from_prefer(req.header("prefer")) == fhir::Handling::strict)
-        co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
-                                             "_summary=true and _summary=text are not supported on DocumentReference "
-                                             "here; use _elements, or _summary=count",
-                                             "_summary"),
-                                 req.format.pretty);
-      parsed->summary = fhir::SummaryMode::none;
-    }
-    auto subset = subset_of(*parsed);
+    // text are not (search_subset).
+    auto subset = search_subset(*parsed, fhir::handling_from_prefer(req.header("prefer")), "DocumentReference");
     if (!subset) co_return error_response(subset.issue(), req.format.pretty);
     if (by_identifier.has_value() == !patient_id.empty())
       co_return error_response(Issue::make(ErrorCode::missing_value,
