@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <chrono>
 #include <ctime>
 #include <memory>
@@ -65,11 +66,12 @@ Response not_modified(std::int64_t version) {
   return with_version_headers(std::move(r), version);
 }
 
-// Whether an entity-tag list (If-None-Match, If-Match) names `version`, by the weak comparison
+// The versions an entity-tag list (If-None-Match, If-Match) names, by the weak comparison
 // RFC 9110 13.1.2 asks of If-None-Match: W/"3", "3" and * all name version 3. A tag may hold
-// commas, so the list is read tag by tag rather than split.
-bool etag_list_names(std::string_view list, std::int64_t version) {
-  const std::string want = std::to_string(version);
+// commas, so the list is read tag by tag rather than split; a tag that is not a version names
+// nothing, and the list ends at anything that is not an entity tag.
+locator::VersionMatch etag_versions(std::string_view list) {
+  locator::VersionMatch out;
   std::size_t i = 0;
   while (i < list.size()) {
     const char c = list[i];
@@ -77,28 +79,38 @@ bool etag_list_names(std::string_view list, std::int64_t version) {
       ++i;
       continue;
     }
-    if (c == '*') return true;
+    if (c == '*') {
+      out.any = true;
+      break;
+    }
     if (list.compare(i, 2, "W/") == 0) i += 2;
-    if (i >= list.size() || list[i] != '"') return false;  // not an entity tag: names nothing
+    if (i >= list.size() || list[i] != '"') break;
     const std::size_t close = list.find('"', i + 1);
-    if (close == std::string_view::npos) return false;
-    if (list.substr(i + 1, close - i - 1) == want) return true;
+    if (close == std::string_view::npos) break;
+    const std::string_view tag = list.substr(i + 1, close - i - 1);
+    std::int64_t version = 0;
+    const auto [end, ec] = std::from_chars(tag.data(), tag.data() + tag.size(), version);
+    // Only the exact text a version is served as ("3", not "03" or "+3") names it.
+    if (ec == std::errc() && end == tag.data() + tag.size() && tag == std::to_string(version))
+      out.versions.push_back(version);
     i = close + 1;
   }
-  return false;
+  return out;
 }
 
 bool if_none_match_hits(std::string_view header, std::int64_t version) {
-  return !header.empty() && etag_list_names(header, version);
+  if (header.empty()) return false;
+  const locator::VersionMatch named = etag_versions(header);
+  return named.any || std::find(named.versions.begin(), named.versions.end(), version) != named.versions.end();
 }
 
-// 412 for an If-Match that names no current version: `current` is the version held, if any.
-Issue precondition_failed(std::optional<std::int64_t> current) {
-  return Issue::make(ErrorCode::precondition_failed,
-                     current ? "If-Match names another version than the current W/\"" + std::to_string(*current) +
-                                   "\"; read it again and retry"
-                             : "If-Match names a version, but there is no such DocumentReference",
-                     "If-Match");
+// The If-Match of a pointer write, checked by the locator inside the write's transaction
+// (Locator::put_pointer): nullopt when there is none. Read up to 256 bytes: a longer header
+// names no more versions worth comparing.
+std::optional<locator::VersionMatch> if_match_of(const Request& req) {
+  std::string_view h = req.header("if-match");
+  if (h.empty()) return std::nullopt;
+  return etag_versions(h.substr(0, 256));
 }
 
 // A pointer write's outcome, with the patients whose list of record holders it changed or
@@ -701,49 +713,41 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       if (referenced.empty()) p.patient_id = *found->first;
     }
     // If-Match (FHIR http.html "Managing Resource Contention"): the update applies only to the
-    // version named, checked against the version read just before the write.
-    std::optional<std::string> if_match;
-    if (std::string_view h = req.header("if-match"); !h.empty()) if_match = std::string(h.substr(0, 256));
+    // version named, compared inside the locator's write transaction, so that of two updates
+    // naming the same version one succeeds and the other gets 412.
+    const std::optional<locator::VersionMatch> if_match = if_match_of(req);
     if (create && if_match)
       co_return error_response(Issue::make(ErrorCode::invalid_value, "If-Match applies to an update (PUT), not a create",
                                            "If-Match"), req.format.pretty);
     std::string acting = who.organisation;
-    struct Saved {
-      locator::Pointer pointer;
-      bool created = false;
-    };
     // The patients named are the one the pointer listed before (an update may move it to
     // another patient, or be refused) and the one it lists now.
-    auto save = [acting, p, if_match](locator::Locator& l) -> Touching<Saved> {
+    auto save = [acting, p, if_match](locator::Locator& l) -> Touching<locator::Pointer> {
       std::vector<locator::PatientRecord> named;
-      fhir::Result<Saved> result = [&]() -> fhir::Result<Saved> {
-        bool existed = false;
+      fhir::Result<locator::Pointer> result = [&]() -> fhir::Result<locator::Pointer> {
         if (!p.id.empty()) {
           auto current = l.read_pointer(p.id);
           if (!current) return std::move(current).issue();
-          existed = current->has_value();
-          if (existed)
+          if (*current)
             if (auto s = name_patient(l, (*current)->patient_id, named); !s) return s.issue();
-          if (if_match && (!existed || !etag_list_names(*if_match, (*current)->version)))
-            return precondition_failed(existed ? std::optional((*current)->version) : std::nullopt);
         }
         if (auto s = name_patient(l, p.patient_id, named); !s) return s.issue();
-        auto saved = l.put_pointer(acting, p);
-        if (!saved) return std::move(saved).issue();
-        return Saved{std::move(*saved), !existed};
+        return l.put_pointer(acting, p, if_match);
       }();
       return {std::move(result), std::move(named)};
     };
     auto written = co_await deps_.locator.call_write(save);
     for (const auto& patient : written.patients) note_patient(req, patient);
-    const fhir::Result<Saved>& saved = written.result;
-    if (!saved) co_return error_response(saved.issue(), req.format.pretty);
-    const locator::Pointer& stored = saved->pointer;
+    if (!written.result) co_return error_response(written.result.issue(), req.format.pretty);
+    const locator::Pointer& stored = *written.result;
     req.audit.returned.push_back("DocumentReference/" + stored.id);
     // A PUT to an id the index does not know creates the pointer under it (updateCreate): 201.
+    // Told by the version the write gave it, not by a read before the write, which another
+    // write may have overtaken.
+    const bool created = stored.version == 1;
     Response r = with_version_headers(
-        fhir_response(saved->created ? 201 : 200, pointer_json(stored, {}, false), req.format.pretty), stored.version);
-    if (saved->created) r.set_header("Location", deps_.base_url + "/DocumentReference/" + stored.id);
+        fhir_response(created ? 201 : 200, pointer_json(stored, {}, false), req.format.pretty), stored.version);
+    if (created) r.set_header("Location", deps_.base_url + "/DocumentReference/" + stored.id);
     co_return r;
   }
 
@@ -754,9 +758,9 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
                                req.format.pretty);
     const std::string id = req.path_params.at(0);
     if (!fhir::is_valid_id(id)) co_return error_response(malformed_pointer_id(), req.format.pretty);
-    // If-Match as on PUT: the delete applies only to the version named.
-    std::optional<std::string> if_match;
-    if (std::string_view h = req.header("if-match"); !h.empty()) if_match = std::string(h.substr(0, 256));
+    // If-Match as on PUT: the delete applies only to the version named, compared inside the
+    // locator's write transaction.
+    const std::optional<locator::VersionMatch> if_match = if_match_of(req);
     std::string acting = who.organisation;
     // The pointer's patient is named whether the delete succeeds or is refused.
     auto remove = [acting, id, if_match](locator::Locator& l) -> Touching<fhir::Ok> {
@@ -766,9 +770,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
         if (!current) return std::move(current).issue();
         if (*current)
           if (auto s = name_patient(l, (*current)->patient_id, named); !s) return s.issue();
-        if (if_match && (!*current || !etag_list_names(*if_match, (*current)->version)))
-          return precondition_failed(*current ? std::optional((*current)->version) : std::nullopt);
-        return l.delete_pointer(acting, id);
+        return l.delete_pointer(acting, id, if_match);
       }();
       return {std::move(result), std::move(named)};
     };

@@ -12,7 +12,8 @@
 //   GET  /DocumentReference/{id}
 //   POST /DocumentReference, PUT/DELETE /DocumentReference/{id}   pointer maintenance by the
 //                                       owning source system only; https URLs only; a PUT to
-//                                       an unknown id creates it (201); If-Match on PUT
+//                                       an unknown id creates it (201); If-Match on PUT and
+//                                       DELETE, compared inside the write's own transaction
 // Patient-level decisions (relationship, objection, break-glass, sensitivity) are made here
 // because they need the locator's facts; a hidden patient is answered exactly as an unknown one.
 #pragma once

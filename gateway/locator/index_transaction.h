@@ -101,11 +101,11 @@ class IndexTransaction {
 // rule -> create, as documented in locator.h.
 fhir::Result<Resolution> apply_resolve(IndexTransaction& tx, const IdentityClaim& claim, const DemographicRule& rule,
                                        const std::string& now);
-// Locator::put_pointer.
+// Locator::put_pointer and delete_pointer, the If-Match check included.
 fhir::Result<Pointer> apply_put_pointer(IndexTransaction& tx, const std::string& acting_source_ods, Pointer p,
-                                        const std::string& now);
+                                        const std::optional<VersionMatch>& if_match, const std::string& now);
 fhir::Status apply_delete_pointer(IndexTransaction& tx, const std::string& acting_source_ods,
-                                  const std::string& pointer_id);
+                                  const std::string& pointer_id, const std::optional<VersionMatch>& if_match);
 fhir::Status apply_merge(IndexTransaction& tx, const std::string& retired_id, const std::string& survivor_id,
                          const std::string& source_ods, const std::string& now);
 fhir::Status apply_set_objection(IndexTransaction& tx, const std::string& patient_id, bool objection,

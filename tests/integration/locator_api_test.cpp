@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "fhir/json.h"
 #include "fhir/nhs_number.h"
@@ -848,4 +849,45 @@ TEST_CASE("Locator API: POST /DocumentReference/_search answers as the GET searc
   HttpResponse json = one(s, send(s, "POST", "/DocumentReference/_search", gp, "{}", "application/fhir+json"));
   CHECK(json.status == 415);
   CHECK(diagnostics_of(json) == "send the search parameters as application/x-www-form-urlencoded");
+}
+
+namespace {
+
+// The statuses of `raw` sent twice at once on two connections (0 for an exchange that failed).
+std::multiset<int> concurrently(TestServer& s, const std::string& raw) {
+  std::vector<test::Exchange> ex(2);
+  std::vector<std::thread> clients;
+  for (std::size_t i = 0; i < ex.size(); ++i)
+    clients.emplace_back([&, i] { ex[i] = test::exchange(s.port(), raw, 1, s.client()); });
+  for (auto& c : clients) c.join();
+  std::multiset<int> statuses;
+  for (const auto& e : ex) statuses.insert(e.responses.size() == 1 ? e.responses[0].status : 0);
+  return statuses;
+}
+
+}  // namespace
+
+TEST_CASE("Locator API: two concurrent updates with the same If-Match: one 200 and one 412, never two 200s") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 153, "Race", "A81001");
+  const std::string rx1 = bearer(rx1_system());
+  HttpResponse created = one(s, send(s, "PUT", "/DocumentReference/RX1-race-1", rx1, rx1_pointer("RX1-race-1", a.id),
+                                     "application/fhir+json"));
+  REQUIRE_MESSAGE(created.status == 201, created.body);
+  // Each round, two updates name the version current before either; the check and the write
+  // must be one step, or both read that version and both write.
+  for (int version = 1; version <= 8; ++version) {
+    CAPTURE(version);
+    const std::string if_match = "If-Match: W/\"" + std::to_string(version) + "\"\r\n";
+    const auto statuses = concurrently(s, send(s, "PUT", "/DocumentReference/RX1-race-1", rx1 + if_match,
+                                               rx1_pointer("RX1-race-1", a.id), "application/fhir+json"));
+    CHECK(statuses == std::multiset<int>{200, 412});
+    auto held = s.locator().read_pointer("RX1-race-1");
+    REQUIRE(held.ok());
+    REQUIRE(held->has_value());
+    REQUIRE((*held)->version == version + 1);  // exactly one of the two applied
+  }
+  // The same for two deletes of one version: one 204, one 412.
+  CHECK(concurrently(s, send(s, "DELETE", "/DocumentReference/RX1-race-1", rx1 + "If-Match: W/\"9\"\r\n", "",
+                             "application/fhir+json")) == std::multiset<int>{204, 412});
 }

@@ -292,7 +292,7 @@ class Importer {
       }
       e.pointer.patient_id = **found;
       const std::string acting = e.pointer.source_ods;
-      auto put = loc_.put_pointer(acting, std::move(e.pointer));
+      auto put = loc_.put_pointer(acting, std::move(e.pointer), {});
       if (!put) {
         const auto& issue = put.issue();
         reject(where, issue.diagnostics + (issue.expression.empty() ? "" : " [" + issue.expression + "]"));
