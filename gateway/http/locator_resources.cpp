@@ -149,7 +149,10 @@ Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool
     subject.set("identifier", fhir::identifier(locator::kNhsNumberSystem, nhs_number));
   }
   r.set("subject", std::move(subject));
-  if (!p.last_updated.empty()) r.set("date", Json::string(p.last_updated));
+  // The date the source gave; the index's own time of writing only when it gave none (meta.
+  // lastUpdated always says when the index last wrote the pointer).
+  const std::string& date = p.date.empty() ? p.last_updated : p.date;
+  if (!date.empty()) r.set("date", Json::string(date));
   Json custodian = Json::object();
   custodian.set("identifier", fhir::identifier(kOdsOrganisationSystem, p.source_ods));
   r.set("custodian", std::move(custodian));

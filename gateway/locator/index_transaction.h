@@ -31,6 +31,10 @@ inline constexpr std::size_t kMaxPageSize = 1000;         // search and conflict
 inline constexpr std::size_t kMaxIdBytes = 64;            // FHIR id: [A-Za-z0-9-.]{1,64}
 inline constexpr int kMaxMergeDepth = 64;                 // retired -> survivor hops followed
 
+// True for a FHIR R4 instant: YYYY-MM-DDThh:mm:ss[.fff...] with Z or a +hh:mm / -hh:mm zone,
+// a real date and time (datatypes.html#instant).
+bool is_fhir_instant(std::string_view v);
+
 // The primitives. Patient ids are the opaque gateway ids. Reads see the transaction's own
 // writes. Every call may fail with a storage Issue; the rule then fails as a whole.
 class IndexTransaction {

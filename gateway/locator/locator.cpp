@@ -135,6 +135,9 @@ fhir::Status validate_claim(const IdentityClaim& c) {
 }
 
 fhir::Status validate_pointer(const Pointer& p) {
+  if (!p.date.empty() && !is_fhir_instant(p.date))
+    return Issue::make(ErrorCode::invalid_value,
+                       "date must be a FHIR instant with seconds and a time zone, e.g. 2026-03-01T09:30:00Z", "date");
   if (!p.id.empty() && !is_fhir_id(p.id))
     return Issue::make(ErrorCode::invalid_value, "pointer id must be 1-64 characters of A-Z, a-z, 0-9, '-' and '.'",
                        "id");
@@ -205,6 +208,19 @@ struct PendingConflict {
 };
 
 }  // namespace
+
+bool is_fhir_instant(std::string_view v) {
+  // The shape first: parse_fhir_date also takes the partial dates and minute precision an
+  // instant must not have.
+  if (v.size() < 20 || v.size() > 35 || v[4] != '-' || v[7] != '-' || v[10] != 'T' || v[13] != ':' || v[16] != ':')
+    return false;
+  const bool zulu = v.back() == 'Z';
+  const bool offset = v.size() >= 25 && (v[v.size() - 6] == '+' || v[v.size() - 6] == '-') && v[v.size() - 3] == ':';
+  if (!zulu && !offset) return false;
+  const std::size_t seconds_end = zulu ? v.size() - 1 : v.size() - 6;
+  if (seconds_end < 19 || (seconds_end > 19 && (v[19] != '.' || seconds_end == 20))) return false;
+  return fhir::parse_fhir_date(v).ok();
+}
 
 std::string normalise_name(std::string_view s) {
   std::string out;

@@ -114,6 +114,10 @@ struct Pointer {
   std::vector<std::string> resource_types;  // FHIR types the record holds, e.g. Encounter
   std::string url;                        // content.attachment.url: how to retrieve it
   std::string content_type = "application/fhir+json";
+  // DocumentReference.date: when the source says the record was made or last changed (a FHIR
+  // instant, kept as the source gave it); empty when it gave none. The index's own time of
+  // writing is last_updated.
+  std::string date;
   std::string last_updated;               // FHIR instant, set by the locator on write
   std::int64_t version = 1;
 };

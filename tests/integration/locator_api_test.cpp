@@ -891,3 +891,31 @@ TEST_CASE("Locator API: two concurrent updates with the same If-Match: one 200 a
   CHECK(concurrently(s, send(s, "DELETE", "/DocumentReference/RX1-race-1", rx1 + "If-Match: W/\"9\"\r\n", "",
                              "application/fhir+json")) == std::multiset<int>{204, 412});
 }
+
+TEST_CASE("Locator API: a pointer keeps the date its source gave; without one, the time it was indexed") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 154, "Dated", "A81001");
+  const std::string rx1 = bearer(rx1_system());
+  const std::string gp = bearer(clinician_at("A81001"));
+  std::string dated = rx1_pointer("RX1-dated-1", a.id);
+  dated.insert(dated.find("\"status\""), R"("date":"2019-04-01T10:15:00Z",)");
+  HttpResponse put = one(s, send(s, "PUT", "/DocumentReference/RX1-dated-1", rx1, dated, "application/fhir+json"));
+  REQUIRE_MESSAGE(put.status == 201, put.body);
+  CHECK(json_of(put).string_at("date") == "2019-04-01T10:15:00Z");
+  const fhir::Json read = json_of(test::get(s.port(), "/DocumentReference/RX1-dated-1", s.client(), gp));
+  CHECK(read.string_at("date") == "2019-04-01T10:15:00Z");
+  CHECK(read.find("meta")->string_at("lastUpdated").rfind("2019", 0) != 0);  // when the index wrote it
+  // Without a date, the time of indexing stands in for it.
+  HttpResponse undated = one(s, send(s, "PUT", "/DocumentReference/RX1-dated-2", rx1, rx1_pointer("RX1-dated-2", a.id),
+                                     "application/fhir+json"));
+  REQUIRE(undated.status == 201);
+  const fhir::Json u = json_of(undated);
+  CHECK(u.string_at("date") == u.find("meta")->string_at("lastUpdated"));
+  // A date that is no instant is refused, saying what one looks like.
+  std::string bad = rx1_pointer("RX1-dated-3", a.id);
+  bad.insert(bad.find("\"status\""), R"("date":"2019-04-01",)");
+  HttpResponse refused = one(s, send(s, "PUT", "/DocumentReference/RX1-dated-3", rx1, bad, "application/fhir+json"));
+  CHECK(refused.status == 400);
+  CHECK(diagnostics_of(refused) ==
+        "DocumentReference.date must be a FHIR instant with seconds and a time zone, e.g. 2026-03-01T09:30:00Z");
+}

@@ -508,6 +508,27 @@ TEST_CASE_TEMPLATE("Locator: pointers are created, updated and deleted only by t
     CHECK(l->delete_pointer("RX1", created->id, VersionMatch{false, {4}}).issue().code ==
           fhir::ErrorCode::precondition_failed);
   }
+  SUBCASE("the source's date is kept apart from the index's time of writing") {
+    Pointer dated = pointer(pid, "Condition");
+    dated.date = "2019-04-01T10:15:00.5+01:00";
+    auto put = l->put_pointer("RX1", dated, {});
+    REQUIRE(put.ok());
+    CHECK(put->date == "2019-04-01T10:15:00.5+01:00");
+    auto read = l->read_pointer(put->id);
+    REQUIRE(read.ok());
+    REQUIRE(read->has_value());
+    CHECK((*read)->date == "2019-04-01T10:15:00.5+01:00");
+    CHECK((*read)->last_updated != (*read)->date);
+    for (const std::string bad : {"2019-04-01", "2019-04-01T10:15Z", "2019-04-01T10:15:00", "2019-13-01T10:15:00Z",
+                                  "2019-04-01T10:15:00.Z", "yesterday"}) {
+      CAPTURE(bad);
+      dated.date = bad;
+      auto refused = l->put_pointer("RX1", dated, {});
+      REQUIRE_FALSE(refused.ok());
+      CHECK(refused.issue().code == fhir::ErrorCode::invalid_value);
+      CHECK(refused.issue().expression == "date");
+    }
+  }
   SUBCASE("a client-chosen id creates, then updates") {
     Pointer p = pointer(pid, "Condition");
     p.id = "RX1-chosen.1";
