@@ -208,3 +208,17 @@ TEST_CASE("gw-locator: a pointer keeps the date its source gave; the time of ind
   CHECK((*undated)->date.empty());
   CHECK_FALSE((*undated)->last_updated.empty());
 }
+
+TEST_CASE("gw-locator: a file that starts with a UTF-8 byte order mark imports as without it") {
+  auto dir = gw::test::temp_dir("gwloc-bom");
+  const std::string bom = "\xEF\xBB\xBF";
+  std::ofstream(dir / "bom.json") << bom << R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":)"
+                                  << patient("p1", "9990000018", "female") << "}]}";
+  std::ofstream(dir / "bom.ndjson") << bom << patient("p2", "9990000026", "male") << "\n"
+                                    << patient("p3", "9990000034", "female") << "\n";
+  Run r = gw_locator("import --data " + (dir / "data").string() + " --source RX1 " + (dir / "bom.json").string() + " " +
+                     (dir / "bom.ndjson").string());
+  CHECK_MESSAGE(r.status == 0, r.out);
+  CHECK(line_of(r.out, "  created:").find(" 3") != std::string::npos);
+  CHECK(line_of(r.out, "rejected entries:").find(" 0") != std::string::npos);
+}
