@@ -919,3 +919,31 @@ TEST_CASE("Locator API: a pointer keeps the date its source gave; without one, t
   CHECK(diagnostics_of(refused) ==
         "DocumentReference.date must be a FHIR instant with seconds and a time zone, e.g. 2026-03-01T09:30:00Z");
 }
+
+TEST_CASE("Locator API: a local identifier names the source that recorded it, never as its assigner") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 155, "Assigned", "A81001");  // its MRN recorded by RX1
+  // An import by RX1 of a number another trust issued: the index knows RX1 recorded it, not who
+  // issued it.
+  locator::IdentityClaim other;
+  other.source_ods = "RX1";
+  other.demographics.nhs_number = a.nhs_number;
+  other.identifiers.push_back({"https://fhir.ry2.example.nhs.uk/Id/mrn", "RY2-77", "RX1"});
+  REQUIRE(s.locator().resolve(other).ok());
+  HttpResponse r = test::get(s.port(), "/Patient/" + a.id, s.client(), bearer(clinician_at("A81001")));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const fhir::Json pt = json_of(r);
+  int locals = 0;
+  for (const auto& id : pt.find("identifier")->items()) {
+    if (id.string_at("system") == locator::kNhsNumberSystem) continue;
+    ++locals;
+    CAPTURE(id.string_at("system"));
+    CHECK(id.find("assigner") == nullptr);
+    const fhir::Json& ext = id.find("extension")->items().at(0);
+    CHECK(ext.string_at("url") == "https://fhir.example.nhs.uk/StructureDefinition/Extension-RecordLocator-IdentifierSource");
+    CHECK(ext.find("valueReference")->find("identifier")->string_at("value") == "RX1");
+    CHECK(ext.find("valueReference")->find("identifier")->string_at("system") ==
+          "https://fhir.nhs.uk/Id/ods-organization-code");
+  }
+  CHECK(locals == 2);
+}
