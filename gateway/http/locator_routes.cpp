@@ -20,6 +20,7 @@
 #include "gateway/auth/authenticator.h"
 #include "gateway/http/locator_resources.h"
 #include "gateway/http/patient_gate.h"
+#include "gateway/http/search_pages.h"
 #include "gateway/locator/fhir_mapping.h"
 #include "gateway/locator/index_transaction.h"
 #include "gateway/observe/log.h"
@@ -189,7 +190,7 @@ fhir::Result<locator::Identifier> identifier_from_token(const fhir::TokenValue& 
 class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
  public:
   LocatorApi(const fhir::SearchParamRegistry& registry, LocatorRouteDeps deps)
-      : registry_(registry), deps_(std::move(deps)), gate_(deps_) {}
+      : registry_(registry), deps_(std::move(deps)), gate_(deps_), pages_(deps_.search_pages) {}
 
   // ---- access (patient_gate.h) -------------------------------------------------------------
 
@@ -201,6 +202,52 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
   }
   static void note_patient(Request& req, const locator::PatientRecord& rec) { PatientGate::note_patient(req, rec); }
   static void note_basis(Request& req, const auth::Decision& d) { PatientGate::note_basis(req, d); }
+
+  // ---- POST _search pages (search_pages.h) ---------------------------------------------------
+
+  // How a search arrived, which decides how its Bundle's links are written: a GET search links
+  // to GET URLs carrying its parameters; a POST _search, and every page fetched through its
+  // handle, link through the handle only.
+  enum class Via { get, post, page };
+
+  // The parameters behind GET [base]/{type}?_getpages=...&_offset=n: the kept search with the
+  // link's _offset. Only _offset, _format and _pretty may come with the handle: anything else
+  // would be a different search under the same handle.
+  fhir::Result<fhir::QueryParams> page_params(const Request& req, std::string_view type) {
+    std::string_view handle;
+    std::optional<std::string> offset;
+    for (const auto& [k, v] : *req.query) {
+      if (k == kPageHandleParam && handle.empty()) {
+        handle = v;
+      } else if (k == "_offset" && !offset) {
+        offset = v;
+      } else if (k != "_format" && k != "_pretty") {
+        return Issue::make(ErrorCode::invalid_search_parameter,
+                           "a page link carries its search: send only _getpages and _offset (and _format or "
+                           "_pretty), as the link gives them",
+                           k.substr(0, 64));
+      }
+    }
+    auto kept = pages_.find(handle, *req.principal, type);
+    if (!kept) return kept;
+    if (offset) kept->emplace_back("_offset", *offset);
+    return kept;
+  }
+
+  // Replaces the GET links make_searchset wrote with links through a page handle: `handle`
+  // for a page, a new one for a POST _search. `params` are the search's parameters.
+  fhir::Status link_through_handle(Json& bundle, const Request& req, std::string_view type, Via via,
+                                   std::string handle, const fhir::QueryParams& params,
+                                   const fhir::SearchRequest& parsed, bool has_more) {
+    if (via == Via::get) return fhir::Ok{};
+    if (via == Via::post) {
+      auto made = pages_.keep(*req.principal, type, params);
+      if (!made) return std::move(made).issue();
+      handle = std::move(*made);
+    }
+    bundle.set("link", page_links(deps_.base_url, type, handle, parsed.offset, parsed.count, has_more));
+    return fhir::Ok{};
+  }
 
   // ---- Patient ------------------------------------------------------------------------------
 
@@ -350,7 +397,8 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     co_return out;
   }
 
-  awaitable<Response> search_patients(Request& req, const fhir::QueryParams& params) {
+  awaitable<Response> search_patients(Request& req, const fhir::QueryParams& params, Via via,
+                                      std::string handle = {}) {
     auto parsed = fhir::parse_search("Patient", params, registry_, fhir::handling_from_prefer(req.header("prefer")));
     if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
     auto q = patient_query(*parsed);
@@ -374,19 +422,30 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       break_glass = break_glass || visible.break_glass[i];
     }
     out.has_more = to < shown;
-    Response r = fhir_response(200, fhir::make_searchset(deps_.base_url, *parsed, std::move(out), now_ms()),
-                               req.format.pretty);
+    const bool has_more = out.has_more;
+    Json bundle = fhir::make_searchset(deps_.base_url, *parsed, std::move(out), now_ms());
+    if (auto s = link_through_handle(bundle, req, "Patient", via, std::move(handle), params, *parsed, has_more); !s)
+      co_return error_response(s.issue(), req.format.pretty);
+    Response r = fhir_response(200, bundle, req.format.pretty);
     if (break_glass) r.set_header("X-Emergency-Access", "break-glass");
     co_return r;
   }
 
-  awaitable<Response> search_patients_get(Request& req) { co_return co_await search_patients(req, *req.query); }
+  // GET /Patient: a search, or a page of a POST _search by its handle.
+  awaitable<Response> search_patients_get(Request& req) {
+    if (auto handle = req.query_value(kPageHandleParam)) {
+      auto params = page_params(req, "Patient");
+      if (!params) co_return error_response(params.issue(), req.format.pretty);
+      co_return co_await search_patients(req, *params, Via::page, std::string(*handle));
+    }
+    co_return co_await search_patients(req, *req.query, Via::get);
+  }
 
   // POST /Patient/_search: parameters in the form body (form_search_params).
   awaitable<Response> search_patients_post(Request& req) {
     auto all = form_search_params(req);
     if (!all) co_return error_response(all.issue(), req.format.pretty);
-    co_return co_await search_patients(req, *all);
+    co_return co_await search_patients(req, *all, Via::post);
   }
 
   // GET /Patient/$ihe-pix?sourceIdentifier=system|value[&targetSystem=...]
@@ -491,16 +550,25 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     return false;
   }
 
-  awaitable<Response> search_pointers_get(Request& req) { co_return co_await search_pointers(req, *req.query); }
+  // GET /DocumentReference: a search, or a page of a POST _search by its handle.
+  awaitable<Response> search_pointers_get(Request& req) {
+    if (auto handle = req.query_value(kPageHandleParam)) {
+      auto params = page_params(req, "DocumentReference");
+      if (!params) co_return error_response(params.issue(), req.format.pretty);
+      co_return co_await search_pointers(req, *params, Via::page, std::string(*handle));
+    }
+    co_return co_await search_pointers(req, *req.query, Via::get);
+  }
 
   // POST /DocumentReference/_search, as NRL clients send it: parameters in the form body.
   awaitable<Response> search_pointers_post(Request& req) {
     auto all = form_search_params(req);
     if (!all) co_return error_response(all.issue(), req.format.pretty);
-    co_return co_await search_pointers(req, *all);
+    co_return co_await search_pointers(req, *all, Via::post);
   }
 
-  awaitable<Response> search_pointers(Request& req, const fhir::QueryParams& params) {
+  awaitable<Response> search_pointers(Request& req, const fhir::QueryParams& params, Via via,
+                                      std::string handle = {}) {
     auto parsed = fhir::parse_search("DocumentReference", params, registry_,
                                      fhir::handling_from_prefer(req.header("prefer")));
     if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
@@ -554,11 +622,20 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
                                            "give exactly one of subject:identifier=https://fhir.nhs.uk/Id/nhs-number|..., "
                                            "subject=Patient/{id} or patient={id}"),
                                req.format.pretty);
+    // One searchset for every answer below, its links through a page handle for POST _search.
+    auto searchset = [&](fhir::SearchsetPage page) -> fhir::Result<Json> {
+      const bool has_more = page.has_more;
+      Json bundle = fhir::make_searchset(deps_.base_url, *parsed, std::move(page), now_ms());
+      if (auto s = link_through_handle(bundle, req, "DocumentReference", via, handle, params, *parsed, has_more); !s)
+        return std::move(s).issue();
+      return bundle;
+    };
     // An empty Bundle for an unknown or hidden patient: the same answer either way.
     auto empty = [&]() {
       fhir::SearchsetPage none;
       none.total = 0;
-      return fhir_response(200, fhir::make_searchset(deps_.base_url, *parsed, std::move(none), now_ms()), req.format.pretty);
+      auto bundle = searchset(std::move(none));
+      return bundle ? fhir_response(200, *bundle, req.format.pretty) : error_response(bundle.issue(), req.format.pretty);
     };
     const Issue hidden = Issue::make(ErrorCode::not_found, "no such patient");
     auto access = co_await gate_.patient_access_to(req, by_identifier, patient_id, hidden);
@@ -605,8 +682,9 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       w.severity = fhir::Severity::warning;
       out.outcomes.push_back(fhir::operation_outcome(w));
     }
-    Response r = fhir_response(200, fhir::make_searchset(deps_.base_url, *parsed, std::move(out), now_ms()),
-                               req.format.pretty);
+    auto bundle = searchset(std::move(out));
+    if (!bundle) co_return error_response(bundle.issue(), req.format.pretty);
+    Response r = fhir_response(200, *bundle, req.format.pretty);
     if (d.break_glass) r.set_header("X-Emergency-Access", "break-glass");
     co_return r;
   }
@@ -787,6 +865,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
   const fhir::SearchParamRegistry& registry_;
   LocatorRouteDeps deps_;
   PatientGate gate_;
+  SearchPages pages_;
 };
 
 }  // namespace

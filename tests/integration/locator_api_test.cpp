@@ -947,3 +947,122 @@ TEST_CASE("Locator API: a local identifier names the source that recorded it, ne
   }
   CHECK(locals == 2);
 }
+
+namespace {
+
+// The link of `relation` in searchset `b`, as a path and query on the test server ("" if none).
+std::string link_target(const fhir::Json& b, std::string_view relation) {
+  for (const auto& l : b.find("link")->items())
+    if (l.string_at("relation") == relation) {
+      const std::string url(l.string_at("url"));
+      return url.substr(url.find('/', url.find("://") + 3));
+    }
+  return {};
+}
+
+std::vector<std::string> match_ids(const fhir::Json& b) {
+  std::vector<std::string> ids;
+  if (const fhir::Json* entries = b.find("entry"))
+    for (const auto& e : entries->items())
+      if (e.find("search")->string_at("mode") == "match") ids.emplace_back(e.find("resource")->string_at("id"));
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("Locator API: POST _search pages link through an opaque handle, never the search values") {
+  TestServer s;
+  std::set<std::string> pagers;
+  Seeded first = add_patient(s.locator(), 160, "Pager", "A81001");
+  pagers.insert(first.id);
+  pagers.insert(add_patient(s.locator(), 170, "Pager", "A81001").id);
+  pagers.insert(add_patient(s.locator(), 180, "Pager", "A81001").id);
+  REQUIRE(pagers.size() == 3);
+  const std::string h = bearer(clinician_at("A81001"));
+  const std::string form_type = "application/x-www-form-urlencoded";
+
+  // By NHS number: no link holds it, or any other search value.
+  HttpResponse by_nhs = one(s, send(s, "POST", "/Patient/_search", h,
+                                    "identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C" + first.nhs_number, form_type));
+  REQUIRE_MESSAGE(by_nhs.status == 200, by_nhs.body);
+  const fhir::Json nb = json_of(by_nhs);
+  for (const auto& l : nb.find("link")->items()) {
+    const std::string url(l.string_at("url"));
+    CAPTURE(url);
+    CHECK(url.find(first.nhs_number) == std::string::npos);
+    CHECK(url.find("identifier") == std::string::npos);
+    CHECK(url.find("/Patient?_getpages=") != std::string::npos);
+  }
+  // The self link fetches the same page again, by GET, as the same user.
+  HttpResponse self = test::get(s.port(), link_target(nb, "self"), s.client(), h);
+  REQUIRE_MESSAGE(self.status == 200, self.body);
+  CHECK(match_ids(json_of(self)) == std::vector<std::string>{first.id});
+
+  // Three pages of one, followed by their next links.
+  HttpResponse page = one(s, send(s, "POST", "/Patient/_search", h, "family=Pager&_count=1", form_type));
+  REQUIRE_MESSAGE(page.status == 200, page.body);
+  std::set<std::string> seen;
+  fhir::Json b = json_of(page);
+  const std::string handle_link = link_target(b, "next");
+  for (int n = 0; n < 5; ++n) {
+    CHECK(b.find("total")->as_int64() == 3);
+    for (const auto& id : match_ids(b)) seen.insert(id);
+    const std::string next = link_target(b, "next");
+    if (next.empty()) break;
+    CHECK(next.find("Pager") == std::string::npos);
+    CHECK(next.find("family") == std::string::npos);
+    HttpResponse more = test::get(s.port(), next, s.client(), h);
+    REQUIRE_MESSAGE(more.status == 200, more.body);
+    b = json_of(more);
+    CHECK(link_target(b, "previous").find("_getpages=") != std::string::npos);
+  }
+  CHECK(seen == pagers);
+
+  // Another user may not use the handle; an unknown handle is gone; a handle takes no criteria.
+  HttpResponse stolen = test::get(s.port(), handle_link, s.client(), bearer(clinician_at("A81001", "dr-2")));
+  CHECK(stolen.status == 403);
+  CHECK(diagnostics_of(stolen) == "this search page belongs to a search another user or client ran; send your own search");
+  HttpResponse unknown = test::get(s.port(), "/Patient?_getpages=0123456789abcdef0123456789abcdef&_offset=1", s.client(), h);
+  CHECK(unknown.status == 410);
+  CHECK(json_of(unknown).find("resourceType") != nullptr);
+  CHECK(diagnostics_of(unknown).find("expired or is unknown") != std::string::npos);
+  HttpResponse widened = test::get(s.port(), handle_link + "&family=Smith", s.client(), h);
+  CHECK(widened.status == 400);
+  CHECK(diagnostics_of(widened).find("send only _getpages and _offset") != std::string::npos);
+  // A Patient search's handle does not page DocumentReferences.
+  const std::string as_pointers = "/DocumentReference" + handle_link.substr(handle_link.find('?'));
+  CHECK(test::get(s.port(), as_pointers, s.client(), h).status == 410);
+
+  // A GET search still links with its own parameters: nothing to hide there.
+  fhir::Json got = json_of(test::get(s.port(), "/Patient?family=Pager&_count=1", s.client(), h));
+  CHECK(link_target(got, "next").find("family=Pager") != std::string::npos);
+}
+
+TEST_CASE("Locator API: POST /DocumentReference/_search links through a handle too") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 190, "Nrlpage", "A81001");
+  add_pointer(s.locator(), a.id, "RX1", "887701000000100", "Emergency health care plan");
+  add_pointer(s.locator(), a.id, "RX2", "887701000000100", "Emergency health care plan");
+  const std::string gp = bearer(clinician_at("A81001"));
+  HttpResponse posted = one(s, send(s, "POST", "/DocumentReference/_search", gp,
+                                    "subject:identifier=https://fhir.nhs.uk/Id/nhs-number%7C" + a.nhs_number + "&_count=1",
+                                    "application/x-www-form-urlencoded"));
+  REQUIRE_MESSAGE(posted.status == 200, posted.body);
+  const fhir::Json b = json_of(posted);
+  for (const auto& l : b.find("link")->items()) CHECK(std::string(l.string_at("url")).find(a.nhs_number) == std::string::npos);
+  const std::string next = link_target(b, "next");
+  REQUIRE(next.rfind("/DocumentReference?_getpages=", 0) == 0);
+  HttpResponse second = test::get(s.port(), next, s.client(), gp);
+  REQUIRE_MESSAGE(second.status == 200, second.body);
+  const auto first_ids = match_ids(b);
+  const auto second_ids = match_ids(json_of(second));
+  REQUIRE(first_ids.size() == 1);
+  REQUIRE(second_ids.size() == 1);
+  CHECK(first_ids != second_ids);
+  // An unknown patient's empty Bundle links through a handle as well.
+  HttpResponse nobody = one(s, send(s, "POST", "/DocumentReference/_search", gp,
+                                    "subject:identifier=https://fhir.nhs.uk/Id/nhs-number%7C" + nhs(200),
+                                    "application/x-www-form-urlencoded"));
+  REQUIRE(nobody.status == 200);
+  CHECK(nobody.body.find(nhs(200)) == std::string::npos);
+}
