@@ -69,13 +69,23 @@ Json patient_json(const locator::PatientRecord& p, bool break_glass) {
   }
   for (const auto& l : p.identifiers) {
     Json id = Json::object();
+    // The index knows which source system sent an identifier, not which organisation issued
+    // it (a trust's feed carries other trusts' numbers too; an import names one source for a
+    // whole file), so Identifier.assigner is not claimed: the system URI names the assigning
+    // authority's namespace, and the recording source goes in an extension that says just that.
+    if (!l.source.empty()) {
+      Json recorded_by = Json::object();
+      recorded_by.set("type", str("Organization"));
+      recorded_by.set("identifier", fhir::identifier(kOdsOrganisationSystem, l.source));
+      Json ext = Json::object();
+      ext.set("url", str(kIdentifierSourceExtension));
+      ext.set("valueReference", std::move(recorded_by));
+      Json exts = Json::array();
+      exts.push_back(std::move(ext));
+      id.set("extension", std::move(exts));
+    }
     id.set("system", Json::string(l.system));
     id.set("value", Json::string(l.value));
-    if (!l.source.empty()) {
-      Json assigner = Json::object();
-      assigner.set("identifier", fhir::identifier(kOdsOrganisationSystem, l.source));
-      id.set("assigner", std::move(assigner));
-    }
     ids.push_back(std::move(id));
   }
   if (ids.size() > 0) r.set("identifier", std::move(ids));
@@ -149,7 +159,10 @@ Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool
     subject.set("identifier", fhir::identifier(locator::kNhsNumberSystem, nhs_number));
   }
   r.set("subject", std::move(subject));
-  if (!p.last_updated.empty()) r.set("date", Json::string(p.last_updated));
+  // The date the source gave; the index's own time of writing only when it gave none (meta.
+  // lastUpdated always says when the index last wrote the pointer).
+  const std::string& date = p.date.empty() ? p.last_updated : p.date;
+  if (!date.empty()) r.set("date", Json::string(date));
   Json custodian = Json::object();
   custodian.set("identifier", fhir::identifier(kOdsOrganisationSystem, p.source_ods));
   r.set("custodian", std::move(custodian));

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fhir/json.h"
@@ -14,8 +15,15 @@
 
 namespace gw::http {
 
-// The Patient for `p`: NHS number only when trusted, local identifiers with their assigning
-// organisation, Patient.link for merges; meta.security BTG when shown under break-glass.
+// Our extension on a Patient's local identifier naming the source system (by ODS code, as a
+// valueReference) that sent it to the index. It is not Identifier.assigner: the index does not
+// know which organisation issued a number, only who recorded it.
+inline constexpr std::string_view kIdentifierSourceExtension =
+    "https://fhir.example.nhs.uk/StructureDefinition/Extension-RecordLocator-IdentifierSource";
+
+// The Patient for `p`: NHS number only when trusted, local identifiers with the source that
+// recorded each (kIdentifierSourceExtension; never as assigner), Patient.link for merges;
+// meta.security BTG when shown under break-glass.
 fhir::Json patient_json(const locator::PatientRecord& p, bool break_glass);
 // The DocumentReference for pointer `p`; `nhs_number` (may be empty) goes in subject.identifier.
 fhir::Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool break_glass);

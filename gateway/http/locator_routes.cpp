@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <chrono>
 #include <ctime>
 #include <memory>
@@ -19,6 +20,7 @@
 #include "gateway/auth/authenticator.h"
 #include "gateway/http/locator_resources.h"
 #include "gateway/http/patient_gate.h"
+#include "gateway/http/search_pages.h"
 #include "gateway/locator/fhir_mapping.h"
 #include "gateway/locator/index_transaction.h"
 #include "gateway/observe/log.h"
@@ -65,11 +67,12 @@ Response not_modified(std::int64_t version) {
   return with_version_headers(std::move(r), version);
 }
 
-// Whether an entity-tag list (If-None-Match, If-Match) names `version`, by the weak comparison
+// The versions an entity-tag list (If-None-Match, If-Match) names, by the weak comparison
 // RFC 9110 13.1.2 asks of If-None-Match: W/"3", "3" and * all name version 3. A tag may hold
-// commas, so the list is read tag by tag rather than split.
-bool etag_list_names(std::string_view list, std::int64_t version) {
-  const std::string want = std::to_string(version);
+// commas, so the list is read tag by tag rather than split; a tag that is not a version names
+// nothing, and the list ends at anything that is not an entity tag.
+locator::VersionMatch etag_versions(std::string_view list) {
+  locator::VersionMatch out;
   std::size_t i = 0;
   while (i < list.size()) {
     const char c = list[i];
@@ -77,28 +80,38 @@ bool etag_list_names(std::string_view list, std::int64_t version) {
       ++i;
       continue;
     }
-    if (c == '*') return true;
+    if (c == '*') {
+      out.any = true;
+      break;
+    }
     if (list.compare(i, 2, "W/") == 0) i += 2;
-    if (i >= list.size() || list[i] != '"') return false;  // not an entity tag: names nothing
+    if (i >= list.size() || list[i] != '"') break;
     const std::size_t close = list.find('"', i + 1);
-    if (close == std::string_view::npos) return false;
-    if (list.substr(i + 1, close - i - 1) == want) return true;
+    if (close == std::string_view::npos) break;
+    const std::string_view tag = list.substr(i + 1, close - i - 1);
+    std::int64_t version = 0;
+    const auto [end, ec] = std::from_chars(tag.data(), tag.data() + tag.size(), version);
+    // Only the exact text a version is served as ("3", not "03" or "+3") names it.
+    if (ec == std::errc() && end == tag.data() + tag.size() && tag == std::to_string(version))
+      out.versions.push_back(version);
     i = close + 1;
   }
-  return false;
+  return out;
 }
 
 bool if_none_match_hits(std::string_view header, std::int64_t version) {
-  return !header.empty() && etag_list_names(header, version);
+  if (header.empty()) return false;
+  const locator::VersionMatch named = etag_versions(header);
+  return named.any || std::find(named.versions.begin(), named.versions.end(), version) != named.versions.end();
 }
 
-// 412 for an If-Match that names no current version: `current` is the version held, if any.
-Issue precondition_failed(std::optional<std::int64_t> current) {
-  return Issue::make(ErrorCode::precondition_failed,
-                     current ? "If-Match names another version than the current W/\"" + std::to_string(*current) +
-                                   "\"; read it again and retry"
-                             : "If-Match names a version, but there is no such DocumentReference",
-                     "If-Match");
+// The If-Match of a pointer write, checked by the locator inside the write's transaction
+// (Locator::put_pointer): nullopt when there is none. Read up to 256 bytes: a longer header
+// names no more versions worth comparing.
+std::optional<locator::VersionMatch> if_match_of(const Request& req) {
+  std::string_view h = req.header("if-match");
+  if (h.empty()) return std::nullopt;
+  return etag_versions(h.substr(0, 256));
 }
 
 // A pointer write's outcome, with the patients whose list of record holders it changed or
@@ -177,7 +190,7 @@ fhir::Result<locator::Identifier> identifier_from_token(const fhir::TokenValue& 
 class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
  public:
   LocatorApi(const fhir::SearchParamRegistry& registry, LocatorRouteDeps deps)
-      : registry_(registry), deps_(std::move(deps)), gate_(deps_) {}
+      : registry_(registry), deps_(std::move(deps)), gate_(deps_), pages_(deps_.search_pages) {}
 
   // ---- access (patient_gate.h) -------------------------------------------------------------
 
@@ -189,6 +202,52 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
   }
   static void note_patient(Request& req, const locator::PatientRecord& rec) { PatientGate::note_patient(req, rec); }
   static void note_basis(Request& req, const auth::Decision& d) { PatientGate::note_basis(req, d); }
+
+  // ---- POST _search pages (search_pages.h) ---------------------------------------------------
+
+  // How a search arrived, which decides how its Bundle's links are written: a GET search links
+  // to GET URLs carrying its parameters; a POST _search, and every page fetched through its
+  // handle, link through the handle only.
+  enum class Via { get, post, page };
+
+  // The parameters behind GET [base]/{type}?_getpages=...&_offset=n: the kept search with the
+  // link's _offset. Only _offset, _format and _pretty may come with the handle: anything else
+  // would be a different search under the same handle.
+  fhir::Result<fhir::QueryParams> page_params(const Request& req, std::string_view type) {
+    std::string_view handle;
+    std::optional<std::string> offset;
+    for (const auto& [k, v] : *req.query) {
+      if (k == kPageHandleParam && handle.empty()) {
+        handle = v;
+      } else if (k == "_offset" && !offset) {
+        offset = v;
+      } else if (k != "_format" && k != "_pretty") {
+        return Issue::make(ErrorCode::invalid_search_parameter,
+                           "a page link carries its search: send only _getpages and _offset (and _format or "
+                           "_pretty), as the link gives them",
+                           k.substr(0, 64));
+      }
+    }
+    auto kept = pages_.find(handle, *req.principal, type);
+    if (!kept) return kept;
+    if (offset) kept->emplace_back("_offset", *offset);
+    return kept;
+  }
+
+  // Replaces the GET links make_searchset wrote with links through a page handle: `handle`
+  // for a page, a new one for a POST _search. `params` are the search's parameters.
+  fhir::Status link_through_handle(Json& bundle, const Request& req, std::string_view type, Via via,
+                                   std::string handle, const fhir::QueryParams& params,
+                                   const fhir::SearchRequest& parsed, bool has_more) {
+    if (via == Via::get) return fhir::Ok{};
+    if (via == Via::post) {
+      auto made = pages_.keep(*req.principal, type, params);
+      if (!made) return std::move(made).issue();
+      handle = std::move(*made);
+    }
+    bundle.set("link", page_links(deps_.base_url, type, handle, parsed.offset, parsed.count, has_more));
+    return fhir::Ok{};
+  }
 
   // ---- Patient ------------------------------------------------------------------------------
 
@@ -338,7 +397,8 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     co_return out;
   }
 
-  awaitable<Response> search_patients(Request& req, const fhir::QueryParams& params) {
+  awaitable<Response> search_patients(Request& req, const fhir::QueryParams& params, Via via,
+                                      std::string handle = {}) {
     auto parsed = fhir::parse_search("Patient", params, registry_, fhir::handling_from_prefer(req.header("prefer")));
     if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
     auto q = patient_query(*parsed);
@@ -362,19 +422,30 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       break_glass = break_glass || visible.break_glass[i];
     }
     out.has_more = to < shown;
-    Response r = fhir_response(200, fhir::make_searchset(deps_.base_url, *parsed, std::move(out), now_ms()),
-                               req.format.pretty);
+    const bool has_more = out.has_more;
+    Json bundle = fhir::make_searchset(deps_.base_url, *parsed, std::move(out), now_ms());
+    if (auto s = link_through_handle(bundle, req, "Patient", via, std::move(handle), params, *parsed, has_more); !s)
+      co_return error_response(s.issue(), req.format.pretty);
+    Response r = fhir_response(200, bundle, req.format.pretty);
     if (break_glass) r.set_header("X-Emergency-Access", "break-glass");
     co_return r;
   }
 
-  awaitable<Response> search_patients_get(Request& req) { co_return co_await search_patients(req, *req.query); }
+  // GET /Patient: a search, or a page of a POST _search by its handle.
+  awaitable<Response> search_patients_get(Request& req) {
+    if (auto handle = req.query_value(kPageHandleParam)) {
+      auto params = page_params(req, "Patient");
+      if (!params) co_return error_response(params.issue(), req.format.pretty);
+      co_return co_await search_patients(req, *params, Via::page, std::string(*handle));
+    }
+    co_return co_await search_patients(req, *req.query, Via::get);
+  }
 
   // POST /Patient/_search: parameters in the form body (form_search_params).
   awaitable<Response> search_patients_post(Request& req) {
     auto all = form_search_params(req);
     if (!all) co_return error_response(all.issue(), req.format.pretty);
-    co_return co_await search_patients(req, *all);
+    co_return co_await search_patients(req, *all, Via::post);
   }
 
   // GET /Patient/$ihe-pix?sourceIdentifier=system|value[&targetSystem=...]
@@ -479,16 +550,25 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
     return false;
   }
 
-  awaitable<Response> search_pointers_get(Request& req) { co_return co_await search_pointers(req, *req.query); }
+  // GET /DocumentReference: a search, or a page of a POST _search by its handle.
+  awaitable<Response> search_pointers_get(Request& req) {
+    if (auto handle = req.query_value(kPageHandleParam)) {
+      auto params = page_params(req, "DocumentReference");
+      if (!params) co_return error_response(params.issue(), req.format.pretty);
+      co_return co_await search_pointers(req, *params, Via::page, std::string(*handle));
+    }
+    co_return co_await search_pointers(req, *req.query, Via::get);
+  }
 
   // POST /DocumentReference/_search, as NRL clients send it: parameters in the form body.
   awaitable<Response> search_pointers_post(Request& req) {
     auto all = form_search_params(req);
     if (!all) co_return error_response(all.issue(), req.format.pretty);
-    co_return co_await search_pointers(req, *all);
+    co_return co_await search_pointers(req, *all, Via::post);
   }
 
-  awaitable<Response> search_pointers(Request& req, const fhir::QueryParams& params) {
+  awaitable<Response> search_pointers(Request& req, const fhir::QueryParams& params, Via via,
+                                      std::string handle = {}) {
     auto parsed = fhir::parse_search("DocumentReference", params, registry_,
                                      fhir::handling_from_prefer(req.header("prefer")));
     if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
@@ -542,11 +622,20 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
                                            "give exactly one of subject:identifier=https://fhir.nhs.uk/Id/nhs-number|..., "
                                            "subject=Patient/{id} or patient={id}"),
                                req.format.pretty);
+    // One searchset for every answer below, its links through a page handle for POST _search.
+    auto searchset = [&](fhir::SearchsetPage page) -> fhir::Result<Json> {
+      const bool has_more = page.has_more;
+      Json bundle = fhir::make_searchset(deps_.base_url, *parsed, std::move(page), now_ms());
+      if (auto s = link_through_handle(bundle, req, "DocumentReference", via, handle, params, *parsed, has_more); !s)
+        return std::move(s).issue();
+      return bundle;
+    };
     // An empty Bundle for an unknown or hidden patient: the same answer either way.
     auto empty = [&]() {
       fhir::SearchsetPage none;
       none.total = 0;
-      return fhir_response(200, fhir::make_searchset(deps_.base_url, *parsed, std::move(none), now_ms()), req.format.pretty);
+      auto bundle = searchset(std::move(none));
+      return bundle ? fhir_response(200, *bundle, req.format.pretty) : error_response(bundle.issue(), req.format.pretty);
     };
     const Issue hidden = Issue::make(ErrorCode::not_found, "no such patient");
     auto access = co_await gate_.patient_access_to(req, by_identifier, patient_id, hidden);
@@ -593,8 +682,9 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       w.severity = fhir::Severity::warning;
       out.outcomes.push_back(fhir::operation_outcome(w));
     }
-    Response r = fhir_response(200, fhir::make_searchset(deps_.base_url, *parsed, std::move(out), now_ms()),
-                               req.format.pretty);
+    auto bundle = searchset(std::move(out));
+    if (!bundle) co_return error_response(bundle.issue(), req.format.pretty);
+    Response r = fhir_response(200, *bundle, req.format.pretty);
     if (d.break_glass) r.set_header("X-Emergency-Access", "break-glass");
     co_return r;
   }
@@ -701,49 +791,41 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
       if (referenced.empty()) p.patient_id = *found->first;
     }
     // If-Match (FHIR http.html "Managing Resource Contention"): the update applies only to the
-    // version named, checked against the version read just before the write.
-    std::optional<std::string> if_match;
-    if (std::string_view h = req.header("if-match"); !h.empty()) if_match = std::string(h.substr(0, 256));
+    // version named, compared inside the locator's write transaction, so that of two updates
+    // naming the same version one succeeds and the other gets 412.
+    const std::optional<locator::VersionMatch> if_match = if_match_of(req);
     if (create && if_match)
       co_return error_response(Issue::make(ErrorCode::invalid_value, "If-Match applies to an update (PUT), not a create",
                                            "If-Match"), req.format.pretty);
     std::string acting = who.organisation;
-    struct Saved {
-      locator::Pointer pointer;
-      bool created = false;
-    };
     // The patients named are the one the pointer listed before (an update may move it to
     // another patient, or be refused) and the one it lists now.
-    auto save = [acting, p, if_match](locator::Locator& l) -> Touching<Saved> {
+    auto save = [acting, p, if_match](locator::Locator& l) -> Touching<locator::Pointer> {
       std::vector<locator::PatientRecord> named;
-      fhir::Result<Saved> result = [&]() -> fhir::Result<Saved> {
-        bool existed = false;
+      fhir::Result<locator::Pointer> result = [&]() -> fhir::Result<locator::Pointer> {
         if (!p.id.empty()) {
           auto current = l.read_pointer(p.id);
           if (!current) return std::move(current).issue();
-          existed = current->has_value();
-          if (existed)
+          if (*current)
             if (auto s = name_patient(l, (*current)->patient_id, named); !s) return s.issue();
-          if (if_match && (!existed || !etag_list_names(*if_match, (*current)->version)))
-            return precondition_failed(existed ? std::optional((*current)->version) : std::nullopt);
         }
         if (auto s = name_patient(l, p.patient_id, named); !s) return s.issue();
-        auto saved = l.put_pointer(acting, p);
-        if (!saved) return std::move(saved).issue();
-        return Saved{std::move(*saved), !existed};
+        return l.put_pointer(acting, p, if_match);
       }();
       return {std::move(result), std::move(named)};
     };
     auto written = co_await deps_.locator.call_write(save);
     for (const auto& patient : written.patients) note_patient(req, patient);
-    const fhir::Result<Saved>& saved = written.result;
-    if (!saved) co_return error_response(saved.issue(), req.format.pretty);
-    const locator::Pointer& stored = saved->pointer;
+    if (!written.result) co_return error_response(written.result.issue(), req.format.pretty);
+    const locator::Pointer& stored = *written.result;
     req.audit.returned.push_back("DocumentReference/" + stored.id);
     // A PUT to an id the index does not know creates the pointer under it (updateCreate): 201.
+    // Told by the version the write gave it, not by a read before the write, which another
+    // write may have overtaken.
+    const bool created = stored.version == 1;
     Response r = with_version_headers(
-        fhir_response(saved->created ? 201 : 200, pointer_json(stored, {}, false), req.format.pretty), stored.version);
-    if (saved->created) r.set_header("Location", deps_.base_url + "/DocumentReference/" + stored.id);
+        fhir_response(created ? 201 : 200, pointer_json(stored, {}, false), req.format.pretty), stored.version);
+    if (created) r.set_header("Location", deps_.base_url + "/DocumentReference/" + stored.id);
     co_return r;
   }
 
@@ -754,9 +836,9 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
                                req.format.pretty);
     const std::string id = req.path_params.at(0);
     if (!fhir::is_valid_id(id)) co_return error_response(malformed_pointer_id(), req.format.pretty);
-    // If-Match as on PUT: the delete applies only to the version named.
-    std::optional<std::string> if_match;
-    if (std::string_view h = req.header("if-match"); !h.empty()) if_match = std::string(h.substr(0, 256));
+    // If-Match as on PUT: the delete applies only to the version named, compared inside the
+    // locator's write transaction.
+    const std::optional<locator::VersionMatch> if_match = if_match_of(req);
     std::string acting = who.organisation;
     // The pointer's patient is named whether the delete succeeds or is refused.
     auto remove = [acting, id, if_match](locator::Locator& l) -> Touching<fhir::Ok> {
@@ -766,9 +848,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
         if (!current) return std::move(current).issue();
         if (*current)
           if (auto s = name_patient(l, (*current)->patient_id, named); !s) return s.issue();
-        if (if_match && (!*current || !etag_list_names(*if_match, (*current)->version)))
-          return precondition_failed(*current ? std::optional((*current)->version) : std::nullopt);
-        return l.delete_pointer(acting, id);
+        return l.delete_pointer(acting, id, if_match);
       }();
       return {std::move(result), std::move(named)};
     };
@@ -785,6 +865,7 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
   const fhir::SearchParamRegistry& registry_;
   LocatorRouteDeps deps_;
   PatientGate gate_;
+  SearchPages pages_;
 };
 
 }  // namespace

@@ -6,13 +6,18 @@
 //                                       with Patient.link replaced-by
 //   GET  /Patient, POST /Patient/_search  PDQ-style search (identifier, family, given, name,
 //                                       birthdate, gender, address-postalcode, _count, _offset,
-//                                       _summary=count, _elements)
+//                                       _summary=count, _elements); a POST _search's Bundle
+//                                       links through a page handle (search_pages.h) that
+//                                       GET /Patient?_getpages=...&_offset=n fetches, so no
+//                                       search value appears in a URL
 //   GET  /Patient/$ihe-pix              IHE PIXm cross-reference query (ITI-83)
-//   GET  /DocumentReference             NRL-shaped pointers (subject:identifier, subject, patient)
+//   GET  /DocumentReference             NRL-shaped pointers (subject:identifier, subject, patient);
+//                                       POST /DocumentReference/_search pages as Patient's
 //   GET  /DocumentReference/{id}
 //   POST /DocumentReference, PUT/DELETE /DocumentReference/{id}   pointer maintenance by the
 //                                       owning source system only; https URLs only; a PUT to
-//                                       an unknown id creates it (201); If-Match on PUT
+//                                       an unknown id creates it (201); If-Match on PUT and
+//                                       DELETE, compared inside the write's own transaction
 // Patient-level decisions (relationship, objection, break-glass, sensitivity) are made here
 // because they need the locator's facts; a hidden patient is answered exactly as an unknown one.
 #pragma once
@@ -22,6 +27,7 @@
 #include "fhir/search_params.h"
 #include "gateway/auth/policy.h"
 #include "gateway/http/router.h"
+#include "gateway/http/search_pages.h"
 #include "gateway/locator/async_locator.h"
 #include "gateway/observe/metrics.h"
 
@@ -36,6 +42,8 @@ struct LocatorRouteDeps {
   // found among at most max_search_examined index entries (more: the search is too broad).
   std::size_t max_search_matches = 1000;
   std::size_t max_search_examined = 20000;
+  // How long, and how many, POST _search page handles are kept (search_pages.h).
+  SearchPagesOptions search_pages{};
 };
 
 // Declares the Patient and DocumentReference search parameters this API understands.

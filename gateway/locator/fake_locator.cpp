@@ -444,11 +444,14 @@ class FakeLocator final : public Locator {
   fhir::Result<Resolution> resolve(const IdentityClaim& claim) override {
     return write([&](FakeTransaction& tx) { return apply_resolve(tx, claim, rule_, now_instant()); });
   }
-  fhir::Result<Pointer> put_pointer(const std::string& acting, Pointer p) override {
-    return write([&](FakeTransaction& tx) { return apply_put_pointer(tx, acting, std::move(p), now_instant()); });
+  fhir::Result<Pointer> put_pointer(const std::string& acting, Pointer p,
+                                    const std::optional<VersionMatch>& if_match) override {
+    return write(
+        [&](FakeTransaction& tx) { return apply_put_pointer(tx, acting, std::move(p), if_match, now_instant()); });
   }
-  fhir::Status delete_pointer(const std::string& acting, const std::string& pointer_id) override {
-    return write([&](FakeTransaction& tx) { return apply_delete_pointer(tx, acting, pointer_id); });
+  fhir::Status delete_pointer(const std::string& acting, const std::string& pointer_id,
+                              const std::optional<VersionMatch>& if_match) override {
+    return write([&](FakeTransaction& tx) { return apply_delete_pointer(tx, acting, pointer_id, if_match); });
   }
   fhir::Status merge(const std::string& retired, const std::string& survivor, const std::string& source) override {
     return write([&](FakeTransaction& tx) { return apply_merge(tx, retired, survivor, source, now_instant()); });

@@ -360,6 +360,16 @@ fhir::Result<Pointer> pointer_from_document_reference(const Json& doc) {
     }
   }
 
+  // The source's own date is kept (the index's time of writing is meta.lastUpdated), so a
+  // pointer imported or maintained long after the record was made still says when that was.
+  if (auto s = read_string(doc, "date", "DocumentReference.date", kMaxCodeBytes, p.date); !s)
+    return std::move(s).issue();
+  if (!p.date.empty() && !is_fhir_instant(p.date))
+    return Issue::make(ErrorCode::invalid_value,
+                       "DocumentReference.date must be a FHIR instant with seconds and a time zone, e.g. "
+                       "2026-03-01T09:30:00Z",
+                       "DocumentReference.date");
+
   auto contents = read_array(doc, "content", "DocumentReference.content");
   if (!contents) return std::move(contents).issue();
   if (*contents == nullptr || (*contents)->items().empty())

@@ -39,7 +39,8 @@ fhir::Result<IdentityClaim> identity_from_patient(const fhir::Json& patient, std
 
 // DocumentReference -> Pointer. Reads id (kept: a re-import updates the same pointer),
 // status (must be "current"), type.coding[0], category[0].coding[0], custodian.identifier
-// (ODS organisation code, required: the pointer's owner), subject.reference "Patient/<id>"
+// (ODS organisation code, required: the pointer's owner), date (kept as the source gave it;
+// it must be a FHIR instant), subject.reference "Patient/<id>"
 // -> patient_id (a subject given by identifier is for the caller to resolve: see
 // subject_identifier), content[0].attachment.url (required; an https:// URL naming a host,
 // anything else is invalid_value) and contentType, and the

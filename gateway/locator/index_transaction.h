@@ -31,6 +31,10 @@ inline constexpr std::size_t kMaxPageSize = 1000;         // search and conflict
 inline constexpr std::size_t kMaxIdBytes = 64;            // FHIR id: [A-Za-z0-9-.]{1,64}
 inline constexpr int kMaxMergeDepth = 64;                 // retired -> survivor hops followed
 
+// True for a FHIR R4 instant: YYYY-MM-DDThh:mm:ss[.fff...] with Z or a +hh:mm / -hh:mm zone,
+// a real date and time (datatypes.html#instant).
+bool is_fhir_instant(std::string_view v);
+
 // The primitives. Patient ids are the opaque gateway ids. Reads see the transaction's own
 // writes. Every call may fail with a storage Issue; the rule then fails as a whole.
 class IndexTransaction {
@@ -101,11 +105,11 @@ class IndexTransaction {
 // rule -> create, as documented in locator.h.
 fhir::Result<Resolution> apply_resolve(IndexTransaction& tx, const IdentityClaim& claim, const DemographicRule& rule,
                                        const std::string& now);
-// Locator::put_pointer.
+// Locator::put_pointer and delete_pointer, the If-Match check included.
 fhir::Result<Pointer> apply_put_pointer(IndexTransaction& tx, const std::string& acting_source_ods, Pointer p,
-                                        const std::string& now);
+                                        const std::optional<VersionMatch>& if_match, const std::string& now);
 fhir::Status apply_delete_pointer(IndexTransaction& tx, const std::string& acting_source_ods,
-                                  const std::string& pointer_id);
+                                  const std::string& pointer_id, const std::optional<VersionMatch>& if_match);
 fhir::Status apply_merge(IndexTransaction& tx, const std::string& retired_id, const std::string& survivor_id,
                          const std::string& source_ods, const std::string& now);
 fhir::Status apply_set_objection(IndexTransaction& tx, const std::string& patient_id, bool objection,

@@ -135,6 +135,9 @@ fhir::Status validate_claim(const IdentityClaim& c) {
 }
 
 fhir::Status validate_pointer(const Pointer& p) {
+  if (!p.date.empty() && !is_fhir_instant(p.date))
+    return Issue::make(ErrorCode::invalid_value,
+                       "date must be a FHIR instant with seconds and a time zone, e.g. 2026-03-01T09:30:00Z", "date");
   if (!p.id.empty() && !is_fhir_id(p.id))
     return Issue::make(ErrorCode::invalid_value, "pointer id must be 1-64 characters of A-Z, a-z, 0-9, '-' and '.'",
                        "id");
@@ -205,6 +208,19 @@ struct PendingConflict {
 };
 
 }  // namespace
+
+bool is_fhir_instant(std::string_view v) {
+  // The shape first: parse_fhir_date also takes the partial dates and minute precision an
+  // instant must not have.
+  if (v.size() < 20 || v.size() > 35 || v[4] != '-' || v[7] != '-' || v[10] != 'T' || v[13] != ':' || v[16] != ':')
+    return false;
+  const bool zulu = v.back() == 'Z';
+  const bool offset = v.size() >= 25 && (v[v.size() - 6] == '+' || v[v.size() - 6] == '-') && v[v.size() - 3] == ':';
+  if (!zulu && !offset) return false;
+  const std::size_t seconds_end = zulu ? v.size() - 1 : v.size() - 6;
+  if (seconds_end < 19 || (seconds_end > 19 && (v[19] != '.' || seconds_end == 20))) return false;
+  return fhir::parse_fhir_date(v).ok();
+}
 
 std::string normalise_name(std::string_view s) {
   std::string out;
@@ -601,18 +617,44 @@ fhir::Result<Pointer> put_pointer_checked(IndexTransaction& tx, const std::strin
   return p;
 }
 
+// The If-Match check of a pointer write, against the version this transaction sees: inside
+// the writer's transaction, so no other write can come between the check and the write.
+fhir::Status check_version(const std::optional<Pointer>& current, const std::optional<VersionMatch>& if_match) {
+  if (!if_match) return fhir::Ok{};
+  if (!current)
+    return Issue::make(ErrorCode::precondition_failed,
+                       "If-Match names a version, but there is no such DocumentReference", "If-Match");
+  const auto& v = if_match->versions;
+  if (if_match->any || std::find(v.begin(), v.end(), current->version) != v.end()) return fhir::Ok{};
+  return Issue::make(ErrorCode::precondition_failed,
+                     "If-Match names another version than the current W/\"" + std::to_string(current->version) +
+                         "\"; read it again and retry",
+                     "If-Match");
+}
+
 }  // namespace
 
 fhir::Result<Pointer> apply_put_pointer(IndexTransaction& tx, const std::string& acting, Pointer p,
-                                        const std::string& now) {
+                                        const std::optional<VersionMatch>& if_match, const std::string& now) {
+  if (if_match) {
+    std::optional<Pointer> current;  // a create (no id yet) has no version to match
+    if (!p.id.empty()) {
+      auto read = tx.pointer(p.id);
+      if (!read) return std::move(read).issue();
+      current = std::move(*read);
+    }
+    if (auto s = check_version(current, if_match); !s) return std::move(s).issue();
+  }
   return put_pointer_checked(tx, acting, std::move(p), now, false);
 }
 
-fhir::Status apply_delete_pointer(IndexTransaction& tx, const std::string& acting, const std::string& pointer_id) {
+fhir::Status apply_delete_pointer(IndexTransaction& tx, const std::string& acting, const std::string& pointer_id,
+                                  const std::optional<VersionMatch>& if_match) {
   if (acting.empty())
     return Issue::make(ErrorCode::forbidden, "the acting source system has no ODS code", "source_ods");
   auto existing = tx.pointer(pointer_id);
   if (!existing) return std::move(existing).issue();
+  if (auto s = check_version(*existing, if_match); !s) return s;
   if (!*existing) return Issue::make(ErrorCode::not_found, "no pointer with this id", "id");
   if ((*existing)->source_ods != acting)
     return Issue::make(ErrorCode::forbidden, "this pointer belongs to another source system", "id");

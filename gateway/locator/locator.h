@@ -114,8 +114,21 @@ struct Pointer {
   std::vector<std::string> resource_types;  // FHIR types the record holds, e.g. Encounter
   std::string url;                        // content.attachment.url: how to retrieve it
   std::string content_type = "application/fhir+json";
+  // DocumentReference.date: when the source says the record was made or last changed (a FHIR
+  // instant, kept as the source gave it); empty when it gave none. The index's own time of
+  // writing is last_updated.
+  std::string date;
   std::string last_updated;               // FHIR instant, set by the locator on write
   std::int64_t version = 1;
+};
+
+// An If-Match precondition on a pointer write (FHIR http.html "Managing Resource Contention"),
+// checked inside the write's own transaction, so that two writers naming the same version
+// cannot both succeed: the write applies only when the pointer exists and its current version
+// is one of `versions`, or any version when `any` (If-Match: *).
+struct VersionMatch {
+  bool any = false;
+  std::vector<std::int64_t> versions;
 };
 
 // What an ingest or import says about a person.
@@ -266,9 +279,15 @@ class Locator {
   // creates the pointer under that id, so a re-import updates rather than duplicates. Only
   // `acting_source_ods` may change its own pointers (forbidden otherwise, also when
   // p.source_ods names another custodian); the patient must exist (not_found); a pointer on
-  // a retired patient is moved to the survivor.
-  virtual fhir::Result<Pointer> put_pointer(const std::string& acting_source_ods, Pointer p) = 0;
-  virtual fhir::Status delete_pointer(const std::string& acting_source_ods, const std::string& pointer_id) = 0;
+  // a retired patient is moved to the survivor. With `if_match`, the pointer p.id must exist at
+  // a version it names (precondition_failed otherwise, checked before ownership, and nothing
+  // is written); a created pointer has version 1, an updated one its previous version + 1.
+  virtual fhir::Result<Pointer> put_pointer(const std::string& acting_source_ods, Pointer p,
+                                            const std::optional<VersionMatch>& if_match) = 0;
+  // Deletes the pointer (not_found when there is none; forbidden when another source is its
+  // custodian); `if_match` as for put_pointer.
+  virtual fhir::Status delete_pointer(const std::string& acting_source_ods, const std::string& pointer_id,
+                                      const std::optional<VersionMatch>& if_match) = 0;
   // A40-style merge: `retired` resolves to `survivor` from now on; identifiers, pointers, care
   // team members and encounters move to the survivor (a member of both teams keeps the later
   // `until`, open-ended beating any date; the encounter bounds then apply to the survivor),

@@ -181,6 +181,14 @@ CREATE TABLE identifier_systems (
 INSERT OR IGNORE INTO identifier_systems(system) SELECT DISTINCT system FROM identifiers;
 )sql";
 
+// 7: a pointer's DocumentReference.date as its source gave it. last_updated is when the index
+// wrote the row; served as the date it hid when the record was made (an import stamped every
+// pointer with the time of the import). '' where the source gave none: the date served is
+// then last_updated, as before.
+const char* const kPointerDate = R"sql(
+ALTER TABLE pointers ADD COLUMN date TEXT NOT NULL DEFAULT '';
+)sql";
+
 }  // namespace
 
 const std::vector<sqlite::Migration>& migrations() {
@@ -191,6 +199,7 @@ const std::vector<sqlite::Migration>& migrations() {
       {4, "care relationship sources", kCareRelationshipSources},
       {5, "patient identifiers covered by their index", kIdentifiersCovering},
       {6, "identifier systems", kIdentifierSystems},
+      {7, "pointer dates from their source", kPointerDate},
   };
   return m;
 }

@@ -365,13 +365,16 @@ fhir::Result<Resolution> SqliteLocator::resolve(const IdentityClaim& claim) {
       [&](SqliteTransaction& tx) { return apply_resolve(tx, claim, s_->options.rule, now_instant()); });
 }
 
-fhir::Result<Pointer> SqliteLocator::put_pointer(const std::string& acting, Pointer p) {
+fhir::Result<Pointer> SqliteLocator::put_pointer(const std::string& acting, Pointer p,
+                                                 const std::optional<VersionMatch>& if_match) {
   return s_->write<Pointer>(
-      [&](SqliteTransaction& tx) { return apply_put_pointer(tx, acting, std::move(p), now_instant()); });
+      [&](SqliteTransaction& tx) { return apply_put_pointer(tx, acting, std::move(p), if_match, now_instant()); });
 }
 
-fhir::Status SqliteLocator::delete_pointer(const std::string& acting, const std::string& pointer_id) {
-  return s_->write<fhir::Ok>([&](SqliteTransaction& tx) { return apply_delete_pointer(tx, acting, pointer_id); });
+fhir::Status SqliteLocator::delete_pointer(const std::string& acting, const std::string& pointer_id,
+                                           const std::optional<VersionMatch>& if_match) {
+  return s_->write<fhir::Ok>(
+      [&](SqliteTransaction& tx) { return apply_delete_pointer(tx, acting, pointer_id, if_match); });
 }
 
 fhir::Status SqliteLocator::merge(const std::string& retired, const std::string& survivor, const std::string& source) {

@@ -73,8 +73,10 @@ class SqliteLocator final : public Locator {
 
   fhir::Status upsert_source_system(const SourceSystem& s) override;
   fhir::Result<Resolution> resolve(const IdentityClaim& claim) override;
-  fhir::Result<Pointer> put_pointer(const std::string& acting_source_ods, Pointer p) override;
-  fhir::Status delete_pointer(const std::string& acting_source_ods, const std::string& pointer_id) override;
+  fhir::Result<Pointer> put_pointer(const std::string& acting_source_ods, Pointer p,
+                                    const std::optional<VersionMatch>& if_match) override;
+  fhir::Status delete_pointer(const std::string& acting_source_ods, const std::string& pointer_id,
+                              const std::optional<VersionMatch>& if_match) override;
   fhir::Status merge(const std::string& retired_id, const std::string& survivor_id, const std::string& source_ods) override;
   fhir::Status set_objection(const std::string& patient_id, bool objection) override;
   fhir::Status add_care_team_member(const std::string& acting_source_ods, const std::string& patient_id,

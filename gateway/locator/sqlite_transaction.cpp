@@ -74,15 +74,15 @@ const std::string_view kSql[] = {
     // pointer_by_id: kPointerColumns + " WHERE ptr.id = ?1" (built in prepare)
     "",
     "INSERT INTO pointers(id, patient, source_ods, type_system, type_code, type_display, category_code, "
-    "category_display, resource_types, url, content_type, version, last_updated) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    "category_display, resource_types, url, content_type, version, last_updated, date) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     // The only uniqueness on pointers is the id: DO NOTHING means "that id exists".
     "INSERT INTO pointers(id, patient, source_ods, type_system, type_code, type_display, category_code, "
-    "category_display, resource_types, url, content_type, version, last_updated) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT DO NOTHING",
+    "category_display, resource_types, url, content_type, version, last_updated, date) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT DO NOTHING",
     "UPDATE pointers SET (patient, source_ods, type_system, type_code, type_display, category_code, "
-    "category_display, resource_types, url, content_type, version, last_updated) "
-    "= (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) WHERE id = ?1",
+    "category_display, resource_types, url, content_type, version, last_updated, date) "
+    "= (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) WHERE id = ?1",
     "DELETE FROM pointers WHERE id = ?1",
     "UPDATE pointers SET patient = ?1, version = version + 1, last_updated = ?3 WHERE patient = ?2",
     "INSERT INTO source_systems(ods_code, name, adapter, endpoint, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) "
@@ -156,6 +156,7 @@ Pointer pointer_from_row(const sqlite::Statement& st) {
   p.content_type = st.column_text(10);
   p.last_updated = st.column_text(11);
   p.version = st.column_int64(12);
+  p.date = st.column_text(13);
   return p;
 }
 
@@ -621,7 +622,7 @@ void bind_pointer(sqlite::Statement& q, const Pointer& p, std::int64_t patient_p
   q.bind(1, p.id).bind(2, patient_pk).bind(3, p.source_ods).bind(4, p.type_system).bind(5, p.type_code);
   q.bind(6, p.type_display).bind(7, p.category_code).bind(8, p.category_display);
   q.bind(9, join_resource_types(p.resource_types)).bind(10, p.url).bind(11, p.content_type);
-  q.bind(12, p.version).bind(13, p.last_updated);
+  q.bind(12, p.version).bind(13, p.last_updated).bind(14, p.date);
 }
 
 }  // namespace

@@ -30,7 +30,7 @@ PatientRecord patient_from_row(const sqlite::Statement& st);
 // SELECT list and FROM clause for a Pointer row (pointers ptr, its patient p).
 inline constexpr std::string_view kPointerColumns =
     "ptr.id, p.id, ptr.source_ods, ptr.type_system, ptr.type_code, ptr.type_display, ptr.category_code, "
-    "ptr.category_display, ptr.resource_types, ptr.url, ptr.content_type, ptr.last_updated, ptr.version "
+    "ptr.category_display, ptr.resource_types, ptr.url, ptr.content_type, ptr.last_updated, ptr.version, ptr.date "
     "FROM pointers ptr JOIN patients p ON p.pk = ptr.patient";
 Pointer pointer_from_row(const sqlite::Statement& st);
 

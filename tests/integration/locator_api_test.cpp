@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "fhir/json.h"
 #include "fhir/nhs_number.h"
@@ -848,4 +849,220 @@ TEST_CASE("Locator API: POST /DocumentReference/_search answers as the GET searc
   HttpResponse json = one(s, send(s, "POST", "/DocumentReference/_search", gp, "{}", "application/fhir+json"));
   CHECK(json.status == 415);
   CHECK(diagnostics_of(json) == "send the search parameters as application/x-www-form-urlencoded");
+}
+
+namespace {
+
+// The statuses of `raw` sent twice at once on two connections (0 for an exchange that failed).
+std::multiset<int> concurrently(TestServer& s, const std::string& raw) {
+  std::vector<test::Exchange> ex(2);
+  std::vector<std::thread> clients;
+  for (std::size_t i = 0; i < ex.size(); ++i)
+    clients.emplace_back([&, i] { ex[i] = test::exchange(s.port(), raw, 1, s.client()); });
+  for (auto& c : clients) c.join();
+  std::multiset<int> statuses;
+  for (const auto& e : ex) statuses.insert(e.responses.size() == 1 ? e.responses[0].status : 0);
+  return statuses;
+}
+
+}  // namespace
+
+TEST_CASE("Locator API: two concurrent updates with the same If-Match: one 200 and one 412, never two 200s") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 153, "Race", "A81001");
+  const std::string rx1 = bearer(rx1_system());
+  HttpResponse created = one(s, send(s, "PUT", "/DocumentReference/RX1-race-1", rx1, rx1_pointer("RX1-race-1", a.id),
+                                     "application/fhir+json"));
+  REQUIRE_MESSAGE(created.status == 201, created.body);
+  // Each round, two updates name the version current before either; the check and the write
+  // must be one step, or both read that version and both write.
+  for (int version = 1; version <= 8; ++version) {
+    CAPTURE(version);
+    const std::string if_match = "If-Match: W/\"" + std::to_string(version) + "\"\r\n";
+    const auto statuses = concurrently(s, send(s, "PUT", "/DocumentReference/RX1-race-1", rx1 + if_match,
+                                               rx1_pointer("RX1-race-1", a.id), "application/fhir+json"));
+    CHECK(statuses == std::multiset<int>{200, 412});
+    auto held = s.locator().read_pointer("RX1-race-1");
+    REQUIRE(held.ok());
+    REQUIRE(held->has_value());
+    REQUIRE((*held)->version == version + 1);  // exactly one of the two applied
+  }
+  // The same for two deletes of one version: one 204, one 412.
+  CHECK(concurrently(s, send(s, "DELETE", "/DocumentReference/RX1-race-1", rx1 + "If-Match: W/\"9\"\r\n", "",
+                             "application/fhir+json")) == std::multiset<int>{204, 412});
+}
+
+TEST_CASE("Locator API: a pointer keeps the date its source gave; without one, the time it was indexed") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 154, "Dated", "A81001");
+  const std::string rx1 = bearer(rx1_system());
+  const std::string gp = bearer(clinician_at("A81001"));
+  std::string dated = rx1_pointer("RX1-dated-1", a.id);
+  dated.insert(dated.find("\"status\""), R"("date":"2019-04-01T10:15:00Z",)");
+  HttpResponse put = one(s, send(s, "PUT", "/DocumentReference/RX1-dated-1", rx1, dated, "application/fhir+json"));
+  REQUIRE_MESSAGE(put.status == 201, put.body);
+  CHECK(json_of(put).string_at("date") == "2019-04-01T10:15:00Z");
+  const fhir::Json read = json_of(test::get(s.port(), "/DocumentReference/RX1-dated-1", s.client(), gp));
+  CHECK(read.string_at("date") == "2019-04-01T10:15:00Z");
+  CHECK(read.find("meta")->string_at("lastUpdated").rfind("2019", 0) != 0);  // when the index wrote it
+  // Without a date, the time of indexing stands in for it.
+  HttpResponse undated = one(s, send(s, "PUT", "/DocumentReference/RX1-dated-2", rx1, rx1_pointer("RX1-dated-2", a.id),
+                                     "application/fhir+json"));
+  REQUIRE(undated.status == 201);
+  const fhir::Json u = json_of(undated);
+  CHECK(u.string_at("date") == u.find("meta")->string_at("lastUpdated"));
+  // A date that is no instant is refused, saying what one looks like.
+  std::string bad = rx1_pointer("RX1-dated-3", a.id);
+  bad.insert(bad.find("\"status\""), R"("date":"2019-04-01",)");
+  HttpResponse refused = one(s, send(s, "PUT", "/DocumentReference/RX1-dated-3", rx1, bad, "application/fhir+json"));
+  CHECK(refused.status == 400);
+  CHECK(diagnostics_of(refused) ==
+        "DocumentReference.date must be a FHIR instant with seconds and a time zone, e.g. 2026-03-01T09:30:00Z");
+}
+
+TEST_CASE("Locator API: a local identifier names the source that recorded it, never as its assigner") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 155, "Assigned", "A81001");  // its MRN recorded by RX1
+  // An import by RX1 of a number another trust issued: the index knows RX1 recorded it, not who
+  // issued it.
+  locator::IdentityClaim other;
+  other.source_ods = "RX1";
+  other.demographics.nhs_number = a.nhs_number;
+  other.identifiers.push_back({"https://fhir.ry2.example.nhs.uk/Id/mrn", "RY2-77", "RX1"});
+  REQUIRE(s.locator().resolve(other).ok());
+  HttpResponse r = test::get(s.port(), "/Patient/" + a.id, s.client(), bearer(clinician_at("A81001")));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const fhir::Json pt = json_of(r);
+  int locals = 0;
+  for (const auto& id : pt.find("identifier")->items()) {
+    if (id.string_at("system") == locator::kNhsNumberSystem) continue;
+    ++locals;
+    CAPTURE(id.string_at("system"));
+    CHECK(id.find("assigner") == nullptr);
+    const fhir::Json& ext = id.find("extension")->items().at(0);
+    CHECK(ext.string_at("url") == "https://fhir.example.nhs.uk/StructureDefinition/Extension-RecordLocator-IdentifierSource");
+    CHECK(ext.find("valueReference")->find("identifier")->string_at("value") == "RX1");
+    CHECK(ext.find("valueReference")->find("identifier")->string_at("system") ==
+          "https://fhir.nhs.uk/Id/ods-organization-code");
+  }
+  CHECK(locals == 2);
+}
+
+namespace {
+
+// The link of `relation` in searchset `b`, as a path and query on the test server ("" if none).
+std::string link_target(const fhir::Json& b, std::string_view relation) {
+  for (const auto& l : b.find("link")->items())
+    if (l.string_at("relation") == relation) {
+      const std::string url(l.string_at("url"));
+      return url.substr(url.find('/', url.find("://") + 3));
+    }
+  return {};
+}
+
+std::vector<std::string> match_ids(const fhir::Json& b) {
+  std::vector<std::string> ids;
+  if (const fhir::Json* entries = b.find("entry"))
+    for (const auto& e : entries->items())
+      if (e.find("search")->string_at("mode") == "match") ids.emplace_back(e.find("resource")->string_at("id"));
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("Locator API: POST _search pages link through an opaque handle, never the search values") {
+  TestServer s;
+  std::set<std::string> pagers;
+  Seeded first = add_patient(s.locator(), 160, "Pager", "A81001");
+  pagers.insert(first.id);
+  pagers.insert(add_patient(s.locator(), 170, "Pager", "A81001").id);
+  pagers.insert(add_patient(s.locator(), 180, "Pager", "A81001").id);
+  REQUIRE(pagers.size() == 3);
+  const std::string h = bearer(clinician_at("A81001"));
+  const std::string form_type = "application/x-www-form-urlencoded";
+
+  // By NHS number: no link holds it, or any other search value.
+  HttpResponse by_nhs = one(s, send(s, "POST", "/Patient/_search", h,
+                                    "identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C" + first.nhs_number, form_type));
+  REQUIRE_MESSAGE(by_nhs.status == 200, by_nhs.body);
+  const fhir::Json nb = json_of(by_nhs);
+  for (const auto& l : nb.find("link")->items()) {
+    const std::string url(l.string_at("url"));
+    CAPTURE(url);
+    CHECK(url.find(first.nhs_number) == std::string::npos);
+    CHECK(url.find("identifier") == std::string::npos);
+    CHECK(url.find("/Patient?_getpages=") != std::string::npos);
+  }
+  // The self link fetches the same page again, by GET, as the same user.
+  HttpResponse self = test::get(s.port(), link_target(nb, "self"), s.client(), h);
+  REQUIRE_MESSAGE(self.status == 200, self.body);
+  CHECK(match_ids(json_of(self)) == std::vector<std::string>{first.id});
+
+  // Three pages of one, followed by their next links.
+  HttpResponse page = one(s, send(s, "POST", "/Patient/_search", h, "family=Pager&_count=1", form_type));
+  REQUIRE_MESSAGE(page.status == 200, page.body);
+  std::set<std::string> seen;
+  fhir::Json b = json_of(page);
+  const std::string handle_link = link_target(b, "next");
+  for (int n = 0; n < 5; ++n) {
+    CHECK(b.find("total")->as_int64() == 3);
+    for (const auto& id : match_ids(b)) seen.insert(id);
+    const std::string next = link_target(b, "next");
+    if (next.empty()) break;
+    CHECK(next.find("Pager") == std::string::npos);
+    CHECK(next.find("family") == std::string::npos);
+    HttpResponse more = test::get(s.port(), next, s.client(), h);
+    REQUIRE_MESSAGE(more.status == 200, more.body);
+    b = json_of(more);
+    CHECK(link_target(b, "previous").find("_getpages=") != std::string::npos);
+  }
+  CHECK(seen == pagers);
+
+  // Another user may not use the handle; an unknown handle is gone; a handle takes no criteria.
+  HttpResponse stolen = test::get(s.port(), handle_link, s.client(), bearer(clinician_at("A81001", "dr-2")));
+  CHECK(stolen.status == 403);
+  CHECK(diagnostics_of(stolen) == "this search page belongs to a search another user or client ran; send your own search");
+  HttpResponse unknown = test::get(s.port(), "/Patient?_getpages=0123456789abcdef0123456789abcdef&_offset=1", s.client(), h);
+  CHECK(unknown.status == 410);
+  CHECK(json_of(unknown).find("resourceType") != nullptr);
+  CHECK(diagnostics_of(unknown).find("expired or is unknown") != std::string::npos);
+  HttpResponse widened = test::get(s.port(), handle_link + "&family=Smith", s.client(), h);
+  CHECK(widened.status == 400);
+  CHECK(diagnostics_of(widened).find("send only _getpages and _offset") != std::string::npos);
+  // A Patient search's handle does not page DocumentReferences.
+  const std::string as_pointers = "/DocumentReference" + handle_link.substr(handle_link.find('?'));
+  CHECK(test::get(s.port(), as_pointers, s.client(), h).status == 410);
+
+  // A GET search still links with its own parameters: nothing to hide there.
+  fhir::Json got = json_of(test::get(s.port(), "/Patient?family=Pager&_count=1", s.client(), h));
+  CHECK(link_target(got, "next").find("family=Pager") != std::string::npos);
+}
+
+TEST_CASE("Locator API: POST /DocumentReference/_search links through a handle too") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 190, "Nrlpage", "A81001");
+  add_pointer(s.locator(), a.id, "RX1", "887701000000100", "Emergency health care plan");
+  add_pointer(s.locator(), a.id, "RX2", "887701000000100", "Emergency health care plan");
+  const std::string gp = bearer(clinician_at("A81001"));
+  HttpResponse posted = one(s, send(s, "POST", "/DocumentReference/_search", gp,
+                                    "subject:identifier=https://fhir.nhs.uk/Id/nhs-number%7C" + a.nhs_number + "&_count=1",
+                                    "application/x-www-form-urlencoded"));
+  REQUIRE_MESSAGE(posted.status == 200, posted.body);
+  const fhir::Json b = json_of(posted);
+  for (const auto& l : b.find("link")->items()) CHECK(std::string(l.string_at("url")).find(a.nhs_number) == std::string::npos);
+  const std::string next = link_target(b, "next");
+  REQUIRE(next.rfind("/DocumentReference?_getpages=", 0) == 0);
+  HttpResponse second = test::get(s.port(), next, s.client(), gp);
+  REQUIRE_MESSAGE(second.status == 200, second.body);
+  const auto first_ids = match_ids(b);
+  const auto second_ids = match_ids(json_of(second));
+  REQUIRE(first_ids.size() == 1);
+  REQUIRE(second_ids.size() == 1);
+  CHECK(first_ids != second_ids);
+  // An unknown patient's empty Bundle links through a handle as well.
+  HttpResponse nobody = one(s, send(s, "POST", "/DocumentReference/_search", gp,
+                                    "subject:identifier=https://fhir.nhs.uk/Id/nhs-number%7C" + nhs(200),
+                                    "application/x-www-form-urlencoded"));
+  REQUIRE(nobody.status == 200);
+  CHECK(nobody.body.find(nhs(200)) == std::string::npos);
 }

@@ -289,3 +289,25 @@ TEST_CASE("Locator audit: POST /DocumentReference/_search names its patient and 
   CHECK(report.find("looked at the list of care services that hold records about you") != std::string::npos);
   CHECK(report.find("added to the list") == std::string::npos);
 }
+
+TEST_CASE("Locator audit: a page fetched by a POST _search handle is audited as that search, naming its patients") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 307, "Handled", "A81001");
+  const std::string h = bearer(clinician_at("A81001", "dr-pages"));
+  HttpResponse posted = send(s, "POST", "/Patient/_search", h, "identifier=" + kNhsSystem + a.nhs_number,
+                             "application/x-www-form-urlencoded");
+  REQUIRE_MESSAGE(posted.status == 200, posted.body);
+  std::string self;
+  const fhir::Json bundle = json_of(posted);
+  for (const auto& l : bundle.find("link")->items())
+    if (l.string_at("relation") == "self") self = std::string(l.string_at("url"));
+  REQUIRE(self.find("_getpages=") != std::string::npos);
+  HttpResponse page = get(s, self.substr(self.find('/', self.find("://") + 3)), h);
+  REQUIRE_MESSAGE(page.status == 200, page.body);
+  const audit::Record rec = record_of(s, page);
+  CHECK(rec.target.find(a.nhs_number) == std::string::npos);  // the URL holds the handle only
+  CHECK(names(rec, a.nhs_number));                             // the record still names whom it showed
+  CHECK(std::find(rec.detail.returned.begin(), rec.detail.returned.end(), "Patient/" + a.id) != rec.detail.returned.end());
+  CHECK(rec.user == "dr-pages");
+  CHECK(names(record_of(s, posted), a.nhs_number));
+}

@@ -47,7 +47,7 @@ std::string add_pointer(locator::Locator& l, const std::string& patient, const s
   p.category_display = "Care plan";
   p.resource_types = {"Encounter"};
   p.url = "https://" + source + ".example.nhs.uk/fhir/DocumentReference/" + code;
-  auto r = l.put_pointer(source, p);
+  auto r = l.put_pointer(source, p, {});
   REQUIRE_MESSAGE(r.ok(), r.issue().diagnostics);
   return r->id;
 }

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <string>
 
+#include "gateway/locator/sqlite_locator.h"
 #include "support/paths.h"
 
 namespace {
@@ -165,4 +166,59 @@ TEST_CASE("gw-locator: a pointer whose Patient is in another file is filed under
   CHECK(line_of(all.out, "  created:").find(" 4") != std::string::npos);
   CHECK(line_of(all.out, "pointers indexed:").find(" 20") != std::string::npos);
   CHECK(line_of(all.out, "rejected entries:").find(" 0") != std::string::npos);
+}
+
+namespace {
+
+std::string dated_pointer(const std::string& id, const std::string& date_member) {
+  return R"({"resourceType":"DocumentReference","id":")" + id + R"(","status":"current",)" + date_member +
+         R"("type":{"coding":[{"system":"http://snomed.info/sct","code":"887701000000100"}]},)"
+         R"("subject":{"reference":"urn:uuid:p1"},)"
+         R"("custodian":{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"RX1"}},)"
+         R"("content":[{"attachment":{"contentType":"application/fhir+json","url":"https://rx1.example/fhir/)" + id +
+         R"("}}]})";
+}
+
+}  // namespace
+
+TEST_CASE("gw-locator: a pointer keeps the date its source gave; the time of indexing only stands in for none") {
+  auto dir = gw::test::temp_dir("gwloc-dates");
+  const std::string data = (dir / "data").string();
+  std::ofstream(dir / "dated.json") << R"({"resourceType":"Bundle","type":"collection","entry":[)"
+                                    << R"({"fullUrl":"urn:uuid:p1","resource":)" << patient("p1", "9990000018", "female")
+                                    << R"(},{"resource":)" << dated_pointer("RX1-dated", R"("date":"2019-04-01T10:15:00+01:00",)")
+                                    << R"(},{"resource":)" << dated_pointer("RX1-undated", "")
+                                    << R"(},{"resource":)" << dated_pointer("RX1-baddate", R"("date":"2019-04-01",)")
+                                    << "}]}";
+  Run r = gw_locator("import --data " + data + " --source RX1 " + (dir / "dated.json").string());
+  CHECK_MESSAGE(r.status == 0, r.out);
+  // A date that is not an instant rejects its entry, saying what an instant is.
+  CHECK(line_of(r.out, "rejected entries:").find(" 1") != std::string::npos);
+  CHECK(r.out.find("DocumentReference.date must be a FHIR instant with seconds and a time zone") != std::string::npos);
+  auto l = gw::locator::SqliteLocator::open((std::filesystem::path(data) / "locator.db").string());
+  REQUIRE(l.ok());
+  auto dated = (*l)->read_pointer("RX1-dated");
+  REQUIRE(dated.ok());
+  REQUIRE(dated->has_value());
+  CHECK((*dated)->date == "2019-04-01T10:15:00+01:00");
+  CHECK((*dated)->last_updated.rfind("2019", 0) != 0);  // the index's own time of writing
+  auto undated = (*l)->read_pointer("RX1-undated");
+  REQUIRE(undated.ok());
+  REQUIRE(undated->has_value());
+  CHECK((*undated)->date.empty());
+  CHECK_FALSE((*undated)->last_updated.empty());
+}
+
+TEST_CASE("gw-locator: a file that starts with a UTF-8 byte order mark imports as without it") {
+  auto dir = gw::test::temp_dir("gwloc-bom");
+  const std::string bom = "\xEF\xBB\xBF";
+  std::ofstream(dir / "bom.json") << bom << R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":)"
+                                  << patient("p1", "9990000018", "female") << "}]}";
+  std::ofstream(dir / "bom.ndjson") << bom << patient("p2", "9990000026", "male") << "\n"
+                                    << patient("p3", "9990000034", "female") << "\n";
+  Run r = gw_locator("import --data " + (dir / "data").string() + " --source RX1 " + (dir / "bom.json").string() + " " +
+                     (dir / "bom.ndjson").string());
+  CHECK_MESSAGE(r.status == 0, r.out);
+  CHECK(line_of(r.out, "  created:").find(" 3") != std::string::npos);
+  CHECK(line_of(r.out, "rejected entries:").find(" 0") != std::string::npos);
 }

@@ -7,7 +7,9 @@
 // (e.g. Synthea, synthpop --format bundle) or NDJSON, resolves each identity exactly as ingest
 // does, and reports what was created, matched and rejected, entry by entry. A pointer whose
 // Patient is not in the same file is filed under the indexed patient its subject.identifier
-// (e.g. an NHS number) names. stats and conflicts refuse a --data without a locator.db. Exit
+// (e.g. an NHS number) names. A pointer keeps the DocumentReference.date its source gave (the
+// time of indexing stands in only when there is none). A file may start with a UTF-8 byte order
+// mark. stats and conflicts refuse a --data without a locator.db. Exit
 // codes: 0 done (rejections are reported, not fatal), 1 runtime failure or no index, 2 usage.
 #include <algorithm>
 #include <chrono>
@@ -18,6 +20,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -35,6 +38,7 @@ namespace {
 constexpr std::uintmax_t kMaxFileBytes = 512ull * 1024 * 1024;
 constexpr std::size_t kMaxFiles = 1'000'000;
 constexpr std::size_t kShownRejections = 50;
+constexpr std::string_view kUtf8Bom = "\xEF\xBB\xBF";
 
 struct Rejection {
   std::string where;  // file#entry (resource id)
@@ -117,6 +121,9 @@ class Importer {
       reject(file.string(), error);
       return true;
     }
+    // A UTF-8 byte order mark, as Windows editors and some exporters write, is skipped: RFC
+    // 8259 section 8.1 lets a parser ignore it, and it is no part of the first resource.
+    if (text.rfind(kUtf8Bom, 0) == 0) text.erase(0, kUtf8Bom.size());
     std::vector<Item> items;
     const bool ndjson = file.extension() == ".ndjson";
     fhir::JsonLimits limits;
@@ -292,7 +299,7 @@ class Importer {
       }
       e.pointer.patient_id = **found;
       const std::string acting = e.pointer.source_ods;
-      auto put = loc_.put_pointer(acting, std::move(e.pointer));
+      auto put = loc_.put_pointer(acting, std::move(e.pointer), {});
       if (!put) {
         const auto& issue = put.issue();
         reject(where, issue.diagnostics + (issue.expression.empty() ? "" : " [" + issue.expression + "]"));
@@ -493,7 +500,8 @@ int main(int argc, char** argv) {
   bool quiet = false;
 
   auto* imp = app.add_subcommand("import", "bulk import Patients and DocumentReference pointers from FHIR Bundles "
-                                           "(.json) or NDJSON (.ndjson), files or folders");
+                                           "(.json) or NDJSON (.ndjson), files or folders (UTF-8; a leading byte "
+                                           "order mark is skipped); a pointer keeps its DocumentReference.date");
   imp->add_option("--data", data_dir, "gateway data directory holding locator.db")->capture_default_str();
   imp->add_option("--source", source, "ODS code of the source system the records come from")->capture_default_str();
   imp->add_option("--source-name", source_name, "display name for the source system");

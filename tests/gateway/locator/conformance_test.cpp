@@ -422,7 +422,7 @@ TEST_CASE_TEMPLATE("Locator: patient search by each parameter, with a stable ord
 TEST_CASE_TEMPLATE("Locator: pointers are created, updated and deleted only by their custodian", B, LOCATOR_BACKENDS) {
   auto l = B::make();
   const std::string pid = resolve_ok(*l, claim("RX1", nhs(20), {}), MatchOutcome::created);
-  auto created = l->put_pointer("RX1", pointer(pid));
+  auto created = l->put_pointer("RX1", pointer(pid), {});
   REQUIRE(created.ok());
   CHECK_FALSE(created->id.empty());
   CHECK(created->version == 1);
@@ -440,60 +440,105 @@ TEST_CASE_TEMPLATE("Locator: pointers are created, updated and deleted only by t
   Pointer update = **read;
   update.url = "https://rx1.example.nhs.uk/fhir/Encounter?patient=2";
   update.resource_types = {"Encounter", "Observation"};
-  auto updated = l->put_pointer("RX1", update);
+  auto updated = l->put_pointer("RX1", update, {});
   REQUIRE(updated.ok());
   CHECK(updated->id == created->id);
   CHECK(updated->version == 2);
   CHECK((*l->read_pointer(created->id))->resource_types == std::vector<std::string>{"Encounter", "Observation"});
 
   SUBCASE("another source may not change or delete it") {
-    auto other = l->put_pointer("RY2", update);
+    auto other = l->put_pointer("RY2", update, {});
     REQUIRE_FALSE(other.ok());
     CHECK(other.issue().code == fhir::ErrorCode::forbidden);
     Pointer claims_other = pointer(pid);
     claims_other.source_ods = "RY2";  // writing as custodian RY2 while acting as RX1
-    auto spoof = l->put_pointer("RX1", claims_other);
+    auto spoof = l->put_pointer("RX1", claims_other, {});
     REQUIRE_FALSE(spoof.ok());
     CHECK(spoof.issue().code == fhir::ErrorCode::forbidden);
-    auto del = l->delete_pointer("RY2", created->id);
+    auto del = l->delete_pointer("RY2", created->id, {});
     REQUIRE_FALSE(del.ok());
     CHECK(del.issue().code == fhir::ErrorCode::forbidden);
     CHECK((*l->read_pointer(created->id))->version == 2);
   }
   SUBCASE("the custodian deletes it") {
-    REQUIRE(l->delete_pointer("RX1", created->id).ok());
+    REQUIRE(l->delete_pointer("RX1", created->id, {}).ok());
     CHECK_FALSE(l->read_pointer(created->id)->has_value());
     CHECK(l->pointers_for(pid)->empty());
-    auto again = l->delete_pointer("RX1", created->id);
+    auto again = l->delete_pointer("RX1", created->id, {});
     REQUIRE_FALSE(again.ok());
     CHECK(again.issue().code == fhir::ErrorCode::not_found);
   }
   SUBCASE("an unknown patient is not_found, bad pointers are refused") {
-    auto orphan = l->put_pointer("RX1", pointer("no-such-patient"));
+    auto orphan = l->put_pointer("RX1", pointer("no-such-patient"), {});
     REQUIRE_FALSE(orphan.ok());
     CHECK(orphan.issue().code == fhir::ErrorCode::not_found);
     Pointer bad = pointer(pid);
     bad.resource_types = {"NotAType"};
-    auto r = l->put_pointer("RX1", bad);
+    auto r = l->put_pointer("RX1", bad, {});
     REQUIRE_FALSE(r.ok());
     CHECK(r.issue().expression == "resource_types[0]");
     bad = pointer(pid);
     bad.url.clear();
-    CHECK(l->put_pointer("RX1", bad).issue().code == fhir::ErrorCode::missing_value);
-    CHECK(l->put_pointer("", pointer(pid)).issue().code == fhir::ErrorCode::forbidden);
+    CHECK(l->put_pointer("RX1", bad, {}).issue().code == fhir::ErrorCode::missing_value);
+    CHECK(l->put_pointer("", pointer(pid), {}).issue().code == fhir::ErrorCode::forbidden);
     CHECK(l->pointers_for("no-such-patient").issue().code == fhir::ErrorCode::not_found);
     CHECK(l->stats()->pointers == 1);
+  }
+  SUBCASE("If-Match: the write applies only to a version it names, checked in its transaction") {
+    VersionMatch v1{false, {1}};
+    auto stale = l->put_pointer("RX1", update, v1);  // the pointer is at version 2
+    REQUIRE_FALSE(stale.ok());
+    CHECK(stale.issue().code == fhir::ErrorCode::precondition_failed);
+    CHECK(stale.issue().diagnostics == "If-Match names another version than the current W/\"2\"; read it again and retry");
+    CHECK((*l->read_pointer(created->id))->version == 2);  // nothing written
+    auto matched = l->put_pointer("RX1", update, VersionMatch{false, {7, 2}});
+    REQUIRE(matched.ok());
+    CHECK(matched->version == 3);
+    CHECK(l->put_pointer("RX1", update, VersionMatch{true, {}})->version == 4);  // If-Match: *
+    Pointer absent = pointer(pid);
+    absent.id = "RX1-absent";
+    auto none = l->put_pointer("RX1", absent, VersionMatch{true, {}});
+    REQUIRE_FALSE(none.ok());
+    CHECK(none.issue().diagnostics == "If-Match names a version, but there is no such DocumentReference");
+    CHECK_FALSE(l->read_pointer("RX1-absent")->has_value());  // If-Match never creates
+    auto del_stale = l->delete_pointer("RX1", created->id, v1);
+    REQUIRE_FALSE(del_stale.ok());
+    CHECK(del_stale.issue().code == fhir::ErrorCode::precondition_failed);
+    REQUIRE(l->delete_pointer("RX1", created->id, VersionMatch{false, {4}}).ok());
+    CHECK(l->delete_pointer("RX1", created->id, VersionMatch{false, {4}}).issue().code ==
+          fhir::ErrorCode::precondition_failed);
+  }
+  SUBCASE("the source's date is kept apart from the index's time of writing") {
+    Pointer dated = pointer(pid, "Condition");
+    dated.date = "2019-04-01T10:15:00.5+01:00";
+    auto put = l->put_pointer("RX1", dated, {});
+    REQUIRE(put.ok());
+    CHECK(put->date == "2019-04-01T10:15:00.5+01:00");
+    auto read = l->read_pointer(put->id);
+    REQUIRE(read.ok());
+    REQUIRE(read->has_value());
+    CHECK((*read)->date == "2019-04-01T10:15:00.5+01:00");
+    CHECK((*read)->last_updated != (*read)->date);
+    for (const std::string bad : {"2019-04-01", "2019-04-01T10:15Z", "2019-04-01T10:15:00", "2019-13-01T10:15:00Z",
+                                  "2019-04-01T10:15:00.Z", "yesterday"}) {
+      CAPTURE(bad);
+      dated.date = bad;
+      auto refused = l->put_pointer("RX1", dated, {});
+      REQUIRE_FALSE(refused.ok());
+      CHECK(refused.issue().code == fhir::ErrorCode::invalid_value);
+      CHECK(refused.issue().expression == "date");
+    }
   }
   SUBCASE("a client-chosen id creates, then updates") {
     Pointer p = pointer(pid, "Condition");
     p.id = "RX1-chosen.1";
-    auto first = l->put_pointer("RX1", p);
+    auto first = l->put_pointer("RX1", p, {});
     REQUIRE(first.ok());
     CHECK(first->id == "RX1-chosen.1");
     CHECK(first->version == 1);
-    CHECK(l->put_pointer("RX1", p)->version == 2);
+    CHECK(l->put_pointer("RX1", p, {})->version == 2);
     p.id = "bad id!";
-    CHECK(l->put_pointer("RX1", p).issue().expression == "id");
+    CHECK(l->put_pointer("RX1", p, {}).issue().expression == "id");
     auto list = l->pointers_for(pid);
     REQUIRE(list.ok());
     CHECK(list->size() == 2);
@@ -505,8 +550,8 @@ TEST_CASE_TEMPLATE("Locator: an A40 merge retires a record into its survivor", B
   const std::string r = resolve_ok(*l, claim("RX1", nhs(30), {{kMrnA, "R1", ""}}), MatchOutcome::created);
   const std::string s = resolve_ok(*l, claim("RY2", "", {{kMrnB, "S1", ""}}, person("Khan", "Ali", "", "", "")),
                                    MatchOutcome::created);
-  auto rp = l->put_pointer("RX1", pointer(r));
-  auto sp = l->put_pointer("RY2", pointer(s, "Observation"));
+  auto rp = l->put_pointer("RX1", pointer(r), {});
+  auto sp = l->put_pointer("RY2", pointer(s, "Observation"), {});
   REQUIRE(rp.ok());
   REQUIRE(sp.ok());
   REQUIRE(l->set_objection(r, true).ok());
@@ -533,7 +578,7 @@ TEST_CASE_TEMPLATE("Locator: an A40 merge retires a record into its survivor", B
   CHECK((*l->read_pointer(rp->id))->patient_id == s);
   CHECK(l->pointers_for(r)->size() == 2);  // a retired id follows the merge
   CHECK(resolve_ok(*l, claim("RX1", nhs(30), {}), MatchOutcome::matched_nhs_number) == s);
-  auto moved = l->put_pointer("RX1", pointer(r, "Procedure"));  // a pointer on a retired id
+  auto moved = l->put_pointer("RX1", pointer(r, "Procedure"), {});  // a pointer on a retired id
   REQUIRE(moved.ok());
   CHECK(moved->patient_id == s);
 
@@ -601,7 +646,7 @@ TEST_CASE_TEMPLATE("Locator: source systems and statistics", B, LOCATOR_BACKENDS
 
   const std::string a = resolve_ok(*l, claim("RX1", nhs(50), {{kMrnA, "1", ""}, {kMrnB, "2", ""}}), MatchOutcome::created);
   const std::string b = resolve_ok(*l, claim("RX1", bad_nhs(51), {}), MatchOutcome::created);
-  REQUIRE(l->put_pointer("RX1", pointer(a)).ok());
+  REQUIRE(l->put_pointer("RX1", pointer(a), {}).ok());
   REQUIRE(l->merge(b, a, "RX1").ok());
   const Stats st = *l->stats();
   CHECK(st.patients == 1);

@@ -108,6 +108,9 @@ TEST_CASE("Locator migrations: every earlier version upgrades to the latest sche
       if (start >= 2) REQUIRE(db->exec(kVersion2Rows).ok());
       if (start == 3) REQUIRE(db->exec(kVersion3Rows).ok());
       if (start >= 4) REQUIRE(db->exec(kVersion4Rows).ok());
+      // From version 6 on, the writer lists the system of every identifier it inserts.
+      if (start >= 6)
+        REQUIRE(db->exec("INSERT INTO identifier_systems(system) VALUES ('https://trust.example.nhs.uk/Id/mrn')").ok());
     }
     auto opened = SqliteLocator::open(path);
     REQUIRE(opened.ok());
@@ -155,6 +158,7 @@ TEST_CASE("Locator migrations: every earlier version upgrades to the latest sche
       REQUIRE(ptrs.ok());
       REQUIRE(ptrs->size() == 1);
       CHECK(ptrs->front().resource_types == std::vector<std::string>{"CarePlan"});
+      CHECK(ptrs->front().date.empty());  // migration 7: no source date was kept before
       CHECK((*l.source_system("RX1"))->adapter == "hl7v2");
       CHECK(l.conflicts(10, 0)->size() == 1);
       // Search works on the migrated rows (normalised columns, birth range).

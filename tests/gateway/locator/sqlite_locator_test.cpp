@@ -97,7 +97,7 @@ TEST_CASE("SqliteLocator: a failing write in a batch does not affect the others"
   std::vector<std::thread> threads;
   for (int i = 0; i < 3; ++i)
     threads.emplace_back([&, i] { good[i].emplace(l->resolve(claim("RX1", nhs(100 + i), {}))); });
-  threads.emplace_back([&] { bad.emplace(l->put_pointer("RX1", pointer("no-such-patient"))); });
+  threads.emplace_back([&] { bad.emplace(l->put_pointer("RX1", pointer("no-such-patient"), {})); });
   const bool queued = wait_queued(*l, 4);
   gate.open = true;
   for (auto& t : threads) t.join();
@@ -113,6 +113,33 @@ TEST_CASE("SqliteLocator: a failing write in a batch does not affect the others"
     REQUIRE(good[i]->ok());
     CHECK(*l->lookup_identifier(kNhsNumberSystem, nhs(100 + i)) == (*good[i])->patient_id);
   }
+}
+
+TEST_CASE("SqliteLocator: two updates naming the same version in one group commit: one applies, one is 412") {
+  std::atomic<bool> hold{false};  // holds the writer's next batch open while set (bounded)
+  SqliteLocatorOptions o;
+  o.on_batch_start = [&hold] {
+    for (int i = 0; i < 20000 && hold; ++i) std::this_thread::sleep_for(1ms);
+  };
+  auto l = open_at(fresh_path("locator-if-match"), o);
+  const std::string pid = l->resolve(claim("RX1", nhs(120), {}))->patient_id;
+  auto created = l->put_pointer("RX1", pointer(pid), {});
+  REQUIRE(created.ok());
+  hold = true;
+  std::vector<std::optional<fhir::Result<Pointer>>> puts(2);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 2; ++i)
+    threads.emplace_back([&, i] { puts[i].emplace(l->put_pointer("RX1", *created, VersionMatch{false, {1}})); });
+  const bool queued = wait_queued(*l, 2);
+  hold = false;
+  for (auto& t : threads) t.join();
+  REQUIRE(queued);
+  REQUIRE(puts[0].has_value());
+  REQUIRE(puts[1].has_value());
+  CHECK(puts[0]->ok() != puts[1]->ok());
+  const auto& refused = puts[0]->ok() ? *puts[1] : *puts[0];
+  CHECK(refused.issue().code == fhir::ErrorCode::precondition_failed);
+  CHECK((*l->read_pointer(created->id))->version == 2);
 }
 
 TEST_CASE("SqliteLocator: a full write queue answers too_many_requests at once") {
@@ -202,7 +229,7 @@ TEST_CASE("SqliteLocator: committed data survives closing and reopening the file
     a = l->resolve(claim("RX1", nhs(1), {{kMrnA, "R1", ""}}, person("Smith", "Jo", "1970-01-02", "other", "E1 6AN")))
             ->patient_id;
     b = l->resolve(claim("RX1", "", {{kMrnA, "R2", ""}}))->patient_id;
-    ptr = l->put_pointer("RX1", pointer(a))->id;
+    ptr = l->put_pointer("RX1", pointer(a), {})->id;
     REQUIRE(l->merge(b, a, "RX1").ok());
     REQUIRE(l->resolve(claim("RY2", nhs(2), {{kMrnA, "R1", ""}})).ok());  // records a conflict
     REQUIRE(l->set_objection(a, true).ok());
