@@ -113,6 +113,9 @@ std::string html_escape(std::string_view s) {
   return out;
 }
 
+// A read of what the route serves: GET, or HEAD (the same answer without its body).
+bool reads(const audit::Record& r) { return r.method == "GET" || r.method == "HEAD"; }
+
 // Plain-language "what" for a patient's access report.
 std::string what_text(const audit::Record& r) {
   const std::string& route = r.route;
@@ -123,10 +126,10 @@ std::string what_text(const audit::Record& r) {
   if (route == "/Patient" || route == "/Patient/_search")
     return r.detail.returned.empty() ? "searched for you" : "searched for you and saw your details";
   if (route == "/Patient/$ihe-pix") return "looked up the numbers other care systems use for you";
-  if ((route == "/DocumentReference" && r.method == "GET") || route == "/DocumentReference/_search")
+  if ((route == "/DocumentReference" && reads(r)) || route == "/DocumentReference/_search")
     return "looked at the list of care services that hold records about you";
   if (route == "/DocumentReference/{id}") {
-    if (r.method == "GET") return "looked at one entry in the list of services holding records about you";
+    if (reads(r)) return "looked at one entry in the list of services holding records about you";
     if (r.method == "DELETE") return "removed an entry from the list of services holding records about you";
     return "updated the list of care services holding records about you";
   }
@@ -160,7 +163,7 @@ std::string outcome_text(const audit::Record& r) {
   // Handlers that disclose patient data list what they returned; IG queries and writes do not.
   const bool ig = r.route.rfind("/AuditEvent", 0) == 0 || r.route.rfind("/audit/", 0) == 0;
   // Reads and searches (a POST _search is a search too), not writes.
-  const bool lookup = r.method == "GET" || r.action == "search-type" || r.action == "read";
+  const bool lookup = reads(r) || r.action == "search-type" || r.action == "read";
   if (r.kind == "rest" && lookup && !ig && r.detail.returned.empty()) {
     std::string t = r.action == "search-type" ? "searched, nothing shown" : "nothing shown";
     return withheld.empty() ? t : t + " (" + withheld + ")";
