@@ -10,12 +10,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cstring>
 #include <ctime>
 #include <mutex>
 #include <optional>
 #include <random>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 
 #include <boost/asio/co_spawn.hpp>
@@ -646,7 +648,9 @@ struct Server::Impl {
     watchdog.disarm();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - received).count();
     // A refused request's method is whatever the client sent: not a metrics label.
-    const std::string_view method = req.route_template == "protocol_error" ? "-" : req.head ? "HEAD" : req.method;
+    const std::string_view method = req.route_template == "protocol_error" ? std::string_view("-")
+                                    : req.head                             ? std::string_view("HEAD")
+                                                                           : std::string_view(req.method);
     metrics.observe_request(req.route_template, method, r.status, seconds);
     if (cfg.access_log)
       observe::log(observe::Level::info, "request",
