@@ -15,6 +15,9 @@ struct Row {
 
 // The one table (STYLE.md "Errors"). Issue types from http://hl7.org/fhir/issue-type;
 // statuses from FHIR R4 http.html; Spine codes as NHS England APIs (PDS, GP Connect) use them.
+// Every error carries one, as NHS clients expect issue.details on each OperationOutcome
+// (table_has_spine_codes below): a refusal Spine has no specific code for (406, 408, 413, 415,
+// 431) takes its generic BAD_REQUEST, and the HTTP status and issue type say the rest.
 constexpr std::array kTable{
     Row{ErrorCode::bad_request, {"invalid", 400, "BAD_REQUEST", "Bad request"}},
     Row{ErrorCode::invalid_json, {"structure", 400, "INVALID_RESOURCE", "Invalid JSON"}},
@@ -23,24 +26,24 @@ constexpr std::array kTable{
     Row{ErrorCode::invalid_value, {"value", 400, "INVALID_VALUE", "Provided value is invalid"}},
     Row{ErrorCode::invalid_nhs_number, {"value", 400, "INVALID_NHS_NUMBER", "NHS number is invalid"}},
     Row{ErrorCode::missing_value, {"required", 400, "MISSING_VALUE", "Required value is missing"}},
-    Row{ErrorCode::unknown_resource_type, {"not-supported", 404, "", "Resource type not supported"}},
+    Row{ErrorCode::unknown_resource_type, {"not-supported", 404, "UNSUPPORTED_SERVICE", "Resource type not supported"}},
     Row{ErrorCode::not_found, {"not-found", 404, "RESOURCE_NOT_FOUND", "Resource not found"}},
-    Row{ErrorCode::gone, {"deleted", 410, "", "Resource deleted"}},
-    Row{ErrorCode::method_not_allowed, {"not-supported", 405, "", "Method not allowed"}},
-    Row{ErrorCode::not_acceptable, {"not-supported", 406, "", "Format not acceptable"}},
-    Row{ErrorCode::unsupported_media_type, {"not-supported", 415, "", "Unsupported media type"}},
-    Row{ErrorCode::not_supported, {"not-supported", 422, "", "Not supported"}},
-    Row{ErrorCode::payload_too_large, {"too-costly", 413, "", "Request body too large"}},
-    Row{ErrorCode::headers_too_large, {"too-costly", 431, "", "Request headers too large"}},
-    Row{ErrorCode::request_timeout, {"timeout", 408, "", "Request timed out"}},
+    Row{ErrorCode::gone, {"deleted", 410, "INVALIDATED_RESOURCE", "Resource deleted"}},
+    Row{ErrorCode::method_not_allowed, {"not-supported", 405, "INVALID_METHOD", "Method not allowed"}},
+    Row{ErrorCode::not_acceptable, {"not-supported", 406, "BAD_REQUEST", "Format not acceptable"}},
+    Row{ErrorCode::unsupported_media_type, {"not-supported", 415, "BAD_REQUEST", "Unsupported media type"}},
+    Row{ErrorCode::not_supported, {"not-supported", 422, "UNSUPPORTED_SERVICE", "Not supported"}},
+    Row{ErrorCode::payload_too_large, {"too-costly", 413, "BAD_REQUEST", "Request body too large"}},
+    Row{ErrorCode::headers_too_large, {"too-costly", 431, "BAD_REQUEST", "Request headers too large"}},
+    Row{ErrorCode::request_timeout, {"timeout", 408, "BAD_REQUEST", "Request timed out"}},
     Row{ErrorCode::tls_required, {"security", 400, "BAD_REQUEST", "TLS required"}},
     Row{ErrorCode::unauthenticated, {"login", 401, "ACCESS_DENIED", "Access denied"}},
     Row{ErrorCode::forbidden, {"forbidden", 403, "ACCESS_DENIED", "Access denied"}},
     Row{ErrorCode::precondition_failed, {"conflict", 412, "PRECONDITION_FAILED", "Precondition failed"}},
-    Row{ErrorCode::conflict, {"conflict", 409, "", "Conflict"}},
-    Row{ErrorCode::too_many_requests, {"throttled", 429, "", "Too many requests"}},
+    Row{ErrorCode::conflict, {"conflict", 409, "INVALID_UPDATE", "Conflict"}},
+    Row{ErrorCode::too_many_requests, {"throttled", 429, "TOO_MANY_REQUESTS", "Too many requests"}},
     Row{ErrorCode::not_ready, {"transient", 503, "SERVICE_UNAVAILABLE", "Service unavailable"}},
-    Row{ErrorCode::timeout, {"timeout", 504, "", "Timed out"}},
+    Row{ErrorCode::timeout, {"timeout", 504, "SERVICE_UNAVAILABLE", "Timed out"}},
     Row{ErrorCode::informational, {"informational", 200, "", "All OK"}},
     Row{ErrorCode::internal_error, {"exception", 500, "SERVER_ERROR", "Internal server error"}},
 };
@@ -52,6 +55,13 @@ constexpr bool table_is_dense() {
   return static_cast<std::size_t>(ErrorCode::internal_error) + 1 == kTable.size();
 }
 static_assert(table_is_dense(), "issue table must list every ErrorCode in enum order");
+
+constexpr bool table_has_spine_codes() {
+  for (const Row& r : kTable)
+    if (r.mapping.http_status >= 400 && r.mapping.spine_code.empty()) return false;
+  return true;
+}
+static_assert(table_has_spine_codes(), "every error row needs a Spine-ErrorOrWarningCode");
 
 }  // namespace
 

@@ -62,7 +62,7 @@ struct Issue {
 struct IssueMapping {
   std::string_view issue_type;  // FHIR IssueType code, e.g. "not-found"
   int http_status;
-  std::string_view spine_code;  // Spine-ErrorOrWarningCode, empty when none fits
+  std::string_view spine_code;  // Spine-ErrorOrWarningCode; empty only for non-errors (informational)
   std::string_view display;     // short human text for details.coding.display
 };
 

@@ -1040,6 +1040,48 @@ fhir::Status Log::flag_patient(const std::string& nhs_number, const std::string&
   });
 }
 
+fhir::Result<FlaggedPage> Log::flagged_patients(const std::string& after, std::size_t max) const {
+  auto lease = impl_->reader();
+  if (!lease) return std::move(lease).issue();
+  FlaggedPage page;
+  auto count = (*lease)->db->prepare("SELECT count(*) FROM audit_flagged_patient");
+  if (!count) return std::move(count).issue();
+  if (auto r = count->step(); !r) return std::move(r).issue();
+  page.total = static_cast<std::uint64_t>(count->column_int64(0));
+  auto sel = (*lease)->db->prepare(
+      "SELECT nhs_number, reason, flagged_by, flagged_ms FROM audit_flagged_patient WHERE nhs_number > ?1 "
+      "ORDER BY nhs_number LIMIT ?2");
+  if (!sel) return std::move(sel).issue();
+  sel->bind(1, after).bind(2, static_cast<std::int64_t>(max));
+  for (;;) {
+    auto r = sel->step();
+    if (!r) return std::move(r).issue();
+    if (!*r) break;
+    page.items.push_back(
+        FlaggedPatient{sel->column_text(0), sel->column_text(1), sel->column_text(2), sel->column_int64(3)});
+  }
+  return page;
+}
+
+fhir::Status Log::unflag_patient(const std::string& nhs_number) {
+  Impl& impl = *impl_;
+  const auto& configured = impl.opt.rules.flagged_patients;
+  if (std::find(configured.begin(), configured.end(), nhs_number) != configured.end())
+    return Issue::make(ErrorCode::conflict, "NHS number " + nhs_number +
+                                                " is flagged in the configuration ([audit.alerts] flagged_patients); "
+                                                "remove it there and restart the gateway");
+  return impl.run_task<fhir::Status>([&]() -> fhir::Status {
+    auto del = impl.db.prepare("DELETE FROM audit_flagged_patient WHERE nhs_number = ?1");
+    if (!del) return std::move(del).issue();
+    del->bind(1, nhs_number);
+    if (auto s = del->run(); !s) return s;
+    if (impl.db.changes() == 0) return Issue::make(ErrorCode::not_found, "NHS number " + nhs_number + " is not flagged");
+    std::lock_guard lock(impl.flagged_mu);
+    impl.flagged.erase(nhs_number);
+    return fhir::Ok{};
+  });
+}
+
 fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std::string& by) {
   Impl& impl = *impl_;
   // Prune a prefix only: records up to (not including) the first one at or after the cutoff.

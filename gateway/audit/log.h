@@ -82,6 +82,19 @@ struct Alert {
   std::int64_t reviewed_ms = 0;
 };
 
+// A record flagged through PUT /audit/flagged-patients/{nhs}.
+struct FlaggedPatient {
+  std::string nhs_number;
+  std::string reason;
+  std::string flagged_by;           // user id of the IG officer
+  std::int64_t flagged_ms = 0;
+};
+
+struct FlaggedPage {
+  std::vector<FlaggedPatient> items;
+  std::uint64_t total = 0;          // flagged through the API, in all pages
+};
+
 struct Query {
   std::string patient;              // NHS number
   std::string agent;                // user id
@@ -161,6 +174,13 @@ class Log {
   fhir::Status review_alert(std::int64_t id, const std::string& reviewer, const std::string& outcome,
                             const std::string& note);
   fhir::Status flag_patient(const std::string& nhs_number, const std::string& reason, const std::string& by);
+  // The records flagged through flag_patient(), in NHS-number order after `after` ("" = from
+  // the first), at most `max` (those seeded from AlertRules::flagged_patients are not in it).
+  fhir::Result<FlaggedPage> flagged_patients(const std::string& after, std::size_t max) const;
+  // Removes a flag set by flag_patient(); committed before it returns. not_found when the number
+  // is not flagged; conflict when AlertRules::flagged_patients (the configuration) flags it,
+  // which only a configuration change can undo (nothing is changed then).
+  fhir::Status unflag_patient(const std::string& nhs_number);
 
   // Retention: removes the content of records older than `cutoff_ms` (their leaf hashes and
   // the tree stay, so every proof still verifies), appends a retention-prune record saying

@@ -91,7 +91,7 @@ void Authenticator::refresh_keys() {
 }
 
 AuthFailure Authenticator::unauthenticated(std::string why, bool invalid_token) const {
-  AuthFailure f{fhir::Issue::make(fhir::ErrorCode::unauthenticated, std::move(why)), {}, {}};
+  AuthFailure f{fhir::Issue::make(fhir::ErrorCode::unauthenticated, std::move(why)), {}, {}, nullptr};
   // RFC 6750 3.1: no error code when the request simply had no credentials.
   f.www_authenticate = invalid_token ? std::string(kRealm) + ", error=\"invalid_token\"" : std::string(kRealm);
   return f;
@@ -177,7 +177,7 @@ std::variant<std::shared_ptr<const Principal>, AuthFailure> Authenticator::authe
       !per_user_.allow("u:" + principal->subject, steady, retry)) {
     AuthFailure f{fhir::Issue::make(fhir::ErrorCode::too_many_requests,
                                     "rate limit exceeded; retry after " + std::to_string(retry.count()) + " s"),
-                  {}, retry};
+                  {}, retry, principal};
     return f;
   }
   return principal;

@@ -37,6 +37,9 @@ struct AuthFailure {
   fhir::Issue issue;
   std::string www_authenticate;  // for 401
   std::chrono::seconds retry_after{0};  // for 429
+  // For 429 only: the caller whose credentials validated but who is over the limit, so that
+  // the audit record names who was refused (null for 401).
+  std::shared_ptr<const Principal> principal;
 };
 
 class Authenticator {

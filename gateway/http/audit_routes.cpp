@@ -113,20 +113,28 @@ std::string html_escape(std::string_view s) {
   return out;
 }
 
+// A read of what the route serves: GET, or HEAD (the same answer without its body).
+bool reads(const audit::Record& r) { return r.method == "GET" || r.method == "HEAD"; }
+
 // Plain-language "what" for a patient's access report.
 std::string what_text(const audit::Record& r) {
   const std::string& route = r.route;
   if (r.kind == "ingest") return "sent information about you to the shared record";
+  if (route == "/audit/flagged-patients/{nhs}")
+    return r.method == "DELETE" ? "removed the extra monitoring of access to your record (information governance)"
+                                : "asked for access to your record to be monitored (information governance)";
+  if (route == "/audit/flagged-patients")
+    return "reviewed the list of records whose access is monitored (information governance)";
   if (route.rfind("/AuditEvent", 0) == 0 || route.rfind("/audit", 0) == 0)
     return "reviewed who has accessed your record (information governance)";
   if (route == "/Patient/{id}") return "looked at your details (name, date of birth, address, GP practice)";
   if (route == "/Patient" || route == "/Patient/_search")
     return r.detail.returned.empty() ? "searched for you" : "searched for you and saw your details";
   if (route == "/Patient/$ihe-pix") return "looked up the numbers other care systems use for you";
-  if ((route == "/DocumentReference" && r.method == "GET") || route == "/DocumentReference/_search")
+  if ((route == "/DocumentReference" && reads(r)) || route == "/DocumentReference/_search")
     return "looked at the list of care services that hold records about you";
   if (route == "/DocumentReference/{id}") {
-    if (r.method == "GET") return "looked at one entry in the list of services holding records about you";
+    if (reads(r)) return "looked at one entry in the list of services holding records about you";
     if (r.method == "DELETE") return "removed an entry from the list of services holding records about you";
     return "updated the list of care services holding records about you";
   }
@@ -160,7 +168,7 @@ std::string outcome_text(const audit::Record& r) {
   // Handlers that disclose patient data list what they returned; IG queries and writes do not.
   const bool ig = r.route.rfind("/AuditEvent", 0) == 0 || r.route.rfind("/audit/", 0) == 0;
   // Reads and searches (a POST _search is a search too), not writes.
-  const bool lookup = r.method == "GET" || r.action == "search-type" || r.action == "read";
+  const bool lookup = reads(r) || r.action == "search-type" || r.action == "read";
   if (r.kind == "rest" && lookup && !ig && r.detail.returned.empty()) {
     std::string t = r.action == "search-type" ? "searched, nothing shown" : "nothing shown";
     return withheld.empty() ? t : t + " (" + withheld + ")";
@@ -219,13 +227,41 @@ Json b64_list(const std::vector<audit::merkle::Hash>& hashes) {
   return a;
 }
 
-// The same query with the cursor moved past `last_seq` (keyset paging).
-std::string next_url(const std::string& base, const fhir::QueryParams& query, std::uint64_t last_seq) {
+// The same query with the cursor moved past `last` (keyset paging: a sequence number, or an
+// NHS number for the flagged records).
+std::string next_url(const std::string& base, const fhir::QueryParams& query, const std::string& last) {
   std::string next = base + "?";
   for (const auto& [k, v] : query)
     if (k != "_cursor") next.append(fhir::percent_encode(k)).append("=").append(fhir::percent_encode(v)).append("&");
-  next.append("_cursor=").append(std::to_string(last_seq));
+  next.append("_cursor=").append(fhir::percent_encode(last));
   return next;
+}
+std::string next_url(const std::string& base, const fhir::QueryParams& query, std::uint64_t last_seq) {
+  return next_url(base, query, std::to_string(last_seq));
+}
+
+// The most flagged records one GET /audit/flagged-patients returns.
+constexpr std::size_t kMaxFlaggedPage = 1000;
+
+// The most AuditEvents an IG query's own audit record lists one by one (an export returns up
+// to export_max); the note gives the count and the range of sequence numbers in every case.
+constexpr std::size_t kMaxListedRecords = 100;
+
+// Tells the IG officer's own audit record which AuditEvents the query showed: each as
+// "AuditEvent/{seq}" in `returned` (the first kMaxListedRecords), and in the note what the
+// query was, how many it returned and their lowest and highest sequence numbers.
+void note_returned(Request& req, const std::string& what, const std::vector<audit::Record>& records) {
+  std::string note = what + ": returned " + std::to_string(records.size()) +
+                     (records.size() == 1 ? " AuditEvent" : " AuditEvents");
+  if (!records.empty()) {
+    auto [lo, hi] = std::minmax_element(records.begin(), records.end(),
+                                        [](const audit::Record& a, const audit::Record& b) { return a.seq < b.seq; });
+    note += " (sequence numbers " + std::to_string(lo->seq) + " to " + std::to_string(hi->seq) + ")";
+  }
+  if (records.size() > kMaxListedRecords) note += "; the first " + std::to_string(kMaxListedRecords) + " are listed";
+  for (std::size_t i = 0; i < records.size() && i < kMaxListedRecords; ++i)
+    req.audit.returned.push_back("AuditEvent/" + std::to_string(records[i].seq));
+  req.audit.note = std::move(note);
 }
 
 class AuditApi {
@@ -293,6 +329,7 @@ class AuditApi {
     };
     link("self", deps_.base_url + req.target);
     if (more) link("next", next_url(deps_.base_url + "/AuditEvent", *req.query, page->records.back().seq));
+    note_returned(req, "AuditEvent search", page->records);
     bundle.set("link", std::move(links));
     Json entries = Json::array();
     for (const auto& r : page->records) {
@@ -318,6 +355,7 @@ class AuditApi {
     auto rec = co_await deps_.audit.call(get);
     if (!rec) co_return error_response(rec.issue(), req.format.pretty);
     if (!*rec) co_return error_response(unknown, req.format.pretty);
+    note_returned(req, "AuditEvent read", {**rec});
     co_return fhir_response(200, audit::to_audit_event(**rec, deps_.observer), req.format.pretty);
   }
 
@@ -356,6 +394,8 @@ class AuditApi {
       cp_line = "Latest signed checkpoint: " + std::to_string(latest->front().size) + " records, root " +
                 audit::merkle::to_base64(latest->front().root) + ", " + audit::format_time_ms(latest->front().time_ms) + ".";
     const std::string generated = audit::format_time_ms(audit::now_ms());
+    note_returned(req, "access report for NHS number " + *nhs + " (" + std::to_string(page->total) + " accesses on record)",
+                  page->records);
     if (html)
       co_return text_response(200, "text/html; charset=utf-8",
                               report_html(*nhs, page->records, page->total, generated, cp_line));
@@ -395,6 +435,7 @@ class AuditApi {
     auto run = [q](audit::Log& log) { return log.search(q); };
     auto page = co_await deps_.audit.call(run);
     if (!page) co_return error_response(page.issue());
+    note_returned(req, "AuditEvent export", page->records);
     std::string body;
     for (const auto& r : page->records) {
       fhir::append_json(audit::to_audit_event(r, deps_.observer), body);
@@ -431,6 +472,8 @@ class AuditApi {
     auto run = [idx, sz](audit::Log& log) { return log.inclusion_proof(idx, sz); };
     auto p = co_await deps_.audit.call(run);
     if (!p) co_return error_response(p.issue());
+    // The proof carries the record's canonical bytes (unless retention removed them).
+    if (!p->record.empty()) req.audit.returned.push_back("AuditEvent/" + std::to_string(p->index));
     Json out = Json::object();
     out.set("leafIndex", Json::integer(static_cast<std::int64_t>(p->index)));
     out.set("treeSize", Json::integer(static_cast<std::int64_t>(p->size)));
@@ -479,6 +522,15 @@ class AuditApi {
     auto run = [status](audit::Log& log) { return log.alerts(status, 1000); };
     auto list = co_await deps_.audit.call(run);
     if (!list) co_return error_response(list.issue());
+    // The IG officer's record names the alerts shown and the AuditEvents they point to.
+    std::string note = "alert queue (" + (status.empty() ? std::string("all") : status) + "): returned " +
+                       std::to_string(list->size()) + (list->size() == 1 ? " alert" : " alerts");
+    if (!list->empty())
+      note += " (ids " + std::to_string(list->back().id) + " to " + std::to_string(list->front().id) + ")";
+    if (list->size() > kMaxListedRecords) note += "; the first " + std::to_string(kMaxListedRecords) + " are listed";
+    req.audit.note = std::move(note);
+    for (std::size_t i = 0; i < list->size() && i < kMaxListedRecords; ++i)
+      req.audit.returned.push_back("AuditEvent/" + std::to_string((*list)[i].seq));
     Json items = Json::array();
     for (const auto& a : *list) {
       Json o = Json::object();
@@ -557,6 +609,70 @@ class AuditApi {
     co_return text_response(200, "application/json", fhir::to_json(out));
   }
 
+  // GET /audit/flagged-patients[?_count=&_cursor=]
+  awaitable<Response> flagged(Request& req) {
+    std::size_t count = std::min<std::size_t>(100, kMaxFlaggedPage);
+    std::string after;
+    for (const auto& [k, v] : *req.query) {
+      if (k == "_count") {
+        auto n = parse_u64(v);
+        if (!n || *n == 0 || *n > kMaxFlaggedPage)
+          co_return error_response(bad_param("_count must be 1 to " + std::to_string(kMaxFlaggedPage), "_count"));
+        count = static_cast<std::size_t>(*n);
+      } else if (k == "_cursor") {
+        auto nhs = nhs_number_param(v, "_cursor");
+        if (!nhs) co_return error_response(bad_param("_cursor must come from a next link", "_cursor"));
+        after = *nhs;
+      } else {
+        co_return error_response(bad_param("unknown parameter " + k.substr(0, 64) + "; use _count", k.substr(0, 64)));
+      }
+    }
+    // One more than asked: whether there is a next page.
+    auto run = [after, count](audit::Log& log) { return log.flagged_patients(after, count + 1); };
+    auto page = co_await deps_.audit.call(run);
+    if (!page) co_return error_response(page.issue());
+    const bool more = page->items.size() > count;
+    if (more) page->items.pop_back();
+    Json items = Json::array();
+    for (const auto& f : page->items) {
+      Json o = Json::object();
+      o.set("nhsNumber", str(f.nhs_number));
+      o.set("reason", str(f.reason));
+      o.set("flaggedBy", str(f.flagged_by));
+      o.set("flagged", str(audit::format_time_ms(f.flagged_ms)));
+      items.push_back(std::move(o));
+      // The NHS numbers shown are in the IG officer's own record, as any disclosure is.
+      req.audit.patients.push_back(f.nhs_number);
+    }
+    req.audit.note = "flagged records list: returned " + std::to_string(page->items.size()) + " of " +
+                     std::to_string(page->total);
+    Json out = Json::object();
+    out.set("total", Json::integer(static_cast<std::int64_t>(page->total)));
+    out.set("flaggedPatients", std::move(items));
+    if (more)
+      out.set("next", str(next_url(deps_.base_url + "/audit/flagged-patients", *req.query, page->items.back().nhs_number)));
+    co_return text_response(200, "application/json", fhir::to_json(out));
+  }
+
+  // DELETE /audit/flagged-patients/{nhs}
+  awaitable<Response> unflag(Request& req) {
+    auto nhs = nhs_number_param(req.path_params.at(0), "nhsNumber");
+    if (!nhs) co_return error_response(nhs.issue());
+    req.audit.patients.push_back(*nhs);
+    const std::string n = *nhs;
+    auto run = [n](audit::Log& log) { return log.unflag_patient(n); };
+    auto done = co_await deps_.audit.call_write(run);
+    if (!done) {
+      req.audit.note = "record not unflagged: " + done.issue().diagnostics.substr(0, 200);
+      co_return error_response(done.issue());
+    }
+    req.audit.note = "record unflagged: accesses to it no longer raise flagged-record alerts";
+    Json out = Json::object();
+    out.set("nhsNumber", str(n));
+    out.set("flagged", Json::boolean(false));
+    co_return text_response(200, "application/json", fhir::to_json(out));
+  }
+
  private:
   AuditRouteDeps deps_;
 };
@@ -600,6 +716,11 @@ void add_audit_routes(Router& router, AuditRouteDeps deps) {
   with_body.json_body = true;
   router.add("POST", "/audit/alerts/{id}/review", [api](Request& r) { return api->review(r); }, with_body);
   router.add("PUT", "/audit/flagged-patients/{nhs}", [api](Request& r) { return api->flag(r); }, with_body);
+  router.add("GET", "/audit/flagged-patients", [api](Request& r) { return api->flagged(r); },
+             opts("", "", false, Interaction::search));
+  // DELETE needs read and search, as PUT does (the pipeline asks both of every non-GET).
+  router.add("DELETE", "/audit/flagged-patients/{nhs}", [api](Request& r) { return api->unflag(r); },
+             opts("", "", false, Interaction::search));
 }
 
 }  // namespace gw::http

@@ -11,6 +11,8 @@
 //   GET  /audit/alerts                    the review queue (status=open|reviewed|all)
 //   POST /audit/alerts/{id}/review        mark an alert reviewed with an outcome
 //   PUT  /audit/flagged-patients/{nhs}    flag a VIP or staff record for the alert rule
+//   GET  /audit/flagged-patients          the records flagged that way (_count, _cursor)
+//   DELETE /audit/flagged-patients/{nhs}  remove such a flag
 #pragma once
 
 #include <string>

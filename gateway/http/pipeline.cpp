@@ -82,7 +82,9 @@ audit::Record record_of(Request& req, const Response& r, const Route* route) {
   rec.time_ms = audit::now_ms();
   rec.kind = "rest";
   rec.action = action_of(route, req.method);
-  rec.method = req.method;
+  // HEAD is routed and handled as GET (RFC 9110 section 9.3.2), but the record keeps the
+  // method the client sent.
+  rec.method = req.head ? "HEAD" : req.method;
   // Tokens sent in the query (refused with 401) must not outlive the request in the log.
   rec.target = audit::redact_target(req.target).substr(0, 4096);
   rec.route = req.route_template;
@@ -115,7 +117,16 @@ boost::asio::awaitable<Response> Pipeline::handle(Request& req) const {
   const Route* route = nullptr;
   Response r = co_await respond(req, route);
   // Open routes (probes, /metadata, discovery) carry no identity and no patient data.
-  if (!audit_ || (route && route->options.access == Access::open)) co_return r;
+  if (route && route->options.access == Access::open) co_return r;
+  co_return co_await audited(req, std::move(r), route);
+}
+
+boost::asio::awaitable<Response> Pipeline::refused(Request& req, Response r) const {
+  co_return co_await audited(req, std::move(r), nullptr);
+}
+
+boost::asio::awaitable<Response> Pipeline::audited(Request& req, Response r, const Route* route) const {
+  if (!audit_) co_return r;
   audit::Record rec = record_of(req, r, route);
   auto seq = co_await append_audit(*audit_, rec);
   if (!seq) {
@@ -125,9 +136,18 @@ boost::asio::awaitable<Response> Pipeline::handle(Request& req) const {
     Response refused = error_response(fhir::Issue::make(
         fhir::ErrorCode::not_ready, "The audit trail could not be written, so no data was sent. Try again shortly; "
                                     "quote X-Request-ID " + req.request_id + " if this persists"));
+    refused.close = r.close;
     co_return refused;
   }
   co_return r;
+}
+
+void Pipeline::identify(Request& req) const {
+  if (!authenticator_) return;
+  auto who = authenticator_->authenticate(req, std::time(nullptr));
+  if (auto* p = std::get_if<std::shared_ptr<const auth::Principal>>(&who)) req.principal = std::move(*p);
+  // A rate-limited caller is still known (the limit is per validated user and client).
+  else if (auto* f = std::get_if<auth::AuthFailure>(&who)) req.principal = f->principal;
 }
 
 boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& matched) const {
@@ -135,6 +155,7 @@ boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& m
   Router::Match m = router_.match(req.method, req.path);
   if (!m.route) {
     req.route_template = m.allow.empty() ? "unmatched" : "method_not_allowed";
+    identify(req);
     Response r = error_response(*m.error);
     if (!m.allow.empty()) r.set_header("Allow", m.allow);
     co_return r;
@@ -150,6 +171,7 @@ boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& m
       co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden, "access control is not configured"));
     auto who = authenticator_->authenticate(req, std::time(nullptr));
     if (auto* failure = std::get_if<auth::AuthFailure>(&who)) {
+      req.principal = failure->principal;  // set only when rate-limited: the audit names who
       Response r = error_response(failure->issue);
       if (failure->issue.code == fhir::ErrorCode::unauthenticated)
         r.replace_header("WWW-Authenticate", failure->www_authenticate);

@@ -5,7 +5,8 @@
 // The audit step runs for every request except those to open routes (probes, /metadata,
 // discovery): its record is committed before the response leaves, and when it cannot be
 // committed the response is replaced by a 503 that carries no patient data (issue #6).
-// Sessions in gateway/net call handle() once per parsed HTTP request.
+// Sessions in gateway/net call handle() once per parsed HTTP request, and refused() for a
+// request they answer themselves (malformed, oversized, timed out), so that one too is audited.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -37,8 +38,18 @@ class Pipeline {
   // OperationOutcome). Sets req.route_template for metrics. Runs on the session's strand.
   boost::asio::awaitable<Response> handle(Request& req) const;
 
+  // Audits `r`, the answer the HTTP layer gives a request that never reached handle() (400
+  // malformed, 408, 413, 431, plain HTTP on the TLS port), with what is known of `req`: the
+  // address, and the method, target and X-Request-ID when they were parsed. Returns `r`, or
+  // the 503 when the record could not be committed. Runs on the session's strand.
+  boost::asio::awaitable<Response> refused(Request& req, Response r) const;
+
  private:
   boost::asio::awaitable<Response> respond(Request& req, const Route*& matched) const;
+  boost::asio::awaitable<Response> audited(Request& req, Response r, const Route* route) const;
+  // The caller of a request no route serves, when its credentials validate: a probe with a
+  // valid token is audited under its user, not as anonymous. The answer stays the router's.
+  void identify(Request& req) const;
 
   const Router& router_;
   PipelineLimits limits_;

@@ -21,7 +21,8 @@
 namespace gw::http {
 
 struct Request {
-  std::string method;                 // "GET", "POST", ...
+  std::string method;                 // "GET", "POST", ...; a HEAD request is routed as "GET"
+  bool head = false;                  // the client sent HEAD: the audit records HEAD, send() strips the body
   std::string target;                 // as received, e.g. "/Patient?identifier=..."
   std::string path;                   // percent-decoded path, without the query
   std::string raw_query;              // undecoded text after '?'

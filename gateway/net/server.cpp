@@ -10,12 +10,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cstring>
 #include <ctime>
 #include <mutex>
 #include <optional>
 #include <random>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 
 #include <boost/asio/co_spawn.hpp>
@@ -64,6 +66,10 @@ using Strand = asio::strand<asio::io_context::executor_type>;
 namespace {
 
 auto nothrow(error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec); }
+
+// The longest request target an audit record keeps of a refused request (the pipeline keeps
+// as much of any target, after redaction).
+constexpr std::size_t kMaxAuditedTarget = 4096;
 
 std::string new_request_id() {
   // UUID version 4 (RFC 4122 section 4.4).
@@ -252,6 +258,36 @@ ProtocolFailure classify(const error_code& ec, bool timed_out) {
     return {fhir::Issue::make(ErrorCode::payload_too_large, "Request body exceeds the server's limit"),
             "body_too_large"};
   return {fhir::Issue::make(ErrorCode::bad_request, "Malformed HTTP request: " + ec.message()), "malformed_http"};
+}
+
+// A method as the audit may keep it: an RFC 9110 token of at most 20 characters, else "-".
+std::string method_token(std::string_view m) {
+  if (m.empty() || m.size() > 20) return "-";
+  for (char c : m)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && std::string_view("!#$%&'*+-.^_`|~").find(c) == std::string_view::npos)
+      return "-";
+  return std::string(m);
+}
+
+// The method and target of the request line at the start of `raw` (the bytes received so far),
+// for a request refused before the parser got past it (oversized headers, a malformed line).
+// Only visible ASCII is kept. A line that does not end within `max_bytes` is cut back to its
+// last delimiter, so no fragment of a credential that the audit's redaction would no longer
+// recognise is kept.
+std::pair<std::string, std::string> raw_request_line(std::string_view raw, std::size_t max_bytes) {
+  raw = raw.substr(0, std::min(raw.size(), max_bytes));
+  const bool cut = raw.find_first_of("\r\n") == std::string_view::npos;
+  std::string_view line = raw.substr(0, raw.find_first_of("\r\n"));
+  const std::size_t sp = line.find(' ');
+  if (sp == std::string_view::npos) return {method_token(line), {}};
+  std::string_view target = line.substr(sp + 1);
+  if (cut) target = target.substr(0, target.find_last_of("/?&=;,") + 1);
+  else if (const std::size_t v = target.rfind(" HTTP/"); v != std::string_view::npos) target = target.substr(0, v);
+  else target = target.substr(0, target.find(' '));
+  std::string out(target);
+  for (char& c : out)
+    if (c < 0x21 || c > 0x7e) c = '?';
+  return {method_token(line.substr(0, sp)), std::move(out)};
 }
 
 }  // namespace
@@ -502,13 +538,31 @@ struct Server::Impl {
                                            "plain_http_on_tls_port"}
                          : classify(ec, timed_out);
         if (!tls_required) metrics.protocol_error(f.kind);
-        http::Response r = http::error_response(f.issue);
-        r.close = true;
         http::Request req;
-        req.request_id = new_request_id();
+        req.received = received;
         req.remote_address = info.remote_address;
-        req.method = "-";
+        req.client_certificate_subject = info.client_subject;
+        req.tls = info.tls;
         req.route_template = "protocol_error";
+        // Every request, refused or not, leaves one audit record (issue #6), with what is
+        // known of it: the parsed start line and ids when the parser got that far (a body too
+        // large, a timeout in the body), else the request line still in the buffer.
+        const auto& partial = parser.get();
+        if (!partial.target().empty()) {
+          req.method = method_token(partial.method_string());
+          req.target = std::string(partial.target());  // bounded by the header limit
+          if (auto rid = partial.find("x-request-id"); rid != partial.end() && acceptable_id(rid->value()))
+            req.request_id = std::string(rid->value());
+          if (auto cid = partial.find("x-correlation-id"); cid != partial.end() && acceptable_id(cid->value()))
+            req.correlation_id = std::string(cid->value());
+        } else {
+          const auto* bytes = static_cast<const char*>(buffer.data().data());
+          std::tie(req.method, req.target) =
+              raw_request_line(std::string_view(bytes, buffer.size()), kMaxAuditedTarget);
+        }
+        if (req.request_id.empty()) req.request_id = new_request_id();
+        http::Response r = co_await pipeline.refused(req, http::error_response(f.issue));
+        r.close = true;
         co_await send(stream, *watchdog, req, r, false, 11, received);
         co_return;
       }
@@ -521,8 +575,8 @@ struct Server::Impl {
       req.tls = info.tls;
       req.method = std::string(msg.method_string());
       // HEAD is GET without the body (RFC 9110 section 9.3.2): route it as GET, strip in send().
-      const bool head = msg.method() == bhttp::verb::head;
-      if (head) req.method = "GET";
+      req.head = msg.method() == bhttp::verb::head;
+      if (req.head) req.method = "GET";
       req.target = std::string(msg.target());
       for (const auto& field : msg) {
         std::string name(field.name_string());
@@ -538,15 +592,16 @@ struct Server::Impl {
       http::Response resp;
       std::string_view target = req.target;
       if (target.empty() || target.front() != '/') {
-        resp = http::error_response(fhir::Issue::make(fhir::ErrorCode::bad_request,
-                                                      "Request target must be a path starting with '/'"));
         req.route_template = "protocol_error";
+        resp = co_await pipeline.refused(
+            req, http::error_response(fhir::Issue::make(fhir::ErrorCode::bad_request,
+                                                        "Request target must be a path starting with '/'")));
       } else {
         std::size_t q = target.find('?');
         auto path = fhir::percent_decode(target.substr(0, q), false);
         if (!path) {
-          resp = http::error_response(path.issue());
           req.route_template = "protocol_error";
+          resp = co_await pipeline.refused(req, http::error_response(path.issue()));
         } else {
           req.path = std::move(*path);
           if (q != std::string_view::npos) req.raw_query = std::string(target.substr(q + 1));
@@ -556,7 +611,6 @@ struct Server::Impl {
       ++served;
       const bool keep_alive = msg.keep_alive() && !resp.close && !stopping &&
                               served < cfg.limits.max_requests_per_connection;
-      if (head) req.method = "HEAD";
       if (!co_await send(stream, *watchdog, req, resp, keep_alive, msg.version(), received)) co_return;
       if (!keep_alive) co_return;
     }
@@ -568,7 +622,7 @@ struct Server::Impl {
     // The response is written as one buffer, serialised here: Beast's message serializer walks
     // a sequence of small buffers (one per header field) that costs more than the TLS record
     // on small answers such as /metadata, and a single buffer becomes a single TLS record.
-    const bool head = req.method == "HEAD";
+    const bool head = req.head;
     std::string out;
     out.reserve(320 + (head ? 0 : r.body.size()));
     append_status_line(out, version, r.status);
@@ -593,12 +647,16 @@ struct Server::Impl {
     co_await asio::async_write(stream, asio::buffer(out), nothrow(ec));
     watchdog.disarm();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - received).count();
-    metrics.observe_request(req.route_template, req.method, r.status, seconds);
+    // A refused request's method is whatever the client sent: not a metrics label.
+    const std::string_view method = req.route_template == "protocol_error" ? std::string_view("-")
+                                    : req.head                             ? std::string_view("HEAD")
+                                                                           : std::string_view(req.method);
+    metrics.observe_request(req.route_template, method, r.status, seconds);
     if (cfg.access_log)
       observe::log(observe::Level::info, "request",
                    {{"request_id", req.request_id},
                     {"correlation_id", req.correlation_id},
-                    {"method", req.method},
+                    {"method", method},
                     {"route", req.route_template},
                     {"status", r.status},
                     {"duration_ms", seconds * 1000.0},

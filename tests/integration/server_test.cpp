@@ -31,6 +31,12 @@ void check_outcome(const HttpResponse& r, int status, std::string_view code, std
   const fhir::Json& issue = oo.find("issue")->items().at(0);
   CHECK(issue.string_at("code") == code);
   CHECK_MESSAGE(issue.string_at("diagnostics").find(fragment) != std::string::npos, issue.string_at("diagnostics"));
+  // Every error names its NHS Spine error code, as NHS England APIs do (CONVENTIONS.md 1.1).
+  const fhir::Json* details = issue.find("details");
+  REQUIRE_MESSAGE(details != nullptr, "no issue.details on a " << status);
+  const fhir::Json& coding = details->find("coding")->items().at(0);
+  CHECK(coding.string_at("system") == fhir::kSpineErrorSystem);
+  CHECK(!coding.string_at("code").empty());
 }
 
 std::string post(const std::string& target, const std::string& body, const std::string& type = "application/fhir+json") {

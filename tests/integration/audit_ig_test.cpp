@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: Apache-2.0
+// Issue #6, the IG officer's side: their own queries are audited with what they returned, and
+// flagged records can be listed and unflagged as well as flagged.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "fhir/json.h"
+#include "support/audit_check.h"
+#include "support/responses.h"
+#include "support/seed.h"
+#include "support/test_server.h"
+
+using namespace gw;
+using gw::test::HttpResponse;
+using gw::test::json_of;
+using gw::test::TestServer;
+using gw::test::TokenClaims;
+
+namespace {
+
+HttpResponse send(TestServer& s, const std::string& method, const std::string& target, const std::string& headers,
+                  const std::string& body = {}) {
+  std::string req = method + " " + target + " HTTP/1.1\r\nHost: localhost\r\n" + headers;
+  if (!body.empty() || method == "POST" || method == "PUT")
+    req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+  req += "Connection: close\r\n\r\n" + body;
+  auto ex = test::exchange(s.port(), req, 1, s.client());
+  REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+  return ex.responses.front();
+}
+
+HttpResponse get(TestServer& s, const std::string& target, const std::string& headers) {
+  return send(s, "GET", target, headers);
+}
+
+std::string bearer(const TokenClaims& c) { return test::test_tokens().header(c); }
+
+TokenClaims ig_officer(const std::string& scope = "user/AuditEvent.rs") {
+  TokenClaims c;
+  c.sub = "ig-jones";
+  c.role = "ig-officer";
+  c.org = "X26";
+  c.scope = scope;
+  return c;
+}
+
+audit::Record record_for(TestServer& s, const HttpResponse& r) {
+  audit::Query q;
+  q.count = 100000;
+  auto page = s.app().audit_log()->search(q);
+  REQUIRE_MESSAGE(page.ok(), page.issue().diagnostics);
+  for (const auto& rec : page->records)
+    if (rec.request_id == r.header("x-request-id")) return rec;
+  FAIL("no audit record for " << r.header("x-request-id"));
+  return {};
+}
+
+bool contains(const std::vector<std::string>& v, const std::string& x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+}  // namespace
+
+TEST_CASE("Audit: an IG officer's own record names the AuditEvents each query returned") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 41, "Reviewed", "A81001");
+  TokenClaims gp;
+  gp.sub = "dr-smith";
+  TokenClaims para;
+  para.sub = "para-9";
+  para.role = "paramedic";
+  para.org = "RX9";
+  para.purpose = "EMERGENCY";
+  for (int i = 0; i < 2; ++i) REQUIRE(get(s, "/Patient/" + a.id, bearer(gp)).status == 200);
+  REQUIRE(get(s, "/Patient/" + a.id, bearer(para)).status == 200);  // raises a no-relationship alert
+  const std::string ig = bearer(ig_officer());
+  std::vector<HttpResponse> sent;
+
+  // Search: one returned entity per Bundle entry, and the count and range in the note.
+  HttpResponse search = get(s, "/AuditEvent?patient=" + a.nhs_number, ig);
+  REQUIRE(search.status == 200);
+  sent.push_back(search);
+  std::vector<std::string> shown;
+  for (const auto& e : json_of(search).find("entry")->items())
+    shown.push_back("AuditEvent/" + std::string(e.find("resource")->string_at("id")));
+  REQUIRE(shown.size() == 3);
+  audit::Record r = record_for(s, search);
+  CHECK(r.detail.returned == shown);
+  CHECK(r.detail.note.find("returned 3 AuditEvents (sequence numbers") != std::string::npos);
+  // ... and the AuditEvent rendering carries them as entities.
+  const std::string ev = fhir::to_json(audit::to_audit_event(r, "test"));
+  CHECK(ev.find("\"reference\":\"" + shown.front() + "\"") != std::string::npos);
+
+  // Read.
+  HttpResponse read = get(s, "/" + shown.back(), ig);
+  REQUIRE(read.status == 200);
+  sent.push_back(read);
+  CHECK(record_for(s, read).detail.returned == std::vector<std::string>{shown.back()});
+
+  // Access report: the patient, and each access it listed.
+  HttpResponse report = get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number, ig);
+  REQUIRE(report.status == 200);
+  sent.push_back(report);
+  r = record_for(s, report);
+  CHECK(contains(r.detail.patients, a.nhs_number));
+  const auto& accesses = json_of(report).find("accesses")->items();
+  REQUIRE(!accesses.empty());
+  CHECK(r.detail.returned.size() == accesses.size());
+  for (const auto& e : accesses) CHECK(contains(r.detail.returned, "AuditEvent/" + std::string(e.string_at("auditRecord"))));
+  CHECK(r.detail.note.find("access report for NHS number " + a.nhs_number) != std::string::npos);
+
+  // Alert queue: the AuditEvents the alerts point to.
+  HttpResponse alerts = get(s, "/audit/alerts?status=all", ig);
+  REQUIRE(alerts.status == 200);
+  sent.push_back(alerts);
+  r = record_for(s, alerts);
+  const auto& items = json_of(alerts).find("alerts")->items();
+  REQUIRE(!items.empty());
+  for (const auto& al : items) {
+    const std::string url(al.string_at("auditEvent"));
+    CHECK(contains(r.detail.returned, url.substr(url.rfind("/AuditEvent/") + 1)));
+  }
+  CHECK(r.detail.note.find("alert queue (all): returned") != std::string::npos);
+
+  // Export of more records than a record lists: the first 100 by id, the count in the note.
+  for (int i = 0; i < 120; ++i) {
+    audit::Record filler;
+    filler.time_ms = audit::now_ms();
+    filler.kind = "system";
+    filler.action = "start";
+    filler.agent_kind = "system";
+    filler.user = "test";
+    filler.status = 200;
+    REQUIRE(s.app().audit_log()->append_sync(filler).ok());
+  }
+  HttpResponse exp = get(s, "/AuditEvent/$export?start=2020-01-01&end=2999-12-31", ig);
+  REQUIRE(exp.status == 200);
+  sent.push_back(exp);
+  const auto lines = static_cast<std::size_t>(std::count(exp.body.begin(), exp.body.end(), '\n'));
+  REQUIRE(lines > 120);
+  r = record_for(s, exp);
+  CHECK(r.detail.returned.size() == 100);
+  CHECK(r.detail.returned.front() == "AuditEvent/0");
+  CHECK(r.detail.note.find("returned " + std::to_string(lines) + " AuditEvents") != std::string::npos);
+  CHECK(r.detail.note.find("the first 100 are listed") != std::string::npos);
+
+  CHECK(test::check_one_audit_record_each(s, sent) == sent.size());
+}
+
+TEST_CASE("Audit: flagged records are listed and unflagged by IG officers, audited, committed before the answer") {
+  const std::string configured = test::nhs(49);
+  TestServer s([&](config::Config& c) { c.audit.alerts.flagged_patients = {configured}; });
+  auto a = test::add_patient(s.locator(), 42, "Flagged", "A81001");
+  auto b = test::add_patient(s.locator(), 43, "Staffmember", "A81001");
+  const std::string ig = bearer(ig_officer());
+  std::vector<HttpResponse> sent;
+  auto call = [&](const std::string& method, const std::string& target, const std::string& headers,
+                  const std::string& body = {}) {
+    sent.push_back(send(s, method, target, headers, body));
+    return sent.back();
+  };
+  REQUIRE(call("PUT", "/audit/flagged-patients/" + a.nhs_number, ig, R"({"reason":"VIP"})").status == 200);
+  REQUIRE(call("PUT", "/audit/flagged-patients/" + b.nhs_number, ig, R"({"reason":"staff member"})").status == 200);
+
+  // The list: NHS number, reason, who flagged and when; paged by _count with a next link.
+  HttpResponse list = call("GET", "/audit/flagged-patients", ig);
+  REQUIRE(list.status == 200);
+  fhir::Json all = json_of(list);
+  CHECK(all.find("total")->as_int64() == 2);
+  std::map<std::string, std::string> reasons;
+  for (const auto& f : all.find("flaggedPatients")->items()) {
+    reasons[std::string(f.string_at("nhsNumber"))] = std::string(f.string_at("reason"));
+    CHECK(f.string_at("flaggedBy") == "ig-jones");
+    CHECK(f.string_at("flagged").size() == 24);  // 2026-12-07T01:02:03.456Z
+  }
+  CHECK(reasons == std::map<std::string, std::string>{{a.nhs_number, "VIP"}, {b.nhs_number, "staff member"}});
+  CHECK(all.find("next") == nullptr);
+  CHECK(contains(record_for(s, list).detail.patients, a.nhs_number));
+  std::set<std::string> paged;
+  std::string next = "/audit/flagged-patients?_count=1";
+  for (int page = 0; page < 5 && !next.empty(); ++page) {
+    fhir::Json p = json_of(call("GET", next, ig));
+    REQUIRE(p.find("flaggedPatients")->items().size() == 1);
+    paged.insert(std::string(p.find("flaggedPatients")->items()[0].string_at("nhsNumber")));
+    next = p.find("next") ? std::string(p.string_at("next")).substr(std::string(s.cfg.public_base_url).size()) : "";
+  }
+  CHECK(paged == std::set<std::string>{a.nhs_number, b.nhs_number});
+  CHECK(call("GET", "/audit/flagged-patients?_count=0", ig).status == 400);
+  CHECK(call("GET", "/audit/flagged-patients?colour=red", ig).status == 400);
+
+  // Unflag: done and on disk when the answer comes; a second time, 404.
+  HttpResponse del = call("DELETE", "/audit/flagged-patients/" + a.nhs_number, ig);
+  REQUIRE(del.status == 200);
+  auto stored = s.app().audit_log()->flagged_patients("", 10);
+  REQUIRE(stored.ok());
+  REQUIRE(stored->items.size() == 1);
+  CHECK(stored->items[0].nhs_number == b.nhs_number);
+  audit::Record r = record_for(s, del);
+  CHECK(r.method == "DELETE");
+  CHECK(contains(r.detail.patients, a.nhs_number));
+  CHECK(r.detail.note.find("unflagged") != std::string::npos);
+  HttpResponse again = call("DELETE", "/audit/flagged-patients/" + a.nhs_number, ig);
+  CHECK(again.status == 404);
+  CHECK(again.body.find("is not flagged") != std::string::npos);
+  CHECK(call("DELETE", "/audit/flagged-patients/123", ig).status == 400);
+  // A number flagged in the configuration stays flagged until the configuration changes.
+  HttpResponse pinned = call("DELETE", "/audit/flagged-patients/" + configured, ig);
+  CHECK(pinned.status == 409);
+  CHECK(pinned.body.find("flagged_patients") != std::string::npos);
+
+  // The alert rule follows: the unflagged record raises no flagged-record alert, the other does.
+  TokenClaims gp;
+  gp.sub = "dr-smith";
+  REQUIRE(call("GET", "/Patient/" + a.id, bearer(gp)).status == 200);
+  REQUIRE(call("GET", "/Patient/" + b.id, bearer(gp)).status == 200);
+  auto alerts = s.app().audit_log()->alerts("", 1000);
+  REQUIRE(alerts.ok());
+  int flagged_alerts = 0;
+  for (const auto& al : *alerts)
+    if (al.rule == "flagged-record") {
+      ++flagged_alerts;
+      CHECK(al.detail.find(b.nhs_number) != std::string::npos);
+    }
+  CHECK(flagged_alerts == 1);
+
+  // IG-officer-only, with the same scopes as PUT (read and search for changes, search to list).
+  TokenClaims clinician_with_scope = gp;
+  clinician_with_scope.scope = "user/AuditEvent.rs";
+  CHECK(call("GET", "/audit/flagged-patients", bearer(clinician_with_scope)).status == 403);
+  CHECK(call("DELETE", "/audit/flagged-patients/" + b.nhs_number, bearer(clinician_with_scope)).status == 403);
+  CHECK(call("DELETE", "/audit/flagged-patients/" + b.nhs_number, bearer(ig_officer("user/AuditEvent.s"))).status == 403);
+  CHECK(call("DELETE", "/audit/flagged-patients/" + b.nhs_number, bearer(ig_officer("user/AuditEvent.r"))).status == 403);
+  CHECK(call("GET", "/audit/flagged-patients", bearer(ig_officer("user/AuditEvent.r"))).status == 403);
+  CHECK(call("GET", "/audit/flagged-patients", bearer(ig_officer("user/AuditEvent.s"))).status == 200);
+
+  CHECK(test::check_one_audit_record_each(s, sent) == sent.size());
+}
