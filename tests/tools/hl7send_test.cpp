@@ -243,6 +243,20 @@ TEST_CASE("hl7send client: a file splits into normalised messages; envelopes, bl
   CHECK(hl7send::normalise_message("\xEF\xBB\xBFMSH|^~\\&\nPID|1\r\n") == "MSH|^~\\&\rPID|1\r");
 }
 
+TEST_CASE("hl7send client: lines that are not HL7 segments are found, and can be dropped") {
+  // HAPI's messages.txt: a "// ***" comment line after a message's segments.
+  const std::string m = msh("ADT^A01", "C-1") + "PID|1\r// *** Original message ver 2.1\rZZ1\rPV1|1\rpv1|x\r";
+  const auto foreign = hl7send::foreign_lines(m);
+  REQUIRE(foreign.size() == 2);
+  CHECK(foreign[0].line == 3);
+  CHECK(foreign[0].text == "// *** Original message ver 2.1");
+  CHECK(foreign[1].line == 6);
+  CHECK(hl7send::drop_foreign_lines(m) == msh("ADT^A01", "C-1") + "PID|1\rZZ1\rPV1|1\r");
+  // The field separator is the message's own.
+  CHECK(hl7send::foreign_lines("MSH#^~\\&#A\rPID#1\rPV1|1\r").size() == 1);
+  CHECK(hl7send::foreign_lines(a01("C-2", nhs(1), "MRN")).empty());
+}
+
 TEST_CASE("hl7send client: ACKs are read for code, MSA-2, text and the error location in both ERR forms") {
   // v2.5+: ERR-2 location, ERR-3 code, ERR-8 user message.
   hl7v2::MshSummary in = hl7v2::read_msh("MSH|^~\\&|PAS|RGT01|GW|GW|20261123||ORU^R01|C-9|P|2.5\r");
@@ -341,6 +355,31 @@ TEST_CASE("hl7send: a message the gateway rejects is reported with AR and its ER
   CHECK(line_of(r.out, "AA/CA:").find(" 2") != std::string::npos);
   CHECK(line_of(r.out, "AR/CR:").find(" 1") != std::string::npos);
   CHECK(stored(*s, store::MessageStatus::rejected).size() == 1);
+}
+
+TEST_CASE("hl7send: a message with a line that is not a segment is not sent, unless --drop-non-segments") {
+  auto s = mllp_server();
+  const std::uint16_t port = mllp_port(*s);
+  const fs::path dir = test::temp_dir("hl7send-foreign");
+  write(dir / "commented.txt", "/*\n * sample messages\n */\n" + a01("F-1", nhs(301), "MRN-F1") +
+                                   "\n// *** Original message ver 2.1\n" + a01("F-2", nhs(302), "MRN-F2"));
+  const std::string file = (dir / "commented.txt").string();
+  test::ToolRun r = run_hl7send("--port " + std::to_string(port) + " " + file);
+  CHECK_MESSAGE(r.status == 1, (r.out + r.err));
+  CHECK(r.err.find("commented.txt#1 (MSH-10 'F-1'): not sent: line 5 '// *** Original message ver 2.1' is not an "
+                   "HL7 segment") != std::string::npos);
+  CHECK(r.err.find("--drop-non-segments") != std::string::npos);
+  CHECK(line_of(r.out, "commented.txt#2").find("F-2  AA") != std::string::npos);  // the rest is sent
+  CHECK(line_of(r.out, "not sent:").find(" 1") != std::string::npos);
+  CHECK(stored(*s, store::MessageStatus::rejected).empty());  // the gateway never saw it
+  CHECK(stored(*s, store::MessageStatus::applied).size() == 1);
+
+  r = run_hl7send("--drop-non-segments --port " + std::to_string(port) + " " + file);
+  CHECK_MESSAGE(r.status == 0, (r.out + r.err));
+  CHECK(r.err.find("commented.txt#1 (MSH-10 'F-1'): dropped line 5 '// *** Original message ver 2.1'") !=
+        std::string::npos);
+  CHECK(line_of(r.out, "commented.txt#1").find("F-1  AA") != std::string::npos);
+  CHECK(stored(*s, store::MessageStatus::applied).size() == 2);
 }
 
 TEST_CASE("hl7send: a control id with escape sequences is echoed by the gateway and matches") {
@@ -505,6 +544,13 @@ TEST_CASE("hl7send: usage errors exit 2 and --help exits 0") {
   test::ToolRun help = run_hl7send("--help");
   CHECK(help.status == 0);
   CHECK(help.out.find("--retries") != std::string::npos);
+  // It says what it does to the input.
+  for (const char* says : {"byte order mark", "LF and CRLF line ends become CR", "blank lines are dropped",
+                           "one starting at each line that begins with MSH", "not an HL7 segment",
+                           "--drop-non-segments"}) {
+    CAPTURE(says);
+    CHECK(help.out.find(says) != std::string::npos);
+  }
   CHECK(run_hl7send("").status == 2);                                 // no inputs
   CHECK(run_hl7send("/nonexistent/hl7send/input").status == 2);       // missing input
   CHECK(run_hl7send("--port 0 " + one).status == 2);                  // port out of range

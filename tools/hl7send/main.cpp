@@ -4,8 +4,9 @@
 //   hl7send [--host H] [--port P] [--tls --ca F [--cert F --key F]] [--connections N]
 //           [--retries N] [--timeout-ms MS] [--json] [--quiet] FILE|DIR...
 // Each file may hold many messages (split on lines starting with MSH; batch envelopes and
-// blank lines dropped; segments sent CR-terminated). Exit codes: 0 every message got AA/CA
-// (or asked for no ACK), 1 otherwise, 2 usage.
+// blank lines dropped; segments sent CR-terminated); a message with a line that is not a
+// segment is not sent (or sent without such lines: --drop-non-segments). Exit codes: 0 every
+// message got AA/CA (or asked for no ACK), 1 otherwise, 2 usage.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
@@ -77,7 +78,11 @@ bool list_files(const std::vector<std::string>& inputs, std::vector<fs::path>& f
 }
 
 // Reads and splits every file; a file without a message is named on stderr (unless quiet).
-bool load_messages(const std::vector<fs::path>& files, bool quiet, std::vector<Item>& items, std::string& error) {
+// A message with lines that are not HL7 segments is named on stderr with the first of them,
+// and counted in `skipped` instead of being sent; with `drop_non_segments` those lines are
+// dropped (and named unless quiet) and the rest is sent.
+bool load_messages(const std::vector<fs::path>& files, bool quiet, bool drop_non_segments, std::vector<Item>& items,
+                   std::size_t& skipped, std::string& error) {
   std::uintmax_t total = 0;
   for (const fs::path& p : files) {
     std::error_code ec;
@@ -111,6 +116,22 @@ bool load_messages(const std::vector<fs::path>& files, bool quiet, std::vector<I
       it.file = p.string();
       it.index = ++index;
       it.control_id = gw::hl7v2::read_msh(m).field(10);
+      if (const auto foreign = gw::hl7send::foreign_lines(m); !foreign.empty()) {
+        const std::string where = it.file + "#" + std::to_string(it.index) + " (MSH-10 '" + it.control_id + "')";
+        const std::string first = "line " + std::to_string(foreign[0].line) + " '" + foreign[0].text + "'" +
+                                  (foreign.size() > 1 ? " and " + std::to_string(foreign.size() - 1) + " more" : "");
+        if (!drop_non_segments) {
+          std::fprintf(stderr,
+                       "hl7send: %s: not sent: %s not an HL7 segment (a segment id and the field separator); "
+                       "fix the file, or send with --drop-non-segments\n",
+                       where.c_str(), (first + (foreign.size() > 1 ? " are" : " is")).c_str());
+          ++skipped;
+          continue;
+        }
+        if (!quiet)
+          std::fprintf(stderr, "hl7send: %s: dropped %s (not HL7 segments)\n", where.c_str(), first.c_str());
+        m = gw::hl7send::drop_foreign_lines(m);
+      }
       it.bytes = std::move(m);
       items.push_back(std::move(it));
     }
@@ -217,6 +238,7 @@ struct Report {
   Clock::time_point last_progress = Clock::now();
   std::size_t counts[6] = {0, 0, 0, 0, 0, 0};
   std::vector<double> latencies_ms;
+  std::size_t not_sent = 0;  // messages with lines that are not segments (load_messages)
 
   void add(const Item& it, const SendResult& r) {
     const Bucket b = bucket_of(r);
@@ -253,6 +275,7 @@ struct Report {
     std::fprintf(out, "AR/CR:            %zu\n", count(Bucket::rejected));
     std::fprintf(out, "no ACK:           %zu\n", count(Bucket::no_ack));
     std::fprintf(out, "mismatched:       %zu\n", count(Bucket::mismatched));
+    if (not_sent > 0) std::fprintf(out, "not sent:         %zu (lines that are not HL7 segments)\n", not_sent);
     if (count(Bucket::not_requested) > 0) std::fprintf(out, "no ACK asked for: %zu\n", count(Bucket::not_requested));
     std::fprintf(out, "latency p50/p99:  %s / %s ms\n", fixed(percentile(latencies_ms, 0.50), 2).c_str(),
                  fixed(percentile(latencies_ms, 0.99), 2).c_str());
@@ -265,15 +288,23 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);  // a peer that closed mid-write is an error value, not a signal
   CLI::App app{
       "hl7send: send HL7 v2 messages over MLLP and report every acknowledgement.\n"
-      "Inputs are files and folders (recursively, sorted by name); a file may hold several messages, "
-      "each starting on a line beginning with MSH (batch envelopes FHS/BHS/BTS/FTS and blank lines are "
-      "skipped). Each ACK's MSA-2 must echo the message's MSH-10. Exit code 0 when every message got "
-      "AA or CA (or asked for no ACK in MSH-15/16), 1 otherwise, 2 for usage errors."};
+      "Inputs are files and folders (recursively, sorted by name). What is done to the input: a file is "
+      "split into messages, one starting at each line that begins with MSH and running to the next; lines "
+      "before the first MSH and batch envelope lines (FHS, BHS, BTS, FTS) are dropped. In each message a "
+      "UTF-8 byte order mark is removed, LF and CRLF line ends become CR, blank lines are dropped and a final "
+      "CR is added; nothing else is changed. A message holding a line that is not an HL7 segment (three "
+      "upper-case letters or digits, then the field separator), such as a '//' comment, is not sent: it is "
+      "named on stderr and counted as not sent (see --drop-non-segments). Each message goes in its own MLLP "
+      "frame, and each ACK's MSA-2 must echo the message's MSH-10. Exit code 0 when every message was sent "
+      "and got AA or CA (or asked for no ACK in MSH-15/16), 1 otherwise, 2 for usage errors."};
   gw::hl7send::ClientFlags flags;
   std::vector<std::string> inputs;
   std::size_t connections = 1;
-  bool json = false, quiet = false;
+  bool json = false, quiet = false, drop_non_segments = false;
   gw::hl7send::add_client_options(app, flags);
+  app.add_flag("--drop-non-segments", drop_non_segments,
+               "send a message holding lines that are not HL7 segments without those lines (each named on stderr) "
+               "instead of not sending it");
   app.add_option("--connections", connections, "send over N parallel connections (messages dealt round-robin)")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
@@ -291,9 +322,14 @@ int main(int argc, char** argv) {
   std::vector<fs::path> files;
   std::vector<Item> items;
   std::string error;
-  if (!list_files(inputs, files, error) || !load_messages(files, quiet, items, error)) {
+  std::size_t not_sent = 0;
+  if (!list_files(inputs, files, error) || !load_messages(files, quiet, drop_non_segments, items, not_sent, error)) {
     std::fprintf(stderr, "hl7send: %s\n", error.c_str());
     return 2;
+  }
+  if (items.empty() && not_sent > 0) {
+    std::fprintf(stderr, "hl7send: nothing sent: every message holds lines that are not HL7 segments\n");
+    return 1;
   }
   if (items.empty()) {
     std::fprintf(stderr, "hl7send: no HL7 v2 messages (lines starting with MSH) in the inputs\n");
@@ -304,6 +340,7 @@ int main(int argc, char** argv) {
   report.json = json;
   report.quiet = quiet;
   report.total = items.size();
+  report.not_sent = not_sent;
   const gw::hl7send::ClientOptions options = flags.client_options();
   connections = std::min(connections, items.size());
   auto worker = [&](std::size_t k) {
@@ -319,5 +356,5 @@ int main(int argc, char** argv) {
     for (auto& t : threads) t.join();
   }
   report.summary();
-  return report.count(Bucket::ok) + report.count(Bucket::not_requested) == items.size() ? 0 : 1;
+  return not_sent == 0 && report.count(Bucket::ok) + report.count(Bucket::not_requested) == items.size() ? 0 : 1;
 }

@@ -102,6 +102,48 @@ std::vector<std::string> split_file(std::string_view text) {
   return out;
 }
 
+namespace {
+
+bool is_segment_line(std::string_view line, char field_separator) {
+  auto id_char = [](char c) { return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); };
+  return line.size() >= 3 && id_char(line[0]) && id_char(line[1]) && id_char(line[2]) &&
+         (line.size() == 3 || line[3] == field_separator);
+}
+
+char field_separator_of(std::string_view message) {
+  const hl7v2::MshSummary msh = hl7v2::read_msh(message);
+  return msh.found ? msh.field_separator : '|';
+}
+
+}  // namespace
+
+std::vector<ForeignLine> foreign_lines(std::string_view message) {
+  std::vector<ForeignLine> out;
+  const char fs = field_separator_of(message);
+  std::size_t number = 0;
+  for (std::string_view line : split_lines(message)) {
+    ++number;
+    if (is_segment_line(line, fs)) continue;
+    ForeignLine f;
+    f.line = number;
+    for (char c : line.substr(0, 60)) f.text.push_back(c >= 0x20 && c < 0x7F ? c : '?');
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+std::string drop_foreign_lines(std::string_view message) {
+  std::string out;
+  out.reserve(message.size());
+  const char fs = field_separator_of(message);
+  for (std::string_view line : split_lines(message)) {
+    if (!is_segment_line(line, fs)) continue;
+    out.append(line);
+    out += '\r';
+  }
+  return out;
+}
+
 Ack parse_ack(std::string_view raw) {
   Ack a;
   a.raw = std::string(raw);

@@ -121,6 +121,19 @@ class MllpClient {
 // CR LF or LF all made CR, blank lines dropped, a final CR added.
 std::string normalise_message(std::string_view message);
 
+// A line of a message that is not an HL7 segment: it does not start with a three-character
+// segment id (upper-case letters or digits) followed by the message's field separator (MSH-1)
+// or the end of the line; e.g. a "// ***" comment in a sample file. The gateway refuses a
+// message holding one (AR), so hl7send reports it before sending.
+struct ForeignLine {
+  std::size_t line = 0;  // 1-based line number within the message
+  std::string text;      // the line, at most 60 characters, non-printable bytes as '?'
+};
+// The foreign lines of a normalised message (segments ending in CR), in order.
+std::vector<ForeignLine> foreign_lines(std::string_view message);
+// `message` (normalised) without its foreign lines.
+std::string drop_foreign_lines(std::string_view message);
+
 // Splits the text of a file into normalised messages: a message starts at each line beginning
 // with "MSH"; batch envelope segments (FHS, BHS, BTS, FTS), blank lines and anything before
 // the first MSH are left out; a UTF-8 BOM at the start is ignored.
