@@ -49,7 +49,8 @@ std::string echo(std::string_view raw, const AckDelimiters& d) {
 // so the receiver reads back what was meant (e.g. an error naming the delimiter '^').
 std::string value(std::string_view text, const AckDelimiters& d) { return escape(text, d.ack); }
 
-// "OBX[2]-5" -> segment OBX, sequence 2, field 5; "MSH-9.2" -> MSH, 1, field 9, component 2.
+// "OBX[2]-5" -> segment OBX, sequence 2, field 5; "MSH-9.2" -> MSH, 1, field 9, component 2;
+// "pv1[1]" (a malformed segment named as sent, see locate_segment) -> pv1, 1.
 struct Location {
   std::string segment;
   int sequence = 1;
@@ -58,13 +59,15 @@ struct Location {
 };
 Location parse_location(std::string_view s) {
   Location l;
-  // Only HL7 locations ("PID-3", "OBX[2]-5", "MSH-9.2"): a segment id is three upper-case
-  // letters or digits, followed by nothing, '[' or '-'.
-  if (s.size() < 3 || (s.size() > 3 && s[3] != '[' && s[3] != '-')) return l;
-  for (std::size_t k = 0; k < 3; ++k)
-    if (!std::isupper(static_cast<unsigned char>(s[k])) && !std::isdigit(static_cast<unsigned char>(s[k]))) return l;
-  l.segment = std::string(s.substr(0, 3));
-  std::size_t i = 3;
+  // Only HL7 locations: a segment id of one to three printable characters (three upper-case
+  // letters or digits unless it names a malformed segment as sent), followed by nothing, '['
+  // or '-'. "segment 4", "message" and "" name no segment.
+  const std::size_t id_end = std::min(s.find_first_of("[-"), s.size());
+  if (id_end == 0 || id_end > 3) return l;
+  for (std::size_t k = 0; k < id_end; ++k)
+    if (s[k] <= 0x20 || s[k] >= 0x7F || s[k] == ']') return l;
+  l.segment = std::string(s.substr(0, id_end));
+  std::size_t i = id_end;
   if (i < s.size() && s[i] == '[') {
     l.sequence = std::atoi(std::string(s.substr(i + 1)).c_str());
     if (l.sequence <= 0) l.sequence = 1;
@@ -78,6 +81,31 @@ Location parse_location(std::string_view s) {
       l.component = std::max(0, std::atoi(std::string(s.substr(dot + 1)).c_str()));
   }
   return l;
+}
+
+// The parser names a segment it cannot read by its position ("segment 4"); ERR names a
+// segment by its id and its occurrence among segments with that id (HL7 v2.5 ch. 2.A.27 ERL).
+// Reads both from `raw`, the message as received (lines ending CR, LF or CRLF, empty lines not
+// counted, as the parser counts them): "pv1[1]". The id is kept as sent, non-printable bytes as
+// '?'. "" when `raw` has no such segment.
+std::string locate_segment(std::string_view raw, std::size_t number) {
+  if (raw.substr(0, 3) == "\xEF\xBB\xBF") raw.remove_prefix(3);
+  std::vector<std::string> ids;
+  std::size_t line = 0;
+  while (line < raw.size() && ids.size() < number) {
+    std::size_t eol = line;
+    while (eol < raw.size() && raw[eol] != '\r' && raw[eol] != '\n') ++eol;
+    if (eol > line) {
+      std::string id(raw.substr(line, std::min<std::size_t>(3, eol - line)));
+      for (char& c : id)
+        if (c <= 0x20 || c >= 0x7F || c == '[' || c == ']' || c == '-') c = '?';
+      ids.push_back(std::move(id));
+    }
+    line = eol + 1;
+  }
+  if (ids.size() < number) return {};
+  const std::string& id = ids.back();
+  return id + "[" + std::to_string(std::count(ids.begin(), ids.end(), id)) + "]";
 }
 
 // A location that names a whole segment ("PID", "OBR"), not a field in it.
@@ -110,12 +138,15 @@ std::string MshSummary::component(std::size_t n, std::size_t c) const {
   return f.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
 }
 
-MshSummary read_msh(std::string_view raw) {
+namespace {
+
+// read_msh() for any header segment that declares its delimiters as MSH does (MSH, FHS, BHS).
+MshSummary read_header(std::string_view raw, std::string_view id) {
   MshSummary m;
   if (raw.size() >= 3 && static_cast<unsigned char>(raw[0]) == 0xEF && static_cast<unsigned char>(raw[1]) == 0xBB &&
       static_cast<unsigned char>(raw[2]) == 0xBF)
     raw.remove_prefix(3);
-  if (raw.size() < 4 || raw.substr(0, 3) != "MSH") return m;
+  if (raw.size() < 4 || raw.substr(0, 3) != id) return m;
   const char fs = raw[3];
   if (fs == '\r' || fs == '\n' || static_cast<unsigned char>(fs) < 0x20 || std::isalnum(static_cast<unsigned char>(fs)))
     return m;
@@ -137,8 +168,13 @@ MshSummary read_msh(std::string_view raw) {
     }
     pos = next + 1;
   }
+  m.fields[0] = std::string(id);
   return m;
 }
+
+}  // namespace
+
+MshSummary read_msh(std::string_view raw) { return read_header(raw, "MSH"); }
 
 std::string_view ack_code_name(AckCode c) {
   switch (c) {
@@ -173,12 +209,27 @@ AckError ack_error_for(const fhir::Issue& issue) {
       break;
     case ErrorCode::invalid_value:
     case ErrorCode::invalid_nhs_number:
-    case ErrorCode::invalid_resource:
-      // "segment N": the message's structure (no MSH first, a malformed segment id).
-      e.code = at.rfind("segment", 0) == 0 ? 100 : 102;  // data type error
+    case ErrorCode::invalid_resource: {
+      // "segment N", or a segment occurrence without a field ("MSH[2]"): the message's
+      // structure (no MSH first, a malformed segment id, a second MSH); else a data type error.
+      const Location loc = parse_location(at);
+      e.code = at.rfind("segment", 0) == 0 || (!loc.segment.empty() && loc.field == 0) ? 100 : 102;
       break;
+    }
     case ErrorCode::not_found: e.code = 204; break;  // unknown key identifier (e.g. an A40's patient)
     default: e.code = 207; break;                    // application internal error (also: too large)
+  }
+  return e;
+}
+
+AckError ack_error_for(const fhir::Issue& issue, std::string_view raw) {
+  AckError e = ack_error_for(issue);
+  if (e.location.rfind("segment ", 0) == 0) {
+    const long number = std::atol(e.location.c_str() + 8);
+    if (number > 0) {
+      if (std::string named = locate_segment(raw, static_cast<std::size_t>(number)); !named.empty())
+        e.location = std::move(named);
+    }
   }
   return e;
 }
@@ -219,7 +270,9 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
   const char comp = d.ack.component;
   const char sub = d.ack.subcomponent;  // '\0' when the inbound MSH-2 has three characters
   const std::string version = in.component(12, 1);
-  const std::string trigger = in.component(9, 2);
+  std::string trigger = in.component(9, 2);  // padded by some senders ("A01 "): not echoed
+  trigger.erase(0, std::min(trigger.find_first_not_of(' '), trigger.size()));
+  trigger.erase(trigger.find_last_not_of(' ') + 1);
 
   std::string f;  // field separator as a string
   f += fs;
@@ -259,23 +312,30 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
   if (error) {
     const Location loc = parse_location(error->location);
     const std::string code_text = std::to_string(error->code);
-    if (version_at_least(version, 2, 5)) {
-      // ERR-2 (ERL): segment ^ sequence ^ field ^ repetition ^ component.
+    // The segment id as the location names it: escaped, as it may be a malformed id as sent.
+    const std::string segment = value(loc.segment, d);
+    // ERR-2 (ERL): segment ^ sequence ^ field ^ repetition ^ component; ERR-3 code ^ text ^
+    // table, ERR-4 severity, ERR-8 the user message.
+    auto v25_fields = [&] {
       std::string erl;
       if (!loc.segment.empty()) {
-        erl = loc.segment + comp + std::to_string(loc.sequence);
+        erl = segment + comp + std::to_string(loc.sequence);
         if (loc.field > 0) erl += comp + std::to_string(loc.field);
         if (loc.field > 0 && loc.component > 0) erl += comp + std::string("1") + comp + std::to_string(loc.component);
       }
-      out += "ERR" + f + f + erl + f + code_text + comp + value(error->text.substr(0, 80), d) + comp + "HL70357" + f +
-             "E" + f + f + f + f + value(error->text, d) + "\r";
+      return f + erl + f + code_text + comp + value(error->text.substr(0, 80), d) + comp + "HL70357" + f + "E" + f +
+             f + f + f + value(error->text, d);
+    };
+    if (version_at_least(version, 2, 5)) {
+      out += "ERR" + f + v25_fields() + "\r";
     } else {
-      // ERR-1 (ELD): segment ^ sequence ^ field ^ code & text & table; without a sub-component
-      // separator (a three-character MSH-2) the code goes alone (MSA-3 still has the text).
-      std::string eld = loc.segment + comp + (loc.segment.empty() ? "" : std::to_string(loc.sequence)) + comp +
+      // ERR-1 (ELD): segment ^ sequence ^ field ^ code & text & table. Without a sub-component
+      // separator (a three-character MSH-2) the code goes alone, so the v2.5 fields follow it
+      // to carry the location and the text (a pre-2.5 receiver ignores fields it does not know).
+      std::string eld = segment + comp + (loc.segment.empty() ? "" : std::to_string(loc.sequence)) + comp +
                         (loc.field > 0 ? std::to_string(loc.field) : "") + comp + code_text;
       if (sub != '\0') eld += sub + value(error->text.substr(0, 80), d) + sub + "HL70357";
-      out += "ERR" + f + eld + "\r";
+      out += "ERR" + f + eld + (sub == '\0' ? v25_fields() : std::string()) + "\r";
     }
   }
   return out;
@@ -303,6 +363,32 @@ std::vector<std::string> acknowledgements(const MshSummary& inbound, Outcome out
     out.push_back(build_ack(inbound, accept, err, next_ack_clock()));
   }
   if (condition_holds(mode.application, outcome)) out.push_back(build_ack(inbound, app, err, next_ack_clock()));
+  return out;
+}
+
+std::string build_batch_ack(std::string_view fhs, std::string_view bhs, const std::vector<std::string>& acks,
+                            const AckClock& clock) {
+  // The envelope is written with the inbound header's delimiters (each ACK message inside
+  // declares its own in its MSH), so the echoed fields stay as sent.
+  const MshSummary file = read_header(fhs, "FHS");
+  const MshSummary batch = read_header(bhs, "BHS");
+  const MshSummary& declared = batch.found ? batch : file;
+  const AckDelimiters d = ack_delimiters(declared);
+  const std::string f(1, d.ack.field);
+  // FHS/BHS: 3-6 sender and receiver swapped, 7 the time, 11 a new control id, 12 the
+  // control id of the file or batch acknowledged (its FHS-11/BHS-11).
+  auto header = [&](const MshSummary& in, std::string_view id, std::string_view control_id) {
+    std::string h = std::string(id) + f + d.ack.encoding_characters();
+    for (std::size_t n : {5, 6, 3, 4}) h += f + echo(in.field(n), d);
+    h += f + clock.timestamp + f + f + f + f + std::string(control_id) + f + echo(in.field(11), d) + "\r";
+    return h;
+  };
+  std::string out;
+  if (file.found) out += header(file, "FHS", clock.control_id);
+  out += header(batch.found ? batch : file, "BHS", clock.control_id);
+  for (const std::string& ack : acks) out += ack;
+  out += "BTS" + f + std::to_string(acks.size()) + "\r";  // BTS-1: the messages in this batch
+  if (file.found) out += "FTS" + f + "1\r";              // FTS-1: the batches in this file
   return out;
 }
 

@@ -45,6 +45,10 @@ struct AckError {
 // segment ("PID"), 101 for a field; invalid values -> 102 (100 for the structure, "segment N");
 // not_found -> 204; anything else -> 207.
 AckError ack_error_for(const fhir::Issue& issue);
+// The same, for an Issue about `raw`, the message as received: a location the parser gives
+// by position ("segment 4") is named as ERR names segments, by the id as sent and its
+// occurrence ("pv1[1]", "PV1[2]"), so the ERR segment says which segment was at fault.
+AckError ack_error_for(const fhir::Issue& issue, std::string_view raw);
 
 // Acknowledgement mode (HL7 v2.5 ch. 2.9.2/2.9.3): original when MSH-15 and MSH-16 are both
 // empty, else enhanced. Conditions are table 0155 values AL, NE, ER, SU ("" counts as NE in
@@ -68,7 +72,8 @@ AckClock next_ack_clock();
 // MSH-9 is "ACK^<trigger>^ACK" from v2.4 ("ACK^<trigger>" before); MSH-11 and MSH-12 are
 // echoed; MSA-2 echoes MSH-10 byte for byte (escapes included). `error` adds an ERR segment
 // (v2.5+: ERR-2 location, ERR-3 code, ERR-4 severity, ERR-8 message; earlier versions: ERR-1
-// as ELD); its texts are escaped, so delimiters they name read back as themselves.
+// as ELD, followed by the v2.5 fields when MSH-2 has no sub-component separator to carry the
+// text in ELD-4); its texts are escaped, so delimiters they name read back as themselves.
 std::string build_ack(const MshSummary& inbound, AckCode code, const std::optional<AckError>& error,
                       const AckClock& clock);
 
@@ -78,5 +83,13 @@ std::string build_ack(const MshSummary& inbound, AckCode code, const std::option
 // it. Empty when the sender asked for none (both NE, or the condition does not hold).
 std::vector<std::string> acknowledgements(const MshSummary& inbound, Outcome outcome,
                                           const std::optional<AckError>& error);
+
+// The acknowledgement of an HL7 batch (HL7 v2.5 ch. 2.10.3), one message for one MLLP frame:
+// FHS (when the inbound batch had one `fhs`), BHS, `acks` (whole ACK messages, in the order
+// of the messages they answer), BTS with BTS-1 their count, FTS (with FHS). FHS/BHS-3..6 are
+// the inbound header's 5, 6, 3, 4 and FHS/BHS-12 echo its FHS/BHS-11; written with its
+// delimiters when usable. `fhs` and `bhs` are the inbound envelope segments ("" when absent).
+std::string build_batch_ack(std::string_view fhs, std::string_view bhs, const std::vector<std::string>& acks,
+                            const AckClock& clock);
 
 }  // namespace gw::hl7v2

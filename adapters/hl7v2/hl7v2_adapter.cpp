@@ -103,6 +103,10 @@ std::string dedupe_key(const MshSummary& msh) {
   return msh.field(3) + "|" + msh.field(4) + "|" + msh.field(10);
 }
 
+// Messages one batch frame may carry: each is committed in turn while the connection waits,
+// so a frame's cost is bounded by its count as well as by its bytes.
+constexpr std::size_t kMaxBatchMessages = 1000;
+
 }  // namespace
 
 struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
@@ -152,8 +156,12 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     f.peer = peer;
     if (parsed) f.nhs_number = nhs_number_of(*parsed, mapping_context());
     f.raw = frame;
-    f.kind = msh.component(9, 1);
-    if (const std::string trigger = msh.component(9, 2); !trigger.empty()) f.kind.append("^").append(trigger);
+    if (parsed) {
+      f.kind = parsed->message_type();
+    } else {
+      f.kind = msh.component(9, 1);
+      if (const std::string trigger = msh.component(9, 2); !trigger.empty()) f.kind.append("^").append(trigger);
+    }
     f.dedupe_key = msh.found ? dedupe_key(msh) : std::string();
     f.rejected = rejected_kind;
     f.issue = issue;
@@ -165,7 +173,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     }
     if (rejected_kind) ++rejected;
     else ++errors;
-    co_return acknowledgements(msh, rejected_kind ? Outcome::rejected : Outcome::error, ack_error_for(issue));
+    co_return acknowledgements(msh, rejected_kind ? Outcome::rejected : Outcome::error, ack_error_for(issue, frame));
   }
 
   // One frame -> the acknowledgements to send (possibly none), after everything behind them
@@ -178,14 +186,45 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     return ctx;
   }
 
-  // `peer`: the sender's address, for the audit record.
+  // `peer`: the sender's address, for the audit record. A frame holds one message, or one
+  // FHS/BHS batch answered by one batch acknowledgement.
   awaitable<std::vector<std::string>> process(std::string frame, const std::string& peer) {
     ++frames;
+    if (is_batch(frame)) co_return co_await process_batch(frame, peer);
+    co_return co_await process_message(std::move(frame), peer);
+  }
+
+  // A batch (HL7 v2.5 ch. 2.10.3): each message is processed as if it had come in a frame of
+  // its own, in order, each committed (or its failure stored) before the next starts; the
+  // answer is one batch acknowledgement holding every message's acknowledgements, so each
+  // message is acknowledged for itself and a resent batch applies only what was not. A batch
+  // that cannot be read (envelope out of order, BTS-1 not its message count, too many
+  // messages) is refused whole before anything is applied, answered under its first MSH.
+  awaitable<std::vector<std::string>> process_batch(const std::string& frame, const std::string& peer) {
+    auto batch = read_batch(frame, kMaxBatchMessages);
+    if (!batch) {
+      const std::vector<std::string_view> messages = split_messages(frame);
+      const MshSummary first = messages.empty() ? MshSummary{} : read_msh(messages.front());
+      co_return co_await refuse(frame, first, std::move(batch).issue(), true, peer);
+    }
+    std::vector<std::string> acks;
+    for (std::string_view message : batch->messages) {
+      std::vector<std::string> replies = co_await process_message(std::string(message), peer);
+      for (std::string& r : replies) acks.push_back(std::move(r));
+    }
+    co_return std::vector<std::string>{build_batch_ack(batch->fhs, batch->bhs, acks, next_ack_clock())};
+  }
+
+  awaitable<std::vector<std::string>> process_message(std::string frame, const std::string& peer) {
     ParseOptions popts;
     popts.max_message_bytes = options.max_message_bytes;
     auto parsed = Message::parse(frame, popts);
     if (!parsed) {
       const MshSummary raw_msh = read_msh(frame);
+      // Several messages in one frame outside a batch: Mirth applies the first and drops the
+      // rest unseen. Refused whole (one frame gets one answer), and a sender fault to see.
+      if (parsed.issue().expression == "MSH[2]")
+        violation("several messages in one frame", {{"detail", parsed.issue().diagnostics}});
       co_return co_await refuse(frame, raw_msh, std::move(parsed).issue(), true, peer);
     }
     const Message& message = *parsed;
@@ -201,6 +240,15 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       co_return co_await refuse(
           frame, msh, Issue::make(ErrorCode::not_supported, "processing id must be P, T or D", "MSH-11"), true, peer,
           &message);
+
+    // MSH-10 is a required field: the ACK echoes it for the sender to match,
+    // and resends are recognised by it; without it every resend would be applied again.
+    if (msh.field(10).find_first_not_of(' ') == std::string::npos)
+      co_return co_await refuse(
+          frame, msh,
+          Issue::make(ErrorCode::missing_value,
+                      "MSH-10 (message control id) is required: give every message a unique control id", "MSH-10"),
+          true, peer, &message);
 
     auto mapped = map_message(message, mapping_context());
     if (!mapped) {

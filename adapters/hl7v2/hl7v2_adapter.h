@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The hospital EPR adapter (issue #4): an MLLP listener (optionally TLS) for one source
-// system. Each frame is parsed, mapped to FHIR R4 and handed to the IngestSink; the
-// acknowledgement goes back only after the sink reports the message committed (or its
-// failure stored). Messages on one connection are processed in order, one at a time, so ACKs
+// system. Each frame (one message, or one FHS/BHS batch of them) is parsed, mapped to FHIR R4
+// and handed to the IngestSink; the acknowledgement goes back only after the sink reports the
+// message committed (or its failure stored). Messages on one connection are processed in order, one at a time, so ACKs
 // can never be sent out of order (MSA-2 always echoes the MSH-10 being answered).
 #pragma once
 

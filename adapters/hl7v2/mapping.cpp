@@ -574,18 +574,14 @@ std::string nhs_number_of(const Message& message, const MappingContext& context)
 fhir::Result<MappedMessage> map_message(const Message& message, const MappingContext& context) {
   const std::string type = message.message_type();
   if (!is_supported(type)) {
-    std::string shown = type.substr(0, 32);
-    for (char& c : shown)
-      if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
-    // A type we take with a trigger we do not is an unsupported event (MSH-9.2, table 0357
-    // code 201), not an unsupported message type.
+    // A type we take with a trigger we do not (or none at all) is an unsupported event
+    // (MSH-9.2, table 0357 code 201), not an unsupported message type. The text names MSH-9
+    // as received, not as read.
     const std::string_view code = std::string_view(type).substr(0, type.find('^'));
-    const bool known_type = type.find('^') != std::string::npos &&
-                            std::any_of(kSupported.begin(), kSupported.end(),
+    const bool known_type = std::any_of(kSupported.begin(), kSupported.end(),
                                         [&](std::string_view t) { return t.substr(0, t.find('^')) == code; });
     return Issue::make(ErrorCode::not_supported,
-                       (shown.empty() ? std::string("a message without a type (MSH-9)") : shown) +
-                           " is not mapped; this adapter maps " + supported_list(),
+                       message.message_type_as_sent() + " is not mapped; this adapter maps " + supported_list(),
                        known_type ? "MSH-9.2" : "MSH-9");
   }
   MappedMessage out;

@@ -450,10 +450,24 @@ fhir::Result<Message> Message::parse(std::string_view bytes, const ParseOptions&
       id_ok = has_fields || after == '\r' || after == '\n';
     }
     if (!id_ok) {
-      return invalid(
-          "a segment must start with a three-character id of upper-case letters or digits followed by the field "
-          "separator",
-          segment_expression(number));
+      std::size_t end = ls;
+      while (end < n && end - ls < 12 && p[end] != fs && p[end] != '\r' && p[end] != '\n') ++end;
+      std::string d = segment_expression(number);
+      d.append(" ('").append(printable(std::string_view(p + ls, end - ls)));
+      d.append("'): a segment must start with a three-character id of upper-case letters or digits followed by the "
+               "field separator");
+      return invalid(std::move(d), segment_expression(number));
+    }
+    // One message per input. A second MSH starts another message: several messages in one
+    // MLLP frame are the batch protocol's (read_batch()), and reading only the first would drop
+    // the others unseen. FHS and BHS only ever open a batch.
+    if (const std::string_view id(p + ls, 3); number > 1 && is_header_id(id)) {
+      std::string d = segment_expression(number);
+      if (id == "MSH")
+        d.append(" is a second MSH segment: send one message per MLLP frame (several only as an FHS/BHS batch)");
+      else
+        d.append(" is a batch header (").append(id).append("): a batch must start with FHS or BHS, before any MSH");
+      return invalid(std::move(d), std::string(id).append(id == "MSH" ? "[2]" : "[1]"));
     }
     const auto base = static_cast<std::uint32_t>(m.text_.size());
     // Text offset of source byte i is base + (i - ls).
@@ -506,15 +520,49 @@ std::optional<SegmentRef> Message::find(std::string_view id, std::size_t occurre
   return std::nullopt;
 }
 
+namespace {
+
+std::string_view trim_spaces(std::string_view s) {
+  while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+  while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
 std::string Message::message_type() const {
   SegmentRef h = msh();
-  std::string type = h.get(9, 1);
-  std::string trigger = h.get(9, 2);
+  // Real senders pad components ("ADT^A01 "); HL7 values carry no meaningful outer spaces.
+  std::string type(trim_spaces(h.get(9, 1)));
+  std::string trigger(trim_spaces(h.get(9, 2)));
+  // HL7 v2.1-2.2 had no MSH-9.2: the event was EVN-1 (still there, as the event type code,
+  // until v2.5), and ORU had one event, R01. Mirth with its strict parser off reads them so.
+  if (trigger.empty() && type == "ADT") {
+    if (auto evn = find("EVN")) trigger = std::string(trim_spaces(evn->get(1)));
+  } else if (trigger.empty() && type == "ORU") {
+    trigger = "R01";
+  }
   if (!trigger.empty()) {
     type.push_back('^');
     type.append(trigger);
   }
   return type;
+}
+
+std::string Message::message_type_as_sent() const {
+  std::string out = "MSH-9 '";
+  out.append(printable(msh().raw(9, 1)));
+  out.push_back('\'');
+  if (trim_spaces(msh().get(9, 2)).empty() && trim_spaces(msh().get(9, 1)) == "ADT") {
+    const auto evn = find("EVN");
+    const std::string_view event = evn ? evn->raw(1, 1) : std::string_view{};
+    if (trim_spaces(event).empty()) {
+      out.append(" with no trigger event (MSH-9.2 and EVN-1 are empty)");
+    } else {
+      out.append(" with EVN-1 '").append(printable(event)).push_back('\'');
+    }
+  }
+  return out;
 }
 
 std::string Message::control_id() const { return msh().get(10); }
@@ -696,6 +744,109 @@ std::string escape(std::string_view value, const Delimiters& d) {
     }
   }
   return out;
+}
+
+namespace {
+
+// The segment id of a line (its first three bytes), "" when shorter.
+std::string_view line_id(std::string_view line) { return line.size() >= 3 ? line.substr(0, 3) : std::string_view{}; }
+
+std::string_view skip_bom(std::string_view text) {
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
+  return text;
+}
+
+}  // namespace
+
+bool is_batch(std::string_view text) {
+  text = skip_bom(text);
+  const std::size_t first = text.find_first_not_of("\r\n");
+  if (first == std::string_view::npos) return false;
+  const std::string_view id = line_id(text.substr(first));
+  return id == "FHS" || id == "BHS";
+}
+
+fhir::Result<Batch> read_batch(std::string_view text, std::size_t max_messages) {
+  text = skip_bom(text);
+  Batch b;
+  // The envelope in its one allowed order; `stage` is how far the reading has come.
+  enum Stage { start, file_header, batch_header, messages, batch_trailer, file_trailer } stage = start;
+  constexpr std::size_t kNone = std::string_view::npos;
+  std::size_t open = kNone;  // start of the message being collected
+  auto close = [&](std::size_t end) {
+    if (open != kNone) b.messages.push_back(text.substr(open, end - open));
+    open = kNone;
+  };
+  auto out_of_place = [](std::size_t number, std::string_view id, std::string_view why) {
+    std::string d = segment_expression(number);
+    d.append(" (").append(printable(id)).append(") ").append(why);
+    d.append("; a batch is [FHS] BHS, its messages, BTS [FTS], one batch per frame");
+    return invalid(std::move(d), segment_expression(number));
+  };
+  std::size_t number = 0, line = 0;
+  while (line < text.size()) {
+    std::size_t eol = line;
+    while (eol < text.size() && text[eol] != '\r' && text[eol] != '\n') ++eol;
+    const std::string_view content = text.substr(line, eol - line);
+    if (!content.empty()) {
+      ++number;
+      const std::string_view id = line_id(content);
+      const bool is_fhs = id == "FHS", is_bhs = id == "BHS", is_msh = id == "MSH";
+      if (stage == file_trailer) return out_of_place(number, id.empty() ? content : id, "follows the file trailer FTS");
+      if (is_fhs || is_bhs) {
+        if ((is_fhs && stage != start) || (is_bhs && stage > file_header))
+          return out_of_place(number, id, "is a second or misplaced header");
+        // The header declares the envelope's delimiters as MSH does (MSH-1, MSH-2).
+        const char fs = content.size() > 3 ? content[3] : '\0';
+        const std::string_view rest = content.substr(std::min<std::size_t>(4, content.size()));
+        auto d = read_delimiters(fs, rest.substr(0, rest.find(fs)));
+        if (!d)
+          return invalid("the batch header " + std::string(id) + " declares unusable delimiters: " + d.issue().diagnostics,
+                         std::string(id) + "-2");
+        (is_fhs ? b.fhs : b.bhs) = content;
+        stage = is_fhs ? file_header : batch_header;
+      } else if (is_msh) {
+        if (stage == start) return out_of_place(number, id, "comes before any batch header");
+        if (stage > messages) return out_of_place(number, id, "follows the batch trailer");
+        close(line);
+        if (b.messages.size() >= max_messages) {
+          std::string d = "the batch holds more than ";
+          d.append(std::to_string(max_messages)).append(" messages; send it in smaller batches");
+          return Issue::make(ErrorCode::payload_too_large, std::move(d), segment_expression(number));
+        }
+        open = line;
+        stage = messages;
+      } else if (id == "BTS") {
+        if (stage == batch_trailer || stage == start) return out_of_place(number, id, "is a second or misplaced trailer");
+        close(line);
+        b.bts = content;
+        stage = batch_trailer;
+      } else if (id == "FTS") {
+        close(line);
+        b.fts = content;
+        stage = file_trailer;
+      } else if (open == kNone) {
+        return out_of_place(number, id.empty() ? content : id, "is outside every message");
+      }
+    }
+    line = eol + 1;
+  }
+  close(text.size());
+
+  // BTS-1 is the sender's count of the messages: a different count means messages were lost
+  // or added on the way, and applying the rest would hide it.
+  if (!b.bts.empty()) {
+    const char fs = !b.bhs.empty() ? b.bhs[3] : b.fhs[3];
+    std::string_view count = b.bts.size() > 4 && b.bts[3] == fs ? b.bts.substr(4) : std::string_view{};
+    count = trim_spaces(count.substr(0, count.find(fs)));
+    if (!count.empty() && count != std::to_string(b.messages.size())) {
+      std::string d = "BTS-1 counts '";
+      d.append(printable(count)).append("' messages but the batch holds ");
+      d.append(std::to_string(b.messages.size())).append("; nothing was applied");
+      return invalid(std::move(d), "BTS-1");
+    }
+  }
+  return b;
 }
 
 std::vector<std::string_view> split_messages(std::string_view text) {

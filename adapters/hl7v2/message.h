@@ -85,8 +85,10 @@ class Message {
   // Failures: payload_too_large (over max_message_bytes, max_segments or
   // max_fields_per_segment), invalid_value (no MSH first, bad MSH-1/MSH-2 encoding
   // characters, a segment id that is not 3 upper-case letters or digits followed by the field
-  // separator, an empty MSH-9.1, invalid UTF-8 when UTF-8 is declared), not_supported (MSH-18),
-  // with the Issue's expression naming where ("MSH-2", "MSH-18", "segment 4", "message").
+  // separator, an empty MSH-9.1, invalid UTF-8 when UTF-8 is declared, a second MSH (or an FHS or
+  // BHS after MSH): one message per input, see read_batch() for batches), not_supported (MSH-18),
+  // with the Issue's expression naming where ("MSH-2", "MSH-18", "segment 4", "MSH[2]",
+  // "message").
   // Linear in the input size.
   static fhir::Result<Message> parse(std::string_view bytes, const ParseOptions& options = {});
 
@@ -98,7 +100,13 @@ class Message {
   SegmentRef msh() const { return segment(0); }
 
   // Shortcuts into MSH.
-  std::string message_type() const;     // "ADT^A01" (MSH-9.1 ^ MSH-9.2), or MSH-9.1 alone
+  // "ADT^A01": MSH-9.1 ^ MSH-9.2, each without surrounding spaces. Without MSH-9.2 (v2.1-2.3
+  // senders, Mirth's non-strict reading): an ADT takes its trigger from EVN-1, an ORU is
+  // ORU^R01 (its only event); otherwise MSH-9.1 alone.
+  std::string message_type() const;
+  // MSH-9 as the sender wrote it, for error texts: "MSH-9 'ADT^A60^ADT_A01'", or with the
+  // EVN-1 message_type() read ("MSH-9 'ADT' with EVN-1 'A60'"); printable ASCII, bounded.
+  std::string message_type_as_sent() const;
   std::string control_id() const;       // MSH-10
   std::string version() const;          // MSH-12.1
   // MSH-18 (first repetition) as in text(): as sent, or "UNICODE UTF-8" when parse() converted
@@ -138,6 +146,25 @@ fhir::Result<Delimiters> read_delimiters(char field_separator, std::string_view 
 // which is left out, as is anything before the first MSH. Lines may end in CR, LF or CRLF. The
 // views point into `text`; each is then given to Message::parse. Linear in the input size.
 std::vector<std::string_view> split_messages(std::string_view text);
+
+// An HL7 batch as one MLLP frame may carry it (HL7 v2.5 ch. 2.10.3): [FHS] [BHS] {message}
+// [BTS] [FTS], starting with FHS or BHS. One batch per frame.
+struct Batch {
+  // The envelope segments as sent, without their terminators; empty when absent.
+  std::string_view fhs, bhs, bts, fts;
+  // Each message's text, from its MSH line to the next MSH or envelope line, in order.
+  std::vector<std::string_view> messages;
+};
+// True when `text` starts (after a UTF-8 byte order mark and empty lines) with an FHS or BHS
+// segment: a batch, to be read with read_batch() rather than Message::parse().
+bool is_batch(std::string_view text);
+// Splits a batch into its envelope and messages (the messages are not parsed). Lines may end
+// in CR, LF or CRLF. invalid_value, naming the segment ("segment 7", "BTS-1"), for an FHS or
+// BHS header that is not a valid header (MSH-1/MSH-2 rules), envelope segments repeated or out
+// of order (a second batch in the frame), a line outside every message that is not an envelope
+// segment, or a BTS-1 count other than the number of messages; payload_too_large over
+// `max_messages`. Linear in the input size.
+fhir::Result<Batch> read_batch(std::string_view text, std::size_t max_messages);
 
 // Decodes HL7 escape sequences (v2.5 ch. 2.7): \F\ \S\ \T\ \R\ \E\ and \P\ (the truncation
 // character), \Xhh..\ (hex bytes, taken as UTF-8, or ISO 8859-1 when not valid UTF-8),

@@ -19,6 +19,7 @@ void check_escape_round_trip(const std::string& value, const gw::hl7v2::Delimite
 
 void exercise(const gw::hl7v2::Message& m) {
   (void)m.message_type();
+  (void)m.message_type_as_sent();
   (void)m.control_id();
   (void)m.version();
   (void)m.charset();
@@ -44,6 +45,10 @@ void exercise(const gw::hl7v2::Message& m) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view text(reinterpret_cast<const char*>(data), size);
   (void)gw::hl7v2::unescape(text, gw::hl7v2::Delimiters{});
+  if (gw::hl7v2::is_batch(text)) {
+    auto batch = gw::hl7v2::read_batch(text, 1000);
+    if (!batch && (batch.issue().diagnostics.empty() || batch.issue().expression.empty())) __builtin_trap();
+  }
   for (std::string_view part : gw::hl7v2::split_messages(text)) {
     if (part.size() == text.size()) break;  // the whole input is parsed below
     (void)gw::hl7v2::Message::parse(part);

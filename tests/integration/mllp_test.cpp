@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <thread>
+#include <tuple>
 
 #include "adapters/hl7v2/hl7v2_adapter.h"
 #include "fhir/structure_check.h"
@@ -265,6 +266,116 @@ TEST_CASE("MLLP: unreadable, unsupported and wrongly encoded messages are AR, st
   CHECK(ack_code(bad_enc[0]) == "AR");
   CHECK(stored(*s, store::MessageStatus::rejected) == 3);
   CHECK(stored(*s, store::MessageStatus::applied) == 0);
+}
+
+TEST_CASE("MLLP: two messages in one frame are refused whole (AR naming the second MSH), nothing applied") {
+  auto s = mllp_server();
+  const std::uint16_t port = listener(*s).port();
+  const std::uint64_t violations = listener(*s).stats().protocol_violations;
+  const auto acks = test::mllp_round_trip(port, a01("TWO1", "9990000018", "MRN-21") + a01("TWO2", "9990000026", "MRN-22"));
+  REQUIRE(acks.size() == 1);  // one frame, one answer
+  CHECK(ack_code(acks[0]) == "AR");
+  CHECK(test::hl7_field(acks[0], "MSA", 2) == "TWO1");
+  // v2.4 ERR-1: the second MSH (segment 5 of the frame), a segment sequence error.
+  CHECK(acks[0].find("\rERR|MSH^2^^100&segment 5 is a second MSH segment") != std::string::npos);
+  CHECK(acks[0].find("one message per MLLP frame") != std::string::npos);
+  CHECK(stored(*s, store::MessageStatus::applied) == 0);
+  CHECK(stored(*s, store::MessageStatus::rejected) == 1);
+  CHECK(listener(*s).stats().protocol_violations == violations + 1);
+  auto second = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000026");
+  REQUIRE(second.ok());
+  CHECK_FALSE(second->has_value());
+}
+
+TEST_CASE("MLLP: an FHS/BHS batch applies each message and is answered by one batch acknowledgement") {
+  auto s = mllp_server();
+  const std::uint16_t port = listener(*s).port();
+  const std::string batch = "FHS|^~\\&|PAS|RGT01|GW|GW|20261123101500||||F-1\rBHS|^~\\&|PAS|RGT01|GW|GW|20261123101500||||B-1\r" +
+                            a01("BAT1", "9990000018", "MRN-B1") + "MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||SIU^S12|BAT2|P|2.4\rSCH|1\r" +
+                            oru("BAT3", "9990000026", "MRN-B3") + "BTS|3\rFTS|1\r";
+  auto acks = test::mllp_round_trip(port, batch);
+  REQUIRE(acks.size() == 1);
+  const std::string& ack = acks[0];
+  CHECK(ack.rfind("FHS|^~\\&|GW|GW|PAS|RGT01|", 0) == 0);
+  CHECK(ack.find("|F-1\rBHS|^~\\&|GW|GW|PAS|RGT01|") != std::string::npos);
+  CHECK(ack.find("|B-1\rMSH|") != std::string::npos);
+  // One ACK message per message, in order, each for itself.
+  CHECK(ack.find("\rMSA|AA|BAT1\r") != std::string::npos);
+  CHECK(ack.find("\rMSA|AR|BAT2|") != std::string::npos);
+  CHECK(ack.find("\rMSA|AA|BAT3\r") != std::string::npos);
+  CHECK(ack.find("BAT1") < ack.find("BAT2"));
+  CHECK(ack.find("BAT2") < ack.find("BAT3"));
+  CHECK(ack.find("\rBTS|3\rFTS|1\r") != std::string::npos);
+  CHECK(stored(*s, store::MessageStatus::applied) == 2);
+  CHECK(stored(*s, store::MessageStatus::rejected) == 1);
+  // The same batch again (an ACK lost on the way): nothing is applied twice, and each
+  // message gets its original acknowledgement.
+  acks = test::mllp_round_trip(port, batch);
+  REQUIRE(acks.size() == 1);
+  CHECK(acks[0].find("\rMSA|AA|BAT1\r") != std::string::npos);
+  CHECK(acks[0].find("\rMSA|AA|BAT3\r") != std::string::npos);
+  CHECK(stored(*s, store::MessageStatus::applied) == 2);
+  CHECK(s->app().ingest().counters().duplicates == 2);
+
+  // A batch whose BTS-1 does not count its messages is refused whole: nothing applied, the
+  // answer names the first message's control id.
+  const std::string short_count = "BHS|^~\\&|PAS|RGT01|GW|GW\r" + a01("BAT4", "9990000034", "MRN-B4") +
+                                  a01("BAT5", "9990000042", "MRN-B5") + "BTS|3\r";
+  acks = test::mllp_round_trip(port, short_count);
+  REQUIRE(acks.size() == 1);
+  CHECK(ack_code(acks[0]) == "AR");
+  CHECK(test::hl7_field(acks[0], "MSA", 2) == "BAT4");
+  CHECK(acks[0].find("BTS-1 counts '3' messages but the batch holds 2") != std::string::npos);
+  CHECK(stored(*s, store::MessageStatus::applied) == 2);
+}
+
+TEST_CASE("MLLP: a message without MSH-10 is refused (AR 101 at MSH-10), and a resend is not applied") {
+  auto s = mllp_server();
+  const std::uint16_t port = listener(*s).port();
+  for (int i = 0; i < 2; ++i) {
+    const auto acks = test::mllp_round_trip(port, a01("", "9990000018", "MRN-NC"));
+    REQUIRE(acks.size() == 1);
+    CHECK(ack_code(acks[0]) == "AR");
+    CHECK(acks[0].find("\rERR|MSH^1^10^101&MSH-10 (message control id) is required") != std::string::npos);
+  }
+  CHECK(stored(*s, store::MessageStatus::applied) == 0);
+  auto none = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000018");
+  REQUIRE(none.ok());
+  CHECK_FALSE(none->has_value());
+}
+
+TEST_CASE("MLLP: MSH-9 without a trigger or padded with spaces is read as older senders mean it") {
+  auto s = mllp_server();
+  const std::uint16_t port = listener(*s).port();
+  const auto with_type = [](std::string type, const std::string& control, const std::string& version) {
+    std::string m = a01(control, "9990000018", "MRN-T9", control);
+    m.replace(m.find("ADT^A01^ADT_A01"), 15, type);
+    m.replace(m.find("|P|2.4\r"), 7, "|P|" + version + "\r");
+    return m;
+  };
+  // v2.3 ADT with the event in EVN-1 only; a trailing space after the trigger.
+  for (const auto& [type, control, version] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"ADT", "T9-1", "2.3"}, {"ADT^A01 ", "T9-2", "2.4"}, {"ADT^", "T9-3", "2.2"}, {"ADT^A01^ADT_A01", "T9-4", "2.5"}}) {
+    CAPTURE(type);
+    const auto acks = test::mllp_round_trip(port, with_type(type, control, version));
+    REQUIRE(acks.size() == 1);
+    CHECK(ack_code(acks[0]) == "AA");
+  }
+  // An ORU without a trigger is an ORU^R01.
+  std::string oru_bare = oru("T9-5", "9990000026", "MRN-T95");
+  oru_bare.replace(oru_bare.find("ORU^R01^ORU_R01"), 15, "ORU");
+  const auto oru_acks = test::mllp_round_trip(port, oru_bare);
+  REQUIRE(oru_acks.size() == 1);
+  CHECK(ack_code(oru_acks[0]) == "AA");
+  CHECK(stored(*s, store::MessageStatus::applied) == 5);
+  // No trigger anywhere: AR 201 (unsupported event), the text naming what was received.
+  std::string bare = with_type("ADT", "T9-6", "2.3");
+  bare.replace(bare.find("EVN|A01|"), 8, "EVN||");
+  const auto ar = test::mllp_round_trip(port, bare);
+  REQUIRE(ar.size() == 1);
+  CHECK(ack_code(ar[0]) == "AR");
+  CHECK(ar[0].find("\rERR|MSH^1^9^201&MSH-9 'ADT' with no trigger event (MSH-9.2 and EVN-1 are empty) is not mapped") !=
+        std::string::npos);
 }
 
 TEST_CASE("MLLP: an invalid NHS number is never trusted for matching") {

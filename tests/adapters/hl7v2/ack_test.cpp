@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <vector>
 
 #include "adapters/hl7v2/ack.h"
 #include "adapters/hl7v2/message.h"
@@ -64,7 +65,71 @@ TEST_CASE("ACK: written with the inbound delimiters, so every echoed field stays
                                                 AckError{"PID-3", 101, "PID-3 is required"}, kClock);
   CHECK(ack3.rfind("MSH|^~\\|", 0) == 0);
   CHECK(ack3.find("\rMSA|AE|T&1|") != std::string::npos);
-  CHECK(ack3.find("\rERR|PID^1^3^101\r") != std::string::npos);  // no sub-component separator to use
+  // No sub-component separator for the text in ELD-4: the v2.5 fields follow ERR-1 with it.
+  CHECK(ack3.find("\rERR|PID^1^3^101|PID^1^3|101^PID-3 is required^HL70357|E||||PID-3 is required\r") !=
+        std::string::npos);
+}
+
+TEST_CASE("ACK: a segment the parser names by position is named in ERR by its id and occurrence, with the text") {
+  // A lower-case segment id: the parser's location is "segment 4".
+  const std::string v24 = "MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||ADT^A01|S-1|P|2.4\rEVN|A01\rPID|1\rpv1|1|I\r";
+  auto parsed = Message::parse(v24);
+  REQUIRE_FALSE(parsed.ok());
+  REQUIRE(parsed.issue().expression == "segment 4");
+  const AckError e = gw::hl7v2::ack_error_for(parsed.issue(), v24);
+  CHECK(e.code == 100);
+  CHECK(e.location == "pv1[1]");
+  const std::string ack = gw::hl7v2::build_ack(gw::hl7v2::read_msh(v24), AckCode::AR, e, kClock);
+  CHECK(ack.find("\rERR|pv1^1^^100&segment 4 ('pv1'): a segment must start") != std::string::npos);
+  // v2.5: ERR-2 names it.
+  std::string v25 = v24;
+  v25.replace(v25.find("|2.4\r"), 5, "|2.5\r");
+  const Message ack25 = ack_of(v25, AckCode::AR, gw::hl7v2::ack_error_for(parsed.issue(), v25));
+  CHECK(ack25.find("ERR")->raw(2) == "pv1^1");
+  CHECK(ack25.find("ERR")->get(3, 1) == "100");
+  CHECK(ack25.find("ERR")->get(8).rfind("segment 4 ('pv1')", 0) == 0);
+  // The occurrence counts segments with the same id; empty lines and CRLF do not count.
+  const std::string twice = "MSH|^~\\&|PAS|RGT01|GW|GW|2026||ORU^R01|S-2|P|2.5\r\nOBX|1\r\n\r\nOBX|2|NM|X\x01\r";
+  CHECK(gw::hl7v2::ack_error_for(Issue::make(ErrorCode::invalid_value, "x", "segment 3"), twice).location == "OBX[2]");
+  // Locations that are not positions are kept; a position past the end is left as it was.
+  CHECK(gw::hl7v2::ack_error_for(Issue::make(ErrorCode::invalid_value, "x", "PID-7"), twice).location == "PID-7");
+  CHECK(gw::hl7v2::ack_error_for(Issue::make(ErrorCode::invalid_value, "x", "segment 9"), twice).location ==
+        "segment 9");
+
+  // HAPI-style three-character MSH-2 (^~}... as ^~\ here): the ERR still carries the text.
+  const std::string three = "MSH|^~\\|PAS|RGT01|GW|GW|20261123101500||ADT^A01|S-3|P|2.3\rPID|1\rpv1|1\r";
+  auto refused = Message::parse(three);
+  REQUIRE_FALSE(refused.ok());
+  const std::string ack3 =
+      gw::hl7v2::build_ack(gw::hl7v2::read_msh(three), AckCode::AR, gw::hl7v2::ack_error_for(refused.issue(), three), kClock);
+  const std::size_t err = ack3.find("\rERR|pv1^1^^100|pv1^1|100^segment 3 ('pv1'): a segment must start");
+  CHECK(err != std::string::npos);
+}
+
+TEST_CASE("ACK: a batch is acknowledged by one batch of ACK messages with the envelope swapped and counted") {
+  const std::string fhs = "FHS|^~\\&|LAB|RGT01|GW|X26|20261123||||F-7";
+  const std::string bhs = "BHS|^~\\&|LAB|RGT01|GW|X26|20261123||||B-7";
+  const std::string in1 = "MSH|^~\\&|LAB|RGT01|GW|X26|20261123||ORU^R01|M1|P|2.5\r";
+  const std::string in2 = "MSH|^~\\&|LAB|RGT01|GW|X26|20261123||ORU^R01|M2|P|2.5\r";
+  const std::vector<std::string> acks = {
+      gw::hl7v2::build_ack(gw::hl7v2::read_msh(in1), AckCode::AA, std::nullopt, kClock),
+      gw::hl7v2::build_ack(gw::hl7v2::read_msh(in2), AckCode::AE, AckError{"PID-3", 101, "PID-3 is required"}, kClock)};
+  const std::string batch = gw::hl7v2::build_batch_ack(fhs, bhs, acks, kClock);
+  CHECK(batch.rfind("FHS|^~\\&|GW|X26|LAB|RGT01|20261123141502+0000||||GW0000000000000001|F-7\r"
+                    "BHS|^~\\&|GW|X26|LAB|RGT01|20261123141502+0000||||GW0000000000000001|B-7\r",
+                    0) == 0);
+  CHECK(batch.find(acks[0] + acks[1] + "BTS|2\rFTS|1\r") != std::string::npos);
+  // Read back as a batch: two messages answering M1 and M2.
+  auto read = gw::hl7v2::read_batch(batch, 10);
+  REQUIRE(read.ok());
+  REQUIRE(read->messages.size() == 2);
+  CHECK(Message::parse(read->messages[0])->find("MSA")->get(2) == "M1");
+  CHECK(Message::parse(read->messages[1])->find("MSA")->get(1) == "AE");
+  // Without FHS: BHS alone, and no FTS.
+  const std::string plain = gw::hl7v2::build_batch_ack("", bhs, {acks[0]}, kClock);
+  CHECK(plain.rfind("BHS|", 0) == 0);
+  CHECK(plain.find("\rBTS|1\r") != std::string::npos);
+  CHECK(plain.find("FTS") == std::string::npos);
 }
 
 TEST_CASE("ACK: error texts are escaped, never blanked (a bad MSH-2 is named as sent)") {
@@ -98,6 +163,8 @@ TEST_CASE("ACK: table 0357 codes name the kind of failure") {
   CHECK(code_for(ErrorCode::missing_value, "OBR[1]-4") == 101); // a required field missing
   CHECK(code_for(ErrorCode::invalid_value, "PID-7") == 102);    // data type error
   CHECK(code_for(ErrorCode::invalid_value, "segment 3") == 100);
+  CHECK(code_for(ErrorCode::invalid_value, "MSH[2]") == 100);   // a second MSH: the structure
+  CHECK(code_for(ErrorCode::missing_value, "MSH-10") == 101);
   CHECK(code_for(ErrorCode::not_found, "MRG-1") == 204);        // unknown key identifier
   CHECK(code_for(ErrorCode::payload_too_large, "message") == 207);
   CHECK(code_for(ErrorCode::internal_error, "") == 207);

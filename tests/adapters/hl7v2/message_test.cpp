@@ -291,6 +291,53 @@ TEST_CASE("Message: segment ids must be three upper-case letters or digits") {
   CHECK(m.segment(3).field_count() == 0);
 }
 
+TEST_CASE("Message: a second MSH is refused naming it, not read as part of the first message") {
+  // Two messages in one input: reading the first and ignoring the second (Mirth's behaviour)
+  // would lose it without anyone being told.
+  auto issue = parse_refused(kMsh + "\rEVN|A01\rPID|1\r" + kMsh + "\rPID|2\r");
+  CHECK(issue.code == ErrorCode::invalid_value);
+  CHECK(issue.expression == "MSH[2]");
+  CHECK(issue.diagnostics.find("segment 4 is a second MSH segment") != std::string::npos);
+  CHECK(issue.diagnostics.find("one message per MLLP frame") != std::string::npos);
+  // A batch header after MSH is not the start of a batch.
+  issue = parse_refused(kMsh + "\rBHS|^~\\&|LAB\rPID|1\r");
+  CHECK(issue.expression == "BHS[1]");
+  CHECK(issue.diagnostics.find("must start with FHS or BHS") != std::string::npos);
+  // "MSH" inside a value is no segment.
+  CHECK(parse_ok(kMsh + "\rNTE|1||MSH|x\r").segment_count() == 2);
+}
+
+TEST_CASE("Message: a malformed segment id is named with its position and its text") {
+  auto issue = parse_refused(kMsh + "\rEVN|A01\rPID|1\rpv1|1|I\r");
+  CHECK(issue.expression == "segment 4");
+  CHECK(issue.diagnostics.rfind("segment 4 ('pv1'): a segment must start", 0) == 0);
+}
+
+TEST_CASE("Message: the message type without a trigger, or padded with spaces, reads as older senders meant it") {
+  const std::string v23 = "MSH|^~\\&|PAS|RGT01|GW|GW|20240101120000||";
+  // v2.1-2.3 ADT: the event is EVN-1.
+  Message adt = parse_ok(v23 + "ADT|C1|P|2.3\rEVN|A01|20240101120000\rPID|1\r");
+  CHECK(adt.message_type() == "ADT^A01");
+  CHECK(adt.message_type_as_sent() == "MSH-9 'ADT' with EVN-1 'A01'");
+  CHECK(parse_ok(v23 + "ADT^|C1|P|2.3\rEVN| A08 \rPID|1\r").message_type() == "ADT^A08");
+  // An ORU has one event, R01.
+  CHECK(parse_ok(v23 + "ORU|C2|P|2.2\rPID|1\r").message_type() == "ORU^R01");
+  // Surrounding spaces in MSH-9 components are no part of the code.
+  CHECK(parse_ok(v23 + "ADT^A01 |C3|P|2.4\rPID|1\r").message_type() == "ADT^A01");
+  CHECK(parse_ok(v23 + " ADT ^ A02^ADT_A02|C4|P|2.4\rPID|1\r").message_type() == "ADT^A02");
+  // What already worked still does: MSH-9.2 wins over EVN-1, MSH-9.3 is not part of the type.
+  CHECK(parse_ok(v23 + "ADT^A08^ADT_A01|C5|P|2.5\rEVN|A01\rPID|1\r").message_type() == "ADT^A08");
+  CHECK(parse_ok(v23 + "ADT^A40^ADT_A39|C6|P|2.5\rPID|1\r").message_type() == "ADT^A40");
+  CHECK(parse_ok(v23 + "ADT^A01^|C7|P|2.4\rPID|1\r").message_type() == "ADT^A01");
+  // No trigger anywhere: the type alone, and the text says what was missing.
+  Message bare = parse_ok(v23 + "ADT|C8|P|2.3\rPID|1\r");
+  CHECK(bare.message_type() == "ADT");
+  CHECK(bare.message_type_as_sent() == "MSH-9 'ADT' with no trigger event (MSH-9.2 and EVN-1 are empty)");
+  // Other types are not given a trigger.
+  CHECK(parse_ok(v23 + "SIU|C9|P|2.3\rEVN|S12\r").message_type() == "SIU");
+  CHECK(parse_ok(v23 + "SIU^S12^SIU_S12|C9|P|2.5\r").message_type_as_sent() == "MSH-9 'SIU^S12^SIU_S12'");
+}
+
 TEST_CASE("Message: Z-segments are kept in order and round-trip") {
   Message m = parse_ok(kMsh + "\rPID|1||A1^^^MRENTR^MEDREC\rZUK|1|2|REFERRER^X\rZLW||BED 4\rPV1|1|I\r");
   REQUIRE(m.segment_count() == 5);
@@ -492,6 +539,53 @@ TEST_CASE("split_messages: files with several messages and batch envelopes") {
   CHECK(gw::hl7v2::split_messages("").empty());
   // "MSH" only counts at the start of a line.
   CHECK(gw::hl7v2::split_messages(kMsh + "\rNTE|1||see MSH|x\r").size() == 1);
+}
+
+TEST_CASE("read_batch: an FHS/BHS batch splits into its envelope and messages, or is refused whole") {
+  const std::string m1 = kMsh + "\rPID|1\r";
+  const std::string m2 = "MSH|^~\\&|L||||||ORU^R01|2|P|2.4\rOBX|1\r";
+  const std::string batch = "\xEF\xBB\xBF" "FHS|^~\\&|LAB|RGT01|||||||F-7\rBHS|^~\\&|LAB|RGT01|||||||B-7\r" + m1 + m2 +
+                            "BTS|2\rFTS|1\r";
+  CHECK(gw::hl7v2::is_batch(batch));
+  CHECK(gw::hl7v2::is_batch("\r\nBHS|^~\\&\r"));
+  CHECK_FALSE(gw::hl7v2::is_batch(m1));
+  auto b = gw::hl7v2::read_batch(batch, 10);
+  REQUIRE(b.ok());
+  CHECK(b->fhs == "FHS|^~\\&|LAB|RGT01|||||||F-7");
+  CHECK(b->bhs == "BHS|^~\\&|LAB|RGT01|||||||B-7");
+  CHECK(b->bts == "BTS|2");
+  CHECK(b->fts == "FTS|1");
+  REQUIRE(b->messages.size() == 2);
+  CHECK(b->messages[0] == m1);
+  CHECK(b->messages[1] == m2);
+  CHECK(parse_ok(b->messages[1]).message_type() == "ORU^R01");
+  // BHS alone, LF line ends, no trailer, and an empty batch are all batches.
+  auto lf = gw::hl7v2::read_batch("BHS|^~\\&|LAB\n" + kMsh + "\nPID|1\n", 10);
+  REQUIRE(lf.ok());
+  CHECK(lf->messages.size() == 1);
+  CHECK(lf->bts.empty());
+  auto empty = gw::hl7v2::read_batch("BHS|^~\\&\rBTS|0\r", 10);
+  REQUIRE(empty.ok());
+  CHECK(empty->messages.empty());
+
+  struct Bad {
+    std::string text, expression, says;
+  };
+  const std::vector<Bad> bad = {
+      {"BHS|^~\\&\r" + m1 + m2 + "BTS|3\r", "BTS-1", "BTS-1 counts '3' messages but the batch holds 2"},
+      {"BHS|^~\\&\r" + m1 + "BTS|1\rBHS|^~\\&\r" + m2 + "BTS|1\r", "segment 5", "second or misplaced header"},
+      {"BHS|^~\\&\rNTE|1\r" + m1, "segment 2", "(NTE) is outside every message"},
+      {"FHS|^~\\&\r" + m1 + "FTS|1\r" + m2, "segment 5", "follows the file trailer"},
+      {"BHS|^^\\&\r" + m1, "BHS-2", "the batch header BHS declares unusable delimiters"},
+      {"BHS|^~\\&\r" + m1 + m2 + m1, "segment 6", "more than 2 messages"},
+  };
+  for (const Bad& c : bad) {
+    CAPTURE(c.text);
+    auto r = gw::hl7v2::read_batch(c.text, 2);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.issue().expression == c.expression);
+    CHECK(r.issue().diagnostics.find(c.says) != std::string::npos);
+  }
 }
 
 // ---- real data ----
