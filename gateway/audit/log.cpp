@@ -981,6 +981,36 @@ fhir::Result<std::optional<Record>> Log::get(std::uint64_t seq) const {
   return std::optional<Record>(std::move(*rec));
 }
 
+fhir::Result<std::optional<Log::Removal>> Log::removal(std::uint64_t seq) const {
+  auto lease = impl_->reader();
+  if (!lease) return std::move(lease).issue();
+  sqlite::Database& db = *(*lease)->db;
+  auto sel = db.prepare("SELECT record IS NULL FROM audit_record WHERE seq = ?1");
+  if (!sel) return std::move(sel).issue();
+  sel->bind(1, static_cast<std::int64_t>(seq));
+  auto r = sel->step();
+  if (!r) return std::move(r).issue();
+  if (!*r || sel->column_int64(0) == 0) return std::optional<Removal>();
+  // The prune that removed it came after it: the first retention-prune record after `seq`
+  // whose range covers it (earlier prunes after it removed older records only). Read by the
+  // partial index of audit.db migration 6; at most a year and more of hourly prunes.
+  auto prunes = db.prepare(
+      "SELECT record FROM audit_record WHERE subtypes = ' retention-prune ' AND seq > ?1 AND record IS NOT NULL "
+      "ORDER BY seq LIMIT 10000");
+  if (!prunes) return std::move(prunes).issue();
+  prunes->bind(1, static_cast<std::int64_t>(seq));
+  for (;;) {
+    auto p = prunes->step();
+    if (!p) return std::move(p).issue();
+    if (!*p) break;
+    auto rec = decode(prunes->column_blob(0));
+    if (!rec) continue;  // damaged: audit-verify reports it
+    const auto range = prune_range(rec->detail.note);
+    if (range && range->first <= seq && seq <= range->second) return std::optional<Removal>(Removal{rec->time_ms});
+  }
+  return std::optional<Removal>(Removal{});
+}
+
 namespace {
 
 fhir::Result<std::uint64_t> stored_size(sqlite::Database& db) {

@@ -168,6 +168,12 @@ class Log {
   // Reads.
   fhir::Result<Page> search(const Query& q) const;
   fhir::Result<std::optional<Record>> get(std::uint64_t seq) const;
+  // For a record whose content retention removed: when, from the retention-prune record that
+  // says so (empty time when none does). Empty when `seq` has its content or is not in the log.
+  struct Removal {
+    std::optional<std::int64_t> time_ms;
+  };
+  fhir::Result<std::optional<Removal>> removal(std::uint64_t seq) const;
   fhir::Result<InclusionProof> inclusion_proof(std::uint64_t index, std::uint64_t size) const;
   fhir::Result<std::vector<merkle::Hash>> consistency_proof(std::uint64_t size1, std::uint64_t size2) const;
   fhir::Result<merkle::Hash> root_at(std::uint64_t size) const;

@@ -85,35 +85,6 @@ std::uint64_t one_patient_digest(std::string_view nhs) {
   return v;
 }
 
-std::optional<std::uint64_t> read_number(std::string_view& s) {
-  std::uint64_t v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p == s.data()) return std::nullopt;
-  s.remove_prefix(static_cast<std::size_t>(p - s.data()));
-  return v;
-}
-
-bool eat(std::string_view& s, std::string_view word) {
-  if (s.substr(0, word.size()) != word) return false;
-  s.remove_prefix(word.size());
-  return true;
-}
-
-// The range a retention-prune record's note states (Log::prune_before writes "...records B to
-// E (N records)..."); empty when it removed nothing or says something else.
-std::optional<std::pair<std::uint64_t, std::uint64_t>> prune_range(std::string_view note) {
-  const auto at = note.find("records ");
-  if (at == std::string_view::npos) return std::nullopt;
-  std::string_view s = note.substr(at + 8);
-  auto first = read_number(s);
-  if (!first || !eat(s, " to ")) return std::nullopt;
-  auto last = read_number(s);
-  if (!last || !eat(s, " (")) return std::nullopt;
-  auto count = read_number(s);
-  if (!count || *count == 0 || *last < *first || *last - *first + 1 != *count) return std::nullopt;
-  return std::pair{*first, *last};
-}
-
 // Reads encode()'s output in its common form, about ten times faster than decode() (which
 // parses into a JSON tree and re-encodes to prove the bytes canonical). It accepts only what
 // encode() writes for records whose strings are printable ASCII without '"' or '\\' (written
