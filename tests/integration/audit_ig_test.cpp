@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 
@@ -331,4 +333,24 @@ TEST_CASE("Audit: IG answers: no empty entry array, 410 for a record retention r
       CHECK(std::string(issue.string_at("diagnostics")).rfind(c.expression, 0) == 0);
     }
   }
+}
+
+TEST_CASE("Audit: a gateway started with its checkpoint file emptied says so on /metrics and in the audit log") {
+  std::string data_dir;
+  {
+    TestServer first;
+    data_dir = first.cfg.data_dir;
+    REQUIRE(first.metrics().render().find("gateway_audit_start_warnings 0") != std::string::npos);
+  }  // stopping writes a checkpoint into audit.db and the file
+  const auto file = std::filesystem::path(data_dir) / "audit-checkpoints.log";
+  REQUIRE(std::filesystem::file_size(file) > 0);
+  std::ofstream(file, std::ios::trunc);
+  TestServer second([&](config::Config& c) { c.data_dir = data_dir; });
+  CHECK(second.metrics().render().find("gateway_audit_start_warnings 1") != std::string::npos);
+  audit::Query q;
+  q.subtype = "checkpoint-file-behind";
+  auto page = second.app().audit_log()->search(q);
+  REQUIRE(page.ok());
+  REQUIRE(page->records.size() == 1);
+  CHECK(page->records[0].detail.note.find("the checkpoint file holds no checkpoint") != std::string::npos);
 }
