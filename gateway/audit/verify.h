@@ -4,7 +4,8 @@
 // tools/audit_verify (IG officers) and the mutation tests.
 //
 // Two stages. check_row() looks at one audit_record row on its own (decode, leaf hash, the
-// copied search columns); it is pure, so verify_database() runs it on several threads.
+// copied search columns and the search index rows naming it); it is pure, so verify_database()
+// runs it on several threads.
 // LogVerifier then takes the rows in order: gaps, sequence numbers, the hash chain (each
 // record names its predecessor's leaf hash), the stored tree, and every checkpoint.
 #pragma once
