@@ -53,6 +53,20 @@ std::string subtype_column(const Record& r) {
   return out;
 }
 
+// A record of what open() found wrong at start-up, made by the log itself as the gateway's own
+// start and stop are (gateway/app.cpp).
+Record system_record(const char* action, std::string note) {
+  Record r;
+  r.time_ms = now_ms();
+  r.kind = "system";
+  r.action = action;
+  r.agent_kind = "system";
+  r.user = "fhir-gateway";
+  r.status = 200;
+  r.detail.note = std::move(note);
+  return r;
+}
+
 Hash hash_from_blob(const std::string& b) {
   Hash h{};
   if (b.size() == h.size()) std::memcpy(h.data(), b.data(), h.size());
@@ -638,13 +652,15 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
   if (!nodes.error.empty()) return not_ready("audit.db tree is damaged: " + nodes.error + "; run audit-verify");
 
   // The stored tree must still match the newest checkpoint it signed.
-  auto last = impl.db.prepare("SELECT size, root FROM audit_checkpoint ORDER BY size DESC, time_ms DESC LIMIT 1");
+  auto last = impl.db.prepare("SELECT size, root, time_ms FROM audit_checkpoint ORDER BY size DESC, time_ms DESC LIMIT 1");
   if (!last) return std::move(last).issue();
   auto row = last->step();
   if (!row) return std::move(row).issue();
+  std::optional<std::pair<std::uint64_t, std::int64_t>> db_newest;  // audit.db's newest checkpoint: size, time
   if (*row) {
     const auto cp_size = static_cast<std::uint64_t>(last->column_int64(0));
     const Hash cp_root = hash_from_blob(last->column_blob(1));
+    db_newest.emplace(cp_size, last->column_int64(2));
     if (cp_size > size)
       return not_ready("audit.db holds " + std::to_string(size) + " records but its checkpoint covers " +
                        std::to_string(cp_size) + ": the log was truncated; run audit-verify");
@@ -655,8 +671,13 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
     impl.checkpointed_size = cp_size;
   }
   // A checkpoint file ahead of the database means an older copy was restored.
+  std::vector<Record> findings;  // what this start found wrong, for the log itself
   if (!options.checkpoint_file.empty()) {
-    if (FILE* f = std::fopen(options.checkpoint_file.c_str(), "rb")) {
+    bool has_db_newest = false;
+    std::uint64_t file_newest = 0, file_notes = 0;
+    FILE* f = std::fopen(options.checkpoint_file.c_str(), "rb");
+    const bool opened = f != nullptr;
+    if (opened) {
       std::string text;
       char buf[65536];
       std::size_t n;
@@ -673,7 +694,34 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
         if (root != c.root)
           return not_ready("audit.db does not match the checkpoint file at size " + std::to_string(c.size) +
                            "; run audit-verify");
+        ++file_notes;
+        file_newest = std::max(file_newest, c.size);
+        if (db_newest && c.size == db_newest->first && c.time_ms == db_newest->second) has_db_newest = true;
       }
+    }
+    // A file that lacks audit.db's newest checkpoint (deleted, emptied, cut, an older copy) can
+    // no longer reveal a tail deleted from audit.db together with its checkpoints. The gateway
+    // still starts (audit.db matched its own signed checkpoints above, and refusing would turn a
+    // lost log file into an outage), but says so where operators and IG officers look: the
+    // operational log and the audit log itself. The next checkpoint is appended as usual.
+    if (db_newest && !has_db_newest) {
+      const std::string found = !opened ? "is missing or unreadable"
+                                   : file_notes == 0 ? "holds no checkpoint"
+                                                     : "holds " + std::to_string(file_notes) +
+                                                           " checkpoint(s), the newest of " +
+                                                           std::to_string(file_newest) + " records";
+      const std::string text = ", but audit.db's newest signed checkpoint covers " +
+                               std::to_string(db_newest->first) + " records (signed " +
+                               format_time_ms(db_newest->second) +
+                               "): the file is behind audit.db, so it cannot reveal records deleted from the end of "
+                               "audit.db; check the copies kept elsewhere with audit-verify";
+      observe::log(observe::Level::warn, "audit checkpoint file is behind audit.db",
+                   {{"file", options.checkpoint_file},
+                    {"database_checkpoint_size", db_newest->first},
+                    {"file_checkpoints", file_notes},
+                    {"file_checkpoint_size", file_newest}});
+      log->start_warnings_.push_back("checkpoint file " + options.checkpoint_file + " " + found + text);
+      findings.push_back(system_record("checkpoint-file-behind", "the checkpoint file " + found + text));
     }
   }
 
@@ -691,11 +739,46 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
   if (!recent) return std::move(recent).issue();
   if (auto r = recent->step(); !r) return std::move(r).issue();
   impl.recent_patient_rows = static_cast<std::uint64_t>(recent->column_int64(0));
-  auto indexed = impl.db.prepare("SELECT value FROM audit_index_state WHERE key = 'indexed_below'");
+  // The searches look for a record below indexed_below in the agent and time indexes only
+  // (audit.db migration 5). A value beyond the log, or a time index not holding exactly one
+  // row per record below it (cheap to count), means they were edited and would hide accesses:
+  // both are rebuilt from the records, in the transaction that appends a record saying so.
+  // (audit-verify checks every row.)
+  auto indexed = impl.db.prepare(
+      "SELECT (SELECT value FROM audit_index_state WHERE key = 'indexed_below'), (SELECT count(*) FROM audit_time_index)");
   if (!indexed) return std::move(indexed).issue();
   if (auto r = indexed->step(); !r) return std::move(r).issue();
-  else if (!*r) return not_ready("audit.db has no indexed_below row in audit_index_state; run audit-verify");
-  impl.indexed_below = static_cast<std::uint64_t>(indexed->column_int64(0));
+  const bool state_missing = indexed->column_is_null(0);
+  const std::int64_t state = indexed->column_int64(0);
+  const std::int64_t time_rows = indexed->column_int64(1);
+  std::function<fhir::Status()> rebuild;
+  if (state_missing || state < 0 || static_cast<std::uint64_t>(state) > size || time_rows != state) {
+    const std::string text =
+        "the agent and time search indexes of audit.db did not match its " + std::to_string(size) + " records (" +
+        (state_missing ? std::string("no indexed_below") : "indexed_below " + std::to_string(state)) + ", " +
+        std::to_string(time_rows) +
+        " time index rows): searches by user and date, and the export, could have missed accesses. They were "
+        "rebuilt from the records; audit-verify on a copy taken before this start shows what had been changed";
+    observe::log(observe::Level::warn, "audit search indexes did not match the log; rebuilt",
+                 {{"records", size}, {"indexed_below", state_missing ? std::int64_t{-1} : state},
+                  {"time_index_rows", time_rows}});
+    log->start_warnings_.push_back(text);
+    findings.push_back(system_record("index-rebuild", text));
+    rebuild = [&impl, size]() -> fhir::Status {
+      auto st = impl.db.prepare("INSERT OR REPLACE INTO audit_index_state(key, value) VALUES ('indexed_below', ?1)");
+      if (!st) return std::move(st).issue();
+      st->bind(1, static_cast<std::int64_t>(size));
+      if (auto s = impl.db.exec(
+              "DELETE FROM audit_agent_index; DELETE FROM audit_time_index;"
+              "INSERT INTO audit_agent_index(epoch, agent, seq) SELECT seq >> 16, agent, seq FROM audit_record "
+              "WHERE agent <> '' ORDER BY 1, 2, 3;"
+              "INSERT INTO audit_time_index(time_ms, seq) SELECT time_ms, seq FROM audit_record ORDER BY 1, 2;");
+          !s)
+        return s;
+      return st->run();
+    };
+  }
+  impl.indexed_below = rebuild ? size : static_cast<std::uint64_t>(state);
   impl.next_checkpoint = std::chrono::steady_clock::now() + options.checkpoint_interval;
   // Writer connection: a small page cache (the indexes are merged in sorted batches, so the
   // commits touch the right-hand edges of the b-trees only, and SQLite walks the whole cache at
@@ -713,6 +796,18 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
       &impl.wal_pages);
   auto wal = sqlite::Database::open(options.path);
   if (!wal) return std::move(wal).issue();
+  // What this start found wrong goes into the log before anything else (with the index
+  // rebuild, in one transaction).
+  if (!findings.empty()) {
+    std::optional<fhir::Issue> failed;
+    std::vector<Impl::Append> batch;
+    for (auto& r : findings)
+      batch.push_back(Impl::Append{std::move(r), [&failed](fhir::Result<std::uint64_t> seq) {
+                                     if (!seq && !failed) failed = seq.issue();
+                                   }});
+    impl.commit_batch(batch, rebuild);
+    if (failed) return not_ready("audit.db's start-up findings could not be recorded: " + failed->diagnostics);
+  }
   impl.writer = std::thread([&impl] {
     observe::name_this_thread("gw-audit-wr");
     impl.run();
@@ -884,6 +979,36 @@ fhir::Result<std::optional<Record>> Log::get(std::uint64_t seq) const {
   auto rec = decode(sel->column_blob(0));
   if (!rec) return Issue::make(ErrorCode::internal_error, "audit.db holds a damaged record; run audit-verify");
   return std::optional<Record>(std::move(*rec));
+}
+
+fhir::Result<std::optional<Log::Removal>> Log::removal(std::uint64_t seq) const {
+  auto lease = impl_->reader();
+  if (!lease) return std::move(lease).issue();
+  sqlite::Database& db = *(*lease)->db;
+  auto sel = db.prepare("SELECT record IS NULL FROM audit_record WHERE seq = ?1");
+  if (!sel) return std::move(sel).issue();
+  sel->bind(1, static_cast<std::int64_t>(seq));
+  auto r = sel->step();
+  if (!r) return std::move(r).issue();
+  if (!*r || sel->column_int64(0) == 0) return std::optional<Removal>();
+  // The prune that removed it came after it: the first retention-prune record after `seq`
+  // whose range covers it (earlier prunes after it removed older records only). Read by the
+  // partial index of audit.db migration 6; at most a year and more of hourly prunes.
+  auto prunes = db.prepare(
+      "SELECT record FROM audit_record WHERE subtypes = ' retention-prune ' AND seq > ?1 AND record IS NOT NULL "
+      "ORDER BY seq LIMIT 10000");
+  if (!prunes) return std::move(prunes).issue();
+  prunes->bind(1, static_cast<std::int64_t>(seq));
+  for (;;) {
+    auto p = prunes->step();
+    if (!p) return std::move(p).issue();
+    if (!*p) break;
+    auto rec = decode(prunes->column_blob(0));
+    if (!rec) continue;  // damaged: audit-verify reports it
+    const auto range = prune_range(rec->detail.note);
+    if (range && range->first <= seq && seq <= range->second) return std::optional<Removal>(Removal{rec->time_ms});
+  }
+  return std::optional<Removal>(Removal{});
 }
 
 namespace {

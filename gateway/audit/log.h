@@ -138,8 +138,11 @@ class Log {
   using Done = std::function<void(fhir::Result<std::uint64_t>)>;
 
   // Opens (creating and migrating) the database, rebuilds the tree frontier, checks the stored
-  // tree against the last checkpoint (a mismatch refuses to start: not_ready naming both
-  // sizes) and starts the writer. `signer` may be null: then no checkpoints are written.
+  // tree against the last checkpoint and the checkpoint file (a mismatch, or a file ahead of
+  // the database, refuses to start: not_ready naming both sizes), rebuilds search indexes that
+  // do not match the records and warns of a checkpoint file behind the database (see
+  // start_warnings()), and starts the writer. `signer` may be null: then no checkpoints are
+  // written.
   static fhir::Result<std::unique_ptr<Log>> open(LogOptions options, std::shared_ptr<const CheckpointSigner> signer);
   ~Log();  // stop()
   Log(const Log&) = delete;
@@ -165,6 +168,12 @@ class Log {
   // Reads.
   fhir::Result<Page> search(const Query& q) const;
   fhir::Result<std::optional<Record>> get(std::uint64_t seq) const;
+  // For a record whose content retention removed: when, from the retention-prune record that
+  // says so (empty time when none does). Empty when `seq` has its content or is not in the log.
+  struct Removal {
+    std::optional<std::int64_t> time_ms;
+  };
+  fhir::Result<std::optional<Removal>> removal(std::uint64_t seq) const;
   fhir::Result<InclusionProof> inclusion_proof(std::uint64_t index, std::uint64_t size) const;
   fhir::Result<std::vector<merkle::Hash>> consistency_proof(std::uint64_t size1, std::uint64_t size2) const;
   fhir::Result<merkle::Hash> root_at(std::uint64_t size) const;
@@ -189,11 +198,16 @@ class Log {
 
   Stats stats() const;
   const LogOptions& options() const { return options_; }
+  // What open() found wrong yet started with, each also logged (warn) and written to the log
+  // as a system record: a checkpoint file behind audit.db (missing, emptied, cut, or an older
+  // copy), search indexes that did not match the records (rebuilt). Empty normally.
+  const std::vector<std::string>& start_warnings() const { return start_warnings_; }
 
  private:
   struct Impl;
   explicit Log(LogOptions options);
   LogOptions options_;
+  std::vector<std::string> start_warnings_;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -187,6 +187,38 @@ std::string redact_tokens(std::string_view text) {
   return out;
 }
 
+namespace {
+
+// Reads a decimal number off the front of `s`.
+std::optional<std::uint64_t> read_number(std::string_view& s) {
+  std::uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p == s.data()) return std::nullopt;
+  s.remove_prefix(static_cast<std::size_t>(p - s.data()));
+  return v;
+}
+
+bool eat(std::string_view& s, std::string_view word) {
+  if (s.substr(0, word.size()) != word) return false;
+  s.remove_prefix(word.size());
+  return true;
+}
+
+}  // namespace
+
+std::optional<std::pair<std::uint64_t, std::uint64_t>> prune_range(std::string_view note) {
+  const auto at = note.find("records ");
+  if (at == std::string_view::npos) return std::nullopt;
+  std::string_view s = note.substr(at + 8);
+  auto first = read_number(s);
+  if (!first || !eat(s, " to ")) return std::nullopt;
+  auto last = read_number(s);
+  if (!last || !eat(s, " (")) return std::nullopt;
+  auto count = read_number(s);
+  if (!count || *count == 0 || *last < *first || *last - *first + 1 != *count) return std::nullopt;
+  return std::pair{*first, *last};
+}
+
 std::string format_time_ms(std::int64_t time_ms) {
   std::time_t secs = static_cast<std::time_t>(time_ms / 1000);
   int ms = static_cast<int>(time_ms % 1000);

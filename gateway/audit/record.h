@@ -11,6 +11,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -72,6 +74,10 @@ int outcome_code(int status);
 // BALP-style subtype of a record for the `subtype` search: the action, "break-glass" when
 // break-glass was used, and the operation name when there is one.
 std::vector<std::string> subtypes(const Record& r);
+
+// The range [first, last] a retention-prune record's note states (Log::prune_before writes
+// "...records B to E (N records)..."); empty when it removed nothing or says something else.
+std::optional<std::pair<std::uint64_t, std::uint64_t>> prune_range(std::string_view note);
 
 // The canonical encoding: compact JSON, members in a fixed order, all present.
 std::string encode(const Record& r);

@@ -190,12 +190,19 @@ INSERT INTO audit_index_state(key, value)
   VALUES ('indexed_below', (SELECT coalesce(max(seq) + 1, 0) FROM audit_record));
 )sql";
 
+// 6: the retention-prune records by seq (issue #6: GET /AuditEvent/{id} of a record whose
+//  content retention removed says when). A partial index: it holds those records only, so a
+//  commit pays one comparison of the subtypes column per record and writes nothing else.
+const char* const kPruneIndex =
+    "CREATE INDEX audit_record_prune ON audit_record(seq) WHERE subtypes = ' retention-prune ';";
+
 }  // namespace
 
 const std::vector<sqlite::Migration>& migrations() {
   static const std::vector<sqlite::Migration> m{
       {1, "gateway_info", kGatewayInfo}, {2, "audit_log", kLog}, {3, "audit_tree_order", kTreeOrder},
-      {4, "audit_patient_index", kPatientIndex}, {5, "audit_record_indexes", kRecordIndexes}};
+      {4, "audit_patient_index", kPatientIndex}, {5, "audit_record_indexes", kRecordIndexes},
+      {6, "audit_prune_index", kPruneIndex}};
   return m;
 }
 

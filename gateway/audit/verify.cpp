@@ -85,35 +85,6 @@ std::uint64_t one_patient_digest(std::string_view nhs) {
   return v;
 }
 
-std::optional<std::uint64_t> read_number(std::string_view& s) {
-  std::uint64_t v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p == s.data()) return std::nullopt;
-  s.remove_prefix(static_cast<std::size_t>(p - s.data()));
-  return v;
-}
-
-bool eat(std::string_view& s, std::string_view word) {
-  if (s.substr(0, word.size()) != word) return false;
-  s.remove_prefix(word.size());
-  return true;
-}
-
-// The range a retention-prune record's note states (Log::prune_before writes "...records B to
-// E (N records)..."); empty when it removed nothing or says something else.
-std::optional<std::pair<std::uint64_t, std::uint64_t>> prune_range(std::string_view note) {
-  const auto at = note.find("records ");
-  if (at == std::string_view::npos) return std::nullopt;
-  std::string_view s = note.substr(at + 8);
-  auto first = read_number(s);
-  if (!first || !eat(s, " to ")) return std::nullopt;
-  auto last = read_number(s);
-  if (!last || !eat(s, " (")) return std::nullopt;
-  auto count = read_number(s);
-  if (!count || *count == 0 || *last < *first || *last - *first + 1 != *count) return std::nullopt;
-  return std::pair{*first, *last};
-}
-
 // Reads encode()'s output in its common form, about ten times faster than decode() (which
 // parses into a JSON tree and re-encodes to prove the bytes canonical). It accepts only what
 // encode() writes for records whose strings are printable ASCII without '"' or '\\' (written
@@ -244,6 +215,38 @@ void parallel_for(std::size_t n, unsigned threads, Fn fn) {
   for (auto& th : pool) th.join();
 }
 
+// How the agent and time index rows naming `row` differ from those the writer's index merge
+// (log.cpp, merge_indexes) gives a record with this agent and time: exactly one row each
+// ((seq >> 16, agent), none for an empty agent; time_ms) once indexed_below has passed it,
+// none before. "" when they agree.
+std::string index_mismatch(const StoredRow& row, const std::string& agent, std::int64_t time_ms) {
+  std::string out;
+  auto says = [&out](const char* what) {
+    if (!out.empty()) out += ", ";
+    out += what;
+  };
+  const bool wants_agent = row.indexed && !agent.empty();
+  if (row.agent_index.empty()) {
+    if (wants_agent) says("agent index: no row");
+  } else if (!wants_agent) {
+    says(row.indexed ? "agent index: a row for a record without a user" : "agent index: a row beyond indexed_below");
+  } else if (row.agent_index.size() > 1) {
+    says("agent index: extra rows");
+  } else if (row.agent_index[0] != std::pair<std::int64_t, std::string>(row.seq >> 16, agent)) {
+    says("agent index: wrong user");
+  }
+  if (row.time_index.empty()) {
+    if (row.indexed) says("time index: no row");
+  } else if (!row.indexed) {
+    says("time index: a row beyond indexed_below");
+  } else if (row.time_index.size() > 1) {
+    says("time index: extra rows");
+  } else if (row.time_index[0] != time_ms) {
+    says("time index: wrong time");
+  }
+  return out;
+}
+
 }  // namespace
 
 std::uint64_t patient_digest(const std::vector<std::string>& nhs_numbers) {
@@ -260,7 +263,9 @@ std::uint64_t patient_digest(std::string_view nhs_number) { return one_patient_d
 RowCheck check_row(const StoredRow& row) {
   RowCheck c;
   if (!row.record) {
+    // Retention emptied the agent column with the content; the time column stays.
     c.pruned = true;
+    c.column_mismatch = index_mismatch(row, row.agent, row.time_ms);
     return c;
   }
   const std::string& bytes = *row.record;
@@ -291,6 +296,10 @@ RowCheck check_row(const StoredRow& row) {
   const bool patients_match = row.patients_digest ? *row.patients_digest == patient_digest(rec->detail.patients)
                                                   : same_patients(row.patients, rec->detail.patients);
   if (!patients_match) differs("patient index");
+  if (std::string index = index_mismatch(row, rec->user, rec->time_ms); !index.empty()) {
+    if (!mismatch.empty()) mismatch += ", ";
+    mismatch += index;
+  }
   c.column_mismatch = std::move(mismatch);
   if (rec->action == "retention-prune") c.prunes = prune_range(rec->detail.note);
   return c;
@@ -398,6 +407,25 @@ void LogVerifier::evaluate_checkpoints_at_size() {
   }
 }
 
+void LogVerifier::check_index_state(std::optional<std::int64_t> indexed_below) {
+  if (settled()) return;
+  if (!indexed_below) {
+    note(std::nullopt, "column-mismatch",
+         "audit.db's audit_index_state has no indexed_below row, so nothing says which records the agent and time "
+         "indexes hold: the row was deleted (the gateway refuses to start without it)",
+         false);
+    return;
+  }
+  // The searches read the records from indexed_below on from audit_record itself, the rest
+  // from the indexes only: a value beyond the log leaves every record written after it out.
+  if (*indexed_below < 0 || static_cast<std::uint64_t>(*indexed_below) > next_)
+    note(*indexed_below < 0 ? 0 : next_, "column-mismatch",
+         "audit_index_state says the agent and time indexes hold the records below " + std::to_string(*indexed_below) +
+             ", but the log has " + num(next_) +
+             ": it was edited, which hides records from agent and date searches and the export",
+         false);
+}
+
 bool LogVerifier::settled() const {
   return options_.stop_at_first_bad && min_index_ && min_locates_ && next_ >= *min_index_ + 2;
 }
@@ -462,6 +490,11 @@ void LogVerifier::add(std::uint64_t index, const StoredRow* row, const RowCheck*
         note(index, "missing", "record " + num(index) + " has no content and no leaf hash", true);
         self_ok = false;
       }
+      if (!check->column_mismatch.empty())
+        note(index, "column-mismatch",
+             "the search index rows of record " + num(index) + " (content removed by retention) disagree with its " +
+                 "kept columns (" + check->column_mismatch + "): the index IG searches use was edited",
+             false);
     } else {
       seen_content_ = true;
       leaf = check->leaf;
@@ -640,6 +673,36 @@ VerifyReport LogVerifier::finish() {
   rep.covered = covered;
   if (covering) rep.covering = covering->c;
   rep.checkpoints = checkpoints_total_;
+
+  // A checkpoint file that was given but lacks audit.db's newest checkpoint cannot show a
+  // tail deleted from audit.db together with its checkpoints: emptied, cut, an older copy, or
+  // not this gateway's.
+  if (options_.checkpoint_files_given) {
+    const Cp* db_latest = nullptr;
+    const Cp* file_latest = nullptr;
+    std::uint64_t in_db = 0;
+    for (const auto& cp : cps_) {  // sorted by size
+      if (cp.in_database) {
+        ++in_db;
+        if (!db_latest || cp.c.size > db_latest->c.size ||
+            (cp.c.size == db_latest->c.size && cp.c.time_ms > db_latest->c.time_ms))
+          db_latest = &cp;
+      }
+      if (cp.in_file && (!file_latest || cp.c.size >= file_latest->c.size)) file_latest = &cp;
+    }
+    if (db_latest && !db_latest->in_file && (!file_latest || file_latest->c.size <= db_latest->c.size)) {
+      std::string text = file_latest ? "the newest checkpoint in the checkpoint file(s) given is " +
+                                           checkpoint_text(file_latest->c) + ", but audit.db holds " +
+                                           checkpoint_text(db_latest->c)
+                                     : "the checkpoint file(s) given hold no checkpoint, but audit.db holds " +
+                                           num(in_db) + ", the newest " + checkpoint_text(db_latest->c);
+      text += ": the file is behind audit.db (emptied, cut, replaced by an older copy, or not this gateway's), so it "
+              "cannot reveal records deleted from the end of audit.db together with their checkpoints. Give the "
+              "copy the gateway writes to, or one kept elsewhere";
+      if (options_.strict) note(std::nullopt, "checkpoint-file-behind", std::move(text), false);
+      else warnings_.push_back(Problem{std::nullopt, "checkpoint-file-behind", std::move(text)});
+    }
+  }
 
   if (!partial) {
     // Pruned content must be accounted for by retention-prune records.

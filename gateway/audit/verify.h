@@ -4,7 +4,8 @@
 // tools/audit_verify (IG officers) and the mutation tests.
 //
 // Two stages. check_row() looks at one audit_record row on its own (decode, leaf hash, the
-// copied search columns); it is pure, so verify_database() runs it on several threads.
+// copied search columns and the search index rows naming it); it is pure, so verify_database()
+// runs it on several threads.
 // LogVerifier then takes the rows in order: gaps, sequence numbers, the hash chain (each
 // record names its predecessor's leaf hash), the stored tree, and every checkpoint.
 #pragma once
@@ -30,7 +31,11 @@ struct VerifyOptions {
   std::vector<Checkpoint> checkpoints;
   // The checkpoint key. Null: signatures are not checked (reported as a warning); roots still are.
   const CheckpointVerifier* key = nullptr;
-  // Records after the last verified checkpoint are an error (normally a warning).
+  // `checkpoints` were read from checkpoint file(s), even if they hold none: audit.db's newest
+  // checkpoint missing from them is then reported (checkpoint-file-behind).
+  bool checkpoint_files_given = false;
+  // Records after the last verified checkpoint, and checkpoint files behind audit.db, are
+  // errors (normally warnings).
   bool strict = false;
   // Stop reading once the first bad index is certain (see LogVerifier::settled). Faster on a
   // damaged log; later problems are then not listed. Off for audits, on in the mutation tests.
@@ -45,7 +50,7 @@ struct VerifyOptions {
 // concerns no single record (a bad signature, a damaged tree node above intact records).
 // kind: changed, missing, inserted, reordered, forged, truncated, rolled-back, column-mismatch,
 // unexplained-prune, damaged-tree, bad-signature, bad-checkpoint, uncovered-tail,
-// signatures-unchecked.
+// checkpoint-file-behind, signatures-unchecked.
 struct Problem {
   std::optional<std::uint64_t> index;
   std::string kind;
@@ -65,7 +70,7 @@ struct VerifyReport {
   std::optional<std::uint64_t> first_bad_index;  // lowest index among the problems
   std::vector<Problem> problems;    // errors, lowest index first, at most max_problems
   std::uint64_t unlisted_problems = 0;
-  std::vector<Problem> warnings;    // uncovered-tail (unless strict), signatures-unchecked
+  std::vector<Problem> warnings;    // uncovered-tail, checkpoint-file-behind (unless strict), signatures-unchecked
 };
 
 // One audit_record row and what the database keeps beside it.
@@ -80,6 +85,12 @@ struct StoredRow {
   // verify_database() streams audit_patient separately and sets this digest of the rows'
   // NHS numbers instead of `patients` (see patient_digest); then `patients` is ignored.
   std::optional<std::uint64_t> patients_digest;
+  // The agent and time search indexes (audit.db migration 5). `indexed`: audit_index_state's
+  // indexed_below is above this seq, so the searches look for it there and nowhere else; the
+  // index rows naming this seq, as (epoch, agent) and time_ms. A record not yet indexed has none.
+  bool indexed = false;
+  std::vector<std::pair<std::int64_t, std::string>> agent_index;
+  std::vector<std::int64_t> time_index;
 };
 
 // What check_row() found out about one row on its own.
@@ -125,6 +136,11 @@ class LogVerifier {
            const std::optional<merkle::Hash>& stored_leaf);
   // A finding made outside the row stream (unreadable checkpoint table rows, stray index rows).
   void add_problem(std::optional<std::uint64_t> index, std::string kind, std::string text);
+  // audit_index_state's indexed_below (empty: audit.db has no such row), for a database from
+  // migration 5 on: the agent and time indexes must hold exactly the records below it, so it
+  // may not exceed the tree (the records from there on would be left out of agent and date
+  // searches). Call after the last add(), before finish().
+  void check_index_state(std::optional<std::int64_t> indexed_below);
   // With options.stop_at_first_bad: the lowest bad index can no longer change. That holds
   // once a record-locating problem at f is known and index f + 1 has been added: later rows
   // can only point at f + 1 or beyond, and a checkpoint mismatch above f is explained by f.
@@ -178,6 +194,8 @@ struct StoredLog {
   std::vector<StoredRow> rows;
   std::map<std::pair<unsigned, std::uint64_t>, merkle::Hash> nodes;  // audit_node (level, idx)
   std::vector<std::string> checkpoint_notes;                         // audit_checkpoint.note
+  bool has_index_state = false;               // audit.db has audit_index_state (migration 5)
+  std::optional<std::int64_t> indexed_below;  // its value, when it has the row
 };
 fhir::Result<StoredLog> read_stored_log(const std::string& audit_db_path);
 VerifyReport verify_log(const StoredLog& log, const VerifyOptions& options);

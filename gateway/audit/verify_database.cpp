@@ -20,7 +20,7 @@ namespace {
 
 constexpr std::size_t kChunkRows = 4096;  // rows per batch handed to the hashing threads
 constexpr unsigned kMaxThreads = 64;
-constexpr std::size_t kMaxStrayPatientRows = 16;  // patient rows without a record, listed; the rest counted
+constexpr std::size_t kMaxStrayRows = 16;  // index rows without a record, listed; the rest counted
 
 std::string num(std::uint64_t n) { return std::to_string(n); }
 
@@ -103,6 +103,27 @@ struct TableCheckpoints {
   std::vector<std::string> problems;
 };
 
+// audit_index_state (audit.db migration 5): whether the table exists, and its indexed_below.
+struct IndexState {
+  bool present = false;
+  std::optional<std::int64_t> indexed_below;
+};
+
+fhir::Result<IndexState> read_index_state(Database& db) {
+  IndexState out;
+  auto table = db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'audit_index_state'");
+  if (!table) return std::move(table).issue();
+  if (auto r = table->step(); !r) return std::move(r).issue();
+  out.present = table->column_int64(0) > 0;
+  if (!out.present) return out;
+  auto value = db.prepare("SELECT value FROM audit_index_state WHERE key = 'indexed_below'");
+  if (!value) return std::move(value).issue();
+  auto r = value->step();
+  if (!r) return std::move(r).issue();
+  if (*r) out.indexed_below = value->column_int64(0);
+  return out;
+}
+
 fhir::Result<TableCheckpoints> read_checkpoint_table(Database& db) {
   TableCheckpoints out;
   auto s = db.prepare("SELECT size, time_ms, root, note FROM audit_checkpoint ORDER BY size, time_ms");
@@ -152,6 +173,35 @@ fhir::Result<StoredLog> read_stored_log(const std::string& audit_db_path) {
     const std::int64_t seq = pats->column_int64(0);
     while (at < log.rows.size() && log.rows[at].seq < seq) ++at;
     if (at < log.rows.size() && log.rows[at].seq == seq) log.rows[at].patients.push_back(pats->column_text(1));
+  }
+  auto state = read_index_state(*db);
+  if (!state) return std::move(state).issue();
+  log.has_index_state = state->present;
+  log.indexed_below = state->indexed_below;
+  if (state->indexed_below) {
+    auto row_at = [&log](std::int64_t seq) -> StoredRow* {
+      auto it = std::lower_bound(log.rows.begin(), log.rows.end(), seq,
+                                 [](const StoredRow& r, std::int64_t s) { return r.seq < s; });
+      return it != log.rows.end() && it->seq == seq ? &*it : nullptr;
+    };
+    for (StoredRow& r : log.rows) r.indexed = r.seq < *state->indexed_below;
+    auto agents = db->prepare("SELECT epoch, agent, seq FROM audit_agent_index");
+    if (!agents) return std::move(agents).issue();
+    for (;;) {
+      auto r = agents->step();
+      if (!r) return std::move(r).issue();
+      if (!*r) break;
+      if (StoredRow* row = row_at(agents->column_int64(2)))
+        row->agent_index.emplace_back(agents->column_int64(0), agents->column_text(1));
+    }
+    auto times = db->prepare("SELECT time_ms, seq FROM audit_time_index");
+    if (!times) return std::move(times).issue();
+    for (;;) {
+      auto r = times->step();
+      if (!r) return std::move(r).issue();
+      if (!*r) break;
+      if (StoredRow* row = row_at(times->column_int64(1))) row->time_index.push_back(times->column_int64(0));
+    }
   }
   auto nodes = db->prepare("SELECT level, idx, hash FROM audit_node");
   if (!nodes) return std::move(nodes).issue();
@@ -215,6 +265,7 @@ VerifyReport verify_log(const StoredLog& log, const VerifyOptions& options) {
       v.add(index, nullptr, nullptr, leaf);
     }
   }
+  if (log.has_index_state) v.check_index_state(log.indexed_below);
   return v.finish();
 }
 
@@ -298,6 +349,86 @@ struct NodeCursors {
   }
 };
 
+// The agent and time index rows (audit.db migration 5), read in their own key order before the
+// records stream by. A record has at most one row in each, kept compactly by seq (when its
+// epoch is right); anything else (a second row, a wrong epoch, a seq beyond the records' range)
+// is kept exactly in `extra`. SlotReader hands each record its rows; what is left names
+// records audit.db does not hold.
+class IndexRows {
+ public:
+  explicit IndexRows(std::size_t seqs) : agent_(seqs, kNoAgent), time_(seqs, 0), has_time_(seqs, false) {}
+
+  std::uint64_t negative = 0;  // rows naming a negative seq
+
+  void add_agent(std::int64_t epoch, std::string name, std::int64_t seq) {
+    if (seq < 0) {
+      ++negative;
+      return;
+    }
+    const auto s = static_cast<std::uint64_t>(seq);
+    if (s < agent_.size() && agent_[s] == kNoAgent && epoch == (seq >> 16) && agents_.size() < kNoAgent) {
+      auto [it, added] = agent_ids_.try_emplace(std::move(name), static_cast<std::uint32_t>(agents_.size()));
+      if (added) agents_.push_back(it->first);
+      agent_[s] = it->second;
+      return;
+    }
+    extra_[s].agent.emplace_back(epoch, std::move(name));
+  }
+  void add_time(std::int64_t time_ms, std::int64_t seq) {
+    if (seq < 0) {
+      ++negative;
+      return;
+    }
+    const auto s = static_cast<std::uint64_t>(seq);
+    if (s < time_.size() && !has_time_[s]) {
+      time_[s] = time_ms;
+      has_time_[s] = true;
+      return;
+    }
+    extra_[s].time.push_back(time_ms);
+  }
+  // Moves the rows naming `seq` into `row`.
+  void take(std::uint64_t seq, StoredRow& row) {
+    if (seq < agent_.size() && agent_[seq] != kNoAgent) {
+      row.agent_index.emplace_back(static_cast<std::int64_t>(seq >> 16), agents_[agent_[seq]]);
+      agent_[seq] = kNoAgent;
+    }
+    if (seq < time_.size() && has_time_[seq]) {
+      row.time_index.push_back(time_[seq]);
+      has_time_[seq] = false;
+    }
+    if (extra_.empty()) return;
+    if (auto it = extra_.find(seq); it != extra_.end()) {
+      for (auto& a : it->second.agent) row.agent_index.push_back(std::move(a));
+      for (auto t : it->second.time) row.time_index.push_back(t);
+      extra_.erase(it);
+    }
+  }
+  // The seqs with rows nobody took, ascending.
+  std::vector<std::uint64_t> left() const {
+    std::vector<std::uint64_t> out;
+    for (std::uint64_t s = 0; s < agent_.size(); ++s)
+      if (agent_[s] != kNoAgent || has_time_[s]) out.push_back(s);
+    for (const auto& [s, e] : extra_) out.push_back(s);
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+  }
+
+ private:
+  static constexpr std::uint32_t kNoAgent = UINT32_MAX;
+  struct Extra {
+    std::vector<std::pair<std::int64_t, std::string>> agent;
+    std::vector<std::int64_t> time;
+  };
+  std::vector<std::uint32_t> agent_;  // per seq: into agents_, or kNoAgent
+  std::vector<std::string> agents_;   // the distinct agents
+  std::unordered_map<std::string, std::uint32_t> agent_ids_;
+  std::vector<std::int64_t> time_;    // per seq, where has_time_
+  std::vector<bool> has_time_;
+  std::unordered_map<std::uint64_t, Extra> extra_;
+};
+
 // Merges audit_record and the level-0 nodes into batches of leaf indexes.
 class SlotReader {
  public:
@@ -313,10 +444,13 @@ class SlotReader {
   };
 
   // `leaves` yields (pos, hash) from audit_tree, or (idx, hash) from a legacy audit_node.
+  // `index`: the agent and time index rows, and `indexed_below`, audit_index_state's value
+  // (both empty before audit.db migration 5).
   SlotReader(Statement rows, Statement leaves, bool legacy, std::vector<std::uint64_t>* digests,
-             std::unordered_map<std::uint64_t, std::uint64_t>* far_digests)
+             std::unordered_map<std::uint64_t, std::uint64_t>* far_digests, IndexRows* index,
+             std::optional<std::int64_t> indexed_below)
       : rows_(std::move(rows)), leaves_(std::move(leaves)), legacy_(legacy), digests_(digests),
-        far_digests_(far_digests) {}
+        far_digests_(far_digests), index_(index), indexed_below_(indexed_below) {}
 
   std::uint64_t negative_rows = 0;
 
@@ -342,6 +476,10 @@ class SlotReader {
           row_->patients_digest = std::exchange(it->second, 0);
         } else {
           row_->patients_digest = 0;
+        }
+        if (index_) {
+          row_->indexed = indexed_below_ && row_->seq < *indexed_below_;
+          index_->take(seq, *row_);
         }
         slot.row = static_cast<std::int64_t>(b.rows.size());
         b.rows.push_back(std::move(*row_));
@@ -390,6 +528,8 @@ class SlotReader {
   bool legacy_;
   std::vector<std::uint64_t>* digests_;
   std::unordered_map<std::uint64_t, std::uint64_t>* far_digests_;
+  IndexRows* index_;
+  std::optional<std::int64_t> indexed_below_;
   std::optional<StoredRow> row_;
   std::optional<std::pair<std::uint64_t, Hash>> leaf_;
   bool rows_done_ = false, leaves_done_ = false;
@@ -468,6 +608,32 @@ fhir::Result<VerifyReport> verify_database(const std::string& audit_db_path, con
     }
   }
 
+  // The agent and time indexes (migration 5), read likewise before the records.
+  auto state = read_index_state(db);
+  if (!state) return unreadable(state.issue().diagnostics);
+  // Without indexed_below nothing says which records the indexes should hold: only its
+  // absence is reported (check_index_state).
+  std::optional<IndexRows> index;
+  if (state->present && state->indexed_below) {
+    index.emplace(digests.size());
+    auto agents = db.prepare("SELECT epoch, agent, seq FROM audit_agent_index");
+    if (!agents) return unreadable(agents.issue().diagnostics);
+    for (;;) {
+      auto r = agents->step();
+      if (!r) return unreadable(r.issue().diagnostics);
+      if (!*r) break;
+      index->add_agent(agents->column_int64(0), agents->column_text(1), agents->column_int64(2));
+    }
+    auto times = db.prepare("SELECT time_ms, seq FROM audit_time_index");
+    if (!times) return unreadable(times.issue().diagnostics);
+    for (;;) {
+      auto r = times->step();
+      if (!r) return unreadable(r.issue().diagnostics);
+      if (!*r) break;
+      index->add_time(times->column_int64(0), times->column_int64(1));
+    }
+  }
+
   // Migration 3 replaced the table audit_node with audit_tree (and a view of the old name).
   auto tree_table = scalar(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'audit_tree'");
   if (!tree_table) return unreadable(tree_table.issue().diagnostics);
@@ -482,7 +648,8 @@ fhir::Result<VerifyReport> verify_database(const std::string& audit_db_path, con
   auto leaves = db.prepare(legacy ? "SELECT idx, hash FROM audit_node WHERE level = 0 ORDER BY idx"
                                   : "SELECT pos, hash FROM audit_tree WHERE (pos & 63) = 0 ORDER BY pos");
   if (!leaves) return unreadable(leaves.issue().diagnostics);
-  SlotReader reader(std::move(*rows), std::move(*leaves), legacy, &digests, &far_digests);
+  SlotReader reader(std::move(*rows), std::move(*leaves), legacy, &digests, &far_digests, index ? &*index : nullptr,
+                    state->indexed_below);
 
   // Pipeline: the worker threads check batch k while this thread reads batch k+1 and then
   // feeds batch k-1 to the verifier, so reading and the sequential checks overlap the hashing.
@@ -523,13 +690,25 @@ fhir::Result<VerifyReport> verify_database(const std::string& audit_db_path, con
     for (const auto& [seq, d] : far_digests)
       if (d != 0) stray.push_back(seq);
     std::sort(stray.begin(), stray.end());
-    for (std::size_t i = 0; i < stray.size() && i < kMaxStrayPatientRows; ++i)
+    for (std::size_t i = 0; i < stray.size() && i < kMaxStrayRows; ++i)
       verifier.add_problem(stray[i], "column-mismatch",
                            "the patient index names record " + num(stray[i]) + ", which audit.db does not hold");
-    const std::uint64_t more = negative_patient_rows + (stray.size() > kMaxStrayPatientRows ? stray.size() - kMaxStrayPatientRows : 0);
+    const std::uint64_t more = negative_patient_rows + (stray.size() > kMaxStrayRows ? stray.size() - kMaxStrayRows : 0);
     if (more > 0)
       verifier.add_problem(std::nullopt, "column-mismatch",
                            num(more) + " more patient index rows name records audit.db does not hold");
+    if (index) {
+      const std::vector<std::uint64_t> left = index->left();
+      for (std::size_t i = 0; i < left.size() && i < kMaxStrayRows; ++i)
+        verifier.add_problem(left[i], "column-mismatch",
+                             "the agent or time index names record " + num(left[i]) + ", which audit.db does not hold");
+      const std::uint64_t more_index =
+          index->negative + (left.size() > kMaxStrayRows ? left.size() - kMaxStrayRows : 0);
+      if (more_index > 0)
+        verifier.add_problem(std::nullopt, "column-mismatch",
+                             num(more_index) + " more agent or time index rows name records audit.db does not hold");
+    }
+    if (state->present) verifier.check_index_state(state->indexed_below);
   }
   (void)db.exec("ROLLBACK");
   return verifier.finish();

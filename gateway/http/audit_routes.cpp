@@ -44,6 +44,16 @@ Issue bad_param(std::string text, std::string name) {
   return Issue::make(ErrorCode::invalid_search_parameter, std::move(text), std::move(name));
 }
 
+// The diagnostics for a proof parameter (a leaf index or a tree size) that is missing or not a
+// whole number.
+std::string size_param_text(std::string_view name, const std::optional<std::string_view>& given) {
+  const std::string what = name == "index" ? "a record's index" : "a tree size";
+  std::string text(name);
+  text += given ? " must be " + what + ": a whole number from 0 (got \"" + std::string(given->substr(0, 32)) + "\")"
+                : " (" + what + ", a whole number) is required";
+  return text;
+}
+
 // date=ge2026-11-01&date=lt2026-12-01 -> [from, to) in milliseconds.
 fhir::Status apply_date(std::string_view v, audit::Query& q) {
   fhir::Prefix prefix = fhir::Prefix::eq;
@@ -116,21 +126,34 @@ std::string html_escape(std::string_view s) {
 // A read of what the route serves: GET, or HEAD (the same answer without its body).
 bool reads(const audit::Record& r) { return r.method == "GET" || r.method == "HEAD"; }
 
-// Plain-language "what" for a patient's access report.
+// An IG officer's own call (their queries name the patients they concern too).
+bool ig_route(const audit::Record& r) { return r.route.rfind("/AuditEvent", 0) == 0 || r.route.rfind("/audit", 0) == 0; }
+
+// Plain-language "what" for a patient's access report (docs/audit.md): every route that can
+// name a patient has its own words; the fallback names the kind of access, never a code.
 std::string what_text(const audit::Record& r) {
   const std::string& route = r.route;
   if (r.kind == "ingest") return "sent information about you to the shared record";
   if (route == "/audit/flagged-patients/{nhs}")
-    return r.method == "DELETE" ? "removed the extra monitoring of access to your record (information governance)"
-                                : "asked for access to your record to be monitored (information governance)";
+    return r.method == "DELETE" ? "ended the extra monitoring of who looks at your record (information governance)"
+                                : "flagged your record for extra monitoring of who looks at it (information governance)";
   if (route == "/audit/flagged-patients")
-    return "reviewed the list of records whose access is monitored (information governance)";
-  if (route.rfind("/AuditEvent", 0) == 0 || route.rfind("/audit", 0) == 0)
-    return "reviewed who has accessed your record (information governance)";
+    return "looked at the list of records whose access is monitored (information governance)";
+  if (ig_route(r)) return "reviewed who has accessed your record (information governance)";
   if (route == "/Patient/{id}") return "looked at your details (name, date of birth, address, GP practice)";
   if (route == "/Patient" || route == "/Patient/_search")
     return r.detail.returned.empty() ? "searched for you" : "searched for you and saw your details";
   if (route == "/Patient/$ihe-pix") return "looked up the numbers other care systems use for you";
+  if (route == "/Patient/$record-encounter") return "recorded that you were seen by their organisation";
+  if (route == "/Patient/$care-team")
+    return r.detail.note.rfind("care team member removed", 0) == 0 ? "removed someone from your care team"
+                                                                   : "added someone to your care team";
+  if (route == "/Encounter") return "looked at your hospital and clinic visits (encounters)";
+  if (route == "/Encounter/{id}") return "looked at one of your hospital or clinic visits";
+  if (route == "/Observation") return "looked at your test results and measurements";
+  if (route == "/Observation/{id}") return "looked at one of your test results or measurements";
+  if (route == "/DiagnosticReport") return "looked at your test reports (such as blood tests and scans)";
+  if (route == "/DiagnosticReport/{id}") return "looked at one of your test reports";
   if ((route == "/DocumentReference" && reads(r)) || route == "/DocumentReference/_search")
     return "looked at the list of care services that hold records about you";
   if (route == "/DocumentReference/{id}") {
@@ -138,8 +161,10 @@ std::string what_text(const audit::Record& r) {
     if (r.method == "DELETE") return "removed an entry from the list of services holding records about you";
     return "updated the list of care services holding records about you";
   }
-  if (r.method == "POST") return "added to the list of care services holding records about you";
-  return "accessed your record (" + r.action + ")";
+  if (route == "/DocumentReference" && r.method == "POST")
+    return "added to the list of care services holding records about you";
+  if (r.action == "read" || r.action == "search-type" || reads(r)) return "looked at your record";
+  return "changed information held about you";
 }
 
 std::string why_text(const audit::Record& r) {
@@ -153,9 +178,15 @@ std::string why_text(const audit::Record& r) {
   if (b == "care-team") return "they are part of your care team";
   if (b == "encounter") return "you were recently seen by their organisation";
   if (b == "emergency-purpose") return "emergency care (for example an ambulance crew attending you)";
-  if (b == "system") return "a connected care system keeping its records up to date";
-  if (r.route.rfind("/AuditEvent", 0) == 0) return "information governance review";
-  return r.status < 400 ? "" : "no access was given";
+  if (r.route.rfind("/audit/flagged-patients", 0) == 0)
+    return "information governance: some records (for example of staff) are watched more closely";
+  if (ig_route(r)) return "information governance review";
+  if (b == "system" || r.agent_kind == "system" || r.kind == "ingest")
+    return "a connected care system keeping its records up to date";
+  // A refusal, or a lookup that showed nothing (no relationship: 200 with an empty answer).
+  if (r.status >= 400 || ((reads(r) || r.action == "search-type") && r.detail.returned.empty()))
+    return "no access was given";
+  return "no reason was recorded";
 }
 
 // Plain-language outcome. A refusal can also be an empty answer (a search without a
@@ -166,7 +197,7 @@ std::string outcome_text(const audit::Record& r) {
   if (const std::size_t n = r.detail.withheld.size(); n > 0)
     withheld = std::to_string(n) + (n == 1 ? " entry" : " entries") + " withheld";
   // Handlers that disclose patient data list what they returned; IG queries and writes do not.
-  const bool ig = r.route.rfind("/AuditEvent", 0) == 0 || r.route.rfind("/audit/", 0) == 0;
+  const bool ig = ig_route(r);
   // Reads and searches (a POST _search is a search too), not writes.
   const bool lookup = reads(r) || r.action == "search-type" || r.action == "read";
   if (r.kind == "rest" && lookup && !ig && r.detail.returned.empty()) {
@@ -341,7 +372,8 @@ class AuditApi {
       e.set("search", std::move(s));
       entries.push_back(std::move(e));
     }
-    bundle.set("entry", std::move(entries));
+    // FHIR JSON has no empty arrays (R4 json.html): no match, no entry element.
+    if (!page->records.empty()) bundle.set("entry", std::move(entries));
     co_return fhir_response(200, bundle, req.format.pretty);
   }
 
@@ -354,7 +386,19 @@ class AuditApi {
     auto get = [n](audit::Log& log) { return log.get(n); };
     auto rec = co_await deps_.audit.call(get);
     if (!rec) co_return error_response(rec.issue(), req.format.pretty);
-    if (!*rec) co_return error_response(unknown, req.format.pretty);
+    if (!*rec) {
+      // Content removed by retention: the record was there, and the log says when it went
+      // (410 Gone, as FHIR answers for a deleted resource).
+      auto find = [n](audit::Log& log) { return log.removal(n); };
+      auto removed = co_await deps_.audit.call(find);
+      if (!removed) co_return error_response(removed.issue(), req.format.pretty);
+      if (!*removed) co_return error_response(unknown, req.format.pretty);
+      std::string text = "AuditEvent " + std::to_string(n) + " was removed by retention";
+      if ((*removed)->time_ms) text += " on " + audit::format_time_ms(*(*removed)->time_ms);
+      text += "; its leaf hash remains, so GET /audit/proof/inclusion still proves it was in the log";
+      req.audit.note = "AuditEvent read: " + text;
+      co_return error_response(Issue::make(ErrorCode::gone, text), req.format.pretty);
+    }
     note_returned(req, "AuditEvent read", {**rec});
     co_return fhir_response(200, audit::to_audit_event(**rec, deps_.observer), req.format.pretty);
   }
@@ -467,7 +511,8 @@ class AuditApi {
     auto size = req.query_value("size");
     auto i = index ? parse_u64(*index) : std::nullopt;
     auto n = size ? parse_u64(*size) : std::nullopt;
-    if (!i || !n) co_return error_response(bad_param("index and size (tree size) are required integers", "index"));
+    if (!i) co_return error_response(bad_param(size_param_text("index", index), "index"));
+    if (!n) co_return error_response(bad_param(size_param_text("size", size), "size"));
     const std::uint64_t idx = *i, sz = *n;
     auto run = [idx, sz](audit::Log& log) { return log.inclusion_proof(idx, sz); };
     auto p = co_await deps_.audit.call(run);
@@ -489,7 +534,8 @@ class AuditApi {
     auto to = req.query_value("to");
     auto a = from ? parse_u64(*from) : std::nullopt;
     auto b = to ? parse_u64(*to) : std::nullopt;
-    if (!a || !b) co_return error_response(bad_param("from and to (tree sizes) are required integers", "from"));
+    if (!a) co_return error_response(bad_param(size_param_text("from", from), "from"));
+    if (!b) co_return error_response(bad_param(size_param_text("to", to), "to"));
     const std::uint64_t s1 = *a, s2 = *b;
     auto run = [s1, s2](audit::Log& log) { return log.consistency_proof(s1, s2); };
     auto p = co_await deps_.audit.call(run);

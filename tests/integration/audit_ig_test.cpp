@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 
@@ -237,4 +239,118 @@ TEST_CASE("Audit: flagged records are listed and unflagged by IG officers, audit
   CHECK(call("GET", "/audit/flagged-patients", bearer(ig_officer("user/AuditEvent.s"))).status == 200);
 
   CHECK(test::check_one_audit_record_each(s, sent) == sent.size());
+}
+
+TEST_CASE("Audit: the access report says in plain words what each access was and why") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 44, "Plainwords", "A81001");
+  TokenClaims gp;
+  gp.sub = "dr-smith";
+  const std::string id = "https://fhir.nhs.uk/Id/nhs-number%7C" + a.nhs_number;
+  for (const char* type : {"Encounter", "Observation", "DiagnosticReport"})
+    REQUIRE(get(s, "/" + std::string(type) + "?patient:identifier=" + id, bearer(gp)).status == 200);
+  const std::string ig = bearer(ig_officer());
+  REQUIRE(send(s, "PUT", "/audit/flagged-patients/" + a.nhs_number, ig, R"({"reason":"staff member"})").status == 200);
+  REQUIRE(send(s, "DELETE", "/audit/flagged-patients/" + a.nhs_number, ig).status == 200);
+
+  fhir::Json rep = json_of(get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number, ig));
+  std::vector<std::pair<std::string, std::string>> seen;  // (what, why), oldest first
+  for (const auto& e : rep.find("accesses")->items())
+    seen.insert(seen.begin(), {std::string(e.string_at("what")), std::string(e.string_at("why"))});
+  REQUIRE(seen.size() == 5);
+  CHECK(seen[0].first == "looked at your hospital and clinic visits (encounters)");
+  CHECK(seen[1].first == "looked at your test results and measurements");
+  CHECK(seen[2].first == "looked at your test reports (such as blood tests and scans)");
+  for (int i = 0; i < 3; ++i) CHECK(seen[static_cast<std::size_t>(i)].second == "you are registered with their GP practice");
+  CHECK(seen[3].first == "flagged your record for extra monitoring of who looks at it (information governance)");
+  CHECK(seen[4].first == "ended the extra monitoring of who looks at your record (information governance)");
+  for (int i = 3; i < 5; ++i)
+    CHECK(seen[static_cast<std::size_t>(i)].second ==
+          "information governance: some records (for example of staff) are watched more closely");
+  for (const auto& [what, why] : seen) {
+    CHECK(what.find('(' + std::string("search-type")) == std::string::npos);  // no codes
+    CHECK_FALSE(why.empty());
+  }
+}
+
+TEST_CASE("Audit: IG answers: no empty entry array, 410 for a record retention removed, proof errors name the parameter") {
+  TestServer s;
+  const std::string ig = bearer(ig_officer());
+
+  SUBCASE("a search without matches leaves entry out, as Patient searches do") {
+    HttpResponse none = get(s, "/AuditEvent?agent=nobody-at-all", ig);
+    REQUIRE(none.status == 200);
+    fhir::Json b = json_of(none);
+    CHECK(b.find("total")->as_int64() == 0);
+    CHECK(b.find("entry") == nullptr);
+    CHECK(none.body.find("[]") == std::string::npos);
+  }
+  SUBCASE("a record whose content retention removed is 410 Gone, saying when") {
+    audit::Record old;
+    old.time_ms = audit::now_ms();
+    old.kind = "system";
+    old.action = "start";
+    old.agent_kind = "system";
+    old.user = "test";
+    old.status = 200;
+    auto seq = s.app().audit_log()->append_sync(old);
+    REQUIRE(seq.ok());
+    // Retention removes a prefix of the log: everything so far.
+    auto pruned = s.app().audit_log()->prune_before(audit::now_ms() + 1000, "retention");
+    REQUIRE(pruned.ok());
+    REQUIRE(*pruned >= 1);
+    audit::Query q;
+    q.subtype = "retention-prune";
+    auto prune_records = s.app().audit_log()->search(q);
+    REQUIRE(prune_records.ok());
+    REQUIRE(prune_records->records.size() == 1);
+    HttpResponse gone = get(s, "/AuditEvent/" + std::to_string(*seq), ig);
+    CHECK(gone.status == 410);
+    CHECK(test::issue_code(gone) == "deleted");
+    const std::string text(json_of(gone).find("issue")->items().at(0).string_at("diagnostics"));
+    CHECK(text.find("AuditEvent " + std::to_string(*seq) + " was removed by retention on " +
+                    audit::format_time_ms(prune_records->records[0].time_ms)) != std::string::npos);
+    // Beyond the log: still 404.
+    HttpResponse unknown = get(s, "/AuditEvent/99999999", ig);
+    CHECK(unknown.status == 404);
+    CHECK(test::issue_code(unknown) == "not-found");
+  }
+  SUBCASE("a proof parameter missing or not a number is named in expression") {
+    struct Case {
+      const char* target;
+      const char* expression;
+    };
+    for (const Case& c : {Case{"/audit/proof/consistency?to=12", "from"}, Case{"/audit/proof/consistency?from=1", "to"},
+                          Case{"/audit/proof/consistency?from=x&to=3", "from"},
+                          Case{"/audit/proof/consistency?from=1&to=-3", "to"}, Case{"/audit/proof/inclusion?index=1", "size"},
+                          Case{"/audit/proof/inclusion?size=3", "index"}}) {
+      CAPTURE(c.target);
+      HttpResponse r = get(s, c.target, ig);
+      CHECK(r.status == 400);
+      const fhir::Json issue = json_of(r).find("issue")->items().at(0);
+      REQUIRE(issue.find("expression"));
+      CHECK(issue.find("expression")->items().at(0).text() == c.expression);
+      CHECK(std::string(issue.string_at("diagnostics")).rfind(c.expression, 0) == 0);
+    }
+  }
+}
+
+TEST_CASE("Audit: a gateway started with its checkpoint file emptied says so on /metrics and in the audit log") {
+  std::string data_dir;
+  {
+    TestServer first;
+    data_dir = first.cfg.data_dir;
+    REQUIRE(first.metrics().render().find("gateway_audit_start_warnings 0") != std::string::npos);
+  }  // stopping writes a checkpoint into audit.db and the file
+  const auto file = std::filesystem::path(data_dir) / "audit-checkpoints.log";
+  REQUIRE(std::filesystem::file_size(file) > 0);
+  std::ofstream(file, std::ios::trunc);
+  TestServer second([&](config::Config& c) { c.data_dir = data_dir; });
+  CHECK(second.metrics().render().find("gateway_audit_start_warnings 1") != std::string::npos);
+  audit::Query q;
+  q.subtype = "checkpoint-file-behind";
+  auto page = second.app().audit_log()->search(q);
+  REQUIRE(page.ok());
+  REQUIRE(page->records.size() == 1);
+  CHECK(page->records[0].detail.note.find("the checkpoint file holds no checkpoint") != std::string::npos);
 }

@@ -165,7 +165,9 @@ int main(int argc, char** argv) {
   app.add_option("--key-name", key_name,
                  "the key's name, as in the gateway's [audit] key_name setting (default: the name the checkpoint "
                  "file's checkpoints carry, else fhir-gateway-audit)");
-  app.add_flag("--strict", strict, "records after the last verified checkpoint count as a failure (exit 1)");
+  app.add_flag("--strict", strict,
+               "records after the last verified checkpoint, and a --checkpoints file that lacks audit.db's newest "
+               "checkpoint (emptied, cut, an older copy), count as a failure (exit 1) instead of a warning");
   app.add_flag("--json", json, "print the report as JSON instead of text");
   app.add_option("--threads", threads, "threads decoding and hashing records (1..64)")->capture_default_str();
 
@@ -183,6 +185,7 @@ int main(int argc, char** argv) {
   gw::audit::VerifyOptions options;
   options.strict = strict;
   options.threads = threads;
+  options.checkpoint_files_given = !checkpoint_files.empty();
   for (const auto& path : checkpoint_files) {
     std::string text, error;
     if (!read_file(path, text, error)) return usage_error(error);

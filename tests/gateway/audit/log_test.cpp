@@ -15,10 +15,12 @@
 #include <rapidjson/writer.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <random>
 
 #include "gateway/audit/log.h"
+#include "gateway/audit/schema.h"
 #include "gateway/audit/verify.h"
 #include "gateway/sqlite/database.h"
 #include "support/paths.h"
@@ -64,9 +66,10 @@ Record access(int i, std::string user = "dr-a", std::string nhs = "9000000009") 
 }
 
 // Back to the indexes of migrations 2 and 3: one table audit_patient keyed (nhs_number, seq),
-// holding every row, and audit_record's agent and time indexes.
+// holding every row, and audit_record's agent and time indexes (and no later ones).
 void downgrade_indexes(gw::sqlite::Database& db) {
   REQUIRE(db.exec("BEGIN;"
+                  "DROP INDEX audit_record_prune;"
                   "DROP TABLE audit_agent_index; DROP TABLE audit_time_index; DROP TABLE audit_index_state;"
                   "CREATE INDEX audit_record_agent ON audit_record(agent, seq) WHERE agent <> '';"
                   "CREATE INDEX audit_record_time ON audit_record(time_ms);"
@@ -657,7 +660,7 @@ TEST_CASE("Audit log: a file from before migrations 4 and 5 keeps its indexes th
     REQUIRE(db.ok());
     auto version = db->user_version();
     REQUIRE(version.ok());
-    CHECK(*version == 5);
+    CHECK(*version == static_cast<int>(migrations().size()));
     CHECK(count_rows(*db, "SELECT count(*) FROM audit_patient_index") == 40);
     CHECK(count_rows(*db, "SELECT count(*) FROM audit_patient_recent") == 0);
     CHECK(count_rows(*db, "SELECT count(*) FROM audit_agent_index WHERE agent = 'dr-a'") == 40);
@@ -725,6 +728,143 @@ TEST_CASE("Audit log: refuses to start on a rolled-back or altered database") {
     auto log = Log::open(no_file, signer);
     CHECK(log.ok());
   }
+}
+
+// Records of the log's own doing whose action is `action`.
+std::vector<Record> system_records(Log& log, const std::string& action) {
+  Query q;
+  q.subtype = action;
+  q.count = 100;
+  auto page = log.search(q);
+  REQUIRE(page.ok());
+  return page->records;
+}
+
+TEST_CASE("Audit log: search indexes that do not match the records are rebuilt at start, and the log says so") {
+  auto dir = test::temp_dir("audit-index-rebuild");
+  LogOptions o = options(dir);
+  o.index_merge_rows = 16;
+  auto signer = ed25519_signer();
+  constexpr int kRecords = 40;
+  {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());
+    for (int i = 0; i < kRecords; ++i) REQUIRE((*log)->append_sync(access(i, i % 2 ? "dr-er" : "dr-a")).ok());
+    CHECK((*log)->start_warnings().empty());
+  }
+  auto expect_found = [&](Log& log) {
+    Query q;
+    q.agent = "dr-er";
+    q.count = 100;
+    auto page = log.search(q);
+    REQUIRE(page.ok());
+    CHECK(page->total == kRecords / 2);
+    Query d;
+    d.from_ms = 1'790'000'000'000;
+    d.count = 100;
+    d.subtype = "read";
+    page = log.search(d);
+    REQUIRE(page.ok());
+    CHECK(page->total == kRecords);
+  };
+  struct Edit {
+    const char* what;
+    const char* sql;
+  };
+  for (const Edit& e : {Edit{"indexed_below beyond the log", "UPDATE audit_index_state SET value = 1000000"},
+                        Edit{"one user's rows deleted",
+                             "DELETE FROM audit_time_index WHERE seq IN (SELECT seq FROM audit_agent_index WHERE agent "
+                             "= 'dr-er'); DELETE FROM audit_agent_index WHERE agent = 'dr-er'"},
+                        Edit{"indexed_below deleted", "DELETE FROM audit_index_state"}}) {
+    CAPTURE(e.what);
+    const auto copy = dir / "copy";
+    std::filesystem::remove_all(copy);
+    std::filesystem::create_directories(copy);
+    std::filesystem::copy_file(o.path, copy / "audit.db");
+    std::filesystem::copy_file(o.checkpoint_file, copy / "checkpoints.log");
+    {
+      auto db = gw::sqlite::Database::open((copy / "audit.db").string());
+      REQUIRE(db.ok());
+      REQUIRE(db->exec(e.sql).ok());
+    }
+    LogOptions co = o;
+    co.path = (copy / "audit.db").string();
+    co.checkpoint_file = (copy / "checkpoints.log").string();
+    {
+      auto log = Log::open(co, signer);
+      REQUIRE(log.ok());
+      expect_found(**log);
+      REQUIRE((*log)->start_warnings().size() == 1);
+      CHECK((*log)->start_warnings()[0].find("were rebuilt") != std::string::npos);
+      // The rebuild is in the tamper-evident log, for IG officers to see.
+      auto rebuilt = system_records(**log, "index-rebuild");
+      REQUIRE(rebuilt.size() == 1);
+      CHECK(rebuilt[0].detail.note.find("did not match its 40 records") != std::string::npos);
+    }
+    auto report = verify_with(signer, co.path);
+    REQUIRE(report.ok());
+    CHECK(report->ok);
+    // Repaired: the next start finds nothing to say.
+    auto again = Log::open(co, signer);
+    REQUIRE(again.ok());
+    CHECK((*again)->start_warnings().empty());
+  }
+}
+
+TEST_CASE("Audit log: a checkpoint file behind audit.db is warned about at start, and recorded") {
+  auto dir = test::temp_dir("audit-checkpoint-file-behind");
+  LogOptions o = options(dir);
+  auto signer = ed25519_signer();
+  auto run = [&](int from, int to) {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());
+    for (int i = from; i < to; ++i) REQUIRE((*log)->append_sync(access(i)).ok());
+    REQUIRE((*log)->checkpoint_now().ok());
+    return std::move(*log);
+  };
+  run(0, 5)->stop();
+  const std::string older = test::read_file(o.checkpoint_file);  // the checkpoint at 5
+  run(5, 9)->stop();
+
+  struct Case {
+    const char* what;
+    std::function<void()> edit;
+    const char* says;
+  };
+  const Case cases[] = {
+      {"emptied", [&] { std::ofstream(o.checkpoint_file, std::ios::trunc); }, "holds no checkpoint"},
+      {"deleted", [&] { std::filesystem::remove(o.checkpoint_file); }, "is missing or unreadable"},
+      {"an older copy", [&] { std::ofstream(o.checkpoint_file, std::ios::trunc) << older; },
+       "holds 1 checkpoint(s), the newest of 5 records"},
+  };
+  int newest = 9;  // audit.db's newest checkpoint; each case adds a record and a checkpoint at stop()
+  for (const Case& c : cases) {
+    CAPTURE(c.what);
+    c.edit();
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());  // audit.db matches its own checkpoints: the gateway starts, and says so
+    REQUIRE((*log)->start_warnings().size() == 1);
+    const std::string& w = (*log)->start_warnings()[0];
+    CHECK(w.find(o.checkpoint_file) != std::string::npos);
+    CHECK(w.find(c.says) != std::string::npos);
+    CHECK(w.find("newest signed checkpoint covers " + std::to_string(newest) + " records") != std::string::npos);
+    auto recorded = system_records(**log, "checkpoint-file-behind");
+    REQUIRE_FALSE(recorded.empty());
+    CHECK(recorded.front().detail.note.find(c.says) != std::string::npos);
+    CHECK(recorded.front().detail.note.find(o.checkpoint_file) == std::string::npos);  // no paths in the record
+    (*log)->stop();
+    ++newest;
+  }
+  // A file that holds audit.db's newest checkpoint: nothing to say.
+  std::filesystem::remove(o.checkpoint_file);
+  {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());
+    CHECK((*log)->start_warnings().size() == 1);
+  }  // the checkpoint written at stop() goes to the file too
+  auto log = Log::open(o, signer);
+  REQUIRE(log.ok());
+  CHECK((*log)->start_warnings().empty());
 }
 
 TEST_CASE("Audit log: retention removes old content but keeps the tree and says so") {

@@ -38,6 +38,7 @@ using gw::audit::merkle::Hash;
 namespace {
 
 constexpr int kRecords = 200;
+constexpr std::size_t kIndexMergeRows = 16;
 constexpr std::int64_t kBaseTimeMs = 1767607200000;  // 2026-01-05T10:00:00Z, a Monday
 
 std::string ed25519_pem() {
@@ -142,21 +143,19 @@ std::unique_ptr<gw::audit::Log> open_log(const Built& b) {
   o.path = b.db;
   o.checkpoint_file = b.checkpoints;
   o.checkpoint_interval = std::chrono::hours(1);
+  // Small index merges: the agent and time indexes hold some records and not others.
+  o.index_merge_rows = kIndexMergeRows;
   auto log = gw::audit::Log::open(o, b.key.signer);
   REQUIRE(log);
   return std::move(*log);
 }
 
-// Appends records [from, to) in batches, then checkpoints.
+// Appends records [from, to), one commit each (so the index merges, one after each commit
+// that leaves kIndexMergeRows unindexed, always end in the same state), then checkpoints.
 void append_and_checkpoint(gw::audit::Log& log, int from, int to) {
-  std::atomic<int> failed{0};
-  for (int i = from; i < to; ++i)
-    log.append(sample(i), [&failed](fhir::Result<std::uint64_t> r) {
-      if (!r) ++failed;
-    });
+  for (int i = from; i < to; ++i) REQUIRE(log.append_sync(sample(i)));
   auto c = log.checkpoint_now();
   REQUIRE(c);
-  REQUIRE(failed.load() == 0);
   REQUIRE(c->size == static_cast<std::uint64_t>(to));
 }
 
@@ -191,7 +190,10 @@ std::vector<Checkpoint> file_checkpoints(const std::string& path) {
 VerifyOptions options_for(const Built& b, bool with_file = true) {
   VerifyOptions o;
   o.key = b.key.verifier.get();
-  if (with_file) o.checkpoints = file_checkpoints(b.checkpoints);
+  if (with_file) {
+    o.checkpoints = file_checkpoints(b.checkpoints);
+    o.checkpoint_files_given = true;
+  }
   return o;
 }
 
@@ -669,6 +671,147 @@ TEST_CASE("audit verify: edits to the search columns that would hide an access a
   }
 }
 
+std::int64_t indexed_below(const std::string& db_path) {
+  auto db = gw::sqlite::Database::open(db_path, gw::sqlite::Database::Mode::read_only);
+  REQUIRE(db);
+  auto s = db->prepare("SELECT value FROM audit_index_state WHERE key = 'indexed_below'");
+  REQUIRE(s);
+  auto row = s->step();
+  REQUIRE(row);
+  REQUIRE(*row);
+  return s->column_int64(0);
+}
+
+TEST_CASE("audit verify: edits to the agent and time indexes that would hide an access are caught") {
+  const Built& b = shared_log();
+  // The indexes hold the records below indexed_below; the searches read the rest from
+  // audit_record. The shared log has both kinds.
+  const std::int64_t below = indexed_below(b.db);
+  REQUIRE(below > 100);
+  REQUIRE(below < kRecords);
+  const auto first_unindexed = static_cast<std::uint64_t>(below);
+
+  SUBCASE("indexed_below moved beyond the log: later records would be left out of agent and date searches") {
+    const std::string path = copy_db(b, "index-state-up");
+    {
+      auto db = open_rw(path);
+      exec(db, "UPDATE audit_index_state SET value = 1000000 WHERE key = 'indexed_below'");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_index == first_unindexed);  // the first record the indexes were said to hold
+    CHECK(has_problem(r, "column-mismatch", first_unindexed));
+    CHECK(has_problem(r, "column-mismatch", std::uint64_t{kRecords}));  // and every one from the end of the log on
+
+    const std::string key = (b.dir / "audit-key.pub.pem").string();
+    std::ofstream(key) << b.key.public_pem;
+    Run tool = audit_verify("--db " + path + " --checkpoints " + b.checkpoints + " --key " + key);
+    INFO(tool.out);
+    CHECK(tool.status == 1);
+    CHECK(tool.out.find("TAMPERED: first bad record " + std::to_string(below)) != std::string::npos);
+  }
+  SUBCASE("indexed_below moved back") {
+    const std::string path = copy_db(b, "index-state-down");
+    {
+      auto db = open_rw(path);
+      exec(db, "UPDATE audit_index_state SET value = 50 WHERE key = 'indexed_below'");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK(r.first_bad_index == 50u);
+    CHECK(has_problem(r, "column-mismatch", 50u));
+  }
+  SUBCASE("the indexed_below row deleted") {
+    const std::string path = copy_db(b, "index-state-gone");
+    {
+      auto db = open_rw(path);
+      exec(db, "DELETE FROM audit_index_state");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(has_problem(r, "column-mismatch", std::nullopt));
+  }
+  SUBCASE("one user's rows deleted from the agent and time indexes") {
+    const std::string path = copy_db(b, "index-user");
+    {
+      auto db = open_rw(path);
+      exec(db,
+           "DELETE FROM audit_time_index WHERE seq IN (SELECT seq FROM audit_agent_index WHERE agent = '555987654321');"
+           "DELETE FROM audit_agent_index WHERE agent = '555987654321';");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_index == 1u);  // sample(1) is that user's first access
+    CHECK(has_problem(r, "column-mismatch", 1u));
+    // The in-memory path agrees.
+    auto log = gw::audit::read_stored_log(path);
+    REQUIRE(log);
+    VerifyReport m = gw::audit::verify_log(*log, options_for(b));
+    CHECK(m.first_bad_index == 1u);
+    CHECK(has_problem(m, "column-mismatch", 1u));
+  }
+  SUBCASE("an agent index row's user changed") {
+    const std::string path = copy_db(b, "index-agent");
+    {
+      auto db = open_rw(path);
+      exec(db, "UPDATE audit_agent_index SET agent = 'someone-else' WHERE seq = 42");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK(r.first_bad_index == 42u);
+    CHECK(has_problem(r, "column-mismatch", 42u));
+  }
+  SUBCASE("an agent index row moved to another epoch, where no search probes") {
+    const std::string path = copy_db(b, "index-epoch");
+    {
+      auto db = open_rw(path);
+      exec(db, "UPDATE audit_agent_index SET epoch = 9999 WHERE seq = 30");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK(r.first_bad_index == 30u);
+  }
+  SUBCASE("a time index row's time changed") {
+    const std::string path = copy_db(b, "index-time");
+    {
+      auto db = open_rw(path);
+      exec(db, "UPDATE audit_time_index SET time_ms = 0 WHERE seq = 77");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK(r.first_bad_index == 77u);
+    CHECK(has_problem(r, "column-mismatch", 77u));
+  }
+  SUBCASE("extra index rows: a second user for a record, and a record the log does not hold") {
+    const std::string path = copy_db(b, "index-extra");
+    {
+      auto db = open_rw(path);
+      exec(db,
+           "INSERT INTO audit_agent_index(epoch, agent, seq) VALUES (0, 'someone-else', 33);"
+           "INSERT INTO audit_time_index(time_ms, seq) VALUES (0, 5000);");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK(r.first_bad_index == 33u);
+    CHECK(has_problem(r, "column-mismatch", 33u));
+    CHECK(has_problem(r, "column-mismatch", 5000u));
+  }
+  SUBCASE("index rows for records not yet indexed") {
+    const std::string path = copy_db(b, "index-early");
+    {
+      auto db = open_rw(path);
+      exec(db, "INSERT INTO audit_time_index(time_ms, seq) SELECT time_ms, seq FROM audit_record WHERE seq = " +
+                   std::to_string(below + 1));
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK(r.first_bad_index == first_unindexed + 1);
+  }
+}
+
 TEST_CASE("audit verify: a truncated tail and an older copy of audit.db are caught") {
   const Built& b = shared_log();
 
@@ -703,7 +846,10 @@ TEST_CASE("audit verify: a truncated tail and an older copy of audit.db are caug
       auto db = open_rw(path);
       exec(db,
            "DELETE FROM audit_patient WHERE seq >= 150; DELETE FROM audit_record WHERE seq >= 150;"
-           "DELETE FROM audit_node WHERE ((idx + 1) << level) > 150; DELETE FROM audit_checkpoint WHERE size > 150;");
+           "DELETE FROM audit_node WHERE ((idx + 1) << level) > 150; DELETE FROM audit_checkpoint WHERE size > 150;"
+           // and the search indexes tidied to match
+           "DELETE FROM audit_agent_index WHERE seq >= 150; DELETE FROM audit_time_index WHERE seq >= 150;"
+           "UPDATE audit_index_state SET value = min(value, 150) WHERE key = 'indexed_below';");
     }
     VerifyReport r = verify(path, options_for(b));
     INFO(describe(r));
@@ -745,6 +891,73 @@ TEST_CASE("audit verify: a truncated tail and an older copy of audit.db are caug
     CHECK(r.first_bad_index == 100u);
     CHECK(has_problem(r, "rolled-back", 100u));
     CHECK(r.covered == 100);  // what it does hold is intact
+  }
+}
+
+TEST_CASE("audit verify: a checkpoint file emptied or behind audit.db is reported, a failure under --strict") {
+  const Built& b = shared_log();
+  std::vector<Checkpoint> file = file_checkpoints(b.checkpoints);
+  REQUIRE(file.size() == 2);
+  auto behind = [](const VerifyReport& r) -> const gw::audit::Problem* {
+    for (const auto& w : r.warnings)
+      if (w.kind == "checkpoint-file-behind") return &w;
+    return nullptr;
+  };
+
+  SUBCASE("an empty file") {
+    VerifyOptions o = options_for(b);
+    o.checkpoints.clear();
+    VerifyReport r = verify(b.db, o);
+    INFO(describe(r));
+    CHECK(r.ok);  // the records are intact; the file is what is missing
+    const auto* w = behind(r);
+    REQUIRE(w);
+    CHECK(w->text.find("hold no checkpoint, but audit.db holds 2, the newest the checkpoint of 200 records") !=
+          std::string::npos);
+    o.strict = true;
+    VerifyReport s = verify(b.db, o);
+    CHECK_FALSE(s.ok);
+    CHECK(has_problem(s, "checkpoint-file-behind", std::nullopt));
+    CHECK_FALSE(s.first_bad_index);
+  }
+  SUBCASE("only older checkpoints in the file") {
+    VerifyOptions o = options_for(b);
+    o.checkpoints = {file.front()};
+    VerifyReport r = verify(b.db, o);
+    INFO(describe(r));
+    const auto* w = behind(r);
+    REQUIRE(w);
+    CHECK(w->text.find("the newest checkpoint in the checkpoint file(s) given is the checkpoint of 100 records") !=
+          std::string::npos);
+  }
+  SUBCASE("no file given at all: the tool's note says so instead") {
+    VerifyReport r = verify(b.db, options_for(b, false));
+    CHECK_FALSE(behind(r));
+  }
+  SUBCASE("the audit-verify tool, on a database whose tail and checkpoints were deleted") {
+    const std::string path = copy_db(b, "behind-tail");
+    {
+      auto db = open_rw(path);
+      exec(db,
+           "DELETE FROM audit_patient WHERE seq >= 150; DELETE FROM audit_record WHERE seq >= 150;"
+           "DELETE FROM audit_node WHERE ((idx + 1) << level) > 150; DELETE FROM audit_checkpoint WHERE size > 150;"
+           "DELETE FROM audit_agent_index WHERE seq >= 150; DELETE FROM audit_time_index WHERE seq >= 150;"
+           "UPDATE audit_index_state SET value = min(value, 150) WHERE key = 'indexed_below';");
+    }
+    const std::string key = (b.dir / "audit-key.pub.pem").string();
+    std::ofstream(key) << b.key.public_pem;
+    const std::string empty = (b.dir / "empty-checkpoints.log").string();
+    std::ofstream(empty, std::ios::trunc);
+    const std::string key_args = " --key " + key + " --key-name test-audit-key";
+    Run run = audit_verify("--db " + path + " --checkpoints " + empty + key_args);
+    INFO(run.out);
+    CHECK(run.status == 0);
+    CHECK(run.out.find("Warning: the checkpoint file(s) given hold no checkpoint, but audit.db holds 1, the newest "
+                       "the checkpoint of 100 records") != std::string::npos);
+    Run strict = audit_verify("--strict --db " + path + " --checkpoints " + empty + key_args);
+    INFO(strict.out);
+    CHECK(strict.status == 1);
+    CHECK(strict.out.find("[checkpoint-file-behind]") != std::string::npos);
   }
 }
 
@@ -831,6 +1044,17 @@ TEST_CASE("audit verify: retention pruning verifies; content removed any other w
     INFO(describe(h));
     CHECK(h.first_bad_index == 80u);
     CHECK(has_problem(h, "changed", 80u));
+  }
+  SUBCASE("a pruned record's time index row deleted (the record left out of date searches)") {
+    const std::string path = copy_db(b, "pruned-time");
+    {
+      auto db = open_rw(path);
+      exec(db, "DELETE FROM audit_time_index WHERE seq = 12");
+    }
+    VerifyReport h = verify(path, options_for(b));
+    INFO(describe(h));
+    CHECK(h.first_bad_index == 12u);
+    CHECK(has_problem(h, "column-mismatch", 12u));
   }
   SUBCASE("more of the oldest records emptied than retention said") {
     const std::string path = copy_db(b, "overprune");
