@@ -369,7 +369,42 @@ fhir::Result<std::optional<Json>> observation(const Run& run, const Result& r, c
   return std::optional<Json>(std::move(o));
 }
 
-fhir::Status map_report(const Run& run, const Report& rep) {
+// The report's key (its id and its observations' ids derive from it). The filler order number
+// is the lab's id for the order, but WinPath sends one accession number as the filler of every
+// OBR of a sample (a blood count and its telephoned-results group; a culture and each of its
+// isolates' sensitivities, which also repeat OBR-4): the service (OBR-4) and the parent result
+// (OBR-26, OBR-29) are part of the key, so each group is a report of its own, and a resend or a
+// correction of the same group (same order number and service) replaces it. Groups of one
+// message that still share a key are told apart by their set id (OBR-1), else their position.
+// Without a filler or placer number the key is the message and the OBR's position.
+std::string report_key(const Run& run, const Report& rep, const OrderNumber& filler, const OrderNumber& placer,
+                       std::vector<std::string>& used_keys) {
+  const SegmentRef& obr = rep.obr;
+  std::string key;
+  if (!filler.value.empty()) key = "filler|" + filler.system + "|" + filler.value;
+  else if (!placer.value.empty()) key = "placer|" + placer.system + "|" + placer.value;
+  else {
+    run.warn(where("OBR", rep.occurrence, 3),
+             "no filler or placer order number; the report id comes from the message control id");
+    key = "message|" + run.message.control_id() + "|" + std::to_string(rep.occurrence);
+  }
+  key += "|service|" + value(obr, 4, 1) + "|" + value(obr, 4, 3);
+  if (const std::string parent = std::string(obr.raw(26)) + "|" + std::string(obr.raw(29)); parent != "|")
+    key += "|parent|" + parent;
+  const auto used = [&](const std::string& k) {
+    return std::find(used_keys.begin(), used_keys.end(), k) != used_keys.end();
+  };
+  if (used(key)) {
+    const std::string set_id = value(obr, 1);
+    std::string distinct = key + "|set|" + set_id;
+    if (set_id.empty() || used(distinct)) distinct = key + "|position|" + std::to_string(rep.occurrence);
+    key = std::move(distinct);
+  }
+  used_keys.push_back(key);
+  return key;
+}
+
+fhir::Status map_report(const Run& run, const Report& rep, std::vector<std::string>& used_keys) {
   const SegmentRef& obr = rep.obr;
   const std::string obr_at = where("OBR", rep.occurrence, 0);
   Json code = codeable_concept(obr, 4);
@@ -390,15 +425,8 @@ fhir::Status map_report(const Run& run, const Report& rep) {
 
   const OrderNumber filler = order_number(run, obr, rep.orc, 3, "filler-order");
   const OrderNumber placer = order_number(run, obr, rep.orc, 2, "placer-order");
-  // The report's key: the filler order number (the lab's id for the report), else the
-  // placer's, else this message and OBR; observation ids extend it with OBX-3 and OBX-4.
-  std::string key;
-  if (!filler.value.empty()) key = "filler|" + filler.system + "|" + filler.value;
-  else if (!placer.value.empty()) key = "placer|" + placer.system + "|" + placer.value;
-  else {
-    run.warn(obr_at + "-3", "no filler or placer order number; the report id comes from the message control id");
-    key = "message|" + run.message.control_id() + "|" + std::to_string(rep.occurrence);
-  }
+  // Observation ids extend the report's key with OBX-3 and OBX-4.
+  const std::string key = report_key(run, rep, filler, placer, used_keys);
 
   const Json category = observation_category(value(obr, 24));
   Json result_refs = Json::array();
@@ -497,8 +525,9 @@ fhir::Status map_results(const Run& run, std::size_t pid_index) {
     previous_obx = id == "OBX";
   }
   if (reports.empty()) return Issue::make(ErrorCode::missing_value, "an ORU^R01 needs an OBR segment", "OBR");
+  std::vector<std::string> used_keys;
   for (const Report& rep : reports)
-    if (auto s = map_report(run, rep); !s) return s;
+    if (auto s = map_report(run, rep, used_keys); !s) return s;
   return fhir::Ok{};
 }
 

@@ -285,6 +285,14 @@ TEST_CASE("hl7v2 mapping: every shared sample message maps or fails cleanly") {
         resources += result->resources.size();
         const auto problems = check_mapped(*result);
         CHECK_MESSAGE(problems.empty(), join(problems));
+        if (result->message_type == "ORU^R01") {
+          // Every OBR group is a report of its own: none overwrites another's id (WinPath
+          // sends one filler order number for all the OBRs of a sample).
+          std::size_t obr = 0, reports = 0;
+          for (std::size_t i = 0; i < parsed->segment_count(); ++i) obr += parsed->segment(i).id() == "OBR";
+          for (const Json& res : result->resources) reports += res.string_at("resourceType") == "DiagnosticReport";
+          CHECK_MESSAGE(reports == obr, "OBR groups ", obr, " mapped to ", reports, " DiagnosticReport ids");
+        }
         if (set_name == "hl7v2-uclh-emap")
           if (const Json* ids = result->patient.find("identifier"))
             for (const Json& id : ids->items())
@@ -475,6 +483,39 @@ TEST_CASE("hl7v2 mapping: merges, results and patients with structural problems"
   CHECK(std::find(r->warnings.begin(), r->warnings.end(),
                   "PID[2]: results for a second patient are not mapped; send one patient per message") !=
         r->warnings.end());
+}
+
+TEST_CASE("hl7v2 mapping: OBRs sharing a filler order number are reports of their own, stable across corrections") {
+  auto oru = [](const std::string& control_id, const std::string& status, const std::string& crp) {
+    return map_text(kMsh + "ORU^R01|" + control_id + "|P|2.3\rPID|1||123^^^RGT^MR\r"
+                    "ORC|RE|PL-A|ACC-1|ACC-1|CM\rOBR|1|PL-A|ACC-1|FBC^FULL BLOOD COUNT^WinPath||||||||||||||||||||H1|" +
+                    status + "\rOBX|1|NM|WCC^White cell count^Winpath||12.1|10*9/L|3.0-10.0|H|||" + status +
+                    "\rORC|RE|PL-B|ACC-1|ACC-1|CM\rOBR|2|PL-B|ACC-1|CRP^C REACTIVE PROTEIN^WinPath||||||||||||||||||||C1|" +
+                    status + "\rOBX|1|NM|CRP^C-reactive protein^Winpath||" + crp + "|mg/L|0-5|H|||" + status + "\r");
+  };
+  const auto r = oru("C1", "F", "87");
+  REQUIRE(r.ok());
+  std::vector<const Json*> reports;
+  for (const Json& res : r->resources)
+    if (res.string_at("resourceType") == "DiagnosticReport") reports.push_back(&res);
+  REQUIRE(reports.size() == 2);
+  CHECK(reports[0]->string_at("id") != reports[1]->string_at("id"));
+  CHECK(reports[0]->find("code")->find("coding")->items()[0].string_at("code") == "FBC");
+  CHECK(reports[1]->find("code")->find("coding")->items()[0].string_at("code") == "CRP");
+  // Each report lists its own observation, and both carry the shared filler number.
+  for (const Json* dr : reports) {
+    REQUIRE(dr->find("result")->size() == 1);
+    CHECK(dr->find("identifier")->items()[0].string_at("value") == "ACC-1");
+  }
+  CHECK(reports[0]->find("result")->items()[0].string_at("reference") !=
+        reports[1]->find("result")->items()[0].string_at("reference"));
+  // A correction sent later (new control id, status C, new value) replaces the same resources.
+  const auto corrected = oru("C2", "C", "91");
+  REQUIRE(corrected.ok());
+  REQUIRE(corrected->resources.size() == r->resources.size());
+  for (std::size_t i = 0; i < r->resources.size(); ++i)
+    CHECK(corrected->resources[i].string_at("id") == r->resources[i].string_at("id"));
+  CHECK(corrected->resources.back().string_at("status") == "corrected");
 }
 
 TEST_CASE("hl7v2 mapping: HL7 times become FHIR dateTimes in UK local time when no offset is sent") {
