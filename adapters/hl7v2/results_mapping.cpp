@@ -251,7 +251,7 @@ fhir::Result<std::optional<Value>> observation_value(const Run& run, const Resul
     return string_value(text);
   }
   if (type == "CE" || type == "CWE" || type == "CNE" || type == "CF") {
-    Json cc = codeable_concept(obx, 5, 1);
+    Json cc = codeable_concept(run, obx, 5, 1);
     if (cc.is_null()) return std::optional<Value>();
     return std::optional<Value>(Value{"valueCodeableConcept", std::move(cc)});
   }
@@ -321,7 +321,7 @@ fhir::Result<std::optional<Json>> observation(const Run& run, const Result& r, c
   o.set("id", Json::string(id));
   o.set("status", Json::string(std::string(observation_status(run, value(obx, 11), where("OBX", r.occurrence, 11)))));
   o.set("category", array_of(category));
-  Json code = codeable_concept(obx, 3);
+  Json code = codeable_concept(run, obx, 3);
   if (code.is_null()) {
     run.warn(where("OBX", r.occurrence, 3), "no observation identifier; the order's code (OBR-4) is used");
     code = report_code;
@@ -407,7 +407,7 @@ std::string report_key(const Run& run, const Report& rep, const OrderNumber& fil
 fhir::Status map_report(const Run& run, const Report& rep, std::vector<std::string>& used_keys) {
   const SegmentRef& obr = rep.obr;
   const std::string obr_at = where("OBR", rep.occurrence, 0);
-  Json code = codeable_concept(obr, 4);
+  Json code = codeable_concept(run, obr, 4);
   if (code.is_null()) {
     // Real feeds send result groups without OBR-4 (Epic flowsheet vitals: one OBR per set of
     // readings) and Mirth takes them. DiagnosticReport.code is 1..1 but a CodeableConcept

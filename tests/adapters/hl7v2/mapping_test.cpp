@@ -518,6 +518,33 @@ TEST_CASE("hl7v2 mapping: OBRs sharing a filler order number are reports of thei
   CHECK(corrected->resources.back().string_at("status") == "corrected");
 }
 
+TEST_CASE("hl7v2 mapping: a lab's local coding system gets a system scoped to its source") {
+  const std::string msg = kMsh + "ORU^R01|C1|P|2.3\rPID|1||123^^^RGT^MR\rOBR|1||F1|LBN^LIVER/BONE PROFILE^WinPath\r"
+                                 "OBX|1|NM|ALP^Alkaline phosphatase^Winpath||108|IU/L|40-129||||F\r"
+                                 "OBX|2|NM|ALB^Albumin^L||37|g/L|34-50||||F\r"
+                                 "OBX|3|NM|2093-3^Cholesterol^LN||5.2|mmol/L\r"
+                                 "OBX|4|NM|NOSYS^No coding system||1\r";
+  auto system_of = [](const fhir::Result<MappedMessage>& r, std::size_t i) {
+    const Json* coding = r->resources[i].find("code")->find("coding");
+    return std::string(coding->items()[0].string_at("system"));
+  };
+  const auto r = map_text(msg);
+  REQUIRE(r.ok());
+  REQUIRE(r->resources.size() == 5);
+  // "Winpath" and "WinPath" are one name; HL7's "L" (local) is scoped the same way.
+  CHECK(system_of(r, 0) == "https://fhir.nhs.uk/Id/local/code-system/golden-source/winpath");
+  CHECK(system_of(r, 1) == "https://fhir.nhs.uk/Id/local/code-system/golden-source/l");
+  CHECK(system_of(r, 2) == "http://loinc.org");
+  CHECK(system_of(r, 3).empty());  // the sender named no system: none is made up
+  CHECK(system_of(r, 4) == "https://fhir.nhs.uk/Id/local/code-system/golden-source/winpath");
+  // The same code from another source is another code.
+  MappingContext other = golden_context();
+  other.source_name = "other-lab";
+  const auto o = map_text(msg, other);
+  REQUIRE(o.ok());
+  CHECK(system_of(o, 0) == "https://fhir.nhs.uk/Id/local/code-system/other-lab/winpath");
+}
+
 TEST_CASE("hl7v2 mapping: HL7 times become FHIR dateTimes in UK local time when no offset is sent") {
   using gw::hl7v2::detail::fhir_datetime;
   auto dt = [](std::string_view hl7) {
