@@ -206,6 +206,18 @@ std::optional<Value> string_value(std::string text) {
   return Value{"valueString", Json::string(std::move(text))};
 }
 
+// "7.5", "<7", ">=90" -> a Quantity (with its comparator) in units `u`; nullopt for other text.
+std::optional<Value> numeric_quantity(std::string_view text, const Units& u) {
+  if (auto n = hl7_number(text)) return Value{"valueQuantity", quantity(*n, u)};
+  // UK laboratory systems send "<7" and ">7" for values beyond a method's range.
+  for (std::string_view cmp : {"<=", ">=", "<", ">"}) {
+    if (text.substr(0, cmp.size()) != cmp) continue;
+    if (auto n = hl7_number(text.substr(cmp.size()))) return Value{"valueQuantity", quantity(*n, u, cmp)};
+    break;
+  }
+  return std::nullopt;
+}
+
 // OBX-5 by OBX-2. Returns nullopt for "no value"; `skip` is set for value types we do not map
 // (the observation is then left out, with a warning).
 fhir::Result<std::optional<Value>> observation_value(const Run& run, const Result& r, const Units& u, bool& skip) {
@@ -233,20 +245,24 @@ fhir::Result<std::optional<Value>> observation_value(const Run& run, const Resul
     text.erase(0, lead);
     if (text.size() > kMaxTextBytes)
       return Issue::make(ErrorCode::invalid_value, location + " is longer than 1 MiB", location);
+    // A one-line text result with units (OBX-6) is a measurement sent as text: a number
+    // becomes a Quantity as NM would give; other text keeps the unit after the value, so the
+    // unit is never left only in the reference range.
+    if (!u.unit.empty() && !text.empty() && r.lines.empty() && reps == 1 && text.find('\n') == std::string::npos) {
+      std::string_view number = text;
+      const std::string suffix = " " + u.unit;  // "140 mmol/L" with OBX-6 "mmol/L"
+      const bool has_unit = number.size() > suffix.size() && number.substr(number.size() - suffix.size()) == suffix;
+      if (has_unit) number.remove_suffix(suffix.size());
+      if (auto q = numeric_quantity(number, u)) return std::optional<Value>(std::move(*q));
+      if (!has_unit) text += suffix;
+    }
     return string_value(std::move(text));
   }
   if (reps > 1) run.warn(location, "repeated values; only the first is mapped");
   if (type == "NM") {
     const std::string text = value(obx, 5, 1, 1, 1);
     if (text.empty()) return std::optional<Value>();
-    if (auto n = hl7_number(text)) return std::optional<Value>(Value{"valueQuantity", quantity(*n, u)});
-    // UK laboratory systems send "<7" and ">7" in NM: a quantity with a comparator.
-    for (std::string_view cmp : {"<=", ">=", "<", ">"}) {
-      if (text.compare(0, cmp.size(), cmp) != 0) continue;
-      if (auto n = hl7_number(std::string_view(text).substr(cmp.size())))
-        return std::optional<Value>(Value{"valueQuantity", quantity(*n, u, cmp)});
-      break;
-    }
+    if (auto q = numeric_quantity(text, u)) return std::optional<Value>(std::move(*q));
     run.warn(location, "not a number; kept as text");
     return string_value(text);
   }

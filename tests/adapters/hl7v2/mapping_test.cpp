@@ -545,6 +545,25 @@ TEST_CASE("hl7v2 mapping: a lab's local coding system gets a system scoped to it
   CHECK(system_of(o, 0) == "https://fhir.nhs.uk/Id/local/code-system/other-lab/winpath");
 }
 
+TEST_CASE("hl7v2 mapping: a text result with units keeps its unit") {
+  const auto r = map_text(kMsh + "ORU^R01|C1|P|2.4\rPID|1||123^^^RGT^MR\rOBR|1||F1|UE^U and E^LN\r"
+                                 "OBX|1|ST|NA^Sodium^L||140|mmol/L|133-145||||F\r"
+                                 "OBX|2|ST|CRP^CRP^L||<5|mg/L|0-5||||F\r"
+                                 "OBX|3|ST|K^Potassium^L||4.1 mmol/L|mmol/L|3.5-5.3||||F\r"
+                                 "OBX|4|ST|COL^Colony count^L||10-100 thousand|CFU/mL|||||F\r"
+                                 "OBX|5|ST|BP^Blood pressure^L||138/88||||||F\r");
+  REQUIRE(r.ok());
+  auto value_of = [&](std::size_t i) { return fhir::to_json(r->resources[i]); };
+  // A number: a Quantity, as for NM.
+  CHECK(value_of(0).find(R"("valueQuantity":{"value":140,"unit":"mmol/L")") != std::string::npos);
+  CHECK(value_of(0).find("valueString") == std::string::npos);
+  CHECK(value_of(1).find(R"("valueQuantity":{"value":5,"comparator":"<","unit":"mg/L")") != std::string::npos);
+  CHECK(value_of(2).find(R"("valueQuantity":{"value":4.1,"unit":"mmol/L")") != std::string::npos);
+  // Other text keeps the unit after it; text without units is left as sent.
+  CHECK(r->resources[3].string_at("valueString") == "10-100 thousand CFU/mL");
+  CHECK(r->resources[4].string_at("valueString") == "138/88");
+}
+
 TEST_CASE("hl7v2 mapping: HL7 times become FHIR dateTimes in UK local time when no offset is sent") {
   using gw::hl7v2::detail::fhir_datetime;
   auto dt = [](std::string_view hl7) {
