@@ -214,6 +214,9 @@ void Run::warn(const std::string& location, std::string_view what) const {
   std::string w = location;
   w += ": ";
   w += what;
+  // A field read twice (an event time tried for the period and for the encounter event)
+  // gets one warning.
+  if (std::find(out.warnings.begin(), out.warnings.end(), w) != out.warnings.end()) return;
   out.warnings.push_back(std::move(w));
 }
 
