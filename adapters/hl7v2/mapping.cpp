@@ -524,8 +524,12 @@ fhir::Status map_merge(const Run& run, std::size_t pid_index) {
   for (std::size_t i = pid_index + 1; i < m.segment_count(); ++i) {
     const SegmentRef s = m.segment(i);
     if (s.id() == "PID") {
-      run.warn("PID[2]", "only the first patient of an A40 is merged; send one merge per message");
-      break;
+      // HL7 lets an A40 carry several patient groups; merging only the first would drop
+      // the others after the message is acknowledged, so the message is refused instead.
+      return Issue::make(ErrorCode::invalid_value,
+                         "PID[2]: a second patient group; the gateway applies one merge per message: send each in a "
+                         "message of its own",
+                         "PID[2]");
     }
     if (s.id() != "MRG") continue;
     ++mrg_count;

@@ -516,14 +516,65 @@ TEST_CASE("hl7v2 mapping: merges, results and patients with structural problems"
                            "OBR[1]-4: no universal service identifier; the report's code is the text \"Unspecified "
                            "result group\""});
 
-  // Results after a second PID belong to someone else: they are not mapped.
+  // Results after a PID of another patient can be neither filed under the first patient nor
+  // dropped once acknowledged: the message is refused, naming the second PID.
   r = map_text(kMsh + "ORU^R01|C1|P|2.4\rPID|1||123^^^RGT^MR\rOBR|1||F1^LAB|FBC^FBC\rOBX|1|NM|HB^Hb||130\r"
-                      "PID|2||456^^^RGT^MR\rOBR|2||F2^LAB|FBC^FBC\rOBX|1|NM|HB^Hb||99\r");
+                      "PID|2||456^^^RGT^MR\rOBR|2||F2^LAB|UE^U and E\rOBX|1|NM|K^Potassium||6.9|mmol/L||HH\r");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.issue().code == fhir::ErrorCode::invalid_value);
+  CHECK(r.issue().expression == "PID[2]-3");
+  CHECK(r.issue().diagnostics.rfind("PID[2]-3 names another patient than the first PID", 0) == 0);
+  CHECK(r.issue().diagnostics.find("456") == std::string::npos);  // no identifier echoed
+  // The same patient's PID repeated before each order (PID-3 repetitions in another order
+  // or with one more identifier) is read through.
+  r = map_text(kMsh + "ORU^R01|C1|P|2.4\rPID|1||123^^^RGT^MR\rOBR|1||F1^LAB|FBC^FBC\rOBX|1|NM|HB^Hb||130\r"
+                      "PID|1||9991234578^^^NHS^NH~123^^^RGT^MR\rOBR|2||F2^LAB|UE^U and E\rOBX|1|NM|K^K||4.1\r");
   REQUIRE(r.ok());
-  CHECK(r->resources.size() == 2);
-  CHECK(std::find(r->warnings.begin(), r->warnings.end(),
-                  "PID[2]: results for a second patient are not mapped; send one patient per message") !=
-        r->warnings.end());
+  CHECK(r->resources.size() == 4);
+  // An A40 with a second patient group is refused too: its merge would otherwise be dropped.
+  r = map_text(kMsh + "ADT^A40|C1|P|2.4\rPID|1||123^^^RGT^MR\rMRG|122^^^RGT^MR\rPID|1||456^^^RGT^MR\r"
+                      "MRG|455^^^RGT^MR\r");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.issue().expression == "PID[2]");
+}
+
+TEST_CASE("hl7v2 mapping: no result value type is dropped: documents are presented, unknown types kept as text") {
+  const std::string head = kMsh + "ORU^R01|C1|P|2.5\rPID|1||123^^^RGT^MR\rOBR|1||F1^LAB|RAD^Imaging report^L\r";
+  const auto r = map_text(head +
+                          "OBX|1|XX|GLU^Glucose^L||4.2|mmol/L|3.5-5.5||||F\r"
+                          "OBX|2|ED|PDF^Report^L||^AP^PDF^Base64^JVBERi0xLjQ=||||||F\r"
+                          "OBX|3|ED|TXT^Letter^L||^TEXT^^A^Dear Dr \\T\\ colleague||||||F\r"
+                          "OBX|4|ED|HEX^Hex data^L||^AP^octet-stream^Hex^4869||||||F\r"
+                          "OBX|5|RP|IMG^Image^L||https://pacs.example.nhs.uk/wado?id=1^PACS^IM^JPEG||||||F\r"
+                          "OBX|6|RP|DOC^Document^L||DOC-12345^EDMS||||||F\r");
+  REQUIRE(r.ok());
+  REQUIRE(r->resources.size() == 3);  // XX and the RP that is not a URL, then the report
+  CHECK(r->resources[0].string_at("valueString") == "4.2 mmol/L");
+  CHECK(r->resources[1].string_at("valueString") == "DOC-12345");
+  const Json& dr = r->resources[2];
+  REQUIRE(dr.string_at("resourceType") == "DiagnosticReport");
+  CHECK(dr.find("result")->size() == 2);
+  const Json* forms = dr.find("presentedForm");
+  REQUIRE(forms != nullptr);
+  REQUIRE(forms->size() == 4);
+  CHECK(fhir::to_json(forms->items()[0]) == R"({"contentType":"application/pdf","data":"JVBERi0xLjQ=","title":"Report"})");
+  CHECK(fhir::to_json(forms->items()[1]) ==
+        R"({"contentType":"text/plain","data":"RGVhciBEciAmIGNvbGxlYWd1ZQ==","title":"Letter"})");  // "Dear Dr & colleague"
+  CHECK(fhir::to_json(forms->items()[2]) ==
+        R"({"contentType":"application/octet-stream","data":"SGk=","title":"Hex data"})");  // "Hi"
+  CHECK(fhir::to_json(forms->items()[3]) ==
+        R"({"contentType":"image/jpeg","url":"https://pacs.example.nhs.uk/wado?id=1","title":"Image"})");
+  CHECK(r->warnings == std::vector<std::string>{"OBX[1]-2: value type XX is not mapped; the value is kept as text",
+                                                "OBX[6]-5: a reference pointer that is not a URL; kept as text"});
+  CHECK(check_mapped(*r).empty());
+  // Embedded data that is not what its encoding says is refused, naming the field.
+  for (const std::string bad : {"^AP^PDF^Base64^JVBE*i0=", "^AP^PDF^Hex^4G", "^AP^PDF^UU^abc"}) {
+    INFO(bad);
+    const auto e = map_text(head + "OBX|1|ED|PDF^Report^L||" + bad + "||||||F\r");
+    REQUIRE_FALSE(e.ok());
+    CHECK(e.issue().code == fhir::ErrorCode::invalid_value);
+    CHECK(e.issue().expression == "OBX[1]-5");
+  }
 }
 
 TEST_CASE("hl7v2 mapping: OBRs sharing a filler order number are reports of their own, stable across corrections") {
