@@ -557,9 +557,11 @@ TEST_CASE("hl7v2 mapping: no result value type is dropped: documents are present
   const Json* forms = dr.find("presentedForm");
   REQUIRE(forms != nullptr);
   REQUIRE(forms->size() == 4);
-  CHECK(fhir::to_json(forms->items()[0]) == R"({"contentType":"application/pdf","data":"JVBERi0xLjQ=","title":"Report"})");
+  CHECK(fhir::to_json(forms->items()[0]) ==
+        R"({"contentType":"application/pdf","data":"JVBERi0xLjQ=","title":"Report"})");
+  // "Dear Dr & colleague", the escape decoded:
   CHECK(fhir::to_json(forms->items()[1]) ==
-        R"({"contentType":"text/plain","data":"RGVhciBEciAmIGNvbGxlYWd1ZQ==","title":"Letter"})");  // "Dear Dr & colleague"
+        R"({"contentType":"text/plain","data":"RGVhciBEciAmIGNvbGxlYWd1ZQ==","title":"Letter"})");
   CHECK(fhir::to_json(forms->items()[2]) ==
         R"({"contentType":"application/octet-stream","data":"SGk=","title":"Hex data"})");  // "Hi"
   CHECK(fhir::to_json(forms->items()[3]) ==
@@ -582,7 +584,8 @@ TEST_CASE("hl7v2 mapping: OBRs sharing a filler order number are reports of thei
     return map_text(kMsh + "ORU^R01|" + control_id + "|P|2.3\rPID|1||123^^^RGT^MR\r"
                     "ORC|RE|PL-A|ACC-1|ACC-1|CM\rOBR|1|PL-A|ACC-1|FBC^FULL BLOOD COUNT^WinPath||||||||||||||||||||H1|" +
                     status + "\rOBX|1|NM|WCC^White cell count^Winpath||12.1|10*9/L|3.0-10.0|H|||" + status +
-                    "\rORC|RE|PL-B|ACC-1|ACC-1|CM\rOBR|2|PL-B|ACC-1|CRP^C REACTIVE PROTEIN^WinPath||||||||||||||||||||C1|" +
+                    "\rORC|RE|PL-B|ACC-1|ACC-1|CM\r"
+                    "OBR|2|PL-B|ACC-1|CRP^C REACTIVE PROTEIN^WinPath||||||||||||||||||||C1|" +
                     status + "\rOBX|1|NM|CRP^C-reactive protein^Winpath||" + crp + "|mg/L|0-5|H|||" + status + "\r");
   };
   const auto r = oru("C1", "F", "87");
