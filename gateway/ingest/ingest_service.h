@@ -5,7 +5,8 @@
 // pointer in the record locator (one locator transaction); store the message and its
 // resources in store.db (one store transaction); audit it; and only then complete the batch,
 // so the adapter acknowledges nothing that is not committed. A unit that cannot be applied
-// is stored with status error (or rejected) before its failure is reported.
+// is stored with status error (or rejected) before its failure is reported; an applied
+// unit's warnings are stored with its row, counted and logged (locations only).
 #pragma once
 
 #include <atomic>

@@ -138,8 +138,9 @@ int run_show(MessageReader& reader, std::int64_t id, bool raw) {
   std::printf("status:         %s\n", r.status.c_str());
   std::printf("received:       %s\n", utc_time(r.received_ms, true).c_str());
   std::printf("updated:        %s\n", utc_time(r.updated_ms, true).c_str());
-  if (r.status == "applied" || r.status == "replayed") {
-    // An applied message's error columns hold its warnings, one per line.
+  if (r.status == "applied") {
+    // An applied message's error columns hold its warnings, one per line (a replayed row's
+    // still hold the error it had before it was applied).
     std::size_t begin = 0;
     while (begin < r.error.size()) {
       std::size_t end = r.error.find('\n', begin);
