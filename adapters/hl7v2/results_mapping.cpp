@@ -394,10 +394,11 @@ std::string content_type(std::string type, std::string subtype) {
   return type == "text" ? "text/plain" : "application/octet-stream";
 }
 
-// An absolute URL ("scheme:..." without spaces), which FHIR's Attachment.url can carry.
+// An absolute URL ("scheme:..." without spaces or backslashes), which FHIR's Attachment.url
+// can carry; a one-letter scheme is a Windows drive ("C:\docs"), not a URL.
 bool is_url(std::string_view t) {
   const std::size_t colon = t.find(':');
-  if (colon == std::string_view::npos || colon == 0 || t.find(' ') != std::string_view::npos) return false;
+  if (colon == std::string_view::npos || colon < 2 || t.find_first_of(" \\") != std::string_view::npos) return false;
   return std::all_of(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(colon), [](char c) {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '-' ||
            c == '.';

@@ -546,14 +546,16 @@ TEST_CASE("hl7v2 mapping: no result value type is dropped: documents are present
                           "OBX|3|ED|TXT^Letter^L||^TEXT^^A^Dear Dr \\T\\ colleague||||||F\r"
                           "OBX|4|ED|HEX^Hex data^L||^AP^octet-stream^Hex^4869||||||F\r"
                           "OBX|5|RP|IMG^Image^L||https://pacs.example.nhs.uk/wado?id=1^PACS^IM^JPEG||||||F\r"
-                          "OBX|6|RP|DOC^Document^L||DOC-12345^EDMS||||||F\r");
+                          "OBX|6|RP|DOC^Document^L||DOC-12345^EDMS||||||F\r"
+                          "OBX|7|RP|SCAN^Scan^L||C:\\E\\scans\\E\\1.pdf^EDMS||||||F\r");
   REQUIRE(r.ok());
-  REQUIRE(r->resources.size() == 3);  // XX and the RP that is not a URL, then the report
+  REQUIRE(r->resources.size() == 4);  // XX and the RPs that are not URLs, then the report
   CHECK(r->resources[0].string_at("valueString") == "4.2 mmol/L");
   CHECK(r->resources[1].string_at("valueString") == "DOC-12345");
-  const Json& dr = r->resources[2];
+  CHECK(r->resources[2].string_at("valueString") == "C:\\scans\\1.pdf");
+  const Json& dr = r->resources[3];
   REQUIRE(dr.string_at("resourceType") == "DiagnosticReport");
-  CHECK(dr.find("result")->size() == 2);
+  CHECK(dr.find("result")->size() == 3);
   const Json* forms = dr.find("presentedForm");
   REQUIRE(forms != nullptr);
   REQUIRE(forms->size() == 4);
@@ -567,7 +569,8 @@ TEST_CASE("hl7v2 mapping: no result value type is dropped: documents are present
   CHECK(fhir::to_json(forms->items()[3]) ==
         R"({"contentType":"image/jpeg","url":"https://pacs.example.nhs.uk/wado?id=1","title":"Image"})");
   CHECK(r->warnings == std::vector<std::string>{"OBX[1]-2: value type XX is not mapped; the value is kept as text",
-                                                "OBX[6]-5: a reference pointer that is not a URL; kept as text"});
+                                                "OBX[6]-5: a reference pointer that is not a URL; kept as text",
+                                                "OBX[7]-5: a reference pointer that is not a URL; kept as text"});
   CHECK(check_mapped(*r).empty());
   // Embedded data that is not what its encoding says is refused, naming the field.
   for (const std::string bad : {"^AP^PDF^Base64^JVBE*i0=", "^AP^PDF^Hex^4G", "^AP^PDF^UU^abc"}) {
