@@ -68,6 +68,10 @@ struct IngestBatch {
   std::string merge_location;
   // Where the unit came from (e.g. "10.1.2.3:50123"), for its audit record.
   std::string peer;
+  // What the adapter could not take as sent but did not stop the unit (a malformed birth
+  // date left out, a value kept as text), each "LOCATION: text" with the unit's own location
+  // first ("PID-7: ..."). No patient data: stored with the unit's row, counted and logged.
+  std::vector<std::string> warnings;
 };
 
 // Resources one batch may carry.

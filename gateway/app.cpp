@@ -423,6 +423,11 @@ void App::add_ingest_metrics() {
       sample("gateway_ingest_units_total", "{outcome=\"error\"}", ic.errors);
       sample("gateway_ingest_units_total", "{outcome=\"rejected\"}", ic.rejected);
       sample("gateway_ingest_units_total", "{outcome=\"failed\"}", ic.failures);
+      family("gateway_ingest_warnings_total", "counter",
+             "Warnings on applied units: content left out or kept as text (see gw-messages).");
+      sample("gateway_ingest_warnings_total", "", ic.warnings);
+      family("gateway_ingest_units_with_warnings_total", "counter", "Applied units that carried warnings.");
+      sample("gateway_ingest_units_with_warnings_total", "", ic.units_with_warnings);
       family("gateway_ingest_reused_keys_total", "counter", "Units whose sender reused a control id for new content.");
       for (const auto& [source, n] : ic.reused_keys_by_source)
         sample("gateway_ingest_reused_keys_total", "{source=\"" + source + "\"}", n);

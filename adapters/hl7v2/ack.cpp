@@ -341,6 +341,44 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
   return out;
 }
 
+std::string with_warnings(const MshSummary& in, std::string ack, const std::vector<std::string>& warnings) {
+  if (warnings.empty()) return ack;
+  const AckDelimiters d = ack_delimiters(in);
+  const std::string f(1, d.ack.field);
+  const char comp = d.ack.component, sub = d.ack.subcomponent;
+  const bool v25 = version_at_least(in.component(12, 1), 2, 5);
+  const std::size_t n = std::min(warnings.size(), kMaxAckWarnings);
+  std::vector<std::string> shown(warnings.begin(), warnings.begin() + static_cast<std::ptrdiff_t>(n));
+  if (warnings.size() > kMaxAckWarnings)
+    shown.push_back(std::to_string(warnings.size() - kMaxAckWarnings) +
+                    " further warnings are kept with the message in the gateway's message store");
+  std::string eld_repetitions;  // v2.4 and earlier
+  for (const std::string& w : shown) {
+    const std::size_t colon = w.find(": ");
+    const Location loc = parse_location(colon == std::string::npos ? std::string_view()
+                                                                   : std::string_view(w).substr(0, colon));
+    const std::string code = "0";  // table 0357: message accepted; ERR-4 W says what is wrong
+    if (v25) {
+      std::string erl;
+      if (!loc.segment.empty()) {
+        erl = loc.segment + comp + std::to_string(loc.sequence);
+        if (loc.field > 0) erl += comp + std::to_string(loc.field);
+        if (loc.field > 0 && loc.component > 0) erl += comp + std::string("1") + comp + std::to_string(loc.component);
+      }
+      ack += "ERR" + f + f + erl + f + code + comp + value(w.substr(0, 80), d) + comp + "HL70357" + f + "W" + f + f +
+             f + f + value(w, d) + "\r";
+    } else {
+      std::string eld = loc.segment + comp + (loc.segment.empty() ? "" : std::to_string(loc.sequence)) + comp +
+                        (loc.field > 0 ? std::to_string(loc.field) : "") + comp + code;
+      if (sub != '\0') eld += sub + value(w.substr(0, 80), d) + sub + "HL70357";
+      if (!eld_repetitions.empty()) eld_repetitions += d.ack.repetition;
+      eld_repetitions += eld;
+    }
+  }
+  if (!v25) ack += "ERR" + f + eld_repetitions + "\r";
+  return ack;
+}
+
 std::vector<std::string> acknowledgements(const MshSummary& inbound, Outcome outcome,
                                           const std::optional<AckError>& error) {
   std::vector<std::string> out;

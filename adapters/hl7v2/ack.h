@@ -77,6 +77,18 @@ AckClock next_ack_clock();
 std::string build_ack(const MshSummary& inbound, AckCode code, const std::optional<AckError>& error,
                       const AckClock& clock);
 
+// At most this many warnings are written into one acknowledgement; a last ERR says how many
+// more the message store holds.
+inline constexpr std::size_t kMaxAckWarnings = 20;
+
+// `ack` (an AA or CA from build_ack) with the warnings of a message that was applied, each as
+// "LOCATION: text" ("PID-7: not a valid HL7 date ..."; a text without an HL7 location is
+// written without one). v2.5+: one ERR per warning, ERR-2 the location, ERR-3 code 0 (HL7
+// table 0357: message accepted) with the text, ERR-4 severity W, ERR-8 the text; v2.4 and
+// earlier (one ERR, no severity field): one ERR-1 repetition per warning in the ELD form.
+// Texts are escaped as in build_ack. Unchanged when `warnings` is empty.
+std::string with_warnings(const MshSummary& inbound, std::string ack, const std::vector<std::string>& warnings);
+
 // The acknowledgements to send for `outcome`, in order, under the inbound message's mode:
 // original mode: one AA/AE/AR; enhanced mode: the accept acknowledgement (CA/CE/CR) when
 // MSH-15 asks for it, then the application acknowledgement (AA/AE/AR) when MSH-16 asks for

@@ -214,6 +214,9 @@ void Run::warn(const std::string& location, std::string_view what) const {
   std::string w = location;
   w += ": ";
   w += what;
+  // A field read twice (an event time tried for the period and for the encounter event)
+  // gets one warning.
+  if (std::find(out.warnings.begin(), out.warnings.end(), w) != out.warnings.end()) return;
   out.warnings.push_back(std::move(w));
 }
 
@@ -450,13 +453,32 @@ std::string code_system_uri(std::string_view hl7_system) {
   return {};
 }
 
-Json codeable_concept(const SegmentRef& s, std::size_t field, std::size_t repetition, std::size_t first) {
+std::string local_code_system(const Run& run, std::string_view hl7_system) {
+  std::string_view base = run.context.identifier_system_base;
+  while (!base.empty() && base.back() == '/') base.remove_suffix(1);
+  std::string source = slug(run.context.source_name.empty() ? run.context.source_ods : run.context.source_name);
+  if (source.empty()) source = "unknown";
+  std::string out(base);
+  out += "/code-system/";
+  out += source;
+  out += '/';
+  out += slug(trim(hl7_system));
+  return out;
+}
+
+Json codeable_concept(const Run& run, const SegmentRef& s, std::size_t field, std::size_t repetition,
+                      std::size_t first) {
   Json codings = Json::array();
   std::string first_text;
   for (std::size_t base : {first, first + 3}) {
     const std::string code = value(s, field, base, 1, repetition);
     const std::string text = value(s, field, base + 1, 1, repetition);
-    const std::string system = code_system_uri(value(s, field, base + 2, 1, repetition));
+    // A code under a system the sender names but FHIR has no URI for (a lab's "Winpath",
+    // HL7's "L" for local) is still that source's code: without a system, ALP from one lab
+    // and ALP from another would be one code to a search.
+    const std::string name = value(s, field, base + 2, 1, repetition);
+    std::string system = code_system_uri(name);
+    if (system.empty() && !name.empty()) system = local_code_system(run, name);
     if (first_text.empty()) first_text = text;
     if (code.empty()) continue;
     Json c = Json::object();

@@ -86,9 +86,14 @@ fhir::Json identifier_type(std::string_view code);
 // Coding system name (HL7 table 0396, e.g. "LN", "SCT", "HL70078") -> FHIR system URI; "" when
 // not known.
 std::string code_system_uri(std::string_view hl7_system);
+// The system of a coding system this mapping does not know (a lab's own, "L", "99zzz",
+// "WinPath"): identifier_system_base + "/code-system/" + slug(source name) + "/" +
+// slug(name), so the same code from two sources stays two codes.
+std::string local_code_system(const Run& run, std::string_view hl7_system);
 // CWE/CE/CNE at (field, repetition), components starting at `first` -> CodeableConcept; null
-// Json when it carries neither a code nor text.
-fhir::Json codeable_concept(const SegmentRef& s, std::size_t field, std::size_t repetition = 1,
+// Json when it carries neither a code nor text. A coding names its system when the sender
+// does: a known one's URI, else local_code_system.
+fhir::Json codeable_concept(const Run& run, const SegmentRef& s, std::size_t field, std::size_t repetition = 1,
                             std::size_t first = 1);
 // XPN (first = 1) or the name part of XCN (first = 2) -> HumanName; null Json when empty.
 fhir::Json human_name(const SegmentRef& s, std::size_t field, std::size_t repetition, std::size_t first,

@@ -267,8 +267,12 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     batch.identity_location = "PID-3";
     batch.merge_location = "MRG-1";
     batch.peer = peer;
-    const std::vector<std::string> success = acknowledgements(msh, Outcome::applied, std::nullopt);
+    // What the mapping could not take as sent goes back with the acknowledgement (ERR,
+    // severity W) and is kept with the message.
+    std::vector<std::string> success = acknowledgements(msh, Outcome::applied, std::nullopt);
+    for (std::string& ack : success) ack = with_warnings(msh, std::move(ack), mapped->warnings);
     batch.reply = join_replies(success);
+    batch.warnings = std::move(mapped->warnings);
     if (mapped->merge) batch.retired_identifiers = std::move(mapped->merge->retired_identifiers);
     if (mapped->encounter) batch.encounters.emplace_back(mapped->encounter->organisation_ods, mapped->encounter->at);
 

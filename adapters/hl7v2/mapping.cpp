@@ -214,9 +214,13 @@ fhir::Status map_patient(const Run& run, const SegmentRef& pid) {
   detail::set_json(patient, "telecom", std::move(telecom));
 
   detail::set_string(patient, "gender", std::string(gender(detail::value(pid, 8))));
-  auto birth = detail::fhir_date(detail::value(pid, 7, 1), "PID-7");
-  if (!birth) return std::move(birth).issue();
-  detail::set_string(patient, "birthDate", std::move(*birth));
+  // A malformed birth date does not stop the message (Mirth takes it; the real UCLH
+  // blood-product ORU has PID-7 "12312321"): the identity is PID-3, and a birth date that
+  // cannot be read is left out rather than guessed.
+  if (auto birth = detail::fhir_date(detail::value(pid, 7, 1), "PID-7"))
+    detail::set_string(patient, "birthDate", std::move(*birth));
+  else
+    run.warn("PID-7", "not a valid HL7 date (YYYY[MM[DD]]); the birth date is not mapped");
 
   auto death = detail::datetime_field(pid, 29, "PID-29");
   if (!death) return std::move(death).issue();
@@ -369,18 +373,28 @@ Json location_entry(const Added& loc, std::string_view status, std::string_view 
   return e;
 }
 
-// The first non-empty of several HL7 times, converted; an invalid one fails.
+// An event or admit time (EVN-2, EVN-6, PV1-44, MSH-7), converted; "" when absent or, with
+// a warning naming the field, malformed: these times only place the visit in time, so a
+// sender's bad value (EVN-2 "yesterday") leaves the time out rather than the whole message.
+std::string optional_time(const Run& run, const SegmentRef& s, std::string_view segment, std::size_t field) {
+  const std::string location = detail::where(segment, 0, field);
+  auto t = detail::datetime_field(s, field, location);
+  if (t) return std::move(*t);
+  run.warn(location, "not a valid HL7 date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]); the time is not mapped");
+  return {};
+}
+
+// The first valid non-empty of several HL7 times, converted (optional_time).
 struct TimeField {
   std::optional<SegmentRef> segment;
   std::string_view name;
   std::size_t field;
 };
 
-fhir::Result<std::string> first_time(std::initializer_list<TimeField> fields) {
+std::string first_time(const Run& run, std::initializer_list<TimeField> fields) {
   for (const TimeField& f : fields) {
     if (!f.segment) continue;
-    auto t = detail::datetime_field(*f.segment, f.field, detail::where(f.name, 0, f.field));
-    if (!t || !t->empty()) return t;
+    if (std::string t = optional_time(run, *f.segment, f.name, f.field); !t.empty()) return t;
   }
   return std::string();
 }
@@ -403,11 +417,10 @@ fhir::Status map_visit(const Run& run) {
   const auto evn = run.message.find("EVN");
   const SegmentRef msh = run.message.msh();
 
-  auto admit = detail::datetime_field(*pv1, 44, "PV1-44");
-  if (!admit) return std::move(admit).issue();
+  const std::string admit = optional_time(run, *pv1, "PV1", 44);
   auto discharge = detail::datetime_field(*pv1, 45, "PV1-45");
   if (!discharge) return std::move(discharge).issue();
-  const std::string_view status = encounter_status(event, !admit->empty(), !discharge->empty());
+  const std::string_view status = encounter_status(event, !admit.empty(), !discharge->empty());
 
   std::string visit_system, encounter_id;
   if (!visit.empty()) {
@@ -424,17 +437,9 @@ fhir::Status map_visit(const Run& run) {
   // Period: PV1-44/45; an admission or registration without PV1-44 starts at the event time
   // (EVN-6, else EVN-2), a discharge without PV1-45 ends then. The end is kept only for a
   // finished encounter (A13 cancels the discharge PV1-45 may still carry).
-  std::string start = *admit, end = status == "finished" ? *discharge : std::string();
-  if (start.empty() && (event == "A01" || event == "A04")) {
-    auto t = first_time({{evn, "EVN", 6}, {evn, "EVN", 2}});
-    if (!t) return std::move(t).issue();
-    start = *t;
-  }
-  if (end.empty() && event == "A03") {
-    auto t = first_time({{evn, "EVN", 6}, {evn, "EVN", 2}});
-    if (!t) return std::move(t).issue();
-    end = *t;
-  }
+  std::string start = admit, end = status == "finished" ? *discharge : std::string();
+  if (start.empty() && (event == "A01" || event == "A04")) start = first_time(run, {{evn, "EVN", 6}, {evn, "EVN", 2}});
+  if (end.empty() && event == "A03") end = first_time(run, {{evn, "EVN", 6}, {evn, "EVN", 2}});
   if (!start.empty() && !end.empty() && before(end, start)) {
     run.warn("PV1-45", "the discharge is before the admission; the end of the period is not mapped");
     end.clear();
@@ -479,12 +484,11 @@ fhir::Status map_visit(const Run& run) {
   const auto current = add_location(run, *pv1, 3);
   if (event == "A02") {
     // A transfer: PV1-3 is the new location, PV1-6 the one the patient left (HL7 v2.5 3.3.2).
-    auto moved = first_time({{evn, "EVN", 6}, {evn, "EVN", 2}});
-    if (!moved) return std::move(moved).issue();
+    const std::string moved = first_time(run, {{evn, "EVN", 6}, {evn, "EVN", 2}});
     const auto prior = add_location(run, *pv1, 6);
     if (prior && (!current || prior->id != current->id))
-      locations.push_back(location_entry(*prior, "completed", "end", *moved));
-    if (current) locations.push_back(location_entry(*current, "active", "start", *moved));
+      locations.push_back(location_entry(*prior, "completed", "end", moved));
+    if (current) locations.push_back(location_entry(*current, "active", "start", moved));
   } else if (current) {
     locations.push_back(location_entry(*current, location_status(status), {}, {}));
   }
@@ -502,12 +506,11 @@ fhir::Status map_visit(const Run& run) {
   // The contact for the access policy: PV1-44, else EVN-2, else MSH-7 (mapping.h). A
   // cancelled admission (A11) records none: it may have been entered for the wrong patient.
   if (status == "cancelled") return fhir::Ok{};
-  auto at = first_time({{pv1, "PV1", 44}, {evn, "EVN", 2}, {msh, "MSH", 7}});
-  if (!at) return std::move(at).issue();
-  if (ods.empty() || at->empty()) {
+  const std::string at = first_time(run, {{pv1, "PV1", 44}, {evn, "EVN", 2}, {msh, "MSH", 7}});
+  if (ods.empty() || at.empty()) {
     run.warn(ods.empty() ? "MSH-4" : "MSH-7", "no time or organisation for the encounter event; none is recorded");
   } else {
-    run.out.encounter = EncounterEvent{ods, *at};
+    run.out.encounter = EncounterEvent{ods, at};
   }
   return fhir::Ok{};
 }
@@ -521,8 +524,12 @@ fhir::Status map_merge(const Run& run, std::size_t pid_index) {
   for (std::size_t i = pid_index + 1; i < m.segment_count(); ++i) {
     const SegmentRef s = m.segment(i);
     if (s.id() == "PID") {
-      run.warn("PID[2]", "only the first patient of an A40 is merged; send one merge per message");
-      break;
+      // HL7 lets an A40 carry several patient groups; merging only the first would drop
+      // the others after the message is acknowledged, so the message is refused instead.
+      return Issue::make(ErrorCode::invalid_value,
+                         "PID[2]: a second patient group; the gateway applies one merge per message: send each in a "
+                         "message of its own",
+                         "PID[2]");
     }
     if (s.id() != "MRG") continue;
     ++mrg_count;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
@@ -22,6 +23,8 @@ using fhir::Json;
 
 constexpr std::size_t kMaxReports = 500;
 constexpr std::size_t kMaxObservations = 5000;
+// Base64 text of one embedded document (ED): the default MLLP frame limit, 4 MiB, encoded.
+constexpr std::size_t kMaxAttachmentBase64 = 6 * 1024 * 1024;
 // DiagnosticReport.code.text of an OBR that names no service (OBR-4 empty).
 constexpr std::string_view kUnspecifiedGroup = "Unspecified result group";
 constexpr std::string_view kInterpretationSystem = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
@@ -206,9 +209,21 @@ std::optional<Value> string_value(std::string text) {
   return Value{"valueString", Json::string(std::move(text))};
 }
 
-// OBX-5 by OBX-2. Returns nullopt for "no value"; `skip` is set for value types we do not map
-// (the observation is then left out, with a warning).
-fhir::Result<std::optional<Value>> observation_value(const Run& run, const Result& r, const Units& u, bool& skip) {
+// "7.5", "<7", ">=90" -> a Quantity (with its comparator) in units `u`; nullopt for other text.
+std::optional<Value> numeric_quantity(std::string_view text, const Units& u) {
+  if (auto n = hl7_number(text)) return Value{"valueQuantity", quantity(*n, u)};
+  // UK laboratory systems send "<7" and ">7" for values beyond a method's range.
+  for (std::string_view cmp : {"<=", ">=", "<", ">"}) {
+    if (text.substr(0, cmp.size()) != cmp) continue;
+    if (auto n = hl7_number(text.substr(cmp.size()))) return Value{"valueQuantity", quantity(*n, u, cmp)};
+    break;
+  }
+  return std::nullopt;
+}
+
+// OBX-5 by OBX-2. Returns nullopt for "no value". A value type this mapping does not know is
+// kept as text, with a warning.
+fhir::Result<std::optional<Value>> observation_value(const Run& run, const Result& r, const Units& u) {
   const SegmentRef& obx = r.obx;
   const std::string type = value(obx, 2);
   const std::string location = where("OBX", r.occurrence, 5);
@@ -233,25 +248,29 @@ fhir::Result<std::optional<Value>> observation_value(const Run& run, const Resul
     text.erase(0, lead);
     if (text.size() > kMaxTextBytes)
       return Issue::make(ErrorCode::invalid_value, location + " is longer than 1 MiB", location);
+    // A one-line text result with units (OBX-6) is a measurement sent as text: a number
+    // becomes a Quantity as NM would give; other text keeps the unit after the value, so the
+    // unit is never left only in the reference range.
+    if (!u.unit.empty() && !text.empty() && r.lines.empty() && reps == 1 && text.find('\n') == std::string::npos) {
+      std::string_view number = text;
+      const std::string suffix = " " + u.unit;  // "140 mmol/L" with OBX-6 "mmol/L"
+      const bool has_unit = number.size() > suffix.size() && number.substr(number.size() - suffix.size()) == suffix;
+      if (has_unit) number.remove_suffix(suffix.size());
+      if (auto q = numeric_quantity(number, u)) return std::optional<Value>(std::move(*q));
+      if (!has_unit) text += suffix;
+    }
     return string_value(std::move(text));
   }
   if (reps > 1) run.warn(location, "repeated values; only the first is mapped");
   if (type == "NM") {
     const std::string text = value(obx, 5, 1, 1, 1);
     if (text.empty()) return std::optional<Value>();
-    if (auto n = hl7_number(text)) return std::optional<Value>(Value{"valueQuantity", quantity(*n, u)});
-    // UK laboratory systems send "<7" and ">7" in NM: a quantity with a comparator.
-    for (std::string_view cmp : {"<=", ">=", "<", ">"}) {
-      if (text.compare(0, cmp.size(), cmp) != 0) continue;
-      if (auto n = hl7_number(std::string_view(text).substr(cmp.size())))
-        return std::optional<Value>(Value{"valueQuantity", quantity(*n, u, cmp)});
-      break;
-    }
+    if (auto q = numeric_quantity(text, u)) return std::optional<Value>(std::move(*q));
     run.warn(location, "not a number; kept as text");
     return string_value(text);
   }
   if (type == "CE" || type == "CWE" || type == "CNE" || type == "CF") {
-    Json cc = codeable_concept(obx, 5, 1);
+    Json cc = codeable_concept(run, obx, 5, 1);
     if (cc.is_null()) return std::optional<Value>();
     return std::optional<Value>(Value{"valueCodeableConcept", std::move(cc)});
   }
@@ -297,31 +316,160 @@ fhir::Result<std::optional<Value>> observation_value(const Run& run, const Resul
     run.warn(where("OBX", r.occurrence, 2), "no value type; the value is kept as text");
     return string_value(text_value(run, obx, 5, 1));
   }
+  if (type == "RP") {
+    // A reference pointer that is not a URL (a document id in the sender's own store) has no
+    // FHIR form: the pointer is kept as the value (see report_attachment for URLs).
+    run.warn(location, "a reference pointer that is not a URL; kept as text");
+    return string_value(value(obx, 5, 1));
+  }
+  // Any other value type (HL7 table 0125 has more, and senders invent their own) keeps what
+  // was sent as text, with its units, rather than losing the result.
   std::string shown = type.substr(0, 8);
   for (char& c : shown)
     if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
-  run.warn(where("OBX", r.occurrence, 2), "value type " + shown + " is not mapped; the observation is left out");
-  skip = true;
-  return std::optional<Value>();
+  run.warn(where("OBX", r.occurrence, 2), "value type " + shown + " is not mapped; the value is kept as text");
+  std::string text = text_value(run, obx, 5, 1);
+  if (text.size() > kMaxTextBytes)
+    return Issue::make(ErrorCode::invalid_value, location + " is longer than 1 MiB", location);
+  if (!text.empty() && !u.unit.empty()) text += " " + u.unit;
+  return string_value(std::move(text));
 }
 
-// Builds the Observation of one result; nullopt when its value type is not mapped.
-fhir::Result<std::optional<Json>> observation(const Run& run, const Result& r, const Json& report_code,
-                                              const Json& category, const std::string& report_effective,
-                                              const std::string& id) {
+// ---- embedded documents (ED) and reference pointers (RP) -> DiagnosticReport.presentedForm
+
+bool is_base64(std::string_view t) {
+  if (t.empty() || t.size() % 4 != 0) return false;
+  std::size_t pad = 0;
+  while (pad < 2 && t[t.size() - 1 - pad] == '=') ++pad;
+  return std::all_of(t.begin(), t.end() - static_cast<std::ptrdiff_t>(pad), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+  });
+}
+
+std::string to_base64(std::string_view bytes) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (std::size_t i = 0; i < bytes.size(); i += 3) {
+    const std::size_t n = std::min<std::size_t>(3, bytes.size() - i);
+    std::uint32_t v = 0;
+    for (std::size_t k = 0; k < 3; ++k)
+      v = (v << 8) | (k < n ? static_cast<unsigned char>(bytes[i + k]) : 0u);
+    for (std::size_t k = 0; k < 4; ++k) out += k <= n ? kAlphabet[(v >> (18 - 6 * k)) & 0x3f] : '=';
+  }
+  return out;
+}
+
+std::optional<std::string> hex_bytes(std::string_view t) {
+  if (t.size() % 2 != 0) return std::nullopt;
+  auto digit = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  for (std::size_t i = 0; i < t.size(); i += 2) {
+    const int hi = digit(t[i]), lo = digit(t[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi * 16 + lo);
+  }
+  return out;
+}
+
+// MIME type of ED/RP "type of data" (table 0191: TEXT, AP, IM, ...) and "subtype" (table
+// 0291: PDF, RTF, JPEG, ...); senders also put a MIME type and subtype there directly.
+std::string content_type(std::string type, std::string subtype) {
+  for (std::string* t : {&type, &subtype})
+    for (char& c : *t) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  if (type.find('/') != std::string::npos) return type;
+  for (std::string_view mime : {"application", "text", "image", "audio", "video"})
+    if (type == mime && !subtype.empty() && subtype.find('/') == std::string::npos) return type + "/" + subtype;
+  static constexpr std::pair<std::string_view, std::string_view> kSubtypes[] = {
+      {"pdf", "application/pdf"}, {"rtf", "application/rtf"}, {"html", "text/html"}, {"xml", "text/xml"},
+      {"jpeg", "image/jpeg"},     {"jpg", "image/jpeg"},      {"png", "image/png"},  {"gif", "image/gif"},
+      {"tiff", "image/tiff"},     {"octet-stream", "application/octet-stream"}};
+  for (const auto& [name, mime] : kSubtypes)
+    if (subtype == name) return std::string(mime);
+  return type == "text" ? "text/plain" : "application/octet-stream";
+}
+
+// An absolute URL ("scheme:..." without spaces or backslashes), which FHIR's Attachment.url
+// can carry; a one-letter scheme is a Windows drive ("C:\docs"), not a URL.
+bool is_url(std::string_view t) {
+  const std::size_t colon = t.find(':');
+  if (colon == std::string_view::npos || colon < 2 || t.find_first_of(" \\") != std::string_view::npos) return false;
+  return std::all_of(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(colon), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '-' ||
+           c == '.';
+  });
+}
+
+// An ED result (HL7 v2.5 2.A.27: source ^ type ^ subtype ^ encoding ^ data), or an RP one
+// whose pointer is a URL (2.A.65: pointer ^ application ^ type ^ subtype), as an Attachment
+// for the report's presentedForm: a document is the report's presentation, not an
+// Observation value. nullopt for an RP that is not a URL (kept as an Observation's text) and
+// for an ED without data (a warning); invalid_value for data that is not what its encoding
+// (table 0299: A, Hex, Base64) says.
+fhir::Result<std::optional<Json>> report_attachment(const Run& run, const Result& r) {
+  const SegmentRef& obx = r.obx;
+  const std::string location = where("OBX", r.occurrence, 5);
+  Json a = Json::object();
+  if (value(obx, 2) == "RP") {
+    const std::string pointer = value(obx, 5, 1);
+    if (!is_url(pointer)) return std::optional<Json>();
+    const std::string type = value(obx, 5, 3), subtype = value(obx, 5, 4);
+    if (!type.empty() || !subtype.empty()) a.set("contentType", Json::string(content_type(type, subtype)));
+    a.set("url", Json::string(pointer));
+  } else {
+    const std::string encoding = value(obx, 5, 4);
+    const std::string data = value(obx, 5, 5);
+    if (data.empty()) {
+      run.warn(location, "embedded data (ED) without data; nothing is mapped");
+      return std::optional<Json>();
+    }
+    std::string base64;
+    if (iequals(encoding, "Base64")) {
+      if (!is_base64(data))
+        return Issue::make(ErrorCode::invalid_value, location + ": the embedded data is not valid Base64", location);
+      base64 = data;
+    } else if (iequals(encoding, "Hex")) {
+      auto bytes = hex_bytes(data);
+      if (!bytes)
+        return Issue::make(ErrorCode::invalid_value, location + ": the embedded data is not valid Hex", location);
+      base64 = to_base64(*bytes);
+    } else if (iequals(encoding, "A") || encoding.empty()) {
+      base64 = to_base64(data);
+    } else {
+      return Issue::make(ErrorCode::invalid_value,
+                         location + ": the embedded data's encoding (ED.4) is not A, Hex or Base64 (HL7 table 0299)",
+                         location);
+    }
+    if (base64.size() > kMaxAttachmentBase64)
+      return Issue::make(ErrorCode::invalid_value, location + ": the embedded data is larger than 4 MiB", location);
+    a.set("contentType", Json::string(content_type(value(obx, 5, 2), value(obx, 5, 3))));
+    a.set("data", Json::string(std::move(base64)));
+  }
+  std::string title = value(obx, 3, 2);
+  if (title.empty()) title = value(obx, 3, 1);
+  set_string(a, "title", std::move(title));
+  return std::optional<Json>(std::move(a));
+}
+
+// Builds the Observation of one result.
+fhir::Result<Json> observation(const Run& run, const Result& r, const Json& report_code, const Json& category,
+                               const std::string& report_effective, const std::string& id) {
   const SegmentRef& obx = r.obx;
   const Units u = units(obx, 6);
-  bool skip = false;
-  auto v = observation_value(run, r, u, skip);
+  auto v = observation_value(run, r, u);
   if (!v) return std::move(v).issue();
-  if (skip) return std::optional<Json>();
 
   Json o = Json::object();
   o.set("resourceType", Json::string("Observation"));
   o.set("id", Json::string(id));
   o.set("status", Json::string(std::string(observation_status(run, value(obx, 11), where("OBX", r.occurrence, 11)))));
   o.set("category", array_of(category));
-  Json code = codeable_concept(obx, 3);
+  Json code = codeable_concept(run, obx, 3);
   if (code.is_null()) {
     run.warn(where("OBX", r.occurrence, 3), "no observation identifier; the order's code (OBR-4) is used");
     code = report_code;
@@ -366,13 +514,48 @@ fhir::Result<std::optional<Json>> observation(const Run& run, const Result& r, c
     }
     o.set("referenceRange", array_of(std::move(range)));
   }
-  return std::optional<Json>(std::move(o));
+  return o;
 }
 
-fhir::Status map_report(const Run& run, const Report& rep) {
+// The report's key (its id and its observations' ids derive from it). The filler order number
+// is the lab's id for the order, but WinPath sends one accession number as the filler of every
+// OBR of a sample (a blood count and its telephoned-results group; a culture and each of its
+// isolates' sensitivities, which also repeat OBR-4): the service (OBR-4) and the parent result
+// (OBR-26, OBR-29) are part of the key, so each group is a report of its own, and a resend or a
+// correction of the same group (same order number and service) replaces it. Groups of one
+// message that still share a key are told apart by their set id (OBR-1), else their position.
+// Without a filler or placer number the key is the message and the OBR's position.
+std::string report_key(const Run& run, const Report& rep, const OrderNumber& filler, const OrderNumber& placer,
+                       std::vector<std::string>& used_keys) {
+  const SegmentRef& obr = rep.obr;
+  std::string key;
+  if (!filler.value.empty()) key = "filler|" + filler.system + "|" + filler.value;
+  else if (!placer.value.empty()) key = "placer|" + placer.system + "|" + placer.value;
+  else {
+    run.warn(where("OBR", rep.occurrence, 3),
+             "no filler or placer order number; the report id comes from the message control id");
+    key = "message|" + run.message.control_id() + "|" + std::to_string(rep.occurrence);
+  }
+  key += "|service|" + value(obr, 4, 1) + "|" + value(obr, 4, 3);
+  if (const std::string parent = std::string(obr.raw(26)) + "|" + std::string(obr.raw(29)); parent != "|")
+    key += "|parent|" + parent;
+  const auto used = [&](const std::string& k) {
+    return std::find(used_keys.begin(), used_keys.end(), k) != used_keys.end();
+  };
+  if (used(key)) {
+    const std::string set_id = value(obr, 1);
+    std::string distinct = key + "|set|" + set_id;
+    if (set_id.empty() || used(distinct)) distinct = key + "|position|" + std::to_string(rep.occurrence);
+    key = std::move(distinct);
+  }
+  used_keys.push_back(key);
+  return key;
+}
+
+fhir::Status map_report(const Run& run, const Report& rep, std::vector<std::string>& used_keys) {
   const SegmentRef& obr = rep.obr;
   const std::string obr_at = where("OBR", rep.occurrence, 0);
-  Json code = codeable_concept(obr, 4);
+  Json code = codeable_concept(run, obr, 4);
   if (code.is_null()) {
     // Real feeds send result groups without OBR-4 (Epic flowsheet vitals: one OBR per set of
     // readings) and Mirth takes them. DiagnosticReport.code is 1..1 but a CodeableConcept
@@ -390,31 +573,29 @@ fhir::Status map_report(const Run& run, const Report& rep) {
 
   const OrderNumber filler = order_number(run, obr, rep.orc, 3, "filler-order");
   const OrderNumber placer = order_number(run, obr, rep.orc, 2, "placer-order");
-  // The report's key: the filler order number (the lab's id for the report), else the
-  // placer's, else this message and OBR; observation ids extend it with OBX-3 and OBX-4.
-  std::string key;
-  if (!filler.value.empty()) key = "filler|" + filler.system + "|" + filler.value;
-  else if (!placer.value.empty()) key = "placer|" + placer.system + "|" + placer.value;
-  else {
-    run.warn(obr_at + "-3", "no filler or placer order number; the report id comes from the message control id");
-    key = "message|" + run.message.control_id() + "|" + std::to_string(rep.occurrence);
-  }
+  // Observation ids extend the report's key with OBX-3 and OBX-4.
+  const std::string key = report_key(run, rep, filler, placer, used_keys);
 
   const Json category = observation_category(value(obr, 24));
-  Json result_refs = Json::array();
+  Json result_refs = Json::array(), presented = Json::array();
   std::vector<std::string> used_ids;
   for (const Result& r : rep.results) {
     const SegmentRef& obx = r.obx;
+    if (const std::string type = value(obx, 2); type == "ED" || type == "RP") {
+      auto a = report_attachment(run, r);
+      if (!a) return std::move(a).issue();
+      if (*a) presented.push_back(std::move(**a));
+      if (*a || type == "ED") continue;
+    }
     std::string id = resource_id(run, "obs", {key, obx.raw(3, 1, 1), obx.raw(3, 1, 3), value(obx, 4)});
     if (std::find(used_ids.begin(), used_ids.end(), id) != used_ids.end())  // same code and sub-id twice in one OBR
       id = resource_id(run, "obs", {key, obx.raw(3, 1, 1), obx.raw(3, 1, 3), value(obx, 4), value(obx, 1),
                                     std::to_string(r.occurrence)});
     auto o = observation(run, r, code, category, *effective, id);
     if (!o) return std::move(o).issue();
-    if (!*o) continue;
     used_ids.push_back(id);
     result_refs.push_back(reference("Observation", id));
-    put_resource(run, std::move(**o));
+    put_resource(run, std::move(*o));
   }
 
   Json dr = Json::object();
@@ -431,8 +612,24 @@ fhir::Status map_report(const Run& run, const Report& rep) {
   if (*issued) dr.set("issued", Json::string(**issued));
   else if (!value(obr, 22, 1).empty()) run.warn(obr_at + "-22", "a date without a time; issued is not mapped");
   set_json(dr, "result", std::move(result_refs));
+  set_json(dr, "presentedForm", std::move(presented));
   put_resource(run, std::move(dr));
   return fhir::Ok{};
+}
+
+// A repeated PID is the same patient when a PID-3 identifier (CX.1 with its assigning
+// authority CX.4) of one is also in the other: the repetitions need not be the same.
+bool same_patient(const SegmentRef& first, const SegmentRef& other) {
+  if (first.raw(3) == other.raw(3)) return true;
+  const std::size_t a = std::min(first.repetition_count(3), kMaxRepetitions),
+                    b = std::min(other.repetition_count(3), kMaxRepetitions);
+  for (std::size_t i = 1; i <= a; ++i) {
+    const std::string id = value(first, 3, 1, 1, i);
+    if (id.empty()) continue;
+    for (std::size_t j = 1; j <= b; ++j)
+      if (value(other, 3, 1, 1, j) == id && value(other, 3, 4, 1, j) == value(first, 3, 4, 1, i)) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -441,7 +638,7 @@ fhir::Status map_results(const Run& run, std::size_t pid_index) {
   const Message& m = run.message;
   std::vector<Report> reports;
   std::optional<SegmentRef> orc;
-  std::size_t obr_seen = 0, obx_seen = 0, observations = 0;
+  std::size_t obr_seen = 0, obx_seen = 0, observations = 0, pid_seen = 1;
   bool in_specimen = false;
   bool previous_obx = false;  // the segment before was an OBX (text lines must be consecutive)
   bool after_result = false;  // an NTE here annotates the last result
@@ -452,11 +649,16 @@ fhir::Status map_results(const Run& run, std::size_t pid_index) {
     if (id == "OBX") ++obx_seen;
     if (i <= pid_index) continue;
     if (id == "PID") {
-      // Some feeds repeat the patient's PID before each order; another patient's results
-      // must not be attributed to the first.
-      if (s.raw(3) == m.segment(pid_index).raw(3)) continue;
-      run.warn("PID[2]", "results for a second patient are not mapped; send one patient per message");
-      break;
+      // Some feeds repeat the patient's PID before each order. Another patient's results
+      // must neither be filed under the first nor be dropped once the message is
+      // acknowledged: a message is applied under one identity, so it is refused.
+      ++pid_seen;
+      if (same_patient(m.segment(pid_index), s)) continue;
+      const std::string at = where("PID", pid_seen, 3);
+      return Issue::make(ErrorCode::invalid_value,
+                         at + " names another patient than the first PID: the gateway files a message under one "
+                              "patient; send each patient's results in a message of its own",
+                         at);
     }
     if (id == "NTE") {
       if (after_result) reports.back().results.back().notes.push_back(s);
@@ -497,8 +699,9 @@ fhir::Status map_results(const Run& run, std::size_t pid_index) {
     previous_obx = id == "OBX";
   }
   if (reports.empty()) return Issue::make(ErrorCode::missing_value, "an ORU^R01 needs an OBR segment", "OBR");
+  std::vector<std::string> used_keys;
   for (const Report& rep : reports)
-    if (auto s = map_report(run, rep); !s) return s;
+    if (auto s = map_report(run, rep, used_keys); !s) return s;
   return fhir::Ok{};
 }
 

@@ -11,10 +11,11 @@
 namespace gw::hl7v2::detail {
 
 // Appends the reports and observations of the patient whose PID is segment `pid_index` to
-// run.out.resources (observations before the report that lists them). A repeated PID of the
-// same patient (same PID-3) is read through; one of another patient stops the mapping with a
-// warning (one patient per message). Fails with missing_value when there is no OBR or an
-// OBR has no code, invalid_value for malformed dates or over-limit messages.
+// run.out.resources (observations before the report that lists them; ED documents and RP
+// URLs as the report's presentedForm). A repeated PID of the same patient (a PID-3
+// identifier in common) is read through. Fails with missing_value when there is no OBR,
+// invalid_value for a PID of another patient (expression "PID[n]-3": one patient per
+// message), malformed dates, embedded data or over-limit messages.
 fhir::Status map_results(const Run& run, std::size_t pid_index);
 
 }  // namespace gw::hl7v2::detail

@@ -60,6 +60,12 @@ audit::Record ingest_record(const std::string& source, const std::string& ods, c
   return r;
 }
 
+// The location a warning starts with ("PID-7" of "PID-7: not a valid ..."), or "".
+std::string warning_location(const std::string& warning) {
+  const std::size_t colon = warning.find(": ");
+  return colon == std::string::npos ? std::string() : warning.substr(0, colon);
+}
+
 std::string trusted_nhs_number(const Json& patient) {
   if (const Json* ids = patient.find("identifier"); ids && ids->is_array())
     for (const Json& id : ids->items())
@@ -110,7 +116,7 @@ void IngestService::stop() {
 
 IngestService::Counters IngestService::counters() const {
   Counters c{applied_.load(), duplicates_.load(), reused_keys_.load(), errors_.load(), rejected_.load(),
-             failures_.load(), {}};
+             failures_.load(), units_with_warnings_.load(), warnings_.load(), {}};
   for (const auto& [name, ods] : sources_) c.reused_keys_by_source[name] = 0;
   std::lock_guard lock(reused_m_);
   for (const auto& [name, n] : reused_by_source_) c.reused_keys_by_source[name] = n;
@@ -320,13 +326,23 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
   m.reply = std::move(batch.reply);
   m.patient_id = patient_id;
   m.content_sha256 = hash;
+  // An applied unit's warnings are kept in its row's error columns (status tells them apart
+  // from a failure's): one per line, and the first one's location.
+  for (const std::string& w : batch.warnings) {
+    if (!m.error.empty()) m.error += '\n';
+    m.error += w;
+  }
+  if (!batch.warnings.empty()) m.error_location = warning_location(batch.warnings.front());
+  auto warnings = std::make_shared<std::vector<std::string>>(std::move(batch.warnings));
   audit::Record rec = ingest_record(batch.source, ods, batch.kind, batch.dedupe_key, "ingest-applied", 200, batch.peer);
   if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
   if (!outcome->retired_patient_id.empty()) rec.detail.note = "merged " + outcome->retired_patient_id + " into " + patient_id;
   store_.apply(std::move(m), std::move(batch.resources),
-               [this, rec = std::move(rec), patient_id, shared_done, fail, kept](fhir::Result<store::ApplyResult> r) mutable {
+               [this, rec = std::move(rec), patient_id, shared_done, fail, kept,
+                warnings](fhir::Result<store::ApplyResult> r) mutable {
                  if (!r) return fail(*kept, std::move(r).issue());
                  ++applied_;
+                 if (!warnings->empty()) note_warnings(*kept, *warnings);
                  rec.detail.returned = r->stored;
                  IngestReceipt receipt{r->message_id, false, {}, patient_id};
                  // 5. The audit record; the adapter acknowledges after it is committed.
@@ -335,6 +351,23 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
                    (*shared_done)(receipt);
                  });
                });
+}
+
+void IngestService::note_warnings(const IngestBatch& batch, const std::vector<std::string>& warnings) {
+  ++units_with_warnings_;
+  warnings_ += warnings.size();
+  // The locations only: the texts are fixed phrases, but a log line names no value at all.
+  std::string locations;
+  for (std::size_t i = 0; i < warnings.size() && i < 10; ++i) {
+    if (!locations.empty()) locations += ',';
+    locations += warning_location(warnings[i]);
+  }
+  observe::log(Level::warn, "unit applied with warnings from its mapping",
+               {{"source", batch.source},
+                {"kind", batch.kind},
+                {"key", batch.dedupe_key},
+                {"warnings", std::to_string(warnings.size())},
+                {"locations", locations}});
 }
 
 void IngestService::record_failure(adapters::IngestFailure f, std::function<void(fhir::Status)> done_untracked) {

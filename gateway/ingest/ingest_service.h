@@ -5,7 +5,8 @@
 // pointer in the record locator (one locator transaction); store the message and its
 // resources in store.db (one store transaction); audit it; and only then complete the batch,
 // so the adapter acknowledges nothing that is not committed. A unit that cannot be applied
-// is stored with status error (or rejected) before its failure is reported.
+// is stored with status error (or rejected) before its failure is reported; an applied
+// unit's warnings are stored with its row, counted and logged (locations only).
 #pragma once
 
 #include <atomic>
@@ -48,6 +49,8 @@ class IngestService final : public adapters::IngestSink {
 
   struct Counters {
     std::uint64_t applied = 0, duplicates = 0, reused_keys = 0, errors = 0, rejected = 0, failures = 0;
+    // Applied units whose adapter noted warnings (IngestBatch::warnings), and those warnings.
+    std::uint64_t units_with_warnings = 0, warnings = 0;
     std::map<std::string, std::uint64_t> reused_keys_by_source;  // every configured source, 0 or more
   };
   Counters counters() const;
@@ -59,6 +62,8 @@ class IngestService final : public adapters::IngestSink {
   auto tracked(Done done);
   void finished();
   void audit_then(audit::Record rec, std::function<void(fhir::Status)> next);
+  // Counts and logs (locations only, no values) the warnings of a unit just applied.
+  void note_warnings(const adapters::IngestBatch& batch, const std::vector<std::string>& warnings);
   std::size_t pool_threads() const { return std::max<std::size_t>(1, options_.threads); }
 
   locator::Locator& locator_;
@@ -74,7 +79,8 @@ class IngestService final : public adapters::IngestSink {
   // must find it applied): key -> runs waiting for the one in progress.
   std::mutex keys_m_;
   std::map<std::string, std::vector<std::function<void()>>> busy_keys_;
-  std::atomic<std::uint64_t> applied_{0}, duplicates_{0}, reused_keys_{0}, errors_{0}, rejected_{0}, failures_{0};
+  std::atomic<std::uint64_t> applied_{0}, duplicates_{0}, reused_keys_{0}, errors_{0}, rejected_{0}, failures_{0},
+      units_with_warnings_{0}, warnings_{0};
   // Reused control ids by source: a sender fault the source's owner must fix (rare: a mutex).
   mutable std::mutex reused_m_;
   std::map<std::string, std::uint64_t> reused_by_source_;

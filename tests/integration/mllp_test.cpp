@@ -175,6 +175,84 @@ TEST_CASE("MLLP: ORU^R01 results are served by Observation and DiagnosticReport 
   CHECK(lenient.body.find("_summary") == std::string::npos);          // and the self link says so
 }
 
+TEST_CASE("MLLP: WinPath OBRs sharing a filler number are two reports, searchable by the lab's own code system") {
+  auto s = mllp_server();
+  const std::string msg =
+      msh("ORU^R01", "WP1") + "PID|||RD100001^^^RGT01^MR~9990000069^^^NHS^NH||TESTER^ALPHA^J||19700101|F\r" +
+      "ORC|RE|PL-A|ACC-1|ACC-1|CM\r"
+      "OBR|1|PL-A|ACC-1|FBC^FULL BLOOD COUNT^WinPath||202611230800|202611230800|||||||||||||||202611230900||H1|F\r"
+      "OBX|1|NM|WCC^White cell count^Winpath||12.1|10*9/L|3.0-10.0|H|||F\r"
+      "ORC|RE|PL-B|ACC-1|ACC-1|CM\r"
+      "OBR|2|PL-B|ACC-1|CRP^C REACTIVE PROTEIN^WinPath||202611230800|202611230800|||||||||||||||202611230900||C1|F\r"
+      "OBX|1|NM|CRP^C-reactive protein^Winpath||87|mg/L|0-5|H|||F\r";
+  const auto acks = test::mllp_round_trip(listener(*s).port(), msg);
+  REQUIRE(acks.size() == 1);
+  CHECK(ack_code(acks[0]) == "AA");
+  auto pid = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000069");
+  REQUIRE(pid.ok());
+  REQUIRE(pid->has_value());
+  REQUIRE(s->locator().record_encounter("RGT01", **pid, "RGT01", 1790000000).ok());
+  fhir::Json reports = test::json_of(clinical_search(*s, "/DiagnosticReport?patient=" + **pid));
+  CHECK(reports.find("total")->as_int64() == 2);
+  // The lab's local code system is scoped to this source: code=system|CRP finds its CRP.
+  const std::string system = "https://fhir.nhs.uk/Id/local/code-system/cuh-pas/winpath";
+  fhir::Json crp = test::json_of(clinical_search(*s, "/Observation?patient=" + **pid + "&code=" + system + "|CRP"));
+  REQUIRE(crp.find("total")->as_int64() == 1);
+  CHECK(fhir::to_json(crp).find("\"value\":87") != std::string::npos);
+  const std::string elsewhere = "https://fhir.nhs.uk/Id/local/code-system/another-lab/winpath";
+  fhir::Json other = test::json_of(clinical_search(*s, "/Observation?patient=" + **pid + "&code=" + elsewhere + "|CRP"));
+  CHECK(other.find("total")->as_int64() == 0);
+}
+
+TEST_CASE("MLLP: mapping warnings go back as ERR severity W, are kept with the message and counted") {
+  auto s = mllp_server();
+  // PID-7 is no date and OBX-2 "XX" is no HL7 value type: applied without the birth date and
+  // with the value as text, and the sender is told both.
+  const std::string msg = "MSH|^~\\&|LAB|RGT01|GW|GW|20261123101500||ORU^R01^ORU_R01|W1|P|2.5.1\r"
+                          "PID|1||9990000077^^^NHS^NH||SMITH^JOHN||12312321|M\r"
+                          "OBR|1||FL-W1|UE^U and E^LN|||20261123110000|||||||||||||||20261123111000|||F\r"
+                          "OBX|1|XX|GLU^Glucose^L||4.2|mmol/L|3.5-5.5||||F\r";
+  const auto acks = test::mllp_round_trip(listener(*s).port(), msg);
+  REQUIRE(acks.size() == 1);
+  CHECK(ack_code(acks[0]) == "AA");
+  CHECK(acks[0].find("\rERR||PID^1^7|0^PID-7: not a valid HL7 date") != std::string::npos);
+  CHECK(acks[0].find("\rERR||OBX^1^2|0^OBX[1]-2: value type XX is not mapped") != std::string::npos);
+  CHECK(acks[0].find("|W|") != std::string::npos);
+  // The row: applied, with the warnings; gw-messages shows them.
+  store::MessageQuery q;
+  q.status = store::MessageStatus::applied;
+  auto rows = s->app().store().list_messages(q);
+  REQUIRE(rows.ok());
+  REQUIRE(rows->size() == 1);
+  CHECK(rows->front().error_location == "PID-7");
+  CHECK(rows->front().error.find("PID-7: not a valid HL7 date") == 0);
+  CHECK(rows->front().error.find("\nOBX[1]-2: value type XX") != std::string::npos);
+  const auto c = s->app().ingest().counters();
+  CHECK(c.units_with_warnings == 1);
+  CHECK(c.warnings == 2);
+  test::HttpResponse m = test::get(s->port(), "/metrics", s->client());
+  CHECK(m.body.find("\ngateway_ingest_warnings_total 2\n") != std::string::npos);
+  // A resend gets the same acknowledgement, warnings included, and counts nothing again.
+  const auto again = test::mllp_round_trip(listener(*s).port(), msg);
+  REQUIRE(again.size() == 1);
+  CHECK(again[0] == acks[0]);
+  CHECK(s->app().ingest().counters().warnings == 2);
+  // A message without warnings gets a plain AA.
+  const auto clean = test::mllp_round_trip(listener(*s).port(), oru("W2", "9990000077", "MRN7"));
+  REQUIRE(clean.size() == 1);
+  CHECK(clean[0].find("\rERR") == std::string::npos);
+
+  // Results for a second patient refuse the message (AE naming the second PID-3), stored as
+  // an error: nothing of it is acknowledged and then lost.
+  const std::string two = oru("W3", "9990000077", "MRN7") + "PID|2||MRN-OTHER^^^RGT01^MR\r"
+                          "OBR|2||FL-W3B|UE^U and E^LN\rOBX|1|NM|K^Potassium^LN||6.9|mmol/L||HH|||F\r";
+  const auto ae = test::mllp_round_trip(listener(*s).port(), two);
+  REQUIRE(ae.size() == 1);
+  CHECK(ack_code(ae[0]) == "AE");
+  CHECK(ae[0].find("\rERR|PID^2^3^102&PID[2]-3 names another patient") != std::string::npos);
+  CHECK(stored(*s, store::MessageStatus::error) == 1);
+}
+
 TEST_CASE("Clinical search: a bad patient parameter is a 400 OperationOutcome naming the parameter") {
   auto s = mllp_server();
   struct Case {

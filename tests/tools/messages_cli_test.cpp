@@ -263,6 +263,28 @@ TEST_CASE("gw-messages: a replayed message that asks for no ACK (MSH-15/16 NE/NE
   CHECK(line_of(replay.out, "no ACK asked for:").find(" 1") != std::string::npos);
 }
 
+TEST_CASE("gw-messages: an applied message's mapping warnings are listed and shown") {
+  auto s = mllp_server();
+  const std::uint16_t port = mllp_port(*s, kPas);
+  const std::string data = "--data " + s->cfg.data_dir;
+  // EVN-2 and PID-7 are no dates: applied without them, with two warnings.
+  const std::string a01 = msh("ADT^A01^ADT_A01", "WARN-1") + "EVN|A01|yesterday\r" +
+                          "PID|1||MRN-W^^^RGT01^MR||MENSAH^KOFI||12312321|M\r" +
+                          "PV1|1|I|WARD3^BED1^^RGT01|||||||||||||||V-WARN-1\r";
+  const hl7send::SendResult r = send(port, a01);
+  CHECK(r.status == hl7send::SendStatus::acknowledged);
+  const auto rows = json_lines(gw_messages("list --status applied --json " + data).out);
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].string_at("error_location") == "PID-7");
+  test::ToolRun show = gw_messages("show " + data + " " + std::to_string(id_of(rows[0])));
+  CHECK_MESSAGE(show.status == 0, show.err);
+  CHECK(line_of(show.out, "warnings:").find("PID-7: not a valid HL7 date") != std::string::npos);
+  CHECK(line_with(show.out, "EVN-2: not a valid HL7 date/time").rfind("                EVN-2", 0) == 0);
+  CHECK(show.out.find("error:") == std::string::npos);
+  // The reply stored (and shown) carries them as ERR segments (v2.4: ERR-1 repeating).
+  CHECK(show.out.find("\nERR|PID^1^7^0&PID-7: not a valid HL7 date") != std::string::npos);
+}
+
 TEST_CASE("gw-messages: list pages by id and filters by source; replay takes one source at a time") {
   auto s = mllp_server({kPas, kLab});
   const std::uint16_t pas = mllp_port(*s, kPas), lab = mllp_port(*s, kLab);

@@ -138,8 +138,21 @@ int run_show(MessageReader& reader, std::int64_t id, bool raw) {
   std::printf("status:         %s\n", r.status.c_str());
   std::printf("received:       %s\n", utc_time(r.received_ms, true).c_str());
   std::printf("updated:        %s\n", utc_time(r.updated_ms, true).c_str());
-  if (!r.error_location.empty()) std::printf("error location: %s\n", r.error_location.c_str());
-  if (!r.error.empty()) std::printf("error:          %s\n", one_line(r.error).c_str());
+  if (r.status == "applied") {
+    // An applied message's error columns hold its warnings, one per line (a replayed row's
+    // still hold the error it had before it was applied).
+    std::size_t begin = 0;
+    while (begin < r.error.size()) {
+      std::size_t end = r.error.find('\n', begin);
+      if (end == std::string::npos) end = r.error.size();
+      std::printf("%s%s\n", begin == 0 ? "warnings:       " : "                ",
+                  one_line(r.error.substr(begin, end - begin)).c_str());
+      begin = end + 1;
+    }
+  } else {
+    if (!r.error_location.empty()) std::printf("error location: %s\n", r.error_location.c_str());
+    if (!r.error.empty()) std::printf("error:          %s\n", one_line(r.error).c_str());
+  }
   if (!r.patient_id.empty()) std::printf("patient:        %s\n", r.patient_id.c_str());
   std::printf("sha-256:        %s\n", r.content_sha256.c_str());
   if (!r.reply.empty()) std::printf("reply sent:\n%s", segments_as_lines(r.reply).c_str());

@@ -183,3 +183,53 @@ TEST_CASE("ACK: table 0357 codes name the kind of failure") {
       gw::hl7v2::ack_error_for(Issue::make(ErrorCode::not_supported, "ADT^A60 is not mapped", "MSH-9.2")), kClock);
   CHECK(ack25.find("\rERR||MSH^1^9^1^2|201^ADT\\S\\A60 is not mapped^HL70357|E|") != std::string::npos);
 }
+
+TEST_CASE("ACK: the warnings of an applied message go back as ERR segments of severity W") {
+  const std::vector<std::string> warnings = {
+      "PID-7: not a valid HL7 date (YYYY[MM[DD]]); the birth date is not mapped",
+      "OBX[3]-2: value type XX is not mapped; the value is kept as text",
+      "further warnings were left out"};
+  // v2.5+: one ERR per warning: ERR-2 location, ERR-3 code 0, ERR-4 W, ERR-8 the text.
+  const std::string v25 = "MSH|^~\\&|LAB|RGT01|GW|GW|20261123101500||ORU^R01|W-1|P|2.5.1\r";
+  const auto msh25 = gw::hl7v2::read_msh(v25);
+  const std::string ack25 =
+      gw::hl7v2::with_warnings(msh25, gw::hl7v2::build_ack(msh25, AckCode::AA, std::nullopt, kClock), warnings);
+  auto parsed = Message::parse(ack25);
+  REQUIRE_MESSAGE(parsed.ok(), ack25);
+  CHECK(parsed->find("MSA")->raw(1) == "AA");
+  std::vector<gw::hl7v2::SegmentRef> errs;
+  for (std::size_t i = 0; i < parsed->segment_count(); ++i)
+    if (parsed->segment(i).id() == "ERR") errs.push_back(parsed->segment(i));
+  REQUIRE(errs.size() == 3);
+  CHECK(errs[0].raw(2) == "PID^1^7");
+  CHECK(errs[0].get(3, 1) == "0");
+  CHECK(errs[0].get(3, 3) == "HL70357");
+  CHECK(errs[0].raw(4) == "W");
+  CHECK(errs[0].get(8) == warnings[0]);
+  CHECK(errs[1].raw(2) == "OBX^3^2");
+  CHECK(errs[2].raw(2).empty());  // no HL7 location
+  CHECK(errs[2].get(8) == warnings[2]);
+  // Escaped like error texts: the '[' ']' pass, a delimiter in a text reads back as itself.
+  CHECK(ack25.find("YYYY[MM[DD]]") != std::string::npos);
+
+  // v2.4 and earlier: one ERR, one ERR-1 (ELD) repetition per warning.
+  const std::string v24 = "MSH|^~\\&|LAB|RGT01|GW|GW|20261123101500||ORU^R01|W-2|P|2.4\r";
+  const auto msh24 = gw::hl7v2::read_msh(v24);
+  const std::string ack24 =
+      gw::hl7v2::with_warnings(msh24, gw::hl7v2::build_ack(msh24, AckCode::AA, std::nullopt, kClock), warnings);
+  CHECK(ack24.find("\rERR|PID^1^7^0&PID-7: not a valid HL7 date (YYYY[MM[DD]]); the birth date is not mapped&"
+                   "HL70357~OBX^3^2^0&") != std::string::npos);
+  auto parsed24 = Message::parse(ack24);
+  REQUIRE(parsed24.ok());
+  CHECK(parsed24->find("ERR")->repetition_count(1) == 3);
+
+  // No warnings: the acknowledgement is unchanged. Too many: the rest are counted.
+  const std::string plain = gw::hl7v2::build_ack(msh25, AckCode::AA, std::nullopt, kClock);
+  CHECK(gw::hl7v2::with_warnings(msh25, plain, {}) == plain);
+  const std::vector<std::string> many(gw::hl7v2::kMaxAckWarnings + 5, "PV1-2: patient class unknown");
+  const std::string capped = gw::hl7v2::with_warnings(msh25, plain, many);
+  std::size_t count = 0;
+  for (std::size_t at = capped.find("\rERR|"); at != std::string::npos; at = capped.find("\rERR|", at + 1)) ++count;
+  CHECK(count == gw::hl7v2::kMaxAckWarnings + 1);
+  CHECK(capped.find("5 further warnings are kept with the message") != std::string::npos);
+}
