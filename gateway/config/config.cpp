@@ -11,6 +11,7 @@
 
 #include "adapters/hl7v2/hl7v2_adapter.h"
 #include "adapters/plugin/plugin_adapter.h"
+#include "fhir/nhs_number.h"
 
 namespace gw::config {
 
@@ -361,9 +362,14 @@ void read_audit(const Reader& r, const toml::table& a, AuditConfig& audit) {
       rules.working_start_minute = from;
       rules.working_end_minute = to;
     }
-    for (const auto& n : rules.flagged_patients)
-      if (n.size() != 10 || !std::all_of(n.begin(), n.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
-        r.fail(q + "flagged_patients", "holds \"" + n.substr(0, 16) + "\", which is not a 10-digit NHS number");
+    // The same check as PUT /audit/flagged-patients/{nhs}: a number failing Modulus 11 can
+    // never match a record, so the flag would silently watch nothing.
+    for (std::size_t i = 0; i < rules.flagged_patients.size(); ++i) {
+      const std::string& n = rules.flagged_patients[i];
+      if (auto valid = fhir::validate_nhs_number(n); !valid)
+        r.fail(q + "flagged_patients", "entry " + std::to_string(i + 1) + " (\"" + n.substr(0, 16) +
+                                           "\") is not a valid NHS number: " + valid.issue().diagnostics);
+    }
   }
 }
 

@@ -360,6 +360,12 @@ weekends_out_of_hours = false
   CHECK(expect_error(tls_lines() + "[audit.alerts]\nworking_hours = \"7-19\"\n").key() == "audit.alerts.working_hours");
   CHECK(expect_error(tls_lines() + "[audit.alerts]\nflagged_patients = [\"123\"]\n").key() ==
         "audit.alerts.flagged_patients");
+  // Ten digits that fail the Modulus 11 check: refused as PUT /audit/flagged-patients refuses them.
+  const ConfigError mod11 =
+      expect_error(tls_lines() + "[audit.alerts]\nflagged_patients = [\"9000000009\", \"1234567890\"]\n");
+  CHECK(mod11.key() == "audit.alerts.flagged_patients");
+  CHECK(mod11.reason().find("entry 2 (\"1234567890\") is not a valid NHS number") != std::string::npos);
+  CHECK(mod11.reason().find("Modulus 11") != std::string::npos);
   // Forwarding to a SIEM.
   const auto& certs = gw::test::dev_certs();
   auto fwd = load_config(write_config(tls_lines() + "[audit.forward]\nenabled = true\nhost = \"siem.example.nhs.uk\"\n"
