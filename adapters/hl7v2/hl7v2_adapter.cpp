@@ -3,6 +3,8 @@
 // read -> frame -> for each frame in order: parse -> map -> sink -> acknowledge.
 #include "adapters/hl7v2/hl7v2_adapter.h"
 
+#include <algorithm>
+#include <iterator>
 #include <mutex>
 #include <set>
 
@@ -399,6 +401,19 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
 };
 
 fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& source) {
+  // Every key this function reads. Anything else is refused, so a misspelt limit
+  // (max_mesage_bytes) is an error rather than a default silently kept.
+  static constexpr std::string_view kSettings[] = {"frame_timeout_s", "identifier_system_base", "idle_timeout_s",
+                                                   "max_connections", "max_message_bytes",      "tls"};
+  for (const auto& [key, value] : source.settings) {
+    if (std::find(std::begin(kSettings), std::end(kSettings), key) != std::end(kSettings)) continue;
+    std::string known;
+    for (std::string_view k : kSettings) known.append(known.empty() ? "" : ", ").append(k);
+    return Issue::make(ErrorCode::invalid_value,
+                       "source '" + source.name + "': unknown hl7v2 setting '" + key.substr(0, 64) +
+                           "' (known: " + known + ")",
+                       "settings." + key.substr(0, 64));
+  }
   ListenerOptions o;
   const std::string& ep = source.endpoint;
   if (!ep.empty()) {

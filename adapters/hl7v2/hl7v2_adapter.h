@@ -32,9 +32,9 @@ struct ListenerOptions {
 };
 
 // Reads ListenerOptions from `source` (endpoint and settings). invalid_value, its expression
-// the key under the source ("endpoint", "settings.max_message_bytes"), for a setting out of
-// range or an endpoint that is not "<IP address>:<port>" (a host name is refused here rather
-// than at start). Checks everything start() checks except binding and the TLS context.
+// the key under the source ("endpoint", "settings.max_message_bytes"), for an unknown setting
+// (the text lists the known ones), a setting out of range or an endpoint that is not
+// "<IP address>:<port>" (a host name is refused here rather than at start). Checks everything start() checks except binding and the TLS context.
 fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& source);
 
 class Hl7v2Adapter final : public adapters::Adapter {

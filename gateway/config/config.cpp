@@ -518,8 +518,10 @@ namespace {
 // --check-config finds it too: the adapter's own reading of its endpoint and settings, and
 // for a plug-in, loading it: the file, its ABI version and whether create() takes the
 // configuration (create() must not start work, so the instance is destroyed again at once).
-// Binding the listen address is left to start. The Issue's expression is the key under the
-// source ("endpoint", "settings.max_message_bytes", "plugin").
+// Binding the listen address is left to start. Settings no adapter reads are refused (the
+// hl7v2 adapter names its known keys; a "fhir" source has none; a plug-in judges its own).
+// The Issue's expression is the key under the source ("endpoint", "settings.max_message_bytes",
+// "plugin").
 fhir::Status check_adapter(const Config& c, const SourceSystemConfig& s) {
   const adapters::SourceSystem src = adapter_source(s);
   if (s.adapter == "hl7v2") {
@@ -533,6 +535,12 @@ fhir::Status check_adapter(const Config& c, const SourceSystemConfig& s) {
   } else if (s.adapter == "plugin") {
     auto loaded = adapters::load_plugin(src);
     if (!loaded) return std::move(loaded).issue();
+  } else if (s.adapter == "fhir" && !s.settings.empty()) {
+    // A FHIR push source runs no adapter: nothing would ever read these.
+    return fhir::Issue::make(fhir::ErrorCode::invalid_value,
+                             "source '" + s.name + "' pushes over the FHIR API (adapter = \"fhir\"), which has no "
+                             "settings; remove [source_systems.settings] or set the adapter",
+                             "settings." + s.settings.front().first);
   }
   return fhir::Ok{};
 }

@@ -213,6 +213,18 @@ TEST_CASE("Config: source systems are checked as start-up checks them, naming th
   CHECK(key == "source_systems[0].settings.frame_timeout_s");
   std::tie(key, why) = error(tls_lines() + hl7 + "endpoint = \"127.0.0.1:2575\"\n[source_systems.settings]\n"
                                                  "tls = \"yes\"\n");
+  // A misspelt setting is an error naming it and the known ones, not a default silently kept.
+  std::tie(key, why) = error(tls_lines() + hl7 + "endpoint = \"127.0.0.1:2575\"\n[source_systems.settings]\n"
+                                                 "max_mesage_bytes = 5\n");
+  CHECK(key == "source_systems[0].settings.max_mesage_bytes");
+  CHECK(why.find("unknown hl7v2 setting 'max_mesage_bytes'") != std::string::npos);
+  CHECK(why.find("known: frame_timeout_s, identifier_system_base, idle_timeout_s, max_connections, "
+                 "max_message_bytes, tls") != std::string::npos);
+  // A FHIR push source has no adapter to read settings.
+  std::tie(key, why) = error(tls_lines() + "[[source_systems]]\nods_code = \"RX1\"\nname = \"epr\"\n"
+                                           "[source_systems.settings]\ntls = true\n");
+  CHECK(key == "source_systems[0].settings.tls");
+  CHECK(why.find("has no settings") != std::string::npos);
   CHECK(key == "source_systems[0].settings.tls");
   // MLLP over TLS serves the HTTPS certificate: refused when HTTPS is off.
   std::tie(key, why) = error("[server.https]\nenabled = false\n[server.http]\nenabled = true\n" + hl7 +
