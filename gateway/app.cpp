@@ -92,12 +92,34 @@ void check_checkpoint_file(const config::Config& cfg) {
   }
 }
 
+#if GW_WITH_TLS
+// An hl7v2 source that names its client_certificate_subject over TLS needs a listener that
+// asks for a client certificate and verifies it against server.https.client_ca, whatever the
+// HTTPS listener's own client_certificates mode; the listener then matches the subject.
+bool mllp_needs_client_certificate(const config::SourceSystemConfig& s) {
+  return s.adapter == "hl7v2" && !s.client_certificate_subject.empty() &&
+         std::find(s.settings.begin(), s.settings.end(), std::pair<std::string, std::string>("tls", "true")) !=
+             s.settings.end();
+}
+
+std::shared_ptr<boost::asio::ssl::context> client_certificate_tls_context(const config::Config& cfg) {
+  config::Config required = cfg;
+  required.https.client_certificates = config::ClientCertificates::required;
+  return net::make_server_tls_context(required);
+}
+#endif
+
 }  // namespace
 
 void check_startup(const config::Config& cfg) {
   const std::string file = config_name(cfg);
 #if GW_WITH_TLS
   if (cfg.https.enabled) (void)net::make_server_tls_context(cfg);  // what Server::start loads
+  for (const auto& s : cfg.source_systems)
+    if (cfg.https.enabled && mllp_needs_client_certificate(s)) {
+      (void)client_certificate_tls_context(cfg);  // the client CA, as start_adapters loads it
+      break;
+    }
 #endif
   (void)auth::Authenticator(cfg.auth, cfg.source_systems);  // parses the JWKS
   if (auto policy = auth::Policy::make(cfg.auth.policy); !policy)
@@ -370,7 +392,10 @@ void App::start_adapters() {
       }
     };
 #if GW_WITH_TLS
-    if (cfg_.https.enabled) {
+    if (cfg_.https.enabled && mllp_needs_client_certificate(sc)) {
+      if (!client_certificate_tls_) client_certificate_tls_ = client_certificate_tls_context(cfg_);
+      ctx.tls_server_context = client_certificate_tls_.get();
+    } else if (cfg_.https.enabled) {
       if (!adapter_tls_) adapter_tls_ = net::make_server_tls_context(cfg_);
       ctx.tls_server_context = adapter_tls_.get();
     }

@@ -124,6 +124,7 @@ class App {
   adapters::AdapterRegistry adapter_registry_;
   std::vector<std::pair<std::string, std::unique_ptr<adapters::Adapter>>> adapters_;
   std::shared_ptr<void> adapter_tls_;  // boost::asio::ssl::context for TLS listeners
+  std::shared_ptr<void> client_certificate_tls_;  // the same, requiring a client certificate
   std::unique_ptr<auth::Policy> policy_;
   std::unique_ptr<auth::Authenticator> authenticator_;
   auth::BreakGlassRegistry break_glass_;

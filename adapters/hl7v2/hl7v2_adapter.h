@@ -23,6 +23,9 @@ struct ListenerOptions {
   std::string address = "127.0.0.1";   // endpoint "host:port"
   std::uint16_t port = 2575;
   bool tls = false;                     // setting tls = "true": the gateway's certificate
+  // With tls: the source's client_certificate_subject. A connection whose verified client
+  // certificate has another subject, or none, is closed before anything is read from it.
+  std::string client_certificate_subject;
   std::size_t max_connections = 64;    // setting max_connections
   std::size_t max_message_bytes = 4 * 1024 * 1024;  // setting max_message_bytes
   std::chrono::seconds idle_timeout{600};   // no frame started (setting idle_timeout_s)

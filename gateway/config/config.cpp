@@ -34,6 +34,7 @@ adapters::SourceSystem adapter_source(const SourceSystemConfig& s) {
   src.adapter = s.adapter;
   src.plugin = s.plugin;
   src.endpoint = s.endpoint;
+  src.client_certificate_subject = s.client_certificate_subject;
   src.connect_timeout = s.connect_timeout;
   src.fetch_timeout = s.fetch_timeout;
   src.settings = s.settings;
@@ -532,6 +533,16 @@ fhir::Status check_adapter(const Config& c, const SourceSystemConfig& s) {
                                "source '" + s.name + "': tls = true serves the gateway's HTTPS certificate; enable "
                                "[server.https] or set tls = false on a loopback address",
                                "settings.tls");
+    // The listener requires a client certificate with this subject, verified against the
+    // HTTPS listener's client CA (App::start_adapters).
+    if (options->tls && !s.client_certificate_subject.empty() &&
+        (c.https.client_ca.empty() || !std::filesystem::exists(c.https.client_ca)))
+      return fhir::Issue::make(fhir::ErrorCode::invalid_value,
+                               "source '" + s.name + "': over TLS the MLLP listener accepts only a client certificate "
+                               "with this subject, verified against [server.https] client_ca; set client_ca to the "
+                               "CA bundle that issues the sources' certificates" +
+                                   (c.https.client_ca.empty() ? std::string() : " (file not found: " + c.https.client_ca + ")"),
+                               "client_certificate_subject");
   } else if (s.adapter == "plugin") {
     auto loaded = adapters::load_plugin(src);
     if (!loaded) return std::move(loaded).issue();

@@ -72,6 +72,24 @@ TEST_CASE("check_startup: TLS files start-up cannot use are refused, naming the 
   CHECK(e.reason().find("cannot load PEM certificate chain") != std::string::npos);
 }
 
+TEST_CASE("check_startup: the client CA an MLLP source's certificate subject needs is loaded") {
+  const auto& certs = test::dev_certs();
+  config::Config c = good_config();
+  config::SourceSystemConfig s;
+  s.ods_code = "RGT";
+  s.name = "pas";
+  s.adapter = "hl7v2";
+  s.endpoint = "127.0.0.1:0";
+  s.client_certificate_subject = "CN=epr,O=Trust";
+  s.settings = {{"tls", "true"}};
+  c.source_systems.push_back(s);
+  c.https.client_ca = certs.ca;
+  CHECK_NOTHROW(check_startup(c));
+  c.https.client_ca = certs.server_key;  // no certificate in it; the HTTPS listener alone never loads it
+  const auto e = refusal(c);
+  CHECK(e.key() == "server.https.client_ca");
+}
+
 TEST_CASE("check_startup: a JWKS file that is not JSON is refused") {
   config::Config c = good_config();
   c.auth.jwks_file = write_file("jwks.json", "<html>not a key set</html>");

@@ -220,6 +220,14 @@ TEST_CASE("Config: source systems are checked as start-up checks them, naming th
   CHECK(why.find("unknown hl7v2 setting 'max_mesage_bytes'") != std::string::npos);
   CHECK(why.find("known: frame_timeout_s, identifier_system_base, idle_timeout_s, max_connections, "
                  "max_message_bytes, tls") != std::string::npos);
+  // MLLP over TLS checks a source's certificate subject against the HTTPS listener's client CA.
+  const std::string subject = "client_certificate_subject = \"CN=epr,O=Trust\"\n";
+  std::tie(key, why) = error(tls_lines() + hl7 + "endpoint = \"0.0.0.0:2575\"\n" + subject +
+                             "[source_systems.settings]\ntls = true\n");
+  CHECK(key == "source_systems[0].client_certificate_subject");
+  CHECK(why.find("set client_ca") != std::string::npos);
+  CHECK_NOTHROW(load_config(write_config(tls_lines() + "client_ca = \"" + gw::test::dev_certs().ca + "\"\n" + hl7 +
+                                         "endpoint = \"0.0.0.0:2575\"\n" + subject + "[source_systems.settings]\ntls = true\n")));
   // A FHIR push source has no adapter to read settings.
   std::tie(key, why) = error(tls_lines() + "[[source_systems]]\nods_code = \"RX1\"\nname = \"epr\"\n"
                                            "[source_systems.settings]\ntls = true\n");

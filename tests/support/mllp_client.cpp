@@ -24,7 +24,8 @@ struct MllpConnection::Tls {
   }
 };
 
-MllpConnection::MllpConnection(std::uint16_t port, std::string ca_file) {
+MllpConnection::MllpConnection(std::uint16_t port, std::string ca_file, const std::string& client_cert,
+                               const std::string& client_key) {
   fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd_ < 0) {
     error_ = "socket failed";
@@ -48,6 +49,12 @@ MllpConnection::MllpConnection(std::uint16_t port, std::string ca_file) {
     return;
   }
   SSL_CTX_set_verify(tls_->ctx, SSL_VERIFY_PEER, nullptr);
+  if (!client_cert.empty() &&
+      (SSL_CTX_use_certificate_chain_file(tls_->ctx, client_cert.c_str()) != 1 ||
+       SSL_CTX_use_PrivateKey_file(tls_->ctx, client_key.c_str(), SSL_FILETYPE_PEM) != 1)) {
+    error_ = "cannot load the client certificate";
+    return;
+  }
   tls_->ssl = SSL_new(tls_->ctx);
   SSL_set_fd(tls_->ssl, fd_);
   SSL_set_tlsext_host_name(tls_->ssl, "localhost");
