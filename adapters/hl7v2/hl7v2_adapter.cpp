@@ -385,9 +385,10 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
         violation("tls handshake failed", {{"error", ec.message()}});
       } else if (const std::string subject = verified_peer_subject(stream.native_handle());
                  !options.client_certificate_subject.empty() && subject != options.client_certificate_subject) {
-        // Whoever holds a certificate from the client CA (or, over TLS 1.3, none: the client
-        // finishes its handshake before ours fails) must not push messages as this source.
-        // Refused before a byte of HL7 is read, so nothing is stored or acknowledged.
+        // Another certificate from the same client CA must not push messages as this source
+        // (a sender without one fails the handshake: the gateway gives this listener a context
+        // that requires one; an empty subject here is refused all the same). Refused before
+        // a byte of HL7 is read, so nothing is stored or acknowledged.
         violation("client certificate refused",
                   {{"subject", subject.empty() ? std::string("(none verified)") : subject.substr(0, 256)}});
         boost::system::error_code ignored;
