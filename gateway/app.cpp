@@ -121,7 +121,13 @@ void check_startup(const config::Config& cfg) {
       break;
     }
 #endif
-  (void)auth::Authenticator(cfg.auth, cfg.source_systems);  // parses the JWKS
+  try {
+    (void)auth::Authenticator(cfg.auth, cfg.source_systems);  // parses the JWKS
+  } catch (const config::ConfigError& e) {
+    // Its error names the JWKS file (the reason repeats it); report it against this file
+    // like every other key.
+    throw config::ConfigError(file, e.key(), e.reason());
+  }
   if (auto policy = auth::Policy::make(cfg.auth.policy); !policy)
     throw config::ConfigError(file, "auth", policy.issue().diagnostics);
   if (cfg.audit.enabled) {

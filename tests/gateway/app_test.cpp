@@ -93,7 +93,11 @@ TEST_CASE("check_startup: the client CA an MLLP source's certificate subject nee
 TEST_CASE("check_startup: a JWKS file that is not JSON is refused") {
   config::Config c = good_config();
   c.auth.jwks_file = write_file("jwks.json", "<html>not a key set</html>");
-  CHECK(refusal(c).key() == "auth.jwks_file");
+  c.source_file = "/etc/fhir-gateway/gateway.toml";
+  const auto e = refusal(c);
+  CHECK(e.key() == "auth.jwks_file");
+  CHECK(e.file() == c.source_file);  // the usual "configuration error: FILE: KEY: REASON"
+  CHECK(e.reason().find("not valid JSON") != std::string::npos);
 }
 
 TEST_CASE("check_startup: an audit signing key that is not a private key is refused") {
