@@ -28,6 +28,9 @@ struct SourceSystem {
   std::string adapter;   // registered adapter name ("hl7v2", ...) or "plugin"
   std::string plugin;    // path of the shared library when adapter == "plugin"
   std::string endpoint;  // adapter-specific: listen address, base URL
+  // RFC 2253 subject (as OpenSSL prints it, e.g. "CN=epr,O=Trust") the source's verified TLS
+  // client certificate must carry; empty = not checked. A listener that accepts TLS enforces it.
+  std::string client_certificate_subject;
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds fetch_timeout{10000};  // default deadline of one fetch
   // Credentials by reference, never inline secrets: e.g. "client_certificate",

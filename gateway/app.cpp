@@ -42,7 +42,102 @@ audit::Record lifecycle_record(const char* action, const char* note) {
   return r;
 }
 
+std::string config_name(const config::Config& cfg) {
+  return cfg.source_file.empty() ? std::string("(defaults)") : cfg.source_file;
+}
+
+// audit.checkpoint_file, or its default beside audit.db.
+std::string checkpoint_path(const config::Config& cfg) {
+  return cfg.audit.checkpoint_file.empty()
+             ? (std::filesystem::path(cfg.data_dir) / "audit-checkpoints.log").string()
+             : cfg.audit.checkpoint_file;
+}
+
+audit::CheckpointSigner load_signer(const config::Config& cfg) {
+  auto signer = audit::CheckpointSigner::from_pem_file(cfg.audit.signing_key, cfg.audit.key_name);
+  if (!signer) throw config::ConfigError(config_name(cfg), "audit.signing_key", signer.issue().diagnostics);
+  return std::move(*signer);
+}
+
+audit::ForwarderOptions forwarder_options(const config::Config& cfg) {
+  audit::ForwarderOptions f = cfg.audit.forward;
+  f.database = (std::filesystem::path(cfg.data_dir) / "audit.db").string();
+  return f;
+}
+
+// The checkpoint file is the tamper evidence's witness outside audit.db (docs/audit.md): a
+// gateway that cannot append to it would serve with nothing outside the database to check the
+// database against. Checked without creating it (--check-config writes nothing); the default
+// beside audit.db is left to start-up when data_dir does not exist yet (start creates it).
+void check_checkpoint_file(const config::Config& cfg) {
+  namespace fs = std::filesystem;
+  const fs::path path = checkpoint_path(cfg);
+  const bool configured = !cfg.audit.checkpoint_file.empty();
+  const auto fail = [&](const std::string& why) {
+    throw config::ConfigError(config_name(cfg), configured ? "audit.checkpoint_file" : "storage.data_dir",
+                              "the audit checkpoint file " + path.string() + " " + why);
+  };
+  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    if (!configured) return;
+    fail("cannot be written: its folder does not exist (create it, or point checkpoint_file elsewhere)");
+  }
+  if (fs::exists(path, ec)) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0) fail(std::string("cannot be opened for appending: ") + std::strerror(errno));
+    ::close(fd);
+  } else if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    fail(std::string("cannot be created in its folder: ") + std::strerror(errno));
+  }
+}
+
+#if GW_WITH_TLS
+// An hl7v2 source that names its client_certificate_subject over TLS needs a listener that
+// asks for a client certificate and verifies it against server.https.client_ca, whatever the
+// HTTPS listener's own client_certificates mode; the listener then matches the subject.
+bool mllp_needs_client_certificate(const config::SourceSystemConfig& s) {
+  return s.adapter == "hl7v2" && !s.client_certificate_subject.empty() &&
+         std::find(s.settings.begin(), s.settings.end(), std::pair<std::string, std::string>("tls", "true")) !=
+             s.settings.end();
+}
+
+std::shared_ptr<boost::asio::ssl::context> client_certificate_tls_context(const config::Config& cfg) {
+  config::Config required = cfg;
+  required.https.client_certificates = config::ClientCertificates::required;
+  return net::make_server_tls_context(required);
+}
+#endif
+
 }  // namespace
+
+void check_startup(const config::Config& cfg) {
+  const std::string file = config_name(cfg);
+#if GW_WITH_TLS
+  if (cfg.https.enabled) (void)net::make_server_tls_context(cfg);  // what Server::start loads
+  for (const auto& s : cfg.source_systems)
+    if (cfg.https.enabled && mllp_needs_client_certificate(s)) {
+      (void)client_certificate_tls_context(cfg);  // the client CA, as start_adapters loads it
+      break;
+    }
+#endif
+  try {
+    (void)auth::Authenticator(cfg.auth, cfg.source_systems);  // parses the JWKS
+  } catch (const config::ConfigError& e) {
+    // Its error names the JWKS file (the reason repeats it); report it against this file
+    // like every other key.
+    throw config::ConfigError(file, e.key(), e.reason());
+  }
+  if (auto policy = auth::Policy::make(cfg.auth.policy); !policy)
+    throw config::ConfigError(file, "auth", policy.issue().diagnostics);
+  if (cfg.audit.enabled) {
+    (void)load_signer(cfg);
+    check_checkpoint_file(cfg);
+    if (cfg.audit.forward_enabled)
+      if (auto st = audit::Forwarder::check(forwarder_options(cfg)); !st)
+        throw config::ConfigError(file, "audit.forward." + st.issue().expression, st.issue().diagnostics);
+  }
+}
 
 DataDirLock::DataDirLock(const std::string& data_dir) {
   std::error_code ec;
@@ -77,6 +172,7 @@ DataDirLock::~DataDirLock() {
 }
 
 App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock_(cfg_.data_dir) {
+  check_startup(cfg_);
   auto dbs = store::Databases::open(cfg_.data_dir);
   if (!dbs) throw std::runtime_error("cannot open databases: " + dbs.issue().diagnostics);
   databases_ = std::make_unique<store::Databases>(std::move(*dbs));
@@ -159,6 +255,11 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock
   start_adapters();
   add_ingest_metrics();
   add_database_metrics();
+  // Last, once nothing else can fail: a start that stops early leaves no "started" record
+  // without its "stopped" (nothing is served before the event loop runs).
+  if (audit_log_)
+    if (auto seq = audit_log_->append_sync(lifecycle_record("start", "gateway started")); !seq)
+      throw std::runtime_error("cannot write to the audit log: " + seq.issue().diagnostics);
 
   if (cfg_.auth.enabled && cfg_.auth.jwks_refresh.count() > 0) refresher_ = std::thread([this] {
       observe::name_this_thread("gw-jwks");
@@ -176,15 +277,9 @@ void App::open_audit() {
     observe::log(observe::Level::warn, "audit is DISABLED (development mode, loopback only)", {});
     return;
   }
-  auto signer = audit::CheckpointSigner::from_pem_file(cfg_.audit.signing_key, cfg_.audit.key_name);
-  if (!signer)
-    throw config::ConfigError(cfg_.source_file.empty() ? "(defaults)" : cfg_.source_file, "audit.signing_key",
-                              signer.issue().diagnostics);
   audit::LogOptions o;
   o.path = (std::filesystem::path(cfg_.data_dir) / "audit.db").string();
-  o.checkpoint_file = cfg_.audit.checkpoint_file.empty()
-                          ? (std::filesystem::path(cfg_.data_dir) / "audit-checkpoints.log").string()
-                          : cfg_.audit.checkpoint_file;
+  o.checkpoint_file = checkpoint_path(cfg_);
   o.syslog_checkpoints = cfg_.audit.syslog_checkpoints;
   o.origin = "fhir-gateway/audit " + cfg_.public_base_url;
   o.checkpoint_interval = cfg_.audit.checkpoint_interval;
@@ -199,18 +294,13 @@ void App::open_audit() {
   };
   // Every audited request is refused (503) while commits fail: not ready for patient traffic.
   o.on_commit_failed = [this] { health_.audit_failing = true; };
-  auto log = audit::Log::open(o, std::make_shared<const audit::CheckpointSigner>(std::move(*signer)));
+  auto log = audit::Log::open(o, std::make_shared<const audit::CheckpointSigner>(load_signer(cfg_)));
   if (!log) throw std::runtime_error("cannot open the audit log: " + log.issue().diagnostics);
   audit_log_ = std::move(*log);
-  if (auto seq = audit_log_->append_sync(lifecycle_record("start", "gateway started")); !seq)
-    throw std::runtime_error("cannot write to the audit log: " + seq.issue().diagnostics);
   if (cfg_.audit.forward_enabled) {
-    audit::ForwarderOptions f = cfg_.audit.forward;
-    f.database = o.path;
-    auto fw = audit::Forwarder::start(std::move(f));
+    auto fw = audit::Forwarder::start(forwarder_options(cfg_));
     if (!fw)
-      throw config::ConfigError(cfg_.source_file.empty() ? "(defaults)" : cfg_.source_file,
-                                "audit.forward." + fw.issue().expression, fw.issue().diagnostics);
+      throw config::ConfigError(config_name(cfg_), "audit.forward." + fw.issue().expression, fw.issue().diagnostics);
     audit_forwarder_ = std::move(*fw);
     forwarder_to_wake_ = audit_forwarder_.get();
   }
@@ -308,7 +398,10 @@ void App::start_adapters() {
       }
     };
 #if GW_WITH_TLS
-    if (cfg_.https.enabled) {
+    if (cfg_.https.enabled && mllp_needs_client_certificate(sc)) {
+      if (!client_certificate_tls_) client_certificate_tls_ = client_certificate_tls_context(cfg_);
+      ctx.tls_server_context = client_certificate_tls_.get();
+    } else if (cfg_.https.enabled) {
       if (!adapter_tls_) adapter_tls_ = net::make_server_tls_context(cfg_);
       ctx.tls_server_context = adapter_tls_.get();
     }

@@ -62,12 +62,23 @@ class DataDirLock {
   int fd_ = -1;
 };
 
+// Loads everything start-up loads from `cfg`, the same way, without opening a database,
+// binding a port or writing anything: the HTTPS and MLLP TLS contexts (certificate, key and
+// their match, client CA), the JWKS, the access policy, the audit signing key, the audit
+// checkpoint file (its folder must exist and the file must open for appending) and the
+// [audit.forward] settings and credentials. `fhir-gateway --check-config` runs it after
+// config::load_config, and App runs it before anything else, so a configuration it refuses is
+// never half started (no audit record, no checkpoint). Throws config::ConfigError naming the key.
+void check_startup(const config::Config& cfg);
+
 class App {
  public:
-  // Opens and migrates the databases, opens the locator, registers configured source systems,
-  // loads the JWKS and the access policy and builds the routes. Throws config::ConfigError
-  // for configuration problems and DataDirInUse when another gateway holds the data directory
-  // (both exit 2), and std::runtime_error for anything else (exit 1).
+  // Runs check_startup, then opens and migrates the databases, opens the locator, registers
+  // configured source systems, loads the JWKS and the access policy, builds the routes and
+  // starts the adapters; the audit log's "gateway started" record is its last step. Throws
+  // config::ConfigError for configuration problems and DataDirInUse when another gateway holds
+  // the data directory (both exit 2), and std::runtime_error for anything else (exit 1), e.g.
+  // an audit.db that no longer matches its checkpoints.
   App(config::Config cfg, AppInfo info);
   ~App();
   App(const App&) = delete;
@@ -113,6 +124,7 @@ class App {
   adapters::AdapterRegistry adapter_registry_;
   std::vector<std::pair<std::string, std::unique_ptr<adapters::Adapter>>> adapters_;
   std::shared_ptr<void> adapter_tls_;  // boost::asio::ssl::context for TLS listeners
+  std::shared_ptr<void> client_certificate_tls_;  // the same, requiring a client certificate
   std::unique_ptr<auth::Policy> policy_;
   std::unique_ptr<auth::Authenticator> authenticator_;
   auth::BreakGlassRegistry break_glass_;

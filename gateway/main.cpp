@@ -27,12 +27,15 @@ void print_help() {
       "  --config FILE    TOML configuration (see docs/configuration.md). Without it the\n"
       "                   built-in defaults are used: HTTPS on 127.0.0.1:8443 with\n"
       "                   certs/server.pem and certs/server-key.pem, data in ./data\n"
-      "  --check-config   validate the configuration and exit (0 valid, 2 invalid)\n"
+      "  --check-config   validate the configuration as start-up would (loading the TLS\n"
+      "                   certificates and keys, the JWKS, the audit signing key, plug-ins;\n"
+      "                   only the ports are not bound) and exit (0 valid, 2 invalid)\n"
       "  --version        print the version and exit\n"
       "  --help           print this help and exit\n"
       "\n"
-      "Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad configuration or usage, or the\n"
-      "data directory is in use by another fhir-gateway (data_dir/gateway.lock).\n");
+      "Exit codes: 0 clean shutdown, 1 runtime failure (including an audit.db that no longer\n"
+      "matches its checkpoints: run audit-verify), 2 bad configuration or usage, or the data\n"
+      "directory is in use by another fhir-gateway (data_dir/gateway.lock).\n");
 }
 
 }  // namespace
@@ -68,6 +71,9 @@ int main(int argc, char** argv) {
   try {
     if (config_path.empty()) config::validate(cfg);
     else cfg = config::load_config(config_path);
+    // Everything start-up loads (TLS contexts, JWKS, keys, checkpoint file, forwarder), so
+    // that "OK" means the start will not stop on the configuration.
+    if (check_only) check_startup(cfg);
   } catch (const config::ConfigError& e) {
     std::fprintf(stderr, "fhir-gateway: configuration error: %s\n", e.what());
     return 2;

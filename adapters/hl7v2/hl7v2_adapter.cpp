@@ -3,6 +3,8 @@
 // read -> frame -> for each frame in order: parse -> map -> sink -> acknowledge.
 #include "adapters/hl7v2/hl7v2_adapter.h"
 
+#include <algorithm>
+#include <iterator>
 #include <mutex>
 #include <set>
 
@@ -18,6 +20,8 @@
 #if GW_WITH_TLS
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/stream.hpp>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #endif
 
 #include "adapters/hl7v2/ack.h"
@@ -106,6 +110,24 @@ std::string dedupe_key(const MshSummary& msh) {
 // Messages one batch frame may carry: each is committed in turn while the connection waits,
 // so a frame's cost is bounded by its count as well as by its bytes.
 constexpr std::size_t kMaxBatchMessages = 1000;
+
+#if GW_WITH_TLS
+// The subject of the peer's certificate when it verified, else "": RFC 2253 as OpenSSL prints
+// it, exactly as the HTTPS listener reads a source's certificate (gateway/net/server.cpp), so
+// one client_certificate_subject matches on both.
+std::string verified_peer_subject(SSL* ssl) {
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (!cert || SSL_get_verify_result(ssl) != X509_V_OK) return {};
+  BIO* bio = BIO_new(BIO_s_mem());
+  if (!bio) return {};
+  X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio, &data);
+  std::string out(data, n > 0 ? static_cast<std::size_t>(n) : 0);
+  BIO_free(bio);
+  return out;
+}
+#endif
 
 }  // namespace
 
@@ -411,8 +433,21 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       boost::system::error_code ec;
       co_await stream.async_handshake(asio::ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
       hs.cancel();
-      if (ec) violation("tls handshake failed", {{"error", ec.message()}});
-      else co_await serve(stream, stream.lowest_layer(), conn);
+      if (ec) {
+        violation("tls handshake failed", {{"error", ec.message()}});
+      } else if (const std::string subject = verified_peer_subject(stream.native_handle());
+                 !options.client_certificate_subject.empty() && subject != options.client_certificate_subject) {
+        // Another certificate from the same client CA must not push messages as this source
+        // (a sender without one fails the handshake: the gateway gives this listener a context
+        // that requires one; an empty subject here is refused all the same). Refused before
+        // a byte of HL7 is read, so nothing is stored or acknowledged.
+        violation("client certificate refused",
+                  {{"subject", subject.empty() ? std::string("(none verified)") : subject.substr(0, 256)}});
+        boost::system::error_code ignored;
+        stream.lowest_layer().close(ignored);
+      } else {
+        co_await serve(stream, stream.lowest_layer(), conn);
+      }
     } else {
       co_await serve(socket, socket.lowest_layer(), conn);
     }
@@ -451,6 +486,19 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
 };
 
 fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& source) {
+  // Every key this function reads. Anything else is refused, so a misspelt limit
+  // (max_mesage_bytes) is an error rather than a default silently kept.
+  static constexpr std::string_view kSettings[] = {"frame_timeout_s", "identifier_system_base", "idle_timeout_s",
+                                                   "max_connections", "max_message_bytes",      "tls"};
+  for (const auto& [key, value] : source.settings) {
+    if (std::find(std::begin(kSettings), std::end(kSettings), key) != std::end(kSettings)) continue;
+    std::string known;
+    for (std::string_view k : kSettings) known.append(known.empty() ? "" : ", ").append(k);
+    return Issue::make(ErrorCode::invalid_value,
+                       "source '" + source.name + "': unknown hl7v2 setting '" + key.substr(0, 64) +
+                           "' (known: " + known + ")",
+                       "settings." + key.substr(0, 64));
+  }
   ListenerOptions o;
   const std::string& ep = source.endpoint;
   if (!ep.empty()) {
@@ -505,6 +553,7 @@ fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& sou
     return Issue::make(ErrorCode::invalid_value, "source '" + source.name + "': tls must be true or false",
                        "settings.tls");
   o.tls = tls == "true";
+  if (o.tls) o.client_certificate_subject = source.client_certificate_subject;
   const std::string base = source.setting("identifier_system_base");
   if (!base.empty()) o.identifier_system_base = base;
   return o;

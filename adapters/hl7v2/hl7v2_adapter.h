@@ -23,6 +23,9 @@ struct ListenerOptions {
   std::string address = "127.0.0.1";   // endpoint "host:port"
   std::uint16_t port = 2575;
   bool tls = false;                     // setting tls = "true": the gateway's certificate
+  // With tls: the source's client_certificate_subject. A connection whose verified client
+  // certificate has another subject, or none, is closed before anything is read from it.
+  std::string client_certificate_subject;
   std::size_t max_connections = 64;    // setting max_connections
   std::size_t max_message_bytes = 4 * 1024 * 1024;  // setting max_message_bytes
   std::chrono::seconds idle_timeout{600};   // no frame started (setting idle_timeout_s)
@@ -32,9 +35,9 @@ struct ListenerOptions {
 };
 
 // Reads ListenerOptions from `source` (endpoint and settings). invalid_value, its expression
-// the key under the source ("endpoint", "settings.max_message_bytes"), for a setting out of
-// range or an endpoint that is not "<IP address>:<port>" (a host name is refused here rather
-// than at start). Checks everything start() checks except binding and the TLS context.
+// the key under the source ("endpoint", "settings.max_message_bytes"), for an unknown setting
+// (the text lists the known ones), a setting out of range or an endpoint that is not
+// "<IP address>:<port>" (a host name is refused here rather than at start). Checks everything start() checks except binding and the TLS context.
 fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& source);
 
 class Hl7v2Adapter final : public adapters::Adapter {

@@ -719,10 +719,12 @@ Forwarder::Forwarder(ForwarderOptions options) : options_(std::move(options)) {}
 
 Forwarder::~Forwarder() { stop(); }
 
-fhir::Result<std::unique_ptr<Forwarder>> Forwarder::start(ForwarderOptions o) {
+namespace {
+
+// The option checks start() and check() share (`database` is start()'s alone).
+fhir::Status check_options(const ForwarderOptions& o) {
   using std::chrono::milliseconds;
   if (o.name.empty()) return invalid("name", "give each receiver a name for its cursor");
-  if (o.database.empty()) return invalid("database", "the audit.db path is required");
   if (o.host.empty()) return invalid("host", "the receiver's host name or address is required");
   if (o.port == 0) return invalid("port", "must be 1..65535");
   if (o.ca_file.empty()) return invalid("ca_file", "a CA bundle to verify the receiver is required");
@@ -740,6 +742,44 @@ fhir::Result<std::unique_ptr<Forwarder>> Forwarder::start(ForwarderOptions o) {
   if (o.resend_window < milliseconds(0)) return invalid("resend_window", "must not be negative");
   if (o.backoff_min <= milliseconds(0) || o.backoff_max < o.backoff_min)
     return invalid("backoff_min", "backoff must be positive and backoff_max at least backoff_min");
+  return fhir::Ok{};
+}
+
+// The client TLS context: protocol floor, ciphers, the CA and the client credentials.
+fhir::Status configure_tls(SSL_CTX* ctx, const ForwarderOptions& opt) {
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  if (SSL_CTX_set_cipher_list(ctx, kTls12Ciphers) != 1)
+    return Issue::make(ErrorCode::internal_error, "OpenSSL rejected the cipher list");
+  if (SSL_CTX_load_verify_locations(ctx, opt.ca_file.c_str(), nullptr) != 1)
+    return invalid("ca_file", "cannot load the PEM CA bundle");
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  if (!opt.client_certificate.empty()) {
+    if (SSL_CTX_use_certificate_chain_file(ctx, opt.client_certificate.c_str()) != 1)
+      return invalid("client_certificate", "cannot load the PEM certificate chain");
+    if (SSL_CTX_use_PrivateKey_file(ctx, opt.client_key.c_str(), SSL_FILETYPE_PEM) != 1)
+      return invalid("client_key", "cannot load the PEM private key");
+    if (SSL_CTX_check_private_key(ctx) != 1)
+      return invalid("client_key", "the private key does not match the client certificate");
+  }
+  return fhir::Ok{};
+}
+
+}  // namespace
+
+fhir::Status Forwarder::check(const ForwarderOptions& o) {
+  if (auto st = check_options(o); !st) return st;
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()), &SSL_CTX_free);
+  if (!ctx) return Issue::make(ErrorCode::internal_error, "cannot create a TLS context");
+  auto st = configure_tls(ctx.get(), o);
+  ERR_clear_error();
+  return st;
+}
+
+fhir::Result<std::unique_ptr<Forwarder>> Forwarder::start(ForwarderOptions o) {
+  if (o.database.empty()) return invalid("database", "the audit.db path is required");
+  if (auto st = check_options(o); !st) return std::move(st).issue();
 
   std::unique_ptr<Forwarder> f(new Forwarder(o));
   f->impl_ = std::make_unique<Impl>();
@@ -749,22 +789,7 @@ fhir::Result<std::unique_ptr<Forwarder>> Forwarder::start(ForwarderOptions o) {
 
   impl.ctx = SSL_CTX_new(TLS_client_method());
   if (impl.ctx == nullptr) return Issue::make(ErrorCode::internal_error, "cannot create a TLS context");
-  SSL_CTX_set_min_proto_version(impl.ctx, TLS1_2_VERSION);
-  SSL_CTX_set_options(impl.ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-  SSL_CTX_set_mode(impl.ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-  if (SSL_CTX_set_cipher_list(impl.ctx, kTls12Ciphers) != 1)
-    return Issue::make(ErrorCode::internal_error, "OpenSSL rejected the cipher list");
-  if (SSL_CTX_load_verify_locations(impl.ctx, opt.ca_file.c_str(), nullptr) != 1)
-    return invalid("ca_file", "cannot load the PEM CA bundle");
-  SSL_CTX_set_verify(impl.ctx, SSL_VERIFY_PEER, nullptr);
-  if (!opt.client_certificate.empty()) {
-    if (SSL_CTX_use_certificate_chain_file(impl.ctx, opt.client_certificate.c_str()) != 1)
-      return invalid("client_certificate", "cannot load the PEM certificate chain");
-    if (SSL_CTX_use_PrivateKey_file(impl.ctx, opt.client_key.c_str(), SSL_FILETYPE_PEM) != 1)
-      return invalid("client_key", "cannot load the PEM private key");
-    if (SSL_CTX_check_private_key(impl.ctx) != 1)
-      return invalid("client_key", "the private key does not match the client certificate");
-  }
+  if (auto st = configure_tls(impl.ctx, opt); !st) return std::move(st).issue();
   ERR_clear_error();
 
   // Read-only first: a wrong path must not create an empty database.

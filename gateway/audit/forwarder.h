@@ -96,6 +96,10 @@ class Forwarder {
   // opened. Connecting to the receiver happens on the thread: an absent receiver is not an
   // error here, only retried.
   static fhir::Result<std::unique_ptr<Forwarder>> start(ForwarderOptions options);
+  // What start() checks before it touches audit.db, and nothing more: the options and the CA
+  // and client credentials, loaded into a TLS context that is then dropped (`database` is not
+  // looked at). The same failures as start(); `fhir-gateway --check-config` runs it.
+  static fhir::Status check(const ForwarderOptions& options);
   ~Forwarder();  // stop()
   Forwarder(const Forwarder&) = delete;
   Forwarder& operator=(const Forwarder&) = delete;

@@ -11,6 +11,7 @@
 
 #include "adapters/hl7v2/hl7v2_adapter.h"
 #include "adapters/plugin/plugin_adapter.h"
+#include "fhir/nhs_number.h"
 
 namespace gw::config {
 
@@ -33,6 +34,7 @@ adapters::SourceSystem adapter_source(const SourceSystemConfig& s) {
   src.adapter = s.adapter;
   src.plugin = s.plugin;
   src.endpoint = s.endpoint;
+  src.client_certificate_subject = s.client_certificate_subject;
   src.connect_timeout = s.connect_timeout;
   src.fetch_timeout = s.fetch_timeout;
   src.settings = s.settings;
@@ -361,9 +363,14 @@ void read_audit(const Reader& r, const toml::table& a, AuditConfig& audit) {
       rules.working_start_minute = from;
       rules.working_end_minute = to;
     }
-    for (const auto& n : rules.flagged_patients)
-      if (n.size() != 10 || !std::all_of(n.begin(), n.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
-        r.fail(q + "flagged_patients", "holds \"" + n.substr(0, 16) + "\", which is not a 10-digit NHS number");
+    // The same check as PUT /audit/flagged-patients/{nhs}: a number failing Modulus 11 can
+    // never match a record, so the flag would silently watch nothing.
+    for (std::size_t i = 0; i < rules.flagged_patients.size(); ++i) {
+      const std::string& n = rules.flagged_patients[i];
+      if (auto valid = fhir::validate_nhs_number(n); !valid)
+        r.fail(q + "flagged_patients", "entry " + std::to_string(i + 1) + " (\"" + n.substr(0, 16) +
+                                           "\") is not a valid NHS number: " + valid.issue().diagnostics);
+    }
   }
 }
 
@@ -512,8 +519,10 @@ namespace {
 // --check-config finds it too: the adapter's own reading of its endpoint and settings, and
 // for a plug-in, loading it: the file, its ABI version and whether create() takes the
 // configuration (create() must not start work, so the instance is destroyed again at once).
-// Binding the listen address is left to start. The Issue's expression is the key under the
-// source ("endpoint", "settings.max_message_bytes", "plugin").
+// Binding the listen address is left to start. Settings no adapter reads are refused (the
+// hl7v2 adapter names its known keys; a "fhir" source has none; a plug-in judges its own).
+// The Issue's expression is the key under the source ("endpoint", "settings.max_message_bytes",
+// "plugin").
 fhir::Status check_adapter(const Config& c, const SourceSystemConfig& s) {
   const adapters::SourceSystem src = adapter_source(s);
   if (s.adapter == "hl7v2") {
@@ -524,9 +533,25 @@ fhir::Status check_adapter(const Config& c, const SourceSystemConfig& s) {
                                "source '" + s.name + "': tls = true serves the gateway's HTTPS certificate; enable "
                                "[server.https] or set tls = false on a loopback address",
                                "settings.tls");
+    // The listener requires a client certificate with this subject, verified against the
+    // HTTPS listener's client CA (App::start_adapters).
+    if (options->tls && !s.client_certificate_subject.empty() &&
+        (c.https.client_ca.empty() || !std::filesystem::exists(c.https.client_ca)))
+      return fhir::Issue::make(fhir::ErrorCode::invalid_value,
+                               "source '" + s.name + "': over TLS the MLLP listener accepts only a client certificate "
+                               "with this subject, verified against [server.https] client_ca; set client_ca to the "
+                               "CA bundle that issues the sources' certificates" +
+                                   (c.https.client_ca.empty() ? std::string() : " (file not found: " + c.https.client_ca + ")"),
+                               "client_certificate_subject");
   } else if (s.adapter == "plugin") {
     auto loaded = adapters::load_plugin(src);
     if (!loaded) return std::move(loaded).issue();
+  } else if (s.adapter == "fhir" && !s.settings.empty()) {
+    // A FHIR push source runs no adapter: nothing would ever read these.
+    return fhir::Issue::make(fhir::ErrorCode::invalid_value,
+                             "source '" + s.name + "' pushes over the FHIR API (adapter = \"fhir\"), which has no "
+                             "settings; remove [source_systems.settings] or set the adapter",
+                             "settings." + s.settings.front().first);
   }
   return fhir::Ok{};
 }

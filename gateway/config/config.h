@@ -78,7 +78,7 @@ struct SourceSystemConfig {
 
 // [store] (issue #4): the inbound message store in <data_dir>/store.db.
 struct StoreConfig {
-  std::int64_t message_retention_days = 0;  // 0 = keep raw messages for ever; else pruned daily
+  std::int64_t message_retention_days = 0;  // 0 = keep raw messages for ever; else pruned hourly
   std::int64_t ingest_threads = 32;         // messages in flight at once across all sources
 };
 
@@ -116,7 +116,7 @@ struct AuditConfig {
   std::string checkpoint_file;                      // default <data_dir>/audit-checkpoints.log
   std::chrono::seconds checkpoint_interval{60};
   bool syslog_checkpoints = false;
-  std::int64_t retention_days = 0;                  // 0 = keep for ever; else pruned daily
+  std::int64_t retention_days = 0;                  // 0 = keep for ever; else pruned hourly
   std::int64_t max_batch = 1024;                    // records per group commit
   std::int64_t commit_delay_us = 0;                 // under load, wait this long before a commit
   std::int64_t commit_siblings = 8;                 // "under load": the last commit carried this many

@@ -213,6 +213,26 @@ TEST_CASE("Config: source systems are checked as start-up checks them, naming th
   CHECK(key == "source_systems[0].settings.frame_timeout_s");
   std::tie(key, why) = error(tls_lines() + hl7 + "endpoint = \"127.0.0.1:2575\"\n[source_systems.settings]\n"
                                                  "tls = \"yes\"\n");
+  // A misspelt setting is an error naming it and the known ones, not a default silently kept.
+  std::tie(key, why) = error(tls_lines() + hl7 + "endpoint = \"127.0.0.1:2575\"\n[source_systems.settings]\n"
+                                                 "max_mesage_bytes = 5\n");
+  CHECK(key == "source_systems[0].settings.max_mesage_bytes");
+  CHECK(why.find("unknown hl7v2 setting 'max_mesage_bytes'") != std::string::npos);
+  CHECK(why.find("known: frame_timeout_s, identifier_system_base, idle_timeout_s, max_connections, "
+                 "max_message_bytes, tls") != std::string::npos);
+  // MLLP over TLS checks a source's certificate subject against the HTTPS listener's client CA.
+  const std::string subject = "client_certificate_subject = \"CN=epr,O=Trust\"\n";
+  std::tie(key, why) = error(tls_lines() + hl7 + "endpoint = \"0.0.0.0:2575\"\n" + subject +
+                             "[source_systems.settings]\ntls = true\n");
+  CHECK(key == "source_systems[0].client_certificate_subject");
+  CHECK(why.find("set client_ca") != std::string::npos);
+  CHECK_NOTHROW(load_config(write_config(tls_lines() + "client_ca = \"" + gw::test::dev_certs().ca + "\"\n" + hl7 +
+                                         "endpoint = \"0.0.0.0:2575\"\n" + subject + "[source_systems.settings]\ntls = true\n")));
+  // A FHIR push source has no adapter to read settings.
+  std::tie(key, why) = error(tls_lines() + "[[source_systems]]\nods_code = \"RX1\"\nname = \"epr\"\n"
+                                           "[source_systems.settings]\ntls = true\n");
+  CHECK(key == "source_systems[0].settings.tls");
+  CHECK(why.find("has no settings") != std::string::npos);
   CHECK(key == "source_systems[0].settings.tls");
   // MLLP over TLS serves the HTTPS certificate: refused when HTTPS is off.
   std::tie(key, why) = error("[server.https]\nenabled = false\n[server.http]\nenabled = true\n" + hl7 +
@@ -360,6 +380,12 @@ weekends_out_of_hours = false
   CHECK(expect_error(tls_lines() + "[audit.alerts]\nworking_hours = \"7-19\"\n").key() == "audit.alerts.working_hours");
   CHECK(expect_error(tls_lines() + "[audit.alerts]\nflagged_patients = [\"123\"]\n").key() ==
         "audit.alerts.flagged_patients");
+  // Ten digits that fail the Modulus 11 check: refused as PUT /audit/flagged-patients refuses them.
+  const ConfigError mod11 =
+      expect_error(tls_lines() + "[audit.alerts]\nflagged_patients = [\"9000000009\", \"1234567890\"]\n");
+  CHECK(mod11.key() == "audit.alerts.flagged_patients");
+  CHECK(mod11.reason().find("entry 2 (\"1234567890\") is not a valid NHS number") != std::string::npos);
+  CHECK(mod11.reason().find("Modulus 11") != std::string::npos);
   // Forwarding to a SIEM.
   const auto& certs = gw::test::dev_certs();
   auto fwd = load_config(write_config(tls_lines() + "[audit.forward]\nenabled = true\nhost = \"siem.example.nhs.uk\"\n"

@@ -13,6 +13,7 @@
 #include "gateway/audit/log.h"
 #include "gateway/audit/record.h"
 #include "gateway/store/store.h"
+#include "support/certs.h"
 #include "support/https_client.h"
 #include "support/responses.h"
 #include "support/mllp_client.h"
@@ -610,6 +611,50 @@ TEST_CASE("MLLP over TLS: the listener uses the gateway's certificate") {
   // Plain TCP to the TLS listener gets no acknowledgement.
   const auto plain = test::mllp_round_trip(listener(*s).port(), a01("T2", "9990000034", "MRN-T"), 1, 2s);
   CHECK(plain.empty());
+}
+
+TEST_CASE("MLLP over TLS: a source's client_certificate_subject is required of whoever sends as it") {
+  const auto& certs = test::dev_certs();
+  const auto server = [&](const std::string& subject) {
+    return std::make_unique<test::TestServer>([&](config::Config& c) {
+      c.https.client_ca = certs.ca;  // the HTTPS listener itself still asks for no certificate
+      config::SourceSystemConfig s;
+      s.ods_code = "RGT01";
+      s.name = kSource;
+      s.adapter = "hl7v2";
+      s.endpoint = "127.0.0.1:0";
+      s.client_certificate_subject = subject;
+      s.settings = {{"tls", "true"}};
+      c.source_systems.push_back(s);
+    });
+  };
+  // Sends one A01 and returns its acknowledgements (none when the listener refused the sender).
+  const auto send = [&](test::TestServer& s, const std::string& control, bool with_certificate) {
+    test::MllpConnection c(listener(s).port(), certs.ca, with_certificate ? certs.client_cert : std::string(),
+                           with_certificate ? certs.client_key : std::string());
+    if (!c.ok() || !c.send(a01(control, "9990000042", "MRN-C"))) return std::vector<std::string>{};
+    return c.read_frames(1, 3s);
+  };
+  const auto violations_reach = [&](test::TestServer& s, std::uint64_t n) {
+    for (int i = 0; i < 200 && listener(s).stats().protocol_violations < n; ++i) std::this_thread::sleep_for(10ms);
+    return listener(s).stats().protocol_violations >= n;
+  };
+
+  // The development client certificate is CN=dev-client,O=Development Trust.
+  auto trust = server("CN=epr.example.nhs.uk,O=Example Trust");
+  CHECK(send(*trust, "C1", true).empty());   // a certificate from the same CA, another subject
+  CHECK(send(*trust, "C2", false).empty());  // no certificate at all
+  CHECK(violations_reach(*trust, 2));
+  CHECK(listener(*trust).stats().frames == 0);  // refused before a byte of HL7 was read
+  CHECK(stored(*trust, store::MessageStatus::applied) == 0);
+
+  auto dev = server("CN=dev-client,O=Development Trust");
+  const auto acks = send(*dev, "C3", true);
+  REQUIRE(acks.size() == 1);
+  CHECK(ack_code(acks[0]) == "AA");
+  CHECK(send(*dev, "C4", false).empty());
+  CHECK(violations_reach(*dev, 1));
+  CHECK(stored(*dev, store::MessageStatus::applied) == 1);
 }
 
 #ifdef GW_EXAMPLE_PLUGIN

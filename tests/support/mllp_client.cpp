@@ -5,6 +5,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,6 +17,34 @@
 
 namespace gw::test {
 
+namespace {
+
+// OpenSSL writes with plain write(2), which cannot pass MSG_NOSIGNAL. A listener that dropped
+// the connection (e.g. refusing a client certificate, even mid-handshake) must read as a
+// failed call, not kill the test process: SIGPIPE is blocked on this thread for the guard's
+// lifetime, and one raised meanwhile is consumed before it is unblocked.
+class NoSigpipe {
+ public:
+  NoSigpipe() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+  }
+  ~NoSigpipe() {
+    const timespec now{0, 0};
+    while (sigtimedwait(&pipe_, nullptr, &now) == SIGPIPE) {
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  NoSigpipe(const NoSigpipe&) = delete;
+  NoSigpipe& operator=(const NoSigpipe&) = delete;
+
+ private:
+  sigset_t pipe_, old_;
+};
+
+}  // namespace
+
 struct MllpConnection::Tls {
   SSL_CTX* ctx = nullptr;
   SSL* ssl = nullptr;
@@ -24,7 +54,8 @@ struct MllpConnection::Tls {
   }
 };
 
-MllpConnection::MllpConnection(std::uint16_t port, std::string ca_file) {
+MllpConnection::MllpConnection(std::uint16_t port, std::string ca_file, const std::string& client_cert,
+                               const std::string& client_key) {
   fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd_ < 0) {
     error_ = "socket failed";
@@ -48,12 +79,19 @@ MllpConnection::MllpConnection(std::uint16_t port, std::string ca_file) {
     return;
   }
   SSL_CTX_set_verify(tls_->ctx, SSL_VERIFY_PEER, nullptr);
+  if (!client_cert.empty() &&
+      (SSL_CTX_use_certificate_chain_file(tls_->ctx, client_cert.c_str()) != 1 ||
+       SSL_CTX_use_PrivateKey_file(tls_->ctx, client_key.c_str(), SSL_FILETYPE_PEM) != 1)) {
+    error_ = "cannot load the client certificate";
+    return;
+  }
   tls_->ssl = SSL_new(tls_->ctx);
   SSL_set_fd(tls_->ssl, fd_);
   SSL_set_tlsext_host_name(tls_->ssl, "localhost");
   SSL_set1_host(tls_->ssl, "localhost");
   timeval tv{10, 0};
   ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  NoSigpipe guard;
   if (SSL_connect(tls_->ssl) != 1) error_ = "TLS handshake failed";
 }
 
@@ -69,8 +107,13 @@ bool MllpConnection::send_raw(const std::string& bytes) {
   if (fd_ < 0) return false;
   std::size_t sent = 0;
   while (sent < bytes.size()) {
-    const int n = tls_ ? SSL_write(tls_->ssl, bytes.data() + sent, static_cast<int>(bytes.size() - sent))
-                       : static_cast<int>(::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL));
+    int n = 0;
+    if (tls_) {
+      NoSigpipe guard;
+      n = SSL_write(tls_->ssl, bytes.data() + sent, static_cast<int>(bytes.size() - sent));
+    } else {
+      n = static_cast<int>(::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL));
+    }
     if (n <= 0) return false;
     sent += static_cast<std::size_t>(n);
   }
@@ -86,7 +129,13 @@ int MllpConnection::read_some(char* buf, std::size_t n, std::chrono::millisecond
     const int r = ::poll(&p, 1, static_cast<int>(timeout.count()));
     if (r <= 0) return -1;
   }
-  const int got = tls_ ? SSL_read(tls_->ssl, buf, static_cast<int>(n)) : static_cast<int>(::recv(fd_, buf, n, 0));
+  int got = 0;
+  if (tls_) {
+    NoSigpipe guard;  // reading may write too (a TLS alert)
+    got = SSL_read(tls_->ssl, buf, static_cast<int>(n));
+  } else {
+    got = static_cast<int>(::recv(fd_, buf, n, 0));
+  }
   return got < 0 ? 0 : got;  // an error reads as a close
 }
 

@@ -14,9 +14,11 @@ namespace gw::test {
 
 class MllpConnection {
  public:
-  // Connects (and, with `ca_file`, completes a TLS handshake verifying the server against it).
-  // ok() is false when that failed; error() says why.
-  MllpConnection(std::uint16_t port, std::string ca_file = {});
+  // Connects (and, with `ca_file`, completes a TLS handshake verifying the server against it,
+  // presenting `client_cert` with `client_key` when given). ok() is false when that failed;
+  // error() says why.
+  MllpConnection(std::uint16_t port, std::string ca_file = {}, const std::string& client_cert = {},
+                 const std::string& client_key = {});
   ~MllpConnection();
   MllpConnection(const MllpConnection&) = delete;
   MllpConnection& operator=(const MllpConnection&) = delete;

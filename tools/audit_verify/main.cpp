@@ -18,6 +18,7 @@
 #include "gateway/audit/checkpoint.h"
 #include "gateway/audit/record.h"
 #include "gateway/audit/verify.h"
+#include "tools/cli/parse.h"
 
 namespace {
 
@@ -172,7 +173,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "threads decoding and hashing records (1..64)")->capture_default_str();
 
   try {
-    app.parse(argc, argv);
+    gw::tools::parse(app, argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {

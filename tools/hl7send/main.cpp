@@ -24,6 +24,7 @@
 
 #include "adapters/hl7v2/ack.h"
 #include "fhir/json.h"
+#include "tools/cli/parse.h"
 #include "tools/hl7send/cli_options.h"
 #include "tools/hl7send/mllp_client.h"
 
@@ -314,7 +315,7 @@ int main(int argc, char** argv) {
   app.add_flag("--quiet", quiet, "print only failed messages and the summary (no progress)");
   app.add_option("inputs", inputs, "HL7 v2 files and folders to send")->required();
   try {
-    app.parse(argc, argv);
+    gw::tools::parse(app, argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }

@@ -29,6 +29,7 @@
 #include "fhir/resource_types.h"
 #include "gateway/locator/fhir_mapping.h"
 #include "gateway/locator/sqlite_locator.h"
+#include "tools/cli/parse.h"
 
 namespace fs = std::filesystem;
 using gw::locator::ImportRecord;
@@ -527,7 +528,7 @@ int main(int argc, char** argv) {
   cf->add_option("--limit", limit, "at most this many (1..10000)")->check(CLI::Range(1, 10000))->capture_default_str();
 
   try {
-    app.parse(argc, argv);
+    gw::tools::parse(app, argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }

@@ -20,6 +20,7 @@
 
 #include "adapters/hl7v2/ack.h"
 #include "fhir/json.h"
+#include "tools/cli/parse.h"
 #include "tools/hl7send/cli_options.h"
 #include "tools/hl7send/mllp_client.h"
 #include "tools/messages_cli/message_reader.h"
@@ -418,7 +419,7 @@ int main(int argc, char** argv) {
   stats->add_flag("--json", stats_json, "one JSON object");
 
   try {
-    app.parse(argc, argv);
+    gw::tools::parse(app, argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }

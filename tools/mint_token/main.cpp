@@ -15,6 +15,7 @@
 #include "fhir/json.h"
 #include "gateway/auth/jwt.h"
 #include "gateway/auth/jwt_sign.h"
+#include "tools/cli/parse.h"
 
 namespace {
 
@@ -83,7 +84,7 @@ int main(int argc, char** argv) {
   app.add_flag("--jwks", jwks, "print the public JWKS for --key (same kid) instead of a token");
 
   try {
-    app.parse(argc, argv);
+    gw::tools::parse(app, argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {

@@ -10,6 +10,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "tools/cli/parse.h"
 #include "tools/synthpop/population.h"
 
 namespace {
@@ -54,7 +55,7 @@ int main(int argc, char** argv) {
   app.add_flag("--quiet", quiet, "no progress or summary on stderr");
 
   try {
-    app.parse(argc, argv);
+    gw::tools::parse(app, argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {

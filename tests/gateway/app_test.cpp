@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: Apache-2.0
+// gw::check_startup (what --check-config runs after load_config) and App's start: everything
+// start-up loads is loaded by the check too, and a start refused on its configuration writes
+// nothing to the audit log.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "gateway/app.h"
+#include "gateway/config/config.h"
+#include "gateway/observe/log.h"
+#include "support/certs.h"
+#include "support/paths.h"
+#include "support/tokens.h"
+
+using namespace gw;
+
+namespace {
+
+// A configuration start-up accepts, with its data directory in a fresh folder (not created).
+config::Config good_config() {
+  const auto& certs = test::dev_certs();
+  config::Config c;
+  c.https.port = 0;
+  c.https.certificate = certs.server_cert;
+  c.https.private_key = certs.server_key;
+  c.data_dir = (test::temp_dir("app-check") / "data").string();
+  c.auth.jwks_file = test::test_tokens().jwks_path;
+  c.audit.signing_key = certs.audit_key;
+  config::validate(c);
+  return c;
+}
+
+config::ConfigError refusal(const config::Config& c) {
+  try {
+    check_startup(c);
+  } catch (const config::ConfigError& e) {
+    return e;
+  }
+  FAIL("check_startup accepted the configuration");
+  return config::ConfigError("", "", "");
+}
+
+std::string write_file(const std::string& name, const std::string& text) {
+  const auto path = test::temp_dir("app-check-files") / name;
+  std::ofstream(path) << text;
+  return path.string();
+}
+
+}  // namespace
+
+TEST_CASE("check_startup: a good configuration passes and nothing is written") {
+  const config::Config c = good_config();
+  CHECK_NOTHROW(check_startup(c));
+  CHECK_FALSE(std::filesystem::exists(c.data_dir));  // no data directory, no checkpoint file
+}
+
+TEST_CASE("check_startup: TLS files start-up cannot use are refused, naming the key") {
+  const auto& certs = test::dev_certs();
+  config::Config c = good_config();
+  c.https.private_key = certs.client_key;  // a real key, but not the certificate's
+  auto e = refusal(c);
+  CHECK(e.key() == "server.https.private_key");
+  CHECK(e.reason().find("key values mismatch") != std::string::npos);
+
+  c = good_config();
+  c.https.certificate = certs.server_key;  // a key where the certificate belongs
+  e = refusal(c);
+  CHECK(e.key() == "server.https.certificate");
+  CHECK(e.reason().find("cannot load PEM certificate chain") != std::string::npos);
+}
+
+TEST_CASE("check_startup: the client CA an MLLP source's certificate subject needs is loaded") {
+  const auto& certs = test::dev_certs();
+  config::Config c = good_config();
+  config::SourceSystemConfig s;
+  s.ods_code = "RGT";
+  s.name = "pas";
+  s.adapter = "hl7v2";
+  s.endpoint = "127.0.0.1:0";
+  s.client_certificate_subject = "CN=epr,O=Trust";
+  s.settings = {{"tls", "true"}};
+  c.source_systems.push_back(s);
+  c.https.client_ca = certs.ca;
+  CHECK_NOTHROW(check_startup(c));
+  c.https.client_ca = certs.server_key;  // no certificate in it; the HTTPS listener alone never loads it
+  const auto e = refusal(c);
+  CHECK(e.key() == "server.https.client_ca");
+}
+
+TEST_CASE("check_startup: a JWKS file that is not JSON is refused") {
+  config::Config c = good_config();
+  c.auth.jwks_file = write_file("jwks.json", "<html>not a key set</html>");
+  c.source_file = "/etc/fhir-gateway/gateway.toml";
+  const auto e = refusal(c);
+  CHECK(e.key() == "auth.jwks_file");
+  CHECK(e.file() == c.source_file);  // the usual "configuration error: FILE: KEY: REASON"
+  CHECK(e.reason().find("not valid JSON") != std::string::npos);
+}
+
+TEST_CASE("check_startup: an audit signing key that is not a private key is refused") {
+  const auto& certs = test::dev_certs();
+  config::Config c = good_config();
+  for (const std::string& not_private : {certs.server_cert, certs.audit_pub_key}) {
+    CAPTURE(not_private);
+    c.audit.signing_key = not_private;
+    const auto e = refusal(c);
+    CHECK(e.key() == "audit.signing_key");
+    CHECK(e.reason().find("private key") != std::string::npos);
+  }
+}
+
+TEST_CASE("check_startup: [audit.forward] settings the forwarder refuses are refused") {
+  const auto& certs = test::dev_certs();
+  config::Config c = good_config();
+  c.audit.forward_enabled = true;
+  c.audit.forward.host = "127.0.0.1";
+  c.audit.forward.ca_file = certs.ca;
+  CHECK_NOTHROW(check_startup(c));
+
+  config::Config bad = c;
+  bad.audit.forward.sd_id = "bad id]x";
+  auto e = refusal(bad);
+  CHECK(e.key() == "audit.forward.sd_id");
+  CHECK(e.reason().find("printable ASCII") != std::string::npos);
+
+  bad = c;
+  bad.audit.forward.client_certificate = certs.client_cert;
+  e = refusal(bad);
+  CHECK(e.key() == "audit.forward.client_certificate");
+  CHECK(e.reason().find("both client_certificate and client_key") != std::string::npos);
+
+  bad = c;
+  bad.audit.forward.client_certificate = certs.client_cert;
+  bad.audit.forward.client_key = certs.server_key;
+  e = refusal(bad);
+  CHECK(e.key() == "audit.forward.client_key");
+}
+
+TEST_CASE("check_startup: the audit checkpoint file must be appendable") {
+  config::Config c = good_config();
+  c.audit.checkpoint_file = "/nonexistent/dir/cp.log";
+  auto e = refusal(c);
+  CHECK(e.key() == "audit.checkpoint_file");
+  CHECK(e.reason().find("its folder does not exist") != std::string::npos);
+
+  c.audit.checkpoint_file = test::temp_dir("app-check-cp").string();  // a folder, not a file
+  e = refusal(c);
+  CHECK(e.key() == "audit.checkpoint_file");
+  CHECK(e.reason().find("cannot be opened for appending") != std::string::npos);
+
+  // A file not there yet, in a folder that exists, is created at start (not by the check).
+  c.audit.checkpoint_file = (test::temp_dir("app-check-cp2") / "cp.log").string();
+  CHECK_NOTHROW(check_startup(c));
+  CHECK_FALSE(std::filesystem::exists(c.audit.checkpoint_file));
+}
+
+TEST_CASE("App: a start refused on its configuration writes no audit record") {
+  observe::set_level(observe::Level::error);
+  config::Config c = good_config();
+  c.audit.forward_enabled = true;
+  c.audit.forward.host = "127.0.0.1";
+  c.audit.forward.ca_file = test::dev_certs().ca;
+  c.audit.forward.sd_id = "bad id]x";
+  CHECK_THROWS_AS(App(c, AppInfo{"test", "2026-11-23", {}}), config::ConfigError);
+  // Refused before the audit log was opened: no "gateway started" without its "stopped", and
+  // no checkpoint signed over it.
+  CHECK_FALSE(std::filesystem::exists(std::filesystem::path(c.data_dir) / "audit.db"));
+  CHECK_FALSE(std::filesystem::exists(std::filesystem::path(c.data_dir) / "audit-checkpoints.log"));
+}

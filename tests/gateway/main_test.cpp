@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: Apache-2.0
+// The fhir-gateway binary's --check-config: "configuration OK" only for what start-up accepts,
+// and the same "configuration error: FILE: KEY: REASON" line, exit 2, from both.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "support/certs.h"
+#include "support/paths.h"
+#include "support/process.h"
+#include "support/tokens.h"
+
+namespace {
+
+// A gateway.toml on an ephemeral port with the test certificates and keys (the server's
+// private key unless `private_key` is given), and `audit_extra` lines in [audit].
+std::string write_config(const std::string& private_key, const std::string& audit_extra) {
+  const auto& certs = gw::test::dev_certs();
+  const auto dir = gw::test::temp_dir("main-check");
+  const auto path = (dir / "gateway.toml").string();
+  std::ofstream(path) << "[server.https]\nport = 0\ncertificate = \"" << certs.server_cert << "\"\n"
+                      << "private_key = \"" << (private_key.empty() ? certs.server_key : private_key) << "\"\n"
+                      << "[storage]\ndata_dir = \"" << (dir / "data").string() << "\"\n"
+                      << "[auth]\njwks_file = \"" << gw::test::test_tokens().jwks_path << "\"\n"
+                      << "[audit]\nsigning_key = \"" << certs.audit_key << "\"\n" << audit_extra;
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("fhir-gateway --check-config: loads what start-up loads") {
+  const auto& certs = gw::test::dev_certs();
+  const std::string good = write_config("", "");
+  auto ok = gw::test::run_tool(GATEWAY_BIN, "--config " + good + " --check-config");
+  CHECK(ok.status == 0);
+  CHECK(ok.out == "configuration OK\n");
+
+  // A private key that is not the certificate's: start-up's TLS context refuses it.
+  const std::string mismatch = write_config(certs.client_key, "");
+  auto r = gw::test::run_tool(GATEWAY_BIN, "--config " + mismatch + " --check-config");
+  CHECK(r.status == 2);
+  CHECK(r.out.empty());
+  INFO(r.err);
+  CHECK(r.err.find("fhir-gateway: configuration error: " + mismatch + ": server.https.private_key: ") !=
+        std::string::npos);
+
+  // An unwritable checkpoint file: at --check-config and at start, with the same line.
+  const std::string checkpoint = write_config("", "checkpoint_file = \"/nonexistent/dir/cp.log\"\n");
+  for (const char* mode : {" --check-config", ""}) {
+    CAPTURE(mode);
+    r = gw::test::run_tool("timeout", "20 " + std::string(GATEWAY_BIN) + " --config " + checkpoint + std::string(mode));
+    CHECK(r.status == 2);
+    CHECK(r.err.find("configuration error: " + checkpoint + ": audit.checkpoint_file: the audit checkpoint file "
+                     "/nonexistent/dir/cp.log cannot be written: its folder does not exist") != std::string::npos);
+  }
+  const auto data = std::filesystem::path(checkpoint).parent_path() / "data";
+  CHECK_FALSE(std::filesystem::exists(data / "audit.db"));  // the refused start wrote no audit record
+}
