@@ -17,25 +17,16 @@
 
 using namespace gw;
 using gw::test::HttpResponse;
+using gw::test::request;
 using gw::test::json_of;
 using gw::test::TestServer;
 using gw::test::TokenClaims;
 
 namespace {
 
-HttpResponse send(TestServer& s, const std::string& method, const std::string& target, const std::string& headers,
-                  const std::string& body = {}) {
-  std::string req = method + " " + target + " HTTP/1.1\r\nHost: localhost\r\n" + headers;
-  if (!body.empty() || method == "POST" || method == "PUT")
-    req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
-  req += "Connection: close\r\n\r\n" + body;
-  auto ex = test::exchange(s.port(), req, 1, s.client());
-  REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
-  return ex.responses.front();
-}
 
 HttpResponse get(TestServer& s, const std::string& target, const std::string& headers) {
-  return send(s, "GET", target, headers);
+  return request(s, "GET", target, headers);
 }
 
 std::string bearer(const TokenClaims& c) { return test::test_tokens().header(c); }
@@ -161,7 +152,7 @@ TEST_CASE("Audit: flagged records are listed and unflagged by IG officers, audit
   std::vector<HttpResponse> sent;
   auto call = [&](const std::string& method, const std::string& target, const std::string& headers,
                   const std::string& body = {}) {
-    sent.push_back(send(s, method, target, headers, body));
+    sent.push_back(request(s, method, target, headers, body));
     return sent.back();
   };
   REQUIRE(call("PUT", "/audit/flagged-patients/" + a.nhs_number, ig, R"({"reason":"VIP"})").status == 200);
@@ -250,8 +241,8 @@ TEST_CASE("Audit: the access report says in plain words what each access was and
   for (const char* type : {"Encounter", "Observation", "DiagnosticReport"})
     REQUIRE(get(s, "/" + std::string(type) + "?patient:identifier=" + id, bearer(gp)).status == 200);
   const std::string ig = bearer(ig_officer());
-  REQUIRE(send(s, "PUT", "/audit/flagged-patients/" + a.nhs_number, ig, R"({"reason":"staff member"})").status == 200);
-  REQUIRE(send(s, "DELETE", "/audit/flagged-patients/" + a.nhs_number, ig).status == 200);
+  REQUIRE(request(s, "PUT", "/audit/flagged-patients/" + a.nhs_number, ig, R"({"reason":"staff member"})").status == 200);
+  REQUIRE(request(s, "DELETE", "/audit/flagged-patients/" + a.nhs_number, ig).status == 200);
 
   fhir::Json rep = json_of(get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number, ig));
   std::vector<std::pair<std::string, std::string>> seen;  // (what, why), oldest first

@@ -18,25 +18,16 @@
 
 using namespace gw;
 using gw::test::HttpResponse;
+using gw::test::request;
 using gw::test::json_of;
 using gw::test::TestServer;
 using gw::test::TokenClaims;
 
 namespace {
 
-HttpResponse send(TestServer& s, const std::string& method, const std::string& target, const std::string& headers,
-                  const std::string& body = {}) {
-  std::string req = method + " " + target + " HTTP/1.1\r\nHost: localhost\r\n" + headers;
-  if (!body.empty() || method == "POST" || method == "PUT")
-    req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
-  req += "Connection: close\r\n\r\n" + body;
-  auto ex = test::exchange(s.port(), req, 1, s.client());
-  REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
-  return ex.responses.front();
-}
 
 HttpResponse get(TestServer& s, const std::string& target, const std::string& headers = {}) {
-  return send(s, "GET", target, headers);
+  return request(s, "GET", target, headers);
 }
 
 std::string bearer(const TokenClaims& c) { return test::test_tokens().header(c); }
@@ -452,12 +443,12 @@ TEST_CASE("Audit: the IG view: search, paging, access report, export, alerts, pr
       if (al.string_at("rule") == "break-glass") bg_id = *al.find("id")->as_int64();
     REQUIRE(bg_id > 0);
     const std::string path = "/audit/alerts/" + std::to_string(bg_id) + "/review";
-    CHECK(send(s, "POST", path, ig, R"({"outcome":"maybe"})").status == 400);
-    CHECK(send(s, "POST", path, ig, R"({"outcome":"inappropriate"})").status == 400);  // note required
-    CHECK(send(s, "POST", path, bearer(gp), R"({"outcome":"appropriate"})").status == 403);
-    CHECK(send(s, "POST", path, ig, R"({"outcome":"appropriate","note":"ED attendance confirmed"})").status == 200);
-    CHECK(send(s, "POST", path, ig, R"({"outcome":"appropriate"})").status == 409);
-    CHECK(send(s, "POST", "/audit/alerts/987654/review", ig, R"({"outcome":"appropriate"})").status == 404);
+    CHECK(request(s, "POST", path, ig, R"({"outcome":"maybe"})").status == 400);
+    CHECK(request(s, "POST", path, ig, R"({"outcome":"inappropriate"})").status == 400);  // note required
+    CHECK(request(s, "POST", path, bearer(gp), R"({"outcome":"appropriate"})").status == 403);
+    CHECK(request(s, "POST", path, ig, R"({"outcome":"appropriate","note":"ED attendance confirmed"})").status == 200);
+    CHECK(request(s, "POST", path, ig, R"({"outcome":"appropriate"})").status == 409);
+    CHECK(request(s, "POST", "/audit/alerts/987654/review", ig, R"({"outcome":"appropriate"})").status == 404);
     fhir::Json reviewed = json_of(get(s, "/audit/alerts?status=reviewed", ig));
     REQUIRE(reviewed.find("alerts")->items().size() == 1);
     CHECK(reviewed.find("alerts")->items()[0].string_at("reviewer") == "ig-jones");
@@ -570,13 +561,13 @@ TEST_CASE("Audit: a full last page has no next link; alert review notes are real
     if (al.string_at("rule") == "break-glass") bg = *al.find("id")->as_int64();
   REQUIRE(bg > 0);
   const std::string path = "/audit/alerts/" + std::to_string(bg) + "/review";
-  HttpResponse blank = send(s, "POST", path, ig, R"({"outcome":"inappropriate","note":"   \t "})");
+  HttpResponse blank = request(s, "POST", path, ig, R"({"outcome":"inappropriate","note":"   \t "})");
   CHECK(blank.status == 400);
   CHECK(blank.body.find("a note is required") != std::string::npos);
-  CHECK(send(s, "PUT", "/audit/flagged-patients/" + a.nhs_number, ig, R"({"reason":"  "})").status == 400);
-  HttpResponse ok = send(s, "POST", path, ig, R"({"outcome":"inappropriate","note":"  no care relationship  "})");
+  CHECK(request(s, "PUT", "/audit/flagged-patients/" + a.nhs_number, ig, R"({"reason":"  "})").status == 400);
+  HttpResponse ok = request(s, "POST", path, ig, R"({"outcome":"inappropriate","note":"  no care relationship  "})");
   CHECK(ok.status == 200);
-  HttpResponse again = send(s, "POST", path, ig, R"({"outcome":"inappropriate","note":"again"})");
+  HttpResponse again = request(s, "POST", path, ig, R"({"outcome":"inappropriate","note":"again"})");
   CHECK(again.status == 409);
   auto records = all_records(s);
   for (const auto& r : records) {
@@ -620,16 +611,16 @@ TEST_CASE("Audit: IG endpoints need AuditEvent scopes as well as the IG role") {
     CAPTURE(c.target);
     for (const char* scope : {"openid", "user/Patient.rs", "user/AuditEvent.c", "openid fhirUser"}) {
       CAPTURE(scope);
-      HttpResponse r = send(s, c.method, c.target, ig_with(scope), c.body);
+      HttpResponse r = request(s, c.method, c.target, ig_with(scope), c.body);
       CHECK(r.status == 403);
       CHECK(r.body.find("scopes do not grant") != std::string::npos);
     }
-    CHECK(send(s, c.method, c.target, ig_with("user/AuditEvent.r"), c.body).status == (c.read_only ? 200 : 403));
+    CHECK(request(s, c.method, c.target, ig_with("user/AuditEvent.r"), c.body).status == (c.read_only ? 200 : 403));
     const bool search_alone = !c.read_only && c.method == "GET";
-    CHECK(send(s, c.method, c.target, ig_with("user/AuditEvent.s"), c.body).status == (search_alone ? 200 : 403));
+    CHECK(request(s, c.method, c.target, ig_with("user/AuditEvent.s"), c.body).status == (search_alone ? 200 : 403));
     for (const char* scope : {"user/AuditEvent.rs", "user/*.rs", "openid user/AuditEvent.read", "user/*.cruds"}) {
       CAPTURE(scope);
-      CHECK(send(s, c.method, c.target, ig_with(scope), c.body).status == 200);
+      CHECK(request(s, c.method, c.target, ig_with(scope), c.body).status == 200);
     }
   }
   // Scopes never widen the role: a clinician with AuditEvent scopes still gets nothing.
@@ -661,9 +652,9 @@ TEST_CASE("Audit: alert rules: no prior relationship, volume, flagged record, ou
   para.purpose = "EMERGENCY";
   REQUIRE(get(s, "/Patient/" + pts[0].id, bearer(para)).status == 200);
   const std::string ig = bearer(ig_officer());
-  REQUIRE(send(s, "PUT", "/audit/flagged-patients/" + pts[1].nhs_number, ig, R"({"reason":"staff member"})").status == 200);
-  CHECK(send(s, "PUT", "/audit/flagged-patients/123", ig, R"({"reason":"x"})").status == 400);
-  CHECK(send(s, "PUT", "/audit/flagged-patients/" + pts[1].nhs_number, ig, R"({})").status == 400);
+  REQUIRE(request(s, "PUT", "/audit/flagged-patients/" + pts[1].nhs_number, ig, R"({"reason":"staff member"})").status == 200);
+  CHECK(request(s, "PUT", "/audit/flagged-patients/123", ig, R"({"reason":"x"})").status == 400);
+  CHECK(request(s, "PUT", "/audit/flagged-patients/" + pts[1].nhs_number, ig, R"({})").status == 400);
   REQUIRE(get(s, "/Patient/" + pts[1].id, bearer(gp)).status == 200);
 
   auto alerts = s.app().audit_log()->alerts("open", 1000);

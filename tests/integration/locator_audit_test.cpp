@@ -14,6 +14,7 @@
 
 using namespace gw;
 using gw::test::HttpResponse;
+using gw::test::request;
 using gw::test::json_of;
 using gw::test::TestServer;
 using gw::test::TokenClaims;
@@ -25,19 +26,9 @@ const std::string kBreakGlass =
     "X-Break-Glass-Reason: emergency-care\r\nX-Break-Glass-Justification: unconscious patient in ED, no history\r\n";
 const std::string kShortJustification = "X-Break-Glass-Reason: emergency-care\r\nX-Break-Glass-Justification: ED\r\n";
 
-HttpResponse send(TestServer& s, const std::string& method, const std::string& target, const std::string& headers,
-                  const std::string& body = {}, const std::string& type = "application/fhir+json") {
-  std::string raw = method + " " + target + " HTTP/1.1\r\nHost: localhost\r\n" + headers;
-  if (method == "POST" || method == "PUT")
-    raw += "Content-Type: " + type + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
-  raw += "Connection: close\r\n\r\n" + body;
-  auto ex = test::exchange(s.port(), raw, 1, s.client());
-  REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
-  return ex.responses.front();
-}
 
 HttpResponse get(TestServer& s, const std::string& target, const std::string& headers) {
-  return send(s, "GET", target, headers);
+  return request(s, "GET", target, headers);
 }
 
 std::string bearer(const TokenClaims& c) { return test::test_tokens().header(c); }
@@ -104,7 +95,7 @@ TEST_CASE("Locator audit: an identifier search names the patient it matched, vis
   CHECK(record_of(s, unknown).detail.patients.empty());
 
   // POST _search: the same, with the NHS number out of the URL.
-  HttpResponse post = send(s, "POST", "/Patient/_search", other, "identifier=" + kNhsSystem + a.nhs_number,
+  HttpResponse post = request(s, "POST", "/Patient/_search", other, "identifier=" + kNhsSystem + a.nhs_number,
                            "application/x-www-form-urlencoded");
   REQUIRE(post.status == 200);
   CHECK(json_of(post).find("total")->as_int64() == 0);
@@ -234,37 +225,37 @@ TEST_CASE("Locator audit: every pointer create, update and delete names its pati
   const std::string rx1 = bearer(source_system("RX1"));
 
   // A create whose subject is a reference only: the NHS number comes from the index.
-  HttpResponse created = send(s, "POST", "/DocumentReference", rx1, pointer_body(by_reference(a)));
+  HttpResponse created = request(s, "POST", "/DocumentReference", rx1, pointer_body(by_reference(a)));
   REQUIRE_MESSAGE(created.status == 201, created.body);
   audit::Record rec = record_of(s, created);
   CHECK(rec.detail.patients == std::vector<std::string>{a.nhs_number});
   const std::string id(json_of(created).string_at("id"));
 
   // An update that moves the pointer to another patient names both.
-  HttpResponse moved = send(s, "PUT", "/DocumentReference/" + id, rx1, pointer_body(by_reference(b), id));
+  HttpResponse moved = request(s, "PUT", "/DocumentReference/" + id, rx1, pointer_body(by_reference(b), id));
   REQUIRE_MESSAGE(moved.status == 200, moved.body);
   rec = record_of(s, moved);
   CHECK(names(rec, a.nhs_number));
   CHECK(names(rec, b.nhs_number));
   CHECK(rec.detail.patients.size() == 2);
   // PUT that creates under a new id.
-  HttpResponse put_created = send(s, "PUT", "/DocumentReference/RX1-audit-1", rx1, pointer_body(by_reference(a), "RX1-audit-1"));
+  HttpResponse put_created = request(s, "PUT", "/DocumentReference/RX1-audit-1", rx1, pointer_body(by_reference(a), "RX1-audit-1"));
   REQUIRE_MESSAGE(put_created.status == 201, put_created.body);
   CHECK(record_of(s, put_created).detail.patients == std::vector<std::string>{a.nhs_number});
 
   // Refused deletes name the patient too: another source's attempt, and a stale If-Match.
-  HttpResponse other = send(s, "DELETE", "/DocumentReference/" + id, bearer(source_system("RX2")));
+  HttpResponse other = request(s, "DELETE", "/DocumentReference/" + id, bearer(source_system("RX2")));
   CHECK(other.status == 403);
   CHECK(record_of(s, other).detail.patients == std::vector<std::string>{b.nhs_number});
-  HttpResponse stale = send(s, "DELETE", "/DocumentReference/" + id, rx1 + "If-Match: W/\"99\"\r\n");
+  HttpResponse stale = request(s, "DELETE", "/DocumentReference/" + id, rx1 + "If-Match: W/\"99\"\r\n");
   CHECK(stale.status == 412);
   CHECK(record_of(s, stale).detail.patients == std::vector<std::string>{b.nhs_number});
 
-  HttpResponse deleted = send(s, "DELETE", "/DocumentReference/" + id, rx1);
+  HttpResponse deleted = request(s, "DELETE", "/DocumentReference/" + id, rx1);
   REQUIRE(deleted.status == 204);
   CHECK(record_of(s, deleted).detail.patients == std::vector<std::string>{b.nhs_number});
   // Nothing to delete any more: no patient to name.
-  HttpResponse again = send(s, "DELETE", "/DocumentReference/" + id, rx1);
+  HttpResponse again = request(s, "DELETE", "/DocumentReference/" + id, rx1);
   CHECK(again.status == 404);
   CHECK(record_of(s, again).detail.patients.empty());
 
@@ -280,7 +271,7 @@ TEST_CASE("Locator audit: POST /DocumentReference/_search names its patient and 
   TestServer s;
   auto a = test::add_patient(s.locator(), 306, "Nrl", "A81001");
   test::add_pointer(s.locator(), a.id, "RX1", "887701000000100", "Emergency health care plan");
-  HttpResponse r = send(s, "POST", "/DocumentReference/_search", bearer(clinician_at("A81001", "dr-nrl")),
+  HttpResponse r = request(s, "POST", "/DocumentReference/_search", bearer(clinician_at("A81001", "dr-nrl")),
                         "subject:identifier=" + kNhsSystem + a.nhs_number, "application/x-www-form-urlencoded");
   REQUIRE_MESSAGE(r.status == 200, r.body);
   CHECK(json_of(r).find("total")->as_int64() == 1);
@@ -294,7 +285,7 @@ TEST_CASE("Locator audit: a page fetched by a POST _search handle is audited as 
   TestServer s;
   auto a = test::add_patient(s.locator(), 307, "Handled", "A81001");
   const std::string h = bearer(clinician_at("A81001", "dr-pages"));
-  HttpResponse posted = send(s, "POST", "/Patient/_search", h, "identifier=" + kNhsSystem + a.nhs_number,
+  HttpResponse posted = request(s, "POST", "/Patient/_search", h, "identifier=" + kNhsSystem + a.nhs_number,
                              "application/x-www-form-urlencoded");
   REQUIRE_MESSAGE(posted.status == 200, posted.body);
   std::string self;

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "support/test_server.h"
 
+#include <doctest/doctest.h>
+
 #include "gateway/observe/log.h"
 #include "support/certs.h"
 #include "support/paths.h"
@@ -44,6 +46,17 @@ ClientOptions TestServer::client() const {
   ClientOptions o;
   o.ca_file = dev_certs().ca;
   return o;
+}
+
+HttpResponse request(TestServer& s, const std::string& method, const std::string& target, const std::string& headers,
+                  const std::string& body, const std::string& content_type) {
+  std::string raw = method + " " + target + " HTTP/1.1\r\nHost: localhost\r\n" + headers;
+  if (!body.empty() || method == "POST" || method == "PUT")
+    raw += "Content-Type: " + content_type + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+  raw += "Connection: close\r\n\r\n" + body;
+  auto ex = exchange(s.port(), raw, 1, s.client());
+  REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+  return ex.responses.front();
 }
 
 }  // namespace gw::test

@@ -46,4 +46,10 @@ class TestServer {
   std::atomic<bool> stopped_{false};
 };
 
+// One request over a new TLS connection to `s` (Connection: close), checked to get exactly one
+// response. `headers` are whole header lines, each ending in CRLF. A body, or a POST or PUT,
+// comes with Content-Type `content_type` and its Content-Length.
+HttpResponse request(TestServer& s, const std::string& method, const std::string& target, const std::string& headers,
+                  const std::string& body = {}, const std::string& content_type = "application/json");
+
 }  // namespace gw::test
