@@ -26,6 +26,7 @@
 
 #include "adapters/hl7v2/ack.h"
 #include "adapters/hl7v2/mapping.h"
+#include "gateway/net/peer_subject.h"
 
 namespace gw::hl7v2 {
 namespace {
@@ -111,23 +112,6 @@ std::string dedupe_key(const MshSummary& msh) {
 // so a frame's cost is bounded by its count as well as by its bytes.
 constexpr std::size_t kMaxBatchMessages = 1000;
 
-#if GW_WITH_TLS
-// The subject of the peer's certificate when it verified, else "": RFC 2253 as OpenSSL prints
-// it, exactly as the HTTPS listener reads a source's certificate (gateway/net/server.cpp), so
-// one client_certificate_subject matches on both.
-std::string verified_peer_subject(SSL* ssl) {
-  X509* cert = SSL_get0_peer_certificate(ssl);
-  if (!cert || SSL_get_verify_result(ssl) != X509_V_OK) return {};
-  BIO* bio = BIO_new(BIO_s_mem());
-  if (!bio) return {};
-  X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
-  char* data = nullptr;
-  const long n = BIO_get_mem_data(bio, &data);
-  std::string out(data, n > 0 ? static_cast<std::size_t>(n) : 0);
-  BIO_free(bio);
-  return out;
-}
-#endif
 
 }  // namespace
 
@@ -435,7 +419,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       hs.cancel();
       if (ec) {
         violation("tls handshake failed", {{"error", ec.message()}});
-      } else if (const std::string subject = verified_peer_subject(stream.native_handle());
+      } else if (const std::string subject = net::verified_peer_subject(stream.native_handle());
                  !options.client_certificate_subject.empty() && subject != options.client_certificate_subject) {
         // Another certificate from the same client CA must not push messages as this source
         // (a sender without one fails the handshake: the gateway gives this listener a context

@@ -47,6 +47,7 @@
 #if GW_WITH_TLS
 #include <boost/beast/ssl/ssl_stream.hpp>
 
+#include "gateway/net/peer_subject.h"
 #include "gateway/net/tls_context.h"
 #endif
 #include "fhir/query_string.h"
@@ -144,19 +145,6 @@ const std::string& http_date() {
   return cached;
 }
 
-#if GW_WITH_TLS
-std::string peer_subject(SSL* ssl) {
-  X509* cert = SSL_get0_peer_certificate(ssl);
-  if (!cert || SSL_get_verify_result(ssl) != X509_V_OK) return {};
-  BIO* bio = BIO_new(BIO_s_mem());
-  X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
-  char* data = nullptr;
-  long n = BIO_get_mem_data(bio, &data);
-  std::string out(data, static_cast<std::size_t>(n));
-  BIO_free(bio);
-  return out;
-}
-#endif
 
 struct ConnectionInfo {
   std::string remote_address;
@@ -465,7 +453,7 @@ struct Server::Impl {
     }
     buffer.consume(used);
     info.tls = true;
-    info.client_subject = peer_subject(tls_stream.native_handle());
+    info.client_subject = verified_peer_subject(tls_stream.native_handle());
     co_await serve(tls_stream, lowest, buffer, info, *control, false);
     lowest.expires_after(std::chrono::seconds(1));
     co_await tls_stream.async_shutdown(nothrow(ec));
