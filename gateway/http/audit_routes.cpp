@@ -167,6 +167,11 @@ std::string what_text(const audit::Record& r) {
   return "changed information held about you";
 }
 
+// A write that lost to the current state of the record (RFC 9110 section 15.5.10 and 15.5.13:
+// a 412 is an If-Match naming a version someone else had already replaced, a 409 a conflict
+// with what is there now): access was allowed, the change was not made.
+bool lost_to_conflict(const audit::Record& r) { return r.status == 409 || r.status == 412; }
+
 std::string why_text(const audit::Record& r) {
   const std::string& b = r.detail.basis;
   if (!r.detail.break_glass_reason.empty() || b == "break-glass") {
@@ -184,7 +189,7 @@ std::string why_text(const audit::Record& r) {
   if (b == "system" || r.agent_kind == "system" || r.kind == "ingest")
     return "a connected care system keeping its records up to date";
   // A refusal, or a lookup that showed nothing (no relationship: 200 with an empty answer).
-  if (r.status >= 400 || ((reads(r) || r.action == "search-type") && r.detail.returned.empty()))
+  if ((r.status >= 400 && !lost_to_conflict(r)) || ((reads(r) || r.action == "search-type") && r.detail.returned.empty()))
     return "no access was given";
   return "no reason was recorded";
 }
@@ -192,6 +197,8 @@ std::string why_text(const audit::Record& r) {
 // Plain-language outcome. A refusal can also be an empty answer (a search without a
 // relationship is 200 with nothing in it), so what was shown decides, not the status alone.
 std::string outcome_text(const audit::Record& r) {
+  if (r.status == 412) return "not changed: someone else had changed it first (version conflict, 412)";
+  if (r.status == 409) return "not changed: it conflicted with what is held now (conflict, 409)";
   if (r.status >= 400) return "access refused (" + std::to_string(r.status) + ")";
   std::string withheld;
   if (const std::size_t n = r.detail.withheld.size(); n > 0)
@@ -236,7 +243,7 @@ std::string report_html(const std::string& nhs, const std::vector<audit::Record>
        "<th>Why</th><th>Outcome</th></tr></thead><tbody>\n";
   for (const auto& r : records) {
     Json e = report_entry(r);
-    const bool refused = r.status >= 400;
+    const bool refused = r.status >= 400 && !lost_to_conflict(r);
     h += refused ? "<tr class=\"refused\">" : "<tr>";
     h += "<td>" + html_escape(e.string_at("when")) + "</td>";
     std::string who = std::string(e.string_at("who"));

@@ -263,6 +263,10 @@ TEST_CASE("Locator audit: every pointer create, update and delete names its pati
   const std::string report_b = access_report(s, b.nhs_number);
   CHECK(report_b.find("removed an entry from the list of services holding records about you") != std::string::npos);
   CHECK(report_b.find("updated the list of care services holding records about you") != std::string::npos);
+  // The stale If-Match lost a version race: access was allowed, the change was not made.
+  CHECK(report_b.find("not changed: someone else had changed it first (version conflict, 412)") != std::string::npos);
+  CHECK(report_b.find("access refused (412)") == std::string::npos);
+  CHECK(report_b.find("access refused (403)") != std::string::npos);
   CHECK(access_report(s, a.nhs_number).find("added to the list of care services holding records about you") !=
         std::string::npos);
 }
