@@ -745,23 +745,39 @@ fhir::Status check_options(const ForwarderOptions& o) {
   return fhir::Ok{};
 }
 
+// "<what> <path>: <OpenSSL's reason>" (e.g. "key values mismatch" for a key that is not the
+// certificate's), as the HTTPS listener reports its own files: the operator sees which file
+// and why.
+std::string tls_file_error(const char* what, const std::string& path) {
+  const unsigned long e = ERR_peek_last_error();
+  const char* reason = e != 0 ? ERR_reason_error_string(e) : nullptr;
+  std::string text = what;
+  text.append(" ").append(path).append(": ").append(reason ? reason : "not a readable PEM file");
+  return text;
+}
+
 // The client TLS context: protocol floor, ciphers, the CA and the client credentials.
 fhir::Status configure_tls(SSL_CTX* ctx, const ForwarderOptions& opt) {
+  ERR_clear_error();  // the reasons reported below are this function's own
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   if (SSL_CTX_set_cipher_list(ctx, kTls12Ciphers) != 1)
     return Issue::make(ErrorCode::internal_error, "OpenSSL rejected the cipher list");
   if (SSL_CTX_load_verify_locations(ctx, opt.ca_file.c_str(), nullptr) != 1)
-    return invalid("ca_file", "cannot load the PEM CA bundle");
+    return invalid("ca_file", tls_file_error("cannot load the PEM CA bundle", opt.ca_file));
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   if (!opt.client_certificate.empty()) {
     if (SSL_CTX_use_certificate_chain_file(ctx, opt.client_certificate.c_str()) != 1)
-      return invalid("client_certificate", "cannot load the PEM certificate chain");
+      return invalid("client_certificate",
+                     tls_file_error("cannot load the PEM certificate chain", opt.client_certificate));
+    // OpenSSL checks the key against the certificate as it loads it: a key of the wrong pair
+    // fails here with "key values mismatch".
     if (SSL_CTX_use_PrivateKey_file(ctx, opt.client_key.c_str(), SSL_FILETYPE_PEM) != 1)
-      return invalid("client_key", "cannot load the PEM private key");
+      return invalid("client_key", tls_file_error("cannot load the PEM private key", opt.client_key));
     if (SSL_CTX_check_private_key(ctx) != 1)
-      return invalid("client_key", "the private key does not match the client certificate");
+      return invalid("client_key", "the private key " + opt.client_key + " does not match the client certificate " +
+                                       opt.client_certificate);
   }
   return fhir::Ok{};
 }

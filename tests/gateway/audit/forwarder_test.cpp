@@ -765,3 +765,26 @@ TEST_CASE("Forwarder: options are checked at start") {
   CHECK(!f.ok());
   CHECK(!std::filesystem::exists(db.path + "-nothing-here.db"));
 }
+
+TEST_CASE("Forwarder: a TLS file it cannot use is named, with OpenSSL's reason") {
+  AuditDb db("fwd-tls-files");
+  ForwarderOptions o = options_for(db, 6514);
+  SUBCASE("a valid key of another pair than the client certificate") {
+    o.client_certificate = test::dev_certs().client_cert;
+    o.client_key = test::dev_certs().server_key;
+    const auto st = Forwarder::check(o);
+    REQUIRE_FALSE(st.ok());
+    CHECK(st.issue().expression == "client_key");
+    CHECK(st.issue().diagnostics == "audit forwarding option client_key: cannot load the PEM private key " +
+                                        o.client_key + ": key values mismatch");
+  }
+  SUBCASE("a CA bundle that is not there") {
+    o.ca_file = db.path + ".missing-ca.pem";
+    const auto st = Forwarder::check(o);
+    REQUIRE_FALSE(st.ok());
+    CHECK(st.issue().expression == "ca_file");
+    const std::string prefix = "audit forwarding option ca_file: cannot load the PEM CA bundle " + o.ca_file + ": ";
+    CHECK(st.issue().diagnostics.rfind(prefix, 0) == 0);
+    CHECK(st.issue().diagnostics.size() > prefix.size());
+  }
+}
