@@ -372,7 +372,8 @@ LogVerifier::LogVerifier(const VerifyOptions& options, std::vector<Checkpoint> d
   evaluate_checkpoints_at_size();
 }
 
-void LogVerifier::note(std::optional<std::uint64_t> index, std::string kind, std::string text, bool locates) {
+void LogVerifier::note(std::optional<std::uint64_t> index, std::string kind, std::string text, bool locates,
+                       bool first_of_index) {
   if (index) {
     if (!min_index_ || *index < *min_index_) {
       min_index_ = index;
@@ -383,8 +384,13 @@ void LogVerifier::note(std::optional<std::uint64_t> index, std::string kind, std
     if (locates) locating_.push_back(*index);
   }
   Problem p{index, std::move(kind), std::move(text)};
+  // finish() sorts by index, keeping the order of equal ones: the front is ahead of its index.
+  auto place = [this, first_of_index](Problem&& q) {
+    if (first_of_index) problems_.insert(problems_.begin(), std::move(q));
+    else problems_.push_back(std::move(q));
+  };
   if (problems_.size() < std::max<std::size_t>(options_.max_problems, 1)) {
-    problems_.push_back(std::move(p));
+    place(std::move(p));
     return;
   }
   // Full: keep the lowest indexes listed (the first bad record must always be).
@@ -392,7 +398,10 @@ void LogVerifier::note(std::optional<std::uint64_t> index, std::string kind, std
   auto highest = problems_.end();
   for (auto it = problems_.begin(); it != problems_.end(); ++it)
     if (it->index && (highest == problems_.end() || *it->index > *highest->index)) highest = it;
-  if (index && highest != problems_.end() && *highest->index > *index) *highest = std::move(p);
+  if (index && highest != problems_.end() && (*highest->index > *index || (first_of_index && *highest->index == *index))) {
+    problems_.erase(highest);
+    place(std::move(p));
+  }
 }
 
 void LogVerifier::add_problem(std::optional<std::uint64_t> index, std::string kind, std::string text) {
@@ -412,18 +421,30 @@ void LogVerifier::check_index_state(std::optional<std::int64_t> indexed_below) {
   if (!indexed_below) {
     note(std::nullopt, "column-mismatch",
          "audit.db's audit_index_state has no indexed_below row, so nothing says which records the agent and time "
-         "indexes hold: the row was deleted (the gateway refuses to start without it)",
+         "indexes hold: the row was deleted (the gateway's next start rebuilds both indexes from the records and "
+         "writes an index-rebuild record saying so)",
          false);
     return;
   }
   // The searches read the records from indexed_below on from audit_record itself, the rest
   // from the indexes only: a value beyond the log leaves every record written after it out.
-  if (*indexed_below < 0 || static_cast<std::uint64_t>(*indexed_below) > next_)
-    note(*indexed_below < 0 ? 0 : next_, "column-mismatch",
+  if (*indexed_below < 0) {
+    note(0, "column-mismatch",
          "audit_index_state says the agent and time indexes hold the records below " + std::to_string(*indexed_below) +
              ", but the log has " + num(next_) +
              ": it was edited, which hides records from agent and date searches and the export",
          false);
+  } else if (static_cast<std::uint64_t>(*indexed_below) > next_) {
+    // The records the indexes never held (all of a young log's: the writer indexes in batches)
+    // are each reported as missing their rows; this edit is why, so it comes first.
+    const std::uint64_t from = unindexed_tail_.value_or(next_);
+    std::string text = "indexed_below in audit_index_state is " + std::to_string(*indexed_below) +
+                       ", beyond the end of the log (" + num(next_) + " records): it was moved forward, so the agent " +
+                       "and date searches and the export look for ";
+    text += from < next_ ? records_text(from, next_ - 1) + " in the indexes, which do not hold them, and miss them"
+                         : "the records written from now on in the indexes, and would miss them";
+    note(from, "column-mismatch", std::move(text), false, true);
+  }
 }
 
 bool LogVerifier::settled() const {
@@ -467,6 +488,14 @@ void LogVerifier::add(std::uint64_t index, const StoredRow* row, const RowCheck*
     leaf = stored_leaf;
     self_ok = false;
   } else {
+    // Said to be indexed (below indexed_below) without a time index row, which every indexed
+    // record has: the start of such a run at the end of the log is where an indexed_below moved
+    // forward began to hide records.
+    if (row->indexed && row->time_index.empty()) {
+      if (!unindexed_tail_) unindexed_tail_ = index;
+    } else {
+      unindexed_tail_.reset();
+    }
     if (trailing_missing_ && *trailing_missing_ + 1 < index) {
       for (auto& p : problems_)
         if (p.index && *p.index == *trailing_missing_ && p.kind == "missing")

@@ -157,7 +157,10 @@ class LogVerifier {
     bool signature_ok = false;
     enum class Root { unchecked, match, mismatch, unavailable } root = Root::unchecked;
   };
-  void note(std::optional<std::uint64_t> index, std::string kind, std::string text, bool locates);
+  // `first_of_index`: listed before the other problems at the same index (the cause, ahead of
+  // its effects).
+  void note(std::optional<std::uint64_t> index, std::string kind, std::string text, bool locates,
+            bool first_of_index = false);
   void evaluate_checkpoints_at_size();
 
   VerifyOptions options_;
@@ -185,6 +188,9 @@ class LogVerifier {
   bool seen_content_ = false;
   std::optional<std::uint64_t> last_row_;     // last index with a row
   std::optional<std::uint64_t> trailing_missing_;  // first of the rowless indexes at the end
+  // First of the records at the end of the log that audit_index_state says are indexed but
+  // that have no time index row (check_index_state).
+  std::optional<std::uint64_t> unindexed_tail_;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> pruned_runs_;   // [first, last]
   std::vector<std::pair<std::uint64_t, std::uint64_t>> prune_claims_;  // from retention records
 };

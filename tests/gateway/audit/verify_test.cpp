@@ -702,7 +702,13 @@ TEST_CASE("audit verify: edits to the agent and time indexes that would hide an 
     CHECK_FALSE(r.ok);
     CHECK(r.first_bad_index == first_unindexed);  // the first record the indexes were said to hold
     CHECK(has_problem(r, "column-mismatch", first_unindexed));
-    CHECK(has_problem(r, "column-mismatch", std::uint64_t{kRecords}));  // and every one from the end of the log on
+    // The cause comes first: indexed_below moved beyond the end of the log.
+    REQUIRE_FALSE(r.problems.empty());
+    CHECK(r.problems[0].index == first_unindexed);
+    CHECK(r.problems[0].text == "indexed_below in audit_index_state is 1000000, beyond the end of the log (200 "
+                                "records): it was moved forward, so the agent and date searches and the export look "
+                                "for records " + std::to_string(below) + " to 199 in the indexes, which do not hold "
+                                "them, and miss them");
 
     const std::string key = (b.dir / "audit-key.pub.pem").string();
     std::ofstream(key) << b.key.public_pem;
@@ -732,6 +738,12 @@ TEST_CASE("audit verify: edits to the agent and time indexes that would hide an 
     INFO(describe(r));
     CHECK_FALSE(r.ok);
     CHECK(has_problem(r, "column-mismatch", std::nullopt));
+    // What the gateway does about it now: it starts and rebuilds the indexes.
+    bool said = false;
+    for (const auto& p : r.problems)
+      said |= p.text.find("the row was deleted (the gateway's next start rebuilds both indexes from the records") !=
+              std::string::npos;
+    CHECK(said);
   }
   SUBCASE("one user's rows deleted from the agent and time indexes") {
     const std::string path = copy_db(b, "index-user");
@@ -810,6 +822,48 @@ TEST_CASE("audit verify: edits to the agent and time indexes that would hide an 
     INFO(describe(r));
     CHECK(r.first_bad_index == first_unindexed + 1);
   }
+}
+
+TEST_CASE("audit verify: indexed_below beyond a small log is reported as such, not only as records without rows") {
+  // The gateway merges its indexes in batches of 2,048: a young log has none of its records
+  // indexed yet, so every one of them lacks its rows once indexed_below is moved past the end.
+  static const Built b = build("verify-index-beyond", 26);
+  const std::string path = copy_db(b, "index-beyond");
+  {
+    auto db = open_rw(path);
+    exec(db,
+         "DELETE FROM audit_agent_index; DELETE FROM audit_time_index;"
+         "UPDATE audit_index_state SET value = 100 WHERE key = 'indexed_below'");
+  }
+  const std::string cause =
+      "indexed_below in audit_index_state is 100, beyond the end of the log (26 records): it was moved forward, so "
+      "the agent and date searches and the export look for records 0 to 25 in the indexes, which do not hold them, "
+      "and miss them";
+  VerifyReport r = verify(path, options_for(b));
+  INFO(describe(r));
+  CHECK_FALSE(r.ok);
+  CHECK(r.first_bad_index == 0u);
+  REQUIRE(r.problems.size() == 27);  // the cause, and each record's missing rows
+  CHECK(r.problems[0].text == cause);
+  // The in-memory path agrees.
+  auto log = gw::audit::read_stored_log(path);
+  REQUIRE(log);
+  VerifyReport m = gw::audit::verify_log(*log, options_for(b));
+  REQUIRE_FALSE(m.problems.empty());
+  CHECK(m.problems[0].text == cause);
+  // However many records lack their rows, the cause is listed (and is the headline).
+  VerifyOptions few = options_for(b);
+  few.max_problems = 5;
+  VerifyReport f = verify(path, few);
+  REQUIRE(f.problems.size() == 5);
+  CHECK(f.problems[0].text == cause);
+
+  const std::string key = (b.dir / "audit-key.pub.pem").string();
+  std::ofstream(key) << b.key.public_pem;
+  Run tool = audit_verify("--db " + path + " --checkpoints " + b.checkpoints + " --key " + key);
+  INFO(tool.out);
+  CHECK(tool.status == 1);
+  CHECK(tool.out.find("TAMPERED: first bad record 0: " + cause) != std::string::npos);
 }
 
 TEST_CASE("audit verify: a truncated tail and an older copy of audit.db are caught") {
