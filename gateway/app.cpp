@@ -281,6 +281,8 @@ void App::open_audit() {
   o.path = (std::filesystem::path(cfg_.data_dir) / "audit.db").string();
   o.checkpoint_file = checkpoint_path(cfg_);
   o.syslog_checkpoints = cfg_.audit.syslog_checkpoints;
+  // The origin of a new log. An existing one keeps the origin it was created with (Log::open
+  // warns when this differs): it names the log in every checkpoint it ever signed.
   o.origin = "fhir-gateway/audit " + cfg_.public_base_url;
   o.checkpoint_interval = cfg_.audit.checkpoint_interval;
   o.max_batch = static_cast<std::size_t>(cfg_.audit.max_batch);

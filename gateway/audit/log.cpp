@@ -113,6 +113,34 @@ bool last_sunday_passed(int year, int month, int mday, int hour, int wday_of_mda
   return hour >= 1;
 }
 
+// The log's origin: the first line of every checkpoint it signs, which names the log the
+// checkpoint is for (C2SP tlog-checkpoint). It is fixed when the log is created and kept in
+// audit.db (gateway_info 'audit_origin'), so that editing public_base_url later does not make
+// the log's older checkpoints look like another log's. A database from before it was kept
+// takes the origin of its oldest checkpoint (the one it was created with), else `configured`.
+fhir::Result<std::string> fix_origin(sqlite::Database& db, const std::string& configured) {
+  auto stored = db.prepare("SELECT value FROM gateway_info WHERE key = 'audit_origin'");
+  if (!stored) return std::move(stored).issue();
+  auto row = stored->step();
+  if (!row) return std::move(row).issue();
+  if (*row) return stored->column_text(0);
+  std::string origin = configured;
+  auto oldest = db.prepare("SELECT note FROM audit_checkpoint ORDER BY size, time_ms LIMIT 1");
+  if (!oldest) return std::move(oldest).issue();
+  auto cp = oldest->step();
+  if (!cp) return std::move(cp).issue();
+  if (*cp) {
+    auto c = parse_checkpoint(oldest->column_text(0));
+    if (!c) return not_ready("audit.db's oldest checkpoint is damaged (" + c.issue().diagnostics + "); run audit-verify");
+    origin = c->origin;
+  }
+  auto ins = db.prepare("INSERT INTO gateway_info(key, value) VALUES ('audit_origin', ?1)");
+  if (!ins) return std::move(ins).issue();
+  ins->bind(1, origin);
+  if (auto s = ins->run(); !s) return std::move(s).issue();
+  return origin;
+}
+
 }  // namespace
 
 LocalTime london_time(std::int64_t time_ms) {
@@ -635,6 +663,14 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
   auto db = sqlite::Database::open(options.path);
   if (!db) return std::move(db).issue();
   if (auto v = sqlite::migrate(*db, migrations()); !v) return std::move(v).issue();
+  auto origin = fix_origin(*db, options.origin);
+  if (!origin) return std::move(origin).issue();
+  if (*origin != options.origin)
+    observe::log(observe::Level::warn,
+                 "the audit log keeps the origin it was created with, not the one configured now (public_base_url "
+                 "changed?): its checkpoints go on naming the log as before",
+                 {{"log_origin", *origin}, {"configured_origin", options.origin}});
+  options.origin = std::move(*origin);
 
   std::unique_ptr<Log> log(new Log(options));
   log->impl_ = std::make_unique<Impl>(options, std::move(signer), std::move(*db));

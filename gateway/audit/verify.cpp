@@ -309,7 +309,7 @@ RowCheck check_row(const StoredRow& row) {
 // LogVerifier.
 
 LogVerifier::LogVerifier(const VerifyOptions& options, std::vector<Checkpoint> database_checkpoints,
-                         StoredNodes nodes)
+                         StoredNodes nodes, std::optional<std::string> log_origin)
     : options_(options), nodes_(std::move(nodes)) {
   options_.checkpoints.clear();  // copied into cps_ below; keeps copies of a verifier cheap
   std::vector<Cp> all;
@@ -332,14 +332,24 @@ LogVerifier::LogVerifier(const VerifyOptions& options, std::vector<Checkpoint> d
   }
 
   checkpoints_total_ = distinct.size();
-  // Every checkpoint must be for this log: audit.db's own checkpoints name it.
-  std::string origin;
-  for (const auto& cp : distinct)
-    if (cp.in_database) {
-      origin = cp.c.origin;
-      break;
-    }
-  if (origin.empty() && !distinct.empty()) origin = distinct.front().c.origin;
+  // Every checkpoint must be for this log. audit.db keeps the origin its log was created with
+  // (every checkpoint signs it, so an edited one fails them all); an older database is named
+  // by its oldest checkpoint, as the gateway adopts it (log.cpp).
+  const bool origin_stored = log_origin.has_value();
+  std::string origin = log_origin.value_or(std::string());
+  if (!origin_stored) {
+    const Cp* oldest = nullptr;
+    for (const auto& cp : distinct)
+      if (cp.in_database && (!oldest || cp.c.size < oldest->c.size ||
+                             (cp.c.size == oldest->c.size && cp.c.time_ms < oldest->c.time_ms)))
+        oldest = &cp;
+    if (!oldest)
+      for (const auto& cp : distinct)
+        if (!oldest || cp.c.size < oldest->c.size ||
+            (cp.c.size == oldest->c.size && cp.c.time_ms < oldest->c.time_ms))
+          oldest = &cp;
+    if (oldest) origin = oldest->c.origin;
+  }
 
   if (options.key) {
     parallel_for(distinct.size(), options.threads,
@@ -352,10 +362,13 @@ LogVerifier::LogVerifier(const VerifyOptions& options, std::vector<Checkpoint> d
   for (auto& cp : distinct) {
     const char* where = cp.in_file ? "the checkpoint file" : "audit.db";
     if (cp.c.origin != origin) {
-      note(std::nullopt, "bad-checkpoint",
-           checkpoint_text(cp.c) + " in " + where + " is for another log (\"" + cp.c.origin +
-               "\"); it was not used. Was the right checkpoint file given?",
-           false);
+      std::string text = checkpoint_text(cp.c) + " in " + where + " is for another log (\"" + cp.c.origin +
+                         "\"), not this one (\"" + origin + "\"";
+      text += origin_stored ? ", as audit.db names it" : ", as audit.db's oldest checkpoint names it";
+      text += !cp.in_database ? "); it was not used. Was the right checkpoint file given?"
+                         : "); it was not used. A log keeps its origin whatever the configuration says later, so "
+                           "audit.db's own checkpoints, or the origin it keeps, were edited";
+      note(std::nullopt, "bad-checkpoint", std::move(text), false);
       continue;
     }
     if (options.key && !cp.signature_ok) {

@@ -128,7 +128,11 @@ class LogVerifier {
  public:
   // `database_checkpoints` come from audit_checkpoint; options.checkpoints from outside. The
   // signatures are checked here (on options.threads threads). `nodes` may be empty.
-  LogVerifier(const VerifyOptions& options, std::vector<Checkpoint> database_checkpoints, StoredNodes nodes);
+  // `log_origin`: the origin audit.db keeps for its log (gateway_info 'audit_origin'); every
+  // checkpoint must name it. Empty (a database from before it was kept): the origin of
+  // audit.db's oldest checkpoint.
+  LogVerifier(const VerifyOptions& options, std::vector<Checkpoint> database_checkpoints, StoredNodes nodes,
+              std::optional<std::string> log_origin = std::nullopt);
 
   // Adds leaf `index`. `row` and `check` are both set or both null; `stored_leaf` is the
   // audit_node level-0 hash, if any.
@@ -202,6 +206,7 @@ struct StoredLog {
   std::vector<std::string> checkpoint_notes;                         // audit_checkpoint.note
   bool has_index_state = false;               // audit.db has audit_index_state (migration 5)
   std::optional<std::int64_t> indexed_below;  // its value, when it has the row
+  std::optional<std::string> origin;          // gateway_info 'audit_origin', when audit.db keeps it
 };
 fhir::Result<StoredLog> read_stored_log(const std::string& audit_db_path);
 VerifyReport verify_log(const StoredLog& log, const VerifyOptions& options);

@@ -124,6 +124,21 @@ fhir::Result<IndexState> read_index_state(Database& db) {
   return out;
 }
 
+// The origin audit.db keeps for its log (gateway_info 'audit_origin', written by the gateway
+// when it opens the log); empty when the database predates it.
+fhir::Result<std::optional<std::string>> read_origin(Database& db) {
+  auto table = db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'gateway_info'");
+  if (!table) return std::move(table).issue();
+  if (auto r = table->step(); !r) return std::move(r).issue();
+  if (table->column_int64(0) == 0) return std::optional<std::string>();
+  auto value = db.prepare("SELECT value FROM gateway_info WHERE key = 'audit_origin'");
+  if (!value) return std::move(value).issue();
+  auto r = value->step();
+  if (!r) return std::move(r).issue();
+  if (!*r) return std::optional<std::string>();
+  return std::optional<std::string>(value->column_text(0));
+}
+
 fhir::Result<TableCheckpoints> read_checkpoint_table(Database& db) {
   TableCheckpoints out;
   auto s = db.prepare("SELECT size, time_ms, root, note FROM audit_checkpoint ORDER BY size, time_ms");
@@ -213,6 +228,9 @@ fhir::Result<StoredLog> read_stored_log(const std::string& audit_db_path) {
     log.nodes[{static_cast<unsigned>(nodes->column_int64(0)), static_cast<std::uint64_t>(nodes->column_int64(1))}] =
         h.value_or(Hash{});
   }
+  auto origin = read_origin(*db);
+  if (!origin) return std::move(origin).issue();
+  log.origin = std::move(*origin);
   auto notes = db->prepare("SELECT note FROM audit_checkpoint ORDER BY size, time_ms");
   if (!notes) return std::move(notes).issue();
   for (;;) {
@@ -238,7 +256,7 @@ VerifyReport verify_log(const StoredLog& log, const VerifyOptions& options) {
     auto it = nodes->find({level, index});
     if (it == nodes->end()) return std::nullopt;
     return it->second;
-  });
+  }, log.origin);
   for (auto& text : bad_notes) v.add_problem(std::nullopt, "bad-checkpoint", std::move(text));
 
   std::vector<RowCheck> checks;
@@ -639,8 +657,11 @@ fhir::Result<VerifyReport> verify_database(const std::string& audit_db_path, con
   if (!tree_table) return unreadable(tree_table.issue().diagnostics);
   const bool legacy = *tree_table == 0;
   NodeCursors cursors(&db, legacy);
+  auto origin = read_origin(db);
+  if (!origin) return unreadable(origin.issue().diagnostics);
   LogVerifier verifier(options, std::move(table->checkpoints),
-                       [&cursors](unsigned level, std::uint64_t index) { return cursors.lookup(level, index); });
+                       [&cursors](unsigned level, std::uint64_t index) { return cursors.lookup(level, index); },
+                       std::move(*origin));
   for (auto& text : table->problems) verifier.add_problem(std::nullopt, "bad-checkpoint", std::move(text));
 
   auto rows = db.prepare(kRowSql);

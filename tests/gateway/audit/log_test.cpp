@@ -867,6 +867,98 @@ TEST_CASE("Audit log: a checkpoint file behind audit.db is warned about at start
   CHECK((*log)->start_warnings().empty());
 }
 
+TEST_CASE("Audit log: a log keeps the origin it was created with when public_base_url changes, and verifies") {
+  auto dir = test::temp_dir("audit-origin-kept");
+  LogOptions o = options(dir);
+  auto signer = ed25519_signer();
+  const std::string created = "fhir-gateway/audit https://localhost:19310";
+  o.origin = created;
+  {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());
+    for (int i = 0; i < 5; ++i) REQUIRE((*log)->append_sync(access(i)).ok());
+    REQUIRE((*log)->checkpoint_now().ok());
+    (*log)->stop();
+  }
+  o.origin = "fhir-gateway/audit https://localhost:19320";  // public_base_url edited
+  {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());
+    CHECK((*log)->start_warnings().empty());
+    CHECK((*log)->options().origin == created);
+    for (int i = 5; i < 8; ++i) REQUIRE((*log)->append_sync(access(i)).ok());
+    auto c = (*log)->checkpoint_now();
+    REQUIRE(c.ok());
+    CHECK(c->origin == created);
+    (*log)->stop();
+  }
+  auto key = CheckpointVerifier::from_pem(signer->public_key_pem(), "test-audit");
+  REQUIRE(key.ok());
+  VerifyOptions vo;
+  vo.key = &*key;
+  auto file = parse_checkpoints(test::read_file(o.checkpoint_file));
+  REQUIRE(file.ok());
+  REQUIRE(file->size() == 2);
+  vo.checkpoints = *file;
+  vo.checkpoint_files_given = true;
+  auto describe = [](const VerifyReport& r) {
+    std::string s;
+    for (const auto& p : r.problems) s += p.kind + ": " + p.text + "\n";
+    return s;
+  };
+  {
+    auto r = verify_database(o.path, vo);
+    REQUIRE(r.ok());
+    INFO(describe(*r));
+    CHECK(r->ok);
+    CHECK(r->checkpoints_verified == 2);
+    auto stored = read_stored_log(o.path);
+    REQUIRE(stored.ok());
+    CHECK(stored->origin == created);
+    CHECK(verify_log(*stored, vo).ok);
+  }
+
+  // The origin audit.db keeps is what every checkpoint signed: editing it fails them all.
+  auto edit = [&](const std::string& sql) {
+    auto db = gw::sqlite::Database::open(o.path);
+    REQUIRE(db.ok());
+    REQUIRE(db->exec(sql).ok());
+  };
+  edit("UPDATE gateway_info SET value = 'fhir-gateway/audit https://elsewhere' WHERE key = 'audit_origin'");
+  {
+    auto r = verify_database(o.path, vo);
+    REQUIRE(r.ok());
+    INFO(describe(*r));
+    CHECK_FALSE(r->ok);
+    CHECK(r->checkpoints_verified == 0);
+    bool named = false;
+    for (const auto& p : r->problems)
+      named |= p.kind == "bad-checkpoint" &&
+               p.text.find("is for another log (\"" + created +
+                           "\"), not this one (\"fhir-gateway/audit https://elsewhere\", as audit.db names it)") !=
+                   std::string::npos;
+    CHECK(named);
+  }
+
+  // A database from before the origin was kept: named by its oldest checkpoint, which the
+  // gateway then keeps.
+  edit("DELETE FROM gateway_info WHERE key = 'audit_origin'");
+  {
+    auto r = verify_database(o.path, vo);
+    REQUIRE(r.ok());
+    INFO(describe(*r));
+    CHECK(r->ok);
+  }
+  {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());
+    CHECK((*log)->options().origin == created);
+  }
+  auto stored = read_stored_log(o.path);
+  REQUIRE(stored.ok());
+  CHECK(stored->origin == created);
+}
+
 TEST_CASE("Audit log: retention removes old content but keeps the tree and says so") {
   auto dir = test::temp_dir("audit-retention");
   auto signer = ed25519_signer();
