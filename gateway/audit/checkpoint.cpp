@@ -399,8 +399,13 @@ fhir::Result<Checkpoint> parse_checkpoint(std::string_view text) {
   return c;
 }
 
-fhir::Result<std::vector<Checkpoint>> parse_checkpoints(std::string_view text, std::size_t max_notes) {
-  std::vector<Checkpoint> out;
+namespace {
+
+// parse_checkpoints() and parse_checkpoint_file(): with `torn_tail_allowed`, an incomplete last
+// note no longer than a note may be is left out and measured instead of failing.
+fhir::Result<CheckpointFile> parse_notes(std::string_view text, std::size_t max_notes, bool torn_tail_allowed) {
+  CheckpointFile file;
+  std::vector<Checkpoint>& out = file.notes;
   std::size_t pos = 0;
   while (pos < text.size()) {
     if (text[pos] == '\n') {  // blank lines between notes
@@ -416,7 +421,15 @@ fhir::Result<std::vector<Checkpoint>> parse_checkpoints(std::string_view text, s
     // A note ends with the line after its first blank line.
     const std::size_t blank = text.find("\n\n", pos);
     const std::size_t end = blank == std::string_view::npos ? blank : text.find('\n', blank + 2);
-    if (end == std::string_view::npos) return invalid("checkpoint note " + number + " is incomplete");
+    if (end == std::string_view::npos) {
+      // Nothing complete follows it, so it can only be the end of the file.
+      if (torn_tail_allowed && text.size() - pos <= kMaxNoteBytes) {
+        file.complete_bytes = pos;
+        file.torn_bytes = text.size() - pos;
+        return file;
+      }
+      return invalid("checkpoint note " + number + " is incomplete");
+    }
     auto note = parse_checkpoint(text.substr(pos, end + 1 - pos));
     if (!note) {
       fhir::Issue issue = std::move(note).issue();
@@ -428,7 +441,20 @@ fhir::Result<std::vector<Checkpoint>> parse_checkpoints(std::string_view text, s
     out.push_back(std::move(*note));
     pos = end + 1;
   }
-  return out;
+  file.complete_bytes = text.size();
+  return file;
+}
+
+}  // namespace
+
+fhir::Result<std::vector<Checkpoint>> parse_checkpoints(std::string_view text, std::size_t max_notes) {
+  auto file = parse_notes(text, max_notes, false);
+  if (!file) return std::move(file).issue();
+  return std::move(file->notes);
+}
+
+fhir::Result<CheckpointFile> parse_checkpoint_file(std::string_view text, std::size_t max_notes) {
+  return parse_notes(text, max_notes, true);
 }
 
 // ---------------------------------------------------------------------------------------------

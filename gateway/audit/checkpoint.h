@@ -39,6 +39,17 @@ fhir::Result<Checkpoint> parse_checkpoint(std::string_view text);
 fhir::Result<std::vector<Checkpoint>> parse_checkpoints(std::string_view text,
                                                          std::size_t max_notes = 10'000'000);
 
+// A checkpoint file as the gateway appends to it. A crash or a full disk during an append, or a
+// copy cut short, leaves the last note incomplete: that torn tail (at most 4 KiB, no complete
+// note after it) is told apart from damage anywhere else, which is an error as in
+// parse_checkpoints().
+struct CheckpointFile {
+  std::vector<Checkpoint> notes;     // the complete notes
+  std::size_t complete_bytes = 0;    // where the torn tail begins (the text's size when none)
+  std::size_t torn_bytes = 0;        // the torn tail's length (0: the file ends with a whole note)
+};
+fhir::Result<CheckpointFile> parse_checkpoint_file(std::string_view text, std::size_t max_notes = 10'000'000);
+
 class CheckpointSigner {
  public:
   // Loads a PEM private key (Ed25519 or EC P-256). Errors name the file and the reason.

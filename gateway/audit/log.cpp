@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cerrno>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -711,6 +712,7 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
   if (!options.checkpoint_file.empty()) {
     bool has_db_newest = false;
     std::uint64_t file_newest = 0, file_notes = 0;
+    std::string torn;  // what was done about a torn last note ("" = none)
     FILE* f = std::fopen(options.checkpoint_file.c_str(), "rb");
     const bool opened = f != nullptr;
     if (opened) {
@@ -719,9 +721,9 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
       std::size_t n;
       while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
       std::fclose(f);
-      auto notes = parse_checkpoints(text);
-      if (!notes) return not_ready("checkpoint file " + options.checkpoint_file + " is unreadable: " + notes.issue().diagnostics);
-      for (const auto& c : *notes) {
+      auto parsed = parse_checkpoint_file(text);
+      if (!parsed) return not_ready("checkpoint file " + options.checkpoint_file + " is unreadable: " + parsed.issue().diagnostics);
+      for (const auto& c : parsed->notes) {
         if (c.size > size)
           return not_ready("checkpoint file " + options.checkpoint_file + " covers " + std::to_string(c.size) +
                            " records but audit.db holds " + std::to_string(size) +
@@ -734,6 +736,22 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
         file_newest = std::max(file_newest, c.size);
         if (db_newest && c.size == db_newest->first && c.time_ms == db_newest->second) has_db_newest = true;
       }
+      // An append cut short (a crash or a full disk mid-write, or a copy cut by hand) leaves the
+      // last note incomplete. It vouches for nothing, and the next note appended after it would be
+      // glued onto it, unreadable. The file only ever grows by whole notes, so it is cut back to
+      // its last complete one (the blank line after it stays): only bytes no reader could use
+      // go. When that fails (an append-only file), nothing more is appended to it this run.
+      if (parsed->torn_bytes > 0) {
+        torn = "ended in an incomplete checkpoint note (" + std::to_string(parsed->torn_bytes) +
+               " bytes: an append cut short by a crash or a full disk, or a copy cut short), ";
+        if (::truncate(options.checkpoint_file.c_str(), static_cast<off_t>(parsed->complete_bytes)) == 0) {
+          torn += "which was removed";
+        } else {
+          torn += std::string("which could not be removed (") + std::strerror(errno) +
+                  "): no checkpoint is appended to it until those bytes are removed and the gateway restarted";
+          impl.opt.checkpoint_file.clear();
+        }
+      }
     }
     // A file that lacks audit.db's newest checkpoint (deleted, emptied, cut, an older copy) can
     // no longer reveal a tail deleted from audit.db together with its checkpoints. The gateway
@@ -741,11 +759,12 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
     // lost log file into an outage), but says so where operators and IG officers look: the
     // operational log and the audit log itself. The next checkpoint is appended as usual.
     if (db_newest && !has_db_newest) {
-      const std::string found = !opened ? "is missing or unreadable"
-                                   : file_notes == 0 ? "holds no checkpoint"
-                                                     : "holds " + std::to_string(file_notes) +
-                                                           " checkpoint(s), the newest of " +
-                                                           std::to_string(file_newest) + " records";
+      std::string found = !opened ? "is missing or unreadable"
+                             : file_notes == 0 ? "holds no checkpoint"
+                                               : "holds " + std::to_string(file_notes) +
+                                                     " checkpoint(s), the newest of " + std::to_string(file_newest) +
+                                                     " records";
+      if (!torn.empty()) found = torn + "; it " + found;
       const std::string text = ", but audit.db's newest signed checkpoint covers " +
                                std::to_string(db_newest->first) + " records (signed " +
                                format_time_ms(db_newest->second) +
@@ -758,6 +777,12 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
                     {"file_checkpoint_size", file_newest}});
       log->start_warnings_.push_back("checkpoint file " + options.checkpoint_file + " " + found + text);
       findings.push_back(system_record("checkpoint-file-behind", "the checkpoint file " + found + text));
+    } else if (!torn.empty()) {
+      const std::string text = torn + "; the complete checkpoints before it match audit.db";
+      observe::log(observe::Level::warn, "audit checkpoint file ended in an incomplete note",
+                   {{"file", options.checkpoint_file}, {"file_checkpoints", file_notes}});
+      log->start_warnings_.push_back("checkpoint file " + options.checkpoint_file + " " + text);
+      findings.push_back(system_record("checkpoint-file-torn", "the checkpoint file " + text));
     }
   }
 

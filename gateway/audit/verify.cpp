@@ -359,6 +359,15 @@ LogVerifier::LogVerifier(const VerifyOptions& options, std::vector<Checkpoint> d
                                 "no checkpoint key was given, so nobody's signature vouches for the checkpoints: "
                                 "anyone able to edit audit.db could have rewritten them too"});
   }
+  // A torn last note is what a crash or a full disk during an append leaves (and what the
+  // gateway cuts off at its next start): the complete notes before it still count.
+  for (const auto& [file, bytes] : options.torn_checkpoint_files) {
+    std::string text = "the checkpoint file " + file + " ends in an incomplete checkpoint note (" + num(bytes) +
+                       " bytes): an append cut short by a crash or a full disk, or a copy cut short. It vouches for "
+                       "nothing; the complete checkpoints before it were used";
+    if (options.strict) note(std::nullopt, "checkpoint-file-torn", std::move(text), false);
+    else warnings_.push_back(Problem{std::nullopt, "checkpoint-file-torn", std::move(text)});
+  }
   for (auto& cp : distinct) {
     const char* where = cp.in_file ? "the checkpoint file" : "audit.db";
     if (cp.c.origin != origin) {

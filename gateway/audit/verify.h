@@ -34,8 +34,12 @@ struct VerifyOptions {
   // `checkpoints` were read from checkpoint file(s), even if they hold none: audit.db's newest
   // checkpoint missing from them is then reported (checkpoint-file-behind).
   bool checkpoint_files_given = false;
-  // Records after the last verified checkpoint, and checkpoint files behind audit.db, are
-  // errors (normally warnings).
+  // Checkpoint files whose last note was cut short (parse_checkpoint_file's torn tail), with the
+  // length of that tail: reported as checkpoint-file-torn. Their complete notes are in
+  // `checkpoints`.
+  std::vector<std::pair<std::string, std::size_t>> torn_checkpoint_files;
+  // Records after the last verified checkpoint, checkpoint files behind audit.db and torn
+  // checkpoint files are errors (normally warnings).
   bool strict = false;
   // Stop reading once the first bad index is certain (see LogVerifier::settled). Faster on a
   // damaged log; later problems are then not listed. Off for audits, on in the mutation tests.
@@ -50,7 +54,7 @@ struct VerifyOptions {
 // concerns no single record (a bad signature, a damaged tree node above intact records).
 // kind: changed, missing, inserted, reordered, forged, truncated, rolled-back, column-mismatch,
 // unexplained-prune, damaged-tree, bad-signature, bad-checkpoint, uncovered-tail,
-// checkpoint-file-behind, signatures-unchecked.
+// checkpoint-file-behind, checkpoint-file-torn, signatures-unchecked.
 struct Problem {
   std::optional<std::uint64_t> index;
   std::string kind;
@@ -70,7 +74,8 @@ struct VerifyReport {
   std::optional<std::uint64_t> first_bad_index;  // lowest index among the problems
   std::vector<Problem> problems;    // errors, lowest index first, at most max_problems
   std::uint64_t unlisted_problems = 0;
-  std::vector<Problem> warnings;    // uncovered-tail, checkpoint-file-behind (unless strict), signatures-unchecked
+  std::vector<Problem> warnings;    // uncovered-tail, checkpoint-file-behind, checkpoint-file-torn (unless
+                                    // strict), signatures-unchecked
 };
 
 // One audit_record row and what the database keeps beside it.

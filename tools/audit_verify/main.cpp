@@ -167,8 +167,9 @@ int main(int argc, char** argv) {
                  "the key's name, as in the gateway's [audit] key_name setting (default: the name the checkpoint "
                  "file's checkpoints carry, else fhir-gateway-audit)");
   app.add_flag("--strict", strict,
-               "records after the last verified checkpoint, and a --checkpoints file that lacks audit.db's newest "
-               "checkpoint (emptied, cut, an older copy), count as a failure (exit 1) instead of a warning");
+               "records after the last verified checkpoint, a --checkpoints file that lacks audit.db's newest "
+               "checkpoint (emptied, cut, an older copy), and one that ends in an incomplete note (an append cut "
+               "short), count as a failure (exit 1) instead of a warning");
   app.add_flag("--json", json, "print the report as JSON instead of text");
   app.add_option("--threads", threads, "threads decoding and hashing records (1..64)")->capture_default_str();
 
@@ -190,9 +191,12 @@ int main(int argc, char** argv) {
   for (const auto& path : checkpoint_files) {
     std::string text, error;
     if (!read_file(path, text, error)) return usage_error(error);
-    auto notes = gw::audit::parse_checkpoints(text);
-    if (!notes) return usage_error("checkpoint file " + path + " is not readable: " + notes.issue().diagnostics);
-    for (auto& c : *notes) options.checkpoints.push_back(std::move(c));
+    // A torn last note (an append cut short) is reported in the findings; damage anywhere
+    // else makes the file unreadable.
+    auto file = gw::audit::parse_checkpoint_file(text);
+    if (!file) return usage_error("checkpoint file " + path + " is not readable: " + file.issue().diagnostics);
+    if (file->torn_bytes > 0) options.torn_checkpoint_files.emplace_back(path, file->torn_bytes);
+    for (auto& c : file->notes) options.checkpoints.push_back(std::move(c));
   }
   std::optional<gw::audit::CheckpointVerifier> key;
   if (!key_path.empty()) {

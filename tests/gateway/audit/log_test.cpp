@@ -867,6 +867,73 @@ TEST_CASE("Audit log: a checkpoint file behind audit.db is warned about at start
   CHECK((*log)->start_warnings().empty());
 }
 
+TEST_CASE("Audit log: a checkpoint file whose last note was cut short is warned about, cut back and appended to") {
+  auto dir = test::temp_dir("audit-checkpoint-file-torn");
+  LogOptions o = options(dir);
+  auto signer = ed25519_signer();
+  auto run = [&](int from, int to) {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());
+    for (int i = from; i < to; ++i) REQUIRE((*log)->append_sync(access(i)).ok());
+    REQUIRE((*log)->checkpoint_now().ok());
+    return std::move(*log);
+  };
+  run(0, 5)->stop();
+  const std::string first = test::read_file(o.checkpoint_file);  // the checkpoint at 5, and a blank line
+  run(5, 9)->stop();
+  const std::string whole = test::read_file(o.checkpoint_file);
+  REQUIRE(whole.size() > first.size() + 30);
+
+  // A crash 30 bytes before the end of an append.
+  std::ofstream(o.checkpoint_file, std::ios::binary | std::ios::trunc) << whole.substr(0, whole.size() - 30);
+  {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());  // as for any file behind audit.db: it starts, and says so
+    REQUIRE((*log)->start_warnings().size() == 1);
+    const std::string& w = (*log)->start_warnings()[0];
+    CHECK(w.find("checkpoint file " + o.checkpoint_file + " ended in an incomplete checkpoint note (" +
+                 std::to_string(whole.size() - 30 - first.size()) + " bytes") != std::string::npos);
+    CHECK(w.find("which was removed; it holds 1 checkpoint(s), the newest of 5 records") != std::string::npos);
+    CHECK(w.find("newest signed checkpoint covers 9 records") != std::string::npos);
+    auto recorded = system_records(**log, "checkpoint-file-behind");
+    REQUIRE_FALSE(recorded.empty());
+    CHECK(recorded.front().detail.note.find("ended in an incomplete checkpoint note") != std::string::npos);
+    CHECK(test::read_file(o.checkpoint_file) == first);  // cut back to its last complete note
+    REQUIRE((*log)->append_sync(access(9)).ok());
+    REQUIRE((*log)->checkpoint_now().ok());
+    (*log)->stop();
+  }
+  // The notes appended after the cut are whole and readable.
+  auto notes = parse_checkpoints(test::read_file(o.checkpoint_file));
+  REQUIRE_MESSAGE(notes.ok(), notes.issue().diagnostics);
+  REQUIRE(notes->size() == 2);
+  CHECK(notes->back().size == 11);  // 9, the start-up finding and one access
+  {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());
+    CHECK((*log)->start_warnings().empty());
+  }
+
+  // A torn note after audit.db's newest checkpoint (a second append cut short): still warned of.
+  const std::string complete = test::read_file(o.checkpoint_file);
+  std::ofstream(o.checkpoint_file, std::ios::binary | std::ios::app) << complete.substr(0, 40);
+  {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());
+    REQUIRE((*log)->start_warnings().size() == 1);
+    CHECK((*log)->start_warnings()[0].find("ended in an incomplete checkpoint note (40 bytes") != std::string::npos);
+    CHECK((*log)->start_warnings()[0].find("the complete checkpoints before it match audit.db") != std::string::npos);
+    CHECK_FALSE(system_records(**log, "checkpoint-file-torn").empty());
+    CHECK(test::read_file(o.checkpoint_file) == complete);
+  }
+
+  // Damage before the last note is not a torn tail: the gateway refuses to start, as before.
+  std::ofstream(o.checkpoint_file, std::ios::binary | std::ios::trunc) << complete.substr(0, 20) + complete.substr(50);
+  auto damaged = Log::open(o, signer);
+  REQUIRE_FALSE(damaged.ok());
+  CHECK(damaged.issue().diagnostics.find("is unreadable: checkpoint note 1") != std::string::npos);
+}
+
 TEST_CASE("Audit log: a log keeps the origin it was created with when public_base_url changes, and verifies") {
   auto dir = test::temp_dir("audit-origin-kept");
   LogOptions o = options(dir);

@@ -1015,6 +1015,65 @@ TEST_CASE("audit verify: a checkpoint file emptied or behind audit.db is reporte
   }
 }
 
+TEST_CASE("audit verify: a checkpoint file whose last note was cut short is a warning, a failure under --strict") {
+  const Built& b = shared_log();
+  const std::string whole = gw::test::read_file(b.checkpoints);
+  const std::vector<Checkpoint> all = file_checkpoints(b.checkpoints);
+  REQUIRE(all.size() == 2);
+  // A crash 30 bytes before the end of the second append.
+  const std::string torn = (b.dir / "torn-checkpoints.log").string();
+  std::ofstream(torn, std::ios::binary | std::ios::trunc) << whole.substr(0, whole.size() - 30);
+  const std::string torn_text = gw::test::read_file(torn);
+  CHECK_FALSE(gw::audit::parse_checkpoints(torn_text).ok());
+  auto file = gw::audit::parse_checkpoint_file(torn_text);
+  REQUIRE(file);
+  REQUIRE(file->notes.size() == 1);
+  CHECK(file->notes[0].size == all[0].size);
+  CHECK(file->complete_bytes + file->torn_bytes == torn_text.size());
+  CHECK(torn_text.substr(file->complete_bytes) == whole.substr(file->complete_bytes, file->torn_bytes));
+
+  SUBCASE("the report") {
+    VerifyOptions o = options_for(b);
+    o.checkpoints = file->notes;
+    o.torn_checkpoint_files = {{torn, file->torn_bytes}};
+    VerifyReport r = verify(b.db, o);
+    INFO(describe(r));
+    CHECK(r.ok);
+    bool warned = false;
+    for (const auto& w : r.warnings)
+      warned |= w.kind == "checkpoint-file-torn" &&
+                w.text.find("the checkpoint file " + torn + " ends in an incomplete checkpoint note (" +
+                            std::to_string(file->torn_bytes) + " bytes)") != std::string::npos;
+    CHECK(warned);
+    o.strict = true;
+    VerifyReport s = verify(b.db, o);
+    CHECK_FALSE(s.ok);
+    CHECK(has_problem(s, "checkpoint-file-torn", std::nullopt));
+  }
+  SUBCASE("the audit-verify tool") {
+    const std::string key = (b.dir / "audit-key.pub.pem").string();
+    std::ofstream(key) << b.key.public_pem;
+    const std::string key_args = " --key " + key + " --key-name test-audit-key";
+    Run run = audit_verify("--db " + b.db + " --checkpoints " + torn + key_args);
+    INFO(run.out);
+    CHECK(run.status == 0);
+    CHECK(run.out.find("Warning: the checkpoint file " + torn + " ends in an incomplete checkpoint note") !=
+          std::string::npos);
+    CHECK(run.out.find("Checkpoints: 2 examined, 2 verified") != std::string::npos);
+    Run strict = audit_verify("--strict --db " + b.db + " --checkpoints " + torn + key_args);
+    INFO(strict.out);
+    CHECK(strict.status == 1);
+    CHECK(strict.out.find("[checkpoint-file-torn]") != std::string::npos);
+    // Damage before the last note is not a torn tail: the file is unreadable.
+    const std::string damaged = (b.dir / "damaged-checkpoints.log").string();
+    std::ofstream(damaged, std::ios::binary | std::ios::trunc) << whole.substr(0, 20) + whole.substr(50);
+    Run bad = audit_verify("--db " + b.db + " --checkpoints " + damaged + key_args);
+    INFO(bad.out);
+    CHECK(bad.status == 2);
+    CHECK(bad.out.find("checkpoint file " + damaged + " is not readable: checkpoint note 1: ") != std::string::npos);
+  }
+}
+
 TEST_CASE("audit verify: bad checkpoint signatures and checkpoints from another key are reported") {
   const Built& b = shared_log();
   std::vector<Checkpoint> file = file_checkpoints(b.checkpoints);
