@@ -433,10 +433,12 @@ TEST_CASE("MLLP: MSH-9 without a trigger or padded with spaces is read as older 
     return m;
   };
   // v2.3 ADT with the event in EVN-1 only; a trailing space after the trigger.
-  for (const auto& [type, control, version] : std::vector<std::tuple<std::string, std::string, std::string>>{
+  // (A plain loop variable, not a structured binding: clang 14 cannot capture one in CAPTURE.)
+  for (const auto& c : std::vector<std::tuple<std::string, std::string, std::string>>{
            {"ADT", "T9-1", "2.3"}, {"ADT^A01 ", "T9-2", "2.4"}, {"ADT^", "T9-3", "2.2"}, {"ADT^A01^ADT_A01", "T9-4", "2.5"}}) {
+    const std::string& type = std::get<0>(c);
     CAPTURE(type);
-    const auto acks = test::mllp_round_trip(port, with_type(type, control, version));
+    const auto acks = test::mllp_round_trip(port, with_type(type, std::get<1>(c), std::get<2>(c)));
     REQUIRE(acks.size() == 1);
     CHECK(ack_code(acks[0]) == "AA");
   }
