@@ -176,6 +176,13 @@ MshSummary read_header(std::string_view raw, std::string_view id) {
 
 MshSummary read_msh(std::string_view raw) { return read_header(raw, "MSH"); }
 
+MshSummary read_msh(const Message& message) {
+  MshSummary m = read_msh(message.text());
+  const std::string type = message.message_type();
+  if (const std::size_t caret = type.find('^'); caret != std::string::npos) m.trigger = type.substr(caret + 1);
+  return m;
+}
+
 std::string_view ack_code_name(AckCode c) {
   switch (c) {
     case AckCode::AA: return "AA";
@@ -270,9 +277,15 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
   const char comp = d.ack.component;
   const char sub = d.ack.subcomponent;  // '\0' when the inbound MSH-2 has three characters
   const std::string version = in.component(12, 1);
-  std::string trigger = in.component(9, 2);  // padded by some senders ("A01 "): not echoed
-  trigger.erase(0, std::min(trigger.find_first_not_of(' '), trigger.size()));
-  trigger.erase(trigger.find_last_not_of(' ') + 1);
+  // An ACK's MSH-9 names the event it answers: the trigger the message was read as, which for
+  // a v2.1-2.3 sender may be EVN-1 rather than MSH-9.2. Unescaped.
+  std::string trigger = in.trigger;
+  if (trigger.empty()) {
+    trigger = in.component(9, 2);  // padded by some senders ("A01 "): not echoed
+    trigger.erase(0, std::min(trigger.find_first_not_of(' '), trigger.size()));
+    trigger.erase(trigger.find_last_not_of(' ') + 1);
+    if (d.inbound) trigger = unescape(trigger, d.ack);
+  }
 
   std::string f;  // field separator as a string
   f += fs;
@@ -292,7 +305,7 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
     type += comp;
     // One component: whatever the sender put in it is escaped (a repetition separator in it
     // would otherwise start a second MSH-9).
-    type += value(d.inbound ? unescape(trigger, d.ack) : trigger, d);
+    type += value(trigger, d);
     if (version_at_least(version, 2, 4)) {
       type += comp;
       type += "ACK";

@@ -233,3 +233,41 @@ TEST_CASE("ACK: the warnings of an applied message go back as ERR segments of se
   CHECK(count == gw::hl7v2::kMaxAckWarnings + 1);
   CHECK(capped.find("5 further warnings are kept with the message") != std::string::npos);
 }
+
+TEST_CASE("ACK: MSH-9 names the trigger the message was read as when MSH-9.2 is empty, for every outcome") {
+  struct Case {
+    std::string inbound;
+    std::string msh9;
+  };
+  const std::vector<Case> cases = {
+      // v2.1-2.3 senders: an ADT's event is EVN-1; an ORU has one event, R01.
+      {"MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||ADT|T-1|P|2.3\rEVN|A08|20261123101500\rPID|1||123^^^X\r",
+       "ACK^A08"},
+      {"MSH|^~\\&|LAB|RGT01|GW|GW|20261123101500||ORU|T-2|P|2.3\rPID|1||123^^^X\r", "ACK^R01"},
+      // From v2.4 the structure follows.
+      {"MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||ADT|T-3|P|2.4\rEVN|A08|20261123101500\rPID|1||123^^^X\r",
+       "ACK^A08^ACK"},
+      {"MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||ADT^A01|T-4|P|2.5\rEVN|A08\rPID|1||123^^^X\r", "ACK^A01^ACK"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.inbound);
+    auto message = Message::parse(c.inbound);
+    REQUIRE_MESSAGE(message.ok(), message.issue().diagnostics);
+    const auto msh = gw::hl7v2::read_msh(*message);
+    for (AckCode code : {AckCode::AA, AckCode::AE, AckCode::AR, AckCode::CA, AckCode::CE, AckCode::CR}) {
+      const std::optional<AckError> error =
+          code == AckCode::AA || code == AckCode::CA ? std::nullopt : std::optional<AckError>(AckError{"PID-3", 101, "x"});
+      auto ack = Message::parse(gw::hl7v2::build_ack(msh, code, error, kClock));
+      REQUIRE(ack.ok());
+      CHECK(ack->msh().raw(9) == c.msh9);
+    }
+    for (const std::string& ack : gw::hl7v2::acknowledgements(msh, Outcome::error, AckError{"PID-3", 101, "x"}))
+      CHECK(ack.find("|" + c.msh9 + "|") != std::string::npos);
+  }
+  // Refused before it could be read (no trigger known): MSH-9 is ACK alone, or MSH-9.2 as sent.
+  const std::string unread = "MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||ADT|T-5|P|2.3\rEVN|A08\rpv1|1\r";
+  REQUIRE_FALSE(Message::parse(unread).ok());
+  CHECK(ack_of(unread, AckCode::AR, AckError{"pv1[1]", 100, "x"}).msh().raw(9) == "ACK");
+  const std::string unread24 = "MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||ADT^A08|T-6|P|2.4\rpv1|1\r";
+  CHECK(ack_of(unread24, AckCode::AR, AckError{"pv1[1]", 100, "x"}).msh().raw(9) == "ACK^A08^ACK");
+}
