@@ -49,6 +49,22 @@ std::string echo(std::string_view raw, const AckDelimiters& d) {
 // so the receiver reads back what was meant (e.g. an error naming the delimiter '^').
 std::string value(std::string_view text, const AckDelimiters& d) { return escape(text, d.ack); }
 
+// `text` whole when it fits in `max_bytes`; else cut at its last space that leaves room for
+// "..." (or, in one long word, at a UTF-8 character boundary) and marked with it, so that a
+// receiver never shows half a word as if it were the whole message.
+std::string clipped(std::string_view text, std::size_t max_bytes) {
+  if (text.size() <= max_bytes) return std::string(text);
+  std::size_t n = max_bytes - 3;
+  if (const std::size_t space = text.rfind(' ', n); space != std::string_view::npos && space > 0) {
+    n = space;
+  } else {
+    while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
+  }
+  std::string out(text.substr(0, n));
+  out.erase(out.find_last_not_of(' ') + 1);
+  return out + "...";
+}
+
 // "OBX[2]-5" -> segment OBX, sequence 2, field 5; "MSH-9.2" -> MSH, 1, field 9, component 2;
 // "pv1[1]" (a malformed segment named as sent, see locate_segment) -> pv1, 1.
 struct Location {
@@ -319,7 +335,7 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
 
   // MSA-2 echoes MSH-10 as sent (HL7 v2.5 ch. 2.14.1.2): senders compare it byte for byte.
   out += "MSA" + f + std::string(ack_code_name(code)) + f + echo(in.field(10), d);
-  if (error && !error->text.empty()) out += f + value(error->text.substr(0, 80), d);
+  if (error && !error->text.empty()) out += f + value(clipped(error->text, 80), d);
   out += "\r";
 
   if (error) {
@@ -336,8 +352,8 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
         if (loc.field > 0) erl += comp + std::to_string(loc.field);
         if (loc.field > 0 && loc.component > 0) erl += comp + std::string("1") + comp + std::to_string(loc.component);
       }
-      return f + erl + f + code_text + comp + value(error->text.substr(0, 80), d) + comp + "HL70357" + f + "E" + f +
-             f + f + f + value(error->text, d);
+      return f + erl + f + code_text + comp + value(clipped(error->text, 80), d) + comp + "HL70357" + f + "E" + f +
+             f + f + f + value(clipped(error->text, kMaxAckTextBytes), d);
     };
     if (version_at_least(version, 2, 5)) {
       out += "ERR" + f + v25_fields() + "\r";
@@ -347,7 +363,7 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
       // to carry the location and the text (a pre-2.5 receiver ignores fields it does not know).
       std::string eld = segment + comp + (loc.segment.empty() ? "" : std::to_string(loc.sequence)) + comp +
                         (loc.field > 0 ? std::to_string(loc.field) : "") + comp + code_text;
-      if (sub != '\0') eld += sub + value(error->text.substr(0, 80), d) + sub + "HL70357";
+      if (sub != '\0') eld += sub + value(clipped(error->text, kMaxAckTextBytes), d) + sub + "HL70357";
       out += "ERR" + f + eld + (sub == '\0' ? v25_fields() : std::string()) + "\r";
     }
   }
@@ -378,12 +394,12 @@ std::string with_warnings(const MshSummary& in, std::string ack, const std::vect
         if (loc.field > 0) erl += comp + std::to_string(loc.field);
         if (loc.field > 0 && loc.component > 0) erl += comp + std::string("1") + comp + std::to_string(loc.component);
       }
-      ack += "ERR" + f + f + erl + f + code + comp + value(w.substr(0, 80), d) + comp + "HL70357" + f + "W" + f + f +
-             f + f + value(w, d) + "\r";
+      ack += "ERR" + f + f + erl + f + code + comp + value(clipped(w, 80), d) + comp + "HL70357" + f + "W" + f + f +
+             f + f + value(clipped(w, kMaxAckTextBytes), d) + "\r";
     } else {
       std::string eld = loc.segment + comp + (loc.segment.empty() ? "" : std::to_string(loc.sequence)) + comp +
                         (loc.field > 0 ? std::to_string(loc.field) : "") + comp + code;
-      if (sub != '\0') eld += sub + value(w.substr(0, 80), d) + sub + "HL70357";
+      if (sub != '\0') eld += sub + value(clipped(w, kMaxAckTextBytes), d) + sub + "HL70357";
       if (!eld_repetitions.empty()) eld_repetitions += d.ack.repetition;
       eld_repetitions += eld;
     }

@@ -75,6 +75,11 @@ struct AckClock {
 // The current UTC time and a new control id (unique within the process, 20 characters).
 AckClock next_ack_clock();
 
+// Error and warning texts are kept whole up to this many bytes in ERR-1 (ELD-4, the only copy
+// a pre-2.5 receiver reads) and ERR-8; MSA-3 and ERR-3.2 keep 80 (their HL7 length). A longer
+// text is cut at a word boundary and ends in "...".
+inline constexpr std::size_t kMaxAckTextBytes = 500;
+
 // One acknowledgement message (segments ending in CR), written with the inbound message's
 // delimiters when they are usable (else |^~\&). MSH-3..6 are the inbound MSH-5, 6, 3, 4;
 // MSH-9 is "ACK^<trigger>^ACK" from v2.4 ("ACK^<trigger>" before; "ACK" when no trigger is
