@@ -38,18 +38,18 @@ bool is_valid_utf8(std::string_view s) {
   return true;
 }
 
-Result<std::string> percent_decode(std::string_view s, bool plus_is_space) {
+Result<std::string> percent_decode(std::string_view s, bool plus_is_space, std::string_view what) {
   std::string out;
   out.reserve(s.size());
   for (std::size_t i = 0; i < s.size(); ++i) {
     char c = s[i];
     if (c == '%') {
       if (i + 2 >= s.size() || hex_value(s[i + 1]) < 0 || hex_value(s[i + 2]) < 0)
-        return Issue::make(ErrorCode::bad_request,
-                           "Malformed percent-encoding in the query (expected %XX with hex digits)");
+        return Issue::make(ErrorCode::bad_request, "Malformed percent-encoding in the " + std::string(what) +
+                                                       " (expected %XX with hex digits)");
       char decoded = static_cast<char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
       if (decoded == '\0')
-        return Issue::make(ErrorCode::bad_request, "The query contains an encoded NUL byte");
+        return Issue::make(ErrorCode::bad_request, "The " + std::string(what) + " contains an encoded NUL byte");
       out.push_back(decoded);
       i += 2;
     } else if (c == '+' && plus_is_space) {
@@ -59,7 +59,7 @@ Result<std::string> percent_decode(std::string_view s, bool plus_is_space) {
     }
   }
   if (!is_valid_utf8(out))
-    return Issue::make(ErrorCode::bad_request, "The query is not valid UTF-8 after percent-decoding");
+    return Issue::make(ErrorCode::bad_request, "The " + std::string(what) + " is not valid UTF-8 after percent-decoding");
   return out;
 }
 

@@ -21,8 +21,9 @@ struct QueryLimits {
 };
 
 // Percent-decodes `s` ("+" becomes a space when `plus_is_space`). Fails on a truncated or
-// non-hex escape, on a decoded NUL, and on decoded text that is not UTF-8.
-Result<std::string> percent_decode(std::string_view s, bool plus_is_space = true);
+// non-hex escape, on a decoded NUL, and on decoded text that is not UTF-8; the error texts
+// name `s` as `what` ("query", "path").
+Result<std::string> percent_decode(std::string_view s, bool plus_is_space = true, std::string_view what = "query");
 
 // Splits on '&', then the first '='; decodes names and values. Empty pieces are skipped.
 Result<QueryParams> parse_query_string(std::string_view query, const QueryLimits& limits = {});

@@ -49,6 +49,22 @@ std::string echo(std::string_view raw, const AckDelimiters& d) {
 // so the receiver reads back what was meant (e.g. an error naming the delimiter '^').
 std::string value(std::string_view text, const AckDelimiters& d) { return escape(text, d.ack); }
 
+// `text` whole when it fits in `max_bytes`; else cut at its last space that leaves room for
+// "..." (or, in one long word, at a UTF-8 character boundary) and marked with it, so that a
+// receiver never shows half a word as if it were the whole message.
+std::string clipped(std::string_view text, std::size_t max_bytes) {
+  if (text.size() <= max_bytes) return std::string(text);
+  std::size_t n = max_bytes - 3;
+  if (const std::size_t space = text.rfind(' ', n); space != std::string_view::npos && space > 0) {
+    n = space;
+  } else {
+    while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
+  }
+  std::string out(text.substr(0, n));
+  out.erase(out.find_last_not_of(' ') + 1);
+  return out + "...";
+}
+
 // "OBX[2]-5" -> segment OBX, sequence 2, field 5; "MSH-9.2" -> MSH, 1, field 9, component 2;
 // "pv1[1]" (a malformed segment named as sent, see locate_segment) -> pv1, 1.
 struct Location {
@@ -176,6 +192,13 @@ MshSummary read_header(std::string_view raw, std::string_view id) {
 
 MshSummary read_msh(std::string_view raw) { return read_header(raw, "MSH"); }
 
+MshSummary read_msh(const Message& message) {
+  MshSummary m = read_msh(message.text());
+  const std::string type = message.message_type();
+  if (const std::size_t caret = type.find('^'); caret != std::string::npos) m.trigger = type.substr(caret + 1);
+  return m;
+}
+
 std::string_view ack_code_name(AckCode c) {
   switch (c) {
     case AckCode::AA: return "AA";
@@ -270,9 +293,15 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
   const char comp = d.ack.component;
   const char sub = d.ack.subcomponent;  // '\0' when the inbound MSH-2 has three characters
   const std::string version = in.component(12, 1);
-  std::string trigger = in.component(9, 2);  // padded by some senders ("A01 "): not echoed
-  trigger.erase(0, std::min(trigger.find_first_not_of(' '), trigger.size()));
-  trigger.erase(trigger.find_last_not_of(' ') + 1);
+  // An ACK's MSH-9 names the event it answers: the trigger the message was read as, which for
+  // a v2.1-2.3 sender may be EVN-1 rather than MSH-9.2. Unescaped.
+  std::string trigger = in.trigger;
+  if (trigger.empty()) {
+    trigger = in.component(9, 2);  // padded by some senders ("A01 "): not echoed
+    trigger.erase(0, std::min(trigger.find_first_not_of(' '), trigger.size()));
+    trigger.erase(trigger.find_last_not_of(' ') + 1);
+    if (d.inbound) trigger = unescape(trigger, d.ack);
+  }
 
   std::string f;  // field separator as a string
   f += fs;
@@ -292,7 +321,7 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
     type += comp;
     // One component: whatever the sender put in it is escaped (a repetition separator in it
     // would otherwise start a second MSH-9).
-    type += value(d.inbound ? unescape(trigger, d.ack) : trigger, d);
+    type += value(trigger, d);
     if (version_at_least(version, 2, 4)) {
       type += comp;
       type += "ACK";
@@ -306,7 +335,7 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
 
   // MSA-2 echoes MSH-10 as sent (HL7 v2.5 ch. 2.14.1.2): senders compare it byte for byte.
   out += "MSA" + f + std::string(ack_code_name(code)) + f + echo(in.field(10), d);
-  if (error && !error->text.empty()) out += f + value(error->text.substr(0, 80), d);
+  if (error && !error->text.empty()) out += f + value(clipped(error->text, 80), d);
   out += "\r";
 
   if (error) {
@@ -323,8 +352,8 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
         if (loc.field > 0) erl += comp + std::to_string(loc.field);
         if (loc.field > 0 && loc.component > 0) erl += comp + std::string("1") + comp + std::to_string(loc.component);
       }
-      return f + erl + f + code_text + comp + value(error->text.substr(0, 80), d) + comp + "HL70357" + f + "E" + f +
-             f + f + f + value(error->text, d);
+      return f + erl + f + code_text + comp + value(clipped(error->text, 80), d) + comp + "HL70357" + f + "E" + f +
+             f + f + f + value(clipped(error->text, kMaxAckTextBytes), d);
     };
     if (version_at_least(version, 2, 5)) {
       out += "ERR" + f + v25_fields() + "\r";
@@ -334,7 +363,7 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
       // to carry the location and the text (a pre-2.5 receiver ignores fields it does not know).
       std::string eld = segment + comp + (loc.segment.empty() ? "" : std::to_string(loc.sequence)) + comp +
                         (loc.field > 0 ? std::to_string(loc.field) : "") + comp + code_text;
-      if (sub != '\0') eld += sub + value(error->text.substr(0, 80), d) + sub + "HL70357";
+      if (sub != '\0') eld += sub + value(clipped(error->text, kMaxAckTextBytes), d) + sub + "HL70357";
       out += "ERR" + f + eld + (sub == '\0' ? v25_fields() : std::string()) + "\r";
     }
   }
@@ -365,12 +394,12 @@ std::string with_warnings(const MshSummary& in, std::string ack, const std::vect
         if (loc.field > 0) erl += comp + std::to_string(loc.field);
         if (loc.field > 0 && loc.component > 0) erl += comp + std::string("1") + comp + std::to_string(loc.component);
       }
-      ack += "ERR" + f + f + erl + f + code + comp + value(w.substr(0, 80), d) + comp + "HL70357" + f + "W" + f + f +
-             f + f + value(w, d) + "\r";
+      ack += "ERR" + f + f + erl + f + code + comp + value(clipped(w, 80), d) + comp + "HL70357" + f + "W" + f + f +
+             f + f + value(clipped(w, kMaxAckTextBytes), d) + "\r";
     } else {
       std::string eld = loc.segment + comp + (loc.segment.empty() ? "" : std::to_string(loc.sequence)) + comp +
                         (loc.field > 0 ? std::to_string(loc.field) : "") + comp + code;
-      if (sub != '\0') eld += sub + value(w.substr(0, 80), d) + sub + "HL70357";
+      if (sub != '\0') eld += sub + value(clipped(w, kMaxAckTextBytes), d) + sub + "HL70357";
       if (!eld_repetitions.empty()) eld_repetitions += d.ack.repetition;
       eld_repetitions += eld;
     }

@@ -14,6 +14,8 @@
 
 namespace gw::hl7v2 {
 
+class Message;
+
 // The inbound MSH, split leniently on its own field separator. Fields stay as sent (escapes
 // not decoded), which is how an ACK echoes them. fields[1] is MSH-1, fields[2] MSH-2, ...
 struct MshSummary {
@@ -21,6 +23,9 @@ struct MshSummary {
   char field_separator = '|';
   std::string encoding_characters = "^~\\&";
   std::vector<std::string> fields;    // index = HL7 field number; [0] is "MSH"
+  // The trigger event the gateway read the message as (unescaped), set by read_msh(const
+  // Message&): MSH-9.2, else EVN-1 for an ADT, R01 for an ORU. Empty: MSH-9.2 as sent.
+  std::string trigger;
   std::string field(std::size_t n) const { return n < fields.size() ? fields[n] : std::string(); }
   // Component `c` (1-based) of field `n`.
   std::string component(std::size_t n, std::size_t c) const;
@@ -28,6 +33,9 @@ struct MshSummary {
 
 // Reads the first segment of `raw` (after an optional UTF-8 BOM, up to CR or LF).
 MshSummary read_msh(std::string_view raw);
+// The MSH of a parsed message, with the trigger it was read as (Message::message_type()), so
+// that its acknowledgements name the event even when MSH-9.2 was empty.
+MshSummary read_msh(const Message& message);
 
 enum class AckCode { AA, AE, AR, CA, CE, CR };
 std::string_view ack_code_name(AckCode c);
@@ -67,9 +75,15 @@ struct AckClock {
 // The current UTC time and a new control id (unique within the process, 20 characters).
 AckClock next_ack_clock();
 
+// Error and warning texts are kept whole up to this many bytes in ERR-1 (ELD-4, the only copy
+// a pre-2.5 receiver reads) and ERR-8; MSA-3 and ERR-3.2 keep 80 (their HL7 length). A longer
+// text is cut at a word boundary and ends in "...".
+inline constexpr std::size_t kMaxAckTextBytes = 500;
+
 // One acknowledgement message (segments ending in CR), written with the inbound message's
 // delimiters when they are usable (else |^~\&). MSH-3..6 are the inbound MSH-5, 6, 3, 4;
-// MSH-9 is "ACK^<trigger>^ACK" from v2.4 ("ACK^<trigger>" before); MSH-11 and MSH-12 are
+// MSH-9 is "ACK^<trigger>^ACK" from v2.4 ("ACK^<trigger>" before; "ACK" when no trigger is
+// known), the trigger being `inbound.trigger` or else MSH-9.2; MSH-11 and MSH-12 are
 // echoed; MSA-2 echoes MSH-10 byte for byte (escapes included). `error` adds an ERR segment
 // (v2.5+: ERR-2 location, ERR-3 code, ERR-4 severity, ERR-8 message; earlier versions: ERR-1
 // as ELD, followed by the v2.5 fields when MSH-2 has no sub-component separator to carry the

@@ -234,7 +234,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       co_return co_await refuse(frame, raw_msh, std::move(parsed).issue(), true, peer);
     }
     const Message& message = *parsed;
-    const MshSummary msh = read_msh(message.text());
+    const MshSummary msh = read_msh(message);
     const std::string version = message.version();
     if (!version_accepted(version))
       co_return co_await refuse(frame, msh,

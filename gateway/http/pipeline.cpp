@@ -121,8 +121,12 @@ boost::asio::awaitable<Response> Pipeline::handle(Request& req) const {
   co_return co_await audited(req, std::move(r), route);
 }
 
-boost::asio::awaitable<Response> Pipeline::refused(Request& req, Response r) const {
-  co_return co_await audited(req, std::move(r), nullptr);
+boost::asio::awaitable<Response> Pipeline::refused(Request& req, Response r, bool headers_parsed) const {
+  // The route names the action only (a POST /Patient/_search refused for its size is a search,
+  // not a create); the refusal stays the HTTP layer's.
+  const Route* route = req.path.empty() ? nullptr : router_.match(req.method, req.path).route;
+  if (headers_parsed) identify(req);
+  co_return co_await audited(req, std::move(r), route);
 }
 
 boost::asio::awaitable<Response> Pipeline::audited(Request& req, Response r, const Route* route) const {

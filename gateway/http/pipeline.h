@@ -40,15 +40,20 @@ class Pipeline {
 
   // Audits `r`, the answer the HTTP layer gives a request that never reached handle() (400
   // malformed, 408, 413, 431, plain HTTP on the TLS port), with what is known of `req`: the
-  // address, and the method, target and X-Request-ID when they were parsed. Returns `r`, or
-  // the 503 when the record could not be committed. Runs on the session's strand.
-  boost::asio::awaitable<Response> refused(Request& req, Response r) const;
+  // address, and the method, target and X-Request-ID when they were parsed. The record's
+  // action is the route's when `req.path` matches one (route matching only: nothing else of
+  // the pipeline runs). `headers_parsed`: `req.headers` holds the whole header set the client
+  // sent, so a valid token in it names the caller as on any other request; false for a 431 or
+  // a malformed request line, whose fragments prove nothing. Returns `r`, or the 503 when the
+  // record could not be committed. Runs on the session's strand.
+  boost::asio::awaitable<Response> refused(Request& req, Response r, bool headers_parsed) const;
 
  private:
   boost::asio::awaitable<Response> respond(Request& req, const Route*& matched) const;
   boost::asio::awaitable<Response> audited(Request& req, Response r, const Route* route) const;
-  // The caller of a request no route serves, when its credentials validate: a probe with a
-  // valid token is audited under its user, not as anonymous. The answer stays the router's.
+  // The caller of a request no route serves or the HTTP layer refused, when its credentials
+  // validate: a probe with a valid token is audited under its user, not as anonymous. The
+  // answer stays the router's (or the HTTP layer's).
   void identify(Request& req) const;
 
   const Router& router_;

@@ -248,6 +248,15 @@ ProtocolFailure classify(const error_code& ec, bool timed_out) {
   return {fhir::Issue::make(ErrorCode::bad_request, "Malformed HTTP request: " + ec.message()), "malformed_http"};
 }
 
+// The header fields into `req`, names lower-cased as the pipeline looks them up.
+void copy_headers(const bhttp::fields& fields, http::Request& req) {
+  for (const auto& field : fields) {
+    std::string name(field.name_string());
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    req.headers.emplace_back(std::move(name), std::string(field.value()));
+  }
+}
+
 // A method as the audit may keep it: an RFC 9110 token of at most 20 characters, else "-".
 std::string method_token(std::string_view m) {
   if (m.empty() || m.size() > 20) return "-";
@@ -536,9 +545,23 @@ struct Server::Impl {
         // known of it: the parsed start line and ids when the parser got that far (a body too
         // large, a timeout in the body), else the request line still in the buffer.
         const auto& partial = parser.get();
+        // The header set is whole once the parser is past its blank line, and also when the
+        // Content-Length exceeds the body limit: Beast checks that after the last field. Only
+        // a whole set may name the caller; a 431 or a malformed header leaves fragments.
+        const bool headers_parsed = parser.is_header_done() || ec == bhttp::error::body_limit;
         if (!partial.target().empty()) {
           req.method = method_token(partial.method_string());
+          if (req.method == "HEAD") {
+            req.method = "GET";  // routed as GET, recorded as HEAD, as in a served request
+            req.head = true;
+          }
           req.target = std::string(partial.target());  // bounded by the header limit
+          // For the route, which names the record's action; a path that does not decode has none.
+          if (req.target.front() == '/')
+            if (auto path = fhir::percent_decode(std::string_view(req.target).substr(0, req.target.find('?')), false,
+                                                 "path"))
+              req.path = std::move(*path);
+          if (headers_parsed) copy_headers(partial, req);
           if (auto rid = partial.find("x-request-id"); rid != partial.end() && acceptable_id(rid->value()))
             req.request_id = std::string(rid->value());
           if (auto cid = partial.find("x-correlation-id"); cid != partial.end() && acceptable_id(cid->value()))
@@ -549,7 +572,7 @@ struct Server::Impl {
               raw_request_line(std::string_view(bytes, buffer.size()), kMaxAuditedTarget);
         }
         if (req.request_id.empty()) req.request_id = new_request_id();
-        http::Response r = co_await pipeline.refused(req, http::error_response(f.issue));
+        http::Response r = co_await pipeline.refused(req, http::error_response(f.issue), headers_parsed);
         r.close = true;
         co_await send(stream, *watchdog, req, r, false, 11, received);
         co_return;
@@ -566,11 +589,7 @@ struct Server::Impl {
       req.head = msg.method() == bhttp::verb::head;
       if (req.head) req.method = "GET";
       req.target = std::string(msg.target());
-      for (const auto& field : msg) {
-        std::string name(field.name_string());
-        for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        req.headers.emplace_back(std::move(name), std::string(field.value()));
-      }
+      copy_headers(msg, req);
       req.body = std::move(msg.body());
       std::string_view rid = req.header("x-request-id");
       req.request_id = acceptable_id(rid) ? std::string(rid) : new_request_id();
@@ -582,14 +601,16 @@ struct Server::Impl {
       if (target.empty() || target.front() != '/') {
         req.route_template = "protocol_error";
         resp = co_await pipeline.refused(
-            req, http::error_response(fhir::Issue::make(fhir::ErrorCode::bad_request,
-                                                        "Request target must be a path starting with '/'")));
+            req,
+            http::error_response(fhir::Issue::make(fhir::ErrorCode::bad_request,
+                                                   "Request target must be a path starting with '/'")),
+            true);
       } else {
         std::size_t q = target.find('?');
-        auto path = fhir::percent_decode(target.substr(0, q), false);
+        auto path = fhir::percent_decode(target.substr(0, q), false, "path");
         if (!path) {
           req.route_template = "protocol_error";
-          resp = co_await pipeline.refused(req, http::error_response(path.issue()));
+          resp = co_await pipeline.refused(req, http::error_response(path.issue()), true);
         } else {
           req.path = std::move(*path);
           if (q != std::string_view::npos) req.raw_query = std::string(target.substr(q + 1));

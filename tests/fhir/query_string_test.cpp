@@ -27,6 +27,18 @@ TEST_CASE("Query string: bad escapes, NUL, invalid UTF-8 and excess are refused"
   CHECK_FALSE(fhir::parse_query_string("a=123", limits).ok());
 }
 
+TEST_CASE("Query string: percent_decode's errors name the text it was given") {
+  auto query = fhir::percent_decode("a%zz");
+  REQUIRE_FALSE(query.ok());
+  CHECK(query.issue().diagnostics == "Malformed percent-encoding in the query (expected %XX with hex digits)");
+  auto path = fhir::percent_decode("/Patient%ZZ/1", false, "path");
+  REQUIRE_FALSE(path.ok());
+  CHECK(path.issue().diagnostics == "Malformed percent-encoding in the path (expected %XX with hex digits)");
+  CHECK(fhir::percent_decode("/a%00", false, "path").issue().diagnostics == "The path contains an encoded NUL byte");
+  CHECK(fhir::percent_decode("/%C3%28", false, "path").issue().diagnostics ==
+        "The path is not valid UTF-8 after percent-decoding");
+}
+
 TEST_CASE("Query string: percent_encode leaves unreserved characters only") {
   CHECK(fhir::percent_encode("https://fhir.nhs.uk/Id/nhs-number|9000000009") ==
         "https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C9000000009");

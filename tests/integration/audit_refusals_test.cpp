@@ -202,3 +202,65 @@ TEST_CASE("Audit: a HEAD request is recorded as HEAD, with the action of the GET
   CHECK(sr.method == "HEAD");
   CHECK(sr.action == "search-type");
 }
+
+TEST_CASE("Audit: a refusal after the whole header set was parsed names the token's user and the route's action") {
+  TestServer s([](config::Config& c) {
+    c.limits.max_header_bytes = 2048;
+    c.limits.max_body_bytes = 1000;
+    c.limits.read_timeout = std::chrono::milliseconds(300);
+  });
+  TokenClaims gp;
+  gp.sub = "dr-refused";
+  gp.role = "clinician";
+  gp.org = "A81001";
+  const std::string auth = test::test_tokens().header(gp);
+  std::vector<HttpResponse> sent;
+  auto named = [&](const HttpResponse& resp) {
+    audit::Record r = record_for(s, resp);
+    CHECK(r.agent_kind == "user");
+    CHECK(r.user == "dr-refused");
+    CHECK(r.organisation == "A81001");
+    return r;
+  };
+
+  // 413: Beast refuses the Content-Length once every field is in.
+  HttpResponse too_big = one(s, "POST /Patient/_search HTTP/1.1\r\nHost: localhost\r\n" + auth +
+                                    "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 99999999\r\n\r\n",
+                             s.client());
+  CHECK(too_big.status == 413);
+  sent.push_back(too_big);
+  audit::Record r = named(too_big);
+  CHECK(r.action == "search-type");  // the route's, not "create" for a POST
+  CHECK(r.route == "protocol_error");
+
+  // 408: the header came whole, the body did not.
+  HttpResponse slow = one(s, "POST /Patient/_search HTTP/1.1\r\nHost: localhost\r\n" + auth +
+                                 "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 500\r\n\r\nfamily=",
+                          s.client());
+  CHECK(slow.status == 408);
+  sent.push_back(slow);
+  CHECK(named(slow).action == "search-type");
+
+  // 400: a path that does not percent-decode.
+  HttpResponse bad_path =
+      one(s, "GET /Patient%ZZ/1 HTTP/1.1\r\nHost: localhost\r\n" + auth + "Connection: close\r\n\r\n", s.client());
+  CHECK(bad_path.status == 400);
+  sent.push_back(bad_path);
+  CHECK(named(bad_path).action == "read");
+
+  // No whole header set, no name: a 431, and a malformed header line after a valid token.
+  HttpResponse big = one(s, "GET /Patient?family=X HTTP/1.1\r\nHost: localhost\r\n" + auth + "X-Padding: " +
+                                std::string(4000, 'a') + "\r\n\r\n", s.client());
+  CHECK(big.status == 431);
+  sent.push_back(big);
+  CHECK(record_for(s, big).agent_kind == "anonymous");
+  HttpResponse malformed =
+      one(s, "GET /Patient HTTP/1.1\r\nHost: localhost\r\n" + auth + "Bad Header Line\r\n\r\n", s.client());
+  CHECK(malformed.status == 400);
+  sent.push_back(malformed);
+  audit::Record anon = record_for(s, malformed);
+  CHECK(anon.agent_kind == "anonymous");
+  CHECK(anon.user.empty());
+
+  CHECK(test::check_one_audit_record_each(s, sent) == sent.size());
+}

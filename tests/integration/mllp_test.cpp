@@ -441,6 +441,8 @@ TEST_CASE("MLLP: MSH-9 without a trigger or padded with spaces is read as older 
     const auto acks = test::mllp_round_trip(port, with_type(type, std::get<1>(c), std::get<2>(c)));
     REQUIRE(acks.size() == 1);
     CHECK(ack_code(acks[0]) == "AA");
+    // The ACK names the trigger the message was read as, wherever it was found.
+    CHECK(test::hl7_field(acks[0], "MSH", 9) == std::string(version >= "2.4" ? "ACK^A01^ACK" : "ACK^A01"));
   }
   // An ORU without a trigger is an ORU^R01.
   std::string oru_bare = oru("T9-5", "9990000026", "MRN-T95");
@@ -448,6 +450,7 @@ TEST_CASE("MLLP: MSH-9 without a trigger or padded with spaces is read as older 
   const auto oru_acks = test::mllp_round_trip(port, oru_bare);
   REQUIRE(oru_acks.size() == 1);
   CHECK(ack_code(oru_acks[0]) == "AA");
+  CHECK(test::hl7_field(oru_acks[0], "MSH", 9) == "ACK^R01^ACK");
   CHECK(stored(*s, store::MessageStatus::applied) == 5);
   // No trigger anywhere: AR 201 (unsupported event), the text naming what was received.
   std::string bare = with_type("ADT", "T9-6", "2.3");
@@ -455,6 +458,7 @@ TEST_CASE("MLLP: MSH-9 without a trigger or padded with spaces is read as older 
   const auto ar = test::mllp_round_trip(port, bare);
   REQUIRE(ar.size() == 1);
   CHECK(ack_code(ar[0]) == "AR");
+  CHECK(test::hl7_field(ar[0], "MSH", 9) == "ACK");  // no trigger to name
   CHECK(ar[0].find("\rERR|MSH^1^9^201&MSH-9 'ADT' with no trigger event (MSH-9.2 and EVN-1 are empty) is not mapped") !=
         std::string::npos);
 }

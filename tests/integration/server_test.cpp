@@ -189,7 +189,13 @@ TEST_CASE("Server: bad search parameters get 400 naming the parameter; strict ha
   check_outcome(test::get(s.port(), "/Patient?birthdate=2010-13-01", s.client(), auth), 400, "invalid", "birthdate");
   check_outcome(test::get(s.port(), "/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number%7C9434765918", s.client(), auth),
                 400, "value", "check digit");
-  check_outcome(test::get(s.port(), "/Patient?family=%zz", s.client(), auth), 400, "invalid", "percent-encoding");
+  check_outcome(test::get(s.port(), "/Patient?family=%zz", s.client(), auth), 400, "invalid",
+                "Malformed percent-encoding in the query");
+  // The path is decoded by the HTTP layer, and its errors name the path.
+  check_outcome(test::get(s.port(), "/Patient%ZZ/1", s.client(), auth), 400, "invalid",
+                "Malformed percent-encoding in the path (expected %XX with hex digits)");
+  check_outcome(test::get(s.port(), "/Patient/%C3%28", s.client(), auth), 400, "invalid",
+                "The path is not valid UTF-8 after percent-decoding");
   HttpResponse lenient = test::get(s.port(), "/Patient?family=Smith&shoe-size=9", s.client(), auth);
   CHECK(lenient.status == 200);
   check_outcome(test::get(s.port(), "/Patient?family=Smith&shoe-size=9", s.client(), auth + "Prefer: handling=strict\r\n"),

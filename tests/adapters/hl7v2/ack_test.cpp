@@ -233,3 +233,76 @@ TEST_CASE("ACK: the warnings of an applied message go back as ERR segments of se
   CHECK(count == gw::hl7v2::kMaxAckWarnings + 1);
   CHECK(capped.find("5 further warnings are kept with the message") != std::string::npos);
 }
+
+TEST_CASE("ACK: MSH-9 names the trigger the message was read as when MSH-9.2 is empty, for every outcome") {
+  struct Case {
+    std::string inbound;
+    std::string msh9;
+  };
+  const std::vector<Case> cases = {
+      // v2.1-2.3 senders: an ADT's event is EVN-1; an ORU has one event, R01.
+      {"MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||ADT|T-1|P|2.3\rEVN|A08|20261123101500\rPID|1||123^^^X\r",
+       "ACK^A08"},
+      {"MSH|^~\\&|LAB|RGT01|GW|GW|20261123101500||ORU|T-2|P|2.3\rPID|1||123^^^X\r", "ACK^R01"},
+      // From v2.4 the structure follows.
+      {"MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||ADT|T-3|P|2.4\rEVN|A08|20261123101500\rPID|1||123^^^X\r",
+       "ACK^A08^ACK"},
+      {"MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||ADT^A01|T-4|P|2.5\rEVN|A08\rPID|1||123^^^X\r", "ACK^A01^ACK"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.inbound);
+    auto message = Message::parse(c.inbound);
+    REQUIRE_MESSAGE(message.ok(), message.issue().diagnostics);
+    const auto msh = gw::hl7v2::read_msh(*message);
+    for (AckCode code : {AckCode::AA, AckCode::AE, AckCode::AR, AckCode::CA, AckCode::CE, AckCode::CR}) {
+      const std::optional<AckError> error =
+          code == AckCode::AA || code == AckCode::CA ? std::nullopt : std::optional<AckError>(AckError{"PID-3", 101, "x"});
+      auto ack = Message::parse(gw::hl7v2::build_ack(msh, code, error, kClock));
+      REQUIRE(ack.ok());
+      CHECK(ack->msh().raw(9) == c.msh9);
+    }
+    for (const std::string& ack : gw::hl7v2::acknowledgements(msh, Outcome::error, AckError{"PID-3", 101, "x"}))
+      CHECK(ack.find("|" + c.msh9 + "|") != std::string::npos);
+  }
+  // Refused before it could be read (no trigger known): MSH-9 is ACK alone, or MSH-9.2 as sent.
+  const std::string unread = "MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||ADT|T-5|P|2.3\rEVN|A08\rpv1|1\r";
+  REQUIRE_FALSE(Message::parse(unread).ok());
+  CHECK(ack_of(unread, AckCode::AR, AckError{"pv1[1]", 100, "x"}).msh().raw(9) == "ACK");
+  const std::string unread24 = "MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||ADT^A08|T-6|P|2.4\rpv1|1\r";
+  CHECK(ack_of(unread24, AckCode::AR, AckError{"pv1[1]", 100, "x"}).msh().raw(9) == "ACK^A08^ACK");
+}
+
+TEST_CASE("ACK: texts are not cut mid-word: ERR-1 of v2.4 and earlier keeps the whole text") {
+  const std::string warning =
+      "PV1-44: not a valid HL7 date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]); the time is not mapped";
+  REQUIRE(warning.size() > 80);
+  const std::string v24 = "MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||ADT^A01|L-1|P|2.4\r";
+  const auto msh = gw::hl7v2::read_msh(v24);
+  const std::string warned =
+      gw::hl7v2::with_warnings(msh, gw::hl7v2::build_ack(msh, AckCode::AA, std::nullopt, kClock), {warning});
+  CHECK(warned.find("\rERR|PV1^1^44^0&" + warning + "&HL70357\r") != std::string::npos);
+
+  // An AE's error text: whole in ERR-1; MSA-3 (80 characters in HL7) cut at a word, marked.
+  const std::string error = "PID-3: the patient identifier list holds no NHS number and no local identifier the "
+                            "gateway can use; send at least one";
+  const Message ae = ack_of(v24, AckCode::AE, AckError{"PID-3", 101, error});
+  CHECK(ae.find("ERR")->raw(1) == "PID^1^3^101&" + error + "&HL70357");
+  const std::string msa3 = ae.find("MSA")->get(3);
+  CHECK(msa3 == "PID-3: the patient identifier list holds no NHS number and no local...");
+  CHECK(msa3.size() <= 80);
+
+  // v2.5: ERR-3's text is cut the same way; ERR-8 keeps it whole.
+  const std::string v25 = "MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||ADT^A01|L-2|P|2.5\r";
+  const Message ae25 = ack_of(v25, AckCode::AE, AckError{"PID-3", 101, error});
+  CHECK(ae25.find("ERR")->get(3, 2) == msa3);
+  CHECK(ae25.find("ERR")->get(8) == error);
+
+  // Past the documented limit, a text is cut at a word and marked.
+  std::string longest;
+  while (longest.size() < gw::hl7v2::kMaxAckTextBytes + 50) longest += "word ";
+  const std::string eld(ack_of(v24, AckCode::AE, AckError{"PID-3", 101, longest}).find("ERR")->raw(1));
+  const std::string text = eld.substr(eld.find('&') + 1, eld.rfind('&') - eld.find('&') - 1);
+  CHECK(text.size() <= gw::hl7v2::kMaxAckTextBytes);
+  CHECK(text.size() > gw::hl7v2::kMaxAckTextBytes - 10);
+  CHECK(text.substr(text.size() - 7) == "word...");
+}
