@@ -86,9 +86,11 @@ Result<QueryParams> parse_query_string(std::string_view query, const QueryLimits
       return Issue::make(ErrorCode::bad_request,
                          "More than " + std::to_string(limits.max_params) + " parameters in the " + lowered(limits.what));
     std::size_t eq = piece.find('=');
-    auto name = percent_decode(piece.substr(0, eq));
+    // Errors name the text as the limits do ("query string", "form body").
+    auto name = percent_decode(piece.substr(0, eq), true, lowered(limits.what));
     if (!name) return std::move(name).issue();
-    auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : piece.substr(eq + 1));
+    auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : piece.substr(eq + 1), true,
+                                lowered(limits.what));
     if (!value) return std::move(value).issue();
     if (name->empty()) return Issue::make(ErrorCode::bad_request, "A query parameter has an empty name");
     out.emplace_back(std::move(*name), std::move(*value));

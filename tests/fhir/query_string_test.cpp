@@ -37,6 +37,12 @@ TEST_CASE("Query string: percent_decode's errors name the text it was given") {
   CHECK(fhir::percent_decode("/a%00", false, "path").issue().diagnostics == "The path contains an encoded NUL byte");
   CHECK(fhir::percent_decode("/%C3%28", false, "path").issue().diagnostics ==
         "The path is not valid UTF-8 after percent-decoding");
+  // parse_query_string names its text as its limits do: a POST _search body is not a query.
+  CHECK(fhir::parse_query_string("family=%zz").issue().diagnostics ==
+        "Malformed percent-encoding in the query string (expected %XX with hex digits)");
+  fhir::QueryLimits form;
+  form.what = "Form body";
+  CHECK(fhir::parse_query_string("family=a%00", form).issue().diagnostics == "The form body contains an encoded NUL byte");
 }
 
 TEST_CASE("Query string: percent_encode leaves unreserved characters only") {
