@@ -77,7 +77,8 @@ TEST_CASE("Audit: an IG officer's own record names the AuditEvents each query re
   REQUIRE(search.status == 200);
   sent.push_back(search);
   std::vector<std::string> shown;
-  for (const auto& e : json_of(search).find("entry")->items())
+  const fhir::Json search_bundle = json_of(search);  // held: a range-for over a temporary's member dangles
+  for (const auto& e : search_bundle.find("entry")->items())
     shown.push_back("AuditEvent/" + std::string(e.find("resource")->string_at("id")));
   REQUIRE(shown.size() == 3);
   audit::Record r = record_for(s, search);
