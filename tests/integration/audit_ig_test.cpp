@@ -100,7 +100,8 @@ TEST_CASE("Audit: an IG officer's own record names the AuditEvents each query re
   sent.push_back(report);
   r = record_for(s, report);
   CHECK(contains(r.detail.patients, a.nhs_number));
-  const auto& accesses = json_of(report).find("accesses")->items();
+  const fhir::Json report_json = json_of(report);
+  const auto& accesses = report_json.find("accesses")->items();
   REQUIRE(!accesses.empty());
   CHECK(r.detail.returned.size() == accesses.size());
   for (const auto& e : accesses) CHECK(contains(r.detail.returned, "AuditEvent/" + std::string(e.string_at("auditRecord"))));
@@ -111,7 +112,8 @@ TEST_CASE("Audit: an IG officer's own record names the AuditEvents each query re
   REQUIRE(alerts.status == 200);
   sent.push_back(alerts);
   r = record_for(s, alerts);
-  const auto& items = json_of(alerts).find("alerts")->items();
+  const fhir::Json alerts_json = json_of(alerts);
+  const auto& items = alerts_json.find("alerts")->items();
   REQUIRE(!items.empty());
   for (const auto& al : items) {
     const std::string url(al.string_at("auditEvent"));
