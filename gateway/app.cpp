@@ -111,8 +111,9 @@ std::shared_ptr<boost::asio::ssl::context> client_certificate_tls_context(const 
 
 }  // namespace
 
-void check_startup(const config::Config& cfg) {
+StartupChecked check_startup(const config::Config& cfg) {
   const std::string file = config_name(cfg);
+  StartupChecked checked;
 #if GW_WITH_TLS
   if (cfg.https.enabled) (void)net::make_server_tls_context(cfg);  // what Server::start loads
   for (const auto& s : cfg.source_systems)
@@ -122,21 +123,23 @@ void check_startup(const config::Config& cfg) {
     }
 #endif
   try {
-    (void)auth::Authenticator(cfg.auth, cfg.source_systems);  // parses the JWKS
+    checked.authenticator = std::make_unique<auth::Authenticator>(cfg.auth, cfg.source_systems);  // parses the JWKS
   } catch (const config::ConfigError& e) {
     // Its error names the JWKS file (the reason repeats it); report it against this file
     // like every other key.
     throw config::ConfigError(file, e.key(), e.reason());
   }
-  if (auto policy = auth::Policy::make(cfg.auth.policy); !policy)
-    throw config::ConfigError(file, "auth", policy.issue().diagnostics);
+  auto policy = auth::Policy::make(cfg.auth.policy);
+  if (!policy) throw config::ConfigError(file, "auth", policy.issue().diagnostics);
+  checked.policy = std::make_unique<auth::Policy>(std::move(*policy));
   if (cfg.audit.enabled) {
-    (void)load_signer(cfg);
+    checked.signer.emplace(load_signer(cfg));
     check_checkpoint_file(cfg);
     if (cfg.audit.forward_enabled)
       if (auto st = audit::Forwarder::check(forwarder_options(cfg)); !st)
         throw config::ConfigError(file, "audit.forward." + st.issue().expression, st.issue().diagnostics);
   }
+  return checked;
 }
 
 DataDirLock::DataDirLock(const std::string& data_dir) {
@@ -172,7 +175,7 @@ DataDirLock::~DataDirLock() {
 }
 
 App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock_(cfg_.data_dir) {
-  check_startup(cfg_);
+  StartupChecked checked = check_startup(cfg_);
   auto dbs = store::Databases::open(cfg_.data_dir);
   if (!dbs) throw std::runtime_error("cannot open databases: " + dbs.issue().diagnostics);
   databases_ = std::make_unique<store::Databases>(std::move(*dbs));
@@ -196,7 +199,8 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock
     auto ok = locator_->upsert_source_system(locator::SourceSystem{s.ods_code, s.name, s.adapter, s.endpoint});
     if (!ok) throw std::runtime_error("cannot register source system " + s.ods_code + ": " + ok.issue().diagnostics);
   }
-  open_audit();
+  if (checked.signer) open_audit(std::move(*checked.signer));
+  else observe::log(observe::Level::warn, "audit is DISABLED (development mode, loopback only)", {});
   store::StoreOptions so;
   so.readers = readers;
   auto st = store::Store::open((std::filesystem::path(cfg_.data_dir) / "store.db").string(), so);
@@ -213,12 +217,8 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock
   }
   health_.databases_ready = true;
 
-  auto policy = auth::Policy::make(cfg_.auth.policy);
-  if (!policy)
-    throw config::ConfigError(cfg_.source_file.empty() ? "(defaults)" : cfg_.source_file, "auth",
-                              policy.issue().diagnostics);
-  policy_ = std::make_unique<auth::Policy>(std::move(*policy));
-  authenticator_ = std::make_unique<auth::Authenticator>(cfg_.auth, cfg_.source_systems);
+  policy_ = std::move(checked.policy);
+  authenticator_ = std::move(checked.authenticator);
   if (!cfg_.auth.enabled)
     observe::log(observe::Level::warn, "token validation is DISABLED (development mode, loopback only)",
                  {{"role", cfg_.auth.development_role}});
@@ -272,11 +272,7 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock
     });
 }
 
-void App::open_audit() {
-  if (!cfg_.audit.enabled) {
-    observe::log(observe::Level::warn, "audit is DISABLED (development mode, loopback only)", {});
-    return;
-  }
+void App::open_audit(audit::CheckpointSigner signer) {
   audit::LogOptions o;
   o.path = (std::filesystem::path(cfg_.data_dir) / "audit.db").string();
   o.checkpoint_file = checkpoint_path(cfg_);
@@ -296,7 +292,7 @@ void App::open_audit() {
   };
   // Every audited request is refused (503) while commits fail: not ready for patient traffic.
   o.on_commit_failed = [this] { health_.audit_failing = true; };
-  auto log = audit::Log::open(o, std::make_shared<const audit::CheckpointSigner>(load_signer(cfg_)));
+  auto log = audit::Log::open(o, std::make_shared<const audit::CheckpointSigner>(std::move(signer)));
   if (!log) throw std::runtime_error("cannot open the audit log: " + log.issue().diagnostics);
   audit_log_ = std::move(*log);
   if (cfg_.audit.forward_enabled) {

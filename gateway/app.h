@@ -9,11 +9,13 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
 
 #include "fhir/search_params.h"
+#include "gateway/audit/checkpoint.h"
 #include "gateway/audit/forwarder.h"
 #include "gateway/audit/log.h"
 #include "gateway/auth/authenticator.h"
@@ -62,6 +64,13 @@ class DataDirLock {
   int fd_ = -1;
 };
 
+// What check_startup loaded that App keeps, so that nothing is read or parsed twice.
+struct StartupChecked {
+  std::unique_ptr<auth::Authenticator> authenticator;  // with its JWKS
+  std::unique_ptr<auth::Policy> policy;
+  std::optional<audit::CheckpointSigner> signer;  // when the audit log is on
+};
+
 // Loads everything start-up loads from `cfg`, the same way, without opening a database,
 // binding a port or writing anything: the HTTPS and MLLP TLS contexts (certificate, key and
 // their match, client CA), the JWKS, the access policy, the audit signing key, the audit
@@ -69,7 +78,7 @@ class DataDirLock {
 // [audit.forward] settings and credentials. `fhir-gateway --check-config` runs it after
 // config::load_config, and App runs it before anything else, so a configuration it refuses is
 // never half started (no audit record, no checkpoint). Throws config::ConfigError naming the key.
-void check_startup(const config::Config& cfg);
+StartupChecked check_startup(const config::Config& cfg);
 
 class App {
  public:
@@ -100,7 +109,7 @@ class App {
 
  private:
   void refresh_loop();
-  void open_audit();
+  void open_audit(audit::CheckpointSigner signer);
   void maintenance_loop();
   void start_adapters();
   void stop_adapters();
