@@ -13,6 +13,13 @@ int hex_value(char c) {
 
 }  // namespace
 
+std::size_t utf8_cut(std::string_view s, std::size_t max) {
+  if (s.size() <= max) return s.size();
+  std::size_t n = max;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return n;
+}
+
 bool is_valid_utf8(std::string_view s) {
   std::size_t i = 0;
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());

@@ -34,4 +34,8 @@ std::string percent_encode(std::string_view s);
 // True when `s` is well-formed UTF-8 (no overlongs, no surrogates).
 bool is_valid_utf8(std::string_view s);
 
+// Length of the longest prefix of `s` of at most `max` bytes that does not split a UTF-8
+// character (for cutting text to a byte limit).
+std::size_t utf8_cut(std::string_view s, std::size_t max);
+
 }  // namespace fhir

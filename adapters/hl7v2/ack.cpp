@@ -10,6 +10,7 @@
 #include <ctime>
 
 #include "adapters/hl7v2/message.h"
+#include "fhir/query_string.h"
 
 namespace gw::hl7v2 {
 namespace {
@@ -58,7 +59,7 @@ std::string clipped(std::string_view text, std::size_t max_bytes) {
   if (const std::size_t space = text.rfind(' ', n); space != std::string_view::npos && space > 0) {
     n = space;
   } else {
-    while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
+    n = fhir::utf8_cut(text, n);
   }
   std::string out(text.substr(0, n));
   out.erase(out.find_last_not_of(' ') + 1);

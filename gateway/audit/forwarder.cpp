@@ -34,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include "fhir/query_string.h"
 #include "gateway/audit/merkle.h"
 #include "gateway/audit/record.h"
 #include "gateway/observe/log.h"
@@ -100,14 +101,6 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
-// Longest prefix of `s` of at most `max` bytes that does not split a UTF-8 character.
-std::size_t utf8_cut(std::string_view s, std::size_t max) {
-  if (s.size() <= max) return s.size();
-  std::size_t n = max;
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
-  return n;
-}
-
 // HOSTNAME, APP-NAME, PROCID: 1*N PRINTUSASCII (RFC 5424 6.2); "-" is the NILVALUE.
 std::string header_field(std::string_view s, std::size_t max) {
   std::string out;
@@ -130,7 +123,7 @@ bool valid_sd_name(std::string_view s) {
 
 // A structured-data value: cut on a character boundary, control characters replaced, escaped.
 std::string sd_value(std::string_view v) {
-  std::string clean(v.substr(0, utf8_cut(v, kMaxSdValueBytes)));
+  std::string clean(v.substr(0, fhir::utf8_cut(v, kMaxSdValueBytes)));
   for (char& ch : clean) {
     const auto c = static_cast<unsigned char>(ch);
     if (c < 0x20 || c == 0x7F) ch = '?';
@@ -411,7 +404,7 @@ SyslogMessage format_syslog(const ForwarderOptions& options, std::string_view ho
     if (head.size() > max / 2) head = header + structured(false, record.size());
   }
   const std::size_t budget = max - head.size() - 1 - bom;
-  const std::size_t keep = m.truncated ? (utf8 ? utf8_cut(record, budget) : std::min(budget, record.size()))
+  const std::size_t keep = m.truncated ? (utf8 ? fhir::utf8_cut(record, budget) : std::min(budget, record.size()))
                                        : record.size();
   m.text.reserve(head.size() + 1 + bom + keep);
   m.text.append(head).push_back(' ');
