@@ -292,6 +292,9 @@ void App::open_audit(audit::CheckpointSigner signer) {
   };
   // Every audited request is refused (503) while commits fail: not ready for patient traffic.
   o.on_commit_failed = [this] { health_.audit_failing = true; };
+  // The key as other signed-note tools take it, so whoever keeps checkpoint copies can record it.
+  observe::log(observe::Level::info, "audit checkpoints are signed",
+               {{"key_name", signer.key_name()}, {"verifier_key", signer.verifier_key()}});
   auto log = audit::Log::open(o, std::make_shared<const audit::CheckpointSigner>(std::move(signer)));
   if (!log) throw std::runtime_error("cannot open the audit log: " + log.issue().diagnostics);
   audit_log_ = std::move(*log);

@@ -73,7 +73,12 @@ int main(int argc, char** argv) {
     else cfg = config::load_config(config_path);
     // Everything start-up loads (TLS contexts, JWKS, keys, checkpoint file, forwarder), so
     // that "OK" means the start will not stop on the configuration.
-    if (check_only) (void)check_startup(cfg);
+    if (check_only) {
+      const StartupChecked checked = check_startup(cfg);
+      if (checked.signer)
+        std::printf("audit checkpoints: key '%s', signed-note verifier key %s\n", checked.signer->key_name().c_str(),
+                    checked.signer->verifier_key().c_str());
+    }
   } catch (const config::ConfigError& e) {
     std::fprintf(stderr, "fhir-gateway: configuration error: %s\n", e.what());
     return 2;

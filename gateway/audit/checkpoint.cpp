@@ -248,10 +248,14 @@ std::optional<std::uint64_t> parse_size(std::string_view s) {
 
 enum class KeyKind { ed25519, ecdsa_p256 };
 
+using KeyId = std::array<std::uint8_t, kKeyIdBytes>;
+
 struct KeyMaterial {
   PkeyPtr pkey;
   KeyKind kind = KeyKind::ed25519;
-  std::array<std::uint8_t, kKeyIdBytes> id{};
+  KeyId id{};         // the C2SP key id, put on every new signature
+  KeyId legacy_id{};  // the id notes carried before 2026-12-07, still accepted on verification
+  std::string verifier_key;  // "<name>+<hex id>+<base64(type || public key)>"
 };
 
 fhir::Result<KeyKind> classify(EVP_PKEY* pkey) {
@@ -276,23 +280,60 @@ std::string spki_der(EVP_PKEY* pkey) {
   return out;
 }
 
-// Key id: the first 4 bytes of SHA-256(key name || "\n" || DER SubjectPublicKeyInfo).
+std::optional<KeyId> sha256_prefix(std::string_view input) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
+  unsigned int len = 0;
+  if (EVP_Digest(input.data(), input.size(), digest.data(), &len, EVP_sha256(), nullptr) != 1 || len != 32)
+    return std::nullopt;
+  KeyId id{};
+  std::copy_n(digest.begin(), kKeyIdBytes, id.begin());
+  return id;
+}
+
+// Signature type bytes of c2sp.org/signed-note ("Signature types").
+constexpr std::uint8_t kSignatureTypeEd25519 = 0x01;
+constexpr std::uint8_t kSignatureTypeEcdsa = 0x02;
+
+// Key ids and the verifier key as c2sp.org/signed-note defines them, so that other signed-note
+// verifiers (Go's golang.org/x/mod/sumdb/note, transparency-dev's note package, witnesses)
+// accept the checkpoints given the verifier key string:
+//   Ed25519 (type 0x01): SHA-256(key name || 0x0A || 0x01 || 32-byte public key)[:4];
+//   ECDSA (type 0x02, as transparency-dev/witness and Sigstore Rekor sign):
+//     SHA-256(DER SubjectPublicKeyInfo)[:4], the key name not included.
+// The verifier key is "<key name>+<id as 8 hex digits>+<base64(type byte || public key)>", the
+// public key being the 32 raw bytes for Ed25519 and the DER SubjectPublicKeyInfo for ECDSA.
+// Notes signed before this form was adopted carry SHA-256(key name || 0x0A || DER SPKI)[:4]:
+// that legacy id is still accepted on verification so existing logs keep verifying.
 fhir::Result<KeyMaterial> key_material(PkeyPtr pkey, const std::string& key_name) {
   auto kind = classify(pkey.get());
   if (!kind) return std::move(kind).issue();
   const std::string der = spki_der(pkey.get());
   if (der.empty()) return invalid("cannot encode the public key");
-  std::string input = key_name;
-  input.push_back('\n');
-  input.append(der);
-  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
-  unsigned int len = 0;
-  if (EVP_Digest(input.data(), input.size(), digest.data(), &len, EVP_sha256(), nullptr) != 1 || len != 32)
-    return invalid("cannot compute the key id");
+  std::string typed_key;  // type byte || public key, as the verifier key carries it
+  if (*kind == KeyKind::ed25519) {
+    std::array<std::uint8_t, 32> raw{};
+    std::size_t raw_len = raw.size();
+    if (EVP_PKEY_get_raw_public_key(pkey.get(), raw.data(), &raw_len) != 1 || raw_len != raw.size())
+      return invalid("cannot read the Ed25519 public key");
+    typed_key.push_back(static_cast<char>(kSignatureTypeEd25519));
+    typed_key.append(reinterpret_cast<const char*>(raw.data()), raw.size());
+  } else {
+    typed_key.push_back(static_cast<char>(kSignatureTypeEcdsa));
+    typed_key.append(der);
+  }
+  const std::optional<KeyId> id =
+      *kind == KeyKind::ed25519 ? sha256_prefix(key_name + '\n' + typed_key) : sha256_prefix(der);
+  const std::optional<KeyId> legacy = sha256_prefix(key_name + '\n' + der);
+  if (!id || !legacy) return invalid("cannot compute the key id");
   KeyMaterial km;
   km.pkey = std::move(pkey);
   km.kind = *kind;
-  std::copy_n(digest.begin(), kKeyIdBytes, km.id.begin());
+  km.id = *id;
+  km.legacy_id = *legacy;
+  std::array<char, 2 * kKeyIdBytes + 1> hex{};
+  std::snprintf(hex.data(), hex.size(), "%02x%02x%02x%02x", id->at(0), id->at(1), id->at(2), id->at(3));
+  km.verifier_key = key_name + '+' + hex.data() + '+' +
+                    base64_encode(std::span(reinterpret_cast<const std::uint8_t*>(typed_key.data()), typed_key.size()));
   return km;
 }
 
@@ -522,6 +563,8 @@ Checkpoint CheckpointSigner::sign(std::string origin, std::uint64_t size, const 
   return c;
 }
 
+const std::string& CheckpointSigner::verifier_key() const { return impl_->key.verifier_key; }
+
 std::string CheckpointSigner::public_key_pem() const {
   ErrorQueueGuard clear_errors;
   BioPtr bio(BIO_new(BIO_s_mem()));
@@ -574,13 +617,15 @@ fhir::Result<CheckpointVerifier> CheckpointVerifier::from_pem_file(const std::st
   return name_file(from_pem(*text, std::move(key_name)), path);
 }
 
+const std::string& CheckpointVerifier::verifier_key() const { return impl_->key.verifier_key; }
+
 bool CheckpointVerifier::verify(const Checkpoint& c) const {
   // Only a checkpoint that serialises to a well-formed note can verify: the body is what was
   // signed, and a body with a stray newline would say something other than its fields.
   if (c.key_name != key_name_ || origin_problem(c.origin) || !time_in_range(c.time_ms)) return false;
-  if (c.signature.size() <= kKeyIdBytes ||
-      !std::equal(impl_->key.id.begin(), impl_->key.id.end(), c.signature.begin()))
-    return false;
+  if (c.signature.size() <= kKeyIdBytes) return false;
+  const auto carries = [&](const KeyId& id) { return std::equal(id.begin(), id.end(), c.signature.begin()); };
+  if (!carries(impl_->key.id) && !carries(impl_->key.legacy_id)) return false;
   const std::span<const std::uint8_t> sig(c.signature.data() + kKeyIdBytes, c.signature.size() - kKeyIdBytes);
   const bool ed25519 = impl_->key.kind == KeyKind::ed25519;
   if (ed25519 ? sig.size() != kEd25519SignatureBytes : sig.size() > kMaxEcdsaSignatureBytes) return false;

@@ -5,7 +5,8 @@
 // then a blank line and one signature line
 //   "\u2014 <key name> <base64(4-byte key id || signature)>\n".
 // Keys are Ed25519 (preferred) or ECDSA P-256 (signature over SHA-256, DER), read from PEM.
-// The key id is the first 4 bytes of SHA-256(key name || "\n" || DER SubjectPublicKeyInfo).
+// Key ids follow c2sp.org/signed-note, so other signed-note verifiers accept the notes given
+// verifier_key(); see key_material() in checkpoint.cpp.
 #pragma once
 
 #include <cstdint>
@@ -63,6 +64,9 @@ class CheckpointSigner {
   Checkpoint sign(std::string origin, std::uint64_t size, const merkle::Hash& root,
                   std::int64_t time_ms) const;
   std::string public_key_pem() const;
+  // The signed-note verifier key, "<key name>+<8 hex digit key id>+<base64(type || public key)>",
+  // which Go's golang.org/x/mod/sumdb/note and other C2SP signed-note tools take.
+  const std::string& verifier_key() const;
   const std::string& key_name() const { return key_name_; }
 
  private:
@@ -82,8 +86,10 @@ class CheckpointVerifier {
   CheckpointVerifier& operator=(CheckpointVerifier&&) noexcept;
 
   // True when the signature is by this key over this checkpoint's body and the key name and
-  // id match.
+  // id match (the C2SP id, or the id notes carried before it was adopted).
   bool verify(const Checkpoint& c) const;
+  // As CheckpointSigner::verifier_key().
+  const std::string& verifier_key() const;
 
  private:
   struct Impl;

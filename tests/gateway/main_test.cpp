@@ -7,6 +7,7 @@
 #include <fstream>
 #include <string>
 
+#include "gateway/audit/checkpoint.h"
 #include "support/certs.h"
 #include "support/paths.h"
 #include "support/process.h"
@@ -35,7 +36,11 @@ TEST_CASE("fhir-gateway --check-config: loads what start-up loads") {
   const std::string good = write_config("", "");
   auto ok = gw::test::run_tool(GATEWAY_BIN, "--config " + good + " --check-config");
   CHECK(ok.status == 0);
-  CHECK(ok.out == "configuration OK\n");
+  // The checkpoint key's signed-note verifier key is printed, for the IG officer to record.
+  auto signer = gw::audit::CheckpointSigner::from_pem_file(certs.audit_key, "fhir-gateway-audit");
+  REQUIRE(signer.ok());
+  CHECK(ok.out == "audit checkpoints: key 'fhir-gateway-audit', signed-note verifier key " + signer->verifier_key() +
+                      "\nconfiguration OK\n");
 
   // A private key that is not the certificate's: start-up's TLS context refuses it.
   const std::string mismatch = write_config(certs.client_key, "");

@@ -99,7 +99,7 @@ fhir::Json problem_json(const gw::audit::Problem& p) {
   return o;
 }
 
-std::string report_json(const gw::audit::VerifyReport& r) {
+std::string report_json(const gw::audit::VerifyReport& r, const gw::audit::CheckpointVerifier* key) {
   auto n = [](std::uint64_t v) { return fhir::Json::integer(static_cast<std::int64_t>(v)); };
   fhir::Json o = fhir::Json::object();
   o.set("ok", fhir::Json::boolean(r.ok));
@@ -118,6 +118,7 @@ std::string report_json(const gw::audit::VerifyReport& r) {
   o.set("checkpoints", n(r.checkpoints));
   o.set("checkpointsVerified", n(r.checkpoints_verified));
   o.set("signaturesChecked", fhir::Json::boolean(r.signatures_checked));
+  if (key) o.set("verifierKey", fhir::Json::string(key->verifier_key()));
   o.set("firstBadIndex", r.first_bad_index ? n(*r.first_bad_index) : fhir::Json::null());
   fhir::Json problems = fhir::Json::array();
   for (const auto& p : r.problems) problems.push_back(problem_json(p));
@@ -218,8 +219,14 @@ int main(int argc, char** argv) {
 
   auto report = gw::audit::verify_database(db_path, options);
   if (!report) return usage_error(report.issue().diagnostics);
-  if (json) std::printf("%s\n", report_json(*report).c_str());
-  else print_text(*report);
+  if (json) {
+    std::printf("%s\n", report_json(*report, options.key).c_str());
+  } else {
+    print_text(*report);
+    // The same key as other signed-note tools take it (C2SP signed-note verifier key), so the
+    // checkpoints can also be checked with software other than this gateway's.
+    if (options.key) std::printf("Checkpoint key (signed-note verifier key): %s\n", options.key->verifier_key().c_str());
+  }
   if (checkpoint_files.empty() && !json)
     std::printf("Note: no --checkpoints file was given; a deleted tail or an older copy of audit.db can only be "
                 "detected against checkpoints kept outside it.\n");

@@ -3,6 +3,7 @@
 // strict parser, and Ed25519 / ECDSA P-256 signing and verification with keys generated here.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <fstream>
@@ -66,18 +67,44 @@ std::string public_pem(EVP_PKEY* key) {
   return bio_text(bio.get());
 }
 
-// The header's key id: first 4 bytes of SHA-256(key name || "\n" || DER SPKI).
-std::vector<std::uint8_t> expected_key_id(EVP_PKEY* key, const std::string& name) {
+std::string spki(EVP_PKEY* key) {
   unsigned char* der = nullptr;
   const int len = i2d_PUBKEY(key, &der);
   REQUIRE(len > 0);
-  std::string input = name + "\n";
-  input.append(reinterpret_cast<const char*>(der), static_cast<std::size_t>(len));
+  std::string out(reinterpret_cast<const char*>(der), static_cast<std::size_t>(len));
   OPENSSL_free(der);
+  return out;
+}
+
+std::vector<std::uint8_t> sha256_prefix(const std::string& input) {
   std::array<unsigned char, 32> digest{};
   unsigned int dlen = 0;
   REQUIRE(EVP_Digest(input.data(), input.size(), digest.data(), &dlen, EVP_sha256(), nullptr) == 1);
   return {digest.begin(), digest.begin() + 4};
+}
+
+// The C2SP signed-note key id (c2sp.org/signed-note): Ed25519, SHA-256(name || 0x0A || 0x01 ||
+// raw public key); ECDSA, SHA-256(DER SPKI), without the name.
+std::vector<std::uint8_t> expected_key_id(EVP_PKEY* key, const std::string& name) {
+  if (EVP_PKEY_is_a(key, "EC")) return sha256_prefix(spki(key));
+  std::array<unsigned char, 32> raw{};
+  std::size_t raw_len = raw.size();
+  REQUIRE(EVP_PKEY_get_raw_public_key(key, raw.data(), &raw_len) == 1);
+  return sha256_prefix(name + "\n\x01" + std::string(reinterpret_cast<const char*>(raw.data()), raw_len));
+}
+
+// The id notes carried before the C2SP form: SHA-256(name || "\n" || DER SPKI).
+std::vector<std::uint8_t> legacy_key_id(EVP_PKEY* key, const std::string& name) {
+  return sha256_prefix(name + "\n" + spki(key));
+}
+
+std::vector<unsigned char> base64_bytes(const std::string& text) {
+  std::vector<unsigned char> out(text.size());
+  const int n = EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(text.data()),
+                                static_cast<int>(text.size()));
+  REQUIRE(n >= 0);
+  out.resize(static_cast<std::size_t>(n) - static_cast<std::size_t>(std::count(text.begin(), text.end(), '=')));
+  return out;
 }
 
 struct KeyPair {
@@ -359,11 +386,23 @@ TEST_CASE("Checkpoint: Ed25519 and ECDSA P-256 sign, verify and reject every tam
     auto renamed = CheckpointVerifier::from_pem(public_pem(pair.key.get()), "another-name");
     REQUIRE(renamed.ok());
     CHECK_FALSE(renamed->verify(c));
-    // The right key under a different name, with the note's name changed to match: the key id
-    // binds the name, so this fails too.
+    // The right key under a different name, with the note's name changed to match. An Ed25519
+    // key id binds the name, so this fails. A C2SP ECDSA key id is the key's alone: a verifier
+    // configured with this key under that name accepts it (the signed text is the body).
     t = c;
     t.key_name = "another-name";
-    CHECK_FALSE(renamed->verify(t));
+    CHECK(renamed->verify(t) == (std::string_view(type) == "EC"));
+
+    // Notes signed before the C2SP key ids carry the legacy id: still verified, as long as it
+    // is that key's (a legacy id for another name is refused).
+    t = c;
+    const std::vector<std::uint8_t> legacy = legacy_key_id(pair.key.get(), "audit-key");
+    REQUIRE(legacy != expected_key_id(pair.key.get(), "audit-key"));
+    std::copy(legacy.begin(), legacy.end(), t.signature.begin());
+    CHECK(pair.verifier.verify(t));
+    const std::vector<std::uint8_t> legacy_other = legacy_key_id(pair.key.get(), "other");
+    std::copy(legacy_other.begin(), legacy_other.end(), t.signature.begin());
+    CHECK_FALSE(pair.verifier.verify(t));
 
     // A private key PEM given to the verifier, and the signer's own public PEM.
     auto from_private = CheckpointVerifier::from_pem(private_pem(pair.key.get()), "audit-key");
@@ -383,6 +422,44 @@ TEST_CASE("Checkpoint: Ed25519 and ECDSA P-256 sign, verify and reject every tam
   CHECK(ec.verifier.verify(by_ec));
   CHECK_FALSE(ed.verifier.verify(by_ec));
   CHECK_FALSE(ec.verifier.verify(by_ed));
+}
+
+// Known answers from outside this project, so the key ids and verifier keys are the ones other
+// signed-note tools compute, not only self-consistent:
+// - Ed25519: the key pair of golang.org/x/mod/sumdb/note's tests and documentation (signer key
+//   "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEK...", verifier key "PeterNeumann+c74f20a3+ARpc...");
+// - ECDSA: the Pixel transparency log's verifier key in transparency-dev/formats' note tests
+//   ("pixel6_transparency_log+91c16e30+AjBZ...": type 0x02, then the DER SubjectPublicKeyInfo).
+TEST_CASE("Checkpoint: key ids and verifier keys are those of C2SP signed-note tools") {
+  // The signer key's base64 is 0x01 (Ed25519) followed by the 32-byte seed.
+  const std::vector<unsigned char> skey = base64_bytes("AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz");
+  REQUIRE(skey.size() == 33);
+  REQUIRE(skey[0] == 0x01);
+  PkeyPtr peter(EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, skey.data() + 1, 32));
+  REQUIRE(peter);
+  auto signer = CheckpointSigner::from_pem(private_pem(peter.get()), "PeterNeumann");
+  REQUIRE(signer.ok());
+  CHECK(signer->verifier_key() == "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW");
+  const Checkpoint c = signer->sign("fhir-gateway/audit/host1", 7, merkle::leaf_hash("x"), kTime);
+  CHECK(std::vector<std::uint8_t>(c.signature.begin(), c.signature.begin() + 4) ==
+        std::vector<std::uint8_t>{0xc7, 0x4f, 0x20, 0xa3});
+  auto verifier = CheckpointVerifier::from_pem(public_pem(peter.get()), "PeterNeumann");
+  REQUIRE(verifier.ok());
+  CHECK(verifier->verifier_key() == signer->verifier_key());
+  CHECK(verifier->verify(c));
+
+  const std::string pixel_material =
+      "AjBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABN+4x0Jk1yTwvLFI9A4NDdGZcX0aiWVdWM5XJVy0M4VWD3AvyW5Q6Hs9A0mcDkpUoYgn+KKPNz"
+      "FC0H3nN3q6JQ8=";
+  const std::vector<unsigned char> typed = base64_bytes(pixel_material);
+  REQUIRE(typed.size() > 1);
+  REQUIRE(typed[0] == 0x02);
+  const unsigned char* der = typed.data() + 1;
+  PkeyPtr pixel(d2i_PUBKEY(nullptr, &der, static_cast<long>(typed.size() - 1)));
+  REQUIRE(pixel);
+  auto pixel_verifier = CheckpointVerifier::from_pem(public_pem(pixel.get()), "pixel6_transparency_log");
+  REQUIRE(pixel_verifier.ok());
+  CHECK(pixel_verifier->verifier_key() == "pixel6_transparency_log+91c16e30+" + pixel_material);
 }
 
 TEST_CASE("Checkpoint: sign() is safe to call from several threads on one signer") {
