@@ -405,7 +405,25 @@ std::string with_warnings(const MshSummary& in, std::string ack, const std::vect
       eld_repetitions += eld;
     }
   }
-  if (!v25) ack += "ERR" + f + eld_repetitions + "\r";
+  if (v25) return ack;
+  ack += "ERR" + f + eld_repetitions + "\r";
+  if (sub == '\0') {
+    // Without a sub-component separator (a three-character MSH-2) an ELD's code carries no
+    // text, so the warnings would reach the sender as bare locations. Up to v2.4 the ACK has
+    // one more place for text, MSA-3 ("text message", HL7 v2.4 ch. 2 MSA; deprecated from
+    // v2.4, withdrawn in v2.7): the warnings go there, joined, and clipped like ERR-1's texts
+    // rather than at MSA-3's 80 (HL7 length), as this is the only copy the sender reads.
+    std::string text = warnings.size() > 1 ? std::to_string(warnings.size()) + " warnings: " : std::string();
+    for (std::size_t i = 0; i < shown.size() && text.size() <= kMaxAckTextBytes; ++i)
+      text += (i > 0 ? " / " : "") + shown[i];
+    // An AA/CA from build_ack ends its MSA at MSA-2 (the control id echoed holds no field
+    // separator): MSA-3 is appended there.
+    const std::size_t msa = ack.find("\rMSA" + f);
+    const std::size_t end = msa == std::string::npos ? msa : ack.find('\r', msa + 1);
+    if (end != std::string::npos && std::count(ack.begin() + static_cast<std::ptrdiff_t>(msa),
+                                               ack.begin() + static_cast<std::ptrdiff_t>(end), d.ack.field) == 2)
+      ack.insert(end, f + value(clipped(text, kMaxAckTextBytes), d));
+  }
   return ack;
 }
 

@@ -76,8 +76,9 @@ struct AckClock {
 AckClock next_ack_clock();
 
 // Error and warning texts are kept whole up to this many bytes in ERR-1 (ELD-4, the only copy
-// a pre-2.5 receiver reads) and ERR-8; MSA-3 and ERR-3.2 keep 80 (their HL7 length). A longer
-// text is cut at a word boundary and ends in "...".
+// a pre-2.5 receiver reads), ERR-8 and an AA/CA's MSA-3 when it is the only copy of the
+// warnings (see with_warnings); an error's MSA-3 and ERR-3.2 keep 80 (their HL7 length). A
+// longer text is cut at a word boundary and ends in "...".
 inline constexpr std::size_t kMaxAckTextBytes = 500;
 
 // One acknowledgement message (segments ending in CR), written with the inbound message's
@@ -99,7 +100,9 @@ inline constexpr std::size_t kMaxAckWarnings = 20;
 // "LOCATION: text" ("PID-7: not a valid HL7 date ..."; a text without an HL7 location is
 // written without one). v2.5+: one ERR per warning, ERR-2 the location, ERR-3 code 0 (HL7
 // table 0357: message accepted) with the text, ERR-4 severity W, ERR-8 the text; v2.4 and
-// earlier (one ERR, no severity field): one ERR-1 repetition per warning in the ELD form.
+// earlier (one ERR, no severity field): one ERR-1 repetition per warning in the ELD form, and,
+// when MSH-2 declares no sub-component separator to carry the texts in the ELDs, MSA-3 holds
+// them all ("2 warnings: PID-7: ... / OBX[3]-2: ...", at most kMaxAckTextBytes, cut at a word).
 // Texts are escaped as in build_ack. Unchanged when `warnings` is empty.
 std::string with_warnings(const MshSummary& inbound, std::string ack, const std::vector<std::string>& warnings);
 

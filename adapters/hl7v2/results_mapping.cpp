@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "fhir/datatypes.h"
+#include "fhir/nhs_number.h"
 
 namespace gw::hl7v2::detail {
 namespace {
@@ -199,6 +200,17 @@ std::optional<std::string> fhir_time(std::string_view tm) {
   return s;
 }
 
+// An absolute URL ("scheme:..." without spaces or backslashes), which FHIR's Attachment.url
+// can carry; a one-letter scheme is a Windows drive ("C:\docs"), not a URL.
+bool is_url(std::string_view t) {
+  const std::size_t colon = t.find(':');
+  if (colon == std::string_view::npos || colon < 2 || t.find_first_of(" \\") != std::string_view::npos) return false;
+  return std::all_of(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(colon), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '-' ||
+           c == '.';
+  });
+}
+
 struct Value {
   std::string key;
   Json json;
@@ -317,10 +329,14 @@ fhir::Result<std::optional<Value>> observation_value(const Run& run, const Resul
     return string_value(text_value(run, obx, 5, 1));
   }
   if (type == "RP") {
-    // A reference pointer that is not a URL (a document id in the sender's own store) has no
-    // FHIR form: the pointer is kept as the value (see report_attachment for URLs).
-    run.warn(location, "a reference pointer that is not a URL; kept as text");
-    return string_value(value(obx, 5, 1));
+    // Under an OBR a URL is the report's presentedForm (see report_attachment). A pointer that
+    // is not a URL (a document id in the sender's own store), or a URL with no report to
+    // present it (a patient observation), has no FHIR R4 Observation value type of its own:
+    // the pointer is kept as the value.
+    const std::string pointer = value(obx, 5, 1);
+    run.warn(location, is_url(pointer) ? "a reference pointer outside a report (no OBR); the URL is kept as text"
+                                       : "a reference pointer that is not a URL; kept as text");
+    return string_value(pointer);
   }
   // Any other value type (HL7 table 0125 has more, and senders invent their own) keeps what
   // was sent as text, with its units, rather than losing the result.
@@ -394,17 +410,6 @@ std::string content_type(std::string type, std::string subtype) {
   return type == "text" ? "text/plain" : "application/octet-stream";
 }
 
-// An absolute URL ("scheme:..." without spaces or backslashes), which FHIR's Attachment.url
-// can carry; a one-letter scheme is a Windows drive ("C:\docs"), not a URL.
-bool is_url(std::string_view t) {
-  const std::size_t colon = t.find(':');
-  if (colon == std::string_view::npos || colon < 2 || t.find_first_of(" \\") != std::string_view::npos) return false;
-  return std::all_of(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(colon), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '-' ||
-           c == '.';
-  });
-}
-
 // An ED result (HL7 v2.5 2.A.27: source ^ type ^ subtype ^ encoding ^ data), or an RP one
 // whose pointer is a URL (2.A.65: pointer ^ application ^ type ^ subtype), as an Attachment
 // for the report's presentedForm: a document is the report's presentation, not an
@@ -456,7 +461,8 @@ fhir::Result<std::optional<Json>> report_attachment(const Run& run, const Result
   return std::optional<Json>(std::move(a));
 }
 
-// Builds the Observation of one result.
+// Builds the Observation of one result. A patient observation (no OBR) passes null Json for
+// the report's code and category and "" for its time: it has none of them.
 fhir::Result<Json> observation(const Run& run, const Result& r, const Json& report_code, const Json& category,
                                const std::string& report_effective, const std::string& id) {
   const SegmentRef& obx = r.obx;
@@ -468,7 +474,7 @@ fhir::Result<Json> observation(const Run& run, const Result& r, const Json& repo
   o.set("resourceType", Json::string("Observation"));
   o.set("id", Json::string(id));
   o.set("status", Json::string(std::string(observation_status(run, value(obx, 11), where("OBX", r.occurrence, 11)))));
-  o.set("category", array_of(category));
+  if (!category.is_null()) o.set("category", array_of(category));
   Json code = codeable_concept(run, obx, 3);
   if (code.is_null()) {
     run.warn(where("OBX", r.occurrence, 3), "no observation identifier; the order's code (OBR-4) is used");
@@ -617,6 +623,60 @@ fhir::Status map_report(const Run& run, const Report& rep, std::vector<std::stri
   return fhir::Ok{};
 }
 
+// The patient part of a patient observation's key: the NHS number when PID-3 carries a valid
+// one, else the first identifier mapped from PID-3, so the key does not depend on the order
+// or number of PID-3 repetitions a sender writes.
+std::string patient_key(const Run& run) {
+  const Json* ids = run.out.patient.find("identifier");
+  if (ids == nullptr || ids->size() == 0) return {};
+  for (const Json& id : ids->items())
+    if (id.string_at("system") == fhir::kNhsNumberSystem) return "nhs|" + std::string(id.string_at("value"));
+  const Json& first = ids->items()[0];
+  return std::string(first.string_at("system")) + "|" + std::string(first.string_at("value"));
+}
+
+// Observations about the patient rather than results of an order: OBX in ORU^R01's PATIENT
+// group, after PID/PD1 and before the first ORC/OBR (HL7 v2.6 ch. 7.3.1 added them; v2.7
+// names the group PATIENT_OBSERVATION), e.g. a height, a weight or a pregnancy status. Each
+// is an Observation of its own, valued as any result, with no DiagnosticReport, category
+// (table 0074 describes an order's section) or time other than OBX-14. An id cannot come from
+// an order number: it derives from the patient (patient_key), OBX-3, OBX-4 and OBX-14, so a
+// resend or a correction of the same reading replaces it and a later reading is a new one;
+// without OBX-14, from MSH-10 and the OBX's position, as report_key does without an order.
+fhir::Status map_patient_observations(const Run& run, const std::vector<Result>& results) {
+  const std::string patient = "patient|" + patient_key(run);
+  std::vector<std::string> used_ids;
+  for (const Result& r : results) {
+    const SegmentRef& obx = r.obx;
+    if (value(obx, 2) == "ED") {
+      run.warn(where("OBX", r.occurrence, 5), "embedded data outside a report (no OBR to present it); not mapped");
+      continue;
+    }
+    if (codeable_concept(run, obx, 3).is_null()) {
+      run.warn(where("OBX", r.occurrence, 3), "a patient observation without an observation identifier; not mapped");
+      continue;
+    }
+    std::string key = patient;
+    if (const std::string at = value(obx, 14); !at.empty()) {
+      key += "|at|" + at;
+    } else {
+      run.warn(where("OBX", r.occurrence, 14),
+               "no observation time; the observation id comes from the message control id, so a later message adds "
+               "a new observation rather than replacing this one");
+      key += "|message|" + run.message.control_id() + "|" + std::to_string(r.occurrence);
+    }
+    std::string id = resource_id(run, "obs", {key, obx.raw(3, 1, 1), obx.raw(3, 1, 3), value(obx, 4)});
+    if (std::find(used_ids.begin(), used_ids.end(), id) != used_ids.end())  // the same reading twice
+      id = resource_id(run, "obs", {key, obx.raw(3, 1, 1), obx.raw(3, 1, 3), value(obx, 4), value(obx, 1),
+                                    std::to_string(r.occurrence)});
+    auto o = observation(run, r, Json(), Json(), std::string(), id);
+    if (!o) return std::move(o).issue();
+    used_ids.push_back(id);
+    put_resource(run, std::move(*o));
+  }
+  return fhir::Ok{};
+}
+
 // A repeated PID is the same patient when a PID-3 identifier (CX.1 with its assigning
 // authority CX.4) of one is also in the other: the repetitions need not be the same.
 bool same_patient(const SegmentRef& first, const SegmentRef& other) {
@@ -637,11 +697,13 @@ bool same_patient(const SegmentRef& first, const SegmentRef& other) {
 fhir::Status map_results(const Run& run, std::size_t pid_index) {
   const Message& m = run.message;
   std::vector<Report> reports;
+  std::vector<Result> patient_results;  // OBX of the PATIENT group (map_patient_observations)
   std::optional<SegmentRef> orc;
   std::size_t obr_seen = 0, obx_seen = 0, observations = 0, pid_seen = 1;
+  bool in_patient = true;  // after a PID, before the ORC or OBR that opens an order
   bool in_specimen = false;
-  bool previous_obx = false;  // the segment before was an OBX (text lines must be consecutive)
-  bool after_result = false;  // an NTE here annotates the last result
+  bool previous_obx = false;               // the segment before was an OBX (text lines must be consecutive)
+  std::vector<Result>* noted = nullptr;    // an NTE here annotates the last result of this list
   for (std::size_t i = 0; i < m.segment_count(); ++i) {
     const SegmentRef s = m.segment(i);
     const std::string_view id = s.id();
@@ -653,7 +715,12 @@ fhir::Status map_results(const Run& run, std::size_t pid_index) {
       // must neither be filed under the first nor be dropped once the message is
       // acknowledged: a message is applied under one identity, so it is refused.
       ++pid_seen;
-      if (same_patient(m.segment(pid_index), s)) continue;
+      if (same_patient(m.segment(pid_index), s)) {
+        in_patient = true;
+        noted = nullptr;
+        previous_obx = false;
+        continue;
+      }
       const std::string at = where("PID", pid_seen, 3);
       return Issue::make(ErrorCode::invalid_value,
                          at + " names another patient than the first PID: the gateway files a message under one "
@@ -661,44 +728,54 @@ fhir::Status map_results(const Run& run, std::size_t pid_index) {
                          at);
     }
     if (id == "NTE") {
-      if (after_result) reports.back().results.back().notes.push_back(s);
+      // HL7 v2.5 ch. 7.3.1: NTE after an OBX are its notes (the v2.7 PATIENT_OBSERVATION group
+      // has none, but senders write them there too, and they are kept the same way).
+      if (noted != nullptr) noted->back().notes.push_back(s);
       previous_obx = false;
       continue;
     }
-    after_result = false;
+    noted = nullptr;
     if (id == "ORC") {
       orc = s;
+      in_patient = false;
     } else if (id == "OBR") {
       if (reports.size() == kMaxReports)
         return Issue::make(ErrorCode::invalid_value,
                            "more than " + std::to_string(kMaxReports) + " OBR segments; split the message", "OBR");
       reports.push_back(Report{s, obr_seen, orc, {}});
       orc.reset();
+      in_patient = false;
       in_specimen = false;
     } else if (id == "SPM") {
       in_specimen = true;
     } else if (id == "OBX") {
-      if (reports.empty()) {
-        run.warn(where("OBX", obx_seen, 0), "not under an OBR; not mapped");
+      std::vector<Result>* results = nullptr;
+      if (in_patient) {
+        results = &patient_results;
+      } else if (reports.empty()) {
+        run.warn(where("OBX", obx_seen, 0), "after an ORC but before its OBR; not mapped");
       } else if (in_specimen) {
         run.warn(where("OBX", obx_seen, 0), "describes the specimen (after SPM); not mapped");
       } else {
-        auto& results = reports.back().results;
-        if (previous_obx && !results.empty() && continues(results.back(), s)) {
-          results.back().lines.push_back(s);
+        results = &reports.back().results;
+      }
+      if (results != nullptr) {
+        if (previous_obx && !results->empty() && continues(results->back(), s)) {
+          results->back().lines.push_back(s);
         } else {
           if (++observations > kMaxObservations)
             return Issue::make(ErrorCode::invalid_value,
                                "more than " + std::to_string(kMaxObservations) + " observations; split the message",
                                "OBX");
-          results.push_back(Result{s, obx_seen, {}, {}});
+          results->push_back(Result{s, obx_seen, {}, {}});
         }
-        after_result = true;
+        noted = results;
       }
     }
     previous_obx = id == "OBX";
   }
   if (reports.empty()) return Issue::make(ErrorCode::missing_value, "an ORU^R01 needs an OBR segment", "OBR");
+  if (auto s = map_patient_observations(run, patient_results); !s) return s;
   std::vector<std::string> used_keys;
   for (const Report& rep : reports)
     if (auto s = map_report(run, rep, used_keys); !s) return s;

@@ -234,11 +234,16 @@ TEST_CASE("hl7send client: a file splits into normalised messages; envelopes, bl
       "FHS|^~\\&|PAS\r\nBHS|^~\\&|PAS\r\n" +
       with_crlf(msh("ADT^A01", "M1")) + "PID|1\r\n\r\n" + with_lf(msh("ADT^A08", "M2")) + "PID|2\n   \nBTS|2\rFTS|1\r" +
       msh("ADT^A03", "M3") + "PID|3";
-  const std::vector<std::string> m = hl7send::split_file(text);
+  const std::vector<hl7send::FileMessage> m = hl7send::split_file(text);
   REQUIRE(m.size() == 3);
-  CHECK(m[0] == msh("ADT^A01", "M1") + "PID|1\r");
-  CHECK(m[1] == msh("ADT^A08", "M2") + "PID|2\r");
-  CHECK(m[2] == msh("ADT^A03", "M3") + "PID|3\r");
+  CHECK(m[0].text == msh("ADT^A01", "M1") + "PID|1\r");
+  CHECK(m[1].text == msh("ADT^A08", "M2") + "PID|2\r");
+  CHECK(m[2].text == msh("ADT^A03", "M3") + "PID|3\r");
+  // Each kept line's number in the file: CR LF, LF and CR each end one line, and the envelope
+  // and blank lines count though they are dropped.
+  CHECK(m[0].lines == std::vector<std::size_t>{3, 4});
+  CHECK(m[1].lines == std::vector<std::size_t>{6, 7});
+  CHECK(m[2].lines == std::vector<std::size_t>{11, 12});
   CHECK(hl7send::split_file("no message here\r\n").empty());
   CHECK(hl7send::normalise_message("\xEF\xBB\xBFMSH|^~\\&\nPID|1\r\n") == "MSH|^~\\&\rPID|1\r");
 }
@@ -366,8 +371,9 @@ TEST_CASE("hl7send: a message with a line that is not a segment is not sent, unl
   const std::string file = (dir / "commented.txt").string();
   test::ToolRun r = run_hl7send("--port " + std::to_string(port) + " " + file);
   CHECK_MESSAGE(r.status == 1, (r.out + r.err));
-  CHECK(r.err.find("commented.txt#1 (MSH-10 'F-1'): not sent: line 5 '// *** Original message ver 2.1' is not an "
-                   "HL7 segment") != std::string::npos);
+  // Named by its line in the file (8; the 5th line of message 1), so it can be found there.
+  CHECK(r.err.find("commented.txt#1 (MSH-10 'F-1'): not sent: file line 8 '// *** Original message ver 2.1' is "
+                   "not an HL7 segment") != std::string::npos);
   CHECK(r.err.find("--drop-non-segments") != std::string::npos);
   CHECK(line_of(r.out, "commented.txt#2").find("F-2  AA") != std::string::npos);  // the rest is sent
   CHECK(line_of(r.out, "not sent:").find(" 1") != std::string::npos);
@@ -376,7 +382,7 @@ TEST_CASE("hl7send: a message with a line that is not a segment is not sent, unl
 
   r = run_hl7send("--drop-non-segments --port " + std::to_string(port) + " " + file);
   CHECK_MESSAGE(r.status == 0, (r.out + r.err));
-  CHECK(r.err.find("commented.txt#1 (MSH-10 'F-1'): dropped line 5 '// *** Original message ver 2.1'") !=
+  CHECK(r.err.find("commented.txt#1 (MSH-10 'F-1'): dropped file line 8 '// *** Original message ver 2.1'") !=
         std::string::npos);
   CHECK(line_of(r.out, "commented.txt#1").find("F-1  AA") != std::string::npos);
   CHECK(stored(*s, store::MessageStatus::applied).size() == 2);
@@ -548,6 +554,7 @@ TEST_CASE("hl7send: usage errors exit 2 and --help exits 0") {
   // It says what it does to the input.
   for (const char* says : {"byte order mark", "LF and CRLF line ends become CR", "blank lines are dropped",
                            "one starting at each line that begins with MSH", "not an HL7 segment",
+                           "with the file line of that line",
                            "--drop-non-segments"}) {
     CAPTURE(says);
     CHECK(help.out.find(says) != std::string::npos);

@@ -108,18 +108,22 @@ bool load_messages(const std::vector<fs::path>& files, bool quiet, bool drop_non
       error = p.string() + ": cannot read";
       return false;
     }
-    std::vector<std::string> messages = gw::hl7send::split_file(ss.str());
+    std::vector<gw::hl7send::FileMessage> messages = gw::hl7send::split_file(ss.str());
     if (messages.empty() && !quiet)
       std::fprintf(stderr, "hl7send: %s: no HL7 v2 message (no line starts with MSH), skipped\n", p.string().c_str());
     std::size_t index = 0;
-    for (std::string& m : messages) {
+    for (gw::hl7send::FileMessage& fm : messages) {
+      std::string& m = fm.text;
       Item it;
       it.file = p.string();
       it.index = ++index;
       it.control_id = gw::hl7v2::read_msh(m).field(10);
       if (const auto foreign = gw::hl7send::foreign_lines(m); !foreign.empty()) {
+        // Named by its line in the file, not in the message, so that it can be found in a
+        // file of many messages; the message's number and MSH-10 say which one is held back.
         const std::string where = it.file + "#" + std::to_string(it.index) + " (MSH-10 '" + it.control_id + "')";
-        const std::string first = "line " + std::to_string(foreign[0].line) + " '" + foreign[0].text + "'" +
+        const std::string first = "file line " + std::to_string(fm.lines[foreign[0].line - 1]) + " '" +
+                                  foreign[0].text + "'" +
                                   (foreign.size() > 1 ? " and " + std::to_string(foreign.size() - 1) + " more" : "");
         if (!drop_non_segments) {
           std::fprintf(stderr,
@@ -295,7 +299,8 @@ int main(int argc, char** argv) {
       "UTF-8 byte order mark is removed, LF and CRLF line ends become CR, blank lines are dropped and a final "
       "CR is added; nothing else is changed. A message holding a line that is not an HL7 segment (three "
       "upper-case letters or digits, then the field separator), such as a '//' comment, is not sent: it is "
-      "named on stderr and counted as not sent (see --drop-non-segments). Each message goes in its own MLLP "
+      "named on stderr with the file line of that line (CR, LF and CRLF each end a line) and counted as not "
+      "sent (see --drop-non-segments). Each message goes in its own MLLP "
       "frame, and each ACK's MSA-2 must echo the message's MSH-10. Exit code 0 when every message was sent "
       "and got AA or CA (or asked for no ACK in MSH-15/16), 1 otherwise, 2 for usage errors."};
   gw::hl7send::ClientFlags flags;

@@ -82,22 +82,55 @@ std::string location_text(std::string_view segment, std::string_view sequence, s
 
 // ---- messages and acknowledgements --------------------------------------------------------
 
-std::string normalise_message(std::string_view message) {
+namespace {
+
+// normalise_message, also giving the file line of each line kept: `message` starts on file
+// line `first_line`, and every line of it, blank or not, counts.
+std::string normalise(std::string_view message, std::size_t first_line, std::vector<std::size_t>& lines) {
   std::string out;
   out.reserve(message.size() + 1);
+  std::size_t line_number = first_line;
   for (std::string_view line : split_lines(strip_bom(message))) {
+    const std::size_t at = line_number++;
     if (blank(line)) continue;
     out.append(line);
     out += '\r';
+    lines.push_back(at);
   }
   return out;
 }
 
-std::vector<std::string> split_file(std::string_view text) {
-  std::vector<std::string> out;
-  for (std::string_view m : hl7v2::split_messages(strip_bom(text))) {
-    std::string n = normalise_message(m);
-    if (!n.empty()) out.push_back(std::move(n));
+// The lines text[from, to) ends: CR, LF and CR LF each end one, as split_lines reads them.
+std::size_t line_ends(std::string_view text, std::size_t from, std::size_t to) {
+  std::size_t n = 0;
+  for (std::size_t i = from; i < to; ++i) {
+    if (text[i] != '\r' && text[i] != '\n') continue;
+    ++n;
+    if (text[i] == '\r' && i + 1 < to && text[i + 1] == '\n') ++i;
+  }
+  return n;
+}
+
+}  // namespace
+
+std::string normalise_message(std::string_view message) {
+  std::vector<std::size_t> lines;
+  return normalise(message, 1, lines);
+}
+
+std::vector<FileMessage> split_file(std::string_view text) {
+  std::vector<FileMessage> out;
+  text = strip_bom(text);
+  std::size_t counted = 0, line = 1;  // text[0, counted) holds line - 1 line ends
+  for (std::string_view m : hl7v2::split_messages(text)) {
+    // Each message is a view into `text` that starts at a line start: its first line's number
+    // is one more than the line ends before it (counted once over the whole file).
+    const auto start = static_cast<std::size_t>(m.data() - text.data());
+    line += line_ends(text, counted, start);
+    counted = start;
+    FileMessage fm;
+    fm.text = normalise(m, line, fm.lines);
+    if (!fm.text.empty()) out.push_back(std::move(fm));
   }
   return out;
 }

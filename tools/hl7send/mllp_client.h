@@ -126,7 +126,7 @@ std::string normalise_message(std::string_view message);
 // or the end of the line; e.g. a "// ***" comment in a sample file. The gateway refuses a
 // message holding one (AR), so hl7send reports it before sending.
 struct ForeignLine {
-  std::size_t line = 0;  // 1-based line number within the message
+  std::size_t line = 0;  // 1-based line number within the message (FileMessage::lines maps it)
   std::string text;      // the line, at most 60 characters, non-printable bytes as '?'
 };
 // The foreign lines of a normalised message (segments ending in CR), in order.
@@ -134,9 +134,16 @@ std::vector<ForeignLine> foreign_lines(std::string_view message);
 // `message` (normalised) without its foreign lines.
 std::string drop_foreign_lines(std::string_view message);
 
+// One message of a file: what goes on the wire, and where each of its lines is in the file
+// (so a report can name the line a user finds in an editor, whichever message it is in).
+struct FileMessage {
+  std::string text;                // normalised (normalise_message)
+  std::vector<std::size_t> lines;  // 1-based file line of each line of `text`, in order
+};
 // Splits the text of a file into normalised messages: a message starts at each line beginning
 // with "MSH"; batch envelope segments (FHS, BHS, BTS, FTS), blank lines and anything before
-// the first MSH are left out; a UTF-8 BOM at the start is ignored.
-std::vector<std::string> split_file(std::string_view text);
+// the first MSH are left out; a UTF-8 BOM at the start is ignored. File lines are counted
+// from 1, a CR, LF or CR LF ending each, blank and dropped lines included.
+std::vector<FileMessage> split_file(std::string_view text);
 
 }  // namespace gw::hl7send

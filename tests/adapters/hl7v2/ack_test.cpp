@@ -234,6 +234,46 @@ TEST_CASE("ACK: the warnings of an applied message go back as ERR segments of se
   CHECK(capped.find("5 further warnings are kept with the message") != std::string::npos);
 }
 
+TEST_CASE("ACK: v2.4 warnings reach a sender without a sub-component separator in MSA-3") {
+  // "^~\" (three encoding characters): an ELD's code has no room for its text, so ERR-1 keeps
+  // the locations and codes, and MSA-3 (defined up to v2.6) carries the texts.
+  const std::string v24 = "MSH|^~\\|LAB|RGT01|GW|GW|20261123101500||ORU^R01|W-3|P|2.4\r";
+  const auto msh = gw::hl7v2::read_msh(v24);
+  const std::vector<std::string> warnings = {
+      "PID-7: not a valid HL7 date (YYYY[MM[DD]]); the birth date is not mapped",
+      "OBX[3]-2: value type X^Y is not mapped; the value is kept as text"};
+  const std::string ack =
+      gw::hl7v2::with_warnings(msh, gw::hl7v2::build_ack(msh, AckCode::AA, std::nullopt, kClock), warnings);
+  CHECK(ack ==
+        "MSH|^~\\|GW|GW|LAB|RGT01|20261123141502+0000||ACK^R01^ACK|GW0000000000000001|P|2.4\r"
+        "MSA|AA|W-3|2 warnings: PID-7: not a valid HL7 date (YYYY[MM[DD]]); the birth date is not mapped / "
+        "OBX[3]-2: value type X\\S\\Y is not mapped; the value is kept as text\r"
+        "ERR|PID^1^7^0~OBX^3^2^0\r");
+  auto parsed = Message::parse(ack);
+  REQUIRE_MESSAGE(parsed.ok(), ack);
+  CHECK(parsed->find("MSA")->get(3) ==
+        "2 warnings: " + warnings[0] + " / " + warnings[1]);  // the escaped '^' reads back as itself
+  // One warning goes alone; many are cut at a word within the ACK text limit, and marked.
+  const std::string one =
+      gw::hl7v2::with_warnings(msh, gw::hl7v2::build_ack(msh, AckCode::AA, std::nullopt, kClock), {warnings[0]});
+  CHECK(one.find("\rMSA|AA|W-3|" + warnings[0] + "\r") != std::string::npos);
+  const std::vector<std::string> many(gw::hl7v2::kMaxAckWarnings + 5, warnings[0]);
+  auto capped = Message::parse(
+      gw::hl7v2::with_warnings(msh, gw::hl7v2::build_ack(msh, AckCode::CA, std::nullopt, kClock), many));
+  REQUIRE(capped.ok());
+  const std::string text = capped->find("MSA")->get(3);
+  CHECK(text.rfind("25 warnings: PID-7: ", 0) == 0);
+  CHECK(text.size() <= gw::hl7v2::kMaxAckTextBytes);
+  REQUIRE(text.size() > gw::hl7v2::kMaxAckTextBytes - 80);
+  CHECK(text.substr(text.size() - 3) == "...");
+  CHECK(capped->find("ERR")->repetition_count(1) == gw::hl7v2::kMaxAckWarnings + 1);
+  // With "^~\&" the texts are in ERR-1, and MSA-3 stays empty as before.
+  const auto msh4 = gw::hl7v2::read_msh("MSH|^~\\&|LAB|RGT01|GW|GW|20261123101500||ORU^R01|W-4|P|2.4\r");
+  const std::string ack4 =
+      gw::hl7v2::with_warnings(msh4, gw::hl7v2::build_ack(msh4, AckCode::AA, std::nullopt, kClock), warnings);
+  CHECK(ack4.find("\rMSA|AA|W-4\r") != std::string::npos);
+}
+
 TEST_CASE("ACK: MSH-9 names the trigger the message was read as when MSH-9.2 is empty, for every outcome") {
   struct Case {
     std::string inbound;

@@ -616,6 +616,94 @@ TEST_CASE("hl7v2 mapping: OBRs sharing a filler order number are reports of thei
   CHECK(corrected->resources.back().string_at("status") == "corrected");
 }
 
+TEST_CASE("hl7v2 mapping: patient observations before any ORC/OBR are Observations of their own") {
+  // HL7 v2.6+ ORU^R01 PATIENT group: OBX (and their NTE) after the PID, before the first order.
+  auto oru = [](const std::string& control_id, const std::string& weight, const std::string& weight_at) {
+    return map_text(kMsh + "ORU^R01|" + control_id + "|P|2.7\rPID|1||9991234578^^^NHS^NH~123^^^RGT^MR\r"
+                    "OBX|1|NM|29463-7^Body weight^LN||" + weight + "|kg^^UCUM|40-150|H|||F|||" + weight_at + "\r"
+                    "NTE|1||Weighed \\T\\ dressed\r"
+                    "OBX|2|TX|ALLERGY^Allergy noted^L||Peanuts||||||F|||20240714\r"
+                    "OBX|3|TX|ALLERGY^Allergy noted^L||Penicillin||||||F\r"
+                    "OBX|4|CWE|PREG^Pregnancy status^L||N^Not pregnant^L||||||F\r"
+                    "PV1|1|O\r"
+                    "ORC|RE||F1\rOBR|1||F1^LAB|FBC^Full blood count^L|||20240715083000\r"
+                    "OBX|1|NM|HB^Haemoglobin^L||130|g/L|115-165|N|||F\r");
+  };
+  const auto r = oru("C1", "82.5", "20240715080000");
+  REQUIRE(r.ok());
+  CHECK(check_mapped(*r).empty());
+  REQUIRE(r->resources.size() == 5);  // three patient observations, the report's one, the report
+  const Json& weight = r->resources[0];
+  CHECK(weight.string_at("resourceType") == "Observation");
+  CHECK(weight.string_at("status") == "final");
+  CHECK(weight.find("category") == nullptr);  // no order, so no table 0074 section
+  CHECK(weight.string_at("effectiveDateTime") == "2024-07-15T08:00:00+01:00");
+  CHECK(fhir::to_json(*weight.find("valueQuantity")) ==
+        R"({"value":82.5,"unit":"kg","system":"http://unitsofmeasure.org","code":"kg"})");
+  CHECK(fhir::to_json(*weight.find("note")) == R"([{"text":"Weighed & dressed"}])");
+  CHECK(weight.find("referenceRange")->items()[0].find("high")->find("value")->text() == "150");
+  CHECK(weight.find("interpretation")->items()[0].find("coding")->items()[0].string_at("code") == "H");
+  // Consecutive TX with the same OBX-3/OBX-4 are lines of one observation, as under an OBR.
+  CHECK(r->resources[1].string_at("valueString") == "Peanuts\nPenicillin");
+  CHECK(r->resources[2].find("valueCodeableConcept") != nullptr);
+  CHECK(r->resources[2].find("effectiveDateTime") == nullptr);
+  // The report lists only its own result.
+  const Json& dr = r->resources[4];
+  REQUIRE(dr.string_at("resourceType") == "DiagnosticReport");
+  REQUIRE(dr.find("result")->size() == 1);
+  CHECK(dr.find("result")->items()[0].string_at("reference") ==
+        "Observation/" + std::string(r->resources[3].string_at("id")));
+  // Nothing is dropped; only the observation without a time is noted (its id is the message's).
+  CHECK(r->warnings == std::vector<std::string>{
+                           "OBX[4]-14: no observation time; the observation id comes from the message control id, so "
+                           "a later message adds a new observation rather than replacing this one"});
+
+  // A correction of the same reading (new control id, same OBX-14) replaces it; a reading at
+  // another time is a new Observation; the report's ids are unchanged by the patient group.
+  const auto corrected = oru("C2", "80.5", "20240715080000");
+  REQUIRE(corrected.ok());
+  CHECK(corrected->resources[0].string_at("id") == weight.string_at("id"));
+  CHECK(corrected->resources[1].string_at("id") == r->resources[1].string_at("id"));
+  CHECK(corrected->resources[2].string_at("id") != r->resources[2].string_at("id"));  // keyed by MSH-10
+  CHECK(corrected->resources[3].string_at("id") == r->resources[3].string_at("id"));
+  CHECK(corrected->resources[4].string_at("id") == dr.string_at("id"));
+  const auto later = oru("C3", "81", "20240722080000");
+  REQUIRE(later.ok());
+  CHECK(later->resources[0].string_at("id") != weight.string_at("id"));
+  // Another patient's reading at the same time is another Observation.
+  auto other = map_text(kMsh + "ORU^R01|C1|P|2.7\rPID|1||9991234586^^^NHS^NH\r"
+                               "OBX|1|NM|29463-7^Body weight^LN||82.5|kg|||||F|||20240715080000\r"
+                               "OBR|1||F2^LAB|FBC^Full blood count^L\r");
+  REQUIRE(other.ok());
+  CHECK(other->resources[0].string_at("id") != weight.string_at("id"));
+}
+
+TEST_CASE("hl7v2 mapping: OBX outside every order and patient group are left out with a warning") {
+  const auto r = map_text(kMsh + "ORU^R01|C1|P|2.5.1\rPID|1||123^^^RGT^MR\r"
+                                 "OBX|1|ED|DOC^Letter^L||^TEXT^^A^Dear Dr||||||F|||20240715\r"
+                                 "OBX|2|NM|||72|/min|||||F|||20240715\r"
+                                 "ORC|RE||F1\rOBX|3|NM|HR^Heart rate^L||72|/min|||||F\r"
+                                 "OBR|1||F1^LAB|FBC^Full blood count^L\rOBX|4|NM|HB^Hb^L||130|g/L\r"
+                                 "SPM|1|S1\rOBX|5|NM|VOL^Volume^L||5|mL\r"
+                                 "PID|1||123^^^RGT^MR\rOBX|6|NM|HT^Height^L||172|cm|||||F|||20240715\r"
+                                 "OBR|2||F2^LAB|UE^U and E^L\r");
+  REQUIRE(r.ok());
+  CHECK(check_mapped(*r).empty());
+  CHECK(r->warnings == std::vector<std::string>{
+                           "OBX[3]: after an ORC but before its OBR; not mapped",
+                           "OBX[5]: describes the specimen (after SPM); not mapped",
+                           "OBX[1]-5: embedded data outside a report (no OBR to present it); not mapped",
+                           "OBX[2]-3: a patient observation without an observation identifier; not mapped"});
+  // The OBX after the repeated PID of the same patient is a patient observation, not a result
+  // of the first order; each report keeps its own results.
+  REQUIRE(r->resources.size() == 4);
+  CHECK(r->resources[0].find("code")->find("coding")->items()[0].string_at("code") == "HT");
+  CHECK(r->resources[0].find("category") == nullptr);
+  CHECK(r->resources[1].find("code")->find("coding")->items()[0].string_at("code") == "HB");
+  CHECK(r->resources[2].find("result")->size() == 1);
+  CHECK(r->resources[3].find("result") == nullptr);
+}
+
 TEST_CASE("hl7v2 mapping: a lab's local coding system gets a system scoped to its source") {
   const std::string msg = kMsh + "ORU^R01|C1|P|2.3\rPID|1||123^^^RGT^MR\rOBR|1||F1|LBN^LIVER/BONE PROFILE^WinPath\r"
                                  "OBX|1|NM|ALP^Alkaline phosphatase^Winpath||108|IU/L|40-129||||F\r"
