@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -49,8 +50,8 @@ std::string supported_list() {
 
 // Reads CX repetitions of one field into FHIR Identifiers. An NHS number (CX.5 "NH", or
 // assigning authority CX.4 or facility CX.6 "NHS") is trusted only with a valid Modulus 11
-// check digit; otherwise it is kept under a local "nhs-number-unverified" system, never
-// under the NHS number system, and a warning says so.
+// check digit; the first invalid one is handed to the locator as untrusted (see identifiers()),
+// and a warning says so.
 class IdentifierReader {
  public:
   explicit IdentifierReader(const Run& run) : run_(run) {}
@@ -61,7 +62,18 @@ class IdentifierReader {
     for (std::size_t r = 1; r <= n; ++r) add(s, field, r, detail::where(segment, occurrence, field, r));
   }
 
-  Json& identifiers() { return ids_; }
+  // The identifiers read. An NHS number that is not valid (issue #3: "kept as received but
+  // never trusted for matching") is added last, under the NHS number system, and only when no
+  // valid one was read: the record locator keeps it on the patient as untrusted and never
+  // matches on it. Under a local identifier system it would have been an exact-match key, and
+  // every patient sent with the same mistyped number would have become one record.
+  Json& identifiers() {
+    if (nhs_.empty() && unverified_ && !unverified_added_) {
+      push(fhir::identifier(fhir::kNhsNumberSystem, unverified_->first), unverified_->second);
+      unverified_added_ = true;
+    }
+    return ids_;
+  }
   // Where each identifier came from ("MRG-1[2]"), in the order of identifiers().
   const std::vector<std::string>& locations() const { return locations_; }
   const std::string& nhs_number() const { return nhs_; }
@@ -81,18 +93,24 @@ class IdentifierReader {
         if (c != ' ' && c != '-') digits += c;
       const bool ten_digits =
           digits.size() == 10 && std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
-      if (!ten_digits) {
-        run_.warn(location, "NHS number is not 10 digits; kept as a local identifier");
-      } else if (!fhir::is_valid_nhs_number(digits)) {
-        run_.warn(location, "NHS number fails the check digit; kept as a local identifier");
-      } else if (nhs_.empty() || nhs_ == digits) {
+      const bool valid = ten_digits && fhir::is_valid_nhs_number(digits);
+      if (valid && (nhs_.empty() || nhs_ == digits)) {
         if (nhs_.empty()) push(fhir::identifier(fhir::kNhsNumberSystem, digits), location);
         nhs_ = digits;
         return;
-      } else {
-        run_.warn(location, "a second, different NHS number; kept as a local identifier");
       }
-      push(fhir::identifier(detail::local_system(run_, "nhs-number-unverified"), v), location);
+      if (valid) {
+        // A patient has one NHS number; which of the two is right cannot be told here.
+        run_.warn(location, "a second, different NHS number; not indexed (the message is stored as received)");
+        return;
+      }
+      const std::string why = ten_digits ? "NHS number fails the check digit" : "NHS number is not 10 digits";
+      if (unverified_) {
+        run_.warn(location, why + "; not indexed, a first invalid one is kept (the message is stored as received)");
+        return;
+      }
+      run_.warn(location, why + "; kept as received, never used to match the patient");
+      unverified_.emplace(v, location);
       return;
     }
     Json id = Json::object();
@@ -114,6 +132,8 @@ class IdentifierReader {
   Json ids_ = Json::array();
   std::vector<std::string> locations_;
   std::string nhs_;
+  std::optional<std::pair<std::string, std::string>> unverified_;  // the first invalid NHS number, where
+  bool unverified_added_ = false;
 };
 
 // ---- patient (PID, PD1) ----------------------------------------------------------------

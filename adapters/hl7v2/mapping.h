@@ -55,7 +55,7 @@ struct MappedMessage {
   std::optional<MergeRequest> merge;        // A40 only
   std::optional<EncounterEvent> encounter;  // ADT with a visit
   // Data-quality notes that did not stop the mapping (e.g. "PID-3[2]: NHS number fails the
-  // check digit; kept as a local identifier"), with the HL7 location first.
+  // check digit; kept as received, never used to match the patient"), with the HL7 location first.
   std::vector<std::string> warnings;
 };
 

@@ -471,6 +471,29 @@ TEST_CASE("MLLP: an invalid NHS number is never trusted for matching") {
   auto by_nhs = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000019");
   REQUIRE(by_nhs.ok());
   CHECK_FALSE(by_nhs->has_value());
+  // Another patient sent with the same mistyped number stays another record: the number is
+  // kept on each as received, untrusted, and is no key to match on.
+  std::string other = a01("N2", "9990000019", "MRN-M");
+  other.replace(other.find("SMITH^JOHN||19700101|M"), 22, "JONES^MARY||19800202|F");
+  const auto second = test::mllp_round_trip(listener(*s).port(), other);
+  REQUIRE(second.size() == 1);
+  CHECK(ack_code(second[0]) == "AA");
+  const std::string local = "https://fhir.nhs.uk/Id/local/rgt01";
+  auto john = s->locator().lookup_identifier(local, "MRN-N");
+  auto mary = s->locator().lookup_identifier(local, "MRN-M");
+  REQUIRE(john.ok());
+  REQUIRE(mary.ok());
+  REQUIRE(john->has_value());
+  REQUIRE(mary->has_value());
+  CHECK(**john != **mary);
+  for (const std::string& id : {**john, **mary}) {
+    auto p = s->locator().read_patient(id);
+    REQUIRE(p.ok());
+    REQUIRE(p->has_value());
+    CHECK((*p)->demographics.nhs_number == "9990000019");
+    CHECK_FALSE((*p)->nhs_number_trusted);
+    CHECK((*p)->identifiers.size() == 1);  // the MRN only: the number is not an identifier key
+  }
 }
 
 TEST_CASE("MLLP: protocol violations close only the offending connection; others keep being served") {

@@ -122,12 +122,18 @@ std::vector<std::string> check_mapped(const MappedMessage& m) {
   std::vector<std::string> problems;
   if (m.patient.string_at("resourceType") != "Patient") problems.push_back("patient: not a Patient");
   check_tree(m.patient, "Patient", problems);
+  // At most one NHS number; an invalid one (kept for the locator as untrusted) must have its
+  // mapping warning, and never the PID-32 verification status.
   int nhs = 0;
   if (const Json* ids = m.patient.find("identifier"); ids != nullptr) {
     for (const Json& id : ids->items()) {
       if (id.string_at("system") != fhir::kNhsNumberSystem) continue;
       ++nhs;
-      if (!fhir::is_valid_nhs_number(id.string_at("value"))) problems.push_back("patient: invalid NHS number");
+      if (fhir::is_valid_nhs_number(id.string_at("value"))) continue;
+      const bool warned = std::any_of(m.warnings.begin(), m.warnings.end(), [](const std::string& w) {
+        return w.find("never used to match the patient") != std::string::npos;
+      });
+      if (!warned || id.find("extension") != nullptr) problems.push_back("patient: invalid NHS number unflagged");
     }
   } else {
     problems.push_back("patient: no identifier");
@@ -436,9 +442,11 @@ TEST_CASE("hl7v2 mapping: a malformed birth date, event time or admit time is le
   CHECK(locations.items()[0].find("period") == nullptr);
 }
 
-TEST_CASE("hl7v2 mapping: an NHS number failing Modulus 11 is never mapped as an NHS number") {
+TEST_CASE("hl7v2 mapping: an NHS number failing Modulus 11 goes to the locator as received, never as a key") {
   // 9991234578 is valid; 9991234579 has a wrong check digit; 9991234560 has nine digits whose
-  // check digit would be 10 (no valid number); 999123457 is too short.
+  // check digit would be 10 (no valid number); 999123457 is too short. Under the NHS number
+  // system the locator keeps it on the patient untrusted and never matches on it; under a
+  // local identifier system it would be an exact-match key shared by every patient sent with it.
   for (const std::string bad : {"9991234579", "9991234560", "999123457"}) {
     INFO(bad);
     const auto r = map_text(kMsh + "ADT^A31|C1|P|2.4\r" +
@@ -447,14 +455,20 @@ TEST_CASE("hl7v2 mapping: an NHS number failing Modulus 11 is never mapped as an
     REQUIRE(r.ok());
     const Json& ids = *r->patient.find("identifier");
     REQUIRE(ids.size() == 2);
-    CHECK(ids.items()[0].string_at("system") == "https://fhir.nhs.uk/Id/local/nhs-number-unverified");
-    CHECK(ids.items()[0].string_at("value") == bad);
-    CHECK(ids.items()[0].find("extension") == nullptr);
-    CHECK(ids.items()[1].string_at("system") == "https://fhir.nhs.uk/Id/local/rgt");
+    CHECK(ids.items()[0].string_at("system") == "https://fhir.nhs.uk/Id/local/rgt");
+    CHECK(ids.items()[1].string_at("system") == fhir::kNhsNumberSystem);
+    CHECK(ids.items()[1].string_at("value") == bad);
+    CHECK(ids.items()[1].find("extension") == nullptr);  // PID-32 verifies no invalid number
     REQUIRE(r->warnings.size() == 1);
     CHECK(r->warnings[0].rfind("PID-3[1]: NHS number", 0) == 0);
+    CHECK(r->warnings[0].find("never used to match") != std::string::npos);
     CHECK(r->warnings[0].find(bad) == std::string::npos);  // the number itself is not echoed
   }
+  // A valid NHS number after an invalid one is the patient's; the invalid one is not kept.
+  const auto both = map_text(kMsh + "ADT^A31|C1|P|2.4\rPID|1||9991234579^^^NHS^NH~9991234578^^^NHS^NH\r");
+  REQUIRE(both.ok());
+  REQUIRE(both->patient.find("identifier")->size() == 1);
+  CHECK(both->patient.find("identifier")->items()[0].string_at("value") == "9991234578");
   // Recognised through CX.4 or CX.6 = NHS as well as CX.5 = NH; spaces are tolerated.
   for (const std::string cx : {"9991234578^^^NHS", "9991234578^^^^^NHS", "999 123 4578^^^^NH"}) {
     INFO(cx);
@@ -465,12 +479,14 @@ TEST_CASE("hl7v2 mapping: an NHS number failing Modulus 11 is never mapped as an
     CHECK(id.string_at("value") == "9991234578");
     CHECK(r->warnings.empty());
   }
-  // A second, different valid NHS number is kept only as a local identifier.
+  // A second, different valid NHS number is not indexed at all (which one is right cannot be
+  // told), only warned about: the message is stored as received.
   const auto two = map_text(kMsh + "ADT^A31|C1|P|2.4\rPID|1||9991234578^^^NHS^NH~9991234586^^^NHS^NH\r");
   REQUIRE(two.ok());
-  CHECK(two->patient.find("identifier")->items()[1].string_at("system") ==
-        "https://fhir.nhs.uk/Id/local/nhs-number-unverified");
-  CHECK(two->warnings.size() == 1);
+  REQUIRE(two->patient.find("identifier")->size() == 1);
+  CHECK(two->patient.find("identifier")->items()[0].string_at("value") == "9991234578");
+  REQUIRE(two->warnings.size() == 1);
+  CHECK(two->warnings[0].find("a second, different NHS number; not indexed") != std::string::npos);
 }
 
 TEST_CASE("hl7v2 mapping: ids are deterministic per source and message keys") {
