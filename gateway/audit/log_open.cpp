@@ -149,10 +149,15 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
       if (parsed->torn_bytes > 0) {
         torn = "ended in an incomplete checkpoint note (" + std::to_string(parsed->torn_bytes) +
                " bytes: an append cut short by a crash or a full disk, or a copy cut short), ";
-        if (::truncate(options.checkpoint_file.c_str(), static_cast<off_t>(parsed->complete_bytes)) == 0) {
+        int cut_error = 0;
+        if (options.truncate_checkpoint_file)
+          cut_error = options.truncate_checkpoint_file(options.checkpoint_file, parsed->complete_bytes);
+        else if (::truncate(options.checkpoint_file.c_str(), static_cast<off_t>(parsed->complete_bytes)) != 0)
+          cut_error = errno;
+        if (cut_error == 0) {
           torn += "which was removed";
         } else {
-          torn += std::string("which could not be removed (") + std::strerror(errno) +
+          torn += std::string("which could not be removed (") + std::strerror(cut_error) +
                   "): no checkpoint is appended to it until those bytes are removed and the gateway restarted";
           impl.opt.checkpoint_file.clear();
         }
