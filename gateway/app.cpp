@@ -115,10 +115,12 @@ StartupChecked check_startup(const config::Config& cfg) {
   const std::string file = config_name(cfg);
   StartupChecked checked;
 #if GW_WITH_TLS
-  if (cfg.https.enabled) (void)net::make_server_tls_context(cfg);  // what Server::start loads
+  // Loaded here once and handed on (Server, start_adapters): the files are not read again,
+  // so a file changed after this check cannot make the start differ from it.
+  if (cfg.https.enabled) checked.https_tls = net::make_server_tls_context(cfg);
   for (const auto& s : cfg.source_systems)
     if (cfg.https.enabled && mllp_needs_client_certificate(s)) {
-      (void)client_certificate_tls_context(cfg);  // the client CA, as start_adapters loads it
+      checked.client_certificate_tls = client_certificate_tls_context(cfg);
       break;
     }
 #endif
@@ -251,7 +253,9 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock
   http::PipelineLimits limits;
   limits.json.max_bytes = cfg_.limits.max_body_bytes;
   pipeline_ = std::make_unique<http::Pipeline>(router_, limits, authenticator_.get(), policy_.get(), audit_log_.get());
-  server_ = std::make_unique<net::Server>(cfg_, *pipeline_, metrics_, health_);
+  https_tls_ = std::move(checked.https_tls);
+  client_certificate_tls_ = std::move(checked.client_certificate_tls);
+  server_ = std::make_unique<net::Server>(cfg_, *pipeline_, metrics_, health_, https_tls_);
   start_adapters();
   add_ingest_metrics();
   add_database_metrics();
@@ -399,13 +403,9 @@ void App::start_adapters() {
       }
     };
 #if GW_WITH_TLS
-    if (cfg_.https.enabled && mllp_needs_client_certificate(sc)) {
-      if (!client_certificate_tls_) client_certificate_tls_ = client_certificate_tls_context(cfg_);
-      ctx.tls_server_context = client_certificate_tls_.get();
-    } else if (cfg_.https.enabled) {
-      if (!adapter_tls_) adapter_tls_ = net::make_server_tls_context(cfg_);
-      ctx.tls_server_context = adapter_tls_.get();
-    }
+    // The contexts check_startup loaded; the HTTPS listener shares the first.
+    if (cfg_.https.enabled && mllp_needs_client_certificate(sc)) ctx.tls_server_context = client_certificate_tls_.get();
+    else if (cfg_.https.enabled) ctx.tls_server_context = https_tls_.get();
 #endif
     if (auto st = (*made)->start(ctx); !st)
       throw std::runtime_error("cannot start source '" + sc.name + "': " + st.issue().diagnostics);

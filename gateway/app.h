@@ -33,6 +33,10 @@
 #include "gateway/store/databases.h"
 #include "gateway/store/async_store.h"
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace gw {
 
 struct AppInfo {
@@ -66,6 +70,12 @@ class DataDirLock {
 
 // What check_startup loaded that App keeps, so that nothing is read or parsed twice.
 struct StartupChecked {
+  // The [server.https] context (certificate, key, client CA): the HTTPS listener's, and the TLS
+  // MLLP listeners' of sources that name no client certificate subject. Null when HTTPS is off.
+  std::shared_ptr<boost::asio::ssl::context> https_tls;
+  // The same requiring a client certificate, for TLS MLLP sources that name
+  // client_certificate_subject. Null when no source needs it.
+  std::shared_ptr<boost::asio::ssl::context> client_certificate_tls;
   std::unique_ptr<auth::Authenticator> authenticator;  // with its JWKS
   std::unique_ptr<auth::Policy> policy;
   std::optional<audit::CheckpointSigner> signer;  // when the audit log is on
@@ -132,8 +142,9 @@ class App {
   std::unique_ptr<ingest::IngestService> ingest_;
   adapters::AdapterRegistry adapter_registry_;
   std::vector<std::pair<std::string, std::unique_ptr<adapters::Adapter>>> adapters_;
-  std::shared_ptr<void> adapter_tls_;  // boost::asio::ssl::context for TLS listeners
-  std::shared_ptr<void> client_certificate_tls_;  // the same, requiring a client certificate
+  // From check_startup (see StartupChecked), for the TLS listeners of adapters.
+  std::shared_ptr<boost::asio::ssl::context> https_tls_;
+  std::shared_ptr<boost::asio::ssl::context> client_certificate_tls_;
   std::unique_ptr<auth::Policy> policy_;
   std::unique_ptr<auth::Authenticator> authenticator_;
   auth::BreakGlassRegistry break_glass_;

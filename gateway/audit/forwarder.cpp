@@ -1,28 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
-// The audit forwarder: formats stored records as RFC 5424 messages and writes them to a SIEM
-// over TLS (RFC 5425) from its own thread, confirming delivery as forwarder.h describes.
-// The TLS client is plain OpenSSL over a non-blocking socket driven by poll(2), so every wait
-// has a deadline and the thread can watch the socket, a wake-up pipe and the clock at once.
+// The audit forwarder: reads stored records, has them formatted as RFC 5424 messages
+// (syslog_format.cpp) and writes them to a SIEM over TLS (RFC 5425, syslog_tls_session.h) from
+// its own thread, confirming delivery as forwarder.h describes. The thread polls the socket, a
+// wake-up pipe and the clock at once, so every wait has a deadline.
 #include "gateway/audit/forwarder.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
 #include <unistd.h>
-#if __has_include(<linux/sockios.h>)
-#include <linux/sockios.h>
-#endif
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <atomic>
@@ -34,9 +24,7 @@
 #include <thread>
 #include <vector>
 
-#include "fhir/query_string.h"
-#include "gateway/audit/merkle.h"
-#include "gateway/audit/record.h"
+#include "gateway/audit/syslog_tls_session.h"
 #include "gateway/observe/log.h"
 #include "gateway/observe/thread_name.h"
 #include "gateway/sqlite/database.h"
@@ -49,16 +37,11 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr std::size_t kMinMessageBytes = 2048;          // RFC 5425 4.3.1: receivers MUST take 2048
-constexpr std::size_t kMaxMessageBytes = 1024 * 1024;
-constexpr std::size_t kMaxSdValueBytes = 128;
-constexpr std::size_t kMaxPatientParams = 8;
 constexpr std::size_t kMaxWriteBytes = 1024 * 1024;     // bytes handed to TLS per round
 constexpr auto kCursorPersistInterval = std::chrono::seconds(1);
 constexpr auto kCloseTimeout = std::chrono::seconds(2);
 constexpr auto kErrorLogInterval = std::chrono::seconds(60);
 constexpr auto kCoalesceWrites = std::chrono::milliseconds(100);
-constexpr char kBom[] = "\xEF\xBB\xBF";
 
 // The same suites as the gateway's listeners (gateway/net/tls_context.cpp; gw_audit sits below
 // gw_core and cannot use its copy): ECDHE key exchange, AEAD ciphers; TLS 1.3 suites are all so.
@@ -73,259 +56,6 @@ Issue invalid(const char* option, std::string what) {
   return Issue::make(ErrorCode::invalid_value, std::move(text), option);
 }
 
-// --- RFC 5424 text --------------------------------------------------------------------
-
-bool valid_utf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    std::size_t len = 0;
-    std::uint32_t cp = 0;
-    if (c < 0x80) { ++i; continue; }
-    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
-    else return false;
-    if (i + len > s.size()) return false;
-    for (std::size_t k = 1; k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    // Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not UTF-8 (RFC 3629).
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-      return false;
-    i += len;
-  }
-  return true;
-}
-
-// HOSTNAME, APP-NAME, PROCID: 1*N PRINTUSASCII (RFC 5424 6.2); "-" is the NILVALUE.
-std::string header_field(std::string_view s, std::size_t max) {
-  std::string out;
-  for (char ch : s.substr(0, std::min(s.size(), max))) {
-    const auto c = static_cast<unsigned char>(ch);
-    out.push_back(c >= 33 && c <= 126 ? ch : '_');
-  }
-  return out.empty() ? std::string("-") : out;
-}
-
-// SD-NAME: 1*32 PRINTUSASCII except '=', SP, ']' and '"' (RFC 5424 6.3.2).
-bool valid_sd_name(std::string_view s) {
-  if (s.empty() || s.size() > 32) return false;
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c < 33 || c > 126 || ch == '=' || ch == ']' || ch == '"') return false;
-  }
-  return true;
-}
-
-// A structured-data value: cut on a character boundary, control characters replaced, escaped.
-std::string sd_value(std::string_view v) {
-  std::string clean(v.substr(0, fhir::utf8_cut(v, kMaxSdValueBytes)));
-  for (char& ch : clean) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c == 0x7F) ch = '?';
-  }
-  return escape_sd_value(clean);
-}
-
-int severity_for(int outcome) { return outcome == 0 ? 6 : outcome == 4 ? 4 : 3; }
-
-// --- TLS session ------------------------------------------------------------------------
-
-// Waits until `fd` is ready for `events` (or reports hang-up/error) before `deadline`.
-bool wait_fd(int fd, short events, Clock::time_point deadline) {
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return false;
-    pollfd p{fd, events, 0};
-    const int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1000)));
-    if (r > 0) return true;
-    if (r < 0 && errno != EINTR) return false;
-  }
-}
-
-// OpenSSL's error queue as text (and cleared), or the socket error for a system failure.
-std::string tls_error_text(SSL* ssl, int ret, const char* what) {
-  std::string text = what;
-  const int err = SSL_get_error(ssl, ret);
-  if (err == SSL_ERROR_ZERO_RETURN) return text + ": the receiver closed the connection";
-  if (ssl != nullptr && SSL_get_verify_result(ssl) != X509_V_OK)
-    return text + ": certificate verification failed: " +
-           X509_verify_cert_error_string(SSL_get_verify_result(ssl));
-  if (unsigned long e = ERR_peek_last_error(); e != 0) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    ERR_clear_error();
-    return text + ": " + buf;
-  }
-  if (err == SSL_ERROR_SYSCALL && errno != 0) return text + ": " + std::strerror(errno);
-  return text + ": connection closed";
-}
-
-struct Session {
-  int fd = -1;
-  SSL* ssl = nullptr;
-  Session() = default;
-  Session(const Session&) = delete;
-  Session& operator=(const Session&) = delete;
-  ~Session() {
-    if (ssl) SSL_free(ssl);
-    if (fd >= 0) ::close(fd);
-  }
-};
-
-// Repeats an OpenSSL call on a non-blocking socket until it completes, fails or times out.
-template <class Op>
-int drive(Session& s, Op op, Clock::time_point deadline, int& ret) {
-  for (;;) {
-    ERR_clear_error();
-    errno = 0;
-    ret = op();
-    if (ret > 0) return SSL_ERROR_NONE;
-    const int err = SSL_get_error(s.ssl, ret);
-    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
-      if (!wait_fd(s.fd, err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline)) return -1;
-      continue;
-    }
-    return err;
-  }
-}
-
-int tcp_connect(const addrinfo* ai, Clock::time_point deadline, std::string& error) {
-  const int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-  if (fd < 0) {
-    error = std::string("socket: ") + std::strerror(errno);
-    return -1;
-  }
-  if (::connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-    if (errno != EINPROGRESS) {
-      error = std::string("connect: ") + std::strerror(errno);
-      ::close(fd);
-      return -1;
-    }
-    int so_error = 0;
-    socklen_t len = sizeof so_error;
-    if (!wait_fd(fd, POLLOUT, deadline)) so_error = ETIMEDOUT;
-    else if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) so_error = errno;
-    if (so_error != 0) {
-      error = std::string("connect: ") + std::strerror(so_error);
-      ::close(fd);
-      return -1;
-    }
-  }
-  // Keepalive finds a receiver that vanished without a reset on an idle session.
-  int on = 1, idle = 30, interval = 10, count = 3;
-  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
-  return fd;
-}
-
-fhir::Result<std::unique_ptr<Session>> open_session(SSL_CTX* ctx, const ForwarderOptions& o,
-                                                    Clock::time_point deadline) {
-  auto fail = [](std::string text) { return Issue::make(ErrorCode::not_ready, std::move(text)); };
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  const std::string port = std::to_string(o.port);
-  if (int rc = ::getaddrinfo(o.host.c_str(), port.c_str(), &hints, &found); rc != 0)
-    return fail(std::string("cannot resolve the receiver's host name: ") + ::gai_strerror(rc));
-  auto session = std::make_unique<Session>();
-  std::string error = "no address";
-  for (const addrinfo* ai = found; ai != nullptr && session->fd < 0; ai = ai->ai_next)
-    session->fd = tcp_connect(ai, deadline, error);
-  ::freeaddrinfo(found);
-  if (session->fd < 0) return fail(std::move(error));
-
-  session->ssl = SSL_new(ctx);
-  if (session->ssl == nullptr || SSL_set_fd(session->ssl, session->fd) != 1)
-    return fail("cannot create a TLS session");
-  // The receiver's certificate must name the host we were told to reach (RFC 5425 5.2; RFC 6125).
-  unsigned char addr[sizeof(in6_addr)];
-  const bool ip_literal = ::inet_pton(AF_INET, o.host.c_str(), addr) == 1 || ::inet_pton(AF_INET6, o.host.c_str(), addr) == 1;
-  if (ip_literal) {
-    if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(session->ssl), o.host.c_str()) != 1)
-      return fail("cannot set the receiver's address for verification");
-  } else {
-    SSL_set_hostflags(session->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    if (SSL_set1_host(session->ssl, o.host.c_str()) != 1 || SSL_set_tlsext_host_name(session->ssl, o.host.c_str()) != 1)
-      return fail("cannot set the receiver's host name for verification");
-  }
-  int ret = 0;
-  const int err = drive(*session, [&] { return SSL_connect(session->ssl); }, deadline, ret);
-  if (err == -1) return fail("TLS handshake timed out");
-  if (err != SSL_ERROR_NONE) return fail(tls_error_text(session->ssl, ret, "TLS handshake failed"));
-  return session;
-}
-
-fhir::Status write_all(Session& s, std::string_view data, Clock::time_point deadline) {
-  std::size_t off = 0;
-  while (off < data.size()) {
-    const int n = static_cast<int>(std::min<std::size_t>(data.size() - off, 1 << 20));
-    int ret = 0;
-    const int err = drive(s, [&] { return SSL_write(s.ssl, data.data() + off, n); }, deadline, ret);
-    if (err == -1) return Issue::make(ErrorCode::timeout, "write to the receiver timed out");
-    if (err != SSL_ERROR_NONE) return Issue::make(ErrorCode::not_ready, tls_error_text(s.ssl, ret, "write failed"));
-    off += static_cast<std::size_t>(ret);
-  }
-  return fhir::Ok{};
-}
-
-// A syslog receiver sends no application data (RFC 5425 4.3), so a readable socket means a
-// close, a reset or TLS housekeeping (TLS 1.3 session tickets), which is read and dropped.
-fhir::Status check_alive(Session& s) {
-  char buf[4096];
-  for (int round = 0; round < 64; ++round) {
-    pollfd p{s.fd, POLLIN, 0};
-    if (SSL_pending(s.ssl) == 0 && ::poll(&p, 1, 0) <= 0) return fhir::Ok{};
-    ERR_clear_error();
-    errno = 0;
-    const int ret = SSL_read(s.ssl, buf, sizeof buf);
-    if (ret > 0) continue;
-    const int err = SSL_get_error(s.ssl, ret);
-    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return fhir::Ok{};
-    return Issue::make(ErrorCode::not_ready, tls_error_text(s.ssl, ret, "connection lost"));
-  }
-  return fhir::Ok{};
-}
-
-// Our close_notify, then the receiver's: its close_notify comes after every byte we sent, so
-// receiving it proves its TLS layer read them all. Anything else (reset, bare FIN, timeout) is
-// not a clean close.
-bool close_cleanly(Session& s, Clock::time_point deadline) {
-  int ret = 0;
-  int err = drive(s, [&] { return SSL_shutdown(s.ssl) >= 0 ? 1 : -1; }, deadline, ret);
-  if (err != SSL_ERROR_NONE) return false;
-  if ((SSL_get_shutdown(s.ssl) & SSL_RECEIVED_SHUTDOWN) == 0) {
-    char buf[1024];
-    do {
-      err = drive(s, [&] { return SSL_read(s.ssl, buf, sizeof buf); }, deadline, ret);
-      // Data after our close_notify is dropped.
-    } while (err == SSL_ERROR_NONE && Clock::now() < deadline);
-    if (err != SSL_ERROR_ZERO_RETURN) return false;
-  }
-  ::shutdown(s.fd, SHUT_RDWR);
-  return true;
-}
-
-// Bytes in the socket's send queue, unsent or not yet acknowledged by the receiver's TCP
-// (Linux SIOCOUTQ), or 0 when the platform cannot tell (then a write counts from when it
-// was handed over).
-std::uint64_t unacknowledged_bytes(int fd) {
-#ifdef SIOCOUTQ
-  int n = 0;
-  if (::ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0) return static_cast<std::uint64_t>(n);
-#endif
-  (void)fd;
-  return 0;
-}
-
 std::string local_hostname() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "-";
@@ -333,85 +63,6 @@ std::string local_hostname() {
 }
 
 }  // namespace
-
-// --- formatting -------------------------------------------------------------------------
-
-std::string escape_sd_value(std::string_view value) {
-  std::string out;
-  out.reserve(value.size());
-  for (char c : value) {
-    if (c == '"' || c == '\\' || c == ']') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
-}
-
-std::string frame_syslog(std::string_view message) {
-  std::string out = std::to_string(message.size());
-  out.push_back(' ');
-  out.append(message);
-  return out;
-}
-
-SyslogMessage format_syslog(const ForwarderOptions& options, std::string_view hostname, std::string_view procid,
-                            std::uint64_t seq, std::string_view record) {
-  auto decoded = decode(record);
-  const Record* rec = decoded ? &*decoded : nullptr;
-  const std::string leaf = merkle::to_hex(merkle::leaf_hash(record));
-  const int facility = std::clamp(options.facility, 0, 23);
-  const int severity = rec ? severity_for(outcome_code(rec->status)) : 5;
-
-  std::string header = "<";
-  header.append(std::to_string(facility * 8 + severity)).append(">1 ");
-  header.append(rec ? format_time_ms(rec->time_ms) : std::string("-")).push_back(' ');
-  header.append(header_field(hostname, 255)).push_back(' ');
-  header.append(header_field(options.app_name, 48)).push_back(' ');
-  header.append(header_field(procid, 128)).append(" audit ");
-
-  const std::string sd_id = valid_sd_name(options.sd_id) ? options.sd_id : std::string("fhirgw@32473");
-  auto structured = [&](bool facts, std::optional<std::size_t> truncated_from) {
-    std::string sd = "[" + sd_id;
-    auto param = [&](const char* name, std::string_view value) {
-      sd.append(" ").append(name).append("=\"").append(sd_value(value)).append("\"");
-    };
-    param("seq", std::to_string(seq));
-    param("leaf", leaf);
-    if (truncated_from) param("truncated", std::to_string(*truncated_from));
-    if (facts && rec) {
-      param("kind", rec->kind);
-      param("action", rec->action);
-      param("status", std::to_string(rec->status));
-      param("outcome", std::to_string(outcome_code(rec->status)));
-      if (!rec->user.empty()) param("user", rec->user);
-      if (!rec->organisation.empty()) param("organisation", rec->organisation);
-      // RFC 5424 6.3.3 lets a PARAM-NAME repeat inside one SD-ELEMENT.
-      for (std::size_t i = 0; i < rec->detail.patients.size() && i < kMaxPatientParams; ++i)
-        param("patient", rec->detail.patients[i]);
-    }
-    sd.push_back(']');
-    return sd;
-  };
-
-  const std::size_t max = std::clamp(options.max_message_bytes, kMinMessageBytes, kMaxMessageBytes);
-  const bool utf8 = valid_utf8(record);
-  const std::size_t bom = utf8 ? 3 : 0;
-  SyslogMessage m;
-  std::string head = header + structured(true, std::nullopt);
-  if (head.size() + 1 + bom + record.size() > max) {
-    m.truncated = true;
-    head = header + structured(true, record.size());
-    // Keep at least half the message for the record itself.
-    if (head.size() > max / 2) head = header + structured(false, record.size());
-  }
-  const std::size_t budget = max - head.size() - 1 - bom;
-  const std::size_t keep = m.truncated ? (utf8 ? fhir::utf8_cut(record, budget) : std::min(budget, record.size()))
-                                       : record.size();
-  m.text.reserve(head.size() + 1 + bom + keep);
-  m.text.append(head).push_back(' ');
-  if (utf8) m.text.append(kBom, 3);
-  m.text.append(record.substr(0, keep));
-  return m;
-}
 
 // --- the forwarder ------------------------------------------------------------------------
 
@@ -445,7 +96,7 @@ struct Forwarder::Impl {
 
   // Thread state.
   ForwarderStats local;
-  std::unique_ptr<Session> session;
+  std::unique_ptr<SyslogTlsSession> session;
   std::deque<Pending> pending;
   std::uint64_t confirmed = 0;   // first seq not known delivered
   std::uint64_t persisted = 0;

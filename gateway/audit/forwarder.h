@@ -122,7 +122,11 @@ class Forwarder {
   std::unique_ptr<Impl> impl_;
 };
 
-// --- formatting (exposed for tests) ----------------------------------------------------
+// --- formatting (syslog_format.cpp; exposed for tests) ---------------------------------
+
+// The bounds of ForwarderOptions::max_message_bytes (RFC 5425 4.3.1: receivers MUST take 2048).
+inline constexpr std::size_t kMinMessageBytes = 2048;
+inline constexpr std::size_t kMaxMessageBytes = 1024 * 1024;
 
 struct SyslogMessage {
   std::string text;        // the SYSLOG-MSG
@@ -138,5 +142,7 @@ SyslogMessage format_syslog(const ForwarderOptions& options, std::string_view ho
 std::string frame_syslog(std::string_view message);
 // RFC 5424 section 6.3.3 PARAM-VALUE escaping of '"', '\' and ']'.
 std::string escape_sd_value(std::string_view value);
+// SD-NAME: 1*32 PRINTUSASCII except '=', SP, ']' and '"' (RFC 5424 6.3.2).
+bool valid_sd_name(std::string_view s);
 
 }  // namespace gw::audit

@@ -67,6 +67,10 @@ struct LogOptions {
   // Called on the writer thread after each failed commit, before its callers are completed
   // (the gateway is then not ready until a commit succeeds again); must not block.
   std::function<void()> on_commit_failed;
+  // How open() cuts a checkpoint file with a torn last note back to its complete notes: returns
+  // 0, or the errno value of the failure. Empty (always, outside tests): truncate(2). Tests set
+  // it to take the path taken when the cut is impossible (an append-only file).
+  std::function<int(const std::string& file, std::uint64_t length)> truncate_checkpoint_file;
 };
 
 struct Alert {

@@ -55,7 +55,7 @@ std::string checkpoint_text(const Checkpoint& c) {
   return s;
 }
 
-// The `subtypes` column as the writer fills it (log.cpp): " a b c ".
+// The `subtypes` column as the writer fills it (log_writer.cpp): " a b c ".
 std::string subtype_column(const Record& r) {
   std::string out = " ";
   for (const auto& s : subtypes(r)) out.append(s).append(" ");
@@ -334,7 +334,7 @@ LogVerifier::LogVerifier(const VerifyOptions& options, std::vector<Checkpoint> d
   checkpoints_total_ = distinct.size();
   // Every checkpoint must be for this log. audit.db keeps the origin its log was created with
   // (every checkpoint signs it, so an edited one fails them all); an older database is named
-  // by its oldest checkpoint, as the gateway adopts it (log.cpp).
+  // by its oldest checkpoint, as the gateway adopts it (log_open.cpp).
   const bool origin_stored = log_origin.has_value();
   std::string origin = log_origin.value_or(std::string());
   if (!origin_stored) {

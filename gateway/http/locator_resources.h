@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Record locator values as the FHIR resources its routes serve (locator_routes.cpp): a UK Core
+// Record locator values as the FHIR resources its routes serve (locator_routes.h): a UK Core
 // Patient, an NRL-shaped DocumentReference, and a Patient cut down by _summary or _elements.
 // The reverse mapping, FHIR -> locator values, is gateway/locator/fhir_mapping.h.
 #pragma once

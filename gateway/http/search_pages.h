@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// The page handles of POST _search (locator_routes.cpp): the parameters of a search sent in a
+// The page handles of POST _search (locator_routes.h): the parameters of a search sent in a
 // form body are kept here, behind an opaque handle, so that the Bundle's self, next and
 // previous links carry no search values (R4 search.html "Paging": the next link is opaque to
 // clients; NHS numbers stay out of URLs and logs). A page is fetched with

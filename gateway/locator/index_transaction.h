@@ -2,7 +2,7 @@
 // Inside gw_locator only: the primitive reads and writes a backend offers within one write
 // transaction (IndexTransaction), and the write rules built on them once for every backend
 // (identity resolution, pointer ownership, A40 merges, care relationships, import records; in
-// locator.cpp). A backend runs each rule inside its own atomic unit (SQLite: a SAVEPOINT; the
+// write_rules.cpp and care_relationships.cpp). A backend runs each rule inside its own atomic unit (SQLite: a SAVEPOINT; the
 // fake: an undo log), so a rule that fails part-way leaves nothing behind.
 #pragma once
 
@@ -99,7 +99,18 @@ class IndexTransaction {
   virtual fhir::Status delete_encounters(const std::string& patient_id) = 0;
 };
 
-// ---- the write rules (locator.cpp); `now` is the FHIR instant stamped on changed rows ----
+// ---- input checks (validation.cpp): invalid_value or missing_value naming the field ----
+
+// Every field of `c` against its limit; birth and death dates, gender, and identifiers (an NHS
+// number is never a local identifier).
+fhir::Status validate_claim(const IdentityClaim& c);
+// Every field of `p` against its limit; id, date (an instant) and resource types (R4 names).
+fhir::Status validate_pointer(const Pointer& p);
+// `v` at most `limit` bytes; check_required also refuses it empty. `expr` names the field.
+fhir::Status check_len(std::string_view v, std::size_t limit, const std::string& expr);
+fhir::Status check_required(std::string_view v, std::size_t limit, const std::string& expr);
+
+// ---- the write rules (write_rules.cpp); `now` is the FHIR instant stamped on changed rows ----
 
 // Locator::resolve: validates the claim, then NHS number -> local identifier -> demographic
 // rule -> create, as documented in locator.h.

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <stdexcept>
 #include <thread>
 #include <tuple>
 #include <unordered_map>
@@ -48,7 +49,6 @@
 #include <boost/beast/ssl/ssl_stream.hpp>
 
 #include "gateway/net/peer_subject.h"
-#include "gateway/net/tls_context.h"
 #endif
 #include "fhir/query_string.h"
 #include "gateway/observe/log.h"
@@ -299,9 +299,10 @@ struct SessionControl {
 };
 
 struct Server::Impl {
-  Impl(const config::Config& c, const http::Pipeline& p, observe::Metrics& m, observe::Health& h)
-      : cfg(c), pipeline(p), metrics(m), health(h), workers(make_workers(c.threads)), ioc(1), signals(ioc),
-        drain_timer(ioc) {}
+  Impl(const config::Config& c, const http::Pipeline& p, observe::Metrics& m, observe::Health& h,
+       std::shared_ptr<asio::ssl::context> t)
+      : cfg(c), pipeline(p), metrics(m), health(h), workers(make_workers(c.threads)), ioc(1), tls(std::move(t)),
+        signals(ioc), drain_timer(ioc) {}
 
   static std::vector<std::unique_ptr<asio::io_context>> make_workers(unsigned threads) {
     std::vector<std::unique_ptr<asio::io_context>> w;
@@ -323,9 +324,7 @@ struct Server::Impl {
   asio::io_context ioc;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep_running;
   std::size_t next_worker = 0;  // only the accept loops (on ioc) use it
-#if GW_WITH_TLS
-  std::shared_ptr<asio::ssl::context> tls;
-#endif
+  std::shared_ptr<asio::ssl::context> tls;  // from check_startup (App)
   std::optional<tcp::acceptor> https_acceptor;
   std::optional<tcp::acceptor> http_acceptor;
   asio::signal_set signals;
@@ -716,8 +715,8 @@ struct Server::Impl {
 };
 
 Server::Server(const config::Config& cfg, const http::Pipeline& pipeline, observe::Metrics& metrics,
-               observe::Health& health)
-    : impl_(std::make_unique<Impl>(cfg, pipeline, metrics, health)) {}
+               observe::Health& health, std::shared_ptr<boost::asio::ssl::context> tls)
+    : impl_(std::make_unique<Impl>(cfg, pipeline, metrics, health, std::move(tls))) {}
 
 Server::~Server() = default;
 
@@ -743,7 +742,9 @@ void Server::start(bool handle_signals) {
   }
   if (i.cfg.https.enabled) {
 #if GW_WITH_TLS
-    i.tls = make_server_tls_context(i.cfg);
+    // Loaded once, by check_startup: the files are not read again here, so what was checked
+    // is what is served.
+    if (!i.tls) throw std::logic_error("HTTPS is enabled but the server was given no TLS context");
 #else
     throw config::ConfigError(i.cfg.source_file, "server.https.enabled", "this gateway was built without TLS (tls=OFF)");
 #endif

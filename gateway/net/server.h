@@ -16,23 +16,29 @@
 
 namespace boost::asio {
 class io_context;
+namespace ssl {
+class context;
 }
+}  // namespace boost::asio
 
 namespace gw::net {
 
 class Server {
  public:
-  // All references must outlive the server.
+  // All references must outlive the server. `tls` is the HTTPS listener's context, as
+  // check_startup loaded it from [server.https] (null when HTTPS is off): the server never
+  // reads the certificate or key files itself.
   Server(const config::Config& cfg, const http::Pipeline& pipeline, observe::Metrics& metrics,
-         observe::Health& health);
+         observe::Health& health, std::shared_ptr<boost::asio::ssl::context> tls);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Loads TLS, binds the listeners (port 0 picks a free port) and starts accepting. With
+  // Binds the listeners (port 0 picks a free port) and starts accepting. With
   // `handle_signals`, SIGINT/SIGTERM begin a graceful shutdown (a second signal stops at
   // once); the handlers are installed before the "listening" log line. Throws
-  // config::ConfigError for TLS files, std::runtime_error naming the address on bind failure.
+  // config::ConfigError when HTTPS is on in a build without TLS, std::runtime_error naming the
+  // address on bind failure, std::logic_error when HTTPS is on and no context was given.
   void start(bool handle_signals = true);
 
   // Runs the event loop on cfg.threads threads (including the caller's) until the server has

@@ -7,11 +7,13 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "gateway/app.h"
 #include "gateway/config/config.h"
 #include "gateway/observe/log.h"
 #include "support/certs.h"
+#include "support/https_client.h"
 #include "support/paths.h"
 #include "support/tokens.h"
 
@@ -169,4 +171,31 @@ TEST_CASE("App: a start refused on its configuration writes no audit record") {
   // no checkpoint signed over it.
   CHECK_FALSE(std::filesystem::exists(std::filesystem::path(c.data_dir) / "audit.db"));
   CHECK_FALSE(std::filesystem::exists(std::filesystem::path(c.data_dir) / "audit-checkpoints.log"));
+}
+
+TEST_CASE("App: the HTTPS listener serves the TLS context check_startup loaded; the files are not read again") {
+  observe::set_level(observe::Level::error);
+  const auto& certs = test::dev_certs();
+  const auto dir = test::temp_dir("app-tls-once");
+  config::Config c = good_config();
+  c.auth.jwks_refresh = std::chrono::seconds(0);
+  c.https.certificate = (dir / "server.crt").string();
+  c.https.private_key = (dir / "server.key").string();
+  std::filesystem::copy_file(certs.server_cert, c.https.certificate);
+  std::filesystem::copy_file(certs.server_key, c.https.private_key);
+  App app(c, AppInfo{"test", "2026-11-23", {}});
+  // Both files change after the check and before the listener starts (a rotation half done,
+  // or a file replaced in between): what was checked is what is served.
+  std::ofstream(c.https.certificate, std::ios::trunc) << "not a certificate\n";
+  std::ofstream(c.https.private_key, std::ios::trunc) << "not a key\n";
+  REQUIRE_NOTHROW(app.server().start(false));
+  std::thread runner([&app] { app.server().run(); });
+  test::ClientOptions opts;
+  opts.ca_file = certs.ca;
+  const test::HttpResponse r = test::get(app.server().https_port(), "/metadata", opts);
+  app.server().shutdown();
+  runner.join();
+  CHECK(r.status == 200);
+  // And a start from the changed files is refused, as the check would refuse it.
+  CHECK_THROWS_AS(check_startup(c), config::ConfigError);
 }

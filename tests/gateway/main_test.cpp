@@ -29,6 +29,16 @@ std::string write_config(const std::string& private_key, const std::string& audi
   return path;
 }
 
+// The "configuration error" line of a run's standard error ("" when there is none).
+std::string error_line(const std::string& err) {
+  const auto at = err.find("configuration error: ");
+  if (at == std::string::npos) return {};
+  const auto begin = err.rfind('\n', at);
+  const auto end = err.find('\n', at);
+  return err.substr(begin == std::string::npos ? 0 : begin + 1,
+                    end == std::string::npos ? std::string::npos : end - (begin == std::string::npos ? 0 : begin + 1));
+}
+
 }  // namespace
 
 TEST_CASE("fhir-gateway --check-config: loads what start-up loads") {
@@ -50,6 +60,14 @@ TEST_CASE("fhir-gateway --check-config: loads what start-up loads") {
   INFO(r.err);
   CHECK(r.err.find("fhir-gateway: configuration error: " + mismatch + ": server.https.private_key: ") !=
         std::string::npos);
+  // The start loads the TLS context the same way, once (check_startup hands it on): the same
+  // line, and nothing written to the audit log.
+  const std::string check_line = error_line(r.err);
+  REQUIRE_FALSE(check_line.empty());
+  auto started = gw::test::run_tool("timeout", "20 " + std::string(GATEWAY_BIN) + " --config " + mismatch);
+  CHECK(started.status == 2);
+  CHECK(error_line(started.err) == check_line);
+  CHECK_FALSE(std::filesystem::exists(std::filesystem::path(mismatch).parent_path() / "data" / "audit.db"));
 
   // An unwritable checkpoint file: at --check-config and at start, with the same line.
   const std::string checkpoint = write_config("", "checkpoint_file = \"/nonexistent/dir/cp.log\"\n");

@@ -14,6 +14,8 @@
 #include <openssl/pem.h>
 #include <rapidjson/writer.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <fstream>
@@ -932,6 +934,77 @@ TEST_CASE("Audit log: a checkpoint file whose last note was cut short is warned 
   auto damaged = Log::open(o, signer);
   REQUIRE_FALSE(damaged.ok());
   CHECK(damaged.issue().diagnostics.find("is unreadable: checkpoint note 1") != std::string::npos);
+}
+
+TEST_CASE("Audit log: a torn checkpoint file that cannot be cut back is left alone for the run, and said so") {
+  auto dir = test::temp_dir("audit-checkpoint-file-torn-uncut");
+  LogOptions o = options(dir);
+  auto signer = ed25519_signer();
+  {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());
+    for (int i = 0; i < 5; ++i) REQUIRE((*log)->append_sync(access(i)).ok());
+    REQUIRE((*log)->checkpoint_now().ok());
+    (*log)->stop();  // and the checkpoint at stop()
+  }
+  const std::string whole = test::read_file(o.checkpoint_file);
+  auto notes = parse_checkpoints(whole);
+  REQUIRE(notes.ok());
+  REQUIRE(notes->size() == 1);  // stop() found nothing new to sign
+  // A crash 30 bytes before the end of an append, in a file truncate(2) refuses to cut (as
+  // for a file with the append-only attribute: EPERM).
+  const std::string torn = whole.substr(0, whole.size() - 30);
+  std::ofstream(o.checkpoint_file, std::ios::binary | std::ios::trunc) << torn;
+  std::vector<std::pair<std::string, std::uint64_t>> cuts;
+  LogOptions refused = o;
+  refused.truncate_checkpoint_file = [&cuts](const std::string& file, std::uint64_t length) {
+    cuts.emplace_back(file, length);
+    return EPERM;
+  };
+  {
+    auto log = Log::open(refused, signer);
+    REQUIRE(log.ok());  // it starts, and says so
+    REQUIRE(cuts.size() == 1);
+    CHECK(cuts[0].first == o.checkpoint_file);
+    CHECK(cuts[0].second == 0);  // the only note was the torn one
+    REQUIRE((*log)->start_warnings().size() == 1);
+    const std::string& w = (*log)->start_warnings()[0];
+    CHECK(w.find("checkpoint file " + o.checkpoint_file + " ended in an incomplete checkpoint note (" +
+                 std::to_string(torn.size()) + " bytes") != std::string::npos);
+    CHECK(w.find(std::string("which could not be removed (") + std::strerror(EPERM) +
+                 "): no checkpoint is appended to it until those bytes are removed and the gateway restarted") !=
+          std::string::npos);
+    CHECK(w.find("it holds no checkpoint, but audit.db's newest signed checkpoint covers 5 records") != std::string::npos);
+    auto recorded = system_records(**log, "checkpoint-file-behind");
+    REQUIRE_FALSE(recorded.empty());
+    CHECK(recorded.front().detail.note.find("which could not be removed") != std::string::npos);
+    // Checkpoints go on into audit.db, but nothing is glued onto the torn note.
+    REQUIRE((*log)->append_sync(access(5)).ok());
+    auto c = (*log)->checkpoint_now();
+    REQUIRE(c.ok());
+    CHECK(c->size == 7);  // 5, the start-up finding and one access
+    (*log)->stop();
+    auto stored = (*log)->checkpoints(1);
+    REQUIRE(stored.ok());
+    REQUIRE(stored->size() == 1);
+    CHECK(stored->front().size == 7);
+  }
+  CHECK(test::read_file(o.checkpoint_file) == torn);
+
+  // Once truncate(2) works again, the next start cuts the tail and appends whole notes.
+  {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());
+    REQUIRE((*log)->start_warnings().size() == 1);
+    CHECK((*log)->start_warnings()[0].find("which was removed") != std::string::npos);
+    CHECK(test::read_file(o.checkpoint_file).empty());
+    REQUIRE((*log)->checkpoint_now().ok());
+    (*log)->stop();
+  }
+  auto after = parse_checkpoints(test::read_file(o.checkpoint_file));
+  REQUIRE_MESSAGE(after.ok(), after.issue().diagnostics);
+  REQUIRE(after->size() == 1);
+  CHECK(after->front().size == 8);  // and the second start's finding
 }
 
 TEST_CASE("Audit log: a log keeps the origin it was created with when public_base_url changes, and verifies") {

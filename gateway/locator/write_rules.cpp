@@ -1,0 +1,504 @@
+// SPDX-License-Identifier: Apache-2.0
+// The locator's write rules (index_transaction.h), run over a backend's IndexTransaction
+// primitives: identity resolution, pointer ownership and If-Match, A40 merges, objections,
+// source systems, import records and ingest.
+#include <algorithm>
+#include <cctype>
+#include <set>
+#include <string>
+
+#include "fhir/nhs_number.h"
+#include "gateway/locator/index_transaction.h"
+#include "gateway/locator/locator.h"
+
+namespace gw::locator {
+
+using fhir::ErrorCode;
+using fhir::Issue;
+
+namespace {
+
+fhir::Issue patient_not_found(const std::string& expr) {
+  return Issue::make(ErrorCode::not_found, "no patient with this id in the record locator", expr);
+}
+
+// Adds what the record lacks from `d` (the locator.h contract: missing demographics only). A
+// trusted NHS number also replaces an untrusted one. Returns true when anything changed.
+// Precondition (callers): a trusted d.nhs_number is held by no other active record.
+bool fill_missing(PatientRecord& p, const Demographics& d, bool d_trusted) {
+  Demographics& mine = p.demographics;
+  bool changed = false;
+  if (!d.nhs_number.empty() && (mine.nhs_number.empty() || (d_trusted && !p.nhs_number_trusted))) {
+    mine.nhs_number = d.nhs_number;
+    mine.nhs_number_verification = d.nhs_number_verification;
+    p.nhs_number_trusted = d_trusted;
+    changed = true;
+  } else if (mine.nhs_number == d.nhs_number && mine.nhs_number_verification.empty() &&
+             !d.nhs_number_verification.empty()) {
+    mine.nhs_number_verification = d.nhs_number_verification;
+    changed = true;
+  }
+  const auto fill = [&](std::string& field, const std::string& from) {
+    if (field.empty() && !from.empty()) {
+      field = from;
+      changed = true;
+    }
+  };
+  fill(mine.family, d.family);
+  if (mine.given.empty() && !d.given.empty()) {
+    mine.given = d.given;
+    changed = true;
+  }
+  fill(mine.birth_date, d.birth_date);
+  fill(mine.gender, d.gender);
+  fill(mine.postcode, d.postcode);
+  fill(mine.gp_practice_ods, d.gp_practice_ods);
+  fill(mine.deceased, d.deceased);
+  return changed;
+}
+
+struct PendingConflict {
+  std::string patient_id;  // the record the evidence pointed at
+  std::string kind;
+  std::string why;         // completed with the claim's own record id once known
+  std::string tail;        // appended after that id
+};
+
+}  // namespace
+
+fhir::Result<Resolution> apply_resolve(IndexTransaction& tx, const IdentityClaim& claim, const DemographicRule& rule,
+                                       const std::string& now) {
+  if (auto s = validate_claim(claim); !s) return std::move(s).issue();
+  const Demographics& d = claim.demographics;
+  const bool trusted = !d.nhs_number.empty() && fhir::is_valid_nhs_number(d.nhs_number);
+
+  // The claim's identifiers, each once, with their sender filled in.
+  std::vector<Identifier> ids;
+  for (const Identifier& id : claim.identifiers) {
+    const bool seen = std::any_of(ids.begin(), ids.end(),
+                                  [&](const Identifier& x) { return x.system == id.system && x.value == id.value; });
+    if (seen) continue;
+    ids.push_back(id);
+    if (ids.back().source.empty()) ids.back().source = claim.source_ods;
+  }
+  // Who each identifier already belongs to (the active record after merges).
+  std::vector<std::optional<PatientRecord>> owners(ids.size());
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto owner = tx.identifier_owner(ids[i].system, ids[i].value);
+    if (!owner) return std::move(owner).issue();
+    if (!*owner) continue;
+    auto rec = final_record(tx, **owner);
+    if (!rec) return std::move(rec).issue();
+    owners[i] = std::move(*rec);
+  }
+
+  Resolution res;
+  std::optional<PatientRecord> match;
+  std::vector<PendingConflict> pending;
+  const auto nhs_differs = [&](const PatientRecord& p) {
+    return trusted && p.nhs_number_trusted && p.demographics.nhs_number != d.nhs_number;
+  };
+
+  // 1. A trusted NHS number wins.
+  if (trusted) {
+    auto id = tx.active_patient_with_nhs_number(d.nhs_number);
+    if (!id) return std::move(id).issue();
+    if (*id) {
+      auto rec = tx.patient(**id);
+      if (!rec) return std::move(rec).issue();
+      if (!*rec) return Issue::make(ErrorCode::internal_error, "NHS number index points at a missing patient");
+      match = std::move(*rec);
+      res.outcome = MatchOutcome::matched_nhs_number;
+    }
+  }
+  // 2. Else the first identifier (in claim order) the index already knows. When its record
+  //    holds a different trusted NHS number the two are different people as far as we can
+  //    tell: nothing is linked, the claim gets its own record and the conflict is recorded.
+  bool contradicted = false;
+  if (!match) {
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (!owners[i]) continue;
+      if (nhs_differs(*owners[i])) {
+        contradicted = true;
+        pending.push_back({owners[i]->id, "nhs-number-mismatch",
+                           "a local identifier (system " + ids[i].system + ") sent by " + claim.source_ods +
+                               " belongs to patient " + owners[i]->id +
+                               ", which holds a different valid NHS number; the claim was kept apart as patient ",
+                           ""});
+      } else {
+        match = *owners[i];
+        res.outcome = MatchOutcome::matched_identifier;
+      }
+      break;
+    }
+  }
+  // 3. Else the demographic rule, when it applies and matches exactly one active record.
+  if (!match && !contradicted && demographic_rule_applies(rule, d)) {
+    auto candidates = tx.demographic_matches(d, rule, 2);
+    if (!candidates) return std::move(candidates).issue();
+    if (candidates->size() == 1) {
+      auto rec = tx.patient(candidates->front());
+      if (!rec) return std::move(rec).issue();
+      if (!*rec) return Issue::make(ErrorCode::internal_error, "demographic match points at a missing patient");
+      if (nhs_differs(**rec)) {
+        pending.push_back({(*rec)->id, "nhs-number-mismatch",
+                           "demographics sent by " + claim.source_ods + " match patient " + (*rec)->id +
+                               ", which holds a different valid NHS number; the claim was kept apart as patient ",
+                           ""});
+      } else {
+        match = std::move(*rec);
+        res.outcome = MatchOutcome::matched_demographics;
+      }
+    }
+  }
+
+  PatientRecord target;
+  // A matched record changes (new version) when it gains demographics or identifiers: both
+  // are part of the Patient resource.
+  const bool gains_identifier = std::any_of(owners.begin(), owners.end(), [](const auto& o) { return !o; });
+  if (match) {
+    target = std::move(*match);
+    if (fill_missing(target, d, trusted) || gains_identifier) {
+      ++target.version;
+      target.last_updated = now;
+      if (auto s = tx.update_patient(target); !s) return std::move(s).issue();
+    }
+  } else {
+    // 4. Create.
+    target.id = new_opaque_id();
+    target.demographics = d;
+    target.nhs_number_trusted = trusted;
+    target.version = 1;
+    target.last_updated = now;
+    if (auto s = tx.insert_patient(target); !s) return std::move(s).issue();
+    res.outcome = MatchOutcome::created;
+  }
+  res.patient_id = target.id;
+
+  // Identifiers: new ones are linked; one held by another record stays there (never moved
+  // by ingest: only a merge moves identifiers) and the disagreement is recorded.
+  std::set<std::string> reported;
+  for (const auto& c : pending) reported.insert(c.patient_id);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (!owners[i]) {
+      if (auto s = tx.insert_identifier(target.id, ids[i]); !s) return std::move(s).issue();
+      continue;
+    }
+    if (owners[i]->id == target.id || reported.count(owners[i]->id)) continue;
+    reported.insert(owners[i]->id);
+    const bool nhs = nhs_differs(*owners[i]);
+    pending.push_back({owners[i]->id, nhs ? "nhs-number-mismatch" : "identifier-mismatch",
+                       "a local identifier (system " + ids[i].system + ") sent by " + claim.source_ods +
+                           " belongs to patient " + owners[i]->id +
+                           (nhs ? ", which holds a different valid NHS number," : ",") + " but the claim resolved (" +
+                           std::string(outcome_name(res.outcome)) + ") to patient ",
+                       "; the identifier was left where it was"});
+  }
+  for (PendingConflict& c : pending) {
+    Conflict row;
+    row.patient_id = c.patient_id;
+    row.source_ods = claim.source_ods;
+    row.kind = c.kind;
+    row.detail = c.why + target.id + c.tail;
+    row.recorded_at = now;
+    if (auto s = tx.insert_conflict(row); !s) return std::move(s).issue();
+    res.conflicts.push_back(c.kind + ": " + row.detail);
+  }
+  return res;
+}
+
+namespace {
+
+// `patient_is_active`: the caller has just resolved p.patient_id to an active record (import),
+// so it is not read again.
+fhir::Result<Pointer> put_pointer_checked(IndexTransaction& tx, const std::string& acting, Pointer p,
+                                          const std::string& now, bool patient_is_active) {
+  if (acting.empty())
+    return Issue::make(ErrorCode::forbidden, "the acting source system has no ODS code", "source_ods");
+  if (p.source_ods.empty()) p.source_ods = acting;
+  if (p.source_ods != acting)
+    return Issue::make(ErrorCode::forbidden, "a source system may only write pointers it is custodian of",
+                       "source_ods");
+  if (auto s = validate_pointer(p); !s) return std::move(s).issue();
+  if (!patient_is_active) {
+    auto patient = final_record(tx, p.patient_id);
+    if (!patient) return std::move(patient).issue();
+    if (!*patient) return patient_not_found("patient_id");
+    p.patient_id = (*patient)->id;  // a pointer on a retired record goes to the survivor
+  }
+  p.last_updated = now;
+  p.version = 1;
+  if (p.id.empty()) {
+    p.id = new_opaque_id();
+    if (auto s = tx.insert_pointer(p); !s) return std::move(s).issue();
+    return p;
+  }
+  // A client-chosen id: usually new (an import), so try the insert before looking.
+  auto inserted = tx.insert_pointer_if_new(p);
+  if (!inserted) return std::move(inserted).issue();
+  if (*inserted) return p;
+  auto existing = tx.pointer(p.id);
+  if (!existing) return std::move(existing).issue();
+  if (!*existing) return Issue::make(ErrorCode::internal_error, "pointer vanished during its update");
+  if ((*existing)->source_ods != acting)
+    return Issue::make(ErrorCode::forbidden, "this pointer belongs to another source system", "id");
+  p.version = (*existing)->version + 1;
+  if (auto s = tx.update_pointer(p); !s) return std::move(s).issue();
+  return p;
+}
+
+// The If-Match check of a pointer write, against the version this transaction sees: inside
+// the writer's transaction, so no other write can come between the check and the write.
+fhir::Status check_version(const std::optional<Pointer>& current, const std::optional<VersionMatch>& if_match) {
+  if (!if_match) return fhir::Ok{};
+  if (!current)
+    return Issue::make(ErrorCode::precondition_failed,
+                       "If-Match names a version, but there is no such DocumentReference", "If-Match");
+  const auto& v = if_match->versions;
+  if (if_match->any || std::find(v.begin(), v.end(), current->version) != v.end()) return fhir::Ok{};
+  return Issue::make(ErrorCode::precondition_failed,
+                     "If-Match names another version than the current W/\"" + std::to_string(current->version) +
+                         "\"; read it again and retry",
+                     "If-Match");
+}
+
+}  // namespace
+
+fhir::Result<Pointer> apply_put_pointer(IndexTransaction& tx, const std::string& acting, Pointer p,
+                                        const std::optional<VersionMatch>& if_match, const std::string& now) {
+  if (if_match) {
+    std::optional<Pointer> current;  // a create (no id yet) has no version to match
+    if (!p.id.empty()) {
+      auto read = tx.pointer(p.id);
+      if (!read) return std::move(read).issue();
+      current = std::move(*read);
+    }
+    if (auto s = check_version(current, if_match); !s) return std::move(s).issue();
+  }
+  return put_pointer_checked(tx, acting, std::move(p), now, false);
+}
+
+fhir::Status apply_delete_pointer(IndexTransaction& tx, const std::string& acting, const std::string& pointer_id,
+                                  const std::optional<VersionMatch>& if_match) {
+  if (acting.empty())
+    return Issue::make(ErrorCode::forbidden, "the acting source system has no ODS code", "source_ods");
+  auto existing = tx.pointer(pointer_id);
+  if (!existing) return std::move(existing).issue();
+  if (auto s = check_version(*existing, if_match); !s) return s;
+  if (!*existing) return Issue::make(ErrorCode::not_found, "no pointer with this id", "id");
+  if ((*existing)->source_ods != acting)
+    return Issue::make(ErrorCode::forbidden, "this pointer belongs to another source system", "id");
+  return tx.delete_pointer(pointer_id);
+}
+
+fhir::Status apply_merge(IndexTransaction& tx, const std::string& retired_id, const std::string& survivor_id,
+                         const std::string& source_ods, const std::string& now) {
+  if (retired_id == survivor_id)
+    return Issue::make(ErrorCode::invalid_value, "a record cannot be merged into itself", "survivor");
+  auto retired = tx.patient(retired_id);
+  if (!retired) return std::move(retired).issue();
+  if (!*retired) return patient_not_found("retired");
+  auto survivor = final_record(tx, survivor_id);
+  if (!survivor) return std::move(survivor).issue();
+  if (!*survivor) return patient_not_found("survivor");
+  PatientRecord& r = **retired;
+  PatientRecord& s = **survivor;
+  if (r.merged_into) {
+    auto where = final_record(tx, r.id);
+    if (!where) return std::move(where).issue();
+    if (*where && (*where)->id == s.id) return fhir::Ok{};  // the same A40 again
+    return Issue::make(ErrorCode::conflict, "the retired record was already merged into another record", "retired");
+  }
+  if (s.id == r.id)
+    return Issue::make(ErrorCode::conflict, "the survivor was merged into the retired record: a merge cycle",
+                       "survivor");
+  if (r.nhs_number_trusted && s.nhs_number_trusted && r.demographics.nhs_number != s.demographics.nhs_number) {
+    // Refused, and on record: two valid NHS numbers said to be one person is for a data
+    // quality team to resolve at the sources.
+    Conflict c;
+    c.patient_id = s.id;
+    c.source_ods = source_ods;
+    c.kind = "nhs-number-mismatch";
+    c.detail = "a merge of patient " + r.id + " into patient " + s.id + " sent by " + source_ods +
+               " was refused: the two records hold different valid NHS numbers";
+    c.recorded_at = now;
+    tx.keep_on_failure.push_back(std::move(c));
+    return Issue::make(ErrorCode::conflict, "the two records hold different valid NHS numbers and are never merged",
+                       "survivor");
+  }
+
+  r.merged_into = s.id;
+  ++r.version;
+  r.last_updated = now;
+  if (auto st = tx.update_patient(r); !st) return st;  // first, so the survivor may take its NHS number
+  if (auto st = tx.repoint_retired(r.id, s.id, now); !st) return st;
+  fill_missing(s, r.demographics, r.nhs_number_trusted);
+  s.objection = s.objection || r.objection;  // a recorded dissent survives the merge
+  ++s.version;
+  s.last_updated = now;
+  if (auto st = tx.update_patient(s); !st) return st;
+  if (auto st = tx.move_identifiers(r.id, s.id); !st) return st;
+  if (auto st = tx.move_pointers(r.id, s.id, now); !st) return st;
+  if (auto st = move_care_relationships(tx, r.id, s.id); !st) return st;
+  return tx.insert_merge(r.id, s.id, source_ods, now);
+}
+
+fhir::Status apply_set_objection(IndexTransaction& tx, const std::string& patient_id, bool objection,
+                                 const std::string& now) {
+  auto rec = final_record(tx, patient_id);
+  if (!rec) return std::move(rec).issue();
+  if (!*rec) return patient_not_found("patient_id");
+  if ((*rec)->objection == objection) return fhir::Ok{};
+  (*rec)->objection = objection;
+  ++(*rec)->version;
+  (*rec)->last_updated = now;
+  return tx.update_patient(**rec);
+}
+
+fhir::Status apply_upsert_source_system(IndexTransaction& tx, const SourceSystem& s, const std::string& now) {
+  if (auto st = check_required(s.ods_code, kMaxCodeBytes, "ods_code"); !st) return st;
+  if (auto st = check_len(s.name, kMaxTextBytes, "name"); !st) return st;
+  if (auto st = check_len(s.adapter, kMaxUrlBytes, "adapter"); !st) return st;
+  if (auto st = check_len(s.endpoint, kMaxUrlBytes, "endpoint"); !st) return st;
+  return tx.upsert_source_system(s, now);
+}
+
+namespace {
+
+Issue within_identity(Issue issue) {
+  issue.expression = issue.expression.empty() ? "identity" : "identity." + issue.expression;
+  return issue;
+}
+
+Issue within_pointer(Issue issue, std::size_t k) {
+  const std::string at = "pointers[" + std::to_string(k) + "]";
+  issue.expression = issue.expression.empty() ? at : at + "." + issue.expression;
+  return issue;
+}
+
+// The checks put_pointer_checked makes before reading the index, for pointer k of `record`.
+fhir::Status check_import_pointer(const ImportRecord& record, std::size_t k) {
+  Pointer p = record.pointers[k];
+  const std::string acting = p.source_ods.empty() ? record.identity.source_ods : p.source_ods;
+  if (acting.empty()) return Issue::make(ErrorCode::forbidden, "the acting source system has no ODS code", "source_ods");
+  p.patient_id = "resolved";  // filled by the import once the identity is resolved
+  return validate_pointer(p);
+}
+
+}  // namespace
+
+fhir::Status check_import_record(const ImportRecord& record) {
+  if (record.pointers.size() > kMaxPointersPerRecord)
+    return Issue::make(ErrorCode::invalid_value,
+                       "more than " + std::to_string(kMaxPointersPerRecord) + " pointers in one record", "pointers");
+  if (auto s = validate_claim(record.identity); !s) return within_identity(std::move(s).issue());
+  for (std::size_t k = 0; k < record.pointers.size(); ++k)
+    if (auto s = check_import_pointer(record, k); !s) return within_pointer(std::move(s).issue(), k);
+  return fhir::Ok{};
+}
+
+fhir::Result<Resolution> apply_import_record(IndexTransaction& tx, const ImportRecord& record,
+                                             const DemographicRule& rule, const std::string& now) {
+  if (record.pointers.size() > kMaxPointersPerRecord)
+    return Issue::make(ErrorCode::invalid_value,
+                       "more than " + std::to_string(kMaxPointersPerRecord) + " pointers in one record", "pointers");
+  auto res = apply_resolve(tx, record.identity, rule, now);
+  if (!res) return within_identity(std::move(res).issue());
+  for (std::size_t k = 0; k < record.pointers.size(); ++k) {
+    Pointer p = record.pointers[k];
+    p.patient_id = res->patient_id;
+    const std::string source = p.source_ods.empty() ? record.identity.source_ods : p.source_ods;
+    auto put = put_pointer_checked(tx, source, std::move(p), now, true);
+    if (!put) return within_pointer(std::move(put).issue(), k);
+  }
+  return res;
+}
+
+namespace {
+
+// The active record a retired identifier of an A40 names: a trusted NHS number, else a local
+// identifier (whose owner may itself be retired already: followed to its survivor).
+fhir::Result<std::optional<std::string>> retired_record(IndexTransaction& tx, const Identifier& id) {
+  if (id.system == kNhsNumberSystem) {
+    if (!fhir::is_valid_nhs_number(id.value)) return std::optional<std::string>();
+    return tx.active_patient_with_nhs_number(id.value);
+  }
+  auto owner = tx.identifier_owner(id.system, id.value);
+  if (!owner) return std::move(owner).issue();
+  if (!*owner) return std::optional<std::string>();
+  auto rec = final_record(tx, **owner);
+  if (!rec) return std::move(rec).issue();
+  if (!*rec) return std::optional<std::string>();
+  return std::optional<std::string>((*rec)->id);
+}
+
+}  // namespace
+
+fhir::Result<IngestOutcome> apply_ingest(IndexTransaction& tx, const IngestUpdate& u, const DemographicRule& rule,
+                                         const std::string& now) {
+  if (u.retired.size() > kMaxIdentifiers)
+    return Issue::make(ErrorCode::invalid_value,
+                       "more than " + std::to_string(kMaxIdentifiers) + " retired identifiers", "retired");
+  if (u.encounters.size() > kMaxEncountersPerPatient)
+    return Issue::make(ErrorCode::invalid_value,
+                       "more than " + std::to_string(kMaxEncountersPerPatient) + " encounters in one update",
+                       "encounters");
+  // The retired record is looked up before the survivor is resolved: resolving may add the
+  // survivor's identifiers, and the retired identifiers must name the record as it was.
+  std::optional<std::string> retired;
+  for (const Identifier& id : u.retired) {
+    if (auto s = check_len(id.system, kMaxUriBytes, "retired.system"); !s) return std::move(s).issue();
+    if (auto s = check_len(id.value, kMaxTextBytes, "retired.value"); !s) return std::move(s).issue();
+    auto found = retired_record(tx, id);
+    if (!found) return std::move(found).issue();
+    if (*found) {
+      retired = std::move(*found);
+      break;
+    }
+  }
+  if (!u.retired.empty() && !retired)
+    return Issue::make(ErrorCode::not_found, "no patient in the record locator holds the prior identifiers to merge",
+                       "retired");
+
+  IngestOutcome out;
+  auto res = apply_resolve(tx, u.identity, rule, now);
+  if (!res) return within_identity(std::move(res).issue());
+  out.resolution = std::move(*res);
+  const std::string& patient = out.resolution.patient_id;
+  if (retired) {
+    out.retired_patient_id = *retired;
+    if (*retired != patient)  // equal: the merge was done already (the identifiers moved)
+      if (auto s = apply_merge(tx, *retired, patient, u.identity.source_ods, now); !s) return std::move(s).issue();
+  }
+  for (const Encounter& e : u.encounters)
+    if (auto s = apply_record_encounter(tx, u.identity.source_ods, patient, e.organisation_ods, e.at); !s)
+      return std::move(s).issue();
+  if (u.pointer) {
+    Pointer p = *u.pointer;
+    p.patient_id = patient;
+    for (std::size_t at = p.url.find("{patient}"); at != std::string::npos; at = p.url.find("{patient}"))
+      p.url.replace(at, 9, patient);
+    // One pointer per source and patient, whatever each unit held: a stable id, and the
+    // resource types of every unit so far.
+    if (p.id.empty() && patient.size() + 1 + u.identity.source_ods.size() <= kMaxIdBytes) {
+      p.id = patient + "-";
+      for (char c : u.identity.source_ods) p.id += std::isalnum(static_cast<unsigned char>(c)) ? c : '-';
+    }
+    if (!p.id.empty()) {
+      auto existing = tx.pointer(p.id);
+      if (!existing) return std::move(existing).issue();
+      if (*existing && (*existing)->source_ods == u.identity.source_ods)
+        for (const std::string& t : (*existing)->resource_types)
+          if (std::find(p.resource_types.begin(), p.resource_types.end(), t) == p.resource_types.end())
+            p.resource_types.push_back(t);
+      std::sort(p.resource_types.begin(), p.resource_types.end());
+      if (p.resource_types.size() > kMaxResourceTypes) p.resource_types.resize(kMaxResourceTypes);
+    }
+    auto put = put_pointer_checked(tx, u.identity.source_ods, std::move(p), now, false);
+    if (!put) return std::move(put).issue();
+    out.pointer = std::move(*put);
+  }
+  return out;
+}
+
+}  // namespace gw::locator
