@@ -509,6 +509,11 @@ Config load_config(const std::string& path) {
   c.audit.forward.ca_file = resolve(dir, c.audit.forward.ca_file);
   c.audit.forward.client_certificate = resolve(dir, c.audit.forward.client_certificate);
   c.audit.forward.client_key = resolve(dir, c.audit.forward.client_key);
+  for (SourceSystemConfig& s : c.source_systems) {
+    // A bare file name stays as written, so that the loader refuses it by name rather than
+    // letting it mean "beside the file" here and "the system library path" to dlopen.
+    if (s.plugin.find('/') != std::string::npos) s.plugin = resolve(dir, s.plugin);
+  }
   validate(c);
   return c;
 }

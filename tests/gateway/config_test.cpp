@@ -267,6 +267,24 @@ TEST_CASE("Config: source systems are checked as start-up checks them, naming th
   CHECK_NOTHROW(load_config(write_config(tls_lines() + hl7 + "endpoint = \"127.0.0.1:2575\"\n")));
 }
 
+TEST_CASE("Config: a relative plug-in path is resolved against the file's folder, not the current one") {
+  // <tmp>/f/gateway.toml names ../plug/libvendor.so; the tests run from the build folder.
+  const auto root = gw::test::temp_dir("config-plugin-relative");
+  std::filesystem::create_directories(root / "f" / "certs");
+  std::filesystem::create_directories(root / "plug");
+  std::filesystem::copy_file(GW_EXAMPLE_PLUGIN, root / "plug" / "libvendor.so");
+  std::ofstream(root / "f" / "certs" / "jwks.json") << "{\"keys\":[]}";
+  std::ofstream(root / "f" / "certs" / "audit-key.pem") << "placeholder";
+  const auto path = root / "f" / "gateway.toml";
+  std::ofstream(path) << tls_lines()
+                      << "[[source_systems]]\nods_code = \"V1\"\nname = \"vendor\"\nadapter = \"plugin\"\n"
+                         "plugin = \"../plug/libvendor.so\"\n";
+  REQUIRE(std::filesystem::current_path() != root / "f");
+  const auto config = load_config(path.string());
+  REQUIRE(config.source_systems.size() == 1);
+  CHECK(config.source_systems[0].plugin == (root / "plug" / "libvendor.so").lexically_normal().string());
+}
+
 TEST_CASE("Config: adapter sources (hl7v2 listeners, plug-ins, settings) and [store]") {
   auto c = load_config(write_config(tls_lines() + R"(
 [store]
