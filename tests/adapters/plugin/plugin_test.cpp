@@ -290,6 +290,39 @@ TEST_CASE("PluginAdapter: the deadline wins over a slow plug-in and its late ans
   CHECK(out.result->issue().code == ErrorCode::timeout);
 }
 
+TEST_CASE("PluginAdapter: a timed-out fetch no longer counts toward the in-flight limit") {
+  LogCapture log;
+  Loop loop;
+  PluginLimits limits;
+  limits.max_pending_fetches = 2;
+  auto loaded = load_plugin(example_source({{"delay_ms", "600000"}}), limits);  // never answers in time
+  REQUIRE(loaded.ok());
+  auto adapter = std::move(loaded).value();
+  AdapterContext context = make_context(loop, nullptr);
+  REQUIRE(adapter->start(context).ok());
+
+  // Two rounds of two fetches each: every one must reach the plug-in and time out, none be
+  // refused for "too many fetches in flight".
+  std::vector<FetchOutcome> rounds(4);
+  for (std::size_t round = 0; round < 2; ++round) {
+    for (std::size_t i = 0; i < 2; ++i) start_fetch(*adapter, patient(kNhsNumber), 50ms, rounds[round * 2 + i]);
+    REQUIRE(loop.run_until([&] { return rounds[round * 2].calls > 0 && rounds[round * 2 + 1].calls > 0; }));
+  }
+  for (const FetchOutcome& out : rounds) {
+    CHECK(out.calls == 1);
+    REQUIRE_FALSE(out.result->ok());
+    CHECK(out.result->issue().code == ErrorCode::timeout);
+  }
+
+  // The plug-in answers all four from destroy(), after their deadlines: each late answer is
+  // logged under its source and dropped, and no handler runs twice.
+  adapter.reset();
+  loop.io.run_for(50ms);
+  CHECK(log.contains("host|example-source|an answer that arrived after the fetch deadline"));
+  CHECK_FALSE(log.contains("unknown or already answered"));
+  for (const FetchOutcome& out : rounds) CHECK(out.calls == 1);
+}
+
 TEST_CASE("PluginAdapter: fetch outside start..stop and past the deadline fails at once") {
   LogCapture log;
   Loop loop;
