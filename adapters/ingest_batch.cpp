@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// check_batch_resources (adapter.h): what every adapter's resources must be before the
-// gateway applies any part of a batch.
+// check_batch_resources and check_batch_identity (adapter.h): what every adapter's batch
+// must be before the gateway applies any part of it.
 #include <string>
 
 #include "adapters/adapter.h"
@@ -43,6 +43,25 @@ fhir::Status check_batch_resources(const std::vector<fhir::Json>& resources) {
                          where + ".id is not a FHIR id (1 to 64 of A-Z a-z 0-9 - .)", where + ".id");
   }
   return fhir::Ok{};
+}
+
+fhir::Status check_batch_identity(const fhir::Json& identity) {
+  using fhir::ErrorCode;
+  using fhir::Issue;
+  if (!identity.is_object() || identity.string_at("resourceType") != "Patient")
+    return Issue::make(ErrorCode::invalid_resource, "batch.identity must be a Patient resource", "batch.identity");
+  const fhir::Json* ids = identity.find("identifier");
+  if (ids != nullptr && !ids->is_array())
+    return Issue::make(ErrorCode::invalid_resource, "batch.identity.identifier must be an array",
+                       "batch.identity.identifier");
+  if (ids != nullptr)
+    for (const fhir::Json& id : ids->items())
+      if (id.is_object() && !id.string_at("system").empty() && !id.string_at("value").empty()) return fhir::Ok{};
+  return Issue::make(ErrorCode::missing_value,
+                     "batch.identity has no identifier the gateway can match the patient on: give the NHS number "
+                     "(system https://fhir.nhs.uk/Id/nhs-number) or your local identifier, each with both system "
+                     "and value",
+                     "batch.identity.identifier");
 }
 
 }  // namespace gw::adapters

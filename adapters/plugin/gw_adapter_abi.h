@@ -131,8 +131,8 @@ typedef struct gw_host_v1 {
    *   {"source":   "royal-infirmary-pas",  optional; when present it must equal the
    *                                         configured source name
    *    "identity": {"resourceType":"Patient", ...}   who the unit is about: identifiers
-   *                                         (NHS number, your local ids, at least one of
-   *                                         them) + demographics
+   *                                         (NHS number, your local ids: at least one
+   *                                         with both system and value) + demographics
    *    "resources":[{"resourceType":"Observation", ...}, ...]   FHIR R4 resources, not
    *                                         Patient (that is the identity), each with your
    *                                         own stable FHIR id (a later unit with the same

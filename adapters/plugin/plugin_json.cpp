@@ -109,8 +109,9 @@ fhir::Result<IngestBatch> parse_plugin_batch(std::string_view json, const std::s
                          "batch.source");
   }
   fhir::Json* identity = doc.find("identity");
-  if (identity == nullptr || !identity->is_object() || identity->string_at("resourceType") != "Patient")
+  if (identity == nullptr)
     return Issue::make(ErrorCode::invalid_resource, "batch.identity must be a Patient resource", "batch.identity");
+  if (auto checked = check_batch_identity(*identity); !checked) return std::move(checked).issue();
   batch.identity = std::move(*identity);
 
   fhir::Json* resources = doc.find("resources");

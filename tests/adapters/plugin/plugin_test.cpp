@@ -517,7 +517,7 @@ TEST_CASE("plugin JSON: the configuration and fetch request carry what the ABI d
 
 TEST_CASE("parse_plugin_batch: shapes that are refused") {
   const std::string source = kSourceName;
-  auto ok = parse_plugin_batch(R"({"identity":{"resourceType":"Patient"},"resources":[]})", source);
+  auto ok = parse_plugin_batch(R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[]})", source);
   REQUIRE(ok.ok());
   CHECK(ok->source == source);
   CHECK(ok->resources.empty());
@@ -533,29 +533,36 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
       {R"({"resources":[]})", ErrorCode::invalid_resource, "identity must be a Patient"},
       {R"({"identity":{"resourceType":"Practitioner"},"resources":[]})", ErrorCode::invalid_resource,
        "identity must be a Patient"},
-      {R"({"identity":{"resourceType":"Patient"}})", ErrorCode::invalid_resource, "resources must be an array"},
-      {R"({"identity":{"resourceType":"Patient"},"resources":[{"id":"x"}]})", ErrorCode::invalid_resource,
+      // Nothing the record locator could match the patient on: refused now, not after queueing.
+      {R"({"identity":{"resourceType":"Patient","name":[{"family":"X"}]},"resources":[]})", ErrorCode::missing_value,
+       "batch.identity has no identifier the gateway can match the patient on"},
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number"}]},"resources":[]})",
+       ErrorCode::missing_value, "batch.identity has no identifier"},
+      {R"({"identity":{"resourceType":"Patient","identifier":{"value":"x"}},"resources":[]})",
+       ErrorCode::invalid_resource, "identity.identifier must be an array"},
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]}})", ErrorCode::invalid_resource, "resources must be an array"},
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"id":"x"}]})", ErrorCode::invalid_resource,
        "resources[0] is not a FHIR resource"},
-      {R"({"source":"someone-else","identity":{"resourceType":"Patient"},"resources":[]})",
+      {R"({"source":"someone-else","identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[]})",
        ErrorCode::invalid_value, "names another source"},
-      {R"({"identity":{"resourceType":"Patient"},"resources":[],"raw":7})", ErrorCode::invalid_value,
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[],"raw":7})", ErrorCode::invalid_value,
        "raw must be a string"},
-      {R"({"identity":{"resourceType":"Patient"},"resources":[],"kind":["A01"]})", ErrorCode::invalid_value,
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[],"kind":["A01"]})", ErrorCode::invalid_value,
        "kind must be a string"},
-      {R"({"identity":{"resourceType":"Patient"},"resources":[],"retired_identifiers":[{"system":"s"}]})",
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[],"retired_identifiers":[{"system":"s"}]})",
        ErrorCode::invalid_value, "without system and value"},
-      {R"({"identity":{"resourceType":"Patient"},"resources":[],"encounters":[{"date":"2024"}]})",
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[],"encounters":[{"date":"2024"}]})",
        ErrorCode::invalid_value, "without organisation and date"},
-      {R"({"identity":{"resourceType":"Patient"},"identity":{"resourceType":"Patient"},"resources":[]})",
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[]})",
        ErrorCode::invalid_json, "not valid JSON"},
       // The adapter contract's resource checks (check_batch_resources), refused at once.
-      {R"({"identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Banana","id":"b"}]})",
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Banana","id":"b"}]})",
        ErrorCode::invalid_resource, "'Banana' is not a FHIR R4 resource type"},
-      {R"({"identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Patient","id":"p"}]})",
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Patient","id":"p"}]})",
        ErrorCode::invalid_resource, "the patient goes in the batch's identity"},
-      {R"({"identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Observation"}]})",
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Observation"}]})",
        ErrorCode::missing_value, "resources[0] (Observation) has no id"},
-      {R"({"identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Observation","id":"../x y"}]})",
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Observation","id":"../x y"}]})",
        ErrorCode::invalid_value, "resources[0].id is not a FHIR id"},
   };
   for (const Case& c : cases) {
@@ -567,7 +574,7 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
   }
 
   auto full = parse_plugin_batch(
-      R"({"source":"example-source","identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Encounter","id":"e1"}],)"
+      R"({"source":"example-source","identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Encounter","id":"e1"}],)"
       R"("raw":"R","kind":"ADT^A40","dedupe_key":"PAS|RXX01|1","retired_identifiers":[{"system":"s","value":"v"}],)"
       R"("encounters":[{"organisation":"RXX01","date":"2024-01-15"}],"future_member":true})",
       source);
@@ -582,7 +589,7 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
 
   PluginLimits small;
   small.max_batch_bytes = 16;
-  auto big = parse_plugin_batch(R"({"identity":{"resourceType":"Patient"},"resources":[]})", source, small);
+  auto big = parse_plugin_batch(R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[]})", source, small);
   REQUIRE_FALSE(big.ok());
   CHECK(big.issue().code == ErrorCode::payload_too_large);
 }
