@@ -6,6 +6,7 @@
 // AdapterRegistry; vendor plug-ins load through the C ABI in adapters/plugin/.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -80,8 +81,14 @@ struct IngestBatch {
 // Resources one batch may carry.
 inline constexpr std::size_t kMaxBatchResources = 10000;
 
+// The resource types a batch may carry: those the gateway keeps in its store and serves
+// (gateway/http/clinical_routes registers its read routes from this list). Any other type
+// would be stored and acknowledged but never shown to a clinician.
+inline constexpr std::array<std::string_view, 5> kStoredResourceTypes = {"DiagnosticReport", "Encounter", "Location",
+                                                                         "Observation", "Practitioner"};
+
 // Checks what every adapter's resources must be before any part of a batch is applied: a
-// JSON object of an R4 resource type other than Patient (the patient is the identity), with
+// JSON object of one of kStoredResourceTypes (so never Patient: that is the identity), with
 // a valid FHIR id, which is the source's own (resource ids are one namespace per type across
 // sources: an id another source holds is refused when the batch is applied). At most
 // kMaxBatchResources. The issue names the resource (batch.resources[i]).

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // check_batch_resources and check_batch_identity (adapter.h): what every adapter's batch
 // must be before the gateway applies any part of it.
+#include <algorithm>
 #include <string>
 
 #include "adapters/adapter.h"
@@ -32,6 +33,14 @@ fhir::Status check_batch_resources(const std::vector<fhir::Json>& resources) {
       return Issue::make(ErrorCode::invalid_resource,
                          where + " is a Patient: the patient goes in the batch's identity, not among its resources",
                          where);
+    if (std::find(kStoredResourceTypes.begin(), kStoredResourceTypes.end(), type) == kStoredResourceTypes.end()) {
+      std::string stored;
+      for (std::string_view t : kStoredResourceTypes) stored.append(stored.empty() ? "" : ", ").append(t);
+      return Issue::make(ErrorCode::invalid_resource,
+                         where + " is a " + type + ", which this gateway does not store or serve; a batch may carry " +
+                             stored,
+                         where + ".resourceType");
+    }
     const fhir::Json* id = r.find("id");
     if (id == nullptr || !id->is_string() || id->text().empty())
       return Issue::make(ErrorCode::missing_value,

@@ -133,8 +133,11 @@ typedef struct gw_host_v1 {
    *    "identity": {"resourceType":"Patient", ...}   who the unit is about: identifiers
    *                                         (NHS number, your local ids: at least one
    *                                         with both system and value) + demographics
-   *    "resources":[{"resourceType":"Observation", ...}, ...]   FHIR R4 resources, not
-   *                                         Patient (that is the identity), each with your
+   *    "resources":[{"resourceType":"Observation", ...}, ...]   FHIR R4 resources of the
+   *                                         types the gateway stores and serves:
+   *                                         DiagnosticReport, Encounter, Location,
+   *                                         Observation, Practitioner (not Patient: that
+   *                                         is the identity), each with your
    *                                         own stable FHIR id (a later unit with the same
    *                                         type and id updates it); ids are one namespace
    *                                         per type across sources: one another source

@@ -560,6 +560,11 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
        ErrorCode::invalid_resource, "'Banana' is not a FHIR R4 resource type"},
       {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Patient","id":"p"}]})",
        ErrorCode::invalid_resource, "the patient goes in the batch's identity"},
+      // An R4 type the gateway neither stores nor serves: refused naming it and the types it takes.
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Condition","id":"c1"}]})",
+       ErrorCode::invalid_resource,
+       "resources[0] is a Condition, which this gateway does not store or serve; a batch may carry DiagnosticReport, "
+       "Encounter, Location, Observation, Practitioner"},
       {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Observation"}]})",
        ErrorCode::missing_value, "resources[0] (Observation) has no id"},
       {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Observation","id":"../x y"}]})",
