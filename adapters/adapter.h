@@ -87,19 +87,23 @@ inline constexpr std::size_t kMaxBatchResources = 10000;
 inline constexpr std::array<std::string_view, 5> kStoredResourceTypes = {"DiagnosticReport", "Encounter", "Location",
                                                                          "Observation", "Practitioner"};
 
-// Checks what every adapter's resources must be before any part of a batch is applied: a
-// JSON object of one of kStoredResourceTypes (so never Patient: that is the identity), with
-// a valid FHIR id, which is the source's own (resource ids are one namespace per type across
-// sources: an id another source holds is refused when the batch is applied). At most
-// kMaxBatchResources. The issue names the resource (batch.resources[i]).
+// What any resource from a source must be, pushed or fetched: a JSON object of an R4
+// resource type with a valid FHIR id (1 to 64 of A-Z a-z 0-9 - .; the source's own, so that a
+// later copy replaces it). `where` names it in the issue ("batch.resources[2]").
+fhir::Status check_resource(const fhir::Json& resource, const std::string& where);
+
+// Checks what every adapter's resources must be before any part of a batch is applied: each
+// passes check_resource and is of one of kStoredResourceTypes (so never Patient: that is the
+// identity); resource ids are one namespace per type across sources (an id another source
+// holds is refused when the batch is applied). At most kMaxBatchResources. The issue names
+// the resource (batch.resources[i]).
 fhir::Status check_batch_resources(const std::vector<fhir::Json>& resources);
 
 // Checks a batch's identity before anything is queued: a Patient with at least one
 // identifier the record locator can match on (an entry with both system and value, e.g. the
-// NHS number). Without one, every later unit for the
-// same person would make another record, so the locator refuses it; checked here so that an
-// adapter can refuse the unit at once (the locator applies its own limits and value checks
-// later). The issue's expression is "batch.identity" or "batch.identity.identifier".
+// NHS number). Without one, every later unit for the same person would make another record,
+// so the locator refuses it; checked here so that an adapter can refuse the unit at once (the
+// locator applies its own limits and value checks later). The issue's expression is "batch.identity" or "batch.identity.identifier".
 fhir::Status check_batch_identity(const fhir::Json& identity);
 
 // A failed unit the adapter could not turn into a batch (unparseable, unsupported, bad

@@ -110,7 +110,9 @@ typedef void (*gw_ingest_done_fn)(void* cookie, int status, const char* error);
  *    "entry":[{"resource":{"resourceType":"Observation", ...}}, ...]}
  *
  * ("searchset" is accepted too; an empty or absent "entry" means "nothing for this
- * patient"). On failure: a non-zero status (e.g. GW_ERR_UNAVAILABLE) and, in `json`, an
+ * patient"). Each resource needs an R4 resourceType and a valid FHIR id, as in ingest; a
+ * Patient, or a resource whose subject.identifier is an NHS number, naming another NHS
+ * number than the one asked for fails the whole answer. On failure: a non-zero status (e.g. GW_ERR_UNAVAILABLE) and, in `json`, an
  * OperationOutcome whose first issue's "diagnostics" says what went wrong; `json` may be
  * NULL with len 0 when there is nothing to say. The host copies `json` before returning.
  * `cookie` is the value the host passed to fetch(): pass it back unchanged. Safe to call

@@ -260,15 +260,17 @@ void host_plugin_log(void* host_ctx, int level, const char* msg) noexcept {
 // One fetch. The deadline timer and the completion both run on `strand`; `completed` makes
 // the first of them win and the other a no-op.
 struct FetchCall {
-  FetchCall(std::shared_ptr<LogTarget> log_target, asio::any_io_executor executor, FetchHandler done, PluginLimits lim)
+  FetchCall(std::shared_ptr<LogTarget> log_target, asio::any_io_executor executor, FetchHandler done, PluginLimits lim,
+            std::string asked_nhs_number)
       : source(log_target->source()), log(std::move(log_target)), strand(asio::make_strand(executor)), timer(strand),
-        handler(std::move(done)), limits(std::move(lim)) {}
+        handler(std::move(done)), limits(std::move(lim)), nhs_number(std::move(asked_nhs_number)) {}
   std::string source;
   std::shared_ptr<LogTarget> log;
   asio::strand<asio::any_io_executor> strand;
   asio::steady_timer timer;
   FetchHandler handler;
   PluginLimits limits;
+  std::string nhs_number;  // of the patient asked for (empty when not known): the answer must not name another
   std::atomic<bool> completed{false};
 };
 
@@ -396,7 +398,7 @@ void on_fetch_done(void* cookie, int status, const char* json, size_t len) noexc
       return;
     }
     std::string_view text = json == nullptr ? std::string_view() : std::string_view(json, len);
-    complete(call, parse_plugin_answer(status, text, call->source, call->limits));
+    complete(call, parse_plugin_answer(status, text, call->source, call->limits, call->nhs_number));
   } catch (...) {
     emit(LogLevel::error, "", "host", "internal error while taking a fetch answer; the fetch will time out");
   }
@@ -483,7 +485,8 @@ class PluginAdapter final : public Adapter {
       fail_now(std::move(done), ErrorCode::timeout, "was asked after the deadline had passed");
       return;
     }
-    auto call = std::make_shared<FetchCall>(host_->log, host_->executor, std::move(done), host_->limits);
+    auto call = std::make_shared<FetchCall>(host_->log, host_->executor, std::move(done), host_->limits,
+                                            patient.nhs_number);
     std::uintptr_t id = call_table().add(host_.get(), call, host_->limits.max_pending_fetches);
     if (id == 0) {
       complete(call, Issue::make(ErrorCode::not_ready,

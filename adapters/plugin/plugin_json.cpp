@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "adapters/plugin/gw_adapter_abi.h"
+#include "fhir/nhs_number.h"
 
 namespace gw::adapters {
 
@@ -43,6 +44,29 @@ Issue answer_error(const std::string& source, std::string_view why) {
 }
 
 bool is_resource(const fhir::Json& v) { return v.is_object() && !v.string_at("resourceType").empty(); }
+
+// An NHS number identifier in `identifiers` (an array, or a single Identifier) other than
+// `nhs_number`.
+bool names_other_nhs_number(const fhir::Json* identifiers, std::string_view nhs_number) {
+  if (identifiers == nullptr) return false;
+  auto other = [nhs_number](const fhir::Json& id) {
+    return id.is_object() && id.string_at("system") == fhir::kNhsNumberSystem && id.string_at("value") != nhs_number;
+  };
+  if (!identifiers->is_array()) return other(*identifiers);
+  return std::any_of(identifiers->items().begin(), identifiers->items().end(), other);
+}
+
+// Whether a fetched resource is about another patient than the one asked for, as far as the
+// answer says: a Patient, or a resource whose subject is given by identifier, carrying
+// another NHS number. Merged into this patient's record, it would show a clinician someone
+// else's data.
+bool about_another_patient(const fhir::Json& resource, std::string_view nhs_number) {
+  if (nhs_number.empty()) return false;
+  if (resource.string_at("resourceType") == "Patient")
+    return names_other_nhs_number(resource.find("identifier"), nhs_number);
+  const fhir::Json* subject = resource.find("subject");
+  return subject != nullptr && subject->is_object() && names_other_nhs_number(subject->find("identifier"), nhs_number);
+}
 
 }  // namespace
 
@@ -169,7 +193,7 @@ fhir::Result<IngestBatch> parse_plugin_batch(std::string_view json, const std::s
 }
 
 fhir::Result<FetchResult> parse_plugin_answer(int status, std::string_view json, const std::string& source,
-                                              const PluginLimits& limits) {
+                                              const PluginLimits& limits, std::string_view nhs_number) {
   if (json.size() > limits.max_response_bytes)
     return answer_error(source, "the answer of " + std::to_string(json.size()) + " bytes is over the limit of " +
                                     std::to_string(limits.max_response_bytes) + " bytes");
@@ -206,9 +230,18 @@ fhir::Result<FetchResult> parse_plugin_answer(int status, std::string_view json,
   if (!entries->is_array()) return answer_error(source, "Bundle.entry is not an array");
   result.resources.reserve(entries->items().size());
   for (std::size_t i = 0; i < entries->items().size(); ++i) {
+    const std::string where = "Bundle.entry[" + std::to_string(i) + "]";
     fhir::Json* resource = entries->items()[i].is_object() ? entries->items()[i].find("resource") : nullptr;
-    if (resource == nullptr || !is_resource(*resource))
-      return answer_error(source, "Bundle.entry[" + std::to_string(i) + "] holds no FHIR resource");
+    if (resource == nullptr || !is_resource(*resource)) return answer_error(source, where + " holds no FHIR resource");
+    // The checks a pushed resource gets (type, id), so that a fetched one can be merged,
+    // de-duplicated and linked like a stored one.
+    if (auto checked = check_resource(*resource, where + ".resource"); !checked)
+      return answer_error(source, checked.issue().diagnostics);
+    // The whole answer is refused: a source that mixes patients up cannot be trusted for
+    // the rest of it either. The numbers themselves stay out of the text (it is logged).
+    if (about_another_patient(*resource, nhs_number))
+      return answer_error(source, where + ".resource is about another patient (another NHS number) than the one "
+                                          "asked for");
     result.resources.push_back(std::move(*resource));
   }
   return result;

@@ -38,9 +38,13 @@ std::string plugin_fetch_request_json(const PatientKey& patient, const FetchScop
 // A fetch answer from the plug-in of `source`: status 0 with a Bundle gives its entries'
 // resources; a non-zero status, an OperationOutcome or anything malformed gives a not_ready
 // Issue whose diagnostics name the source (and carry the outcome's first diagnostics).
+// Malformed includes an entry that fails check_resource (not an R4 type, no valid id) and,
+// when `nhs_number` (the patient asked for) is given, a Patient, or a resource whose subject
+// is given by identifier, with another NHS number.
 [[nodiscard]] fhir::Result<FetchResult> parse_plugin_answer(int status, std::string_view json,
                                                             const std::string& source,
-                                                            const PluginLimits& limits = {});
+                                                            const PluginLimits& limits = {},
+                                                            std::string_view nhs_number = {});
 
 // `text` from a plug-in made safe for logs and Issue diagnostics: bytes outside printable
 // ASCII become '?', and it is cut at `max_bytes`.

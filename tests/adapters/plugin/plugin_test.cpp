@@ -622,6 +622,45 @@ TEST_CASE("parse_plugin_answer: malformed answers name the source") {
     CHECK(r.issue().diagnostics.find("source 'example-source'") != std::string::npos);
   }
 
+  // The checks a pushed resource gets: an R4 type and a valid id.
+  const char* unchecked[][2] = {
+      {R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Foo","id":"x"}}]})",
+       "Bundle.entry[0].resource.resourceType 'Foo' is not a FHIR R4 resource type"},
+      {R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","id":"x y"}}]})",
+       "Bundle.entry[0].resource.id is not a FHIR id"},
+      {R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation"}}]})",
+       "Bundle.entry[0].resource (Observation) has no id"},
+  };
+  for (const auto& [json, text] : unchecked) {
+    CAPTURE(json);
+    auto r = parse_plugin_answer(0, json, source);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.issue().code == ErrorCode::not_ready);
+    CHECK(r.issue().diagnostics.find(text) != std::string::npos);
+  }
+
+  // Another patient than the one asked for (kNhsNumber): the whole answer is refused, and the
+  // diagnostics (which are logged) name no NHS number.
+  const std::string other_patient =
+      R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","id":"o1"}},)"
+      R"({"resource":{"resourceType":"Patient","id":"p9","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9000000009"}]}}]})";
+  auto mixed = parse_plugin_answer(0, other_patient, source, {}, kNhsNumber);
+  REQUIRE_FALSE(mixed.ok());
+  CHECK(mixed.issue().diagnostics.find("Bundle.entry[1].resource is about another patient") != std::string::npos);
+  CHECK(mixed.issue().diagnostics.find("9000000009") == std::string::npos);
+  const std::string other_subject =
+      R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","id":"o1",)"
+      R"("subject":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9000000009"}}}}]})";
+  CHECK_FALSE(parse_plugin_answer(0, other_subject, source, {}, kNhsNumber).ok());
+  // The same patient, or a fetch that did not know the NHS number, passes.
+  const std::string same_patient =
+      R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","id":"p1",)"
+      R"("identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]}}]})";
+  auto same = parse_plugin_answer(0, same_patient, source, {}, kNhsNumber);
+  REQUIRE(same.ok());
+  CHECK(same->resources.size() == 1);
+  CHECK(parse_plugin_answer(0, other_patient, source).ok());
+
   auto silent_failure = parse_plugin_answer(6, "", source);
   REQUIRE_FALSE(silent_failure.ok());
   CHECK(silent_failure.issue().diagnostics.find("plug-in status 6") != std::string::npos);
