@@ -11,7 +11,8 @@
  *     deadline; a real plug-in gives up by then;
  *   - on start, when setting "ingest_on_start" is "true", pushes one batch (a Patient and an
  *     Observation) through the host's ingest and logs the outcome; "malformed" pushes a
- *     truncated JSON text instead, to show how the host refuses it.
+ *     truncated JSON text instead, and "unserved" a batch carrying a Condition (a type the
+ *     gateway does not serve), to show how the host refuses them.
  *
  * Build: cc -std=c99 -fPIC -shared -fvisibility=hidden -I<gateway source> \
  *           example_adapter.c -o libexample_adapter.so -lpthread
@@ -39,7 +40,7 @@
 #define EXAMPLE_MAX_PENDING 64u
 
 enum job_kind { JOB_FETCH, JOB_INGEST };
-enum ingest_mode { INGEST_NONE, INGEST_VALID, INGEST_MALFORMED };
+enum ingest_mode { INGEST_NONE, INGEST_VALID, INGEST_MALFORMED, INGEST_UNSERVED };
 
 /* One piece of work for the worker thread, kept in a list sorted by due time. */
 typedef struct job {
@@ -166,6 +167,12 @@ static const char kBatch[] =
 
 static const char kMalformedBatch[] = "{\"identity\":{\"resourceType\":\"Patient\"},\"resources\":[";
 
+static const char kUnservedBatch[] =
+    "{\"identity\":{\"resourceType\":\"Patient\",\"identifier\":[{\"system\":"
+    "\"https://fhir.nhs.uk/Id/nhs-number\",\"value\":\"9000000009\"}]},"
+    "\"resources\":[{\"resourceType\":\"Condition\",\"id\":\"example-condition-1\"}],"
+    "\"raw\":\"EXAMPLE|2|9000000009|condition\",\"kind\":\"EXAMPLE^CONDITION\"}";
+
 /* The host's answer for a batch: acknowledge (or reject) it to the source system here. */
 static void on_ingest_done(void* cookie, int status, const char* error) {
   const example* ex = cookie;
@@ -176,7 +183,9 @@ static void on_ingest_done(void* cookie, int status, const char* error) {
 }
 
 static void push_batch(example* ex) {
-  const char* batch = ex->ingest_mode == INGEST_MALFORMED ? kMalformedBatch : kBatch;
+  const char* batch = ex->ingest_mode == INGEST_MALFORMED ? kMalformedBatch
+                      : ex->ingest_mode == INGEST_UNSERVED ? kUnservedBatch
+                                                           : kBatch;
   int rc = gw_host_ingest(ex->host, batch, strlen(batch), on_ingest_done, ex);
   if (rc != GW_OK) example_log(ex, GW_LOG_WARN, "example: batch refused at once (status %d)", rc);
 }
@@ -261,6 +270,7 @@ static void* example_create(const gw_host_v1* host, const char* config_json, cha
   if (config_json != NULL && string_member(config_json, "ingest_on_start", value, sizeof value))
     ex->ingest_mode = strcmp(value, "true") == 0        ? INGEST_VALID
                       : strcmp(value, "malformed") == 0 ? INGEST_MALFORMED
+                      : strcmp(value, "unserved") == 0  ? INGEST_UNSERVED
                                                         : INGEST_NONE;
 
   pthread_condattr_init(&attr);

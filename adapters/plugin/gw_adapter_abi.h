@@ -157,10 +157,12 @@ typedef struct gw_host_v1 {
    *
    * Members not listed are ignored. Returns GW_OK when the batch was accepted: `done` then
    * runs exactly once, later, from a host thread (possibly before ingest returns). Any
-   * other value means refused at once, nothing was stored and `done` is NOT called:
+   * other value means refused at once, nothing of it was applied and `done` is NOT called:
    * GW_ERR_INVALID (malformed JSON or shape), GW_ERR_TOO_LARGE, GW_ERR_STOPPED (before
    * start or after stop), GW_ERR_UNSUPPORTED (pull-only source), GW_ERR_FAILED (an internal
-   * error); the host logs the detail.
+   * error); the host logs the detail. A batch refused as INVALID or TOO_LARGE is kept in
+   * the gateway's message store as rejected (with its "raw", or its text), counted and
+   * audited, as a rejected HL7 message is.
    * Never blocks on storage: acknowledge your source from `done`, not from the return. */
   int (*ingest)(void* host_ctx, const char* batch_json, size_t len, gw_ingest_done_fn done,
                 void* cookie);

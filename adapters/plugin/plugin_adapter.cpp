@@ -223,6 +223,15 @@ int host_ingest(void* host_ctx, const char* batch_json, size_t len, gw_ingest_do
       std::string line = "batch refused: ";
       line.append(batch.issue().diagnostics);
       host->log->host(LogLevel::warn, line);
+      // Kept, counted and audited like a message an MLLP listener rejects (AR): the refusal
+      // must be visible to operators and to IG officers, not only in a log line.
+      auto failure = plugin_batch_refusal(std::string_view(batch_json == nullptr ? "" : batch_json, len), host->source,
+                                          batch.issue(), host->limits);
+      asio::post(host->executor, [sink = host->sink, log = host->log, failure = std::move(failure)]() mutable {
+        sink->record_failure(std::move(failure), [log](fhir::Status stored) {
+          if (!stored) log->host(LogLevel::error, "a refused batch could not be recorded: " + stored.issue().diagnostics);
+        });
+      });
       return ingest_status(batch.issue().code);
     }
     auto reply = std::make_shared<IngestReply>(host->life, host->log, done, cookie);

@@ -117,8 +117,9 @@ fhir::Result<IngestBatch> parse_plugin_batch(std::string_view json, const std::s
                        "batch");
   auto parsed = fhir::parse_json(json, limits.json);
   if (!parsed) {
-    std::string why = "batch is not valid JSON: ";
-    why.append(parsed.issue().diagnostics);
+    // The parser speaks of an HTTP body ("Body is not valid JSON: ..."); here it is a batch.
+    std::string why = parsed.issue().diagnostics;
+    if (why.rfind("Body ", 0) == 0) why.replace(0, 4, "batch");
     return Issue::make(parsed.issue().code, std::move(why), "batch");
   }
   fhir::Json doc = std::move(parsed).value();
@@ -190,6 +191,33 @@ fhir::Result<IngestBatch> parse_plugin_batch(std::string_view json, const std::s
     }
   }
   return batch;
+}
+
+IngestFailure plugin_batch_refusal(std::string_view json, const std::string& source, fhir::Issue issue,
+                                   const PluginLimits& limits) {
+  IngestFailure failure;
+  failure.source = source;
+  failure.rejected = true;
+  failure.issue = std::move(issue);
+  if (json.size() > limits.max_batch_bytes) return failure;
+  failure.raw = std::string(json);
+  auto parsed = fhir::parse_json(json, limits.json);
+  if (!parsed || !parsed->is_object()) return failure;
+  const fhir::Json& doc = *parsed;
+  if (const fhir::Json* raw = doc.find("raw"); raw != nullptr && raw->is_string()) failure.raw = raw->text();
+  if (const fhir::Json* kind = doc.find("kind"); kind != nullptr && kind->is_string()) failure.kind = kind->text();
+  if (const fhir::Json* key = doc.find("dedupe_key"); key != nullptr && key->is_string())
+    failure.dedupe_key = key->text();
+  const fhir::Json* identity = doc.find("identity");
+  const fhir::Json* ids = identity != nullptr && identity->is_object() ? identity->find("identifier") : nullptr;
+  if (ids != nullptr && ids->is_array())
+    for (const fhir::Json& id : ids->items())
+      if (id.is_object() && id.string_at("system") == fhir::kNhsNumberSystem &&
+          fhir::is_valid_nhs_number(id.string_at("value"))) {
+        failure.nhs_number = std::string(id.string_at("value"));
+        break;
+      }
+  return failure;
 }
 
 fhir::Result<FetchResult> parse_plugin_answer(int status, std::string_view json, const std::string& source,

@@ -35,6 +35,14 @@ std::string plugin_fetch_request_json(const PatientKey& patient, const FetchScop
 [[nodiscard]] fhir::Result<IngestBatch> parse_plugin_batch(std::string_view json, const std::string& source,
                                                            const PluginLimits& limits = {});
 
+// What the gateway keeps of a batch parse_plugin_batch refused with `issue`, for the message
+// store and the audit trail (IngestSink::record_failure, rejected), as an MLLP listener keeps
+// a message it rejects: the batch's own "raw" (else the batch text itself; nothing when over
+// limits.max_batch_bytes), its kind and dedupe_key when they are strings, and the identity's
+// NHS number when it is a valid one, so that the audit record names the patient.
+IngestFailure plugin_batch_refusal(std::string_view json, const std::string& source, fhir::Issue issue,
+                                   const PluginLimits& limits = {});
+
 // A fetch answer from the plug-in of `source`: status 0 with a Bundle gives its entries'
 // resources; a non-zero status, an OperationOutcome or anything malformed gives a not_ready
 // Issue whose diagnostics name the source (and carry the outcome's first diagnostics).

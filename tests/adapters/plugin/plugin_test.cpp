@@ -78,12 +78,12 @@ class FakeSink : public IngestSink {
     pending.push_back(std::move(done));
   }
   void record_failure(IngestFailure failure, std::function<void(fhir::Status)> done) override {
-    ++failures;
+    failures.push_back(std::move(failure));
     done(fhir::Ok{});
   }
   std::vector<IngestBatch> batches;
   std::vector<std::function<void(fhir::Result<IngestReceipt>)>> pending;
-  int failures = 0;
+  std::vector<IngestFailure> failures;
 };
 
 struct Loop {
@@ -436,10 +436,37 @@ TEST_CASE("PluginAdapter: a malformed batch is refused at once and nothing is su
   AdapterContext context = make_context(loop, &sink);
   REQUIRE(adapter->start(context).ok());
   REQUIRE(loop.run_until([&] { return log.contains("example: batch refused at once (status 1)"); }));
-  CHECK(log.contains("host|example-source|batch refused: batch is not valid JSON"));
-  loop.io.run_for(20ms);
+  CHECK(log.contains("host|example-source|batch refused: batch is not valid JSON: "));
+  CHECK_FALSE(log.contains("Body is not valid JSON"));
+  // Nothing submitted, but the refusal is recorded (stored as rejected, counted, audited),
+  // as an MLLP listener records a message it rejects.
+  REQUIRE(loop.run_until([&] { return !sink.failures.empty(); }));
   CHECK(sink.batches.empty());
-  CHECK(sink.failures == 0);
+  REQUIRE(sink.failures.size() == 1);
+  const IngestFailure& f = sink.failures[0];
+  CHECK(f.rejected);
+  CHECK(f.source == kSourceName);
+  CHECK(f.issue.code == ErrorCode::invalid_json);
+  CHECK(f.raw == R"({"identity":{"resourceType":"Patient"},"resources":[)");  // the text as received
+  CHECK(f.nhs_number.empty());
+}
+
+TEST_CASE("PluginAdapter: a batch refused for its content is recorded with its raw, kind and patient") {
+  LogCapture log;
+  Loop loop;
+  FakeSink sink;
+  auto adapter = load(example_source({{"ingest_on_start", "unserved"}}));
+  AdapterContext context = make_context(loop, &sink);
+  REQUIRE(adapter->start(context).ok());
+  REQUIRE(loop.run_until([&] { return !sink.failures.empty(); }));
+  CHECK(log.contains("example: batch refused at once (status 1)"));
+  CHECK(sink.batches.empty());
+  const IngestFailure& f = sink.failures[0];
+  CHECK(f.rejected);
+  CHECK(f.issue.diagnostics.find("is a Condition, which this gateway does not store") != std::string::npos);
+  CHECK(f.raw == "EXAMPLE|2|9000000009|condition");
+  CHECK(f.kind == "EXAMPLE^CONDITION");
+  CHECK(f.nhs_number == "9000000009");  // the audit record of the refusal names the patient
 }
 
 TEST_CASE("PluginAdapter: a batch for a source without a sink is refused as unsupported") {
