@@ -104,7 +104,7 @@ class App {
   audit::Log* audit_log() { return audit_log_.get(); }
   store::Store& store() { return *store_; }
   ingest::IngestService& ingest() { return *ingest_; }
-  // The running adapter of source `name`, or null.
+  // The running adapter of source `name`, or null (also for a plug-in whose start failed).
   adapters::Adapter* adapter(const std::string& name);
 
  private:
@@ -132,6 +132,7 @@ class App {
   std::unique_ptr<ingest::IngestService> ingest_;
   adapters::AdapterRegistry adapter_registry_;
   std::vector<std::pair<std::string, std::unique_ptr<adapters::Adapter>>> adapters_;
+  std::vector<std::string> sources_not_started_;  // plug-in sources whose start() failed
   std::shared_ptr<void> adapter_tls_;  // boost::asio::ssl::context for TLS listeners
   std::shared_ptr<void> client_certificate_tls_;  // the same, requiring a client certificate
   std::unique_ptr<auth::Policy> policy_;

@@ -12,7 +12,9 @@
  *   - on start, when setting "ingest_on_start" is "true", pushes one batch (a Patient and an
  *     Observation) through the host's ingest and logs the outcome; "malformed" pushes a
  *     truncated JSON text instead, and "unserved" a batch carrying a Condition (a type the
- *     gateway does not serve), to show how the host refuses them.
+ *     gateway does not serve), to show how the host refuses them;
+ *   - fails its start() (GW_ERR_UNAVAILABLE, after logging why) when setting "fail_start" is
+ *     "true", as a plug-in whose source system cannot be reached at start-up would.
  *
  * Build: cc -std=c99 -fPIC -shared -fvisibility=hidden -I<gateway source> \
  *           example_adapter.c -o libexample_adapter.so -lpthread
@@ -56,6 +58,7 @@ typedef struct example {
   const gw_host_v1* host;
   unsigned long delay_ms;
   enum ingest_mode ingest_mode;
+  int fail_start;
   pthread_mutex_t mutex;
   pthread_cond_t wake;
   job* jobs;
@@ -272,6 +275,8 @@ static void* example_create(const gw_host_v1* host, const char* config_json, cha
                       : strcmp(value, "malformed") == 0 ? INGEST_MALFORMED
                       : strcmp(value, "unserved") == 0  ? INGEST_UNSERVED
                                                         : INGEST_NONE;
+  if (config_json != NULL && string_member(config_json, "fail_start", value, sizeof value))
+    ex->fail_start = strcmp(value, "true") == 0;
 
   pthread_condattr_init(&attr);
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* due times are monotonic */
@@ -291,6 +296,10 @@ static void* example_create(const gw_host_v1* host, const char* config_json, cha
 
 static int example_start(void* instance) {
   example* ex = instance;
+  if (ex->fail_start) {
+    example_log(ex, GW_LOG_ERROR, "example: the source system cannot be reached (fail_start)");
+    return GW_ERR_UNAVAILABLE;
+  }
   pthread_mutex_lock(&ex->mutex);
   ex->accepting = 1;
   if (ex->ingest_mode != INGEST_NONE) {

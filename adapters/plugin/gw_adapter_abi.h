@@ -198,7 +198,8 @@ typedef struct gw_adapter_v1 {
 
   /* Optional (NULL: nothing to start). Starts listening to the source system; from now on
    * ingest() is accepted. Returns GW_OK or a non-zero status (log the reason first): the
-   * gateway then refuses to start this source. */
+   * gateway then does not start this source (it destroys the instance, logs an error naming
+   * the source and shows it as gateway_source_up 0 on /metrics) and runs on without it. */
   int (*start)(void* instance);
 
   /* Optional. Stops accepting new work from the source; batches and fetches in flight still

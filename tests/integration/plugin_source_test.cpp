@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Plug-in sources in a running gateway (gw::App with the example plug-in,
 // adapters/examples/example_adapter.c): what a refused batch leaves behind for operators and
-// IG officers.
+// IG officers, and a plug-in whose start fails.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -10,6 +10,7 @@
 
 #include "gateway/audit/log.h"
 #include "gateway/store/store.h"
+#include "support/https_client.h"
 #include "support/test_server.h"
 
 namespace gw {
@@ -64,6 +65,26 @@ TEST_CASE("Plug-in source: a refused batch is counted as rejected, kept, and aud
   CHECK(records[0].action == "ingest-rejected");
   CHECK(records[0].source == "vendor-example");
   CHECK(records[0].outcome_text.find("is a Condition") != std::string::npos);
+}
+
+TEST_CASE("Plug-in source: a plug-in whose start fails leaves that source down, not the gateway") {
+  // Before the fix the whole App refused to start (an exception out of the constructor).
+  test::TestServer s([](config::Config& c) {
+    auto down = example_source({{"fail_start", "true"}});
+    down.name = "vendor-down";
+    down.ods_code = "RXD01";
+    c.source_systems.push_back(down);
+    c.source_systems.push_back(example_source({}));
+  });
+  CHECK(s.app().adapter("vendor-down") == nullptr);
+  CHECK(s.app().adapter("vendor-example") != nullptr);
+  const std::string metrics = s.metrics().render();
+  CHECK(metrics.find("gateway_source_up{source=\"vendor-down\"} 0") != std::string::npos);
+  CHECK(metrics.find("gateway_source_up{source=\"vendor-example\"} 1") != std::string::npos);
+  // The FHIR API is up and ready.
+  test::HttpResponse ready = test::get(s.port(), "/readyz", s.client());
+  CHECK(ready.status == 200);
+  CHECK(test::get(s.port(), "/metadata", s.client()).status == 200);
 }
 
 }  // namespace gw
