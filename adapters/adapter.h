@@ -34,10 +34,12 @@ struct SourceSystem {
   std::string client_certificate_subject;
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds fetch_timeout{10000};  // default deadline of one fetch
-  // Credentials by reference, never inline secrets: e.g. "client_certificate",
-  // "client_key", "bearer_token_file". Adapter-specific settings live here too (string
-  // values, as written in the configuration).
+  // Adapter-specific settings (string values, as written in the configuration). Never
+  // secrets: those go in `credentials`.
   std::vector<std::pair<std::string, std::string>> settings;
+  // The content of the source's credentials_file (plug-ins get it in create()'s
+  // configuration as "credentials"); empty when none. A secret: never log or quote it.
+  std::string credentials;
   // The value of `settings` key `key`, or `fallback`.
   std::string setting(std::string_view key, std::string_view fallback = {}) const {
     for (const auto& [k, v] : settings)

@@ -249,6 +249,7 @@ static void* worker_main(void* arg) {
 
 static void* example_create(const gw_host_v1* host, const char* config_json, char** error) {
   char value[32];
+  const char* config_start;
   example* ex;
   pthread_condattr_t attr;
   if (host->abi_version != GW_ADAPTER_ABI_VERSION) {
@@ -258,6 +259,7 @@ static void* example_create(const gw_host_v1* host, const char* config_json, cha
   ex = calloc(1, sizeof *ex);
   if (ex == NULL) return NULL;
   ex->host = host;
+  config_start = config_json;
   /* Settings sit in their own object, after name, ods_code and endpoint. */
   config_json = strstr(config_json, "\"settings\":{");
   if (config_json != NULL && string_member(config_json, "delay_ms", value, sizeof value)) {
@@ -290,7 +292,10 @@ static void* example_create(const gw_host_v1* host, const char* config_json, cha
     *error = copy_string("the example plug-in could not start its worker thread");
     return NULL;
   }
-  example_log(ex, GW_LOG_INFO, "example: created (delay %lu ms)", ex->delay_ms);
+  /* A real plug-in reads its secrets from "credentials" (the source's credentials_file) and,
+   * like here, never logs them: only whether they were given. */
+  example_log(ex, GW_LOG_INFO, "example: created (delay %lu ms, %s)", ex->delay_ms,
+              strstr(config_start, "\"credentials\":\"") != NULL ? "credentials given" : "no credentials");
   return ex;
 }
 

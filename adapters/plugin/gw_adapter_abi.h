@@ -189,7 +189,9 @@ typedef struct gw_adapter_v1 {
    *
    *   {"name":"royal-infirmary-pas", "ods_code":"RXX01", "endpoint":"mllp://0.0.0.0:2575",
    *    "connect_timeout_ms":5000, "fetch_timeout_ms":10000,
-   *    "settings":{"key":"value", ...}}      (settings values are strings)
+   *    "settings":{"key":"value", ...},      (settings values are strings)
+   *    "credentials":"..."}                  (present when the source has a credentials_file:
+   *                                           its content, a secret: never log it)
    *
    * Returns the instance (an opaque pointer the host passes back), or NULL on failure after
    * setting *error to a short reason allocated by the plug-in (the host frees it with

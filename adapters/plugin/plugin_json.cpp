@@ -88,6 +88,7 @@ std::string plugin_config_json(const SourceSystem& source) {
   fhir::Json settings = fhir::Json::object();
   for (const auto& [key, value] : source.settings) settings.set(key, fhir::Json::string(value));
   o.set("settings", std::move(settings));
+  if (!source.credentials.empty()) o.set("credentials", fhir::Json::string(source.credentials));
   return fhir::to_json(o);
 }
 

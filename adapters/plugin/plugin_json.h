@@ -21,7 +21,8 @@ struct PluginLimits {
   fhir::JsonLimits json;                   // depth and width of both
 };
 
-// The configuration create() receives: name, ods_code, endpoint, timeouts and settings.
+// The configuration create() receives: name, ods_code, endpoint, timeouts, settings and,
+// when the source has a credentials_file, "credentials" (its content; a secret).
 std::string plugin_config_json(const SourceSystem& source);
 
 // The fetch request: {"patient":{"id","nhs_number","identifiers":[...]},"scope":{...}}.

@@ -169,6 +169,17 @@ TEST_CASE("PluginAdapter: the example plug-in answers a fetch with a Bundle of r
   adapter->stop();
 }
 
+TEST_CASE("load_plugin: the source's credentials reach the plug-in's create() and no log line") {
+  LogCapture log;
+  SourceSystem source = example_source();
+  source.credentials = "api_key=k-0123456789\n";
+  auto adapter = load(source);
+  CHECK(log.contains("plugin|example-source|example: created (delay 0 ms, credentials given)"));
+  CHECK_FALSE(log.contains("k-0123456789"));
+  auto without = load(example_source());
+  CHECK(log.contains("example: created (delay 0 ms, no credentials)"));
+}
+
 TEST_CASE("PluginAdapter: one library serves two sources with separate instances") {
   LogCapture log;
   Loop loop;
@@ -525,6 +536,11 @@ TEST_CASE("plugin JSON: the configuration and fetch request carry what the ABI d
   CHECK(config->string_at("endpoint") == "example://nowhere");
   CHECK(config->find("fetch_timeout_ms")->as_int64() == 10000);
   CHECK(config->find("settings")->string_at("delay_ms") == "25");
+  CHECK(config->find("credentials") == nullptr);  // none configured
+  source.credentials = "token=\"abc\"\n";
+  auto with_credentials = fhir::parse_json(plugin_config_json(source));
+  REQUIRE(with_credentials.ok());
+  CHECK(with_credentials->string_at("credentials") == "token=\"abc\"\n");
 
   auto request = fhir::parse_json(plugin_fetch_request_json(patient(kNhsNumber), FetchScope{{"Observation"}}));
   REQUIRE(request.ok());
