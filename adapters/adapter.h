@@ -6,6 +6,7 @@
 // AdapterRegistry; vendor plug-ins load through the C ABI in adapters/plugin/.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -33,10 +34,12 @@ struct SourceSystem {
   std::string client_certificate_subject;
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds fetch_timeout{10000};  // default deadline of one fetch
-  // Credentials by reference, never inline secrets: e.g. "client_certificate",
-  // "client_key", "bearer_token_file". Adapter-specific settings live here too (string
-  // values, as written in the configuration).
+  // Adapter-specific settings (string values, as written in the configuration). Never
+  // secrets: those go in `credentials`.
   std::vector<std::pair<std::string, std::string>> settings;
+  // The content of the source's credentials_file (plug-ins get it in create()'s
+  // configuration as "credentials"); empty when none. A secret: never log or quote it.
+  std::string credentials;
   // The value of `settings` key `key`, or `fallback`.
   std::string setting(std::string_view key, std::string_view fallback = {}) const {
     for (const auto& [k, v] : settings)
@@ -80,12 +83,30 @@ struct IngestBatch {
 // Resources one batch may carry.
 inline constexpr std::size_t kMaxBatchResources = 10000;
 
-// Checks what every adapter's resources must be before any part of a batch is applied: a
-// JSON object of an R4 resource type other than Patient (the patient is the identity), with
-// a valid FHIR id, which is the source's own (resource ids are one namespace per type across
-// sources: an id another source holds is refused when the batch is applied). At most
-// kMaxBatchResources. The issue names the resource (batch.resources[i]).
+// The resource types a batch may carry: those the gateway keeps in its store and serves
+// (gateway/http/clinical_routes registers its read routes from this list). Any other type
+// would be stored and acknowledged but never shown to a clinician.
+inline constexpr std::array<std::string_view, 5> kStoredResourceTypes = {"DiagnosticReport", "Encounter", "Location",
+                                                                         "Observation", "Practitioner"};
+
+// What any resource from a source must be, pushed or fetched: a JSON object of an R4
+// resource type with a valid FHIR id (1 to 64 of A-Z a-z 0-9 - .; the source's own, so that a
+// later copy replaces it). `where` names it in the issue ("batch.resources[2]").
+fhir::Status check_resource(const fhir::Json& resource, const std::string& where);
+
+// Checks what every adapter's resources must be before any part of a batch is applied: each
+// passes check_resource and is of one of kStoredResourceTypes (so never Patient: that is the
+// identity); resource ids are one namespace per type across sources (an id another source
+// holds is refused when the batch is applied). At most kMaxBatchResources. The issue names
+// the resource (batch.resources[i]).
 fhir::Status check_batch_resources(const std::vector<fhir::Json>& resources);
+
+// Checks a batch's identity before anything is queued: a Patient with at least one
+// identifier the record locator can match on (an entry with both system and value, e.g. the
+// NHS number). Without one, every later unit for the same person would make another record,
+// so the locator refuses it; checked here so that an adapter can refuse the unit at once (the
+// locator applies its own limits and value checks later). The issue's expression is "batch.identity" or "batch.identity.identifier".
+fhir::Status check_batch_identity(const fhir::Json& identity);
 
 // A failed unit the adapter could not turn into a batch (unparseable, unsupported, bad
 // content): kept in store.db with its status so it can be listed and replayed.

@@ -407,8 +407,17 @@ void App::start_adapters() {
     if (cfg_.https.enabled && mllp_needs_client_certificate(sc)) ctx.tls_server_context = client_certificate_tls_.get();
     else if (cfg_.https.enabled) ctx.tls_server_context = https_tls_.get();
 #endif
-    if (auto st = (*made)->start(ctx); !st)
-      throw std::runtime_error("cannot start source '" + sc.name + "': " + st.issue().diagnostics);
+    if (auto st = (*made)->start(ctx); !st) {
+      if (sc.adapter != "plugin")
+        throw std::runtime_error("cannot start source '" + sc.name + "': " + st.issue().diagnostics);
+      // A vendor system's outage must not take the FHIR API down with it (gw_adapter_abi.h:
+      // the gateway refuses to start this source): the source stays down, is shown on
+      // /metrics (gateway_source_up 0) and the gateway serves the others.
+      observe::log(observe::Level::error, "source not started; the gateway runs without it",
+                   {{"source", sc.name}, {"reason", st.issue().diagnostics}});
+      sources_not_started_.push_back(sc.name);
+      continue;
+    }
     adapters::Adapter* a = made->get();
     server_->add_drain_participant([a] { a->stop(); }, [a] { return a->in_flight(); });
     adapters_.emplace_back(sc.name, std::move(*made));
@@ -509,6 +518,12 @@ void App::add_ingest_metrics() {
         family(c.name, c.type, c.help);
         for (const auto& [name, st] : stats) sample(c.name, "{source=\"" + name + "\"}", st.*(c.field));
       }
+    if (!adapters_.empty() || !sources_not_started_.empty()) {
+      family("gateway_source_up", "gauge",
+             "1 for a source whose adapter or plug-in is running, 0 for a plug-in that failed to start.");
+      for (const auto& [name, a] : adapters_) sample("gateway_source_up", "{source=\"" + name + "\"}", 1);
+      for (const auto& name : sources_not_started_) sample("gateway_source_up", "{source=\"" + name + "\"}", 0);
+    }
     if (ingest_) {
       const auto ic = ingest_->counters();
       family("gateway_ingest_units_total", "counter", "Units from push sources, by outcome.");

@@ -114,7 +114,7 @@ class App {
   audit::Log* audit_log() { return audit_log_.get(); }
   store::Store& store() { return *store_; }
   ingest::IngestService& ingest() { return *ingest_; }
-  // The running adapter of source `name`, or null.
+  // The running adapter of source `name`, or null (also for a plug-in whose start failed).
   adapters::Adapter* adapter(const std::string& name);
 
  private:
@@ -145,6 +145,7 @@ class App {
   // From check_startup (see StartupChecked), for the TLS listeners of adapters.
   std::shared_ptr<boost::asio::ssl::context> https_tls_;
   std::shared_ptr<boost::asio::ssl::context> client_certificate_tls_;
+  std::vector<std::string> sources_not_started_;  // plug-in sources whose start() failed
   std::unique_ptr<auth::Policy> policy_;
   std::unique_ptr<auth::Authenticator> authenticator_;
   auth::BreakGlassRegistry break_glass_;

@@ -28,14 +28,17 @@ void print_help() {
       "                   built-in defaults are used: HTTPS on 127.0.0.1:8443 with\n"
       "                   certs/server.pem and certs/server-key.pem, data in ./data\n"
       "  --check-config   validate the configuration as start-up would (loading the TLS\n"
-      "                   certificates and keys, the JWKS, the audit signing key, plug-ins;\n"
-      "                   only the ports are not bound) and exit (0 valid, 2 invalid)\n"
+      "                   certificates and keys, the JWKS, the audit signing key, plug-ins\n"
+      "                   and their credentials files; only the ports are not bound) and\n"
+      "                   exit (0 valid, 2 invalid)\n"
       "  --version        print the version and exit\n"
       "  --help           print this help and exit\n"
       "\n"
       "Exit codes: 0 clean shutdown, 1 runtime failure (including an audit.db that no longer\n"
       "matches its checkpoints: run audit-verify), 2 bad configuration or usage, or the data\n"
-      "directory is in use by another fhir-gateway (data_dir/gateway.lock).\n");
+      "directory is in use by another fhir-gateway (data_dir/gateway.lock). A plug-in whose\n"
+      "start fails does not stop the gateway: that source stays down (logged, and\n"
+      "gateway_source_up 0 on /metrics).\n");
 }
 
 }  // namespace

@@ -11,7 +11,10 @@
  *     deadline; a real plug-in gives up by then;
  *   - on start, when setting "ingest_on_start" is "true", pushes one batch (a Patient and an
  *     Observation) through the host's ingest and logs the outcome; "malformed" pushes a
- *     truncated JSON text instead, to show how the host refuses it.
+ *     truncated JSON text instead, and "unserved" a batch carrying a Condition (a type the
+ *     gateway does not serve), to show how the host refuses them;
+ *   - fails its start() (GW_ERR_UNAVAILABLE, after logging why) when setting "fail_start" is
+ *     "true", as a plug-in whose source system cannot be reached at start-up would.
  *
  * Build: cc -std=c99 -fPIC -shared -fvisibility=hidden -I<gateway source> \
  *           example_adapter.c -o libexample_adapter.so -lpthread
@@ -39,7 +42,7 @@
 #define EXAMPLE_MAX_PENDING 64u
 
 enum job_kind { JOB_FETCH, JOB_INGEST };
-enum ingest_mode { INGEST_NONE, INGEST_VALID, INGEST_MALFORMED };
+enum ingest_mode { INGEST_NONE, INGEST_VALID, INGEST_MALFORMED, INGEST_UNSERVED };
 
 /* One piece of work for the worker thread, kept in a list sorted by due time. */
 typedef struct job {
@@ -55,6 +58,7 @@ typedef struct example {
   const gw_host_v1* host;
   unsigned long delay_ms;
   enum ingest_mode ingest_mode;
+  int fail_start;
   pthread_mutex_t mutex;
   pthread_cond_t wake;
   job* jobs;
@@ -166,6 +170,12 @@ static const char kBatch[] =
 
 static const char kMalformedBatch[] = "{\"identity\":{\"resourceType\":\"Patient\"},\"resources\":[";
 
+static const char kUnservedBatch[] =
+    "{\"identity\":{\"resourceType\":\"Patient\",\"identifier\":[{\"system\":"
+    "\"https://fhir.nhs.uk/Id/nhs-number\",\"value\":\"9000000009\"}]},"
+    "\"resources\":[{\"resourceType\":\"Condition\",\"id\":\"example-condition-1\"}],"
+    "\"raw\":\"EXAMPLE|2|9000000009|condition\",\"kind\":\"EXAMPLE^CONDITION\"}";
+
 /* The host's answer for a batch: acknowledge (or reject) it to the source system here. */
 static void on_ingest_done(void* cookie, int status, const char* error) {
   const example* ex = cookie;
@@ -176,7 +186,9 @@ static void on_ingest_done(void* cookie, int status, const char* error) {
 }
 
 static void push_batch(example* ex) {
-  const char* batch = ex->ingest_mode == INGEST_MALFORMED ? kMalformedBatch : kBatch;
+  const char* batch = ex->ingest_mode == INGEST_MALFORMED ? kMalformedBatch
+                      : ex->ingest_mode == INGEST_UNSERVED ? kUnservedBatch
+                                                           : kBatch;
   int rc = gw_host_ingest(ex->host, batch, strlen(batch), on_ingest_done, ex);
   if (rc != GW_OK) example_log(ex, GW_LOG_WARN, "example: batch refused at once (status %d)", rc);
 }
@@ -237,6 +249,7 @@ static void* worker_main(void* arg) {
 
 static void* example_create(const gw_host_v1* host, const char* config_json, char** error) {
   char value[32];
+  const char* config_start;
   example* ex;
   pthread_condattr_t attr;
   if (host->abi_version != GW_ADAPTER_ABI_VERSION) {
@@ -246,6 +259,7 @@ static void* example_create(const gw_host_v1* host, const char* config_json, cha
   ex = calloc(1, sizeof *ex);
   if (ex == NULL) return NULL;
   ex->host = host;
+  config_start = config_json;
   /* Settings sit in their own object, after name, ods_code and endpoint. */
   config_json = strstr(config_json, "\"settings\":{");
   if (config_json != NULL && string_member(config_json, "delay_ms", value, sizeof value)) {
@@ -261,7 +275,10 @@ static void* example_create(const gw_host_v1* host, const char* config_json, cha
   if (config_json != NULL && string_member(config_json, "ingest_on_start", value, sizeof value))
     ex->ingest_mode = strcmp(value, "true") == 0        ? INGEST_VALID
                       : strcmp(value, "malformed") == 0 ? INGEST_MALFORMED
+                      : strcmp(value, "unserved") == 0  ? INGEST_UNSERVED
                                                         : INGEST_NONE;
+  if (config_json != NULL && string_member(config_json, "fail_start", value, sizeof value))
+    ex->fail_start = strcmp(value, "true") == 0;
 
   pthread_condattr_init(&attr);
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* due times are monotonic */
@@ -275,12 +292,19 @@ static void* example_create(const gw_host_v1* host, const char* config_json, cha
     *error = copy_string("the example plug-in could not start its worker thread");
     return NULL;
   }
-  example_log(ex, GW_LOG_INFO, "example: created (delay %lu ms)", ex->delay_ms);
+  /* A real plug-in reads its secrets from "credentials" (the source's credentials_file) and,
+   * like here, never logs them: only whether they were given. */
+  example_log(ex, GW_LOG_INFO, "example: created (delay %lu ms, %s)", ex->delay_ms,
+              strstr(config_start, "\"credentials\":\"") != NULL ? "credentials given" : "no credentials");
   return ex;
 }
 
 static int example_start(void* instance) {
   example* ex = instance;
+  if (ex->fail_start) {
+    example_log(ex, GW_LOG_ERROR, "example: the source system cannot be reached (fail_start)");
+    return GW_ERR_UNAVAILABLE;
+  }
   pthread_mutex_lock(&ex->mutex);
   ex->accepting = 1;
   if (ex->ingest_mode != INGEST_NONE) {

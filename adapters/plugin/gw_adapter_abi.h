@@ -110,7 +110,9 @@ typedef void (*gw_ingest_done_fn)(void* cookie, int status, const char* error);
  *    "entry":[{"resource":{"resourceType":"Observation", ...}}, ...]}
  *
  * ("searchset" is accepted too; an empty or absent "entry" means "nothing for this
- * patient"). On failure: a non-zero status (e.g. GW_ERR_UNAVAILABLE) and, in `json`, an
+ * patient"). Each resource needs an R4 resourceType and a valid FHIR id, as in ingest; a
+ * Patient, or a resource whose subject.identifier is an NHS number, naming another NHS
+ * number than the one asked for fails the whole answer. On failure: a non-zero status (e.g. GW_ERR_UNAVAILABLE) and, in `json`, an
  * OperationOutcome whose first issue's "diagnostics" says what went wrong; `json` may be
  * NULL with len 0 when there is nothing to say. The host copies `json` before returning.
  * `cookie` is the value the host passed to fetch(): pass it back unchanged. Safe to call
@@ -131,10 +133,13 @@ typedef struct gw_host_v1 {
    *   {"source":   "royal-infirmary-pas",  optional; when present it must equal the
    *                                         configured source name
    *    "identity": {"resourceType":"Patient", ...}   who the unit is about: identifiers
-   *                                         (NHS number, your local ids, at least one of
-   *                                         them) + demographics
-   *    "resources":[{"resourceType":"Observation", ...}, ...]   FHIR R4 resources, not
-   *                                         Patient (that is the identity), each with your
+   *                                         (NHS number, your local ids: at least one
+   *                                         with both system and value) + demographics
+   *    "resources":[{"resourceType":"Observation", ...}, ...]   FHIR R4 resources of the
+   *                                         types the gateway stores and serves:
+   *                                         DiagnosticReport, Encounter, Location,
+   *                                         Observation, Practitioner (not Patient: that
+   *                                         is the identity), each with your
    *                                         own stable FHIR id (a later unit with the same
    *                                         type and id updates it); ids are one namespace
    *                                         per type across sources: one another source
@@ -152,10 +157,12 @@ typedef struct gw_host_v1 {
    *
    * Members not listed are ignored. Returns GW_OK when the batch was accepted: `done` then
    * runs exactly once, later, from a host thread (possibly before ingest returns). Any
-   * other value means refused at once, nothing was stored and `done` is NOT called:
+   * other value means refused at once, nothing of it was applied and `done` is NOT called:
    * GW_ERR_INVALID (malformed JSON or shape), GW_ERR_TOO_LARGE, GW_ERR_STOPPED (before
    * start or after stop), GW_ERR_UNSUPPORTED (pull-only source), GW_ERR_FAILED (an internal
-   * error); the host logs the detail.
+   * error); the host logs the detail. A batch refused as INVALID or TOO_LARGE is kept in
+   * the gateway's message store as rejected (with its "raw", or its text), counted and
+   * audited, as a rejected HL7 message is.
    * Never blocks on storage: acknowledge your source from `done`, not from the return. */
   int (*ingest)(void* host_ctx, const char* batch_json, size_t len, gw_ingest_done_fn done,
                 void* cookie);
@@ -182,7 +189,9 @@ typedef struct gw_adapter_v1 {
    *
    *   {"name":"royal-infirmary-pas", "ods_code":"RXX01", "endpoint":"mllp://0.0.0.0:2575",
    *    "connect_timeout_ms":5000, "fetch_timeout_ms":10000,
-   *    "settings":{"key":"value", ...}}      (settings values are strings)
+   *    "settings":{"key":"value", ...},      (settings values are strings)
+   *    "credentials":"..."}                  (present when the source has a credentials_file:
+   *                                           its content, a secret: never log it)
    *
    * Returns the instance (an opaque pointer the host passes back), or NULL on failure after
    * setting *error to a short reason allocated by the plug-in (the host frees it with
@@ -191,7 +200,8 @@ typedef struct gw_adapter_v1 {
 
   /* Optional (NULL: nothing to start). Starts listening to the source system; from now on
    * ingest() is accepted. Returns GW_OK or a non-zero status (log the reason first): the
-   * gateway then refuses to start this source. */
+   * gateway then does not start this source (it destroys the instance, logs an error naming
+   * the source and shows it as gateway_source_up 0 on /metrics) and runs on without it. */
   int (*start)(void* instance);
 
   /* Optional. Stops accepting new work from the source; batches and fetches in flight still

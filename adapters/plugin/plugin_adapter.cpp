@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <shared_mutex>
 #include <unordered_map>
@@ -222,6 +223,15 @@ int host_ingest(void* host_ctx, const char* batch_json, size_t len, gw_ingest_do
       std::string line = "batch refused: ";
       line.append(batch.issue().diagnostics);
       host->log->host(LogLevel::warn, line);
+      // Kept, counted and audited like a message an MLLP listener rejects (AR): the refusal
+      // must be visible to operators and to IG officers, not only in a log line.
+      auto failure = plugin_batch_refusal(std::string_view(batch_json == nullptr ? "" : batch_json, len), host->source,
+                                          batch.issue(), host->limits);
+      asio::post(host->executor, [sink = host->sink, log = host->log, failure = std::move(failure)]() mutable {
+        sink->record_failure(std::move(failure), [log](fhir::Status stored) {
+          if (!stored) log->host(LogLevel::error, "a refused batch could not be recorded: " + stored.issue().diagnostics);
+        });
+      });
       return ingest_status(batch.issue().code);
     }
     auto reply = std::make_shared<IngestReply>(host->life, host->log, done, cookie);
@@ -259,15 +269,17 @@ void host_plugin_log(void* host_ctx, int level, const char* msg) noexcept {
 // One fetch. The deadline timer and the completion both run on `strand`; `completed` makes
 // the first of them win and the other a no-op.
 struct FetchCall {
-  FetchCall(std::shared_ptr<LogTarget> log_target, asio::any_io_executor executor, FetchHandler done, PluginLimits lim)
+  FetchCall(std::shared_ptr<LogTarget> log_target, asio::any_io_executor executor, FetchHandler done, PluginLimits lim,
+            std::string asked_nhs_number)
       : source(log_target->source()), log(std::move(log_target)), strand(asio::make_strand(executor)), timer(strand),
-        handler(std::move(done)), limits(std::move(lim)) {}
+        handler(std::move(done)), limits(std::move(lim)), nhs_number(std::move(asked_nhs_number)) {}
   std::string source;
   std::shared_ptr<LogTarget> log;
   asio::strand<asio::any_io_executor> strand;
   asio::steady_timer timer;
   FetchHandler handler;
   PluginLimits limits;
+  std::string nhs_number;  // of the patient asked for (empty when not known): the answer must not name another
   std::atomic<bool> completed{false};
 };
 
@@ -298,6 +310,30 @@ class CallTable {
     return call;
   }
 
+  // The deadline answered call `id`: it no longer counts toward its owner's limit (a plug-in
+  // that never answers must not block every later fetch), and only the source's log target
+  // is kept, so that a late answer is logged under its source and otherwise ignored. The
+  // most recent kMaxExpired are remembered; an answer older than that is "unknown".
+  void expire(std::uintptr_t id) {
+    std::lock_guard lock(mutex_);
+    auto it = calls_.find(id);
+    if (it == calls_.end()) return;  // answered or refused meanwhile: already released
+    expired_.emplace(id, Expired{it->second.owner, it->second.call->log});
+    if (expired_.size() > kMaxExpired) expired_.erase(expired_.begin());  // ids grow: the oldest
+    if (--per_owner_[it->second.owner] == 0) per_owner_.erase(it->second.owner);
+    calls_.erase(it);
+  }
+
+  // The log target of a call the deadline answered, or null.
+  std::shared_ptr<LogTarget> take_expired(std::uintptr_t id) {
+    std::lock_guard lock(mutex_);
+    auto it = expired_.find(id);
+    if (it == expired_.end()) return nullptr;
+    auto log = std::move(it->second.log);
+    expired_.erase(it);
+    return log;
+  }
+
   std::vector<std::shared_ptr<FetchCall>> take_all(const void* owner) {
     std::lock_guard lock(mutex_);
     std::vector<std::shared_ptr<FetchCall>> out;
@@ -310,17 +346,24 @@ class CallTable {
       }
     }
     per_owner_.erase(owner);
+    std::erase_if(expired_, [owner](const auto& e) { return e.second.owner == owner; });
     return out;
   }
 
  private:
+  static constexpr std::size_t kMaxExpired = 4096;
   struct Entry {
     const void* owner;
     std::shared_ptr<FetchCall> call;
   };
+  struct Expired {
+    const void* owner;
+    std::shared_ptr<LogTarget> log;
+  };
   std::mutex mutex_;
   std::unordered_map<std::uintptr_t, Entry> calls_;
   std::unordered_map<const void*, std::size_t> per_owner_;
+  std::map<std::uintptr_t, Expired> expired_;
   std::uintptr_t next_ = 1;
 };
 
@@ -330,15 +373,15 @@ CallTable& call_table() {
   return *table;
 }
 
-void log_late_answer(const FetchCall& call) {
-  call.log->host(LogLevel::warn, "an answer that arrived after the fetch deadline was ignored");
+void log_late_answer(const LogTarget& log) {
+  log.host(LogLevel::warn, "an answer that arrived after the fetch deadline was ignored");
 }
 
 // Completes `call` with `result` on its strand, unless the deadline already did.
 void complete(const std::shared_ptr<FetchCall>& call, fhir::Result<FetchResult> result) {
   asio::post(call->strand, [call, result = std::move(result)]() mutable {
     if (call->completed.exchange(true)) {
-      log_late_answer(*call);
+      log_late_answer(*call->log);
       return;
     }
     call->timer.cancel();
@@ -350,17 +393,21 @@ void complete(const std::shared_ptr<FetchCall>& call, fhir::Result<FetchResult> 
 // gw_fetch_done_fn given to the plug-in. Parses on the plug-in's thread, off the executor.
 void on_fetch_done(void* cookie, int status, const char* json, size_t len) noexcept {
   try {
-    auto call = call_table().take(reinterpret_cast<std::uintptr_t>(cookie));
+    const auto id = reinterpret_cast<std::uintptr_t>(cookie);
+    auto call = call_table().take(id);
     if (!call) {
-      emit(LogLevel::warn, "", "host", "a fetch answer for an unknown or already answered call was ignored");
+      if (auto expired = call_table().take_expired(id))
+        log_late_answer(*expired);
+      else
+        emit(LogLevel::warn, "", "host", "a fetch answer for an unknown or already answered call was ignored");
       return;
     }
     if (call->completed.load()) {
-      log_late_answer(*call);
+      log_late_answer(*call->log);
       return;
     }
     std::string_view text = json == nullptr ? std::string_view() : std::string_view(json, len);
-    complete(call, parse_plugin_answer(status, text, call->source, call->limits));
+    complete(call, parse_plugin_answer(status, text, call->source, call->limits, call->nhs_number));
   } catch (...) {
     emit(LogLevel::error, "", "host", "internal error while taking a fetch answer; the fetch will time out");
   }
@@ -447,7 +494,8 @@ class PluginAdapter final : public Adapter {
       fail_now(std::move(done), ErrorCode::timeout, "was asked after the deadline had passed");
       return;
     }
-    auto call = std::make_shared<FetchCall>(host_->log, host_->executor, std::move(done), host_->limits);
+    auto call = std::make_shared<FetchCall>(host_->log, host_->executor, std::move(done), host_->limits,
+                                            patient.nhs_number);
     std::uintptr_t id = call_table().add(host_.get(), call, host_->limits.max_pending_fetches);
     if (id == 0) {
       complete(call, Issue::make(ErrorCode::not_ready,
@@ -457,8 +505,9 @@ class PluginAdapter final : public Adapter {
     // The timer is armed before the plug-in can answer, so nothing but the strand touches it
     // afterwards.
     call->timer.expires_at(deadline);
-    call->timer.async_wait([call](const boost::system::error_code& ec) {
+    call->timer.async_wait([call, id](const boost::system::error_code& ec) {
       if (ec || call->completed.exchange(true)) return;
+      call_table().expire(id);
       FetchHandler handler = std::move(call->handler);
       handler(Issue::make(ErrorCode::timeout, "source '" + call->source + "' did not answer before the deadline",
                           "source"));

@@ -31,7 +31,8 @@ namespace gw::adapters {
 // The adapter: start() hands the context's executor and sink to the plug-in's host table
 // and calls the plug-in's start; the plug-in's ingest() calls are parsed (with `limits`)
 // into IngestBatches and submitted to the sink on the executor, and the sink's completion is
-// reported back to the plug-in. fetch() passes the request to the plug-in, enforces the
+// reported back to the plug-in; a batch refused for its content or size is handed to the
+// sink's record_failure (rejected) instead. fetch() passes the request to the plug-in, enforces the
 // deadline with a timer on the executor and completes exactly once on the executor; an
 // answer after the deadline is logged and dropped.
 [[nodiscard]] fhir::Result<std::unique_ptr<Adapter>> load_plugin(const SourceSystem& source,

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "adapters/plugin/gw_adapter_abi.h"
+#include "fhir/nhs_number.h"
 
 namespace gw::adapters {
 
@@ -44,6 +45,29 @@ Issue answer_error(const std::string& source, std::string_view why) {
 
 bool is_resource(const fhir::Json& v) { return v.is_object() && !v.string_at("resourceType").empty(); }
 
+// An NHS number identifier in `identifiers` (an array, or a single Identifier) other than
+// `nhs_number`.
+bool names_other_nhs_number(const fhir::Json* identifiers, std::string_view nhs_number) {
+  if (identifiers == nullptr) return false;
+  auto other = [nhs_number](const fhir::Json& id) {
+    return id.is_object() && id.string_at("system") == fhir::kNhsNumberSystem && id.string_at("value") != nhs_number;
+  };
+  if (!identifiers->is_array()) return other(*identifiers);
+  return std::any_of(identifiers->items().begin(), identifiers->items().end(), other);
+}
+
+// Whether a fetched resource is about another patient than the one asked for, as far as the
+// answer says: a Patient, or a resource whose subject is given by identifier, carrying
+// another NHS number. Merged into this patient's record, it would show a clinician someone
+// else's data.
+bool about_another_patient(const fhir::Json& resource, std::string_view nhs_number) {
+  if (nhs_number.empty()) return false;
+  if (resource.string_at("resourceType") == "Patient")
+    return names_other_nhs_number(resource.find("identifier"), nhs_number);
+  const fhir::Json* subject = resource.find("subject");
+  return subject != nullptr && subject->is_object() && names_other_nhs_number(subject->find("identifier"), nhs_number);
+}
+
 }  // namespace
 
 std::string printable_text(std::string_view text, std::size_t max_bytes) {
@@ -64,6 +88,7 @@ std::string plugin_config_json(const SourceSystem& source) {
   fhir::Json settings = fhir::Json::object();
   for (const auto& [key, value] : source.settings) settings.set(key, fhir::Json::string(value));
   o.set("settings", std::move(settings));
+  if (!source.credentials.empty()) o.set("credentials", fhir::Json::string(source.credentials));
   return fhir::to_json(o);
 }
 
@@ -93,8 +118,9 @@ fhir::Result<IngestBatch> parse_plugin_batch(std::string_view json, const std::s
                        "batch");
   auto parsed = fhir::parse_json(json, limits.json);
   if (!parsed) {
-    std::string why = "batch is not valid JSON: ";
-    why.append(parsed.issue().diagnostics);
+    // The parser speaks of an HTTP body ("Body is not valid JSON: ..."); here it is a batch.
+    std::string why = parsed.issue().diagnostics;
+    if (why.rfind("Body ", 0) == 0) why.replace(0, 4, "batch");
     return Issue::make(parsed.issue().code, std::move(why), "batch");
   }
   fhir::Json doc = std::move(parsed).value();
@@ -109,8 +135,9 @@ fhir::Result<IngestBatch> parse_plugin_batch(std::string_view json, const std::s
                          "batch.source");
   }
   fhir::Json* identity = doc.find("identity");
-  if (identity == nullptr || !identity->is_object() || identity->string_at("resourceType") != "Patient")
+  if (identity == nullptr)
     return Issue::make(ErrorCode::invalid_resource, "batch.identity must be a Patient resource", "batch.identity");
+  if (auto checked = check_batch_identity(*identity); !checked) return std::move(checked).issue();
   batch.identity = std::move(*identity);
 
   fhir::Json* resources = doc.find("resources");
@@ -167,8 +194,35 @@ fhir::Result<IngestBatch> parse_plugin_batch(std::string_view json, const std::s
   return batch;
 }
 
+IngestFailure plugin_batch_refusal(std::string_view json, const std::string& source, fhir::Issue issue,
+                                   const PluginLimits& limits) {
+  IngestFailure failure;
+  failure.source = source;
+  failure.rejected = true;
+  failure.issue = std::move(issue);
+  if (json.size() > limits.max_batch_bytes) return failure;
+  failure.raw = std::string(json);
+  auto parsed = fhir::parse_json(json, limits.json);
+  if (!parsed || !parsed->is_object()) return failure;
+  const fhir::Json& doc = *parsed;
+  if (const fhir::Json* raw = doc.find("raw"); raw != nullptr && raw->is_string()) failure.raw = raw->text();
+  if (const fhir::Json* kind = doc.find("kind"); kind != nullptr && kind->is_string()) failure.kind = kind->text();
+  if (const fhir::Json* key = doc.find("dedupe_key"); key != nullptr && key->is_string())
+    failure.dedupe_key = key->text();
+  const fhir::Json* identity = doc.find("identity");
+  const fhir::Json* ids = identity != nullptr && identity->is_object() ? identity->find("identifier") : nullptr;
+  if (ids != nullptr && ids->is_array())
+    for (const fhir::Json& id : ids->items())
+      if (id.is_object() && id.string_at("system") == fhir::kNhsNumberSystem &&
+          fhir::is_valid_nhs_number(id.string_at("value"))) {
+        failure.nhs_number = std::string(id.string_at("value"));
+        break;
+      }
+  return failure;
+}
+
 fhir::Result<FetchResult> parse_plugin_answer(int status, std::string_view json, const std::string& source,
-                                              const PluginLimits& limits) {
+                                              const PluginLimits& limits, std::string_view nhs_number) {
   if (json.size() > limits.max_response_bytes)
     return answer_error(source, "the answer of " + std::to_string(json.size()) + " bytes is over the limit of " +
                                     std::to_string(limits.max_response_bytes) + " bytes");
@@ -205,9 +259,18 @@ fhir::Result<FetchResult> parse_plugin_answer(int status, std::string_view json,
   if (!entries->is_array()) return answer_error(source, "Bundle.entry is not an array");
   result.resources.reserve(entries->items().size());
   for (std::size_t i = 0; i < entries->items().size(); ++i) {
+    const std::string where = "Bundle.entry[" + std::to_string(i) + "]";
     fhir::Json* resource = entries->items()[i].is_object() ? entries->items()[i].find("resource") : nullptr;
-    if (resource == nullptr || !is_resource(*resource))
-      return answer_error(source, "Bundle.entry[" + std::to_string(i) + "] holds no FHIR resource");
+    if (resource == nullptr || !is_resource(*resource)) return answer_error(source, where + " holds no FHIR resource");
+    // The checks a pushed resource gets (type, id), so that a fetched one can be merged,
+    // de-duplicated and linked like a stored one.
+    if (auto checked = check_resource(*resource, where + ".resource"); !checked)
+      return answer_error(source, checked.issue().diagnostics);
+    // The whole answer is refused: a source that mixes patients up cannot be trusted for
+    // the rest of it either. The numbers themselves stay out of the text (it is logged).
+    if (about_another_patient(*resource, nhs_number))
+      return answer_error(source, where + ".resource is about another patient (another NHS number) than the one "
+                                          "asked for");
     result.resources.push_back(std::move(*resource));
   }
   return result;

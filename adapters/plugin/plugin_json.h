@@ -21,7 +21,8 @@ struct PluginLimits {
   fhir::JsonLimits json;                   // depth and width of both
 };
 
-// The configuration create() receives: name, ods_code, endpoint, timeouts and settings.
+// The configuration create() receives: name, ods_code, endpoint, timeouts, settings and,
+// when the source has a credentials_file, "credentials" (its content; a secret).
 std::string plugin_config_json(const SourceSystem& source);
 
 // The fetch request: {"patient":{"id","nhs_number","identifiers":[...]},"scope":{...}}.
@@ -35,12 +36,24 @@ std::string plugin_fetch_request_json(const PatientKey& patient, const FetchScop
 [[nodiscard]] fhir::Result<IngestBatch> parse_plugin_batch(std::string_view json, const std::string& source,
                                                            const PluginLimits& limits = {});
 
+// What the gateway keeps of a batch parse_plugin_batch refused with `issue`, for the message
+// store and the audit trail (IngestSink::record_failure, rejected), as an MLLP listener keeps
+// a message it rejects: the batch's own "raw" (else the batch text itself; nothing when over
+// limits.max_batch_bytes), its kind and dedupe_key when they are strings, and the identity's
+// NHS number when it is a valid one, so that the audit record names the patient.
+IngestFailure plugin_batch_refusal(std::string_view json, const std::string& source, fhir::Issue issue,
+                                   const PluginLimits& limits = {});
+
 // A fetch answer from the plug-in of `source`: status 0 with a Bundle gives its entries'
 // resources; a non-zero status, an OperationOutcome or anything malformed gives a not_ready
 // Issue whose diagnostics name the source (and carry the outcome's first diagnostics).
+// Malformed includes an entry that fails check_resource (not an R4 type, no valid id) and,
+// when `nhs_number` (the patient asked for) is given, a Patient, or a resource whose subject
+// is given by identifier, with another NHS number.
 [[nodiscard]] fhir::Result<FetchResult> parse_plugin_answer(int status, std::string_view json,
                                                             const std::string& source,
-                                                            const PluginLimits& limits = {});
+                                                            const PluginLimits& limits = {},
+                                                            std::string_view nhs_number = {});
 
 // `text` from a plug-in made safe for logs and Issue diagnostics: bytes outside printable
 // ASCII become '?', and it is cut at `max_bytes`.

@@ -1,8 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/config/config.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <set>
 
@@ -12,6 +19,7 @@
 #include "adapters/hl7v2/hl7v2_adapter.h"
 #include "adapters/plugin/plugin_adapter.h"
 #include "fhir/nhs_number.h"
+#include "fhir/query_string.h"
 
 namespace gw::config {
 
@@ -38,6 +46,7 @@ adapters::SourceSystem adapter_source(const SourceSystemConfig& s) {
   src.connect_timeout = s.connect_timeout;
   src.fetch_timeout = s.fetch_timeout;
   src.settings = s.settings;
+  src.credentials = s.credentials;
   return src;
 }
 
@@ -152,6 +161,46 @@ std::string resolve(const std::filesystem::path& dir, const std::string& p) {
   if (p.empty()) return p;
   std::filesystem::path path(p);
   return path.is_absolute() ? p : (dir / path).lexically_normal().string();
+}
+
+// The content of a source's credentials_file. Like ssh with a private key, a file that its
+// group or others may use is refused: a secret shared that widely is no longer one. The
+// checks run on the opened file (fstat), so the file read is the file checked. Texts name
+// the file and never its content.
+std::string read_credentials(const Reader& r, const std::string& key, const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) r.fail(key, "cannot open " + path + ": " + std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) r.fail(key, "cannot read " + path + ": " + std::strerror(errno));
+  if (!S_ISREG(info.st_mode)) r.fail(key, path + " is not a regular file");
+  if ((info.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(info.st_mode & 07777));
+    r.fail(key, "permissions " + std::string(mode) + " for " + path +
+                    " are too open: a credentials file must not be accessible by group or others; "
+                    "chmod 600 it (owned by the gateway's user)");
+  }
+  if (static_cast<std::uint64_t>(info.st_size) > kMaxCredentialsBytes)
+    r.fail(key, path + " is larger than " + std::to_string(kMaxCredentialsBytes) + " bytes");
+  std::string content(static_cast<std::size_t>(info.st_size), '\0');
+  std::size_t got = 0;
+  while (got < content.size()) {
+    const ssize_t n = ::read(fd, content.data() + got, content.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) r.fail(key, "cannot read " + path + ": " + std::strerror(errno));
+    if (n == 0) break;  // shrank while read: take what is there
+    got += static_cast<std::size_t>(n);
+  }
+  content.resize(got);
+  if (content.empty()) r.fail(key, path + " is empty");
+  // It travels to the plug-in as a JSON string.
+  if (!fhir::is_valid_utf8(content) || content.find('\0') != std::string::npos)
+    r.fail(key, path + " is not UTF-8 text");
+  return content;
 }
 
 std::uint8_t parse_permissions(const Reader& r, const std::string& key, const std::string& text) {
@@ -471,7 +520,7 @@ Config load_config(const std::string& path) {
       const toml::table* t = (*arr)[i].as_table();
       if (!t) r.fail("source_systems", "must be an array of tables: [[source_systems]]");
       r.only_keys(*t, p, {"ods_code", "name", "adapter", "endpoint", "client_certificate_subject", "plugin",
-                          "connect_timeout_ms", "fetch_timeout_ms", "settings"});
+                          "credentials_file", "connect_timeout_ms", "fetch_timeout_ms", "settings"});
       SourceSystemConfig s;
       r.get(*t, p, "ods_code", s.ods_code);
       r.get(*t, p, "name", s.name);
@@ -479,6 +528,7 @@ Config load_config(const std::string& path) {
       r.get(*t, p, "endpoint", s.endpoint);
       r.get(*t, p, "client_certificate_subject", s.client_certificate_subject);
       r.get(*t, p, "plugin", s.plugin);
+      r.get(*t, p, "credentials_file", s.credentials_file);
       std::int64_t connect_ms = s.connect_timeout.count(), fetch_ms = s.fetch_timeout.count();
       r.get_int(*t, p, "connect_timeout_ms", connect_ms, 1, 600000);
       r.get_int(*t, p, "fetch_timeout_ms", fetch_ms, 1, 600000);
@@ -509,6 +559,18 @@ Config load_config(const std::string& path) {
   c.audit.forward.ca_file = resolve(dir, c.audit.forward.ca_file);
   c.audit.forward.client_certificate = resolve(dir, c.audit.forward.client_certificate);
   c.audit.forward.client_key = resolve(dir, c.audit.forward.client_key);
+  for (std::size_t i = 0; i < c.source_systems.size(); ++i) {
+    SourceSystemConfig& s = c.source_systems[i];
+    // A bare file name stays as written, so that the loader refuses it by name rather than
+    // letting it mean "beside the file" here and "the system library path" to dlopen.
+    if (s.plugin.find('/') != std::string::npos) s.plugin = resolve(dir, s.plugin);
+    if (s.credentials_file.empty()) continue;
+    const std::string key = "source_systems[" + std::to_string(i) + "].credentials_file";
+    // Only a plug-in is handed the content; any other adapter would silently ignore it.
+    if (s.adapter != "plugin") r.fail(key, "is read only by plug-in sources (adapter = \"plugin\")");
+    s.credentials_file = resolve(dir, s.credentials_file);
+    s.credentials = read_credentials(r, key, s.credentials_file);
+  }
   validate(c);
   return c;
 }

@@ -59,6 +59,8 @@ struct Limits {
   std::chrono::milliseconds shutdown_grace{10000}; // in-flight requests finish within this
 };
 
+inline constexpr std::size_t kMaxCredentialsBytes = 64 * 1024;
+
 // A source system the gateway knows (issue #3 "source systems"; adapters arrive with #4). A
 // client certificate whose subject equals `client_certificate_subject` authenticates as this
 // source (issue #5 item 7): a system principal acting for `ods_code`.
@@ -69,6 +71,11 @@ struct SourceSystemConfig {
   std::string endpoint;          // hl7v2: MLLP listen address "host:port"
   std::string client_certificate_subject;  // RFC 2253, as OpenSSL prints it, e.g. "CN=epr,O=Trust"
   std::string plugin;            // adapter = "plugin": path of the vendor's shared library
+  // adapter = "plugin": a file only the gateway's user may read (mode 0600 or 0400), at most
+  // kMaxCredentialsBytes of UTF-8, read by load_config into `credentials` and handed to the
+  // plug-in's create() as "credentials". The content is a secret: never logged or reported.
+  std::string credentials_file;
+  std::string credentials;
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds fetch_timeout{10000};
   // [source_systems.settings]: adapter-specific settings and credential file paths, as

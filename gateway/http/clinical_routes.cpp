@@ -5,6 +5,7 @@
 #include <chrono>
 #include <memory>
 
+#include "adapters/adapter.h"
 #include "fhir/bundle.h"
 #include "fhir/nhs_number.h"
 #include "gateway/http/locator_resources.h"
@@ -25,7 +26,6 @@ std::int64_t now_ms() {
 }
 
 constexpr const char* kSearchTypes[] = {"Encounter", "Observation", "DiagnosticReport"};
-constexpr const char* kReadTypes[] = {"Encounter", "Observation", "DiagnosticReport", "Location", "Practitioner"};
 
 Issue bad_param(const std::string& name, const std::string& why) {
   return Issue::make(ErrorCode::invalid_search_parameter, name + ": " + why, name);
@@ -206,8 +206,10 @@ void add_clinical_routes(Router& router, const fhir::SearchParamRegistry& regist
     router.add("GET", "/" + t, [api, t](Request& r) { return api->search(r, t); },
                opts(t, "search-type", auth::Interaction::search));
   }
-  for (const char* type : kReadTypes) {
-    const std::string t = type;
+  // Every type push sources may deliver (the adapter contract refuses the others), so that
+  // nothing stored is out of a clinician's reach.
+  for (std::string_view type : adapters::kStoredResourceTypes) {
+    const std::string t(type);
     router.add("GET", "/" + t + "/{id}", [api, t](Request& r) { return api->read(r, t); },
                opts(t, "read", auth::Interaction::read));
   }

@@ -267,6 +267,64 @@ TEST_CASE("Config: source systems are checked as start-up checks them, naming th
   CHECK_NOTHROW(load_config(write_config(tls_lines() + hl7 + "endpoint = \"127.0.0.1:2575\"\n")));
 }
 
+TEST_CASE("Config: a relative plug-in path is resolved against the file's folder, not the current one") {
+  // <tmp>/f/gateway.toml names ../plug/libvendor.so; the tests run from the build folder.
+  const auto root = gw::test::temp_dir("config-plugin-relative");
+  std::filesystem::create_directories(root / "f" / "certs");
+  std::filesystem::create_directories(root / "plug");
+  std::filesystem::copy_file(GW_EXAMPLE_PLUGIN, root / "plug" / "libvendor.so");
+  std::ofstream(root / "f" / "certs" / "jwks.json") << "{\"keys\":[]}";
+  std::ofstream(root / "f" / "certs" / "audit-key.pem") << "placeholder";
+  const auto path = root / "f" / "gateway.toml";
+  std::ofstream(path) << tls_lines()
+                      << "[[source_systems]]\nods_code = \"V1\"\nname = \"vendor\"\nadapter = \"plugin\"\n"
+                         "plugin = \"../plug/libvendor.so\"\n";
+  REQUIRE(std::filesystem::current_path() != root / "f");
+  const auto config = load_config(path.string());
+  REQUIRE(config.source_systems.size() == 1);
+  CHECK(config.source_systems[0].plugin == (root / "plug" / "libvendor.so").lexically_normal().string());
+}
+
+TEST_CASE("Config: a plug-in source's credentials_file is read when private, refused when group or others may read it") {
+  const auto dir = gw::test::temp_dir("config-credentials");
+  const auto secret = dir / "vendor.secret";
+  const std::string content = "client_secret=s3cr3t-VALUE\n";
+  std::ofstream(secret) << content;
+  const std::string plugin = "[[source_systems]]\nods_code = \"V1\"\nname = \"vendor\"\nadapter = \"plugin\"\nplugin = \"" +
+                             std::string(GW_EXAMPLE_PLUGIN) + "\"\n";
+  const auto with_file = [&](const std::string& file) {
+    return tls_lines() + plugin + "credentials_file = \"" + file + "\"\n";
+  };
+  const auto error_for = [&](const std::string& body) {
+    ConfigError e = expect_error(body);
+    CHECK(e.key() == "source_systems[0].credentials_file");
+    CHECK(e.reason().find("s3cr3t") == std::string::npos);  // the secret is never quoted
+    return e.reason();
+  };
+
+  std::filesystem::permissions(secret, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  auto config = load_config(write_config(with_file(secret.string())));
+  REQUIRE(config.source_systems.size() == 1);
+  CHECK(config.source_systems[0].credentials == content);
+  CHECK(gw::config::adapter_source(config.source_systems[0]).credentials == content);
+
+  // Readable by the group, or by others: refused like ssh refuses such a key.
+  for (auto extra : {std::filesystem::perms::group_read, std::filesystem::perms::others_read}) {
+    std::filesystem::permissions(secret, extra, std::filesystem::perm_options::add);
+    CHECK(error_for(with_file(secret.string())).find("too open") != std::string::npos);
+    std::filesystem::permissions(secret, extra, std::filesystem::perm_options::remove);
+  }
+  CHECK(error_for(with_file((dir / "missing.secret").string())).find("cannot open") != std::string::npos);
+  const auto big = dir / "big.secret";
+  std::ofstream(big) << std::string(gw::config::kMaxCredentialsBytes + 1, 'x');
+  std::filesystem::permissions(big, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  CHECK(error_for(with_file(big.string())).find("larger than") != std::string::npos);
+  // Only a plug-in is handed credentials.
+  CHECK(error_for(tls_lines() + "[[source_systems]]\nods_code = \"RX1\"\nname = \"epr\"\ncredentials_file = \"" +
+                  secret.string() + "\"\n")
+            .find("plug-in sources") != std::string::npos);
+}
+
 TEST_CASE("Config: adapter sources (hl7v2 listeners, plug-ins, settings) and [store]") {
   auto c = load_config(write_config(tls_lines() + R"(
 [store]

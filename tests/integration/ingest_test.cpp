@@ -120,6 +120,8 @@ TEST_CASE("Ingest: malformed resources are refused naming the resource, before a
   const std::vector<Case> cases = {
       {"unknown type", R"({"resourceType":"Banana","id":"b1"})", "batch.resources[1].resourceType"},
       {"a Patient", R"({"resourceType":"Patient","id":"p1"})", "batch.resources[1]"},
+      // An R4 type the gateway does not serve: stored, it would be acknowledged but never read.
+      {"a type not served", R"({"resourceType":"Condition","id":"c1"})", "batch.resources[1].resourceType"},
       {"no id", R"({"resourceType":"Observation","status":"final","code":{"text":"x"}})", "batch.resources[1].id"},
       {"invalid id", R"({"resourceType":"Observation","id":"../x y","status":"final","code":{"text":"x"}})",
        "batch.resources[1].id"},

@@ -78,12 +78,12 @@ class FakeSink : public IngestSink {
     pending.push_back(std::move(done));
   }
   void record_failure(IngestFailure failure, std::function<void(fhir::Status)> done) override {
-    ++failures;
+    failures.push_back(std::move(failure));
     done(fhir::Ok{});
   }
   std::vector<IngestBatch> batches;
   std::vector<std::function<void(fhir::Result<IngestReceipt>)>> pending;
-  int failures = 0;
+  std::vector<IngestFailure> failures;
 };
 
 struct Loop {
@@ -167,6 +167,17 @@ TEST_CASE("PluginAdapter: the example plug-in answers a fetch with a Bundle of r
   CHECK(subject->find("identifier")->string_at("value") == kNhsNumber);
   CHECK(log.contains("plugin|example-source|example: created"));
   adapter->stop();
+}
+
+TEST_CASE("load_plugin: the source's credentials reach the plug-in's create() and no log line") {
+  LogCapture log;
+  SourceSystem source = example_source();
+  source.credentials = "api_key=k-0123456789\n";
+  auto adapter = load(source);
+  CHECK(log.contains("plugin|example-source|example: created (delay 0 ms, credentials given)"));
+  CHECK_FALSE(log.contains("k-0123456789"));
+  auto without = load(example_source());
+  CHECK(log.contains("example: created (delay 0 ms, no credentials)"));
 }
 
 TEST_CASE("PluginAdapter: one library serves two sources with separate instances") {
@@ -290,6 +301,39 @@ TEST_CASE("PluginAdapter: the deadline wins over a slow plug-in and its late ans
   CHECK(out.result->issue().code == ErrorCode::timeout);
 }
 
+TEST_CASE("PluginAdapter: a timed-out fetch no longer counts toward the in-flight limit") {
+  LogCapture log;
+  Loop loop;
+  PluginLimits limits;
+  limits.max_pending_fetches = 2;
+  auto loaded = load_plugin(example_source({{"delay_ms", "600000"}}), limits);  // never answers in time
+  REQUIRE(loaded.ok());
+  auto adapter = std::move(loaded).value();
+  AdapterContext context = make_context(loop, nullptr);
+  REQUIRE(adapter->start(context).ok());
+
+  // Two rounds of two fetches each: every one must reach the plug-in and time out, none be
+  // refused for "too many fetches in flight".
+  std::vector<FetchOutcome> rounds(4);
+  for (std::size_t round = 0; round < 2; ++round) {
+    for (std::size_t i = 0; i < 2; ++i) start_fetch(*adapter, patient(kNhsNumber), 50ms, rounds[round * 2 + i]);
+    REQUIRE(loop.run_until([&] { return rounds[round * 2].calls > 0 && rounds[round * 2 + 1].calls > 0; }));
+  }
+  for (const FetchOutcome& out : rounds) {
+    CHECK(out.calls == 1);
+    REQUIRE_FALSE(out.result->ok());
+    CHECK(out.result->issue().code == ErrorCode::timeout);
+  }
+
+  // The plug-in answers all four from destroy(), after their deadlines: each late answer is
+  // logged under its source and dropped, and no handler runs twice.
+  adapter.reset();
+  loop.io.run_for(50ms);
+  CHECK(log.contains("host|example-source|an answer that arrived after the fetch deadline"));
+  CHECK_FALSE(log.contains("unknown or already answered"));
+  for (const FetchOutcome& out : rounds) CHECK(out.calls == 1);
+}
+
 TEST_CASE("PluginAdapter: fetch outside start..stop and past the deadline fails at once") {
   LogCapture log;
   Loop loop;
@@ -403,10 +447,37 @@ TEST_CASE("PluginAdapter: a malformed batch is refused at once and nothing is su
   AdapterContext context = make_context(loop, &sink);
   REQUIRE(adapter->start(context).ok());
   REQUIRE(loop.run_until([&] { return log.contains("example: batch refused at once (status 1)"); }));
-  CHECK(log.contains("host|example-source|batch refused: batch is not valid JSON"));
-  loop.io.run_for(20ms);
+  CHECK(log.contains("host|example-source|batch refused: batch is not valid JSON: "));
+  CHECK_FALSE(log.contains("Body is not valid JSON"));
+  // Nothing submitted, but the refusal is recorded (stored as rejected, counted, audited),
+  // as an MLLP listener records a message it rejects.
+  REQUIRE(loop.run_until([&] { return !sink.failures.empty(); }));
   CHECK(sink.batches.empty());
-  CHECK(sink.failures == 0);
+  REQUIRE(sink.failures.size() == 1);
+  const IngestFailure& f = sink.failures[0];
+  CHECK(f.rejected);
+  CHECK(f.source == kSourceName);
+  CHECK(f.issue.code == ErrorCode::invalid_json);
+  CHECK(f.raw == R"({"identity":{"resourceType":"Patient"},"resources":[)");  // the text as received
+  CHECK(f.nhs_number.empty());
+}
+
+TEST_CASE("PluginAdapter: a batch refused for its content is recorded with its raw, kind and patient") {
+  LogCapture log;
+  Loop loop;
+  FakeSink sink;
+  auto adapter = load(example_source({{"ingest_on_start", "unserved"}}));
+  AdapterContext context = make_context(loop, &sink);
+  REQUIRE(adapter->start(context).ok());
+  REQUIRE(loop.run_until([&] { return !sink.failures.empty(); }));
+  CHECK(log.contains("example: batch refused at once (status 1)"));
+  CHECK(sink.batches.empty());
+  const IngestFailure& f = sink.failures[0];
+  CHECK(f.rejected);
+  CHECK(f.issue.diagnostics.find("is a Condition, which this gateway does not store") != std::string::npos);
+  CHECK(f.raw == "EXAMPLE|2|9000000009|condition");
+  CHECK(f.kind == "EXAMPLE^CONDITION");
+  CHECK(f.nhs_number == "9000000009");  // the audit record of the refusal names the patient
 }
 
 TEST_CASE("PluginAdapter: a batch for a source without a sink is refused as unsupported") {
@@ -465,6 +536,11 @@ TEST_CASE("plugin JSON: the configuration and fetch request carry what the ABI d
   CHECK(config->string_at("endpoint") == "example://nowhere");
   CHECK(config->find("fetch_timeout_ms")->as_int64() == 10000);
   CHECK(config->find("settings")->string_at("delay_ms") == "25");
+  CHECK(config->find("credentials") == nullptr);  // none configured
+  source.credentials = "token=\"abc\"\n";
+  auto with_credentials = fhir::parse_json(plugin_config_json(source));
+  REQUIRE(with_credentials.ok());
+  CHECK(with_credentials->string_at("credentials") == "token=\"abc\"\n");
 
   auto request = fhir::parse_json(plugin_fetch_request_json(patient(kNhsNumber), FetchScope{{"Observation"}}));
   REQUIRE(request.ok());
@@ -484,7 +560,7 @@ TEST_CASE("plugin JSON: the configuration and fetch request carry what the ABI d
 
 TEST_CASE("parse_plugin_batch: shapes that are refused") {
   const std::string source = kSourceName;
-  auto ok = parse_plugin_batch(R"({"identity":{"resourceType":"Patient"},"resources":[]})", source);
+  auto ok = parse_plugin_batch(R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[]})", source);
   REQUIRE(ok.ok());
   CHECK(ok->source == source);
   CHECK(ok->resources.empty());
@@ -500,29 +576,41 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
       {R"({"resources":[]})", ErrorCode::invalid_resource, "identity must be a Patient"},
       {R"({"identity":{"resourceType":"Practitioner"},"resources":[]})", ErrorCode::invalid_resource,
        "identity must be a Patient"},
-      {R"({"identity":{"resourceType":"Patient"}})", ErrorCode::invalid_resource, "resources must be an array"},
-      {R"({"identity":{"resourceType":"Patient"},"resources":[{"id":"x"}]})", ErrorCode::invalid_resource,
+      // Nothing the record locator could match the patient on: refused now, not after queueing.
+      {R"({"identity":{"resourceType":"Patient","name":[{"family":"X"}]},"resources":[]})", ErrorCode::missing_value,
+       "batch.identity has no identifier the gateway can match the patient on"},
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number"}]},"resources":[]})",
+       ErrorCode::missing_value, "batch.identity has no identifier"},
+      {R"({"identity":{"resourceType":"Patient","identifier":{"value":"x"}},"resources":[]})",
+       ErrorCode::invalid_resource, "identity.identifier must be an array"},
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]}})", ErrorCode::invalid_resource, "resources must be an array"},
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"id":"x"}]})", ErrorCode::invalid_resource,
        "resources[0] is not a FHIR resource"},
-      {R"({"source":"someone-else","identity":{"resourceType":"Patient"},"resources":[]})",
+      {R"({"source":"someone-else","identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[]})",
        ErrorCode::invalid_value, "names another source"},
-      {R"({"identity":{"resourceType":"Patient"},"resources":[],"raw":7})", ErrorCode::invalid_value,
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[],"raw":7})", ErrorCode::invalid_value,
        "raw must be a string"},
-      {R"({"identity":{"resourceType":"Patient"},"resources":[],"kind":["A01"]})", ErrorCode::invalid_value,
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[],"kind":["A01"]})", ErrorCode::invalid_value,
        "kind must be a string"},
-      {R"({"identity":{"resourceType":"Patient"},"resources":[],"retired_identifiers":[{"system":"s"}]})",
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[],"retired_identifiers":[{"system":"s"}]})",
        ErrorCode::invalid_value, "without system and value"},
-      {R"({"identity":{"resourceType":"Patient"},"resources":[],"encounters":[{"date":"2024"}]})",
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[],"encounters":[{"date":"2024"}]})",
        ErrorCode::invalid_value, "without organisation and date"},
-      {R"({"identity":{"resourceType":"Patient"},"identity":{"resourceType":"Patient"},"resources":[]})",
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[]})",
        ErrorCode::invalid_json, "not valid JSON"},
       // The adapter contract's resource checks (check_batch_resources), refused at once.
-      {R"({"identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Banana","id":"b"}]})",
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Banana","id":"b"}]})",
        ErrorCode::invalid_resource, "'Banana' is not a FHIR R4 resource type"},
-      {R"({"identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Patient","id":"p"}]})",
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Patient","id":"p"}]})",
        ErrorCode::invalid_resource, "the patient goes in the batch's identity"},
-      {R"({"identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Observation"}]})",
+      // An R4 type the gateway neither stores nor serves: refused naming it and the types it takes.
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Condition","id":"c1"}]})",
+       ErrorCode::invalid_resource,
+       "resources[0] is a Condition, which this gateway does not store or serve; a batch may carry DiagnosticReport, "
+       "Encounter, Location, Observation, Practitioner"},
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Observation"}]})",
        ErrorCode::missing_value, "resources[0] (Observation) has no id"},
-      {R"({"identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Observation","id":"../x y"}]})",
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Observation","id":"../x y"}]})",
        ErrorCode::invalid_value, "resources[0].id is not a FHIR id"},
   };
   for (const Case& c : cases) {
@@ -534,7 +622,7 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
   }
 
   auto full = parse_plugin_batch(
-      R"({"source":"example-source","identity":{"resourceType":"Patient"},"resources":[{"resourceType":"Encounter","id":"e1"}],)"
+      R"({"source":"example-source","identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Encounter","id":"e1"}],)"
       R"("raw":"R","kind":"ADT^A40","dedupe_key":"PAS|RXX01|1","retired_identifiers":[{"system":"s","value":"v"}],)"
       R"("encounters":[{"organisation":"RXX01","date":"2024-01-15"}],"future_member":true})",
       source);
@@ -549,7 +637,7 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
 
   PluginLimits small;
   small.max_batch_bytes = 16;
-  auto big = parse_plugin_batch(R"({"identity":{"resourceType":"Patient"},"resources":[]})", source, small);
+  auto big = parse_plugin_batch(R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[]})", source, small);
   REQUIRE_FALSE(big.ok());
   CHECK(big.issue().code == ErrorCode::payload_too_large);
 }
@@ -576,6 +664,45 @@ TEST_CASE("parse_plugin_answer: malformed answers name the source") {
     CHECK(r.issue().code == ErrorCode::not_ready);
     CHECK(r.issue().diagnostics.find("source 'example-source'") != std::string::npos);
   }
+
+  // The checks a pushed resource gets: an R4 type and a valid id.
+  const char* unchecked[][2] = {
+      {R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Foo","id":"x"}}]})",
+       "Bundle.entry[0].resource.resourceType 'Foo' is not a FHIR R4 resource type"},
+      {R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","id":"x y"}}]})",
+       "Bundle.entry[0].resource.id is not a FHIR id"},
+      {R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation"}}]})",
+       "Bundle.entry[0].resource (Observation) has no id"},
+  };
+  for (const auto& [json, text] : unchecked) {
+    CAPTURE(json);
+    auto r = parse_plugin_answer(0, json, source);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.issue().code == ErrorCode::not_ready);
+    CHECK(r.issue().diagnostics.find(text) != std::string::npos);
+  }
+
+  // Another patient than the one asked for (kNhsNumber): the whole answer is refused, and the
+  // diagnostics (which are logged) name no NHS number.
+  const std::string other_patient =
+      R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","id":"o1"}},)"
+      R"({"resource":{"resourceType":"Patient","id":"p9","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9000000009"}]}}]})";
+  auto mixed = parse_plugin_answer(0, other_patient, source, {}, kNhsNumber);
+  REQUIRE_FALSE(mixed.ok());
+  CHECK(mixed.issue().diagnostics.find("Bundle.entry[1].resource is about another patient") != std::string::npos);
+  CHECK(mixed.issue().diagnostics.find("9000000009") == std::string::npos);
+  const std::string other_subject =
+      R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","id":"o1",)"
+      R"("subject":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9000000009"}}}}]})";
+  CHECK_FALSE(parse_plugin_answer(0, other_subject, source, {}, kNhsNumber).ok());
+  // The same patient, or a fetch that did not know the NHS number, passes.
+  const std::string same_patient =
+      R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","id":"p1",)"
+      R"("identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]}}]})";
+  auto same = parse_plugin_answer(0, same_patient, source, {}, kNhsNumber);
+  REQUIRE(same.ok());
+  CHECK(same->resources.size() == 1);
+  CHECK(parse_plugin_answer(0, other_patient, source).ok());
 
   auto silent_failure = parse_plugin_answer(6, "", source);
   REQUIRE_FALSE(silent_failure.ok());
