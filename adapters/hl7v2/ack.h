@@ -26,6 +26,9 @@ struct MshSummary {
   // The trigger event the gateway read the message as (unescaped), set by read_msh(const
   // Message&): MSH-9.2, else EVN-1 for an ADT, R01 for an ORU. Empty: MSH-9.2 as sent.
   std::string trigger;
+  // The message is ISO 8859-1 (read_as_latin1: MSH-18 says so, or undeclared bytes that are
+  // not UTF-8): its acknowledgements are written in that set, texts included.
+  bool latin1 = false;
   std::string field(std::size_t n) const { return n < fields.size() ? fields[n] : std::string(); }
   // Component `c` (1-based) of field `n`.
   std::string component(std::size_t n, std::size_t c) const;
@@ -33,9 +36,11 @@ struct MshSummary {
 
 // Reads the first segment of `raw` (after an optional UTF-8 BOM, up to CR or LF).
 MshSummary read_msh(std::string_view raw);
-// The MSH of a parsed message, with the trigger it was read as (Message::message_type()), so
-// that its acknowledgements name the event even when MSH-9.2 was empty.
-MshSummary read_msh(const Message& message);
+// The MSH of `raw` as received (its bytes, not Message::text(), which is converted to UTF-8:
+// an acknowledgement echoes the sender's bytes), with the trigger `parsed` (parsed from `raw`)
+// was read as (Message::message_type()), so that its acknowledgements name the event even when
+// MSH-9.2 was empty.
+MshSummary read_msh(std::string_view raw, const Message& parsed);
 
 enum class AckCode { AA, AE, AR, CA, CE, CR };
 std::string_view ack_code_name(AckCode c);
@@ -84,8 +89,10 @@ inline constexpr std::size_t kMaxAckTextBytes = 500;
 // One acknowledgement message (segments ending in CR), written with the inbound message's
 // delimiters when they are usable (else |^~\&). MSH-3..6 are the inbound MSH-5, 6, 3, 4;
 // MSH-9 is "ACK^<trigger>^ACK" from v2.4 ("ACK^<trigger>" before; "ACK" when no trigger is
-// known), the trigger being `inbound.trigger` or else MSH-9.2; MSH-11 and MSH-12 are
-// echoed; MSA-2 echoes MSH-10 byte for byte (escapes included). `error` adds an ERR segment
+// known), the trigger being `inbound.trigger` or else MSH-9.2; MSH-11, MSH-12 and MSH-18
+// (when sent) are echoed; MSA-2 echoes MSH-10 byte for byte (escapes included). For an
+// ISO 8859-1 message (`inbound.latin1`) the ACK's own texts (MSA-3, ERR) are written in
+// ISO 8859-1, a character it cannot hold as '?'. `error` adds an ERR segment
 // (v2.5+: ERR-2 location, ERR-3 code, ERR-4 severity, ERR-8 message; earlier versions: ERR-1
 // as ELD, followed by the v2.5 fields when MSH-2 has no sub-component separator to carry the
 // text in ELD-4); its texts are escaped, so delimiters they name read back as themselves.

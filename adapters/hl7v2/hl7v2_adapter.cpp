@@ -168,7 +168,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       f.kind = msh.component(9, 1);
       if (const std::string trigger = msh.component(9, 2); !trigger.empty()) f.kind.append("^").append(trigger);
     }
-    f.dedupe_key = msh.found ? dedupe_key(msh) : std::string();
+    f.dedupe_key = parsed ? dedupe_key(read_msh(parsed->text())) : msh.found ? dedupe_key(msh) : std::string();
     f.rejected = rejected_kind;
     f.issue = issue;
     fhir::Status stored = co_await record_async(*sink, f);
@@ -234,7 +234,9 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       co_return co_await refuse(frame, raw_msh, std::move(parsed).issue(), true, peer);
     }
     const Message& message = *parsed;
-    const MshSummary msh = read_msh(message);
+    // The ACK is built from the MSH as received, so it echoes the sender's bytes in the
+    // sender's character set; the key resends are matched by stays the UTF-8 text, as stored.
+    const MshSummary msh = read_msh(frame, message);
     const std::string version = message.version();
     if (!version_accepted(version))
       co_return co_await refuse(frame, msh,
@@ -269,7 +271,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     batch.resources = std::move(mapped->resources);
     batch.raw = frame;
     batch.kind = mapped->message_type;
-    batch.dedupe_key = dedupe_key(msh);
+    batch.dedupe_key = dedupe_key(read_msh(message.text()));
     batch.identity_location = "PID-3";
     batch.merge_location = "MRG-1";
     batch.peer = peer;

@@ -66,6 +66,20 @@ std::string oru(const std::string& control, const std::string& nhs, const std::s
 
 std::string ack_code(const std::string& ack) { return test::hl7_field(ack, "MSA", 1); }
 
+// `ack` with its own MSH-7 (time) and MSH-10 (control id) emptied, so the rest can be
+// compared byte for byte.
+std::string without_time_and_id(const std::string& ack) {
+  std::string out;
+  std::size_t field = 0;
+  const std::size_t eol = ack.find('\r');
+  for (std::size_t i = 0; i < ack.size(); ++i) {
+    if (i < eol && ack[i] == '|') ++field;
+    else if (i < eol && (field == 6 || field == 9)) continue;
+    out += ack[i];
+  }
+  return out;
+}
+
 test::TokenClaims trust_clinician() {
   test::TokenClaims c;
   c.sub = "dr-a";
@@ -730,4 +744,26 @@ TEST_CASE("MLLP: ingest audit records say where a message came from, and a refus
   REQUIRE(refused_records.size() == 1);
   CHECK(refused_records[0].action == "ingest-rejected");
   CHECK(refused_records[0].address.rfind("127.0.0.1:", 0) == 0);
+}
+
+TEST_CASE("MLLP: an ISO 8859-1 message is answered in ISO 8859-1 (MSH-3..6, MSA-2 byte for byte), its resend too") {
+  auto s = mllp_server();
+  const std::uint16_t port = listener(*s).port();
+  // MSH-4 "HôPITAL", MSH-10 "CTLé1" and the names as Latin-1 bytes, declared by MSH-18.
+  const std::string message =
+      "MSH|^~\\&|PAS|H\xF4PITAL|GW|GW|20261123101500||ADT^A01^ADT_A01|CTL\xE9" "1|P|2.4||||||8859/1\r"
+      "EVN|A01|20261123101500\r"
+      "PID|1||9990000018^^^NHS^NH~MRN-L^^^RGT01^MR||M\xDCLLER^J\xC9R\xD4ME||19700101|M\r"
+      "PV1|1|I|WARD1^BED2^^RGT01||||||||||||||||V1\r";
+  const std::string expected =
+      "MSH|^~\\&|GW|GW|PAS|H\xF4PITAL|||ACK^A01^ACK||P|2.4||||||8859/1\rMSA|AA|CTL\xE9" "1\r";
+  const auto first = test::mllp_round_trip(port, message);
+  REQUIRE(first.size() == 1);
+  CHECK(without_time_and_id(first[0]) == expected);
+  // A resend is answered with the ACK stored at the first commit: the same bytes.
+  const auto resend = test::mllp_round_trip(port, message);
+  REQUIRE(resend.size() == 1);
+  CHECK(resend[0] == first[0]);
+  CHECK(listener(*s).stats().duplicates == 1);
+  CHECK(stored(*s, store::MessageStatus::applied) == 1);
 }
