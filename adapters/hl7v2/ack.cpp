@@ -166,10 +166,11 @@ bool names_segment(std::string_view location) {
   });
 }
 
-bool condition_holds(const std::string& condition, Outcome outcome) {
+// HL7 table 0155: whether an acknowledgement is sent, given whether what it reports succeeded.
+bool condition_holds(const std::string& condition, bool success) {
   if (condition == "NE" || condition.empty()) return false;
-  if (condition == "ER") return outcome != Outcome::applied;
-  if (condition == "SU") return outcome == Outcome::applied;
+  if (condition == "ER") return !success;
+  if (condition == "SU") return success;
   return true;  // AL, and values outside table 0155
 }
 
@@ -485,16 +486,21 @@ std::vector<std::string> acknowledgements(const MshSummary& inbound, Outcome out
     out.push_back(build_ack(inbound, app, err, next_ack_clock()));
     return out;
   }
-  if (condition_holds(mode.accept, outcome)) {
-    // The message is committed (or refused) before this is sent, so the commit
-    // acknowledgement already reflects the outcome: CE for content the gateway cannot apply,
-    // CR for a message it cannot read or does not take.
-    const AckCode accept = outcome == Outcome::applied ? AckCode::CA
-                           : outcome == Outcome::error ? AckCode::CE
-                                                       : AckCode::CR;
-    out.push_back(build_ack(inbound, accept, err, next_ack_clock()));
-  }
-  if (condition_holds(mode.application, outcome)) out.push_back(build_ack(inbound, app, err, next_ack_clock()));
+  // HL7 v2.5 ch. 2.9.3 and table 0008. The accept acknowledgement says whether the gateway
+  // took responsibility for the message, not whether it could apply it: a message stored
+  // with status error is committed to safe storage (replayable), so CA, and its AE follows
+  // as the application acknowledgement. CR is for what table 0008 names (message type,
+  // event, processing id, version not supported); CE for a message not accepted for any
+  // other reason (unreadable, or the gateway unable to commit it: the sender may resend).
+  AckCode accept = AckCode::CA;
+  if (outcome == Outcome::rejected)
+    accept = error && error->code >= 200 && error->code <= 203 ? AckCode::CR : AckCode::CE;
+  else if (outcome == Outcome::not_committed)
+    accept = AckCode::CE;
+  if (condition_holds(mode.accept, accept == AckCode::CA))
+    out.push_back(build_ack(inbound, accept, accept == AckCode::CA ? std::nullopt : err, next_ack_clock()));
+  if (condition_holds(mode.application, outcome == Outcome::applied))
+    out.push_back(build_ack(inbound, app, err, next_ack_clock()));
   return out;
 }
 

@@ -45,7 +45,10 @@ MshSummary read_msh(std::string_view raw, const Message& parsed);
 enum class AckCode { AA, AE, AR, CA, CE, CR };
 std::string_view ack_code_name(AckCode c);
 
-enum class Outcome { applied, error, rejected };
+// What became of a message. applied: committed and applied; error: committed (stored, status
+// error, replayable) but its content could not be applied; rejected: refused and stored as
+// rejected; not_committed: the gateway could not commit it (storage or queue unavailable).
+enum class Outcome { applied, error, rejected, not_committed };
 
 // Why a message was not applied, for the ERR segment.
 struct AckError {
@@ -114,9 +117,14 @@ inline constexpr std::size_t kMaxAckWarnings = 20;
 std::string with_warnings(const MshSummary& inbound, std::string ack, const std::vector<std::string>& warnings);
 
 // The acknowledgements to send for `outcome`, in order, under the inbound message's mode:
-// original mode: one AA/AE/AR; enhanced mode: the accept acknowledgement (CA/CE/CR) when
-// MSH-15 asks for it, then the application acknowledgement (AA/AE/AR) when MSH-16 asks for
-// it. Empty when the sender asked for none (both NE, or the condition does not hold).
+// original mode: one AA/AE/AR (AR for rejected and not_committed); enhanced mode: the accept
+// acknowledgement when MSH-15 asks for it, then the application acknowledgement (AA/AE/AR)
+// when MSH-16 asks for it. The accept acknowledgement follows HL7 table 0008: CA when the
+// message is committed to safe storage (applied, and error: its AE comes as the application
+// acknowledgement), CR for a rejected message whose `error` is an unsupported message type,
+// event, processing id or version (table 0357 codes 200-203), CE for any other rejection and
+// for not_committed. MSH-15 ER/SU are judged by the accept code (ER: CE/CR only; SU: CA
+// only), MSH-16 by the outcome. Empty when the sender asked for none.
 std::vector<std::string> acknowledgements(const MshSummary& inbound, Outcome outcome,
                                           const std::optional<AckError>& error);
 

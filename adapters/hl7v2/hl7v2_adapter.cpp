@@ -175,7 +175,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     if (!stored) {
       // Not even the failure could be stored: ask the sender to resend later.
       ++retry_later;
-      co_return acknowledgements(msh, Outcome::rejected, ack_error_for(stored.issue()));
+      co_return acknowledgements(msh, Outcome::not_committed, ack_error_for(stored.issue()));
     }
     if (rejected_kind) ++rejected;
     else ++errors;
@@ -299,7 +299,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       ++retry_later;
       say(LogLevel::warn, "message not applied: gateway unavailable, sender asked to resend",
           {{"kind", batch.kind}, {"reason", issue.diagnostics}});
-      co_return acknowledgements(msh, Outcome::rejected, ack_error_for(issue));
+      co_return acknowledgements(msh, Outcome::not_committed, ack_error_for(issue));
     }
     ++errors;  // stored with status error by the sink
     co_return acknowledgements(msh, Outcome::error, ack_error_for(issue));

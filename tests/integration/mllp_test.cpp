@@ -337,6 +337,24 @@ TEST_CASE("MLLP: A40 merges; an A40 for an unknown patient is AE with an ERR seg
   CHECK(test::hl7_field(ae[0], "MSA", 2) == "M4");
   CHECK(ae[0].find("\rERR|") != std::string::npos);
   CHECK(stored(*s, store::MessageStatus::error) == 1);
+
+  // Enhanced mode: the message is committed (stored as an error, replayable), so the accept
+  // ACK is CA (HL7 table 0008); the AE is the application ACK, sent when MSH-16 asks for it.
+  const std::string unknown_enhanced = msh("ADT^A40^ADT_A39", "M5", "|||AL|NE") + "EVN|A40|20261123120000\r" +
+                                       "PID|1||9990000042^^^NHS^NH||SMITH^JOHN||19700101|M\r" + "MRG|NOBODY-8^^^RGT01^MR\r";
+  auto acks = test::mllp_round_trip(port, unknown_enhanced, 2, 1500ms);
+  REQUIRE(acks.size() == 1);
+  CHECK(ack_code(acks[0]) == "CA");
+  CHECK(acks[0].find("\rERR|") == std::string::npos);
+  std::string both = unknown_enhanced;
+  both.replace(both.find("|M5|"), 4, "|M6|").replace(both.find("|AL|NE"), 6, "|AL|AL");
+  acks = test::mllp_round_trip(port, both, 2);
+  REQUIRE(acks.size() == 2);
+  CHECK(ack_code(acks[0]) == "CA");
+  CHECK(ack_code(acks[1]) == "AE");
+  CHECK(test::hl7_field(acks[1], "MSA", 2) == "M6");
+  CHECK(acks[1].find("^204&") != std::string::npos);  // ERR-1 (v2.4 ELD): unknown key identifier
+  CHECK(stored(*s, store::MessageStatus::error) == 3);
 }
 
 TEST_CASE("MLLP: unreadable, unsupported and wrongly encoded messages are AR, stored as rejected") {
@@ -611,6 +629,12 @@ TEST_CASE("MLLP: when the store cannot commit, the sender is told to resend (AR)
   REQUIRE(acks.size() == 1);
   CHECK(ack_code(acks[0]) == "AR");
   CHECK(acks[0].find("^207&") != std::string::npos);  // ERR-1 (v2.4 ELD): application internal error
+  // Enhanced mode: not accepted, CE (HL7 table 0008; CR is for an unsupported type, version
+  // or processing id), then the AR when MSH-16 asks for it.
+  const auto enhanced = test::mllp_round_trip(port, a01("F2", "9990000026", "MRN-F", "V1", "|||AL|AL"), 2);
+  REQUIRE(enhanced.size() == 2);
+  CHECK(ack_code(enhanced[0]) == "CE");
+  CHECK(ack_code(enhanced[1]) == "AR");
   s->app().store().inject_commit_failure(false);
   CHECK(stored(*s, store::MessageStatus::applied) == 0);
   // The resend after recovery is applied.

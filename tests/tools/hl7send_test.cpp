@@ -468,6 +468,20 @@ TEST_CASE("hl7send: enhanced mode reads the accept and the application ACK; NE/N
   CHECK(codes(j[3]) == "AA");
   CHECK(j[3].string_at("control_id") == "E-4");
   CHECK(stored(*s, store::MessageStatus::applied).size() == 4);
+
+  // A message committed but not applicable gets CA (HL7 table 0008), and with MSH-16 ER its AE
+  // follows: read as the application ACK, not left to be mistaken for the next message's.
+  std::string er = a40_unknown("E-5", nhs(405));
+  er.insert(er.find('\r'), "|||AL|ER");
+  write(dir / "er.hl7", er + a01("E-6", nhs(406), "MRN-E6"));
+  r = run_hl7send("--json --port " + std::to_string(port) + " " + (dir / "er.hl7").string());
+  CHECK_MESSAGE(r.status == 1, (r.out + r.err));
+  const std::vector<fhir::Json> j2 = json_lines(r.out);
+  REQUIRE(j2.size() == 2);
+  CHECK(codes(j2[0]) == "CA,AE");
+  CHECK(j2[0].string_at("ack_code") == "AE");
+  CHECK(codes(j2[1]) == "AA");
+  CHECK(j2[1].string_at("status") == "acknowledged");
 }
 
 TEST_CASE("hl7send: an ACK echoing another control id is a mismatch, and the next message uses a new connection") {

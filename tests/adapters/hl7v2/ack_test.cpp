@@ -382,3 +382,34 @@ TEST_CASE("ACK: an ISO 8859-1 message is answered in ISO 8859-1, echoing its byt
         "MSH|^~\\&|GW|GW|PAS|H\xC3\xB4PITAL|20261123141502+0000||ACK^A01^ACK|GW0000000000000001|P|2.5||||||"
         "UNICODE UTF-8\rMSA|AE|C1|Zo\xC3\xAB\rERR|||207^Zo\xC3\xAB^HL70357|E||||Zo\xC3\xAB\r");
 }
+
+TEST_CASE("ACK: enhanced mode accepts (CA) whatever is committed; CR only for table 0008's reasons, else CE") {
+  auto codes = [](const std::string& msh15_16, Outcome outcome, const std::optional<AckError>& error) {
+    const auto msh = gw::hl7v2::read_msh("MSH|^~\\&|PAS|RGT01|GW|GW|20261123||ADT^A40|C-1|P|2.5|||" + msh15_16 + "\r");
+    std::string out;
+    for (const std::string& ack : gw::hl7v2::acknowledgements(msh, outcome, error)) {
+      auto parsed = Message::parse(ack);
+      REQUIRE(parsed.ok());
+      out.append(out.empty() ? "" : ",").append(parsed->find("MSA")->get(1));
+      // An accept ACK that is CA carries no ERR: the error is the application ACK's to report.
+      if (parsed->find("MSA")->get(1) == "CA") CHECK_FALSE(parsed->find("ERR").has_value());
+    }
+    return out;
+  };
+  const AckError unknown_patient{"MRG-1", 204, "no such patient"};
+  // Stored with status error (replayable): committed to safe storage, so CA; AE follows.
+  CHECK(codes("AL|NE", Outcome::error, unknown_patient) == "CA");
+  CHECK(codes("AL|AL", Outcome::error, unknown_patient) == "CA,AE");
+  CHECK(codes("ER|ER", Outcome::error, unknown_patient) == "AE");  // the accept succeeded
+  CHECK(codes("SU|ER", Outcome::error, unknown_patient) == "CA,AE");
+  CHECK(codes("AL|AL", Outcome::applied, std::nullopt) == "CA,AA");
+  // Table 0008 CR: unsupported message type (200), event (201), processing id (202), version (203).
+  for (int code : {200, 201, 202, 203})
+    CHECK(codes("AL|AL", Outcome::rejected, AckError{"MSH-9", code, "x"}) == "CR,AR");
+  // Refused for another reason (unreadable, no MSH-10): not accepted, CE.
+  CHECK(codes("AL|AL", Outcome::rejected, AckError{"PID", 100, "x"}) == "CE,AR");
+  // The gateway could not commit: CE (resend later), AR in original mode.
+  CHECK(codes("AL|AL", Outcome::not_committed, AckError{"", 207, "x"}) == "CE,AR");
+  CHECK(codes("ER|NE", Outcome::not_committed, AckError{"", 207, "x"}) == "CE");
+  CHECK(codes("", Outcome::not_committed, AckError{"", 207, "x"}) == "AR");
+}
