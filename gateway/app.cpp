@@ -388,14 +388,18 @@ void App::start_adapters() {
                                : level == adapters::LogLevel::info ? observe::Level::info
                                : level == adapters::LogLevel::warn ? observe::Level::warn
                                                                    : observe::Level::error;
-      // Up to four fields: adapters log short events.
+      // Up to eight fields: adapters log short events (source, event, peer and a few details).
       const auto at = [&f](std::size_t k) { return k < f.size() ? observe::Field(f[k].first, f[k].second) : observe::Field("", ""); };
-      switch (std::min<std::size_t>(f.size(), 4)) {
+      switch (std::min<std::size_t>(f.size(), 8)) {
         case 0: observe::log(l, msg); break;
         case 1: observe::log(l, msg, {at(0)}); break;
         case 2: observe::log(l, msg, {at(0), at(1)}); break;
         case 3: observe::log(l, msg, {at(0), at(1), at(2)}); break;
-        default: observe::log(l, msg, {at(0), at(1), at(2), at(3)}); break;
+        case 4: observe::log(l, msg, {at(0), at(1), at(2), at(3)}); break;
+        case 5: observe::log(l, msg, {at(0), at(1), at(2), at(3), at(4)}); break;
+        case 6: observe::log(l, msg, {at(0), at(1), at(2), at(3), at(4), at(5)}); break;
+        case 7: observe::log(l, msg, {at(0), at(1), at(2), at(3), at(4), at(5), at(6)}); break;
+        default: observe::log(l, msg, {at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7)}); break;
       }
     };
 #if GW_WITH_TLS

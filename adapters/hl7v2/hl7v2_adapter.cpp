@@ -200,6 +200,34 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     co_return co_await process_message(std::move(frame), peer);
   }
 
+  // A frame over max_message_bytes, of which the framer kept `head` (see kOversizeHeadBytes):
+  // refused (AR, ERR 207: table 0357 has no code for a size limit, "application internal
+  // error" is its catch-all in every 2.x version) under the MSH in the head, so the sender
+  // matches the answer by MSA-2 and stops resending, and stored as rejected with the head only
+  // (the body is not kept: the limit is what the store accepts). Counted and logged with its
+  // size and the sender's address.
+  awaitable<std::vector<std::string>> process_oversize(const std::string& head, std::size_t bytes,
+                                                       const std::string& peer) {
+    ++frames;
+    std::string_view first = head;
+    if (is_batch(head)) {
+      const std::vector<std::string_view> messages = split_messages(head);
+      first = messages.empty() ? std::string_view() : messages.front();
+    }
+    const MshSummary msh = read_msh(first);
+    violation("message_too_large", {{"peer", peer},
+                                    {"bytes", std::to_string(bytes)},
+                                    {"max_message_bytes", std::to_string(options.max_message_bytes)},
+                                    {"control_id", msh.field(10).substr(0, 64)}});
+    Issue issue = Issue::make(ErrorCode::payload_too_large,
+                              "the message is " + std::to_string(bytes) + " bytes, over this source's limit of " +
+                                  std::to_string(options.max_message_bytes) +
+                                  " (max_message_bytes): not applied, only its first " + std::to_string(head.size()) +
+                                  " bytes are kept; split it, or have the limit raised",
+                              "message");
+    co_return co_await refuse(head, msh, std::move(issue), true, peer);
+  }
+
   // A batch (HL7 v2.5 ch. 2.10.3): each message is processed as if it had come in a frame of
   // its own, in order, each committed (or its failure stored) before the next starts; the
   // answer is one batch acknowledgement holding every message's acknowledgements, so each
@@ -333,6 +361,8 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     }
     FramerLimits limits;
     limits.max_message_bytes = options.max_message_bytes;
+    // An oversize frame is read on (and dropped) to answer it, up to four times the limit.
+    limits.max_oversize_bytes = 4 * options.max_message_bytes;
     MllpFramer framer(limits);
     std::vector<char> buf(64 * 1024);
     // The idle timeout runs per read; the frame timeout runs from the read that brought a
@@ -362,14 +392,20 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       // sender's.
       const bool frame_begun = framer.in_frame() && (!continued_frame || !out.frames.empty());
       for (FrameEvent e : out.events) {
+        if (e == FrameEvent::message_too_large) continue;  // logged as its frame is answered, with its size
         Fields f;
         if (e == FrameEvent::stray_bytes_skipped) f.emplace_back("bytes", std::to_string(out.skipped));
         violation(event_name(e), std::move(f));
       }
       busy = true;
       bool write_failed = false;
-      for (std::string& frame : out.frames) {
-        std::vector<std::string> replies = co_await process(std::move(frame), peer);
+      for (std::size_t i = 0; i < out.frames.size(); ++i) {
+        std::string& frame = out.frames[i];
+        const auto over = std::find_if(out.oversize.begin(), out.oversize.end(),
+                                       [i](const OversizeFrame& o) { return o.frame == i; });
+        std::vector<std::string> replies;
+        if (over == out.oversize.end()) replies = co_await process(std::move(frame), peer);
+        else replies = co_await process_oversize(frame, over->bytes, peer);
         for (const std::string& ack : replies) {
           const std::string wire = MllpFramer::frame(ack);
           arm(options.write_timeout, "acknowledgement write timeout");

@@ -509,11 +509,37 @@ TEST_CASE("MLLP: protocol violations close only the offending connection; others
   auto s = mllp_server({{"max_message_bytes", "2048"}, {"frame_timeout_s", "1"}});
   const std::uint16_t port = listener(*s).port();
 
-  // A frame over the size cap: the connection is closed, nothing is stored.
+  // A frame over the size cap is read to its end and refused: AR, ERR 207, MSA-2 its
+  // MSH-10, so the sender stops resending it; a row (rejected) keeps its head and its size.
+  // The connection stays usable.
   test::MllpConnection big(port);
   REQUIRE(big.ok());
-  big.send(a01("BIG", "9990000050", "MRN-BIG") + "NTE|1||" + std::string(4000, 'x') + "\r");
-  CHECK(big.closed_by_peer(5s));
+  const std::string big_message = a01("BIG", "9990000050", "MRN-BIG") + "NTE|1||" + std::string(4000, 'x') + "\r";
+  big.send(big_message);
+  auto refused = big.read_frames(1, 5s);
+  REQUIRE(refused.size() == 1);
+  CHECK(ack_code(refused[0]) == "AR");
+  CHECK(test::hl7_field(refused[0], "MSA", 2) == "BIG");
+  CHECK(refused[0].find("\rERR|^^^207&") != std::string::npos);  // v2.4 ELD, table 0357
+  CHECK(refused[0].find(std::to_string(big_message.size()) + " bytes") != std::string::npos);
+  {
+    store::MessageQuery q;
+    q.status = store::MessageStatus::rejected;
+    auto rows = s->app().store().list_messages(q);
+    REQUIRE(rows.ok());
+    REQUIRE(rows->size() == 1);
+    CHECK((*rows)[0].dedupe_key == "PAS|RGT01|BIG");
+    CHECK((*rows)[0].kind == "ADT^A01");
+    CHECK((*rows)[0].error.find(std::to_string(big_message.size()) + " bytes") != std::string::npos);
+    auto row = s->app().store().message((*rows)[0].id);
+    REQUIRE(row.ok());
+    REQUIRE(row->has_value());
+    CHECK((*row)->raw == big_message.substr(0, 2048));  // the head only (here the whole limit)
+  }
+  big.send(a01("AFTER-BIG", "9990000050", "MRN-BIG"));
+  auto after = big.read_frames(1, 5s);
+  REQUIRE(after.size() == 1);
+  CHECK(ack_code(after[0]) == "AA");
 
   // Binary garbage with no start block: skipped, then the connection is closed.
   test::MllpConnection noise(port);
