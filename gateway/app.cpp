@@ -501,6 +501,8 @@ void App::add_ingest_metrics() {
          &hl7v2::Hl7v2Adapter::Stats::retry_later},
         {"gateway_mllp_protocol_violations_total", "counter", "MLLP framing and timeout violations.",
          &hl7v2::Hl7v2Adapter::Stats::protocol_violations},
+        {"gateway_mllp_idle_closes_total", "counter", "MLLP connections closed after idle_timeout_s (normal, not a violation).",
+         &hl7v2::Hl7v2Adapter::Stats::idle_closes},
         {"gateway_mllp_acks_sent_total", "counter", "Acknowledgements written.", &hl7v2::Hl7v2Adapter::Stats::acks_sent},
         {"gateway_mllp_ack_write_failures_total", "counter", "Acknowledgements lost to a closed connection.",
          &hl7v2::Hl7v2Adapter::Stats::ack_write_failures},

@@ -4,7 +4,12 @@
 // item 8, with the listener serving other connections throughout.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 #include <thread>
 #include <tuple>
 
@@ -12,9 +17,11 @@
 #include "fhir/structure_check.h"
 #include "gateway/audit/log.h"
 #include "gateway/audit/record.h"
+#include "gateway/observe/log.h"
 #include "gateway/store/store.h"
 #include "support/certs.h"
 #include "support/https_client.h"
+#include "support/paths.h"
 #include "support/responses.h"
 #include "support/mllp_client.h"
 #include "support/test_server.h"
@@ -65,6 +72,44 @@ std::string oru(const std::string& control, const std::string& nhs, const std::s
 }
 
 std::string ack_code(const std::string& ack) { return test::hl7_field(ack, "MSA", 1); }
+
+// The gateway's log lines (stderr, one write(2) each) written while it lives, for tests of
+// what an operator sees.
+class StderrCapture {
+ public:
+  StderrCapture() : path_(test::temp_dir("stderr") / "stderr.log") {
+    saved_ = ::dup(STDERR_FILENO);
+    const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(fd, STDERR_FILENO);
+    ::close(fd);
+  }
+  ~StderrCapture() { restore(); }
+  std::string text() {
+    restore();
+    std::ifstream in(path_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+ private:
+  void restore() {
+    if (saved_ < 0) return;
+    ::dup2(saved_, STDERR_FILENO);
+    ::close(saved_);
+    saved_ = -1;
+  }
+  std::filesystem::path path_;
+  int saved_ = -1;
+};
+
+// The log line whose "msg" is `msg`, "" when none.
+std::string log_line(const std::string& log, const std::string& msg) {
+  std::istringstream in(log);
+  for (std::string line; std::getline(in, line);)
+    if (line.find("\"msg\":\"" + msg + "\"") != std::string::npos) return line;
+  return {};
+}
 
 // `ack` with its own MSH-7 (time) and MSH-10 (control id) emptied, so the rest can be
 // compared byte for byte.
@@ -816,4 +861,39 @@ TEST_CASE("MLLP: an ISO 8859-1 message is answered in ISO 8859-1 (MSH-3..6, MSA-
   CHECK(resend[0] == first[0]);
   CHECK(listener(*s).stats().duplicates == 1);
   CHECK(stored(*s, store::MessageStatus::applied) == 1);
+}
+
+TEST_CASE("MLLP: an idle connection closed by idle_timeout is not a protocol violation; violations name the sender") {
+  auto s = mllp_server({{"idle_timeout_s", "1"}});
+  const std::uint16_t port = listener(*s).port();
+  const auto before = listener(*s).stats();
+  observe::set_level(observe::Level::info);  // TestServer writes warnings only
+  StderrCapture capture;
+  {
+    test::MllpConnection quiet(port);
+    REQUIRE(quiet.ok());
+    CHECK(quiet.closed_by_peer(5s));
+  }
+  // A real violation: bytes before the start block.
+  {
+    test::MllpConnection noisy(port);
+    REQUIRE(noisy.ok());
+    noisy.send_raw("junk");
+    noisy.send(a01("IDLE1", "9990000018", "MRN-I"));
+    REQUIRE(noisy.read_frames(1, 5s).size() == 1);
+  }
+  const std::string log = capture.text();
+  observe::set_level(observe::Level::warn);
+  const auto after = listener(*s).stats();
+  CHECK(after.idle_closes == before.idle_closes + 1);
+  CHECK(after.protocol_violations == before.protocol_violations + 1);  // the stray bytes only
+  const std::string idle = log_line(log, "mllp connection closed: idle");
+  CHECK_MESSAGE(idle.find("\"level\":\"info\"") != std::string::npos, log);
+  CHECK(idle.find("\"peer\":\"127.0.0.1:") != std::string::npos);
+  const std::string violation = log_line(log, "mllp protocol violation");
+  CHECK_MESSAGE(violation.find("\"event\":\"stray_bytes_skipped\"") != std::string::npos, log);
+  CHECK(violation.find("\"peer\":\"127.0.0.1:") != std::string::npos);
+  // Counted apart on /metrics.
+  const auto metrics = test::get(s->port(), "/metrics", s->client());
+  CHECK(metrics.body.find("gateway_mllp_idle_closes_total{source=\"cuh-pas\"} 1") != std::string::npos);
 }
