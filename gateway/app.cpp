@@ -322,10 +322,26 @@ void App::maintenance_loop() {
     if (cfg_.store.message_retention_days > 0) {
       const std::int64_t cutoff = audit::now_ms() - cfg_.store.message_retention_days * 86400 * 1000;
       auto pruned = store_->prune_messages_before(cutoff);
-      if (!pruned)
+      if (!pruned) {
         observe::log(observe::Level::error, "message retention failed", {{"error", pruned.issue().diagnostics}});
-      else if (*pruned > 0)
-        observe::log(observe::Level::info, "message retention deleted messages", {{"messages", std::to_string(*pruned)}});
+      } else if (pruned->messages > 0) {
+        observe::log(observe::Level::info, "message retention deleted messages",
+                     {{"messages", std::to_string(pruned->messages)}, {"cutoff_ms", cutoff}});
+        // Deleting raw messages (patient data) is on the audit record, as audit retention's
+        // own prunes are: what went (how many) and by which rule (received before the cutoff).
+        if (audit_log_) {
+          const std::string note = "message retention deleted " + std::to_string(pruned->messages) +
+                                   " raw messages from store.db received before " + audit::format_time_ms(cutoff) +
+                                   " (message_retention_days = " + std::to_string(cfg_.store.message_retention_days) +
+                                   ")";
+          audit::Record r = lifecycle_record("message-retention-prune", note.c_str());
+          if (auto seq = audit_log_->append_sync(std::move(r)); !seq)
+            observe::log(observe::Level::error, "message retention not audited", {{"error", seq.issue().diagnostics}});
+        }
+      }
+      if (pruned && !pruned->wal_checkpointed)
+        observe::log(observe::Level::warn,
+                     "message retention: store.db WAL busy, deleted text may stay on disk until the next run");
     }
     lock.lock();
     refresh_cv_.wait_for(lock, std::chrono::hours(1), [this] { return stopping_; });
