@@ -553,8 +553,30 @@ TEST_CASE("hl7send: TLS with the gateway's CA, and parallel connections") {
   r = run_hl7send("--tls --ca " + test::dev_certs().ca + " --server-name not-the-gateway.example --port " +
                   std::to_string(port) + " " + (dir / "many.hl7").string());
   CHECK(r.status == 1);
-  CHECK(line_of(r.out, "many.hl7#1").find("connect_failed") != std::string::npos);
-  CHECK(line_of(r.out, "no ACK:").find(" 9") != std::string::npos);
+  CHECK(line_of(r.out, "many.hl7#1").find("not sent (connect_failed)") != std::string::npos);
+  // Never written, so neither "sent" nor "no ACK": counted as not connected.
+  CHECK(line_of(r.out, "sent:").find(" 0 messages") != std::string::npos);
+  CHECK(line_of(r.out, "no ACK:").find(" 0") != std::string::npos);
+  CHECK(line_of(r.out, "not connected:").find(" 9 (not sent: ") != std::string::npos);
+}
+
+TEST_CASE("hl7send: to a port nobody listens on, nothing counts as sent and the run fails naming why") {
+  const fs::path dir = test::temp_dir("hl7send-closed");
+  write(dir / "two.hl7", a01("C-1", nhs(810), "MRN-C1") + a01("C-2", nhs(811), "MRN-C2"));
+  // A loopback port just released: nothing listens there.
+  std::uint16_t closed = 0;
+  {
+    auto s = mllp_server();
+    closed = mllp_port(*s);
+  }
+  test::ToolRun r = run_hl7send("--port " + std::to_string(closed) + " " + (dir / "two.hl7").string());
+  CHECK_MESSAGE(r.status == 1, (r.out + r.err));
+  CHECK_MESSAGE(line_of(r.out, "sent:").find(" 0 messages") != std::string::npos, r.out);
+  CHECK(line_of(r.out, "two.hl7#1").find("C-1  not sent (connect_failed)") != std::string::npos);
+  const std::string not_connected = line_of(r.out, "not connected:");
+  CHECK_MESSAGE(not_connected.find(" 2 (not sent: ") != std::string::npos, r.out);
+  CHECK(not_connected.find(std::to_string(closed)) != std::string::npos);  // the error names where
+  CHECK(line_of(r.out, "no ACK:").find(" 0") != std::string::npos);
 }
 
 TEST_CASE("hl7send: usage errors exit 2 and --help exits 0") {

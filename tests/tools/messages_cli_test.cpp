@@ -348,6 +348,13 @@ TEST_CASE("gw-messages: a missing store, an unknown id and bad arguments are cle
   test::ToolRun unknown = gw_messages("show " + data + " 999999");
   CHECK(unknown.status == 1);
   CHECK(unknown.err.find("no message with id 999999") != std::string::npos);
+  // Ids start at 1, and the error says so (not "Value 0 not in range 0.000000 to 1.79e308").
+  for (const std::string& command : {"show " + data + " 0", "replay " + data + " --id 0 --port 2575"}) {
+    test::ToolRun zero = gw_messages(command);
+    CHECK(zero.status == 2);
+    CHECK_MESSAGE(zero.err.find("'0' is not a message id: ids are whole numbers from 1") != std::string::npos, zero.err);
+    CHECK(zero.err.find("not in range") == std::string::npos);
+  }
   test::ToolRun no_selection = gw_messages("replay " + data + " --port 2575");
   CHECK(no_selection.status == 2);
   CHECK(no_selection.err.find("--id N or --status") != std::string::npos);

@@ -557,6 +557,7 @@ SendResult MllpClient::send(std::string_view message, int retries) {
       r.status = SendStatus::disconnected;
       continue;
     }
+    r.written = true;
     if (request.none()) {
       r.status = SendStatus::not_requested;
       r.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);

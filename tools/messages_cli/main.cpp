@@ -11,8 +11,10 @@
 // 1 failure, 2 usage.
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <set>
 #include <string>
@@ -226,6 +228,8 @@ int run_replay(MessageReader& reader, const ReplayArgs& a) {
   gw::hl7send::MllpClient client(a.client.client_options());
   std::map<std::string, std::int64_t> sent_once;  // source|key|sha -> first id sent
   std::size_t ok = 0, errors = 0, rejected = 0, no_ack = 0, mismatched = 0, not_requested = 0, skipped = 0, sent = 0;
+  std::size_t attempted = 0, not_connected = 0;
+  std::string connect_error;
   for (const MessageRow& listed : rows) {
     const std::string identity = listed.source + "\n" + listed.dedupe_key + "\n" + listed.content_sha256;
     if (auto first = sent_once.find(identity); first != sent_once.end()) {
@@ -248,8 +252,10 @@ int run_replay(MessageReader& reader, const ReplayArgs& a) {
                   row.kind.c_str(), row.control_id().c_str(), row.status.c_str());
       continue;
     }
-    ++sent;
+    ++attempted;
     const gw::hl7send::SendResult r = client.send(row.raw, a.client.retries);
+    // Only a message that reached the gateway counts as replayed.
+    if (r.written) ++sent;
     const std::string code = r.code();
     const gw::hl7send::Ack* ack = nullptr;
     for (const auto& x : r.acks)
@@ -264,7 +270,10 @@ int run_replay(MessageReader& reader, const ReplayArgs& a) {
       ++ok;
     else if (r.status == gw::hl7send::SendStatus::mismatch)
       ++mismatched;
-    else if (r.status != gw::hl7send::SendStatus::acknowledged)
+    else if (!r.written) {
+      ++not_connected;
+      if (connect_error.empty()) connect_error = r.error;
+    } else if (r.status != gw::hl7send::SendStatus::acknowledged)
       ++no_ack;
     else if (code.size() == 2 && code[1] == 'R')
       ++rejected;
@@ -308,7 +317,8 @@ int run_replay(MessageReader& reader, const ReplayArgs& a) {
                sent, ok, errors, rejected, no_ack, mismatched);
   if (not_requested) std::fprintf(out, "no ACK asked for: %zu\n", not_requested);
   if (skipped) std::fprintf(out, "duplicates: %zu (the same message selected twice: sent once)\n", skipped);
-  return ok + not_requested == sent ? 0 : 1;
+  if (not_connected) std::fprintf(out, "not connected: %zu (not sent: %s)\n", not_connected, connect_error.c_str());
+  return ok + not_requested == attempted ? 0 : 1;
 }
 
 // ---- stats ----------------------------------------------------------------------------------
@@ -369,6 +379,18 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string data_dir = "data";
   auto status_check = CLI::IsMember({"error", "rejected", "applied", "replayed", "failed"});
+  // Ids are store.db row ids, from 1. (CLI::PositiveNumber answers 0 with "Value 0 not in range
+  // 0.000000 to 1.797693e+308", which tells the user nothing.)
+  const CLI::Validator message_id(
+      [](std::string& v) -> std::string {
+        char* end = nullptr;
+        errno = 0;
+        const long long n = std::strtoll(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || errno == ERANGE || n < 1)
+          return "'" + v.substr(0, 32) + "' is not a message id: ids are whole numbers from 1 (see gw-messages list)";
+        return {};
+      },
+      "ID");
 
   auto* list = app.add_subcommand("list", "list stored messages (default: the failed ones: error and rejected)");
   gw::messages_cli::ListQuery q;
@@ -390,7 +412,7 @@ int main(int argc, char** argv) {
   bool show_raw = false;
   show->add_option("--data", data_dir, "the gateway's data directory (holding store.db)")->capture_default_str();
   show->add_flag("--raw", show_raw, "write the exact stored bytes to stdout (segments end in CR)");
-  show->add_option("id", show_id, "message id (from list)")->required()->check(CLI::PositiveNumber);
+  show->add_option("id", show_id, "message id (from list)")->required()->check(message_id);
 
   auto* replay = app.add_subcommand(
       "replay",
@@ -399,7 +421,7 @@ int main(int argc, char** argv) {
       "updated. Exit 0 when every message got AA/CA (or asked for no ACK in MSH-15/16)");
   ReplayArgs ra;
   replay->add_option("--data", data_dir, "the gateway's data directory (holding store.db)")->capture_default_str();
-  CLI::Option* ids = replay->add_option("--id", ra.ids, "message id(s) to replay")->check(CLI::PositiveNumber);
+  CLI::Option* ids = replay->add_option("--id", ra.ids, "message id(s) to replay")->check(message_id);
   CLI::Option* rstatus = replay->add_option("--status", ra.status, "replay every message with this status")
                              ->check(CLI::IsMember({"error", "rejected", "failed"}));
   ids->excludes(rstatus);
