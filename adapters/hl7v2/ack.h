@@ -23,8 +23,8 @@ struct MshSummary {
   char field_separator = '|';
   std::string encoding_characters = "^~\\&";
   std::vector<std::string> fields;    // index = HL7 field number; [0] is "MSH"
-  // The trigger event the gateway read the message as (unescaped), set by read_msh(const
-  // Message&): MSH-9.2, else EVN-1 for an ADT, R01 for an ORU. Empty: MSH-9.2 as sent.
+  // The trigger event the gateway read the message as (unescaped), set by read_msh(raw,
+  // parsed): MSH-9.2, else EVN-1 for an ADT, R01 for an ORU. Empty: MSH-9.2 as sent.
   std::string trigger;
   // The message is ISO 8859-1 (read_as_latin1: MSH-18 says so, or undeclared bytes that are
   // not UTF-8): its acknowledgements are written in that set, texts included.

@@ -4,14 +4,7 @@
 // item 8, with the listener serving other connections throughout.
 #include <doctest/doctest.h>
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <fstream>
-#include <future>
-#include <iterator>
-#include <sstream>
 #include <thread>
 #include <tuple>
 
@@ -23,9 +16,9 @@
 #include "gateway/store/store.h"
 #include "support/certs.h"
 #include "support/https_client.h"
-#include "support/paths.h"
 #include "support/responses.h"
 #include "support/mllp_client.h"
+#include "support/stderr_capture.h"
 #include "support/test_server.h"
 #include "support/tokens.h"
 
@@ -74,44 +67,6 @@ std::string oru(const std::string& control, const std::string& nhs, const std::s
 }
 
 std::string ack_code(const std::string& ack) { return test::hl7_field(ack, "MSA", 1); }
-
-// The gateway's log lines (stderr, one write(2) each) written while it lives, for tests of
-// what an operator sees.
-class StderrCapture {
- public:
-  StderrCapture() : path_(test::temp_dir("stderr") / "stderr.log") {
-    saved_ = ::dup(STDERR_FILENO);
-    const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ::dup2(fd, STDERR_FILENO);
-    ::close(fd);
-  }
-  ~StderrCapture() { restore(); }
-  std::string text() {
-    restore();
-    std::ifstream in(path_);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
- private:
-  void restore() {
-    if (saved_ < 0) return;
-    ::dup2(saved_, STDERR_FILENO);
-    ::close(saved_);
-    saved_ = -1;
-  }
-  std::filesystem::path path_;
-  int saved_ = -1;
-};
-
-// The log line whose "msg" is `msg`, "" when none.
-std::string log_line(const std::string& log, const std::string& msg) {
-  std::istringstream in(log);
-  for (std::string line; std::getline(in, line);)
-    if (line.find("\"msg\":\"" + msg + "\"") != std::string::npos) return line;
-  return {};
-}
 
 // `ack` with its own MSH-7 (time) and MSH-10 (control id) emptied, so the rest can be
 // compared byte for byte.
@@ -870,7 +825,7 @@ TEST_CASE("MLLP: an idle connection closed by idle_timeout is not a protocol vio
   const std::uint16_t port = listener(*s).port();
   const auto before = listener(*s).stats();
   observe::set_level(observe::Level::info);  // TestServer writes warnings only
-  StderrCapture capture;
+  test::StderrCapture capture;
   {
     test::MllpConnection quiet(port);
     REQUIRE(quiet.ok());
@@ -889,59 +844,13 @@ TEST_CASE("MLLP: an idle connection closed by idle_timeout is not a protocol vio
   const auto after = listener(*s).stats();
   CHECK(after.idle_closes == before.idle_closes + 1);
   CHECK(after.protocol_violations == before.protocol_violations + 1);  // the stray bytes only
-  const std::string idle = log_line(log, "mllp connection closed: idle");
+  const std::string idle = test::log_line(log, "mllp connection closed: idle");
   CHECK_MESSAGE(idle.find("\"level\":\"info\"") != std::string::npos, log);
   CHECK(idle.find("\"peer\":\"127.0.0.1:") != std::string::npos);
-  const std::string violation = log_line(log, "mllp protocol violation");
+  const std::string violation = test::log_line(log, "mllp protocol violation");
   CHECK_MESSAGE(violation.find("\"event\":\"stray_bytes_skipped\"") != std::string::npos, log);
   CHECK(violation.find("\"peer\":\"127.0.0.1:") != std::string::npos);
   // Counted apart on /metrics.
   const auto metrics = test::get(s->port(), "/metrics", s->client());
   CHECK(metrics.body.find("gateway_mllp_idle_closes_total{source=\"cuh-pas\"} 1") != std::string::npos);
-}
-
-TEST_CASE("Message retention: a prune removes the raw text from disk at once and is on the audit record") {
-  const std::string marker = "RETAINED-TEXT-51c2";
-  std::filesystem::path data_dir;
-  const std::int64_t now_ms = audit::now_ms();
-  auto s = std::make_unique<test::TestServer>([&](config::Config& c) {
-    c.store.message_retention_days = 1;
-    data_dir = c.data_dir;
-    // A message received three days ago, in the store the gateway is about to open.
-    auto st = store::Store::open((data_dir / "store.db").string());
-    REQUIRE(st.ok());
-    store::MessageWrite m;
-    m.source = kSource;
-    m.kind = "ADT^A01";
-    m.dedupe_key = "PAS|RGT01|OLD-1";
-    m.raw = msh("ADT^A01^ADT_A01", "OLD-1") + "NTE|1||" + marker + "\r";
-    m.reply = "MSA|AA|OLD-1";
-    m.status = store::MessageStatus::error;
-    m.received_ms = now_ms - 3 * 86400 * 1000LL;
-    std::promise<fhir::Result<std::int64_t>> written;
-    (*st)->record(m, [&](fhir::Result<std::int64_t> r) { written.set_value(std::move(r)); });
-    REQUIRE(written.get_future().get().ok());
-  });
-  // The maintenance thread prunes once at start, then hourly.
-  audit::Query q;
-  q.subtype = "message-retention-prune";
-  std::vector<audit::Record> records;
-  for (int i = 0; i < 100 && records.empty(); ++i) {
-    auto page = s->app().audit_log()->search(q);
-    REQUIRE(page.ok());
-    records = page->records;
-    if (records.empty()) std::this_thread::sleep_for(100ms);
-  }
-  REQUIRE(records.size() == 1);
-  CHECK(records[0].kind == "system");
-  CHECK(records[0].detail.note.find("deleted 1 raw messages") != std::string::npos);
-  CHECK(records[0].detail.note.find("received before " + audit::format_time_ms(now_ms - 86400 * 1000LL).substr(0, 13)) !=
-        std::string::npos);  // the cutoff, to the hour
-  CHECK(stored(*s, store::MessageStatus::error) == 0);
-  std::string on_disk;
-  for (const char* name : {"store.db", "store.db-wal"}) {
-    std::ifstream in(data_dir / name, std::ios::binary);
-    on_disk += std::string(std::istreambuf_iterator<char>(in), {});
-  }
-  CHECK(on_disk.find(marker) == std::string::npos);
 }
