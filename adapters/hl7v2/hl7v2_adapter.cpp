@@ -227,8 +227,8 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     const MshSummary msh = read_msh(first);
     violation("message_too_large", peer,
               {{"bytes", std::to_string(bytes)},
-                                    {"max_message_bytes", std::to_string(options.max_message_bytes)},
-                                    {"control_id", msh.field(10).substr(0, 64)}});
+               {"max_message_bytes", std::to_string(options.max_message_bytes)},
+               {"control_id", msh.field(10).substr(0, 64)}});
     Issue issue = Issue::make(ErrorCode::payload_too_large,
                               "the message is " + std::to_string(bytes) + " bytes, over this source's limit of " +
                                   std::to_string(options.max_message_bytes) +

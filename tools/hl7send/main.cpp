@@ -311,7 +311,9 @@ int main(int argc, char** argv) {
       "upper-case letters or digits, then the field separator), such as a '//' comment, is not sent: it is "
       "named on stderr with the file line of that line (CR, LF and CRLF each end a line) and counted as not "
       "sent (see --drop-non-segments). Each message goes in its own MLLP "
-      "frame, and each ACK's MSA-2 must echo the message's MSH-10. Exit code 0 when every message was sent "
+      "frame, and each ACK's MSA-2 must echo the message's MSH-10. Only messages written to a connection "
+      "count as sent; one that never got a connection is reported 'not sent (connect_failed)' and counted as "
+      "not connected. Exit code 0 when every message was sent "
       "and got AA or CA (or asked for no ACK in MSH-15/16), 1 otherwise, 2 for usage errors."};
   gw::hl7send::ClientFlags flags;
   std::vector<std::string> inputs;
