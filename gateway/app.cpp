@@ -326,10 +326,26 @@ void App::maintenance_loop() {
     if (cfg_.store.message_retention_days > 0) {
       const std::int64_t cutoff = audit::now_ms() - cfg_.store.message_retention_days * 86400 * 1000;
       auto pruned = store_->prune_messages_before(cutoff);
-      if (!pruned)
+      if (!pruned) {
         observe::log(observe::Level::error, "message retention failed", {{"error", pruned.issue().diagnostics}});
-      else if (*pruned > 0)
-        observe::log(observe::Level::info, "message retention deleted messages", {{"messages", std::to_string(*pruned)}});
+      } else if (pruned->messages > 0) {
+        observe::log(observe::Level::info, "message retention deleted messages",
+                     {{"messages", std::to_string(pruned->messages)}, {"cutoff_ms", cutoff}});
+        // Deleting raw messages (patient data) is on the audit record, as audit retention's
+        // own prunes are: what went (how many) and by which rule (received before the cutoff).
+        if (audit_log_) {
+          const std::string note = "message retention deleted " + std::to_string(pruned->messages) +
+                                   " raw messages from store.db received before " + audit::format_time_ms(cutoff) +
+                                   " (message_retention_days = " + std::to_string(cfg_.store.message_retention_days) +
+                                   ")";
+          audit::Record r = lifecycle_record("message-retention-prune", note.c_str());
+          if (auto seq = audit_log_->append_sync(std::move(r)); !seq)
+            observe::log(observe::Level::error, "message retention not audited", {{"error", seq.issue().diagnostics}});
+        }
+      }
+      if (pruned && !pruned->wal_checkpointed)
+        observe::log(observe::Level::warn,
+                     "message retention: store.db WAL busy, deleted text may stay on disk until the next run");
     }
     lock.lock();
     refresh_cv_.wait_for(lock, std::chrono::hours(1), [this] { return stopping_; });
@@ -392,14 +408,18 @@ void App::start_adapters() {
                                : level == adapters::LogLevel::info ? observe::Level::info
                                : level == adapters::LogLevel::warn ? observe::Level::warn
                                                                    : observe::Level::error;
-      // Up to four fields: adapters log short events.
+      // Up to eight fields: adapters log short events (source, event, peer and a few details).
       const auto at = [&f](std::size_t k) { return k < f.size() ? observe::Field(f[k].first, f[k].second) : observe::Field("", ""); };
-      switch (std::min<std::size_t>(f.size(), 4)) {
+      switch (std::min<std::size_t>(f.size(), 8)) {
         case 0: observe::log(l, msg); break;
         case 1: observe::log(l, msg, {at(0)}); break;
         case 2: observe::log(l, msg, {at(0), at(1)}); break;
         case 3: observe::log(l, msg, {at(0), at(1), at(2)}); break;
-        default: observe::log(l, msg, {at(0), at(1), at(2), at(3)}); break;
+        case 4: observe::log(l, msg, {at(0), at(1), at(2), at(3)}); break;
+        case 5: observe::log(l, msg, {at(0), at(1), at(2), at(3), at(4)}); break;
+        case 6: observe::log(l, msg, {at(0), at(1), at(2), at(3), at(4), at(5)}); break;
+        case 7: observe::log(l, msg, {at(0), at(1), at(2), at(3), at(4), at(5), at(6)}); break;
+        default: observe::log(l, msg, {at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7)}); break;
       }
     };
 #if GW_WITH_TLS
@@ -506,6 +526,8 @@ void App::add_ingest_metrics() {
          &hl7v2::Hl7v2Adapter::Stats::retry_later},
         {"gateway_mllp_protocol_violations_total", "counter", "MLLP framing and timeout violations.",
          &hl7v2::Hl7v2Adapter::Stats::protocol_violations},
+        {"gateway_mllp_idle_closes_total", "counter", "MLLP connections closed after idle_timeout_s (normal, not a violation).",
+         &hl7v2::Hl7v2Adapter::Stats::idle_closes},
         {"gateway_mllp_acks_sent_total", "counter", "Acknowledgements written.", &hl7v2::Hl7v2Adapter::Stats::acks_sent},
         {"gateway_mllp_ack_write_failures_total", "counter", "Acknowledgements lost to a closed connection.",
          &hl7v2::Hl7v2Adapter::Stats::ack_write_failures},

@@ -27,10 +27,12 @@ bool version_at_least(const std::string& version, int major, int minor) {
 struct AckDelimiters {
   Delimiters ack;
   bool inbound = false;  // `ack` is the inbound message's set
+  bool latin1 = false;   // the ACK is written in ISO 8859-1 (MshSummary::latin1)
 };
 AckDelimiters ack_delimiters(const MshSummary& in) {
   AckDelimiters d;
   if (!in.found) return d;
+  d.latin1 = in.latin1;
   if (auto declared = read_delimiters(in.field_separator, in.encoding_characters)) {
     d.ack = *declared;
     d.inbound = true;
@@ -46,9 +48,40 @@ std::string echo(std::string_view raw, const AckDelimiters& d) {
   return d.inbound ? std::string(raw) : escape(raw, d.ack);
 }
 
-// Text the ACK carries as one value (a component or sub-component): escaped, never blanked,
-// so the receiver reads back what was meant (e.g. an error naming the delimiter '^').
-std::string value(std::string_view text, const AckDelimiters& d) { return escape(text, d.ack); }
+// `text` (UTF-8, as the gateway's texts are) in ISO 8859-1. MSH-18 names the character set
+// of the whole message (HL7 v2.5 ch. 2.15.9.18), so an ACK to a Latin-1 sender must not carry
+// UTF-8 bytes, which it would read as two characters each. A character outside ISO 8859-1 (and
+// a byte that is not UTF-8) becomes '?', before escaping, so it can never act as a delimiter.
+std::string to_latin1(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x80) {
+      out.push_back(static_cast<char>(c));
+      ++i;
+      continue;
+    }
+    // A two-byte sequence C2/C3 xx is U+0080..U+00FF, the upper half of ISO 8859-1.
+    if ((c == 0xC2 || c == 0xC3) && i + 1 < text.size() && (static_cast<unsigned char>(text[i + 1]) & 0xC0) == 0x80) {
+      out.push_back(static_cast<char>(((c & 0x03) << 6) | (static_cast<unsigned char>(text[i + 1]) & 0x3F)));
+      i += 2;
+      continue;
+    }
+    // Anything else: one '?' for the character (its lead byte and continuation bytes).
+    out.push_back('?');
+    ++i;
+    while (i < text.size() && (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80) ++i;
+  }
+  return out;
+}
+
+// Text the ACK carries as one value (a component or sub-component): in the ACK's character
+// set, escaped, never blanked, so the receiver reads back what was meant (e.g. an error naming
+// the delimiter '^').
+std::string value(std::string_view text, const AckDelimiters& d) {
+  return escape(d.latin1 ? to_latin1(text) : std::string(text), d.ack);
+}
 
 // `text` whole when it fits in `max_bytes`; else cut at its last space that leaves room for
 // "..." (or, in one long word, at a UTF-8 character boundary) and marked with it, so that a
@@ -133,10 +166,11 @@ bool names_segment(std::string_view location) {
   });
 }
 
-bool condition_holds(const std::string& condition, Outcome outcome) {
+// HL7 table 0155: whether an acknowledgement is sent, given whether what it reports succeeded.
+bool condition_holds(const std::string& condition, bool success) {
   if (condition == "NE" || condition.empty()) return false;
-  if (condition == "ER") return outcome != Outcome::applied;
-  if (condition == "SU") return outcome == Outcome::applied;
+  if (condition == "ER") return !success;
+  if (condition == "SU") return success;
   return true;  // AL, and values outside table 0155
 }
 
@@ -186,6 +220,10 @@ MshSummary read_header(std::string_view raw, std::string_view id) {
     pos = next + 1;
   }
   m.fields[0] = std::string(id);
+  // MSH-18's first repetition decides the set, as Message::parse reads it.
+  const std::string msh18 = m.field(18);
+  const char rep_sep = m.encoding_characters.size() > 1 ? m.encoding_characters[1] : '~';
+  m.latin1 = read_as_latin1(std::string_view(msh18).substr(0, msh18.find(rep_sep)), raw);
   return m;
 }
 
@@ -193,9 +231,9 @@ MshSummary read_header(std::string_view raw, std::string_view id) {
 
 MshSummary read_msh(std::string_view raw) { return read_header(raw, "MSH"); }
 
-MshSummary read_msh(const Message& message) {
-  MshSummary m = read_msh(message.text());
-  const std::string type = message.message_type();
+MshSummary read_msh(std::string_view raw, const Message& parsed) {
+  MshSummary m = read_msh(raw);
+  const std::string type = parsed.message_type();
   if (const std::size_t caret = type.find('^'); caret != std::string::npos) m.trigger = type.substr(caret + 1);
   return m;
 }
@@ -296,12 +334,18 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
   const std::string version = in.component(12, 1);
   // An ACK's MSH-9 names the event it answers: the trigger the message was read as, which for
   // a v2.1-2.3 sender may be EVN-1 rather than MSH-9.2. Unescaped.
-  std::string trigger = in.trigger;
-  if (trigger.empty()) {
-    trigger = in.component(9, 2);  // padded by some senders ("A01 "): not echoed
-    trigger.erase(0, std::min(trigger.find_first_not_of(' '), trigger.size()));
-    trigger.erase(trigger.find_last_not_of(' ') + 1);
-    if (d.inbound) trigger = unescape(trigger, d.ack);
+  // One component: whatever the sender put in it is escaped (a repetition separator in it
+  // would otherwise start a second MSH-9). `in.trigger` is UTF-8 (read from the parsed text);
+  // MSH-9.2 as sent is already in the message's own set.
+  std::string trigger;
+  if (!in.trigger.empty()) {
+    trigger = value(in.trigger, d);
+  } else {
+    std::string sent = in.component(9, 2);  // padded by some senders ("A01 "): not echoed
+    sent.erase(0, std::min(sent.find_first_not_of(' '), sent.size()));
+    sent.erase(sent.find_last_not_of(' ') + 1);
+    if (d.inbound) sent = unescape(sent, d.ack);
+    trigger = escape(sent, d.ack);
   }
 
   std::string f;  // field separator as a string
@@ -320,9 +364,7 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
   std::string type = "ACK";
   if (!trigger.empty()) {
     type += comp;
-    // One component: whatever the sender put in it is escaped (a repetition separator in it
-    // would otherwise start a second MSH-9).
-    type += value(trigger, d);
+    type += trigger;
     if (version_at_least(version, 2, 4)) {
       type += comp;
       type += "ACK";
@@ -332,6 +374,11 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
   add(clock.control_id);
   add(in.field(11).empty() ? "P" : echo(in.field(11), d));
   add(version.empty() ? "2.5" : echo(in.field(12), d));
+  // MSH-18: the ACK is in the message's character set, and says so when the message did.
+  if (const std::string charset = in.field(18); !charset.empty()) {
+    for (int n = 13; n <= 17; ++n) add("");
+    add(echo(charset, d));
+  }
   std::string out = msh + "\r";
 
   // MSA-2 echoes MSH-10 as sent (HL7 v2.5 ch. 2.14.1.2): senders compare it byte for byte.
@@ -439,16 +486,21 @@ std::vector<std::string> acknowledgements(const MshSummary& inbound, Outcome out
     out.push_back(build_ack(inbound, app, err, next_ack_clock()));
     return out;
   }
-  if (condition_holds(mode.accept, outcome)) {
-    // The message is committed (or refused) before this is sent, so the commit
-    // acknowledgement already reflects the outcome: CE for content the gateway cannot apply,
-    // CR for a message it cannot read or does not take.
-    const AckCode accept = outcome == Outcome::applied ? AckCode::CA
-                           : outcome == Outcome::error ? AckCode::CE
-                                                       : AckCode::CR;
-    out.push_back(build_ack(inbound, accept, err, next_ack_clock()));
-  }
-  if (condition_holds(mode.application, outcome)) out.push_back(build_ack(inbound, app, err, next_ack_clock()));
+  // HL7 v2.5 ch. 2.9.3 and table 0008. The accept acknowledgement says whether the gateway
+  // took responsibility for the message, not whether it could apply it: a message stored
+  // with status error is committed to safe storage (replayable), so CA, and its AE follows
+  // as the application acknowledgement. CR is for what table 0008 names (message type,
+  // event, processing id, version not supported); CE for a message not accepted for any
+  // other reason (unreadable, or the gateway unable to commit it: the sender may resend).
+  AckCode accept = AckCode::CA;
+  if (outcome == Outcome::rejected)
+    accept = error && error->code >= 200 && error->code <= 203 ? AckCode::CR : AckCode::CE;
+  else if (outcome == Outcome::not_committed)
+    accept = AckCode::CE;
+  if (condition_holds(mode.accept, accept == AckCode::CA))
+    out.push_back(build_ack(inbound, accept, accept == AckCode::CA ? std::nullopt : err, next_ack_clock()));
+  if (condition_holds(mode.application, outcome == Outcome::applied))
+    out.push_back(build_ack(inbound, app, err, next_ack_clock()));
   return out;
 }
 

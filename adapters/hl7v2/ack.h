@@ -23,9 +23,12 @@ struct MshSummary {
   char field_separator = '|';
   std::string encoding_characters = "^~\\&";
   std::vector<std::string> fields;    // index = HL7 field number; [0] is "MSH"
-  // The trigger event the gateway read the message as (unescaped), set by read_msh(const
-  // Message&): MSH-9.2, else EVN-1 for an ADT, R01 for an ORU. Empty: MSH-9.2 as sent.
+  // The trigger event the gateway read the message as (unescaped), set by read_msh(raw,
+  // parsed): MSH-9.2, else EVN-1 for an ADT, R01 for an ORU. Empty: MSH-9.2 as sent.
   std::string trigger;
+  // The message is ISO 8859-1 (read_as_latin1: MSH-18 says so, or undeclared bytes that are
+  // not UTF-8): its acknowledgements are written in that set, texts included.
+  bool latin1 = false;
   std::string field(std::size_t n) const { return n < fields.size() ? fields[n] : std::string(); }
   // Component `c` (1-based) of field `n`.
   std::string component(std::size_t n, std::size_t c) const;
@@ -33,14 +36,19 @@ struct MshSummary {
 
 // Reads the first segment of `raw` (after an optional UTF-8 BOM, up to CR or LF).
 MshSummary read_msh(std::string_view raw);
-// The MSH of a parsed message, with the trigger it was read as (Message::message_type()), so
-// that its acknowledgements name the event even when MSH-9.2 was empty.
-MshSummary read_msh(const Message& message);
+// The MSH of `raw` as received (its bytes, not Message::text(), which is converted to UTF-8:
+// an acknowledgement echoes the sender's bytes), with the trigger `parsed` (parsed from `raw`)
+// was read as (Message::message_type()), so that its acknowledgements name the event even when
+// MSH-9.2 was empty.
+MshSummary read_msh(std::string_view raw, const Message& parsed);
 
 enum class AckCode { AA, AE, AR, CA, CE, CR };
 std::string_view ack_code_name(AckCode c);
 
-enum class Outcome { applied, error, rejected };
+// What became of a message. applied: committed and applied; error: committed (stored, status
+// error, replayable) but its content could not be applied; rejected: refused and stored as
+// rejected; not_committed: the gateway could not commit it (storage or queue unavailable).
+enum class Outcome { applied, error, rejected, not_committed };
 
 // Why a message was not applied, for the ERR segment.
 struct AckError {
@@ -84,8 +92,10 @@ inline constexpr std::size_t kMaxAckTextBytes = 500;
 // One acknowledgement message (segments ending in CR), written with the inbound message's
 // delimiters when they are usable (else |^~\&). MSH-3..6 are the inbound MSH-5, 6, 3, 4;
 // MSH-9 is "ACK^<trigger>^ACK" from v2.4 ("ACK^<trigger>" before; "ACK" when no trigger is
-// known), the trigger being `inbound.trigger` or else MSH-9.2; MSH-11 and MSH-12 are
-// echoed; MSA-2 echoes MSH-10 byte for byte (escapes included). `error` adds an ERR segment
+// known), the trigger being `inbound.trigger` or else MSH-9.2; MSH-11, MSH-12 and MSH-18
+// (when sent) are echoed; MSA-2 echoes MSH-10 byte for byte (escapes included). For an
+// ISO 8859-1 message (`inbound.latin1`) the ACK's own texts (MSA-3, ERR) are written in
+// ISO 8859-1, a character it cannot hold as '?'. `error` adds an ERR segment
 // (v2.5+: ERR-2 location, ERR-3 code, ERR-4 severity, ERR-8 message; earlier versions: ERR-1
 // as ELD, followed by the v2.5 fields when MSH-2 has no sub-component separator to carry the
 // text in ELD-4); its texts are escaped, so delimiters they name read back as themselves.
@@ -107,9 +117,14 @@ inline constexpr std::size_t kMaxAckWarnings = 20;
 std::string with_warnings(const MshSummary& inbound, std::string ack, const std::vector<std::string>& warnings);
 
 // The acknowledgements to send for `outcome`, in order, under the inbound message's mode:
-// original mode: one AA/AE/AR; enhanced mode: the accept acknowledgement (CA/CE/CR) when
-// MSH-15 asks for it, then the application acknowledgement (AA/AE/AR) when MSH-16 asks for
-// it. Empty when the sender asked for none (both NE, or the condition does not hold).
+// original mode: one AA/AE/AR (AR for rejected and not_committed); enhanced mode: the accept
+// acknowledgement when MSH-15 asks for it, then the application acknowledgement (AA/AE/AR)
+// when MSH-16 asks for it. The accept acknowledgement follows HL7 table 0008: CA when the
+// message is committed to safe storage (applied, and error: its AE comes as the application
+// acknowledgement), CR for a rejected message whose `error` is an unsupported message type,
+// event, processing id or version (table 0357 codes 200-203), CE for any other rejection and
+// for not_committed. MSH-15 ER/SU are judged by the accept code (ER: CE/CR only; SU: CA
+// only), MSH-16 by the outcome. Empty when the sender asked for none.
 std::vector<std::string> acknowledgements(const MshSummary& inbound, Outcome outcome,
                                           const std::optional<AckError>& error);
 

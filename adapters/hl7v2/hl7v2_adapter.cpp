@@ -108,6 +108,13 @@ std::string dedupe_key(const MshSummary& msh) {
   return msh.field(3) + "|" + msh.field(4) + "|" + msh.field(10);
 }
 
+// "address:port" of the connected sender, "" when the socket cannot say.
+std::string peer_address(const tcp::socket& socket) {
+  boost::system::error_code ec;
+  const auto remote = socket.remote_endpoint(ec);
+  return ec ? std::string() : remote.address().to_string() + ":" + std::to_string(remote.port());
+}
+
 // Messages one batch frame may carry: each is committed in turn while the connection waits,
 // so a frame's cost is bounded by its count as well as by its bytes.
 constexpr std::size_t kMaxBatchMessages = 1000;
@@ -139,7 +146,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
   std::set<std::shared_ptr<Conn>> conns;
 
   std::atomic<std::uint64_t> connections{0}, open_connections{0}, refused{0}, frames{0}, applied{0}, duplicates{0},
-      errors{0}, rejected{0}, retry_later{0}, violations{0}, acks_sent{0}, ack_write_failures{0};
+      errors{0}, rejected{0}, retry_later{0}, violations{0}, idle_closes{0}, acks_sent{0}, ack_write_failures{0};
 
   void say(LogLevel level, std::string_view msg, Fields fields = {}) {
     if (!log) return;
@@ -147,8 +154,11 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     log(level, msg, fields);
   }
 
-  void violation(std::string_view what, Fields fields = {}) {
+  // A sender fault. `peer` (the sender's address, "" when unknown; not patient data) is in
+  // every line, so the operator knows which system to chase.
+  void violation(std::string_view what, const std::string& peer, Fields fields = {}) {
     ++violations;
+    fields.insert(fields.begin(), {"peer", peer.empty() ? std::string("(unknown)") : peer});
     fields.insert(fields.begin(), {"event", std::string(what)});
     say(LogLevel::warn, "mllp protocol violation", std::move(fields));
   }
@@ -168,14 +178,14 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       f.kind = msh.component(9, 1);
       if (const std::string trigger = msh.component(9, 2); !trigger.empty()) f.kind.append("^").append(trigger);
     }
-    f.dedupe_key = msh.found ? dedupe_key(msh) : std::string();
+    f.dedupe_key = parsed ? dedupe_key(read_msh(parsed->text())) : msh.found ? dedupe_key(msh) : std::string();
     f.rejected = rejected_kind;
     f.issue = issue;
     fhir::Status stored = co_await record_async(*sink, f);
     if (!stored) {
       // Not even the failure could be stored: ask the sender to resend later.
       ++retry_later;
-      co_return acknowledgements(msh, Outcome::rejected, ack_error_for(stored.issue()));
+      co_return acknowledgements(msh, Outcome::not_committed, ack_error_for(stored.issue()));
     }
     if (rejected_kind) ++rejected;
     else ++errors;
@@ -198,6 +208,34 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     ++frames;
     if (is_batch(frame)) co_return co_await process_batch(frame, peer);
     co_return co_await process_message(std::move(frame), peer);
+  }
+
+  // A frame over max_message_bytes, of which the framer kept `head` (see kOversizeHeadBytes):
+  // refused (AR, ERR 207: table 0357 has no code for a size limit, "application internal
+  // error" is its catch-all in every 2.x version) under the MSH in the head, so the sender
+  // matches the answer by MSA-2 and stops resending, and stored as rejected with the head only
+  // (the body is not kept: the limit is what the store accepts). Counted and logged with its
+  // size and the sender's address.
+  awaitable<std::vector<std::string>> process_oversize(const std::string& head, std::size_t bytes,
+                                                       const std::string& peer) {
+    ++frames;
+    std::string_view first = head;
+    if (is_batch(head)) {
+      const std::vector<std::string_view> messages = split_messages(head);
+      first = messages.empty() ? std::string_view() : messages.front();
+    }
+    const MshSummary msh = read_msh(first);
+    violation("message_too_large", peer,
+              {{"bytes", std::to_string(bytes)},
+               {"max_message_bytes", std::to_string(options.max_message_bytes)},
+               {"control_id", msh.field(10).substr(0, 64)}});
+    Issue issue = Issue::make(ErrorCode::payload_too_large,
+                              "the message is " + std::to_string(bytes) + " bytes, over this source's limit of " +
+                                  std::to_string(options.max_message_bytes) +
+                                  " (max_message_bytes): not applied, only its first " + std::to_string(head.size()) +
+                                  " bytes are kept; split it, or have the limit raised",
+                              "message");
+    co_return co_await refuse(head, msh, std::move(issue), true, peer);
   }
 
   // A batch (HL7 v2.5 ch. 2.10.3): each message is processed as if it had come in a frame of
@@ -230,11 +268,13 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       // Several messages in one frame outside a batch: Mirth applies the first and drops the
       // rest unseen. Refused whole (one frame gets one answer), and a sender fault to see.
       if (parsed.issue().expression == "MSH[2]")
-        violation("several messages in one frame", {{"detail", parsed.issue().diagnostics}});
+        violation("several messages in one frame", peer, {{"detail", parsed.issue().diagnostics}});
       co_return co_await refuse(frame, raw_msh, std::move(parsed).issue(), true, peer);
     }
     const Message& message = *parsed;
-    const MshSummary msh = read_msh(message);
+    // The ACK is built from the MSH as received, so it echoes the sender's bytes in the
+    // sender's character set; the key resends are matched by stays the UTF-8 text, as stored.
+    const MshSummary msh = read_msh(frame, message);
     const std::string version = message.version();
     if (!version_accepted(version))
       co_return co_await refuse(frame, msh,
@@ -269,7 +309,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     batch.resources = std::move(mapped->resources);
     batch.raw = frame;
     batch.kind = mapped->message_type;
-    batch.dedupe_key = dedupe_key(msh);
+    batch.dedupe_key = dedupe_key(read_msh(message.text()));
     batch.identity_location = "PID-3";
     batch.merge_location = "MRG-1";
     batch.peer = peer;
@@ -297,23 +337,35 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       ++retry_later;
       say(LogLevel::warn, "message not applied: gateway unavailable, sender asked to resend",
           {{"kind", batch.kind}, {"reason", issue.diagnostics}});
-      co_return acknowledgements(msh, Outcome::rejected, ack_error_for(issue));
+      co_return acknowledgements(msh, Outcome::not_committed, ack_error_for(issue));
     }
     ++errors;  // stored with status error by the sink
     co_return acknowledgements(msh, Outcome::error, ack_error_for(issue));
   }
 
+  // `peer`: the sender's address ("" when unknown).
   template <class Stream>
-  awaitable<void> serve(Stream& stream, tcp::socket::lowest_layer_type& socket, std::shared_ptr<Conn> conn) {
+  awaitable<void> serve(Stream& stream, tcp::socket::lowest_layer_type& socket, std::shared_ptr<Conn> conn,
+                        const std::string& peer) {
     auto ex = co_await asio::this_coro::executor;
     asio::steady_timer watchdog(ex);
     conn->socket = &socket;
     bool& busy = conn->busy;
+    // `what` == nullptr: the idle timeout, which is no fault of the sender's. A keep-alive
+    // connection with nothing to send is closed as the configuration asks, counted on its own
+    // (gateway_mllp_idle_closes_total) and logged at info, so that a quiet feed does not raise
+    // protocol-violation alerts; the sender reconnects when it has a message.
     auto arm_at = [&](std::chrono::steady_clock::time_point at, const char* what) {
       watchdog.expires_at(at);
-      watchdog.async_wait([this, &socket, what](boost::system::error_code ec) {
+      watchdog.async_wait([this, &socket, &peer, what](boost::system::error_code ec) {
         if (ec) return;  // cancelled: the operation finished in time
-        violation(what);
+        if (what) {
+          violation(what, peer);
+        } else {
+          ++idle_closes;
+          say(LogLevel::info, "mllp connection closed: idle",
+              {{"peer", peer}, {"idle_timeout_s", std::to_string(options.idle_timeout.count())}});
+        }
         boost::system::error_code ignored;
         socket.close(ignored);
       });
@@ -322,15 +374,10 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       arm_at(std::chrono::steady_clock::now() + after, what);
     };
 
-    // The sender's address, for the audit records of what it sends.
-    std::string peer;
-    {
-      boost::system::error_code ec;
-      const auto remote = socket.remote_endpoint(ec);
-      if (!ec) peer = remote.address().to_string() + ":" + std::to_string(remote.port());
-    }
     FramerLimits limits;
     limits.max_message_bytes = options.max_message_bytes;
+    // An oversize frame is read on (and dropped) to answer it, up to four times the limit.
+    limits.max_oversize_bytes = 4 * options.max_message_bytes;
     MllpFramer framer(limits);
     std::vector<char> buf(64 * 1024);
     // The idle timeout runs per read; the frame timeout runs from the read that brought a
@@ -342,14 +389,15 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     for (;;) {
       if (stopping && !framer.in_frame()) break;
       if (framer.in_frame()) arm_at(frame_deadline, "frame timeout");
-      else arm(options.idle_timeout, "idle timeout");
+      else arm(options.idle_timeout, nullptr);
       boost::system::error_code ec;
       const std::size_t n =
           co_await stream.async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
       watchdog.cancel();
       if (ec) {
         if (framer.in_frame())
-          violation("connection closed inside a frame", {{"pending_bytes", std::to_string(framer.pending_bytes())}});
+          violation("connection closed inside a frame", peer,
+                    {{"pending_bytes", std::to_string(framer.pending_bytes())}});
         break;
       }
       FramerOutput out;
@@ -360,14 +408,20 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       // sender's.
       const bool frame_begun = framer.in_frame() && (!continued_frame || !out.frames.empty());
       for (FrameEvent e : out.events) {
+        if (e == FrameEvent::message_too_large) continue;  // logged as its frame is answered, with its size
         Fields f;
         if (e == FrameEvent::stray_bytes_skipped) f.emplace_back("bytes", std::to_string(out.skipped));
-        violation(event_name(e), std::move(f));
+        violation(event_name(e), peer, std::move(f));
       }
       busy = true;
       bool write_failed = false;
-      for (std::string& frame : out.frames) {
-        std::vector<std::string> replies = co_await process(std::move(frame), peer);
+      for (std::size_t i = 0; i < out.frames.size(); ++i) {
+        std::string& frame = out.frames[i];
+        const auto over = std::find_if(out.oversize.begin(), out.oversize.end(),
+                                       [i](const OversizeFrame& o) { return o.frame == i; });
+        std::vector<std::string> replies;
+        if (over == out.oversize.end()) replies = co_await process(std::move(frame), peer);
+        else replies = co_await process_oversize(frame, over->bytes, peer);
         for (const std::string& ack : replies) {
           const std::string wire = MllpFramer::frame(ack);
           arm(options.write_timeout, "acknowledgement write timeout");
@@ -402,6 +456,8 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       conns.insert(conn);
     }
     ++open_connections;
+    // The sender's address, for its log lines and the audit records of what it sends.
+    const std::string peer = peer_address(socket);
 #if GW_WITH_TLS
     if (options.tls && tls) {
       asio::ssl::stream<tcp::socket> stream(std::move(socket), *static_cast<asio::ssl::context*>(tls));
@@ -418,25 +474,25 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       co_await stream.async_handshake(asio::ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
       hs.cancel();
       if (ec) {
-        violation("tls handshake failed", {{"error", ec.message()}});
+        violation("tls handshake failed", peer, {{"error", ec.message()}});
       } else if (const std::string subject = net::verified_peer_subject(stream.native_handle());
                  !options.client_certificate_subject.empty() && subject != options.client_certificate_subject) {
         // Another certificate from the same client CA must not push messages as this source
         // (a sender without one fails the handshake: the gateway gives this listener a context
         // that requires one; an empty subject here is refused all the same). Refused before
         // a byte of HL7 is read, so nothing is stored or acknowledged.
-        violation("client certificate refused",
+        violation("client certificate refused", peer,
                   {{"subject", subject.empty() ? std::string("(none verified)") : subject.substr(0, 256)}});
         boost::system::error_code ignored;
         stream.lowest_layer().close(ignored);
       } else {
-        co_await serve(stream, stream.lowest_layer(), conn);
+        co_await serve(stream, stream.lowest_layer(), conn, peer);
       }
     } else {
-      co_await serve(socket, socket.lowest_layer(), conn);
+      co_await serve(socket, socket.lowest_layer(), conn, peer);
     }
 #else
-    co_await serve(socket, socket.lowest_layer(), conn);
+    co_await serve(socket, socket.lowest_layer(), conn, peer);
 #endif
     --open_connections;
     std::lock_guard lock(conns_m);
@@ -455,7 +511,8 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       }
       if (open_connections >= options.max_connections) {
         ++refused;
-        violation("connection limit reached", {{"max_connections", std::to_string(options.max_connections)}});
+        violation("connection limit reached", peer_address(socket),
+                  {{"max_connections", std::to_string(options.max_connections)}});
         socket.close(ec);
         continue;
       }
@@ -630,6 +687,7 @@ Hl7v2Adapter::Stats Hl7v2Adapter::stats() const {
   st.rejected = s_->rejected;
   st.retry_later = s_->retry_later;
   st.protocol_violations = s_->violations;
+  st.idle_closes = s_->idle_closes;
   st.acks_sent = s_->acks_sent;
   st.ack_write_failures = s_->ack_write_failures;
   return st;

@@ -63,7 +63,8 @@ class Hl7v2Adapter final : public adapters::Adapter {
   struct Stats {
     std::uint64_t connections = 0, open_connections = 0, refused_connections = 0;
     std::uint64_t frames = 0, applied = 0, duplicates = 0, errors = 0, rejected = 0, retry_later = 0;
-    std::uint64_t protocol_violations = 0;  // every FrameEvent, truncated frames, timeouts
+    std::uint64_t protocol_violations = 0;  // every FrameEvent, truncated frames, frame/write timeouts
+    std::uint64_t idle_closes = 0;          // connections closed by idle_timeout (not a violation)
     std::uint64_t acks_sent = 0, ack_write_failures = 0;
   };
   Stats stats() const;

@@ -567,6 +567,13 @@ std::string Message::message_type_as_sent() const {
 
 std::string Message::control_id() const { return msh().get(10); }
 std::string Message::version() const { return msh().get(12, 1); }
+bool read_as_latin1(std::string_view msh18, std::string_view bytes) {
+  const auto charset = classify_charset(msh18);
+  if (!charset) return false;
+  if (*charset == Charset::latin1) return true;
+  return *charset == Charset::unspecified && first_invalid_utf8(bytes) != std::string_view::npos;
+}
+
 std::string Message::charset() const { return std::string(msh().raw(18, 1)); }
 std::string Message::encode() const { return text_; }
 

@@ -140,6 +140,11 @@ class Message {
 // when they cannot be used. For callers that work from a raw MSH (acknowledgements).
 fhir::Result<Delimiters> read_delimiters(char field_separator, std::string_view encoding_characters);
 
+// True when parse() reads `bytes` as ISO 8859-1: `msh18` (the first repetition of MSH-18 as
+// sent) names it, or is empty or ASCII and `bytes` are not valid UTF-8. A message read so is
+// answered in ISO 8859-1 too (see build_ack).
+bool read_as_latin1(std::string_view msh18, std::string_view bytes);
+
 // Splits text that holds several messages (a file, a batch) into one view per message, in
 // order: a message starts at each line beginning with "MSH" (the first may follow a UTF-8 byte
 // order mark) and runs to the next such line or to a batch envelope line (FHS, BHS, BTS, FTS),

@@ -13,15 +13,19 @@ std::string_view event_name(FrameEvent e) {
     case FrameEvent::stray_bytes_skipped: return "stray_bytes_skipped";
     case FrameEvent::stray_limit_exceeded: return "stray_limit_exceeded";
     case FrameEvent::message_too_large: return "message_too_large";
+    case FrameEvent::oversize_limit_exceeded: return "oversize_limit_exceeded";
     case FrameEvent::missing_carriage_return: return "missing_carriage_return";
     case FrameEvent::start_inside_frame: return "start_inside_frame";
   }
   return "unknown";
 }
 
-bool MllpFramer::in_frame() const { return state_ == State::in_frame; }
+bool MllpFramer::in_frame() const { return state_ == State::in_frame || state_ == State::oversize; }
 
-std::size_t MllpFramer::pending_bytes() const { return state_ == State::in_frame ? partial_.size() : 0; }
+std::size_t MllpFramer::pending_bytes() const {
+  if (state_ == State::oversize) return oversize_bytes_;
+  return state_ == State::in_frame ? partial_.size() : 0;
+}
 
 std::string MllpFramer::frame(std::string_view message) {
   std::string out;
@@ -71,9 +75,11 @@ void MllpFramer::feed(std::string_view bytes, FramerOutput& out) {
         std::size_t stop = i;
         while (stop < n && bytes[stop] != kEndBlock && bytes[stop] != kStartBlock) ++stop;
         if (stop - i > limits_.max_message_bytes - std::min(partial_.size(), limits_.max_message_bytes)) {
-          out.events.push_back(FrameEvent::message_too_large);
-          fail(out);
-          return;
+          // Over the limit: keep the head, drop the rest as it comes (State::oversize).
+          state_ = State::oversize;
+          oversize_bytes_ = partial_.size();
+          partial_.resize(std::min({partial_.size(), kOversizeHeadBytes, limits_.max_message_bytes}));
+          break;
         }
         partial_.append(bytes.data() + i, stop - i);
         i = stop;
@@ -86,6 +92,35 @@ void MllpFramer::feed(std::string_view bytes, FramerOutput& out) {
         }
         // <FS>: the payload is complete. It is delivered now, not at the <CR>, so a sender
         // that omits the <CR> and waits for its ACK is not left hanging.
+        out.frames.push_back(std::move(partial_));
+        partial_.clear();
+        state_ = State::after_end;
+        ++i;
+        break;
+      }
+      case State::oversize: {
+        std::size_t stop = i;
+        while (stop < n && bytes[stop] != kEndBlock && bytes[stop] != kStartBlock) ++stop;
+        const std::size_t head = std::min(kOversizeHeadBytes, limits_.max_message_bytes);
+        if (partial_.size() < head) partial_.append(bytes.data() + i, std::min(stop - i, head - partial_.size()));
+        oversize_bytes_ += stop - i;
+        i = stop;
+        if (oversize_bytes_ > limits_.max_oversize_bytes) {
+          // Reading on to the end block is for answering the sender; past this, it is abuse.
+          out.events.push_back(FrameEvent::oversize_limit_exceeded);
+          fail(out);
+          return;
+        }
+        if (i == n) break;
+        if (bytes[i] == kStartBlock) {
+          out.events.push_back(FrameEvent::start_inside_frame);
+          partial_.clear();
+          state_ = State::in_frame;
+          ++i;
+          break;
+        }
+        out.events.push_back(FrameEvent::message_too_large);
+        out.oversize.push_back(OversizeFrame{out.frames.size(), oversize_bytes_});
         out.frames.push_back(std::move(partial_));
         partial_.clear();
         state_ = State::after_end;

@@ -121,6 +121,7 @@ std::string sha256(std::string_view bytes) {
 }
 
 struct Store::State {
+  std::string path;  // store.db, for the retention checkpoint's own connection
   StoreOptions options;
   std::unique_ptr<sqlite::GroupWriter> writer;
   std::vector<sqlite::Database> readers;
@@ -164,6 +165,7 @@ fhir::Result<std::unique_ptr<Store>> Store::open(const std::string& path, StoreO
   if (auto s = db->exec("PRAGMA secure_delete = ON"); !s) return std::move(s).issue();
   auto state = std::make_unique<State>();
   state->options = options;
+  state->path = path;
   for (std::size_t i = 0; i < std::max<std::size_t>(1, options.readers); ++i) {
     auto r = sqlite::Database::open(path, sqlite::Database::Mode::read_only);
     if (!r) return std::move(r).issue();
@@ -514,7 +516,8 @@ fhir::Result<ResourcePage> Store::search(const ResourceQuery& q) {
   return page;
 }
 
-fhir::Result<std::int64_t> Store::prune_messages_before(std::int64_t cutoff_ms) {
+fhir::Result<Store::MessagePrune> Store::prune_messages_before(std::int64_t cutoff_ms) {
+  MessagePrune out;
   auto n = std::make_shared<std::int64_t>(0);
   fhir::Status s = s_->writer->run([n, cutoff_ms](sqlite::Database& db) -> fhir::Status {
     auto st = db.prepare("DELETE FROM message WHERE received_ms < ?");
@@ -525,7 +528,20 @@ fhir::Result<std::int64_t> Store::prune_messages_before(std::int64_t cutoff_ms) 
     return fhir::Ok{};
   });
   if (!s) return std::move(s).issue();
-  return *n;
+  out.messages = *n;
+  // The writer's zeroed pages are in the WAL; the database file, and the WAL's frames from
+  // when the messages were written, still hold the text until a checkpoint, which SQLite
+  // runs only when the WAL reaches 1000 pages. TRUNCATE copies every frame back and empties
+  // the WAL. It runs on a connection of its own because the writer's jobs run inside its
+  // batch transaction, where a checkpoint cannot.
+  auto db = sqlite::Database::open(s_->path);
+  if (!db) return std::move(db).issue();
+  auto st = db->prepare("PRAGMA wal_checkpoint(TRUNCATE)");
+  if (!st) return std::move(st).issue();
+  auto row = st->step();
+  if (!row) return std::move(row).issue();
+  out.wal_checkpointed = *row && st->column_int64(0) == 0;  // column 0: busy
+  return out;
 }
 
 }  // namespace gw::store

@@ -141,10 +141,18 @@ class Store {
   fhir::Result<std::optional<StoredResource>> read(const std::string& type, const std::string& id);
   fhir::Result<ResourcePage> search(const ResourceQuery& q);
 
-  // Retention (issue #4 item 6): deletes messages received before `cutoff_ms` (their raw
-  // bytes are overwritten on disk: secure_delete) and returns how many went. Resources stay:
-  // they are the record, not the transport.
-  fhir::Result<std::int64_t> prune_messages_before(std::int64_t cutoff_ms);
+  // Retention (issue #4 item 6): deletes messages received before `cutoff_ms` and returns how
+  // many went. Resources stay: they are the record, not the transport. The deleted text is
+  // gone from disk when this returns: secure_delete zeroes it in the pages the delete writes,
+  // and a TRUNCATE checkpoint then copies those pages over the database file and empties the
+  // WAL, whose older frames still held it. `wal_checkpointed` false: a reader held the WAL
+  // for longer than the busy timeout (5 s), so the text may remain until the next run.
+  // Blocks the caller (run it off the I/O threads).
+  struct MessagePrune {
+    std::int64_t messages = 0;
+    bool wal_checkpointed = false;
+  };
+  fhir::Result<MessagePrune> prune_messages_before(std::int64_t cutoff_ms);
 
   // Test hook: commits fail while on.
   void inject_commit_failure(bool on);

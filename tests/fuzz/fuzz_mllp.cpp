@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: the MLLP framer. The first two bytes pick small limits and the chunk sizes;
 // the rest is the byte stream. Properties: never crashes; feeding the stream in chunks gives
-// exactly the frames, events, skipped count and final state of feeding it at once; frames
+// exactly the frames, oversize heads, events, skipped count and final state of feeding it at once; frames
 // never hold a start or end block and never exceed the limit.
 #include <cstddef>
 #include <cstdint>
@@ -14,6 +14,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   gw::hl7v2::FramerLimits limits;
   limits.max_message_bytes = 16 + (data[0] & 0x3F) * 16u;
   limits.max_stray_bytes = 1 + (data[0] >> 6) * 8u;
+  limits.max_oversize_bytes = limits.max_message_bytes * 4;
   const std::size_t max_chunk = 1 + (data[1] & 0x1F);
   std::uint32_t seed = data[1] | (static_cast<std::uint32_t>(data[0]) << 8) | 1u;
   std::string_view stream(reinterpret_cast<const char*>(data) + 2, size - 2);
@@ -32,7 +33,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     chunked.feed(stream.substr(pos, len), got);
     pos += len;
   }
-  if (got.frames != expected.frames || got.events != expected.events || got.skipped != expected.skipped ||
+  if (got.frames != expected.frames || got.oversize != expected.oversize || got.events != expected.events ||
+      got.skipped != expected.skipped ||
       got.fatal != expected.fatal || chunked.in_frame() != whole.in_frame() ||
       chunked.pending_bytes() != whole.pending_bytes())
     __builtin_trap();

@@ -12,11 +12,13 @@
 #include "fhir/structure_check.h"
 #include "gateway/audit/log.h"
 #include "gateway/audit/record.h"
+#include "gateway/observe/log.h"
 #include "gateway/store/store.h"
 #include "support/certs.h"
 #include "support/https_client.h"
 #include "support/responses.h"
 #include "support/mllp_client.h"
+#include "support/stderr_capture.h"
 #include "support/test_server.h"
 #include "support/tokens.h"
 
@@ -65,6 +67,20 @@ std::string oru(const std::string& control, const std::string& nhs, const std::s
 }
 
 std::string ack_code(const std::string& ack) { return test::hl7_field(ack, "MSA", 1); }
+
+// `ack` with its own MSH-7 (time) and MSH-10 (control id) emptied, so the rest can be
+// compared byte for byte.
+std::string without_time_and_id(const std::string& ack) {
+  std::string out;
+  std::size_t field = 0;
+  const std::size_t eol = ack.find('\r');
+  for (std::size_t i = 0; i < ack.size(); ++i) {
+    if (i < eol && ack[i] == '|') ++field;
+    else if (i < eol && (field == 6 || field == 9)) continue;
+    out += ack[i];
+  }
+  return out;
+}
 
 test::TokenClaims trust_clinician() {
   test::TokenClaims c;
@@ -323,6 +339,24 @@ TEST_CASE("MLLP: A40 merges; an A40 for an unknown patient is AE with an ERR seg
   CHECK(test::hl7_field(ae[0], "MSA", 2) == "M4");
   CHECK(ae[0].find("\rERR|") != std::string::npos);
   CHECK(stored(*s, store::MessageStatus::error) == 1);
+
+  // Enhanced mode: the message is committed (stored as an error, replayable), so the accept
+  // ACK is CA (HL7 table 0008); the AE is the application ACK, sent when MSH-16 asks for it.
+  const std::string unknown_enhanced = msh("ADT^A40^ADT_A39", "M5", "|||AL|NE") + "EVN|A40|20261123120000\r" +
+                                       "PID|1||9990000042^^^NHS^NH||SMITH^JOHN||19700101|M\r" + "MRG|NOBODY-8^^^RGT01^MR\r";
+  auto acks = test::mllp_round_trip(port, unknown_enhanced, 2, 1500ms);
+  REQUIRE(acks.size() == 1);
+  CHECK(ack_code(acks[0]) == "CA");
+  CHECK(acks[0].find("\rERR|") == std::string::npos);
+  std::string both = unknown_enhanced;
+  both.replace(both.find("|M5|"), 4, "|M6|").replace(both.find("|AL|NE"), 6, "|AL|AL");
+  acks = test::mllp_round_trip(port, both, 2);
+  REQUIRE(acks.size() == 2);
+  CHECK(ack_code(acks[0]) == "CA");
+  CHECK(ack_code(acks[1]) == "AE");
+  CHECK(test::hl7_field(acks[1], "MSA", 2) == "M6");
+  CHECK(acks[1].find("^204&") != std::string::npos);  // ERR-1 (v2.4 ELD): unknown key identifier
+  CHECK(stored(*s, store::MessageStatus::error) == 3);
 }
 
 TEST_CASE("MLLP: unreadable, unsupported and wrongly encoded messages are AR, stored as rejected") {
@@ -500,11 +534,37 @@ TEST_CASE("MLLP: protocol violations close only the offending connection; others
   auto s = mllp_server({{"max_message_bytes", "2048"}, {"frame_timeout_s", "1"}});
   const std::uint16_t port = listener(*s).port();
 
-  // A frame over the size cap: the connection is closed, nothing is stored.
+  // A frame over the size cap is read to its end and refused: AR, ERR 207, MSA-2 its
+  // MSH-10, so the sender stops resending it; a row (rejected) keeps its head and its size.
+  // The connection stays usable.
   test::MllpConnection big(port);
   REQUIRE(big.ok());
-  big.send(a01("BIG", "9990000050", "MRN-BIG") + "NTE|1||" + std::string(4000, 'x') + "\r");
-  CHECK(big.closed_by_peer(5s));
+  const std::string big_message = a01("BIG", "9990000050", "MRN-BIG") + "NTE|1||" + std::string(4000, 'x') + "\r";
+  big.send(big_message);
+  auto refused = big.read_frames(1, 5s);
+  REQUIRE(refused.size() == 1);
+  CHECK(ack_code(refused[0]) == "AR");
+  CHECK(test::hl7_field(refused[0], "MSA", 2) == "BIG");
+  CHECK(refused[0].find("\rERR|^^^207&") != std::string::npos);  // v2.4 ELD, table 0357
+  CHECK(refused[0].find(std::to_string(big_message.size()) + " bytes") != std::string::npos);
+  {
+    store::MessageQuery q;
+    q.status = store::MessageStatus::rejected;
+    auto rows = s->app().store().list_messages(q);
+    REQUIRE(rows.ok());
+    REQUIRE(rows->size() == 1);
+    CHECK((*rows)[0].dedupe_key == "PAS|RGT01|BIG");
+    CHECK((*rows)[0].kind == "ADT^A01");
+    CHECK((*rows)[0].error.find(std::to_string(big_message.size()) + " bytes") != std::string::npos);
+    auto row = s->app().store().message((*rows)[0].id);
+    REQUIRE(row.ok());
+    REQUIRE(row->has_value());
+    CHECK((*row)->raw == big_message.substr(0, 2048));  // the head only (here the whole limit)
+  }
+  big.send(a01("AFTER-BIG", "9990000050", "MRN-BIG"));
+  auto after = big.read_frames(1, 5s);
+  REQUIRE(after.size() == 1);
+  CHECK(ack_code(after[0]) == "AA");
 
   // Binary garbage with no start block: skipped, then the connection is closed.
   test::MllpConnection noise(port);
@@ -620,6 +680,12 @@ TEST_CASE("MLLP: when the store cannot commit, the sender is told to resend (AR)
   REQUIRE(acks.size() == 1);
   CHECK(ack_code(acks[0]) == "AR");
   CHECK(acks[0].find("^207&") != std::string::npos);  // ERR-1 (v2.4 ELD): application internal error
+  // Enhanced mode: not accepted, CE (HL7 table 0008; CR is for an unsupported type, version
+  // or processing id), then the AR when MSH-16 asks for it.
+  const auto enhanced = test::mllp_round_trip(port, a01("F2", "9990000026", "MRN-F", "V1", "|||AL|AL"), 2);
+  REQUIRE(enhanced.size() == 2);
+  CHECK(ack_code(enhanced[0]) == "CE");
+  CHECK(ack_code(enhanced[1]) == "AR");
   s->app().store().inject_commit_failure(false);
   CHECK(stored(*s, store::MessageStatus::applied) == 0);
   // The resend after recovery is applied.
@@ -753,4 +819,61 @@ TEST_CASE("MLLP: ingest audit records say where a message came from, and a refus
   REQUIRE(refused_records.size() == 1);
   CHECK(refused_records[0].action == "ingest-rejected");
   CHECK(refused_records[0].address.rfind("127.0.0.1:", 0) == 0);
+}
+
+TEST_CASE("MLLP: an ISO 8859-1 message is answered in ISO 8859-1 (MSH-3..6, MSA-2 byte for byte), its resend too") {
+  auto s = mllp_server();
+  const std::uint16_t port = listener(*s).port();
+  // MSH-4 "HôPITAL", MSH-10 "CTLé1" and the names as Latin-1 bytes, declared by MSH-18.
+  const std::string message =
+      "MSH|^~\\&|PAS|H\xF4PITAL|GW|GW|20261123101500||ADT^A01^ADT_A01|CTL\xE9" "1|P|2.4||||||8859/1\r"
+      "EVN|A01|20261123101500\r"
+      "PID|1||9990000018^^^NHS^NH~MRN-L^^^RGT01^MR||M\xDCLLER^J\xC9R\xD4ME||19700101|M\r"
+      "PV1|1|I|WARD1^BED2^^RGT01||||||||||||||||V1\r";
+  const std::string expected =
+      "MSH|^~\\&|GW|GW|PAS|H\xF4PITAL|||ACK^A01^ACK||P|2.4||||||8859/1\rMSA|AA|CTL\xE9" "1\r";
+  const auto first = test::mllp_round_trip(port, message);
+  REQUIRE(first.size() == 1);
+  CHECK(without_time_and_id(first[0]) == expected);
+  // A resend is answered with the ACK stored at the first commit: the same bytes.
+  const auto resend = test::mllp_round_trip(port, message);
+  REQUIRE(resend.size() == 1);
+  CHECK(resend[0] == first[0]);
+  CHECK(listener(*s).stats().duplicates == 1);
+  CHECK(stored(*s, store::MessageStatus::applied) == 1);
+}
+
+TEST_CASE("MLLP: an idle connection closed by idle_timeout is not a protocol violation; violations name the sender") {
+  auto s = mllp_server({{"idle_timeout_s", "1"}});
+  const std::uint16_t port = listener(*s).port();
+  const auto before = listener(*s).stats();
+  observe::set_level(observe::Level::info);  // TestServer writes warnings only
+  test::StderrCapture capture;
+  {
+    test::MllpConnection quiet(port);
+    REQUIRE(quiet.ok());
+    CHECK(quiet.closed_by_peer(5s));
+  }
+  // A real violation: bytes before the start block.
+  {
+    test::MllpConnection noisy(port);
+    REQUIRE(noisy.ok());
+    noisy.send_raw("junk");
+    noisy.send(a01("IDLE1", "9990000018", "MRN-I"));
+    REQUIRE(noisy.read_frames(1, 5s).size() == 1);
+  }
+  const std::string log = capture.text();
+  observe::set_level(observe::Level::warn);
+  const auto after = listener(*s).stats();
+  CHECK(after.idle_closes == before.idle_closes + 1);
+  CHECK(after.protocol_violations == before.protocol_violations + 1);  // the stray bytes only
+  const std::string idle = test::log_line(log, "mllp connection closed: idle");
+  CHECK_MESSAGE(idle.find("\"level\":\"info\"") != std::string::npos, log);
+  CHECK(idle.find("\"peer\":\"127.0.0.1:") != std::string::npos);
+  const std::string violation = test::log_line(log, "mllp protocol violation");
+  CHECK_MESSAGE(violation.find("\"event\":\"stray_bytes_skipped\"") != std::string::npos, log);
+  CHECK(violation.find("\"peer\":\"127.0.0.1:") != std::string::npos);
+  // Counted apart on /metrics.
+  const auto metrics = test::get(s->port(), "/metrics", s->client());
+  CHECK(metrics.body.find("gateway_mllp_idle_closes_total{source=\"cuh-pas\"} 1") != std::string::npos);
 }

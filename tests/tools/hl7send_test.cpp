@@ -468,6 +468,20 @@ TEST_CASE("hl7send: enhanced mode reads the accept and the application ACK; NE/N
   CHECK(codes(j[3]) == "AA");
   CHECK(j[3].string_at("control_id") == "E-4");
   CHECK(stored(*s, store::MessageStatus::applied).size() == 4);
+
+  // A message committed but not applicable gets CA (HL7 table 0008), and with MSH-16 ER its AE
+  // follows: read as the application ACK, not left to be mistaken for the next message's.
+  std::string er = a40_unknown("E-5", nhs(405));
+  er.insert(er.find('\r'), "|||AL|ER");
+  write(dir / "er.hl7", er + a01("E-6", nhs(406), "MRN-E6"));
+  r = run_hl7send("--json --port " + std::to_string(port) + " " + (dir / "er.hl7").string());
+  CHECK_MESSAGE(r.status == 1, (r.out + r.err));
+  const std::vector<fhir::Json> j2 = json_lines(r.out);
+  REQUIRE(j2.size() == 2);
+  CHECK(codes(j2[0]) == "CA,AE");
+  CHECK(j2[0].string_at("ack_code") == "AE");
+  CHECK(codes(j2[1]) == "AA");
+  CHECK(j2[1].string_at("status") == "acknowledged");
 }
 
 TEST_CASE("hl7send: an ACK echoing another control id is a mismatch, and the next message uses a new connection") {
@@ -539,8 +553,30 @@ TEST_CASE("hl7send: TLS with the gateway's CA, and parallel connections") {
   r = run_hl7send("--tls --ca " + test::dev_certs().ca + " --server-name not-the-gateway.example --port " +
                   std::to_string(port) + " " + (dir / "many.hl7").string());
   CHECK(r.status == 1);
-  CHECK(line_of(r.out, "many.hl7#1").find("connect_failed") != std::string::npos);
-  CHECK(line_of(r.out, "no ACK:").find(" 9") != std::string::npos);
+  CHECK(line_of(r.out, "many.hl7#1").find("not sent (connect_failed)") != std::string::npos);
+  // Never written, so neither "sent" nor "no ACK": counted as not connected.
+  CHECK(line_of(r.out, "sent:").find(" 0 messages") != std::string::npos);
+  CHECK(line_of(r.out, "no ACK:").find(" 0") != std::string::npos);
+  CHECK(line_of(r.out, "not connected:").find(" 9 (not sent: ") != std::string::npos);
+}
+
+TEST_CASE("hl7send: to a port nobody listens on, nothing counts as sent and the run fails naming why") {
+  const fs::path dir = test::temp_dir("hl7send-closed");
+  write(dir / "two.hl7", a01("C-1", nhs(810), "MRN-C1") + a01("C-2", nhs(811), "MRN-C2"));
+  // A loopback port just released: nothing listens there.
+  std::uint16_t closed = 0;
+  {
+    auto s = mllp_server();
+    closed = mllp_port(*s);
+  }
+  test::ToolRun r = run_hl7send("--port " + std::to_string(closed) + " " + (dir / "two.hl7").string());
+  CHECK_MESSAGE(r.status == 1, (r.out + r.err));
+  CHECK_MESSAGE(line_of(r.out, "sent:").find(" 0 messages") != std::string::npos, r.out);
+  CHECK(line_of(r.out, "two.hl7#1").find("C-1  not sent (connect_failed)") != std::string::npos);
+  const std::string not_connected = line_of(r.out, "not connected:");
+  CHECK_MESSAGE(not_connected.find(" 2 (not sent: ") != std::string::npos, r.out);
+  CHECK(not_connected.find(std::to_string(closed)) != std::string::npos);  // the error names where
+  CHECK(line_of(r.out, "no ACK:").find(" 0") != std::string::npos);
 }
 
 TEST_CASE("hl7send: usage errors exit 2 and --help exits 0") {

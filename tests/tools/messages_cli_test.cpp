@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "adapters/hl7v2/hl7v2_adapter.h"
 #include "fhir/json.h"
 #include "fhir/nhs_number.h"
+#include "support/certs.h"
 #include "support/paths.h"
 #include "support/process.h"
 #include "support/test_server.h"
@@ -63,6 +65,13 @@ std::unique_ptr<test::TestServer> mllp_server(std::vector<std::string> names = {
       c.source_systems.push_back(s);
     }
   });
+}
+
+// Frames the listener of source `name` has received.
+std::uint64_t mllp_frames(test::TestServer& s, const std::string& name) {
+  auto* a = dynamic_cast<hl7v2::Hl7v2Adapter*>(s.app().adapter(name));
+  REQUIRE(a != nullptr);
+  return a->stats().frames;
 }
 
 std::uint16_t mllp_port(test::TestServer& s, const std::string& name) {
@@ -348,6 +357,13 @@ TEST_CASE("gw-messages: a missing store, an unknown id and bad arguments are cle
   test::ToolRun unknown = gw_messages("show " + data + " 999999");
   CHECK(unknown.status == 1);
   CHECK(unknown.err.find("no message with id 999999") != std::string::npos);
+  // Ids start at 1, and the error says so (not "Value 0 not in range 0.000000 to 1.79e308").
+  for (const std::string& command : {"show " + data + " 0", "replay " + data + " --id 0 --port 2575"}) {
+    test::ToolRun zero = gw_messages(command);
+    CHECK(zero.status == 2);
+    CHECK_MESSAGE(zero.err.find("'0' is not a message id: ids are whole numbers from 1") != std::string::npos, zero.err);
+    CHECK(zero.err.find("not in range") == std::string::npos);
+  }
   test::ToolRun no_selection = gw_messages("replay " + data + " --port 2575");
   CHECK(no_selection.status == 2);
   CHECK(no_selection.err.find("--id N or --status") != std::string::npos);
@@ -364,4 +380,54 @@ TEST_CASE("gw-messages: a missing store, an unknown id and bad arguments are cle
   test::ToolRun st = gw_messages("stats " + data);
   CHECK(st.status == 0);
   CHECK(line_of(st.out, "messages:").find(" 0") != std::string::npos);
+}
+
+TEST_CASE("gw-messages: replay sends to the source's own port from --config, refuses another source's, needs --port without") {
+  auto s = mllp_server({kPas, kLab});
+  const std::uint16_t pas = mllp_port(*s, kPas), lab = mllp_port(*s, kLab);
+  const std::string data = "--data " + s->cfg.data_dir;
+  CHECK(send(lab, v3("L-9")).code() == "AR");
+  const std::string lab_id =
+      std::to_string(id_of(json_lines(gw_messages("list --json --source " + std::string(kLab) + " " + data).out)[0]));
+
+  // The gateway's configuration file, as the operator has it: both listeners' endpoints.
+  const fs::path dir = test::temp_dir("gw-messages-config");
+  fs::create_directories(dir / "certs");
+  std::ofstream(dir / "certs" / "jwks.json") << "{\"keys\":[]}";
+  std::ofstream(dir / "certs" / "audit-key.pem") << "placeholder";
+  const auto& certs = test::dev_certs();
+  std::ofstream(dir / "gateway.toml")
+      << "[server.https]\ncertificate = \"" << certs.server_cert << "\"\nprivate_key = \"" << certs.server_key
+      << "\"\n[storage]\ndata_dir = \"" << s->cfg.data_dir << "\"\n"
+      << "[[source_systems]]\nods_code = \"RGT\"\nname = \"" << kPas << "\"\nadapter = \"hl7v2\"\nendpoint = \"127.0.0.1:"
+      << pas << "\"\n"
+      << "[[source_systems]]\nods_code = \"RGT02\"\nname = \"" << kLab << "\"\nadapter = \"hl7v2\"\nendpoint = \"127.0.0.1:"
+      << lab << "\"\n";
+  const std::string config = "--config " + (dir / "gateway.toml").string();
+
+  // Without --config the port must be given: no silent default.
+  test::ToolRun no_port = gw_messages("replay " + data + " --id " + lab_id);
+  CHECK(no_port.status == 2);
+  CHECK(no_port.err.find("give --port, the MLLP port of source 'rgt-lab''s listener") != std::string::npos);
+  // With it: --data and the port come from the configuration; the run says where it sends.
+  test::ToolRun own = gw_messages("replay " + config + " --id " + lab_id);
+  CHECK(own.status == 1);  // rejected again (v2.3), but by the right listener
+  CHECK_MESSAGE(own.out.find("replaying 1 message from source 'rgt-lab' to 127.0.0.1:" + std::to_string(lab)) !=
+                    std::string::npos,
+                (own.out + own.err));
+  CHECK(line_of(own.out, "AR/CR:").find(" 1") != std::string::npos);
+  // Another source's port is refused before anything is sent, unless forced.
+  const auto before = mllp_frames(*s, kPas);
+  test::ToolRun other = gw_messages("replay " + config + " --id " + lab_id + " --port " + std::to_string(pas));
+  CHECK(other.status == 2);
+  CHECK(other.err.find("is the listener of source 'rgt-pas', not of 'rgt-lab'") != std::string::npos);
+  CHECK(mllp_frames(*s, kPas) == before);
+  test::ToolRun forced =
+      gw_messages("replay " + config + " --id " + lab_id + " --port " + std::to_string(pas) + " --force-port");
+  CHECK(forced.out.find("from source 'rgt-lab' to 127.0.0.1:" + std::to_string(pas)) != std::string::npos);
+  CHECK(mllp_frames(*s, kPas) == before + 1);
+  // Without --config, the line says which source and which port too.
+  test::ToolRun given = gw_messages("replay " + data + " --id " + lab_id + " --port " + std::to_string(lab));
+  CHECK(given.out.find("replaying 1 message from source 'rgt-lab' to 127.0.0.1:" + std::to_string(lab)) !=
+        std::string::npos);
 }

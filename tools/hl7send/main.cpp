@@ -144,15 +144,18 @@ bool load_messages(const std::vector<fs::path>& files, bool quiet, bool drop_non
   return true;
 }
 
-enum class Bucket { ok, error, rejected, no_ack, mismatched, not_requested };
+// not_connected: never written (no connection could be made on any attempt), so not "sent".
+enum class Bucket { ok, error, rejected, no_ack, mismatched, not_requested, not_connected };
 
 Bucket bucket_of(const SendResult& r) {
   switch (r.status) {
     case SendStatus::mismatch: return Bucket::mismatched;
     case SendStatus::not_requested: return Bucket::not_requested;
+    case SendStatus::connect_failed:
+      if (!r.written) return Bucket::not_connected;
+      return Bucket::no_ack;
     case SendStatus::timeout:
-    case SendStatus::disconnected:
-    case SendStatus::connect_failed: return Bucket::no_ack;
+    case SendStatus::disconnected: return Bucket::no_ack;
     case SendStatus::acknowledged: break;
   }
   if (r.accepted()) return Bucket::ok;
@@ -221,7 +224,8 @@ std::string text_line(const Item& it, const SendResult& r) {
     case SendStatus::timeout:
     case SendStatus::disconnected:
     case SendStatus::connect_failed:
-      line += "no ACK (" + std::string(gw::hl7send::status_name(r.status)) + ")  " + r.error;
+      line += (r.written ? "no ACK (" : "not sent (") + std::string(gw::hl7send::status_name(r.status)) + ")  " +
+              r.error;
   }
   if (r.attempts > 1) line += "  (" + std::to_string(r.attempts) + " attempts)";
   return line;
@@ -241,7 +245,8 @@ struct Report {
   std::mutex m;
   std::size_t done = 0, last_progress_done = 0;
   Clock::time_point last_progress = Clock::now();
-  std::size_t counts[6] = {0, 0, 0, 0, 0, 0};
+  std::size_t counts[7] = {0, 0, 0, 0, 0, 0, 0};
+  std::string connect_error;  // the first connection failure, for the summary
   std::vector<double> latencies_ms;
   std::size_t not_sent = 0;  // messages with lines that are not segments (load_messages)
 
@@ -250,6 +255,7 @@ struct Report {
     std::lock_guard lock(m);
     ++done;
     ++counts[static_cast<int>(b)];
+    if (b == Bucket::not_connected && connect_error.empty()) connect_error = r.error;
     if (!r.acks.empty()) latencies_ms.push_back(millis(r.latency));
     if (json)
       std::printf("%s\n", json_line(it, r).c_str());
@@ -273,14 +279,18 @@ struct Report {
     FILE* out = json ? stderr : stdout;
     const double secs = std::chrono::duration<double>(Clock::now() - start).count();
     std::sort(latencies_ms.begin(), latencies_ms.end());
-    std::fprintf(out, "sent:             %zu messages in %s s (%s messages/s)\n", done, fixed(secs, 2).c_str(),
-                 fixed(secs > 0 ? static_cast<double>(done) / secs : 0.0, 1).c_str());
+    // Only messages that reached the gateway count as sent.
+    const std::size_t sent = done - count(Bucket::not_connected);
+    std::fprintf(out, "sent:             %zu messages in %s s (%s messages/s)\n", sent, fixed(secs, 2).c_str(),
+                 fixed(secs > 0 ? static_cast<double>(sent) / secs : 0.0, 1).c_str());
     std::fprintf(out, "AA/CA:            %zu\n", count(Bucket::ok));
     std::fprintf(out, "AE/CE:            %zu\n", count(Bucket::error));
     std::fprintf(out, "AR/CR:            %zu\n", count(Bucket::rejected));
     std::fprintf(out, "no ACK:           %zu\n", count(Bucket::no_ack));
     std::fprintf(out, "mismatched:       %zu\n", count(Bucket::mismatched));
     if (not_sent > 0) std::fprintf(out, "not sent:         %zu (lines that are not HL7 segments)\n", not_sent);
+    if (count(Bucket::not_connected) > 0)
+      std::fprintf(out, "not connected:    %zu (not sent: %s)\n", count(Bucket::not_connected), connect_error.c_str());
     if (count(Bucket::not_requested) > 0) std::fprintf(out, "no ACK asked for: %zu\n", count(Bucket::not_requested));
     std::fprintf(out, "latency p50/p99:  %s / %s ms\n", fixed(percentile(latencies_ms, 0.50), 2).c_str(),
                  fixed(percentile(latencies_ms, 0.99), 2).c_str());
@@ -301,7 +311,9 @@ int main(int argc, char** argv) {
       "upper-case letters or digits, then the field separator), such as a '//' comment, is not sent: it is "
       "named on stderr with the file line of that line (CR, LF and CRLF each end a line) and counted as not "
       "sent (see --drop-non-segments). Each message goes in its own MLLP "
-      "frame, and each ACK's MSA-2 must echo the message's MSH-10. Exit code 0 when every message was sent "
+      "frame, and each ACK's MSA-2 must echo the message's MSH-10. Only messages written to a connection "
+      "count as sent; one that never got a connection is reported 'not sent (connect_failed)' and counted as "
+      "not connected. Exit code 0 when every message was sent "
       "and got AA or CA (or asked for no ACK in MSH-15/16), 1 otherwise, 2 for usage errors."};
   gw::hl7send::ClientFlags flags;
   std::vector<std::string> inputs;

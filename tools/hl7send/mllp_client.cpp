@@ -557,6 +557,7 @@ SendResult MllpClient::send(std::string_view message, int retries) {
       r.status = SendStatus::disconnected;
       continue;
     }
+    r.written = true;
     if (request.none()) {
       r.status = SendStatus::not_requested;
       r.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
@@ -585,12 +586,25 @@ SendResult MllpClient::send(std::string_view message, int retries) {
       mismatch(r.acks.back());
       return r;
     }
-    // Enhanced mode: after the accept ACK, the application ACK when MSH-16 asks for one given
-    // the outcome the accept ACK reports (HL7 v2.5 ch. 2.9.3).
+    // Enhanced mode: after the accept ACK, the application ACK when MSH-16 asks for one (HL7
+    // v2.5 ch. 2.9.3). A CE/CR means the message was not taken in, so not applied. A CA
+    // (table 0008: committed to safe storage) does not say whether it could be applied: with
+    // MSH-16 ER or SU the application ACK may or may not follow, and silence means the
+    // outcome the condition leaves out (ER: applied; SU: not applied).
     const std::string& first = r.acks.back().code;
+    const bool committed = first == "CA";
+    const bool conditional = committed && (request.application == "ER" || request.application == "SU");
     if (request.enhanced && first.size() == 2 && first[0] == 'C' &&
-        AckRequest::holds(request.application, first == "CA")) {
+        (conditional || AckRequest::holds(request.application, committed))) {
       got = im.read_frame(Clock::now() + options_.ack_timeout, frame, r.error);
+      if (got == Impl::ReadOutcome::timeout && conditional) {
+        const bool applied = request.application == "ER";
+        r.status = applied ? SendStatus::acknowledged : SendStatus::timeout;
+        r.error = applied ? std::string() : "committed (CA), but no application acknowledgement: with MSH-16 SU that "
+                                            "means it was not applied (gw-messages list shows why)";
+        r.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
+        return r;
+      }
       if (got != Impl::ReadOutcome::frame) {
         close();
         r.status = got == Impl::ReadOutcome::timeout ? SendStatus::timeout : SendStatus::disconnected;

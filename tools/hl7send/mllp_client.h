@@ -65,7 +65,7 @@ enum class SendStatus {
                    // when only errors are acknowledged (ER): taken as applied
   timeout,         // an ACK did not arrive within ack_timeout (after every retry)
   disconnected,    // the connection failed or closed before the ACK (after every retry)
-  connect_failed,  // no connection could be made (after every retry)
+  connect_failed,  // no connection could be made (after every retry; see SendResult::written)
   mismatch,        // an ACK's MSA-2 is not the message's MSH-10: never retried
 };
 std::string_view status_name(SendStatus s);
@@ -75,6 +75,7 @@ struct SendResult {
   std::vector<Ack> acks;                 // in the order received (the accept ACK before the application ACK)
   std::string error;                     // what went wrong, for every status but acknowledged/not_requested
   int attempts = 0;                      // sends made (1 + resends)
+  bool written = false;                  // the message reached the connection whole at least once
   std::chrono::microseconds latency{0};  // last attempt: send start to last ACK read
   // The code that decides the outcome: the worst of the ACKs (R over E over A), "" without one.
   std::string code() const;

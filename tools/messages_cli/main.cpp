@@ -3,7 +3,8 @@
 // errored or rejected, show one, replay them to the running gateway after a fix, and count.
 //   gw-messages list   --data DIR [--status S] [--source NAME] [--limit N] [--after-id N] [--json]
 //   gw-messages show   --data DIR [--raw] ID
-//   gw-messages replay --data DIR (--id N... | --status S) [--source NAME] --host H --port P [--tls ...]
+//   gw-messages replay (--config FILE | --data DIR --port P) (--id N... | --status S) [--source NAME]
+//                      [--host H] [--port P [--force-port]] [--tls ...]
 //   gw-messages stats  --data DIR [--json]
 // store.db is opened read-only (safe while the gateway runs). Replay sends each stored message,
 // byte for byte, over MLLP: once applied, the gateway marks the errored rows 'replayed'.
@@ -11,15 +12,19 @@
 // 1 failure, 2 usage.
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "adapters/hl7v2/ack.h"
 #include "fhir/json.h"
+#include "gateway/config/config.h"
 #include "tools/cli/parse.h"
 #include "tools/hl7send/cli_options.h"
 #include "tools/hl7send/mllp_client.h"
@@ -169,7 +174,59 @@ struct ReplayArgs {
   std::size_t limit = 1000;
   bool json = false, quiet = false, dry_run = false;
   gw::hl7send::ClientFlags client;
+  bool host_given = false, port_given = false, force_port = false;
+  std::string config_file;
+  std::optional<gw::config::Config> config;  // with --config
 };
+
+// "host:port" or "[v6]:port" -> host and port (0 when absent or not a number).
+std::pair<std::string, std::uint16_t> split_endpoint(const std::string& endpoint) {
+  const std::size_t colon = endpoint.rfind(':');
+  if (colon == std::string::npos) return {endpoint, 0};
+  std::string host = endpoint.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  char* end = nullptr;
+  const long port = std::strtol(endpoint.c_str() + colon + 1, &end, 10);
+  return {host, *end == '\0' && port > 0 && port <= 65535 ? static_cast<std::uint16_t>(port) : std::uint16_t{0}};
+}
+
+// Where the messages of `source` go. The listener a message arrives on decides the source it is
+// stored under, so a message sent to another source's port would be filed as that source's.
+// With the gateway's configuration the source's own endpoint is the default, and a port that
+// is another hl7v2 source's is refused unless forced; without it the port must be given.
+// An empty string when `a.client` now names the target; else why not (a usage error).
+std::string choose_target(ReplayArgs& a, const std::string& source) {
+  auto& o = a.client.options;
+  if (!a.config) {
+    if (a.port_given || a.dry_run) return {};
+    return "give --port, the MLLP port of source '" + source +
+           "''s listener (or --config with the gateway's configuration file to take it from the source's "
+           "endpoint); nothing sent";
+  }
+  const gw::config::SourceSystemConfig* own = nullptr;
+  for (const auto& s : a.config->source_systems)
+    if (s.name == source) own = &s;
+  if (!own || own->adapter != "hl7v2")
+    return "source '" + source + "' is not an hl7v2 source in " + a.config_file + "; nothing sent";
+  const auto [own_host, own_port] = split_endpoint(own->endpoint);
+  if (!a.host_given && !own_host.empty())
+    o.host = own_host == "0.0.0.0" ? "127.0.0.1" : own_host == "::" ? "::1" : own_host;  // listening on all
+  if (!a.port_given) {
+    if (own_port == 0 && !a.dry_run)
+      return "source '" + source + "' has no fixed MLLP port in " + a.config_file + " (endpoint '" + own->endpoint +
+             "'): give --port; nothing sent";
+    o.port = own_port;
+    return {};
+  }
+  if (o.port == own_port || a.force_port) return {};
+  for (const auto& s : a.config->source_systems) {
+    if (s.adapter != "hl7v2" || split_endpoint(s.endpoint).second != o.port) continue;
+    return "port " + std::to_string(o.port) + " is the listener of source '" + s.name + "', not of '" + source +
+           "' (port " + std::to_string(own_port) + "): the messages would be stored as '" + s.name +
+           "''s. Leave out --port, or add --force-port; nothing sent";
+  }
+  return {};
+}
 
 fhir::Result<std::vector<MessageRow>> select_rows(MessageReader& reader, const ReplayArgs& a) {
   std::vector<MessageRow> rows;
@@ -191,7 +248,7 @@ fhir::Result<std::vector<MessageRow>> select_rows(MessageReader& reader, const R
   return std::move(*listed);
 }
 
-int run_replay(MessageReader& reader, const ReplayArgs& a) {
+int run_replay(MessageReader& reader, ReplayArgs& a) {
   auto selected = select_rows(reader, a);
   if (!selected) {
     std::fprintf(stderr, "gw-messages: %s; nothing sent\n", selected.issue().diagnostics.c_str());
@@ -222,10 +279,20 @@ int run_replay(MessageReader& reader, const ReplayArgs& a) {
     std::printf("no messages to replay\n");
     return 0;
   }
+  const std::string source = *sources.begin();
+  if (const std::string why = choose_target(a, source); !why.empty()) {
+    std::fprintf(stderr, "gw-messages: %s\n", why.c_str());
+    return 2;
+  }
+  std::fprintf(a.json ? stderr : stdout, "replaying %zu message%s from source '%s' to %s:%u\n", rows.size(),
+               rows.size() == 1 ? "" : "s", source.c_str(), a.client.options.host.c_str(),
+               static_cast<unsigned>(a.client.options.port));
 
   gw::hl7send::MllpClient client(a.client.client_options());
   std::map<std::string, std::int64_t> sent_once;  // source|key|sha -> first id sent
   std::size_t ok = 0, errors = 0, rejected = 0, no_ack = 0, mismatched = 0, not_requested = 0, skipped = 0, sent = 0;
+  std::size_t attempted = 0, not_connected = 0;
+  std::string connect_error;
   for (const MessageRow& listed : rows) {
     const std::string identity = listed.source + "\n" + listed.dedupe_key + "\n" + listed.content_sha256;
     if (auto first = sent_once.find(identity); first != sent_once.end()) {
@@ -248,8 +315,10 @@ int run_replay(MessageReader& reader, const ReplayArgs& a) {
                   row.kind.c_str(), row.control_id().c_str(), row.status.c_str());
       continue;
     }
-    ++sent;
+    ++attempted;
     const gw::hl7send::SendResult r = client.send(row.raw, a.client.retries);
+    // Only a message that reached the gateway counts as replayed.
+    if (r.written) ++sent;
     const std::string code = r.code();
     const gw::hl7send::Ack* ack = nullptr;
     for (const auto& x : r.acks)
@@ -264,7 +333,10 @@ int run_replay(MessageReader& reader, const ReplayArgs& a) {
       ++ok;
     else if (r.status == gw::hl7send::SendStatus::mismatch)
       ++mismatched;
-    else if (r.status != gw::hl7send::SendStatus::acknowledged)
+    else if (!r.written) {
+      ++not_connected;
+      if (connect_error.empty()) connect_error = r.error;
+    } else if (r.status != gw::hl7send::SendStatus::acknowledged)
       ++no_ack;
     else if (code.size() == 2 && code[1] == 'R')
       ++rejected;
@@ -308,7 +380,8 @@ int run_replay(MessageReader& reader, const ReplayArgs& a) {
                sent, ok, errors, rejected, no_ack, mismatched);
   if (not_requested) std::fprintf(out, "no ACK asked for: %zu\n", not_requested);
   if (skipped) std::fprintf(out, "duplicates: %zu (the same message selected twice: sent once)\n", skipped);
-  return ok + not_requested == sent ? 0 : 1;
+  if (not_connected) std::fprintf(out, "not connected: %zu (not sent: %s)\n", not_connected, connect_error.c_str());
+  return ok + not_requested == attempted ? 0 : 1;
 }
 
 // ---- stats ----------------------------------------------------------------------------------
@@ -369,6 +442,18 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string data_dir = "data";
   auto status_check = CLI::IsMember({"error", "rejected", "applied", "replayed", "failed"});
+  // Ids are store.db row ids, from 1. (CLI::PositiveNumber answers 0 with "Value 0 not in range
+  // 0.000000 to 1.797693e+308", which tells the user nothing.)
+  const CLI::Validator message_id(
+      [](std::string& v) -> std::string {
+        char* end = nullptr;
+        errno = 0;
+        const long long n = std::strtoll(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || errno == ERANGE || n < 1)
+          return "'" + v.substr(0, 32) + "' is not a message id: ids are whole numbers from 1 (see gw-messages list)";
+        return {};
+      },
+      "ID");
 
   auto* list = app.add_subcommand("list", "list stored messages (default: the failed ones: error and rejected)");
   gw::messages_cli::ListQuery q;
@@ -390,7 +475,7 @@ int main(int argc, char** argv) {
   bool show_raw = false;
   show->add_option("--data", data_dir, "the gateway's data directory (holding store.db)")->capture_default_str();
   show->add_flag("--raw", show_raw, "write the exact stored bytes to stdout (segments end in CR)");
-  show->add_option("id", show_id, "message id (from list)")->required()->check(CLI::PositiveNumber);
+  show->add_option("id", show_id, "message id (from list)")->required()->check(message_id);
 
   auto* replay = app.add_subcommand(
       "replay",
@@ -399,7 +484,7 @@ int main(int argc, char** argv) {
       "updated. Exit 0 when every message got AA/CA (or asked for no ACK in MSH-15/16)");
   ReplayArgs ra;
   replay->add_option("--data", data_dir, "the gateway's data directory (holding store.db)")->capture_default_str();
-  CLI::Option* ids = replay->add_option("--id", ra.ids, "message id(s) to replay")->check(CLI::PositiveNumber);
+  CLI::Option* ids = replay->add_option("--id", ra.ids, "message id(s) to replay")->check(message_id);
   CLI::Option* rstatus = replay->add_option("--status", ra.status, "replay every message with this status")
                              ->check(CLI::IsMember({"error", "rejected", "failed"}));
   ids->excludes(rstatus);
@@ -412,6 +497,16 @@ int main(int argc, char** argv) {
   replay->add_flag("--quiet", ra.quiet, "print only failures and the summary");
   replay->add_flag("--dry-run", ra.dry_run, "list what would be sent; send nothing");
   gw::hl7send::add_client_options(*replay, ra.client);
+  replay->get_option("--port")
+      ->description("MLLP port of the source's listener: required without --config; with it, the source's endpoint")
+      ->default_str("");
+  replay->add_option("--config", ra.config_file,
+                     "the gateway's configuration file: --data defaults to its data_dir, --host and --port to "
+                     "the source's MLLP endpoint, and a --port that is another source's listener is refused")
+      ->check(CLI::ExistingFile);
+  replay->add_flag("--force-port", ra.force_port,
+                   "with --config: send to --port even when it is another source's listener (the gateway would "
+                   "store the messages as that source's)");
 
   auto* stats = app.add_subcommand("stats", "count messages per status and per source; oldest and newest");
   bool stats_json = false;
@@ -426,6 +521,19 @@ int main(int argc, char** argv) {
   if (*replay && ra.ids.empty() && ra.status.empty()) {
     std::fprintf(stderr, "gw-messages replay: name the messages with --id N or --status error|rejected|failed\n");
     return 2;
+  }
+  if (*replay) {
+    ra.host_given = replay->get_option("--host")->count() > 0;
+    ra.port_given = replay->get_option("--port")->count() > 0;
+    if (!ra.config_file.empty()) {
+      try {
+        ra.config = gw::config::load_config(ra.config_file);
+      } catch (const gw::config::ConfigError& e) {
+        std::fprintf(stderr, "gw-messages: %s\n", e.what());
+        return 2;
+      }
+      if (replay->get_option("--data")->count() == 0) data_dir = ra.config->data_dir;
+    }
   }
 
   auto reader = MessageReader::open(data_dir);

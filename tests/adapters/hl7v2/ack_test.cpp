@@ -293,7 +293,7 @@ TEST_CASE("ACK: MSH-9 names the trigger the message was read as when MSH-9.2 is 
     CAPTURE(c.inbound);
     auto message = Message::parse(c.inbound);
     REQUIRE_MESSAGE(message.ok(), message.issue().diagnostics);
-    const auto msh = gw::hl7v2::read_msh(*message);
+    const auto msh = gw::hl7v2::read_msh(c.inbound, *message);
     for (AckCode code : {AckCode::AA, AckCode::AE, AckCode::AR, AckCode::CA, AckCode::CE, AckCode::CR}) {
       const std::optional<AckError> error =
           code == AckCode::AA || code == AckCode::CA ? std::nullopt : std::optional<AckError>(AckError{"PID-3", 101, "x"});
@@ -345,4 +345,71 @@ TEST_CASE("ACK: texts are not cut mid-word: ERR-1 of v2.4 and earlier keeps the 
   CHECK(text.size() <= gw::hl7v2::kMaxAckTextBytes);
   CHECK(text.size() > gw::hl7v2::kMaxAckTextBytes - 10);
   CHECK(text.substr(text.size() - 7) == "word...");
+}
+
+TEST_CASE("ACK: an ISO 8859-1 message is answered in ISO 8859-1, echoing its bytes and its MSH-18") {
+  // MSH-10 "CTLé1", MSH-4 "HôPITAL" as Latin-1 bytes; Message::text() holds them as UTF-8.
+  const std::string inbound =
+      "MSH|^~\\&|PAS|H\xF4PITAL|GW|GW|20261123101500||ADT^A01^ADT_A01|CTL\xE9" "1|P|2.5|||AL|AL||8859/1\r"
+      "EVN|A01\rPID|1||123^^^X\r";
+  auto parsed = Message::parse(inbound);
+  REQUIRE(parsed.ok());
+  REQUIRE(parsed->text() != inbound);  // converted: what the ACK must not echo
+  const auto msh = gw::hl7v2::read_msh(inbound, *parsed);
+  CHECK(msh.latin1);
+  // Its own texts too: "é" as one Latin-1 byte, "—" (no Latin-1 form) as '?'.
+  const std::string ae = gw::hl7v2::build_ack(msh, AckCode::AE,
+                                              AckError{"PID-3", 204, "patient Zo\xC3\xAB \xE2\x80\x94 not known"}, kClock);
+  CHECK(ae ==
+        "MSH|^~\\&|GW|GW|PAS|H\xF4PITAL|20261123141502+0000||ACK^A01^ACK|GW0000000000000001|P|2.5||||||8859/1\r"
+        "MSA|AE|CTL\xE9" "1|patient Zo\xEB ? not known\r"
+        "ERR||PID^1^3|204^patient Zo\xEB ? not known^HL70357|E||||patient Zo\xEB ? not known\r");
+  // Without MSH-18, undeclared Latin-1 bytes (not valid UTF-8) are answered the same way,
+  // and the ACK declares no MSH-18 either.
+  const std::string undeclared = "MSH|^~\\&|PAS|H\xF4PITAL|GW|GW|20261123101500||ADT^A01|C\xE9|P|2.5\rEVN|A01\r";
+  auto parsed2 = Message::parse(undeclared);
+  REQUIRE(parsed2.ok());
+  CHECK(gw::hl7v2::build_ack(gw::hl7v2::read_msh(undeclared, *parsed2), AckCode::AA, std::nullopt, kClock) ==
+        "MSH|^~\\&|GW|GW|PAS|H\xF4PITAL|20261123141502+0000||ACK^A01^ACK|GW0000000000000001|P|2.5\rMSA|AA|C\xE9\r");
+  // A UTF-8 message keeps UTF-8 texts and gets its MSH-18 back.
+  const std::string utf8 =
+      "MSH|^~\\&|PAS|H\xC3\xB4PITAL|GW|GW|20261123101500||ADT^A01|C1|P|2.5|||||GBR|UNICODE UTF-8\rEVN|A01\r";
+  auto parsed3 = Message::parse(utf8);
+  REQUIRE(parsed3.ok());
+  const auto msh3 = gw::hl7v2::read_msh(utf8, *parsed3);
+  CHECK_FALSE(msh3.latin1);
+  CHECK(gw::hl7v2::build_ack(msh3, AckCode::AE, AckError{"", 207, "Zo\xC3\xAB"}, kClock) ==
+        "MSH|^~\\&|GW|GW|PAS|H\xC3\xB4PITAL|20261123141502+0000||ACK^A01^ACK|GW0000000000000001|P|2.5||||||"
+        "UNICODE UTF-8\rMSA|AE|C1|Zo\xC3\xAB\rERR|||207^Zo\xC3\xAB^HL70357|E||||Zo\xC3\xAB\r");
+}
+
+TEST_CASE("ACK: enhanced mode accepts (CA) whatever is committed; CR only for table 0008's reasons, else CE") {
+  auto codes = [](const std::string& msh15_16, Outcome outcome, const std::optional<AckError>& error) {
+    const auto msh = gw::hl7v2::read_msh("MSH|^~\\&|PAS|RGT01|GW|GW|20261123||ADT^A40|C-1|P|2.5|||" + msh15_16 + "\r");
+    std::string out;
+    for (const std::string& ack : gw::hl7v2::acknowledgements(msh, outcome, error)) {
+      auto parsed = Message::parse(ack);
+      REQUIRE(parsed.ok());
+      out.append(out.empty() ? "" : ",").append(parsed->find("MSA")->get(1));
+      // An accept ACK that is CA carries no ERR: the error is the application ACK's to report.
+      if (parsed->find("MSA")->get(1) == "CA") CHECK_FALSE(parsed->find("ERR").has_value());
+    }
+    return out;
+  };
+  const AckError unknown_patient{"MRG-1", 204, "no such patient"};
+  // Stored with status error (replayable): committed to safe storage, so CA; AE follows.
+  CHECK(codes("AL|NE", Outcome::error, unknown_patient) == "CA");
+  CHECK(codes("AL|AL", Outcome::error, unknown_patient) == "CA,AE");
+  CHECK(codes("ER|ER", Outcome::error, unknown_patient) == "AE");  // the accept succeeded
+  CHECK(codes("SU|ER", Outcome::error, unknown_patient) == "CA,AE");
+  CHECK(codes("AL|AL", Outcome::applied, std::nullopt) == "CA,AA");
+  // Table 0008 CR: unsupported message type (200), event (201), processing id (202), version (203).
+  for (int code : {200, 201, 202, 203})
+    CHECK(codes("AL|AL", Outcome::rejected, AckError{"MSH-9", code, "x"}) == "CR,AR");
+  // Refused for another reason (unreadable, no MSH-10): not accepted, CE.
+  CHECK(codes("AL|AL", Outcome::rejected, AckError{"PID", 100, "x"}) == "CE,AR");
+  // The gateway could not commit: CE (resend later), AR in original mode.
+  CHECK(codes("AL|AL", Outcome::not_committed, AckError{"", 207, "x"}) == "CE,AR");
+  CHECK(codes("ER|NE", Outcome::not_committed, AckError{"", 207, "x"}) == "CE");
+  CHECK(codes("", Outcome::not_committed, AckError{"", 207, "x"}) == "AR");
 }

@@ -161,28 +161,58 @@ TEST_CASE("MllpFramer: a start block inside a frame drops the partial frame and 
   CHECK_FALSE(out.fatal);
 }
 
-TEST_CASE("MllpFramer: a payload over the limit is fatal; at the limit it is delivered") {
+TEST_CASE("MllpFramer: a payload over the limit is read to its end and delivered as its head; at the limit whole") {
   FramerLimits limits;
   limits.max_message_bytes = 100;
   MllpFramer at_limit(limits);
   auto ok = feed_all(at_limit, MllpFramer::frame(std::string(100, 'm')));
   REQUIRE(ok.frames.size() == 1);
   CHECK(ok.frames[0].size() == 100);
+  CHECK(ok.oversize.empty());
   CHECK_FALSE(ok.fatal);
 
+  // Over the limit: the sender is answered rather than cut off, so the framer reads on to the
+  // end block, keeps the head (here the whole limit: less than kOversizeHeadBytes) and the
+  // real size, and the next frame on the connection is delivered as usual.
   MllpFramer over(limits);
   FramerOutput out;
-  over.feed(kVT + std::string(60, 'm'), out);
+  over.feed(kVT + std::string(60, 'h') + std::string(40, 'm'), out);
   CHECK_FALSE(out.fatal);
-  over.feed(std::string(41, 'm') + kFS + "\r", out);
-  CHECK(out.fatal);
-  CHECK(out.frames.empty());
+  over.feed(std::string(41, 'm'), out);
+  CHECK(over.in_frame());
+  CHECK(over.pending_bytes() == 141);
+  over.feed(std::string(1000, 'x') + kFS + "\r" + MllpFramer::frame(kA), out);
+  CHECK_FALSE(out.fatal);
+  REQUIRE(out.frames.size() == 2);
+  CHECK(out.frames[0] == std::string(60, 'h') + std::string(40, 'm'));
+  CHECK(out.oversize == std::vector<gw::hl7v2::OversizeFrame>{{0, 1141}});
+  CHECK(out.frames[1] == kA);
   CHECK(out.events == std::vector<FrameEvent>{FrameEvent::message_too_large});
   CHECK_FALSE(over.in_frame());
-  CHECK(over.pending_bytes() == 0);
+
+  // Bounded: no end block within max_oversize_bytes is fatal.
+  limits.max_oversize_bytes = 500;
+  MllpFramer endless(limits);
+  FramerOutput cut;
+  endless.feed(kVT + std::string(400, 'm'), cut);
+  CHECK_FALSE(cut.fatal);
+  endless.feed(std::string(101, 'm'), cut);
+  CHECK(cut.fatal);
+  CHECK(cut.frames.empty());
+  CHECK(cut.events == std::vector<FrameEvent>{FrameEvent::oversize_limit_exceeded});
+  CHECK_FALSE(endless.in_frame());
   FramerOutput later;
-  over.feed(MllpFramer::frame("x"), later);
+  endless.feed(MllpFramer::frame("x"), later);
   CHECK(later.frames.empty());
+
+  // The head is at most kOversizeHeadBytes, however large the limit.
+  FramerLimits big;
+  big.max_message_bytes = 2 * gw::hl7v2::kOversizeHeadBytes;
+  MllpFramer large(big);
+  auto head = feed_all(large, MllpFramer::frame(std::string(3 * gw::hl7v2::kOversizeHeadBytes, 'm')));
+  REQUIRE(head.frames.size() == 1);
+  CHECK(head.frames[0].size() == gw::hl7v2::kOversizeHeadBytes);
+  CHECK(head.oversize == std::vector<gw::hl7v2::OversizeFrame>{{0, 3 * gw::hl7v2::kOversizeHeadBytes}});
 }
 
 TEST_CASE("MllpFramer: byte-at-a-time feeding of a multi-frame stream equals one feed") {
@@ -212,6 +242,7 @@ TEST_CASE("MllpFramer: event names") {
   CHECK(gw::hl7v2::event_name(FrameEvent::stray_bytes_skipped) == "stray_bytes_skipped");
   CHECK(gw::hl7v2::event_name(FrameEvent::stray_limit_exceeded) == "stray_limit_exceeded");
   CHECK(gw::hl7v2::event_name(FrameEvent::message_too_large) == "message_too_large");
+  CHECK(gw::hl7v2::event_name(FrameEvent::oversize_limit_exceeded) == "oversize_limit_exceeded");
   CHECK(gw::hl7v2::event_name(FrameEvent::missing_carriage_return) == "missing_carriage_return");
   CHECK(gw::hl7v2::event_name(FrameEvent::start_inside_frame) == "start_inside_frame");
 }

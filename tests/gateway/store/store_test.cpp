@@ -5,6 +5,8 @@
 
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 
 #include "fhir/json.h"
@@ -198,9 +200,43 @@ TEST_CASE("Store: retention deletes old messages and keeps the resources") {
   REQUIRE(wait_for<store::ApplyResult>([&](auto done) { (*s)->apply(message("NEW", "new raw"), {}, done); }).ok());
   auto pruned = (*s)->prune_messages_before(1'000'000);
   REQUIRE(pruned.ok());
-  CHECK(*pruned == 1);
+  CHECK(pruned->messages == 1);
   CHECK((*s)->list_messages({std::nullopt, "", 0, 100})->size() == 1);
   CHECK((*s)->read("Observation", "keep")->has_value());
+}
+
+TEST_CASE("Store: retention removes a pruned message's text from the database files at once, WAL included") {
+  const auto dir = test::temp_dir("store-retention-disk");
+  const std::string marker = "PRUNED-TEXT-7f3a9c";
+  auto s = store::Store::open((dir / "store.db").string());
+  REQUIRE(s.ok());
+  store::MessageWrite m = message("OLD", "MSH|^~\\&|PAS|RGT01\rNTE|1||" + marker + "\r");
+  m.received_ms = 1000;  // 1970
+  REQUIRE(wait_for<store::ApplyResult>([&](auto done) { (*s)->apply(m, {}, done); }).ok());
+  REQUIRE(wait_for<store::ApplyResult>([&](auto done) { (*s)->apply(message("NEW", "new raw"), {}, done); }).ok());
+  // Read through the pool, as gw-messages and the listener do, so readers have been used.
+  REQUIRE((*s)->list_messages({std::nullopt, "", 0, 100})->size() == 2);
+  auto on_disk = [&] {
+    std::string all;
+    for (const char* name : {"store.db", "store.db-wal"}) {
+      std::ifstream in(dir / name, std::ios::binary);
+      all += std::string(std::istreambuf_iterator<char>(in), {});
+    }
+    return all;
+  };
+  REQUIRE(on_disk().find(marker) != std::string::npos);
+  auto pruned = (*s)->prune_messages_before(1'000'000);
+  REQUIRE(pruned.ok());
+  CHECK(pruned->messages == 1);
+  CHECK(pruned->wal_checkpointed);
+  // Not at some later automatic checkpoint: now, with the gateway still running.
+  CHECK(on_disk().find(marker) == std::string::npos);
+  CHECK(std::filesystem::file_size(dir / "store.db-wal") == 0);  // TRUNCATE
+  CHECK((*s)->list_messages({std::nullopt, "", 0, 100})->size() == 1);
+  // A run with nothing to delete deletes nothing and still reports.
+  auto again = (*s)->prune_messages_before(1'000'000);
+  REQUIRE(again.ok());
+  CHECK(again->messages == 0);
 }
 
 TEST_CASE("Store: a failed commit reports the failure and writes nothing") {
