@@ -674,12 +674,13 @@ TEST_CASE("parse_plugin_answer: malformed answers name the source") {
       {R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation"}}]})",
        "Bundle.entry[0].resource (Observation) has no id"},
   };
-  for (const auto& [json, text] : unchecked) {
+  for (const auto& answer : unchecked) {
+    const char* json = answer[0];  // not a structured binding: clang 14 cannot capture one
     CAPTURE(json);
     auto r = parse_plugin_answer(0, json, source);
     REQUIRE_FALSE(r.ok());
     CHECK(r.issue().code == ErrorCode::not_ready);
-    CHECK(r.issue().diagnostics.find(text) != std::string::npos);
+    CHECK(r.issue().diagnostics.find(answer[1]) != std::string::npos);
   }
 
   // Another patient than the one asked for (kNhsNumber): the whole answer is refused, and the
