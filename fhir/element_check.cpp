@@ -158,7 +158,8 @@ class ElementChecker {
 
   void report(ErrorCode code, std::string path, std::string what) {
     if (issues.size() >= kMaxIssues) return;
-    issues.push_back(Issue::make(code, path + ": " + what, std::move(path)));
+    std::string diagnostics = path + ": " + what;
+    issues.push_back(Issue::make(code, std::move(diagnostics), std::move(path)));
   }
 
   // A resource wherever it occurs; types outside the table get structure_check only.
