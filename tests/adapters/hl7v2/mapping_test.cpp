@@ -16,6 +16,7 @@
 #include "adapters/hl7v2/datatypes.h"
 #include "adapters/hl7v2/mapping.h"
 #include "fhir/date_range.h"
+#include "fhir/element_check.h"
 #include "fhir/json.h"
 #include "fhir/nhs_number.h"
 #include "support/paths.h"
@@ -122,6 +123,11 @@ std::vector<std::string> check_mapped(const MappedMessage& m) {
   std::vector<std::string> problems;
   if (m.patient.string_at("resourceType") != "Patient") problems.push_back("patient: not a Patient");
   check_tree(m.patient, "Patient", problems);
+  // Valid FHIR R4 JSON, element by element (what ingest's check_resource refuses otherwise).
+  for (const Json* r : {&m.patient})
+    for (const fhir::Issue& i : fhir::check_structure_and_elements(*r)) problems.push_back("not valid R4: " + i.diagnostics);
+  for (const Json& r : m.resources)
+    for (const fhir::Issue& i : fhir::check_structure_and_elements(r)) problems.push_back("not valid R4: " + i.diagnostics);
   // At most one NHS number; an invalid one (kept for the locator as untrusted) must have its
   // mapping warning, and never the PID-32 verification status.
   int nhs = 0;
