@@ -143,13 +143,17 @@ std::string_view kind_name(const Json& v) {
   return "a value";
 }
 
+// A table type for people: backbone element "Observation_ReferenceRange" -> "Observation.ReferenceRange".
+std::string dotted(std::string_view type_name) {
+  std::string name(type_name);
+  std::replace(name.begin(), name.end(), '_', '.');
+  return name;
+}
+
 std::string type_label(const ElementDef& el) {
   if (el.kind == ElementKind::primitive) return std::string(r4::primitive_name(el.primitive));
   if (el.kind == ElementKind::resource) return "resource";
-  std::string name(r4::types()[el.type].name);
-  // backbone elements: "Observation_ReferenceRange" -> "Observation.referenceRange"-style label
-  std::replace(name.begin(), name.end(), '_', '.');
-  return name;
+  return dotted(r4::types()[el.type].name);
 }
 
 class ElementChecker {
@@ -171,7 +175,7 @@ class ElementChecker {
 
  private:
   void check_object(const Json& obj, const TypeDef& type, const std::string& path) {
-    std::array<std::string_view, 8> choice_seen{};  // first member seen per choice group
+    std::array<std::string_view, r4::kMaxChoiceGroups> choice_seen{};  // first member seen per choice group
     for (const auto& [key, value] : obj.members()) {
       if (type.resource && (key == "resourceType" || key == "id")) continue;  // structure_check's
       if (!key.empty() && key.front() == '_') {
@@ -181,12 +185,12 @@ class ElementChecker {
       const ElementDef* el = r4::find_element(type, key);
       if (el == nullptr) {
         report(ErrorCode::invalid_resource, path + "." + key,
-               "unknown element: " + std::string(type.resource ? type.name : "this element") +
+               "unknown element: " + dotted(type.name) +
                    " has no element of this name in FHIR R4 (check the spelling and case; extra data goes in an "
                    "extension)");
         continue;
       }
-      if (el->choice != 0 && el->choice < choice_seen.size()) {
+      if (el->choice != 0) {
         std::string_view& first = choice_seen[el->choice];
         if (first.empty()) first = key;
         else

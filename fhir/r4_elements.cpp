@@ -24,6 +24,12 @@ constexpr bool elements_sorted() {
   return true;
 }
 static_assert(types_sorted() && elements_sorted(), "r4_elements.inc must be sorted (binary search)");
+constexpr bool choices_fit() {
+  for (const ElementDef& e : kElements)
+    if (e.choice >= kMaxChoiceGroups) return false;
+  return true;
+}
+static_assert(choices_fit(), "raise kMaxChoiceGroups: a type has more choice elements than element_check tracks");
 
 constexpr std::array<std::string_view, 21> kPrimitiveNames = {
     "",        "base64Binary", "boolean", "canonical", "code",   "date",        "dateTime",

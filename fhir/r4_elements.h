@@ -4,6 +4,7 @@
 // JSON schema by tools/fhir-elements/generate and committed; nothing reads the schema at run time.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -21,6 +22,9 @@ enum class ElementKind : std::uint8_t {
   complex,    // a JSON object of the datatype or backbone element `type`
   resource,   // a whole resource (contained, Bundle.entry.resource, Parameters.parameter.resource)
 };
+
+// Choice groups per type are numbered 1..kMaxChoiceGroups - 1 (checked when the table compiles).
+inline constexpr std::size_t kMaxChoiceGroups = 8;
 
 struct ElementDef {
   std::string_view name;   // JSON property name, e.g. "valueQuantity"

@@ -74,7 +74,10 @@ TEST_CASE("Elements: the reviewer's Observation is refused element by element, w
   CHECK(mentions(at(issues, "Observation.status"), "a code must be a JSON string, not a number"));
   CHECK(mentions(at(issues, "Observation.code"), "must be a JSON object (CodeableConcept), not a string"));
   CHECK(mentions(at(issues, "Observation.valueQuantity.value"), "a decimal must be a JSON number, not a string"));
-  CHECK(mentions(at(issues, "Observation.bogusElement"), "unknown element"));
+  CHECK(mentions(at(issues, "Observation.bogusElement"), "unknown element: Observation has no element of this name"));
+  CHECK(mentions(at(check(R"({"resourceType":"Observation","code":{"text":"x"},"referenceRange":[{"txt":"n"}]})"),
+                    "Observation.referenceRange[0].txt"),
+                 "Observation.ReferenceRange has no element"));
   for (const Issue& i : issues) CHECK(i.severity == Severity::error);
 }
 
