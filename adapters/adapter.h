@@ -91,7 +91,12 @@ inline constexpr std::array<std::string_view, 5> kStoredResourceTypes = {"Diagno
 
 // What any resource from a source must be, pushed or fetched: a JSON object of an R4
 // resource type with a valid FHIR id (1 to 64 of A-Z a-z 0-9 - .; the source's own, so that a
-// later copy replaces it). `where` names it in the issue ("batch.resources[2]").
+// later copy replaces it), that is valid FHIR R4 JSON: fhir::check_structure_and_elements
+// (json.html rules; for the types in the element table, every element known, of the right JSON
+// type and cardinality, required elements present, required codes and date/time formats right).
+// `where` names it in the issue ("batch.resources[2]"); the first problem is returned, with the
+// resource's type/id and FHIR path in the text and `where` + the path as the expression
+// ("batch.resources[2].valueQuantity.value"), and how many more there are.
 fhir::Status check_resource(const fhir::Json& resource, const std::string& where);
 
 // Checks what every adapter's resources must be before any part of a batch is applied: each

@@ -3,8 +3,10 @@
 // must be before the gateway applies any part of it.
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "adapters/adapter.h"
+#include "fhir/element_check.h"
 #include "fhir/nhs_number.h"
 #include "fhir/resource_types.h"
 #include "fhir/structure_check.h"
@@ -29,7 +31,21 @@ fhir::Status check_resource(const fhir::Json& r, const std::string& where) {
   if (!fhir::is_valid_id(id->text()))
     return Issue::make(ErrorCode::invalid_value, where + ".id is not a FHIR id (1 to 64 of A-Z a-z 0-9 - .)",
                        where + ".id");
-  return fhir::Ok{};
+  // The resource as FHIR R4 JSON (json.html rules and the R4 elements: names, JSON types,
+  // cardinality, required elements and codes), so that nothing is stored that a FHIR client
+  // reading it back would choke on. The first problem is returned, named by its FHIR path.
+  std::vector<Issue> issues = fhir::check_structure_and_elements(r);
+  if (issues.empty()) return fhir::Ok{};
+  Issue first = std::move(issues.front());
+  std::string path = first.expression;  // "Observation.valueQuantity.value"
+  std::string tail = path.starts_with(type) ? path.substr(type.size()) : std::string();
+  first.diagnostics = where + " (" + type + "/" + id->text() + ") is not valid FHIR R4: " +
+                      (first.diagnostics.starts_with(path) ? first.diagnostics : path + ": " + first.diagnostics);
+  if (issues.size() > 1)
+    first.diagnostics += " (and " + std::to_string(issues.size() - 1) + " more problem" + (issues.size() > 2 ? "s" : "") +
+                         "; POST the resource to [base]/" + type + "/$validate for the full list)";
+  first.expression = where + tail;
+  return first;
 }
 
 fhir::Status check_batch_resources(const std::vector<fhir::Json>& resources) {

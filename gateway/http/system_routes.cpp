@@ -2,9 +2,10 @@
 #include "gateway/http/system_routes.h"
 
 #include <memory>
+#include <string>
 
+#include "fhir/element_check.h"
 #include "fhir/resource_types.h"
-#include "fhir/structure_check.h"
 
 namespace gw::http {
 namespace {
@@ -29,12 +30,21 @@ awaitable<Response> validate(Request& req, std::string expected_type) {
                                                "Parameters has no 'resource' parameter to validate",
                                                "Parameters.parameter"),
                              req.format.pretty);
-  std::vector<fhir::Issue> issues = fhir::check_structure(*resource, expected_type);
+  // Structure (json.html) and elements (the R4 schema's table: names, JSON kinds, cardinality,
+  // required elements and codes, date/time formats), every problem with its path.
+  std::vector<fhir::Issue> issues = fhir::check_structure_and_elements(*resource, expected_type);
   if (issues.empty()) {
+    std::string_view type = resource->string_at("resourceType");
     fhir::Issue ok = fhir::Issue::make(
         fhir::ErrorCode::informational,
-        "Structure is valid FHIR R4 JSON (resource type, id, no empty or null values). Profiles and "
-        "terminology were not checked.");
+        fhir::elements_known(type)
+            ? "Valid FHIR R4 JSON: structure (resource type, id, no empty or null values) and elements (names, "
+              "JSON types, cardinality, required elements, required codes, date/time formats). Profiles, "
+              "invariants and terminology were not checked."
+            : "Structure is valid FHIR R4 JSON (resource type, id, no empty or null values). The elements of " +
+                  std::string(type.substr(0, 64)) +
+                  " were not checked: this gateway checks the elements of the types it stores and serves. "
+                  "Profiles and terminology were not checked.");
     ok.severity = fhir::Severity::information;
     co_return fhir_response(200, fhir::operation_outcome(ok), req.format.pretty);
   }

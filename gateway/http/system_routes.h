@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Routes that carry no patient data: /healthz, /readyz, /metrics, GET [base]/metadata and the
-// structural $validate operation. Registered by main before the listeners start.
+// $validate operation (structure and element checks, fhir/element_check.h). Registered by main before the listeners start.
 #pragma once
 
 #include <string>

@@ -126,6 +126,19 @@ TEST_CASE("Ingest: malformed resources are refused naming the resource, before a
       {"invalid id", R"({"resourceType":"Observation","id":"../x y","status":"final","code":{"text":"x"}})",
        "batch.resources[1].id"},
       {"not an object", R"([1,2])", "batch.resources[1]"},
+      // Not valid FHIR R4 JSON (fhir/element_check): the first problem, at its path.
+      {"wrong JSON types and an unknown element",
+       R"({"resourceType":"Observation","id":"o1","status":12345,"code":"notacodeableconcept","valueQuantity":{"value":"seventy"},"bogusElement":true})",
+       "batch.resources[1].status"},
+      {"a decimal as a string", R"({"resourceType":"Observation","id":"o2","status":"final","code":{"text":"x"},"valueQuantity":{"value":"seventy"}})",
+       "batch.resources[1].valueQuantity.value"},
+      {"an unknown element", R"({"resourceType":"Observation","id":"o3","status":"final","code":{"text":"x"},"bogusElement":true})",
+       "batch.resources[1].bogusElement"},
+      {"a required element missing", R"({"resourceType":"Observation","id":"o4","status":"final"})", "batch.resources[1].code"},
+      {"a code outside its value set", R"({"resourceType":"Observation","id":"o5","status":"done","code":{"text":"x"}})",
+       "batch.resources[1].status"},
+      {"an empty string", R"({"resourceType":"Encounter","id":"e1","status":"finished","class":{"code":""}})",
+       "batch.resources[1].class.code"},
   };
   int n = 0;
   for (const auto& c : cases) {
@@ -133,6 +146,10 @@ TEST_CASE("Ingest: malformed resources are refused naming the resource, before a
     auto r = submit(*s, batch("epr-a", "bad-" + std::to_string(++n), {observation("ok-" + std::to_string(n)), parse(c.resource)}));
     REQUIRE_FALSE(r.ok());
     CHECK(r.issue().expression == c.expression);
+    if (std::string_view(c.name) == "wrong JSON types and an unknown element")
+      CHECK(r.issue().diagnostics ==
+            "batch.resources[1] (Observation/o1) is not valid FHIR R4: Observation.status: a code must be a JSON string, "
+            "not a number (and 3 more problems; POST the resource to [base]/Observation/$validate for the full list)");
   }
   // None of them created the patient or stored the valid Observation next to the bad one.
   auto found = s->locator().lookup_identifier(locator::kNhsNumberSystem, kNhs);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The real server over real TLS on an ephemeral loopback port.
 #include <doctest/doctest.h>
+#include <set>
 
 #include <openssl/ssl.h>
 
@@ -170,6 +171,40 @@ TEST_CASE("Server: $validate reports structural problems and passes a good resou
   fhir::Json oo = json_of(bad.responses[0]);
   CHECK(oo.find("issue")->items().at(0).string_at("severity") == "error");
   CHECK(oo.find("issue")->items().at(0).find("expression")->items().at(0).text() == "Patient.gender");
+}
+
+TEST_CASE("Server: $validate reports element problems (unknown element, wrong JSON type, bad code) with their paths") {
+  TestServer s;
+  const char* body = R"({"resourceType":"Observation","id":"o1","status":12345,"code":"notacodeableconcept",
+                         "valueQuantity":{"value":"seventy"},"bogusElement":true})";
+  for (const char* path : {"/Observation/$validate", "/$validate"}) {
+    auto ex = test::exchange(s.port(), post(path, body), 1, s.client());
+    REQUIRE(ex.responses.size() == 1);
+    CHECK(ex.responses[0].status == 200);
+    fhir::Json oo = json_of(ex.responses[0]);
+    std::set<std::string> errors;
+    for (const fhir::Json& issue : oo.find("issue")->items()) {
+      CHECK(issue.string_at("severity") == "error");
+      errors.insert(issue.find("expression")->items().at(0).text());
+    }
+    CHECK(errors == std::set<std::string>{"Observation.status", "Observation.code", "Observation.valueQuantity.value",
+                                          "Observation.bogusElement"});
+  }
+  // a valid Observation: information only, and it says the elements were checked
+  auto good = test::exchange(s.port(), post("/Observation/$validate",
+                                            R"({"resourceType":"Observation","status":"final","code":{"text":"pulse"},
+                                                "valueQuantity":{"value":72,"unit":"/min"}})"),
+                             1, s.client());
+  REQUIRE(good.responses.size() == 1);
+  const fhir::Json good_oo = json_of(good.responses[0]);
+  const fhir::Json& info = good_oo.find("issue")->items().at(0);
+  CHECK(info.string_at("severity") == "information");
+  CHECK(std::string(info.string_at("diagnostics")).find("elements (names, JSON types") != std::string::npos);
+  // a type outside the element table: structure only, and it says so
+  auto other = test::exchange(s.port(), post("/$validate", R"({"resourceType":"Medication","madeUp":1})"), 1, s.client());
+  REQUIRE(other.responses.size() == 1);
+  CHECK(std::string(json_of(other.responses[0]).find("issue")->items().at(0).string_at("diagnostics"))
+            .find("elements of Medication were not checked") != std::string::npos);
 }
 
 TEST_CASE("Server: unknown resource types and paths get 404 OperationOutcomes; wrong methods 405") {

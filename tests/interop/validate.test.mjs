@@ -99,6 +99,13 @@ describe('structural problems: 200 with error issues', () => {
     ['an invalid id', { resourceType: 'Patient', id: 'not a valid id!' }, /id/i, 'Patient.id'],
     ['no resourceType', { active: true }, /resourceType/, null],
     ['an unknown resourceType', { resourceType: 'NotAResource' }, /resource type/i, null],
+    // element checks (fhir/element_check): the R4 elements, generated from fhir.schema.json
+    ['an unknown element', { resourceType: 'Patient', bogusElement: true }, /unknown element/i, 'Patient.bogusElement'],
+    ['a number for a code', { resourceType: 'Observation', status: 12345, code: { text: 'x' } }, /JSON string/, 'Observation.status'],
+    ['a string for a decimal', { resourceType: 'Observation', status: 'final', code: { text: 'x' }, valueQuantity: { value: 'seventy' } },
+      /JSON number/, 'Observation.valueQuantity.value'],
+    ['a code outside its value set', { resourceType: 'Patient', gender: 'M' }, /value set/i, 'Patient.gender'],
+    ['a missing required element', { resourceType: 'Observation', status: 'final' }, /required/i, 'Observation.code'],
   ];
   for (const [what, body, diagnostics, expression] of cases) {
     test(`$validate reports ${what}`, async () => {

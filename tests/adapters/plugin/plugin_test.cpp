@@ -612,6 +612,11 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
        ErrorCode::missing_value, "resources[0] (Observation) has no id"},
       {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Observation","id":"../x y"}]})",
        ErrorCode::invalid_value, "resources[0].id is not a FHIR id"},
+      // Not valid FHIR R4 (fhir/element_check): refused naming the resource and the FHIR path.
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"x"},"valueQuantity":{"value":"seventy"},"bogusElement":true}]})",
+       ErrorCode::invalid_resource,
+       "resources[0] (Observation/o1) is not valid FHIR R4: Observation.valueQuantity.value: a decimal must be a JSON number, "
+       "not a string (and 1 more problem;"},
   };
   for (const Case& c : cases) {
     CAPTURE(c.json);
@@ -622,7 +627,7 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
   }
 
   auto full = parse_plugin_batch(
-      R"({"source":"example-source","identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Encounter","id":"e1"}],)"
+      R"({"source":"example-source","identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Encounter","id":"e1","status":"finished","class":{"code":"IMP"}}],)"
       R"("raw":"R","kind":"ADT^A40","dedupe_key":"PAS|RXX01|1","retired_identifiers":[{"system":"s","value":"v"}],)"
       R"("encounters":[{"organisation":"RXX01","date":"2024-01-15"}],"future_member":true})",
       source);
@@ -665,7 +670,7 @@ TEST_CASE("parse_plugin_answer: malformed answers name the source") {
     CHECK(r.issue().diagnostics.find("source 'example-source'") != std::string::npos);
   }
 
-  // The checks a pushed resource gets: an R4 type and a valid id.
+  // The checks a pushed resource gets: an R4 type, a valid id, valid FHIR R4 JSON.
   const char* unchecked[][2] = {
       {R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Foo","id":"x"}}]})",
        "Bundle.entry[0].resource.resourceType 'Foo' is not a FHIR R4 resource type"},
@@ -673,6 +678,9 @@ TEST_CASE("parse_plugin_answer: malformed answers name the source") {
        "Bundle.entry[0].resource.id is not a FHIR id"},
       {R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation"}}]})",
        "Bundle.entry[0].resource (Observation) has no id"},
+      // and valid FHIR R4 (fhir/element_check)
+      {R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","id":"o1","status":"final","code":"x"}}]})",
+       "Bundle.entry[0].resource (Observation/o1) is not valid FHIR R4: Observation.code: must be a JSON object (CodeableConcept)"},
   };
   for (const auto& answer : unchecked) {
     const char* json = answer[0];  // not a structured binding: clang 14 cannot capture one
@@ -686,7 +694,7 @@ TEST_CASE("parse_plugin_answer: malformed answers name the source") {
   // Another patient than the one asked for (kNhsNumber): the whole answer is refused, and the
   // diagnostics (which are logged) name no NHS number.
   const std::string other_patient =
-      R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","id":"o1"}},)"
+      R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"x"}}},)"
       R"({"resource":{"resourceType":"Patient","id":"p9","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9000000009"}]}}]})";
   auto mixed = parse_plugin_answer(0, other_patient, source, {}, kNhsNumber);
   REQUIRE_FALSE(mixed.ok());
@@ -694,7 +702,7 @@ TEST_CASE("parse_plugin_answer: malformed answers name the source") {
   CHECK(mixed.issue().diagnostics.find("9000000009") == std::string::npos);
   const std::string other_subject =
       R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","id":"o1",)"
-      R"("subject":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9000000009"}}}}]})";
+      R"("status":"final","code":{"text":"x"},"subject":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9000000009"}}}}]})";
   CHECK_FALSE(parse_plugin_answer(0, other_subject, source, {}, kNhsNumber).ok());
   // The same patient, or a fetch that did not know the NHS number, passes.
   const std::string same_patient =
