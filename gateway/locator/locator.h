@@ -144,6 +144,11 @@ std::string_view outcome_name(MatchOutcome m);
 struct Resolution {
   std::string patient_id;
   MatchOutcome outcome = MatchOutcome::created;
+  // A matched record this call changed (a new version, for callers and the audit trail to
+  // tell a re-send from an update): the names of the Demographics fields that changed
+  // ("family", "gp_practice_ods", ...), and "identifier" when it gained a local identifier.
+  // Empty when nothing changed, and for a created record.
+  std::vector<std::string> updated_fields;
   // Conflicts recorded by this call, each "<kind>: <detail>" (see Conflict): two different
   // valid NHS numbers for what the identifiers or demographics say is one person (never
   // merged), or a known local identifier held by another record than the one the claim
@@ -216,7 +221,8 @@ struct ImportResult {
   // record, e.g. "identity.demographics.gender" or "pointers[2].url". A storage failure
   // (e.g. the commit failed) rejects every record of that transaction and all later ones.
   std::vector<fhir::Result<Resolution>> records;
-  std::size_t created = 0, matched = 0, rejected = 0, conflicts = 0;  // summary of `records`
+  // Summary of `records`; `updated` counts the matched records that changed (of `matched`).
+  std::size_t created = 0, matched = 0, updated = 0, rejected = 0, conflicts = 0;
 };
 
 // What one ingested unit (an HL7 message, a social care record) changes in the index
@@ -267,11 +273,15 @@ class Locator {
   // Find or create the patient for `claim` (issue #3 item 3): a trusted NHS number match
   // wins; else an exact local identifier match (the first of the claim's identifiers, in
   // order, that the index knows); else the demographic rule; else create.
-  // New local identifiers and missing demographics are added to the matched record (a trusted
-  // NHS number also replaces an untrusted one). Never merges two trusted NHS numbers: when the
-  // identifier or the single demographic match points at a record with a different trusted
-  // NHS number, nothing is linked to that record, the claim gets a record of its own (created)
-  // and an "nhs-number-mismatch" conflict is recorded. An identifier already held by another
+  // New local identifiers are added to the matched record, and each demographic field the
+  // claim carries (names, birth date, gender, postcode, registered GP practice, date of death)
+  // replaces the record's when it differs: the most recent update wins, bumping version and
+  // last_updated (Resolution::updated_fields names what changed). A field the claim leaves
+  // empty clears nothing. The NHS number is the exception: it is set only where the record has
+  // none, or trusted where the record's is untrusted, never replaced by another. Never merges
+  // two trusted NHS numbers: when the identifier or the single demographic match points at a
+  // record with a different trusted NHS number, nothing is linked to that record, the claim
+  // gets a record of its own (created) and an "nhs-number-mismatch" conflict is recorded. An identifier already held by another
   // record than the one resolved stays where it is ("identifier-mismatch" conflict).
   // invalid_value / missing_value name the offending field of the claim.
   virtual fhir::Result<Resolution> resolve(const IdentityClaim& claim) = 0;
