@@ -34,11 +34,28 @@ struct Identifier {
   std::string source;  // ODS code of the source system that sent it; empty when unknown
 };
 
+// A Patient.name besides the primary one (FHIR R4 HumanName: use, family, given), e.g. a
+// maiden or previous name.
+struct HumanName {
+  std::string use;                 // FHIR name-use code (usual, official, maiden, old, ...) or empty
+  std::string family;
+  std::vector<std::string> given;  // at most kMaxGivenNames (index_transaction.h)
+  bool operator==(const HumanName&) const = default;
+};
+
+// A patient keeps at most kMaxNames names: the primary one and kMaxNames - 1 others.
+inline constexpr std::size_t kMaxNames = 10;
+
 struct Demographics {
   std::string nhs_number;               // as received (kept even when invalid)
   std::string nhs_number_verification;  // UK Core NHSNumberVerificationStatus code, e.g. "01"
+  // The primary name (official, else usual, else the first): the one the demographic rule
+  // compares and searches sort by.
   std::string family;
   std::vector<std::string> given;
+  // Every other name, in the order Patient.name gave them; family/given/name searches match
+  // these too.
+  std::vector<HumanName> other_names;
   std::string birth_date;               // YYYY-MM-DD (or YYYY, YYYY-MM as received)
   std::string gender;                   // male | female | other | unknown
   std::string postcode;                 // as received; matched normalised (upper case, no spaces)
@@ -186,8 +203,10 @@ std::vector<std::string> demographic_rule_fields(const DemographicRule& rule);  
 
 struct PatientQuery {
   std::optional<Identifier> identifier;   // system|value (system may be empty: any system)
-  std::string family;                     // FHIR string search: case/accent-insensitive starts-with
-  std::string given;
+  // FHIR string search: case/accent-insensitive starts-with, against every name the patient
+  // has (the primary one and other_names).
+  std::string family;
+  std::string given;                      // any given name
   std::string name;                       // family or any given
   std::vector<std::pair<fhir::Prefix, fhir::DateRange>> birthdate;  // all must hold (AND)
   std::string gender;
@@ -274,7 +293,8 @@ class Locator {
   // wins; else an exact local identifier match (the first of the claim's identifiers, in
   // order, that the index knows); else the demographic rule; else create.
   // New local identifiers are added to the matched record, and each demographic field the
-  // claim carries (names, birth date, gender, postcode, registered GP practice, date of death)
+  // claim carries (primary name, other names as a whole, birth date, gender, postcode,
+  // registered GP practice, date of death)
   // replaces the record's when it differs: the most recent update wins, bumping version and
   // last_updated (Resolution::updated_fields names what changed). A field the claim leaves
   // empty clears nothing. The NHS number is the exception: it is set only where the record has

@@ -56,6 +56,7 @@ std::vector<std::string> take_demographics(PatientRecord& p, const Demographics&
   };
   take_field(mine.family, d.family, "family");
   take_field(mine.given, d.given, "given");
+  take_field(mine.other_names, d.other_names, "other_names");
   take_field(mine.birth_date, d.birth_date, "birth_date");
   take_field(mine.gender, d.gender, "gender");
   take_field(mine.postcode, d.postcode, "postcode");

@@ -267,6 +267,34 @@ TEST_CASE("Ingest: a new surname, postcode and GP practice (an A08) change the P
   CHECK(test::get(s->port(), path, s->client(), clinician_at("Y72780")).status == 404);
 }
 
+TEST_CASE("Ingest: a maiden name is kept, served in Patient.name and found by family search") {
+  auto s = two_sources();
+  auto b = batch("epr-a", "names-1", {});
+  b.identity = parse(std::string(R"({"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":")") +
+                     kNhs + R"("}],"name":[{"use":"official","family":"Smith","given":["Jane"]},)"
+                     R"({"use":"maiden","family":"Murazik","given":["Jane"]}],)"
+                     R"("generalPractitioner":[{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"B86001"}}]})");
+  auto r = submit(*s, std::move(b));
+  REQUIRE(r.ok());
+  test::TokenClaims gp;
+  gp.org = "B86001";
+  const std::string h = test::test_tokens().header(gp);
+  test::HttpResponse search = test::get(s->port(), "/Patient?family=murazik", s->client(), h);
+  REQUIRE_MESSAGE(search.status == 200, search.body);
+  CHECK(search.body.find("\"total\":1") != std::string::npos);
+  test::HttpResponse read = test::get(s->port(), "/Patient/" + r->patient_id, s->client(), h);
+  REQUIRE(read.status == 200);
+  auto patient = fhir::parse_json(read.body);
+  REQUIRE(patient.ok());
+  const auto& names = patient->find("name")->items();
+  REQUIRE(names.size() == 2);
+  CHECK(names[0].string_at("use") == "official");
+  CHECK(names[0].string_at("family") == "Smith");
+  CHECK(names[1].string_at("use") == "maiden");
+  CHECK(names[1].string_at("family") == "Murazik");
+  CHECK(names[1].find("given")->items().at(0).text() == "Jane");
+}
+
 TEST_CASE("Ingest: a reused control id is applied as a new unit and counted against its source on /metrics") {
   auto s = two_sources();
   REQUIRE(submit(*s, batch("epr-a", "K1", {observation("r-1")})).ok());
