@@ -41,6 +41,19 @@ Json meta(std::int64_t version, const std::string& last_updated, std::string_vie
   return m;
 }
 
+// A FHIR HumanName; no use when `use` is empty.
+Json human_name(const std::string& use, const std::string& family, const std::vector<std::string>& given) {
+  Json name = Json::object();
+  if (!use.empty()) name.set("use", Json::string(use));
+  if (!family.empty()) name.set("family", Json::string(family));
+  if (!given.empty()) {
+    Json g = Json::array();
+    for (const auto& v : given) g.push_back(Json::string(v));
+    name.set("given", std::move(g));
+  }
+  return name;
+}
+
 }  // namespace
 
 Json patient_json(const locator::PatientRecord& p, bool break_glass) {
@@ -90,19 +103,12 @@ Json patient_json(const locator::PatientRecord& p, bool break_glass) {
   }
   if (ids.size() > 0) r.set("identifier", std::move(ids));
   r.set("active", Json::boolean(!p.merged_into));
-  if (!d.family.empty() || !d.given.empty()) {
-    Json name = Json::object();
-    name.set("use", str("official"));
-    if (!d.family.empty()) name.set("family", Json::string(d.family));
-    if (!d.given.empty()) {
-      Json given = Json::array();
-      for (const auto& g : d.given) given.push_back(Json::string(g));
-      name.set("given", std::move(given));
-    }
-    Json names = Json::array();
-    names.push_back(std::move(name));
-    r.set("name", std::move(names));
-  }
+  // The primary name first (the one clients reading name[0] should see), then the others in
+  // the order their source gave them.
+  Json names = Json::array();
+  if (!d.family.empty() || !d.given.empty()) names.push_back(human_name("official", d.family, d.given));
+  for (const auto& n : d.other_names) names.push_back(human_name(n.use, n.family, n.given));
+  if (names.size() > 0) r.set("name", std::move(names));
   if (!d.gender.empty()) r.set("gender", Json::string(d.gender));
   if (!d.birth_date.empty()) r.set("birthDate", Json::string(d.birth_date));
   if (!d.deceased.empty()) r.set("deceasedDateTime", Json::string(d.deceased));

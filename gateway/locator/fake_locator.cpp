@@ -347,14 +347,24 @@ class FakeLocator final : public Locator {
       if (p.merged_into && !q.include_retired) continue;
       const Demographics& d = p.demographics;
       if (q.identifier && !has_identifier(p, *q.identifier)) continue;
-      const std::string fam = normalise_name(d.family);
-      const auto any_given = [&](const std::string& prefix) {
-        return std::any_of(d.given.begin(), d.given.end(),
+      // Every name counts: the primary one and the other names.
+      const auto any_family = [&](const std::string& prefix) {
+        return starts_with(normalise_name(d.family), prefix) ||
+               std::any_of(d.other_names.begin(), d.other_names.end(),
+                           [&](const HumanName& n) { return starts_with(normalise_name(n.family), prefix); });
+      };
+      const auto given_in = [](const std::vector<std::string>& given, const std::string& prefix) {
+        return std::any_of(given.begin(), given.end(),
                            [&](const std::string& g) { return starts_with(normalise_name(g), prefix); });
       };
-      if (!family.empty() && !starts_with(fam, family)) continue;
+      const auto any_given = [&](const std::string& prefix) {
+        return given_in(d.given, prefix) ||
+               std::any_of(d.other_names.begin(), d.other_names.end(),
+                           [&](const HumanName& n) { return given_in(n.given, prefix); });
+      };
+      if (!family.empty() && !any_family(family)) continue;
       if (!given.empty() && !any_given(given)) continue;
-      if (!name.empty() && !starts_with(fam, name) && !any_given(name)) continue;
+      if (!name.empty() && !any_family(name) && !any_given(name)) continue;
       const bool dates_ok = std::all_of(q.birthdate.begin(), q.birthdate.end(), [&](const auto& b) {
         return birth_date_matches(d.birth_date, b.first, b.second, now);
       });

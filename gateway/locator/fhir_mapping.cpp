@@ -125,11 +125,36 @@ fhir::Status read_identifiers(const Json& patient, std::string_view source_ods, 
   return fhir::Ok{};
 }
 
-fhir::Status read_name(const Json& patient, Demographics& d) {
+// The family and given names of Patient.name[i] (`e`), bounded.
+fhir::Status read_human_name(const Json& name, const std::string& e, std::string& family,
+                             std::vector<std::string>& given) {
+  if (auto s = expect_object(name, e); !s) return s;
+  if (auto s = read_string(name, "family", dot(e, "family"), kMaxTextBytes, family); !s) return s;
+  auto givens = read_array(name, "given", dot(e, "given"));
+  if (!givens) return std::move(givens).issue();
+  if (*givens == nullptr) return fhir::Ok{};
+  if ((*givens)->items().size() > kMaxGivenNames)
+    return Issue::make(ErrorCode::invalid_value, "more than " + std::to_string(kMaxGivenNames) + " given names",
+                       dot(e, "given"));
+  for (std::size_t i = 0; i < (*givens)->items().size(); ++i) {
+    const Json& g = (*givens)->items()[i];
+    const std::string ge = at(dot(e, "given"), i);
+    if (!g.is_string()) return Issue::make(ErrorCode::invalid_resource, ge + " must be a string", ge);
+    if (g.text().size() > kMaxTextBytes) return Issue::make(ErrorCode::invalid_value, ge + " is too long", ge);
+    given.push_back(g.text());
+  }
+  return fhir::Ok{};
+}
+
+// The primary name into family/given; every other name with a family or given name into
+// other_names, in order (a name with only text cannot be searched and is not kept).
+fhir::Status read_names(const Json& patient, Demographics& d) {
   auto names = read_array(patient, "name", "Patient.name");
   if (!names) return std::move(names).issue();
   if (*names == nullptr || (*names)->items().empty()) return fhir::Ok{};
   const auto& items = (*names)->items();
+  if (items.size() > kMaxNames)
+    return Issue::make(ErrorCode::invalid_value, "more than " + std::to_string(kMaxNames) + " names", "Patient.name");
   std::size_t pick = 0;
   bool found = false;
   for (std::string_view use : {"official", "usual"}) {
@@ -140,22 +165,19 @@ fhir::Status read_name(const Json& patient, Demographics& d) {
       }
     }
   }
-  const std::string e = at("Patient.name", pick);
-  const Json& name = items[pick];
-  if (auto s = expect_object(name, e); !s) return s;
-  if (auto s = read_string(name, "family", dot(e, "family"), kMaxTextBytes, d.family); !s) return s;
-  auto given = read_array(name, "given", dot(e, "given"));
-  if (!given) return std::move(given).issue();
-  if (*given == nullptr) return fhir::Ok{};
-  if ((*given)->items().size() > kMaxGivenNames)
-    return Issue::make(ErrorCode::invalid_value, "more than " + std::to_string(kMaxGivenNames) + " given names",
-                       dot(e, "given"));
-  for (std::size_t i = 0; i < (*given)->items().size(); ++i) {
-    const Json& g = (*given)->items()[i];
-    const std::string ge = at(dot(e, "given"), i);
-    if (!g.is_string()) return Issue::make(ErrorCode::invalid_resource, ge + " must be a string", ge);
-    if (g.text().size() > kMaxTextBytes) return Issue::make(ErrorCode::invalid_value, ge + " is too long", ge);
-    d.given.push_back(g.text());
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const std::string e = at("Patient.name", i);
+    if (i == pick) {
+      if (auto s = read_human_name(items[i], e, d.family, d.given); !s) return s;
+      continue;
+    }
+    HumanName other;
+    if (auto s = read_human_name(items[i], e, other.family, other.given); !s) return s;
+    if (other.family.empty() && other.given.empty()) continue;
+    if (auto s = read_string(items[i], "use", dot(e, "use"), kMaxCodeBytes, other.use); !s) return s;
+    if (!other.use.empty() && !is_name_use(other.use))
+      return Issue::make(ErrorCode::invalid_value, dot(e, "use") + " is not a FHIR name use code", dot(e, "use"));
+    d.other_names.push_back(std::move(other));
   }
   return fhir::Ok{};
 }
@@ -251,7 +273,7 @@ fhir::Result<IdentityClaim> identity_from_patient(const Json& patient, std::stri
   Demographics& d = claim.demographics;
   std::size_t unusable = 0;
   if (auto s = read_identifiers(patient, source_ods, claim, unusable); !s) return std::move(s).issue();
-  if (auto s = read_name(patient, d); !s) return std::move(s).issue();
+  if (auto s = read_names(patient, d); !s) return std::move(s).issue();
   if (auto s = read_string(patient, "birthDate", "Patient.birthDate", kMaxCodeBytes, d.birth_date); !s)
     return std::move(s).issue();
   if (!d.birth_date.empty() && !is_date(d.birth_date))

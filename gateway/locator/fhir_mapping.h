@@ -28,7 +28,9 @@ inline constexpr std::string_view kResourceTypesExtension =
 //                       identifier's extension; every other identifier with both system and
 //                       value -> a local identifier (ones lacking either cannot be indexed and
 //                       are skipped);
-//   name[]              the official name, else usual, else the first -> family, given;
+//   name[]              the official name, else usual, else the first -> family, given; every
+//                       other name with a family or given name -> other_names (use, family,
+//                       given), in order; at most kMaxNames names;
 //   birthDate, gender, deceasedDateTime (deceasedBoolean carries no date and is not kept);
 //   address[]           postalCode of the first home address having one, else of any;
 //   generalPractitioner the first reference with an ODS organisation code identifier.

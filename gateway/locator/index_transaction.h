@@ -106,6 +106,8 @@ class IndexTransaction {
 fhir::Status validate_claim(const IdentityClaim& c);
 // Every field of `p` against its limit; id, date (an instant) and resource types (R4 names).
 fhir::Status validate_pointer(const Pointer& p);
+// True for a FHIR R4 name-use code (usual, official, temp, nickname, anonymous, old, maiden).
+bool is_name_use(std::string_view u);
 // `v` at most `limit` bytes; check_required also refuses it empty. `expr` names the field.
 fhir::Status check_len(std::string_view v, std::size_t limit, const std::string& expr);
 fhir::Status check_required(std::string_view v, std::size_t limit, const std::string& expr);

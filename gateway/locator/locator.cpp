@@ -269,10 +269,12 @@ void count_import(ImportResult& result, const fhir::Result<Resolution>& record) 
     ++result.rejected;
     return;
   }
-  if (record->outcome == MatchOutcome::created)
+  if (record->outcome == MatchOutcome::created) {
     ++result.created;
-  else
+  } else {
     ++result.matched;
+    if (!record->updated_fields.empty()) ++result.updated;
+  }
   result.conflicts += record->conflicts.size();
 }
 

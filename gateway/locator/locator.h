@@ -34,11 +34,28 @@ struct Identifier {
   std::string source;  // ODS code of the source system that sent it; empty when unknown
 };
 
+// A Patient.name besides the primary one (FHIR R4 HumanName: use, family, given), e.g. a
+// maiden or previous name.
+struct HumanName {
+  std::string use;                 // FHIR name-use code (usual, official, maiden, old, ...) or empty
+  std::string family;
+  std::vector<std::string> given;  // at most kMaxGivenNames (index_transaction.h)
+  bool operator==(const HumanName&) const = default;
+};
+
+// A patient keeps at most kMaxNames names: the primary one and kMaxNames - 1 others.
+inline constexpr std::size_t kMaxNames = 10;
+
 struct Demographics {
   std::string nhs_number;               // as received (kept even when invalid)
   std::string nhs_number_verification;  // UK Core NHSNumberVerificationStatus code, e.g. "01"
+  // The primary name (official, else usual, else the first): the one the demographic rule
+  // compares and searches sort by.
   std::string family;
   std::vector<std::string> given;
+  // Every other name, in the order Patient.name gave them; family/given/name searches match
+  // these too.
+  std::vector<HumanName> other_names;
   std::string birth_date;               // YYYY-MM-DD (or YYYY, YYYY-MM as received)
   std::string gender;                   // male | female | other | unknown
   std::string postcode;                 // as received; matched normalised (upper case, no spaces)
@@ -144,6 +161,11 @@ std::string_view outcome_name(MatchOutcome m);
 struct Resolution {
   std::string patient_id;
   MatchOutcome outcome = MatchOutcome::created;
+  // A matched record this call changed (a new version, for callers and the audit trail to
+  // tell a re-send from an update): the names of the Demographics fields that changed
+  // ("family", "gp_practice_ods", ...), and "identifier" when it gained a local identifier.
+  // Empty when nothing changed, and for a created record.
+  std::vector<std::string> updated_fields;
   // Conflicts recorded by this call, each "<kind>: <detail>" (see Conflict): two different
   // valid NHS numbers for what the identifiers or demographics say is one person (never
   // merged), or a known local identifier held by another record than the one the claim
@@ -181,8 +203,10 @@ std::vector<std::string> demographic_rule_fields(const DemographicRule& rule);  
 
 struct PatientQuery {
   std::optional<Identifier> identifier;   // system|value (system may be empty: any system)
-  std::string family;                     // FHIR string search: case/accent-insensitive starts-with
-  std::string given;
+  // FHIR string search: case/accent-insensitive starts-with, against every name the patient
+  // has (the primary one and other_names).
+  std::string family;
+  std::string given;                      // any given name
   std::string name;                       // family or any given
   std::vector<std::pair<fhir::Prefix, fhir::DateRange>> birthdate;  // all must hold (AND)
   std::string gender;
@@ -216,7 +240,8 @@ struct ImportResult {
   // record, e.g. "identity.demographics.gender" or "pointers[2].url". A storage failure
   // (e.g. the commit failed) rejects every record of that transaction and all later ones.
   std::vector<fhir::Result<Resolution>> records;
-  std::size_t created = 0, matched = 0, rejected = 0, conflicts = 0;  // summary of `records`
+  // Summary of `records`; `updated` counts the matched records that changed (of `matched`).
+  std::size_t created = 0, matched = 0, updated = 0, rejected = 0, conflicts = 0;
 };
 
 // What one ingested unit (an HL7 message, a social care record) changes in the index
@@ -267,11 +292,16 @@ class Locator {
   // Find or create the patient for `claim` (issue #3 item 3): a trusted NHS number match
   // wins; else an exact local identifier match (the first of the claim's identifiers, in
   // order, that the index knows); else the demographic rule; else create.
-  // New local identifiers and missing demographics are added to the matched record (a trusted
-  // NHS number also replaces an untrusted one). Never merges two trusted NHS numbers: when the
-  // identifier or the single demographic match points at a record with a different trusted
-  // NHS number, nothing is linked to that record, the claim gets a record of its own (created)
-  // and an "nhs-number-mismatch" conflict is recorded. An identifier already held by another
+  // New local identifiers are added to the matched record, and each demographic field the
+  // claim carries (primary name, other names as a whole, birth date, gender, postcode,
+  // registered GP practice, date of death)
+  // replaces the record's when it differs: the most recent update wins, bumping version and
+  // last_updated (Resolution::updated_fields names what changed). A field the claim leaves
+  // empty clears nothing. The NHS number is the exception: it is set only where the record has
+  // none, or trusted where the record's is untrusted, never replaced by another. Never merges
+  // two trusted NHS numbers: when the identifier or the single demographic match points at a
+  // record with a different trusted NHS number, nothing is linked to that record, the claim
+  // gets a record of its own (created) and an "nhs-number-mismatch" conflict is recorded. An identifier already held by another
   // record than the one resolved stays where it is ("identifier-mismatch" conflict).
   // invalid_value / missing_value name the offending field of the claim.
   virtual fhir::Result<Resolution> resolve(const IdentityClaim& claim) = 0;

@@ -189,6 +189,33 @@ const char* const kPointerDate = R"sql(
 ALTER TABLE pointers ADD COLUMN date TEXT NOT NULL DEFAULT '';
 )sql";
 
+// 8: every Patient.name (issue #3 "names"; FHIR family/given/name search covers them all): a
+// maiden or previous name is kept and found. The primary name stays in patients and
+// given_names, so a patient with one name (most of them) costs no row here; each other name is
+// a row of other_names (position: its place among the patient's other names, in Patient.name
+// order) and its given names rows of other_given_names, with normalised columns for search.
+const char* const kOtherNames = R"sql(
+CREATE TABLE other_names (
+  patient     INTEGER NOT NULL REFERENCES patients(pk),
+  position    INTEGER NOT NULL,
+  use         TEXT NOT NULL,
+  family      TEXT NOT NULL,
+  family_norm TEXT NOT NULL,
+  PRIMARY KEY (patient, position)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX other_names_family ON other_names(family_norm);
+
+CREATE TABLE other_given_names (
+  patient    INTEGER NOT NULL REFERENCES patients(pk),
+  name       INTEGER NOT NULL,
+  position   INTEGER NOT NULL,
+  value      TEXT NOT NULL,
+  value_norm TEXT NOT NULL,
+  PRIMARY KEY (patient, name, position)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX other_given_names_norm ON other_given_names(value_norm);
+)sql";
+
 }  // namespace
 
 const std::vector<sqlite::Migration>& migrations() {
@@ -200,6 +227,7 @@ const std::vector<sqlite::Migration>& migrations() {
       {5, "patient identifiers covered by their index", kIdentifiersCovering},
       {6, "identifier systems", kIdentifierSystems},
       {7, "pointer dates from their source", kPointerDate},
+      {8, "other names", kOtherNames},
   };
   return m;
 }

@@ -14,7 +14,7 @@
 namespace gw::locator {
 
 enum class SqliteReader::R : std::size_t {
-  begin, commit, patient_by_id, given_of, identifiers_of, merged_from, lookup_local, lookup_nhs, pk_and_survivor,
+  begin, commit, patient_by_id, given_of, other_names_of, identifiers_of, merged_from, lookup_local, lookup_nhs, pk_and_survivor,
   pointers_of, pointer_by_id, source, conflicts, stats, care_team_of, encounters_of, identifier_system,
   count
 };
@@ -89,15 +89,21 @@ Where where_for(const PatientQuery& q) {
       w.add("p.pk IN (SELECT patient FROM identifiers WHERE value = ? AND system = ?)", {id.value, id.system});
     }
   }
+  // Names match any of the patient's names: the primary one (patients, given_names) or another
+  // (other_names, other_given_names; migration 8).
+  constexpr std::string_view kOtherFamily = "SELECT patient FROM other_names WHERE family_norm >= ? AND family_norm < ?";
+  constexpr std::string_view kAnyGiven =
+      "SELECT patient FROM given_names WHERE value_norm >= ? AND value_norm < ? UNION ALL "
+      "SELECT patient FROM other_given_names WHERE value_norm >= ? AND value_norm < ?";
   if (const std::string f = normalise_name(q.family); !f.empty())
-    w.add("p.family_norm >= ? AND p.family_norm < ?", {f, prefix_upper_bound(f)});
+    w.add("(p.family_norm >= ? AND p.family_norm < ? OR p.pk IN (" + std::string(kOtherFamily) + "))",
+          {f, prefix_upper_bound(f), f, prefix_upper_bound(f)});
   if (const std::string g = normalise_name(q.given); !g.empty())
-    w.add("p.pk IN (SELECT patient FROM given_names WHERE value_norm >= ? AND value_norm < ?)",
-          {g, prefix_upper_bound(g)});
+    w.add("p.pk IN (" + std::string(kAnyGiven) + ")", {g, prefix_upper_bound(g), g, prefix_upper_bound(g)});
   if (const std::string n = normalise_name(q.name); !n.empty())
-    w.add("(p.family_norm >= ? AND p.family_norm < ? OR "
-          "p.pk IN (SELECT patient FROM given_names WHERE value_norm >= ? AND value_norm < ?))",
-          {n, prefix_upper_bound(n), n, prefix_upper_bound(n)});
+    w.add("(p.family_norm >= ? AND p.family_norm < ? OR p.pk IN (" + std::string(kOtherFamily) + " UNION ALL " +
+              std::string(kAnyGiven) + "))",
+          {n, prefix_upper_bound(n), n, prefix_upper_bound(n), n, prefix_upper_bound(n), n, prefix_upper_bound(n)});
   if (!q.birthdate.empty()) {
     const std::int64_t now = now_epoch_seconds();
     for (const auto& [prefix, range] : q.birthdate) add_birthdate(w, prefix, range, now);
@@ -163,6 +169,7 @@ fhir::Result<std::unique_ptr<SqliteReader>> SqliteReader::open(const std::string
       "COMMIT",
       patient_by_id,
       "SELECT value FROM given_names WHERE patient = ?1 ORDER BY position",
+      kOtherNamesOf,
       "SELECT system, value, source_ods FROM identifiers WHERE patient = ?1 ORDER BY system, value",
       "SELECT id FROM patients WHERE merged_into = ?1 ORDER BY id",
       "SELECT p.id, m.id FROM identifiers i JOIN patients p ON p.pk = i.patient "
@@ -219,6 +226,7 @@ fhir::Status SqliteReader::fill_record(std::int64_t pk, PatientRecord& rec) {
       rec.demographics.given.push_back(q->column_text(0));
     }
   }
+  if (auto s = read_other_names(st(R::other_names_of), pk, rec.demographics.other_names); !s) return s;
   {
     StatementUse q(st(R::identifiers_of));
     q->bind(1, pk);

@@ -19,8 +19,9 @@ enum class SqliteTransaction::S : std::size_t {
   begin, commit, rollback,
   savepoint_job, release_job, rollback_job,
   savepoint_record, release_record, rollback_record,
-  patient_by_id, given_of, pk_of, active_nhs, identifier_owner,
-  insert_patient, update_patient, delete_given, insert_given, repoint_retired,
+  patient_by_id, given_of, other_names_of, pk_of, active_nhs, identifier_owner,
+  insert_patient, update_patient, delete_given, insert_given, delete_other_names, delete_other_given,
+  insert_other_name, insert_other_given, repoint_retired,
   insert_identifier, insert_identifier_system, move_identifiers, insert_conflict, insert_merge,
   pointer_by_id, insert_pointer, insert_pointer_if_new, update_pointer, delete_pointer, move_pointers,
   upsert_source,
@@ -52,6 +53,7 @@ const std::string_view kSql[] = {
     // patient_by_id: kPatientColumns + " WHERE p.id = ?1" (built in prepare)
     "",
     "SELECT value FROM given_names WHERE patient = ?1 ORDER BY position",
+    kOtherNamesOf,
     "SELECT pk FROM patients WHERE id = ?1",
     "SELECT id FROM patients WHERE nhs_number = ?1 AND nhs_number_trusted = 1 AND merged_into IS NULL",
     "SELECT p.id FROM identifiers i JOIN patients p ON p.pk = i.patient WHERE i.value = ?1 AND i.system = ?2",
@@ -63,6 +65,10 @@ const std::string_view kSql[] = {
     "merged_into, version, last_updated) = (" GW_PATIENT_VALUES ") WHERE id = ?1",
     "DELETE FROM given_names WHERE patient = ?1",
     "INSERT INTO given_names(patient, position, value, value_norm) VALUES (?1, ?2, ?3, ?4)",
+    "DELETE FROM other_names WHERE patient = ?1",
+    "DELETE FROM other_given_names WHERE patient = ?1",
+    "INSERT INTO other_names(patient, position, use, family, family_norm) VALUES (?1, ?2, ?3, ?4, ?5)",
+    "INSERT INTO other_given_names(patient, name, position, value, value_norm) VALUES (?1, ?2, ?3, ?4, ?5)",
     "UPDATE patients SET merged_into = (SELECT pk FROM patients WHERE id = ?1), version = version + 1, "
     "last_updated = ?3 WHERE merged_into = (SELECT pk FROM patients WHERE id = ?2)",
     "INSERT INTO identifiers(value, system, patient, source_ods) VALUES (?1, ?2, ?3, ?4)",
@@ -117,6 +123,24 @@ fhir::Status prepare_all(sqlite::Database& db, const std::string_view* sql, std:
     auto st = db.prepare(sql[i]);
     if (!st) return std::move(st).issue();
     out.push_back(std::move(*st));
+  }
+  return fhir::Ok{};
+}
+
+fhir::Status read_other_names(sqlite::Statement& other_names_of, std::int64_t pk, std::vector<HumanName>& out) {
+  StatementUse q(other_names_of);
+  q->bind(1, pk);
+  std::int64_t current = -1;
+  for (;;) {
+    auto row = q->step();
+    if (!row) return storage(row.issue());
+    if (!*row) break;
+    // One row per given name (LEFT JOIN: one with a NULL value for a name without any).
+    if (q->column_int64(0) != current) {
+      current = q->column_int64(0);
+      out.push_back({q->column_text(1), q->column_text(2), {}});
+    }
+    if (!q->column_is_null(3)) out.back().given.push_back(q->column_text(3));
   }
   return fhir::Ok{};
 }
@@ -440,6 +464,7 @@ fhir::Result<std::optional<PatientRecord>> SqliteTransaction::patient(const std:
     if (!*row) break;
     out->demographics.given.push_back(g->column_text(0));
   }
+  if (auto s = read_other_names(st(S::other_names_of), pk, out->demographics.other_names); !s) return std::move(s).issue();
   remember_pk(id, pk);
   return out;
 }
@@ -526,11 +551,26 @@ fhir::Status SqliteTransaction::bind_and_run_patient(sqlite::Statement& s, const
   return fhir::Ok{};
 }
 
-fhir::Status SqliteTransaction::write_given_names(std::int64_t pk, const Demographics& d) {
+fhir::Status SqliteTransaction::write_names(std::int64_t pk, const Demographics& d) {
   for (std::size_t i = 0; i < d.given.size(); ++i) {
     StatementUse q(st(S::insert_given));
     q->bind(1, pk).bind(2, static_cast<std::int64_t>(i)).bind(3, d.given[i]).bind(4, normalise_name(d.given[i]));
     if (auto r = q->run(); !r) return storage(r.issue());
+  }
+  for (std::size_t n = 0; n < d.other_names.size(); ++n) {
+    const HumanName& name = d.other_names[n];
+    const auto position = static_cast<std::int64_t>(n);
+    {
+      StatementUse q(st(S::insert_other_name));
+      q->bind(1, pk).bind(2, position).bind(3, name.use).bind(4, name.family).bind(5, normalise_name(name.family));
+      if (auto r = q->run(); !r) return storage(r.issue());
+    }
+    for (std::size_t i = 0; i < name.given.size(); ++i) {
+      StatementUse q(st(S::insert_other_given));
+      q->bind(1, pk).bind(2, position).bind(3, static_cast<std::int64_t>(i)).bind(4, name.given[i]);
+      q->bind(5, normalise_name(name.given[i]));
+      if (auto r = q->run(); !r) return storage(r.issue());
+    }
   }
   return fhir::Ok{};
 }
@@ -540,7 +580,7 @@ fhir::Status SqliteTransaction::insert_patient(const PatientRecord& p) {
   if (auto s = bind_and_run_patient(st(S::insert_patient), p); !s) return s;
   const std::int64_t pk = db_.last_insert_rowid();
   remember_pk(p.id, pk);
-  return write_given_names(pk, p.demographics);
+  return write_names(pk, p.demographics);
 }
 
 fhir::Status SqliteTransaction::update_patient(const PatientRecord& p) {
@@ -548,12 +588,12 @@ fhir::Status SqliteTransaction::update_patient(const PatientRecord& p) {
   if (!pk) return std::move(pk).issue();
   note_patient_keys(p);
   if (auto s = bind_and_run_patient(st(S::update_patient), p); !s) return s;
-  {
-    StatementUse q(st(S::delete_given));
+  for (S names : {S::delete_given, S::delete_other_names, S::delete_other_given}) {
+    StatementUse q(st(names));
     q->bind(1, *pk);
     if (auto r = q->run(); !r) return storage(r.issue());
   }
-  return write_given_names(*pk, p.demographics);
+  return write_names(*pk, p.demographics);
 }
 
 fhir::Status SqliteTransaction::repoint_retired(const std::string& from, const std::string& to,

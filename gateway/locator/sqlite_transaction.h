@@ -27,6 +27,13 @@ inline constexpr std::string_view kPatientColumns =
     "FROM patients p LEFT JOIN patients m ON m.pk = p.merged_into";
 PatientRecord patient_from_row(const sqlite::Statement& st);
 
+// A patient's other names (Demographics::other_names), ?1 its pk; decode with
+// read_other_names, which runs the statement.
+inline constexpr std::string_view kOtherNamesOf =
+    "SELECT n.position, n.use, n.family, g.value FROM other_names n LEFT JOIN other_given_names g "
+    "ON g.patient = n.patient AND g.name = n.position WHERE n.patient = ?1 ORDER BY n.position, g.position";
+fhir::Status read_other_names(sqlite::Statement& other_names_of, std::int64_t pk, std::vector<HumanName>& out);
+
 // SELECT list and FROM clause for a Pointer row (pointers ptr, its patient p).
 inline constexpr std::string_view kPointerColumns =
     "ptr.id, p.id, ptr.source_ods, ptr.type_system, ptr.type_code, ptr.type_display, ptr.category_code, "
@@ -126,7 +133,7 @@ class SqliteTransaction final : public IndexTransaction {
   sqlite::Statement& st(S which);
   fhir::Status run_framing(S which);
   fhir::Result<std::int64_t> pk_of(const std::string& id);
-  fhir::Status write_given_names(std::int64_t pk, const Demographics& d);
+  fhir::Status write_names(std::int64_t pk, const Demographics& d);  // given names and other names
   fhir::Status bind_and_run_patient(sqlite::Statement& st, const PatientRecord& p);
 
   // A blocked Bloom filter of 64-bit key hashes: may_hold is false only for a key never added.

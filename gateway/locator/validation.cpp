@@ -27,6 +27,12 @@ fhir::Status check_len(std::string_view v, std::size_t limit, const std::string&
   return fhir::Ok{};
 }
 
+bool is_name_use(std::string_view u) {
+  for (std::string_view code : {"usual", "official", "temp", "nickname", "anonymous", "old", "maiden"})
+    if (u == code) return true;
+  return false;
+}
+
 fhir::Status check_required(std::string_view v, std::size_t limit, const std::string& expr) {
   if (v.empty()) return Issue::make(ErrorCode::missing_value, expr + " is required", expr);
   return check_len(v, limit, expr);
@@ -48,6 +54,17 @@ bool is_fhir_date(std::string_view v) {
 
 bool is_gender(std::string_view g) { return g == "male" || g == "female" || g == "other" || g == "unknown"; }
 
+// A name's family and given names against their limits; `at` prefixes the field names.
+fhir::Status check_name(const std::string& family, const std::vector<std::string>& given, const std::string& at) {
+  if (auto s = check_len(family, kMaxTextBytes, at + "family"); !s) return s;
+  if (given.size() > kMaxGivenNames)
+    return Issue::make(ErrorCode::invalid_value, "more than " + std::to_string(kMaxGivenNames) + " given names",
+                       at + "given");
+  for (std::size_t i = 0; i < given.size(); ++i)
+    if (auto s = check_len(given[i], kMaxTextBytes, at + "given[" + std::to_string(i) + "]"); !s) return s;
+  return fhir::Ok{};
+}
+
 }  // namespace
 
 fhir::Status validate_claim(const IdentityClaim& c) {
@@ -55,12 +72,20 @@ fhir::Status validate_claim(const IdentityClaim& c) {
   if (auto s = check_len(c.source_ods, kMaxCodeBytes, "source_ods"); !s) return s;
   if (auto s = check_len(d.nhs_number, kMaxCodeBytes, "demographics.nhs_number"); !s) return s;
   if (auto s = check_len(d.nhs_number_verification, kMaxCodeBytes, "demographics.nhs_number_verification"); !s) return s;
-  if (auto s = check_len(d.family, kMaxTextBytes, "demographics.family"); !s) return s;
-  if (d.given.size() > kMaxGivenNames)
-    return Issue::make(ErrorCode::invalid_value, "more than " + std::to_string(kMaxGivenNames) + " given names",
-                       "demographics.given");
-  for (std::size_t i = 0; i < d.given.size(); ++i)
-    if (auto s = check_len(d.given[i], kMaxTextBytes, "demographics.given[" + std::to_string(i) + "]"); !s) return s;
+  if (auto s = check_name(d.family, d.given, "demographics."); !s) return s;
+  if (d.other_names.size() >= kMaxNames)
+    return Issue::make(ErrorCode::invalid_value, "more than " + std::to_string(kMaxNames) + " names",
+                       "demographics.other_names");
+  for (std::size_t i = 0; i < d.other_names.size(); ++i) {
+    const HumanName& n = d.other_names[i];
+    const std::string at = "demographics.other_names[" + std::to_string(i) + "]";
+    if (n.family.empty() && n.given.empty())
+      return Issue::make(ErrorCode::missing_value, "a name needs a family or a given name", at);
+    if (!n.use.empty() && !is_name_use(n.use))
+      return Issue::make(ErrorCode::invalid_value,
+                         "name use must be one of usual, official, temp, nickname, anonymous, old, maiden", at + ".use");
+    if (auto s = check_name(n.family, n.given, at + "."); !s) return s;
+  }
   if (!d.birth_date.empty() && !is_fhir_date(d.birth_date))
     return Issue::make(ErrorCode::invalid_value, "birth date must be a date: YYYY, YYYY-MM or YYYY-MM-DD",
                        "demographics.birth_date");

@@ -22,38 +22,46 @@ fhir::Issue patient_not_found(const std::string& expr) {
   return Issue::make(ErrorCode::not_found, "no patient with this id in the record locator", expr);
 }
 
-// Adds what the record lacks from `d` (the locator.h contract: missing demographics only). A
-// trusted NHS number also replaces an untrusted one. Returns true when anything changed.
-// Precondition (callers): a trusted d.nhs_number is held by no other active record.
-bool fill_missing(PatientRecord& p, const Demographics& d, bool d_trusted) {
+// How a claim's demographics meet a record's (the locator.h contract).
+//   missing: fields the record lacks are filled, the rest stand (a merge: the survivor's own
+//            demographics are the ones kept);
+//   newer:   every field the claim carries replaces the record's (resolve: the most recent
+//            update wins, as a master patient index does without an authoritative source, so
+//            a new GP practice, address or surname reaches the index and the access policy).
+// Either way an empty field in `d` clears nothing (a source that does not send a field has not
+// said it is gone), and the NHS number is only set where the record has none, or trusted where
+// the record's is untrusted: ingest never replaces one NHS number with another.
+enum class Take { missing, newer };
+
+// Applies `d` to `p` as `take` says. Returns the names of the Demographics fields that changed
+// (empty: nothing did). Precondition (callers): a trusted d.nhs_number is held by no other
+// active record.
+std::vector<std::string> take_demographics(PatientRecord& p, const Demographics& d, bool d_trusted, Take take) {
   Demographics& mine = p.demographics;
-  bool changed = false;
+  std::vector<std::string> changed;
   if (!d.nhs_number.empty() && (mine.nhs_number.empty() || (d_trusted && !p.nhs_number_trusted))) {
     mine.nhs_number = d.nhs_number;
     mine.nhs_number_verification = d.nhs_number_verification;
     p.nhs_number_trusted = d_trusted;
-    changed = true;
+    changed.push_back("nhs_number");
   } else if (mine.nhs_number == d.nhs_number && mine.nhs_number_verification.empty() &&
              !d.nhs_number_verification.empty()) {
     mine.nhs_number_verification = d.nhs_number_verification;
-    changed = true;
+    changed.push_back("nhs_number_verification");
   }
-  const auto fill = [&](std::string& field, const std::string& from) {
-    if (field.empty() && !from.empty()) {
-      field = from;
-      changed = true;
-    }
+  const auto take_field = [&](auto& field, const auto& from, const char* name) {
+    if (from.empty() || field == from || (take == Take::missing && !field.empty())) return;
+    field = from;
+    changed.push_back(name);
   };
-  fill(mine.family, d.family);
-  if (mine.given.empty() && !d.given.empty()) {
-    mine.given = d.given;
-    changed = true;
-  }
-  fill(mine.birth_date, d.birth_date);
-  fill(mine.gender, d.gender);
-  fill(mine.postcode, d.postcode);
-  fill(mine.gp_practice_ods, d.gp_practice_ods);
-  fill(mine.deceased, d.deceased);
+  take_field(mine.family, d.family, "family");
+  take_field(mine.given, d.given, "given");
+  take_field(mine.other_names, d.other_names, "other_names");
+  take_field(mine.birth_date, d.birth_date, "birth_date");
+  take_field(mine.gender, d.gender, "gender");
+  take_field(mine.postcode, d.postcode, "postcode");
+  take_field(mine.gp_practice_ods, d.gp_practice_ods, "gp_practice_ods");
+  take_field(mine.deceased, d.deceased, "deceased");
   return changed;
 }
 
@@ -153,12 +161,14 @@ fhir::Result<Resolution> apply_resolve(IndexTransaction& tx, const IdentityClaim
   }
 
   PatientRecord target;
-  // A matched record changes (new version) when it gains demographics or identifiers: both
-  // are part of the Patient resource.
-  const bool gains_identifier = std::any_of(owners.begin(), owners.end(), [](const auto& o) { return !o; });
+  // A matched record changes (new version) when its demographics change or it gains an
+  // identifier: both are part of the Patient resource.
   if (match) {
     target = std::move(*match);
-    if (fill_missing(target, d, trusted) || gains_identifier) {
+    res.updated_fields = take_demographics(target, d, trusted, Take::newer);
+    if (std::any_of(owners.begin(), owners.end(), [](const auto& o) { return !o; }))
+      res.updated_fields.push_back("identifier");
+    if (!res.updated_fields.empty()) {
       ++target.version;
       target.last_updated = now;
       if (auto s = tx.update_patient(target); !s) return std::move(s).issue();
@@ -332,7 +342,7 @@ fhir::Status apply_merge(IndexTransaction& tx, const std::string& retired_id, co
   r.last_updated = now;
   if (auto st = tx.update_patient(r); !st) return st;  // first, so the survivor may take its NHS number
   if (auto st = tx.repoint_retired(r.id, s.id, now); !st) return st;
-  fill_missing(s, r.demographics, r.nhs_number_trusted);
+  take_demographics(s, r.demographics, r.nhs_number_trusted, Take::missing);
   s.objection = s.objection || r.objection;  // a recorded dissent survives the merge
   ++s.version;
   s.last_updated = now;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The ingest path behind every push adapter (gateway/ingest): a batch store.db would refuse is
-// refused before anything is committed for it, and stored as an error to list and replay.
+// refused before anything is committed for it, and stored as an error to list and replay; an
+// update to the patient's demographics reaches the Patient served and the access policy.
 // Batches are submitted to a running gateway's IngestSink, as an adapter hands them over.
 #include <doctest/doctest.h>
 
@@ -235,6 +236,80 @@ TEST_CASE("Ingest: the configured demographic rule decides whether a claim witho
     REQUIRE(b.ok());
     CHECK(a->patient_id != b->patient_id);
   }
+}
+
+TEST_CASE("Ingest: a new surname, postcode and GP practice (an A08) change the Patient served and who may see it") {
+  auto s = two_sources();
+  const auto identity = [](const std::string& family, const std::string& postcode, const std::string& gp) {
+    return parse(std::string(R"({"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":")") +
+                 kNhs + R"("}],"name":[{"family":")" + family + R"(","given":["Ann"]}],"address":[{"postalCode":")" +
+                 postcode + R"("}],"generalPractitioner":[{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":")" +
+                 gp + R"("}}]})");
+  };
+  const auto clinician_at = [](const std::string& org) {
+    test::TokenClaims c;
+    c.sub = "dr-" + org;
+    c.org = org;
+    return test::test_tokens().header(c);
+  };
+  auto first = batch("epr-a", "A28-1", {});
+  first.identity = identity("Butler", "LS1 4AB", "Y72780");
+  auto created = submit(*s, std::move(first));
+  REQUIRE(created.ok());
+  const std::string path = "/Patient/" + created->patient_id;
+  test::HttpResponse before = test::get(s->port(), path, s->client(), clinician_at("Y72780"));
+  REQUIRE_MESSAGE(before.status == 200, before.body);
+  const std::string etag = before.header("etag");
+
+  auto a08 = batch("epr-a", "A08-1", {});
+  a08.identity = identity("Butler-Smith", "LS2 9JT", "B86001");
+  auto updated = submit(*s, std::move(a08));
+  REQUIRE(updated.ok());
+  CHECK(updated->patient_id == created->patient_id);
+
+  // The new practice is the registered one now: it sees the patient, in a new version that the
+  // old ETag no longer matches.
+  test::HttpResponse after =
+      test::get(s->port(), path, s->client(), clinician_at("B86001") + "If-None-Match: " + etag + "\r\n");
+  REQUIRE_MESSAGE(after.status == 200, after.body);
+  CHECK(after.header("etag") != etag);
+  CHECK(after.body.find("Butler-Smith") != std::string::npos);
+  CHECK(after.body.find("LS2 9JT") != std::string::npos);
+  test::HttpResponse search = test::get(
+      s->port(), std::string("/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number%7C") + kNhs, s->client(),
+      clinician_at("B86001"));
+  REQUIRE(search.status == 200);
+  CHECK(search.body.find("\"total\":1") != std::string::npos);
+  // The old practice no longer has that relationship.
+  CHECK(test::get(s->port(), path, s->client(), clinician_at("Y72780")).status == 404);
+}
+
+TEST_CASE("Ingest: a maiden name is kept, served in Patient.name and found by family search") {
+  auto s = two_sources();
+  auto b = batch("epr-a", "names-1", {});
+  b.identity = parse(std::string(R"({"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":")") +
+                     kNhs + R"("}],"name":[{"use":"official","family":"Smith","given":["Jane"]},)"
+                     R"({"use":"maiden","family":"Murazik","given":["Jane"]}],)"
+                     R"("generalPractitioner":[{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"B86001"}}]})");
+  auto r = submit(*s, std::move(b));
+  REQUIRE(r.ok());
+  test::TokenClaims gp;
+  gp.org = "B86001";
+  const std::string h = test::test_tokens().header(gp);
+  test::HttpResponse search = test::get(s->port(), "/Patient?family=murazik", s->client(), h);
+  REQUIRE_MESSAGE(search.status == 200, search.body);
+  CHECK(search.body.find("\"total\":1") != std::string::npos);
+  test::HttpResponse read = test::get(s->port(), "/Patient/" + r->patient_id, s->client(), h);
+  REQUIRE(read.status == 200);
+  auto patient = fhir::parse_json(read.body);
+  REQUIRE(patient.ok());
+  const auto& names = patient->find("name")->items();
+  REQUIRE(names.size() == 2);
+  CHECK(names[0].string_at("use") == "official");
+  CHECK(names[0].string_at("family") == "Smith");
+  CHECK(names[1].string_at("use") == "maiden");
+  CHECK(names[1].string_at("family") == "Murazik");
+  CHECK(names[1].find("given")->items().at(0).text() == "Jane");
 }
 
 TEST_CASE("Ingest: a reused control id is applied as a new unit and counted against its source on /metrics") {

@@ -90,6 +90,14 @@ TEST_CASE("gw-locator: import reports created, rejected entries one by one, and 
   // Re-importing the same file matches instead of duplicating.
   Run again = gw_locator("import --quiet --data " + data + " --source RX1 " + (dir / "good.json").string());
   CHECK(line_of(again.out, "matched NHS number:").find(" 2") != std::string::npos);
+  CHECK(line_of(again.out, "of which updated:").find(" 0") != std::string::npos);
+  // A re-import with changed demographics updates the record, and the summary says so.
+  std::string changed = gw::test::read_file((dir / "good.json").string());
+  changed.replace(changed.find("Okafor"), 6, "Okafor-Butler");
+  std::ofstream(dir / "changed.json") << changed;
+  Run updated = gw_locator("import --quiet --data " + data + " --source RX1 " + (dir / "changed.json").string());
+  CHECK(line_of(updated.out, "matched NHS number:").find(" 2") != std::string::npos);
+  CHECK(line_of(updated.out, "of which updated:").find(" 1") != std::string::npos);
   CHECK(line_of(gw_locator("stats --data " + data).out, "patients:").find(" 3") != std::string::npos);
 }
 

@@ -5,7 +5,8 @@
 //   gw-locator conflicts --data DIR [--limit N]                recorded identity conflicts
 // Import reads Patients (and DocumentReference pointers) from transaction/collection Bundles
 // (e.g. Synthea, synthpop --format bundle) or NDJSON, resolves each identity exactly as ingest
-// does, and reports what was created, matched and rejected, entry by entry. A pointer whose
+// does, and reports what was created, matched (and of those, updated) and rejected, entry by
+// entry. A pointer whose
 // Patient is not in the same file is filed under the indexed patient its subject.identifier
 // (e.g. an NHS number) names. A pointer keeps the DocumentReference.date its source gave (the
 // time of indexing stands in only when there is none). A file may start with a UTF-8 byte order
@@ -48,7 +49,7 @@ struct Rejection {
 
 struct Tally {
   std::size_t files = 0, patients = 0, created = 0, matched_nhs = 0, matched_identifier = 0, matched_demographics = 0,
-              rejected = 0, pointers = 0, conflicts = 0, unlinked_pointers = 0;
+              updated = 0, rejected = 0, pointers = 0, conflicts = 0, unlinked_pointers = 0;
   std::map<std::string, std::size_t> skipped;  // resource types not indexed
   std::vector<Rejection> rejections;
 };
@@ -327,6 +328,7 @@ class Importer {
       }
       tally_.pointers += batch_.records[i].pointers.size();
       tally_.conflicts += r->conflicts.size();
+      if (!r->updated_fields.empty()) ++tally_.updated;
       switch (r->outcome) {
         case gw::locator::MatchOutcome::created: ++tally_.created; break;
         case gw::locator::MatchOutcome::matched_nhs_number: ++tally_.matched_nhs; break;
@@ -430,6 +432,7 @@ int run_import(const std::string& data_dir, const std::string& source, const std
   std::printf("  matched NHS number:  %zu\n", t.matched_nhs);
   std::printf("  matched identifier:  %zu\n", t.matched_identifier);
   std::printf("  matched demographics:%zu\n", t.matched_demographics);
+  std::printf("  of which updated:    %zu\n", t.updated);
   std::printf("pointers indexed:      %zu\n", t.pointers);
   std::printf("conflicts recorded:    %zu\n", t.conflicts);
   std::printf("rejected entries:      %zu%s\n", t.rejected,

@@ -16,13 +16,6 @@ using fhir::ErrorCode;
 
 namespace {
 
-PatientRecord read_ok(Locator& l, const std::string& id) {
-  auto r = l.read_patient(id);
-  REQUIRE(r.ok());
-  REQUIRE(r->has_value());
-  return **r;
-}
-
 // A patient with local identifier kMrnA|CR<n> and no NHS number (so any two can merge).
 std::string new_patient(Locator& l, int n) {
   std::string mrn = "CR";

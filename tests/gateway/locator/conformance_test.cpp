@@ -14,20 +14,6 @@ using namespace gw::locator::test;
 
 namespace {
 
-std::string resolve_ok(Locator& l, const IdentityClaim& c, MatchOutcome expected) {
-  auto r = l.resolve(c);
-  REQUIRE(r.ok());
-  CHECK(outcome_name(r->outcome) == outcome_name(expected));
-  return r->patient_id;
-}
-
-PatientRecord read_ok(Locator& l, const std::string& id) {
-  auto r = l.read_patient(id);
-  REQUIRE(r.ok());
-  REQUIRE(r->has_value());
-  return **r;
-}
-
 std::optional<std::string> lookup(Locator& l, std::string_view system, std::string_view value) {
   auto r = l.lookup_identifier(system, value);
   REQUIRE(r.ok());
@@ -111,8 +97,9 @@ TEST_CASE_TEMPLATE("Locator: a local identifier matches when there is no NHS num
   CHECK(resolve_ok(*l, claim("RX1", nhs(1), {{kMrnA, "M1", ""}}, person("Other", "Name", "2001-01-01", "male", "")),
                    MatchOutcome::matched_identifier) == id);
   const PatientRecord p = read_ok(*l, id);
-  CHECK(p.demographics.family == "Patel");  // present fields are not overwritten
-  CHECK(p.demographics.birth_date == "1975-03-15");
+  CHECK(p.demographics.family == "Other");  // the newer claim's values win
+  CHECK(p.demographics.birth_date == "2001-01-01");
+  CHECK(p.demographics.postcode == "M1 1AA");  // an empty field clears nothing
   CHECK(p.demographics.nhs_number == nhs(1));
   CHECK(p.nhs_number_trusted);
   CHECK(lookup(*l, kNhsNumberSystem, nhs(1)) == id);

@@ -110,7 +110,7 @@ TEST_CASE("FHIR mapping: Patient elements are read as UK Core says") {
       {"value":"no-system"},
       {"system":"https://trust.example.nhs.uk/Id/mrn","value":"M1"}],
     "name":[{"use":"maiden","family":"Old","given":["X"]},{"use":"usual","family":"Usual"},
-            {"use":"official","family":"Smith","given":["Jane","Ann"]}],
+            {"use":"official","family":"Smith","given":["Jane","Ann"]},{"text":"J. Smith"},{"given":["Jo"]}],
     "gender":"female","birthDate":"1980-05","deceasedBoolean":true,
     "address":[{"use":"work","postalCode":"W1 1AA"},{"use":"home","postalCode":"LS1 4AB"}],
     "generalPractitioner":[{"reference":"Practitioner/1"},
@@ -127,6 +127,9 @@ TEST_CASE("FHIR mapping: Patient elements are read as UK Core says") {
   CHECK(claim->identifiers[0].source == "RX1");
   CHECK(d.family == "Smith");
   CHECK(d.given == std::vector<std::string>{"Jane", "Ann"});
+  // Every other name with a family or given name, in order (text alone cannot be searched).
+  CHECK(d.other_names ==
+        std::vector<HumanName>{{"maiden", "Old", {"X"}}, {"usual", "Usual", {}}, {"", "", {"Jo"}}});
   CHECK(d.birth_date == "1980-05");
   CHECK(d.gender == "female");
   CHECK(d.deceased.empty());
@@ -159,6 +162,13 @@ TEST_CASE("FHIR mapping: malformed Patients are refused naming the element") {
         "Patient.birthDate");
   CHECK(patient_issue(R"({"resourceType":"Patient","gender":"F"})").expression == "Patient.gender");
   CHECK(patient_issue(R"({"resourceType":"Patient","name":[{"given":"Jane"}]})").expression == "Patient.name[0].given");
+  CHECK(patient_issue(R"({"resourceType":"Patient","name":[{"family":"A"},{"given":"Jane"}]})").expression ==
+        "Patient.name[1].given");
+  CHECK(patient_issue(R"({"resourceType":"Patient","name":[{"family":"A"},{"use":"previous","family":"B"}]})")
+            .expression == "Patient.name[1].use");
+  std::string eleven = R"({"resourceType":"Patient","name":[{"family":"A"})";
+  for (int i = 0; i < 10; ++i) eleven += R"(,{"family":"B"})";
+  CHECK(patient_issue(eleven + "]}").expression == "Patient.name");
   CHECK(patient_issue(R"({"resourceType":"Patient","address":[{"postalCode":["LS1"]}]})").expression ==
         "Patient.address[0].postalCode");
   CHECK(patient_issue(R"({"resourceType":"Patient","deceasedDateTime":"yesterday"})").expression ==

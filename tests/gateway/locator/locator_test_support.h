@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Shared by the locator tests: the backends the conformance suite runs against, valid and
-// invalid NHS numbers from the 999 test range, and small builders for claims and pointers.
+// invalid NHS numbers from the 999 test range, small builders for claims and pointers, and
+// checked resolve and read.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -55,6 +56,21 @@ inline IdentityClaim claim(std::string source, std::string nhs_number, std::vect
   c.demographics.nhs_number = std::move(nhs_number);
   c.identifiers = std::move(ids);
   return c;
+}
+
+// Resolves `c`, expecting `expected`; the patient id.
+inline std::string resolve_ok(Locator& l, const IdentityClaim& c, MatchOutcome expected) {
+  auto r = l.resolve(c);
+  REQUIRE(r.ok());
+  CHECK(outcome_name(r->outcome) == outcome_name(expected));
+  return r->patient_id;
+}
+
+inline PatientRecord read_ok(Locator& l, const std::string& id) {
+  auto r = l.read_patient(id);
+  REQUIRE(r.ok());
+  REQUIRE(r->has_value());
+  return **r;
 }
 
 inline Pointer pointer(std::string patient_id, std::string type_code = "Encounter",

@@ -81,6 +81,12 @@ INSERT INTO encounters(patient, organisation_ods, at, source_ods) VALUES (1, 'RX
   (1, 'RY2', 1767261600, '');
 )sql";
 
+// A maiden name as version 8 writes it (another name of p-old, with a given name).
+const char* const kVersion8Rows = R"sql(
+INSERT INTO other_names VALUES (1, 0, 'maiden', 'Murazik', 'murazik');
+INSERT INTO other_given_names VALUES (1, 0, 0, 'Jane', 'jane');
+)sql";
+
 }  // namespace
 
 TEST_CASE("Locator migrations: numbered 1..N, starting with the file's gateway_info") {
@@ -111,6 +117,7 @@ TEST_CASE("Locator migrations: every earlier version upgrades to the latest sche
       // From version 6 on, the writer lists the system of every identifier it inserts.
       if (start >= 6)
         REQUIRE(db->exec("INSERT INTO identifier_systems(system) VALUES ('https://trust.example.nhs.uk/Id/mrn')").ok());
+      if (start >= 8) REQUIRE(db->exec(kVersion8Rows).ok());
     }
     auto opened = SqliteLocator::open(path);
     REQUIRE(opened.ok());
@@ -169,11 +176,24 @@ TEST_CASE("Locator migrations: every earlier version upgrades to the latest sche
       auto found = l.search_patients(q);
       REQUIRE(found.ok());
       CHECK(found->total == 1);
+      // Migration 8: other names, none before it.
+      const std::vector<HumanName> maiden{{"maiden", "Murazik", {"Jane"}}};
+      CHECK(rec.demographics.other_names == (start >= 8 ? maiden : std::vector<HumanName>{}));
+      PatientQuery by_maiden;
+      by_maiden.family = "muraz";
+      CHECK(l.search_patients(by_maiden)->total == (start >= 8 ? 1 : 0));
       // And new writes go on from the old rows.
       auto r = l.resolve(test::claim("RX1", "9000000009", {{"https://trust.example.nhs.uk/Id/mrn", "M-2", ""}}));
       REQUIRE(r.ok());
       CHECK(r->patient_id == "p-old");
       CHECK(r->outcome == MatchOutcome::matched_nhs_number);
+      Demographics renamed;
+      renamed.other_names = {{"old", "Jones", {"Janet"}}};
+      REQUIRE(l.resolve(test::claim("RX1", "9000000009", {}, renamed)).ok());
+      CHECK((*l.read_patient("p-old"))->demographics.other_names == renamed.other_names);
+      PatientQuery by_old;
+      by_old.given = "janet";
+      CHECK(l.search_patients(by_old)->total == 1);
     } else {
       CHECK(l.stats()->patients == 0);
     }
