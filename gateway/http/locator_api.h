@@ -60,8 +60,9 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
   // ---- Patient (locator_patient_routes.cpp) ----------------------------------------------------
 
   awaitable<Response> read_patient(Request& req);
-  // Builds the locator query from a parsed search; 400 for what this index cannot answer.
-  fhir::Result<locator::PatientQuery> patient_query(const fhir::SearchRequest& s);
+  // Builds the locator query from a parsed search; 400 for what this index cannot answer;
+  // nullopt for a search that matches nobody (identifier=|value).
+  fhir::Result<std::optional<locator::PatientQuery>> patient_query(const fhir::SearchRequest& s);
 
   // The patients a search matches that this caller may see, found by a bounded scan: the
   // relationship filter runs before the cap, so totals, paging and the cap describe only what
@@ -115,8 +116,12 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
   // The parameters of a POST _search (R4 http.html#search): an application/x-www-form-urlencoded
   // body, so NHS numbers stay out of URLs and logs, merged with any in the URL.
   static fhir::Result<fhir::QueryParams> form_search_params(const Request& req);
-  // The token search for a single identifier value: validates NHS numbers (400 on a bad one).
-  static fhir::Result<locator::Identifier> identifier_from_token(const fhir::TokenValue& t, std::string_view param);
+  // The identifier a token search names (R4 search.html#token), `param` naming it in errors:
+  // system|value, or value alone as an identifier with an empty system (any system); nullopt
+  // for |value, which matches nothing here; system| is invalid_search_parameter, and an
+  // invalid NHS number under the NHS number system is invalid_nhs_number.
+  static fhir::Result<std::optional<locator::Identifier>> identifier_from_token(const fhir::TokenValue& t,
+                                                                                std::string_view param);
 
  private:
   const fhir::SearchParamRegistry& registry_;

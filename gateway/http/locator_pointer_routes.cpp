@@ -7,6 +7,7 @@
 #include "fhir/bundle.h"
 #include "fhir/content_negotiation.h"
 #include "fhir/datatypes.h"
+#include "fhir/nhs_number.h"
 #include "fhir/structure_check.h"
 #include "gateway/http/locator_api.h"
 #include "gateway/http/locator_resources.h"
@@ -101,6 +102,7 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
                                    fhir::handling_from_prefer(req.header("prefer")));
   if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
   std::optional<locator::Identifier> by_identifier;
+  bool matches_nobody = false;
   std::string patient_id;
   std::optional<fhir::TokenValue> type;
   // The patient is named once: subject=A&patient=B would otherwise answer for whichever came
@@ -121,6 +123,20 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
     if ((p.name == "subject" || p.name == "patient") && p.modifier == "identifier") {
       auto id = identifier_from_token(std::get<fhir::TokenValue>(p.values[0]), p.name + ":identifier");
       if (!id) co_return error_response(id.issue(), req.format.pretty);
+      if (!*id) {
+        matches_nobody = true;  // |value: no identifier without a system is held
+      } else if ((*id)->system.empty()) {
+        // A value alone names one patient only as an NHS number, as NRL consumers send it
+        // (NRL subject:identifier is the NHS number); a local value could name several.
+        if (!fhir::is_valid_nhs_number((*id)->value))
+          co_return error_response(
+              Issue::make(ErrorCode::invalid_search_parameter,
+                          p.name + ":identifier without a system must be a valid NHS number; for a local "
+                                   "identifier give system|value",
+                          p.name + ":identifier"),
+              req.format.pretty);
+        (*id)->system = locator::kNhsNumberSystem;
+      }
       by_identifier = std::move(*id);
     } else if ((p.name == "subject" || p.name == "patient") && (p.modifier.empty() || p.modifier == "Patient")) {
       const auto& ref = std::get<fhir::ReferenceValue>(p.values[0]);
@@ -145,7 +161,7 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
   // text are not (search_subset).
   auto subset = search_subset(*parsed, fhir::handling_from_prefer(req.header("prefer")), "DocumentReference");
   if (!subset) co_return error_response(subset.issue(), req.format.pretty);
-  if (by_identifier.has_value() == !patient_id.empty())
+  if ((by_identifier.has_value() || matches_nobody) == !patient_id.empty())
     co_return error_response(Issue::make(ErrorCode::missing_value,
                                          "give exactly one of subject:identifier=https://fhir.nhs.uk/Id/nhs-number|..., "
                                          "subject=Patient/{id} or patient={id}"),
@@ -165,6 +181,7 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
     auto bundle = searchset(std::move(none));
     return bundle ? fhir_response(200, *bundle, req.format.pretty) : error_response(bundle.issue(), req.format.pretty);
   };
+  if (matches_nobody) co_return empty();
   const Issue hidden = Issue::make(ErrorCode::not_found, "no such patient");
   auto access = co_await gate_.patient_access_to(req, by_identifier, patient_id, hidden);
   if (!access) {

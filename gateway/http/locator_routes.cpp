@@ -97,11 +97,19 @@ fhir::Result<fhir::QueryParams> LocatorApi::form_search_params(const Request& re
   return all;
 }
 
-// The token search for a single identifier value: validates NHS numbers (400 on a bad one).
-fhir::Result<locator::Identifier> LocatorApi::identifier_from_token(const fhir::TokenValue& t, std::string_view param) {
-  if (t.system_match != fhir::TokenValue::SystemMatch::exact || t.system.empty() || t.code.empty())
+// The four token forms of R4 search.html#token, as a patient index can answer them.
+fhir::Result<std::optional<locator::Identifier>> LocatorApi::identifier_from_token(const fhir::TokenValue& t,
+                                                                                   std::string_view param) {
+  using SystemMatch = fhir::TokenValue::SystemMatch;
+  // |value asks for identifiers without a system. The index holds none (every identifier it
+  // keeps has a system: validate_claim), so the answer is an empty result, not an error.
+  if (t.system_match == SystemMatch::none) return std::optional<locator::Identifier>();
+  // system| would list everyone holding an identifier of that system: a patient index answers
+  // for one person (PDQm ITI-78 matches a person), and the index is not keyed by system.
+  if (t.system_match == SystemMatch::exact && t.code.empty())
     return Issue::make(ErrorCode::invalid_search_parameter,
-                       std::string(param) + " needs system|value, e.g. https://fhir.nhs.uk/Id/nhs-number|9000000009",
+                       std::string(param) + "=system| (every patient with an identifier in that system) is not "
+                                            "supported: give system|value, or the value alone",
                        std::string(param));
   if (t.system == locator::kNhsNumberSystem) {
     auto ok = fhir::validate_nhs_number(t.code);
@@ -111,7 +119,9 @@ fhir::Result<locator::Identifier> LocatorApi::identifier_from_token(const fhir::
       return i;
     }
   }
-  return locator::Identifier{t.system, t.code, {}};
+  // A value alone (SystemMatch::any) keeps the empty system: Locator::search_patients then
+  // matches it in any system, as a trusted NHS number only when it is a valid one.
+  return std::optional<locator::Identifier>(locator::Identifier{t.system, t.code, {}});
 }
 
 fhir::Result<fhir::QueryParams> LocatorApi::page_params(const Request& req, std::string_view type) {
@@ -151,7 +161,9 @@ fhir::Status LocatorApi::link_through_handle(Json& bundle, const Request& req, s
 void register_locator_search_params(fhir::SearchParamRegistry& registry) {
   using T = fhir::SearchParamType;
   const std::string sp = "http://hl7.org/fhir/SearchParameter/";
-  registry.add("Patient", {"identifier", T::token, sp + "Patient-identifier", "system|value; NHS numbers are checked"});
+  registry.add("Patient", {"identifier", T::token, sp + "Patient-identifier",
+                           "system|value or value (any system); NHS numbers are checked; |value matches nothing, "
+                           "system| is refused"});
   registry.add("Patient", {"family", T::string, sp + "individual-family", "starts with, case and accent insensitive"});
   registry.add("Patient", {"given", T::string, sp + "individual-given", "starts with, case and accent insensitive"});
   registry.add("Patient", {"name", T::string, sp + "Patient-name", "family or given, starts with"});
@@ -160,7 +172,8 @@ void register_locator_search_params(fhir::SearchParamRegistry& registry) {
   registry.add("Patient", {"address-postalcode", T::string, sp + "individual-address-postalcode",
                            "exact, ignoring case and spaces"});
   registry.add("DocumentReference", {"subject", T::reference, sp + "DocumentReference-subject",
-                                     "Patient/{id}, or :identifier=https://fhir.nhs.uk/Id/nhs-number|..."});
+                                     "Patient/{id}, or :identifier=https://fhir.nhs.uk/Id/nhs-number|... (or the NHS "
+                                     "number alone)"});
   registry.add("DocumentReference", {"patient", T::reference, sp + "clinical-patient", "Patient id"});
   registry.add("DocumentReference", {"type", T::token, sp + "clinical-type", "record type, system|code"});
 }

@@ -842,7 +842,7 @@ TEST_CASE("Locator API: POST /DocumentReference/_search answers as the GET searc
         g.find("entry")->items().at(0).find("resource")->string_at("id"));
   CHECK(posted.body.find("Emergency health care plan") != std::string::npos);
   // The same parameter checks as the GET search.
-  HttpResponse bad = one(s, send(s, "POST", "/DocumentReference/_search", gp, "subject:identifier=" + a.nhs_number,
+  HttpResponse bad = one(s, send(s, "POST", "/DocumentReference/_search", gp, "subject:identifier=" + a.mrn,
                                  "application/x-www-form-urlencoded"));
   CHECK(bad.status == 400);
   // A body that is not a form is refused with what to send.

@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: Apache-2.0
+// The record locator's search parameters as FHIR clients send them, over real HTTPS: the token
+// forms of identifier (R4 search.html#token) on Patient and DocumentReference, and the
+// answers a client can act on when a form is not served.
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "fhir/json.h"
+#include "support/responses.h"
+#include "support/seed.h"
+#include "support/test_server.h"
+#include "support/tokens.h"
+
+using namespace gw;
+using gw::test::HttpResponse;
+using gw::test::json_of;
+using gw::test::TestServer;
+using gw::test::TokenClaims;
+
+namespace {
+
+using gw::test::add_patient;
+using gw::test::add_pointer;
+using gw::test::Seeded;
+
+std::string gp_at(const std::string& org) {
+  TokenClaims c;
+  c.sub = "dr-1";
+  c.org = org;
+  return test::test_tokens().header(c);
+}
+
+std::string diagnostics(const HttpResponse& r) {
+  return std::string(json_of(r).find("issue")->items().at(0).string_at("diagnostics"));
+}
+
+std::string expression(const HttpResponse& r) {
+  return std::string(json_of(r).find("issue")->items().at(0).find("expression")->items().at(0).text());
+}
+
+// The total of a search that must succeed.
+std::int64_t total(TestServer& s, const std::string& target, const std::string& headers) {
+  HttpResponse r = test::get(s.port(), target, s.client(), headers);
+  REQUIRE_MESSAGE(r.status == 200, target << " -> " << r.body);
+  return *json_of(r).find("total")->as_int64();
+}
+
+}  // namespace
+
+TEST_CASE("Locator search: identifier takes a value alone, |value and system|value; system| is refused") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 60, "Token", "A81001");
+  const std::string h = gp_at("A81001");
+  // A value alone matches in any system: the NHS number, or a local identifier.
+  CHECK(total(s, "/Patient?identifier=" + a.nhs_number, h) == 1);
+  CHECK(total(s, "/Patient?identifier=" + a.mrn, h) == 1);
+  CHECK(total(s, "/Patient?identifier=NOT-HELD", h) == 0);
+  // A value that fails the NHS number check is no NHS number, but may still be a local value.
+  std::string bad = a.nhs_number;
+  bad.back() = bad.back() == '9' ? '0' : static_cast<char>(bad.back() + 1);
+  CHECK(total(s, "/Patient?identifier=" + bad, h) == 0);
+  // |value: identifiers without a system, which the index never holds.
+  CHECK(total(s, "/Patient?identifier=%7C" + a.mrn, h) == 0);
+  // system|value as before, NHS numbers checked.
+  CHECK(total(s, "/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number%7C" + a.nhs_number, h) == 1);
+  CHECK(test::get(s.port(), "/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number%7C" + bad, s.client(), h).status ==
+        400);
+  HttpResponse every = test::get(s.port(), "/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number%7C", s.client(), h);
+  CHECK(every.status == 400);
+  CHECK(diagnostics(every) ==
+        "identifier=system| (every patient with an identifier in that system) is not supported: give system|value, "
+        "or the value alone");
+  CHECK(expression(every) == "identifier");
+}
+
+TEST_CASE("Locator search: DocumentReference subject:identifier takes the NHS number alone and |value") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 61, "Pointer", "A81001");
+  add_pointer(s.locator(), a.id, "RX1", "887701000000100", "Emergency health care plan");
+  const std::string h = gp_at("A81001");
+  CHECK(total(s, "/DocumentReference?subject:identifier=" + a.nhs_number, h) == 1);
+  CHECK(total(s, "/DocumentReference?patient:identifier=" + a.nhs_number, h) == 1);
+  CHECK(total(s, "/DocumentReference?subject:identifier=%7C" + a.nhs_number, h) == 0);
+  // A local value alone could name several patients: a pointer search names one.
+  HttpResponse local = test::get(s.port(), "/DocumentReference?subject:identifier=" + a.mrn, s.client(), h);
+  CHECK(local.status == 400);
+  CHECK(diagnostics(local) ==
+        "subject:identifier without a system must be a valid NHS number; for a local identifier give system|value");
+  CHECK(expression(local) == "subject:identifier");
+  HttpResponse every =
+      test::get(s.port(), "/DocumentReference?patient:identifier=https://fhir.nhs.uk/Id/nhs-number%7C", s.client(), h);
+  CHECK(every.status == 400);
+  CHECK(expression(every) == "patient:identifier");
+}
