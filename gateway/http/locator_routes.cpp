@@ -170,7 +170,7 @@ void register_locator_search_params(fhir::SearchParamRegistry& registry) {
   registry.add("Patient", {"birthdate", T::date, sp + "individual-birthdate", "prefixes eq ne gt lt ge le sa eb ap"});
   registry.add("Patient", {"gender", T::token, sp + "individual-gender", "male | female | other | unknown"});
   registry.add("Patient", {"address-postalcode", T::string, sp + "individual-address-postalcode",
-                           "exact, ignoring case and spaces"});
+                           "starts with, ignoring case and spaces"});
   registry.add("DocumentReference", {"subject", T::reference, sp + "DocumentReference-subject",
                                      "Patient/{id}, or :identifier=https://fhir.nhs.uk/Id/nhs-number|... (or the NHS "
                                      "number alone)"});

@@ -186,7 +186,7 @@ struct PatientQuery {
   std::string name;                       // family or any given
   std::vector<std::pair<fhir::Prefix, fhir::DateRange>> birthdate;  // all must hold (AND)
   std::string gender;
-  std::string postcode;                   // normalised exact match
+  std::string postcode;                   // normalised (case and spaces ignored) starts-with
   bool include_retired = false;
   std::size_t count = 20;
   std::size_t offset = 0;

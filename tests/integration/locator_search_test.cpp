@@ -93,3 +93,14 @@ TEST_CASE("Locator search: DocumentReference subject:identifier takes the NHS nu
   CHECK(every.status == 400);
   CHECK(expression(every) == "patient:identifier");
 }
+
+TEST_CASE("Locator search: address-postalcode matches the start of the postcode, case and spaces ignored") {
+  TestServer s;
+  add_patient(s.locator(), 62, "Postcode", "A81001");  // LS1 4AP
+  const std::string h = gp_at("A81001");
+  CHECK(total(s, "/Patient?address-postalcode=LS1&family=Postcode", h) == 1);
+  CHECK(total(s, "/Patient?address-postalcode=ls1%204&family=Postcode", h) == 1);
+  CHECK(total(s, "/Patient?address-postalcode=ls14ap&family=Postcode", h) == 1);
+  CHECK(total(s, "/Patient?address-postalcode=LS2&family=Postcode", h) == 0);
+  CHECK(total(s, "/Patient?address-postalcode=LS1%204APX&family=Postcode", h) == 0);
+}
