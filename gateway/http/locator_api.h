@@ -105,8 +105,18 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
 
   static std::int64_t now_ms();
   static Json str(std::string_view s);
-  static Response with_version_headers(Response r, std::int64_t version);
+  // ETag from `version`, and Last-Modified from `last_updated` (meta.lastUpdated) when it parses.
+  static Response with_version_headers(Response r, std::int64_t version, const std::string& last_updated);
   static Response not_modified(std::int64_t version);
+  // The epoch second of a FHIR instant, the resolution of an HTTP-date; nullopt if it does not parse.
+  static std::optional<std::int64_t> last_modified_seconds(const std::string& last_updated);
+  // Epoch seconds as an RFC 9110 IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
+  static std::string http_date(std::int64_t epoch_seconds);
+  // An RFC 9110 HTTP-date in any of its three forms as epoch seconds; nullopt when it is none.
+  static std::optional<std::int64_t> http_date_seconds(std::string_view text);
+  // Whether a conditional read may answer 304 (R4 http.html "conditional read"): If-None-Match
+  // names `version`, or, without If-None-Match, If-Modified-Since is not before `last_updated`.
+  static bool unchanged_for(const Request& req, std::int64_t version, const std::string& last_updated);
   // The versions an entity-tag list (If-None-Match, If-Match) names, by the weak comparison
   // RFC 9110 13.1.2 asks of If-None-Match: W/"3", "3" and * all name version 3. A tag may hold
   // commas, so the list is read tag by tag rather than split; a tag that is not a version names

@@ -54,11 +54,11 @@ awaitable<Response> LocatorApi::read_patient(Request& req) {
   if (!access) co_return error_response(access.issue(), req.format.pretty);
   const locator::PatientRecord& record = access->asked;
   const auth::Decision& d = access->decision;
-  if (!d.break_glass && if_none_match_hits(req.header("if-none-match"), record.version))
-    co_return not_modified(record.version);
+  if (!d.break_glass && unchanged_for(req, record.version, record.last_updated)) co_return not_modified(record.version);
   req.audit.returned.push_back("Patient/" + record.id);
   Response r = with_version_headers(
-      fhir_response(200, subsetted(patient_json(record, d.break_glass), *subset), req.format.pretty), record.version);
+      fhir_response(200, subsetted(patient_json(record, d.break_glass), *subset), req.format.pretty), record.version,
+      record.last_updated);
   if (d.break_glass) r.set_header("X-Emergency-Access", "break-glass");
   co_return r;
 }

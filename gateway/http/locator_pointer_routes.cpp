@@ -252,11 +252,12 @@ awaitable<Response> LocatorApi::read_pointer(Request& req) {
                                          "this record pointer is withheld under the sensitivity policy for your role"),
                              req.format.pretty);
   }
-  if (!d.break_glass && if_none_match_hits(req.header("if-none-match"), p.version)) co_return not_modified(p.version);
+  if (!d.break_glass && unchanged_for(req, p.version, p.last_updated)) co_return not_modified(p.version);
   req.audit.returned.push_back("DocumentReference/" + p.id);
   const locator::PatientRecord& patient = access->judged;
   const std::string nhs = patient.nhs_number_trusted ? patient.demographics.nhs_number : std::string();
-  Response r = with_version_headers(fhir_response(200, pointer_json(p, nhs, d.break_glass), req.format.pretty), p.version);
+  Response r = with_version_headers(fhir_response(200, pointer_json(p, nhs, d.break_glass), req.format.pretty), p.version,
+                                    p.last_updated);
   if (d.break_glass) r.set_header("X-Emergency-Access", "break-glass");
   co_return r;
 }
@@ -369,7 +370,8 @@ awaitable<Response> LocatorApi::write_pointer(Request& req, bool create) {
   // write may have overtaken.
   const bool created = stored.version == 1;
   Response r = with_version_headers(
-      fhir_response(created ? 201 : 200, pointer_json(stored, {}, false), req.format.pretty), stored.version);
+      fhir_response(created ? 201 : 200, pointer_json(stored, {}, false), req.format.pretty), stored.version,
+      stored.last_updated);
   if (created) r.set_header("Location", deps_.base_url + "/DocumentReference/" + stored.id);
   co_return r;
 }

@@ -5,9 +5,11 @@
 #include <cctype>
 #include <charconv>
 #include <chrono>
+#include <ctime>
 #include <memory>
 
 #include "fhir/datatypes.h"
+#include "fhir/date_range.h"
 #include "fhir/nhs_number.h"
 #include "fhir/query_string.h"
 #include "fhir/uk_core.h"
@@ -30,15 +32,57 @@ std::int64_t LocatorApi::now_ms() {
 
 Json LocatorApi::str(std::string_view s) { return fhir::text(s); }
 
-Response LocatorApi::with_version_headers(Response r, std::int64_t version) {
+Response LocatorApi::with_version_headers(Response r, std::int64_t version, const std::string& last_updated) {
+  r.set_header("ETag", "W/\"" + std::to_string(version) + "\"");
+  // R4 http.html "Resource Metadata and Versioning": Last-Modified SHOULD carry meta.lastUpdated.
+  if (auto seconds = last_modified_seconds(last_updated)) r.set_header("Last-Modified", http_date(*seconds));
+  return r;
+}
+
+// RFC 9110 15.4.5: a 304 carries the ETag the 200 would have; Last-Modified adds nothing to it.
+Response LocatorApi::not_modified(std::int64_t version) {
+  Response r;
+  r.status = 304;
   r.set_header("ETag", "W/\"" + std::to_string(version) + "\"");
   return r;
 }
 
-Response LocatorApi::not_modified(std::int64_t version) {
-  Response r;
-  r.status = 304;
-  return with_version_headers(std::move(r), version);
+std::optional<std::int64_t> LocatorApi::last_modified_seconds(const std::string& last_updated) {
+  if (last_updated.empty()) return std::nullopt;
+  auto range = fhir::parse_fhir_date(last_updated);
+  if (!range) return std::nullopt;
+  return range->begin;  // an HTTP-date has whole seconds: the second the instant falls in
+}
+
+std::string LocatorApi::http_date(std::int64_t epoch_seconds) {
+  const auto t = static_cast<std::time_t>(epoch_seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  // RFC 9110 5.6.7 IMF-fixdate; strftime's %a and %b are the English names in the C locale.
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  return buf;
+}
+
+std::optional<std::int64_t> LocatorApi::http_date_seconds(std::string_view text) {
+  if (text.empty() || text.size() > 64) return std::nullopt;
+  const std::string s(text);
+  // RFC 9110 5.6.7: recipients accept IMF-fixdate and the obsolete RFC 850 and asctime forms.
+  for (const char* format : {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"}) {
+    std::tm tm{};
+    const char* end = strptime(s.c_str(), format, &tm);
+    if (end != nullptr && *end == '\0') return static_cast<std::int64_t>(timegm(&tm));
+  }
+  return std::nullopt;
+}
+
+bool LocatorApi::unchanged_for(const Request& req, std::int64_t version, const std::string& last_updated) {
+  // RFC 9110 13.2.2: If-None-Match, when present, decides alone; If-Modified-Since only
+  // without it, and one that is not a valid HTTP-date is ignored (13.1.3).
+  if (const std::string_view tags = req.header("if-none-match"); !tags.empty()) return if_none_match_hits(tags, version);
+  const auto since = http_date_seconds(req.header("if-modified-since"));
+  const auto modified = last_modified_seconds(last_updated);
+  return since && modified && *modified <= *since;
 }
 
 locator::VersionMatch LocatorApi::etag_versions(std::string_view list) {

@@ -1,18 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
-// The record locator's search parameters as FHIR clients send them, over real HTTPS: the token
-// forms of identifier (R4 search.html#token) on Patient and DocumentReference, and the
-// answers a client can act on when a form is not served.
+// The record locator's search parameters and reads as FHIR clients use them, over real HTTPS:
+// the token forms of identifier (R4 search.html#token) on Patient and DocumentReference, the
+// answers a client can act on when a form is not served, and conditional reads by date.
 #include <doctest/doctest.h>
 
 #include <string>
 
 #include "fhir/json.h"
+#include "gateway/http/locator_api.h"
 #include "support/responses.h"
 #include "support/seed.h"
 #include "support/test_server.h"
 #include "support/tokens.h"
 
 using namespace gw;
+using gw::http::LocatorApi;
 using gw::test::HttpResponse;
 using gw::test::json_of;
 using gw::test::TestServer;
@@ -103,4 +105,32 @@ TEST_CASE("Locator search: address-postalcode matches the start of the postcode,
   CHECK(total(s, "/Patient?address-postalcode=ls14ap&family=Postcode", h) == 1);
   CHECK(total(s, "/Patient?address-postalcode=LS2&family=Postcode", h) == 0);
   CHECK(total(s, "/Patient?address-postalcode=LS1%204APX&family=Postcode", h) == 0);
+}
+
+TEST_CASE("Locator reads: Last-Modified from meta.lastUpdated; If-Modified-Since gives 304 unless If-None-Match decides") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 63, "Modified", "A81001");
+  const std::string pointer = add_pointer(s.locator(), a.id, "RX1", "887701000000100", "Emergency health care plan");
+  const std::string h = gp_at("A81001");
+  for (const std::string& path : {"/Patient/" + a.id, "/DocumentReference/" + pointer}) {
+    CAPTURE(path);
+    HttpResponse r = test::get(s.port(), path, s.client(), h);
+    REQUIRE(r.status == 200);
+    const std::string last_modified = r.header("last-modified");
+    const std::string last_updated(json_of(r).find("meta")->string_at("lastUpdated"));
+    REQUIRE(!last_modified.empty());
+    CHECK(LocatorApi::http_date_seconds(last_modified) == LocatorApi::last_modified_seconds(last_updated));
+    const auto since = [&](std::int64_t delta, const std::string& more = {}) {
+      const std::string date = LocatorApi::http_date(*LocatorApi::http_date_seconds(last_modified) + delta);
+      return test::get(s.port(), path, s.client(), h + "If-Modified-Since: " + date + "\r\n" + more).status;
+    };
+    CHECK(since(0) == 304);
+    CHECK(since(3600) == 304);
+    CHECK(since(-1) == 200);
+    // If-None-Match takes precedence (RFC 9110 13.2.2), whichever way it goes.
+    CHECK(since(3600, "If-None-Match: W/\"99\"\r\n") == 200);
+    CHECK(since(-1, "If-None-Match: " + r.header("etag") + "\r\n") == 304);
+    // Not an HTTP-date: ignored (RFC 9110 13.1.3).
+    CHECK(test::get(s.port(), path, s.client(), h + "If-Modified-Since: yesterday\r\n").status == 200);
+  }
 }
