@@ -275,11 +275,11 @@ awaitable<Response> LocatorApi::pix(Request& req) {
   auto unknown = co_await deps_.locator.call(unknown_system);
   if (!unknown) co_return error_response(unknown.issue(), req.format.pretty);
   if (*unknown < 0)
-    co_return error_response(Issue::make(ErrorCode::invalid_value, "sourceIdentifier Assigning Authority not found",
+    co_return error_response(Issue::make(ErrorCode::unknown_identifier_system, "sourceIdentifier Assigning Authority not found",
                                          "sourceIdentifier"),
                              req.format.pretty);
   if (*unknown < static_cast<int>(targets.size()))
-    co_return error_response(Issue::make(ErrorCode::forbidden, "targetSystem not found", "targetSystem"),
+    co_return error_response(Issue::make(ErrorCode::unknown_target_system, "targetSystem not found", "targetSystem"),
                              req.format.pretty);
   const Issue not_found =
       Issue::make(ErrorCode::not_found, "sourceIdentifier Patient Identifier not found", "sourceIdentifier");
