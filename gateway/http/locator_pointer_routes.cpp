@@ -7,8 +7,10 @@
 #include "fhir/bundle.h"
 #include "fhir/content_negotiation.h"
 #include "fhir/datatypes.h"
+#include "fhir/date_range.h"
 #include "fhir/nhs_number.h"
 #include "fhir/structure_check.h"
+#include "fhir/uk_core.h"
 #include "gateway/http/locator_api.h"
 #include "gateway/http/locator_resources.h"
 #include "gateway/locator/fhir_mapping.h"
@@ -105,6 +107,8 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
   bool matches_nobody = false;
   std::string patient_id;
   std::optional<fhir::TokenValue> type;
+  std::optional<std::string> custodian;  // ODS code
+  std::vector<std::pair<fhir::Prefix, fhir::DateRange>> dates;  // all must hold (AND), as birthdate
   // The patient is named once: subject=A&patient=B would otherwise answer for whichever came
   // last (and the same patient twice gains nothing).
   const std::size_t patient_params = std::count_if(parsed->params.begin(), parsed->params.end(), [](const auto& p) {
@@ -146,6 +150,21 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
       patient_id = ref.id;
     } else if (p.name == "type" && p.modifier.empty()) {
       type = std::get<fhir::TokenValue>(p.values[0]);
+    } else if (p.name == "custodian" && p.modifier == "identifier") {
+      // NRL consumers filter by the custodian's ODS code (custodian:identifier, R4 search.html
+      // #reference); the index keeps custodians as ODS codes only.
+      const auto& t = std::get<fhir::TokenValue>(p.values[0]);
+      const bool ods = t.system_match == fhir::TokenValue::SystemMatch::any ||
+                       (t.system_match == fhir::TokenValue::SystemMatch::exact && t.system == fhir::uk::kOdsOrganisationSystem);
+      if (!ods || t.code.empty() || custodian)
+        co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
+                                             "custodian:identifier takes one ODS code: " +
+                                                 std::string(fhir::uk::kOdsOrganisationSystem) + "|{code}, or the code alone",
+                                             "custodian:identifier"), req.format.pretty);
+      custodian = t.code;
+    } else if (p.name == "date" && p.modifier.empty()) {
+      const auto& dv = std::get<fhir::DateValue>(p.values[0]);
+      dates.emplace_back(dv.prefix, dv.range);
     } else {
       co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
                                            p.name + (p.modifier.empty() ? "" : ":" + p.modifier) +
@@ -198,17 +217,29 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
   std::vector<Json> visible;
   std::size_t held_back = 0;
   const std::string nhs = patient.nhs_number_trusted ? patient.demographics.nhs_number : std::string();
+  const std::int64_t now_seconds = now_ms() / 1000;
   for (const auto& p : *pointers) {
     if (type) {
       if (type->system_match == fhir::TokenValue::SystemMatch::exact && type->system != p.type_system) continue;
       if (!type->code.empty() && type->code != p.type_code) continue;
+    }
+    if (custodian && p.source_ods != *custodian) continue;
+    Json doc = pointer_json(p, nhs, d.break_glass);
+    // date compares DocumentReference.date as served (R4 search.html#date: the value is a range
+    // at its precision); a pointer without one matches no date.
+    if (!dates.empty()) {
+      auto served = fhir::parse_fhir_date(doc.string_at("date"));
+      if (!served || !std::all_of(dates.begin(), dates.end(), [&](const auto& want) {
+            return fhir::date_matches(want.first, want.second, *served, now_seconds);
+          }))
+        continue;
     }
     if (withheld(req, p)) {
       ++held_back;
       req.audit.withheld.push_back("DocumentReference/" + p.id);
       continue;
     }
-    visible.push_back(pointer_json(p, nhs, d.break_glass));
+    visible.push_back(std::move(doc));
   }
   fhir::SearchsetPage out;
   out.total = static_cast<std::int64_t>(visible.size());

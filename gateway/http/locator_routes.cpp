@@ -220,6 +220,10 @@ void register_locator_search_params(fhir::SearchParamRegistry& registry) {
                                      "number alone)"});
   registry.add("DocumentReference", {"patient", T::reference, sp + "clinical-patient", "Patient id"});
   registry.add("DocumentReference", {"type", T::token, sp + "clinical-type", "record type, system|code"});
+  registry.add("DocumentReference", {"custodian", T::reference, sp + "DocumentReference-custodian",
+                                     ":identifier=https://fhir.nhs.uk/Id/ods-organization-code|{ODS code}"});
+  registry.add("DocumentReference", {"date", T::date, sp + "DocumentReference-date",
+                                     "prefixes eq ne gt lt ge le sa eb ap; repeat for a range"});
 }
 
 void add_locator_routes(Router& router, const fhir::SearchParamRegistry& registry, LocatorRouteDeps deps) {

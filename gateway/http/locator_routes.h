@@ -12,7 +12,8 @@
 //                                       GET /Patient?_getpages=...&_offset=n fetches, so no
 //                                       search value appears in a URL
 //   GET  /Patient/$ihe-pix              IHE PIXm cross-reference query (ITI-83)
-//   GET  /DocumentReference             NRL-shaped pointers (subject:identifier, subject, patient);
+//   GET  /DocumentReference             NRL-shaped pointers (subject:identifier, subject, patient;
+//                                       type, custodian:identifier, date);
 //                                       POST /DocumentReference/_search pages as Patient's
 //   GET  /DocumentReference/{id}        read, conditional as Patient's
 //   POST /DocumentReference, PUT/DELETE /DocumentReference/{id}   pointer maintenance by the

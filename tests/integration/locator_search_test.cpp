@@ -4,6 +4,7 @@
 // answers a client can act on when a form is not served, and conditional reads by date.
 #include <doctest/doctest.h>
 
+#include <set>
 #include <string>
 
 #include "fhir/json.h"
@@ -133,4 +134,49 @@ TEST_CASE("Locator reads: Last-Modified from meta.lastUpdated; If-Modified-Since
     // Not an HTTP-date: ignored (RFC 9110 13.1.3).
     CHECK(test::get(s.port(), path, s.client(), h + "If-Modified-Since: yesterday\r\n").status == 200);
   }
+}
+
+TEST_CASE("Locator search: DocumentReference by custodian ODS code and by date with prefixes") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 64, "Custodian", "A81001");
+  const auto put = [&](const std::string& source, const std::string& code, const std::string& date) {
+    locator::Pointer p;
+    p.patient_id = a.id;
+    p.source_ods = source;
+    p.type_code = code;
+    p.type_display = "Care plan";
+    p.date = date;
+    p.url = "https://" + source + ".example.nhs.uk/fhir/DocumentReference/" + code;
+    auto r = s.locator().put_pointer(source, p, {});
+    REQUIRE_MESSAGE(r.ok(), r.issue().diagnostics);
+  };
+  put("RX1", "736253002", "2025-03-01T09:30:00Z");
+  put("RY2", "887701000000100", "2026-01-15T12:00:00Z");
+  const std::string h = gp_at("A81001");
+  const std::string base = "/DocumentReference?subject:identifier=" + a.nhs_number;
+  CHECK(total(s, base, h) == 2);
+  CHECK(total(s, base + "&custodian:identifier=https://fhir.nhs.uk/Id/ods-organization-code%7CRY2", h) == 1);
+  CHECK(total(s, base + "&custodian:identifier=RX1", h) == 1);
+  CHECK(total(s, base + "&custodian:identifier=ZZ9", h) == 0);
+  CHECK(total(s, base + "&date=2025", h) == 1);
+  CHECK(total(s, base + "&date=ge2026-01-01", h) == 1);
+  CHECK(total(s, base + "&date=ge2025&date=lt2027", h) == 2);
+  CHECK(total(s, base + "&date=lt2025", h) == 0);
+  CHECK(total(s, base + "&date=ge2025&custodian:identifier=RX1", h) == 1);
+  HttpResponse other =
+      test::get(s.port(), base + "&custodian:identifier=urn:oid:1.2%7CRX1", s.client(), h);
+  REQUIRE(other.status == 400);
+  CHECK(diagnostics(other) ==
+        "custodian:identifier takes one ODS code: https://fhir.nhs.uk/Id/ods-organization-code|{code}, or the code "
+        "alone");
+  // Both are listed in the CapabilityStatement, so clients know they are applied.
+  HttpResponse cs = test::get(s.port(), "/metadata", s.client(), "");
+  REQUIRE(cs.status == 200);
+  std::set<std::string> names;
+  const fhir::Json statement = json_of(cs);
+  for (const auto& r : statement.find("rest")->items().at(0).find("resource")->items())
+    if (r.string_at("type") == "DocumentReference")
+      for (const auto& p : r.find("searchParam")->items()) names.insert(std::string(p.string_at("name")));
+  CHECK(names.count("custodian") == 1);
+  CHECK(names.count("date") == 1);
 }
