@@ -25,6 +25,10 @@ constexpr std::array kTable{
     Row{ErrorCode::invalid_search_parameter, {"invalid", 400, "INVALID_PARAMETER", "Invalid parameter"}},
     Row{ErrorCode::invalid_value, {"value", 400, "INVALID_VALUE", "Provided value is invalid"}},
     Row{ErrorCode::invalid_nhs_number, {"value", 400, "INVALID_NHS_NUMBER", "NHS number is invalid"}},
+    // IHE PIXm ITI-83 (Gazelle ITI83-019/020) asks for code-invalid on both, with 400 and 403.
+    Row{ErrorCode::unknown_identifier_system,
+        {"code-invalid", 400, "INVALID_IDENTIFIER_SYSTEM", "Invalid identifier system"}},
+    Row{ErrorCode::unknown_target_system, {"code-invalid", 403, "INVALID_IDENTIFIER_SYSTEM", "Invalid identifier system"}},
     Row{ErrorCode::missing_value, {"required", 400, "MISSING_VALUE", "Required value is missing"}},
     Row{ErrorCode::unknown_resource_type, {"not-supported", 404, "UNSUPPORTED_SERVICE", "Resource type not supported"}},
     Row{ErrorCode::not_found, {"not-found", 404, "RESOURCE_NOT_FOUND", "Resource not found"}},

@@ -24,6 +24,8 @@ enum class ErrorCode {
   invalid_search_parameter, // unknown (under strict handling) or malformed search parameter
   invalid_value,            // a parameter or element value is out of range or badly formed
   invalid_nhs_number,       // NHS number fails length, digit or Modulus 11 check
+  unknown_identifier_system,  // an identifier's assigning authority is unknown (PIXm ITI-83 sourceIdentifier)
+  unknown_target_system,    // a cross-reference target domain is unknown (PIXm ITI-83 targetSystem)
   missing_value,            // a required parameter or element is absent
   unknown_resource_type,    // no such FHIR resource type served here
   not_found,                // resource id unknown

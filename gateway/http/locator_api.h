@@ -60,8 +60,9 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
   // ---- Patient (locator_patient_routes.cpp) ----------------------------------------------------
 
   awaitable<Response> read_patient(Request& req);
-  // Builds the locator query from a parsed search; 400 for what this index cannot answer.
-  fhir::Result<locator::PatientQuery> patient_query(const fhir::SearchRequest& s);
+  // Builds the locator query from a parsed search; 400 for what this index cannot answer;
+  // nullopt for a search that matches nobody (identifier=|value).
+  fhir::Result<std::optional<locator::PatientQuery>> patient_query(const fhir::SearchRequest& s);
 
   // The patients a search matches that this caller may see, found by a bounded scan: the
   // relationship filter runs before the cap, so totals, paging and the cap describe only what
@@ -104,8 +105,18 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
 
   static std::int64_t now_ms();
   static Json str(std::string_view s);
-  static Response with_version_headers(Response r, std::int64_t version);
+  // ETag from `version`, and Last-Modified from `last_updated` (meta.lastUpdated) when it parses.
+  static Response with_version_headers(Response r, std::int64_t version, const std::string& last_updated);
   static Response not_modified(std::int64_t version);
+  // The epoch second of a FHIR instant, the resolution of an HTTP-date; nullopt if it does not parse.
+  static std::optional<std::int64_t> last_modified_seconds(const std::string& last_updated);
+  // Epoch seconds as an RFC 9110 IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
+  static std::string http_date(std::int64_t epoch_seconds);
+  // An RFC 9110 HTTP-date in any of its three forms as epoch seconds; nullopt when it is none.
+  static std::optional<std::int64_t> http_date_seconds(std::string_view text);
+  // Whether a conditional read may answer 304 (R4 http.html "conditional read"): If-None-Match
+  // names `version`, or, without If-None-Match, If-Modified-Since is not before `last_updated`.
+  static bool unchanged_for(const Request& req, std::int64_t version, const std::string& last_updated);
   // The versions an entity-tag list (If-None-Match, If-Match) names, by the weak comparison
   // RFC 9110 13.1.2 asks of If-None-Match: W/"3", "3" and * all name version 3. A tag may hold
   // commas, so the list is read tag by tag rather than split; a tag that is not a version names
@@ -115,8 +126,12 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
   // The parameters of a POST _search (R4 http.html#search): an application/x-www-form-urlencoded
   // body, so NHS numbers stay out of URLs and logs, merged with any in the URL.
   static fhir::Result<fhir::QueryParams> form_search_params(const Request& req);
-  // The token search for a single identifier value: validates NHS numbers (400 on a bad one).
-  static fhir::Result<locator::Identifier> identifier_from_token(const fhir::TokenValue& t, std::string_view param);
+  // The identifier a token search names (R4 search.html#token), `param` naming it in errors:
+  // system|value, or value alone as an identifier with an empty system (any system); nullopt
+  // for |value, which matches nothing here; system| is invalid_search_parameter, and an
+  // invalid NHS number under the NHS number system is invalid_nhs_number.
+  static fhir::Result<std::optional<locator::Identifier>> identifier_from_token(const fhir::TokenValue& t,
+                                                                                std::string_view param);
 
  private:
   const fhir::SearchParamRegistry& registry_;

@@ -54,19 +54,21 @@ awaitable<Response> LocatorApi::read_patient(Request& req) {
   if (!access) co_return error_response(access.issue(), req.format.pretty);
   const locator::PatientRecord& record = access->asked;
   const auth::Decision& d = access->decision;
-  if (!d.break_glass && if_none_match_hits(req.header("if-none-match"), record.version))
-    co_return not_modified(record.version);
+  if (!d.break_glass && unchanged_for(req, record.version, record.last_updated)) co_return not_modified(record.version);
   req.audit.returned.push_back("Patient/" + record.id);
   Response r = with_version_headers(
-      fhir_response(200, subsetted(patient_json(record, d.break_glass), *subset), req.format.pretty), record.version);
+      fhir_response(200, subsetted(patient_json(record, d.break_glass), *subset), req.format.pretty), record.version,
+      record.last_updated);
   if (d.break_glass) r.set_header("X-Emergency-Access", "break-glass");
   co_return r;
 }
 
-// Builds the locator query from a parsed search; 400 for what this index cannot answer.
-fhir::Result<locator::PatientQuery> LocatorApi::patient_query(const fhir::SearchRequest& s) {
+// Builds the locator query from a parsed search; 400 for what this index cannot answer;
+// nullopt for a search that matches nobody.
+fhir::Result<std::optional<locator::PatientQuery>> LocatorApi::patient_query(const fhir::SearchRequest& s) {
   locator::PatientQuery q;
   bool any = false;
+  bool matches_nobody = false;
   for (const auto& p : s.params) {
     if (!p.modifier.empty())
       return Issue::make(ErrorCode::invalid_search_parameter,
@@ -75,10 +77,11 @@ fhir::Result<locator::PatientQuery> LocatorApi::patient_query(const fhir::Search
       return Issue::make(ErrorCode::invalid_search_parameter, p.name + " takes exactly one value here", p.name);
     any = true;
     if (p.name == "identifier") {
-      if (q.identifier)
+      if (q.identifier || matches_nobody)
         return Issue::make(ErrorCode::invalid_search_parameter, "identifier may be given once", p.name);
       auto id = identifier_from_token(std::get<fhir::TokenValue>(p.values[0]), p.name);
       if (!id) return id.issue();
+      matches_nobody = !id->has_value();
       q.identifier = std::move(*id);
     } else if (p.name == "family" || p.name == "given" || p.name == "name" || p.name == "address-postalcode") {
       std::string text = std::get<fhir::StringValue>(p.values[0]).text;
@@ -107,7 +110,8 @@ fhir::Result<locator::PatientQuery> LocatorApi::patient_query(const fhir::Search
   if (!any)
     return Issue::make(ErrorCode::missing_value,
                        "give at least one of identifier, family, given, name, birthdate, gender, address-postalcode");
-  return q;
+  if (matches_nobody) return std::optional<locator::PatientQuery>();
+  return std::optional<locator::PatientQuery>(std::move(q));
 }
 
 awaitable<fhir::Result<LocatorApi::Visible>> LocatorApi::visible_matches(Request& req, locator::PatientQuery query) {
@@ -178,9 +182,12 @@ awaitable<Response> LocatorApi::search_patients(Request& req, const fhir::QueryP
   if (!q) co_return error_response(q.issue(), req.format.pretty);
   auto subset = subset_of(*parsed);
   if (!subset) co_return error_response(subset.issue(), req.format.pretty);
-  auto found = co_await visible_matches(req, std::move(*q));
-  if (!found) co_return error_response(found.issue(), req.format.pretty);
-  const Visible& visible = *found;
+  Visible visible;  // none when the search matches nobody
+  if (*q) {
+    auto found = co_await visible_matches(req, std::move(**q));
+    if (!found) co_return error_response(found.issue(), req.format.pretty);
+    visible = std::move(*found);
+  }
   fhir::SearchsetPage out;
   out.total = static_cast<std::int64_t>(visible.records.size());
   bool break_glass = false;
@@ -249,7 +256,7 @@ awaitable<Response> LocatorApi::pix(Request& req) {
   t.code = std::string(source->substr(source->find('|') + 1));
   auto ident = identifier_from_token(t, "sourceIdentifier");
   if (!ident) co_return error_response(ident.issue(), req.format.pretty);
-  const locator::Identifier idf = std::move(*ident);
+  const locator::Identifier idf = std::move(**ident);  // system and value are both there
   // ITI-83 tells three failures apart: an assigning authority the index has never seen
   // (400), a target system it has never seen (403), and an unknown patient (404). Systems
   // are domain names, not patient data: naming them discloses nobody.
@@ -268,11 +275,11 @@ awaitable<Response> LocatorApi::pix(Request& req) {
   auto unknown = co_await deps_.locator.call(unknown_system);
   if (!unknown) co_return error_response(unknown.issue(), req.format.pretty);
   if (*unknown < 0)
-    co_return error_response(Issue::make(ErrorCode::invalid_value, "sourceIdentifier Assigning Authority not found",
+    co_return error_response(Issue::make(ErrorCode::unknown_identifier_system, "sourceIdentifier Assigning Authority not found",
                                          "sourceIdentifier"),
                              req.format.pretty);
   if (*unknown < static_cast<int>(targets.size()))
-    co_return error_response(Issue::make(ErrorCode::forbidden, "targetSystem not found", "targetSystem"),
+    co_return error_response(Issue::make(ErrorCode::unknown_target_system, "targetSystem not found", "targetSystem"),
                              req.format.pretty);
   const Issue not_found =
       Issue::make(ErrorCode::not_found, "sourceIdentifier Patient Identifier not found", "sourceIdentifier");

@@ -7,7 +7,10 @@
 #include "fhir/bundle.h"
 #include "fhir/content_negotiation.h"
 #include "fhir/datatypes.h"
+#include "fhir/date_range.h"
+#include "fhir/nhs_number.h"
 #include "fhir/structure_check.h"
+#include "fhir/uk_core.h"
 #include "gateway/http/locator_api.h"
 #include "gateway/http/locator_resources.h"
 #include "gateway/locator/fhir_mapping.h"
@@ -101,8 +104,11 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
                                    fhir::handling_from_prefer(req.header("prefer")));
   if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
   std::optional<locator::Identifier> by_identifier;
+  bool matches_nobody = false;
   std::string patient_id;
   std::optional<fhir::TokenValue> type;
+  std::optional<std::string> custodian;  // ODS code
+  std::vector<std::pair<fhir::Prefix, fhir::DateRange>> dates;  // all must hold (AND), as birthdate
   // The patient is named once: subject=A&patient=B would otherwise answer for whichever came
   // last (and the same patient twice gains nothing).
   const std::size_t patient_params = std::count_if(parsed->params.begin(), parsed->params.end(), [](const auto& p) {
@@ -121,6 +127,20 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
     if ((p.name == "subject" || p.name == "patient") && p.modifier == "identifier") {
       auto id = identifier_from_token(std::get<fhir::TokenValue>(p.values[0]), p.name + ":identifier");
       if (!id) co_return error_response(id.issue(), req.format.pretty);
+      if (!*id) {
+        matches_nobody = true;  // |value: no identifier without a system is held
+      } else if ((*id)->system.empty()) {
+        // A value alone names one patient only as an NHS number, as NRL consumers send it
+        // (NRL subject:identifier is the NHS number); a local value could name several.
+        if (!fhir::is_valid_nhs_number((*id)->value))
+          co_return error_response(
+              Issue::make(ErrorCode::invalid_search_parameter,
+                          p.name + ":identifier without a system must be a valid NHS number; for a local "
+                                   "identifier give system|value",
+                          p.name + ":identifier"),
+              req.format.pretty);
+        (*id)->system = locator::kNhsNumberSystem;
+      }
       by_identifier = std::move(*id);
     } else if ((p.name == "subject" || p.name == "patient") && (p.modifier.empty() || p.modifier == "Patient")) {
       const auto& ref = std::get<fhir::ReferenceValue>(p.values[0]);
@@ -130,6 +150,21 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
       patient_id = ref.id;
     } else if (p.name == "type" && p.modifier.empty()) {
       type = std::get<fhir::TokenValue>(p.values[0]);
+    } else if (p.name == "custodian" && p.modifier == "identifier") {
+      // NRL consumers filter by the custodian's ODS code (custodian:identifier, R4 search.html
+      // #reference); the index keeps custodians as ODS codes only.
+      const auto& t = std::get<fhir::TokenValue>(p.values[0]);
+      const bool ods = t.system_match == fhir::TokenValue::SystemMatch::any ||
+                       (t.system_match == fhir::TokenValue::SystemMatch::exact && t.system == fhir::uk::kOdsOrganisationSystem);
+      if (!ods || t.code.empty() || custodian)
+        co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
+                                             "custodian:identifier takes one ODS code: " +
+                                                 std::string(fhir::uk::kOdsOrganisationSystem) + "|{code}, or the code alone",
+                                             "custodian:identifier"), req.format.pretty);
+      custodian = t.code;
+    } else if (p.name == "date" && p.modifier.empty()) {
+      const auto& dv = std::get<fhir::DateValue>(p.values[0]);
+      dates.emplace_back(dv.prefix, dv.range);
     } else {
       co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
                                            p.name + (p.modifier.empty() ? "" : ":" + p.modifier) +
@@ -145,7 +180,7 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
   // text are not (search_subset).
   auto subset = search_subset(*parsed, fhir::handling_from_prefer(req.header("prefer")), "DocumentReference");
   if (!subset) co_return error_response(subset.issue(), req.format.pretty);
-  if (by_identifier.has_value() == !patient_id.empty())
+  if ((by_identifier.has_value() || matches_nobody) == !patient_id.empty())
     co_return error_response(Issue::make(ErrorCode::missing_value,
                                          "give exactly one of subject:identifier=https://fhir.nhs.uk/Id/nhs-number|..., "
                                          "subject=Patient/{id} or patient={id}"),
@@ -165,6 +200,7 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
     auto bundle = searchset(std::move(none));
     return bundle ? fhir_response(200, *bundle, req.format.pretty) : error_response(bundle.issue(), req.format.pretty);
   };
+  if (matches_nobody) co_return empty();
   const Issue hidden = Issue::make(ErrorCode::not_found, "no such patient");
   auto access = co_await gate_.patient_access_to(req, by_identifier, patient_id, hidden);
   if (!access) {
@@ -181,17 +217,29 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
   std::vector<Json> visible;
   std::size_t held_back = 0;
   const std::string nhs = patient.nhs_number_trusted ? patient.demographics.nhs_number : std::string();
+  const std::int64_t now_seconds = now_ms() / 1000;
   for (const auto& p : *pointers) {
     if (type) {
       if (type->system_match == fhir::TokenValue::SystemMatch::exact && type->system != p.type_system) continue;
       if (!type->code.empty() && type->code != p.type_code) continue;
+    }
+    if (custodian && p.source_ods != *custodian) continue;
+    Json doc = pointer_json(p, nhs, d.break_glass);
+    // date compares DocumentReference.date as served (R4 search.html#date: the value is a range
+    // at its precision); a pointer without one matches no date.
+    if (!dates.empty()) {
+      auto served = fhir::parse_fhir_date(doc.string_at("date"));
+      if (!served || !std::all_of(dates.begin(), dates.end(), [&](const auto& want) {
+            return fhir::date_matches(want.first, want.second, *served, now_seconds);
+          }))
+        continue;
     }
     if (withheld(req, p)) {
       ++held_back;
       req.audit.withheld.push_back("DocumentReference/" + p.id);
       continue;
     }
-    visible.push_back(pointer_json(p, nhs, d.break_glass));
+    visible.push_back(std::move(doc));
   }
   fhir::SearchsetPage out;
   out.total = static_cast<std::int64_t>(visible.size());
@@ -235,11 +283,12 @@ awaitable<Response> LocatorApi::read_pointer(Request& req) {
                                          "this record pointer is withheld under the sensitivity policy for your role"),
                              req.format.pretty);
   }
-  if (!d.break_glass && if_none_match_hits(req.header("if-none-match"), p.version)) co_return not_modified(p.version);
+  if (!d.break_glass && unchanged_for(req, p.version, p.last_updated)) co_return not_modified(p.version);
   req.audit.returned.push_back("DocumentReference/" + p.id);
   const locator::PatientRecord& patient = access->judged;
   const std::string nhs = patient.nhs_number_trusted ? patient.demographics.nhs_number : std::string();
-  Response r = with_version_headers(fhir_response(200, pointer_json(p, nhs, d.break_glass), req.format.pretty), p.version);
+  Response r = with_version_headers(fhir_response(200, pointer_json(p, nhs, d.break_glass), req.format.pretty), p.version,
+                                    p.last_updated);
   if (d.break_glass) r.set_header("X-Emergency-Access", "break-glass");
   co_return r;
 }
@@ -352,7 +401,8 @@ awaitable<Response> LocatorApi::write_pointer(Request& req, bool create) {
   // write may have overtaken.
   const bool created = stored.version == 1;
   Response r = with_version_headers(
-      fhir_response(created ? 201 : 200, pointer_json(stored, {}, false), req.format.pretty), stored.version);
+      fhir_response(created ? 201 : 200, pointer_json(stored, {}, false), req.format.pretty), stored.version,
+      stored.last_updated);
   if (created) r.set_header("Location", deps_.base_url + "/DocumentReference/" + stored.id);
   co_return r;
 }

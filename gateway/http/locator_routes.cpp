@@ -5,9 +5,11 @@
 #include <cctype>
 #include <charconv>
 #include <chrono>
+#include <ctime>
 #include <memory>
 
 #include "fhir/datatypes.h"
+#include "fhir/date_range.h"
 #include "fhir/nhs_number.h"
 #include "fhir/query_string.h"
 #include "fhir/uk_core.h"
@@ -30,15 +32,57 @@ std::int64_t LocatorApi::now_ms() {
 
 Json LocatorApi::str(std::string_view s) { return fhir::text(s); }
 
-Response LocatorApi::with_version_headers(Response r, std::int64_t version) {
+Response LocatorApi::with_version_headers(Response r, std::int64_t version, const std::string& last_updated) {
+  r.set_header("ETag", "W/\"" + std::to_string(version) + "\"");
+  // R4 http.html "Resource Metadata and Versioning": Last-Modified SHOULD carry meta.lastUpdated.
+  if (auto seconds = last_modified_seconds(last_updated)) r.set_header("Last-Modified", http_date(*seconds));
+  return r;
+}
+
+// RFC 9110 15.4.5: a 304 carries the ETag the 200 would have; Last-Modified adds nothing to it.
+Response LocatorApi::not_modified(std::int64_t version) {
+  Response r;
+  r.status = 304;
   r.set_header("ETag", "W/\"" + std::to_string(version) + "\"");
   return r;
 }
 
-Response LocatorApi::not_modified(std::int64_t version) {
-  Response r;
-  r.status = 304;
-  return with_version_headers(std::move(r), version);
+std::optional<std::int64_t> LocatorApi::last_modified_seconds(const std::string& last_updated) {
+  if (last_updated.empty()) return std::nullopt;
+  auto range = fhir::parse_fhir_date(last_updated);
+  if (!range) return std::nullopt;
+  return range->begin;  // an HTTP-date has whole seconds: the second the instant falls in
+}
+
+std::string LocatorApi::http_date(std::int64_t epoch_seconds) {
+  const auto t = static_cast<std::time_t>(epoch_seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  // RFC 9110 5.6.7 IMF-fixdate; strftime's %a and %b are the English names in the C locale.
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  return buf;
+}
+
+std::optional<std::int64_t> LocatorApi::http_date_seconds(std::string_view text) {
+  if (text.empty() || text.size() > 64) return std::nullopt;
+  const std::string s(text);
+  // RFC 9110 5.6.7: recipients accept IMF-fixdate and the obsolete RFC 850 and asctime forms.
+  for (const char* format : {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"}) {
+    std::tm tm{};
+    const char* end = strptime(s.c_str(), format, &tm);
+    if (end != nullptr && *end == '\0') return static_cast<std::int64_t>(timegm(&tm));
+  }
+  return std::nullopt;
+}
+
+bool LocatorApi::unchanged_for(const Request& req, std::int64_t version, const std::string& last_updated) {
+  // RFC 9110 13.2.2: If-None-Match, when present, decides alone; If-Modified-Since only
+  // without it, and one that is not a valid HTTP-date is ignored (13.1.3).
+  if (const std::string_view tags = req.header("if-none-match"); !tags.empty()) return if_none_match_hits(tags, version);
+  const auto since = http_date_seconds(req.header("if-modified-since"));
+  const auto modified = last_modified_seconds(last_updated);
+  return since && modified && *modified <= *since;
 }
 
 locator::VersionMatch LocatorApi::etag_versions(std::string_view list) {
@@ -97,11 +141,19 @@ fhir::Result<fhir::QueryParams> LocatorApi::form_search_params(const Request& re
   return all;
 }
 
-// The token search for a single identifier value: validates NHS numbers (400 on a bad one).
-fhir::Result<locator::Identifier> LocatorApi::identifier_from_token(const fhir::TokenValue& t, std::string_view param) {
-  if (t.system_match != fhir::TokenValue::SystemMatch::exact || t.system.empty() || t.code.empty())
+// The four token forms of R4 search.html#token, as a patient index can answer them.
+fhir::Result<std::optional<locator::Identifier>> LocatorApi::identifier_from_token(const fhir::TokenValue& t,
+                                                                                   std::string_view param) {
+  using SystemMatch = fhir::TokenValue::SystemMatch;
+  // |value asks for identifiers without a system. The index holds none (every identifier it
+  // keeps has a system: validate_claim), so the answer is an empty result, not an error.
+  if (t.system_match == SystemMatch::none) return std::optional<locator::Identifier>();
+  // system| would list everyone holding an identifier of that system: a patient index answers
+  // for one person (PDQm ITI-78 matches a person), and the index is not keyed by system.
+  if (t.system_match == SystemMatch::exact && t.code.empty())
     return Issue::make(ErrorCode::invalid_search_parameter,
-                       std::string(param) + " needs system|value, e.g. https://fhir.nhs.uk/Id/nhs-number|9000000009",
+                       std::string(param) + "=system| (every patient with an identifier in that system) is not "
+                                            "supported: give system|value, or the value alone",
                        std::string(param));
   if (t.system == locator::kNhsNumberSystem) {
     auto ok = fhir::validate_nhs_number(t.code);
@@ -111,7 +163,9 @@ fhir::Result<locator::Identifier> LocatorApi::identifier_from_token(const fhir::
       return i;
     }
   }
-  return locator::Identifier{t.system, t.code, {}};
+  // A value alone (SystemMatch::any) keeps the empty system: Locator::search_patients then
+  // matches it in any system, as a trusted NHS number only when it is a valid one.
+  return std::optional<locator::Identifier>(locator::Identifier{t.system, t.code, {}});
 }
 
 fhir::Result<fhir::QueryParams> LocatorApi::page_params(const Request& req, std::string_view type) {
@@ -151,18 +205,25 @@ fhir::Status LocatorApi::link_through_handle(Json& bundle, const Request& req, s
 void register_locator_search_params(fhir::SearchParamRegistry& registry) {
   using T = fhir::SearchParamType;
   const std::string sp = "http://hl7.org/fhir/SearchParameter/";
-  registry.add("Patient", {"identifier", T::token, sp + "Patient-identifier", "system|value; NHS numbers are checked"});
+  registry.add("Patient", {"identifier", T::token, sp + "Patient-identifier",
+                           "system|value or value (any system); NHS numbers are checked; |value matches nothing, "
+                           "system| is refused"});
   registry.add("Patient", {"family", T::string, sp + "individual-family", "starts with, case and accent insensitive"});
   registry.add("Patient", {"given", T::string, sp + "individual-given", "starts with, case and accent insensitive"});
   registry.add("Patient", {"name", T::string, sp + "Patient-name", "family or given, starts with"});
   registry.add("Patient", {"birthdate", T::date, sp + "individual-birthdate", "prefixes eq ne gt lt ge le sa eb ap"});
   registry.add("Patient", {"gender", T::token, sp + "individual-gender", "male | female | other | unknown"});
   registry.add("Patient", {"address-postalcode", T::string, sp + "individual-address-postalcode",
-                           "exact, ignoring case and spaces"});
+                           "starts with, ignoring case and spaces"});
   registry.add("DocumentReference", {"subject", T::reference, sp + "DocumentReference-subject",
-                                     "Patient/{id}, or :identifier=https://fhir.nhs.uk/Id/nhs-number|..."});
+                                     "Patient/{id}, or :identifier=https://fhir.nhs.uk/Id/nhs-number|... (or the NHS "
+                                     "number alone)"});
   registry.add("DocumentReference", {"patient", T::reference, sp + "clinical-patient", "Patient id"});
   registry.add("DocumentReference", {"type", T::token, sp + "clinical-type", "record type, system|code"});
+  registry.add("DocumentReference", {"custodian", T::reference, sp + "DocumentReference-custodian",
+                                     ":identifier=https://fhir.nhs.uk/Id/ods-organization-code|{ODS code}"});
+  registry.add("DocumentReference", {"date", T::date, sp + "DocumentReference-date",
+                                     "prefixes eq ne gt lt ge le sa eb ap; repeat for a range"});
 }
 
 void add_locator_routes(Router& router, const fhir::SearchParamRegistry& registry, LocatorRouteDeps deps) {

@@ -2,7 +2,8 @@
 // The record locator's FHIR API (issue #3 item 4), every route behind authentication and the
 // access policy (issue #5):
 //   GET  /Patient/{id}                  read (ETag, Last-Modified, If-None-Match by weak
-//                                       comparison, _summary, _elements); a retired id reads
+//                                       comparison, else If-Modified-Since; _summary,
+//                                       _elements); a retired id reads
 //                                       with Patient.link replaced-by
 //   GET  /Patient, POST /Patient/_search  PDQ-style search (identifier, family, given, name,
 //                                       birthdate, gender, address-postalcode, _count, _offset,
@@ -11,9 +12,10 @@
 //                                       GET /Patient?_getpages=...&_offset=n fetches, so no
 //                                       search value appears in a URL
 //   GET  /Patient/$ihe-pix              IHE PIXm cross-reference query (ITI-83)
-//   GET  /DocumentReference             NRL-shaped pointers (subject:identifier, subject, patient);
+//   GET  /DocumentReference             NRL-shaped pointers (subject:identifier, subject, patient;
+//                                       type, custodian:identifier, date);
 //                                       POST /DocumentReference/_search pages as Patient's
-//   GET  /DocumentReference/{id}
+//   GET  /DocumentReference/{id}        read, conditional as Patient's
 //   POST /DocumentReference, PUT/DELETE /DocumentReference/{id}   pointer maintenance by the
 //                                       owning source system only; https URLs only; a PUT to
 //                                       an unknown id creates it (201); If-Match on PUT and

@@ -36,6 +36,8 @@ fhir::Status check_patient_id(const std::string& id) {
   return fhir::Ok{};
 }
 
+}  // namespace
+
 // ODS codes are short alphanumerics with no check digit (CONVENTIONS.md "ODS codes"): checked
 // loosely, as letters and digits within the locator's code limit.
 fhir::Status check_ods(const std::string& ods, const std::string& expr) {
@@ -49,6 +51,8 @@ fhir::Status check_ods(const std::string& ods, const std::string& expr) {
                        expr);
   return fhir::Ok{};
 }
+
+namespace {
 
 // A member is compared byte for byte with a token's subject or organisation, so it is kept to
 // visible ASCII with inner spaces only: nothing invisible can make two ids look alike.

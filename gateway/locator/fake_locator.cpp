@@ -370,7 +370,7 @@ class FakeLocator final : public Locator {
       });
       if (!dates_ok) continue;
       if (!q.gender.empty() && d.gender != q.gender) continue;
-      if (!postcode.empty() && normalise_postcode(d.postcode) != postcode) continue;
+      if (!postcode.empty() && !starts_with(normalise_postcode(d.postcode), postcode)) continue;
       hits.push_back(&p);
     }
     const auto key = [](const PatientRecord* p) {

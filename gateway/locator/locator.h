@@ -201,6 +201,11 @@ struct DemographicRule {
 fhir::Result<DemographicRule> demographic_rule_from(const std::vector<std::string>& fields);
 std::vector<std::string> demographic_rule_fields(const DemographicRule& rule);  // the names, in that order
 
+// An ODS code as the locator keeps one (an organisation, a source system): 1 to kMaxCodeBytes
+// (64) ASCII letters and digits. missing_value when empty, invalid_value otherwise, each with
+// `expr` as the expression.
+fhir::Status check_ods(const std::string& ods, const std::string& expr);
+
 struct PatientQuery {
   std::optional<Identifier> identifier;   // system|value (system may be empty: any system)
   // FHIR string search: case/accent-insensitive starts-with, against every name the patient
@@ -210,7 +215,7 @@ struct PatientQuery {
   std::string name;                       // family or any given
   std::vector<std::pair<fhir::Prefix, fhir::DateRange>> birthdate;  // all must hold (AND)
   std::string gender;
-  std::string postcode;                   // normalised exact match
+  std::string postcode;                   // normalised (case and spaces ignored) starts-with
   bool include_retired = false;
   std::size_t count = 20;
   std::size_t offset = 0;

@@ -109,7 +109,9 @@ Where where_for(const PatientQuery& q) {
     for (const auto& [prefix, range] : q.birthdate) add_birthdate(w, prefix, range, now);
   }
   if (!q.gender.empty()) w.add("p.gender = ?", {q.gender});
-  if (const std::string pc = normalise_postcode(q.postcode); !pc.empty()) w.add("p.postcode_norm = ?", {pc});
+  // A string search starts with its value (R4 search.html#string): a range on the index.
+  if (const std::string pc = normalise_postcode(q.postcode); !pc.empty())
+    w.add("p.postcode_norm >= ? AND p.postcode_norm < ?", {pc, prefix_upper_bound(pc)});
   return w;
 }
 

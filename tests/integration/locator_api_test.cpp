@@ -240,10 +240,12 @@ TEST_CASE("Locator API: IHE PIXm cross-reference") {
   HttpResponse domain = test::get(s.port(), "/Patient/$ihe-pix?sourceIdentifier=urn:oid:9.9%7Cnope", s.client(), h);
   CHECK(domain.status == 400);
   CHECK(diagnostics(domain) == "sourceIdentifier Assigning Authority not found");
+  CHECK(issue_code(domain) == "code-invalid");  // ITI-83, Gazelle ITI83-019
   HttpResponse target = test::get(s.port(), "/Patient/$ihe-pix?sourceIdentifier=https://fhir.nhs.uk/Id/nhs-number%7C" +
                                                 a.nhs_number + "&targetSystem=urn:oid:1.2.3", s.client(), h);
   CHECK(target.status == 403);
   CHECK(diagnostics(target) == "targetSystem not found");
+  CHECK(issue_code(target) == "code-invalid");  // ITI-83, Gazelle ITI83-020
   CHECK(target.body.find(a.mrn) == std::string::npos);
   // A known domain with an unknown value is still 404; the NHS number domain is always known.
   CHECK(diagnostics(none) == "sourceIdentifier Patient Identifier not found");
@@ -842,7 +844,7 @@ TEST_CASE("Locator API: POST /DocumentReference/_search answers as the GET searc
         g.find("entry")->items().at(0).find("resource")->string_at("id"));
   CHECK(posted.body.find("Emergency health care plan") != std::string::npos);
   // The same parameter checks as the GET search.
-  HttpResponse bad = one(s, send(s, "POST", "/DocumentReference/_search", gp, "subject:identifier=" + a.nhs_number,
+  HttpResponse bad = one(s, send(s, "POST", "/DocumentReference/_search", gp, "subject:identifier=" + a.mrn,
                                  "application/x-www-form-urlencoded"));
   CHECK(bad.status == 400);
   // A body that is not a form is refused with what to send.

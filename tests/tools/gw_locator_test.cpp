@@ -230,3 +230,48 @@ TEST_CASE("gw-locator: a file that starts with a UTF-8 byte order mark imports a
   CHECK(line_of(r.out, "  created:").find(" 3") != std::string::npos);
   CHECK(line_of(r.out, "rejected entries:").find(" 0") != std::string::npos);
 }
+
+TEST_CASE("gw-locator: a misspelt resourceType is a rejected file, not a type left unindexed; an empty Bundle warns") {
+  auto dir = gw::test::temp_dir("gwloc-types");
+  const std::string data = (dir / "data").string();
+  std::ofstream(dir / "typo.json") << R"({"resourceType":"Bundel","type":"collection","entry":[{"resource":)"
+                                   << patient("t1", "9990000018", "female") << "}]}";
+  std::ofstream(dir / "empty.json") << R"({"resourceType":"Bundle","type":"collection"})";
+  std::ofstream(dir / "entries.json") << R"({"resourceType":"Bundle","type":"collection","entry":[)"
+                                      << R"({"resource":{"resourceType":"Patinet","id":"x"}},)"
+                                      << R"({"resource":{"resourceType":"Observation","id":"o1"}}]})";
+  const std::string report = (dir / "report.ndjson").string();
+  Run r = gw_locator("import --data " + data + " --source RX1 --report " + report + " " + (dir / "typo.json").string() +
+                     " " + (dir / "empty.json").string() + " " + (dir / "entries.json").string());
+  CHECK_MESSAGE(r.status == 0, r.out);
+  CHECK(line_of(r.out, "rejected entries:").find(" 2") != std::string::npos);
+  CHECK(line_of(r.out, "  whole files:").find(" 1") != std::string::npos);
+  CHECK(line_of(r.out, "warnings:").find(" 1") != std::string::npos);
+  // A real FHIR type the locator does not hold is still only "not indexed".
+  CHECK(line_of(r.out, "  Observation").find(" 1") != std::string::npos);
+  CHECK(r.out.find("Bundel ") == std::string::npos);
+  CHECK(r.out.find("Patinet ") == std::string::npos);
+  const std::string rep = gw::test::read_file(report);
+  CHECK(rep.find(R"(typo.json","reason":"resourceType \"Bundel\" is not a FHIR R4 resource type)") != std::string::npos);
+  CHECK(rep.find(R"(entries.json#entry[0]","reason":"resourceType \"Patinet\")") != std::string::npos);
+  CHECK(rep.find(R"(empty.json","warning":"the Bundle has no entry: nothing imported from it")") != std::string::npos);
+}
+
+TEST_CASE("gw-locator: --pointer-base must be https and --source an ODS code, checked before anything is written") {
+  auto dir = gw::test::temp_dir("gwloc-args");
+  const std::string data = (dir / "data").string();
+  std::ofstream(dir / "one.json") << R"({"resourceType":"Bundle","type":"collection","entry":[{"resource":)"
+                                  << patient("a1", "9990000018", "female")
+                                  << R"(},{"resource":{"resourceType":"Observation","id":"o1"}}]})";
+  const std::string file = (dir / "one.json").string();
+  Run http = gw_locator("import --data " + data + " --source RX1 --pointer-base http://insecure.example/fhir " + file);
+  CHECK(http.status == 2);
+  CHECK(http.out.find("--pointer-base must be an https:// base URL naming a host") != std::string::npos);
+  Run ods = gw_locator("import --data " + data + " --source 'bad ods!' " + file);
+  CHECK(ods.status == 2);
+  CHECK(ods.out.find("--source must be an ODS code: 1-64 letters and digits") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(dir / "data" / "locator.db"));
+  Run ok = gw_locator("import --quiet --data " + data + " --source RX1 --pointer-base https://rx1.example/fhir " + file);
+  CHECK_MESSAGE(ok.status == 0, ok.out);
+  CHECK(line_of(ok.out, "pointers indexed:").find(" 1") != std::string::npos);  // <base>/Patient/a1/$everything
+}

@@ -10,7 +10,10 @@
 // Patient is not in the same file is filed under the indexed patient its subject.identifier
 // (e.g. an NHS number) names. A pointer keeps the DocumentReference.date its source gave (the
 // time of indexing stands in only when there is none). A file may start with a UTF-8 byte order
-// mark. stats and conflicts refuse a --data without a locator.db. Exit
+// mark. A file or entry whose resourceType is no FHIR R4 type is rejected (a real type the
+// locator does not hold is only counted as not indexed); a Bundle without entries is a warning.
+// --source must be an ODS code and --pointer-base an https URL, checked before anything is
+// written. stats and conflicts refuse a --data without a locator.db. Exit
 // codes: 0 done (rejections are reported, not fatal), 1 runtime failure or no index, 2 usage.
 #include <algorithm>
 #include <chrono>
@@ -26,6 +29,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "fhir/datatypes.h"
 #include "fhir/json.h"
 #include "fhir/resource_types.h"
 #include "gateway/locator/fhir_mapping.h"
@@ -49,10 +53,19 @@ struct Rejection {
 
 struct Tally {
   std::size_t files = 0, patients = 0, created = 0, matched_nhs = 0, matched_identifier = 0, matched_demographics = 0,
-              updated = 0, rejected = 0, pointers = 0, conflicts = 0, unlinked_pointers = 0;
-  std::map<std::string, std::size_t> skipped;  // resource types not indexed
+              updated = 0, rejected = 0, rejected_files = 0, pointers = 0, conflicts = 0, unlinked_pointers = 0;
+  std::map<std::string, std::size_t> skipped;  // FHIR resource types the locator does not hold
   std::vector<Rejection> rejections;
+  std::vector<Rejection> warnings;  // nothing refused, but likely not what was meant
 };
+
+// Why a resource whose resourceType is no FHIR R4 type (misspelt, or missing) is refused rather
+// than counted as a type the locator does not hold: it is malformed, not merely out of scope.
+std::string unknown_type_reason(std::string_view type) {
+  if (type.empty()) return "no resourceType: not a FHIR resource";
+  return "resourceType \"" + std::string(type.substr(0, 64)) +
+         "\" is not a FHIR R4 resource type (expected Bundle, Patient or DocumentReference)";
+}
 
 // Pending records of the current batch with where each came from.
 struct Batch {
@@ -99,6 +112,40 @@ std::vector<std::string> patient_keys(const fhir::Json& patient, std::string_vie
   return keys;
 }
 
+// The pointer --pointer-base adds for a file's one Patient: the DocumentReference its source
+// would send, mapped as every imported one is, so that it meets the same rules (an https URL
+// naming a host, the custodian's ODS code) rather than rules of its own.
+fhir::Result<gw::locator::Pointer> summary_pointer(const std::string& source, const std::string& pointer_base,
+                                                  const std::string& patient_id,
+                                                  const std::set<std::string>& held_types) {
+  using fhir::Json;
+  Json doc = Json::object();
+  doc.set("resourceType", Json::string("DocumentReference"));
+  doc.set("id", Json::string(source + "-" + patient_id));  // stable: a re-import updates it
+  doc.set("status", Json::string("current"));
+  doc.set("type", fhir::codeable_concept(fhir::coding("http://snomed.info/sct", "824321000000109", "Summary record")));
+  Json custodian = Json::object();
+  custodian.set("identifier", fhir::identifier(gw::locator::kOdsOrganisationSystem, source));
+  doc.set("custodian", std::move(custodian));
+  Json attachment = Json::object();
+  attachment.set("contentType", Json::string("application/fhir+json"));
+  attachment.set("url", Json::string(pointer_base + "/Patient/" + patient_id + "/$everything"));
+  Json content = Json::object();
+  content.set("attachment", std::move(attachment));
+  Json contents = Json::array();
+  contents.push_back(std::move(content));
+  doc.set("content", std::move(contents));
+  Json extensions = Json::array();
+  for (const auto& type : held_types) {
+    Json e = Json::object();
+    e.set("url", fhir::text(gw::locator::kResourceTypesExtension));
+    e.set("valueCode", Json::string(type));
+    extensions.push_back(std::move(e));
+  }
+  doc.set("extension", std::move(extensions));
+  return gw::locator::pointer_from_document_reference(doc);
+}
+
 class Importer {
  public:
   // `pointer_base`: when set, a file (Bundle) holding exactly one Patient and other clinical
@@ -120,7 +167,7 @@ class Importer {
     std::string error;
     std::string text = read_file(file, error);
     if (!error.empty()) {
-      reject(file.string(), error);
+      reject_file(file.string(), error);
       return true;
     }
     // A UTF-8 byte order mark, as Windows editors and some exporters write, is skipped: RFC
@@ -158,12 +205,14 @@ class Importer {
     } else {
       auto j = fhir::parse_json(text, limits);
       if (!j) {
-        reject(file.string(), j.issue().diagnostics);
+        reject_file(file.string(), j.issue().diagnostics);
         return true;
       }
-      if (j->string_at("resourceType") == "Bundle") collect_bundle(*j, file.string(), items);
-      else if (j->is_object()) items.push_back({std::move(*j), {}, file.string()});
-      else reject(file.string(), "not a FHIR resource or Bundle");
+      const std::string_view type = j->is_object() ? j->string_at("resourceType") : std::string_view();
+      if (type == "Bundle") collect_bundle(*j, file.string(), items);
+      else if (!j->is_object()) reject_file(file.string(), "not a FHIR resource or Bundle");
+      else if (!fhir::is_r4_resource_type(type)) reject_file(file.string(), unknown_type_reason(type));
+      else items.push_back({std::move(*j), {}, file.string()});
     }
     return add_items(std::move(items));
   }
@@ -179,11 +228,28 @@ class Importer {
     tally_.rejections.push_back({std::move(where), std::move(why)});
   }
 
+  // A whole file refused: counted among the rejected entries and as a file of its own.
+  void reject_file(std::string where, std::string why) {
+    ++tally_.rejected_files;
+    reject(std::move(where), std::move(why));
+  }
+
+  void warn(std::string where, std::string why) {
+    if (!quiet_ && tally_.warnings.size() < kShownRejections)
+      std::fprintf(stderr, "warning %s: %s\n", where.c_str(), why.c_str());
+    tally_.warnings.push_back({std::move(where), std::move(why)});
+  }
+
   void collect_bundle(fhir::Json& bundle, const std::string& where, std::vector<Item>& items) {
     fhir::Json* entries = bundle.find("entry");
-    if (!entries) return;
-    if (!entries->is_array()) {
+    if (entries && !entries->is_array()) {
       reject(where, "Bundle.entry must be an array");
+      return;
+    }
+    // Valid FHIR (R4 bundle.html: entry 0..*), but an export that holds nothing is more often
+    // a failed export than an intended one: said, not refused.
+    if (!entries || entries->items().empty()) {
+      warn(where, "the Bundle has no entry: nothing imported from it");
       return;
     }
     std::size_t n = 0;
@@ -229,7 +295,11 @@ class Importer {
         continue;
       }
       if (type != "DocumentReference") {
-        ++tally_.skipped[type.empty() ? "(no resourceType)" : type.substr(0, 64)];
+        if (!fhir::is_r4_resource_type(type)) {
+          reject(it.where, unknown_type_reason(type));
+          continue;
+        }
+        ++tally_.skipped[type.substr(0, 64)];
         if (fhir::is_r4_resource_type(type) && type != "Organization" && type != "Practitioner" &&
             type != "PractitionerRole" && type != "Location" && type != "Claim" && type != "ExplanationOfBenefit")
           held_types.insert(type);
@@ -264,14 +334,12 @@ class Importer {
     }
     if (!pointer_base_.empty() && patients_here == 1 && !held_types.empty() && !only_patient_id.empty() &&
         !batch_.records.empty() && batch_.where.back().find("(Patient/" + only_patient_id + ")") != std::string::npos) {
-      gw::locator::Pointer p;
-      p.id = source_ + "-" + only_patient_id;  // stable: a re-import updates it
-      p.source_ods = source_;
-      p.type_code = "824321000000109";
-      p.type_display = "Summary record";
-      p.resource_types.assign(held_types.begin(), held_types.end());
-      p.url = pointer_base_ + "/Patient/" + only_patient_id + "/$everything";
-      batch_.records.back().pointers.push_back(std::move(p));
+      auto p = summary_pointer(source_, pointer_base_, only_patient_id, held_types);
+      if (p)
+        batch_.records.back().pointers.push_back(std::move(*p));
+      else
+        reject(batch_.where.back() + " (summary pointer)",
+               p.issue().diagnostics + (p.issue().expression.empty() ? "" : " [" + p.issue().expression + "]"));
     }
     if (!elsewhere.empty()) return flush() && put_elsewhere(elsewhere);
     return batch_.records.size() >= batch_size_ ? flush() : true;
@@ -437,6 +505,8 @@ int run_import(const std::string& data_dir, const std::string& source, const std
   std::printf("conflicts recorded:    %zu\n", t.conflicts);
   std::printf("rejected entries:      %zu%s\n", t.rejected,
               t.rejected > kShownRejections && report.empty() ? " (first 50 shown; --report FILE for all)" : "");
+  if (t.rejected_files > 0) std::printf("  whole files:         %zu\n", t.rejected_files);
+  if (!t.warnings.empty()) std::printf("warnings:              %zu\n", t.warnings.size());
   if (!t.skipped.empty()) {
     std::printf("not indexed (resource types the locator does not hold):\n");
     for (const auto& [type, n] : t.skipped) std::printf("  %-28s %zu\n", type.c_str(), n);
@@ -444,12 +514,14 @@ int run_import(const std::string& data_dir, const std::string& source, const std
   std::printf("time:                  %.1f s\n", secs);
   if (!report.empty()) {
     std::ofstream out(report);
-    for (const auto& r : t.rejections) {
+    const auto write = [&out](const Rejection& r, const char* key) {
       fhir::Json line = fhir::Json::object();
       line.set("where", fhir::Json::string(r.where));
-      line.set("reason", fhir::Json::string(r.why));
+      line.set(key, fhir::Json::string(r.why));
       out << fhir::to_json(line) << "\n";
-    }
+    };
+    for (const auto& r : t.rejections) write(r, "reason");
+    for (const auto& w : t.warnings) write(w, "warning");
     if (!out) {
       std::fprintf(stderr, "gw-locator: cannot write %s\n", report.c_str());
       return 1;
@@ -507,12 +579,15 @@ int main(int argc, char** argv) {
                                            "(.json) or NDJSON (.ndjson), files or folders (UTF-8; a leading byte "
                                            "order mark is skipped); a pointer keeps its DocumentReference.date");
   imp->add_option("--data", data_dir, "gateway data directory holding locator.db")->capture_default_str();
-  imp->add_option("--source", source, "ODS code of the source system the records come from")->capture_default_str();
+  imp->add_option("--source", source, "ODS code of the source system the records come from (letters and digits)")
+      ->capture_default_str();
   imp->add_option("--source-name", source_name, "display name for the source system");
   imp->add_option("--batch", batch, "patients per transaction (1..100000)")->check(CLI::Range(1, 100000))->capture_default_str();
-  imp->add_option("--report", report, "write every rejected entry as NDJSON to this file");
+  imp->add_option("--report", report,
+                  "write every rejected entry ({\"where\",\"reason\"}) and warning ({\"where\",\"warning\"}) as NDJSON "
+                  "to this file");
   imp->add_option("--pointer-base", pointer_base,
-                  "FHIR base URL of the source: a Bundle with one Patient and clinical resources also gets a "
+                  "https FHIR base URL of the source: a Bundle with one Patient and clinical resources also gets a "
                   "pointer to <base>/Patient/<id>/$everything listing the resource types held");
   std::string rule_text = "family,given,birthdate,gender,postcode";
   imp->add_option("--demographic-rule", rule_text,
@@ -550,6 +625,21 @@ int main(int argc, char** argv) {
     if (!rule) {
       std::fprintf(stderr, "gw-locator: --demographic-rule: %s\nRun with --help for usage.\n", rule.issue().diagnostics.c_str());
       return 2;
+    }
+    // Checked before anything is read or written, by the rules the index applies to every
+    // source and pointer: a bad value would otherwise be stored (--source) or fail entry by entry.
+    if (auto ods = gw::locator::check_ods(source, "--source"); !ods) {
+      std::fprintf(stderr, "gw-locator: %s\nRun with --help for usage.\n", ods.issue().diagnostics.c_str());
+      return 2;
+    }
+    if (!pointer_base.empty()) {
+      if (auto probe = summary_pointer(source, pointer_base, "example", {"Encounter"}); !probe) {
+        std::fprintf(stderr,
+                     "gw-locator: --pointer-base must be an https:// base URL naming a host; the pointers it makes "
+                     "would be refused: %s\nRun with --help for usage.\n",
+                     probe.issue().diagnostics.c_str());
+        return 2;
+      }
     }
     return run_import(data_dir, source, source_name, inputs, batch, report, quiet, pointer_base, *rule);
   }

@@ -328,6 +328,13 @@ TEST_CASE_TEMPLATE("Locator: patient search by each parameter, with a stable ord
   q = {};
   q.postcode = "ls1 4ab";
   CHECK(ids_of(search(q)) == std::vector<std::string>{p4, p1, p2});
+  q.postcode = "Ls1";  // a string search starts with its value (R4 search.html#string)
+  CHECK(ids_of(search(q)) == std::vector<std::string>{p4, p1, p2});
+  q.postcode = "ls14";  // spaces ignored on both sides
+  CHECK(ids_of(search(q)) == std::vector<std::string>{p4, p1, p2});
+  q.postcode = "cf1";  // CF10 1AA: the prefix need not end at the outward code
+  CHECK(ids_of(search(q)) == std::vector<std::string>{p5});
+  q.postcode = "ls1 4ab";
   q.family = "smith";
   q.gender = "male";  // parameters AND together
   CHECK(ids_of(search(q)) == std::vector<std::string>{p4, p1});
