@@ -302,7 +302,8 @@ class Locator {
   // registered GP practice, date of death)
   // replaces the record's when it differs: the most recent update wins, bumping version and
   // last_updated (Resolution::updated_fields names what changed). A field the claim leaves
-  // empty clears nothing. The NHS number is the exception: it is set only where the record has
+  // empty clears nothing; gender "unknown" never replaces a known gender, and a name differing
+  // only in case or accents keeps the record's spelling. The NHS number is the exception: it is set only where the record has
   // none, or trusted where the record's is untrusted, never replaced by another. Never merges
   // two trusted NHS numbers: when the identifier or the single demographic match points at a
   // record with a different trusted NHS number, nothing is linked to that record, the claim

@@ -30,8 +30,17 @@ fhir::Issue patient_not_found(const std::string& expr) {
 //            a new GP practice, address or surname reaches the index and the access policy).
 // Either way an empty field in `d` clears nothing (a source that does not send a field has not
 // said it is gone), and the NHS number is only set where the record has none, or trusted where
-// the record's is untrusted: ingest never replaces one NHS number with another.
+// the record's is untrusted: ingest never replaces one NHS number with another. Nor is "no
+// information" news: gender "unknown" (HL7 v2 PID-8 "U") never replaces a known gender, and a
+// name that differs only in case or accents (a PAS sending "BUTLER^ALEX") keeps the record's
+// spelling.
 enum class Take { missing, newer };
+
+bool same_name(const std::string& a, const std::string& b) { return normalise_name(a) == normalise_name(b); }
+
+bool same_names(const std::vector<std::string>& a, const std::vector<std::string>& b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), same_name);
+}
 
 // Applies `d` to `p` as `take` says. Returns the names of the Demographics fields that changed
 // (empty: nothing did). Precondition (callers): a trusted d.nhs_number is held by no other
@@ -54,11 +63,11 @@ std::vector<std::string> take_demographics(PatientRecord& p, const Demographics&
     field = from;
     changed.push_back(name);
   };
-  take_field(mine.family, d.family, "family");
-  take_field(mine.given, d.given, "given");
+  if (mine.family.empty() || !same_name(mine.family, d.family)) take_field(mine.family, d.family, "family");
+  if (mine.given.empty() || !same_names(mine.given, d.given)) take_field(mine.given, d.given, "given");
   take_field(mine.other_names, d.other_names, "other_names");
   take_field(mine.birth_date, d.birth_date, "birth_date");
-  take_field(mine.gender, d.gender, "gender");
+  if (mine.gender.empty() || d.gender != "unknown") take_field(mine.gender, d.gender, "gender");
   take_field(mine.postcode, d.postcode, "postcode");
   take_field(mine.gp_practice_ods, d.gp_practice_ods, "gp_practice_ods");
   take_field(mine.deceased, d.deceased, "deceased");

@@ -83,6 +83,38 @@ TEST_CASE_TEMPLATE("Locator: a matched claim's newer demographics replace the re
   CHECK(p.demographics.family == "Butler-Smith");
 }
 
+TEST_CASE_TEMPLATE("Locator: 'unknown' gender and a name in other case or accents are no news", B,
+                   LOCATOR_BACKENDS) {
+  auto l = B::make();
+  Demographics d = butler();
+  d.given = {"Zoë", "Ann"};
+  const std::string id = resolve_ok(*l, claim("RX1", nhs(0), {{kMrnA, "M1", ""}}, d), MatchOutcome::created);
+  // A PAS feed: upper case, no diaeresis, gender "U" (unknown). Nothing in it is new.
+  Demographics feed = d;
+  feed.family = "BUTLER";
+  feed.given = {"ZOE", "ANN"};
+  feed.gender = "unknown";
+  CHECK(updated_fields(*l, claim("RX1", nhs(0), {}, feed)).empty());
+  PatientRecord p = read_ok(*l, id);
+  CHECK(p.version == 1);
+  CHECK(p.demographics.family == "Butler");
+  CHECK(p.demographics.given == std::vector<std::string>{"Zoë", "Ann"});
+  CHECK(p.demographics.gender == "female");
+  // A real change in the same feed still lands; a known gender replaces a known one.
+  feed.family = "BUTLER-SMITH";
+  feed.gender = "male";
+  CHECK(updated_fields(*l, claim("RX1", nhs(0), {}, feed)) == std::vector<std::string>{"family", "gender"});
+  p = read_ok(*l, id);
+  CHECK(p.demographics.family == "BUTLER-SMITH");
+  CHECK(p.demographics.gender == "male");
+  // "unknown" still fills a record that has no gender at all.
+  Demographics bare = person("Jones", "Kim", "1990-01-01", "", "M1 1AA");
+  const std::string other = resolve_ok(*l, claim("RX1", nhs(1), {}, bare), MatchOutcome::created);
+  bare.gender = "unknown";
+  CHECK(updated_fields(*l, claim("RX1", nhs(1), {}, bare)) == std::vector<std::string>{"gender"});
+  CHECK(read_ok(*l, other).demographics.gender == "unknown");
+}
+
 TEST_CASE_TEMPLATE("Locator: ingest never replaces one NHS number with another", B, LOCATOR_BACKENDS) {
   auto l = B::make();
   const std::string id = resolve_ok(*l, claim("RX1", bad_nhs(0), {{kMrnA, "M1", ""}}), MatchOutcome::created);
