@@ -225,10 +225,12 @@ TEST_CASE("hl7v2 mapping: the demo's messages map to valid FHIR R4 (tools/demo-m
     // filled in as tools/demo does (synthpop's first patient, today's date)
     std::string filled = gw::test::read_file(e.path());
     for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
-             {"{{NHS}}", "9434765919"}, {"{{FAMILY}}", "DEMO"}, {"{{DOB}}", "19700101"}, {"{{GP}}", "G8123456"},
-             {"{{DAY}}", "20240501"}})
+             {"{{NHS}}", "9434765919"}, {"{{FAMILY}}", "DEMO"}, {"{{GIVEN}}", "LILY"}, {"{{SEX}}", "F"},
+             {"{{DOB}}", "19700101"}, {"{{GP}}", "G8123456"}, {"{{DAY}}", "20240501"}})
       for (std::size_t at = filled.find(from); at != std::string::npos; at = filled.find(from, at))
         filled.replace(at, from.size(), to);
+    INFO(e.path().filename().string());
+    CHECK(filled.find("{{") == std::string::npos);  // every placeholder tools/demo fills is filled here
     for (const std::string& text : split_messages(filled)) {
       INFO(e.path().filename().string());
       auto parsed = Message::parse(text);
