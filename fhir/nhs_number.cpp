@@ -40,4 +40,12 @@ std::string format_nhs_number(std::string_view value) {
   return out;
 }
 
+std::string trusted_nhs_number(const Json& patient) {
+  if (const Json* ids = patient.find("identifier"); ids != nullptr && ids->is_array())
+    for (const Json& id : ids->items())
+      if (id.is_object() && id.string_at("system") == kNhsNumberSystem && is_valid_nhs_number(id.string_at("value")))
+        return std::string(id.string_at("value"));
+  return {};
+}
+
 }  // namespace fhir

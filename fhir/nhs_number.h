@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "fhir/json.h"
 #include "fhir/result.h"
 
 namespace fhir {
@@ -21,6 +22,10 @@ std::optional<char> nhs_check_digit(std::string_view first_nine);
 // (ErrorCode::invalid_nhs_number), never echoing the number itself.
 Status validate_nhs_number(std::string_view value);
 inline bool is_valid_nhs_number(std::string_view value) { return validate_nhs_number(value).ok(); }
+
+// The valid NHS number among a Patient's (or an identity's) identifiers, "" when none is:
+// the first identifier of kNhsNumberSystem whose value passes the check digit.
+std::string trusted_nhs_number(const Json& patient);
 
 // "9434765919" -> "943 476 5919" for display. Precondition: 10 characters.
 std::string format_nhs_number(std::string_view value);

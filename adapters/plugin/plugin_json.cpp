@@ -209,15 +209,8 @@ IngestFailure plugin_batch_refusal(std::string_view json, const std::string& sou
   if (const fhir::Json* kind = doc.find("kind"); kind != nullptr && kind->is_string()) failure.kind = kind->text();
   if (const fhir::Json* key = doc.find("dedupe_key"); key != nullptr && key->is_string())
     failure.dedupe_key = key->text();
-  const fhir::Json* identity = doc.find("identity");
-  const fhir::Json* ids = identity != nullptr && identity->is_object() ? identity->find("identifier") : nullptr;
-  if (ids != nullptr && ids->is_array())
-    for (const fhir::Json& id : ids->items())
-      if (id.is_object() && id.string_at("system") == fhir::kNhsNumberSystem &&
-          fhir::is_valid_nhs_number(id.string_at("value"))) {
-        failure.nhs_number = std::string(id.string_at("value"));
-        break;
-      }
+  if (const fhir::Json* identity = doc.find("identity"); identity != nullptr && identity->is_object())
+    failure.nhs_number = fhir::trusted_nhs_number(*identity);
   return failure;
 }
 

@@ -224,11 +224,10 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
       if (!type->code.empty() && type->code != p.type_code) continue;
     }
     if (custodian && p.source_ods != *custodian) continue;
-    Json doc = pointer_json(p, nhs, d.break_glass);
     // date compares DocumentReference.date as served (R4 search.html#date: the value is a range
     // at its precision); a pointer without one matches no date.
     if (!dates.empty()) {
-      auto served = fhir::parse_fhir_date(doc.string_at("date"));
+      auto served = fhir::parse_fhir_date(served_date(p));
       if (!served || !std::all_of(dates.begin(), dates.end(), [&](const auto& want) {
             return fhir::date_matches(want.first, want.second, *served, now_seconds);
           }))
@@ -239,7 +238,7 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
       req.audit.withheld.push_back("DocumentReference/" + p.id);
       continue;
     }
-    visible.push_back(std::move(doc));
+    visible.push_back(pointer_json(p, nhs, d.break_glass));
   }
   fhir::SearchsetPage out;
   out.total = static_cast<std::int64_t>(visible.size());

@@ -143,6 +143,8 @@ Json patient_json(const locator::PatientRecord& p, bool break_glass) {
   return r;
 }
 
+const std::string& served_date(const locator::Pointer& p) { return p.date.empty() ? p.last_updated : p.date; }
+
 Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool break_glass) {
   Json r = Json::object();
   r.set("resourceType", str("DocumentReference"));
@@ -167,8 +169,7 @@ Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool
   r.set("subject", std::move(subject));
   // The date the source gave; the index's own time of writing only when it gave none (meta.
   // lastUpdated always says when the index last wrote the pointer).
-  const std::string& date = p.date.empty() ? p.last_updated : p.date;
-  if (!date.empty()) r.set("date", Json::string(date));
+  if (const std::string& date = served_date(p); !date.empty()) r.set("date", Json::string(date));
   Json custodian = Json::object();
   custodian.set("identifier", fhir::identifier(kOdsOrganisationSystem, p.source_ods));
   r.set("custodian", std::move(custodian));

@@ -27,6 +27,9 @@ inline constexpr std::string_view kIdentifierSourceExtension =
 fhir::Json patient_json(const locator::PatientRecord& p, bool break_glass);
 // The DocumentReference for pointer `p`; `nhs_number` (may be empty) goes in subject.identifier.
 fhir::Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool break_glass);
+// The DocumentReference.date pointer_json serves: the date the source gave, else the index's
+// own time of writing ("" when neither is known).
+const std::string& served_date(const locator::Pointer& p);
 
 // _summary and _elements (R4 search.html "Summary" and "Elements"), on Patient search and read.
 struct Subset {

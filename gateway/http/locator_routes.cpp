@@ -11,6 +11,7 @@
 #include "fhir/datatypes.h"
 #include "fhir/date_range.h"
 #include "fhir/nhs_number.h"
+#include "gateway/net/http_date.h"
 #include "fhir/query_string.h"
 #include "fhir/uk_core.h"
 #include "gateway/auth/authenticator.h"
@@ -55,13 +56,7 @@ std::optional<std::int64_t> LocatorApi::last_modified_seconds(const std::string&
 }
 
 std::string LocatorApi::http_date(std::int64_t epoch_seconds) {
-  const auto t = static_cast<std::time_t>(epoch_seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[40];
-  // RFC 9110 5.6.7 IMF-fixdate; strftime's %a and %b are the English names in the C locale.
-  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-  return buf;
+  return net::format_http_date(static_cast<std::time_t>(epoch_seconds));
 }
 
 std::optional<std::int64_t> LocatorApi::http_date_seconds(std::string_view text) {

@@ -66,14 +66,6 @@ std::string warning_location(const std::string& warning) {
   return colon == std::string::npos ? std::string() : warning.substr(0, colon);
 }
 
-std::string trusted_nhs_number(const Json& patient) {
-  if (const Json* ids = patient.find("identifier"); ids && ids->is_array())
-    for (const Json& id : ids->items())
-      if (id.string_at("system") == locator::kNhsNumberSystem && fhir::is_valid_nhs_number(id.string_at("value")))
-        return std::string(id.string_at("value"));
-  return {};
-}
-
 }  // namespace
 
 IngestService::IngestService(locator::Locator& locator, store::Store& store, audit::Log* audit,
@@ -182,7 +174,7 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
     return done(Issue::make(ErrorCode::internal_error, "unknown source system '" + batch.source + "'"));
   const std::string ods = src->second;
   auto shared_done = std::make_shared<std::function<void(fhir::Result<IngestReceipt>)>>(std::move(done));
-  const std::string nhs_number = trusted_nhs_number(batch.identity);
+  const std::string nhs_number = fhir::trusted_nhs_number(batch.identity);
 
   // A unit that cannot be applied: stored as an error first, audited, then reported.
   auto fail = [this, ods, nhs_number, shared_done](const IngestBatch& b, Issue issue) {

@@ -95,15 +95,20 @@ Where where_for(const PatientQuery& q) {
   constexpr std::string_view kAnyGiven =
       "SELECT patient FROM given_names WHERE value_norm >= ? AND value_norm < ? UNION ALL "
       "SELECT patient FROM other_given_names WHERE value_norm >= ? AND value_norm < ?";
-  if (const std::string f = normalise_name(q.family); !f.empty())
-    w.add("(p.family_norm >= ? AND p.family_norm < ? OR p.pk IN (" + std::string(kOtherFamily) + "))",
-          {f, prefix_upper_bound(f), f, prefix_upper_bound(f)});
-  if (const std::string g = normalise_name(q.given); !g.empty())
-    w.add("p.pk IN (" + std::string(kAnyGiven) + ")", {g, prefix_upper_bound(g), g, prefix_upper_bound(g)});
-  if (const std::string n = normalise_name(q.name); !n.empty())
+  if (const std::string f = normalise_name(q.family); !f.empty()) {
+    const std::string end = prefix_upper_bound(f);
+    w.add("(p.family_norm >= ? AND p.family_norm < ? OR p.pk IN (" + std::string(kOtherFamily) + "))", {f, end, f, end});
+  }
+  if (const std::string g = normalise_name(q.given); !g.empty()) {
+    const std::string end = prefix_upper_bound(g);
+    w.add("p.pk IN (" + std::string(kAnyGiven) + ")", {g, end, g, end});
+  }
+  if (const std::string n = normalise_name(q.name); !n.empty()) {
+    const std::string end = prefix_upper_bound(n);
     w.add("(p.family_norm >= ? AND p.family_norm < ? OR p.pk IN (" + std::string(kOtherFamily) + " UNION ALL " +
               std::string(kAnyGiven) + "))",
-          {n, prefix_upper_bound(n), n, prefix_upper_bound(n), n, prefix_upper_bound(n), n, prefix_upper_bound(n)});
+          {n, end, n, end, n, end, n, end});
+  }
   if (!q.birthdate.empty()) {
     const std::int64_t now = now_epoch_seconds();
     for (const auto& [prefix, range] : q.birthdate) add_birthdate(w, prefix, range, now);

@@ -2,6 +2,7 @@
 // Shape follows Beast's advanced_server_flex_awaitable example: listener -> detect TLS ->
 // TLS or plain session, explicit limits, one place that classifies failures.
 #include "gateway/net/server.h"
+#include "gateway/net/http_date.h"
 
 #if GW_WITH_TLS
 #include <openssl/ssl.h>
@@ -135,11 +136,7 @@ const std::string& http_date() {
   thread_local std::string cached;
   std::time_t now = std::time(nullptr);
   if (now != cached_second) {
-    std::tm tm{};
-    gmtime_r(&now, &tm);
-    char buf[64];
-    std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    cached = buf;
+    cached = format_http_date(now);
     cached_second = now;
   }
   return cached;

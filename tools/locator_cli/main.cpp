@@ -300,7 +300,7 @@ class Importer {
           continue;
         }
         ++tally_.skipped[type.substr(0, 64)];
-        if (fhir::is_r4_resource_type(type) && type != "Organization" && type != "Practitioner" &&
+        if (type != "Organization" && type != "Practitioner" &&
             type != "PractitionerRole" && type != "Location" && type != "Claim" && type != "ExplanationOfBenefit")
           held_types.insert(type);
         continue;

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "adapters/hl7v2/ack.h"
+#include "adapters/hl7v2/hl7v2_adapter.h"
 #include "fhir/json.h"
 #include "gateway/config/config.h"
 #include "tools/cli/parse.h"
@@ -179,15 +180,12 @@ struct ReplayArgs {
   std::optional<gw::config::Config> config;  // with --config
 };
 
-// "host:port" or "[v6]:port" -> host and port (0 when absent or not a number).
-std::pair<std::string, std::uint16_t> split_endpoint(const std::string& endpoint) {
-  const std::size_t colon = endpoint.rfind(':');
-  if (colon == std::string::npos) return {endpoint, 0};
-  std::string host = endpoint.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  char* end = nullptr;
-  const long port = std::strtol(endpoint.c_str() + colon + 1, &end, 10);
-  return {host, *end == '\0' && port > 0 && port <= 65535 ? static_cast<std::uint16_t>(port) : std::uint16_t{0}};
+// The address and port a configured hl7v2 source listens on, read as the gateway reads them
+// (hl7v2::listener_options); port 0 when its endpoint does not fix one.
+std::pair<std::string, std::uint16_t> listener_of(const gw::config::SourceSystemConfig& s) {
+  auto o = gw::hl7v2::listener_options(gw::config::adapter_source(s));
+  if (!o) return {std::string(), 0};  // load_config has refused such an endpoint already
+  return {o->address, o->port};
 }
 
 // Where the messages of `source` go. The listener a message arrives on decides the source it is
@@ -208,7 +206,7 @@ std::string choose_target(ReplayArgs& a, const std::string& source) {
     if (s.name == source) own = &s;
   if (!own || own->adapter != "hl7v2")
     return "source '" + source + "' is not an hl7v2 source in " + a.config_file + "; nothing sent";
-  const auto [own_host, own_port] = split_endpoint(own->endpoint);
+  const auto [own_host, own_port] = listener_of(*own);
   if (!a.host_given && !own_host.empty())
     o.host = own_host == "0.0.0.0" ? "127.0.0.1" : own_host == "::" ? "::1" : own_host;  // listening on all
   if (!a.port_given) {
@@ -220,7 +218,7 @@ std::string choose_target(ReplayArgs& a, const std::string& source) {
   }
   if (o.port == own_port || a.force_port) return {};
   for (const auto& s : a.config->source_systems) {
-    if (s.adapter != "hl7v2" || split_endpoint(s.endpoint).second != o.port) continue;
+    if (s.adapter != "hl7v2" || listener_of(s).second != o.port) continue;
     return "port " + std::to_string(o.port) + " is the listener of source '" + s.name + "', not of '" + source +
            "' (port " + std::to_string(own_port) + "): the messages would be stored as '" + s.name +
            "''s. Leave out --port, or add --force-port; nothing sent";
