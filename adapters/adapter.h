@@ -78,6 +78,10 @@ struct IngestBatch {
   // date left out, a value kept as text), each "LOCATION: text" with the unit's own location
   // first ("PID-7: ..."). No patient data: stored with the unit's row, counted and logged.
   std::vector<std::string> warnings;
+  // Set by the adapter that built the batch once `resources`, exactly as handed over, passed
+  // check_batch_resources (the plug-in loader checks them to refuse a batch at once): the
+  // ingest path then does not check them again. Left false, the ingest path checks them.
+  bool resources_checked = false;
 };
 
 // Resources one batch may carry.
