@@ -78,6 +78,10 @@ struct IngestBatch {
   // date left out, a value kept as text), each "LOCATION: text" with the unit's own location
   // first ("PID-7: ..."). No patient data: stored with the unit's row, counted and logged.
   std::vector<std::string> warnings;
+  // Set by the adapter that built the batch once `resources`, exactly as handed over, passed
+  // check_batch_resources (the plug-in loader checks them to refuse a batch at once): the
+  // ingest path then does not check them again. Left false, the ingest path checks them.
+  bool resources_checked = false;
 };
 
 // Resources one batch may carry.
@@ -172,8 +176,12 @@ struct FetchResult {
 using FetchHandler = std::function<void(fhir::Result<FetchResult>)>;
 
 // Operational log lines from adapters (the gateway routes them to its JSON log). Never pass
-// patient data: fields carry counts, names of sources, protocol events.
+// patient data: fields carry counts, names of sources, protocol events. Adapters log short
+// events (source, event, peer and a few details): the gateway writes the first
+// kMaxLogFields fields of a line and, when there were more, the field "fields_dropped" with
+// how many it left out.
 enum class LogLevel { debug, info, warn, error };
+inline constexpr std::size_t kMaxLogFields = 8;
 using AdapterLog = std::function<void(LogLevel level, std::string_view message,
                                       const std::vector<std::pair<std::string, std::string>>& fields)>;
 

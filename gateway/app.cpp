@@ -387,6 +387,21 @@ adapters::Adapter* App::adapter(const std::string& name) {
   return nullptr;
 }
 
+void log_adapter_line(adapters::LogLevel level, std::string_view message,
+                      const std::vector<std::pair<std::string, std::string>>& fields) {
+  const observe::Level l = level == adapters::LogLevel::debug  ? observe::Level::debug
+                           : level == adapters::LogLevel::info ? observe::Level::info
+                           : level == adapters::LogLevel::warn ? observe::Level::warn
+                                                               : observe::Level::error;
+  const std::size_t kept = std::min(fields.size(), adapters::kMaxLogFields);
+  std::vector<observe::Field> out;
+  out.reserve(kept + 1);
+  for (std::size_t i = 0; i < kept; ++i) out.emplace_back(fields[i].first, fields[i].second);
+  // A line that lost fields says so, rather than reading as complete.
+  if (fields.size() > kept) out.emplace_back("fields_dropped", static_cast<std::uint64_t>(fields.size() - kept));
+  observe::log(l, message, out);
+}
+
 // Builds and starts an adapter for every source whose adapter is not "fhir" (those push over
 // the FHIR API). Listeners run on the server's event loop and join its graceful drain.
 void App::start_adapters() {
@@ -403,25 +418,7 @@ void App::start_adapters() {
     adapters::AdapterContext ctx;
     ctx.executor = server_->io_context().get_executor();
     ctx.sink = ingest_.get();
-    ctx.log = [](adapters::LogLevel level, std::string_view msg, const std::vector<std::pair<std::string, std::string>>& f) {
-      const observe::Level l = level == adapters::LogLevel::debug ? observe::Level::debug
-                               : level == adapters::LogLevel::info ? observe::Level::info
-                               : level == adapters::LogLevel::warn ? observe::Level::warn
-                                                                   : observe::Level::error;
-      // Up to eight fields: adapters log short events (source, event, peer and a few details).
-      const auto at = [&f](std::size_t k) { return k < f.size() ? observe::Field(f[k].first, f[k].second) : observe::Field("", ""); };
-      switch (std::min<std::size_t>(f.size(), 8)) {
-        case 0: observe::log(l, msg); break;
-        case 1: observe::log(l, msg, {at(0)}); break;
-        case 2: observe::log(l, msg, {at(0), at(1)}); break;
-        case 3: observe::log(l, msg, {at(0), at(1), at(2)}); break;
-        case 4: observe::log(l, msg, {at(0), at(1), at(2), at(3)}); break;
-        case 5: observe::log(l, msg, {at(0), at(1), at(2), at(3), at(4)}); break;
-        case 6: observe::log(l, msg, {at(0), at(1), at(2), at(3), at(4), at(5)}); break;
-        case 7: observe::log(l, msg, {at(0), at(1), at(2), at(3), at(4), at(5), at(6)}); break;
-        default: observe::log(l, msg, {at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7)}); break;
-      }
-    };
+    ctx.log = &log_adapter_line;
 #if GW_WITH_TLS
     // The contexts check_startup loaded; the HTTPS listener shares the first.
     if (cfg_.https.enabled && mllp_needs_client_certificate(sc)) ctx.tls_server_context = client_certificate_tls_.get();

@@ -90,6 +90,12 @@ struct StartupChecked {
 // never half started (no audit record, no checkpoint). Throws config::ConfigError naming the key.
 StartupChecked check_startup(const config::Config& cfg);
 
+// The AdapterContext::log App gives every adapter: `message` to observe::log at `level`, with
+// the first adapters::kMaxLogFields of `fields` and, when there were more, "fields_dropped"
+// (how many were left out). Thread-safe, as observe::log.
+void log_adapter_line(adapters::LogLevel level, std::string_view message,
+                      const std::vector<std::pair<std::string, std::string>>& fields);
+
 class App {
  public:
   // Runs check_startup, then opens and migrates the databases, opens the locator, registers

@@ -19,6 +19,7 @@
 #include <shared_mutex>
 #include <unordered_map>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <boost/asio/post.hpp>
@@ -217,25 +218,24 @@ int host_ingest(void* host_ctx, const char* batch_json, size_t len, gw_ingest_do
       host->log->host(LogLevel::warn, "batch refused: this source has no ingest sink (pull only)");
       return GW_ERR_UNSUPPORTED;
     }
-    auto batch = parse_plugin_batch(std::string_view(batch_json == nullptr ? "" : batch_json, len), host->source,
-                                    host->limits);
-    if (!batch) {
+    auto read = read_plugin_batch(std::string_view(batch_json == nullptr ? "" : batch_json, len), host->source,
+                                  host->limits);
+    if (auto* failure = std::get_if<IngestFailure>(&read)) {
       std::string line = "batch refused: ";
-      line.append(batch.issue().diagnostics);
+      line.append(failure->issue.diagnostics);
       host->log->host(LogLevel::warn, line);
+      const int status = ingest_status(failure->issue.code);
       // Kept, counted and audited like a message an MLLP listener rejects (AR): the refusal
       // must be visible to operators and to IG officers, not only in a log line.
-      auto failure = plugin_batch_refusal(std::string_view(batch_json == nullptr ? "" : batch_json, len), host->source,
-                                          batch.issue(), host->limits);
-      asio::post(host->executor, [sink = host->sink, log = host->log, failure = std::move(failure)]() mutable {
+      asio::post(host->executor, [sink = host->sink, log = host->log, failure = std::move(*failure)]() mutable {
         sink->record_failure(std::move(failure), [log](fhir::Status stored) {
           if (!stored) log->host(LogLevel::error, "a refused batch could not be recorded: " + stored.issue().diagnostics);
         });
       });
-      return ingest_status(batch.issue().code);
+      return status;
     }
     auto reply = std::make_shared<IngestReply>(host->life, host->log, done, cookie);
-    asio::post(host->executor, [sink = host->sink, batch = std::move(batch).value(), reply]() mutable {
+    asio::post(host->executor, [sink = host->sink, batch = std::get<IngestBatch>(std::move(read)), reply]() mutable {
       // A duplicate (a resend of a unit already applied) is acknowledged like a commit.
       sink->submit(std::move(batch), [reply](fhir::Result<IngestReceipt> receipt) {
         if (receipt.ok())

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <initializer_list>
 #include <utility>
+#include <variant>
 
 #include "adapters/plugin/gw_adapter_abi.h"
 #include "fhir/nhs_number.h"
@@ -68,6 +69,120 @@ bool about_another_patient(const fhir::Json& resource, std::string_view nhs_numb
   return subject != nullptr && subject->is_object() && names_other_nhs_number(subject->find("identifier"), nhs_number);
 }
 
+// The batch text as a JSON document: refused with payload_too_large over
+// limits.max_batch_bytes, else with the parser's issue when it is not JSON.
+fhir::Result<fhir::Json> parse_batch_document(std::string_view json, const PluginLimits& limits) {
+  if (json.size() > limits.max_batch_bytes)
+    return Issue::make(ErrorCode::payload_too_large,
+                       "batch of " + std::to_string(json.size()) + " bytes is over the limit of " +
+                           std::to_string(limits.max_batch_bytes) + " bytes",
+                       "batch");
+  auto parsed = fhir::parse_json(json, limits.json);
+  if (!parsed) {
+    // The parser speaks of an HTTP body ("Body is not valid JSON: ..."); here it is a batch.
+    std::string why = parsed.issue().diagnostics;
+    if (why.rfind("Body ", 0) == 0) why.replace(0, 4, "batch");
+    return Issue::make(parsed.issue().code, std::move(why), "batch");
+  }
+  return std::move(parsed).value();
+}
+
+// The batch `doc` describes. What a refusal keeps of the batch (refusal_of) is left in `doc`:
+// its identity is moved out only once every check has passed, and raw, kind and dedupe_key
+// are copied.
+fhir::Result<IngestBatch> batch_from(fhir::Json& doc, const std::string& source) {
+  if (!doc.is_object()) return Issue::make(ErrorCode::invalid_value, "batch is not a JSON object", "batch");
+
+  IngestBatch batch;
+  batch.source = source;
+  if (const fhir::Json* named = doc.find("source")) {
+    if (!named->is_string() || named->text() != source)
+      return Issue::make(ErrorCode::invalid_value,
+                         "batch names another source than the one this plug-in serves ('" + source + "')",
+                         "batch.source");
+  }
+  fhir::Json* identity = doc.find("identity");
+  if (identity == nullptr)
+    return Issue::make(ErrorCode::invalid_resource, "batch.identity must be a Patient resource", "batch.identity");
+  if (auto checked = check_batch_identity(*identity); !checked) return std::move(checked).issue();
+
+  fhir::Json* resources = doc.find("resources");
+  if (resources == nullptr || !resources->is_array())
+    return Issue::make(ErrorCode::invalid_resource, "batch.resources must be an array of FHIR resources",
+                       "batch.resources");
+  batch.resources.reserve(resources->items().size());
+  for (std::size_t i = 0; i < resources->items().size(); ++i) {
+    fhir::Json& resource = resources->items()[i];
+    if (!is_resource(resource))
+      return Issue::make(ErrorCode::invalid_resource,
+                         "batch.resources[" + std::to_string(i) + "] is not a FHIR resource (no resourceType)",
+                         "batch.resources");
+    batch.resources.push_back(std::move(resource));
+  }
+  if (auto checked = check_batch_resources(batch.resources); !checked) return std::move(checked).issue();
+  // The ingest path does not check them again (IngestBatch::resources_checked).
+  batch.resources_checked = true;
+
+  for (auto [key, out] : {std::pair{"raw", &batch.raw}, std::pair{"kind", &batch.kind},
+                          std::pair{"dedupe_key", &batch.dedupe_key}}) {
+    if (const fhir::Json* value = doc.find(key)) {
+      if (!value->is_string())
+        return Issue::make(ErrorCode::invalid_value, "batch." + std::string(key) + " must be a string",
+                           "batch." + std::string(key));
+      *out = value->text();
+    }
+  }
+
+  // A merge: identifiers {system, value} of records to retire into the identity's record.
+  if (fhir::Json* retired = doc.find("retired_identifiers")) {
+    if (!retired->is_array())
+      return Issue::make(ErrorCode::invalid_value, "batch.retired_identifiers must be an array of Identifiers",
+                         "batch.retired_identifiers");
+    for (fhir::Json& identifier : retired->items()) {
+      if (!identifier.is_object() || identifier.string_at("system").empty() || identifier.string_at("value").empty())
+        return Issue::make(ErrorCode::invalid_value, "batch.retired_identifiers holds an entry without system and value",
+                           "batch.retired_identifiers");
+      batch.retired_identifiers.push_back(std::move(identifier));
+    }
+  }
+
+  // Contacts for the access policy: {"organisation": ODS code, "date": FHIR dateTime}.
+  if (const fhir::Json* encounters = doc.find("encounters")) {
+    if (!encounters->is_array())
+      return Issue::make(ErrorCode::invalid_value, "batch.encounters must be an array", "batch.encounters");
+    for (const fhir::Json& encounter : encounters->items()) {
+      std::string_view organisation = encounter.is_object() ? encounter.string_at("organisation") : std::string_view();
+      std::string_view date = encounter.is_object() ? encounter.string_at("date") : std::string_view();
+      if (organisation.empty() || date.empty())
+        return Issue::make(ErrorCode::invalid_value, "batch.encounters holds an entry without organisation and date",
+                           "batch.encounters");
+      batch.encounters.emplace_back(std::string(organisation), std::string(date));
+    }
+  }
+  batch.identity = std::move(*identity);
+  return batch;
+}
+
+// What the gateway keeps of a refused batch (read_plugin_batch): `doc` is the batch text
+// parsed, or null when it was too large or not JSON.
+IngestFailure refusal_of(std::string_view json, const fhir::Json* doc, const std::string& source, fhir::Issue issue,
+                         const PluginLimits& limits) {
+  IngestFailure failure;
+  failure.source = source;
+  failure.rejected = true;
+  failure.issue = std::move(issue);
+  if (json.size() > limits.max_batch_bytes) return failure;
+  failure.raw = std::string(json);
+  if (doc == nullptr || !doc->is_object()) return failure;
+  if (const fhir::Json* raw = doc->find("raw"); raw != nullptr && raw->is_string()) failure.raw = raw->text();
+  if (const fhir::Json* kind = doc->find("kind"); kind != nullptr && kind->is_string()) failure.kind = kind->text();
+  if (const fhir::Json* key = doc->find("dedupe_key"); key != nullptr && key->is_string())
+    failure.dedupe_key = key->text();
+  if (const fhir::Json* identity = doc->find("identity"); identity != nullptr && identity->is_object())
+    failure.nhs_number = fhir::trusted_nhs_number(*identity);
+  return failure;
+}
+
 }  // namespace
 
 std::string printable_text(std::string_view text, std::size_t max_bytes) {
@@ -111,107 +226,19 @@ std::string plugin_fetch_request_json(const PatientKey& patient, const FetchScop
 
 fhir::Result<IngestBatch> parse_plugin_batch(std::string_view json, const std::string& source,
                                              const PluginLimits& limits) {
-  if (json.size() > limits.max_batch_bytes)
-    return Issue::make(ErrorCode::payload_too_large,
-                       "batch of " + std::to_string(json.size()) + " bytes is over the limit of " +
-                           std::to_string(limits.max_batch_bytes) + " bytes",
-                       "batch");
-  auto parsed = fhir::parse_json(json, limits.json);
-  if (!parsed) {
-    // The parser speaks of an HTTP body ("Body is not valid JSON: ..."); here it is a batch.
-    std::string why = parsed.issue().diagnostics;
-    if (why.rfind("Body ", 0) == 0) why.replace(0, 4, "batch");
-    return Issue::make(parsed.issue().code, std::move(why), "batch");
-  }
-  fhir::Json doc = std::move(parsed).value();
-  if (!doc.is_object()) return Issue::make(ErrorCode::invalid_value, "batch is not a JSON object", "batch");
-
-  IngestBatch batch;
-  batch.source = source;
-  if (const fhir::Json* named = doc.find("source")) {
-    if (!named->is_string() || named->text() != source)
-      return Issue::make(ErrorCode::invalid_value,
-                         "batch names another source than the one this plug-in serves ('" + source + "')",
-                         "batch.source");
-  }
-  fhir::Json* identity = doc.find("identity");
-  if (identity == nullptr)
-    return Issue::make(ErrorCode::invalid_resource, "batch.identity must be a Patient resource", "batch.identity");
-  if (auto checked = check_batch_identity(*identity); !checked) return std::move(checked).issue();
-  batch.identity = std::move(*identity);
-
-  fhir::Json* resources = doc.find("resources");
-  if (resources == nullptr || !resources->is_array())
-    return Issue::make(ErrorCode::invalid_resource, "batch.resources must be an array of FHIR resources",
-                       "batch.resources");
-  batch.resources.reserve(resources->items().size());
-  for (std::size_t i = 0; i < resources->items().size(); ++i) {
-    fhir::Json& resource = resources->items()[i];
-    if (!is_resource(resource))
-      return Issue::make(ErrorCode::invalid_resource,
-                         "batch.resources[" + std::to_string(i) + "] is not a FHIR resource (no resourceType)",
-                         "batch.resources");
-    batch.resources.push_back(std::move(resource));
-  }
-  if (auto checked = check_batch_resources(batch.resources); !checked) return std::move(checked).issue();
-
-  for (auto [key, out] : {std::pair{"raw", &batch.raw}, std::pair{"kind", &batch.kind},
-                          std::pair{"dedupe_key", &batch.dedupe_key}}) {
-    if (const fhir::Json* value = doc.find(key)) {
-      if (!value->is_string())
-        return Issue::make(ErrorCode::invalid_value, "batch." + std::string(key) + " must be a string",
-                           "batch." + std::string(key));
-      *out = value->text();
-    }
-  }
-
-  // A merge: identifiers {system, value} of records to retire into the identity's record.
-  if (fhir::Json* retired = doc.find("retired_identifiers")) {
-    if (!retired->is_array())
-      return Issue::make(ErrorCode::invalid_value, "batch.retired_identifiers must be an array of Identifiers",
-                         "batch.retired_identifiers");
-    for (fhir::Json& identifier : retired->items()) {
-      if (!identifier.is_object() || identifier.string_at("system").empty() || identifier.string_at("value").empty())
-        return Issue::make(ErrorCode::invalid_value, "batch.retired_identifiers holds an entry without system and value",
-                           "batch.retired_identifiers");
-      batch.retired_identifiers.push_back(std::move(identifier));
-    }
-  }
-
-  // Contacts for the access policy: {"organisation": ODS code, "date": FHIR dateTime}.
-  if (const fhir::Json* encounters = doc.find("encounters")) {
-    if (!encounters->is_array())
-      return Issue::make(ErrorCode::invalid_value, "batch.encounters must be an array", "batch.encounters");
-    for (const fhir::Json& encounter : encounters->items()) {
-      std::string_view organisation = encounter.is_object() ? encounter.string_at("organisation") : std::string_view();
-      std::string_view date = encounter.is_object() ? encounter.string_at("date") : std::string_view();
-      if (organisation.empty() || date.empty())
-        return Issue::make(ErrorCode::invalid_value, "batch.encounters holds an entry without organisation and date",
-                           "batch.encounters");
-      batch.encounters.emplace_back(std::string(organisation), std::string(date));
-    }
-  }
-  return batch;
+  auto doc = parse_batch_document(json, limits);
+  if (!doc) return std::move(doc).issue();
+  return batch_from(*doc, source);
 }
 
-IngestFailure plugin_batch_refusal(std::string_view json, const std::string& source, fhir::Issue issue,
-                                   const PluginLimits& limits) {
-  IngestFailure failure;
-  failure.source = source;
-  failure.rejected = true;
-  failure.issue = std::move(issue);
-  if (json.size() > limits.max_batch_bytes) return failure;
-  failure.raw = std::string(json);
-  auto parsed = fhir::parse_json(json, limits.json);
-  if (!parsed || !parsed->is_object()) return failure;
-  const fhir::Json& doc = *parsed;
-  if (const fhir::Json* raw = doc.find("raw"); raw != nullptr && raw->is_string()) failure.raw = raw->text();
-  if (const fhir::Json* kind = doc.find("kind"); kind != nullptr && kind->is_string()) failure.kind = kind->text();
-  if (const fhir::Json* key = doc.find("dedupe_key"); key != nullptr && key->is_string())
-    failure.dedupe_key = key->text();
-  if (const fhir::Json* identity = doc.find("identity"); identity != nullptr && identity->is_object())
-    failure.nhs_number = fhir::trusted_nhs_number(*identity);
-  return failure;
+std::variant<IngestBatch, IngestFailure> read_plugin_batch(std::string_view json, const std::string& source,
+                                                           const PluginLimits& limits) {
+  // One parse serves both the batch and, when it is refused, what is kept of it.
+  auto doc = parse_batch_document(json, limits);
+  if (!doc) return refusal_of(json, nullptr, source, std::move(doc).issue(), limits);
+  auto batch = batch_from(*doc, source);
+  if (!batch) return refusal_of(json, &*doc, source, std::move(batch).issue(), limits);
+  return std::move(batch).value();
 }
 
 fhir::Result<FetchResult> parse_plugin_answer(int status, std::string_view json, const std::string& source,

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <variant>
 
 #include "adapters/adapter.h"
 #include "fhir/json.h"
@@ -32,17 +33,21 @@ std::string plugin_fetch_request_json(const PatientKey& patient, const FetchScop
 // kind, dedupe_key, retired_identifiers, encounters). Fails with payload_too_large over
 // limits.max_batch_bytes, invalid_json when not JSON, invalid_resource or invalid_value when
 // the shape is wrong (identity not a Patient, a resource without resourceType, another
-// source's name, a member of the wrong type).
+// source's name, a member of the wrong type) or a resource fails check_batch_resources. An
+// accepted batch has resources_checked set: the ingest path does not check them again.
 [[nodiscard]] fhir::Result<IngestBatch> parse_plugin_batch(std::string_view json, const std::string& source,
                                                            const PluginLimits& limits = {});
 
-// What the gateway keeps of a batch parse_plugin_batch refused with `issue`, for the message
-// store and the audit trail (IngestSink::record_failure, rejected), as an MLLP listener keeps
-// a message it rejects: the batch's own "raw" (else the batch text itself; nothing when over
-// limits.max_batch_bytes), its kind and dedupe_key when they are strings, and the identity's
-// NHS number when it is a valid one, so that the audit record names the patient.
-IngestFailure plugin_batch_refusal(std::string_view json, const std::string& source, fhir::Issue issue,
-                                   const PluginLimits& limits = {});
+// parse_plugin_batch as the loader calls it, from one parse of the text: the batch, or when it
+// is refused, what the gateway keeps of it for the message store and the audit trail
+// (IngestSink::record_failure; rejected, with parse_plugin_batch's issue), as an MLLP
+// listener keeps a message it rejects: the batch's own "raw" (else the batch text itself;
+// nothing when over limits.max_batch_bytes), its kind and dedupe_key when they are strings,
+// and the identity's NHS number when it is a valid one, so that the audit record names the
+// patient.
+[[nodiscard]] std::variant<IngestBatch, IngestFailure> read_plugin_batch(std::string_view json,
+                                                                         const std::string& source,
+                                                                         const PluginLimits& limits = {});
 
 // A fetch answer from the plug-in of `source`: status 0 with a Bundle gives its entries'
 // resources; a non-zero status, an OperationOutcome or anything malformed gives a not_ready

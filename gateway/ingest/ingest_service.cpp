@@ -241,10 +241,12 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
   }
 
   // 2. Nothing is committed for a unit that store.db would refuse afterwards: its resources'
-  // shape, and ids another source holds, are checked first (store.db's apply checks the
-  // ownership again in its own transaction; see 4 for a unit that loses that race).
-  if (auto checked = adapters::check_batch_resources(batch.resources); !checked)
-    return fail(batch, std::move(checked).issue());
+  // shape (unless its adapter checked them already: the check walks every element), and ids
+  // another source holds, are checked first (store.db's apply checks the ownership again in
+  // its own transaction; see 4 for a unit that loses that race).
+  if (!batch.resources_checked)
+    if (auto checked = adapters::check_batch_resources(batch.resources); !checked)
+      return fail(batch, std::move(checked).issue());
   auto foreign = store_.held_by_another(batch.source, batch.resources);
   if (!foreign) return fail(batch, std::move(foreign).issue());
   if (*foreign)

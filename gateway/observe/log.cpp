@@ -39,8 +39,7 @@ bool parse_level(std::string_view text, Level& out) {
   return true;
 }
 
-std::string format_line(Level level, std::string_view msg, std::initializer_list<Field> fields,
-                        std::int64_t epoch_ms) {
+std::string format_line(Level level, std::string_view msg, std::span<const Field> fields, std::int64_t epoch_ms) {
   rapidjson::StringBuffer buf;
   rapidjson::Writer<rapidjson::StringBuffer> w(buf);
   auto key = [&](std::string_view k) { w.Key(k.data(), static_cast<rapidjson::SizeType>(k.size())); };
@@ -67,7 +66,12 @@ std::string format_line(Level level, std::string_view msg, std::initializer_list
   return line;
 }
 
-void log(Level level, std::string_view msg, std::initializer_list<Field> fields) {
+std::string format_line(Level level, std::string_view msg, std::initializer_list<Field> fields,
+                        std::int64_t epoch_ms) {
+  return format_line(level, msg, std::span<const Field>(fields.begin(), fields.size()), epoch_ms);
+}
+
+void log(Level level, std::string_view msg, std::span<const Field> fields) {
   if (level < g_level.load(std::memory_order_relaxed)) return;
   auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
                  std::chrono::system_clock::now().time_since_epoch()).count();
@@ -76,6 +80,10 @@ void log(Level level, std::string_view msg, std::initializer_list<Field> fields)
   // in practice for regular files/journald; a short write just drops the rest of the line.
   ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());
   (void)n;
+}
+
+void log(Level level, std::string_view msg, std::initializer_list<Field> fields) {
+  log(level, msg, std::span<const Field>(fields.begin(), fields.size()));
 }
 
 }  // namespace gw::observe

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -33,10 +34,13 @@ void set_level(Level level);
 bool parse_level(std::string_view text, Level& out);
 
 // Writes {"ts":..., "level":..., "msg":..., <fields>} as one line. Thread-safe; a line is
-// written with a single write(2) so lines from different threads never interleave.
+// written with a single write(2) so lines from different threads never interleave. The span
+// form is for fields built at run time (an adapter's, gateway/app.cpp); both write the same.
+void log(Level level, std::string_view msg, std::span<const Field> fields);
 void log(Level level, std::string_view msg, std::initializer_list<Field> fields = {});
 
 // Formats one log line without writing it (used by log() and by tests).
+std::string format_line(Level level, std::string_view msg, std::span<const Field> fields, std::int64_t epoch_ms);
 std::string format_line(Level level, std::string_view msg, std::initializer_list<Field> fields,
                         std::int64_t epoch_ms);
 

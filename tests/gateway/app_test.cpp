@@ -1,20 +1,27 @@
 // SPDX-License-Identifier: Apache-2.0
 // gw::check_startup (what --check-config runs after load_config) and App's start: everything
 // start-up loads is loaded by the check too, and a start refused on its configuration writes
-// nothing to the audit log.
+// nothing to the audit log. Adapters' log lines reach the gateway's log with their fields.
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
 
 #include "gateway/app.h"
 #include "gateway/config/config.h"
+#include "adapters/plugin/plugin_adapter.h"
 #include "gateway/observe/log.h"
 #include "support/certs.h"
 #include "support/https_client.h"
 #include "support/paths.h"
+#include "support/stderr_capture.h"
 #include "support/tokens.h"
 
 using namespace gw;
@@ -198,4 +205,66 @@ TEST_CASE("App: the HTTPS listener serves the TLS context check_startup loaded; 
   CHECK(r.status == 200);
   // And a start from the changed files is refused, as the check would refuse it.
   CHECK_THROWS_AS(check_startup(c), config::ConfigError);
+}
+
+TEST_CASE("log_adapter_line: an adapter's line keeps its fields up to kMaxLogFields and counts the rest") {
+  std::vector<std::pair<std::string, std::string>> fields;
+  for (std::size_t i = 0; i < adapters::kMaxLogFields + 3; ++i)
+    fields.emplace_back("f" + std::to_string(i), "v" + std::to_string(i));
+  const std::vector<std::pair<std::string, std::string>> all(fields.begin(), fields.begin() + adapters::kMaxLogFields);
+
+  observe::set_level(observe::Level::info);  // earlier tests quiet the log
+  test::StderrCapture capture;
+  log_adapter_line(adapters::LogLevel::warn, "adapter line with every field", all);
+  log_adapter_line(adapters::LogLevel::warn, "adapter line with too many fields", fields);
+  const std::string text = capture.text();
+
+  auto full = fhir::parse_json(test::log_line(text, "adapter line with every field"));
+  REQUIRE_MESSAGE(full.ok(), text);
+  CHECK(full->string_at("level") == "warn");
+  for (const auto& [key, value] : all) CHECK_MESSAGE(full->string_at(key) == value, key);
+  CHECK(full->find("fields_dropped") == nullptr);
+
+  // More than the maximum: the first kMaxLogFields are written, and how many were left out.
+  auto cut = fhir::parse_json(test::log_line(text, "adapter line with too many fields"));
+  REQUIRE_MESSAGE(cut.ok(), text);
+  for (const auto& [key, value] : all) CHECK_MESSAGE(cut->string_at(key) == value, key);
+  for (std::size_t i = adapters::kMaxLogFields; i < fields.size(); ++i) CHECK(cut->find(fields[i].first) == nullptr);
+  const fhir::Json* dropped = cut->find("fields_dropped");
+  REQUIRE(dropped != nullptr);
+  CHECK(fhir::to_json(*dropped) == "3");
+}
+
+TEST_CASE("log_adapter_line: a plug-in's log call reaches the gateway's log with the loader's fields") {
+  adapters::SourceSystem source;
+  source.name = "example-source";
+  source.ods_code = "RXX01";
+  source.adapter = "plugin";
+  source.plugin = GW_EXAMPLE_PLUGIN;
+  source.settings = {{"ingest_on_start", "true"}};
+  auto loaded = adapters::load_plugin(source);
+  REQUIRE(loaded.ok());
+
+  boost::asio::io_context io;
+  std::atomic<bool> seen{false};
+  adapters::AdapterContext context;
+  context.executor = io.get_executor();  // no sink: the plug-in's batch is refused and it logs so
+  context.log = [&seen](adapters::LogLevel level, std::string_view message,
+                        const std::vector<std::pair<std::string, std::string>>& fields) {
+    log_adapter_line(level, message, fields);
+    if (message.find("example: batch refused at once") != std::string_view::npos) seen = true;
+  };
+  observe::set_level(observe::Level::info);  // earlier tests quiet the log
+  test::StderrCapture capture;
+  REQUIRE((*loaded)->start(context).ok());
+  for (int i = 0; i < 1000 && !seen; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  (*loaded)->stop();
+  const std::string text = capture.text();
+  REQUIRE(seen);
+
+  auto line = fhir::parse_json(test::log_line(text, "example: batch refused at once (status 4)"));
+  REQUIRE_MESSAGE(line.ok(), text);
+  CHECK(line->string_at("level") == "warn");
+  CHECK(line->string_at("source") == "example-source");
+  CHECK(line->string_at("origin") == "plugin");
 }

@@ -162,6 +162,26 @@ TEST_CASE("Ingest: malformed resources are refused naming the resource, before a
   CHECK(errors(*s).size() == cases.size());
 }
 
+TEST_CASE("Ingest: resources their adapter already checked (resources_checked) are not checked again") {
+  // The plug-in loader runs check_batch_resources to refuse a batch at once and marks the
+  // batch; walking every element a second time would only repeat it. Shown with a resource
+  // the check refuses: marked as checked, nothing on the ingest path looks at its elements.
+  auto s = two_sources();
+  const fhir::Json unchecked = parse(
+      R"({"resourceType":"Observation","id":"o-marked","status":"final","code":{"text":"x"},"bogusElement":true})");
+  auto refused = submit(*s, batch("epr-a", "mark-1", {unchecked}));
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.issue().expression == "batch.resources[0].bogusElement");
+
+  adapters::IngestBatch marked = batch("epr-a", "mark-2", {unchecked});
+  marked.resources_checked = true;
+  auto applied = submit(*s, std::move(marked));
+  REQUIRE_MESSAGE(applied.ok(), applied.issue().diagnostics);
+  auto stored = s->app().store().read("Observation", "o-marked");
+  REQUIRE(stored.ok());
+  CHECK(stored->has_value());
+}
+
 TEST_CASE("Ingest: an identity with nothing to match on is refused, not filed as a new empty patient") {
   auto s = two_sources();
   auto b = batch("epr-a", "no-id", {observation("obs-9")});

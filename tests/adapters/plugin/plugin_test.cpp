@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -645,6 +646,52 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
   auto big = parse_plugin_batch(R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[]})", source, small);
   REQUIRE_FALSE(big.ok());
   CHECK(big.issue().code == ErrorCode::payload_too_large);
+}
+
+TEST_CASE("read_plugin_batch: one parse gives the checked batch, or the refusal with what is kept of it") {
+  const std::string source = kSourceName;
+  const std::string identity =
+      R"("identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]})";
+  const std::string observation =
+      R"({"resourceType":"Observation","id":"o1","status":"final","code":{"text":"x"},"valueQuantity":{"value":72}})";
+
+  // Accepted: the resources passed check_batch_resources here, so ingest does not walk them again.
+  auto accepted = read_plugin_batch("{" + identity + R"(,"resources":[)" + observation + "]}", source);
+  REQUIRE(std::holds_alternative<IngestBatch>(accepted));
+  const IngestBatch& batch = std::get<IngestBatch>(accepted);
+  CHECK(batch.resources_checked);
+  REQUIRE(batch.resources.size() == 1);
+  CHECK(batch.identity.string_at("resourceType") == "Patient");
+  CHECK(parse_plugin_batch("{" + identity + R"(,"resources":[]})", source)->resources_checked);
+
+  // Refused after its identity and resources were read (a bad encounter): the refusal still
+  // names the patient and keeps raw, kind and key from the same parse.
+  auto late = read_plugin_batch("{" + identity + R"(,"resources":[)" + observation +
+                                    R"(],"raw":"R","kind":"ADT^A01","dedupe_key":"PAS|1","encounters":[{"date":"2024"}]})",
+                                source);
+  REQUIRE(std::holds_alternative<IngestFailure>(late));
+  const IngestFailure& f = std::get<IngestFailure>(late);
+  CHECK(f.rejected);
+  CHECK(f.source == source);
+  CHECK(f.issue.code == ErrorCode::invalid_value);
+  CHECK(f.issue.diagnostics == "batch.encounters holds an entry without organisation and date");
+  CHECK(f.raw == "R");
+  CHECK(f.kind == "ADT^A01");
+  CHECK(f.dedupe_key == "PAS|1");
+  CHECK(f.nhs_number == "9434765919");
+
+  // Not JSON: the text as received is kept; over the size limit, nothing of it.
+  auto broken = read_plugin_batch(R"({"raw":"R",)", source);
+  REQUIRE(std::holds_alternative<IngestFailure>(broken));
+  CHECK(std::get<IngestFailure>(broken).issue.code == ErrorCode::invalid_json);
+  CHECK(std::get<IngestFailure>(broken).raw == R"({"raw":"R",)");
+  PluginLimits small;
+  small.max_batch_bytes = 16;
+  auto big = read_plugin_batch("{" + identity + R"(,"resources":[]})", source, small);
+  REQUIRE(std::holds_alternative<IngestFailure>(big));
+  CHECK(std::get<IngestFailure>(big).issue.code == ErrorCode::payload_too_large);
+  CHECK(std::get<IngestFailure>(big).raw.empty());
+  CHECK(std::get<IngestFailure>(big).nhs_number.empty());
 }
 
 TEST_CASE("parse_plugin_answer: malformed answers name the source") {
