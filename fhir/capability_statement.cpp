@@ -94,6 +94,7 @@ Json capability_statement(const ServerDescription& server, const std::vector<Res
         r.set("interaction", std::move(inter));
       }
       if (rc.update_create) r.set("updateCreate", Json::boolean(true));
+      if (!rc.conditional_read.empty()) r.set("conditionalRead", str(rc.conditional_read));
       const auto& params = search_params.params_for(rc.type);
       if (!params.empty()) {
         Json sp = Json::array();

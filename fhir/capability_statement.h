@@ -22,6 +22,7 @@ struct ResourceCapability {
   std::vector<std::string> interactions;  // read, vread, search-type, create, update, delete ...
   std::vector<OperationCapability> operations;
   bool update_create = false;             // an update to an unknown id creates the resource
+  std::string conditional_read;           // conditionalRead code (not-supported when empty: not declared)
 };
 
 struct ServerDescription {

@@ -4,9 +4,17 @@
 //   GET /Encounter?patient=          (date)
 //   GET /Observation?patient=        (code, date)
 //   GET /DiagnosticReport?patient=   (code, date)
-//   GET /{Encounter|Observation|DiagnosticReport|Location|Practitioner}/{id}
-// A search names one patient (patient=, subject=Patient/, or :identifier with an NHS number)
-// and covers every record merged into them; an unknown or hidden patient gets an empty Bundle.
+//   POST /{Encounter|Observation|DiagnosticReport}/_search   the same in a form body; its
+//                                    Bundle links through a page handle (search_pages.h), so
+//                                    no NHS number appears in a URL
+//   GET /{Encounter|Observation|DiagnosticReport|Location|Practitioner}/{id}   read: ETag,
+//                                    Last-Modified, 304 as Patient's (LocatorApi::unchanged_for)
+// A search names one patient, once (patient=, subject=Patient/, [base]/Patient/{id}, or
+// :identifier with an NHS number) and covers every record merged into them; an unknown or
+// hidden patient gets an empty Bundle. Entries coded in a sensitive category the caller's role
+// may not see are withheld (not counted; an OperationOutcome warning in a search, 403 on a
+// read; named in the audit record), and under break-glass every resource carries meta.security
+// BTG, as on Patient and DocumentReference.
 #pragma once
 
 #include "fhir/search_params.h"

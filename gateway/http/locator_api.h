@@ -41,18 +41,9 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
 
   // ---- POST _search pages (search_pages.h) ---------------------------------------------------
 
-  // How a search arrived, which decides how its Bundle's links are written: a GET search links
-  // to GET URLs carrying its parameters; a POST _search, and every page fetched through its
-  // handle, link through the handle only.
-  enum class Via { get, post, page };
-
-  // The parameters behind GET [base]/{type}?_getpages=...&_offset=n: the kept search with the
-  // link's _offset. Only _offset, _format and _pretty may come with the handle: anything else
-  // would be a different search under the same handle.
+  using Via = SearchVia;
+  // http::page_params and http::link_through_handle over this API's handles.
   fhir::Result<fhir::QueryParams> page_params(const Request& req, std::string_view type);
-
-  // Replaces the GET links make_searchset wrote with links through a page handle: `handle`
-  // for a page, a new one for a POST _search. `params` are the search's parameters.
   fhir::Status link_through_handle(Json& bundle, const Request& req, std::string_view type, Via via,
                                    std::string handle, const fhir::QueryParams& params,
                                    const fhir::SearchRequest& parsed, bool has_more);

@@ -250,13 +250,7 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
     out.matches.push_back(subsetted(visible[i], *subset));
   }
   out.has_more = !count_only && to < visible.size();
-  if (held_back > 0) {
-    Issue w = Issue::make(ErrorCode::forbidden,
-                          std::to_string(held_back) + " record pointer(s) for this patient are withheld under the "
-                                                      "sensitivity policy for your role; they are not counted in total");
-    w.severity = fhir::Severity::warning;
-    out.outcomes.push_back(fhir::operation_outcome(w));
-  }
+  if (held_back > 0) out.outcomes.push_back(withheld_outcome(held_back, "record pointer"));
   auto bundle = searchset(std::move(out));
   if (!bundle) co_return error_response(bundle.issue(), req.format.pretty);
   Response r = fhir_response(200, *bundle, req.format.pretty);

@@ -26,6 +26,18 @@ namespace {
 Json str(std::string_view s) { return fhir::text(s); }
 Json codeable(Json c) { return fhir::codeable_concept(std::move(c)); }
 
+// meta.security gains BTG, once, beside any security labels already there.
+void add_break_glass_label(Json& meta) {
+  Json* sec = meta.find("security");
+  if (!sec || !sec->is_array()) {
+    meta.set("security", Json::array());
+    sec = meta.find("security");
+  }
+  for (const Json& c : sec->items())
+    if (c.is_object() && c.string_at("system") == kActCodeSystem && c.string_at("code") == "BTG") return;
+  sec->push_back(coding(kActCodeSystem, "BTG", "break the glass"));
+}
+
 Json meta(std::int64_t version, const std::string& last_updated, std::string_view profile, bool break_glass) {
   Json m = Json::object();
   m.set("versionId", Json::string(std::to_string(version)));
@@ -33,11 +45,7 @@ Json meta(std::int64_t version, const std::string& last_updated, std::string_vie
   Json profiles = Json::array();
   profiles.push_back(str(profile));
   m.set("profile", std::move(profiles));
-  if (break_glass) {
-    Json sec = Json::array();
-    sec.push_back(coding(kActCodeSystem, "BTG", "break the glass"));
-    m.set("security", std::move(sec));
-  }
+  if (break_glass) add_break_glass_label(m);
   return m;
 }
 
@@ -194,6 +202,23 @@ Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool
     r.set("extension", std::move(exts));
   }
   return r;
+}
+
+void mark_break_glass(Json& resource) {
+  Json* m = resource.find("meta");
+  if (!m || !m->is_object()) {
+    resource.set("meta", Json::object());
+    m = resource.find("meta");
+  }
+  add_break_glass_label(*m);
+}
+
+Json withheld_outcome(std::size_t count, std::string_view what) {
+  Issue w = Issue::make(ErrorCode::forbidden, std::to_string(count) + " " + std::string(what) +
+                                                  "(s) for this patient are withheld under the sensitivity policy "
+                                                  "for your role; they are not counted in total");
+  w.severity = fhir::Severity::warning;
+  return fhir::operation_outcome(w);
 }
 
 fhir::Result<Subset> subset_of(const fhir::SearchRequest& s) {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Record locator values as the FHIR resources its routes serve (locator_routes.h): a UK Core
-// Patient, an NRL-shaped DocumentReference, and a Patient cut down by _summary or _elements.
+// Patient, an NRL-shaped DocumentReference, and a Patient cut down by _summary or _elements;
+// the break-glass label and the withheld-entries warning, which the clinical routes share.
 // The reverse mapping, FHIR -> locator values, is gateway/locator/fhir_mapping.h.
 #pragma once
 
@@ -27,6 +28,13 @@ inline constexpr std::string_view kIdentifierSourceExtension =
 fhir::Json patient_json(const locator::PatientRecord& p, bool break_glass);
 // The DocumentReference for pointer `p`; `nhs_number` (may be empty) goes in subject.identifier.
 fhir::Json pointer_json(const locator::Pointer& p, const std::string& nhs_number, bool break_glass);
+// Marks a resource shown under break-glass (docs/access-policy.md "Break-glass"): meta.security
+// gains v3-ActCode BTG, once, beside any labels it already carries. The label travels with the
+// data where the X-Emergency-Access header does not.
+void mark_break_glass(fhir::Json& resource);
+// The warning entry of a searchset that withheld `count` entries, each a `what` (e.g. "record
+// pointer", "Observation"), under the sensitivity policy (docs/access-policy.md rule 5).
+fhir::Json withheld_outcome(std::size_t count, std::string_view what);
 // The DocumentReference.date pointer_json serves: the date the source gave, else the index's
 // own time of writing ("" when neither is known).
 const std::string& served_date(const locator::Pointer& p);

@@ -164,37 +164,14 @@ fhir::Result<std::optional<locator::Identifier>> LocatorApi::identifier_from_tok
 }
 
 fhir::Result<fhir::QueryParams> LocatorApi::page_params(const Request& req, std::string_view type) {
-  std::string_view handle;
-  std::optional<std::string> offset;
-  for (const auto& [k, v] : *req.query) {
-    if (k == kPageHandleParam && handle.empty()) {
-      handle = v;
-    } else if (k == "_offset" && !offset) {
-      offset = v;
-    } else if (k != "_format" && k != "_pretty") {
-      return Issue::make(ErrorCode::invalid_search_parameter,
-                         "a page link carries its search: send only _getpages and _offset (and _format or "
-                         "_pretty), as the link gives them",
-                         k.substr(0, 64));
-    }
-  }
-  auto kept = pages_.find(handle, *req.principal, type);
-  if (!kept) return kept;
-  if (offset) kept->emplace_back("_offset", *offset);
-  return kept;
+  return http::page_params(pages_, req, type);
 }
 
 fhir::Status LocatorApi::link_through_handle(Json& bundle, const Request& req, std::string_view type, Via via,
                                              std::string handle, const fhir::QueryParams& params,
                                              const fhir::SearchRequest& parsed, bool has_more) {
-  if (via == Via::get) return fhir::Ok{};
-  if (via == Via::post) {
-    auto made = pages_.keep(*req.principal, type, params);
-    if (!made) return std::move(made).issue();
-    handle = std::move(*made);
-  }
-  bundle.set("link", page_links(deps_.base_url, type, handle, parsed.offset, parsed.count, has_more));
-  return fhir::Ok{};
+  return http::link_through_handle(pages_, deps_.base_url, bundle, req, type, via, std::move(handle), params, parsed,
+                                   has_more);
 }
 
 void register_locator_search_params(fhir::SearchParamRegistry& registry) {
@@ -241,8 +218,10 @@ void add_locator_routes(Router& router, const fhir::SearchParamRegistry& registr
   router.add("GET", "/Patient/$ihe-pix", [api](Request& r) { return api->pix(r); }, pix);
   RouteOptions post_search = opts("Patient", "", Interaction::search);
   router.add("POST", "/Patient/_search", [api](Request& r) { return api->search_patients_post(r); }, post_search);
-  router.add("GET", "/Patient/{id}", [api](Request& r) { return api->read_patient(r); },
-             opts("Patient", "read", Interaction::read));
+  // Reads answer If-None-Match and If-Modified-Since with 304 (unchanged_for).
+  RouteOptions read_patient = opts("Patient", "read", Interaction::read);
+  read_patient.conditional_read = "full-support";
+  router.add("GET", "/Patient/{id}", [api](Request& r) { return api->read_patient(r); }, read_patient);
   router.add("GET", "/Patient", [api](Request& r) { return api->search_patients_get(r); },
              opts("Patient", "search-type", Interaction::search));
 
@@ -250,8 +229,9 @@ void add_locator_routes(Router& router, const fhir::SearchParamRegistry& registr
              opts("DocumentReference", "search-type", Interaction::search));
   router.add("POST", "/DocumentReference/_search", [api](Request& r) { return api->search_pointers_post(r); },
              opts("DocumentReference", "", Interaction::search));
-  router.add("GET", "/DocumentReference/{id}", [api](Request& r) { return api->read_pointer(r); },
-             opts("DocumentReference", "read", Interaction::read));
+  RouteOptions read_pointer = opts("DocumentReference", "read", Interaction::read);
+  read_pointer.conditional_read = "full-support";
+  router.add("GET", "/DocumentReference/{id}", [api](Request& r) { return api->read_pointer(r); }, read_pointer);
   RouteOptions create = opts("DocumentReference", "create", Interaction::create);
   create.json_body = true;
   router.add("POST", "/DocumentReference", [api](Request& r) { return api->write_pointer(r, true); }, create);

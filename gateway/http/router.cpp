@@ -112,6 +112,7 @@ std::vector<fhir::ResourceCapability> Router::resource_capabilities() const {
       rc.interactions.push_back(o.interaction);
     if (!o.operation.empty()) rc.operations.push_back({o.operation, o.operation_definition});
     rc.update_create = rc.update_create || o.update_create;
+    if (!o.conditional_read.empty()) rc.conditional_read = o.conditional_read;
   }
   std::vector<fhir::ResourceCapability> out;
   for (auto& [type, rc] : by_type) out.push_back(std::move(rc));

@@ -41,6 +41,7 @@ struct RouteOptions {
   std::string operation_definition;
   std::string profile;        // canonical profile for the resource type
   bool update_create = false; // an update to an unknown id creates it (updateCreate)
+  std::string conditional_read;  // on a read: not-match (If-None-Match) or full-support (and If-Modified-Since)
 };
 
 struct Route {

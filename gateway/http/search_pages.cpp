@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <array>
+#include <optional>
 
 #include <openssl/rand.h>
 
@@ -94,6 +95,40 @@ void SearchPages::drop_expired(std::chrono::steady_clock::time_point now) {
     if (it != entries_.end()) entries_.erase(it);
     order_.pop_front();
   }
+}
+
+fhir::Result<fhir::QueryParams> page_params(SearchPages& pages, const Request& req, std::string_view type) {
+  std::string_view handle;
+  std::optional<std::string> offset;
+  for (const auto& [k, v] : *req.query) {
+    if (k == kPageHandleParam && handle.empty()) {
+      handle = v;
+    } else if (k == "_offset" && !offset) {
+      offset = v;
+    } else if (k != "_format" && k != "_pretty") {
+      return Issue::make(ErrorCode::invalid_search_parameter,
+                         "a page link carries its search: send only _getpages and _offset (and _format or "
+                         "_pretty), as the link gives them",
+                         k.substr(0, 64));
+    }
+  }
+  auto kept = pages.find(handle, *req.principal, type);
+  if (!kept) return kept;
+  if (offset) kept->emplace_back("_offset", *offset);
+  return kept;
+}
+
+fhir::Status link_through_handle(SearchPages& pages, const std::string& base_url, Json& bundle, const Request& req,
+                                 std::string_view type, SearchVia via, std::string handle,
+                                 const fhir::QueryParams& params, const fhir::SearchRequest& parsed, bool has_more) {
+  if (via == SearchVia::get) return fhir::Ok{};
+  if (via == SearchVia::post) {
+    auto made = pages.keep(*req.principal, type, params);
+    if (!made) return std::move(made).issue();
+    handle = std::move(*made);
+  }
+  bundle.set("link", page_links(base_url, type, handle, parsed.offset, parsed.count, has_more));
+  return fhir::Ok{};
 }
 
 Json page_links(const std::string& base_url, std::string_view type, std::string_view handle, std::int64_t offset,

@@ -19,7 +19,9 @@
 #include "fhir/json.h"
 #include "fhir/query_string.h"
 #include "fhir/result.h"
+#include "fhir/search_params.h"
 #include "gateway/auth/policy.h"
+#include "gateway/http/request.h"
 
 namespace gw::http {
 
@@ -66,6 +68,24 @@ class SearchPages {
   // all); may name handles already gone.
   std::deque<std::string> order_;
 };
+
+// How a search arrived, which decides how its Bundle's links are written: a GET search links
+// to GET URLs carrying its parameters; a POST _search, and every page fetched through its
+// handle, link through the handle only.
+enum class SearchVia { get, post, page };
+
+// The parameters behind GET [base]/{type}?_getpages=...&_offset=n: the search kept in `pages`
+// with the link's _offset. Only _offset, _format and _pretty may come with the handle: anything
+// else would be a different search under the same handle (invalid_search_parameter); the
+// errors of SearchPages::find otherwise.
+fhir::Result<fhir::QueryParams> page_params(SearchPages& pages, const Request& req, std::string_view type);
+
+// Replaces the GET links make_searchset wrote in `bundle` with links through a page handle:
+// `handle` for a page, a new one kept in `pages` for a POST _search; nothing for a GET search.
+// `params` are the search's parameters.
+fhir::Status link_through_handle(SearchPages& pages, const std::string& base_url, fhir::Json& bundle,
+                                 const Request& req, std::string_view type, SearchVia via, std::string handle,
+                                 const fhir::QueryParams& params, const fhir::SearchRequest& parsed, bool has_more);
 
 // The links of a searchset served through page `handle`: self, first, previous and next as
 // make_searchset writes them (fhir/bundle.h), each [base]/{type}?_getpages={handle}&_offset={n}.

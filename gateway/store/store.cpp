@@ -107,6 +107,31 @@ std::string_view status_name(MessageStatus s) {
   return "error";
 }
 
+bool carries_coding(const Json& resource, const std::vector<std::pair<std::string, std::string>>& codings) {
+  if (codings.empty()) return false;
+  // Every node, wherever a source put the coding: a sensitive result is as sensitive in
+  // Observation.valueCodeableConcept or Encounter.reasonCode as in code.
+  std::vector<const Json*> todo{&resource};
+  while (!todo.empty()) {
+    const Json* node = todo.back();
+    todo.pop_back();
+    if (node->is_array()) {
+      for (const Json& item : node->items()) todo.push_back(&item);
+    } else if (node->is_object()) {
+      const Json* system = node->find("system");
+      const Json* code = node->find("code");
+      if (system && code && system->is_string() && code->is_string()) {
+        const bool hit = std::any_of(codings.begin(), codings.end(), [&](const auto& c) {
+          return c.first == system->text() && c.second == code->text();
+        });
+        if (hit) return true;
+      }
+      for (const auto& member : node->members()) todo.push_back(&member.second);
+    }
+  }
+  return false;
+}
+
 std::optional<MessageStatus> parse_status(std::string_view s) {
   for (MessageStatus m : {MessageStatus::applied, MessageStatus::error, MessageStatus::rejected, MessageStatus::replayed})
     if (status_name(m) == s) return m;
@@ -474,7 +499,8 @@ fhir::Result<ResourcePage> Store::search(const ResourceQuery& q) {
     sql += " AND EXISTS (SELECT 1 FROM resource_code c WHERE c.type = r.type AND c.id = r.id AND (";
     for (std::size_t i = 0; i < q.codes.size(); ++i) {
       if (i) sql += " OR ";
-      sql += q.codes[i].first.empty() ? "(c.code = ?)" : "(c.code = ? AND c.system = ?)";
+      // A coding without a system is indexed with system '' (codes_of), which |code asks for.
+      sql += q.codes[i].system ? "(c.code = ? AND c.system = ?)" : "(c.code = ?)";
     }
     sql += "))";
   }
@@ -484,12 +510,19 @@ fhir::Result<ResourcePage> Store::search(const ResourceQuery& q) {
   int i = 1;
   st->bind(i++, q.type);
   for (const auto& p : q.patient_ids) st->bind(i++, p);
-  for (const auto& [system, code] : q.codes) {
-    st->bind(i++, code);
-    if (!system.empty()) st->bind(i++, system);
+  for (const auto& c : q.codes) {
+    st->bind(i++, c.code);
+    if (c.system) st->bind(i++, *c.system);
   }
   st->bind(i, static_cast<std::int64_t>(s_->options.max_scan + 1));
   const std::int64_t now_s = now_ms() / 1000;
+  // Each withheld code as it appears in the stored text (written by fhir::to_json, with the
+  // same escapes): a row whose text holds none of them cannot carry one, and is not parsed.
+  std::vector<std::string> withheld_text;
+  for (const auto& wc : q.withheld_codings) {
+    withheld_text.emplace_back();
+    fhir::append_json_string(withheld_text.back(), wc.second);
+  }
   std::size_t scanned = 0;
   for (;;) {
     auto row = st->step();
@@ -505,6 +538,19 @@ fhir::Result<ResourcePage> Store::search(const ResourceQuery& q) {
       bool all = true;
       for (const auto& [prefix, range] : q.dates) all = all && fhir::date_matches(prefix, range, target, now_s);
       if (!all) continue;
+    }
+    if (!withheld_text.empty()) {
+      const std::string text = st->column_blob(6);
+      const bool maybe = std::any_of(withheld_text.begin(), withheld_text.end(),
+                                     [&text](const std::string& w) { return text.find(w) != std::string::npos; });
+      if (maybe) {
+        auto json = fhir::parse_json(text);
+        // Written by us; one that no longer parses is withheld rather than shown unchecked.
+        if (!json || carries_coding(*json, q.withheld_codings)) {
+          page.withheld.push_back(st->column_text(0) + "/" + st->column_text(1));
+          continue;
+        }
+      }
     }
     ++page.total;
     if (page.total <= static_cast<std::int64_t>(q.offset) ||

@@ -65,22 +65,38 @@ struct StoredResource {
   std::string json;             // the resource with meta.versionId and meta.lastUpdated
 };
 
+// One code= alternative (R4 search.html#token): `system` nullopt matches the code in any
+// system (code alone); "" matches only a coding without a system (|code).
+struct CodeMatch {
+  std::optional<std::string> system;
+  std::string code;
+};
+
 struct ResourceQuery {
   std::vector<std::string> patient_ids;  // the patient and every record merged into it
   std::string type;                      // Encounter, Observation, DiagnosticReport, ...
-  // code=system|code alternatives (ORed); system empty: any system.
-  std::vector<std::pair<std::string, std::string>> codes;
+  std::vector<CodeMatch> codes;          // alternatives, ORed
   // date comparisons, all must hold (ANDed).
   std::vector<std::pair<fhir::Prefix, fhir::DateRange>> dates;
+  // Codings (system, code) the caller may not see (the sensitive categories of
+  // auth::Policy): a match carrying one anywhere (carries_coding) is withheld before anything
+  // is counted, so total and paging describe only what is shown.
+  std::vector<std::pair<std::string, std::string>> withheld_codings;
   std::size_t count = 50;
   std::size_t offset = 0;
 };
 
 struct ResourcePage {
   std::vector<StoredResource> items;  // newest clinical date first, then type/id
-  std::int64_t total = 0;
+  std::int64_t total = 0;             // matches not withheld
+  std::vector<std::string> withheld;  // "Type/id" of every match withheld (withheld_codings)
   bool truncated = false;             // more than max_scan candidates: total is a lower bound
 };
+
+// Whether `resource` holds, anywhere in it (code, value, component, category, reason,
+// contained resources, ...), a Coding whose (system, code) is one of `codings`. Walks every
+// node once, without recursion.
+bool carries_coding(const fhir::Json& resource, const std::vector<std::pair<std::string, std::string>>& codings);
 
 struct MessageQuery {
   std::optional<MessageStatus> status;

@@ -63,7 +63,8 @@ TEST_CASE("CapabilityStatement: generated from declared resources and registered
   ServerDescription server{"fhir-gateway", "0.1.0", "https://x", "test", "2026-11-23", true,
                            "https://idp.example/authorize", "https://idp.example/token"};
   ResourceCapability patient_cap{"Patient", "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient",
-                                 {"read", "search-type"}, {{"summary", "http://hl7.org/fhir/uv/ips/OperationDefinition/summary"}}};
+                                 {"read", "search-type"}, {{"summary", "http://hl7.org/fhir/uv/ips/OperationDefinition/summary"}},
+                                 false, "full-support"};
   Json cs = capability_statement(server, {patient_cap}, {}, reg);
   CHECK(cs.string_at("fhirVersion") == "4.0.1");
   CHECK(cs.string_at("kind") == "instance");
@@ -81,6 +82,8 @@ TEST_CASE("CapabilityStatement: generated from declared resources and registered
   CHECK(res.find("interaction")->items().size() == 2);
   CHECK(res.find("searchParam")->items().at(0).string_at("type") == "token");
   CHECK(res.find("operation")->items().at(0).string_at("name") == "summary");
+  CHECK(res.string_at("conditionalRead") == "full-support");
+  CHECK(res.find("updateCreate") == nullptr);
 }
 
 TEST_CASE("Content negotiation: JSON family and wildcards accepted, XML and Turtle refused with 406") {

@@ -329,3 +329,48 @@ TEST_CASE("Store: a version-2 store.db is upgraded with its resources and messag
   REQUIRE(*rowid->step());
   CHECK(rowid->column_int64(0) == 1);
 }
+
+TEST_CASE("Store: code with no system, any system or one system; withheld codings are held back before counting") {
+  const auto dir = test::temp_dir("store");
+  auto s = store::Store::open((dir / "store.db").string());
+  REQUIRE(s.ok());
+  store::Store& st = **s;
+  auto nosys = fhir::parse_json(R"({"resourceType":"Observation","id":"o3","status":"final","code":{"coding":[{"code":"2093-3"}]},)"
+                                R"("subject":{"reference":"Patient/p1"},"effectiveDateTime":"2026-10-01",)"
+                                R"("valueCodeableConcept":{"coding":[{"system":"http://snomed.info/sct","code":"165816005"}]}})");
+  REQUIRE(nosys.ok());
+  REQUIRE(wait_for<store::ApplyResult>([&](auto done) {
+            st.apply(message("K1", "raw-1"), {observation("o1", "2093-3", "2026-11-01"), *nosys}, done);
+          }).ok());
+  store::ResourceQuery q;
+  q.patient_ids = {"p1"};
+  q.type = "Observation";
+  auto ids = [&]() {
+    auto page = st.search(q);
+    REQUIRE(page.ok());
+    std::vector<std::string> out;
+    for (const auto& r : page->items) out.push_back(r.id);
+    return out;
+  };
+  q.codes = {{std::string(), "2093-3"}};  // |2093-3: only the coding without a system
+  CHECK(ids() == std::vector<std::string>{"o3"});
+  q.codes = {{std::nullopt, "2093-3"}};  // 2093-3: any system
+  CHECK(ids() == std::vector<std::string>{"o1", "o3"});
+  q.codes = {{"http://loinc.org", "2093-3"}};
+  CHECK(ids() == std::vector<std::string>{"o1"});
+
+  // A withheld coding anywhere in the resource (here its value) holds it back: not counted,
+  // not listed, named in `withheld`.
+  q.codes.clear();
+  q.withheld_codings = {{"http://snomed.info/sct", "165816005"}};
+  auto page = st.search(q);
+  REQUIRE(page.ok());
+  CHECK(page->total == 1);
+  REQUIRE(page->items.size() == 1);
+  CHECK(page->items[0].id == "o1");
+  CHECK(page->withheld == std::vector<std::string>{"Observation/o3"});
+  // The same code in another system is not the sensitive one.
+  q.withheld_codings = {{"http://example.org/other", "165816005"}};
+  CHECK(st.search(q)->total == 2);
+  CHECK(st.search(q)->withheld.empty());
+}

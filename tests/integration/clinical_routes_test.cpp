@@ -1,0 +1,386 @@
+// SPDX-License-Identifier: Apache-2.0
+// The clinical routes over store.db (gateway/http/clinical_routes.h) on a running gateway:
+// sensitive entries withheld and reported, token searches with and without a system, how the
+// patient is named, the break-glass label, conditional reads, and POST _search with page
+// handles. Resources are written straight into store.db, as the ingest path files them.
+#include <doctest/doctest.h>
+
+#include <condition_variable>
+#include <mutex>
+
+#include "gateway/audit/log.h"
+#include "gateway/store/store.h"
+#include "support/https_client.h"
+#include "support/responses.h"
+#include "support/seed.h"
+#include "support/test_server.h"
+
+using namespace gw;
+using gw::test::HttpResponse;
+using gw::test::json_of;
+using gw::test::Seeded;
+using gw::test::TestServer;
+using gw::test::TokenClaims;
+
+namespace {
+
+constexpr const char* kSnomed = "http://snomed.info/sct";
+
+fhir::Json parse(const std::string& text) {
+  auto j = fhir::parse_json(text);
+  REQUIRE_MESSAGE(j.ok(), text);
+  return std::move(*j);
+}
+
+// Files `resources` (JSON texts, subject already set) in store.db for `patient_id`.
+void file(TestServer& s, const std::string& patient_id, const std::vector<std::string>& resources) {
+  static int key = 0;
+  store::MessageWrite m;
+  m.source = "test-lab";
+  m.kind = "ORU^R01";
+  m.dedupe_key = "K" + std::to_string(++key);
+  m.raw = "message " + m.dedupe_key;
+  m.patient_id = patient_id;
+  std::vector<fhir::Json> rs;
+  for (const auto& r : resources) rs.push_back(parse(r));
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<fhir::Result<store::ApplyResult>> out;
+  s.app().store().apply(m, std::move(rs), [&](fhir::Result<store::ApplyResult> r) {
+    std::lock_guard lock(mu);
+    out.emplace(std::move(r));
+    cv.notify_all();
+  });
+  std::unique_lock lock(mu);
+  REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return out.has_value(); }));
+  REQUIRE_MESSAGE(out->ok(), out->issue().diagnostics);
+}
+
+std::string subject(const std::string& patient_id) {
+  return R"("subject":{"reference":"Patient/)" + patient_id + R"("})";
+}
+
+std::string coding(const std::string& system, const std::string& code) {
+  return system.empty() ? R"({"code":")" + code + R"("})"
+                        : R"({"system":")" + system + R"(","code":")" + code + R"("})";
+}
+
+std::string observation(const std::string& id, const std::string& patient_id, const std::string& code,
+                        const std::string& value = {}) {
+  return R"({"resourceType":"Observation","id":")" + id + R"(","status":"final","code":{"coding":[)" + code +
+         "]}," + subject(patient_id) + R"(,"effectiveDateTime":"2026-11-01T10:00:00Z")" +
+         (value.empty() ? "" : R"(,"valueCodeableConcept":{"coding":[)" + value + "]}") + "}";
+}
+
+// The demo record: a potassium result (LOINC, and once more without a system), an HIV result
+// whose code is neutral but whose value is "HIV positive" (sexual-health), a depressive
+// disorder finding (mental-health), an HIV report, and an Encounter whose reason is
+// depressive disorder.
+void file_record(TestServer& s, const std::string& pid) {
+  file(s, pid,
+       {observation("obs-k", pid, coding("http://loinc.org", "2823-3")),
+        observation("obs-k-nosys", pid, coding("", "2823-3")),
+        observation("obs-hiv", pid, coding("http://loinc.org", "7917-8"), coding(kSnomed, "165816005")),
+        observation("obs-dep", pid, coding(kSnomed, "35489007")),
+        R"({"resourceType":"DiagnosticReport","id":"dr-hiv","status":"final","code":{"coding":[)" +
+            coding(kSnomed, "86406008") + "]}," + subject(pid) + R"(,"effectiveDateTime":"2026-11-01T10:00:00Z"})",
+        R"({"resourceType":"Encounter","id":"enc-1","status":"finished","class":{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"AMB"},)" +
+            subject(pid) + R"(,"period":{"start":"2026-11-01T09:00:00Z"},"reasonCode":[{"coding":[)" +
+            coding(kSnomed, "35489007") + "]}]}",
+        R"({"resourceType":"Encounter","id":"enc-2","status":"finished","class":{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"AMB"},)" +
+            subject(pid) + R"(,"period":{"start":"2026-10-01T09:00:00Z"}})",
+        R"({"resourceType":"Location","id":"ward-1","name":"Ward 1"})"});
+}
+
+std::string bearer(const TokenClaims& c) { return test::test_tokens().header(c); }
+
+TokenClaims gp() {  // the patient's registered practice
+  TokenClaims c;
+  c.sub = "gp-1";
+  c.org = "A81001";
+  return c;
+}
+
+TokenClaims paramedic() {  // emergency purpose of use: a relationship with anyone
+  TokenClaims c;
+  c.sub = "medic-1";
+  c.role = "paramedic";
+  c.org = "RX6";
+  c.purpose = "EMERGENCY";
+  return c;
+}
+
+std::vector<std::string> match_ids(const fhir::Json& bundle) {
+  std::vector<std::string> ids;
+  if (const fhir::Json* entries = bundle.find("entry"))
+    for (const auto& e : entries->items())
+      if (e.find("search")->string_at("mode") == "match") ids.emplace_back(e.find("resource")->string_at("id"));
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+// The diagnostics of every outcome entry of a searchset.
+std::vector<std::string> outcomes(const fhir::Json& bundle) {
+  std::vector<std::string> out;
+  if (const fhir::Json* entries = bundle.find("entry"))
+    for (const auto& e : entries->items())
+      if (e.find("search")->string_at("mode") == "outcome")
+        out.emplace_back(e.find("resource")->find("issue")->items().at(0).string_at("diagnostics"));
+  return out;
+}
+
+std::string diagnostics_of(const HttpResponse& r) {
+  const fhir::Json body = json_of(r);
+  const fhir::Json* issues = body.find("issue");
+  if (issues == nullptr || issues->items().empty()) return {};
+  return std::string(issues->items().front().string_at("diagnostics"));
+}
+
+std::string link_target(const fhir::Json& bundle, const std::string& relation, const std::string& base) {
+  for (const auto& l : bundle.find("link")->items())
+    if (l.string_at("relation") == relation) return std::string(l.string_at("url")).substr(base.size());
+  return {};
+}
+
+// The one audit record of response `r`.
+audit::Record record_of(TestServer& s, const HttpResponse& r) {
+  const std::string id = r.header("x-request-id");
+  REQUIRE(!id.empty());
+  audit::Query q;
+  q.count = 100000;
+  auto page = s.app().audit_log()->search(q);
+  REQUIRE_MESSAGE(page.ok(), page.issue().diagnostics);
+  std::vector<audit::Record> mine;
+  for (auto& rec : page->records)
+    if (rec.request_id == id) mine.push_back(std::move(rec));
+  REQUIRE(mine.size() == 1);
+  return mine.front();
+}
+
+bool has_btg(const fhir::Json& resource) {
+  const fhir::Json* meta = resource.find("meta");
+  const fhir::Json* security = meta ? meta->find("security") : nullptr;
+  if (security == nullptr) return false;
+  return std::any_of(security->items().begin(), security->items().end(), [](const fhir::Json& c) {
+    return c.string_at("system") == "http://terminology.hl7.org/CodeSystem/v3-ActCode" && c.string_at("code") == "BTG";
+  });
+}
+
+}  // namespace
+
+TEST_CASE("Clinical routes: entries in a sensitive category the role may not see are withheld, reported and audited") {
+  TestServer s;
+  const Seeded a = test::add_patient(s.locator(), 301, "Sensitive", "A81001");
+  file_record(s, a.id);
+
+  // The GP (clinician: mental-health, not sexual-health): the HIV result and report withheld,
+  // not counted, reported in one warning; the depressive disorder finding shown.
+  HttpResponse r = test::get(s.port(), "/Observation?patient=" + a.id, s.client(), bearer(gp()));
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  fhir::Json b = json_of(r);
+  CHECK(b.find("total")->as_int64() == 3);
+  CHECK(match_ids(b) == std::vector<std::string>{"obs-dep", "obs-k", "obs-k-nosys"});
+  CHECK(outcomes(b) == std::vector<std::string>{"1 Observation(s) for this patient are withheld under the sensitivity "
+                                                "policy for your role; they are not counted in total"});
+  CHECK(r.body.find("165816005") == std::string::npos);
+  CHECK(record_of(s, r).detail.withheld == std::vector<std::string>{"Observation/obs-hiv"});
+  fhir::Json reports = json_of(test::get(s.port(), "/DiagnosticReport?patient=" + a.id, s.client(), bearer(gp())));
+  CHECK(reports.find("total")->as_int64() == 0);
+  CHECK(outcomes(reports).size() == 1);
+  fhir::Json encounters = json_of(test::get(s.port(), "/Encounter?patient=" + a.id, s.client(), bearer(gp())));
+  CHECK(match_ids(encounters) == std::vector<std::string>{"enc-1", "enc-2"});
+  CHECK(outcomes(encounters).empty());
+
+  // The paramedic (no sensitive category): the mental-health entries go too, wherever the
+  // code is (Observation.code, Encounter.reasonCode); paging counts only what is shown.
+  HttpResponse p = test::get(s.port(), "/Observation?patient=" + a.id + "&_count=1", s.client(), bearer(paramedic()));
+  REQUIRE_MESSAGE(p.status == 200, p.body);
+  fhir::Json pb = json_of(p);
+  CHECK(pb.find("total")->as_int64() == 2);
+  CHECK(outcomes(pb).at(0).rfind("2 Observation(s) for this patient are withheld", 0) == 0);
+  const audit::Record pr = record_of(s, p);
+  CHECK(pr.detail.withheld.size() == 2);
+  CHECK(std::find(pr.detail.withheld.begin(), pr.detail.withheld.end(), "Observation/obs-dep") != pr.detail.withheld.end());
+  fhir::Json pe = json_of(test::get(s.port(), "/Encounter?patient=" + a.id, s.client(), bearer(paramedic())));
+  CHECK(match_ids(pe) == std::vector<std::string>{"enc-2"});
+  CHECK(outcomes(pe).size() == 1);
+  // _summary=count: the total of what may be shown, and the warning still.
+  fhir::Json counted =
+      json_of(test::get(s.port(), "/Observation?patient=" + a.id + "&_summary=count", s.client(), bearer(paramedic())));
+  CHECK(counted.find("total")->as_int64() == 2);
+  CHECK(outcomes(counted).size() == 1);
+
+  // Reads: 403 naming the sensitivity policy, audited as withheld; what the role may see reads.
+  HttpResponse hiv = test::get(s.port(), "/Observation/obs-hiv", s.client(), bearer(gp()));
+  CHECK(hiv.status == 403);
+  CHECK(diagnostics_of(hiv) == "this Observation is withheld under the sensitivity policy for your role");
+  CHECK(hiv.body.find("165816005") == std::string::npos);
+  CHECK(record_of(s, hiv).detail.withheld == std::vector<std::string>{"Observation/obs-hiv"});
+  CHECK(test::get(s.port(), "/DiagnosticReport/dr-hiv", s.client(), bearer(gp())).status == 403);
+  CHECK(test::get(s.port(), "/Observation/obs-dep", s.client(), bearer(gp())).status == 200);
+  CHECK(test::get(s.port(), "/Observation/obs-dep", s.client(), bearer(paramedic())).status == 403);
+  CHECK(test::get(s.port(), "/Encounter/enc-1", s.client(), bearer(paramedic())).status == 403);
+  CHECK(test::get(s.port(), "/Encounter/enc-2", s.client(), bearer(paramedic())).status == 200);
+}
+
+TEST_CASE("Clinical routes: break-glass responses carry meta.security BTG and still withhold sensitive entries") {
+  TestServer s;
+  const Seeded a = test::add_patient(s.locator(), 302, "Glass", "A81001");
+  file_record(s, a.id);
+  const std::string bg = "X-Break-Glass-Reason: " + s.app().policy().config().break_glass_reasons.front() +
+                         "\r\nX-Break-Glass-Justification: unconscious patient in ED, no history available\r\n";
+  TokenClaims er;  // a clinician with no relationship to the patient
+  er.sub = "dr-er";
+  er.org = "RX9";
+  HttpResponse r = test::get(s.port(), "/Observation?patient=" + a.id, s.client(), bearer(er) + bg);
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  CHECK(r.header("x-emergency-access") == "break-glass");
+  fhir::Json b = json_of(r);
+  CHECK(match_ids(b) == std::vector<std::string>{"obs-dep", "obs-k", "obs-k-nosys"});  // not the HIV result
+  for (const auto& e : b.find("entry")->items())
+    if (e.find("search")->string_at("mode") == "match") CHECK(has_btg(*e.find("resource")));
+  // The grant holds for later requests: a search and a read, both labelled.
+  fhir::Json enc = json_of(test::get(s.port(), "/Encounter?patient=" + a.id + "&_elements=status", s.client(), bearer(er)));
+  CHECK(match_ids(enc) == std::vector<std::string>{"enc-1", "enc-2"});
+  for (const auto& e : enc.find("entry")->items()) CHECK(has_btg(*e.find("resource")));
+  HttpResponse read = test::get(s.port(), "/Encounter/enc-2", s.client(), bearer(er));
+  REQUIRE(read.status == 200);
+  CHECK(read.header("x-emergency-access") == "break-glass");
+  CHECK(has_btg(json_of(read)));
+  CHECK(test::get(s.port(), "/DiagnosticReport/dr-hiv", s.client(), bearer(er)).status == 403);
+  // Without a grant, the same resources carry no label.
+  HttpResponse plain = test::get(s.port(), "/Encounter/enc-2", s.client(), bearer(gp()));
+  REQUIRE(plain.status == 200);
+  CHECK_FALSE(has_btg(json_of(plain)));
+  CHECK(plain.header("x-emergency-access").empty());
+}
+
+TEST_CASE("Clinical routes: code=|value matches only codings without a system") {
+  TestServer s;
+  const Seeded a = test::add_patient(s.locator(), 303, "Tokens", "A81001");
+  file_record(s, a.id);
+  auto ids = [&](const std::string& code) {
+    HttpResponse r = test::get(s.port(), "/Observation?patient=" + a.id + "&code=" + code, s.client(), bearer(gp()));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    return match_ids(json_of(r));
+  };
+  CHECK(ids("%7C2823-3") == std::vector<std::string>{"obs-k-nosys"});
+  CHECK(ids("2823-3") == std::vector<std::string>{"obs-k", "obs-k-nosys"});
+  CHECK(ids("http://loinc.org%7C2823-3") == std::vector<std::string>{"obs-k"});
+  CHECK(ids("%7C2823-3,http://loinc.org%7C2823-3") == std::vector<std::string>{"obs-k", "obs-k-nosys"});
+}
+
+TEST_CASE("Clinical routes: the patient is named once; an absolute reference to this server names it") {
+  TestServer s;
+  const Seeded a = test::add_patient(s.locator(), 304, "Named", "A81001");
+  file_record(s, a.id);
+  const std::string h = bearer(gp());
+  // Repeated: refused, whichever comes last, and whether or not they agree.
+  for (const std::string& q : {"/Encounter?patient=nope&patient=" + a.id, "/Encounter?patient=" + a.id + "&patient=nope",
+                               "/Encounter?patient=" + a.id + "&subject=Patient/" + a.id}) {
+    CAPTURE(q);
+    HttpResponse r = test::get(s.port(), q, s.client(), h);
+    CHECK(r.status == 400);
+    CHECK(diagnostics_of(r).rfind("patient: name the patient once", 0) == 0);
+  }
+  // [base]/Patient/{id} of this server is the patient; another server's is a clear 400.
+  HttpResponse own = test::get(s.port(), "/Encounter?patient=" + s.cfg.public_base_url + "/Patient/" + a.id, s.client(), h);
+  REQUIRE_MESSAGE(own.status == 200, own.body);
+  CHECK(json_of(own).find("total")->as_int64() == 2);
+  HttpResponse own_subject =
+      test::get(s.port(), "/Observation?subject=" + s.cfg.public_base_url + "/Patient/" + a.id, s.client(), h);
+  CHECK(json_of(own_subject).find("total")->as_int64() == 3);
+  HttpResponse other = test::get(s.port(), "/Encounter?patient=https://elsewhere.example.org/fhir/Patient/" + a.id,
+                                 s.client(), h);
+  CHECK(other.status == 400);
+  CHECK(diagnostics_of(other) == "patient: an absolute reference must name a Patient on this server: " +
+                                     s.cfg.public_base_url + "/Patient/{id}; patients of other servers are not held here");
+  CHECK(test::get(s.port(), "/Encounter?patient=" + s.cfg.public_base_url + "/Encounter/enc-1", s.client(), h).status ==
+        400);
+  // The NHS number alone, as DocumentReference takes it.
+  HttpResponse bare = test::get(s.port(), "/Encounter?patient:identifier=" + a.nhs_number, s.client(), h);
+  REQUIRE_MESSAGE(bare.status == 200, bare.body);
+  CHECK(json_of(bare).find("total")->as_int64() == 2);
+}
+
+TEST_CASE("Clinical routes: reads send Last-Modified and answer If-None-Match and If-Modified-Since with 304") {
+  TestServer s;
+  const Seeded a = test::add_patient(s.locator(), 305, "Cached", "A81001");
+  file_record(s, a.id);
+  const std::string h = bearer(gp());
+  for (const std::string path : {"/Encounter/enc-2", "/Observation/obs-k", "/Location/ward-1"}) {
+    CAPTURE(path);
+    HttpResponse r = test::get(s.port(), path, s.client(), h);
+    REQUIRE(r.status == 200);
+    CHECK(r.header("etag") == "W/\"1\"");
+    const std::string modified = r.header("last-modified");
+    CHECK(modified.find(" GMT") != std::string::npos);
+    HttpResponse same = test::get(s.port(), path, s.client(), h + "If-None-Match: W/\"1\"\r\n");
+    CHECK(same.status == 304);
+    CHECK(same.body.empty());
+    CHECK(same.header("etag") == "W/\"1\"");
+    CHECK(test::get(s.port(), path, s.client(), h + "If-None-Match: W/\"2\"\r\n").status == 200);
+    CHECK(test::get(s.port(), path, s.client(), h + "If-Modified-Since: " + modified + "\r\n").status == 304);
+  }
+  // A 304 is no way round access: a caller without a relationship still gets 404.
+  TokenClaims stranger = gp();
+  stranger.org = "B99999";
+  CHECK(test::get(s.port(), "/Encounter/enc-2", s.client(), bearer(stranger) + "If-None-Match: *\r\n").status == 404);
+  // The CapabilityStatement says so for every type read this way.
+  fhir::Json cs = json_of(test::get(s.port(), "/metadata", s.client()));
+  int declared = 0;
+  for (const auto& rc : cs.find("rest")->items().at(0).find("resource")->items()) {
+    const std::string type(rc.string_at("type"));
+    if (type == "Encounter" || type == "Observation" || type == "DiagnosticReport" || type == "Location" ||
+        type == "Practitioner" || type == "Patient" || type == "DocumentReference") {
+      CAPTURE(type);
+      CHECK(rc.string_at("conditionalRead") == "full-support");
+      ++declared;
+    }
+  }
+  CHECK(declared == 7);
+}
+
+TEST_CASE("Clinical routes: POST _search keeps the NHS number out of the URL and of every page link") {
+  TestServer s;
+  const Seeded a = test::add_patient(s.locator(), 306, "Posted", "A81001");
+  file_record(s, a.id);
+  const std::string h = bearer(gp());
+  const std::string base = s.cfg.public_base_url;
+  const std::string form = "application/x-www-form-urlencoded";
+  HttpResponse r = test::request(s, "POST", "/Observation/_search", h,
+                                 "patient:identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C" + a.nhs_number +
+                                     "&_count=2",
+                                 form);
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  fhir::Json b = json_of(r);
+  CHECK(b.find("total")->as_int64() == 3);
+  std::vector<std::string> seen = match_ids(b);
+  for (const auto& l : b.find("link")->items()) {
+    const std::string url(l.string_at("url"));
+    CAPTURE(url);
+    CHECK(url.find(a.nhs_number) == std::string::npos);
+    CHECK(url.find("identifier") == std::string::npos);
+    CHECK(url.rfind(base + "/Observation?_getpages=", 0) == 0);
+  }
+  // The next page by its handle, as the same user.
+  const std::string next = link_target(b, "next", base);
+  HttpResponse more = test::get(s.port(), next, s.client(), h);
+  REQUIRE_MESSAGE(more.status == 200, more.body);
+  for (const auto& id : match_ids(json_of(more))) seen.push_back(id);
+  std::sort(seen.begin(), seen.end());
+  CHECK(seen == std::vector<std::string>{"obs-dep", "obs-k", "obs-k-nosys"});
+  // Nobody else's, and not another type's; no criteria beside the handle.
+  TokenClaims other = gp();
+  other.sub = "gp-2";
+  CHECK(test::get(s.port(), next, s.client(), bearer(other)).status == 403);
+  CHECK(test::get(s.port(), "/Encounter" + next.substr(next.find('?')), s.client(), h).status == 410);
+  CHECK(test::get(s.port(), next + "&code=x", s.client(), h).status == 400);
+  // Encounter and DiagnosticReport take it too; the body must be a form.
+  HttpResponse enc = test::request(s, "POST", "/Encounter/_search", h, "patient=" + a.id, form);
+  REQUIRE_MESSAGE(enc.status == 200, enc.body);
+  CHECK(json_of(enc).find("total")->as_int64() == 2);
+  HttpResponse dr = test::request(s, "POST", "/DiagnosticReport/_search", h, "patient=" + a.id, form);
+  CHECK(dr.status == 200);
+  CHECK(test::request(s, "POST", "/Encounter/_search", h, "{}", "application/json").status == 415);
+}
