@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/auth/authenticator.h"
 
+#include "fhir/query_string.h"
 #include "gateway/auth/jwks.h"
+#include "gateway/auth/jwt_sign.h"
 #include "gateway/http/request.h"
 #include "gateway/observe/log.h"
 
@@ -21,13 +23,17 @@ bool iequals_prefix(std::string_view s, std::string_view prefix) {
 }
 
 // RFC 6750 2.3 tokens in the URI are refused outright. This scans the raw query for the
-// parameter name only; nothing is decoded before authentication.
+// parameter names only, each decoded as the query parser and the audit's redaction decode it
+// (so %61ccess_token is access_token here too); no value is decoded before authentication.
+// A name that does not decode is compared as sent: the query parser refuses it later.
 bool query_carries_token(std::string_view raw_query) {
   std::size_t pos = 0;
   while (pos <= raw_query.size()) {
     std::size_t amp = raw_query.find('&', pos);
     std::string_view part = raw_query.substr(pos, amp == std::string_view::npos ? std::string_view::npos : amp - pos);
-    if (is_token_parameter(part.substr(0, part.find('=')))) return true;
+    std::string_view raw_name = part.substr(0, part.find('='));
+    auto name = fhir::percent_decode(raw_name);
+    if (is_token_parameter(name.ok() ? std::string_view(*name) : raw_name)) return true;
     if (amp == std::string_view::npos) break;
     pos = amp + 1;
   }
@@ -43,9 +49,9 @@ std::shared_ptr<const KeySet> load_keys(const std::string& path) {
 }  // namespace
 
 bool is_token_parameter(std::string_view name) {
-  // RFC 6750 2.3's access_token (also with its '_' percent-encoded), and the bare token some
-  // clients send instead (no FHIR search parameter has that name).
-  for (std::string_view t : {"access_token", "access%5ftoken", "token"})
+  // RFC 6750 2.3's access_token, and the bare token some clients send instead (no FHIR search
+  // parameter has that name).
+  for (std::string_view t : {"access_token", "token"})
     if (name.size() == t.size() && iequals_prefix(name, t)) return true;
   return false;
 }
@@ -153,8 +159,10 @@ std::variant<std::shared_ptr<const Principal>, AuthFailure> Authenticator::authe
     auto verified = validator_->validate(token, now);
     if (!verified) return unauthenticated(verified.issue().diagnostics, true);
     const auto& t = *verified;
-    std::string key = t->token_id;
-    key.append("|").append(t->subject).append("|").append(std::to_string(t->expires_at));
+    // Keyed on the whole token: jti, sub and exp are chosen by the issuer and may repeat
+    // across tokens with other roles, organisations or scopes, and a principal must come from
+    // the claims of the token actually presented.
+    std::string key = sha256(token);
     {
       std::lock_guard lock(principals_mu_);
       auto it = principals_.find(key);
@@ -170,10 +178,12 @@ std::variant<std::shared_ptr<const Principal>, AuthFailure> Authenticator::authe
     }
   }
 
-  // Rate limits (issue #5 item 8): per client, then per user.
+  // Rate limits (issue #5 item 8): per client, then per user. A token naming no client
+  // (neither client_id nor azp) draws on its user's bucket only: one bucket shared by every
+  // such token would let one user's burst lock all the others out.
   const auto steady = std::chrono::steady_clock::now();
   std::chrono::seconds retry{0};
-  if (!per_client_.allow("c:" + principal->client_id, steady, retry) ||
+  if ((!principal->client_id.empty() && !per_client_.allow("c:" + principal->client_id, steady, retry)) ||
       !per_user_.allow("u:" + principal->subject, steady, retry)) {
     AuthFailure f{fhir::Issue::make(fhir::ErrorCode::too_many_requests,
                                     "rate limit exceeded; retry after " + std::to_string(retry.count()) + " s"),
