@@ -40,9 +40,17 @@ bool query_carries_token(std::string_view raw_query) {
   return false;
 }
 
+// An IdP's set may publish keys that are not for token signatures (RFC 7517 section 4.2);
+// KeySet skips them, and the operator sees which and why.
+void log_skipped(const KeySet& keys) {
+  for (const SkippedJwk& k : keys.skipped())
+    observe::log(observe::Level::info, "JWKS key skipped", {{"kid", k.kid}, {"reason", k.reason}});
+}
+
 std::shared_ptr<const KeySet> load_keys(const std::string& path) {
   auto keys = KeySet::load_file(path);
   if (!keys) throw config::ConfigError(path, "auth.jwks_file", keys.issue().diagnostics);
+  log_skipped(**keys);
   return *keys;
 }
 
@@ -91,6 +99,7 @@ void Authenticator::refresh_keys() {
                  {{"error", keys.issue().diagnostics}});
     return;
   }
+  log_skipped(**keys);
   validator_->set_keys(*keys);
   jwks_mtime_ = mtime;
   observe::log(observe::Level::info, "JWKS reloaded", {{"keys", static_cast<std::int64_t>((*keys)->keys().size())}});

@@ -4,11 +4,16 @@
 #include <doctest/doctest.h>
 
 #include <ctime>
+#include <fstream>
+#include <optional>
 
 #include "fhir/json.h"
 #include "gateway/auth/authenticator.h"
 #include "gateway/auth/jwt_sign.h"
 #include "gateway/http/request.h"
+#include "gateway/observe/log.h"
+#include "support/paths.h"
+#include "support/stderr_capture.h"
 #include "support/tokens.h"
 
 using gw::auth::AuthFailure;
@@ -136,4 +141,32 @@ TEST_CASE("Authenticator: tokens naming no client do not share one per-client ra
   CHECK(f.retry_after.count() >= 1);
   REQUIRE(f.principal != nullptr);
   CHECK(f.principal->client_id == "app-1");
+}
+
+TEST_CASE("Authenticator: a JWKS that also publishes an encryption key loads, with an info line naming it") {
+  const auto& t = gw::test::test_tokens();
+  // The test signing key as the IdP publishes it, beside a Keycloak-style RSA-OAEP key.
+  auto rsa = gw::auth::SigningKey::generate(gw::auth::JwsAlgorithm::rs256);
+  REQUIRE(rsa.ok());
+  auto enc = fhir::parse_json(rsa->public_jwk_json("kc-enc"));
+  REQUIRE(enc.ok());
+  enc->set("use", fhir::Json::string("enc"));
+  enc->set("alg", fhir::Json::string("RSA-OAEP"));
+  gw::config::AuthConfig config = auth_config();
+  config.jwks_file = (gw::test::temp_dir("jwks-enc") / "jwks.json").string();
+  std::ofstream(config.jwks_file) << R"({"keys":[)" << fhir::to_json(*enc) << "," << t.key.public_jwk_json(t.kid)
+                                  << "]}";
+
+  gw::observe::set_level(gw::observe::Level::info);  // a TestServer elsewhere may have set warn
+  gw::test::StderrCapture capture;
+  std::optional<Authenticator> auth;
+  CHECK_NOTHROW(auth.emplace(config, std::vector<gw::config::SourceSystemConfig>{}));
+  const std::string log = capture.text();
+  const std::string line = gw::test::log_line(log, "JWKS key skipped");
+  CHECK(line.find("\"level\":\"info\"") != std::string::npos);
+  CHECK(line.find("\"kid\":\"kc-enc\"") != std::string::npos);
+  CHECK(line.find("enc") != std::string::npos);
+  REQUIRE(auth);
+  // Tokens signed by the signing key are accepted.
+  CHECK(principal_of(auth->authenticate(request("Bearer " + t.mint()), std::time(nullptr))) != nullptr);
 }
