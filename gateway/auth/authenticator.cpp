@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/auth/authenticator.h"
 
+#include <algorithm>
+
 #include "fhir/query_string.h"
 #include "gateway/auth/jwks.h"
 #include "gateway/auth/jwt_sign.h"
@@ -62,6 +64,28 @@ bool is_token_parameter(std::string_view name) {
   for (std::string_view t : {"access_token", "token"})
     if (name.size() == t.size() && iequals_prefix(name, t)) return true;
   return false;
+}
+
+std::string insufficient_scope_challenge(const Policy& policy, const Principal& p, std::string_view type,
+                                         Interaction interaction) {
+  if (!p.scopes_from_token) return {};
+  Principal role_only = p;
+  role_only.scopes_from_token = false;
+  if (!policy.authorise_type(role_only, type, interaction).allowed) return {};
+  // The scope in the context the token already uses: system/ for a backend service, patient/
+  // for a token holding only patient/ scopes (a patient-context launch), else user/.
+  ScopeContext context = ScopeContext::user;
+  if (p.kind == Principal::Kind::system) {
+    context = ScopeContext::system;
+  } else if (!p.scopes.resource_scopes.empty() &&
+             std::all_of(p.scopes.resource_scopes.begin(), p.scopes.resource_scopes.end(),
+                         [](const ResourceScope& s) { return s.context == ScopeContext::patient; })) {
+    context = ScopeContext::patient;
+  }
+  std::string challenge(kRealm);
+  challenge.append(", error=\"insufficient_scope\", scope=\"").append(context_name(context)).append("/");
+  challenge.append(type).append(".").append(permissions_text(permission_for(interaction))).append("\"");
+  return challenge;
 }
 
 Authenticator::Authenticator(const config::AuthConfig& config, const std::vector<config::SourceSystemConfig>& sources)
@@ -159,9 +183,12 @@ std::variant<std::shared_ptr<const Principal>, AuthFailure> Authenticator::authe
     principal = std::move(p);
   } else {
     std::string_view value = req.header("authorization");
-    if (!iequals_prefix(value, "Bearer "))
-      return unauthenticated("the Authorization header must use the Bearer scheme", true);
-    std::string_view token = value.substr(7);
+    // RFC 6750 3.1: a request that tried another scheme (Basic, Digest, ...) carries no bearer
+    // token, so its challenge has no error code; a client library reads invalid_token as "get
+    // a new token", which would not help.
+    if (!iequals_prefix(value, "Bearer") || (value.size() > 6 && value[6] != ' '))
+      return unauthenticated("the Authorization header must use the Bearer scheme", false);
+    std::string_view token = value.substr(6);
     while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
     while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
     if (token.empty()) return unauthenticated("the bearer token is empty", true);

@@ -31,6 +31,13 @@ namespace gw::auth {
 // URL, a proxy's log or the audit trail. Tokens travel only in the Authorization header.
 bool is_token_parameter(std::string_view name);
 
+// The WWW-Authenticate value for a 403 that more scope would lift (RFC 6750 3.1
+// insufficient_scope, naming the scope to ask for): `p`'s role allows `interaction` on `type`
+// but its token's scopes do not. Empty when the role refuses too (or there are no token
+// scopes), so a client is never sent to re-authorise for scopes that would not help.
+std::string insufficient_scope_challenge(const Policy& policy, const Principal& p, std::string_view type,
+                                         Interaction interaction);
+
 // Why a request was refused, shaped for the HTTP answer: 401 with WWW-Authenticate, or 429
 // with Retry-After.
 struct AuthFailure {

@@ -170,3 +170,57 @@ TEST_CASE("Authenticator: a JWKS that also publishes an encryption key loads, wi
   // Tokens signed by the signing key are accepted.
   CHECK(principal_of(auth->authenticate(request("Bearer " + t.mint()), std::time(nullptr))) != nullptr);
 }
+
+TEST_CASE("Authenticator: another scheme gets a challenge without an error code; a bad bearer token gets invalid_token") {
+  Authenticator auth(auth_config(), {});
+  const std::int64_t now = std::time(nullptr);
+  // RFC 6750 3.1: no error code when the request carries no bearer token.
+  for (std::string header : {"Basic Zm9vOmJhcg==", "Digest username=\"x\"", "Bearerish abc"}) {
+    CAPTURE(header);
+    const AuthFailure f = failure_of(auth.authenticate(request(header), now));
+    CHECK(f.www_authenticate == "Bearer realm=\"fhir-gateway\"");
+    CHECK(f.issue.diagnostics.find("Bearer scheme") != std::string::npos);
+  }
+  for (std::string header : {"Bearer", "Bearer   ", "Bearer not.a.token", "bearer x"}) {
+    CAPTURE(header);
+    CHECK(failure_of(auth.authenticate(request(header), now)).www_authenticate ==
+          "Bearer realm=\"fhir-gateway\", error=\"invalid_token\"");
+  }
+  CHECK(principal_of(auth.authenticate(request("bearer  " + gw::test::test_tokens().mint()), now)) != nullptr);
+}
+
+TEST_CASE("insufficient_scope_challenge: only when the role allows what the scopes do not, naming the scope") {
+  auto policy = gw::auth::Policy::make(gw::auth::default_policy());
+  REQUIRE(policy.ok());
+  auto principal = [](std::string role, std::string scope) {
+    Principal p;
+    p.role_claim = std::move(role);
+    p.subject = "u1";
+    auto s = gw::auth::parse_scopes(scope);
+    REQUIRE(s.ok());
+    p.scopes = *s;
+    return p;
+  };
+  using gw::auth::Interaction;
+  using gw::auth::insufficient_scope_challenge;
+  CHECK(insufficient_scope_challenge(*policy, principal("clinician", "user/Observation.rs"), "Encounter",
+                                     Interaction::search) ==
+        "Bearer realm=\"fhir-gateway\", error=\"insufficient_scope\", scope=\"user/Encounter.s\"");
+  CHECK(insufficient_scope_challenge(*policy, principal("clinician", "patient/Observation.rs"), "Patient",
+                                     Interaction::read) ==
+        "Bearer realm=\"fhir-gateway\", error=\"insufficient_scope\", scope=\"patient/Patient.r\"");
+  Principal backend = principal("system", "system/Patient.rs");
+  backend.kind = Principal::Kind::system;
+  CHECK(insufficient_scope_challenge(*policy, backend, "DocumentReference", Interaction::search)
+            .find("scope=\"system/DocumentReference.s\"") != std::string::npos);
+  // The role refuses as well (or alone): more scope would not help, so no challenge.
+  CHECK(insufficient_scope_challenge(*policy, principal("ig-officer", "user/Patient.rs"), "Encounter",
+                                     Interaction::search).empty());
+  CHECK(insufficient_scope_challenge(*policy, principal("clinician", "user/*.rs"), "DocumentReference",
+                                     Interaction::create).empty());
+  CHECK(insufficient_scope_challenge(*policy, principal("Clinician", "user/Patient.rs"), "Encounter",
+                                     Interaction::search).empty());
+  Principal certificate = backend;
+  certificate.scopes_from_token = false;
+  CHECK(insufficient_scope_challenge(*policy, certificate, "Encounter", Interaction::search).empty());
+}
