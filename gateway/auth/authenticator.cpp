@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/auth/authenticator.h"
 
+#include <algorithm>
+
+#include "fhir/query_string.h"
 #include "gateway/auth/jwks.h"
+#include "gateway/auth/jwt_sign.h"
 #include "gateway/http/request.h"
 #include "gateway/observe/log.h"
 
@@ -21,33 +25,67 @@ bool iequals_prefix(std::string_view s, std::string_view prefix) {
 }
 
 // RFC 6750 2.3 tokens in the URI are refused outright. This scans the raw query for the
-// parameter name only; nothing is decoded before authentication.
+// parameter names only, each decoded as the query parser and the audit's redaction decode it
+// (so %61ccess_token is access_token here too); no value is decoded before authentication.
+// A name that does not decode is compared as sent: the query parser refuses it later.
 bool query_carries_token(std::string_view raw_query) {
   std::size_t pos = 0;
   while (pos <= raw_query.size()) {
     std::size_t amp = raw_query.find('&', pos);
     std::string_view part = raw_query.substr(pos, amp == std::string_view::npos ? std::string_view::npos : amp - pos);
-    if (is_token_parameter(part.substr(0, part.find('=')))) return true;
+    std::string_view raw_name = part.substr(0, part.find('='));
+    auto name = fhir::percent_decode(raw_name);
+    if (is_token_parameter(name.ok() ? std::string_view(*name) : raw_name)) return true;
     if (amp == std::string_view::npos) break;
     pos = amp + 1;
   }
   return false;
 }
 
+// An IdP's set may publish keys that are not for token signatures (RFC 7517 section 4.2);
+// KeySet skips them, and the operator sees which and why.
+void log_skipped(const KeySet& keys) {
+  for (const SkippedJwk& k : keys.skipped())
+    observe::log(observe::Level::info, "JWKS key skipped", {{"kid", k.kid}, {"reason", k.reason}});
+}
+
 std::shared_ptr<const KeySet> load_keys(const std::string& path) {
   auto keys = KeySet::load_file(path);
   if (!keys) throw config::ConfigError(path, "auth.jwks_file", keys.issue().diagnostics);
+  log_skipped(**keys);
   return *keys;
 }
 
 }  // namespace
 
 bool is_token_parameter(std::string_view name) {
-  // RFC 6750 2.3's access_token (also with its '_' percent-encoded), and the bare token some
-  // clients send instead (no FHIR search parameter has that name).
-  for (std::string_view t : {"access_token", "access%5ftoken", "token"})
+  // RFC 6750 2.3's access_token, and the bare token some clients send instead (no FHIR search
+  // parameter has that name).
+  for (std::string_view t : {"access_token", "token"})
     if (name.size() == t.size() && iequals_prefix(name, t)) return true;
   return false;
+}
+
+std::string insufficient_scope_challenge(const Policy& policy, const Principal& p, std::string_view type,
+                                         Interaction interaction) {
+  if (!p.scopes_from_token) return {};
+  Principal role_only = p;
+  role_only.scopes_from_token = false;
+  if (!policy.authorise_type(role_only, type, interaction).allowed) return {};
+  // The scope in the context the token already uses: system/ for a backend service, patient/
+  // for a token holding only patient/ scopes (a patient-context launch), else user/.
+  ScopeContext context = ScopeContext::user;
+  if (p.kind == Principal::Kind::system) {
+    context = ScopeContext::system;
+  } else if (!p.scopes.resource_scopes.empty() &&
+             std::all_of(p.scopes.resource_scopes.begin(), p.scopes.resource_scopes.end(),
+                         [](const ResourceScope& s) { return s.context == ScopeContext::patient; })) {
+    context = ScopeContext::patient;
+  }
+  std::string challenge(kRealm);
+  challenge.append(", error=\"insufficient_scope\", scope=\"").append(context_name(context)).append("/");
+  challenge.append(type).append(".").append(permissions_text(permission_for(interaction))).append("\"");
+  return challenge;
 }
 
 Authenticator::Authenticator(const config::AuthConfig& config, const std::vector<config::SourceSystemConfig>& sources)
@@ -85,6 +123,7 @@ void Authenticator::refresh_keys() {
                  {{"error", keys.issue().diagnostics}});
     return;
   }
+  log_skipped(**keys);
   validator_->set_keys(*keys);
   jwks_mtime_ = mtime;
   observe::log(observe::Level::info, "JWKS reloaded", {{"keys", static_cast<std::int64_t>((*keys)->keys().size())}});
@@ -144,17 +183,22 @@ std::variant<std::shared_ptr<const Principal>, AuthFailure> Authenticator::authe
     principal = std::move(p);
   } else {
     std::string_view value = req.header("authorization");
-    if (!iequals_prefix(value, "Bearer "))
-      return unauthenticated("the Authorization header must use the Bearer scheme", true);
-    std::string_view token = value.substr(7);
+    // RFC 6750 3.1: a request that tried another scheme (Basic, Digest, ...) carries no bearer
+    // token, so its challenge has no error code; a client library reads invalid_token as "get
+    // a new token", which would not help.
+    if (!iequals_prefix(value, "Bearer") || (value.size() > 6 && value[6] != ' '))
+      return unauthenticated("the Authorization header must use the Bearer scheme", false);
+    std::string_view token = value.substr(6);
     while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
     while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
     if (token.empty()) return unauthenticated("the bearer token is empty", true);
     auto verified = validator_->validate(token, now);
     if (!verified) return unauthenticated(verified.issue().diagnostics, true);
     const auto& t = *verified;
-    std::string key = t->token_id;
-    key.append("|").append(t->subject).append("|").append(std::to_string(t->expires_at));
+    // Keyed on the whole token: jti, sub and exp are chosen by the issuer and may repeat
+    // across tokens with other roles, organisations or scopes, and a principal must come from
+    // the claims of the token actually presented.
+    std::string key = sha256(token);
     {
       std::lock_guard lock(principals_mu_);
       auto it = principals_.find(key);
@@ -170,10 +214,12 @@ std::variant<std::shared_ptr<const Principal>, AuthFailure> Authenticator::authe
     }
   }
 
-  // Rate limits (issue #5 item 8): per client, then per user.
+  // Rate limits (issue #5 item 8): per client, then per user. A token naming no client
+  // (neither client_id nor azp) draws on its user's bucket only: one bucket shared by every
+  // such token would let one user's burst lock all the others out.
   const auto steady = std::chrono::steady_clock::now();
   std::chrono::seconds retry{0};
-  if (!per_client_.allow("c:" + principal->client_id, steady, retry) ||
+  if ((!principal->client_id.empty() && !per_client_.allow("c:" + principal->client_id, steady, retry)) ||
       !per_user_.allow("u:" + principal->subject, steady, retry)) {
     AuthFailure f{fhir::Issue::make(fhir::ErrorCode::too_many_requests,
                                     "rate limit exceeded; retry after " + std::to_string(retry.count()) + " s"),

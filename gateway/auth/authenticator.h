@@ -26,10 +26,17 @@ struct Request;
 
 namespace gw::auth {
 
-// True for a request parameter name (raw or decoded, any case) that would carry a bearer token:
-// refused in the query string and in a form body alike, so that no credential sits in a URL, a
-// proxy's log or the audit trail. Tokens travel only in the Authorization header.
+// True for a request parameter name (percent-decoded, any case) that would carry a bearer
+// token: refused in the query string and in a form body alike, so that no credential sits in a
+// URL, a proxy's log or the audit trail. Tokens travel only in the Authorization header.
 bool is_token_parameter(std::string_view name);
+
+// The WWW-Authenticate value for a 403 that more scope would lift (RFC 6750 3.1
+// insufficient_scope, naming the scope to ask for): `p`'s role allows `interaction` on `type`
+// but its token's scopes do not. Empty when the role refuses too (or there are no token
+// scopes), so a client is never sent to re-authorise for scopes that would not help.
+std::string insufficient_scope_challenge(const Policy& policy, const Principal& p, std::string_view type,
+                                         Interaction interaction);
 
 // Why a request was refused, shaped for the HTTP answer: 401 with WWW-Authenticate, or 429
 // with Retry-After.
@@ -71,8 +78,9 @@ class Authenticator {
   RateLimiter per_user_;
   std::filesystem::file_time_type jwks_mtime_{};
   std::mutex refresh_mu_;
-  // Principals built from verified tokens, keyed by token id, so scopes are parsed once per
-  // token. Bounded; cleared when full.
+  // Principals built from verified tokens, keyed by the SHA-256 of the token text, so scopes
+  // are parsed once per token and only that same token finds its principal. Bounded; cleared
+  // when full.
   std::mutex principals_mu_;
   std::unordered_map<std::string, std::shared_ptr<const Principal>> principals_;
 };

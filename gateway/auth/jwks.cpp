@@ -310,7 +310,6 @@ fhir::Result<std::shared_ptr<const KeySet>> KeySet::parse(std::string_view jwks_
       return key_error(i, {}, "has no \"kid\"; every key must be named so tokens can select it");
     const std::string& kid = kid_member->text();
     if (!valid_kid(kid)) return key_error(i, {}, "\"kid\" must be 1 to 128 characters from A-Z a-z 0-9 . _ -");
-    if (set->find(kid) != nullptr) return key_error(i, kid, "duplicate \"kid\"; each kid must name one key");
 
     // A JWKS for token verification publishes public keys only (RFC 7518 section 6.2.2 and
     // 6.3.2 list the private members; "k" is a symmetric secret).
@@ -318,37 +317,73 @@ fhir::Result<std::shared_ptr<const KeySet>> KeySet::parse(std::string_view jwks_
       if (jwk.find(priv) != nullptr)
         return key_error(i, kid,
                          "carries private key material (\"" + std::string(priv) + "\"); publish only the public key");
-    if (const fhir::Json* use = jwk.find("use"); use != nullptr && (!use->is_string() || use->text() != "sig"))
-      return key_error(i, kid, "\"use\" must be \"sig\" for a token-signing key");
+
+    // RFC 7517 section 4.2: an identity provider's set may hold keys for other purposes
+    // (Keycloak publishes an RSA-OAEP encryption key beside its signing key). Keys that are
+    // not for verifying signatures, or are for an algorithm we do not verify, are skipped
+    // rather than failing the set; malformed members are still errors.
+    auto skip = [&](std::string why) { set->skipped_.push_back(SkippedJwk{i, kid, std::move(why)}); };
+    if (const fhir::Json* use = jwk.find("use"); use != nullptr) {
+      if (use->is_string() && use->text() == "enc") {
+        skip("\"use\" is \"enc\": an encryption key, not a token-signing key");
+        continue;
+      }
+      if (!use->is_string() || use->text() != "sig")
+        return key_error(i, kid, "\"use\" must be \"sig\" (or \"enc\" for a key this gateway skips)");
+    }
     if (const fhir::Json* ops = jwk.find("key_ops"); ops != nullptr) {
-      bool verify = ops->is_array() && std::any_of(ops->items().begin(), ops->items().end(), [](const fhir::Json& op) {
-                      return op.is_string() && op.text() == "verify";
-                    });
-      if (!verify) return key_error(i, kid, "\"key_ops\" does not allow \"verify\"");
+      if (!ops->is_array() || std::any_of(ops->items().begin(), ops->items().end(),
+                                          [](const fhir::Json& op) { return !op.is_string(); }))
+        return key_error(i, kid, "\"key_ops\" must be an array of strings");
+      if (std::none_of(ops->items().begin(), ops->items().end(),
+                       [](const fhir::Json& op) { return op.text() == "verify"; })) {
+        skip("\"key_ops\" does not allow \"verify\"");
+        continue;
+      }
+    }
+    const fhir::Json* alg_member = jwk.find("alg");
+    if (alg_member != nullptr && !alg_member->is_string()) return key_error(i, kid, "\"alg\" must be a string");
+    const std::string_view alg_text = alg_member != nullptr ? std::string_view(alg_member->text()) : "";
+    if (alg_member != nullptr && alg_text != "RS256" && alg_text != "ES256") {
+      std::string shown;  // the IdP's text goes to a log line and maybe a terminal
+      for (char c : alg_text.substr(0, 32)) shown.push_back(c >= 0x20 && c < 0x7F ? c : '?');
+      skip("unsupported algorithm \"" + shown + "\"; this gateway verifies RS256 and ES256");
+      continue;
     }
 
     std::string_view kty = jwk.string_at("kty");
     JwsAlgorithm alg = JwsAlgorithm::rs256;
-    Imported imported;
-    if (kty == "RSA") {
-      alg = JwsAlgorithm::rs256;
-      imported = import_rsa(jwk);
-    } else if (kty == "EC") {
-      if (jwk.string_at("crv") != "P-256") return key_error(i, kid, "EC keys must use curve P-256 (ES256)");
+    if (kty == "EC") {
+      if (jwk.string_at("crv") != "P-256") {
+        skip("unsupported EC curve; this gateway verifies ES256, which uses P-256");
+        continue;
+      }
       alg = JwsAlgorithm::es256;
-      imported = import_p256(jwk);
-    } else {
+    } else if (kty == "OKP") {
+      skip("unsupported key type \"OKP\" (EdDSA); this gateway verifies RS256 and ES256");
+      continue;
+    } else if (kty != "RSA") {
       return key_error(i, kid, "unsupported key type; use kty \"RSA\" (RS256) or \"EC\" with crv \"P-256\" (ES256)");
     }
-    if (!imported.error.empty()) return key_error(i, kid, imported.error);
-    if (const fhir::Json* a = jwk.find("alg"); a != nullptr && (!a->is_string() || a->text() != algorithm_name(alg)))
+    if (alg_member != nullptr && alg_text != algorithm_name(alg))
       return key_error(i, kid,
                        "\"alg\" disagrees with the key type; this gateway accepts only " +
                            std::string(algorithm_name(alg)) + " with this key");
+    if (set->find(kid) != nullptr) return key_error(i, kid, "duplicate \"kid\"; each kid must name one key");
+    Imported imported = alg == JwsAlgorithm::rs256 ? import_rsa(jwk) : import_p256(jwk);
+    if (!imported.error.empty()) return key_error(i, kid, imported.error);
     std::string der = subject_public_key_info(imported.pkey.get());
     if (der.empty()) return key_error(i, kid, "could not encode the public key");
     set->keys_.push_back(
         Jwk{kid, alg, std::make_shared<const PublicKey>(std::move(imported.pkey), alg, std::move(der))});
+  }
+  if (set->keys_.empty()) {
+    std::string why =
+        "JWKS document holds no key this gateway can verify tokens with (RS256: RSA of at least 2048 bits; ES256: "
+        "EC P-256)";
+    for (const SkippedJwk& k : set->skipped_)
+      why.append("; key ").append(std::to_string(k.index)).append(" (kid \"").append(k.kid).append("\"): ").append(k.reason);
+    return fail(std::move(why));
   }
   return std::shared_ptr<const KeySet>(std::move(set));
 }

@@ -63,6 +63,20 @@ std::string role_text(std::string_view what, const RolePolicy& role) {
   return s;
 }
 
+// A token may carry a role claim whose value no configured role lists: say so and name it
+// (matching is exact and case-sensitive, the likeliest slip), rather than "no role". The
+// value is cut at a character boundary: it goes into diagnostics and the audit record.
+std::string no_role_text(const Principal& p) {
+  if (p.role_claim.empty()) return "no role in token";
+  constexpr std::size_t kMaxShown = 64;
+  std::size_t n = std::min(p.role_claim.size(), kMaxShown);
+  while (n > 0 && n < p.role_claim.size() && (static_cast<unsigned char>(p.role_claim[n]) & 0xC0) == 0x80) --n;
+  std::string s = "role claim value '";
+  s.append(p.role_claim, 0, n).append(n < p.role_claim.size() ? "...'" : "'");
+  s.append(" is not mapped to any configured role (values match exactly, case-sensitively)");
+  return s;
+}
+
 std::vector<std::string> visible_categories(const PolicyConfig& config, const RolePolicy& role) {
   if (!role.clinical) return {};
   if (contains(role.sensitive_categories, std::string("*"))) {
@@ -84,7 +98,7 @@ std::vector<ScopeContext> contexts_for(const Principal& p) {
 // nullopt when the role allows (type, interaction).
 std::optional<Decision> role_denies(const RolePolicy* role, const Principal& p, std::string_view type,
                                     Interaction i) {
-  if (role == nullptr) return deny("no role in token");
+  if (role == nullptr) return deny(no_role_text(p));
   // A role without the relationship rule is for system principals: a user token claiming it
   // must not bypass the relationship check (issue #5 item 4).
   if (p.kind == Principal::Kind::user && !role->requires_relationship) {
@@ -377,7 +391,7 @@ Decision Policy::authorise_search(const Principal& p, std::string_view resource_
 Decision Policy::authorise_patient(const Principal& p, const PatientFacts& facts, const std::string& patient_id,
                                    const BreakGlassGrant* active_grant, std::int64_t now) const {
   const RolePolicy* r = role(p);
-  if (r == nullptr) return deny("no role in token");
+  if (r == nullptr) return deny(no_role_text(p));
   if (!r->clinical) return deny(role_text("patient data not permitted", *r));
   const bool user = p.kind == Principal::Kind::user;
   if (user && !r->requires_relationship) return deny(role_text("user tokens may not hold the system-only role", *r));
@@ -451,7 +465,7 @@ fhir::Result<BreakGlassGrant> BreakGlassRegistry::grant(const Policy& policy, co
                                                         const std::string& patient_id, std::string reason_code,
                                                         std::string justification, std::int64_t now) {
   const RolePolicy* r = policy.role(p);
-  if (r == nullptr) return fhir::Issue::make(fhir::ErrorCode::forbidden, "no role in token: break-glass refused");
+  if (r == nullptr) return fhir::Issue::make(fhir::ErrorCode::forbidden, no_role_text(p) + ": break-glass refused");
   if (p.kind != Principal::Kind::user || !r->break_glass || !r->clinical) {
     return fhir::Issue::make(fhir::ErrorCode::forbidden, role_text("break-glass not permitted", *r));
   }

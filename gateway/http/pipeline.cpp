@@ -184,11 +184,17 @@ boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& m
       co_return r;
     }
     req.principal = std::get<std::shared_ptr<const auth::Principal>>(std::move(who));
+    // A 403 that more scope would lift says so (RFC 6750 3.1), for SMART clients to re-authorise.
+    auto refuse = [&](const auth::Decision& d, std::string_view type, auth::Interaction i) {
+      Response r = error_response(fhir::Issue::make(fhir::ErrorCode::forbidden, "access denied: " + d.reason));
+      if (auto challenge = auth::insufficient_scope_challenge(*policy_, *req.principal, type, i); !challenge.empty())
+        r.set_header("WWW-Authenticate", std::move(challenge));
+      return r;
+    };
     if (route.options.access == Access::resource) {
       auth::Decision d = policy_->authorise_type(*req.principal, route.options.auth_resource_type,
                                                  route.options.auth_interaction);
-      if (!d.allowed)
-        co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden, "access denied: " + d.reason));
+      if (!d.allowed) co_return refuse(d, route.options.auth_resource_type, route.options.auth_interaction);
     } else if (route.options.access == Access::audit) {
       const auth::RolePolicy* role = policy_->role(*req.principal);
       if (!role || !role->audit_access)
@@ -199,8 +205,7 @@ boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& m
       // Certificate principals carry no scopes: their role alone decides.
       for (auth::Interaction i : {route.options.auth_interaction, auth::Interaction::read}) {
         auth::Decision d = policy_->authorise_type(*req.principal, "AuditEvent", i);
-        if (!d.allowed)
-          co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden, "access denied: " + d.reason));
+        if (!d.allowed) co_return refuse(d, "AuditEvent", i);
         if (req.method == "GET") break;
       }
     }

@@ -89,10 +89,15 @@ TEST_CASE("Access: header-level attacks: two Authorization headers, token in the
   CHECK(test::get(s.port(), "/Patient?token=" + token + "&family=X", s.client(), bearer(token)).status == 401);
   CHECK(test::get(s.port(), "/Patient?family=X&TOKEN=" + token, s.client()).status == 401);
   CHECK(test::get(s.port(), "/Patient?family=X&access%5Ftoken=" + token, s.client(), bearer(token)).status == 401);
+  // Any percent-encoding of the name is decoded before the comparison, as the audit decodes it.
+  CHECK(test::get(s.port(), "/Patient?family=X&%61ccess_token=" + token, s.client(), bearer(token)).status == 401);
+  CHECK(test::get(s.port(), "/Patient?family=X&tok%65n=" + token, s.client(), bearer(token)).status == 401);
   CHECK(test::get(s.port(), "/Patient?family=X&tokenish=1", s.client(), bearer(token)).status != 401);
 
   HttpResponse basic = test::get(s.port(), "/Patient?family=X", s.client(), "Authorization: Basic dXNlcjpwYXNz\r\n");
   CHECK(basic.status == 401);
+  // Another scheme carries no bearer token: a challenge without an error code (RFC 6750 3.1).
+  CHECK(basic.header("www-authenticate") == "Bearer realm=\"fhir-gateway\"");
   HttpResponse empty = test::get(s.port(), "/Patient?family=X", s.client(), "Authorization: Bearer \r\n");
   CHECK(empty.status == 401);
 
@@ -142,6 +147,13 @@ TEST_CASE("Access: roles and scopes decide at the route; a scope never widens a 
   test::TokenClaims narrow;
   narrow.scope = "user/Observation.rs";
   CHECK(status(narrow) == 403);
+  // A refusal more scope would lift says so, naming the scope (RFC 6750 3.1); one the role
+  // makes says nothing of scopes.
+  HttpResponse scope_refusal = test::get(s.port(), "/Encounter?patient=Patient/1", s.client(), t.header(narrow));
+  CHECK(scope_refusal.status == 403);
+  CHECK(scope_refusal.header("www-authenticate") ==
+        "Bearer realm=\"fhir-gateway\", error=\"insufficient_scope\", scope=\"user/Encounter.s\"");
+  CHECK(test::get(s.port(), "/Patient?family=X", s.client(), t.header(ig)).header("www-authenticate").empty());
   test::TokenClaims read_only;
   read_only.scope = "user/Patient.r";  // read but not search
   CHECK(status(read_only) == 403);

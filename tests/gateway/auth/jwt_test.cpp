@@ -459,9 +459,12 @@ TEST_CASE("KeySet: refuses bad JWKS documents with a message naming the key") {
       {"use enc", jwks_of({with(ec, "use", s("enc"))}), "\"use\""},
       {"key_ops without verify", jwks_of({with(ec, "key_ops", fhir::Json::array())}), "key_ops"},
       {"EC with alg RS256", jwks_of({with(ec, "alg", s("RS256"))}), "\"alg\""},
-      {"RSA with alg PS256", jwks_of({with(rsa, "alg", s("PS256"))}), "\"alg\""},
-      {"RSA with alg none", jwks_of({with(rsa, "alg", s("none"))}), "\"alg\""},
-      {"EC with alg HS256", jwks_of({with(ec, "alg", s("HS256"))}), "\"alg\""},
+      {"RSA with alg PS256", jwks_of({with(rsa, "alg", s("PS256"))}), "unsupported algorithm \"ps256\""},
+      {"RSA with alg none", jwks_of({with(rsa, "alg", s("none"))}), "unsupported algorithm \"none\""},
+      {"EC with alg HS256", jwks_of({with(ec, "alg", s("HS256"))}), "unsupported algorithm \"hs256\""},
+      {"alg not a string", jwks_of({with(ec, "alg", fhir::Json::integer(256))}), "\"alg\" must be a string"},
+      {"use neither sig nor enc", jwks_of({with(ec, "use", s("sign"))}), "\"use\" must be \"sig\""},
+      {"key_ops not strings", jwks_of({with(ec, "key_ops", s("verify"))}), "array of strings"},
       {"unknown kty", jwks_of({with(ec, "kty", s("OKP"))}), "unsupported key type"},
       {"missing kty", jwks_of({without(ec, "kty")}), "unsupported key type"},
       {"curve P-384", jwks_of({with(ec, "crv", s("P-384"))}), "p-256"},
@@ -483,9 +486,62 @@ TEST_CASE("KeySet: refuses bad JWKS documents with a message naming the key") {
     CHECK_MESSAGE(lower(r.issue().diagnostics).find(c.expect) != std::string::npos, r.issue().diagnostics);
   }
   // The message names the offending key by index and kid.
-  auto r = KeySet::parse(jwks_of({rsa, with(ec, "use", s("enc"))}));
+  auto r = KeySet::parse(jwks_of({rsa, with(ec, "alg", s("RS256"))}));
   REQUIRE_FALSE(r.ok());
   CHECK(r.issue().diagnostics.find("JWKS key 1 (kid \"ec-1\")") != std::string::npos);
+}
+
+TEST_CASE("KeySet: keys that are not for verifying tokens are skipped, as long as one usable key remains") {
+  const auto& keys = gw::test::shared_test_keys();
+  auto with = [](fhir::Json jwk, std::string_view name, fhir::Json value) {
+    jwk.set(std::string(name), std::move(value));
+    return jwk;
+  };
+  auto s = [](std::string v) { return fhir::Json::string(std::move(v)); };
+  // Keycloak's default realm keys: an RS256 signing key and an RSA-OAEP encryption key.
+  fhir::Json sig = with(jwk_of(keys.rsa, "kc-sig"), "use", s("sig"));
+  fhir::Json enc = with(with(jwk_of(keys.rsa, "kc-enc"), "use", s("enc")), "alg", s("RSA-OAEP"));
+  fhir::Json oaep = with(jwk_of(keys.rsa, "no-use"), "alg", s("RSA-OAEP"));  // alg alone says so too
+  oaep.erase("use");
+  fhir::Json encrypt_ops = jwk_of(keys.ec, "ops-enc");
+  fhir::Json ops = fhir::Json::array();
+  ops.push_back(s("encrypt"));
+  encrypt_ops.set("key_ops", std::move(ops));
+  fhir::Json p384 = with(jwk_of(keys.ec, "ec-384"), "crv", s("P-384"));
+  p384.erase("alg");
+  fhir::Json ed25519 = fhir::Json::object();
+  ed25519.set("kid", s("ed-1"));
+  ed25519.set("kty", s("OKP"));
+  ed25519.set("crv", s("Ed25519"));
+  ed25519.set("x", s("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"));
+
+  auto set = KeySet::parse(jwks_of({enc, sig, oaep, encrypt_ops, p384, ed25519}));
+  REQUIRE_MESSAGE(set.ok(), set.issue().diagnostics);
+  REQUIRE((*set)->keys().size() == 1);
+  CHECK((*set)->find("kc-sig") != nullptr);
+  CHECK((*set)->find("kc-enc") == nullptr);  // a token naming it is refused as an unknown kid
+  const auto& skipped = (*set)->skipped();
+  REQUIRE(skipped.size() == 5);
+  CHECK(skipped[0].index == 0);
+  CHECK(skipped[0].kid == "kc-enc");
+  CHECK(skipped[0].reason.find("\"enc\"") != std::string::npos);
+  CHECK(skipped[1].kid == "no-use");
+  CHECK(skipped[1].reason.find("RSA-OAEP") != std::string::npos);
+  CHECK(skipped[2].kid == "ops-enc");
+  CHECK(skipped[2].reason.find("key_ops") != std::string::npos);
+  CHECK(skipped[3].kid == "ec-384");
+  CHECK(skipped[4].kid == "ed-1");
+  CHECK(skipped[4].reason.find("OKP") != std::string::npos);
+
+  // A skipped key does not hide a broken signing key beside it...
+  fhir::Json weak = with(jwk_of(keys.rsa, "weak"), "n", s(b64(std::string(128, '\xC3'))));
+  CHECK_FALSE(KeySet::parse(jwks_of({enc, weak})).ok());
+  // ...and a set with nothing usable left is an error naming each key and why.
+  auto none = KeySet::parse(jwks_of({enc, oaep}));
+  REQUIRE_FALSE(none.ok());
+  CHECK(none.issue().diagnostics.find("no key this gateway can verify") != std::string::npos);
+  CHECK(none.issue().diagnostics.find("key 0 (kid \"kc-enc\")") != std::string::npos);
+  CHECK(none.issue().diagnostics.find("key 1 (kid \"no-use\")") != std::string::npos);
 }
 
 TEST_CASE("KeySet: load_file reads a JWKS and refuses missing and oversized files") {

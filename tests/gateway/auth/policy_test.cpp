@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "fhir/query_string.h"
 #include "gateway/auth/policy.h"
 
 using namespace gw::auth;
@@ -96,9 +97,17 @@ TEST_CASE("Policy: authorise_type names the rule that failed") {
   CHECK(no_role.reason == "no role in token");
   CHECK_FALSE(no_role.hide_existence);
 
-  auto unknown_role = policy.authorise_type(user("R9999"), "Patient", Interaction::read);
+  // A role claim the policy does not map is named, not reported as missing: matching is exact.
+  auto unknown_role = policy.authorise_type(user("Clinician"), "Patient", Interaction::read);
   CHECK_FALSE(unknown_role.allowed);
-  CHECK(unknown_role.reason == "no role in token");
+  CHECK(unknown_role.reason ==
+        "role claim value 'Clinician' is not mapped to any configured role (values match exactly, case-sensitively)");
+  CHECK(policy.authorise_patient(user("R9999"), registered_at("A81001"), "p1", nullptr, kNow).reason.find(
+            "role claim value 'R9999' is not mapped") == 0);
+  // A long value is cut at a character boundary (it reaches the audit record).
+  auto long_role = policy.authorise_type(user(std::string(63, 'x') + "\xC3\xA9" + "tail"), "Patient", Interaction::read);
+  CHECK(long_role.reason.find("'" + std::string(63, 'x') + "...'") != std::string::npos);
+  CHECK(fhir::is_valid_utf8(long_role.reason));
 
   auto ig = policy.authorise_type(user("ig-officer"), "Observation", Interaction::read);
   CHECK_FALSE(ig.allowed);
