@@ -34,8 +34,14 @@ std::string percent_encode(std::string_view s);
 // True when `s` is well-formed UTF-8 (no overlongs, no surrogates).
 bool is_valid_utf8(std::string_view s);
 
+// `s` with each byte that does not belong to a well-formed UTF-8 character replaced by U+FFFD
+// (the same text when is_valid_utf8(s)): for text that must be UTF-8 whatever was received,
+// such as an audit record, which cannot refuse the request it records.
+std::string valid_utf8(std::string_view s);
+
 // Length of the longest prefix of `s` of at most `max` bytes that does not split a UTF-8
-// character (for cutting text to a byte limit).
+// character (for cutting text to a byte limit: every cut of received text that is kept, in an
+// audit record or an error message, goes through here).
 std::size_t utf8_cut(std::string_view s, std::size_t max);
 
 }  // namespace fhir

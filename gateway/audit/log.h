@@ -111,9 +111,16 @@ struct Query {
   bool newest_first = true;
 };
 
+// The most records that do not decode one search reads past (Page::damaged); a page with more
+// ends early. Beyond a few, the file needs audit-verify, not a search.
+inline constexpr std::size_t kMaxDamagedPerPage = 100;
+
 struct Page {
   std::vector<Record> records;
-  std::uint64_t total = 0;          // matches in all pages
+  std::uint64_t total = 0;          // matches in all pages (damaged records included)
+  // Sequence numbers of matching records met on the way to this page that do not decode (the
+  // file was damaged or altered: audit-verify reports them), left out of `records`.
+  std::vector<std::uint64_t> damaged;
 };
 
 struct InclusionProof {
@@ -169,7 +176,8 @@ class Log {
   // Test hook: while set, every commit fails (the fail-closed path).
   void inject_write_failure(bool on);
 
-  // Reads.
+  // Reads. search() skips records that do not decode and lists them in Page::damaged; get()
+  // of one fails (internal_error naming its sequence number).
   fhir::Result<Page> search(const Query& q) const;
   fhir::Result<std::optional<Record>> get(std::uint64_t seq) const;
   // For a record whose content retention removed: when, from the retention-prune record that

@@ -85,18 +85,21 @@ fhir::Result<Page> Log::search(const Query& q) const {
   std::string page_where = where;
   if (q.after_seq)
     page_where += (q.newest_first ? " AND seq < " : " AND seq > ") + arg(static_cast<std::int64_t>(*q.after_seq));
-  const std::string sql = "SELECT record FROM audit_record" + page_where + " ORDER BY seq " +
-                          (q.newest_first ? "DESC" : "ASC") + " LIMIT " + std::to_string(q.count);
+  // A record that does not decode (a tampered or corrupted file) is skipped and named, not
+  // fatal: the IG officer still sees the rest of the range, and audit-verify says what happened.
+  // Up to kMaxDamagedPerPage of them are read past on top of the page.
+  const std::string sql = "SELECT seq, record FROM audit_record" + page_where + " ORDER BY seq " +
+                          (q.newest_first ? "DESC" : "ASC") + " LIMIT " + std::to_string(q.count + kMaxDamagedPerPage);
   auto sel = db.prepare(sql);
   if (!sel) return std::move(sel).issue();
   bind_all(*sel);
-  for (;;) {
+  while (page.records.size() < q.count) {
     auto r = sel->step();
     if (!r) return std::move(r).issue();
     if (!*r) break;
-    auto rec = decode(sel->column_blob(0));
-    if (!rec) return Issue::make(ErrorCode::internal_error, "audit.db holds a damaged record; run audit-verify");
-    page.records.push_back(std::move(*rec));
+    auto rec = decode(sel->column_blob(1));
+    if (!rec) page.damaged.push_back(static_cast<std::uint64_t>(sel->column_int64(0)));
+    else page.records.push_back(std::move(*rec));
   }
   return page;
 }
@@ -111,7 +114,10 @@ fhir::Result<std::optional<Record>> Log::get(std::uint64_t seq) const {
   if (!r) return std::move(r).issue();
   if (!*r) return std::optional<Record>();
   auto rec = decode(sel->column_blob(0));
-  if (!rec) return Issue::make(ErrorCode::internal_error, "audit.db holds a damaged record; run audit-verify");
+  if (!rec)
+    return Issue::make(ErrorCode::internal_error, "AuditEvent " + std::to_string(seq) +
+                                                      " cannot be read: audit.db holds a damaged record there; run "
+                                                      "audit-verify");
   return std::optional<Record>(std::move(*rec));
 }
 

@@ -93,6 +93,9 @@ void Log::Impl::run() {
 fhir::Status Log::Impl::insert_record(Record& r, std::vector<Alert>& raised) {
   r.seq = range.size();
   r.prev = r.seq == 0 ? std::string() : merkle::to_hex(last_leaf);
+  // Before anything is stored: the agent column and the alert texts then say what the
+  // (always UTF-8) encoding says.
+  make_valid_utf8(r);
   const std::string bytes = encode(r);
   const Hash leaf = merkle::leaf_hash(bytes);
   auto ins = db.cached(

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/audit/record.h"
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <chrono>
@@ -129,9 +130,29 @@ bool is_credential_name(std::string_view name, bool oauth_response) {
   return oauth_response && name == "code";
 }
 
-}  // namespace
+// RFC 9112 section 3.2 and RFC 3986 section 2.1: a target is visible ASCII; anything else a
+// client sent is kept as %XX, so the record shows the bytes that came and stays ASCII.
+std::string escape_non_ascii(std::string text) {
+  const auto outside = [](char c) { return static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) > 0x7E; };
+  if (std::none_of(text.begin(), text.end(), outside)) return text;
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(text.size() + 16);
+  for (char c : text) {
+    if (!outside(c)) {
+      out.push_back(c);
+      continue;
+    }
+    const auto b = static_cast<unsigned char>(c);
+    out.push_back('%');
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 0xF]);
+  }
+  return out;
+}
 
-std::string redact_target(std::string_view target) {
+// The target with the values of credential parameters and any JWT replaced (redact_target).
+std::string redact_credentials(std::string_view target) {
   const std::size_t q = target.find('?');
   std::string_view path = target.substr(0, q);
   std::string out;
@@ -174,6 +195,10 @@ std::string redact_target(std::string_view target) {
   });
   return out;
 }
+
+}  // namespace
+
+std::string redact_target(std::string_view target) { return escape_non_ascii(redact_credentials(target)); }
 
 std::string redact_tokens(std::string_view text) {
   std::string out;
@@ -248,7 +273,13 @@ namespace {
 // compares the result with rapidjson::Writer. The writer thread encodes every record and
 // decode() re-encodes every record it reads, so this is on the hot paths of the log and of the
 // verifier.
-void append_quoted(std::string& out, std::string_view s) { fhir::append_json_string(out, s); }
+// A record is never refused, so text that is not UTF-8 (a header or target cut inside a
+// character, bytes a client sent) is written with U+FFFD in place of each bad byte: the stored
+// bytes must parse as JSON (RFC 8259 section 8.1), or every read of the record fails.
+void append_quoted(std::string& out, std::string_view s) {
+  if (fhir::is_valid_utf8(s)) fhir::append_json_string(out, s);
+  else fhir::append_json_string(out, fhir::valid_utf8(s));
+}
 
 struct MemberWriter {
   std::string& out;
@@ -337,6 +368,27 @@ struct MemberReader {
 };
 
 }  // namespace
+
+namespace {
+
+struct TextRepairer {
+  void text(const char*, std::string& v) {
+    if (!fhir::is_valid_utf8(v)) v = fhir::valid_utf8(v);
+  }
+  void list(const char*, std::vector<std::string>& v) {
+    for (auto& item : v) text(nullptr, item);
+  }
+  template <class Int>
+  void integer(const char*, Int&) {}
+};
+
+}  // namespace
+
+void make_valid_utf8(Record& r) {
+  TextRepairer repairer;
+  std::int64_t version = kVersion;
+  visit_members(r, version, repairer);
+}
 
 std::string encode(const Record& r) {
   std::string out;

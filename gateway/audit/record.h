@@ -79,8 +79,14 @@ std::vector<std::string> subtypes(const Record& r);
 // "...records B to E (N records)..."); empty when it removed nothing or says something else.
 std::optional<std::pair<std::uint64_t, std::uint64_t>> prune_range(std::string_view note);
 
-// The canonical encoding: compact JSON, members in a fixed order, all present.
+// The canonical encoding: compact JSON, members in a fixed order, all present. Always valid
+// UTF-8: a string that is not is written with U+FFFD for each ill-formed byte (as
+// make_valid_utf8 would make it).
 std::string encode(const Record& r);
+// Replaces, in every string of `r`, each byte that is not part of a well-formed UTF-8
+// character with U+FFFD. The log does this before a record is encoded, so its search columns
+// and alerts hold the text the record holds.
+void make_valid_utf8(Record& r);
 // Parses an encoding; fails on anything not produced by encode() (unknown or missing members,
 // wrong types, non-canonical text: re-encoding must give back the same bytes).
 fhir::Result<Record> decode(std::string_view bytes);
@@ -92,7 +98,8 @@ fhir::Json to_audit_event(const Record& r, std::string_view observer);
 // (access_token, token, id_token, refresh_token, client_secret, client_assertion, and `code`
 // beside `state`, the OAuth 2.0 authorization response) and any path segment or query value
 // holding a JWT become "[redacted]". The record holds a token id, never token material, and
-// it is append-only and exported, so nothing written can be taken back.
+// it is append-only and exported, so nothing written can be taken back. Bytes outside visible
+// ASCII (a target may hold none, RFC 9112 section 3.2) are kept as %XX.
 std::string redact_target(std::string_view target);
 // Free text (error diagnostics) with every JWT-shaped run replaced by "[redacted]".
 std::string redact_tokens(std::string_view text);

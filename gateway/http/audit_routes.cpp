@@ -40,6 +40,10 @@ fhir::Result<std::string> nhs_number_param(std::string_view v, const char* name)
   return std::string(v);
 }
 
+// The first `max` bytes of received text for an error message, cut on a character boundary
+// (the message is JSON, and it goes into the audit record).
+std::string head(std::string_view s, std::size_t max) { return std::string(s.substr(0, fhir::utf8_cut(s, max))); }
+
 Issue bad_param(std::string text, std::string name) {
   return Issue::make(ErrorCode::invalid_search_parameter, std::move(text), std::move(name));
 }
@@ -49,7 +53,7 @@ Issue bad_param(std::string text, std::string name) {
 std::string size_param_text(std::string_view name, const std::optional<std::string_view>& given) {
   const std::string what = name == "index" ? "a record's index" : "a tree size";
   std::string text(name);
-  text += given ? " must be " + what + ": a whole number from 0 (got \"" + std::string(given->substr(0, 32)) + "\")"
+  text += given ? " must be " + what + ": a whole number from 0 (got \"" + head(*given, 32) + "\")"
                 : " (" + what + ", a whole number) is required";
   return text;
 }
@@ -228,7 +232,7 @@ Json report_entry(const audit::Record& r) {
 }
 
 std::string report_html(const std::string& nhs, const std::vector<audit::Record>& records, std::uint64_t total,
-                        const std::string& generated, const std::string& checkpoint_line) {
+                        const std::string& generated, const std::string& checkpoint_line, const std::string& warning) {
   std::string h;
   h += "<!DOCTYPE html>\n<html lang=\"en-GB\"><head><meta charset=\"utf-8\"><title>Who has accessed this record</title>\n";
   h += "<style>body{font-family:Arial,sans-serif;margin:2em;color:#212b32}table{border-collapse:collapse;width:100%}"
@@ -239,6 +243,7 @@ std::string report_html(const std::string& nhs, const std::vector<audit::Record>
   h += "<p>NHS number <strong>" + html_escape(spaced) + "</strong>. Report produced " + html_escape(generated) +
        ". It lists " + std::to_string(records.size()) + " of " + std::to_string(total) +
        " recorded accesses, newest first.</p>\n";
+  if (!warning.empty()) h += "<p class=\"refused\">" + html_escape(warning) + "</p>\n";
   h += "<table><thead><tr><th>When (UTC)</th><th>Who</th><th>Organisation (ODS)</th><th>What they did</th>"
        "<th>Why</th><th>Outcome</th></tr></thead><tbody>\n";
   for (const auto& r : records) {
@@ -285,10 +290,31 @@ constexpr std::size_t kMaxFlaggedPage = 1000;
 // to export_max); the note gives the count and the range of sequence numbers in every case.
 constexpr std::size_t kMaxListedRecords = 100;
 
+// What a read says of the records in its range that do not decode (audit::Page::damaged): they
+// are left out, the rest is served, and audit-verify is the tool that says what happened.
+std::string damaged_text(const std::vector<std::uint64_t>& damaged) {
+  constexpr std::size_t kMaxNamed = 10;
+  const bool one = damaged.size() == 1;
+  std::string text = one ? "AuditEvent " : "AuditEvents ";
+  for (std::size_t i = 0; i < damaged.size() && i < kMaxNamed; ++i)
+    text += (i > 0 ? ", " : "") + std::to_string(damaged[i]);
+  if (damaged.size() > kMaxNamed) text += " and " + std::to_string(damaged.size() - kMaxNamed) + " more";
+  text += one ? " matches but cannot be read (audit.db holds a damaged record there) and is left out"
+              : " match but cannot be read (audit.db holds damaged records there) and are left out";
+  return text + "; run audit-verify";
+}
+
+fhir::Json damaged_outcome(const std::vector<std::uint64_t>& damaged) {
+  Issue w = Issue::make(ErrorCode::internal_error, damaged_text(damaged));
+  w.severity = fhir::Severity::warning;
+  return fhir::operation_outcome(w);
+}
+
 // Tells the IG officer's own audit record which AuditEvents the query showed: each as
 // "AuditEvent/{seq}" in `returned` (the first kMaxListedRecords), and in the note what the
 // query was, how many it returned and their lowest and highest sequence numbers.
-void note_returned(Request& req, const std::string& what, const std::vector<audit::Record>& records) {
+void note_returned(Request& req, const std::string& what, const std::vector<audit::Record>& records,
+                   const std::vector<std::uint64_t>& damaged = {}) {
   std::string note = what + ": returned " + std::to_string(records.size()) +
                      (records.size() == 1 ? " AuditEvent" : " AuditEvents");
   if (!records.empty()) {
@@ -297,6 +323,7 @@ void note_returned(Request& req, const std::string& what, const std::vector<audi
     note += " (sequence numbers " + std::to_string(lo->seq) + " to " + std::to_string(hi->seq) + ")";
   }
   if (records.size() > kMaxListedRecords) note += "; the first " + std::to_string(kMaxListedRecords) + " are listed";
+  if (!damaged.empty()) note += "; " + damaged_text(damaged);
   for (std::size_t i = 0; i < records.size() && i < kMaxListedRecords; ++i)
     req.audit.returned.push_back("AuditEvent/" + std::to_string(records[i].seq));
   req.audit.note = std::move(note);
@@ -339,9 +366,9 @@ class AuditApi {
         q.after_seq = *n;
       } else if (k == "_format" || k == "_pretty") {
       } else {
-        co_return error_response(bad_param("unknown AuditEvent search parameter " + k.substr(0, 64) +
+        co_return error_response(bad_param("unknown AuditEvent search parameter " + head(k, 64) +
                                                "; use patient, agent, date, outcome, subtype, _count",
-                                           k.substr(0, 64)),
+                                           head(k, 64)),
                                  req.format.pretty);
       }
     }
@@ -367,7 +394,7 @@ class AuditApi {
     };
     link("self", deps_.base_url + req.target);
     if (more) link("next", next_url(deps_.base_url + "/AuditEvent", *req.query, page->records.back().seq));
-    note_returned(req, "AuditEvent search", page->records);
+    note_returned(req, "AuditEvent search", page->records, page->damaged);
     bundle.set("link", std::move(links));
     Json entries = Json::array();
     for (const auto& r : page->records) {
@@ -379,8 +406,16 @@ class AuditApi {
       e.set("search", std::move(s));
       entries.push_back(std::move(e));
     }
+    if (!page->damaged.empty()) {  // R4 search.html: an OperationOutcome about the search itself
+      Json e = Json::object();
+      e.set("resource", damaged_outcome(page->damaged));
+      Json s = Json::object();
+      s.set("mode", str("outcome"));
+      e.set("search", std::move(s));
+      entries.push_back(std::move(e));
+    }
     // FHIR JSON has no empty arrays (R4 json.html): no match, no entry element.
-    if (!page->records.empty()) bundle.set("entry", std::move(entries));
+    if (!entries.items().empty()) bundle.set("entry", std::move(entries));
     co_return fhir_response(200, bundle, req.format.pretty);
   }
 
@@ -428,8 +463,8 @@ class AuditApi {
       } else if (k == "date") {
         if (auto s = apply_date(v, q); !s) co_return error_response(s.issue());
       } else {
-        co_return error_response(bad_param("unknown parameter " + k.substr(0, 64) + "; use patient, date, _format",
-                                           k.substr(0, 64)));
+        co_return error_response(bad_param("unknown parameter " + head(k, 64) + "; use patient, date, _format",
+                                           head(k, 64)));
       }
     }
     if (!nhs) co_return error_response(bad_param("patient (an NHS number) is required", "patient"));
@@ -446,10 +481,18 @@ class AuditApi {
                 audit::merkle::to_base64(latest->front().root) + ", " + audit::format_time_ms(latest->front().time_ms) + ".";
     const std::string generated = audit::format_time_ms(audit::now_ms());
     note_returned(req, "access report for NHS number " + *nhs + " (" + std::to_string(page->total) + " accesses on record)",
-                  page->records);
-    if (html)
-      co_return text_response(200, "text/html; charset=utf-8",
-                              report_html(*nhs, page->records, page->total, generated, cp_line));
+                  page->records, page->damaged);
+    const std::string warning = page->damaged.empty() ? std::string() : damaged_text(page->damaged);
+    if (html) {
+      Response r = text_response(200, "text/html; charset=utf-8",
+                                 report_html(*nhs, page->records, page->total, generated, cp_line, warning));
+      // The page shows text callers chose (user ids, break-glass justifications), escaped; as
+      // defence in depth it may run nothing, load nothing but its own inline style, and not
+      // be framed (no clickjacking of a page an IG officer or a patient is shown).
+      r.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'");
+      r.set_header("X-Frame-Options", "DENY");
+      co_return r;
+    }
     Json out = Json::object();
     out.set("nhsNumber", str(*nhs));
     out.set("generated", str(generated));
@@ -459,6 +502,7 @@ class AuditApi {
     for (const auto& r : page->records) entries.push_back(report_entry(r));
     out.set("accesses", std::move(entries));
     out.set("integrity", str(cp_line));
+    if (!warning.empty()) out.set("warning", str(warning));
     co_return text_response(200, "application/json", fhir::to_json(out, req.query_value("_pretty") == "true"));
   }
 
@@ -478,7 +522,7 @@ class AuditApi {
         if (!n) co_return error_response(bad_param("_cursor must come from a next link", "_cursor"));
         q.after_seq = *n;
       } else {
-        co_return error_response(bad_param("unknown parameter " + k.substr(0, 64) + "; use start, end", k.substr(0, 64)));
+        co_return error_response(bad_param("unknown parameter " + head(k, 64) + "; use start, end", head(k, 64)));
       }
     }
     if (!q.from_ms || !q.to_ms)
@@ -486,10 +530,15 @@ class AuditApi {
     auto run = [q](audit::Log& log) { return log.search(q); };
     auto page = co_await deps_.audit.call(run);
     if (!page) co_return error_response(page.issue());
-    note_returned(req, "AuditEvent export", page->records);
+    note_returned(req, "AuditEvent export", page->records, page->damaged);
     std::string body;
     for (const auto& r : page->records) {
       fhir::append_json(audit::to_audit_event(r, deps_.observer), body);
+      body += '\n';
+    }
+    // The gap is stated in the file itself, so an archived export says what it lacks.
+    if (!page->damaged.empty()) {
+      fhir::append_json(damaged_outcome(page->damaged), body);
       body += '\n';
     }
     Response resp = text_response(200, "application/fhir+ndjson", std::move(body));
@@ -629,7 +678,7 @@ class AuditApi {
     auto done = co_await deps_.audit.call_write(run);
     if (!done) {
       // Unknown, or reviewed before (409): this attempt changed nothing, and the record says so.
-      req.audit.note = "alert " + std::to_string(alert) + " not reviewed (" + done.issue().diagnostics.substr(0, 200) +
+      req.audit.note = "alert " + std::to_string(alert) + " not reviewed (" + head(done.issue().diagnostics, 200) +
                        "); attempted: " + review;
       co_return error_response(done.issue());
     }
@@ -677,7 +726,7 @@ class AuditApi {
         if (!nhs) co_return error_response(bad_param("_cursor must come from a next link", "_cursor"));
         after = *nhs;
       } else {
-        co_return error_response(bad_param("unknown parameter " + k.substr(0, 64) + "; use _count", k.substr(0, 64)));
+        co_return error_response(bad_param("unknown parameter " + head(k, 64) + "; use _count", head(k, 64)));
       }
     }
     // One more than asked: whether there is a next page.
@@ -716,7 +765,7 @@ class AuditApi {
     auto run = [n](audit::Log& log) { return log.unflag_patient(n); };
     auto done = co_await deps_.audit.call_write(run);
     if (!done) {
-      req.audit.note = "record not unflagged: " + done.issue().diagnostics.substr(0, 200);
+      req.audit.note = "record not unflagged: " + head(done.issue().diagnostics, 200);
       co_return error_response(done.issue());
     }
     req.audit.note = "record unflagged: accesses to it no longer raise flagged-record alerts";

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <ctime>
 
+#include "fhir/query_string.h"
 #include "gateway/observe/log.h"
 
 namespace gw::http {
@@ -26,19 +27,30 @@ bool valid_id(std::string_view id) {
 
 }  // namespace
 
-fhir::Result<bool> PatientGate::maybe_break_glass(Request& req, const locator::PatientRecord* patient) {
-  std::string_view reason = req.header("x-break-glass-reason");
+bool PatientGate::note_break_glass_request(Request& req) {
+  // What the audit keeps of the headers: a reason code is a short configured word, and a
+  // justification longer than the policy's 1024 bytes is refused, so a valid one is kept
+  // whole. Cut on a character boundary (headers may carry any bytes); the policy judges the
+  // headers as received, never these copies.
+  constexpr std::size_t kMaxReasonBytes = 64;
+  constexpr std::size_t kMaxJustificationBytes = 1024;
+  const std::string_view reason = req.header("x-break-glass-reason");
   if (reason.empty()) return false;
+  const std::string_view text = req.header("x-break-glass-justification");
+  req.audit.break_glass_reason = std::string(reason.substr(0, fhir::utf8_cut(reason, kMaxReasonBytes)));
+  req.audit.break_glass_justification = std::string(text.substr(0, fhir::utf8_cut(text, kMaxJustificationBytes)));
+  return true;
+}
+
+fhir::Result<bool> PatientGate::maybe_break_glass(Request& req, const locator::PatientRecord* patient) {
   // Asked for, granted or not: the audit record says so (and the IG alert rule sees it).
-  req.audit.break_glass_reason = std::string(reason.substr(0, 64));
-  req.audit.break_glass_justification = std::string(req.header("x-break-glass-justification").substr(0, 1000));
+  if (!note_break_glass_request(req)) return false;
   // No patient: the request is judged as if for one (an id that can never be a FHIR id, so the
   // grant made opens nothing), so an unknown patient's refusal reads exactly like a known one's.
   static const std::string kNobody = "(no such patient)";
   auto g = deps_.break_glass.grant(deps_.policy, *req.principal, patient ? patient->id : kNobody,
-                                   std::string(reason.substr(0, 64)),
-                                   std::string(req.header("x-break-glass-justification").substr(0, 1000)),
-                                   now_seconds());
+                                   std::string(req.header("x-break-glass-reason")),
+                                   std::string(req.header("x-break-glass-justification")), now_seconds());
   if (!g) {
     // IG officers see refused attempts too, with the patient they were about.
     if (patient) note_patient(req, *patient);

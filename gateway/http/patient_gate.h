@@ -29,6 +29,11 @@ class PatientGate {
   // the patient. Returns true when a grant was made for `patient`; false without headers or
   // when there is no patient (the request is still judged, for nobody).
   fhir::Result<bool> maybe_break_glass(Request& req, const locator::PatientRecord* patient);
+  // Copies the break-glass headers into the request's audit record (each cut to its limit on a
+  // UTF-8 character boundary); false when the request asks for no break-glass. Also used by
+  // the pipeline for requests refused before any patient was judged (a role that may not read
+  // patient data, a scope that does not cover the route), which are attempts all the same.
+  static bool note_break_glass_request(Request& req);
 
   auth::Decision decide(const Request& req, const locator::PatientRecord& rec);
 

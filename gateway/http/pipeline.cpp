@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/http/pipeline.h"
 
+#include <algorithm>
 #include <ctime>
 #include <memory>
 #include <exception>
@@ -14,7 +15,9 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "fhir/content_negotiation.h"
+#include "fhir/query_string.h"
 #include "gateway/config/config.h"
+#include "gateway/http/patient_gate.h"
 #include "gateway/observe/log.h"
 
 namespace gw::http {
@@ -85,11 +88,19 @@ audit::Record record_of(Request& req, const Response& r, const Route* route) {
   // HEAD is routed and handled as GET (RFC 9110 section 9.3.2), but the record keeps the
   // method the client sent.
   rec.method = req.head ? "HEAD" : req.method;
-  // Tokens sent in the query (refused with 401) must not outlive the request in the log.
-  rec.target = audit::redact_target(req.target).substr(0, 4096);
+  // Tokens sent in the query (refused with 401) must not outlive the request in the log. Every
+  // cut of received text is on a UTF-8 character boundary: a record is JSON, and text cut
+  // inside a character would make it unreadable (the target is ASCII by then, the
+  // diagnostics may echo what the client sent).
+  constexpr std::size_t kMaxTargetBytes = 4096, kMaxOutcomeBytes = 500;
+  rec.target = audit::redact_target(req.target);
+  rec.target.resize(fhir::utf8_cut(rec.target, kMaxTargetBytes));
   rec.route = req.route_template;
   rec.status = r.status;
-  if (r.status >= 400) rec.outcome_text = audit::redact_tokens(r.diagnostics).substr(0, 500);
+  if (r.status >= 400) {
+    rec.outcome_text = audit::redact_tokens(r.diagnostics);
+    rec.outcome_text.resize(fhir::utf8_cut(rec.outcome_text, kMaxOutcomeBytes));
+  }
   if (const auto& p = req.principal) {
     rec.agent_kind = p->kind == auth::Principal::Kind::system ? "system" : "user";
     rec.user = p->subject;
@@ -105,6 +116,13 @@ audit::Record record_of(Request& req, const Response& r, const Route* route) {
   rec.client_certificate = req.client_certificate_subject;
   rec.request_id = req.request_id;
   rec.correlation_id = req.correlation_id;
+  // docs/access-policy.md: every break-glass request, granted or refused, is in its record and
+  // raises an alert. A request refused before any patient was judged (a role that may not read
+  // patient data, a scope, a bad query) never reached the patient gate that notes it, so it is
+  // noted here. Only for a known caller: an anonymous request is refused for that alone, and
+  // alerting on it would let anyone fill the IG queue.
+  if (req.principal && r.status >= 400 && req.audit.break_glass_reason.empty())
+    PatientGate::note_break_glass_request(req);
   rec.detail = std::move(req.audit);
   if (route && rec.detail.operation.empty())
     if (std::string_view op = operation_of(*route); !op.empty()) rec.detail.operation = "$" + std::string(op);
@@ -155,6 +173,20 @@ void Pipeline::identify(Request& req) const {
 }
 
 boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& matched) const {
+  // 0. RFC 9112 section 3.2 (and RFC 3986 section 2.1): a request target is visible ASCII;
+  // other characters travel percent-encoded. Refused before anything reads it; the audit
+  // keeps the bytes as %XX.
+  if (std::any_of(req.target.begin(), req.target.end(), [](char c) {
+        return static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) > 0x7E;
+      })) {
+    req.route_template = "protocol_error";
+    identify(req);
+    co_return error_response(fhir::Issue::make(
+        fhir::ErrorCode::bad_request,
+        "The request target must be visible ASCII (RFC 9112 section 3.2); percent-encode other characters as "
+        "UTF-8 bytes, e.g. %C3%A9"));
+  }
+
   // 1. Route. Only the path is looked at; query and body stay raw until step 2 has passed.
   Router::Match m = router_.match(req.method, req.path);
   if (!m.route) {
@@ -233,7 +265,7 @@ boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& m
       co_return error_response(
           fhir::Issue::make(fhir::ErrorCode::unsupported_media_type,
                             ct.empty() ? "Content-Type is missing; send application/fhir+json"
-                                       : "Content-Type " + std::string(ct.substr(0, 64)) +
+                                       : "Content-Type " + std::string(ct.substr(0, fhir::utf8_cut(ct, 64))) +
                                              " is not accepted; send application/fhir+json"),
           req.format.pretty);
     std::string_view text = req.body;

@@ -52,3 +52,29 @@ TEST_CASE("Query string: percent_encode leaves unreserved characters only") {
   CHECK_FALSE(fhir::is_valid_utf8("\xED\xA0\x80"));  // surrogate
   CHECK_FALSE(fhir::is_valid_utf8("\xC0\xAF"));      // overlong
 }
+
+TEST_CASE("Query string: utf8_cut never splits a character, whatever the limit") {
+  const std::string s = "ab\xC3\xA9" "c\xE2\x82\xAC" "d\xF0\x9F\x98\x80";  // ab é c € d 😀
+  for (std::size_t max = 0; max <= s.size() + 1; ++max) {
+    const std::size_t n = fhir::utf8_cut(s, max);
+    CHECK(n <= max);
+    CHECK(fhir::is_valid_utf8(std::string_view(s).substr(0, n)));
+  }
+  CHECK(fhir::utf8_cut(s, 3) == 2);   // inside é: cut before it
+  CHECK(fhir::utf8_cut(s, 4) == 4);   // right after é
+  CHECK(fhir::utf8_cut(s, 12) == 9);  // inside the emoji
+  CHECK(fhir::utf8_cut(s, 100) == s.size());
+}
+
+TEST_CASE("Query string: valid_utf8 replaces every ill-formed byte with U+FFFD and keeps the rest") {
+  const std::string fffd = "\xEF\xBF\xBD";
+  CHECK(fhir::valid_utf8("Ordóñez") == "Ordóñez");
+  CHECK(fhir::valid_utf8("") == "");
+  CHECK(fhir::valid_utf8("abc\xC3") == "abc" + fffd);                       // cut inside a character
+  CHECK(fhir::valid_utf8("\xC0\xAFx") == fffd + fffd + "x");                // overlong
+  CHECK(fhir::valid_utf8("\xED\xA0\x80") == fffd + fffd + fffd);            // surrogate
+  CHECK(fhir::valid_utf8("\xF4\x90\x80\x80") == fffd + fffd + fffd + fffd);  // above U+10FFFF
+  CHECK(fhir::valid_utf8("a\xFF" "b\xE2\x82\xAC") == "a" + fffd + "b\xE2\x82\xAC");
+  for (const std::string bad : {"\xC3", "\x80\x80", "x\xE2\x82", "\xF0\x9F\x98"})
+    CHECK(fhir::is_valid_utf8(fhir::valid_utf8(bad)));
+}

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "fhir/json.h"
+#include "gateway/sqlite/database.h"
 #include "support/audit_check.h"
 #include "support/responses.h"
 #include "support/seed.h"
@@ -347,4 +348,95 @@ TEST_CASE("Audit: a gateway started with its checkpoint file emptied says so on 
   REQUIRE(page.ok());
   REQUIRE(page->records.size() == 1);
   CHECK(page->records[0].detail.note.find("the checkpoint file holds no checkpoint") != std::string::npos);
+}
+
+TEST_CASE("Audit: one damaged record does not blind the IG view: the rest is served, the damaged one named") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 42, "Damaged", "A81001");
+  TokenClaims gp;
+  gp.sub = "dr-smith";
+  for (int i = 0; i < 3; ++i) REQUIRE(get(s, "/Patient/" + a.id, bearer(gp)).status == 200);
+  audit::Query mine;
+  mine.patient = a.nhs_number;
+  auto before = s.app().audit_log()->search(mine);
+  REQUIRE(before.ok());
+  REQUIRE(before->records.size() == 3);
+  const std::uint64_t bad = before->records[1].seq;  // the middle one of the three
+  const std::string bad_id = std::to_string(bad);
+  // A record altered in the file (as by someone with write access to audit.db): no longer JSON.
+  {
+    auto db = sqlite::Database::open(s.cfg.data_dir + "/audit.db");
+    REQUIRE(db.ok());
+    REQUIRE(db->exec("UPDATE audit_record SET record = CAST('{\"v\":1,\"seq\":" + bad_id +
+                     ",\"prev\":\"' AS BLOB) WHERE seq = " + bad_id)
+                .ok());
+  }
+  const std::string ig = bearer(ig_officer());
+  const std::string named = "AuditEvent " + bad_id + " matches but cannot be read";
+
+  HttpResponse search = get(s, "/AuditEvent?patient=" + a.nhs_number, ig);
+  REQUIRE_MESSAGE(search.status == 200, search.body);
+  const fhir::Json bundle = json_of(search);
+  CHECK(bundle.find("total")->as_int64() == 3);
+  std::size_t matches = 0, outcomes = 0;
+  for (const auto& e : bundle.find("entry")->items()) {
+    const std::string_view mode = e.find("search")->string_at("mode");
+    if (mode == "match") {
+      ++matches;
+      CHECK(e.find("resource")->string_at("id") != bad_id);
+    } else if (mode == "outcome") {
+      ++outcomes;
+      const fhir::Json& issue = e.find("resource")->find("issue")->items().at(0);
+      CHECK(issue.string_at("severity") == "warning");
+      CHECK(std::string(issue.string_at("diagnostics")).find(named) != std::string::npos);
+      CHECK(std::string(issue.string_at("diagnostics")).find("run audit-verify") != std::string::npos);
+    }
+  }
+  CHECK(matches == 2);
+  CHECK(outcomes == 1);
+  // The IG officer's own record says what the query could not show.
+  CHECK(record_for(s, search).detail.note.find(named) != std::string::npos);
+
+  HttpResponse report = get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number, ig);
+  REQUIRE_MESSAGE(report.status == 200, report.body);
+  // The two readable reads, and the IG search just made (it names the patient too).
+  const fhir::Json accesses = *json_of(report).find("accesses");
+  CHECK(accesses.items().size() == 3);
+  for (const auto& e : accesses.items()) CHECK(e.string_at("auditRecord") != bad_id);
+  CHECK(std::string(json_of(report).string_at("warning")).find(named) != std::string::npos);
+  HttpResponse html = get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number + "&_format=html", ig);
+  REQUIRE(html.status == 200);
+  CHECK(html.body.find(named) != std::string::npos);
+
+  HttpResponse exported = get(s, "/AuditEvent/$export?start=2020-01-01&end=2999-12-31", ig);
+  REQUIRE_MESSAGE(exported.status == 200, exported.body);
+  CHECK(exported.body.find("\"id\":\"" + bad_id + "\"") == std::string::npos);
+  const std::string last_line = exported.body.substr(exported.body.rfind('\n', exported.body.size() - 2) + 1);
+  CHECK(last_line.find("\"resourceType\":\"OperationOutcome\"") != std::string::npos);
+  CHECK(last_line.find(named) != std::string::npos);
+
+  // The record itself cannot be served: 500 naming it.
+  HttpResponse read = get(s, "/AuditEvent/" + bad_id, ig);
+  CHECK(read.status == 500);
+  CHECK(read.body.find("AuditEvent " + bad_id + " cannot be read") != std::string::npos);
+}
+
+TEST_CASE("Audit: the printable access report may run no script, load nothing and not be framed") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 43, "Printed", "A81001");
+  TokenClaims gp;
+  gp.sub = "<script>alert(1)</script>";
+  REQUIRE(get(s, "/Patient/" + a.id, bearer(gp)).status == 200);
+  const std::string ig = bearer(ig_officer());
+  for (const std::string& ask : {std::string("&_format=html"), std::string()}) {
+    HttpResponse html = get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number + ask,
+                            ig + (ask.empty() ? "Accept: text/html\r\n" : ""));
+    REQUIRE(html.status == 200);
+    CHECK(html.header("content-type").find("text/html") == 0);
+    CHECK(html.header("content-security-policy") ==
+          "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'");
+    CHECK(html.header("x-frame-options") == "DENY");
+    CHECK(html.body.find("<script>") == std::string::npos);
+    CHECK(html.body.find("&lt;script&gt;") != std::string::npos);
+  }
 }

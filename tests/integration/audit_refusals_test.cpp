@@ -6,6 +6,7 @@
 
 #include <map>
 
+#include "fhir/query_string.h"
 #include "support/audit_check.h"
 #include "support/responses.h"
 #include "support/seed.h"
@@ -13,6 +14,7 @@
 
 using namespace gw;
 using gw::test::HttpResponse;
+using gw::test::json_of;
 using gw::test::TestServer;
 using gw::test::TokenClaims;
 
@@ -262,5 +264,65 @@ TEST_CASE("Audit: a refusal after the whole header set was parsed names the toke
   CHECK(anon.agent_kind == "anonymous");
   CHECK(anon.user.empty());
 
+  CHECK(test::check_one_audit_record_each(s, sent) == sent.size());
+}
+
+TEST_CASE("Audit: a request target that is not ASCII is refused (400) and audited escaped, never as broken text") {
+  TestServer s;
+  TokenClaims ig;
+  ig.sub = "ig-jones";
+  ig.role = "ig-officer";
+  ig.org = "X26";
+  ig.scope = "user/AuditEvent.rs";
+  const std::string ig_auth = test::test_tokens().header(ig);
+  std::vector<HttpResponse> sent;
+  auto send_target = [&](const std::string& target, const std::string& auth) {
+    HttpResponse r = one(s, "GET " + target + " HTTP/1.1\r\nHost: localhost\r\n" + auth + "Connection: close\r\n\r\n",
+                         s.client());
+    sent.push_back(r);
+    return r;
+  };
+
+  // Anonymous, 4098 bytes, with "é" across bytes 4095-4096, where the audit's 4096-byte cut falls.
+  const std::string prefix = "/Patient?family=";
+  const std::string cut_across = prefix + std::string(4095 - prefix.size(), 'a') + "\xC3\xA9" + "b";
+  REQUIRE(cut_across.size() == 4098);
+  HttpResponse across = send_target(cut_across, "");
+  CHECK(across.status == 400);
+  CHECK(test::issue_code(across) == "invalid");
+  audit::Record r = record_for(s, across);
+  CHECK(r.agent_kind == "anonymous");
+  CHECK(r.route == "protocol_error");
+  CHECK(r.target.size() <= 4096);
+  CHECK(r.target.rfind(prefix + "aaaa", 0) == 0);
+  CHECK(fhir::is_valid_utf8(audit::encode(r)));
+
+  // Short ones, with a token: the escaped bytes are what the record keeps.
+  const std::string auth = test::test_tokens().header();
+  HttpResponse accented = send_target("/Patient?family=Ord\xC3\xB3\xC3\xB1" "ez", auth);
+  REQUIRE(accented.status == 400);
+  CHECK(json_of(accented).find("issue")->items().at(0).string_at("diagnostics") ==
+        "The request target must be visible ASCII (RFC 9112 section 3.2); percent-encode other characters as UTF-8 "
+        "bytes, e.g. %C3%A9");
+  audit::Record named = record_for(s, accented);
+  CHECK(named.target == "/Patient?family=Ord%C3%B3%C3%B1ez");
+  CHECK(named.user == test::TokenClaims().sub);
+  HttpResponse lone = send_target("/Patient?family=a\xC3", auth);
+  CHECK(lone.status == 400);
+  CHECK(record_for(s, lone).target == "/Patient?family=a%C3");
+  HttpResponse in_path = send_target("/Patient/\xC3\xA9", auth);
+  CHECK(in_path.status == 400);
+  CHECK(record_for(s, in_path).target == "/Patient/%C3%A9");
+  // The same text percent-encoded is an ordinary search.
+  CHECK(test::get(s.port(), "/Patient?family=Ord%C3%B3%C3%B1ez", s.client(), auth).status == 200);
+
+  // Every IG read covering these records still answers.
+  for (const std::string& t : {std::string("/AuditEvent?_count=100"),
+                               std::string("/AuditEvent/$export?start=2020-01-01&end=2999-12-31"),
+                               "/AuditEvent/" + std::to_string(r.seq)}) {
+    CAPTURE(t);
+    HttpResponse read = test::get(s.port(), t, s.client(), ig_auth);
+    CHECK(read.status == 200);
+  }
   CHECK(test::check_one_audit_record_each(s, sent) == sent.size());
 }

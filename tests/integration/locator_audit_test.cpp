@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "fhir/json.h"
+#include "fhir/query_string.h"
 #include "support/responses.h"
 #include "support/seed.h"
 #include "support/test_server.h"
@@ -158,6 +159,99 @@ TEST_CASE("Locator audit: break-glass on an identifier search is honoured, audit
     CHECK(rec3.detail.break_glass_reason == "emergency-care");
     CHECK(alert_raised_for(s, rec3));
   }
+}
+
+TEST_CASE("Locator audit: a break-glass justification is judged whole, as sent, and its record stays readable") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 304, "Justified", "A81001");
+  const std::string search = "/Patient?identifier=" + kNhsSystem + a.nhs_number;
+  auto asking = [](const std::string& justification) {
+    return "X-Break-Glass-Reason: emergency-care\r\nX-Break-Glass-Justification: " + justification + "\r\n";
+  };
+  TokenClaims ig;
+  ig.sub = "ig-jones";
+  ig.role = "ig-officer";
+  ig.org = "X26";
+  ig.scope = "user/AuditEvent.rs";
+  // The IG view over every record written so far, one page of each kind (none may be damaged).
+  auto ig_view_reads = [&] {
+    for (const std::string& t : {std::string("/AuditEvent?_count=100"), "/AuditEvent?patient=" + a.nhs_number,
+                                 "/AuditEvent/$access-report?patient=" + a.nhs_number,
+                                 std::string("/AuditEvent/$export?start=2020-01-01&end=2999-12-31")}) {
+      CAPTURE(t);
+      HttpResponse r = get(s, t, bearer(ig));
+      CHECK(r.status == 200);
+      CHECK(r.body.find("cannot be read") == std::string::npos);
+    }
+  };
+
+  SUBCASE("1001 bytes of UTF-8, the last character two bytes across the old 1000-byte cut: granted, kept whole") {
+    const std::string text = std::string(999, 'a') + "\xC3\xA9";
+    HttpResponse granted = get(s, search, bearer(clinician_at("Y99999", "dr-long")) + asking(text));
+    REQUIRE_MESSAGE(granted.status == 200, granted.body);
+    CHECK(json_of(granted).find("total")->as_int64() == 1);
+    audit::Record rec = record_of(s, granted);
+    CHECK(rec.detail.break_glass_justification == text);
+    CHECK(rec.detail.basis == "break-glass");
+    ig_view_reads();
+  }
+  SUBCASE("over 1024 bytes: refused with 400 whatever the rest, never cut down and granted") {
+    for (const std::string& text : {std::string(1500, 'b'), std::string(1023, 'c') + "\xC3\xA9"}) {
+      HttpResponse refused = get(s, search, bearer(clinician_at("Y99999", "dr-over")) + asking(text));
+      CHECK(refused.status == 400);
+      CHECK(diagnostics(refused) == "break-glass justification must be at most 1024 bytes of single-line UTF-8 text");
+      audit::Record rec = record_of(s, refused);
+      CHECK(rec.detail.break_glass_reason == "emergency-care");
+      CHECK(rec.detail.break_glass_justification.size() <= 1024);
+      CHECK(fhir::is_valid_utf8(rec.detail.break_glass_justification));
+      CHECK(names(rec, a.nhs_number));
+      CHECK(alert_raised_for(s, rec));
+    }
+    ig_view_reads();
+  }
+  SUBCASE("bytes that are not UTF-8: refused, recorded with U+FFFD in their place") {
+    HttpResponse refused =
+        get(s, search, bearer(clinician_at("Y99999", "dr-bytes")) + asking("patient collapsed \xC3 in \xFF ED"));
+    CHECK(refused.status == 400);
+    audit::Record rec = record_of(s, refused);
+    CHECK(rec.detail.break_glass_justification == "patient collapsed \xEF\xBF\xBD in \xEF\xBF\xBD ED");
+    CHECK(alert_raised_for(s, rec));
+    ig_view_reads();
+  }
+}
+
+TEST_CASE("Locator audit: break-glass asked for by a role that may not read patient data is recorded and alerted") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 305, "Curious", "A81001");
+  const std::string search = "/Patient?identifier=" + kNhsSystem + a.nhs_number;
+  for (const char* role : {"ig-officer", "administrator"}) {
+    CAPTURE(role);
+    TokenClaims c = clinician_at("X26", std::string("curious-") + role);
+    c.role = role;
+    c.scope = "user/*.rs";
+    HttpResponse refused = get(s, search, bearer(c) + kBreakGlass);
+    CHECK(refused.status == 403);
+    audit::Record rec = record_of(s, refused);
+    CHECK(rec.detail.break_glass_reason == "emergency-care");
+    CHECK(rec.detail.break_glass_justification == "unconscious patient in ED, no history");
+    CHECK(alert_raised_for(s, rec));
+    // Without the headers the same refusal is no break-glass attempt.
+    HttpResponse plain = get(s, search, bearer(c));
+    CHECK(plain.status == 403);
+    CHECK(record_of(s, plain).detail.break_glass_reason.empty());
+  }
+  // A scope that does not cover the route is refused before any patient is judged too.
+  TokenClaims narrow = clinician_at("Y99999", "dr-narrow");
+  narrow.scope = "user/Observation.rs";
+  HttpResponse out_of_scope = get(s, search, bearer(narrow) + kBreakGlass);
+  CHECK(out_of_scope.status == 403);
+  CHECK(alert_raised_for(s, record_of(s, out_of_scope)));
+  // No token: refused for that alone; no alert anyone could raise without one.
+  HttpResponse anonymous = get(s, search, kBreakGlass);
+  CHECK(anonymous.status == 401);
+  audit::Record anon = record_of(s, anonymous);
+  CHECK(anon.detail.break_glass_reason.empty());
+  CHECK_FALSE(alert_raised_for(s, anon));
 }
 
 TEST_CASE("Locator audit: a refused break-glass request names its patient on reads and pointer searches too") {

@@ -21,6 +21,7 @@
 #include <fstream>
 #include <random>
 
+#include "fhir/query_string.h"
 #include "gateway/audit/log.h"
 #include "gateway/audit/schema.h"
 #include "gateway/audit/verify.h"
@@ -182,21 +183,23 @@ TEST_CASE("Audit record: encode() writes exactly what rapidjson::Writer wrote, f
   r.detail.withheld = {"", "DocumentReference/x"};
   r.detail.failed_sources = {"a", "b", "c"};
   CHECK(encode(r) == rapidjson_encoding(r));
-  // Every byte value, alone and inside plain text, in a text member and in a list.
+  // Every byte value, alone and inside plain text, in a text member and in a list. A lone byte
+  // from 0x80 up is not UTF-8: it is written as U+FFFD (what rapidjson writes for the repaired
+  // record), so decode() reads every encoding back.
   for (int c = 0; c < 256; ++c) {
     const std::string one(1, static_cast<char>(c));
     r.target = one;
     r.outcome_text = "ab" + one + "cd" + one;
     r.detail.patients = {one, "x" + one};
     INFO("byte " << c);
-    REQUIRE(encode(r) == rapidjson_encoding(r));
-    if (c < 0x80) {  // a lone byte from 0x80 up is not UTF-8, which decode() refuses
-      auto back = decode(encode(r));
-      REQUIRE(back.ok());
-      CHECK(back->target == one);
-    }
+    Record repaired = r;
+    make_valid_utf8(repaired);
+    REQUIRE(encode(r) == rapidjson_encoding(repaired));
+    auto back = decode(encode(r));
+    REQUIRE(back.ok());
+    CHECK(back->target == (c < 0x80 ? one : "\xEF\xBF\xBD"));
   }
-  // Random strings over all bytes (invalid UTF-8 included: rapidjson copies it unchanged).
+  // Random strings over all bytes (invalid UTF-8 included).
   std::mt19937 rng(6);
   for (int n = 0; n < 2000; ++n) {
     std::string s(rng() % 40, '\0');
@@ -204,7 +207,43 @@ TEST_CASE("Audit record: encode() writes exactly what rapidjson::Writer wrote, f
     r.detail.note = s;
     r.user = s.substr(0, s.size() / 2);
     r.time_ms = static_cast<std::int64_t>(rng()) * (n % 2 ? -1 : 1) * 1000003;
-    REQUIRE(encode(r) == rapidjson_encoding(r));
+    Record repaired = r;
+    make_valid_utf8(repaired);
+    REQUIRE(encode(r) == rapidjson_encoding(repaired));
+    REQUIRE(decode(encode(r)).ok());
+  }
+}
+
+TEST_CASE("Audit record: no string member, text or list, can make the encoding invalid UTF-8") {
+  // A character cut in two (a header or a target cut at a byte limit), a stray continuation
+  // byte, an overlong and a surrogate, in every string the record has.
+  const std::string fffd = "\xEF\xBF\xBD";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"cut \xC3", "cut " + fffd}, {"\x80stray", fffd + "stray"}, {"\xC0\xAF", fffd + fffd}, {"\xED\xA0\x80", fffd + fffd + fffd}};
+  for (const auto& [bad, shown] : cases) {
+    Record r;
+    for (std::string* field : {&r.prev, &r.kind, &r.action, &r.method, &r.target, &r.route, &r.outcome_text,
+                               &r.agent_kind, &r.user, &r.role, &r.organisation, &r.client_id, &r.token_id,
+                               &r.purpose, &r.address, &r.client_certificate, &r.request_id, &r.correlation_id,
+                               &r.source, &r.detail.basis, &r.detail.break_glass_reason,
+                               &r.detail.break_glass_justification, &r.detail.operation, &r.detail.note})
+      *field = bad;
+    for (auto* list : {&r.detail.patients, &r.detail.returned, &r.detail.withheld, &r.detail.failed_sources})
+      *list = {"ok", bad};
+    const std::string bytes = encode(r);
+    INFO(bytes);
+    CHECK(fhir::is_valid_utf8(bytes));
+    auto back = decode(bytes);
+    REQUIRE_MESSAGE(back.ok(), back.issue().diagnostics);
+    // Every string member came back repaired: the repaired record encodes to the same bytes,
+    // and none of its members kept the bad text.
+    CHECK(bytes.find(bad) == std::string::npos);
+    CHECK(back->detail.break_glass_justification == shown);
+    CHECK(back->detail.failed_sources == std::vector<std::string>{"ok", shown});
+    make_valid_utf8(r);
+    CHECK(encode(r) == bytes);
+    CHECK(r.user == shown);
+    CHECK(r.detail.patients.back() == shown);
   }
 }
 
@@ -254,6 +293,9 @@ TEST_CASE("Audit record: redact_target keeps the query but not the credentials i
   for (std::string t : {"/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9000000009", "/metadata", "/",
                         "/Patient?family=eyJones&given=a.b.c", "/AuditEvent?agent=dr-smith&_count=5", ""})
     CHECK(redact_target(t) == t);
+  // Bytes a target may not hold (RFC 9112: visible ASCII) are kept as %XX, a cut character too.
+  CHECK(redact_target("/Patient?family=Ord\xC3\xB3\xC3") == "/Patient?family=Ord%C3%B3%C3");
+  CHECK(redact_target("/Patient?family=a\tb\x7F") == "/Patient?family=a%09b%7F");
   CHECK(redact_tokens("bad value '" + jwt + "' in x") == "bad value '[redacted]' in x");
   CHECK(redact_tokens("nothing here") == "nothing here");
 }
@@ -350,6 +392,46 @@ TEST_CASE("Audit log: records are chained leaves; restart continues the chain an
   CHECK(page->total == 25);
   CHECK(page->records.size() == 5);
   CHECK(page->records.front().seq == 24);  // newest first
+}
+
+TEST_CASE("Audit log: a record holding text that is not UTF-8 is committed repaired, read back and verified") {
+  auto dir = test::temp_dir("audit-log-utf8");
+  auto signer = ed25519_signer();
+  auto log = Log::open(options(dir), signer);
+  REQUIRE(log.ok());
+  REQUIRE((*log)->append_sync(access(0)).ok());
+  // A break-glass justification cut inside "é", and a user id with a stray byte.
+  Record r = access(1, "dr-\xA9");
+  r.status = 400;
+  r.detail.break_glass_reason = "emergency-care";
+  r.detail.break_glass_justification = std::string(999, 'a') + "\xC3";
+  auto seq = (*log)->append_sync(r);
+  REQUIRE(seq.ok());
+  REQUIRE((*log)->append_sync(access(2)).ok());
+  auto got = (*log)->get(*seq);
+  REQUIRE_MESSAGE(got.ok(), got.issue().diagnostics);
+  REQUIRE(*got);
+  CHECK((*got)->detail.break_glass_justification == std::string(999, 'a') + "\xEF\xBF\xBD");
+  CHECK((*got)->user == "dr-\xEF\xBF\xBD");
+  Query q;
+  auto page = (*log)->search(q);
+  REQUIRE_MESSAGE(page.ok(), page.issue().diagnostics);
+  CHECK(page->records.size() == 3);
+  // The agent column holds the repaired id too, so a search by it finds the record.
+  q.agent = "dr-\xEF\xBF\xBD";
+  page = (*log)->search(q);
+  REQUIRE(page.ok());
+  CHECK(page->total == 1);
+  // The alert the refused break-glass attempt raised is UTF-8 as well.
+  auto alerts = (*log)->alerts("open", 100);
+  REQUIRE(alerts.ok());
+  REQUIRE(!alerts->empty());
+  for (const auto& a : *alerts) CHECK(fhir::is_valid_utf8(a.detail));
+  REQUIRE((*log)->checkpoint_now().ok());
+  (*log)->stop();
+  auto report = verify_with(signer, (dir / "audit.db").string());
+  REQUIRE(report.ok());
+  CHECK(report->ok);
 }
 
 TEST_CASE("Audit log: a file from before migration 3 verifies as it is, then upgrades with its tree intact") {
