@@ -144,6 +144,41 @@ StartupChecked check_startup(const config::Config& cfg) {
   return checked;
 }
 
+fhir::Status check_databases_present(const std::string& data_dir) {
+  namespace fs = std::filesystem;
+  static constexpr const char* kFiles[] = {"locator.db", "store.db", "audit.db"};
+  std::string present, missing;
+  for (const char* name : kFiles) {
+    std::error_code ec;
+    std::string& list = fs::exists(fs::path(data_dir) / name, ec) ? present : missing;
+    list.append(list.empty() ? "" : ", ").append(name);
+  }
+  // locator.db alone is an index loaded before the first start (gw-locator import).
+  if (missing.empty() || present.empty() || present == "locator.db") return fhir::Ok{};
+  return fhir::Issue::make(fhir::ErrorCode::not_ready,
+                           "data directory " + data_dir + " holds " + present + " but not " + missing +
+                               ": lost, or not restored with the others. Restore the missing files from the same "
+                               "backup (docs/operations.md); to start with them empty instead, knowing that what "
+                               "they held is gone, start once with --create-missing-databases");
+}
+
+audit::LogOptions audit_log_options(const config::Config& cfg) {
+  audit::LogOptions o;
+  o.path = (std::filesystem::path(cfg.data_dir) / "audit.db").string();
+  o.checkpoint_file = checkpoint_path(cfg);
+  o.syslog_checkpoints = cfg.audit.syslog_checkpoints;
+  // The origin of a new log. An existing one keeps the origin it was created with (Log::open
+  // warns when this differs): it names the log in every checkpoint it ever signed.
+  o.origin = "fhir-gateway/audit " + cfg.public_base_url;
+  o.checkpoint_interval = cfg.audit.checkpoint_interval;
+  o.max_batch = static_cast<std::size_t>(cfg.audit.max_batch);
+  o.commit_delay = std::chrono::microseconds(cfg.audit.commit_delay_us);
+  o.commit_siblings = static_cast<std::size_t>(cfg.audit.commit_siblings);
+  o.max_queue = static_cast<std::size_t>(cfg.audit.max_queue);
+  o.rules = cfg.audit.alerts;
+  return o;
+}
+
 DataDirLock::DataDirLock(const std::string& data_dir) {
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
@@ -163,8 +198,9 @@ DataDirLock::DataDirLock(const std::string& data_dir) {
     std::string pid = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
     pid.erase(std::find_if(pid.begin(), pid.end(), [](char c) { return c < '0' || c > '9'; }), pid.end());
     throw DataDirInUse("data directory " + data_dir + " is in use by another fhir-gateway" +
-                       (pid.empty() ? std::string() : " (pid " + pid + ")") +
-                       "; stop it first, or give this gateway its own data_dir");
+                           (pid.empty() ? std::string() : " (pid " + pid + ")") +
+                           " or a gw-locator writing to it; stop it first, or give this gateway its own data_dir",
+                       pid);
   }
   const std::string pid = std::to_string(::getpid()) + "\n";
   if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
@@ -178,6 +214,11 @@ DataDirLock::~DataDirLock() {
 
 App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock_(cfg_.data_dir) {
   StartupChecked checked = check_startup(cfg_);
+  if (auto complete = check_databases_present(cfg_.data_dir); !complete) {
+    if (!info.create_missing_databases) throw std::runtime_error(complete.issue().diagnostics);
+    observe::log(observe::Level::warn, "creating missing databases empty (--create-missing-databases)",
+                 {{"data_dir", cfg_.data_dir}});
+  }
   auto dbs = store::Databases::open(cfg_.data_dir);
   if (!dbs) throw std::runtime_error("cannot open databases: " + dbs.issue().diagnostics);
   databases_ = std::make_unique<store::Databases>(std::move(*dbs));
@@ -277,19 +318,7 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock
 }
 
 void App::open_audit(audit::CheckpointSigner signer) {
-  audit::LogOptions o;
-  o.path = (std::filesystem::path(cfg_.data_dir) / "audit.db").string();
-  o.checkpoint_file = checkpoint_path(cfg_);
-  o.syslog_checkpoints = cfg_.audit.syslog_checkpoints;
-  // The origin of a new log. An existing one keeps the origin it was created with (Log::open
-  // warns when this differs): it names the log in every checkpoint it ever signed.
-  o.origin = "fhir-gateway/audit " + cfg_.public_base_url;
-  o.checkpoint_interval = cfg_.audit.checkpoint_interval;
-  o.max_batch = static_cast<std::size_t>(cfg_.audit.max_batch);
-  o.commit_delay = std::chrono::microseconds(cfg_.audit.commit_delay_us);
-  o.commit_siblings = static_cast<std::size_t>(cfg_.audit.commit_siblings);
-  o.max_queue = static_cast<std::size_t>(cfg_.audit.max_queue);
-  o.rules = cfg_.audit.alerts;
+  audit::LogOptions o = audit_log_options(cfg_);
   o.on_commit = [this] {
     health_.audit_failing = false;
     if (audit::Forwarder* f = forwarder_to_wake_.load()) f->notify();

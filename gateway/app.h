@@ -44,11 +44,16 @@ struct AppInfo {
   std::string release_date;
   // Extra routes registered before /metadata (integration tests; embedding).
   std::function<void(http::Router&, fhir::SearchParamRegistry&)> extra_routes;
+  // fhir-gateway --create-missing-databases: the operator says that databases missing from a
+  // data directory that holds the others are to be created empty (see check_databases_present).
+  bool create_missing_databases = false;
 };
 
 // A second gateway on the same data directory: start-up stops with exit code 2.
 struct DataDirInUse : std::runtime_error {
-  using std::runtime_error::runtime_error;
+  DataDirInUse(const std::string& what, std::string holder_pid)
+      : std::runtime_error(what), pid(std::move(holder_pid)) {}
+  std::string pid;  // the holder's, "" when the lock file does not say
 };
 
 // An exclusive flock(2) on <data_dir>/gateway.lock, holding the owner's pid, for as long as
@@ -67,6 +72,19 @@ class DataDirLock {
  private:
   int fd_ = -1;
 };
+
+// The data directory's databases must all be there (locator.db, store.db, audit.db), or none
+// of store.db and audit.db: a first start, for which gw-locator import may have filled
+// locator.db beforehand. Any other mix means files were lost or not restored, and opening
+// would create the missing ones empty beside the others: every patient gone (locator.db), the
+// stored messages gone (store.db), or an audit log starting afresh next to the data it should
+// account for (audit.db). Fails (not_ready) naming the missing files and what to do. Reads only.
+fhir::Status check_databases_present(const std::string& data_dir);
+
+// The audit log's options as the gateway opens it from `cfg`: audit.db in the data directory,
+// the checkpoint file, the log's origin and the writer's limits (no callbacks). gw-locator
+// appends its records with the same, so that they are checkpointed into the same log.
+audit::LogOptions audit_log_options(const config::Config& cfg);
 
 // What check_startup loaded that App keeps, so that nothing is read or parsed twice.
 struct StartupChecked {
@@ -103,7 +121,8 @@ class App {
   // starts the adapters; the audit log's "gateway started" record is its last step. Throws
   // config::ConfigError for configuration problems and DataDirInUse when another gateway holds
   // the data directory (both exit 2), and std::runtime_error for anything else (exit 1), e.g.
-  // an audit.db that no longer matches its checkpoints.
+  // an audit.db that no longer matches its checkpoints, or a data directory missing some of its
+  // databases (check_databases_present) without info.create_missing_databases.
   App(config::Config cfg, AppInfo info);
   ~App();
   App(const App&) = delete;

@@ -20,7 +20,8 @@ namespace {
 
 void print_help() {
   std::printf(
-      "Usage: fhir-gateway [--config FILE] [--check-config] [--help] [--version]\n"
+      "Usage: fhir-gateway [--config FILE] [--check-config] [--create-missing-databases]\n"
+      "                    [--help] [--version]\n"
       "\n"
       "Single patient record interoperability gateway: serves a FHIR R4 API over HTTPS.\n"
       "\n"
@@ -31,6 +32,11 @@ void print_help() {
       "                   certificates and keys, the JWKS, the audit signing key, plug-ins\n"
       "                   and their credentials files; only the ports are not bound) and\n"
       "                   exit (0 valid, 2 invalid)\n"
+      "  --create-missing-databases\n"
+      "                   start although the data directory lacks some of locator.db,\n"
+      "                   store.db and audit.db while holding others, creating those\n"
+      "                   empty (without it such a start is refused: restore them from\n"
+      "                   the backup instead, see docs/operations.md)\n"
       "  --version        print the version and exit\n"
       "  --help           print this help and exit\n"
       "\n"
@@ -50,6 +56,7 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   std::string config_path;
   bool check_only = false;
+  bool create_missing_databases = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
@@ -64,6 +71,8 @@ int main(int argc, char** argv) {
       config_path = a.substr(9);
     } else if (a == "--check-config") {
       check_only = true;
+    } else if (a == "--create-missing-databases") {
+      create_missing_databases = true;
     } else {
       std::fprintf(stderr, "fhir-gateway: unknown argument '%s' (see --help)\n", a.c_str());
       return 2;
@@ -103,7 +112,7 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   try {
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-    App app(cfg, AppInfo{kVersion, kReleaseDate, {}});
+    App app(cfg, AppInfo{kVersion, kReleaseDate, {}, create_missing_databases});
     pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);  // main and the event-loop threads
     net::Server& server = app.server();
     server.start();

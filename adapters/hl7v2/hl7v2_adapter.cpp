@@ -7,6 +7,7 @@
 #include <iterator>
 #include <mutex>
 #include <set>
+#include <utility>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -119,6 +120,34 @@ std::string peer_address(const tcp::socket& socket) {
 // so a frame's cost is bounded by its count as well as by its bytes.
 constexpr std::size_t kMaxBatchMessages = 1000;
 
+// Framing violation lines one connection may write. Every violation is counted; the lines
+// are capped because each one is a sender's byte (a <VT> inside a frame, a stray gap) that
+// would otherwise cost a log line, so anyone who can reach the port could fill the disk the
+// audit log shares. The rest are summed up in one line when the connection closes.
+constexpr std::size_t kMaxViolationLinesPerConnection = 20;
+
+// A connection's framing violations not yet logged, and what its budget let through.
+struct ViolationLog {
+  // Per kind, in order of first occurrence since the last flush: how many, and (for
+  // stray_bytes_skipped) the bytes skipped.
+  struct Pending {
+    FrameEvent event;
+    std::uint64_t count = 0;
+    std::uint64_t bytes = 0;
+  };
+  std::vector<Pending> pending;
+  std::size_t lines = 0;
+  std::uint64_t suppressed = 0;  // violations counted but not logged (over the budget)
+  std::string suppressed_kinds;  // their events, comma-separated, each once
+
+  void add(FrameEvent e, std::uint64_t bytes) {
+    auto it = std::find_if(pending.begin(), pending.end(), [e](const Pending& p) { return p.event == e; });
+    if (it == pending.end()) it = pending.insert(pending.end(), Pending{e});
+    ++it->count;
+    it->bytes += bytes;
+  }
+};
+
 
 }  // namespace
 
@@ -158,9 +187,43 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
   // every line, so the operator knows which system to chase.
   void violation(std::string_view what, const std::string& peer, Fields fields = {}) {
     ++violations;
+    log_violation(what, peer, std::move(fields));
+  }
+  void log_violation(std::string_view what, const std::string& peer, Fields fields) {
     fields.insert(fields.begin(), {"peer", peer.empty() ? std::string("(unknown)") : peer});
     fields.insert(fields.begin(), {"event", std::string(what)});
     say(LogLevel::warn, "mllp protocol violation", std::move(fields));
+  }
+
+  // The framer's events of one read: each counted at once (gateway_mllp_protocol_violations_total),
+  // held in `vlog` and logged by flush_violations, one line per kind with its count.
+  void note_violations(const FramerOutput& out, ViolationLog& vlog) {
+    std::uint64_t skipped = out.skipped;  // the read's stray bytes, all its gaps: given to the first
+    for (FrameEvent e : out.events) {
+      ++violations;
+      // message_too_large is logged as its frame is answered, with its size and MSH-10.
+      if (e == FrameEvent::message_too_large) continue;
+      vlog.add(e, e == FrameEvent::stray_bytes_skipped ? std::exchange(skipped, 0) : 0);
+    }
+  }
+
+  // Logs what `vlog` holds, one line per kind (with "count", and "bytes" for stray bytes),
+  // while the connection's budget lasts; past it, only counts what it drops.
+  void flush_violations(ViolationLog& vlog, const std::string& peer) {
+    for (const ViolationLog::Pending& p : vlog.pending) {
+      const std::string_view name = event_name(p.event);
+      if (vlog.lines >= kMaxViolationLinesPerConnection) {
+        vlog.suppressed += p.count;
+        if (vlog.suppressed_kinds.find(name) == std::string::npos)
+          vlog.suppressed_kinds.append(vlog.suppressed_kinds.empty() ? "" : ",").append(name);
+        continue;
+      }
+      ++vlog.lines;
+      Fields f{{"count", std::to_string(p.count)}};
+      if (p.event == FrameEvent::stray_bytes_skipped) f.emplace_back("bytes", std::to_string(p.bytes));
+      log_violation(name, peer, std::move(f));
+    }
+    vlog.pending.clear();
   }
 
   // Stores a message that never became a batch, then the acknowledgements for it.
@@ -379,6 +442,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     // An oversize frame is read on (and dropped) to answer it, up to four times the limit.
     limits.max_oversize_bytes = 4 * options.max_message_bytes;
     MllpFramer framer(limits);
+    ViolationLog vlog;
     std::vector<char> buf(64 * 1024);
     // The idle timeout runs per read; the frame timeout runs from the read that brought a
     // frame's start block until its end block, however the sender spaces the bytes in
@@ -395,9 +459,11 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
           co_await stream.async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
       watchdog.cancel();
       if (ec) {
-        if (framer.in_frame())
+        if (framer.in_frame()) {
+          flush_violations(vlog, peer);
           violation("connection closed inside a frame", peer,
                     {{"pending_bytes", std::to_string(framer.pending_bytes())}});
+        }
         break;
       }
       FramerOutput out;
@@ -407,12 +473,10 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       // once those frames are answered below: the time the gateway spends on them is not the
       // sender's.
       const bool frame_begun = framer.in_frame() && (!continued_frame || !out.frames.empty());
-      for (FrameEvent e : out.events) {
-        if (e == FrameEvent::message_too_large) continue;  // logged as its frame is answered, with its size
-        Fields f;
-        if (e == FrameEvent::stray_bytes_skipped) f.emplace_back("bytes", std::to_string(out.skipped));
-        violation(event_name(e), peer, std::move(f));
-      }
+      // Logged when the frame they happened in ends (or the gap between frames, the read):
+      // 20,000 <VT>s inside one frame are one line with their count, not 20,000 lines.
+      note_violations(out, vlog);
+      if (!framer.in_frame() || out.fatal) flush_violations(vlog, peer);
       busy = true;
       bool write_failed = false;
       for (std::size_t i = 0; i < out.frames.size(); ++i) {
@@ -442,6 +506,13 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       if (write_failed || out.fatal) break;
       if (frame_begun) frame_deadline = std::chrono::steady_clock::now() + options.frame_timeout;
     }
+    flush_violations(vlog, peer);  // a frame cut short by a timeout or stop()
+    if (vlog.suppressed > 0)
+      say(LogLevel::warn, "mllp protocol violations not logged",
+          {{"peer", peer.empty() ? std::string("(unknown)") : peer},
+           {"suppressed", std::to_string(vlog.suppressed)},
+           {"events", vlog.suppressed_kinds},
+           {"max_lines_per_connection", std::to_string(kMaxViolationLinesPerConnection)}});
     conn->socket = nullptr;
     boost::system::error_code ignored;
     socket.close(ignored);

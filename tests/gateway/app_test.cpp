@@ -268,3 +268,46 @@ TEST_CASE("log_adapter_line: a plug-in's log call reaches the gateway's log with
   CHECK(line->string_at("source") == "example-source");
   CHECK(line->string_at("origin") == "plugin");
 }
+
+TEST_CASE("App: a data directory missing some of its databases is refused, naming them; a first start makes all three") {
+  namespace fs = std::filesystem;
+  observe::set_level(observe::Level::error);
+  const config::Config c = good_config();
+  const fs::path dir(c.data_dir);
+  { App first(c, AppInfo{"test", "2026-11-23", {}}); }  // a first start (nothing there) creates all three
+  for (const char* name : {"locator.db", "store.db", "audit.db"}) CHECK(fs::exists(dir / name));
+
+  // locator.db lost (or not restored): opening it would make every patient vanish silently.
+  for (const char* name : {"locator.db", "locator.db-wal", "locator.db-shm"}) fs::remove(dir / name);
+  std::string what;
+  try {
+    App second(c, AppInfo{"test", "2026-11-23", {}});
+    FAIL("a start with locator.db missing was not refused");
+  } catch (const std::runtime_error& e) {
+    what = e.what();
+  }
+  CHECK_MESSAGE(what.find("holds store.db, audit.db but not locator.db") != std::string::npos, what);
+  CHECK(what.find("--create-missing-databases") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "locator.db"));  // nothing created
+
+  // The operator's explicit word: created empty.
+  { App third(c, AppInfo{"test", "2026-11-23", {}, true}); }
+  CHECK(fs::exists(dir / "locator.db"));
+
+  // store.db gone beside the others: refused the same way.
+  for (const char* name : {"store.db", "store.db-wal", "store.db-shm"}) fs::remove(dir / name);
+  CHECK_FALSE(check_databases_present(c.data_dir).ok());
+  CHECK(check_databases_present(c.data_dir).issue().diagnostics.find("but not store.db") != std::string::npos);
+}
+
+TEST_CASE("App: a locator.db loaded before the first start (gw-locator import) is a first start") {
+  namespace fs = std::filesystem;
+  observe::set_level(observe::Level::error);
+  const config::Config c = good_config();
+  fs::create_directories(c.data_dir);
+  std::ofstream(fs::path(c.data_dir) / "locator.db");  // an empty file is an empty SQLite database
+  CHECK(check_databases_present(c.data_dir).ok());
+  { App app(c, AppInfo{"test", "2026-11-23", {}}); }
+  CHECK(fs::exists(fs::path(c.data_dir) / "store.db"));
+  CHECK(fs::exists(fs::path(c.data_dir) / "audit.db"));
+}

@@ -11,6 +11,7 @@
 
 #include "gateway/audit/log.h"
 #include "gateway/audit/record.h"
+#include "gateway/store/databases.h"
 #include "gateway/store/store.h"
 #include "support/test_server.h"
 
@@ -24,7 +25,9 @@ TEST_CASE("Message retention: a prune removes the raw text from disk at once and
   auto s = std::make_unique<test::TestServer>([&](config::Config& c) {
     c.store.message_retention_days = 1;
     data_dir = c.data_dir;
-    // A message received three days ago, in the store the gateway is about to open.
+    // A message received three days ago, in the store the gateway is about to open (with the
+    // other databases beside it: a data directory holding store.db alone is refused).
+    REQUIRE(store::Databases::open(data_dir.string()).ok());
     auto st = store::Store::open((data_dir / "store.db").string());
     REQUIRE(st.ok());
     store::MessageWrite m;

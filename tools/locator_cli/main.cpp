@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // gw-locator: offline administration of the record locator index (locator.db).
-//   gw-locator import --data DIR [--source ODS] FILE|DIR...   bulk import of FHIR Bundles / NDJSON
+//   gw-locator import (--config FILE | --data DIR) [--source ODS] FILE|DIR...   bulk import of FHIR Bundles / NDJSON
+//   gw-locator objection (--config FILE | --data DIR) --nhs-number N (--record | --withdraw)
 //   gw-locator stats --data DIR                                index statistics
 //   gw-locator conflicts --data DIR [--limit N]                recorded identity conflicts
+// The writing commands (import, objection) hold the data directory's lock, so they refuse to
+// run while a gateway does, and append a record of what they changed to the gateway's audit
+// log (write_session.h).
 // Import reads Patients (and DocumentReference pointers) from transaction/collection Bundles
 // (e.g. Synthea, synthpop --format bundle) or NDJSON, resolves each identity exactly as ingest
 // does, and reports what was created, matched (and of those, updated) and rejected, entry by
@@ -14,7 +18,8 @@
 // locator does not hold is only counted as not indexed); a Bundle without entries is a warning.
 // --source must be an ODS code and --pointer-base an https URL, checked before anything is
 // written. stats and conflicts refuse a --data without a locator.db. Exit
-// codes: 0 done (rejections are reported, not fatal), 1 runtime failure or no index, 2 usage.
+// codes: 0 done (rejections are reported, not fatal), 1 runtime failure, no index, a data
+// directory in use or an audit record not written, 2 usage.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -31,10 +36,13 @@
 
 #include "fhir/datatypes.h"
 #include "fhir/json.h"
+#include "fhir/nhs_number.h"
 #include "fhir/resource_types.h"
+#include "gateway/config/config.h"
 #include "gateway/locator/fhir_mapping.h"
 #include "gateway/locator/sqlite_locator.h"
 #include "tools/cli/parse.h"
+#include "tools/locator_cli/write_session.h"
 
 namespace fs = std::filesystem;
 using gw::locator::ImportRecord;
@@ -472,7 +480,42 @@ std::unique_ptr<gw::locator::Locator> open_locator(const std::string& data_dir, 
   return std::move(*loc);
 }
 
-int run_import(const std::string& data_dir, const std::string& source, const std::string& source_name,
+// The writing session, or null after saying why on stderr (exit code in `code`).
+std::unique_ptr<gw::tools::WriteSession> open_session(const gw::tools::WriteTarget& target, int& code) {
+  gw::tools::WriteRefusal refusal;
+  auto session = gw::tools::WriteSession::open(target, refusal);
+  if (!session) {
+    std::fprintf(stderr, "gw-locator: %s\n", refusal.message.c_str());
+    code = refusal.exit_code;
+    return nullptr;
+  }
+  if (!session->unaudited_reason().empty())
+    std::fprintf(stderr, "gw-locator: %s\n", session->unaudited_reason().c_str());
+  return session;
+}
+
+// Appends `r` through `session`; false (said on stderr) when the change stands unrecorded.
+bool audit_change(gw::tools::WriteSession& session, gw::audit::Record r) {
+  if (auto st = session.record(std::move(r)); !st) {
+    std::fprintf(stderr,
+                 "gw-locator: the change was made but its audit record could not be written (%s): tell the IG "
+                 "officer what was run, and fix the audit log before the gateway starts\n",
+                 st.issue().diagnostics.c_str());
+    return false;
+  }
+  return true;
+}
+
+// "gw-locator import --source X a.json dir/" as the audit record's target (at most 4,096
+// characters: the file list can be long).
+std::string import_target(const std::string& source, const std::vector<std::string>& inputs) {
+  std::string t = "gw-locator import --source " + source;
+  for (const auto& in : inputs) t += " " + in;
+  if (t.size() > 4096) t = t.substr(0, 4093) + "...";
+  return t;
+}
+
+int run_import(const gw::tools::WriteTarget& target, const std::string& source, const std::string& source_name,
                const std::vector<std::string>& inputs, std::size_t batch, const std::string& report, bool quiet,
                const std::string& pointer_base, const gw::locator::DemographicRule& rule) {
   auto files = list_inputs(inputs);
@@ -480,7 +523,10 @@ int run_import(const std::string& data_dir, const std::string& source, const std
     std::fprintf(stderr, "gw-locator: %s\n", files.issue().diagnostics.c_str());
     return 2;
   }
-  auto loc = open_locator(data_dir, true, rule);
+  int code = 0;
+  auto session = open_session(target, code);
+  if (!session) return code;
+  auto loc = open_locator(target.data_dir, true, rule);
   if (!loc) return 1;
   auto reg = loc->upsert_source_system({source, source_name.empty() ? source : source_name, "import", ""});
   if (!reg) {
@@ -489,9 +535,37 @@ int run_import(const std::string& data_dir, const std::string& source, const std
   }
   Importer imp(*loc, source, batch, quiet, pointer_base);
   const auto start = std::chrono::steady_clock::now();
+  bool completed = true;
   for (const auto& f : *files)
-    if (!imp.add_file(f)) return 1;
-  if (!imp.finish()) return 1;
+    if (!imp.add_file(f)) {
+      completed = false;
+      break;
+    }
+  completed = completed && imp.finish();
+  {
+    // What an IG officer needs of a bulk change to identities and pointers: who ran it, on
+    // what, and what it did (committed batches stay committed when a later one fails).
+    const Tally& t = imp.tally();
+    gw::audit::Record r;
+    r.kind = "ingest";
+    r.action = "locator-import";
+    r.source = source;
+    r.organisation = source;
+    r.target = import_target(source, inputs);
+    r.status = completed ? 200 : 500;
+    if (!completed) r.outcome_text = "the import stopped on a database error; the batches before it are committed";
+    r.detail.note = "gw-locator import run by OS user " + gw::tools::WriteSession::os_user() + ": files read " +
+                    std::to_string(t.files) + ", patients seen " + std::to_string(t.patients) + ", created " +
+                    std::to_string(t.created) + ", matched " +
+                    std::to_string(t.matched_nhs + t.matched_identifier + t.matched_demographics) +
+                    " (NHS number " + std::to_string(t.matched_nhs) + ", identifier " +
+                    std::to_string(t.matched_identifier) + ", demographics " +
+                    std::to_string(t.matched_demographics) + "), of which updated " + std::to_string(t.updated) +
+                    ", pointers indexed " + std::to_string(t.pointers) + ", conflicts recorded " +
+                    std::to_string(t.conflicts) + ", rejected entries " + std::to_string(t.rejected);
+    if (!audit_change(*session, std::move(r))) return 1;
+  }
+  if (!completed) return 1;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const Tally& t = imp.tally();
   std::printf("files read:            %zu\n", t.files);
@@ -527,6 +601,61 @@ int run_import(const std::string& data_dir, const std::string& source, const std
       return 1;
     }
   }
+  return 0;
+}
+
+// Records or withdraws a patient's objection to sharing (docs/access-policy.md "Objection"):
+// the patient the NHS number names (merges followed), audited with that NHS number.
+int run_objection(const gw::tools::WriteTarget& target, const std::string& nhs_number, bool object,
+                  const std::string& note) {
+  {
+    std::error_code ec;
+    if (!fs::is_regular_file(fs::path(target.data_dir) / "locator.db", ec)) {
+      std::fprintf(stderr, "gw-locator: no locator index at %s; the data directory is the gateway's data_dir\n",
+                   (fs::path(target.data_dir) / "locator.db").string().c_str());
+      return 1;
+    }
+  }
+  int code = 0;
+  auto session = open_session(target, code);
+  if (!session) return code;
+  auto loc = open_locator(target.data_dir, false);
+  if (!loc) return 1;
+  auto id = loc->lookup_identifier(gw::locator::kNhsNumberSystem, nhs_number);
+  if (!id) {
+    std::fprintf(stderr, "gw-locator: %s\n", id.issue().diagnostics.c_str());
+    return 1;
+  }
+  if (!*id) {
+    std::fprintf(stderr, "gw-locator: no patient with NHS number %s in the index; nothing recorded\n",
+                 nhs_number.c_str());
+    return 1;
+  }
+  auto before = loc->read_patient(**id);
+  if (!before || !*before) {
+    std::fprintf(stderr, "gw-locator: cannot read patient %s\n", (**id).c_str());
+    return 1;
+  }
+  const bool was = (*before)->objection;
+  if (auto st = loc->set_objection(**id, object); !st) {
+    std::fprintf(stderr, "gw-locator: %s\n", st.issue().diagnostics.c_str());
+    return 1;
+  }
+  gw::audit::Record r;
+  r.kind = "system";
+  r.action = object ? "objection-recorded" : "objection-withdrawn";
+  r.target = std::string("gw-locator objection ") + (object ? "--record" : "--withdraw") + " Patient/" + **id;
+  r.status = 200;
+  r.detail.patients = {nhs_number};
+  r.detail.returned = {"Patient/" + **id};
+  r.detail.note = std::string(object ? "objection to sharing recorded" : "objection to sharing withdrawn") +
+                  (was == object ? " (it already was)" : "") + " by OS user " + gw::tools::WriteSession::os_user() +
+                  (note.empty() ? std::string() : ": " + note);
+  if (!audit_change(*session, std::move(r))) return 1;
+  std::printf("%s for NHS number %s (Patient/%s)%s: %s\n", object ? "objection recorded" : "objection withdrawn",
+              nhs_number.c_str(), (**id).c_str(), was == object ? ", as it already was" : "",
+              object ? "the shared record is hidden from every user; only a break-glass grant opens it"
+                     : "the shared record is visible again to users with a legitimate relationship");
   return 0;
 }
 
@@ -575,10 +704,20 @@ int main(int argc, char** argv) {
   std::size_t batch = 5000, limit = 100;
   bool quiet = false;
 
+  std::string config_file;
+  const std::string config_help =
+      "the gateway's configuration file: the data directory is its data_dir, and what is changed is recorded in "
+      "its audit log (audit.db), signed with its key; required once the directory has an audit log";
+  const std::string write_data_help =
+      "gateway data directory holding locator.db, for a directory without an audit log yet (before the gateway's "
+      "first start); otherwise give --config";
+
   auto* imp = app.add_subcommand("import", "bulk import Patients and DocumentReference pointers from FHIR Bundles "
                                            "(.json) or NDJSON (.ndjson), files or folders (UTF-8; a leading byte "
-                                           "order mark is skipped); a pointer keeps its DocumentReference.date");
-  imp->add_option("--data", data_dir, "gateway data directory holding locator.db")->capture_default_str();
+                                           "order mark is skipped); a pointer keeps its DocumentReference.date. "
+                                           "Refused while a gateway runs on the data directory; audited");
+  auto* imp_data = imp->add_option("--data", data_dir, write_data_help)->capture_default_str();
+  imp->add_option("--config", config_file, config_help)->excludes(imp_data);
   imp->add_option("--source", source, "ODS code of the source system the records come from (letters and digits)")
       ->capture_default_str();
   imp->add_option("--source-name", source_name, "display name for the source system");
@@ -598,6 +737,20 @@ int main(int argc, char** argv) {
   imp->add_flag("--quiet", quiet, "no progress or per-entry messages on stderr");
   imp->add_option("inputs", inputs, "files or folders to import")->required();
 
+  std::string nhs_number, note;
+  bool record = false, withdraw = false;
+  auto* obj = app.add_subcommand("objection",
+                                 "record (or withdraw) a patient's objection to sharing: the shared record is then "
+                                 "hidden from every user, only break-glass opens it (docs/access-policy.md). Refused "
+                                 "while a gateway runs on the data directory; audited");
+  auto* obj_data = obj->add_option("--data", data_dir, write_data_help)->capture_default_str();
+  obj->add_option("--config", config_file, config_help)->excludes(obj_data);
+  obj->add_option("--nhs-number", nhs_number, "the patient's NHS number (10 digits)")->required();
+  auto* obj_record = obj->add_flag("--record", record, "record the objection");
+  obj->add_flag("--withdraw", withdraw, "withdraw a recorded objection")->excludes(obj_record);
+  obj->add_option("--note", note, "kept in the audit record, e.g. the reference of the patient's request (at most 500 "
+                                  "characters)");
+
   auto* st = app.add_subcommand("stats", "print index statistics");
   st->add_option("--data", data_dir, "gateway data directory holding locator.db")->capture_default_str();
 
@@ -609,6 +762,33 @@ int main(int argc, char** argv) {
     gw::tools::parse(app, argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
+  }
+  // The writing commands' target: --data, or the data directory of the gateway's configuration.
+  gw::tools::WriteTarget target{data_dir, std::nullopt};
+  if ((*imp || *obj) && !config_file.empty()) {
+    try {
+      target.config = gw::config::load_config(config_file);
+    } catch (const gw::config::ConfigError& e) {
+      std::fprintf(stderr, "gw-locator: configuration error: %s\n", e.what());
+      return 2;
+    }
+    target.data_dir = target.config->data_dir;
+  }
+  if (*obj) {
+    if (record == withdraw) {
+      std::fprintf(stderr, "gw-locator: objection needs --record or --withdraw\nRun with --help for usage.\n");
+      return 2;
+    }
+    if (auto valid = fhir::validate_nhs_number(nhs_number); !valid) {
+      std::fprintf(stderr, "gw-locator: --nhs-number: %s\nRun with --help for usage.\n",
+                   valid.issue().diagnostics.c_str());
+      return 2;
+    }
+    if (note.size() > 500) {
+      std::fprintf(stderr, "gw-locator: --note is longer than 500 characters\nRun with --help for usage.\n");
+      return 2;
+    }
+    return run_objection(target, nhs_number, record, note);
   }
   if (*imp) {
     std::vector<std::string> fields;
@@ -641,7 +821,7 @@ int main(int argc, char** argv) {
         return 2;
       }
     }
-    return run_import(data_dir, source, source_name, inputs, batch, report, quiet, pointer_base, *rule);
+    return run_import(target, source, source_name, inputs, batch, report, quiet, pointer_base, *rule);
   }
   if (*st) return run_stats(data_dir);
   return run_conflicts(data_dir, limit);
