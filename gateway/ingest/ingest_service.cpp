@@ -261,7 +261,16 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
   if (!batch.dedupe_key.empty()) {
     auto check = store_.resend_check(batch.source, batch.dedupe_key, hash);
     if (!check) return fail(batch, std::move(check).issue());
-    if (const auto& dup = check->applied; dup && dup->pending) {
+    const auto& dup = check->applied;
+    // A pending unit whose ingest-applied record is in audit.db all the same (the gateway
+    // stopped between that commit and clearing the mark) is a duplicate, its mark cleared.
+    bool audited = false;
+    if (dup && dup->pending) {
+      auto found = applied_record_written(batch, *dup, nhs_number);
+      if (!found) return fail(batch, std::move(found).issue());
+      audited = *found;
+    }
+    if (dup && dup->pending && !audited) {
       // Applied, but answered "resend" because its audit record could not be written (step
       // 5): this resend completes it. Its data is committed already (the locator's part and
       // store.db's); the ingest-applied record is written now, then the acknowledgement.
@@ -278,15 +287,18 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
         acknowledged(receipt, *b, b->warnings);
       });
     }
-    if (const auto& dup = check->applied) {
+    if (dup) {
       ++duplicates_;
       IngestReceipt receipt{dup->id, true, dup->reply, dup->patient_id};
       audit::Record rec = ingest_record(batch.source, ods, batch.kind, batch.dedupe_key, "ingest-duplicate", 200, batch.peer);
       rec.detail.note = "resend of message " + std::to_string(dup->id);
       if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
-      return audit_then(std::move(rec), [receipt, shared_done, audit_failed](fhir::Status a) {
+      return audit_then(std::move(rec), [this, receipt, shared_done, audit_failed, answer, finish,
+                                         clear = dup->pending](fhir::Status a) {
         if (!a) return audit_failed(std::move(a).issue());
-        (*shared_done)(receipt);
+        if (!clear) return (*shared_done)(receipt);
+        (*answer)(receipt);
+        store_.confirm(receipt.message_id, [finish](fhir::Status) { finish(); });
       });
     }
     if (check->key_seen) {
@@ -403,6 +415,9 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
                 locator_note = std::move(locator_note)](fhir::Result<store::ApplyResult> r) mutable {
                  if (!r) return fail(*kept, std::move(r).issue(), std::move(locator_note));
                  rec.detail.returned = r->stored;
+                 // The row's id, which a resend of a pending unit looks for (step 1).
+                 rec.detail.note = "message " + std::to_string(r->message_id) +
+                                   (rec.detail.note.empty() ? std::string() : "; " + rec.detail.note);
                  IngestReceipt receipt{r->message_id, false, {}, patient_id};
                  // 5. The audit record; the adapter acknowledges after it is committed, and
                  // only then is the unit counted as applied.
@@ -411,6 +426,35 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
                    acknowledged(receipt, *kept, *warnings);
                  });
                });
+}
+
+fhir::Result<bool> IngestService::applied_record_written(const IngestBatch& b, const store::StoredMessage& m,
+                                                         const std::string& nhs_number) const {
+  if (!audit_) return false;
+  const std::string target = b.kind.empty() ? b.dedupe_key : b.kind + " " + b.dedupe_key;
+  const std::string note = "message " + std::to_string(m.id);
+  audit::Query q;
+  q.patient = nhs_number;  // indexed, so few records to read; the source's alone without one
+  q.agent = b.source;
+  q.subtype = "ingest-applied";
+  // The record is made just before store.db's apply is queued, so a little before the row's
+  // time: a minute covers any queue.
+  q.from_ms = m.received_ms - 60'000;
+  q.newest_first = false;
+  q.count = 1000;
+  // Bounded: past 10,000 of the source's records since then, taken as missing (at worst a
+  // second ingest-applied record, never none).
+  for (int page = 0; page < 10; ++page) {
+    auto found = audit_->search(q);
+    if (!found) return std::move(found).issue();
+    for (const audit::Record& r : found->records)
+      if (r.target == target && (r.detail.note == note || r.detail.note.rfind(note + ";", 0) == 0 ||
+                                 r.detail.note.rfind(note + ",", 0) == 0))
+        return true;
+    if (found->records.size() < q.count) return false;
+    q.after_seq = found->records.back().seq;
+  }
+  return false;
 }
 
 void IngestService::note_warnings(const IngestBatch& batch, const std::vector<std::string>& warnings) {

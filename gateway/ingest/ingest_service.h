@@ -69,6 +69,10 @@ class IngestService final : public adapters::IngestSink {
   auto tracked(Done done);
   void finished();
   void audit_then(audit::Record rec, std::function<void(fhir::Status)> next);
+  // Whether audit.db holds the ingest-applied record of pending message `m` (written before a
+  // stop that left its mark). Blocking read: on the ingest pool only.
+  fhir::Result<bool> applied_record_written(const adapters::IngestBatch& b, const store::StoredMessage& m,
+                                            const std::string& nhs_number) const;
   // Counts and logs (locations only, no values) the warnings of a unit just applied.
   void note_warnings(const adapters::IngestBatch& batch, const std::vector<std::string>& warnings);
   std::size_t pool_threads() const { return std::max<std::size_t>(1, options_.threads); }

@@ -12,6 +12,7 @@
 #include "gateway/audit/log.h"
 #include "gateway/ingest/ingest_service.h"
 #include "gateway/locator/sqlite_locator.h"
+#include "gateway/sqlite/database.h"
 #include "gateway/store/store.h"
 #include "support/https_client.h"
 #include "support/test_server.h"
@@ -501,6 +502,33 @@ TEST_CASE("Ingest: when audit.db cannot commit after store.db did, the unit stay
   REQUIRE(again.ok());
   CHECK(again->duplicate);
   recs = ingest_records(*s, "A-1");
+  REQUIRE(recs.size() == 2);
+  CHECK(recs[1].action == "ingest-duplicate");
+  CHECK(s->app().ingest().counters().applied == 1);
+  CHECK(s->app().ingest().counters().duplicates == 1);
+}
+
+TEST_CASE("Ingest: a pending unit whose ingest-applied record was written before a stop is answered as a duplicate, "
+          "not audited as applied twice") {
+  auto s = two_sources();
+  auto first = submit(*s, batch("epr-a", "P-1", {observation("obs-p")}));
+  REQUIRE(first.ok());
+  REQUIRE_FALSE(settled_pending(*s, first->message_id));
+  // What a stop between the ingest-applied commit and clearing the mark leaves behind.
+  {
+    auto db = sqlite::Database::open(s->cfg.data_dir + "/store.db");
+    REQUIRE(db.ok());
+    REQUIRE(db->exec("UPDATE message SET pending = 1 WHERE id = " + std::to_string(first->message_id)).ok());
+  }
+  auto recs = ingest_records(*s, "P-1");
+  REQUIRE(recs.size() == 1);
+  CHECK(recs[0].detail.note == "message " + std::to_string(first->message_id));
+
+  auto resend = submit(*s, batch("epr-a", "P-1", {observation("obs-p")}));
+  REQUIRE(resend.ok());
+  CHECK(resend->duplicate);
+  CHECK_FALSE(settled_pending(*s, first->message_id));
+  recs = ingest_records(*s, "P-1");
   REQUIRE(recs.size() == 2);
   CHECK(recs[1].action == "ingest-duplicate");
   CHECK(s->app().ingest().counters().applied == 1);
