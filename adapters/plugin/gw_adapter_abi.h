@@ -99,7 +99,9 @@ extern "C" {
 /* Completion of one ingest call, called by the host exactly once for every ingest() that
  * returned GW_OK: with status GW_OK once the batch is committed to the gateway's store (now
  * acknowledge it to your source system), or with a non-zero status and a short reason
- * (`error`, borrowed for the call) when nothing of the batch was stored (now reject it).
+ * (`error`, borrowed for the call) when the batch was not applied (now reject it): its
+ * content, or the gateway unable to commit it ("retry later": resend it unchanged, with the
+ * same dedupe_key and raw, which completes it once).
  * `cookie` is the value you passed to ingest(). Runs on a host thread; see "Threads". */
 typedef void (*gw_ingest_done_fn)(void* cookie, int status, const char* error);
 

@@ -126,12 +126,18 @@ void IngestService::audit_then(audit::Record rec, std::function<void(fhir::Statu
 }
 
 void IngestService::submit(IngestBatch batch, std::function<void(fhir::Result<IngestReceipt>)> done) {
-  std::function<void(fhir::Result<IngestReceipt>)> d = tracked(std::move(done));
+  {
+    std::lock_guard lock(flight_m_);
+    ++in_flight_;
+  }
+  auto answer = std::make_shared<Answer>(std::move(done));
   if (batch.dedupe_key.empty()) {
-    boost::asio::post(pool_, [this, b = std::move(batch), d = std::move(d)]() mutable { run(std::move(b), std::move(d)); });
+    boost::asio::post(pool_, [this, b = std::move(batch), answer]() mutable {
+      run(std::move(b), answer, [this] { finished(); });
+    });
     return;
   }
-  // One unit per key at a time: the next waiting one starts when this one has completed.
+  // One unit per key at a time: the next waiting one starts when this one has finished.
   std::string key = batch.source;
   key.append("\n").append(batch.dedupe_key);
   auto release = [this, key]() {
@@ -149,11 +155,11 @@ void IngestService::submit(IngestBatch batch, std::function<void(fhir::Result<In
     }
     next();
   };
-  auto start = [this, b = std::move(batch), d = std::move(d), release]() mutable {
-    boost::asio::post(pool_, [this, b = std::move(b), d = std::move(d), release]() mutable {
-      run(std::move(b), [d = std::move(d), release](fhir::Result<IngestReceipt> r) {
-        d(std::move(r));
+  auto start = [this, b = std::move(batch), answer, release]() mutable {
+    boost::asio::post(pool_, [this, b = std::move(b), answer, release]() mutable {
+      run(std::move(b), answer, [this, release] {
         release();
+        finished();
       });
     });
   };
@@ -168,16 +174,45 @@ void IngestService::submit(IngestBatch batch, std::function<void(fhir::Result<In
   start();
 }
 
-void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<IngestReceipt>)> done) {
+void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::function<void()> finish) {
+  // Every outcome but an applied unit's: the answer, and the unit is finished.
+  auto shared_done = std::make_shared<Answer>([answer, finish](fhir::Result<IngestReceipt> r) {
+    (*answer)(std::move(r));
+    finish();
+  });
   const auto src = sources_.find(batch.source);
   if (src == sources_.end())
-    return done(Issue::make(ErrorCode::internal_error, "unknown source system '" + batch.source + "'"));
+    return (*shared_done)(Issue::make(ErrorCode::internal_error, "unknown source system '" + batch.source + "'"));
   const std::string ods = src->second;
-  auto shared_done = std::make_shared<std::function<void(fhir::Result<IngestReceipt>)>>(std::move(done));
   const std::string nhs_number = fhir::trusted_nhs_number(batch.identity);
+  // The audit record could not be written: nothing is acknowledged, the sender resends.
+  auto audit_failed = [this, shared_done](Issue issue) {
+    ++failures_;
+    (*shared_done)(std::move(issue));
+  };
+  // An applied unit whose ingest-applied record is committed: counted, acknowledged, and then
+  // its row's pending mark cleared, before the next unit with its key may start (so a resend
+  // racing the acknowledgement is taken for a duplicate, not completed a second time).
+  auto acknowledged = [this, answer, finish](IngestReceipt receipt, const IngestBatch& b,
+                                             const std::vector<std::string>& warnings) {
+    ++applied_;
+    if (!warnings.empty()) note_warnings(b, warnings);
+    const std::int64_t id = receipt.message_id;
+    (*answer)(std::move(receipt));
+    if (!audit_) return finish();
+    store_.confirm(id, [finish, source = b.source, kind = b.kind, key = b.dedupe_key](fhir::Status c) {
+      // The unit is applied, audited and acknowledged; only its mark stays. A later resend of
+      // it would be completed again (a second ingest-applied record), never lost.
+      if (!c)
+        observe::log(Level::error, "an applied message keeps its pending mark: store.db could not commit",
+                     {{"source", source}, {"kind", kind}, {"key", key}, {"reason", c.issue().diagnostics}});
+      finish();
+    });
+  };
 
-  // A unit that cannot be applied: stored as an error first, audited, then reported.
-  auto fail = [this, ods, nhs_number, shared_done](const IngestBatch& b, Issue issue) {
+  // A unit that cannot be applied: stored as an error first, audited, then reported. `note`
+  // says what of a unit failing for the gateway's own reasons was committed all the same.
+  auto fail = [this, ods, nhs_number, shared_done](const IngestBatch& b, Issue issue, std::string note = {}) {
     // The locator names parts of the update; the sender knows them by its own locations.
     if (issue.expression == "retired" && !b.merge_location.empty()) issue.expression = b.merge_location;
     else if ((issue.expression.rfind("identity", 0) == 0 || issue.expression.rfind("Patient", 0) == 0 ||
@@ -185,8 +220,19 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
              !b.identity_location.empty())
       issue.expression = b.identity_location;
     if (transient(issue)) {
+      // Not applied: the sender is asked to resend (AR/CE, ERR 207), and the attempt is on
+      // record like every other ingest, with what was committed of it (issue #6).
       ++failures_;
-      return (*shared_done)(std::move(issue));
+      audit::Record rec = ingest_record(b.source, ods, b.kind, b.dedupe_key, "ingest-retry-later", 503, b.peer);
+      rec.outcome_text = issue.diagnostics;
+      rec.detail.note = std::move(note);
+      if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
+      return audit_then(std::move(rec), [issue, shared_done, source = b.source, key = b.dedupe_key](fhir::Status a) {
+        if (!a)
+          observe::log(Level::error, "a unit answered 'resend' could not be audited either",
+                       {{"source", source}, {"key", key}, {"reason", a.issue().diagnostics}});
+        (*shared_done)(issue);
+      });
     }
     ++errors_;
     store::MessageWrite m;
@@ -215,15 +261,44 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
   if (!batch.dedupe_key.empty()) {
     auto check = store_.resend_check(batch.source, batch.dedupe_key, hash);
     if (!check) return fail(batch, std::move(check).issue());
-    if (const auto& dup = check->applied) {
+    const auto& dup = check->applied;
+    // A pending unit whose ingest-applied record is in audit.db all the same (the gateway
+    // stopped between that commit and clearing the mark) is a duplicate, its mark cleared.
+    bool audited = false;
+    if (dup && dup->pending) {
+      auto found = applied_record_written(batch, *dup, nhs_number);
+      if (!found) return fail(batch, std::move(found).issue());
+      audited = *found;
+    }
+    if (dup && dup->pending && !audited) {
+      // Applied, but answered "resend" because its audit record could not be written (step
+      // 5): this resend completes it. Its data is committed already (the locator's part and
+      // store.db's); the ingest-applied record is written now, then the acknowledgement.
+      audit::Record rec = ingest_record(batch.source, ods, batch.kind, batch.dedupe_key, "ingest-applied", 200, batch.peer);
+      if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
+      rec.detail.note = "message " + std::to_string(dup->id) + ", completed by its resend";
+      // The resources its apply stored: the same bytes map to the same resources.
+      for (const Json& r : batch.resources)
+        rec.detail.returned.push_back(std::string(r.string_at("resourceType")) + "/" + std::string(r.string_at("id")));
+      IngestReceipt receipt{dup->id, false, {}, dup->patient_id};
+      auto b = std::make_shared<IngestBatch>(std::move(batch));
+      return audit_then(std::move(rec), [receipt, b, acknowledged, audit_failed](fhir::Status a) {
+        if (!a) return audit_failed(std::move(a).issue());
+        acknowledged(receipt, *b, b->warnings);
+      });
+    }
+    if (dup) {
       ++duplicates_;
       IngestReceipt receipt{dup->id, true, dup->reply, dup->patient_id};
       audit::Record rec = ingest_record(batch.source, ods, batch.kind, batch.dedupe_key, "ingest-duplicate", 200, batch.peer);
       rec.detail.note = "resend of message " + std::to_string(dup->id);
       if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
-      return audit_then(std::move(rec), [receipt, shared_done](fhir::Status a) {
-        if (!a) return (*shared_done)(std::move(a).issue());
-        (*shared_done)(receipt);
+      return audit_then(std::move(rec), [this, receipt, shared_done, audit_failed, answer, finish,
+                                         clear = dup->pending](fhir::Status a) {
+        if (!a) return audit_failed(std::move(a).issue());
+        if (!clear) return (*shared_done)(receipt);
+        (*answer)(receipt);
+        store_.confirm(receipt.message_id, [finish](fhir::Status) { finish(); });
       });
     }
     if (check->key_seen) {
@@ -297,7 +372,8 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
   // 4. store.db: the message and its resources (one transaction). The locator's part is
   // committed already and is idempotent (a resend or a replay applies it again unchanged), so
   // a unit store.db refuses now (another source took one of its ids since step 2) is stored as
-  // an error like any other unit that cannot be applied, to be listed and replayed.
+  // an error like any other unit that cannot be applied, to be listed and replayed; one it
+  // cannot commit is answered "resend", its audit record naming the locator's part.
   auto kept = std::make_shared<IngestBatch>();
   kept->source = batch.source;
   kept->kind = batch.kind;
@@ -320,6 +396,9 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
   m.reply = std::move(batch.reply);
   m.patient_id = patient_id;
   m.content_sha256 = hash;
+  // Pending until its audit record is committed (step 5): a unit answered "resend" after
+  // this commit is completed by the resend, not taken for a duplicate (step 1).
+  m.pending = audit_ != nullptr;
   // An applied unit's warnings are kept in its row's error columns (status tells them apart
   // from a failure's): one per line, and the first one's location.
   for (const std::string& w : batch.warnings) {
@@ -331,20 +410,53 @@ void IngestService::run(IngestBatch batch, std::function<void(fhir::Result<Inges
   audit::Record rec = ingest_record(batch.source, ods, batch.kind, batch.dedupe_key, "ingest-applied", 200, batch.peer);
   if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
   if (!outcome->retired_patient_id.empty()) rec.detail.note = "merged " + outcome->retired_patient_id + " into " + patient_id;
+  std::string locator_note = "not applied; the record locator holds its identity, encounters and pointer (patient " +
+                             patient_id + "), which its resend applies again unchanged";
   store_.apply(std::move(m), std::move(batch.resources),
-               [this, rec = std::move(rec), patient_id, shared_done, fail, kept,
-                warnings](fhir::Result<store::ApplyResult> r) mutable {
-                 if (!r) return fail(*kept, std::move(r).issue());
-                 ++applied_;
-                 if (!warnings->empty()) note_warnings(*kept, *warnings);
+               [this, rec = std::move(rec), patient_id, fail, kept, warnings, acknowledged, audit_failed,
+                locator_note = std::move(locator_note)](fhir::Result<store::ApplyResult> r) mutable {
+                 if (!r) return fail(*kept, std::move(r).issue(), std::move(locator_note));
                  rec.detail.returned = r->stored;
+                 // The row's id, which a resend of a pending unit looks for (step 1).
+                 rec.detail.note = "message " + std::to_string(r->message_id) +
+                                   (rec.detail.note.empty() ? std::string() : "; " + rec.detail.note);
                  IngestReceipt receipt{r->message_id, false, {}, patient_id};
-                 // 5. The audit record; the adapter acknowledges after it is committed.
-                 audit_then(std::move(rec), [receipt, shared_done](fhir::Status a) {
-                   if (!a) return (*shared_done)(std::move(a).issue());
-                   (*shared_done)(receipt);
+                 // 5. The audit record; the adapter acknowledges after it is committed, and
+                 // only then is the unit counted as applied.
+                 audit_then(std::move(rec), [receipt, kept, warnings, acknowledged, audit_failed](fhir::Status a) {
+                   if (!a) return audit_failed(std::move(a).issue());
+                   acknowledged(receipt, *kept, *warnings);
                  });
                });
+}
+
+fhir::Result<bool> IngestService::applied_record_written(const IngestBatch& b, const store::StoredMessage& m,
+                                                         const std::string& nhs_number) const {
+  if (!audit_) return false;
+  const std::string target = b.kind.empty() ? b.dedupe_key : b.kind + " " + b.dedupe_key;
+  const std::string note = "message " + std::to_string(m.id);
+  audit::Query q;
+  q.patient = nhs_number;  // indexed, so few records to read; the source's alone without one
+  q.agent = b.source;
+  q.subtype = "ingest-applied";
+  // The record is made just before store.db's apply is queued, so a little before the row's
+  // time: a minute covers any queue.
+  q.from_ms = m.received_ms - 60'000;
+  q.newest_first = false;
+  q.count = 1000;
+  // Bounded: past 10,000 of the source's records since then, taken as missing (at worst a
+  // second ingest-applied record, never none).
+  for (int page = 0; page < 10; ++page) {
+    auto found = audit_->search(q);
+    if (!found) return std::move(found).issue();
+    for (const audit::Record& r : found->records)
+      if (r.target == target && (r.detail.note == note || r.detail.note.rfind(note + ";", 0) == 0 ||
+                                 r.detail.note.rfind(note + ",", 0) == 0))
+        return true;
+    if (found->records.size() < q.count) return false;
+    q.after_seq = found->records.back().seq;
+  }
+  return false;
 }
 
 void IngestService::note_warnings(const IngestBatch& batch, const std::vector<std::string>& warnings) {

@@ -6,7 +6,10 @@
 // resources in store.db (one store transaction); audit it; and only then complete the batch,
 // so the adapter acknowledges nothing that is not committed. A unit that cannot be applied
 // is stored with status error (or rejected) before its failure is reported; an applied
-// unit's warnings are stored with its row, counted and logged (locations only).
+// unit's warnings are stored with its row, counted and logged (locations only). A unit a
+// database cannot commit is answered "retry later" and audited (ingest-retry-later); one
+// whose audit record failed after store.db committed it stays pending there until its
+// resend completes it (docs/hl7v2.md "When a database cannot commit").
 #pragma once
 
 #include <atomic>
@@ -56,12 +59,20 @@ class IngestService final : public adapters::IngestSink {
   Counters counters() const;
 
  private:
-  void run(adapters::IngestBatch batch, std::function<void(fhir::Result<adapters::IngestReceipt>)> done);
+  using Answer = std::function<void(fhir::Result<adapters::IngestReceipt>)>;
+  // Applies one unit: `answer` (what the adapter acknowledges) runs once, then `finish` once,
+  // possibly later (after the pending mark of an applied unit is cleared): the next unit with
+  // the same key, and stop(), wait for `finish`.
+  void run(adapters::IngestBatch batch, std::shared_ptr<Answer> answer, std::function<void()> finish);
   // Counts a unit in flight until its completion has run (stop() waits for none left).
   template <class Done>
   auto tracked(Done done);
   void finished();
   void audit_then(audit::Record rec, std::function<void(fhir::Status)> next);
+  // Whether audit.db holds the ingest-applied record of pending message `m` (written before a
+  // stop that left its mark). Blocking read: on the ingest pool only.
+  fhir::Result<bool> applied_record_written(const adapters::IngestBatch& b, const store::StoredMessage& m,
+                                            const std::string& nhs_number) const;
   // Counts and logs (locations only, no values) the warnings of a unit just applied.
   void note_warnings(const adapters::IngestBatch& batch, const std::vector<std::string>& warnings);
   std::size_t pool_threads() const { return std::max<std::size_t>(1, options_.threads); }

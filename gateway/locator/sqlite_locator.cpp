@@ -76,6 +76,7 @@ struct SqliteLocator::State {
   std::thread writer;
 
   std::atomic<std::uint64_t> commits{0}, failed_commits{0}, writes{0};
+  std::atomic<bool> fail_commits{false};  // inject_commit_failure()
 
   State(SqliteLocatorOptions o, std::string p, sqlite::Database db)
       : options(std::move(o)), path(std::move(p)), writer_db(std::move(db)) {}
@@ -215,6 +216,8 @@ struct SqliteLocator::State {
         }
         results.push_back(std::move(r));
       }
+      if (txn && fail_commits.load())
+        txn = Issue::make(ErrorCode::internal_error, "record locator storage error: commit failed (injected)");
       if (txn) txn = tx->commit();
       if (!txn) tx->rollback();
     }
@@ -285,6 +288,8 @@ fhir::Result<std::unique_ptr<Locator>> open_sqlite_locator(const std::string& pa
   if (!l) return std::move(l).issue();
   return std::unique_ptr<Locator>(std::move(*l));
 }
+
+void SqliteLocator::inject_commit_failure(bool on) { s_->fail_commits = on; }
 
 WriterCounters SqliteLocator::writer_counters() const {
   WriterCounters c;

@@ -89,6 +89,9 @@ class SqliteLocator final : public Locator {
   fhir::Result<ImportResult> import(const std::vector<ImportRecord>& records) override;
 
   WriterCounters writer_counters() const;
+  // Test hook: while on, every write transaction is rolled back instead of committed (its
+  // callers get internal_error, as on a full disk).
+  void inject_commit_failure(bool on);
 
  private:
   struct State;

@@ -89,6 +89,13 @@ ALTER TABLE resource_v3 RENAME TO resource;
 CREATE INDEX resource_patient ON resource(patient_id, type, date_begin);
 )sql";
 
+// An applied unit whose audit record is not yet known to be committed (the three database
+// files commit one after the other): 1 from its apply until the ingest path has written its
+// ingest-applied record, so a unit answered "resend" after its data was committed is found
+// and completed by the resend rather than taken for a duplicate (docs/hl7v2.md "When a
+// database cannot commit"). A constant default: no rewrite of existing rows.
+const char* const kPendingMark = "ALTER TABLE message ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;";
+
 }  // namespace
 
 const std::vector<sqlite::Migration>& schema_migrations() {
@@ -96,6 +103,7 @@ const std::vector<sqlite::Migration>& schema_migrations() {
       {1, "gateway_info", kGatewayInfo},
       {2, "messages and resources", kMessagesAndResources},
       {3, "resources in a rowid table", kResourceRowid},
+      {4, "pending mark of applied messages", kPendingMark},
   };
   return m;
 }

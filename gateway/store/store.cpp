@@ -87,13 +87,14 @@ StoredMessage message_row(sqlite::Statement& st, bool with_raw) {
   m.error_location = st.column_text(9);
   m.reply = st.column_blob(10);
   m.patient_id = st.column_text(11);
-  if (with_raw) m.raw = st.column_blob(12);
+  m.pending = st.column_int64(12) != 0;
+  if (with_raw) m.raw = st.column_blob(13);
   return m;
 }
 
 constexpr const char* kMessageColumns =
     "id, source, kind, dedupe_key, content_sha256, received_ms, updated_ms, status, error, error_location, reply, "
-    "patient_id, raw";
+    "patient_id, pending, raw";
 
 }  // namespace
 
@@ -216,12 +217,13 @@ fhir::Result<std::int64_t> insert_message(sqlite::Database& db, const MessageWri
                                           std::int64_t now) {
   auto st = db.cached(
       "INSERT INTO message(source, kind, dedupe_key, content_sha256, received_ms, updated_ms, status, error, "
-      "error_location, reply, patient_id, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)");
+      "error_location, reply, patient_id, raw, pending) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)");
   if (!st) return std::move(st).issue();
   st->bind(1, m.source).bind(2, m.kind).bind(3, m.dedupe_key).bind_blob(4, hash.data(), hash.size());
   st->bind(5, m.received_ms ? m.received_ms : now).bind(6, now).bind(7, status_text(m.status));
   st->bind(8, m.error).bind(9, m.error_location).bind_blob(10, m.reply.data(), m.reply.size());
   st->bind(11, m.patient_id).bind_blob(12, m.raw.data(), m.raw.size());
+  st->bind(13, static_cast<std::int64_t>(m.pending && m.status == MessageStatus::applied));
   if (auto s = st->run(); !s) return std::move(s).issue();
   return db.last_insert_rowid();
 }
@@ -319,6 +321,16 @@ void Store::apply(MessageWrite message, std::vector<fhir::Json> resources,
     if (!st) return done(std::move(st).issue());
     done(std::move(*result));
   });
+}
+
+void Store::confirm(std::int64_t message_id, std::function<void(fhir::Status)> done) {
+  auto body = [message_id](sqlite::Database& db) -> fhir::Status {
+    auto st = db.cached("UPDATE message SET pending = 0, updated_ms = ? WHERE id = ? AND pending = 1");
+    if (!st) return std::move(st).issue();
+    st->bind(1, now_ms()).bind(2, message_id);
+    return st->run();
+  };
+  s_->writer->submit(std::move(body), std::move(done));
 }
 
 void Store::record(MessageWrite message, std::function<void(fhir::Result<std::int64_t>)> done) {

@@ -46,6 +46,9 @@ struct StoredMessage {
   std::string error_location;   // e.g. "PID-3"
   std::string reply;            // the answer sent (an HL7 ACK)
   std::string patient_id;
+  // An applied unit not yet acknowledged: its data is committed but its ingest-applied audit
+  // record is not known to be written (see confirm()). A resend completes it.
+  bool pending = false;
   std::string raw;              // filled by message(), not by list_messages()
 };
 
@@ -56,6 +59,7 @@ struct MessageWrite {
   std::string error, error_location;
   std::int64_t received_ms = 0;
   std::string content_sha256;  // sha256(raw) when the caller has it already; else computed
+  bool pending = false;        // apply(): stored as pending until confirm() (StoredMessage::pending)
 };
 
 struct StoredResource {
@@ -142,6 +146,9 @@ class Store {
   // thread.
   void apply(MessageWrite message, std::vector<fhir::Json> resources,
              std::function<void(fhir::Result<ApplyResult>)> done);
+  // Clears the pending mark of applied message `message_id` (a no-op when it has none): its
+  // audit record is committed. `done` runs after commit, on the writer thread.
+  void confirm(std::int64_t message_id, std::function<void(fhir::Status)> done);
   // Stores a failed message (status error or rejected). When the same unit (source, key and
   // content) already has a failed row, that row takes the new outcome (status, error, reply,
   // updated_ms) instead of a second row being added; `done` gets the row's id either way.

@@ -5,9 +5,14 @@
 // Batches are submitted to a running gateway's IngestSink, as an adapter hands them over.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <future>
+#include <thread>
 
+#include "gateway/audit/log.h"
 #include "gateway/ingest/ingest_service.h"
+#include "gateway/locator/sqlite_locator.h"
+#include "gateway/sqlite/database.h"
 #include "gateway/store/store.h"
 #include "support/https_client.h"
 #include "support/test_server.h"
@@ -68,6 +73,45 @@ std::vector<store::StoredMessage> errors(test::TestServer& s) {
   auto list = s.app().store().list_messages(q);
   REQUIRE(list.ok());
   return *list;
+}
+
+std::vector<store::StoredMessage> messages(test::TestServer& s) {
+  auto list = s.app().store().list_messages(store::MessageQuery{});
+  REQUIRE(list.ok());
+  return *list;
+}
+
+// The ingest audit records of unit `key`, oldest first.
+std::vector<audit::Record> ingest_records(test::TestServer& s, const std::string& key) {
+  audit::Query q;
+  q.count = 10000;
+  q.newest_first = false;
+  auto page = s.app().audit_log()->search(q);
+  REQUIRE_MESSAGE(page.ok(), page.issue().diagnostics);
+  std::vector<audit::Record> out;
+  for (audit::Record& r : page->records)
+    if (r.route == "ingest" && r.target == "TEST " + key) out.push_back(std::move(r));
+  return out;
+}
+
+// The patient the locator files kNhs under ("" when none).
+std::string patient_of_nhs(test::TestServer& s) {
+  auto id = s.locator().lookup_identifier("https://fhir.nhs.uk/Id/nhs-number", kNhs);
+  REQUIRE(id.ok());
+  return id->value_or("");
+}
+
+// Message `id`'s pending mark, once the ingest path has finished with it: the mark is cleared
+// just after the acknowledgement, so this waits (at most 5 s) for a pending row to clear.
+bool settled_pending(test::TestServer& s, std::int64_t id) {
+  for (int i = 0; i < 500; ++i) {
+    auto m = s.app().store().message(id);
+    REQUIRE(m.ok());
+    REQUIRE(m->has_value());
+    if (!(*m)->pending) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
 }
 
 std::size_t pointers_from(test::TestServer& s, const std::string& patient_id, const std::string& ods) {
@@ -348,4 +392,165 @@ TEST_CASE("Ingest: a reused control id is applied as a new unit and counted agai
   REQUIRE(m.status == 200);
   CHECK(m.body.find("gateway_ingest_reused_keys_total{source=\"epr-a\"} 1") != std::string::npos);
   CHECK(m.body.find("gateway_ingest_reused_keys_total{source=\"epr-b\"} 0") != std::string::npos);
+}
+
+// docs/hl7v2.md "When a database cannot commit": the three files commit one after the other,
+// locator.db, store.db, audit.db. Each failure point: what the sender got, what each database
+// holds, what the resend does.
+
+TEST_CASE("Ingest: when locator.db cannot commit, nothing is applied, the attempt is audited, and the resend applies it") {
+  auto s = two_sources();
+  auto* locator = dynamic_cast<locator::SqliteLocator*>(&s->locator());
+  REQUIRE(locator != nullptr);
+  locator->inject_commit_failure(true);
+  auto first = submit(*s, batch("epr-a", "L-1", {observation("obs-l")}));
+  locator->inject_commit_failure(false);
+  REQUIRE_FALSE(first.ok());
+  CHECK(first.issue().code == fhir::ErrorCode::internal_error);  // the adapter's "resend later" (AR/CE, 207)
+  CHECK(first.issue().diagnostics.find("record locator") != std::string::npos);
+  CHECK(patient_of_nhs(*s).empty());
+  CHECK(messages(*s).empty());
+  CHECK_FALSE(s->app().store().read("Observation", "obs-l")->has_value());
+  auto recs = ingest_records(*s, "L-1");
+  REQUIRE(recs.size() == 1);
+  CHECK(recs[0].action == "ingest-retry-later");
+  CHECK(recs[0].status == 503);
+  CHECK(recs[0].outcome_text == first.issue().diagnostics);
+  CHECK(recs[0].detail.note.empty());  // nothing of it was committed
+  CHECK(s->app().ingest().counters().failures == 1);
+  CHECK(s->app().ingest().counters().applied == 0);
+
+  auto resend = submit(*s, batch("epr-a", "L-1", {observation("obs-l")}));
+  REQUIRE(resend.ok());
+  CHECK_FALSE(resend->duplicate);
+  CHECK(resend->patient_id == patient_of_nhs(*s));
+  const auto rows = messages(*s);
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].status == store::MessageStatus::applied);
+  CHECK_FALSE(settled_pending(*s, rows[0].id));
+  recs = ingest_records(*s, "L-1");
+  REQUIRE(recs.size() == 2);
+  CHECK(recs[1].action == "ingest-applied");
+  CHECK(recs[1].detail.returned == std::vector<std::string>{"Observation/obs-l"});
+  CHECK(s->app().ingest().counters().applied == 1);
+}
+
+TEST_CASE("Ingest: when store.db cannot commit after locator.db did, the resend is asked for, the locator's part is "
+          "audited, and the resend applies the unit once") {
+  auto s = two_sources();
+  s->app().store().inject_commit_failure(true);
+  auto first = submit(*s, batch("epr-a", "S-1", {observation("obs-s")}));
+  s->app().store().inject_commit_failure(false);
+  REQUIRE_FALSE(first.ok());
+  CHECK(first.issue().code == fhir::ErrorCode::internal_error);
+  CHECK(first.issue().diagnostics.find("store database could not commit") != std::string::npos);
+  // locator.db committed first and keeps its part (identity, encounters, pointer): the
+  // resend applies it again unchanged. store.db holds nothing of the unit.
+  const std::string patient = patient_of_nhs(*s);
+  REQUIRE_FALSE(patient.empty());
+  CHECK(pointers_from(*s, patient, "RXA01") == 1);
+  CHECK(messages(*s).empty());
+  CHECK_FALSE(s->app().store().read("Observation", "obs-s")->has_value());
+  // audit.db says so: the attempt, the patient, and what the locator holds of it.
+  auto recs = ingest_records(*s, "S-1");
+  REQUIRE(recs.size() == 1);
+  CHECK(recs[0].action == "ingest-retry-later");
+  CHECK(recs[0].status == 503);
+  CHECK(recs[0].detail.patients == std::vector<std::string>{kNhs});
+  CHECK(recs[0].detail.note.find("the record locator holds its identity, encounters and pointer (patient " + patient +
+                                 ")") != std::string::npos);
+  CHECK(s->app().ingest().counters().applied == 0);
+  CHECK(s->app().ingest().counters().failures == 1);
+
+  auto resend = submit(*s, batch("epr-a", "S-1", {observation("obs-s")}));
+  REQUIRE(resend.ok());
+  CHECK_FALSE(resend->duplicate);
+  CHECK(resend->patient_id == patient);
+  CHECK(pointers_from(*s, patient, "RXA01") == 1);
+  const auto rows = messages(*s);
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].status == store::MessageStatus::applied);
+  CHECK_FALSE(settled_pending(*s, rows[0].id));
+  CHECK(s->app().store().read("Observation", "obs-s")->has_value());
+  recs = ingest_records(*s, "S-1");
+  REQUIRE(recs.size() == 2);
+  CHECK(recs[1].action == "ingest-applied");
+  CHECK(recs[1].detail.returned == std::vector<std::string>{"Observation/obs-s"});
+  CHECK(s->app().ingest().counters().applied == 1);
+}
+
+TEST_CASE("Ingest: when audit.db cannot commit after store.db did, the unit stays pending and uncounted, and its "
+          "resend writes the missing ingest-applied record before it is acknowledged") {
+  auto s = two_sources();
+  s->app().audit_log()->inject_write_failure(true);
+  auto first = submit(*s, batch("epr-a", "A-1", {observation("obs-a")}));
+  s->app().audit_log()->inject_write_failure(false);
+  REQUIRE_FALSE(first.ok());
+  CHECK(first.issue().code == fhir::ErrorCode::not_ready);  // "resend it": AR/CE, 207
+  CHECK(first.issue().diagnostics.find("the audit log could not be written") != std::string::npos);
+  // store.db committed the unit, marked pending: not acknowledged, not counted as applied.
+  auto rows = messages(*s);
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].status == store::MessageStatus::applied);
+  CHECK(rows[0].pending);
+  CHECK(s->app().store().read("Observation", "obs-a")->has_value());
+  CHECK_FALSE(patient_of_nhs(*s).empty());
+  CHECK(ingest_records(*s, "A-1").empty());
+  CHECK(s->app().ingest().counters().applied == 0);
+  CHECK(s->app().ingest().counters().failures == 1);
+
+  // The resend completes it: the ingest-applied record naming its resources, then the answer
+  // (an applied unit's, not a duplicate's); nothing is stored twice.
+  auto resend = submit(*s, batch("epr-a", "A-1", {observation("obs-a")}));
+  REQUIRE(resend.ok());
+  CHECK_FALSE(resend->duplicate);
+  CHECK(resend->message_id == rows[0].id);
+  auto recs = ingest_records(*s, "A-1");
+  REQUIRE(recs.size() == 1);
+  CHECK(recs[0].action == "ingest-applied");
+  CHECK(recs[0].detail.returned == std::vector<std::string>{"Observation/obs-a"});
+  CHECK(recs[0].detail.patients == std::vector<std::string>{kNhs});
+  CHECK(recs[0].detail.note == "message " + std::to_string(rows[0].id) + ", completed by its resend");
+  CHECK_FALSE(settled_pending(*s, rows[0].id));
+  CHECK(messages(*s).size() == 1);
+  CHECK((*s->app().store().read("Observation", "obs-a"))->version == 1);
+  CHECK(s->app().ingest().counters().applied == 1);
+  CHECK(s->app().ingest().counters().duplicates == 0);
+
+  // Completed once: a further resend is a duplicate.
+  auto again = submit(*s, batch("epr-a", "A-1", {observation("obs-a")}));
+  REQUIRE(again.ok());
+  CHECK(again->duplicate);
+  recs = ingest_records(*s, "A-1");
+  REQUIRE(recs.size() == 2);
+  CHECK(recs[1].action == "ingest-duplicate");
+  CHECK(s->app().ingest().counters().applied == 1);
+  CHECK(s->app().ingest().counters().duplicates == 1);
+}
+
+TEST_CASE("Ingest: a pending unit whose ingest-applied record was written before a stop is answered as a duplicate, "
+          "not audited as applied twice") {
+  auto s = two_sources();
+  auto first = submit(*s, batch("epr-a", "P-1", {observation("obs-p")}));
+  REQUIRE(first.ok());
+  REQUIRE_FALSE(settled_pending(*s, first->message_id));
+  // What a stop between the ingest-applied commit and clearing the mark leaves behind.
+  {
+    auto db = sqlite::Database::open(s->cfg.data_dir + "/store.db");
+    REQUIRE(db.ok());
+    REQUIRE(db->exec("UPDATE message SET pending = 1 WHERE id = " + std::to_string(first->message_id)).ok());
+  }
+  auto recs = ingest_records(*s, "P-1");
+  REQUIRE(recs.size() == 1);
+  CHECK(recs[0].detail.note == "message " + std::to_string(first->message_id));
+
+  auto resend = submit(*s, batch("epr-a", "P-1", {observation("obs-p")}));
+  REQUIRE(resend.ok());
+  CHECK(resend->duplicate);
+  CHECK_FALSE(settled_pending(*s, first->message_id));
+  recs = ingest_records(*s, "P-1");
+  REQUIRE(recs.size() == 2);
+  CHECK(recs[1].action == "ingest-duplicate");
+  CHECK(s->app().ingest().counters().applied == 1);
+  CHECK(s->app().ingest().counters().duplicates == 1);
 }

@@ -695,6 +695,50 @@ TEST_CASE("MLLP: when the store cannot commit, the sender is told to resend (AR)
   CHECK(stored(*s, store::MessageStatus::applied) == 1);
 }
 
+TEST_CASE("MLLP: when the audit log cannot be written, the sender is told to resend, and the resend gets AA and the "
+          "missing ingest-applied record; the metrics agree") {
+  auto s = mllp_server();
+  const std::uint16_t port = listener(*s).port();
+  const std::string msg = a01("G1", "9990000026", "MRN-G");
+  s->app().audit_log()->inject_write_failure(true);
+  const auto acks = test::mllp_round_trip(port, msg);
+  REQUIRE(acks.size() == 1);
+  CHECK(ack_code(acks[0]) == "AR");  // HL7 v2.5 ch. 2.9.2: the receiving system is down, resend
+  CHECK(acks[0].find("^207&") != std::string::npos);
+  // Enhanced mode: CE (not accepted: resend), then the AR.
+  const auto enhanced = test::mllp_round_trip(port, a01("G2", "9990000026", "MRN-G", "V2", "|||AL|AL"), 2);
+  REQUIRE(enhanced.size() == 2);
+  CHECK(ack_code(enhanced[0]) == "CE");
+  CHECK(ack_code(enhanced[1]) == "AR");
+  s->app().audit_log()->inject_write_failure(false);
+  const auto before = s->app().audit_log()->stats().size;
+  // Both messages' data was committed but neither is acknowledged: each resend completes its
+  // message with the ingest-applied record it lacked, and gets AA (CA, AA).
+  const auto later = test::mllp_round_trip(port, msg);
+  REQUIRE(later.size() == 1);
+  CHECK(ack_code(later[0]) == "AA");
+  const auto later2 = test::mllp_round_trip(port, a01("G2", "9990000026", "MRN-G", "V2", "|||AL|AL"), 2);
+  REQUIRE(later2.size() == 2);
+  CHECK(ack_code(later2[0]) == "CA");
+  CHECK(ack_code(later2[1]) == "AA");
+  CHECK(stored(*s, store::MessageStatus::applied) == 2);
+  audit::Query q;
+  q.count = 100;
+  q.newest_first = false;
+  auto page = s->app().audit_log()->search(q);
+  REQUIRE(page.ok());
+  std::vector<std::string> actions;
+  for (const auto& r : page->records)
+    if (r.seq >= before && r.route == "ingest") actions.push_back(r.action + " " + r.target);
+  CHECK(actions == std::vector<std::string>{"ingest-applied ADT^A01 PAS|RGT01|G1", "ingest-applied ADT^A01 PAS|RGT01|G2"});
+  const auto m = test::get(s->port(), "/metrics", s->client());
+  CHECK(m.body.find("gateway_mllp_applied_total{source=\"cuh-pas\"} 2") != std::string::npos);
+  CHECK(m.body.find("gateway_mllp_retry_later_total{source=\"cuh-pas\"} 2") != std::string::npos);
+  CHECK(m.body.find("gateway_ingest_units_total{outcome=\"applied\"} 2") != std::string::npos);
+  CHECK(m.body.find("gateway_ingest_units_total{outcome=\"failed\"} 2") != std::string::npos);
+  CHECK(m.body.find("gateway_ingest_units_total{outcome=\"duplicate\"} 0") != std::string::npos);
+}
+
 TEST_CASE("MLLP over TLS: the listener uses the gateway's certificate") {
   auto s = mllp_server({}, true);
   test::MllpConnection c(listener(*s).port(), s->client().ca_file);
