@@ -114,6 +114,7 @@ std::shared_ptr<boost::asio::ssl::context> client_certificate_tls_context(const 
 StartupChecked check_startup(const config::Config& cfg) {
   const std::string file = config_name(cfg);
   StartupChecked checked;
+  config::check_private_keys(cfg);  // before any of them is loaded
 #if GW_WITH_TLS
   // Loaded here once and handed on (Server, start_adapters): the files are not read again,
   // so a file changed after this check cannot make the start differ from it.

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <string>
 
 #include "gateway/audit/checkpoint.h"
@@ -80,4 +81,34 @@ TEST_CASE("fhir-gateway --check-config: loads what start-up loads") {
   }
   const auto data = std::filesystem::path(checkpoint).parent_path() / "data";
   CHECK_FALSE(std::filesystem::exists(data / "audit.db"));  // the refused start wrote no audit record
+}
+
+TEST_CASE("fhir-gateway --check-config: a world-readable private key and an empty data_dir are refused, exit 2") {
+  const auto& certs = gw::test::dev_certs();
+  const auto keys = gw::test::temp_dir("main-check-keys");
+  const std::string open_key = (keys / "server-key.pem").string();
+  std::filesystem::copy_file(certs.server_key, open_key);
+  std::filesystem::permissions(open_key, std::filesystem::perms::group_read | std::filesystem::perms::others_read,
+                               std::filesystem::perm_options::add);
+  const std::string config = write_config(open_key, "");
+  for (const char* mode : {" --check-config", ""}) {
+    CAPTURE(mode);
+    auto r = gw::test::run_tool("timeout", "20 " + std::string(GATEWAY_BIN) + " --config " + config + mode);
+    CHECK(r.status == 2);
+    CHECK(error_line(r.err) == "fhir-gateway: configuration error: " + config + ": server.https.private_key: "
+                               "permissions 0644 for " + open_key + " are too open: a private key must not be "
+                               "accessible by group or others; chmod 600 it (owned by the gateway's user)");
+  }
+  CHECK_FALSE(std::filesystem::exists(std::filesystem::path(config).parent_path() / "data" / "audit.db"));
+
+  // A good configuration with its data_dir emptied: "configuration OK" would be a start that fails.
+  const std::string no_dir = write_config("", "");
+  const std::string text = gw::test::read_file(no_dir);
+  std::ofstream(no_dir, std::ios::trunc) << std::regex_replace(text, std::regex("data_dir = \"[^\"]*\""),
+                                                               "data_dir = \"\"");
+  auto r = gw::test::run_tool(GATEWAY_BIN, "--config " + no_dir + " --check-config");
+  CHECK(r.status == 2);
+  CHECK(error_line(r.err) == "fhir-gateway: configuration error: " + no_dir +
+                                 ": storage.data_dir: must not be empty: name the folder for locator.db, store.db "
+                                 "and audit.db");
 }
