@@ -146,9 +146,7 @@ StartupChecked check_startup(const config::Config& cfg) {
 }
 
 DataDirLock::DataDirLock(const std::string& data_dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(data_dir, ec);
-  if (ec) throw std::runtime_error("cannot create data directory " + data_dir + ": " + ec.message());
+  if (auto made = store::create_data_dir(data_dir); !made) throw std::runtime_error(made.issue().diagnostics);
   const std::string path = (std::filesystem::path(data_dir) / "gateway.lock").string();
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
   if (fd_ < 0) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
@@ -179,6 +177,12 @@ DataDirLock::~DataDirLock() {
 
 App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock_(cfg_.data_dir) {
   StartupChecked checked = check_startup(cfg_);
+  // Files this gateway creates are owner-only (store::create_data_dir, sqlite::Database::open);
+  // older ones, or a folder made by hand, may not be. A warning, not a refusal: the care record
+  // stays up, and the operator chmods (refusing would turn a mode into an outage).
+  for (const auto& exposed : store::exposed_to_others(cfg_.data_dir))
+    observe::log(observe::Level::warn, "patient data open to other local users: chmod o-rwx it",
+                 {{"path", exposed.path}, {"mode", exposed.mode}});
   auto dbs = store::Databases::open(cfg_.data_dir);
   if (!dbs) throw std::runtime_error("cannot open databases: " + dbs.issue().diagnostics);
   databases_ = std::make_unique<store::Databases>(std::move(*dbs));
