@@ -264,6 +264,7 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock
   start_adapters();
   add_ingest_metrics();
   add_database_metrics();
+  add_audit_forward_metrics();
   // Last, once nothing else can fail: a start that stops early leaves no "started" record
   // without its "stopped" (nothing is served before the event loop runs).
   if (audit_log_)
@@ -495,6 +496,34 @@ void App::add_database_metrics() {
                  "# TYPE gateway_audit_start_warnings gauge\ngateway_audit_start_warnings ")
           .append(std::to_string(audit_log_->start_warnings().size()))
           .append("\n");
+  });
+}
+
+// The SIEM copy of the audit log on /metrics (docs/audit.md "Forwarding"): how far it is
+// behind, whether a session is up and how connecting and sending go ([audit.forward] is one
+// receiver, so no label). Without these a receiver that is down shows only as a warn line a
+// minute.
+void App::add_audit_forward_metrics() {
+  if (!audit_forwarder_) return;
+  metrics_.add_collector([this](std::string& out) {
+    const audit::ForwarderStats st = audit_forwarder_->stats();
+    const std::uint64_t head = audit_log_->stats().size;  // the next sequence number
+    const auto sample = [&out](const char* name, const char* type, const char* help, std::uint64_t v) {
+      out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+      out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+      out.append(name).append(" ").append(std::to_string(v)).append("\n");
+    };
+    sample("gateway_audit_forward_lag_records", "gauge",
+           "Audit records committed but not yet known to be delivered to the SIEM (log head minus the cursor).",
+           head - std::min(head, st.cursor));
+    sample("gateway_audit_forward_connected", "gauge", "1 while a TLS session to the SIEM is up, else 0.",
+           st.connected ? 1 : 0);
+    sample("gateway_audit_forward_connect_failures_total", "counter",
+           "Failed attempts to reach the SIEM (resolve, TCP or TLS handshake).", st.connect_failures);
+    sample("gateway_audit_forward_sent_total", "counter", "Syslog messages written to the SIEM, resends included.",
+           st.sent);
+    sample("gateway_audit_forward_resent_total", "counter",
+           "Syslog messages written again after a lost session (at-least-once delivery).", st.resent);
   });
 }
 

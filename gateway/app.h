@@ -125,6 +125,7 @@ class App {
   void stop_adapters();
   void add_ingest_metrics();
   void add_database_metrics();
+  void add_audit_forward_metrics();
 
   config::Config cfg_;
   DataDirLock data_dir_lock_;  // before every database; released last
