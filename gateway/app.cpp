@@ -271,7 +271,16 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock
     if (auto seq = audit_log_->append_sync(lifecycle_record("start", "gateway started")); !seq)
       throw std::runtime_error("cannot write to the audit log: " + seq.issue().diagnostics);
 
-  if (cfg_.auth.enabled && cfg_.auth.jwks_refresh.count() > 0) refresher_ = std::thread([this] {
+  // SIGHUP re-reads the JWKS file at once (as its periodic re-read does, when it changed); the
+  // rest of the configuration is read only at start-up.
+  server_->on_hangup([this] {
+    {
+      std::lock_guard lock(refresh_mu_);
+      reload_requested_ = true;
+    }
+    refresh_cv_.notify_all();
+  });
+  if (cfg_.auth.enabled) refresher_ = std::thread([this] {
       observe::name_this_thread("gw-jwks");
       refresh_loop();
     });
@@ -606,9 +615,12 @@ void App::stop_adapters() {
 
 void App::refresh_loop() {
   std::unique_lock lock(refresh_mu_);
+  const auto woken = [this] { return stopping_ || reload_requested_; };
   while (!stopping_) {
-    refresh_cv_.wait_for(lock, cfg_.auth.jwks_refresh, [this] { return stopping_; });
+    if (cfg_.auth.jwks_refresh.count() > 0) refresh_cv_.wait_for(lock, cfg_.auth.jwks_refresh, woken);
+    else refresh_cv_.wait(lock, woken);  // jwks_refresh_s = 0: only on SIGHUP
     if (stopping_) break;
+    reload_requested_ = false;
     lock.unlock();
     authenticator_->refresh_keys();
     lock.lock();

@@ -158,7 +158,8 @@ class App {
   std::mutex refresh_mu_;
   std::condition_variable refresh_cv_;
   bool stopping_ = false;
-  std::thread refresher_;
+  bool reload_requested_ = false;  // SIGHUP: refresher_ re-reads the JWKS file now
+  std::thread refresher_;  // JWKS re-reads, when auth is on
   std::thread maintenance_;  // audit retention
 };
 
