@@ -114,6 +114,7 @@ std::shared_ptr<boost::asio::ssl::context> client_certificate_tls_context(const 
 StartupChecked check_startup(const config::Config& cfg) {
   const std::string file = config_name(cfg);
   StartupChecked checked;
+  config::check_private_keys(cfg);  // before any of them is loaded
 #if GW_WITH_TLS
   // Loaded here once and handed on (Server, start_adapters): the files are not read again,
   // so a file changed after this check cannot make the start differ from it.
@@ -180,9 +181,7 @@ audit::LogOptions audit_log_options(const config::Config& cfg) {
 }
 
 DataDirLock::DataDirLock(const std::string& data_dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(data_dir, ec);
-  if (ec) throw std::runtime_error("cannot create data directory " + data_dir + ": " + ec.message());
+  if (auto made = store::create_data_dir(data_dir); !made) throw std::runtime_error(made.issue().diagnostics);
   const std::string path = (std::filesystem::path(data_dir) / "gateway.lock").string();
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
   if (fd_ < 0) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
@@ -219,6 +218,12 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock
     observe::log(observe::Level::warn, "creating missing databases empty (--create-missing-databases)",
                  {{"data_dir", cfg_.data_dir}});
   }
+  // Files this gateway creates are owner-only (store::create_data_dir, sqlite::Database::open);
+  // older ones, or a folder made by hand, may not be. A warning, not a refusal: the care record
+  // stays up, and the operator chmods (refusing would turn a mode into an outage).
+  for (const auto& exposed : store::exposed_to_others(cfg_.data_dir))
+    observe::log(observe::Level::warn, "patient data open to other local users: chmod o-rwx it",
+                 {{"path", exposed.path}, {"mode", exposed.mode}});
   auto dbs = store::Databases::open(cfg_.data_dir);
   if (!dbs) throw std::runtime_error("cannot open databases: " + dbs.issue().diagnostics);
   databases_ = std::make_unique<store::Databases>(std::move(*dbs));
@@ -300,13 +305,23 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock
   start_adapters();
   add_ingest_metrics();
   add_database_metrics();
+  add_audit_forward_metrics();
   // Last, once nothing else can fail: a start that stops early leaves no "started" record
   // without its "stopped" (nothing is served before the event loop runs).
   if (audit_log_)
     if (auto seq = audit_log_->append_sync(lifecycle_record("start", "gateway started")); !seq)
       throw std::runtime_error("cannot write to the audit log: " + seq.issue().diagnostics);
 
-  if (cfg_.auth.enabled && cfg_.auth.jwks_refresh.count() > 0) refresher_ = std::thread([this] {
+  // SIGHUP re-reads the JWKS file at once (as its periodic re-read does, when it changed); the
+  // rest of the configuration is read only at start-up.
+  server_->on_hangup([this] {
+    {
+      std::lock_guard lock(refresh_mu_);
+      reload_requested_ = true;
+    }
+    refresh_cv_.notify_all();
+  });
+  if (cfg_.auth.enabled) refresher_ = std::thread([this] {
       observe::name_this_thread("gw-jwks");
       refresh_loop();
     });
@@ -519,6 +534,34 @@ void App::add_database_metrics() {
   });
 }
 
+// The SIEM copy of the audit log on /metrics (docs/audit.md "Forwarding"): how far it is
+// behind, whether a session is up and how connecting and sending go ([audit.forward] is one
+// receiver, so no label). Without these a receiver that is down shows only as a warn line a
+// minute.
+void App::add_audit_forward_metrics() {
+  if (!audit_forwarder_) return;
+  metrics_.add_collector([this](std::string& out) {
+    const audit::ForwarderStats st = audit_forwarder_->stats();
+    const std::uint64_t head = audit_log_->stats().size;  // the next sequence number
+    const auto sample = [&out](const char* name, const char* type, const char* help, std::uint64_t v) {
+      out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+      out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+      out.append(name).append(" ").append(std::to_string(v)).append("\n");
+    };
+    sample("gateway_audit_forward_lag_records", "gauge",
+           "Audit records committed but not yet known to be delivered to the SIEM (log head minus the cursor).",
+           head - std::min(head, st.cursor));
+    sample("gateway_audit_forward_connected", "gauge", "1 while a TLS session to the SIEM is up, else 0.",
+           st.connected ? 1 : 0);
+    sample("gateway_audit_forward_connect_failures_total", "counter",
+           "Failed attempts to reach the SIEM (resolve, TCP or TLS handshake).", st.connect_failures);
+    sample("gateway_audit_forward_sent_total", "counter", "Syslog messages written to the SIEM, resends included.",
+           st.sent);
+    sample("gateway_audit_forward_resent_total", "counter",
+           "Syslog messages written again after a lost session (at-least-once delivery).", st.resent);
+  });
+}
+
 // MLLP listener and ingest counters on /metrics (labels name sources, never patients).
 void App::add_ingest_metrics() {
   metrics_.add_collector([this](std::string& out) {
@@ -598,9 +641,12 @@ void App::stop_adapters() {
 
 void App::refresh_loop() {
   std::unique_lock lock(refresh_mu_);
+  const auto woken = [this] { return stopping_ || reload_requested_; };
   while (!stopping_) {
-    refresh_cv_.wait_for(lock, cfg_.auth.jwks_refresh, [this] { return stopping_; });
+    if (cfg_.auth.jwks_refresh.count() > 0) refresh_cv_.wait_for(lock, cfg_.auth.jwks_refresh, woken);
+    else refresh_cv_.wait(lock, woken);  // jwks_refresh_s = 0: only on SIGHUP
     if (stopping_) break;
+    reload_requested_ = false;
     lock.unlock();
     authenticator_->refresh_keys();
     lock.lock();

@@ -150,6 +150,7 @@ class App {
   void stop_adapters();
   void add_ingest_metrics();
   void add_database_metrics();
+  void add_audit_forward_metrics();
 
   config::Config cfg_;
   DataDirLock data_dir_lock_;  // before every database; released last
@@ -182,7 +183,8 @@ class App {
   std::mutex refresh_mu_;
   std::condition_variable refresh_cv_;
   bool stopping_ = false;
-  std::thread refresher_;
+  bool reload_requested_ = false;  // SIGHUP: refresher_ re-reads the JWKS file now
+  std::thread refresher_;  // JWKS re-reads, when auth is on
   std::thread maintenance_;  // audit retention
 };
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // fhir-gateway: wiring only. Reads the configuration, opens the databases, builds the route
-// table and runs the server until SIGINT/SIGTERM. Exit codes: 0 clean stop, 1 runtime
-// failure, 2 bad configuration or usage, or a data directory another gateway holds.
+// table and runs the server until SIGINT/SIGTERM (SIGHUP re-reads the JWKS file). Exit codes:
+// 0 clean stop, 1 runtime failure, 2 bad configuration or usage, or a data directory another
+// gateway holds.
 #include <pthread.h>
 
 #include <csignal>
@@ -44,7 +45,10 @@ void print_help() {
       "matches its checkpoints: run audit-verify), 2 bad configuration or usage, or the data\n"
       "directory is in use by another fhir-gateway (data_dir/gateway.lock). A plug-in whose\n"
       "start fails does not stop the gateway: that source stays down (logged, and\n"
-      "gateway_source_up 0 on /metrics).\n");
+      "gateway_source_up 0 on /metrics).\n"
+      "\n"
+      "Signals: SIGINT or SIGTERM drain and stop (a second one stops at once); SIGHUP re-reads\n"
+      "the JWKS file and the gateway keeps running (other settings need a restart).\n");
 }
 
 }  // namespace
@@ -54,6 +58,9 @@ int main(int argc, char** argv) {
   // A closed stderr (e.g. the log pipe's reader gone) must not kill the process mid-drain;
   // sockets already use MSG_NOSIGNAL, this covers plain writes.
   std::signal(SIGPIPE, SIG_IGN);
+  // SIGHUP's default action would end the process before the server's handler is installed
+  // (Server::start): until then a hang-up is ignored.
+  std::signal(SIGHUP, SIG_IGN);
   std::string config_path;
   bool check_only = false;
   bool create_missing_databases = false;
@@ -103,13 +110,15 @@ int main(int argc, char** argv) {
   observe::parse_level(cfg.log_level, level);
   observe::set_level(level);
 
-  // SIGINT/SIGTERM belong to the event loop (Server::start installs the drain handlers). The
-  // helper threads App starts (locator pool and writer, JWKS refresh) inherit a blocked mask,
-  // so a signal can never land on one of them after the handlers are gone at shutdown.
+  // SIGINT/SIGTERM/SIGHUP belong to the event loop (Server::start installs the drain and
+  // hang-up handlers). The helper threads App starts (locator pool and writer, JWKS refresh)
+  // inherit a blocked mask, so a signal can never land on one of them after the handlers are
+  // gone at shutdown (their removal restores the default action, which ends the process).
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
   try {
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     App app(cfg, AppInfo{kVersion, kReleaseDate, {}, create_missing_databases});
@@ -120,7 +129,7 @@ int main(int argc, char** argv) {
                  {{"version", kVersion}, {"base_url", cfg.public_base_url}, {"threads", cfg.threads},
                   {"auth", cfg.auth.enabled ? "jwt" : "disabled"}});
     server.run();
-    // Shutting down: the event loop threads are gone. Block further SIGINT/SIGTERM so one
+    // Shutting down: the event loop threads are gone. Block further SIGINT/SIGTERM/SIGHUP so one
     // arriving while the server (and its signal handlers) is torn down cannot kill the
     // process by default action; we are exiting cleanly anyway.
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
@@ -128,7 +137,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fhir-gateway: configuration error: %s\n", e.what());
     return 2;
   } catch (const DataDirInUse& e) {
-    std::fprintf(stderr, "fhir-gateway: %s\n", e.what());
+    // Among the log's JSON lines (and those of the gateway holding the folder, when they share
+    // a journal): one JSON object like them.
+    observe::log(observe::Level::error, "data directory in use", {{"error", e.what()}});
     return 2;
   } catch (const std::exception& e) {
     observe::log(observe::Level::error, "fatal", {{"error", e.what()}});

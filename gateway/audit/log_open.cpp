@@ -180,11 +180,14 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
                                format_time_ms(db_newest->second) +
                                "): the file is behind audit.db, so it cannot reveal records deleted from the end of "
                                "audit.db; check the copies kept elsewhere with audit-verify";
+      // The detail is what the audit record says, so that a file both cut and behind shows
+      // the cut here too (docs/audit.md).
       observe::log(observe::Level::warn, "audit checkpoint file is behind audit.db",
                    {{"file", options.checkpoint_file},
                     {"database_checkpoint_size", db_newest->first},
                     {"file_checkpoints", file_notes},
-                    {"file_checkpoint_size", file_newest}});
+                    {"file_checkpoint_size", file_newest},
+                    {"detail", "the checkpoint file " + found + text}});
       log->start_warnings_.push_back("checkpoint file " + options.checkpoint_file + " " + found + text);
       findings.push_back(system_record("checkpoint-file-behind", "the checkpoint file " + found + text));
     } else if (!torn.empty()) {

@@ -163,6 +163,16 @@ std::string resolve(const std::filesystem::path& dir, const std::string& p) {
   return path.is_absolute() ? p : (dir / path).lexically_normal().string();
 }
 
+// Why a secret file's mode is too open ("" when only its owner may use it): ssh's rule for a
+// private key. A secret its group or others can read is no longer one.
+std::string too_open(mode_t mode, const std::string& path, const char* what) {
+  if ((mode & (S_IRWXG | S_IRWXO)) == 0) return {};
+  char text[8];
+  std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
+  return "permissions " + std::string(text) + " for " + path + " are too open: " + what +
+         " must not be accessible by group or others; chmod 600 it (owned by the gateway's user)";
+}
+
 // The content of a source's credentials_file. Like ssh with a private key, a file that its
 // group or others may use is refused: a secret shared that widely is no longer one. The
 // checks run on the opened file (fstat), so the file read is the file checked. Texts name
@@ -177,13 +187,7 @@ std::string read_credentials(const Reader& r, const std::string& key, const std:
   struct stat info {};
   if (::fstat(fd, &info) != 0) r.fail(key, "cannot read " + path + ": " + std::strerror(errno));
   if (!S_ISREG(info.st_mode)) r.fail(key, path + " is not a regular file");
-  if ((info.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(info.st_mode & 07777));
-    r.fail(key, "permissions " + std::string(mode) + " for " + path +
-                    " are too open: a credentials file must not be accessible by group or others; "
-                    "chmod 600 it (owned by the gateway's user)");
-  }
+  if (const std::string why = too_open(info.st_mode, path, "a credentials file"); !why.empty()) r.fail(key, why);
   if (static_cast<std::uint64_t>(info.st_size) > kMaxCredentialsBytes)
     r.fail(key, path + " is larger than " + std::to_string(kMaxCredentialsBytes) + " bytes");
   std::string content(static_cast<std::size_t>(info.st_size), '\0');
@@ -620,6 +624,27 @@ fhir::Status check_adapter(const Config& c, const SourceSystemConfig& s) {
 
 }  // namespace
 
+std::vector<std::pair<std::string, std::string>> private_key_files(const Config& c) {
+  std::vector<std::pair<std::string, std::string>> keys;
+  if (c.https.enabled) keys.emplace_back("server.https.private_key", c.https.private_key);
+  if (c.audit.enabled) {
+    keys.emplace_back("audit.signing_key", c.audit.signing_key);
+    if (c.audit.forward_enabled && !c.audit.forward.client_key.empty())
+      keys.emplace_back("audit.forward.client_key", c.audit.forward.client_key);
+  }
+  return keys;
+}
+
+void check_private_keys(const Config& c) {
+  const std::string& f = c.source_file.empty() ? std::string("(defaults)") : c.source_file;
+  for (const auto& [key, path] : private_key_files(c)) {
+    struct stat info {};
+    if (path.empty() || ::stat(path.c_str(), &info) != 0) continue;
+    if (const std::string why = too_open(info.st_mode, path, "a private key"); !why.empty())
+      throw ConfigError(f, key, why);
+  }
+}
+
 void validate(const Config& c) {
   const std::string& f = c.source_file.empty() ? std::string("(defaults)") : c.source_file;
   auto fail = [&](const std::string& key, const std::string& why) { throw ConfigError(f, key, why); };
@@ -710,6 +735,9 @@ void validate(const Config& c) {
       }
     }
   }
+  // An empty path would be accepted here and fail only when start-up creates the folder.
+  if (c.data_dir.empty())
+    fail("storage.data_dir", "must not be empty: name the folder for locator.db, store.db and audit.db");
   if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" && c.log_level != "error")
     fail("log.level", "must be debug, info, warn or error (got \"" + c.log_level + "\")");
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "adapters/adapter.h"
@@ -167,6 +168,17 @@ Config load_config(const std::string& path);
 // Checks cross-field rules (TLS files present when HTTPS is on, plain HTTP only on loopback,
 // base URL shape). Throws ConfigError. load_config calls it; tests call it on built configs.
 void validate(const Config& config);
+
+// The private keys the configuration names that the gateway will use, as (key, path): the
+// HTTPS key (which TLS MLLP listeners serve too) when HTTPS is on, the audit signing key when
+// audit is on, and the SIEM forwarder's client key when forwarding is on and it has one.
+std::vector<std::pair<std::string, std::string>> private_key_files(const Config& config);
+
+// Refuses each of private_key_files() that its group or others may use, as credentials_file
+// is (an ssh key's rule): throws ConfigError naming the key, the file and its mode, and saying
+// to chmod 600 it. A file that cannot be examined is left to its loader to report. check_startup
+// runs it, so --check-config and start-up refuse alike.
+void check_private_keys(const Config& config);
 
 // True for 127.0.0.0/8, ::1 and "localhost".
 bool is_loopback_address(const std::string& address);

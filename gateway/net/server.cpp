@@ -299,7 +299,7 @@ struct Server::Impl {
   Impl(const config::Config& c, const http::Pipeline& p, observe::Metrics& m, observe::Health& h,
        std::shared_ptr<asio::ssl::context> t)
       : cfg(c), pipeline(p), metrics(m), health(h), workers(make_workers(c.threads)), ioc(1), tls(std::move(t)),
-        signals(ioc), drain_timer(ioc) {}
+        signals(ioc), hangup(ioc), drain_timer(ioc) {}
 
   static std::vector<std::unique_ptr<asio::io_context>> make_workers(unsigned threads) {
     std::vector<std::unique_ptr<asio::io_context>> w;
@@ -325,6 +325,8 @@ struct Server::Impl {
   std::optional<tcp::acceptor> https_acceptor;
   std::optional<tcp::acceptor> http_acceptor;
   asio::signal_set signals;
+  asio::signal_set hangup;  // SIGHUP, apart: it never begins the drain
+  std::function<void()> on_hangup;
   asio::steady_timer drain_timer;
   std::atomic<bool> stopping{false};
   std::chrono::steady_clock::time_point drain_deadline;
@@ -669,11 +671,28 @@ struct Server::Impl {
     co_return !ec;
   }
 
+  // SIGHUP's default action ends the process on the spot (no drain, no "stop" audit record,
+  // no final checkpoint); systemctl reload, log rotation set-ups and a closed terminal send
+  // it. It is logged, handed to on_hangup, and waited for again.
+  void wait_for_hangup() {
+    hangup.async_wait([this](error_code ec, int) {
+      if (ec) return;
+      observe::log(observe::Level::info, "SIGHUP received; the gateway keeps running");
+      if (on_hangup) on_hangup();
+      wait_for_hangup();
+    });
+  }
+
   void begin_drain() {
     if (stopping.exchange(true)) return;
     health.draining = true;
+    // The adapters' listeners (MLLP) drain too: their open connections count here as well.
+    std::size_t adapter_connections = 0;
+    for (auto& p : participants) adapter_connections += p.in_flight();
     observe::log(observe::Level::info, "shutting down: draining connections",
-                 {{"open_connections", metrics.open_connections()}});
+                 {{"open_connections", metrics.open_connections() + static_cast<std::int64_t>(adapter_connections)},
+                  {"http_connections", metrics.open_connections()},
+                  {"adapter_connections", adapter_connections}});
     error_code ec;
     if (https_acceptor) https_acceptor->close(ec);
     if (http_acceptor) http_acceptor->close(ec);
@@ -701,6 +720,7 @@ struct Server::Impl {
     if (open == 0 || std::chrono::steady_clock::now() >= drain_deadline) {
       if (open) observe::log(observe::Level::warn, "shutdown grace expired; closing connections", {{"open", open}});
       signals.cancel();
+      hangup.cancel();
       stop_all();
       return;
     }
@@ -736,6 +756,8 @@ void Server::start(bool handle_signals) {
         if (!ec2) impl_->stop_all();
       });
     });
+    i.hangup.add(SIGHUP);
+    i.wait_for_hangup();
   }
   if (i.cfg.https.enabled) {
 #if GW_WITH_TLS
@@ -781,6 +803,8 @@ void Server::run() {
 void Server::shutdown() {
   asio::post(impl_->ioc, [this] { impl_->begin_drain(); });
 }
+
+void Server::on_hangup(std::function<void()> handler) { impl_->on_hangup = std::move(handler); }
 
 std::uint16_t Server::https_port() const {
   error_code ec;

@@ -36,7 +36,9 @@ class Server {
 
   // Binds the listeners (port 0 picks a free port) and starts accepting. With
   // `handle_signals`, SIGINT/SIGTERM begin a graceful shutdown (a second signal stops at
-  // once); the handlers are installed before the "listening" log line. Throws
+  // once), and SIGHUP (systemctl reload, a closed terminal) never stops the server: it is
+  // logged and passed to the on_hangup handler; the handlers are installed before the
+  // "listening" log line. Throws
   // config::ConfigError when HTTPS is on in a build without TLS, std::runtime_error naming the
   // address on bind failure, std::logic_error when HTTPS is on and no context was given.
   void start(bool handle_signals = true);
@@ -53,6 +55,10 @@ class Server {
   // drain starts (stop accepting, close idle connections); the server stops only when
   // `in_flight()` is 0 too (or the grace expires). Call before start().
   void add_drain_participant(std::function<void()> begin, std::function<std::size_t()> in_flight);
+
+  // What SIGHUP does besides being logged (App: re-read the JWKS file). Runs on the event
+  // loop thread, so it must only hand the work on, never block. Call before start().
+  void on_hangup(std::function<void()> handler);
 
   std::uint16_t https_port() const;
   std::uint16_t http_port() const;

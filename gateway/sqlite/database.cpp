@@ -1,6 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/sqlite/database.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <unordered_map>
@@ -17,6 +22,21 @@ fhir::Issue storage_issue(sqlite3* db, std::string_view what) {
   return fhir::Issue::make(fhir::ErrorCode::internal_error, std::move(msg));
 }
 
+// A new database file is made here, owner-only, before SQLite opens it: SQLite would create it
+// with the umask's mode (0644 as a rule: any local user could read every patient's record),
+// and it gives the -wal and -shm files the mode of the database file. An empty file is an
+// empty database to SQLite. Names such as ":memory:" or "file:" URIs are SQLite's to handle.
+fhir::Status create_private(const std::string& path) {
+  if (path.empty() || path == ":memory:" || path.rfind("file:", 0) == 0) return fhir::Ok{};
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
+  if (fd >= 0) {
+    ::close(fd);
+  } else if (errno != EEXIST) {
+    return fhir::Issue::make(fhir::ErrorCode::not_ready, "cannot create database " + path + ": " + std::strerror(errno));
+  }
+  return fhir::Ok{};
+}
+
 }  // namespace
 
 fhir::Result<Database> Database::open(const std::string& path, Mode mode) {
@@ -28,6 +48,8 @@ fhir::Result<Database> Database::open(const std::string& path, Mode mode) {
   std::call_once(no_memstatus, [] { (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
   int flags = SQLITE_OPEN_NOMUTEX | (mode == Mode::read_only ? SQLITE_OPEN_READONLY
                                                              : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  if (mode == Mode::read_write_create)
+    if (fhir::Status made = create_private(path); !made) return std::move(made).issue();
   int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
   if (rc != SQLITE_OK) {
     fhir::Issue issue = fhir::Issue::make(fhir::ErrorCode::not_ready,
@@ -47,7 +69,10 @@ fhir::Result<Database> Database::open(const std::string& path, Mode mode) {
       mode == Mode::read_only
           ? "PRAGMA foreign_keys=ON; PRAGMA query_only=ON; PRAGMA temp_store=MEMORY;"
           : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;";
-  if (fhir::Status s = d.exec(pragmas); !s) return std::move(s).issue();
+  // The first statements are the first to read the file: a damaged or foreign one ("file is
+  // not a database") fails here, and the message must say which file it is.
+  if (fhir::Status s = d.exec(pragmas); !s)
+    return fhir::Issue::make(fhir::ErrorCode::not_ready, "cannot open database " + path + ": " + s.issue().diagnostics);
   return d;
 }
 

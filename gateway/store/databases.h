@@ -17,6 +17,22 @@ const std::vector<sqlite::Migration>& locator_migrations();
 const std::vector<sqlite::Migration>& store_migrations();
 const std::vector<sqlite::Migration>& audit_migrations();
 
+// Creates `data_dir` (and missing parents) if needed; the folder itself is made 0700 (before
+// the umask), because it holds every patient's identity, every stored message and the audit
+// trail. An existing folder's mode is left alone (exposed_to_others reports it). Failures name
+// the folder (not_ready).
+fhir::Status create_data_dir(const std::string& data_dir);
+
+// The data directory, and the database files in it that exist (locator.db, store.db, audit.db
+// and their -wal and -shm files), that others (neither the owner nor the group) may read,
+// write or enter, with their modes as "0755". Start-up logs a warning for each; empty when all
+// is private. Group access is left to the operator (a backup group, say).
+struct ExposedPath {
+  std::string path;
+  std::string mode;
+};
+std::vector<ExposedPath> exposed_to_others(const std::string& data_dir);
+
 class Databases {
  public:
   // Creates `data_dir` if needed, opens the three files and applies pending migrations.

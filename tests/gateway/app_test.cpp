@@ -121,6 +121,49 @@ TEST_CASE("check_startup: an audit signing key that is not a private key is refu
   }
 }
 
+TEST_CASE("check_startup: a private key its group or others may read is refused, naming the key and the fix") {
+  const auto& certs = test::dev_certs();
+  const auto dir = test::temp_dir("app-check-key-modes");
+  // Copies of the development keys (private, 0600), then opened up as `cp` under umask 022 leaves them.
+  const auto open_copy = [&dir](const std::string& from, const char* name) {
+    const std::string to = (dir / name).string();
+    std::filesystem::copy_file(from, to, std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::permissions(to, std::filesystem::perms::group_read | std::filesystem::perms::others_read,
+                                 std::filesystem::perm_options::add);
+    return to;
+  };
+  config::Config good = good_config();
+  good.audit.forward_enabled = true;
+  good.audit.forward.host = "127.0.0.1";
+  good.audit.forward.ca_file = certs.ca;
+  good.audit.forward.client_certificate = certs.client_cert;
+  good.audit.forward.client_key = certs.client_key;
+  CHECK_NOTHROW(check_startup(good));
+
+  const std::string server_key = open_copy(certs.server_key, "server-key.pem");
+  const std::string audit_key = open_copy(certs.audit_key, "audit-key.pem");
+  const std::string client_key = open_copy(certs.client_key, "client-key.pem");
+  for (const auto& [key, path] : {std::pair<std::string, std::string>{"server.https.private_key", server_key},
+                                  {"audit.signing_key", audit_key},
+                                  {"audit.forward.client_key", client_key}}) {
+    CAPTURE(key);
+    config::Config c = good;
+    if (key == "server.https.private_key") c.https.private_key = path;
+    else if (key == "audit.signing_key") c.audit.signing_key = path;
+    else c.audit.forward.client_key = path;
+    const auto e = refusal(c);
+    CHECK(e.key() == key);
+    CHECK(e.reason() == "permissions 0644 for " + path +
+                            " are too open: a private key must not be accessible by group or others; chmod 600 it "
+                            "(owned by the gateway's user)");
+    // Group access alone is refused too (ssh's rule, as for credentials_file).
+    std::filesystem::permissions(path, std::filesystem::perms::others_read, std::filesystem::perm_options::remove);
+    CHECK(refusal(c).key() == key);
+    std::filesystem::permissions(path, std::filesystem::perms::group_read, std::filesystem::perm_options::remove);
+    CHECK_NOTHROW(check_startup(c));
+  }
+}
+
 TEST_CASE("check_startup: [audit.forward] settings the forwarder refuses are refused") {
   const auto& certs = test::dev_certs();
   config::Config c = good_config();

@@ -461,3 +461,9 @@ weekends_out_of_hours = false
   CHECK(expect_error(tls_lines() + "address = \"0.0.0.0\"\n[audit]\nenabled = false\n").key() == "audit.enabled");
   CHECK_NOTHROW(load_config(write_config(tls_lines() + "[audit]\nenabled = false\n")));
 }
+
+TEST_CASE("Config: an empty storage.data_dir is refused by name, not left to fail at start-up") {
+  const ConfigError e = expect_error(tls_lines() + "[storage]\ndata_dir = \"\"\n");
+  CHECK(e.key() == "storage.data_dir");
+  CHECK(e.reason() == "must not be empty: name the folder for locator.db, store.db and audit.db");
+}

@@ -1,16 +1,26 @@
 // SPDX-License-Identifier: Apache-2.0
 // The fhir-gateway binary's --check-config: "configuration OK" only for what start-up accepts,
-// and the same "configuration error: FILE: KEY: REASON" line, exit 2, from both.
+// and the same "configuration error: FILE: KEY: REASON" line, exit 2, from both; and the
+// running process's signals and log lines.
 #include <doctest/doctest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <string>
+#include <thread>
 
 #include "gateway/audit/checkpoint.h"
 #include "support/certs.h"
+#include "support/https_client.h"
+#include "support/mllp_client.h"
 #include "support/paths.h"
 #include "support/process.h"
+#include "support/stderr_capture.h"
 #include "support/tokens.h"
 
 namespace {
@@ -80,4 +90,109 @@ TEST_CASE("fhir-gateway --check-config: loads what start-up loads") {
   }
   const auto data = std::filesystem::path(checkpoint).parent_path() / "data";
   CHECK_FALSE(std::filesystem::exists(data / "audit.db"));  // the refused start wrote no audit record
+}
+
+TEST_CASE("fhir-gateway --check-config: a world-readable private key and an empty data_dir are refused, exit 2") {
+  const auto& certs = gw::test::dev_certs();
+  const auto keys = gw::test::temp_dir("main-check-keys");
+  const std::string open_key = (keys / "server-key.pem").string();
+  std::filesystem::copy_file(certs.server_key, open_key);
+  std::filesystem::permissions(open_key, std::filesystem::perms::group_read | std::filesystem::perms::others_read,
+                               std::filesystem::perm_options::add);
+  const std::string config = write_config(open_key, "");
+  for (const char* mode : {" --check-config", ""}) {
+    CAPTURE(mode);
+    auto r = gw::test::run_tool("timeout", "20 " + std::string(GATEWAY_BIN) + " --config " + config + mode);
+    CHECK(r.status == 2);
+    CHECK(error_line(r.err) == "fhir-gateway: configuration error: " + config + ": server.https.private_key: "
+                               "permissions 0644 for " + open_key + " are too open: a private key must not be "
+                               "accessible by group or others; chmod 600 it (owned by the gateway's user)");
+  }
+  CHECK_FALSE(std::filesystem::exists(std::filesystem::path(config).parent_path() / "data" / "audit.db"));
+
+  // A good configuration with its data_dir emptied: "configuration OK" would be a start that fails.
+  const std::string no_dir = write_config("", "");
+  const std::string text = gw::test::read_file(no_dir);
+  std::ofstream(no_dir, std::ios::trunc) << std::regex_replace(text, std::regex("data_dir = \"[^\"]*\""),
+                                                               "data_dir = \"\"");
+  auto r = gw::test::run_tool(GATEWAY_BIN, "--config " + no_dir + " --check-config");
+  CHECK(r.status == 2);
+  CHECK(error_line(r.err) == "fhir-gateway: configuration error: " + no_dir +
+                                 ": storage.data_dir: must not be empty: name the folder for locator.db, store.db "
+                                 "and audit.db");
+}
+
+TEST_CASE("fhir-gateway: SIGHUP re-reads the JWKS file and the gateway keeps serving; SIGTERM drains MLLP too") {
+  const auto& certs = gw::test::dev_certs();
+  const auto dir = gw::test::temp_dir("main-signals");
+  const std::string jwks = (dir / "jwks.json").string();
+  std::filesystem::copy_file(gw::test::test_tokens().jwks_path, jwks);
+  const std::string config = (dir / "gateway.toml").string();
+  std::ofstream(config) << "[server.https]\naddress = \"127.0.0.1\"\nport = 0\ncertificate = \"" << certs.server_cert
+                        << "\"\nprivate_key = \"" << certs.server_key << "\"\n"
+                        << "[storage]\ndata_dir = \"" << (dir / "data").string() << "\"\n"
+                        << "[auth]\njwks_file = \"" << jwks << "\"\njwks_refresh_s = 0\n"  // only SIGHUP re-reads it
+                        << "[audit]\nsigning_key = \"" << certs.audit_key << "\"\n"
+                        << "[[source_systems]]\nods_code = \"RGT01\"\nname = \"cuh-pas\"\nadapter = \"hl7v2\"\n"
+                        << "endpoint = \"127.0.0.1:0\"\n";
+  const std::string log_file = (dir / "gateway.log").string();
+  const auto child = gw::test::start_child_gateway(GATEWAY_BIN, config, log_file,
+                                                   "\"msg\":\"listening\",\"scheme\":\"https\"[^}]*\"port\":\"?([0-9]+)");
+  std::smatch m;
+  const std::string started = gw::test::read_file(log_file);
+  REQUIRE(std::regex_search(started, m, std::regex("\"msg\":\"mllp listener started\"[^}]*\"port\":\"?([0-9]+)")));
+  const auto mllp_port = static_cast<std::uint16_t>(std::stoi(m[1]));
+  gw::test::ClientOptions opts;
+  opts.ca_file = certs.ca;
+  // Waits (bounded) for `needle` in the log.
+  const auto logged = [&log_file](const std::string& needle) {
+    for (int i = 0; i < 200; ++i) {
+      if (gw::test::read_file(log_file).find(needle) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  };
+
+  // The identity provider's rotated key set: same keys, new file.
+  std::filesystem::last_write_time(jwks, std::filesystem::last_write_time(jwks) + std::chrono::seconds(10));
+  REQUIRE(::kill(child.pid, SIGHUP) == 0);
+  CHECK(logged("\"msg\":\"SIGHUP received; the gateway keeps running\""));
+  CHECK(logged("\"msg\":\"JWKS reloaded\""));
+  int status = 0;
+  CHECK(::waitpid(child.pid, &status, WNOHANG) == 0);  // still running
+  CHECK(gw::test::get(child.port, "/readyz", opts).status == 200);
+  // A second SIGHUP is handled the same way (the handler is armed again).
+  REQUIRE(::kill(child.pid, SIGHUP) == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  CHECK(::waitpid(child.pid, &status, WNOHANG) == 0);
+
+  // A second gateway on the same data directory is refused with one JSON log line.
+  auto second = gw::test::run_tool("timeout", "20 " + std::string(GATEWAY_BIN) + " --config " + config);
+  CHECK(second.status == 2);
+  INFO(second.err);
+  CHECK(second.err.rfind("{\"ts\":", 0) == 0);
+  CHECK(second.err.find("\"level\":\"error\",\"msg\":\"data directory in use\"") != std::string::npos);
+  CHECK(second.err.find("is in use by another fhir-gateway (pid " + std::to_string(child.pid) + ")") !=
+        std::string::npos);
+
+  // An MLLP connection open at SIGTERM is counted in the drain's log line.
+  gw::test::MllpConnection mllp(mllp_port);
+  REQUIRE(mllp.ok());
+  bool accepted = false;
+  for (int i = 0; i < 200 && !accepted; ++i) {
+    accepted = gw::test::get(child.port, "/metrics", opts).body.find(
+                   "gateway_mllp_open_connections{source=\"cuh-pas\"} 1") != std::string::npos;
+    if (!accepted) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  REQUIRE(accepted);
+  REQUIRE(::kill(child.pid, SIGTERM) == 0);
+  status = gw::test::wait_child_exit(child.pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  const std::string log = gw::test::read_file(log_file);
+  const std::string drain = gw::test::log_line(log, "shutting down: draining connections");
+  INFO(drain);
+  CHECK(drain.find("\"adapter_connections\":1") != std::string::npos);
+  CHECK(drain.find("\"open_connections\":0") == std::string::npos);
+  CHECK(log.find("\"msg\":\"stopped\"") != std::string::npos);
 }

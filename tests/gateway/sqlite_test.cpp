@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
@@ -210,6 +211,68 @@ TEST_CASE("Databases: an unusable data directory is reported, not thrown") {
   auto dbs = gw::store::Databases::open((dir / "file" / "data").string());
   REQUIRE_FALSE(dbs.ok());
   CHECK(dbs.issue().diagnostics.find("cannot create data directory") != std::string::npos);
+}
+
+namespace {
+unsigned mode_of(const std::filesystem::path& p) {
+  struct stat info {};
+  REQUIRE(::stat(p.c_str(), &info) == 0);
+  return static_cast<unsigned>(info.st_mode & 07777);
+}
+}  // namespace
+
+TEST_CASE("Databases: under the usual umask 022 the data directory and every database file are private") {
+  const mode_t saved = ::umask(022);
+  const auto data = gw::test::temp_dir("dbs-private") / "data";
+  {
+    auto dbs = gw::store::Databases::open(data.string());
+    REQUIRE(dbs.ok());
+    CHECK(mode_of(data) == 0700);
+    for (const char* db : {"locator.db", "store.db", "audit.db"}) {
+      CAPTURE(db);
+      // The -wal and -shm files exist while a connection is open; they hold patient data too.
+      for (const char* suffix : {"", "-wal", "-shm"}) {
+        CAPTURE(suffix);
+        REQUIRE(std::filesystem::exists(data / (std::string(db) + suffix)));
+        CHECK(mode_of(data / (std::string(db) + suffix)) == 0600);
+      }
+    }
+    CHECK(gw::store::exposed_to_others(data.string()).empty());
+  }
+  ::umask(saved);
+
+  // What an older gateway, or a folder made by hand, left readable is found (start-up warns).
+  std::filesystem::permissions(data, std::filesystem::perms::others_read | std::filesystem::perms::others_exec,
+                               std::filesystem::perm_options::add);
+  std::filesystem::permissions(data / "store.db", std::filesystem::perms::others_read,
+                               std::filesystem::perm_options::add);
+  const auto exposed = gw::store::exposed_to_others(data.string());
+  REQUIRE(exposed.size() == 2);
+  CHECK(exposed[0].path == data.string());
+  CHECK(exposed[0].mode == "0705");
+  CHECK(exposed[1].path == (data / "store.db").string());
+  CHECK(exposed[1].mode == "0604");
+}
+
+TEST_CASE("Databases: a file that is not a database is named in the error") {
+  for (const char* damaged : {"locator.db", "store.db", "audit.db"}) {
+    CAPTURE(damaged);
+    const auto data = gw::test::temp_dir("dbs-notadb") / "data";
+    REQUIRE(gw::store::Databases::open(data.string()).ok());
+    std::ofstream(data / damaged, std::ios::trunc) << std::string(8192, 'x');
+    for (const char* suffix : {"-wal", "-shm"}) std::filesystem::remove(data / (std::string(damaged) + suffix));
+    auto dbs = gw::store::Databases::open(data.string());
+    REQUIRE_FALSE(dbs.ok());
+    INFO(dbs.issue().diagnostics);
+    CHECK(dbs.issue().diagnostics.find((data / damaged).string()) != std::string::npos);
+    CHECK(dbs.issue().diagnostics.find("file is not a database") != std::string::npos);
+  }
+}
+
+TEST_CASE("Databases: an empty data_dir is refused by name") {
+  auto dbs = gw::store::Databases::open("");
+  REQUIRE_FALSE(dbs.ok());
+  CHECK(dbs.issue().diagnostics == "no data directory given (storage.data_dir is empty)");
 }
 
 namespace {

@@ -3,6 +3,8 @@
 
 #include <doctest/doctest.h>
 
+#include <filesystem>
+
 #include "gateway/observe/log.h"
 #include "support/certs.h"
 #include "support/paths.h"
@@ -16,6 +18,8 @@ TestServer::TestServer(Tweak tweak, Routes routes) {
   cfg.https.certificate = certs.server_cert;
   cfg.https.private_key = certs.server_key;
   cfg.data_dir = temp_dir("server").string();
+  // Private, as the gateway makes a data directory it creates (else start-up warns of it).
+  std::filesystem::permissions(cfg.data_dir, std::filesystem::perms::owner_all, std::filesystem::perm_options::replace);
   cfg.access_log = false;
   cfg.limits.read_timeout = std::chrono::milliseconds(2000);
   cfg.auth.jwks_file = test_tokens().jwks_path;

@@ -2,8 +2,8 @@
 // audit-verify: offline check that audit.db is complete and unaltered (issue #6), for IG
 // officers. Reads the database read-only together with the checkpoint file(s) kept outside
 // it, and reports the first record that is not what the gateway wrote.
-// Exit codes: 0 verified, 1 tampering or inconsistency found, 2 usage or I/O error (including
-// an audit.db SQLite reports as damaged).
+// Exit codes: 0 verified, 1 tampering or inconsistency found (or --strict's failures), 2 usage
+// or I/O error (including an audit.db SQLite reports as damaged).
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
@@ -54,6 +54,38 @@ std::string where(const gw::audit::Problem& p) {
   return p.index ? "record " + std::to_string(*p.index) : std::string("audit log");
 }
 
+// What --strict turns from a warning into a failure: records a running gateway has not yet
+// checkpointed (the next checkpoint covers them), or a checkpoint file behind audit.db or cut
+// short. Grounds for a failed check, not evidence that a record was altered.
+bool strict_only(const std::string& kind) {
+  return kind == "uncovered-tail" || kind == "checkpoint-file-behind" || kind == "checkpoint-file-torn";
+}
+
+// The first line of a failed report. TAMPERED only for a problem that shows an alteration,
+// named by its record (the first bad one when that is such a problem); otherwise the failure is
+// --strict's, said in its own words.
+std::string failure_headline(const gw::audit::VerifyReport& r) {
+  const gw::audit::Problem* first = nullptr;
+  for (const auto& p : r.problems) {
+    if (strict_only(p.kind)) continue;
+    if (r.first_bad_index && p.index && *p.index == *r.first_bad_index) {
+      first = &p;
+      break;
+    }
+    if (!first) first = &p;
+  }
+  if (first)
+    return "TAMPERED: " + (first->index ? "first bad record " + std::to_string(*first->index) + ": " : std::string()) +
+           first->text;
+  if (r.problems.empty()) return "NOT VERIFIED";
+  bool only_uncovered = true;
+  for (const auto& p : r.problems) only_uncovered = only_uncovered && p.kind == "uncovered-tail";
+  if (only_uncovered)
+    return "NOT YET COVERED by a checkpoint: " + r.problems.front().text +
+           " (--strict counts this as a failure; on a running gateway the next checkpoint covers them)";
+  return "NOT VERIFIED (--strict): " + r.problems.front().text;
+}
+
 void print_text(const gw::audit::VerifyReport& r) {
   using gw::audit::format_time_ms;
   if (r.ok) {
@@ -69,16 +101,7 @@ void print_text(const gw::audit::VerifyReport& r) {
       std::printf("  %llu older records had their content removed by retention; their hashes still verify.\n",
                   static_cast<unsigned long long>(r.pruned));
   } else {
-    std::string line = "TAMPERED: ";
-    const gw::audit::Problem* first = nullptr;
-    for (const auto& p : r.problems)
-      if (r.first_bad_index ? (p.index && *p.index == *r.first_bad_index) : true) {
-        first = &p;
-        break;
-      }
-    if (r.first_bad_index) line += "first bad record " + std::to_string(*r.first_bad_index) + ": ";
-    if (first) line += first->text;
-    std::printf("%s\n", line.c_str());
+    std::printf("%s\n", failure_headline(r).c_str());
     std::printf("Problems found (%llu records examined):\n", static_cast<unsigned long long>(r.records));
     for (const auto& p : r.problems)
       std::printf("  %s [%s]: %s\n", where(p).c_str(), p.kind.c_str(), p.text.c_str());
@@ -152,7 +175,8 @@ int main(int argc, char** argv) {
       "byte, a deleted, inserted or reordered record, a truncated tail, a rolled-back database, or\n"
       "an edited search index. audit.db is opened read-only; nothing is written.\n"
       "\n"
-      "Exit codes: 0 verified; 1 tampering or an inconsistency was found (details on stdout);\n"
+      "Exit codes: 0 verified; 1 tampering or an inconsistency was found, or what --strict counts as a\n"
+      "failure (details on stdout);\n"
       "2 usage error, or a file could not be read (audit.db damaged: SQLite's own error is shown).\n"
       "\n"
       "Example: audit-verify --db data/audit.db --checkpoints data/audit-checkpoints.log \\\n"
@@ -170,7 +194,8 @@ int main(int argc, char** argv) {
   app.add_flag("--strict", strict,
                "records after the last verified checkpoint, a --checkpoints file that lacks audit.db's newest "
                "checkpoint (emptied, cut, an older copy), and one that ends in an incomplete note (an append cut "
-               "short), count as a failure (exit 1) instead of a warning");
+               "short), count as a failure (exit 1) instead of a warning; reported as NOT YET COVERED or NOT "
+               "VERIFIED, never as TAMPERED");
   app.add_flag("--json", json, "print the report as JSON instead of text");
   app.add_option("--threads", threads, "threads decoding and hashing records (1..64)")->capture_default_str();
 

@@ -32,6 +32,7 @@
 #include "gateway/sqlite/database.h"
 #include "support/certs.h"
 #include "support/paths.h"
+#include "support/test_server.h"
 
 using namespace gw;
 using namespace gw::audit;
@@ -787,4 +788,52 @@ TEST_CASE("Forwarder: a TLS file it cannot use is named, with OpenSSL's reason")
     CHECK(st.issue().diagnostics.rfind(prefix, 0) == 0);
     CHECK(st.issue().diagnostics.size() > prefix.size());
   }
+}
+
+TEST_CASE("App: /metrics shows the SIEM copy: records behind, connection, connect failures, messages sent") {
+  // A port with nothing listening yet: the SIEM is down when the gateway starts.
+  std::uint16_t port = 0;
+  {
+    Receiver probe(ReceiverOptions{});
+    port = probe.port();
+  }
+  test::TestServer s([port](config::Config& c) {
+    c.audit.forward_enabled = true;
+    c.audit.forward.host = "127.0.0.1";
+    c.audit.forward.port = port;
+    c.audit.forward.ca_file = test::dev_certs().ca;
+    c.audit.forward.poll_interval = 10ms;
+    c.audit.forward.backoff_min = 10ms;
+    c.audit.forward.backoff_max = 200ms;
+    c.audit.forward.resend_window = 0ms;
+  });
+  // The value of the unlabelled sample `name` on /metrics (-1 when absent).
+  const auto metric = [&s](const std::string& name) -> long long {
+    const std::string body = test::request(s, "GET", "/metrics", "").body;
+    const auto at = body.find("\n" + name + " ");
+    return at == std::string::npos ? -1 : std::stoll(body.substr(at + name.size() + 2));
+  };
+  // Waits (bounded) until `name` satisfies `ok`; its last value.
+  const auto await = [&metric](const std::string& name, auto ok) {
+    long long v = metric(name);
+    for (int i = 0; i < 300 && !ok(v); ++i) {
+      std::this_thread::sleep_for(20ms);
+      v = metric(name);
+    }
+    return v;
+  };
+  CHECK(await("gateway_audit_forward_connect_failures_total", [](long long v) { return v >= 1; }) >= 1);
+  CHECK(metric("gateway_audit_forward_connected") == 0);
+  CHECK(metric("gateway_audit_forward_lag_records") >= 1);  // at least the "gateway started" record
+  CHECK(metric("gateway_audit_forward_sent_total") == 0);
+  CHECK(metric("gateway_audit_forward_resent_total") == 0);
+
+  // The SIEM comes up: the backlog drains and the session shows.
+  ReceiverOptions up;
+  up.port = port;
+  Receiver receiver(up);
+  CHECK(await("gateway_audit_forward_lag_records", [](long long v) { return v == 0; }) == 0);
+  CHECK(metric("gateway_audit_forward_connected") == 1);
+  CHECK(metric("gateway_audit_forward_sent_total") >= 1);
+  CHECK(receiver.count() >= 1);
 }

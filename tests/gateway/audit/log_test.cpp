@@ -26,7 +26,9 @@
 #include "gateway/audit/schema.h"
 #include "gateway/audit/verify.h"
 #include "gateway/sqlite/database.h"
+#include "gateway/observe/log.h"
 #include "support/paths.h"
+#include "support/stderr_capture.h"
 
 using namespace gw;
 using namespace gw::audit;
@@ -971,7 +973,15 @@ TEST_CASE("Audit log: a checkpoint file whose last note was cut short is warned 
   // A crash 30 bytes before the end of an append.
   std::ofstream(o.checkpoint_file, std::ios::binary | std::ios::trunc) << whole.substr(0, whole.size() - 30);
   {
+    gw::observe::set_level(gw::observe::Level::warn);
+    test::StderrCapture captured;
     auto log = Log::open(o, signer);
+    // The operator's log line says what docs/audit.md promises it says: the cut as well as
+    // the file being behind.
+    const std::string line = test::log_line(captured.text(), "audit checkpoint file is behind audit.db");
+    INFO(line);
+    CHECK(line.find("ended in an incomplete checkpoint note (") != std::string::npos);
+    CHECK(line.find("which was removed; it holds 1 checkpoint(s), the newest of 5 records") != std::string::npos);
     REQUIRE(log.ok());  // as for any file behind audit.db: it starts, and says so
     REQUIRE((*log)->start_warnings().size() == 1);
     const std::string& w = (*log)->start_warnings()[0];

@@ -1246,6 +1246,40 @@ TEST_CASE("audit-verify tool: exit 0 when verified, 1 with the first bad record,
   CHECK(audit_verify("--db " + b.db + " --key " + b.checkpoints).status == 2);
 }
 
+TEST_CASE("audit-verify tool: --strict on a live, intact log says records are not yet covered, never TAMPERED") {
+  Built b = build("verify-live", 100);
+  const std::string key = (b.dir / "audit-key.pub.pem").string();
+  std::ofstream(key) << b.key.public_pem;
+  const std::string args =
+      "--db " + b.db + " --checkpoints " + b.checkpoints + " --key " + key + " --key-name test-audit-key";
+  // The gateway still running: records committed since its last checkpoint (interval 1 h).
+  auto log = open_log(b);
+  for (int i = 100; i < 105; ++i) REQUIRE(log->append_sync(sample(i)));
+
+  Run lenient = audit_verify(args);
+  INFO(lenient.out);
+  CHECK(lenient.status == 0);
+  Run strict = audit_verify("--strict " + args);
+  INFO(strict.out);
+  CHECK(strict.status == 1);  // --strict's documented rule: not covered is a failure
+  CHECK(strict.out.rfind("NOT YET COVERED by a checkpoint: records 100 to 104 came after the last checkpoint", 0) == 0);
+  CHECK(strict.out.find("TAMPERED") == std::string::npos);
+
+  // A record altered as well: that is what the headline names, as tampering.
+  const std::string tampered = copy_db(b, "live-flip");
+  log->stop();
+  {
+    auto db = open_rw(tampered);
+    std::string bytes = record_bytes(db, 42);
+    bytes[40] = static_cast<char>(bytes[40] ^ 0x01);
+    set_record(db, 42, bytes);
+  }
+  Run both = audit_verify("--strict --db " + tampered + " --key " + key + " --key-name test-audit-key");
+  INFO(both.out);
+  CHECK(both.status == 1);
+  CHECK(both.out.rfind("TAMPERED: first bad record 42: ", 0) == 0);
+}
+
 TEST_CASE("audit verify: a cut copy of audit.db is reported as damaged, with SQLite's own error") {
   const Built& b = shared_log();
   const std::string key = (b.dir / "audit-key.pub.pem").string();
