@@ -143,9 +143,11 @@ TEST_CASE("check_startup: a private key its group or others may read is refused,
   const std::string server_key = open_copy(certs.server_key, "server-key.pem");
   const std::string audit_key = open_copy(certs.audit_key, "audit-key.pem");
   const std::string client_key = open_copy(certs.client_key, "client-key.pem");
-  for (const auto& [key, path] : {std::pair<std::string, std::string>{"server.https.private_key", server_key},
-                                  {"audit.signing_key", audit_key},
-                                  {"audit.forward.client_key", client_key}}) {
+  for (const auto& entry : {std::pair<std::string, std::string>{"server.https.private_key", server_key},
+                            {"audit.signing_key", audit_key},
+                            {"audit.forward.client_key", client_key}}) {
+    const std::string& key = entry.first;
+    const std::string& path = entry.second;
     CAPTURE(key);
     config::Config c = good;
     if (key == "server.https.private_key") c.https.private_key = path;
@@ -265,13 +267,13 @@ TEST_CASE("log_adapter_line: an adapter's line keeps its fields up to kMaxLogFie
   auto full = fhir::parse_json(test::log_line(text, "adapter line with every field"));
   REQUIRE_MESSAGE(full.ok(), text);
   CHECK(full->string_at("level") == "warn");
-  for (const auto& [key, value] : all) CHECK_MESSAGE(full->string_at(key) == value, key);
+  for (const auto& field : all) CHECK_MESSAGE(full->string_at(field.first) == field.second, field.first);
   CHECK(full->find("fields_dropped") == nullptr);
 
   // More than the maximum: the first kMaxLogFields are written, and how many were left out.
   auto cut = fhir::parse_json(test::log_line(text, "adapter line with too many fields"));
   REQUIRE_MESSAGE(cut.ok(), text);
-  for (const auto& [key, value] : all) CHECK_MESSAGE(cut->string_at(key) == value, key);
+  for (const auto& field : all) CHECK_MESSAGE(cut->string_at(field.first) == field.second, field.first);
   for (std::size_t i = adapters::kMaxLogFields; i < fields.size(); ++i) CHECK(cut->find(fields[i].first) == nullptr);
   const fhir::Json* dropped = cut->find("fields_dropped");
   REQUIRE(dropped != nullptr);
