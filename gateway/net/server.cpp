@@ -245,6 +245,29 @@ ProtocolFailure classify(const error_code& ec, bool timed_out) {
   return {fhir::Issue::make(ErrorCode::bad_request, "Malformed HTTP request: " + ec.message()), "malformed_http"};
 }
 
+// A parsed request whose framing or Host the gateway will not trust, or nothing. Beast frames
+// a request by a final "chunked" coding or by Content-Length, and takes any other
+// Transfer-Encoding as "no body": the body would then be read as the next request (request
+// smuggling behind a proxy that frames it differently). RFC 9112 section 6.3 item 4 asks 400
+// and a closed connection for that, section 6.1 treats Transfer-Encoding in HTTP/1.0 and next
+// to Content-Length as faulty framing, and section 3.2 asks 400 for an HTTP/1.1 request with
+// no Host or more than one.
+std::optional<ProtocolFailure> framing_failure(const bhttp::request<bhttp::string_body>& msg) {
+  using fhir::ErrorCode;
+  const bool has_te = msg.find(bhttp::field::transfer_encoding) != msg.end();
+  if (has_te && (!msg.chunked() || msg.version() < 11 || msg.find(bhttp::field::content_length) != msg.end()))
+    return ProtocolFailure{fhir::Issue::make(ErrorCode::bad_request,
+                                             "Transfer-Encoding must end in \"chunked\", in HTTP/1.1, without "
+                                             "Content-Length; send the body with Content-Length or chunked alone"),
+                           "bad_transfer_encoding"};
+  if (msg.version() >= 11 && msg.count(bhttp::field::host) != 1)
+    return ProtocolFailure{fhir::Issue::make(ErrorCode::bad_request,
+                                             "An HTTP/1.1 request needs exactly one Host header (RFC 9112 "
+                                             "section 3.2)"),
+                           "bad_host"};
+  return std::nullopt;
+}
+
 // The header fields into `req`, names lower-cased as the pipeline looks them up.
 void copy_headers(const bhttp::fields& fields, http::Request& req) {
   for (const auto& field : fields) {
@@ -594,7 +617,14 @@ struct Server::Impl {
 
       http::Response resp;
       std::string_view target = req.target;
-      if (target.empty() || target.front() != '/') {
+      if (auto f = framing_failure(msg)) {
+        // Refused with the connection closed: bytes after this header may be a body the
+        // parser did not frame, never the next request.
+        metrics.protocol_error(f->kind);
+        req.route_template = "protocol_error";
+        resp = co_await pipeline.refused(req, http::error_response(f->issue), true);
+        resp.close = true;
+      } else if (target.empty() || target.front() != '/') {
         req.route_template = "protocol_error";
         resp = co_await pipeline.refused(
             req,

@@ -117,6 +117,63 @@ TEST_CASE("Server: malformed HTTP gets 400 with an OperationOutcome and the conn
   CHECK(s.metrics().render().find("gateway_protocol_errors_total{kind=\"malformed_http\"} 2") != std::string::npos);
 }
 
+TEST_CASE("Server: a Transfer-Encoding not ending in chunked gets 400 and closes, so its body is no request") {
+  TestServer s;
+  // Two responses are asked for: the second read ends with the connection instead.
+  auto closed = [](const test::Exchange& ex) { return ex.error.rfind("read: ", 0) == 0; };
+  // The body is itself a request: answering it would be request smuggling (RFC 9112 6.3).
+  const std::string smuggled = "GET /healthz?smuggled=1 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  for (const std::string te : {"chunked, identity", "xchunked", "gzip", "identity"}) {
+    CAPTURE(te);
+    auto ex = test::exchange(s.port(),
+                             "POST /Patient/_search HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: " + te +
+                                 "\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\n" + smuggled,
+                             2, s.client());
+    REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+    check_outcome(ex.responses[0], 400, "invalid", "Transfer-Encoding must end in \"chunked\"");
+    CHECK(ex.responses[0].header("connection") == "close");
+    CHECK_MESSAGE(closed(ex), ex.error);
+  }
+  // Transfer-Encoding with Content-Length, in either order, and Transfer-Encoding in HTTP/1.0.
+  for (const std::string head : {"Transfer-Encoding: gzip\r\nContent-Length: 5\r\n",
+                                 "Content-Length: 5\r\nTransfer-Encoding: gzip\r\n",
+                                 "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n"}) {
+    CAPTURE(head);
+    auto ex = test::exchange(s.port(), "POST /$validate HTTP/1.1\r\nHost: localhost\r\n" + head + "\r\nabcde" +
+                                           smuggled, 2, s.client());
+    REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+    CHECK(ex.responses[0].status == 400);
+    CHECK_MESSAGE(closed(ex), ex.error);
+  }
+  auto old = test::exchange(s.port(), "POST /$validate HTTP/1.0\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                      "0\r\n\r\n" + smuggled, 2, s.client());
+  REQUIRE_MESSAGE(old.responses.size() == 1, old.error);
+  check_outcome(old.responses[0], 400, "invalid", "in HTTP/1.1");
+  CHECK_MESSAGE(closed(old), old.error);
+  CHECK(s.metrics().render().find("gateway_protocol_errors_total{kind=\"bad_transfer_encoding\"} 6") !=
+        std::string::npos);
+  // A chunked body alone is fine.
+  auto chunked = test::exchange(s.port(), "POST /$validate HTTP/1.1\r\nHost: localhost\r\n" + test::test_tokens().header() +
+                                          "Transfer-Encoding: chunked\r\nContent-Type: application/fhir+json\r\nConnection: close\r\n\r\n"
+                                          "1a\r\n{\"resourceType\":\"Patient\"}\r\n0\r\n\r\n", 1, s.client());
+  REQUIRE_MESSAGE(chunked.responses.size() == 1, chunked.error);
+  CHECK(chunked.responses[0].status == 200);
+}
+
+TEST_CASE("Server: an HTTP/1.1 request without exactly one Host gets 400; HTTP/1.0 may omit it") {
+  TestServer s;
+  for (const std::string head : {"", "Host: localhost\r\nHost: other\r\n"}) {
+    CAPTURE(head);
+    auto ex = test::exchange(s.port(), "GET /healthz HTTP/1.1\r\n" + head + "\r\n", 1, s.client());
+    REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+    check_outcome(ex.responses[0], 400, "invalid", "exactly one Host header");
+    CHECK(ex.peer_closed);
+  }
+  auto old = test::exchange(s.port(), "GET /healthz HTTP/1.0\r\n\r\n", 1, s.client());
+  REQUIRE_MESSAGE(old.responses.size() == 1, old.error);
+  CHECK(old.responses[0].status == 200);
+}
+
 TEST_CASE("Server: oversized headers get 431") {
   TestServer s([](config::Config& c) { c.limits.max_header_bytes = 2048; });
   std::string big = "X-Padding: " + std::string(4000, 'a') + "\r\n";
