@@ -229,13 +229,21 @@ bool peer_went_away(const error_code& ec) {
          ec == asio::error::operation_aborted;
 }
 
-ProtocolFailure classify(const error_code& ec, bool timed_out) {
+// `line_parsed`: the parser got past the request line. When it did not, the line alone
+// outgrew the header limit: that is a URL too long (414, RFC 9110 section 15.5.15), which a
+// client fixes differently from too many or too large header fields (431).
+ProtocolFailure classify(const error_code& ec, bool timed_out, bool line_parsed) {
   using fhir::ErrorCode;
   if (timed_out)
     return {fhir::Issue::make(ErrorCode::request_timeout,
                               "The request was not received completely in time (is Content-Length larger than "
                               "the body?)"),
             "request_timeout"};
+  if ((ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow) && !line_parsed)
+    return {fhir::Issue::make(ErrorCode::uri_too_long,
+                              "The request URL exceeds the server's limit; shorten it, or send the search "
+                              "parameters in the body of POST [type]/_search"),
+            "uri_too_long"};
   if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow)
     return {fhir::Issue::make(ErrorCode::headers_too_large, "Request headers exceed the server's limit"),
             "headers_too_large"};
@@ -552,7 +560,7 @@ struct Server::Impl {
                                                              "This port speaks HTTPS only; use https:// with the "
                                                              "same host and port"),
                                            "plain_http_on_tls_port"}
-                         : classify(ec, timed_out);
+                         : classify(ec, timed_out, !parser.get().target().empty());
         if (!tls_required) metrics.protocol_error(f.kind);
         http::Request req;
         req.received = received;

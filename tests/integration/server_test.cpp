@@ -182,6 +182,16 @@ TEST_CASE("Server: oversized headers get 431") {
   check_outcome(ex.responses[0], 431, "too-costly", "headers exceed");
 }
 
+TEST_CASE("Server: a request line longer than the header limit gets 414, not 431") {
+  TestServer s([](config::Config& c) { c.limits.max_header_bytes = 2048; });
+  auto ex = test::exchange(s.port(), "GET /Patient?family=" + std::string(4000, 'a') + " HTTP/1.1\r\nHost: localhost\r\n\r\n",
+                           1, s.client());
+  REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+  check_outcome(ex.responses[0], 414, "too-costly", "request URL exceeds");
+  CHECK(ex.peer_closed);
+  CHECK(s.metrics().render().find("gateway_protocol_errors_total{kind=\"uri_too_long\"} 1") != std::string::npos);
+}
+
 TEST_CASE("Server: an oversized body gets 413 before the body is read") {
   TestServer s([](config::Config& c) { c.limits.max_body_bytes = 1000; });
   std::string head = "POST /$validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/fhir+json\r\n"
