@@ -50,6 +50,11 @@ void Router::add(std::string method, std::string pattern, Handler handler, Route
   // start-up fails loudly rather than serving an unchecked route.
   if (r.options.access == Access::resource && r.options.auth_resource_type.empty())
     throw std::logic_error("route " + r.method + " " + r.pattern + " needs auth_resource_type or access != resource");
+  // A declared operation goes into the CapabilityStatement, where its definition is a required
+  // canonical: an empty one would make GET /metadata invalid FHIR.
+  if (!r.options.operation.empty() && r.options.operation_definition.empty())
+    throw std::logic_error("route " + r.method + " " + r.pattern + " declares operation " + r.options.operation +
+                           " without operation_definition");
   routes_.push_back(std::move(r));
 }
 

@@ -62,6 +62,17 @@ TEST_CASE("Router: a resource route that names no resource type is refused at st
   CHECK_NOTHROW(r.add("GET", "/Something", ok, open));
 }
 
+TEST_CASE("Router: a declared operation without a canonical definition is refused at start-up") {
+  Router r;
+  RouteOptions op;
+  op.access = Access::authenticated;
+  op.resource_type = "AuditEvent";
+  op.operation = "export";
+  CHECK_THROWS_AS(r.add("GET", "/AuditEvent/$export", ok, op), std::logic_error);
+  op.operation_definition = "https://fhir-gateway.nhs.example/OperationDefinition/AuditEvent-export";
+  CHECK_NOTHROW(r.add("GET", "/AuditEvent/$export", ok, op));
+}
+
 TEST_CASE("Log: lines are single JSON objects with escaping and no empty fields") {
   std::string line = gw::observe::format_line(gw::observe::Level::info, "request",
                                               {{"request_id", "r-1"}, {"correlation_id", ""}, {"status", 200},

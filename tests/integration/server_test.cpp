@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "fhir/bundle.h"
+#include "fhir/element_check.h"
 #include "fhir/json.h"
 #include "support/certs.h"
 #include "support/responses.h"
@@ -90,6 +91,25 @@ TEST_CASE("Server: GET /metadata over TLS returns a generated CapabilityStatemen
     if (res.string_at("type") == "Basic") basic = &res;
   REQUIRE(basic);  // the test route, declared through the route table
   CHECK(basic->find("searchParam")->items().size() == 3);
+}
+
+TEST_CASE("Server: GET /metadata passes the gateway's own $validate checks, operations with their definitions") {
+  TestServer s;  // the real route table: audit operations included
+  HttpResponse r = test::get(s.port(), "/metadata", s.client());
+  REQUIRE(r.status == 200);
+  fhir::Json cs = json_of(r);
+  REQUIRE(fhir::elements_known("CapabilityStatement"));
+  for (const fhir::Issue& i : fhir::check_structure_and_elements(cs, "CapabilityStatement"))
+    FAIL_CHECK(i.expression << ": " << i.diagnostics);
+  std::set<std::string> operations;
+  for (const auto& res : cs.find("rest")->items().at(0).find("resource")->items())
+    if (const fhir::Json* ops = res.find("operation"))
+      for (const auto& op : ops->items()) {
+        operations.insert(std::string(res.string_at("type")) + "/$" + std::string(op.string_at("name")));
+        CHECK(op.string_at("definition").rfind("http", 0) == 0);
+      }
+  CHECK(operations.count("AuditEvent/$access-report") == 1);
+  CHECK(operations.count("AuditEvent/$export") == 1);
 }
 
 TEST_CASE("Server: X-Request-ID is mirrored, or generated as a UUID when absent") {
