@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/http/pipeline.h"
 
+#include <algorithm>
 #include <ctime>
 #include <memory>
 #include <exception>
@@ -75,6 +76,25 @@ std::string action_of(const Route* route, std::string_view method) {
   if (method == "PUT") return "update";
   if (method == "DELETE") return "delete";
   return "read";
+}
+
+// Joins every `name` field (lower-case) into the first, comma-separated and in order, for a
+// list-valued field that handlers read with Request::header(): RFC 9110 section 5.3 makes
+// several field lines of one name a single list, so `Prefer: return=minimal` followed by
+// `Prefer: handling=strict` asks both (RFC 7240 section 2). Bounded by the header limit.
+void join_list_field(Request& req, std::string_view name) {
+  auto& h = req.headers;
+  auto first = std::find_if(h.begin(), h.end(), [name](const auto& f) { return f.first == name; });
+  if (first == h.end()) return;
+  const std::size_t at = static_cast<std::size_t>(first - h.begin());
+  for (std::size_t i = at + 1; i < h.size();) {
+    if (h[i].first != name) {
+      ++i;
+      continue;
+    }
+    h[at].second += ", " + h[i].second;
+    h.erase(h.begin() + static_cast<std::ptrdiff_t>(i));
+  }
 }
 
 audit::Record record_of(Request& req, const Response& r, const Route* route) {
@@ -209,7 +229,8 @@ boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& m
     co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden,
                                                "This endpoint is only served to loopback clients"));
 
-  // 3. Decode the query.
+  // 3. Decode the query, and read repeated Prefer fields as the one list they are.
+  join_list_field(req, "prefer");
   auto query = fhir::parse_query_string(req.raw_query, limits_.query);
   if (!query) co_return error_response(query.issue());
   req.query = std::move(*query);

@@ -322,6 +322,19 @@ TEST_CASE("Server: bad search parameters get 400 naming the parameter; strict ha
   CHECK(lenient.status == 200);
   check_outcome(test::get(s.port(), "/Patient?family=Smith&shoe-size=9", s.client(), auth + "Prefer: handling=strict\r\n"),
                 400, "invalid", "Unknown search parameter 'shoe-size'");
+  // Two Prefer fields are one list (RFC 9110 5.3, RFC 7240): strict in the second counts too.
+  for (const std::string prefer : {"Prefer: return=minimal\r\nPrefer: handling=strict\r\n",
+                                   "Prefer: handling=strict\r\nPrefer: return=minimal\r\n",
+                                   "Prefer: handling=strict\r\nX-Other: 1\r\nPrefer: return=minimal\r\n"}) {
+    CAPTURE(prefer);
+    check_outcome(test::get(s.port(), "/Patient?family=Smith&shoe-size=9", s.client(), auth + prefer), 400, "invalid",
+                  "Unknown search parameter 'shoe-size'");
+    check_outcome(test::get(s.port(), "/Basic?shoe-size=9", s.client(), prefer), 400, "invalid",
+                  "Unknown search parameter 'shoe-size'");
+  }
+  // The last handling in the list wins, across fields as within one.
+  CHECK(test::get(s.port(), "/Basic?shoe-size=9", s.client(), "Prefer: handling=strict\r\nPrefer: handling=lenient\r\n")
+            .status == 200);
   // The test-only Basic route: the same parser, no access control involved.
   check_outcome(test::get(s.port(), "/Basic?created=2010-13-01", s.client()), 400, "invalid", "created");
 }
