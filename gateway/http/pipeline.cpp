@@ -72,6 +72,8 @@ std::string action_of(const Route* route, std::string_view method) {
       }
     }
   }
+  // An OPTIONS (a CORS preflight) asks what the server allows: R4's "capabilities".
+  if (method == "OPTIONS") return "capabilities";
   if (method == "POST") return "create";
   if (method == "PUT") return "update";
   if (method == "DELETE") return "delete";
@@ -134,11 +136,19 @@ audit::Record record_of(Request& req, const Response& r, const Route* route) {
 }  // namespace
 
 boost::asio::awaitable<Response> Pipeline::handle(Request& req) const {
+  if (Cors::is_preflight(req)) {
+    // No credentials and no patient data, but a request like any other: audited (issue #6,
+    // "every request"), anonymous, so a browser probing the gateway leaves a trace too.
+    req.route_template = "cors_preflight";
+    co_return co_await audited(req, cors_.preflight(req), nullptr);
+  }
   const Route* route = nullptr;
   Response r = co_await respond(req, route);
   // Open routes (probes, /metadata, discovery) carry no identity and no patient data.
-  if (route && route->options.access == Access::open) co_return r;
-  co_return co_await audited(req, std::move(r), route);
+  if (!route || route->options.access != Access::open) r = co_await audited(req, std::move(r), route);
+  // After the audit, so that its 503 is readable by the page too.
+  cors_.decorate(req, r);
+  co_return r;
 }
 
 boost::asio::awaitable<Response> Pipeline::refused(Request& req, Response r, bool headers_parsed) const {
@@ -146,7 +156,9 @@ boost::asio::awaitable<Response> Pipeline::refused(Request& req, Response r, boo
   // not a create); the refusal stays the HTTP layer's.
   const Route* route = req.path.empty() ? nullptr : router_.match(req.method, req.path).route;
   if (headers_parsed) identify(req);
-  co_return co_await audited(req, std::move(r), route);
+  Response answer = co_await audited(req, std::move(r), route);
+  cors_.decorate(req, answer);
+  co_return answer;
 }
 
 boost::asio::awaitable<Response> Pipeline::audited(Request& req, Response r, const Route* route) const {
