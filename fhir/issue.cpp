@@ -16,8 +16,9 @@ struct Row {
 // The one table (STYLE.md "Errors"). Issue types from http://hl7.org/fhir/issue-type;
 // statuses from FHIR R4 http.html; Spine codes as NHS England APIs (PDS, GP Connect) use them.
 // Every error carries one, as NHS clients expect issue.details on each OperationOutcome
-// (table_has_spine_codes below): a refusal Spine has no specific code for (406, 408, 413, 415,
-// 431) takes its generic BAD_REQUEST, and the HTTP status and issue type say the rest.
+// (table_has_spine_codes below): a refusal Spine has no specific code for (406, 408, 413, 414,
+// 415, 431, a search too costly) takes its generic BAD_REQUEST, and the HTTP status and issue
+// type say the rest.
 constexpr std::array kTable{
     Row{ErrorCode::bad_request, {"invalid", 400, "BAD_REQUEST", "Bad request"}},
     Row{ErrorCode::invalid_json, {"structure", 400, "INVALID_RESOURCE", "Invalid JSON"}},
@@ -31,6 +32,8 @@ constexpr std::array kTable{
     Row{ErrorCode::unknown_target_system, {"code-invalid", 403, "INVALID_IDENTIFIER_SYSTEM", "Invalid identifier system"}},
     Row{ErrorCode::missing_value, {"required", 400, "MISSING_VALUE", "Required value is missing"}},
     Row{ErrorCode::unknown_resource_type, {"not-supported", 404, "UNSUPPORTED_SERVICE", "Resource type not supported"}},
+    Row{ErrorCode::unsupported_interaction,
+        {"not-supported", 404, "UNSUPPORTED_SERVICE", "Interaction not supported"}},
     Row{ErrorCode::not_found, {"not-found", 404, "RESOURCE_NOT_FOUND", "Resource not found"}},
     Row{ErrorCode::gone, {"deleted", 410, "INVALIDATED_RESOURCE", "Resource deleted"}},
     Row{ErrorCode::method_not_allowed, {"not-supported", 405, "INVALID_METHOD", "Method not allowed"}},
@@ -39,6 +42,8 @@ constexpr std::array kTable{
     Row{ErrorCode::not_supported, {"not-supported", 422, "UNSUPPORTED_SERVICE", "Not supported"}},
     Row{ErrorCode::payload_too_large, {"too-costly", 413, "BAD_REQUEST", "Request body too large"}},
     Row{ErrorCode::headers_too_large, {"too-costly", 431, "BAD_REQUEST", "Request headers too large"}},
+    Row{ErrorCode::uri_too_long, {"too-costly", 414, "BAD_REQUEST", "Request URI too long"}},
+    Row{ErrorCode::too_costly, {"too-costly", 400, "BAD_REQUEST", "Search too costly"}},
     Row{ErrorCode::request_timeout, {"timeout", 408, "BAD_REQUEST", "Request timed out"}},
     Row{ErrorCode::tls_required, {"security", 400, "BAD_REQUEST", "TLS required"}},
     Row{ErrorCode::unauthenticated, {"login", 401, "ACCESS_DENIED", "Access denied"}},

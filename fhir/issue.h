@@ -28,6 +28,7 @@ enum class ErrorCode {
   unknown_target_system,    // a cross-reference target domain is unknown (PIXm ITI-83 targetSystem)
   missing_value,            // a required parameter or element is absent
   unknown_resource_type,    // no such FHIR resource type served here
+  unsupported_interaction,  // a FHIR interaction this server does not offer (e.g. vread, _history)
   not_found,                // resource id unknown
   gone,                     // resource was deleted
   method_not_allowed,       // route exists, method does not
@@ -36,6 +37,8 @@ enum class ErrorCode {
   not_supported,            // content of a kind the gateway does not process (e.g. an HL7 message type)
   payload_too_large,        // body over the configured limit
   headers_too_large,        // request headers over the configured limit
+  uri_too_long,             // the request line alone over the header limit, or a query over its own
+  too_costly,               // a search matching more than the server will examine or list: narrow it
   request_timeout,          // client did not send a complete request in time
   tls_required,             // plain HTTP on a TLS port
   unauthenticated,          // no or invalid credentials

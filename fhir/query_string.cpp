@@ -109,8 +109,8 @@ std::string lowered(std::string_view what) {
 
 Result<QueryParams> parse_query_string(std::string_view query, const QueryLimits& limits) {
   if (query.size() > limits.max_bytes)
-    return Issue::make(ErrorCode::bad_request, std::string(limits.what) + " longer than " +
-                                                   std::to_string(limits.max_bytes) + " bytes");
+    return Issue::make(limits.too_long,
+                       std::string(limits.what) + " longer than " + std::to_string(limits.max_bytes) + " bytes");
   QueryParams out;
   while (!query.empty()) {
     std::size_t amp = query.find('&');

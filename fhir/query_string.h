@@ -18,6 +18,8 @@ struct QueryLimits {
   std::size_t max_bytes = 8192;
   std::size_t max_params = 64;
   std::string_view what = "Query string";  // how errors name the text: "Form body" for POST _search
+  // The answer to text over max_bytes: part of the URL (414), or a POST _search body (413).
+  ErrorCode too_long = ErrorCode::uri_too_long;
 };
 
 // Percent-decodes `s` ("+" becomes a space when `plus_is_space`). Fails on a truncated or

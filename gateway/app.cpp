@@ -298,7 +298,8 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock
 
   http::PipelineLimits limits;
   limits.json.max_bytes = cfg_.limits.max_body_bytes;
-  pipeline_ = std::make_unique<http::Pipeline>(router_, limits, authenticator_.get(), policy_.get(), audit_log_.get());
+  pipeline_ = std::make_unique<http::Pipeline>(router_, limits, authenticator_.get(), policy_.get(), audit_log_.get(),
+                                               cfg_.cors);
   https_tls_ = std::move(checked.https_tls);
   client_certificate_tls_ = std::move(checked.client_certificate_tls);
   server_ = std::make_unique<net::Server>(cfg_, *pipeline_, metrics_, health_, https_tls_);

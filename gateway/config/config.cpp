@@ -444,7 +444,7 @@ Config load_config(const std::string& path) {
   r.only_keys(root, "", {"server", "storage", "store", "log", "metrics", "auth", "audit", "source_systems"});
 
   if (const toml::table* s = r.table(root, "", "server")) {
-    r.only_keys(*s, "server.", {"public_base_url", "threads", "https", "http", "limits"});
+    r.only_keys(*s, "server.", {"public_base_url", "threads", "https", "http", "limits", "cors"});
     r.get(*s, "server.", "public_base_url", c.public_base_url);
     r.get_int(*s, "server.", "threads", c.threads, 1, 256);
     if (const toml::table* h = r.table(*s, "server.", "https")) {
@@ -482,6 +482,12 @@ Config load_config(const std::string& path) {
       r.get_ms(*l, p, "idle_timeout_ms", c.limits.idle_timeout, 100, 3600000);
       r.get_ms(*l, p, "write_timeout_ms", c.limits.write_timeout, 100, 3600000);
       r.get_ms(*l, p, "shutdown_grace_ms", c.limits.shutdown_grace, 0, 600000);
+    }
+    if (const toml::table* t = r.table(*s, "server.", "cors")) {
+      const std::string p = "server.cors.";
+      r.only_keys(*t, p, {"allowed_origins", "max_age_s"});
+      r.get(*t, p, "allowed_origins", c.cors.allowed_origins);
+      r.get_seconds(*t, p, "max_age_s", c.cors.max_age, 0, 86400);
     }
   }
   if (const toml::table* s = r.table(root, "", "storage")) {
@@ -645,6 +651,52 @@ void check_private_keys(const Config& c) {
   }
 }
 
+namespace {
+
+// Why `origin` is not an origin [server.cors] may list, or empty. An origin is compared
+// exactly with the Origin header a browser sends, which is serialised as scheme://host[:port]
+// in lower case with no path (RFC 6454 section 6.2), so anything else would never match. A
+// wildcard or "null" (sandboxed pages, files) would let any page read the answers; plain
+// http:// is for a developer's own machine only.
+std::string origin_problem(const std::string& origin) {
+  if (origin == "*" || origin == "null") return "may not be \"" + origin + "\": list each web app's origin";
+  std::string_view rest = origin;
+  const bool https = rest.rfind("https://", 0) == 0;
+  if (!https && rest.rfind("http://", 0) != 0) return "must start with https:// (or http:// for localhost)";
+  rest.remove_prefix(https ? 8 : 7);
+  std::string_view host = rest, port;
+  if (!rest.empty() && rest.front() == '[') {  // an IPv6 literal
+    const std::size_t close = rest.find(']');
+    if (close == std::string_view::npos) return "has an unclosed '[' in its host";
+    host = rest.substr(0, close + 1);
+    rest.remove_prefix(close + 1);
+    if (!rest.empty() && rest.front() != ':') return "must be scheme://host[:port], with no path (no '/')";
+    if (!rest.empty()) port = rest.substr(1);
+  } else if (const std::size_t colon = rest.find(':'); colon != std::string_view::npos) {
+    host = rest.substr(0, colon);
+    port = rest.substr(colon + 1);
+  }
+  if (host.empty()) return "has no host";
+  for (char ch : host)
+    if (!(std::islower(static_cast<unsigned char>(ch)) || std::isdigit(static_cast<unsigned char>(ch)) ||
+          ch == '.' || ch == '-' || (host.front() == '[' && (ch == '[' || ch == ']' || ch == ':'))))
+      return ch == '/' ? "must be scheme://host[:port], with no path (no '/')"
+                       : "host must be lower case letters, digits, '.' and '-' (as browsers send it)";
+  if (!port.empty() || origin.back() == ':') {
+    std::int64_t n = 0;
+    for (char ch : port) {
+      if (!std::isdigit(static_cast<unsigned char>(ch)) || n > 65535) return "has a bad port (1-65535, no path)";
+      n = n * 10 + (ch - '0');
+    }
+    if (port.empty() || n < 1 || n > 65535) return "has a bad port (1-65535, no path)";
+  }
+  if (!https && host != "localhost" && host != "127.0.0.1" && host != "[::1]")
+    return "plain http:// is only allowed for localhost, 127.0.0.1 or [::1] (a developer's machine); use https://";
+  return {};
+}
+
+}  // namespace
+
 void validate(const Config& c) {
   const std::string& f = c.source_file.empty() ? std::string("(defaults)") : c.source_file;
   auto fail = [&](const std::string& key, const std::string& why) { throw ConfigError(f, key, why); };
@@ -678,6 +730,12 @@ void validate(const Config& c) {
   }
   if (c.limits.read_timeout.count() <= 0 || c.limits.idle_timeout.count() <= 0)
     fail("server.limits", "timeouts must be positive");
+  if (c.cors.allowed_origins.size() > 64) fail("server.cors.allowed_origins", "at most 64 origins");
+  for (std::size_t i = 0; i < c.cors.allowed_origins.size(); ++i) {
+    const std::string& o = c.cors.allowed_origins[i];
+    if (std::string why = origin_problem(o); !why.empty())
+      fail("server.cors.allowed_origins", "entry " + std::to_string(i + 1) + " (\"" + o.substr(0, 100) + "\") " + why);
+  }
   if (c.auth.enabled) {
     if (c.auth.jwt.issuer.empty()) fail("auth.issuer", "is required when auth is enabled");
     if (c.auth.jwt.audiences.empty()) fail("auth.audiences", "needs at least one audience (usually the public base URL)");

@@ -16,6 +16,7 @@
 #include "gateway/audit/log.h"
 #include "gateway/auth/jwt.h"
 #include "gateway/auth/policy.h"
+#include "gateway/http/cors.h"
 #include "gateway/locator/locator.h"
 
 namespace gw::config {
@@ -144,6 +145,7 @@ struct Config {
   HttpsConfig https;
   PlainHttpConfig http;
   Limits limits;
+  http::CorsOptions cors;  // [server.cors]: browser apps' origins (none: no CORS headers)
   std::string data_dir = "data";
   std::int64_t read_connections = 0;  // read connections (and threads) of locator.db and of store.db, 1-64 (0: one per CPU, 2-16)
   std::int64_t locator_read_cache_mib = 64;  // page cache of each locator read connection

@@ -796,10 +796,14 @@ void add_audit_routes(Router& router, AuditRouteDeps deps) {
     o.operation = std::move(operation);
     return o;
   };
+  // Operations of this gateway's own, named under its canonical base as the relationship
+  // operations are (CapabilityStatement.rest.resource.operation.definition is 1..1).
   RouteOptions report = opts("", "access-report", false, Interaction::search);
   report.resource_type = "AuditEvent";
+  report.operation_definition = "https://fhir-gateway.nhs.example/OperationDefinition/AuditEvent-access-report";
   RouteOptions exp = opts("", "export", false, Interaction::search);
   exp.resource_type = "AuditEvent";
+  exp.operation_definition = "https://fhir-gateway.nhs.example/OperationDefinition/AuditEvent-export";
   router.add("GET", "/AuditEvent/$access-report", [api](Request& r) { return api->access_report(r); }, report);
   router.add("GET", "/AuditEvent/$export", [api](Request& r) { return api->export_ndjson(r); }, exp);
   router.add("GET", "/AuditEvent", [api](Request& r) { return api->search(r); },

@@ -210,7 +210,8 @@ class ClinicalApi {
     out.has_more = !count_only && static_cast<std::int64_t>(q.offset + page->items.size()) < page->total;
     if (!page->withheld.empty()) out.outcomes.push_back(withheld_outcome(page->withheld.size(), type));
     if (page->truncated) {
-      Issue w = Issue::make(ErrorCode::too_many_requests,
+      // too-costly, not throttled: retrying the same search gets the same cut; narrowing it helps.
+      Issue w = Issue::make(ErrorCode::too_costly,
                             "more records match than one search examines; narrow it with code or date");
       w.severity = fhir::Severity::warning;
       out.outcomes.push_back(fhir::operation_outcome(w));

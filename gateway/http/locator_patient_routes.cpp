@@ -139,7 +139,7 @@ awaitable<fhir::Result<LocatorApi::Visible>> LocatorApi::visible_matches(Request
     if (round == 0) {
       total = page->total;
       if (total > static_cast<std::int64_t>(deps_.max_search_examined))
-        co_return Issue::make(ErrorCode::invalid_value,
+        co_return Issue::make(ErrorCode::too_costly,
                               "this search is too broad: it would examine more than " +
                                   std::to_string(deps_.max_search_examined) +
                                   " index entries; add criteria (e.g. birthdate, family or identifier)");
@@ -163,7 +163,7 @@ awaitable<fhir::Result<LocatorApi::Visible>> LocatorApi::visible_matches(Request
       auth::Decision d = decide(req, rec);
       if (!d.allowed) continue;
       if (out.records.size() == deps_.max_search_matches)
-        co_return Issue::make(ErrorCode::invalid_value,
+        co_return Issue::make(ErrorCode::too_costly,
                               "more than " + std::to_string(deps_.max_search_matches) +
                                   " patients you may see match; add criteria (e.g. birthdate or identifier)");
       note_basis(req, d);

@@ -396,7 +396,10 @@ awaitable<Response> LocatorApi::write_pointer(Request& req, bool create) {
   Response r = with_version_headers(
       fhir_response(created ? 201 : 200, pointer_json(stored, {}, false), req.format.pretty), stored.version,
       stored.last_updated);
-  if (created) r.set_header("Location", deps_.base_url + "/DocumentReference/" + stored.id);
+  // R4 http.html#create: "Location: [base]/[type]/[id]/_history/[vid]", the version created.
+  if (created)
+    r.set_header("Location", deps_.base_url + "/DocumentReference/" + stored.id + "/_history/" +
+                                 std::to_string(stored.version));
   co_return r;
 }
 

@@ -124,6 +124,7 @@ fhir::Result<fhir::QueryParams> LocatorApi::form_search_params(const Request& re
                        "send the search parameters as application/x-www-form-urlencoded");
   fhir::QueryLimits limits;
   limits.what = "Form body";
+  limits.too_long = ErrorCode::payload_too_large;
   auto body = fhir::parse_query_string(req.body, limits);
   if (!body) return std::move(body).issue();
   fhir::QueryParams all = *req.query;

@@ -74,10 +74,31 @@ std::string action_of(const Route* route, std::string_view method) {
       }
     }
   }
+  // An OPTIONS (a CORS preflight) asks what the server allows: R4's "capabilities".
+  if (method == "OPTIONS") return "capabilities";
   if (method == "POST") return "create";
   if (method == "PUT") return "update";
   if (method == "DELETE") return "delete";
   return "read";
+}
+
+// Joins every `name` field (lower-case) into the first, comma-separated and in order, for a
+// list-valued field that handlers read with Request::header(): RFC 9110 section 5.3 makes
+// several field lines of one name a single list, so `Prefer: return=minimal` followed by
+// `Prefer: handling=strict` asks both (RFC 7240 section 2). Bounded by the header limit.
+void join_list_field(Request& req, std::string_view name) {
+  auto& h = req.headers;
+  auto first = std::find_if(h.begin(), h.end(), [name](const auto& f) { return f.first == name; });
+  if (first == h.end()) return;
+  const std::size_t at = static_cast<std::size_t>(first - h.begin());
+  for (std::size_t i = at + 1; i < h.size();) {
+    if (h[i].first != name) {
+      ++i;
+      continue;
+    }
+    h[at].second += ", " + h[i].second;
+    h.erase(h.begin() + static_cast<std::ptrdiff_t>(i));
+  }
 }
 
 audit::Record record_of(Request& req, const Response& r, const Route* route) {
@@ -132,11 +153,19 @@ audit::Record record_of(Request& req, const Response& r, const Route* route) {
 }  // namespace
 
 boost::asio::awaitable<Response> Pipeline::handle(Request& req) const {
+  if (Cors::is_preflight(req)) {
+    // No credentials and no patient data, but a request like any other: audited (issue #6,
+    // "every request"), anonymous, so a browser probing the gateway leaves a trace too.
+    req.route_template = "cors_preflight";
+    co_return co_await audited(req, cors_.preflight(req), nullptr);
+  }
   const Route* route = nullptr;
   Response r = co_await respond(req, route);
   // Open routes (probes, /metadata, discovery) carry no identity and no patient data.
-  if (route && route->options.access == Access::open) co_return r;
-  co_return co_await audited(req, std::move(r), route);
+  if (!route || route->options.access != Access::open) r = co_await audited(req, std::move(r), route);
+  // After the audit, so that its 503 is readable by the page too.
+  cors_.decorate(req, r);
+  co_return r;
 }
 
 boost::asio::awaitable<Response> Pipeline::refused(Request& req, Response r, bool headers_parsed) const {
@@ -144,7 +173,9 @@ boost::asio::awaitable<Response> Pipeline::refused(Request& req, Response r, boo
   // not a create); the refusal stays the HTTP layer's.
   const Route* route = req.path.empty() ? nullptr : router_.match(req.method, req.path).route;
   if (headers_parsed) identify(req);
-  co_return co_await audited(req, std::move(r), route);
+  Response answer = co_await audited(req, std::move(r), route);
+  cors_.decorate(req, answer);
+  co_return answer;
 }
 
 boost::asio::awaitable<Response> Pipeline::audited(Request& req, Response r, const Route* route) const {
@@ -246,7 +277,8 @@ boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& m
     co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden,
                                                "This endpoint is only served to loopback clients"));
 
-  // 3. Decode the query.
+  // 3. Decode the query, and read repeated Prefer fields as the one list they are.
+  join_list_field(req, "prefer");
   auto query = fhir::parse_query_string(req.raw_query, limits_.query);
   if (!query) co_return error_response(query.issue());
   req.query = std::move(*query);

@@ -2,8 +2,8 @@
 // The request path as named steps in one place (STYLE.md "Structure"):
 //   match route -> authenticate/authorise -> decode query -> negotiate format -> parse body
 //   -> handle -> audit
-// The audit step runs for every request except those to open routes (probes, /metadata,
-// discovery): its record is committed before the response leaves, and when it cannot be
+// A CORS preflight is answered before routing (cors.h). The audit step runs for every
+// request except those to open routes (probes, /metadata, discovery): its record is committed before the response leaves, and when it cannot be
 // committed the response is replaced by a 503 that carries no patient data (issue #6).
 // Sessions in gateway/net call handle() once per parsed HTTP request, and refused() for a
 // request they answer themselves (malformed, oversized, timed out), so that one too is audited.
@@ -16,6 +16,7 @@
 #include "gateway/audit/log.h"
 #include "gateway/auth/authenticator.h"
 #include "gateway/auth/policy.h"
+#include "gateway/http/cors.h"
 #include "gateway/http/router.h"
 
 namespace gw::http {
@@ -30,12 +31,17 @@ class Pipeline {
   // `authenticator` and `policy` may be null only in tests whose router holds open routes
   // alone; a non-open route without them is refused (fail closed).
   // `audit_log` null: nothing is audited (tests of the HTTP layer alone).
+  // `cors`: the origins whose browser apps may call the API (none: no CORS headers).
   Pipeline(const Router& router, PipelineLimits limits, auth::Authenticator* authenticator = nullptr,
-           const auth::Policy* policy = nullptr, audit::Log* audit_log = nullptr)
-      : router_(router), limits_(limits), authenticator_(authenticator), policy_(policy), audit_(audit_log) {}
+           const auth::Policy* policy = nullptr, audit::Log* audit_log = nullptr, CorsOptions cors = {})
+      : router_(router), limits_(limits), authenticator_(authenticator), policy_(policy), audit_(audit_log),
+        cors_(std::move(cors)) {}
 
   // Produces the response for `req`; never throws (a last-resort catch answers 500 with an
   // OperationOutcome). Sets req.route_template for metrics. Runs on the session's strand.
+  // A CORS preflight (OPTIONS with Origin and Access-Control-Request-Method) is answered by
+  // the CORS step, not routed, and audited as any request (route "cors_preflight"); every
+  // other answer carries the CORS headers its Origin is allowed.
   boost::asio::awaitable<Response> handle(Request& req) const;
 
   // Audits `r`, the answer the HTTP layer gives a request that never reached handle() (400
@@ -61,6 +67,7 @@ class Pipeline {
   auth::Authenticator* authenticator_;
   const auth::Policy* policy_;
   audit::Log* audit_;
+  Cors cors_;
 };
 
 }  // namespace gw::http

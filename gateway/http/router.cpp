@@ -50,12 +50,28 @@ void Router::add(std::string method, std::string pattern, Handler handler, Route
   // start-up fails loudly rather than serving an unchecked route.
   if (r.options.access == Access::resource && r.options.auth_resource_type.empty())
     throw std::logic_error("route " + r.method + " " + r.pattern + " needs auth_resource_type or access != resource");
+  // A declared operation goes into the CapabilityStatement, where its definition is a required
+  // canonical: an empty one would make GET /metadata invalid FHIR.
+  if (!r.options.operation.empty() && r.options.operation_definition.empty())
+    throw std::logic_error("route " + r.method + " " + r.pattern + " declares operation " + r.options.operation +
+                           " without operation_definition");
   routes_.push_back(std::move(r));
 }
 
 Router::Match Router::match(std::string_view method, std::string_view path) const {
   Match m;
   const std::vector<std::string> segs = split_path(path);
+  // R4 history and vread URLs ([base]/_history, [type]/_history, [type]/[id]/_history[/vid]):
+  // an interaction this server does not offer, which a client should hear as "not supported"
+  // rather than "no such resource" (the resource itself may well exist). Checked before the
+  // routes: "_history" is no FHIR id, so /Patient/_history is not a read of one.
+  if (std::find(segs.begin(), segs.end(), "_history") != segs.end()) {
+    m.error = fhir::Issue::make(fhir::ErrorCode::unsupported_interaction,
+                                "History and version reads (_history) are not supported: only the current "
+                                "version of a resource is served, at [type]/[id]; GET /metadata lists no vread or "
+                                "history interaction");
+    return m;
+  }
   std::vector<std::string> params;
   std::vector<std::string> allowed;
   for (const Route& r : routes_) {
@@ -78,7 +94,7 @@ Router::Match Router::match(std::string_view method, std::string_view path) cons
   }
   if (!segs.empty() && !segs[0].empty() && segs[0][0] >= 'A' && segs[0][0] <= 'Z') {
     const std::string type = segs[0].substr(0, 64);
-    // A type this gateway serves, at a URL it does not (e.g. /Patient/{id}/_history/1).
+    // A type this gateway serves, at a URL it does not (e.g. /Patient/{id}/$everything).
     const bool served = std::any_of(routes_.begin(), routes_.end(), [&type](const Route& r) {
       return r.pattern.rfind("/" + type, 0) == 0 && (r.pattern.size() == type.size() + 1 || r.pattern[type.size() + 1] == '/');
     });

@@ -229,13 +229,21 @@ bool peer_went_away(const error_code& ec) {
          ec == asio::error::operation_aborted;
 }
 
-ProtocolFailure classify(const error_code& ec, bool timed_out) {
+// `line_parsed`: the parser got past the request line. When it did not, the line alone
+// outgrew the header limit: that is a URL too long (414, RFC 9110 section 15.5.15), which a
+// client fixes differently from too many or too large header fields (431).
+ProtocolFailure classify(const error_code& ec, bool timed_out, bool line_parsed) {
   using fhir::ErrorCode;
   if (timed_out)
     return {fhir::Issue::make(ErrorCode::request_timeout,
                               "The request was not received completely in time (is Content-Length larger than "
                               "the body?)"),
             "request_timeout"};
+  if ((ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow) && !line_parsed)
+    return {fhir::Issue::make(ErrorCode::uri_too_long,
+                              "The request URL exceeds the server's limit; shorten it, or send the search "
+                              "parameters in the body of POST [type]/_search"),
+            "uri_too_long"};
   if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow)
     return {fhir::Issue::make(ErrorCode::headers_too_large, "Request headers exceed the server's limit"),
             "headers_too_large"};
@@ -243,6 +251,29 @@ ProtocolFailure classify(const error_code& ec, bool timed_out) {
     return {fhir::Issue::make(ErrorCode::payload_too_large, "Request body exceeds the server's limit"),
             "body_too_large"};
   return {fhir::Issue::make(ErrorCode::bad_request, "Malformed HTTP request: " + ec.message()), "malformed_http"};
+}
+
+// A parsed request whose framing or Host the gateway will not trust, or nothing. Beast frames
+// a request by a final "chunked" coding or by Content-Length, and takes any other
+// Transfer-Encoding as "no body": the body would then be read as the next request (request
+// smuggling behind a proxy that frames it differently). RFC 9112 section 6.3 item 4 asks 400
+// and a closed connection for that, section 6.1 treats Transfer-Encoding in HTTP/1.0 and next
+// to Content-Length as faulty framing, and section 3.2 asks 400 for an HTTP/1.1 request with
+// no Host or more than one.
+std::optional<ProtocolFailure> framing_failure(const bhttp::request<bhttp::string_body>& msg) {
+  using fhir::ErrorCode;
+  const bool has_te = msg.find(bhttp::field::transfer_encoding) != msg.end();
+  if (has_te && (!msg.chunked() || msg.version() < 11 || msg.find(bhttp::field::content_length) != msg.end()))
+    return ProtocolFailure{fhir::Issue::make(ErrorCode::bad_request,
+                                             "Transfer-Encoding must end in \"chunked\", in HTTP/1.1, without "
+                                             "Content-Length; send the body with Content-Length or chunked alone"),
+                           "bad_transfer_encoding"};
+  if (msg.version() >= 11 && msg.count(bhttp::field::host) != 1)
+    return ProtocolFailure{fhir::Issue::make(ErrorCode::bad_request,
+                                             "An HTTP/1.1 request needs exactly one Host header (RFC 9112 "
+                                             "section 3.2)"),
+                           "bad_host"};
+  return std::nullopt;
 }
 
 // The header fields into `req`, names lower-cased as the pipeline looks them up.
@@ -531,7 +562,7 @@ struct Server::Impl {
                                                              "This port speaks HTTPS only; use https:// with the "
                                                              "same host and port"),
                                            "plain_http_on_tls_port"}
-                         : classify(ec, timed_out);
+                         : classify(ec, timed_out, !parser.get().target().empty());
         if (!tls_required) metrics.protocol_error(f.kind);
         http::Request req;
         req.received = received;
@@ -596,7 +627,14 @@ struct Server::Impl {
 
       http::Response resp;
       std::string_view target = req.target;
-      if (target.empty() || target.front() != '/') {
+      if (auto f = framing_failure(msg)) {
+        // Refused with the connection closed: bytes after this header may be a body the
+        // parser did not frame, never the next request.
+        metrics.protocol_error(f->kind);
+        req.route_template = "protocol_error";
+        resp = co_await pipeline.refused(req, http::error_response(f->issue), true);
+        resp.close = true;
+      } else if (target.empty() || target.front() != '/') {
         req.route_template = "protocol_error";
         resp = co_await pipeline.refused(
             req,

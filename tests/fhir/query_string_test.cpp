@@ -27,6 +27,15 @@ TEST_CASE("Query string: bad escapes, NUL, invalid UTF-8 and excess are refused"
   CHECK_FALSE(fhir::parse_query_string("a=123", limits).ok());
 }
 
+TEST_CASE("Query string: text over the limit is a URL too long (414), a form body too large (413)") {
+  fhir::QueryLimits limits;
+  limits.max_bytes = 3;
+  CHECK(fhir::parse_query_string("a=123", limits).issue().code == fhir::ErrorCode::uri_too_long);
+  CHECK(fhir::http_status_for(fhir::ErrorCode::uri_too_long) == 414);
+  limits.too_long = fhir::ErrorCode::payload_too_large;
+  CHECK(fhir::parse_query_string("a=123", limits).issue().code == fhir::ErrorCode::payload_too_large);
+}
+
 TEST_CASE("Query string: percent_decode's errors name the text it was given") {
   auto query = fhir::percent_decode("a%zz");
   REQUIRE_FALSE(query.ok());

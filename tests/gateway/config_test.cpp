@@ -99,6 +99,41 @@ TEST_CASE("Config: base URL must be absolute without a trailing slash") {
   CHECK(expect_error("[server]\npublic_base_url = \"gw.example\"\n" + tls_lines()).key() == "server.public_base_url");
 }
 
+TEST_CASE("Config: [server.cors] lists browser apps' origins; no CORS by default") {
+  auto none = load_config(write_config(tls_lines()));
+  CHECK(none.cors.allowed_origins.empty());
+  CHECK(none.cors.max_age.count() == 600);
+  auto c = load_config(write_config(tls_lines() + "[server.cors]\nallowed_origins = [\"https://app.example.nhs.uk\", "
+                                    "\"https://app.example.nhs.uk:8443\", \"http://localhost:3000\", "
+                                    "\"http://127.0.0.1:9000\", \"http://[::1]:8080\"]\nmax_age_s = 60\n"));
+  CHECK(c.cors.allowed_origins.size() == 5);
+  CHECK(c.cors.max_age.count() == 60);
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"*", "may not be \"*\""},
+      {"null", "may not be \"null\""},
+      {"app.example.nhs.uk", "must start with https://"},
+      {"http://app.example.nhs.uk", "only allowed for localhost"},
+      {"https://app.example.nhs.uk/", "no path"},
+      {"https://app.example.nhs.uk/launch", "no path"},
+      {"https://App.Example.nhs.uk", "lower case"},
+      {"https://app.example.nhs.uk:0", "bad port"},
+      {"https://app.example.nhs.uk:99999", "bad port"},
+      {"https://app.example.nhs.uk:", "bad port"},
+      {"https://", "no host"},
+      {"https://*.example.nhs.uk", "lower case"},
+  };
+  for (const auto& [origin, why] : bad) {
+    CAPTURE(origin);
+    auto e = expect_error(tls_lines() + "[server.cors]\nallowed_origins = [\"https://ok.example\", \"" + origin + "\"]\n");
+    CHECK(e.key() == "server.cors.allowed_origins");
+    CHECK_MESSAGE(e.reason().find("entry 2") != std::string::npos, e.reason());
+    CHECK_MESSAGE(e.reason().find(why) != std::string::npos, e.reason());
+  }
+  CHECK(expect_error(tls_lines() + "[server.cors]\nmax_age_s = 100000\n").key() == "server.cors.max_age_s");
+  CHECK(expect_error(tls_lines() + "[server.cors]\nallow_credentials = true\n").key() ==
+        "server.cors.allow_credentials");
+}
+
 TEST_CASE("Config: loopback detection") {
   CHECK(gw::config::is_loopback_address("127.0.0.1"));
   CHECK(gw::config::is_loopback_address("127.8.9.10"));

@@ -30,10 +30,20 @@ TEST_CASE("Router: matches literal and captured segments, reports 405 with Allow
   auto unserved = r.match("GET", "/Observation/1");
   CHECK(unserved.error->diagnostics.find("not served by this gateway") != std::string::npos);
   // A served type at a URL that is not served: said as such, not "not served".
-  auto history = r.match("GET", "/Patient/abc/_history/3");
-  REQUIRE(history.error);
-  CHECK(history.error->code == fhir::ErrorCode::not_found);
-  CHECK(history.error->diagnostics.find("No such endpoint under /Patient") != std::string::npos);
+  auto other = r.match("GET", "/Patient/abc/$everything");
+  REQUIRE(other.error);
+  CHECK(other.error->code == fhir::ErrorCode::not_found);
+  CHECK(other.error->diagnostics.find("No such endpoint under /Patient") != std::string::npos);
+  // History and vread are an interaction not offered (404 not-supported), not a missing resource.
+  for (const char* path : {"/Patient/abc/_history/3", "/Patient/abc/_history", "/Patient/_history", "/_history"}) {
+    CAPTURE(path);
+    auto history = r.match("GET", path);
+    REQUIRE(history.error);
+    CHECK(history.error->code == fhir::ErrorCode::unsupported_interaction);
+    CHECK(fhir::http_status_for(history.error->code) == 404);
+    CHECK(fhir::mapping_for(history.error->code).issue_type == "not-supported");
+    CHECK(history.error->diagnostics.find("_history) are not supported") != std::string::npos);
+  }
   auto bogus = r.match("GET", "/Bogus/1");
   CHECK(bogus.error->diagnostics.find("not a FHIR R4 resource type") != std::string::npos);
   CHECK(r.match("GET", "/nothing").error->code == fhir::ErrorCode::not_found);
@@ -50,6 +60,17 @@ TEST_CASE("Router: a resource route that names no resource type is refused at st
   RouteOptions open;
   open.access = Access::open;
   CHECK_NOTHROW(r.add("GET", "/Something", ok, open));
+}
+
+TEST_CASE("Router: a declared operation without a canonical definition is refused at start-up") {
+  Router r;
+  RouteOptions op;
+  op.access = Access::authenticated;
+  op.resource_type = "AuditEvent";
+  op.operation = "export";
+  CHECK_THROWS_AS(r.add("GET", "/AuditEvent/$export", ok, op), std::logic_error);
+  op.operation_definition = "https://fhir-gateway.nhs.example/OperationDefinition/AuditEvent-export";
+  CHECK_NOTHROW(r.add("GET", "/AuditEvent/$export", ok, op));
 }
 
 TEST_CASE("Log: lines are single JSON objects with escaping and no empty fields") {

@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "fhir/bundle.h"
+#include "fhir/element_check.h"
 #include "fhir/json.h"
 #include "support/certs.h"
 #include "support/responses.h"
@@ -92,6 +93,25 @@ TEST_CASE("Server: GET /metadata over TLS returns a generated CapabilityStatemen
   CHECK(basic->find("searchParam")->items().size() == 3);
 }
 
+TEST_CASE("Server: GET /metadata passes the gateway's own $validate checks, operations with their definitions") {
+  TestServer s;  // the real route table: audit operations included
+  HttpResponse r = test::get(s.port(), "/metadata", s.client());
+  REQUIRE(r.status == 200);
+  fhir::Json cs = json_of(r);
+  REQUIRE(fhir::elements_known("CapabilityStatement"));
+  for (const fhir::Issue& i : fhir::check_structure_and_elements(cs, "CapabilityStatement"))
+    FAIL_CHECK(i.expression << ": " << i.diagnostics);
+  std::set<std::string> operations;
+  for (const auto& res : cs.find("rest")->items().at(0).find("resource")->items())
+    if (const fhir::Json* ops = res.find("operation"))
+      for (const auto& op : ops->items()) {
+        operations.insert(std::string(res.string_at("type")) + "/$" + std::string(op.string_at("name")));
+        CHECK(op.string_at("definition").rfind("http", 0) == 0);
+      }
+  CHECK(operations.count("AuditEvent/$access-report") == 1);
+  CHECK(operations.count("AuditEvent/$export") == 1);
+}
+
 TEST_CASE("Server: X-Request-ID is mirrored, or generated as a UUID when absent") {
   TestServer s;
   HttpResponse mirrored = test::get(s.port(), "/healthz", s.client(), "X-Request-ID: 1b4e28ba-2fa1-11d2-883f-0016d3cca427\r\nX-Correlation-ID: corr-7\r\n");
@@ -117,12 +137,79 @@ TEST_CASE("Server: malformed HTTP gets 400 with an OperationOutcome and the conn
   CHECK(s.metrics().render().find("gateway_protocol_errors_total{kind=\"malformed_http\"} 2") != std::string::npos);
 }
 
+TEST_CASE("Server: a Transfer-Encoding not ending in chunked gets 400 and closes, so its body is no request") {
+  TestServer s;
+  // Two responses are asked for: the second read ends with the connection instead.
+  auto closed = [](const test::Exchange& ex) { return ex.error.rfind("read: ", 0) == 0; };
+  // The body is itself a request: answering it would be request smuggling (RFC 9112 6.3).
+  const std::string smuggled = "GET /healthz?smuggled=1 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  for (const std::string te : {"chunked, identity", "xchunked", "gzip", "identity"}) {
+    CAPTURE(te);
+    auto ex = test::exchange(s.port(),
+                             "POST /Patient/_search HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: " + te +
+                                 "\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\n" + smuggled,
+                             2, s.client());
+    REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+    check_outcome(ex.responses[0], 400, "invalid", "Transfer-Encoding must end in \"chunked\"");
+    CHECK(ex.responses[0].header("connection") == "close");
+    CHECK_MESSAGE(closed(ex), ex.error);
+  }
+  // Transfer-Encoding with Content-Length, in either order, and Transfer-Encoding in HTTP/1.0.
+  for (const std::string head : {"Transfer-Encoding: gzip\r\nContent-Length: 5\r\n",
+                                 "Content-Length: 5\r\nTransfer-Encoding: gzip\r\n",
+                                 "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n"}) {
+    CAPTURE(head);
+    auto ex = test::exchange(s.port(), "POST /$validate HTTP/1.1\r\nHost: localhost\r\n" + head + "\r\nabcde" +
+                                           smuggled, 2, s.client());
+    REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+    CHECK(ex.responses[0].status == 400);
+    CHECK_MESSAGE(closed(ex), ex.error);
+  }
+  auto old = test::exchange(s.port(), "POST /$validate HTTP/1.0\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                      "0\r\n\r\n" + smuggled, 2, s.client());
+  REQUIRE_MESSAGE(old.responses.size() == 1, old.error);
+  check_outcome(old.responses[0], 400, "invalid", "in HTTP/1.1");
+  CHECK_MESSAGE(closed(old), old.error);
+  CHECK(s.metrics().render().find("gateway_protocol_errors_total{kind=\"bad_transfer_encoding\"} 6") !=
+        std::string::npos);
+  // A chunked body alone is fine.
+  auto chunked = test::exchange(s.port(), "POST /$validate HTTP/1.1\r\nHost: localhost\r\n" + test::test_tokens().header() +
+                                          "Transfer-Encoding: chunked\r\nContent-Type: application/fhir+json\r\nConnection: close\r\n\r\n"
+                                          "1a\r\n{\"resourceType\":\"Patient\"}\r\n0\r\n\r\n", 1, s.client());
+  REQUIRE_MESSAGE(chunked.responses.size() == 1, chunked.error);
+  CHECK(chunked.responses[0].status == 200);
+}
+
+TEST_CASE("Server: an HTTP/1.1 request without exactly one Host gets 400; HTTP/1.0 may omit it") {
+  TestServer s;
+  for (const std::string head : {"", "Host: localhost\r\nHost: other\r\n"}) {
+    CAPTURE(head);
+    auto ex = test::exchange(s.port(), "GET /healthz HTTP/1.1\r\n" + head + "\r\n", 1, s.client());
+    REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+    check_outcome(ex.responses[0], 400, "invalid", "exactly one Host header");
+    CHECK(ex.peer_closed);
+  }
+  auto old = test::exchange(s.port(), "GET /healthz HTTP/1.0\r\n\r\n", 1, s.client());
+  REQUIRE_MESSAGE(old.responses.size() == 1, old.error);
+  CHECK(old.responses[0].status == 200);
+}
+
 TEST_CASE("Server: oversized headers get 431") {
   TestServer s([](config::Config& c) { c.limits.max_header_bytes = 2048; });
   std::string big = "X-Padding: " + std::string(4000, 'a') + "\r\n";
   auto ex = test::exchange(s.port(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + big + "\r\n", 1, s.client());
   REQUIRE(ex.responses.size() == 1);
   check_outcome(ex.responses[0], 431, "too-costly", "headers exceed");
+}
+
+TEST_CASE("Server: a request line longer than the header limit gets 414, not 431") {
+  TestServer s([](config::Config& c) { c.limits.max_header_bytes = 2048; });
+  auto ex = test::exchange(s.port(), "GET /Patient?family=" + std::string(4000, 'a') + " HTTP/1.1\r\nHost: localhost\r\n\r\n",
+                           1, s.client());
+  REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+  check_outcome(ex.responses[0], 414, "too-costly", "request URL exceeds");
+  CHECK(ex.peer_closed);
+  CHECK(s.metrics().render().find("gateway_protocol_errors_total{kind=\"uri_too_long\"} 1") != std::string::npos);
 }
 
 TEST_CASE("Server: an oversized body gets 413 before the body is read") {
@@ -235,6 +322,19 @@ TEST_CASE("Server: bad search parameters get 400 naming the parameter; strict ha
   CHECK(lenient.status == 200);
   check_outcome(test::get(s.port(), "/Patient?family=Smith&shoe-size=9", s.client(), auth + "Prefer: handling=strict\r\n"),
                 400, "invalid", "Unknown search parameter 'shoe-size'");
+  // Two Prefer fields are one list (RFC 9110 5.3, RFC 7240): strict in the second counts too.
+  for (const std::string prefer : {"Prefer: return=minimal\r\nPrefer: handling=strict\r\n",
+                                   "Prefer: handling=strict\r\nPrefer: return=minimal\r\n",
+                                   "Prefer: handling=strict\r\nX-Other: 1\r\nPrefer: return=minimal\r\n"}) {
+    CAPTURE(prefer);
+    check_outcome(test::get(s.port(), "/Patient?family=Smith&shoe-size=9", s.client(), auth + prefer), 400, "invalid",
+                  "Unknown search parameter 'shoe-size'");
+    check_outcome(test::get(s.port(), "/Basic?shoe-size=9", s.client(), prefer), 400, "invalid",
+                  "Unknown search parameter 'shoe-size'");
+  }
+  // The last handling in the list wins, across fields as within one.
+  CHECK(test::get(s.port(), "/Basic?shoe-size=9", s.client(), "Prefer: handling=strict\r\nPrefer: handling=lenient\r\n")
+            .status == 200);
   // The test-only Basic route: the same parser, no access control involved.
   check_outcome(test::get(s.port(), "/Basic?created=2010-13-01", s.client()), 400, "invalid", "created");
 }
