@@ -178,6 +178,8 @@ awaitable<Response> LocatorApi::search_patients(Request& req, const fhir::QueryP
                                                 std::string handle) {
   auto parsed = fhir::parse_search("Patient", params, registry_, fhir::handling_from_prefer(req.header("prefer")));
   if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
+  if (auto ok = gate_.check_search_scopes(req, *parsed, registry_); !ok)
+    co_return error_response(ok.issue(), req.format.pretty);
   auto q = patient_query(*parsed);
   if (!q) co_return error_response(q.issue(), req.format.pretty);
   auto subset = subset_of(*parsed);
