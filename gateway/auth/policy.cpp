@@ -487,6 +487,12 @@ Decision Policy::authorise_patient(const Principal& p, const PatientFacts& facts
   return d;
 }
 
+bool Policy::emergency_basis(const Principal& p) const {
+  const RolePolicy* r = role(p);
+  return p.kind == Principal::Kind::user && r != nullptr && r->clinical && r->requires_relationship &&
+         r->emergency_purpose && !p.purpose_of_use.empty() && contains(config_.emergency_purposes, p.purpose_of_use);
+}
+
 std::vector<std::string> Policy::categories_of(std::string_view system, std::string_view code) const {
   std::vector<std::string> out;
   for (const auto& c : config_.sensitive_categories) {

@@ -149,6 +149,11 @@ class Policy {
                              const BreakGlassGrant* active_grant, std::int64_t now,
                              std::string_view patient_context = {}) const;
 
+  // True when this user may open records on the emergency-purpose basis alone (an emergency
+  // role with an accepted purpose-of-use claim): such a caller's Patient searches by
+  // demographics follow the trace rule in docs/access-policy.md.
+  bool emergency_basis(const Principal& p) const;
+
   // Category names whose codes include (system, code); empty when not sensitive.
   std::vector<std::string> categories_of(std::string_view system, std::string_view code) const;
   bool may_see(const Principal& p, std::string_view category) const;

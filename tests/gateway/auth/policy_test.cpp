@@ -287,6 +287,19 @@ TEST_CASE("Policy: patient/ scopes reach only the token's patient; without a pat
   CHECK(contains(policy.authorise_type(ig, "AuditEvent", Interaction::read).reason, "patient/ scopes do not grant"));
 }
 
+TEST_CASE("Policy: emergency_basis: an emergency role with an accepted purpose-of-use claim, and nothing else") {
+  auto policy = make_default();
+  auto para = user("paramedic");
+  CHECK_FALSE(policy.emergency_basis(para));
+  para.purpose_of_use = "EMERGENCY";
+  CHECK(policy.emergency_basis(para));
+  para.purpose_of_use = "TREAT";
+  CHECK_FALSE(policy.emergency_basis(para));
+  auto clinician = user("clinician");
+  clinician.purpose_of_use = "EMERGENCY";
+  CHECK_FALSE(policy.emergency_basis(clinician));
+}
+
 TEST_CASE("Policy: each kind of legitimate relationship is recognised") {
   auto policy = make_default();
   auto p = user("clinician");
