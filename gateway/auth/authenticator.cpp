@@ -145,6 +145,7 @@ std::shared_ptr<const Principal> Authenticator::principal_for(const std::shared_
   p->client_id = token->client_id;
   p->token_id = token->token_id;
   p->purpose_of_use = token->purpose_of_use;
+  p->patient = token->patient;
   p->scopes = std::move(*scopes);
   p->scopes_from_token = true;
   // A token whose only resource scopes are system/ ones is a backend service.

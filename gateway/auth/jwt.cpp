@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "fhir/json.h"
+#include "fhir/structure_check.h"
 #include "gateway/auth/jwks.h"
 #include "gateway/auth/jwt_sign.h"
 
@@ -208,7 +209,11 @@ fhir::Result<std::shared_ptr<const VerifiedToken>> read_claims(std::string_view 
   if (auto e = string_claim(claims, config.role_claim, token->role)) return *e;
   if (auto e = string_claim(claims, config.organisation_claim, token->organisation)) return *e;
   if (auto e = string_claim(claims, config.purpose_claim, token->purpose_of_use)) return *e;
-  if (auto e = string_claim(claims, config.break_glass_claim, token->break_glass_reason)) return *e;
+  if (auto e = string_claim(claims, config.patient_claim, token->patient)) return *e;
+  // A launch context names one Patient by its logical id; anything else could never match one.
+  if (!config.patient_claim.empty() && claims.find(config.patient_claim) != nullptr && !fhir::is_valid_id(token->patient))
+    return unauthenticated("token claim '" + config.patient_claim +
+                           "' must be a Patient id of this gateway: 1 to 64 letters, digits, '-' or '.'");
   if (auto e = string_claim(claims, "fhirUser", token->fhir_user)) return *e;
 
   // SMART (scope, RFC 8693 section 4.2) or the scp array/string some identity providers send.

@@ -41,7 +41,7 @@ struct VerifiedToken {
   std::string organisation;     // value of the configured organisation claim (ODS code)
   std::string scope;            // space-separated SMART scopes as sent (scope or scp claim)
   std::string purpose_of_use;   // value of the configured purpose claim, if any
-  std::string break_glass_reason;  // value of the configured break-glass claim, if any
+  std::string patient;          // value of the configured patient claim (SMART launch context), if any
   std::string fhir_user;        // fhirUser claim, if any
   std::int64_t expires_at = 0;  // exp, epoch seconds
   std::int64_t issued_at = 0;   // iat, 0 when absent
@@ -58,7 +58,9 @@ struct JwtConfig {
   std::string role_claim = "selected_roleid";
   std::string organisation_claim = "organisation";  // ODS code of the user's organisation
   std::string purpose_claim = "purpose_of_use";
-  std::string break_glass_claim = "break_glass_reason";
+  // SMART launch context: the Patient logical id (of this gateway) that patient/ scopes are
+  // bound to. Break-glass has no claim: it is asked for per request, in headers.
+  std::string patient_claim = "patient";
   std::size_t cache_entries = 10000;   // verified-token cache size (0 = no cache)
 };
 

@@ -87,11 +87,10 @@ std::vector<std::string> visible_categories(const PolicyConfig& config, const Ro
   return role.sensitive_categories;
 }
 
-// The scope contexts a principal's token may use: users act through user/ and patient/
-// scopes (a patient-context launch), system clients through system/ scopes only.
-std::vector<ScopeContext> contexts_for(const Principal& p) {
-  if (p.kind == Principal::Kind::system) return {ScopeContext::system};
-  return {ScopeContext::user, ScopeContext::patient};
+// The scope context a principal's token uses without a bound: user/ for users, system/ for
+// system clients. Users may also act through patient/ scopes, bound to their patient context.
+ScopeContext own_context(const Principal& p) {
+  return p.kind == Principal::Kind::system ? ScopeContext::system : ScopeContext::user;
 }
 
 // Role-level rules shared by authorise_type and authorise_search. Returns the denial, or
@@ -141,6 +140,51 @@ Decision allow(const PolicyConfig& config, const RolePolicy& role, std::string r
   d.reason = std::move(reason);
   d.allowed_sensitive = visible_categories(config, role);
   return d;
+}
+
+// Access granted by patient/ scopes (SMART App Launch v2 "scopes-and-launch-context"): bound to
+// the patient in the token's launch context. Directory types hold no patient to bind; the IG
+// view is about every patient's accesses, so no launch context can narrow it.
+Decision patient_scoped(const PolicyConfig& config, const RolePolicy& role, const Principal& p,
+                        std::string_view type) {
+  if (type == kAuditEvent) return deny("patient/ scopes do not grant the audit trail (AuditEvent); it needs user/ scopes");
+  if (!is_patient_data_type(type)) return allow(config, role, "role and patient/ scopes allow (not patient data)");
+  if (p.patient.empty()) {
+    std::string s = "token scopes grant ";
+    s.append(type).append(
+        " only through patient/ scopes, and the token names no patient (no patient claim): launch the app with a "
+        "patient context, or ask for user/ scopes");
+    return deny(std::move(s));
+  }
+  Decision d = allow(config, role, "role and patient/ scopes allow, for the token's patient only");
+  d.limits.patient = p.patient;
+  return d;
+}
+
+// The refusal of a search that only constrained scopes could grant: names the constraints of
+// one such scope, so the client can see what its token allows. Scope text is the client's own.
+std::string constrained_denial(const Principal& p, std::string_view type) {
+  for (const auto& s : p.scopes.resource_scopes) {
+    if (s.constraints.empty() || !(s.permissions & kSearch) || s.context == ScopeContext::system) continue;
+    if (s.resource_type != "*" && s.resource_type != type) continue;
+    std::string text = "token scopes grant search on ";
+    text.append(type).append(" only with ");
+    for (std::size_t i = 0; i < s.constraints.size(); ++i) {
+      if (i > 0) text.append("&");
+      text.append(s.constraints[i].first).append("=").append(s.constraints[i].second);
+    }
+    if (text.size() > 300) text = text.substr(0, 300) + "...";
+    text.append(", and this search does not carry it");
+    return text;
+  }
+  return scope_denial(type, Interaction::search);
+}
+
+bool has_constrained_search(const Principal& p, std::string_view type) {
+  return std::any_of(p.scopes.resource_scopes.begin(), p.scopes.resource_scopes.end(), [&](const ResourceScope& s) {
+    return !s.constraints.empty() && (s.permissions & kSearch) && (s.resource_type == "*" || s.resource_type == type) &&
+           (s.context == own_context(p) || (p.kind == Principal::Kind::user && s.context == ScopeContext::patient));
+  });
 }
 
 fhir::Issue config_error(std::string_view role, std::string_view field, std::string_view why) {
@@ -366,36 +410,48 @@ const RolePolicy* Policy::role(const Principal& p) const {
 Decision Policy::authorise_type(const Principal& p, std::string_view resource_type, Interaction i) const {
   const RolePolicy* r = role(p);
   if (auto denied = role_denies(r, p, resource_type, i)) return std::move(*denied);
-  if (p.scopes_from_token) {
-    std::uint8_t granted = 0;
-    for (auto ctx : contexts_for(p)) granted |= p.scopes.permissions(ctx, resource_type);
-    if (!(granted & permission_for(i))) return deny(scope_denial(resource_type, i));
+  if (!p.scopes_from_token) return allow(config_, *r, "role allows (no token scopes)");
+  const std::uint8_t wanted = permission_for(i);
+  // Unbound scopes first: a token holding user/Observation.rs and patient/Observation.rs
+  // reads as its user/ scope allows.
+  if (p.scopes.permissions(own_context(p), resource_type) & wanted) return allow(config_, *r, "role and scopes allow");
+  if (p.kind == Principal::Kind::user && (p.scopes.permissions(ScopeContext::patient, resource_type) & wanted))
+    return patient_scoped(config_, *r, p, resource_type);
+  // Constrained scopes grant searches only, and only those carrying their constraints: the
+  // route's handler decides once it knows the parameters it applies. The IG view has none.
+  if (i == Interaction::search && resource_type != kAuditEvent && has_constrained_search(p, resource_type)) {
+    Decision d = allow(config_, *r, "constrained scopes: the search parameters decide");
+    d.limits.search_unchecked = true;
+    return d;
   }
-  return allow(config_, *r, "role and scopes allow");
+  return deny(scope_denial(resource_type, i));
 }
 
 Decision Policy::authorise_search(const Principal& p, std::string_view resource_type,
                                   const std::vector<std::pair<std::string, std::string>>& params) const {
   const RolePolicy* r = role(p);
   if (auto denied = role_denies(r, p, resource_type, Interaction::search)) return std::move(*denied);
-  if (p.scopes_from_token) {
-    const auto contexts = contexts_for(p);
-    const bool granted = std::any_of(contexts.begin(), contexts.end(), [&](ScopeContext ctx) {
-      return p.scopes.allows_search(ctx, resource_type, params);
-    });
-    if (!granted) return deny(scope_denial(resource_type, Interaction::search));
-  }
-  return allow(config_, *r, "role and scopes allow");
+  if (!p.scopes_from_token) return allow(config_, *r, "role allows (no token scopes)");
+  if (p.scopes.allows_search(own_context(p), resource_type, params)) return allow(config_, *r, "role and scopes allow");
+  if (p.kind == Principal::Kind::user && p.scopes.allows_search(ScopeContext::patient, resource_type, params))
+    return patient_scoped(config_, *r, p, resource_type);
+  return deny(constrained_denial(p, resource_type));
 }
 
 Decision Policy::authorise_patient(const Principal& p, const PatientFacts& facts, const std::string& patient_id,
-                                   const BreakGlassGrant* active_grant, std::int64_t now) const {
+                                   const BreakGlassGrant* active_grant, std::int64_t now,
+                                   std::string_view patient_context) const {
   const RolePolicy* r = role(p);
   if (r == nullptr) return deny(no_role_text(p));
   if (!r->clinical) return deny(role_text("patient data not permitted", *r));
   const bool user = p.kind == Principal::Kind::user;
   if (user && !r->requires_relationship) return deny(role_text("user tokens may not hold the system-only role", *r));
   if (!user && r->requires_relationship) return deny(role_text("system/ scopes may not be used with a user role", *r));
+  // patient/ scopes reach the launch-context patient only. Any other patient is answered as an
+  // unknown one, so a patient-context app cannot learn who else is a patient; a break-glass
+  // grant does not widen the token's context either.
+  if (!patient_context.empty() && patient_id != patient_context)
+    return deny("outside the token's patient context", true);
 
   // The grant is re-checked here on every request it covers, whatever the caller looked up:
   // same user, same patient, not expired, a reason still configured, a role still allowed it.
@@ -443,6 +499,12 @@ Decision Policy::authorise_patient(const Principal& p, const PatientFacts& facts
   Decision d = allow(config_, *r, user ? "legitimate relationship" : "system principal");
   d.basis = std::move(basis);
   return d;
+}
+
+bool Policy::emergency_basis(const Principal& p) const {
+  const RolePolicy* r = role(p);
+  return p.kind == Principal::Kind::user && r != nullptr && r->clinical && r->requires_relationship &&
+         r->emergency_purpose && !p.purpose_of_use.empty() && contains(config_.emergency_purposes, p.purpose_of_use);
 }
 
 std::vector<std::string> Policy::categories_of(std::string_view system, std::string_view code) const {

@@ -66,6 +66,9 @@ struct Principal {
   std::string client_id;
   std::string token_id;
   std::string purpose_of_use;
+  // SMART launch context: the token's patient claim, a Patient logical id of this gateway.
+  // patient/ scopes grant access to this one patient only; empty = no patient context.
+  std::string patient;
   ScopeSet scopes;
   bool scopes_from_token = true;  // false for certificates: role alone decides
 };
@@ -90,6 +93,18 @@ struct BreakGlassGrant {
   std::int64_t expires_at = 0;
 };
 
+// What the scopes that granted a type-level decision bind the request to, beyond the role
+// (docs/access-policy.md "Scopes"). The pipeline hands it to the route's handler.
+struct ScopeLimits {
+  // Granted by patient/ scopes only: the one patient (the token's patient claim) the request
+  // may concern. Every other patient is answered as an unknown one.
+  std::string patient;
+  // Only constrained scopes ("user/Observation.rs?code=...") may grant this search: the handler
+  // must check the parameters it applies with Policy::authorise_search before it discloses
+  // anything (PatientGate::check_search_scopes); the pipeline refuses the answer otherwise.
+  bool search_unchecked = false;
+};
+
 struct Decision {
   bool allowed = false;
   bool break_glass = false;  // allowed only because of an active grant: mark the response
@@ -101,6 +116,7 @@ struct Decision {
   // without a prior relationship" alert reads it.
   std::string basis;
   std::vector<std::string> allowed_sensitive;  // categories this principal may see
+  ScopeLimits limits;  // when allowed by authorise_type or authorise_search
 };
 
 class Policy {
@@ -113,19 +129,30 @@ class Policy {
   const RolePolicy* role(const Principal& p) const;  // by claim value, or null (no role: nothing clinical)
 
   // Type-level check, before any patient is looked at: role allows (type, interaction) and the
-  // token's scopes (patient/, user/ or system/ as fits the principal) allow it too.
+  // token's scopes (patient/, user/ or system/ as fits the principal) allow it too. user/ and
+  // system/ scopes grant without a bound; patient/ scopes only with the token's patient claim,
+  // and bind the request to that patient (limits.patient). A search only constrained scopes
+  // could grant is allowed with limits.search_unchecked: its parameters decide.
   Decision authorise_type(const Principal& p, std::string_view resource_type, Interaction i) const;
-  // authorise_type for a search that carries `params`: also honours constrained scopes
-  // ("patient/Observation.rs?category=..."), which authorise_type alone never counts.
+  // authorise_type for a search whose applied parameters are `params` ("name" or
+  // "name:modifier", value as sent): also honours constrained scopes
+  // ("user/Observation.rs?code=..."), granted when every constraint is among `params`.
   Decision authorise_search(const Principal& p, std::string_view resource_type,
                             const std::vector<std::pair<std::string, std::string>>& params) const;
 
   // Patient-level check for user access: relationship (registered practice, care team,
   // encounter within the window, or an emergency purpose for roles allowed it), objection,
   // and an active break-glass grant for this subject and patient. System principals skip the
-  // relationship but not objection for clinical reads.
+  // relationship but not objection for clinical reads. `patient_context` is the type-level
+  // decision's limits.patient: when set, any other patient is hidden, break-glass or not.
   Decision authorise_patient(const Principal& p, const PatientFacts& facts, const std::string& patient_id,
-                             const BreakGlassGrant* active_grant, std::int64_t now) const;
+                             const BreakGlassGrant* active_grant, std::int64_t now,
+                             std::string_view patient_context = {}) const;
+
+  // True when this user may open records on the emergency-purpose basis alone (an emergency
+  // role with an accepted purpose-of-use claim): such a caller's Patient searches by
+  // demographics follow the trace rule in docs/access-policy.md.
+  bool emergency_basis(const Principal& p) const;
 
   // Category names whose codes include (system, code); empty when not sensitive.
   std::vector<std::string> categories_of(std::string_view system, std::string_view code) const;

@@ -250,9 +250,15 @@ void read_rate(const Reader& r, const toml::table& parent, const std::string& pr
 
 void read_auth(const Reader& r, const toml::table& a, AuthConfig& auth) {
   const std::string p = "auth.";
+  // An older key that never took effect: say so rather than "unknown setting", so whoever set
+  // it learns that tokens cannot break glass.
+  if (a.contains("break_glass_claim"))
+    r.fail(p + "break_glass_claim", "removed: no token claim breaks glass; break-glass is asked for per request with "
+                                    "the X-Break-Glass-Reason and X-Break-Glass-Justification headers "
+                                    "(docs/access-policy.md); delete this line");
   r.only_keys(a, p, {"enabled", "jwks_file", "jwks_refresh_s", "issuer", "audiences", "leeway_s", "max_lifetime_s",
                      "required_typ", "max_token_bytes", "role_claim", "organisation_claim", "purpose_claim",
-                     "break_glass_claim", "token_cache_entries", "authorization_endpoint", "token_endpoint", "jwks_uri", "development_role", "development_organisation",
+                     "patient_claim", "token_cache_entries", "authorization_endpoint", "token_endpoint", "jwks_uri", "development_role", "development_organisation",
                      "rate_limit", "roles", "sensitive_categories", "emergency_purposes", "break_glass_reasons",
                      "break_glass_ttl_s", "break_glass_min_text", "encounter_window_days"});
   r.get(a, p, "enabled", auth.enabled);
@@ -267,7 +273,7 @@ void read_auth(const Reader& r, const toml::table& a, AuthConfig& auth) {
   r.get(a, p, "role_claim", auth.jwt.role_claim);
   r.get(a, p, "organisation_claim", auth.jwt.organisation_claim);
   r.get(a, p, "purpose_claim", auth.jwt.purpose_claim);
-  r.get(a, p, "break_glass_claim", auth.jwt.break_glass_claim);
+  r.get(a, p, "patient_claim", auth.jwt.patient_claim);
   r.get_int(a, p, "token_cache_entries", auth.jwt.cache_entries, 0, 10000000);
   auth.authorization_endpoint = auth.jwt.issuer + "/authorize";  // defaults follow the issuer
   auth.token_endpoint = auth.jwt.issuer + "/token";

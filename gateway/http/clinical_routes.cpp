@@ -78,6 +78,8 @@ class ClinicalApi {
                              std::string handle) {
     auto parsed = fhir::parse_search(type, params, registry_, fhir::handling_from_prefer(req.header("prefer")));
     if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
+    if (auto ok = gate_.check_search_scopes(req, *parsed, registry_); !ok)
+      co_return error_response(ok.issue(), req.format.pretty);
     std::string patient_id;
     std::optional<locator::Identifier> by_identifier;
     store::ResourceQuery q;

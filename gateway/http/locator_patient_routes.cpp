@@ -33,6 +33,16 @@ Issue unknown_patient() {
                                            "legitimate relationship with them");
 }
 
+// A trace in the PDS sense: an identifier, or a family name with a full date of birth (one
+// day), optionally narrowed by given name, gender or postcode. The only Patient search that
+// may find patients on the emergency-purpose basis (docs/access-policy.md).
+bool is_trace(const locator::PatientQuery& q) {
+  if (q.identifier) return true;
+  if (q.family.empty() || q.birthdate.size() != 1) return false;
+  const auto& [prefix, range] = q.birthdate.front();
+  return prefix == fhir::Prefix::eq && range.end - range.begin <= 24 * 3600;
+}
+
 }  // namespace
 
 awaitable<Response> LocatorApi::read_patient(Request& req) {
@@ -126,6 +136,12 @@ awaitable<fhir::Result<LocatorApi::Visible>> LocatorApi::visible_matches(Request
                           "Patient/{id}",
                           "identifier");
   }
+  // The emergency-purpose basis opens any patient's record, so it answers a trace for the
+  // patient in front of the paramedic, never a browse of the population: a search that is not
+  // a trace lists only patients with a standing relationship, and a trace at most
+  // max_emergency_matches patients opened on that basis (more: give more detail, as PDS asks).
+  const bool trace = is_trace(query);
+  std::size_t emergency_matches = 0;
   const std::size_t batch = std::min<std::size_t>(kLocatorPageCap, deps_.max_search_examined);
   Visible out;
   std::set<std::string> seen;  // pages are separate snapshots: a concurrent write may repeat a row
@@ -162,6 +178,15 @@ awaitable<fhir::Result<LocatorApi::Visible>> LocatorApi::visible_matches(Request
       if (by_identifier) note_patient(req, rec);
       auth::Decision d = decide(req, rec);
       if (!d.allowed) continue;
+      if (d.basis == "emergency-purpose") {
+        if (!trace) continue;
+        if (++emergency_matches > deps_.max_emergency_matches)
+          co_return Issue::make(ErrorCode::invalid_value,
+                                "more than " + std::to_string(deps_.max_emergency_matches) +
+                                    " patients match this trace; add detail (given, gender, address-postalcode) or "
+                                    "search by identifier",
+                                "family");
+      }
       if (out.records.size() == deps_.max_search_matches)
         co_return Issue::make(ErrorCode::too_costly,
                               "more than " + std::to_string(deps_.max_search_matches) +
@@ -178,10 +203,14 @@ awaitable<Response> LocatorApi::search_patients(Request& req, const fhir::QueryP
                                                 std::string handle) {
   auto parsed = fhir::parse_search("Patient", params, registry_, fhir::handling_from_prefer(req.header("prefer")));
   if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
+  if (auto ok = gate_.check_search_scopes(req, *parsed, registry_); !ok)
+    co_return error_response(ok.issue(), req.format.pretty);
   auto q = patient_query(*parsed);
   if (!q) co_return error_response(q.issue(), req.format.pretty);
   auto subset = subset_of(*parsed);
   if (!subset) co_return error_response(subset.issue(), req.format.pretty);
+  // Said on every such search, whatever it matched, so the note tells nobody who exists.
+  const bool trace_rule = deps_.policy.emergency_basis(*req.principal) && *q && !is_trace(**q);
   Visible visible;  // none when the search matches nobody
   if (*q) {
     auto found = co_await visible_matches(req, std::move(**q));
@@ -202,6 +231,14 @@ awaitable<Response> LocatorApi::search_patients(Request& req, const fhir::QueryP
     break_glass = break_glass || visible.break_glass[i];
   }
   out.has_more = to < shown;
+  if (trace_rule) {
+    Issue w = Issue::make(ErrorCode::informational,
+                          "on an emergency purpose of use, patients you have no relationship with are found only by a "
+                          "trace: identifier=system|value, or family with birthdate=YYYY-MM-DD (optionally given, "
+                          "gender, address-postalcode); this search lists only patients you have a relationship with");
+    w.severity = fhir::Severity::warning;
+    out.outcomes.push_back(fhir::operation_outcome(w));
+  }
   const bool has_more = out.has_more;
   Json bundle = fhir::make_searchset(deps_.base_url, *parsed, std::move(out), now_ms());
   if (auto s = link_through_handle(bundle, req, "Patient", via, std::move(handle), params, *parsed, has_more); !s)

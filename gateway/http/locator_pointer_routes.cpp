@@ -103,6 +103,8 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
   auto parsed = fhir::parse_search("DocumentReference", params, registry_,
                                    fhir::handling_from_prefer(req.header("prefer")));
   if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
+  if (auto ok = gate_.check_search_scopes(req, *parsed, registry_); !ok)
+    co_return error_response(ok.issue(), req.format.pretty);
   std::optional<locator::Identifier> by_identifier;
   bool matches_nobody = false;
   std::string patient_id;

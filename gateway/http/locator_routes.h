@@ -44,6 +44,9 @@ struct LocatorRouteDeps {
   // found among at most max_search_examined index entries (more: the search is too broad).
   std::size_t max_search_matches = 1000;
   std::size_t max_search_examined = 20000;
+  // A trace on the emergency-purpose basis (no relationship): at most this many patients
+  // opened on that basis (more: add detail), as PDS answers a trace.
+  std::size_t max_emergency_matches = 10;
   // How long, and how many, POST _search page handles are kept (search_pages.h).
   SearchPagesOptions search_pages{};
 };

@@ -71,7 +71,37 @@ auth::Decision PatientGate::decide(const Request& req, const locator::PatientRec
     if (locator::care_team_member_current(m, now)) facts.care_team.push_back(m.member);
   for (const auto& e : rec.encounters) facts.encounters.emplace_back(e.organisation_ods, e.at);
   auto grant = deps_.break_glass.active(req.principal->subject, rec.id, now_seconds());
-  return deps_.policy.authorise_patient(*req.principal, facts, rec.id, grant ? &*grant : nullptr, now_seconds());
+  return deps_.policy.authorise_patient(*req.principal, facts, rec.id, grant ? &*grant : nullptr, now_seconds(),
+                                        req.scope_limits.patient);
+}
+
+fhir::Status PatientGate::check_search_scopes(Request& req, const fhir::SearchRequest& search,
+                                              const fhir::SearchParamRegistry& registry) const {
+  if (!req.scope_limits.search_unchecked) return fhir::Ok{};
+  std::vector<std::pair<std::string, std::string>> applied;
+  for (const auto& p : search.params)
+    applied.emplace_back(p.modifier.empty() ? p.name : p.name + ":" + p.modifier, p.raw_value);
+  auth::Decision d = deps_.policy.authorise_search(*req.principal, search.resource_type, applied);
+  if (!d.allowed) {
+    // A constraint on a parameter this gateway does not search by can never be met: say so,
+    // rather than let the client retry with it (SMART's own example, category, is one).
+    for (const auto& s : req.principal->scopes.resource_scopes) {
+      if (s.resource_type != "*" && s.resource_type != search.resource_type) continue;
+      for (const auto& c : s.constraints) {
+        const std::string name = c.first.substr(0, std::min<std::size_t>(c.first.find(':'), 64));
+        if (registry.find(search.resource_type, name) != nullptr) continue;
+        return Issue::make(ErrorCode::forbidden, "access denied: token scopes grant search on " +
+                                                     search.resource_type + " only with a constraint on '" + name +
+                                                     "', and '" + name + "' is not a search parameter this gateway "
+                                                     "supports on " + search.resource_type +
+                                                     ": that scope grants no search here");
+      }
+    }
+    return Issue::make(ErrorCode::forbidden, "access denied: " + d.reason);
+  }
+  req.scope_limits.search_unchecked = false;
+  req.scope_limits.patient = std::move(d.limits.patient);
+  return fhir::Ok{};
 }
 
 // The patient `patient_id` as this caller may see it: a break-glass request judged, the

@@ -12,6 +12,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include "fhir/search_params.h"
 #include "gateway/auth/policy.h"
 #include "gateway/http/locator_routes.h"
 #include "gateway/http/request.h"
@@ -35,7 +36,17 @@ class PatientGate {
   // patient data, a scope that does not cover the route), which are attempts all the same.
   static bool note_break_glass_request(Request& req);
 
+  // The patient-level decision on `rec`, within the request's patient context (patient/ scopes).
   auth::Decision decide(const Request& req, const locator::PatientRecord& rec);
+
+  // The scope check of a search, on the parameters it applies (`search`, as parse_search kept
+  // them: an unknown parameter dropped under lenient handling narrows nothing, so it satisfies
+  // no constraint). Needed when only constrained scopes could grant the search
+  // (req.scope_limits.search_unchecked); sets the patient context a patient/ scope binds the
+  // search to. A refusal is `forbidden` naming what the token allows; `registry` lets it say
+  // when a constraint names a parameter this gateway does not apply on the type.
+  fhir::Status check_search_scopes(Request& req, const fhir::SearchRequest& search,
+                                   const fhir::SearchParamRegistry& registry) const;
 
   // The patient `patient_id` as this caller may see it (a retired id is judged by its
   // survivor). Parameters are references: see AsyncLocator::call on g++ 12 and temporaries.

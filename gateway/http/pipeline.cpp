@@ -258,6 +258,7 @@ boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& m
       auth::Decision d = policy_->authorise_type(*req.principal, route.options.auth_resource_type,
                                                  route.options.auth_interaction);
       if (!d.allowed) co_return refuse(d, route.options.auth_resource_type, route.options.auth_interaction);
+      req.scope_limits = std::move(d.limits);
     } else if (route.options.access == Access::audit) {
       const auth::RolePolicy* role = policy_->role(*req.principal);
       if (!role || !role->audit_access)
@@ -310,7 +311,16 @@ boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& m
 
   // 6. Handle. Exceptions here are broken invariants: answer 500, log, never leak details.
   try {
-    co_return co_await route.handler(req);
+    Response r = co_await route.handler(req);
+    // Fail closed: a search let through on constrained scopes whose handler never checked its
+    // parameters (PatientGate::check_search_scopes) must not answer.
+    if (req.scope_limits.search_unchecked && r.status < 400)
+      co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden,
+                                                 "access denied: token scopes grant only constrained searches on " +
+                                                     route.options.auth_resource_type +
+                                                     ", which this endpoint cannot check"),
+                               req.format.pretty);
+    co_return r;
   } catch (const std::exception& e) {
     observe::log(observe::Level::error, "handler failed",
                  {{"request_id", req.request_id}, {"route", route.pattern}, {"error", e.what()}});

@@ -39,6 +39,9 @@ struct Request {
 
   // Who is asking: set by the pipeline's authentication step for every non-open route.
   std::shared_ptr<const auth::Principal> principal;
+  // What the token's scopes bind this request to (patient/ scopes: one patient; constrained
+  // scopes: searches carrying their constraints), from the pipeline's authorise step.
+  auth::ScopeLimits scope_limits;
 
   // Filled by the pipeline, in this order, each only when the route needs it.
   std::vector<std::string> path_params;         // captures of {name} segments

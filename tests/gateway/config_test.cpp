@@ -151,6 +151,7 @@ audiences = ["https://gw.example.nhs.uk/fhir", "fhir-gateway"]
 leeway_s = 10
 required_typ = "at+jwt"
 role_claim = "nhs_role"
+patient_claim = "launch_patient"
 emergency_purposes = ["EMERGENCY"]
 break_glass_ttl_s = 600
 encounter_window_days = 30
@@ -173,6 +174,7 @@ hiv = ["http://snomed.info/sct|86406008"]
   CHECK(c.auth.jwt.leeway.count() == 10);
   CHECK(c.auth.jwt.required_typ == "at+jwt");
   CHECK(c.auth.jwt.role_claim == "nhs_role");
+  CHECK(c.auth.jwt.patient_claim == "launch_patient");
   CHECK(c.auth.token_endpoint == "https://idp.example.nhs.uk/realms/icb/token");  // follows the issuer
   CHECK(c.auth.per_user.per_second == 5);
   CHECK(c.auth.policy.break_glass_ttl.count() == 600);
@@ -200,6 +202,10 @@ TEST_CASE("Config: bad [auth] settings are errors naming the key") {
   CHECK(expect_error(tls_lines() + "[auth]\nleeway_s = 3600\n").key() == "auth.leeway_s");
   CHECK(expect_error(tls_lines() + "[auth]\njwks_file = \"missing.json\"\n").key() == "auth.jwks_file");
   CHECK(expect_error(tls_lines() + "[auth]\nunknown = 1\n").key() == "auth.unknown");
+  // A token claim never broke glass: the old key is refused, saying how break-glass is asked for.
+  auto glass = expect_error(tls_lines() + "[auth]\nbreak_glass_claim = \"break_glass_reason\"\n");
+  CHECK(glass.key() == "auth.break_glass_claim");
+  CHECK(std::string(glass.what()).find("X-Break-Glass-Reason") != std::string::npos);
   CHECK(expect_error(tls_lines() + "[auth.roles.clinician]\npermissions = \"sr\"\n").key() ==
         "auth.roles.clinician.permissions");
   CHECK(expect_error(tls_lines() + "[auth.sensitive_categories]\nx = [\"nocode\"]\n").key() ==

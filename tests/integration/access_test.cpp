@@ -1,18 +1,23 @@
 // SPDX-License-Identifier: Apache-2.0
 // Issue #5 over real HTTPS: the JWT attack suite replayed against the running gateway,
 // header-level attacks (two Authorization headers, token in the query), authentication
-// before any body or query is read, roles and scopes at the route, rate limits, discovery.
+// before any body or query is read, roles and scopes at the route (patient/ scopes bound to
+// the launch-context patient, constrained scopes), rate limits, discovery.
 #include <doctest/doctest.h>
 
 #include <ctime>
 #include <fstream>
+#include <future>
 
 #include "fhir/json.h"
+#include "gateway/ingest/ingest_service.h"
+#include "gateway/store/store.h"
 #include "tests/gateway/auth/jwt_attacks.h"
 #include "support/audit_check.h"
 #include "support/certs.h"
 #include "support/paths.h"
 #include "support/responses.h"
+#include "support/seed.h"
 #include "support/test_server.h"
 
 using namespace gw;
@@ -35,6 +40,64 @@ TestServer attack_server() {
 }
 
 std::string bearer(const std::string& token) { return "Authorization: Bearer " + token + "\r\n"; }
+
+constexpr const char* kNhsSystem = "https://fhir.nhs.uk/Id/nhs-number%7C";
+constexpr const char* kPotassium = "http://loinc.org%7C2823-3";
+
+// A gateway with one push source (RXA01), for clinical records filed through the ingest path.
+std::unique_ptr<TestServer> server_with_source() {
+  return std::make_unique<TestServer>([](config::Config& c) {
+    config::SourceSystemConfig src;
+    src.name = "epr-a";
+    src.ods_code = "RXA01";
+    src.adapter = "hl7v2";
+    src.endpoint = "127.0.0.1:0";
+    c.source_systems.push_back(src);
+  });
+}
+
+// A seeded patient (registered at A81001, test::add_patient) with one potassium Observation
+// `obs_id` filed for them by the push source, as an adapter hands it over. Family names
+// differ per patient: the source's claim must match its own patient by demographics too.
+test::Seeded patient_with_observation(TestServer& s, int n, const std::string& family, const std::string& obs_id) {
+  test::Seeded p = test::add_patient(s.locator(), n, family, "A81001");
+  adapters::IngestBatch b;
+  b.source = "epr-a";
+  b.kind = "TEST";
+  b.dedupe_key = obs_id;
+  b.raw = "unit " + obs_id;
+  auto identity = fhir::parse_json(R"({"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":")" +
+                                   p.nhs_number + R"("}],"name":[{"family":")" + family +
+                                   R"(","given":["Alex"]}],"birthDate":"1980-05-17","gender":"female"})");
+  auto obs = fhir::parse_json(R"({"resourceType":"Observation","id":")" + obs_id +
+                              R"(","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"2823-3"}]},)"
+                              R"("effectiveDateTime":"2024-03-01T10:00:00Z","valueQuantity":{"value":4.1}})");
+  REQUIRE(identity.ok());
+  REQUIRE(obs.ok());
+  b.identity = std::move(*identity);
+  b.resources.push_back(std::move(*obs));
+  std::promise<fhir::Result<adapters::IngestReceipt>> done;
+  auto f = done.get_future();
+  s.app().ingest().submit(std::move(b), [&done](fhir::Result<adapters::IngestReceipt> r) { done.set_value(std::move(r)); });
+  auto receipt = f.get();
+  REQUIRE_MESSAGE(receipt.ok(), receipt.issue().diagnostics);
+  auto stored = s.app().store().read("Observation", obs_id);
+  REQUIRE(stored.ok());
+  REQUIRE(stored->has_value());
+  REQUIRE((*stored)->patient_id == p.id);  // filed for the seeded patient, not a new one
+  return p;
+}
+
+std::int64_t total_of(const HttpResponse& r) {
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  return json_of(r).find("total")->as_int64().value_or(-1);
+}
+
+std::string diagnostics_of(const HttpResponse& r) {
+  fhir::Json oo = json_of(r);
+  REQUIRE_MESSAGE(oo.find("issue"), r.body.substr(0, 200));
+  return std::string(oo.find("issue")->items().at(0).string_at("diagnostics"));
+}
 
 }  // namespace
 
@@ -227,4 +290,122 @@ TEST_CASE("Access: secure by default: no token validation on a non-loopback addr
   CHECK_THROWS_AS(config::validate(c), config::ConfigError);
   c.https.address = "127.0.0.1";
   CHECK_NOTHROW(config::validate(c));
+}
+
+TEST_CASE("Access: patient/ scopes reach only the patient in the token's launch context") {
+  auto s = server_with_source();
+  test::Seeded a = patient_with_observation(*s, 501, "Contexta", "obs-a");
+  test::Seeded b = patient_with_observation(*s, 512, "Contextb", "obs-b");
+  test::add_pointer(s->locator(), a.id, "RX1", "887701000000100", "Emergency health care plan");
+  test::add_pointer(s->locator(), b.id, "RX1", "887701000000100", "Emergency health care plan");
+  const auto& t = test::test_tokens();
+  auto get = [&](const std::string& target, const test::TokenClaims& c) {
+    return test::get(s->port(), target, s->client(), t.header(c));
+  };
+  test::TokenClaims app;  // a clinician at A81001, where both patients are registered
+  app.scope = "launch/patient patient/*.rs";
+  app.patient = a.id;
+
+  // Reads: the patient in context, and nobody else (answered as an unknown patient).
+  CHECK(get("/Patient/" + a.id, app).status == 200);
+  HttpResponse other = get("/Patient/" + b.id, app);
+  HttpResponse unknown = get("/Patient/no-such-patient", app);
+  CHECK(other.status == 404);
+  CHECK(diagnostics_of(other) == diagnostics_of(unknown));
+  CHECK(get("/Observation/obs-a", app).status == 200);
+  CHECK(get("/Observation/obs-b", app).status == 404);
+  // Searches: Patient lists the patient in context only; clinical and pointer searches for
+  // another patient find nothing.
+  HttpResponse patients = get("/Patient?family=Context", app);
+  CHECK(total_of(patients) == 1);
+  REQUIRE(json_of(patients).find("entry"));
+  CHECK(json_of(patients).find("entry")->items().at(0).find("resource")->string_at("id") == a.id);
+  CHECK(total_of(get("/Patient?identifier=" + std::string(kNhsSystem) + b.nhs_number, app)) == 0);
+  CHECK(total_of(get("/Observation?patient=" + a.id, app)) == 1);
+  CHECK(total_of(get("/Observation?patient=" + b.id, app)) == 0);
+  CHECK(total_of(get("/Observation?patient:identifier=" + std::string(kNhsSystem) + b.nhs_number, app)) == 0);
+  // (the push source's records add a pointer of their own)
+  CHECK(total_of(get("/DocumentReference?subject:identifier=" + std::string(kNhsSystem) + a.nhs_number, app)) == 2);
+  CHECK(total_of(get("/DocumentReference?subject:identifier=" + std::string(kNhsSystem) + b.nhs_number, app)) == 0);
+  CHECK(get("/Patient/$ihe-pix?sourceIdentifier=" + std::string(kNhsSystem) + b.nhs_number, app).status == 404);
+
+  // user/ scopes are not bound by the claim: the same user sees both patients.
+  test::TokenClaims user = app;
+  user.scope = "user/*.rs";
+  CHECK(total_of(get("/Patient?family=Context", user)) == 2);
+  CHECK(get("/Observation/obs-b", user).status == 200);
+
+  // patient/ scopes without a patient claim: refused, saying why.
+  test::TokenClaims no_context = app;
+  no_context.patient.clear();
+  HttpResponse refused = get("/Patient/" + a.id, no_context);
+  CHECK(refused.status == 403);
+  CHECK(diagnostics_of(refused).find("the token names no patient (no patient claim)") != std::string::npos);
+  CHECK(get("/Observation?patient=" + a.id, no_context).status == 403);
+  // A claim that cannot name a Patient is a bad token.
+  test::TokenClaims bad_claim = app;
+  bad_claim.patient = "Patient/" + a.id;
+  CHECK(get("/Patient/" + a.id, bad_claim).status == 401);
+}
+
+TEST_CASE("Access: a constrained scope grants exactly the searches that carry its constraint") {
+  auto s = server_with_source();
+  test::Seeded a = patient_with_observation(*s, 521, "Contextk", "obs-k");
+  test::add_pointer(s->locator(), a.id, "RX1", "887701000000100", "Emergency health care plan");
+  const auto& t = test::test_tokens();
+  auto get = [&](const std::string& target, const test::TokenClaims& c) {
+    return test::get(s->port(), target, s->client(), t.header(c));
+  };
+  test::TokenClaims lab;
+  lab.scope = "user/Observation.rs?code=http://loinc.org|2823-3";
+  CHECK(total_of(get("/Observation?patient=" + a.id + "&code=" + kPotassium, lab)) == 1);
+  HttpResponse without = get("/Observation?patient=" + a.id, lab);
+  CHECK(without.status == 403);
+  CHECK(diagnostics_of(without) ==
+        "access denied: token scopes grant search on Observation only with code=http://loinc.org|2823-3, and this "
+        "search does not carry it");
+  CHECK(get("/Observation?patient=" + a.id + "&code=http://loinc.org%7C2951-2", lab).status == 403);
+  CHECK(get("/Observation?patient=" + a.id + "&code=" + kPotassium + ",http://loinc.org%7C2951-2", lab).status == 403);
+  CHECK(get("/Observation/obs-k", lab).status == 403);  // never a read
+  CHECK(get("/Encounter?patient=" + a.id, lab).status == 403);
+  // An unknown parameter dropped under lenient handling meets no constraint.
+  test::TokenClaims lenient = lab;
+  lenient.scope = "user/Observation.rs?foo=bar";
+  CHECK(get("/Observation?patient=" + a.id + "&foo=bar", lenient).status == 403);
+
+  // A constraint on a parameter the gateway does not search by can never be met: said so.
+  test::TokenClaims category = lab;
+  category.scope = "user/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory";
+  HttpResponse unsupported = get("/Observation?patient=" + a.id +
+                                     "&category=http://terminology.hl7.org/CodeSystem/observation-category%7Claboratory",
+                                 category);
+  CHECK(unsupported.status == 403);
+  CHECK(diagnostics_of(unsupported).find("'category' is not a search parameter this gateway supports on Observation") !=
+        std::string::npos);
+
+  // patient/ constrained scopes: the constraint and the launch context both hold.
+  test::TokenClaims in_context = lab;
+  in_context.scope = "patient/Observation.rs?code=http://loinc.org|2823-3";
+  in_context.patient = a.id;
+  CHECK(total_of(get("/Observation?patient=" + a.id + "&code=" + kPotassium, in_context)) == 1);
+  test::Seeded b = test::add_patient(s->locator(), 531, "Contextl", "A81001");
+  CHECK(total_of(get("/Observation?patient=" + b.id + "&code=" + kPotassium, in_context)) == 0);
+  in_context.patient.clear();
+  CHECK(get("/Observation?patient=" + a.id + "&code=" + kPotassium, in_context).status == 403);
+
+  // POST _search: the constraint is read from the form body, as the search is.
+  test::TokenClaims pointers = lab;
+  pointers.scope = "user/DocumentReference.rs?type=887701000000100";
+  auto post = [&](const std::string& body) {
+    auto ex = test::exchange(s->port(),
+                             "POST /DocumentReference/_search HTTP/1.1\r\nHost: localhost\r\n" + t.header(pointers) +
+                                 "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " +
+                                 std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body,
+                             1, s->client());
+    REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+    return ex.responses[0];
+  };
+  const std::string subject = "subject:identifier=" + std::string(kNhsSystem) + a.nhs_number;
+  CHECK(total_of(post(subject + "&type=887701000000100")) == 1);
+  CHECK(post(subject).status == 403);
 }

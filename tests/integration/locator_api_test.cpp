@@ -115,6 +115,54 @@ TEST_CASE("Locator API: paramedic with an emergency purpose of use; without it, 
   CHECK(test::get(s.port(), "/Patient/" + p.id, s.client(), bearer(medic)).status == 200);
 }
 
+TEST_CASE("Locator API: on an emergency purpose of use a Patient search is a trace, of at most 10 patients") {
+  TestServer s;
+  // Eleven patients sharing a family name and date of birth (add_patient: 1980-05-17, female),
+  // and one other; none registered with the ambulance service.
+  for (int n = 600; n < 710; n += 10) add_patient(s.locator(), n, "Tracey", "A81001");  // nhs(n): 10 apart, distinct
+  Seeded one = add_patient(s.locator(), 720, "Unique", "A81001");
+  TokenClaims medic = clinician_at("AMB01", "medic-1");
+  medic.role = "paramedic";
+  medic.purpose = "EMERGENCY";
+  auto search = [&](const std::string& query, const TokenClaims& who) {
+    return test::get(s.port(), "/Patient?" + query, s.client(), bearer(who));
+  };
+  // A browse of the population lists nobody the paramedic has no relationship with, and says
+  // what would find the patient.
+  HttpResponse browse = search("gender=female&birthdate=ge1900", medic);
+  REQUIRE_MESSAGE(browse.status == 200, browse.body);
+  fhir::Json bundle = json_of(browse);
+  CHECK(bundle.find("total")->as_int64() == 0);
+  for (const auto& link : bundle.find("link")->items()) CHECK(link.string_at("relation") != "next");
+  REQUIRE(bundle.find("entry"));
+  const fhir::Json& note = *bundle.find("entry")->items().at(0).find("resource");
+  REQUIRE(note.string_at("resourceType") == "OperationOutcome");
+  CHECK(note.find("issue")->items().at(0).string_at("severity") == "warning");
+  CHECK(note.find("issue")->items().at(0).string_at("diagnostics").find("found only by a trace") !=
+        std::string_view::npos);
+  CHECK(json_of(search("family=Unique", medic)).find("total")->as_int64() == 0);
+  CHECK(json_of(search("family=Unique&birthdate=1980", medic)).find("total")->as_int64() == 0);
+  // A trace finds them: family with the date of birth, or an identifier.
+  HttpResponse traced = search("family=Unique&birthdate=1980-05-17", medic);
+  REQUIRE_MESSAGE(traced.status == 200, traced.body);
+  CHECK(json_of(traced).find("total")->as_int64() == 1);
+  CHECK(json_of(search("identifier=https://fhir.nhs.uk/Id/nhs-number%7C" + one.nhs_number, medic))
+            .find("total")->as_int64() == 1);
+  // More than ten: asked for more detail, nothing listed.
+  HttpResponse crowd = search("family=Tracey&birthdate=1980-05-17", medic);
+  CHECK(crowd.status == 400);
+  CHECK(json_of(crowd).find("issue")->items().at(0).string_at("diagnostics").find(
+            "more than 10 patients match this trace") != std::string_view::npos);
+  // A relationship still lists as before: the same paramedic at the patients' practice, and a
+  // clinician there, browse all twelve, with no note.
+  TokenClaims at_practice = medic;
+  at_practice.org = "A81001";
+  CHECK(json_of(search("gender=female&birthdate=ge1900", at_practice)).find("total")->as_int64() == 12);
+  HttpResponse gp = search("gender=female&birthdate=ge1900", clinician_at("A81001"));
+  CHECK(json_of(gp).find("total")->as_int64() == 12);
+  CHECK(gp.body.find("OperationOutcome") == std::string::npos);
+}
+
 TEST_CASE("Locator API: search by identifier, names, birthdate and postcode; paging; bad NHS numbers") {
   TestServer s;
   Seeded a = add_patient(s.locator(), 10, "Taylor", "A81001");

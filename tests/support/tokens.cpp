@@ -19,11 +19,12 @@ std::string TestTokens::mint(const TokenClaims& c) const {
   claims.set("iat", fhir::Json::integer(now));
   claims.set("exp", fhir::Json::integer(now + c.ttl));
   claims.set("jti", fhir::Json::string(auth::hex_encode(auth::sha256(c.sub + std::to_string(now) + c.scope + c.role +
-                                                                     c.org + c.purpose + c.client_id))));
+                                                                     c.org + c.purpose + c.patient + c.client_id))));
   if (!c.role.empty()) claims.set("selected_roleid", fhir::Json::string(c.role));
   if (!c.org.empty()) claims.set("organisation", fhir::Json::string(c.org));
   if (!c.scope.empty()) claims.set("scope", fhir::Json::string(c.scope));
   if (!c.purpose.empty()) claims.set("purpose_of_use", fhir::Json::string(c.purpose));
+  if (!c.patient.empty()) claims.set("patient", fhir::Json::string(c.patient));
   if (!c.client_id.empty()) claims.set("client_id", fhir::Json::string(c.client_id));
   auto t = auth::sign_jwt(key, kid, claims);
   if (!t) throw std::runtime_error("test token: " + t.issue().diagnostics);

@@ -20,6 +20,7 @@ struct TokenClaims {
   std::string org = "A81001";
   std::string scope = "user/*.rs";
   std::string purpose;
+  std::string patient;  // SMART launch context: a Patient id (patient/ scopes are bound to it)
   std::string client_id = "test-client";
   std::int64_t ttl = 600;
   std::string iss = kTestIssuer;

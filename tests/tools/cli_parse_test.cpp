@@ -5,6 +5,9 @@
 
 #include <string>
 
+#include "fhir/json.h"
+#include "gateway/auth/jwks.h"
+#include "support/certs.h"
 #include "support/process.h"
 
 TEST_CASE("Tools: an unknown option is reported before a missing required one") {
@@ -33,4 +36,27 @@ TEST_CASE("Tools: an unknown option is reported before a missing required one") 
   const gw::test::ToolRun bare = gw::test::run_tool(AUDIT_VERIFY_BIN, "");
   CHECK(bare.status == 2);
   CHECK(bare.err.find("--db is required") != std::string::npos);
+}
+
+TEST_CASE("mint-token: --patient sets the launch-context claim; there is no break-glass flag") {
+  const std::string key = "--key " + gw::test::dev_certs().dir + "/token-key.pem --sub dr-1 --scope 'patient/*.rs' ";
+  const gw::test::ToolRun minted = gw::test::run_tool(MINT_TOKEN_BIN, key + "--patient pat-0042");
+  REQUIRE_MESSAGE(minted.status == 0, minted.err);
+  const std::string token = minted.out.substr(0, minted.out.find('\n'));
+  const std::size_t dot = token.find('.');
+  auto payload = gw::auth::base64url_decode(token.substr(dot + 1, token.rfind('.') - dot - 1));
+  REQUIRE(payload.ok());
+  auto claims = fhir::parse_json(*payload);
+  REQUIRE(claims.ok());
+  CHECK(claims->string_at("patient") == "pat-0042");
+  CHECK(claims->find("break_glass_reason") == nullptr);
+
+  // A value the gateway would refuse as a patient claim is refused here.
+  const gw::test::ToolRun reference = gw::test::run_tool(MINT_TOKEN_BIN, key + "--patient Patient/pat-0042");
+  CHECK(reference.status == 2);
+  CHECK(reference.err.find("--patient must be a Patient id") != std::string::npos);
+  // Break-glass is asked for per request, in headers: no token flag pretends otherwise.
+  const gw::test::ToolRun glass = gw::test::run_tool(MINT_TOKEN_BIN, key + "--break-glass-reason emergency-care");
+  CHECK(glass.status == 2);
+  CHECK(glass.err.find("--break-glass-reason") != std::string::npos);
 }

@@ -13,6 +13,7 @@
 #include <openssl/rand.h>
 
 #include "fhir/json.h"
+#include "fhir/structure_check.h"
 #include "gateway/auth/jwt.h"
 #include "gateway/auth/jwt_sign.h"
 #include "tools/cli/parse.h"
@@ -52,7 +53,7 @@ int main(int argc, char** argv) {
   std::string org;
   std::string scope;
   std::string purpose;
-  std::string break_glass;
+  std::string patient;
   std::string iss = "https://localhost:8443/dev-idp";
   std::string aud = "https://localhost:8443";
   std::string kid;
@@ -73,7 +74,9 @@ int main(int argc, char** argv) {
   app.add_option("--org", org, "organisation claim '" + defaults.organisation_claim + "': ODS code, e.g. RX809");
   app.add_option("--scope", scope, "SMART scopes, space-separated, e.g. 'user/Patient.rs user/Observation.rs'");
   app.add_option("--purpose", purpose, "purpose-of-use claim '" + defaults.purpose_claim + "'");
-  app.add_option("--break-glass-reason", break_glass, "break-glass claim '" + defaults.break_glass_claim + "'");
+  app.add_option("--patient", patient,
+                 "patient claim '" + defaults.patient_claim +
+                     "': the launch-context Patient id (of the gateway) that patient/ scopes are bound to");
   app.add_option("--ttl", ttl, "lifetime in seconds (1..86400)")->capture_default_str();
   app.add_option("--iss", iss, "issuer")->capture_default_str();
   app.add_option("--aud", aud, "audience")->capture_default_str();
@@ -112,8 +115,11 @@ int main(int argc, char** argv) {
   if (jti.size() > 256) return usage_error("--jti must be at most 256 characters");
   if (!org.empty() && !is_alnum_text(org, 10))
     return usage_error("--org must be an ODS code: 1 to 10 letters and digits");
+  // Checked as the gateway checks the claim: a token it would refuse is of no use.
+  if (!patient.empty() && !fhir::is_valid_id(patient))
+    return usage_error("--patient must be a Patient id: 1 to 64 letters, digits, '-' or '.'");
   for (const std::string* v :
-       {&sub, &role, &org, &scope, &purpose, &break_glass, &iss, &aud, &client_id, &jti, &fhir_user})
+       {&sub, &role, &org, &scope, &purpose, &patient, &iss, &aud, &client_id, &jti, &fhir_user})
     if (has_control_characters(*v)) return usage_error("values must not contain control characters");
   if (jti.empty()) {
     unsigned char random[16];
@@ -140,7 +146,7 @@ int main(int argc, char** argv) {
   set_if(defaults.role_claim, role);
   set_if(defaults.organisation_claim, org);
   set_if(defaults.purpose_claim, purpose);
-  set_if(defaults.break_glass_claim, break_glass);
+  set_if(defaults.patient_claim, patient);
 
   auto token = gw::auth::sign_jwt(*key, kid, claims);
   if (!token) return usage_error(token.issue().diagnostics);

@@ -123,7 +123,7 @@ TEST_CASE("JwtValidator: ES256 and RS256 tokens yield every claim") {
   for (JwsAlgorithm alg : {JwsAlgorithm::es256, JwsAlgorithm::rs256}) {
     CAPTURE(gw::auth::algorithm_name(alg));
     fhir::Json claims = gw::test::valid_claims(keys, kNow);
-    claims.set(keys.config.break_glass_claim, fhir::Json::string("patient collapsed in A&E"));
+    claims.set(keys.config.patient_claim, fhir::Json::string("pat-0042"));
     auto r = v.validate(gw::test::mint_token(keys, claims, alg), kNow);
     REQUIRE_MESSAGE(r.ok(), diagnostics_of(r));
     const auto& t = **r;
@@ -136,12 +136,42 @@ TEST_CASE("JwtValidator: ES256 and RS256 tokens yield every claim") {
     CHECK(t.organisation == "RX809");
     CHECK(t.scope == "user/Patient.rs user/Observation.rs");
     CHECK(t.purpose_of_use == "TREAT");
-    CHECK(t.break_glass_reason == "patient collapsed in A&E");
+    CHECK(t.patient == "pat-0042");
     CHECK(t.fhir_user == "Practitioner/p-1");
     CHECK(t.expires_at == kNow + 600);
     CHECK(t.issued_at == kNow);
     CHECK(t.not_before == kNow);
   }
+}
+
+TEST_CASE("JwtValidator: the patient claim must be a Patient id, under its configured name") {
+  const auto& keys = gw::test::shared_test_keys();
+  auto v = validator(keys);
+  for (const char* bad : {"", "Patient/pat-1", "pat 1", "p\u00e9t"}) {
+    CAPTURE(bad);
+    fhir::Json claims = gw::test::valid_claims(keys, kNow);
+    auto parsed = fhir::parse_json(std::string("\"") + bad + "\"");
+    REQUIRE(parsed);
+    claims.set("patient", std::move(*parsed));
+    auto r = v.validate(gw::test::mint_token(keys, claims, JwsAlgorithm::es256), kNow);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.issue().code == fhir::ErrorCode::unauthenticated);
+    CHECK(r.issue().diagnostics.find("token claim 'patient' must be a Patient id") != std::string::npos);
+  }
+  fhir::Json claims = gw::test::valid_claims(keys, kNow);
+  claims.set("patient", fhir::Json::integer(42));
+  CHECK_FALSE(v.validate(gw::test::mint_token(keys, claims, JwsAlgorithm::es256), kNow).ok());
+
+  // Configured under another name, the claim is read from there and "patient" is ignored.
+  auto config = keys.config;
+  config.patient_claim = "launch_patient";
+  gw::auth::JwtValidator renamed(config, v.keys());
+  claims = gw::test::valid_claims(keys, kNow);
+  claims.set("patient", fhir::Json::string("Patient/not-an-id"));
+  claims.set("launch_patient", fhir::Json::string("pat-7"));
+  auto r = renamed.validate(gw::test::mint_token(keys, claims, JwsAlgorithm::es256), kNow);
+  REQUIRE_MESSAGE(r.ok(), diagnostics_of(r));
+  CHECK((*r)->patient == "pat-7");
 }
 
 TEST_CASE("JwtValidator: scp array, azp, aud array, second audience and token id without jti") {

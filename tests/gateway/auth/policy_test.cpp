@@ -149,7 +149,9 @@ TEST_CASE("Policy: a scope never widens the role") {
 
 TEST_CASE("Policy: users act through user/ and patient/ scopes, system clients through system/ only") {
   auto policy = make_default();
-  CHECK(policy.authorise_type(user("clinician", "patient/Observation.rs"), "Observation", Interaction::read).allowed);
+  auto in_context = user("clinician", "patient/Observation.rs");
+  in_context.patient = "p-1";
+  CHECK(policy.authorise_type(in_context, "Observation", Interaction::read).allowed);
   CHECK(policy.authorise_type(user("clinician", "user/Observation.rs"), "Observation", Interaction::read).allowed);
   CHECK_FALSE(policy.authorise_type(user("clinician", "system/*.rs"), "Observation", Interaction::read).allowed);
   CHECK(policy.authorise_type(system_client("system/Observation.c"), "Observation", Interaction::create).allowed);
@@ -226,18 +228,85 @@ TEST_CASE("Policy: administrators manage source systems and see no patient data"
 TEST_CASE("Policy: authorise_search honours constrained scopes only with matching parameters") {
   auto policy = make_default();
   auto p = user("clinician", "patient/Observation.rs?category=laboratory");
-  CHECK_FALSE(policy.authorise_type(p, "Observation", Interaction::search).allowed);
+  p.patient = "p-1";
+  // The type-level check lets the search through to its parameters; a read never.
+  auto type_level = policy.authorise_type(p, "Observation", Interaction::search);
+  CHECK(type_level.allowed);
+  CHECK(type_level.limits.search_unchecked);
+  CHECK(type_level.limits.patient.empty());  // decided with the parameters
   CHECK_FALSE(policy.authorise_type(p, "Observation", Interaction::read).allowed);
-  CHECK(policy.authorise_search(p, "Observation", Params{{"patient", "p-1"}, {"category", "laboratory"}}).allowed);
+  CHECK_FALSE(policy.authorise_type(p, "Encounter", Interaction::search).allowed);
+  auto granted = policy.authorise_search(p, "Observation", Params{{"patient", "p-1"}, {"category", "laboratory"}});
+  CHECK(granted.allowed);
+  CHECK(granted.limits.patient == "p-1");  // a patient/ scope: bound to the launch context
   auto other = policy.authorise_search(p, "Observation", Params{{"category", "vital-signs"}});
   CHECK_FALSE(other.allowed);
-  CHECK(contains(other.reason, "token scopes"));
+  CHECK(other.reason == "token scopes grant search on Observation only with category=laboratory, and this search "
+                        "does not carry it");
   CHECK_FALSE(policy.authorise_search(p, "Observation", Params{}).allowed);
+  // A modifier makes another parameter: category:not=laboratory is no constraint met.
+  CHECK_FALSE(policy.authorise_search(p, "Observation", Params{{"category:not", "laboratory"}}).allowed);
+  // user/ constrained scopes grant without a bound.
+  auto unbound = policy.authorise_search(user("clinician", "user/Observation.rs?code=http://loinc.org|2823-3"),
+                                         "Observation", Params{{"code", "http://loinc.org|2823-3"}, {"patient", "p-9"}});
+  CHECK(unbound.allowed);
+  CHECK(unbound.limits.patient.empty());
   // The role still decides first.
   auto social = user("social-care-practitioner", "patient/Observation.rs?category=laboratory");
   CHECK_FALSE(policy.authorise_search(social, "Observation", Params{{"category", "laboratory"}}).allowed);
   CHECK_FALSE(policy.authorise_search(user(""), "Observation", Params{}).allowed);
   CHECK(policy.authorise_search(user("clinician", "user/Observation.s"), "Observation", Params{}).allowed);
+  // Constrained scopes never open the IG view's search.
+  auto ig = user("ig-officer", "user/AuditEvent.rs?type=rest");
+  CHECK_FALSE(policy.authorise_type(ig, "AuditEvent", Interaction::search).allowed);
+}
+
+TEST_CASE("Policy: patient/ scopes reach only the token's patient; without a patient claim they grant nothing") {
+  auto policy = make_default();
+  auto p = user("clinician", "launch/patient patient/*.rs");
+  auto none = policy.authorise_type(p, "Observation", Interaction::read);
+  CHECK_FALSE(none.allowed);
+  CHECK(contains(none.reason, "the token names no patient (no patient claim)"));
+  // Types that hold no patient data are not bound to one.
+  CHECK(policy.authorise_type(p, "Location", Interaction::read).allowed);
+
+  p.patient = "p-1";
+  auto d = policy.authorise_type(p, "Observation", Interaction::search);
+  REQUIRE(d.allowed);
+  CHECK(d.limits.patient == "p-1");
+  CHECK_FALSE(d.limits.search_unchecked);
+  const PatientFacts mine = registered_at("RX1");
+  CHECK(policy.authorise_patient(p, mine, "p-1", nullptr, kNow, d.limits.patient).allowed);
+  auto elsewhere = policy.authorise_patient(p, mine, "p-2", nullptr, kNow, d.limits.patient);
+  CHECK_FALSE(elsewhere.allowed);
+  CHECK(elsewhere.hide_existence);  // answered as an unknown patient
+  // Break-glass opens the relationship, not another patient than the launch context's.
+  const BreakGlassGrant g{"user-1", "p-2", "emergency-care", "collapsed at home", kNow - 60, kNow + 3600};
+  CHECK_FALSE(policy.authorise_patient(p, registered_at("Y0001"), "p-2", &g, kNow, d.limits.patient).allowed);
+  // The relationship rule still applies inside the context.
+  CHECK_FALSE(policy.authorise_patient(p, registered_at("Y0001"), "p-1", nullptr, kNow, d.limits.patient).allowed);
+
+  // user/ scopes are not bound: with both, the user/ scope decides for its types.
+  auto both = user("clinician", "user/Patient.rs patient/*.rs");
+  CHECK(policy.authorise_type(both, "Patient", Interaction::read).limits.patient.empty());
+  CHECK_FALSE(policy.authorise_type(both, "Observation", Interaction::read).allowed);  // no patient claim
+  // The IG view is never reached through a launch context.
+  auto ig = user("ig-officer", "patient/AuditEvent.rs");
+  ig.patient = "p-1";
+  CHECK(contains(policy.authorise_type(ig, "AuditEvent", Interaction::read).reason, "patient/ scopes do not grant"));
+}
+
+TEST_CASE("Policy: emergency_basis: an emergency role with an accepted purpose-of-use claim, and nothing else") {
+  auto policy = make_default();
+  auto para = user("paramedic");
+  CHECK_FALSE(policy.emergency_basis(para));
+  para.purpose_of_use = "EMERGENCY";
+  CHECK(policy.emergency_basis(para));
+  para.purpose_of_use = "TREAT";
+  CHECK_FALSE(policy.emergency_basis(para));
+  auto clinician = user("clinician");
+  clinician.purpose_of_use = "EMERGENCY";
+  CHECK_FALSE(policy.emergency_basis(clinician));
 }
 
 TEST_CASE("Policy: each kind of legitimate relationship is recognised") {
@@ -678,8 +747,10 @@ bool oracle_patient_type(const std::string& t) { return t != "Endpoint" && t != 
 enum class State { normal, no_relationship, objection, sensitive, unknown };
 const State kStates[] = {State::normal, State::no_relationship, State::objection, State::sensitive, State::unknown};
 
-enum class Scopes { matching, patient_context, narrower, none, wrong_context, certificate };
-const Scopes kScopeSets[] = {Scopes::matching, Scopes::patient_context, Scopes::narrower,
+// patient_context: patient/ scopes with the patient claim naming the record asked about;
+// other_patient: the same scopes launched with another patient.
+enum class Scopes { matching, patient_context, other_patient, narrower, none, wrong_context, certificate };
+const Scopes kScopeSets[] = {Scopes::matching, Scopes::patient_context, Scopes::other_patient, Scopes::narrower,
                              Scopes::none,     Scopes::wrong_context,   Scopes::certificate};
 
 const Interaction kInteractions[] = {Interaction::read, Interaction::search, Interaction::create,
@@ -709,7 +780,8 @@ Principal matrix_principal(const OracleRole& role, Scopes set, bool emergency_pu
   std::string text;
   switch (set) {
     case Scopes::matching: text = ctx + "/*.cruds"; break;
-    case Scopes::patient_context: text = "launch/patient patient/*.cruds"; break;
+    case Scopes::patient_context:
+    case Scopes::other_patient: text = "launch/patient patient/*.cruds"; break;
     case Scopes::narrower: text = ctx + "/Patient.r " + ctx + "/Observation.rs?category=laboratory"; break;
     case Scopes::none: text = "openid fhirUser launch/patient"; break;
     case Scopes::wrong_context: text = role.system_kind ? "user/*.cruds" : "system/*.cruds"; break;
@@ -719,6 +791,8 @@ Principal matrix_principal(const OracleRole& role, Scopes set, bool emergency_pu
   p.kind = role.system_kind ? Principal::Kind::system : Principal::Kind::user;
   p.scopes_from_token = set != Scopes::certificate;
   if (emergency_purpose) p.purpose_of_use = "EMERGENCY";
+  if (set == Scopes::patient_context) p.patient = "p-1";
+  if (set == Scopes::other_patient) p.patient = "p-2";
   return p;
 }
 
@@ -732,7 +806,8 @@ PatientFacts matrix_facts(State s) {
 bool oracle_scope_grants(Scopes set, bool system_kind, const std::string& type, Interaction i) {
   switch (set) {
     case Scopes::matching: return true;
-    case Scopes::patient_context: return !system_kind;
+    case Scopes::patient_context:
+    case Scopes::other_patient: return !system_kind && type != "AuditEvent";
     case Scopes::narrower: return type == "Patient" && i == Interaction::read;
     case Scopes::none: return false;
     case Scopes::wrong_context: return false;
@@ -754,6 +829,7 @@ Response oracle(const OracleRole& role, const std::string& type, Interaction i, 
   if (!type_ok || !oracle_scope_grants(set, role.system_kind, type, i)) return Response::forbidden;
   if (!oracle_patient_type(type)) return Response::ok;
   if (state == State::unknown) return Response::not_found;
+  if (set == Scopes::other_patient) return Response::not_found;  // outside the launch context
   if (role.system_kind && is_write(i)) return Response::ok;
   const bool relationship =
       role.system_kind || state != State::no_relationship || (role.emergency && emergency_purpose);
@@ -768,12 +844,14 @@ Response oracle(const OracleRole& role, const std::string& type, Interaction i, 
 // patient-level decision, with a hidden patient answered exactly as an unknown one.
 Response simulate(const Policy& policy, const Principal& p, const std::string& type, Interaction i, State state,
                   const BreakGlassGrant* grant, Decision* patient_decision) {
-  const Decision t = policy.authorise_type(p, type, i);
+  Decision t = policy.authorise_type(p, type, i);
+  // A search let through on constrained scopes is decided on its parameters (none here).
+  if (t.allowed && t.limits.search_unchecked) t = policy.authorise_search(p, type, {});
   if (!t.allowed) return Response::forbidden;
   if (!oracle_patient_type(type)) return Response::ok;
   if (state == State::unknown) return Response::not_found;
   if (p.kind == Principal::Kind::system && is_write(i)) return Response::ok;
-  *patient_decision = policy.authorise_patient(p, matrix_facts(state), "p-1", grant, kNow);
+  *patient_decision = policy.authorise_patient(p, matrix_facts(state), "p-1", grant, kNow, t.limits.patient);
   if (patient_decision->allowed) return patient_decision->break_glass ? Response::ok_break_glass : Response::ok;
   return patient_decision->hide_existence ? Response::not_found : Response::forbidden;
 }
@@ -856,7 +934,7 @@ TEST_CASE("Authorisation matrix: roles x patient states x interactions x scopes,
 
   MESSAGE("matrix cases: " << cases << ", allowed " << allowed << ", break-glass " << break_glass << ", forbidden "
                            << forbidden << ", hidden " << hidden);
-  CHECK(cases == 6 * 6 * 5 * 6 * 2 * 2 * 5);
+  CHECK(cases == 6 * 6 * 5 * 7 * 2 * 2 * 5);
   CHECK(disclosures == 0);
   CHECK(existence_leaks == 0);
   CHECK(sensitive_disclosures == 0);
