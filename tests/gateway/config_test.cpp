@@ -122,7 +122,9 @@ TEST_CASE("Config: [server.cors] lists browser apps' origins; no CORS by default
       {"https://", "no host"},
       {"https://*.example.nhs.uk", "lower case"},
   };
-  for (const auto& [origin, why] : bad) {
+  for (const auto& entry : bad) {
+    const std::string origin = entry.first;
+    const std::string why = entry.second;
     CAPTURE(origin);
     auto e = expect_error(tls_lines() + "[server.cors]\nallowed_origins = [\"https://ok.example\", \"" + origin + "\"]\n");
     CHECK(e.key() == "server.cors.allowed_origins");
