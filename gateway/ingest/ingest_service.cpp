@@ -480,8 +480,7 @@ void IngestService::record_failure(adapters::IngestFailure f, std::function<void
   std::function<void(fhir::Status)> done = tracked(std::move(done_untracked));
   const auto src = sources_.find(f.source);
   const std::string ods = src == sources_.end() ? std::string() : src->second;
-  if (f.rejected) ++rejected_;
-  else ++errors_;
+  const bool rejected = f.rejected;
   store::MessageWrite m;
   m.source = f.source;
   m.kind = f.kind;
@@ -494,7 +493,10 @@ void IngestService::record_failure(adapters::IngestFailure f, std::function<void
                                     f.rejected ? 400 : 422, f.peer);
   rec.outcome_text = f.issue.diagnostics;
   if (fhir::is_valid_nhs_number(f.nhs_number)) rec.detail.patients.push_back(f.nhs_number);
-  store_.record(std::move(m), [this, rec = std::move(rec), done = std::move(done)](fhir::Result<std::int64_t> id) mutable {
+  // Counted once the store has answered, so that whoever sees the count can also list the message.
+  store_.record(std::move(m), [this, rejected, rec = std::move(rec), done = std::move(done)](fhir::Result<std::int64_t> id) mutable {
+    if (rejected) ++rejected_;
+    else ++errors_;
     if (!id) return done(std::move(id).issue());
     rec.detail.note = "message " + std::to_string(*id);
     audit_then(std::move(rec), std::move(done));
