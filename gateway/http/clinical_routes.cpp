@@ -34,23 +34,6 @@ Issue bad_param(const std::string& name, const std::string& why) {
   return Issue::make(ErrorCode::invalid_search_parameter, name + ": " + why, name);
 }
 
-// The patient id a reference parameter names (R4 search.html#reference): id, Patient/{id}, or
-// the absolute URL of a Patient on this server ([base]/Patient/{id}). Another server's URL
-// names nobody held here, so it is refused rather than answered with an empty Bundle.
-fhir::Result<std::string> patient_id_of(const fhir::ReferenceValue& ref, const std::string& base_url,
-                                        const std::string& param) {
-  if (ref.url.empty()) {
-    if (!ref.type.empty() && ref.type != "Patient") return bad_param(param, "must reference a Patient");
-    return ref.id;
-  }
-  const std::string own = base_url + "/Patient/";
-  const std::string_view url(ref.url);
-  if (url.substr(0, own.size()) != own || !fhir::is_valid_id(url.substr(own.size())))
-    return bad_param(param, "an absolute reference must name a Patient on this server: " + own +
-                                "{id}; patients of other servers are not held here");
-  return std::string(url.substr(own.size()));
-}
-
 class ClinicalApi {
  public:
   ClinicalApi(const fhir::SearchParamRegistry& registry, ClinicalRouteDeps deps)

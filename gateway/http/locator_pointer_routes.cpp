@@ -145,11 +145,9 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
       }
       by_identifier = std::move(*id);
     } else if ((p.name == "subject" || p.name == "patient") && (p.modifier.empty() || p.modifier == "Patient")) {
-      const auto& ref = std::get<fhir::ReferenceValue>(p.values[0]);
-      if (!ref.type.empty() && ref.type != "Patient")
-        co_return error_response(Issue::make(ErrorCode::invalid_search_parameter, p.name + " must reference a Patient",
-                                             p.name), req.format.pretty);
-      patient_id = ref.id;
+      auto id = patient_id_of(std::get<fhir::ReferenceValue>(p.values[0]), deps_.base_url, p.name);
+      if (!id) co_return error_response(id.issue(), req.format.pretty);
+      patient_id = std::move(*id);
     } else if (p.name == "type" && p.modifier.empty()) {
       type = std::get<fhir::TokenValue>(p.values[0]);
     } else if (p.name == "custodian" && p.modifier == "identifier") {

@@ -5,6 +5,7 @@
 #include <iterator>
 
 #include "fhir/datatypes.h"
+#include "fhir/structure_check.h"
 #include "fhir/uk_core.h"
 #include "gateway/locator/fhir_mapping.h"
 
@@ -277,6 +278,23 @@ Json subsetted(const Json& r, const Subset& s) {
     m->set("tag", std::move(tags));
   }
   return out;
+}
+
+fhir::Result<std::string> patient_id_of(const fhir::ReferenceValue& ref, const std::string& base_url,
+                                        const std::string& param) {
+  auto bad = [&](const std::string& why) {
+    return fhir::Issue::make(fhir::ErrorCode::invalid_search_parameter, param + ": " + why, param);
+  };
+  if (ref.url.empty()) {
+    if (!ref.type.empty() && ref.type != "Patient") return bad("must reference a Patient");
+    return ref.id;
+  }
+  const std::string own = base_url + "/Patient/";
+  const std::string_view url(ref.url);
+  if (url.substr(0, own.size()) != own || !fhir::is_valid_id(url.substr(own.size())))
+    return bad("an absolute reference must name a Patient on this server: " + own +
+               "{id}; patients of other servers are not held here");
+  return std::string(url.substr(own.size()));
 }
 
 }  // namespace gw::http

@@ -59,4 +59,11 @@ fhir::Result<Subset> search_subset(fhir::SearchRequest& s, fhir::Handling handli
 // cut-down resource is tagged SUBSETTED. Unchanged when `s` asks for nothing.
 fhir::Json subsetted(const fhir::Json& r, const Subset& s);
 
+// The patient id a reference search parameter `param` names (R4 search.html#reference): id,
+// Patient/{id}, or the absolute URL of a Patient on this server ([base]/Patient/{id}). Another
+// server's URL names nobody held here, so it is refused (invalid_search_parameter) rather than
+// answered with an empty Bundle; so is a reference to another type.
+fhir::Result<std::string> patient_id_of(const fhir::ReferenceValue& ref, const std::string& base_url,
+                                        const std::string& param);
+
 }  // namespace gw::http

@@ -363,6 +363,22 @@ TEST_CASE("Locator API: pointers in NRL shape; sensitive ones withheld and repor
   REQUIRE(lenient.status == 200);
   CHECK(lenient.body.find("\"content\"") != std::string::npos);
   CHECK(lenient.body.find("_summary") == std::string::npos);
+
+  // patient= and subject= take [base]/Patient/{id} of this server, as the clinical searches do;
+  // another server's Patient, or a reference to another type, is a clear 400.
+  HttpResponse absolute = test::get(s.port(), "/DocumentReference?patient=" + s.cfg.public_base_url + "/Patient/" + a.id,
+                                    s.client(), h);
+  REQUIRE_MESSAGE(absolute.status == 200, absolute.body);
+  CHECK(json_of(absolute).find("total")->as_int64() == 1);
+  HttpResponse elsewhere = test::get(
+      s.port(), "/DocumentReference?subject=https://elsewhere.example.org/fhir/Patient/" + a.id, s.client(), h);
+  CHECK(elsewhere.status == 400);
+  CHECK(json_of(elsewhere).find("issue")->items().at(0).string_at("diagnostics") ==
+        "subject: an absolute reference must name a Patient on this server: " + s.cfg.public_base_url +
+            "/Patient/{id}; patients of other servers are not held here");
+  HttpResponse wrong_type = test::get(s.port(), "/DocumentReference?subject=Encounter/" + a.id, s.client(), h);
+  CHECK(wrong_type.status == 400);
+  CHECK(json_of(wrong_type).find("issue")->items().at(0).string_at("diagnostics") == "subject: must reference a Patient");
 }
 
 TEST_CASE("Locator API: a source maintains only its own pointers") {
