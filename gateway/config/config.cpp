@@ -455,13 +455,15 @@ Config load_config(const std::string& path) {
     r.get_int(*s, "server.", "threads", c.threads, 1, 256);
     if (const toml::table* h = r.table(*s, "server.", "https")) {
       const std::string p = "server.https.";
-      r.only_keys(*h, p, {"enabled", "address", "port", "certificate", "private_key", "client_ca", "client_certificates"});
+      r.only_keys(*h, p, {"enabled", "address", "port", "certificate", "private_key", "client_ca", "client_certificates",
+                          "hsts_max_age_s"});
       r.get(*h, p, "enabled", c.https.enabled);
       r.get(*h, p, "address", c.https.address);
       r.get_int(*h, p, "port", c.https.port, 0, 65535);
       r.get(*h, p, "certificate", c.https.certificate);
       r.get(*h, p, "private_key", c.https.private_key);
       r.get(*h, p, "client_ca", c.https.client_ca);
+      r.get_seconds(*h, p, "hsts_max_age_s", c.https.hsts_max_age, 0, 63072000);
       std::string mode = "none";
       r.get(*h, p, "client_certificates", mode);
       if (mode == "none") c.https.client_certificates = ClientCertificates::none;

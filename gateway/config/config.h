@@ -42,6 +42,9 @@ struct HttpsConfig {
   std::string private_key = "certs/server-key.pem";
   std::string client_ca;  // PEM bundle trusted for client certificates (mutual TLS)
   ClientCertificates client_certificates = ClientCertificates::none;
+  // Strict-Transport-Security on every HTTPS response (RFC 6797), so a browser app that once
+  // reached the gateway over TLS never falls back to plain HTTP; 0 sends none.
+  std::chrono::seconds hsts_max_age{31536000};
 };
 
 struct PlainHttpConfig {

@@ -20,6 +20,7 @@
 #include <stdexcept>
 #include <thread>
 #include <tuple>
+#include <type_traits>
 #include <unordered_map>
 
 #include <boost/asio/co_spawn.hpp>
@@ -339,6 +340,7 @@ struct Server::Impl {
   }
 
   const config::Config& cfg;
+  const std::string hsts = "max-age=" + std::to_string(cfg.https.hsts_max_age.count());  // after cfg
   const http::Pipeline& pipeline;
   observe::Metrics& metrics;
   observe::Health& health;
@@ -676,6 +678,9 @@ struct Server::Impl {
     out.append("\r\n");
     if (!r.content_type.empty()) append_field(out, "Content-Type", r.content_type);
     out.append("Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n");
+    if constexpr (!std::is_same_v<Stream, beast::tcp_stream>) {
+      if (cfg.https.hsts_max_age.count() > 0) append_field(out, "Strict-Transport-Security", hsts);
+    }
     append_field(out, "X-Request-ID", req.request_id);
     if (!req.correlation_id.empty()) append_field(out, "X-Correlation-ID", req.correlation_id);
     for (const auto& [k, v] : r.headers) append_field(out, k, v);

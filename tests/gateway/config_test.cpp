@@ -132,6 +132,11 @@ TEST_CASE("Config: [server.cors] lists browser apps' origins; no CORS by default
     CHECK_MESSAGE(e.reason().find(why) != std::string::npos, e.reason());
   }
   CHECK(expect_error(tls_lines() + "[server.cors]\nmax_age_s = 100000\n").key() == "server.cors.max_age_s");
+  // Strict-Transport-Security: a year unless set; 0 (none) to two years.
+  CHECK(load_config(write_config(tls_lines())).https.hsts_max_age.count() == 31536000);
+  CHECK(load_config(write_config(tls_lines() + "hsts_max_age_s = 0\n")).https.hsts_max_age.count() == 0);
+  CHECK(expect_error(tls_lines() + "hsts_max_age_s = 63072001\n").key() == "server.https.hsts_max_age_s");
+  CHECK(expect_error(tls_lines() + "hsts_max_age_s = -1\n").key() == "server.https.hsts_max_age_s");
   CHECK(expect_error(tls_lines() + "[server.cors]\nallow_credentials = true\n").key() ==
         "server.cors.allow_credentials");
 }

@@ -502,6 +502,18 @@ TEST_CASE("Server: plain HTTP listener on loopback serves the same routes") {
   opts.tls = false;
   HttpResponse r = test::get(s.plain_port(), "/healthz", opts);
   CHECK(r.status == 200);
+  // Strict-Transport-Security is an HTTPS header (RFC 6797 7.2: not sent over plain HTTP).
+  CHECK(r.header("strict-transport-security").empty());
+  CHECK(test::get(s.port(), "/healthz", s.client()).header("strict-transport-security") == "max-age=31536000");
+}
+
+TEST_CASE("Server: hsts_max_age_s sets Strict-Transport-Security, and 0 sends none") {
+  TestServer shorter([](config::Config& c) { c.https.hsts_max_age = std::chrono::seconds(600); });
+  CHECK(test::get(shorter.port(), "/healthz", shorter.client()).header("strict-transport-security") == "max-age=600");
+  TestServer none([](config::Config& c) { c.https.hsts_max_age = std::chrono::seconds(0); });
+  HttpResponse r = test::get(none.port(), "/healthz", none.client());
+  CHECK(r.status == 200);
+  CHECK(r.header("strict-transport-security").empty());
 }
 
 TEST_CASE("Server: HEAD is answered like GET without a body, and the connection stays usable") {
