@@ -16,6 +16,7 @@
 #include "adapters/hl7v2/hl7v2_adapter.h"
 #include "fhir/json.h"
 #include "fhir/nhs_number.h"
+#include "gateway/sqlite/database.h"
 #include "support/certs.h"
 #include "support/paths.h"
 #include "support/process.h"
@@ -430,4 +431,40 @@ TEST_CASE("gw-messages: replay sends to the source's own port from --config, ref
   test::ToolRun given = gw_messages("replay " + data + " --id " + lab_id + " --port " + std::to_string(lab));
   CHECK(given.out.find("replaying 1 message from source 'rgt-lab' to 127.0.0.1:" + std::to_string(lab)) !=
         std::string::npos);
+}
+
+TEST_CASE("gw-messages: a pending message (committed, never acknowledged) is listed, shown and counted as pending") {
+  auto s = mllp_server();
+  const std::uint16_t port = mllp_port(*s, kPas);
+  const std::string data = "--data " + s->cfg.data_dir;
+  REQUIRE(send(port, a01_mrn_only("PEND-1", "MRN-P1")).status == hl7send::SendStatus::acknowledged);
+  REQUIRE(send(port, a01_mrn_only("PEND-2", "MRN-P2")).status == hl7send::SendStatus::acknowledged);
+  auto rows = json_lines(gw_messages("list --status applied --json " + data).out);
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0].find("pending")->as_bool() == false);
+  // The state a message is left in when its audit record cannot be confirmed (docs/hl7v2.md
+  // "When a database cannot commit"): set here directly on the first one.
+  const std::int64_t first = id_of(rows[0]);
+  {
+    auto db = sqlite::Database::open(s->cfg.data_dir + "/store.db");
+    REQUIRE(db.ok());
+    REQUIRE(db->exec("UPDATE message SET pending = 1 WHERE id = " + std::to_string(first)).ok());
+  }
+  rows = json_lines(gw_messages("list --status applied --json " + data).out);
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0].find("pending")->as_bool() == true);
+  CHECK(rows[1].find("pending")->as_bool() == false);
+  CHECK(rows[0].string_at("status") == "applied");
+  const std::string table = gw_messages("list --status applied " + data).out;
+  CHECK(line_with(table, "ADT^A01").find("pending") != std::string::npos);
+  test::ToolRun show = gw_messages("show " + data + " " + std::to_string(first));
+  CHECK_MESSAGE(show.status == 0, show.err);
+  CHECK(line_of(show.out, "pending:").find("never acknowledged") != std::string::npos);
+  CHECK(gw_messages("show " + data + " " + std::to_string(id_of(rows[1]))).out.find("pending:") == std::string::npos);
+  test::ToolRun stats = gw_messages("stats --json " + data);
+  REQUIRE_MESSAGE(stats.status == 0, stats.err);
+  auto counted = fhir::parse_json(stats.out);
+  REQUIRE(counted.ok());
+  CHECK(counted->find("pending")->as_int64() == 1);
+  CHECK(line_of(gw_messages("stats " + data).out, "pending:").find(" 1 ") != std::string::npos);
 }

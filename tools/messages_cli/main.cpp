@@ -78,6 +78,7 @@ fhir::Json row_json(const MessageRow& r) {
   o.set("source", fhir::Json::string(r.source));
   o.set("kind", fhir::Json::string(r.kind));
   o.set("status", fhir::Json::string(r.status));
+  o.set("pending", fhir::Json::boolean(r.pending));
   o.set("control_id", fhir::Json::string(r.control_id()));
   o.set("dedupe_key", fhir::Json::string(r.dedupe_key));
   o.set("error_location", fhir::Json::string(r.error_location));
@@ -115,7 +116,8 @@ int run_list(MessageReader& reader, const gw::messages_cli::ListQuery& q, bool j
   for (const MessageRow& r : *rows)
     std::printf("%*lld  %-19s  %-*s  %-*s  %-8s  %-*s  %s\n", static_cast<int>(w_id), static_cast<long long>(r.id),
                 utc_time(r.received_ms, false).c_str(), static_cast<int>(w_source), cell(r.source, 24).c_str(),
-                static_cast<int>(w_kind), cell(r.kind, 12).c_str(), r.status.c_str(), static_cast<int>(w_loc),
+                static_cast<int>(w_kind), cell(r.kind, 12).c_str(), r.pending ? "pending" : r.status.c_str(),
+                static_cast<int>(w_loc),
                 cell(r.error_location, 16).c_str(), cell(r.error, 72).c_str());
   std::printf("%zu message(s)", rows->size());
   if (!rows->empty() && rows->size() == q.limit)
@@ -143,6 +145,9 @@ int run_show(MessageReader& reader, std::int64_t id, bool raw) {
   std::printf("kind:           %s\n", r.kind.c_str());
   std::printf("control id:     %s\n", gw::hl7v2::read_msh(r.raw).field(10).c_str());
   std::printf("status:         %s\n", r.status.c_str());
+  if (r.pending)
+    std::printf("pending:        yes: its data is committed but it was never acknowledged; the sender's resend "
+                "completes it\n");
   std::printf("received:       %s\n", utc_time(r.received_ms, true).c_str());
   std::printf("updated:        %s\n", utc_time(r.updated_ms, true).c_str());
   if (r.status == "applied") {
@@ -398,6 +403,7 @@ int run_stats(MessageReader& reader, bool json) {
     fhir::Json by_status = fhir::Json::object();
     for (const char* st : kStatuses) by_status.set(st, fhir::Json::integer(count(s->by_status, st)));
     o.set("by_status", std::move(by_status));
+    o.set("pending", fhir::Json::integer(s->pending));
     fhir::Json by_source = fhir::Json::object();
     for (const auto& [source, m] : s->by_source) {
       fhir::Json x = fhir::Json::object();
@@ -415,6 +421,9 @@ int run_stats(MessageReader& reader, bool json) {
   std::printf("messages:        %lld\n", static_cast<long long>(s->total));
   for (const char* st : kStatuses)
     std::printf("  %-14s %lld\n", (std::string(st) + ":").c_str(), static_cast<long long>(count(s->by_status, st)));
+  if (s->pending)
+    std::printf("  %-14s %lld (applied, never acknowledged: completed by the sender's resend)\n", "pending:",
+                static_cast<long long>(s->pending));
   if (!s->by_source.empty()) {
     std::printf("by source:\n");
     for (const auto& [source, m] : s->by_source) {

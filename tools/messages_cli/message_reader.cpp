@@ -13,6 +13,7 @@ using fhir::Issue;
 constexpr const char* kColumns =
     "id, source, kind, dedupe_key, lower(hex(content_sha256)), received_ms, updated_ms, status, error, "
     "error_location, patient_id";
+constexpr int kReplyColumn = 12, kRawColumn = 13;  // after kColumns and the pending column
 
 MessageRow read_row(const sqlite::Statement& st) {
   MessageRow r;
@@ -27,10 +28,15 @@ MessageRow read_row(const sqlite::Statement& st) {
   r.error = st.column_text(8);
   r.error_location = st.column_text(9);
   r.patient_id = st.column_text(10);
+  r.pending = st.column_int64(11) != 0;
   return r;
 }
 
 }  // namespace
+
+std::string MessageReader::columns() const {
+  return std::string(kColumns) + (has_pending_ ? ", pending" : ", 0");
+}
 
 std::string MessageRow::control_id() const {
   const auto first = dedupe_key.find('|');
@@ -76,11 +82,16 @@ fhir::Result<MessageReader> MessageReader::open(const std::string& data_dir) {
     return Issue::make(ErrorCode::not_ready, path.string() +
                                                  " holds no message table: it is not a gateway store, or the gateway "
                                                  "has not started on it yet");
-  return MessageReader(std::move(*db));
+  auto pending = db->prepare("SELECT count(*) FROM pragma_table_info('message') WHERE name = 'pending'");
+  if (!pending) return std::move(pending).issue();
+  auto has = pending->step();
+  if (!has) return std::move(has).issue();
+  const bool has_pending = *has && pending->column_int64(0) == 1;
+  return MessageReader(std::move(*db), has_pending);
 }
 
 fhir::Result<std::vector<MessageRow>> MessageReader::list(const ListQuery& q) {
-  std::string sql = std::string("SELECT ") + kColumns + " FROM message WHERE id > ?1";
+  std::string sql = "SELECT " + columns() + " FROM message WHERE id > ?1";
   if (!q.source.empty()) sql += " AND source = ?2";
   if (!q.statuses.empty()) {
     sql += " AND status IN (";
@@ -107,15 +118,15 @@ fhir::Result<std::vector<MessageRow>> MessageReader::list(const ListQuery& q) {
 }
 
 fhir::Result<std::optional<MessageRow>> MessageReader::get(std::int64_t id) {
-  auto st = db_.prepare(std::string("SELECT ") + kColumns + ", reply, raw FROM message WHERE id = ?1");
+  auto st = db_.prepare("SELECT " + columns() + ", reply, raw FROM message WHERE id = ?1");
   if (!st) return std::move(st).issue();
   st->bind(1, id);
   auto row = st->step();
   if (!row) return std::move(row).issue();
   if (!*row) return std::optional<MessageRow>();
   MessageRow r = read_row(*st);
-  r.reply = st->column_blob(11);
-  r.raw = st->column_blob(12);
+  r.reply = st->column_blob(kReplyColumn);
+  r.raw = st->column_blob(kRawColumn);
   return std::optional<MessageRow>(std::move(r));
 }
 
@@ -131,6 +142,13 @@ fhir::Result<MessageStats> MessageReader::stats() {
     s.by_source[st->column_text(0)][st->column_text(1)] = n;
     s.by_status[st->column_text(1)] += n;
     s.total += n;
+  }
+  if (has_pending_) {
+    auto pending = db_.prepare("SELECT count(*) FROM message WHERE pending = 1");
+    if (!pending) return std::move(pending).issue();
+    auto row = pending->step();
+    if (!row) return std::move(row).issue();
+    if (*row) s.pending = pending->column_int64(0);
   }
   auto range = db_.prepare("SELECT min(received_ms), max(received_ms) FROM message");
   if (!range) return std::move(range).issue();

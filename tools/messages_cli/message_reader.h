@@ -28,6 +28,9 @@ struct MessageRow {
   std::string error;
   std::string error_location;
   std::string patient_id;
+  // An applied unit whose data is committed but which was never acknowledged (its audit record
+  // could not be confirmed): the sender's resend completes it. docs/hl7v2.md.
+  bool pending = false;
   std::string reply;  // the ACK(s) sent; filled by get() only
   std::string raw;    // the message bytes as received; filled by get() only
   // MSH-10 as recorded in the dedupe key (the part after the second '|').
@@ -46,6 +49,7 @@ struct MessageStats {
   std::map<std::string, std::int64_t> by_status;
   std::map<std::string, std::map<std::string, std::int64_t>> by_source;  // source -> status -> count
   std::optional<std::int64_t> oldest_received_ms, newest_received_ms;
+  std::int64_t pending = 0;  // applied messages still pending (MessageRow::pending)
 };
 
 class MessageReader {
@@ -62,8 +66,10 @@ class MessageReader {
   fhir::Result<MessageStats> stats();
 
  private:
-  explicit MessageReader(sqlite::Database db) : db_(std::move(db)) {}
+  MessageReader(sqlite::Database db, bool has_pending) : db_(std::move(db)), has_pending_(has_pending) {}
+  std::string columns() const;
   sqlite::Database db_;
+  bool has_pending_;  // a store.db from before migration 4 has no pending column
 };
 
 // Statuses a user may name: the four stored ones and "failed" (error and rejected).
