@@ -16,6 +16,7 @@
 #include "adapters/plugin/plugin_adapter.h"
 #include "gateway/http/clinical_routes.h"
 #include "gateway/http/locator_routes.h"
+#include "gateway/http/objection_routes.h"
 #include "gateway/http/relationship_routes.h"
 #include "gateway/http/smart_routes.h"
 #include "gateway/http/system_routes.h"
@@ -292,6 +293,8 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock
     http::add_audit_routes(router_, http::AuditRouteDeps{*async_audit_, cfg_.public_base_url, cfg_.public_base_url,
                                                          static_cast<std::size_t>(cfg_.audit.max_page),
                                                          static_cast<std::size_t>(cfg_.audit.export_max)});
+    http::add_objection_routes(router_,
+                               http::LocatorRouteDeps{*async_locator_, *policy_, break_glass_, cfg_.public_base_url});
   }
   if (info.extra_routes) info.extra_routes(router_, search_params_);
   http::add_metadata_route(router_, deps);  // last: generated from the final route table

@@ -10,6 +10,28 @@
 #include "gateway/audit/merkle.h"
 
 namespace gw::http {
+
+// "9000000009" or "https://fhir.nhs.uk/Id/nhs-number|9000000009".
+fhir::Result<std::string> nhs_number_param(std::string_view v, const char* name) {
+  constexpr std::string_view prefix = "https://fhir.nhs.uk/Id/nhs-number|";
+  if (v.substr(0, prefix.size()) == prefix) v.remove_prefix(prefix.size());
+  auto ok = fhir::validate_nhs_number(v);
+  if (!ok) {
+    fhir::Issue i = ok.issue();
+    i.expression = name;
+    return i;
+  }
+  return std::string(v);
+}
+
+// Free text without leading and trailing white space: "   " is no note at all.
+std::string trimmed(std::string_view s) {
+  constexpr std::string_view kSpace = " \t\r\n\f\v";
+  const std::size_t b = s.find_first_not_of(kSpace);
+  if (b == std::string_view::npos) return {};
+  return std::string(s.substr(b, s.find_last_not_of(kSpace) - b + 1));
+}
+
 namespace {
 
 using boost::asio::awaitable;
@@ -25,19 +47,6 @@ std::optional<std::uint64_t> parse_u64(std::string_view v) {
   auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
   if (ec != std::errc() || p != v.data() + v.size()) return std::nullopt;
   return n;
-}
-
-// "9000000009" or "https://fhir.nhs.uk/Id/nhs-number|9000000009".
-fhir::Result<std::string> nhs_number_param(std::string_view v, const char* name) {
-  constexpr std::string_view prefix = "https://fhir.nhs.uk/Id/nhs-number|";
-  if (v.substr(0, prefix.size()) == prefix) v.remove_prefix(prefix.size());
-  auto ok = fhir::validate_nhs_number(v);
-  if (!ok) {
-    Issue i = ok.issue();
-    i.expression = name;
-    return i;
-  }
-  return std::string(v);
 }
 
 // The first `max` bytes of received text for an error message, cut on a character boundary
@@ -103,14 +112,6 @@ fhir::Status apply_date(std::string_view v, audit::Query& q) {
   return fhir::Ok{};
 }
 
-// Free text without leading and trailing white space: "   " is no note at all.
-std::string trimmed(std::string_view s) {
-  constexpr std::string_view kSpace = " \t\r\n\f\v";
-  const std::size_t b = s.find_first_not_of(kSpace);
-  if (b == std::string_view::npos) return {};
-  return std::string(s.substr(b, s.find_last_not_of(kSpace) - b + 1));
-}
-
 std::string html_escape(std::string_view s) {
   std::string out;
   out.reserve(s.size());
@@ -141,6 +142,15 @@ std::string what_text(const audit::Record& r) {
   if (route == "/audit/flagged-patients/{nhs}")
     return r.method == "DELETE" ? "ended the extra monitoring of who looks at your record (information governance)"
                                 : "flagged your record for extra monitoring of who looks at it (information governance)";
+  if (route == "/audit/objections/{nhs}" || r.action == "objection-recorded" || r.action == "objection-withdrawn") {
+    if (r.status >= 400) return "tried to change your objection to sharing your record, but nothing was changed";
+    if (r.method == "DELETE" || r.action == "objection-withdrawn")
+      return "withdrew your objection to sharing your record (information governance)";
+    if (r.method == "PUT" || r.action == "objection-recorded")
+      return "recorded your objection to sharing your record: it is hidden from everyone, except in an emergency "
+             "(information governance)";
+    return "checked whether you have objected to sharing your record (information governance)";
+  }
   if (route == "/audit/flagged-patients")
     return "looked at the list of records whose access is monitored (information governance)";
   if (ig_route(r)) return "reviewed who has accessed your record (information governance)";
@@ -187,6 +197,8 @@ std::string why_text(const audit::Record& r) {
   if (b == "care-team") return "they are part of your care team";
   if (b == "encounter") return "you were recently seen by their organisation";
   if (b == "emergency-purpose") return "emergency care (for example an ambulance crew attending you)";
+  if (r.route == "/audit/objections/{nhs}" || r.action == "objection-recorded" || r.action == "objection-withdrawn")
+    return "your request about sharing your record";
   if (r.route.rfind("/audit/flagged-patients", 0) == 0)
     return "information governance: some records (for example of staff) are watched more closely";
   if (ig_route(r)) return "information governance review";

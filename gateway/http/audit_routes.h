@@ -13,6 +13,8 @@
 //   PUT  /audit/flagged-patients/{nhs}    flag a VIP or staff record for the alert rule
 //   GET  /audit/flagged-patients          the records flagged that way (_count, _cursor)
 //   DELETE /audit/flagged-patients/{nhs}  remove such a flag
+// (A patient's objection to sharing, /audit/objections/{nhs}, is in objection_routes.h: it
+// changes the record locator.)
 #pragma once
 
 #include <string>
@@ -24,6 +26,13 @@
 namespace gw::http {
 
 using AsyncAudit = sqlite::BlockingPool<audit::Log>;
+
+// Shared by the IG routes (here and objection_routes.h):
+// an NHS number given as "9000000009" or "https://fhir.nhs.uk/Id/nhs-number|9000000009",
+// checked (Modulus 11); the expression is `name`.
+fhir::Result<std::string> nhs_number_param(std::string_view v, const char* name);
+// Free text without leading and trailing white space: "   " is no note at all.
+std::string trimmed(std::string_view s);
 
 struct AuditRouteDeps {
   AsyncAudit& audit;

@@ -243,7 +243,7 @@ TEST_CASE("Audit: the access report says in plain words what each access was and
   gp.sub = "dr-smith";
   const std::string id = "https://fhir.nhs.uk/Id/nhs-number%7C" + a.nhs_number;
   for (const char* type : {"Encounter", "Observation", "DiagnosticReport"})
-    REQUIRE(get(s, "/" + std::string(type) + "?patient:identifier=" + id, bearer(gp)).status == 200);
+    REQUIRE(get(s, std::string("/").append(type).append("?patient:identifier=").append(id), bearer(gp)).status == 200);
   const std::string ig = bearer(ig_officer());
   REQUIRE(request(s, "PUT", "/audit/flagged-patients/" + a.nhs_number, ig, R"({"reason":"staff member"})").status == 200);
   REQUIRE(request(s, "DELETE", "/audit/flagged-patients/" + a.nhs_number, ig).status == 200);
@@ -439,4 +439,91 @@ TEST_CASE("Audit: the printable access report may run no script, load nothing an
     CHECK(html.body.find("<script>") == std::string::npos);
     CHECK(html.body.find("&lt;script&gt;") != std::string::npos);
   }
+}
+
+TEST_CASE("Audit: an IG officer records and withdraws a patient's objection on a running gateway, audited") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 44, "Objector", "A81001");
+  const std::string ig = bearer(ig_officer());
+  TokenClaims gp;
+  gp.sub = "dr-smith";
+  const std::string path = "/audit/objections/" + a.nhs_number;
+  REQUIRE(get(s, "/Patient/" + a.id, bearer(gp)).status == 200);
+
+  HttpResponse none = get(s, path, ig);
+  REQUIRE_MESSAGE(none.status == 200, none.body);
+  CHECK(json_of(none).find("objection")->as_bool() == false);
+  CHECK(json_of(none).string_at("patient") == "Patient/" + a.id);
+  CHECK(contains(record_for(s, none).detail.patients, a.nhs_number));
+
+  // Recorded: in locator.db when the answer comes, and the registered practice sees nothing.
+  HttpResponse put = request(s, "PUT", path, ig, R"({"note":"request ref 42"})");
+  REQUIRE_MESSAGE(put.status == 200, put.body);
+  CHECK(json_of(put).find("objection")->as_bool() == true);
+  CHECK(json_of(put).find("changed")->as_bool() == true);
+  auto stored = s.locator().read_patient(a.id);
+  REQUIRE(stored.ok());
+  REQUIRE(stored->has_value());
+  CHECK((*stored)->objection);
+  CHECK(get(s, "/Patient/" + a.id, bearer(gp)).status == 404);
+  audit::Record rec = record_for(s, put);
+  CHECK(rec.method == "PUT");
+  CHECK(rec.user == "ig-jones");
+  CHECK(contains(rec.detail.patients, a.nhs_number));
+  CHECK(rec.detail.note == "objection to sharing recorded: request ref 42");
+  // A second time: still recorded, and the answer and record say it already was.
+  HttpResponse again = request(s, "PUT", path, ig, R"({"note":"duplicate letter"})");
+  REQUIRE_MESSAGE(again.status == 200, again.body);
+  CHECK(json_of(again).find("changed")->as_bool() == false);
+  CHECK(record_for(s, again).detail.note == "objection to sharing recorded (it already was): duplicate letter");
+
+  // Bad requests change nothing and say why.
+  struct Bad {
+    std::string body;
+    std::string expression;
+  };
+  std::string long_note = R"({"note":")";
+  long_note.append(501, 'x').append("\"}");
+  const std::vector<Bad> bad = {{"{}", "note"},
+                                {R"({"note":"   "})", "note"},
+                                {R"({"note":"line one\nline two"})", "note"},
+                                {long_note, "note"},
+                                {R"({"note":"ref 43","reason":"x"})", "reason"},
+                                {R"(["note"])", ""}};
+  for (const auto& b : bad) {
+    CAPTURE(b.body);
+    HttpResponse r = request(s, "PUT", path, ig, b.body);
+    CHECK(r.status == 400);
+    const fhir::Json issue = json_of(r).find("issue")->items().at(0);
+    if (!b.expression.empty()) CHECK(issue.find("expression")->items().at(0).text() == b.expression);
+  }
+  CHECK(request(s, "PUT", "/audit/objections/1234567890", ig, R"({"note":"ref"})").status == 400);  // not Modulus 11
+  HttpResponse unknown = request(s, "PUT", "/audit/objections/" + test::nhs(45), ig, R"({"note":"ref"})");
+  CHECK(unknown.status == 404);
+  CHECK(record_for(s, unknown).detail.note.rfind("objection to sharing not recorded: no patient with NHS number", 0) == 0);
+  // Only roles with audit access: a clinician may not withdraw it.
+  CHECK(request(s, "DELETE", path, bearer(gp)).status == 403);
+  // Nor a token whose scopes do not reach AuditEvent.
+  CHECK(request(s, "DELETE", path, bearer(ig_officer("user/Patient.rs"))).status == 403);
+  stored = s.locator().read_patient(a.id);
+  REQUIRE(stored.ok());
+  CHECK((*stored)->objection);
+
+  // Withdrawn: the practice sees the record again.
+  HttpResponse del = request(s, "DELETE", path, ig);
+  REQUIRE_MESSAGE(del.status == 200, del.body);
+  CHECK(json_of(del).find("objection")->as_bool() == false);
+  CHECK(get(s, "/Patient/" + a.id, bearer(gp)).status == 200);
+  CHECK(record_for(s, del).detail.note == "objection to sharing withdrawn");
+
+  // The patient's access report says, in plain words, what information governance did.
+  fhir::Json report = json_of(get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number, ig));
+  std::vector<std::string> what;
+  for (const auto& e : report.find("accesses")->items()) what.emplace_back(e.string_at("what"));
+  CHECK(std::count_if(what.begin(), what.end(), [](const std::string& w) {
+          return w.rfind("recorded your objection to sharing your record", 0) == 0;
+        }) == 2);
+  CHECK(std::count(what.begin(), what.end(), "withdrew your objection to sharing your record (information governance)") == 1);
+  CHECK(std::count(what.begin(), what.end(),
+                   "checked whether you have objected to sharing your record (information governance)") == 1);
 }

@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "gateway/http/objection_routes.h"
+
+#include <memory>
+
+#include "fhir/nhs_number.h"
+#include "gateway/http/audit_routes.h"
+
+namespace gw::http {
+namespace {
+
+using boost::asio::awaitable;
+using fhir::ErrorCode;
+using fhir::Issue;
+using fhir::Json;
+
+constexpr std::size_t kMaxNoteBytes = 500;
+
+// The patient an objection concerns, and whether one is recorded now.
+struct Standing {
+  std::string patient_id;
+  bool objection = false;
+};
+
+class ObjectionApi {
+ public:
+  explicit ObjectionApi(LocatorRouteDeps deps) : deps_(std::move(deps)) {}
+
+  // GET /audit/objections/{nhs}
+  awaitable<Response> read(Request& req) {
+    auto nhs = nhs_number_param(req.path_params.at(0), "nhsNumber");
+    if (!nhs) co_return error_response(nhs.issue());
+    req.audit.patients.push_back(*nhs);
+    const std::string n = *nhs;
+    // Named, as every lambda given to a co_await in this project is: with a temporary one, the
+    // g++ 12 build crashed freeing the coroutine's frame.
+    auto look = [n](locator::Locator& l) { return standing(l, n); };
+    auto now = co_await deps_.locator.call(look);
+    if (!now) co_return error_response(now.issue());
+    req.audit.returned.push_back("Patient/" + now->patient_id);
+    req.audit.note = now->objection ? "objection to sharing: recorded" : "objection to sharing: none recorded";
+    co_return answer(n, *now, std::nullopt);
+  }
+
+  // PUT /audit/objections/{nhs} (record) and DELETE (withdraw).
+  awaitable<Response> change(Request& req, bool object) {
+    auto nhs = nhs_number_param(req.path_params.at(0), "nhsNumber");
+    if (!nhs) co_return error_response(nhs.issue());
+    std::string note;
+    if (object) {
+      const Json& body = *req.json_body;
+      if (!body.is_object())
+        co_return error_response(Issue::make(ErrorCode::invalid_value, "the body must be a JSON object: {\"note\": \"...\"}"));
+      for (const auto& [key, value] : body.members())
+        if (key != "note")
+          co_return error_response(Issue::make(ErrorCode::invalid_value, "unknown field \"" + std::string(key).substr(0, 64) +
+                                                                             "\"; the body takes only \"note\"",
+                                               std::string(key).substr(0, 64)));
+      note = trimmed(body.string_at("note"));
+      if (note.empty() || note.size() > kMaxNoteBytes || has_control(note))
+        co_return error_response(Issue::make(ErrorCode::invalid_value,
+                                             "note is required: one line of 1-500 bytes naming the patient's request "
+                                             "(e.g. \"request ref 42\")",
+                                             "note"));
+    }
+    req.audit.patients.push_back(*nhs);
+    const std::string n = *nhs;
+    // The lookup and the change run together on the locator's writer, so no other change of
+    // this patient's objection comes between them and `changed` is exact.
+    auto op = [n, object](locator::Locator& l) -> fhir::Result<std::pair<Standing, bool>> {
+      auto before = standing(l, n);
+      if (!before) return std::move(before).issue();
+      if (auto st = l.set_objection(before->patient_id, object); !st) return std::move(st).issue();
+      const bool changed = before->objection != object;
+      before->objection = object;
+      return std::make_pair(std::move(*before), changed);
+    };
+    auto done = co_await deps_.locator.call_write(op);
+    const std::string what = object ? "objection to sharing recorded" : "objection to sharing withdrawn";
+    if (!done) {
+      req.audit.note = (object ? "objection to sharing not recorded: " : "objection to sharing not withdrawn: ") +
+                       done.issue().diagnostics.substr(0, 200) + (note.empty() ? "" : "; note: " + note);
+      co_return error_response(done.issue());
+    }
+    req.audit.returned.push_back("Patient/" + done->first.patient_id);
+    req.audit.note = what + (done->second ? "" : " (it already was)") + (note.empty() ? "" : ": " + note);
+    co_return answer(n, done->first, done->second);
+  }
+
+ private:
+  static fhir::Result<Standing> standing(locator::Locator& l, const std::string& nhs) {
+    auto id = l.lookup_identifier(fhir::kNhsNumberSystem, nhs);
+    if (!id) return std::move(id).issue();
+    if (!*id) return Issue::make(ErrorCode::not_found, "no patient with NHS number " + nhs + " is in the index", "nhsNumber");
+    auto p = l.read_patient(**id);
+    if (!p) return std::move(p).issue();
+    if (!*p) return Issue::make(ErrorCode::not_found, "no patient with NHS number " + nhs + " is in the index", "nhsNumber");
+    return Standing{(*p)->id, (*p)->objection};
+  }
+
+  static bool has_control(std::string_view s) {
+    for (unsigned char c : s)
+      if (c < 0x20 || c == 0x7f) return true;
+    return false;
+  }
+
+  static Response answer(const std::string& nhs, const Standing& s, std::optional<bool> changed) {
+    Json out = Json::object();
+    out.set("nhsNumber", Json::string(nhs));
+    out.set("patient", Json::string("Patient/" + s.patient_id));
+    out.set("objection", Json::boolean(s.objection));
+    if (changed) out.set("changed", Json::boolean(*changed));
+    out.set("effect", Json::string(s.objection ? "the shared record is hidden from every user; only a break-glass "
+                                                 "grant opens it"
+                                               : "the shared record is visible to users with a legitimate relationship"));
+    return text_response(200, "application/json", fhir::to_json(out));
+  }
+
+  LocatorRouteDeps deps_;
+};
+
+}  // namespace
+
+void add_objection_routes(Router& router, LocatorRouteDeps deps) {
+  auto api = std::make_shared<ObjectionApi>(std::move(deps));
+  // As the other /audit routes: the role's audit access, and the token's AuditEvent scopes
+  // (read, and search for a change: the pipeline asks both of every non-GET).
+  auto opts = [](auth::Interaction check, bool body) {
+    RouteOptions o;
+    o.access = Access::audit;
+    o.auth_interaction = check;
+    o.fhir = false;
+    o.json_body = body;
+    return o;
+  };
+  router.add("GET", "/audit/objections/{nhs}", [api](Request& r) { return api->read(r); },
+             opts(auth::Interaction::read, false));
+  router.add("PUT", "/audit/objections/{nhs}", [api](Request& r) { return api->change(r, true); },
+             opts(auth::Interaction::search, true));
+  router.add("DELETE", "/audit/objections/{nhs}", [api](Request& r) { return api->change(r, false); },
+             opts(auth::Interaction::search, false));
+}
+
+}  // namespace gw::http
