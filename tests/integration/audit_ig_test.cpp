@@ -25,7 +25,6 @@ using gw::test::TokenClaims;
 
 namespace {
 
-
 HttpResponse get(TestServer& s, const std::string& target, const std::string& headers) {
   return request(s, "GET", target, headers);
 }
@@ -39,17 +38,6 @@ TokenClaims ig_officer(const std::string& scope = "user/AuditEvent.rs") {
   c.org = "X26";
   c.scope = scope;
   return c;
-}
-
-audit::Record record_for(TestServer& s, const HttpResponse& r) {
-  audit::Query q;
-  q.count = 100000;
-  auto page = s.app().audit_log()->search(q);
-  REQUIRE_MESSAGE(page.ok(), page.issue().diagnostics);
-  for (const auto& rec : page->records)
-    if (rec.request_id == r.header("x-request-id")) return rec;
-  FAIL("no audit record for " << r.header("x-request-id"));
-  return {};
 }
 
 bool contains(const std::vector<std::string>& v, const std::string& x) {
@@ -82,7 +70,7 @@ TEST_CASE("Audit: an IG officer's own record names the AuditEvents each query re
   for (const auto& e : search_bundle.find("entry")->items())
     shown.push_back("AuditEvent/" + std::string(e.find("resource")->string_at("id")));
   REQUIRE(shown.size() == 3);
-  audit::Record r = record_for(s, search);
+  audit::Record r = test::audit_record_of(s, search);
   CHECK(r.detail.returned == shown);
   CHECK(r.detail.note.find("returned 3 AuditEvents (sequence numbers") != std::string::npos);
   // ... and the AuditEvent rendering carries them as entities.
@@ -93,13 +81,13 @@ TEST_CASE("Audit: an IG officer's own record names the AuditEvents each query re
   HttpResponse read = get(s, "/" + shown.back(), ig);
   REQUIRE(read.status == 200);
   sent.push_back(read);
-  CHECK(record_for(s, read).detail.returned == std::vector<std::string>{shown.back()});
+  CHECK(test::audit_record_of(s, read).detail.returned == std::vector<std::string>{shown.back()});
 
   // Access report: the patient, and each access it listed.
   HttpResponse report = get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number, ig);
   REQUIRE(report.status == 200);
   sent.push_back(report);
-  r = record_for(s, report);
+  r = test::audit_record_of(s, report);
   CHECK(contains(r.detail.patients, a.nhs_number));
   const fhir::Json report_json = json_of(report);
   const auto& accesses = report_json.find("accesses")->items();
@@ -112,7 +100,7 @@ TEST_CASE("Audit: an IG officer's own record names the AuditEvents each query re
   HttpResponse alerts = get(s, "/audit/alerts?status=all", ig);
   REQUIRE(alerts.status == 200);
   sent.push_back(alerts);
-  r = record_for(s, alerts);
+  r = test::audit_record_of(s, alerts);
   const fhir::Json alerts_json = json_of(alerts);
   const auto& items = alerts_json.find("alerts")->items();
   REQUIRE(!items.empty());
@@ -138,7 +126,7 @@ TEST_CASE("Audit: an IG officer's own record names the AuditEvents each query re
   sent.push_back(exp);
   const auto lines = static_cast<std::size_t>(std::count(exp.body.begin(), exp.body.end(), '\n'));
   REQUIRE(lines > 120);
-  r = record_for(s, exp);
+  r = test::audit_record_of(s, exp);
   CHECK(r.detail.returned.size() == 100);
   CHECK(r.detail.returned.front() == "AuditEvent/0");
   CHECK(r.detail.note.find("returned " + std::to_string(lines) + " AuditEvents") != std::string::npos);
@@ -175,7 +163,7 @@ TEST_CASE("Audit: flagged records are listed and unflagged by IG officers, audit
   }
   CHECK(reasons == std::map<std::string, std::string>{{a.nhs_number, "VIP"}, {b.nhs_number, "staff member"}});
   CHECK(all.find("next") == nullptr);
-  CHECK(contains(record_for(s, list).detail.patients, a.nhs_number));
+  CHECK(contains(test::audit_record_of(s, list).detail.patients, a.nhs_number));
   std::set<std::string> paged;
   std::string next = "/audit/flagged-patients?_count=1";
   for (int page = 0; page < 5 && !next.empty(); ++page) {
@@ -195,7 +183,7 @@ TEST_CASE("Audit: flagged records are listed and unflagged by IG officers, audit
   REQUIRE(stored.ok());
   REQUIRE(stored->items.size() == 1);
   CHECK(stored->items[0].nhs_number == b.nhs_number);
-  audit::Record r = record_for(s, del);
+  audit::Record r = test::audit_record_of(s, del);
   CHECK(r.method == "DELETE");
   CHECK(contains(r.detail.patients, a.nhs_number));
   CHECK(r.detail.note.find("unflagged") != std::string::npos);
@@ -395,7 +383,7 @@ TEST_CASE("Audit: one damaged record does not blind the IG view: the rest is ser
   CHECK(matches == 2);
   CHECK(outcomes == 1);
   // The IG officer's own record says what the query could not show.
-  CHECK(record_for(s, search).detail.note.find(named) != std::string::npos);
+  CHECK(test::audit_record_of(s, search).detail.note.find(named) != std::string::npos);
 
   HttpResponse report = get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number, ig);
   REQUIRE_MESSAGE(report.status == 200, report.body);
@@ -454,7 +442,7 @@ TEST_CASE("Audit: an IG officer records and withdraws a patient's objection on a
   REQUIRE_MESSAGE(none.status == 200, none.body);
   CHECK(json_of(none).find("objection")->as_bool() == false);
   CHECK(json_of(none).string_at("patient") == "Patient/" + a.id);
-  CHECK(contains(record_for(s, none).detail.patients, a.nhs_number));
+  CHECK(contains(test::audit_record_of(s, none).detail.patients, a.nhs_number));
 
   // Recorded: in locator.db when the answer comes, and the registered practice sees nothing.
   HttpResponse put = request(s, "PUT", path, ig, R"({"note":"request ref 42"})");
@@ -466,7 +454,7 @@ TEST_CASE("Audit: an IG officer records and withdraws a patient's objection on a
   REQUIRE(stored->has_value());
   CHECK((*stored)->objection);
   CHECK(get(s, "/Patient/" + a.id, bearer(gp)).status == 404);
-  audit::Record rec = record_for(s, put);
+  audit::Record rec = test::audit_record_of(s, put);
   CHECK(rec.method == "PUT");
   CHECK(rec.user == "ig-jones");
   CHECK(contains(rec.detail.patients, a.nhs_number));
@@ -475,7 +463,7 @@ TEST_CASE("Audit: an IG officer records and withdraws a patient's objection on a
   HttpResponse again = request(s, "PUT", path, ig, R"({"note":"duplicate letter"})");
   REQUIRE_MESSAGE(again.status == 200, again.body);
   CHECK(json_of(again).find("changed")->as_bool() == false);
-  CHECK(record_for(s, again).detail.note == "objection to sharing recorded (it already was): duplicate letter");
+  CHECK(test::audit_record_of(s, again).detail.note == "objection to sharing recorded (it already was): duplicate letter");
 
   // Bad requests change nothing and say why.
   struct Bad {
@@ -500,7 +488,7 @@ TEST_CASE("Audit: an IG officer records and withdraws a patient's objection on a
   CHECK(request(s, "PUT", "/audit/objections/1234567890", ig, R"({"note":"ref"})").status == 400);  // not Modulus 11
   HttpResponse unknown = request(s, "PUT", "/audit/objections/" + test::nhs(45), ig, R"({"note":"ref"})");
   CHECK(unknown.status == 404);
-  CHECK(record_for(s, unknown).detail.note.rfind("objection to sharing not recorded: no patient with NHS number", 0) == 0);
+  CHECK(test::audit_record_of(s, unknown).detail.note.rfind("objection to sharing not recorded: no patient with NHS number", 0) == 0);
   // Only roles with audit access: a clinician may not withdraw it.
   CHECK(request(s, "DELETE", path, bearer(gp)).status == 403);
   // Nor a token whose scopes do not reach AuditEvent.
@@ -514,7 +502,7 @@ TEST_CASE("Audit: an IG officer records and withdraws a patient's objection on a
   REQUIRE_MESSAGE(del.status == 200, del.body);
   CHECK(json_of(del).find("objection")->as_bool() == false);
   CHECK(get(s, "/Patient/" + a.id, bearer(gp)).status == 200);
-  CHECK(record_for(s, del).detail.note == "objection to sharing withdrawn");
+  CHECK(test::audit_record_of(s, del).detail.note == "objection to sharing withdrawn");
 
   // The patient's access report says, in plain words, what information governance did.
   fhir::Json report = json_of(get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number, ig));

@@ -20,19 +20,6 @@ using gw::test::TokenClaims;
 
 namespace {
 
-// The one audit record for the response's X-Request-ID (the test stops if there is not one).
-audit::Record record_for(TestServer& s, const HttpResponse& r) {
-  audit::Query q;
-  q.count = 100000;
-  auto page = s.app().audit_log()->search(q);
-  REQUIRE_MESSAGE(page.ok(), page.issue().diagnostics);
-  std::vector<audit::Record> found;
-  for (const auto& rec : page->records)
-    if (rec.request_id == r.header("x-request-id")) found.push_back(rec);
-  REQUIRE_MESSAGE(found.size() == 1, "records for " << r.header("x-request-id") << ": " << found.size());
-  return found.front();
-}
-
 HttpResponse one(TestServer& s, const std::string& bytes, const test::ClientOptions& opts) {
   auto ex = test::exchange(s.port(), bytes, 1, opts);
   REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
@@ -58,7 +45,7 @@ TEST_CASE("Audit: requests the HTTP layer refuses (400, 408, 413, 431, plain HTT
                                 padding + "\r\n", s.client());
   CHECK(big.status == 431);
   sent.push_back(big);
-  audit::Record r = record_for(s, big);
+  audit::Record r = test::audit_record_of(s, big);
   CHECK(r.status == 431);
   CHECK(r.method == "GET");
   CHECK(r.target.rfind("/Patient?family=Oversized&access_token=", 0) == 0);
@@ -74,7 +61,7 @@ TEST_CASE("Audit: requests the HTTP layer refuses (400, 408, 413, 431, plain HTT
   HttpResponse long_line = one(s, "GET /Patient?family=" + std::string(6000, 'b') + "&x=1 HTTP/1.1\r\n\r\n", s.client());
   CHECK(long_line.status == 414);
   sent.push_back(long_line);
-  r = record_for(s, long_line);
+  r = test::audit_record_of(s, long_line);
   CHECK(r.target == "/Patient?family=");
 
   // 413: the header was parsed, so the client's X-Request-ID and the method are kept.
@@ -83,7 +70,7 @@ TEST_CASE("Audit: requests the HTTP layer refuses (400, 408, 413, 431, plain HTT
   CHECK(too_big.status == 413);
   CHECK(too_big.header("x-request-id") == "big-body-1");
   sent.push_back(too_big);
-  r = record_for(s, too_big);
+  r = test::audit_record_of(s, too_big);
   CHECK(r.method == "POST");
   CHECK(r.target == "/$validate");
 
@@ -91,11 +78,11 @@ TEST_CASE("Audit: requests the HTTP layer refuses (400, 408, 413, 431, plain HTT
   HttpResponse malformed = one(s, "GET /Patient HTTP/1.1\r\nHost: localhost\r\nBad Header Line\r\n\r\n", s.client());
   CHECK(malformed.status == 400);
   sent.push_back(malformed);
-  CHECK(record_for(s, malformed).outcome_text.find("Malformed HTTP request") != std::string::npos);
+  CHECK(test::audit_record_of(s, malformed).outcome_text.find("Malformed HTTP request") != std::string::npos);
   HttpResponse garbage = one(s, std::string("\x01\x02 nonsense\x7f \r\n\r\n"), s.client());
   CHECK(garbage.status == 400);
   sent.push_back(garbage);
-  r = record_for(s, garbage);
+  r = test::audit_record_of(s, garbage);
   CHECK(r.method == "-");
   CHECK(r.target == "nonsense?");
 
@@ -103,14 +90,14 @@ TEST_CASE("Audit: requests the HTTP layer refuses (400, 408, 413, 431, plain HTT
   HttpResponse not_path = one(s, "GET patient HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", s.client());
   CHECK(not_path.status == 400);
   sent.push_back(not_path);
-  CHECK(record_for(s, not_path).target == "patient");
+  CHECK(test::audit_record_of(s, not_path).target == "patient");
 
   // 408: the body never came.
   HttpResponse slow = one(s, "POST /$validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/fhir+json\r\n"
                              "Content-Length: 500\r\n\r\n{\"resourceType\":", s.client());
   CHECK(slow.status == 408);
   sent.push_back(slow);
-  CHECK(record_for(s, slow).method == "POST");
+  CHECK(test::audit_record_of(s, slow).method == "POST");
 
   // Plain HTTP on the TLS port.
   test::ClientOptions plain = s.client();
@@ -118,7 +105,7 @@ TEST_CASE("Audit: requests the HTTP layer refuses (400, 408, 413, 431, plain HTT
   HttpResponse cleartext = one(s, "GET /Patient HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", plain);
   CHECK(cleartext.status == 400);
   sent.push_back(cleartext);
-  CHECK(record_for(s, cleartext).target == "/Patient");
+  CHECK(test::audit_record_of(s, cleartext).target == "/Patient");
 
   CHECK(test::check_one_audit_record_each(s, sent) == sent.size());
   // A refused request's method is client input: metrics keep it out of their labels.
@@ -139,7 +126,7 @@ TEST_CASE("Audit: a valid token to a URL no route serves is audited under its us
   CHECK(sent[0].status == 404);
   CHECK(sent[1].status == 404);
   for (const auto& resp : sent) {
-    audit::Record r = record_for(s, resp);
+    audit::Record r = test::audit_record_of(s, resp);
     CHECK(r.agent_kind == "user");
     CHECK(r.user == "dr-probe");
     CHECK(r.role == "clinician");
@@ -153,12 +140,12 @@ TEST_CASE("Audit: a valid token to a URL no route serves is audited under its us
       one(s, "DELETE /AuditEvent HTTP/1.1\r\nHost: localhost\r\n" + auth + "Connection: close\r\n\r\n", s.client());
   CHECK(wrong_method.status == 405);
   sent.push_back(wrong_method);
-  CHECK(record_for(s, wrong_method).user == "dr-probe");
+  CHECK(test::audit_record_of(s, wrong_method).user == "dr-probe");
   // An invalid token proves nothing about who sent it.
   HttpResponse bad = test::get(s.port(), "/NoSuchType/1", s.client(), "Authorization: Bearer not.a.token\r\n");
   CHECK(bad.status == 404);
   sent.push_back(bad);
-  audit::Record anon = record_for(s, bad);
+  audit::Record anon = test::audit_record_of(s, bad);
   CHECK(anon.agent_kind == "anonymous");
   CHECK(anon.user.empty());
   CHECK(test::check_one_audit_record_each(s, sent) == sent.size());
@@ -175,7 +162,7 @@ TEST_CASE("Audit: a rate-limited request (429) names the user whose token valida
   REQUIRE(test::get(s.port(), "/Patient?family=X", s.client(), auth).status == 200);
   HttpResponse limited = test::get(s.port(), "/Patient?family=X", s.client(), auth);
   REQUIRE(limited.status == 429);
-  audit::Record r = record_for(s, limited);
+  audit::Record r = test::audit_record_of(s, limited);
   CHECK(r.status == 429);
   CHECK(r.user == "dr-hasty");
   CHECK(r.agent_kind == "user");
@@ -191,7 +178,7 @@ TEST_CASE("Audit: a HEAD request is recorded as HEAD, with the action of the GET
                                  "Connection: close\r\n\r\n", opts);
   CHECK(head.status == 200);
   CHECK(head.body.empty());
-  audit::Record r = record_for(s, head);
+  audit::Record r = test::audit_record_of(s, head);
   CHECK(r.method == "HEAD");
   CHECK(r.action == "read");
   CHECK(r.detail.returned == std::vector<std::string>{"Patient/" + a.id});
@@ -200,7 +187,7 @@ TEST_CASE("Audit: a HEAD request is recorded as HEAD, with the action of the GET
   HttpResponse search = one(s, "HEAD /Patient?family=Headcount HTTP/1.1\r\nHost: localhost\r\n" + auth +
                                    "Connection: close\r\n\r\n", opts);
   CHECK(search.status == 200);
-  audit::Record sr = record_for(s, search);
+  audit::Record sr = test::audit_record_of(s, search);
   CHECK(sr.method == "HEAD");
   CHECK(sr.action == "search-type");
 }
@@ -218,7 +205,7 @@ TEST_CASE("Audit: a refusal after the whole header set was parsed names the toke
   const std::string auth = test::test_tokens().header(gp);
   std::vector<HttpResponse> sent;
   auto named = [&](const HttpResponse& resp) {
-    audit::Record r = record_for(s, resp);
+    audit::Record r = test::audit_record_of(s, resp);
     CHECK(r.agent_kind == "user");
     CHECK(r.user == "dr-refused");
     CHECK(r.organisation == "A81001");
@@ -255,12 +242,12 @@ TEST_CASE("Audit: a refusal after the whole header set was parsed names the toke
                                 std::string(4000, 'a') + "\r\n\r\n", s.client());
   CHECK(big.status == 431);
   sent.push_back(big);
-  CHECK(record_for(s, big).agent_kind == "anonymous");
+  CHECK(test::audit_record_of(s, big).agent_kind == "anonymous");
   HttpResponse malformed =
       one(s, "GET /Patient HTTP/1.1\r\nHost: localhost\r\n" + auth + "Bad Header Line\r\n\r\n", s.client());
   CHECK(malformed.status == 400);
   sent.push_back(malformed);
-  audit::Record anon = record_for(s, malformed);
+  audit::Record anon = test::audit_record_of(s, malformed);
   CHECK(anon.agent_kind == "anonymous");
   CHECK(anon.user.empty());
 
@@ -290,7 +277,7 @@ TEST_CASE("Audit: a request target that is not ASCII is refused (400) and audite
   HttpResponse across = send_target(cut_across, "");
   CHECK(across.status == 400);
   CHECK(test::issue_code(across) == "invalid");
-  audit::Record r = record_for(s, across);
+  audit::Record r = test::audit_record_of(s, across);
   CHECK(r.agent_kind == "anonymous");
   CHECK(r.route == "protocol_error");
   CHECK(r.target.size() <= 4096);
@@ -304,15 +291,15 @@ TEST_CASE("Audit: a request target that is not ASCII is refused (400) and audite
   CHECK(json_of(accented).find("issue")->items().at(0).string_at("diagnostics") ==
         "The request target must be visible ASCII (RFC 9112 section 3.2); percent-encode other characters as UTF-8 "
         "bytes, e.g. %C3%A9");
-  audit::Record named = record_for(s, accented);
+  audit::Record named = test::audit_record_of(s, accented);
   CHECK(named.target == "/Patient?family=Ord%C3%B3%C3%B1ez");
   CHECK(named.user == test::TokenClaims().sub);
   HttpResponse lone = send_target("/Patient?family=a\xC3", auth);
   CHECK(lone.status == 400);
-  CHECK(record_for(s, lone).target == "/Patient?family=a%C3");
+  CHECK(test::audit_record_of(s, lone).target == "/Patient?family=a%C3");
   HttpResponse in_path = send_target("/Patient/\xC3\xA9", auth);
   CHECK(in_path.status == 400);
-  CHECK(record_for(s, in_path).target == "/Patient/%C3%A9");
+  CHECK(test::audit_record_of(s, in_path).target == "/Patient/%C3%A9");
   // The same text percent-encoded is an ordinary search.
   CHECK(test::get(s.port(), "/Patient?family=Ord%C3%B3%C3%B1ez", s.client(), auth).status == 200);
 

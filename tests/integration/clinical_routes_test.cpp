@@ -10,6 +10,7 @@
 
 #include "gateway/audit/log.h"
 #include "gateway/store/store.h"
+#include "support/audit_check.h"
 #include "support/https_client.h"
 #include "support/responses.h"
 #include "support/seed.h"
@@ -142,21 +143,6 @@ std::string link_target(const fhir::Json& bundle, const std::string& relation, c
   return {};
 }
 
-// The one audit record of response `r`.
-audit::Record record_of(TestServer& s, const HttpResponse& r) {
-  const std::string id = r.header("x-request-id");
-  REQUIRE(!id.empty());
-  audit::Query q;
-  q.count = 100000;
-  auto page = s.app().audit_log()->search(q);
-  REQUIRE_MESSAGE(page.ok(), page.issue().diagnostics);
-  std::vector<audit::Record> mine;
-  for (auto& rec : page->records)
-    if (rec.request_id == id) mine.push_back(std::move(rec));
-  REQUIRE(mine.size() == 1);
-  return mine.front();
-}
-
 bool has_btg(const fhir::Json& resource) {
   const fhir::Json* meta = resource.find("meta");
   const fhir::Json* security = meta ? meta->find("security") : nullptr;
@@ -183,7 +169,7 @@ TEST_CASE("Clinical routes: entries in a sensitive category the role may not see
   CHECK(outcomes(b) == std::vector<std::string>{"1 Observation(s) for this patient are withheld under the sensitivity "
                                                 "policy for your role; they are not counted in total"});
   CHECK(r.body.find("165816005") == std::string::npos);
-  CHECK(record_of(s, r).detail.withheld == std::vector<std::string>{"Observation/obs-hiv"});
+  CHECK(test::audit_record_of(s, r).detail.withheld == std::vector<std::string>{"Observation/obs-hiv"});
   fhir::Json reports = json_of(test::get(s.port(), "/DiagnosticReport?patient=" + a.id, s.client(), bearer(gp())));
   CHECK(reports.find("total")->as_int64() == 0);
   CHECK(outcomes(reports).size() == 1);
@@ -198,7 +184,7 @@ TEST_CASE("Clinical routes: entries in a sensitive category the role may not see
   fhir::Json pb = json_of(p);
   CHECK(pb.find("total")->as_int64() == 2);
   CHECK(outcomes(pb).at(0).rfind("2 Observation(s) for this patient are withheld", 0) == 0);
-  const audit::Record pr = record_of(s, p);
+  const audit::Record pr = test::audit_record_of(s, p);
   CHECK(pr.detail.withheld.size() == 2);
   CHECK(std::find(pr.detail.withheld.begin(), pr.detail.withheld.end(), "Observation/obs-dep") != pr.detail.withheld.end());
   fhir::Json pe = json_of(test::get(s.port(), "/Encounter?patient=" + a.id, s.client(), bearer(paramedic())));
@@ -215,7 +201,7 @@ TEST_CASE("Clinical routes: entries in a sensitive category the role may not see
   CHECK(hiv.status == 403);
   CHECK(diagnostics_of(hiv) == "this Observation is withheld under the sensitivity policy for your role");
   CHECK(hiv.body.find("165816005") == std::string::npos);
-  CHECK(record_of(s, hiv).detail.withheld == std::vector<std::string>{"Observation/obs-hiv"});
+  CHECK(test::audit_record_of(s, hiv).detail.withheld == std::vector<std::string>{"Observation/obs-hiv"});
   CHECK(test::get(s.port(), "/DiagnosticReport/dr-hiv", s.client(), bearer(gp())).status == 403);
   CHECK(test::get(s.port(), "/Observation/obs-dep", s.client(), bearer(gp())).status == 200);
   CHECK(test::get(s.port(), "/Observation/obs-dep", s.client(), bearer(paramedic())).status == 403);

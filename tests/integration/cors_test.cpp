@@ -3,6 +3,7 @@
 // audited), actual responses readable by those origins only, nothing when none is listed.
 #include <doctest/doctest.h>
 
+#include "support/audit_check.h"
 #include "support/responses.h"
 #include "support/test_server.h"
 
@@ -27,18 +28,6 @@ std::string preflight(const std::string& origin, const std::string& target = "/P
          "Connection: close\r\n\r\n";
 }
 
-// The audit records whose X-Request-ID is the response's.
-std::vector<audit::Record> records_for(TestServer& s, const HttpResponse& r) {
-  audit::Query q;
-  q.count = 100000;
-  auto page = s.app().audit_log()->search(q);
-  REQUIRE_MESSAGE(page.ok(), page.issue().diagnostics);
-  std::vector<audit::Record> found;
-  for (const auto& rec : page->records)
-    if (rec.request_id == r.header("x-request-id")) found.push_back(rec);
-  return found;
-}
-
 }  // namespace
 
 TEST_CASE("CORS: a preflight from a listed origin gets 204 with what the API allows, and is audited") {
@@ -56,7 +45,7 @@ TEST_CASE("CORS: a preflight from a listed origin gets 204 with what the API all
   CHECK(r.header("vary") == "Origin");
   CHECK(r.header("access-control-allow-credentials").empty());  // bearer tokens need no credentials mode
   // Every request leaves one record (issue #6): a preflight too, anonymous, as "capabilities".
-  auto recs = records_for(s, r);
+  auto recs = test::audit_records_of(s, r);
   REQUIRE(recs.size() == 1);
   CHECK(recs[0].method == "OPTIONS");
   CHECK(recs[0].status == 204);
@@ -76,7 +65,7 @@ TEST_CASE("CORS: an origin not listed gets 403 on its preflight and no CORS head
     CHECK(test::issue_code(r) == "forbidden");
     CHECK(r.body.find("Cross-origin requests from this origin are not allowed") != std::string::npos);
     CHECK(r.header("access-control-allow-origin").empty());
-    CHECK(records_for(s, r).size() == 1);
+    CHECK(test::audit_records_of(s, r).size() == 1);
     HttpResponse get = test::get(s.port(), "/metadata", s.client(), "Origin: " + origin + "\r\n");
     CHECK(get.status == 200);
     CHECK(get.header("access-control-allow-origin").empty());

@@ -9,6 +9,7 @@
 
 #include "fhir/json.h"
 #include "fhir/query_string.h"
+#include "support/audit_check.h"
 #include "support/responses.h"
 #include "support/seed.h"
 #include "support/test_server.h"
@@ -39,21 +40,6 @@ TokenClaims clinician_at(const std::string& org, const std::string& sub) {
   c.sub = sub;
   c.org = org;
   return c;
-}
-
-// The one audit record of response `r`.
-audit::Record record_of(TestServer& s, const HttpResponse& r) {
-  const std::string id = r.header("x-request-id");
-  REQUIRE(!id.empty());
-  audit::Query q;
-  q.count = 100000;
-  auto page = s.app().audit_log()->search(q);
-  REQUIRE_MESSAGE(page.ok(), page.issue().diagnostics);
-  std::vector<audit::Record> mine;
-  for (auto& rec : page->records)
-    if (rec.request_id == id) mine.push_back(std::move(rec));
-  REQUIRE(mine.size() == 1);
-  return mine.front();
 }
 
 bool names(const audit::Record& r, const std::string& nhs_number) {
@@ -90,17 +76,17 @@ TEST_CASE("Locator audit: an identifier search names the patient it matched, vis
   CHECK(json_of(hidden).find("entry") == nullptr);
   CHECK(json_of(unknown).find("total")->as_int64() == 0);
   CHECK(hidden.body.find("Hidden") == std::string::npos);
-  audit::Record rec = record_of(s, hidden);
+  audit::Record rec = test::audit_record_of(s, hidden);
   CHECK(names(rec, a.nhs_number));
   CHECK(rec.detail.returned.empty());
-  CHECK(record_of(s, unknown).detail.patients.empty());
+  CHECK(test::audit_record_of(s, unknown).detail.patients.empty());
 
   // POST _search: the same, with the NHS number out of the URL.
   HttpResponse post = request(s, "POST", "/Patient/_search", other, "identifier=" + kNhsSystem + a.nhs_number,
                            "application/x-www-form-urlencoded");
   REQUIRE(post.status == 200);
   CHECK(json_of(post).find("total")->as_int64() == 0);
-  CHECK(names(record_of(s, post), a.nhs_number));
+  CHECK(names(test::audit_record_of(s, post), a.nhs_number));
 
   // The "who accessed my record" view finds the attempt.
   TokenClaims ig;
@@ -123,7 +109,7 @@ TEST_CASE("Locator audit: break-glass on an identifier search is honoured, audit
   CHECK(json_of(granted).find("total")->as_int64() == 1);
   CHECK(granted.header("x-emergency-access") == "break-glass");
   CHECK(granted.body.find("\"BTG\"") != std::string::npos);
-  audit::Record rec = record_of(s, granted);
+  audit::Record rec = test::audit_record_of(s, granted);
   CHECK(rec.detail.break_glass_reason == "emergency-care");
   CHECK(rec.detail.basis == "break-glass");
   CHECK(names(rec, a.nhs_number));
@@ -136,7 +122,7 @@ TEST_CASE("Locator audit: break-glass on an identifier search is honoured, audit
     CHECK(refused.status == 400);
     CHECK(nobody.status == 400);
     CHECK(diagnostics(refused) == diagnostics(nobody));
-    audit::Record r = record_of(s, refused);
+    audit::Record r = test::audit_record_of(s, refused);
     CHECK(r.detail.break_glass_reason == "emergency-care");
     CHECK(names(r, a.nhs_number));
     CHECK(alert_raised_for(s, r));
@@ -146,7 +132,7 @@ TEST_CASE("Locator audit: break-glass on an identifier search is honoured, audit
     social.role = "social-care-practitioner";
     HttpResponse refused = get(s, search, bearer(social) + kBreakGlass);
     CHECK(refused.status == 403);
-    audit::Record r = record_of(s, refused);
+    audit::Record r = test::audit_record_of(s, refused);
     CHECK(r.detail.break_glass_reason == "emergency-care");
     CHECK(names(r, a.nhs_number));
     CHECK(alert_raised_for(s, r));
@@ -155,7 +141,7 @@ TEST_CASE("Locator audit: break-glass on an identifier search is honoured, audit
     HttpResponse r = get(s, "/Patient?family=Glass", bearer(clinician_at("Y99999", "dr-3")) + kBreakGlass);
     CHECK(r.status == 400);
     CHECK(diagnostics(r).find("identifier") != std::string::npos);
-    audit::Record rec3 = record_of(s, r);
+    audit::Record rec3 = test::audit_record_of(s, r);
     CHECK(rec3.detail.break_glass_reason == "emergency-care");
     CHECK(alert_raised_for(s, rec3));
   }
@@ -190,7 +176,7 @@ TEST_CASE("Locator audit: a break-glass justification is judged whole, as sent, 
     HttpResponse granted = get(s, search, bearer(clinician_at("Y99999", "dr-long")) + asking(text));
     REQUIRE_MESSAGE(granted.status == 200, granted.body);
     CHECK(json_of(granted).find("total")->as_int64() == 1);
-    audit::Record rec = record_of(s, granted);
+    audit::Record rec = test::audit_record_of(s, granted);
     CHECK(rec.detail.break_glass_justification == text);
     CHECK(rec.detail.basis == "break-glass");
     ig_view_reads();
@@ -200,7 +186,7 @@ TEST_CASE("Locator audit: a break-glass justification is judged whole, as sent, 
       HttpResponse refused = get(s, search, bearer(clinician_at("Y99999", "dr-over")) + asking(text));
       CHECK(refused.status == 400);
       CHECK(diagnostics(refused) == "break-glass justification must be at most 1024 bytes of single-line UTF-8 text");
-      audit::Record rec = record_of(s, refused);
+      audit::Record rec = test::audit_record_of(s, refused);
       CHECK(rec.detail.break_glass_reason == "emergency-care");
       CHECK(rec.detail.break_glass_justification.size() <= 1024);
       CHECK(fhir::is_valid_utf8(rec.detail.break_glass_justification));
@@ -213,7 +199,7 @@ TEST_CASE("Locator audit: a break-glass justification is judged whole, as sent, 
     HttpResponse refused =
         get(s, search, bearer(clinician_at("Y99999", "dr-bytes")) + asking("patient collapsed \xC3 in \xFF ED"));
     CHECK(refused.status == 400);
-    audit::Record rec = record_of(s, refused);
+    audit::Record rec = test::audit_record_of(s, refused);
     CHECK(rec.detail.break_glass_justification == "patient collapsed \xEF\xBF\xBD in \xEF\xBF\xBD ED");
     CHECK(alert_raised_for(s, rec));
     ig_view_reads();
@@ -231,25 +217,25 @@ TEST_CASE("Locator audit: break-glass asked for by a role that may not read pati
     c.scope = "user/*.rs";
     HttpResponse refused = get(s, search, bearer(c) + kBreakGlass);
     CHECK(refused.status == 403);
-    audit::Record rec = record_of(s, refused);
+    audit::Record rec = test::audit_record_of(s, refused);
     CHECK(rec.detail.break_glass_reason == "emergency-care");
     CHECK(rec.detail.break_glass_justification == "unconscious patient in ED, no history");
     CHECK(alert_raised_for(s, rec));
     // Without the headers the same refusal is no break-glass attempt.
     HttpResponse plain = get(s, search, bearer(c));
     CHECK(plain.status == 403);
-    CHECK(record_of(s, plain).detail.break_glass_reason.empty());
+    CHECK(test::audit_record_of(s, plain).detail.break_glass_reason.empty());
   }
   // A scope that does not cover the route is refused before any patient is judged too.
   TokenClaims narrow = clinician_at("Y99999", "dr-narrow");
   narrow.scope = "user/Observation.rs";
   HttpResponse out_of_scope = get(s, search, bearer(narrow) + kBreakGlass);
   CHECK(out_of_scope.status == 403);
-  CHECK(alert_raised_for(s, record_of(s, out_of_scope)));
+  CHECK(alert_raised_for(s, test::audit_record_of(s, out_of_scope)));
   // No token: refused for that alone; no alert anyone could raise without one.
   HttpResponse anonymous = get(s, search, kBreakGlass);
   CHECK(anonymous.status == 401);
-  audit::Record anon = record_of(s, anonymous);
+  audit::Record anon = test::audit_record_of(s, anonymous);
   CHECK(anon.detail.break_glass_reason.empty());
   CHECK_FALSE(alert_raised_for(s, anon));
 }
@@ -268,7 +254,7 @@ TEST_CASE("Locator audit: a refused break-glass request names its patient on rea
     CAPTURE(target);
     HttpResponse r = get(s, target, shortj);
     CHECK(r.status == 400);
-    audit::Record rec = record_of(s, r);
+    audit::Record rec = test::audit_record_of(s, r);
     CHECK(rec.detail.break_glass_reason == "emergency-care");
     CHECK(names(rec, a.nhs_number));
   }
@@ -321,37 +307,37 @@ TEST_CASE("Locator audit: every pointer create, update and delete names its pati
   // A create whose subject is a reference only: the NHS number comes from the index.
   HttpResponse created = request(s, "POST", "/DocumentReference", rx1, pointer_body(by_reference(a)));
   REQUIRE_MESSAGE(created.status == 201, created.body);
-  audit::Record rec = record_of(s, created);
+  audit::Record rec = test::audit_record_of(s, created);
   CHECK(rec.detail.patients == std::vector<std::string>{a.nhs_number});
   const std::string id(json_of(created).string_at("id"));
 
   // An update that moves the pointer to another patient names both.
   HttpResponse moved = request(s, "PUT", "/DocumentReference/" + id, rx1, pointer_body(by_reference(b), id));
   REQUIRE_MESSAGE(moved.status == 200, moved.body);
-  rec = record_of(s, moved);
+  rec = test::audit_record_of(s, moved);
   CHECK(names(rec, a.nhs_number));
   CHECK(names(rec, b.nhs_number));
   CHECK(rec.detail.patients.size() == 2);
   // PUT that creates under a new id.
   HttpResponse put_created = request(s, "PUT", "/DocumentReference/RX1-audit-1", rx1, pointer_body(by_reference(a), "RX1-audit-1"));
   REQUIRE_MESSAGE(put_created.status == 201, put_created.body);
-  CHECK(record_of(s, put_created).detail.patients == std::vector<std::string>{a.nhs_number});
+  CHECK(test::audit_record_of(s, put_created).detail.patients == std::vector<std::string>{a.nhs_number});
 
   // Refused deletes name the patient too: another source's attempt, and a stale If-Match.
   HttpResponse other = request(s, "DELETE", "/DocumentReference/" + id, bearer(source_system("RX2")));
   CHECK(other.status == 403);
-  CHECK(record_of(s, other).detail.patients == std::vector<std::string>{b.nhs_number});
+  CHECK(test::audit_record_of(s, other).detail.patients == std::vector<std::string>{b.nhs_number});
   HttpResponse stale = request(s, "DELETE", "/DocumentReference/" + id, rx1 + "If-Match: W/\"99\"\r\n");
   CHECK(stale.status == 412);
-  CHECK(record_of(s, stale).detail.patients == std::vector<std::string>{b.nhs_number});
+  CHECK(test::audit_record_of(s, stale).detail.patients == std::vector<std::string>{b.nhs_number});
 
   HttpResponse deleted = request(s, "DELETE", "/DocumentReference/" + id, rx1);
   REQUIRE(deleted.status == 204);
-  CHECK(record_of(s, deleted).detail.patients == std::vector<std::string>{b.nhs_number});
+  CHECK(test::audit_record_of(s, deleted).detail.patients == std::vector<std::string>{b.nhs_number});
   // Nothing to delete any more: no patient to name.
   HttpResponse again = request(s, "DELETE", "/DocumentReference/" + id, rx1);
   CHECK(again.status == 404);
-  CHECK(record_of(s, again).detail.patients.empty());
+  CHECK(test::audit_record_of(s, again).detail.patients.empty());
 
   // The patients' "who accessed my record" reports show the writes.
   const std::string report_b = access_report(s, b.nhs_number);
@@ -373,7 +359,7 @@ TEST_CASE("Locator audit: POST /DocumentReference/_search names its patient and 
                         "subject:identifier=" + kNhsSystem + a.nhs_number, "application/x-www-form-urlencoded");
   REQUIRE_MESSAGE(r.status == 200, r.body);
   CHECK(json_of(r).find("total")->as_int64() == 1);
-  CHECK(names(record_of(s, r), a.nhs_number));
+  CHECK(names(test::audit_record_of(s, r), a.nhs_number));
   const std::string report = access_report(s, a.nhs_number);
   CHECK(report.find("looked at the list of care services that hold records about you") != std::string::npos);
   CHECK(report.find("added to the list") == std::string::npos);
@@ -393,10 +379,10 @@ TEST_CASE("Locator audit: a page fetched by a POST _search handle is audited as 
   REQUIRE(self.find("_getpages=") != std::string::npos);
   HttpResponse page = get(s, self.substr(self.find('/', self.find("://") + 3)), h);
   REQUIRE_MESSAGE(page.status == 200, page.body);
-  const audit::Record rec = record_of(s, page);
+  const audit::Record rec = test::audit_record_of(s, page);
   CHECK(rec.target.find(a.nhs_number) == std::string::npos);  // the URL holds the handle only
   CHECK(names(rec, a.nhs_number));                             // the record still names whom it showed
   CHECK(std::find(rec.detail.returned.begin(), rec.detail.returned.end(), "Patient/" + a.id) != rec.detail.returned.end());
   CHECK(rec.user == "dr-pages");
-  CHECK(names(record_of(s, posted), a.nhs_number));
+  CHECK(names(test::audit_record_of(s, posted), a.nhs_number));
 }

@@ -32,4 +32,24 @@ std::size_t check_one_audit_record_each(TestServer& s, const std::vector<HttpRes
   return checked;
 }
 
+std::vector<audit::Record> audit_records_of(TestServer& s, const HttpResponse& r) {
+  REQUIRE(s.app().audit_log() != nullptr);
+  const std::string id = r.header("x-request-id");
+  REQUIRE(!id.empty());
+  audit::Query q;
+  q.count = 100000;
+  auto page = s.app().audit_log()->search(q);
+  REQUIRE_MESSAGE(page.ok(), page.issue().diagnostics);
+  std::vector<audit::Record> found;
+  for (auto& rec : page->records)
+    if (rec.request_id == id) found.push_back(std::move(rec));
+  return found;
+}
+
+audit::Record audit_record_of(TestServer& s, const HttpResponse& r) {
+  std::vector<audit::Record> found = audit_records_of(s, r);
+  REQUIRE_MESSAGE(found.size() == 1, "audit records for " << r.header("x-request-id") << ": " << found.size());
+  return std::move(found.front());
+}
+
 }  // namespace gw::test

@@ -14,4 +14,9 @@ namespace gw::test {
 // with the same HTTP status. Returns how many responses were checked.
 std::size_t check_one_audit_record_each(TestServer& s, const std::vector<HttpResponse>& responses);
 
+// The audit records whose X-Request-ID is response `r`'s, newest first.
+std::vector<audit::Record> audit_records_of(TestServer& s, const HttpResponse& r);
+// The one audit record of response `r`: the test stops when there is not exactly one.
+audit::Record audit_record_of(TestServer& s, const HttpResponse& r);
+
 }  // namespace gw::test
