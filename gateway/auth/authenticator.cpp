@@ -199,7 +199,7 @@ std::variant<std::shared_ptr<const Principal>, AuthFailure> Authenticator::authe
     // Keyed on the whole token: jti, sub and exp are chosen by the issuer and may repeat
     // across tokens with other roles, organisations or scopes, and a principal must come from
     // the claims of the token actually presented.
-    std::string key = sha256(token);
+    std::string key = t->token_sha256.empty() ? sha256(token) : t->token_sha256;
     {
       std::lock_guard lock(principals_mu_);
       auto it = principals_.find(key);

@@ -159,7 +159,7 @@ std::optional<fhir::Issue> check_times(const VerifiedToken& t, std::int64_t now,
 // Claims after the signature has been verified: JSON, then iss, aud, times, required claims.
 fhir::Result<std::shared_ptr<const VerifiedToken>> read_claims(std::string_view payload_b64,
                                                                std::string_view signature_b64,
-                                                               const JwtConfig& config) {
+                                                               const JwtConfig& config, std::string token_sha256) {
   auto payload = base64url_decode(payload_b64);
   if (!payload) return unauthenticated("token claims are not valid base64url");
   fhir::JsonLimits limits;
@@ -172,6 +172,7 @@ fhir::Result<std::shared_ptr<const VerifiedToken>> read_claims(std::string_view 
         "token claims are not a valid JSON object (duplicate names and nesting deeper than 16 levels are refused)");
   const fhir::Json& claims = *parsed;
   auto token = std::make_shared<VerifiedToken>();
+  token->token_sha256 = std::move(token_sha256);
 
   const fhir::Json* iss = claims.find("iss");
   if (iss == nullptr) return unauthenticated("token has no issuer (iss)");
@@ -337,7 +338,7 @@ fhir::Result<std::shared_ptr<const VerifiedToken>> JwtValidator::validate(std::s
   if (!verify_signature(*key, signing_input, *signature)) return unauthenticated("token signature is invalid");
 
   // --- claims ---
-  auto verified = read_claims(parts->payload, parts->signature, config_);
+  auto verified = read_claims(parts->payload, parts->signature, config_, cache_key);
   if (!verified) return verified;
   if (auto e = check_times(**verified, now, config_)) return *e;
 

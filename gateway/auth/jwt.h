@@ -46,6 +46,9 @@ struct VerifiedToken {
   std::int64_t expires_at = 0;  // exp, epoch seconds
   std::int64_t issued_at = 0;   // iat, 0 when absent
   std::int64_t not_before = 0;  // nbf, 0 when absent
+  // SHA-256 of the whole token (32 bytes) when the validator's cache is on (its key), so that
+  // a cache of what is made from the token need not hash it again; else empty.
+  std::string token_sha256;
 };
 
 struct JwtConfig {

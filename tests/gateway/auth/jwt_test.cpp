@@ -286,6 +286,13 @@ TEST_CASE("JwtValidator: a cached token skips the signature check but not the ex
   CHECK(v.signature_checks() == 1);
   CHECK(v.cache_hits() == 1);
   CHECK(second->get() == first->get());
+  // The cache key, handed on with the token for the principal cache: the whole token's
+  // SHA-256, and nothing when there is no cache to key.
+  CHECK((*first)->token_sha256 == gw::auth::sha256(token));
+  CHECK((*first)->token_sha256.size() == 32);
+  auto uncached = validator(keys, 0).validate(token, kNow);
+  REQUIRE(uncached.ok());
+  CHECK((*uncached)->token_sha256.empty());
 
   // Before nbf - leeway: refused from the cache as well.
   auto early = v.validate(token, kNow - keys.config.leeway.count() - 1);
