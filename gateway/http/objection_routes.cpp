@@ -64,6 +64,9 @@ class ObjectionApi {
                                              "note"));
     }
     req.audit.patients.push_back(*nhs);
+    // The same subtype as gw-locator objection's records, so that one AuditEvent search
+    // (subtype=objection-recorded) finds every change however it was made.
+    req.audit.operation = object ? "objection-recorded" : "objection-withdrawn";
     const std::string n = *nhs;
     // The lookup and the change run together on the locator's writer, so no other change of
     // this patient's objection comes between them and `changed` is exact.

@@ -459,6 +459,7 @@ TEST_CASE("Audit: an IG officer records and withdraws a patient's objection on a
   CHECK(rec.user == "ig-jones");
   CHECK(contains(rec.detail.patients, a.nhs_number));
   CHECK(rec.detail.note == "objection to sharing recorded: request ref 42");
+  CHECK(rec.detail.operation == "objection-recorded");
   // A second time: still recorded, and the answer and record say it already was.
   HttpResponse again = request(s, "PUT", path, ig, R"({"note":"duplicate letter"})");
   REQUIRE_MESSAGE(again.status == 200, again.body);
@@ -503,6 +504,11 @@ TEST_CASE("Audit: an IG officer records and withdraws a patient's objection on a
   CHECK(json_of(del).find("objection")->as_bool() == false);
   CHECK(get(s, "/Patient/" + a.id, bearer(gp)).status == 200);
   CHECK(test::audit_record_of(s, del).detail.note == "objection to sharing withdrawn");
+  // One search finds every change, by subtype (as gw-locator objection's records are found).
+  fhir::Json changes = json_of(get(s, "/AuditEvent?patient=" + a.nhs_number + "&subtype=objection-recorded", ig));
+  CHECK(changes.find("total")->as_int64() == 2);
+  fhir::Json withdrawals = json_of(get(s, "/AuditEvent?patient=" + a.nhs_number + "&subtype=objection-withdrawn", ig));
+  CHECK(withdrawals.find("total")->as_int64() == 1);
 
   // The patient's access report says, in plain words, what information governance did.
   fhir::Json report = json_of(get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number, ig));
