@@ -4,6 +4,7 @@
 // other threads decode and hash the next rows.
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -70,13 +71,27 @@ fhir::Issue damaged(const std::string& path, const std::string& sqlite_error) {
 }
 
 fhir::Result<Database> open_audit_db(const std::string& path) {
-  auto db = Database::open(path, Database::Mode::read_only);
+  // Without a -wal file nobody is writing it (a copy, or the log of a stopped gateway): read
+  // it as immutable, so that nothing is created beside it and a reader who may not write to
+  // its folder (an IG officer checking a copy) can verify it. With one, the -wal holds
+  // committed records that must be read too, which SQLite does through a -shm file it may
+  // have to create.
+  std::error_code ec;
+  const bool live = std::filesystem::exists(path + "-wal", ec);
+  auto db = Database::open(path, live ? Database::Mode::read_only : Database::Mode::read_only_immutable);
   if (!db) return std::move(db).issue();
   auto probe = db->prepare("SELECT seq, record FROM audit_record LIMIT 0");
   if (!probe) {
     const std::string why = sqlite_says(probe.issue().diagnostics);
     if (why.rfind("no such table", 0) == 0)
       return fhir::Issue::make(fhir::ErrorCode::invalid_value, path + " is not an audit database (no audit_record table)");
+    // Not damage: SQLite could not create the -shm file it needs to read the -wal.
+    if (live && (why.find("readonly") != std::string::npos || why.find("unable to open") != std::string::npos))
+      return fhir::Issue::make(fhir::ErrorCode::not_ready,
+                               path + " cannot be read by this user: it has a -wal file, and SQLite must create or "
+                                      "write its -shm file beside it to read it (SQLite says: " + why +
+                                      "). Run audit-verify as the gateway's user, or verify a copy taken with "
+                                      "sqlite3 .backup (docs/operations.md)");
     return damaged(path, why);
   }
   // A cut or damaged file can still answer queries (pages past its end read as zeros), and its

@@ -46,11 +46,28 @@ fhir::Result<Database> Database::open(const std::string& path, Mode mode) {
   // later calls are refused harmlessly.
   static std::once_flag no_memstatus;
   std::call_once(no_memstatus, [] { (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
-  int flags = SQLITE_OPEN_NOMUTEX | (mode == Mode::read_only ? SQLITE_OPEN_READONLY
-                                                             : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  const bool read_only = mode != Mode::read_write_create;
+  int flags = SQLITE_OPEN_NOMUTEX | (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   if (mode == Mode::read_write_create)
     if (fhir::Status made = create_private(path); !made) return std::move(made).issue();
-  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  std::string name = path;
+  if (mode == Mode::read_only_immutable) {
+    // A URI filename (sqlite.org/uri.html): '%', '?' and '#' in the path are percent-encoded.
+    name = "file:";
+    for (char c : path) {
+      if (c == '%' || c == '?' || c == '#') {
+        static constexpr char kHex[] = "0123456789ABCDEF";
+        name += '%';
+        name += kHex[static_cast<unsigned char>(c) >> 4];
+        name += kHex[static_cast<unsigned char>(c) & 15];
+      } else {
+        name += c;
+      }
+    }
+    name += "?immutable=1";
+    flags |= SQLITE_OPEN_URI;
+  }
+  int rc = sqlite3_open_v2(name.c_str(), &db, flags, nullptr);
   if (rc != SQLITE_OK) {
     fhir::Issue issue = fhir::Issue::make(fhir::ErrorCode::not_ready,
                                           "cannot open database " + path + ": " +
@@ -66,7 +83,7 @@ fhir::Result<Database> Database::open(const std::string& path, Mode mode) {
   // statement journals stay in memory: on disk they cost a create, unlink and writes of a
   // scratch file in /var/tmp for many single statements.
   const char* pragmas =
-      mode == Mode::read_only
+      read_only
           ? "PRAGMA foreign_keys=ON; PRAGMA query_only=ON; PRAGMA temp_store=MEMORY;"
           : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;";
   // The first statements are the first to read the file: a damaged or foreign one ("file is

@@ -21,7 +21,10 @@ class Statement;
 
 class Database {
  public:
-  enum class Mode { read_write_create, read_only };
+  // read_only_immutable: a file nobody is writing (no -wal beside it), read without locks and
+  // without creating -shm or -wal files, so a copy in a folder the reader may not write to
+  // can be read (SQLite's immutable=1).
+  enum class Mode { read_write_create, read_only, read_only_immutable };
 
   // Opens `path`, sets WAL, synchronous=FULL, foreign_keys=ON and a busy timeout. Failures
   // say which file could not be opened and why (not_ready).

@@ -1301,3 +1301,24 @@ TEST_CASE("audit verify: a cut copy of audit.db is reported as damaged, with SQL
     CHECK(tool.out.find("first bad record") == std::string::npos);
   }
 }
+
+TEST_CASE("audit verify: a copy without a -wal is read as it is, creating nothing beside it") {
+  const Built& b = shared_log();
+  // '%', '?' and '#' are URI syntax: the immutable open names the file by URI.
+  const fs::path dir = b.dir / "odd%41name?x#y";
+  fs::create_directories(dir);
+  const std::string path = (dir / "audit.db").string();
+  fs::remove(path);
+  {
+    auto src = gw::sqlite::Database::open(copy_db(b, "immutable-source"));  // VACUUM INTO needs a writable connection
+    REQUIRE(src.ok());
+    REQUIRE(src->exec("VACUUM INTO '" + path + "'").ok());
+  }
+  REQUIRE_FALSE(fs::exists(path + "-wal"));
+  auto r = gw::audit::verify_database(path, options_for(b));
+  REQUIRE_MESSAGE(r.ok(), r.issue().diagnostics);
+  CHECK(r->ok);
+  CHECK(r->records > 0);
+  CHECK_FALSE(fs::exists(path + "-wal"));
+  CHECK_FALSE(fs::exists(path + "-shm"));
+}
