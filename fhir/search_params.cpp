@@ -244,6 +244,8 @@ Result<SearchValue> parse_value(const SearchParamDef& def, const std::string& na
 Result<int> parse_non_negative(const std::string& name, const std::string& v, int max) {
   int n = 0;
   auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  // A whole number too large for an int is past any cap: the cap, as a large one within range.
+  if (ec == std::errc::result_out_of_range && p == v.data() + v.size() && !v.empty() && v.front() != '-') return max;
   if (ec != std::errc() || p != v.data() + v.size() || n < 0)
     return param_error(ErrorCode::invalid_search_parameter, name,
                        "Parameter '" + name + "' must be a non-negative integer (got '" + v.substr(0, 20) + "')");

@@ -144,6 +144,13 @@ std::string what_text(const audit::Record& r) {
                                 : "flagged your record for extra monitoring of who looks at it (information governance)";
   if (route == "/audit/objections/{nhs}" || r.action == "objection-recorded" || r.action == "objection-withdrawn") {
     if (r.status >= 400) return "tried to change your objection to sharing your record, but nothing was changed";
+    const bool unchanged = r.detail.note.find("(it already was)") != std::string::npos;
+    if ((r.method == "DELETE" || r.action == "objection-withdrawn") && unchanged)
+      return "checked that your objection to sharing your record was already withdrawn; nothing changed "
+             "(information governance)";
+    if ((r.method == "PUT" || r.action == "objection-recorded") && unchanged)
+      return "checked that your objection to sharing your record was already recorded; nothing changed "
+             "(information governance)";
     if (r.method == "DELETE" || r.action == "objection-withdrawn")
       return "withdrew your objection to sharing your record (information governance)";
     if (r.method == "PUT" || r.action == "objection-recorded")
@@ -404,8 +411,16 @@ class AuditApi {
       l.set("url", str(std::move(url)));
       links.push_back(std::move(l));
     };
-    link("self", deps_.base_url + req.target);
-    if (more) link("next", next_url(deps_.base_url + "/AuditEvent", *req.query, page->records.back().seq));
+    // The self link says the page size applied (a _count above max_page is cut to it).
+    fhir::QueryParams applied = *req.query;
+    for (auto& p : applied)
+      if (p.first == "_count") p.second = std::to_string(q.count);
+    std::string self = deps_.base_url + "/AuditEvent";
+    for (std::size_t i = 0; i < applied.size(); ++i)
+      self.append(i ? "&" : "?").append(fhir::percent_encode(applied[i].first)).append("=").append(
+          fhir::percent_encode(applied[i].second));
+    link("self", self);
+    if (more) link("next", next_url(deps_.base_url + "/AuditEvent", applied, page->records.back().seq));
     note_returned(req, "AuditEvent search", page->records, page->damaged);
     bundle.set("link", std::move(links));
     Json entries = Json::array();

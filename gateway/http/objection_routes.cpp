@@ -3,7 +3,9 @@
 
 #include <memory>
 
+#include "fhir/content_negotiation.h"
 #include "fhir/nhs_number.h"
+#include "fhir/query_string.h"
 #include "gateway/http/audit_routes.h"
 
 namespace gw::http {
@@ -46,23 +48,22 @@ class ObjectionApi {
   awaitable<Response> change(Request& req, bool object) {
     auto nhs = nhs_number_param(req.path_params.at(0), "nhsNumber");
     if (!nhs) co_return error_response(nhs.issue());
-    std::string note;
-    if (object) {
-      const Json& body = *req.json_body;
-      if (!body.is_object())
-        co_return error_response(Issue::make(ErrorCode::invalid_value, "the body must be a JSON object: {\"note\": \"...\"}"));
-      for (const auto& [key, value] : body.members())
-        if (key != "note")
-          co_return error_response(Issue::make(ErrorCode::invalid_value, "unknown field \"" + std::string(key).substr(0, 64) +
-                                                                             "\"; the body takes only \"note\"",
-                                               std::string(key).substr(0, 64)));
-      note = trimmed(body.string_at("note"));
-      if (note.empty() || note.size() > kMaxNoteBytes || has_control(note))
-        co_return error_response(Issue::make(ErrorCode::invalid_value,
-                                             "note is required: one line of 1-500 bytes naming the patient's request "
-                                             "(e.g. \"request ref 42\")",
-                                             "note"));
+    // PUT needs the note (the patient's request); DELETE may give one in an optional body.
+    std::optional<Json> parsed;
+    if (!object && !req.body.empty()) {
+      if (!fhir::is_json_media_type(req.header("content-type")))
+        co_return error_response(Issue::make(ErrorCode::unsupported_media_type,
+                                             "a DELETE body is optional; when given it is JSON {\"note\": \"...\"} "
+                                             "with Content-Type application/json"));
+      fhir::JsonLimits limits;
+      limits.max_bytes = 4096;
+      auto body = fhir::parse_json(req.body, limits);
+      if (!body) co_return error_response(body.issue());
+      parsed = std::move(*body);
     }
+    const Json* body = object ? &*req.json_body : parsed ? &*parsed : nullptr;
+    auto note = note_of(body, object);
+    if (!note) co_return error_response(note.issue());
     req.audit.patients.push_back(*nhs);
     // The same subtype as gw-locator objection's records, so that one AuditEvent search
     // (subtype=objection-recorded) finds every change however it was made.
@@ -82,11 +83,12 @@ class ObjectionApi {
     const std::string what = object ? "objection to sharing recorded" : "objection to sharing withdrawn";
     if (!done) {
       req.audit.note = (object ? "objection to sharing not recorded: " : "objection to sharing not withdrawn: ") +
-                       done.issue().diagnostics.substr(0, 200) + (note.empty() ? "" : "; note: " + note);
+                       done.issue().diagnostics.substr(0, fhir::utf8_cut(done.issue().diagnostics, 200)) +
+                       (note->empty() ? "" : "; note: " + *note);
       co_return error_response(done.issue());
     }
     req.audit.returned.push_back("Patient/" + done->first.patient_id);
-    req.audit.note = what + (done->second ? "" : " (it already was)") + (note.empty() ? "" : ": " + note);
+    req.audit.note = what + (done->second ? "" : " (it already was)") + (note->empty() ? "" : ": " + *note);
     co_return answer(n, done->first, done->second);
   }
 
@@ -99,6 +101,24 @@ class ObjectionApi {
     if (!p) return std::move(p).issue();
     if (!*p) return Issue::make(ErrorCode::not_found, "no patient with NHS number " + nhs + " is in the index", "nhsNumber");
     return Standing{(*p)->id, (*p)->objection};
+  }
+
+  // The note of a body ({"note": "..."} and nothing else): one line of 1-500 bytes; required
+  // for PUT, optional (empty when there is no body) for DELETE.
+  static fhir::Result<std::string> note_of(const Json* body, bool required) {
+    const std::string rule = "one line of 1-500 bytes naming the patient's request (e.g. \"request ref 42\")";
+    if (!body) return std::string();
+    if (!body->is_object())
+      return Issue::make(ErrorCode::invalid_value, "the body must be a JSON object: {\"note\": \"...\"}");
+    for (const auto& member : body->members())
+      if (member.first != "note") {
+        const std::string key = member.first.substr(0, fhir::utf8_cut(member.first, 64));
+        return Issue::make(ErrorCode::invalid_value, "unknown field \"" + key + "\"; the body takes only \"note\"", key);
+      }
+    std::string note = trimmed(body->string_at("note"));
+    if (note.size() > kMaxNoteBytes || has_control(note) || (required && note.empty()))
+      return Issue::make(ErrorCode::invalid_value, (required ? "note is required: " : "note must be ") + rule, "note");
+    return note;
   }
 
   static bool has_control(std::string_view s) {

@@ -297,9 +297,9 @@ boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& m
     if (!fhir::is_json_media_type(ct))
       co_return error_response(
           fhir::Issue::make(fhir::ErrorCode::unsupported_media_type,
-                            ct.empty() ? "Content-Type is missing; send application/fhir+json"
+                            ct.empty() ? "Content-Type is missing; send application/fhir+json (or application/json)"
                                        : "Content-Type " + std::string(ct.substr(0, fhir::utf8_cut(ct, 64))) +
-                                             " is not accepted; send application/fhir+json"),
+                                             " is not accepted; send application/fhir+json (or application/json)"),
           req.format.pretty);
     std::string_view text = req.body;
     // Some Windows tools prefix a UTF-8 byte order mark; it carries no meaning in JSON.

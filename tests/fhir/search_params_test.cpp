@@ -125,6 +125,12 @@ TEST_CASE("Search: result parameters _count (capped), _summary, _elements, _sort
   CHECK(r->sort[0].name == "birthdate");
   CHECK(r->total == TotalMode::none);
   CHECK(r->offset == 20);
+  // A whole number past an int is past the cap too: capped, not called "not a non-negative integer".
+  auto huge = parse("_count=99999999999999&_offset=99999999999");
+  REQUIRE(huge.ok());
+  CHECK(huge->count == 1000);
+  CHECK(huge->offset == 1000000000);
+  CHECK_FALSE(parse("_offset=-99999999999").ok());
 }
 
 TEST_CASE("Search: reference values by type/id, modifier type and absolute URL") {

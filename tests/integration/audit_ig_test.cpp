@@ -73,6 +73,13 @@ TEST_CASE("Audit: an IG officer's own record names the AuditEvents each query re
   audit::Record r = test::audit_record_of(s, search);
   CHECK(r.detail.returned == shown);
   CHECK(r.detail.note.find("returned 3 AuditEvents (sequence numbers") != std::string::npos);
+  // A _count above the page limit is cut to it, and the self link says so.
+  HttpResponse big = get(s, "/AuditEvent?patient=" + a.nhs_number + "&_count=100000", ig);
+  REQUIRE(big.status == 200);
+  sent.push_back(big);
+  const fhir::Json big_bundle = json_of(big);
+  CHECK(std::string(big_bundle.find("link")->items().at(0).string_at("url")) ==
+        s.cfg.public_base_url + "/AuditEvent?patient=" + a.nhs_number + "&_count=" + std::to_string(s.cfg.audit.max_page));
   // ... and the AuditEvent rendering carries them as entities.
   const std::string ev = fhir::to_json(audit::to_audit_event(r, "test"));
   CHECK(ev.find("\"reference\":\"" + shown.front() + "\"") != std::string::npos);
@@ -499,25 +506,40 @@ TEST_CASE("Audit: an IG officer records and withdraws a patient's objection on a
   CHECK((*stored)->objection);
 
   // Withdrawn: the practice sees the record again.
-  HttpResponse del = request(s, "DELETE", path, ig);
+  // A DELETE may carry the request's reference in an optional body; a bad one changes nothing.
+  CHECK(request(s, "DELETE", path, ig, R"({"note":"ref 44","why":"x"})").status == 400);
+  CHECK(request(s, "DELETE", path, ig, "note=ref", "application/x-www-form-urlencoded").status == 415);
+  CHECK(s.locator().read_patient(a.id).value()->objection);
+  HttpResponse del = request(s, "DELETE", path, ig, R"({"note":"withdrawal letter ref 44"})");
   REQUIRE_MESSAGE(del.status == 200, del.body);
   CHECK(json_of(del).find("objection")->as_bool() == false);
   CHECK(get(s, "/Patient/" + a.id, bearer(gp)).status == 200);
-  CHECK(test::audit_record_of(s, del).detail.note == "objection to sharing withdrawn");
+  CHECK(test::audit_record_of(s, del).detail.note == "objection to sharing withdrawn: withdrawal letter ref 44");
+  HttpResponse del_again = request(s, "DELETE", path, ig);
+  REQUIRE(del_again.status == 200);
+  CHECK(json_of(del_again).find("changed")->as_bool() == false);
+  CHECK(test::audit_record_of(s, del_again).detail.note == "objection to sharing withdrawn (it already was)");
   // One search finds every change, by subtype (as gw-locator objection's records are found).
   fhir::Json changes = json_of(get(s, "/AuditEvent?patient=" + a.nhs_number + "&subtype=objection-recorded", ig));
   CHECK(changes.find("total")->as_int64() == 2);
   fhir::Json withdrawals = json_of(get(s, "/AuditEvent?patient=" + a.nhs_number + "&subtype=objection-withdrawn", ig));
-  CHECK(withdrawals.find("total")->as_int64() == 1);
+  CHECK(withdrawals.find("total")->as_int64() == 2);  // done, and already done (refused bodies are not changes)
 
   // The patient's access report says, in plain words, what information governance did.
   fhir::Json report = json_of(get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number, ig));
   std::vector<std::string> what;
   for (const auto& e : report.find("accesses")->items()) what.emplace_back(e.string_at("what"));
+  // Each says what happened: a repeat that changed nothing is not told as a change.
   CHECK(std::count_if(what.begin(), what.end(), [](const std::string& w) {
           return w.rfind("recorded your objection to sharing your record", 0) == 0;
-        }) == 2);
+        }) == 1);
+  CHECK(std::count(what.begin(), what.end(),
+                   "checked that your objection to sharing your record was already recorded; nothing changed "
+                   "(information governance)") == 1);
   CHECK(std::count(what.begin(), what.end(), "withdrew your objection to sharing your record (information governance)") == 1);
+  CHECK(std::count(what.begin(), what.end(),
+                   "checked that your objection to sharing your record was already withdrawn; nothing changed "
+                   "(information governance)") == 1);
   CHECK(std::count(what.begin(), what.end(),
                    "checked whether you have objected to sharing your record (information governance)") == 1);
 }
