@@ -3,10 +3,12 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -117,6 +119,14 @@ std::shared_ptr<boost::asio::ssl::context> client_certificate_tls_context(const 
 StartupChecked check_startup(const config::Config& cfg) {
   const std::string file = config_name(cfg);
   StartupChecked checked;
+  {
+    // Start-up creates a data directory that does not exist; one that exists must be a folder.
+    std::error_code ec;
+    const auto st = std::filesystem::status(cfg.data_dir, ec);
+    if (std::filesystem::exists(st) && !std::filesystem::is_directory(st))
+      throw config::ConfigError(file, "storage.data_dir",
+                                "the data directory " + cfg.data_dir + " exists and is not a folder");
+  }
   config::check_private_keys(cfg);  // before any of them is loaded
 #if GW_WITH_TLS
   // Loaded here once and handed on (Server, start_adapters): the files are not read again,
@@ -164,6 +174,15 @@ fhir::Status check_databases_present(const std::string& data_dir) {
                                ": lost, or not restored with the others. Restore the missing files from the same "
                                "backup (docs/operations.md); to start with them empty instead, knowing that what "
                                "they held is gone, start once with --create-missing-databases");
+}
+
+std::optional<store::ExposedPath> checkpoint_file_writable_by_others(const config::Config& cfg) {
+  const std::string path = checkpoint_path(cfg);
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0 || (info.st_mode & (S_IWGRP | S_IWOTH)) == 0) return std::nullopt;
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(info.st_mode & 07777));
+  return store::ExposedPath{path, mode};
 }
 
 std::string missing_databases(const std::string& data_dir) {
@@ -266,6 +285,12 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
   for (const auto& exposed : store::exposed_to_others(cfg_.data_dir))
     observe::log(observe::Level::warn, "patient data open to other local users: chmod o-rwx it",
                  {{"path", exposed.path}, {"mode", exposed.mode}});
+  if (checked.signer)
+    if (auto exposed = checkpoint_file_writable_by_others(cfg_))
+      observe::log(observe::Level::warn,
+                   "audit checkpoint file writable by other local users, who could stop the gateway starting or "
+                   "hide a rollback of audit.db: chmod go-w it",
+                   {{"path", exposed->path}, {"mode", exposed->mode}});
   auto dbs = store::Databases::open(cfg_.data_dir);
   if (!dbs) throw std::runtime_error("cannot open databases: " + dbs.issue().diagnostics);
   databases_ = std::make_unique<store::Databases>(std::move(*dbs));

@@ -81,6 +81,13 @@ class DataDirLock {
 // account for (audit.db). Fails (not_ready) naming the missing files and what to do. Reads only.
 fhir::Status check_databases_present(const std::string& data_dir);
 
+// The audit checkpoint file (audit.checkpoint_file, or its default in the data directory),
+// when its group or others may write to it: whoever can write it can stop the gateway from
+// starting (a note it cannot read) or remove the notes that would reveal a rolled-back
+// audit.db. Its notes are signed, not secret: being read by others is no concern. Start-up
+// warns of it (a warning, as for the data directory's modes). nullopt when not, or absent.
+std::optional<store::ExposedPath> checkpoint_file_writable_by_others(const config::Config& cfg);
+
 // Which of locator.db, store.db and audit.db are not in `data_dir` ("locator.db, audit.db"),
 // "" when none: what a start creates.
 std::string missing_databases(const std::string& data_dir);

@@ -211,6 +211,17 @@ TEST_CASE("check_startup: the audit checkpoint file must be appendable") {
   CHECK_FALSE(std::filesystem::exists(c.audit.checkpoint_file));
 }
 
+TEST_CASE("check_startup: a data_dir that exists and is not a folder is refused") {
+  config::Config c = good_config();
+  c.data_dir = write_file("not-a-folder", "x");
+  auto e = refusal(c);
+  CHECK(e.key() == "storage.data_dir");
+  CHECK(e.reason().find("exists and is not a folder") != std::string::npos);
+  // A checkpoint_file configured elsewhere does not let it through either.
+  c.audit.checkpoint_file = (test::temp_dir("app-check-cp3") / "cp.log").string();
+  CHECK(refusal(c).key() == "storage.data_dir");
+}
+
 TEST_CASE("App: a start refused on its configuration writes no audit record") {
   observe::set_level(observe::Level::error);
   config::Config c = good_config();
@@ -393,4 +404,25 @@ TEST_CASE("App: audit.db lost beside a checkpoint file holding checkpoints is re
   const std::string logged = err.text();
   CHECK(logged.find("creating missing databases empty") != std::string::npos);
   CHECK(logged.find("\"created\":\"audit.db\"") != std::string::npos);
+}
+
+TEST_CASE("checkpoint_file_writable_by_others: a checkpoint file its group or others may write is reported") {
+  namespace fs = std::filesystem;
+  config::Config c = good_config();
+  c.audit.checkpoint_file = write_file("cp-modes.log", "");
+  fs::permissions(c.audit.checkpoint_file, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                                               fs::perms::others_read,
+                  fs::perm_options::replace);
+  CHECK_FALSE(checkpoint_file_writable_by_others(c).has_value());  // readable: its notes are public
+  fs::permissions(c.audit.checkpoint_file, fs::perms::others_write, fs::perm_options::add);
+  auto exposed = checkpoint_file_writable_by_others(c);
+  REQUIRE(exposed.has_value());
+  CHECK(exposed->path == c.audit.checkpoint_file);
+  CHECK(exposed->mode == "0646");
+  fs::permissions(c.audit.checkpoint_file, fs::perms::others_write, fs::perm_options::remove);
+  fs::permissions(c.audit.checkpoint_file, fs::perms::group_write, fs::perm_options::add);
+  REQUIRE(checkpoint_file_writable_by_others(c).has_value());
+  CHECK(checkpoint_file_writable_by_others(c)->mode == "0664");
+  c.audit.checkpoint_file = (test::temp_dir("app-check-cp4") / "none.log").string();
+  CHECK_FALSE(checkpoint_file_writable_by_others(c).has_value());
 }
