@@ -3,12 +3,16 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 #include <thread>
 
@@ -115,6 +119,14 @@ std::shared_ptr<boost::asio::ssl::context> client_certificate_tls_context(const 
 StartupChecked check_startup(const config::Config& cfg) {
   const std::string file = config_name(cfg);
   StartupChecked checked;
+  {
+    // Start-up creates a data directory that does not exist; one that exists must be a folder.
+    std::error_code ec;
+    const auto st = std::filesystem::status(cfg.data_dir, ec);
+    if (std::filesystem::exists(st) && !std::filesystem::is_directory(st))
+      throw config::ConfigError(file, "storage.data_dir",
+                                "the data directory " + cfg.data_dir + " exists and is not a folder");
+  }
   config::check_private_keys(cfg);  // before any of them is loaded
 #if GW_WITH_TLS
   // Loaded here once and handed on (Server, start_adapters): the files are not read again,
@@ -162,6 +174,48 @@ fhir::Status check_databases_present(const std::string& data_dir) {
                                ": lost, or not restored with the others. Restore the missing files from the same "
                                "backup (docs/operations.md); to start with them empty instead, knowing that what "
                                "they held is gone, start once with --create-missing-databases");
+}
+
+std::optional<store::ExposedPath> checkpoint_file_writable_by_others(const config::Config& cfg) {
+  const std::string path = checkpoint_path(cfg);
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0 || (info.st_mode & (S_IWGRP | S_IWOTH)) == 0) return std::nullopt;
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(info.st_mode & 07777));
+  return store::ExposedPath{path, mode};
+}
+
+std::string missing_databases(const std::string& data_dir) {
+  namespace fs = std::filesystem;
+  std::string missing;
+  for (const char* name : {"locator.db", "store.db", "audit.db"}) {
+    std::error_code ec;
+    if (!fs::exists(fs::path(data_dir) / name, ec)) missing.append(missing.empty() ? "" : ", ").append(name);
+  }
+  return missing;
+}
+
+fhir::Status check_new_audit_log(const config::Config& cfg) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(fs::path(cfg.data_dir) / "audit.db", ec)) return fhir::Ok{};
+  const std::string file = checkpoint_path(cfg);
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return fhir::Ok{};  // none yet (or unreadable: Log::open says so)
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto parsed = audit::parse_checkpoint_file(text);
+  if (!parsed) return fhir::Ok{};  // Log::open refuses it with its reason
+  std::uint64_t newest = 0;
+  for (const auto& c : parsed->notes) newest = std::max(newest, c.size);
+  if (newest == 0) return fhir::Ok{};
+  return fhir::Issue::make(
+      fhir::ErrorCode::not_ready,
+      "audit.db is missing from " + cfg.data_dir + " but the checkpoint file " + file + " holds " +
+          std::to_string(parsed->notes.size()) + " checkpoint(s), the newest of " + std::to_string(newest) +
+          " records: a new, empty audit.db would be refused as rolled back. Restore audit.db from a backup "
+          "(docs/operations.md); or, to start a new audit log knowing the old one is lost, move " + file +
+          " aside (keep it for the IG officer: it is the evidence of what the lost log held) and start again. "
+          "Nothing was created");
 }
 
 audit::LogOptions audit_log_options(const config::Config& cfg) {
@@ -212,19 +266,31 @@ DataDirLock::~DataDirLock() {
   if (fd_ >= 0) ::close(fd_);  // releases the lock; the file stays (removing it would race a starter)
 }
 
-App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock_(cfg_.data_dir) {
+App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
+  // The configuration first: a start it refuses leaves no data directory or lock file behind.
   StartupChecked checked = check_startup(cfg_);
-  if (auto complete = check_databases_present(cfg_.data_dir); !complete) {
-    if (!info.create_missing_databases) throw std::runtime_error(complete.issue().diagnostics);
+  data_dir_lock_ = std::make_unique<DataDirLock>(cfg_.data_dir);
+  const fhir::Status complete = check_databases_present(cfg_.data_dir);
+  if (!complete && !info.create_missing_databases) throw std::runtime_error(complete.issue().diagnostics);
+  // Before anything is created: a new audit.db beside a checkpoint file that vouches for
+  // records would be refused at once as rolled back, and would leave the folder looking whole.
+  if (checked.signer)
+    if (auto fresh = check_new_audit_log(cfg_); !fresh) throw std::runtime_error(fresh.issue().diagnostics);
+  if (!complete)
     observe::log(observe::Level::warn, "creating missing databases empty (--create-missing-databases)",
-                 {{"data_dir", cfg_.data_dir}});
-  }
+                 {{"data_dir", cfg_.data_dir}, {"created", missing_databases(cfg_.data_dir)}});
   // Files this gateway creates are owner-only (store::create_data_dir, sqlite::Database::open);
   // older ones, or a folder made by hand, may not be. A warning, not a refusal: the care record
   // stays up, and the operator chmods (refusing would turn a mode into an outage).
   for (const auto& exposed : store::exposed_to_others(cfg_.data_dir))
     observe::log(observe::Level::warn, "patient data open to other local users: chmod o-rwx it",
                  {{"path", exposed.path}, {"mode", exposed.mode}});
+  if (checked.signer)
+    if (auto exposed = checkpoint_file_writable_by_others(cfg_))
+      observe::log(observe::Level::warn,
+                   "audit checkpoint file writable by other local users, who could stop the gateway starting or "
+                   "hide a rollback of audit.db: chmod go-w it",
+                   {{"path", exposed->path}, {"mode", exposed->mode}});
   auto dbs = store::Databases::open(cfg_.data_dir);
   if (!dbs) throw std::runtime_error("cannot open databases: " + dbs.issue().diagnostics);
   databases_ = std::make_unique<store::Databases>(std::move(*dbs));
@@ -264,6 +330,7 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock
     io.threads = static_cast<std::size_t>(cfg_.store.ingest_threads);
     ingest_ = std::make_unique<ingest::IngestService>(*locator_, *store_, audit_log_.get(), std::move(sources), io);
   }
+  settle_pending_messages();  // before any listener accepts a message
   health_.databases_ready = true;
 
   policy_ = std::move(checked.policy);
@@ -334,6 +401,35 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)), data_dir_lock
       observe::name_this_thread("gw-maintenance");
       maintenance_loop();
     });
+}
+
+// An applied message is acknowledged before its pending mark is cleared, so a stop in between
+// leaves a row pending whose ingest-applied record is committed: the sender may have had its
+// AA and will not resend it. Such rows are cleared here (docs/hl7v2.md "When a database cannot
+// commit"); the others (no record: audit.db failed) stay pending for the resend.
+void App::settle_pending_messages() {
+  if (!audit_log_) return;
+  auto settled = ingest_->settle_pending(kSettlePendingMax);
+  if (!settled) {
+    observe::log(observe::Level::error, "pending messages could not be checked against audit.db; they stay pending",
+                 {{"error", settled.issue().diagnostics}});
+    return;
+  }
+  if (settled->cleared > 0)
+    observe::log(observe::Level::info,
+                 "pending messages completed: their ingest-applied records are in audit.db (their acknowledgement "
+                 "may not have been sent; a resend is answered as a duplicate)",
+                 {{"messages", static_cast<std::uint64_t>(settled->cleared)}});
+  if (settled->left > 0)
+    observe::log(observe::Level::warn,
+                 "messages stay pending: committed in store.db, without their ingest-applied record in audit.db; "
+                 "the sender's resend, or gw-messages replay --status pending, completes them",
+                 {{"messages", static_cast<std::uint64_t>(settled->left)}});
+  if (settled->not_looked_at > 0)
+    observe::log(observe::Level::warn,
+                 "more pending messages than are checked at start-up: the rest are checked at the next start",
+                 {{"checked", static_cast<std::uint64_t>(kSettlePendingMax)},
+                  {"remaining", static_cast<std::uint64_t>(settled->not_looked_at)}});
 }
 
 void App::open_audit(audit::CheckpointSigner signer) {

@@ -81,6 +81,24 @@ class DataDirLock {
 // account for (audit.db). Fails (not_ready) naming the missing files and what to do. Reads only.
 fhir::Status check_databases_present(const std::string& data_dir);
 
+// The audit checkpoint file (audit.checkpoint_file, or its default in the data directory),
+// when its group or others may write to it: whoever can write it can stop the gateway from
+// starting (a note it cannot read) or remove the notes that would reveal a rolled-back
+// audit.db. Its notes are signed, not secret: being read by others is no concern. Start-up
+// warns of it (a warning, as for the data directory's modes). nullopt when not, or absent.
+std::optional<store::ExposedPath> checkpoint_file_writable_by_others(const config::Config& cfg);
+
+// Which of locator.db, store.db and audit.db are not in `data_dir` ("locator.db, audit.db"),
+// "" when none: what a start creates.
+std::string missing_databases(const std::string& data_dir);
+
+// A start that would create audit.db (none in the data directory) beside a checkpoint file
+// holding checkpoints of one or more records: the new, empty log would be refused at once as
+// rolled back, after it had been created. Fails (not_ready) before anything is created, saying
+// to restore audit.db or to move the checkpoint file aside (kept for the IG officer) to start
+// a new log. Reads only.
+fhir::Status check_new_audit_log(const config::Config& cfg);
+
 // The audit log's options as the gateway opens it from `cfg`: audit.db in the data directory,
 // the checkpoint file, the log's origin and the writer's limits (no callbacks). gw-locator
 // appends its records with the same, so that they are checkpointed into the same log.
@@ -145,6 +163,8 @@ class App {
  private:
   void refresh_loop();
   void open_audit(audit::CheckpointSigner signer);
+  void settle_pending_messages();
+  static constexpr std::size_t kSettlePendingMax = 10000;  // pending rows checked at start-up
   void maintenance_loop();
   void start_adapters();
   void stop_adapters();
@@ -153,7 +173,9 @@ class App {
   void add_audit_forward_metrics();
 
   config::Config cfg_;
-  DataDirLock data_dir_lock_;  // before every database; released last
+  // Taken once the configuration checks passed (a start they refuse creates nothing), before
+  // every database; released last.
+  std::unique_ptr<DataDirLock> data_dir_lock_;
   observe::Health health_;
   observe::Metrics metrics_;
   std::unique_ptr<store::Databases> databases_;

@@ -4,6 +4,7 @@
 // start of the writer and WAL checkpointer threads.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -128,11 +129,15 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
       std::fclose(f);
       auto parsed = parse_checkpoint_file(text);
       if (!parsed) return not_ready("checkpoint file " + options.checkpoint_file + " is unreadable: " + parsed.issue().diagnostics);
+      // The newest checkpoint the file holds says how much of the log audit.db lacks (the
+      // line an operator forwards to the IG officer), not the first one beyond it.
+      std::uint64_t beyond = 0;
+      for (const auto& c : parsed->notes) beyond = std::max(beyond, c.size);
+      if (beyond > size)
+        return not_ready("checkpoint file " + options.checkpoint_file + " covers " + std::to_string(beyond) +
+                         " records but audit.db holds " + std::to_string(size) +
+                         ": audit.db was rolled back or truncated; run audit-verify");
       for (const auto& c : parsed->notes) {
-        if (c.size > size)
-          return not_ready("checkpoint file " + options.checkpoint_file + " covers " + std::to_string(c.size) +
-                           " records but audit.db holds " + std::to_string(size) +
-                           ": audit.db was rolled back or truncated; run audit-verify");
         const Hash root = c.size == 0 ? merkle::empty_root() : merkle::range_hash(0, c.size, source);
         if (root != c.root)
           return not_ready("audit.db does not match the checkpoint file at size " + std::to_string(c.size) +

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <set>
 
 #include <boost/asio/post.hpp>
@@ -266,7 +267,7 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
     // stopped between that commit and clearing the mark) is a duplicate, its mark cleared.
     bool audited = false;
     if (dup && dup->pending) {
-      auto found = applied_record_written(batch, *dup, nhs_number);
+      auto found = applied_record_written(batch.source, batch.kind, batch.dedupe_key, *dup, nhs_number);
       if (!found) return fail(batch, std::move(found).issue());
       audited = *found;
     }
@@ -430,14 +431,15 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
                });
 }
 
-fhir::Result<bool> IngestService::applied_record_written(const IngestBatch& b, const store::StoredMessage& m,
+fhir::Result<bool> IngestService::applied_record_written(const std::string& source, const std::string& kind,
+                                                         const std::string& dedupe_key, const store::StoredMessage& m,
                                                          const std::string& nhs_number) const {
   if (!audit_) return false;
-  const std::string target = b.kind.empty() ? b.dedupe_key : b.kind + " " + b.dedupe_key;
+  const std::string target = kind.empty() ? dedupe_key : kind + " " + dedupe_key;
   const std::string note = "message " + std::to_string(m.id);
   audit::Query q;
   q.patient = nhs_number;  // indexed, so few records to read; the source's alone without one
-  q.agent = b.source;
+  q.agent = source;
   q.subtype = "ingest-applied";
   // The record is made just before store.db's apply is queued, so a little before the row's
   // time: a minute covers any queue.
@@ -457,6 +459,54 @@ fhir::Result<bool> IngestService::applied_record_written(const IngestBatch& b, c
     q.after_seq = found->records.back().seq;
   }
   return false;
+}
+
+fhir::Result<IngestService::PendingSettled> IngestService::settle_pending(std::size_t max) {
+  PendingSettled out;
+  if (!audit_) return out;  // no audit log: nothing is marked pending
+  std::vector<std::int64_t> clear;
+  store::MessageQuery q;
+  q.pending_only = true;
+  q.limit = 1000;
+  std::size_t looked = 0;
+  while (looked < max) {
+    q.limit = std::min<std::size_t>(1000, max - looked);
+    auto rows = store_.list_messages(q);
+    if (!rows) return std::move(rows).issue();
+    for (const store::StoredMessage& m : *rows) {
+      // Without the NHS number (the row keeps the locator's patient id): the source's records.
+      auto found = applied_record_written(m.source, m.kind, m.dedupe_key, m, std::string());
+      if (!found) return std::move(found).issue();
+      if (*found) clear.push_back(m.id);
+      else ++out.left;
+    }
+    looked += rows->size();
+    if (rows->size() < q.limit) break;
+    q.after_id = rows->back().id;
+  }
+  if (looked >= max) {
+    auto total = store_.pending_count();
+    if (!total) return std::move(total).issue();
+    out.not_looked_at = std::max<std::int64_t>(0, *total - static_cast<std::int64_t>(looked));
+  }
+  // Queued together (the writer groups them into few commits), then waited for.
+  std::mutex m;
+  std::condition_variable cv;
+  std::size_t waiting = clear.size();
+  std::optional<fhir::Issue> failed;
+  for (std::int64_t id : clear)
+    store_.confirm(id, [&](fhir::Status st) {
+      std::lock_guard lock(m);
+      if (!st && !failed) failed = st.issue();
+      if (--waiting == 0) cv.notify_all();
+    });
+  {
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return waiting == 0; });
+  }
+  if (failed) return std::move(*failed);
+  out.cleared = clear.size();
+  return out;
 }
 
 void IngestService::note_warnings(const IngestBatch& batch, const std::vector<std::string>& warnings) {

@@ -58,6 +58,18 @@ class IngestService final : public adapters::IngestSink {
   };
   Counters counters() const;
 
+  // Start-up, before any adapter accepts: clears the pending mark of the applied messages whose
+  // ingest-applied record ("message N") audit.db holds. A stop between that record's commit
+  // and clearing the mark leaves such a row, whose acknowledgement may or may not have gone
+  // out: its data and audit are committed, and a resend is then answered as a duplicate. The
+  // oldest `max` pending rows are looked at. Blocking.
+  struct PendingSettled {
+    std::size_t cleared = 0;     // ingest-applied record found: mark cleared
+    std::size_t left = 0;        // no such record: still pending, for the sender's resend
+    std::int64_t not_looked_at = 0;  // pending rows beyond `max`
+  };
+  fhir::Result<PendingSettled> settle_pending(std::size_t max = 10000);
+
  private:
   using Answer = std::function<void(fhir::Result<adapters::IngestReceipt>)>;
   // Applies one unit: `answer` (what the adapter acknowledges) runs once, then `finish` once,
@@ -71,7 +83,9 @@ class IngestService final : public adapters::IngestSink {
   void audit_then(audit::Record rec, std::function<void(fhir::Status)> next);
   // Whether audit.db holds the ingest-applied record of pending message `m` (written before a
   // stop that left its mark). Blocking read: on the ingest pool only.
-  fhir::Result<bool> applied_record_written(const adapters::IngestBatch& b, const store::StoredMessage& m,
+  // `nhs_number` may be empty (then the source's records are read).
+  fhir::Result<bool> applied_record_written(const std::string& source, const std::string& kind,
+                                            const std::string& dedupe_key, const store::StoredMessage& m,
                                             const std::string& nhs_number) const;
   // Counts and logs (locations only, no values) the warnings of a unit just applied.
   void note_warnings(const adapters::IngestBatch& batch, const std::vector<std::string>& warnings);

@@ -96,6 +96,10 @@ CREATE INDEX resource_patient ON resource(patient_id, type, date_begin);
 // database cannot commit"). A constant default: no rewrite of existing rows.
 const char* const kPendingMark = "ALTER TABLE message ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;";
 
+// The pending rows, found at start-up (settled against audit.db) and by gw-messages without
+// reading every row: the mark is the table's last column, after the raw bytes. Few rows.
+const char* const kPendingIndex = "CREATE INDEX message_pending ON message(id) WHERE pending = 1;";
+
 }  // namespace
 
 const std::vector<sqlite::Migration>& schema_migrations() {
@@ -104,6 +108,7 @@ const std::vector<sqlite::Migration>& schema_migrations() {
       {2, "messages and resources", kMessagesAndResources},
       {3, "resources in a rowid table", kResourceRowid},
       {4, "pending mark of applied messages", kPendingMark},
+      {5, "index of pending messages", kPendingIndex},
   };
   return m;
 }

@@ -447,6 +447,7 @@ fhir::Result<std::vector<StoredMessage>> Store::list_messages(const MessageQuery
   std::string sql = std::string("SELECT ") + kMessageColumns + " FROM message WHERE id > ?";
   if (q.status) sql += " AND status = ?";
   if (!q.source.empty()) sql += " AND source = ?";
+  if (q.pending_only) sql += " AND pending = 1";  // the partial index message_pending
   sql += " ORDER BY id LIMIT ?";
   auto st = lease.db().cached(sql);
   if (!st) return std::move(st).issue();
@@ -482,6 +483,15 @@ fhir::Result<Store::MessageCounts> Store::message_counts() {
     else if (s == MessageStatus::replayed) c.replayed = n;
   }
   return c;
+}
+
+fhir::Result<std::int64_t> Store::pending_count() {
+  State::Lease lease(*s_);
+  auto st = lease.db().prepare("SELECT count(*) FROM message WHERE pending = 1");
+  if (!st) return std::move(st).issue();
+  auto row = st->step();
+  if (!row) return std::move(row).issue();
+  return *row ? st->column_int64(0) : std::int64_t{0};
 }
 
 fhir::Result<std::optional<StoredResource>> Store::read(const std::string& type, const std::string& id) {

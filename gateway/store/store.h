@@ -107,6 +107,7 @@ struct MessageQuery {
   std::string source;
   std::int64_t after_id = 0;          // keyset paging: ids greater than this
   std::size_t limit = 100;            // capped at 1000
+  bool pending_only = false;          // only applied messages still pending (StoredMessage::pending)
 };
 
 struct ApplyResult {
@@ -160,6 +161,8 @@ class Store {
     std::int64_t applied = 0, error = 0, rejected = 0, replayed = 0;
   };
   fhir::Result<MessageCounts> message_counts();
+  // How many applied messages are still pending (StoredMessage::pending).
+  fhir::Result<std::int64_t> pending_count();
 
   fhir::Result<std::optional<StoredResource>> read(const std::string& type, const std::string& id);
   fhir::Result<ResourcePage> search(const ResourceQuery& q);

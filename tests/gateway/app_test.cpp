@@ -211,6 +211,17 @@ TEST_CASE("check_startup: the audit checkpoint file must be appendable") {
   CHECK_FALSE(std::filesystem::exists(c.audit.checkpoint_file));
 }
 
+TEST_CASE("check_startup: a data_dir that exists and is not a folder is refused") {
+  config::Config c = good_config();
+  c.data_dir = write_file("not-a-folder", "x");
+  auto e = refusal(c);
+  CHECK(e.key() == "storage.data_dir");
+  CHECK(e.reason().find("exists and is not a folder") != std::string::npos);
+  // A checkpoint_file configured elsewhere does not let it through either.
+  c.audit.checkpoint_file = (test::temp_dir("app-check-cp3") / "cp.log").string();
+  CHECK(refusal(c).key() == "storage.data_dir");
+}
+
 TEST_CASE("App: a start refused on its configuration writes no audit record") {
   observe::set_level(observe::Level::error);
   config::Config c = good_config();
@@ -223,6 +234,8 @@ TEST_CASE("App: a start refused on its configuration writes no audit record") {
   // no checkpoint signed over it.
   CHECK_FALSE(std::filesystem::exists(std::filesystem::path(c.data_dir) / "audit.db"));
   CHECK_FALSE(std::filesystem::exists(std::filesystem::path(c.data_dir) / "audit-checkpoints.log"));
+  // Nor is the data directory, or its lock file, created: a mistyped data_dir leaves nothing.
+  CHECK_FALSE(std::filesystem::exists(c.data_dir));
 }
 
 TEST_CASE("App: the HTTPS listener serves the TLS context check_startup loaded; the files are not read again") {
@@ -355,4 +368,61 @@ TEST_CASE("App: a locator.db loaded before the first start (gw-locator import) i
   { App app(c, AppInfo{"test", "2026-11-23", {}}); }
   CHECK(fs::exists(fs::path(c.data_dir) / "store.db"));
   CHECK(fs::exists(fs::path(c.data_dir) / "audit.db"));
+}
+
+TEST_CASE("App: audit.db lost beside a checkpoint file holding checkpoints is refused before anything is created, "
+          "even with --create-missing-databases") {
+  namespace fs = std::filesystem;
+  observe::set_level(observe::Level::error);
+  const config::Config c = good_config();
+  const fs::path dir(c.data_dir);
+  { App first(c, AppInfo{"test", "2026-11-23", {}}); }  // its stop signs a checkpoint into the file
+  REQUIRE(fs::file_size(dir / "audit-checkpoints.log") > 0);
+  for (const char* name : {"audit.db", "audit.db-wal", "audit.db-shm"}) fs::remove(dir / name);
+
+  std::string what;
+  try {
+    App second(c, AppInfo{"test", "2026-11-23", {}, true});
+    FAIL("audit.db was created beside a checkpoint file that vouches for records");
+  } catch (const std::runtime_error& e) {
+    what = e.what();
+  }
+  CHECK_MESSAGE(what.find("audit.db is missing") != std::string::npos, what);
+  CHECK(what.find("move " + (dir / "audit-checkpoints.log").string() + " aside") != std::string::npos);
+  CHECK(what.find("keep it for the IG officer") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "audit.db"));  // nothing created: the next start says the same
+  CHECK(check_new_audit_log(c).issue().diagnostics == what);
+
+  // The checkpoint file moved aside: a new log is started, and the warning names what it made.
+  fs::rename(dir / "audit-checkpoints.log", dir / "audit-checkpoints.log.lost");
+  CHECK(missing_databases(c.data_dir) == "audit.db");
+  test::StderrCapture err;
+  observe::set_level(observe::Level::warn);
+  { App third(c, AppInfo{"test", "2026-11-23", {}, true}); }
+  observe::set_level(observe::Level::error);
+  CHECK(fs::exists(dir / "audit.db"));
+  const std::string logged = err.text();
+  CHECK(logged.find("creating missing databases empty") != std::string::npos);
+  CHECK(logged.find("\"created\":\"audit.db\"") != std::string::npos);
+}
+
+TEST_CASE("checkpoint_file_writable_by_others: a checkpoint file its group or others may write is reported") {
+  namespace fs = std::filesystem;
+  config::Config c = good_config();
+  c.audit.checkpoint_file = write_file("cp-modes.log", "");
+  fs::permissions(c.audit.checkpoint_file, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                                               fs::perms::others_read,
+                  fs::perm_options::replace);
+  CHECK_FALSE(checkpoint_file_writable_by_others(c).has_value());  // readable: its notes are public
+  fs::permissions(c.audit.checkpoint_file, fs::perms::others_write, fs::perm_options::add);
+  auto exposed = checkpoint_file_writable_by_others(c);
+  REQUIRE(exposed.has_value());
+  CHECK(exposed->path == c.audit.checkpoint_file);
+  CHECK(exposed->mode == "0646");
+  fs::permissions(c.audit.checkpoint_file, fs::perms::others_write, fs::perm_options::remove);
+  fs::permissions(c.audit.checkpoint_file, fs::perms::group_write, fs::perm_options::add);
+  REQUIRE(checkpoint_file_writable_by_others(c).has_value());
+  CHECK(checkpoint_file_writable_by_others(c)->mode == "0664");
+  c.audit.checkpoint_file = (test::temp_dir("app-check-cp4") / "none.log").string();
+  CHECK_FALSE(checkpoint_file_writable_by_others(c).has_value());
 }

@@ -554,3 +554,46 @@ TEST_CASE("Ingest: a pending unit whose ingest-applied record was written before
   CHECK(s->app().ingest().counters().applied == 1);
   CHECK(s->app().ingest().counters().duplicates == 1);
 }
+
+TEST_CASE("Ingest: at start-up a pending message whose ingest-applied record is in audit.db is cleared, one without "
+          "it stays pending for its resend") {
+  std::string data_dir;
+  std::int64_t audited = 0, unaudited = 0;
+  {
+    auto s = two_sources();
+    data_dir = s->cfg.data_dir;
+    auto first = submit(*s, batch("epr-a", "S-1", {observation("obs-s1")}));
+    REQUIRE(first.ok());
+    REQUIRE_FALSE(settled_pending(*s, first->message_id));
+    audited = first->message_id;
+    // audit.db cannot commit: store.db holds the unit pending, without its record.
+    s->app().audit_log()->inject_write_failure(true);
+    auto second = submit(*s, batch("epr-a", "S-2", {observation("obs-s2")}));
+    s->app().audit_log()->inject_write_failure(false);
+    REQUIRE_FALSE(second.ok());
+    for (const auto& m : messages(*s))
+      if (m.dedupe_key == "S-2") unaudited = m.id;
+    REQUIRE(unaudited != 0);
+    // A stop between the ingest-applied commit (the AA went out) and clearing the mark.
+    auto db = sqlite::Database::open(s->cfg.data_dir + "/store.db");
+    REQUIRE(db.ok());
+    REQUIRE(db->exec("UPDATE message SET pending = 1 WHERE id = " + std::to_string(audited)).ok());
+  }
+  auto s = two_sources([&](config::Config& c) { c.data_dir = data_dir; });
+  auto row = s->app().store().message(audited);
+  REQUIRE(row.ok());
+  REQUIRE(row->has_value());
+  CHECK_FALSE((*row)->pending);  // before any listener accepted: nothing was resent
+  store::MessageQuery q;
+  q.pending_only = true;
+  auto pending = s->app().store().list_messages(q);
+  REQUIRE(pending.ok());
+  REQUIRE(pending->size() == 1);
+  CHECK(pending->front().id == unaudited);
+  CHECK(*s->app().store().pending_count() == 1);
+  // The one left is completed by its resend, as before.
+  auto resend = submit(*s, batch("epr-a", "S-2", {observation("obs-s2")}));
+  REQUIRE(resend.ok());
+  CHECK_FALSE(resend->duplicate);
+  CHECK_FALSE(settled_pending(*s, unaudited));
+}

@@ -69,7 +69,7 @@ TEST_CASE("gw-locator: import reports created, rejected entries one by one, and 
   const std::string report = (dir / "rejected.ndjson").string();
   Run r = gw_locator("import --data " + data + " --source RX1 --report " + report + " " + (dir / "good.json").string() +
                      " " + (dir / "bad.json").string() + " " + (dir / "broken.json").string());
-  CHECK_MESSAGE(r.status == 0, r.out);
+  CHECK_MESSAGE(r.status == 3, r.out);  // done, some entries rejected
   CHECK(line_of(r.out, "patients seen:").find(" 4") != std::string::npos);
   CHECK(line_of(r.out, "  created:").find(" 3") != std::string::npos);
   CHECK(line_of(r.out, "pointers indexed:").find(" 1") != std::string::npos);
@@ -159,7 +159,7 @@ TEST_CASE("gw-locator: a pointer whose Patient is in another file is filed under
                                 << pointer("9990000018") << R"(},{"resource":)" << pointer("9990000026") << "}]}";
   Run r = gw_locator("import --data " + data + " --source RX1 " + (dir / "a.json").string() + " " +
                      (dir / "b.json").string());
-  CHECK_MESSAGE(r.status == 0, r.out);
+  CHECK_MESSAGE(r.status == 3, r.out);  // done, some entries rejected
   CHECK(line_of(r.out, "pointers indexed:").find(" 1") != std::string::npos);
   CHECK(line_of(r.out, "rejected entries:").find(" 1") != std::string::npos);  // 9990000026 is nobody's
   CHECK(r.out.find("nor an indexed patient") != std::string::npos);
@@ -199,7 +199,7 @@ TEST_CASE("gw-locator: a pointer keeps the date its source gave; the time of ind
                                     << R"(},{"resource":)" << dated_pointer("RX1-baddate", R"("date":"2019-04-01",)")
                                     << "}]}";
   Run r = gw_locator("import --data " + data + " --source RX1 " + (dir / "dated.json").string());
-  CHECK_MESSAGE(r.status == 0, r.out);
+  CHECK_MESSAGE(r.status == 3, r.out);  // done, some entries rejected
   // A date that is not an instant rejects its entry, saying what an instant is.
   CHECK(line_of(r.out, "rejected entries:").find(" 1") != std::string::npos);
   CHECK(r.out.find("DocumentReference.date must be a FHIR instant with seconds and a time zone") != std::string::npos);
@@ -243,7 +243,7 @@ TEST_CASE("gw-locator: a misspelt resourceType is a rejected file, not a type le
   const std::string report = (dir / "report.ndjson").string();
   Run r = gw_locator("import --data " + data + " --source RX1 --report " + report + " " + (dir / "typo.json").string() +
                      " " + (dir / "empty.json").string() + " " + (dir / "entries.json").string());
-  CHECK_MESSAGE(r.status == 0, r.out);
+  CHECK_MESSAGE(r.status == 3, r.out);  // done, some entries rejected
   CHECK(line_of(r.out, "rejected entries:").find(" 2") != std::string::npos);
   CHECK(line_of(r.out, "  whole files:").find(" 1") != std::string::npos);
   CHECK(line_of(r.out, "warnings:").find(" 1") != std::string::npos);
@@ -274,4 +274,25 @@ TEST_CASE("gw-locator: --pointer-base must be https and --source an ODS code, ch
   Run ok = gw_locator("import --quiet --data " + data + " --source RX1 --pointer-base https://rx1.example/fhir " + file);
   CHECK_MESSAGE(ok.status == 0, ok.out);
   CHECK(line_of(ok.out, "pointers indexed:").find(" 1") != std::string::npos);  // <base>/Patient/a1/$everything
+}
+
+TEST_CASE("gw-locator: an NHS number failing its check digit is loaded untrusted with a warning; exit 0 without "
+          "rejections") {
+  auto dir = gw::test::temp_dir("gwloc-mod11");
+  const std::string data = (dir / "data").string();
+  std::ofstream(dir / "p.ndjson") << patient("a1", "9990000018", "female") << "\n"
+                                  << patient("a3", "9434765918", "male") << "\n";  // fails Modulus 11
+  const std::string report = (dir / "report.ndjson").string();
+  Run r = gw_locator("import --data " + data + " --source RX1 --report " + report + " " + (dir / "p.ndjson").string());
+  CHECK_MESSAGE(r.status == 0, r.out);
+  CHECK(line_of(r.out, "  created:").find(" 2") != std::string::npos);
+  CHECK(line_of(r.out, "rejected entries:").find(" 0") != std::string::npos);
+  CHECK(line_of(r.out, "warnings:").find(" 1") != std::string::npos);
+  const std::string warned = line_of(r.out, "warning ");
+  CHECK(warned.find("(Patient/a3)") != std::string::npos);
+  CHECK(warned.find("NHS number fails its Modulus 11 check digit") != std::string::npos);
+  CHECK(warned.find("loaded as an untrusted identifier") != std::string::npos);
+  const std::string rep = gw::test::read_file(report);
+  CHECK(rep.find("Modulus 11") != std::string::npos);
+  CHECK(rep.find("Patient/a1") == std::string::npos);  // a valid one is not warned about
 }

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -427,13 +428,23 @@ TEST_CASE("gw-messages: replay sends to the source's own port from --config, ref
       gw_messages("replay " + config + " --id " + lab_id + " --port " + std::to_string(pas) + " --force-port");
   CHECK(forced.out.find("from source 'rgt-lab' to 127.0.0.1:" + std::to_string(pas)) != std::string::npos);
   CHECK(mllp_frames(*s, kPas) == before + 1);
+  // A port that is none of this gateway's listeners (another gateway's, perhaps) is refused
+  // too, unless forced.
+  test::ToolRun elsewhere = gw_messages("replay " + config + " --id " + lab_id + " --port 1");
+  CHECK(elsewhere.status == 2);
+  CHECK(elsewhere.err.find("port 1 is not the MLLP port of source 'rgt-lab'") != std::string::npos);
+  CHECK(elsewhere.out.find("replaying") == std::string::npos);
+  test::ToolRun elsewhere_forced =
+      gw_messages("replay " + config + " --id " + lab_id + " --port 1 --force-port");
+  CHECK(elsewhere_forced.out.find("from source 'rgt-lab' to 127.0.0.1:1") != std::string::npos);
   // Without --config, the line says which source and which port too.
   test::ToolRun given = gw_messages("replay " + data + " --id " + lab_id + " --port " + std::to_string(lab));
   CHECK(given.out.find("replaying 1 message from source 'rgt-lab' to 127.0.0.1:" + std::to_string(lab)) !=
         std::string::npos);
 }
 
-TEST_CASE("gw-messages: a pending message (committed, never acknowledged) is listed, shown and counted as pending") {
+TEST_CASE("gw-messages: a pending message (committed, its ACK perhaps not sent) is listed, shown, counted and "
+          "replayed as pending") {
   auto s = mllp_server();
   const std::uint16_t port = mllp_port(*s, kPas);
   const std::string data = "--data " + s->cfg.data_dir;
@@ -459,12 +470,34 @@ TEST_CASE("gw-messages: a pending message (committed, never acknowledged) is lis
   CHECK(line_with(table, "ADT^A01").find("pending") != std::string::npos);
   test::ToolRun show = gw_messages("show " + data + " " + std::to_string(first));
   CHECK_MESSAGE(show.status == 0, show.err);
-  CHECK(line_of(show.out, "pending:").find("never acknowledged") != std::string::npos);
+  CHECK(line_of(show.out, "pending:").find("its acknowledgement may not have been sent") != std::string::npos);
+  CHECK(line_of(show.out, "pending:").find("gw-messages replay --id " + std::to_string(first)) != std::string::npos);
+  CHECK(show.out.find("never acknowledged") == std::string::npos);
   CHECK(gw_messages("show " + data + " " + std::to_string(id_of(rows[1]))).out.find("pending:") == std::string::npos);
   test::ToolRun stats = gw_messages("stats --json " + data);
   REQUIRE_MESSAGE(stats.status == 0, stats.err);
   auto counted = fhir::parse_json(stats.out);
   REQUIRE(counted.ok());
   CHECK(counted->find("pending")->as_int64() == 1);
-  CHECK(line_of(gw_messages("stats " + data).out, "pending:").find(" 1 ") != std::string::npos);
+  const std::string counted_line = line_of(gw_messages("stats " + data).out, "pending:");
+  CHECK(counted_line.find(" 1 ") != std::string::npos);
+  CHECK(counted_line.find("may not have been sent") != std::string::npos);
+  CHECK(counted_line.find("never acknowledged") == std::string::npos);
+  // --status pending: only the pending one, in list and in replay.
+  test::ToolRun listed = gw_messages("list --status pending --json " + data);
+  REQUIRE_MESSAGE(listed.status == 0, listed.err);
+  rows = json_lines(listed.out);
+  REQUIRE(rows.size() == 1);
+  CHECK(id_of(rows[0]) == first);
+  test::ToolRun replayed =
+      gw_messages("replay --status pending " + data + " --port " + std::to_string(port));
+  CHECK_MESSAGE(replayed.status == 0, (replayed.out + replayed.err));
+  CHECK(replayed.out.find("replaying 1 message from source") != std::string::npos);
+  // Its ingest-applied record is in audit.db: answered as a duplicate, its mark cleared.
+  bool cleared = false;
+  for (int i = 0; i < 500 && !cleared; ++i) {
+    cleared = json_lines(gw_messages("list --status pending --json " + data).out).empty();
+    if (!cleared) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(cleared);
 }

@@ -17,9 +17,10 @@
 // mark. A file or entry whose resourceType is no FHIR R4 type is rejected (a real type the
 // locator does not hold is only counted as not indexed); a Bundle without entries is a warning.
 // --source must be an ODS code and --pointer-base an https URL, checked before anything is
-// written. stats and conflicts refuse a --data without a locator.db. Exit
-// codes: 0 done (rejections are reported, not fatal), 1 runtime failure, no index, a data
-// directory in use or an audit record not written, 2 usage.
+// written. stats and conflicts refuse a --data without a locator.db. An NHS number failing its
+// check digit is loaded as untrusted, with a warning. Exit codes: 0 done, 1 runtime failure, no
+// index, a data directory in use or an audit record not written, 2 usage, 3 import done but
+// some entries rejected (reported; the rest is imported and audited).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -52,6 +53,7 @@ namespace {
 constexpr std::uintmax_t kMaxFileBytes = 512ull * 1024 * 1024;
 constexpr std::size_t kMaxFiles = 1'000'000;
 constexpr std::size_t kShownRejections = 50;
+constexpr int kExitRejected = 3;  // import: done, but some entries were rejected
 constexpr std::string_view kUtf8Bom = "\xEF\xBB\xBF";
 
 struct Rejection {
@@ -291,6 +293,20 @@ class Importer {
         reject(label, i.diagnostics + (i.expression.empty() ? "" : " [" + i.expression + "]"));
         continue;
       }
+      // An NHS number failing its check is loaded as an untrusted identifier (never matched
+      // on), as the HL7 path keeps one: said, as the HL7 path says it.
+      if (const fhir::Json* ids = it.resource.find("identifier"); ids && ids->is_array())
+        for (const fhir::Json& id : ids->items()) {
+          if (!id.is_object() || id.string_at("system") != fhir::kNhsNumberSystem) continue;
+          const std::string value(id.string_at("value"));
+          if (value.empty() || fhir::is_valid_nhs_number(value)) continue;
+          const bool ten_digits =
+              value.size() == 10 && std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; });
+          warn(label, std::string(ten_digits ? "NHS number fails its Modulus 11 check digit"
+                                             : "NHS number is not 10 digits") +
+                          ": loaded as an untrusted identifier, never used to match the patient; correct it at "
+                          "the source");
+        }
       for (auto& k : patient_keys(it.resource, it.full_url)) by_key[k] = batch_.records.size();
       batch_.records.push_back(ImportRecord{std::move(*claim), {}});
       batch_.where.push_back(std::move(label));
@@ -601,7 +617,8 @@ int run_import(const gw::tools::WriteTarget& target, const std::string& source, 
       return 1;
     }
   }
-  return 0;
+  // What was imported is committed and audited; a script must still see that some was not.
+  return t.rejected > 0 ? kExitRejected : 0;
 }
 
 // Records or withdraws a patient's objection to sharing (docs/access-policy.md "Objection"):
@@ -715,7 +732,8 @@ int main(int argc, char** argv) {
   auto* imp = app.add_subcommand("import", "bulk import Patients and DocumentReference pointers from FHIR Bundles "
                                            "(.json) or NDJSON (.ndjson), files or folders (UTF-8; a leading byte "
                                            "order mark is skipped); a pointer keeps its DocumentReference.date. "
-                                           "Refused while a gateway runs on the data directory; audited");
+                                           "Refused while a gateway runs on the data directory; audited. "
+                                           "Exit 3 when entries were rejected (the rest is imported)");
   auto* imp_data = imp->add_option("--data", data_dir, write_data_help)->capture_default_str();
   imp->add_option("--config", config_file, config_help)->excludes(imp_data);
   imp->add_option("--source", source, "ODS code of the source system the records come from (letters and digits)")

@@ -4,6 +4,7 @@
 //   gw-messages list   --data DIR [--status S] [--source NAME] [--limit N] [--after-id N] [--json]
 //   gw-messages show   --data DIR [--raw] ID
 //   gw-messages replay (--config FILE | --data DIR --port P) (--id N... | --status S) [--source NAME]
+//                      (S: error, rejected, failed or pending; a pending message's resend completes it)
 //                      [--host H] [--port P [--force-port]] [--tls ...]
 //   gw-messages stats  --data DIR [--json]
 // store.db is opened read-only (safe while the gateway runs). Replay sends each stored message,
@@ -146,8 +147,9 @@ int run_show(MessageReader& reader, std::int64_t id, bool raw) {
   std::printf("control id:     %s\n", gw::hl7v2::read_msh(r.raw).field(10).c_str());
   std::printf("status:         %s\n", r.status.c_str());
   if (r.pending)
-    std::printf("pending:        yes: its data is committed but it was never acknowledged; the sender's resend "
-                "completes it\n");
+    std::printf("pending:        yes: committed, its acknowledgement may not have been sent; a resend by the "
+                "sender, or `gw-messages replay --id %lld`, completes it\n",
+                static_cast<long long>(r.id));
   std::printf("received:       %s\n", utc_time(r.received_ms, true).c_str());
   std::printf("updated:        %s\n", utc_time(r.updated_ms, true).c_str());
   if (r.status == "applied") {
@@ -195,8 +197,9 @@ std::pair<std::string, std::uint16_t> listener_of(const gw::config::SourceSystem
 
 // Where the messages of `source` go. The listener a message arrives on decides the source it is
 // stored under, so a message sent to another source's port would be filed as that source's.
-// With the gateway's configuration the source's own endpoint is the default, and a port that
-// is another hl7v2 source's is refused unless forced; without it the port must be given.
+// With the gateway's configuration the source's own endpoint is the default, and any other
+// port (another source's, or none of this gateway's) is refused unless forced; without it the
+// port must be given.
 // An empty string when `a.client` now names the target; else why not (a usage error).
 std::string choose_target(ReplayArgs& a, const std::string& source) {
   auto& o = a.client.options;
@@ -221,14 +224,19 @@ std::string choose_target(ReplayArgs& a, const std::string& source) {
     o.port = own_port;
     return {};
   }
-  if (o.port == own_port || a.force_port) return {};
+  // A source whose endpoint fixes no port (port 0: chosen at start-up) takes the port given.
+  if (o.port == own_port || own_port == 0 || a.force_port) return {};
   for (const auto& s : a.config->source_systems) {
     if (s.adapter != "hl7v2" || listener_of(s).second != o.port) continue;
     return "port " + std::to_string(o.port) + " is the listener of source '" + s.name + "', not of '" + source +
            "' (port " + std::to_string(own_port) + "): the messages would be stored as '" + s.name +
            "''s. Leave out --port, or add --force-port; nothing sent";
   }
-  return {};
+  // Not a listener of this gateway's at all: another gateway's, perhaps, which would store
+  // them as its own.
+  return "port " + std::to_string(o.port) + " is not the MLLP port of source '" + source + "' in " + a.config_file +
+         " (port " + std::to_string(own_port) + "): whatever listens there (another gateway?) would store the "
+         "messages as its own. Leave out --port, or add --force-port; nothing sent";
 }
 
 fhir::Result<std::vector<MessageRow>> select_rows(MessageReader& reader, const ReplayArgs& a) {
@@ -244,6 +252,7 @@ fhir::Result<std::vector<MessageRow>> select_rows(MessageReader& reader, const R
   }
   gw::messages_cli::ListQuery q;
   q.statuses = gw::messages_cli::expand_status(a.status);
+  q.pending_only = a.status == "pending";
   q.source = a.source;
   q.limit = a.limit;
   auto listed = reader.list(q);
@@ -422,8 +431,9 @@ int run_stats(MessageReader& reader, bool json) {
   for (const char* st : kStatuses)
     std::printf("  %-14s %lld\n", (std::string(st) + ":").c_str(), static_cast<long long>(count(s->by_status, st)));
   if (s->pending)
-    std::printf("  %-14s %lld (applied, never acknowledged: completed by the sender's resend)\n", "pending:",
-                static_cast<long long>(s->pending));
+    std::printf("  %-14s %lld (applied and committed, the acknowledgement may not have been sent: a resend by the "
+                "sender, or `gw-messages replay --status pending`, completes them)\n",
+                "pending:", static_cast<long long>(s->pending));
   if (!s->by_source.empty()) {
     std::printf("by source:\n");
     for (const auto& [source, m] : s->by_source) {
@@ -448,7 +458,7 @@ int main(int argc, char** argv) {
       "store.db is opened read-only, so the tools are safe while the gateway runs."};
   app.require_subcommand(1);
   std::string data_dir = "data";
-  auto status_check = CLI::IsMember({"error", "rejected", "applied", "replayed", "failed"});
+  auto status_check = CLI::IsMember({"error", "rejected", "applied", "replayed", "failed", "pending"});
   // Ids are store.db row ids, from 1. (CLI::PositiveNumber answers 0 with "Value 0 not in range
   // 0.000000 to 1.797693e+308", which tells the user nothing.)
   const CLI::Validator message_id(
@@ -467,7 +477,9 @@ int main(int argc, char** argv) {
   std::string list_status = "failed";
   bool list_json = false;
   list->add_option("--data", data_dir, "the gateway's data directory (holding store.db)")->capture_default_str();
-  list->add_option("--status", list_status, "error, rejected, applied, replayed, or failed (error + rejected)")
+  list->add_option("--status", list_status,
+                   "error, rejected, applied, replayed, failed (error + rejected), or pending (applied, its "
+                   "acknowledgement may not have been sent)")
       ->check(status_check)
       ->capture_default_str();
   list->add_option("--source", q.source, "only messages from this source system (its configured name)");
@@ -492,8 +504,11 @@ int main(int argc, char** argv) {
   ReplayArgs ra;
   replay->add_option("--data", data_dir, "the gateway's data directory (holding store.db)")->capture_default_str();
   CLI::Option* ids = replay->add_option("--id", ra.ids, "message id(s) to replay")->check(message_id);
-  CLI::Option* rstatus = replay->add_option("--status", ra.status, "replay every message with this status")
-                             ->check(CLI::IsMember({"error", "rejected", "failed"}));
+  CLI::Option* rstatus = replay
+                             ->add_option("--status", ra.status,
+                                          "replay every message with this status: error, rejected, failed, or "
+                                          "pending (its resend completes it)")
+                             ->check(CLI::IsMember({"error", "rejected", "failed", "pending"}));
   ids->excludes(rstatus);
   rstatus->excludes(ids);
   replay->add_option("--source", ra.source, "only messages from this source system (required when several match)");
@@ -509,11 +524,11 @@ int main(int argc, char** argv) {
       ->default_str("");
   replay->add_option("--config", ra.config_file,
                      "the gateway's configuration file: --data defaults to its data_dir, --host and --port to "
-                     "the source's MLLP endpoint, and a --port that is another source's listener is refused")
+                     "the source's MLLP endpoint, and a --port other than that endpoint's is refused")
       ->check(CLI::ExistingFile);
   replay->add_flag("--force-port", ra.force_port,
-                   "with --config: send to --port even when it is another source's listener (the gateway would "
-                   "store the messages as that source's)");
+                   "with --config: send to --port even when it is not the source's endpoint (another source's "
+                   "listener would store the messages as that source's)");
 
   auto* stats = app.add_subcommand("stats", "count messages per status and per source; oldest and newest");
   bool stats_json = false;
@@ -526,7 +541,8 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   if (*replay && ra.ids.empty() && ra.status.empty()) {
-    std::fprintf(stderr, "gw-messages replay: name the messages with --id N or --status error|rejected|failed\n");
+    std::fprintf(stderr,
+                 "gw-messages replay: name the messages with --id N or --status error|rejected|failed|pending\n");
     return 2;
   }
   if (*replay) {
@@ -547,6 +563,7 @@ int main(int argc, char** argv) {
   if (!reader) return fail(reader.issue());
   if (*list) {
     q.statuses = gw::messages_cli::expand_status(list_status);
+    q.pending_only = list_status == "pending";
     return run_list(*reader, q, list_json);
   }
   if (*show) return run_show(*reader, show_id, show_raw);

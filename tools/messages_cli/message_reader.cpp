@@ -47,6 +47,7 @@ std::string MessageRow::control_id() const {
 
 std::vector<std::string> expand_status(const std::string& name) {
   if (name == "failed") return {"error", "rejected"};
+  if (name == "pending") return {"applied"};
   if (name == "applied" || name == "error" || name == "rejected" || name == "replayed") return {name};
   return {};
 }
@@ -99,6 +100,7 @@ fhir::Result<std::vector<MessageRow>> MessageReader::list(const ListQuery& q) {
       sql.append(i ? ", " : "").append("?").append(std::to_string(i + 3));
     sql += ")";
   }
+  if (q.pending_only) sql += has_pending_ ? " AND pending = 1" : " AND 0";
   sql += " ORDER BY id LIMIT ?" + std::to_string(q.statuses.size() + 3);
   auto st = db_.prepare(sql);
   if (!st) return std::move(st).issue();

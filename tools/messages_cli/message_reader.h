@@ -28,8 +28,10 @@ struct MessageRow {
   std::string error;
   std::string error_location;
   std::string patient_id;
-  // An applied unit whose data is committed but which was never acknowledged (its audit record
-  // could not be confirmed): the sender's resend completes it. docs/hl7v2.md.
+  // An applied unit whose data is committed but whose acknowledgement may not have been sent
+  // (its audit record was not confirmed when the mark was last looked at: the gateway clears
+  // the marks it can at start-up): a resend by the sender, or a replay, completes it.
+  // docs/hl7v2.md.
   bool pending = false;
   std::string reply;  // the ACK(s) sent; filled by get() only
   std::string raw;    // the message bytes as received; filled by get() only
@@ -42,6 +44,7 @@ struct ListQuery {
   std::string source;                 // empty: every source
   std::int64_t after_id = 0;          // ids greater than this, ascending
   std::size_t limit = 100;
+  bool pending_only = false;          // only applied messages still pending
 };
 
 struct MessageStats {
@@ -72,8 +75,8 @@ class MessageReader {
   bool has_pending_;  // a store.db from before migration 4 has no pending column
 };
 
-// Statuses a user may name: the four stored ones and "failed" (error and rejected).
-// Empty when `name` is none of them.
+// Statuses a user may name: the four stored ones, "failed" (error and rejected) and "pending"
+// (applied, still pending: ListQuery::pending_only as well). Empty when `name` is none of them.
 std::vector<std::string> expand_status(const std::string& name);
 
 // A Unix time in ms as "2026-11-23T10:15:00.123Z" (iso) or "2026-11-23 10:15:00".

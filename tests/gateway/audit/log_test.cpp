@@ -797,7 +797,9 @@ TEST_CASE("Audit log: refuses to start on a rolled-back or altered database") {
   {
     auto log = Log::open(options(dir), signer);
     REQUIRE(log.ok());
-    for (int i = 5; i < 9; ++i) REQUIRE((*log)->append_sync(access(i)).ok());
+    for (int i = 5; i < 7; ++i) REQUIRE((*log)->append_sync(access(i)).ok());
+    REQUIRE((*log)->checkpoint_now().ok());  // at 7: the first beyond the copy
+    for (int i = 7; i < 9; ++i) REQUIRE((*log)->append_sync(access(i)).ok());
   }  // stop() writes a checkpoint at 9 into the database and the checkpoint file
   std::filesystem::remove(dir / "audit.db-wal");
   std::filesystem::remove(dir / "audit.db-shm");
@@ -805,6 +807,9 @@ TEST_CASE("Audit log: refuses to start on a rolled-back or altered database") {
   auto reopened = Log::open(options(dir), signer);
   REQUIRE_FALSE(reopened.ok());
   CHECK(reopened.issue().diagnostics.find("rolled back") != std::string::npos);
+  // The newest checkpoint in the file, not the first beyond the copy: how much was lost.
+  CHECK_MESSAGE(reopened.issue().diagnostics.find("covers 9 records but audit.db holds 5") != std::string::npos,
+                reopened.issue().diagnostics);
 
   // Without the external file the old copy is self-consistent: that is why the file is kept
   // outside the database (and audit-verify is given it).
