@@ -223,6 +223,37 @@ bool parse_buffered(bhttp::request_parser<bhttp::string_body>& parser, beast::fl
   return parser.is_done();
 }
 
+// Feeds the buffered bytes of a request's header section (request line, fields, blank line) to
+// the parser, never more than `limit` bytes of it in all. Beast alone applies its header limit
+// to each put's unconsumed bytes, and consumes the request line and each whole field as they
+// arrive, so a header read in several pieces could exceed the limit by about a read's size.
+// `consumed`: header bytes the parser has taken so far. Returns true when the header section is
+// complete; false with `ec` clear when more bytes are needed; false with `ec` set on a malformed
+// header or `header_limit` when the section does not end within `limit` bytes.
+bool feed_header(bhttp::request_parser<bhttp::string_body>& parser, beast::flat_buffer& buffer, std::size_t& consumed,
+                 std::size_t limit, error_code& ec) {
+  while (!parser.is_header_done()) {
+    const std::size_t allowed = limit - consumed;
+    const std::size_t window = std::min(buffer.size(), allowed);
+    if (window == 0) {
+      if (allowed == 0) ec = bhttp::error::header_limit;
+      return false;
+    }
+    const std::size_t used = parser.put(asio::const_buffer(buffer.data().data(), window), ec);
+    buffer.consume(used);
+    consumed += used;
+    if (ec == bhttp::error::need_more) {
+      ec = {};
+      // Every byte the limit allows was offered and the header section is still open.
+      if (window == allowed) ec = bhttp::error::header_limit;
+      return false;
+    }
+    if (ec) return false;
+    if (used == 0) return false;
+  }
+  return true;
+}
+
 bool peer_went_away(const error_code& ec) {
 #if GW_WITH_TLS
   if (ec == asio::ssl::error::stream_truncated) return true;
@@ -602,13 +633,30 @@ struct Server::Impl {
       parser.body_limit(cfg.limits.max_body_bytes);
       parser.eager(true);
       // Fast path: a keep-alive request usually arrives whole in one read; parse it straight
-      // from the buffer, with no deadline timer and no composed read operation.
+      // from the buffer, with no deadline timer and no composed read operation. Otherwise the
+      // rest is read under the read timeout: the watchdog cancels the read instead of closing
+      // the socket, so a 408 can still be sent. The header section is read here, counted
+      // against max_header_bytes as a whole; the body by Beast.
       bool timed_out = false;
-      if (!parse_buffered(parser, buffer, ec) && !ec) {
-        // Read the rest under the read timeout. The watchdog cancels the read instead of
-        // closing the socket, so a 408 can still be sent.
-        watchdog->arm(cfg.limits.read_timeout, Watchdog::Action::cancel);
+      bool armed = false;
+      std::size_t header_consumed = 0;
+      const std::size_t header_limit = cfg.limits.max_header_bytes;
+      while (!feed_header(parser, buffer, header_consumed, header_limit, ec) && !ec) {
+        if (!armed) watchdog->arm(cfg.limits.read_timeout, Watchdog::Action::cancel);
+        armed = true;
+        std::size_t n = co_await stream.async_read_some(buffer.prepare(4096), nothrow(ec));
+        if (ec) {
+          if (ec == asio::error::eof) ec = bhttp::error::partial_message;  // as Beast's read says it
+          break;
+        }
+        buffer.commit(n);
+      }
+      if (!ec && !parse_buffered(parser, buffer, ec) && !ec) {
+        if (!armed) watchdog->arm(cfg.limits.read_timeout, Watchdog::Action::cancel);
+        armed = true;
         co_await bhttp::async_read(stream, buffer, parser, nothrow(ec));
+      }
+      if (armed) {
         timed_out = watchdog->fired;
         watchdog->disarm();
       }
