@@ -420,9 +420,17 @@ TEST_CASE("Server: bad search parameters get 400 naming the parameter; strict ha
     check_outcome(test::get(s.port(), "/Basic?shoe-size=9", s.client(), prefer), 400, "invalid",
                   "Unknown search parameter 'shoe-size'");
   }
-  // The last handling in the list wins, across fields as within one.
-  CHECK(test::get(s.port(), "/Basic?shoe-size=9", s.client(), "Prefer: handling=strict\r\nPrefer: handling=lenient\r\n")
+  // The first handling in the list wins (RFC 7240 section 2), across fields as within one.
+  check_outcome(test::get(s.port(), "/Basic?shoe-size=9", s.client(), "Prefer: handling=strict\r\nPrefer: handling=lenient\r\n"),
+                400, "invalid", "Unknown search parameter 'shoe-size'");
+  CHECK(test::get(s.port(), "/Basic?shoe-size=9", s.client(), "Prefer: handling=lenient\r\nPrefer: handling=strict\r\n")
             .status == 200);
+  for (const std::string prefer : {"Prefer: handling = strict\r\n", "Prefer: handling=\"strict\"\r\n",
+                                   "Prefer: handling=strict; foo=bar\r\n", "Prefer: HANDLING=STRICT\r\n"}) {
+    CAPTURE(prefer);
+    check_outcome(test::get(s.port(), "/Basic?shoe-size=9", s.client(), prefer), 400, "invalid",
+                  "Unknown search parameter 'shoe-size'");
+  }
   // The test-only Basic route: the same parser, no access control involved.
   check_outcome(test::get(s.port(), "/Basic?created=2010-13-01", s.client()), 400, "invalid", "created");
 }
