@@ -452,6 +452,22 @@ TEST_CASE("Locator API: a create's Location is a vread of the current version; o
     CHECK(h.status == 404);
     CHECK(test::issue_code(h) == "not-supported");
   }
+  // The patient's access report words a vread as the read it is.
+  TokenClaims ig;
+  ig.sub = "ig-jones";
+  ig.role = "ig-officer";
+  ig.org = "X26";
+  ig.scope = "user/AuditEvent.rs";
+  HttpResponse report = test::get(s.port(), "/AuditEvent/$access-report?patient=" + a.nhs_number, s.client(), bearer(ig));
+  REQUIRE_MESSAGE(report.status == 200, report.body);
+  const fhir::Json report_json = json_of(report);
+  std::size_t entry_reads = 0;
+  for (const fhir::Json& e : report_json.find("accesses")->items()) {
+    const std::string what(e.string_at("what"));
+    CHECK_MESSAGE(what != "looked at your record", what);
+    entry_reads += what == "looked at one entry in the list of services holding records about you";
+  }
+  CHECK(entry_reads >= 8);  // the read, the vreads, the conditional one, the strangers' and the old versions
   // GET /metadata declares vread for DocumentReference only.
   fhir::Json meta = json_of(test::get(s.port(), "/metadata", s.client()));
   for (const fhir::Json& res : meta.find("rest")->items().at(0).find("resource")->items()) {
