@@ -2,6 +2,7 @@
 #include "fhir/search_params.h"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 
 #include "fhir/nhs_number.h"
@@ -261,18 +262,71 @@ bool is_element_name(std::string_view s) {
 
 }  // namespace
 
-Handling handling_from_prefer(std::string_view prefer) {
-  Handling h = Handling::lenient;
-  while (!prefer.empty()) {
-    std::size_t comma = prefer.find(',');
-    std::string_view item = prefer.substr(0, comma);
-    prefer = comma == std::string_view::npos ? std::string_view() : prefer.substr(comma + 1);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (item == "handling=strict") h = Handling::strict;
-    if (item == "handling=lenient") h = Handling::lenient;
+std::optional<std::string> prefer_value(std::string_view prefer, std::string_view name) {
+  // RFC 7240 section 2: preference = token [ BWS "=" BWS word ] *( OWS ";" [ OWS parameter ] ),
+  // word = token / quoted-string, in a comma-separated list (RFC 9110 section 5.6.1).
+  auto tchar = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+  };
+  auto ows = [](char c) { return c == ' ' || c == '\t'; };
+  auto lower = [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); };
+  std::size_t i = 0;
+  const std::size_t n = prefer.size();
+  // Skips to just past the next comma that is not inside a quoted string.
+  auto next_element = [&] {
+    bool quoted = false;
+    for (; i < n; ++i) {
+      if (quoted && prefer[i] == '\\') ++i;
+      else if (prefer[i] == '"') quoted = !quoted;
+      else if (!quoted && prefer[i] == ',') break;
+    }
+    if (i < n) ++i;
+  };
+  while (i < n) {
+    while (i < n && (ows(prefer[i]) || prefer[i] == ',')) ++i;
+    const std::size_t start = i;
+    while (i < n && tchar(prefer[i])) ++i;
+    const std::string_view token = prefer.substr(start, i - start);
+    bool valid = !token.empty();
+    std::string value;
+    while (i < n && ows(prefer[i])) ++i;
+    if (valid && i < n && prefer[i] == '=') {
+      ++i;
+      while (i < n && ows(prefer[i])) ++i;
+      if (i < n && prefer[i] == '"') {
+        bool closed = false;
+        for (++i; i < n; ++i) {
+          if (prefer[i] == '\\' && i + 1 < n) value.push_back(prefer[++i]);
+          else if (prefer[i] == '"') { closed = true; ++i; break; }
+          else value.push_back(prefer[i]);
+        }
+        valid = closed;
+      } else {
+        const std::size_t v = i;
+        while (i < n && tchar(prefer[i])) ++i;
+        value = std::string(prefer.substr(v, i - v));
+        valid = !value.empty();
+      }
+      while (i < n && ows(prefer[i])) ++i;
+    }
+    // Then parameters after ';' (ignored), or the end of the element.
+    if (i < n && prefer[i] != ';' && prefer[i] != ',') valid = false;
+    next_element();
+    if (!valid || token.size() != name.size()) continue;
+    bool same = true;
+    for (std::size_t k = 0; k < name.size(); ++k) same = same && lower(token[k]) == lower(name[k]);
+    // The first instance of a preference is the one considered (RFC 7240 section 2).
+    if (same) return value;
   }
-  return h;
+  return std::nullopt;
+}
+
+Handling handling_from_prefer(std::string_view prefer) {
+  const auto value = prefer_value(prefer, "handling");
+  if (!value || value->size() != 6) return Handling::lenient;
+  std::string v = *value;
+  for (char& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return v == "strict" ? Handling::strict : Handling::lenient;
 }
 
 Result<SearchRequest> parse_search(std::string_view resource_type, const QueryParams& query,

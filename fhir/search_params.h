@@ -130,7 +130,14 @@ Result<SearchRequest> parse_search(std::string_view resource_type, const QueryPa
                                    const SearchParamRegistry& registry, Handling handling,
                                    const SearchLimits& limits = {});
 
-// Reads `Prefer: handling=strict|lenient` (RFC 7240 list; the last handling wins).
+// The value of preference `name` in a Prefer field value (RFC 7240 section 2): names compare
+// case-insensitively, whitespace may surround '=', a quoted-string value is unquoted,
+// parameters after ';' are ignored, and when the preference occurs more than once only the
+// first counts. "" for a preference without value; nullopt when absent. Malformed elements are
+// skipped.
+std::optional<std::string> prefer_value(std::string_view prefer_header, std::string_view name);
+
+// Reads `Prefer: handling=strict|lenient` (value case-insensitive; the first handling wins).
 Handling handling_from_prefer(std::string_view prefer_header);
 
 // Splits on commas not escaped with a backslash and unescapes \, \| \$ \\ (R4 search.html

@@ -697,6 +697,12 @@ std::string origin_problem(const std::string& origin) {
       n = n * 10 + (ch - '0');
     }
     if (port.empty() || n < 1 || n > 65535) return "has a bad port (1-65535, no path)";
+    // A browser serialises an origin without its scheme's default port (RFC 6454 section
+    // 6.2), so such an entry could never match.
+    if ((https && n == 443) || (!https && n == 80))
+      return std::string("names its scheme's default port ") + (https ? "443" : "80") +
+             ", which browsers leave out of Origin, so it would never match: write it without \":" +
+             (https ? "443" : "80") + "\"";
   }
   if (!https && host != "localhost" && host != "127.0.0.1" && host != "[::1]")
     return "plain http:// is only allowed for localhost, 127.0.0.1 or [::1] (a developer's machine); use https://";
@@ -743,6 +749,10 @@ void validate(const Config& c) {
     const std::string& o = c.cors.allowed_origins[i];
     if (std::string why = origin_problem(o); !why.empty())
       fail("server.cors.allowed_origins", "entry " + std::to_string(i + 1) + " (\"" + o.substr(0, 100) + "\") " + why);
+    for (std::size_t j = 0; j < i; ++j)
+      if (c.cors.allowed_origins[j] == o)
+        fail("server.cors.allowed_origins", "entry " + std::to_string(i + 1) + " (\"" + o.substr(0, 100) +
+                                                "\") repeats entry " + std::to_string(j + 1) + "; list each origin once");
   }
   if (c.auth.enabled) {
     if (c.auth.jwt.issuer.empty()) fail("auth.issuer", "is required when auth is enabled");

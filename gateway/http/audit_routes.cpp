@@ -177,6 +177,7 @@ std::string what_text(const audit::Record& r) {
   if (route == "/DiagnosticReport/{id}") return "looked at one of your test reports";
   if ((route == "/DocumentReference" && reads(r)) || route == "/DocumentReference/_search")
     return "looked at the list of care services that hold records about you";
+  if (route == "/DocumentReference/{id}/_history/{vid}") return "looked at one entry in the list of services holding records about you";
   if (route == "/DocumentReference/{id}") {
     if (reads(r)) return "looked at one entry in the list of services holding records about you";
     if (r.method == "DELETE") return "removed an entry from the list of services holding records about you";

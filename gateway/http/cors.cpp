@@ -22,6 +22,15 @@ constexpr std::string_view kExposeHeaders =
     "Location, ETag, Last-Modified, X-Request-ID, X-Correlation-ID, X-Emergency-Access, X-Total-Count, Link, "
     "Retry-After, WWW-Authenticate";
 
+// A client-supplied header value as the audit note keeps it: visible ASCII, at most 200 bytes.
+std::string printable(std::string_view v) {
+  std::string out(v.substr(0, 200));
+  for (char& c : out)
+    if (c < 0x20 || c > 0x7e) c = '?';
+  if (v.size() > 200) out += "...";
+  return out;
+}
+
 }  // namespace
 
 bool Cors::is_preflight(const Request& req) {
@@ -34,8 +43,19 @@ bool Cors::allowed(std::string_view origin) const {
          options_.allowed_origins.end();
 }
 
-Response Cors::preflight(const Request& req) const {
+Response Cors::preflight(Request& req) const {
   const std::string_view origin = req.header("origin");
+  // Which site probed the API, for the IG officer reading the record.
+  req.audit.note = "CORS preflight from Origin \"" + printable(origin) + "\" for " +
+                   printable(req.header("access-control-request-method"));
+  if (req.header_count("origin") > 1) {
+    // One Origin per request (RFC 6454 section 7.3); which one a browser meant is unknowable.
+    req.audit.note += " (refused: more than one Origin)";
+    Response r = error_response(fhir::Issue::make(
+        fhir::ErrorCode::bad_request, "A request carries at most one Origin header (RFC 6454 section 7.3)"));
+    if (!options_.allowed_origins.empty()) r.set_header("Vary", "Origin");
+    return r;
+  }
   if (!allowed(origin)) {
     Response r = error_response(fhir::Issue::make(
         fhir::ErrorCode::forbidden,
@@ -60,7 +80,7 @@ void Cors::decorate(const Request& req, Response& r) const {
   const std::string_view origin = req.header("origin");
   if (origin.empty()) return;
   r.set_header("Vary", "Origin");
-  if (!allowed(origin)) return;
+  if (!allowed(origin) || req.header_count("origin") > 1) return;
   r.set_header("Access-Control-Allow-Origin", std::string(origin));
   r.set_header("Access-Control-Expose-Headers", std::string(kExposeHeaders));
 }

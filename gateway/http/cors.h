@@ -31,12 +31,14 @@ class Cors {
 
   // The answer to a preflight: 204 with the methods, request headers and cache time allowed
   // when the origin is listed; else 403 with an OperationOutcome (a browser then refuses to
-  // send the request). Credentials mode is never allowed: tokens travel as bearer headers,
-  // which a browser sends without it.
-  Response preflight(const Request& req) const;
+  // send the request), or 400 when Origin appears more than once. Credentials mode is never
+  // allowed: tokens travel as bearer headers, which a browser sends without it. Notes the
+  // Origin and requested method in the request's audit record.
+  Response preflight(Request& req) const;
 
   // Adds to a response the headers that let a page on an allowed origin read it (and its
-  // Location, ETag, ... headers); leaves responses to other requests as they are.
+  // Location, ETag, ... headers); leaves responses to other requests (and to requests with
+  // more than one Origin) as they are.
   void decorate(const Request& req, Response& r) const;
 
  private:

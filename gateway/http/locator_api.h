@@ -87,6 +87,8 @@ class LocatorApi : public std::enable_shared_from_this<LocatorApi> {
   awaitable<Response> search_pointers_post(Request& req);
   awaitable<Response> search_pointers(Request& req, const fhir::QueryParams& params, Via via,
                                       std::string handle = {});
+  // GET /DocumentReference/{id}, and GET /DocumentReference/{id}/_history/{vid} (a vread: the
+  // same answer when {vid} is the current version, else 404).
   awaitable<Response> read_pointer(Request& req);
   // Create (POST) or update (PUT) by the owning source system.
   awaitable<Response> write_pointer(Request& req, bool create);

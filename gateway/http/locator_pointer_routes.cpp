@@ -276,6 +276,15 @@ awaitable<Response> LocatorApi::read_pointer(Request& req) {
                                          "this record pointer is withheld under the sensitivity policy for your role"),
                              req.format.pretty);
   }
+  // A vread (GET .../_history/{vid}, the form of a create's Location): the index keeps only
+  // the current version, which it answers as a read; any other is gone. Told only to a caller
+  // who may read the pointer, after the same checks as a read.
+  if (req.path_params.size() > 1 && req.path_params[1] != std::to_string(p.version))
+    co_return error_response(Issue::make(ErrorCode::not_found,
+                                         "No such version of this DocumentReference: only the current version, " +
+                                             std::to_string(p.version) + ", is kept (GET /DocumentReference/" + p.id +
+                                             " reads it)"),
+                             req.format.pretty);
   if (!d.break_glass && unchanged_for(req, p.version, p.last_updated)) co_return not_modified(p.version);
   req.audit.returned.push_back("DocumentReference/" + p.id);
   const locator::PatientRecord& patient = access->judged;

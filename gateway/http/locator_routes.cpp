@@ -233,6 +233,12 @@ void add_locator_routes(Router& router, const fhir::SearchParamRegistry& registr
   RouteOptions read_pointer = opts("DocumentReference", "read", Interaction::read);
   read_pointer.conditional_read = "full-support";
   router.add("GET", "/DocumentReference/{id}", [api](Request& r) { return api->read_pointer(r); }, read_pointer);
+  // A create's Location names [id]/_history/[vid] (R4 http.html#create): a vread of the current
+  // version, the only one kept, answers it; /_history itself stays not-supported (Router).
+  RouteOptions vread_pointer = opts("DocumentReference", "vread", Interaction::read);
+  vread_pointer.conditional_read = "full-support";
+  router.add("GET", "/DocumentReference/{id}/_history/{vid}", [api](Request& r) { return api->read_pointer(r); },
+             vread_pointer);
   RouteOptions create = opts("DocumentReference", "create", Interaction::create);
   create.json_body = true;
   router.add("POST", "/DocumentReference", [api](Request& r) { return api->write_pointer(r, true); }, create);

@@ -157,7 +157,8 @@ boost::asio::awaitable<Response> Pipeline::handle(Request& req) const {
     // No credentials and no patient data, but a request like any other: audited (issue #6,
     // "every request"), anonymous, so a browser probing the gateway leaves a trace too.
     req.route_template = "cors_preflight";
-    co_return co_await audited(req, cors_.preflight(req), nullptr);
+    Response answer = cors_.preflight(req);  // notes the Origin in req.audit first
+    co_return co_await audited(req, std::move(answer), nullptr);
   }
   const Route* route = nullptr;
   Response r = co_await respond(req, route);

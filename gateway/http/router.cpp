@@ -61,18 +61,25 @@ void Router::add(std::string method, std::string pattern, Handler handler, Route
 Router::Match Router::match(std::string_view method, std::string_view path) const {
   Match m;
   const std::vector<std::string> segs = split_path(path);
+  std::vector<std::string> params;
   // R4 history and vread URLs ([base]/_history, [type]/_history, [type]/[id]/_history[/vid]):
   // an interaction this server does not offer, which a client should hear as "not supported"
-  // rather than "no such resource" (the resource itself may well exist). Checked before the
-  // routes: "_history" is no FHIR id, so /Patient/_history is not a read of one.
+  // rather than "no such resource" (the resource itself may well exist), unless a route names
+  // "_history" itself (a vread of the current version). Checked before the other routes:
+  // "_history" is no FHIR id, so /Patient/_history is not a read of one.
   if (std::find(segs.begin(), segs.end(), "_history") != segs.end()) {
-    m.error = fhir::Issue::make(fhir::ErrorCode::unsupported_interaction,
-                                "History and version reads (_history) are not supported: only the current "
-                                "version of a resource is served, at [type]/[id]; GET /metadata lists no vread or "
-                                "history interaction");
-    return m;
+    const bool declared = std::any_of(routes_.begin(), routes_.end(), [&segs, &params](const Route& r) {
+      return std::find(r.segments.begin(), r.segments.end(), "_history") != r.segments.end() &&
+             segments_match(r, segs, params);
+    });
+    if (!declared) {
+      m.error = fhir::Issue::make(fhir::ErrorCode::unsupported_interaction,
+                                  "History (_history) is not supported: only the current version of a resource is "
+                                  "served, at [type]/[id] (a version read only where GET /metadata lists vread, and "
+                                  "only of the current version)");
+      return m;
+    }
   }
-  std::vector<std::string> params;
   std::vector<std::string> allowed;
   for (const Route& r : routes_) {
     if (!segments_match(r, segs, params)) continue;

@@ -41,6 +41,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/detect_ssl.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
@@ -222,6 +223,37 @@ bool parse_buffered(bhttp::request_parser<bhttp::string_body>& parser, beast::fl
   return parser.is_done();
 }
 
+// Feeds the buffered bytes of a request's header section (request line, fields, blank line) to
+// the parser, never more than `limit` bytes of it in all. Beast alone applies its header limit
+// to each put's unconsumed bytes, and consumes the request line and each whole field as they
+// arrive, so a header read in several pieces could exceed the limit by about a read's size.
+// `consumed`: header bytes the parser has taken so far. Returns true when the header section is
+// complete; false with `ec` clear when more bytes are needed; false with `ec` set on a malformed
+// header or `header_limit` when the section does not end within `limit` bytes.
+bool feed_header(bhttp::request_parser<bhttp::string_body>& parser, beast::flat_buffer& buffer, std::size_t& consumed,
+                 std::size_t limit, error_code& ec) {
+  while (!parser.is_header_done()) {
+    const std::size_t allowed = limit - consumed;
+    const std::size_t window = std::min(buffer.size(), allowed);
+    if (window == 0) {
+      if (allowed == 0) ec = bhttp::error::header_limit;
+      return false;
+    }
+    const std::size_t used = parser.put(asio::const_buffer(buffer.data().data(), window), ec);
+    buffer.consume(used);
+    consumed += used;
+    if (ec == bhttp::error::need_more) {
+      ec = {};
+      // Every byte the limit allows was offered and the header section is still open.
+      if (window == allowed) ec = bhttp::error::header_limit;
+      return false;
+    }
+    if (ec) return false;
+    if (used == 0) return false;
+  }
+  return true;
+}
+
 bool peer_went_away(const error_code& ec) {
 #if GW_WITH_TLS
   if (ec == asio::ssl::error::stream_truncated) return true;
@@ -254,25 +286,82 @@ ProtocolFailure classify(const error_code& ec, bool timed_out, bool line_parsed)
   return {fhir::Issue::make(ErrorCode::bad_request, "Malformed HTTP request: " + ec.message()), "malformed_http"};
 }
 
+// True for an RFC 9112 section 6.1 Transfer-Encoding the gateway frames a body by: one field
+// line whose value is the single coding "chunked" (any case, with optional whitespace around
+// it). Beast frames a request as chunked only when "chunked" occurs once and last, and takes
+// anything else as "no body"; "chunked, chunked" (which RFC 9112 forbids: chunked is never
+// applied twice) ends in "chunked" yet is framed as no body, so a check of the last coding alone
+// would let its body through as the next request.
+bool chunked_alone(const bhttp::fields& fields) {
+  if (fields.count(bhttp::field::transfer_encoding) != 1) return false;
+  std::string_view v = fields.find(bhttp::field::transfer_encoding)->value();
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return beast::iequals(v, "chunked");
+}
+
+// True for a Host value that is an RFC 3986 uri-host with an optional port (RFC 9112 section
+// 3.2, RFC 9110 section 7.2): a reg-name (unreserved, %-encoded and sub-delims characters) or
+// an IP literal in brackets, then ":" and digits. Empty is valid (a target without authority).
+bool valid_host(std::string_view h) {
+  auto unreserved_or_sub = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::string_view("-._~!$&'()*+,;=").find(c) != std::string_view::npos;
+  };
+  auto hex = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; };
+  std::size_t i = 0;
+  if (!h.empty() && h.front() == '[') {
+    const std::size_t close = h.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    for (char c : h.substr(1, close - 1))
+      if (!unreserved_or_sub(c) && c != ':') return false;
+    i = close + 1;
+  } else {
+    while (i < h.size() && h[i] != ':') {
+      if (h[i] == '%') {
+        if (i + 2 >= h.size() || !hex(h[i + 1]) || !hex(h[i + 2])) return false;
+        i += 3;
+      } else if (unreserved_or_sub(h[i])) {
+        ++i;
+      } else {
+        return false;
+      }
+    }
+  }
+  if (i == h.size()) return true;
+  if (h[i] != ':') return false;
+  for (char c : h.substr(i + 1))
+    if (!std::isdigit(static_cast<unsigned char>(c))) return false;
+  return true;
+}
+
 // A parsed request whose framing or Host the gateway will not trust, or nothing. Beast frames
 // a request by a final "chunked" coding or by Content-Length, and takes any other
 // Transfer-Encoding as "no body": the body would then be read as the next request (request
 // smuggling behind a proxy that frames it differently). RFC 9112 section 6.3 item 4 asks 400
 // and a closed connection for that, section 6.1 treats Transfer-Encoding in HTTP/1.0 and next
-// to Content-Length as faulty framing, and section 3.2 asks 400 for an HTTP/1.1 request with
-// no Host or more than one.
-std::optional<ProtocolFailure> framing_failure(const bhttp::request<bhttp::string_body>& msg) {
+// to Content-Length as faulty framing, and section 3.2 asks 400 for a request with more than
+// one Host or an invalid one, and for an HTTP/1.1 request with none. `parser_chunked`: whether
+// the parser itself framed the body as chunked (both must agree).
+std::optional<ProtocolFailure> framing_failure(const bhttp::request<bhttp::string_body>& msg, bool parser_chunked) {
   using fhir::ErrorCode;
   const bool has_te = msg.find(bhttp::field::transfer_encoding) != msg.end();
-  if (has_te && (!msg.chunked() || msg.version() < 11 || msg.find(bhttp::field::content_length) != msg.end()))
+  if (has_te && (!chunked_alone(msg) || !parser_chunked || msg.version() < 11 ||
+                 msg.find(bhttp::field::content_length) != msg.end()))
     return ProtocolFailure{fhir::Issue::make(ErrorCode::bad_request,
-                                             "Transfer-Encoding must end in \"chunked\", in HTTP/1.1, without "
-                                             "Content-Length; send the body with Content-Length or chunked alone"),
+                                             "Transfer-Encoding must be exactly \"chunked\" (one field, one "
+                                             "coding), in HTTP/1.1, without Content-Length; send the body with "
+                                             "Content-Length or chunked alone"),
                            "bad_transfer_encoding"};
-  if (msg.version() >= 11 && msg.count(bhttp::field::host) != 1)
+  const std::size_t hosts = msg.count(bhttp::field::host);
+  if (hosts > 1 || (msg.version() >= 11 && hosts == 0))
     return ProtocolFailure{fhir::Issue::make(ErrorCode::bad_request,
-                                             "An HTTP/1.1 request needs exactly one Host header (RFC 9112 "
-                                             "section 3.2)"),
+                                             "A request carries at most one Host header, and an HTTP/1.1 request "
+                                             "exactly one (RFC 9112 section 3.2)"),
+                           "bad_host"};
+  if (hosts == 1 && !valid_host(msg.find(bhttp::field::host)->value()))
+    return ProtocolFailure{fhir::Issue::make(ErrorCode::bad_request,
+                                             "The Host header must be a host name or IP address with an optional "
+                                             ":port (RFC 9112 section 3.2)"),
                            "bad_host"};
   return std::nullopt;
 }
@@ -544,13 +633,30 @@ struct Server::Impl {
       parser.body_limit(cfg.limits.max_body_bytes);
       parser.eager(true);
       // Fast path: a keep-alive request usually arrives whole in one read; parse it straight
-      // from the buffer, with no deadline timer and no composed read operation.
+      // from the buffer, with no deadline timer and no composed read operation. Otherwise the
+      // rest is read under the read timeout: the watchdog cancels the read instead of closing
+      // the socket, so a 408 can still be sent. The header section is read here, counted
+      // against max_header_bytes as a whole; the body by Beast.
       bool timed_out = false;
-      if (!parse_buffered(parser, buffer, ec) && !ec) {
-        // Read the rest under the read timeout. The watchdog cancels the read instead of
-        // closing the socket, so a 408 can still be sent.
-        watchdog->arm(cfg.limits.read_timeout, Watchdog::Action::cancel);
+      bool armed = false;
+      std::size_t header_consumed = 0;
+      const std::size_t header_limit = cfg.limits.max_header_bytes;
+      while (!feed_header(parser, buffer, header_consumed, header_limit, ec) && !ec) {
+        if (!armed) watchdog->arm(cfg.limits.read_timeout, Watchdog::Action::cancel);
+        armed = true;
+        std::size_t n = co_await stream.async_read_some(buffer.prepare(4096), nothrow(ec));
+        if (ec) {
+          if (ec == asio::error::eof) ec = bhttp::error::partial_message;  // as Beast's read says it
+          break;
+        }
+        buffer.commit(n);
+      }
+      if (!ec && !parse_buffered(parser, buffer, ec) && !ec) {
+        if (!armed) watchdog->arm(cfg.limits.read_timeout, Watchdog::Action::cancel);
+        armed = true;
         co_await bhttp::async_read(stream, buffer, parser, nothrow(ec));
+      }
+      if (armed) {
         timed_out = watchdog->fired;
         watchdog->disarm();
       }
@@ -609,6 +715,7 @@ struct Server::Impl {
         co_return;
       }
 
+      const bool parser_chunked = parser.chunked();
       bhttp::request<bhttp::string_body> msg = parser.release();
       http::Request req;
       req.received = received;
@@ -629,7 +736,7 @@ struct Server::Impl {
 
       http::Response resp;
       std::string_view target = req.target;
-      if (auto f = framing_failure(msg)) {
+      if (auto f = framing_failure(msg, parser_chunked)) {
         // Refused with the connection closed: bytes after this header may be a body the
         // parser did not frame, never the next request.
         metrics.protocol_error(f->kind);

@@ -169,6 +169,28 @@ TEST_CASE("Search: Prefer handling is read from an RFC 7240 list") {
   CHECK(handling_from_prefer("") == Handling::lenient);
 }
 
+TEST_CASE("Search: Prefer is parsed as RFC 7240 says: first instance wins, names case-insensitive, BWS, quotes, params") {
+  // Only the first instance of a preference is considered (RFC 7240 section 2).
+  CHECK(handling_from_prefer("handling=strict, handling=lenient") == Handling::strict);
+  CHECK(handling_from_prefer("handling=lenient, handling=strict") == Handling::lenient);
+  for (const char* strict : {"handling = strict", "handling=\"strict\"", "handling=strict; foo=bar", "HANDLING=STRICT",
+                             "Handling=Strict;x", "respond-async, handling=strict", " handling\t=\t\"strict\" ; a=\"b,c\"",
+                             "return=\"min,imal\", handling=strict", "bogus element here, handling=strict"}) {
+    CAPTURE(strict);
+    CHECK(handling_from_prefer(strict) == Handling::strict);
+  }
+  for (const char* lenient : {"handling=stricter", "xhandling=strict", "handling=strict x", "handling=\"strict",
+                              "return=\"a, handling=strict\"", "handling", "handling=", "handling=bogus, handling=strict"}) {
+    CAPTURE(lenient);
+    CHECK(handling_from_prefer(lenient) == Handling::lenient);
+  }
+  CHECK(prefer_value("return=minimal", "return") == std::optional<std::string>("minimal"));
+  CHECK(prefer_value("Return = \"repre\\\"sentation\"; q=1, return=minimal", "RETURN") ==
+        std::optional<std::string>("repre\"sentation"));
+  CHECK(prefer_value("respond-async", "respond-async") == std::optional<std::string>(""));
+  CHECK_FALSE(prefer_value("respond-async", "return").has_value());
+}
+
 TEST_CASE("Search: too many OR values is refused") {
   std::string many = "family=";
   for (int i = 0; i < 40; ++i) {

@@ -107,6 +107,9 @@ TEST_CASE("Config: [server.cors] lists browser apps' origins; no CORS by default
                                     "\"https://app.example.nhs.uk:8443\", \"http://localhost:3000\", "
                                     "\"http://127.0.0.1:9000\", \"http://[::1]:8080\"]\nmax_age_s = 60\n"));
   CHECK(c.cors.allowed_origins.size() == 5);
+  // Another scheme's default port is a port like any other.
+  CHECK(load_config(write_config(tls_lines() + "[server.cors]\nallowed_origins = [\"https://a.example:80\", "
+                                               "\"http://localhost:443\"]\n")).cors.allowed_origins.size() == 2);
   CHECK(c.cors.max_age.count() == 60);
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"*", "may not be \"*\""},
@@ -121,6 +124,10 @@ TEST_CASE("Config: [server.cors] lists browser apps' origins; no CORS by default
       {"https://app.example.nhs.uk:", "bad port"},
       {"https://", "no host"},
       {"https://*.example.nhs.uk", "lower case"},
+      // Browsers leave the scheme's default port out of Origin: such an entry never matches.
+      {"https://app.example.nhs.uk:443", "default port 443"},
+      {"http://localhost:80", "default port 80"},
+      {"https://ok.example", "repeats entry 1"},
   };
   for (const auto& entry : bad) {
     const std::string origin = entry.first;

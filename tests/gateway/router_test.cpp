@@ -42,7 +42,7 @@ TEST_CASE("Router: matches literal and captured segments, reports 405 with Allow
     CHECK(history.error->code == fhir::ErrorCode::unsupported_interaction);
     CHECK(fhir::http_status_for(history.error->code) == 404);
     CHECK(fhir::mapping_for(history.error->code).issue_type == "not-supported");
-    CHECK(history.error->diagnostics.find("_history) are not supported") != std::string::npos);
+    CHECK(history.error->diagnostics.find("History (_history) is not supported") != std::string::npos);
   }
   auto bogus = r.match("GET", "/Bogus/1");
   CHECK(bogus.error->diagnostics.find("not a FHIR R4 resource type") != std::string::npos);
@@ -52,6 +52,31 @@ TEST_CASE("Router: matches literal and captured segments, reports 405 with Allow
   CHECK(caps[0].interactions == std::vector<std::string>{"read"});
   // The route the pipeline checks for `resource` access defaults to the declared type.
   CHECK(m.route->options.auth_resource_type == "Patient");
+}
+
+TEST_CASE("Router: a route naming _history (a vread) is matched; other _history URLs stay not-supported") {
+  Router r;
+  RouteOptions read;
+  read.resource_type = "DocumentReference";
+  read.interaction = "read";
+  r.add("GET", "/DocumentReference/{id}", ok, read);
+  RouteOptions vread = read;
+  vread.interaction = "vread";
+  r.add("GET", "/DocumentReference/{id}/_history/{vid}", ok, vread);
+  auto m = r.match("GET", "/DocumentReference/abc/_history/2");
+  REQUIRE(m.route);
+  CHECK(m.route->options.interaction == "vread");
+  CHECK(m.params == std::vector<std::string>{"abc", "2"});
+  for (const char* path : {"/DocumentReference/abc/_history", "/DocumentReference/_history", "/_history",
+                           "/DocumentReference/abc/_history/2/x", "/Patient/abc/_history/2"}) {
+    CAPTURE(path);
+    auto history = r.match("GET", path);
+    REQUIRE(history.error);
+    CHECK(history.error->code == fhir::ErrorCode::unsupported_interaction);
+  }
+  auto caps = r.resource_capabilities();
+  REQUIRE(caps.size() == 1);
+  CHECK(caps[0].interactions == std::vector<std::string>{"read", "vread"});
 }
 
 TEST_CASE("Router: a resource route that names no resource type is refused at start-up") {

@@ -53,6 +53,8 @@ TEST_CASE("CORS: a preflight from a listed origin gets 204 with what the API all
   CHECK(recs[0].action == "capabilities");
   CHECK(recs[0].agent_kind == "anonymous");
   CHECK(recs[0].detail.patients.empty());
+  // Which site asked, for the IG officer.
+  CHECK(recs[0].detail.note == "CORS preflight from Origin \"https://app.example.nhs.uk\" for GET");
   CHECK(s.metrics().render().find("route=\"cors_preflight\"") != std::string::npos);
 }
 
@@ -65,7 +67,9 @@ TEST_CASE("CORS: an origin not listed gets 403 on its preflight and no CORS head
     CHECK(test::issue_code(r) == "forbidden");
     CHECK(r.body.find("Cross-origin requests from this origin are not allowed") != std::string::npos);
     CHECK(r.header("access-control-allow-origin").empty());
-    CHECK(test::audit_records_of(s, r).size() == 1);
+    auto recs = test::audit_records_of(s, r);
+    REQUIRE(recs.size() == 1);
+    CHECK(recs[0].detail.note == "CORS preflight from Origin \"" + origin + "\" for GET");
     HttpResponse get = test::get(s.port(), "/metadata", s.client(), "Origin: " + origin + "\r\n");
     CHECK(get.status == 200);
     CHECK(get.header("access-control-allow-origin").empty());
@@ -109,4 +113,32 @@ TEST_CASE("CORS: with no origin listed (the default) nothing changes but the pre
   HttpResponse plain = one(s, "OPTIONS /metadata HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
   CHECK(plain.status == 405);
   CHECK(plain.header("allow") == "GET");
+}
+
+TEST_CASE("CORS: a preflight or request with two Origin headers is not allowed for either") {
+  TestServer s([](config::Config& c) { c.cors.allowed_origins = {kApp}; });
+  // Listed first or second: RFC 6454 7.3 allows one Origin, and the first must not decide.
+  for (const std::string origins : {std::string(kApp) + "\r\nOrigin: https://evil.example",
+                                    "https://evil.example\r\nOrigin: " + std::string(kApp),
+                                    std::string(kApp) + "\r\nOrigin: " + kApp}) {
+    CAPTURE(origins);
+    HttpResponse r = one(s, preflight(origins));
+    CHECK(r.status == 400);
+    CHECK(test::issue_code(r) == "invalid");
+    CHECK(r.body.find("at most one Origin header") != std::string::npos);
+    CHECK(r.header("access-control-allow-origin").empty());
+    auto recs = test::audit_records_of(s, r);
+    REQUIRE(recs.size() == 1);
+    CHECK(recs[0].status == 400);
+    CHECK(recs[0].detail.note.find("refused: more than one Origin") != std::string::npos);
+    HttpResponse get = test::get(s.port(), "/metadata", s.client(), "Origin: " + origins + "\r\n");
+    CHECK(get.status == 200);
+    CHECK(get.header("access-control-allow-origin").empty());
+  }
+  // Bytes outside visible ASCII in Origin are not written into the record as they came.
+  HttpResponse odd = one(s, preflight("https://a.example\xc3\xa9"));
+  CHECK(odd.status == 403);
+  auto recs = test::audit_records_of(s, odd);
+  REQUIRE(recs.size() == 1);
+  CHECK(recs[0].detail.note == "CORS preflight from Origin \"https://a.example??\" for GET");
 }

@@ -381,6 +381,103 @@ TEST_CASE("Locator API: pointers in NRL shape; sensitive ones withheld and repor
   CHECK(json_of(wrong_type).find("issue")->items().at(0).string_at("diagnostics") == "subject: must reference a Patient");
 }
 
+TEST_CASE("Locator API: a create's Location is a vread of the current version; other versions are 404") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 61, "Whitby", "A81001");
+  TokenClaims rx1;
+  rx1.sub = "epr-rx1";
+  rx1.role = "system";
+  rx1.org = "RX1";
+  rx1.scope = "system/DocumentReference.cruds";
+  auto doc = [&](const std::string& id) {
+    std::string j = R"({"resourceType":"DocumentReference",)";
+    if (!id.empty()) j += R"("id":")" + id + R"(",)";
+    j += R"("status":"current","type":{"coding":[{"system":"http://snomed.info/sct","code":"887701000000100","display":"Emergency health care plan"}]},)"
+         R"("subject":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":")" + a.nhs_number + R"("}},)"
+         R"("custodian":{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"RX1"}},)"
+         R"("content":[{"attachment":{"contentType":"application/fhir+json","url":"https://rx1.example.nhs.uk/fhir/Bundle/1"}}]})";
+    return j;
+  };
+  HttpResponse created = one(s, send(s, "POST", "/DocumentReference", bearer(rx1), doc(""), "application/fhir+json"));
+  REQUIRE_MESSAGE(created.status == 201, created.body);
+  const std::string id(json_of(created).string_at("id"));
+  const std::string location = created.header("location");
+  REQUIRE(location.rfind(s.cfg.public_base_url, 0) == 0);
+  const std::string vread_path = location.substr(s.cfg.public_base_url.size());
+  CHECK(vread_path == "/DocumentReference/" + id + "/_history/1");
+  // Following the Location answers what a read answers, with the same checks and record.
+  const std::string gp = bearer(clinician_at("A81001"));
+  HttpResponse read = test::get(s.port(), "/DocumentReference/" + id, s.client(), gp);
+  HttpResponse vread = test::get(s.port(), vread_path, s.client(), gp);
+  REQUIRE_MESSAGE(read.status == 200, read.body);
+  REQUIRE_MESSAGE(vread.status == 200, vread.body);
+  CHECK(vread.body == read.body);
+  CHECK(vread.header("etag") == "W/\"1\"");
+  CHECK(vread.header("last-modified") == read.header("last-modified"));
+  auto recs = test::audit_records_of(s, vread);
+  REQUIRE(recs.size() == 1);
+  CHECK(recs[0].action == "vread");
+  CHECK(recs[0].detail.returned == std::vector<std::string>{"DocumentReference/" + id});
+  CHECK(recs[0].detail.patients == std::vector<std::string>{a.nhs_number});
+  // Conditional, as a read.
+  CHECK(test::get(s.port(), vread_path, s.client(), gp + "If-None-Match: W/\"1\"\r\n").status == 304);
+  // Someone who may not read the pointer learns nothing of its versions.
+  for (const std::string path : {vread_path, "/DocumentReference/" + id + "/_history/7"}) {
+    CAPTURE(path);
+    HttpResponse stranger = test::get(s.port(), path, s.client(), bearer(clinician_at("B99999")));
+    CHECK(stranger.status == 404);
+    CHECK(stranger.body.find("version") == std::string::npos);
+  }
+  // After an update only version 2 is kept: version 1 is gone, and so is any other.
+  HttpResponse updated = one(s, send(s, "PUT", "/DocumentReference/" + id, bearer(rx1), doc(id), "application/fhir+json"));
+  REQUIRE_MESSAGE(updated.status == 200, updated.body);
+  for (const std::string vid : {"1", "3", "02", "x"}) {
+    CAPTURE(vid);
+    HttpResponse old = test::get(s.port(), "/DocumentReference/" + id + "/_history/" + vid, s.client(), gp);
+    CHECK(old.status == 404);
+    CHECK(test::issue_code(old) == "not-found");
+    CHECK_MESSAGE(old.body.find("only the current version, 2, is kept") != std::string::npos, old.body);
+    auto old_recs = test::audit_records_of(s, old);
+    REQUIRE(old_recs.size() == 1);
+    CHECK(old_recs[0].detail.returned.empty());
+  }
+  HttpResponse two = test::get(s.port(), "/DocumentReference/" + id + "/_history/2", s.client(), gp);
+  CHECK(two.status == 200);
+  CHECK(two.header("etag") == "W/\"2\"");
+  // The history listing is still not offered, nor a vread of other types.
+  for (const std::string path : {"/DocumentReference/" + id + "/_history", std::string("/DocumentReference/_history"),
+                                 "/Patient/" + a.id + "/_history/1"}) {
+    CAPTURE(path);
+    HttpResponse h = test::get(s.port(), path, s.client(), gp);
+    CHECK(h.status == 404);
+    CHECK(test::issue_code(h) == "not-supported");
+  }
+  // The patient's access report words a vread as the read it is.
+  TokenClaims ig;
+  ig.sub = "ig-jones";
+  ig.role = "ig-officer";
+  ig.org = "X26";
+  ig.scope = "user/AuditEvent.rs";
+  HttpResponse report = test::get(s.port(), "/AuditEvent/$access-report?patient=" + a.nhs_number, s.client(), bearer(ig));
+  REQUIRE_MESSAGE(report.status == 200, report.body);
+  const fhir::Json report_json = json_of(report);
+  std::size_t entry_reads = 0;
+  for (const fhir::Json& e : report_json.find("accesses")->items()) {
+    const std::string what(e.string_at("what"));
+    CHECK_MESSAGE(what != "looked at your record", what);
+    entry_reads += what == "looked at one entry in the list of services holding records about you";
+  }
+  CHECK(entry_reads >= 8);  // the read, the vreads, the conditional one, the strangers' and the old versions
+  // GET /metadata declares vread for DocumentReference only.
+  fhir::Json meta = json_of(test::get(s.port(), "/metadata", s.client()));
+  for (const fhir::Json& res : meta.find("rest")->items().at(0).find("resource")->items()) {
+    bool has_vread = false;
+    for (const fhir::Json& i : res.find("interaction")->items()) has_vread = has_vread || i.string_at("code") == "vread";
+    CAPTURE(res.string_at("type"));
+    CHECK(has_vread == (res.string_at("type") == "DocumentReference"));
+  }
+}
+
 TEST_CASE("Locator API: a source maintains only its own pointers") {
   TestServer s;
   Seeded a = add_patient(s.locator(), 60, "White", "A81001");
