@@ -163,6 +163,58 @@ TEST_CASE("Locator API: on an emergency purpose of use a Patient search is a tra
   CHECK(gp.body.find("OperationOutcome") == std::string::npos);
 }
 
+TEST_CASE("Locator API: an emergency trace needs a real family name, matched whole, not a blank or a prefix") {
+  TestServer s;
+  // add_patient: given Alex, 1980-05-17, female, LS1 4AP; none registered with the ambulance.
+  Seeded unique = add_patient(s.locator(), 720, "Unique", "A81001");
+  for (int n = 730; n < 790; n += 10) add_patient(s.locator(), n, "Smithsonian", "A81001");  // 6
+  for (int n = 790; n < 850; n += 10) add_patient(s.locator(), n, "Smithson", "A81001");     // 6
+  TokenClaims medic = clinician_at("AMB01", "medic-1");
+  medic.role = "paramedic";
+  medic.purpose = "EMERGENCY";
+  auto search = [&](const std::string& query) {
+    HttpResponse r = test::get(s.port(), "/Patient?" + query, s.client(), bearer(medic));
+    REQUIRE_MESSAGE(r.status == 200, query << " -> " << r.body);
+    return r;
+  };
+  auto total = [&](const std::string& query) { return *json_of(search(query)).find("total")->as_int64(); };
+  const std::string dob = "&birthdate=1980-05-17";
+  // Before: a family name that normalises to nothing passed as a trace and the date of birth
+  // alone decided, listing everyone born that day (here 13 > 10: refused; on a real population
+  // a day has fewer); one letter matched every name starting with it.
+  for (const std::string family : {"%20", "%09", "+", "%2B", "-", "U", "u%20", "%C3%A9"}) {
+    CAPTURE(family);
+    HttpResponse r = search("family=" + family + dob);
+    CHECK(json_of(r).find("total")->as_int64() == 0);
+    CHECK(r.body.find("found only by a trace") != std::string::npos);  // not a trace: the note says how
+  }
+  // The same through a POST _search body, where '+' is a space.
+  HttpResponse posted = one(s, send(s, "POST", "/Patient/_search", bearer(medic), "family=+&birthdate=1980-05-17",
+                                    "application/x-www-form-urlencoded"));
+  REQUIRE_MESSAGE(posted.status == 200, posted.body);
+  CHECK(json_of(posted).find("total")->as_int64() == 0);
+  // Names and postcode are matched whole (case, accents and spacing aside), as PDS traces.
+  CHECK(total("family=Unique" + dob) == 1);
+  CHECK(total("family=%20uNiQuE%20" + dob) == 1);
+  CHECK(total("family=Uniq" + dob) == 0);
+  CHECK(total("family=Unique&given=alex" + dob) == 1);
+  CHECK(total("family=Unique&given=Al" + dob) == 0);
+  CHECK(total("family=Unique&address-postalcode=ls1%204ap" + dob) == 1);
+  CHECK(total("family=Unique&address-postalcode=LS1" + dob) == 0);
+  // name= is a browse parameter: with it the search is not a trace.
+  CHECK(total("family=Unique&name=Alex" + dob) == 0);
+  // A crowd cannot be split by prefixes: family=Smithson is twelve by prefix but six whole;
+  // a prefix of Smithsonian finds nobody, the whole name its six.
+  CHECK(total("family=Smithson" + dob) == 6);
+  CHECK(total("family=Smithsoni" + dob) == 0);
+  CHECK(total("family=Smithsonian" + dob) == 6);
+  CHECK(total("identifier=https://fhir.nhs.uk/Id/nhs-number%7C" + unique.nhs_number) == 1);
+  // A standing relationship still searches by prefix, as FHIR string search does.
+  HttpResponse gp = test::get(s.port(), "/Patient?family=Uniq", s.client(), bearer(clinician_at("A81001")));
+  REQUIRE_MESSAGE(gp.status == 200, gp.body);
+  CHECK(json_of(gp).find("total")->as_int64() == 1);
+}
+
 TEST_CASE("Locator API: search by identifier, names, birthdate and postcode; paging; bad NHS numbers") {
   TestServer s;
   Seeded a = add_patient(s.locator(), 10, "Taylor", "A81001");
