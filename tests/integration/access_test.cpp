@@ -341,6 +341,9 @@ TEST_CASE("Access: patient/ scopes reach only the patient in the token's launch 
   HttpResponse refused = get("/Patient/" + a.id, no_context);
   CHECK(refused.status == 403);
   CHECK(diagnostics_of(refused).find("the token names no patient (no patient claim)") != std::string::npos);
+  // The token holds patient/*.rs already: what it lacks is launch context, so no challenge
+  // names a scope to ask for (before: scope="patient/Patient.r", which a client would loop on).
+  CHECK(refused.header("www-authenticate").empty());
   CHECK(get("/Observation?patient=" + a.id, no_context).status == 403);
   // A claim that cannot name a Patient is a bad token.
   test::TokenClaims bad_claim = app;
@@ -361,6 +364,10 @@ TEST_CASE("Access: a constrained scope grants exactly the searches that carry it
   CHECK(total_of(get("/Observation?patient=" + a.id + "&code=" + kPotassium, lab)) == 1);
   HttpResponse without = get("/Observation?patient=" + a.id, lab);
   CHECK(without.status == 403);
+  // Only the scopes refuse it (the role allows the search): the 403 says which scope would
+  // help, as refusals at the route do.
+  CHECK(without.header("www-authenticate") ==
+        "Bearer realm=\"fhir-gateway\", error=\"insufficient_scope\", scope=\"user/Observation.s\"");
   CHECK(diagnostics_of(without) ==
         "access denied: token scopes grant search on Observation only with code=http://loinc.org|2823-3, and this "
         "search does not carry it");
@@ -436,6 +443,7 @@ TEST_CASE("Access: a constrained scope is not widened by repeating its parameter
       HttpResponse r = get(patient + q, lab);
       CHECK(r.status == 403);
       CHECK(diagnostics_of(r).find("only with code=http://loinc.org|2823-3") != std::string::npos);
+      CHECK(r.header("www-authenticate").find("scope=\"" + context + "/Observation.s\"") != std::string::npos);
     }
     // The constraint repeated as itself asks for nothing more.
     CHECK(total_of(get(patient + "&code=" + kPotassium + "&code=" + kPotassium, lab)) == 1);
