@@ -179,6 +179,10 @@ awaitable<fhir::Result<LocatorApi::Visible>> LocatorApi::visible_matches(Request
   // a trace lists only patients with a standing relationship, and a trace at most
   // max_emergency_matches patients opened on that basis (more: give more detail, as PDS asks).
   const bool trace = is_trace(query);
+  // A patient/ scope lists the patient in the token's launch context only (decide() refuses
+  // every other): the index is asked for that one row, so such a search can return at most one
+  // patient and never examines, nor is refused as too broad for, the rest of the index.
+  if (!req.scope_limits.patient.empty()) query.id = req.scope_limits.patient;
   std::size_t emergency_matches = 0;
   const std::size_t batch = std::min<std::size_t>(kLocatorPageCap, deps_.max_search_examined);
   Visible out;

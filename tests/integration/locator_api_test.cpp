@@ -703,6 +703,50 @@ TEST_CASE("Locator API: the match cap counts only the patients this caller may s
         std::string_view::npos);
 }
 
+TEST_CASE("Locator API: a patient-bound token's Patient search examines only its own patient, never too costly") {
+  TestServer s;
+  // More index entries than one search examines (LocatorRouteDeps::max_search_examined, 20,000).
+  std::vector<locator::ImportRecord> crowd;
+  for (int n = 100000; crowd.size() < 20001 && n < 400000; ++n) {
+    const std::string nine = "999" + std::to_string(n);
+    auto check = fhir::nhs_check_digit(nine);
+    if (!check) continue;
+    locator::ImportRecord rec;
+    rec.identity.source_ods = "RX1";
+    rec.identity.demographics.nhs_number = nine + *check;
+    rec.identity.demographics.family = "Crowd";
+    const std::size_t i = crowd.size();  // distinct dates: no two look like the same person
+    char date[11];
+    std::snprintf(date, sizeof date, "%04zu-%02zu-%02zu", 1930 + i % 60, 1 + i / 60 % 12, 1 + i / 720 % 28);
+    rec.identity.demographics.birth_date = date;
+    rec.identity.demographics.gender = i % 2 ? "male" : "female";
+    rec.identity.demographics.gp_practice_ods = "A81001";
+    crowd.push_back(std::move(rec));
+  }
+  REQUIRE(crowd.size() == 20001);
+  REQUIRE(s.locator().import(crowd).ok());
+  Seeded me = add_patient(s.locator(), 1, "Mine", "A81001");  // 1980-05-17, female
+  TokenClaims app = clinician_at("A81001");
+  app.scope = "launch/patient patient/*.rs";
+  app.patient = me.id;
+  auto search = [&](const std::string& query, const TokenClaims& who) {
+    return test::get(s.port(), "/Patient?" + query, s.client(), bearer(who));
+  };
+  // Before: 400 too-costly ("would examine more than 20000 index entries"), although only the
+  // patient in context could ever be listed.
+  HttpResponse broad = search("birthdate=ge1900", app);
+  REQUIRE_MESSAGE(broad.status == 200, broad.body);
+  fhir::Json bundle = json_of(broad);
+  CHECK(bundle.find("total")->as_int64() == 1);
+  CHECK(bundle.find("entry")->items().at(0).find("resource")->string_at("id") == me.id);
+  CHECK(json_of(search("family=Crowd", app)).find("total")->as_int64() == 0);  // the rest still must match
+  CHECK(json_of(search("gender=female&family=mine", app)).find("total")->as_int64() == 1);
+  // Unbound, the same search is still too broad.
+  HttpResponse unbound = search("birthdate=ge1900", clinician_at("A81001"));
+  CHECK(unbound.status == 400);
+  CHECK(issue_code(unbound) == "too-costly");
+}
+
 TEST_CASE("Locator API: _summary=count and _elements on Patient search and read") {
   TestServer s;
   Seeded a = add_patient(s.locator(), 110, "Butler", "A81001");
