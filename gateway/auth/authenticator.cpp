@@ -82,6 +82,10 @@ std::string insufficient_scope_challenge(const Policy& policy, const Principal& 
                          [](const ResourceScope& s) { return s.context == ScopeContext::patient; })) {
     context = ScopeContext::patient;
   }
+  // Never name a scope the token already holds: a patient/ token refused for want of a
+  // patient claim lacks launch context, not scope, and a SMART client asking again for the
+  // same scope would loop. The 403's diagnostics say what is missing.
+  if (p.scopes.permissions(context, type) & permission_for(interaction)) return {};
   std::string challenge(kRealm);
   challenge.append(", error=\"insufficient_scope\", scope=\"").append(context_name(context)).append("/");
   challenge.append(type).append(".").append(permissions_text(permission_for(interaction))).append("\"");

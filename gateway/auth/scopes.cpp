@@ -160,14 +160,35 @@ std::uint8_t ScopeSet::permissions(ScopeContext context, std::string_view type) 
   return mask;
 }
 
+namespace {
+
+// A search parameter's name without its modifier: "code:not" and "code" are one parameter.
+std::string_view base_name(std::string_view name) { return name.substr(0, name.find(':')); }
+
+// Whether a search stays inside the constraints of one scope. Each constraint must be present
+// as sent, and every occurrence of a constrained parameter (any repeat, under any modifier)
+// must be one of the scope's own name=value pairs: a search that also sends code=Y, code:not=X
+// or code=X,Y beside code=X asks for more than the scope grants, however the search combines
+// them, so it is refused rather than trusted to narrow (fail closed).
+bool within_constraints(const ResourceScope& s, const std::vector<std::pair<std::string, std::string>>& params) {
+  for (const auto& c : s.constraints)
+    if (std::find(params.begin(), params.end(), c) == params.end()) return false;
+  for (const auto& p : params) {
+    const auto base = base_name(p.first);
+    const bool constrained = std::any_of(s.constraints.begin(), s.constraints.end(),
+                                         [&](const auto& c) { return base_name(c.first) == base; });
+    if (constrained && std::find(s.constraints.begin(), s.constraints.end(), p) == s.constraints.end()) return false;
+  }
+  return true;  // vacuously true for an unconstrained scope
+}
+
+}  // namespace
+
 bool ScopeSet::allows_search(ScopeContext context, std::string_view type,
                              const std::vector<std::pair<std::string, std::string>>& search_params) const {
   for (const auto& s : resource_scopes) {
     if (!(s.permissions & kSearch) || !context_and_type_match(s, context, type)) continue;
-    const bool all_present = std::all_of(s.constraints.begin(), s.constraints.end(), [&](const auto& c) {
-      return std::find(search_params.begin(), search_params.end(), c) != search_params.end();
-    });
-    if (all_present) return true;  // vacuously true for an unconstrained scope
+    if (within_constraints(s, search_params)) return true;
   }
   return false;
 }

@@ -38,7 +38,8 @@ struct ResourceScope {
   std::string resource_type;  // an R4 resource type, or "*"
   std::uint8_t permissions = 0;
   // v2 restriction "?category=...": decoded name/value pairs. A constrained scope grants only
-  // searches that carry every one of these parameters with the same value; never reads.
+  // searches that carry every one of these parameters with the same value and no other value
+  // of them (allows_search); never reads.
   std::vector<std::pair<std::string, std::string>> constraints;
 };
 
@@ -50,7 +51,10 @@ struct ScopeSet {
   // ("*" matches every type).
   std::uint8_t permissions(ScopeContext context, std::string_view type) const;
   // True when some scope in `context` grants search on `type`: unconstrained, or constrained
-  // with every constraint present in `search_params` with an equal value.
+  // with every constraint present in `search_params` with an equal value and no other
+  // occurrence of a constrained parameter (another value, a repeat with another value, or the
+  // same name under another modifier). `search_params` are (name[:modifier], value as sent),
+  // one pair per occurrence.
   bool allows_search(ScopeContext context, std::string_view type,
                      const std::vector<std::pair<std::string, std::string>>& search_params) const;
   bool has_other(std::string_view scope) const;

@@ -101,6 +101,8 @@ class ClinicalApi {
         if (!id) co_return error_response(id.issue(), req.format.pretty);
         patient_id = std::move(*id);
       } else if (p.name == "code" && p.modifier.empty()) {
+        // Repeats are ANDed, commas ORed (R4 search.html): each parameter is one group.
+        std::vector<store::CodeMatch>& alternatives = q.codes.emplace_back();
         for (const auto& v : p.values) {
           const auto& t = std::get<fhir::TokenValue>(v);
           if (t.code.empty()) co_return error_response(bad_param("code", "needs a code"), req.format.pretty);
@@ -108,7 +110,7 @@ class ClinicalApi {
           store::CodeMatch m{std::nullopt, t.code};
           if (t.system_match != fhir::TokenValue::SystemMatch::any)
             m.system = t.system_match == fhir::TokenValue::SystemMatch::exact ? t.system : std::string();
-          q.codes.push_back(std::move(m));
+          alternatives.push_back(std::move(m));
         }
       } else if (p.name == "date" && p.modifier.empty()) {
         if (p.values.size() != 1)

@@ -33,14 +33,52 @@ Issue unknown_patient() {
                                            "legitimate relationship with them");
 }
 
-// A trace in the PDS sense: an identifier, or a family name with a full date of birth (one
-// day), optionally narrowed by given name, gender or postcode. The only Patient search that
-// may find patients on the emergency-purpose basis (docs/access-policy.md).
+// The letters of a normalised name: ASCII letters and non-ASCII characters (folded accents
+// and other scripts); spaces, digits and punctuation ('+', '-', '\'') are not.
+std::size_t letters_in(std::string_view normalised) {
+  std::size_t n = 0;
+  for (char c : normalised) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((c >= 'a' && c <= 'z') || u >= 0xC0) ++n;  // a UTF-8 lead byte starts one character
+  }
+  return n;
+}
+
+// A trace in the PDS sense: an identifier, or a family name (at least 2 letters once
+// normalised, as the query matches it: a blank, '+' or one letter is no name) with a full date
+// of birth (one day), optionally narrowed by given name, gender or postcode; `name` is a
+// browse parameter, not a trace one. The only Patient search that may find patients on the
+// emergency-purpose basis (docs/access-policy.md).
 bool is_trace(const locator::PatientQuery& q) {
   if (q.identifier) return true;
-  if (q.family.empty() || q.birthdate.size() != 1) return false;
+  if (!q.name.empty() || letters_in(locator::normalise_name(q.family)) < 2 || q.birthdate.size() != 1) return false;
   const auto& [prefix, range] = q.birthdate.front();
   return prefix == fhir::Prefix::eq && range.end - range.begin <= 24 * 3600;
+}
+
+// Whether `rec`, which the search found (names starting with the values sent), is a trace
+// match: a patient found on the emergency-purpose basis alone is shown only when the names
+// and postcode sent are the patient's own, whole (normalised as the search compares them), as
+// PDS matches a trace. Otherwise a prefix (family=Sm, given=A, address-postalcode=L) would
+// split a crowd the 10-match cap refuses into pages of strangers. An identifier trace is exact
+// already.
+bool trace_matches(const locator::PatientQuery& q, const locator::PatientRecord& rec) {
+  if (q.identifier) return true;
+  const locator::Demographics& d = rec.demographics;
+  const std::string family = locator::normalise_name(q.family);
+  bool family_ok = locator::normalise_name(d.family) == family;
+  for (const auto& n : d.other_names) family_ok = family_ok || locator::normalise_name(n.family) == family;
+  if (!family_ok) return false;
+  if (const std::string given = locator::normalise_name(q.given); !given.empty()) {
+    bool given_ok = false;
+    for (const auto& g : d.given) given_ok = given_ok || locator::normalise_name(g) == given;
+    for (const auto& n : d.other_names)
+      for (const auto& g : n.given) given_ok = given_ok || locator::normalise_name(g) == given;
+    if (!given_ok) return false;
+  }
+  if (const std::string pc = locator::normalise_postcode(q.postcode); !pc.empty())
+    if (locator::normalise_postcode(d.postcode) != pc) return false;
+  return true;
 }
 
 }  // namespace
@@ -141,6 +179,10 @@ awaitable<fhir::Result<LocatorApi::Visible>> LocatorApi::visible_matches(Request
   // a trace lists only patients with a standing relationship, and a trace at most
   // max_emergency_matches patients opened on that basis (more: give more detail, as PDS asks).
   const bool trace = is_trace(query);
+  // A patient/ scope lists the patient in the token's launch context only (decide() refuses
+  // every other): the index is asked for that one row, so such a search can return at most one
+  // patient and never examines, nor is refused as too broad for, the rest of the index.
+  if (!req.scope_limits.patient.empty()) query.id = req.scope_limits.patient;
   std::size_t emergency_matches = 0;
   const std::size_t batch = std::min<std::size_t>(kLocatorPageCap, deps_.max_search_examined);
   Visible out;
@@ -179,7 +221,7 @@ awaitable<fhir::Result<LocatorApi::Visible>> LocatorApi::visible_matches(Request
       auth::Decision d = decide(req, rec);
       if (!d.allowed) continue;
       if (d.basis == "emergency-purpose") {
-        if (!trace) continue;
+        if (!trace || !trace_matches(query, rec)) continue;
         if (++emergency_matches > deps_.max_emergency_matches)
           co_return Issue::make(ErrorCode::invalid_value,
                                 "more than " + std::to_string(deps_.max_emergency_matches) +

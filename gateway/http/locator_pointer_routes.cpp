@@ -149,6 +149,13 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
       if (!id) co_return error_response(id.issue(), req.format.pretty);
       patient_id = std::move(*id);
     } else if (p.name == "type" && p.modifier.empty()) {
+      // Repeats are ANDed (R4 search.html) and a pointer has one type, so type=a&type=b could
+      // only match nothing; the last one silently winning (as before) would widen a search
+      // past the type=a a constrained scope granted. Refused as the client's mistake it is.
+      if (type)
+        co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
+                                             "type may be given once (a pointer has one type)", "type"),
+                                 req.format.pretty);
       type = std::get<fhir::TokenValue>(p.values[0]);
     } else if (p.name == "custodian" && p.modifier == "identifier") {
       // NRL consumers filter by the custodian's ODS code (custodian:identifier, R4 search.html

@@ -83,6 +83,7 @@ fhir::Status PatientGate::check_search_scopes(Request& req, const fhir::SearchRe
     applied.emplace_back(p.modifier.empty() ? p.name : p.name + ":" + p.modifier, p.raw_value);
   auth::Decision d = deps_.policy.authorise_search(*req.principal, search.resource_type, applied);
   if (!d.allowed) {
+    req.refused_by_scopes = true;
     // A constraint on a parameter this gateway does not search by can never be met: say so,
     // rather than let the client retry with it (SMART's own example, category, is one).
     for (const auto& s : req.principal->scopes.resource_scopes) {

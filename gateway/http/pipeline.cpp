@@ -315,12 +315,20 @@ boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& m
     Response r = co_await route.handler(req);
     // Fail closed: a search let through on constrained scopes whose handler never checked its
     // parameters (PatientGate::check_search_scopes) must not answer.
-    if (req.scope_limits.search_unchecked && r.status < 400)
-      co_return error_response(fhir::Issue::make(fhir::ErrorCode::forbidden,
-                                                 "access denied: token scopes grant only constrained searches on " +
-                                                     route.options.auth_resource_type +
-                                                     ", which this endpoint cannot check"),
-                               req.format.pretty);
+    if (req.scope_limits.search_unchecked && r.status < 400) {
+      r = error_response(fhir::Issue::make(fhir::ErrorCode::forbidden,
+                                           "access denied: token scopes grant only constrained searches on " +
+                                               route.options.auth_resource_type + ", which this endpoint cannot check"),
+                         req.format.pretty);
+      req.refused_by_scopes = true;
+    }
+    // A search the constrained scopes refused is a 403 that more scope would lift (RFC 6750
+    // 3.1), like the type-level refusals of step 2.
+    if (req.refused_by_scopes && r.status == 403 && req.principal)
+      if (auto challenge = auth::insufficient_scope_challenge(*policy_, *req.principal, route.options.auth_resource_type,
+                                                              auth::Interaction::search);
+          !challenge.empty())
+        r.set_header("WWW-Authenticate", std::move(challenge));
     co_return r;
   } catch (const std::exception& e) {
     observe::log(observe::Level::error, "handler failed",

@@ -42,6 +42,10 @@ struct Request {
   // What the token's scopes bind this request to (patient/ scopes: one patient; constrained
   // scopes: searches carrying their constraints), from the pipeline's authorise step.
   auth::ScopeLimits scope_limits;
+  // Set when a route refused a search because the token's constrained scopes do not cover its
+  // parameters (PatientGate::check_search_scopes): the role allows it, only the scopes refuse,
+  // so the pipeline adds the insufficient_scope challenge to the 403, as it does for its own.
+  bool refused_by_scopes = false;
 
   // Filled by the pipeline, in this order, each only when the route needs it.
   std::vector<std::string> path_params;         // captures of {name} segments

@@ -345,6 +345,7 @@ class FakeLocator final : public Locator {
     std::vector<const PatientRecord*> hits;
     for (const auto& [id, p] : s_.patients) {
       if (p.merged_into && !q.include_retired) continue;
+      if (!q.id.empty() && id != q.id) continue;
       const Demographics& d = p.demographics;
       if (q.identifier && !has_identifier(p, *q.identifier)) continue;
       // Every name counts: the primary one and the other names.

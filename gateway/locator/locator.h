@@ -216,6 +216,9 @@ struct PatientQuery {
   std::vector<std::pair<fhir::Prefix, fhir::DateRange>> birthdate;  // all must hold (AND)
   std::string gender;
   std::string postcode;                   // normalised (case and spaces ignored) starts-with
+  // Only this Patient logical id (a patient/ scope's launch context): at most one row, so a
+  // patient-bound search never examines the index beyond it.
+  std::string id;
   bool include_retired = false;
   std::size_t count = 20;
   std::size_t offset = 0;

@@ -77,6 +77,7 @@ void add_birthdate(Where& w, fhir::Prefix prefix, const fhir::DateRange& p, std:
 Where where_for(const PatientQuery& q) {
   Where w;
   w.sql = q.include_retired ? "1" : "p.merged_into IS NULL";
+  if (!q.id.empty()) w.add("p.id = ?", {q.id});
   if (q.identifier) {
     const Identifier& id = *q.identifier;
     if (id.system == kNhsNumberSystem) {

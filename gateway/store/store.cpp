@@ -517,13 +517,15 @@ fhir::Result<ResourcePage> Store::search(const ResourceQuery& q) {
       "FROM resource r WHERE r.type = ? AND r.patient_id IN (";
   for (std::size_t i = 0; i < q.patient_ids.size(); ++i) sql += i ? ",?" : "?";
   sql += ")";
-  if (!q.codes.empty()) {
+  // One EXISTS per code= parameter (ANDed), its values ORed inside it.
+  for (const auto& alternatives : q.codes) {
     sql += " AND EXISTS (SELECT 1 FROM resource_code c WHERE c.type = r.type AND c.id = r.id AND (";
-    for (std::size_t i = 0; i < q.codes.size(); ++i) {
+    for (std::size_t i = 0; i < alternatives.size(); ++i) {
       if (i) sql += " OR ";
       // A coding without a system is indexed with system '' (codes_of), which |code asks for.
-      sql += q.codes[i].system ? "(c.code = ? AND c.system = ?)" : "(c.code = ?)";
+      sql += alternatives[i].system ? "(c.code = ? AND c.system = ?)" : "(c.code = ?)";
     }
+    if (alternatives.empty()) sql += "0";  // a parameter with no value matches nothing
     sql += "))";
   }
   sql += " ORDER BY r.date_begin DESC NULLS LAST, r.id LIMIT ?";
@@ -532,9 +534,11 @@ fhir::Result<ResourcePage> Store::search(const ResourceQuery& q) {
   int i = 1;
   st->bind(i++, q.type);
   for (const auto& p : q.patient_ids) st->bind(i++, p);
-  for (const auto& c : q.codes) {
-    st->bind(i++, c.code);
-    if (c.system) st->bind(i++, *c.system);
+  for (const auto& alternatives : q.codes) {
+    for (const auto& c : alternatives) {
+      st->bind(i++, c.code);
+      if (c.system) st->bind(i++, *c.system);
+    }
   }
   st->bind(i, static_cast<std::int64_t>(s_->options.max_scan + 1));
   const std::int64_t now_s = now_ms() / 1000;

@@ -79,7 +79,9 @@ struct CodeMatch {
 struct ResourceQuery {
   std::vector<std::string> patient_ids;  // the patient and every record merged into it
   std::string type;                      // Encounter, Observation, DiagnosticReport, ...
-  std::vector<CodeMatch> codes;          // alternatives, ORed
+  // code= parameters (R4 search.html): each holds alternatives, ORed (code=a,b); the
+  // parameters are ANDed (code=a&code=b matches a resource carrying both codes).
+  std::vector<std::vector<CodeMatch>> codes;
   // date comparisons, all must hold (ANDed).
   std::vector<std::pair<fhir::Prefix, fhir::DateRange>> dates;
   // Codings (system, code) the caller may not see (the sensitive categories of

@@ -341,6 +341,9 @@ TEST_CASE("Access: patient/ scopes reach only the patient in the token's launch 
   HttpResponse refused = get("/Patient/" + a.id, no_context);
   CHECK(refused.status == 403);
   CHECK(diagnostics_of(refused).find("the token names no patient (no patient claim)") != std::string::npos);
+  // The token holds patient/*.rs already: what it lacks is launch context, so no challenge
+  // names a scope to ask for (before: scope="patient/Patient.r", which a client would loop on).
+  CHECK(refused.header("www-authenticate").empty());
   CHECK(get("/Observation?patient=" + a.id, no_context).status == 403);
   // A claim that cannot name a Patient is a bad token.
   test::TokenClaims bad_claim = app;
@@ -361,6 +364,10 @@ TEST_CASE("Access: a constrained scope grants exactly the searches that carry it
   CHECK(total_of(get("/Observation?patient=" + a.id + "&code=" + kPotassium, lab)) == 1);
   HttpResponse without = get("/Observation?patient=" + a.id, lab);
   CHECK(without.status == 403);
+  // Only the scopes refuse it (the role allows the search): the 403 says which scope would
+  // help, as refusals at the route do.
+  CHECK(without.header("www-authenticate") ==
+        "Bearer realm=\"fhir-gateway\", error=\"insufficient_scope\", scope=\"user/Observation.s\"");
   CHECK(diagnostics_of(without) ==
         "access denied: token scopes grant search on Observation only with code=http://loinc.org|2823-3, and this "
         "search does not carry it");
@@ -408,4 +415,65 @@ TEST_CASE("Access: a constrained scope grants exactly the searches that carry it
   const std::string subject = "subject:identifier=" + std::string(kNhsSystem) + a.nhs_number;
   CHECK(total_of(post(subject + "&type=887701000000100")) == 1);
   CHECK(post(subject).status == 403);
+}
+
+TEST_CASE("Access: a constrained scope is not widened by repeating its parameter or adding other values") {
+  auto s = server_with_source();
+  test::Seeded a = patient_with_observation(*s, 541, "Contextm", "obs-m");
+  test::add_pointer(s->locator(), a.id, "RX1", "887701000000100", "Emergency health care plan");
+  const auto& t = test::test_tokens();
+  auto get = [&](const std::string& target, const test::TokenClaims& c) {
+    return test::get(s->port(), target, s->client(), t.header(c));
+  };
+  const std::string sodium = "http://loinc.org%7C2951-2";
+  const std::string patient = "/Observation?patient=" + a.id;
+  for (const std::string context : {"user", "patient"}) {
+    CAPTURE(context);
+    test::TokenClaims lab;
+    lab.scope = context + "/Observation.rs?code=http://loinc.org|2823-3";
+    if (context == "patient") lab.patient = a.id;
+    CHECK(total_of(get(patient + "&code=" + kPotassium, lab)) == 1);
+    // Before: code=potassium&code=sodium passed (the potassium one was present) and the
+    // repeats were ORed, so every code the scope excludes could be listed beside it.
+    for (const std::string& q : {"&code=" + std::string(kPotassium) + "&code=" + sodium,
+                                 "&code=" + sodium + "&code=" + std::string(kPotassium),
+                                 "&code=" + std::string(kPotassium) + "&code=2951-2",
+                                 "&code=" + std::string(kPotassium) + "&code=http://loinc.org%7C2823-3,2951-2"}) {
+      CAPTURE(q);
+      HttpResponse r = get(patient + q, lab);
+      CHECK(r.status == 403);
+      CHECK(diagnostics_of(r).find("only with code=http://loinc.org|2823-3") != std::string::npos);
+      CHECK(r.header("www-authenticate").find("scope=\"" + context + "/Observation.s\"") != std::string::npos);
+    }
+    // The constraint repeated as itself asks for nothing more.
+    CHECK(total_of(get(patient + "&code=" + kPotassium + "&code=" + kPotassium, lab)) == 1);
+    // A read is never granted by a constrained scope, whatever its context.
+    CHECK(get("/Observation/obs-m", lab).status == 403);
+    // POST _search: values in the query string count as the body's do.
+    const std::string body = "patient=" + a.id + "&code=" + kPotassium;
+    auto ex = test::exchange(s->port(),
+                             "POST /Observation/_search?code=" + sodium + " HTTP/1.1\r\nHost: localhost\r\n" +
+                                 t.header(lab) + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " +
+                                 std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body,
+                             1, s->client());
+    REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+    CHECK(ex.responses[0].status == 403);
+  }
+  // Without a constraint, repeats are ANDed (R4 search.html): the Observation carries
+  // potassium only, so potassium AND sodium matches nothing, while a comma is an OR.
+  test::TokenClaims gp;
+  CHECK(total_of(get(patient + "&code=" + kPotassium + "&code=" + sodium, gp)) == 0);
+  CHECK(total_of(get(patient + "&code=" + kPotassium + "," + sodium, gp)) == 1);
+  CHECK(total_of(get(patient + "&code=" + kPotassium + "&code=2823-3", gp)) == 1);
+  // DocumentReference: a pointer has one type, and type=a&type=b used to mean type=b.
+  const std::string pointers = "/DocumentReference?patient=" + a.id + "&type=887701000000100";
+  CHECK(total_of(get(pointers, gp)) == 1);
+  HttpResponse twice = get(pointers + "&type=999", gp);
+  CHECK(twice.status == 400);
+  CHECK(diagnostics_of(twice).find("type may be given once") != std::string::npos);
+  test::TokenClaims plan = gp;
+  plan.scope = "user/DocumentReference.rs?type=887701000000100";
+  CHECK(total_of(get(pointers, plan)) == 1);
+  CHECK(get(pointers + "&type=999", plan).status == 403);
+  CHECK(get("/DocumentReference?patient=" + a.id + "&type=999&type=887701000000100", plan).status == 403);
 }

@@ -163,6 +163,58 @@ TEST_CASE("Locator API: on an emergency purpose of use a Patient search is a tra
   CHECK(gp.body.find("OperationOutcome") == std::string::npos);
 }
 
+TEST_CASE("Locator API: an emergency trace needs a real family name, matched whole, not a blank or a prefix") {
+  TestServer s;
+  // add_patient: given Alex, 1980-05-17, female, LS1 4AP; none registered with the ambulance.
+  Seeded unique = add_patient(s.locator(), 720, "Unique", "A81001");
+  for (int n = 730; n < 790; n += 10) add_patient(s.locator(), n, "Smithsonian", "A81001");  // 6
+  for (int n = 790; n < 850; n += 10) add_patient(s.locator(), n, "Smithson", "A81001");     // 6
+  TokenClaims medic = clinician_at("AMB01", "medic-1");
+  medic.role = "paramedic";
+  medic.purpose = "EMERGENCY";
+  auto search = [&](const std::string& query) {
+    HttpResponse r = test::get(s.port(), "/Patient?" + query, s.client(), bearer(medic));
+    REQUIRE_MESSAGE(r.status == 200, query << " -> " << r.body);
+    return r;
+  };
+  auto total = [&](const std::string& query) { return *json_of(search(query)).find("total")->as_int64(); };
+  const std::string dob = "&birthdate=1980-05-17";
+  // Before: a family name that normalises to nothing passed as a trace and the date of birth
+  // alone decided, listing everyone born that day (here 13 > 10: refused; on a real population
+  // a day has fewer); one letter matched every name starting with it.
+  for (const std::string family : {"%20", "%09", "+", "%2B", "-", "U", "u%20", "%C3%A9"}) {
+    CAPTURE(family);
+    HttpResponse r = search("family=" + family + dob);
+    CHECK(json_of(r).find("total")->as_int64() == 0);
+    CHECK(r.body.find("found only by a trace") != std::string::npos);  // not a trace: the note says how
+  }
+  // The same through a POST _search body, where '+' is a space.
+  HttpResponse posted = one(s, send(s, "POST", "/Patient/_search", bearer(medic), "family=+&birthdate=1980-05-17",
+                                    "application/x-www-form-urlencoded"));
+  REQUIRE_MESSAGE(posted.status == 200, posted.body);
+  CHECK(json_of(posted).find("total")->as_int64() == 0);
+  // Names and postcode are matched whole (case, accents and spacing aside), as PDS traces.
+  CHECK(total("family=Unique" + dob) == 1);
+  CHECK(total("family=%20uNiQuE%20" + dob) == 1);
+  CHECK(total("family=Uniq" + dob) == 0);
+  CHECK(total("family=Unique&given=alex" + dob) == 1);
+  CHECK(total("family=Unique&given=Al" + dob) == 0);
+  CHECK(total("family=Unique&address-postalcode=ls1%204ap" + dob) == 1);
+  CHECK(total("family=Unique&address-postalcode=LS1" + dob) == 0);
+  // name= is a browse parameter: with it the search is not a trace.
+  CHECK(total("family=Unique&name=Alex" + dob) == 0);
+  // A crowd cannot be split by prefixes: family=Smithson is twelve by prefix but six whole;
+  // a prefix of Smithsonian finds nobody, the whole name its six.
+  CHECK(total("family=Smithson" + dob) == 6);
+  CHECK(total("family=Smithsoni" + dob) == 0);
+  CHECK(total("family=Smithsonian" + dob) == 6);
+  CHECK(total("identifier=https://fhir.nhs.uk/Id/nhs-number%7C" + unique.nhs_number) == 1);
+  // A standing relationship still searches by prefix, as FHIR string search does.
+  HttpResponse gp = test::get(s.port(), "/Patient?family=Uniq", s.client(), bearer(clinician_at("A81001")));
+  REQUIRE_MESSAGE(gp.status == 200, gp.body);
+  CHECK(json_of(gp).find("total")->as_int64() == 1);
+}
+
 TEST_CASE("Locator API: search by identifier, names, birthdate and postcode; paging; bad NHS numbers") {
   TestServer s;
   Seeded a = add_patient(s.locator(), 10, "Taylor", "A81001");
@@ -746,6 +798,50 @@ TEST_CASE("Locator API: the match cap counts only the patients this caller may s
   CHECK(issue_code(theirs) == "too-costly");  // the search asks too much; its values are fine
   CHECK(json_of(theirs).find("issue")->items().at(0).string_at("diagnostics").find("you may see") !=
         std::string_view::npos);
+}
+
+TEST_CASE("Locator API: a patient-bound token's Patient search examines only its own patient, never too costly") {
+  TestServer s;
+  // More index entries than one search examines (LocatorRouteDeps::max_search_examined, 20,000).
+  std::vector<locator::ImportRecord> crowd;
+  for (int n = 100000; crowd.size() < 20001 && n < 400000; ++n) {
+    const std::string nine = "999" + std::to_string(n);
+    auto check = fhir::nhs_check_digit(nine);
+    if (!check) continue;
+    locator::ImportRecord rec;
+    rec.identity.source_ods = "RX1";
+    rec.identity.demographics.nhs_number = nine + *check;
+    rec.identity.demographics.family = "Crowd";
+    const std::size_t i = crowd.size();  // distinct dates: no two look like the same person
+    char date[11];
+    std::snprintf(date, sizeof date, "%04zu-%02zu-%02zu", 1930 + i % 60, 1 + i / 60 % 12, 1 + i / 720 % 28);
+    rec.identity.demographics.birth_date = date;
+    rec.identity.demographics.gender = i % 2 ? "male" : "female";
+    rec.identity.demographics.gp_practice_ods = "A81001";
+    crowd.push_back(std::move(rec));
+  }
+  REQUIRE(crowd.size() == 20001);
+  REQUIRE(s.locator().import(crowd).ok());
+  Seeded me = add_patient(s.locator(), 1, "Mine", "A81001");  // 1980-05-17, female
+  TokenClaims app = clinician_at("A81001");
+  app.scope = "launch/patient patient/*.rs";
+  app.patient = me.id;
+  auto search = [&](const std::string& query, const TokenClaims& who) {
+    return test::get(s.port(), "/Patient?" + query, s.client(), bearer(who));
+  };
+  // Before: 400 too-costly ("would examine more than 20000 index entries"), although only the
+  // patient in context could ever be listed.
+  HttpResponse broad = search("birthdate=ge1900", app);
+  REQUIRE_MESSAGE(broad.status == 200, broad.body);
+  fhir::Json bundle = json_of(broad);
+  CHECK(bundle.find("total")->as_int64() == 1);
+  CHECK(bundle.find("entry")->items().at(0).find("resource")->string_at("id") == me.id);
+  CHECK(json_of(search("family=Crowd", app)).find("total")->as_int64() == 0);  // the rest still must match
+  CHECK(json_of(search("gender=female&family=mine", app)).find("total")->as_int64() == 1);
+  // Unbound, the same search is still too broad.
+  HttpResponse unbound = search("birthdate=ge1900", clinician_at("A81001"));
+  CHECK(unbound.status == 400);
+  CHECK(issue_code(unbound) == "too-costly");
 }
 
 TEST_CASE("Locator API: _summary=count and _elements on Patient search and read") {

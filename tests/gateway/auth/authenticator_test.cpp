@@ -223,4 +223,18 @@ TEST_CASE("insufficient_scope_challenge: only when the role allows what the scop
   Principal certificate = backend;
   certificate.scopes_from_token = false;
   CHECK(insufficient_scope_challenge(*policy, certificate, "Encounter", Interaction::search).empty());
+  // A scope the token already holds is never named: a patient/*.rs token refused for want of a
+  // patient claim lacks launch context, and asking for patient/Patient.r again would loop.
+  CHECK(insufficient_scope_challenge(*policy, principal("clinician", "patient/*.rs"), "Patient", Interaction::read)
+            .empty());
+  CHECK(insufficient_scope_challenge(*policy, principal("clinician", "patient/Patient.r"), "Patient",
+                                     Interaction::read).empty());
+  // With user/ scopes too, the user/ scope for the type would help, and is named.
+  CHECK(insufficient_scope_challenge(*policy, principal("clinician", "user/Encounter.rs patient/Patient.r"),
+                                     "Patient", Interaction::read) ==
+        "Bearer realm=\"fhir-gateway\", error=\"insufficient_scope\", scope=\"user/Patient.r\"");
+  // A constrained scope grants no unconstrained search: that scope is what would help.
+  CHECK(insufficient_scope_challenge(*policy, principal("clinician", "user/Observation.rs?code=x"), "Observation",
+                                     Interaction::search) ==
+        "Bearer realm=\"fhir-gateway\", error=\"insufficient_scope\", scope=\"user/Observation.s\"");
 }

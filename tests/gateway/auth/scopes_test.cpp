@@ -194,6 +194,39 @@ TEST_CASE("ScopeSet: a constrained scope allows only searches carrying every con
   CHECK_FALSE(plain->allows_search(ScopeContext::user, "Patient", Params{}));  // r is not s
 }
 
+TEST_CASE("ScopeSet: every occurrence of a constrained parameter must be the constraint (fail closed)") {
+  auto s = parse_scopes("user/Observation.rs?code=http://loinc.org|2823-3");
+  REQUIRE(s.ok());
+  using Params = std::vector<std::pair<std::string, std::string>>;
+  const std::pair<std::string, std::string> k{"code", "http://loinc.org|2823-3"};
+  CHECK(s->allows_search(ScopeContext::user, "Observation", Params{k, {"patient", "p1"}}));
+  CHECK(s->allows_search(ScopeContext::user, "Observation", Params{k, k}));  // the same value again
+  // Another value beside it, in either order, or under a modifier, asks for more than the scope.
+  CHECK_FALSE(s->allows_search(ScopeContext::user, "Observation", Params{k, {"code", "http://loinc.org|2951-2"}}));
+  CHECK_FALSE(s->allows_search(ScopeContext::user, "Observation", Params{{"code", "2951-2"}, k}));
+  CHECK_FALSE(s->allows_search(ScopeContext::user, "Observation", Params{k, {"code", "http://loinc.org|2823-3,x"}}));
+  CHECK_FALSE(s->allows_search(ScopeContext::user, "Observation", Params{k, {"code:not", "http://loinc.org|2823-3"}}));
+  CHECK_FALSE(s->allows_search(ScopeContext::user, "Observation", Params{k, {"code:text", "potassium"}}));
+  // A constraint that carries a modifier constrains its base parameter as well.
+  auto custodian = parse_scopes("user/DocumentReference.rs?custodian:identifier=RX1");
+  REQUIRE(custodian.ok());
+  CHECK(custodian->allows_search(ScopeContext::user, "DocumentReference", Params{{"custodian:identifier", "RX1"}}));
+  CHECK_FALSE(custodian->allows_search(ScopeContext::user, "DocumentReference",
+                                       Params{{"custodian:identifier", "RX1"}, {"custodian", "Organization/x"}}));
+  // Two constrained scopes are judged one at a time: neither grants both codes at once.
+  auto two = parse_scopes("user/Observation.rs?code=a user/Observation.rs?code=b");
+  REQUIRE(two.ok());
+  CHECK(two->allows_search(ScopeContext::user, "Observation", Params{{"code", "a"}}));
+  CHECK(two->allows_search(ScopeContext::user, "Observation", Params{{"code", "b"}}));
+  CHECK_FALSE(two->allows_search(ScopeContext::user, "Observation", Params{{"code", "a"}, {"code", "b"}}));
+  // A scope naming the parameter twice allows exactly those occurrences.
+  auto both = parse_scopes("user/Observation.rs?code=a&code=b");
+  REQUIRE(both.ok());
+  CHECK(both->allows_search(ScopeContext::user, "Observation", Params{{"code", "b"}, {"code", "a"}}));
+  CHECK_FALSE(both->allows_search(ScopeContext::user, "Observation", Params{{"code", "a"}}));
+  CHECK_FALSE(both->allows_search(ScopeContext::user, "Observation", Params{{"code", "a"}, {"code", "b"}, {"code", "c"}}));
+}
+
 TEST_CASE("Scopes: context names and permission text") {
   CHECK(gw::auth::context_name(ScopeContext::patient) == "patient");
   CHECK(gw::auth::context_name(ScopeContext::user) == "user");

@@ -316,6 +316,18 @@ TEST_CASE_TEMPLATE("Locator: patient search by each parameter, with a stable ord
   q.family = "o briain";
   CHECK(ids_of(search(q)) == std::vector<std::string>{p3});
 
+  // id: that one record, if it matches the rest (a patient/ scope's launch context).
+  q = {};
+  q.family = "smi";
+  q.id = p1;
+  auto one = search(q);
+  CHECK(one.total == 1);
+  CHECK(ids_of(one) == std::vector<std::string>{p1});
+  q.id = p3;  // not a Smith
+  CHECK(search(q).total == 0);
+  q.family.clear();
+  CHECK(ids_of(search(q)) == std::vector<std::string>{p3});
+
   q = {};
   q.given = "joh";  // any given name
   CHECK(ids_of(search(q)) == std::vector<std::string>{p5, p1});

@@ -112,7 +112,7 @@ TEST_CASE("Store: applied messages, resource versions, search by code and date, 
   REQUIRE(all.ok());
   CHECK(all->total == 2);
   CHECK(all->items[0].id == "o1");  // newest clinical date first
-  q.codes = {{"http://loinc.org", "718-7"}};
+  q.codes = {{{"http://loinc.org", "718-7"}}};
   CHECK(st.search(q)->total == 1);
   q.codes.clear();
   q.dates = {{fhir::Prefix::ge, *fhir::parse_fhir_date("2026-01-01")}};
@@ -310,7 +310,7 @@ TEST_CASE("Store: a version-2 store.db is upgraded with its resources and messag
   store::ResourceQuery q;
   q.patient_ids = {"p1"};
   q.type = "Observation";
-  q.codes = {{"http://loinc.org", "2093-3"}};
+  q.codes = {{{"http://loinc.org", "2093-3"}}};
   CHECK((*s)->search(q)->total == 1);
   CHECK((*s)->list_messages({std::nullopt, "", 0, 100})->size() == 1);
   // The upgraded table takes new versions of old rows, and (type, id) stays unique.
@@ -352,12 +352,20 @@ TEST_CASE("Store: code with no system, any system or one system; withheld coding
     for (const auto& r : page->items) out.push_back(r.id);
     return out;
   };
-  q.codes = {{std::string(), "2093-3"}};  // |2093-3: only the coding without a system
+  q.codes = {{{std::string(), "2093-3"}}};  // |2093-3: only the coding without a system
   CHECK(ids() == std::vector<std::string>{"o3"});
-  q.codes = {{std::nullopt, "2093-3"}};  // 2093-3: any system
+  q.codes = {{{std::nullopt, "2093-3"}}};  // 2093-3: any system
   CHECK(ids() == std::vector<std::string>{"o1", "o3"});
-  q.codes = {{"http://loinc.org", "2093-3"}};
+  q.codes = {{{"http://loinc.org", "2093-3"}}};
   CHECK(ids() == std::vector<std::string>{"o1"});
+  // Values of one parameter are alternatives (code=a,b); parameters are ANDed (code=a&code=b
+  // matches only what carries both), as R4 search.html says.
+  q.codes = {{{"http://loinc.org", "2093-3"}, {std::string(), "2093-3"}}};
+  CHECK(ids() == std::vector<std::string>{"o1", "o3"});
+  q.codes = {{{"http://loinc.org", "2093-3"}}, {{std::string(), "2093-3"}}};
+  CHECK(ids().empty());
+  q.codes = {{{std::nullopt, "2093-3"}}, {{std::string(), "2093-3"}}};
+  CHECK(ids() == std::vector<std::string>{"o3"});
 
   // A withheld coding anywhere in the resource (here its value) holds it back: not counted,
   // not listed, named in `withheld`.
