@@ -72,6 +72,9 @@ struct IngestBatch {
   // failures stored and reported name the sender's own location.
   std::string identity_location;
   std::string merge_location;
+  // Where in the unit each resource's id comes from ("Encounter/enc-1" -> HL7 "PV1-19", the
+  // visit number), so that a refusal naming the resource names the sender's location.
+  std::vector<std::pair<std::string, std::string>> key_locations;
   // Where the unit came from (e.g. "10.1.2.3:50123"), for its audit record.
   std::string peer;
   // What the adapter could not take as sent but did not stop the unit (a malformed birth

@@ -375,6 +375,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     batch.dedupe_key = dedupe_key(read_msh(message.text()));
     batch.identity_location = "PID-3";
     batch.merge_location = "MRG-1";
+    batch.key_locations = std::move(mapped->key_locations);
     batch.peer = peer;
     // What the mapping could not take as sent goes back with the acknowledgement (ERR,
     // severity W) and is kept with the message.
