@@ -1008,3 +1008,37 @@ TEST_CASE("MLLP: a visit or order number that names another patient's record is 
   REQUIRE(reports.ok());
   CHECK(reports->total == 1);
 }
+
+TEST_CASE("MLLP: training and debugging messages (MSH-11 T, D) are refused AR 202 unless the source lists them") {
+  const auto with_id = [](const std::string& control, const std::string& id) {
+    std::string m = msh("ADT^A04^ADT_A01", control) + "PID|1||9990000050^^^NHS^NH~MRN-T^^^RGT01^MR||SMITH^ANN\r";
+    m.replace(m.find("|P|2.4"), 6, "|" + id + "|2.4");
+    return m;
+  };
+  {
+    auto s = mllp_server();
+    const std::uint16_t port = listener(*s).port();
+    for (const char* id : {"T", "D"}) {
+      const auto acks = test::mllp_round_trip(port, with_id(std::string("T-") + id, id));
+      REQUIRE(acks.size() == 1);
+      CHECK(ack_code(acks[0]) == "AR");
+      CHECK(test::hl7_field(acks[0], "MSH", 11) == id);  // echoed
+      CHECK(test::hl7_field(acks[0], "ERR", 1).rfind("MSH^1^11^202&", 0) == 0);
+    }
+    // Nothing applied: the patient is not in the record locator; both are stored and audited.
+    auto found = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000050");
+    REQUIRE(found.ok());
+    CHECK_FALSE(found->has_value());
+    CHECK(stored(*s, store::MessageStatus::rejected) == 2);
+    audit::Query q;
+    q.subtype = "ingest-rejected";
+    auto page = s->app().audit_log()->search(q);
+    REQUIRE(page.ok());
+    CHECK(page->records.size() == 2);
+    CHECK(ack_code(test::mllp_round_trip(port, with_id("T-P", "P"))[0]) == "AA");
+  }
+  auto s = mllp_server({{"processing_ids", "P,T"}});
+  const std::uint16_t port = listener(*s).port();
+  CHECK(ack_code(test::mllp_round_trip(port, with_id("L-T", "T"))[0]) == "AA");
+  CHECK(ack_code(test::mllp_round_trip(port, with_id("L-D", "D"))[0]) == "AR");
+}
