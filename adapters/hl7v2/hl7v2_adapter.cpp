@@ -243,6 +243,10 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     }
     f.dedupe_key = parsed ? dedupe_key(read_msh(parsed->text())) : msh.found ? dedupe_key(msh) : std::string();
     f.rejected = rejected_kind;
+    // The AR/AE is built first and stored with the row, so the message store shows the reply sent.
+    std::vector<std::string> replies =
+        acknowledgements(msh, rejected_kind ? Outcome::rejected : Outcome::error, ack_error_for(issue, frame));
+    f.reply = join_replies(replies);
     f.issue = issue;
     fhir::Status stored = co_await record_async(*sink, f);
     if (!stored) {
@@ -252,7 +256,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     }
     if (rejected_kind) ++rejected;
     else ++errors;
-    co_return acknowledgements(msh, rejected_kind ? Outcome::rejected : Outcome::error, ack_error_for(issue, frame));
+    co_return replies;
   }
 
   // One frame -> the acknowledgements to send (possibly none), after everything behind them
@@ -396,6 +400,13 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     batch.warnings = std::move(mapped->warnings);
     if (mapped->merge) batch.retired_identifiers = std::move(mapped->merge->retired_identifiers);
     if (mapped->encounter) batch.encounters.emplace_back(mapped->encounter->organisation_ods, mapped->encounter->at);
+    // The AE for a unit the ingest path cannot apply, built there (and kept with its error
+    // row) from the issue it reports; sent as built. Read here after the sink completed.
+    auto error_replies = std::make_shared<std::vector<std::string>>();
+    batch.error_reply = [msh, error_replies](const Issue& why) {
+      *error_replies = acknowledgements(msh, Outcome::error, ack_error_for(why));
+      return join_replies(*error_replies);
+    };
 
     ReceiptResult r = co_await submit_async(*sink, batch);
     if (r) {
@@ -414,7 +425,8 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
           {{"kind", batch.kind}, {"reason", issue.diagnostics}});
       co_return acknowledgements(msh, Outcome::not_committed, ack_error_for(issue));
     }
-    ++errors;  // stored with status error by the sink
+    ++errors;  // stored with status error by the sink, with the reply it had built
+    if (!error_replies->empty()) co_return *error_replies;
     co_return acknowledgements(msh, Outcome::error, ack_error_for(issue));
   }
 

@@ -249,6 +249,7 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
     m.status = store::MessageStatus::error;
     m.error = issue.diagnostics;
     m.error_location = issue.expression;
+    if (b.error_reply) m.reply = b.error_reply(issue);  // the AE the adapter sends, kept with the row
     audit::Record rec = ingest_record(b.source, ods, b.kind, b.dedupe_key, "ingest-error", 422, b.peer);
     rec.outcome_text = issue.diagnostics;
     if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
@@ -408,6 +409,7 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
   kept->identity_location = batch.identity_location;
   kept->merge_location = batch.merge_location;
   kept->key_locations = batch.key_locations;
+  kept->error_reply = batch.error_reply;
   kept->peer = batch.peer;
   for (Json& r : batch.resources)
     if (has_subject(r.string_at("resourceType"))) {
@@ -518,6 +520,7 @@ void IngestService::record_failure(adapters::IngestFailure f, std::function<void
   m.status = f.rejected ? store::MessageStatus::rejected : store::MessageStatus::error;
   m.error = f.issue.diagnostics;
   m.error_location = f.issue.expression;
+  m.reply = std::move(f.reply);
   audit::Record rec = ingest_record(f.source, ods, f.kind, f.dedupe_key, f.rejected ? "ingest-rejected" : "ingest-error",
                                     f.rejected ? 400 : 422, f.peer);
   rec.outcome_text = f.issue.diagnostics;

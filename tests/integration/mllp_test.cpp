@@ -962,6 +962,7 @@ TEST_CASE("MLLP: a visit or order number that names another patient's record is 
   REQUIRE(errs.ok());
   REQUIRE(errs->size() == 1);
   CHECK((*errs)[0].error_location == "PV1-19");
+  CHECK((*errs)[0].reply == ae[0]);  // the AE sent, kept with the row
   audit::Query aq;
   aq.subtype = "ingest-error";
   auto audited = s->app().audit_log()->search(aq);
@@ -1030,6 +1031,12 @@ TEST_CASE("MLLP: training and debugging messages (MSH-11 T, D) are refused AR 20
     REQUIRE(found.ok());
     CHECK_FALSE(found->has_value());
     CHECK(stored(*s, store::MessageStatus::rejected) == 2);
+    store::MessageQuery rq;
+    rq.status = store::MessageStatus::rejected;
+    auto rows = s->app().store().list_messages(rq);
+    REQUIRE(rows.ok());
+    REQUIRE(rows->size() == 2);
+    CHECK(rows->at(0).reply.find("MSA|AR|T-") != std::string::npos);  // the AR sent, kept with the row
     audit::Query q;
     q.subtype = "ingest-rejected";
     auto page = s->app().audit_log()->search(q);
