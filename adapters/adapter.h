@@ -63,6 +63,10 @@ struct IngestBatch {
   // What the adapter will answer on success (an HL7 AA); stored with the unit so that a
   // resend gets the same answer.
   std::string reply;
+  // What the adapter will answer when the unit cannot be applied (an HL7 AE with its ERR),
+  // built from the issue as reported to it: the ingest path stores it with the unit's error
+  // row, so the message store shows the reply sent. The adapter must send these bytes.
+  std::function<std::string(const fhir::Issue&)> error_reply;
   // A merge (HL7 A40): identifiers of a record to retire into `identity`'s record, each a
   // FHIR Identifier {system, value}.
   std::vector<fhir::Json> retired_identifiers;
@@ -72,6 +76,9 @@ struct IngestBatch {
   // failures stored and reported name the sender's own location.
   std::string identity_location;
   std::string merge_location;
+  // Where in the unit each resource's id comes from ("Encounter/enc-1" -> HL7 "PV1-19", the
+  // visit number), so that a refusal naming the resource names the sender's location.
+  std::vector<std::pair<std::string, std::string>> key_locations;
   // Where the unit came from (e.g. "10.1.2.3:50123"), for its audit record.
   std::string peer;
   // What the adapter could not take as sent but did not stop the unit (a malformed birth
@@ -131,6 +138,8 @@ struct IngestFailure {
   // A valid NHS number the unit names, when it could be read: the audit record of the
   // failure names the patient, so that "who sent what about this person" stays complete.
   std::string nhs_number;
+  // What the adapter answers (an HL7 AR/AE with its ERR), stored with the row.
+  std::string reply;
 };
 
 struct IngestReceipt {

@@ -279,6 +279,9 @@ AckError ack_error_for(const fhir::Issue& issue) {
       break;
     }
     case ErrorCode::not_found: e.code = 204; break;  // unknown key identifier (e.g. an A40's patient)
+    // duplicate key identifier: a visit or order number that names another patient's record
+    // (or another source's)
+    case ErrorCode::conflict: e.code = 205; break;
     default: e.code = 207; break;                    // application internal error (also: too large)
   }
   return e;

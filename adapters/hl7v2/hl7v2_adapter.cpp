@@ -243,6 +243,10 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     }
     f.dedupe_key = parsed ? dedupe_key(read_msh(parsed->text())) : msh.found ? dedupe_key(msh) : std::string();
     f.rejected = rejected_kind;
+    // The AR/AE is built first and stored with the row, so the message store shows the reply sent.
+    std::vector<std::string> replies =
+        acknowledgements(msh, rejected_kind ? Outcome::rejected : Outcome::error, ack_error_for(issue, frame));
+    f.reply = join_replies(replies);
     f.issue = issue;
     fhir::Status stored = co_await record_async(*sink, f);
     if (!stored) {
@@ -252,7 +256,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     }
     if (rejected_kind) ++rejected;
     else ++errors;
-    co_return acknowledgements(msh, rejected_kind ? Outcome::rejected : Outcome::error, ack_error_for(issue, frame));
+    co_return replies;
   }
 
   // One frame -> the acknowledgements to send (possibly none), after everything behind them
@@ -344,11 +348,22 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
                                 Issue::make(ErrorCode::not_supported,
                                             "HL7 version '" + version + "' is not accepted (2.x expected)", "MSH-12"),
                                 true, peer, &message);
+    // MSH-11: only the processing ids this source is configured to apply (P by default), so a
+    // training (T) or debugging (D) system pointed at a production listener changes nothing.
     const std::string processing = msh.component(11, 1);
-    if (!processing.empty() && processing != "P" && processing != "T" && processing != "D")
-      co_return co_await refuse(
-          frame, msh, Issue::make(ErrorCode::not_supported, "processing id must be P, T or D", "MSH-11"), true, peer,
-          &message);
+    const std::vector<std::string>& accepted = options.processing_ids;
+    if (std::find(accepted.begin(), accepted.end(), processing.empty() ? std::string("P") : processing) ==
+        accepted.end()) {
+      std::string listed;
+      for (const std::string& p : accepted) listed.append(listed.empty() ? "" : ", ").append(p);
+      const std::string shown = processing.size() <= 8 ? processing : processing.substr(0, 8) + "...";
+      co_return co_await refuse(frame, msh,
+                                Issue::make(ErrorCode::not_supported,
+                                            "processing id '" + shown + "' is not applied by this source (accepted: " +
+                                                listed + "; setting processing_ids)",
+                                            "MSH-11"),
+                                true, peer, &message);
+    }
 
     // MSH-10 is a required field: the ACK echoes it for the sender to match,
     // and resends are recognised by it; without it every resend would be applied again.
@@ -375,6 +390,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     batch.dedupe_key = dedupe_key(read_msh(message.text()));
     batch.identity_location = "PID-3";
     batch.merge_location = "MRG-1";
+    batch.key_locations = std::move(mapped->key_locations);
     batch.peer = peer;
     // What the mapping could not take as sent goes back with the acknowledgement (ERR,
     // severity W) and is kept with the message.
@@ -384,6 +400,13 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     batch.warnings = std::move(mapped->warnings);
     if (mapped->merge) batch.retired_identifiers = std::move(mapped->merge->retired_identifiers);
     if (mapped->encounter) batch.encounters.emplace_back(mapped->encounter->organisation_ods, mapped->encounter->at);
+    // The AE for a unit the ingest path cannot apply, built there (and kept with its error
+    // row) from the issue it reports; sent as built. Read here after the sink completed.
+    auto error_replies = std::make_shared<std::vector<std::string>>();
+    batch.error_reply = [msh, error_replies](const Issue& why) {
+      *error_replies = acknowledgements(msh, Outcome::error, ack_error_for(why));
+      return join_replies(*error_replies);
+    };
 
     ReceiptResult r = co_await submit_async(*sink, batch);
     if (r) {
@@ -402,7 +425,8 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
           {{"kind", batch.kind}, {"reason", issue.diagnostics}});
       co_return acknowledgements(msh, Outcome::not_committed, ack_error_for(issue));
     }
-    ++errors;  // stored with status error by the sink
+    ++errors;  // stored with status error by the sink, with the reply it had built
+    if (!error_replies->empty()) co_return *error_replies;
     co_return acknowledgements(msh, Outcome::error, ack_error_for(issue));
   }
 
@@ -600,8 +624,9 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
 fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& source) {
   // Every key this function reads. Anything else is refused, so a misspelt limit
   // (max_mesage_bytes) is an error rather than a default silently kept.
-  static constexpr std::string_view kSettings[] = {"frame_timeout_s", "identifier_system_base", "idle_timeout_s",
-                                                   "max_connections", "max_message_bytes",      "tls"};
+  static constexpr std::string_view kSettings[] = {"frame_timeout_s",   "identifier_system_base", "idle_timeout_s",
+                                                   "max_connections",   "max_message_bytes",      "processing_ids",
+                                                   "tls"};
   for (const auto& [key, value] : source.settings) {
     if (std::find(std::begin(kSettings), std::end(kSettings), key) != std::end(kSettings)) continue;
     std::string known;
@@ -666,6 +691,29 @@ fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& sou
                        "settings.tls");
   o.tls = tls == "true";
   if (o.tls) o.client_certificate_subject = source.client_certificate_subject;
+  // processing_ids: the MSH-11 values applied, a list of P, T and D (a TOML array of strings
+  // reaches the adapter comma-separated; "P,T" is read the same).
+  {
+    const std::string ids = source.setting("processing_ids", "P");
+    o.processing_ids.clear();
+    std::size_t begin = 0;
+    while (begin <= ids.size()) {
+      std::size_t end = ids.find(',', begin);
+      if (end == std::string::npos) end = ids.size();
+      std::string id = ids.substr(begin, end - begin);
+      const auto first = id.find_first_not_of(' ');
+      id = first == std::string::npos ? std::string() : id.substr(first, id.find_last_not_of(' ') - first + 1);
+      if (id != "P" && id != "T" && id != "D")
+        return Issue::make(ErrorCode::invalid_value,
+                           "source '" + source.name +
+                               "': processing_ids must list MSH-11 processing ids P (production), T (training) or "
+                               "D (debugging), e.g. [\"P\"]",
+                           "settings.processing_ids");
+      if (std::find(o.processing_ids.begin(), o.processing_ids.end(), id) == o.processing_ids.end())
+        o.processing_ids.push_back(std::move(id));
+      begin = end + 1;
+    }
+  }
   const std::string base = source.setting("identifier_system_base");
   if (!base.empty()) o.identifier_system_base = base;
   return o;

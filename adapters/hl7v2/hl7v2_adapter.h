@@ -32,6 +32,10 @@ struct ListenerOptions {
   std::chrono::seconds frame_timeout{30};   // a frame begun must end within, from its start block, not per read (frame_timeout_s)
   std::chrono::seconds write_timeout{30};
   std::string identifier_system_base = "https://fhir.nhs.uk/Id/local";
+  // MSH-11.1 values applied (setting processing_ids): P production by default; a message with
+  // another (T training, D debugging) is refused AR, ERR 202, so a training or test system
+  // pointed at this listener never changes the live record. An empty MSH-11 is taken as P.
+  std::vector<std::string> processing_ids{"P"};
 };
 
 // Reads ListenerOptions from `source` (endpoint and settings). invalid_value, its expression

@@ -453,6 +453,7 @@ fhir::Status map_visit(const Run& run) {
                        "about this visit cannot update it");
     encounter_id = detail::resource_id(run, "enc", {"message", run.message.control_id()});
   }
+  run.out.key_locations.emplace_back("Encounter/" + encounter_id, visit.empty() ? "MSH-10" : "PV1-19");
 
   // Period: PV1-44/45; an admission or registration without PV1-44 starts at the event time
   // (EVN-6, else EVN-2), a discharge without PV1-45 ends then. The end is kept only for a

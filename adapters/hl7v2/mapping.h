@@ -57,6 +57,9 @@ struct MappedMessage {
   // Data-quality notes that did not stop the mapping (e.g. "PID-3[2]: NHS number fails the
   // check digit; kept as received, never used to match the patient"), with the HL7 location first.
   std::vector<std::string> warnings;
+  // Where each clinical resource's id comes from: ("Encounter/<id>", "PV1-19") for a visit
+  // number, ("DiagnosticReport/<id>", "OBR[1]-3") for an order number, "MSH-10" without one.
+  std::vector<std::pair<std::string, std::string>> key_locations;
 };
 
 // Maps a parsed message. Failures:

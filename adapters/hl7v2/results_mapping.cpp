@@ -581,6 +581,9 @@ fhir::Status map_report(const Run& run, const Report& rep, std::vector<std::stri
   const OrderNumber placer = order_number(run, obr, rep.orc, 2, "placer-order");
   // Observation ids extend the report's key with OBX-3 and OBX-4.
   const std::string key = report_key(run, rep, filler, placer, used_keys);
+  const std::string key_at = !filler.value.empty()   ? where("OBR", rep.occurrence, 3)
+                             : !placer.value.empty() ? where("OBR", rep.occurrence, 2)
+                                                     : std::string("MSH-10");
 
   const Json category = observation_category(value(obr, 24));
   Json result_refs = Json::array(), presented = Json::array();
@@ -600,6 +603,7 @@ fhir::Status map_report(const Run& run, const Report& rep, std::vector<std::stri
     auto o = observation(run, r, code, category, *effective, id);
     if (!o) return std::move(o).issue();
     used_ids.push_back(id);
+    run.out.key_locations.emplace_back("Observation/" + id, key_at);
     result_refs.push_back(reference("Observation", id));
     put_resource(run, std::move(*o));
   }
@@ -607,6 +611,7 @@ fhir::Status map_report(const Run& run, const Report& rep, std::vector<std::stri
   Json dr = Json::object();
   dr.set("resourceType", Json::string("DiagnosticReport"));
   dr.set("id", Json::string(resource_id(run, "dr", {key})));
+  run.out.key_locations.emplace_back("DiagnosticReport/" + std::string(dr.string_at("id")), key_at);
   Json ids = Json::array();
   if (!filler.value.empty()) ids.push_back(order_identifier(filler, "FILL"));
   if (!placer.value.empty()) ids.push_back(order_identifier(placer, "PLAC"));

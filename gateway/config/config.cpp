@@ -558,7 +558,18 @@ Config load_config(const std::string& path) {
           if (v.is_string()) value = v.as_string()->get();
           else if (v.is_integer()) value = std::to_string(v.as_integer()->get());
           else if (v.is_boolean()) value = v.as_boolean()->get() ? "true" : "false";
-          else r.fail(p + "settings." + std::string(k.str()), "must be a string, integer or boolean");
+          else if (const toml::array* a = v.as_array()) {
+            // A list of strings (e.g. processing_ids = ["P", "T"]) reaches the adapter
+            // comma-separated; a string holding a comma would be ambiguous.
+            for (std::size_t i = 0; i < a->size(); ++i) {
+              const auto* text = (*a)[i].as_string();
+              if (!text || text->get().find(',') != std::string::npos) {
+                r.fail(p + "settings." + std::string(k.str()), "a list must hold strings without commas");
+                break;
+              }
+              value.append(i == 0 ? "" : ",").append(text->get());
+            }
+          } else r.fail(p + "settings." + std::string(k.str()), "must be a string, integer, boolean or list of strings");
           s.settings.emplace_back(std::string(k.str()), std::move(value));
         }
       }

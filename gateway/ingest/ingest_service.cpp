@@ -215,6 +215,12 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
   // says what of a unit failing for the gateway's own reasons was committed all the same.
   auto fail = [this, ods, nhs_number, shared_done](const IngestBatch& b, Issue issue, std::string note = {}) {
     // The locator names parts of the update; the sender knows them by its own locations.
+    for (const auto& kl : b.key_locations)
+      if (issue.expression == kl.first) {
+        issue.expression = kl.second;
+        issue.diagnostics = kl.second + ": " + issue.diagnostics;
+        break;
+      }
     if (issue.expression == "retired" && !b.merge_location.empty()) issue.expression = b.merge_location;
     else if ((issue.expression.rfind("identity", 0) == 0 || issue.expression.rfind("Patient", 0) == 0 ||
               issue.expression == "survivor") &&
@@ -244,6 +250,7 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
     m.status = store::MessageStatus::error;
     m.error = issue.diagnostics;
     m.error_location = issue.expression;
+    if (b.error_reply) m.reply = b.error_reply(issue);  // the AE the adapter sends, kept with the row
     audit::Record rec = ingest_record(b.source, ods, b.kind, b.dedupe_key, "ingest-error", 422, b.peer);
     rec.outcome_text = issue.diagnostics;
     if (!nhs_number.empty()) rec.detail.patients.push_back(nhs_number);
@@ -329,6 +336,16 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
     return fail(batch, Issue::make(ErrorCode::conflict, **foreign + " belongs to another source system",
                                    foreign->value().substr(0, foreign->value().find('/'))));
 
+  // The patients whose records the unit updates (an Encounter by its visit number, a report
+  // by its order number): the locator refuses the unit, before writing anything, unless each
+  // is the unit's patient or merged into it (a reused number must not move another
+  // patient's record); store.db's apply checks again in its own transaction.
+  std::vector<Json> clinical;
+  for (const Json& r : batch.resources)
+    if (has_subject(r.string_at("resourceType"))) clinical.push_back(r);
+  auto owners = store_.patients_of(clinical);
+  if (!owners) return fail(batch, std::move(owners).issue());
+
   // 3. The record locator: identity, merge, encounters, pointer (one transaction).
   auto claim = locator::identity_from_patient(batch.identity, ods);
   if (!claim) {
@@ -338,6 +355,16 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
   }
   locator::IngestUpdate update;
   update.identity = std::move(*claim);
+  std::vector<std::string> owner_ids;
+  for (const auto& o : *owners) {
+    const std::string& resource = o.first;
+    std::string where = resource;
+    for (const auto& kl : batch.key_locations)
+      if (kl.first == resource) where = kl.second;
+    if (std::find(owner_ids.begin(), owner_ids.end(), o.second) != owner_ids.end()) continue;
+    owner_ids.push_back(o.second);
+    update.owners.push_back(locator::IngestUpdate::Owner{o.second, where});
+  }
   for (const Json& id : batch.retired_identifiers) {
     locator::Identifier lid{std::string(id.string_at("system")), std::string(id.string_at("value")), ods};
     if (lid.system.empty() || lid.value.empty()) continue;
@@ -382,6 +409,8 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
   kept->raw = batch.raw;
   kept->identity_location = batch.identity_location;
   kept->merge_location = batch.merge_location;
+  kept->key_locations = batch.key_locations;
+  kept->error_reply = batch.error_reply;
   kept->peer = batch.peer;
   for (Json& r : batch.resources)
     if (has_subject(r.string_at("resourceType"))) {
@@ -396,6 +425,8 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
   m.raw = std::move(batch.raw);
   m.reply = std::move(batch.reply);
   m.patient_id = patient_id;
+  // The locator found each of them to be this patient or merged into it.
+  m.subject_may_move_from = std::move(owner_ids);
   m.content_sha256 = hash;
   // Pending until its audit record is committed (step 5): a unit answered "resend" after
   // this commit is completed by the resend, not taken for a duplicate (step 1).
@@ -539,6 +570,7 @@ void IngestService::record_failure(adapters::IngestFailure f, std::function<void
   m.status = f.rejected ? store::MessageStatus::rejected : store::MessageStatus::error;
   m.error = f.issue.diagnostics;
   m.error_location = f.issue.expression;
+  m.reply = std::move(f.reply);
   audit::Record rec = ingest_record(f.source, ods, f.kind, f.dedupe_key, f.rejected ? "ingest-rejected" : "ingest-error",
                                     f.rejected ? 400 : 422, f.peer);
   rec.outcome_text = f.issue.diagnostics;

@@ -265,6 +265,17 @@ struct IngestUpdate {
   // by it. Without an id, the pointer's id is "<patient id>-<source ODS>": one pointer per
   // source and patient, whose resource types accumulate over the units.
   std::optional<Pointer> pointer;
+  // The patients whose records the unit updates (the record each of its resources is already
+  // filed under, read from the store before this update), each with where the unit names that
+  // record (HL7: "PV1-19" for a visit number). Each must be the resolved patient or a record
+  // merged into it (earlier, or by this update's merge); otherwise the update is refused
+  // (conflict, expression `where`) and nothing of it is written: a visit or order number that
+  // another patient's message reuses must not move that patient's records.
+  struct Owner {
+    std::string patient_id;
+    std::string where;
+  };
+  std::vector<Owner> owners;
 };
 
 struct IngestOutcome {

@@ -489,6 +489,18 @@ fhir::Result<IngestOutcome> apply_ingest(IndexTransaction& tx, const IngestUpdat
     if (*retired != patient)  // equal: the merge was done already (the identifiers moved)
       if (auto s = apply_merge(tx, *retired, patient, u.identity.source_ods, now); !s) return std::move(s).issue();
   }
+  // Records already filed under a patient stay that patient's, unless a merge into the
+  // resolved one explains the move (checked after this update's own merge).
+  for (const IngestUpdate::Owner& o : u.owners) {
+    if (o.patient_id == patient) continue;
+    auto owner = final_record(tx, o.patient_id);
+    if (!owner) return std::move(owner).issue();
+    if (*owner && (*owner)->id == patient) continue;
+    return Issue::make(ErrorCode::conflict,
+                       o.where + " names another patient's record (a visit or order number is one patient's): "
+                                 "not applied",
+                       o.where);
+  }
   for (const Encounter& e : u.encounters)
     if (auto s = apply_record_encounter(tx, u.identity.source_ods, patient, e.organisation_ods, e.at); !s)
       return std::move(s).issue();

@@ -230,7 +230,8 @@ fhir::Result<std::int64_t> insert_message(sqlite::Database& db, const MessageWri
 
 // Upserts one resource of message `message_id`; fills meta.versionId and meta.lastUpdated.
 fhir::Status put_resource(sqlite::Database& db, Json r, const std::string& patient_id, const std::string& source,
-                          std::int64_t message_id, std::int64_t now, std::vector<std::string>& stored) {
+                          const std::vector<std::string>& may_move_from, std::int64_t message_id, std::int64_t now,
+                          std::vector<std::string>& stored) {
   const std::string type(r.string_at("resourceType"));
   const std::string id(r.string_at("id"));
   if (type.empty() || id.empty())
@@ -247,6 +248,13 @@ fhir::Status put_resource(sqlite::Database& db, Json r, const std::string& patie
   if (*row) {
     if (existing->column_text(0) != source)
       return Issue::make(ErrorCode::conflict, type + "/" + id + " belongs to another source system", type);
+    // A clinical record stays its patient's: another patient's message naming it (a reused
+    // visit or order number) is refused, unless a merge explains the move.
+    if (const std::string owner = existing->column_text(3);
+        r.find("subject") && owner != patient_id &&
+        std::find(may_move_from.begin(), may_move_from.end(), owner) == may_move_from.end())
+      return Issue::make(ErrorCode::conflict, type + "/" + id + " is another patient's record (a visit or order number is one patient's): not applied",
+                         type + "/" + id);
     // The same content again (a ward or clinician named by every message): no new version,
     // as a FHIR server treats an update that changes nothing.
     version = existing->column_int64(1);
@@ -306,7 +314,7 @@ void Store::apply(MessageWrite message, std::vector<fhir::Json> resources,
     if (!id) return std::move(id).issue();
     result->message_id = *id;
     for (const Json& r : rs)
-      if (auto s = put_resource(db, r, m.patient_id, m.source, *id, now, result->stored); !s) return s;
+      if (auto s = put_resource(db, r, m.patient_id, m.source, m.subject_may_move_from, *id, now, result->stored); !s) return s;
     if (!m.dedupe_key.empty()) {
       auto replayed = db.cached(
           "UPDATE message SET status = 'replayed', updated_ms = ? WHERE source = ? AND dedupe_key = ? AND "
@@ -396,6 +404,25 @@ fhir::Result<Store::ResendCheck> Store::resend_check(const std::string& source, 
       out.applied = message_row(*st, false);
       break;
     }
+  }
+  return out;
+}
+
+fhir::Result<std::vector<std::pair<std::string, std::string>>> Store::patients_of(
+    const std::vector<fhir::Json>& resources) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (resources.empty()) return out;
+  State::Lease lease(*s_);
+  auto st = lease.db().cached("SELECT patient_id FROM resource WHERE type = ? AND id = ?");
+  if (!st) return std::move(st).issue();
+  for (const Json& r : resources) {
+    const std::string type(r.string_at("resourceType"));
+    const std::string id(r.string_at("id"));
+    st->reset();
+    st->bind(1, type).bind(2, id);
+    auto row = st->step();
+    if (!row) return std::move(row).issue();
+    if (*row) out.emplace_back(type + "/" + id, st->column_text(0));
   }
   return out;
 }

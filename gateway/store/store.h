@@ -60,6 +60,11 @@ struct MessageWrite {
   std::int64_t received_ms = 0;
   std::string content_sha256;  // sha256(raw) when the caller has it already; else computed
   bool pending = false;        // apply(): stored as pending until confirm() (StoredMessage::pending)
+  // apply(): a resource carrying a `subject` that store.db already files under another patient
+  // than patient_id is refused (conflict, expression "Type/id"), and nothing is written, unless
+  // that patient is listed here (the caller checked it was merged into patient_id). A reused
+  // visit or order number must not move one patient's record to another.
+  std::vector<std::string> subject_may_move_from;
 };
 
 struct StoredResource {
@@ -141,6 +146,10 @@ class Store {
   // commits anything else for the unit (apply() still checks, in its own transaction).
   fhir::Result<std::optional<std::string>> held_by_another(const std::string& source,
                                                            const std::vector<fhir::Json>& resources);
+
+  // The patient each of `resources` ("Type/id") is filed under in store.db, for those it holds:
+  // ("Type/id", patient id) pairs, in the order of `resources`.
+  fhir::Result<std::vector<std::pair<std::string, std::string>>> patients_of(const std::vector<fhir::Json>& resources);
 
   // Stores the message (status applied) and upserts `resources` (each with resourceType, id
   // and subject already set) under `patient_id`, in one transaction; earlier errored rows of

@@ -274,7 +274,24 @@ TEST_CASE("Config: source systems are checked as start-up checks them, naming th
   CHECK(key == "source_systems[0].settings.max_mesage_bytes");
   CHECK(why.find("unknown hl7v2 setting 'max_mesage_bytes'") != std::string::npos);
   CHECK(why.find("known: frame_timeout_s, identifier_system_base, idle_timeout_s, max_connections, "
-                 "max_message_bytes, tls") != std::string::npos);
+                 "max_message_bytes, processing_ids, tls") != std::string::npos);
+  // processing_ids: a list of P, T and D (MSH-11); anything else, or an empty list, is refused.
+  std::tie(key, why) = error(tls_lines() + hl7 + "endpoint = \"127.0.0.1:2575\"\n[source_systems.settings]\n"
+                                                 "processing_ids = [\"P\", \"X\"]\n");
+  CHECK(key == "source_systems[0].settings.processing_ids");
+  CHECK(why.find("P (production), T (training) or D (debugging)") != std::string::npos);
+  std::tie(key, why) = error(tls_lines() + hl7 + "endpoint = \"127.0.0.1:2575\"\n[source_systems.settings]\n"
+                                                 "processing_ids = []\n");
+  CHECK(key == "source_systems[0].settings.processing_ids");
+  std::tie(key, why) = error(tls_lines() + hl7 + "endpoint = \"127.0.0.1:2575\"\n[source_systems.settings]\n"
+                                                 "processing_ids = [\"P\", 1]\n");
+  CHECK(key == "source_systems[0].settings.processing_ids");
+  CHECK(why.find("strings without commas") != std::string::npos);
+  auto listed = load_config(write_config(tls_lines() + hl7 + "endpoint = \"127.0.0.1:2575\"\n"
+                                         "[source_systems.settings]\nprocessing_ids = [\"P\", \"T\"]\n"));
+  REQUIRE(listed.source_systems.size() == 1);
+  CHECK(listed.source_systems[0].settings ==
+        std::vector<std::pair<std::string, std::string>>{{"processing_ids", "P,T"}});
   // MLLP over TLS checks a source's certificate subject against the HTTPS listener's client CA.
   const std::string subject = "client_certificate_subject = \"CN=epr,O=Trust\"\n";
   std::tie(key, why) = error(tls_lines() + hl7 + "endpoint = \"0.0.0.0:2575\"\n" + subject +

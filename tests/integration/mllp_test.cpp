@@ -921,3 +921,131 @@ TEST_CASE("MLLP: an idle connection closed by idle_timeout is not a protocol vio
   const auto metrics = test::get(s->port(), "/metrics", s->client());
   CHECK(metrics.body.find("gateway_mllp_idle_closes_total{source=\"cuh-pas\"} 1") != std::string::npos);
 }
+
+TEST_CASE("MLLP: a visit or order number that names another patient's record is refused (AE at PV1-19, OBR-3)") {
+  auto s = mllp_server();
+  const std::uint16_t port = listener(*s).port();
+  // a01() puts its visit in PV1-18; here it is PV1-19, the visit number.
+  const auto a01 = [](const std::string& control, const std::string& nhs, const std::string& mrn,
+                      const std::string& visit) {
+    return msh("ADT^A01^ADT_A01", control) + "EVN|A01|20261123101500\r" + "PID|1||" + nhs + "^^^NHS^NH~" + mrn +
+           "^^^RGT01^MR||SMITH^JOHN||19700101|M\r" + "PV1|1|I|WARD1^BED2^^RGT01||||||||||||||||" + visit + "\r";
+  };
+  REQUIRE(ack_code(test::mllp_round_trip(port, a01("V1", "9990000018", "MRN-A", "V77"))[0]) == "AA");
+  auto owner = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000018");
+  REQUIRE(owner.ok());
+  REQUIRE(owner->has_value());
+  const std::string patient_a = **owner;
+  const auto encounter_of_a = [&]() {
+    store::ResourceQuery q;
+    q.patient_ids = {patient_a};
+    q.type = "Encounter";
+    auto page = s->app().store().search(q);
+    REQUIRE(page.ok());
+    return page->total;
+  };
+  REQUIRE(encounter_of_a() == 1);
+
+  // Another patient's admission reusing the visit number: AE with ERR at PV1-19, code 205
+  // (duplicate key identifier); nothing of it applied: patient B is not even created.
+  const auto ae = test::mllp_round_trip(port, a01("V2", "9990000026", "MRN-B", "V77"));
+  REQUIRE(ae.size() == 1);
+  CHECK(ack_code(ae[0]) == "AE");
+  CHECK(test::hl7_field(ae[0], "ERR", 1).rfind("PV1^1^19^205&", 0) == 0);  // v2.4 ELD
+  CHECK(encounter_of_a() == 1);
+  auto b = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000026");
+  REQUIRE(b.ok());
+  CHECK_FALSE(b->has_value());
+  store::MessageQuery q;
+  q.status = store::MessageStatus::error;
+  auto errs = s->app().store().list_messages(q);
+  REQUIRE(errs.ok());
+  REQUIRE(errs->size() == 1);
+  CHECK((*errs)[0].error_location == "PV1-19");
+  CHECK((*errs)[0].reply == ae[0]);  // the AE sent, kept with the row
+  audit::Query aq;
+  aq.subtype = "ingest-error";
+  auto audited = s->app().audit_log()->search(aq);
+  REQUIRE(audited.ok());
+  CHECK(audited->records.size() == 1);
+
+  // The same patient updating the visit (here known by the local identifier alone) is applied.
+  const std::string transfer = msh("ADT^A02^ADT_A02", "V3") + "EVN|A02|20261123120000\r" +
+                               "PID|1||MRN-A^^^RGT01^MR||SMITH^JOHN||19700101|M\r" +
+                               "PV1|1|I|WARD2^BED1^^RGT01||||||||||||||||V77\r";
+  CHECK(ack_code(test::mllp_round_trip(port, transfer)[0]) == "AA");
+
+  // A merge explains the move: a record known by a local identifier alone (D), with its own
+  // visit, merged into C's; C's discharge from that visit updates it.
+  REQUIRE(ack_code(test::mllp_round_trip(port, a01("V4", "9990000034", "MRN-C", "V88"))[0]) == "AA");
+  const std::string local_only = msh("ADT^A04^ADT_A01", "V6") + "PID|1||MRN-D^^^RGT01^MR||SMITH^JOHN||19700101|M\r" +
+                                 "PV1|1|O|CLINIC^^^RGT01||||||||||||||||V99\r";
+  REQUIRE(ack_code(test::mllp_round_trip(port, local_only)[0]) == "AA");
+  const std::string merge_d = msh("ADT^A40^ADT_A39", "V7") + "EVN|A40|20261123120000\r" +
+                              "PID|1||9990000034^^^NHS^NH~MRN-C^^^RGT01^MR||SMITH^JOHN||19700101|M\r" +
+                              "MRG|MRN-D^^^RGT01^MR\r";
+  REQUIRE(ack_code(test::mllp_round_trip(port, merge_d)[0]) == "AA");
+  const std::string discharge = msh("ADT^A03^ADT_A03", "V8") + "EVN|A03|20261123150000\r" +
+                                "PID|1||9990000034^^^NHS^NH~MRN-C^^^RGT01^MR||SMITH^JOHN||19700101|M\r" +
+                                "PV1|1|O|CLINIC^^^RGT01||||||||||||||||V99\r";
+  CHECK(ack_code(test::mllp_round_trip(port, discharge)[0]) == "AA");
+
+  // Results: another patient's ORU reusing a filler order number is refused at OBR-3.
+  const auto oru_with = [](const std::string& control, const std::string& nhs, const std::string& mrn) {
+    return msh("ORU^R01^ORU_R01", control) + "PID|1||" + nhs + "^^^NHS^NH~" + mrn +
+           "^^^RGT01^MR||SMITH^JOHN||19700101|M\r" +
+           "OBR|1|PL9|FL-SHARED|24331-1^Lipid panel^LN|||20261123110000|||||||||||||||20261123111000|||F\r" +
+           "OBX|1|NM|2093-3^Cholesterol^LN||5.2|mmol/L|3.0-5.0|H|||F|||20261123110000\r";
+  };
+  CHECK(ack_code(test::mllp_round_trip(port, oru_with("R1", "9990000018", "MRN-A"))[0]) == "AA");
+  const auto refused = test::mllp_round_trip(port, oru_with("R2", "9990000042", "MRN-E"));
+  REQUIRE(refused.size() == 1);
+  CHECK(ack_code(refused[0]) == "AE");
+  CHECK(test::hl7_field(refused[0], "ERR", 1).rfind("OBR^1^3^205&", 0) == 0);
+  store::ResourceQuery rq;
+  rq.patient_ids = {patient_a};
+  rq.type = "DiagnosticReport";
+  auto reports = s->app().store().search(rq);
+  REQUIRE(reports.ok());
+  CHECK(reports->total == 1);
+}
+
+TEST_CASE("MLLP: training and debugging messages (MSH-11 T, D) are refused AR 202 unless the source lists them") {
+  const auto with_id = [](const std::string& control, const std::string& id) {
+    std::string m = msh("ADT^A04^ADT_A01", control) + "PID|1||9990000050^^^NHS^NH~MRN-T^^^RGT01^MR||SMITH^ANN\r";
+    m.replace(m.find("|P|2.4"), 6, "|" + id + "|2.4");
+    return m;
+  };
+  {
+    auto s = mllp_server();
+    const std::uint16_t port = listener(*s).port();
+    for (const char* id : {"T", "D"}) {
+      const auto acks = test::mllp_round_trip(port, with_id(std::string("T-") + id, id));
+      REQUIRE(acks.size() == 1);
+      CHECK(ack_code(acks[0]) == "AR");
+      CHECK(test::hl7_field(acks[0], "MSH", 11) == id);  // echoed
+      CHECK(test::hl7_field(acks[0], "ERR", 1).rfind("MSH^1^11^202&", 0) == 0);
+    }
+    // Nothing applied: the patient is not in the record locator; both are stored and audited.
+    auto found = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000050");
+    REQUIRE(found.ok());
+    CHECK_FALSE(found->has_value());
+    CHECK(stored(*s, store::MessageStatus::rejected) == 2);
+    store::MessageQuery rq;
+    rq.status = store::MessageStatus::rejected;
+    auto rows = s->app().store().list_messages(rq);
+    REQUIRE(rows.ok());
+    REQUIRE(rows->size() == 2);
+    CHECK(rows->at(0).reply.find("MSA|AR|T-") != std::string::npos);  // the AR sent, kept with the row
+    audit::Query q;
+    q.subtype = "ingest-rejected";
+    auto page = s->app().audit_log()->search(q);
+    REQUIRE(page.ok());
+    CHECK(page->records.size() == 2);
+    CHECK(ack_code(test::mllp_round_trip(port, with_id("T-P", "P"))[0]) == "AA");
+  }
+  auto s = mllp_server({{"processing_ids", "P,T"}});
+  const std::uint16_t port = listener(*s).port();
+  CHECK(ack_code(test::mllp_round_trip(port, with_id("L-T", "T"))[0]) == "AA");
+  CHECK(ack_code(test::mllp_round_trip(port, with_id("L-D", "D"))[0]) == "AR");
+}

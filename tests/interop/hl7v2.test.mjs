@@ -30,6 +30,9 @@ before(async () => {
       'name = "golden-source"',
       'adapter = "hl7v2"',
       `endpoint = "127.0.0.1:${mllpPort}"`,
+      // Several golden samples are training messages (MSH-11 T): this source applies them.
+      '[source_systems.settings]',
+      'processing_ids = ["P", "T"]',
     ].join('\n'),
   });
 });

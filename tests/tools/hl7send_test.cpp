@@ -357,6 +357,10 @@ TEST_CASE("hl7send: a message the gateway rejects is reported with AR and its ER
   CHECK(rejected.find("MSH-12") != std::string::npos);                        // where, from the ERR segment
   CHECK(rejected.find("[203]") != std::string::npos);                         // table 0357: unsupported version id
   CHECK(line_of(r.out, "mixed.hl7#3").find("R-3  AA") != std::string::npos);  // the run went on
+  // An AA with warnings shows the first one, its location and text, without --json too.
+  const std::string warned = line_of(r.out, "mixed.hl7#1");
+  CHECK_MESSAGE(warned.find("R-1  AA") != std::string::npos, warned);
+  CHECK_MESSAGE(warned.find("  warning: PV1-19  PV1-19: no visit number") != std::string::npos, warned);
   CHECK(line_of(r.out, "AA/CA:").find(" 2") != std::string::npos);
   CHECK(line_of(r.out, "AR/CR:").find(" 1") != std::string::npos);
   CHECK(stored(*s, store::MessageStatus::rejected).size() == 1);

@@ -184,6 +184,17 @@ TEST_CASE("gw-messages: an errored merge is listed, shown, replayed after the fi
   CHECK(line_of(show.out, "error:").find("prior identifiers") != std::string::npos);
   CHECK(show.out.find("\nMRG|MRN-OLD^^^RGT01^MR\n") != std::string::npos);
   CHECK(show.out.find('\r') == std::string::npos);
+  // The AE sent is kept with the row and shown, its ERR included, as an applied message's AA is.
+  CHECK(show.out.find("reply sent:") != std::string::npos);
+  CHECK(show.out.find("\nMSA|AE|MERGE-1|") != std::string::npos);
+  CHECK(show.out.find("\nERR|MRG^1^1^204&") != std::string::npos);
+  // So is a rejection's AR.
+  const auto rejected_rows = json_lines(gw_messages("list --status rejected --json " + data).out);
+  REQUIRE(rejected_rows.size() == 1);
+  test::ToolRun show_rejected = gw_messages("show " + data + " " + std::to_string(id_of(rejected_rows[0])));
+  CHECK(show_rejected.out.find("reply sent:") != std::string::npos);
+  CHECK(show_rejected.out.find("\nMSA|AR|") != std::string::npos);
+  CHECK_MESSAGE(line_with(show_rejected.out, "ERR|").find("MSH^1^12") != std::string::npos, show_rejected.out);
   test::ToolRun raw = gw_messages("show --raw " + data + " " + std::to_string(errored_id));
   CHECK(raw.status == 0);
   CHECK(raw.out == merge);

@@ -216,6 +216,12 @@ std::string text_line(const Item& it, const SendResult& r) {
         if (!a->error_location.empty()) line += "  " + a->error_location;
         if (!a->error_code.empty()) line += "  [" + a->error_code + "]";
         if (!a->text.empty()) line += "  " + a->text;
+      } else if (a && !a->text.empty()) {
+        // An AA/CA with warnings: the first one's location and text (docs/hl7v2.md), so what
+        // the gateway could not take as sent is seen without --json.
+        line += "  warning:";
+        if (!a->error_location.empty()) line += " " + a->error_location;
+        line += "  " + a->text;
       }
       break;
     }
