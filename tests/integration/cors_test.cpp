@@ -118,7 +118,7 @@ TEST_CASE("CORS: with no origin listed (the default) nothing changes but the pre
 TEST_CASE("CORS: a preflight or request with two Origin headers is not allowed for either") {
   TestServer s([](config::Config& c) { c.cors.allowed_origins = {kApp}; });
   // Listed first or second: RFC 6454 7.3 allows one Origin, and the first must not decide.
-  for (const std::string origins : {std::string(kApp) + "\r\nOrigin: https://evil.example",
+  for (const std::string& origins : {std::string(kApp) + "\r\nOrigin: https://evil.example",
                                     "https://evil.example\r\nOrigin: " + std::string(kApp),
                                     std::string(kApp) + "\r\nOrigin: " + kApp}) {
     CAPTURE(origins);

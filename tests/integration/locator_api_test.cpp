@@ -474,7 +474,7 @@ TEST_CASE("Locator API: a create's Location is a vread of the current version; o
   // Conditional, as a read.
   CHECK(test::get(s.port(), vread_path, s.client(), gp + "If-None-Match: W/\"1\"\r\n").status == 304);
   // Someone who may not read the pointer learns nothing of its versions.
-  for (const std::string path : {vread_path, "/DocumentReference/" + id + "/_history/7"}) {
+  for (const std::string& path : {vread_path, "/DocumentReference/" + id + "/_history/7"}) {
     CAPTURE(path);
     HttpResponse stranger = test::get(s.port(), path, s.client(), bearer(clinician_at("B99999")));
     CHECK(stranger.status == 404);
@@ -497,7 +497,7 @@ TEST_CASE("Locator API: a create's Location is a vread of the current version; o
   CHECK(two.status == 200);
   CHECK(two.header("etag") == "W/\"2\"");
   // The history listing is still not offered, nor a vread of other types.
-  for (const std::string path : {"/DocumentReference/" + id + "/_history", std::string("/DocumentReference/_history"),
+  for (const std::string& path : {"/DocumentReference/" + id + "/_history", std::string("/DocumentReference/_history"),
                                  "/Patient/" + a.id + "/_history/1"}) {
     CAPTURE(path);
     HttpResponse h = test::get(s.port(), path, s.client(), gp);
