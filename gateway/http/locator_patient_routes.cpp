@@ -276,8 +276,9 @@ awaitable<Response> LocatorApi::search_patients(Request& req, const fhir::QueryP
   if (trace_rule) {
     Issue w = Issue::make(ErrorCode::informational,
                           "on an emergency purpose of use, patients you have no relationship with are found only by a "
-                          "trace: identifier=system|value, or family with birthdate=YYYY-MM-DD (optionally given, "
-                          "gender, address-postalcode); this search lists only patients you have a relationship with");
+                          "trace: identifier=system|value, or the whole family name (2 letters or more) with "
+                          "birthdate=YYYY-MM-DD (optionally given, gender, address-postalcode, matched whole; no name=); "
+                          "this search lists only patients you have a relationship with");
     w.severity = fhir::Severity::warning;
     out.outcomes.push_back(fhir::operation_outcome(w));
   }
