@@ -330,21 +330,17 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
   if (!batch.resources_checked)
     if (auto checked = adapters::check_batch_resources(batch.resources); !checked)
       return fail(batch, std::move(checked).issue());
-  auto foreign = store_.held_by_another(batch.source, batch.resources);
-  if (!foreign) return fail(batch, std::move(foreign).issue());
-  if (*foreign)
-    return fail(batch, Issue::make(ErrorCode::conflict, **foreign + " belongs to another source system",
-                                   foreign->value().substr(0, foreign->value().find('/'))));
+  auto held = store_.holders(batch.resources);
+  if (!held) return fail(batch, std::move(held).issue());
+  for (const store::Store::Holder& h : *held)
+    if (h.source != batch.source)
+      return fail(batch, Issue::make(ErrorCode::conflict, h.resource + " belongs to another source system",
+                                     h.resource.substr(0, h.resource.find('/'))));
 
   // The patients whose records the unit updates (an Encounter by its visit number, a report
   // by its order number): the locator refuses the unit, before writing anything, unless each
   // is the unit's patient or merged into it (a reused number must not move another
   // patient's record); store.db's apply checks again in its own transaction.
-  std::vector<Json> clinical;
-  for (const Json& r : batch.resources)
-    if (has_subject(r.string_at("resourceType"))) clinical.push_back(r);
-  auto owners = store_.patients_of(clinical);
-  if (!owners) return fail(batch, std::move(owners).issue());
 
   // 3. The record locator: identity, merge, encounters, pointer (one transaction).
   auto claim = locator::identity_from_patient(batch.identity, ods);
@@ -356,14 +352,14 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
   locator::IngestUpdate update;
   update.identity = std::move(*claim);
   std::vector<std::string> owner_ids;
-  for (const auto& o : *owners) {
-    const std::string& resource = o.first;
-    std::string where = resource;
+  for (const store::Store::Holder& h : *held) {
+    if (!has_subject(h.resource.substr(0, h.resource.find('/')))) continue;
+    std::string where = h.resource;
     for (const auto& kl : batch.key_locations)
-      if (kl.first == resource) where = kl.second;
-    if (std::find(owner_ids.begin(), owner_ids.end(), o.second) != owner_ids.end()) continue;
-    owner_ids.push_back(o.second);
-    update.owners.push_back(locator::IngestUpdate::Owner{o.second, where});
+      if (kl.first == h.resource) where = kl.second;
+    if (std::find(owner_ids.begin(), owner_ids.end(), h.patient_id) != owner_ids.end()) continue;
+    owner_ids.push_back(h.patient_id);
+    update.owners.push_back(locator::IngestUpdate::Owner{h.patient_id, where});
   }
   for (const Json& id : batch.retired_identifiers) {
     locator::Identifier lid{std::string(id.string_at("system")), std::string(id.string_at("value")), ods};

@@ -408,12 +408,11 @@ fhir::Result<Store::ResendCheck> Store::resend_check(const std::string& source, 
   return out;
 }
 
-fhir::Result<std::vector<std::pair<std::string, std::string>>> Store::patients_of(
-    const std::vector<fhir::Json>& resources) {
-  std::vector<std::pair<std::string, std::string>> out;
+fhir::Result<std::vector<Store::Holder>> Store::holders(const std::vector<fhir::Json>& resources) {
+  std::vector<Holder> out;
   if (resources.empty()) return out;
   State::Lease lease(*s_);
-  auto st = lease.db().cached("SELECT patient_id FROM resource WHERE type = ? AND id = ?");
+  auto st = lease.db().cached("SELECT source, patient_id FROM resource WHERE type = ? AND id = ?");
   if (!st) return std::move(st).issue();
   for (const Json& r : resources) {
     const std::string type(r.string_at("resourceType"));
@@ -422,27 +421,9 @@ fhir::Result<std::vector<std::pair<std::string, std::string>>> Store::patients_o
     st->bind(1, type).bind(2, id);
     auto row = st->step();
     if (!row) return std::move(row).issue();
-    if (*row) out.emplace_back(type + "/" + id, st->column_text(0));
+    if (*row) out.push_back(Holder{type + "/" + id, st->column_text(0), st->column_text(1)});
   }
   return out;
-}
-
-fhir::Result<std::optional<std::string>> Store::held_by_another(const std::string& source,
-                                                                const std::vector<fhir::Json>& resources) {
-  if (resources.empty()) return std::optional<std::string>();
-  State::Lease lease(*s_);
-  auto st = lease.db().cached("SELECT source FROM resource WHERE type = ? AND id = ?");
-  if (!st) return std::move(st).issue();
-  for (const Json& r : resources) {
-    const std::string type(r.string_at("resourceType"));
-    const std::string id(r.string_at("id"));
-    st->reset();
-    st->bind(1, type).bind(2, id);
-    auto row = st->step();
-    if (!row) return std::move(row).issue();
-    if (*row && st->column_text(0) != source) return std::optional<std::string>(type + "/" + id);
-  }
-  return std::optional<std::string>();
 }
 
 fhir::Result<std::optional<StoredMessage>> Store::find_applied(const std::string& source, const std::string& key,

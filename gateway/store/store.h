@@ -141,15 +141,16 @@ class Store {
   fhir::Result<ResendCheck> resend_check(const std::string& source, const std::string& dedupe_key,
                                          const std::string& content_sha256);
 
-  // The first of `resources` ("Type/id") that another source than `source` already holds in
-  // store.db, if any: apply() would refuse the unit for it. Read before the ingest path
-  // commits anything else for the unit (apply() still checks, in its own transaction).
-  fhir::Result<std::optional<std::string>> held_by_another(const std::string& source,
-                                                           const std::vector<fhir::Json>& resources);
-
-  // The patient each of `resources` ("Type/id") is filed under in store.db, for those it holds:
-  // ("Type/id", patient id) pairs, in the order of `resources`.
-  fhir::Result<std::vector<std::pair<std::string, std::string>>> patients_of(const std::vector<fhir::Json>& resources);
+  // Those of `resources` store.db already holds: which source holds each and the patient it is
+  // filed under, in the order of `resources`. Read, in one pass, before the ingest path commits
+  // anything else for a unit: apply() would refuse a resource another source holds, or one
+  // filed under another patient (apply() still checks both, in its own transaction).
+  struct Holder {
+    std::string resource;  // "Type/id"
+    std::string source;
+    std::string patient_id;
+  };
+  fhir::Result<std::vector<Holder>> holders(const std::vector<fhir::Json>& resources);
 
   // Stores the message (status applied) and upserts `resources` (each with resourceType, id
   // and subject already set) under `patient_id`, in one transaction; earlier errored rows of

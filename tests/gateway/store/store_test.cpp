@@ -284,11 +284,12 @@ TEST_CASE("Store: the same resource content again is not a new version") {
   CHECK(refused.issue().expression == "Observation/same");
   CHECK((*st.read("Observation", "same"))->patient_id == "p1");
   CHECK_FALSE(st.find_applied("pas", "S4", store::sha256("raw-S4"))->has_value());
-  auto owners = st.patients_of({observation("same", "2093-3", "2026-11-02"), observation("none", "1-1", "2026-11-02")});
+  auto owners = st.holders({observation("same", "2093-3", "2026-11-02"), observation("none", "1-1", "2026-11-02")});
   REQUIRE(owners.ok());
   REQUIRE(owners->size() == 1);
-  CHECK(owners->at(0).first == "Observation/same");
-  CHECK(owners->at(0).second == "p1");
+  CHECK(owners->at(0).resource == "Observation/same");
+  CHECK(owners->at(0).source == "pas");
+  CHECK(owners->at(0).patient_id == "p1");
   moved.subject_may_move_from = {"p1"};
   REQUIRE(wait_for<store::ApplyResult>([&](auto done) {
             st.apply(moved, {observation("same", "2093-3", "2026-11-02")}, done);
