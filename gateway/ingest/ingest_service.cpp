@@ -337,11 +337,6 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
       return fail(batch, Issue::make(ErrorCode::conflict, h.resource + " belongs to another source system",
                                      h.resource.substr(0, h.resource.find('/'))));
 
-  // The patients whose records the unit updates (an Encounter by its visit number, a report
-  // by its order number): the locator refuses the unit, before writing anything, unless each
-  // is the unit's patient or merged into it (a reused number must not move another
-  // patient's record); store.db's apply checks again in its own transaction.
-
   // 3. The record locator: identity, merge, encounters, pointer (one transaction).
   auto claim = locator::identity_from_patient(batch.identity, ods);
   if (!claim) {
@@ -351,6 +346,10 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
   }
   locator::IngestUpdate update;
   update.identity = std::move(*claim);
+  // The patients whose records the unit updates (an Encounter by its visit number, a report
+  // by its order number): the locator refuses the unit, before writing anything, unless each
+  // is the unit's patient or merged into it (a reused number must not move another
+  // patient's record); store.db's apply checks again in its own transaction.
   std::vector<std::string> owner_ids;
   for (const store::Store::Holder& h : *held) {
     if (!has_subject(h.resource.substr(0, h.resource.find('/')))) continue;
