@@ -22,7 +22,6 @@ namespace {
 constexpr std::size_t kMaxRecordBytes = 256 * 1024;
 constexpr std::size_t kMaxListItems = 4096;
 
-constexpr std::int64_t kVersion = 1;
 
 fhir::Issue bad(std::string what) {
   return fhir::Issue::make(fhir::ErrorCode::invalid_value, "audit record is not canonical: " + what);
@@ -30,10 +29,11 @@ fhir::Issue bad(std::string what) {
 
 // The canonical members, in their order: encode() and decode() both walk this, so the two
 // cannot disagree. Member order is the encoding: never reorder, only append new members in a
-// new record version. `R` is Record or const Record; `version` is "v".
+// new record version. `R` is Record or const Record. "v" is read first, so a reader knows which
+// members follow.
 template <class R, class Visitor>
-void visit_members(R& r, std::int64_t& version, Visitor& v) {
-  v.integer("v", version);
+void visit_members(R& r, Visitor& v) {
+  v.integer("v", r.version);
   v.integer("seq", r.seq);
   v.text("prev", r.prev);
   v.integer("time", r.time_ms);
@@ -65,6 +65,7 @@ void visit_members(R& r, std::int64_t& version, Visitor& v) {
   v.list("failedSources", r.detail.failed_sources);
   v.text("operation", r.detail.operation);
   v.text("note", r.detail.note);
+  if (r.version >= 2) v.text("roleName", r.role_name);
 }
 
 }  // namespace
@@ -340,6 +341,9 @@ struct MemberReader {
     auto i = v->is_number() ? v->as_int64() : std::nullopt;
     if (!i) {
       error = std::string(key) + " is not an integer";
+    } else if (std::string_view(key) == "v" && (*i < 1 || *i > kRecordVersion)) {
+      // Before anything else is read: which members follow depends on it.
+      error = "unknown record version " + std::to_string(*i);
     } else if constexpr (std::is_same_v<Int, std::uint64_t>) {  // seq
       if (*i < 0) error = "negative sequence number";
       else out = static_cast<Int>(*i);
@@ -386,16 +390,14 @@ struct TextRepairer {
 
 void make_valid_utf8(Record& r) {
   TextRepairer repairer;
-  std::int64_t version = kVersion;
-  visit_members(r, version, repairer);
+  visit_members(r, repairer);
 }
 
 std::string encode(const Record& r) {
   std::string out;
   out.reserve(1024);  // a Patient read's record is about 750 bytes
   MemberWriter writer{out};
-  std::int64_t version = kVersion;
-  visit_members(r, version, writer);
+  visit_members(r, writer);
   out.push_back('}');
   return out;
 }
@@ -410,11 +412,11 @@ fhir::Result<Record> decode(std::string_view bytes) {
   if (!o.is_object()) return bad("not an object");
   MemberReader reader{o.members(), 0, {}};
   Record r;
-  std::int64_t version = 0;
-  visit_members(r, version, reader);
+  r.version = 0;
+  visit_members(r, reader);
   if (!reader.error.empty()) return bad(reader.error);
-  if (reader.next != o.members().size()) return bad("unexpected member after \"note\"");
-  if (version != kVersion) return bad("unknown record version " + std::to_string(version));
+  if (reader.next != o.members().size())
+    return bad(std::string("unexpected member after \"") + (r.version >= 2 ? "roleName" : "note") + "\"");
   if (encode(r) != bytes) return bad("re-encoding differs from the stored bytes");
   return r;
 }
@@ -527,6 +529,7 @@ fhir::Json to_audit_event(const Record& r, std::string_view observer) {
   }
 
   fhir::Json agents = fhir::Json::array();
+  const std::string& role_display = r.role_name.empty() ? r.role : r.role_name;
   if (!r.user.empty() || r.agent_kind == "anonymous") {
     fhir::Json user;
     if (r.agent_kind == "system") {
@@ -538,7 +541,7 @@ fhir::Json to_audit_event(const Record& r, std::string_view observer) {
       user.set("name", fhir::Json::string(r.user));
     } else {
       user = agent("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP", "information recipient", true);
-      if (!r.user.empty()) user.set("who", identifier_ref("https://fhir.nhs.uk/Id/sds-user-id", r.user, r.role));
+      if (!r.user.empty()) user.set("who", identifier_ref("https://fhir.nhs.uk/Id/sds-user-id", r.user, role_display));
     }
     if (!r.token_id.empty()) {
       fhir::Json policy = fhir::Json::array();
@@ -547,7 +550,9 @@ fhir::Json to_audit_event(const Record& r, std::string_view observer) {
     }
     if (!r.role.empty()) {
       fhir::Json roles = fhir::Json::array();
-      roles.push_back(fhir::codeable_concept(fhir::coding("https://fhir-gateway.nhs.example/CodeSystem/role", r.role, r.role)));
+      // The claim as sent is the code; the display is the gateway's name for the role.
+      roles.push_back(
+          fhir::codeable_concept(fhir::coding("https://fhir-gateway.nhs.example/CodeSystem/role", r.role, role_display)));
       user.set("role", std::move(roles));
     }
     if (!r.purpose.empty()) {

@@ -36,7 +36,12 @@ struct Detail {
   bool audited = true;                  // false only for routes that opt out (health probes)
 };
 
+// The canonical encoding's version (the record's "v"). Version 2 appended `roleName`; records
+// of version 1 stay readable and keep their bytes (decode() sets Record::version).
+inline constexpr std::int64_t kRecordVersion = 2;
+
 struct Record {
+  std::int64_t version = kRecordVersion;  // encoding version; 1 only for records read back
   std::uint64_t seq = 0;      // leaf index (assigned by the log)
   std::string prev;           // hex leaf hash of record seq-1 ("" for seq 0; assigned by the log)
   std::int64_t time_ms = 0;   // UTC, milliseconds since the Unix epoch
@@ -52,7 +57,7 @@ struct Record {
   // Who.
   std::string agent_kind;     // "user", "system", "anonymous"
   std::string user;           // token subject, or certificate-mapped system
-  std::string role;
+  std::string role;           // the role claim as the token sent it (e.g. a CIS2 role code)
   std::string organisation;   // ODS code
   std::string client_id;
   std::string token_id;       // jti only; never token material
@@ -66,6 +71,9 @@ struct Record {
   std::string source;         // source system for ingests
 
   Detail detail;
+  // The gateway's role for `role` ("clinician", "paramedic", ...: the access policy's name),
+  // "" when the claim named no configured role or there was no caller. Version 2 and later.
+  std::string role_name;
 };
 
 // FHIR AuditEvent.outcome code for an HTTP status: 0 success, 4 minor failure (4xx),

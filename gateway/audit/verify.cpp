@@ -90,7 +90,7 @@ std::uint64_t one_patient_digest(std::string_view nhs) {
 // encode() writes for records whose strings are printable ASCII without '"' or '\\' (written
 // verbatim by the JSON writer) and whose integers are in std::to_string form, so for every
 // input it accepts, encode() of the result gives back the same bytes and decode() returns the
-// same record. Anything else (escapes, non-ASCII text, another record version) returns empty
+// same record. Anything else (escapes, non-ASCII text, an unknown record version) returns empty
 // and the caller falls back to decode().
 class CanonicalReader {
  public:
@@ -102,7 +102,7 @@ class CanonicalReader {
     std::int64_t version = 0, seq = 0, status = 0;
     Detail& d = r.detail;
     const bool ok =
-        lit("{\"v\":") && integer(version) && version == 1 && lit(",\"seq\":") && integer(seq) && seq >= 0 &&
+        lit("{\"v\":") && integer(version) && version >= 1 && version <= kRecordVersion && lit(",\"seq\":") && integer(seq) && seq >= 0 &&
         lit(",\"prev\":") && str(r.prev) && lit(",\"time\":") && integer(r.time_ms) && lit(",\"kind\":") &&
         str(r.kind) && lit(",\"action\":") && str(r.action) && lit(",\"method\":") && str(r.method) &&
         lit(",\"target\":") && str(r.target) && lit(",\"route\":") && str(r.route) && lit(",\"status\":") &&
@@ -117,8 +117,9 @@ class CanonicalReader {
         lit(",\"basis\":") && str(d.basis) && lit(",\"breakGlass\":") && str(d.break_glass_reason) &&
         lit(",\"breakGlassText\":") && str(d.break_glass_justification) && lit(",\"failedSources\":") &&
         list(d.failed_sources) && lit(",\"operation\":") && str(d.operation) && lit(",\"note\":") && str(d.note) &&
-        lit("}") && at_ == s_.size();
+        (version < 2 || (lit(",\"roleName\":") && str(r.role_name))) && lit("}") && at_ == s_.size();
     if (!ok) return std::nullopt;
+    r.version = version;
     r.seq = static_cast<std::uint64_t>(seq);
     r.status = static_cast<int>(status);
     return r;

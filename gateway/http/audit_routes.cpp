@@ -242,7 +242,9 @@ Json report_entry(const audit::Record& r) {
   Json e = Json::object();
   e.set("when", str(audit::format_time_ms(r.time_ms)));
   e.set("who", str(r.user.empty() ? std::string("unknown caller") : r.user));
-  e.set("role", str(r.role));
+  // The gateway's name for the role; the claim as the token sent it when that named none (and
+  // in records written before the name was kept).
+  e.set("role", str(r.role_name.empty() ? r.role : r.role_name));
   e.set("organisation", str(r.organisation));
   e.set("what", str(what_text(r)));
   e.set("why", str(why_text(r)));
@@ -272,7 +274,7 @@ std::string report_html(const std::string& nhs, const std::vector<audit::Record>
     h += refused ? "<tr class=\"refused\">" : "<tr>";
     h += "<td>" + html_escape(e.string_at("when")) + "</td>";
     std::string who = std::string(e.string_at("who"));
-    if (!r.role.empty()) who += " (" + r.role + ")";
+    if (const std::string role = std::string(e.string_at("role")); !role.empty()) who += " (" + role + ")";
     h += "<td>" + html_escape(who) + "</td>";
     h += "<td>" + html_escape(e.string_at("organisation")) + "</td>";
     h += "<td>" + html_escape(e.string_at("what")) + "</td>";

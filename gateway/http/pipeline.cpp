@@ -182,6 +182,10 @@ boost::asio::awaitable<Response> Pipeline::refused(Request& req, Response r, boo
 boost::asio::awaitable<Response> Pipeline::audited(Request& req, Response r, const Route* route) const {
   if (!audit_) co_return r;
   audit::Record rec = record_of(req, r, route);
+  // The role by the policy's name as well as the claim: a CIS2 role code means nothing to the
+  // patient reading the access report.
+  if (req.principal && policy_)
+    if (const auth::RolePolicy* role = policy_->role(*req.principal)) rec.role_name = role->name;
   auto seq = co_await append_audit(*audit_, rec);
   if (!seq) {
     // Fail closed: nothing built on an unaudited access leaves the gateway.

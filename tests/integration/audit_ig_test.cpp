@@ -543,3 +543,51 @@ TEST_CASE("Audit: an IG officer records and withdraws a patient's objection on a
   CHECK(std::count(what.begin(), what.end(),
                    "checked whether you have objected to sharing your record (information governance)") == 1);
 }
+
+TEST_CASE("Audit: records keep the role claim and the gateway's name for it; the access report shows the name") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 47, "Rolename", "A81001");
+  TokenClaims gp;  // a CIS2 role code the default policy maps to clinician
+  gp.sub = "dr-cis2";
+  gp.role = "R8000";
+  HttpResponse read = get(s, "/Patient/" + a.id, bearer(gp));
+  REQUIRE(read.status == 200);
+  const audit::Record rec = test::audit_record_of(s, read);
+  CHECK(rec.version == audit::kRecordVersion);
+  CHECK(rec.role == "R8000");
+  CHECK(rec.role_name == "clinician");
+  TokenClaims odd = gp;  // a claim no role has: kept as sent, no name
+  odd.sub = "someone";
+  odd.role = "janitor";
+  HttpResponse refused = get(s, "/Patient/" + a.id, bearer(odd));
+  REQUIRE(refused.status == 403);
+  const audit::Record odd_rec = test::audit_record_of(s, refused);
+  CHECK(odd_rec.role == "janitor");
+  CHECK(odd_rec.role_name.empty());
+
+  const std::string ig = bearer(ig_officer());
+  fhir::Json rep = json_of(get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number, ig));
+  std::map<std::string, std::string> role_of;  // who -> role shown
+  for (const auto& e : rep.find("accesses")->items())
+    role_of[std::string(e.string_at("who"))] = std::string(e.string_at("role"));
+  CHECK(role_of["dr-cis2"] == "clinician");
+  HttpResponse html = get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number + "&_format=html", ig);
+  REQUIRE(html.status == 200);
+  CHECK(html.body.find("dr-cis2 (clinician)") != std::string::npos);
+  CHECK(html.body.find("R8000") == std::string::npos);
+
+  // The AuditEvent: the claim is the code, the name its display.
+  fhir::Json ev = json_of(get(s, "/AuditEvent/" + std::to_string(rec.seq), ig));
+  const fhir::Json* agents = ev.find("agent");
+  REQUIRE(agents != nullptr);
+  bool found = false;
+  for (const auto& ag : agents->items()) {
+    const fhir::Json* roles = ag.find("role");
+    if (!roles) continue;
+    const fhir::Json& coding = roles->items().at(0).find("coding")->items().at(0);
+    CHECK(coding.string_at("code") == "R8000");
+    CHECK(coding.string_at("display") == "clinician");
+    found = true;
+  }
+  CHECK(found);
+}

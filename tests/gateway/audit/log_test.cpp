@@ -138,7 +138,7 @@ std::string rapidjson_encoding(const Record& r) {
     w.EndArray();
   };
   w.StartObject();
-  integer("v", 1);
+  integer("v", r.version);
   integer("seq", static_cast<std::int64_t>(r.seq));
   text("prev", r.prev);
   integer("time", r.time_ms);
@@ -170,6 +170,7 @@ std::string rapidjson_encoding(const Record& r) {
   list("failedSources", r.detail.failed_sources);
   text("operation", r.detail.operation);
   text("note", r.detail.note);
+  if (r.version >= 2) text("roleName", r.role_name);
   w.EndObject();
   return out;
 }
@@ -184,7 +185,12 @@ TEST_CASE("Audit record: encode() writes exactly what rapidjson::Writer wrote, f
   r.status = 0;
   r.detail.withheld = {"", "DocumentReference/x"};
   r.detail.failed_sources = {"a", "b", "c"};
+  r.role_name = "clinician";
   CHECK(encode(r) == rapidjson_encoding(r));
+  Record v1 = r;  // records written before version 2 keep their bytes
+  v1.version = 1;
+  CHECK(encode(v1) == rapidjson_encoding(v1));
+  CHECK(encode(v1).find("roleName") == std::string::npos);
   // Every byte value, alone and inside plain text, in a text member and in a list. A lone byte
   // from 0x80 up is not UTF-8: it is written as U+FFFD (what rapidjson writes for the repaired
   // record), so decode() reads every encoding back.
@@ -227,7 +233,7 @@ TEST_CASE("Audit record: no string member, text or list, can make the encoding i
     for (std::string* field : {&r.prev, &r.kind, &r.action, &r.method, &r.target, &r.route, &r.outcome_text,
                                &r.agent_kind, &r.user, &r.role, &r.organisation, &r.client_id, &r.token_id,
                                &r.purpose, &r.address, &r.client_certificate, &r.request_id, &r.correlation_id,
-                               &r.source, &r.detail.basis, &r.detail.break_glass_reason,
+                               &r.source, &r.role_name, &r.detail.basis, &r.detail.break_glass_reason,
                                &r.detail.break_glass_justification, &r.detail.operation, &r.detail.note})
       *field = bad;
     for (auto* list : {&r.detail.patients, &r.detail.returned, &r.detail.withheld, &r.detail.failed_sources})
@@ -274,6 +280,50 @@ TEST_CASE("Audit record: canonical encoding round-trips and anything else is ref
   CHECK_FALSE(decode(wrong).ok());
   CHECK_FALSE(decode("").ok());
   CHECK_FALSE(decode("[]").ok());
+}
+
+TEST_CASE("Audit record: version 1 records (no roleName) still read back byte for byte; version 2 needs it") {
+  Record r = access(3);
+  r.role = "R8000";
+  r.role_name = "clinician";
+  const std::string v2 = encode(r);
+  CHECK(v2.rfind("{\"v\":2,", 0) == 0);
+  CHECK(v2.find(",\"note\":\"\",\"roleName\":\"clinician\"}") != std::string::npos);
+  auto back2 = decode(v2);
+  REQUIRE(back2.ok());
+  CHECK(back2->version == 2);
+  CHECK(back2->role_name == "clinician");
+  CHECK(encode(*back2) == v2);
+
+  Record old = r;
+  old.version = 1;
+  old.role_name.clear();
+  const std::string v1 = encode(old);
+  CHECK(v1.rfind("{\"v\":1,", 0) == 0);
+  CHECK(v1.find("roleName") == std::string::npos);
+  auto back1 = decode(v1);
+  REQUIRE(back1.ok());
+  CHECK(back1->version == 1);
+  CHECK(back1->role == "R8000");
+  CHECK(back1->role_name.empty());
+  CHECK(encode(*back1) == v1);  // its leaf hash is unchanged
+
+  // Version 1 with the version 2 member, version 2 without it, an unknown version: refused.
+  std::string v1_extra = v1;
+  v1_extra.insert(v1_extra.size() - 1, ",\"roleName\":\"clinician\"");
+  auto e1 = decode(v1_extra);
+  REQUIRE_FALSE(e1.ok());
+  CHECK(e1.issue().diagnostics.find("unexpected member after \"note\"") != std::string::npos);
+  std::string v2_short = v1;
+  v2_short.replace(0, 6, "{\"v\":2");
+  CHECK_FALSE(decode(v2_short).ok());
+  for (const char* v : {"0", "3", "-1"}) {
+    std::string other = v2;
+    other.replace(0, 6, std::string("{\"v\":") + v);
+    auto e = decode(other);
+    REQUIRE_FALSE(e.ok());
+    CHECK(e.issue().diagnostics.find(std::string("unknown record version ") + v) != std::string::npos);
+  }
 }
 
 TEST_CASE("Audit record: redact_target keeps the query but not the credentials in it") {

@@ -448,6 +448,12 @@ TEST_CASE("audit verify: check_row reads exactly the records decode() accepts") 
   }
   Record empty;
   inputs.push_back(gw::audit::encode(empty));
+  Record named = plain;  // version 2's member, and a version 1 record without it
+  named.role_name = "clinician";
+  inputs.push_back(gw::audit::encode(named));
+  Record v1 = plain;
+  v1.version = 1;
+  inputs.push_back(gw::audit::encode(v1));
   const std::string base = inputs.front();
   auto with = [&base](const std::string& from, const std::string& to) {
     std::string s = base;
@@ -462,7 +468,9 @@ TEST_CASE("audit verify: check_row reads exactly the records decode() accepts") 
   inputs.push_back(with("\"seq\":4", "\"seq\":-4"));
   inputs.push_back(with("\"seq\":4", "\"seq\":4.0"));
   inputs.push_back(with("\"seq\":4", "\"seq\": 4"));
-  inputs.push_back(with("\"v\":1", "\"v\":2"));
+  inputs.push_back(with("\"v\":2", "\"v\":3"));
+  inputs.push_back(with("\"v\":2", "\"v\":1"));  // a version 1 record holding roleName
+  inputs.push_back(with("\"v\":2", "\"v\":0"));
   inputs.push_back(with("\"status\":200", "\"status\":1000"));
   inputs.push_back(with("\"status\":200", "\"status\":\"200\""));
   inputs.push_back(with("\"kind\":\"rest\"", "\"kind\":\"r\\u0065st\""));
