@@ -20,6 +20,9 @@ struct Job {
   GroupWriter::Body body;
   GroupWriter::Done done;
   fhir::Status status = fhir::Ok{};
+  // A deferrable job's latest start (submit_deferrable); steady_clock's epoch for the others.
+  std::chrono::steady_clock::time_point defer_until{};
+  bool deferrable() const { return defer_until != std::chrono::steady_clock::time_point{}; }
 };
 
 }  // namespace
@@ -30,9 +33,10 @@ struct GroupWriter::State {
   std::mutex m;
   std::condition_variable cv;
   std::deque<Job> queue;
+  std::size_t urgent_queued = 0;  // jobs in `queue` that are not deferrable
   bool stopping = false;
   std::atomic<bool> fail_commits{false};
-  std::atomic<std::uint64_t> commits{0}, jobs{0}, failed_commits{0};
+  std::atomic<std::uint64_t> commits{0}, jobs{0}, failed_commits{0}, deferred_alone{0};
   std::thread thread;
 
   State(Database d, GroupWriterOptions o) : db(std::move(d)), options(std::move(o)) {}
@@ -49,10 +53,21 @@ struct GroupWriter::State {
         std::unique_lock lock(m);
         cv.wait(lock, [&] { return stopping || !queue.empty(); });
         if (queue.empty()) return;  // stopping, and everything queued is done
+        // Only deferrable jobs: wait for work that needs a commit anyway, up to the oldest
+        // one's deadline (the queue is in submit order, so the front's is the earliest).
+        while (!stopping && urgent_queued == 0 && !queue.empty() &&
+               std::chrono::steady_clock::now() < queue.front().defer_until)
+          cv.wait_until(lock, queue.front().defer_until);
+        bool alone = true;
         while (!queue.empty() && batch.size() < options.max_batch) {
+          if (!queue.front().deferrable()) {
+            --urgent_queued;
+            alone = false;
+          }
           batch.push_back(std::move(queue.front()));
           queue.pop_front();
         }
+        if (alone) ++deferred_alone;
       }
       run_batch(batch);
       for (Job& j : batch) j.done(std::move(j.status));
@@ -110,7 +125,11 @@ GroupWriter::GroupWriter(Database db, GroupWriterOptions options)
 
 GroupWriter::~GroupWriter() { stop(); }
 
-void GroupWriter::submit(Body body, Done done) {
+void GroupWriter::submit(Body body, Done done) { enqueue(std::move(body), std::move(done), false); }
+
+void GroupWriter::submit_deferrable(Body body, Done done) { enqueue(std::move(body), std::move(done), true); }
+
+void GroupWriter::enqueue(Body body, Done done, bool deferrable) {
   {
     std::lock_guard lock(s_->m);
     if (s_->stopping) {
@@ -122,7 +141,10 @@ void GroupWriter::submit(Body body, Done done) {
                        "the " + s_->options.name + " database's write queue is full; retry shortly"));
       return;
     }
-    s_->queue.push_back(Job{std::move(body), std::move(done)});
+    Job job{std::move(body), std::move(done)};
+    if (deferrable) job.defer_until = std::chrono::steady_clock::now() + s_->options.defer_max;
+    else ++s_->urgent_queued;
+    s_->queue.push_back(std::move(job));
   }
   s_->cv.notify_one();
 }
@@ -158,7 +180,7 @@ void GroupWriter::stop() {
 void GroupWriter::inject_commit_failure(bool on) { s_->fail_commits = on; }
 
 GroupWriter::Counters GroupWriter::counters() const {
-  Counters c{s_->commits.load(), s_->jobs.load(), s_->failed_commits.load(), 0};
+  Counters c{s_->commits.load(), s_->jobs.load(), s_->failed_commits.load(), 0, s_->deferred_alone.load()};
   std::lock_guard lock(s_->m);
   c.queued = s_->queue.size();
   return c;

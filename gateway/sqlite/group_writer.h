@@ -6,6 +6,7 @@
 // message and resource store (store.db).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -21,6 +22,8 @@ struct GroupWriterOptions {
   std::string name = "store";     // in error texts: "the <name> database ..."
   std::size_t max_batch = 512;    // jobs per transaction
   std::size_t max_queue = 65536;  // queued jobs before submit refuses (too_many_requests)
+  // How long a deferrable job (submit_deferrable) may wait for a commit other jobs need.
+  std::chrono::microseconds defer_max{10000};
 };
 
 class GroupWriter {
@@ -40,6 +43,11 @@ class GroupWriter {
   // stop() and too_many_requests when the queue is full. `done` must not block for long:
   // it delays the next commit.
   void submit(Body body, Done done);
+  // As submit(), for a job nobody waits on (bookkeeping after the fact): it does not start a
+  // commit of its own while other work is expected. It joins the next transaction that
+  // submit() work starts, or, when none comes within options.defer_max, is committed alone
+  // (and at once when stopping). `done` still runs only after the commit that carried it.
+  void submit_deferrable(Body body, Done done);
   // submit() and wait.
   fhir::Status run(Body body);
   // Finishes the queued jobs, then stops the thread. Idempotent.
@@ -51,10 +59,12 @@ class GroupWriter {
   struct Counters {
     std::uint64_t commits = 0, jobs = 0, failed_commits = 0;
     std::uint64_t queued = 0;  // jobs waiting now
+    std::uint64_t deferred_alone = 0;  // commits that carried only deferrable jobs (none joined them)
   };
   Counters counters() const;
 
  private:
+  void enqueue(Body body, Done done, bool deferrable);
   struct State;
   std::unique_ptr<State> s_;
 };

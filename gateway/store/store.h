@@ -160,7 +160,9 @@ class Store {
   void apply(MessageWrite message, std::vector<fhir::Json> resources,
              std::function<void(fhir::Result<ApplyResult>)> done);
   // Clears the pending mark of applied message `message_id` (a no-op when it has none): its
-  // audit record is committed. `done` runs after commit, on the writer thread.
+  // audit record is committed. `done` runs after commit, on the writer thread. Deferrable
+  // (sqlite::GroupWriter::submit_deferrable): it joins the next write's commit, or commits
+  // alone after at most 10 ms.
   void confirm(std::int64_t message_id, std::function<void(fhir::Status)> done);
   // Stores a failed message (status error or rejected). When the same unit (source, key and
   // content) already has a failed row, that row takes the new outcome (status, error, reply,

@@ -17,6 +17,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "gateway/sqlite/blocking_pool.h"
+#include "gateway/sqlite/group_writer.h"
 #include "gateway/sqlite/migrations.h"
 #include "gateway/store/databases.h"
 #include <fstream>
@@ -312,4 +313,90 @@ TEST_CASE("BlockingPool: a write waiting on its commit does not hold up reads") 
   io.run();
   CHECK(read_result == "gw-storage");
   CHECK(write_result == "gw-storage-wr");
+}
+
+namespace {
+
+// A GroupWriter on a fresh file with table t(x), and a way to count its rows from outside.
+struct DeferFixture {
+  std::string path;
+  std::unique_ptr<GroupWriter> writer;
+  explicit DeferFixture(std::chrono::microseconds defer_max) {
+    path = (gw::test::temp_dir("group-writer") / "w.db").string();
+    auto db = Database::open(path);
+    REQUIRE(db.ok());
+    REQUIRE(db->exec("CREATE TABLE t(x INTEGER)").ok());
+    GroupWriterOptions o;
+    o.name = "test";
+    o.defer_max = defer_max;
+    writer = std::make_unique<GroupWriter>(std::move(*db), o);
+  }
+  static GroupWriter::Body insert(int x) {
+    return [x](Database& db) { return db.exec("INSERT INTO t VALUES (" + std::to_string(x) + ")"); };
+  }
+  std::string rows() const {
+    auto db = Database::open(path);
+    REQUIRE(db.ok());
+    auto st = db->prepare("SELECT coalesce(group_concat(x), '') FROM (SELECT x FROM t ORDER BY x)");
+    REQUIRE(st.ok());
+    REQUIRE(*st->step());
+    return std::string(st->column_text(0));
+  }
+};
+
+// The done callback's status, delivered to the test thread.
+struct Outcome {
+  std::promise<fhir::Status> p;
+  std::future<fhir::Status> f = p.get_future();
+  GroupWriter::Done done() {
+    return [this](fhir::Status st) { p.set_value(std::move(st)); };
+  }
+  fhir::Status get() {
+    // A guard against a hang only: a writer that never completes the job fails here.
+    REQUIRE(f.wait_for(std::chrono::seconds(120)) == std::future_status::ready);
+    return f.get();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("GroupWriter: a deferrable job rides in the commit the next job starts, and completes after it") {
+  DeferFixture fx(std::chrono::hours(1));  // it would wait that long alone
+  Outcome later, now;
+  fx.writer->submit_deferrable(DeferFixture::insert(1), later.done());
+  fx.writer->submit(DeferFixture::insert(2), now.done());
+  CHECK(now.get().ok());
+  CHECK(later.get().ok());
+  const GroupWriter::Counters c = fx.writer->counters();
+  CHECK(c.commits == 1);  // one transaction carried both
+  CHECK(c.jobs == 2);
+  CHECK(c.deferred_alone == 0);
+  CHECK(fx.rows() == "1,2");
+}
+
+TEST_CASE("GroupWriter: a deferrable job with no company commits alone after defer_max") {
+  DeferFixture fx(std::chrono::milliseconds(20));
+  Outcome later;
+  fx.writer->submit_deferrable(DeferFixture::insert(7), later.done());
+  CHECK(later.get().ok());
+  const GroupWriter::Counters c = fx.writer->counters();
+  CHECK(c.commits == 1);
+  CHECK(c.deferred_alone == 1);
+  CHECK(fx.rows() == "7");
+}
+
+TEST_CASE("GroupWriter: stop() commits a waiting deferrable job at once; one whose body fails leaves nothing") {
+  DeferFixture fx(std::chrono::hours(1));
+  Outcome later, bad;
+  fx.writer->submit_deferrable(DeferFixture::insert(3), later.done());
+  fx.writer->submit_deferrable([](Database& db) { return db.exec("INSERT INTO missing VALUES (1)"); }, bad.done());
+  fx.writer->stop();  // would otherwise wait an hour
+  CHECK(later.get().ok());
+  CHECK_FALSE(bad.get().ok());
+  CHECK(fx.writer->counters().commits == 1);
+  CHECK(fx.rows() == "3");
+  // After stop(), refused at once like any other job.
+  Outcome refused;
+  fx.writer->submit_deferrable(DeferFixture::insert(4), refused.done());
+  CHECK_FALSE(refused.get().ok());
 }
