@@ -302,6 +302,26 @@ TEST_CASE("PluginAdapter: the deadline wins over a slow plug-in and its late ans
   CHECK(out.result->issue().code == ErrorCode::timeout);
 }
 
+TEST_CASE("PluginAdapter: a second answer to a fetch is ignored and logged under its source") {
+  LogCapture log;
+  Loop loop;
+  auto adapter = load(example_source({{"answer_twice", "true"}}));
+  AdapterContext context = make_context(loop, nullptr);
+  REQUIRE(adapter->start(context).ok());
+
+  FetchOutcome out;
+  start_fetch(*adapter, patient(kNhsNumber), 30s, out);
+  // The operator can tell which plug-in broke the rule of one answer per fetch.
+  CHECK(loop.run_until([&] {
+    return out.calls > 0 && log.contains("host|example-source|a second answer to a fetch that was already answered");
+  }));
+  loop.io.run_for(20ms);
+  CHECK(out.calls == 1);
+  REQUIRE(out.result.has_value());
+  CHECK(out.result->ok());
+  CHECK_FALSE(log.contains("unknown or already answered"));
+}
+
 TEST_CASE("PluginAdapter: a timed-out fetch no longer counts toward the in-flight limit") {
   LogCapture log;
   Loop loop;
