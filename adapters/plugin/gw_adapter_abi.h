@@ -136,14 +136,17 @@ typedef struct gw_host_v1 {
    *                                         configured source name
    *    "identity": {"resourceType":"Patient", ...}   who the unit is about: identifiers
    *                                         (NHS number, your local ids: at least one
-   *                                         with both system and value) + demographics
+   *                                         with both system and value) + demographics;
+   *                                         valid FHIR R4 JSON, as the resources are
    *    "resources":[{"resourceType":"Observation", ...}, ...]   FHIR R4 resources of the
    *                                         types the gateway stores and serves:
    *                                         DiagnosticReport, Encounter, Location,
    *                                         Observation, Practitioner (not Patient: that
    *                                         is the identity), each with your
    *                                         own stable FHIR id (a later unit with the same
-   *                                         type and id updates it); ids are one namespace
+   *                                         type and id updates it), valid FHIR R4 JSON
+   *                                         and about the identity (a subject.identifier
+   *                                         with another NHS number is refused); ids are one namespace
    *                                         per type across sources: one another source
    *                                         holds fails the unit (`done` with
    *                                         GW_ERR_FAILED and the reason)
@@ -155,7 +158,9 @@ typedef struct gw_host_v1 {
    *    "retired_identifiers": [{"system":"...","value":"..."}],   optional; a merge: records
    *                                         to retire into the identity's record
    *    "encounters": [{"organisation":"RXX01","date":"2024-01-15T09:30:00Z"}]}   optional;
-   *                                         contacts, for the gateway's access policy
+   *                                         contacts, for the gateway's access policy:
+   *                                         an ODS code (letters and digits) and a FHIR
+   *                                         date or dateTime each
    *
    * Members not listed are ignored. Returns GW_OK when the batch was accepted: `done` then
    * runs exactly once, later, from a host thread (possibly before ingest returns). Any
