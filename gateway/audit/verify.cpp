@@ -247,6 +247,27 @@ std::string index_mismatch(const StoredRow& row, const std::string& agent, std::
   return out;
 }
 
+// The route an IG officer reviews an alert on (gateway/http/audit_routes.cpp), and the note
+// its record carries when the review was made: "alert 12 reviewed: referred - note".
+constexpr std::string_view kReviewRoute = "/audit/alerts/{id}/review";
+
+std::optional<AlertReview> review_of(const Record& r) {
+  if (r.route != kReviewRoute || r.status < 200 || r.status > 299) return std::nullopt;
+  std::string_view note = r.detail.note;
+  if (note.substr(0, 6) != "alert ") return std::nullopt;
+  note.remove_prefix(6);
+  AlertReview out;
+  auto [p, ec] = std::from_chars(note.data(), note.data() + note.size(), out.alert);
+  if (ec != std::errc() || out.alert < 1) return std::nullopt;
+  note.remove_prefix(static_cast<std::size_t>(p - note.data()));
+  if (note.substr(0, 11) != " reviewed: ") return std::nullopt;
+  out.review = std::string(note.substr(11));
+  out.reviewer = r.user;
+  return out;
+}
+
+std::string quoted(const std::string& s) { return "\"" + s + "\""; }
+
 }  // namespace
 
 std::uint64_t patient_digest(const std::vector<std::string>& nhs_numbers) {
@@ -302,6 +323,7 @@ RowCheck check_row(const StoredRow& row) {
   }
   c.column_mismatch = std::move(mismatch);
   if (rec->action == "retention-prune") c.prunes = prune_range(rec->detail.note);
+  c.review = review_of(*rec);
   return c;
 }
 
@@ -469,6 +491,69 @@ void LogVerifier::check_index_state(std::optional<std::int64_t> indexed_below) {
   }
 }
 
+void LogVerifier::check_alerts(const std::vector<StoredAlert>& alerts) {
+  if (settled()) return;
+  auto pruned = [this](std::int64_t seq) {
+    for (const auto& run : pruned_runs_)
+      if (seq >= 0 && static_cast<std::uint64_t>(seq) >= run.first && static_cast<std::uint64_t>(seq) <= run.second)
+        return true;
+    return false;
+  };
+  const std::string hides = ": the review queue was edited in audit.db";
+  std::int64_t expected = 1;  // the gateway numbers alerts 1, 2, ... and never deletes one
+  for (const auto& a : alerts) {
+    const std::string alert = "alert " + std::to_string(a.id);
+    if (a.id > expected)
+      note(std::nullopt, "alert-mismatch",
+           (a.id == expected + 1 ? "alert " + std::to_string(expected) + " is"
+                                 : "alerts " + std::to_string(expected) + " to " + std::to_string(a.id - 1) + " are") +
+               " missing from the review queue (audit_alert holds " + alert +
+               "; the gateway never deletes an alert)" + hides + ", which hides accesses from the IG officers",
+           false);
+    expected = std::max(expected, a.id + 1);
+    if (a.seq < 0 || static_cast<std::uint64_t>(a.seq) >= next_)
+      note(std::nullopt, "alert-mismatch",
+           alert + " was raised by record " + std::to_string(a.seq) + ", which audit.db does not hold: records were " +
+               "deleted from the end of the log (the alerts they raised were left behind), or the review queue was " +
+               "edited",
+           false);
+    auto it = reviews_.find(a.id);
+    if (a.status == "reviewed") {
+      const std::string said = a.outcome + (a.note.empty() ? "" : " - " + a.note);
+      if (it == reviews_.end()) {
+        // Its review came after the record that raised it: when retention removed that record's
+        // content, it may have removed the review's too.
+        if (!pruned(a.seq))
+          note(std::nullopt, "alert-mismatch",
+               alert + " is marked reviewed by " + quoted(a.reviewer) + " (" + quoted(said) +
+                   "), but no audit record of that review exists: the review was written into audit.db directly (or "
+                   "the gateway could not write the review's own record, and the reviewer was answered 503)",
+               false);
+      } else if (it->second.second.reviewer != a.reviewer || it->second.second.review != said) {
+        note(it->second.first, "alert-mismatch",
+             alert + "'s review was changed after it was made: the review queue says " + quoted(a.reviewer) +
+                 " decided " + quoted(said) + ", but record " + num(it->second.first) + ", the review itself, says " +
+                 quoted(it->second.second.reviewer) + " decided " + quoted(it->second.second.review),
+             false);
+      }
+    } else if (it != reviews_.end()) {
+      note(it->second.first, "alert-mismatch",
+           alert + " is " + quoted(a.status) + " in the review queue, but record " + num(it->second.first) +
+               " says " + quoted(it->second.second.reviewer) + " reviewed it (" + quoted(it->second.second.review) +
+               "): the review was undone in audit.db",
+           false);
+    }
+    if (it != reviews_.end()) reviews_.erase(it);
+  }
+  for (const auto& [id, review] : reviews_)
+    note(review.first, "alert-mismatch",
+         "record " + num(review.first) + " says " + quoted(review.second.reviewer) + " reviewed alert " +
+             std::to_string(id) + " (" + quoted(review.second.review) + "), but the review queue has no alert " +
+             std::to_string(id) + hides,
+         false);
+  reviews_.clear();
+}
+
 bool LogVerifier::settled() const {
   return options_.stop_at_first_bad && min_index_ && min_locates_ && next_ >= *min_index_ + 2;
 }
@@ -610,6 +695,7 @@ void LogVerifier::add(std::uint64_t index, const StoredRow* row, const RowCheck*
                  "): the index IG searches use was edited, which can hide an access from a search",
              false);
       if (check->prunes && check->prunes->second < index) prune_claims_.push_back(*check->prunes);
+      if (check->review) reviews_.try_emplace(check->review->alert, index, *check->review);
     }
   }
 

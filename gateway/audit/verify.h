@@ -98,6 +98,23 @@ struct StoredRow {
   std::vector<std::int64_t> time_index;
 };
 
+// What the record of an IG officer's alert review (POST /audit/alerts/{id}/review, answered
+// 2xx) says: the alert, who reviewed it, and the decision as the note gives it ("outcome" or
+// "outcome - note").
+struct AlertReview {
+  std::int64_t alert = 0;
+  std::string reviewer;
+  std::string review;
+};
+
+// One audit_alert row (the review queue is mutable state kept beside the log, not in it).
+struct StoredAlert {
+  std::int64_t id = 0;
+  std::int64_t seq = 0;  // the record that raised it
+  std::string status;    // "open" or "reviewed"
+  std::string reviewer, outcome, note;
+};
+
 // What check_row() found out about one row on its own.
 struct RowCheck {
   bool pruned = false;
@@ -110,6 +127,8 @@ struct RowCheck {
   std::string column_mismatch;      // which copied columns disagree with the record ("" = none)
   // For a retention-prune record: the range [first, last] its note says was removed.
   std::optional<std::pair<std::uint64_t, std::uint64_t>> prunes;
+  // For the record of an alert review: what it says was decided.
+  std::optional<AlertReview> review;
 };
 
 RowCheck check_row(const StoredRow& row);
@@ -150,6 +169,12 @@ class LogVerifier {
   // may not exceed the tree (the records from there on would be left out of agent and date
   // searches). Call after the last add(), before finish().
   void check_index_state(std::optional<std::int64_t> indexed_below);
+  // audit_alert's rows, by ascending id, against the records: every review the queue shows
+  // must be the one its audit record says was made (same alert, reviewer, outcome and note),
+  // every reviewed alert must have that record unless retention removed it, an alert a record
+  // says was reviewed must not be open again or gone, and ids run 1, 2, ... without a gap (the
+  // gateway never deletes an alert). Call after the last add(), before finish().
+  void check_alerts(const std::vector<StoredAlert>& alerts);
   // With options.stop_at_first_bad: the lowest bad index can no longer change. That holds
   // once a record-locating problem at f is known and index f + 1 has been added: later rows
   // can only point at f + 1 or beyond, and a checkpoint mismatch above f is explained by f.
@@ -202,6 +227,7 @@ class LogVerifier {
   std::optional<std::uint64_t> unindexed_tail_;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> pruned_runs_;   // [first, last]
   std::vector<std::pair<std::uint64_t, std::uint64_t>> prune_claims_;  // from retention records
+  std::map<std::int64_t, std::pair<std::uint64_t, AlertReview>> reviews_;  // by alert: (seq, review)
 };
 
 // The whole database read into memory (small logs: tests, tools). Rows in seq order.
@@ -212,6 +238,7 @@ struct StoredLog {
   bool has_index_state = false;               // audit.db has audit_index_state (migration 5)
   std::optional<std::int64_t> indexed_below;  // its value, when it has the row
   std::optional<std::string> origin;          // gateway_info 'audit_origin', when audit.db keeps it
+  std::vector<StoredAlert> alerts;            // audit_alert, by id
 };
 fhir::Result<StoredLog> read_stored_log(const std::string& audit_db_path);
 VerifyReport verify_log(const StoredLog& log, const VerifyOptions& options);
