@@ -266,6 +266,27 @@ std::optional<AlertReview> review_of(const Record& r) {
   return out;
 }
 
+// The route IG officers flag and unflag a record on, and the notes its records carry when
+// the change was made.
+constexpr std::string_view kFlagRoute = "/audit/flagged-patients/{nhs}";
+constexpr std::string_view kFlaggedNote = "record flagged for access alerts: ";
+constexpr std::string_view kUnflaggedNote = "record unflagged: ";
+
+std::optional<FlagChange> flag_of(const Record& r) {
+  if (r.route != kFlagRoute || r.status < 200 || r.status > 299 || r.detail.patients.size() != 1) return std::nullopt;
+  const std::string& note = r.detail.note;
+  FlagChange out;
+  out.nhs_number = r.detail.patients[0];
+  out.by = r.user;
+  if (r.method == "PUT" && note.rfind(kFlaggedNote, 0) == 0) {
+    out.flagged = true;
+    out.reason = note.substr(kFlaggedNote.size());
+    return out;
+  }
+  if (r.method == "DELETE" && note.rfind(kUnflaggedNote, 0) == 0) return out;
+  return std::nullopt;
+}
+
 std::string quoted(const std::string& s) { return "\"" + s + "\""; }
 
 }  // namespace
@@ -324,6 +345,7 @@ RowCheck check_row(const StoredRow& row) {
   c.column_mismatch = std::move(mismatch);
   if (rec->action == "retention-prune") c.prunes = prune_range(rec->detail.note);
   c.review = review_of(*rec);
+  c.flag = flag_of(*rec);
   return c;
 }
 
@@ -554,6 +576,43 @@ void LogVerifier::check_alerts(const std::vector<StoredAlert>& alerts) {
   reviews_.clear();
 }
 
+void LogVerifier::check_flags(const std::vector<StoredFlag>& flags) {
+  if (settled()) return;
+  std::map<std::string, const StoredFlag*> table;
+  for (const auto& f : flags) table[f.nhs_number] = &f;
+  for (const auto& [nhs, change] : flag_changes_) {
+    const std::uint64_t seq = change.first;
+    const FlagChange& said = change.second;
+    auto it = table.find(nhs);
+    if (said.flagged && it == table.end()) {
+      note(seq, "flag-mismatch",
+           "record " + num(seq) + " says " + quoted(said.by) + " flagged NHS number " + nhs +
+               " for access alerts, and no later record unflagged it, but audit_flagged_patient no longer holds it: "
+               "the flag was removed in audit.db, so accesses to that record raise no alert",
+           false);
+    } else if (said.flagged && (it->second->reason != said.reason || it->second->flagged_by != said.by)) {
+      note(seq, "flag-mismatch",
+           "audit_flagged_patient says NHS number " + nhs + " was flagged by " + quoted(it->second->flagged_by) +
+               " (" + quoted(it->second->reason) + "), but record " + num(seq) + ", the flag itself, says " +
+               quoted(said.by) + " (" + quoted(said.reason) + "): the flag was edited in audit.db",
+           false);
+    } else if (!said.flagged && it != table.end()) {
+      note(seq, "flag-mismatch",
+           "record " + num(seq) + " says " + quoted(said.by) + " unflagged NHS number " + nhs +
+               ", but audit_flagged_patient holds it again with no record of a new flag: it was edited in audit.db",
+           false);
+    }
+    if (it != table.end()) table.erase(it);
+  }
+  // The flag's own record may have been among those whose content retention removed.
+  if (pruned_ > 0) return;
+  for (const auto& [nhs, f] : table)
+    note(std::nullopt, "flag-mismatch",
+         "audit_flagged_patient flags NHS number " + nhs + " (by " + quoted(f->flagged_by) +
+             "), but no audit record says anyone flagged it: it was written into audit.db directly",
+         false);
+}
+
 bool LogVerifier::settled() const {
   return options_.stop_at_first_bad && min_index_ && min_locates_ && next_ >= *min_index_ + 2;
 }
@@ -696,6 +755,7 @@ void LogVerifier::add(std::uint64_t index, const StoredRow* row, const RowCheck*
              false);
       if (check->prunes && check->prunes->second < index) prune_claims_.push_back(*check->prunes);
       if (check->review) reviews_.try_emplace(check->review->alert, index, *check->review);
+      if (check->flag) flag_changes_[check->flag->nhs_number] = {index, *check->flag};
     }
   }
 

@@ -188,6 +188,24 @@ fhir::Result<std::vector<StoredAlert>> read_alerts(Database& db) {
   return out;
 }
 
+// audit_flagged_patient's rows.
+fhir::Result<std::vector<StoredFlag>> read_flags(Database& db) {
+  std::vector<StoredFlag> out;
+  auto table = db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'audit_flagged_patient'");
+  if (!table) return std::move(table).issue();
+  if (auto r = table->step(); !r) return std::move(r).issue();
+  if (table->column_int64(0) == 0) return out;
+  auto s = db.prepare("SELECT nhs_number, reason, flagged_by FROM audit_flagged_patient ORDER BY nhs_number");
+  if (!s) return std::move(s).issue();
+  for (;;) {
+    auto r = s->step();
+    if (!r) return std::move(r).issue();
+    if (!*r) break;
+    out.push_back(StoredFlag{s->column_text(0), s->column_text(1), s->column_text(2)});
+  }
+  return out;
+}
+
 fhir::Result<TableCheckpoints> read_checkpoint_table(Database& db) {
   TableCheckpoints out;
   auto s = db.prepare("SELECT size, time_ms, root, note FROM audit_checkpoint ORDER BY size, time_ms");
@@ -290,6 +308,9 @@ fhir::Result<StoredLog> read_stored_log(const std::string& audit_db_path) {
   auto alerts = read_alerts(*db);
   if (!alerts) return std::move(alerts).issue();
   log.alerts = std::move(*alerts);
+  auto flags = read_flags(*db);
+  if (!flags) return std::move(flags).issue();
+  log.flags = std::move(*flags);
   auto notes = db->prepare("SELECT note FROM audit_checkpoint ORDER BY size, time_ms");
   if (!notes) return std::move(notes).issue();
   for (;;) {
@@ -344,6 +365,7 @@ VerifyReport verify_log(const StoredLog& log, const VerifyOptions& options) {
   }
   if (log.has_index_state) v.check_index_state(log.indexed_below);
   v.check_alerts(log.alerts);
+  v.check_flags(log.flags);
   return v.finish();
 }
 
@@ -794,6 +816,9 @@ fhir::Result<VerifyReport> verify_database(const std::string& audit_db_path, con
     auto alerts = read_alerts(db);
     if (!alerts) return unreadable(alerts.issue().diagnostics);
     verifier.check_alerts(*alerts);
+    auto flags = read_flags(db);
+    if (!flags) return unreadable(flags.issue().diagnostics);
+    verifier.check_flags(*flags);
   }
   (void)db.exec("ROLLBACK");
   return verifier.finish();

@@ -708,8 +708,28 @@ TEST_CASE("audit verify: edits to the search columns that would hide an access a
   }
 }
 
+// What an IG officer's request leaves in the log (gateway/http/audit_routes.cpp).
+Record ig_record(std::int64_t minute, const std::string& method, const std::string& target, const std::string& route,
+                 const std::string& note) {
+  Record r;
+  r.time_ms = kBaseTimeMs + minute * 60'000;
+  r.kind = "rest";
+  r.action = method == "POST" ? "create" : method == "PUT" ? "update" : "delete";
+  r.method = method;
+  r.target = target;
+  r.route = route;
+  r.status = 200;
+  r.agent_kind = "user";
+  r.user = "ig-officer-1";
+  r.role = "ig-officer";
+  r.detail.note = note;
+  return r;
+}
+
 // A log whose break-glass accesses raised alerts 1 to 3 (sample(3), sample(20) and sample(37)),
-// of which an IG officer reviewed alert 1 as the gateway does: the review, then its own record.
+// of which an IG officer reviewed alert 1 as the gateway does: the review, then its own record
+// (record 40). Then the officer flagged 9000000041 (record 41), and flagged and unflagged
+// 9000000068 (records 42 and 43).
 const Built& alert_log() {
   static const Built b = [] {
     Built built = build("verify-alerts", 40);
@@ -718,19 +738,24 @@ const Built& alert_log() {
     REQUIRE(alerts);
     REQUIRE(alerts->size() == 3);
     REQUIRE(log->review_alert(1, "ig-officer-1", "inappropriate", "no care relationship"));
-    Record review;
-    review.time_ms = kBaseTimeMs + 50 * 60'000;
-    review.kind = "rest";
-    review.action = "create";
-    review.method = "POST";
-    review.target = "/audit/alerts/1/review";
-    review.route = "/audit/alerts/{id}/review";
-    review.status = 200;
-    review.agent_kind = "user";
-    review.user = "ig-officer-1";
-    review.role = "ig-officer";
-    review.detail.note = "alert 1 reviewed: inappropriate - no care relationship";
-    REQUIRE(log->append_sync(review));
+    REQUIRE(log->append_sync(ig_record(50, "POST", "/audit/alerts/1/review", "/audit/alerts/{id}/review",
+                                       "alert 1 reviewed: inappropriate - no care relationship")));
+    const std::string flag_route = "/audit/flagged-patients/{nhs}";
+    REQUIRE(log->flag_patient("9000000041", "staff member", "ig-officer-1"));
+    Record flag = ig_record(51, "PUT", "/audit/flagged-patients/9000000041", flag_route,
+                            "record flagged for access alerts: staff member");
+    flag.detail.patients = {"9000000041"};
+    REQUIRE(log->append_sync(flag));
+    REQUIRE(log->flag_patient("9000000068", "public figure", "ig-officer-1"));
+    flag = ig_record(52, "PUT", "/audit/flagged-patients/9000000068", flag_route,
+                     "record flagged for access alerts: public figure");
+    flag.detail.patients = {"9000000068"};
+    REQUIRE(log->append_sync(flag));
+    REQUIRE(log->unflag_patient("9000000068"));
+    flag = ig_record(53, "DELETE", "/audit/flagged-patients/9000000068", flag_route,
+                     "record unflagged: accesses to it no longer raise flagged-record alerts");
+    flag.detail.patients = {"9000000068"};
+    REQUIRE(log->append_sync(flag));
     REQUIRE(log->checkpoint_now());
     log->stop();
     return built;
@@ -820,6 +845,57 @@ TEST_CASE("audit verify: edits to the alert review queue are caught") {
     CHECK(tool.status == 1);
     CHECK(tool.out.find("TAMPERED: first bad record 40: alert 1's review was changed after it was made") !=
           std::string::npos);
+  }
+}
+
+TEST_CASE("audit verify: edits to the flagged records that would silence their alerts are caught") {
+  const Built& b = alert_log();
+  auto tampered = [&b](const std::string& name, const std::string& sql) {
+    const std::string path = copy_db(b, name);
+    auto db = open_rw(path);
+    exec(db, sql);
+    REQUIRE(db.changes() == 1);
+    return path;
+  };
+  auto said = [](const VerifyReport& r, const std::string& text) {
+    for (const auto& p : r.problems)
+      if (p.kind == "flag-mismatch" && p.text.find(text) != std::string::npos) return true;
+    return false;
+  };
+  SUBCASE("a flag deleted") {
+    const std::string path = tampered("flag-deleted", "DELETE FROM audit_flagged_patient WHERE nhs_number = '9000000041'");
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_index == 41u);
+    CHECK(said(r, "record 41 says \"ig-officer-1\" flagged NHS number 9000000041 for access alerts, and no later record "
+                  "unflagged it, but audit_flagged_patient no longer holds it"));
+    auto log = gw::audit::read_stored_log(path);
+    REQUIRE(log);
+    VerifyReport m = gw::audit::verify_log(*log, options_for(b));
+    CHECK(has_problem(m, "flag-mismatch", 41u));
+  }
+  SUBCASE("a flag's reason edited") {
+    const std::string path = tampered(
+        "flag-reason", "UPDATE audit_flagged_patient SET reason = 'test' WHERE nhs_number = '9000000041'");
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK(has_problem(r, "flag-mismatch", 41u));
+  }
+  SUBCASE("an unflagged record flagged again without a record, and one flagged out of nowhere") {
+    const std::string path = copy_db(b, "flag-added");
+    {
+      auto db = open_rw(path);
+      exec(db,
+           "INSERT INTO audit_flagged_patient(nhs_number, reason, flagged_by, flagged_ms) VALUES "
+           "('9000000068', 'public figure', 'ig-officer-1', 0), ('9000000009', 'decoy', 'nobody', 0)");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(has_problem(r, "flag-mismatch", 43u));
+    CHECK(said(r, "audit_flagged_patient flags NHS number 9000000009 (by \"nobody\"), but no audit record says anyone "
+                  "flagged it"));
   }
 }
 
