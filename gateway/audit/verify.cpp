@@ -549,7 +549,8 @@ void LogVerifier::check_alerts(const std::vector<StoredAlert>& alerts) {
           note(std::nullopt, "alert-mismatch",
                alert + " is marked reviewed by " + quoted(a.reviewer) + " (" + quoted(said) +
                    "), but no audit record of that review exists: the review was written into audit.db directly (or "
-                   "the gateway could not write the review's own record, and the reviewer was answered 503)",
+                   "the gateway could not write the review's own record, and the reviewer was answered 503; or the "
+                   "review was made while audit-verify read a running gateway's audit.db: run it again)",
                false);
       } else if (it->second.second.reviewer != a.reviewer || it->second.second.review != said) {
         note(it->second.first, "alert-mismatch",
@@ -578,6 +579,10 @@ void LogVerifier::check_alerts(const std::vector<StoredAlert>& alerts) {
 
 void LogVerifier::check_flags(const std::vector<StoredFlag>& flags) {
   if (settled()) return;
+  // A flag or unflag is committed just before its record: a running gateway's audit.db can be
+  // read between the two.
+  const std::string live = " (unless it was changed while audit-verify read a running gateway's audit.db, before the "
+                           "change's record was written: run it again)";
   std::map<std::string, const StoredFlag*> table;
   for (const auto& f : flags) table[f.nhs_number] = &f;
   for (const auto& [nhs, change] : flag_changes_) {
@@ -588,18 +593,18 @@ void LogVerifier::check_flags(const std::vector<StoredFlag>& flags) {
       note(seq, "flag-mismatch",
            "record " + num(seq) + " says " + quoted(said.by) + " flagged NHS number " + nhs +
                " for access alerts, and no later record unflagged it, but audit_flagged_patient no longer holds it: "
-               "the flag was removed in audit.db, so accesses to that record raise no alert",
+               "the flag was removed in audit.db, so accesses to that record raise no alert" + live,
            false);
     } else if (said.flagged && (it->second->reason != said.reason || it->second->flagged_by != said.by)) {
       note(seq, "flag-mismatch",
            "audit_flagged_patient says NHS number " + nhs + " was flagged by " + quoted(it->second->flagged_by) +
                " (" + quoted(it->second->reason) + "), but record " + num(seq) + ", the flag itself, says " +
-               quoted(said.by) + " (" + quoted(said.reason) + "): the flag was edited in audit.db",
+               quoted(said.by) + " (" + quoted(said.reason) + "): the flag was edited in audit.db" + live,
            false);
     } else if (!said.flagged && it != table.end()) {
       note(seq, "flag-mismatch",
            "record " + num(seq) + " says " + quoted(said.by) + " unflagged NHS number " + nhs +
-               ", but audit_flagged_patient holds it again with no record of a new flag: it was edited in audit.db",
+               ", but audit_flagged_patient holds it again with no record of a new flag: it was edited in audit.db" + live,
            false);
     }
     if (it != table.end()) table.erase(it);
@@ -609,7 +614,7 @@ void LogVerifier::check_flags(const std::vector<StoredFlag>& flags) {
   for (const auto& [nhs, f] : table)
     note(std::nullopt, "flag-mismatch",
          "audit_flagged_patient flags NHS number " + nhs + " (by " + quoted(f->flagged_by) +
-             "), but no audit record says anyone flagged it: it was written into audit.db directly",
+             "), but no audit record says anyone flagged it: it was written into audit.db directly" + live,
          false);
 }
 
