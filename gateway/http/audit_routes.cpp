@@ -305,6 +305,8 @@ std::string next_url(const std::string& base, const fhir::QueryParams& query, st
 
 // The most flagged records one GET /audit/flagged-patients returns.
 constexpr std::size_t kMaxFlaggedPage = 1000;
+// The most alerts one page of the review queue lists (and its default).
+constexpr std::size_t kMaxAlertPage = 1000;
 
 // The most AuditEvents an IG query's own audit record lists one by one (an export returns up
 // to export_max); the note gives the count and the range of sequence numbers in every case.
@@ -649,12 +651,35 @@ class AuditApi {
         co_return error_response(bad_param("status is open, reviewed or all", "status"));
       status = *s == "all" ? "" : std::string(*s);
     }
-    auto run = [status](audit::Log& log) { return log.alerts(status, 1000); };
+    // Newest first, a page at a time: however many alerts are raised after it (a flood of
+    // refused break-glass attempts, say), an older one is never out of reach.
+    std::size_t count = kMaxAlertPage;
+    std::optional<std::int64_t> before;
+    if (auto c = req.query_value("_count")) {
+      auto n = parse_u64(*c);
+      if (!n || *n == 0 || *n > kMaxAlertPage)
+        co_return error_response(bad_param("_count must be 1 to " + std::to_string(kMaxAlertPage), "_count"));
+      count = static_cast<std::size_t>(*n);
+    }
+    if (auto c = req.query_value("_cursor")) {
+      auto n = parse_u64(*c);
+      if (!n || *n > static_cast<std::uint64_t>(INT64_MAX))
+        co_return error_response(bad_param("_cursor must come from a next link", "_cursor"));
+      before = static_cast<std::int64_t>(*n);
+    }
+    // One more than asked: whether there is a next page.
+    auto run = [status, count, before](audit::Log& log) { return log.alerts(status, count + 1, before); };
     auto list = co_await deps_.audit.call(run);
     if (!list) co_return error_response(list.issue());
+    auto counted = [status](audit::Log& log) { return log.alert_count(status); };
+    auto total = co_await deps_.audit.call(counted);
+    if (!total) co_return error_response(total.issue());
+    const bool more = list->size() > count;
+    if (more) list->pop_back();
     // The IG officer's record names the alerts shown and the AuditEvents they point to.
     std::string note = "alert queue (" + (status.empty() ? std::string("all") : status) + "): returned " +
-                       std::to_string(list->size()) + (list->size() == 1 ? " alert" : " alerts");
+                       std::to_string(list->size()) + " of " + std::to_string(*total) +
+                       (*total == 1 ? " alert" : " alerts");
     if (!list->empty())
       note += " (ids " + std::to_string(list->back().id) + " to " + std::to_string(list->front().id) + ")";
     if (list->size() > kMaxListedRecords) note += "; the first " + std::to_string(kMaxListedRecords) + " are listed";
@@ -679,7 +704,10 @@ class AuditApi {
       items.push_back(std::move(o));
     }
     Json out = Json::object();
+    out.set("total", Json::integer(static_cast<std::int64_t>(*total)));
     out.set("alerts", std::move(items));
+    if (more)
+      out.set("next", str(next_url(deps_.base_url + "/audit/alerts", *req.query, std::to_string(list->back().id))));
     co_return text_response(200, "application/json", fhir::to_json(out));
   }
 
