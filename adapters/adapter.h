@@ -117,11 +117,15 @@ fhir::Status check_resource(const fhir::Json& resource, const std::string& where
 // the resource (batch.resources[i]).
 fhir::Status check_batch_resources(const std::vector<fhir::Json>& resources);
 
-// Checks a batch's identity before anything is queued: a Patient with at least one
-// identifier the record locator can match on (an entry with both system and value, e.g. the
-// NHS number). Without one, every later unit for the same person would make another record,
-// so the locator refuses it; checked here so that an adapter can refuse the unit at once (the
-// locator applies its own limits and value checks later). The expression is "batch.identity" or "batch.identity.identifier".
+// Checks a batch's identity before anything is queued: a Patient that is valid FHIR R4 JSON
+// (fhir::check_structure_and_elements, as check_resource; no id needed: the first problem as
+// "batch.identity (Patient) is not valid FHIR R4: Patient.birthDate: ...", expression
+// "batch.identity.birthDate"), with at least one identifier the record locator can match on
+// (an entry with both system and value, e.g. the NHS number). Without one, every later unit
+// for the same person would make another record, so the locator refuses it; checked here so
+// that an adapter can refuse the unit at once (the locator applies its own limits and value
+// checks later). The expression is "batch.identity", "batch.identity.<path>" or
+// "batch.identity.identifier".
 fhir::Status check_batch_identity(const fhir::Json& identity);
 
 // A failed unit the adapter could not turn into a batch (unparseable, unsupported, bad

@@ -13,6 +13,26 @@
 
 namespace gw::adapters {
 
+namespace {
+
+// The first of `issues` (fhir::check_structure_and_elements of a `type` at `where`, named
+// `label` in the text: "Observation/o1"), by its FHIR path, and how many more there are.
+fhir::Issue first_r4_problem(std::vector<fhir::Issue> issues, const std::string& where, const std::string& type,
+                             const std::string& label) {
+  fhir::Issue first = std::move(issues.front());
+  std::string path = first.expression;  // "Observation.valueQuantity.value"
+  std::string tail = path.starts_with(type) ? path.substr(type.size()) : std::string();
+  first.diagnostics = where + " (" + label + ") is not valid FHIR R4: " +
+                      (first.diagnostics.starts_with(path) ? first.diagnostics : path + ": " + first.diagnostics);
+  if (issues.size() > 1)
+    first.diagnostics += " (and " + std::to_string(issues.size() - 1) + " more problem" + (issues.size() > 2 ? "s" : "") +
+                         "; POST the resource to [base]/" + type + "/$validate for the full list)";
+  first.expression = where + tail;
+  return first;
+}
+
+}  // namespace
+
 fhir::Status check_resource(const fhir::Json& r, const std::string& where) {
   using fhir::ErrorCode;
   using fhir::Issue;
@@ -36,16 +56,7 @@ fhir::Status check_resource(const fhir::Json& r, const std::string& where) {
   // reading it back would choke on. The first problem is returned, named by its FHIR path.
   std::vector<Issue> issues = fhir::check_structure_and_elements(r);
   if (issues.empty()) return fhir::Ok{};
-  Issue first = std::move(issues.front());
-  std::string path = first.expression;  // "Observation.valueQuantity.value"
-  std::string tail = path.starts_with(type) ? path.substr(type.size()) : std::string();
-  first.diagnostics = where + " (" + type + "/" + id->text() + ") is not valid FHIR R4: " +
-                      (first.diagnostics.starts_with(path) ? first.diagnostics : path + ": " + first.diagnostics);
-  if (issues.size() > 1)
-    first.diagnostics += " (and " + std::to_string(issues.size() - 1) + " more problem" + (issues.size() > 2 ? "s" : "") +
-                         "; POST the resource to [base]/" + type + "/$validate for the full list)";
-  first.expression = where + tail;
-  return first;
+  return first_r4_problem(std::move(issues), where, type, type + "/" + id->text());
 }
 
 fhir::Status check_batch_resources(const std::vector<fhir::Json>& resources) {
@@ -83,6 +94,10 @@ fhir::Status check_batch_identity(const fhir::Json& identity) {
   using fhir::Issue;
   if (!identity.is_object() || identity.string_at("resourceType") != "Patient")
     return Issue::make(ErrorCode::invalid_resource, "batch.identity must be a Patient resource", "batch.identity");
+  // Valid FHIR R4 JSON, as the resources are: a demographic of the wrong shape (a name that is
+  // not an array, a birthDate that is no date) is refused now, not when the batch is applied.
+  if (std::vector<Issue> issues = fhir::check_structure_and_elements(identity); !issues.empty())
+    return first_r4_problem(std::move(issues), "batch.identity", "Patient", "Patient");
   const fhir::Json* ids = identity.find("identifier");
   if (ids != nullptr && !ids->is_array())
     return Issue::make(ErrorCode::invalid_resource, "batch.identity.identifier must be an array",

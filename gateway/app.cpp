@@ -626,8 +626,8 @@ void App::add_database_metrics() {
     family("gateway_db_write_queue", "gauge", "Writes waiting for the writer now (audit: not counted).",
            &Row::queued);
     if (audit_log_)
-      out.append("# HELP gateway_audit_start_warnings What the audit log found wrong at start-up (a checkpoint file "
-                 "behind audit.db, search indexes rebuilt); each is also logged and in the audit log.\n"
+      out.append("# HELP gateway_audit_start_warnings What the audit log found wrong at start-up (records no checkpoint "
+                 "signed, a checkpoint file behind audit.db, search indexes rebuilt); each is also logged and in the audit log.\n"
                  "# TYPE gateway_audit_start_warnings gauge\ngateway_audit_start_warnings ")
           .append(std::to_string(audit_log_->start_warnings().size()))
           .append("\n");

@@ -14,7 +14,9 @@
  *     truncated JSON text instead, and "unserved" a batch carrying a Condition (a type the
  *     gateway does not serve), to show how the host refuses them;
  *   - fails its start() (GW_ERR_UNAVAILABLE, after logging why) when setting "fail_start" is
- *     "true", as a plug-in whose source system cannot be reached at start-up would.
+ *     "true", as a plug-in whose source system cannot be reached at start-up would;
+ *   - answers every fetch twice when setting "answer_twice" is "true", breaking the rule of
+ *     one answer per fetch on purpose, to show that the host ignores (and logs) the second.
  *
  * Build: cc -std=c99 -fPIC -shared -fvisibility=hidden -I<gateway source> \
  *           example_adapter.c -o libexample_adapter.so -lpthread
@@ -59,6 +61,7 @@ typedef struct example {
   unsigned long delay_ms;
   enum ingest_mode ingest_mode;
   int fail_start;
+  int answer_twice;
   pthread_mutex_t mutex;
   pthread_cond_t wake;
   job* jobs;
@@ -224,9 +227,10 @@ static void* worker_main(void* arg) {
     ex->jobs = j->next;
     /* Call the host without holding our lock: its callbacks may call back into us. */
     pthread_mutex_unlock(&ex->mutex);
-    if (j->kind == JOB_FETCH)
+    if (j->kind == JOB_FETCH) {
       answer_fetch(j);
-    else
+      if (ex->answer_twice) answer_fetch(j);
+    } else
       push_batch(ex);
     pthread_mutex_lock(&ex->mutex);
     if (j->kind == JOB_FETCH) --ex->pending_fetches;
@@ -279,6 +283,8 @@ static void* example_create(const gw_host_v1* host, const char* config_json, cha
                                                         : INGEST_NONE;
   if (config_json != NULL && string_member(config_json, "fail_start", value, sizeof value))
     ex->fail_start = strcmp(value, "true") == 0;
+  if (config_json != NULL && string_member(config_json, "answer_twice", value, sizeof value))
+    ex->answer_twice = strcmp(value, "true") == 0;
 
   pthread_condattr_init(&attr);
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* due times are monotonic */

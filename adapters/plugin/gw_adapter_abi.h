@@ -23,7 +23,9 @@
  *
  * Threads
  *   - create, start, stop and destroy are called on one gateway thread, in that order (stop
- *     and start at most once each). fetch is called on any gateway thread, possibly several
+ *     and start at most once each). An instance may be destroyed without ever being started:
+ *     the gateway creates one only to check its configuration (--check-config, and at every
+ *     start-up before the instance it runs). fetch is called on any gateway thread, possibly several
  *     at once for one instance, between start and stop. None of them may block: answer from
  *     your own threads.
  *   - The host functions (ingest, log) may be called from ANY thread, including your own
@@ -84,7 +86,7 @@ extern "C" {
  * non-zero value from its own functions; the host uses these. */
 #define GW_OK 0
 #define GW_ERR_INVALID 1     /* the JSON is malformed or not of the documented shape */
-#define GW_ERR_TOO_LARGE 2   /* the payload is over the host's size limit */
+#define GW_ERR_TOO_LARGE 2   /* the payload is over the host's size limit (16 MiB) */
 #define GW_ERR_STOPPED 3     /* not started yet, stopping, or shutting down */
 #define GW_ERR_UNSUPPORTED 4 /* no ingest sink for this source (configured pull-only) */
 #define GW_ERR_FAILED 5      /* the gateway could not process or store it; see the text */
@@ -136,14 +138,17 @@ typedef struct gw_host_v1 {
    *                                         configured source name
    *    "identity": {"resourceType":"Patient", ...}   who the unit is about: identifiers
    *                                         (NHS number, your local ids: at least one
-   *                                         with both system and value) + demographics
+   *                                         with both system and value) + demographics;
+   *                                         valid FHIR R4 JSON, as the resources are
    *    "resources":[{"resourceType":"Observation", ...}, ...]   FHIR R4 resources of the
    *                                         types the gateway stores and serves:
    *                                         DiagnosticReport, Encounter, Location,
    *                                         Observation, Practitioner (not Patient: that
    *                                         is the identity), each with your
    *                                         own stable FHIR id (a later unit with the same
-   *                                         type and id updates it); ids are one namespace
+   *                                         type and id updates it), valid FHIR R4 JSON
+   *                                         and about the identity (a subject.identifier
+   *                                         with another NHS number is refused); ids are one namespace
    *                                         per type across sources: one another source
    *                                         holds fails the unit (`done` with
    *                                         GW_ERR_FAILED and the reason)
@@ -155,9 +160,14 @@ typedef struct gw_host_v1 {
    *    "retired_identifiers": [{"system":"...","value":"..."}],   optional; a merge: records
    *                                         to retire into the identity's record
    *    "encounters": [{"organisation":"RXX01","date":"2024-01-15T09:30:00Z"}]}   optional;
-   *                                         contacts, for the gateway's access policy
+   *                                         contacts, for the gateway's access policy:
+   *                                         an ODS code (letters and digits) and a FHIR
+   *                                         date or dateTime each
    *
-   * Members not listed are ignored. Returns GW_OK when the batch was accepted: `done` then
+   * Limits: at most 16 MiB, JSON nested at most 100 levels with at most 100000 members per
+   * object or array, at most 10000 resources. Members not listed are ignored. `done` is
+   * required (NULL is refused, GW_ERR_INVALID); `cookie` is passed back to it unchanged.
+   * Returns GW_OK when the batch was accepted: `done` then
    * runs exactly once, later, from a host thread (possibly before ingest returns). Any
    * other value means refused at once, nothing of it was applied and `done` is NOT called:
    * GW_ERR_INVALID (malformed JSON or shape), GW_ERR_TOO_LARGE, GW_ERR_STOPPED (before

@@ -300,12 +300,15 @@ class CallTable {
     return id;
   }
 
+  // Call `id` answered by the plug-in (or refused by fetch's return value): the call, or null
+  // when it is finished or unknown. Its source's log target is kept (see expire), so that a
+  // second answer is logged under its source.
   std::shared_ptr<FetchCall> take(std::uintptr_t id) {
     std::lock_guard lock(mutex_);
     auto it = calls_.find(id);
     if (it == calls_.end()) return nullptr;
     auto call = std::move(it->second.call);
-    if (--per_owner_[it->second.owner] == 0) per_owner_.erase(it->second.owner);
+    finish(id, it->second.owner, call->log, false);
     calls_.erase(it);
     return call;
   }
@@ -313,25 +316,29 @@ class CallTable {
   // The deadline answered call `id`: it no longer counts toward its owner's limit (a plug-in
   // that never answers must not block every later fetch), and only the source's log target
   // is kept, so that a late answer is logged under its source and otherwise ignored. The
-  // most recent kMaxExpired are remembered; an answer older than that is "unknown".
+  // most recent kMaxFinished finished calls are remembered; an answer older than that is
+  // "unknown".
   void expire(std::uintptr_t id) {
     std::lock_guard lock(mutex_);
     auto it = calls_.find(id);
     if (it == calls_.end()) return;  // answered or refused meanwhile: already released
-    expired_.emplace(id, Expired{it->second.owner, it->second.call->log});
-    if (expired_.size() > kMaxExpired) expired_.erase(expired_.begin());  // ids grow: the oldest
-    if (--per_owner_[it->second.owner] == 0) per_owner_.erase(it->second.owner);
+    finish(id, it->second.owner, it->second.call->log, true);
     calls_.erase(it);
   }
 
-  // The log target of a call the deadline answered, or null.
-  std::shared_ptr<LogTarget> take_expired(std::uintptr_t id) {
+  // A finished call (take, expire): its source's log target and whether the deadline
+  // finished it. Null log when `id` is unknown or forgotten.
+  struct Finished {
+    std::shared_ptr<LogTarget> log;
+    bool timed_out = false;
+  };
+  Finished take_finished(std::uintptr_t id) {
     std::lock_guard lock(mutex_);
-    auto it = expired_.find(id);
-    if (it == expired_.end()) return nullptr;
-    auto log = std::move(it->second.log);
-    expired_.erase(it);
-    return log;
+    auto it = finished_.find(id);
+    if (it == finished_.end()) return {};
+    Finished finished{std::move(it->second.log), it->second.timed_out};
+    finished_.erase(it);
+    return finished;
   }
 
   std::vector<std::shared_ptr<FetchCall>> take_all(const void* owner) {
@@ -346,24 +353,32 @@ class CallTable {
       }
     }
     per_owner_.erase(owner);
-    std::erase_if(expired_, [owner](const auto& e) { return e.second.owner == owner; });
+    std::erase_if(finished_, [owner](const auto& e) { return e.second.owner == owner; });
     return out;
   }
 
  private:
-  static constexpr std::size_t kMaxExpired = 4096;
+  static constexpr std::size_t kMaxFinished = 4096;
   struct Entry {
     const void* owner;
     std::shared_ptr<FetchCall> call;
   };
-  struct Expired {
+  struct Done {
     const void* owner;
     std::shared_ptr<LogTarget> log;
+    bool timed_out;  // else answered or refused
   };
+
+  // With mutex_ held: call `id` of `owner` no longer counts toward its limit and is remembered.
+  void finish(std::uintptr_t id, const void* owner, std::shared_ptr<LogTarget> log, bool timed_out) {
+    finished_.emplace(id, Done{owner, std::move(log), timed_out});
+    if (finished_.size() > kMaxFinished) finished_.erase(finished_.begin());  // ids grow: the oldest
+    if (--per_owner_[owner] == 0) per_owner_.erase(owner);
+  }
   std::mutex mutex_;
   std::unordered_map<std::uintptr_t, Entry> calls_;
   std::unordered_map<const void*, std::size_t> per_owner_;
-  std::map<std::uintptr_t, Expired> expired_;
+  std::map<std::uintptr_t, Done> finished_;
   std::uintptr_t next_ = 1;
 };
 
@@ -396,10 +411,14 @@ void on_fetch_done(void* cookie, int status, const char* json, size_t len) noexc
     const auto id = reinterpret_cast<std::uintptr_t>(cookie);
     auto call = call_table().take(id);
     if (!call) {
-      if (auto expired = call_table().take_expired(id))
-        log_late_answer(*expired);
-      else
+      CallTable::Finished finished = call_table().take_finished(id);
+      if (!finished.log)
         emit(LogLevel::warn, "", "host", "a fetch answer for an unknown or already answered call was ignored");
+      else if (finished.timed_out)
+        log_late_answer(*finished.log);
+      else
+        finished.log->host(LogLevel::warn, "a second answer to a fetch that was already answered or refused was ignored: "
+                                           "call done exactly once, and never after fetch returned non-zero");
       return;
     }
     if (call->completed.load()) {

@@ -5,11 +5,13 @@
 #include "adapters/plugin/plugin_json.h"
 
 #include <algorithm>
+#include <cctype>
 #include <initializer_list>
 #include <utility>
 #include <variant>
 
 #include "adapters/plugin/gw_adapter_abi.h"
+#include "fhir/date_range.h"
 #include "fhir/nhs_number.h"
 
 namespace gw::adapters {
@@ -20,6 +22,7 @@ using fhir::Issue;
 namespace {
 
 constexpr std::size_t kMaxQuotedBytes = 300;  // diagnostics quoted from a plug-in's outcome
+constexpr std::size_t kMaxOdsCodeBytes = 64;  // the record locator's limit on a code
 
 fhir::Json object_with_strings(std::initializer_list<std::pair<const char*, const std::string*>> members) {
   fhir::Json o = fhir::Json::object();
@@ -120,6 +123,21 @@ fhir::Result<IngestBatch> batch_from(fhir::Json& doc, const std::string& source)
     batch.resources.push_back(std::move(resource));
   }
   if (auto checked = check_batch_resources(batch.resources); !checked) return std::move(checked).issue();
+  // The ingest path files every resource under the identity's record (its subject becomes a
+  // reference to it): one whose subject names another NHS number would show a clinician
+  // someone else's data, so it is refused, as it is in a fetch answer. The numbers stay out
+  // of the text (it is logged).
+  const std::string nhs_number = fhir::trusted_nhs_number(*identity);
+  for (std::size_t i = 0; i < batch.resources.size(); ++i) {
+    const fhir::Json& resource = batch.resources[i];
+    if (about_another_patient(resource, nhs_number))
+      return Issue::make(ErrorCode::invalid_value,
+                         "batch.resources[" + std::to_string(i) + "] (" + std::string(resource.string_at("resourceType")) +
+                             "/" + std::string(resource.string_at("id")) +
+                             ") is about another patient: its subject names another NHS number than the batch's "
+                             "identity",
+                         "batch.resources[" + std::to_string(i) + "].subject");
+  }
   // The ingest path does not check them again (IngestBatch::resources_checked).
   batch.resources_checked = true;
 
@@ -156,6 +174,19 @@ fhir::Result<IngestBatch> batch_from(fhir::Json& doc, const std::string& source)
       if (organisation.empty() || date.empty())
         return Issue::make(ErrorCode::invalid_value, "batch.encounters holds an entry without organisation and date",
                            "batch.encounters");
+      // What the record locator takes, checked now so that the unit is refused at once rather
+      // than failing when it is applied.
+      const std::string where = "batch.encounters[" + std::to_string(batch.encounters.size()) + "]";
+      if (organisation.size() > kMaxOdsCodeBytes ||
+          !std::all_of(organisation.begin(), organisation.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)); }))
+        return Issue::make(ErrorCode::invalid_value,
+                           where + ".organisation must be an ODS code: 1-" + std::to_string(kMaxOdsCodeBytes) +
+                               " letters and digits",
+                           where + ".organisation");
+      if (!fhir::parse_fhir_date(date))
+        return Issue::make(ErrorCode::invalid_value,
+                           where + ".date is not a FHIR date or dateTime (2024-01-15, 2024-01-15T09:30:00Z)",
+                           where + ".date");
       batch.encounters.emplace_back(std::string(organisation), std::string(date));
     }
   }

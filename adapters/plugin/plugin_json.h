@@ -33,7 +33,9 @@ std::string plugin_fetch_request_json(const PatientKey& patient, const FetchScop
 // kind, dedupe_key, retired_identifiers, encounters). Fails with payload_too_large over
 // limits.max_batch_bytes, invalid_json when not JSON, invalid_resource or invalid_value when
 // the shape is wrong (identity not a Patient, a resource without resourceType, another
-// source's name, a member of the wrong type) or a resource fails check_batch_resources. An
+// source's name, a member of the wrong type, an encounter whose organisation is no ODS code or
+// whose date no FHIR date), the identity fails check_batch_identity, a resource fails
+// check_batch_resources or its subject names another NHS number than the identity's. An
 // accepted batch has resources_checked set: the ingest path does not check them again.
 [[nodiscard]] fhir::Result<IngestBatch> parse_plugin_batch(std::string_view json, const std::string& source,
                                                            const PluginLimits& limits = {});

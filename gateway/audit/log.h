@@ -190,7 +190,12 @@ class Log {
   fhir::Result<std::vector<merkle::Hash>> consistency_proof(std::uint64_t size1, std::uint64_t size2) const;
   fhir::Result<merkle::Hash> root_at(std::uint64_t size) const;
   fhir::Result<std::vector<Checkpoint>> checkpoints(std::size_t max) const;
-  fhir::Result<std::vector<Alert>> alerts(const std::string& status, std::size_t max) const;
+  // The review queue, newest first: the alerts with `status` ("" = all) whose id is below
+  // `before` when given (the next page), at most `max`.
+  fhir::Result<std::vector<Alert>> alerts(const std::string& status, std::size_t max,
+                                          std::optional<std::int64_t> before = std::nullopt) const;
+  // How many alerts have `status` ("" = all).
+  fhir::Result<std::uint64_t> alert_count(const std::string& status) const;
   // Marks an alert reviewed; not_found for an unknown id, conflict when already reviewed.
   fhir::Status review_alert(std::int64_t id, const std::string& reviewer, const std::string& outcome,
                             const std::string& note);

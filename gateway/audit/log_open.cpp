@@ -113,8 +113,27 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
                        "; run audit-verify");
     impl.checkpointed_size = cp_size;
   }
-  // A checkpoint file ahead of the database means an older copy was restored.
   std::vector<Record> findings;  // what this start found wrong, for the log itself
+  // Records beyond the newest signed checkpoint. A clean stop signs every record (the writer's
+  // last act), and gw-locator signs what it appends, so these were left by a gateway that did
+  // not stop cleanly (a crash, a kill), or added to audit.db while no gateway ran: nothing yet
+  // vouches for them, and this gateway's next checkpoint would sign them like its own. Said
+  // first, where operators and IG officers look, so that the records added offline are seen.
+  if (impl.signer && size > impl.checkpointed_size) {
+    const std::string text =
+        (size - impl.checkpointed_size == 1 ? "record " + std::to_string(size - 1) + " was"
+                                             : "records " + std::to_string(impl.checkpointed_size) + " to " +
+                                                   std::to_string(size - 1) + " were") +
+        " in audit.db beyond its newest signed checkpoint (" + std::to_string(impl.checkpointed_size) +
+        " records) when the gateway started: written by a gateway that did not stop cleanly (a crash or a kill), or "
+        "added to audit.db while no gateway was running. The next checkpoint signs them; read them (GET "
+        "/AuditEvent/{id}) to see which";
+    observe::log(observe::Level::warn, "audit records beyond the newest checkpoint at start",
+                 {{"records", size}, {"checkpoint_size", impl.checkpointed_size}});
+    log->start_warnings_.push_back(text);
+    findings.push_back(system_record("unsigned-tail", text));
+  }
+  // A checkpoint file ahead of the database means an older copy was restored.
   if (!options.checkpoint_file.empty()) {
     bool has_db_newest = false;
     std::uint64_t file_newest = 0, file_notes = 0;

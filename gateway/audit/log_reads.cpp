@@ -234,18 +234,20 @@ fhir::Result<std::vector<Checkpoint>> Log::checkpoints(std::size_t max) const {
   return out;
 }
 
-fhir::Result<std::vector<Alert>> Log::alerts(const std::string& status, std::size_t max) const {
+fhir::Result<std::vector<Alert>> Log::alerts(const std::string& status, std::size_t max,
+                                             std::optional<std::int64_t> before) const {
   auto lease = impl_->reader();
   if (!lease) return std::move(lease).issue();
   std::string sql =
       "SELECT id, seq, rule, detail, raised_ms, status, reviewer, review_outcome, review_note, reviewed_ms FROM "
-      "audit_alert";
-  if (!status.empty()) sql += " WHERE status = ?2";
+      "audit_alert WHERE id < ?3";
+  if (!status.empty()) sql += " AND status = ?2";
   sql += " ORDER BY id DESC LIMIT ?1";
   auto sel = (*lease)->db->prepare(sql);
   if (!sel) return std::move(sel).issue();
   sel->bind(1, static_cast<std::int64_t>(max));
   if (!status.empty()) sel->bind(2, status);
+  sel->bind(3, before.value_or(INT64_MAX));
   std::vector<Alert> out;
   for (;;) {
     auto r = sel->step();
@@ -265,6 +267,17 @@ fhir::Result<std::vector<Alert>> Log::alerts(const std::string& status, std::siz
     out.push_back(std::move(a));
   }
   return out;
+}
+
+fhir::Result<std::uint64_t> Log::alert_count(const std::string& status) const {
+  auto lease = impl_->reader();
+  if (!lease) return std::move(lease).issue();
+  auto count = (*lease)->db->prepare(status.empty() ? "SELECT count(*) FROM audit_alert"
+                                                    : "SELECT count(*) FROM audit_alert WHERE status = ?1");
+  if (!count) return std::move(count).issue();
+  if (!status.empty()) count->bind(1, status);
+  if (auto r = count->step(); !r) return std::move(r).issue();
+  return static_cast<std::uint64_t>(count->column_int64(0));
 }
 
 fhir::Result<FlaggedPage> Log::flagged_patients(const std::string& after, std::size_t max) const {

@@ -248,6 +248,48 @@ std::string index_mismatch(const StoredRow& row, const std::string& agent, std::
   return out;
 }
 
+// The route an IG officer reviews an alert on (gateway/http/audit_routes.cpp), and the note
+// its record carries when the review was made: "alert 12 reviewed: referred - note".
+constexpr std::string_view kReviewRoute = "/audit/alerts/{id}/review";
+
+std::optional<AlertReview> review_of(const Record& r) {
+  if (r.route != kReviewRoute || r.status < 200 || r.status > 299) return std::nullopt;
+  std::string_view note = r.detail.note;
+  if (note.substr(0, 6) != "alert ") return std::nullopt;
+  note.remove_prefix(6);
+  AlertReview out;
+  auto [p, ec] = std::from_chars(note.data(), note.data() + note.size(), out.alert);
+  if (ec != std::errc() || out.alert < 1) return std::nullopt;
+  note.remove_prefix(static_cast<std::size_t>(p - note.data()));
+  if (note.substr(0, 11) != " reviewed: ") return std::nullopt;
+  out.review = std::string(note.substr(11));
+  out.reviewer = r.user;
+  return out;
+}
+
+// The route IG officers flag and unflag a record on, and the notes its records carry when
+// the change was made.
+constexpr std::string_view kFlagRoute = "/audit/flagged-patients/{nhs}";
+constexpr std::string_view kFlaggedNote = "record flagged for access alerts: ";
+constexpr std::string_view kUnflaggedNote = "record unflagged: ";
+
+std::optional<FlagChange> flag_of(const Record& r) {
+  if (r.route != kFlagRoute || r.status < 200 || r.status > 299 || r.detail.patients.size() != 1) return std::nullopt;
+  const std::string& note = r.detail.note;
+  FlagChange out;
+  out.nhs_number = r.detail.patients[0];
+  out.by = r.user;
+  if (r.method == "PUT" && note.rfind(kFlaggedNote, 0) == 0) {
+    out.flagged = true;
+    out.reason = note.substr(kFlaggedNote.size());
+    return out;
+  }
+  if (r.method == "DELETE" && note.rfind(kUnflaggedNote, 0) == 0) return out;
+  return std::nullopt;
+}
+
+std::string quoted(const std::string& s) { return "\"" + s + "\""; }
+
 }  // namespace
 
 std::uint64_t patient_digest(const std::vector<std::string>& nhs_numbers) {
@@ -303,6 +345,8 @@ RowCheck check_row(const StoredRow& row) {
   }
   c.column_mismatch = std::move(mismatch);
   if (rec->action == "retention-prune") c.prunes = prune_range(rec->detail.note);
+  c.review = review_of(*rec);
+  c.flag = flag_of(*rec);
   return c;
 }
 
@@ -470,6 +514,111 @@ void LogVerifier::check_index_state(std::optional<std::int64_t> indexed_below) {
   }
 }
 
+void LogVerifier::check_alerts(const std::vector<StoredAlert>& alerts) {
+  if (settled()) return;
+  auto pruned = [this](std::int64_t seq) {
+    for (const auto& run : pruned_runs_)
+      if (seq >= 0 && static_cast<std::uint64_t>(seq) >= run.first && static_cast<std::uint64_t>(seq) <= run.second)
+        return true;
+    return false;
+  };
+  const std::string hides = ": the review queue was edited in audit.db";
+  std::int64_t expected = 1;  // the gateway numbers alerts 1, 2, ... and never deletes one
+  for (const auto& a : alerts) {
+    const std::string alert = "alert " + std::to_string(a.id);
+    if (a.id > expected)
+      note(std::nullopt, "alert-mismatch",
+           (a.id == expected + 1 ? "alert " + std::to_string(expected) + " is"
+                                 : "alerts " + std::to_string(expected) + " to " + std::to_string(a.id - 1) + " are") +
+               " missing from the review queue (audit_alert holds " + alert +
+               "; the gateway never deletes an alert)" + hides + ", which hides accesses from the IG officers",
+           false);
+    expected = std::max(expected, a.id + 1);
+    if (a.seq < 0 || static_cast<std::uint64_t>(a.seq) >= next_)
+      note(std::nullopt, "alert-mismatch",
+           alert + " was raised by record " + std::to_string(a.seq) + ", which audit.db does not hold: records were " +
+               "deleted from the end of the log (the alerts they raised were left behind), or the review queue was " +
+               "edited",
+           false);
+    auto it = reviews_.find(a.id);
+    if (a.status == "reviewed") {
+      const std::string said = a.outcome + (a.note.empty() ? "" : " - " + a.note);
+      if (it == reviews_.end()) {
+        // Its review came after the record that raised it: when retention removed that record's
+        // content, it may have removed the review's too.
+        if (!pruned(a.seq))
+          note(std::nullopt, "alert-mismatch",
+               alert + " is marked reviewed by " + quoted(a.reviewer) + " (" + quoted(said) +
+                   "), but no audit record of that review exists: the review was written into audit.db directly (or "
+                   "the gateway could not write the review's own record, and the reviewer was answered 503; or the "
+                   "review was made while audit-verify read a running gateway's audit.db: run it again)",
+               false);
+      } else if (it->second.second.reviewer != a.reviewer || it->second.second.review != said) {
+        note(it->second.first, "alert-mismatch",
+             alert + "'s review was changed after it was made: the review queue says " + quoted(a.reviewer) +
+                 " decided " + quoted(said) + ", but record " + num(it->second.first) + ", the review itself, says " +
+                 quoted(it->second.second.reviewer) + " decided " + quoted(it->second.second.review),
+             false);
+      }
+    } else if (it != reviews_.end()) {
+      note(it->second.first, "alert-mismatch",
+           alert + " is " + quoted(a.status) + " in the review queue, but record " + num(it->second.first) +
+               " says " + quoted(it->second.second.reviewer) + " reviewed it (" + quoted(it->second.second.review) +
+               "): the review was undone in audit.db",
+           false);
+    }
+    if (it != reviews_.end()) reviews_.erase(it);
+  }
+  for (const auto& [id, review] : reviews_)
+    note(review.first, "alert-mismatch",
+         "record " + num(review.first) + " says " + quoted(review.second.reviewer) + " reviewed alert " +
+             std::to_string(id) + " (" + quoted(review.second.review) + "), but the review queue has no alert " +
+             std::to_string(id) + hides,
+         false);
+  reviews_.clear();
+}
+
+void LogVerifier::check_flags(const std::vector<StoredFlag>& flags) {
+  if (settled()) return;
+  // A flag or unflag is committed just before its record: a running gateway's audit.db can be
+  // read between the two.
+  const std::string live = " (unless it was changed while audit-verify read a running gateway's audit.db, before the "
+                           "change's record was written: run it again)";
+  std::map<std::string, const StoredFlag*> table;
+  for (const auto& f : flags) table[f.nhs_number] = &f;
+  for (const auto& [nhs, change] : flag_changes_) {
+    const std::uint64_t seq = change.first;
+    const FlagChange& said = change.second;
+    auto it = table.find(nhs);
+    if (said.flagged && it == table.end()) {
+      note(seq, "flag-mismatch",
+           "record " + num(seq) + " says " + quoted(said.by) + " flagged NHS number " + nhs +
+               " for access alerts, and no later record unflagged it, but audit_flagged_patient no longer holds it: "
+               "the flag was removed in audit.db, so accesses to that record raise no alert" + live,
+           false);
+    } else if (said.flagged && (it->second->reason != said.reason || it->second->flagged_by != said.by)) {
+      note(seq, "flag-mismatch",
+           "audit_flagged_patient says NHS number " + nhs + " was flagged by " + quoted(it->second->flagged_by) +
+               " (" + quoted(it->second->reason) + "), but record " + num(seq) + ", the flag itself, says " +
+               quoted(said.by) + " (" + quoted(said.reason) + "): the flag was edited in audit.db" + live,
+           false);
+    } else if (!said.flagged && it != table.end()) {
+      note(seq, "flag-mismatch",
+           "record " + num(seq) + " says " + quoted(said.by) + " unflagged NHS number " + nhs +
+               ", but audit_flagged_patient holds it again with no record of a new flag: it was edited in audit.db" + live,
+           false);
+    }
+    if (it != table.end()) table.erase(it);
+  }
+  // The flag's own record may have been among those whose content retention removed.
+  if (pruned_ > 0) return;
+  for (const auto& [nhs, f] : table)
+    note(std::nullopt, "flag-mismatch",
+         "audit_flagged_patient flags NHS number " + nhs + " (by " + quoted(f->flagged_by) +
+             "), but no audit record says anyone flagged it: it was written into audit.db directly" + live,
+         false);
+}
+
 bool LogVerifier::settled() const {
   return options_.stop_at_first_bad && min_index_ && min_locates_ && next_ >= *min_index_ + 2;
 }
@@ -611,6 +760,8 @@ void LogVerifier::add(std::uint64_t index, const StoredRow* row, const RowCheck*
                  "): the index IG searches use was edited, which can hide an access from a search",
              false);
       if (check->prunes && check->prunes->second < index) prune_claims_.push_back(*check->prunes);
+      if (check->review) reviews_.try_emplace(check->review->alert, index, *check->review);
+      if (check->flag) flag_changes_[check->flag->nhs_number] = {index, *check->flag};
     }
   }
 

@@ -98,6 +98,39 @@ struct StoredRow {
   std::vector<std::int64_t> time_index;
 };
 
+// What the record of an IG officer's alert review (POST /audit/alerts/{id}/review, answered
+// 2xx) says: the alert, who reviewed it, and the decision as the note gives it ("outcome" or
+// "outcome - note").
+struct AlertReview {
+  std::int64_t alert = 0;
+  std::string reviewer;
+  std::string review;
+};
+
+// What the record of a flag or unflag (PUT or DELETE /audit/flagged-patients/{nhs}, answered
+// 2xx) says: the NHS number, whether it is now flagged, by whom, and the reason given.
+struct FlagChange {
+  std::string nhs_number;
+  bool flagged = false;
+  std::string by;
+  std::string reason;
+};
+
+// One audit_flagged_patient row (the records whose accesses raise alerts).
+struct StoredFlag {
+  std::string nhs_number;
+  std::string reason;
+  std::string flagged_by;
+};
+
+// One audit_alert row (the review queue is mutable state kept beside the log, not in it).
+struct StoredAlert {
+  std::int64_t id = 0;
+  std::int64_t seq = 0;  // the record that raised it
+  std::string status;    // "open" or "reviewed"
+  std::string reviewer, outcome, note;
+};
+
 // What check_row() found out about one row on its own.
 struct RowCheck {
   bool pruned = false;
@@ -110,6 +143,10 @@ struct RowCheck {
   std::string column_mismatch;      // which copied columns disagree with the record ("" = none)
   // For a retention-prune record: the range [first, last] its note says was removed.
   std::optional<std::pair<std::uint64_t, std::uint64_t>> prunes;
+  // For the record of an alert review: what it says was decided.
+  std::optional<AlertReview> review;
+  // For the record of a flag or unflag: what it changed.
+  std::optional<FlagChange> flag;
 };
 
 RowCheck check_row(const StoredRow& row);
@@ -150,6 +187,18 @@ class LogVerifier {
   // may not exceed the tree (the records from there on would be left out of agent and date
   // searches). Call after the last add(), before finish().
   void check_index_state(std::optional<std::int64_t> indexed_below);
+  // audit_alert's rows, by ascending id, against the records: every review the queue shows
+  // must be the one its audit record says was made (same alert, reviewer, outcome and note),
+  // every reviewed alert must have that record unless retention removed it, an alert a record
+  // says was reviewed must not be open again or gone, and ids run 1, 2, ... without a gap (the
+  // gateway never deletes an alert). Call after the last add(), before finish().
+  void check_alerts(const std::vector<StoredAlert>& alerts);
+  // audit_flagged_patient against the records of the flags and unflags (flag-mismatch): a
+  // number the last such record flagged must be there with that reason and flagger, one it
+  // unflagged must not, and a row no record explains is reported unless retention removed
+  // records' content (the flag's own record may have gone with it). Numbers flagged in the
+  // configuration are not in the table. Call after the last add(), before finish().
+  void check_flags(const std::vector<StoredFlag>& flags);
   // With options.stop_at_first_bad: the lowest bad index can no longer change. That holds
   // once a record-locating problem at f is known and index f + 1 has been added: later rows
   // can only point at f + 1 or beyond, and a checkpoint mismatch above f is explained by f.
@@ -202,6 +251,8 @@ class LogVerifier {
   std::optional<std::uint64_t> unindexed_tail_;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> pruned_runs_;   // [first, last]
   std::vector<std::pair<std::uint64_t, std::uint64_t>> prune_claims_;  // from retention records
+  std::map<std::int64_t, std::pair<std::uint64_t, AlertReview>> reviews_;  // by alert: (seq, review)
+  std::map<std::string, std::pair<std::uint64_t, FlagChange>> flag_changes_;  // by NHS number: the last
 };
 
 // The whole database read into memory (small logs: tests, tools). Rows in seq order.
@@ -212,6 +263,8 @@ struct StoredLog {
   bool has_index_state = false;               // audit.db has audit_index_state (migration 5)
   std::optional<std::int64_t> indexed_below;  // its value, when it has the row
   std::optional<std::string> origin;          // gateway_info 'audit_origin', when audit.db keeps it
+  std::vector<StoredAlert> alerts;            // audit_alert, by id
+  std::vector<StoredFlag> flags;              // audit_flagged_patient
 };
 fhir::Result<StoredLog> read_stored_log(const std::string& audit_db_path);
 VerifyReport verify_log(const StoredLog& log, const VerifyOptions& options);

@@ -154,6 +154,58 @@ fhir::Result<std::optional<std::string>> read_origin(Database& db) {
   return std::optional<std::string>(value->column_text(0));
 }
 
+// audit_patient's rows as (seq, nhs_number, filed): the view hides the epoch of a row in the
+// sorted half (audit_patient_index, audit.db migration 4), and a search by patient looks for a
+// record's rows under its own epoch (seq >> 16) only. `filed` is 0 for a row under any other
+// epoch: the searches never find it, so it counts as no row at all. A database from before
+// migration 4 has audit_patient as a table, without epochs.
+fhir::Result<Statement> patient_rows(Database& db) {
+  auto table = db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'audit_patient_index'");
+  if (!table) return std::move(table).issue();
+  if (auto r = table->step(); !r) return std::move(r).issue();
+  if (table->column_int64(0) == 0) return db.prepare("SELECT seq, nhs_number, 1 FROM audit_patient");
+  return db.prepare(
+      "SELECT seq, nhs_number, epoch = (seq >> 16) FROM audit_patient_index "
+      "UNION ALL SELECT seq, nhs_number, 1 FROM audit_patient_recent");
+}
+
+// audit_alert's rows, by id.
+fhir::Result<std::vector<StoredAlert>> read_alerts(Database& db) {
+  std::vector<StoredAlert> out;
+  auto table = db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'audit_alert'");
+  if (!table) return std::move(table).issue();
+  if (auto r = table->step(); !r) return std::move(r).issue();
+  if (table->column_int64(0) == 0) return out;
+  auto s = db.prepare("SELECT id, seq, status, reviewer, review_outcome, review_note FROM audit_alert ORDER BY id");
+  if (!s) return std::move(s).issue();
+  for (;;) {
+    auto r = s->step();
+    if (!r) return std::move(r).issue();
+    if (!*r) break;
+    out.push_back(StoredAlert{s->column_int64(0), s->column_int64(1), s->column_text(2), s->column_text(3),
+                              s->column_text(4), s->column_text(5)});
+  }
+  return out;
+}
+
+// audit_flagged_patient's rows.
+fhir::Result<std::vector<StoredFlag>> read_flags(Database& db) {
+  std::vector<StoredFlag> out;
+  auto table = db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'audit_flagged_patient'");
+  if (!table) return std::move(table).issue();
+  if (auto r = table->step(); !r) return std::move(r).issue();
+  if (table->column_int64(0) == 0) return out;
+  auto s = db.prepare("SELECT nhs_number, reason, flagged_by FROM audit_flagged_patient ORDER BY nhs_number");
+  if (!s) return std::move(s).issue();
+  for (;;) {
+    auto r = s->step();
+    if (!r) return std::move(r).issue();
+    if (!*r) break;
+    out.push_back(StoredFlag{s->column_text(0), s->column_text(1), s->column_text(2)});
+  }
+  return out;
+}
+
 fhir::Result<TableCheckpoints> read_checkpoint_table(Database& db) {
   TableCheckpoints out;
   auto s = db.prepare("SELECT size, time_ms, root, note FROM audit_checkpoint ORDER BY size, time_ms");
@@ -193,16 +245,23 @@ fhir::Result<StoredLog> read_stored_log(const std::string& audit_db_path) {
     if (!*r) break;
     log.rows.push_back(row_from(*rows));
   }
-  auto pats = db->prepare("SELECT seq, nhs_number FROM audit_patient ORDER BY seq, nhs_number");
-  if (!pats) return std::move(pats).issue();
+  // In seq order, as the rows are, so that one forward walk files them.
+  std::vector<std::pair<std::int64_t, std::string>> patient_rows_found;
+  {
+    auto pats = patient_rows(*db);
+    if (!pats) return std::move(pats).issue();
+    for (;;) {
+      auto r = pats->step();
+      if (!r) return std::move(r).issue();
+      if (!*r) break;
+      if (pats->column_int64(2) != 0) patient_rows_found.emplace_back(pats->column_int64(0), pats->column_text(1));
+    }
+  }
+  std::sort(patient_rows_found.begin(), patient_rows_found.end());
   std::size_t at = 0;
-  for (;;) {
-    auto r = pats->step();
-    if (!r) return std::move(r).issue();
-    if (!*r) break;
-    const std::int64_t seq = pats->column_int64(0);
+  for (const auto& [seq, nhs] : patient_rows_found) {
     while (at < log.rows.size() && log.rows[at].seq < seq) ++at;
-    if (at < log.rows.size() && log.rows[at].seq == seq) log.rows[at].patients.push_back(pats->column_text(1));
+    if (at < log.rows.size() && log.rows[at].seq == seq) log.rows[at].patients.push_back(nhs);
   }
   auto state = read_index_state(*db);
   if (!state) return std::move(state).issue();
@@ -246,6 +305,12 @@ fhir::Result<StoredLog> read_stored_log(const std::string& audit_db_path) {
   auto origin = read_origin(*db);
   if (!origin) return std::move(origin).issue();
   log.origin = std::move(*origin);
+  auto alerts = read_alerts(*db);
+  if (!alerts) return std::move(alerts).issue();
+  log.alerts = std::move(*alerts);
+  auto flags = read_flags(*db);
+  if (!flags) return std::move(flags).issue();
+  log.flags = std::move(*flags);
   auto notes = db->prepare("SELECT note FROM audit_checkpoint ORDER BY size, time_ms");
   if (!notes) return std::move(notes).issue();
   for (;;) {
@@ -299,6 +364,8 @@ VerifyReport verify_log(const StoredLog& log, const VerifyOptions& options) {
     }
   }
   if (log.has_index_state) v.check_index_state(log.indexed_below);
+  v.check_alerts(log.alerts);
+  v.check_flags(log.flags);
   return v.finish();
 }
 
@@ -623,12 +690,13 @@ fhir::Result<VerifyReport> verify_database(const std::string& audit_db_path, con
   std::unordered_map<std::uint64_t, std::uint64_t> far_digests;  // seq beyond the rows' range
   std::uint64_t negative_patient_rows = 0;
   {
-    auto pats = db.prepare("SELECT seq, nhs_number FROM audit_patient");
+    auto pats = patient_rows(db);
     if (!pats) return unreadable(pats.issue().diagnostics);
     for (;;) {
       auto r = pats->step();
       if (!r) return unreadable(r.issue().diagnostics);
       if (!*r) break;
+      if (pats->column_int64(2) == 0) continue;  // filed where no search looks: as good as deleted
       const std::int64_t seq = pats->column_int64(0);
       if (seq < 0) {
         ++negative_patient_rows;
@@ -745,6 +813,12 @@ fhir::Result<VerifyReport> verify_database(const std::string& audit_db_path, con
                              num(more_index) + " more agent or time index rows name records audit.db does not hold");
     }
     if (state->present) verifier.check_index_state(state->indexed_below);
+    auto alerts = read_alerts(db);
+    if (!alerts) return unreadable(alerts.issue().diagnostics);
+    verifier.check_alerts(*alerts);
+    auto flags = read_flags(db);
+    if (!flags) return unreadable(flags.issue().diagnostics);
+    verifier.check_flags(*flags);
   }
   (void)db.exec("ROLLBACK");
   return verifier.finish();

@@ -254,7 +254,8 @@ Json report_entry(const audit::Record& r) {
 }
 
 std::string report_html(const std::string& nhs, const std::vector<audit::Record>& records, std::uint64_t total,
-                        const std::string& generated, const std::string& checkpoint_line, const std::string& warning) {
+                        const std::string& generated, const std::string& checkpoint_line, const std::string& warning,
+                        const std::string& next) {
   std::string h;
   h += "<!DOCTYPE html>\n<html lang=\"en-GB\"><head><meta charset=\"utf-8\"><title>Who has accessed this record</title>\n";
   h += "<style>body{font-family:Arial,sans-serif;margin:2em;color:#212b32}table{border-collapse:collapse;width:100%}"
@@ -281,7 +282,10 @@ std::string report_html(const std::string& nhs, const std::vector<audit::Record>
     h += "<td>" + html_escape(e.string_at("why")) + "</td>";
     h += "<td>" + html_escape(e.string_at("outcome")) + "</td></tr>\n";
   }
-  h += "</tbody></table>\n<p>This report is drawn from a tamper-evident audit log. " + html_escape(checkpoint_line) +
+  h += "</tbody></table>\n";
+  if (!next.empty())
+    h += "<p>Older accesses: <a href=\"" + html_escape(next) + "\">" + html_escape(next) + "</a></p>\n";
+  h += "<p>This report is drawn from a tamper-evident audit log. " + html_escape(checkpoint_line) +
        "</p>\n</body></html>\n";
   return h;
 }
@@ -307,6 +311,10 @@ std::string next_url(const std::string& base, const fhir::QueryParams& query, st
 
 // The most flagged records one GET /audit/flagged-patients returns.
 constexpr std::size_t kMaxFlaggedPage = 1000;
+// The most accesses one page of an access report lists (and its default).
+constexpr std::size_t kMaxReportPage = 1000;
+// The most alerts one page of the review queue lists (and its default).
+constexpr std::size_t kMaxAlertPage = 1000;
 
 // The most AuditEvents an IG query's own audit record lists one by one (an export returns up
 // to export_max); the note gives the count and the range of sequence numbers in every case.
@@ -480,9 +488,18 @@ class AuditApi {
     std::optional<std::string> nhs;
     bool html = req.header("accept").find("text/html") != std::string_view::npos;
     audit::Query q;
-    q.count = 1000;
+    std::size_t count = kMaxReportPage;
     for (const auto& [k, v] : *req.query) {
-      if (k == "patient") {
+      if (k == "_count") {
+        auto n = parse_u64(v);
+        if (!n || *n == 0 || *n > kMaxReportPage)
+          co_return error_response(bad_param("_count must be 1 to " + std::to_string(kMaxReportPage), "_count"));
+        count = static_cast<std::size_t>(*n);
+      } else if (k == "_cursor") {
+        auto n = parse_u64(v);
+        if (!n) co_return error_response(bad_param("_cursor must come from a next link", "_cursor"));
+        q.after_seq = *n;
+      } else if (k == "patient") {
         auto n = nhs_number_param(v, "patient");
         if (!n) co_return error_response(n.issue());
         nhs = *n;
@@ -493,16 +510,25 @@ class AuditApi {
       } else if (k == "date") {
         if (auto s = apply_date(v, q); !s) co_return error_response(s.issue());
       } else {
-        co_return error_response(bad_param("unknown parameter " + head(k, 64) + "; use patient, date, _format",
+        co_return error_response(bad_param("unknown parameter " + head(k, 64) +
+                                               "; use patient, date, _format, _count, _cursor",
                                            head(k, 64)));
       }
     }
     if (!nhs) co_return error_response(bad_param("patient (an NHS number) is required", "patient"));
     req.audit.patients.push_back(*nhs);
     q.patient = *nhs;
+    // One more than asked: whether older accesses remain for a next page (newest first, so a
+    // flood of newer accesses cannot push an older one out of the report's reach).
+    q.count = count + 1;
     auto run = [q](audit::Log& log) { return log.search(q); };
     auto page = co_await deps_.audit.call(run);
     if (!page) co_return error_response(page.issue());
+    std::string next;
+    if (page->records.size() > count) {
+      page->records.pop_back();
+      next = next_url(deps_.base_url + "/AuditEvent/$access-report", *req.query, page->records.back().seq);
+    }
     auto cps = [](audit::Log& log) { return log.checkpoints(1); };
     auto latest = co_await deps_.audit.call(cps);
     std::string cp_line = "No signed checkpoint has been written yet.";
@@ -515,7 +541,7 @@ class AuditApi {
     const std::string warning = page->damaged.empty() ? std::string() : damaged_text(page->damaged);
     if (html) {
       Response r = text_response(200, "text/html; charset=utf-8",
-                                 report_html(*nhs, page->records, page->total, generated, cp_line, warning));
+                                 report_html(*nhs, page->records, page->total, generated, cp_line, warning, next));
       // The page shows text callers chose (user ids, break-glass justifications), escaped; as
       // defence in depth it may run nothing, load nothing but its own inline style, and not
       // be framed (no clickjacking of a page an IG officer or a patient is shown).
@@ -533,6 +559,7 @@ class AuditApi {
     out.set("accesses", std::move(entries));
     out.set("integrity", str(cp_line));
     if (!warning.empty()) out.set("warning", str(warning));
+    if (!next.empty()) out.set("next", str(next));
     co_return text_response(200, "application/json", fhir::to_json(out, req.query_value("_pretty") == "true"));
   }
 
@@ -651,12 +678,35 @@ class AuditApi {
         co_return error_response(bad_param("status is open, reviewed or all", "status"));
       status = *s == "all" ? "" : std::string(*s);
     }
-    auto run = [status](audit::Log& log) { return log.alerts(status, 1000); };
+    // Newest first, a page at a time: however many alerts are raised after it (a flood of
+    // refused break-glass attempts, say), an older one is never out of reach.
+    std::size_t count = kMaxAlertPage;
+    std::optional<std::int64_t> before;
+    if (auto c = req.query_value("_count")) {
+      auto n = parse_u64(*c);
+      if (!n || *n == 0 || *n > kMaxAlertPage)
+        co_return error_response(bad_param("_count must be 1 to " + std::to_string(kMaxAlertPage), "_count"));
+      count = static_cast<std::size_t>(*n);
+    }
+    if (auto c = req.query_value("_cursor")) {
+      auto n = parse_u64(*c);
+      if (!n || *n > static_cast<std::uint64_t>(INT64_MAX))
+        co_return error_response(bad_param("_cursor must come from a next link", "_cursor"));
+      before = static_cast<std::int64_t>(*n);
+    }
+    // One more than asked: whether there is a next page.
+    auto run = [status, count, before](audit::Log& log) { return log.alerts(status, count + 1, before); };
     auto list = co_await deps_.audit.call(run);
     if (!list) co_return error_response(list.issue());
+    auto counted = [status](audit::Log& log) { return log.alert_count(status); };
+    auto total = co_await deps_.audit.call(counted);
+    if (!total) co_return error_response(total.issue());
+    const bool more = list->size() > count;
+    if (more) list->pop_back();
     // The IG officer's record names the alerts shown and the AuditEvents they point to.
     std::string note = "alert queue (" + (status.empty() ? std::string("all") : status) + "): returned " +
-                       std::to_string(list->size()) + (list->size() == 1 ? " alert" : " alerts");
+                       std::to_string(list->size()) + " of " + std::to_string(*total) +
+                       (*total == 1 ? " alert" : " alerts");
     if (!list->empty())
       note += " (ids " + std::to_string(list->back().id) + " to " + std::to_string(list->front().id) + ")";
     if (list->size() > kMaxListedRecords) note += "; the first " + std::to_string(kMaxListedRecords) + " are listed";
@@ -681,7 +731,10 @@ class AuditApi {
       items.push_back(std::move(o));
     }
     Json out = Json::object();
+    out.set("total", Json::integer(static_cast<std::int64_t>(*total)));
     out.set("alerts", std::move(items));
+    if (more)
+      out.set("next", str(next_url(deps_.base_url + "/audit/alerts", *req.query, std::to_string(list->back().id))));
     co_return text_response(200, "application/json", fhir::to_json(out));
   }
 

@@ -591,3 +591,94 @@ TEST_CASE("Audit: records keep the role claim and the gateway's name for it; the
   }
   CHECK(found);
 }
+
+TEST_CASE("Audit: the alert queue pages, so a flood of newer alerts cannot push an older one out of reach") {
+  TestServer s;
+  // Refused break-glass attempts each raise an alert, however many: what a user who wants an
+  // earlier alert buried under newer ones would send.
+  for (int i = 0; i < 5; ++i) {
+    audit::Record r;
+    r.time_ms = audit::now_ms();
+    r.kind = "rest";
+    r.action = "read";
+    r.method = "GET";
+    r.target = "/Patient/p" + std::to_string(i);
+    r.route = "/Patient/{id}";
+    r.status = 403;
+    r.agent_kind = "user";
+    r.user = "dr-flood";
+    r.detail.break_glass_reason = "emergency-care";
+    REQUIRE(s.app().audit_log()->append_sync(r).ok());
+  }
+  const std::string ig = bearer(ig_officer());
+  std::vector<std::int64_t> ids;
+  std::string next = "/audit/alerts?status=all&_count=2";
+  std::int64_t total = -1;
+  for (int page = 0; page < 10 && !next.empty(); ++page) {
+    HttpResponse r = get(s, next, ig);
+    REQUIRE(r.status == 200);
+    const fhir::Json body = json_of(r);
+    REQUIRE(body.find("total") != nullptr);
+    total = *body.find("total")->as_int64();
+    const auto& items = body.find("alerts")->items();
+    CHECK(items.size() <= 2);
+    for (const auto& al : items) ids.push_back(*al.find("id")->as_int64());
+    const audit::Record rec = test::audit_record_of(s, r);
+    CHECK(rec.detail.note.find("returned " + std::to_string(items.size()) + " of 5 alerts") != std::string::npos);
+    next.clear();
+    if (body.find("next") != nullptr) {
+      const std::string url(body.string_at("next"));
+      REQUIRE(url.rfind(s.cfg.public_base_url, 0) == 0);
+      next = url.substr(s.cfg.public_base_url.size());
+    }
+  }
+  CHECK(next.empty());
+  CHECK(total == 5);
+  CHECK(ids == std::vector<std::int64_t>{5, 4, 3, 2, 1});  // newest first, each once
+  CHECK(get(s, "/audit/alerts?_count=0", ig).status == 400);
+  CHECK(get(s, "/audit/alerts?_count=1001", ig).status == 400);
+  CHECK(get(s, "/audit/alerts?_cursor=abc", ig).status == 400);
+}
+
+TEST_CASE("Audit: the access report pages, so newer accesses cannot push an older one out of reach") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 43, "Paged", "A81001");
+  TokenClaims gp;
+  gp.sub = "dr-paged";
+  for (int i = 0; i < 4; ++i) REQUIRE(get(s, "/Patient/" + a.id, bearer(gp)).status == 200);
+  const std::string ig = bearer(ig_officer());
+  const std::string base = "/AuditEvent/$access-report?patient=" + a.nhs_number;
+  const fhir::Json whole = json_of(get(s, base, ig));
+  std::vector<std::string> before;
+  for (const auto& e : whole.find("accesses")->items()) before.emplace_back(e.string_at("auditRecord"));
+  REQUIRE(before.size() >= 4);
+  CHECK(whole.find("next") == nullptr);
+
+  std::vector<std::int64_t> paged;
+  std::string next = base + "&_count=2";
+  for (int page = 0; page < 20 && !next.empty(); ++page) {
+    HttpResponse r = get(s, next, ig);
+    REQUIRE(r.status == 200);
+    const fhir::Json body = json_of(r);
+    REQUIRE(body.find("accesses") != nullptr);
+    const auto& items = body.find("accesses")->items();
+    CHECK(items.size() <= 2);
+    for (const auto& e : items) paged.push_back(std::stoll(std::string(e.string_at("auditRecord"))));
+    next.clear();
+    if (body.find("next") != nullptr) {
+      const std::string url(body.string_at("next"));
+      REQUIRE(url.rfind(s.cfg.public_base_url, 0) == 0);
+      next = url.substr(s.cfg.public_base_url.size());
+    }
+  }
+  CHECK(next.empty());
+  for (std::size_t i = 1; i < paged.size(); ++i) CHECK(paged[i] < paged[i - 1]);  // newest first, each once
+  for (const auto& seq : before)
+    CHECK(std::find(paged.begin(), paged.end(), std::stoll(seq)) != paged.end());
+
+  HttpResponse html = get(s, base + "&_format=html&_count=1", ig);
+  REQUIRE(html.status == 200);
+  CHECK(html.body.find("<p>Older accesses: <a href=\"" + s.cfg.public_base_url) != std::string::npos);
+  CHECK(get(s, base + "&_count=0", ig).status == 400);
+  CHECK(get(s, base + "&_cursor=x", ig).status == 400);
+}

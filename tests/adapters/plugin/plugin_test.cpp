@@ -302,6 +302,26 @@ TEST_CASE("PluginAdapter: the deadline wins over a slow plug-in and its late ans
   CHECK(out.result->issue().code == ErrorCode::timeout);
 }
 
+TEST_CASE("PluginAdapter: a second answer to a fetch is ignored and logged under its source") {
+  LogCapture log;
+  Loop loop;
+  auto adapter = load(example_source({{"answer_twice", "true"}}));
+  AdapterContext context = make_context(loop, nullptr);
+  REQUIRE(adapter->start(context).ok());
+
+  FetchOutcome out;
+  start_fetch(*adapter, patient(kNhsNumber), 30s, out);
+  // The operator can tell which plug-in broke the rule of one answer per fetch.
+  CHECK(loop.run_until([&] {
+    return out.calls > 0 && log.contains("host|example-source|a second answer to a fetch that was already answered");
+  }));
+  loop.io.run_for(20ms);
+  CHECK(out.calls == 1);
+  REQUIRE(out.result.has_value());
+  CHECK(out.result->ok());
+  CHECK_FALSE(log.contains("unknown or already answered"));
+}
+
 TEST_CASE("PluginAdapter: a timed-out fetch no longer counts toward the in-flight limit") {
   LogCapture log;
   Loop loop;
@@ -583,7 +603,7 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
       {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number"}]},"resources":[]})",
        ErrorCode::missing_value, "batch.identity has no identifier"},
       {R"({"identity":{"resourceType":"Patient","identifier":{"value":"x"}},"resources":[]})",
-       ErrorCode::invalid_resource, "identity.identifier must be an array"},
+       ErrorCode::invalid_resource, "batch.identity (Patient) is not valid FHIR R4: Patient.identifier: must be an array"},
       {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]}})", ErrorCode::invalid_resource, "resources must be an array"},
       {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"id":"x"}]})", ErrorCode::invalid_resource,
        "resources[0] is not a FHIR resource"},
@@ -599,6 +619,11 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
        ErrorCode::invalid_value, "without organisation and date"},
       {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[]})",
        ErrorCode::invalid_json, "not valid JSON"},
+      // Encounters the record locator could not take: refused at once, naming the entry.
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[],"encounters":[{"organisation":"RXX01","date":"2024-01-15"},{"organisation":"RXX01","date":"yesterday"}]})",
+       ErrorCode::invalid_value, "batch.encounters[1].date is not a FHIR date or dateTime"},
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[],"encounters":[{"organisation":"Royal Infirmary","date":"2024-01-15"}]})",
+       ErrorCode::invalid_value, "batch.encounters[0].organisation must be an ODS code: 1-64 letters and digits"},
       // The adapter contract's resource checks (check_batch_resources), refused at once.
       {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Banana","id":"b"}]})",
        ErrorCode::invalid_resource, "'Banana' is not a FHIR R4 resource type"},
@@ -618,13 +643,26 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
        ErrorCode::invalid_resource,
        "resources[0] (Observation/o1) is not valid FHIR R4: Observation.valueQuantity.value: a decimal must be a JSON number, "
        "not a string (and 1 more problem;"},
+      // The identity is valid FHIR R4 JSON too: refused now, not when the batch is applied.
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}],"name":"SMITH"},"resources":[]})",
+       ErrorCode::invalid_resource, "batch.identity (Patient) is not valid FHIR R4: Patient.name: "},
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}],"birthDate":"03/02/1980","gender":"F"},"resources":[]})",
+       ErrorCode::invalid_value, "batch.identity (Patient) is not valid FHIR R4: Patient.birthDate: "},
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}],"bogusElement":1},"resources":[]})",
+       ErrorCode::invalid_resource, "batch.identity (Patient) is not valid FHIR R4: Patient.bogusElement"},
+      // A resource about someone else than the identity would be filed under the identity's
+      // record: refused, without quoting either number.
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}]},"resources":[{"resourceType":"Observation","id":"o2","status":"final","code":{"text":"x"},"subject":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9000000009"}}}]})",
+       ErrorCode::invalid_value,
+       "batch.resources[0] (Observation/o2) is about another patient: its subject names another NHS number than the "
+       "batch's identity"},
   };
   for (const Case& c : cases) {
     CAPTURE(c.json);
     auto r = parse_plugin_batch(c.json, source);
     REQUIRE_FALSE(r.ok());
     CHECK(r.issue().code == c.code);
-    CHECK(r.issue().diagnostics.find(c.text) != std::string::npos);
+    CHECK_MESSAGE(r.issue().diagnostics.find(c.text) != std::string::npos, r.issue().diagnostics);
   }
 
   auto full = parse_plugin_batch(
@@ -640,6 +678,13 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
   CHECK(full->retired_identifiers[0].string_at("value") == "v");
   REQUIRE(full->encounters.size() == 1);
   CHECK(full->encounters[0] == std::pair<std::string, std::string>{"RXX01", "2024-01-15"});
+
+  // About the identity's own NHS number: accepted.
+  auto own = parse_plugin_batch(
+      R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}],"birthDate":"1980-02-03","gender":"female"},)"
+      R"("resources":[{"resourceType":"Observation","id":"o3","status":"final","code":{"text":"x"},"subject":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}}}]})",
+      source);
+  CHECK(own.ok());
 
   PluginLimits small;
   small.max_batch_bytes = 16;

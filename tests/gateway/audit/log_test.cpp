@@ -952,6 +952,44 @@ TEST_CASE("Audit log: search indexes that do not match the records are rebuilt a
   }
 }
 
+TEST_CASE("Audit log: records no checkpoint signed are warned about at start, and recorded, before they are signed") {
+  auto dir = test::temp_dir("audit-unsigned-tail");
+  LogOptions o = options(dir);
+  auto signer = ed25519_signer();
+  {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());
+    for (int i = 0; i < 3; ++i) REQUIRE((*log)->append_sync(access(i)).ok());
+    CHECK((*log)->start_warnings().empty());
+  }  // a clean stop signs them all
+  {
+    auto log = Log::open(o, signer);
+    REQUIRE(log.ok());
+    CHECK((*log)->start_warnings().empty());
+  }
+  // Records 3 and 4 written by something that signs nothing: what a gateway killed before its
+  // next checkpoint leaves, or records added to audit.db while no gateway ran.
+  {
+    auto log = Log::open(o, nullptr);
+    REQUIRE(log.ok());
+    for (int i = 3; i < 5; ++i) REQUIRE((*log)->append_sync(access(i)).ok());
+  }
+  auto log = Log::open(o, signer);
+  REQUIRE(log.ok());
+  REQUIRE((*log)->start_warnings().size() == 1);
+  const std::string& w = (*log)->start_warnings()[0];
+  CHECK(w.find("records 3 to 4 were in audit.db beyond its newest signed checkpoint (3 records) when the gateway "
+               "started") != std::string::npos);
+  auto recorded = system_records(**log, "unsigned-tail");
+  REQUIRE(recorded.size() == 1);
+  CHECK(recorded[0].seq == 5u);  // the first record this start writes
+  CHECK(recorded[0].detail.note == w);
+  (*log)->stop();
+  auto again = Log::open(o, signer);
+  REQUIRE(again.ok());
+  CHECK((*again)->start_warnings().empty());
+}
+
 TEST_CASE("Audit log: a checkpoint file behind audit.db is warned about at start, and recorded") {
   auto dir = test::temp_dir("audit-checkpoint-file-behind");
   LogOptions o = options(dir);

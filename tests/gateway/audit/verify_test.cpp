@@ -7,6 +7,7 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdio>
@@ -668,6 +669,42 @@ TEST_CASE("audit verify: edits to the search columns that would hide an access a
     CHECK(has_problem(r, "column-mismatch", 90u));
     CHECK(has_problem(r, "column-mismatch", 150u));
   }
+  SUBCASE("a patient index row moved to another epoch, where no search by patient looks") {
+    // The view audit_patient shows (nhs_number, seq) only; a search probes each row's own epoch.
+    const std::string path = copy_db(b, "patient-epoch");
+    {
+      auto db = open_rw(path);
+      exec(db, "UPDATE audit_patient_index SET epoch = 9999 WHERE seq = 62");  // a read of 9000000025
+      REQUIRE(db.changes() == 1);
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_index == 62u);
+    CHECK(has_problem(r, "column-mismatch", 62u));
+    auto log = gw::audit::read_stored_log(path);
+    REQUIRE(log);
+    VerifyReport m = gw::audit::verify_log(*log, options_for(b));
+    CHECK(m.first_bad_index == 62u);
+    CHECK(has_problem(m, "column-mismatch", 62u));
+
+    // What the edit does: the patient's search (and so their access report) no longer shows it.
+    Built copy = b;
+    copy.db = path;
+    copy.checkpoints = (b.dir / "patient-epoch-checkpoints.log").string();
+    fs::copy_file(b.checkpoints, copy.checkpoints, fs::copy_options::overwrite_existing);
+    auto opened = open_log(copy);
+    gw::audit::Query q;
+    q.patient = "9000000025";
+    q.count = 1000;
+    auto page = opened->search(q);
+    REQUIRE(page);
+    std::vector<std::uint64_t> seqs;
+    for (const auto& rec : page->records) seqs.push_back(rec.seq);
+    CHECK(std::find(seqs.begin(), seqs.end(), 56u) != seqs.end());  // another read of the same patient
+    CHECK(std::find(seqs.begin(), seqs.end(), 62u) == seqs.end());
+    opened->stop();
+  }
   SUBCASE("a patient index row pointing at a record that does not name the patient") {
     const std::string path = copy_db(b, "patient-extra");
     {
@@ -676,6 +713,197 @@ TEST_CASE("audit verify: edits to the search columns that would hide an access a
     }
     VerifyReport r = verify(path, options_for(b));
     CHECK(r.first_bad_index == 33u);
+  }
+}
+
+// What an IG officer's request leaves in the log (gateway/http/audit_routes.cpp).
+Record ig_record(std::int64_t minute, const std::string& method, const std::string& target, const std::string& route,
+                 const std::string& note) {
+  Record r;
+  r.time_ms = kBaseTimeMs + minute * 60'000;
+  r.kind = "rest";
+  r.action = method == "POST" ? "create" : method == "PUT" ? "update" : "delete";
+  r.method = method;
+  r.target = target;
+  r.route = route;
+  r.status = 200;
+  r.agent_kind = "user";
+  r.user = "ig-officer-1";
+  r.role = "ig-officer";
+  r.detail.note = note;
+  return r;
+}
+
+// A log whose break-glass accesses raised alerts 1 to 3 (sample(3), sample(20) and sample(37)),
+// of which an IG officer reviewed alert 1 as the gateway does: the review, then its own record
+// (record 40). Then the officer flagged 9000000041 (record 41), and flagged and unflagged
+// 9000000068 (records 42 and 43).
+const Built& alert_log() {
+  static const Built b = [] {
+    Built built = build("verify-alerts", 40);
+    auto log = open_log(built);
+    auto alerts = log->alerts("", 100);
+    REQUIRE(alerts);
+    REQUIRE(alerts->size() == 3);
+    REQUIRE(log->review_alert(1, "ig-officer-1", "inappropriate", "no care relationship"));
+    REQUIRE(log->append_sync(ig_record(50, "POST", "/audit/alerts/1/review", "/audit/alerts/{id}/review",
+                                       "alert 1 reviewed: inappropriate - no care relationship")));
+    const std::string flag_route = "/audit/flagged-patients/{nhs}";
+    REQUIRE(log->flag_patient("9000000041", "staff member", "ig-officer-1"));
+    Record flag = ig_record(51, "PUT", "/audit/flagged-patients/9000000041", flag_route,
+                            "record flagged for access alerts: staff member");
+    flag.detail.patients = {"9000000041"};
+    REQUIRE(log->append_sync(flag));
+    REQUIRE(log->flag_patient("9000000068", "public figure", "ig-officer-1"));
+    flag = ig_record(52, "PUT", "/audit/flagged-patients/9000000068", flag_route,
+                     "record flagged for access alerts: public figure");
+    flag.detail.patients = {"9000000068"};
+    REQUIRE(log->append_sync(flag));
+    REQUIRE(log->unflag_patient("9000000068"));
+    flag = ig_record(53, "DELETE", "/audit/flagged-patients/9000000068", flag_route,
+                     "record unflagged: accesses to it no longer raise flagged-record alerts");
+    flag.detail.patients = {"9000000068"};
+    REQUIRE(log->append_sync(flag));
+    REQUIRE(log->checkpoint_now());
+    log->stop();
+    return built;
+  }();
+  return b;
+}
+
+TEST_CASE("audit verify: edits to the alert review queue are caught") {
+  const Built& b = alert_log();
+  {
+    VerifyReport r = verify(b.db, options_for(b));
+    INFO(describe(r));
+    REQUIRE(r.ok);
+  }
+  auto tampered = [&b](const std::string& name, const std::string& sql) {
+    const std::string path = copy_db(b, name);
+    auto db = open_rw(path);
+    exec(db, sql);
+    REQUIRE(db.changes() == 1);
+    return path;
+  };
+  auto said = [](const VerifyReport& r, const std::string& text) {
+    for (const auto& p : r.problems)
+      if (p.kind == "alert-mismatch" && p.text.find(text) != std::string::npos) return true;
+    return false;
+  };
+  SUBCASE("a review's outcome changed after the fact") {
+    const std::string path = tampered(
+        "alert-outcome", "UPDATE audit_alert SET review_outcome = 'appropriate', review_note = '' WHERE id = 1");
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_index == 40u);  // the review's own record
+    CHECK(has_problem(r, "alert-mismatch", 40u));
+    CHECK(said(r, "alert 1's review was changed after it was made: the review queue says \"ig-officer-1\" decided "
+                  "\"appropriate\", but record 40, the review itself, says \"ig-officer-1\" decided "
+                  "\"inappropriate - no care relationship\""));
+    auto log = gw::audit::read_stored_log(path);
+    REQUIRE(log);
+    VerifyReport m = gw::audit::verify_log(*log, options_for(b));
+    CHECK(has_problem(m, "alert-mismatch", 40u));
+  }
+  SUBCASE("a review undone: the alert open again") {
+    const std::string path = tampered(
+        "alert-reopened",
+        "UPDATE audit_alert SET status = 'open', reviewer = '', review_outcome = '', review_note = '' WHERE id = 1");
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(has_problem(r, "alert-mismatch", 40u));
+    CHECK(said(r, "the review was undone in audit.db"));
+  }
+  SUBCASE("an alert closed without a review") {
+    const std::string path = tampered(
+        "alert-closed", "UPDATE audit_alert SET status = 'reviewed', reviewer = 'ig-officer-1', "
+                        "review_outcome = 'appropriate' WHERE id = 2");
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(has_problem(r, "alert-mismatch", std::nullopt));
+    CHECK(said(r, "alert 2 is marked reviewed by \"ig-officer-1\" (\"appropriate\"), but no audit record of that "
+                  "review exists"));
+  }
+  SUBCASE("an open alert deleted from the queue") {
+    const std::string path = tampered("alert-deleted", "DELETE FROM audit_alert WHERE id = 2");
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(said(r, "alert 2 is missing from the review queue"));
+  }
+  SUBCASE("a reviewed alert deleted from the queue") {
+    const std::string path = tampered("alert-reviewed-deleted", "DELETE FROM audit_alert WHERE id = 1");
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(has_problem(r, "alert-mismatch", 40u));
+    CHECK(said(r, "but the review queue has no alert 1"));
+    CHECK(said(r, "alert 1 is missing from the review queue"));
+  }
+  SUBCASE("the tool says TAMPERED") {
+    const std::string path = tampered(
+        "alert-tool", "UPDATE audit_alert SET review_outcome = 'no-further-action' WHERE id = 1");
+    const std::string key = (b.dir / "audit-key.pub.pem").string();
+    std::ofstream(key) << b.key.public_pem;
+    Run tool = audit_verify("--db " + path + " --checkpoints " + b.checkpoints + " --key " + key);
+    INFO(tool.out);
+    CHECK(tool.status == 1);
+    CHECK(tool.out.find("TAMPERED: first bad record 40: alert 1's review was changed after it was made") !=
+          std::string::npos);
+  }
+}
+
+TEST_CASE("audit verify: edits to the flagged records that would silence their alerts are caught") {
+  const Built& b = alert_log();
+  auto tampered = [&b](const std::string& name, const std::string& sql) {
+    const std::string path = copy_db(b, name);
+    auto db = open_rw(path);
+    exec(db, sql);
+    REQUIRE(db.changes() == 1);
+    return path;
+  };
+  auto said = [](const VerifyReport& r, const std::string& text) {
+    for (const auto& p : r.problems)
+      if (p.kind == "flag-mismatch" && p.text.find(text) != std::string::npos) return true;
+    return false;
+  };
+  SUBCASE("a flag deleted") {
+    const std::string path = tampered("flag-deleted", "DELETE FROM audit_flagged_patient WHERE nhs_number = '9000000041'");
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_index == 41u);
+    CHECK(said(r, "record 41 says \"ig-officer-1\" flagged NHS number 9000000041 for access alerts, and no later record "
+                  "unflagged it, but audit_flagged_patient no longer holds it"));
+    auto log = gw::audit::read_stored_log(path);
+    REQUIRE(log);
+    VerifyReport m = gw::audit::verify_log(*log, options_for(b));
+    CHECK(has_problem(m, "flag-mismatch", 41u));
+  }
+  SUBCASE("a flag's reason edited") {
+    const std::string path = tampered(
+        "flag-reason", "UPDATE audit_flagged_patient SET reason = 'test' WHERE nhs_number = '9000000041'");
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK(has_problem(r, "flag-mismatch", 41u));
+  }
+  SUBCASE("an unflagged record flagged again without a record, and one flagged out of nowhere") {
+    const std::string path = copy_db(b, "flag-added");
+    {
+      auto db = open_rw(path);
+      exec(db,
+           "INSERT INTO audit_flagged_patient(nhs_number, reason, flagged_by, flagged_ms) VALUES "
+           "('9000000068', 'public figure', 'ig-officer-1', 0), ('9000000009', 'decoy', 'nobody', 0)");
+    }
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(has_problem(r, "flag-mismatch", 43u));
+    CHECK(said(r, "audit_flagged_patient flags NHS number 9000000009 (by \"nobody\"), but no audit record says anyone "
+                  "flagged it"));
   }
 }
 
@@ -902,6 +1130,25 @@ TEST_CASE("audit verify: a truncated tail and an older copy of audit.db are caug
     CHECK(r.first_bad_index == 190u);
     CHECK(has_problem(r, "truncated", 190u));
   }
+  SUBCASE("the tail and audit.db's own checkpoints deleted, the alerts it raised left: the review queue shows it") {
+    const std::string path = copy_db(b, "truncated-alerts");
+    {
+      auto db = open_rw(path);
+      exec(db,
+           "DELETE FROM audit_patient WHERE seq >= 150; DELETE FROM audit_record WHERE seq >= 150;"
+           "DELETE FROM audit_node WHERE ((idx + 1) << level) > 150; DELETE FROM audit_checkpoint WHERE size > 150;"
+           "DELETE FROM audit_agent_index WHERE seq >= 150; DELETE FROM audit_time_index WHERE seq >= 150;"
+           "UPDATE audit_index_state SET value = min(value, 150) WHERE key = 'indexed_below';");
+    }
+    VerifyReport r = verify(path, options_for(b, false));  // no checkpoint file
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    bool said = false;
+    for (const auto& p : r.problems)
+      said |= p.kind == "alert-mismatch" && p.text.find("was raised by record 156, which audit.db does not hold: records "
+                                                         "were deleted from the end of the log") != std::string::npos;
+    CHECK(said);
+  }
   SUBCASE("the tail and audit.db's own checkpoints deleted: the checkpoint file shows it") {
     const std::string path = copy_db(b, "truncated-cp");
     {
@@ -909,9 +1156,10 @@ TEST_CASE("audit verify: a truncated tail and an older copy of audit.db are caug
       exec(db,
            "DELETE FROM audit_patient WHERE seq >= 150; DELETE FROM audit_record WHERE seq >= 150;"
            "DELETE FROM audit_node WHERE ((idx + 1) << level) > 150; DELETE FROM audit_checkpoint WHERE size > 150;"
-           // and the search indexes tidied to match
+           // and the search indexes and the alerts those records raised tidied to match
            "DELETE FROM audit_agent_index WHERE seq >= 150; DELETE FROM audit_time_index WHERE seq >= 150;"
-           "UPDATE audit_index_state SET value = min(value, 150) WHERE key = 'indexed_below';");
+           "UPDATE audit_index_state SET value = min(value, 150) WHERE key = 'indexed_below';"
+           "DELETE FROM audit_alert WHERE seq >= 150;");
     }
     VerifyReport r = verify(path, options_for(b));
     INFO(describe(r));
@@ -1004,7 +1252,8 @@ TEST_CASE("audit verify: a checkpoint file emptied or behind audit.db is reporte
            "DELETE FROM audit_patient WHERE seq >= 150; DELETE FROM audit_record WHERE seq >= 150;"
            "DELETE FROM audit_node WHERE ((idx + 1) << level) > 150; DELETE FROM audit_checkpoint WHERE size > 150;"
            "DELETE FROM audit_agent_index WHERE seq >= 150; DELETE FROM audit_time_index WHERE seq >= 150;"
-           "UPDATE audit_index_state SET value = min(value, 150) WHERE key = 'indexed_below';");
+           "UPDATE audit_index_state SET value = min(value, 150) WHERE key = 'indexed_below';"
+           "DELETE FROM audit_alert WHERE seq >= 150;");
     }
     const std::string key = (b.dir / "audit-key.pub.pem").string();
     std::ofstream(key) << b.key.public_pem;
