@@ -813,6 +813,11 @@ void validate(const Config& c) {
                                    std::pair<std::string, std::string>("tls", "true")) != s.settings.end();
         if (!tls && !is_loopback_address(host))
           fail(key + ".settings.tls", "plain MLLP is only allowed on a loopback address; set tls = true for " + host);
+        // An MLLP listener is a listener too: without audit, only on loopback (what it
+        // applies would otherwise change patient records with no audit record).
+        if (!c.audit.enabled && !is_loopback_address(host))
+          fail("audit.enabled", "audit may only be disabled when every listener is on a loopback address; " + key +
+                                    ".endpoint is " + s.endpoint);
       }
       if (s.adapter != "fhir" && s.adapter != "hl7v2" && s.adapter != "plugin")
         fail(key + ".adapter", "must be fhir, hl7v2 or plugin (got \"" + s.adapter + "\")");

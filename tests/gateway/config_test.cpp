@@ -534,6 +534,18 @@ weekends_out_of_hours = false
   CHECK_NOTHROW(load_config(write_config(tls_lines() + "[audit]\nenabled = false\n")));
 }
 
+TEST_CASE("Config: audit may not be disabled while an MLLP listener is off loopback") {
+  const std::string source = "[[source_systems]]\nods_code = \"RX1\"\nname = \"epr\"\nadapter = \"hl7v2\"\n";
+  const ConfigError e = expect_error(tls_lines() + "[audit]\nenabled = false\n" + source +
+                                     "endpoint = \"0.0.0.0:2575\"\n[source_systems.settings]\ntls = true\n");
+  CHECK(e.key() == "audit.enabled");
+  CHECK(e.reason().find("source_systems[0].endpoint is 0.0.0.0:2575") != std::string::npos);
+  CHECK(std::string(e.what()).find("gateway.toml") != std::string::npos);
+  // On loopback it is development, as for the HTTPS listener.
+  CHECK_NOTHROW(load_config(write_config(tls_lines() + "[audit]\nenabled = false\n" + source +
+                                         "endpoint = \"127.0.0.1:2575\"\n")));
+}
+
 TEST_CASE("Config: an empty storage.data_dir is refused by name, not left to fail at start-up") {
   const ConfigError e = expect_error(tls_lines() + "[storage]\ndata_dir = \"\"\n");
   CHECK(e.key() == "storage.data_dir");
