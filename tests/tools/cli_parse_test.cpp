@@ -3,11 +3,13 @@
 // that is missing (CLI11 alone reports the missing one, hiding the typo).
 #include <doctest/doctest.h>
 
+#include <filesystem>
 #include <string>
 
 #include "fhir/json.h"
 #include "gateway/auth/jwks.h"
 #include "support/certs.h"
+#include "support/paths.h"
 #include "support/process.h"
 
 TEST_CASE("Tools: an unknown option is reported before a missing required one") {
@@ -59,4 +61,32 @@ TEST_CASE("mint-token: --patient sets the launch-context claim; there is no brea
   const gw::test::ToolRun glass = gw::test::run_tool(MINT_TOKEN_BIN, key + "--break-glass-reason emergency-care");
   CHECK(glass.status == 2);
   CHECK(glass.err.find("--break-glass-reason") != std::string::npos);
+}
+
+TEST_CASE("tools/demo: a missing or bad option value exits 2 naming it, before anything is built or written") {
+  const std::string demo = (gw::test::source_dir() / "tools" / "demo").string();
+  const std::filesystem::path data = gw::test::temp_dir("demo-args") / "data";
+  // An option at the end with no value: named, not a shell "unbound variable" (exit 1).
+  const gw::test::ToolRun bare = gw::test::run_tool(demo, "--no-build --data " + data.string() + " --port");
+  REQUIRE(bare.status == 2);
+  CHECK(bare.err.find("tools/demo: --port needs a value") != std::string::npos);
+  struct Case {
+    const char* args;
+    const char* says;
+  };
+  const Case cases[] = {
+      {"--port abc", "--port must be a port number 1..65535 (got 'abc')"},
+      {"--port 70000", "--port must be a port number 1..65535 (got '70000')"},
+      {"--mllp-port 0", "--mllp-port must be a port number 1..65535 (got '0')"},
+      {"--patients 1x", "--patients must be 1..1000000 (got '1x')"},
+      {"--data --no-build", "--data needs a value"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.args);
+    const gw::test::ToolRun r = gw::test::run_tool(demo, "--no-build --data " + data.string() + " " + c.args);
+    CHECK(r.status == 2);
+    CHECK(r.err.find(c.says) != std::string::npos);
+    CHECK(r.out.empty());  // nothing installed, built or started
+    CHECK_FALSE(std::filesystem::exists(data));
+  }
 }
