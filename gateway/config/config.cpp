@@ -436,6 +436,16 @@ void read_audit(const Reader& r, const toml::table& a, AuditConfig& audit) {
 }  // namespace
 
 Config load_config(const std::string& path) {
+  // What toml++ says of these ("line 0, column 0: File could not be opened for reading"), or
+  // does (a folder reads as an empty file, so the defaults' errors follow) hides the mistake.
+  {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) throw ConfigError(path, "", std::string("cannot open the configuration file: ") + std::strerror(errno));
+    struct stat info {};
+    const bool regular = ::fstat(fd, &info) == 0 && S_ISREG(info.st_mode);
+    ::close(fd);
+    if (!regular) throw ConfigError(path, "", "is not a regular file: --config names the TOML configuration file");
+  }
   toml::table root;
   try {
     root = toml::parse_file(path);

@@ -78,6 +78,26 @@ TEST_CASE("Config: errors name the file, the key and the reason") {
   CHECK(mode.key() == "server.https.client_certificates");
 }
 
+TEST_CASE("Config: a configuration file that is missing or a folder is named with the reason") {
+  const auto dir = gw::test::temp_dir("config-open");
+  const std::string missing = (dir / "gatway.toml").string();
+  try {
+    load_config(missing);
+    FAIL("expected a ConfigError");
+  } catch (const ConfigError& e) {
+    CHECK(e.file() == missing);
+    CHECK(e.reason() == "cannot open the configuration file: No such file or directory");
+  }
+  try {
+    load_config(dir.string());
+    FAIL("expected a ConfigError");
+  } catch (const ConfigError& e) {
+    CHECK(e.file() == dir.string());
+    CHECK(e.key().empty());
+    CHECK(e.reason() == "is not a regular file: --config names the TOML configuration file");
+  }
+}
+
 TEST_CASE("Config: plain HTTP is refused on a non-loopback address") {
   auto e = expect_error(tls_lines() + "[server.http]\nenabled = true\naddress = \"0.0.0.0\"\n");
   CHECK(e.key() == "server.http.address");
