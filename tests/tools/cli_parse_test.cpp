@@ -40,6 +40,18 @@ TEST_CASE("Tools: an unknown option is reported before a missing required one") 
   CHECK(bare.err.find("--db is required") != std::string::npos);
 }
 
+#ifdef AUDIT_BENCH_BIN  // the benchmarks are built by CMake only (tools/bench), not by Meson
+TEST_CASE("audit_bench: a mistyped option or a bad value exits 2 with the tool's name, as its own checks do") {
+  const gw::test::ToolRun typo = gw::test::run_tool(AUDIT_BENCH_BIN, "--recods");
+  CHECK(typo.status == 2);
+  CHECK(typo.err.find("audit_bench: The following argument was not expected: --recods") != std::string::npos);
+  const gw::test::ToolRun shape = gw::test::run_tool(AUDIT_BENCH_BIN, "--shape sideways");
+  CHECK(shape.status == 2);
+  CHECK(shape.err.find("audit_bench: --shape: sideways not in {mixed,read}") != std::string::npos);
+  CHECK(gw::test::run_tool(AUDIT_BENCH_BIN, "--records 0").status == 2);
+}
+#endif
+
 TEST_CASE("mint-token: --patient sets the launch-context claim; there is no break-glass flag") {
   const std::string key = "--key " + gw::test::dev_certs().dir + "/token-key.pem --sub dr-1 --scope 'patient/*.rs' ";
   const gw::test::ToolRun minted = gw::test::run_tool(MINT_TOKEN_BIN, key + "--patient pat-0042");
