@@ -571,3 +571,54 @@ TEST_CASE("Config: an empty storage.data_dir is refused by name, not left to fai
   CHECK(e.key() == "storage.data_dir");
   CHECK(e.reason() == "must not be empty: name the folder for locator.db, store.db and audit.db");
 }
+
+// docs/configuration.md's example file names every key: each one, with the value the page
+// gives it, in its table, must be a key the loader knows (an error about its value, such as a
+// file the example names that is not here, is fine; "unknown setting" is not).
+TEST_CASE("Config: every key in docs/configuration.md's example is one the loader reads") {
+  const std::string doc = gw::test::read_file(gw::test::source_dir() / "docs" / "configuration.md");
+  const std::size_t begin = doc.find("```toml\n");
+  REQUIRE(begin != std::string::npos);
+  const std::size_t end = doc.find("```", begin + 8);
+  REQUIRE(end != std::string::npos);
+  const std::string block = doc.substr(begin + 8, end - begin - 8);
+  // What a key's table needs around it: a source system for [[source_systems]] (an hl7v2 one
+  // for its settings, which name the hl7v2 adapter's keys).
+  const std::string source = "[[source_systems]]\nods_code = \"RX1\"\nname = \"epr\"\n";
+  const std::string hl7v2 = source + "adapter = \"hl7v2\"\nendpoint = \"127.0.0.1:2575\"\n[source_systems.settings]\n";
+  std::string table;
+  std::size_t keys = 0;
+  std::size_t at = 0;
+  while (at < block.size()) {
+    std::size_t eol = block.find('\n', at);
+    if (eol == std::string::npos) eol = block.size();
+    const std::string line = block.substr(at, eol - at);
+    at = eol + 1;
+    if (line.empty() || line[0] == ' ' || line[0] == '#') continue;
+    if (line[0] == '[') {
+      table = line.substr(0, line.find(']') + (line.rfind("[[", 0) == 0 ? 2 : 1));
+      continue;
+    }
+    if (line.find(" = ") == std::string::npos) continue;
+    ++keys;
+    const std::string head = table == "[[source_systems]]"          ? source
+                             : table == "[source_systems.settings]" ? hl7v2
+                                                                    : table + "\n";
+    // Each key in a file of its own, after the HTTPS certificate the defaults need.
+    const std::string body = (table == "[server.https]" ? std::string("[server.https]\n") : tls_lines()) +
+                             (table == "[server.https]" ? std::string() : head) + line + "\n" +
+                             (table == "[server.https]" ? "certificate = \"" + gw::test::dev_certs().server_cert +
+                                                              "\"\nprivate_key = \"" + gw::test::dev_certs().server_key + "\"\n"
+                                                        : std::string());
+    INFO(table);
+    INFO(line);
+    try {
+      load_config(write_config(body));
+    } catch (const ConfigError& e) {
+      INFO(e.what());
+      CHECK(e.reason().find("unknown setting") == std::string::npos);
+      CHECK(e.reason().find("unknown hl7v2 setting") == std::string::npos);
+    }
+  }
+  CHECK(keys > 120);  // the block was found and read (127 keys)
+}
