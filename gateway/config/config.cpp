@@ -837,6 +837,36 @@ void validate(const Config& c) {
       }
     }
   }
+  // Two listeners on one address and port: the start would fail to bind the second (after
+  // creating the data directory), so it is a configuration error, found by --check-config.
+  {
+    struct Bound {
+      std::string key, address;
+      std::uint16_t port;
+    };
+    std::vector<Bound> bound;
+    if (c.https.enabled) bound.push_back({"server.https.port", c.https.address, c.https.port});
+    if (c.http.enabled) bound.push_back({"server.http.port", c.http.address, c.http.port});
+    for (std::size_t i = 0; i < c.source_systems.size(); ++i) {
+      if (c.source_systems[i].adapter != "hl7v2") continue;
+      if (auto o = hl7v2::listener_options(adapter_source(c.source_systems[i])))
+        bound.push_back({"source_systems[" + std::to_string(i) + "].endpoint", o->address, o->port});
+    }
+    // The same address, or one of them every address (0.0.0.0, ::) or a name.
+    auto overlap = [](const std::string& a, const std::string& b) {
+      auto any = [](const std::string& x) {
+        boost::system::error_code ec;
+        const auto ip = boost::asio::ip::make_address(x, ec);
+        return ec || ip.is_unspecified();
+      };
+      return a == b || any(a) || any(b);
+    };
+    for (std::size_t i = 0; i < bound.size(); ++i)
+      for (std::size_t j = 0; j < i; ++j)
+        if (bound[i].port != 0 && bound[i].port == bound[j].port && overlap(bound[i].address, bound[j].address))
+          fail(bound[i].key, bound[i].address + " port " + std::to_string(bound[i].port) + " is also where " +
+                                 bound[j].key + " listens (" + bound[j].address + "); give each listener a port of its own");
+  }
   // An empty path would be accepted here and fail only when start-up creates the folder.
   if (c.data_dir.empty())
     fail("storage.data_dir", "must not be empty: name the folder for locator.db, store.db and audit.db");

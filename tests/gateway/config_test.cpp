@@ -622,3 +622,23 @@ TEST_CASE("Config: every key in docs/configuration.md's example is one the loade
   }
   CHECK(keys > 120);  // the block was found and read (127 keys)
 }
+
+TEST_CASE("Config: two listeners on one address and port are refused, naming both keys") {
+  const std::string hl7v2 = "adapter = \"hl7v2\"\n";
+  const ConfigError sources = expect_error(
+      tls_lines() + "[[source_systems]]\nods_code = \"RX1\"\nname = \"a\"\n" + hl7v2 + "endpoint = \"127.0.0.1:2575\"\n" +
+      "[[source_systems]]\nods_code = \"RX2\"\nname = \"b\"\n" + hl7v2 + "endpoint = \"127.0.0.1:2575\"\n");
+  CHECK(sources.key() == "source_systems[1].endpoint");
+  CHECK(sources.reason() == "127.0.0.1 port 2575 is also where source_systems[0].endpoint listens (127.0.0.1); give "
+                            "each listener a port of its own");
+  // Every interface overlaps loopback; plain HTTP on the HTTPS port.
+  CHECK(expect_error(tls_lines() + "port = 9443\n[[source_systems]]\nods_code = \"RX1\"\nname = \"a\"\n" + hl7v2 +
+                     "endpoint = \"0.0.0.0:9443\"\n[source_systems.settings]\ntls = true\n")
+            .key() == "source_systems[0].endpoint");
+  CHECK(expect_error(tls_lines() + "port = 9443\n[server.http]\nenabled = true\nport = 9443\n").key() == "server.http.port");
+  // Different ports, or different addresses, or port 0 (a free one each): fine.
+  CHECK_NOTHROW(load_config(write_config(tls_lines() + "port = 9443\n[server.http]\nenabled = true\nport = 9080\n")));
+  CHECK_NOTHROW(load_config(write_config(tls_lines() + "port = 0\n[server.http]\nenabled = true\nport = 0\n")));
+  CHECK_NOTHROW(load_config(write_config(tls_lines() + "port = 2575\n[[source_systems]]\nods_code = \"RX1\"\nname = "
+                                         "\"a\"\n" + hl7v2 + "endpoint = \"127.0.0.2:2575\"\n")));
+}
