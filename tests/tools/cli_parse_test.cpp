@@ -102,3 +102,27 @@ TEST_CASE("tools/demo: a missing or bad option value exits 2 naming it, before a
     CHECK_FALSE(std::filesystem::exists(data));
   }
 }
+
+TEST_CASE("Shell tools: an option given last without its value exits 2 naming it") {
+  struct Case {
+    const char* script;
+    const char* option;
+    const char* name;  // how the script names itself
+  };
+  const Case cases[] = {
+      {"tools/test", "--build-dir", "tools/test"},
+      {"tools/test", "--label", "tools/test"},
+      {"certs/make-dev-certs", "--dir", "make-dev-certs"},
+      {"tools/bench/mllp-ingest", "--messages", "mllp-ingest"},
+      {"tools/bench/hl7v2-parse", "--rounds", "hl7v2-parse"},
+      {"tools/bench/http_bench", "--duration", "http_bench"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.script);
+    CAPTURE(c.option);
+    const gw::test::ToolRun r = gw::test::run_tool((gw::test::source_dir() / c.script).string(), c.option);
+    CHECK(r.status == 2);  // not bash's "$2: unbound variable", exit 1
+    CHECK(r.err == std::string(c.name) + ": " + c.option + " needs a value (see --help)\n");
+    CHECK(r.out.empty());
+  }
+}
