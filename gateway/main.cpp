@@ -72,7 +72,11 @@ int main(int argc, char** argv) {
     } else if (a == "--version") {
       std::printf("fhir-gateway %s\n", kVersion);
       return 0;
-    } else if (a == "--config" && i + 1 < argc) {
+    } else if (a == "--config") {
+      if (i + 1 == argc) {
+        std::fprintf(stderr, "fhir-gateway: --config needs a FILE (see --help)\n");
+        return 2;
+      }
       config_path = argv[++i];
     } else if (a.rfind("--config=", 0) == 0) {
       config_path = a.substr(9);

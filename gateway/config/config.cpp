@@ -436,6 +436,16 @@ void read_audit(const Reader& r, const toml::table& a, AuditConfig& audit) {
 }  // namespace
 
 Config load_config(const std::string& path) {
+  // What toml++ says of these ("line 0, column 0: File could not be opened for reading"), or
+  // does (a folder reads as an empty file, so the defaults' errors follow) hides the mistake.
+  {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) throw ConfigError(path, "", std::string("cannot open the configuration file: ") + std::strerror(errno));
+    struct stat info {};
+    const bool regular = ::fstat(fd, &info) == 0 && S_ISREG(info.st_mode);
+    ::close(fd);
+    if (!regular) throw ConfigError(path, "", "is not a regular file: --config names the TOML configuration file");
+  }
   toml::table root;
   try {
     root = toml::parse_file(path);
@@ -813,6 +823,11 @@ void validate(const Config& c) {
                                    std::pair<std::string, std::string>("tls", "true")) != s.settings.end();
         if (!tls && !is_loopback_address(host))
           fail(key + ".settings.tls", "plain MLLP is only allowed on a loopback address; set tls = true for " + host);
+        // An MLLP listener is a listener too: without audit, only on loopback (what it
+        // applies would otherwise change patient records with no audit record).
+        if (!c.audit.enabled && !is_loopback_address(host))
+          fail("audit.enabled", "audit may only be disabled when every listener is on a loopback address; " + key +
+                                    ".endpoint is " + s.endpoint);
       }
       if (s.adapter != "fhir" && s.adapter != "hl7v2" && s.adapter != "plugin")
         fail(key + ".adapter", "must be fhir, hl7v2 or plugin (got \"" + s.adapter + "\")");
@@ -821,6 +836,36 @@ void validate(const Config& c) {
         fail(key + "." + (i.expression.empty() ? std::string("adapter") : i.expression), i.diagnostics);
       }
     }
+  }
+  // Two listeners on one address and port: the start would fail to bind the second (after
+  // creating the data directory), so it is a configuration error, found by --check-config.
+  {
+    struct Bound {
+      std::string key, address;
+      std::uint16_t port;
+    };
+    std::vector<Bound> bound;
+    if (c.https.enabled) bound.push_back({"server.https.port", c.https.address, c.https.port});
+    if (c.http.enabled) bound.push_back({"server.http.port", c.http.address, c.http.port});
+    for (std::size_t i = 0; i < c.source_systems.size(); ++i) {
+      if (c.source_systems[i].adapter != "hl7v2") continue;
+      if (auto o = hl7v2::listener_options(adapter_source(c.source_systems[i])))
+        bound.push_back({"source_systems[" + std::to_string(i) + "].endpoint", o->address, o->port});
+    }
+    // The same address, or one of them every address (0.0.0.0, ::) or a name.
+    auto overlap = [](const std::string& a, const std::string& b) {
+      auto any = [](const std::string& x) {
+        boost::system::error_code ec;
+        const auto ip = boost::asio::ip::make_address(x, ec);
+        return ec || ip.is_unspecified();
+      };
+      return a == b || any(a) || any(b);
+    };
+    for (std::size_t i = 0; i < bound.size(); ++i)
+      for (std::size_t j = 0; j < i; ++j)
+        if (bound[i].port != 0 && bound[i].port == bound[j].port && overlap(bound[i].address, bound[j].address))
+          fail(bound[i].key, bound[i].address + " port " + std::to_string(bound[i].port) + " is also where " +
+                                 bound[j].key + " listens (" + bound[j].address + "); give each listener a port of its own");
   }
   // An empty path would be accepted here and fail only when start-up creates the folder.
   if (c.data_dir.empty())

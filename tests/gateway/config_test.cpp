@@ -78,6 +78,26 @@ TEST_CASE("Config: errors name the file, the key and the reason") {
   CHECK(mode.key() == "server.https.client_certificates");
 }
 
+TEST_CASE("Config: a configuration file that is missing or a folder is named with the reason") {
+  const auto dir = gw::test::temp_dir("config-open");
+  const std::string missing = (dir / "gatway.toml").string();
+  try {
+    load_config(missing);
+    FAIL("expected a ConfigError");
+  } catch (const ConfigError& e) {
+    CHECK(e.file() == missing);
+    CHECK(e.reason() == "cannot open the configuration file: No such file or directory");
+  }
+  try {
+    load_config(dir.string());
+    FAIL("expected a ConfigError");
+  } catch (const ConfigError& e) {
+    CHECK(e.file() == dir.string());
+    CHECK(e.key().empty());
+    CHECK(e.reason() == "is not a regular file: --config names the TOML configuration file");
+  }
+}
+
 TEST_CASE("Config: plain HTTP is refused on a non-loopback address") {
   auto e = expect_error(tls_lines() + "[server.http]\nenabled = true\naddress = \"0.0.0.0\"\n");
   CHECK(e.key() == "server.http.address");
@@ -534,8 +554,91 @@ weekends_out_of_hours = false
   CHECK_NOTHROW(load_config(write_config(tls_lines() + "[audit]\nenabled = false\n")));
 }
 
+TEST_CASE("Config: audit may not be disabled while an MLLP listener is off loopback") {
+  const std::string source = "[[source_systems]]\nods_code = \"RX1\"\nname = \"epr\"\nadapter = \"hl7v2\"\n";
+  const ConfigError e = expect_error(tls_lines() + "[audit]\nenabled = false\n" + source +
+                                     "endpoint = \"0.0.0.0:2575\"\n[source_systems.settings]\ntls = true\n");
+  CHECK(e.key() == "audit.enabled");
+  CHECK(e.reason().find("source_systems[0].endpoint is 0.0.0.0:2575") != std::string::npos);
+  CHECK(std::string(e.what()).find("gateway.toml") != std::string::npos);
+  // On loopback it is development, as for the HTTPS listener.
+  CHECK_NOTHROW(load_config(write_config(tls_lines() + "[audit]\nenabled = false\n" + source +
+                                         "endpoint = \"127.0.0.1:2575\"\n")));
+}
+
 TEST_CASE("Config: an empty storage.data_dir is refused by name, not left to fail at start-up") {
   const ConfigError e = expect_error(tls_lines() + "[storage]\ndata_dir = \"\"\n");
   CHECK(e.key() == "storage.data_dir");
   CHECK(e.reason() == "must not be empty: name the folder for locator.db, store.db and audit.db");
+}
+
+// docs/configuration.md's example file names every key: each one, with the value the page
+// gives it, in its table, must be a key the loader knows (an error about its value, such as a
+// file the example names that is not here, is fine; "unknown setting" is not).
+TEST_CASE("Config: every key in docs/configuration.md's example is one the loader reads") {
+  const std::string doc = gw::test::read_file(gw::test::source_dir() / "docs" / "configuration.md");
+  const std::size_t begin = doc.find("```toml\n");
+  REQUIRE(begin != std::string::npos);
+  const std::size_t end = doc.find("```", begin + 8);
+  REQUIRE(end != std::string::npos);
+  const std::string block = doc.substr(begin + 8, end - begin - 8);
+  // What a key's table needs around it: a source system for [[source_systems]] (an hl7v2 one
+  // for its settings, which name the hl7v2 adapter's keys).
+  const std::string source = "[[source_systems]]\nods_code = \"RX1\"\nname = \"epr\"\n";
+  const std::string hl7v2 = source + "adapter = \"hl7v2\"\nendpoint = \"127.0.0.1:2575\"\n[source_systems.settings]\n";
+  std::string table;
+  std::size_t keys = 0;
+  std::size_t at = 0;
+  while (at < block.size()) {
+    std::size_t eol = block.find('\n', at);
+    if (eol == std::string::npos) eol = block.size();
+    const std::string line = block.substr(at, eol - at);
+    at = eol + 1;
+    if (line.empty() || line[0] == ' ' || line[0] == '#') continue;
+    if (line[0] == '[') {
+      table = line.substr(0, line.find(']') + (line.rfind("[[", 0) == 0 ? 2 : 1));
+      continue;
+    }
+    if (line.find(" = ") == std::string::npos) continue;
+    ++keys;
+    const std::string head = table == "[[source_systems]]"          ? source
+                             : table == "[source_systems.settings]" ? hl7v2
+                                                                    : table + "\n";
+    // Each key in a file of its own, after the HTTPS certificate the defaults need.
+    const std::string body = (table == "[server.https]" ? std::string("[server.https]\n") : tls_lines()) +
+                             (table == "[server.https]" ? std::string() : head) + line + "\n" +
+                             (table == "[server.https]" ? "certificate = \"" + gw::test::dev_certs().server_cert +
+                                                              "\"\nprivate_key = \"" + gw::test::dev_certs().server_key + "\"\n"
+                                                        : std::string());
+    INFO(table);
+    INFO(line);
+    try {
+      load_config(write_config(body));
+    } catch (const ConfigError& e) {
+      INFO(e.what());
+      CHECK(e.reason().find("unknown setting") == std::string::npos);
+      CHECK(e.reason().find("unknown hl7v2 setting") == std::string::npos);
+    }
+  }
+  CHECK(keys > 120);  // the block was found and read (127 keys)
+}
+
+TEST_CASE("Config: two listeners on one address and port are refused, naming both keys") {
+  const std::string hl7v2 = "adapter = \"hl7v2\"\n";
+  const ConfigError sources = expect_error(
+      tls_lines() + "[[source_systems]]\nods_code = \"RX1\"\nname = \"a\"\n" + hl7v2 + "endpoint = \"127.0.0.1:2575\"\n" +
+      "[[source_systems]]\nods_code = \"RX2\"\nname = \"b\"\n" + hl7v2 + "endpoint = \"127.0.0.1:2575\"\n");
+  CHECK(sources.key() == "source_systems[1].endpoint");
+  CHECK(sources.reason() == "127.0.0.1 port 2575 is also where source_systems[0].endpoint listens (127.0.0.1); give "
+                            "each listener a port of its own");
+  // Every interface overlaps loopback; plain HTTP on the HTTPS port.
+  CHECK(expect_error(tls_lines() + "port = 9443\n[[source_systems]]\nods_code = \"RX1\"\nname = \"a\"\n" + hl7v2 +
+                     "endpoint = \"0.0.0.0:9443\"\n[source_systems.settings]\ntls = true\n")
+            .key() == "source_systems[0].endpoint");
+  CHECK(expect_error(tls_lines() + "port = 9443\n[server.http]\nenabled = true\nport = 9443\n").key() == "server.http.port");
+  // Different ports, or different addresses, or port 0 (a free one each): fine.
+  CHECK_NOTHROW(load_config(write_config(tls_lines() + "port = 9443\n[server.http]\nenabled = true\nport = 9080\n")));
+  CHECK_NOTHROW(load_config(write_config(tls_lines() + "port = 0\n[server.http]\nenabled = true\nport = 0\n")));
+  CHECK_NOTHROW(load_config(write_config(tls_lines() + "port = 2575\n[[source_systems]]\nods_code = \"RX1\"\nname = "
+                                         "\"a\"\n" + hl7v2 + "endpoint = \"127.0.0.2:2575\"\n")));
 }

@@ -92,6 +92,17 @@ TEST_CASE("fhir-gateway --check-config: loads what start-up loads") {
   CHECK_FALSE(std::filesystem::exists(data / "audit.db"));  // the refused start wrote no audit record
 }
 
+TEST_CASE("fhir-gateway: --config without a FILE, or naming none, exits 2 saying so") {
+  const gw::test::ToolRun bare = gw::test::run_tool(GATEWAY_BIN, "--check-config --config");
+  CHECK(bare.status == 2);
+  CHECK(bare.err == "fhir-gateway: --config needs a FILE (see --help)\n");
+  const std::string missing = (gw::test::temp_dir("main-missing") / "gateway.toml").string();
+  const gw::test::ToolRun absent = gw::test::run_tool(GATEWAY_BIN, "--config " + missing + " --check-config");
+  CHECK(absent.status == 2);
+  CHECK(absent.err == "fhir-gateway: configuration error: " + missing +
+                          ": cannot open the configuration file: No such file or directory\n");
+}
+
 TEST_CASE("fhir-gateway --check-config: a world-readable private key and an empty data_dir are refused, exit 2") {
   const auto& certs = gw::test::dev_certs();
   const auto keys = gw::test::temp_dir("main-check-keys");

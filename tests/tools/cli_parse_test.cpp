@@ -3,11 +3,13 @@
 // that is missing (CLI11 alone reports the missing one, hiding the typo).
 #include <doctest/doctest.h>
 
+#include <filesystem>
 #include <string>
 
 #include "fhir/json.h"
 #include "gateway/auth/jwks.h"
 #include "support/certs.h"
+#include "support/paths.h"
 #include "support/process.h"
 
 TEST_CASE("Tools: an unknown option is reported before a missing required one") {
@@ -38,6 +40,18 @@ TEST_CASE("Tools: an unknown option is reported before a missing required one") 
   CHECK(bare.err.find("--db is required") != std::string::npos);
 }
 
+#ifdef AUDIT_BENCH_BIN  // the benchmarks are built by CMake only (tools/bench), not by Meson
+TEST_CASE("audit_bench: a mistyped option or a bad value exits 2 with the tool's name, as its own checks do") {
+  const gw::test::ToolRun typo = gw::test::run_tool(AUDIT_BENCH_BIN, "--recods");
+  CHECK(typo.status == 2);
+  CHECK(typo.err.find("audit_bench: The following argument was not expected: --recods") != std::string::npos);
+  const gw::test::ToolRun shape = gw::test::run_tool(AUDIT_BENCH_BIN, "--shape sideways");
+  CHECK(shape.status == 2);
+  CHECK(shape.err.find("audit_bench: --shape: sideways not in {mixed,read}") != std::string::npos);
+  CHECK(gw::test::run_tool(AUDIT_BENCH_BIN, "--records 0").status == 2);
+}
+#endif
+
 TEST_CASE("mint-token: --patient sets the launch-context claim; there is no break-glass flag") {
   const std::string key = "--key " + gw::test::dev_certs().dir + "/token-key.pem --sub dr-1 --scope 'patient/*.rs' ";
   const gw::test::ToolRun minted = gw::test::run_tool(MINT_TOKEN_BIN, key + "--patient pat-0042");
@@ -59,4 +73,56 @@ TEST_CASE("mint-token: --patient sets the launch-context claim; there is no brea
   const gw::test::ToolRun glass = gw::test::run_tool(MINT_TOKEN_BIN, key + "--break-glass-reason emergency-care");
   CHECK(glass.status == 2);
   CHECK(glass.err.find("--break-glass-reason") != std::string::npos);
+}
+
+TEST_CASE("tools/demo: a missing or bad option value exits 2 naming it, before anything is built or written") {
+  const std::string demo = (gw::test::source_dir() / "tools" / "demo").string();
+  const std::filesystem::path data = gw::test::temp_dir("demo-args") / "data";
+  // An option at the end with no value: named, not a shell "unbound variable" (exit 1).
+  const gw::test::ToolRun bare = gw::test::run_tool(demo, "--no-build --data " + data.string() + " --port");
+  REQUIRE(bare.status == 2);
+  CHECK(bare.err.find("tools/demo: --port needs a value") != std::string::npos);
+  struct Case {
+    const char* args;
+    const char* says;
+  };
+  const Case cases[] = {
+      {"--port abc", "--port must be a port number 1..65535 (got 'abc')"},
+      {"--port 70000", "--port must be a port number 1..65535 (got '70000')"},
+      {"--mllp-port 0", "--mllp-port must be a port number 1..65535 (got '0')"},
+      {"--patients 1x", "--patients must be 1..1000000 (got '1x')"},
+      {"--data --no-build", "--data needs a value"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.args);
+    const gw::test::ToolRun r = gw::test::run_tool(demo, "--no-build --data " + data.string() + " " + c.args);
+    CHECK(r.status == 2);
+    CHECK(r.err.find(c.says) != std::string::npos);
+    CHECK(r.out.empty());  // nothing installed, built or started
+    CHECK_FALSE(std::filesystem::exists(data));
+  }
+}
+
+TEST_CASE("Shell tools: an option given last without its value exits 2 naming it") {
+  struct Case {
+    const char* script;
+    const char* option;
+    const char* name;  // how the script names itself
+  };
+  const Case cases[] = {
+      {"tools/test", "--build-dir", "tools/test"},
+      {"tools/test", "--label", "tools/test"},
+      {"certs/make-dev-certs", "--dir", "make-dev-certs"},
+      {"tools/bench/mllp-ingest", "--messages", "mllp-ingest"},
+      {"tools/bench/hl7v2-parse", "--rounds", "hl7v2-parse"},
+      {"tools/bench/http_bench", "--duration", "http_bench"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.script);
+    CAPTURE(c.option);
+    const gw::test::ToolRun r = gw::test::run_tool((gw::test::source_dir() / c.script).string(), c.option);
+    CHECK(r.status == 2);  // not bash's "$2: unbound variable", exit 1
+    CHECK(r.err == std::string(c.name) + ": " + c.option + " needs a value (see --help)\n");
+    CHECK(r.out.empty());
+  }
 }

@@ -209,7 +209,14 @@ int main(int argc, char** argv) {
                  "0 never merges)")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 20));
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {  // exit 2 as for the checks below, not CLI11's 105-109
+    std::fprintf(stderr, "audit_bench: %s\nRun with --help for usage.\n", e.what());
+    return kExitUsage;
+  }
   if (records == 0 || threads == 0 || threads > 64 || in_flight_max == 0 || in_flight_max > kMaxInFlight ||
       patients == 0) {
     std::fprintf(stderr, "audit_bench: --records and --patients must be > 0, --threads 1..64, --in-flight 1..32768\n");
