@@ -227,6 +227,9 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
   const std::int64_t now_seconds = now_ms() / 1000;
   for (const auto& p : *pointers) {
     if (type) {
+      // |code asks for a type without a system (R4 search.html#token); every pointer's type has
+      // one (validate_pointer), so it matches none rather than the code in any system.
+      if (type->system_match == fhir::TokenValue::SystemMatch::none && !p.type_system.empty()) continue;
       if (type->system_match == fhir::TokenValue::SystemMatch::exact && type->system != p.type_system) continue;
       if (!type->code.empty() && type->code != p.type_code) continue;
     }

@@ -192,7 +192,9 @@ void register_locator_search_params(fhir::SearchParamRegistry& registry) {
                                      "Patient/{id}, or :identifier=https://fhir.nhs.uk/Id/nhs-number|... (or the NHS "
                                      "number alone)"});
   registry.add("DocumentReference", {"patient", T::reference, sp + "clinical-patient", "Patient id"});
-  registry.add("DocumentReference", {"type", T::token, sp + "clinical-type", "record type, system|code"});
+  registry.add("DocumentReference", {"type", T::token, sp + "clinical-type",
+                                     "record type: system|code, code (any system) or system| (any code); |code "
+                                     "matches none, as every type has a system"});
   registry.add("DocumentReference", {"custodian", T::reference, sp + "DocumentReference-custodian",
                                      ":identifier=https://fhir.nhs.uk/Id/ods-organization-code|{ODS code}"});
   registry.add("DocumentReference", {"date", T::date, sp + "DocumentReference-date",

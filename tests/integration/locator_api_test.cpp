@@ -947,6 +947,24 @@ TEST_CASE("Locator API: a pointer search names its patient once") {
   CHECK(test::get(s.port(), "/DocumentReference?patient=" + b.id, s.client(), h).status == 200);
 }
 
+TEST_CASE("Locator API: a pointer type search takes the token forms; |code is a type without a system") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 132, "Typed", "A81001");
+  add_pointer(s.locator(), a.id, "RX1", "887701000000100", "Emergency health care plan");  // SNOMED CT
+  const std::string h = bearer(clinician_at("A81001"));
+  auto total = [&](const std::string& type) {
+    HttpResponse r = test::get(s.port(), "/DocumentReference?patient=" + a.id + "&type=" + type, s.client(), h);
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    return json_of(r).find("total")->as_int64();
+  };
+  CHECK(total("887701000000100") == 1);
+  CHECK(total("http://snomed.info/sct%7C887701000000100") == 1);
+  CHECK(total("http://snomed.info/sct%7C") == 1);
+  CHECK(total("http://loinc.org%7C887701000000100") == 0);
+  // Every pointer's type has a system, so |code (no system) matches none of them.
+  CHECK(total("%7C887701000000100") == 0);
+}
+
 TEST_CASE("Locator API: pointer versioning: PUT creates with 201, If-Match, weak If-None-Match") {
   TestServer s;
   Seeded a = add_patient(s.locator(), 140, "Version", "A81001");
