@@ -105,8 +105,8 @@ class ClinicalApi {
         std::vector<store::CodeMatch>& alternatives = q.codes.emplace_back();
         for (const auto& v : p.values) {
           const auto& t = std::get<fhir::TokenValue>(v);
-          if (t.code.empty()) co_return error_response(bad_param("code", "needs a code"), req.format.pretty);
-          // code alone: any system; system|code: that system; |code: no system at all.
+          // code alone: any system; system|code: that system; |code: no system at all;
+          // system| (the code empty): any code in that system.
           store::CodeMatch m{std::nullopt, t.code};
           if (t.system_match != fhir::TokenValue::SystemMatch::any)
             m.system = t.system_match == fhir::TokenValue::SystemMatch::exact ? t.system : std::string();
@@ -281,7 +281,8 @@ void register_clinical_search_params(fhir::SearchParamRegistry& registry) {
     registry.add(t, {"date", T::date, sp + "clinical-date", t == "Encounter" ? "period" : "effective date"});
     if (t != "Encounter")
       registry.add(t, {"code", T::token, sp + "clinical-code",
-                       "system|code, code (any system) or |code (no system); several ORed"});
+                       "system|code, code (any system), |code (no system) or system| (any code in it); "
+                       "several ORed"});
   }
 }
 

@@ -256,6 +256,29 @@ TEST_CASE("Clinical routes: code=|value matches only codings without a system") 
   CHECK(ids("%7C2823-3,http://loinc.org%7C2823-3") == std::vector<std::string>{"obs-k", "obs-k-nosys"});
 }
 
+TEST_CASE("Clinical routes: code=system| matches any code in that system, and no other") {
+  TestServer s;
+  const Seeded a = test::add_patient(s.locator(), 309, "Systems", "A81001");
+  const std::string local = "https://fhir.nhs.uk/Id/local/code-system/lab/winpath";
+  file(s, a.id,
+       {observation("obs-na", a.id, coding("http://loinc.org", "2951-2")),
+        observation("obs-k", a.id, coding("http://loinc.org", "2823-3")),
+        observation("obs-glu", a.id, coding(local, "GLU")),
+        observation("obs-nosys", a.id, coding("", "2823-3"))});
+  auto ids = [&](const std::string& type, const std::string& code) {
+    HttpResponse r = test::get(s.port(), "/" + type + "?patient=" + a.id + "&code=" + code, s.client(), bearer(gp()));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    return match_ids(json_of(r));
+  };
+  CHECK(ids("Observation", "http://loinc.org%7C") == std::vector<std::string>{"obs-k", "obs-na"});
+  CHECK(ids("Observation", local + "%7C") == std::vector<std::string>{"obs-glu"});
+  CHECK(ids("Observation", "http://snomed.info/sct%7C").empty());
+  // ORed with the other forms, and ANDed when repeated.
+  CHECK(ids("Observation", local + "%7C,%7C2823-3") == std::vector<std::string>{"obs-glu", "obs-nosys"});
+  CHECK(ids("Observation", "http://loinc.org%7C&code=2823-3") == std::vector<std::string>{"obs-k"});
+  CHECK(ids("DiagnosticReport", "http://loinc.org%7C").empty());
+}
+
 TEST_CASE("Clinical routes: the patient is named once; an absolute reference to this server names it") {
   TestServer s;
   const Seeded a = test::add_patient(s.locator(), 304, "Named", "A81001");
