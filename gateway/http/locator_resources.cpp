@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <utility>
 
 #include "fhir/datatypes.h"
 #include "fhir/structure_check.h"
@@ -248,16 +249,29 @@ constexpr std::string_view kPatientSummaryElements[] = {
     "identifier", "active", "name", "telecom", "gender", "birthDate", "deceasedDateTime", "address",
     "managingOrganization", "link"};
 
+// The top-level elements FHIR R4 makes mandatory (min 1) in the types served here (Patient
+// has none). R4 search.html: _elements and _summary=text keep them whether asked for or
+// not, so that a cut-down resource is still a valid one.
+constexpr std::pair<std::string_view, std::string_view> kMandatoryElements[] = {
+    {"DiagnosticReport", "code"},     {"DiagnosticReport", "status"}, {"DocumentReference", "content"},
+    {"DocumentReference", "status"}, {"Encounter", "class"},         {"Encounter", "status"},
+    {"Observation", "code"},          {"Observation", "status"}};
+
 }  // namespace
 
 // `r` cut down to what `s` asks for (any resource type for _elements; _summary=true knows the
 // Patient's summary elements only). resourceType, id and meta always stay (they are mandatory
-// for a resource we serve); a cut-down resource carries the SUBSETTED tag so that nobody takes
-// it for the whole record. _summary=data keeps everything (we send no narrative).
+// for a resource we serve), and so do the type's mandatory elements (kMandatoryElements); a
+// cut-down resource carries the SUBSETTED tag so that nobody takes it for the whole record.
+// _summary=data keeps everything (we send no narrative).
 Json subsetted(const Json& r, const Subset& s) {
   if (!s.applies()) return r;
-  auto keep = [&s](std::string_view name) {
+  const std::string_view type = r.string_at("resourceType");
+  auto keep = [&s, type](std::string_view name) {
     if (name == "resourceType" || name == "id" || name == "meta") return true;
+    if (std::find(std::begin(kMandatoryElements), std::end(kMandatoryElements), std::pair(type, name)) !=
+        std::end(kMandatoryElements))
+      return true;
     if (s.summary == fhir::SummaryMode::text) return name == "text";
     if (s.summary == fhir::SummaryMode::true_)
       return std::find(std::begin(kPatientSummaryElements), std::end(kPatientSummaryElements), name) !=

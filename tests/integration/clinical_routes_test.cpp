@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <mutex>
 
+#include "fhir/element_check.h"
 #include "gateway/audit/log.h"
 #include "gateway/store/store.h"
 #include "support/audit_check.h"
@@ -277,6 +278,42 @@ TEST_CASE("Clinical routes: code=system| matches any code in that system, and no
   CHECK(ids("Observation", local + "%7C,%7C2823-3") == std::vector<std::string>{"obs-glu", "obs-nosys"});
   CHECK(ids("Observation", "http://loinc.org%7C&code=2823-3") == std::vector<std::string>{"obs-k"});
   CHECK(ids("DiagnosticReport", "http://loinc.org%7C").empty());
+}
+
+TEST_CASE("Clinical routes: _elements keeps each type's mandatory elements, so a cut resource is valid R4") {
+  TestServer s;
+  const Seeded a = test::add_patient(s.locator(), 310, "Elements", "A81001");
+  file_record(s, a.id);
+  file(s, a.id,
+       {R"({"resourceType":"DiagnosticReport","id":"dr-fbc","status":"final","code":{"coding":[)" +
+        coding("http://loinc.org", "58410-2") + "]}," + subject(a.id) + R"(,"effectiveDateTime":"2026-11-02T10:00:00Z"})"});
+  const std::string h = bearer(gp());
+  auto first = [&](const std::string& query) {
+    HttpResponse r = test::get(s.port(), query, s.client(), h);
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    fhir::Json b = json_of(r);
+    REQUIRE(b.find("entry") != nullptr);
+    return *b.find("entry")->items().at(0).find("resource");
+  };
+  // Observation: status and code (1..1) stay, whatever _elements lists; the rest goes.
+  fhir::Json obs = first("/Observation?patient=" + a.id + "&code=http://loinc.org%7C2823-3&_elements=subject");
+  CHECK(obs.find("subject") != nullptr);
+  CHECK(obs.string_at("status") == "final");
+  CHECK(obs.find("code") != nullptr);
+  CHECK(obs.find("effectiveDateTime") == nullptr);
+  CHECK(obs.find("meta")->find("tag")->items().at(0).string_at("code") == "SUBSETTED");
+  CHECK(fhir::check_structure_and_elements(obs, "Observation").empty());
+  // Encounter: status and class; DiagnosticReport: status and code.
+  fhir::Json enc = first("/Encounter?patient=" + a.id + "&_elements=period");
+  CHECK(enc.string_at("status") == "finished");
+  CHECK(enc.find("class") != nullptr);
+  CHECK(enc.find("subject") == nullptr);
+  CHECK(fhir::check_structure_and_elements(enc, "Encounter").empty());
+  fhir::Json dr = first("/DiagnosticReport?patient=" + a.id + "&code=http://loinc.org%7C58410-2&_elements=effective");
+  CHECK(dr.string_at("status") == "final");
+  CHECK(dr.find("code") != nullptr);
+  CHECK(dr.find("effectiveDateTime") != nullptr);
+  CHECK(dr.find("subject") == nullptr);
 }
 
 TEST_CASE("Clinical routes: the patient is named once; an absolute reference to this server names it") {

@@ -408,7 +408,10 @@ TEST_CASE("Locator API: pointers in NRL shape; sensitive ones withheld and repor
   fhir::Json cut = json_of(test::get(s.port(), q + "&_elements=type", s.client(), h));
   const fhir::Json& first = *cut.find("entry")->items().at(0).find("resource");
   CHECK(first.find("type") != nullptr);
-  CHECK(first.find("content") == nullptr);
+  CHECK(first.find("custodian") == nullptr);
+  // status and content are mandatory (1..1, 1..*): kept, unasked, so the pointer stays valid R4.
+  CHECK(first.string_at("status") == "current");
+  CHECK(first.find("content") != nullptr);
   CHECK(first.find("meta")->find("tag")->items().at(0).string_at("code") == "SUBSETTED");
   CHECK(test::get(s.port(), q + "&_summary=true", s.client(), h + "Prefer: handling=strict\r\n").status == 400);
   HttpResponse lenient = test::get(s.port(), q + "&_summary=true", s.client(), h);
