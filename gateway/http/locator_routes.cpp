@@ -116,6 +116,9 @@ bool LocatorApi::if_none_match_hits(std::string_view header, std::int64_t versio
 
 fhir::Result<fhir::QueryParams> LocatorApi::form_search_params(const Request& req) {
   std::string_view ct = req.header("content-type");
+  // No content, so no media type (RFC 9110 8.3): the parameters are all in the URL, which R4
+  // http.html#search allows for POST _search as well.
+  if (req.body.empty() && ct.empty()) return *req.query;
   std::string media(ct.substr(0, ct.find(';')));
   while (!media.empty() && media.back() == ' ') media.pop_back();
   for (char& c : media) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));  // RFC 9110 8.3.1

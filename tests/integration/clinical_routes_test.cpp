@@ -429,4 +429,12 @@ TEST_CASE("Clinical routes: POST _search keeps the NHS number out of the URL and
   HttpResponse dr = test::request(s, "POST", "/DiagnosticReport/_search", h, "patient=" + a.id, form);
   CHECK(dr.status == 200);
   CHECK(test::request(s, "POST", "/Encounter/_search", h, "{}", "application/json").status == 415);
+  // An empty POST without Content-Type searches by the URL's parameters, as GET does.
+  auto ex = test::exchange(s.port(),
+                           "POST /Encounter/_search?patient=" + a.id + " HTTP/1.1\r\nHost: localhost\r\n" + h +
+                               "Content-Length: 0\r\nConnection: close\r\n\r\n",
+                           1, s.client());
+  REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+  REQUIRE_MESSAGE(ex.responses[0].status == 200, ex.responses[0].body);
+  CHECK(json_of(ex.responses[0]).find("total")->as_int64() == 2);
 }

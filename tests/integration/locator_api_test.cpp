@@ -267,6 +267,12 @@ TEST_CASE("Locator API: POST /Patient/_search keeps the NHS number out of the UR
   HttpResponse wrong_type = one(s, send(s, "POST", "/Patient/_search", bearer(clinician_at("A81001")), "{}",
                                         "application/fhir+json"));
   CHECK(wrong_type.status == 415);
+  // No body and so no Content-Type: the parameters in the URL are the search.
+  HttpResponse url_only = one(s, "POST /Patient/_search?identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C" +
+                                     a.nhs_number + " HTTP/1.1\r\nHost: localhost\r\n" + bearer(clinician_at("A81001")) +
+                                     "Content-Length: 0\r\nConnection: close\r\n\r\n");
+  REQUIRE_MESSAGE(url_only.status == 200, url_only.body);
+  CHECK(json_of(url_only).find("total")->as_int64() == 1);
   // Media types are case-insensitive.
   HttpResponse upper = one(s, send(s, "POST", "/Patient/_search", bearer(clinician_at("A81001")),
                                    "identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C" + a.nhs_number,
