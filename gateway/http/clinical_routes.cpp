@@ -122,10 +122,8 @@ class ClinicalApi {
         co_return error_response(bad_param(p.name, "is not supported on " + type + " here"), req.format.pretty);
       }
     }
-    if (!parsed->include.empty() || !parsed->revinclude.empty() || !parsed->sort.empty())
-      co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
-                                           "_include, _revinclude and _sort are not supported on " + type),
-                               req.format.pretty);
+    if (auto ok = unserved_result_params(*parsed, fhir::handling_from_prefer(req.header("prefer")), type); !ok)
+      co_return error_response(ok.issue(), req.format.pretty);
     // _summary=count and _elements are served; _summary=true and text are not (search_subset).
     auto subset = search_subset(*parsed, fhir::handling_from_prefer(req.header("prefer")), type);
     if (!subset) co_return error_response(subset.issue(), req.format.pretty);

@@ -179,10 +179,9 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
                                            p.name), req.format.pretty);
     }
   }
-  if (!parsed->include.empty() || !parsed->revinclude.empty() || !parsed->sort.empty())
-    co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
-                                         "_include, _revinclude and _sort are not supported on DocumentReference"),
-                             req.format.pretty);
+  if (auto ok = unserved_result_params(*parsed, fhir::handling_from_prefer(req.header("prefer")), "DocumentReference");
+      !ok)
+    co_return error_response(ok.issue(), req.format.pretty);
   // As on the clinical searches: _summary=count and _elements are served, _summary=true and
   // text are not (search_subset).
   auto subset = search_subset(*parsed, fhir::handling_from_prefer(req.header("prefer")), "DocumentReference");

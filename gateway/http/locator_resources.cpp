@@ -242,6 +242,14 @@ fhir::Result<Subset> search_subset(fhir::SearchRequest& s, fhir::Handling handli
   return subset_of(s);
 }
 
+fhir::Status unserved_result_params(fhir::SearchRequest& s, fhir::Handling handling, std::string_view type) {
+  if (handling == fhir::Handling::lenient) s.sort.clear();
+  if (!s.include.empty() || !s.revinclude.empty() || !s.sort.empty())
+    return Issue::make(ErrorCode::invalid_search_parameter,
+                       "_include, _revinclude and _sort are not supported on " + std::string(type));
+  return fhir::Ok{};
+}
+
 namespace {
 
 // The Patient elements FHIR R4 marks isSummary (deceased[x] under the one name we emit).

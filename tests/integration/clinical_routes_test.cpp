@@ -316,6 +316,33 @@ TEST_CASE("Clinical routes: _elements keeps each type's mandatory elements, so a
   CHECK(dr.find("subject") == nullptr);
 }
 
+TEST_CASE("Clinical routes: an unsupported _sort is ignored under lenient handling, refused under strict") {
+  TestServer s;
+  const Seeded a = test::add_patient(s.locator(), 311, "Sorted", "A81001");
+  file_record(s, a.id);
+  const std::string h = bearer(gp());
+  const std::string strict = "Prefer: handling=strict\r\n";
+  for (const std::string& type : {std::string("Encounter"), std::string("Observation"), std::string("DocumentReference"),
+                                  std::string("Patient")}) {
+    CAPTURE(type);
+    const std::string q = type == "Patient" ? "/Patient?family=Sorted&_sort=-_lastUpdated"
+                                            : "/" + type + "?patient=" + a.id + "&_sort=-date";
+    HttpResponse lenient = test::get(s.port(), q, s.client(), h);
+    REQUIRE_MESSAGE(lenient.status == 200, lenient.body);
+    // The self link names what was applied: not _sort.
+    const fhir::Json b = json_of(lenient);
+    CHECK(b.find("link")->items().at(0).string_at("url").find("_sort") == std::string::npos);
+    CHECK(test::get(s.port(), q, s.client(), h + strict).status == 400);
+    // _include and _revinclude are refused whatever the handling.
+    CHECK(test::get(s.port(), q + "&_include=" + type + ":subject", s.client(), h).status == 400);
+  }
+  // The same search without _sort: the same matches.
+  fhir::Json plain = json_of(test::get(s.port(), "/Encounter?patient=" + a.id, s.client(), h));
+  fhir::Json sorted = json_of(test::get(s.port(), "/Encounter?patient=" + a.id + "&_sort=date", s.client(), h));
+  CHECK(match_ids(sorted) == match_ids(plain));
+  CHECK(match_ids(plain).size() == 2);
+}
+
 TEST_CASE("Clinical routes: the patient is named once; an absolute reference to this server names it") {
   TestServer s;
   const Seeded a = test::add_patient(s.locator(), 304, "Named", "A81001");
