@@ -209,6 +209,8 @@ class ClinicalApi {
   awaitable<Response> read(Request& req, std::string type) {
     const std::string id = req.path_params.at(0);
     const Issue unknown = Issue::make(ErrorCode::not_found, type + "/" + id.substr(0, 64) + " is not known here");
+    auto subset = read_subset(*req.query, fhir::handling_from_prefer(req.header("prefer")), registry_, type);
+    if (!subset) co_return error_response(subset.issue(), req.format.pretty);
     auto get = [type, id](store::Store& s) { return s.read(type, id); };
     auto found = co_await deps_.store.call(get);
     if (!found) co_return error_response(found.issue(), req.format.pretty);
@@ -241,7 +243,8 @@ class ClinicalApi {
     if (!break_glass && LocatorApi::unchanged_for(req, version, last_updated)) co_return LocatorApi::not_modified(version);
     req.audit.returned.push_back(type + "/" + id);
     if (break_glass) mark_break_glass(*json);
-    Response r = LocatorApi::with_version_headers(fhir_response(200, *json, req.format.pretty), version, last_updated);
+    Response r = LocatorApi::with_version_headers(fhir_response(200, subsetted(*json, *subset), req.format.pretty),
+                                                  version, last_updated);
     if (break_glass) r.set_header("X-Emergency-Access", "break-glass");
     co_return r;
   }

@@ -271,6 +271,8 @@ awaitable<Response> LocatorApi::read_pointer(Request& req) {
   const std::string id = req.path_params.at(0);
   Issue unknown = Issue::make(ErrorCode::not_found, "No such DocumentReference, or you may not see it");
   if (!fhir::is_valid_id(id)) co_return error_response(malformed_pointer_id(), req.format.pretty);
+  auto subset = read_subset(*req.query, fhir::handling_from_prefer(req.header("prefer")), registry_, "DocumentReference");
+  if (!subset) co_return error_response(subset.issue(), req.format.pretty);
   auto read = [id](locator::Locator& l) { return l.read_pointer(id); };
   auto ptr = co_await deps_.locator.call(read);
   if (!ptr) co_return error_response(ptr.issue(), req.format.pretty);
@@ -298,8 +300,9 @@ awaitable<Response> LocatorApi::read_pointer(Request& req) {
   req.audit.returned.push_back("DocumentReference/" + p.id);
   const locator::PatientRecord& patient = access->judged;
   const std::string nhs = patient.nhs_number_trusted ? patient.demographics.nhs_number : std::string();
-  Response r = with_version_headers(fhir_response(200, pointer_json(p, nhs, d.break_glass), req.format.pretty), p.version,
-                                    p.last_updated);
+  Response r = with_version_headers(
+      fhir_response(200, subsetted(pointer_json(p, nhs, d.break_glass), *subset), req.format.pretty), p.version,
+      p.last_updated);
   if (d.break_glass) r.set_header("X-Emergency-Access", "break-glass");
   co_return r;
 }

@@ -242,6 +242,20 @@ fhir::Result<Subset> search_subset(fhir::SearchRequest& s, fhir::Handling handli
   return subset_of(s);
 }
 
+fhir::Result<Subset> read_subset(const fhir::QueryParams& query, fhir::Handling handling,
+                                 const fhir::SearchParamRegistry& registry, std::string_view type) {
+  fhir::QueryParams result_params;
+  for (const auto& kv : query)
+    if (kv.first == "_summary" || kv.first == "_elements") result_params.push_back(kv);
+  auto parsed = fhir::parse_search(type, result_params, registry, fhir::Handling::strict);
+  if (!parsed) return std::move(parsed).issue();
+  if (parsed->summary == fhir::SummaryMode::count)
+    return Issue::make(ErrorCode::invalid_search_parameter, "_summary=count applies to searches, not to a read",
+                       "_summary");
+  if (type == "Patient") return subset_of(*parsed);
+  return search_subset(*parsed, handling, type);
+}
+
 fhir::Status unserved_result_params(fhir::SearchRequest& s, fhir::Handling handling, std::string_view type) {
   if (handling == fhir::Handling::lenient) s.sort.clear();
   if (!s.include.empty() || !s.revinclude.empty() || !s.sort.empty())

@@ -54,6 +54,12 @@ fhir::Result<Subset> subset_of(const fhir::SearchRequest& s);
 // search but Patient's): _summary=true and text are refused under strict handling, and under
 // lenient taken out of `s`, so that the self link shows they were not applied.
 fhir::Result<Subset> search_subset(fhir::SearchRequest& s, fhir::Handling handling, std::string_view type);
+// _summary and _elements on a read of `type`, taken from the request's `query` (R4
+// search.html "Summary" applies to a read as to a search): _summary=count is a search's
+// (invalid_search_parameter); other than on Patient, _summary=true and text are treated as on
+// the type's searches (search_subset, under `handling`).
+fhir::Result<Subset> read_subset(const fhir::QueryParams& query, fhir::Handling handling,
+                                 const fhir::SearchParamRegistry& registry, std::string_view type);
 // _sort is not served by any search here. Under strict handling it is refused (with _include
 // and _revinclude, refused whatever the handling: `type` names the search); under lenient
 // handling it is taken out of `s`, so that the self link shows it was not applied (R4

@@ -316,6 +316,40 @@ TEST_CASE("Clinical routes: _elements keeps each type's mandatory elements, so a
   CHECK(dr.find("subject") == nullptr);
 }
 
+TEST_CASE("Clinical routes: a read takes _elements and _summary as a search does") {
+  TestServer s;
+  const Seeded a = test::add_patient(s.locator(), 312, "ReadCut", "A81001");
+  file_record(s, a.id);
+  const std::string h = bearer(gp());
+  HttpResponse cut = test::get(s.port(), "/Observation/obs-k?_elements=subject", s.client(), h);
+  REQUIRE_MESSAGE(cut.status == 200, cut.body);
+  const fhir::Json o = json_of(cut);
+  CHECK(o.find("subject") != nullptr);
+  CHECK(o.string_at("status") == "final");  // mandatory: kept
+  CHECK(o.find("effectiveDateTime") == nullptr);
+  const fhir::Json* tag = o.find("meta")->find("tag");
+  REQUIRE(tag != nullptr);
+  CHECK(tag->items().at(0).string_at("code") == "SUBSETTED");
+  CHECK_FALSE(cut.header("etag").empty());
+  // Without them, the whole resource, untagged.
+  HttpResponse whole = test::get(s.port(), "/Observation/obs-k", s.client(), h);
+  REQUIRE(whole.status == 200);
+  CHECK(json_of(whole).find("effectiveDateTime") != nullptr);
+  CHECK(json_of(whole).find("meta")->find("tag") == nullptr);
+  // A resource without a patient (Location) too.
+  const fhir::Json loc = json_of(test::get(s.port(), "/Location/ward-1?_elements=id", s.client(), h));
+  CHECK(loc.find("name") == nullptr);
+  CHECK(loc.string_at("id") == "ward-1");
+  // _summary=count is a search's; _summary=true is not served here: 400 under strict, else ignored.
+  CHECK(test::get(s.port(), "/Observation/obs-k?_summary=count", s.client(), h).status == 400);
+  CHECK(test::get(s.port(), "/Observation/obs-k?_elements=Bad%20Name", s.client(), h).status == 400);
+  CHECK(test::get(s.port(), "/Observation/obs-k?_summary=true", s.client(), h + "Prefer: handling=strict\r\n").status ==
+        400);
+  HttpResponse lenient = test::get(s.port(), "/Observation/obs-k?_summary=true", s.client(), h);
+  REQUIRE(lenient.status == 200);
+  CHECK(json_of(lenient).find("effectiveDateTime") != nullptr);
+}
+
 TEST_CASE("Clinical routes: an unsupported _sort is ignored under lenient handling, refused under strict") {
   TestServer s;
   const Seeded a = test::add_patient(s.locator(), 311, "Sorted", "A81001");

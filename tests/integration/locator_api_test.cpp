@@ -974,6 +974,23 @@ TEST_CASE("Locator API: a pointer type search takes the token forms; |code is a 
   CHECK(total("%7C887701000000100") == 0);
 }
 
+TEST_CASE("Locator API: a pointer read takes _elements, keeping status and content") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 133, "Pointed", "A81001");
+  const std::string id = add_pointer(s.locator(), a.id, "RX1", "887701000000100", "Emergency health care plan");
+  const std::string h = bearer(clinician_at("A81001"));
+  HttpResponse r = test::get(s.port(), "/DocumentReference/" + id + "?_elements=type", s.client(), h);
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const fhir::Json doc = json_of(r);
+  CHECK(doc.find("type") != nullptr);
+  CHECK(doc.find("content") != nullptr);
+  CHECK(doc.find("custodian") == nullptr);
+  const fhir::Json* tag = doc.find("meta") ? doc.find("meta")->find("tag") : nullptr;
+  REQUIRE(tag != nullptr);
+  CHECK(tag->items().at(0).string_at("code") == "SUBSETTED");
+  CHECK(test::get(s.port(), "/DocumentReference/" + id + "?_summary=count", s.client(), h).status == 400);
+}
+
 TEST_CASE("Locator API: pointer versioning: PUT creates with 201, If-Match, weak If-None-Match") {
   TestServer s;
   Seeded a = add_patient(s.locator(), 140, "Version", "A81001");
