@@ -29,6 +29,24 @@ bool range_covers_json(const std::string& t) {
   return is_json_type(t) || t == "*/*" || t == "application/*";
 }
 
+// Whether the media type parameters after the first ';' of `item` allow FHIR R4: no
+// fhirVersion, or fhirVersion 4.0 (R4 http.html#version-parameter; 4.0.1 read the same). A
+// client asking for another FHIR version SHOULD get 406, not R4 it may misread.
+bool r4_allowed(std::string_view item) {
+  std::size_t semi = item.find(';');
+  while (semi != std::string_view::npos) {
+    item.remove_prefix(semi + 1);
+    semi = item.find(';');
+    std::string_view param = item.substr(0, semi);
+    const std::size_t eq = param.find('=');
+    if (eq == std::string_view::npos || lower(trim(param.substr(0, eq))) != "fhirversion") continue;
+    std::string_view v = trim(param.substr(eq + 1));
+    if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+    if (v != "4.0" && v != "4.0.1") return false;
+  }
+  return true;
+}
+
 Issue not_acceptable(std::string_view what) {
   return Issue::make(ErrorCode::not_acceptable,
                      "This server produces FHIR JSON only; " + std::string(what) +
@@ -56,7 +74,7 @@ Result<ResponseFormat> negotiate_format(std::string_view accept,
     // An unencoded '+' arrives as a space after form decoding ("application/fhir json").
     for (char& c : f)
       if (c == ' ') c = '+';
-    if (f == "json" || is_json_type(f)) return out;
+    if ((f == "json" || is_json_type(f)) && r4_allowed(*format_param)) return out;
     return not_acceptable("_format=" + std::string(format_param->substr(0, 40)) + " was requested");
   }
   accept = trim(accept);
@@ -75,7 +93,7 @@ Result<ResponseFormat> negotiate_format(std::string_view accept,
       std::string_view qv = trim(item.substr(qpos + 2));
       std::from_chars(qv.data(), qv.data() + qv.size(), q);
     }
-    if (q > 0 && range_covers_json(lower(type))) return out;
+    if (q > 0 && range_covers_json(lower(type)) && r4_allowed(item)) return out;
   }
   if (!any_listed) return out;
   return not_acceptable("the Accept header does not allow it");

@@ -357,6 +357,7 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
                               *async_store_});
   if (audit_log_) {
     async_audit_ = std::make_unique<http::AsyncAudit>(*audit_log_, 2);
+    http::register_audit_search_params(search_params_);
     http::add_audit_routes(router_, http::AuditRouteDeps{*async_audit_, cfg_.public_base_url, cfg_.public_base_url,
                                                          static_cast<std::size_t>(cfg_.audit.max_page),
                                                          static_cast<std::size_t>(cfg_.audit.export_max)});

@@ -622,7 +622,9 @@ Units units(const SegmentRef& s, std::size_t field) {
   const std::string id = value(s, field, 1, 1), text = value(s, field, 2, 1), system = value(s, field, 3, 1);
   Units u;
   u.unit = id.empty() ? text : id;
-  if (!id.empty() && (iequals(system, "UCUM") || is_common_ucum(id))) {
+  // A unit the sender places in another system (L, 99zzz, ISO+) is that system's, whatever it
+  // spells: a local "m" may be months, UCUM's "m" is metres.
+  if (!id.empty() && (iequals(system, "UCUM") || (system.empty() && is_common_ucum(id)))) {
     u.system = kUcumSystem;
     u.code = id;
   }

@@ -864,6 +864,17 @@ class AuditApi {
 
 }  // namespace
 
+void register_audit_search_params(fhir::SearchParamRegistry& registry) {
+  using T = fhir::SearchParamType;
+  const std::string sp = "http://hl7.org/fhir/SearchParameter/AuditEvent-";
+  registry.add("AuditEvent", {"patient", T::reference, sp + "patient",
+                              "the NHS number, alone or as https://fhir.nhs.uk/Id/nhs-number|{number}"});
+  registry.add("AuditEvent", {"agent", T::reference, sp + "agent", "the user id (token subject), or system|id"});
+  registry.add("AuditEvent", {"date", T::date, sp + "date", "prefixes eq ge gt le lt; repeat for a range"});
+  registry.add("AuditEvent", {"outcome", T::token, sp + "outcome", "0 (success), 4, 8 or 12"});
+  registry.add("AuditEvent", {"subtype", T::token, sp + "subtype", "the action (read, search-type, ...), the operation, or break-glass"});
+}
+
 void add_audit_routes(Router& router, AuditRouteDeps deps) {
   auto api = std::make_shared<AuditApi>(std::move(deps));
   using auth::Interaction;

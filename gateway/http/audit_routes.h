@@ -19,6 +19,7 @@
 
 #include <string>
 
+#include "fhir/search_params.h"
 #include "gateway/audit/log.h"
 #include "gateway/http/router.h"
 #include "gateway/sqlite/blocking_pool.h"
@@ -43,5 +44,8 @@ struct AuditRouteDeps {
 };
 
 void add_audit_routes(Router& router, AuditRouteDeps deps);
+// The parameters GET /AuditEvent takes, for the CapabilityStatement (the route reads them
+// itself: any other is refused, whatever the handling).
+void register_audit_search_params(fhir::SearchParamRegistry& registry);
 
 }  // namespace gw::http

@@ -105,8 +105,8 @@ class ClinicalApi {
         std::vector<store::CodeMatch>& alternatives = q.codes.emplace_back();
         for (const auto& v : p.values) {
           const auto& t = std::get<fhir::TokenValue>(v);
-          if (t.code.empty()) co_return error_response(bad_param("code", "needs a code"), req.format.pretty);
-          // code alone: any system; system|code: that system; |code: no system at all.
+          // code alone: any system; system|code: that system; |code: no system at all;
+          // system| (the code empty): any code in that system.
           store::CodeMatch m{std::nullopt, t.code};
           if (t.system_match != fhir::TokenValue::SystemMatch::any)
             m.system = t.system_match == fhir::TokenValue::SystemMatch::exact ? t.system : std::string();
@@ -122,10 +122,8 @@ class ClinicalApi {
         co_return error_response(bad_param(p.name, "is not supported on " + type + " here"), req.format.pretty);
       }
     }
-    if (!parsed->include.empty() || !parsed->revinclude.empty() || !parsed->sort.empty())
-      co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
-                                           "_include, _revinclude and _sort are not supported on " + type),
-                               req.format.pretty);
+    if (auto ok = unserved_result_params(*parsed, fhir::handling_from_prefer(req.header("prefer")), type); !ok)
+      co_return error_response(ok.issue(), req.format.pretty);
     // _summary=count and _elements are served; _summary=true and text are not (search_subset).
     auto subset = search_subset(*parsed, fhir::handling_from_prefer(req.header("prefer")), type);
     if (!subset) co_return error_response(subset.issue(), req.format.pretty);
@@ -211,6 +209,8 @@ class ClinicalApi {
   awaitable<Response> read(Request& req, std::string type) {
     const std::string id = req.path_params.at(0);
     const Issue unknown = Issue::make(ErrorCode::not_found, type + "/" + id.substr(0, 64) + " is not known here");
+    auto subset = read_subset(*req.query, fhir::handling_from_prefer(req.header("prefer")), registry_, type);
+    if (!subset) co_return error_response(subset.issue(), req.format.pretty);
     auto get = [type, id](store::Store& s) { return s.read(type, id); };
     auto found = co_await deps_.store.call(get);
     if (!found) co_return error_response(found.issue(), req.format.pretty);
@@ -243,7 +243,8 @@ class ClinicalApi {
     if (!break_glass && LocatorApi::unchanged_for(req, version, last_updated)) co_return LocatorApi::not_modified(version);
     req.audit.returned.push_back(type + "/" + id);
     if (break_glass) mark_break_glass(*json);
-    Response r = LocatorApi::with_version_headers(fhir_response(200, *json, req.format.pretty), version, last_updated);
+    Response r = LocatorApi::with_version_headers(fhir_response(200, subsetted(*json, *subset), req.format.pretty),
+                                                  version, last_updated);
     if (break_glass) r.set_header("X-Emergency-Access", "break-glass");
     co_return r;
   }
@@ -281,7 +282,8 @@ void register_clinical_search_params(fhir::SearchParamRegistry& registry) {
     registry.add(t, {"date", T::date, sp + "clinical-date", t == "Encounter" ? "period" : "effective date"});
     if (t != "Encounter")
       registry.add(t, {"code", T::token, sp + "clinical-code",
-                       "system|code, code (any system) or |code (no system); several ORed"});
+                       "system|code, code (any system), |code (no system) or system| (any code in it); "
+                       "several ORed"});
   }
 }
 

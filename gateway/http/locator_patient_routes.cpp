@@ -153,8 +153,6 @@ fhir::Result<std::optional<locator::PatientQuery>> LocatorApi::patient_query(con
       return Issue::make(ErrorCode::invalid_search_parameter, p.name + " is not supported on Patient here", p.name);
     }
   }
-  if (!s.include.empty() || !s.revinclude.empty() || !s.sort.empty())
-    return Issue::make(ErrorCode::invalid_search_parameter, "_include, _revinclude and _sort are not supported on Patient");
   if (!any)
     return Issue::make(ErrorCode::missing_value,
                        "give at least one of identifier, family, given, name, birthdate, gender, address-postalcode");
@@ -246,6 +244,8 @@ awaitable<Response> LocatorApi::search_patients(Request& req, const fhir::QueryP
   auto parsed = fhir::parse_search("Patient", params, registry_, fhir::handling_from_prefer(req.header("prefer")));
   if (!parsed) co_return error_response(parsed.issue(), req.format.pretty);
   if (auto ok = gate_.check_search_scopes(req, *parsed, registry_); !ok)
+    co_return error_response(ok.issue(), req.format.pretty);
+  if (auto ok = unserved_result_params(*parsed, fhir::handling_from_prefer(req.header("prefer")), "Patient"); !ok)
     co_return error_response(ok.issue(), req.format.pretty);
   auto q = patient_query(*parsed);
   if (!q) co_return error_response(q.issue(), req.format.pretty);

@@ -179,10 +179,9 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
                                            p.name), req.format.pretty);
     }
   }
-  if (!parsed->include.empty() || !parsed->revinclude.empty() || !parsed->sort.empty())
-    co_return error_response(Issue::make(ErrorCode::invalid_search_parameter,
-                                         "_include, _revinclude and _sort are not supported on DocumentReference"),
-                             req.format.pretty);
+  if (auto ok = unserved_result_params(*parsed, fhir::handling_from_prefer(req.header("prefer")), "DocumentReference");
+      !ok)
+    co_return error_response(ok.issue(), req.format.pretty);
   // As on the clinical searches: _summary=count and _elements are served, _summary=true and
   // text are not (search_subset).
   auto subset = search_subset(*parsed, fhir::handling_from_prefer(req.header("prefer")), "DocumentReference");
@@ -227,6 +226,9 @@ awaitable<Response> LocatorApi::search_pointers(Request& req, const fhir::QueryP
   const std::int64_t now_seconds = now_ms() / 1000;
   for (const auto& p : *pointers) {
     if (type) {
+      // |code asks for a type without a system (R4 search.html#token); every pointer's type has
+      // one (validate_pointer), so it matches none rather than the code in any system.
+      if (type->system_match == fhir::TokenValue::SystemMatch::none && !p.type_system.empty()) continue;
       if (type->system_match == fhir::TokenValue::SystemMatch::exact && type->system != p.type_system) continue;
       if (!type->code.empty() && type->code != p.type_code) continue;
     }
@@ -269,6 +271,8 @@ awaitable<Response> LocatorApi::read_pointer(Request& req) {
   const std::string id = req.path_params.at(0);
   Issue unknown = Issue::make(ErrorCode::not_found, "No such DocumentReference, or you may not see it");
   if (!fhir::is_valid_id(id)) co_return error_response(malformed_pointer_id(), req.format.pretty);
+  auto subset = read_subset(*req.query, fhir::handling_from_prefer(req.header("prefer")), registry_, "DocumentReference");
+  if (!subset) co_return error_response(subset.issue(), req.format.pretty);
   auto read = [id](locator::Locator& l) { return l.read_pointer(id); };
   auto ptr = co_await deps_.locator.call(read);
   if (!ptr) co_return error_response(ptr.issue(), req.format.pretty);
@@ -296,8 +300,9 @@ awaitable<Response> LocatorApi::read_pointer(Request& req) {
   req.audit.returned.push_back("DocumentReference/" + p.id);
   const locator::PatientRecord& patient = access->judged;
   const std::string nhs = patient.nhs_number_trusted ? patient.demographics.nhs_number : std::string();
-  Response r = with_version_headers(fhir_response(200, pointer_json(p, nhs, d.break_glass), req.format.pretty), p.version,
-                                    p.last_updated);
+  Response r = with_version_headers(
+      fhir_response(200, subsetted(pointer_json(p, nhs, d.break_glass), *subset), req.format.pretty), p.version,
+      p.last_updated);
   if (d.break_glass) r.set_header("X-Emergency-Access", "break-glass");
   co_return r;
 }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <utility>
 
 #include "fhir/datatypes.h"
 #include "fhir/structure_check.h"
@@ -241,6 +242,28 @@ fhir::Result<Subset> search_subset(fhir::SearchRequest& s, fhir::Handling handli
   return subset_of(s);
 }
 
+fhir::Result<Subset> read_subset(const fhir::QueryParams& query, fhir::Handling handling,
+                                 const fhir::SearchParamRegistry& registry, std::string_view type) {
+  fhir::QueryParams result_params;
+  for (const auto& kv : query)
+    if (kv.first == "_summary" || kv.first == "_elements") result_params.push_back(kv);
+  auto parsed = fhir::parse_search(type, result_params, registry, fhir::Handling::strict);
+  if (!parsed) return std::move(parsed).issue();
+  if (parsed->summary == fhir::SummaryMode::count)
+    return Issue::make(ErrorCode::invalid_search_parameter, "_summary=count applies to searches, not to a read",
+                       "_summary");
+  if (type == "Patient") return subset_of(*parsed);
+  return search_subset(*parsed, handling, type);
+}
+
+fhir::Status unserved_result_params(fhir::SearchRequest& s, fhir::Handling handling, std::string_view type) {
+  if (handling == fhir::Handling::lenient) s.sort.clear();
+  if (!s.include.empty() || !s.revinclude.empty() || !s.sort.empty())
+    return Issue::make(ErrorCode::invalid_search_parameter,
+                       "_include, _revinclude and _sort are not supported on " + std::string(type));
+  return fhir::Ok{};
+}
+
 namespace {
 
 // The Patient elements FHIR R4 marks isSummary (deceased[x] under the one name we emit).
@@ -248,16 +271,29 @@ constexpr std::string_view kPatientSummaryElements[] = {
     "identifier", "active", "name", "telecom", "gender", "birthDate", "deceasedDateTime", "address",
     "managingOrganization", "link"};
 
+// The top-level elements FHIR R4 makes mandatory (min 1) in the types served here (Patient
+// has none). R4 search.html: _elements and _summary=text keep them whether asked for or
+// not, so that a cut-down resource is still a valid one.
+constexpr std::pair<std::string_view, std::string_view> kMandatoryElements[] = {
+    {"DiagnosticReport", "code"},     {"DiagnosticReport", "status"}, {"DocumentReference", "content"},
+    {"DocumentReference", "status"}, {"Encounter", "class"},         {"Encounter", "status"},
+    {"Observation", "code"},          {"Observation", "status"}};
+
 }  // namespace
 
 // `r` cut down to what `s` asks for (any resource type for _elements; _summary=true knows the
 // Patient's summary elements only). resourceType, id and meta always stay (they are mandatory
-// for a resource we serve); a cut-down resource carries the SUBSETTED tag so that nobody takes
-// it for the whole record. _summary=data keeps everything (we send no narrative).
+// for a resource we serve), and so do the type's mandatory elements (kMandatoryElements); a
+// cut-down resource carries the SUBSETTED tag so that nobody takes it for the whole record.
+// _summary=data keeps everything (we send no narrative).
 Json subsetted(const Json& r, const Subset& s) {
   if (!s.applies()) return r;
-  auto keep = [&s](std::string_view name) {
+  const std::string_view type = r.string_at("resourceType");
+  auto keep = [&s, type](std::string_view name) {
     if (name == "resourceType" || name == "id" || name == "meta") return true;
+    if (std::find(std::begin(kMandatoryElements), std::end(kMandatoryElements), std::pair(type, name)) !=
+        std::end(kMandatoryElements))
+      return true;
     if (s.summary == fhir::SummaryMode::text) return name == "text";
     if (s.summary == fhir::SummaryMode::true_)
       return std::find(std::begin(kPatientSummaryElements), std::end(kPatientSummaryElements), name) !=

@@ -54,6 +54,17 @@ fhir::Result<Subset> subset_of(const fhir::SearchRequest& s);
 // search but Patient's): _summary=true and text are refused under strict handling, and under
 // lenient taken out of `s`, so that the self link shows they were not applied.
 fhir::Result<Subset> search_subset(fhir::SearchRequest& s, fhir::Handling handling, std::string_view type);
+// _summary and _elements on a read of `type`, taken from the request's `query` (R4
+// search.html "Summary" applies to a read as to a search): _summary=count is a search's
+// (invalid_search_parameter); other than on Patient, _summary=true and text are treated as on
+// the type's searches (search_subset, under `handling`).
+fhir::Result<Subset> read_subset(const fhir::QueryParams& query, fhir::Handling handling,
+                                 const fhir::SearchParamRegistry& registry, std::string_view type);
+// _sort is not served by any search here. Under strict handling it is refused (with _include
+// and _revinclude, refused whatever the handling: `type` names the search); under lenient
+// handling it is taken out of `s`, so that the self link shows it was not applied (R4
+// search.html "Handling errors": an unsupported parameter is ignored unless strict).
+fhir::Status unserved_result_params(fhir::SearchRequest& s, fhir::Handling handling, std::string_view type);
 // `r` cut down to what `s` asks for (_elements on any type; _summary=true and text as for a
 // Patient, the only type served with them): resourceType, id and meta always stay, and a
 // cut-down resource is tagged SUBSETTED. Unchanged when `s` asks for nothing.

@@ -116,6 +116,9 @@ bool LocatorApi::if_none_match_hits(std::string_view header, std::int64_t versio
 
 fhir::Result<fhir::QueryParams> LocatorApi::form_search_params(const Request& req) {
   std::string_view ct = req.header("content-type");
+  // No content, so no media type (RFC 9110 8.3): the parameters are all in the URL, which R4
+  // http.html#search allows for POST _search as well.
+  if (req.body.empty() && ct.empty()) return *req.query;
   std::string media(ct.substr(0, ct.find(';')));
   while (!media.empty() && media.back() == ' ') media.pop_back();
   for (char& c : media) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));  // RFC 9110 8.3.1
@@ -192,7 +195,9 @@ void register_locator_search_params(fhir::SearchParamRegistry& registry) {
                                      "Patient/{id}, or :identifier=https://fhir.nhs.uk/Id/nhs-number|... (or the NHS "
                                      "number alone)"});
   registry.add("DocumentReference", {"patient", T::reference, sp + "clinical-patient", "Patient id"});
-  registry.add("DocumentReference", {"type", T::token, sp + "clinical-type", "record type, system|code"});
+  registry.add("DocumentReference", {"type", T::token, sp + "clinical-type",
+                                     "record type: system|code, code (any system) or system| (any code); |code "
+                                     "matches none, as every type has a system"});
   registry.add("DocumentReference", {"custodian", T::reference, sp + "DocumentReference-custodian",
                                      ":identifier=https://fhir.nhs.uk/Id/ods-organization-code|{ODS code}"});
   registry.add("DocumentReference", {"date", T::date, sp + "DocumentReference-date",

@@ -533,7 +533,8 @@ fhir::Result<ResourcePage> Store::search(const ResourceQuery& q) {
     for (std::size_t i = 0; i < alternatives.size(); ++i) {
       if (i) sql += " OR ";
       // A coding without a system is indexed with system '' (codes_of), which |code asks for.
-      sql += alternatives[i].system ? "(c.code = ? AND c.system = ?)" : "(c.code = ?)";
+      const CodeMatch& m = alternatives[i];
+      sql += !m.system ? "(c.code = ?)" : m.code.empty() ? "(c.system = ?)" : "(c.code = ? AND c.system = ?)";
     }
     if (alternatives.empty()) sql += "0";  // a parameter with no value matches nothing
     sql += "))";
@@ -546,7 +547,7 @@ fhir::Result<ResourcePage> Store::search(const ResourceQuery& q) {
   for (const auto& p : q.patient_ids) st->bind(i++, p);
   for (const auto& alternatives : q.codes) {
     for (const auto& c : alternatives) {
-      st->bind(i++, c.code);
+      if (!c.system || !c.code.empty()) st->bind(i++, c.code);
       if (c.system) st->bind(i++, *c.system);
     }
   }

@@ -75,7 +75,8 @@ struct StoredResource {
 };
 
 // One code= alternative (R4 search.html#token): `system` nullopt matches the code in any
-// system (code alone); "" matches only a coding without a system (|code).
+// system (code alone); "" matches only a coding without a system (|code). An empty `code`
+// with a non-empty `system` matches any code in that system (system|).
 struct CodeMatch {
   std::optional<std::string> system;
   std::string code;

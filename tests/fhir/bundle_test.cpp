@@ -102,6 +102,24 @@ TEST_CASE("Content negotiation: JSON family and wildcards accepted, XML and Turt
   }
 }
 
+TEST_CASE("Content negotiation: a fhirVersion other than R4 (4.0) is 406, in Accept and in _format") {
+  for (const char* ok : {"application/fhir+json; fhirVersion=4.0", "application/fhir+json;fhirversion=\"4.0\"",
+                         "application/fhir+json; charset=utf-8; fhirVersion=4.0.1",
+                         "application/fhir+json; fhirVersion=3.0, application/fhir+json; fhirVersion=4.0"}) {
+    CAPTURE(ok);
+    CHECK(negotiate_format(ok, std::nullopt, std::nullopt).ok());
+  }
+  for (const char* bad : {"application/fhir+json; fhirVersion=3.0", "application/fhir+json; fhirVersion=5.0",
+                          "application/json; fhirVersion=1.0"}) {
+    CAPTURE(bad);
+    auto r = negotiate_format(bad, std::nullopt, std::nullopt);
+    REQUIRE_FALSE(r.ok());
+    CHECK(http_status_for(r.issue().code) == 406);
+  }
+  CHECK(negotiate_format("", std::string_view("application/fhir+json;fhirVersion=4.0"), std::nullopt).ok());
+  CHECK_FALSE(negotiate_format("", std::string_view("application/fhir+json;fhirVersion=3.0"), std::nullopt).ok());
+}
+
 TEST_CASE("Content negotiation: _format overrides Accept; _pretty is honoured") {
   CHECK(negotiate_format("application/fhir+xml", std::string_view("json"), std::nullopt).ok());
   CHECK_FALSE(negotiate_format("application/fhir+json", std::string_view("xml"), std::nullopt).ok());

@@ -263,6 +263,35 @@ TEST_CASE("Audit: the access report says in plain words what each access was and
   }
 }
 
+TEST_CASE("Audit: /metadata lists exactly the AuditEvent search parameters, and each is applied") {
+  TestServer s;
+  const std::string ig = bearer(ig_officer());
+  HttpResponse cs = get(s, "/metadata", "");
+  REQUIRE(cs.status == 200);
+  std::set<std::string> names;
+  const fhir::Json statement = json_of(cs);
+  for (const auto& r : statement.find("rest")->items().at(0).find("resource")->items())
+    if (r.string_at("type") == "AuditEvent") {
+      REQUIRE(r.find("searchParam") != nullptr);
+      for (const auto& p : r.find("searchParam")->items()) names.insert(std::string(p.string_at("name")));
+    }
+  CHECK(names == std::set<std::string>{"agent", "date", "outcome", "patient", "subtype"});
+  // Each one narrows the search (a value matching nothing: total 0), none is refused as unknown.
+  const std::map<std::string, std::string> nothing = {{"agent", "nobody-at-all"},
+                                                      {"date", "lt2000-01-01"},
+                                                      {"outcome", "12"},
+                                                      {"patient", test::nhs(4242)},
+                                                      {"subtype", "no-such-action"}};
+  REQUIRE(get(s, "/AuditEvent", ig).status == 200);  // this search is itself recorded: the log is not empty
+  REQUIRE(json_of(get(s, "/AuditEvent", ig)).find("total")->as_int64() > 0);
+  for (const std::string& name : names) {
+    CAPTURE(name);
+    HttpResponse r = get(s, "/AuditEvent?" + name + "=" + nothing.at(name), ig);
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    CHECK(json_of(r).find("total")->as_int64() == 0);
+  }
+}
+
 TEST_CASE("Audit: IG answers: no empty entry array, 410 for a record retention removed, proof errors name the parameter") {
   TestServer s;
   const std::string ig = bearer(ig_officer());

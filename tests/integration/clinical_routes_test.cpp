@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <mutex>
 
+#include "fhir/element_check.h"
 #include "gateway/audit/log.h"
 #include "gateway/store/store.h"
 #include "support/audit_check.h"
@@ -256,6 +257,126 @@ TEST_CASE("Clinical routes: code=|value matches only codings without a system") 
   CHECK(ids("%7C2823-3,http://loinc.org%7C2823-3") == std::vector<std::string>{"obs-k", "obs-k-nosys"});
 }
 
+TEST_CASE("Clinical routes: code=system| matches any code in that system, and no other") {
+  TestServer s;
+  const Seeded a = test::add_patient(s.locator(), 309, "Systems", "A81001");
+  const std::string local = "https://fhir.nhs.uk/Id/local/code-system/lab/winpath";
+  file(s, a.id,
+       {observation("obs-na", a.id, coding("http://loinc.org", "2951-2")),
+        observation("obs-k", a.id, coding("http://loinc.org", "2823-3")),
+        observation("obs-glu", a.id, coding(local, "GLU")),
+        observation("obs-nosys", a.id, coding("", "2823-3"))});
+  auto ids = [&](const std::string& type, const std::string& code) {
+    HttpResponse r = test::get(s.port(), "/" + type + "?patient=" + a.id + "&code=" + code, s.client(), bearer(gp()));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    return match_ids(json_of(r));
+  };
+  CHECK(ids("Observation", "http://loinc.org%7C") == std::vector<std::string>{"obs-k", "obs-na"});
+  CHECK(ids("Observation", local + "%7C") == std::vector<std::string>{"obs-glu"});
+  CHECK(ids("Observation", "http://snomed.info/sct%7C").empty());
+  // ORed with the other forms, and ANDed when repeated.
+  CHECK(ids("Observation", local + "%7C,%7C2823-3") == std::vector<std::string>{"obs-glu", "obs-nosys"});
+  CHECK(ids("Observation", "http://loinc.org%7C&code=2823-3") == std::vector<std::string>{"obs-k"});
+  CHECK(ids("DiagnosticReport", "http://loinc.org%7C").empty());
+}
+
+TEST_CASE("Clinical routes: _elements keeps each type's mandatory elements, so a cut resource is valid R4") {
+  TestServer s;
+  const Seeded a = test::add_patient(s.locator(), 310, "Elements", "A81001");
+  file_record(s, a.id);
+  file(s, a.id,
+       {R"({"resourceType":"DiagnosticReport","id":"dr-fbc","status":"final","code":{"coding":[)" +
+        coding("http://loinc.org", "58410-2") + "]}," + subject(a.id) + R"(,"effectiveDateTime":"2026-11-02T10:00:00Z"})"});
+  const std::string h = bearer(gp());
+  auto first = [&](const std::string& query) {
+    HttpResponse r = test::get(s.port(), query, s.client(), h);
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    fhir::Json b = json_of(r);
+    REQUIRE(b.find("entry") != nullptr);
+    return *b.find("entry")->items().at(0).find("resource");
+  };
+  // Observation: status and code (1..1) stay, whatever _elements lists; the rest goes.
+  fhir::Json obs = first("/Observation?patient=" + a.id + "&code=http://loinc.org%7C2823-3&_elements=subject");
+  CHECK(obs.find("subject") != nullptr);
+  CHECK(obs.string_at("status") == "final");
+  CHECK(obs.find("code") != nullptr);
+  CHECK(obs.find("effectiveDateTime") == nullptr);
+  CHECK(obs.find("meta")->find("tag")->items().at(0).string_at("code") == "SUBSETTED");
+  CHECK(fhir::check_structure_and_elements(obs, "Observation").empty());
+  // Encounter: status and class; DiagnosticReport: status and code.
+  fhir::Json enc = first("/Encounter?patient=" + a.id + "&_elements=period");
+  CHECK(enc.string_at("status") == "finished");
+  CHECK(enc.find("class") != nullptr);
+  CHECK(enc.find("subject") == nullptr);
+  CHECK(fhir::check_structure_and_elements(enc, "Encounter").empty());
+  fhir::Json dr = first("/DiagnosticReport?patient=" + a.id + "&code=http://loinc.org%7C58410-2&_elements=effective");
+  CHECK(dr.string_at("status") == "final");
+  CHECK(dr.find("code") != nullptr);
+  CHECK(dr.find("effectiveDateTime") != nullptr);
+  CHECK(dr.find("subject") == nullptr);
+}
+
+TEST_CASE("Clinical routes: a read takes _elements and _summary as a search does") {
+  TestServer s;
+  const Seeded a = test::add_patient(s.locator(), 312, "ReadCut", "A81001");
+  file_record(s, a.id);
+  const std::string h = bearer(gp());
+  HttpResponse cut = test::get(s.port(), "/Observation/obs-k?_elements=subject", s.client(), h);
+  REQUIRE_MESSAGE(cut.status == 200, cut.body);
+  const fhir::Json o = json_of(cut);
+  CHECK(o.find("subject") != nullptr);
+  CHECK(o.string_at("status") == "final");  // mandatory: kept
+  CHECK(o.find("effectiveDateTime") == nullptr);
+  const fhir::Json* tag = o.find("meta")->find("tag");
+  REQUIRE(tag != nullptr);
+  CHECK(tag->items().at(0).string_at("code") == "SUBSETTED");
+  CHECK_FALSE(cut.header("etag").empty());
+  // Without them, the whole resource, untagged.
+  HttpResponse whole = test::get(s.port(), "/Observation/obs-k", s.client(), h);
+  REQUIRE(whole.status == 200);
+  CHECK(json_of(whole).find("effectiveDateTime") != nullptr);
+  CHECK(json_of(whole).find("meta")->find("tag") == nullptr);
+  // A resource without a patient (Location) too.
+  const fhir::Json loc = json_of(test::get(s.port(), "/Location/ward-1?_elements=id", s.client(), h));
+  CHECK(loc.find("name") == nullptr);
+  CHECK(loc.string_at("id") == "ward-1");
+  // _summary=count is a search's; _summary=true is not served here: 400 under strict, else ignored.
+  CHECK(test::get(s.port(), "/Observation/obs-k?_summary=count", s.client(), h).status == 400);
+  CHECK(test::get(s.port(), "/Observation/obs-k?_elements=Bad%20Name", s.client(), h).status == 400);
+  CHECK(test::get(s.port(), "/Observation/obs-k?_summary=true", s.client(), h + "Prefer: handling=strict\r\n").status ==
+        400);
+  HttpResponse lenient = test::get(s.port(), "/Observation/obs-k?_summary=true", s.client(), h);
+  REQUIRE(lenient.status == 200);
+  CHECK(json_of(lenient).find("effectiveDateTime") != nullptr);
+}
+
+TEST_CASE("Clinical routes: an unsupported _sort is ignored under lenient handling, refused under strict") {
+  TestServer s;
+  const Seeded a = test::add_patient(s.locator(), 311, "Sorted", "A81001");
+  file_record(s, a.id);
+  const std::string h = bearer(gp());
+  const std::string strict = "Prefer: handling=strict\r\n";
+  for (const std::string& type : {std::string("Encounter"), std::string("Observation"), std::string("DocumentReference"),
+                                  std::string("Patient")}) {
+    CAPTURE(type);
+    const std::string q = type == "Patient" ? "/Patient?family=Sorted&_sort=-_lastUpdated"
+                                            : "/" + type + "?patient=" + a.id + "&_sort=-date";
+    HttpResponse lenient = test::get(s.port(), q, s.client(), h);
+    REQUIRE_MESSAGE(lenient.status == 200, lenient.body);
+    // The self link names what was applied: not _sort.
+    const fhir::Json b = json_of(lenient);
+    CHECK(b.find("link")->items().at(0).string_at("url").find("_sort") == std::string::npos);
+    CHECK(test::get(s.port(), q, s.client(), h + strict).status == 400);
+    // _include and _revinclude are refused whatever the handling.
+    CHECK(test::get(s.port(), q + "&_include=" + type + ":subject", s.client(), h).status == 400);
+  }
+  // The same search without _sort: the same matches.
+  fhir::Json plain = json_of(test::get(s.port(), "/Encounter?patient=" + a.id, s.client(), h));
+  fhir::Json sorted = json_of(test::get(s.port(), "/Encounter?patient=" + a.id + "&_sort=date", s.client(), h));
+  CHECK(match_ids(sorted) == match_ids(plain));
+  CHECK(match_ids(plain).size() == 2);
+}
+
 TEST_CASE("Clinical routes: the patient is named once; an absolute reference to this server names it") {
   TestServer s;
   const Seeded a = test::add_patient(s.locator(), 304, "Named", "A81001");
@@ -369,4 +490,12 @@ TEST_CASE("Clinical routes: POST _search keeps the NHS number out of the URL and
   HttpResponse dr = test::request(s, "POST", "/DiagnosticReport/_search", h, "patient=" + a.id, form);
   CHECK(dr.status == 200);
   CHECK(test::request(s, "POST", "/Encounter/_search", h, "{}", "application/json").status == 415);
+  // An empty POST without Content-Type searches by the URL's parameters, as GET does.
+  auto ex = test::exchange(s.port(),
+                           "POST /Encounter/_search?patient=" + a.id + " HTTP/1.1\r\nHost: localhost\r\n" + h +
+                               "Content-Length: 0\r\nConnection: close\r\n\r\n",
+                           1, s.client());
+  REQUIRE_MESSAGE(ex.responses.size() == 1, ex.error);
+  REQUIRE_MESSAGE(ex.responses[0].status == 200, ex.responses[0].body);
+  CHECK(json_of(ex.responses[0]).find("total")->as_int64() == 2);
 }

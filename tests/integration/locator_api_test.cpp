@@ -267,6 +267,12 @@ TEST_CASE("Locator API: POST /Patient/_search keeps the NHS number out of the UR
   HttpResponse wrong_type = one(s, send(s, "POST", "/Patient/_search", bearer(clinician_at("A81001")), "{}",
                                         "application/fhir+json"));
   CHECK(wrong_type.status == 415);
+  // No body and so no Content-Type: the parameters in the URL are the search.
+  HttpResponse url_only = one(s, "POST /Patient/_search?identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C" +
+                                     a.nhs_number + " HTTP/1.1\r\nHost: localhost\r\n" + bearer(clinician_at("A81001")) +
+                                     "Content-Length: 0\r\nConnection: close\r\n\r\n");
+  REQUIRE_MESSAGE(url_only.status == 200, url_only.body);
+  CHECK(json_of(url_only).find("total")->as_int64() == 1);
   // Media types are case-insensitive.
   HttpResponse upper = one(s, send(s, "POST", "/Patient/_search", bearer(clinician_at("A81001")),
                                    "identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C" + a.nhs_number,
@@ -408,7 +414,10 @@ TEST_CASE("Locator API: pointers in NRL shape; sensitive ones withheld and repor
   fhir::Json cut = json_of(test::get(s.port(), q + "&_elements=type", s.client(), h));
   const fhir::Json& first = *cut.find("entry")->items().at(0).find("resource");
   CHECK(first.find("type") != nullptr);
-  CHECK(first.find("content") == nullptr);
+  CHECK(first.find("custodian") == nullptr);
+  // status and content are mandatory (1..1, 1..*): kept, unasked, so the pointer stays valid R4.
+  CHECK(first.string_at("status") == "current");
+  CHECK(first.find("content") != nullptr);
   CHECK(first.find("meta")->find("tag")->items().at(0).string_at("code") == "SUBSETTED");
   CHECK(test::get(s.port(), q + "&_summary=true", s.client(), h + "Prefer: handling=strict\r\n").status == 400);
   HttpResponse lenient = test::get(s.port(), q + "&_summary=true", s.client(), h);
@@ -945,6 +954,41 @@ TEST_CASE("Locator API: a pointer search names its patient once") {
   CHECK(test::get(s.port(), "/DocumentReference?patient=" + a.id + "&subject:identifier=https://fhir.nhs.uk/Id/nhs-number%7C" +
                                 b.nhs_number, s.client(), h).status == 400);
   CHECK(test::get(s.port(), "/DocumentReference?patient=" + b.id, s.client(), h).status == 200);
+}
+
+TEST_CASE("Locator API: a pointer type search takes the token forms; |code is a type without a system") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 132, "Typed", "A81001");
+  add_pointer(s.locator(), a.id, "RX1", "887701000000100", "Emergency health care plan");  // SNOMED CT
+  const std::string h = bearer(clinician_at("A81001"));
+  auto total = [&](const std::string& type) {
+    HttpResponse r = test::get(s.port(), "/DocumentReference?patient=" + a.id + "&type=" + type, s.client(), h);
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    return json_of(r).find("total")->as_int64();
+  };
+  CHECK(total("887701000000100") == 1);
+  CHECK(total("http://snomed.info/sct%7C887701000000100") == 1);
+  CHECK(total("http://snomed.info/sct%7C") == 1);
+  CHECK(total("http://loinc.org%7C887701000000100") == 0);
+  // Every pointer's type has a system, so |code (no system) matches none of them.
+  CHECK(total("%7C887701000000100") == 0);
+}
+
+TEST_CASE("Locator API: a pointer read takes _elements, keeping status and content") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 133, "Pointed", "A81001");
+  const std::string id = add_pointer(s.locator(), a.id, "RX1", "887701000000100", "Emergency health care plan");
+  const std::string h = bearer(clinician_at("A81001"));
+  HttpResponse r = test::get(s.port(), "/DocumentReference/" + id + "?_elements=type", s.client(), h);
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  const fhir::Json doc = json_of(r);
+  CHECK(doc.find("type") != nullptr);
+  CHECK(doc.find("content") != nullptr);
+  CHECK(doc.find("custodian") == nullptr);
+  const fhir::Json* tag = doc.find("meta") ? doc.find("meta")->find("tag") : nullptr;
+  REQUIRE(tag != nullptr);
+  CHECK(tag->items().at(0).string_at("code") == "SUBSETTED");
+  CHECK(test::get(s.port(), "/DocumentReference/" + id + "?_summary=count", s.client(), h).status == 400);
 }
 
 TEST_CASE("Locator API: pointer versioning: PUT creates with 201, If-Match, weak If-None-Match") {

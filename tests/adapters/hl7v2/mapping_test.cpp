@@ -799,6 +799,25 @@ TEST_CASE("hl7v2 mapping: a text result with units keeps its unit") {
   CHECK(r->resources[4].string_at("valueString") == "138/88");
 }
 
+TEST_CASE("hl7v2 mapping: a unit is UCUM when sent as UCUM, or a common UCUM code sent without a system") {
+  const auto r = map_text(kMsh + "ORU^R01|C1|P|2.4\rPID|1||123^^^RGT^MR\rOBR|1||F1|UE^U and E^LN\r"
+                                 "OBX|1|NM|NA^Sodium^L||140|mmol/L|133-145||||F\r"
+                                 "OBX|2|NM|WT^Weight^L||82.5|kg^kilogram^UCUM|||||F\r"
+                                 "OBX|3|NM|AGE^Age^L||7|m^months^L|||||F\r"
+                                 "OBX|4|NM|GLU^Glucose^L||5.2|mmol/L^^99LAB|3.5-7.8||||F\r");
+  REQUIRE(r.ok());
+  auto quantity = [&](std::size_t i) { return fhir::to_json(*r->resources[i].find("valueQuantity")); };
+  const std::string ucum = R"(,"system":"http://unitsofmeasure.org","code":")";
+  CHECK(quantity(0) == R"({"value":140,"unit":"mmol/L")" + ucum + R"(mmol/L"})");
+  CHECK(quantity(1) == R"({"value":82.5,"unit":"kg")" + ucum + R"(kg"})");
+  // Another system named: its unit, never claimed as UCUM (a local "m" is not metres).
+  CHECK(quantity(2) == R"({"value":7,"unit":"m"})");
+  CHECK(quantity(3) == R"({"value":5.2,"unit":"mmol/L"})");
+  const Json* range = r->resources[3].find("referenceRange");
+  REQUIRE(range != nullptr);
+  CHECK(range->items().at(0).find("low")->find("system") == nullptr);
+}
+
 TEST_CASE("hl7v2 mapping: HL7 times become FHIR dateTimes in UK local time when no offset is sent") {
   using gw::hl7v2::detail::fhir_datetime;
   auto dt = [](std::string_view hl7) {
