@@ -373,7 +373,9 @@ class Locator {
   // Applies `u` in one transaction (nothing of it stays when any step fails): resolve
   // (as resolve()); for a merge, find the record the retired identifiers name (not_found,
   // expression "retired", when none does; a merge already done succeeds) and merge it into
-  // the resolved one (as merge()); record each encounter (as record_encounter()); put the
+  // the resolved one (as merge()); when the claim's NHS number (else its first known
+  // identifier) names the retired record itself while another of its identifiers names another
+  // record, the retired record is merged into that one, which the claim then resolves to; record each encounter (as record_encounter()); put the
   // pointer (as put_pointer()). Completed after commit. Repeating the same update is
   // harmless: it resolves to the same record and changes nothing more.
   virtual fhir::Result<IngestOutcome> ingest(const IngestUpdate& u) = 0;

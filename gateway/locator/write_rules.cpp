@@ -435,13 +435,9 @@ fhir::Result<Resolution> apply_import_record(IndexTransaction& tx, const ImportR
 
 namespace {
 
-// The active record a retired identifier of an A40 names: a trusted NHS number, else a local
-// identifier (whose owner may itself be retired already: followed to its survivor).
-fhir::Result<std::optional<std::string>> retired_record(IndexTransaction& tx, const Identifier& id) {
-  if (id.system == kNhsNumberSystem) {
-    if (!fhir::is_valid_nhs_number(id.value)) return std::optional<std::string>();
-    return tx.active_patient_with_nhs_number(id.value);
-  }
+// The active record a local identifier names (its owner, or the survivor its owner was merged
+// into), or none.
+fhir::Result<std::optional<std::string>> active_owner(IndexTransaction& tx, const Identifier& id) {
   auto owner = tx.identifier_owner(id.system, id.value);
   if (!owner) return std::move(owner).issue();
   if (!*owner) return std::optional<std::string>();
@@ -449,6 +445,41 @@ fhir::Result<std::optional<std::string>> retired_record(IndexTransaction& tx, co
   if (!rec) return std::move(rec).issue();
   if (!*rec) return std::optional<std::string>();
   return std::optional<std::string>((*rec)->id);
+}
+
+// The active record a retired identifier of an A40 names: a trusted NHS number, else a local
+// identifier (whose owner may itself be retired already: followed to its survivor).
+fhir::Result<std::optional<std::string>> retired_record(IndexTransaction& tx, const Identifier& id) {
+  if (id.system == kNhsNumberSystem) {
+    if (!fhir::is_valid_nhs_number(id.value)) return std::optional<std::string>();
+    return tx.active_patient_with_nhs_number(id.value);
+  }
+  return active_owner(tx, id);
+}
+
+// For an A40: the record to merge `retired` into before the survivor's claim is resolved, when
+// resolving would find `retired` itself (its trusted NHS number, else the first identifier
+// the index knows, is the retired record's) although another of the claim's identifiers names
+// another active record. None otherwise: resolving finds the survivor as it is.
+fhir::Result<std::optional<std::string>> survivor_for_merge(IndexTransaction& tx, const IdentityClaim& claim,
+                                                            const std::string& retired) {
+  const std::string& nhs = claim.demographics.nhs_number;
+  std::optional<std::string> first;  // what resolving would match by NHS number or identifier
+  if (!nhs.empty() && fhir::is_valid_nhs_number(nhs)) {
+    auto held = tx.active_patient_with_nhs_number(nhs);
+    if (!held) return std::move(held).issue();
+    first = std::move(*held);
+  }
+  std::optional<std::string> other;
+  for (const Identifier& id : claim.identifiers) {
+    auto owner = active_owner(tx, id);
+    if (!owner) return std::move(owner).issue();
+    if (!*owner) continue;
+    if (!first) first = **owner;
+    if (**owner != retired && !other) other = **owner;
+  }
+  if (first != retired) return std::optional<std::string>();
+  return other;
 }
 
 }  // namespace
@@ -478,6 +509,18 @@ fhir::Result<IngestOutcome> apply_ingest(IndexTransaction& tx, const IngestUpdat
   if (!u.retired.empty() && !retired)
     return Issue::make(ErrorCode::not_found, "no patient in the record locator holds the prior identifiers to merge",
                        "retired");
+  // The survivor's identity may still name the retired record: a PAS moves the retired MRN's
+  // NHS number to the surviving MRN and sends it in the A40's PID-3. Resolving would then find
+  // the retired record itself and take the merge for one done already. When the claim's NHS
+  // number, or else its first known identifier, names the retired record while another of its
+  // identifiers names another record, that record is the survivor: the merge is made first
+  // (the survivor takes the NHS number), and resolving then finds the survivor.
+  if (retired) {
+    auto pick = survivor_for_merge(tx, u.identity, *retired);
+    if (!pick) return std::move(pick).issue();
+    if (*pick)
+      if (auto s = apply_merge(tx, *retired, **pick, u.identity.source_ods, now); !s) return std::move(s).issue();
+  }
 
   IngestOutcome out;
   auto res = apply_resolve(tx, u.identity, rule, now);

@@ -822,3 +822,37 @@ TEST_CASE_TEMPLATE("Locator: an ingested A40 merges the record its prior identif
   CHECK_FALSE(lookup(*l, kNhsNumberSystem, nhs(42)));
   CHECK_FALSE(lookup(*l, kMrnA, "NEW-2"));
 }
+
+TEST_CASE_TEMPLATE("Locator: an A40 whose PID-3 carries the retired record's NHS number merges it into the record its "
+                   "local identifier names", B, LOCATOR_BACKENDS) {
+  // The PAS moves everything of the retired MRN, NHS number included, to the surviving MRN,
+  // and the A40's PID-3 says so: resolving the survivor by that NHS number would find the
+  // retired record itself and the merge would be skipped as if done already.
+  auto l = B::make();
+  const std::string old_rec = resolve_ok(*l, claim("RX1", nhs(43), {{kMrnA, "OLD-3", ""}}), MatchOutcome::created);
+  const std::string keep = resolve_ok(*l, claim("RX1", "", {{kMrnA, "KEEP-3", ""}}), MatchOutcome::created);
+  IngestUpdate u;
+  u.identity = claim("RX1", nhs(43), {{kMrnA, "KEEP-3", ""}});
+  u.retired = {Identifier{kMrnA, "OLD-3", "RX1"}};
+  auto merged = l->ingest(u);
+  REQUIRE(merged.ok());
+  CHECK(merged->resolution.patient_id == keep);
+  CHECK(merged->retired_patient_id == old_rec);
+  const PatientRecord retired = read_ok(*l, old_rec);
+  REQUIRE(retired.merged_into);
+  CHECK(*retired.merged_into == keep);
+  const PatientRecord survivor = read_ok(*l, keep);
+  CHECK(survivor.demographics.nhs_number == nhs(43));
+  CHECK(survivor.nhs_number_trusted);
+  CHECK(survivor.merged_from == std::vector<std::string>{old_rec});
+  CHECK(lookup(*l, kNhsNumberSystem, nhs(43)) == keep);
+  CHECK(lookup(*l, kMrnA, "OLD-3") == keep);
+  CHECK(l->conflicts(10, 0)->empty());  // nothing left "held by another record"
+
+  // The same A40 again: harmless, still one merge.
+  auto again = l->ingest(u);
+  REQUIRE(again.ok());
+  CHECK(again->resolution.patient_id == keep);
+  CHECK(read_ok(*l, keep).merged_from == std::vector<std::string>{old_rec});
+  CHECK(l->stats()->retired == 1);
+}
