@@ -263,7 +263,8 @@ struct IngestUpdate {
   std::vector<Encounter> encounters;    // source_ods is ignored: identity.source_ods records them
   // Put as identity.source_ods, with patient_id filled in and "{patient}" in the url replaced
   // by it. Without an id, the pointer's id is "<patient id>-<source ODS>": one pointer per
-  // source and patient, whose resource types accumulate over the units.
+  // source and patient, whose resource types accumulate over the units (a merge's unit folds
+  // the retired record's pointer of its source into the survivor's, and deletes it).
   std::optional<Pointer> pointer;
   // The patients whose records the unit updates (the record each of its resources is already
   // filed under, read from the store before this update), each with where the unit names that

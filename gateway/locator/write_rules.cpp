@@ -457,6 +457,15 @@ fhir::Result<std::optional<std::string>> retired_record(IndexTransaction& tx, co
   return active_owner(tx, id);
 }
 
+// The id of the one pointer ingest keeps per patient and source: "<patient id>-<source ODS>"
+// (other characters as '-'), or "" when that would be longer than a FHIR id.
+std::string source_pointer_id(const std::string& patient, const std::string& source_ods) {
+  if (patient.size() + 1 + source_ods.size() > kMaxIdBytes) return {};
+  std::string id = patient + "-";
+  for (char c : source_ods) id += std::isalnum(static_cast<unsigned char>(c)) ? c : '-';
+  return id;
+}
+
 // For an A40: the record to merge `retired` into before the survivor's claim is resolved, when
 // resolving would find `retired` itself (its trusted NHS number, else the first identifier
 // the index knows, is the retired record's) although another of the claim's identifiers names
@@ -553,24 +562,35 @@ fhir::Result<IngestOutcome> apply_ingest(IndexTransaction& tx, const IngestUpdat
     for (std::size_t at = p.url.find("{patient}"); at != std::string::npos; at = p.url.find("{patient}"))
       p.url.replace(at, 9, patient);
     // One pointer per source and patient, whatever each unit held: a stable id, and the
-    // resource types of every unit so far.
-    if (p.id.empty() && patient.size() + 1 + u.identity.source_ods.size() <= kMaxIdBytes) {
-      p.id = patient + "-";
-      for (char c : u.identity.source_ods) p.id += std::isalnum(static_cast<unsigned char>(c)) ? c : '-';
-    }
+    // resource types of every unit so far. The pointer the source kept for a record this unit
+    // merges into the patient (moved to the patient by the merge) is folded into it: its
+    // resource types join, and it goes, so the merge leaves the source one pointer, not two.
+    const std::string& source = u.identity.source_ods;
+    std::string folded;  // that pointer's id while it is known to exist
+    if (p.id.empty()) p.id = source_pointer_id(patient, source);
     if (!p.id.empty()) {
-      auto existing = tx.pointer(p.id);
-      if (!existing) return std::move(existing).issue();
-      if (*existing && (*existing)->source_ods == u.identity.source_ods)
+      if (!out.retired_patient_id.empty() && out.retired_patient_id != patient)
+        folded = source_pointer_id(out.retired_patient_id, source);
+      for (const std::string& id : {p.id, folded}) {
+        if (id.empty()) continue;
+        auto existing = tx.pointer(id);
+        if (!existing) return std::move(existing).issue();
+        if (!*existing || (*existing)->source_ods != source) {
+          if (id == folded) folded.clear();
+          continue;
+        }
         for (const std::string& t : (*existing)->resource_types)
           if (std::find(p.resource_types.begin(), p.resource_types.end(), t) == p.resource_types.end())
             p.resource_types.push_back(t);
+      }
       std::sort(p.resource_types.begin(), p.resource_types.end());
       if (p.resource_types.size() > kMaxResourceTypes) p.resource_types.resize(kMaxResourceTypes);
     }
-    auto put = put_pointer_checked(tx, u.identity.source_ods, std::move(p), now, false);
+    auto put = put_pointer_checked(tx, source, std::move(p), now, false);
     if (!put) return std::move(put).issue();
     out.pointer = std::move(*put);
+    if (!folded.empty())
+      if (auto s = tx.delete_pointer(folded); !s) return std::move(s).issue();
   }
   return out;
 }

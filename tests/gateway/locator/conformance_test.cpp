@@ -856,3 +856,43 @@ TEST_CASE_TEMPLATE("Locator: an A40 whose PID-3 carries the retired record's NHS
   CHECK(read_ok(*l, keep).merged_from == std::vector<std::string>{old_rec});
   CHECK(l->stats()->retired == 1);
 }
+
+TEST_CASE_TEMPLATE("Locator: an ingested A40 leaves its source one pointer for the survivor, holding the retired "
+                   "record's resource types", B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const auto unit = [](const std::string& mrn, const std::string& type) {
+    IngestUpdate u;
+    u.identity = claim("RX1", "", {{kMrnA, mrn, ""}});
+    Pointer p = pointer("");
+    p.patient_id.clear();
+    p.id.clear();
+    p.url = "https://gw.example/Patient/{patient}";
+    p.resource_types = {type};
+    u.pointer = p;
+    return u;
+  };
+  auto old_unit = l->ingest(unit("OLD-4", "Encounter"));
+  auto keep_unit = l->ingest(unit("KEEP-4", "Observation"));
+  REQUIRE(old_unit.ok());
+  REQUIRE(keep_unit.ok());
+  const std::string old_rec = old_unit->resolution.patient_id;
+  const std::string keep = keep_unit->resolution.patient_id;
+  REQUIRE(old_rec != keep);
+
+  IngestUpdate merge = unit("KEEP-4", "Patient");
+  merge.retired = {Identifier{kMrnA, "OLD-4", "RX1"}};
+  auto merged = l->ingest(merge);
+  REQUIRE(merged.ok());
+  CHECK(merged->resolution.patient_id == keep);
+  auto pointers = l->pointers_for(keep);
+  REQUIRE(pointers.ok());
+  REQUIRE(pointers->size() == 1);  // not the survivor's and the retired record's
+  CHECK((*pointers)[0].id == keep + "-RX1");
+  CHECK((*pointers)[0].resource_types == std::vector<std::string>{"Encounter", "Observation", "Patient"});
+  CHECK_FALSE(*l->read_pointer(old_rec + "-RX1"));
+
+  // The same A40 again changes nothing more.
+  auto again = l->ingest(merge);
+  REQUIRE(again.ok());
+  CHECK(l->pointers_for(keep)->size() == 1);
+}
