@@ -67,6 +67,11 @@ struct IngestBatch {
   // built from the issue as reported to it: the ingest path stores it with the unit's error
   // row, so the message store shows the reply sent. The adapter must send these bytes.
   std::function<std::string(const fhir::Issue&)> error_reply;
+  // What the adapter will answer on success when the ingest path adds warnings of its own (an
+  // identity conflict the record locator recorded: the unit was filed apart from the record
+  // its identifiers named), built from every warning of the unit; the ingest path stores it
+  // as `reply`, and the adapter must then send these bytes. Unset: `reply` is sent.
+  std::function<std::string(const std::vector<std::string>&)> reply_with_warnings;
   // A merge (HL7 A40): identifiers of a record to retire into `identity`'s record, each a
   // FHIR Identifier {system, value}.
   std::vector<fhir::Json> retired_identifiers;

@@ -402,6 +402,12 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     if (mapped->encounter) batch.encounters.emplace_back(mapped->encounter->organisation_ods, mapped->encounter->at);
     // The AE for a unit the ingest path cannot apply, built there (and kept with its error
     // row) from the issue it reports; sent as built. Read here after the sink completed.
+    auto success_replies = std::make_shared<std::vector<std::string>>();
+    batch.reply_with_warnings = [msh, success_replies](const std::vector<std::string>& warnings) {
+      *success_replies = acknowledgements(msh, Outcome::applied, std::nullopt);
+      for (std::string& ack : *success_replies) ack = with_warnings(msh, std::move(ack), warnings);
+      return join_replies(*success_replies);
+    };
     auto error_replies = std::make_shared<std::vector<std::string>>();
     batch.error_reply = [msh, error_replies](const Issue& why) {
       *error_replies = acknowledgements(msh, Outcome::error, ack_error_for(why));
@@ -415,6 +421,7 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
         co_return split_replies(r->prior_reply);
       }
       ++applied;
+      if (!success_replies->empty()) co_return *success_replies;
       co_return success;
     }
     const Issue& issue = r.issue();

@@ -391,6 +391,21 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
   auto outcome = locator_.ingest(update);
   if (!outcome) return fail(batch, std::move(outcome).issue());
   const std::string patient_id = outcome->resolution.patient_id;
+  // An identity conflict the locator recorded is news for the sender's data quality team: the
+  // unit was filed apart from (or without moving an identifier of) the record its identifiers
+  // named. A warning like the mapping's, at the identity's location, with no patient data.
+  const std::string at = batch.identity_location.empty() ? std::string("identity") : batch.identity_location;
+  bool conflicted = false;
+  for (const std::string& c : outcome->resolution.conflicts) {
+    conflicted = true;
+    batch.warnings.push_back(
+        c.rfind("nhs-number-mismatch", 0) == 0
+            ? at + ": identity conflict: the patient's identifiers name a record holding a different valid NHS "
+                   "number; filed as a patient of its own, conflict recorded for review (gw-locator conflicts)"
+            : at + ": identity conflict: a local identifier belongs to another patient record and was left there; "
+                   "conflict recorded for review (gw-locator conflicts)");
+  }
+  if (conflicted && batch.reply_with_warnings) batch.reply = batch.reply_with_warnings(batch.warnings);
 
   // 4. store.db: the message and its resources (one transaction). The locator's part is
   // committed already and is idempotent (a resend or a replay applies it again unchanged), so

@@ -263,7 +263,8 @@ struct IngestUpdate {
   std::vector<Encounter> encounters;    // source_ods is ignored: identity.source_ods records them
   // Put as identity.source_ods, with patient_id filled in and "{patient}" in the url replaced
   // by it. Without an id, the pointer's id is "<patient id>-<source ODS>": one pointer per
-  // source and patient, whose resource types accumulate over the units.
+  // source and patient, whose resource types accumulate over the units (a merge's unit folds
+  // the retired record's pointer of its source into the survivor's, and deletes it).
   std::optional<Pointer> pointer;
   // The patients whose records the unit updates (the record each of its resources is already
   // filed under, read from the store before this update), each with where the unit names that
@@ -373,7 +374,9 @@ class Locator {
   // Applies `u` in one transaction (nothing of it stays when any step fails): resolve
   // (as resolve()); for a merge, find the record the retired identifiers name (not_found,
   // expression "retired", when none does; a merge already done succeeds) and merge it into
-  // the resolved one (as merge()); record each encounter (as record_encounter()); put the
+  // the resolved one (as merge()); when the claim's NHS number (else its first known
+  // identifier) names the retired record itself while another of its identifiers names another
+  // record, the retired record is merged into that one, which the claim then resolves to; record each encounter (as record_encounter()); put the
   // pointer (as put_pointer()). Completed after commit. Repeating the same update is
   // harmless: it resolves to the same record and changes nothing more.
   virtual fhir::Result<IngestOutcome> ingest(const IngestUpdate& u) = 0;

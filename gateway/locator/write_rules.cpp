@@ -435,13 +435,9 @@ fhir::Result<Resolution> apply_import_record(IndexTransaction& tx, const ImportR
 
 namespace {
 
-// The active record a retired identifier of an A40 names: a trusted NHS number, else a local
-// identifier (whose owner may itself be retired already: followed to its survivor).
-fhir::Result<std::optional<std::string>> retired_record(IndexTransaction& tx, const Identifier& id) {
-  if (id.system == kNhsNumberSystem) {
-    if (!fhir::is_valid_nhs_number(id.value)) return std::optional<std::string>();
-    return tx.active_patient_with_nhs_number(id.value);
-  }
+// The active record a local identifier names (its owner, or the survivor its owner was merged
+// into), or none.
+fhir::Result<std::optional<std::string>> active_owner(IndexTransaction& tx, const Identifier& id) {
   auto owner = tx.identifier_owner(id.system, id.value);
   if (!owner) return std::move(owner).issue();
   if (!*owner) return std::optional<std::string>();
@@ -449,6 +445,50 @@ fhir::Result<std::optional<std::string>> retired_record(IndexTransaction& tx, co
   if (!rec) return std::move(rec).issue();
   if (!*rec) return std::optional<std::string>();
   return std::optional<std::string>((*rec)->id);
+}
+
+// The active record a retired identifier of an A40 names: a trusted NHS number, else a local
+// identifier (whose owner may itself be retired already: followed to its survivor).
+fhir::Result<std::optional<std::string>> retired_record(IndexTransaction& tx, const Identifier& id) {
+  if (id.system == kNhsNumberSystem) {
+    if (!fhir::is_valid_nhs_number(id.value)) return std::optional<std::string>();
+    return tx.active_patient_with_nhs_number(id.value);
+  }
+  return active_owner(tx, id);
+}
+
+// The id of the one pointer ingest keeps per patient and source: "<patient id>-<source ODS>"
+// (other characters as '-'), or "" when that would be longer than a FHIR id.
+std::string source_pointer_id(const std::string& patient, const std::string& source_ods) {
+  if (patient.size() + 1 + source_ods.size() > kMaxIdBytes) return {};
+  std::string id = patient + "-";
+  for (char c : source_ods) id += std::isalnum(static_cast<unsigned char>(c)) ? c : '-';
+  return id;
+}
+
+// For an A40: the record to merge `retired` into before the survivor's claim is resolved, when
+// resolving would find `retired` itself (its trusted NHS number, else the first identifier
+// the index knows, is the retired record's) although another of the claim's identifiers names
+// another active record. None otherwise: resolving finds the survivor as it is.
+fhir::Result<std::optional<std::string>> survivor_for_merge(IndexTransaction& tx, const IdentityClaim& claim,
+                                                            const std::string& retired) {
+  const std::string& nhs = claim.demographics.nhs_number;
+  std::optional<std::string> first;  // what resolving would match by NHS number or identifier
+  if (!nhs.empty() && fhir::is_valid_nhs_number(nhs)) {
+    auto held = tx.active_patient_with_nhs_number(nhs);
+    if (!held) return std::move(held).issue();
+    first = std::move(*held);
+  }
+  std::optional<std::string> other;
+  for (const Identifier& id : claim.identifiers) {
+    auto owner = active_owner(tx, id);
+    if (!owner) return std::move(owner).issue();
+    if (!*owner) continue;
+    if (!first) first = **owner;
+    if (**owner != retired && !other) other = **owner;
+  }
+  if (first != retired) return std::optional<std::string>();
+  return other;
 }
 
 }  // namespace
@@ -478,6 +518,18 @@ fhir::Result<IngestOutcome> apply_ingest(IndexTransaction& tx, const IngestUpdat
   if (!u.retired.empty() && !retired)
     return Issue::make(ErrorCode::not_found, "no patient in the record locator holds the prior identifiers to merge",
                        "retired");
+  // The survivor's identity may still name the retired record: a PAS moves the retired MRN's
+  // NHS number to the surviving MRN and sends it in the A40's PID-3. Resolving would then find
+  // the retired record itself and take the merge for one done already. When the claim's NHS
+  // number, or else its first known identifier, names the retired record while another of its
+  // identifiers names another record, that record is the survivor: the merge is made first
+  // (the survivor takes the NHS number), and resolving then finds the survivor.
+  if (retired) {
+    auto pick = survivor_for_merge(tx, u.identity, *retired);
+    if (!pick) return std::move(pick).issue();
+    if (*pick)
+      if (auto s = apply_merge(tx, *retired, **pick, u.identity.source_ods, now); !s) return std::move(s).issue();
+  }
 
   IngestOutcome out;
   auto res = apply_resolve(tx, u.identity, rule, now);
@@ -510,24 +562,35 @@ fhir::Result<IngestOutcome> apply_ingest(IndexTransaction& tx, const IngestUpdat
     for (std::size_t at = p.url.find("{patient}"); at != std::string::npos; at = p.url.find("{patient}"))
       p.url.replace(at, 9, patient);
     // One pointer per source and patient, whatever each unit held: a stable id, and the
-    // resource types of every unit so far.
-    if (p.id.empty() && patient.size() + 1 + u.identity.source_ods.size() <= kMaxIdBytes) {
-      p.id = patient + "-";
-      for (char c : u.identity.source_ods) p.id += std::isalnum(static_cast<unsigned char>(c)) ? c : '-';
-    }
+    // resource types of every unit so far. The pointer the source kept for a record this unit
+    // merges into the patient (moved to the patient by the merge) is folded into it: its
+    // resource types join, and it goes, so the merge leaves the source one pointer, not two.
+    const std::string& source = u.identity.source_ods;
+    std::string folded;  // that pointer's id while it is known to exist
+    if (p.id.empty()) p.id = source_pointer_id(patient, source);
     if (!p.id.empty()) {
-      auto existing = tx.pointer(p.id);
-      if (!existing) return std::move(existing).issue();
-      if (*existing && (*existing)->source_ods == u.identity.source_ods)
+      if (!out.retired_patient_id.empty() && out.retired_patient_id != patient)
+        folded = source_pointer_id(out.retired_patient_id, source);
+      for (const std::string& id : {p.id, folded}) {
+        if (id.empty()) continue;
+        auto existing = tx.pointer(id);
+        if (!existing) return std::move(existing).issue();
+        if (!*existing || (*existing)->source_ods != source) {
+          if (id == folded) folded.clear();
+          continue;
+        }
         for (const std::string& t : (*existing)->resource_types)
           if (std::find(p.resource_types.begin(), p.resource_types.end(), t) == p.resource_types.end())
             p.resource_types.push_back(t);
+      }
       std::sort(p.resource_types.begin(), p.resource_types.end());
       if (p.resource_types.size() > kMaxResourceTypes) p.resource_types.resize(kMaxResourceTypes);
     }
-    auto put = put_pointer_checked(tx, u.identity.source_ods, std::move(p), now, false);
+    auto put = put_pointer_checked(tx, source, std::move(p), now, false);
     if (!put) return std::move(put).issue();
     out.pointer = std::move(*put);
+    if (!folded.empty())
+      if (auto s = tx.delete_pointer(folded); !s) return std::move(s).issue();
   }
   return out;
 }

@@ -530,6 +530,45 @@ TEST_CASE("MLLP: an invalid NHS number is never trusted for matching") {
   }
 }
 
+TEST_CASE("MLLP: a local identifier sent with another valid NHS number is filed apart, and the AA says so") {
+  auto s = mllp_server();
+  const auto first = test::mllp_round_trip(listener(*s).port(), a01("K1", "9990000026", "MRN-K", "VK1"));
+  REQUIRE(first.size() == 1);
+  CHECK(ack_code(first[0]) == "AA");
+  CHECK(first[0].find("identity conflict") == std::string::npos);
+  // The same MRN with a different valid NHS number: never merged, a record of its own, the
+  // conflict on record, and the sender told in a warning at PID-3.
+  const std::string msg = a01("K2", "9990000034", "MRN-K", "VK2");
+  const auto second = test::mllp_round_trip(listener(*s).port(), msg);
+  REQUIRE(second.size() == 1);
+  CHECK(ack_code(second[0]) == "AA");
+  CHECK(second[0].find("PID^1^3^0&PID-3: identity conflict: the patient's identifiers name a record holding a "
+                       "different valid NHS number") != std::string::npos);
+  auto k1 = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000026");
+  auto k2 = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000034");
+  REQUIRE(k1.ok());
+  REQUIRE(k2.ok());
+  REQUIRE(k1->has_value());
+  REQUIRE(k2->has_value());
+  CHECK(**k1 != **k2);
+  auto conflicts = s->locator().conflicts(10, 0);
+  REQUIRE(conflicts.ok());
+  REQUIRE(conflicts->size() == 1);
+  CHECK((*conflicts)[0].kind == "nhs-number-mismatch");
+  // Kept with the message's row, and a resend gets the same ACK.
+  store::MessageQuery q;
+  q.status = store::MessageStatus::applied;
+  auto rows = s->app().store().list_messages(q);
+  REQUIRE(rows.ok());
+  REQUIRE(rows->size() == 2);
+  bool kept = false;
+  for (const auto& r : *rows) kept = kept || r.error.find("\nPID-3: identity conflict: the patient's") != std::string::npos;
+  CHECK(kept);
+  const auto again = test::mllp_round_trip(listener(*s).port(), msg);
+  REQUIRE(again.size() == 1);
+  CHECK(again[0] == second[0]);
+}
+
 TEST_CASE("MLLP: protocol violations close only the offending connection; others keep being served") {
   auto s = mllp_server({{"max_message_bytes", "2048"}, {"frame_timeout_s", "1"}});
   const std::uint16_t port = listener(*s).port();

@@ -822,3 +822,77 @@ TEST_CASE_TEMPLATE("Locator: an ingested A40 merges the record its prior identif
   CHECK_FALSE(lookup(*l, kNhsNumberSystem, nhs(42)));
   CHECK_FALSE(lookup(*l, kMrnA, "NEW-2"));
 }
+
+TEST_CASE_TEMPLATE("Locator: an A40 whose PID-3 carries the retired record's NHS number merges it into the record its "
+                   "local identifier names", B, LOCATOR_BACKENDS) {
+  // The PAS moves everything of the retired MRN, NHS number included, to the surviving MRN,
+  // and the A40's PID-3 says so: resolving the survivor by that NHS number would find the
+  // retired record itself and the merge would be skipped as if done already.
+  auto l = B::make();
+  const std::string old_rec = resolve_ok(*l, claim("RX1", nhs(43), {{kMrnA, "OLD-3", ""}}), MatchOutcome::created);
+  const std::string keep = resolve_ok(*l, claim("RX1", "", {{kMrnA, "KEEP-3", ""}}), MatchOutcome::created);
+  IngestUpdate u;
+  u.identity = claim("RX1", nhs(43), {{kMrnA, "KEEP-3", ""}});
+  u.retired = {Identifier{kMrnA, "OLD-3", "RX1"}};
+  auto merged = l->ingest(u);
+  REQUIRE(merged.ok());
+  CHECK(merged->resolution.patient_id == keep);
+  CHECK(merged->retired_patient_id == old_rec);
+  const PatientRecord retired = read_ok(*l, old_rec);
+  REQUIRE(retired.merged_into);
+  CHECK(*retired.merged_into == keep);
+  const PatientRecord survivor = read_ok(*l, keep);
+  CHECK(survivor.demographics.nhs_number == nhs(43));
+  CHECK(survivor.nhs_number_trusted);
+  CHECK(survivor.merged_from == std::vector<std::string>{old_rec});
+  CHECK(lookup(*l, kNhsNumberSystem, nhs(43)) == keep);
+  CHECK(lookup(*l, kMrnA, "OLD-3") == keep);
+  CHECK(l->conflicts(10, 0)->empty());  // nothing left "held by another record"
+
+  // The same A40 again: harmless, still one merge.
+  auto again = l->ingest(u);
+  REQUIRE(again.ok());
+  CHECK(again->resolution.patient_id == keep);
+  CHECK(read_ok(*l, keep).merged_from == std::vector<std::string>{old_rec});
+  CHECK(l->stats()->retired == 1);
+}
+
+TEST_CASE_TEMPLATE("Locator: an ingested A40 leaves its source one pointer for the survivor, holding the retired "
+                   "record's resource types", B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const auto unit = [](const std::string& mrn, const std::string& type) {
+    IngestUpdate u;
+    u.identity = claim("RX1", "", {{kMrnA, mrn, ""}});
+    Pointer p = pointer("");
+    p.patient_id.clear();
+    p.id.clear();
+    p.url = "https://gw.example/Patient/{patient}";
+    p.resource_types = {type};
+    u.pointer = p;
+    return u;
+  };
+  auto old_unit = l->ingest(unit("OLD-4", "Encounter"));
+  auto keep_unit = l->ingest(unit("KEEP-4", "Observation"));
+  REQUIRE(old_unit.ok());
+  REQUIRE(keep_unit.ok());
+  const std::string old_rec = old_unit->resolution.patient_id;
+  const std::string keep = keep_unit->resolution.patient_id;
+  REQUIRE(old_rec != keep);
+
+  IngestUpdate merge = unit("KEEP-4", "Patient");
+  merge.retired = {Identifier{kMrnA, "OLD-4", "RX1"}};
+  auto merged = l->ingest(merge);
+  REQUIRE(merged.ok());
+  CHECK(merged->resolution.patient_id == keep);
+  auto pointers = l->pointers_for(keep);
+  REQUIRE(pointers.ok());
+  REQUIRE(pointers->size() == 1);  // not the survivor's and the retired record's
+  CHECK((*pointers)[0].id == keep + "-RX1");
+  CHECK((*pointers)[0].resource_types == std::vector<std::string>{"Encounter", "Observation", "Patient"});
+  CHECK_FALSE(*l->read_pointer(old_rec + "-RX1"));
+
+  // The same A40 again changes nothing more.
+  auto again = l->ingest(merge);
+  REQUIRE(again.ok());
+  CHECK(l->pointers_for(keep)->size() == 1);
+}
