@@ -148,7 +148,8 @@ typedef struct gw_host_v1 {
    *                                         own stable FHIR id (a later unit with the same
    *                                         type and id updates it), valid FHIR R4 JSON
    *                                         and about the identity (a subject.identifier
-   *                                         with another NHS number is refused); ids are one namespace
+   *                                         with another NHS number, or with one when the
+   *                                         identity has none, is refused); ids are one namespace
    *                                         per type across sources: one another source
    *                                         holds fails the unit (`done` with
    *                                         GW_ERR_FAILED and the reason)

@@ -127,9 +127,20 @@ fhir::Result<IngestBatch> batch_from(fhir::Json& doc, const std::string& source)
   // reference to it): one whose subject names another NHS number would show a clinician
   // someone else's data, so it is refused, as it is in a fetch answer. The numbers stay out
   // of the text (it is logged).
+  // An identity without a valid NHS number cannot be compared: a resource whose subject names
+  // one is refused too (the source knows the number: it belongs in the identity).
   const std::string nhs_number = fhir::trusted_nhs_number(*identity);
   for (std::size_t i = 0; i < batch.resources.size(); ++i) {
     const fhir::Json& resource = batch.resources[i];
+    const fhir::Json* subject = resource.find("subject");
+    if (nhs_number.empty() && subject != nullptr && subject->is_object() &&
+        names_other_nhs_number(subject->find("identifier"), ""))
+      return Issue::make(ErrorCode::invalid_value,
+                         "batch.resources[" + std::to_string(i) + "] (" + std::string(resource.string_at("resourceType")) +
+                             "/" + std::string(resource.string_at("id")) +
+                             ") names an NHS number in its subject, but the batch's identity carries no valid NHS "
+                             "number to check it against: put the patient's NHS number in the identity",
+                         "batch.resources[" + std::to_string(i) + "].subject");
     if (about_another_patient(resource, nhs_number))
       return Issue::make(ErrorCode::invalid_value,
                          "batch.resources[" + std::to_string(i) + "] (" + std::string(resource.string_at("resourceType")) +

@@ -582,8 +582,10 @@ void LogVerifier::check_flags(const std::vector<StoredFlag>& flags) {
   if (settled()) return;
   // A flag or unflag is committed just before its record: a running gateway's audit.db can be
   // read between the two.
-  const std::string live = " (unless it was changed while audit-verify read a running gateway's audit.db, before the "
-                           "change's record was written: run it again)";
+  const std::string live = " (unless the gateway could not write the change's own record and answered the IG "
+                           "officer 503, its log saying \"audit record not committed\"; or it was changed while "
+                           "audit-verify read a running gateway's audit.db, before the change's record was written: run "
+                           "it again)";
   std::map<std::string, const StoredFlag*> table;
   for (const auto& f : flags) table[f.nhs_number] = &f;
   for (const auto& [nhs, change] : flag_changes_) {

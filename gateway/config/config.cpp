@@ -852,14 +852,19 @@ void validate(const Config& c) {
       if (auto o = hl7v2::listener_options(adapter_source(c.source_systems[i])))
         bound.push_back({"source_systems[" + std::to_string(i) + "].endpoint", o->address, o->port});
     }
-    // The same address, or one of them every address (0.0.0.0, ::) or a name.
+    // The same address, or one of them every address of the other's family: 0.0.0.0 takes
+    // every IPv4 address, :: every IPv6 one and (dual stack, Linux's default) IPv4 too. A host
+    // name is compared as written; what it resolves to is left to the bind at start-up.
     auto overlap = [](const std::string& a, const std::string& b) {
-      auto any = [](const std::string& x) {
-        boost::system::error_code ec;
-        const auto ip = boost::asio::ip::make_address(x, ec);
-        return ec || ip.is_unspecified();
+      if (a == b) return true;
+      boost::system::error_code ea, eb;
+      const auto x = boost::asio::ip::make_address(a, ea);
+      const auto y = boost::asio::ip::make_address(b, eb);
+      if (ea || eb) return false;
+      auto covers = [](const boost::asio::ip::address& any, const boost::asio::ip::address& other) {
+        return any.is_unspecified() && (any.is_v6() || other.is_v4());
       };
-      return a == b || any(a) || any(b);
+      return x == y || covers(x, y) || covers(y, x);
     };
     for (std::size_t i = 0; i < bound.size(); ++i)
       for (std::size_t j = 0; j < i; ++j)

@@ -396,14 +396,26 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
   // named. A warning like the mapping's, at the identity's location, with no patient data.
   const std::string at = batch.identity_location.empty() ? std::string("identity") : batch.identity_location;
   bool conflicted = false;
+  // The text follows what happened: a unit the locator kept apart is a patient of its own; one
+  // it matched went to that record, and the identifier another record holds stayed there.
+  const locator::MatchOutcome how = outcome->resolution.outcome;
+  const bool created = how == locator::MatchOutcome::created;
+  const std::string matched_by = how == locator::MatchOutcome::matched_nhs_number ? "matched by its NHS number"
+                                 : how == locator::MatchOutcome::matched_identifier ? "matched by a local identifier"
+                                 : how == locator::MatchOutcome::matched_demographics ? "matched by demographics"
+                                                                                        : "created";
   for (const std::string& c : outcome->resolution.conflicts) {
     conflicted = true;
-    batch.warnings.push_back(
-        c.rfind("nhs-number-mismatch", 0) == 0
-            ? at + ": identity conflict: the patient's identifiers name a record holding a different valid NHS "
-                   "number; filed as a patient of its own, conflict recorded for review (gw-locator conflicts)"
-            : at + ": identity conflict: a local identifier belongs to another patient record and was left there; "
-                   "conflict recorded for review (gw-locator conflicts)");
+    const bool nhs = c.rfind("nhs-number-mismatch", 0) == 0;
+    std::string text = at + ": identity conflict: ";
+    if (created && nhs)
+      text += "the patient's identifiers or demographics name a record holding a different valid NHS number; "
+              "filed as a patient of its own";
+    else
+      text += std::string(nhs ? "a local identifier belongs to a record holding a different valid NHS number"
+                              : "a local identifier belongs to another patient record") +
+              " and was left there; filed under the record the message " + matched_by;
+    batch.warnings.push_back(text + ", conflict recorded for review (gw-locator conflicts)");
   }
   if (conflicted && batch.reply_with_warnings) batch.reply = batch.reply_with_warnings(batch.warnings);
 

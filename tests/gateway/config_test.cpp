@@ -641,4 +641,11 @@ TEST_CASE("Config: two listeners on one address and port are refused, naming bot
   CHECK_NOTHROW(load_config(write_config(tls_lines() + "port = 0\n[server.http]\nenabled = true\nport = 0\n")));
   CHECK_NOTHROW(load_config(write_config(tls_lines() + "port = 2575\n[[source_systems]]\nods_code = \"RX1\"\nname = "
                                          "\"a\"\n" + hl7v2 + "endpoint = \"127.0.0.2:2575\"\n")));
+  // 0.0.0.0 takes IPv4 only: an IPv6 listener on its port binds. :: takes both families.
+  const std::string mllp_v6 = "[[source_systems]]\nods_code = \"RX1\"\nname = \"a\"\n" + hl7v2 +
+                              "endpoint = \"[::1]:9443\"\n[source_systems.settings]\ntls = true\n";
+  CHECK_NOTHROW(load_config(write_config(tls_lines() + "port = 9443\naddress = \"0.0.0.0\"\n" + mllp_v6)));
+  CHECK(expect_error(tls_lines() + "port = 9443\naddress = \"::\"\n[[source_systems]]\nods_code = \"RX1\"\nname = "
+                                   "\"a\"\n" + hl7v2 + "endpoint = \"127.0.0.1:9443\"\n")
+            .key() == "source_systems[0].endpoint");
 }

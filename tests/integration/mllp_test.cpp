@@ -542,8 +542,8 @@ TEST_CASE("MLLP: a local identifier sent with another valid NHS number is filed 
   const auto second = test::mllp_round_trip(listener(*s).port(), msg);
   REQUIRE(second.size() == 1);
   CHECK(ack_code(second[0]) == "AA");
-  CHECK(second[0].find("PID^1^3^0&PID-3: identity conflict: the patient's identifiers name a record holding a "
-                       "different valid NHS number") != std::string::npos);
+  CHECK(second[0].find("PID^1^3^0&PID-3: identity conflict: the patient's identifiers or demographics name a record "
+                       "holding a different valid NHS number; filed as a patient of its own") != std::string::npos);
   auto k1 = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000026");
   auto k2 = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000034");
   REQUIRE(k1.ok());
@@ -567,6 +567,19 @@ TEST_CASE("MLLP: a local identifier sent with another valid NHS number is filed 
   const auto again = test::mllp_round_trip(listener(*s).port(), msg);
   REQUIRE(again.size() == 1);
   CHECK(again[0] == second[0]);
+  // A later message for the second patient (matched by its NHS number) still names the MRN
+  // the first holds: filed under the record it matched, which the warning says.
+  const auto third = test::mllp_round_trip(listener(*s).port(), a01("K3", "9990000034", "MRN-K", "VK3"));
+  REQUIRE(third.size() == 1);
+  CHECK(ack_code(third[0]) == "AA");
+  CHECK(third[0].find("PID-3: identity conflict: a local identifier belongs to a record holding a different valid NHS "
+                      "number and was left there; filed under the record the message matched by its NHS number") !=
+        std::string::npos);
+  CHECK(third[0].find("filed as a patient of its own") == std::string::npos);
+  auto k2_after = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000034");
+  REQUIRE(k2_after.ok());
+  REQUIRE(k2_after->has_value());
+  CHECK(**k2_after == **k2);
 }
 
 TEST_CASE("MLLP: protocol violations close only the offending connection; others keep being served") {

@@ -656,6 +656,11 @@ TEST_CASE("parse_plugin_batch: shapes that are refused") {
        ErrorCode::invalid_value,
        "batch.resources[0] (Observation/o2) is about another patient: its subject names another NHS number than the "
        "batch's identity"},
+      // Without a valid NHS number in the identity, one in a subject cannot be checked: refused.
+      {R"({"identity":{"resourceType":"Patient","identifier":[{"system":"https://example.org/mrn","value":"M1"}]},"resources":[{"resourceType":"Observation","id":"o3","status":"final","code":{"text":"x"},"subject":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9000000009"}}}]})",
+       ErrorCode::invalid_value,
+       "batch.resources[0] (Observation/o3) names an NHS number in its subject, but the batch's identity carries no "
+       "valid NHS number"},
   };
   for (const Case& c : cases) {
     CAPTURE(c.json);
