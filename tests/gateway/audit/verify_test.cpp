@@ -771,6 +771,22 @@ const Built& alert_log() {
   return b;
 }
 
+// A copy of `b`'s audit.db with one row changed by `sql` (exactly one: the edit must land).
+std::string edited_copy(const Built& b, const std::string& name, const std::string& sql) {
+  const std::string path = copy_db(b, name);
+  auto db = open_rw(path);
+  exec(db, sql);
+  REQUIRE(db.changes() == 1);
+  return path;
+}
+
+// Whether `r` reports a problem of `kind` whose text holds `text`.
+bool reports(const VerifyReport& r, const std::string& kind, const std::string& text) {
+  for (const auto& p : r.problems)
+    if (p.kind == kind && p.text.find(text) != std::string::npos) return true;
+  return false;
+}
+
 TEST_CASE("audit verify: edits to the alert review queue are caught") {
   const Built& b = alert_log();
   {
@@ -778,18 +794,8 @@ TEST_CASE("audit verify: edits to the alert review queue are caught") {
     INFO(describe(r));
     REQUIRE(r.ok);
   }
-  auto tampered = [&b](const std::string& name, const std::string& sql) {
-    const std::string path = copy_db(b, name);
-    auto db = open_rw(path);
-    exec(db, sql);
-    REQUIRE(db.changes() == 1);
-    return path;
-  };
-  auto said = [](const VerifyReport& r, const std::string& text) {
-    for (const auto& p : r.problems)
-      if (p.kind == "alert-mismatch" && p.text.find(text) != std::string::npos) return true;
-    return false;
-  };
+  auto tampered = [&b](const std::string& name, const std::string& sql) { return edited_copy(b, name, sql); };
+  auto said = [](const VerifyReport& r, const std::string& text) { return reports(r, "alert-mismatch", text); };
   SUBCASE("a review's outcome changed after the fact") {
     const std::string path = tampered(
         "alert-outcome", "UPDATE audit_alert SET review_outcome = 'appropriate', review_note = '' WHERE id = 1");
@@ -858,18 +864,8 @@ TEST_CASE("audit verify: edits to the alert review queue are caught") {
 
 TEST_CASE("audit verify: edits to the flagged records that would silence their alerts are caught") {
   const Built& b = alert_log();
-  auto tampered = [&b](const std::string& name, const std::string& sql) {
-    const std::string path = copy_db(b, name);
-    auto db = open_rw(path);
-    exec(db, sql);
-    REQUIRE(db.changes() == 1);
-    return path;
-  };
-  auto said = [](const VerifyReport& r, const std::string& text) {
-    for (const auto& p : r.problems)
-      if (p.kind == "flag-mismatch" && p.text.find(text) != std::string::npos) return true;
-    return false;
-  };
+  auto tampered = [&b](const std::string& name, const std::string& sql) { return edited_copy(b, name, sql); };
+  auto said = [](const VerifyReport& r, const std::string& text) { return reports(r, "flag-mismatch", text); };
   SUBCASE("a flag deleted") {
     const std::string path = tampered("flag-deleted", "DELETE FROM audit_flagged_patient WHERE nhs_number = '9000000041'");
     VerifyReport r = verify(path, options_for(b));
