@@ -205,8 +205,7 @@ fhir::Status check_new_audit_log(const config::Config& cfg) {
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   auto parsed = audit::parse_checkpoint_file(text);
   if (!parsed) return fhir::Ok{};  // Log::open refuses it with its reason
-  std::uint64_t newest = 0;
-  for (const auto& c : parsed->notes) newest = std::max(newest, c.size);
+  const std::uint64_t newest = parsed->newest_size();
   if (newest == 0) return fhir::Ok{};
   return fhir::Issue::make(
       fhir::ErrorCode::not_ready,

@@ -48,6 +48,12 @@ struct CheckpointFile {
   std::vector<Checkpoint> notes;     // the complete notes
   std::size_t complete_bytes = 0;    // where the torn tail begins (the text's size when none)
   std::size_t torn_bytes = 0;        // the torn tail's length (0: the file ends with a whole note)
+  // The largest tree size a note vouches for (0 when none): how many records audit.db must hold.
+  std::uint64_t newest_size() const {
+    std::uint64_t n = 0;
+    for (const auto& c : notes) n = c.size > n ? c.size : n;
+    return n;
+  }
 };
 fhir::Result<CheckpointFile> parse_checkpoint_file(std::string_view text, std::size_t max_notes = 10'000'000);
 

@@ -150,10 +150,10 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
       if (!parsed) return not_ready("checkpoint file " + options.checkpoint_file + " is unreadable: " + parsed.issue().diagnostics);
       // The newest checkpoint the file holds says how much of the log audit.db lacks (the
       // line an operator forwards to the IG officer), not the first one beyond it.
-      std::uint64_t beyond = 0;
-      for (const auto& c : parsed->notes) beyond = std::max(beyond, c.size);
-      if (beyond > size)
-        return not_ready("checkpoint file " + options.checkpoint_file + " covers " + std::to_string(beyond) +
+      file_newest = parsed->newest_size();
+      file_notes = parsed->notes.size();
+      if (file_newest > size)
+        return not_ready("checkpoint file " + options.checkpoint_file + " covers " + std::to_string(file_newest) +
                          " records but audit.db holds " + std::to_string(size) +
                          ": audit.db was rolled back or truncated; run audit-verify");
       for (const auto& c : parsed->notes) {
@@ -161,8 +161,6 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
         if (root != c.root)
           return not_ready("audit.db does not match the checkpoint file at size " + std::to_string(c.size) +
                            "; run audit-verify");
-        ++file_notes;
-        file_newest = std::max(file_newest, c.size);
         if (db_newest && c.size == db_newest->first && c.time_ms == db_newest->second) has_db_newest = true;
       }
       // An append cut short (a crash or a full disk mid-write, or a copy cut by hand) leaves the

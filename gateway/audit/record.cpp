@@ -22,7 +22,6 @@ namespace {
 constexpr std::size_t kMaxRecordBytes = 256 * 1024;
 constexpr std::size_t kMaxListItems = 4096;
 
-
 fhir::Issue bad(std::string what) {
   return fhir::Issue::make(fhir::ErrorCode::invalid_value, "audit record is not canonical: " + what);
 }

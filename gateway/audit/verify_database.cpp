@@ -118,6 +118,15 @@ struct TableCheckpoints {
   std::vector<std::string> problems;
 };
 
+// Whether audit.db has table `name` (tables came with its migrations: an older file lacks some).
+fhir::Result<bool> has_table(Database& db, const std::string& name) {
+  auto table = db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1");
+  if (!table) return std::move(table).issue();
+  table->bind(1, name);
+  if (auto r = table->step(); !r) return std::move(r).issue();
+  return table->column_int64(0) > 0;
+}
+
 // audit_index_state (audit.db migration 5): whether the table exists, and its indexed_below.
 struct IndexState {
   bool present = false;
@@ -126,10 +135,9 @@ struct IndexState {
 
 fhir::Result<IndexState> read_index_state(Database& db) {
   IndexState out;
-  auto table = db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'audit_index_state'");
+  auto table = has_table(db, "audit_index_state");
   if (!table) return std::move(table).issue();
-  if (auto r = table->step(); !r) return std::move(r).issue();
-  out.present = table->column_int64(0) > 0;
+  out.present = *table;
   if (!out.present) return out;
   auto value = db.prepare("SELECT value FROM audit_index_state WHERE key = 'indexed_below'");
   if (!value) return std::move(value).issue();
@@ -142,10 +150,9 @@ fhir::Result<IndexState> read_index_state(Database& db) {
 // The origin audit.db keeps for its log (gateway_info 'audit_origin', written by the gateway
 // when it opens the log); empty when the database predates it.
 fhir::Result<std::optional<std::string>> read_origin(Database& db) {
-  auto table = db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'gateway_info'");
+  auto table = has_table(db, "gateway_info");
   if (!table) return std::move(table).issue();
-  if (auto r = table->step(); !r) return std::move(r).issue();
-  if (table->column_int64(0) == 0) return std::optional<std::string>();
+  if (!*table) return std::optional<std::string>();
   auto value = db.prepare("SELECT value FROM gateway_info WHERE key = 'audit_origin'");
   if (!value) return std::move(value).issue();
   auto r = value->step();
@@ -160,10 +167,9 @@ fhir::Result<std::optional<std::string>> read_origin(Database& db) {
 // epoch: the searches never find it, so it counts as no row at all. A database from before
 // migration 4 has audit_patient as a table, without epochs.
 fhir::Result<Statement> patient_rows(Database& db) {
-  auto table = db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'audit_patient_index'");
+  auto table = has_table(db, "audit_patient_index");
   if (!table) return std::move(table).issue();
-  if (auto r = table->step(); !r) return std::move(r).issue();
-  if (table->column_int64(0) == 0) return db.prepare("SELECT seq, nhs_number, 1 FROM audit_patient");
+  if (!*table) return db.prepare("SELECT seq, nhs_number, 1 FROM audit_patient");
   return db.prepare(
       "SELECT seq, nhs_number, epoch = (seq >> 16) FROM audit_patient_index "
       "UNION ALL SELECT seq, nhs_number, 1 FROM audit_patient_recent");
@@ -172,10 +178,9 @@ fhir::Result<Statement> patient_rows(Database& db) {
 // audit_alert's rows, by id.
 fhir::Result<std::vector<StoredAlert>> read_alerts(Database& db) {
   std::vector<StoredAlert> out;
-  auto table = db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'audit_alert'");
+  auto table = has_table(db, "audit_alert");
   if (!table) return std::move(table).issue();
-  if (auto r = table->step(); !r) return std::move(r).issue();
-  if (table->column_int64(0) == 0) return out;
+  if (!*table) return out;
   auto s = db.prepare("SELECT id, seq, status, reviewer, review_outcome, review_note FROM audit_alert ORDER BY id");
   if (!s) return std::move(s).issue();
   for (;;) {
@@ -191,10 +196,9 @@ fhir::Result<std::vector<StoredAlert>> read_alerts(Database& db) {
 // audit_flagged_patient's rows.
 fhir::Result<std::vector<StoredFlag>> read_flags(Database& db) {
   std::vector<StoredFlag> out;
-  auto table = db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'audit_flagged_patient'");
+  auto table = has_table(db, "audit_flagged_patient");
   if (!table) return std::move(table).issue();
-  if (auto r = table->step(); !r) return std::move(r).issue();
-  if (table->column_int64(0) == 0) return out;
+  if (!*table) return out;
   auto s = db.prepare("SELECT nhs_number, reason, flagged_by FROM audit_flagged_patient ORDER BY nhs_number");
   if (!s) return std::move(s).issue();
   for (;;) {

@@ -296,14 +296,25 @@ Json b64_list(const std::vector<audit::merkle::Hash>& hashes) {
   return a;
 }
 
+// `base` with `query` (its parameters in order, percent-encoded).
+std::string url_with(const std::string& base, const fhir::QueryParams& query) {
+  std::string url = base;
+  char sep = '?';
+  for (const auto& [k, v] : query) {
+    url.push_back(sep);
+    url.append(fhir::percent_encode(k)).append("=").append(fhir::percent_encode(v));
+    sep = '&';
+  }
+  return url;
+}
+
 // The same query with the cursor moved past `last` (keyset paging: a sequence number, or an
 // NHS number for the flagged records).
 std::string next_url(const std::string& base, const fhir::QueryParams& query, const std::string& last) {
-  std::string next = base + "?";
-  for (const auto& [k, v] : query)
-    if (k != "_cursor") next.append(fhir::percent_encode(k)).append("=").append(fhir::percent_encode(v)).append("&");
-  next.append("_cursor=").append(fhir::percent_encode(last));
-  return next;
+  fhir::QueryParams moved = query;
+  std::erase_if(moved, [](const auto& kv) { return kv.first == "_cursor"; });
+  moved.emplace_back("_cursor", last);
+  return url_with(base, moved);
 }
 std::string next_url(const std::string& base, const fhir::QueryParams& query, std::uint64_t last_seq) {
   return next_url(base, query, std::to_string(last_seq));
@@ -426,11 +437,7 @@ class AuditApi {
     fhir::QueryParams applied = *req.query;
     for (auto& p : applied)
       if (p.first == "_count") p.second = std::to_string(q.count);
-    std::string self = deps_.base_url + "/AuditEvent";
-    for (std::size_t i = 0; i < applied.size(); ++i)
-      self.append(i ? "&" : "?").append(fhir::percent_encode(applied[i].first)).append("=").append(
-          fhir::percent_encode(applied[i].second));
-    link("self", self);
+    link("self", url_with(deps_.base_url + "/AuditEvent", applied));
     if (more) link("next", next_url(deps_.base_url + "/AuditEvent", applied, page->records.back().seq));
     note_returned(req, "AuditEvent search", page->records, page->damaged);
     bundle.set("link", std::move(links));
@@ -694,27 +701,34 @@ class AuditApi {
         co_return error_response(bad_param("_cursor must come from a next link", "_cursor"));
       before = static_cast<std::int64_t>(*n);
     }
-    // One more than asked: whether there is a next page.
-    auto run = [status, count, before](audit::Log& log) { return log.alerts(status, count + 1, before); };
-    auto list = co_await deps_.audit.call(run);
-    if (!list) co_return error_response(list.issue());
-    auto counted = [status](audit::Log& log) { return log.alert_count(status); };
-    auto total = co_await deps_.audit.call(counted);
-    if (!total) co_return error_response(total.issue());
-    const bool more = list->size() > count;
-    if (more) list->pop_back();
+    // One more than asked (whether there is a next page), and the queue's total, in one visit
+    // to the audit readers.
+    using AlertPage = std::pair<std::vector<audit::Alert>, std::uint64_t>;
+    auto run = [status, count, before](audit::Log& log) -> fhir::Result<AlertPage> {
+      auto found = log.alerts(status, count + 1, before);
+      if (!found) return std::move(found).issue();
+      auto counted = log.alert_count(status);
+      if (!counted) return std::move(counted).issue();
+      return AlertPage{std::move(*found), *counted};
+    };
+    auto page = co_await deps_.audit.call(run);
+    if (!page) co_return error_response(page.issue());
+    std::vector<audit::Alert>& alerts = page->first;
+    const std::uint64_t total = page->second;
+    const bool more = alerts.size() > count;
+    if (more) alerts.pop_back();
     // The IG officer's record names the alerts shown and the AuditEvents they point to.
     std::string note = "alert queue (" + (status.empty() ? std::string("all") : status) + "): returned " +
-                       std::to_string(list->size()) + " of " + std::to_string(*total) +
-                       (*total == 1 ? " alert" : " alerts");
-    if (!list->empty())
-      note += " (ids " + std::to_string(list->back().id) + " to " + std::to_string(list->front().id) + ")";
-    if (list->size() > kMaxListedRecords) note += "; the first " + std::to_string(kMaxListedRecords) + " are listed";
+                       std::to_string(alerts.size()) + " of " + std::to_string(total) +
+                       (total == 1 ? " alert" : " alerts");
+    if (!alerts.empty())
+      note += " (ids " + std::to_string(alerts.back().id) + " to " + std::to_string(alerts.front().id) + ")";
+    if (alerts.size() > kMaxListedRecords) note += "; the first " + std::to_string(kMaxListedRecords) + " are listed";
     req.audit.note = std::move(note);
-    for (std::size_t i = 0; i < list->size() && i < kMaxListedRecords; ++i)
-      req.audit.returned.push_back("AuditEvent/" + std::to_string((*list)[i].seq));
+    for (std::size_t i = 0; i < alerts.size() && i < kMaxListedRecords; ++i)
+      req.audit.returned.push_back("AuditEvent/" + std::to_string(alerts[i].seq));
     Json items = Json::array();
-    for (const auto& a : *list) {
+    for (const auto& a : alerts) {
       Json o = Json::object();
       o.set("id", Json::integer(a.id));
       o.set("rule", str(a.rule));
@@ -731,10 +745,10 @@ class AuditApi {
       items.push_back(std::move(o));
     }
     Json out = Json::object();
-    out.set("total", Json::integer(static_cast<std::int64_t>(*total)));
+    out.set("total", Json::integer(static_cast<std::int64_t>(total)));
     out.set("alerts", std::move(items));
     if (more)
-      out.set("next", str(next_url(deps_.base_url + "/audit/alerts", *req.query, std::to_string(list->back().id))));
+      out.set("next", str(next_url(deps_.base_url + "/audit/alerts", *req.query, std::to_string(alerts.back().id))));
     co_return text_response(200, "application/json", fhir::to_json(out));
   }
 

@@ -43,6 +43,13 @@ bool has_subject(std::string_view type) {
          type != "Organization";
 }
 
+// Where in the unit the sender names `resource` ("Encounter/enc-1" -> "PV1-19"), or null.
+const std::string* key_location(const adapters::IngestBatch& b, const std::string& resource) {
+  for (const auto& kl : b.key_locations)
+    if (kl.first == resource) return &kl.second;
+  return nullptr;
+}
+
 audit::Record ingest_record(const std::string& source, const std::string& ods, const std::string& kind,
                             const std::string& key, const std::string& action, int status, const std::string& peer) {
   audit::Record r;
@@ -215,12 +222,10 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
   // says what of a unit failing for the gateway's own reasons was committed all the same.
   auto fail = [this, ods, nhs_number, shared_done](const IngestBatch& b, Issue issue, std::string note = {}) {
     // The locator names parts of the update; the sender knows them by its own locations.
-    for (const auto& kl : b.key_locations)
-      if (issue.expression == kl.first) {
-        issue.expression = kl.second;
-        issue.diagnostics = kl.second + ": " + issue.diagnostics;
-        break;
-      }
+    if (const std::string* at = key_location(b, issue.expression)) {
+      issue.diagnostics = *at + ": " + issue.diagnostics;
+      issue.expression = *at;
+    }
     if (issue.expression == "retired" && !b.merge_location.empty()) issue.expression = b.merge_location;
     else if ((issue.expression.rfind("identity", 0) == 0 || issue.expression.rfind("Patient", 0) == 0 ||
               issue.expression == "survivor") &&
@@ -353,9 +358,8 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
   std::vector<std::string> owner_ids;
   for (const store::Store::Holder& h : *held) {
     if (!has_subject(h.resource.substr(0, h.resource.find('/')))) continue;
-    std::string where = h.resource;
-    for (const auto& kl : batch.key_locations)
-      if (kl.first == h.resource) where = kl.second;
+    const std::string* at = key_location(batch, h.resource);
+    const std::string where = at ? *at : h.resource;
     if (std::find(owner_ids.begin(), owner_ids.end(), h.patient_id) != owner_ids.end()) continue;
     owner_ids.push_back(h.patient_id);
     update.owners.push_back(locator::IngestUpdate::Owner{h.patient_id, where});
