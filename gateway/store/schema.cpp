@@ -108,7 +108,9 @@ const char* const kPendingIndex = "CREATE INDEX message_pending ON message(id) W
 // The clinical dates again, by date_index (the R4 `date` of each type): before, an
 // Observation or DiagnosticReport without effective[x] was dated by `issued`, and a Period
 // without a start by its end alone. Only rows of a type with a `date`, or dated already, can
-// differ. In batches by rowid, each read to its end before its rows are written.
+// differ. In batches by rowid, each read to its end before its rows are written. It dates
+// by today's date_index: a later change to what is dated needs a migration of its own that
+// runs this again, as put_resource would date every record written afresh.
 fhir::Status redate_resources(sqlite::Database& db) {
   struct Change {
     std::int64_t rid;
