@@ -279,7 +279,8 @@ void register_clinical_search_params(fhir::SearchParamRegistry& registry) {
                      "the patient: {id}, Patient/{id} or [base]/Patient/{id}; or :identifier with an NHS number; "
                      "once per search"});
     registry.add(t, {"subject", T::reference, sp + t + "-subject", "Patient/{id}"});
-    registry.add(t, {"date", T::date, sp + "clinical-date", t == "Encounter" ? "period" : "effective date"});
+    registry.add(t, {"date", T::date, sp + "clinical-date",
+                     t == "Encounter" ? "period, as a range" : "effective[x], a Period or Timing as a range; not issued"});
     if (t != "Encounter")
       registry.add(t, {"code", T::token, sp + "clinical-code",
                        "system|code, code (any system), |code (no system) or system| (any code in it); "

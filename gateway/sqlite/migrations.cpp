@@ -21,7 +21,9 @@ fhir::Result<int> migrate(Database& db, const std::vector<Migration>& migrations
     if (m.version <= *current) continue;
     Transaction tx(db);
     if (!tx.begun()) return tx.begun().issue();
-    if (fhir::Status s = db.exec(m.sql); !s)
+    fhir::Status s = db.exec(m.sql);
+    if (s && m.code) s = m.code(db);
+    if (!s)
       return fhir::Issue::make(fhir::ErrorCode::not_ready, db.path() + ": migration " + std::to_string(m.version) +
                                                                " (" + m.name + ") failed: " + s.issue().diagnostics);
     if (fhir::Status s = db.exec("PRAGMA user_version=" + std::to_string(m.version)); !s) return std::move(s).issue();

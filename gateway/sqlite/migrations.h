@@ -4,6 +4,7 @@
 // a whole version. A database newer than the code is refused rather than touched.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,9 @@ struct Migration {
   int version;       // 1, 2, 3 ... with no gaps
   std::string name;  // short description, logged when applied
   std::string sql;
+  // Run after `sql`, in the same transaction, when the new contents take more than SQL: an
+  // index re-computed from the stored JSON by the code that writes it.
+  std::function<fhir::Status(Database&)> code = {};
 };
 
 // Applies every migration newer than the file's version, in order. Returns the final version.

@@ -1,6 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/store/schema.h"
 
+#include <optional>
+
+#include "fhir/json.h"
+#include "gateway/store/store.h"
+
 namespace gw::store {
 namespace {
 
@@ -100,6 +105,52 @@ const char* const kPendingMark = "ALTER TABLE message ADD COLUMN pending INTEGER
 // reading every row: the mark is the table's last column, after the raw bytes. Few rows.
 const char* const kPendingIndex = "CREATE INDEX message_pending ON message(id) WHERE pending = 1;";
 
+// The clinical dates again, by date_index (the R4 `date` of each type): before, an
+// Observation or DiagnosticReport without effective[x] was dated by `issued`, and a Period
+// without a start by its end alone. Only rows of a type with a `date`, or dated already, can
+// differ. In batches by rowid, each read to its end before its rows are written. It dates
+// by today's date_index: a later change to what is dated needs a migration of its own that
+// runs this again, as put_resource would date every record written afresh.
+fhir::Status redate_resources(sqlite::Database& db) {
+  struct Change {
+    std::int64_t rid;
+    std::optional<fhir::DateRange> date;
+  };
+  std::int64_t after = 0;
+  for (;;) {
+    std::vector<Change> changes;
+    std::int64_t last = after;
+    {
+      auto rows = db.cached(
+          "SELECT rid, json, date_begin, date_end FROM resource WHERE rid > ? AND (type IN ('Encounter', "
+          "'Observation', 'DiagnosticReport') OR date_begin IS NOT NULL) ORDER BY rid LIMIT 1000");
+      if (!rows) return std::move(rows).issue();
+      rows->bind(1, after);
+      for (;;) {
+        auto row = rows->step();
+        if (!row) return std::move(row).issue();
+        if (!*row) break;
+        last = rows->column_int64(0);
+        auto json = fhir::parse_json(rows->column_blob(1));
+        if (!json) continue;  // written by the gateway; one that no longer parses keeps its date
+        std::optional<fhir::DateRange> was;
+        if (!rows->column_is_null(2)) was = fhir::DateRange{rows->column_int64(2), rows->column_int64(3)};
+        if (auto now = date_index(*json); now != was) changes.push_back({last, now});
+      }
+    }
+    if (last == after) return fhir::Ok{};
+    for (const Change& c : changes) {
+      auto put = db.cached("UPDATE resource SET date_begin = ?, date_end = ? WHERE rid = ?");
+      if (!put) return std::move(put).issue();
+      if (c.date) put->bind(1, c.date->begin).bind(2, c.date->end);
+      else put->bind_null(1).bind_null(2);
+      put->bind(3, c.rid);
+      if (auto s = put->run(); !s) return s;
+    }
+    after = last;
+  }
+}
+
 }  // namespace
 
 const std::vector<sqlite::Migration>& schema_migrations() {
@@ -109,6 +160,7 @@ const std::vector<sqlite::Migration>& schema_migrations() {
       {3, "resources in a rowid table", kResourceRowid},
       {4, "pending mark of applied messages", kPendingMark},
       {5, "index of pending messages", kPendingIndex},
+      {6, "clinical dates as R4 search defines them", "", redate_resources},
   };
   return m;
 }

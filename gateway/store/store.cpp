@@ -29,27 +29,45 @@ std::int64_t now_ms() {
       .count();
 }
 
-// The clinical date a date search compares (R4 search parameters Encounter.date =
-// period, Observation.date and DiagnosticReport.date = effective[x]).
-std::optional<fhir::DateRange> clinical_date(const Json& r) {
-  auto range_of = [](std::string_view text) -> std::optional<fhir::DateRange> {
-    if (text.empty()) return std::nullopt;
-    auto d = fhir::parse_fhir_date(text);
-    if (!d) return std::nullopt;
-    return *d;
+// The open ends of a Period: beyond any date a search names, with room left for
+// date_matches' arithmetic.
+constexpr std::int64_t kNoStart = INT64_MIN / 2;
+constexpr std::int64_t kOngoing = INT64_MAX / 2;
+
+std::optional<fhir::DateRange> date_of(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  auto d = fhir::parse_fhir_date(text);
+  if (!d) return std::nullopt;
+  return *d;
+}
+
+// A Period includes the whole of its end value: one ending "2012-02-03" lasts all that day
+// (R4 datatypes.html Period).
+std::optional<fhir::DateRange> period_range(const Json* period) {
+  if (!period || !period->is_object()) return std::nullopt;
+  const auto start = date_of(period->string_at("start"));
+  const auto end = date_of(period->string_at("end"));
+  if (!start && !end) return std::nullopt;
+  std::int64_t last = end ? end->end : kOngoing;
+  if (start) last = std::max(last, start->end);
+  return fhir::DateRange{start ? start->begin : kNoStart, last};
+}
+
+// A Timing by its outer limits, its events and repeat.boundsPeriod; which days in between the
+// schedule names is not looked at (R4 search.html "date").
+std::optional<fhir::DateRange> timing_range(const Json* timing) {
+  if (!timing || !timing->is_object()) return std::nullopt;
+  std::optional<fhir::DateRange> out;
+  auto widen = [&out](const fhir::DateRange& d) {
+    out = out ? fhir::DateRange{std::min(out->begin, d.begin), std::max(out->end, d.end)} : d;
   };
-  const Json* period = r.find("period");
-  if (!period) period = r.find("effectivePeriod");
-  if (period && period->is_object()) {
-    auto start = range_of(period->string_at("start"));
-    auto end = range_of(period->string_at("end"));
-    if (start && end) return fhir::DateRange{start->begin, std::max(start->end, end->end)};
-    if (start) return fhir::DateRange{start->begin, INT64_MAX / 2};  // still going
-    if (end) return end;
-  }
-  for (const char* key : {"effectiveDateTime", "effectiveInstant", "issued"})
-    if (auto d = range_of(r.string_at(key))) return d;
-  return std::nullopt;
+  if (const Json* events = timing->find("event"); events && events->is_array())
+    for (const Json& e : events->items())
+      if (e.is_string())
+        if (auto d = date_of(e.text())) widen(*d);
+  if (const Json* repeat = timing->find("repeat"); repeat && repeat->is_object())
+    if (auto d = period_range(repeat->find("boundsPeriod"))) widen(*d);
+  return out;
 }
 
 // The codings a `code` search matches: code.coding[] (Observation, DiagnosticReport) or
@@ -106,6 +124,18 @@ std::string_view status_name(MessageStatus s) {
     case MessageStatus::replayed: return "replayed";
   }
   return "error";
+}
+
+std::optional<fhir::DateRange> date_index(const Json& r) {
+  const std::string_view type = r.string_at("resourceType");
+  if (type == "Encounter") return period_range(r.find("period"));
+  const bool observation = type == "Observation";
+  if (!observation && type != "DiagnosticReport") return std::nullopt;
+  if (auto d = date_of(r.string_at("effectiveDateTime"))) return d;
+  if (auto d = period_range(r.find("effectivePeriod"))) return d;
+  if (!observation) return std::nullopt;  // DiagnosticReport.effective[x] is dateTime or Period
+  if (auto d = date_of(r.string_at("effectiveInstant"))) return d;
+  return timing_range(r.find("effectiveTiming"));
 }
 
 bool carries_coding(const Json& resource, const std::vector<std::pair<std::string, std::string>>& codings) {
@@ -273,7 +303,7 @@ fhir::Status put_resource(sqlite::Database& db, Json r, const std::string& patie
   meta.set("versionId", Json::string(std::to_string(version)));
   meta.set("lastUpdated", Json::string(fhir::format_instant(now)));
   r.set("meta", std::move(meta));
-  const auto date = clinical_date(r);
+  const auto date = date_index(r);
   const std::string json = fhir::to_json(r);
   auto put = db.cached(
       "INSERT INTO resource(type, id, patient_id, source, version, last_updated_ms, date_begin, date_end, message_id, "

@@ -105,6 +105,17 @@ struct ResourcePage {
   bool truncated = false;             // more than max_scan candidates: total is a lower bound
 };
 
+// The clinical date a `date` search compares, as one range ([begin, end) in epoch seconds),
+// per the R4 search parameter clinical-date of the resource's type: Encounter.period,
+// Observation.effective[x] (dateTime, instant, Period or Timing) and
+// DiagnosticReport.effective[x] (dateTime or Period). Nothing else: `issued` (when a result
+// was released) is not the clinical date, and other types have no `date` parameter here. A
+// Period without a start reaches back without limit and one without an end is ongoing
+// (R4 datatypes.html Period); a Timing counts by its outer limits, its events and
+// repeat.boundsPeriod (R4 search.html "date"). nullopt: nothing to compare, so the resource
+// matches no date parameter. store.db keeps this in resource.date_begin/date_end.
+std::optional<fhir::DateRange> date_index(const fhir::Json& resource);
+
 // Whether `resource` holds, anywhere in it (code, value, component, category, reason,
 // contained resources, ...), a Coding whose (system, code) is one of `codings`. Walks every
 // node once, without recursion.

@@ -84,6 +84,40 @@ TEST_CASE("Migrations: a failing migration leaves the file at the last whole ver
   CHECK(b->column_int64(0) == 0);  // the half of migration 2 that ran was rolled back
 }
 
+TEST_CASE("Migrations: a migration's code runs after its SQL, in its transaction, and once") {
+  auto db = Database::open((gw::test::temp_dir("mig") / "c.db").string());
+  REQUIRE(db.ok());
+  int runs = 0;
+  // Reads what its own SQL wrote: the code sees the migration's SQL, uncommitted.
+  auto copy = [&runs](Database& d) -> fhir::Status {
+    ++runs;
+    return d.exec("INSERT INTO b SELECT y || ' copied' FROM b;");
+  };
+  std::vector<Migration> all = three();
+  all[1].code = copy;
+  REQUIRE(migrate(*db, all).ok());
+  REQUIRE(migrate(*db, all).ok());  // at the latest version: nothing runs again
+  CHECK(runs == 1);
+  auto rows = db->prepare("SELECT group_concat(y, ',') FROM (SELECT y FROM b ORDER BY y)");
+  REQUIRE(*rows->step());
+  CHECK(rows->column_text(0) == "seed,seed copied");
+
+  // Failing code undoes its migration's SQL and leaves the version where it was.
+  auto other = Database::open((gw::test::temp_dir("mig") / "cf.db").string());
+  REQUIRE(other.ok());
+  std::vector<Migration> failing = three();
+  failing[1].code = [](Database&) -> fhir::Status {
+    return fhir::Issue::make(fhir::ErrorCode::internal_error, "no index for you");
+  };
+  auto r = migrate(*other, failing);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.issue().diagnostics.find("migration 2 (b) failed: no index for you") != std::string::npos);
+  CHECK(*other->user_version() == 1);
+  auto b = other->prepare("SELECT count(*) FROM sqlite_master WHERE name = 'b'");
+  REQUIRE(*b->step());
+  CHECK(b->column_int64(0) == 0);
+}
+
 TEST_CASE("Migrations: a database newer than the code is refused") {
   auto db = Database::open((gw::test::temp_dir("mig") / "n.db").string());
   REQUIRE(db.ok());

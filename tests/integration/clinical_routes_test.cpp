@@ -280,6 +280,39 @@ TEST_CASE("Clinical routes: code=system| matches any code in that system, and no
   CHECK(ids("DiagnosticReport", "http://loinc.org%7C").empty());
 }
 
+TEST_CASE("Clinical routes: date= compares effective[x] as R4 defines it; issued alone matches no date") {
+  TestServer s;
+  const Seeded a = test::add_patient(s.locator(), 311, "Dates", "A81001");
+  const std::string head = R"({"resourceType":"Observation","status":"final","code":{"coding":[)" +
+                           coding("http://loinc.org", "2823-3") + "]}," + subject(a.id);
+  file(s, a.id,
+       {head + R"(,"id":"obs-issued","issued":"2026-11-02T09:00:00Z"})",
+        head + R"(,"id":"obs-night","effectivePeriod":{"start":"2026-11-01T22:00:00Z","end":"2026-11-02T02:00:00Z"}})",
+        head + R"(,"id":"obs-noon","effectiveDateTime":"2026-11-02T12:00:00Z","issued":"2026-11-03T09:00:00Z"})"});
+  auto ids = [&](const std::string& dates) {
+    HttpResponse r = test::get(s.port(), "/Observation?patient=" + a.id + dates, s.client(), bearer(gp()));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    return match_ids(json_of(r));
+  };
+  // The night's Period overlaps the 2nd without lying inside it: not eq, but lt (it began
+  // before the day) and le; with gt the day before and lt the day after, it overlaps the day.
+  CHECK(ids("&date=2026-11-02") == std::vector<std::string>{"obs-noon"});
+  CHECK(ids("&date=le2026-11-02") == std::vector<std::string>{"obs-night", "obs-noon"});
+  CHECK(ids("&date=lt2026-11-02") == std::vector<std::string>{"obs-night"});
+  CHECK(ids("&date=gt2026-11-01&date=lt2026-11-03") == std::vector<std::string>{"obs-night", "obs-noon"});
+  CHECK(ids("&date=ge2026-11-02") == std::vector<std::string>{"obs-noon"});
+  CHECK(ids("&date=2026-11-03").empty());  // obs-noon's issued is not its date
+  // Without a date, everything, the undated last.
+  HttpResponse all = test::get(s.port(), "/Observation?patient=" + a.id, s.client(), bearer(gp()));
+  REQUIRE(all.status == 200);
+  const fhir::Json bundle = json_of(all);
+  const auto& entries = bundle.find("entry")->items();
+  REQUIRE(entries.size() == 3);
+  CHECK(entries[0].find("resource")->string_at("id") == "obs-noon");
+  CHECK(entries[1].find("resource")->string_at("id") == "obs-night");
+  CHECK(entries[2].find("resource")->string_at("id") == "obs-issued");
+}
+
 TEST_CASE("Clinical routes: _elements keeps each type's mandatory elements, so a cut resource is valid R4") {
   TestServer s;
   const Seeded a = test::add_patient(s.locator(), 310, "Elements", "A81001");

@@ -221,6 +221,49 @@ TEST_CASE("MLLP: WinPath OBRs sharing a filler number are two reports, searchabl
   CHECK(other.find("total")->as_int64() == 0);
 }
 
+TEST_CASE("MLLP: results are found by date= when they were taken (OBR-7, OBX-14), not when issued (OBR-22)") {
+  auto s = mllp_server();
+  // Collected on the 23rd and reported on the 24th; and a report with no collection time,
+  // whose DiagnosticReport then has `issued` alone.
+  auto result = [](const std::string& control, const std::string& obr7, const std::string& obx14) {
+    return msh("ORU^R01^ORU_R01", control) + "PID|1||9990000085^^^NHS^NH||SMITH^JOHN||19700101|M\r" +
+           "OBR|1|PL-" + control + "|FL-" + control + "|24331-1^Lipid panel^LN|||" + obr7 +
+           "|||||||||||||||20261124090000|||F\r" + "OBX|1|NM|2093-3^Cholesterol^LN||5.2|mmol/L|3.0-5.0|H|||F|||" +
+           obx14 + "\r";
+  };
+  const std::vector<std::string> messages{result("D1", "20261123110000", ""), result("D2", "", ""),
+                                          result("D3", "20261123110000", "20261122233000")};
+  for (const std::string& msg : messages) {
+    const auto acks = test::mllp_round_trip(listener(*s).port(), msg);
+    REQUIRE(acks.size() == 1);
+    CHECK(ack_code(acks[0]) == "AA");
+  }
+  auto pid = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000085");
+  REQUIRE(pid.ok());
+  REQUIRE(pid->has_value());
+  REQUIRE(s->locator().record_encounter("RGT01", **pid, "RGT01", 1790000000).ok());
+  auto total = [&](const std::string& query) {
+    fhir::Json bundle = test::json_of(clinical_search(*s, "/" + query + "&patient=" + **pid));
+    return bundle.find("total")->as_int64();
+  };
+  CHECK(total("DiagnosticReport?date=2026-11-24") == 0);
+  CHECK(total("DiagnosticReport?date=2026-11-23") == 2);
+  CHECK(total("DiagnosticReport?date=ge2026-01-01") == 2);
+  CHECK(total("DiagnosticReport?_count=10") == 3);
+  // An OBX without OBX-14 takes the report's OBR-7; OBX-14 wins over it.
+  CHECK(total("Observation?date=2026-11-23") == 1);
+  CHECK(total("Observation?date=2026-11-22") == 1);
+  CHECK(total("Observation?date=2026-11-24") == 0);
+  // Undated last: the report without OBR-7 comes after both dated ones.
+  fhir::Json all = test::json_of(clinical_search(*s, "/DiagnosticReport?patient=" + **pid));
+  const auto& entries = all.find("entry")->items();
+  REQUIRE(entries.size() == 3);
+  CHECK_FALSE(entries[0].find("resource")->string_at("effectiveDateTime").empty());
+  CHECK_FALSE(entries[1].find("resource")->string_at("effectiveDateTime").empty());
+  CHECK(entries[2].find("resource")->string_at("effectiveDateTime").empty());
+  CHECK(entries[2].find("resource")->string_at("issued").substr(0, 19) == "2026-11-24T09:00:00");
+}
+
 TEST_CASE("MLLP: mapping warnings go back as ERR severity W, are kept with the message and counted") {
   auto s = mllp_server();
   // PID-7 is no date and OBX-2 "XX" is no HL7 value type: applied without the birth date and

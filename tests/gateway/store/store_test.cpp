@@ -3,6 +3,7 @@
 // resend detection, replay marking and retention.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
@@ -398,4 +399,207 @@ TEST_CASE("Store: code with no system, any system or one system; withheld coding
   q.withheld_codings = {{"http://example.org/other", "165816005"}};
   CHECK(st.search(q)->total == 2);
   CHECK(st.search(q)->withheld.empty());
+}
+
+namespace {
+
+fhir::Json resource_of(const std::string& text) {
+  auto j = fhir::parse_json(text);
+  REQUIRE_MESSAGE(j.ok(), text);
+  return *j;
+}
+
+// An Observation of patient p1 with `when` (its date elements, as JSON members) added.
+std::string dated_observation(const std::string& id, const std::string& when) {
+  return R"({"resourceType":"Observation","id":")" + id +
+         R"(","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"2093-3"}]},)"
+         R"("subject":{"reference":"Patient/p1"},)" + when + "}";
+}
+
+std::string dated_report(const std::string& id, const std::string& when) {
+  return R"({"resourceType":"DiagnosticReport","id":")" + id +
+         R"(","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"24331-1"}]},)"
+         R"("subject":{"reference":"Patient/p1"},)" + when + "}";
+}
+
+// The records of the date tests: `issued` alone, Periods closed, without a start and without
+// an end, a Timing, an instant; reports with and without effective; an Encounter's period.
+const std::vector<std::string>& dated_records() {
+  static const std::vector<std::string> texts{
+      dated_observation("issued-only", R"("issued":"2026-11-02T09:00:00Z")"),
+      dated_observation("period", R"("effectivePeriod":{"start":"2026-11-01T22:00:00Z","end":"2026-11-02T02:00:00Z"})"),
+      dated_observation("no-start", R"("effectivePeriod":{"end":"2026-11-02"})"),
+      dated_observation("ongoing", R"("effectivePeriod":{"start":"2026-11-02T08:00:00Z"})"),
+      dated_observation("timing",
+                        R"("effectiveTiming":{"event":["2026-11-04T08:00:00Z","2026-10-30T08:00:00Z"],)"
+                        R"("repeat":{"frequency":1,"period":2,"periodUnit":"d"}})"),
+      dated_observation("instant", R"("effectiveInstant":"2026-11-02T12:00:00.000Z")"),
+      dated_report("dr-issued", R"("issued":"2026-11-02T09:00:00Z")"),
+      dated_report("dr-effective", R"("effectiveDateTime":"2026-11-01T10:00:00Z","issued":"2026-11-02T09:00:00Z")"),
+      R"({"resourceType":"Encounter","id":"enc","status":"finished","class":{"code":"AMB"},)"
+      R"("subject":{"reference":"Patient/p1"},"period":{"start":"2026-11-02T09:00:00Z","end":"2026-11-02T11:00:00Z"}})",
+  };
+  return texts;
+}
+
+// The ids `q` finds with `dates` (prefix, value), in the store's order.
+std::vector<std::string> found(store::Store& st, const std::string& type,
+                               const std::vector<std::pair<fhir::Prefix, std::string>>& dates) {
+  store::ResourceQuery q;
+  q.patient_ids = {"p1"};
+  q.type = type;
+  for (const auto& d : dates) {
+    auto range = fhir::parse_fhir_date(d.second);
+    REQUIRE(range.ok());
+    q.dates.emplace_back(d.first, *range);
+  }
+  auto page = st.search(q);
+  REQUIRE(page.ok());
+  std::vector<std::string> ids;
+  for (const auto& r : page->items) ids.push_back(r.id);
+  return ids;
+}
+
+std::vector<std::string> sorted(std::vector<std::string> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("Store: date= compares each type's R4 date (effective[x], Encounter.period), never issued") {
+  const auto dir = test::temp_dir("store-dates");
+  auto s = store::Store::open((dir / "store.db").string());
+  REQUIRE(s.ok());
+  store::Store& st = **s;
+  std::vector<fhir::Json> rs;
+  for (const auto& t : dated_records()) rs.push_back(resource_of(t));
+  REQUIRE(wait_for<store::ApplyResult>([&](auto done) { st.apply(message("D1", "raw-d1"), rs, done); }).ok());
+  using P = fhir::Prefix;
+  const std::string day = "2026-11-02";
+
+  // `issued` is when a result was released, not its clinical date: no date matches it.
+  CHECK_FALSE(store::date_index(rs[0]).has_value());
+  for (P p : {P::eq, P::ne, P::gt, P::lt, P::ge, P::le, P::sa, P::eb, P::ap}) {
+    CAPTURE(fhir::prefix_name(p));
+    const auto obs = found(st, "Observation", {{p, day}});
+    CHECK(std::find(obs.begin(), obs.end(), "issued-only") == obs.end());
+    const auto dr = found(st, "DiagnosticReport", {{p, day}});
+    CHECK(std::find(dr.begin(), dr.end(), "dr-issued") == dr.end());
+  }
+
+  // R4 search.html: eq, the day contains the whole value; gt/lt, the value reaches past the
+  // day's end / before its start; ge/le, either of those or contained; sa/eb, wholly after /
+  // before it. A Period is its whole range; one with no start reaches back without limit,
+  // one with no end is ongoing; a Timing spans its first to its last event.
+  CHECK(sorted(found(st, "Observation", {{P::eq, day}})) == std::vector<std::string>{"instant"});
+  CHECK(sorted(found(st, "Observation", {{P::gt, day}})) == std::vector<std::string>{"ongoing", "timing"});
+  CHECK(sorted(found(st, "Observation", {{P::lt, day}})) == std::vector<std::string>{"no-start", "period", "timing"});
+  CHECK(sorted(found(st, "Observation", {{P::ge, day}})) == std::vector<std::string>{"instant", "ongoing", "timing"});
+  CHECK(sorted(found(st, "Observation", {{P::le, day}})) ==
+        std::vector<std::string>{"instant", "no-start", "period", "timing"});
+  CHECK(sorted(found(st, "Observation", {{P::ne, day}})) ==
+        std::vector<std::string>{"no-start", "ongoing", "period", "timing"});
+  CHECK(found(st, "Observation", {{P::sa, day}}).empty());
+  CHECK(sorted(found(st, "Observation", {{P::sa, "2026-11-01T23:00:00Z"}})) ==
+        std::vector<std::string>{"instant", "ongoing"});
+  CHECK(sorted(found(st, "Observation", {{P::eb, "2026-11-02T03:00:00Z"}})) == std::vector<std::string>{"period"});
+  CHECK(sorted(found(st, "Observation", {{P::eb, "2026-11-03"}})) ==
+        std::vector<std::string>{"instant", "no-start", "period"});
+  // Everything whose range overlaps the day: after the day before, and before the day after.
+  CHECK(sorted(found(st, "Observation", {{P::gt, "2026-11-01"}, {P::lt, "2026-11-03"}})) ==
+        std::vector<std::string>{"instant", "no-start", "ongoing", "period", "timing"});
+  CHECK(found(st, "Observation", {{P::lt, "2000-01-01"}}) == std::vector<std::string>{"no-start"});
+  CHECK(found(st, "Observation", {{P::ge, "2099-01-01"}}) == std::vector<std::string>{"ongoing"});
+  // A Timing counts by its outer limits, not the days its schedule names.
+  CHECK(found(st, "Observation", {{P::gt, "2026-11-03"}, {P::lt, "2026-11-04"}}) ==
+        std::vector<std::string>{"ongoing", "timing"});
+
+  CHECK(found(st, "DiagnosticReport", {{P::eq, day}}).empty());
+  CHECK(found(st, "DiagnosticReport", {{P::eq, "2026-11-01"}}) == std::vector<std::string>{"dr-effective"});
+  CHECK(found(st, "Encounter", {{P::eq, day}}) == std::vector<std::string>{"enc"});
+  CHECK(found(st, "Encounter", {{P::eq, "2026-11-02T10:00Z"}}).empty());  // a minute in it does not contain the visit
+
+  // Newest clinical date first (by the start of each range), undated last.
+  CHECK(found(st, "Observation", {}) ==
+        std::vector<std::string>{"instant", "ongoing", "period", "timing", "no-start", "issued-only"});
+  CHECK(found(st, "DiagnosticReport", {}) == std::vector<std::string>{"dr-effective", "dr-issued"});
+
+  // What store.db keeps: a Period includes the whole of its end value.
+  const auto enc = store::date_index(rs.back());
+  REQUIRE(enc.has_value());
+  CHECK(enc->begin == fhir::parse_fhir_date("2026-11-02T09:00:00Z")->begin);
+  CHECK(enc->end == fhir::parse_fhir_date("2026-11-02T11:00:00Z")->end);
+  CHECK_FALSE(store::date_index(resource_of(R"({"resourceType":"Location","id":"w","name":"Ward 1"})")).has_value());
+  // DiagnosticReport.effective[x] is dateTime or Period: an instant or Timing there is not its date.
+  CHECK_FALSE(store::date_index(resource_of(dated_report("x", R"("effectiveInstant":"2026-11-02T12:00:00Z")")))
+                  .has_value());
+}
+
+TEST_CASE("Store: a version-5 store.db is dated again as R4 search defines it") {
+  const auto dir = test::temp_dir("store-redate");
+  const std::string path = (dir / "store.db").string();
+  auto range = [](const std::string& text) { return *fhir::parse_fhir_date(text); };
+  // What the earlier gateway kept: `issued` when there was no effective[x], and a Period's
+  // end alone when it had no start.
+  struct Old {
+    std::string id;
+    std::string json;
+    std::optional<fhir::DateRange> date;
+  };
+  const auto& texts = dated_records();
+  const std::vector<Old> rows{
+      {"issued-only", texts[0], range("2026-11-02T09:00:00Z")},
+      {"no-start", texts[2], range("2026-11-02")},
+      {"instant", texts[5], range("2026-11-02T12:00:00Z")},
+      {"dr-issued", texts[6], range("2026-11-02T09:00:00Z")},
+      {"dr-effective", texts[7], range("2026-11-01T10:00:00Z")},
+      {"enc", texts[8], fhir::DateRange{range("2026-11-02T09:00:00Z").begin, range("2026-11-02T11:00:00Z").end}},
+      {"ward", R"({"resourceType":"Location","id":"ward","name":"Ward 1"})", std::nullopt},
+  };
+  {
+    auto db = sqlite::Database::open(path);
+    REQUIRE(db.ok());
+    const auto& all = store::schema_migrations();
+    REQUIRE(all.size() >= 6);
+    REQUIRE(sqlite::migrate(*db, std::vector<sqlite::Migration>(all.begin(), all.begin() + 5)).ok());
+    for (const Old& r : rows) {
+      auto put = db->prepare(
+          "INSERT INTO resource(type, id, patient_id, source, version, last_updated_ms, date_begin, date_end, "
+          "message_id, json) VALUES (?, ?, 'p1', 'pas', 1, 1000, ?, ?, 1, ?)");
+      REQUIRE(put.ok());
+      put->bind(1, std::string(resource_of(r.json).string_at("resourceType"))).bind(2, r.id);
+      if (r.date) put->bind(3, r.date->begin).bind(4, r.date->end);
+      else put->bind_null(3).bind_null(4);
+      put->bind_blob(5, r.json.data(), r.json.size());
+      REQUIRE(put->run().ok());
+    }
+  }
+  auto s = store::Store::open(path);
+  REQUIRE(s.ok());
+  using P = fhir::Prefix;
+  CHECK(found(**s, "Observation", {{P::eq, "2026-11-02"}}) == std::vector<std::string>{"instant"});
+  CHECK(found(**s, "Observation", {{P::lt, "2000-01-01"}}) == std::vector<std::string>{"no-start"});
+  CHECK(found(**s, "DiagnosticReport", {{P::eq, "2026-11-02"}}).empty());
+  CHECK(found(**s, "DiagnosticReport", {}) == std::vector<std::string>{"dr-effective", "dr-issued"});
+  (*s)->stop();
+
+  // Every row now holds what a new write of its JSON would.
+  auto db = sqlite::Database::open(path, sqlite::Database::Mode::read_only);
+  REQUIRE(db.ok());
+  CHECK(*db->user_version() == static_cast<int>(store::schema_migrations().size()));
+  for (const Old& r : rows) {
+    CAPTURE(r.id);
+    auto st = db->prepare("SELECT date_begin, date_end, version FROM resource WHERE id = ?");
+    REQUIRE(st.ok());
+    st->bind(1, r.id);
+    REQUIRE(*st->step());
+    const auto want = store::date_index(resource_of(r.json));
+    CHECK(st->column_is_null(0) == !want.has_value());
+    if (want) {
+      CHECK(st->column_int64(0) == want->begin);
+      CHECK(st->column_int64(1) == want->end);
+    }
+    CHECK(st->column_int64(2) == 1);  // the record itself is untouched
+  }
 }
