@@ -142,6 +142,10 @@ struct IngestFailure {
   std::string dedupe_key;
   bool rejected = false;             // true: refused as unreadable/unsupported (HL7 AR);
                                      // false: readable but not applicable (HL7 AE)
+  // A unit of a type or event the adapter does not map, acknowledged as accepted because its
+  // source is set to (hl7v2: unmapped = "filter"): stored with status filtered, nothing applied.
+  // `rejected` is then false and `issue` says what was not mapped.
+  bool filtered = false;
   fhir::Issue issue;                 // why
   std::string peer;                  // where it came from, as IngestBatch::peer
   // A valid NHS number the unit names, when it could be read: the audit record of the

@@ -691,6 +691,10 @@ void App::add_ingest_metrics() {
          &hl7v2::Hl7v2Adapter::Stats::errors},
         {"gateway_mllp_rejected_total", "counter", "HL7 messages refused (AR), stored as rejected.",
          &hl7v2::Hl7v2Adapter::Stats::rejected},
+        {"gateway_mllp_filtered_total", "counter",
+         "HL7 messages of a type or event not mapped, acknowledged AA as the source's unmapped = \"filter\" asks, "
+         "stored as filtered and not applied.",
+         &hl7v2::Hl7v2Adapter::Stats::filtered},
         {"gateway_mllp_retry_later_total", "counter", "Messages answered AR because the gateway could not commit.",
          &hl7v2::Hl7v2Adapter::Stats::retry_later},
         {"gateway_mllp_protocol_violations_total", "counter", "MLLP framing and timeout violations.",
@@ -722,6 +726,7 @@ void App::add_ingest_metrics() {
       sample("gateway_ingest_units_total", "{outcome=\"duplicate\"}", ic.duplicates);
       sample("gateway_ingest_units_total", "{outcome=\"error\"}", ic.errors);
       sample("gateway_ingest_units_total", "{outcome=\"rejected\"}", ic.rejected);
+      sample("gateway_ingest_units_total", "{outcome=\"filtered\"}", ic.filtered);
       sample("gateway_ingest_units_total", "{outcome=\"failed\"}", ic.failures);
       family("gateway_ingest_warnings_total", "counter",
              "Warnings on applied units: content left out or kept as text (see gw-messages).");

@@ -175,7 +175,8 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
   std::set<std::shared_ptr<Conn>> conns;
 
   std::atomic<std::uint64_t> connections{0}, open_connections{0}, refused{0}, frames{0}, applied{0}, duplicates{0},
-      errors{0}, rejected{0}, retry_later{0}, violations{0}, idle_closes{0}, acks_sent{0}, ack_write_failures{0};
+      errors{0}, rejected{0}, retry_later{0}, violations{0}, idle_closes{0}, acks_sent{0}, ack_write_failures{0},
+      filtered{0};
 
   void say(LogLevel level, std::string_view msg, Fields fields = {}) {
     if (!log) return;
@@ -256,6 +257,35 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     }
     if (rejected_kind) ++rejected;
     else ++errors;
+    co_return replies;
+  }
+
+  // A message of a type or event not mapped, from a source set to filter them (setting
+  // unmapped = "filter"): stored raw with status filtered and audited, then acknowledged as
+  // accepted (AA; CA and AA in enhanced mode, as MSH-15/16 ask) with `issue` as a warning, so
+  // the sender's queue moves on and nobody is told it was applied when it was only kept.
+  awaitable<std::vector<std::string>> filter(const std::string& frame, const MshSummary& msh, const Issue& issue,
+                                             const std::string& peer, const Message& parsed) {
+    adapters::IngestFailure f;
+    f.source = source.name;
+    f.peer = peer;
+    f.nhs_number = nhs_number_of(parsed, mapping_context());
+    f.raw = frame;
+    f.kind = parsed.message_type();
+    f.dedupe_key = dedupe_key(read_msh(parsed.text()));
+    f.filtered = true;
+    const std::string warning = (issue.expression.empty() ? std::string("MSH-9") : issue.expression) + ": " +
+                                issue.diagnostics + " (stored as filtered, not applied: setting unmapped = \"filter\")";
+    std::vector<std::string> replies = acknowledgements(msh, Outcome::applied, std::nullopt);
+    for (std::string& ack : replies) ack = with_warnings(msh, std::move(ack), {warning});
+    f.reply = join_replies(replies);
+    f.issue = issue;
+    fhir::Status stored = co_await record_async(*sink, f);
+    if (!stored) {
+      ++retry_later;
+      co_return acknowledgements(msh, Outcome::not_committed, ack_error_for(stored.issue()));
+    }
+    ++filtered;
     co_return replies;
   }
 
@@ -378,6 +408,10 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     if (!mapped) {
       Issue issue = std::move(mapped).issue();
       const bool unsupported = issue.code == ErrorCode::not_supported;
+      // Only a type or event not mapped (ERR 200/201) may be filtered; anything wrong with a
+      // message of a mapped type is refused as before.
+      if (unsupported && options.filter_unmapped && issue.expression.rfind("MSH-9", 0) == 0)
+        co_return co_await filter(frame, msh, issue, peer, message);
       co_return co_await refuse(frame, msh, std::move(issue), unsupported, peer, &message);
     }
 
@@ -633,7 +667,7 @@ fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& sou
   // (max_mesage_bytes) is an error rather than a default silently kept.
   static constexpr std::string_view kSettings[] = {"frame_timeout_s",   "identifier_system_base", "idle_timeout_s",
                                                    "max_connections",   "max_message_bytes",      "processing_ids",
-                                                   "tls"};
+                                                   "tls",               "unmapped"};
   for (const auto& [key, value] : source.settings) {
     if (std::find(std::begin(kSettings), std::end(kSettings), key) != std::end(kSettings)) continue;
     std::string known;
@@ -721,6 +755,13 @@ fhir::Result<ListenerOptions> listener_options(const adapters::SourceSystem& sou
       begin = end + 1;
     }
   }
+  const std::string unmapped = source.setting("unmapped", "reject");
+  if (unmapped != "reject" && unmapped != "filter")
+    return Issue::make(ErrorCode::invalid_value,
+                       "source '" + source.name + "': unmapped must be \"reject\" (refuse, AR) or \"filter\" (store as "
+                           "filtered and acknowledge AA) for messages of a type or event this adapter does not map",
+                       "settings.unmapped");
+  o.filter_unmapped = unmapped == "filter";
   const std::string base = source.setting("identifier_system_base");
   if (!base.empty()) o.identifier_system_base = base;
   return o;
@@ -812,6 +853,7 @@ Hl7v2Adapter::Stats Hl7v2Adapter::stats() const {
   st.errors = s_->errors;
   st.rejected = s_->rejected;
   st.retry_later = s_->retry_later;
+  st.filtered = s_->filtered;
   st.protocol_violations = s_->violations;
   st.idle_closes = s_->idle_closes;
   st.acks_sent = s_->acks_sent;

@@ -36,6 +36,11 @@ struct ListenerOptions {
   // another (T training, D debugging) is refused AR, ERR 202, so a training or test system
   // pointed at this listener never changes the live record. An empty MSH-11 is taken as P.
   std::vector<std::string> processing_ids{"P"};
+  // Setting unmapped: "reject" (the default) refuses a message of a type or event this adapter
+  // does not map (AR, ERR 200/201); "filter" acknowledges it AA (CA), with a warning naming
+  // what was not mapped, once it is stored raw with status filtered, and applies nothing. For a
+  // feed that sends every event on one connection and would stop, or alert, on each AR.
+  bool filter_unmapped = false;
 };
 
 // Reads ListenerOptions from `source` (endpoint and settings). invalid_value, its expression
@@ -67,6 +72,7 @@ class Hl7v2Adapter final : public adapters::Adapter {
   struct Stats {
     std::uint64_t connections = 0, open_connections = 0, refused_connections = 0;
     std::uint64_t frames = 0, applied = 0, duplicates = 0, errors = 0, rejected = 0, retry_later = 0;
+    std::uint64_t filtered = 0;  // not mapped, acknowledged AA (unmapped = "filter")
     std::uint64_t protocol_violations = 0;  // every FrameEvent, truncated frames, frame/write timeouts
     std::uint64_t idle_closes = 0;          // connections closed by idle_timeout (not a violation)
     std::uint64_t acks_sent = 0, ack_write_failures = 0;

@@ -116,7 +116,7 @@ void IngestService::stop() {
 
 IngestService::Counters IngestService::counters() const {
   Counters c{applied_.load(), duplicates_.load(), reused_keys_.load(), errors_.load(), rejected_.load(),
-             failures_.load(), units_with_warnings_.load(), warnings_.load(), {}};
+             failures_.load(), units_with_warnings_.load(), warnings_.load(), {}, filtered_.load()};
   for (const auto& [name, ods] : sources_) c.reused_keys_by_source[name] = 0;
   std::lock_guard lock(reused_m_);
   for (const auto& [name, n] : reused_by_source_) c.reused_keys_by_source[name] = n;
@@ -588,22 +588,28 @@ void IngestService::record_failure(adapters::IngestFailure f, std::function<void
   const auto src = sources_.find(f.source);
   const std::string ods = src == sources_.end() ? std::string() : src->second;
   const bool rejected = f.rejected;
+  const bool filtered = f.filtered && !f.rejected;
   store::MessageWrite m;
   m.source = f.source;
   m.kind = f.kind;
   m.dedupe_key = f.dedupe_key;
   m.raw = std::move(f.raw);
-  m.status = f.rejected ? store::MessageStatus::rejected : store::MessageStatus::error;
+  m.status = filtered   ? store::MessageStatus::filtered
+             : rejected ? store::MessageStatus::rejected
+                        : store::MessageStatus::error;
   m.error = f.issue.diagnostics;
   m.error_location = f.issue.expression;
   m.reply = std::move(f.reply);
-  audit::Record rec = ingest_record(f.source, ods, f.kind, f.dedupe_key, f.rejected ? "ingest-rejected" : "ingest-error",
-                                    f.rejected ? 400 : 422, f.peer);
+  // A filtered unit was received and kept, not applied: status 202 (accepted, not acted on).
+  audit::Record rec = ingest_record(f.source, ods, f.kind, f.dedupe_key,
+                                    filtered ? "ingest-filtered" : rejected ? "ingest-rejected" : "ingest-error",
+                                    filtered ? 202 : rejected ? 400 : 422, f.peer);
   rec.outcome_text = f.issue.diagnostics;
   if (fhir::is_valid_nhs_number(f.nhs_number)) rec.detail.patients.push_back(f.nhs_number);
   // Counted once the store has answered, so that whoever sees the count can also list the message.
-  store_.record(std::move(m), [this, rejected, rec = std::move(rec), done = std::move(done)](fhir::Result<std::int64_t> id) mutable {
-    if (rejected) ++rejected_;
+  store_.record(std::move(m), [this, rejected, filtered, rec = std::move(rec), done = std::move(done)](fhir::Result<std::int64_t> id) mutable {
+    if (filtered) ++filtered_;
+    else if (rejected) ++rejected_;
     else ++errors_;
     if (!id) return done(std::move(id).issue());
     rec.detail.note = "message " + std::to_string(*id);

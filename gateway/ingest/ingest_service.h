@@ -55,6 +55,7 @@ class IngestService final : public adapters::IngestSink {
     // Applied units whose adapter noted warnings (IngestBatch::warnings), and those warnings.
     std::uint64_t units_with_warnings = 0, warnings = 0;
     std::map<std::string, std::uint64_t> reused_keys_by_source;  // every configured source, 0 or more
+    std::uint64_t filtered = 0;  // units kept unapplied as their source asks (IngestFailure::filtered)
   };
   Counters counters() const;
 
@@ -105,7 +106,7 @@ class IngestService final : public adapters::IngestSink {
   std::mutex keys_m_;
   std::map<std::string, std::vector<std::function<void()>>> busy_keys_;
   std::atomic<std::uint64_t> applied_{0}, duplicates_{0}, reused_keys_{0}, errors_{0}, rejected_{0}, failures_{0},
-      units_with_warnings_{0}, warnings_{0};
+      units_with_warnings_{0}, warnings_{0}, filtered_{0};
   // Reused control ids by source: a sender fault the source's owner must fix (rare: a mutex).
   mutable std::mutex reused_m_;
   std::map<std::string, std::uint64_t> reused_by_source_;

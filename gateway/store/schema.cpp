@@ -151,6 +151,41 @@ fhir::Status redate_resources(sqlite::Database& db) {
   }
 }
 
+// Status 'filtered' (hl7v2 setting unmapped = "filter"): a CHECK constraint cannot be altered
+// in place, so the message table is rebuilt with the same columns, in the same order, and
+// its indexes made again. Every row is copied once, at the first start of this version.
+const char* const kFilteredStatus = R"sql(
+CREATE TABLE message_v7 (
+  id INTEGER PRIMARY KEY,
+  source TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  dedupe_key TEXT NOT NULL,
+  content_sha256 BLOB NOT NULL,
+  received_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('applied', 'error', 'rejected', 'replayed', 'filtered')),
+  error TEXT NOT NULL DEFAULT '',
+  error_location TEXT NOT NULL DEFAULT '',
+  reply BLOB NOT NULL DEFAULT X'',
+  patient_id TEXT NOT NULL DEFAULT '',
+  raw BLOB NOT NULL,
+  pending INTEGER NOT NULL DEFAULT 0
+) STRICT;
+INSERT INTO message_v7(id, source, kind, dedupe_key, content_sha256, received_ms, updated_ms, status, error,
+                       error_location, reply, patient_id, raw, pending)
+  SELECT id, source, kind, dedupe_key, content_sha256, received_ms, updated_ms, status, error, error_location,
+         reply, patient_id, raw, pending
+  FROM message ORDER BY id;
+DROP TABLE message;
+ALTER TABLE message_v7 RENAME TO message;
+CREATE INDEX message_key ON message(source, dedupe_key, status);
+CREATE UNIQUE INDEX message_applied_once ON message(source, dedupe_key, content_sha256)
+  WHERE status = 'applied' AND dedupe_key <> '';
+CREATE INDEX message_status ON message(status, id);
+CREATE INDEX message_received ON message(received_ms);
+CREATE INDEX message_pending ON message(id) WHERE pending = 1;
+)sql";
+
 }  // namespace
 
 const std::vector<sqlite::Migration>& schema_migrations() {
@@ -161,6 +196,7 @@ const std::vector<sqlite::Migration>& schema_migrations() {
       {4, "pending mark of applied messages", kPendingMark},
       {5, "index of pending messages", kPendingIndex},
       {6, "clinical dates as R4 search defines them", "", redate_resources},
+      {7, "status filtered for messages", kFilteredStatus},
   };
   return m;
 }

@@ -122,6 +122,7 @@ std::string_view status_name(MessageStatus s) {
     case MessageStatus::error: return "error";
     case MessageStatus::rejected: return "rejected";
     case MessageStatus::replayed: return "replayed";
+    case MessageStatus::filtered: return "filtered";
   }
   return "error";
 }
@@ -164,7 +165,8 @@ bool carries_coding(const Json& resource, const std::vector<std::pair<std::strin
 }
 
 std::optional<MessageStatus> parse_status(std::string_view s) {
-  for (MessageStatus m : {MessageStatus::applied, MessageStatus::error, MessageStatus::rejected, MessageStatus::replayed})
+  for (MessageStatus m : {MessageStatus::applied, MessageStatus::error, MessageStatus::rejected, MessageStatus::replayed,
+                          MessageStatus::filtered})
     if (status_name(m) == s) return m;
   return std::nullopt;
 }
@@ -348,7 +350,7 @@ void Store::apply(MessageWrite message, std::vector<fhir::Json> resources,
     if (!m.dedupe_key.empty()) {
       auto replayed = db.cached(
           "UPDATE message SET status = 'replayed', updated_ms = ? WHERE source = ? AND dedupe_key = ? AND "
-          "content_sha256 = ? AND status IN ('error', 'rejected')");
+          "content_sha256 = ? AND status IN ('error', 'rejected', 'filtered')");
       if (!replayed) return std::move(replayed).issue();
       replayed->bind(1, now).bind(2, m.source).bind(3, m.dedupe_key).bind_blob(4, hash.data(), hash.size());
       if (auto s = replayed->run(); !s) return s;
@@ -386,7 +388,7 @@ void Store::record(MessageWrite message, std::function<void(fhir::Result<std::in
     // audit log holds every attempt.
     auto prior = db.cached(
         "SELECT id FROM message WHERE source = ? AND dedupe_key = ? AND content_sha256 = ? AND "
-        "status IN ('error', 'rejected') ORDER BY id DESC LIMIT 1");
+        "status IN ('error', 'rejected', 'filtered') ORDER BY id DESC LIMIT 1");
     if (!prior) return std::move(prior).issue();
     prior->bind(1, m.source).bind(2, m.dedupe_key).bind_blob(3, hash.data(), hash.size());
     auto found = prior->step();
@@ -521,6 +523,7 @@ fhir::Result<Store::MessageCounts> Store::message_counts() {
     else if (s == MessageStatus::error) c.error = n;
     else if (s == MessageStatus::rejected) c.rejected = n;
     else if (s == MessageStatus::replayed) c.replayed = n;
+    else if (s == MessageStatus::filtered) c.filtered = n;
   }
   return c;
 }

@@ -29,7 +29,9 @@ struct StoreOptions {
   std::size_t max_scan = 10000;      // resources examined per search
 };
 
-enum class MessageStatus { applied, error, rejected, replayed };
+// filtered: a unit of a type or event its source's adapter does not map, acknowledged as
+// accepted because the source is set to (hl7v2 setting unmapped = "filter"); nothing applied.
+enum class MessageStatus { applied, error, rejected, replayed, filtered };
 std::string_view status_name(MessageStatus s);
 std::optional<MessageStatus> parse_status(std::string_view s);
 
@@ -184,7 +186,7 @@ class Store {
   fhir::Result<std::optional<StoredMessage>> message(std::int64_t id);
   fhir::Result<std::vector<StoredMessage>> list_messages(const MessageQuery& q);
   struct MessageCounts {
-    std::int64_t applied = 0, error = 0, rejected = 0, replayed = 0;
+    std::int64_t applied = 0, error = 0, rejected = 0, replayed = 0, filtered = 0;
   };
   fhir::Result<MessageCounts> message_counts();
   // How many applied messages are still pending (StoredMessage::pending).

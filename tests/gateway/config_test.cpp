@@ -294,7 +294,12 @@ TEST_CASE("Config: source systems are checked as start-up checks them, naming th
   CHECK(key == "source_systems[0].settings.max_mesage_bytes");
   CHECK(why.find("unknown hl7v2 setting 'max_mesage_bytes'") != std::string::npos);
   CHECK(why.find("known: frame_timeout_s, identifier_system_base, idle_timeout_s, max_connections, "
-                 "max_message_bytes, processing_ids, tls") != std::string::npos);
+                 "max_message_bytes, processing_ids, tls, unmapped") != std::string::npos);
+  // unmapped: "reject" or "filter" only (a typo must not turn refusals into acknowledgements).
+  std::tie(key, why) = error(tls_lines() + hl7 + "endpoint = \"127.0.0.1:2575\"\n[source_systems.settings]\n"
+                                                 "unmapped = \"accept\"\n");
+  CHECK(key == "source_systems[0].settings.unmapped");
+  CHECK(why.find("unmapped must be \"reject\" (refuse, AR) or \"filter\"") != std::string::npos);
   // processing_ids: a list of P, T and D (MSH-11); anything else, or an empty list, is refused.
   std::tie(key, why) = error(tls_lines() + hl7 + "endpoint = \"127.0.0.1:2575\"\n[source_systems.settings]\n"
                                                  "processing_ids = [\"P\", \"X\"]\n");

@@ -424,6 +424,65 @@ TEST_CASE("MLLP: unreadable, unsupported and wrongly encoded messages are AR, st
   CHECK(stored(*s, store::MessageStatus::applied) == 0);
 }
 
+TEST_CASE("MLLP: with unmapped = \"filter\" a type or event not mapped is AA with a warning, kept as filtered, "
+          "and applies nothing") {
+  auto s = mllp_server({{"unmapped", "filter"}});
+  const std::uint16_t port = listener(*s).port();
+  const std::string pid = "PID|1||9990000050^^^NHS^NH~MRN-F^^^RGT01^MR||SMITH^ANN\r";
+  const std::string a60 = msh("ADT^A60^ADT_A60", "F1") + "EVN|A60|20261123\r" + pid + "IAM|1||^PENICILLIN\r";
+  const std::string siu = msh("SIU^S12^SIU_S12", "F2") + "SCH|1\r";
+  for (const std::string* m : {&a60, &siu}) {
+    const auto acks = test::mllp_round_trip(port, *m);
+    REQUIRE(acks.size() == 1);
+    CHECK(ack_code(acks[0]) == "AA");
+    // v2.4: the warning as an ERR-1 ELD with code 0 (accepted), naming what was not mapped.
+    CHECK(test::hl7_field(acks[0], "ERR", 1).rfind("MSH^1^9^0&", 0) == 0);
+    CHECK(acks[0].find("is not mapped") != std::string::npos);
+    CHECK(acks[0].find("stored as filtered, not applied") != std::string::npos);
+  }
+  CHECK(test::hl7_field(test::mllp_round_trip(port, a60)[0], "MSA", 1) == "AA");  // a resend: the same answer
+  // Nothing applied: the patient the A60 names is not in the record locator.
+  auto found = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000050");
+  REQUIRE(found.ok());
+  CHECK_FALSE(found->has_value());
+  // Kept, one row per message (the resend updated its row), with the reply sent.
+  CHECK(stored(*s, store::MessageStatus::filtered) == 2);
+  CHECK(stored(*s, store::MessageStatus::rejected) == 0);
+  CHECK(stored(*s, store::MessageStatus::applied) == 0);
+  store::MessageQuery mq;
+  mq.status = store::MessageStatus::filtered;
+  auto rows = s->app().store().list_messages(mq);
+  REQUIRE(rows.ok());
+  REQUIRE(rows->size() == 2);
+  for (const auto& row : *rows) {
+    CHECK(row.reply.find("MSA|AA|F") != std::string::npos);
+    CHECK(row.error.find("is not mapped") != std::string::npos);
+  }
+  // Audited as received and kept (three attempts), the A60 naming its patient.
+  audit::Query q;
+  q.subtype = "ingest-filtered";
+  auto page = s->app().audit_log()->search(q);
+  REQUIRE(page.ok());
+  REQUIRE(page->records.size() == 3);
+  CHECK(page->records[0].status == 202);
+  audit::Query by_patient;
+  by_patient.patient = "9990000050";
+  CHECK(s->app().audit_log()->search(by_patient)->records.size() == 2);
+  CHECK(listener(*s).stats().filtered == 3);
+  CHECK(listener(*s).stats().rejected == 0);
+  // Only what is not mapped is filtered: a mapped type that cannot be taken is refused as before,
+  // and a mapped type is applied.
+  std::string training = msh("ADT^A04^ADT_A01", "F3") + pid;
+  training.replace(training.find("|P|2.4"), 6, "|T|2.4");
+  CHECK(ack_code(test::mllp_round_trip(port, training)[0]) == "AR");
+  CHECK(ack_code(test::mllp_round_trip(port, "this is not HL7 at all")[0]) == "AR");
+  CHECK(stored(*s, store::MessageStatus::rejected) == 2);
+  const auto a04 = test::mllp_round_trip(port, msh("ADT^A04^ADT_A01", "F4") + pid);
+  CHECK(ack_code(a04[0]) == "AA");
+  CHECK(a04[0].find("filtered") == std::string::npos);  // (its ERR: a warning that PV1 is missing)
+  CHECK(stored(*s, store::MessageStatus::applied) == 1);
+}
+
 TEST_CASE("MLLP: two messages in one frame are refused whole (AR naming the second MSH), nothing applied") {
   auto s = mllp_server();
   const std::uint16_t port = listener(*s).port();

@@ -4,7 +4,8 @@
 //   gw-messages list   --data DIR [--status S] [--source NAME] [--limit N] [--after-id N] [--json]
 //   gw-messages show   --data DIR [--raw] ID
 //   gw-messages replay (--config FILE | --data DIR --port P) (--id N... | --status S) [--source NAME]
-//                      (S: error, rejected, failed or pending; a pending message's resend completes it)
+//                      (S: error, rejected, failed, filtered or pending; a pending message's resend
+//                      completes it; a filtered one is applied once its type is mapped)
 //                      [--host H] [--port P [--force-port]] [--tls ...]
 //   gw-messages stats  --data DIR [--json]
 // store.db is opened read-only (safe while the gateway runs). Replay sends each stored message,
@@ -401,7 +402,7 @@ int run_replay(MessageReader& reader, ReplayArgs& a) {
 int run_stats(MessageReader& reader, bool json) {
   auto s = reader.stats();
   if (!s) return fail(s.issue());
-  static const char* const kStatuses[] = {"applied", "error", "rejected", "replayed"};
+  static const char* const kStatuses[] = {"applied", "error", "rejected", "replayed", "filtered"};
   auto count = [](const std::map<std::string, std::int64_t>& m, const char* k) {
     auto it = m.find(k);
     return it == m.end() ? std::int64_t{0} : it->second;
@@ -458,7 +459,7 @@ int main(int argc, char** argv) {
       "store.db is opened read-only, so the tools are safe while the gateway runs."};
   app.require_subcommand(1);
   std::string data_dir = "data";
-  auto status_check = CLI::IsMember({"error", "rejected", "applied", "replayed", "failed", "pending"});
+  auto status_check = CLI::IsMember({"error", "rejected", "applied", "replayed", "failed", "pending", "filtered"});
   // Ids are store.db row ids, from 1. (CLI::PositiveNumber answers 0 with "Value 0 not in range
   // 0.000000 to 1.797693e+308", which tells the user nothing.)
   const CLI::Validator message_id(
@@ -478,8 +479,9 @@ int main(int argc, char** argv) {
   bool list_json = false;
   list->add_option("--data", data_dir, "the gateway's data directory (holding store.db)")->capture_default_str();
   list->add_option("--status", list_status,
-                   "error, rejected, applied, replayed, failed (error + rejected), or pending (applied, its "
-                   "acknowledgement may not have been sent)")
+                   "error, rejected, applied, replayed, failed (error + rejected), filtered (a type or event "
+                   "not mapped, acknowledged AA as its source's unmapped = \"filter\" asks; nothing applied), or "
+                   "pending (applied, its acknowledgement may not have been sent)")
       ->check(status_check)
       ->capture_default_str();
   list->add_option("--source", q.source, "only messages from this source system (its configured name)");
@@ -506,9 +508,10 @@ int main(int argc, char** argv) {
   CLI::Option* ids = replay->add_option("--id", ra.ids, "message id(s) to replay")->check(message_id);
   CLI::Option* rstatus = replay
                              ->add_option("--status", ra.status,
-                                          "replay every message with this status: error, rejected, failed, or "
-                                          "pending (its resend completes it)")
-                             ->check(CLI::IsMember({"error", "rejected", "failed", "pending"}));
+                                          "replay every message with this status: error, rejected, failed, "
+                                          "filtered (applied once the gateway maps its type), or pending (its "
+                                          "resend completes it)")
+                             ->check(CLI::IsMember({"error", "rejected", "failed", "filtered", "pending"}));
   ids->excludes(rstatus);
   rstatus->excludes(ids);
   replay->add_option("--source", ra.source, "only messages from this source system (required when several match)");

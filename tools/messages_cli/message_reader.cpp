@@ -48,7 +48,8 @@ std::string MessageRow::control_id() const {
 std::vector<std::string> expand_status(const std::string& name) {
   if (name == "failed") return {"error", "rejected"};
   if (name == "pending") return {"applied"};
-  if (name == "applied" || name == "error" || name == "rejected" || name == "replayed") return {name};
+  if (name == "applied" || name == "error" || name == "rejected" || name == "replayed" || name == "filtered")
+    return {name};
   return {};
 }
 

@@ -603,3 +603,80 @@ TEST_CASE("Store: a version-5 store.db is dated again as R4 search defines it") 
     CHECK(st->column_int64(2) == 1);  // the record itself is untouched
   }
 }
+
+TEST_CASE("Store: a version-6 store.db keeps its messages and takes the status filtered") {
+  const auto dir = test::temp_dir("store-filtered");
+  const std::string path = (dir / "store.db").string();
+  {
+    auto db = sqlite::Database::open(path);
+    REQUIRE(db.ok());
+    const auto& all = store::schema_migrations();
+    REQUIRE(all.size() >= 7);
+    std::vector<sqlite::Migration> v6(all.begin(), all.begin() + 6);
+    REQUIRE(sqlite::migrate(*db, v6).ok());
+    // The old table refuses the new status: what the migration is for.
+    CHECK_FALSE(db->exec("INSERT INTO message(source, kind, dedupe_key, content_sha256, received_ms, updated_ms, "
+                         "status, raw) VALUES ('pas', 'ADT^A60', 'X', X'00', 1, 1, 'filtered', X'00')")
+                    .ok());
+    REQUIRE(db->exec("INSERT INTO message(id, source, kind, dedupe_key, content_sha256, received_ms, updated_ms, "
+                     "status, error, error_location, reply, patient_id, raw, pending) VALUES "
+                     "(7, 'pas', 'ADT^A01', 'K7', X'07', 70, 71, 'applied', '', '', CAST('MSA|AA|K7' AS BLOB), 'p7', "
+                     "CAST('raw 7' AS BLOB), 1), "
+                     "(9, 'pas', 'ADT^A40', 'K9', X'09', 90, 91, 'error', 'unknown patient', 'MRG-1', "
+                     "CAST('MSA|AE|K9' AS BLOB), '', CAST('raw 9' AS BLOB), 0)")
+                .ok());
+  }
+  auto s = store::Store::open(path);
+  REQUIRE(s.ok());
+  store::Store& st = **s;
+  // Every column of every row is kept, ids included.
+  auto seven = st.message(7);
+  REQUIRE(seven.ok());
+  REQUIRE(seven->has_value());
+  CHECK((*seven)->status == store::MessageStatus::applied);
+  CHECK((*seven)->pending);
+  CHECK((*seven)->patient_id == "p7");
+  CHECK((*seven)->reply == "MSA|AA|K7");
+  CHECK((*seven)->raw == "raw 7");
+  CHECK((*seven)->received_ms == 70);
+  auto nine = st.message(9);
+  REQUIRE(nine.ok());
+  REQUIRE(nine->has_value());
+  CHECK((*nine)->status == store::MessageStatus::error);
+  CHECK((*nine)->error == "unknown patient");
+  CHECK((*nine)->error_location == "MRG-1");
+  CHECK(*st.pending_count() == 1);
+  // A filtered unit is kept; the same one again updates its row.
+  store::MessageWrite f = message("K10", "raw-10");
+  f.kind = "ADT^A60";
+  f.status = store::MessageStatus::filtered;
+  f.error = "ADT^A60 is not mapped";
+  f.error_location = "MSH-9.2";
+  auto id = wait_for<std::int64_t>([&](auto done) { st.record(f, done); });
+  REQUIRE(id.ok());
+  CHECK(*id > 9);
+  auto again = wait_for<std::int64_t>([&](auto done) { st.record(f, done); });
+  REQUIRE(again.ok());
+  CHECK(*again == *id);
+  auto counts = st.message_counts();
+  REQUIRE(counts.ok());
+  CHECK(counts->filtered == 1);
+  CHECK(counts->applied == 1);
+  CHECK(counts->error == 1);
+  store::MessageQuery q;
+  q.status = store::MessageStatus::filtered;
+  auto listed = st.list_messages(q);
+  REQUIRE(listed.ok());
+  REQUIRE(listed->size() == 1);
+  CHECK(listed->at(0).error == "ADT^A60 is not mapped");
+  st.stop();
+  auto db = sqlite::Database::open(path, sqlite::Database::Mode::read_only);
+  REQUIRE(db.ok());
+  CHECK(*db->user_version() == static_cast<int>(store::schema_migrations().size()));
+  // The indexes are made again, the partial ones with their conditions.
+  auto idx = db->prepare("SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_master WHERE type = 'index' "
+                         "AND tbl_name = 'message' AND sql IS NOT NULL ORDER BY name)");
+  REQUIRE(idx.ok());
+  REQUIRE(*idx->step());
+  CHECK(idx->column_text(0) == "message_applied_once,message_key,message_pending,message_received,message_status");
+}
