@@ -334,8 +334,8 @@ class Locator {
   // match is local identifiers a merge retired (matched_retired_identifier: every identifier of
   // the claim naming the record came to it from a record merged into it, see merge()): its
   // sender has not caught up with the merge, so its fields only fill those the record lacks, as
-  // a merge's do. The NHS number is set only where the record has
-  // none, or trusted where the record's is untrusted, never replaced by another. Never merges
+  // a merge's do. The NHS number is set only where the record has none, or trusted where the
+  // record's is untrusted, never replaced by another. Never merges
   // two trusted NHS numbers: when the identifier or the single demographic match points at a
   // record with a different trusted NHS number, nothing is linked to that record, the claim
   // gets a record of its own (created) and an "nhs-number-mismatch" conflict is recorded. An identifier already held by another
@@ -355,7 +355,7 @@ class Locator {
   // custodian); `if_match` as for put_pointer.
   virtual fhir::Status delete_pointer(const std::string& acting_source_ods, const std::string& pointer_id,
                                       const std::optional<VersionMatch>& if_match) = 0;
-  // A40-style merge: `retired` resolves to `survivor` from now on; identifiers (kept as retired:
+  // A40-style merge: `retired` resolves to `survivor` from now on; identifiers (marked retired:
   // a claim naming only them does not replace the survivor's demographics, see resolve()),
   // pointers, care team members and encounters move to the survivor (a member of both teams keeps the later
   // `until`, open-ended beating any date; the encounter bounds then apply to the survivor),
