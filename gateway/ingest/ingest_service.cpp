@@ -387,27 +387,36 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
   pointer.category_code = "419891008";
   pointer.category_display = "Record artifact";
   pointer.resource_types.assign(types.begin(), types.end());
-  const std::string first = types.count("Encounter") ? "Encounter" : types.count("DiagnosticReport") ? "DiagnosticReport" : "";
-  pointer.url = first.empty() ? options_.public_base_url + "/Patient/{patient}"
-                              : options_.public_base_url + "/" + first + "?patient={patient}";
   update.pointer = std::move(pointer);
+  // The locator chooses the url once the source's earlier units' types have joined this one's.
+  update.pointer_base_url = options_.public_base_url;
 
   auto outcome = locator_.ingest(update);
   if (!outcome) return fail(batch, std::move(outcome).issue());
   const std::string patient_id = outcome->resolution.patient_id;
-  // An identity conflict the locator recorded is news for the sender's data quality team: the
-  // unit was filed apart from (or without moving an identifier of) the record its identifiers
-  // named. A warning like the mapping's, at the identity's location, with no patient data.
+  // An identity conflict the locator recorded, or a match by retired identifiers only, is news
+  // for the sender's data quality team: the unit was filed apart from (or without moving an
+  // identifier of, or without taking the demographics of) the record its identifiers named. A
+  // warning like the mapping's, at the identity's location, with no patient data.
   const std::string at = batch.identity_location.empty() ? std::string("identity") : batch.identity_location;
   bool conflicted = false;
   // The text follows what happened: a unit the locator kept apart is a patient of its own; one
   // it matched went to that record, and the identifier another record holds stayed there.
   const locator::MatchOutcome how = outcome->resolution.outcome;
   const bool created = how == locator::MatchOutcome::created;
+  const bool retired_only = how == locator::MatchOutcome::matched_retired_identifier;
   const std::string matched_by = how == locator::MatchOutcome::matched_nhs_number ? "matched by its NHS number"
                                  : how == locator::MatchOutcome::matched_identifier ? "matched by a local identifier"
+                                 : retired_only ? "matched by a local identifier retired by a merge"
                                  : how == locator::MatchOutcome::matched_demographics ? "matched by demographics"
                                                                                         : "created";
+  // A sender naming the patient only by identifiers a merge retired has not caught up with the
+  // merge: its demographics are probably the retired record's, so the locator kept the
+  // survivor's (filling only what it lacked). The unit is filed all the same; the sender is told.
+  if (retired_only)
+    batch.warnings.push_back(at + ": identifier retired by a merge: the patient's identifier names a record merged "
+                                  "into another; filed under the surviving record, whose demographics this message "
+                                  "did not replace (it only filled those the record lacked)");
   for (const std::string& c : outcome->resolution.conflicts) {
     conflicted = true;
     const bool nhs = c.rfind("nhs-number-mismatch", 0) == 0;
@@ -421,7 +430,8 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
               " and was left there; filed under the record the message " + matched_by;
     batch.warnings.push_back(text + ", conflict recorded for review (gw-locator conflicts)");
   }
-  if (conflicted && batch.reply_with_warnings) batch.reply = batch.reply_with_warnings(batch.warnings);
+  if ((conflicted || retired_only) && batch.reply_with_warnings)
+    batch.reply = batch.reply_with_warnings(batch.warnings);
 
   // 4. store.db: the message and its resources (one transaction). The locator's part is
   // committed already and is idempotent (a resend or a replay applies it again unchanged), so

@@ -26,6 +26,7 @@ using fhir::Issue;
 struct IdentifierRow {
   std::string patient_id;
   std::string source;
+  bool retired = false;  // moved by a merge
 };
 
 struct State {
@@ -62,10 +63,11 @@ class FakeTransaction final : public IndexTransaction {
     return std::optional<std::string>();
   }
 
-  fhir::Result<std::optional<std::string>> identifier_owner(std::string_view system, std::string_view value) override {
+  fhir::Result<std::optional<IdentifierLink>> identifier_owner(std::string_view system,
+                                                               std::string_view value) override {
     auto it = s_.identifiers.find({std::string(system), std::string(value)});
-    if (it == s_.identifiers.end()) return std::optional<std::string>();
-    return std::optional<std::string>(it->second.patient_id);
+    if (it == s_.identifiers.end()) return std::optional<IdentifierLink>();
+    return std::optional<IdentifierLink>(IdentifierLink{it->second.patient_id, it->second.retired});
   }
 
   fhir::Result<std::vector<std::string>> demographic_matches(const Demographics& d, const DemographicRule& rule,
@@ -119,7 +121,7 @@ class FakeTransaction final : public IndexTransaction {
   fhir::Status insert_identifier(const std::string& patient_id, const Identifier& id) override {
     auto key = std::make_pair(id.system, id.value);
     if (s_.identifiers.count(key)) return duplicate("identifier");
-    s_.identifiers.emplace(key, IdentifierRow{patient_id, id.source});
+    s_.identifiers.emplace(key, IdentifierRow{patient_id, id.source, false});
     undo_.push_back([this, key] { s_.identifiers.erase(key); });
     return fhir::Ok{};
   }
@@ -127,8 +129,9 @@ class FakeTransaction final : public IndexTransaction {
   fhir::Status move_identifiers(const std::string& from, const std::string& to) override {
     for (auto& [key, row] : s_.identifiers) {
       if (row.patient_id != from) continue;
+      undo_.push_back([this, k = key, old = row] { s_.identifiers[k] = old; });
       row.patient_id = to;
-      undo_.push_back([this, k = key, from] { s_.identifiers[k].patient_id = from; });
+      row.retired = true;
     }
     return fhir::Ok{};
   }
@@ -327,8 +330,8 @@ class FakeLocator final : public Locator {
       owner = *found;
     } else {
       auto found = tx.identifier_owner(system, value);
-      if (!found) return found;
-      owner = *found;
+      if (!found) return std::move(found).issue();
+      if (*found) owner = (*found)->patient_id;
     }
     if (!owner) return std::optional<std::string>();
     auto rec = final_record(tx, *owner);

@@ -35,6 +35,13 @@ inline constexpr int kMaxMergeDepth = 64;                 // retired -> survivor
 // a real date and time (datatypes.html#instant).
 bool is_fhir_instant(std::string_view v);
 
+// A local identifier's row: the patient it is linked to (retired or not), and whether a merge
+// retired it (it was moved from a record merged into another: move_identifiers).
+struct IdentifierLink {
+  std::string patient_id;
+  bool retired = false;
+};
+
 // The primitives. Patient ids are the opaque gateway ids. Reads see the transaction's own
 // writes. Every call may fail with a storage Issue; the rule then fails as a whole.
 class IndexTransaction {
@@ -51,8 +58,9 @@ class IndexTransaction {
   virtual fhir::Result<std::optional<PatientRecord>> patient(const std::string& id) = 0;
   // The active (not retired) patient holding `nhs_number` as a trusted NHS number.
   virtual fhir::Result<std::optional<std::string>> active_patient_with_nhs_number(std::string_view nhs_number) = 0;
-  // The patient a local identifier is linked to (retired or not).
-  virtual fhir::Result<std::optional<std::string>> identifier_owner(std::string_view system, std::string_view value) = 0;
+  // The link of a local identifier, when the index holds it.
+  virtual fhir::Result<std::optional<IdentifierLink>> identifier_owner(std::string_view system,
+                                                                       std::string_view value) = 0;
   // Active patients whose normalised fields equal `d`'s for every field `rule` enables, at
   // most `limit` of them. Precondition: `d` has every enabled field.
   virtual fhir::Result<std::vector<std::string>> demographic_matches(const Demographics& d, const DemographicRule& rule,
@@ -65,6 +73,7 @@ class IndexTransaction {
   // Every retired record whose merged_into is `from` now points at `to` (version bumped).
   virtual fhir::Status repoint_retired(const std::string& from, const std::string& to, const std::string& now) = 0;
   virtual fhir::Status insert_identifier(const std::string& patient_id, const Identifier& id) = 0;
+  // Links every identifier of `from` to `to`, marking each retired (a merge: `from` is retired).
   virtual fhir::Status move_identifiers(const std::string& from, const std::string& to) = 0;
   virtual fhir::Status insert_conflict(const Conflict& c) = 0;  // c.id is assigned by the backend
   virtual fhir::Status insert_merge(const std::string& retired, const std::string& survivor,

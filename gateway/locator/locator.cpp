@@ -182,6 +182,7 @@ std::string_view outcome_name(MatchOutcome m) {
     case MatchOutcome::matched_nhs_number: return "matched-nhs-number";
     case MatchOutcome::matched_identifier: return "matched-identifier";
     case MatchOutcome::matched_demographics: return "matched-demographics";
+    case MatchOutcome::matched_retired_identifier: return "matched-retired-identifier";
   }
   return "unknown";
 }

@@ -155,7 +155,12 @@ struct IdentityClaim {
   std::vector<Identifier> identifiers;    // local identifiers (source filled from source_ods if empty)
 };
 
-enum class MatchOutcome { created, matched_nhs_number, matched_identifier, matched_demographics };
+// How a claim found its record. matched_retired_identifier: by local identifiers only, each of
+// them one a merge retired (it named a record since merged into this one): the sender still
+// knows the patient by the retired record, so its demographics are probably that record's, and
+// they only fill fields the record lacks (see resolve()).
+enum class MatchOutcome { created, matched_nhs_number, matched_identifier, matched_demographics,
+                          matched_retired_identifier };
 std::string_view outcome_name(MatchOutcome m);
 
 struct Resolution {
@@ -266,6 +271,13 @@ struct IngestUpdate {
   // source and patient, whose resource types accumulate over the units (a merge's unit folds
   // the retired record's pointer of its source into the survivor's, and deletes it).
   std::optional<Pointer> pointer;
+  // The gateway's public base URL (no trailing slash). When set, the pointer's url is chosen by
+  // the resource types it holds once they have accumulated (this unit's, the earlier units' and
+  // a folded pointer's), so that it retrieves what the pointer says the source holds:
+  // <base>/Encounter?patient=<id> when they include Encounter, else
+  // <base>/DiagnosticReport?patient=<id> when they include DiagnosticReport, else
+  // <base>/Patient/<id>; the url the pointer came with is not used. Empty: that url is kept.
+  std::string pointer_base_url;
   // The patients whose records the unit updates (the record each of its resources is already
   // filed under, read from the store before this update), each with where the unit names that
   // record (HL7: "PV1-19" for a visit number). Each must be the resolved patient or a record
@@ -318,8 +330,12 @@ class Locator {
   // replaces the record's when it differs: the most recent update wins, bumping version and
   // last_updated (Resolution::updated_fields names what changed). A field the claim leaves
   // empty clears nothing; gender "unknown" never replaces a known gender, and a name differing
-  // only in case or accents keeps the record's spelling. The NHS number is the exception: it is set only where the record has
-  // none, or trusted where the record's is untrusted, never replaced by another. Never merges
+  // only in case or accents keeps the record's spelling. The exception is a claim whose only
+  // match is local identifiers a merge retired (matched_retired_identifier: every identifier of
+  // the claim naming the record came to it from a record merged into it, see merge()): its
+  // sender has not caught up with the merge, so its fields only fill those the record lacks, as
+  // a merge's do. The NHS number is set only where the record has none, or trusted where the
+  // record's is untrusted, never replaced by another. Never merges
   // two trusted NHS numbers: when the identifier or the single demographic match points at a
   // record with a different trusted NHS number, nothing is linked to that record, the claim
   // gets a record of its own (created) and an "nhs-number-mismatch" conflict is recorded. An identifier already held by another
@@ -339,8 +355,9 @@ class Locator {
   // custodian); `if_match` as for put_pointer.
   virtual fhir::Status delete_pointer(const std::string& acting_source_ods, const std::string& pointer_id,
                                       const std::optional<VersionMatch>& if_match) = 0;
-  // A40-style merge: `retired` resolves to `survivor` from now on; identifiers, pointers, care
-  // team members and encounters move to the survivor (a member of both teams keeps the later
+  // A40-style merge: `retired` resolves to `survivor` from now on; identifiers (marked retired:
+  // a claim naming only them does not replace the survivor's demographics, see resolve()),
+  // pointers, care team members and encounters move to the survivor (a member of both teams keeps the later
   // `until`, open-ended beating any date; the encounter bounds then apply to the survivor),
   // which also takes a trusted NHS number and demographics it lacks and keeps an objection
   // either record had. Records merged earlier into `retired` now point at the survivor too.

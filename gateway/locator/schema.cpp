@@ -216,6 +216,16 @@ CREATE TABLE other_given_names (
 CREATE INDEX other_given_names_norm ON other_given_names(value_norm);
 )sql";
 
+// 9: which identifiers a merge retired. A merge moves the retired record's identifiers to the
+// survivor, so they keep finding the patient; marked retired, a message naming only them (from
+// a sender that has not caught up with the merge) no longer replaces the survivor's
+// demographics with what are probably the retired record's. The identifiers of merges made
+// before this version are not marked: which of the survivor's identifiers came from the
+// retired record was not kept.
+const char* const kRetiredIdentifiers = R"sql(
+ALTER TABLE identifiers ADD COLUMN retired INTEGER NOT NULL DEFAULT 0 CHECK (retired IN (0, 1));
+)sql";
+
 }  // namespace
 
 const std::vector<sqlite::Migration>& migrations() {
@@ -228,6 +238,7 @@ const std::vector<sqlite::Migration>& migrations() {
       {6, "identifier systems", kIdentifierSystems},
       {7, "pointer dates from their source", kPointerDate},
       {8, "other names", kOtherNames},
+      {9, "identifiers retired by a merge", kRetiredIdentifiers},
   };
   return m;
 }

@@ -41,7 +41,8 @@ const std::string_view kSql[] = {
     kOtherNamesOf,
     "SELECT pk FROM patients WHERE id = ?1",
     "SELECT id FROM patients WHERE nhs_number = ?1 AND nhs_number_trusted = 1 AND merged_into IS NULL",
-    "SELECT p.id FROM identifiers i JOIN patients p ON p.pk = i.patient WHERE i.value = ?1 AND i.system = ?2",
+    "SELECT p.id, i.retired FROM identifiers i JOIN patients p ON p.pk = i.patient "
+    "WHERE i.value = ?1 AND i.system = ?2",
     "INSERT INTO patients(id, nhs_number, nhs_number_trusted, nhs_verification, family, family_norm, given_norm, "
     "birth_date, birth_begin, birth_end, gender, postcode, postcode_norm, gp_practice_ods, deceased, objection, "
     "merged_into, version, last_updated) VALUES (?1, " GW_PATIENT_VALUES ")",
@@ -58,7 +59,7 @@ const std::string_view kSql[] = {
     "last_updated = ?3 WHERE merged_into = (SELECT pk FROM patients WHERE id = ?2)",
     "INSERT INTO identifiers(value, system, patient, source_ods) VALUES (?1, ?2, ?3, ?4)",
     "INSERT OR IGNORE INTO identifier_systems(system) VALUES (?1)",
-    "UPDATE identifiers SET patient = ?1 WHERE patient = ?2",
+    "UPDATE identifiers SET patient = ?1, retired = 1 WHERE patient = ?2",
     "INSERT INTO conflicts(patient_id, source_ods, kind, detail, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     "INSERT INTO merges(retired, survivor, source_ods, merged_at) VALUES ((SELECT pk FROM patients WHERE id = ?1), "
     "(SELECT pk FROM patients WHERE id = ?2), ?3, ?4)",

@@ -100,7 +100,8 @@ class SqliteTransaction final : public IndexTransaction {
 
   fhir::Result<std::optional<PatientRecord>> patient(const std::string& id) override;
   fhir::Result<std::optional<std::string>> active_patient_with_nhs_number(std::string_view nhs) override;
-  fhir::Result<std::optional<std::string>> identifier_owner(std::string_view system, std::string_view value) override;
+  fhir::Result<std::optional<IdentifierLink>> identifier_owner(std::string_view system,
+                                                               std::string_view value) override;
   fhir::Result<std::vector<std::string>> demographic_matches(const Demographics& d, const DemographicRule& rule,
                                                              std::size_t limit) override;
   fhir::Status insert_patient(const PatientRecord& p) override;

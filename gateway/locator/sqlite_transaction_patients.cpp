@@ -44,16 +44,16 @@ fhir::Result<std::optional<std::string>> SqliteTransaction::active_patient_with_
   return std::optional<std::string>(q->column_text(0));
 }
 
-fhir::Result<std::optional<std::string>> SqliteTransaction::identifier_owner(std::string_view system,
-                                                                             std::string_view value) {
+fhir::Result<std::optional<IdentifierLink>> SqliteTransaction::identifier_owner(std::string_view system,
+                                                                                std::string_view value) {
   if (filters_on_ && identifiers_seen_.active() && !identifiers_seen_.may_hold(identifier_key(system, value)))
-    return std::optional<std::string>();
+    return std::optional<IdentifierLink>();
   StatementUse q(st(S::identifier_owner));
   q->bind(1, value).bind(2, system);
   auto row = q->step();
   if (!row) return storage(row.issue());
-  if (!*row) return std::optional<std::string>();
-  return std::optional<std::string>(q->column_text(0));
+  if (!*row) return std::optional<IdentifierLink>();
+  return std::optional<IdentifierLink>(IdentifierLink{q->column_text(0), q->column_int64(1) != 0});
 }
 
 fhir::Result<std::vector<std::string>> SqliteTransaction::demographic_matches(const Demographics& d,

@@ -28,6 +28,9 @@ fhir::Issue patient_not_found(const std::string& expr) {
 //   newer:   every field the claim carries replaces the record's (resolve: the most recent
 //            update wins, as a master patient index does without an authoritative source, so
 //            a new GP practice, address or surname reaches the index and the access policy).
+// A claim that resolve matches only by identifiers a merge retired takes `missing` too: its
+// sender still files the patient under the retired record, whose (probably stale) demographics
+// must not undo the merge's choice of the survivor's.
 // Either way an empty field in `d` clears nothing (a source that does not send a field has not
 // said it is gone), and the NHS number is only set where the record has none, or trusted where
 // the record's is untrusted: ingest never replaces one NHS number with another. Nor is "no
@@ -98,16 +101,25 @@ fhir::Result<Resolution> apply_resolve(IndexTransaction& tx, const IdentityClaim
     ids.push_back(id);
     if (ids.back().source.empty()) ids.back().source = claim.source_ods;
   }
-  // Who each identifier already belongs to (the active record after merges).
+  // Who each identifier already belongs to (the active record after merges), and whether a
+  // merge retired it.
   std::vector<std::optional<PatientRecord>> owners(ids.size());
+  std::vector<bool> retired(ids.size(), false);
   for (std::size_t i = 0; i < ids.size(); ++i) {
     auto owner = tx.identifier_owner(ids[i].system, ids[i].value);
     if (!owner) return std::move(owner).issue();
     if (!*owner) continue;
-    auto rec = final_record(tx, **owner);
+    auto rec = final_record(tx, (*owner)->patient_id);
     if (!rec) return std::move(rec).issue();
     owners[i] = std::move(*rec);
+    retired[i] = (*owner)->retired;
   }
+  // True when every identifier of the claim naming `id` is one a merge retired.
+  const auto only_retired_name = [&](const std::string& id) {
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      if (owners[i] && owners[i]->id == id && !retired[i]) return false;
+    return true;
+  };
 
   Resolution res;
   std::optional<PatientRecord> match;
@@ -144,7 +156,8 @@ fhir::Result<Resolution> apply_resolve(IndexTransaction& tx, const IdentityClaim
                            ""});
       } else {
         match = *owners[i];
-        res.outcome = MatchOutcome::matched_identifier;
+        res.outcome = only_retired_name(match->id) ? MatchOutcome::matched_retired_identifier
+                                                   : MatchOutcome::matched_identifier;
       }
       break;
     }
@@ -174,7 +187,8 @@ fhir::Result<Resolution> apply_resolve(IndexTransaction& tx, const IdentityClaim
   // identifier: both are part of the Patient resource.
   if (match) {
     target = std::move(*match);
-    res.updated_fields = take_demographics(target, d, trusted, Take::newer);
+    const bool stale = res.outcome == MatchOutcome::matched_retired_identifier;
+    res.updated_fields = take_demographics(target, d, trusted, stale ? Take::missing : Take::newer);
     if (std::any_of(owners.begin(), owners.end(), [](const auto& o) { return !o; }))
       res.updated_fields.push_back("identifier");
     if (!res.updated_fields.empty()) {
@@ -441,7 +455,7 @@ fhir::Result<std::optional<std::string>> active_owner(IndexTransaction& tx, cons
   auto owner = tx.identifier_owner(id.system, id.value);
   if (!owner) return std::move(owner).issue();
   if (!*owner) return std::optional<std::string>();
-  auto rec = final_record(tx, **owner);
+  auto rec = final_record(tx, (*owner)->patient_id);
   if (!rec) return std::move(rec).issue();
   if (!*rec) return std::optional<std::string>();
   return std::optional<std::string>((*rec)->id);
@@ -464,6 +478,19 @@ std::string source_pointer_id(const std::string& patient, const std::string& sou
   std::string id = patient + "-";
   for (char c : source_ods) id += std::isalnum(static_cast<unsigned char>(c)) ? c : '-';
   return id;
+}
+
+// The url of the pointer ingest keeps per source and patient, from the resource types it holds
+// (all of them, the earlier units' included: a unit without a visit must not turn a pointer to
+// a source's Encounters into one to the Patient alone): the Encounters when it holds any, where
+// a reader of the record starts, else the DiagnosticReports, else the Patient. "{patient}" is
+// filled in afterwards.
+std::string ingest_pointer_url(const std::string& base, const std::vector<std::string>& resource_types) {
+  const auto holds = [&](const char* type) {
+    return std::find(resource_types.begin(), resource_types.end(), type) != resource_types.end();
+  };
+  const char* first = holds("Encounter") ? "Encounter" : holds("DiagnosticReport") ? "DiagnosticReport" : nullptr;
+  return first ? base + "/" + first + "?patient={patient}" : base + "/Patient/{patient}";
 }
 
 // For an A40: the record to merge `retired` into before the survivor's claim is resolved, when
@@ -559,12 +586,11 @@ fhir::Result<IngestOutcome> apply_ingest(IndexTransaction& tx, const IngestUpdat
   if (u.pointer) {
     Pointer p = *u.pointer;
     p.patient_id = patient;
-    for (std::size_t at = p.url.find("{patient}"); at != std::string::npos; at = p.url.find("{patient}"))
-      p.url.replace(at, 9, patient);
-    // One pointer per source and patient, whatever each unit held: a stable id, and the
-    // resource types of every unit so far. The pointer the source kept for a record this unit
-    // merges into the patient (moved to the patient by the merge) is folded into it: its
-    // resource types join, and it goes, so the merge leaves the source one pointer, not two.
+    // One pointer per source and patient, whatever each unit held: a stable id, the resource
+    // types of every unit so far, and (with a base URL) the url those types choose. The
+    // pointer the source kept for a record this unit merges into the patient (moved to the
+    // patient by the merge) is folded into it: its resource types join (and so choose the url
+    // too), and it goes, so the merge leaves the source one pointer, not two.
     const std::string& source = u.identity.source_ods;
     std::string folded;  // that pointer's id while it is known to exist
     if (p.id.empty()) p.id = source_pointer_id(patient, source);
@@ -586,6 +612,9 @@ fhir::Result<IngestOutcome> apply_ingest(IndexTransaction& tx, const IngestUpdat
       std::sort(p.resource_types.begin(), p.resource_types.end());
       if (p.resource_types.size() > kMaxResourceTypes) p.resource_types.resize(kMaxResourceTypes);
     }
+    if (!u.pointer_base_url.empty()) p.url = ingest_pointer_url(u.pointer_base_url, p.resource_types);
+    for (std::size_t at = p.url.find("{patient}"); at != std::string::npos; at = p.url.find("{patient}"))
+      p.url.replace(at, 9, patient);
     auto put = put_pointer_checked(tx, source, std::move(p), now, false);
     if (!put) return std::move(put).issue();
     out.pointer = std::move(*put);

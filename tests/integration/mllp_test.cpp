@@ -402,6 +402,100 @@ TEST_CASE("MLLP: A40 merges; an A40 for an unknown patient is AE with an ERR seg
   CHECK(stored(*s, store::MessageStatus::error) == 3);
 }
 
+TEST_CASE("MLLP: an A31 without PV1 after an A01 leaves the source's DocumentReference reading the Encounters") {
+  auto s = mllp_server();
+  const std::uint16_t port = listener(*s).port();
+  REQUIRE(ack_code(test::mllp_round_trip(port, a01("U1", "9990000018", "MRN-U"))[0]) == "AA");
+  auto found = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000018");
+  REQUIRE(found.ok());
+  REQUIRE(found->has_value());
+  const std::string patient = **found;
+  auto pointers = s->locator().pointers_for(patient);
+  REQUIRE(pointers.ok());
+  REQUIRE(pointers->size() == 1);
+  const std::string path = "/DocumentReference/" + pointers->front().id;
+  const auto attachment_url = [&s, &path]() {
+    const test::HttpResponse r = clinical_search(*s, path);
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    const fhir::Json doc = test::json_of(r);
+    return std::string(doc.find("content")->items().at(0).find("attachment")->string_at("url"));
+  };
+  const std::string encounters = "/Encounter?patient=" + patient;
+  const std::string admitted = attachment_url();
+  REQUIRE(admitted.size() > encounters.size());
+  CHECK(admitted.compare(admitted.size() - encounters.size(), encounters.size(), encounters) == 0);
+
+  // An A31 (update patient information) without PV1: the unit holds the Patient alone.
+  const std::string a31 = msh("ADT^A31^ADT_A05", "U2") + "EVN|A31|20261124090000\r" +
+                          "PID|1||9990000018^^^NHS^NH~MRN-U^^^RGT01^MR||SMITH^JOHN||19700101|M|||"
+                          "2 LOW ST^^CAMBRIDGE^^CB2 1AA\r";
+  REQUIRE(ack_code(test::mllp_round_trip(port, a31)[0]) == "AA");
+  CHECK(s->locator().pointers_for(patient)->size() == 1);
+  CHECK(attachment_url() == admitted);  // still the Encounters, which the pointer says it holds
+}
+
+TEST_CASE("MLLP: a message naming only an MRN an A40 retired is filed under the survivor without replacing its "
+          "demographics, and the AA says so") {
+  auto s = mllp_server();
+  const std::uint16_t port = listener(*s).port();
+  // Two records of one person at the PAS, known by local identifiers only.
+  const auto admit = [](const std::string& control, const std::string& mrn, const std::string& name,
+                        const std::string& visit) {
+    return msh("ADT^A01^ADT_A01", control) + "EVN|A01|20261123101500\r" + "PID|1||" + mrn + "^^^RGT01^MR||" + name +
+           "||19700101|F|||1 HIGH ST^^CAMBRIDGE^^CB2 0QQ\r" + "PV1|1|I|WARD1^BED2^^RGT01|||||||||||||||" + visit + "\r";
+  };
+  REQUIRE(ack_code(test::mllp_round_trip(port, admit("S1", "MRN-1", "ALPHA^ANN", "V1"))[0]) == "AA");
+  REQUIRE(ack_code(test::mllp_round_trip(port, admit("S2", "MRN-2", "BRAVO^ANN", "V2"))[0]) == "AA");
+  const std::string mrn_system = "https://fhir.nhs.uk/Id/local/rgt01";
+  auto first = s->locator().lookup_identifier(mrn_system, "MRN-1");
+  auto second = s->locator().lookup_identifier(mrn_system, "MRN-2");
+  REQUIRE(first.ok());
+  REQUIRE(second.ok());
+  REQUIRE(first->has_value());
+  REQUIRE(second->has_value());
+  const std::string survivor = **first;
+  REQUIRE(**second != survivor);
+  const std::string merge = msh("ADT^A40^ADT_A39", "S3") + "EVN|A40|20261123120000\r" +
+                            "PID|1||MRN-1^^^RGT01^MR||ALPHA^ANN||19700101|F\r" + "MRG|MRN-2^^^RGT01^MR\r";
+  REQUIRE(ack_code(test::mllp_round_trip(port, merge)[0]) == "AA");
+  REQUIRE(*s->locator().lookup_identifier(mrn_system, "MRN-2") == survivor);
+  const auto served = [&s, &survivor]() {
+    const test::HttpResponse r = clinical_search(*s, "/Patient/" + survivor);
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    return r.body;
+  };
+  CHECK(served().find("ALPHA") != std::string::npos);
+
+  // The PAS has not caught up: an A08 (v2.5, so its ERR carries a severity) naming the retired
+  // MRN alone, with another name. Filed under the survivor (AA), whose name stays.
+  const auto update = [](const std::string& control, const std::string& mrn, const std::string& name) {
+    return "MSH|^~\\&|PAS|RGT01|GW|GW|20261124101500||ADT^A08^ADT_A01|" + control + "|P|2.5\r" +
+           "EVN|A08|20261124101500\r" + "PID|1||" + mrn + "^^^RGT01^MR||" + name + "||19700101|F\r";
+  };
+  const auto stale = test::mllp_round_trip(port, update("S4", "MRN-2", "CHARLIE^ANN"));
+  REQUIRE(stale.size() == 1);
+  CHECK(ack_code(stale[0]) == "AA");
+  CHECK(stale[0].find("\rERR||PID^1^3|0^PID-3: identifier retired by a merge: ") != std::string::npos);
+  CHECK(test::hl7_field(stale[0], "ERR", 4) == "W");
+  CHECK(stale[0].find("filed under the surviving record") != std::string::npos);
+  CHECK(stale[0].find("ALPHA") == std::string::npos);  // nothing of the survivor the sender did not send
+  CHECK(stale[0].find(survivor) == std::string::npos);
+  const std::string after_stale = served();
+  CHECK(after_stale.find("ALPHA") != std::string::npos);
+  CHECK(after_stale.find("CHARLIE") == std::string::npos);
+  CHECK(stored(*s, store::MessageStatus::applied) == 4);
+
+  // Naming the surviving MRN, the most recent update wins as ever, with no such warning (only
+  // the mapping's, for the missing PV1).
+  const auto current = test::mllp_round_trip(port, update("S5", "MRN-1", "DELTA^ANN"));
+  REQUIRE(current.size() == 1);
+  CHECK(ack_code(current[0]) == "AA");
+  CHECK(current[0].find("retired by a merge") == std::string::npos);
+  const std::string after_current = served();
+  CHECK(after_current.find("DELTA") != std::string::npos);
+  CHECK(after_current.find("ALPHA") == std::string::npos);
+}
+
 TEST_CASE("MLLP: unreadable, unsupported and wrongly encoded messages are AR, stored as rejected") {
   auto s = mllp_server();
   const std::uint16_t port = listener(*s).port();

@@ -424,7 +424,8 @@ class Importer {
       switch (r->outcome) {
         case gw::locator::MatchOutcome::created: ++tally_.created; break;
         case gw::locator::MatchOutcome::matched_nhs_number: ++tally_.matched_nhs; break;
-        case gw::locator::MatchOutcome::matched_identifier: ++tally_.matched_identifier; break;
+        case gw::locator::MatchOutcome::matched_identifier:
+        case gw::locator::MatchOutcome::matched_retired_identifier: ++tally_.matched_identifier; break;
         case gw::locator::MatchOutcome::matched_demographics: ++tally_.matched_demographics; break;
       }
     }

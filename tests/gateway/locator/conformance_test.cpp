@@ -896,3 +896,70 @@ TEST_CASE_TEMPLATE("Locator: an ingested A40 leaves its source one pointer for t
   REQUIRE(again.ok());
   CHECK(l->pointers_for(keep)->size() == 1);
 }
+
+TEST_CASE_TEMPLATE("Locator: an ingest pointer's url follows the resource types of every unit so far, a folded "
+                   "pointer's too", B, LOCATOR_BACKENDS) {
+  // Issue #4: a source that sent an A01 (Encounter) and then an A31 without PV1 (Patient only)
+  // keeps a pointer holding Encounter: its url must still read the Encounters.
+  auto l = B::make();
+  const auto unit = [](const std::string& mrn, std::vector<std::string> types) {
+    IngestUpdate u;
+    u.identity = claim("RX1", "", {{kMrnA, mrn, ""}});
+    Pointer p = pointer("");
+    p.patient_id.clear();
+    p.id.clear();
+    p.url = "https://elsewhere.example/not-used";
+    p.resource_types = std::move(types);
+    u.pointer = p;
+    u.pointer_base_url = "https://gw.example";
+    return u;
+  };
+  auto a01 = l->ingest(unit("URL-1", {"Encounter", "Patient"}));
+  REQUIRE(a01.ok());
+  REQUIRE(a01->pointer);
+  const std::string visited = a01->resolution.patient_id;
+  CHECK(a01->pointer->url == "https://gw.example/Encounter?patient=" + visited);
+  auto a31 = l->ingest(unit("URL-1", {"Patient"}));
+  REQUIRE(a31.ok());
+  REQUIRE(a31->pointer);
+  CHECK(a31->pointer->resource_types == std::vector<std::string>{"Encounter", "Patient"});
+  CHECK(a31->pointer->url == "https://gw.example/Encounter?patient=" + visited);
+  auto stored = l->read_pointer(visited + "-RX1");
+  REQUIRE(stored.ok());
+  REQUIRE(stored->has_value());
+  CHECK((*stored)->url == "https://gw.example/Encounter?patient=" + visited);
+
+  // Results first: the url reads the reports, through a unit without any, until a visit comes.
+  auto oru = l->ingest(unit("URL-2", {"DiagnosticReport", "Observation", "Patient"}));
+  REQUIRE(oru.ok());
+  REQUIRE(oru->pointer);
+  const std::string tested = oru->resolution.patient_id;
+  CHECK(oru->pointer->url == "https://gw.example/DiagnosticReport?patient=" + tested);
+  auto a28 = l->ingest(unit("URL-2", {"Patient"}));
+  REQUIRE(a28.ok());
+  REQUIRE(a28->pointer);
+  CHECK(a28->pointer->url == "https://gw.example/DiagnosticReport?patient=" + tested);
+  auto admitted = l->ingest(unit("URL-2", {"Encounter", "Patient"}));
+  REQUIRE(admitted.ok());
+  REQUIRE(admitted->pointer);
+  CHECK(admitted->pointer->url == "https://gw.example/Encounter?patient=" + tested);
+
+  // A patient known only by demographics so far: the Patient itself. An A40 of the visited
+  // record into it folds in that record's pointer, whose Encounters the survivor's url now reads.
+  auto registered = l->ingest(unit("URL-3", {"Patient"}));
+  REQUIRE(registered.ok());
+  REQUIRE(registered->pointer);
+  const std::string survivor = registered->resolution.patient_id;
+  CHECK(registered->pointer->url == "https://gw.example/Patient/" + survivor);
+  IngestUpdate a40 = unit("URL-3", {"Patient"});
+  a40.retired = {Identifier{kMrnA, "URL-1", "RX1"}};
+  auto merged = l->ingest(a40);
+  REQUIRE(merged.ok());
+  CHECK(merged->resolution.patient_id == survivor);
+  CHECK(merged->retired_patient_id == visited);
+  auto pointers = l->pointers_for(survivor);
+  REQUIRE(pointers.ok());
+  REQUIRE(pointers->size() == 1);
+  CHECK((*pointers)[0].resource_types == std::vector<std::string>{"Encounter", "Patient"});
+  CHECK((*pointers)[0].url == "https://gw.example/Encounter?patient=" + survivor);
+}

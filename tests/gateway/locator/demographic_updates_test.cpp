@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Part of the Locator conformance suite (both backends): a matched claim's newer demographics
 // replace the record's (most recent update wins), an empty field clears nothing, the NHS
-// number is never replaced by another, a merge still only fills what the survivor lacks, and
-// resolve, import and ingest say which records changed.
+// number is never replaced by another, a merge still only fills what the survivor lacks (and so
+// does a claim naming only identifiers a merge retired), and resolve, import and ingest say
+// which records changed.
 #include <doctest/doctest.h>
 
 #include "locator_test_support.h"
@@ -143,6 +144,58 @@ TEST_CASE_TEMPLATE("Locator: a merge only fills what the survivor lacks", B, LOC
   CHECK(p.demographics.family == "Survivor");
   CHECK(p.demographics.birth_date == "1970-01-01");
   CHECK(p.demographics.postcode == "M1 1AA");
+}
+
+TEST_CASE_TEMPLATE("Locator: a claim naming only identifiers a merge retired fills what the survivor lacks and "
+                   "replaces nothing", B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const std::string survivor =
+      resolve_ok(*l, claim("RX1", "", {{kMrnA, "S2", ""}}, person("Survivor", "Sam", "1970-01-01", "male", "")),
+                 MatchOutcome::created);
+  const std::string retired =
+      resolve_ok(*l, claim("RX1", "", {{kMrnA, "R2", ""}}, person("Retired", "Rob", "1971-01-01", "male", "")),
+                 MatchOutcome::created);
+  REQUIRE(l->merge(retired, survivor, "RX1").ok());
+  const std::int64_t version = read_ok(*l, survivor).version;
+
+  // The PAS has not caught up with the merge: an update naming the retired MRN alone, with the
+  // retired record's details, a postcode and a GP practice the survivor lacks.
+  Demographics stale = person("Retired", "Rob", "1971-01-01", "male", "M1 1AA");
+  stale.gp_practice_ods = "B86001";
+  auto r = l->resolve(claim("RX1", "", {{kMrnA, "R2", ""}}, stale));
+  REQUIRE(r.ok());
+  CHECK(r->patient_id == survivor);
+  CHECK(outcome_name(r->outcome) == outcome_name(MatchOutcome::matched_retired_identifier));
+  CHECK(r->updated_fields == std::vector<std::string>{"postcode", "gp_practice_ods"});
+  PatientRecord p = read_ok(*l, survivor);
+  CHECK(p.version == version + 1);
+  CHECK(p.demographics.family == "Survivor");
+  CHECK(p.demographics.given == std::vector<std::string>{"Sam"});
+  CHECK(p.demographics.birth_date == "1970-01-01");
+  CHECK(p.demographics.postcode == "M1 1AA");
+  CHECK(p.demographics.gp_practice_ods == "B86001");
+  // The same again changes nothing.
+  CHECK(updated_fields(*l, claim("RX1", "", {{kMrnA, "R2", ""}}, stale)).empty());
+
+  // Named with a current identifier too, or by it alone, the most recent update wins again.
+  CHECK(resolve_ok(*l, claim("RX1", "", {{kMrnA, "R2", ""}, {kMrnA, "S2", ""}}, person("Newer", "", "", "", "")),
+                   MatchOutcome::matched_identifier) == survivor);
+  CHECK(read_ok(*l, survivor).demographics.family == "Newer");
+  CHECK(resolve_ok(*l, claim("RX1", "", {{kMrnA, "S2", ""}}, person("Newest", "", "", "", "")),
+                   MatchOutcome::matched_identifier) == survivor);
+  CHECK(read_ok(*l, survivor).demographics.family == "Newest");
+
+  // A merge of the survivor in turn retires its own identifiers, and keeps those retired before.
+  const std::string third =
+      resolve_ok(*l, claim("RX1", "", {{kMrnA, "T2", ""}}, person("Third", "Tom", "1972-01-01", "male", "")),
+                 MatchOutcome::created);
+  REQUIRE(l->merge(survivor, third, "RX1").ok());
+  for (const char* mrn : {"S2", "R2"}) {
+    CAPTURE(mrn);
+    CHECK(resolve_ok(*l, claim("RX1", "", {{kMrnA, mrn, ""}}, person("Stale", "", "", "", "")),
+                     MatchOutcome::matched_retired_identifier) == third);
+  }
+  CHECK(read_ok(*l, third).demographics.family == "Third");
 }
 
 TEST_CASE_TEMPLATE("Locator: import and ingest say which matched records changed", B, LOCATOR_BACKENDS) {

@@ -187,6 +187,11 @@ TEST_CASE("Locator migrations: every earlier version upgrades to the latest sche
       REQUIRE(r.ok());
       CHECK(r->patient_id == "p-old");
       CHECK(r->outcome == MatchOutcome::matched_nhs_number);
+      // Migration 9: the identifiers of earlier versions are current ones (none is marked
+      // retired by a merge), so a claim naming one alone still updates the record.
+      auto by_mrn = l.resolve(test::claim("RX1", "", {{"https://trust.example.nhs.uk/Id/mrn", "M-1", ""}}));
+      REQUIRE(by_mrn.ok());
+      CHECK(by_mrn->outcome == MatchOutcome::matched_identifier);
       Demographics renamed;
       renamed.other_names = {{"old", "Jones", {"Janet"}}};
       REQUIRE(l.resolve(test::claim("RX1", "9000000009", {}, renamed)).ok());
