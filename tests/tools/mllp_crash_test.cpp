@@ -33,6 +33,7 @@
 #include "gateway/audit/log.h"
 #include "gateway/sqlite/database.h"
 #include "support/certs.h"
+#include "support/https_client.h"
 #include "support/paths.h"
 #include "support/process.h"
 
@@ -112,13 +113,17 @@ std::string pid_segment(const Patient& p) {
 // Message i: ADT^A01 (new visit), ADT^A08 (demographics update) or ORU^R01 (a result).
 Outbound make_message(std::size_t i, const std::vector<Patient>& patients, const std::string& run) {
   Outbound m;
-  m.patient = (i * 7919) % patients.size();
+  const int kind = static_cast<int>(i % 3);
+  // Message i's patient depends on i modulo 300 (as many as there are patients), so all of a
+  // patient's messages are one kind: a result goes to the patient of the A01s 148 messages on,
+  // so that every patient has an Encounter at the hospital (the relationship its FHIR reads
+  // need) and no two messages of one patient are sent close together.
+  m.patient = ((kind == 2 ? i + 148 : i) * 7919) % patients.size();
   const Patient& p = patients[m.patient];
   m.control_id = "DUR" + run + "-" + std::to_string(i);
   char ts[32];
   std::snprintf(ts, sizeof ts, "202407%02zu%02zu%02zu00", 1 + i % 28, 8 + i % 10, i % 60);
   std::string msg;
-  const int kind = static_cast<int>(i % 3);
   if (kind < 2) {
     const char* trigger = kind == 0 ? "A01" : "A08";
     m.dedupe_key = "PAS|RGT01|" + m.control_id;
@@ -362,7 +367,10 @@ TEST_CASE("MLLP crash: kill -9 while senders stream; every ACKed message is stor
                         << "[server.https]\naddress = \"127.0.0.1\"\nport = 0\ncertificate = \"" << certs.server_cert
                         << "\"\nprivate_key = \"" << certs.server_key << "\"\n"
                         << "[storage]\ndata_dir = \"" << data.string() << "\"\n"
-                        << "[auth]\nenabled = false\n"
+                        // The development principal acts for the hospital, whose encounters (July
+                        // 2024, within the window) give it a relationship with each patient.
+                        << "[auth]\nenabled = false\ndevelopment_organisation = \"RGT01\"\n"
+                        << "encounter_window_days = 3650\n"
                         << "[audit]\nsigning_key = \"" << certs.audit_key << "\"\ncheckpoint_interval_s = 1\n"
                         << "[log]\naccess_log = false\n"
                         << "[store]\ningest_threads = 32\n"
@@ -466,6 +474,42 @@ TEST_CASE("MLLP crash: kill -9 while senders stream; every ACKed message is stor
   CHECK_MESSAGE(split == 0, split << " patients resolved to more than one patient id");
   CHECK(unknown_rows == 0);
   CHECK_MESSAGE(failed_rows == 0, failed_rows << " valid messages stored with status error or rejected");
+
+  // Through the FHIR API of the gateway started once more on the same data: every
+  // acknowledged message's resources are readable (an ADT's Encounter by its visit number V<id>,
+  // an ORU's DiagnosticReport by its filler number LAB<id>), found by the patient's NHS number.
+  {
+    ++run_no;
+    const auto child = test::start_child_gateway(GATEWAY_BIN, config, log_path(),
+                                                 "\"msg\":\"listening\",\"scheme\":\"https\"[^}]*\"port\":\"?([0-9]+)");
+    test::ClientOptions opts;
+    opts.ca_file = certs.ca;
+    opts.timeout = std::chrono::milliseconds(10000);
+    opts.close_wait = std::chrono::milliseconds(0);
+    std::size_t unreadable = 0, failed_reads = 0;
+    for (std::size_t p = 0; p < kPatients; ++p) {
+      if (identities[p].empty()) continue;  // sent nothing
+      std::string bodies;
+      for (const char* type : {"Encounter", "DiagnosticReport"}) {
+        const auto r = test::get(child.port,
+                                 std::string("/") + type + "?patient:identifier=https://fhir.nhs.uk/Id/nhs-number%7C" +
+                                     patients[p].nhs + "&_count=200",
+                                 opts);
+        if (r.status != 200) ++failed_reads;
+        bodies += r.body;
+      }
+      for (std::size_t i = 0; i < kMessages; ++i) {
+        if (messages[i].patient != p || !log.acked[i]) continue;
+        const std::string key = (i % 3 < 2 ? "\"V" : "\"LAB") + messages[i].control_id + "\"";
+        if (bodies.find(key) == std::string::npos) ++unreadable;
+      }
+    }
+    CHECK_MESSAGE(failed_reads == 0, failed_reads << " FHIR searches did not answer 200");
+    CHECK_MESSAGE(unreadable == 0, unreadable << " acknowledged messages have no resource readable through the FHIR API");
+    REQUIRE(::kill(child.pid, SIGTERM) == 0);
+    const int stopped = wait_exit(child.pid);
+    CHECK(WIFEXITED(stopped));
+  }
 
   for (const char* name : {"store.db", "locator.db", "audit.db"}) {
     INFO(name);
