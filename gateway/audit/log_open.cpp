@@ -280,7 +280,8 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
   // commits touch the right-hand edges of the b-trees only, and SQLite walks the whole cache at
   // every commit), and no checkpoints in the commit path. secure_delete: what retention
   // removes (and the index rows the merges move, which name the same patients) is zeroed, not
-  // left readable in free space; the commits only append, so it costs them nothing.
+  // left readable in free space; the commits only append, so it costs them nothing. (Debian's
+  // SQLite is built with it on; others are not, and the freed pages keep their bytes.)
   if (auto s = impl.db.exec("PRAGMA cache_size=-4096; PRAGMA wal_autocheckpoint=0; PRAGMA secure_delete=ON; "
                             "PRAGMA journal_size_limit=" +
                             std::to_string(kWalSizeLimit) + ";");

@@ -185,9 +185,10 @@ TEST_CASE("Audit crash: kill -9 under load loses no audit record of a 2xx respon
 }
 
 // Issue #6 item 5 as an operator meets it: the real gateway forwards to a SIEM (an in-test
-// RFC 5425 receiver) while clients stream audited reads. The receiver crashes and comes back
-// mid-stream, then the gateway is killed with SIGKILL and restarted on the same data, and at
-// last stopped cleanly (which drains). Every record in audit.db reaches the SIEM at least once,
+// RFC 5425 receiver) while clients stream audited reads. The SIEM is down at first; when it
+// comes up, its first session crashes in the middle of the backlog (dropping what its TCP had
+// accepted); later it crashes outright and comes back; then the gateway is killed with SIGKILL,
+// restarted on the same data, and at last stopped cleanly (which drains). Every record in audit.db reaches the SIEM at least once,
 // each in a well-formed octet-counted RFC 5424 frame whose MSG is the stored record itself.
 TEST_CASE("Audit forwarding: a receiver restart and a kill -9 of the gateway lose no record on the way to the SIEM") {
   const auto dir = test::temp_dir("audit-forward-crash");
@@ -200,8 +201,12 @@ TEST_CASE("Audit forwarding: a receiver restart and a kill -9 of the gateway los
     for (int i = 0; i < 5; ++i) patients.push_back(test::add_patient(**loc, 400 + i, "Forward", "A81001"));
   }
   const auto& certs = test::dev_certs();
-  auto rx = std::make_unique<test::Receiver>(test::ReceiverOptions{});
-  const std::uint16_t siem_port = rx->port();
+  // The SIEM's port, with nothing listening on it yet.
+  std::uint16_t siem_port = 0;
+  {
+    test::Receiver probe(test::ReceiverOptions{});
+    siem_port = probe.port();
+  }
   const std::string config = write_config(dir, data, 2);
   std::ofstream(config, std::ios::app) << "[audit.forward]\nenabled = true\nhost = \"127.0.0.1\"\nport = " << siem_port
                                        << "\nca_file = \"" << certs.ca << "\"\nresend_window_s = 1\n"
@@ -238,17 +243,25 @@ TEST_CASE("Audit forwarding: a receiver restart and a kill -9 of the gateway los
   };
   std::vector<std::string> received;  // every message every receiver got
   int framing_errors = 0, syntax_errors = 0;
-  const auto collect = [&] {
-    rx->stop();  // as a crash: the session is reset, the port closed
+  std::unique_ptr<test::Receiver> rx;
+  const auto crash_receiver = [&] {
+    rx->stop();  // the session is reset, the port closed
     const auto m = rx->messages();
     received.insert(received.end(), m.begin(), m.end());
     framing_errors += rx->framing_errors();
     syntax_errors += rx->syntax_errors();
   };
 
-  CHECK(reads(100));
-  collect();
   CHECK(reads(100));  // served while the SIEM is down: the records wait in audit.db
+  // The SIEM comes up and takes the backlog in one burst, but its first session crashes after
+  // 20 messages: what its TCP had accepted beyond them is lost, and must be sent again.
+  test::ReceiverOptions first;
+  first.port = siem_port;
+  first.reset_first_session_after = 20;
+  rx = std::make_unique<test::Receiver>(first);
+  CHECK(reads(100));
+  crash_receiver();  // and later it crashes outright, mid-stream
+  CHECK(reads(50));
   test::ReceiverOptions back;
   back.port = siem_port;
   rx = std::make_unique<test::Receiver>(back);
@@ -265,7 +278,7 @@ TEST_CASE("Audit forwarding: a receiver restart and a kill -9 of the gateway los
   status = wait_exit(g2.pid);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
-  collect();
+  crash_receiver();
   CHECK(framing_errors == 0);
   CHECK(syntax_errors == 0);
 

@@ -1404,7 +1404,13 @@ TEST_CASE("Audit log: the content retention removes is gone from audit.db and it
   REQUIRE(log.ok());
   const std::string old_user = "dr-retired-5e1d";  // only in the records retention removes
   const std::string old_patient = "9991112223";
-  for (int i = 0; i < 5; ++i) REQUIRE((*log)->append_sync(access(i, old_user, old_patient)).ok());
+  for (int i = 0; i < 5; ++i) {
+    // A search that returned many resources: a record longer than a page, whose overflow
+    // pages the prune frees whole.
+    Record r = access(i, old_user, old_patient);
+    for (int k = 0; k < 300; ++k) r.detail.returned.push_back("Observation/" + old_user + "-" + std::to_string(k));
+    REQUIRE((*log)->append_sync(std::move(r)).ok());
+  }
   for (int i = 5; i < 12; ++i) REQUIRE((*log)->append_sync(access(i)).ok());
   REQUIRE((*log)->checkpoint_now().ok());
   const auto on_disk = [&dir] {
