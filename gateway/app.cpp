@@ -34,6 +34,21 @@
 namespace gw {
 namespace {
 
+// What a message-retention run deleted, by status, naming the messages errored (never applied,
+// never replayed) or pending (applied, their ingest record not confirmed) by id, no content:
+// "applied 9, replayed 1, error 2, rejected 0, pending 0; errored or pending: 2 (ids 14, 15)".
+std::string message_prune_summary(const store::Store::MessagePrune& p) {
+  std::string out = "applied " + std::to_string(p.applied) + ", replayed " + std::to_string(p.replayed) +
+                    ", error " + std::to_string(p.errored) + ", rejected " + std::to_string(p.rejected) +
+                    ", pending " + std::to_string(p.pending);
+  const std::int64_t unfinished = p.errored + p.pending;
+  if (unfinished == 0) return out;
+  out += "; errored or pending: " + std::to_string(unfinished) + " (ids ";
+  for (std::size_t i = 0; i < p.unfinished.size(); ++i) out += (i ? ", " : "") + std::to_string(p.unfinished[i]);
+  if (unfinished > static_cast<std::int64_t>(p.unfinished.size())) out += ", ...";
+  return out + ")";
+}
+
 // The gateway's own start and stop, in the audit log like any access.
 audit::Record lifecycle_record(const char* action, const char* note) {
   audit::Record r;
@@ -461,7 +476,9 @@ void App::maintenance_loop() {
     lock.unlock();
     if (audit_log_ && cfg_.audit.retention_days > 0) {
       const std::int64_t cutoff = audit::now_ms() - cfg_.audit.retention_days * 86400 * 1000;
-      auto pruned = audit_log_->prune_before(cutoff, "retention");
+      // Never prune a record before the SIEM holds it (docs/audit.md "Retention").
+      const std::uint64_t keep_from = audit_forwarder_ ? audit_forwarder_->stats().cursor : UINT64_MAX;
+      auto pruned = audit_log_->prune_before(cutoff, "retention", keep_from);
       if (!pruned)
         observe::log(observe::Level::error, "audit retention failed", {{"error", pruned.issue().diagnostics}});
       else if (*pruned > 0)
@@ -473,15 +490,19 @@ void App::maintenance_loop() {
       if (!pruned) {
         observe::log(observe::Level::error, "message retention failed", {{"error", pruned.issue().diagnostics}});
       } else if (pruned->messages > 0) {
-        observe::log(observe::Level::info, "message retention deleted messages",
-                     {{"messages", std::to_string(pruned->messages)}, {"cutoff_ms", cutoff}});
+        const std::string what = message_prune_summary(*pruned);
+        observe::log(pruned->unfinished.empty() ? observe::Level::info : observe::Level::warn,
+                     pruned->unfinished.empty() ? "message retention deleted messages"
+                                                : "message retention deleted errored or pending messages",
+                     {{"messages", std::to_string(pruned->messages)}, {"cutoff_ms", cutoff}, {"by_status", what}});
         // Deleting raw messages (patient data) is on the audit record, as audit retention's
-        // own prunes are: what went (how many) and by which rule (received before the cutoff).
+        // own prunes are: what went (how many, by status, and which were never applied) and by
+        // which rule (received before the cutoff).
         if (audit_log_) {
           const std::string note = "message retention deleted " + std::to_string(pruned->messages) +
                                    " raw messages from store.db received before " + audit::format_time_ms(cutoff) +
                                    " (message_retention_days = " + std::to_string(cfg_.store.message_retention_days) +
-                                   ")";
+                                   "): " + what;
           audit::Record r = lifecycle_record("message-retention-prune", note.c_str());
           if (auto seq = audit_log_->append_sync(std::move(r)); !seq)
             observe::log(observe::Level::error, "message retention not audited", {{"error", seq.issue().diagnostics}});

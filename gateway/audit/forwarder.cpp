@@ -121,12 +121,29 @@ struct Forwarder::Impl {
     shared = local;
   }
 
+  // How many committed records the SIEM does not hold for certain (the log's head minus the
+  // cursor, as /metrics shows it), for the warnings: an operator reading the log sees the
+  // backlog a receiver that stays down builds up. -1 when audit.db cannot be read.
+  std::int64_t backlog() {
+    if (!reader) {
+      auto db = sqlite::Database::open(opt.database, sqlite::Database::Mode::read_only);
+      if (!db) return -1;
+      reader.emplace(std::move(*db));
+    }
+    auto st = reader->prepare("SELECT coalesce(max(seq) + 1, 0) FROM audit_record");
+    if (!st) return -1;
+    auto row = st->step();
+    if (!row || !*row) return -1;
+    const auto head = static_cast<std::uint64_t>(st->column_int64(0));
+    return static_cast<std::int64_t>(head - std::min(head, confirmed));
+  }
+
   void note_error(std::string text, const char* what) {
     local.last_error = text;
     const auto now = Clock::now();
     if (text != logged_error || now - logged_at >= kErrorLogInterval) {
       observe::log(observe::Level::warn, what,
-                   {{"forwarder", opt.name}, {"error", text}, {"cursor", confirmed},
+                   {{"forwarder", opt.name}, {"error", text}, {"cursor", confirmed}, {"backlog", backlog()},
                     {"connect_failures", local.connect_failures}});
       logged_error = std::move(text);
       logged_at = now;
@@ -221,7 +238,8 @@ struct Forwarder::Impl {
     }
     local.last_error = error;
     observe::log(observe::Level::warn, "audit forwarder connection lost",
-                 {{"forwarder", opt.name}, {"error", error}, {"unconfirmed", unconfirmed}, {"cursor", confirmed}});
+                 {{"forwarder", opt.name}, {"error", error}, {"unconfirmed", unconfirmed}, {"cursor", confirmed},
+                  {"backlog", backlog()}});
     back_off();
   }
 
@@ -233,7 +251,9 @@ struct Forwarder::Impl {
     for (const Row& row : rows) {
       if (buf.size() >= kMaxWriteBytes) break;
       const std::uint64_t gap_from = std::max(expect, high_water);
-      if (row.seq > gap_from) skipped += row.seq - gap_from;  // pruned before they were forwarded
+      // Pruned before they were forwarded: retention stops at the cursor (the gateway passes it
+      // to Log::prune_before), so only what was pruned before this receiver's cursor existed.
+      if (row.seq > gap_from) skipped += row.seq - gap_from;
       SyslogMessage m = format_syslog(opt, hostname, procid, row.seq, row.bytes);
       buf.append(frame_syslog(m.text));
       if (row.seq < high_water) ++resent;

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "gateway/audit/log_internal.h"
+#include "gateway/observe/log.h"
 
 namespace gw::audit {
 
@@ -74,8 +75,9 @@ fhir::Status Log::unflag_patient(const std::string& nhs_number) {
   });
 }
 
-fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std::string& by) {
+fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std::string& by, std::uint64_t keep_from) {
   Impl& impl = *impl_;
+  std::optional<std::pair<std::int64_t, std::int64_t>> held_back;  // [first, end) old but not yet forwarded
   // Prune a prefix only: records up to (not including) the first one at or after the cutoff.
   // The prune and the retention-prune record that explains it are one transaction: a crash
   // between two commits would leave content gone with no record saying why, which audit-verify
@@ -90,11 +92,15 @@ fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std:
         if (!first_kept) return std::move(first_kept).issue();
         first_kept->bind(1, cutoff_ms);
         if (auto r = first_kept->step(); !r) return std::move(r).issue();
-        const std::int64_t end = first_kept->column_int64(0);
+        const std::int64_t by_age = first_kept->column_int64(0);
         auto first = impl.db.prepare("SELECT coalesce(min(seq), 0) FROM audit_record WHERE record IS NOT NULL");
         if (!first) return std::move(first).issue();
         if (auto r = first->step(); !r) return std::move(r).issue();
         const std::int64_t begin = first->column_int64(0);
+        // Records the SIEM does not hold yet stay until the forwarder has delivered them.
+        const std::int64_t end =
+            keep_from < static_cast<std::uint64_t>(by_age) ? static_cast<std::int64_t>(keep_from) : by_age;
+        if (by_age > std::max(begin, end)) held_back = {std::max(begin, end), by_age};
         if (end <= begin) return std::pair<std::uint64_t, std::uint64_t>{0, 0};
         auto prune = [&impl, begin, end]() -> fhir::Status {
           auto up = impl.db.prepare(
@@ -124,6 +130,10 @@ fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std:
         r.detail.note = "retention removed the content of records " + std::to_string(begin) + " to " +
                         std::to_string(end - 1) + " (" + std::to_string(end - begin) + " records) older than " +
                         format_time_ms(cutoff_ms) + "; their leaf hashes remain in the tree";
+        if (held_back)
+          r.detail.note += "; records " + std::to_string(held_back->first) + " onwards (" +
+                           std::to_string(held_back->second - held_back->first) +
+                           " records) are as old but stay until the audit forwarder has delivered them";
         std::optional<fhir::Result<std::uint64_t>> appended;
         std::vector<Impl::Append> batch;
         batch.push_back(Impl::Append{std::move(r), [&appended](fhir::Result<std::uint64_t> seq) {
@@ -135,11 +145,27 @@ fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std:
         return std::pair<std::uint64_t, std::uint64_t>{static_cast<std::uint64_t>(begin), static_cast<std::uint64_t>(end)};
       });
   if (!pruned) return std::move(pruned).issue();
+  if (held_back)
+    observe::log(observe::Level::warn, "audit retention kept records the SIEM does not hold yet",
+                 {{"from_seq", held_back->first}, {"records", held_back->second - held_back->first},
+                  {"cutoff", format_time_ms(cutoff_ms)}});
   const auto [begin, end] = *pruned;
   if (end == begin) return std::uint64_t{0};  // nothing older than the cutoff: no record, no note
   if (impl.signer) {
     if (auto c = checkpoint_now(); !c) return std::move(c).issue();
   }
+  // The pruned content is zeroed in the pages the prune wrote, but those are in the WAL, and the
+  // WAL's older frames (from when the records were written) still hold it: TRUNCATE copies every
+  // frame into audit.db and empties the WAL. On a connection of its own, as the checkpointer's.
+  auto db = sqlite::Database::open(impl.opt.path);
+  if (!db) return std::move(db).issue();
+  auto st = db->prepare("PRAGMA wal_checkpoint(TRUNCATE)");
+  if (!st) return std::move(st).issue();
+  auto row = st->step();
+  if (!row) return std::move(row).issue();
+  if (!*row || st->column_int64(0) != 0)  // column 0: busy
+    observe::log(observe::Level::warn,
+                 "audit retention: audit.db WAL busy, pruned content may stay on disk until the next prune");
   return end - begin;
 }
 

@@ -210,8 +210,15 @@ class Log {
 
   // Retention: removes the content of records older than `cutoff_ms` (their leaf hashes and
   // the tree stay, so every proof still verifies), appends a retention-prune record saying
-  // which range went, and checkpoints. Returns how many records were pruned.
-  fhir::Result<std::uint64_t> prune_before(std::int64_t cutoff_ms, const std::string& by);
+  // which range went, and checkpoints. Records at or after `keep_from` stay whatever their
+  // age: the audit forwarder's cursor, so that no record is pruned before the SIEM holds it
+  // (the note then says how many were kept back, and a warning is logged). The removed
+  // content leaves the disk before this returns (the writer runs with secure_delete, and a
+  // TRUNCATE checkpoint then empties the WAL, whose older frames still held it; a reader that
+  // holds the WAL past the busy timeout leaves it there until the next prune, with a
+  // warning). Returns how many records were pruned.
+  fhir::Result<std::uint64_t> prune_before(std::int64_t cutoff_ms, const std::string& by,
+                                           std::uint64_t keep_from = UINT64_MAX);
 
   Stats stats() const;
   const LogOptions& options() const { return options_; }

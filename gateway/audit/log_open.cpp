@@ -278,8 +278,12 @@ fhir::Result<std::unique_ptr<Log>> Log::open(LogOptions options, std::shared_ptr
   impl.next_checkpoint = std::chrono::steady_clock::now() + options.checkpoint_interval;
   // Writer connection: a small page cache (the indexes are merged in sorted batches, so the
   // commits touch the right-hand edges of the b-trees only, and SQLite walks the whole cache at
-  // every commit), and no checkpoints in the commit path.
-  if (auto s = impl.db.exec("PRAGMA cache_size=-4096; PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=" +
+  // every commit), and no checkpoints in the commit path. secure_delete: what retention
+  // removes (and the index rows the merges move, which name the same patients) is zeroed, not
+  // left readable in free space; the commits only append, so it costs them nothing. (Debian's
+  // SQLite is built with it on; others are not, and the freed pages keep their bytes.)
+  if (auto s = impl.db.exec("PRAGMA cache_size=-4096; PRAGMA wal_autocheckpoint=0; PRAGMA secure_delete=ON; "
+                            "PRAGMA journal_size_limit=" +
                             std::to_string(kWalSizeLimit) + ";");
       !s)
     return std::move(s).issue();

@@ -633,18 +633,44 @@ fhir::Result<ResourcePage> Store::search(const ResourceQuery& q) {
 }
 
 fhir::Result<Store::MessagePrune> Store::prune_messages_before(std::int64_t cutoff_ms) {
-  MessagePrune out;
-  auto n = std::make_shared<std::int64_t>(0);
-  fhir::Status s = s_->writer->run([n, cutoff_ms](sqlite::Database& db) -> fhir::Status {
+  auto counted = std::make_shared<MessagePrune>();
+  fhir::Status s = s_->writer->run([counted, cutoff_ms](sqlite::Database& db) -> fhir::Status {
+    // What goes, in the same transaction as the delete: an errored message never replayed (or
+    // a pending one) leaves with its id on the record, so nobody finds it missing unexplained.
+    auto by_status = db.prepare(
+        "SELECT status, count(*), sum(pending) FROM message WHERE received_ms < ?1 GROUP BY status");
+    if (!by_status) return std::move(by_status).issue();
+    by_status->bind(1, cutoff_ms);
+    MessagePrune& out = *counted = MessagePrune{};  // a batch that is retried runs this again
+    for (;;) {
+      auto row = by_status->step();
+      if (!row) return std::move(row).issue();
+      if (!*row) break;
+      const std::string status = by_status->column_text(0);
+      const std::int64_t n = by_status->column_int64(1);
+      (status == "applied" ? out.applied : status == "replayed" ? out.replayed : status == "error" ? out.errored
+                                                                                                  : out.rejected) += n;
+      out.pending += by_status->column_int64(2);
+    }
+    auto unfinished = db.prepare(
+        "SELECT id FROM message WHERE received_ms < ?1 AND (status = 'error' OR pending = 1) ORDER BY id LIMIT ?2");
+    if (!unfinished) return std::move(unfinished).issue();
+    unfinished->bind(1, cutoff_ms).bind(2, static_cast<std::int64_t>(kPrunedIdsListed));
+    for (;;) {
+      auto row = unfinished->step();
+      if (!row) return std::move(row).issue();
+      if (!*row) break;
+      out.unfinished.push_back(unfinished->column_int64(0));
+    }
     auto st = db.prepare("DELETE FROM message WHERE received_ms < ?");
     if (!st) return std::move(st).issue();
     st->bind(1, cutoff_ms);
     if (auto r = st->run(); !r) return r;
-    *n = db.changes();
+    out.messages = db.changes();
     return fhir::Ok{};
   });
   if (!s) return std::move(s).issue();
-  out.messages = *n;
+  MessagePrune out = std::move(*counted);
   // The writer's zeroed pages are in the WAL; the database file, and the WAL's frames from
   // when the messages were written, still hold the text until a checkpoint, which SQLite
   // runs only when the WAL reaches 1000 pages. TRUNCATE copies every frame back and empties

@@ -201,11 +201,17 @@ class Store {
   // and a TRUNCATE checkpoint then copies those pages over the database file and empties the
   // WAL, whose older frames still held it. `wal_checkpointed` false: a reader held the WAL
   // for longer than the busy timeout (5 s), so the text may remain until the next run.
-  // Blocks the caller (run it off the I/O threads).
+  // Messages that never reached the record go too (retention is a limit), but not without a
+  // trace: the counts by status and the ids of those not applied (error, or still pending) are
+  // returned for the caller to audit and log. Blocks the caller (run it off the I/O threads).
   struct MessagePrune {
     std::int64_t messages = 0;
+    std::int64_t applied = 0, replayed = 0, errored = 0, rejected = 0;  // by status
+    std::int64_t pending = 0;                // applied but still pending (StoredMessage::pending)
+    std::vector<std::int64_t> unfinished;    // ids of the errored and pending ones, the first 20
     bool wal_checkpointed = false;
   };
+  static constexpr std::size_t kPrunedIdsListed = 20;
   fhir::Result<MessagePrune> prune_messages_before(std::int64_t cutoff_ms);
 
   // Test hook: commits fail while on.

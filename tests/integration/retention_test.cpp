@@ -13,6 +13,7 @@
 #include "gateway/audit/record.h"
 #include "gateway/store/databases.h"
 #include "gateway/store/store.h"
+#include "support/stderr_capture.h"
 #include "support/test_server.h"
 
 using namespace gw;
@@ -68,4 +69,62 @@ TEST_CASE("Message retention: a prune removes the raw text from disk at once and
     on_disk += std::string(std::istreambuf_iterator<char>(in), {});
   }
   CHECK(on_disk.find(marker) == std::string::npos);
+}
+
+// Retention deletes errored messages too (it is a limit on keeping patient data), but an
+// errored message never replayed must not vanish unexplained: the audit record counts what
+// went by status and names the errored ones by id, and the log warns.
+TEST_CASE("Message retention: what a prune deletes is counted by status, errored messages named by id") {
+  std::filesystem::path data_dir;
+  const std::int64_t now_ms = audit::now_ms();
+  std::int64_t errored_id = 0;
+  test::StderrCapture captured;
+  auto s = std::make_unique<test::TestServer>([&](config::Config& c) {
+    c.store.message_retention_days = 1;
+    data_dir = c.data_dir;
+    REQUIRE(store::Databases::open(data_dir.string()).ok());
+    auto st = store::Store::open((data_dir / "store.db").string());
+    REQUIRE(st.ok());
+    const auto write = [&st, now_ms](const std::string& id, store::MessageStatus status) {
+      store::MessageWrite m;
+      m.source = "cuh-pas";
+      m.kind = "ADT^A40";
+      m.dedupe_key = "PAS|RGT01|" + id;
+      m.raw = "MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||ADT^A40^ADT_A39|" + id + "|P|2.4\r";
+      m.reply = "MSA|AE|" + id;
+      m.status = status;
+      m.received_ms = now_ms - 3 * 86400 * 1000LL;
+      std::promise<fhir::Result<std::int64_t>> written;
+      if (status == store::MessageStatus::applied)  // applied with no resources: the row is what counts here
+        (*st)->apply(m, {}, [&](fhir::Result<store::ApplyResult> r) {
+          written.set_value(r ? fhir::Result<std::int64_t>(r->message_id) : fhir::Result<std::int64_t>(r.issue()));
+        });
+      else
+        (*st)->record(m, [&](fhir::Result<std::int64_t> r) { written.set_value(std::move(r)); });
+      auto row = written.get_future().get();
+      REQUIRE_MESSAGE(row.ok(), (row.ok() ? std::string() : row.issue().diagnostics));
+      return *row;
+    };
+    write("APPLIED-1", store::MessageStatus::applied);
+    errored_id = write("MERGE-UNKNOWN-1", store::MessageStatus::error);
+    write("GARBAGE-1", store::MessageStatus::rejected);
+  });
+  audit::Query q;
+  q.subtype = "message-retention-prune";
+  std::vector<audit::Record> records;
+  for (int i = 0; i < 100 && records.empty(); ++i) {
+    auto page = s->app().audit_log()->search(q);
+    REQUIRE(page.ok());
+    records = page->records;
+    if (records.empty()) std::this_thread::sleep_for(100ms);
+  }
+  REQUIRE(records.size() == 1);
+  const std::string note = records[0].detail.note;
+  INFO(note);
+  CHECK(note.find("deleted 3 raw messages") != std::string::npos);
+  CHECK(note.find("applied 1, replayed 0, error 1, rejected 1, pending 0") != std::string::npos);
+  CHECK(note.find("errored or pending: 1 (ids " + std::to_string(errored_id) + ")") != std::string::npos);
+  s.reset();
+  const std::string line = test::log_line(captured.text(), "message retention deleted errored or pending messages");
+  CHECK(line.find("errored or pending: 1 (ids " + std::to_string(errored_id) + ")") != std::string::npos);
 }

@@ -3,7 +3,8 @@
 // several client threads; it is killed with SIGKILL mid-load, restarted on the same data
 // directory (which also checks the stored tree against the checkpoint file), and stopped
 // cleanly. Every response that came back 2xx must have its audit record, and audit-verify
-// must accept the log.
+// must accept the log. The same with forwarding to a SIEM: every record reaches it at least
+// once across a receiver restart and a kill -9 of the gateway.
 #include <doctest/doctest.h>
 
 #include <signal.h>
@@ -12,19 +13,25 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <regex>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "gateway/audit/log.h"
 #include "gateway/locator/sqlite_locator.h"
+#include "gateway/sqlite/database.h"
 #include "support/certs.h"
 #include "support/https_client.h"
 #include "support/paths.h"
 #include "support/process.h"
 #include "support/seed.h"
+#include "support/syslog_receiver.h"
 #include "support/tokens.h"
 
 using namespace gw;
@@ -175,6 +182,135 @@ TEST_CASE("Audit crash: kill -9 under load loses no audit record of a 2xx respon
   const int rc = std::system(cmd.c_str());
   CHECK_MESSAGE(WIFEXITED(rc), slurp((dir / "verify.out").string()));
   CHECK_MESSAGE(WEXITSTATUS(rc) == 0, slurp((dir / "verify.out").string()));
+}
+
+// Issue #6 item 5 as an operator meets it: the real gateway forwards to a SIEM (an in-test
+// RFC 5425 receiver) while clients stream audited reads. The SIEM is down at first; when it
+// comes up, its first session crashes in the middle of the backlog (dropping what its TCP had
+// accepted); later it crashes outright and comes back; then the gateway is killed with SIGKILL,
+// restarted on the same data, and at last stopped cleanly (which drains). Every record in audit.db reaches the SIEM at least once,
+// each in a well-formed octet-counted RFC 5424 frame whose MSG is the stored record itself.
+TEST_CASE("Audit forwarding: a receiver restart and a kill -9 of the gateway lose no record on the way to the SIEM") {
+  const auto dir = test::temp_dir("audit-forward-crash");
+  const auto data = dir / "data";
+  std::filesystem::create_directories(data);
+  std::vector<test::Seeded> patients;
+  {
+    auto loc = locator::open_sqlite_locator((data / "locator.db").string(), {});
+    REQUIRE(loc.ok());
+    for (int i = 0; i < 5; ++i) patients.push_back(test::add_patient(**loc, 400 + i, "Forward", "A81001"));
+  }
+  const auto& certs = test::dev_certs();
+  // The SIEM's port, with nothing listening on it yet.
+  std::uint16_t siem_port = 0;
+  {
+    test::Receiver probe(test::ReceiverOptions{});
+    siem_port = probe.port();
+  }
+  const std::string config = write_config(dir, data, 2);
+  std::ofstream(config, std::ios::app) << "[audit.forward]\nenabled = true\nhost = \"127.0.0.1\"\nport = " << siem_port
+                                       << "\nca_file = \"" << certs.ca << "\"\nresend_window_s = 1\n"
+                                       << "poll_interval_ms = 20\nbackoff_min_ms = 20\nbackoff_max_s = 1\n";
+
+  Gateway g = start_gateway(config, (dir / "run1.log").string());
+  std::atomic<std::uint16_t> port{g.port};
+  test::TokenClaims gp;
+  gp.org = "A81001";
+  const std::string auth = test::test_tokens().header(gp);
+  test::ClientOptions opts;
+  opts.ca_file = certs.ca;
+  opts.timeout = std::chrono::milliseconds(3000);
+  opts.close_wait = std::chrono::milliseconds(0);
+  std::atomic<int> ok{0};
+  std::atomic<bool> done{false};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 2; ++t) {
+    clients.emplace_back([&, t] {
+      for (int i = 0; i < 20000 && !done; ++i) {
+        const auto& p = patients[static_cast<std::size_t>((t + i) % patients.size())];
+        auto ex = test::exchange(port.load(), "GET /Patient/" + p.id + " HTTP/1.1\r\nHost: localhost\r\n" + auth +
+                                                  "Connection: close\r\n\r\n", 1, opts);
+        if (!ex.responses.empty() && ex.responses[0].status == 200) ++ok;
+        else std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    });
+  }
+  // Waits (bounded) until `more` further reads have succeeded.
+  const auto reads = [&ok](int more) {
+    const int target = ok.load() + more;
+    for (int i = 0; i < 3000 && ok.load() < target; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return ok.load() >= target;
+  };
+  std::vector<std::string> received;  // every message every receiver got
+  int framing_errors = 0, syntax_errors = 0;
+  std::unique_ptr<test::Receiver> rx;
+  const auto crash_receiver = [&] {
+    rx->stop();  // the session is reset, the port closed
+    const auto m = rx->messages();
+    received.insert(received.end(), m.begin(), m.end());
+    framing_errors += rx->framing_errors();
+    syntax_errors += rx->syntax_errors();
+  };
+
+  CHECK(reads(100));  // served while the SIEM is down: the records wait in audit.db
+  // The SIEM comes up and takes the backlog in one burst, but its first session crashes after
+  // 20 messages: what its TCP had accepted beyond them is lost, and must be sent again.
+  test::ReceiverOptions first;
+  first.port = siem_port;
+  first.reset_first_session_after = 20;
+  rx = std::make_unique<test::Receiver>(first);
+  CHECK(reads(100));
+  crash_receiver();  // and later it crashes outright, mid-stream
+  CHECK(reads(50));
+  test::ReceiverOptions back;
+  back.port = siem_port;
+  rx = std::make_unique<test::Receiver>(back);
+  CHECK(reads(100));
+  REQUIRE(::kill(g.pid, SIGKILL) == 0);
+  int status = wait_exit(g.pid);
+  CHECK(WIFSIGNALED(status));
+  Gateway g2 = start_gateway(config, (dir / "run2.log").string());
+  port = g2.port;
+  CHECK(reads(100));
+  done = true;
+  for (auto& c : clients) c.join();
+  REQUIRE(::kill(g2.pid, SIGTERM) == 0);
+  status = wait_exit(g2.pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  crash_receiver();
+  CHECK(framing_errors == 0);
+  CHECK(syntax_errors == 0);
+
+  std::map<std::uint64_t, std::string> got;  // seq -> MSG (the same bytes each time it came)
+  std::size_t mismatched = 0;
+  for (const std::string& text : received) {
+    const test::Syslog m = test::parse_5424(text);
+    const auto seq = std::strtoull(m.param("seq").c_str(), nullptr, 10);
+    const auto [it, fresh] = got.emplace(seq, m.msg);
+    if (!fresh && it->second != m.msg) ++mismatched;
+  }
+  CHECK(mismatched == 0);
+  std::size_t records = 0, missing = 0, altered = 0;
+  {
+    auto db = sqlite::Database::open((data / "audit.db").string(), sqlite::Database::Mode::read_only);
+    REQUIRE(db.ok());
+    auto st = db->prepare("SELECT seq, record FROM audit_record ORDER BY seq");
+    REQUIRE(st.ok());
+    for (std::size_t i = 0; i < 1000000; ++i) {
+      auto row = st->step();
+      REQUIRE(row.ok());
+      if (!*row) break;
+      ++records;
+      const auto it = got.find(static_cast<std::uint64_t>(st->column_int64(0)));
+      if (it == got.end()) ++missing;
+      else if (it->second != "\xEF\xBB\xBF" + st->column_blob(1)) ++altered;
+    }
+  }
+  MESSAGE("records " << records << ", messages received " << received.size() << " (" << got.size() << " distinct)");
+  CHECK(records >= 400);
+  CHECK_MESSAGE(missing == 0, missing << " audit records never reached the SIEM");
+  CHECK_MESSAGE(altered == 0, altered << " records reached the SIEM with other bytes than stored");
 }
 
 TEST_CASE("Audit: a second gateway on the same data directory exits 2 and leaves the running one intact") {

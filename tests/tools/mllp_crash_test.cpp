@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // Issue #4 item 9: durable MLLP ingest under kill -9. Four senders stream thousands of
-// distinct HL7 v2 messages (ADT^A01, ADT^A08, ORU^R01 for a few hundred synthetic patients)
-// to the real fhir-gateway binary over MLLP, one message at a time per connection, resending
-// the same bytes until acknowledged. The gateway is killed with SIGKILL at random (seeded,
-// printed) points and restarted on the same data directory. Afterwards every acknowledged
-// message is in store.db exactly once with status applied, no message is applied twice, every
-// patient resolved to one identity, the three databases pass PRAGMA integrity_check and the
-// audit log verifies. Set GW_MLLP_CRASH_SEED to replay a run's kill points.
+// distinct HL7 v2 messages (ADT^A01, ADT^A08, ORU^R01 for a few hundred synthetic patients;
+// a quarter in enhanced mode, acknowledged by CA) to the real fhir-gateway binary over MLLP,
+// one message at a time per connection, resending the same bytes until acknowledged. The
+// gateway is killed with SIGKILL at random (seeded, printed) points and restarted on the same
+// data directory. Afterwards every acknowledged message is in store.db exactly once with
+// status applied, no message is applied twice, every patient resolved to one identity, the
+// three databases pass PRAGMA integrity_check, the audit log verifies, and each acknowledged
+// message's resources are readable through the FHIR API after a restart. Set GW_MLLP_CRASH_SEED to replay a run's kill points.
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
@@ -33,6 +34,7 @@
 #include "gateway/audit/log.h"
 #include "gateway/sqlite/database.h"
 #include "support/certs.h"
+#include "support/https_client.h"
 #include "support/paths.h"
 #include "support/process.h"
 
@@ -112,18 +114,25 @@ std::string pid_segment(const Patient& p) {
 // Message i: ADT^A01 (new visit), ADT^A08 (demographics update) or ORU^R01 (a result).
 Outbound make_message(std::size_t i, const std::vector<Patient>& patients, const std::string& run) {
   Outbound m;
-  m.patient = (i * 7919) % patients.size();
+  const int kind = static_cast<int>(i % 3);
+  // Message i's patient depends on i modulo 300 (as many as there are patients), so all of a
+  // patient's messages are one kind: a result goes to the patient of the A01s 148 messages on,
+  // so that every patient has an Encounter at the hospital (the relationship its FHIR reads
+  // need) and no two messages of one patient are sent close together.
+  m.patient = ((kind == 2 ? i + 148 : i) * 7919) % patients.size();
   const Patient& p = patients[m.patient];
   m.control_id = "DUR" + run + "-" + std::to_string(i);
   char ts[32];
   std::snprintf(ts, sizeof ts, "202407%02zu%02zu%02zu00", 1 + i % 28, 8 + i % 10, i % 60);
+  // Every fourth message asks for enhanced mode's accept acknowledgement only (MSH-15 AL,
+  // MSH-16 NE): its CA, like an AA, may only come after the commit.
+  const std::string modes = i % 4 == 3 ? "|||AL|NE" : "";
   std::string msg;
-  const int kind = static_cast<int>(i % 3);
   if (kind < 2) {
     const char* trigger = kind == 0 ? "A01" : "A08";
     m.dedupe_key = "PAS|RGT01|" + m.control_id;
     msg.append("MSH|^~\\&|PAS|RGT01|GATEWAY|RGT01|").append(ts).append("||ADT^").append(trigger).append("^ADT_");
-    msg.append(kind == 0 ? "A01" : "A08").append("|").append(m.control_id).append("|P|2.4\r");
+    msg.append(kind == 0 ? "A01" : "A08").append("|").append(m.control_id).append("|P|2.4").append(modes).append("\r");
     msg.append("EVN|").append(trigger).append("|").append(ts).append("\r");
     msg.append(pid_segment(p));
     msg.append("PV1|1|I|WARD 5^BAY 2^BED 4^RGT01||||C4567890^OKAFOR^CHIDI^^^Dr|||300|||||||||V");
@@ -131,7 +140,7 @@ Outbound make_message(std::size_t i, const std::vector<Patient>& patients, const
   } else {
     m.dedupe_key = "WINPATH|RGT01|" + m.control_id;
     msg.append("MSH|^~\\&|WINPATH|RGT01|GATEWAY|RGT01|").append(ts).append("||ORU^R01^ORU_R01|");
-    msg.append(m.control_id).append("|P|2.4\r");
+    msg.append(m.control_id).append("|P|2.4").append(modes).append("\r");
     msg.append(pid_segment(p));
     msg.append("ORC|RE|ORD").append(m.control_id).append("^EPR|LAB").append(m.control_id).append("^WINPATH\r");
     msg.append("OBR|1|ORD").append(m.control_id).append("^EPR|LAB").append(m.control_id);
@@ -273,6 +282,7 @@ struct SendLog {
   std::vector<std::atomic<int>> acked;   // per message: 1 once an AA came back
   std::atomic<std::size_t> next{0}, acked_count{0}, sends{0}, connects_failed{0};
   std::atomic<std::size_t> ae{0}, ar{0}, mismatched{0}, unreadable{0}, gave_up{0};
+  std::atomic<std::size_t> accepts{0};   // of acked_count: CA (enhanced mode), the rest AA
   std::atomic<int> senders_done{0};
   explicit SendLog(std::size_t n) : acked(n) {}
 };
@@ -317,11 +327,12 @@ void sender(const std::vector<Outbound>& messages, const std::atomic<std::uint16
         continue;
       }
       backoff_ms = 5;
-      if (ack->code == "AA") {
+      if (ack->code == "AA" || ack->code == "CA") {
         out.acked[i] = 1;
         ++out.acked_count;
+        out.accepts += ack->code == "CA" ? 1 : 0;
         done = true;
-      } else if (ack->code == "AR") {
+      } else if (ack->code == "AR" || ack->code == "CE") {
         ++out.ar;  // HL7 v2.5 ch. 2.9.2: the receiver is not able to take it now: resend later
         std::this_thread::sleep_for(milliseconds(20));
       } else {
@@ -362,7 +373,10 @@ TEST_CASE("MLLP crash: kill -9 while senders stream; every ACKed message is stor
                         << "[server.https]\naddress = \"127.0.0.1\"\nport = 0\ncertificate = \"" << certs.server_cert
                         << "\"\nprivate_key = \"" << certs.server_key << "\"\n"
                         << "[storage]\ndata_dir = \"" << data.string() << "\"\n"
-                        << "[auth]\nenabled = false\n"
+                        // The development principal acts for the hospital, whose encounters (July
+                        // 2024, within the window) give it a relationship with each patient.
+                        << "[auth]\nenabled = false\ndevelopment_organisation = \"RGT01\"\n"
+                        << "encounter_window_days = 3650\n"
                         << "[audit]\nsigning_key = \"" << certs.audit_key << "\"\ncheckpoint_interval_s = 1\n"
                         << "[log]\naccess_log = false\n"
                         << "[store]\ningest_threads = 32\n"
@@ -422,6 +436,7 @@ TEST_CASE("MLLP crash: kill -9 while senders stream; every ACKed message is stor
   const std::size_t resends = log.sends - kMessages;
   CHECK(kills == planned_kills);
   CHECK(acked == kMessages);
+  CHECK(log.accepts.load() == kMessages / 4);  // the enhanced-mode messages got CA, the others AA
   CHECK(log.gave_up.load() == 0);
   CHECK(log.ae.load() == 0);
   CHECK(log.mismatched.load() == 0);   // MSA-2 always echoed the MSH-10 sent
@@ -466,6 +481,42 @@ TEST_CASE("MLLP crash: kill -9 while senders stream; every ACKed message is stor
   CHECK_MESSAGE(split == 0, split << " patients resolved to more than one patient id");
   CHECK(unknown_rows == 0);
   CHECK_MESSAGE(failed_rows == 0, failed_rows << " valid messages stored with status error or rejected");
+
+  // Through the FHIR API of the gateway started once more on the same data: every
+  // acknowledged message's resources are readable (an ADT's Encounter by its visit number V<id>,
+  // an ORU's DiagnosticReport by its filler number LAB<id>), found by the patient's NHS number.
+  {
+    ++run_no;
+    const auto child = test::start_child_gateway(GATEWAY_BIN, config, log_path(),
+                                                 "\"msg\":\"listening\",\"scheme\":\"https\"[^}]*\"port\":\"?([0-9]+)");
+    test::ClientOptions opts;
+    opts.ca_file = certs.ca;
+    opts.timeout = std::chrono::milliseconds(10000);
+    opts.close_wait = std::chrono::milliseconds(0);
+    std::size_t unreadable = 0, failed_reads = 0;
+    for (std::size_t p = 0; p < kPatients; ++p) {
+      if (identities[p].empty()) continue;  // sent nothing
+      std::string bodies;
+      for (const char* type : {"Encounter", "DiagnosticReport"}) {
+        const auto r = test::get(child.port,
+                                 std::string("/") + type + "?patient:identifier=https://fhir.nhs.uk/Id/nhs-number%7C" +
+                                     patients[p].nhs + "&_count=200",
+                                 opts);
+        if (r.status != 200) ++failed_reads;
+        bodies += r.body;
+      }
+      for (std::size_t i = 0; i < kMessages; ++i) {
+        if (messages[i].patient != p || !log.acked[i]) continue;
+        const std::string key = (i % 3 < 2 ? "\"V" : "\"LAB") + messages[i].control_id + "\"";
+        if (bodies.find(key) == std::string::npos) ++unreadable;
+      }
+    }
+    CHECK_MESSAGE(failed_reads == 0, failed_reads << " FHIR searches did not answer 200");
+    CHECK_MESSAGE(unreadable == 0, unreadable << " acknowledged messages have no resource readable through the FHIR API");
+    REQUIRE(::kill(child.pid, SIGTERM) == 0);
+    const int stopped = wait_exit(child.pid);
+    CHECK(WIFEXITED(stopped));
+  }
 
   for (const char* name : {"store.db", "locator.db", "audit.db"}) {
     INFO(name);

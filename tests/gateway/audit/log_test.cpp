@@ -1392,3 +1392,90 @@ TEST_CASE("London time: GMT in winter, BST from the last Sunday of March to the 
   // BST can push the local day forward.
   CHECK(london_time(at("2026-06-06T23:30:00")).weekday == 0);  // Saturday 23:30 UTC = Sunday 00:30 BST
 }
+
+// What retention removes leaves the disk, not only the rows: an IG officer deleting records at
+// the end of their retention period expects their content gone from audit.db and its WAL, not
+// left readable in free pages for anyone with a copy of the file.
+TEST_CASE("Audit log: the content retention removes is gone from audit.db and its WAL, byte for byte") {
+  auto dir = test::temp_dir("audit-retention-bytes");
+  LogOptions o = options(dir);
+  o.rules.max_patients_per_hour = 0;  // no alerts: their text outlives the records by design
+  auto log = Log::open(o, ed25519_signer());
+  REQUIRE(log.ok());
+  const std::string old_user = "dr-retired-5e1d";  // only in the records retention removes
+  const std::string old_patient = "9991112223";
+  for (int i = 0; i < 5; ++i) {
+    // A search that returned many resources: a record longer than a page, whose overflow
+    // pages the prune frees whole.
+    Record r = access(i, old_user, old_patient);
+    for (int k = 0; k < 300; ++k) r.detail.returned.push_back("Observation/" + old_user + "-" + std::to_string(k));
+    REQUIRE((*log)->append_sync(std::move(r)).ok());
+  }
+  for (int i = 5; i < 12; ++i) REQUIRE((*log)->append_sync(access(i)).ok());
+  REQUIRE((*log)->checkpoint_now().ok());
+  const auto on_disk = [&dir] {
+    std::string bytes;
+    for (const char* name : {"audit.db", "audit.db-wal"}) {
+      std::ifstream in(dir / name, std::ios::binary);
+      bytes += std::string(std::istreambuf_iterator<char>(in), {});
+    }
+    return bytes;
+  };
+  REQUIRE(on_disk().find(old_user) != std::string::npos);  // the check can see it while it is there
+
+  auto pruned = (*log)->prune_before(1'790'000'000'000 + 5 * 1000, "retention");
+  REQUIRE(pruned.ok());
+  CHECK(*pruned == 5);
+  const std::string bytes = on_disk();
+  CHECK(bytes.find(old_user) == std::string::npos);
+  CHECK(bytes.find(old_patient) == std::string::npos);
+  CHECK(bytes.find("dr-a") != std::string::npos);  // the records kept are still there
+  (*log)->stop();
+  log->reset();
+  auto report = verify_database(o.path, VerifyOptions{});
+  REQUIRE(report.ok());
+  CHECK(report->ok);
+  CHECK(report->pruned == 5);
+}
+
+// Retention never prunes a record the SIEM does not hold yet (the forwarder's cursor): the
+// prune stops there, says so in its note, and a later prune takes the rest.
+TEST_CASE("Audit log: retention keeps records at or after keep_from, and its note says how many") {
+  auto dir = test::temp_dir("audit-retention-keep");
+  auto log = Log::open(options(dir), ed25519_signer());
+  REQUIRE(log.ok());
+  for (int i = 0; i < 12; ++i) REQUIRE((*log)->append_sync(access(i)).ok());
+  const std::int64_t cutoff = 1'790'000'000'000 + 5 * 1000;  // records 0..4 are older
+  auto pruned = (*log)->prune_before(cutoff, "retention", 3);
+  REQUIRE(pruned.ok());
+  CHECK(*pruned == 3);
+  for (std::uint64_t seq : {2, 3, 4}) {
+    auto r = (*log)->get(seq);
+    REQUIRE(r.ok());
+    CHECK(r->has_value() == (seq >= 3));
+  }
+  Query q;
+  q.subtype = "retention-prune";
+  auto page = (*log)->search(q);
+  REQUIRE(page.ok());
+  REQUIRE(page->records.size() == 1);
+  const std::string note = page->records[0].detail.note;
+  CHECK(note.find("records 0 to 2 (3 records)") != std::string::npos);
+  CHECK(note.find("records 3 onwards (2 records)") != std::string::npos);
+  CHECK(prune_range(note) == std::optional<std::pair<std::uint64_t, std::uint64_t>>({0, 2}));
+
+  // Nothing older than the cutoff is prunable yet: no prune, no record.
+  auto none = (*log)->prune_before(cutoff, "retention", 3);
+  REQUIRE(none.ok());
+  CHECK(*none == 0);
+  // Once delivered, the rest goes.
+  auto rest = (*log)->prune_before(cutoff, "retention", 13);
+  REQUIRE(rest.ok());
+  CHECK(*rest == 2);
+  (*log)->stop();
+  log->reset();
+  auto report = verify_database(options(dir).path, VerifyOptions{});
+  REQUIRE(report.ok());
+  CHECK(report->ok);
+  CHECK(report->pruned == 5);
+}
