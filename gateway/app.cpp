@@ -41,6 +41,8 @@ std::string message_prune_summary(const store::Store::MessagePrune& p) {
   std::string out = "applied " + std::to_string(p.applied) + ", replayed " + std::to_string(p.replayed) +
                     ", error " + std::to_string(p.errored) + ", rejected " + std::to_string(p.rejected) +
                     ", pending " + std::to_string(p.pending);
+  // Only sources set to unmapped = "filter" have these: named when there are some.
+  if (p.filtered > 0) out += ", filtered " + std::to_string(p.filtered);
   const std::int64_t unfinished = p.errored + p.pending;
   if (unfinished == 0) return out;
   out += "; errored or pending: " + std::to_string(unfinished) + " (ids ";

@@ -648,8 +648,11 @@ fhir::Result<Store::MessagePrune> Store::prune_messages_before(std::int64_t cuto
       if (!*row) break;
       const std::string status = by_status->column_text(0);
       const std::int64_t n = by_status->column_int64(1);
-      (status == "applied" ? out.applied : status == "replayed" ? out.replayed : status == "error" ? out.errored
-                                                                                                  : out.rejected) += n;
+      (status == "applied"    ? out.applied
+       : status == "replayed" ? out.replayed
+       : status == "error"    ? out.errored
+       : status == "filtered" ? out.filtered
+                              : out.rejected) += n;
       out.pending += by_status->column_int64(2);
     }
     auto unfinished = db.prepare(

@@ -206,7 +206,7 @@ class Store {
   // returned for the caller to audit and log. Blocks the caller (run it off the I/O threads).
   struct MessagePrune {
     std::int64_t messages = 0;
-    std::int64_t applied = 0, replayed = 0, errored = 0, rejected = 0;  // by status
+    std::int64_t applied = 0, replayed = 0, errored = 0, rejected = 0, filtered = 0;  // by status
     std::int64_t pending = 0;                // applied but still pending (StoredMessage::pending)
     std::vector<std::int64_t> unfinished;    // ids of the errored and pending ones, the first 20
     bool wal_checkpointed = false;

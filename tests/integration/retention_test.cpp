@@ -108,6 +108,7 @@ TEST_CASE("Message retention: what a prune deletes is counted by status, errored
     write("APPLIED-1", store::MessageStatus::applied);
     errored_id = write("MERGE-UNKNOWN-1", store::MessageStatus::error);
     write("GARBAGE-1", store::MessageStatus::rejected);
+    write("A60-1", store::MessageStatus::filtered);
   });
   audit::Query q;
   q.subtype = "message-retention-prune";
@@ -121,8 +122,8 @@ TEST_CASE("Message retention: what a prune deletes is counted by status, errored
   REQUIRE(records.size() == 1);
   const std::string note = records[0].detail.note;
   INFO(note);
-  CHECK(note.find("deleted 3 raw messages") != std::string::npos);
-  CHECK(note.find("applied 1, replayed 0, error 1, rejected 1, pending 0") != std::string::npos);
+  CHECK(note.find("deleted 4 raw messages") != std::string::npos);
+  CHECK(note.find("applied 1, replayed 0, error 1, rejected 1, pending 0, filtered 1") != std::string::npos);
   CHECK(note.find("errored or pending: 1 (ids " + std::to_string(errored_id) + ")") != std::string::npos);
   s.reset();
   const std::string line = test::log_line(captured.text(), "message retention deleted errored or pending messages");
