@@ -75,8 +75,20 @@ struct NodeReader {
 // (log_open.cpp) fills it in before the writer starts.
 struct Log::Impl {
   struct Append {
+    Append(Record r, Done d) : record(std::move(r)), done(std::move(d)) {}
+    Append(Record r, Change c, ChangeDone d) : record(std::move(r)), change(std::move(c)), change_done(std::move(d)) {}
+
     Record record;
     Done done;
+    // An IG officer's change (Log::Change), applied just before the record; then `done` is
+    // empty and change_done completes the caller.
+    Change change;
+    ChangeDone change_done;
+    std::optional<fhir::Issue> refused;  // the change refused: neither it nor the record is stored
+
+    // Completes the caller: with the sequence number, or with `failure` (not_ready) when the
+    // batch could not be committed.
+    void finish(std::optional<fhir::Issue> failure);
   };
   using Task = std::function<void()>;  // runs on the writer thread, between batches
   using Item = std::variant<Append, Task>;
@@ -153,6 +165,9 @@ struct Log::Impl {
   // --- writer (log_writer.cpp) -------------------------------------------------------
   void run();
   fhir::Status insert_record(Record& r, std::vector<Alert>& raised);
+  // Applies a.change inside SAVEPOINT change: a refusal is rolled back to it and kept in
+  // a.refused. Fails only when the savepoint itself fails (the batch is then lost).
+  fhir::Status apply_change(Append& a);
   // `before`, when given, runs first in the same transaction (a retention prune, so that it
   // and its record commit together).
   void commit_batch(std::vector<Append>& batch, const std::function<fhir::Status()>& before = {});
