@@ -80,8 +80,9 @@ struct Log::Impl {
 
     Record record;
     Done done;
-    // An IG officer's change (Log::Change), applied just before the record; then `done` is
-    // empty and change_done completes the caller.
+    // From append() with a change: an IG officer's change (Log::Change, empty for most of the
+    // pipeline's records), applied just before the record; change_done completes the caller
+    // instead of `done`.
     Change change;
     ChangeDone change_done;
     std::optional<fhir::Issue> refused;  // the change refused: neither it nor the record is stored
@@ -163,6 +164,9 @@ struct Log::Impl {
   fhir::Result<std::unique_ptr<Lease>> reader() const;
 
   // --- writer (log_writer.cpp) -------------------------------------------------------
+  // Queues `a` for the writer, or completes it at once with not_ready (stopping, or the queue
+  // holds LogOptions::max_queue).
+  void enqueue(Append a);
   void run();
   fhir::Status insert_record(Record& r, std::vector<Alert>& raised);
   // Applies a.change inside SAVEPOINT change: a refusal is rolled back to it and kept in

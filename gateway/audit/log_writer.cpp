@@ -276,42 +276,28 @@ fhir::Result<Checkpoint> Log::Impl::write_checkpoint() {
   return c;
 }
 
-void Log::append(Record r, Done done) {
+void Log::Impl::enqueue(Append a) {
   {
-    std::lock_guard lock(impl_->mu);
-    if (impl_->stopping) {
-      done(not_ready("the audit log is stopping"));
+    std::lock_guard lock(mu);
+    if (stopping) {
+      a.finish(not_ready("the audit log is stopping"));
       return;
     }
-    if (impl_->queue.size() >= options_.max_queue) {
-      done(not_ready("the audit log is overloaded; try again later"));
+    if (queue.size() >= opt.max_queue) {
+      a.finish(not_ready("the audit log is overloaded; try again later"));
       return;
     }
-    impl_->queue.emplace_back(Impl::Append{std::move(r), std::move(done)});
+    queue.emplace_back(std::move(a));
   }
-  impl_->cv.notify_one();
+  cv.notify_one();
 }
+
+void Log::append(Record r, Done done) { impl_->enqueue(Impl::Append{std::move(r), std::move(done)}); }
 
 fhir::Result<std::uint64_t> Log::append_sync(Record r) { return append_sync(std::move(r), Change()); }
 
 void Log::append(Record r, Change change, ChangeDone done) {
-  if (!change) {
-    append(std::move(r), [done = std::move(done)](fhir::Result<std::uint64_t> res) { done(std::move(res), false); });
-    return;
-  }
-  {
-    std::lock_guard lock(impl_->mu);
-    if (impl_->stopping) {
-      done(not_ready("the audit log is stopping"), false);
-      return;
-    }
-    if (impl_->queue.size() >= options_.max_queue) {
-      done(not_ready("the audit log is overloaded; try again later"), false);
-      return;
-    }
-    impl_->queue.emplace_back(Impl::Append{std::move(r), std::move(change), std::move(done)});
-  }
-  impl_->cv.notify_one();
+  impl_->enqueue(Impl::Append{std::move(r), std::move(change), std::move(done)});
 }
 
 fhir::Result<std::uint64_t> Log::append_sync(Record r, Change change) {
