@@ -63,7 +63,8 @@ struct Request {
   // audit step hands it to the audit writer with this request's record, so that both commit in
   // one transaction or neither does, before the answer is sent. When the change is refused at
   // commit (the alert was reviewed meanwhile), the answer becomes the refusal and the record
-  // says so, its note from `refused_note`.
+  // says so, its note from `refused_note`. For routes that are audited (not Access::open), of a
+  // gateway with an audit log (the routes that set it exist only then).
   struct AuditChange {
     audit::Log::Change change;
     std::function<std::string(const fhir::Issue&)> refused_note;

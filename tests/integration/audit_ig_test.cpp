@@ -9,6 +9,7 @@
 #include <iterator>
 #include <map>
 #include <set>
+#include <stdexcept>
 
 #include "fhir/json.h"
 #include "gateway/audit/verify.h"
@@ -905,4 +906,27 @@ TEST_CASE("Audit: paging past many damaged records: next links follow the rows, 
     CHECK(next.empty());
     CHECK(seen_all(seen));
   }
+}
+
+TEST_CASE("Audit: a change set by a handler that then fails is not made; its 500 is audited alone") {
+  const std::string nhs = test::nhs(47);
+  // An IG route that asks for a flag, then breaks (as an exception in a handler would).
+  auto routes = [nhs](http::Router& router, fhir::SearchParamRegistry&) {
+    http::RouteOptions o;
+    o.access = http::Access::audit;
+    o.fhir = false;
+    router.add("GET", "/audit/test/flag-then-fail", [nhs](http::Request& req) -> boost::asio::awaitable<http::Response> {
+      req.audit.patients.push_back(nhs);
+      req.audit_change = http::Request::AuditChange{audit::Log::flag_patient(nhs, "test", "ig-jones"), {}};
+      throw std::runtime_error("broken after asking for the change");
+      co_return http::text_response(200, "text/plain", "unreachable");
+    }, o);
+  };
+  TestServer s({}, routes);
+  HttpResponse r = get(s, "/audit/test/flag-then-fail", bearer(ig_officer()));
+  CHECK(r.status == 500);
+  auto flagged = s.app().audit_log()->flagged_patients("", 10);
+  REQUIRE(flagged.ok());
+  CHECK(flagged->items.empty());
+  CHECK(test::audit_record_of(s, r).status == 500);
 }

@@ -1474,7 +1474,7 @@ TEST_CASE("Audit log: an IG officer's change commits with its request's record, 
   CHECK(alert_rules_raised(audit) == std::vector<std::string>{"flagged-record", "break-glass"});
 
   // Refused at commit: the caller is told, and neither the change nor the record is stored,
-  // while the records committed with it are.
+  // while the records queued around it (most likely in the same batch) are.
   const std::uint64_t size = audit.stats().size;
   std::mutex m;
   std::condition_variable cv;
