@@ -18,11 +18,14 @@ Log::Log(LogOptions options) : options_(std::move(options)) {}
 
 Log::~Log() { stop(); }
 
-fhir::Status Log::review_alert(std::int64_t id, const std::string& reviewer, const std::string& outcome,
-                               const std::string& note) {
-  Impl& impl = *impl_;
-  return impl.run_task<fhir::Status>([&]() -> fhir::Status {
-    auto sel = impl.db.prepare("SELECT status FROM audit_alert WHERE id = ?1");
+// Each change runs on the writer thread inside the transaction of the record appended with it
+// (Log::Change); the writer's own copy of the flagged records follows once that commits.
+
+Log::Change Log::review_alert(std::int64_t id, std::string reviewer, std::string outcome, std::string note) {
+  Change c;
+  c.apply_ = [id, reviewer = std::move(reviewer), outcome = std::move(outcome),
+              note = std::move(note)](Impl& impl) -> fhir::Status {
+    auto sel = impl.db.cached("SELECT status FROM audit_alert WHERE id = ?1");
     if (!sel) return std::move(sel).issue();
     sel->bind(1, id);
     auto r = sel->step();
@@ -31,48 +34,54 @@ fhir::Status Log::review_alert(std::int64_t id, const std::string& reviewer, con
     if (sel->column_text(0) != "open")
       return Issue::make(ErrorCode::conflict, "alert " + std::to_string(id) + " has already been reviewed");
     sel->reset();
-    auto up = impl.db.prepare(
+    auto up = impl.db.cached(
         "UPDATE audit_alert SET status = 'reviewed', reviewer = ?2, review_outcome = ?3, review_note = ?4, "
         "reviewed_ms = ?5 WHERE id = ?1 AND status = 'open'");
     if (!up) return std::move(up).issue();
     up->bind(1, id).bind(2, reviewer).bind(3, outcome).bind(4, note).bind(5, now_ms());
     return up->run();
-  });
+  };
+  return c;
 }
 
-fhir::Status Log::flag_patient(const std::string& nhs_number, const std::string& reason, const std::string& by) {
-  Impl& impl = *impl_;
-  return impl.run_task<fhir::Status>([&]() -> fhir::Status {
-    auto up = impl.db.prepare(
+Log::Change Log::flag_patient(std::string nhs_number, std::string reason, std::string by) {
+  Change c;
+  c.apply_ = [nhs_number, reason = std::move(reason), by = std::move(by)](Impl& impl) -> fhir::Status {
+    auto up = impl.db.cached(
         "INSERT INTO audit_flagged_patient(nhs_number, reason, flagged_by, flagged_ms) VALUES (?1, ?2, ?3, ?4) "
         "ON CONFLICT(nhs_number) DO UPDATE SET reason = excluded.reason, flagged_by = excluded.flagged_by, "
         "flagged_ms = excluded.flagged_ms");
     if (!up) return std::move(up).issue();
     up->bind(1, nhs_number).bind(2, reason).bind(3, by).bind(4, now_ms());
-    if (auto s = up->run(); !s) return s;
+    return up->run();
+  };
+  c.committed_ = [nhs_number](Impl& impl) {
     std::lock_guard lock(impl.flagged_mu);
     impl.flagged.insert(nhs_number);
-    return fhir::Ok{};
-  });
+  };
+  return c;
 }
 
-fhir::Status Log::unflag_patient(const std::string& nhs_number) {
-  Impl& impl = *impl_;
-  const auto& configured = impl.opt.rules.flagged_patients;
-  if (std::find(configured.begin(), configured.end(), nhs_number) != configured.end())
-    return Issue::make(ErrorCode::conflict, "NHS number " + nhs_number +
-                                                " is flagged in the configuration ([audit.alerts] flagged_patients); "
-                                                "remove it there and restart the gateway");
-  return impl.run_task<fhir::Status>([&]() -> fhir::Status {
-    auto del = impl.db.prepare("DELETE FROM audit_flagged_patient WHERE nhs_number = ?1");
+Log::Change Log::unflag_patient(std::string nhs_number) {
+  Change c;
+  c.apply_ = [nhs_number](Impl& impl) -> fhir::Status {
+    const auto& configured = impl.opt.rules.flagged_patients;
+    if (std::find(configured.begin(), configured.end(), nhs_number) != configured.end())
+      return Issue::make(ErrorCode::conflict, "NHS number " + nhs_number +
+                                                  " is flagged in the configuration ([audit.alerts] flagged_patients); "
+                                                  "remove it there and restart the gateway");
+    auto del = impl.db.cached("DELETE FROM audit_flagged_patient WHERE nhs_number = ?1");
     if (!del) return std::move(del).issue();
     del->bind(1, nhs_number);
     if (auto s = del->run(); !s) return s;
     if (impl.db.changes() == 0) return Issue::make(ErrorCode::not_found, "NHS number " + nhs_number + " is not flagged");
+    return fhir::Ok{};
+  };
+  c.committed_ = [nhs_number](Impl& impl) {
     std::lock_guard lock(impl.flagged_mu);
     impl.flagged.erase(nhs_number);
-    return fhir::Ok{};
-  });
+  };
+  return c;
 }
 
 fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std::string& by, std::uint64_t keep_from) {

@@ -10,6 +10,10 @@
 // depends on its audit record is never sent before the record is durable. A failed commit
 // completes every caller in the batch with not_ready (the HTTP layer answers 503).
 //
+// An IG officer's change to the state kept beside the records (an alert review, a flag) is a
+// Log::Change appended with the record of the request that makes it: the writer applies it in
+// the transaction that stores that record, so that neither is durable without the other.
+//
 // Reads (search, proofs, alerts) use their own read-only connection per call; they are
 // blocking and belong on a worker thread, never on a network thread.
 #pragma once
@@ -111,16 +115,21 @@ struct Query {
   bool newest_first = true;
 };
 
-// The most records that do not decode one search reads past (Page::damaged); a page with more
-// ends early. Beyond a few, the file needs audit-verify, not a search.
+// The most records that do not decode one page reads past (Page::damaged); a page that meets
+// more ends there, short, and its next_after carries on after them. Beyond a few, the file
+// needs audit-verify, not a search.
 inline constexpr std::size_t kMaxDamagedPerPage = 100;
 
 struct Page {
   std::vector<Record> records;
   std::uint64_t total = 0;          // matches in all pages (damaged records included)
-  // Sequence numbers of matching records met on the way to this page that do not decode (the
-  // file was damaged or altered: audit-verify reports them), left out of `records`.
+  // Sequence numbers of the matching records this page read that do not decode (the file was
+  // damaged or altered: audit-verify reports them), left out of `records`.
   std::vector<std::uint64_t> damaged;
+  // Where the next page starts (its Query::after_seq): the last matching row this page read,
+  // readable or damaged; empty when no matching row follows it. Decided by the rows, not by
+  // how many decoded: a page short of readable records can still have a next one.
+  std::optional<std::uint64_t> next_after;
 };
 
 struct InclusionProof {
@@ -145,8 +154,33 @@ struct Stats {
 };
 
 class Log {
+  struct Impl;
+
  public:
   using Done = std::function<void(fhir::Result<std::uint64_t>)>;
+
+  // A change to the review queue or the flagged records, made by review_alert(), flag_patient()
+  // or unflag_patient() and applied by append(): on the writer thread, inside the transaction
+  // that stores the record appended with it, just before that record. Empty: no change.
+  class Change {
+   public:
+    Change() = default;
+    explicit operator bool() const { return static_cast<bool>(apply_); }
+
+   private:
+    friend class Log;
+    friend struct Log::Impl;
+    // Writes the change (a failure rolls back what it wrote: the change is refused).
+    std::function<fhir::Status(Impl&)> apply_;
+    // After the commit that carried it: the writer's own state that follows the table.
+    std::function<void(Impl&)> committed_;
+  };
+  // How append() with a change ends: `result` holds the record's sequence number once the
+  // change and the record are both durable; when `refused`, the issue in `result` is the
+  // change's own (an unknown alert, one reviewed already, ...) and nothing was stored, the
+  // record neither (the caller appends a record of the refusal instead); otherwise not_ready,
+  // as for any append, and nothing was stored either.
+  using ChangeDone = std::function<void(fhir::Result<std::uint64_t> result, bool refused)>;
 
   // Opens (creating and migrating) the database, rebuilds the tree frontier, checks the stored
   // tree against the last checkpoint and the checkpoint file (a mismatch, or a file ahead of
@@ -164,6 +198,10 @@ class Log {
   // made durable. Never blocks on I/O.
   void append(Record r, Done done);
   fhir::Result<std::uint64_t> append_sync(Record r);
+  // As append(), with `change` applied in the same transaction (see Change and ChangeDone).
+  void append(Record r, Change change, ChangeDone done);
+  // The same, waiting; a refusal is the change's own issue (ChangeDone's `refused`).
+  fhir::Result<std::uint64_t> append_sync(Record r, Change change);
   // Signs and stores a checkpoint of the current tree now (also done on the interval and at
   // stop()). Fails when there is no signer.
   fhir::Result<Checkpoint> checkpoint_now();
@@ -196,17 +234,19 @@ class Log {
                                           std::optional<std::int64_t> before = std::nullopt) const;
   // How many alerts have `status` ("" = all).
   fhir::Result<std::uint64_t> alert_count(const std::string& status) const;
-  // Marks an alert reviewed; not_found for an unknown id, conflict when already reviewed.
-  fhir::Status review_alert(std::int64_t id, const std::string& reviewer, const std::string& outcome,
-                            const std::string& note);
-  fhir::Status flag_patient(const std::string& nhs_number, const std::string& reason, const std::string& by);
+  // The changes an IG officer makes, each to append() with the record of the request that
+  // makes it. Marks an alert reviewed; refused with not_found for an unknown id, conflict when
+  // already reviewed.
+  static Change review_alert(std::int64_t id, std::string reviewer, std::string outcome, std::string note);
+  // Flags a record for the flagged-record alert rule (again: the new reason and flagger).
+  static Change flag_patient(std::string nhs_number, std::string reason, std::string by);
+  // Removes a flag set by flag_patient(). Refused with not_found when the number is not
+  // flagged; conflict when AlertRules::flagged_patients (the configuration) flags it, which
+  // only a configuration change can undo.
+  static Change unflag_patient(std::string nhs_number);
   // The records flagged through flag_patient(), in NHS-number order after `after` ("" = from
   // the first), at most `max` (those seeded from AlertRules::flagged_patients are not in it).
   fhir::Result<FlaggedPage> flagged_patients(const std::string& after, std::size_t max) const;
-  // Removes a flag set by flag_patient(); committed before it returns. not_found when the number
-  // is not flagged; conflict when AlertRules::flagged_patients (the configuration) flags it,
-  // which only a configuration change can undo (nothing is changed then).
-  fhir::Status unflag_patient(const std::string& nhs_number);
 
   // Retention: removes the content of records older than `cutoff_ms` (their leaf hashes and
   // the tree stay, so every proof still verifies), appends a retention-prune record saying
@@ -228,7 +268,6 @@ class Log {
   const std::vector<std::string>& start_warnings() const { return start_warnings_; }
 
  private:
-  struct Impl;
   explicit Log(LogOptions options);
   LogOptions options_;
   std::vector<std::string> start_warnings_;

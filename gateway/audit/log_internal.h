@@ -75,8 +75,21 @@ struct NodeReader {
 // (log_open.cpp) fills it in before the writer starts.
 struct Log::Impl {
   struct Append {
+    Append(Record r, Done d) : record(std::move(r)), done(std::move(d)) {}
+    Append(Record r, Change c, ChangeDone d) : record(std::move(r)), change(std::move(c)), change_done(std::move(d)) {}
+
     Record record;
     Done done;
+    // From append() with a change: an IG officer's change (Log::Change, empty for most of the
+    // pipeline's records), applied just before the record; change_done completes the caller
+    // instead of `done`.
+    Change change;
+    ChangeDone change_done;
+    std::optional<fhir::Issue> refused;  // the change refused: neither it nor the record is stored
+
+    // Completes the caller: with the sequence number, or with `failure` (not_ready) when the
+    // batch could not be committed.
+    void finish(std::optional<fhir::Issue> failure);
   };
   using Task = std::function<void()>;  // runs on the writer thread, between batches
   using Item = std::variant<Append, Task>;
@@ -151,8 +164,14 @@ struct Log::Impl {
   fhir::Result<std::unique_ptr<Lease>> reader() const;
 
   // --- writer (log_writer.cpp) -------------------------------------------------------
+  // Queues `a` for the writer, or completes it at once with not_ready (stopping, or the queue
+  // holds LogOptions::max_queue).
+  void enqueue(Append a);
   void run();
   fhir::Status insert_record(Record& r, std::vector<Alert>& raised);
+  // Applies a.change inside SAVEPOINT change: a refusal is rolled back to it and kept in
+  // a.refused. Fails only when the savepoint itself fails (the batch is then lost).
+  fhir::Status apply_change(Append& a);
   // `before`, when given, runs first in the same transaction (a retention prune, so that it
   // and its record commit together).
   void commit_batch(std::vector<Append>& batch, const std::function<fhir::Status()>& before = {});

@@ -87,18 +87,27 @@ fhir::Result<Page> Log::search(const Query& q) const {
     page_where += (q.newest_first ? " AND seq < " : " AND seq > ") + arg(static_cast<std::int64_t>(*q.after_seq));
   // A record that does not decode (a tampered or corrupted file) is skipped and named, not
   // fatal: the IG officer still sees the rest of the range, and audit-verify says what happened.
-  // Up to kMaxDamagedPerPage of them are read past on top of the page.
+  // Up to kMaxDamagedPerPage of them are read past on top of the page; then one row more says
+  // whether a next page exists, whatever those rows held.
   const std::string sql = "SELECT seq, record FROM audit_record" + page_where + " ORDER BY seq " +
-                          (q.newest_first ? "DESC" : "ASC") + " LIMIT " + std::to_string(q.count + kMaxDamagedPerPage);
+                          (q.newest_first ? "DESC" : "ASC") + " LIMIT " +
+                          std::to_string(q.count + kMaxDamagedPerPage + 1);
   auto sel = db.prepare(sql);
   if (!sel) return std::move(sel).issue();
   bind_all(*sel);
-  while (page.records.size() < q.count) {
+  std::optional<std::uint64_t> last_read;
+  for (;;) {
     auto r = sel->step();
     if (!r) return std::move(r).issue();
     if (!*r) break;
+    const auto seq = static_cast<std::uint64_t>(sel->column_int64(0));
+    if (page.records.size() >= q.count || page.damaged.size() >= kMaxDamagedPerPage) {
+      page.next_after = last_read ? last_read : q.after_seq;
+      break;
+    }
+    last_read = seq;
     auto rec = decode(sel->column_blob(1));
-    if (!rec) page.damaged.push_back(static_cast<std::uint64_t>(sel->column_int64(0)));
+    if (!rec) page.damaged.push_back(seq);
     else page.records.push_back(std::move(*rec));
   }
   return page;

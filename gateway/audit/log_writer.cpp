@@ -151,6 +151,10 @@ void Log::Impl::commit_batch(std::vector<Append>& batch, const std::function<fhi
     if (status && before) status = before();
     for (auto& a : batch) {
       if (!status) break;
+      if (a.change) {
+        status = apply_change(a);
+        if (!status || a.refused) continue;
+      }
       status = insert_record(a.record, raised);
     }
     if (status) {
@@ -182,15 +186,19 @@ void Log::Impl::commit_batch(std::vector<Append>& batch, const std::function<fhi
                  {{"records", std::to_string(batch.size())}, {"error", status.issue().diagnostics}});
     // The hook first: anyone told of this failure must find the gateway's state saying so.
     if (opt.on_commit_failed) opt.on_commit_failed();
-    for (auto& a : batch)
-      a.done(not_ready("the audit log could not be written; nothing was sent. Try again later"));
+    for (auto& a : batch) a.finish(not_ready("the audit log could not be written; nothing was sent. Try again later"));
     return;
   }
   commit_marks();
   recent_patient_rows += pending_patient_rows;
+  // What the writer keeps of the committed changes (the flagged set the alert rules read)
+  // follows only now: a failed commit leaves it as the tables are. Records of this batch
+  // were judged without them; they raced the change, and neither had been answered.
+  for (auto& a : batch)
+    if (a.change && !a.refused && a.change.committed_) a.change.committed_(*this);
   // Likewise: a caller answered after this commit sees readiness restored.
   if (opt.on_commit) opt.on_commit();
-  for (auto& a : batch) a.done(a.record.seq);
+  for (auto& a : batch) a.finish(std::nullopt);
   if (merge_due()) {
     const auto m0 = std::chrono::steady_clock::now();
     merge_indexes();
@@ -205,6 +213,31 @@ void Log::Impl::commit_batch(std::vector<Append>& batch, const std::function<fhi
     const auto c0 = std::chrono::steady_clock::now();
     (void)db.exec("PRAGMA wal_checkpoint(PASSIVE);");
     warn_if_slow(c0, [wal_now] { return "WAL checkpoint (" + std::to_string(wal_now) + " WAL pages)"; });
+  }
+}
+
+fhir::Status Log::Impl::apply_change(Append& a) {
+  // A savepoint of its own: a refused change leaves nothing behind, and the rest of the batch
+  // (other callers' records) still commits.
+  if (auto s = db.run_cached("SAVEPOINT change"); !s) return s;
+  fhir::Status applied = a.change.apply_(*this);
+  if (!applied) {
+    a.refused = applied.issue();
+    if (auto s = db.run_cached("ROLLBACK TO change"); !s) return s;
+  }
+  return db.run_cached("RELEASE change");
+}
+
+void Log::Impl::Append::finish(std::optional<fhir::Issue> failure) {
+  if (!change_done) {
+    if (failure) done(std::move(*failure));
+    else done(record.seq);
+  } else if (failure) {
+    change_done(std::move(*failure), false);
+  } else if (refused) {
+    change_done(std::move(*refused), true);
+  } else {
+    change_done(record.seq, false);
   }
 }
 
@@ -243,27 +276,35 @@ fhir::Result<Checkpoint> Log::Impl::write_checkpoint() {
   return c;
 }
 
-void Log::append(Record r, Done done) {
+void Log::Impl::enqueue(Append a) {
   {
-    std::lock_guard lock(impl_->mu);
-    if (impl_->stopping) {
-      done(not_ready("the audit log is stopping"));
+    std::lock_guard lock(mu);
+    if (stopping) {
+      a.finish(not_ready("the audit log is stopping"));
       return;
     }
-    if (impl_->queue.size() >= options_.max_queue) {
-      done(not_ready("the audit log is overloaded; try again later"));
+    if (queue.size() >= opt.max_queue) {
+      a.finish(not_ready("the audit log is overloaded; try again later"));
       return;
     }
-    impl_->queue.emplace_back(Impl::Append{std::move(r), std::move(done)});
+    queue.emplace_back(std::move(a));
   }
-  impl_->cv.notify_one();
+  cv.notify_one();
 }
 
-fhir::Result<std::uint64_t> Log::append_sync(Record r) {
+void Log::append(Record r, Done done) { impl_->enqueue(Impl::Append{std::move(r), std::move(done)}); }
+
+fhir::Result<std::uint64_t> Log::append_sync(Record r) { return append_sync(std::move(r), Change()); }
+
+void Log::append(Record r, Change change, ChangeDone done) {
+  impl_->enqueue(Impl::Append{std::move(r), std::move(change), std::move(done)});
+}
+
+fhir::Result<std::uint64_t> Log::append_sync(Record r, Change change) {
   std::mutex m;
   std::condition_variable cv;
   std::optional<fhir::Result<std::uint64_t>> result;
-  append(std::move(r), [&](fhir::Result<std::uint64_t> res) {
+  append(std::move(r), std::move(change), [&](fhir::Result<std::uint64_t> res, bool) {
     std::lock_guard l(m);
     result.emplace(std::move(res));
     cv.notify_one();

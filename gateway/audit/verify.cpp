@@ -549,9 +549,8 @@ void LogVerifier::check_alerts(const std::vector<StoredAlert>& alerts) {
         if (!pruned(a.seq))
           note(std::nullopt, "alert-mismatch",
                alert + " is marked reviewed by " + quoted(a.reviewer) + " (" + quoted(said) +
-                   "), but no audit record of that review exists: the review was written into audit.db directly (or "
-                   "the gateway could not write the review's own record, and the reviewer was answered 503; or the "
-                   "review was made while audit-verify read a running gateway's audit.db: run it again)",
+                   "), but no audit record of that review exists: the review was written into audit.db directly "
+                   "(the gateway commits a review and its record together)",
                false);
       } else if (it->second.second.reviewer != a.reviewer || it->second.second.review != said) {
         note(it->second.first, "alert-mismatch",
@@ -580,12 +579,9 @@ void LogVerifier::check_alerts(const std::vector<StoredAlert>& alerts) {
 
 void LogVerifier::check_flags(const std::vector<StoredFlag>& flags) {
   if (settled()) return;
-  // A flag or unflag is committed just before its record: a running gateway's audit.db can be
-  // read between the two.
-  const std::string live = " (unless the gateway could not write the change's own record and answered the IG "
-                           "officer 503, its log saying \"audit record not committed\"; or it was changed while "
-                           "audit-verify read a running gateway's audit.db, before the change's record was written: run "
-                           "it again)";
+  // The gateway commits a flag or unflag together with its record, and the reader sees one
+  // snapshot: a table that disagrees with the records was edited, whenever it was read.
+  const std::string together = " (the gateway commits a flag or unflag together with its record)";
   std::map<std::string, const StoredFlag*> table;
   for (const auto& f : flags) table[f.nhs_number] = &f;
   for (const auto& [nhs, change] : flag_changes_) {
@@ -596,18 +592,18 @@ void LogVerifier::check_flags(const std::vector<StoredFlag>& flags) {
       note(seq, "flag-mismatch",
            "record " + num(seq) + " says " + quoted(said.by) + " flagged NHS number " + nhs +
                " for access alerts, and no later record unflagged it, but audit_flagged_patient no longer holds it: "
-               "the flag was removed in audit.db, so accesses to that record raise no alert" + live,
+               "the flag was removed in audit.db, so accesses to that record raise no alert" + together,
            false);
     } else if (said.flagged && (it->second->reason != said.reason || it->second->flagged_by != said.by)) {
       note(seq, "flag-mismatch",
            "audit_flagged_patient says NHS number " + nhs + " was flagged by " + quoted(it->second->flagged_by) +
                " (" + quoted(it->second->reason) + "), but record " + num(seq) + ", the flag itself, says " +
-               quoted(said.by) + " (" + quoted(said.reason) + "): the flag was edited in audit.db" + live,
+               quoted(said.by) + " (" + quoted(said.reason) + "): the flag was edited in audit.db" + together,
            false);
     } else if (!said.flagged && it != table.end()) {
       note(seq, "flag-mismatch",
            "record " + num(seq) + " says " + quoted(said.by) + " unflagged NHS number " + nhs +
-               ", but audit_flagged_patient holds it again with no record of a new flag: it was edited in audit.db" + live,
+               ", but audit_flagged_patient holds it again with no record of a new flag: it was edited in audit.db" + together,
            false);
     }
     if (it != table.end()) table.erase(it);
@@ -617,7 +613,7 @@ void LogVerifier::check_flags(const std::vector<StoredFlag>& flags) {
   for (const auto& [nhs, f] : table)
     note(std::nullopt, "flag-mismatch",
          "audit_flagged_patient flags NHS number " + nhs + " (by " + quoted(f->flagged_by) +
-             "), but no audit record says anyone flagged it: it was written into audit.db directly" + live,
+             "), but no audit record says anyone flagged it: it was written into audit.db directly" + together,
          false);
 }
 

@@ -413,15 +413,11 @@ class AuditApi {
                                  req.format.pretty);
       }
     }
-    // One record more than the page: a next link only when there is a next page (a full last
-    // page would otherwise link to an empty one).
-    audit::Query probe = q;
-    ++probe.count;
-    auto run = [probe](audit::Log& log) { return log.search(probe); };
+    // A next link only when rows follow this page (audit::Page::next_after): not for a full
+    // last page, and still for a page that damaged records left short.
+    auto run = [q](audit::Log& log) { return log.search(q); };
     auto page = co_await deps_.audit.call(run);
     if (!page) co_return error_response(page.issue(), req.format.pretty);
-    const bool more = page->records.size() > q.count;
-    if (more) page->records.pop_back();
     Json bundle = Json::object();
     bundle.set("resourceType", str("Bundle"));
     bundle.set("type", str("searchset"));
@@ -438,7 +434,7 @@ class AuditApi {
     for (auto& p : applied)
       if (p.first == "_count") p.second = std::to_string(q.count);
     link("self", url_with(deps_.base_url + "/AuditEvent", applied));
-    if (more) link("next", next_url(deps_.base_url + "/AuditEvent", applied, page->records.back().seq));
+    if (page->next_after) link("next", next_url(deps_.base_url + "/AuditEvent", applied, *page->next_after));
     note_returned(req, "AuditEvent search", page->records, page->damaged);
     bundle.set("link", std::move(links));
     Json entries = Json::array();
@@ -525,17 +521,15 @@ class AuditApi {
     if (!nhs) co_return error_response(bad_param("patient (an NHS number) is required", "patient"));
     req.audit.patients.push_back(*nhs);
     q.patient = *nhs;
-    // One more than asked: whether older accesses remain for a next page (newest first, so a
-    // flood of newer accesses cannot push an older one out of the report's reach).
-    q.count = count + 1;
+    // Newest first, with a next link while older accesses remain (audit::Page::next_after), so
+    // a flood of newer accesses cannot push an older one out of the report's reach.
+    q.count = count;
     auto run = [q](audit::Log& log) { return log.search(q); };
     auto page = co_await deps_.audit.call(run);
     if (!page) co_return error_response(page.issue());
     std::string next;
-    if (page->records.size() > count) {
-      page->records.pop_back();
-      next = next_url(deps_.base_url + "/AuditEvent/$access-report", *req.query, page->records.back().seq);
-    }
+    if (page->next_after)
+      next = next_url(deps_.base_url + "/AuditEvent/$access-report", *req.query, *page->next_after);
     auto cps = [](audit::Log& log) { return log.checkpoints(1); };
     auto latest = co_await deps_.audit.call(cps);
     std::string cp_line = "No signed checkpoint has been written yet.";
@@ -606,9 +600,9 @@ class AuditApi {
       body += '\n';
     }
     Response resp = text_response(200, "application/fhir+ndjson", std::move(body));
-    if (page->records.size() == q.count && !page->records.empty()) {
+    if (page->next_after) {
       std::string link = "<";
-      link.append(next_url(deps_.base_url + "/AuditEvent/$export", *req.query, page->records.back().seq))
+      link.append(next_url(deps_.base_url + "/AuditEvent/$export", *req.query, *page->next_after))
           .append(">; rel=\"next\"");
       resp.set_header("Link", std::move(link));
     }
@@ -769,16 +763,14 @@ class AuditApi {
       co_return error_response(Issue::make(ErrorCode::missing_value, "a note is required unless the access was appropriate",
                                            "note"));
     const std::int64_t alert = static_cast<std::int64_t>(*id);
-    const std::string reviewer = req.principal->subject;
     const std::string review = outcome + (note.empty() ? "" : " - " + note);
-    auto run = [alert, reviewer, outcome, note](audit::Log& log) { return log.review_alert(alert, reviewer, outcome, note); };
-    auto done = co_await deps_.audit.call_write(run);
-    if (!done) {
-      // Unknown, or reviewed before (409): this attempt changed nothing, and the record says so.
-      req.audit.note = "alert " + std::to_string(alert) + " not reviewed (" + head(done.issue().diagnostics, 200) +
-                       "); attempted: " + review;
-      co_return error_response(done.issue());
-    }
+    // Made with this request's record, in one commit (Request::audit_change): unknown, or
+    // reviewed before (409), this attempt changes nothing, and the record says so.
+    req.audit_change = Request::AuditChange{
+        audit::Log::review_alert(alert, req.principal->subject, outcome, note), [alert, review](const Issue& refusal) {
+          return "alert " + std::to_string(alert) + " not reviewed (" + head(refusal.diagnostics, 200) +
+                 "); attempted: " + review;
+        }};
     req.audit.note = "alert " + std::to_string(alert) + " reviewed: " + review;
     Json out = Json::object();
     out.set("id", Json::integer(alert));
@@ -797,12 +789,12 @@ class AuditApi {
                                            "reason"));
     req.audit.patients.push_back(*nhs);
     req.audit.note = "record flagged for access alerts: " + reason;
-    const std::string n = *nhs, by = req.principal->subject;
-    auto run = [n, reason, by](audit::Log& log) { return log.flag_patient(n, reason, by); };
-    auto done = co_await deps_.audit.call_write(run);
-    if (!done) co_return error_response(done.issue());
+    req.audit_change = Request::AuditChange{audit::Log::flag_patient(*nhs, reason, req.principal->subject),
+                                            [](const Issue& refusal) {
+                                              return "record not flagged: " + head(refusal.diagnostics, 200);
+                                            }};
     Json out = Json::object();
-    out.set("nhsNumber", str(n));
+    out.set("nhsNumber", str(*nhs));
     out.set("flagged", Json::boolean(true));
     out.set("reason", str(reason));
     co_return text_response(200, "application/json", fhir::to_json(out));
@@ -858,16 +850,14 @@ class AuditApi {
     auto nhs = nhs_number_param(req.path_params.at(0), "nhsNumber");
     if (!nhs) co_return error_response(nhs.issue());
     req.audit.patients.push_back(*nhs);
-    const std::string n = *nhs;
-    auto run = [n](audit::Log& log) { return log.unflag_patient(n); };
-    auto done = co_await deps_.audit.call_write(run);
-    if (!done) {
-      req.audit.note = "record not unflagged: " + head(done.issue().diagnostics, 200);
-      co_return error_response(done.issue());
-    }
+    // Not flagged (404), or flagged by the configuration (409): refused at commit, and the
+    // record says so.
+    req.audit_change = Request::AuditChange{audit::Log::unflag_patient(*nhs), [](const Issue& refusal) {
+                                              return "record not unflagged: " + head(refusal.diagnostics, 200);
+                                            }};
     req.audit.note = "record unflagged: accesses to it no longer raise flagged-record alerts";
     Json out = Json::object();
-    out.set("nhsNumber", str(n));
+    out.set("nhsNumber", str(*nhs));
     out.set("flagged", Json::boolean(false));
     co_return text_response(200, "application/json", fhir::to_json(out));
   }

@@ -24,26 +24,35 @@ namespace gw::http {
 
 namespace {
 
-// Completes with the sequence number once the audit writer has committed `rec`, resuming on
-// the awaiting coroutine's executor. Not a coroutine itself and takes a reference (GCC PR
-// 100611: temporaries in a co_await full-expression).
+// What the audit writer said of a record and the change appended with it (audit::Log::ChangeDone).
+struct Appended {
+  fhir::Result<std::uint64_t> seq;
+  bool refused = false;
+};
+
+// Completes once the audit writer has committed `rec` (and `change` with it), resuming on the
+// awaiting coroutine's executor. Not a coroutine itself and takes references (GCC PR 100611:
+// temporaries in a co_await full-expression).
 struct AuditInitiation {
   audit::Log* log;
   audit::Record* rec;
+  audit::Log::Change* change;
   template <class Handler>
   void operator()(Handler handler) {
     auto ex = boost::asio::prefer(boost::asio::get_associated_executor(handler),
                                   boost::asio::execution::outstanding_work.tracked);
     auto h = std::make_shared<Handler>(std::move(handler));
-    log->append(std::move(*rec), [h, ex](fhir::Result<std::uint64_t> result) {
-      boost::asio::dispatch(ex, [h, result = std::move(result)]() mutable { std::move(*h)(std::move(result)); });
+    log->append(std::move(*rec), std::move(*change), [h, ex](fhir::Result<std::uint64_t> result, bool refused) {
+      boost::asio::dispatch(ex, [h, appended = Appended{std::move(result), refused}]() mutable {
+        std::move(*h)(std::move(appended));
+      });
     });
   }
 };
 
-boost::asio::awaitable<fhir::Result<std::uint64_t>> append_audit(audit::Log& log, audit::Record& rec) {
-  return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(fhir::Result<std::uint64_t>)>(
-      AuditInitiation{&log, &rec}, boost::asio::use_awaitable);
+boost::asio::awaitable<Appended> append_audit(audit::Log& log, audit::Record& rec, audit::Log::Change& change) {
+  return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(Appended)>(
+      AuditInitiation{&log, &rec, &change}, boost::asio::use_awaitable);
 }
 
 // The operation a route serves, without '$': declared, or named by the last segment of the
@@ -181,14 +190,40 @@ boost::asio::awaitable<Response> Pipeline::refused(Request& req, Response r, boo
 
 boost::asio::awaitable<Response> Pipeline::audited(Request& req, Response r, const Route* route) const {
   if (!audit_) co_return r;
-  audit::Record rec = record_of(req, r, route);
-  // The role by the policy's name as well as the claim: a CIS2 role code means nothing to the
-  // patient reading the access report.
-  if (req.principal && policy_)
-    if (const auth::RolePolicy* role = policy_->role(*req.principal)) rec.role_name = role->name;
-  auto seq = co_await append_audit(*audit_, rec);
-  if (!seq) {
-    // Fail closed: nothing built on an unaudited access leaves the gateway.
+  // A change rides only on an answer that says it was made: not on one a handler that set it
+  // then failed (threw: 500) gives.
+  std::optional<Request::AuditChange> change = std::move(req.audit_change);
+  req.audit_change.reset();
+  if (change && r.status >= 300) change.reset();
+  // The record of a refused change is made again from what the handler noted.
+  std::optional<audit::Detail> noted;
+  if (change) noted = req.audit;
+  auto record = [&] {
+    audit::Record rec = record_of(req, r, route);
+    // The role by the policy's name as well as the claim: a CIS2 role code means nothing to
+    // the patient reading the access report.
+    if (req.principal && policy_)
+      if (const auth::RolePolicy* role = policy_->role(*req.principal)) rec.role_name = role->name;
+    return rec;
+  };
+  audit::Record rec = record();
+  audit::Log::Change made = change ? std::move(change->change) : audit::Log::Change();
+  Appended appended = co_await append_audit(*audit_, rec, made);
+  if (appended.refused) {
+    // Refused at commit (say the alert was reviewed by someone else meanwhile): nothing was
+    // stored, the record neither. The answer becomes the refusal, and its own record says so.
+    const bool close = r.close;
+    r = error_response(appended.seq.issue());
+    r.close = close;
+    req.audit = std::move(*noted);
+    req.audit.note = change->refused_note ? change->refused_note(appended.seq.issue()) : req.audit.note;
+    rec = record();
+    audit::Log::Change none;
+    appended = co_await append_audit(*audit_, rec, none);
+  }
+  if (!appended.seq) {
+    // Fail closed: nothing built on an unaudited access leaves the gateway (and a change
+    // appended with the record was not made either).
     observe::log(observe::Level::error, "audit record not committed; response withheld",
                  {{"request_id", req.request_id}, {"status", std::to_string(r.status)}});
     Response refused = error_response(fhir::Issue::make(

@@ -4,7 +4,9 @@
 //   -> handle -> audit
 // A CORS preflight is answered before routing (cors.h). The audit step runs for every
 // request except those to open routes (probes, /metadata, discovery): its record is committed before the response leaves, and when it cannot be
-// committed the response is replaced by a 503 that carries no patient data (issue #6).
+// committed the response is replaced by a 503 that carries no patient data (issue #6). A
+// change the request makes to the audit store's own state (Request::audit_change: an alert
+// review, a flag) commits in that same transaction, or not at all.
 // Sessions in gateway/net call handle() once per parsed HTTP request, and refused() for a
 // request they answer themselves (malformed, oversized, timed out), so that one too is audited.
 #pragma once

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -15,6 +16,7 @@
 #include "fhir/content_negotiation.h"
 #include "fhir/json.h"
 #include "fhir/query_string.h"
+#include "gateway/audit/log.h"
 #include "gateway/audit/record.h"
 #include "gateway/auth/policy.h"
 
@@ -56,6 +58,18 @@ struct Request {
   // What the handler tells the audit record: patients, entries returned and withheld, the
   // basis of access, break-glass (issue #6). The pipeline fills in who, when and the outcome.
   audit::Detail audit;
+  // A change an IG officer's request makes to the state kept beside the audit log (an alert
+  // review, a flag; audit_routes.cpp): the handler answers as if it is made, and the pipeline's
+  // audit step hands it to the audit writer with this request's record, so that both commit in
+  // one transaction or neither does, before the answer is sent. When the change is refused at
+  // commit (the alert was reviewed meanwhile), the answer becomes the refusal and the record
+  // says so, its note from `refused_note`. For routes that are audited (not Access::open), of a
+  // gateway with an audit log (the routes that set it exist only then).
+  struct AuditChange {
+    audit::Log::Change change;
+    std::function<std::string(const fhir::Issue&)> refused_note;
+  };
+  std::optional<AuditChange> audit_change;
 
   // First value of header `name` (lower-case), or empty.
   std::string_view header(std::string_view name) const {

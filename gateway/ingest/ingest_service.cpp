@@ -522,8 +522,9 @@ fhir::Result<bool> IngestService::applied_record_written(const std::string& sour
       if (r.target == target && (r.detail.note == note || r.detail.note.rfind(note + ";", 0) == 0 ||
                                  r.detail.note.rfind(note + ",", 0) == 0))
         return true;
-    if (found->records.size() < q.count) return false;
-    q.after_seq = found->records.back().seq;
+    // The rows decide, not the records that decoded: damaged ones can leave a page short.
+    if (!found->next_after) return false;
+    q.after_seq = found->next_after;
   }
   return false;
 }

@@ -6,10 +6,13 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
+#include <stdexcept>
 
 #include "fhir/json.h"
+#include "gateway/audit/verify.h"
 #include "gateway/sqlite/database.h"
 #include "support/audit_check.h"
 #include "support/responses.h"
@@ -710,4 +713,220 @@ TEST_CASE("Audit: the access report pages, so newer accesses cannot push an olde
   CHECK(html.body.find("<p>Older accesses: <a href=\"" + s.cfg.public_base_url) != std::string::npos);
   CHECK(get(s, base + "&_count=0", ig).status == 400);
   CHECK(get(s, base + "&_cursor=x", ig).status == 400);
+}
+
+namespace {
+
+// A record naming `nhs` as a clinician's read of it would (the IG view pages over such records).
+audit::Record read_of(const std::string& nhs, int i) {
+  audit::Record r;
+  r.time_ms = audit::now_ms();
+  r.kind = "rest";
+  r.action = "read";
+  r.method = "GET";
+  r.target = "/Patient/p" + std::to_string(i);
+  r.route = "/Patient/{id}";
+  r.status = 200;
+  r.agent_kind = "user";
+  r.user = "dr-paged";
+  r.detail.patients = {nhs};
+  r.detail.basis = "registered-practice";
+  return r;
+}
+
+// The path of a next link (the base URL cut off), or "" for none.
+std::string path_of(const TestServer& s, const std::string& url) {
+  if (url.empty()) return {};
+  REQUIRE(url.rfind(s.cfg.public_base_url, 0) == 0);
+  return url.substr(s.cfg.public_base_url.size());
+}
+
+}  // namespace
+
+TEST_CASE("Audit: a review, flag or unflag whose own record cannot be written is not made, and audit-verify agrees") {
+  TestServer s;
+  audit::Log& log = *s.app().audit_log();
+  const std::string ig = bearer(ig_officer());
+  const std::string staff = test::nhs(44), other = test::nhs(45);
+  // An alert to review: a refused break-glass attempt.
+  audit::Record glass = read_of(other, 0);
+  glass.status = 403;
+  glass.detail.break_glass_reason = "emergency-care";
+  REQUIRE(log.append_sync(glass).ok());
+  auto alerts = log.alerts("open", 10);
+  REQUIRE(alerts.ok());
+  REQUIRE(alerts->size() == 1);
+  const std::string review = "/audit/alerts/" + std::to_string(alerts->front().id) + "/review";
+  REQUIRE(request(s, "PUT", "/audit/flagged-patients/" + other, ig, R"({"reason":"public figure"})").status == 200);
+
+  // The audit store refuses every commit: each change is answered 503 and not made.
+  log.inject_write_failure(true);
+  CHECK(request(s, "PUT", "/audit/flagged-patients/" + staff, ig, R"({"reason":"staff member"})").status == 503);
+  CHECK(request(s, "POST", review, ig, R"({"outcome":"appropriate"})").status == 503);
+  CHECK(request(s, "DELETE", "/audit/flagged-patients/" + other, ig).status == 503);
+  log.inject_write_failure(false);
+
+  auto flagged = log.flagged_patients("", 10);
+  REQUIRE(flagged.ok());
+  REQUIRE(flagged->items.size() == 1);  // the flag that stood before, and nothing else
+  CHECK(flagged->items[0].nhs_number == other);
+  alerts = log.alerts("open", 10);
+  REQUIRE(alerts.ok());
+  CHECK(alerts->size() == 1);  // still open
+  // The alert rule follows the tables: the failed flag raises nothing, the failed unflag left one.
+  REQUIRE(log.append_sync(read_of(staff, 1)).ok());
+  REQUIRE(log.append_sync(read_of(other, 2)).ok());
+  alerts = log.alerts("", 10);
+  REQUIRE(alerts.ok());
+  std::vector<std::string> on_flags;
+  for (const auto& a : *alerts)
+    if (a.rule == "flagged-record") on_flags.push_back(a.detail);
+  CHECK(on_flags == std::vector<std::string>{"access to a flagged record (NHS number " + other + ")"});
+
+  // audit-verify finds the tables as the records say: no change without its record.
+  auto report = audit::verify_database(s.cfg.data_dir + "/audit.db", audit::VerifyOptions{});
+  REQUIRE(report.ok());
+  for (const auto& p : report->problems) {
+    INFO(p.kind << ": " << p.text);
+    CHECK(p.kind != "alert-mismatch");
+    CHECK(p.kind != "flag-mismatch");
+  }
+
+  // Once the store takes writes again, the same requests are made, each with its record.
+  HttpResponse flag = request(s, "PUT", "/audit/flagged-patients/" + staff, ig, R"({"reason":"staff member"})");
+  CHECK(flag.status == 200);
+  HttpResponse reviewed = request(s, "POST", review, ig, R"({"outcome":"appropriate"})");
+  CHECK(reviewed.status == 200);
+  CHECK(test::audit_record_of(s, reviewed).detail.note.find("reviewed: appropriate") != std::string::npos);
+  HttpResponse unflag = request(s, "DELETE", "/audit/flagged-patients/" + other, ig);
+  CHECK(unflag.status == 200);
+  CHECK(test::check_one_audit_record_each(s, {flag, reviewed, unflag}) == 3);
+  flagged = log.flagged_patients("", 10);
+  REQUIRE(flagged.ok());
+  REQUIRE(flagged->items.size() == 1);
+  CHECK(flagged->items[0].nhs_number == staff);
+  report = audit::verify_database(s.cfg.data_dir + "/audit.db", audit::VerifyOptions{});
+  REQUIRE(report.ok());
+  for (const auto& p : report->problems) {
+    INFO(p.kind << ": " << p.text);
+    CHECK(p.kind != "alert-mismatch");
+    CHECK(p.kind != "flag-mismatch");
+  }
+}
+
+TEST_CASE("Audit: paging past many damaged records: next links follow the rows, and every record is reached") {
+  TestServer s([](config::Config& c) { c.audit.export_max = 3; });
+  audit::Log& log = *s.app().audit_log();
+  const std::string nhs = test::nhs(46);
+  // 5 readable records, 120 soon damaged (more than one page reads past), 5 readable.
+  std::vector<std::uint64_t> readable;
+  std::uint64_t first_bad = 0, last_bad = 0;
+  for (int i = 0; i < 130; ++i) {
+    auto seq = log.append_sync(read_of(nhs, i));
+    REQUIRE(seq.ok());
+    if (i < 5 || i >= 125) readable.push_back(*seq);
+    if (i == 5) first_bad = *seq;
+    if (i == 124) last_bad = *seq;
+  }
+  {
+    auto db = sqlite::Database::open(s.cfg.data_dir + "/audit.db");
+    REQUIRE(db.ok());
+    REQUIRE(db->exec("UPDATE audit_record SET record = CAST('{\"v\":1' AS BLOB) WHERE seq BETWEEN " +
+                     std::to_string(first_bad) + " AND " + std::to_string(last_bad))
+                .ok());
+    REQUIRE(db->changes() == 120);
+  }
+  const std::string ig = bearer(ig_officer());
+  auto seen_all = [&readable](std::vector<std::uint64_t> seen) {
+    std::sort(seen.begin(), seen.end());
+    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+    std::vector<std::uint64_t> found;
+    std::set_intersection(seen.begin(), seen.end(), readable.begin(), readable.end(), std::back_inserter(found));
+    return found == readable;
+  };
+
+  SUBCASE("AuditEvent search") {
+    std::vector<std::uint64_t> seen;
+    std::size_t pages = 0, outcome_pages = 0;
+    std::string next = "/AuditEvent?patient=" + nhs + "&_count=3";
+    for (; pages < 20 && !next.empty(); ++pages) {
+      HttpResponse r = get(s, next, ig);
+      REQUIRE_MESSAGE(r.status == 200, r.body);
+      const fhir::Json bundle = json_of(r);
+      next.clear();
+      for (const auto& l : bundle.find("link")->items())
+        if (l.string_at("relation") == "next") next = path_of(s, std::string(l.string_at("url")));
+      if (const fhir::Json* entries = bundle.find("entry"))
+        for (const auto& e : entries->items()) {
+          if (e.find("search")->string_at("mode") == "match")
+            seen.push_back(std::stoull(std::string(e.find("resource")->string_at("id"))));
+          else
+            ++outcome_pages;
+        }
+    }
+    CHECK(next.empty());
+    CHECK(seen_all(seen));
+    CHECK(outcome_pages == 2);  // 100 damaged named on one page, the other 20 on the next
+  }
+  SUBCASE("access report") {
+    std::vector<std::uint64_t> seen;
+    std::size_t warnings = 0;
+    std::string next = "/AuditEvent/$access-report?patient=" + nhs + "&_count=3";
+    for (int page = 0; page < 20 && !next.empty(); ++page) {
+      HttpResponse r = get(s, next, ig);
+      REQUIRE_MESSAGE(r.status == 200, r.body);
+      const fhir::Json body = json_of(r);
+      for (const auto& e : body.find("accesses")->items()) seen.push_back(std::stoull(std::string(e.string_at("auditRecord"))));
+      if (body.find("warning")) ++warnings;
+      next = body.find("next") ? path_of(s, std::string(body.string_at("next"))) : "";
+    }
+    CHECK(next.empty());
+    CHECK(seen_all(seen));
+    CHECK(warnings == 2);
+  }
+  SUBCASE("export") {
+    std::vector<std::uint64_t> seen;
+    std::string next = "/AuditEvent/$export?start=2020-01-01&end=2999-12-31";
+    for (int page = 0; page < 100 && !next.empty(); ++page) {
+      HttpResponse r = get(s, next, ig);
+      REQUIRE_MESSAGE(r.status == 200, r.body);
+      std::size_t at = 0;
+      while (at < r.body.size()) {
+        const std::size_t end = r.body.find('\n', at);
+        REQUIRE(end != std::string::npos);  // every NDJSON line ends with one
+        auto parsed = fhir::parse_json(r.body.substr(at, end - at));
+        REQUIRE(parsed.ok());
+        const fhir::Json& line = *parsed;
+        if (line.string_at("resourceType") == "AuditEvent") seen.push_back(std::stoull(std::string(line.string_at("id"))));
+        at = end + 1;
+      }
+      const std::string link(r.header("link"));
+      next = link.empty() ? "" : path_of(s, link.substr(1, link.find('>') - 1));
+    }
+    CHECK(next.empty());
+    CHECK(seen_all(seen));
+  }
+}
+
+TEST_CASE("Audit: a change set by a handler that then fails is not made; its 500 is audited alone") {
+  const std::string nhs = test::nhs(47);
+  // An IG route that asks for a flag, then breaks (as an exception in a handler would).
+  auto routes = [nhs](http::Router& router, fhir::SearchParamRegistry&) {
+    http::RouteOptions o;
+    o.access = http::Access::audit;
+    o.fhir = false;
+    router.add("GET", "/audit/test/flag-then-fail", [nhs](http::Request& req) -> boost::asio::awaitable<http::Response> {
+      req.audit.patients.push_back(nhs);
+      req.audit_change = http::Request::AuditChange{audit::Log::flag_patient(nhs, "test", "ig-jones"), {}};
+      throw std::runtime_error("broken after asking for the change");
+      co_return http::text_response(200, "text/plain", "unreachable");
+    }, o);
+  };
+  TestServer s({}, routes);
+  HttpResponse r = get(s, "/audit/test/flag-then-fail", bearer(ig_officer()));
+  CHECK(r.status == 500);
+  auto flagged = s.app().audit_log()->flagged_patients("", 10);
+  REQUIRE(flagged.ok());
+  CHECK(flagged->items.empty());
+  CHECK(test::audit_record_of(s, r).status == 500);
 }

@@ -5,6 +5,7 @@
 // Batches are submitted to a running gateway's IngestSink, as an adapter hands them over.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <thread>
@@ -553,6 +554,55 @@ TEST_CASE("Ingest: a pending unit whose ingest-applied record was written before
   CHECK(recs[1].action == "ingest-duplicate");
   CHECK(s->app().ingest().counters().applied == 1);
   CHECK(s->app().ingest().counters().duplicates == 1);
+}
+
+TEST_CASE("Ingest: at start-up the search for a pending message's ingest-applied record reads past damaged records") {
+  std::string data_dir;
+  std::int64_t audited = 0;
+  {
+    auto s = two_sources();
+    data_dir = s->cfg.data_dir;
+    audit::Log& log = *s->app().audit_log();
+    // The source's earlier ingest-applied records, all before the message's own: 150 soon
+    // damaged (more than one page of the search reads past), then more than a page of others.
+    const std::uint64_t first = log.stats().size;
+    std::atomic<int> failed{0};
+    for (int i = 0; i < 1150; ++i) {
+      audit::Record r;
+      r.time_ms = audit::now_ms();
+      r.kind = "ingest";
+      r.action = "ingest-applied";
+      r.route = "ingest";
+      r.target = "TEST OTHER-" + std::to_string(i);
+      r.status = 200;
+      r.agent_kind = "system";
+      r.user = "epr-a";
+      r.detail.note = "message 0";
+      log.append(std::move(r), [&failed](fhir::Result<std::uint64_t> seq) { failed += seq.ok() ? 0 : 1; });
+    }
+    log.flush();
+    REQUIRE(failed == 0);
+    auto sent = submit(*s, batch("epr-a", "D-1", {observation("obs-d1")}));
+    REQUIRE(sent.ok());
+    REQUIRE_FALSE(settled_pending(*s, sent->message_id));
+    audited = sent->message_id;
+    // A stop between the ingest-applied commit and clearing the mark, and audit.db damaged.
+    auto store_db = sqlite::Database::open(s->cfg.data_dir + "/store.db");
+    REQUIRE(store_db.ok());
+    REQUIRE(store_db->exec("UPDATE message SET pending = 1 WHERE id = " + std::to_string(audited)).ok());
+    auto audit_db = sqlite::Database::open(s->cfg.data_dir + "/audit.db");
+    REQUIRE(audit_db.ok());
+    REQUIRE(audit_db->exec("UPDATE audit_record SET record = CAST('{\"v\":1' AS BLOB) WHERE agent = 'epr-a' AND seq "
+                           "BETWEEN " + std::to_string(first) + " AND " + std::to_string(first + 149))
+                .ok());
+    REQUIRE(audit_db->changes() == 150);
+  }
+  auto s = two_sources([&](config::Config& c) { c.data_dir = data_dir; });
+  auto row = s->app().store().message(audited);
+  REQUIRE(row.ok());
+  REQUIRE(row->has_value());
+  CHECK_FALSE((*row)->pending);  // its record was found past the damaged ones
+  CHECK(*s->app().store().pending_count() == 0);
 }
 
 TEST_CASE("Ingest: at start-up a pending message whose ingest-applied record is in audit.db is cleared, one without "

@@ -4,6 +4,7 @@
 // retention that keeps the tree verifiable, the canonical encoding, and UK local time.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -1371,6 +1372,235 @@ TEST_CASE("Audit log: a failed commit completes every caller with not_ready and 
   REQUIRE((r1.ok() && *r1));
   CHECK((*r1)->request_id == "req-2");
   CHECK_FALSE((*log)->checkpoint_now().ok());  // no signer configured
+}
+
+namespace {
+
+// The record of an IG officer's request as the gateway writes it (gateway/http/audit_routes.cpp):
+// what audit-verify checks the review queue and the flagged records against.
+Record ig_request(int i, const std::string& method, const std::string& route, const std::string& note,
+                  const std::string& nhs = "") {
+  Record r;
+  r.time_ms = 1'790'000'000'000 + i * 1000;
+  r.kind = "rest";
+  r.action = method == "POST" ? "create" : method == "PUT" ? "update" : "delete";
+  r.method = method;
+  r.target = route;
+  r.route = route;
+  r.status = 200;
+  r.agent_kind = "user";
+  r.user = "ig-1";
+  r.role = "ig-officer";
+  r.request_id = "ig-" + std::to_string(i);
+  if (!nhs.empty()) r.detail.patients = {nhs};
+  r.detail.note = note;
+  return r;
+}
+
+const std::string kReviewRoute = "/audit/alerts/{id}/review";
+const std::string kFlagRoute = "/audit/flagged-patients/{nhs}";
+
+std::vector<std::string> alert_rules_raised(Log& log) {
+  auto alerts = log.alerts("", 100);
+  REQUIRE(alerts.ok());
+  std::vector<std::string> rules;
+  for (const auto& a : *alerts) rules.push_back(a.rule);
+  return rules;
+}
+
+// Whether audit-verify passes the file at `path` and finds the review queue and the flagged
+// records as the records say.
+bool verifies(const std::shared_ptr<const CheckpointSigner>& signer, const std::string& path) {
+  auto report = verify_with(signer, path);
+  REQUIRE(report.ok());
+  bool mismatch = false;
+  for (const auto& p : report->problems) {
+    MESSAGE(p.kind << ": " << p.text);
+    mismatch = mismatch || p.kind == "alert-mismatch" || p.kind == "flag-mismatch";
+  }
+  return report->ok && !mismatch;
+}
+
+}  // namespace
+
+TEST_CASE("Audit log: an IG officer's change commits with its request's record, or neither does") {
+  auto dir = test::temp_dir("audit-change");
+  auto signer = ed25519_signer();
+  auto log = Log::open(options(dir), signer);
+  REQUIRE(log.ok());
+  Log& audit = **log;
+  Record glass = access(0, "dr-a", "9000000009");
+  glass.detail.basis = "break-glass";
+  glass.detail.break_glass_reason = "emergency-care";
+  REQUIRE(audit.append_sync(glass).ok());
+  REQUIRE(alert_rules_raised(audit) == std::vector<std::string>{"break-glass"});
+  const std::string staff = "9000000017";
+  const Record review = ig_request(1, "POST", kReviewRoute, "alert 1 reviewed: appropriate");
+  const Record flag = ig_request(2, "PUT", kFlagRoute, "record flagged for access alerts: staff member", staff);
+
+  // The audit store refuses the commit: the change is not made either.
+  audit.inject_write_failure(true);
+  auto failed = audit.append_sync(review, Log::review_alert(1, "ig-1", "appropriate", ""));
+  REQUIRE_FALSE(failed.ok());
+  CHECK(failed.issue().code == fhir::ErrorCode::not_ready);
+  auto failed_flag = audit.append_sync(flag, Log::flag_patient(staff, "staff member", "ig-1"));
+  REQUIRE_FALSE(failed_flag.ok());
+  CHECK(failed_flag.issue().code == fhir::ErrorCode::not_ready);
+  audit.inject_write_failure(false);
+  auto open_alerts = audit.alerts("open", 10);
+  REQUIRE(open_alerts.ok());
+  REQUIRE(open_alerts->size() == 1);
+  CHECK(open_alerts->front().reviewer.empty());
+  auto flagged = audit.flagged_patients("", 10);
+  REQUIRE(flagged.ok());
+  CHECK(flagged->items.empty());
+  CHECK(audit.stats().size == 1);
+  // Nor does the writer's own copy of the flags follow the failed one: no flagged-record alert.
+  REQUIRE(audit.append_sync(access(3, "dr-b", staff)).ok());
+  CHECK(alert_rules_raised(audit) == std::vector<std::string>{"break-glass"});
+
+  // Committed: the change and its record both.
+  auto reviewed = audit.append_sync(review, Log::review_alert(1, "ig-1", "appropriate", ""));
+  REQUIRE(reviewed.ok());
+  auto rec = audit.get(*reviewed);
+  REQUIRE((rec.ok() && *rec));
+  CHECK((*rec)->detail.note == "alert 1 reviewed: appropriate");
+  auto done = audit.alerts("reviewed", 10);
+  REQUIRE(done.ok());
+  REQUIRE(done->size() == 1);
+  CHECK(done->front().reviewer == "ig-1");
+  REQUIRE(audit.append_sync(flag, Log::flag_patient(staff, "staff member", "ig-1")).ok());
+  REQUIRE(audit.append_sync(access(4, "dr-c", staff)).ok());
+  CHECK(alert_rules_raised(audit) == std::vector<std::string>{"flagged-record", "break-glass"});
+
+  // Refused at commit: the caller is told, and neither the change nor the record is stored,
+  // while the records queued around it (most likely in the same batch) are.
+  const std::uint64_t size = audit.stats().size;
+  std::mutex m;
+  std::condition_variable cv;
+  int completed = 0;
+  std::vector<std::pair<fhir::Result<std::uint64_t>, bool>> changes;
+  std::vector<fhir::Result<std::uint64_t>> plain;
+  auto on_change = [&](fhir::Result<std::uint64_t> r, bool refused) {
+    std::lock_guard l(m);
+    changes.emplace_back(std::move(r), refused);
+    ++completed;
+    cv.notify_one();
+  };
+  auto on_plain = [&](fhir::Result<std::uint64_t> r) {
+    std::lock_guard l(m);
+    plain.push_back(std::move(r));
+    ++completed;
+    cv.notify_one();
+  };
+  audit.append(access(5, "dr-d"), on_plain);
+  audit.append(review, Log::review_alert(1, "ig-2", "referred", "again"), on_change);
+  audit.append(ig_request(6, "DELETE", kFlagRoute, "record unflagged: x", "9000000025"),
+               Log::unflag_patient("9000000025"), on_change);
+  audit.append(access(7, "dr-e"), on_plain);
+  {
+    std::unique_lock l(m);
+    REQUIRE(cv.wait_for(l, std::chrono::seconds(30), [&] { return completed == 4; }));
+  }
+  REQUIRE(plain.size() == 2);
+  CHECK(plain[0].ok());
+  CHECK(plain[1].ok());
+  REQUIRE(changes.size() == 2);
+  CHECK(changes[0].second);
+  REQUIRE_FALSE(changes[0].first.ok());
+  CHECK(changes[0].first.issue().code == fhir::ErrorCode::conflict);
+  CHECK(changes[1].second);
+  REQUIRE_FALSE(changes[1].first.ok());
+  CHECK(changes[1].first.issue().code == fhir::ErrorCode::not_found);
+  CHECK(audit.stats().size == size + 2);
+  done = audit.alerts("reviewed", 10);
+  REQUIRE(done.ok());
+  CHECK(done->front().reviewer == "ig-1");
+  CHECK(audit.stats().failed_batches == 2);  // the two injected failures only
+
+  audit.stop();
+  CHECK(verifies(signer, options(dir).path));
+}
+
+TEST_CASE("Audit log: paging over damaged records: the rows decide the next page, each damaged one named once") {
+  auto dir = test::temp_dir("audit-damaged-paging");
+  const std::string nhs = "9000000009";
+  {
+    auto log = Log::open(options(dir), nullptr);
+    REQUIRE(log.ok());
+    // 0-4 readable, 5-134 to be damaged (more than one page reads past), 135-139 readable.
+    for (int i = 0; i < 140; ++i) REQUIRE((*log)->append_sync(access(i, "dr-" + std::to_string(i % 7), nhs)).ok());
+    (*log)->stop();
+  }
+  // A copy of audit.db with the middle records altered so that they no longer decode.
+  const auto copy = dir / "copy";
+  std::filesystem::create_directories(copy);
+  std::filesystem::copy_file(dir / "audit.db", copy / "audit.db");
+  {
+    auto db = gw::sqlite::Database::open((copy / "audit.db").string());
+    REQUIRE(db.ok());
+    REQUIRE(db->exec("UPDATE audit_record SET record = CAST('{\"v\":1' AS BLOB) WHERE seq BETWEEN 5 AND 134").ok());
+    CHECK(db->changes() == 130);
+  }
+  LogOptions o = options(copy);
+  o.checkpoint_file.clear();
+  auto log = Log::open(o, nullptr);
+  REQUIRE(log.ok());
+  for (const bool newest_first : {true, false}) {
+    CAPTURE(newest_first);
+    Query q;
+    q.patient = nhs;
+    q.count = 3;
+    q.newest_first = newest_first;
+    std::vector<std::uint64_t> readable, damaged;
+    std::size_t pages = 0;
+    for (; pages < 100; ++pages) {
+      auto page = (*log)->search(q);
+      REQUIRE(page.ok());
+      CHECK(page->total == 140);
+      CHECK(page->records.size() <= 3);
+      CHECK(page->damaged.size() <= kMaxDamagedPerPage);
+      for (const auto& r : page->records) readable.push_back(r.seq);
+      damaged.insert(damaged.end(), page->damaged.begin(), page->damaged.end());
+      if (!page->next_after) break;
+      q.after_seq = page->next_after;
+    }
+    // Every row once, in order, and the paging ran to the end.
+    std::vector<std::uint64_t> want_readable, want_damaged;
+    for (std::uint64_t s = 0; s < 140; ++s) (s >= 5 && s <= 134 ? want_damaged : want_readable).push_back(s);
+    if (newest_first) {
+      std::reverse(want_readable.begin(), want_readable.end());
+      std::reverse(want_damaged.begin(), want_damaged.end());
+    }
+    CHECK(readable == want_readable);
+    CHECK(damaged == want_damaged);
+    CHECK(pages < 100);
+  }
+  // A page that ends on its last row has no next page; one that is full with rows left has.
+  Query all;
+  all.patient = nhs;
+  all.count = 140;
+  auto page = (*log)->search(all);
+  REQUIRE(page.ok());
+  CHECK(page->records.size() == 5);
+  CHECK(page->damaged.size() == kMaxDamagedPerPage);
+  REQUIRE(page->next_after.has_value());
+  CHECK(*page->next_after == 35u);  // newest first: 139..135 readable, then 134..35 damaged
+  Query first;
+  first.patient = nhs;
+  first.count = 5;
+  page = (*log)->search(first);
+  REQUIRE(page.ok());
+  CHECK(page->records.size() == 5);
+  CHECK(page->damaged.empty());
+  REQUIRE(page->next_after.has_value());
+  CHECK(*page->next_after == 135u);
+  first.newest_first = false;
+  first.after_seq = 134;
+  page = (*log)->search(first);
+  REQUIRE(page.ok());
+  CHECK(page->records.size() == 5);
+  CHECK_FALSE(page->next_after.has_value());
 }
 
 TEST_CASE("London time: GMT in winter, BST from the last Sunday of March to the last of October") {

@@ -31,6 +31,7 @@ namespace fs = std::filesystem;
 using gw::audit::Checkpoint;
 using gw::audit::CheckpointSigner;
 using gw::audit::CheckpointVerifier;
+using gw::audit::Log;
 using gw::audit::Record;
 using gw::audit::VerifyOptions;
 using gw::audit::VerifyReport;
@@ -735,7 +736,7 @@ Record ig_record(std::int64_t minute, const std::string& method, const std::stri
 }
 
 // A log whose break-glass accesses raised alerts 1 to 3 (sample(3), sample(20) and sample(37)),
-// of which an IG officer reviewed alert 1 as the gateway does: the review, then its own record
+// of which an IG officer reviewed alert 1 as the gateway does: the review with its own record
 // (record 40). Then the officer flagged 9000000041 (record 41), and flagged and unflagged
 // 9000000068 (records 42 and 43).
 const Built& alert_log() {
@@ -745,25 +746,22 @@ const Built& alert_log() {
     auto alerts = log->alerts("", 100);
     REQUIRE(alerts);
     REQUIRE(alerts->size() == 3);
-    REQUIRE(log->review_alert(1, "ig-officer-1", "inappropriate", "no care relationship"));
     REQUIRE(log->append_sync(ig_record(50, "POST", "/audit/alerts/1/review", "/audit/alerts/{id}/review",
-                                       "alert 1 reviewed: inappropriate - no care relationship")));
+                                       "alert 1 reviewed: inappropriate - no care relationship"),
+                             Log::review_alert(1, "ig-officer-1", "inappropriate", "no care relationship")));
     const std::string flag_route = "/audit/flagged-patients/{nhs}";
-    REQUIRE(log->flag_patient("9000000041", "staff member", "ig-officer-1"));
     Record flag = ig_record(51, "PUT", "/audit/flagged-patients/9000000041", flag_route,
                             "record flagged for access alerts: staff member");
     flag.detail.patients = {"9000000041"};
-    REQUIRE(log->append_sync(flag));
-    REQUIRE(log->flag_patient("9000000068", "public figure", "ig-officer-1"));
+    REQUIRE(log->append_sync(flag, Log::flag_patient("9000000041", "staff member", "ig-officer-1")));
     flag = ig_record(52, "PUT", "/audit/flagged-patients/9000000068", flag_route,
                      "record flagged for access alerts: public figure");
     flag.detail.patients = {"9000000068"};
-    REQUIRE(log->append_sync(flag));
-    REQUIRE(log->unflag_patient("9000000068"));
+    REQUIRE(log->append_sync(flag, Log::flag_patient("9000000068", "public figure", "ig-officer-1")));
     flag = ig_record(53, "DELETE", "/audit/flagged-patients/9000000068", flag_route,
                      "record unflagged: accesses to it no longer raise flagged-record alerts");
     flag.detail.patients = {"9000000068"};
-    REQUIRE(log->append_sync(flag));
+    REQUIRE(log->append_sync(flag, Log::unflag_patient("9000000068")));
     REQUIRE(log->checkpoint_now());
     log->stop();
     return built;
