@@ -535,20 +535,29 @@ TEST_CASE("MLLP: with unmapped = \"filter\" a type or event not mapped is AA wit
     CHECK(acks[0].find("stored as filtered, not applied") != std::string::npos);
   }
   CHECK(test::hl7_field(test::mllp_round_trip(port, a60)[0], "MSA", 1) == "AA");  // a resend: the same answer
+  // Enhanced mode: CA (committed to safe storage), then AA, each with the warning; under ER/ER
+  // (acknowledge errors only) nothing, as for an applied message.
+  const auto enhanced = test::mllp_round_trip(port, msh("SIU^S12^SIU_S12", "F5", "|||AL|AL") + "SCH|1\r", 2);
+  REQUIRE(enhanced.size() == 2);
+  CHECK(ack_code(enhanced[0]) == "CA");
+  CHECK(ack_code(enhanced[1]) == "AA");
+  for (const auto& ack : enhanced) CHECK(ack.find("stored as filtered, not applied") != std::string::npos);
+  CHECK(test::mllp_round_trip(port, msh("SIU^S12^SIU_S12", "F6", "|||ER|ER") + "SCH|1\r", 1, 1500ms).empty());
   // Nothing applied: the patient the A60 names is not in the record locator.
   auto found = s->locator().lookup_identifier(locator::kNhsNumberSystem, "9990000050");
   REQUIRE(found.ok());
   CHECK_FALSE(found->has_value());
   // Kept, one row per message (the resend updated its row), with the reply sent.
-  CHECK(stored(*s, store::MessageStatus::filtered) == 2);
+  CHECK(stored(*s, store::MessageStatus::filtered) == 4);
   CHECK(stored(*s, store::MessageStatus::rejected) == 0);
   CHECK(stored(*s, store::MessageStatus::applied) == 0);
   store::MessageQuery mq;
   mq.status = store::MessageStatus::filtered;
   auto rows = s->app().store().list_messages(mq);
   REQUIRE(rows.ok());
-  REQUIRE(rows->size() == 2);
+  REQUIRE(rows->size() == 4);
   for (const auto& row : *rows) {
+    if (row.dedupe_key.find("|F6") != std::string::npos) continue;  // ER/ER: no reply was sent
     CHECK(row.reply.find("MSA|AA|F") != std::string::npos);
     CHECK(row.error.find("is not mapped") != std::string::npos);
   }
@@ -557,12 +566,12 @@ TEST_CASE("MLLP: with unmapped = \"filter\" a type or event not mapped is AA wit
   q.subtype = "ingest-filtered";
   auto page = s->app().audit_log()->search(q);
   REQUIRE(page.ok());
-  REQUIRE(page->records.size() == 3);
+  REQUIRE(page->records.size() == 5);
   CHECK(page->records[0].status == 202);
   audit::Query by_patient;
   by_patient.patient = "9990000050";
   CHECK(s->app().audit_log()->search(by_patient)->records.size() == 2);
-  CHECK(listener(*s).stats().filtered == 3);
+  CHECK(listener(*s).stats().filtered == 5);
   CHECK(listener(*s).stats().rejected == 0);
   // Only what is not mapped is filtered: a mapped type that cannot be taken is refused as before,
   // and a mapped type is applied.
