@@ -260,6 +260,19 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     co_return replies;
   }
 
+  // ADT events that are never filtered, mapped or not: they merge, link, unlink, move or
+  // re-key patients, visits or accounts, delete them, or cancel an event this adapter applies
+  // (A12 an A02, A38 an A05). Answered AA without being applied, each would leave the record
+  // wrong for good (a duplicate patient, a ward never left) while the sender moves on; so they
+  // stay AR, for the sender's team to see and handle.
+  static bool never_filtered(std::string_view type) {
+    static constexpr std::string_view kKept[] = {
+        "ADT^A12", "ADT^A18", "ADT^A23", "ADT^A24", "ADT^A29", "ADT^A30", "ADT^A34", "ADT^A35", "ADT^A36",
+        "ADT^A37", "ADT^A38", "ADT^A39", "ADT^A41", "ADT^A42", "ADT^A43", "ADT^A44", "ADT^A45", "ADT^A46",
+        "ADT^A47", "ADT^A48", "ADT^A49", "ADT^A50", "ADT^A51"};
+    return std::find(std::begin(kKept), std::end(kKept), type) != std::end(kKept);
+  }
+
   // A message of a type or event not mapped, from a source set to filter them (setting
   // unmapped = "filter"): stored raw with status filtered and audited, then acknowledged as
   // accepted (AA; CA and AA in enhanced mode, as MSH-15/16 ask) with `issue` as a warning, so
@@ -410,8 +423,11 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       const bool unsupported = issue.code == ErrorCode::not_supported;
       // Only a type or event not mapped (ERR 200/201) may be filtered; anything wrong with a
       // message of a mapped type is refused as before.
-      if (unsupported && options.filter_unmapped && issue.expression.rfind("MSH-9", 0) == 0)
-        co_return co_await filter(frame, msh, issue, peer, message);
+      if (unsupported && options.filter_unmapped && issue.expression.rfind("MSH-9", 0) == 0) {
+        if (!never_filtered(message.message_type())) co_return co_await filter(frame, msh, issue, peer, message);
+        issue.diagnostics += " (never filtered: an event that merges, links, moves, re-keys or deletes a patient, "
+                             "visit or account, or cancels an applied event)";
+      }
       co_return co_await refuse(frame, msh, std::move(issue), unsupported, peer, &message);
     }
 

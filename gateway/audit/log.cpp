@@ -165,16 +165,26 @@ fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std:
   }
   // The pruned content is zeroed in the pages the prune wrote, but those are in the WAL, and the
   // WAL's older frames (from when the records were written) still hold it: TRUNCATE copies every
-  // frame into audit.db and empties the WAL. On a connection of its own, as the checkpointer's.
-  auto db = sqlite::Database::open(impl.opt.path);
-  if (!db) return std::move(db).issue();
-  auto st = db->prepare("PRAGMA wal_checkpoint(TRUNCATE)");
-  if (!st) return std::move(st).issue();
-  auto row = st->step();
-  if (!row) return std::move(row).issue();
-  if (!*row || st->column_int64(0) != 0)  // column 0: busy
+  // frame into audit.db and empties the WAL. On a connection of its own, as the checkpointer's,
+  // that never waits: with a busy timeout the checkpoint would hold the WAL's write lock while
+  // it waited for readers (an export, the forwarder), and every audited request waits for the
+  // writer behind it. Busy now, it copies what it can and the writer's own WAL restarts carry
+  // on. The prune is committed and recorded by now: anything here is a warning, not a failure.
+  const auto checkpoint = [&impl]() -> fhir::Result<bool> {
+    auto db = sqlite::Database::open(impl.opt.path);
+    if (!db) return std::move(db).issue();
+    if (auto s = db->exec("PRAGMA busy_timeout=0;"); !s) return std::move(s).issue();
+    auto st = db->prepare("PRAGMA wal_checkpoint(TRUNCATE)");
+    if (!st) return std::move(st).issue();
+    auto row = st->step();
+    if (!row) return std::move(row).issue();
+    return *row && st->column_int64(0) == 0;  // column 0: busy
+  };
+  auto truncated = checkpoint();
+  if (!truncated || !*truncated)
     observe::log(observe::Level::warn,
-                 "audit retention: audit.db WAL busy, pruned content may stay on disk until the next prune");
+                 "audit retention: audit.db WAL busy, pruned content may stay on disk until the next prune",
+                 {{"error", truncated ? std::string("busy") : truncated.issue().diagnostics}});
   return end - begin;
 }
 

@@ -550,7 +550,9 @@ void LogVerifier::check_alerts(const std::vector<StoredAlert>& alerts) {
           note(std::nullopt, "alert-mismatch",
                alert + " is marked reviewed by " + quoted(a.reviewer) + " (" + quoted(said) +
                    "), but no audit record of that review exists: the review was written into audit.db directly "
-                   "(the gateway commits a review and its record together)",
+                   "(the gateway commits a review and its record together; before December 2026 it "
+                   "committed the review first, so in an older log a review whose record failed with 503 "
+                   "also shows so)",
                false);
       } else if (it->second.second.reviewer != a.reviewer || it->second.second.review != said) {
         note(it->second.first, "alert-mismatch",
@@ -581,7 +583,9 @@ void LogVerifier::check_flags(const std::vector<StoredFlag>& flags) {
   if (settled()) return;
   // The gateway commits a flag or unflag together with its record, and the reader sees one
   // snapshot: a table that disagrees with the records was edited, whenever it was read.
-  const std::string together = " (the gateway commits a flag or unflag together with its record)";
+  const std::string together =
+      " (the gateway commits a flag or unflag together with its record; before December 2026 it committed "
+      "the change first, so in an older log a change whose record failed with 503 also shows so)";
   std::map<std::string, const StoredFlag*> table;
   for (const auto& f : flags) table[f.nhs_number] = &f;
   for (const auto& [nhs, change] : flag_changes_) {

@@ -126,12 +126,13 @@ class FakeTransaction final : public IndexTransaction {
     return fhir::Ok{};
   }
 
-  fhir::Status move_identifiers(const std::string& from, const std::string& to) override {
+  fhir::Status move_identifiers(const std::string& from, const std::string& to,
+                                const std::string& merging_source_ods) override {
     for (auto& [key, row] : s_.identifiers) {
       if (row.patient_id != from) continue;
       undo_.push_back([this, k = key, old = row] { s_.identifiers[k] = old; });
       row.patient_id = to;
-      row.retired = true;
+      row.retired = row.retired || row.source == merging_source_ods;
     }
     return fhir::Ok{};
   }

@@ -73,8 +73,12 @@ class IndexTransaction {
   // Every retired record whose merged_into is `from` now points at `to` (version bumped).
   virtual fhir::Status repoint_retired(const std::string& from, const std::string& to, const std::string& now) = 0;
   virtual fhir::Status insert_identifier(const std::string& patient_id, const Identifier& id) = 0;
-  // Links every identifier of `from` to `to`, marking each retired (a merge: `from` is retired).
-  virtual fhir::Status move_identifiers(const std::string& from, const std::string& to) = 0;
+  // Links every identifier of `from` to `to` (a merge: `from` is retired), marking retired
+  // those recorded by `merging_source_ods`, the source that sent the merge: only it is known to
+  // have stopped using them. Another source's identifier stays current (that source merged
+  // nothing and goes on sending it); one retired before stays retired.
+  virtual fhir::Status move_identifiers(const std::string& from, const std::string& to,
+                                        const std::string& merging_source_ods) = 0;
   virtual fhir::Status insert_conflict(const Conflict& c) = 0;  // c.id is assigned by the backend
   virtual fhir::Status insert_merge(const std::string& retired, const std::string& survivor,
                                     const std::string& source_ods, const std::string& now) = 0;

@@ -59,7 +59,7 @@ const std::string_view kSql[] = {
     "last_updated = ?3 WHERE merged_into = (SELECT pk FROM patients WHERE id = ?2)",
     "INSERT INTO identifiers(value, system, patient, source_ods) VALUES (?1, ?2, ?3, ?4)",
     "INSERT OR IGNORE INTO identifier_systems(system) VALUES (?1)",
-    "UPDATE identifiers SET patient = ?1, retired = 1 WHERE patient = ?2",
+    "UPDATE identifiers SET patient = ?1, retired = (retired OR source_ods = ?3) WHERE patient = ?2",
     "INSERT INTO conflicts(patient_id, source_ods, kind, detail, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     "INSERT INTO merges(retired, survivor, source_ods, merged_at) VALUES ((SELECT pk FROM patients WHERE id = ?1), "
     "(SELECT pk FROM patients WHERE id = ?2), ?3, ?4)",

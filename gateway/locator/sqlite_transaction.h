@@ -108,7 +108,8 @@ class SqliteTransaction final : public IndexTransaction {
   fhir::Status update_patient(const PatientRecord& p) override;
   fhir::Status repoint_retired(const std::string& from, const std::string& to, const std::string& now) override;
   fhir::Status insert_identifier(const std::string& patient_id, const Identifier& id) override;
-  fhir::Status move_identifiers(const std::string& from, const std::string& to) override;
+  fhir::Status move_identifiers(const std::string& from, const std::string& to,
+                                const std::string& merging_source_ods) override;
   fhir::Status insert_conflict(const Conflict& c) override;
   fhir::Status insert_merge(const std::string& retired, const std::string& survivor, const std::string& source_ods,
                             const std::string& now) override;

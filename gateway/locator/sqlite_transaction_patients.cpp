@@ -185,13 +185,14 @@ fhir::Status SqliteTransaction::insert_identifier(const std::string& patient_id,
   return fhir::Ok{};
 }
 
-fhir::Status SqliteTransaction::move_identifiers(const std::string& from, const std::string& to) {
+fhir::Status SqliteTransaction::move_identifiers(const std::string& from, const std::string& to,
+                                                const std::string& merging_source_ods) {
   auto from_pk = pk_of(from);
   if (!from_pk) return std::move(from_pk).issue();
   auto to_pk = pk_of(to);
   if (!to_pk) return std::move(to_pk).issue();
   StatementUse q(st(S::move_identifiers));
-  q->bind(1, *to_pk).bind(2, *from_pk);
+  q->bind(1, *to_pk).bind(2, *from_pk).bind(3, merging_source_ods);
   if (auto r = q->run(); !r) return storage(r.issue());
   return fhir::Ok{};
 }

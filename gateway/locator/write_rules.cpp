@@ -370,7 +370,7 @@ fhir::Status apply_merge(IndexTransaction& tx, const std::string& retired_id, co
   ++s.version;
   s.last_updated = now;
   if (auto st = tx.update_patient(s); !st) return st;
-  if (auto st = tx.move_identifiers(r.id, s.id); !st) return st;
+  if (auto st = tx.move_identifiers(r.id, s.id, source_ods); !st) return st;
   if (auto st = tx.move_pointers(r.id, s.id, now); !st) return st;
   if (auto st = move_care_relationships(tx, r.id, s.id); !st) return st;
   return tx.insert_merge(r.id, s.id, source_ods, now);

@@ -580,6 +580,20 @@ TEST_CASE("MLLP: with unmapped = \"filter\" a type or event not mapped is AA wit
   CHECK(ack_code(test::mllp_round_trip(port, training)[0]) == "AR");
   CHECK(ack_code(test::mllp_round_trip(port, "this is not HL7 at all")[0]) == "AR");
   CHECK(stored(*s, store::MessageStatus::rejected) == 2);
+  // Events that merge, re-key or delete patients, or cancel an applied event, are never
+  // filtered: an AA would leave the record wrong while the sender moves on.
+  int n = 0;
+  for (const char* type : {"ADT^A34^ADT_A30", "ADT^A47^ADT_A30", "ADT^A12^ADT_A12", "ADT^A29^ADT_A21"}) {
+    CAPTURE(type);
+    std::string control = "K";
+    control += std::to_string(++n);
+    const auto kept = test::mllp_round_trip(port, msh(type, control) + "EVN|X\r" + pid);
+    REQUIRE(kept.size() == 1);
+    CHECK(ack_code(kept[0]) == "AR");
+    CHECK(test::hl7_field(kept[0], "ERR", 1).rfind("MSH^1^9^201&", 0) == 0);
+    CHECK(kept[0].find("never filtered") != std::string::npos);
+  }
+  CHECK(stored(*s, store::MessageStatus::rejected) == 6);
   const auto a04 = test::mllp_round_trip(port, msh("ADT^A04^ADT_A01", "F4") + pid);
   CHECK(ack_code(a04[0]) == "AA");
   CHECK(a04[0].find("filtered") == std::string::npos);  // (its ERR: a warning that PV1 is missing)

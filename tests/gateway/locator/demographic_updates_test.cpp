@@ -198,6 +198,24 @@ TEST_CASE_TEMPLATE("Locator: a claim naming only identifiers a merge retired fil
   CHECK(read_ok(*l, third).demographics.family == "Third");
 }
 
+TEST_CASE_TEMPLATE("Locator: a merge retires only the merging source's identifiers; another source's stay current",
+                   B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const std::string survivor =
+      resolve_ok(*l, claim("RX1", "", {{kMrnA, "S4", ""}}, person("Survivor", "Sam", "1970-01-01", "male", "")),
+                 MatchOutcome::created);
+  // A second source (a lab) filed its own record, with its own identifier, that the PAS later
+  // finds is the same person and merges.
+  const std::string retired =
+      resolve_ok(*l, claim("RY2", "", {{kMrnB, "L4", ""}}, person("Labrec", "Sam", "1970-01-01", "male", "")),
+                 MatchOutcome::created);
+  REQUIRE(l->merge(retired, survivor, "RX1").ok());
+  // The lab merged nothing and goes on sending its identifier: an update by it is an update.
+  CHECK(resolve_ok(*l, claim("RY2", "", {{kMrnB, "L4", ""}}, person("Later", "", "", "", "")),
+                   MatchOutcome::matched_identifier) == survivor);
+  CHECK(read_ok(*l, survivor).demographics.family == "Later");
+}
+
 TEST_CASE_TEMPLATE("Locator: import and ingest say which matched records changed", B, LOCATOR_BACKENDS) {
   auto l = B::make();
   const auto record = [](int n, const std::string& family) {
