@@ -478,8 +478,10 @@ void App::maintenance_loop() {
     lock.unlock();
     if (audit_log_ && cfg_.audit.retention_days > 0) {
       const std::int64_t cutoff = audit::now_ms() - cfg_.audit.retention_days * 86400 * 1000;
-      // Never prune a record before the SIEM holds it (docs/audit.md "Retention").
-      const std::uint64_t keep_from = audit_forwarder_ ? audit_forwarder_->stats().cursor : UINT64_MAX;
+      // Never prune a record before the SIEM holds it (docs/audit.md "Retention"), counted from
+      // the cursor as saved: after a crash the forwarder resumes from there and sends again
+      // what follows it, which must still be in the log.
+      const std::uint64_t keep_from = audit_forwarder_ ? audit_forwarder_->stats().saved_cursor : UINT64_MAX;
       auto pruned = audit_log_->prune_before(cutoff, "retention", keep_from);
       if (!pruned)
         observe::log(observe::Level::error, "audit retention failed", {{"error", pruned.issue().diagnostics}});

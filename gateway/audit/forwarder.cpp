@@ -116,6 +116,7 @@ struct Forwarder::Impl {
 
   void publish() {
     local.cursor = confirmed;
+    local.saved_cursor = persisted;
     local.connected = session != nullptr;
     std::lock_guard lock(stats_mu);
     shared = local;
@@ -514,7 +515,7 @@ fhir::Result<std::unique_ptr<Forwarder>> Forwarder::start(ForwarderOptions o) {
   impl.backoff = opt.backoff_min;
   impl.hostname = opt.hostname.empty() ? local_hostname() : opt.hostname;
   impl.procid = std::to_string(::getpid());
-  impl.local.cursor = cursor;
+  impl.local.cursor = impl.local.saved_cursor = cursor;
   impl.shared = impl.local;
 
   if (::pipe2(impl.wake, O_NONBLOCK | O_CLOEXEC) != 0)

@@ -84,6 +84,8 @@ struct ForwarderStats {
   std::uint64_t truncated = 0;         // messages cut to max_message_bytes
   std::uint64_t skipped_pruned = 0;    // records pruned by retention before they were forwarded
   std::uint64_t cursor = 0;            // first sequence number not yet known to be delivered
+  std::uint64_t saved_cursor = 0;      // the cursor as last saved in audit.db (a restart resumes
+                                       // from it: at most `cursor`)
   bool connected = false;
   std::string last_error;              // connection or database error text (never record content)
 };

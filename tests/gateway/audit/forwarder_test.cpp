@@ -214,6 +214,7 @@ TEST_CASE("Forwarder: 500 records arrive in order over mutual TLS, each MSG byte
   CHECK(st.resent == 0);
   CHECK(st.connects == 1);
   CHECK(st.cursor == 500);
+  CHECK(st.saved_cursor == 500);  // stop() saved it
   CHECK(db.cursor("siem") == std::optional<std::uint64_t>(500));
 }
 
@@ -259,6 +260,8 @@ TEST_CASE("Forwarder: a receiver reset and a receiver restart lose nothing; dupl
   REQUIRE(eventually([&] { return f->stats().cursor == 260; }));
   CHECK(f->stats().connected);
   REQUIRE(eventually([&] { return db.cursor("siem") == std::optional<std::uint64_t>(260); }));
+  // What retention counts from: the cursor as saved, which a restart would resume at.
+  REQUIRE(eventually([&] { return f->stats().saved_cursor == 260; }));
   f->stop();
 
   std::set<std::uint64_t> all(received_by_rx1.begin(), received_by_rx1.end());
