@@ -227,10 +227,16 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
     vlog.pending.clear();
   }
 
-  // Stores a message that never became a batch, then the acknowledgements for it.
-  awaitable<std::vector<std::string>> refuse(const std::string& frame, const MshSummary& msh, Issue issue,
-                                             bool rejected_kind, const std::string& peer,
-                                             const Message* parsed = nullptr) {
+  // How a message that never became a batch is kept (IngestFailure): refused (AR), not
+  // applicable (AE), or filtered (AA, setting unmapped = "filter").
+  enum class Kept { error, rejected, filtered };
+
+  // Stores a message that never became a batch, with `replies` (built first, so the message
+  // store shows the reply sent), and audits it; then those replies. When not even that can be
+  // stored, the sender is asked to resend later.
+  awaitable<std::vector<std::string>> keep(const std::string& frame, const MshSummary& msh, const Issue& issue,
+                                           Kept how, std::vector<std::string> replies, const std::string& peer,
+                                           const Message* parsed) {
     adapters::IngestFailure f;
     f.source = source.name;
     f.peer = peer;
@@ -243,21 +249,27 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
       if (const std::string trigger = msh.component(9, 2); !trigger.empty()) f.kind.append("^").append(trigger);
     }
     f.dedupe_key = parsed ? dedupe_key(read_msh(parsed->text())) : msh.found ? dedupe_key(msh) : std::string();
-    f.rejected = rejected_kind;
-    // The AR/AE is built first and stored with the row, so the message store shows the reply sent.
-    std::vector<std::string> replies =
-        acknowledgements(msh, rejected_kind ? Outcome::rejected : Outcome::error, ack_error_for(issue, frame));
+    f.rejected = how == Kept::rejected;
+    f.filtered = how == Kept::filtered;
     f.reply = join_replies(replies);
     f.issue = issue;
     fhir::Status stored = co_await record_async(*sink, f);
     if (!stored) {
-      // Not even the failure could be stored: ask the sender to resend later.
       ++retry_later;
       co_return acknowledgements(msh, Outcome::not_committed, ack_error_for(stored.issue()));
     }
-    if (rejected_kind) ++rejected;
-    else ++errors;
+    ++(how == Kept::filtered ? filtered : how == Kept::rejected ? rejected : errors);
     co_return replies;
+  }
+
+  // Stores a message that never became a batch, then the acknowledgements for it (AR or AE).
+  awaitable<std::vector<std::string>> refuse(const std::string& frame, const MshSummary& msh, Issue issue,
+                                             bool rejected_kind, const std::string& peer,
+                                             const Message* parsed = nullptr) {
+    std::vector<std::string> replies =
+        acknowledgements(msh, rejected_kind ? Outcome::rejected : Outcome::error, ack_error_for(issue, frame));
+    co_return co_await keep(frame, msh, issue, rejected_kind ? Kept::rejected : Kept::error, std::move(replies), peer,
+                            parsed);
   }
 
   // ADT events that are never filtered, mapped or not: they merge, link, unlink, move or
@@ -266,11 +278,11 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
   // wrong for good (a duplicate patient, a ward never left) while the sender moves on; so they
   // stay AR, for the sender's team to see and handle.
   static bool never_filtered(std::string_view type) {
-    static constexpr std::string_view kKept[] = {
+    static constexpr std::string_view kNeverFiltered[] = {
         "ADT^A12", "ADT^A18", "ADT^A23", "ADT^A24", "ADT^A29", "ADT^A30", "ADT^A34", "ADT^A35", "ADT^A36",
         "ADT^A37", "ADT^A38", "ADT^A39", "ADT^A41", "ADT^A42", "ADT^A43", "ADT^A44", "ADT^A45", "ADT^A46",
         "ADT^A47", "ADT^A48", "ADT^A49", "ADT^A50", "ADT^A51"};
-    return std::find(std::begin(kKept), std::end(kKept), type) != std::end(kKept);
+    return std::find(std::begin(kNeverFiltered), std::end(kNeverFiltered), type) != std::end(kNeverFiltered);
   }
 
   // A message of a type or event not mapped, from a source set to filter them (setting
@@ -279,27 +291,11 @@ struct Hl7v2Adapter::State : std::enable_shared_from_this<Hl7v2Adapter::State> {
   // the sender's queue moves on and nobody is told it was applied when it was only kept.
   awaitable<std::vector<std::string>> filter(const std::string& frame, const MshSummary& msh, const Issue& issue,
                                              const std::string& peer, const Message& parsed) {
-    adapters::IngestFailure f;
-    f.source = source.name;
-    f.peer = peer;
-    f.nhs_number = nhs_number_of(parsed, mapping_context());
-    f.raw = frame;
-    f.kind = parsed.message_type();
-    f.dedupe_key = dedupe_key(read_msh(parsed.text()));
-    f.filtered = true;
     const std::string warning = (issue.expression.empty() ? std::string("MSH-9") : issue.expression) + ": " +
                                 issue.diagnostics + " (stored as filtered, not applied: setting unmapped = \"filter\")";
     std::vector<std::string> replies = acknowledgements(msh, Outcome::applied, std::nullopt);
     for (std::string& ack : replies) ack = with_warnings(msh, std::move(ack), {warning});
-    f.reply = join_replies(replies);
-    f.issue = issue;
-    fhir::Status stored = co_await record_async(*sink, f);
-    if (!stored) {
-      ++retry_later;
-      co_return acknowledgements(msh, Outcome::not_committed, ack_error_for(stored.issue()));
-    }
-    ++filtered;
-    co_return replies;
+    co_return co_await keep(frame, msh, issue, Kept::filtered, std::move(replies), peer, &parsed);
   }
 
   // One frame -> the acknowledgements to send (possibly none), after everything behind them

@@ -646,13 +646,14 @@ fhir::Result<Store::MessagePrune> Store::prune_messages_before(std::int64_t cuto
       auto row = by_status->step();
       if (!row) return std::move(row).issue();
       if (!*row) break;
-      const std::string status = by_status->column_text(0);
       const std::int64_t n = by_status->column_int64(1);
-      (status == "applied"    ? out.applied
-       : status == "replayed" ? out.replayed
-       : status == "error"    ? out.errored
-       : status == "filtered" ? out.filtered
-                              : out.rejected) += n;
+      switch (parse_status(by_status->column_text(0)).value_or(MessageStatus::rejected)) {
+        case MessageStatus::applied: out.applied += n; break;
+        case MessageStatus::replayed: out.replayed += n; break;
+        case MessageStatus::error: out.errored += n; break;
+        case MessageStatus::rejected: out.rejected += n; break;
+        case MessageStatus::filtered: out.filtered += n; break;
+      }
       out.pending += by_status->column_int64(2);
     }
     auto unfinished = db.prepare(
