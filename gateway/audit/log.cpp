@@ -111,7 +111,22 @@ fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std:
             keep_from < static_cast<std::uint64_t>(by_age) ? static_cast<std::int64_t>(keep_from) : by_age;
         if (by_age > std::max(begin, end)) held_back = {std::max(begin, end), by_age};
         if (end <= begin) return std::pair<std::uint64_t, std::uint64_t>{0, 0};
-        auto prune = [&impl, begin, end]() -> fhir::Status {
+        const std::int64_t prune_ms = now_ms();
+        // The alerts raised by records whose content is gone (these and earlier prunes'): a
+        // reviewed one's detail (an NHS number, a break-glass reason) and review note go with
+        // that content; an open one keeps them until an IG officer has reviewed it (the first
+        // prune after the review removes them). Counted here, on the writer thread, so that
+        // the record can say so: nothing else writes between this and the prune.
+        const std::string redaction = retention_redaction(prune_ms);
+        auto alerts = impl.db.prepare(
+            "SELECT coalesce(sum(status = 'reviewed' AND substr(detail, 1, length(?2)) <> ?2), 0), "
+            "coalesce(sum(status = 'open'), 0) FROM audit_alert WHERE seq < ?1");
+        if (!alerts) return std::move(alerts).issue();
+        alerts->bind(1, end).bind(2, kRetentionRedaction);
+        if (auto row = alerts->step(); !row) return std::move(row).issue();
+        const std::int64_t redacted = alerts->column_int64(0);
+        const std::int64_t kept_open = alerts->column_int64(1);
+        auto prune = [&impl, begin, end, &redaction]() -> fhir::Status {
           auto up = impl.db.prepare(
               "UPDATE audit_record SET record = NULL, agent = '', subtypes = ' ' WHERE seq >= ?1 AND seq < ?2");
           if (!up) return std::move(up).issue();
@@ -127,10 +142,17 @@ fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std:
             del->bind(1, begin).bind(2, end);
             if (auto s = del->run(); !s) return s;
           }
-          return fhir::Ok{};
+          // The same alerts as counted above; a redacted detail is never redacted again (it
+          // keeps the time of the prune that removed it).
+          auto redact = impl.db.prepare(
+              "UPDATE audit_alert SET detail = ?2, review_note = ?2 WHERE seq < ?1 AND status = 'reviewed' "
+              "AND substr(detail, 1, length(?3)) <> ?3");
+          if (!redact) return std::move(redact).issue();
+          redact->bind(1, end).bind(2, redaction).bind(3, kRetentionRedaction);
+          return redact->run();
         };
         Record r;
-        r.time_ms = now_ms();
+        r.time_ms = prune_ms;
         r.kind = "system";
         r.action = "retention-prune";
         r.agent_kind = "system";
@@ -143,6 +165,10 @@ fhir::Result<std::uint64_t> Log::prune_before(std::int64_t cutoff_ms, const std:
           r.detail.note += "; records " + std::to_string(held_back->first) + " onwards (" +
                            std::to_string(held_back->second - held_back->first) +
                            " records) are as old but stay until the audit forwarder has delivered them";
+        auto alerts_text = [](std::int64_t n) { return std::to_string(n) + (n == 1 ? " alert" : " alerts"); };
+        r.detail.note += "; the detail and review note of " + alerts_text(redacted) +
+                         " raised by pruned records and reviewed were removed (" + alerts_text(kept_open) +
+                         (kept_open == 1 ? " still open keeps its" : " still open keep their") + " detail until reviewed)";
         std::optional<fhir::Result<std::uint64_t>> appended;
         std::vector<Impl::Append> batch;
         batch.push_back(Impl::Append{std::move(r), [&appended](fhir::Result<std::uint64_t> seq) {

@@ -244,6 +244,16 @@ std::optional<std::pair<std::uint64_t, std::uint64_t>> prune_range(std::string_v
   return std::pair{*first, *last};
 }
 
+std::string retention_redaction(std::int64_t time_ms) {
+  return std::string(kRetentionRedaction) + format_time_ms(time_ms);
+}
+
+bool is_retention_redaction(std::string_view text) {
+  // The prefix and a time as format_time_ms() writes it (2026-12-07T20:05:53.000Z).
+  return text.size() == kRetentionRedaction.size() + 24 &&
+         text.substr(0, kRetentionRedaction.size()) == kRetentionRedaction && text.back() == 'Z';
+}
+
 std::string format_time_ms(std::int64_t time_ms) {
   std::time_t secs = static_cast<std::time_t>(time_ms / 1000);
   int ms = static_cast<int>(time_ms % 1000);

@@ -87,6 +87,13 @@ std::vector<std::string> subtypes(const Record& r);
 // "...records B to E (N records)..."); empty when it removed nothing or says something else.
 std::optional<std::pair<std::uint64_t, std::uint64_t>> prune_range(std::string_view note);
 
+// What retention leaves of a reviewed alert's detail and review note once the record that
+// raised it is pruned (Log::prune_before): "removed by audit retention at <time>", the time of
+// the prune. The alert's other columns stay. is_retention_redaction() recognises the text.
+inline constexpr std::string_view kRetentionRedaction = "removed by audit retention at ";
+std::string retention_redaction(std::int64_t time_ms);
+bool is_retention_redaction(std::string_view text);
+
 // The canonical encoding: compact JSON, members in a fixed order, all present. Always valid
 // UTF-8: a string that is not is written with U+FFFD for each ill-formed byte (as
 // make_valid_utf8 would make it).

@@ -541,8 +541,33 @@ void LogVerifier::check_alerts(const std::vector<StoredAlert>& alerts) {
                "edited",
            false);
     auto it = reviews_.find(a.id);
+    // Retention replaces a reviewed alert's detail and review note with one placeholder once
+    // the record that raised it is pruned (Log::prune_before), in the prune's own commit. The
+    // placeholder anywhere else was written into audit.db: it hides what the alert was about.
+    const bool redacted = is_retention_redaction(a.detail);
+    const bool note_redacted = is_retention_redaction(a.note);
+    if (redacted || (note_redacted && it == reviews_.end())) {
+      std::string why;
+      if (!pruned(a.seq))
+        why = "record " + std::to_string(a.seq) + ", which raised it, was not pruned";
+      else if (a.status != "reviewed")
+        why = "the alert is " + quoted(a.status) + ", and retention keeps an open alert's detail";
+      else if (!redacted || a.note != a.detail)
+        why = "retention replaces the detail and the review note together, with the same text";
+      if (!why.empty())
+        note(std::nullopt, "alert-mismatch",
+             alert + "'s " + (redacted ? "detail" : "review note") + " says " +
+                 quoted(redacted ? a.detail : a.note) + ", but " + why + hides + ", which hides what it was about",
+             false);
+    }
     if (a.status == "reviewed") {
       const std::string said = a.outcome + (a.note.empty() ? "" : " - " + a.note);
+      // What the review's record says of a redacted review: its outcome, and perhaps a note
+      // ("outcome - note"), which retention removed from the queue.
+      const auto same_review = [&a, redacted, &said](const std::string& recorded) {
+        if (!redacted) return recorded == said;
+        return recorded == a.outcome || recorded.rfind(a.outcome + " - ", 0) == 0;
+      };
       if (it == reviews_.end()) {
         // Its review came after the record that raised it: when retention removed that record's
         // content, it may have removed the review's too.
@@ -554,7 +579,7 @@ void LogVerifier::check_alerts(const std::vector<StoredAlert>& alerts) {
                    "committed the review first, so in an older log a review whose record failed with 503 "
                    "also shows so)",
                false);
-      } else if (it->second.second.reviewer != a.reviewer || it->second.second.review != said) {
+      } else if (it->second.second.reviewer != a.reviewer || !same_review(it->second.second.review)) {
         note(it->second.first, "alert-mismatch",
              alert + "'s review was changed after it was made: the review queue says " + quoted(a.reviewer) +
                  " decided " + quoted(said) + ", but record " + num(it->second.first) + ", the review itself, says " +

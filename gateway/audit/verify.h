@@ -129,6 +129,7 @@ struct StoredAlert {
   std::int64_t seq = 0;  // the record that raised it
   std::string status;    // "open" or "reviewed"
   std::string reviewer, outcome, note;
+  std::string detail;    // what raised it, or retention's placeholder (retention_redaction())
 };
 
 // What check_row() found out about one row on its own.
@@ -191,7 +192,10 @@ class LogVerifier {
   // must be the one its audit record says was made (same alert, reviewer, outcome and note),
   // every reviewed alert must have that record unless retention removed it, an alert a record
   // says was reviewed must not be open again or gone, and ids run 1, 2, ... without a gap (the
-  // gateway never deletes an alert). Call after the last add(), before finish().
+  // gateway never deletes an alert). Retention's placeholder (retention_redaction()) may stand
+  // for a detail and review note only together, of a reviewed alert whose record was pruned;
+  // the review's record then need only agree on the reviewer and outcome. Call after the last
+  // add(), before finish().
   void check_alerts(const std::vector<StoredAlert>& alerts);
   // audit_flagged_patient against the records of the flags and unflags (flag-mismatch): a
   // number the last such record flagged must be there with that reason and flagger, one it

@@ -181,14 +181,15 @@ fhir::Result<std::vector<StoredAlert>> read_alerts(Database& db) {
   auto table = has_table(db, "audit_alert");
   if (!table) return std::move(table).issue();
   if (!*table) return out;
-  auto s = db.prepare("SELECT id, seq, status, reviewer, review_outcome, review_note FROM audit_alert ORDER BY id");
+  auto s = db.prepare(
+      "SELECT id, seq, status, reviewer, review_outcome, review_note, detail FROM audit_alert ORDER BY id");
   if (!s) return std::move(s).issue();
   for (;;) {
     auto r = s->step();
     if (!r) return std::move(r).issue();
     if (!*r) break;
     out.push_back(StoredAlert{s->column_int64(0), s->column_int64(1), s->column_text(2), s->column_text(3),
-                              s->column_text(4), s->column_text(5)});
+                              s->column_text(4), s->column_text(5), s->column_text(6)});
   }
   return out;
 }

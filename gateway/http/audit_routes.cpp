@@ -730,6 +730,9 @@ class AuditApi {
       o.set("auditEvent", str(deps_.base_url + "/AuditEvent/" + std::to_string(a.seq)));
       o.set("raised", str(audit::format_time_ms(a.raised_ms)));
       o.set("status", str(a.status));
+      // Retention removed the detail and note with the record that raised the alert: said so
+      // plainly, so that a client need not recognise the placeholder text.
+      if (audit::is_retention_redaction(a.detail)) o.set("redacted", Json::boolean(true));
       if (a.status == "reviewed") {
         o.set("reviewer", str(a.reviewer));
         o.set("outcome", str(a.review_outcome));

@@ -189,6 +189,13 @@ class FakeTransaction final : public IndexTransaction {
     return fhir::Ok{};
   }
 
+  fhir::Result<std::vector<Pointer>> pointers_of(const std::string& id) override {
+    std::vector<Pointer> out;  // s_.pointers is keyed by id: in id order
+    for (const auto& [pid, p] : s_.pointers)
+      if (p.patient_id == id) out.push_back(p);
+    return out;
+  }
+
   fhir::Status move_pointers(const std::string& from, const std::string& to, const std::string& now) override {
     for (auto& [id, p] : s_.pointers) {
       if (p.patient_id != from) continue;

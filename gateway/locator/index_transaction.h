@@ -89,6 +89,8 @@ class IndexTransaction {
   virtual fhir::Result<bool> insert_pointer_if_new(const Pointer& p) = 0;
   virtual fhir::Status update_pointer(const Pointer& p) = 0;
   virtual fhir::Status delete_pointer(const std::string& id) = 0;
+  // The pointers filed under the record `id` itself (no merge followed), by id.
+  virtual fhir::Result<std::vector<Pointer>> pointers_of(const std::string& id) = 0;
   // Moves every pointer of `from` to `to`, bumping version and last_updated.
   virtual fhir::Status move_pointers(const std::string& from, const std::string& to, const std::string& now) = 0;
 
@@ -136,8 +138,11 @@ fhir::Result<Pointer> apply_put_pointer(IndexTransaction& tx, const std::string&
                                         const std::optional<VersionMatch>& if_match, const std::string& now);
 fhir::Status apply_delete_pointer(IndexTransaction& tx, const std::string& acting_source_ods,
                                   const std::string& pointer_id, const std::optional<VersionMatch>& if_match);
+// `pointer_base_url` as IngestUpdate's: with it, a moved pointer whose url ingest built for the
+// retired record (every source's, not only the merging one's) is given the survivor's url.
 fhir::Status apply_merge(IndexTransaction& tx, const std::string& retired_id, const std::string& survivor_id,
-                         const std::string& source_ods, const std::string& now);
+                         const std::string& source_ods, const std::string& now,
+                         const std::string& pointer_base_url = {});
 fhir::Status apply_set_objection(IndexTransaction& tx, const std::string& patient_id, bool objection,
                                  const std::string& now);
 fhir::Status apply_upsert_source_system(IndexTransaction& tx, const SourceSystem& s, const std::string& now);

@@ -77,6 +77,8 @@ const std::string_view kSql[] = {
     "= (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) WHERE id = ?1",
     "DELETE FROM pointers WHERE id = ?1",
     "UPDATE pointers SET patient = ?1, version = version + 1, last_updated = ?3 WHERE patient = ?2",
+    // pointers_of: kPointerColumns + " WHERE ptr.patient = ... ORDER BY ptr.id" (built in prepare)
+    "",
     "INSERT INTO source_systems(ods_code, name, adapter, endpoint, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) "
     "ON CONFLICT(ods_code) DO UPDATE SET name = excluded.name, adapter = excluded.adapter, "
     "endpoint = excluded.endpoint, updated_at = excluded.updated_at",
@@ -171,10 +173,13 @@ fhir::Result<std::unique_ptr<SqliteTransaction>> SqliteTransaction::prepare(sqli
   if (std::size(kSql) != n) return Issue::make(ErrorCode::internal_error, "statement table out of step");
   std::string patient_by_id = std::string("SELECT ") + std::string(kPatientColumns) + " WHERE p.id = ?1";
   std::string pointer_by_id = std::string("SELECT ") + std::string(kPointerColumns) + " WHERE ptr.id = ?1";
+  std::string pointers_of = std::string("SELECT ") + std::string(kPointerColumns) +
+                            " WHERE ptr.patient = (SELECT pk FROM patients WHERE id = ?1) ORDER BY ptr.id";
   std::array<std::string_view, n> sql{};
   for (std::size_t i = 0; i < n; ++i) sql[i] = kSql[i];
   sql[static_cast<std::size_t>(S::patient_by_id)] = patient_by_id;
   sql[static_cast<std::size_t>(S::pointer_by_id)] = pointer_by_id;
+  sql[static_cast<std::size_t>(S::pointers_of)] = pointers_of;
   std::unique_ptr<SqliteTransaction> tx(new SqliteTransaction(db));
   if (auto s = prepare_all(db, sql.data(), n, tx->statements_); !s) return std::move(s).issue();
   return tx;

@@ -118,6 +118,7 @@ class SqliteTransaction final : public IndexTransaction {
   fhir::Result<bool> insert_pointer_if_new(const Pointer& p) override;
   fhir::Status update_pointer(const Pointer& p) override;
   fhir::Status delete_pointer(const std::string& id) override;
+  fhir::Result<std::vector<Pointer>> pointers_of(const std::string& id) override;
   fhir::Status move_pointers(const std::string& from, const std::string& to, const std::string& now) override;
   fhir::Status upsert_source_system(const SourceSystem& s, const std::string& now) override;
   fhir::Result<std::vector<CareTeamMember>> care_team(const std::string& patient_id) override;

@@ -25,6 +25,7 @@ enum class SqliteTransaction::S : std::size_t {
   insert_other_name, insert_other_given, repoint_retired,
   insert_identifier, insert_identifier_system, move_identifiers, insert_conflict, insert_merge,
   pointer_by_id, insert_pointer, insert_pointer_if_new, update_pointer, delete_pointer, move_pointers,
+  pointers_of,
   upsert_source,
   care_team_of, upsert_care_team, delete_care_team_member,
   encounters_of, insert_encounter_if_new, trim_encounters_organisation, trim_encounters_patient, delete_encounters,

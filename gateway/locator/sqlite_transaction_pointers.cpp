@@ -58,6 +58,18 @@ fhir::Status SqliteTransaction::delete_pointer(const std::string& id) {
   return fhir::Ok{};
 }
 
+fhir::Result<std::vector<Pointer>> SqliteTransaction::pointers_of(const std::string& id) {
+  StatementUse q(st(S::pointers_of));
+  q->bind(1, id);
+  std::vector<Pointer> out;
+  for (;;) {
+    auto row = q->step();
+    if (!row) return storage(row.issue());
+    if (!*row) return out;
+    out.push_back(pointer_from_row(*q));
+  }
+}
+
 fhir::Status SqliteTransaction::move_pointers(const std::string& from, const std::string& to,
                                               const std::string& now) {
   auto from_pk = pk_of(from);

@@ -295,6 +295,41 @@ fhir::Status check_version(const std::optional<Pointer>& current, const std::opt
                      "If-Match");
 }
 
+// The url of the pointer ingest keeps per source and patient, from the resource types it holds
+// (all of them, the earlier units' included: a unit without a visit must not turn a pointer to
+// a source's Encounters into one to the Patient alone): the Encounters when it holds any, where
+// a reader of the record starts, else the DiagnosticReports, else the Patient. "{patient}" is
+// filled in afterwards.
+std::string ingest_pointer_url(const std::string& base, const std::vector<std::string>& resource_types) {
+  const auto holds = [&](const char* type) {
+    return std::find(resource_types.begin(), resource_types.end(), type) != resource_types.end();
+  };
+  const char* first = holds("Encounter") ? "Encounter" : holds("DiagnosticReport") ? "DiagnosticReport" : nullptr;
+  return first ? base + "/" + first + "?patient={patient}" : base + "/Patient/{patient}";
+}
+
+// `url` with every "{patient}" replaced by `patient`.
+std::string with_patient(std::string url, const std::string& patient) {
+  for (std::size_t at = url.find("{patient}"); at != std::string::npos; at = url.find("{patient}", at + patient.size()))
+    url.replace(at, 9, patient);
+  return url;
+}
+
+// Part of apply_merge: the pointers of `from` whose url ingest built (exactly what
+// ingest_pointer_url() makes of their resource types under `base`, naming `from`), which the
+// merge must re-point at the survivor. Any other url was given by a source (the FHIR pointer
+// API) and is the source's to change. None without a base: nothing can be recognised.
+fhir::Result<std::vector<std::string>> ingest_built_pointers(IndexTransaction& tx, const std::string& from,
+                                                             const std::string& base) {
+  std::vector<std::string> ids;
+  if (base.empty()) return ids;
+  auto held = tx.pointers_of(from);
+  if (!held) return std::move(held).issue();
+  for (const Pointer& p : *held)
+    if (p.url == with_patient(ingest_pointer_url(base, p.resource_types), from)) ids.push_back(p.id);
+  return ids;
+}
+
 }  // namespace
 
 fhir::Result<Pointer> apply_put_pointer(IndexTransaction& tx, const std::string& acting, Pointer p,
@@ -325,7 +360,7 @@ fhir::Status apply_delete_pointer(IndexTransaction& tx, const std::string& actin
 }
 
 fhir::Status apply_merge(IndexTransaction& tx, const std::string& retired_id, const std::string& survivor_id,
-                         const std::string& source_ods, const std::string& now) {
+                         const std::string& source_ods, const std::string& now, const std::string& pointer_base_url) {
   if (retired_id == survivor_id)
     return Issue::make(ErrorCode::invalid_value, "a record cannot be merged into itself", "survivor");
   auto retired = tx.patient(retired_id);
@@ -371,7 +406,20 @@ fhir::Status apply_merge(IndexTransaction& tx, const std::string& retired_id, co
   s.last_updated = now;
   if (auto st = tx.update_patient(s); !st) return st;
   if (auto st = tx.move_identifiers(r.id, s.id, source_ods); !st) return st;
+  // Every source's pointers move, and those whose url the gateway built name the survivor
+  // (retrieving through the retired id still works, clinical routes follow merges, but it is
+  // stale, and shows callers an id that is no longer the record's).
+  auto rebuilt = ingest_built_pointers(tx, r.id, pointer_base_url);
+  if (!rebuilt) return std::move(rebuilt).issue();
   if (auto st = tx.move_pointers(r.id, s.id, now); !st) return st;
+  for (const std::string& id : *rebuilt) {
+    auto moved = tx.pointer(id);  // as moved: version and last_updated already bumped
+    if (!moved) return std::move(moved).issue();
+    if (!*moved) return Issue::make(ErrorCode::internal_error, "pointer vanished during a merge");
+    Pointer& p = **moved;
+    p.url = with_patient(ingest_pointer_url(pointer_base_url, p.resource_types), s.id);
+    if (auto st = tx.update_pointer(p); !st) return st;
+  }
   if (auto st = move_care_relationships(tx, r.id, s.id); !st) return st;
   return tx.insert_merge(r.id, s.id, source_ods, now);
 }
@@ -480,19 +528,6 @@ std::string source_pointer_id(const std::string& patient, const std::string& sou
   return id;
 }
 
-// The url of the pointer ingest keeps per source and patient, from the resource types it holds
-// (all of them, the earlier units' included: a unit without a visit must not turn a pointer to
-// a source's Encounters into one to the Patient alone): the Encounters when it holds any, where
-// a reader of the record starts, else the DiagnosticReports, else the Patient. "{patient}" is
-// filled in afterwards.
-std::string ingest_pointer_url(const std::string& base, const std::vector<std::string>& resource_types) {
-  const auto holds = [&](const char* type) {
-    return std::find(resource_types.begin(), resource_types.end(), type) != resource_types.end();
-  };
-  const char* first = holds("Encounter") ? "Encounter" : holds("DiagnosticReport") ? "DiagnosticReport" : nullptr;
-  return first ? base + "/" + first + "?patient={patient}" : base + "/Patient/{patient}";
-}
-
 // For an A40: the record to merge `retired` into before the survivor's claim is resolved, when
 // resolving would find `retired` itself (its trusted NHS number, else the first identifier
 // the index knows, is the retired record's) although another of the claim's identifiers names
@@ -555,7 +590,8 @@ fhir::Result<IngestOutcome> apply_ingest(IndexTransaction& tx, const IngestUpdat
     auto pick = survivor_for_merge(tx, u.identity, *retired);
     if (!pick) return std::move(pick).issue();
     if (*pick)
-      if (auto s = apply_merge(tx, *retired, **pick, u.identity.source_ods, now); !s) return std::move(s).issue();
+      if (auto s = apply_merge(tx, *retired, **pick, u.identity.source_ods, now, u.pointer_base_url); !s)
+        return std::move(s).issue();
   }
 
   IngestOutcome out;
@@ -566,7 +602,8 @@ fhir::Result<IngestOutcome> apply_ingest(IndexTransaction& tx, const IngestUpdat
   if (retired) {
     out.retired_patient_id = *retired;
     if (*retired != patient)  // equal: the merge was done already (the identifiers moved)
-      if (auto s = apply_merge(tx, *retired, patient, u.identity.source_ods, now); !s) return std::move(s).issue();
+      if (auto s = apply_merge(tx, *retired, patient, u.identity.source_ods, now, u.pointer_base_url); !s)
+        return std::move(s).issue();
   }
   // Records already filed under a patient stay that patient's, unless a merge into the
   // resolved one explains the move (checked after this update's own merge).
@@ -613,8 +650,7 @@ fhir::Result<IngestOutcome> apply_ingest(IndexTransaction& tx, const IngestUpdat
       if (p.resource_types.size() > kMaxResourceTypes) p.resource_types.resize(kMaxResourceTypes);
     }
     if (!u.pointer_base_url.empty()) p.url = ingest_pointer_url(u.pointer_base_url, p.resource_types);
-    for (std::size_t at = p.url.find("{patient}"); at != std::string::npos; at = p.url.find("{patient}"))
-      p.url.replace(at, 9, patient);
+    p.url = with_patient(std::move(p.url), patient);
     auto put = put_pointer_checked(tx, source, std::move(p), now, false);
     if (!put) return std::move(put).issue();
     out.pointer = std::move(*put);

@@ -930,3 +930,70 @@ TEST_CASE("Audit: a change set by a handler that then fails is not made; its 500
   CHECK(flagged->items.empty());
   CHECK(test::audit_record_of(s, r).status == 500);
 }
+
+TEST_CASE("Audit: after retention the alert queue lists a reviewed alert as redacted, an open one as it was") {
+  TestServer s;
+  audit::Log& log = *s.app().audit_log();
+  const std::string ig = bearer(ig_officer());
+  // Two alerts: refused break-glass attempts, each naming its reason.
+  for (int i = 0; i < 2; ++i) {
+    audit::Record glass = read_of(test::nhs(46 + i), i);
+    glass.status = 403;
+    glass.detail.break_glass_reason = "emergency-care";
+    REQUIRE(log.append_sync(glass).ok());
+  }
+  auto raised = log.alerts("open", 10);
+  REQUIRE(raised.ok());
+  REQUIRE(raised->size() == 2);
+  const std::int64_t reviewed_id = raised->back().id, open_id = raised->front().id;
+  const std::string review = "/audit/alerts/" + std::to_string(reviewed_id) + "/review";
+  REQUIRE(request(s, "POST", review, ig, R"({"outcome":"referred","note":"asked the ward manager"})").status == 200);
+  // Retention removes a prefix of the log: everything so far, both alerts' records included.
+  auto pruned = log.prune_before(audit::now_ms() + 1000, "retention");
+  REQUIRE(pruned.ok());
+  REQUIRE(*pruned >= 3);
+  audit::Query q;
+  q.subtype = "retention-prune";
+  auto prune_records = log.search(q);
+  REQUIRE(prune_records.ok());
+  REQUIRE(prune_records->records.size() == 1);
+  const std::string placeholder = audit::retention_redaction(prune_records->records[0].time_ms);
+
+  HttpResponse listed = get(s, "/audit/alerts?status=all", ig);
+  REQUIRE(listed.status == 200);
+  const fhir::Json body = json_of(listed);
+  const auto& items = body.find("alerts")->items();
+  REQUIRE(items.size() == 2);
+  int seen = 0;
+  for (const auto& al : items) {
+    if (*al.find("id")->as_int64() == reviewed_id) {
+      ++seen;
+      const fhir::Json* redacted = al.find("redacted");
+      CHECK((redacted != nullptr && redacted->as_bool()));
+      CHECK(std::string(al.string_at("detail")) == placeholder);
+      CHECK(std::string(al.string_at("note")) == placeholder);
+      CHECK(std::string(al.string_at("status")) == "reviewed");
+      CHECK(std::string(al.string_at("outcome")) == "referred");
+      CHECK(std::string(al.string_at("reviewer")) == ig_officer().sub);
+      CHECK(std::string(al.string_at("rule")) == "break-glass");
+    } else {
+      ++seen;
+      CHECK(*al.find("id")->as_int64() == open_id);
+      CHECK(al.find("redacted") == nullptr);
+      CHECK(std::string(al.string_at("detail")) == "break-glass refused, reason emergency-care");
+      CHECK(std::string(al.string_at("status")) == "open");
+    }
+  }
+  CHECK(seen == 2);
+  // A redacted alert was reviewed: it stays so.
+  CHECK(request(s, "POST", review, ig, R"({"outcome":"appropriate"})").status == 409);
+  // And the open one is still reviewable, its detail kept until a later prune.
+  CHECK(request(s, "POST", "/audit/alerts/" + std::to_string(open_id) + "/review", ig, R"({"outcome":"appropriate"})")
+            .status == 200);
+  auto report = audit::verify_database(s.cfg.data_dir + "/audit.db", audit::VerifyOptions{});
+  REQUIRE(report.ok());
+  for (const auto& p : report->problems) {
+    INFO(p.kind << ": " << p.text);
+    CHECK(p.kind != "alert-mismatch");
+  }
+}

@@ -647,3 +647,51 @@ TEST_CASE("Ingest: at start-up a pending message whose ingest-applied record is 
   CHECK_FALSE(resend->duplicate);
   CHECK_FALSE(settled_pending(*s, unaudited));
 }
+
+TEST_CASE("Ingest: an A40 from one source gives another source's pointer on the retired record the survivor's url") {
+  auto s = two_sources();
+  // Both sources hold the record to retire (the same NHS number); each has its pointer, whose
+  // url the gateway built naming that record.
+  auto a = submit(*s, batch("epr-a", "p-1", {observation("p-obs-1")}));
+  REQUIRE(a.ok());
+  auto b = submit(*s, batch("epr-b", "p-2", {observation("p-obs-2")}));
+  REQUIRE(b.ok());
+  const std::string old_rec = a->patient_id;
+  REQUIRE(b->patient_id == old_rec);
+  const std::string b_pointer = old_rec + "-RXB01";
+  auto before = s->locator().read_pointer(b_pointer);
+  REQUIRE(before.ok());
+  REQUIRE(before->has_value());
+  REQUIRE((*before)->url.find(old_rec) != std::string::npos);
+  REQUIRE((*before)->url.rfind(s->cfg.public_base_url + "/", 0) == 0);
+
+  // epr-a's survivor, known by its MRN only; then epr-a's A40 retires the first record into it.
+  const char* keep_identity =
+      R"({"resourceType":"Patient","identifier":[{"system":"https://epr-a.example.nhs.uk/Id/mrn","value":"KEEP-1"}]})";
+  auto keep_unit = batch("epr-a", "p-3", {});
+  keep_unit.identity = parse(keep_identity);
+  auto keep = submit(*s, std::move(keep_unit));
+  REQUIRE(keep.ok());
+  REQUIRE(keep->patient_id != old_rec);
+  auto merge = batch("epr-a", "p-4", {});
+  merge.kind = "ADT^A40";
+  merge.identity = parse(keep_identity);
+  merge.retired_identifiers.push_back(
+      parse(std::string(R"({"system":"https://fhir.nhs.uk/Id/nhs-number","value":")") + kNhs + R"("})"));
+  merge.identity_location = "PID-3";
+  merge.merge_location = "MRG-1";
+  auto merged = submit(*s, std::move(merge));
+  REQUIRE(merged.ok());
+  CHECK(merged->patient_id == keep->patient_id);
+
+  // epr-b's pointer: on the survivor, and its url names the survivor, not the retired id.
+  auto after = s->locator().read_pointer(b_pointer);
+  REQUIRE(after.ok());
+  REQUIRE(after->has_value());
+  CHECK((*after)->patient_id == keep->patient_id);
+  CHECK((*after)->url.find(old_rec) == std::string::npos);
+  std::string expected = (*before)->url;
+  expected.replace(expected.find(old_rec), old_rec.size(), keep->patient_id);
+  CHECK((*after)->url == expected);
+  CHECK(pointers_from(*s, keep->patient_id, "RXB01") == 1);
+}

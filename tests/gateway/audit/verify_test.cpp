@@ -860,6 +860,140 @@ TEST_CASE("audit verify: edits to the alert review queue are caught") {
   }
 }
 
+// The alert queue by id (Log::alerts lists it newest first).
+std::map<std::int64_t, gw::audit::Alert> alerts_by_id(const Log& log) {
+  auto listed = log.alerts("", 100);
+  REQUIRE(listed);
+  std::map<std::int64_t, gw::audit::Alert> out;
+  for (auto& a : *listed) out[a.id] = a;
+  return out;
+}
+
+TEST_CASE("audit verify: retention redacts the reviewed alerts of pruned records in its own commit, and nothing else") {
+  // Alerts 1 to 3, raised by records 3, 20 and 37 (break-glass in sample()). An IG officer
+  // reviews alerts 1 and 3 (records 40 and 41); alert 2 stays open. Retention then removes
+  // records 0 to 29: alert 1's detail and note go, alert 2 (open) and alert 3 (its record kept)
+  // keep theirs.
+  Built b = build("verify-redact", 40);
+  const std::int64_t cutoff = kBaseTimeMs + 30 * 60'000;
+  {
+    auto log = open_log(b);
+    REQUIRE(log->append_sync(ig_record(50, "POST", "/audit/alerts/1/review", "/audit/alerts/{id}/review",
+                                       "alert 1 reviewed: inappropriate - no care relationship with 9000000009"),
+                             Log::review_alert(1, "ig-officer-1", "inappropriate", "no care relationship with 9000000009")));
+    REQUIRE(log->append_sync(ig_record(51, "POST", "/audit/alerts/3/review", "/audit/alerts/{id}/review",
+                                       "alert 3 reviewed: referred - to the caldicott guardian"),
+                             Log::review_alert(3, "ig-officer-1", "referred", "to the caldicott guardian")));
+    const auto before = alerts_by_id(*log);
+    REQUIRE(before.size() == 3);
+    REQUIRE(before.at(1).detail == "break-glass access, reason EMERG");
+
+    // The commit fails where a crash could strike: neither the content nor an alert changes.
+    log->inject_write_failure(true);
+    CHECK_FALSE(log->prune_before(cutoff, "retention-job"));
+    log->inject_write_failure(false);
+    auto kept = log->get(3);
+    REQUIRE(kept);
+    CHECK(kept->has_value());
+    auto unchanged = alerts_by_id(*log);
+    CHECK(unchanged.at(1).detail == before.at(1).detail);
+    CHECK(unchanged.at(1).review_note == "no care relationship with 9000000009");
+
+    auto pruned = log->prune_before(cutoff, "retention-job");
+    REQUIRE(pruned);
+    CHECK(*pruned == 30);
+    gw::audit::Query q;
+    q.subtype = "retention-prune";
+    auto prunes = log->search(q);
+    REQUIRE(prunes);
+    REQUIRE(prunes->records.size() == 1);
+    const Record& prune = prunes->records[0];
+    CHECK(prune.detail.note.find("; the detail and review note of 1 alert raised by pruned records and reviewed were "
+                                 "removed (1 alert still open keeps its detail until reviewed)") != std::string::npos);
+    const std::string placeholder = gw::audit::retention_redaction(prune.time_ms);
+    auto after = alerts_by_id(*log);
+    REQUIRE(after.size() == 3);
+    // Alert 1: what it was about is gone, the rest of the row stays.
+    CHECK(after.at(1).detail == placeholder);
+    CHECK(after.at(1).review_note == placeholder);
+    CHECK(after.at(1).seq == 3u);
+    CHECK(after.at(1).rule == before.at(1).rule);
+    CHECK(after.at(1).status == "reviewed");
+    CHECK(after.at(1).reviewer == "ig-officer-1");
+    CHECK(after.at(1).review_outcome == "inappropriate");
+    CHECK(after.at(1).raised_ms == before.at(1).raised_ms);
+    CHECK(after.at(1).reviewed_ms == before.at(1).reviewed_ms);
+    // Alert 2: open, its record pruned: kept for the IG officer to review.
+    CHECK(after.at(2).status == "open");
+    CHECK(after.at(2).detail == before.at(2).detail);
+    // Alert 3: reviewed, its record kept.
+    CHECK(after.at(3).detail == before.at(3).detail);
+    CHECK(after.at(3).review_note == "to the caldicott guardian");
+
+    // Alert 2 reviewed since: the next prune removes its detail, and leaves alert 1's as it was.
+    REQUIRE(log->append_sync(ig_record(52, "POST", "/audit/alerts/2/review", "/audit/alerts/{id}/review",
+                                       "alert 2 reviewed: appropriate"),
+                             Log::review_alert(2, "ig-officer-1", "appropriate", "")));
+    auto more = log->prune_before(cutoff + 60'000, "retention-job");
+    REQUIRE(more);
+    CHECK(*more == 1);
+    auto later = alerts_by_id(*log);
+    CHECK(gw::audit::is_retention_redaction(later.at(2).detail));
+    CHECK(later.at(1).detail == placeholder);
+    CHECK(later.at(3).detail == before.at(3).detail);
+    REQUIRE(log->checkpoint_now());
+    log->stop();
+  }
+  {
+    VerifyReport r = verify(b.db, options_for(b));
+    INFO(describe(r));
+    CHECK(r.ok);
+    CHECK(r.pruned == 31);
+  }
+  const std::string fake = gw::audit::retention_redaction(kBaseTimeMs + 90 * 60'000);
+  auto said = [](const VerifyReport& r, const std::string& text) { return reports(r, "alert-mismatch", text); };
+  SUBCASE("the placeholder written by hand over an alert whose record was not pruned") {
+    const std::string path = edited_copy(
+        b, "redact-unpruned", "UPDATE audit_alert SET detail = '" + fake + "', review_note = '" + fake + "' WHERE id = 3");
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(said(r, "alert 3's detail says \"" + fake + "\", but record 37, which raised it, was not pruned"));
+  }
+  SUBCASE("the detail alone replaced by hand, the review note left") {
+    const std::string path =
+        edited_copy(b, "redact-detail", "UPDATE audit_alert SET detail = '" + fake + "' WHERE id = 3");
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(said(r, "alert 3's detail says"));
+  }
+  SUBCASE("a redacted alert's review changed after the fact") {
+    const std::string path =
+        edited_copy(b, "redact-outcome", "UPDATE audit_alert SET review_outcome = 'appropriate' WHERE id = 1");
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(has_problem(r, "alert-mismatch", 40u));
+    CHECK(said(r, "alert 1's review was changed after it was made"));
+  }
+  SUBCASE("a redacted alert reopened") {
+    const std::string path = edited_copy(b, "redact-reopened", "UPDATE audit_alert SET status = 'open' WHERE id = 2");
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(said(r, "retention keeps an open alert's detail"));
+  }
+  SUBCASE("a redacted alert's review note rewritten (its review record, which retention kept, holds no note to compare)") {
+    const std::string path =
+        edited_copy(b, "redact-note", "UPDATE audit_alert SET review_note = 'nothing to see' WHERE id = 1");
+    VerifyReport r = verify(path, options_for(b));
+    INFO(describe(r));
+    CHECK_FALSE(r.ok);
+    CHECK(said(r, "retention replaces the detail and the review note together"));
+  }
+}
+
 TEST_CASE("audit verify: edits to the flagged records that would silence their alerts are caught") {
   const Built& b = alert_log();
   auto tampered = [&b](const std::string& name, const std::string& sql) { return edited_copy(b, name, sql); };

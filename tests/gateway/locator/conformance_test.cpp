@@ -963,3 +963,85 @@ TEST_CASE_TEMPLATE("Locator: an ingest pointer's url follows the resource types 
   CHECK((*pointers)[0].resource_types == std::vector<std::string>{"Encounter", "Patient"});
   CHECK((*pointers)[0].url == "https://gw.example/Encounter?patient=" + survivor);
 }
+
+TEST_CASE_TEMPLATE("Locator: an ingested A40 re-points every source's gateway-built pointer url at the survivor, "
+                   "never a url a source gave", B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const auto unit = [](const std::string& source, const std::string& nhs_number, const Identifier& mrn,
+                       std::vector<std::string> types) {
+    IngestUpdate u;
+    u.identity = claim(source, nhs_number, {mrn});
+    Pointer p = pointer("");
+    p.patient_id.clear();
+    p.id.clear();
+    p.resource_types = std::move(types);
+    u.pointer = p;
+    u.pointer_base_url = "https://gw.example";
+    return u;
+  };
+  // The record to retire: RX1's feed and RY2's feed both hold it (the same NHS number), and
+  // RY3 keeps pointers of its own made through the FHIR pointer API.
+  auto rx1 = l->ingest(unit("RX1", nhs(50), {kMrnA, "OLD-5", ""}, {"Patient"}));
+  REQUIRE(rx1.ok());
+  const std::string old_rec = rx1->resolution.patient_id;
+  auto ry2 = l->ingest(unit("RY2", nhs(50), {kMrnB, "Y-5", ""}, {"Encounter", "Patient"}));
+  REQUIRE(ry2.ok());
+  REQUIRE(ry2->resolution.patient_id == old_rec);
+  REQUIRE(ry2->pointer);
+  const Pointer built = *ry2->pointer;
+  REQUIRE(built.url == "https://gw.example/Encounter?patient=" + old_rec);
+  Pointer given = pointer(old_rec);
+  given.url = "https://ry3.example.nhs.uk/fhir/Encounter?patient=" + old_rec;
+  auto external = l->put_pointer("RY3", given, {});
+  REQUIRE(external.ok());
+  // A source-given url on the gateway's own base, but not what ingest builds for its types.
+  given.url = "https://gw.example/Patient/" + old_rec;
+  auto lookalike = l->put_pointer("RY3", given, {});
+  REQUIRE(lookalike.ok());
+
+  // RX1's A40: OLD-5 merged into KEEP-5.
+  auto keep_unit = l->ingest(unit("RX1", "", {kMrnA, "KEEP-5", ""}, {"Patient"}));
+  REQUIRE(keep_unit.ok());
+  const std::string keep = keep_unit->resolution.patient_id;
+  REQUIRE(keep != old_rec);
+  IngestUpdate a40 = unit("RX1", "", {kMrnA, "KEEP-5", ""}, {"Patient"});
+  a40.retired = {Identifier{kMrnA, "OLD-5", "RX1"}};
+  auto merged = l->ingest(a40);
+  REQUIRE(merged.ok());
+  REQUIRE(merged->resolution.patient_id == keep);
+  REQUIRE(merged->retired_patient_id == old_rec);
+
+  // RY2's pointer: moved, and its url names the survivor (one version for the move).
+  auto moved = l->read_pointer(built.id);
+  REQUIRE(moved.ok());
+  REQUIRE(moved->has_value());
+  CHECK((*moved)->patient_id == keep);
+  CHECK((*moved)->url == "https://gw.example/Encounter?patient=" + keep);
+  CHECK((*moved)->version == built.version + 1);
+  CHECK((*moved)->source_ods == "RY2");
+  CHECK((*moved)->resource_types == built.resource_types);
+  // RY3's: moved, their urls as RY3 gave them.
+  for (const Pointer& p : {*external, *lookalike}) {
+    CAPTURE(p.id);
+    auto now = l->read_pointer(p.id);
+    REQUIRE(now.ok());
+    REQUIRE(now->has_value());
+    CHECK((*now)->patient_id == keep);
+    CHECK((*now)->url == p.url);
+    CHECK((*now)->version == p.version + 1);
+  }
+  // RX1's own: folded into the survivor's, as before.
+  auto pointers = l->pointers_for(keep);
+  REQUIRE(pointers.ok());
+  CHECK(pointers->size() == 4);
+  for (const Pointer& p : *pointers)
+    if (p.source_ods != "RY3") CHECK(p.url.find(old_rec) == std::string::npos);
+
+  // The same A40 again changes nothing more.
+  auto again = l->ingest(a40);
+  REQUIRE(again.ok());
+  auto still = l->read_pointer(built.id);
+  REQUIRE(still.ok());
+  REQUIRE(still->has_value());
+  CHECK((*still)->version == built.version + 1);
+}
