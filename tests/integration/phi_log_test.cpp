@@ -275,6 +275,8 @@ TEST_CASE("No PHI in the operational log: every path driven with distinctive pat
   send("reused id", adt(p, "A08", "PHI-1"));
   send("version", "MSH|^~\\&|PAS|RGT01|GW|GW|20261123101500||ADT^A01^ADT_A01|PHI-11|P|3.0\rEVN|A01|20261123101500\r" +
                       pid(p));
+  // Two messages in one frame outside a batch: refused whole, and a sender fault logged.
+  send("two in one", adt(p, "A08", "PHI-13") + adt(p, "A08", "PHI-14"));
   {
     // Bytes outside a frame: a protocol violation the listener logs.
     test::MllpConnection c(mllp);
@@ -293,6 +295,7 @@ TEST_CASE("No PHI in the operational log: every path driven with distinctive pat
   CHECK(acks["malformed"] == "AR");
   CHECK(acks["unmapped"] == "AR");
   CHECK(acks["version"] == "AR");
+  CHECK(acks["two in one"] == "AR");
   CHECK(acks["bad check digit"] != "(no ACK)");
   CHECK(acks["reused id"] != "(no ACK)");
 
@@ -428,7 +431,8 @@ TEST_CASE("No PHI in the operational log: every path driven with distinctive pat
   }
   CHECK(lines_with(log, "break-glass access granted", "\"reason\":\"emergency-care\"") == 1);
   CHECK(lines_with(log, "sender reused a message control id for different content", "\"key\"") == 1);
-  CHECK(lines_with(log, "mllp protocol violation", "\"peer\":\"127.0.0.1") >= 1);
+  CHECK(lines_with(log, "mllp protocol violation", "\"event\":\"stray_bytes_skipped\"") == 1);
+  CHECK(lines_with(log, "mllp protocol violation", "\"event\":\"several messages in one frame\"") == 1);
   CHECK(lines_with(log, "TLS handshake failed") >= 1);  // a debug line: the level is debug
   CHECK(lines_with(log, "example: batch stored", "\"source\":\"vendor-ok\"") == 1);
   CHECK(log.find("\"msg\":\"batch refused: batch.resources[0] is a Condition") != std::string::npos);
