@@ -40,6 +40,48 @@ std::string format_nhs_number(std::string_view value) {
   return out;
 }
 
+namespace {
+
+bool digit_at(std::string_view t, std::size_t i) { return i < t.size() && t[i] >= '0' && t[i] <= '9'; }
+
+// The NHS number starting at `i` (the first digit of a run), written plain or grouped: its end.
+std::optional<std::size_t> nhs_number_at(std::string_view t, std::size_t i) {
+  std::size_t run = i;
+  while (digit_at(t, run)) ++run;
+  if (run - i == 10) return is_valid_nhs_number(t.substr(i, 10)) ? std::optional<std::size_t>(run) : std::nullopt;
+  // 3-3-4 with the same single separator twice, and no digit after the last group.
+  if (run - i != 3 || run + 9 > t.size()) return std::nullopt;
+  const char sep = t[run];
+  if ((sep != ' ' && sep != '-') || t[run + 4] != sep) return std::nullopt;
+  for (std::size_t k : {1, 2, 3, 5, 6, 7, 8})
+    if (!digit_at(t, run + k)) return std::nullopt;
+  if (digit_at(t, run + 9)) return std::nullopt;
+  std::string digits(t.substr(i, 3));
+  digits.append(t.substr(run + 1, 3)).append(t.substr(run + 5, 4));
+  return is_valid_nhs_number(digits) ? std::optional<std::size_t>(run + 9) : std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::pair<std::size_t, std::size_t>> find_nhs_number(std::string_view text, std::size_t from) {
+  for (std::size_t i = from; i < text.size(); ++i) {
+    if (!digit_at(text, i) || (i > 0 && digit_at(text, i - 1))) continue;  // only where a run starts
+    if (auto end = nhs_number_at(text, i)) return std::pair{i, *end};
+  }
+  return std::nullopt;
+}
+
+std::string without_nhs_numbers(std::string_view text, std::string_view replacement) {
+  std::string out;
+  std::size_t at = 0;
+  while (auto found = find_nhs_number(text, at)) {
+    out.append(text.substr(at, found->first - at)).append(replacement);
+    at = found->second;
+  }
+  out.append(text.substr(at));
+  return out;
+}
+
 std::string trusted_nhs_number(const Json& patient) {
   if (const Json* ids = patient.find("identifier"); ids != nullptr && ids->is_array())
     for (const Json& id : ids->items())

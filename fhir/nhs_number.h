@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "fhir/json.h"
 #include "fhir/result.h"
@@ -29,5 +30,14 @@ std::string trusted_nhs_number(const Json& patient);
 
 // "9434765919" -> "943 476 5919" for display. Precondition: 10 characters.
 std::string format_nhs_number(std::string_view value);
+
+// The first NHS number written in free text at or after `from`: ten digits with a valid check
+// digit, on their own or grouped 3-3-4 by single spaces or hyphens ("943 476 5919",
+// "943-476-5919"), and not part of a longer run of digits. Its [begin, end) offsets; nullopt
+// when there is none. For text bound for the operational log, which never holds one.
+std::optional<std::pair<std::size_t, std::size_t>> find_nhs_number(std::string_view text, std::size_t from = 0);
+
+// `text` with every NHS number find_nhs_number finds replaced by `replacement`.
+std::string without_nhs_numbers(std::string_view text, std::string_view replacement);
 
 }  // namespace fhir

@@ -181,7 +181,9 @@ typedef struct gw_host_v1 {
                 void* cookie);
 
   /* Writes one line (`msg`, NUL-terminated, no patient data) to the gateway's operational
-   * log at `level` (GW_LOG_*), tagged with the source name. Long lines are cut. */
+   * log at `level` (GW_LOG_*), tagged with the source name. Long lines are cut, and an NHS
+   * number in one is replaced by "(NHS number removed)" (names and other identifiers cannot
+   * be told from other text: never log them). */
   void (*log)(void* host_ctx, int level, const char* msg);
 } gw_host_v1;
 

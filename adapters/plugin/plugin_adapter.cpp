@@ -28,6 +28,7 @@
 
 #include "adapters/plugin/gw_adapter_abi.h"
 #include "fhir/date_range.h"
+#include "fhir/nhs_number.h"
 
 namespace gw::adapters {
 
@@ -38,6 +39,8 @@ using fhir::Issue;
 namespace {
 
 constexpr std::size_t kMaxLogBytes = 1024;
+// Read past the cut, so that an NHS number across it is still recognised (loggable_text).
+constexpr std::size_t kMaxLogReadBytes = kMaxLogBytes + 12;
 constexpr std::size_t kMaxPluginTextBytes = 300;  // reasons and diagnostics taken from a plug-in
 
 // ---------------------------------------------------------------------------------------
@@ -84,10 +87,20 @@ LogRouter& log_router() {
   return *router;
 }
 
+// What a log line may show of a plug-in's text: printable, cut short, and with every NHS
+// number replaced by words naming it. Plug-ins are told to log no patient data
+// (gw_adapter_abi.h), but a vendor's line quoting the patient it worked on, or an ingest
+// refusal the host passed back that the plug-in logs, must not carry one into the log.
+std::string loggable_text(std::string_view message) {
+  std::string text = fhir::without_nhs_numbers(printable_text(message, kMaxLogReadBytes), "(NHS number removed)");
+  if (text.size() > kMaxLogBytes) text.resize(kMaxLogBytes);
+  return text;
+}
+
 // To the process-wide plug-in sink.
 void emit(LogLevel level, std::string_view source, std::string_view origin, std::string_view message) noexcept {
   try {
-    std::string text = printable_text(message, kMaxLogBytes);
+    std::string text = loggable_text(message);
     PluginLogLine line{level, source, origin, text};
     std::shared_ptr<const PluginLogSink> sink;
     {
@@ -128,7 +141,7 @@ class LogTarget {
         emit(level, source_, origin, message);
         return;
       }
-      (*log)(level, printable_text(message, kMaxLogBytes), {{"source", source_}, {"origin", std::string(origin)}});
+      (*log)(level, loggable_text(message), {{"source", source_}, {"origin", std::string(origin)}});
     } catch (...) {
       // As in emit: logging never fails a plug-in call.
     }
@@ -260,7 +273,7 @@ void host_plugin_log(void* host_ctx, int level, const char* msg) noexcept {
                : level == GW_LOG_WARN ? LogLevel::warn
                                       : LogLevel::error;
   // Bounded read: never scan an unterminated string further than a log line can hold.
-  host->log->write(l, "plugin", std::string_view(msg, ::strnlen(msg, kMaxLogBytes)));
+  host->log->write(l, "plugin", std::string_view(msg, ::strnlen(msg, kMaxLogReadBytes)));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -45,7 +45,8 @@ struct PluginLogLine {
   LogLevel level;
   std::string_view source;   // SourceSystem::name (empty when no source can be told)
   std::string_view origin;   // "plugin": the plug-in wrote it; "host": the loader did
-  std::string_view message;  // printable ASCII only, at most 1024 bytes (longer lines are cut)
+  std::string_view message;  // printable ASCII only, at most 1024 bytes (longer lines are cut),
+                             // each NHS number in it replaced by "(NHS number removed)"
 };
 using PluginLogSink = std::function<void(const PluginLogLine&)>;
 

@@ -53,6 +53,7 @@
 
 #include "gateway/net/peer_subject.h"
 #endif
+#include "fhir/nhs_number.h"
 #include "fhir/query_string.h"
 #include "gateway/observe/log.h"
 #include "gateway/observe/thread_name.h"
@@ -100,14 +101,16 @@ std::string new_request_id() {
 }
 
 // Client-supplied ids are mirrored only when short and made of safe characters, so they can
-// go into logs and headers without escaping surprises.
+// go into logs and headers without escaping surprises; and only without an NHS number in them
+// (a caller keying its ids by patient), as they go into every log line of the request, and
+// the log never holds patient data. A refused X-Request-ID is replaced by a generated one.
 bool acceptable_id(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
   for (char c : id)
     if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
           c == '.' || c == ':'))
       return false;
-  return true;
+  return !fhir::find_nhs_number(id);
 }
 
 // "HTTP/1.1 200 OK\r\n".

@@ -37,3 +37,25 @@ TEST_CASE("NHS number: remainder 0 gives check digit 0") {
   CHECK(*d == '0');
   CHECK(fhir::format_nhs_number("9434765919") == "943 476 5919");
 }
+
+TEST_CASE("NHS number in free text: found plain or grouped 3-3-4, never inside a longer number") {
+  CHECK(fhir::find_nhs_number("fetch for 9434765919 failed") == std::pair<std::size_t, std::size_t>{10, 20});
+  CHECK(fhir::find_nhs_number("9434765919") == std::pair<std::size_t, std::size_t>{0, 10});
+  CHECK(fhir::find_nhs_number("patient 943 476 5919.") == std::pair<std::size_t, std::size_t>{8, 20});
+  CHECK(fhir::find_nhs_number("corr-943-476-5919") == std::pair<std::size_t, std::size_t>{5, 17});
+  CHECK(fhir::find_nhs_number("id:9434765919x") == std::pair<std::size_t, std::size_t>{3, 13});
+  // Not an NHS number: a bad check digit, a longer or shorter run, mixed or doubled separators.
+  for (const char* none : {"9434765918", "94347659190", "19434765919", "943476591", "943 476-5919", "943  476 5919",
+                           "943 476 59190", "1943 476 5919", "2026-12-07T20:10:08", "req-1765100000123", ""}) {
+    CAPTURE(none);
+    CHECK_FALSE(fhir::find_nhs_number(none).has_value());
+  }
+  CHECK(fhir::find_nhs_number("9434765919 and 9000000009", 1) == std::pair<std::size_t, std::size_t>{15, 25});
+}
+
+TEST_CASE("NHS number in free text: every one replaced, the rest kept") {
+  CHECK(fhir::without_nhs_numbers("batch for 9434765919 (943 476 5919) refused: 9434765918", "[NHS number]") ==
+        "batch for [NHS number] ([NHS number]) refused: 9434765918");
+  CHECK(fhir::without_nhs_numbers("no patient data", "x") == "no patient data");
+  CHECK(fhir::without_nhs_numbers("9000000009", "") == "");
+}

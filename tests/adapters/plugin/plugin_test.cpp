@@ -454,6 +454,14 @@ TEST_CASE("PluginAdapter: a batch pushed on start reaches the sink and the plug-
     CHECK(loop.run_until([&] { return log.contains("example: batch failed (status 5): store refused the batch"); }));
     CHECK_FALSE(log.contains("example: batch stored"));
   }
+  SUBCASE("failure: an NHS number in the error text the plug-in logs is not in the log line") {
+    sink.pending[0](fhir::Issue::make(ErrorCode::conflict, "batch for 9434765919 (943 476 5919) refused"));
+    CHECK(loop.run_until([&] {
+      return log.contains("example: batch failed (status 5): batch for (NHS number removed) ((NHS number removed)) refused");
+    }));
+    CHECK_FALSE(log.contains("9434765919"));
+    CHECK_FALSE(log.contains("943 476 5919"));
+  }
   SUBCASE("dropped: a completion the sink never runs still answers the plug-in") {
     sink.pending.clear();
     CHECK(loop.run_until([&] { return log.contains("example: batch failed (status 3)"); }));
