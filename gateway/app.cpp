@@ -332,7 +332,14 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
   }
   if (checked.signer) open_audit(std::move(*checked.signer));
   else observe::log(observe::Level::warn, "audit is DISABLED (development mode, loopback only)", {});
-  if (audit_log_) objection_audit_ = std::make_unique<ObjectionAudit>(*locator_, *audit_log_, "fhir-gateway");
+  if (audit_log_)
+    objection_audit_ = std::make_unique<ObjectionAudit>(*locator_, *audit_log_, "fhir-gateway", [this] {
+      {
+        std::lock_guard lock(refresh_mu_);  // held only around flags: never blocks a network thread for long
+        maintenance_requested_ = true;
+      }
+      refresh_cv_.notify_all();
+    });
   store::StoreOptions so;
   so.readers = readers;
   auto st = store::Store::open((std::filesystem::path(cfg_.data_dir) / "store.db").string(), so);
@@ -495,12 +502,14 @@ void App::recover_objection_changes(const std::string& when) {
                  {{"changes", static_cast<std::uint64_t>(done->found)}});
 }
 
-// Every minute: objection changes awaiting recovery (when any is due, which costs no I/O to
-// ask); every hour: retention.
+// Every minute, and at once when a committed objection change's row waits for removal:
+// objection changes awaiting recovery (when any is due, which costs no I/O to ask); every
+// hour: retention.
 void App::maintenance_loop() {
   auto next_retention = std::chrono::steady_clock::now();
   std::unique_lock lock(refresh_mu_);
   while (!stopping_) {
+    maintenance_requested_ = false;
     lock.unlock();
     if (objection_audit_ && objection_audit_->due()) recover_objection_changes("recovered by the running gateway");
     if (std::chrono::steady_clock::now() >= next_retention) {
@@ -508,7 +517,7 @@ void App::maintenance_loop() {
       next_retention = std::chrono::steady_clock::now() + std::chrono::hours(1);
     }
     lock.lock();
-    refresh_cv_.wait_for(lock, kObjectionRecoveryInterval, [this] { return stopping_; });
+    refresh_cv_.wait_for(lock, kObjectionRecoveryInterval, [this] { return stopping_ || maintenance_requested_; });
   }
 }
 

@@ -162,7 +162,8 @@ class App {
   // The running adapter of source `name`, or null (also for a plug-in whose start failed).
   adapters::Adapter* adapter(const std::string& name);
   // Objection changes and their audit records (gateway/objection_audit.h): recovered at
-  // start-up and, when due, every minute by the maintenance thread. Null without an audit log.
+  // start-up and, when due, every minute by the maintenance thread, which a committed change
+  // wakes at once to remove its row. Null without an audit log.
   ObjectionAudit* objection_audit() { return objection_audit_.get(); }
 
  private:
@@ -216,6 +217,7 @@ class App {
   std::condition_variable refresh_cv_;
   bool stopping_ = false;
   bool reload_requested_ = false;  // SIGHUP: refresher_ re-reads the JWKS file now
+  bool maintenance_requested_ = false;  // an objection change's row waits for removal: run now
   std::thread refresher_;  // JWKS re-reads, when auth is on
   std::thread maintenance_;  // audit and message retention, objection change recovery
 };

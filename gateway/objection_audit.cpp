@@ -25,8 +25,9 @@ std::string objection_change_note(const locator::ObjectionChange& c) {
          c.id + ")";
 }
 
-ObjectionAudit::ObjectionAudit(locator::Locator& locator, audit::Log& log, std::string agent)
-    : locator_(locator), log_(log), agent_(std::move(agent)) {}
+ObjectionAudit::ObjectionAudit(locator::Locator& locator, audit::Log& log, std::string agent,
+                               std::function<void()> wake)
+    : locator_(locator), log_(log), agent_(std::move(agent)), wake_(std::move(wake)) {}
 
 std::string ObjectionAudit::begin_change() {
   std::string id = locator::new_objection_change_id();
@@ -36,10 +37,13 @@ std::string ObjectionAudit::begin_change() {
 }
 
 void ObjectionAudit::audited(const std::string& id, bool committed) {
-  std::lock_guard lock(m_);
-  in_flight_.erase(id);
-  if (committed) committed_.insert(id);
-  else unsettled_ = true;
+  {
+    std::lock_guard lock(m_);
+    in_flight_.erase(id);
+    if (committed) committed_.insert(id);
+    else unsettled_ = true;
+  }
+  if (committed && wake_) wake_();
 }
 
 void ObjectionAudit::dropped(const std::string& id) {

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -40,14 +41,19 @@ struct ObjectionRecovery {
 
 class ObjectionAudit {
  public:
-  // `agent`: the user recovery records name ("fhir-gateway", "gw-locator").
-  ObjectionAudit(locator::Locator& locator, audit::Log& log, std::string agent);
+  // `agent`: the user recovery records name ("fhir-gateway", "gw-locator"). `wake`, when
+  // given, is called (from audited(), on the caller's thread; it must not block) when a
+  // committed change's row waits for removal, so that the owner runs recover() soon.
+  ObjectionAudit(locator::Locator& locator, audit::Log& log, std::string agent, std::function<void()> wake = {});
 
   // A new change id (a UUID), in flight until audited() or dropped(): recover() leaves its row
-  // alone meanwhile, since its request's own record is on its way. Never blocks on I/O.
+  // alone meanwhile, since its request's own record is on its way (a request that never gets
+  // that far leaves its row to the next start). Never blocks on I/O.
   std::string begin_change();
   // The request's record of change `id` was committed (its row is removed by the next
-  // recover()), or not (recover() audits it). Never blocks on I/O: network threads call it.
+  // recover(), which `wake` asks for), or not (recover() audits it once the audit log takes
+  // writes: no wake, the owner's periodic run retries). Never blocks on I/O: network threads
+  // call it.
   void audited(const std::string& id, bool committed);
   // Change `id` left no row (nothing changed, or the change failed).
   void dropped(const std::string& id);
@@ -68,6 +74,7 @@ class ObjectionAudit {
   locator::Locator& locator_;
   audit::Log& log_;
   std::string agent_;
+  std::function<void()> wake_;
   std::mutex run_m_;  // one recover() at a time: two could each find a row's record missing
   mutable std::mutex m_;
   std::set<std::string> in_flight_, committed_;
