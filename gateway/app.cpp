@@ -332,6 +332,14 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
   }
   if (checked.signer) open_audit(std::move(*checked.signer));
   else observe::log(observe::Level::warn, "audit is DISABLED (development mode, loopback only)", {});
+  if (audit_log_)
+    objection_audit_ = std::make_unique<ObjectionAudit>(*locator_, *audit_log_, "fhir-gateway", [this] {
+      {
+        std::lock_guard lock(refresh_mu_);  // held only around flags: never blocks a network thread for long
+        maintenance_requested_ = true;
+      }
+      refresh_cv_.notify_all();
+    });
   store::StoreOptions so;
   so.readers = readers;
   auto st = store::Store::open((std::filesystem::path(cfg_.data_dir) / "store.db").string(), so);
@@ -378,7 +386,8 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
                                                          static_cast<std::size_t>(cfg_.audit.max_page),
                                                          static_cast<std::size_t>(cfg_.audit.export_max)});
     http::add_objection_routes(router_,
-                               http::LocatorRouteDeps{*async_locator_, *policy_, break_glass_, cfg_.public_base_url});
+                               http::LocatorRouteDeps{*async_locator_, *policy_, break_glass_, cfg_.public_base_url},
+                               *objection_audit_);
   }
   if (info.extra_routes) info.extra_routes(router_, search_params_);
   http::add_metadata_route(router_, deps);  // last: generated from the final route table
@@ -399,6 +408,10 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
   if (audit_log_)
     if (auto seq = audit_log_->append_sync(lifecycle_record("start", "gateway started")); !seq)
       throw std::runtime_error("cannot write to the audit log: " + seq.issue().diagnostics);
+  // Objection changes a stop (or a failed audit commit) left without their record: audited
+  // now, after "gateway started", before any request is served. A failure does not stop the
+  // start: the maintenance thread tries again.
+  if (objection_audit_) recover_objection_changes("recovered at start-up");
 
   // SIGHUP re-reads the JWKS file at once (as its periodic re-read does, when it changed); the
   // rest of the configuration is read only at start-up.
@@ -413,7 +426,7 @@ App::App(config::Config cfg, AppInfo info) : cfg_(std::move(cfg)) {
       observe::name_this_thread("gw-jwks");
       refresh_loop();
     });
-  if ((audit_log_ && cfg_.audit.retention_days > 0) || cfg_.store.message_retention_days > 0)
+  if (audit_log_ || cfg_.store.message_retention_days > 0)
     maintenance_ = std::thread([this] {
       observe::name_this_thread("gw-maintenance");
       maintenance_loop();
@@ -472,52 +485,82 @@ void App::open_audit(audit::CheckpointSigner signer) {
   }
 }
 
+void App::recover_objection_changes(const std::string& when) {
+  auto done = objection_audit_->recover(when);
+  if (!done) {
+    observe::log(observe::Level::error,
+                 "objection changes without their audit record could not be audited yet; tried again in a minute",
+                 {{"error", done.issue().diagnostics}});
+    return;
+  }
+  if (done->audited > 0)
+    observe::log(observe::Level::warn,
+                 "objection changes whose own audit record was not committed are audited now (recovery records)",
+                 {{"changes", static_cast<std::uint64_t>(done->audited)}});
+  if (done->found > 0)
+    observe::log(observe::Level::info, "objection changes found audited already; their pending rows are removed",
+                 {{"changes", static_cast<std::uint64_t>(done->found)}});
+}
+
+// Every minute, and at once when a committed objection change's row waits for removal:
+// objection changes awaiting recovery (when any is due, which costs no I/O to ask); every
+// hour: retention.
 void App::maintenance_loop() {
+  auto next_retention = std::chrono::steady_clock::now();
   std::unique_lock lock(refresh_mu_);
   while (!stopping_) {
+    maintenance_requested_ = false;
     lock.unlock();
-    if (audit_log_ && cfg_.audit.retention_days > 0) {
-      const std::int64_t cutoff = audit::now_ms() - cfg_.audit.retention_days * 86400 * 1000;
-      // Never prune a record before the SIEM holds it (docs/audit.md "Retention"), counted from
-      // the cursor as saved: after a crash the forwarder resumes from there and sends again
-      // what follows it, which must still be in the log.
-      const std::uint64_t keep_from = audit_forwarder_ ? audit_forwarder_->stats().saved_cursor : UINT64_MAX;
-      auto pruned = audit_log_->prune_before(cutoff, "retention", keep_from);
-      if (!pruned)
-        observe::log(observe::Level::error, "audit retention failed", {{"error", pruned.issue().diagnostics}});
-      else if (*pruned > 0)
-        observe::log(observe::Level::info, "audit retention pruned records", {{"records", std::to_string(*pruned)}});
-    }
-    if (cfg_.store.message_retention_days > 0) {
-      const std::int64_t cutoff = audit::now_ms() - cfg_.store.message_retention_days * 86400 * 1000;
-      auto pruned = store_->prune_messages_before(cutoff);
-      if (!pruned) {
-        observe::log(observe::Level::error, "message retention failed", {{"error", pruned.issue().diagnostics}});
-      } else if (pruned->messages > 0) {
-        const std::string what = message_prune_summary(*pruned);
-        observe::log(pruned->unfinished.empty() ? observe::Level::info : observe::Level::warn,
-                     pruned->unfinished.empty() ? "message retention deleted messages"
-                                                : "message retention deleted errored or pending messages",
-                     {{"messages", std::to_string(pruned->messages)}, {"cutoff_ms", cutoff}, {"by_status", what}});
-        // Deleting raw messages (patient data) is on the audit record, as audit retention's
-        // own prunes are: what went (how many, by status, and which were never applied) and by
-        // which rule (received before the cutoff).
-        if (audit_log_) {
-          const std::string note = "message retention deleted " + std::to_string(pruned->messages) +
-                                   " raw messages from store.db received before " + audit::format_time_ms(cutoff) +
-                                   " (message_retention_days = " + std::to_string(cfg_.store.message_retention_days) +
-                                   "): " + what;
-          audit::Record r = lifecycle_record("message-retention-prune", note.c_str());
-          if (auto seq = audit_log_->append_sync(std::move(r)); !seq)
-            observe::log(observe::Level::error, "message retention not audited", {{"error", seq.issue().diagnostics}});
-        }
-      }
-      if (pruned && !pruned->wal_checkpointed)
-        observe::log(observe::Level::warn,
-                     "message retention: store.db WAL busy, deleted text may stay on disk until the next run");
+    if (objection_audit_ && objection_audit_->due()) recover_objection_changes("recovered by the running gateway");
+    if (std::chrono::steady_clock::now() >= next_retention) {
+      run_retention();
+      next_retention = std::chrono::steady_clock::now() + std::chrono::hours(1);
     }
     lock.lock();
-    refresh_cv_.wait_for(lock, std::chrono::hours(1), [this] { return stopping_; });
+    refresh_cv_.wait_for(lock, kObjectionRecoveryInterval, [this] { return stopping_ || maintenance_requested_; });
+  }
+}
+
+void App::run_retention() {
+  if (audit_log_ && cfg_.audit.retention_days > 0) {
+    const std::int64_t cutoff = audit::now_ms() - cfg_.audit.retention_days * 86400 * 1000;
+    // Never prune a record before the SIEM holds it (docs/audit.md "Retention"), counted from
+    // the cursor as saved: after a crash the forwarder resumes from there and sends again
+    // what follows it, which must still be in the log.
+    const std::uint64_t keep_from = audit_forwarder_ ? audit_forwarder_->stats().saved_cursor : UINT64_MAX;
+    auto pruned = audit_log_->prune_before(cutoff, "retention", keep_from);
+    if (!pruned)
+      observe::log(observe::Level::error, "audit retention failed", {{"error", pruned.issue().diagnostics}});
+    else if (*pruned > 0)
+      observe::log(observe::Level::info, "audit retention pruned records", {{"records", std::to_string(*pruned)}});
+  }
+  if (cfg_.store.message_retention_days > 0) {
+    const std::int64_t cutoff = audit::now_ms() - cfg_.store.message_retention_days * 86400 * 1000;
+    auto pruned = store_->prune_messages_before(cutoff);
+    if (!pruned) {
+      observe::log(observe::Level::error, "message retention failed", {{"error", pruned.issue().diagnostics}});
+    } else if (pruned->messages > 0) {
+      const std::string what = message_prune_summary(*pruned);
+      observe::log(pruned->unfinished.empty() ? observe::Level::info : observe::Level::warn,
+                   pruned->unfinished.empty() ? "message retention deleted messages"
+                                              : "message retention deleted errored or pending messages",
+                   {{"messages", std::to_string(pruned->messages)}, {"cutoff_ms", cutoff}, {"by_status", what}});
+      // Deleting raw messages (patient data) is on the audit record, as audit retention's
+      // own prunes are: what went (how many, by status, and which were never applied) and by
+      // which rule (received before the cutoff).
+      if (audit_log_) {
+        const std::string note = "message retention deleted " + std::to_string(pruned->messages) +
+                                 " raw messages from store.db received before " + audit::format_time_ms(cutoff) +
+                                 " (message_retention_days = " + std::to_string(cfg_.store.message_retention_days) +
+                                 "): " + what;
+        audit::Record r = lifecycle_record("message-retention-prune", note.c_str());
+        if (auto seq = audit_log_->append_sync(std::move(r)); !seq)
+          observe::log(observe::Level::error, "message retention not audited", {{"error", seq.issue().diagnostics}});
+      }
+    }
+    if (pruned && !pruned->wal_checkpointed)
+      observe::log(observe::Level::warn,
+                   "message retention: store.db WAL busy, deleted text may stay on disk until the next run");
   }
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -26,6 +27,7 @@
 #include "gateway/http/router.h"
 #include "gateway/locator/async_locator.h"
 #include "gateway/net/server.h"
+#include "gateway/objection_audit.h"
 #include "gateway/observe/health.h"
 #include "gateway/observe/metrics.h"
 #include "adapters/adapter.h"
@@ -159,6 +161,10 @@ class App {
   ingest::IngestService& ingest() { return *ingest_; }
   // The running adapter of source `name`, or null (also for a plug-in whose start failed).
   adapters::Adapter* adapter(const std::string& name);
+  // Objection changes and their audit records (gateway/objection_audit.h): recovered at
+  // start-up and, when due, every minute by the maintenance thread, which a committed change
+  // wakes at once to remove its row. Null without an audit log.
+  ObjectionAudit* objection_audit() { return objection_audit_.get(); }
 
  private:
   void refresh_loop();
@@ -166,6 +172,10 @@ class App {
   void settle_pending_messages();
   static constexpr std::size_t kSettlePendingMax = 10000;  // pending rows checked at start-up
   void maintenance_loop();
+  void run_retention();
+  // Audits objection changes left without their record (`when`: for the records' note).
+  void recover_objection_changes(const std::string& when);
+  static constexpr std::chrono::minutes kObjectionRecoveryInterval{1};
   void start_adapters();
   void stop_adapters();
   void add_ingest_metrics();
@@ -183,6 +193,7 @@ class App {
   std::unique_ptr<locator::AsyncLocator> async_locator_;
   std::unique_ptr<audit::Log> audit_log_;
   std::unique_ptr<audit::Forwarder> audit_forwarder_;
+  std::unique_ptr<ObjectionAudit> objection_audit_;
   std::atomic<audit::Forwarder*> forwarder_to_wake_{nullptr};
   std::unique_ptr<http::AsyncAudit> async_audit_;
   std::unique_ptr<store::Store> store_;
@@ -206,8 +217,9 @@ class App {
   std::condition_variable refresh_cv_;
   bool stopping_ = false;
   bool reload_requested_ = false;  // SIGHUP: refresher_ re-reads the JWKS file now
+  bool maintenance_requested_ = false;  // an objection change's row waits for removal: run now
   std::thread refresher_;  // JWKS re-reads, when auth is on
-  std::thread maintenance_;  // audit retention
+  std::thread maintenance_;  // audit and message retention, objection change recovery
 };
 
 }  // namespace gw

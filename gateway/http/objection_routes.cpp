@@ -26,7 +26,7 @@ struct Standing {
 
 class ObjectionApi {
  public:
-  explicit ObjectionApi(LocatorRouteDeps deps) : deps_(std::move(deps)) {}
+  ObjectionApi(LocatorRouteDeps deps, ObjectionAudit& changes) : deps_(std::move(deps)), changes_(changes) {}
 
   // GET /audit/objections/{nhs}
   awaitable<Response> read(Request& req) {
@@ -69,18 +69,37 @@ class ObjectionApi {
     // (subtype=objection-recorded) finds every change however it was made.
     req.audit.operation = object ? "objection-recorded" : "objection-withdrawn";
     const std::string n = *nhs;
+    // The change commits with a row awaiting this request's record (gateway/objection_audit.h):
+    // in flight from before it is written, so that recovery leaves it to this request.
+    locator::ObjectionChange c;
+    c.id = changes_.begin_change();
+    c.nhs_number = n;
+    c.objection = object;
+    if (req.principal) {
+      // Within the row's limit whatever the token says (the record itself names them in full).
+      const std::string& sub = req.principal->subject;
+      const std::string& org = req.principal->organisation;
+      c.by = "user " + sub.substr(0, fhir::utf8_cut(sub, 160)) +
+             (org.empty() ? std::string() : " (" + org.substr(0, fhir::utf8_cut(org, 64)) + ")");
+    }
+    c.note = *note;
+    c.request_id = req.request_id;
+    c.time_ms = audit::now_ms();
     // The lookup and the change run together on the locator's writer, so no other change of
     // this patient's objection comes between them and `changed` is exact.
-    auto op = [n, object](locator::Locator& l) -> fhir::Result<std::pair<Standing, bool>> {
+    auto op = [n, c](locator::Locator& l) -> fhir::Result<std::pair<Standing, bool>> {
       auto before = standing(l, n);
       if (!before) return std::move(before).issue();
-      if (auto st = l.set_objection(before->patient_id, object); !st) return std::move(st).issue();
-      const bool changed = before->objection != object;
-      before->objection = object;
-      return std::make_pair(std::move(*before), changed);
+      locator::ObjectionChange change = c;
+      change.patient_id = before->patient_id;
+      auto changed = l.change_objection(std::move(change));
+      if (!changed) return std::move(changed).issue();
+      before->objection = c.objection;
+      return std::make_pair(std::move(*before), *changed);
     };
     auto done = co_await deps_.locator.call_write(op);
     const std::string what = object ? "objection to sharing recorded" : "objection to sharing withdrawn";
+    if (!done || !done->second) changes_.dropped(c.id);  // no row was written
     if (!done) {
       req.audit.note = (object ? "objection to sharing not recorded: " : "objection to sharing not withdrawn: ") +
                        done.issue().diagnostics.substr(0, fhir::utf8_cut(done.issue().diagnostics, 200)) +
@@ -88,7 +107,14 @@ class ObjectionApi {
       co_return error_response(done.issue());
     }
     req.audit.returned.push_back("Patient/" + done->first.patient_id);
-    req.audit.note = what + (done->second ? "" : " (it already was)") + (note->empty() ? "" : ": " + *note);
+    req.audit.note = (done->second ? objection_change_note(c) : what + " (it already was)") +
+                     (note->empty() ? "" : ": " + *note);
+    if (done->second) {
+      ObjectionAudit* changes = &changes_;
+      req.change_made = Request::ChangeMade{
+          object ? "The objection to sharing was recorded" : "The objection to sharing was withdrawn",
+          [changes, id = c.id](bool committed) { changes->audited(id, committed); }};
+    }
     co_return answer(n, done->first, done->second);
   }
 
@@ -140,12 +166,13 @@ class ObjectionApi {
   }
 
   LocatorRouteDeps deps_;
+  ObjectionAudit& changes_;
 };
 
 }  // namespace
 
-void add_objection_routes(Router& router, LocatorRouteDeps deps) {
-  auto api = std::make_shared<ObjectionApi>(std::move(deps));
+void add_objection_routes(Router& router, LocatorRouteDeps deps, ObjectionAudit& changes) {
+  auto api = std::make_shared<ObjectionApi>(std::move(deps), changes);
   // As the other /audit routes: the role's audit access, and the token's AuditEvent scopes
   // (read, and search for a change: the pipeline asks both of every non-GET).
   auto opts = [](auth::Interaction check, bool body) {

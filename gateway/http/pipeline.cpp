@@ -221,14 +221,25 @@ boost::asio::awaitable<Response> Pipeline::audited(Request& req, Response r, con
     audit::Log::Change none;
     appended = co_await append_audit(*audit_, rec, none);
   }
+  std::optional<Request::ChangeMade> made_outside = std::move(req.change_made);
+  req.change_made.reset();
+  if (made_outside && made_outside->audited) made_outside->audited(appended.seq.ok());
   if (!appended.seq) {
     // Fail closed: nothing built on an unaudited access leaves the gateway (and a change
-    // appended with the record was not made either).
+    // appended with the record was not made either). A change made outside audit.db stands:
+    // the answer says so, and that the gateway audits it once the audit trail takes writes.
     observe::log(observe::Level::error, "audit record not committed; response withheld",
-                 {{"request_id", req.request_id}, {"status", std::to_string(r.status)}});
+                 {{"request_id", req.request_id},
+                  {"status", std::to_string(r.status)},
+                  {"change_made", made_outside ? "yes, audited later" : "no"}});
+    const std::string quote = "quote X-Request-ID " + req.request_id;
     Response refused = error_response(fhir::Issue::make(
-        fhir::ErrorCode::not_ready, "The audit trail could not be written, so no data was sent. Try again shortly; "
-                                    "quote X-Request-ID " + req.request_id + " if this persists"));
+        fhir::ErrorCode::not_ready,
+        made_outside ? made_outside->made + ", but its audit record could not be written, so no other data was sent. "
+                                           "The change stands and the gateway audits it once the audit trail can be "
+                                           "written again; there is no need to repeat it (" + quote + ")"
+                     : "The audit trail could not be written, so no data was sent. Try again shortly; " + quote +
+                           " if this persists"));
     refused.close = r.close;
     co_return refused;
   }

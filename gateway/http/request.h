@@ -70,6 +70,16 @@ struct Request {
     std::function<std::string(const fhir::Issue&)> refused_note;
   };
   std::optional<AuditChange> audit_change;
+  // A change the handler made outside audit.db, committed before this request's record can be
+  // (an objection, in locator.db, with its row awaiting the record: gateway/objection_audit.h).
+  // The pipeline calls `audited` once it knows whether the record was committed (it must not
+  // block), and when it was not, its 503 says that `made` stands and will be audited later
+  // rather than that nothing happened.
+  struct ChangeMade {
+    std::string made;  // what was done, as a sentence start: "The objection to sharing was recorded"
+    std::function<void(bool committed)> audited;
+  };
+  std::optional<ChangeMade> change_made;
 
   // First value of header `name` (lower-case), or empty.
   std::string_view header(std::string_view name) const {

@@ -37,6 +37,7 @@ struct State {
   std::vector<Conflict> conflicts;
   std::map<std::string, std::vector<CareTeamMember>> care_teams;  // by patient id, ordered by member
   std::map<std::string, std::vector<Encounter>> encounters;       // by patient id, newest first
+  std::map<std::string, ObjectionChange> objection_changes;  // by id
   std::size_t merges = 0;
   std::int64_t next_conflict_id = 1;
 };
@@ -275,6 +276,30 @@ class FakeTransaction final : public IndexTransaction {
     return fhir::Ok{};
   }
 
+  fhir::Status insert_objection_change(const ObjectionChange& c) override {
+    if (!s_.objection_changes.emplace(c.id, c).second) return duplicate("objection change");
+    undo_.push_back([this, id = c.id] { s_.objection_changes.erase(id); });
+    return fhir::Ok{};
+  }
+
+  fhir::Result<std::vector<ObjectionChange>> objection_changes(std::size_t max) override {
+    std::vector<ObjectionChange> out;
+    for (const auto& [id, c] : s_.objection_changes) out.push_back(c);
+    std::sort(out.begin(), out.end(), [](const ObjectionChange& a, const ObjectionChange& b) {
+      return std::tie(a.time_ms, a.id) < std::tie(b.time_ms, b.id);
+    });
+    if (out.size() > max) out.resize(max);
+    return out;
+  }
+
+  fhir::Status delete_objection_change(const std::string& id) override {
+    auto it = s_.objection_changes.find(id);
+    if (it == s_.objection_changes.end()) return fhir::Ok{};
+    undo_.push_back([this, old = it->second] { s_.objection_changes.emplace(old.id, old); });
+    s_.objection_changes.erase(it);
+    return fhir::Ok{};
+  }
+
  private:
   // The order of IndexTransaction::encounters: newest first, then by organisation.
   static bool newer(const Encounter& a, const Encounter& b) {
@@ -480,6 +505,19 @@ class FakeLocator final : public Locator {
   }
   fhir::Status set_objection(const std::string& patient_id, bool objection) override {
     return write([&](FakeTransaction& tx) { return apply_set_objection(tx, patient_id, objection, now_instant()); });
+  }
+  fhir::Result<bool> change_objection(ObjectionChange change) override {
+    return write([&](FakeTransaction& tx) { return apply_change_objection(tx, std::move(change), now_instant()); });
+  }
+  fhir::Result<std::vector<ObjectionChange>> unaudited_objection_changes(std::size_t max) override {
+    return write([&](FakeTransaction& tx) { return tx.objection_changes(clamp_page(max)); });
+  }
+  fhir::Status forget_objection_changes(const std::vector<std::string>& ids) override {
+    return write([&](FakeTransaction& tx) -> fhir::Status {
+      for (const std::string& id : ids)
+        if (auto st = tx.delete_objection_change(id); !st) return st;
+      return fhir::Ok{};
+    });
   }
   fhir::Status add_care_team_member(const std::string& acting, const std::string& patient_id,
                                     const std::string& member, std::optional<std::string> until) override {

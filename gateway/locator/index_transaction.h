@@ -30,6 +30,7 @@ inline constexpr std::size_t kMaxImportRecords = 1'000'000;  // per import() cal
 inline constexpr std::size_t kMaxPageSize = 1000;         // search and conflict pages
 inline constexpr std::size_t kMaxIdBytes = 64;            // FHIR id: [A-Za-z0-9-.]{1,64}
 inline constexpr int kMaxMergeDepth = 64;                 // retired -> survivor hops followed
+inline constexpr std::size_t kMaxObjectionNoteBytes = 2000;  // ObjectionChange::note (500 characters)
 
 // True for a FHIR R4 instant: YYYY-MM-DDThh:mm:ss[.fff...] with Z or a +hh:mm / -hh:mm zone,
 // a real date and time (datatypes.html#instant).
@@ -112,6 +113,12 @@ class IndexTransaction {
   virtual fhir::Status trim_encounters(const std::string& patient_id, const std::string& organisation_ods,
                                        std::size_t per_organisation, std::size_t per_patient) = 0;
   virtual fhir::Status delete_encounters(const std::string& patient_id) = 0;
+
+  // Objection changes awaiting their audit record (ObjectionChange): oldest first (time, then
+  // id), at most `max`.
+  virtual fhir::Status insert_objection_change(const ObjectionChange& c) = 0;
+  virtual fhir::Result<std::vector<ObjectionChange>> objection_changes(std::size_t max) = 0;
+  virtual fhir::Status delete_objection_change(const std::string& id) = 0;
 };
 
 // ---- input checks (validation.cpp): invalid_value or missing_value naming the field ----
@@ -145,6 +152,8 @@ fhir::Status apply_merge(IndexTransaction& tx, const std::string& retired_id, co
                          const std::string& pointer_base_url = {});
 fhir::Status apply_set_objection(IndexTransaction& tx, const std::string& patient_id, bool objection,
                                  const std::string& now);
+// Locator::change_objection: the change, and its row awaiting the audit record when it changed.
+fhir::Result<bool> apply_change_objection(IndexTransaction& tx, ObjectionChange change, const std::string& now);
 fhir::Status apply_upsert_source_system(IndexTransaction& tx, const SourceSystem& s, const std::string& now);
 // Locator::add_care_team_member, remove_care_team_member and record_encounter. `now` also
 // decides which members have ended (add_care_team_member).

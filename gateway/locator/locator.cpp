@@ -220,6 +220,8 @@ std::string new_opaque_id() {
   return buf;
 }
 
+std::string new_objection_change_id() { return new_opaque_id(); }
+
 std::string now_instant() {
   return fhir::format_instant(
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())

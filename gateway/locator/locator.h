@@ -297,6 +297,26 @@ struct IngestOutcome {
   std::optional<Pointer> pointer;       // as stored
 };
 
+// An objection change awaiting its audit record (docs/access-policy.md "Objection"). The
+// change lives in locator.db and its record in audit.db, two files that cannot commit
+// together: change_objection() keeps this row in the change's own transaction, whoever audits
+// the change removes it once the record is committed (forget_objection_changes), and a row left
+// behind (the record failed, or the process stopped between the two commits) is audited later
+// by the gateway's recovery (gateway/objection_audit.h), so that no change is missing from the
+// audit trail.
+struct ObjectionChange {
+  std::string id;           // unique (a UUID): the audit record's note names it
+  std::string patient_id;   // the record changed (change_objection follows merges and sets it)
+  std::string nhs_number;   // as the officer or administrator gave it
+  bool objection = false;   // recorded (true) or withdrawn (false)
+  std::string by;           // who made it, e.g. "user ig-jones (X26)" or "OS user root (uid 0)"
+  std::string note;         // the patient's request reference, or empty
+  std::string request_id;   // the HTTP request that made it ("" for gw-locator)
+  std::int64_t time_ms = 0; // when it was made (UTC, epoch milliseconds)
+};
+// A new ObjectionChange id: a UUID, as the index's own opaque ids.
+std::string new_objection_change_id();
+
 class Locator {
  public:
   virtual ~Locator() = default;
@@ -365,6 +385,16 @@ class Locator {
   // cycle; repeating a merge already done succeeds.
   virtual fhir::Status merge(const std::string& retired_id, const std::string& survivor_id, const std::string& source_ods) = 0;
   virtual fhir::Status set_objection(const std::string& patient_id, bool objection) = 0;
+  // As set_objection(change.patient_id, change.objection), returning whether it changed the
+  // objection; when it did, `change` (patient_id: the record changed, merges followed) is kept
+  // in the same transaction as awaiting its audit record (ObjectionChange). Bad fields
+  // (an empty id, values past their limits) are invalid_value, and nothing is written.
+  virtual fhir::Result<bool> change_objection(ObjectionChange change) = 0;
+  // The changes awaiting their audit record, oldest first, at most `max` (capped at 1000).
+  virtual fhir::Result<std::vector<ObjectionChange>> unaudited_objection_changes(std::size_t max) = 0;
+  // Removes the rows of these changes, whose audit records are committed; ids not kept are
+  // ignored.
+  virtual fhir::Status forget_objection_changes(const std::vector<std::string>& ids) = 0;
 
   // Care relationships (issue #5 item 4). Each is written by source system
   // `acting_source_ods` (forbidden when empty), recorded as the row's source_ods. A retired

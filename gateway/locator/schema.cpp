@@ -226,6 +226,25 @@ const char* const kRetiredIdentifiers = R"sql(
 ALTER TABLE identifiers ADD COLUMN retired INTEGER NOT NULL DEFAULT 0 CHECK (retired IN (0, 1));
 )sql";
 
+// 10: objection changes awaiting their audit record (Locator::change_objection). An
+// objection lives here and its audit record in audit.db, which cannot commit together: the row
+// is written in the change's own transaction and removed once the record is committed, so a
+// change whose record never was (audit.db failed, or the process stopped between the two
+// commits) is still known, and the gateway audits it (gateway/objection_audit.h). Few rows,
+// and short-lived: no index beyond the key.
+const char* const kObjectionChanges = R"sql(
+CREATE TABLE objection_changes (
+  id         TEXT PRIMARY KEY,
+  patient_id TEXT NOT NULL,
+  nhs_number TEXT NOT NULL,
+  objection  INTEGER NOT NULL CHECK (objection IN (0, 1)),
+  made_by    TEXT NOT NULL,
+  note       TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  made_ms    INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+)sql";
+
 }  // namespace
 
 const std::vector<sqlite::Migration>& migrations() {
@@ -239,6 +258,7 @@ const std::vector<sqlite::Migration>& migrations() {
       {7, "pointer dates from their source", kPointerDate},
       {8, "other names", kOtherNames},
       {9, "identifiers retired by a merge", kRetiredIdentifiers},
+      {10, "objection changes awaiting their audit record", kObjectionChanges},
   };
   return m;
 }

@@ -392,6 +392,27 @@ fhir::Status SqliteLocator::set_objection(const std::string& patient_id, bool ob
       [&](SqliteTransaction& tx) { return apply_set_objection(tx, patient_id, objection, now_instant()); });
 }
 
+fhir::Result<bool> SqliteLocator::change_objection(ObjectionChange change) {
+  return s_->write<bool>(
+      [&](SqliteTransaction& tx) { return apply_change_objection(tx, std::move(change), now_instant()); });
+}
+
+// Through the writer too: a rare read (start-up, recovery), and it then sees every change
+// committed before it.
+fhir::Result<std::vector<ObjectionChange>> SqliteLocator::unaudited_objection_changes(std::size_t max) {
+  return s_->write<std::vector<ObjectionChange>>(
+      [&](SqliteTransaction& tx) { return tx.objection_changes(clamp_page(max)); });
+}
+
+fhir::Status SqliteLocator::forget_objection_changes(const std::vector<std::string>& ids) {
+  if (ids.empty()) return fhir::Ok{};
+  return s_->write<fhir::Ok>([&](SqliteTransaction& tx) -> fhir::Status {
+    for (const std::string& id : ids)
+      if (auto st = tx.delete_objection_change(id); !st) return st;
+    return fhir::Ok{};
+  });
+}
+
 fhir::Status SqliteLocator::add_care_team_member(const std::string& acting, const std::string& patient_id,
                                                 const std::string& member, std::optional<std::string> until) {
   return s_->write<fhir::Ok>([&](SqliteTransaction& tx) {

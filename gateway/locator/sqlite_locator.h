@@ -79,6 +79,9 @@ class SqliteLocator final : public Locator {
                               const std::optional<VersionMatch>& if_match) override;
   fhir::Status merge(const std::string& retired_id, const std::string& survivor_id, const std::string& source_ods) override;
   fhir::Status set_objection(const std::string& patient_id, bool objection) override;
+  fhir::Result<bool> change_objection(ObjectionChange change) override;
+  fhir::Result<std::vector<ObjectionChange>> unaudited_objection_changes(std::size_t max) override;
+  fhir::Status forget_objection_changes(const std::vector<std::string>& ids) override;
   fhir::Status add_care_team_member(const std::string& acting_source_ods, const std::string& patient_id,
                                     const std::string& member, std::optional<std::string> until) override;
   fhir::Status remove_care_team_member(const std::string& acting_source_ods, const std::string& patient_id,

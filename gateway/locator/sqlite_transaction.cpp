@@ -94,6 +94,11 @@ const std::string_view kSql[] = {
     "DELETE FROM encounters WHERE patient = ?1 AND pk NOT IN "
     "(SELECT pk FROM encounters WHERE patient = ?1 ORDER BY at DESC, organisation_ods LIMIT ?2)",
     "DELETE FROM encounters WHERE patient = ?1",
+    "INSERT INTO objection_changes(id, patient_id, nhs_number, objection, made_by, note, request_id, made_ms) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    "SELECT id, patient_id, nhs_number, objection, made_by, note, request_id, made_ms FROM objection_changes "
+    "ORDER BY made_ms, id LIMIT ?1",
+    "DELETE FROM objection_changes WHERE id = ?1",
 };
 #undef GW_PATIENT_VALUES
 

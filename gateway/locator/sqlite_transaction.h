@@ -129,6 +129,9 @@ class SqliteTransaction final : public IndexTransaction {
   fhir::Status trim_encounters(const std::string& patient_id, const std::string& organisation_ods,
                                std::size_t per_organisation, std::size_t per_patient) override;
   fhir::Status delete_encounters(const std::string& patient_id) override;
+  fhir::Status insert_objection_change(const ObjectionChange& c) override;
+  fhir::Result<std::vector<ObjectionChange>> objection_changes(std::size_t max) override;
+  fhir::Status delete_objection_change(const std::string& id) override;
 
  private:
   enum class S : std::size_t;

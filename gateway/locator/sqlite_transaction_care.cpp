@@ -90,4 +90,33 @@ fhir::Status SqliteTransaction::delete_encounters(const std::string& patient_id)
   return fhir::Ok{};
 }
 
+fhir::Status SqliteTransaction::insert_objection_change(const ObjectionChange& c) {
+  StatementUse q(st(S::insert_objection_change));
+  q->bind(1, c.id).bind(2, c.patient_id).bind(3, c.nhs_number).bind(4, std::int64_t{c.objection ? 1 : 0});
+  q->bind(5, c.by).bind(6, c.note).bind(7, c.request_id).bind(8, c.time_ms);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
+fhir::Result<std::vector<ObjectionChange>> SqliteTransaction::objection_changes(std::size_t max) {
+  StatementUse q(st(S::objection_changes));
+  q->bind(1, static_cast<std::int64_t>(max));
+  std::vector<ObjectionChange> out;
+  for (;;) {
+    auto row = q->step();
+    if (!row) return storage(row.issue());
+    if (!*row) break;
+    out.push_back({q->column_text(0), q->column_text(1), q->column_text(2), q->column_int64(3) != 0,
+                   q->column_text(4), q->column_text(5), q->column_text(6), q->column_int64(7)});
+  }
+  return out;
+}
+
+fhir::Status SqliteTransaction::delete_objection_change(const std::string& id) {
+  StatementUse q(st(S::delete_objection_change));
+  q->bind(1, id);
+  if (auto r = q->run(); !r) return storage(r.issue());
+  return fhir::Ok{};
+}
+
 }  // namespace gw::locator

@@ -29,6 +29,7 @@ enum class SqliteTransaction::S : std::size_t {
   upsert_source,
   care_team_of, upsert_care_team, delete_care_team_member,
   encounters_of, insert_encounter_if_new, trim_encounters_organisation, trim_encounters_patient, delete_encounters,
+  insert_objection_change, objection_changes, delete_objection_change,
   count
 };
 

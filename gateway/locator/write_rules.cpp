@@ -436,6 +436,25 @@ fhir::Status apply_set_objection(IndexTransaction& tx, const std::string& patien
   return tx.update_patient(**rec);
 }
 
+fhir::Result<bool> apply_change_objection(IndexTransaction& tx, ObjectionChange change, const std::string& now) {
+  if (auto st = check_required(change.id, kMaxIdBytes, "id"); !st) return std::move(st).issue();
+  if (auto st = check_len(change.nhs_number, kMaxCodeBytes, "nhs_number"); !st) return std::move(st).issue();
+  if (auto st = check_len(change.by, kMaxTextBytes, "by"); !st) return std::move(st).issue();
+  if (auto st = check_len(change.note, kMaxObjectionNoteBytes, "note"); !st) return std::move(st).issue();
+  if (auto st = check_len(change.request_id, kMaxTextBytes, "request_id"); !st) return std::move(st).issue();
+  auto rec = final_record(tx, change.patient_id);
+  if (!rec) return std::move(rec).issue();
+  if (!*rec) return patient_not_found("patient_id");
+  if ((*rec)->objection == change.objection) return false;
+  (*rec)->objection = change.objection;
+  ++(*rec)->version;
+  (*rec)->last_updated = now;
+  if (auto st = tx.update_patient(**rec); !st) return std::move(st).issue();
+  change.patient_id = (*rec)->id;
+  if (auto st = tx.insert_objection_change(change); !st) return std::move(st).issue();
+  return true;
+}
+
 fhir::Status apply_upsert_source_system(IndexTransaction& tx, const SourceSystem& s, const std::string& now) {
   if (auto st = check_required(s.ods_code, kMaxCodeBytes, "ods_code"); !st) return st;
   if (auto st = check_len(s.name, kMaxTextBytes, "name"); !st) return st;

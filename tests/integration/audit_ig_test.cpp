@@ -4,12 +4,14 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
 #include <set>
 #include <stdexcept>
+#include <thread>
 
 #include "fhir/json.h"
 #include "gateway/audit/verify.h"
@@ -45,6 +47,10 @@ TokenClaims ig_officer(const std::string& scope = "user/AuditEvent.rs") {
 
 bool contains(const std::vector<std::string>& v, const std::string& x) {
   return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+bool ends_with(const std::string& s, const std::string& end) {
+  return s.size() >= end.size() && s.compare(s.size() - end.size(), end.size(), end) == 0;
 }
 
 }  // namespace
@@ -497,7 +503,9 @@ TEST_CASE("Audit: an IG officer records and withdraws a patient's objection on a
   CHECK(rec.method == "PUT");
   CHECK(rec.user == "ig-jones");
   CHECK(contains(rec.detail.patients, a.nhs_number));
-  CHECK(rec.detail.note == "objection to sharing recorded: request ref 42");
+  // The note names the change (its row in locator.db awaits this record: gateway/objection_audit.h).
+  CHECK(rec.detail.note.rfind("objection to sharing recorded (change ", 0) == 0);
+  CHECK(ends_with(rec.detail.note, "): request ref 42"));
   CHECK(rec.detail.operation == "objection-recorded");
   // A second time: still recorded, and the answer and record say it already was.
   HttpResponse again = request(s, "PUT", path, ig, R"({"note":"duplicate letter"})");
@@ -546,7 +554,9 @@ TEST_CASE("Audit: an IG officer records and withdraws a patient's objection on a
   REQUIRE_MESSAGE(del.status == 200, del.body);
   CHECK(json_of(del).find("objection")->as_bool() == false);
   CHECK(get(s, "/Patient/" + a.id, bearer(gp)).status == 200);
-  CHECK(test::audit_record_of(s, del).detail.note == "objection to sharing withdrawn: withdrawal letter ref 44");
+  const std::string withdrawn = test::audit_record_of(s, del).detail.note;
+  CHECK(withdrawn.rfind("objection to sharing withdrawn (change ", 0) == 0);
+  CHECK(ends_with(withdrawn, "): withdrawal letter ref 44"));
   HttpResponse del_again = request(s, "DELETE", path, ig);
   REQUIRE(del_again.status == 200);
   CHECK(json_of(del_again).find("changed")->as_bool() == false);
@@ -574,6 +584,175 @@ TEST_CASE("Audit: an IG officer records and withdraws a patient's objection on a
                    "(information governance)") == 1);
   CHECK(std::count(what.begin(), what.end(),
                    "checked whether you have objected to sharing your record (information governance)") == 1);
+}
+
+namespace {
+
+// The records of `subtype` (objection-recorded, objection-withdrawn) naming patient `nhs`.
+std::vector<audit::Record> objection_records(TestServer& s, const std::string& nhs, const std::string& subtype) {
+  audit::Query q;
+  q.patient = nhs;
+  q.subtype = subtype;
+  q.count = 100;
+  auto page = s.app().audit_log()->search(q);
+  REQUIRE_MESSAGE(page.ok(), page.issue().diagnostics);
+  return page->records;
+}
+
+std::vector<locator::ObjectionChange> unaudited(TestServer& s) {
+  auto rows = s.locator().unaudited_objection_changes(100);
+  REQUIRE_MESSAGE(rows.ok(), rows.issue().diagnostics);
+  return *rows;
+}
+
+}  // namespace
+
+TEST_CASE("Audit: normal objection changes keep no row once audited, and exactly one record each, across a restart") {
+  std::string data_dir;
+  test::Seeded a;
+  std::string change_id;
+  std::int64_t changed_ms = 0;
+  {
+    TestServer s;
+    data_dir = s.cfg.data_dir;
+    a = test::add_patient(s.locator(), 46, "Normal", "A81001");
+    const std::string ig = bearer(ig_officer());
+    const std::string path = "/audit/objections/" + a.nhs_number;
+    HttpResponse put = request(s, "PUT", path, ig, R"({"note":"ref 46"})");
+    REQUIRE(put.status == 200);
+    HttpResponse del = request(s, "DELETE", path, ig);
+    REQUIRE(del.status == 200);
+    HttpResponse put2 = request(s, "PUT", path, ig, R"({"note":"ref 47"})");
+    REQUIRE(put2.status == 200);
+    CHECK(test::check_one_audit_record_each(s, {put, del, put2}) == 3);
+    // Their records are committed: the maintenance thread, woken by each, removes the rows
+    // off the request path (bounded wait), writing no record of its own.
+    for (int i = 0; i < 500 && !unaudited(s).empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    CHECK(unaudited(s).empty());
+    CHECK_FALSE(s.app().objection_audit()->due());
+    for (const auto& r : objection_records(s, a.nhs_number, "objection-recorded")) CHECK(r.kind == "rest");
+    // The change a crash between its record's commit and its row's removal leaves: which one.
+    const audit::Record rec = test::audit_record_of(s, put2);
+    const std::string prefix = "objection to sharing recorded (change ";
+    REQUIRE(rec.detail.note.rfind(prefix, 0) == 0);
+    change_id = rec.detail.note.substr(prefix.size(), rec.detail.note.find(')') - prefix.size());
+    changed_ms = rec.time_ms - 5;
+  }
+  {
+    auto db = sqlite::Database::open(data_dir + "/locator.db");
+    REQUIRE(db.ok());
+    REQUIRE(db->exec("INSERT INTO objection_changes VALUES ('" + change_id + "', '" + a.id + "', '" + a.nhs_number +
+                     "', 1, 'user ig-jones (X26)', 'ref 47', '', " + std::to_string(changed_ms) + ")")
+                .ok());
+  }
+  TestServer s([&](config::Config& c) { c.data_dir = data_dir; });
+  // At start-up its record was found: the row is gone, and no second record was written.
+  CHECK(unaudited(s).empty());
+  CHECK(objection_records(s, a.nhs_number, "objection-recorded").size() == 2);
+  CHECK(objection_records(s, a.nhs_number, "objection-withdrawn").size() == 1);
+  for (const auto& r : objection_records(s, a.nhs_number, "objection-recorded")) CHECK(r.kind == "rest");
+}
+
+TEST_CASE("Audit: an objection change whose record cannot be written is answered 503 saying so, and audited once "
+          "later") {
+  std::string data_dir;
+  test::Seeded a;
+  std::string request_id, change_id;
+  {
+    TestServer s;
+    data_dir = s.cfg.data_dir;
+    a = test::add_patient(s.locator(), 47, "Unaudited", "A81001");
+    const std::string ig = bearer(ig_officer());
+    const std::string path = "/audit/objections/" + a.nhs_number;
+    s.app().audit_log()->inject_write_failure(true);
+    HttpResponse put = request(s, "PUT", path, ig, R"({"note":"request ref 42"})");
+    s.app().audit_log()->inject_write_failure(false);
+    REQUIRE(put.status == 503);
+    request_id = put.header("x-request-id");
+    // The answer does not pretend nothing happened: the change stands, to be audited.
+    const std::string said(json_of(put).find("issue")->items().at(0).string_at("diagnostics"));
+    CHECK(said.find("The objection to sharing was recorded, but its audit record could not be written") == 0);
+    CHECK(said.find("the gateway audits it once the audit trail can be written again") != std::string::npos);
+    CHECK(s.locator().read_patient(a.id).value()->objection);
+    CHECK(test::audit_records_of(s, put).empty());
+    // Its row holds what the record needs.
+    auto rows = unaudited(s);
+    REQUIRE(rows.size() == 1);
+    change_id = rows[0].id;
+    CHECK(rows[0].patient_id == a.id);
+    CHECK(rows[0].nhs_number == a.nhs_number);
+    CHECK(rows[0].objection);
+    CHECK(rows[0].by == "user ig-jones (X26)");
+    CHECK(rows[0].note == "request ref 42");
+    CHECK(rows[0].request_id == request_id);
+    CHECK(s.app().objection_audit()->due());
+  }
+  // The next start audits it: one record, under the change's subtype, naming the patient.
+  {
+    TestServer s([&](config::Config& c) { c.data_dir = data_dir; });
+    CHECK(unaudited(s).empty());
+    auto recs = objection_records(s, a.nhs_number, "objection-recorded");
+    REQUIRE(recs.size() == 1);
+    const audit::Record& r = recs[0];
+    CHECK(r.kind == "system");
+    CHECK(r.agent_kind == "system");
+    CHECK(r.user == "fhir-gateway");
+    CHECK(r.status == 200);
+    CHECK(r.request_id == request_id);
+    CHECK(contains(r.detail.patients, a.nhs_number));
+    CHECK(contains(r.detail.returned, "Patient/" + a.id));
+    CHECK(r.detail.note.rfind("objection to sharing recorded (change " + change_id + ") by user ig-jones (X26) at ", 0) == 0);
+    CHECK(r.detail.note.find("its own audit record was not committed; recovered at start-up") != std::string::npos);
+    CHECK(ends_with(r.detail.note, "; note: request ref 42"));
+    // A stop after the recovery record's commit but before its row went: the row is back.
+    auto db = sqlite::Database::open(data_dir + "/locator.db");
+    REQUIRE(db.ok());
+    REQUIRE(db->exec("INSERT INTO objection_changes VALUES ('" + change_id + "', '" + a.id + "', '" + a.nhs_number +
+                     "', 1, 'user ig-jones (X26)', 'request ref 42', '" + request_id + "', " +
+                     std::to_string(r.time_ms - 1000) + ")")
+                .ok());
+  }
+  // Found audited at the following start: the row goes, and there is still one record.
+  TestServer s([&](config::Config& c) { c.data_dir = data_dir; });
+  CHECK(unaudited(s).empty());
+  CHECK(objection_records(s, a.nhs_number, "objection-recorded").size() == 1);
+}
+
+TEST_CASE("Audit: the running gateway audits an objection change once the audit store takes writes again") {
+  TestServer s;
+  auto a = test::add_patient(s.locator(), 48, "Later", "A81001");
+  const std::string ig = bearer(ig_officer());
+  const std::string path = "/audit/objections/" + a.nhs_number;
+  REQUIRE(request(s, "PUT", path, ig, R"({"note":"ref 48"})").status == 200);
+  s.app().audit_log()->inject_write_failure(true);
+  HttpResponse del = request(s, "DELETE", path, ig);
+  REQUIRE(del.status == 503);
+  CHECK(json_of(del).find("issue")->items().at(0).string_at("diagnostics").find(
+            "The objection to sharing was withdrawn, but") == 0);
+  // While the store refuses, the recovery fails and stays due; nothing is lost.
+  CHECK_FALSE(s.app().objection_audit()->recover("test").ok());
+  CHECK(s.app().objection_audit()->due());
+  // The PUT's row went (its record is committed), the DELETE's stays for the next run.
+  auto left = unaudited(s);
+  REQUIRE(left.size() == 1);
+  CHECK_FALSE(left[0].objection);
+  s.app().audit_log()->inject_write_failure(false);
+  // What the maintenance thread runs every minute while due (run here, not waited for).
+  auto run = s.app().objection_audit()->recover("recovered by the running gateway");
+  REQUIRE_MESSAGE(run.ok(), run.issue().diagnostics);
+  CHECK(unaudited(s).empty());
+  CHECK_FALSE(s.app().objection_audit()->due());
+  // The DELETE's request now has exactly one record: the recovery's, under its subtype.
+  audit::Record r = test::audit_record_of(s, del);
+  CHECK(r.action == "objection-withdrawn");
+  CHECK(r.detail.note.find("recovered by the running gateway") != std::string::npos);
+  CHECK(objection_records(s, a.nhs_number, "objection-withdrawn").size() == 1);
+  CHECK(objection_records(s, a.nhs_number, "objection-recorded").size() == 1);
+  // The patient's access report tells it as the withdrawal it was.
+  fhir::Json report = json_of(get(s, "/AuditEvent/$access-report?patient=" + a.nhs_number, ig));
+  std::vector<std::string> what;
+  for (const auto& e : report.find("accesses")->items()) what.emplace_back(e.string_at("what"));
+  CHECK(std::count(what.begin(), what.end(), "withdrew your objection to sharing your record (information governance)") == 1);
 }
 
 TEST_CASE("Audit: records keep the role claim and the gateway's name for it; the access report shows the name") {

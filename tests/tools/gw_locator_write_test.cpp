@@ -9,6 +9,7 @@
 #include <string>
 
 #include "gateway/audit/log.h"
+#include "gateway/sqlite/database.h"
 #include "support/certs.h"
 #include "support/https_client.h"
 #include "support/paths.h"
@@ -73,6 +74,16 @@ std::string audit_of(test::TestServer& s, const std::string& patient) {
   std::string out;
   for (const auto& r : page->records) out += r.action + "|" + r.detail.note + "\n";
   return out;
+}
+
+// Objection changes awaiting their audit record in `data`'s locator.db.
+std::int64_t waiting_rows(const fs::path& data) {
+  auto db = sqlite::Database::open((data / "locator.db").string(), sqlite::Database::Mode::read_only);
+  REQUIRE(db.ok());
+  auto st = db->prepare("SELECT count(*) FROM objection_changes");
+  REQUIRE(st.ok());
+  REQUIRE(*st->step());
+  return st->column_int64(0);
 }
 
 int audit_verify(const fs::path& data) {
@@ -160,8 +171,8 @@ TEST_CASE("gw-locator: a recorded objection hides the patient from their own GP;
     auto s = gateway_on(data);
     CHECK(visible(*s) == 0);  // hidden exactly as an unknown patient
     const std::string trail = audit_of(*s, kNhs);
-    CHECK_MESSAGE(trail.find("objection-recorded|objection to sharing recorded by OS user ") != std::string::npos,
-                  trail);
+    CHECK_MESSAGE(trail.find("objection-recorded|objection to sharing recorded (change ") != std::string::npos, trail);
+    CHECK(trail.find(") by OS user ") != std::string::npos);
     CHECK(trail.find(": request ref 42") != std::string::npos);
   }
 
@@ -172,5 +183,56 @@ TEST_CASE("gw-locator: a recorded objection hides the patient from their own GP;
     CHECK(visible(*s) == 1);
     CHECK(audit_of(*s, kNhs).find("objection-withdrawn|objection to sharing withdrawn") != std::string::npos);
   }
+  CHECK(audit_verify(data) == 0);
+  CHECK(waiting_rows(data) == 0);  // each change's row went once its record was committed
+}
+
+TEST_CASE("gw-locator objection: a change a stop left without its audit record is audited once, first") {
+  const fs::path dir = test::temp_dir("gwloc-objection-left");
+  const fs::path data = dir / "data";
+  const std::string config = write_config(dir, data);
+  REQUIRE(gw_locator("import --config " + config + " --source RX8 --quiet " + write_bundle(dir)).status == 0);
+  std::string patient;
+  {
+    auto s = gateway_on(data);  // creates the audit log
+    patient = s->locator().lookup_identifier(locator::kNhsNumberSystem, kNhs).value().value();
+  }
+  // An earlier run recorded an objection and stopped between its change's commit and its
+  // record's: the objection stands, and its row awaits the record.
+  const std::string left =
+      "INSERT INTO objection_changes VALUES ('0190aaaa-0000-7000-8000-000000000001', '" + patient + "', '" + kNhs +
+      "', 1, 'OS user admin (uid 1000)', 'request ref 41', '', " + std::to_string(audit::now_ms() - 5000) + ")";
+  {
+    auto db = sqlite::Database::open((data / "locator.db").string());
+    REQUIRE(db.ok());
+    REQUIRE(db->exec(left + "; UPDATE patients SET objection = 1 WHERE id = '" + patient + "'").ok());
+  }
+  const test::ToolRun wd = gw_locator("objection --config " + config + " --nhs-number " + kNhs + " --withdraw");
+  REQUIRE_MESSAGE(wd.status == 0, wd.out, wd.err);
+  CHECK(wd.err.find("1 earlier objection change(s) without their audit record audited now") != std::string::npos);
+  CHECK(waiting_rows(data) == 0);
+  // A stop after that record's commit, before its row went: the next run finds the record.
+  {
+    auto db = sqlite::Database::open((data / "locator.db").string());
+    REQUIRE(db.ok());
+    REQUIRE(db->exec(left).ok());
+  }
+  const test::ToolRun again = gw_locator("objection --config " + config + " --nhs-number " + kNhs + " --withdraw");
+  REQUIRE_MESSAGE(again.status == 0, again.out, again.err);
+  CHECK(again.err.find("audited now") == std::string::npos);
+  CHECK(waiting_rows(data) == 0);
+  auto s = gateway_on(data);
+  const std::string trail = audit_of(*s, kNhs);
+  INFO(trail);
+  // The earlier change, once; then the withdrawal and its repeat.
+  const std::string recovered = "objection-recorded|objection to sharing recorded (change "
+                                "0190aaaa-0000-7000-8000-000000000001) by OS user admin (uid 1000) at ";
+  const auto first = trail.find(recovered);
+  CHECK(first != std::string::npos);
+  CHECK(trail.find(recovered, first + 1) == std::string::npos);
+  CHECK(trail.find("its own audit record was not committed; recovered by gw-locator objection; note: request ref 41") !=
+        std::string::npos);
+  CHECK(trail.find("objection-withdrawn|objection to sharing withdrawn (change ") != std::string::npos);
+  CHECK(trail.find("objection-withdrawn|objection to sharing withdrawn (it already was) by OS user") != std::string::npos);
   CHECK(audit_verify(data) == 0);
 }

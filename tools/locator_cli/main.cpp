@@ -27,6 +27,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -42,6 +43,7 @@
 #include "gateway/config/config.h"
 #include "gateway/locator/fhir_mapping.h"
 #include "gateway/locator/sqlite_locator.h"
+#include "gateway/objection_audit.h"
 #include "tools/cli/parse.h"
 #include "tools/locator_cli/write_session.h"
 
@@ -654,9 +656,38 @@ int run_objection(const gw::tools::WriteTarget& target, const std::string& nhs_n
     std::fprintf(stderr, "gw-locator: cannot read patient %s\n", (**id).c_str());
     return 1;
   }
-  const bool was = (*before)->objection;
-  if (auto st = loc->set_objection(**id, object); !st) {
-    std::fprintf(stderr, "gw-locator: %s\n", st.issue().diagnostics.c_str());
+  // As the gateway's objection changes (gateway/objection_audit.h): the change commits with a
+  // row awaiting its record, removed once the record is committed; what an earlier run (or the
+  // gateway) left without its record is audited first.
+  std::optional<gw::ObjectionAudit> changes;
+  if (gw::audit::Log* log = session->log()) {
+    changes.emplace(*loc, *log, "gw-locator");
+    if (auto earlier = changes->recover("recovered by gw-locator objection"); !earlier) {
+      std::fprintf(stderr,
+                   "gw-locator: objection changes left without their audit record could not be audited (%s); "
+                   "nothing changed\n",
+                   earlier.issue().diagnostics.c_str());
+      return 1;
+    } else if (earlier->audited > 0) {
+      std::fprintf(stderr, "gw-locator: %zu earlier objection change(s) without their audit record audited now\n",
+                   earlier->audited);
+    }
+  }
+  gw::locator::ObjectionChange c;
+  c.id = changes ? changes->begin_change() : gw::locator::new_objection_change_id();
+  c.patient_id = **id;
+  c.nhs_number = nhs_number;
+  c.objection = object;
+  c.by = "OS user " + gw::tools::WriteSession::os_user();
+  c.note = note;
+  c.time_ms = gw::audit::now_ms();
+  // Unaudited (no audit log yet: the initial load), the plain change, with no row to audit.
+  fhir::Result<bool> changed = false;
+  if (changes) changed = loc->change_objection(c);
+  else if (auto st = loc->set_objection(**id, object); !st) changed = std::move(st).issue();
+  else changed = (*before)->objection != object;
+  if (!changed) {
+    std::fprintf(stderr, "gw-locator: %s\n", changed.issue().diagnostics.c_str());
     return 1;
   }
   gw::audit::Record r;
@@ -666,12 +697,28 @@ int run_objection(const gw::tools::WriteTarget& target, const std::string& nhs_n
   r.status = 200;
   r.detail.patients = {nhs_number};
   r.detail.returned = {"Patient/" + **id};
-  r.detail.note = std::string(object ? "objection to sharing recorded" : "objection to sharing withdrawn") +
-                  (was == object ? " (it already was)" : "") + " by OS user " + gw::tools::WriteSession::os_user() +
-                  (note.empty() ? std::string() : ": " + note);
-  if (!audit_change(*session, std::move(r))) return 1;
+  r.detail.note = (*changed ? gw::objection_change_note(c)
+                            : std::string(object ? "objection to sharing recorded" : "objection to sharing withdrawn") +
+                                  " (it already was)") +
+                  " by " + c.by + (note.empty() ? std::string() : ": " + note);
+  if (auto st = session->record(std::move(r)); !st) {
+    std::fprintf(stderr,
+                 "gw-locator: the change was made but its audit record could not be written (%s)%s\n",
+                 st.issue().diagnostics.c_str(),
+                 *changed ? ": it is kept in locator.db and audited when the gateway next starts (or by the next "
+                            "gw-locator objection) once the audit log can be written; fix the audit log"
+                          : "");
+    return 1;
+  }
+  if (changes && *changed) {
+    changes->audited(c.id, true);
+    // The record is committed: the row goes now, or with the next recovery should this fail.
+    if (auto done = changes->recover("recovered by gw-locator objection"); !done)
+      std::fprintf(stderr, "gw-locator: warning: %s (the audit record is written)\n",
+                   done.issue().diagnostics.c_str());
+  }
   std::printf("%s for NHS number %s (Patient/%s)%s: %s\n", object ? "objection recorded" : "objection withdrawn",
-              nhs_number.c_str(), (**id).c_str(), was == object ? ", as it already was" : "",
+              nhs_number.c_str(), (**id).c_str(), *changed ? "" : ", as it already was",
               object ? "the shared record is hidden from every user; only a break-glass grant opens it"
                      : "the shared record is visible again to users with a legitimate relationship");
   return 0;

@@ -51,6 +51,10 @@ class WriteSession {
   // log could not be written: the change stands, but the caller must say it was not recorded.
   fhir::Status record(audit::Record r);
 
+  // The audit log, null when unaudited: for the objection changes' recovery
+  // (gateway/objection_audit.h).
+  audit::Log* log() { return log_.get(); }
+
   // "login (uid N)", and the user sudo ran for when SUDO_USER is set: who ran the tool.
   static std::string os_user();
 

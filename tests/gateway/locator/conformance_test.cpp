@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <set>
 
+#include "gateway/locator/index_transaction.h"
 #include "locator_test_support.h"
 
 using namespace gw::locator;
@@ -635,6 +636,67 @@ TEST_CASE_TEMPLATE("Locator: the objection flag is recorded and versioned", B, L
   REQUIRE(l->set_objection(id, false).ok());
   CHECK_FALSE(read_ok(*l, id).objection);
   CHECK(l->set_objection("nobody", true).issue().code == fhir::ErrorCode::not_found);
+}
+
+TEST_CASE_TEMPLATE("Locator: an objection change is kept with its row awaiting the audit record", B, LOCATOR_BACKENDS) {
+  auto l = B::make();
+  const std::string retired = resolve_ok(*l, claim("RX1", "", {{kMrnA, "OC-1", ""}}), MatchOutcome::created);
+  const std::string id = resolve_ok(*l, claim("RX1", nhs(41), {}), MatchOutcome::created);
+  REQUIRE(l->merge(retired, id, "RX1").ok());
+  auto change = [&](const std::string& patient, bool objection, std::int64_t at) {
+    ObjectionChange c;
+    c.id = new_objection_change_id();
+    c.patient_id = patient;
+    c.nhs_number = nhs(41);
+    c.objection = objection;
+    c.by = "user ig-jones (X26)";
+    c.note = "request ref 42";
+    c.request_id = "req-" + std::to_string(at);
+    c.time_ms = at;
+    return c;
+  };
+  // Recorded through the retired id: the survivor changes, and its row names the survivor.
+  const ObjectionChange first = change(retired, true, 2000);
+  auto changed = l->change_objection(first);
+  REQUIRE(changed.ok());
+  CHECK(*changed);
+  CHECK(read_ok(*l, id).objection);
+  // Already recorded: nothing changes and no row is kept.
+  changed = l->change_objection(change(id, true, 3000));
+  REQUIRE(changed.ok());
+  CHECK_FALSE(*changed);
+  const ObjectionChange second = change(id, false, 1000);
+  REQUIRE(*l->change_objection(second));
+  auto rows = l->unaudited_objection_changes(10);
+  REQUIRE(rows.ok());
+  REQUIRE(rows->size() == 2);  // oldest first
+  CHECK(rows->at(0).id == second.id);
+  CHECK_FALSE(rows->at(0).objection);
+  CHECK(rows->at(1).id == first.id);
+  CHECK(rows->at(1).patient_id == id);
+  CHECK(rows->at(1).objection);
+  CHECK(rows->at(1).nhs_number == nhs(41));
+  CHECK(rows->at(1).by == "user ig-jones (X26)");
+  CHECK(rows->at(1).note == "request ref 42");
+  CHECK(rows->at(1).request_id == "req-2000");
+  CHECK(rows->at(1).time_ms == 2000);
+  CHECK(l->unaudited_objection_changes(1)->size() == 1);
+  // Refused changes keep nothing, the objection neither.
+  CHECK(l->change_objection(change("nobody", true, 4000)).issue().code == fhir::ErrorCode::not_found);
+  ObjectionChange no_id = change(id, true, 4000);
+  no_id.id.clear();
+  CHECK(l->change_objection(no_id).issue().code == fhir::ErrorCode::missing_value);
+  ObjectionChange long_note = change(id, true, 4000);
+  long_note.note.assign(kMaxObjectionNoteBytes + 1, 'x');
+  CHECK(l->change_objection(long_note).issue().expression == "note");
+  CHECK_FALSE(read_ok(*l, id).objection);
+  CHECK(l->unaudited_objection_changes(10)->size() == 2);
+  // Forgotten once audited; an unknown id is ignored.
+  REQUIRE(l->forget_objection_changes({first.id, "unknown"}).ok());
+  rows = l->unaudited_objection_changes(10);
+  REQUIRE(rows.ok());
+  REQUIRE(rows->size() == 1);
+  CHECK(rows->front().id == second.id);
 }
 
 TEST_CASE_TEMPLATE("Locator: source systems and statistics", B, LOCATOR_BACKENDS) {
