@@ -377,12 +377,7 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
   add(clock.control_id);
   add(in.field(11).empty() ? "P" : echo(in.field(11), d));
   add(version.empty() ? "2.5" : echo(in.field(12), d));
-  // MSH-18: the ACK is in the message's character set, and says so when the message did.
-  if (const std::string charset = in.field(18); !charset.empty()) {
-    for (int n = 13; n <= 17; ++n) add("");
-    add(echo(charset, d));
-  }
-  std::string out = msh + "\r";
+  std::string out;  // the segments after MSH; MSH-18 depends on them (below)
 
   // MSA-2 echoes MSH-10 as sent (HL7 v2.5 ch. 2.14.1.2): senders compare it byte for byte.
   out += "MSA" + f + std::string(ack_code_name(code)) + f + echo(in.field(10), d);
@@ -418,7 +413,20 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
       out += "ERR" + f + eld + (sub == '\0' ? v25_fields() : std::string()) + "\r";
     }
   }
-  return out;
+
+  // MSH-18: the ACK is in the message's character set, and says so when the message did, as
+  // long as that is true. Not echoed for a set the gateway does not read (the message was
+  // refused for it), nor for UTF-8 when the sender's bytes echoed in MSH and MSA-2 are not
+  // UTF-8 (the message was refused for them): such an ACK would declare a set it is not
+  // written in, and no parser here (nor, likely, the sender's) could read it. Without MSH-18
+  // it echoes the same bytes and reads as ISO 8859-1.
+  if (const std::string charset = echo(in.field(18), d);
+      !charset.empty() && is_supported_charset(std::string_view(charset).substr(0, charset.find(d.ack.repetition))) &&
+      (d.latin1 || fhir::is_valid_utf8(msh + out))) {
+    for (int n = 13; n <= 17; ++n) add("");
+    add(charset);
+  }
+  return msh + "\r" + out;
 }
 
 std::string with_warnings(const MshSummary& in, std::string ack, const std::vector<std::string>& warnings) {

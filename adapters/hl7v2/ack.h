@@ -93,7 +93,7 @@ inline constexpr std::size_t kMaxAckTextBytes = 500;
 // delimiters when they are usable (else |^~\&). MSH-3..6 are the inbound MSH-5, 6, 3, 4;
 // MSH-9 is "ACK^<trigger>^ACK" from v2.4 ("ACK^<trigger>" before; "ACK" when no trigger is
 // known), the trigger being `inbound.trigger` or else MSH-9.2; MSH-11, MSH-12 and MSH-18
-// (when sent) are echoed; MSA-2 echoes MSH-10 byte for byte (escapes included). For an
+// (when sent; MSH-18 only when it names a set the gateway reads) are echoed; MSA-2 echoes MSH-10 byte for byte (escapes included). For an
 // ISO 8859-1 message (`inbound.latin1`) the ACK's own texts (MSA-3, ERR) are written in
 // ISO 8859-1, a character it cannot hold as '?'. `error` adds an ERR segment
 // (v2.5+: ERR-2 location, ERR-3 code, ERR-4 severity, ERR-8 message; earlier versions: ERR-1

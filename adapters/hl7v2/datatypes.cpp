@@ -246,6 +246,19 @@ std::string value(const SegmentRef& s, std::size_t field, std::size_t component,
   return std::string(trim(v));
 }
 
+std::string single_spaced(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text)
+    if (c != ' ' || out.empty() || out.back() != ' ') out.push_back(c);
+  return out;
+}
+
+std::string code_value(const SegmentRef& s, std::size_t field, std::size_t component, std::size_t sub,
+                       std::size_t repetition) {
+  return single_spaced(value(s, field, component, sub, repetition));
+}
+
 std::string joined_subcomponents(const Run& run, const SegmentRef& s, std::size_t field, std::size_t component,
                                  std::size_t repetition) {
   const std::string_view raw = s.raw(field, repetition, component, 0);
@@ -471,7 +484,7 @@ Json codeable_concept(const Run& run, const SegmentRef& s, std::size_t field, st
   Json codings = Json::array();
   std::string first_text;
   for (std::size_t base : {first, first + 3}) {
-    const std::string code = value(s, field, base, 1, repetition);
+    const std::string code = code_value(s, field, base, 1, repetition);
     const std::string text = value(s, field, base + 1, 1, repetition);
     // A code under a system the sender names but FHIR has no URI for (a lab's "Winpath",
     // HL7's "L" for local) is still that source's code: without a system, ALP from one lab
@@ -619,7 +632,7 @@ Json professional_identifier(const Run& run, std::string_view id, std::string_vi
 }
 
 Units units(const SegmentRef& s, std::size_t field) {
-  const std::string id = value(s, field, 1, 1), text = value(s, field, 2, 1), system = value(s, field, 3, 1);
+  const std::string id = code_value(s, field, 1, 1), text = value(s, field, 2, 1), system = value(s, field, 3, 1);
   Units u;
   u.unit = id.empty() ? text : id;
   // A unit the sender places in another system (L, 99zzz, ISO+) is that system's, whatever it

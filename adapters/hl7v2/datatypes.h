@@ -40,6 +40,14 @@ std::string where(std::string_view segment, std::size_t occurrence, std::size_t 
 // for absent values and for HL7's explicit null `""`.
 std::string value(const SegmentRef& s, std::size_t field, std::size_t component = 1, std::size_t sub = 1,
                   std::size_t repetition = 1);
+// value() for a FHIR code (Coding.code, Quantity.code): runs of spaces made one, as a code
+// may hold single inner spaces only. "mg  /L" (or control characters, which value() turns
+// into spaces) would otherwise make the resource invalid FHIR and the whole message refused
+// at ingest, away from its HL7 location.
+std::string code_value(const SegmentRef& s, std::size_t field, std::size_t component = 1, std::size_t sub = 1,
+                       std::size_t repetition = 1);
+// `text` with each run of spaces made one space.
+std::string single_spaced(std::string_view text);
 // All sub-components of a component joined by single spaces (e.g. SAD street address).
 std::string joined_subcomponents(const Run& run, const SegmentRef& s, std::size_t field, std::size_t component,
                                  std::size_t repetition);

@@ -574,6 +574,8 @@ bool read_as_latin1(std::string_view msh18, std::string_view bytes) {
   return *charset == Charset::unspecified && first_invalid_utf8(bytes) != std::string_view::npos;
 }
 
+bool is_supported_charset(std::string_view msh18) { return classify_charset(msh18).has_value(); }
+
 std::string Message::charset() const { return std::string(msh().raw(18, 1)); }
 std::string Message::encode() const { return text_; }
 

@@ -144,6 +144,9 @@ fhir::Result<Delimiters> read_delimiters(char field_separator, std::string_view 
 // sent) names it, or is empty or ASCII and `bytes` are not valid UTF-8. A message read so is
 // answered in ISO 8859-1 too (see build_ack).
 bool read_as_latin1(std::string_view msh18, std::string_view bytes);
+// True when `msh18` (the first repetition of MSH-18 as sent) names a character set parse()
+// reads: none (empty), ASCII, UTF-8 or ISO 8859-1; parse() refuses any other (not_supported).
+bool is_supported_charset(std::string_view msh18);
 
 // Splits text that holds several messages (a file, a batch) into one view per message, in
 // order: a message starts at each line beginning with "MSH" (the first may follow a UTF-8 byte

@@ -398,7 +398,7 @@ std::optional<std::string> hex_bytes(std::string_view t) {
 std::string content_type(std::string type, std::string subtype) {
   for (std::string* t : {&type, &subtype})
     for (char& c : *t) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-  if (type.find('/') != std::string::npos) return type;
+  if (type.find('/') != std::string::npos) return single_spaced(type);  // a FHIR code
   for (std::string_view mime : {"application", "text", "image", "audio", "video"})
     if (type == mime && !subtype.empty() && subtype.find('/') == std::string::npos) return type + "/" + subtype;
   static constexpr std::pair<std::string_view, std::string_view> kSubtypes[] = {

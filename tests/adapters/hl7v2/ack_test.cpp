@@ -383,6 +383,61 @@ TEST_CASE("ACK: an ISO 8859-1 message is answered in ISO 8859-1, echoing its byt
         "UNICODE UTF-8\rMSA|AE|C1|Zo\xC3\xAB\rERR|||207^Zo\xC3\xAB^HL70357|E||||Zo\xC3\xAB\r");
 }
 
+// Found by fuzz_hl7v2_map: the ACK of a message refused for its character set echoed that
+// set in MSH-18, so the ACK declared a set it was not written in and that the gateway's own
+// parser (and likely the sender's) refuses: an answer nobody could read.
+TEST_CASE("ACK: a message refused for an unsupported MSH-18 gets a readable AR without that MSH-18") {
+  const std::string inbound =
+      "MSH|^~\\&|PAS|RFZ|GW|RFZ|20261207||ADT^A01|MSG1|P|2.5||||||EBCDIC\rPID|1||123^^^RFZ^MR\r";
+  auto refused = Message::parse(inbound);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.issue().code == ErrorCode::not_supported);
+  CHECK(refused.issue().expression == "MSH-18");
+  const auto msh = gw::hl7v2::read_msh(inbound);
+  const std::vector<std::string> acks =
+      gw::hl7v2::acknowledgements(msh, Outcome::rejected, gw::hl7v2::ack_error_for(refused.issue(), inbound));
+  REQUIRE(acks.size() == 1);
+  auto ack = Message::parse(acks[0]);
+  REQUIRE_MESSAGE(ack.ok(), acks[0]);
+  const auto msa = ack->find("MSA");
+  REQUIRE(msa.has_value());
+  CHECK(msa->get(1) == "AR");
+  CHECK(msa->get(2) == "MSG1");
+  const auto err = ack->find("ERR");
+  REQUIRE(err.has_value());
+  CHECK(err->raw(2) == "MSH^1^18");
+  CHECK(ack->segment(0).get(18).empty());
+  CHECK(acks[0].find("EBCDIC|") == std::string::npos);
+  CHECK(acks[0].find("EBCDIC\r") == std::string::npos);
+  // A set the gateway reads is still echoed, in any case the sender wrote it.
+  const std::string latin1 = "MSH|^~\\&|PAS|RFZ|GW|RFZ|20261207||ADT^A01|MSG2|P|2.5||||||iso-8859-1\rEVN|A01\r";
+  CHECK(ack_of(latin1, AckCode::AA).segment(0).get(18) == "iso-8859-1");
+}
+
+// Found by fuzz_hl7v2_map: a message that declares UTF-8 in MSH-18 but whose MSH holds bytes
+// that are not UTF-8 is refused; its ACK echoed those bytes (MSH-3 into MSH-5) and declared
+// UTF-8 too, so the gateway's own parser refused the ACK for the same reason.
+TEST_CASE("ACK: a message refused for bytes that are not the UTF-8 it declares gets a readable AR") {
+  const std::string inbound =
+      "MSH|^~\\&|PA\xF8S|RFZ|GW|RFZ|20261207||ADT^A01|MSG3|P|2.5||||||UNICODE UTF-8\rEVN|A01\r";
+  auto refused = Message::parse(inbound);
+  REQUIRE_FALSE(refused.ok());
+  const std::vector<std::string> acks = gw::hl7v2::acknowledgements(
+      gw::hl7v2::read_msh(inbound), Outcome::rejected, gw::hl7v2::ack_error_for(refused.issue(), inbound));
+  REQUIRE(acks.size() == 1);
+  auto ack = Message::parse(acks[0]);
+  REQUIRE_MESSAGE(ack.ok(), acks[0]);
+  CHECK(ack->find("MSA")->get(1) == "AR");
+  CHECK(ack->find("MSA")->raw(2) == "MSG3");
+  // The sender's bytes go back as sent (the ACK, declaring no set, reads as ISO 8859-1).
+  CHECK(acks[0].find("|PA\xF8S|") != std::string::npos);
+  CHECK(ack->segment(0).get(18).empty());
+  // Valid UTF-8 keeps its declaration.
+  const std::string valid =
+      "MSH|^~\\&|PA\xC3\xB8S|RFZ|GW|RFZ|20261207||ADT^A01|MSG4|P|2.5||||||UNICODE UTF-8\rEVN|A01\r";
+  CHECK(ack_of(valid, AckCode::AA).segment(0).get(18) == "UNICODE UTF-8");
+}
+
 TEST_CASE("ACK: enhanced mode accepts (CA) whatever is committed; CR only for table 0008's reasons, else CE") {
   auto codes = [](const std::string& msh15_16, Outcome outcome, const std::optional<AckError>& error) {
     const auto msh = gw::hl7v2::read_msh("MSH|^~\\&|PAS|RGT01|GW|GW|20261123||ADT^A40|C-1|P|2.5|||" + msh15_16 + "\r");

@@ -818,6 +818,31 @@ TEST_CASE("hl7v2 mapping: a unit is UCUM when sent as UCUM, or a common UCUM cod
   CHECK(range->items().at(0).find("low")->find("system") == nullptr);
 }
 
+// Found by fuzz_hl7v2_map: a unit or code holding control characters (made spaces) or doubled
+// spaces gave a Quantity.code / Coding.code that is not a FHIR code, so ingest refused the
+// whole result for "batch.resources[n].valueQuantity.code" instead of storing it.
+TEST_CASE("hl7v2 mapping: codes and units sent with runs of spaces or control characters are valid FHIR codes") {
+  const auto r = map_text(kMsh + "ORU^R01|C1|P|2.4\rPID|1||123^^^RGT^MR\rOBR|1||F1|UE^U and E^LN\r"
+                                 "OBX|1|NM|EGFR^eGFR^L||90|mL/min/{1.73_m2\x01\x07}^^UCUM|>60||||F\r"
+                                 "OBX|2|NM|NA  X^Sodium^L||140|mmol  /L|||||F\r"
+                                 "OBX|3|RP|DOC^Report^L||http://example.org/r.pdf^^TEXT  /PLAIN||||||F\r");
+  REQUIRE(r.ok());
+  const std::vector<std::string> problems = check_mapped(*r);
+  CHECK_MESSAGE(problems.empty(), join(problems));
+  const Json* egfr = r->resources[0].find("valueQuantity");
+  REQUIRE(egfr != nullptr);
+  CHECK(egfr->string_at("code") == "mL/min/{1.73_m2 }");
+  CHECK(egfr->find("low") == nullptr);
+  CHECK(r->resources[0].find("referenceRange")->items().at(0).find("low")->string_at("code") == "mL/min/{1.73_m2 }");
+  CHECK(r->resources[1].find("code")->find("coding")->items().at(0).string_at("code") == "NA X");
+  CHECK(r->resources[1].find("valueQuantity")->string_at("unit") == "mmol /L");
+  const Json* report = nullptr;
+  for (const Json& res : r->resources)
+    if (res.string_at("resourceType") == "DiagnosticReport") report = &res;
+  REQUIRE(report != nullptr);
+  CHECK(report->find("presentedForm")->items().at(0).string_at("contentType") == "text /plain");
+}
+
 TEST_CASE("hl7v2 mapping: HL7 times become FHIR dateTimes in UK local time when no offset is sent") {
   using gw::hl7v2::detail::fhir_datetime;
   auto dt = [](std::string_view hl7) {
