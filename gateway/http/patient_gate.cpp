@@ -58,7 +58,7 @@ fhir::Result<bool> PatientGate::maybe_break_glass(Request& req, const locator::P
   }
   if (!patient) return false;
   observe::log(observe::Level::warn, "break-glass access granted",
-               {{"request_id", req.request_id}, {"reason", g->reason_code}, {"client_id", req.principal->client_id}});
+               {{"request_id", req.logged_request_id()}, {"reason", g->reason_code}, {"client_id", req.principal->client_id}});
   return true;
 }
 

@@ -229,17 +229,24 @@ boost::asio::awaitable<Response> Pipeline::audited(Request& req, Response r, con
     // appended with the record was not made either). A change made outside audit.db stands:
     // the answer says so, and that the gateway audits it once the audit trail takes writes.
     observe::log(observe::Level::error, "audit record not committed; response withheld",
-                 {{"request_id", req.request_id},
+                 {{"request_id", req.logged_request_id()},
                   {"status", std::to_string(r.status)},
-                  {"change_made", made_outside ? "yes, audited later" : "no"}});
+                  {"change_made", !made_outside                 ? "no"
+                                  : made_outside->audited_later ? "yes, audited later"
+                                                                : "yes, without an audit record"},
+                  {"route", req.route_template}});
     const std::string quote = "quote X-Request-ID " + req.request_id;
-    Response refused = error_response(fhir::Issue::make(
-        fhir::ErrorCode::not_ready,
-        made_outside ? made_outside->made + ", but its audit record could not be written, so no other data was sent. "
-                                           "The change stands and the gateway audits it once the audit trail can be "
-                                           "written again; there is no need to repeat it (" + quote + ")"
-                     : "The audit trail could not be written, so no data was sent. Try again shortly; " + quote +
-                           " if this persists"));
+    std::string text;
+    if (!made_outside)
+      text = "The audit trail could not be written, so no data was sent. Try again shortly; " + quote + " if this persists";
+    else if (made_outside->audited_later)
+      text = made_outside->made + ", but its audit record could not be written, so no other data was sent. The change "
+                                  "stands and the gateway audits it once the audit trail can be written again; there "
+                                  "is no need to repeat it (" + quote + ")";
+    else
+      text = made_outside->made + ", but its audit record could not be written, so no other data was sent. The change "
+                                  "stands: do not repeat it (" + quote + ")";
+    Response refused = error_response(fhir::Issue::make(fhir::ErrorCode::not_ready, text));
     refused.close = r.close;
     co_return refused;
   }
@@ -382,9 +389,12 @@ boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& m
     co_return r;
   } catch (const std::exception& e) {
     observe::log(observe::Level::error, "handler failed",
-                 {{"request_id", req.request_id}, {"route", route.pattern}, {"error", e.what()}});
+                 {{"request_id", req.logged_request_id()},
+                  {"route", route.pattern},
+                  {"error", fhir::without_nhs_numbers(e.what(), "(nhs-number-removed)")}});
   } catch (...) {
-    observe::log(observe::Level::error, "handler failed", {{"request_id", req.request_id}, {"route", route.pattern}});
+    observe::log(observe::Level::error, "handler failed",
+                 {{"request_id", req.logged_request_id()}, {"route", route.pattern}});
   }
   co_return error_response(fhir::Issue::make(fhir::ErrorCode::internal_error,
                                              "The server could not complete the request; quote X-Request-ID " +

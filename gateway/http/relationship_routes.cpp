@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway/http/relationship_routes.h"
 
+#include <cctype>
 #include <memory>
 #include <optional>
 
@@ -170,7 +171,12 @@ class RelationshipApi {
   }
 
  private:
-  static Response recorded(const std::string& text, const Request& req) {
+  // Committed in locator.db before the request's record can be: a 503 from the audit step says
+  // the change stands (Request::ChangeMade).
+  static Response recorded(const std::string& text, Request& req) {
+    std::string made = text;
+    made[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(made[0])));
+    req.change_made = Request::ChangeMade{made, nullptr, false};
     Issue info = Issue::make(ErrorCode::informational, text);
     info.severity = fhir::Severity::information;
     Response r = error_response(info, req.format.pretty);

@@ -17,6 +17,7 @@
 #include "fhir/json.h"
 #include "fhir/query_string.h"
 #include "gateway/audit/log.h"
+#include "fhir/nhs_number.h"
 #include "gateway/audit/record.h"
 #include "gateway/auth/policy.h"
 
@@ -33,6 +34,13 @@ struct Request {
 
   std::string request_id;             // X-Request-ID (mirrored or generated)
   std::string correlation_id;         // X-Correlation-ID when sent
+  // The two ids as operational log lines give them: a client may key its ids by patient, and
+  // the log never holds an NHS number, so any is removed there (the response still mirrors
+  // the id as sent: it is the client's own, and clients match answers by it).
+  std::string logged_request_id() const { return fhir::without_nhs_numbers(request_id, "(nhs-number-removed)"); }
+  std::string logged_correlation_id() const {
+    return fhir::without_nhs_numbers(correlation_id, "(nhs-number-removed)");
+  }
   std::string remote_address;
   std::string client_certificate_subject;  // RFC 2253 subject of a verified client cert
   bool tls = false;
@@ -71,13 +79,15 @@ struct Request {
   };
   std::optional<AuditChange> audit_change;
   // A change the handler made outside audit.db, committed before this request's record can be
-  // (an objection, in locator.db, with its row awaiting the record: gateway/objection_audit.h).
-  // The pipeline calls `audited` once it knows whether the record was committed (it must not
-  // block), and when it was not, its 503 says that `made` stands and will be audited later
-  // rather than that nothing happened.
+  // (an objection, in locator.db, with its row awaiting the record: gateway/objection_audit.h;
+  // a source's pointer or relationship write, which keeps no such row). The pipeline calls
+  // `audited` (when set) once it knows whether the record was committed (it must not block),
+  // and when it was not, its 503 says that `made` stands rather than that nothing happened,
+  // and whether the gateway audits it later (`audited_later`) or only its log notes it.
   struct ChangeMade {
     std::string made;  // what was done, as a sentence start: "The objection to sharing was recorded"
     std::function<void(bool committed)> audited;
+    bool audited_later = true;
   };
   std::optional<ChangeMade> change_made;
 

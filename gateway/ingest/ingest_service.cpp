@@ -25,6 +25,10 @@ using fhir::Issue;
 using fhir::Json;
 using Level = observe::Level;
 
+// A unit's dedupe key as log lines give it. HL7's is MSH-3|MSH-4|MSH-10, but a plug-in picks
+// its own, and one keyed by patient would put an NHS number in the log, which never holds one.
+std::string logged_key(std::string_view key) { return fhir::without_nhs_numbers(key, "(nhs-number-removed)"); }
+
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -213,7 +217,7 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
       // it would be completed again (a second ingest-applied record), never lost.
       if (!c)
         observe::log(Level::error, "an applied message keeps its pending mark: store.db could not commit",
-                     {{"source", source}, {"kind", kind}, {"key", key}, {"reason", c.issue().diagnostics}});
+                     {{"source", source}, {"kind", kind}, {"key", logged_key(key)}, {"reason", c.issue().diagnostics}});
       finish();
     });
   };
@@ -242,7 +246,7 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
       return audit_then(std::move(rec), [issue, shared_done, source = b.source, key = b.dedupe_key](fhir::Status a) {
         if (!a)
           observe::log(Level::error, "a unit answered 'resend' could not be audited either",
-                       {{"source", source}, {"key", key}, {"reason", a.issue().diagnostics}});
+                       {{"source", source}, {"key", logged_key(key)}, {"reason", a.issue().diagnostics}});
         (*shared_done)(issue);
       });
     }
@@ -322,9 +326,9 @@ void IngestService::run(IngestBatch batch, std::shared_ptr<Answer> answer, std::
         ++reused_by_source_[batch.source];
       }
       // The key is the sender's own message id (HL7: MSH-3|MSH-4|MSH-10), not patient data:
-      // logged so the sender's team can find both messages.
+      // logged so the sender's team can find both messages (logged_key: without an NHS number).
       observe::log(Level::warn, "sender reused a message control id for different content",
-                   {{"source", batch.source}, {"kind", batch.kind}, {"key", batch.dedupe_key}});
+                   {{"source", batch.source}, {"kind", batch.kind}, {"key", logged_key(batch.dedupe_key)}});
     }
   }
 
@@ -589,7 +593,7 @@ void IngestService::note_warnings(const IngestBatch& batch, const std::vector<st
   observe::log(Level::warn, "unit applied with warnings from its mapping",
                {{"source", batch.source},
                 {"kind", batch.kind},
-                {"key", batch.dedupe_key},
+                {"key", logged_key(batch.dedupe_key)},
                 {"warnings", std::to_string(warnings.size())},
                 {"locations", locations}});
 }

@@ -1372,3 +1372,35 @@ TEST_CASE("Locator API: POST /DocumentReference/_search links through a handle t
   REQUIRE(nobody.status == 200);
   CHECK(nobody.body.find(nhs(200)) == std::string::npos);
 }
+
+TEST_CASE("Locator API: a pointer write whose audit record cannot be written is answered 503 saying it stands") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 151, "Standing", "A81001");
+  const std::string rx1 = bearer(rx1_system());
+  auto held = [&](const std::string& id) {
+    auto p = s.locator().read_pointer(id);
+    REQUIRE(p.ok());
+    return p->has_value();
+  };
+  // The write commits in locator.db before its record can: the answer must not read as
+  // "nothing happened, try again" (a repeated create would make a second pointer).
+  s.app().audit_log()->inject_write_failure(true);
+  HttpResponse put = one(s, send(s, "PUT", "/DocumentReference/RX1-503-1", rx1, rx1_pointer("RX1-503-1", a.id),
+                                 "application/fhir+json"));
+  HttpResponse del = one(s, send(s, "DELETE", "/DocumentReference/RX1-503-1", rx1, "", "application/fhir+json"));
+  s.app().audit_log()->inject_write_failure(false);
+  CHECK(put.status == 503);
+  const std::string put_said = diagnostics_of(put);
+  CHECK(put_said.find("DocumentReference/RX1-503-1 was created, but its audit record could not be written") == 0);
+  CHECK(put_said.find("The change stands: do not repeat it") != std::string::npos);
+  CHECK(del.status == 503);
+  CHECK(diagnostics_of(del).find("DocumentReference/RX1-503-1 was deleted, but its audit record") == 0);
+  CHECK_FALSE(held("RX1-503-1"));
+  // A write refused before it commits is still "nothing happened".
+  s.app().audit_log()->inject_write_failure(true);
+  HttpResponse refused = one(s, send(s, "PUT", "/DocumentReference/RX1-503-2", rx1, "{}", "application/fhir+json"));
+  s.app().audit_log()->inject_write_failure(false);
+  CHECK(refused.status == 503);
+  CHECK(diagnostics_of(refused).find("The audit trail could not be written, so no data was sent") == 0);
+  CHECK_FALSE(held("RX1-503-2"));
+}
