@@ -419,10 +419,21 @@ std::string build_ack(const MshSummary& in, AckCode code, const std::optional<Ac
   // refused for it), nor for UTF-8 when the sender's bytes echoed in MSH and MSA-2 are not
   // UTF-8 (the message was refused for them): such an ACK would declare a set it is not
   // written in, and no parser here (nor, likely, the sender's) could read it. Without MSH-18
-  // it echoes the same bytes and reads as ISO 8859-1.
+  // it echoes the same bytes and reads as ISO 8859-1. Likewise ASCII over bytes that are not.
+  const auto declares_ascii = [](std::string_view name) {
+    while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
+    while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
+    return name.size() == 5 && (name[0] | 0x20) == 'a' && (name[1] | 0x20) == 's' && (name[2] | 0x20) == 'c' &&
+           (name[3] | 0x20) == 'i' && (name[4] | 0x20) == 'i';
+  };
+  const auto all_ascii = [](std::string_view text) {
+    return std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  };
   if (const std::string charset = echo(in.field(18), d);
       !charset.empty() && is_supported_charset(std::string_view(charset).substr(0, charset.find(d.ack.repetition))) &&
-      (d.latin1 || fhir::is_valid_utf8(msh + out))) {
+      (d.latin1 || fhir::is_valid_utf8(msh + out)) &&
+      !(declares_ascii(std::string_view(charset).substr(0, charset.find(d.ack.repetition))) &&
+        !(all_ascii(msh) && all_ascii(out)))) {
     for (int n = 13; n <= 17; ++n) add("");
     add(charset);
   }

@@ -438,6 +438,22 @@ TEST_CASE("ACK: a message refused for bytes that are not the UTF-8 it declares g
   CHECK(ack_of(valid, AckCode::AA).segment(0).get(18) == "UNICODE UTF-8");
 }
 
+// Found in review: MSH-18 "ASCII" over bytes that are not ASCII (read as ISO 8859-1, as an
+// undeclared message is) was echoed, so the ACK declared ASCII over the sender's 8-bit bytes.
+TEST_CASE("ACK: MSH-18 ASCII is echoed only over ASCII bytes") {
+  const std::string latin1 =
+      "MSH|^~\\&|PAS|H\xF4PITAL|GW|GW|20261123101500||ADT^A01|C\xE9|P|2.5||||||ASCII\rEVN|A01\r";
+  auto parsed = Message::parse(latin1);
+  REQUIRE(parsed.ok());
+  const std::string ack = gw::hl7v2::build_ack(gw::hl7v2::read_msh(latin1, *parsed), AckCode::AA, std::nullopt, kClock);
+  CHECK(ack == "MSH|^~\\&|GW|GW|PAS|H\xF4PITAL|20261123141502+0000||ACK^A01^ACK|GW0000000000000001|P|2.5\r"
+               "MSA|AA|C\xE9\r");
+  // Plain ASCII keeps its declaration (any case, as received).
+  CHECK(ack_of("MSH|^~\\&|PAS|RFZ|GW|RFZ|20261207||ADT^A01|MSG5|P|2.5||||||ascii\rEVN|A01\r", AckCode::AA)
+            .segment(0)
+            .get(18) == "ascii");
+}
+
 TEST_CASE("ACK: enhanced mode accepts (CA) whatever is committed; CR only for table 0008's reasons, else CE") {
   auto codes = [](const std::string& msh15_16, Outcome outcome, const std::optional<AckError>& error) {
     const auto msh = gw::hl7v2::read_msh("MSH|^~\\&|PAS|RGT01|GW|GW|20261123||ADT^A40|C-1|P|2.5|||" + msh15_16 + "\r");
