@@ -8,7 +8,8 @@
 // - never crashes (ASan+UBSan);
 // - every entry is either mapped (a record check_import_record passes, and the import takes
 //   it) or refused with a non-empty diagnostic; a refusal by the mapping names the field
-//   (expression), a refusal by the import is the one check_import_record gives;
+//   (expression), a refusal by the import is the one check_import_record gives; a mapped
+//   pointer never makes the record of its Patient fail the check;
 // - an indexed patient's NHS number is trusted exactly when it passes the check digit;
 // - a subject identifier has both system and value;
 // - deterministic: the same input twice gives the same outcome, entry by entry.
@@ -106,6 +107,9 @@ std::string run(std::string_view text, bool ndjson) {
     auto s = gw::locator::check_import_record(rec);
     if (!s) require(!s.issue().diagnostics.empty());
     passes.push_back(s.ok());
+    // A pointer the mapping accepted never sinks the record of the Patient it is filed
+    // under: its faults are refused at the DocumentReference, naming that entry.
+    if (!s) require(!gw::locator::check_import_record(ImportRecord{rec.identity, {}}).ok());
   }
   auto loc = gw::locator::make_fake_locator();
   auto result = loc->import(records);
