@@ -8,6 +8,7 @@
 
 #include "fhir/date_range.h"
 #include "fhir/resource_types.h"
+#include "fhir/structure_check.h"
 #include "gateway/locator/index_transaction.h"
 
 namespace gw::locator {
@@ -328,6 +329,12 @@ fhir::Result<Pointer> pointer_from_document_reference(const Json& doc) {
   if (auto s = expect_type(doc, "DocumentReference"); !s) return std::move(s).issue();
   Pointer p;
   if (auto s = read_string(doc, "id", "DocumentReference.id", kMaxIdBytes, p.id); !s) return std::move(s).issue();
+  // Refused here, naming the DocumentReference: the locator's check would refuse the pointer
+  // later, and with it the whole import record (its Patient and that Patient's other pointers).
+  if (!p.id.empty() && !fhir::is_valid_id(p.id))
+    return Issue::make(ErrorCode::invalid_value,
+                       "DocumentReference.id must be 1-64 characters of A-Z, a-z, 0-9, '-' and '.'",
+                       "DocumentReference.id");
   std::string status;
   if (auto s = read_string(doc, "status", "DocumentReference.status", kMaxCodeBytes, status); !s)
     return std::move(s).issue();

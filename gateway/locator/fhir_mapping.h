@@ -39,7 +39,8 @@ inline constexpr std::string_view kResourceTypesExtension =
 // "Patient.identifier[2].value", and never echoes the value itself.
 fhir::Result<IdentityClaim> identity_from_patient(const fhir::Json& patient, std::string_view source_ods);
 
-// DocumentReference -> Pointer. Reads id (kept: a re-import updates the same pointer),
+// DocumentReference -> Pointer. Reads id (kept: a re-import updates the same pointer; when
+// present it must be a FHIR id, else invalid_value at DocumentReference.id),
 // status (must be "current"), type.coding[0], category[0].coding[0], custodian.identifier
 // (ODS organisation code, required: the pointer's owner), date (kept as the source gave it;
 // it must be a FHIR instant), subject.reference "Patient/<id>"

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include "gateway/locator/fhir_mapping.h"
+#include "gateway/locator/index_transaction.h"
 #include "locator_test_support.h"
 #include "tools/synthpop/population.h"
 
@@ -250,4 +251,27 @@ TEST_CASE("FHIR mapping: DocumentReference becomes a Pointer") {
   REQUIRE(subject.has_value());
   CHECK(subject->system == kNhsNumberSystem);
   CHECK(subject->value == "9434765919");
+}
+
+// Found by fuzz_import: a malformed id passed the mapping, and the locator's check then
+// refused the whole import record, so the Patient the pointer was attached to was rejected
+// for a fault of another entry, under that Patient's name.
+TEST_CASE("FHIR mapping: a DocumentReference id that is no FHIR id is refused at the DocumentReference") {
+  for (const std::string_view id : {"bad id!", "a/b", "RX1_1", "\u00e9t\u00e9",
+                                    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}) {
+    CAPTURE(id);
+    std::string doc(kDocRef);
+    doc.replace(doc.find("RX1-1"), 5, id);
+    const fhir::Issue i = docref_issue(doc);
+    CHECK(i.code == fhir::ErrorCode::invalid_value);
+    CHECK(i.expression == "DocumentReference.id");
+  }
+  // What the mapping accepts, the import's own check accepts too.
+  auto p = pointer_from_document_reference(parse(kDocRef));
+  REQUIRE(p.ok());
+  ImportRecord record;
+  record.identity.source_ods = "RX1";
+  record.identity.identifiers.push_back({"https://rx1.example.nhs.uk/mrn", "M1", "RX1"});
+  record.pointers.push_back(*p);
+  CHECK(check_import_record(record).ok());
 }
