@@ -322,7 +322,7 @@ awaitable<Response> LocatorApi::write_pointer(Request& req, bool create) {
   if (body.string_at("resourceType") != "DocumentReference")
     co_return error_response(Issue::make(ErrorCode::invalid_resource, "the body must be a DocumentReference",
                                          "resourceType"), req.format.pretty);
-  auto mapped = locator::pointer_from_document_reference(body);
+  auto mapped = locator::pointer_from_document_reference(body, create);
   if (!mapped) co_return error_response(mapped.issue(), req.format.pretty);
   locator::Pointer p = std::move(*mapped);
   if (p.source_ods != who.organisation)

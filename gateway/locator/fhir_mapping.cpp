@@ -325,10 +325,11 @@ bool is_https_url(std::string_view url) {
 
 }  // namespace
 
-fhir::Result<Pointer> pointer_from_document_reference(const Json& doc) {
+fhir::Result<Pointer> pointer_from_document_reference(const Json& doc, bool id_ignored) {
   if (auto s = expect_type(doc, "DocumentReference"); !s) return std::move(s).issue();
   Pointer p;
-  if (auto s = read_string(doc, "id", "DocumentReference.id", kMaxIdBytes, p.id); !s) return std::move(s).issue();
+  if (!id_ignored)
+    if (auto s = read_string(doc, "id", "DocumentReference.id", kMaxIdBytes, p.id); !s) return std::move(s).issue();
   // Refused here, naming the DocumentReference: the locator's check would refuse the pointer
   // later, and with it the whole import record (its Patient and that Patient's other pointers).
   if (!p.id.empty() && !fhir::is_valid_id(p.id))

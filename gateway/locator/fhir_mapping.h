@@ -48,8 +48,9 @@ fhir::Result<IdentityClaim> identity_from_patient(const fhir::Json& patient, std
 // subject_identifier), content[0].attachment.url (required; an https:// URL naming a host,
 // anything else is invalid_value) and contentType, and the
 // resource types from kResourceTypesExtension, else the type code when it is itself a FHIR
-// resource type name (as synthpop's record categories are).
-fhir::Result<Pointer> pointer_from_document_reference(const fhir::Json& docref);
+// resource type name (as synthpop's record categories are). With `id_ignored` (a FHIR create,
+// whose id the server SHALL ignore, R4 http.html#create) the id is not read at all.
+fhir::Result<Pointer> pointer_from_document_reference(const fhir::Json& docref, bool id_ignored = false);
 
 // DocumentReference.subject.identifier as a locator Identifier (source left empty), when it
 // has both system and value.

@@ -14,6 +14,7 @@
 
 #include "fhir/json.h"
 #include "fhir/nhs_number.h"
+#include "fhir/structure_check.h"
 #include "gateway/locator/fhir_mapping.h"
 #include "support/audit_check.h"
 #include "support/certs.h"
@@ -1403,4 +1404,22 @@ TEST_CASE("Locator API: a pointer write whose audit record cannot be written is 
   CHECK(refused.status == 503);
   CHECK(diagnostics_of(refused).find("The audit trail could not be written, so no data was sent") == 0);
   CHECK_FALSE(held("RX1-503-2"));
+}
+
+TEST_CASE("Locator API: a create ignores the body's id, even one that is no FHIR id (R4 http.html#create)") {
+  TestServer s;
+  Seeded a = add_patient(s.locator(), 152, "Ignored", "A81001");
+  const std::string rx1 = bearer(rx1_system());
+  std::string body = rx1_pointer("RX1-ignored", a.id);
+  const std::string quoted_id = "\"id\":\"RX1-ignored\"";
+  REQUIRE(body.find(quoted_id) != std::string::npos);
+  body.replace(body.find(quoted_id), quoted_id.size(), "\"id\":\"doc 1\"");
+  HttpResponse created = one(s, send(s, "POST", "/DocumentReference", rx1, body, "application/fhir+json"));
+  REQUIRE_MESSAGE(created.status == 201, created.body);
+  const std::string id(json_of(created).string_at("id"));
+  CHECK(id != "doc 1");
+  CHECK(fhir::is_valid_id(id));
+  // An update names its pointer by the id, which must then be one (the body's equal to the URL's).
+  HttpResponse put = one(s, send(s, "PUT", "/DocumentReference/" + id, rx1, body, "application/fhir+json"));
+  CHECK(put.status == 400);
 }
