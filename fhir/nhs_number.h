@@ -37,7 +37,9 @@ std::string format_nhs_number(std::string_view value);
 // when there is none. For text bound for the operational log, which never holds one.
 std::optional<std::pair<std::size_t, std::size_t>> find_nhs_number(std::string_view text, std::size_t from = 0);
 
-// `text` with every NHS number find_nhs_number finds replaced by `replacement`.
-std::string without_nhs_numbers(std::string_view text, std::string_view replacement);
+// `text` with every NHS number find_nhs_number finds replaced by `replacement` (by default
+// kNhsNumberRemoved, what the gateway's own log lines show in its place).
+inline constexpr std::string_view kNhsNumberRemoved = "(nhs-number-removed)";
+std::string without_nhs_numbers(std::string_view text, std::string_view replacement = kNhsNumberRemoved);
 
 }  // namespace fhir

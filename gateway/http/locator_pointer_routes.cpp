@@ -416,8 +416,8 @@ awaitable<Response> LocatorApi::write_pointer(Request& req, bool create) {
   const bool created = stored.version == 1;
   // Committed in locator.db before the record can be: a 503 from the audit step must not read
   // as "nothing happened" (a client that repeats a create makes a second pointer).
-  req.change_made = Request::ChangeMade{std::string("DocumentReference/") + stored.id + (created ? " was created" : " was updated"),
-                                        nullptr, false};
+  req.change_made =
+      Request::ChangeMade{"DocumentReference/" + stored.id + (created ? " was created" : " was updated"), nullptr};
   Response r = with_version_headers(
       fhir_response(created ? 201 : 200, pointer_json(stored, {}, false), req.format.pretty), stored.version,
       stored.last_updated);
@@ -455,7 +455,7 @@ awaitable<Response> LocatorApi::delete_pointer(Request& req) {
   for (const auto& patient : removed.patients) note_patient(req, patient);
   if (!removed.result) co_return error_response(removed.result.issue(), req.format.pretty);
   req.audit.returned.push_back("DocumentReference/" + id);
-  req.change_made = Request::ChangeMade{"DocumentReference/" + id + " was deleted", nullptr, false};
+  req.change_made = Request::ChangeMade{"DocumentReference/" + id + " was deleted", nullptr};
   Response r;
   r.status = 204;
   co_return r;

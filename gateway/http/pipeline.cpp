@@ -231,15 +231,15 @@ boost::asio::awaitable<Response> Pipeline::audited(Request& req, Response r, con
     observe::log(observe::Level::error, "audit record not committed; response withheld",
                  {{"request_id", req.logged_request_id()},
                   {"status", std::to_string(r.status)},
-                  {"change_made", !made_outside                 ? "no"
-                                  : made_outside->audited_later ? "yes, audited later"
-                                                                : "yes, without an audit record"},
+                  {"change_made", !made_outside            ? "no"
+                                  : made_outside->audited ? "yes, audited later"
+                                                          : "yes, without an audit record"},
                   {"route", req.route_template}});
     const std::string quote = "quote X-Request-ID " + req.request_id;
     std::string text;
     if (!made_outside)
       text = "The audit trail could not be written, so no data was sent. Try again shortly; " + quote + " if this persists";
-    else if (made_outside->audited_later)
+    else if (made_outside->audited)
       text = made_outside->made + ", but its audit record could not be written, so no other data was sent. The change "
                                   "stands and the gateway audits it once the audit trail can be written again; there "
                                   "is no need to repeat it (" + quote + ")";
@@ -391,7 +391,7 @@ boost::asio::awaitable<Response> Pipeline::respond(Request& req, const Route*& m
     observe::log(observe::Level::error, "handler failed",
                  {{"request_id", req.logged_request_id()},
                   {"route", route.pattern},
-                  {"error", fhir::without_nhs_numbers(e.what(), "(nhs-number-removed)")}});
+                  {"error", fhir::without_nhs_numbers(e.what())}});
   } catch (...) {
     observe::log(observe::Level::error, "handler failed",
                  {{"request_id", req.logged_request_id()}, {"route", route.pattern}});

@@ -176,7 +176,7 @@ class RelationshipApi {
   static Response recorded(const std::string& text, Request& req) {
     std::string made = text;
     made[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(made[0])));
-    req.change_made = Request::ChangeMade{made, nullptr, false};
+    req.change_made = Request::ChangeMade{made, nullptr};
     Issue info = Issue::make(ErrorCode::informational, text);
     info.severity = fhir::Severity::information;
     Response r = error_response(info, req.format.pretty);

@@ -15,9 +15,9 @@
 
 #include "fhir/content_negotiation.h"
 #include "fhir/json.h"
+#include "fhir/nhs_number.h"
 #include "fhir/query_string.h"
 #include "gateway/audit/log.h"
-#include "fhir/nhs_number.h"
 #include "gateway/audit/record.h"
 #include "gateway/auth/policy.h"
 
@@ -37,10 +37,8 @@ struct Request {
   // The two ids as operational log lines give them: a client may key its ids by patient, and
   // the log never holds an NHS number, so any is removed there (the response still mirrors
   // the id as sent: it is the client's own, and clients match answers by it).
-  std::string logged_request_id() const { return fhir::without_nhs_numbers(request_id, "(nhs-number-removed)"); }
-  std::string logged_correlation_id() const {
-    return fhir::without_nhs_numbers(correlation_id, "(nhs-number-removed)");
-  }
+  std::string logged_request_id() const { return fhir::without_nhs_numbers(request_id); }
+  std::string logged_correlation_id() const { return fhir::without_nhs_numbers(correlation_id); }
   std::string remote_address;
   std::string client_certificate_subject;  // RFC 2253 subject of a verified client cert
   bool tls = false;
@@ -81,13 +79,13 @@ struct Request {
   // A change the handler made outside audit.db, committed before this request's record can be
   // (an objection, in locator.db, with its row awaiting the record: gateway/objection_audit.h;
   // a source's pointer or relationship write, which keeps no such row). The pipeline calls
-  // `audited` (when set) once it knows whether the record was committed (it must not block),
-  // and when it was not, its 503 says that `made` stands rather than that nothing happened,
-  // and whether the gateway audits it later (`audited_later`) or only its log notes it.
+  // `audited` (when set: the change is audited later from its row) once it knows whether the
+  // record was committed (it must not block), and when it was not, its 503 says that `made`
+  // stands rather than that nothing happened, and whether the gateway audits it later (a
+  // row's owner set `audited`) or only its log notes it.
   struct ChangeMade {
     std::string made;  // what was done, as a sentence start: "The objection to sharing was recorded"
     std::function<void(bool committed)> audited;
-    bool audited_later = true;
   };
   std::optional<ChangeMade> change_made;
 

@@ -27,7 +27,7 @@ using Level = observe::Level;
 
 // A unit's dedupe key as log lines give it. HL7's is MSH-3|MSH-4|MSH-10, but a plug-in picks
 // its own, and one keyed by patient would put an NHS number in the log, which never holds one.
-std::string logged_key(std::string_view key) { return fhir::without_nhs_numbers(key, "(nhs-number-removed)"); }
+std::string logged_key(std::string_view key) { return fhir::without_nhs_numbers(key); }
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())

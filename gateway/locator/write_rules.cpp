@@ -4,6 +4,7 @@
 // source systems, import records and ingest.
 #include <algorithm>
 #include <cctype>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -424,16 +425,30 @@ fhir::Status apply_merge(IndexTransaction& tx, const std::string& retired_id, co
   return tx.insert_merge(r.id, s.id, source_ods, now);
 }
 
-fhir::Status apply_set_objection(IndexTransaction& tx, const std::string& patient_id, bool objection,
-                                 const std::string& now) {
+namespace {
+
+// The objection on `patient_id`'s final record (merges followed): that record's id when this
+// changed it, nullopt when it already was so.
+fhir::Result<std::optional<std::string>> put_objection(IndexTransaction& tx, const std::string& patient_id,
+                                                       bool objection, const std::string& now) {
   auto rec = final_record(tx, patient_id);
   if (!rec) return std::move(rec).issue();
   if (!*rec) return patient_not_found("patient_id");
-  if ((*rec)->objection == objection) return fhir::Ok{};
+  if ((*rec)->objection == objection) return std::optional<std::string>();
   (*rec)->objection = objection;
   ++(*rec)->version;
   (*rec)->last_updated = now;
-  return tx.update_patient(**rec);
+  if (auto st = tx.update_patient(**rec); !st) return std::move(st).issue();
+  return std::optional<std::string>((*rec)->id);
+}
+
+}  // namespace
+
+fhir::Status apply_set_objection(IndexTransaction& tx, const std::string& patient_id, bool objection,
+                                 const std::string& now) {
+  auto put = put_objection(tx, patient_id, objection, now);
+  if (!put) return std::move(put).issue();
+  return fhir::Ok{};
 }
 
 fhir::Result<bool> apply_change_objection(IndexTransaction& tx, ObjectionChange change, const std::string& now) {
@@ -442,15 +457,10 @@ fhir::Result<bool> apply_change_objection(IndexTransaction& tx, ObjectionChange 
   if (auto st = check_len(change.by, kMaxTextBytes, "by"); !st) return std::move(st).issue();
   if (auto st = check_len(change.note, kMaxObjectionNoteBytes, "note"); !st) return std::move(st).issue();
   if (auto st = check_len(change.request_id, kMaxTextBytes, "request_id"); !st) return std::move(st).issue();
-  auto rec = final_record(tx, change.patient_id);
-  if (!rec) return std::move(rec).issue();
-  if (!*rec) return patient_not_found("patient_id");
-  if ((*rec)->objection == change.objection) return false;
-  (*rec)->objection = change.objection;
-  ++(*rec)->version;
-  (*rec)->last_updated = now;
-  if (auto st = tx.update_patient(**rec); !st) return std::move(st).issue();
-  change.patient_id = (*rec)->id;
+  auto put = put_objection(tx, change.patient_id, change.objection, now);
+  if (!put) return std::move(put).issue();
+  if (!*put) return false;
+  change.patient_id = std::move(**put);
   if (auto st = tx.insert_objection_change(change); !st) return std::move(st).issue();
   return true;
 }
